@@ -1,0 +1,185 @@
+//! Byte-addressable memory devices.
+//!
+//! A [`Device`] is a flat range of bytes that udax carves into blocks. Every
+//! backend except the crash simulator maps the whole device into this process;
+//! reads and writes are plain memory copies (no page cache in between).
+//!
+//! Durability follows the persistent-memory model: a store is durable only after
+//! [`Device::flush`] of its cache lines **and** a later [`Device::fence`]. What
+//! `flush`/`fence` do depends on the backend's [`PersistenceDomain`]:
+//!
+//! | domain          | flush                         | fence                          |
+//! |-----------------|-------------------------------|--------------------------------|
+//! | `None`          | nothing (memory is volatile)  | nothing                        |
+//! | `PageCache`     | remember the dirty page range | `msync(MS_SYNC)` of the ranges |
+//! | `CpuCache`      | clwb/clflushopt/clflush lines | `sfence`                       |
+//!
+//! Large writes use non-temporal stores (they bypass the cache, so only the
+//! fence is needed for them).
+
+mod ram;
+
+pub use ram::RamDevice;
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Which kind of memory backs a device. Detected from the path when opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceKind {
+    /// Anonymous `memfd_create` memory (`memfd:SIZE`): gone when the process exits.
+    Memfd,
+    /// A file on tmpfs, e.g. under `/dev/shm`.
+    Shm,
+    /// A file on hugetlbfs (or a `MFD_HUGETLB` memfd): 2 MiB pages.
+    Hugetlbfs,
+    /// A regular file on a disk file system; durable through `msync`.
+    File,
+    /// A device-dax character device (`/dev/daxX.Y`): real pmem or CXL memory.
+    DevDax,
+    /// Heap memory for tests.
+    Ram,
+    /// The crash-simulating test device.
+    Crash,
+}
+
+/// Where a store must reach to survive a power failure, and so what flushing costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PersistenceDomain {
+    /// Volatile memory: nothing survives; flush and fence are no-ops.
+    None,
+    /// Durable once written back from the page cache (`msync`).
+    PageCache,
+    /// Durable once out of the CPU cache (cache-line flush + fence).
+    CpuCache,
+}
+
+/// The cache-flush instruction in use, picked at run time from CPUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushInstr {
+    Clwb,
+    Clflushopt,
+    Clflush,
+    /// No flush is needed (or possible) for this device.
+    None,
+}
+
+/// Static facts about an opened device, shown by `udax info`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeviceInfo {
+    pub kind: DeviceKind,
+    /// The path or spec it was opened from (`memfd:1G`, `/dev/shm/x`, ...).
+    pub path: String,
+    /// Usable length in bytes (a multiple of [`crate::BLOCK_SIZE`]).
+    pub len: u64,
+    pub persistence: PersistenceDomain,
+    pub flush: FlushInstr,
+    /// Page size of the backing memory: 4096, or 2 MiB for hugetlbfs.
+    pub page_size: u64,
+}
+
+/// Errors from the device layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    #[error("access out of range: offset {offset} + length {len} > device size {size}")]
+    OutOfRange { offset: u64, len: u64, size: u64 },
+    #[error("device busy (held by pid {pid})")]
+    Busy { pid: i32 },
+    #[error("{path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid device spec {spec:?}: {reason}")]
+    BadSpec { spec: String, reason: String },
+    #[error("device I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("media error (poisoned) at device offset {offset}")]
+    Poisoned { offset: u64 },
+}
+
+impl DeviceError {
+    /// The errno a C caller would see.
+    pub fn errno(&self) -> i32 {
+        match self {
+            DeviceError::OutOfRange { .. } => libc::EINVAL,
+            DeviceError::Busy { .. } => libc::EBUSY,
+            DeviceError::Open { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            DeviceError::BadSpec { .. } => libc::EINVAL,
+            DeviceError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            DeviceError::Poisoned { .. } => libc::EIO,
+        }
+    }
+}
+
+/// A byte-addressable device. Implementations are internally synchronised:
+/// any thread may call any method at any time. Callers serialise stores to the
+/// same bytes themselves (metadata through the fs locks; file data races are the
+/// program's own, exactly as with the kernel's DAX).
+pub trait Device: Send + Sync + fmt::Debug {
+    /// Static facts (kind, size, persistence domain).
+    fn info(&self) -> &DeviceInfo;
+
+    /// Device size in bytes.
+    fn len(&self) -> u64 {
+        self.info().len
+    }
+
+    /// `true` for a zero-length device.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copy `buf.len()` bytes starting at device offset `off` into `buf`.
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), DeviceError>;
+
+    /// Store `data` at `off`. Not durable until [`flush`](Self::flush) + [`fence`](Self::fence).
+    /// Large writes may use non-temporal stores.
+    fn write(&self, off: u64, data: &[u8]) -> Result<(), DeviceError>;
+
+    /// Store zeros over `[off, off + len)`. Same durability rules as `write`.
+    fn zero(&self, off: u64, len: u64) -> Result<(), DeviceError>;
+
+    /// Start write-back of the cache lines covering `[off, off + len)`.
+    fn flush(&self, off: u64, len: u64);
+
+    /// Wait until every flush (and non-temporal store) issued before it is durable.
+    fn fence(&self) -> Result<(), DeviceError>;
+
+    /// `flush` + `fence`.
+    fn persist(&self, off: u64, len: u64) -> Result<(), DeviceError> {
+        self.flush(off, len);
+        self.fence()
+    }
+
+    /// For backends that map the device: the file descriptor and the base address of
+    /// the whole-device mapping in this process (the DAX engine maps ranges of it).
+    fn mapping(&self) -> Option<DeviceMapping<'_>> {
+        None
+    }
+}
+
+/// A device that is mapped into this process.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceMapping<'a> {
+    pub fd: std::os::fd::BorrowedFd<'a>,
+    /// Base address of the whole-device `MAP_SHARED` mapping.
+    pub base: *mut u8,
+    pub len: u64,
+}
+
+/// Check `[off, off + len)` lies inside a device of `size` bytes (overflow-safe).
+pub fn check_range(off: u64, len: u64, size: u64) -> Result<(), DeviceError> {
+    match off.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(DeviceError::OutOfRange {
+            offset: off,
+            len,
+            size,
+        }),
+    }
+}

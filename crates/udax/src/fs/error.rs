@@ -1,0 +1,77 @@
+//! The file-system error type: one variant per errno a caller can see.
+
+use crate::device::DeviceError;
+
+/// Errors returned by the file-system API. Every variant maps to one errno
+/// ([`Error::errno`]); an error leaves the file system unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("is a directory")]
+    IsDir,
+    #[error("not a directory")]
+    NotDir,
+    #[error("file name too long (max 255 bytes)")]
+    NameTooLong,
+    #[error("no space left on device")]
+    NoSpace,
+    #[error("no free inodes left on device")]
+    NoInodes,
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    #[error("bad file handle (not open for this access)")]
+    BadFd,
+    #[error("operation not supported: {0}")]
+    NotSupported(&'static str),
+    #[error("resource busy: {0}")]
+    Busy(String),
+    #[error("file too large")]
+    FileTooBig,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("cross-device link or rename")]
+    CrossDevice,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("interrupted")]
+    Interrupted,
+    #[error("metadata corrupted: {what} at device offset {device_offset:#x}")]
+    Corrupted { what: String, device_offset: u64 },
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+}
+
+impl Error {
+    /// The errno a C caller (the LD_PRELOAD shim, the CLI) reports.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NotFound => libc::ENOENT,
+            Error::Exists => libc::EEXIST,
+            Error::NotEmpty => libc::ENOTEMPTY,
+            Error::IsDir => libc::EISDIR,
+            Error::NotDir => libc::ENOTDIR,
+            Error::NameTooLong => libc::ENAMETOOLONG,
+            Error::NoSpace | Error::NoInodes => libc::ENOSPC,
+            Error::Invalid(_) => libc::EINVAL,
+            Error::BadFd => libc::EBADF,
+            Error::NotSupported(_) => libc::EOPNOTSUPP,
+            Error::Busy(_) => libc::EBUSY,
+            Error::FileTooBig => libc::EFBIG,
+            Error::TooManyLinks => libc::EMLINK,
+            Error::CrossDevice => libc::EXDEV,
+            Error::ReadOnly => libc::EROFS,
+            Error::Interrupted => libc::EINTR,
+            Error::Corrupted { .. } => libc::EUCLEAN,
+            Error::Device(e) => e.errno(),
+        }
+    }
+}
+
+/// Result alias for the file-system API.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,92 @@
+//! The one facade for locks and atomics.
+//!
+//! Every lock and atomic in udax is taken from here, so that the same code can be
+//! run under the `loom` model checker (`RUSTFLAGS="--cfg loom" cargo test --release
+//! -p udax --lib loom_`), which explores every interleaving of the threads in a
+//! test. Outside loom, locks are `parking_lot`'s (small, fair enough, no poisoning).
+//!
+//! Rule: no module may `use std::sync::{Mutex, atomic, ...}` or `parking_lot`
+//! directly; import from `crate::sync` instead.
+
+#[cfg(not(loom))]
+mod imp {
+    pub use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+    pub use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub use std::sync::Arc;
+    pub use std::thread;
+}
+
+#[cfg(loom)]
+mod imp {
+    //! loom's types wrapped to expose the parking_lot-style API (no poisoning).
+    pub use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub use loom::sync::Arc;
+    pub use loom::thread;
+
+    #[derive(Debug, Default)]
+    pub struct Mutex<T>(loom::sync::Mutex<T>);
+    pub type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+    impl<T> Mutex<T> {
+        pub fn new(v: T) -> Self {
+            Self(loom::sync::Mutex::new(v))
+        }
+        pub fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().expect("loom mutex poisoned")
+        }
+        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock().ok()
+        }
+        pub fn into_inner(self) -> T {
+            self.0.into_inner().expect("loom mutex poisoned")
+        }
+    }
+
+    #[derive(Debug, Default)]
+    pub struct RwLock<T>(loom::sync::RwLock<T>);
+    pub type RwLockReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
+    pub type RwLockWriteGuard<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;
+    impl<T> RwLock<T> {
+        pub fn new(v: T) -> Self {
+            Self(loom::sync::RwLock::new(v))
+        }
+        pub fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read().expect("loom rwlock poisoned")
+        }
+        pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.0.write().expect("loom rwlock poisoned")
+        }
+    }
+
+    #[derive(Debug, Default)]
+    pub struct Condvar(loom::sync::Condvar);
+    impl Condvar {
+        pub fn new() -> Self {
+            Self(loom::sync::Condvar::new())
+        }
+        /// parking_lot-style wait: re-locks in place.
+        pub fn wait<'a, T>(&self, guard: &mut MutexGuard<'a, T>) {
+            // loom's Condvar consumes the guard; swap it through a raw read/write.
+            // SAFETY-free alternative: loom guards are not Default, so use take via ptr.
+            #[allow(unsafe_code)]
+            // SAFETY: `g` is moved out and a new guard for the same mutex is moved
+            // back in before anyone can observe `*guard`; no unwinding point
+            // lies between the read and the write except `wait`, which aborts the
+            // model on panic.
+            unsafe {
+                let g = std::ptr::read(guard);
+                let g = self.0.wait(g).expect("loom condvar poisoned");
+                std::ptr::write(guard, g);
+            }
+        }
+        pub fn notify_one(&self) -> bool {
+            self.0.notify_one();
+            true
+        }
+        pub fn notify_all(&self) -> usize {
+            self.0.notify_all();
+            0
+        }
+    }
+}
+
+pub use imp::*;
