@@ -150,6 +150,13 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// Wait until every flush (and non-temporal store) issued before it is durable.
     fn fence(&self) -> Result<(), DeviceError>;
 
+    /// `true` when [`fence`](Self::fence) makes durable every flush issued before it
+    /// by any thread (msync, the crash simulator, volatile memory); `false` when it
+    /// only orders the calling thread's own flushes (`sfence` on devdax).
+    fn fence_is_global(&self) -> bool {
+        self.info().persistence != PersistenceDomain::CpuCache
+    }
+
     /// `flush` + `fence`.
     fn persist(&self, off: u64, len: u64) -> Result<(), DeviceError> {
         self.flush(off, len);

@@ -43,6 +43,10 @@ pub enum Error {
     Interrupted,
     #[error("metadata corrupted: {what} at device offset {device_offset:#x}")]
     Corrupted { what: String, device_offset: u64 },
+    #[error("operation not permitted: {0}")]
+    NotPermitted(&'static str),
+    #[error(transparent)]
+    Format(crate::format::FormatError),
     #[error(transparent)]
     Device(#[from] DeviceError),
 }
@@ -68,6 +72,8 @@ impl Error {
             Error::ReadOnly => libc::EROFS,
             Error::Interrupted => libc::EINTR,
             Error::Corrupted { .. } => libc::EUCLEAN,
+            Error::NotPermitted(_) => libc::EPERM,
+            Error::Format(_) => libc::EINVAL,
             Error::Device(e) => e.errno(),
         }
     }
@@ -75,3 +81,30 @@ impl Error {
 
 /// Result alias for the file-system API.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::format::FormatError> for Error {
+    fn from(e: crate::format::FormatError) -> Self {
+        match e {
+            crate::format::FormatError::Corrupted {
+                what,
+                device_offset,
+            } => Error::Corrupted {
+                what,
+                device_offset,
+            },
+            other => Error::Format(other),
+        }
+    }
+}
+
+impl From<crate::journal::JournalError> for Error {
+    fn from(e: crate::journal::JournalError) -> Self {
+        use crate::journal::JournalError as J;
+        match e {
+            J::Device(d) => Error::Device(d),
+            J::Format(f) => f.into(),
+            J::LogFull => Error::Busy("metadata log full".into()),
+            J::CheckpointTooBig { .. } => Error::NoSpace,
+        }
+    }
+}

@@ -1,5 +1,579 @@
 //! The file system: namespace, inodes, extent maps, read/write, truncate, fallocate.
+//!
+//! State lives in memory (one [`InodeData`] per inode behind its own lock) and
+//! every change is a transaction of [`Op`]s: committed to the journal, then applied
+//! to memory with [`state::apply`], the same function log replay uses.
+//!
+//! Lock order (outermost first; see `docs/locking.md`):
+//! 1. `cp` — read by every metadata operation, write by a checkpoint;
+//! 2. `ns` — the namespace mutex, held by create/link/unlink/rename/mkdir/rmdir;
+//! 3. inode locks, several in ascending inode number;
+//! 4. `table` (inode number -> cell), `inos`;
+//! 5. the allocator's and the journal's internal locks; the device's.
+//!
+//! Data reads and overwrites of mapped blocks take only the inode's read lock.
 
+mod check;
 mod error;
+pub mod extent;
+mod file;
+mod namespace;
+pub mod state;
+mod types;
 
+pub use check::{fsck, FsckReport, Problem};
 pub use error::{Error, Result};
+pub use file::File;
+pub use types::{falloc, DirEntry, MkfsOptions, OpenOptions, Stat, StatFs};
+
+use crate::alloc::{Allocator, BlockRange};
+use crate::device::Device;
+use crate::format::codec::Writer;
+use crate::format::{
+    encode_inode_record, Attr, Geometry, InodeImage, Op, Superblock, FORMAT_VERSION, MAX_OP_BYTES,
+    ROOT_INO, S_IFDIR, SUPERBLOCK_SIZE,
+};
+use crate::journal::{self, Journal, JournalStats};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard};
+use crate::BLOCK_SIZE;
+use state::{apply, Effects, InodeData, Inodes};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Most ops in one transaction (bounds the log space an operation reserves).
+pub(crate) const MAX_TX_OPS: usize = 64;
+
+/// One inode in memory.
+#[derive(Debug)]
+pub(crate) struct Cell {
+    pub ino: u64,
+    pub data: RwLock<InodeData>,
+    /// Open handles.
+    pub open: AtomicU32,
+    /// mtime of data overwrites not yet logged (lazytime); 0 = none.
+    pub mtime_pending: AtomicU64,
+}
+
+impl Cell {
+    fn new(ino: u64, data: InodeData) -> Arc<Cell> {
+        Arc::new(Cell {
+            ino,
+            data: RwLock::new(data),
+            open: AtomicU32::new(0),
+            mtime_pending: AtomicU64::new(0),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct InoPool {
+    next: u64,
+    free: BTreeSet<u64>,
+}
+
+impl InoPool {
+    fn take(&mut self) -> u64 {
+        if let Some(i) = self.free.pop_first() {
+            return i;
+        }
+        self.next += 1;
+        self.next - 1
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub dev: Arc<dyn Device>,
+    pub sb: Superblock,
+    pub journal: Journal,
+    pub alloc: Allocator,
+    cp: RwLock<()>,
+    pub ns: Mutex<()>,
+    table: RwLock<HashMap<u64, Arc<Cell>>>,
+    inos: Mutex<InoPool>,
+    /// Estimated checkpoint image bytes.
+    image_bytes: AtomicU64,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A mounted file system. Cheap to clone; `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct Fs {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Held by a metadata operation: its log reservation and the checkpoint read lock.
+pub(crate) struct OpGuard<'a> {
+    fs: &'a Inner,
+    bytes: u64,
+    _cp: RwLockReadGuard<'a, ()>,
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        self.fs.journal.release(self.bytes);
+    }
+}
+
+/// The running fs's view for [`apply`]: the inodes the operation has locked, plus
+/// the inodes it creates (inserted into the table after the transaction).
+pub(crate) struct Locked<'a> {
+    pub held: Vec<(u64, &'a mut InodeData)>,
+    pub created: Vec<(u64, InodeData)>,
+}
+
+impl Inodes for Locked<'_> {
+    fn get(&mut self, ino: u64) -> Option<&mut InodeData> {
+        if let Some(i) = self.held.iter().position(|(i, _)| *i == ino) {
+            return Some(&mut *self.held[i].1);
+        }
+        self.created
+            .iter_mut()
+            .find(|(i, _)| *i == ino)
+            .map(|(_, d)| d)
+    }
+    fn create(&mut self, ino: u64, data: InodeData) -> std::result::Result<(), String> {
+        self.created.push((ino, data));
+        Ok(())
+    }
+    fn delete(&mut self, ino: u64) -> Option<InodeData> {
+        let d = self.get(ino)?;
+        let taken = std::mem::take(d);
+        d.freed = true;
+        Some(taken)
+    }
+}
+
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn read_superblock(dev: &dyn Device) -> Result<Superblock> {
+    let blocks = dev.len() / BLOCK_SIZE;
+    let mut buf = vec![0u8; SUPERBLOCK_SIZE];
+    dev.read(0, &mut buf)?;
+    match Superblock::decode(&buf, 0, blocks) {
+        Ok(sb) => Ok(sb),
+        Err(primary) => {
+            if dev.len() < 2 * BLOCK_SIZE {
+                return Err(primary.into());
+            }
+            dev.read(BLOCK_SIZE, &mut buf)?;
+            match Superblock::decode(&buf, BLOCK_SIZE, blocks) {
+                Ok(sb) => {
+                    tracing::warn!("primary superblock bad ({primary}); using the backup");
+                    Ok(sb)
+                }
+                Err(_) => Err(primary.into()),
+            }
+        }
+    }
+}
+
+/// The metadata state rebuilt from the device: checkpoint + replayed log.
+pub(crate) struct Recovered {
+    pub sb: Superblock,
+    pub loaded_epoch: u64,
+    pub inodes: HashMap<u64, InodeData>,
+    pub replayed: usize,
+    pub loaded: journal::Loaded,
+}
+
+/// Load the superblock, the newest checkpoint and the log, and replay it.
+pub(crate) fn recover(dev: &dyn Device) -> Result<Recovered> {
+    let sb = read_superblock(dev)?;
+    let geo = sb.geometry;
+    let mut loaded = journal::load(dev, &geo)?;
+    let mut inodes = HashMap::with_capacity(loaded.inodes.len());
+    let slot_at = geo.slot_offset(loaded.epoch % 2);
+    for img in &loaded.inodes {
+        let d = InodeData::from_image(img).map_err(|what| Error::Corrupted {
+            what,
+            device_offset: slot_at,
+        })?;
+        if inodes.insert(img.ino, d).is_some() || img.ino == 0 {
+            return Err(Error::Corrupted {
+                what: format!("checkpoint: inode {} twice or zero", img.ino),
+                device_offset: slot_at,
+            });
+        }
+    }
+    let records = std::mem::take(&mut loaded.records);
+    let replayed = records.len();
+    for (at, ops) in &records {
+        let mut fx = Effects::default();
+        for op in ops {
+            apply(&mut inodes, op, &mut fx).map_err(|m| Error::Corrupted {
+                what: format!("log record: {m}"),
+                device_offset: *at,
+            })?;
+        }
+    }
+    Ok(Recovered {
+        sb,
+        loaded_epoch: loaded.epoch,
+        inodes,
+        replayed,
+        loaded,
+    })
+}
+
+impl Fs {
+    /// Write a new, empty file system on `dev` (everything on it is lost).
+    pub fn mkfs(dev: &dyn Device, opts: &MkfsOptions) -> Result<Superblock> {
+        let geo = Geometry::for_device(dev.len() / BLOCK_SIZE)?;
+        let mut label = [0u8; 32];
+        let l = opts.label.as_bytes();
+        if l.len() > 32 {
+            return Err(Error::Invalid("label longer than 32 bytes"));
+        }
+        label[..l.len()].copy_from_slice(l);
+        let mut uuid = [0u8; 16];
+        uuid.iter_mut().for_each(|b| *b = fastrand::u8(..));
+        uuid[6] = (uuid[6] & 0x0f) | 0x40;
+        uuid[8] = (uuid[8] & 0x3f) | 0x80;
+        let t = now_ns();
+        let sb = Superblock {
+            version: FORMAT_VERSION,
+            incompat: 0,
+            compat: 0,
+            ro_compat: 0,
+            uuid,
+            geometry: geo,
+            mkfs_time_ns: t,
+            label,
+        };
+        // Invalidate any old superblock first, so a crash during mkfs leaves no
+        // half-old file system that mounts.
+        dev.zero(0, 2 * BLOCK_SIZE)?;
+        dev.persist(0, 2 * BLOCK_SIZE)?;
+        let root = InodeImage {
+            ino: ROOT_INO,
+            attr: Attr {
+                mode: S_IFDIR | 0o755,
+                nlink: 2,
+                uid: rustix::process::geteuid().as_raw(),
+                gid: rustix::process::getegid().as_raw(),
+                atime_ns: t,
+                mtime_ns: t,
+                ctime_ns: t,
+                btime_ns: t,
+                parent: ROOT_INO,
+                ..Default::default()
+            },
+            extents: vec![],
+            dirents: vec![],
+        };
+        let mut w = Writer::new();
+        encode_inode_record(&mut w, &root, 1, geo.slot_offset(1) + BLOCK_SIZE);
+        Journal::format(dev, &geo, &w.buf, 1)?;
+        for at in [0, BLOCK_SIZE] {
+            dev.write(at, &sb.encode(at))?;
+        }
+        dev.persist(0, 2 * BLOCK_SIZE)?;
+        Ok(sb)
+    }
+
+    /// Mount: recover the metadata, rebuild free space, reclaim orphans.
+    pub fn mount(dev: Arc<dyn Device>) -> Result<Fs> {
+        let rec = recover(&*dev)?;
+        let report = check::check_state(&rec.sb, &rec.inodes);
+        if let Some(p) = report.first() {
+            return Err(Error::Corrupted {
+                what: format!("{} (run `udax fsck` for the full report)", p.what),
+                device_offset: p.device_offset.unwrap_or(0),
+            });
+        }
+        let geo = rec.sb.geometry;
+        let alloc = Allocator::new(geo.data_start, geo.data_blocks());
+        let mut image_bytes = 0u64;
+        let mut max_ino = ROOT_INO;
+        for (&ino, d) in &rec.inodes {
+            for e in d.map.iter() {
+                alloc
+                    .mark_used(BlockRange {
+                        start: e.dev_blk,
+                        len: e.len,
+                    })
+                    .map_err(|_| Error::Corrupted {
+                        what: format!("inode {ino}: extent {e:?} overlaps another"),
+                        device_offset: e.dev_blk * BLOCK_SIZE,
+                    })?;
+            }
+            image_bytes += d.image_bytes();
+            max_ino = max_ino.max(ino);
+        }
+        let mut pool = InoPool {
+            next: max_ino + 1,
+            free: BTreeSet::new(),
+        };
+        for i in ROOT_INO + 1..max_ino {
+            if !rec.inodes.contains_key(&i) {
+                pool.free.insert(i);
+            }
+        }
+        let orphans: Vec<u64> = rec
+            .inodes
+            .iter()
+            .filter(|(_, d)| !d.is_dir() && d.attr.nlink == 0)
+            .map(|(&i, _)| i)
+            .collect();
+        let journal = Journal::open(dev.clone(), geo, &rec.loaded);
+        let table = rec
+            .inodes
+            .into_iter()
+            .map(|(i, d)| (i, Cell::new(i, d)))
+            .collect();
+        let fs = Fs {
+            inner: Arc::new(Inner {
+                dev,
+                sb: rec.sb,
+                journal,
+                alloc,
+                cp: RwLock::new(()),
+                ns: Mutex::new(()),
+                table: RwLock::new(table),
+                inos: Mutex::new(pool),
+                image_bytes: AtomicU64::new(image_bytes),
+                uid: rustix::process::geteuid().as_raw(),
+                gid: rustix::process::getegid().as_raw(),
+            }),
+        };
+        for ino in orphans {
+            tracing::info!("reclaiming orphan inode {ino}");
+            fs.free_orphan(ino)?;
+        }
+        Ok(fs)
+    }
+
+    /// Checkpoint and release the device.
+    pub fn unmount(self) -> Result<()> {
+        self.checkpoint()
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.inner.sb
+    }
+
+    pub fn device(&self) -> &Arc<dyn Device> {
+        &self.inner.dev
+    }
+
+    pub fn journal_stats(&self) -> JournalStats {
+        self.inner.journal.stats()
+    }
+
+    pub fn alloc_stats(&self) -> crate::alloc::AllocStats {
+        self.inner.alloc.stats()
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let g = &self.inner.sb.geometry;
+        StatFs {
+            block_size: BLOCK_SIZE,
+            total_blocks: g.total_blocks,
+            data_blocks: g.data_blocks(),
+            free_blocks: self.inner.alloc.free_blocks(),
+            inodes: self.inner.table.read().len() as u64,
+            metadata_bytes: self.inner.image_bytes.load(Ordering::Relaxed),
+            metadata_capacity: g.slot_bytes() - BLOCK_SIZE,
+        }
+    }
+
+    /// Make everything durable: pending timestamps, then a fence.
+    pub fn sync(&self) -> Result<()> {
+        let cells: Vec<Arc<Cell>> = self.inner.table.read().values().cloned().collect();
+        for c in cells {
+            self.flush_times(&c)?;
+        }
+        self.inner.journal.fence()?;
+        Ok(())
+    }
+
+    /// Write the whole metadata image as a new checkpoint and restart the log.
+    pub fn checkpoint(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let _cp = inner.cp.write();
+        let (epoch, body_at, cap) = inner.journal.next_checkpoint();
+        let table = inner.table.read();
+        let mut inos: Vec<u64> = table.keys().copied().collect();
+        inos.sort_unstable();
+        let mut w = Writer::with_capacity(inner.image_bytes.load(Ordering::Relaxed) as usize);
+        for ino in &inos {
+            let cell = &table[ino];
+            let d = cell.data.read();
+            let mut img = d.to_image(*ino);
+            let pending = cell.mtime_pending.load(Ordering::Relaxed);
+            img.attr.mtime_ns = img.attr.mtime_ns.max(pending);
+            img.attr.ctime_ns = img.attr.ctime_ns.max(pending);
+            encode_inode_record(&mut w, &img, epoch, body_at);
+            if w.len() as u64 > cap {
+                return Err(Error::NoSpace);
+            }
+        }
+        inner
+            .journal
+            .write_checkpoint(&w.buf, inos.len() as u64)?;
+        inner.image_bytes.store(w.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Begin a metadata operation of at most `max_ops` ops.
+    pub(crate) fn begin(&self, max_ops: usize) -> Result<OpGuard<'_>> {
+        let inner = &*self.inner;
+        let bytes = Journal::record_bytes(max_ops * MAX_OP_BYTES);
+        if bytes * 4 > inner.sb.geometry.log_bytes() {
+            return Err(Error::Invalid("transaction larger than the log"));
+        }
+        let mut tries = 0;
+        while !inner.journal.try_reserve(bytes) {
+            tries += 1;
+            if tries > 100 {
+                return Err(Error::Busy("metadata log stays full".into()));
+            }
+            self.checkpoint()?;
+        }
+        Ok(OpGuard {
+            fs: inner,
+            bytes,
+            _cp: inner.cp.read(),
+        })
+    }
+
+    pub(crate) fn cell(&self, ino: u64) -> Result<Arc<Cell>> {
+        self.inner
+            .table
+            .read()
+            .get(&ino)
+            .cloned()
+            .ok_or(Error::NotFound)
+    }
+
+    pub(crate) fn take_ino(&self) -> u64 {
+        self.inner.inos.lock().take()
+    }
+
+    pub(crate) fn return_ino(&self, ino: u64) {
+        self.inner.inos.lock().free.insert(ino);
+    }
+
+    /// Commit `ops` and apply them to the locked inodes. Caller holds an [`OpGuard`]
+    /// and the write locks of every inode the ops touch. Freed blocks go back to
+    /// the allocator only after the commit is durable.
+    pub(crate) fn run_tx(&self, held: Vec<(u64, &mut InodeData)>, ops: &[Op]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        debug_assert!(ops.len() <= MAX_TX_OPS);
+        let inner = &*self.inner;
+        // Metadata room: the image must still fit a checkpoint slot afterwards.
+        let grow: u64 = ops.len() as u64 * 2 * MAX_OP_BYTES as u64;
+        let cap = inner.sb.geometry.slot_bytes() - BLOCK_SIZE;
+        let creates = ops.iter().any(|o| {
+            matches!(
+                o,
+                Op::NewInode { .. } | Op::Link { .. } | Op::Map { .. } | Op::Shift { .. }
+            )
+        });
+        if creates && inner.image_bytes.load(Ordering::Relaxed) + grow > cap {
+            return Err(Error::NoSpace);
+        }
+        inner.journal.commit(ops)?;
+        let mut locked = Locked {
+            held,
+            created: Vec::new(),
+        };
+        let mut fx = Effects::default();
+        for op in ops {
+            if let Err(m) = apply(&mut locked, op, &mut fx) {
+                // The record is durable but does not apply: a bug. Refuse to go on
+                // silently; the log replays the same way and fsck will show it.
+                tracing::error!("applying a committed op failed: {m}: {op:?}");
+                return Err(Error::Corrupted {
+                    what: format!("internal: committed op did not apply: {m}"),
+                    device_offset: 0,
+                });
+            }
+        }
+        let delta = fx.image_delta;
+        if delta >= 0 {
+            inner.image_bytes.fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            inner
+                .image_bytes
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+        if !locked.created.is_empty() || !fx.deleted.is_empty() {
+            let mut table = inner.table.write();
+            for (ino, d) in locked.created.drain(..) {
+                table.insert(ino, Cell::new(ino, d));
+            }
+            for ino in &fx.deleted {
+                table.remove(ino);
+            }
+        }
+        for ino in &fx.deleted {
+            self.return_ino(*ino);
+        }
+        for (start, len) in fx.freed {
+            if let Err(e) = inner.alloc.free(BlockRange { start, len }) {
+                tracing::error!("freeing {start}+{len}: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete an inode whose link count is 0 and that has no open handle.
+    pub(crate) fn free_orphan(&self, ino: u64) -> Result<()> {
+        let _g = self.begin(1)?;
+        let cell = self.cell(ino)?;
+        let mut d = cell.data.write();
+        if d.freed || d.attr.nlink != 0 || cell.open.load(Ordering::Acquire) != 0 {
+            return Ok(());
+        }
+        self.run_tx(vec![(ino, &mut *d)], &[Op::FreeInode { ino }])
+    }
+
+    /// Log pending lazy mtime of `cell`, if any.
+    pub(crate) fn flush_times(&self, cell: &Cell) -> Result<()> {
+        if cell.mtime_pending.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let _g = self.begin(1)?;
+        let mut d = cell.data.write();
+        let t = cell.mtime_pending.swap(0, Ordering::AcqRel);
+        if t == 0 || d.freed {
+            return Ok(());
+        }
+        let a = d.attr;
+        let op = Op::Times {
+            ino: cell.ino,
+            atime_ns: a.atime_ns,
+            mtime_ns: a.mtime_ns.max(t),
+            ctime_ns: a.ctime_ns.max(t),
+        };
+        self.run_tx(vec![(cell.ino, &mut *d)], &[op])
+    }
+}
+
+/// Build a [`Stat`] from an inode.
+pub(crate) fn stat_of(ino: u64, d: &InodeData, pending_mtime: u64) -> Stat {
+    let a = &d.attr;
+    Stat {
+        ino,
+        mode: a.mode,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        size: a.size,
+        blocks: d.map.blocks() * (BLOCK_SIZE / 512),
+        blksize: BLOCK_SIZE as u32,
+        atime_ns: a.atime_ns,
+        mtime_ns: a.mtime_ns.max(pending_mtime),
+        ctime_ns: a.ctime_ns.max(pending_mtime),
+        btime_ns: a.btime_ns,
+    }
+}

@@ -1,0 +1,278 @@
+//! The superblock: static geometry, written once by mkfs (primary in block 0,
+//! backup in block 1). Nothing in it changes at run time.
+
+use super::codec::{crc, Reader, Writer};
+use super::{FormatError, FORMAT_VERSION, SB_MAGIC, SUPERBLOCK_SIZE};
+use crate::{BLOCKS_PER_HUGE, BLOCK_SIZE};
+
+/// Smallest device: two 2 MiB chunks (metadata + one data chunk).
+pub const MIN_DEVICE_BLOCKS: u64 = 2 * BLOCKS_PER_HUGE;
+
+/// Where each region lives, in device blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Geometry {
+    pub total_blocks: u64,
+    pub log_start: u64,
+    pub log_blocks: u64,
+    /// First block of checkpoint slot 0; slot 1 follows it.
+    pub cp_start: u64,
+    /// Blocks per checkpoint slot.
+    pub cp_blocks: u64,
+    /// First data block (a multiple of 512: 2 MiB aligned).
+    pub data_start: u64,
+}
+
+impl Geometry {
+    /// The layout mkfs uses for a device of `total_blocks`: a log of 1/256 of the
+    /// device (128 KiB..256 MiB) and two checkpoint slots of 1/64 each
+    /// (256 KiB..1 GiB), then the data area from the next 2 MiB boundary.
+    pub fn for_device(total_blocks: u64) -> Result<Self, FormatError> {
+        if total_blocks < MIN_DEVICE_BLOCKS {
+            return Err(FormatError::TooSmall {
+                size: total_blocks * BLOCK_SIZE,
+                min: MIN_DEVICE_BLOCKS * BLOCK_SIZE,
+            });
+        }
+        let log_blocks = (total_blocks / 256).clamp(32, 65536);
+        let cp_blocks = (total_blocks / 64).clamp(64, 262_144);
+        let log_start = 2;
+        let cp_start = log_start + log_blocks;
+        let data_start = (cp_start + 2 * cp_blocks).next_multiple_of(BLOCKS_PER_HUGE);
+        let g = Geometry {
+            total_blocks,
+            log_start,
+            log_blocks,
+            cp_start,
+            cp_blocks,
+            data_start,
+        };
+        g.validate()?;
+        Ok(g)
+    }
+
+    /// Check the regions are in order, inside the device, and leave data space.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        let bad = |m: &str| Err(FormatError::BadGeometry(m.to_string()));
+        if self.log_start < 2 || self.log_blocks < 2 {
+            return bad("log region");
+        }
+        if self.cp_start < self.log_start + self.log_blocks || self.cp_blocks < 2 {
+            return bad("checkpoint region");
+        }
+        let cp_end = self
+            .cp_blocks
+            .checked_mul(2)
+            .and_then(|n| n.checked_add(self.cp_start));
+        match cp_end {
+            Some(e) if e <= self.data_start => {}
+            _ => return bad("checkpoint overlaps data"),
+        }
+        if self.data_start % BLOCKS_PER_HUGE != 0 {
+            return bad("data area not 2 MiB aligned");
+        }
+        if self.data_start >= self.total_blocks {
+            return bad("no data area");
+        }
+        if self
+            .total_blocks
+            .checked_mul(BLOCK_SIZE)
+            .is_none_or(|b| b > (1u64 << 62))
+        {
+            return bad("device too large");
+        }
+        Ok(())
+    }
+
+    pub fn data_blocks(&self) -> u64 {
+        self.total_blocks - self.data_start
+    }
+    /// Byte offset of checkpoint slot `i` (0 or 1).
+    pub fn slot_offset(&self, i: u64) -> u64 {
+        (self.cp_start + i * self.cp_blocks) * BLOCK_SIZE
+    }
+    pub fn slot_bytes(&self) -> u64 {
+        self.cp_blocks * BLOCK_SIZE
+    }
+    pub fn log_offset(&self) -> u64 {
+        self.log_start * BLOCK_SIZE
+    }
+    pub fn log_bytes(&self) -> u64 {
+        self.log_blocks * BLOCK_SIZE
+    }
+}
+
+/// The superblock.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Superblock {
+    pub version: u32,
+    pub incompat: u32,
+    pub compat: u32,
+    pub ro_compat: u32,
+    pub uuid: [u8; 16],
+    pub geometry: Geometry,
+    pub mkfs_time_ns: u64,
+    pub label: [u8; 32],
+}
+
+const CRC_AT: usize = SUPERBLOCK_SIZE - 4;
+
+impl Superblock {
+    /// Encode to exactly [`SUPERBLOCK_SIZE`] bytes for device offset `at`.
+    pub fn encode(&self, at: u64) -> Vec<u8> {
+        let g = &self.geometry;
+        let mut w = Writer::with_capacity(SUPERBLOCK_SIZE);
+        w.bytes(&SB_MAGIC)
+            .u32(self.version)
+            .u32(self.incompat)
+            .u32(self.compat)
+            .u32(self.ro_compat)
+            .bytes(&self.uuid)
+            .u32(BLOCK_SIZE as u32)
+            .u32(0)
+            .u64(g.total_blocks)
+            .u64(g.log_start)
+            .u64(g.log_blocks)
+            .u64(g.cp_start)
+            .u64(g.cp_blocks)
+            .u64(g.data_start)
+            .u64(self.mkfs_time_ns)
+            .bytes(&self.label)
+            .pad_to(SUPERBLOCK_SIZE);
+        let c = crc(at, &w.buf[..CRC_AT]);
+        w.patch_u32(CRC_AT, c);
+        w.buf
+    }
+
+    /// Decode a superblock read from device offset `at`, checking magic, checksum,
+    /// version, features and geometry (`device_blocks` bounds the geometry).
+    pub fn decode(buf: &[u8], at: u64, device_blocks: u64) -> Result<Self, FormatError> {
+        let mut r = Reader::new(buf, at, "superblock");
+        if buf.len() < SUPERBLOCK_SIZE {
+            return Err(r.corrupt("short read"));
+        }
+        if r.array::<8>()? != SB_MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let stored = u32::from_le_bytes(buf[CRC_AT..SUPERBLOCK_SIZE].try_into().unwrap_or([0; 4]));
+        if crc(at, &buf[..CRC_AT]) != stored {
+            return Err(FormatError::Corrupted {
+                what: "superblock: checksum mismatch".into(),
+                device_offset: at,
+            });
+        }
+        let version = r.u32()?;
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion(version));
+        }
+        let incompat = r.u32()?;
+        if incompat != 0 {
+            return Err(FormatError::UnsupportedFeatures(incompat));
+        }
+        let compat = r.u32()?;
+        let ro_compat = r.u32()?;
+        let uuid = r.array::<16>()?;
+        let bs = r.u32()?;
+        if bs as u64 != BLOCK_SIZE {
+            return Err(FormatError::BadGeometry(format!("block size {bs}")));
+        }
+        let _ = r.u32()?;
+        let geometry = Geometry {
+            total_blocks: r.u64()?,
+            log_start: r.u64()?,
+            log_blocks: r.u64()?,
+            cp_start: r.u64()?,
+            cp_blocks: r.u64()?,
+            data_start: r.u64()?,
+        };
+        geometry.validate()?;
+        if geometry.total_blocks > device_blocks {
+            return Err(FormatError::BadGeometry(format!(
+                "file system has {} blocks but the device only {}",
+                geometry.total_blocks, device_blocks
+            )));
+        }
+        let mkfs_time_ns = r.u64()?;
+        let label = r.array::<32>()?;
+        Ok(Superblock {
+            version,
+            incompat,
+            compat,
+            ro_compat,
+            uuid,
+            geometry,
+            mkfs_time_ns,
+            label,
+        })
+    }
+
+    /// The label as text (up to the first NUL).
+    pub fn label_str(&self) -> String {
+        let end = self.label.iter().position(|&b| b == 0).unwrap_or(32);
+        String::from_utf8_lossy(&self.label[..end]).into_owned()
+    }
+
+    /// UUID in the usual 8-4-4-4-12 form.
+    pub fn uuid_str(&self) -> String {
+        let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Superblock {
+        Superblock {
+            version: FORMAT_VERSION,
+            incompat: 0,
+            compat: 0,
+            ro_compat: 0,
+            uuid: [7; 16],
+            geometry: Geometry::for_device(16384).unwrap(),
+            mkfs_time_ns: 42,
+            label: [0; 32],
+        }
+    }
+
+    #[test]
+    fn superblock_round_trip() {
+        let sb = sample();
+        let b = sb.encode(0);
+        assert_eq!(b.len(), SUPERBLOCK_SIZE);
+        assert_eq!(Superblock::decode(&b, 0, 16384).unwrap(), sb);
+    }
+
+    #[test]
+    fn f8_superblock_bit_flip_is_detected() {
+        let b = sample().encode(0);
+        for byte in 0..SUPERBLOCK_SIZE {
+            let mut c = b.clone();
+            c[byte] ^= 0x10;
+            assert!(Superblock::decode(&c, 0, 16384).is_err(), "flip at {byte}");
+        }
+    }
+
+    #[test]
+    fn f8_superblock_at_wrong_offset_is_rejected() {
+        let b = sample().encode(0);
+        assert!(Superblock::decode(&b, 4096, 16384).is_err());
+    }
+
+    #[test]
+    fn geometry_is_ordered_and_aligned() {
+        for blocks in [MIN_DEVICE_BLOCKS, 16384, 262_144, 1 << 28] {
+            let g = Geometry::for_device(blocks).unwrap();
+            assert_eq!(g.data_start % BLOCKS_PER_HUGE, 0);
+            assert!(g.data_start < g.total_blocks);
+        }
+        assert!(Geometry::for_device(MIN_DEVICE_BLOCKS - 1).is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! Consistency checks shared by mount and fsck.
+
+use super::state::InodeData;
+use super::{recover, Error};
+use crate::device::Device;
+use crate::format::{Superblock, DT_DIR, DT_REG, ROOT_INO};
+use crate::BLOCK_SIZE;
+use std::collections::{BTreeMap, HashMap};
+
+/// One thing wrong, and where.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub what: String,
+    pub ino: Option<u64>,
+    pub device_offset: Option<u64>,
+}
+
+/// The result of [`fsck`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FsckReport {
+    pub clean: bool,
+    pub problems: Vec<Problem>,
+    pub inodes: u64,
+    pub files: u64,
+    pub directories: u64,
+    pub used_blocks: u64,
+    pub free_blocks: u64,
+    pub checkpoint_epoch: u64,
+    pub log_records_replayed: u64,
+    /// The log ended on a record that did not verify (a torn write at a crash;
+    /// expected after a crash, not an error).
+    pub torn_log_tail_at: Option<u64>,
+    /// Orphans (unlinked while open) that the next mount reclaims.
+    pub orphans: Vec<u64>,
+}
+
+fn problem(what: String, ino: Option<u64>, off: Option<u64>) -> Problem {
+    Problem {
+        what,
+        ino,
+        device_offset: off,
+    }
+}
+
+/// Check an in-memory state: extents inside the data area and owned once,
+/// directory entries pointing at live inodes of the right type, link counts,
+/// parents, and every inode reachable from the root (or an orphan).
+pub(crate) fn check_state(sb: &Superblock, inodes: &HashMap<u64, InodeData>) -> Vec<Problem> {
+    let g = &sb.geometry;
+    let mut out = Vec::new();
+    let Some(root) = inodes.get(&ROOT_INO) else {
+        out.push(problem("root directory missing".into(), Some(ROOT_INO), None));
+        return out;
+    };
+    if !root.is_dir() {
+        out.push(problem("root is not a directory".into(), Some(ROOT_INO), None));
+        return out;
+    }
+    // Block ownership: sort all extents by device block and look for overlaps.
+    let mut owned: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    let mut inos: Vec<&u64> = inodes.keys().collect();
+    inos.sort_unstable();
+    for &ino in &inos {
+        for e in inodes[ino].map.iter() {
+            let end = e.dev_blk.checked_add(e.len);
+            if e.dev_blk < g.data_start || end.is_none_or(|x| x > g.total_blocks) {
+                out.push(problem(
+                    format!("extent {}+{} outside the data area", e.dev_blk, e.len),
+                    Some(*ino),
+                    Some(e.dev_blk.saturating_mul(BLOCK_SIZE)),
+                ));
+                continue;
+            }
+            if let Some((&s, &(l, other))) = owned.range(..e.dev_blk + e.len).next_back() {
+                if s + l > e.dev_blk {
+                    out.push(problem(
+                        format!(
+                            "device block {} owned by inode {other} and inode {ino}",
+                            e.dev_blk.max(s)
+                        ),
+                        Some(*ino),
+                        Some(e.dev_blk.max(s) * BLOCK_SIZE),
+                    ));
+                    continue;
+                }
+            }
+            owned.insert(e.dev_blk, (e.len, *ino));
+        }
+    }
+    // Links and types.
+    let mut links: HashMap<u64, u32> = HashMap::new();
+    let mut subdirs: HashMap<u64, u32> = HashMap::new();
+    for &ino in &inos {
+        let d = &inodes[ino];
+        if !d.is_dir() && !d.dir.is_empty() {
+            out.push(problem("file has directory entries".into(), Some(*ino), None));
+        }
+        for (name, &(child, t)) in &d.dir {
+            let name = String::from_utf8_lossy(name);
+            let Some(c) = inodes.get(&child) else {
+                out.push(problem(
+                    format!("entry {name:?} points at missing inode {child}"),
+                    Some(*ino),
+                    None,
+                ));
+                continue;
+            };
+            let want = if c.is_dir() { DT_DIR } else { DT_REG };
+            if t != want {
+                out.push(problem(format!("entry {name:?} has the wrong type"), Some(*ino), None));
+            }
+            *links.entry(child).or_default() += 1;
+            if c.is_dir() {
+                *subdirs.entry(*ino).or_default() += 1;
+                if c.attr.parent != *ino {
+                    out.push(problem(
+                        format!("directory {child} ({name:?}) names parent {} not {ino}", c.attr.parent),
+                        Some(child),
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+    for &ino in &inos {
+        let d = &inodes[ino];
+        let l = links.get(ino).copied().unwrap_or(0);
+        if d.is_dir() {
+            let want = 2 + subdirs.get(ino).copied().unwrap_or(0);
+            let names = if *ino == ROOT_INO { 0 } else { 1 };
+            if l != names {
+                out.push(problem(
+                    format!("directory has {l} names (want {names})"),
+                    Some(*ino),
+                    None,
+                ));
+            }
+            if d.attr.nlink != want {
+                out.push(problem(
+                    format!("directory link count {} (want {want})", d.attr.nlink),
+                    Some(*ino),
+                    None,
+                ));
+            }
+        } else if d.attr.nlink != l {
+            out.push(problem(
+                format!("link count {} but {l} entries", d.attr.nlink),
+                Some(*ino),
+                None,
+            ));
+        }
+    }
+    // Every directory reachable from the root (cycles show up as unreachable).
+    for &ino in &inos {
+        if !inodes[ino].is_dir() {
+            continue;
+        }
+        let mut p = *ino;
+        let mut steps = 0;
+        while p != ROOT_INO {
+            match inodes.get(&p) {
+                Some(d) if d.is_dir() => p = d.attr.parent,
+                _ => break,
+            }
+            steps += 1;
+            if steps > inodes.len() {
+                out.push(problem("directory not reachable from the root".into(), Some(*ino), None));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Check the file system on `dev` without mounting it (read-only).
+pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
+    let rec = recover(dev)?;
+    let problems = check_state(&rec.sb, &rec.inodes);
+    let used: u64 = rec.inodes.values().map(|d| d.map.blocks()).sum();
+    let dirs = rec.inodes.values().filter(|d| d.is_dir()).count() as u64;
+    let mut orphans: Vec<u64> = rec
+        .inodes
+        .iter()
+        .filter(|(_, d)| !d.is_dir() && d.attr.nlink == 0)
+        .map(|(&i, _)| i)
+        .collect();
+    orphans.sort_unstable();
+    Ok(FsckReport {
+        clean: problems.is_empty(),
+        problems,
+        inodes: rec.inodes.len() as u64,
+        files: rec.inodes.len() as u64 - dirs,
+        directories: dirs,
+        used_blocks: used,
+        free_blocks: rec.sb.geometry.data_blocks().saturating_sub(used),
+        checkpoint_epoch: rec.loaded_epoch,
+        log_records_replayed: rec.replayed as u64,
+        torn_log_tail_at: rec.loaded.torn_tail_at,
+        orphans,
+    })
+}

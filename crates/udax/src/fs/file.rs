@@ -1,0 +1,638 @@
+//! Open files: read, write, truncate, fallocate, fsync.
+
+use super::extent::Lookup;
+use super::{falloc, now_ns, stat_of, Cell, Error, Fs, Result, Stat, MAX_TX_OPS};
+use crate::alloc::{AllocRequest, BlockRange};
+use crate::format::{Op, MAX_FILE_SIZE};
+use crate::fs::state::InodeData;
+use crate::sync::Ordering;
+use crate::{BLOCKS_PER_HUGE, BLOCK_SHIFT, BLOCK_SIZE};
+use std::sync::Arc;
+
+/// Most bytes one write transaction covers; larger writes are split.
+const WRITE_CHUNK: u64 = 64 << 20;
+/// Map ops per transaction (the rest of the ops budget is for the size change).
+const MAX_MAPS: usize = MAX_TX_OPS - 2;
+
+/// An open file. `Send + Sync`; dropping it closes it.
+#[derive(Debug)]
+pub struct File {
+    fs: Fs,
+    cell: Arc<Cell>,
+    read: bool,
+    write: bool,
+    append: bool,
+}
+
+fn blk(off: u64) -> u64 {
+    off >> BLOCK_SHIFT
+}
+fn blk_up(off: u64) -> u64 {
+    off.div_ceil(BLOCK_SIZE)
+}
+
+impl File {
+    pub(crate) fn new(fs: Fs, cell: Arc<Cell>, read: bool, write: bool, append: bool) -> File {
+        File {
+            fs,
+            cell,
+            read,
+            write,
+            append,
+        }
+    }
+
+    pub fn ino(&self) -> u64 {
+        self.cell.ino
+    }
+
+    pub fn fs(&self) -> &Fs {
+        &self.fs
+    }
+
+    pub fn stat(&self) -> Result<Stat> {
+        let d = self.cell.data.read();
+        Ok(stat_of(
+            self.cell.ino,
+            &d,
+            self.cell.mtime_pending.load(Ordering::Relaxed),
+        ))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.cell.data.read().attr.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The device extent behind file block `fblk` (the "iomap" query): mapped
+    /// blocks, or a hole and its length.
+    pub fn iomap(&self, fblk: u64) -> Lookup {
+        self.cell.data.read().map.lookup(fblk)
+    }
+
+    /// Read up to `buf.len()` bytes at `off`; fewer at end of file; holes read as zeros.
+    pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize> {
+        if !self.read {
+            return Err(Error::BadFd);
+        }
+        let d = self.cell.data.read();
+        let size = d.attr.size;
+        if off >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = (size - off).min(buf.len() as u64) as usize;
+        let dev = &self.fs.inner.dev;
+        let mut done = 0usize;
+        while done < n {
+            let pos = off + done as u64;
+            let in_blk = pos % BLOCK_SIZE;
+            let (run, mapped) = match d.map.lookup(blk(pos)) {
+                Lookup::Mapped { dev_blk, len } => (len, Some(dev_blk)),
+                Lookup::Hole { len } => (len, None),
+            };
+            let run_bytes = run.saturating_mul(BLOCK_SIZE) - in_blk;
+            let take = run_bytes.min((n - done) as u64) as usize;
+            let dst = &mut buf[done..done + take];
+            match mapped {
+                Some(dblk) => dev.read(dblk * BLOCK_SIZE + in_blk, dst)?,
+                None => dst.fill(0),
+            }
+            done += take;
+        }
+        Ok(n)
+    }
+
+    /// Write `buf` at `off` (at the end of file for an append handle). Returns the
+    /// bytes written: all of them, or fewer if the device filled up part way.
+    pub fn write_at(&self, buf: &[u8], off: u64) -> Result<usize> {
+        if !self.write {
+            return Err(Error::BadFd);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut written = 0usize;
+        while written < buf.len() {
+            let piece = &buf[written..];
+            let piece = &piece[..piece.len().min(WRITE_CHUNK as usize)];
+            match self.write_piece(piece, off.checked_add(written as u64), written == 0) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if written > 0 && matches!(e, Error::NoSpace) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Append `buf` at the end of file; returns the offset written at.
+    pub fn append(&self, buf: &[u8]) -> Result<u64> {
+        let _ = self.append;
+        let off = self.len();
+        self.write_at(buf, off)?;
+        Ok(off)
+    }
+
+    fn write_piece(&self, data: &[u8], off: Option<u64>, first: bool) -> Result<usize> {
+        let off = off.ok_or(Error::FileTooBig)?;
+        let end = off.checked_add(data.len() as u64).ok_or(Error::FileTooBig)?;
+        if end > MAX_FILE_SIZE {
+            if first && off >= MAX_FILE_SIZE {
+                return Err(Error::FileTooBig);
+            }
+            let n = (MAX_FILE_SIZE.saturating_sub(off)) as usize;
+            return self.write_piece(&data[..n], Some(off), first);
+        }
+        // Fast path: every block mapped and no size change: no metadata at all.
+        {
+            let d = self.cell.data.read();
+            if d.freed {
+                return Err(Error::NotFound);
+            }
+            if end <= d.attr.size && d.map.is_mapped(blk(off), blk_up(end) - blk(off)) {
+                self.copy_in(&d, data, off, blk(off), blk_up(end))?;
+                self.cell.mtime_pending.store(now_ns(), Ordering::Relaxed);
+                return Ok(data.len());
+            }
+        }
+        let fs = &self.fs;
+        let _g = fs.begin(MAX_TX_OPS)?;
+        let mut d = self.cell.data.write();
+        let (ops, stop) = self.fill_and_copy(&mut d, data, off)?;
+        let written = stop.min(end) - off;
+        let mut ops = ops;
+        let new_end = off + written;
+        if new_end > d.attr.size {
+            ops.push(Op::SetSize {
+                ino: self.cell.ino,
+                size: new_end,
+                time_ns: now_ns(),
+            });
+        } else {
+            self.cell.mtime_pending.store(now_ns(), Ordering::Relaxed);
+        }
+        let maps: Vec<BlockRange> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Map { dev_blk, len, .. } => Some(BlockRange {
+                    start: *dev_blk,
+                    len: *len,
+                }),
+                _ => None,
+            })
+            .collect();
+        if let Err(e) = fs.run_tx(vec![(self.cell.ino, &mut *d)], &ops) {
+            for r in maps {
+                let _ = fs.inner.alloc.free(r);
+            }
+            return Err(e);
+        }
+        Ok(written as usize)
+    }
+
+    /// Copy `data` (file bytes `[off, off+len)`) into blocks `[b0, b1)`, all mapped.
+    fn copy_in(&self, d: &InodeData, data: &[u8], off: u64, b0: u64, b1: u64) -> Result<()> {
+        let mut pos = b0;
+        while pos < b1 {
+            match d.map.lookup(pos) {
+                Lookup::Mapped { dev_blk, len } => {
+                    let n = len.min(b1 - pos);
+                    self.copy_run(data, off, pos, dev_blk, n, false)?;
+                    pos += n;
+                }
+                Lookup::Hole { .. } => {
+                    return Err(Error::Corrupted {
+                        what: "internal: hole in a mapped range".into(),
+                        device_offset: 0,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Store the part of `data` (placed at file offset `off`) that falls in file
+    /// blocks `[fblk, fblk+n)` at device block `dev_blk`; for `fresh` blocks also
+    /// zero the bytes the data does not cover. Everything stored is flushed.
+    fn copy_run(&self, data: &[u8], off: u64, fblk: u64, dev_blk: u64, n: u64, fresh: bool) -> Result<()> {
+        let dev = &self.fs.inner.dev;
+        let span_a = fblk * BLOCK_SIZE;
+        let span_b = (fblk + n) * BLOCK_SIZE;
+        let end = off + data.len() as u64;
+        let a = off.clamp(span_a, span_b);
+        let b = end.clamp(span_a, span_b);
+        let dev_at = |fo: u64| dev_blk * BLOCK_SIZE + (fo - span_a);
+        if b > a {
+            dev.write(dev_at(a), &data[(a - off) as usize..(b - off) as usize])?;
+            dev.flush(dev_at(a), b - a);
+        }
+        if fresh {
+            if a > span_a {
+                dev.zero(dev_at(span_a), a - span_a)?;
+                dev.flush(dev_at(span_a), a - span_a);
+            }
+            let z = b.max(a);
+            if span_b > z {
+                dev.zero(dev_at(z), span_b - z)?;
+                dev.flush(dev_at(z), span_b - z);
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocate the holes of the write range (zeroing what the data does not cover)
+    /// and copy the data. Returns the Map ops and the file offset reached (the
+    /// transaction's op budget may stop it early).
+    fn fill_and_copy(&self, d: &mut InodeData, data: &[u8], off: u64) -> Result<(Vec<Op>, u64)> {
+        let end = off + data.len() as u64;
+        let (b0, b1) = (blk(off), blk_up(end));
+        let mut ops = Vec::new();
+        let mut pos = b0;
+        let mut goal = if b0 > 0 {
+            match d.map.lookup(b0 - 1) {
+                Lookup::Mapped { dev_blk, .. } => Some(dev_blk + 1),
+                Lookup::Hole { .. } => None,
+            }
+        } else {
+            None
+        };
+        let undo = |ops: &Vec<Op>, fs: &Fs| {
+            for o in ops {
+                if let Op::Map { dev_blk, len, .. } = o {
+                    let _ = fs.inner.alloc.free(BlockRange {
+                        start: *dev_blk,
+                        len: *len,
+                    });
+                }
+            }
+        };
+        while pos < b1 {
+            match d.map.lookup(pos) {
+                Lookup::Mapped { dev_blk, len } => {
+                    let n = len.min(b1 - pos);
+                    self.copy_run(data, off, pos, dev_blk, n, false)?;
+                    goal = Some(dev_blk + n);
+                    pos += n;
+                }
+                Lookup::Hole { len } => {
+                    if ops.len() >= MAX_MAPS {
+                        break;
+                    }
+                    let want = len.min(b1 - pos);
+                    let req = AllocRequest {
+                        len: want,
+                        goal,
+                        huge: want >= BLOCKS_PER_HUGE,
+                    };
+                    let ranges = match self.fs.inner.alloc.alloc(req) {
+                        Ok(r) => r,
+                        Err(_) => {
+                            undo(&ops, &self.fs);
+                            return Err(Error::NoSpace);
+                        }
+                    };
+                    for (i, r) in ranges.iter().enumerate() {
+                        if ops.len() >= MAX_MAPS {
+                            for rest in &ranges[i..] {
+                                let _ = self.fs.inner.alloc.free(*rest);
+                            }
+                            break;
+                        }
+                        if let Err(e) = self.copy_run(data, off, pos, r.start, r.len, true) {
+                            for rest in &ranges[i..] {
+                                let _ = self.fs.inner.alloc.free(*rest);
+                            }
+                            undo(&ops, &self.fs);
+                            return Err(e);
+                        }
+                        ops.push(Op::Map {
+                            ino: self.cell.ino,
+                            file_blk: pos,
+                            dev_blk: r.start,
+                            len: r.len,
+                        });
+                        goal = Some(r.start + r.len);
+                        pos += r.len;
+                    }
+                }
+            }
+        }
+        Ok((ops, (pos * BLOCK_SIZE).max(off)))
+    }
+
+    /// Truncate or extend to `len` bytes. Shrinking frees whole blocks past the new
+    /// end and zeroes the rest of the last partial block; growing leaves a hole.
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        if !self.write {
+            return Err(Error::BadFd);
+        }
+        if len > MAX_FILE_SIZE {
+            return Err(Error::FileTooBig);
+        }
+        let _g = self.fs.begin(2)?;
+        let mut d = self.cell.data.write();
+        let ino = self.cell.ino;
+        let mut ops = Vec::new();
+        if len < d.attr.size || d.map.end() > blk_up(len) {
+            self.zero_partial(&d, len, blk_up(len) * BLOCK_SIZE)?;
+            let from = blk_up(len);
+            if d.map.end() > from {
+                ops.push(Op::Unmap {
+                    ino,
+                    file_blk: from,
+                    len: d.map.end() - from,
+                });
+            }
+        }
+        ops.push(Op::SetSize {
+            ino,
+            size: len,
+            time_ns: now_ns(),
+        });
+        self.fs.run_tx(vec![(ino, &mut *d)], &ops)
+    }
+
+    /// Zero file bytes `[a, b)` within one block's mapped part (used at range edges).
+    fn zero_partial(&self, d: &InodeData, a: u64, b: u64) -> Result<()> {
+        if b <= a {
+            return Ok(());
+        }
+        debug_assert!(blk(a) == blk(b - 1));
+        if let Lookup::Mapped { dev_blk, .. } = d.map.lookup(blk(a)) {
+            let at = dev_blk * BLOCK_SIZE + a % BLOCK_SIZE;
+            self.fs.inner.dev.zero(at, b - a)?;
+            self.fs.inner.dev.flush(at, b - a);
+        }
+        Ok(())
+    }
+
+    /// `fallocate(2)` with the Linux mode bits of [`falloc`].
+    pub fn fallocate(&self, mode: u32, off: u64, len: u64) -> Result<()> {
+        use falloc::*;
+        if !self.write {
+            return Err(Error::BadFd);
+        }
+        let known = KEEP_SIZE | PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE;
+        if mode & !known != 0 {
+            return Err(Error::NotSupported("unknown fallocate mode bits"));
+        }
+        if len == 0 {
+            return Err(Error::Invalid("fallocate length 0"));
+        }
+        let end = off.checked_add(len).ok_or(Error::FileTooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(Error::FileTooBig);
+        }
+        let excl = mode & (PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE);
+        if excl.count_ones() > 1 {
+            return Err(Error::Invalid("incompatible fallocate modes"));
+        }
+        match excl {
+            0 => self.allocate_range(off, end, mode & KEEP_SIZE != 0),
+            PUNCH_HOLE => {
+                if mode & KEEP_SIZE == 0 {
+                    return Err(Error::NotSupported("PUNCH_HOLE needs KEEP_SIZE"));
+                }
+                self.punch(off, end)
+            }
+            ZERO_RANGE => self.zero_range(off, end, mode & KEEP_SIZE != 0),
+            COLLAPSE_RANGE | INSERT_RANGE => {
+                if mode & KEEP_SIZE != 0 {
+                    return Err(Error::Invalid("COLLAPSE/INSERT_RANGE with KEEP_SIZE"));
+                }
+                if off % BLOCK_SIZE != 0 || len % BLOCK_SIZE != 0 {
+                    return Err(Error::Invalid("range not block aligned"));
+                }
+                if excl == COLLAPSE_RANGE {
+                    self.collapse(off, len)
+                } else {
+                    self.insert(off, len)
+                }
+            }
+            _ => Err(Error::NotSupported("fallocate mode")),
+        }
+    }
+
+    /// Allocate zeroed blocks for every hole in `[off, end)`.
+    fn allocate_range(&self, off: u64, end: u64, keep_size: bool) -> Result<()> {
+        let mut pos = blk(off);
+        let b1 = blk_up(end);
+        loop {
+            let _g = self.fs.begin(MAX_TX_OPS)?;
+            let mut d = self.cell.data.write();
+            let mut ops = Vec::new();
+            let mut goal = None;
+            while pos < b1 && ops.len() < MAX_MAPS {
+                match d.map.lookup(pos) {
+                    Lookup::Mapped { dev_blk, len } => {
+                        let n = len.min(b1 - pos);
+                        goal = Some(dev_blk + n);
+                        pos += n;
+                    }
+                    Lookup::Hole { len } => {
+                        let want = len.min(b1 - pos);
+                        let req = AllocRequest {
+                            len: want,
+                            goal,
+                            huge: want >= BLOCKS_PER_HUGE,
+                        };
+                        let ranges = self.fs.inner.alloc.alloc(req).map_err(|_| {
+                            self.free_maps(&ops);
+                            Error::NoSpace
+                        })?;
+                        for r in ranges {
+                            if let Err(e) = self.fs.inner.dev.zero(r.start * BLOCK_SIZE, r.len * BLOCK_SIZE) {
+                                let _ = self.fs.inner.alloc.free(r);
+                                self.free_maps(&ops);
+                                return Err(e.into());
+                            }
+                            self.fs.inner.dev.flush(r.start * BLOCK_SIZE, r.len * BLOCK_SIZE);
+                            ops.push(Op::Map {
+                                ino: self.cell.ino,
+                                file_blk: pos,
+                                dev_blk: r.start,
+                                len: r.len,
+                            });
+                            goal = Some(r.start + r.len);
+                            pos += r.len;
+                        }
+                    }
+                }
+            }
+            let done = pos >= b1;
+            if done && !keep_size && end > d.attr.size {
+                ops.push(Op::SetSize {
+                    ino: self.cell.ino,
+                    size: end,
+                    time_ns: now_ns(),
+                });
+            }
+            if let Err(e) = self.fs.run_tx(vec![(self.cell.ino, &mut *d)], &ops) {
+                self.free_maps(&ops);
+                return Err(e);
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    fn free_maps(&self, ops: &[Op]) {
+        for o in ops {
+            if let Op::Map { dev_blk, len, .. } = o {
+                let _ = self.fs.inner.alloc.free(BlockRange {
+                    start: *dev_blk,
+                    len: *len,
+                });
+            }
+        }
+    }
+
+    /// Zero the partial blocks at the edges of `[off, end)` and return the whole
+    /// blocks inside it `[b0, b1)`.
+    fn zero_edges(&self, d: &InodeData, off: u64, end: u64) -> Result<(u64, u64)> {
+        let b0 = blk_up(off);
+        let b1 = blk(end);
+        if b0 > b1 {
+            // Inside one block.
+            self.zero_partial(d, off, end)?;
+            return Ok((b0, b0));
+        }
+        self.zero_partial(d, off, b0 * BLOCK_SIZE)?;
+        self.zero_partial(d, b1 * BLOCK_SIZE, end)?;
+        Ok((b0, b1))
+    }
+
+    fn punch(&self, off: u64, end: u64) -> Result<()> {
+        let _g = self.fs.begin(1)?;
+        let mut d = self.cell.data.write();
+        let (b0, b1) = self.zero_edges(&d, off, end)?;
+        let mut ops = Vec::new();
+        if b1 > b0 && !d.map.is_hole(b0, b1 - b0) {
+            ops.push(Op::Unmap {
+                ino: self.cell.ino,
+                file_blk: b0,
+                len: b1 - b0,
+            });
+        }
+        if ops.is_empty() {
+            self.fs.inner.journal.fence()?; // the edge zeroing
+            return Ok(());
+        }
+        self.fs.run_tx(vec![(self.cell.ino, &mut *d)], &ops)
+    }
+
+    /// ZERO_RANGE: the range reads as zeros and stays allocated (blocks are zeroed
+    /// in place, holes are allocated zeroed); the size grows unless KEEP_SIZE.
+    fn zero_range(&self, off: u64, end: u64, keep_size: bool) -> Result<()> {
+        {
+            let _g = self.fs.begin(1)?;
+            let d = self.cell.data.write();
+            let (b0, b1) = self.zero_edges(&d, off, end)?;
+            let mut pos = b0;
+            while pos < b1 {
+                match d.map.lookup(pos) {
+                    Lookup::Mapped { dev_blk, len } => {
+                        let n = len.min(b1 - pos);
+                        self.fs.inner.dev.zero(dev_blk * BLOCK_SIZE, n * BLOCK_SIZE)?;
+                        self.fs.inner.dev.flush(dev_blk * BLOCK_SIZE, n * BLOCK_SIZE);
+                        pos += n;
+                    }
+                    Lookup::Hole { len } => pos = pos.saturating_add(len).min(b1),
+                }
+            }
+        }
+        self.allocate_range(off, end, keep_size)
+    }
+
+    fn collapse(&self, off: u64, len: u64) -> Result<()> {
+        let _g = self.fs.begin(3)?;
+        let mut d = self.cell.data.write();
+        let size = d.attr.size;
+        if off + len >= size {
+            return Err(Error::Invalid("COLLAPSE_RANGE reaches end of file"));
+        }
+        let ino = self.cell.ino;
+        let (b0, n) = (blk(off), blk(len));
+        let ops = [
+            Op::Unmap {
+                ino,
+                file_blk: b0,
+                len: n,
+            },
+            Op::Shift {
+                ino,
+                from_blk: b0 + n,
+                delta: -(n as i64),
+            },
+            Op::SetSize {
+                ino,
+                size: size - len,
+                time_ns: now_ns(),
+            },
+        ];
+        self.fs.run_tx(vec![(ino, &mut *d)], &ops)
+    }
+
+    fn insert(&self, off: u64, len: u64) -> Result<()> {
+        let _g = self.fs.begin(2)?;
+        let mut d = self.cell.data.write();
+        let size = d.attr.size;
+        if off >= size {
+            return Err(Error::Invalid("INSERT_RANGE at or past end of file"));
+        }
+        if size + len > MAX_FILE_SIZE {
+            return Err(Error::FileTooBig);
+        }
+        let ino = self.cell.ino;
+        let ops = [
+            Op::Shift {
+                ino,
+                from_blk: blk(off),
+                delta: blk(len) as i64,
+            },
+            Op::SetSize {
+                ino,
+                size: size + len,
+                time_ns: now_ns(),
+            },
+        ];
+        self.fs.run_tx(vec![(ino, &mut *d)], &ops)
+    }
+
+    /// Make this file's data and metadata durable.
+    pub fn fsync(&self) -> Result<()> {
+        self.fs.flush_times(&self.cell)?;
+        self.fs.inner.journal.fence()?;
+        Ok(())
+    }
+
+    /// `fdatasync`: data and the metadata needed to read it (always logged at once).
+    pub fn sync_data(&self) -> Result<()> {
+        self.fs.inner.journal.fence()?;
+        Ok(())
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        let last = self.cell.open.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last {
+            let orphan = {
+                let d = self.cell.data.read();
+                !d.freed && d.attr.nlink == 0
+            };
+            if orphan {
+                if let Err(e) = self.fs.free_orphan(self.cell.ino) {
+                    tracing::error!(
+                        "freeing unlinked inode {} at close: {e}; it is reclaimed at next mount",
+                        self.cell.ino
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Paths and directories: lookup, create, mkdir, unlink, rmdir, rename, link.
+
+use super::{now_ns, stat_of, Cell, Error, File, Fs, OpenOptions, Result, Stat};
+use crate::format::{Op, DT_DIR, DT_REG, NAME_MAX, ROOT_INO, S_IFDIR, S_IFMT, S_IFREG};
+use crate::fs::state::InodeData;
+use crate::fs::DirEntry;
+use crate::sync::{Ordering, RwLockWriteGuard};
+use std::sync::Arc;
+
+/// Highest link count of an inode (as ext4's 65000).
+const LINK_MAX: u32 = 65000;
+
+/// Split a path into components; `.` is dropped, `..` kept for the walk.
+fn components(path: &str) -> Result<Vec<&[u8]>> {
+    let mut v = Vec::new();
+    for c in path.as_bytes().split(|&b| b == b'/') {
+        if c.is_empty() || c == b"." {
+            continue;
+        }
+        if c.len() > NAME_MAX {
+            return Err(Error::NameTooLong);
+        }
+        if c.contains(&0) {
+            return Err(Error::Invalid("NUL in path"));
+        }
+        v.push(c);
+    }
+    Ok(v)
+}
+
+impl Fs {
+    /// Inode number of the entry `name` in directory `dir`.
+    pub(crate) fn lookup_in(&self, dir: u64, name: &[u8]) -> Result<u64> {
+        let cell = self.cell(dir)?;
+        let d = cell.data.read();
+        if !d.is_dir() {
+            return Err(Error::NotDir);
+        }
+        if name == b".." {
+            return Ok(d.attr.parent);
+        }
+        d.dir.get(name).map(|&(i, _)| i).ok_or(Error::NotFound)
+    }
+
+    /// Resolve a path to an inode number (paths are relative to the root).
+    pub fn resolve(&self, path: &str) -> Result<u64> {
+        let mut ino = ROOT_INO;
+        for c in components(path)? {
+            ino = self.lookup_in(ino, c)?;
+        }
+        Ok(ino)
+    }
+
+    /// Resolve all but the last component: (parent dir, last name).
+    fn resolve_parent<'p>(&self, path: &'p str) -> Result<(u64, &'p [u8])> {
+        let comps = components(path)?;
+        let Some((last, dirs)) = comps.split_last() else {
+            return Err(Error::Exists); // the root itself
+        };
+        if *last == b".." {
+            return Err(Error::Invalid("path ends in .."));
+        }
+        let mut ino = ROOT_INO;
+        for c in dirs {
+            ino = self.lookup_in(ino, c)?;
+        }
+        let cell = self.cell(ino)?;
+        if !cell.data.read().is_dir() {
+            return Err(Error::NotDir);
+        }
+        Ok((ino, last))
+    }
+
+    /// `stat` of a path.
+    pub fn stat(&self, path: &str) -> Result<Stat> {
+        let ino = self.resolve(path)?;
+        self.stat_ino(ino)
+    }
+
+    pub(crate) fn stat_ino(&self, ino: u64) -> Result<Stat> {
+        let cell = self.cell(ino)?;
+        let d = cell.data.read();
+        Ok(stat_of(ino, &d, cell.mtime_pending.load(Ordering::Relaxed)))
+    }
+
+    /// The entries of a directory, sorted by name (`.` and `..` not included).
+    pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let ino = self.resolve(path)?;
+        let cell = self.cell(ino)?;
+        let d = cell.data.read();
+        if !d.is_dir() {
+            return Err(Error::NotDir);
+        }
+        Ok(d.dir
+            .iter()
+            .map(|(n, &(i, t))| DirEntry {
+                name: String::from_utf8_lossy(n).into_owned(),
+                ino: i,
+                file_type: t,
+            })
+            .collect())
+    }
+
+    /// Lock cells for writing in ascending inode order (duplicates allowed).
+    fn lock_cells(cells: &[Arc<Cell>]) -> Vec<(u64, RwLockWriteGuard<'_, InodeData>)> {
+        let mut order: Vec<&Arc<Cell>> = cells.iter().collect();
+        order.sort_by_key(|c| c.ino);
+        order.dedup_by_key(|c| c.ino);
+        order.into_iter().map(|c| (c.ino, c.data.write())).collect()
+    }
+
+    fn new_node(&self, path: &str, mode: u32) -> Result<u64> {
+        let _g = self.begin(2)?;
+        let _ns = self.inner.ns.lock();
+        let (dir, name) = self.resolve_parent(path)?;
+        let dcell = self.cell(dir)?;
+        let mut dg = dcell.data.write();
+        if dg.freed {
+            return Err(Error::NotFound);
+        }
+        if dg.dir.contains_key(name) {
+            return Err(Error::Exists);
+        }
+        let is_dir = mode & S_IFMT == S_IFDIR;
+        if is_dir && dg.attr.nlink >= LINK_MAX {
+            return Err(Error::TooManyLinks);
+        }
+        let ino = self.take_ino();
+        let t = now_ns();
+        let ops = [
+            Op::NewInode {
+                ino,
+                mode,
+                uid: self.inner.uid,
+                gid: self.inner.gid,
+                time_ns: t,
+                parent: dir,
+            },
+            Op::Link {
+                dir,
+                ino,
+                file_type: if is_dir { DT_DIR } else { DT_REG },
+                name: name.to_vec(),
+                time_ns: t,
+            },
+        ];
+        if let Err(e) = self.run_tx(vec![(dir, &mut *dg)], &ops) {
+            self.return_ino(ino);
+            return Err(e);
+        }
+        Ok(ino)
+    }
+
+    /// Create a new regular file (fails with `Exists` if the name is taken) and open it read-write.
+    pub fn create(&self, path: &str, mode: u32) -> Result<File> {
+        let ino = self.new_node(path, S_IFREG | (mode & 0o7777))?;
+        self.open_ino(ino, true, true, false)
+    }
+
+    /// Open a file.
+    pub fn open(&self, path: &str, opts: &OpenOptions) -> Result<File> {
+        if opts.truncate && !opts.write {
+            return Err(Error::Invalid("truncate needs write access"));
+        }
+        let ino = match self.resolve(path) {
+            Ok(_) if opts.create_new => return Err(Error::Exists),
+            Ok(ino) => ino,
+            Err(Error::NotFound) if opts.create || opts.create_new => {
+                match self.new_node(path, S_IFREG | (opts.mode & 0o7777)) {
+                    Ok(ino) => ino,
+                    // Lost a race with another creator: open theirs (unless O_EXCL).
+                    Err(Error::Exists) if !opts.create_new => self.resolve(path)?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let f = self.open_ino(ino, opts.read, opts.write, opts.append)?;
+        if opts.truncate {
+            f.set_len(0)?;
+        }
+        Ok(f)
+    }
+
+    /// Open inode `ino` (a regular file) as a handle.
+    pub(crate) fn open_ino(&self, ino: u64, read: bool, write: bool, append: bool) -> Result<File> {
+        let cell = self.cell(ino)?;
+        {
+            let d = cell.data.read();
+            if d.freed {
+                return Err(Error::NotFound);
+            }
+            if d.is_dir() {
+                if write {
+                    return Err(Error::IsDir);
+                }
+                return Err(Error::IsDir);
+            }
+            // Counted under the inode lock: unlink decides "free now or at last
+            // close" under the same lock.
+            cell.open.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(File::new(self.clone(), cell, read, write, append))
+    }
+
+    /// Create a directory.
+    pub fn mkdir(&self, path: &str, mode: u32) -> Result<()> {
+        self.new_node(path, S_IFDIR | (mode & 0o7777)).map(|_| ())
+    }
+
+    /// Remove a file name; the file lives on while open.
+    pub fn unlink(&self, path: &str) -> Result<()> {
+        let _g = self.begin(2)?;
+        let _ns = self.inner.ns.lock();
+        let (dir, name) = self.resolve_parent(path)?;
+        let ino = self.lookup_in(dir, name)?;
+        let cells = [self.cell(dir)?, self.cell(ino)?];
+        let mut locks = Self::lock_cells(&cells);
+        let (dpos, tpos) = if locks[0].0 == dir { (0, 1) } else { (1, 0) };
+        if locks[tpos].1.is_dir() {
+            return Err(Error::IsDir);
+        }
+        let mut ops = vec![Op::Unlink {
+            dir,
+            name: name.to_vec(),
+            time_ns: now_ns(),
+        }];
+        if locks[tpos].1.attr.nlink == 1 && cells[1].open.load(Ordering::Acquire) == 0 {
+            ops.push(Op::FreeInode { ino });
+        }
+        let (a, b) = locks.split_at_mut(1);
+        let (dg, tg) = if dpos == 0 {
+            (&mut a[0].1, &mut b[0].1)
+        } else {
+            (&mut b[0].1, &mut a[0].1)
+        };
+        self.run_tx(vec![(dir, &mut **dg), (ino, &mut **tg)], &ops)
+    }
+
+    /// Remove an empty directory.
+    pub fn rmdir(&self, path: &str) -> Result<()> {
+        let _g = self.begin(2)?;
+        let _ns = self.inner.ns.lock();
+        let (dir, name) = self.resolve_parent(path).map_err(|e| match e {
+            Error::Exists => Error::Busy("cannot remove the root directory".into()),
+            e => e,
+        })?;
+        let ino = self.lookup_in(dir, name)?;
+        let cells = [self.cell(dir)?, self.cell(ino)?];
+        let mut locks = Self::lock_cells(&cells);
+        let (a, b) = locks.split_at_mut(1);
+        let (dg, tg) = if a[0].0 == dir {
+            (&mut a[0].1, &mut b[0].1)
+        } else {
+            (&mut b[0].1, &mut a[0].1)
+        };
+        if !tg.is_dir() {
+            return Err(Error::NotDir);
+        }
+        if !tg.dir.is_empty() {
+            return Err(Error::NotEmpty);
+        }
+        let ops = [
+            Op::Unlink {
+                dir,
+                name: name.to_vec(),
+                time_ns: now_ns(),
+            },
+            Op::FreeInode { ino },
+        ];
+        self.run_tx(vec![(dir, &mut **dg), (ino, &mut **tg)], &ops)
+    }
+
+    /// A new name `new` for the file `existing`.
+    pub fn link(&self, existing: &str, new: &str) -> Result<()> {
+        let _g = self.begin(1)?;
+        let _ns = self.inner.ns.lock();
+        let ino = self.resolve(existing)?;
+        let (dir, name) = self.resolve_parent(new)?;
+        let cells = [self.cell(dir)?, self.cell(ino)?];
+        if cells[1].data.read().is_dir() {
+            return Err(Error::NotPermitted("hard link to a directory"));
+        }
+        let mut locks = Self::lock_cells(&cells);
+        let (a, b) = locks.split_at_mut(1);
+        let (dg, tg) = if a[0].0 == dir {
+            (&mut a[0].1, &mut b[0].1)
+        } else {
+            (&mut b[0].1, &mut a[0].1)
+        };
+        if dg.dir.contains_key(name) {
+            return Err(Error::Exists);
+        }
+        if tg.attr.nlink >= LINK_MAX {
+            return Err(Error::TooManyLinks);
+        }
+        let op = Op::Link {
+            dir,
+            ino,
+            file_type: DT_REG,
+            name: name.to_vec(),
+            time_ns: now_ns(),
+        };
+        self.run_tx(vec![(dir, &mut **dg), (ino, &mut **tg)], &[op])
+    }
+
+    /// Rename `from` to `to`, replacing `to` if it exists (a file by a file, an
+    /// empty directory by a directory), atomically.
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let _g = self.begin(5)?;
+        let _ns = self.inner.ns.lock();
+        let (sdir, sname) = self.resolve_parent(from).map_err(|e| match e {
+            Error::Exists => Error::Busy("cannot rename the root directory".into()),
+            e => e,
+        })?;
+        let (ddir, dname) = self.resolve_parent(to).map_err(|e| match e {
+            Error::Exists => Error::Busy("cannot replace the root directory".into()),
+            e => e,
+        })?;
+        let src = self.lookup_in(sdir, sname)?;
+        let dst = match self.lookup_in(ddir, dname) {
+            Ok(i) => Some(i),
+            Err(Error::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        if dst == Some(src) {
+            return Ok(()); // same file: POSIX says do nothing
+        }
+        let src_is_dir = self.cell(src)?.data.read().is_dir();
+        if src_is_dir {
+            // Refuse to move a directory under itself.
+            let mut p = ddir;
+            loop {
+                if p == src {
+                    return Err(Error::Invalid("cannot move a directory into itself"));
+                }
+                if p == ROOT_INO {
+                    break;
+                }
+                p = self.cell(p)?.data.read().attr.parent;
+            }
+        }
+        let mut cells = vec![self.cell(sdir)?, self.cell(ddir)?, self.cell(src)?];
+        if let Some(d) = dst {
+            cells.push(self.cell(d)?);
+        }
+        let dst_cell = dst.map(|_| cells[3].clone());
+        let mut locks = Self::lock_cells(&cells);
+        let t = now_ns();
+        let mut ops = Vec::with_capacity(5);
+        if let Some(d) = dst {
+            let dg = &locks.iter().find(|(i, _)| *i == d).expect("locked").1;
+            match (src_is_dir, dg.is_dir()) {
+                (true, false) => return Err(Error::NotDir),
+                (false, true) => return Err(Error::IsDir),
+                (true, true) if !dg.dir.is_empty() => return Err(Error::NotEmpty),
+                _ => {}
+            }
+            ops.push(Op::Unlink {
+                dir: ddir,
+                name: dname.to_vec(),
+                time_ns: t,
+            });
+            let last = dg.is_dir()
+                || (dg.attr.nlink == 1
+                    && dst_cell.as_ref().is_some_and(|c| c.open.load(Ordering::Acquire) == 0));
+            if last {
+                ops.push(Op::FreeInode { ino: d });
+            }
+        }
+        ops.push(Op::Unlink {
+            dir: sdir,
+            name: sname.to_vec(),
+            time_ns: t,
+        });
+        ops.push(Op::Link {
+            dir: ddir,
+            ino: src,
+            file_type: if src_is_dir { DT_DIR } else { DT_REG },
+            name: dname.to_vec(),
+            time_ns: t,
+        });
+        if src_is_dir && sdir != ddir {
+            ops.push(Op::SetParent {
+                ino: src,
+                parent: ddir,
+            });
+        }
+        let held = locks.iter_mut().map(|(i, g)| (*i, &mut **g)).collect();
+        self.run_tx(held, &ops)
+    }
+
+    /// chmod.
+    pub fn set_permissions(&self, path: &str, perm: u32) -> Result<()> {
+        let _g = self.begin(1)?;
+        let ino = self.resolve(path)?;
+        let cell = self.cell(ino)?;
+        let mut d = cell.data.write();
+        let op = Op::SetMode {
+            ino,
+            mode: (d.attr.mode & S_IFMT) | (perm & 0o7777),
+            uid: d.attr.uid,
+            gid: d.attr.gid,
+            time_ns: now_ns(),
+        };
+        self.run_tx(vec![(ino, &mut *d)], &[op])
+    }
+}

@@ -1,0 +1,288 @@
+//! In-memory inode state and the one function that changes it: [`apply`].
+//!
+//! The running fs and log replay both change metadata only by applying
+//! [`Op`]s here, so a replayed log produces exactly the state the running fs had.
+
+use super::extent::ExtentMap;
+use crate::format::{Attr, DirentImage, Extent, InodeImage, Op, DT_DIR, S_IFDIR, S_IFMT};
+use std::collections::{BTreeMap, HashMap};
+
+/// Checkpoint bytes of one inode record without extents or entries (upper bound).
+pub const INODE_IMAGE_BYTES: u64 = 112;
+/// Checkpoint bytes per extent.
+pub const EXTENT_IMAGE_BYTES: u64 = 24;
+/// Checkpoint bytes per directory entry, plus its name.
+pub const DIRENT_IMAGE_BYTES: u64 = 10;
+
+/// Everything known about one inode.
+#[derive(Clone, Debug, Default)]
+pub struct InodeData {
+    pub attr: Attr,
+    pub map: ExtentMap,
+    /// Entries of a directory: name -> (ino, d_type).
+    pub dir: BTreeMap<Vec<u8>, (u64, u8)>,
+    dir_bytes: u64,
+    /// Set when the inode is deleted (a handle may still point at the cell).
+    pub freed: bool,
+}
+
+impl InodeData {
+    pub fn is_dir(&self) -> bool {
+        self.attr.mode & S_IFMT == S_IFDIR
+    }
+
+    /// Upper bound of this inode's bytes in a checkpoint.
+    pub fn image_bytes(&self) -> u64 {
+        INODE_IMAGE_BYTES + EXTENT_IMAGE_BYTES * self.map.len() as u64 + self.dir_bytes
+    }
+
+    pub fn from_image(img: &InodeImage) -> Result<Self, String> {
+        let mut d = InodeData {
+            attr: img.attr,
+            ..Default::default()
+        };
+        for e in &img.extents {
+            d.map
+                .insert(e.file_blk, e.dev_blk, e.len)
+                .map_err(|m| format!("inode {}: extent {e:?}: {m}", img.ino))?;
+        }
+        for de in &img.dirents {
+            d.add_entry(de.name.clone(), de.ino, de.file_type)
+                .map_err(|m| format!("inode {}: {m}", img.ino))?;
+        }
+        Ok(d)
+    }
+
+    pub fn to_image(&self, ino: u64) -> InodeImage {
+        InodeImage {
+            ino,
+            attr: self.attr,
+            extents: self.map.iter().collect::<Vec<Extent>>(),
+            dirents: self
+                .dir
+                .iter()
+                .map(|(n, &(i, t))| DirentImage {
+                    ino: i,
+                    file_type: t,
+                    name: n.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn add_entry(&mut self, name: Vec<u8>, ino: u64, t: u8) -> Result<(), String> {
+        let bytes = DIRENT_IMAGE_BYTES + name.len() as u64;
+        if self.dir.insert(name, (ino, t)).is_some() {
+            return Err("duplicate directory entry".into());
+        }
+        self.dir_bytes += bytes;
+        Ok(())
+    }
+
+    fn remove_entry(&mut self, name: &[u8]) -> Option<(u64, u8)> {
+        let e = self.dir.remove(name)?;
+        self.dir_bytes -= DIRENT_IMAGE_BYTES + name.len() as u64;
+        Some(e)
+    }
+}
+
+/// Access to the inodes an op touches: the replay map, or the running fs's locked set.
+pub trait Inodes {
+    fn get(&mut self, ino: u64) -> Option<&mut InodeData>;
+    fn create(&mut self, ino: u64, data: InodeData) -> Result<(), String>;
+    fn delete(&mut self, ino: u64) -> Option<InodeData>;
+}
+
+impl Inodes for HashMap<u64, InodeData> {
+    fn get(&mut self, ino: u64) -> Option<&mut InodeData> {
+        self.get_mut(&ino)
+    }
+    fn create(&mut self, ino: u64, data: InodeData) -> Result<(), String> {
+        if self.contains_key(&ino) {
+            return Err(format!("inode {ino} already exists"));
+        }
+        self.insert(ino, data);
+        Ok(())
+    }
+    fn delete(&mut self, ino: u64) -> Option<InodeData> {
+        self.remove(&ino)
+    }
+}
+
+/// What applying an op changed beyond the inodes themselves.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Device ranges `(start, len)` no longer referenced (free them once durable).
+    pub freed: Vec<(u64, u64)>,
+    /// Change of the checkpoint image size (bytes, estimated from above).
+    pub image_delta: i64,
+    pub created: Vec<u64>,
+    pub deleted: Vec<u64>,
+}
+
+fn get<'a, I: Inodes + ?Sized>(s: &'a mut I, ino: u64) -> Result<&'a mut InodeData, String> {
+    s.get(ino).ok_or_else(|| format!("op on missing inode {ino}"))
+}
+
+/// Apply one op. An error means the op does not fit the state (corrupt log, or a bug).
+pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result<(), String> {
+    match op {
+        Op::NewInode {
+            ino,
+            mode,
+            uid,
+            gid,
+            time_ns,
+            parent,
+        } => {
+            if *ino == 0 {
+                return Err("inode number 0".into());
+            }
+            let is_dir = mode & S_IFMT == S_IFDIR;
+            let d = InodeData {
+                attr: Attr {
+                    mode: *mode,
+                    nlink: u32::from(is_dir),
+                    uid: *uid,
+                    gid: *gid,
+                    atime_ns: *time_ns,
+                    mtime_ns: *time_ns,
+                    ctime_ns: *time_ns,
+                    btime_ns: *time_ns,
+                    parent: *parent,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            fx.image_delta += d.image_bytes() as i64;
+            s.create(*ino, d)?;
+            fx.created.push(*ino);
+        }
+        Op::Link {
+            dir,
+            ino,
+            file_type,
+            name,
+            time_ns,
+        } => {
+            let target_is_dir = {
+                let t = get(s, *ino)?;
+                if t.freed {
+                    return Err(format!("link to deleted inode {ino}"));
+                }
+                t.attr.nlink = t.attr.nlink.checked_add(1).ok_or("link count overflow")?;
+                t.attr.ctime_ns = *time_ns;
+                t.is_dir()
+            };
+            if target_is_dir != (*file_type == DT_DIR) {
+                return Err(format!("link of inode {ino}: wrong entry type"));
+            }
+            let d = get(s, *dir)?;
+            if !d.is_dir() {
+                return Err(format!("link into non-directory {dir}"));
+            }
+            d.add_entry(name.clone(), *ino, *file_type)?;
+            if target_is_dir {
+                d.attr.nlink += 1;
+            }
+            d.attr.mtime_ns = *time_ns;
+            d.attr.ctime_ns = *time_ns;
+            fx.image_delta += (DIRENT_IMAGE_BYTES + name.len() as u64) as i64;
+        }
+        Op::Unlink { dir, name, time_ns } => {
+            let d = get(s, *dir)?;
+            let (ino, t) = d
+                .remove_entry(name)
+                .ok_or_else(|| format!("unlink of missing entry in {dir}"))?;
+            if t == DT_DIR {
+                d.attr.nlink = d.attr.nlink.saturating_sub(1);
+            }
+            d.attr.mtime_ns = *time_ns;
+            d.attr.ctime_ns = *time_ns;
+            let target = get(s, ino)?;
+            target.attr.nlink = target.attr.nlink.checked_sub(1).ok_or("link count underflow")?;
+            target.attr.ctime_ns = *time_ns;
+            fx.image_delta -= (DIRENT_IMAGE_BYTES + name.len() as u64) as i64;
+        }
+        Op::SetSize { ino, size, time_ns } => {
+            let d = get(s, *ino)?;
+            if *size > crate::format::MAX_FILE_SIZE {
+                return Err("size too large".into());
+            }
+            d.attr.size = *size;
+            d.attr.mtime_ns = *time_ns;
+            d.attr.ctime_ns = *time_ns;
+        }
+        Op::Map {
+            ino,
+            file_blk,
+            dev_blk,
+            len,
+        } => {
+            let d = get(s, *ino)?;
+            let before = d.map.len();
+            d.map.insert(*file_blk, *dev_blk, *len)?;
+            fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_IMAGE_BYTES as i64;
+        }
+        Op::Unmap { ino, file_blk, len } => {
+            let d = get(s, *ino)?;
+            let before = d.map.len();
+            fx.freed.extend(d.map.remove(*file_blk, *len));
+            fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_IMAGE_BYTES as i64;
+        }
+        Op::Shift {
+            ino,
+            from_blk,
+            delta,
+        } => {
+            let d = get(s, *ino)?;
+            let before = d.map.len();
+            d.map.shift(*from_blk, *delta)?;
+            fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_IMAGE_BYTES as i64;
+        }
+        Op::FreeInode { ino } => {
+            let d = get(s, *ino)?;
+            if d.is_dir() && !d.dir.is_empty() {
+                return Err(format!("free of non-empty directory {ino}"));
+            }
+            if !d.is_dir() && d.attr.nlink != 0 {
+                return Err(format!("free of linked inode {ino}"));
+            }
+            let mut d = s.delete(*ino).ok_or("free of missing inode")?;
+            fx.image_delta -= d.image_bytes() as i64;
+            fx.freed.extend(d.map.remove(0, u64::MAX));
+            fx.deleted.push(*ino);
+        }
+        Op::Times {
+            ino,
+            atime_ns,
+            mtime_ns,
+            ctime_ns,
+        } => {
+            let d = get(s, *ino)?;
+            d.attr.atime_ns = *atime_ns;
+            d.attr.mtime_ns = *mtime_ns;
+            d.attr.ctime_ns = *ctime_ns;
+        }
+        Op::SetParent { ino, parent } => {
+            get(s, *ino)?.attr.parent = *parent;
+        }
+        Op::SetMode {
+            ino,
+            mode,
+            uid,
+            gid,
+            time_ns,
+        } => {
+            let d = get(s, *ino)?;
+            if d.attr.mode & S_IFMT != mode & S_IFMT {
+                return Err("mode change alters the file type".into());
+            }
+            d.attr.mode = *mode;
+            d.attr.uid = *uid;
+            d.attr.gid = *gid;
+            d.attr.ctime_ns = *time_ns;
+        }
+    }
+    Ok(())
+}

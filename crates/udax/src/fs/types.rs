@@ -1,0 +1,115 @@
+//! Public value types of the file-system API.
+
+use crate::format::{S_IFDIR, S_IFMT, S_IFREG};
+
+/// What `stat` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Stat {
+    pub ino: u64,
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Allocated 512-byte units, as `st_blocks`.
+    pub blocks: u64,
+    pub blksize: u32,
+    pub atime_ns: u64,
+    pub mtime_ns: u64,
+    pub ctime_ns: u64,
+    pub btime_ns: u64,
+}
+
+impl Stat {
+    pub fn is_dir(&self) -> bool {
+        self.mode & S_IFMT == S_IFDIR
+    }
+    pub fn is_file(&self) -> bool {
+        self.mode & S_IFMT == S_IFREG
+    }
+}
+
+/// One entry of [`crate::fs::Fs::read_dir`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub ino: u64,
+    /// `DT_DIR` (4) or `DT_REG` (8).
+    pub file_type: u8,
+}
+
+/// File-system totals, as `statfs`.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct StatFs {
+    pub block_size: u64,
+    pub total_blocks: u64,
+    pub data_blocks: u64,
+    pub free_blocks: u64,
+    pub inodes: u64,
+    /// Metadata image bytes in use, and the checkpoint slot size that bounds it.
+    pub metadata_bytes: u64,
+    pub metadata_capacity: u64,
+}
+
+/// How to open a file (a subset of `open(2)` flags).
+#[derive(Clone, Copy, Debug)]
+pub struct OpenOptions {
+    pub read: bool,
+    pub write: bool,
+    pub append: bool,
+    pub create: bool,
+    pub create_new: bool,
+    pub truncate: bool,
+    /// Permission bits for a created file.
+    pub mode: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            read: true,
+            write: false,
+            append: false,
+            create: false,
+            create_new: false,
+            truncate: false,
+            mode: 0o644,
+        }
+    }
+}
+
+impl OpenOptions {
+    pub fn read_only() -> Self {
+        Self::default()
+    }
+    pub fn read_write() -> Self {
+        Self {
+            write: true,
+            ..Self::default()
+        }
+    }
+    /// Read-write, created if missing.
+    pub fn create() -> Self {
+        Self {
+            write: true,
+            create: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// `fallocate` mode bits (the Linux values).
+pub mod falloc {
+    pub const KEEP_SIZE: u32 = 0x01;
+    pub const PUNCH_HOLE: u32 = 0x02;
+    pub const COLLAPSE_RANGE: u32 = 0x08;
+    pub const ZERO_RANGE: u32 = 0x10;
+    pub const INSERT_RANGE: u32 = 0x20;
+}
+
+/// Options for [`crate::fs::Fs::mkfs`].
+#[derive(Clone, Debug, Default)]
+pub struct MkfsOptions {
+    /// Up to 32 bytes.
+    pub label: String,
+}

@@ -1,0 +1,334 @@
+//! F1-F5, F9: namespace and file semantics on a RAM device.
+
+use std::sync::Arc;
+use udax::device::{Device, RamDevice};
+use udax::fs::{falloc, Fs, MkfsOptions, OpenOptions};
+use udax::Error;
+
+fn fresh(mib: u64) -> Fs {
+    let dev: Arc<dyn Device> = Arc::new(RamDevice::new(mib << 20));
+    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+    Fs::mount(dev).unwrap()
+}
+
+fn remount(fs: Fs) -> Fs {
+    let dev = fs.device().clone();
+    drop(fs);
+    Fs::mount(dev).unwrap()
+}
+
+fn read_all(fs: &Fs, path: &str) -> Vec<u8> {
+    let f = fs.open(path, &OpenOptions::read_only()).unwrap();
+    let mut v = vec![0u8; f.len() as usize];
+    assert_eq!(f.read_at(&mut v, 0).unwrap(), v.len());
+    v
+}
+
+#[test]
+fn f1_create_write_read_survives_remount() {
+    let fs = fresh(16);
+    let f = fs.create("/hello.txt", 0o644).unwrap();
+    assert_eq!(f.write_at(b"hello, dax", 0).unwrap(), 10);
+    drop(f);
+    let fs = remount(fs);
+    assert_eq!(read_all(&fs, "/hello.txt"), b"hello, dax");
+    let st = fs.stat("/hello.txt").unwrap();
+    assert_eq!(st.size, 10);
+    assert_eq!(st.nlink, 1);
+    assert!(st.is_file());
+    assert_eq!(st.blocks, 8);
+}
+
+#[test]
+fn f1_mkdir_readdir_rmdir_and_deep_paths() {
+    let fs = fresh(16);
+    let mut path = String::new();
+    for i in 0..40 {
+        path.push_str(&format!("/d{i}"));
+        fs.mkdir(&path, 0o755).unwrap();
+    }
+    fs.create(&format!("{path}/leaf"), 0o644).unwrap();
+    let fs = remount(fs);
+    assert!(fs.stat(&format!("{path}/leaf")).unwrap().is_file());
+    assert_eq!(fs.stat("/").unwrap().nlink, 3);
+    assert_eq!(fs.stat("/d0").unwrap().nlink, 3);
+    assert!(matches!(fs.rmdir("/d0"), Err(Error::NotEmpty)));
+    let names: Vec<String> = fs.read_dir(&path).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, vec!["leaf"]);
+    fs.unlink(&format!("{path}/leaf")).unwrap();
+    fs.rmdir(&path).unwrap();
+    assert!(matches!(fs.stat(&path), Err(Error::NotFound)));
+}
+
+#[test]
+fn f1_names_up_to_255_bytes() {
+    let fs = fresh(16);
+    let ok = "n".repeat(255);
+    fs.create(&format!("/{ok}"), 0o644).unwrap();
+    let long = "n".repeat(256);
+    assert!(matches!(fs.create(&format!("/{long}"), 0o644), Err(Error::NameTooLong)));
+    let fs = remount(fs);
+    assert_eq!(fs.read_dir("/").unwrap()[0].name, ok);
+}
+
+#[test]
+fn f1_rename_over_existing_file_and_directories() {
+    let fs = fresh(16);
+    fs.create("/a", 0o644).unwrap().write_at(b"A", 0).unwrap();
+    fs.create("/b", 0o644).unwrap().write_at(b"B", 0).unwrap();
+    fs.rename("/a", "/b").unwrap();
+    assert_eq!(read_all(&fs, "/b"), b"A");
+    assert!(matches!(fs.stat("/a"), Err(Error::NotFound)));
+    fs.mkdir("/x", 0o755).unwrap();
+    fs.mkdir("/y", 0o755).unwrap();
+    fs.mkdir("/x/sub", 0o755).unwrap();
+    fs.rename("/x/sub", "/y/sub2").unwrap();
+    assert!(matches!(fs.rename("/y", "/y/sub2/z"), Err(Error::Invalid(_))));
+    fs.mkdir("/empty", 0o755).unwrap();
+    fs.rename("/y", "/empty").unwrap(); // over an empty dir
+    assert!(matches!(fs.rename("/b", "/empty"), Err(Error::IsDir)));
+    fs.mkdir("/full", 0o755).unwrap();
+    fs.create("/full/f", 0o644).unwrap();
+    assert!(matches!(fs.rename("/empty", "/full"), Err(Error::NotEmpty)));
+    let fs = remount(fs);
+    assert!(fs.stat("/empty/sub2").unwrap().is_dir());
+    assert_eq!(fs.stat("/empty").unwrap().nlink, 3);
+    assert_eq!(fs.stat("/x").unwrap().nlink, 2);
+    let r = udax::fs::fsck(&**fs.device()).unwrap();
+    assert!(r.clean, "{:?}", r.problems);
+}
+
+#[test]
+fn f1_hard_links_share_data_and_count() {
+    let fs = fresh(16);
+    fs.create("/f", 0o644).unwrap().write_at(b"data", 0).unwrap();
+    fs.link("/f", "/g").unwrap();
+    assert_eq!(fs.stat("/f").unwrap().nlink, 2);
+    fs.unlink("/f").unwrap();
+    let fs = remount(fs);
+    assert_eq!(read_all(&fs, "/g"), b"data");
+    assert_eq!(fs.stat("/g").unwrap().nlink, 1);
+    fs.mkdir("/d", 0o755).unwrap();
+    assert!(matches!(fs.link("/d", "/d2"), Err(Error::NotPermitted(_))));
+}
+
+#[test]
+fn f1_unlinked_open_file_lives_until_close() {
+    let fs = fresh(16);
+    let f = fs.create("/tmp", 0o644).unwrap();
+    f.write_at(&[7u8; 100_000], 0).unwrap();
+    let free_before = fs.statfs().free_blocks;
+    fs.unlink("/tmp").unwrap();
+    let mut buf = [0u8; 10];
+    f.read_at(&mut buf, 50_000).unwrap();
+    assert_eq!(buf, [7u8; 10]);
+    assert_eq!(fs.statfs().free_blocks, free_before);
+    drop(f);
+    assert_eq!(fs.statfs().free_blocks, free_before + 25);
+}
+
+#[test]
+fn f1_orphan_reclaimed_at_mount_after_crash() {
+    let dev: Arc<dyn Device> = Arc::new(RamDevice::new(16 << 20));
+    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev.clone()).unwrap();
+    let total = fs.statfs().free_blocks;
+    let f = fs.create("/o", 0o644).unwrap();
+    f.write_at(&[1u8; 8192], 0).unwrap();
+    fs.unlink("/o").unwrap();
+    // "Crash": the handle is never closed; the device is mounted again as is.
+    std::mem::forget(f);
+    let report = udax::fs::fsck(&*dev).unwrap();
+    assert_eq!(report.orphans.len(), 1);
+    let fs2 = Fs::mount(dev.clone()).unwrap();
+    assert_eq!(fs2.statfs().free_blocks, total);
+    assert!(udax::fs::fsck(&*dev).unwrap().orphans.is_empty());
+}
+
+#[test]
+fn f2_sparse_file_holes_read_zero_and_use_no_blocks() {
+    let fs = fresh(16);
+    let f = fs.create("/sparse", 0o644).unwrap();
+    f.write_at(b"end", 10 << 20).unwrap();
+    let st = f.stat().unwrap();
+    assert_eq!(st.size, (10 << 20) + 3);
+    assert_eq!(st.blocks, 8, "only the last block is allocated");
+    let mut buf = vec![1u8; 8192];
+    f.read_at(&mut buf, 4 << 20).unwrap();
+    assert!(buf.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn f3_short_read_at_eof_and_write_past_eof_leaves_hole() {
+    let fs = fresh(16);
+    let f = fs.create("/f", 0o644).unwrap();
+    f.write_at(b"0123456789", 0).unwrap();
+    let mut buf = [0u8; 32];
+    assert_eq!(f.read_at(&mut buf, 4).unwrap(), 6);
+    assert_eq!(f.read_at(&mut buf, 10).unwrap(), 0);
+    assert_eq!(f.read_at(&mut buf, 1000).unwrap(), 0);
+    f.write_at(b"X", 20_000).unwrap();
+    assert_eq!(f.len(), 20_001);
+    let mut mid = vec![9u8; 9990];
+    assert_eq!(f.read_at(&mut mid, 10).unwrap(), 9990);
+    assert!(mid.iter().all(|&b| b == 0));
+    assert_eq!(f.stat().unwrap().blocks, 16, "block 1..3 stay holes");
+}
+
+#[test]
+fn f4_truncate_shrink_frees_and_zeroes_tail_then_grow_is_hole() {
+    let fs = fresh(16);
+    let f = fs.create("/t", 0o644).unwrap();
+    f.write_at(&[0xabu8; 5 * 4096], 0).unwrap();
+    let free = fs.statfs().free_blocks;
+    f.set_len(4096 + 100).unwrap();
+    assert_eq!(fs.statfs().free_blocks, free + 3);
+    f.set_len(3 * 4096).unwrap();
+    let mut buf = vec![1u8; 3 * 4096];
+    f.read_at(&mut buf, 0).unwrap();
+    assert!(buf[..4196].iter().all(|&b| b == 0xab));
+    assert!(buf[4196..].iter().all(|&b| b == 0), "tail zeroed, grown part a hole");
+    assert_eq!(f.stat().unwrap().blocks, 16);
+    let fs = remount(fs);
+    assert_eq!(fs.stat("/t").unwrap().size, 3 * 4096);
+}
+
+#[test]
+fn f5_fallocate_modes() {
+    let fs = fresh(32);
+    let f = fs.create("/fa", 0o644).unwrap();
+    // Default: allocates and grows.
+    f.fallocate(0, 0, 1 << 20).unwrap();
+    assert_eq!(f.len(), 1 << 20);
+    assert_eq!(f.stat().unwrap().blocks, 2048);
+    // KEEP_SIZE: allocates beyond EOF, size unchanged.
+    f.fallocate(falloc::KEEP_SIZE, 1 << 20, 1 << 20).unwrap();
+    assert_eq!(f.len(), 1 << 20);
+    assert_eq!(f.stat().unwrap().blocks, 4096);
+    // Punch: needs KEEP_SIZE.
+    assert!(matches!(f.fallocate(falloc::PUNCH_HOLE, 0, 4096), Err(Error::NotSupported(_))));
+    f.write_at(&[5u8; 3 * 4096], 0).unwrap();
+    f.fallocate(falloc::PUNCH_HOLE | falloc::KEEP_SIZE, 100, 2 * 4096).unwrap();
+    let mut b = vec![0u8; 3 * 4096];
+    f.read_at(&mut b, 0).unwrap();
+    assert!(b[..100].iter().all(|&x| x == 5));
+    assert!(b[100..100 + 8192].iter().all(|&x| x == 0));
+    assert!(b[8292..].iter().all(|&x| x == 5));
+    assert_eq!(f.stat().unwrap().blocks, 4096 - 8, "one whole block punched");
+    // Zero range.
+    f.write_at(&[6u8; 4096], 8192).unwrap();
+    f.fallocate(falloc::ZERO_RANGE, 8192 + 10, 20).unwrap();
+    f.read_at(&mut b[..4096], 8192).unwrap();
+    assert!(b[..10].iter().all(|&x| x == 6) && b[10..30].iter().all(|&x| x == 0));
+    // Collapse: aligned only, not to EOF.
+    assert!(matches!(f.fallocate(falloc::COLLAPSE_RANGE, 100, 4096), Err(Error::Invalid(_))));
+    assert!(matches!(f.fallocate(falloc::COLLAPSE_RANGE, 0, 1 << 20), Err(Error::Invalid(_))));
+    f.write_at(b"marker", 16384).unwrap();
+    f.fallocate(falloc::COLLAPSE_RANGE, 4096, 8192).unwrap();
+    assert_eq!(f.len(), (1 << 20) - 8192);
+    let mut m = [0u8; 6];
+    f.read_at(&mut m, 8192).unwrap();
+    assert_eq!(&m, b"marker");
+    // Insert.
+    f.fallocate(falloc::INSERT_RANGE, 4096, 4096).unwrap();
+    f.read_at(&mut m, 12288).unwrap();
+    assert_eq!(&m, b"marker");
+    assert!(matches!(f.fallocate(falloc::INSERT_RANGE, 1 << 30, 4096), Err(Error::Invalid(_))));
+    assert!(matches!(
+        f.fallocate(falloc::INSERT_RANGE | falloc::KEEP_SIZE, 0, 4096),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(f.fallocate(0x40, 0, 4096), Err(Error::NotSupported(_))));
+    assert!(matches!(f.fallocate(0, 0, 0), Err(Error::Invalid(_))));
+    let fs = remount(fs);
+    let f = fs.open("/fa", &OpenOptions::read_only()).unwrap();
+    f.read_at(&mut m, 12288).unwrap();
+    assert_eq!(&m, b"marker");
+    let r = udax::fs::fsck(&**fs.device()).unwrap();
+    assert!(r.clean, "{:?}", r.problems);
+}
+
+#[test]
+fn f9_errors_are_typed_and_leave_fs_unchanged() {
+    let fs = fresh(16);
+    assert!(matches!(fs.stat("/nope"), Err(Error::NotFound)));
+    fs.create("/f", 0o644).unwrap();
+    assert!(matches!(fs.create("/f", 0o644), Err(Error::Exists)));
+    assert!(matches!(fs.mkdir("/f/x", 0o755), Err(Error::NotDir)));
+    fs.mkdir("/d", 0o755).unwrap();
+    assert!(matches!(fs.unlink("/d"), Err(Error::IsDir)));
+    assert!(matches!(fs.open("/d", &OpenOptions::read_only()), Err(Error::IsDir)));
+    let ro = fs.open("/f", &OpenOptions::read_only()).unwrap();
+    assert!(matches!(ro.write_at(b"x", 0), Err(Error::BadFd)));
+    assert_eq!(Error::NotFound.errno(), libc::ENOENT);
+    assert_eq!(Error::NoSpace.errno(), libc::ENOSPC);
+    // ENOSPC: a write larger than the device fails whole (nothing allocated).
+    let free = fs.statfs().free_blocks;
+    let big = fs.create("/big", 0o644).unwrap();
+    let r = big.write_at(&vec![1u8; ((free + 10) * 4096) as usize], 0);
+    assert!(matches!(r, Err(Error::NoSpace)), "{r:?}");
+    assert_eq!(fs.statfs().free_blocks, free);
+    assert_eq!(big.len(), 0);
+}
+
+#[test]
+fn f6_large_file_gets_2mib_aligned_extents() {
+    let fs = fresh(64);
+    let f = fs.create("/big", 0o644).unwrap();
+    f.write_at(&vec![3u8; 16 << 20], 0).unwrap();
+    for chunk in 0..8u64 {
+        match f.iomap(chunk * 512) {
+            udax::fs::extent::Lookup::Mapped { dev_blk, len } => {
+                assert_eq!(dev_blk % 512, 0, "chunk {chunk} aligned");
+                assert!(len >= 512);
+            }
+            other => panic!("chunk {chunk}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn f7_many_operations_force_checkpoints_and_remount() {
+    let fs = fresh(8);
+    for round in 0..30 {
+        for i in 0..50 {
+            let f = fs.open(&format!("/f{i}"), &OpenOptions::create()).unwrap();
+            f.write_at(&[round as u8; 100], 0).unwrap();
+        }
+        for i in (0..50).step_by(3) {
+            fs.unlink(&format!("/f{i}")).unwrap();
+        }
+    }
+    assert!(fs.journal_stats().checkpoints > 0, "log wrapped through checkpoints");
+    let fs = remount(fs);
+    assert_eq!(read_all(&fs, "/f1"), vec![29u8; 100]);
+    assert!(matches!(fs.stat("/f0"), Err(Error::NotFound)));
+}
+
+#[test]
+fn f1_concurrent_writers_on_different_and_same_files() {
+    let fs = fresh(64);
+    let shared = Arc::new(fs.create("/shared", 0o644).unwrap());
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let fs = fs.clone();
+            let shared = shared.clone();
+            s.spawn(move || {
+                let f = fs.create(&format!("/own{t}"), 0o644).unwrap();
+                for i in 0..200u64 {
+                    f.write_at(&[t; 1000], i * 1000).unwrap();
+                    shared.write_at(&[t; 512], (i * 4 + t as u64) * 512).unwrap();
+                }
+            });
+        }
+    });
+    for t in 0..4u8 {
+        assert_eq!(read_all(&fs, &format!("/own{t}")), vec![t; 200_000]);
+    }
+    let data = read_all(&fs, "/shared");
+    for (i, c) in data.chunks(512).enumerate() {
+        assert!(c.iter().all(|&b| b == (i % 4) as u8));
+    }
+    let fs = remount(fs);
+    assert!(udax::fs::fsck(&**fs.device()).unwrap().clean);
+}
