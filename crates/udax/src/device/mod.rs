@@ -17,8 +17,10 @@
 //! Large writes use non-temporal stores (they bypass the cache, so only the
 //! fence is needed for them).
 
+mod crash;
 mod ram;
 
+pub use crash::{CrashDevice, Survivors};
 pub use ram::RamDevice;
 
 use std::fmt;

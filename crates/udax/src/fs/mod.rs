@@ -481,7 +481,12 @@ impl Fs {
         if creates && inner.image_bytes.load(Ordering::Relaxed) + grow > cap {
             return Err(Error::NoSpace);
         }
-        inner.journal.commit(ops)?;
+        // Ops that follow data stores (new blocks' data and zeroing, tail zeroing)
+        // need those stores durable before the record.
+        let ordered = ops
+            .iter()
+            .any(|o| matches!(o, Op::Map { .. } | Op::SetSize { .. } | Op::Unmap { .. }));
+        inner.journal.commit(ops, ordered)?;
         let mut locked = Locked {
             held,
             created: Vec::new(),

@@ -11,8 +11,9 @@
 //!   each record is fenced by its writer under the log lock, which keeps records
 //!   durable in order (an `sfence` costs tens of nanoseconds).
 //! * Ordering rule for data: a caller writes and flushes file data (and the zeroing
-//!   of new blocks) **before** `commit`, on the same thread; the record's fence
-//!   then makes the data durable no later than the metadata that points at it.
+//!   of new blocks) **before** `commit(.., ordered_data = true)`, on the same
+//!   thread; commit fences them before writing the record, so the data is durable
+//!   before any metadata that points at it can be.
 //! * [`Journal::write_checkpoint`] writes the full image into the other slot with
 //!   the next epoch (body, fence, header, fence) and restarts the log at offset 0
 //!   with that epoch; records of older epochs no longer verify.
@@ -248,7 +249,16 @@ impl Journal {
 
     /// Append one transaction and return once it is durable. The caller holds a
     /// reservation covering it. Returns the record's sequence number.
-    pub fn commit(&self, ops: &[Op]) -> Result<u64, JournalError> {
+    ///
+    /// With `ordered_data`, the caller's data stores (flushed already) are fenced
+    /// before the record is written: a record can reach the media before an
+    /// unfenced store does, so this fence is what keeps a file from pointing at
+    /// blocks whose data or zeroing is not yet durable.
+    pub fn commit(&self, ops: &[Op], ordered_data: bool) -> Result<u64, JournalError> {
+        if ordered_data {
+            self.dev.fence()?;
+            self.fences.fetch_add(1, Ordering::Relaxed);
+        }
         let seq = self.append(ops)?;
         self.make_durable(seq)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
