@@ -18,9 +18,16 @@
 //! fence is needed for them).
 
 mod crash;
+mod lock;
+mod mapped;
+mod open;
+pub mod persist;
 mod ram;
 
 pub use crash::{CrashDevice, Survivors};
+pub use mapped::MappedDevice;
+pub use open::{classify, open, parse_size, persistence_of, OpenOptions};
+pub use persist::detect_flush_instr;
 pub use ram::RamDevice;
 
 use std::fmt;

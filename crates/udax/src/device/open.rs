@@ -1,0 +1,332 @@
+//! Opening a device from a spec: `memfd:SIZE`, `memfd-huge:SIZE`, or a path whose
+//! backend is detected (tmpfs, hugetlbfs, device-dax, or a regular file).
+
+use super::lock;
+use super::mapped::MappedDevice;
+use super::persist::detect_flush_instr;
+use super::{Device, DeviceError, DeviceInfo, DeviceKind, FlushInstr, PersistenceDomain};
+use crate::{BLOCK_SIZE, HUGE_SIZE};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+
+/// How to open a device.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// Create the file (or grow it) to this many bytes (mkfs of a file device).
+    pub create_size: Option<u64>,
+}
+
+/// Parse a size like `4096`, `64K`, `512M`, `1G`, `2T` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, DeviceError> {
+    let bad = |reason: &str| DeviceError::BadSpec {
+        spec: s.to_string(),
+        reason: reason.to_string(),
+    };
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1u64),
+        Some((i, _)) => {
+            let unit = t[i..].trim_end_matches(['i', 'B', 'b']);
+            let m = match unit.to_ascii_uppercase().as_str() {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(bad("unknown unit (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+    };
+    let n: u64 = num.parse().map_err(|_| bad("not a number"))?;
+    n.checked_mul(mult).ok_or_else(|| bad("too large"))
+}
+
+/// Backend of a path, from its file-system magic and, for character devices, the
+/// sysfs subsystem name (`/sys/dev/char/MAJ:MIN/subsystem`).
+pub fn classify(fs_magic: i64, is_char: bool, subsystem: Option<&str>) -> Result<DeviceKind, String> {
+    if is_char {
+        return match subsystem {
+            Some(s) if s.ends_with("dax") => Ok(DeviceKind::DevDax),
+            Some(s) => Err(format!("character device of subsystem {s:?} is not a dax device")),
+            None => Err("character device without a sysfs subsystem: not a dax device".into()),
+        };
+    }
+    Ok(match fs_magic {
+        TMPFS_MAGIC => DeviceKind::Shm,
+        HUGETLBFS_MAGIC => DeviceKind::Hugetlbfs,
+        _ => DeviceKind::File,
+    })
+}
+
+/// Persistence domain of a backend.
+pub fn persistence_of(kind: DeviceKind) -> PersistenceDomain {
+    match kind {
+        DeviceKind::Memfd | DeviceKind::Shm | DeviceKind::Hugetlbfs | DeviceKind::Ram => PersistenceDomain::None,
+        DeviceKind::File => PersistenceDomain::PageCache,
+        DeviceKind::DevDax | DeviceKind::Crash => PersistenceDomain::CpuCache,
+    }
+}
+
+fn io_err(path: &str, e: impl Into<std::io::Error>) -> DeviceError {
+    DeviceError::Open {
+        path: path.into(),
+        source: e.into(),
+    }
+}
+
+fn info(kind: DeviceKind, path: &str, len: u64) -> DeviceInfo {
+    let persistence = persistence_of(kind);
+    DeviceInfo {
+        kind,
+        path: path.to_string(),
+        len,
+        persistence,
+        flush: if persistence == PersistenceDomain::CpuCache {
+            detect_flush_instr()
+        } else {
+            FlushInstr::None
+        },
+        page_size: if kind == DeviceKind::Hugetlbfs { HUGE_SIZE } else { BLOCK_SIZE },
+    }
+}
+
+/// Open a device. See the module docs for the spec syntax.
+pub fn open(spec: &str, opts: &OpenOptions) -> Result<Arc<dyn Device>, DeviceError> {
+    if let Some(size) = spec.strip_prefix("memfd:") {
+        return open_memfd(spec, parse_size(size)?, false);
+    }
+    if let Some(size) = spec.strip_prefix("memfd-huge:") {
+        return open_memfd(spec, parse_size(size)?, true);
+    }
+    open_path(spec, opts)
+}
+
+fn open_memfd(spec: &str, size: u64, huge: bool) -> Result<Arc<dyn Device>, DeviceError> {
+    let unit = if huge { HUGE_SIZE } else { BLOCK_SIZE };
+    if size == 0 || size % unit != 0 {
+        return Err(DeviceError::BadSpec {
+            spec: spec.into(),
+            reason: format!("size must be a non-zero multiple of {unit}"),
+        });
+    }
+    use rustix::fs::MemfdFlags;
+    let mut flags = MemfdFlags::CLOEXEC;
+    if huge {
+        flags |= MemfdFlags::HUGETLB | MemfdFlags::HUGE_2MB;
+    }
+    let fd = rustix::fs::memfd_create("udax", flags).map_err(|e| io_err(spec, e))?;
+    rustix::fs::ftruncate(&fd, size).map_err(|e| io_err(spec, e))?;
+    let kind = if huge { DeviceKind::Hugetlbfs } else { DeviceKind::Memfd };
+    if huge {
+        // Reserve the pages now so a shortage is an open error, not a SIGBUS later.
+        rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, size).map_err(|e| DeviceError::Open {
+            path: spec.into(),
+            source: std::io::Error::other(format!(
+                "cannot reserve {} huge pages ({e}); reserve them with `echo N > /proc/sys/vm/nr_hugepages`",
+                size / HUGE_SIZE
+            )),
+        })?;
+    }
+    let d = MappedDevice::map(info(kind, spec, size), fd, None)?;
+    Ok(Arc::new(d))
+}
+
+fn read_sysfs(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn open_path(path: &str, opts: &OpenOptions) -> Result<Arc<dyn Device>, DeviceError> {
+    let mut oo = std::fs::OpenOptions::new();
+    oo.read(true).write(true);
+    if opts.create_size.is_some() {
+        oo.create(true);
+    }
+    let file = oo.open(path).map_err(|e| io_err(path, e))?;
+    let fd: OwnedFd = file.into();
+    let st = rustix::fs::fstat(&fd).map_err(|e| io_err(path, e))?;
+    let is_char = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
+    let sys = format!(
+        "/sys/dev/char/{}:{}",
+        rustix::fs::major(st.st_rdev),
+        rustix::fs::minor(st.st_rdev)
+    );
+    let subsystem = if is_char {
+        std::fs::read_link(format!("{sys}/subsystem"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    } else {
+        None
+    };
+    let magic = rustix::fs::fstatfs(&fd).map_err(|e| io_err(path, e))?.f_type as i64;
+    let kind = classify(magic, is_char, subsystem.as_deref()).map_err(|reason| DeviceError::BadSpec {
+        spec: path.into(),
+        reason,
+    })?;
+    let lock = lock::lock(fd.as_fd())?;
+    let len = match kind {
+        DeviceKind::DevDax => read_sysfs(Path::new(&format!("{sys}/size")))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| io_err(path, std::io::Error::other("cannot read the dax device size from sysfs")))?,
+        _ => {
+            let mut len = st.st_size as u64;
+            if let Some(want) = opts.create_size {
+                let want = if kind == DeviceKind::Hugetlbfs {
+                    want.next_multiple_of(HUGE_SIZE)
+                } else {
+                    want
+                };
+                if len < want {
+                    rustix::fs::ftruncate(&fd, want).map_err(|e| io_err(path, e))?;
+                    len = want;
+                }
+            }
+            len
+        }
+    };
+    let unit = if kind == DeviceKind::Hugetlbfs { HUGE_SIZE } else { BLOCK_SIZE };
+    let len = len / unit * unit;
+    let d = MappedDevice::map(info(kind, path, len), fd, Some(lock))?;
+    Ok(Arc::new(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn d1_memfd_device_reads_back_writes() {
+        let d = open("memfd:8M", &OpenOptions::default()).unwrap();
+        assert_eq!(d.info().kind, DeviceKind::Memfd);
+        assert_eq!(d.info().persistence, PersistenceDomain::None);
+        d.write(4096, b"abc").unwrap();
+        let mut b = [0u8; 3];
+        d.read(4096, &mut b).unwrap();
+        assert_eq!(&b, b"abc");
+        assert!(d.read(8 << 20, &mut b).is_err());
+        assert!(open("memfd:100", &OpenOptions::default()).is_err());
+    }
+
+    #[test]
+    fn d1_shm_file_is_detected_as_shm() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let p = dir.path().join("dev");
+        let d = open(p.to_str().unwrap(), &OpenOptions { create_size: Some(4 << 20) }).unwrap();
+        assert_eq!(d.info().kind, DeviceKind::Shm);
+        assert_eq!(d.len(), 4 << 20);
+    }
+
+    #[test]
+    fn d1_regular_file_is_file_with_pagecache_domain() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let p = dir.path().join("dev.img");
+        let d = open(p.to_str().unwrap(), &OpenOptions { create_size: Some(4 << 20) }).unwrap();
+        // The target dir may itself be on tmpfs on some machines.
+        if d.info().kind == DeviceKind::File {
+            assert_eq!(d.info().persistence, PersistenceDomain::PageCache);
+            d.write(0, b"durable").unwrap();
+            d.persist(0, 7).unwrap();
+        } else {
+            eprintln!("SKIPPED part: {} is on tmpfs", p.display());
+        }
+    }
+
+    #[test]
+    fn d1_devdax_detection_with_fake_sysfs() {
+        assert_eq!(classify(0, true, Some("dax")).unwrap(), DeviceKind::DevDax);
+        assert!(classify(0, true, Some("tty")).is_err());
+        assert!(classify(0, true, None).is_err());
+        assert_eq!(persistence_of(DeviceKind::DevDax), PersistenceDomain::CpuCache);
+        assert_eq!(classify(TMPFS_MAGIC, false, None).unwrap(), DeviceKind::Shm);
+        assert_eq!(classify(HUGETLBFS_MAGIC, false, None).unwrap(), DeviceKind::Hugetlbfs);
+        assert_eq!(classify(0xEF53, false, None).unwrap(), DeviceKind::File);
+        // A real character device that is not dax is refused with a reason.
+        let e = open("/dev/null", &OpenOptions::default()).err().expect("refused");
+        assert!(e.to_string().contains("not a dax device"), "{e}");
+    }
+
+    #[test]
+    fn d3_second_opener_gets_device_busy_with_pid() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let p = dir.path().join("dev");
+        let p = p.to_str().unwrap();
+        let d = open(p, &OpenOptions { create_size: Some(4 << 20) }).unwrap();
+        match open(p, &OpenOptions::default()) {
+            Err(DeviceError::Busy { pid }) => assert_eq!(pid, std::process::id() as i32),
+            other => panic!("expected busy, got {other:?}"),
+        }
+        assert!(open(p, &OpenOptions::default())
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("device busy (held by pid"));
+        drop(d);
+        open(p, &OpenOptions::default()).unwrap();
+    }
+
+    #[test]
+    fn d3_stale_lock_from_dead_process_is_taken_over() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let p = dir.path().join("dev");
+        let ps = p.to_str().unwrap().to_string();
+        std::fs::File::create(&p).unwrap().set_len(4 << 20).unwrap();
+        // A child process takes the device and is killed while holding it.
+        let mut child = std::process::Command::new("flock")
+            .args(["-x", "--no-fork", &ps, "sleep", "30"])
+            .spawn();
+        let Ok(ref mut c) = child else {
+            panic!("the flock(1) utility is needed for this test");
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(matches!(open(&ps, &OpenOptions::default()), Err(DeviceError::Busy { .. })));
+        c.kill().unwrap();
+        c.wait().unwrap();
+        let mut ok = false;
+        for _ in 0..50 {
+            if open(&ps, &OpenOptions::default()).is_ok() {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(ok, "lock of the dead process was not taken over");
+    }
+
+    #[test]
+    fn d1_hugetlbfs_file_uses_2mib_pages() {
+        let require = std::env::var("UDAX_REQUIRE_HUGEPAGES").is_ok_and(|v| v == "1");
+        let mnt = std::env::var("UDAX_HUGETLBFS").unwrap_or_else(|_| "/mnt/udax-huge".into());
+        let is_huge = rustix::fs::statfs(mnt.as_str()).is_ok_and(|s| s.f_type as i64 == HUGETLBFS_MAGIC);
+        let pages: u64 = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if !is_huge || pages < 4 {
+            let why = format!("no hugetlbfs at {mnt} or fewer than 4 huge pages reserved ({pages})");
+            assert!(!require, "UDAX_REQUIRE_HUGEPAGES=1 but {why}");
+            eprintln!("SKIPPED d1_hugetlbfs_file_uses_2mib_pages: {why}");
+            return;
+        }
+        let p = format!("{mnt}/udax-test-{}", std::process::id());
+        let d = open(&p, &OpenOptions { create_size: Some(4 << 20) }).unwrap();
+        assert_eq!(d.info().kind, DeviceKind::Hugetlbfs);
+        assert_eq!(d.info().page_size, 2 << 20);
+        d.write(3 << 20, b"huge").unwrap();
+        drop(d);
+        std::fs::remove_file(&p).unwrap();
+    }
+}
