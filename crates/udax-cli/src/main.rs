@@ -1,1 +1,598 @@
-fn main() {}
+//! `udax`: the command-line tool of the udax user-space DAX file system.
+
+mod bench;
+mod demo;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use udax::device::{self, Device};
+use udax::fs::{falloc, Fs, MkfsOptions, OpenOptions};
+
+/// A direct-access (DAX) file system in user space.
+///
+/// DEV is a device: `memfd:SIZE` (anonymous memory, gone at exit; for demo and
+/// bench), a file on tmpfs (e.g. /dev/shm/udax.img), a file on hugetlbfs, a
+/// regular file (durable through msync), or a device-dax node /dev/daxX.Y.
+///
+/// Paths inside udax are written DEV:/path (e.g. /dev/shm/udax.img:/dir/file), or
+/// just /path with --device DEV or UDAX_DEVICE=DEV set.
+#[derive(Parser)]
+#[command(name = "udax", version, about, long_about)]
+struct Cli {
+    /// Device for paths written without DEV: (also from UDAX_DEVICE).
+    #[arg(long, global = true, env = "UDAX_DEVICE")]
+    device: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new, empty file system on DEV (everything on it is lost).
+    Mkfs {
+        dev: String,
+        /// Create or grow a file device to this size (e.g. 1G).
+        #[arg(long)]
+        size: Option<String>,
+        /// Label (up to 32 bytes).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Show the device, its persistence domain, geometry and usage.
+    Info {
+        dev: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory.
+    Ls {
+        target: String,
+        /// Long format: type, mode, links, size, blocks, name.
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Show a file's metadata.
+    Stat {
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a file to stdout.
+    Cat { target: String },
+    /// Copy a file: host -> udax, udax -> host, or udax -> udax (same device).
+    Cp { src: String, dst: String },
+    /// Create a directory.
+    Mkdir {
+        target: String,
+        /// Create missing parents; no error if it exists.
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// Remove a file, or with -r a directory tree.
+    Rm {
+        target: String,
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Rename or move within one device (replaces an existing target).
+    Mv { src: String, dst: String },
+    /// Set a file's size (shrink frees blocks; grow makes a hole).
+    Truncate {
+        target: String,
+        #[arg(short, long)]
+        size: String,
+    },
+    /// Allocate, punch, zero, collapse or insert a range (like fallocate(1)).
+    Fallocate {
+        target: String,
+        #[arg(short, long, default_value = "0")]
+        offset: String,
+        #[arg(short, long)]
+        length: String,
+        #[arg(short = 'n', long)]
+        keep_size: bool,
+        #[arg(short, long)]
+        punch_hole: bool,
+        #[arg(short, long)]
+        zero_range: bool,
+        #[arg(short, long)]
+        collapse_range: bool,
+        #[arg(short, long)]
+        insert_range: bool,
+    },
+    /// Check a file system (read-only) and report every problem with its location.
+    Fsck {
+        dev: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show space usage.
+    Df { dev: String },
+    /// Show the main job on a memfd device: files, holes, truncate, fallocate,
+    /// crash and recovery, fsck.
+    Demo,
+    /// Measure udax against the kernel baseline and the hardware limit (PERFORMANCE.md).
+    Bench(bench::BenchArgs),
+}
+
+/// A parsed `DEV:/path` (or `/path` with the default device).
+struct Target {
+    dev: String,
+    path: String,
+}
+
+fn split_target(s: &str, default: Option<&str>) -> Option<Target> {
+    if let Some(i) = s.find(":/") {
+        let (d, p) = (&s[..i], &s[i + 1..]);
+        if !d.is_empty() {
+            return Some(Target {
+                dev: d.to_string(),
+                path: p.to_string(),
+            });
+        }
+    }
+    default.map(|d| Target {
+        dev: d.to_string(),
+        path: s.to_string(),
+    })
+}
+
+type AnyResult<T> = Result<T, String>;
+
+fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> AnyResult<T> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+fn open_dev(spec: &str, create_size: Option<u64>) -> AnyResult<Arc<dyn Device>> {
+    ctx(
+        device::open(spec, &device::OpenOptions { create_size }),
+        spec,
+    )
+}
+
+fn mount(spec: &str) -> AnyResult<Fs> {
+    let dev = open_dev(spec, None)?;
+    ctx(Fs::mount(dev), spec)
+}
+
+fn target(s: &str, default: Option<&str>) -> AnyResult<Target> {
+    split_target(s, default).ok_or_else(|| {
+        format!("{s}: not a udax path (write DEV:/path, or set --device / UDAX_DEVICE)")
+    })
+}
+
+fn size_arg(s: &str) -> AnyResult<u64> {
+    ctx(device::parse_size(s), "size")
+}
+
+fn type_char(st: &udax::fs::Stat) -> char {
+    if st.is_dir() {
+        'd'
+    } else {
+        '-'
+    }
+}
+
+fn mode_string(mode: u32) -> String {
+    let mut s = String::new();
+    for shift in [6, 3, 0] {
+        let b = (mode >> shift) & 7;
+        s.push(if b & 4 != 0 { 'r' } else { '-' });
+        s.push(if b & 2 != 0 { 'w' } else { '-' });
+        s.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn progress(len: u64) -> Option<ProgressBar> {
+    if len < (16 << 20) {
+        return None;
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    Some(pb)
+}
+
+fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
+    const CHUNK: usize = 4 << 20;
+    let s = split_target(src, None);
+    let d = split_target(dst, None);
+    let s = s.or_else(|| {
+        if std::path::Path::new(src).exists() {
+            None
+        } else {
+            split_target(src, default)
+        }
+    });
+    let d = d.or_else(|| {
+        if s.is_none() {
+            split_target(dst, default)
+        } else {
+            None
+        }
+    });
+    let mut buf = vec![0u8; CHUNK];
+    match (s, d) {
+        (None, Some(d)) => {
+            let mut f = ctx(std::fs::File::open(src), src)?;
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let fs = mount(&d.dev)?;
+            let out = ctx(
+                fs.open(
+                    &d.path,
+                    &OpenOptions {
+                        truncate: true,
+                        ..OpenOptions::create()
+                    },
+                ),
+                dst,
+            )?;
+            let pb = progress(len);
+            let mut off = 0u64;
+            loop {
+                let n = ctx(f.read(&mut buf), src)?;
+                if n == 0 {
+                    break;
+                }
+                ctx(out.write_at(&buf[..n], off), dst)?;
+                off += n as u64;
+                if let Some(pb) = &pb {
+                    pb.set_position(off);
+                }
+            }
+            ctx(out.fsync(), dst)?;
+            drop(out);
+            ctx(fs.unmount(), &d.dev)?;
+            Ok(off)
+        }
+        (Some(s), None) => {
+            let fs = mount(&s.dev)?;
+            let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), src)?;
+            let mut out = ctx(std::fs::File::create(dst), dst)?;
+            let len = inp.len();
+            let pb = progress(len);
+            let mut off = 0u64;
+            while off < len {
+                let n = ctx(inp.read_at(&mut buf, off), src)?;
+                if n == 0 {
+                    break;
+                }
+                ctx(out.write_all(&buf[..n]), dst)?;
+                off += n as u64;
+                if let Some(pb) = &pb {
+                    pb.set_position(off);
+                }
+            }
+            Ok(off)
+        }
+        (Some(s), Some(d)) => {
+            if s.dev != d.dev {
+                return Err("copy between two udax devices: copy through a host file".into());
+            }
+            let fs = mount(&s.dev)?;
+            let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), src)?;
+            let out = ctx(
+                fs.open(
+                    &d.path,
+                    &OpenOptions {
+                        truncate: true,
+                        ..OpenOptions::create()
+                    },
+                ),
+                dst,
+            )?;
+            let mut off = 0u64;
+            loop {
+                let n = ctx(inp.read_at(&mut buf, off), src)?;
+                if n == 0 {
+                    break;
+                }
+                ctx(out.write_at(&buf[..n], off), dst)?;
+                off += n as u64;
+            }
+            drop((inp, out));
+            ctx(fs.unmount(), &s.dev)?;
+            Ok(off)
+        }
+        (None, None) => Err("neither side is a udax path (write DEV:/path)".into()),
+    }
+}
+
+fn remove_tree(fs: &Fs, path: &str) -> Result<(), udax::Error> {
+    if fs.stat(path)?.is_dir() {
+        for e in fs.read_dir(path)? {
+            remove_tree(fs, &format!("{}/{}", path.trim_end_matches('/'), e.name))?;
+        }
+        fs.rmdir(path)
+    } else {
+        fs.unlink(path)
+    }
+}
+
+fn run(cli: Cli) -> AnyResult<()> {
+    let def = cli.device.as_deref();
+    match cli.cmd {
+        Cmd::Mkfs { dev, size, label } => {
+            let size = size.as_deref().map(size_arg).transpose()?;
+            let d = open_dev(&dev, size)?;
+            let sb = ctx(Fs::mkfs(&*d, &MkfsOptions { label }), &dev)?;
+            let g = sb.geometry;
+            println!(
+                "udax: made a file system on {dev} ({}, {:?}): {} MiB data, uuid {}",
+                format!("{:?}", d.info().kind).to_lowercase(),
+                d.info().persistence,
+                (g.data_blocks() * 4096) >> 20,
+                sb.uuid_str()
+            );
+        }
+        Cmd::Info { dev, json } => {
+            let fs = mount(&dev)?;
+            let info = fs.device().info().clone();
+            let sb = fs.superblock().clone();
+            let st = fs.statfs();
+            let j = fs.journal_stats();
+            let a = fs.alloc_stats();
+            if json {
+                let v = serde_json::json!({"device": info, "superblock": sb, "uuid": sb.uuid_str(), "statfs": st, "journal": j, "alloc": a});
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("device:       {} ({:?})", info.path, info.kind);
+                println!(
+                    "persistence:  {:?} (flush: {:?})",
+                    info.persistence, info.flush
+                );
+                println!("page size:    {}", info.page_size);
+                println!("size:         {} MiB", info.len >> 20);
+                println!(
+                    "uuid:         {}  label: {:?}",
+                    sb.uuid_str(),
+                    sb.label_str()
+                );
+                println!(
+                    "data:         {} MiB, {} MiB free, {} free 2 MiB chunks",
+                    (st.data_blocks * 4096) >> 20,
+                    (st.free_blocks * 4096) >> 20,
+                    a.free_chunks
+                );
+                println!("inodes:       {}", st.inodes);
+                println!(
+                    "metadata:     {} of {} KiB; log {} of {} KiB (epoch {})",
+                    st.metadata_bytes >> 10,
+                    st.metadata_capacity >> 10,
+                    j.log_used >> 10,
+                    j.log_bytes >> 10,
+                    j.epoch
+                );
+            }
+        }
+        Cmd::Ls { target: t, long } => {
+            let t = target(&t, def)?;
+            let fs = mount(&t.dev)?;
+            for e in ctx(fs.read_dir(&t.path), &t.path)? {
+                if long {
+                    let p = format!("{}/{}", t.path.trim_end_matches('/'), e.name);
+                    let st = ctx(fs.stat(&p), &p)?;
+                    println!(
+                        "{}{} {:>3} {:>12} {:>8} {}",
+                        type_char(&st),
+                        mode_string(st.mode),
+                        st.nlink,
+                        st.size,
+                        st.blocks / 8,
+                        e.name
+                    );
+                } else {
+                    println!("{}", e.name);
+                }
+            }
+        }
+        Cmd::Stat { target: t, json } => {
+            let t = target(&t, def)?;
+            let fs = mount(&t.dev)?;
+            let st = ctx(fs.stat(&t.path), &t.path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+            } else {
+                println!("  file: {}", t.path);
+                println!(
+                    "  type: {}  mode: {:o}  inode: {}  links: {}",
+                    if st.is_dir() {
+                        "directory"
+                    } else {
+                        "regular file"
+                    },
+                    st.mode & 0o7777,
+                    st.ino,
+                    st.nlink
+                );
+                println!(
+                    "  size: {}  blocks (512 B): {}  io block: {}",
+                    st.size, st.blocks, st.blksize
+                );
+                println!(
+                    "  mtime: {} ns  ctime: {} ns  btime: {} ns",
+                    st.mtime_ns, st.ctime_ns, st.btime_ns
+                );
+            }
+        }
+        Cmd::Cat { target: t } => {
+            let t = target(&t, def)?;
+            let fs = mount(&t.dev)?;
+            let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut off = 0;
+            let mut out = std::io::stdout().lock();
+            loop {
+                let n = ctx(f.read_at(&mut buf, off), &t.path)?;
+                if n == 0 {
+                    break;
+                }
+                if out.write_all(&buf[..n]).is_err() {
+                    break; // closed pipe
+                }
+                off += n as u64;
+            }
+        }
+        Cmd::Cp { src, dst } => {
+            let n = copy(&src, &dst, def)?;
+            eprintln!("udax: copied {n} bytes");
+        }
+        Cmd::Mkdir { target: t, parents } => {
+            let t = target(&t, def)?;
+            let fs = mount(&t.dev)?;
+            if parents {
+                let mut p = String::new();
+                for c in t.path.split('/').filter(|c| !c.is_empty()) {
+                    p.push('/');
+                    p.push_str(c);
+                    match fs.mkdir(&p, 0o755) {
+                        Ok(()) | Err(udax::Error::Exists) => {}
+                        Err(e) => return Err(format!("{p}: {e}")),
+                    }
+                }
+            } else {
+                ctx(fs.mkdir(&t.path, 0o755), &t.path)?;
+            }
+            ctx(fs.unmount(), &t.dev)?;
+        }
+        Cmd::Rm {
+            target: t,
+            recursive,
+        } => {
+            let t = target(&t, def)?;
+            let fs = mount(&t.dev)?;
+            if recursive {
+                ctx(remove_tree(&fs, &t.path), &t.path)?;
+            } else {
+                ctx(fs.unlink(&t.path), &t.path)?;
+            }
+            ctx(fs.unmount(), &t.dev)?;
+        }
+        Cmd::Mv { src, dst } => {
+            let s = target(&src, def)?;
+            let d = target(&dst, Some(&s.dev))?;
+            if s.dev != d.dev {
+                return Err(format!("{src} -> {dst}: {}", udax::Error::CrossDevice));
+            }
+            let fs = mount(&s.dev)?;
+            ctx(
+                fs.rename(&s.path, &d.path),
+                &format!("{} -> {}", s.path, d.path),
+            )?;
+            ctx(fs.unmount(), &s.dev)?;
+        }
+        Cmd::Truncate { target: t, size } => {
+            let t = target(&t, def)?;
+            let size = size_arg(&size)?;
+            let fs = mount(&t.dev)?;
+            let f = ctx(fs.open(&t.path, &OpenOptions::create()), &t.path)?;
+            ctx(f.set_len(size), &t.path)?;
+            drop(f);
+            ctx(fs.unmount(), &t.dev)?;
+        }
+        Cmd::Fallocate {
+            target: t,
+            offset,
+            length,
+            keep_size,
+            punch_hole,
+            zero_range,
+            collapse_range,
+            insert_range,
+        } => {
+            let t = target(&t, def)?;
+            let mut mode = 0;
+            if keep_size {
+                mode |= falloc::KEEP_SIZE;
+            }
+            if punch_hole {
+                mode |= falloc::PUNCH_HOLE | falloc::KEEP_SIZE;
+            }
+            if zero_range {
+                mode |= falloc::ZERO_RANGE;
+            }
+            if collapse_range {
+                mode |= falloc::COLLAPSE_RANGE;
+            }
+            if insert_range {
+                mode |= falloc::INSERT_RANGE;
+            }
+            let (off, len) = (size_arg(&offset)?, size_arg(&length)?);
+            let fs = mount(&t.dev)?;
+            let f = ctx(fs.open(&t.path, &OpenOptions::create()), &t.path)?;
+            ctx(f.fallocate(mode, off, len), &t.path)?;
+            drop(f);
+            ctx(fs.unmount(), &t.dev)?;
+        }
+        Cmd::Fsck { dev, json } => {
+            let d = open_dev(&dev, None)?;
+            let r = ctx(udax::fs::fsck(&*d), &dev)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                for p in &r.problems {
+                    let at = p
+                        .device_offset
+                        .map(|o| format!(" at device offset {o:#x}"))
+                        .unwrap_or_default();
+                    let ino = p.ino.map(|i| format!("inode {i}: ")).unwrap_or_default();
+                    println!("problem: {ino}{}{at}", p.what);
+                }
+                println!(
+                    "{dev}: {} — {} files, {} directories, {} blocks used, {} free; epoch {}, {} log records replayed{}{}",
+                    if r.clean { "clean" } else { "NOT CLEAN" },
+                    r.files, r.directories, r.used_blocks, r.free_blocks, r.checkpoint_epoch, r.log_records_replayed,
+                    r.torn_log_tail_at.map(|o| format!(", torn log tail discarded at {o:#x}")).unwrap_or_default(),
+                    if r.orphans.is_empty() { String::new() } else { format!(", {} orphans to reclaim at mount", r.orphans.len()) },
+                );
+            }
+            if !r.clean {
+                return Err(format!("{dev}: {} problems found", r.problems.len()));
+            }
+        }
+        Cmd::Df { dev } => {
+            let fs = mount(&dev)?;
+            let s = fs.statfs();
+            let used = s.data_blocks - s.free_blocks;
+            println!(
+                "{:<24} {:>12} {:>12} {:>12} {:>5}",
+                "device", "size KiB", "used KiB", "free KiB", "use%"
+            );
+            println!(
+                "{:<24} {:>12} {:>12} {:>12} {:>4}%",
+                dev,
+                s.data_blocks * 4,
+                used * 4,
+                s.free_blocks * 4,
+                (used * 100).checked_div(s.data_blocks).unwrap_or(0)
+            );
+        }
+        Cmd::Demo => demo::run()?,
+        Cmd::Bench(args) => bench::run(&args)?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UDAX_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("udax: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

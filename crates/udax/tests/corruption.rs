@@ -19,7 +19,9 @@ fn template() -> &'static (Vec<u8>, Geometry) {
         let fs = Fs::mount(dev.clone()).unwrap();
         fs.mkdir("/a", 0o755).unwrap();
         for i in 0..10 {
-            let f = fs.open(&format!("/a/f{i}"), &OpenOptions::create()).unwrap();
+            let f = fs
+                .open(&format!("/a/f{i}"), &OpenOptions::create())
+                .unwrap();
             f.write_at(&[i as u8; 5000], 0).unwrap();
         }
         fs.checkpoint().unwrap();
@@ -67,7 +69,10 @@ fn f8_corrupt_checkpoint_record_is_reported_with_offset() {
     bad[body as usize + 40] ^= 0xff;
     let dev: Arc<dyn Device> = Arc::new(RamDevice::from_image(bad));
     match fsck(&*dev) {
-        Err(Error::Corrupted { device_offset, what }) => {
+        Err(Error::Corrupted {
+            device_offset,
+            what,
+        }) => {
             assert_eq!(device_offset, body, "{what}");
             assert!(what.contains("checksum"), "{what}");
         }
@@ -85,7 +90,13 @@ fn f8_bad_primary_superblock_falls_back_to_backup() {
     assert!(Fs::mount(dev).is_ok());
     bad[4096 + 100] ^= 1;
     let dev: Arc<dyn Device> = Arc::new(RamDevice::from_image(bad));
-    assert!(matches!(Fs::mount(dev), Err(Error::Corrupted { device_offset: 0, .. })));
+    assert!(matches!(
+        Fs::mount(dev),
+        Err(Error::Corrupted {
+            device_offset: 0,
+            ..
+        })
+    ));
 }
 
 #[test]

@@ -42,15 +42,25 @@ fn check_image(img: Vec<u8>, before: &Snapshot, after: &Snapshot, done: bool, wh
     if done {
         assert_eq!(&s, after, "{what}: completed operation lost");
     } else {
-        assert!(&s == before || &s == after, "{what}: neither old nor new state: {s:?}");
+        assert!(
+            &s == before || &s == after,
+            "{what}: neither old nor new state: {s:?}"
+        );
     }
     // No block both free and used: free space == data area - blocks owned.
     let st = fs.statfs();
     let report = fsck(&*dev).unwrap();
     assert!(report.clean, "{what}: after mount: {:?}", report.problems);
-    assert_eq!(st.free_blocks, st.data_blocks - report.used_blocks, "{what}");
+    assert_eq!(
+        st.free_blocks,
+        st.data_blocks - report.used_blocks,
+        "{what}"
+    );
     // The recovered fs keeps working.
-    fs.create("/__probe", 0o644).unwrap().write_at(b"ok", 0).unwrap();
+    fs.create("/__probe", 0o644)
+        .unwrap()
+        .write_at(b"ok", 0)
+        .unwrap();
 }
 
 /// Run `op` on a fresh fs prepared by `setup`, then crash it at every fence.
@@ -73,7 +83,9 @@ fn crash_test(name: &str, setup: impl Fn(&Fs), op: impl Fn(&Fs)) {
         let mut cases: Vec<Survivors> = vec![Survivors::None, Survivors::All];
         if pending <= 8 {
             for m in 0..(1u32 << pending) {
-                cases.push(Survivors::Mask((0..pending).map(|i| m >> i & 1 == 1).collect()));
+                cases.push(Survivors::Mask(
+                    (0..pending).map(|i| m >> i & 1 == 1).collect(),
+                ));
             }
         } else {
             cases.extend((0..6).map(|seed| Survivors::Random { seed }));
@@ -127,14 +139,20 @@ fn f7_crash_during_write_extend() {
 
 #[test]
 fn f7_crash_during_truncate() {
-    crash_test("truncate-shrink", base, |fs| rw(fs, "/d/b").set_len(4096).unwrap());
-    crash_test("truncate-grow", base, |fs| rw(fs, "/d/b").set_len(1 << 20).unwrap());
+    crash_test("truncate-shrink", base, |fs| {
+        rw(fs, "/d/b").set_len(4096).unwrap()
+    });
+    crash_test("truncate-grow", base, |fs| {
+        rw(fs, "/d/b").set_len(1 << 20).unwrap()
+    });
 }
 
 #[test]
 fn f7_crash_during_rename() {
     crash_test("rename-over", base, |fs| fs.rename("/d/a", "/d/b").unwrap());
-    crash_test("rename-dir", base, |fs| fs.rename("/d", "/e/moved").unwrap());
+    crash_test("rename-dir", base, |fs| {
+        fs.rename("/d", "/e/moved").unwrap()
+    });
 }
 
 #[test]
@@ -149,7 +167,9 @@ fn f7_crash_during_fallocate_modes() {
         rw(fs, "/d/a").fallocate(0, 0, 64 << 10).unwrap()
     });
     crash_test("fallocate-keep-size", base, |fs| {
-        rw(fs, "/d/a").fallocate(falloc::KEEP_SIZE, 0, 64 << 10).unwrap()
+        rw(fs, "/d/a")
+            .fallocate(falloc::KEEP_SIZE, 0, 64 << 10)
+            .unwrap()
     });
     crash_test("punch-hole", base, |fs| {
         rw(fs, "/d/b")
@@ -157,17 +177,23 @@ fn f7_crash_during_fallocate_modes() {
             .unwrap()
     });
     crash_test("collapse-range", base, |fs| {
-        rw(fs, "/d/b").fallocate(falloc::COLLAPSE_RANGE, 0, 4096).unwrap()
+        rw(fs, "/d/b")
+            .fallocate(falloc::COLLAPSE_RANGE, 0, 4096)
+            .unwrap()
     });
     crash_test("insert-range", base, |fs| {
-        rw(fs, "/d/b").fallocate(falloc::INSERT_RANGE, 4096, 8192).unwrap()
+        rw(fs, "/d/b")
+            .fallocate(falloc::INSERT_RANGE, 4096, 8192)
+            .unwrap()
     });
 }
 
 #[test]
 fn f7_crash_during_zero_range_of_hole() {
     crash_test("zero-range", base, |fs| {
-        rw(fs, "/d/b").fallocate(falloc::ZERO_RANGE, 3 * 4096, 8192).unwrap()
+        rw(fs, "/d/b")
+            .fallocate(falloc::ZERO_RANGE, 3 * 4096, 8192)
+            .unwrap()
     });
 }
 

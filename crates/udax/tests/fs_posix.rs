@@ -53,7 +53,12 @@ fn f1_mkdir_readdir_rmdir_and_deep_paths() {
     assert_eq!(fs.stat("/").unwrap().nlink, 3);
     assert_eq!(fs.stat("/d0").unwrap().nlink, 3);
     assert!(matches!(fs.rmdir("/d0"), Err(Error::NotEmpty)));
-    let names: Vec<String> = fs.read_dir(&path).unwrap().into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = fs
+        .read_dir(&path)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, vec!["leaf"]);
     fs.unlink(&format!("{path}/leaf")).unwrap();
     fs.rmdir(&path).unwrap();
@@ -66,7 +71,10 @@ fn f1_names_up_to_255_bytes() {
     let ok = "n".repeat(255);
     fs.create(&format!("/{ok}"), 0o644).unwrap();
     let long = "n".repeat(256);
-    assert!(matches!(fs.create(&format!("/{long}"), 0o644), Err(Error::NameTooLong)));
+    assert!(matches!(
+        fs.create(&format!("/{long}"), 0o644),
+        Err(Error::NameTooLong)
+    ));
     let fs = remount(fs);
     assert_eq!(fs.read_dir("/").unwrap()[0].name, ok);
 }
@@ -83,7 +91,10 @@ fn f1_rename_over_existing_file_and_directories() {
     fs.mkdir("/y", 0o755).unwrap();
     fs.mkdir("/x/sub", 0o755).unwrap();
     fs.rename("/x/sub", "/y/sub2").unwrap();
-    assert!(matches!(fs.rename("/y", "/y/sub2/z"), Err(Error::Invalid(_))));
+    assert!(matches!(
+        fs.rename("/y", "/y/sub2/z"),
+        Err(Error::Invalid(_))
+    ));
     fs.mkdir("/empty", 0o755).unwrap();
     fs.rename("/y", "/empty").unwrap(); // over an empty dir
     assert!(matches!(fs.rename("/b", "/empty"), Err(Error::IsDir)));
@@ -101,7 +112,10 @@ fn f1_rename_over_existing_file_and_directories() {
 #[test]
 fn f1_hard_links_share_data_and_count() {
     let fs = fresh(16);
-    fs.create("/f", 0o644).unwrap().write_at(b"data", 0).unwrap();
+    fs.create("/f", 0o644)
+        .unwrap()
+        .write_at(b"data", 0)
+        .unwrap();
     fs.link("/f", "/g").unwrap();
     assert_eq!(fs.stat("/f").unwrap().nlink, 2);
     fs.unlink("/f").unwrap();
@@ -187,7 +201,10 @@ fn f4_truncate_shrink_frees_and_zeroes_tail_then_grow_is_hole() {
     let mut buf = vec![1u8; 3 * 4096];
     f.read_at(&mut buf, 0).unwrap();
     assert!(buf[..4196].iter().all(|&b| b == 0xab));
-    assert!(buf[4196..].iter().all(|&b| b == 0), "tail zeroed, grown part a hole");
+    assert!(
+        buf[4196..].iter().all(|&b| b == 0),
+        "tail zeroed, grown part a hole"
+    );
     assert_eq!(f.stat().unwrap().blocks, 16);
     let fs = remount(fs);
     assert_eq!(fs.stat("/t").unwrap().size, 3 * 4096);
@@ -206,23 +223,37 @@ fn f5_fallocate_modes() {
     assert_eq!(f.len(), 1 << 20);
     assert_eq!(f.stat().unwrap().blocks, 4096);
     // Punch: needs KEEP_SIZE.
-    assert!(matches!(f.fallocate(falloc::PUNCH_HOLE, 0, 4096), Err(Error::NotSupported(_))));
+    assert!(matches!(
+        f.fallocate(falloc::PUNCH_HOLE, 0, 4096),
+        Err(Error::NotSupported(_))
+    ));
     f.write_at(&[5u8; 3 * 4096], 0).unwrap();
-    f.fallocate(falloc::PUNCH_HOLE | falloc::KEEP_SIZE, 100, 2 * 4096).unwrap();
+    f.fallocate(falloc::PUNCH_HOLE | falloc::KEEP_SIZE, 100, 2 * 4096)
+        .unwrap();
     let mut b = vec![0u8; 3 * 4096];
     f.read_at(&mut b, 0).unwrap();
     assert!(b[..100].iter().all(|&x| x == 5));
     assert!(b[100..100 + 8192].iter().all(|&x| x == 0));
     assert!(b[8292..].iter().all(|&x| x == 5));
-    assert_eq!(f.stat().unwrap().blocks, 4096 - 8, "one whole block punched");
+    assert_eq!(
+        f.stat().unwrap().blocks,
+        4096 - 8,
+        "one whole block punched"
+    );
     // Zero range.
     f.write_at(&[6u8; 4096], 8192).unwrap();
     f.fallocate(falloc::ZERO_RANGE, 8192 + 10, 20).unwrap();
     f.read_at(&mut b[..4096], 8192).unwrap();
     assert!(b[..10].iter().all(|&x| x == 6) && b[10..30].iter().all(|&x| x == 0));
     // Collapse: aligned only, not to EOF.
-    assert!(matches!(f.fallocate(falloc::COLLAPSE_RANGE, 100, 4096), Err(Error::Invalid(_))));
-    assert!(matches!(f.fallocate(falloc::COLLAPSE_RANGE, 0, 1 << 20), Err(Error::Invalid(_))));
+    assert!(matches!(
+        f.fallocate(falloc::COLLAPSE_RANGE, 100, 4096),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        f.fallocate(falloc::COLLAPSE_RANGE, 0, 1 << 20),
+        Err(Error::Invalid(_))
+    ));
     f.write_at(b"marker", 16384).unwrap();
     f.fallocate(falloc::COLLAPSE_RANGE, 4096, 8192).unwrap();
     assert_eq!(f.len(), (1 << 20) - 8192);
@@ -233,12 +264,18 @@ fn f5_fallocate_modes() {
     f.fallocate(falloc::INSERT_RANGE, 4096, 4096).unwrap();
     f.read_at(&mut m, 12288).unwrap();
     assert_eq!(&m, b"marker");
-    assert!(matches!(f.fallocate(falloc::INSERT_RANGE, 1 << 30, 4096), Err(Error::Invalid(_))));
+    assert!(matches!(
+        f.fallocate(falloc::INSERT_RANGE, 1 << 30, 4096),
+        Err(Error::Invalid(_))
+    ));
     assert!(matches!(
         f.fallocate(falloc::INSERT_RANGE | falloc::KEEP_SIZE, 0, 4096),
         Err(Error::Invalid(_))
     ));
-    assert!(matches!(f.fallocate(0x40, 0, 4096), Err(Error::NotSupported(_))));
+    assert!(matches!(
+        f.fallocate(0x40, 0, 4096),
+        Err(Error::NotSupported(_))
+    ));
     assert!(matches!(f.fallocate(0, 0, 0), Err(Error::Invalid(_))));
     let fs = remount(fs);
     let f = fs.open("/fa", &OpenOptions::read_only()).unwrap();
@@ -257,7 +294,10 @@ fn f9_errors_are_typed_and_leave_fs_unchanged() {
     assert!(matches!(fs.mkdir("/f/x", 0o755), Err(Error::NotDir)));
     fs.mkdir("/d", 0o755).unwrap();
     assert!(matches!(fs.unlink("/d"), Err(Error::IsDir)));
-    assert!(matches!(fs.open("/d", &OpenOptions::read_only()), Err(Error::IsDir)));
+    assert!(matches!(
+        fs.open("/d", &OpenOptions::read_only()),
+        Err(Error::IsDir)
+    ));
     let ro = fs.open("/f", &OpenOptions::read_only()).unwrap();
     assert!(matches!(ro.write_at(b"x", 0), Err(Error::BadFd)));
     assert_eq!(Error::NotFound.errno(), libc::ENOENT);
@@ -299,7 +339,10 @@ fn f7_many_operations_force_checkpoints_and_remount() {
             fs.unlink(&format!("/f{i}")).unwrap();
         }
     }
-    assert!(fs.journal_stats().checkpoints > 0, "log wrapped through checkpoints");
+    assert!(
+        fs.journal_stats().checkpoints > 0,
+        "log wrapped through checkpoints"
+    );
     let fs = remount(fs);
     assert_eq!(read_all(&fs, "/f1"), vec![29u8; 100]);
     assert!(matches!(fs.stat("/f0"), Err(Error::NotFound)));
@@ -317,7 +360,9 @@ fn f1_concurrent_writers_on_different_and_same_files() {
                 let f = fs.create(&format!("/own{t}"), 0o644).unwrap();
                 for i in 0..200u64 {
                     f.write_at(&[t; 1000], i * 1000).unwrap();
-                    shared.write_at(&[t; 512], (i * 4 + t as u64) * 512).unwrap();
+                    shared
+                        .write_at(&[t; 512], (i * 4 + t as u64) * 512)
+                        .unwrap();
                 }
             });
         }

@@ -40,7 +40,9 @@ pub struct AllocRequest {
     pub len: u64,
     /// A device block to start at if free (the block after the file's previous extent).
     pub goal: Option<u64>,
-    /// Prefer whole 2 MiB chunks (a file that wants huge mappings).
+    /// Prefer whole 2 MiB chunks (a file that wants huge mappings): whole chunks
+    /// for every 512 blocks, and a shorter request starts a fresh chunk unless
+    /// `goal` is free (contiguity first).
     pub huge: bool,
 }
 
@@ -131,7 +133,9 @@ impl State {
     }
     /// Take `r` (which must lie inside one free extent).
     fn take(&mut self, r: BlockRange) {
-        let (s, l) = self.free_extent_at(r.start).expect("take of a non-free range");
+        let (s, l) = self
+            .free_extent_at(r.start)
+            .expect("take of a non-free range");
         debug_assert!(r.end() <= s + l);
         self.free.remove(&s);
         if r.start > s {
@@ -218,10 +222,29 @@ impl State {
         .or(longest)
     }
 
-    fn alloc_small(&mut self, mut want: u64, goal: Option<u64>, out: &mut Vec<BlockRange>) {
+    fn alloc_small(
+        &mut self,
+        mut want: u64,
+        goal: Option<u64>,
+        prefer_whole: bool,
+        out: &mut Vec<BlockRange>,
+    ) {
         // 1. Right at the goal.
         if let Some(g) = goal.filter(|&g| g >= self.first && g < self.first + self.count) {
             if let Some(r) = self.run_at(g, want) {
+                self.take(r);
+                out.push(r);
+                want -= r.len;
+            }
+        }
+        // 1b. A file starting a 2 MiB-aligned piece: begin a whole chunk, so the
+        //     appends that follow (goal = previous end) fill it contiguously.
+        if want > 0 && prefer_whole {
+            if let Some(&c) = self.whole.iter().next() {
+                let r = BlockRange {
+                    start: self.first + c * BLOCKS_PER_HUGE,
+                    len: want.min(BLOCKS_PER_HUGE),
+                };
                 self.take(r);
                 out.push(r);
                 want -= r.len;
@@ -233,7 +256,8 @@ impl State {
                 .filter(|&g| g >= self.first && g < self.first + self.count)
                 .map(|g| self.chunk_of(g))
                 .filter(|c| self.partial.contains(c));
-            let mut pick = goal_chunk.and_then(|c| self.run_in_chunk(c, want).filter(|r| r.len >= want));
+            let mut pick =
+                goal_chunk.and_then(|c| self.run_in_chunk(c, want).filter(|r| r.len >= want));
             if pick.is_none() {
                 let mut best: Option<(u32, BlockRange)> = None;
                 for &c in self.partial.iter() {
@@ -278,9 +302,13 @@ impl State {
 
     fn alloc_huge(&mut self, want: u64, goal: Option<u64>, out: &mut Vec<BlockRange>) -> u64 {
         let mut chunks = want / BLOCKS_PER_HUGE;
-        let mut next = goal.filter(|g| (g - self.first.min(*g)) % BLOCKS_PER_HUGE == 0 && *g >= self.first);
+        let mut next =
+            goal.filter(|g| (g - self.first.min(*g)) % BLOCKS_PER_HUGE == 0 && *g >= self.first);
         while chunks > 0 {
-            let c = match next.map(|g| self.chunk_of(g)).filter(|c| self.whole.contains(c)) {
+            let c = match next
+                .map(|g| self.chunk_of(g))
+                .filter(|c| self.whole.contains(c))
+            {
                 Some(c) => c,
                 None => match self.whole.iter().next() {
                     Some(&c) => c,
@@ -362,7 +390,8 @@ impl Allocator {
         }
         if want > 0 {
             let goal = out.last().map(|r| r.end()).or(req.goal);
-            st.alloc_small(want, goal, &mut out);
+            let prefer_whole = req.huge && out.is_empty();
+            st.alloc_small(want, goal, prefer_whole, &mut out);
         }
         Ok(out)
     }
@@ -429,7 +458,14 @@ mod tests {
         for x in r {
             a.free(x).unwrap();
         }
-        assert_eq!(a.alloc(req(1024)).unwrap().iter().map(|r| r.len).sum::<u64>(), 1024);
+        assert_eq!(
+            a.alloc(req(1024))
+                .unwrap()
+                .iter()
+                .map(|r| r.len)
+                .sum::<u64>(),
+            1024
+        );
     }
 
     #[test]

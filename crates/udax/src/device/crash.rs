@@ -11,7 +11,9 @@
 //! (counted from [`CrashDevice::start_recording`]), keeping the not-yet-durable
 //! lines chosen by [`Survivors`].
 
-use super::{check_range, Device, DeviceError, DeviceInfo, DeviceKind, FlushInstr, PersistenceDomain};
+use super::{
+    check_range, Device, DeviceError, DeviceInfo, DeviceKind, FlushInstr, PersistenceDomain,
+};
 use crate::sync::Mutex;
 use crate::CACHE_LINE;
 use std::collections::BTreeMap;

@@ -23,7 +23,9 @@ fn lock_dir() -> PathBuf {
         return d.into();
     }
     let run = PathBuf::from("/run/udax");
-    if std::fs::create_dir_all(&run).is_ok() && rustix::fs::access(&run, rustix::fs::Access::WRITE_OK).is_ok() {
+    if std::fs::create_dir_all(&run).is_ok()
+        && rustix::fs::access(&run, rustix::fs::Access::WRITE_OK).is_ok()
+    {
         return run;
     }
     std::env::temp_dir().join("udax-locks")
@@ -37,7 +39,10 @@ fn pid_path(fd: BorrowedFd<'_>) -> Result<PathBuf, DeviceError> {
 /// Take the device lock on `fd`, or report who holds it.
 pub fn lock(fd: BorrowedFd<'_>) -> Result<DeviceLock, DeviceError> {
     let pid_file = pid_path(fd)?;
-    match rustix::fs::flock(fd.as_fd(), rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+    match rustix::fs::flock(
+        fd.as_fd(),
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    ) {
         Ok(()) => {}
         Err(rustix::io::Errno::WOULDBLOCK) => {
             let mut s = String::new();

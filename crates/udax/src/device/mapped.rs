@@ -33,7 +33,11 @@ pub struct MappedDevice {
 
 impl MappedDevice {
     /// Map `info.len` bytes of `fd` shared, read-write.
-    pub(crate) fn map(info: DeviceInfo, fd: OwnedFd, lock: Option<DeviceLock>) -> Result<Self, DeviceError> {
+    pub(crate) fn map(
+        info: DeviceInfo,
+        fd: OwnedFd,
+        lock: Option<DeviceLock>,
+    ) -> Result<Self, DeviceError> {
         if info.len == 0 {
             return Err(DeviceError::BadSpec {
                 spec: info.path.clone(),
@@ -121,7 +125,9 @@ impl Device for MappedDevice {
             PersistenceDomain::None => {}
             PersistenceDomain::PageCache => self.dirty.lock().push((off, len)),
             // SAFETY: the range is inside the live mapping (checked above).
-            PersistenceDomain::CpuCache => unsafe { flush_lines(self.ptr(off), len as usize, self.info.flush) },
+            PersistenceDomain::CpuCache => unsafe {
+                flush_lines(self.ptr(off), len as usize, self.info.flush)
+            },
         }
     }
 
@@ -148,7 +154,11 @@ impl Device for MappedDevice {
                     let b = b.min(self.info.len);
                     // SAFETY: `[a, b)` is page aligned and inside the live mapping.
                     unsafe {
-                        rustix::mm::msync(self.ptr(a).cast(), (b - a) as usize, rustix::mm::MsyncFlags::SYNC)
+                        rustix::mm::msync(
+                            self.ptr(a).cast(),
+                            (b - a) as usize,
+                            rustix::mm::MsyncFlags::SYNC,
+                        )
                     }
                     .map_err(|e| DeviceError::Io(e.into()))?;
                 }

@@ -48,11 +48,17 @@ pub fn parse_size(s: &str) -> Result<u64, DeviceError> {
 
 /// Backend of a path, from its file-system magic and, for character devices, the
 /// sysfs subsystem name (`/sys/dev/char/MAJ:MIN/subsystem`).
-pub fn classify(fs_magic: i64, is_char: bool, subsystem: Option<&str>) -> Result<DeviceKind, String> {
+pub fn classify(
+    fs_magic: i64,
+    is_char: bool,
+    subsystem: Option<&str>,
+) -> Result<DeviceKind, String> {
     if is_char {
         return match subsystem {
             Some(s) if s.ends_with("dax") => Ok(DeviceKind::DevDax),
-            Some(s) => Err(format!("character device of subsystem {s:?} is not a dax device")),
+            Some(s) => Err(format!(
+                "character device of subsystem {s:?} is not a dax device"
+            )),
             None => Err("character device without a sysfs subsystem: not a dax device".into()),
         };
     }
@@ -66,7 +72,9 @@ pub fn classify(fs_magic: i64, is_char: bool, subsystem: Option<&str>) -> Result
 /// Persistence domain of a backend.
 pub fn persistence_of(kind: DeviceKind) -> PersistenceDomain {
     match kind {
-        DeviceKind::Memfd | DeviceKind::Shm | DeviceKind::Hugetlbfs | DeviceKind::Ram => PersistenceDomain::None,
+        DeviceKind::Memfd | DeviceKind::Shm | DeviceKind::Hugetlbfs | DeviceKind::Ram => {
+            PersistenceDomain::None
+        }
         DeviceKind::File => PersistenceDomain::PageCache,
         DeviceKind::DevDax | DeviceKind::Crash => PersistenceDomain::CpuCache,
     }
@@ -91,7 +99,11 @@ fn info(kind: DeviceKind, path: &str, len: u64) -> DeviceInfo {
         } else {
             FlushInstr::None
         },
-        page_size: if kind == DeviceKind::Hugetlbfs { HUGE_SIZE } else { BLOCK_SIZE },
+        page_size: if kind == DeviceKind::Hugetlbfs {
+            HUGE_SIZE
+        } else {
+            BLOCK_SIZE
+        },
     }
 }
 
@@ -121,7 +133,11 @@ fn open_memfd(spec: &str, size: u64, huge: bool) -> Result<Arc<dyn Device>, Devi
     }
     let fd = rustix::fs::memfd_create("udax", flags).map_err(|e| io_err(spec, e))?;
     rustix::fs::ftruncate(&fd, size).map_err(|e| io_err(spec, e))?;
-    let kind = if huge { DeviceKind::Hugetlbfs } else { DeviceKind::Memfd };
+    let kind = if huge {
+        DeviceKind::Hugetlbfs
+    } else {
+        DeviceKind::Memfd
+    };
     if huge {
         // Reserve the pages now so a shortage is an open error, not a SIGBUS later.
         rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, size).map_err(|e| DeviceError::Open {
@@ -137,7 +153,9 @@ fn open_memfd(spec: &str, size: u64, huge: bool) -> Result<Arc<dyn Device>, Devi
 }
 
 fn read_sysfs(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn open_path(path: &str, opts: &OpenOptions) -> Result<Arc<dyn Device>, DeviceError> {
@@ -149,7 +167,8 @@ fn open_path(path: &str, opts: &OpenOptions) -> Result<Arc<dyn Device>, DeviceEr
     let file = oo.open(path).map_err(|e| io_err(path, e))?;
     let fd: OwnedFd = file.into();
     let st = rustix::fs::fstat(&fd).map_err(|e| io_err(path, e))?;
-    let is_char = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
+    let is_char =
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
     let sys = format!(
         "/sys/dev/char/{}:{}",
         rustix::fs::major(st.st_rdev),
@@ -162,16 +181,25 @@ fn open_path(path: &str, opts: &OpenOptions) -> Result<Arc<dyn Device>, DeviceEr
     } else {
         None
     };
-    let magic = rustix::fs::fstatfs(&fd).map_err(|e| io_err(path, e))?.f_type as i64;
-    let kind = classify(magic, is_char, subsystem.as_deref()).map_err(|reason| DeviceError::BadSpec {
-        spec: path.into(),
-        reason,
-    })?;
+    #[allow(clippy::unnecessary_cast)] // f_type's type differs between platforms
+    let magic = rustix::fs::fstatfs(&fd)
+        .map_err(|e| io_err(path, e))?
+        .f_type as i64;
+    let kind =
+        classify(magic, is_char, subsystem.as_deref()).map_err(|reason| DeviceError::BadSpec {
+            spec: path.into(),
+            reason,
+        })?;
     let lock = lock::lock(fd.as_fd())?;
     let len = match kind {
         DeviceKind::DevDax => read_sysfs(Path::new(&format!("{sys}/size")))
             .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| io_err(path, std::io::Error::other("cannot read the dax device size from sysfs")))?,
+            .ok_or_else(|| {
+                io_err(
+                    path,
+                    std::io::Error::other("cannot read the dax device size from sysfs"),
+                )
+            })?,
         _ => {
             let mut len = st.st_size as u64;
             if let Some(want) = opts.create_size {
@@ -188,7 +216,11 @@ fn open_path(path: &str, opts: &OpenOptions) -> Result<Arc<dyn Device>, DeviceEr
             len
         }
     };
-    let unit = if kind == DeviceKind::Hugetlbfs { HUGE_SIZE } else { BLOCK_SIZE };
+    let unit = if kind == DeviceKind::Hugetlbfs {
+        HUGE_SIZE
+    } else {
+        BLOCK_SIZE
+    };
     let len = len / unit * unit;
     let d = MappedDevice::map(info(kind, path, len), fd, Some(lock))?;
     Ok(Arc::new(d))
@@ -225,7 +257,13 @@ mod tests {
     fn d1_shm_file_is_detected_as_shm() {
         let dir = tempfile::tempdir_in("/dev/shm").unwrap();
         let p = dir.path().join("dev");
-        let d = open(p.to_str().unwrap(), &OpenOptions { create_size: Some(4 << 20) }).unwrap();
+        let d = open(
+            p.to_str().unwrap(),
+            &OpenOptions {
+                create_size: Some(4 << 20),
+            },
+        )
+        .unwrap();
         assert_eq!(d.info().kind, DeviceKind::Shm);
         assert_eq!(d.len(), 4 << 20);
     }
@@ -234,7 +272,13 @@ mod tests {
     fn d1_regular_file_is_file_with_pagecache_domain() {
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let p = dir.path().join("dev.img");
-        let d = open(p.to_str().unwrap(), &OpenOptions { create_size: Some(4 << 20) }).unwrap();
+        let d = open(
+            p.to_str().unwrap(),
+            &OpenOptions {
+                create_size: Some(4 << 20),
+            },
+        )
+        .unwrap();
         // The target dir may itself be on tmpfs on some machines.
         if d.info().kind == DeviceKind::File {
             assert_eq!(d.info().persistence, PersistenceDomain::PageCache);
@@ -250,12 +294,18 @@ mod tests {
         assert_eq!(classify(0, true, Some("dax")).unwrap(), DeviceKind::DevDax);
         assert!(classify(0, true, Some("tty")).is_err());
         assert!(classify(0, true, None).is_err());
-        assert_eq!(persistence_of(DeviceKind::DevDax), PersistenceDomain::CpuCache);
+        assert_eq!(
+            persistence_of(DeviceKind::DevDax),
+            PersistenceDomain::CpuCache
+        );
         assert_eq!(classify(TMPFS_MAGIC, false, None).unwrap(), DeviceKind::Shm);
-        assert_eq!(classify(HUGETLBFS_MAGIC, false, None).unwrap(), DeviceKind::Hugetlbfs);
+        assert_eq!(
+            classify(HUGETLBFS_MAGIC, false, None).unwrap(),
+            DeviceKind::Hugetlbfs
+        );
         assert_eq!(classify(0xEF53, false, None).unwrap(), DeviceKind::File);
         // A real character device that is not dax is refused with a reason.
-        let e = open("/dev/null", &OpenOptions::default()).err().expect("refused");
+        let e = open("/dev/null", &OpenOptions::default()).expect_err("refused");
         assert!(e.to_string().contains("not a dax device"), "{e}");
     }
 
@@ -264,7 +314,13 @@ mod tests {
         let dir = tempfile::tempdir_in("/dev/shm").unwrap();
         let p = dir.path().join("dev");
         let p = p.to_str().unwrap();
-        let d = open(p, &OpenOptions { create_size: Some(4 << 20) }).unwrap();
+        let d = open(
+            p,
+            &OpenOptions {
+                create_size: Some(4 << 20),
+            },
+        )
+        .unwrap();
         match open(p, &OpenOptions::default()) {
             Err(DeviceError::Busy { pid }) => assert_eq!(pid, std::process::id() as i32),
             other => panic!("expected busy, got {other:?}"),
@@ -292,7 +348,10 @@ mod tests {
             panic!("the flock(1) utility is needed for this test");
         };
         std::thread::sleep(std::time::Duration::from_millis(300));
-        assert!(matches!(open(&ps, &OpenOptions::default()), Err(DeviceError::Busy { .. })));
+        assert!(matches!(
+            open(&ps, &OpenOptions::default()),
+            Err(DeviceError::Busy { .. })
+        ));
         c.kill().unwrap();
         c.wait().unwrap();
         let mut ok = false;
@@ -310,19 +369,28 @@ mod tests {
     fn d1_hugetlbfs_file_uses_2mib_pages() {
         let require = std::env::var("UDAX_REQUIRE_HUGEPAGES").is_ok_and(|v| v == "1");
         let mnt = std::env::var("UDAX_HUGETLBFS").unwrap_or_else(|_| "/mnt/udax-huge".into());
-        let is_huge = rustix::fs::statfs(mnt.as_str()).is_ok_and(|s| s.f_type as i64 == HUGETLBFS_MAGIC);
+        #[allow(clippy::unnecessary_cast)] // f_type's type differs between platforms
+        let is_huge =
+            rustix::fs::statfs(mnt.as_str()).is_ok_and(|s| s.f_type as i64 == HUGETLBFS_MAGIC);
         let pages: u64 = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         if !is_huge || pages < 4 {
-            let why = format!("no hugetlbfs at {mnt} or fewer than 4 huge pages reserved ({pages})");
+            let why =
+                format!("no hugetlbfs at {mnt} or fewer than 4 huge pages reserved ({pages})");
             assert!(!require, "UDAX_REQUIRE_HUGEPAGES=1 but {why}");
             eprintln!("SKIPPED d1_hugetlbfs_file_uses_2mib_pages: {why}");
             return;
         }
         let p = format!("{mnt}/udax-test-{}", std::process::id());
-        let d = open(&p, &OpenOptions { create_size: Some(4 << 20) }).unwrap();
+        let d = open(
+            &p,
+            &OpenOptions {
+                create_size: Some(4 << 20),
+            },
+        )
+        .unwrap();
         assert_eq!(d.info().kind, DeviceKind::Hugetlbfs);
         assert_eq!(d.info().page_size, 2 << 20);
         d.write(3 << 20, b"huge").unwrap();

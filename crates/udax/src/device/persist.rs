@@ -110,7 +110,11 @@ pub unsafe fn copy_nt(dst: *mut u8, src: &[u8], instr: FlushInstr) {
                 _mm_stream_si128(dst.add(head + i) as *mut __m128i, v);
                 i += 16;
             }
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(head + body), dst.add(head + body), tail);
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr().add(head + body),
+                dst.add(head + body),
+                tail,
+            );
             flush_lines(dst.add(head + body), tail, instr);
         }
     }
@@ -150,7 +154,11 @@ mod tests {
                 // inside `dst`; `src` and `dst` are different allocations.
                 unsafe { copy_nt(dst.as_mut_ptr().add(dst_off), &src[..len], instr) };
                 sfence();
-                assert_eq!(&dst[dst_off..dst_off + len], &src[..len], "off {dst_off} len {len}");
+                assert_eq!(
+                    &dst[dst_off..dst_off + len],
+                    &src[..len],
+                    "off {dst_off} len {len}"
+                );
                 assert!(dst[..dst_off].iter().all(|&b| b == 0));
                 assert!(dst[dst_off + len..].iter().all(|&b| b == 0));
             }

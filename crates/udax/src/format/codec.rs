@@ -179,7 +179,11 @@ mod tests {
     #[test]
     fn round_trip_fields() {
         let mut w = Writer::new();
-        w.u8(7).u16(0x1234).u32(0xdead_beef).u64(u64::MAX - 1).i64(-5);
+        w.u8(7)
+            .u16(0x1234)
+            .u32(0xdead_beef)
+            .u64(u64::MAX - 1)
+            .i64(-5);
         w.name(b"hello");
         let mut r = Reader::new(&w.buf, 100, "test");
         assert_eq!(r.u8().unwrap(), 7);
@@ -196,7 +200,10 @@ mod tests {
         let mut r = Reader::new(&[1, 2, 3], 4096, "thing");
         r.u8().unwrap();
         match r.u32() {
-            Err(FormatError::Corrupted { device_offset, what }) => {
+            Err(FormatError::Corrupted {
+                device_offset,
+                what,
+            }) => {
                 assert_eq!(device_offset, 4097);
                 assert!(what.contains("thing"), "{what}");
             }

@@ -278,10 +278,7 @@ mod tests {
             n_records: 2,
         };
         let b = encode_checkpoint_header(&h, 4096 * 70);
-        assert_eq!(
-            decode_checkpoint_header(&b, 4096 * 70, 1 << 20).unwrap(),
-            h
-        );
+        assert_eq!(decode_checkpoint_header(&b, 4096 * 70, 1 << 20).unwrap(), h);
         assert!(decode_checkpoint_header(&b, 4096 * 71, 1 << 20).is_err());
     }
 

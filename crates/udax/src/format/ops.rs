@@ -157,7 +157,11 @@ impl Op {
                 mtime_ns,
                 ctime_ns,
             } => {
-                w.u8(9).u64(*ino).u64(*atime_ns).u64(*mtime_ns).u64(*ctime_ns);
+                w.u8(9)
+                    .u64(*ino)
+                    .u64(*atime_ns)
+                    .u64(*mtime_ns)
+                    .u64(*ctime_ns);
             }
             Op::SetParent { ino, parent } => {
                 w.u8(10).u64(*ino).u64(*parent);
@@ -169,7 +173,12 @@ impl Op {
                 gid,
                 time_ns,
             } => {
-                w.u8(11).u64(*ino).u32(*mode).u32(*uid).u32(*gid).u64(*time_ns);
+                w.u8(11)
+                    .u64(*ino)
+                    .u32(*mode)
+                    .u32(*uid)
+                    .u32(*gid)
+                    .u64(*time_ns);
             }
         }
     }

@@ -49,11 +49,19 @@ pub(crate) fn check_state(sb: &Superblock, inodes: &HashMap<u64, InodeData>) -> 
     let g = &sb.geometry;
     let mut out = Vec::new();
     let Some(root) = inodes.get(&ROOT_INO) else {
-        out.push(problem("root directory missing".into(), Some(ROOT_INO), None));
+        out.push(problem(
+            "root directory missing".into(),
+            Some(ROOT_INO),
+            None,
+        ));
         return out;
     };
     if !root.is_dir() {
-        out.push(problem("root is not a directory".into(), Some(ROOT_INO), None));
+        out.push(problem(
+            "root is not a directory".into(),
+            Some(ROOT_INO),
+            None,
+        ));
         return out;
     }
     // Block ownership: sort all extents by device block and look for overlaps.
@@ -93,7 +101,11 @@ pub(crate) fn check_state(sb: &Superblock, inodes: &HashMap<u64, InodeData>) -> 
     for &ino in &inos {
         let d = &inodes[ino];
         if !d.is_dir() && !d.dir.is_empty() {
-            out.push(problem("file has directory entries".into(), Some(*ino), None));
+            out.push(problem(
+                "file has directory entries".into(),
+                Some(*ino),
+                None,
+            ));
         }
         for (name, &(child, t)) in &d.dir {
             let name = String::from_utf8_lossy(name);
@@ -107,14 +119,21 @@ pub(crate) fn check_state(sb: &Superblock, inodes: &HashMap<u64, InodeData>) -> 
             };
             let want = if c.is_dir() { DT_DIR } else { DT_REG };
             if t != want {
-                out.push(problem(format!("entry {name:?} has the wrong type"), Some(*ino), None));
+                out.push(problem(
+                    format!("entry {name:?} has the wrong type"),
+                    Some(*ino),
+                    None,
+                ));
             }
             *links.entry(child).or_default() += 1;
             if c.is_dir() {
                 *subdirs.entry(*ino).or_default() += 1;
                 if c.attr.parent != *ino {
                     out.push(problem(
-                        format!("directory {child} ({name:?}) names parent {} not {ino}", c.attr.parent),
+                        format!(
+                            "directory {child} ({name:?}) names parent {} not {ino}",
+                            c.attr.parent
+                        ),
                         Some(child),
                         None,
                     ));
@@ -164,7 +183,11 @@ pub(crate) fn check_state(sb: &Superblock, inodes: &HashMap<u64, InodeData>) -> 
             }
             steps += 1;
             if steps > inodes.len() {
-                out.push(problem("directory not reachable from the root".into(), Some(*ino), None));
+                out.push(problem(
+                    "directory not reachable from the root".into(),
+                    Some(*ino),
+                    None,
+                ));
                 break;
             }
         }

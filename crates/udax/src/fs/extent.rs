@@ -182,7 +182,13 @@ mod tests {
         m.insert(4, 104, 2).unwrap();
         m.insert(2, 102, 2).unwrap();
         assert_eq!(m.len(), 1);
-        assert_eq!(m.lookup(3), Lookup::Mapped { dev_blk: 103, len: 3 });
+        assert_eq!(
+            m.lookup(3),
+            Lookup::Mapped {
+                dev_blk: 103,
+                len: 3
+            }
+        );
         assert!(m.insert(5, 1, 1).is_err());
         assert_eq!(m.blocks(), 6);
     }
@@ -192,9 +198,21 @@ mod tests {
         let mut m = ExtentMap::new();
         m.insert(0, 100, 10).unwrap();
         assert_eq!(m.remove(3, 4), vec![(103, 4)]);
-        assert_eq!(m.lookup(2), Lookup::Mapped { dev_blk: 102, len: 1 });
+        assert_eq!(
+            m.lookup(2),
+            Lookup::Mapped {
+                dev_blk: 102,
+                len: 1
+            }
+        );
         assert_eq!(m.lookup(3), Lookup::Hole { len: 4 });
-        assert_eq!(m.lookup(7), Lookup::Mapped { dev_blk: 107, len: 3 });
+        assert_eq!(
+            m.lookup(7),
+            Lookup::Mapped {
+                dev_blk: 107,
+                len: 3
+            }
+        );
         assert_eq!(m.blocks(), 6);
     }
 
@@ -204,12 +222,30 @@ mod tests {
         m.insert(0, 100, 10).unwrap();
         m.remove(2, 3);
         m.shift(5, -3).unwrap();
-        assert_eq!(m.lookup(2), Lookup::Mapped { dev_blk: 105, len: 5 });
+        assert_eq!(
+            m.lookup(2),
+            Lookup::Mapped {
+                dev_blk: 105,
+                len: 5
+            }
+        );
         assert_eq!(m.end(), 7);
         m.shift(1, 4).unwrap();
-        assert_eq!(m.lookup(0), Lookup::Mapped { dev_blk: 100, len: 1 });
+        assert_eq!(
+            m.lookup(0),
+            Lookup::Mapped {
+                dev_blk: 100,
+                len: 1
+            }
+        );
         assert_eq!(m.lookup(1), Lookup::Hole { len: 4 });
-        assert_eq!(m.lookup(5), Lookup::Mapped { dev_blk: 101, len: 1 });
+        assert_eq!(
+            m.lookup(5),
+            Lookup::Mapped {
+                dev_blk: 101,
+                len: 1
+            }
+        );
         assert!(m.shift(6, -2).is_err());
     }
 

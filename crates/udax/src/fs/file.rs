@@ -24,6 +24,12 @@ pub struct File {
     append: bool,
 }
 
+/// Allocate with the 2 MiB policy for whole chunks, and for pieces of at least
+/// 256 KiB that start a 2 MiB-aligned file range (a large file written in pieces).
+fn huge_hint(fblk: u64, want: u64) -> bool {
+    want >= BLOCKS_PER_HUGE || (fblk % BLOCKS_PER_HUGE == 0 && want >= 64)
+}
+
 fn blk(off: u64) -> u64 {
     off >> BLOCK_SHIFT
 }
@@ -138,7 +144,9 @@ impl File {
 
     fn write_piece(&self, data: &[u8], off: Option<u64>, first: bool) -> Result<usize> {
         let off = off.ok_or(Error::FileTooBig)?;
-        let end = off.checked_add(data.len() as u64).ok_or(Error::FileTooBig)?;
+        let end = off
+            .checked_add(data.len() as u64)
+            .ok_or(Error::FileTooBig)?;
         if end > MAX_FILE_SIZE {
             if first && off >= MAX_FILE_SIZE {
                 return Err(Error::FileTooBig);
@@ -217,7 +225,15 @@ impl File {
     /// Store the part of `data` (placed at file offset `off`) that falls in file
     /// blocks `[fblk, fblk+n)` at device block `dev_blk`; for `fresh` blocks also
     /// zero the bytes the data does not cover. Everything stored is flushed.
-    fn copy_run(&self, data: &[u8], off: u64, fblk: u64, dev_blk: u64, n: u64, fresh: bool) -> Result<()> {
+    fn copy_run(
+        &self,
+        data: &[u8],
+        off: u64,
+        fblk: u64,
+        dev_blk: u64,
+        n: u64,
+        fresh: bool,
+    ) -> Result<()> {
         let dev = &self.fs.inner.dev;
         let span_a = fblk * BLOCK_SIZE;
         let span_b = (fblk + n) * BLOCK_SIZE;
@@ -285,7 +301,7 @@ impl File {
                     let req = AllocRequest {
                         len: want,
                         goal,
-                        huge: want >= BLOCKS_PER_HUGE,
+                        huge: huge_hint(pos, want),
                     };
                     let ranges = match self.fs.inner.alloc.alloc(req) {
                         Ok(r) => r,
@@ -437,19 +453,27 @@ impl File {
                         let req = AllocRequest {
                             len: want,
                             goal,
-                            huge: want >= BLOCKS_PER_HUGE,
+                            huge: huge_hint(pos, want),
                         };
                         let ranges = self.fs.inner.alloc.alloc(req).map_err(|_| {
                             self.free_maps(&ops);
                             Error::NoSpace
                         })?;
                         for r in ranges {
-                            if let Err(e) = self.fs.inner.dev.zero(r.start * BLOCK_SIZE, r.len * BLOCK_SIZE) {
+                            if let Err(e) = self
+                                .fs
+                                .inner
+                                .dev
+                                .zero(r.start * BLOCK_SIZE, r.len * BLOCK_SIZE)
+                            {
                                 let _ = self.fs.inner.alloc.free(r);
                                 self.free_maps(&ops);
                                 return Err(e.into());
                             }
-                            self.fs.inner.dev.flush(r.start * BLOCK_SIZE, r.len * BLOCK_SIZE);
+                            self.fs
+                                .inner
+                                .dev
+                                .flush(r.start * BLOCK_SIZE, r.len * BLOCK_SIZE);
                             ops.push(Op::Map {
                                 ino: self.cell.ino,
                                 file_blk: pos,
@@ -537,8 +561,14 @@ impl File {
                 match d.map.lookup(pos) {
                     Lookup::Mapped { dev_blk, len } => {
                         let n = len.min(b1 - pos);
-                        self.fs.inner.dev.zero(dev_blk * BLOCK_SIZE, n * BLOCK_SIZE)?;
-                        self.fs.inner.dev.flush(dev_blk * BLOCK_SIZE, n * BLOCK_SIZE);
+                        self.fs
+                            .inner
+                            .dev
+                            .zero(dev_blk * BLOCK_SIZE, n * BLOCK_SIZE)?;
+                        self.fs
+                            .inner
+                            .dev
+                            .flush(dev_blk * BLOCK_SIZE, n * BLOCK_SIZE);
                         pos += n;
                     }
                     Lookup::Hole { len } => pos = pos.saturating_add(len).min(b1),

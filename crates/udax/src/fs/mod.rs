@@ -31,7 +31,7 @@ use crate::device::Device;
 use crate::format::codec::Writer;
 use crate::format::{
     encode_inode_record, Attr, Geometry, InodeImage, Op, Superblock, FORMAT_VERSION, MAX_OP_BYTES,
-    ROOT_INO, S_IFDIR, SUPERBLOCK_SIZE,
+    ROOT_INO, SUPERBLOCK_SIZE, S_IFDIR,
 };
 use crate::journal::{self, Journal, JournalStats};
 use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard};
@@ -414,9 +414,7 @@ impl Fs {
                 return Err(Error::NoSpace);
             }
         }
-        inner
-            .journal
-            .write_checkpoint(&w.buf, inos.len() as u64)?;
+        inner.journal.write_checkpoint(&w.buf, inos.len() as u64)?;
         inner.image_bytes.store(w.len() as u64, Ordering::Relaxed);
         Ok(())
     }

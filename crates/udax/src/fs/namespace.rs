@@ -363,7 +363,9 @@ impl Fs {
             });
             let last = dg.is_dir()
                 || (dg.attr.nlink == 1
-                    && dst_cell.as_ref().is_some_and(|c| c.open.load(Ordering::Acquire) == 0));
+                    && dst_cell
+                        .as_ref()
+                        .is_some_and(|c| c.open.load(Ordering::Acquire) == 0));
             if last {
                 ops.push(Op::FreeInode { ino: d });
             }

@@ -120,8 +120,9 @@ pub struct Effects {
     pub deleted: Vec<u64>,
 }
 
-fn get<'a, I: Inodes + ?Sized>(s: &'a mut I, ino: u64) -> Result<&'a mut InodeData, String> {
-    s.get(ino).ok_or_else(|| format!("op on missing inode {ino}"))
+fn get<I: Inodes + ?Sized>(s: &mut I, ino: u64) -> Result<&mut InodeData, String> {
+    s.get(ino)
+        .ok_or_else(|| format!("op on missing inode {ino}"))
 }
 
 /// Apply one op. An error means the op does not fit the state (corrupt log, or a bug).
@@ -200,7 +201,11 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             d.attr.mtime_ns = *time_ns;
             d.attr.ctime_ns = *time_ns;
             let target = get(s, ino)?;
-            target.attr.nlink = target.attr.nlink.checked_sub(1).ok_or("link count underflow")?;
+            target.attr.nlink = target
+                .attr
+                .nlink
+                .checked_sub(1)
+                .ok_or("link count underflow")?;
             target.attr.ctime_ns = *time_ns;
             fx.image_delta -= (DIRENT_IMAGE_BYTES + name.len() as u64) as i64;
         }

@@ -1,0 +1,589 @@
+//! `udax bench`: udax against the kernel baseline (tmpfs files through syscalls)
+//! and the physical limit (memcpy / non-temporal copy), measured in the same run.
+//! Each figure is the median of repeats, with min and max. See PERFORMANCE.md.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use udax::device::{self, persist, Device};
+use udax::fs::{Fs, MkfsOptions, OpenOptions};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Small sizes and few repeats (under 2 minutes): a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Directory on tmpfs for the kernel baseline.
+    #[arg(long, default_value = "/dev/shm")]
+    tmpfs_dir: PathBuf,
+    /// Directory on a disk file system for the regular-file device of P6.
+    #[arg(long, default_value = ".")]
+    file_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, serde::Serialize)]
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+#[derive(serde::Serialize)]
+struct Res {
+    id: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    udax: f64,
+    baseline: Option<f64>,
+    limit: Option<f64>,
+    ratio_vs_baseline: Option<f64>,
+    ratio_vs_limit: Option<f64>,
+    udax_range: Stat,
+    baseline_range: Option<Stat>,
+    limit_range: Option<Stat>,
+}
+
+fn stat(mut v: Vec<f64>) -> Stat {
+    v.sort_by(f64::total_cmp);
+    Stat {
+        median: v[v.len() / 2],
+        min: v[0],
+        max: v[v.len() - 1],
+    }
+}
+
+fn repeat(n: usize, mut f: impl FnMut() -> Result<f64, String>) -> Result<Stat, String> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(f()?);
+    }
+    Ok(stat(v))
+}
+
+fn res(
+    id: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    u: Stat,
+    b: Option<Stat>,
+    l: Option<Stat>,
+) -> Res {
+    Res {
+        id,
+        name,
+        unit,
+        udax: u.median,
+        baseline: b.map(|s| s.median),
+        limit: l.map(|s| s.median),
+        ratio_vs_baseline: b.map(|s| u.median / s.median),
+        ratio_vs_limit: l.map(|s| u.median / s.median),
+        udax_range: u,
+        baseline_range: b,
+        limit_range: l,
+    }
+}
+
+fn e<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}
+
+fn memfd_fs(size: u64) -> Result<Fs, String> {
+    let dev = e(device::open(
+        &format!("memfd:{size}"),
+        &device::OpenOptions::default(),
+    ))?;
+    e(Fs::mkfs(&*dev, &MkfsOptions::default()))?;
+    e(Fs::mount(dev))
+}
+
+const MB: f64 = 1e6;
+
+fn gbps(bytes: u64, t: Instant) -> f64 {
+    bytes as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+fn ops(n: u64, t: Instant) -> f64 {
+    n as f64 / t.elapsed().as_secs_f64() / MB
+}
+
+struct Cfg {
+    reps: usize,
+    seq: u64,
+    rand_ops: u64,
+    append_ops: u64,
+    file_ops: u64,
+    age: u64,
+}
+
+pub fn run(a: &BenchArgs) -> Result<(), String> {
+    let c = if a.quick {
+        Cfg {
+            reps: 3,
+            seq: 64 << 20,
+            rand_ops: 100_000,
+            append_ops: 20_000,
+            file_ops: 100,
+            age: 256 << 20,
+        }
+    } else {
+        Cfg {
+            reps: 7,
+            seq: 512 << 20,
+            rand_ops: 1_000_000,
+            append_ops: 200_000,
+            file_ops: 1000,
+            age: 1 << 30,
+        }
+    };
+    let chunk = 1usize << 20;
+    let src: Vec<u8> = (0..chunk).map(|i| (i * 31 % 251) as u8).collect();
+    let tmp = e(tempfile::tempdir_in(&a.tmpfs_dir))?;
+    let mut out = Vec::new();
+    eprintln!(
+        "udax bench ({}): results are medians of {} repeats",
+        if a.quick { "quick" } else { "full" },
+        c.reps
+    );
+
+    // ---- P1: sequential write / read, 1 MiB requests ----
+    let fs = memfd_fs(c.seq * 2 + (64 << 20))?;
+    let n = c.seq / chunk as u64;
+    let uw = repeat(c.reps, || {
+        let f = e(fs.open(
+            "/seq",
+            &OpenOptions {
+                truncate: true,
+                ..OpenOptions::create()
+            },
+        ))?;
+        let t = Instant::now();
+        for i in 0..n {
+            e(f.write_at(&src, i * chunk as u64))?;
+        }
+        Ok(gbps(c.seq, t))
+    })?;
+    let f = e(fs.open("/seq", &OpenOptions::read_only()))?;
+    let mut dst = vec![0u8; chunk];
+    let ur = repeat(c.reps, || {
+        let t = Instant::now();
+        for i in 0..n {
+            e(f.read_at(&mut dst, i * chunk as u64))?;
+        }
+        Ok(gbps(c.seq, t))
+    })?;
+    drop(f);
+    drop(fs);
+    let bpath = tmp.path().join("seq");
+    let bw = repeat(c.reps, || {
+        let f = e(std::fs::File::create(&bpath))?;
+        let t = Instant::now();
+        for i in 0..n {
+            e(f.write_all_at(&src, i * chunk as u64))?;
+        }
+        Ok(gbps(c.seq, t))
+    })?;
+    let bf = e(std::fs::File::open(&bpath))?;
+    let br = repeat(c.reps, || {
+        let t = Instant::now();
+        for i in 0..n {
+            e(bf.read_exact_at(&mut dst, i * chunk as u64))?;
+        }
+        Ok(gbps(c.seq, t))
+    })?;
+    drop(bf);
+    let _ = std::fs::remove_file(&bpath);
+    let mut big = vec![0u8; c.seq as usize];
+    big.iter_mut().step_by(4096).for_each(|b| *b = 1);
+    let instr = device::detect_flush_instr();
+    let lw = repeat(c.reps, || {
+        let t = Instant::now();
+        for i in 0..n as usize {
+            // SAFETY: `big` has room for n chunks; source and destination differ.
+            unsafe { persist::copy_nt(big.as_mut_ptr().add(i * chunk), &src, instr) };
+        }
+        persist::sfence();
+        Ok(gbps(c.seq, t))
+    })?;
+    let lr = repeat(c.reps, || {
+        let t = Instant::now();
+        for i in 0..n as usize {
+            dst.copy_from_slice(&big[i * chunk..(i + 1) * chunk]);
+        }
+        std::hint::black_box(&dst);
+        Ok(gbps(c.seq, t))
+    })?;
+    drop(big);
+    out.push(res(
+        "P1-write",
+        "sequential write, 1 MiB requests (new file)",
+        "GB/s",
+        uw,
+        Some(bw),
+        Some(lw),
+    ));
+    out.push(res(
+        "P1-read",
+        "sequential read, 1 MiB requests",
+        "GB/s",
+        ur,
+        Some(br),
+        Some(lr),
+    ));
+
+    // ---- P2: 4 KiB random read / write over 64 MiB ----
+    let span = 64u64 << 20;
+    let blocks = span / 4096;
+    let fs = memfd_fs(span * 2 + (16 << 20))?;
+    let f = e(fs.create("/rand", 0o644))?;
+    e(f.write_at(&vec![1u8; span as usize], 0))?;
+    let mut page = vec![0u8; 4096];
+    let rng = fastrand::Rng::with_seed(1);
+    let offs: Vec<u64> = (0..c.rand_ops)
+        .map(|_| rng.clone().u64(0..blocks) * 4096)
+        .collect();
+    let mut r2 = fastrand::Rng::with_seed(9);
+    let offs: Vec<u64> = offs.iter().map(|_| r2.u64(0..blocks) * 4096).collect();
+    let u2r = repeat(c.reps, || {
+        let t = Instant::now();
+        for &o in &offs {
+            e(f.read_at(&mut page, o))?;
+        }
+        Ok(ops(c.rand_ops, t))
+    })?;
+    let u2w = repeat(c.reps, || {
+        let t = Instant::now();
+        for &o in &offs {
+            e(f.write_at(&page, o))?;
+        }
+        Ok(ops(c.rand_ops, t))
+    })?;
+    drop(f);
+    drop(fs);
+    let bpath = tmp.path().join("rand");
+    e(std::fs::write(&bpath, vec![1u8; span as usize]))?;
+    let bf = e(std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&bpath))?;
+    let b2r = repeat(c.reps, || {
+        let t = Instant::now();
+        for &o in &offs {
+            e(bf.read_exact_at(&mut page, o))?;
+        }
+        Ok(ops(c.rand_ops, t))
+    })?;
+    let b2w = repeat(c.reps, || {
+        let t = Instant::now();
+        for &o in &offs {
+            e(bf.write_all_at(&page, o))?;
+        }
+        Ok(ops(c.rand_ops, t))
+    })?;
+    drop(bf);
+    let _ = std::fs::remove_file(&bpath);
+    let mut mem = vec![1u8; span as usize];
+    let l2 = repeat(c.reps, || {
+        let t = Instant::now();
+        for &o in &offs {
+            page.copy_from_slice(&mem[o as usize..o as usize + 4096]);
+        }
+        std::hint::black_box(&page);
+        Ok(ops(c.rand_ops, t))
+    })?;
+    let l2w = repeat(c.reps, || {
+        let t = Instant::now();
+        for &o in &offs {
+            mem[o as usize..o as usize + 4096].copy_from_slice(&page);
+        }
+        std::hint::black_box(&mem);
+        Ok(ops(c.rand_ops, t))
+    })?;
+    drop(mem);
+    out.push(res(
+        "P2-read",
+        "4 KiB random read",
+        "Mops/s",
+        u2r,
+        Some(b2r),
+        Some(l2),
+    ));
+    out.push(res(
+        "P2-write",
+        "4 KiB random overwrite",
+        "Mops/s",
+        u2w,
+        Some(b2w),
+        Some(l2w),
+    ));
+
+    // ---- P6: 4 KiB append + fsync ----
+    let fs = memfd_fs((c.append_ops * 4096 + (64 << 20)).next_multiple_of(2 << 20))?;
+    let u6 = repeat(c.reps, || {
+        let f = e(fs.open(
+            "/log",
+            &OpenOptions {
+                truncate: true,
+                ..OpenOptions::create()
+            },
+        ))?;
+        let t = Instant::now();
+        for i in 0..c.append_ops {
+            e(f.write_at(&page, i * 4096))?;
+            e(f.fsync())?;
+        }
+        Ok(ops(c.append_ops, t))
+    })?;
+    drop(fs);
+    let bpath = tmp.path().join("log");
+    let b6 = repeat(c.reps, || {
+        let f = e(std::fs::File::create(&bpath))?;
+        let t = Instant::now();
+        for i in 0..c.append_ops {
+            e(f.write_all_at(&page, i * 4096))?;
+            e(f.sync_all())?;
+        }
+        Ok(ops(c.append_ops, t))
+    })?;
+    let _ = std::fs::remove_file(&bpath);
+    let mut mem = vec![0u8; (c.append_ops * 4096) as usize];
+    let l6 = repeat(c.reps, || {
+        let t = Instant::now();
+        for i in 0..c.append_ops as usize {
+            mem[i * 4096..(i + 1) * 4096].copy_from_slice(&page);
+        }
+        std::hint::black_box(&mem);
+        Ok(ops(c.append_ops, t))
+    })?;
+    drop(mem);
+    out.push(res(
+        "P6",
+        "4 KiB append + fsync (memfd device vs tmpfs)",
+        "Mops/s",
+        u6,
+        Some(b6),
+        Some(l6),
+    ));
+
+    // P6 on a regular-file device (durability through msync) vs ext4-style write+fsync.
+    let fdir = e(tempfile::tempdir_in(&a.file_dir))?;
+    let dpath = fdir.path().join("udax.img");
+    let dev: Arc<dyn Device> = e(device::open(
+        dpath.to_str().unwrap_or_default(),
+        &device::OpenOptions {
+            create_size: Some(64 << 20),
+        },
+    ))?;
+    let kind = dev.info().kind;
+    e(Fs::mkfs(&*dev, &MkfsOptions::default()))?;
+    let fs = e(Fs::mount(dev))?;
+    let fo = c.file_ops.min(3000);
+    let u6f = repeat(c.reps.min(3), || {
+        let f = e(fs.open(
+            "/log",
+            &OpenOptions {
+                truncate: true,
+                ..OpenOptions::create()
+            },
+        ))?;
+        let t = Instant::now();
+        for i in 0..fo {
+            e(f.write_at(&page, i * 4096))?;
+            e(f.fsync())?;
+        }
+        Ok(ops(fo, t) * 1e6)
+    })?;
+    drop(fs);
+    let bpath = fdir.path().join("log");
+    let b6f = repeat(c.reps.min(3), || {
+        let f = e(std::fs::File::create(&bpath))?;
+        let t = Instant::now();
+        for i in 0..fo {
+            e(f.write_all_at(&page, i * 4096))?;
+            e(f.sync_all())?;
+        }
+        Ok(ops(fo, t) * 1e6)
+    })?;
+    eprintln!("P6-file: device kind {kind:?} in {}", a.file_dir.display());
+    out.push(res(
+        "P6-file",
+        "4 KiB append + fsync (regular-file device, msync, vs write+fsync on the same fs)",
+        "ops/s",
+        u6f,
+        Some(b6f),
+        None,
+    ));
+
+    // ---- P7: two threads vs one (4 KiB random overwrites, separate files) ----
+    let fs = memfd_fs(256 << 20)?;
+    for t in 0..2 {
+        e(e(fs.create(&format!("/t{t}"), 0o644))?.write_at(&vec![1u8; 32 << 20], 0))?;
+    }
+    let per = c.rand_ops;
+    let run_threads = |threads: usize| -> Result<f64, String> {
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|t| {
+                    let fs = fs.clone();
+                    s.spawn(move || -> Result<(), String> {
+                        let f = e(fs.open(&format!("/t{t}"), &OpenOptions::read_write()))?;
+                        let mut r = fastrand::Rng::with_seed(t as u64);
+                        let p = [t as u8; 4096];
+                        for _ in 0..per {
+                            e(f.write_at(&p, r.u64(0..8192) * 4096))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .try_for_each(|h| h.join().map_err(|_| "thread panicked".to_string())?)
+        })?;
+        Ok(ops(per * threads as u64, t0))
+    };
+    let u7 = repeat(c.reps, || Ok(run_threads(2)? / run_threads(1)?))?;
+    drop(fs);
+    let paths: Vec<PathBuf> = (0..2).map(|t| tmp.path().join(format!("t{t}"))).collect();
+    for p in &paths {
+        e(std::fs::write(p, vec![1u8; 32 << 20]))?;
+    }
+    let brun = |threads: usize| -> Result<f64, String> {
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            for (t, p) in paths.iter().enumerate().take(threads) {
+                s.spawn(move || {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(p)
+                        .expect("baseline file");
+                    let mut r = fastrand::Rng::with_seed(t as u64);
+                    let pg = [t as u8; 4096];
+                    for _ in 0..per {
+                        f.write_all_at(&pg, r.u64(0..8192) * 4096).expect("pwrite");
+                    }
+                });
+            }
+        });
+        Ok(ops(per * threads as u64, t0))
+    };
+    let b7 = repeat(c.reps, || Ok(brun(2)? / brun(1)?))?;
+    out.push(res(
+        "P7",
+        "scaling of 4 KiB random writes, 2 threads / 1 thread",
+        "x",
+        u7,
+        Some(b7),
+        Some(Stat {
+            median: 2.0,
+            min: 2.0,
+            max: 2.0,
+        }),
+    ));
+
+    // ---- P9: fragmentation after aging ----
+    let u9 = repeat(1, || aging(c.age))?;
+    out.push(res(
+        "P9",
+        "share of new 64 MiB files' 2 MiB pieces that are 2 MiB-mappable after aging to ~70%",
+        "fraction",
+        u9,
+        None,
+        Some(Stat {
+            median: 1.0,
+            min: 1.0,
+            max: 1.0,
+        }),
+    ));
+
+    println!(
+        "{:<9} {:>10} {:>10} {:>10} {:>8} {:>8}  {:<8} what",
+        "id", "udax", "baseline", "limit", "x base", "x limit", "unit"
+    );
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
+    for r in &out {
+        println!(
+            "{:<9} {:>10.3} {:>10} {:>10} {:>8} {:>8}  {:<8} {}",
+            r.id,
+            r.udax,
+            f(r.baseline),
+            f(r.limit),
+            f(r.ratio_vs_baseline),
+            f(r.ratio_vs_limit),
+            r.unit,
+            r.name
+        );
+    }
+    if let Some(p) = &a.json {
+        let j = serde_json::json!({ "quick": a.quick, "results": out });
+        e(std::fs::write(
+            p,
+            serde_json::to_string_pretty(&j).unwrap_or_default(),
+        ))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// Age a file system through its API, then measure new 64 MiB files.
+fn aging(size: u64) -> Result<f64, String> {
+    let fs = memfd_fs(size)?;
+    let total = fs.statfs().data_blocks;
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut live: Vec<String> = Vec::new();
+    let mut i = 0u64;
+    let buf = vec![5u8; 1 << 20];
+    while (total - fs.statfs().free_blocks) * 10 < total * 7 {
+        i += 1;
+        let name = format!("/age{i}");
+        let len = if rng.u32(0..20) == 0 {
+            rng.usize(2 << 20..16 << 20)
+        } else {
+            rng.usize(1..256 << 10)
+        };
+        let f = e(fs.create(&name, 0o644))?;
+        let mut off = 0;
+        while off < len {
+            let n = (len - off).min(64 << 10).min(buf.len());
+            e(f.write_at(&buf[..n], off as u64))?;
+            off += n;
+        }
+        live.push(name);
+        if rng.u32(0..3) == 0 {
+            let v = live.swap_remove(rng.usize(..live.len()));
+            e(fs.unlink(&v))?;
+        }
+    }
+    eprintln!(
+        "P9: aged to {} of {} blocks used, {} files",
+        total - fs.statfs().free_blocks,
+        total,
+        live.len()
+    );
+    let mut pieces = 0u64;
+    let mut good = 0u64;
+    let mut k = 0;
+    while fs.statfs().free_blocks > 16384 + total / 50 && k < 8 {
+        k += 1;
+        let f = e(fs.create(&format!("/new{k}"), 0o644))?;
+        for c in 0..32u64 {
+            e(f.write_at(&buf, c << 21))?;
+            e(f.write_at(&buf, (c << 21) + (1 << 20)))?;
+        }
+        for c in 0..32u64 {
+            pieces += 1;
+            if let udax::fs::extent::Lookup::Mapped { dev_blk, len } = f.iomap(c * 512) {
+                if dev_blk % 512 == 0 && len >= 512 {
+                    good += 1;
+                }
+            }
+        }
+    }
+    if pieces == 0 {
+        return Err("aging left no room for new files".into());
+    }
+    Ok(good as f64 / pieces as f64)
+}
