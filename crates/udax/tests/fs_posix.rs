@@ -377,3 +377,23 @@ fn f1_concurrent_writers_on_different_and_same_files() {
     let fs = remount(fs);
     assert!(udax::fs::fsck(&**fs.device()).unwrap().clean);
 }
+
+#[test]
+fn f3_append_handle_writes_at_end_of_file() {
+    let fs = fresh(16);
+    fs.create("/log", 0o644)
+        .unwrap()
+        .write_at(b"abc", 0)
+        .unwrap();
+    let f = fs
+        .open(
+            "/log",
+            &OpenOptions {
+                append: true,
+                ..OpenOptions::read_write()
+            },
+        )
+        .unwrap();
+    f.write_at(b"def", 0).unwrap();
+    assert_eq!(read_all(&fs, "/log"), b"abcdef");
+}

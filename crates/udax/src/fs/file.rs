@@ -120,6 +120,8 @@ impl File {
         if buf.is_empty() {
             return Ok(0);
         }
+        // O_APPEND: every write lands at the end of file, whatever `off` says.
+        let off = if self.append { self.len() } else { off };
         let mut written = 0usize;
         while written < buf.len() {
             let piece = &buf[written..];
@@ -136,7 +138,6 @@ impl File {
 
     /// Append `buf` at the end of file; returns the offset written at.
     pub fn append(&self, buf: &[u8]) -> Result<u64> {
-        let _ = self.append;
         let off = self.len();
         self.write_at(buf, off)?;
         Ok(off)
