@@ -199,8 +199,29 @@ fn progress(len: u64) -> Option<ProgressBar> {
     Some(pb)
 }
 
+/// Move bytes in 4 MiB chunks from `read(buf, offset)` (0 = end) to
+/// `write(data, offset)`, updating `pb`. Returns the bytes copied.
+fn pump(
+    pb: Option<ProgressBar>,
+    mut read: impl FnMut(&mut [u8], u64) -> AnyResult<usize>,
+    mut write: impl FnMut(&[u8], u64) -> AnyResult<()>,
+) -> AnyResult<u64> {
+    let mut buf = vec![0u8; 4 << 20];
+    let mut off = 0u64;
+    loop {
+        let n = read(&mut buf, off)?;
+        if n == 0 {
+            return Ok(off);
+        }
+        write(&buf[..n], off)?;
+        off += n as u64;
+        if let Some(pb) = &pb {
+            pb.set_position(off);
+        }
+    }
+}
+
 fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
-    const CHUNK: usize = 4 << 20;
     let s = split_target(src, None);
     let d = split_target(dst, None);
     let s = s.or_else(|| {
@@ -217,59 +238,35 @@ fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
             None
         }
     });
-    let mut buf = vec![0u8; CHUNK];
+    let create_trunc = OpenOptions {
+        truncate: true,
+        ..OpenOptions::create()
+    };
     match (s, d) {
         (None, Some(d)) => {
             let mut f = ctx(std::fs::File::open(src), src)?;
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             let fs = mount(&d.dev)?;
-            let out = ctx(
-                fs.open(
-                    &d.path,
-                    &OpenOptions {
-                        truncate: true,
-                        ..OpenOptions::create()
-                    },
-                ),
-                dst,
+            let out = ctx(fs.open(&d.path, &create_trunc), dst)?;
+            let n = pump(
+                progress(len),
+                |buf, _| ctx(f.read(buf), src),
+                |data, off| ctx(out.write_at(data, off).map(drop), dst),
             )?;
-            let pb = progress(len);
-            let mut off = 0u64;
-            loop {
-                let n = ctx(f.read(&mut buf), src)?;
-                if n == 0 {
-                    break;
-                }
-                ctx(out.write_at(&buf[..n], off), dst)?;
-                off += n as u64;
-                if let Some(pb) = &pb {
-                    pb.set_position(off);
-                }
-            }
             ctx(out.fsync(), dst)?;
             drop(out);
             ctx(fs.unmount(), &d.dev)?;
-            Ok(off)
+            Ok(n)
         }
         (Some(s), None) => {
             let fs = mount(&s.dev)?;
             let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), src)?;
             let mut out = ctx(std::fs::File::create(dst), dst)?;
-            let len = inp.len();
-            let pb = progress(len);
-            let mut off = 0u64;
-            while off < len {
-                let n = ctx(inp.read_at(&mut buf, off), src)?;
-                if n == 0 {
-                    break;
-                }
-                ctx(out.write_all(&buf[..n]), dst)?;
-                off += n as u64;
-                if let Some(pb) = &pb {
-                    pb.set_position(off);
-                }
-            }
-            Ok(off)
+            pump(
+                progress(inp.len()),
+                |buf, off| ctx(inp.read_at(buf, off), src),
+                |data, _| ctx(out.write_all(data), dst),
+            )
         }
         (Some(s), Some(d)) => {
             if s.dev != d.dev {
@@ -277,28 +274,15 @@ fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
             }
             let fs = mount(&s.dev)?;
             let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), src)?;
-            let out = ctx(
-                fs.open(
-                    &d.path,
-                    &OpenOptions {
-                        truncate: true,
-                        ..OpenOptions::create()
-                    },
-                ),
-                dst,
+            let out = ctx(fs.open(&d.path, &create_trunc), dst)?;
+            let n = pump(
+                None,
+                |buf, off| ctx(inp.read_at(buf, off), src),
+                |data, off| ctx(out.write_at(data, off).map(drop), dst),
             )?;
-            let mut off = 0u64;
-            loop {
-                let n = ctx(inp.read_at(&mut buf, off), src)?;
-                if n == 0 {
-                    break;
-                }
-                ctx(out.write_at(&buf[..n], off), dst)?;
-                off += n as u64;
-            }
             drop((inp, out));
             ctx(fs.unmount(), &s.dev)?;
-            Ok(off)
+            Ok(n)
         }
         (None, None) => Err("neither side is a udax path (write DEV:/path)".into()),
     }

@@ -183,20 +183,8 @@ impl File {
         } else {
             self.cell.mtime_pending.store(now_ns(), Ordering::Relaxed);
         }
-        let maps: Vec<BlockRange> = ops
-            .iter()
-            .filter_map(|o| match o {
-                Op::Map { dev_blk, len, .. } => Some(BlockRange {
-                    start: *dev_blk,
-                    len: *len,
-                }),
-                _ => None,
-            })
-            .collect();
         if let Err(e) = fs.run_tx(vec![(self.cell.ino, &mut *d)], &ops) {
-            for r in maps {
-                let _ = fs.inner.alloc.free(r);
-            }
+            self.free_maps(&ops);
             return Err(e);
         }
         Ok(written as usize)
@@ -276,16 +264,6 @@ impl File {
         } else {
             None
         };
-        let undo = |ops: &Vec<Op>, fs: &Fs| {
-            for o in ops {
-                if let Op::Map { dev_blk, len, .. } = o {
-                    let _ = fs.inner.alloc.free(BlockRange {
-                        start: *dev_blk,
-                        len: *len,
-                    });
-                }
-            }
-        };
         while pos < b1 {
             match d.map.lookup(pos) {
                 Lookup::Mapped { dev_blk, len } => {
@@ -307,22 +285,18 @@ impl File {
                     let ranges = match self.fs.inner.alloc.alloc(req) {
                         Ok(r) => r,
                         Err(_) => {
-                            undo(&ops, &self.fs);
+                            self.free_maps(&ops);
                             return Err(Error::NoSpace);
                         }
                     };
                     for (i, r) in ranges.iter().enumerate() {
                         if ops.len() >= MAX_MAPS {
-                            for rest in &ranges[i..] {
-                                let _ = self.fs.inner.alloc.free(*rest);
-                            }
+                            self.free_ranges(&ranges[i..]);
                             break;
                         }
                         if let Err(e) = self.copy_run(data, off, pos, r.start, r.len, true) {
-                            for rest in &ranges[i..] {
-                                let _ = self.fs.inner.alloc.free(*rest);
-                            }
-                            undo(&ops, &self.fs);
+                            self.free_ranges(&ranges[i..]);
+                            self.free_maps(&ops);
                             return Err(e);
                         }
                         ops.push(Op::Map {
@@ -467,7 +441,7 @@ impl File {
                                 .dev
                                 .zero(r.start * BLOCK_SIZE, r.len * BLOCK_SIZE)
                             {
-                                let _ = self.fs.inner.alloc.free(r);
+                                self.free_ranges(&[r]);
                                 self.free_maps(&ops);
                                 return Err(e.into());
                             }
@@ -505,6 +479,14 @@ impl File {
         }
     }
 
+    /// Give back blocks allocated for a transaction that did not happen.
+    fn free_ranges(&self, ranges: &[BlockRange]) {
+        for r in ranges {
+            let _ = self.fs.inner.alloc.free(*r);
+        }
+    }
+
+    /// Give back the blocks of the `Map` ops of a transaction that did not happen.
     fn free_maps(&self, ops: &[Op]) {
         for o in ops {
             if let Op::Map { dev_blk, len, .. } = o {

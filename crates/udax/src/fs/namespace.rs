@@ -109,6 +109,20 @@ impl Fs {
         order.into_iter().map(|c| (c.ino, c.data.write())).collect()
     }
 
+    /// From the locks of exactly `dir` and one other inode (as taken by
+    /// [`Self::lock_cells`]), the directory's data and the other's, in that order.
+    fn dir_and_target<'g>(
+        locks: &'g mut [(u64, RwLockWriteGuard<'_, InodeData>)],
+        dir: u64,
+    ) -> (&'g mut InodeData, &'g mut InodeData) {
+        let (a, b) = locks.split_at_mut(1);
+        if a[0].0 == dir {
+            (&mut *a[0].1, &mut *b[0].1)
+        } else {
+            (&mut *b[0].1, &mut *a[0].1)
+        }
+    }
+
     fn new_node(&self, path: &str, mode: u32) -> Result<u64> {
         let _g = self.begin(2)?;
         let _ns = self.inner.ns.lock();
@@ -191,9 +205,6 @@ impl Fs {
                 return Err(Error::NotFound);
             }
             if d.is_dir() {
-                if write {
-                    return Err(Error::IsDir);
-                }
                 return Err(Error::IsDir);
             }
             // Counted under the inode lock: unlink decides "free now or at last
@@ -216,8 +227,8 @@ impl Fs {
         let ino = self.lookup_in(dir, name)?;
         let cells = [self.cell(dir)?, self.cell(ino)?];
         let mut locks = Self::lock_cells(&cells);
-        let (dpos, tpos) = if locks[0].0 == dir { (0, 1) } else { (1, 0) };
-        if locks[tpos].1.is_dir() {
+        let (dg, tg) = Self::dir_and_target(&mut locks, dir);
+        if tg.is_dir() {
             return Err(Error::IsDir);
         }
         let mut ops = vec![Op::Unlink {
@@ -225,16 +236,10 @@ impl Fs {
             name: name.to_vec(),
             time_ns: now_ns(),
         }];
-        if locks[tpos].1.attr.nlink == 1 && cells[1].open.load(Ordering::Acquire) == 0 {
+        if tg.attr.nlink == 1 && cells[1].open.load(Ordering::Acquire) == 0 {
             ops.push(Op::FreeInode { ino });
         }
-        let (a, b) = locks.split_at_mut(1);
-        let (dg, tg) = if dpos == 0 {
-            (&mut a[0].1, &mut b[0].1)
-        } else {
-            (&mut b[0].1, &mut a[0].1)
-        };
-        self.run_tx(vec![(dir, &mut **dg), (ino, &mut **tg)], &ops)
+        self.run_tx(vec![(dir, dg), (ino, tg)], &ops)
     }
 
     /// Remove an empty directory.
@@ -248,12 +253,7 @@ impl Fs {
         let ino = self.lookup_in(dir, name)?;
         let cells = [self.cell(dir)?, self.cell(ino)?];
         let mut locks = Self::lock_cells(&cells);
-        let (a, b) = locks.split_at_mut(1);
-        let (dg, tg) = if a[0].0 == dir {
-            (&mut a[0].1, &mut b[0].1)
-        } else {
-            (&mut b[0].1, &mut a[0].1)
-        };
+        let (dg, tg) = Self::dir_and_target(&mut locks, dir);
         if !tg.is_dir() {
             return Err(Error::NotDir);
         }
@@ -268,7 +268,7 @@ impl Fs {
             },
             Op::FreeInode { ino },
         ];
-        self.run_tx(vec![(dir, &mut **dg), (ino, &mut **tg)], &ops)
+        self.run_tx(vec![(dir, dg), (ino, tg)], &ops)
     }
 
     /// A new name `new` for the file `existing`.
@@ -282,12 +282,7 @@ impl Fs {
             return Err(Error::NotPermitted("hard link to a directory"));
         }
         let mut locks = Self::lock_cells(&cells);
-        let (a, b) = locks.split_at_mut(1);
-        let (dg, tg) = if a[0].0 == dir {
-            (&mut a[0].1, &mut b[0].1)
-        } else {
-            (&mut b[0].1, &mut a[0].1)
-        };
+        let (dg, tg) = Self::dir_and_target(&mut locks, dir);
         if dg.dir.contains_key(name) {
             return Err(Error::Exists);
         }
@@ -301,7 +296,7 @@ impl Fs {
             name: name.to_vec(),
             time_ns: now_ns(),
         };
-        self.run_tx(vec![(dir, &mut **dg), (ino, &mut **tg)], &[op])
+        self.run_tx(vec![(dir, dg), (ino, tg)], &[op])
     }
 
     /// Rename `from` to `to`, replacing `to` if it exists (a file by a file, an
