@@ -141,7 +141,8 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     };
     let chunk = 1usize << 20;
     let src: Vec<u8> = (0..chunk).map(|i| (i * 31 % 251) as u8).collect();
-    let tmp = e(tempfile::tempdir_in(&a.tmpfs_dir))?;
+    let tmp = tempfile::tempdir_in(&a.tmpfs_dir)
+        .map_err(|err| format!("{}: {err}", a.tmpfs_dir.display()))?;
     let mut out = Vec::new();
     eprintln!(
         "udax bench ({}): results are medians of {} repeats",
@@ -369,7 +370,8 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     ));
 
     // P6 on a regular-file device (durability through msync) vs ext4-style write+fsync.
-    let fdir = e(tempfile::tempdir_in(&a.file_dir))?;
+    let fdir = tempfile::tempdir_in(&a.file_dir)
+        .map_err(|err| format!("{}: {err}", a.file_dir.display()))?;
     let dpath = fdir.path().join("udax.img");
     let dev: Arc<dyn Device> = e(device::open(
         dpath.to_str().unwrap_or_default(),
@@ -519,10 +521,8 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     }
     if let Some(p) = &a.json {
         let j = serde_json::json!({ "quick": a.quick, "results": out });
-        e(std::fs::write(
-            p,
-            serde_json::to_string_pretty(&j).unwrap_or_default(),
-        ))?;
+        std::fs::write(p, serde_json::to_string_pretty(&j).unwrap_or_default())
+            .map_err(|err| format!("{}: {err}", p.display()))?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())
