@@ -3,6 +3,8 @@
 //! Layers (data flows one way, top to bottom):
 //!
 //! ```text
+//!   dax      mmap with fs/dax.c semantics: entries, entry locks, faults, break layouts
+//!   vm       user-space MMU: regions, userfaultfd fault engine, page references
 //!   fs       namespace, inodes, extent maps ("iomap"), read/write, truncate, fallocate
 //!   journal  metadata redo log with group commit and recovery
 //!   alloc    2 MiB-aware extent allocator (WineFS policy)
@@ -16,14 +18,18 @@
 #![deny(unsafe_code)]
 
 pub mod alloc;
+pub mod dax;
 pub mod device;
 pub mod format;
 pub mod fs;
 pub mod journal;
 pub mod sync;
+pub mod vm;
 
+pub use dax::{persist, MapFlags, Mapping};
 pub use device::{Device, DeviceError, DeviceInfo, DeviceKind, PersistenceDomain};
 pub use fs::{Error, Result};
+pub use vm::{Prot, VmStats};
 
 /// File-system block size: the unit of allocation and of the smallest mapping.
 pub const BLOCK_SIZE: u64 = 4096;

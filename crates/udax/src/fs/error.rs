@@ -45,6 +45,10 @@ pub enum Error {
     Corrupted { what: String, device_offset: u64 },
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
+    #[error("permission denied: {0}")]
+    Access(&'static str),
+    #[error("system call failed: {0}")]
+    Io(std::io::Error),
     #[error(transparent)]
     Format(crate::format::FormatError),
     #[error(transparent)]
@@ -73,6 +77,8 @@ impl Error {
             Error::Interrupted => libc::EINTR,
             Error::Corrupted { .. } => libc::EUCLEAN,
             Error::NotPermitted(_) => libc::EPERM,
+            Error::Access(_) => libc::EACCES,
+            Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             Error::Format(_) => libc::EINVAL,
             Error::Device(e) => e.errno(),
         }

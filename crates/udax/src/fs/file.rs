@@ -56,6 +56,30 @@ impl File {
         &self.fs
     }
 
+    pub(crate) fn cell(&self) -> &Arc<Cell> {
+        &self.cell
+    }
+
+    /// Another handle on the same open file (as a mapping holds one).
+    pub(crate) fn dup(&self) -> File {
+        self.cell.open.fetch_add(1, Ordering::AcqRel);
+        File::new(
+            self.fs.clone(),
+            self.cell.clone(),
+            self.read,
+            self.write,
+            self.append,
+        )
+    }
+
+    pub fn readable(&self) -> bool {
+        self.read
+    }
+
+    pub fn writable(&self) -> bool {
+        self.write
+    }
+
     pub fn stat(&self) -> Result<Stat> {
         let d = self.cell.data.read();
         Ok(stat_of(
@@ -83,6 +107,14 @@ impl File {
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize> {
         if !self.read {
             return Err(Error::BadFd);
+        }
+        if crate::vm::engine::in_mapping(buf.as_ptr() as usize, buf.len()) {
+            // The buffer is a udax mapping: copying into it may fault, and the
+            // fault handler needs this file's locks. Copy through a bounce buffer.
+            let mut tmp = vec![0u8; buf.len()];
+            let n = self.read_at(&mut tmp, off)?;
+            buf[..n].copy_from_slice(&tmp[..n]);
+            return Ok(n);
         }
         let d = self.cell.data.read();
         let size = d.attr.size;
@@ -119,6 +151,11 @@ impl File {
         }
         if buf.is_empty() {
             return Ok(0);
+        }
+        if crate::vm::engine::in_mapping(buf.as_ptr() as usize, buf.len()) {
+            // See read_at: never fault on a udax mapping while holding file locks.
+            let tmp = buf.to_vec();
+            return self.write_at(&tmp, off);
         }
         // O_APPEND: every write lands at the end of file, whatever `off` says.
         let off = if self.append { self.len() } else { off };
@@ -168,24 +205,36 @@ impl File {
             }
         }
         let fs = &self.fs;
-        let _g = fs.begin(MAX_TX_OPS)?;
-        let mut d = self.cell.data.write();
-        let (ops, stop) = self.fill_and_copy(&mut d, data, off)?;
-        let written = stop.min(end) - off;
-        let mut ops = ops;
-        let new_end = off + written;
-        if new_end > d.attr.size {
-            ops.push(Op::SetSize {
-                ino: self.cell.ino,
-                size: new_end,
-                time_ns: now_ns(),
-            });
-        } else {
-            self.cell.mtime_pending.store(now_ns(), Ordering::Relaxed);
+        let (written, allocated, grew) = {
+            let _g = fs.begin(MAX_TX_OPS)?;
+            let mut d = self.cell.data.write();
+            let (ops, stop) = self.fill_and_copy(&mut d, data, off)?;
+            let written = stop.min(end) - off;
+            let mut ops = ops;
+            let new_end = off + written;
+            let grew = new_end > d.attr.size;
+            if grew {
+                ops.push(Op::SetSize {
+                    ino: self.cell.ino,
+                    size: new_end,
+                    time_ns: now_ns(),
+                });
+            } else {
+                self.cell.mtime_pending.store(now_ns(), Ordering::Relaxed);
+            }
+            if let Err(e) = fs.run_tx(vec![(self.cell.ino, &mut *d)], &ops) {
+                self.free_maps(&ops);
+                return Err(e);
+            }
+            let allocated = ops.iter().any(|o| matches!(o, Op::Map { .. }));
+            (written, allocated, grew.then_some(new_end))
+        };
+        // With no fs lock held (entry locks come first in the lock order).
+        if allocated {
+            crate::dax::after_alloc(fs, &self.cell, blk(off), blk_up(off + written));
         }
-        if let Err(e) = fs.run_tx(vec![(self.cell.ino, &mut *d)], &ops) {
-            self.free_maps(&ops);
-            return Err(e);
+        if let Some(size) = grew {
+            crate::dax::after_grow(&self.cell, size);
         }
         Ok(written as usize)
     }
@@ -323,6 +372,20 @@ impl File {
         if len > MAX_FILE_SIZE {
             return Err(Error::FileTooBig);
         }
+        let _inv = self.cell.dax.invalidate.write();
+        let old = self.len();
+        if len < old {
+            // Pages wholly past the new end raise SIGBUS from now on (SPEC M5).
+            crate::dax::break_layouts(&self.fs, &self.cell, blk_up(len), u64::MAX)?;
+        }
+        self.set_len_locked(len)?;
+        if len > old {
+            crate::dax::after_grow(&self.cell, len);
+        }
+        Ok(())
+    }
+
+    fn set_len_locked(&self, len: u64) -> Result<()> {
         let _g = self.fs.begin(2)?;
         let mut d = self.cell.data.write();
         let ino = self.cell.ino;
@@ -381,6 +444,16 @@ impl File {
         if excl.count_ones() > 1 {
             return Err(Error::Invalid("incompatible fallocate modes"));
         }
+        // Layout changes first unmap the range from every mapping and wait for
+        // pins (SPEC M12), holding the invalidate lock until the extents changed.
+        let _inv = (excl != 0).then(|| self.cell.dax.invalidate.write());
+        let (b0, b1) = match excl {
+            COLLAPSE_RANGE | INSERT_RANGE => (blk(off), u64::MAX),
+            _ => (blk_up(off), blk(end)),
+        };
+        if excl != 0 && b1 > b0 {
+            crate::dax::break_layouts(&self.fs, &self.cell, b0, b1)?;
+        }
         match excl {
             0 => self.allocate_range(off, end, mode & KEEP_SIZE != 0),
             PUNCH_HOLE => {
@@ -409,93 +482,24 @@ impl File {
 
     /// Allocate zeroed blocks for every hole in `[off, end)`.
     fn allocate_range(&self, off: u64, end: u64, keep_size: bool) -> Result<()> {
-        let mut pos = blk(off);
-        let b1 = blk_up(end);
-        loop {
-            let _g = self.fs.begin(MAX_TX_OPS)?;
-            let mut d = self.cell.data.write();
-            let mut ops = Vec::new();
-            let mut goal = None;
-            while pos < b1 && ops.len() < MAX_MAPS {
-                match d.map.lookup(pos) {
-                    Lookup::Mapped { dev_blk, len } => {
-                        let n = len.min(b1 - pos);
-                        goal = Some(dev_blk + n);
-                        pos += n;
-                    }
-                    Lookup::Hole { len } => {
-                        let want = len.min(b1 - pos);
-                        let req = AllocRequest {
-                            len: want,
-                            goal,
-                            huge: huge_hint(pos, want),
-                        };
-                        let ranges = self.fs.inner.alloc.alloc(req).map_err(|_| {
-                            self.free_maps(&ops);
-                            Error::NoSpace
-                        })?;
-                        for r in ranges {
-                            if let Err(e) = self
-                                .fs
-                                .inner
-                                .dev
-                                .zero(r.start * BLOCK_SIZE, r.len * BLOCK_SIZE)
-                            {
-                                self.free_ranges(&[r]);
-                                self.free_maps(&ops);
-                                return Err(e.into());
-                            }
-                            self.fs
-                                .inner
-                                .dev
-                                .flush(r.start * BLOCK_SIZE, r.len * BLOCK_SIZE);
-                            ops.push(Op::Map {
-                                ino: self.cell.ino,
-                                file_blk: pos,
-                                dev_blk: r.start,
-                                len: r.len,
-                            });
-                            goal = Some(r.start + r.len);
-                            pos += r.len;
-                        }
-                    }
-                }
-            }
-            let done = pos >= b1;
-            if done && !keep_size && end > d.attr.size {
-                ops.push(Op::SetSize {
-                    ino: self.cell.ino,
-                    size: end,
-                    time_ns: now_ns(),
-                });
-            }
-            if let Err(e) = self.fs.run_tx(vec![(self.cell.ino, &mut *d)], &ops) {
-                self.free_maps(&ops);
-                return Err(e);
-            }
-            if done {
-                return Ok(());
-            }
+        let old = self.len();
+        let size_to = (!keep_size).then_some(end);
+        alloc_zeroed(&self.fs, &self.cell, blk(off), blk_up(end), size_to)?;
+        crate::dax::after_alloc(&self.fs, &self.cell, blk(off), blk_up(end));
+        if !keep_size && end > old {
+            crate::dax::after_grow(&self.cell, end);
         }
+        Ok(())
     }
 
     /// Give back blocks allocated for a transaction that did not happen.
     fn free_ranges(&self, ranges: &[BlockRange]) {
-        for r in ranges {
-            let _ = self.fs.inner.alloc.free(*r);
-        }
+        give_back(&self.fs, ranges, &[]);
     }
 
     /// Give back the blocks of the `Map` ops of a transaction that did not happen.
     fn free_maps(&self, ops: &[Op]) {
-        for o in ops {
-            if let Op::Map { dev_blk, len, .. } = o {
-                let _ = self.fs.inner.alloc.free(BlockRange {
-                    start: *dev_blk,
-                    len: *len,
-                });
-            }
-        }
+        give_back(&self.fs, &[], ops);
     }
 
     /// Zero the partial blocks at the edges of `[off, end)` and return the whole
@@ -627,6 +631,99 @@ impl File {
     pub fn sync_data(&self) -> Result<()> {
         self.fs.inner.journal.fence()?;
         Ok(())
+    }
+}
+
+/// Give back the blocks of `ranges` and of the `Map` ops of a transaction that
+/// did not happen.
+fn give_back(fs: &Fs, ranges: &[BlockRange], ops: &[Op]) {
+    for r in ranges {
+        let _ = fs.inner.alloc.free(*r);
+    }
+    for o in ops {
+        if let Op::Map { dev_blk, len, .. } = o {
+            let _ = fs.inner.alloc.free(BlockRange {
+                start: *dev_blk,
+                len: *len,
+            });
+        }
+    }
+}
+
+/// Allocate zeroed blocks for every hole in file blocks `[b0, b1)`, in as many
+/// transactions as needed; with `size_to`, the last one also grows the size to
+/// it. Used by fallocate and by write faults.
+pub(crate) fn alloc_zeroed(
+    fs: &Fs,
+    cell: &Cell,
+    b0: u64,
+    b1: u64,
+    size_to: Option<u64>,
+) -> Result<()> {
+    let dev = &fs.inner.dev;
+    let mut pos = b0;
+    loop {
+        let _g = fs.begin(MAX_TX_OPS)?;
+        let mut d = cell.data.write();
+        if d.freed {
+            return Err(Error::NotFound);
+        }
+        let mut ops = Vec::new();
+        let mut goal = None;
+        while pos < b1 && ops.len() < MAX_MAPS {
+            match d.map.lookup(pos) {
+                Lookup::Mapped { dev_blk, len } => {
+                    let n = len.min(b1 - pos);
+                    goal = Some(dev_blk + n);
+                    pos += n;
+                }
+                Lookup::Hole { len } => {
+                    let want = len.min(b1 - pos);
+                    let req = AllocRequest {
+                        len: want,
+                        goal,
+                        huge: huge_hint(pos, want),
+                    };
+                    let ranges = fs.inner.alloc.alloc(req).map_err(|_| {
+                        give_back(fs, &[], &ops);
+                        Error::NoSpace
+                    })?;
+                    for (i, r) in ranges.iter().enumerate() {
+                        let (at, n) = (r.start * BLOCK_SIZE, r.len * BLOCK_SIZE);
+                        if let Err(e) = dev.zero(at, n) {
+                            give_back(fs, &ranges[i..], &ops);
+                            return Err(e.into());
+                        }
+                        dev.flush(at, n);
+                        ops.push(Op::Map {
+                            ino: cell.ino,
+                            file_blk: pos,
+                            dev_blk: r.start,
+                            len: r.len,
+                        });
+                        goal = Some(r.start + r.len);
+                        pos += r.len;
+                    }
+                }
+            }
+        }
+        let done = pos >= b1;
+        if let Some(end) = size_to {
+            if done && end > d.attr.size {
+                ops.push(Op::SetSize {
+                    ino: cell.ino,
+                    size: end,
+                    time_ns: now_ns(),
+                });
+            }
+        }
+        if let Err(e) = fs.run_tx(vec![(cell.ino, &mut *d)], &ops) {
+            give_back(fs, &[], &ops);
+            return Err(e);
+        }
+        if done {
+            return Ok(());
+        }
     }
 }
 

@@ -52,6 +52,8 @@ pub(crate) struct Cell {
     pub open: AtomicU32,
     /// mtime of data overwrites not yet logged (lazytime); 0 = none.
     pub mtime_pending: AtomicU64,
+    /// Mappings, entries and the invalidate lock of the DAX core.
+    pub dax: crate::dax::DaxFile,
 }
 
 impl Cell {
@@ -61,6 +63,7 @@ impl Cell {
             data: RwLock::new(data),
             open: AtomicU32::new(0),
             mtime_pending: AtomicU64::new(0),
+            dax: crate::dax::DaxFile::new(ino),
         })
     }
 }
@@ -95,6 +98,8 @@ pub(crate) struct Inner {
     image_bytes: AtomicU64,
     pub uid: u32,
     pub gid: u32,
+    /// Hashed wait queues of the DAX entry locks.
+    pub waits: crate::dax::WaitTable,
 }
 
 /// A mounted file system. Cheap to clone; `Send + Sync`.
@@ -340,6 +345,7 @@ impl Fs {
                 image_bytes: AtomicU64::new(image_bytes),
                 uid: rustix::process::geteuid().as_raw(),
                 gid: rustix::process::getegid().as_raw(),
+                waits: crate::dax::WaitTable::new(256),
             }),
         };
         for ino in orphans {
@@ -417,6 +423,31 @@ impl Fs {
         inner.journal.write_checkpoint(&w.buf, inos.len() as u64)?;
         inner.image_bytes.store(w.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The hashed wait queues of the DAX entry locks.
+    pub(crate) fn waits(&self) -> &crate::dax::WaitTable {
+        &self.inner.waits
+    }
+
+    /// Allocate zeroed blocks for the holes of file blocks `[a, b)` (a write
+    /// fault). Durable on return, like every metadata operation.
+    pub(crate) fn fault_alloc(&self, cell: &Cell, a: u64, b: u64, _huge: bool) -> Result<()> {
+        file::alloc_zeroed(self, cell, a, b, None)
+    }
+
+    /// The device runs `(block, count)` behind file blocks `[a, b)`.
+    pub(crate) fn device_runs(&self, cell: &Cell, a: u64, b: u64) -> Vec<(u64, u64)> {
+        let d = cell.data.read();
+        d.map
+            .iter()
+            .filter(|e| e.file_blk < b && e.file_blk + e.len > a)
+            .map(|e| {
+                let s = e.file_blk.max(a);
+                let t = (e.file_blk + e.len).min(b);
+                (e.dev_blk + (s - e.file_blk), t - s)
+            })
+            .collect()
     }
 
     /// Begin a metadata operation of at most `max_ops` ops.

@@ -1,0 +1,363 @@
+//! Fault resolution (SPEC M2-M7): what `dax_iomap_pte_fault` / `_pmd_fault` do,
+//! for a fault that the engine read from userfaultfd.
+//!
+//! With the file's invalidate lock shared and the entry lock held:
+//! * past end of file: a SIGBUS marker (user access -> SIGBUS, kernel -> EFAULT);
+//! * mapped blocks: map the device range (2 MiB at once where the mapping, the
+//!   file range and the extent are 2 MiB aligned; else a window up to the end of
+//!   the extent inside the 2 MiB chunk);
+//! * a hole, read: the write-protected zero page, no block, no memory;
+//! * a hole, written (a user store, a kernel store in a syscall, or a store to a
+//!   write-protected zero page): allocate zeroed blocks (logged before the
+//!   store can land), drop the zero page from every mapping, map the blocks;
+//! * private mappings: the device range mapped `MAP_PRIVATE`, so the kernel copies
+//!   a page on its first write; holes give zero pages that copy the same way.
+
+use super::entry::{Conflict, Locked, PMD_PAGES};
+use super::Entry;
+use crate::fs::extent::Lookup;
+use crate::fs::{Cell, Fs};
+use crate::vm::engine::bump;
+use crate::vm::{self, space, Engine, Region, PAGE};
+use std::ops::Range;
+use std::sync::Arc;
+
+type R<T> = std::result::Result<T, String>;
+
+pub(super) fn handle(
+    fs: &Fs,
+    cell: &Arc<Cell>,
+    region: &Arc<Region>,
+    page: u64,
+    write: bool,
+    wp: bool,
+    block: bool,
+) -> bool {
+    let Ok(eng) = vm::engine() else { return true };
+    let _inv = if block {
+        cell.dax.invalidate.read()
+    } else {
+        match cell.dax.invalidate.try_read() {
+            Some(g) => g,
+            None => return false,
+        }
+    };
+    if write {
+        bump(&eng.counters.write_faults);
+    }
+    if wp {
+        bump(&eng.counters.wp_faults);
+    }
+    if let Err(e) = resolve(fs, cell, region, eng, page, write, wp) {
+        // As the kernel turns a failed fault (ENOSPC, EIO) into SIGBUS.
+        tracing::error!(
+            "fault at file page {page} of inode {}: {e}; raising SIGBUS",
+            cell.ino
+        );
+        let mut st = region.lock();
+        if !st.dead {
+            let _ = eng.uffd.poison(region.addr_of(page), PAGE, false);
+            st.beyond_eof.insert(page..page + 1);
+        }
+    }
+    let _ = eng.uffd.wake(region.addr_of(page), PAGE);
+    true
+}
+
+fn pmd_eligible(region: &Region, chunk: u64, eof: u64) -> bool {
+    let p = region.pages();
+    chunk >= p.start
+        && chunk + PMD_PAGES <= p.end
+        && chunk + PMD_PAGES <= eof
+        && region.addr_of(chunk) % (PMD_PAGES as usize * PAGE) == 0
+}
+
+fn resolve(
+    fs: &Fs,
+    cell: &Arc<Cell>,
+    region: &Arc<Region>,
+    eng: &Engine,
+    page: u64,
+    write: bool,
+    wp: bool,
+) -> R<()> {
+    let eof = {
+        let d = cell.data.read();
+        if d.freed {
+            0
+        } else {
+            d.attr.size.div_ceil(PAGE as u64)
+        }
+    };
+    if page >= eof {
+        let mut st = region.lock();
+        if !st.dead {
+            eng.uffd
+                .poison(region.addr_of(page), PAGE, false)
+                .map_err(|e| format!("poison: {e}"))?;
+            st.beyond_eof.insert(page..page + 1);
+            bump(&eng.counters.sigbus);
+        }
+        return Ok(());
+    }
+    if region.private && wp {
+        // First store to a zero page of a private mapping: let the kernel copy it.
+        let mut st = region.lock();
+        if !st.dead {
+            st.zero.remove(page..page + 1);
+            eng.uffd
+                .writeprotect(region.addr_of(page), PAGE, false, false)
+                .map_err(|e| format!("unprotect: {e}"))?;
+        }
+        return Ok(());
+    }
+    let t = fs.waits();
+    let chunk = page - page % PMD_PAGES;
+    let mut pmd = pmd_eligible(region, chunk, eof);
+    let huge_dev = region.dev_page > PAGE as u64;
+    let store = write || wp;
+    loop {
+        let l = match cell.dax.entries.lock(t, page, pmd) {
+            Ok(l) => l,
+            Err(Conflict::Fallback) => {
+                pmd = false;
+                continue;
+            }
+        };
+        let l = if l.entry.is_pmd() && !pmd {
+            // A 4 KiB fault inside a 2 MiB entry.
+            if let Some(dev) = l.entry.dev_blk() {
+                let end = (chunk + PMD_PAGES).min(region.pages().end).min(eof);
+                let r = map_pte(region, eng, page..end, dev + (page - chunk));
+                cell.dax.entries.unlock(t, l, l.entry);
+                return r;
+            }
+            if !store {
+                let r = install_zero(region, eng, page..page + 1);
+                cell.dax.entries.unlock(t, l, l.entry);
+                return r;
+            }
+            // A store splits a 2 MiB zero/empty entry.
+            zap_zero(cell, chunk..chunk + PMD_PAGES);
+            cell.dax.entries.downgrade(t, l, page)
+        } else {
+            l
+        };
+        match resolve_locked(fs, cell, region, eng, page, chunk, eof, store, l)? {
+            Done::Yes => return Ok(()),
+            Done::RetrySmall => {
+                if huge_dev {
+                    return Err(
+                        "hugetlbfs device: this range cannot be mapped with 2 MiB pages".into(),
+                    );
+                }
+                pmd = false;
+            }
+        }
+    }
+}
+
+enum Done {
+    Yes,
+    /// The 2 MiB attempt was abandoned (entry removed): retry with 4 KiB.
+    RetrySmall,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_locked(
+    fs: &Fs,
+    cell: &Arc<Cell>,
+    region: &Arc<Region>,
+    eng: &Engine,
+    page: u64,
+    chunk: u64,
+    eof: u64,
+    store: bool,
+    l: Locked,
+) -> R<Done> {
+    let t = fs.waits();
+    let ix = &cell.dax.entries;
+    let pmd = l.entry.is_pmd();
+    let span = if pmd {
+        chunk..chunk + PMD_PAGES
+    } else {
+        page..page + 1
+    };
+    let mut allocated = false;
+    loop {
+        let look = cell.data.read().map.lookup(span.start);
+        match look {
+            Lookup::Mapped { dev_blk, len } => {
+                if pmd {
+                    if len >= PMD_PAGES && dev_blk % PMD_PAGES == 0 {
+                        if l.entry.is_zero() {
+                            zap_zero(cell, span.clone());
+                        }
+                        let r = map_range(region, eng, span.clone(), dev_blk, true);
+                        match r {
+                            Ok(()) => ix.unlock(t, l, Entry::block(dev_blk, true)),
+                            Err(_) => ix.remove(t, l),
+                        }
+                        return r.map(|_| Done::Yes);
+                    }
+                    if l.entry.is_zero() {
+                        zap_zero(cell, span.clone());
+                    }
+                    ix.remove(t, l);
+                    return Ok(Done::RetrySmall);
+                }
+                if region.dev_page > PAGE as u64 {
+                    ix.remove(t, l);
+                    return Ok(Done::RetrySmall);
+                }
+                if l.entry.is_zero() {
+                    zap_zero(cell, page..page + 1);
+                }
+                let end = (page + len)
+                    .min(chunk + PMD_PAGES)
+                    .min(region.pages().end)
+                    .min(eof);
+                let r = map_pte(region, eng, page..end, dev_blk);
+                match r {
+                    Ok(()) => {
+                        ix.unlock(t, l, Entry::block(dev_blk, false));
+                        for p in page + 1..end {
+                            ix.insert_if_vacant(p, Entry::block(dev_blk + (p - page), false));
+                        }
+                    }
+                    Err(_) => ix.remove(t, l),
+                }
+                return r.map(|_| Done::Yes);
+            }
+            Lookup::Hole { len } => {
+                if store && !region.private && !allocated {
+                    if let Err(e) = fs.fault_alloc(cell, span.start, span.end, pmd) {
+                        remove_if_empty(cell, fs, l);
+                        return Err(format!(
+                            "allocating blocks {}..{}: {e}",
+                            span.start, span.end
+                        ));
+                    }
+                    bump(&eng.counters.fault_allocs);
+                    allocated = true;
+                    continue;
+                }
+                if store && region.private {
+                    // The kernel copies the zero page on the retried store.
+                    let r = private_zero(region, eng, page);
+                    remove_if_empty(cell, fs, l);
+                    return r.map(|_| Done::Yes);
+                }
+                if pmd && len < PMD_PAGES {
+                    ix.remove(t, l);
+                    return Ok(Done::RetrySmall);
+                }
+                let r = install_zero(region, eng, span.clone());
+                match r {
+                    Ok(()) => ix.unlock(t, l, Entry::zero(pmd)),
+                    Err(_) => remove_if_empty(cell, fs, l),
+                }
+                return r.map(|_| Done::Yes);
+            }
+        }
+    }
+}
+
+fn remove_if_empty(cell: &Cell, fs: &Fs, l: Locked) {
+    if l.entry.is_empty() {
+        cell.dax.entries.remove(fs.waits(), l);
+    } else {
+        cell.dax.entries.unlock(fs.waits(), l, l.entry);
+    }
+}
+
+fn map_pte(region: &Region, eng: &Engine, r: Range<u64>, dev_blk: u64) -> R<()> {
+    map_range(region, eng, r, dev_blk, false)
+}
+
+fn map_range(region: &Region, eng: &Engine, r: Range<u64>, dev_blk: u64, pmd: bool) -> R<()> {
+    let mut st = region.lock();
+    if st.dead {
+        return Ok(());
+    }
+    let r = without_gone(&st, r);
+    if r.is_empty() {
+        return Ok(());
+    }
+    region
+        .map_device(&mut st, r.clone(), dev_blk, eng)
+        .map_err(|e| format!("mapping device block {dev_blk}: {e}"))?;
+    bump(if pmd {
+        &eng.counters.pmd_maps
+    } else {
+        &eng.counters.pte_maps
+    });
+    let _ = eng
+        .uffd
+        .wake(region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
+    Ok(())
+}
+
+/// `r` cut at the first page given back by a partial unmap.
+fn without_gone(st: &vm::RegionState, r: Range<u64>) -> Range<u64> {
+    match st.gone.overlapping(&r).next() {
+        Some(g) if g.start <= r.start => r.start..r.start,
+        Some(g) => r.start..g.start,
+        None => r,
+    }
+}
+
+fn install_zero(region: &Region, eng: &Engine, r: Range<u64>) -> R<()> {
+    let mut st = region.lock();
+    if st.dead {
+        return Ok(());
+    }
+    let r = without_gone(&st, r);
+    if r.is_empty() {
+        return Ok(());
+    }
+    let (addr, n) = (region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
+    eng.uffd
+        .zeropage(addr, n, false)
+        .map_err(|e| format!("zero page: {e}"))?;
+    eng.uffd
+        .writeprotect(addr, n, true, false)
+        .map_err(|e| format!("write-protect zero page: {e}"))?;
+    st.zero.insert(r);
+    bump(&eng.counters.zero_maps);
+    let _ = eng.uffd.wake(addr, n);
+    Ok(())
+}
+
+fn private_zero(region: &Region, eng: &Engine, page: u64) -> R<()> {
+    let st = region.lock();
+    if st.dead || st.gone.contains(&page) {
+        return Ok(());
+    }
+    eng.uffd
+        .zeropage(region.addr_of(page), PAGE, false)
+        .map_err(|e| format!("zero page: {e}"))
+}
+
+/// Drop zero pages (and SIGBUS markers left by failed faults) of file pages `r`
+/// from every mapping of the file: the next access faults and finds the block.
+pub(super) fn zap_zero(cell: &Cell, r: Range<u64>) {
+    for reg in cell.dax.regions() {
+        let st = &mut *reg.lock();
+        if st.dead {
+            continue;
+        }
+        let hit: Vec<Range<u64>> = st
+            .zero
+            .overlapping(&r)
+            .chain(st.beyond_eof.overlapping(&r))
+            .cloned()
+            .collect();
+        for h in hit {
+            let h = h.start.max(r.start)..h.end.min(r.end);
+            let _ = space::discard(reg.addr_of(h.start), (h.end - h.start) as usize * PAGE);
+            st.zero.remove(h.clone());
+            st.beyond_eof.remove(h);
+        }
+    }
+}

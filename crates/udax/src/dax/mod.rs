@@ -1,0 +1,479 @@
+//! The DAX core: mapping files straight onto device memory with the semantics of
+//! Linux `fs/dax.c` (SPEC M1-M14), on top of the user-space MMU in [`crate::vm`].
+//!
+//! * [`entry`]: per-file entries with entry locks and hashed wait queues.
+//! * [`fault`]: fault resolution (holes, zero pages, allocate on write, 2 MiB).
+//! * This module: the per-file state ([`DaxFile`]), [`File::mmap`] and
+//!   [`Mapping`], and the hooks the fs calls when a file's layout changes
+//!   (break layouts before blocks move, zero-page invalidation after allocation).
+//!
+//! Lock order (outermost first): file invalidate lock -> entry lock -> fs
+//! checkpoint lock -> inode data lock; region state locks are taken with no fs
+//! lock held, and never two at a time.
+#![allow(unsafe_code)]
+
+pub mod entry;
+mod fault;
+
+pub use entry::{Entry, EntryIndex, WaitTable};
+
+use crate::fs::{Cell, Error, File, Fs, Result};
+use crate::sync::{Mutex, RwLock};
+use crate::vm::{self, space, FaultOwner, Prot, Region, RegionState, PAGE};
+use crate::{BLOCK_SIZE, HUGE_SIZE};
+use std::ops::Range;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+pub use crate::vm::VmStats;
+
+/// How long break-layouts and unmount wait for pinned pages before naming them.
+pub const PIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The DAX state of one file (lives in its inode cell).
+#[derive(Debug)]
+pub struct DaxFile {
+    /// Faults hold it shared; truncate, punch, collapse, insert and zero-range
+    /// hold it exclusive while they unmap and change extents (the kernel's
+    /// `invalidate_lock` / XFS `MMAPLOCK`).
+    pub invalidate: RwLock<()>,
+    pub entries: EntryIndex,
+    regions: Mutex<Vec<Weak<Region>>>,
+}
+
+impl DaxFile {
+    pub fn new(ino: u64) -> DaxFile {
+        DaxFile {
+            invalidate: RwLock::new(()),
+            entries: EntryIndex::new(ino),
+            regions: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The live regions mapping this file.
+    pub fn regions(&self) -> Vec<Arc<Region>> {
+        let mut v = self.regions.lock();
+        v.retain(|w| w.strong_count() > 0);
+        v.iter().filter_map(|w| w.upgrade()).collect()
+    }
+
+    fn is_mapped(&self) -> bool {
+        !self.regions.lock().is_empty() || !self.entries.is_empty()
+    }
+}
+
+/// Mapping flags (the subset of `mmap(2)` flags udax gives meaning to).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapFlags {
+    /// `MAP_PRIVATE`: stores go to private copies; default is `MAP_SHARED`.
+    pub private: bool,
+    /// `MAP_SYNC`: the allocation behind a write fault is durable before the
+    /// store lands (udax logs every allocation synchronously, so this holds for
+    /// every shared mapping; the flag is accepted and recorded).
+    pub sync: bool,
+    /// `MAP_POPULATE`: resolve every page now (write-allocating holes of a
+    /// writable shared mapping, as the kernel does).
+    pub populate: bool,
+}
+
+impl MapFlags {
+    pub const SHARED: MapFlags = MapFlags {
+        private: false,
+        sync: false,
+        populate: false,
+    };
+    pub const PRIVATE: MapFlags = MapFlags {
+        private: true,
+        sync: false,
+        populate: false,
+    };
+    pub fn sync(mut self) -> MapFlags {
+        self.sync = true;
+        self
+    }
+    pub fn populate(mut self) -> MapFlags {
+        self.populate = true;
+        self
+    }
+}
+
+/// The fault owner of one region: the file system and the file.
+#[derive(Debug)]
+struct Owner {
+    fs: Fs,
+    cell: Arc<Cell>,
+}
+
+impl FaultOwner for Owner {
+    fn fault(&self, region: &Arc<Region>, page: u64, write: bool, wp: bool, block: bool) -> bool {
+        fault::handle(&self.fs, &self.cell, region, page, write, wp, block)
+    }
+
+    fn flush(&self, region: &Region, pages: Range<u64>) -> std::io::Result<()> {
+        flush_pages(&self.fs, region, pages)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    }
+}
+
+/// Counters of the fault engine, process-wide (zeros if no mapping was made yet).
+pub fn stats() -> VmStats {
+    vm::try_engine().map(|e| e.stats()).unwrap_or_default()
+}
+
+/// Make the caller's own stores to `[ptr, ptr+len)` durable: cache-line flush
+/// and fence (or `msync` when the device is a regular file).
+pub fn persist(ptr: *const u8, len: usize) -> Result<()> {
+    if let Some(r) = vm::try_engine().and_then(|e| e.region_at(ptr as usize)) {
+        let a = r.page_of(ptr as usize);
+        let b = r.page_of(ptr as usize + len.max(1) - 1) + 1;
+        return r.owner.flush(&r, a..b).map_err(Error::Io);
+    }
+    let instr = crate::device::detect_flush_instr();
+    // SAFETY: the caller states its stores went to `[ptr, ptr+len)`, memory it
+    // can access; flushing cache lines reads nothing and changes no data.
+    unsafe { crate::device::persist::flush_lines(ptr as *mut u8, len, instr) };
+    crate::device::persist::sfence();
+    Ok(())
+}
+
+/// Flush the device ranges behind pages `r` of a region, then fence.
+fn flush_pages(fs: &Fs, region: &Region, r: Range<u64>) -> Result<()> {
+    let dev = fs.device();
+    {
+        let st = region.lock();
+        for (k, v) in st.dev.overlapping(&r) {
+            let a = k.start.max(r.start);
+            let b = k.end.min(r.end);
+            let blk = (a as i64 + v) as u64;
+            dev.flush(blk * BLOCK_SIZE, (b - a) * BLOCK_SIZE);
+        }
+    }
+    dev.fence()?;
+    Ok(())
+}
+
+/// A mapping of a file range into this process. Dropping it unmaps it.
+#[derive(Debug)]
+pub struct Mapping {
+    file: File,
+    region: Arc<Region>,
+}
+
+impl File {
+    /// Map `len` bytes of the file from `offset` (page aligned) into memory.
+    pub fn mmap(&self, offset: u64, len: usize, prot: Prot, flags: MapFlags) -> Result<Mapping> {
+        if offset % PAGE as u64 != 0 {
+            return Err(Error::Invalid("mmap offset not page aligned"));
+        }
+        if len == 0 {
+            return Err(Error::Invalid("mmap length 0"));
+        }
+        let len = len.div_ceil(PAGE) * PAGE;
+        if offset.checked_add(len as u64).is_none() {
+            return Err(Error::Invalid("mmap range overflows"));
+        }
+        if flags.sync && flags.private {
+            return Err(Error::Invalid("MAP_SYNC needs a shared mapping"));
+        }
+        if !self.readable() {
+            return Err(Error::Access("mmap of a file not open for reading"));
+        }
+        if prot == Prot::ReadWrite && !flags.private && !self.writable() {
+            return Err(Error::Access(
+                "shared writable mmap of a file not open for writing",
+            ));
+        }
+        let fs = self.fs().clone();
+        let dev = fs.device().clone();
+        let Some(dm) = dev.mapping() else {
+            return Err(Error::NotSupported(
+                "mmap on a device that cannot be mapped",
+            ));
+        };
+        let dev_page = dev.info().page_size;
+        let eng = vm::engine().map_err(|e| Error::Busy(format!("fault engine: {e}")))?;
+        let cell = self.cell().clone();
+        // Address congruent to the file offset modulo 2 MiB, so aligned file
+        // ranges can be mapped with 2 MiB mappings.
+        let phase = (offset % HUGE_SIZE) as usize;
+        let base = space::reserve(len, HUGE_SIZE as usize, phase).map_err(io)?;
+        if let Err(e) = space::place_placeholder(&eng.uffd, base, len, prot) {
+            space::unmap(base, len);
+            return Err(io(e));
+        }
+        let owner: Arc<dyn FaultOwner> = Arc::new(Owner {
+            fs: fs.clone(),
+            cell: cell.clone(),
+        });
+        use std::os::fd::AsRawFd;
+        let region = Arc::new(Region {
+            base,
+            len,
+            first_page: offset / PAGE as u64,
+            private: flags.private,
+            sync: flags.sync,
+            dev_fd: dm.fd.as_raw_fd(),
+            dev_page,
+            owner,
+            state: Mutex::new(RegionState {
+                prot: Some(prot),
+                ..Default::default()
+            }),
+        });
+        cell.dax.regions.lock().push(Arc::downgrade(&region));
+        eng.add(region.clone());
+        let m = Mapping {
+            file: self.dup(),
+            region,
+        };
+        if flags.populate {
+            m.populate(prot == Prot::ReadWrite && !flags.private);
+        }
+        Ok(m)
+    }
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::Io(e)
+}
+
+impl Mapping {
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.region.base as *mut u8
+    }
+    pub fn len(&self) -> usize {
+        self.region.len
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    /// File offset shown at the first byte.
+    pub fn offset(&self) -> u64 {
+        self.region.first_page * PAGE as u64
+    }
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    fn pages_of(&self, off: usize, len: usize) -> Result<Range<u64>> {
+        if off % PAGE != 0 || off.checked_add(len).is_none_or(|e| e > self.len()) {
+            return Err(Error::Invalid(
+                "range outside the mapping or not page aligned",
+            ));
+        }
+        let a = self.region.first_page + (off / PAGE) as u64;
+        Ok(a..a + len.div_ceil(PAGE) as u64)
+    }
+
+    /// Resolve every page now, as `MAP_POPULATE` does.
+    fn populate(&self, write: bool) {
+        let r = self.region.pages();
+        let mut p = r.start;
+        while p < r.end {
+            let next = {
+                let st = self.region.lock();
+                if let Some((k, _)) = st.dev.get_key_value(&p) {
+                    Some(k.end)
+                } else {
+                    st.zero.get(&p).map(|k| k.end)
+                }
+            };
+            match next {
+                Some(n) => p = n,
+                None => {
+                    let before = p;
+                    self.region.owner.fault(&self.region, p, write, false, true);
+                    let st = self.region.lock();
+                    let mapped = st.dev.contains_key(&p) || st.zero.contains(&p);
+                    drop(st);
+                    if !mapped || p == before {
+                        p = before + 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `msync(MS_SYNC)`: make stores to `[off, off+len)` durable.
+    pub fn msync(&self, off: usize, len: usize) -> Result<()> {
+        let r = self.pages_of(off, len)?;
+        if self.region.private {
+            return Ok(());
+        }
+        flush_pages(self.file.fs(), &self.region, r)
+    }
+
+    /// Flush and fence the caller's own stores in `[off, off+len)` (any alignment).
+    pub fn persist(&self, off: usize, len: usize) -> Result<()> {
+        if off.checked_add(len).is_none_or(|e| e > self.len()) {
+            return Err(Error::Invalid("range outside the mapping"));
+        }
+        persist(self.as_ptr().wrapping_add(off), len)
+    }
+
+    /// `mprotect` of the whole mapping.
+    pub fn protect(&self, prot: Prot) -> Result<()> {
+        if prot == Prot::ReadWrite && !self.region.private && !self.file.writable() {
+            return Err(Error::Access("file not open for writing"));
+        }
+        let mut st = self.region.lock();
+        space::protect(self.region.base, self.region.len, prot).map_err(io)?;
+        st.prot = Some(prot);
+        Ok(())
+    }
+
+    /// `munmap` of part of the mapping: the pages become inaccessible (a store or
+    /// load gets SIGSEGV) and stay reserved until the mapping is dropped.
+    pub fn unmap_range(&self, off: usize, len: usize) -> Result<()> {
+        let r = self.pages_of(off, len)?;
+        let eng = vm::engine().map_err(Error::Busy)?;
+        let mut st = self.region.lock();
+        let addr = self.region.addr_of(r.start);
+        let n = (r.end - r.start) as usize * PAGE;
+        // A fresh PROT_NONE reservation replaces the pages atomically.
+        // SAFETY: the range belongs to this mapping's region.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut _,
+                n,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io(std::io::Error::last_os_error()));
+        }
+        self.region.forget_device(&mut st, r.clone(), eng);
+        st.zero.remove(r.clone());
+        st.beyond_eof.remove(r.clone());
+        st.gone.insert(r);
+        Ok(())
+    }
+
+    /// Is file page `page` currently mapped to the device in this mapping?
+    pub fn device_block_of(&self, off: usize) -> Option<u64> {
+        let p = self.region.first_page + (off / PAGE) as u64;
+        Region::dev_of(&self.region.lock(), p)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let Ok(eng) = vm::engine() else { return };
+        let mut st = self.region.lock();
+        st.dead = true;
+        eng.remove(self.region.base);
+        let all = self.region.pages();
+        self.region.forget_device(&mut st, all, eng);
+        space::unmap(self.region.base, self.region.len);
+        drop(st);
+        let me = Arc::as_ptr(&self.region);
+        self.file
+            .cell()
+            .dax
+            .regions
+            .lock()
+            .retain(|w| w.as_ptr() != me && w.strong_count() > 0);
+    }
+}
+
+// ---- hooks called by the fs when a file's layout changes ----
+
+/// Pages `[a, b)` of the file got blocks (write, fallocate, fault): no mapping
+/// may keep showing the zero page there (SPEC M3), nor a SIGBUS marker.
+pub(crate) fn after_alloc(fs: &Fs, cell: &Cell, a: u64, b: u64) {
+    if !cell.dax.is_mapped() {
+        return;
+    }
+    let t = fs.waits();
+    for k in cell.dax.entries.keys_in(a, b) {
+        if let Some(l) = cell.dax.entries.lock_at(t, k) {
+            if l.entry.is_zero() {
+                fault::zap_zero(cell, k..k + l.entry.pages());
+                cell.dax.entries.remove(t, l);
+            } else {
+                cell.dax.entries.unlock(t, l, l.entry);
+            }
+        }
+    }
+    fault::zap_zero(cell, a..b);
+}
+
+/// The file grew to `new_size`: pages that were past end of file may be
+/// accessed again.
+pub(crate) fn after_grow(cell: &Cell, new_size: u64) {
+    if !cell.dax.is_mapped() {
+        return;
+    }
+    let eof = new_size.div_ceil(PAGE as u64);
+    for r in cell.dax.regions() {
+        let st = &mut *r.lock();
+        if st.dead {
+            continue;
+        }
+        let hit: Vec<Range<u64>> = st.beyond_eof.overlapping(&(0..eof)).cloned().collect();
+        for h in hit {
+            let h = h.start..h.end.min(eof);
+            let _ = space::discard(r.addr_of(h.start), (h.end - h.start) as usize * PAGE);
+            st.beyond_eof.remove(h);
+        }
+    }
+}
+
+/// Break layouts (SPEC M12): unmap file pages `[a, b)` from every mapping, drop
+/// their entries, and wait until no page behind them is pinned. The caller holds
+/// the file's invalidate lock exclusively and has not yet changed the extents.
+pub(crate) fn break_layouts(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
+    if !cell.dax.is_mapped() {
+        return Ok(());
+    }
+    let eng = vm::engine().map_err(Error::Busy)?;
+    for r in cell.dax.regions() {
+        let st = &mut *r.lock();
+        if st.dead {
+            continue;
+        }
+        let clip = r.clip(a..b);
+        if clip.is_empty() || !Region::occupied(st, &clip) {
+            continue;
+        }
+        let mut live = rangemap::RangeSet::new();
+        live.insert(clip.clone());
+        for g in st.gone.overlapping(&clip) {
+            live.remove(g.clone());
+        }
+        let prot = st.prot.unwrap_or(Prot::Read);
+        for l in live.iter() {
+            space::replace_with_placeholder(
+                &eng.uffd,
+                r.addr_of(l.start),
+                (l.end - l.start) as usize * PAGE,
+                prot,
+            )
+            .map_err(io)?;
+        }
+        r.forget_device(st, clip.clone(), eng);
+        st.zero.remove(clip.clone());
+        st.beyond_eof.remove(clip);
+        vm::engine::bump(&eng.counters.invalidations);
+    }
+    let t = fs.waits();
+    for k in cell.dax.entries.keys_in(a, b) {
+        if let Some(l) = cell.dax.entries.lock_at(t, k) {
+            cell.dax.entries.remove(t, l);
+        }
+    }
+    // Pins (in-flight I/O) on the blocks about to be freed.
+    let runs = fs.device_runs(cell, a, b);
+    for (blk, n) in runs {
+        if let Err((busy, count)) = eng.pages.wait_idle(blk, n, PIN_TIMEOUT) {
+            return Err(Error::Busy(format!(
+                "device block {busy} of inode {} is still pinned ({count} references) after {:?}",
+                cell.ino, PIN_TIMEOUT
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! The fault engine: one userfaultfd for the process, handler threads that read
+//! it, the registry of mapped regions, and the counters.
+//!
+//! Handler threads never sleep on file locks: a fault whose file is being
+//! truncated (its invalidate lock is held for writing) is passed to the slow
+//! worker, so the handlers stay free to read the `REMAP` events that the
+//! truncating thread's `mremap` waits for.
+#![allow(unsafe_code)]
+
+use super::pages::PageRefs;
+use super::region::Region;
+use super::uffd::{Msg, Uffd};
+use crate::sync::{AtomicU64, Ordering, RwLock};
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+
+/// Counters of the fault engine (process-wide).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub faults: AtomicU64,
+    pub write_faults: AtomicU64,
+    pub wp_faults: AtomicU64,
+    pub pmd_maps: AtomicU64,
+    pub pte_maps: AtomicU64,
+    pub zero_maps: AtomicU64,
+    pub fault_allocs: AtomicU64,
+    pub sigbus: AtomicU64,
+    pub deferred: AtomicU64,
+    pub invalidations: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VmStats {
+    /// Faults handled (all kinds).
+    pub faults: u64,
+    /// Faults that were writes to an unpopulated page.
+    pub write_faults: u64,
+    /// Writes to write-protected zero pages.
+    pub wp_faults: u64,
+    /// 2 MiB ranges mapped at once.
+    pub pmd_maps: u64,
+    /// Ranges mapped with 4 KiB entries (one per fault, of one or more pages).
+    pub pte_maps: u64,
+    /// Zero-page installs (holes read through a mapping).
+    pub zero_maps: u64,
+    /// Block allocations made by write faults.
+    pub fault_allocs: u64,
+    /// Accesses past end of file answered with SIGBUS.
+    pub sigbus: u64,
+    /// Faults that had to wait for a truncate and went to the slow worker.
+    pub deferred: u64,
+    /// Ranges unmapped from a mapping by truncate/punch/collapse/insert/zero.
+    pub invalidations: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> VmStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        VmStats {
+            faults: l(&self.faults),
+            write_faults: l(&self.write_faults),
+            wp_faults: l(&self.wp_faults),
+            pmd_maps: l(&self.pmd_maps),
+            pte_maps: l(&self.pte_maps),
+            zero_maps: l(&self.zero_maps),
+            fault_allocs: l(&self.fault_allocs),
+            sigbus: l(&self.sigbus),
+            deferred: l(&self.deferred),
+            invalidations: l(&self.invalidations),
+        }
+    }
+}
+
+pub fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Job {
+    region: Arc<Region>,
+    page: u64,
+    write: bool,
+    wp: bool,
+}
+
+/// The process's fault engine.
+#[derive(Debug)]
+pub struct Engine {
+    pub uffd: Uffd,
+    regions: RwLock<BTreeMap<usize, Arc<Region>>>,
+    slow: std::sync::Mutex<mpsc::Sender<Job>>,
+    pub pages: PageRefs,
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fault at page {}", self.page)
+    }
+}
+
+static ENGINE: OnceLock<Result<Arc<Engine>, String>> = OnceLock::new();
+
+/// Handler threads reading the userfaultfd.
+const HANDLERS: usize = 2;
+
+/// The engine, started on first use.
+pub fn engine() -> Result<&'static Arc<Engine>, String> {
+    ENGINE.get_or_init(start).as_ref().map_err(|e| e.clone())
+}
+
+/// The engine if it has been started.
+pub fn try_engine() -> Option<&'static Arc<Engine>> {
+    ENGINE.get().and_then(|r| r.as_ref().ok())
+}
+
+fn start() -> Result<Arc<Engine>, String> {
+    let uffd = Uffd::open().map_err(|e| format!("userfaultfd: {e}"))?;
+    if uffd.user_mode_only {
+        tracing::warn!(
+            "userfaultfd is user-mode only (vm.unprivileged_userfaultfd=0, not root): a system call \
+             that touches an unpopulated page of a udax mapping fails with EFAULT"
+        );
+    }
+    let (tx, rx) = mpsc::channel::<Job>();
+    let eng = Arc::new(Engine {
+        uffd,
+        regions: RwLock::new(BTreeMap::new()),
+        slow: std::sync::Mutex::new(tx),
+        pages: PageRefs::default(),
+        counters: Counters::default(),
+    });
+    for i in 0..HANDLERS {
+        let e = eng.clone();
+        std::thread::Builder::new()
+            .name(format!("udax-fault-{i}"))
+            .spawn(move || e.handler_loop())
+            .map_err(|e| format!("starting fault handler: {e}"))?;
+    }
+    std::thread::Builder::new()
+        .name("udax-fault-slow".into())
+        .spawn(move || {
+            while let Ok(j) = rx.recv() {
+                let owner = j.region.owner.clone();
+                owner.fault(&j.region, j.page, j.write, j.wp, true);
+            }
+        })
+        .map_err(|e| format!("starting fault worker: {e}"))?;
+    Ok(eng)
+}
+
+impl Engine {
+    fn handler_loop(self: Arc<Self>) {
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: self.uffd.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, count 1.
+            let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+            if r < 0 {
+                continue;
+            }
+            loop {
+                match self.uffd.read() {
+                    Ok(Some(Msg::Fault {
+                        addr, write, wp, ..
+                    })) => self.dispatch(addr, write, wp),
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!("reading userfaultfd: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, addr: usize, write: bool, wp: bool) {
+        bump(&self.counters.faults);
+        let Some(region) = self.region_at(addr) else {
+            // A region being torn down, or a spare placeholder in transit: let
+            // the thread retry (it will find the final state).
+            let _ = self.uffd.wake(addr, 4096);
+            return;
+        };
+        let page = region.page_of(addr);
+        if !region.owner.fault(&region, page, write, wp, false) {
+            bump(&self.counters.deferred);
+            let job = Job {
+                region,
+                page,
+                write,
+                wp,
+            };
+            let tx = self.slow.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = tx.send(job);
+        }
+    }
+
+    /// The region containing `addr`.
+    pub fn region_at(&self, addr: usize) -> Option<Arc<Region>> {
+        let m = self.regions.read();
+        let (_, r) = m.range(..=addr).next_back()?;
+        (addr < r.base + r.len).then(|| r.clone())
+    }
+
+    pub fn add(&self, r: Arc<Region>) {
+        self.regions.write().insert(r.base, r);
+    }
+
+    pub fn remove(&self, base: usize) {
+        self.regions.write().remove(&base);
+    }
+
+    pub fn stats(&self) -> VmStats {
+        self.counters.snapshot()
+    }
+}
+
+/// Does `[addr, addr+len)` overlap a udax mapping of this process?
+pub fn in_mapping(addr: usize, len: usize) -> bool {
+    let Some(e) = try_engine() else { return false };
+    let m = e.regions.read();
+    let end = addr.saturating_add(len);
+    if let Some((_, r)) = m.range(..end).next_back() {
+        return r.base + r.len > addr;
+    }
+    false
+}

@@ -1,0 +1,145 @@
+//! One mapped region: a range of this process's address space that shows a
+//! range of one file, and what is currently installed in each page of it.
+
+use super::space::{self, Prot, PAGE};
+use super::Engine;
+use crate::sync::{Mutex, MutexGuard};
+use rangemap::{RangeMap, RangeSet};
+use std::ops::Range;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+/// What resolves faults for a region: the DAX layer of the file it maps.
+pub trait FaultOwner: Send + Sync + std::fmt::Debug {
+    /// Resolve a fault on file page `page` of `region`, then wake the faulting
+    /// threads. With `block == false` the owner must not sleep on a lock that a
+    /// thread waiting for the engine could hold; it returns `false` instead and
+    /// the fault is retried on the engine's slow worker.
+    fn fault(&self, region: &Arc<Region>, page: u64, write: bool, wp: bool, block: bool) -> bool;
+
+    /// Make stores to pages `pages` of `region` durable (flush + fence).
+    fn flush(&self, region: &Region, pages: Range<u64>) -> std::io::Result<()>;
+}
+
+/// The pages of a region and what each shows. Pages are file page indexes.
+#[derive(Debug, Default)]
+pub struct RegionState {
+    pub prot: Option<Prot>,
+    /// Pages mapped to the device: value = device block - file page.
+    pub dev: RangeMap<u64, i64>,
+    /// Pages showing the (write-protected) zero page.
+    pub zero: RangeSet<u64>,
+    /// Pages past end of file holding a SIGBUS marker.
+    pub beyond_eof: RangeSet<u64>,
+    /// Pages given back by a partial unmap (inaccessible, still reserved).
+    pub gone: RangeSet<u64>,
+    /// Set when the mapping is being torn down.
+    pub dead: bool,
+}
+
+/// A mapped region. Created by the DAX layer, registered with the [`Engine`].
+#[derive(Debug)]
+pub struct Region {
+    pub base: usize,
+    pub len: usize,
+    /// File page shown at `base`.
+    pub first_page: u64,
+    pub private: bool,
+    pub sync: bool,
+    /// The device: fd for mapping ranges, and its page size (2 MiB on hugetlbfs).
+    pub dev_fd: RawFd,
+    pub dev_page: u64,
+    pub owner: Arc<dyn FaultOwner>,
+    pub state: Mutex<RegionState>,
+}
+
+impl Region {
+    pub fn pages(&self) -> Range<u64> {
+        self.first_page..self.first_page + (self.len / PAGE) as u64
+    }
+
+    pub fn addr_of(&self, page: u64) -> usize {
+        self.base + ((page - self.first_page) as usize) * PAGE
+    }
+
+    pub fn page_of(&self, addr: usize) -> u64 {
+        self.first_page + ((addr - self.base) / PAGE) as u64
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, RegionState> {
+        self.state.lock()
+    }
+
+    /// Clip `r` to the region's pages.
+    pub fn clip(&self, r: Range<u64>) -> Range<u64> {
+        let p = self.pages();
+        r.start.max(p.start)..r.end.min(p.end).max(r.start.max(p.start))
+    }
+
+    /// Map device blocks `dev_blk..` at pages `r` (called with the state lock).
+    pub fn map_device(
+        &self,
+        st: &mut RegionState,
+        r: Range<u64>,
+        dev_blk: u64,
+        eng: &Engine,
+    ) -> std::io::Result<()> {
+        let prot = st.prot.unwrap_or(Prot::Read);
+        let n = (r.end - r.start) as usize * PAGE;
+        space::map_device(
+            self.addr_of(r.start),
+            n,
+            self.dev_fd,
+            dev_blk * PAGE as u64,
+            prot,
+            self.private,
+            !self.private,
+        )?;
+        // Pages that held zeros or markers now show the device.
+        st.zero.remove(r.clone());
+        st.beyond_eof.remove(r.clone());
+        // Re-mapping the same block over itself must not take a second reference.
+        let mut fresh = RangeSet::new();
+        fresh.insert(r.clone());
+        for (k, v) in st.dev.overlapping(&r) {
+            if *v == dev_blk as i64 - r.start as i64 {
+                fresh.remove(k.clone());
+            }
+        }
+        for (k, v) in st.dev.overlapping(&r) {
+            let k = k.start.max(r.start)..k.end.min(r.end);
+            if *v != dev_blk as i64 - r.start as i64 {
+                eng.pages.put((k.start as i64 + v) as u64, k.end - k.start);
+            }
+        }
+        for f in fresh.iter() {
+            eng.pages
+                .get(dev_blk + (f.start - r.start), f.end - f.start);
+        }
+        st.dev.insert(r.clone(), dev_blk as i64 - r.start as i64);
+        Ok(())
+    }
+
+    /// Drop the device references of pages `r` from the state (after unmapping).
+    pub fn forget_device(&self, st: &mut RegionState, r: Range<u64>, eng: &Engine) {
+        let runs: Vec<_> = st
+            .dev
+            .overlapping(&r)
+            .map(|(k, v)| (k.start.max(r.start)..k.end.min(r.end), *v))
+            .collect();
+        for (k, v) in runs {
+            eng.pages.put((k.start as i64 + v) as u64, k.end - k.start);
+        }
+        st.dev.remove(r);
+    }
+
+    /// Device block behind page `page`, if mapped.
+    pub fn dev_of(st: &RegionState, page: u64) -> Option<u64> {
+        st.dev.get(&page).map(|v| (page as i64 + v) as u64)
+    }
+
+    /// Does anything sit in pages `r` that an invalidation must remove?
+    pub fn occupied(st: &RegionState, r: &Range<u64>) -> bool {
+        st.dev.overlaps(r) || st.zero.overlaps(r) || st.beyond_eof.overlaps(r)
+    }
+}

@@ -1,0 +1,167 @@
+//! Address-space primitives of the user-space MMU: reserve, place placeholders,
+//! map device ranges over them, swap ranges back to placeholders atomically.
+//!
+//! Every function works on page-aligned ranges that the caller owns (a region
+//! created by [`reserve`] and not yet released); that ownership is what makes the
+//! `MAP_FIXED` calls below sound: they only ever replace udax's own pages.
+#![allow(unsafe_code)]
+
+use super::uffd::Uffd;
+use std::io::{Error, Result};
+use std::os::fd::RawFd;
+
+pub const PAGE: usize = 4096;
+
+/// Protection of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prot {
+    Read,
+    ReadWrite,
+}
+
+impl Prot {
+    fn bits(self) -> libc::c_int {
+        match self {
+            Prot::Read => libc::PROT_READ,
+            Prot::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        }
+    }
+}
+
+fn check(p: *mut libc::c_void) -> Result<usize> {
+    if p == libc::MAP_FAILED {
+        Err(Error::last_os_error())
+    } else {
+        Ok(p as usize)
+    }
+}
+
+/// Reserve `len` bytes of address space such that `addr % align == phase`.
+/// The reservation is inaccessible (`PROT_NONE`) until placeholders go over it.
+pub fn reserve(len: usize, align: usize, phase: usize) -> Result<usize> {
+    let span = len + align;
+    // SAFETY: a fresh anonymous mapping at a kernel-chosen address replaces nothing.
+    let p = check(unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            span,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    })?;
+    let start = p + ((phase + align - p % align) % align);
+    // Give back the slack on both sides.
+    if start > p {
+        // SAFETY: `[p, start)` is part of the reservation just made, unused.
+        unsafe { libc::munmap(p as *mut _, start - p) };
+    }
+    let end = start + len;
+    if p + span > end {
+        // SAFETY: `[end, p+span)` is part of the reservation just made, unused.
+        unsafe { libc::munmap(end as *mut _, p + span - end) };
+    }
+    Ok(start)
+}
+
+/// Put a registered anonymous placeholder over `[addr, addr+len)` of a fresh
+/// reservation (no one can touch it yet, so map-then-register is safe here).
+pub fn place_placeholder(uffd: &Uffd, addr: usize, len: usize, prot: Prot) -> Result<()> {
+    // SAFETY: the range is a reservation owned by the caller and not yet handed
+    // to anyone, so replacing it affects no other memory.
+    check(unsafe {
+        libc::mmap(
+            addr as *mut _,
+            len,
+            prot.bits(),
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    })?;
+    uffd.register(addr, len)
+}
+
+/// Map device bytes `[dev_off, dev_off+len)` at `addr` (replacing what was there,
+/// atomically), shared or private, optionally populating the page tables.
+pub fn map_device(
+    addr: usize,
+    len: usize,
+    fd: RawFd,
+    dev_off: u64,
+    prot: Prot,
+    private: bool,
+    populate: bool,
+) -> Result<()> {
+    let mut flags = libc::MAP_FIXED;
+    flags |= if private {
+        libc::MAP_PRIVATE
+    } else {
+        libc::MAP_SHARED
+    };
+    if populate {
+        flags |= libc::MAP_POPULATE;
+    }
+    // SAFETY: `[addr, addr+len)` belongs to a udax region owned by the caller;
+    // MAP_FIXED replaces only those pages, atomically, with the device range.
+    check(unsafe { libc::mmap(addr as *mut _, len, prot.bits(), flags, fd, dev_off as i64) })?;
+    Ok(())
+}
+
+/// Atomically turn `[addr, addr+len)` back into an empty registered placeholder:
+/// a new placeholder is made and registered at a spare address, then moved over
+/// the target with `mremap` (no instant where the range is unregistered memory).
+/// The uffd's `EVENT_REMAP` means this waits until a handler thread reads the
+/// event, so the caller must not block the handler threads.
+pub fn replace_with_placeholder(uffd: &Uffd, addr: usize, len: usize, prot: Prot) -> Result<()> {
+    let spare = reserve(len, PAGE, 0)?;
+    if let Err(e) = place_placeholder(uffd, spare, len, prot) {
+        unmap(spare, len);
+        return Err(e);
+    }
+    // SAFETY: `spare` is ours (just made); the target range belongs to the
+    // caller's region; MREMAP_FIXED replaces it atomically and frees `spare`.
+    let p = unsafe {
+        libc::mremap(
+            spare as *mut _,
+            len,
+            len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            addr as *mut libc::c_void,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let e = Error::last_os_error();
+        unmap(spare, len);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Drop the pages of an anonymous placeholder range (zero pages, poison
+/// markers): the next access faults to the handler again.
+pub fn discard(addr: usize, len: usize) -> Result<()> {
+    // SAFETY: the range belongs to the caller's region; MADV_DONTNEED on it only
+    // drops page-table entries of udax's own anonymous placeholder pages.
+    if unsafe { libc::madvise(addr as *mut _, len, libc::MADV_DONTNEED) } != 0 {
+        return Err(Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Change the protection of a range of a region.
+pub fn protect(addr: usize, len: usize, prot: Prot) -> Result<()> {
+    // SAFETY: the range belongs to the caller's region.
+    if unsafe { libc::mprotect(addr as *mut _, len, prot.bits()) } != 0 {
+        return Err(Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Release a range of address space.
+pub fn unmap(addr: usize, len: usize) {
+    // SAFETY: the range belongs to the caller's region, which is being released;
+    // nothing of udax refers to it afterwards.
+    unsafe { libc::munmap(addr as *mut _, len) };
+}

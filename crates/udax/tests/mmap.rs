@@ -1,0 +1,460 @@
+//! M1-M7, M12, M14: the DAX mmap core through real page faults (userfaultfd).
+//! Needs userfaultfd for kernel-context faults: run as root (CI does).
+
+use std::sync::Arc;
+use udax::device::{self, Device, OpenOptions as DevOpen};
+use udax::fs::{falloc, File, Fs, MkfsOptions};
+use udax::{MapFlags, Mapping, Prot};
+
+const MB: u64 = 1 << 20;
+
+fn fresh(mib: u64) -> Fs {
+    let dev: Arc<dyn Device> =
+        device::open(&format!("memfd:{mib}M"), &DevOpen::default()).expect("memfd device");
+    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+    Fs::mount(dev).unwrap()
+}
+
+fn map(f: &File, off: u64, len: usize, prot: Prot, flags: MapFlags) -> Mapping {
+    f.mmap(off, len, prot, flags)
+        .expect("mmap (the fault engine needs userfaultfd; run as root)")
+}
+
+fn slice(m: &Mapping) -> &'static mut [u8] {
+    // SAFETY: the mapping outlives every use in these tests (dropped at the end
+    // of each test after the last access); the bytes are plain memory.
+    unsafe { std::slice::from_raw_parts_mut(m.as_ptr(), m.len()) }
+}
+
+fn pipe() -> (i32, i32) {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid 2-int array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[0], fds[1])
+}
+
+/// `read(2)` from a pipe holding `data` into `dst`: the kernel stores into the
+/// mapping inside the system call.
+fn kernel_store(dst: *mut u8, data: &[u8]) -> Result<usize, i32> {
+    let (r, w) = pipe();
+    // SAFETY: writes from a valid slice; reads into `dst`, which the test owns
+    // (a udax mapping) for `data.len()` bytes; both fds are ours and closed.
+    unsafe {
+        assert_eq!(
+            libc::write(w, data.as_ptr().cast(), data.len()),
+            data.len() as isize
+        );
+        let n = libc::read(r, dst.cast(), data.len());
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        libc::close(r);
+        libc::close(w);
+        if n < 0 {
+            Err(e)
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+/// `write(2)` from `src` into a pipe: the kernel loads from the mapping.
+fn kernel_load(src: *const u8, n: usize) -> Result<Vec<u8>, i32> {
+    let (r, w) = pipe();
+    let mut out = vec![0u8; n];
+    // SAFETY: as in kernel_store.
+    unsafe {
+        let k = libc::write(w, src.cast(), n);
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if k >= 0 {
+            libc::read(r, out.as_mut_ptr().cast(), k as usize);
+        }
+        libc::close(r);
+        libc::close(w);
+        if k < 0 {
+            Err(e)
+        } else {
+            out.truncate(k as usize);
+            Ok(out)
+        }
+    }
+}
+
+#[test]
+fn m1_stores_loads_write_at_read_at_and_two_mappings_are_coherent() {
+    let fs = fresh(64);
+    let f = fs.create("/a", 0o644).unwrap();
+    f.write_at(&vec![7u8; 3 * 4096], 0).unwrap();
+    let m1 = map(&f, 0, 3 * 4096, Prot::ReadWrite, MapFlags::SHARED);
+    let m2 = map(&f, 0, 3 * 4096, Prot::ReadWrite, MapFlags::SHARED);
+    let (a, b) = (slice(&m1), slice(&m2));
+    assert!(a.iter().all(|&x| x == 7));
+    a[5000] = 42;
+    assert_eq!(b[5000], 42, "second mapping sees the store at once");
+    let mut buf = [0u8; 1];
+    f.read_at(&mut buf, 5000).unwrap();
+    assert_eq!(buf[0], 42, "read_at sees the store");
+    f.write_at(b"xyz", 9000).unwrap();
+    assert_eq!(&a[9000..9003], b"xyz", "mapping sees write_at");
+    assert_eq!(&b[9000..9003], b"xyz");
+    // Both mappings show the same device block: no copy anywhere.
+    assert_eq!(m1.device_block_of(4096), m2.device_block_of(4096));
+    assert!(m1.device_block_of(4096).is_some());
+}
+
+#[test]
+fn m2_read_fault_on_hole_maps_zero_page_and_allocates_nothing() {
+    let fs = fresh(64);
+    let f = fs.create("/hole", 0o644).unwrap();
+    f.set_len(8 * MB).unwrap();
+    let before = udax::dax::stats();
+    let m = map(&f, 0, 8 << 20, Prot::ReadWrite, MapFlags::SHARED);
+    let s = slice(&m);
+    let sum: u64 = s.iter().step_by(4096).map(|&x| x as u64).sum();
+    assert_eq!(sum, 0);
+    assert_eq!(f.stat().unwrap().blocks, 0, "no block allocated by reads");
+    let after = udax::dax::stats();
+    assert!(after.zero_maps > before.zero_maps);
+    assert_eq!(m.device_block_of(0), None);
+    // The write-protected zero page is not an anonymous page that swallows
+    // stores: a store now allocates and lands on the device.
+    s[4096 * 3 + 1] = 9;
+    let mut b = [0u8; 1];
+    f.read_at(&mut b, 4096 * 3 + 1).unwrap();
+    assert_eq!(b[0], 9);
+    assert!(f.stat().unwrap().blocks > 0);
+}
+
+#[test]
+fn m3_generic_428_store_to_hole_replaces_zero_page_in_every_mapping() {
+    let fs = fresh(64);
+    let f = fs.create("/z", 0o644).unwrap();
+    f.set_len(4 * MB).unwrap();
+    // Unaligned second mapping: 4 KiB entries there, 2 MiB in the first.
+    let m1 = map(&f, 0, 4 << 20, Prot::ReadWrite, MapFlags::SHARED);
+    let m2 = map(
+        &f,
+        4096,
+        (4 << 20) - 4096,
+        Prot::ReadWrite,
+        MapFlags::SHARED,
+    );
+    let (a, b) = (slice(&m1), slice(&m2));
+    assert_eq!(a[8192], 0);
+    assert_eq!(b[8192 - 4096], 0);
+    assert_eq!(a[3 << 20], 0);
+    // Store through the first mapping.
+    a[8192] = 0x5a;
+    assert_eq!(
+        b[8192 - 4096],
+        0x5a,
+        "no stale zero page in the other mapping"
+    );
+    // The kernel stores through the second mapping (read(2) into it).
+    assert_eq!(
+        kernel_store(b[(3 << 20) - 4096..].as_mut_ptr(), b"kernel").unwrap(),
+        6
+    );
+    assert_eq!(&a[3 << 20..(3 << 20) + 6], b"kernel");
+    let mut buf = [0u8; 6];
+    f.read_at(&mut buf, 3 << 20).unwrap();
+    assert_eq!(&buf, b"kernel");
+    // write_at into a hole shown as zeros in both mappings.
+    assert_eq!(a[(1 << 20) + 5], 0);
+    f.write_at(b"W", (1 << 20) + 5).unwrap();
+    assert_eq!(a[(1 << 20) + 5], b'W');
+    assert_eq!(b[(1 << 20) + 5 - 4096], b'W');
+}
+
+#[test]
+fn m3_kernel_write_into_unpopulated_mapped_page_allocates() {
+    let fs = fresh(64);
+    let f = fs.create("/k", 0o644).unwrap();
+    f.set_len(64 * 1024).unwrap();
+    let m = map(&f, 0, 64 * 1024, Prot::ReadWrite, MapFlags::SHARED);
+    let data: Vec<u8> = (0..20000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(kernel_store(m.as_ptr(), &data).unwrap(), data.len());
+    let mut back = vec![0u8; data.len()];
+    f.read_at(&mut back, 0).unwrap();
+    assert_eq!(back, data);
+    // The kernel loads from the mapping too.
+    assert_eq!(kernel_load(m.as_ptr(), data.len()).unwrap(), data);
+}
+
+#[test]
+fn m4_concurrent_faults_on_one_page_allocate_once() {
+    let fs = fresh(64);
+    let f = fs.create("/race", 0o644).unwrap();
+    f.set_len(16 * 4096).unwrap();
+    let free0 = fs.statfs().free_blocks;
+    let maps: Vec<Mapping> = (0..4)
+        .map(|i| {
+            map(
+                &f,
+                0,
+                16 * 4096,
+                Prot::ReadWrite,
+                if i == 3 {
+                    MapFlags::SHARED.sync()
+                } else {
+                    MapFlags::SHARED
+                },
+            )
+        })
+        .collect();
+    let addrs: Vec<usize> = maps.iter().map(|m| m.as_ptr() as usize).collect();
+    std::thread::scope(|s| {
+        for t in 0..8usize {
+            let addrs = &addrs;
+            s.spawn(move || {
+                for page in 0..16usize {
+                    let p = (addrs[t % 4] + page * 4096 + t * 8) as *mut u8;
+                    // SAFETY: inside a live mapping of 16 pages.
+                    unsafe {
+                        if t % 2 == 0 {
+                            p.write_volatile(t as u8 + 1)
+                        } else {
+                            let _ = p.read_volatile();
+                            p.write_volatile(t as u8 + 1)
+                        }
+                    }
+                }
+            });
+        }
+    });
+    for page in 0..16u64 {
+        let mut b = [0u8; 64];
+        f.read_at(&mut b, page * 4096).unwrap();
+        for t in 0..8usize {
+            assert_eq!(
+                b[t * 8],
+                t as u8 + 1,
+                "store of thread {t} to page {page} lost"
+            );
+        }
+        let blk = maps[0].device_block_of(page as usize * 4096);
+        for m in &maps[1..] {
+            assert_eq!(m.device_block_of(page as usize * 4096), blk);
+        }
+    }
+    assert_eq!(
+        f.stat().unwrap().blocks,
+        16 * 8,
+        "exactly one block per page"
+    );
+    assert_eq!(free0 - fs.statfs().free_blocks, 16);
+}
+
+#[test]
+fn m5_kernel_access_beyond_eof_gets_efault() {
+    let fs = fresh(64);
+    let f = fs.create("/eof", 0o644).unwrap();
+    f.write_at(&[1u8; 5000], 0).unwrap(); // two pages (EOF rounded up)
+    let m = map(&f, 0, 4 * 4096, Prot::ReadWrite, MapFlags::SHARED);
+    let s = slice(&m);
+    assert_eq!(s[4999], 1);
+    assert_eq!(s[5000], 0, "the tail of the last page reads zeros");
+    assert_eq!(
+        kernel_store(s[2 * 4096..].as_mut_ptr(), b"x"),
+        Err(libc::EFAULT)
+    );
+    assert_eq!(kernel_load(s[3 * 4096..].as_ptr(), 1), Err(libc::EFAULT));
+    // Growing the file makes the pages accessible again.
+    f.set_len(4 * 4096).unwrap();
+    assert_eq!(kernel_store(s[2 * 4096..].as_mut_ptr(), b"y"), Ok(1));
+    assert_eq!(s[2 * 4096], b'y');
+}
+
+#[test]
+fn m5_truncate_unmaps_cut_range_from_every_mapping() {
+    let fs = fresh(64);
+    let f = fs.create("/t", 0o644).unwrap();
+    f.write_at(&vec![3u8; 4 << 20], 0).unwrap();
+    let m1 = map(&f, 0, 4 << 20, Prot::ReadWrite, MapFlags::SHARED);
+    let m2 = map(&f, 4096, (4 << 20) - 4096, Prot::Read, MapFlags::SHARED);
+    let (a, b) = (slice(&m1), slice(&m2));
+    assert_eq!(a[3 << 20], 3);
+    assert_eq!(b[(3 << 20) - 4096], 3);
+    let blk_before = m1.device_block_of(3 << 20).unwrap();
+    f.set_len(10000).unwrap();
+    assert_eq!(m1.device_block_of(3 << 20), None, "cut range unmapped");
+    assert_eq!(m2.device_block_of((3 << 20) - 4096), None);
+    assert_eq!(kernel_load(a[3 << 20..].as_ptr(), 1), Err(libc::EFAULT));
+    assert_eq!(kernel_load(b[(1 << 20)..].as_ptr(), 1), Err(libc::EFAULT));
+    assert_eq!(a[9999], 3, "kept part still mapped");
+    assert_eq!(a[10000], 0, "tail of the last page zeroed");
+    // The freed block may be reused by another file; the old mappings never see it.
+    let g = fs.create("/other", 0o644).unwrap();
+    g.write_at(&vec![0xEEu8; 4 << 20], 0).unwrap();
+    assert_eq!(kernel_load(a[3 << 20..].as_ptr(), 1), Err(libc::EFAULT));
+    let _ = blk_before;
+    // Extend again: the range is a hole now, reads zeros.
+    f.set_len(4 << 20).unwrap();
+    assert_eq!(a[3 << 20], 0);
+    assert_eq!(b[(3 << 20) - 4096], 0);
+}
+
+#[test]
+fn m6_private_mapping_copies_on_write_and_sees_later_file_changes() {
+    let fs = fresh(64);
+    let f = fs.create("/p", 0o644).unwrap();
+    f.write_at(&vec![1u8; 4 * 4096], 0).unwrap();
+    f.set_len(6 * 4096).unwrap(); // pages 4-5: a hole
+    let p = map(&f, 0, 6 * 4096, Prot::ReadWrite, MapFlags::PRIVATE);
+    let s = slice(&p);
+    assert_eq!(s[0], 1);
+    s[0] = 99; // copy of page 0
+    let mut b = [0u8; 1];
+    f.read_at(&mut b, 0).unwrap();
+    assert_eq!(b[0], 1, "the file is unchanged by a private store");
+    // Page 1 is not copied yet: it follows the file.
+    assert_eq!(s[4096], 1);
+    f.write_at(&[2], 4096).unwrap();
+    assert_eq!(
+        s[4096], 2,
+        "a not-yet-copied private page sees file changes"
+    );
+    f.write_at(&[3], 0).unwrap();
+    assert_eq!(s[0], 99, "a copied page keeps its private data");
+    // Holes: zero page, a private store copies it without allocating.
+    let blocks = f.stat().unwrap().blocks;
+    assert_eq!(s[4 * 4096], 0);
+    s[4 * 4096] = 5;
+    assert_eq!(
+        f.stat().unwrap().blocks,
+        blocks,
+        "private store allocates nothing"
+    );
+    f.read_at(&mut b, 4 * 4096).unwrap();
+    assert_eq!(b[0], 0);
+    // A hole read privately then allocated in the file shows the file's data.
+    assert_eq!(s[5 * 4096], 0);
+    f.write_at(&[8], 5 * 4096).unwrap();
+    assert_eq!(s[5 * 4096], 8);
+    assert_eq!(s[4 * 4096], 5);
+    // Shared mappings never see private stores.
+    let sh = map(&f, 0, 6 * 4096, Prot::Read, MapFlags::SHARED);
+    assert_eq!(slice(&sh)[0], 3);
+}
+
+#[test]
+fn m7_aligned_allocated_range_maps_2m_at_once_unaligned_falls_back_to_4k() {
+    let fs = fresh(64);
+    let f = fs.create("/huge", 0o644).unwrap();
+    f.fallocate(0, 0, 8 * MB).unwrap();
+    let s0 = udax::dax::stats();
+    let m = map(&f, 0, 8 << 20, Prot::ReadWrite, MapFlags::SHARED);
+    let s = slice(&m);
+    for i in (0..s.len()).step_by(4096) {
+        s[i] = 1;
+    }
+    let s1 = udax::dax::stats();
+    assert_eq!(
+        s1.pmd_maps - s0.pmd_maps,
+        4,
+        "four 2 MiB mappings for 8 MiB"
+    );
+    // A mapping at an offset not 2 MiB aligned relative to the device: 4 KiB entries.
+    let u = map(&f, 4096, 2 << 20, Prot::Read, MapFlags::SHARED);
+    let us = slice(&u);
+    let sum: u64 = us.iter().step_by(4096).map(|&x| x as u64).sum();
+    assert_eq!(sum, 512);
+    let s2 = udax::dax::stats();
+    assert_eq!(s2.pmd_maps, s1.pmd_maps + (s2.pmd_maps - s1.pmd_maps));
+    assert!(s2.pte_maps > s1.pte_maps);
+    // Writing one page of a 2 MiB zero entry splits it (only via a 4 KiB fault).
+    let g = fs.create("/split", 0o644).unwrap();
+    g.set_len(4 * MB).unwrap();
+    let big = map(&g, 0, 4 << 20, Prot::ReadWrite, MapFlags::SHARED);
+    let small = map(&g, 4096, 8192, Prot::ReadWrite, MapFlags::SHARED);
+    assert_eq!(slice(&big)[100], 0); // 2 MiB zero entry
+    slice(&small)[0] = 7; // 4 KiB write fault inside it
+    assert_eq!(
+        slice(&big)[4096],
+        7,
+        "big mapping sees the block after the split"
+    );
+    assert_eq!(g.stat().unwrap().blocks, 8, "one 4 KiB block allocated");
+}
+
+#[test]
+fn m12_punch_zero_collapse_insert_unmap_before_changing_extents() {
+    let fs = fresh(64);
+    let f = fs.create("/b", 0o644).unwrap();
+    let data: Vec<u8> = (0..16 * 4096u32).map(|i| (i / 4096) as u8 + 1).collect();
+    f.write_at(&data, 0).unwrap();
+    let m = map(&f, 0, 16 * 4096, Prot::ReadWrite, MapFlags::SHARED);
+    let s = slice(&m);
+    assert_eq!(s[2 * 4096], 3);
+    f.fallocate(falloc::PUNCH_HOLE | falloc::KEEP_SIZE, 2 * 4096, 2 * 4096)
+        .unwrap();
+    assert_eq!(
+        s[2 * 4096],
+        0,
+        "punched range reads zeros through the mapping"
+    );
+    assert_eq!(s[3 * 4096 + 7], 0);
+    s[2 * 4096] = 77; // refault allocates again
+    let mut b = [0u8; 1];
+    f.read_at(&mut b, 2 * 4096).unwrap();
+    assert_eq!(b[0], 77);
+    f.fallocate(falloc::ZERO_RANGE, 5 * 4096, 4096).unwrap();
+    assert_eq!(s[5 * 4096 + 1], 0);
+    f.fallocate(falloc::COLLAPSE_RANGE, 0, 4096).unwrap();
+    assert_eq!(s[0], 2, "collapse shifts what the mapping shows");
+    assert_eq!(s[14 * 4096], 16);
+    assert_eq!(
+        kernel_load(s[15 * 4096..].as_ptr(), 1),
+        Err(libc::EFAULT),
+        "past new EOF"
+    );
+    f.fallocate(falloc::INSERT_RANGE, 0, 4096).unwrap();
+    assert_eq!(s[0], 0);
+    assert_eq!(s[4096], 2);
+}
+
+#[test]
+fn m14_generic_462_kernel_write_into_read_only_mapping_gets_efault() {
+    let fs = fresh(64);
+    let f = fs.create("/ro", 0o644).unwrap();
+    f.write_at(&[4u8; 8192], 0).unwrap();
+    f.set_len(4 * 4096).unwrap();
+    let m = map(&f, 0, 4 * 4096, Prot::Read, MapFlags::SHARED);
+    let s = slice(&m);
+    assert_eq!(s[0], 4);
+    assert_eq!(
+        kernel_store(s.as_mut_ptr(), b"no"),
+        Err(libc::EFAULT),
+        "mapped page"
+    );
+    assert_eq!(
+        kernel_store(s[3 * 4096..].as_mut_ptr(), b"no"),
+        Err(libc::EFAULT),
+        "hole"
+    );
+    assert_eq!(f.stat().unwrap().blocks, 16, "nothing allocated");
+    // A read-only handle cannot make a shared writable mapping.
+    let ro = fs.open("/ro", &udax::fs::OpenOptions::read_only()).unwrap();
+    assert_eq!(
+        ro.mmap(0, 4096, Prot::ReadWrite, MapFlags::SHARED)
+            .unwrap_err()
+            .errno(),
+        libc::EACCES
+    );
+    assert!(ro.mmap(0, 4096, Prot::ReadWrite, MapFlags::PRIVATE).is_ok());
+}
+
+#[test]
+fn m1_generic_647_read_write_with_buffer_in_mapping_of_same_file() {
+    let fs = fresh(64);
+    let f = fs.create("/rw", 0o644).unwrap();
+    f.set_len(1 << 20).unwrap();
+    let m = map(&f, 0, 1 << 20, Prot::ReadWrite, MapFlags::SHARED);
+    let s = slice(&m);
+    // write_at from an unpopulated part of a mapping of the same file.
+    s[0..4].copy_from_slice(b"abcd");
+    assert_eq!(f.write_at(&s[0..65536], 512 * 1024).unwrap(), 65536);
+    assert_eq!(&s[512 * 1024..512 * 1024 + 4], b"abcd");
+    // read_at into an unpopulated part of the mapping (a hole).
+    let n = f.read_at(&mut s[768 * 1024..768 * 1024 + 8192], 0).unwrap();
+    assert_eq!(n, 8192);
+    assert_eq!(&s[768 * 1024..768 * 1024 + 4], b"abcd");
+}
