@@ -105,13 +105,13 @@ fn m2_read_fault_on_hole_maps_zero_page_and_allocates_nothing() {
     let fs = fresh(64);
     let f = fs.create("/hole", 0o644).unwrap();
     f.set_len(8 * MB).unwrap();
-    let before = udax::dax::stats();
+    let before = fs.dax_stats();
     let m = map(&f, 0, 8 << 20, Prot::ReadWrite, MapFlags::SHARED);
     let s = slice(&m);
     let sum: u64 = s.iter().step_by(4096).map(|&x| x as u64).sum();
     assert_eq!(sum, 0);
     assert_eq!(f.stat().unwrap().blocks, 0, "no block allocated by reads");
-    let after = udax::dax::stats();
+    let after = fs.dax_stats();
     assert!(after.zero_maps > before.zero_maps);
     assert_eq!(m.device_block_of(0), None);
     // The write-protected zero page is not an anonymous page that swallows
@@ -330,6 +330,13 @@ fn m6_private_mapping_copies_on_write_and_sees_later_file_changes() {
     f.write_at(&[8], 5 * 4096).unwrap();
     assert_eq!(s[5 * 4096], 8);
     assert_eq!(s[4 * 4096], 5);
+    // Fault-around never maps over a private copy: page 3 was copied, then a
+    // fault on page 2 maps the rest of the extent.
+    let q = map(&f, 0, 4 * 4096, Prot::ReadWrite, MapFlags::PRIVATE);
+    let qs = slice(&q);
+    qs[3 * 4096] = 33; // fault on page 3 maps 3.., then the store copies page 3
+    assert_eq!(qs[2 * 4096], 1); // fault on page 2: window stops at page 3
+    assert_eq!(qs[3 * 4096], 33, "private copy kept");
     // Shared mappings never see private stores.
     let sh = map(&f, 0, 6 * 4096, Prot::Read, MapFlags::SHARED);
     assert_eq!(slice(&sh)[0], 3);
@@ -340,13 +347,13 @@ fn m7_aligned_allocated_range_maps_2m_at_once_unaligned_falls_back_to_4k() {
     let fs = fresh(64);
     let f = fs.create("/huge", 0o644).unwrap();
     f.fallocate(0, 0, 8 * MB).unwrap();
-    let s0 = udax::dax::stats();
+    let s0 = fs.dax_stats();
     let m = map(&f, 0, 8 << 20, Prot::ReadWrite, MapFlags::SHARED);
     let s = slice(&m);
     for i in (0..s.len()).step_by(4096) {
         s[i] = 1;
     }
-    let s1 = udax::dax::stats();
+    let s1 = fs.dax_stats();
     assert_eq!(
         s1.pmd_maps - s0.pmd_maps,
         4,
@@ -357,7 +364,7 @@ fn m7_aligned_allocated_range_maps_2m_at_once_unaligned_falls_back_to_4k() {
     let us = slice(&u);
     let sum: u64 = us.iter().step_by(4096).map(|&x| x as u64).sum();
     assert_eq!(sum, 512);
-    let s2 = udax::dax::stats();
+    let s2 = fs.dax_stats();
     assert_eq!(s2.pmd_maps, s1.pmd_maps + (s2.pmd_maps - s1.pmd_maps));
     assert!(s2.pte_maps > s1.pte_maps);
     // Writing one page of a 2 MiB zero entry splits it (only via a 4 KiB fault).
@@ -457,4 +464,120 @@ fn m1_generic_647_read_write_with_buffer_in_mapping_of_same_file() {
     let n = f.read_at(&mut s[768 * 1024..768 * 1024 + 8192], 0).unwrap();
     assert_eq!(n, 8192);
     assert_eq!(&s[768 * 1024..768 * 1024 + 4], b"abcd");
+}
+
+#[test]
+fn m12_generic_503_io_with_buffer_in_mapping_races_punch_zero_collapse_truncate() {
+    let fs = fresh(128);
+    let f = fs.create("/503", 0o644).unwrap();
+    let size = 1u64 << 20;
+    f.write_at(&vec![0xabu8; size as usize], 0).unwrap();
+    // The I/O buffer: a mapping of the first 64 KiB of the same file, which no
+    // layout change below touches.
+    let m = map(&f, 0, 64 * 1024, Prot::ReadWrite, MapFlags::SHARED);
+    let buf = m.as_ptr() as usize;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (f, stop) = (&f, &stop);
+            s.spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: 64 KiB live mapping, this thread's 16 KiB slice.
+                    let b = unsafe {
+                        std::slice::from_raw_parts_mut((buf + t as usize * 16384) as *mut u8, 16384)
+                    };
+                    let off = 256 * 1024 + (i * 4096 * 7 + t * 65536) % (512 * 1024);
+                    if i % 2 == 0 {
+                        f.write_at(b, off).expect("write_at from a mapped buffer");
+                    } else {
+                        f.read_at(b, off).expect("read_at into a mapped buffer");
+                    }
+                    i += 1;
+                }
+            });
+        }
+        let (f, stop) = (&f, &stop);
+        s.spawn(move || {
+            for round in 0..40u64 {
+                let off = 256 * 1024 + (round % 8) * 32768;
+                f.fallocate(falloc::PUNCH_HOLE | falloc::KEEP_SIZE, off, 16384)
+                    .unwrap();
+                f.fallocate(falloc::ZERO_RANGE | falloc::KEEP_SIZE, off + 4096, 8192)
+                    .unwrap();
+                let len = f.len();
+                if len > 512 * 1024 {
+                    f.fallocate(falloc::COLLAPSE_RANGE, 256 * 1024, 4096)
+                        .unwrap();
+                    f.fallocate(falloc::INSERT_RANGE, 256 * 1024, 4096).unwrap();
+                }
+                f.set_len(300 * 1024).unwrap();
+                f.set_len(size).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    });
+    drop(m);
+    drop(f);
+    let rep = udax::fs::fsck(&**fs.device()).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+}
+
+#[test]
+fn m4_m12_stress_kernel_stores_into_mapping_race_truncate_no_leak() {
+    let fs = fresh(128);
+    let free0 = fs.statfs().free_blocks;
+    let f = fs.create("/s", 0o644).unwrap();
+    let len = 2usize << 20;
+    f.set_len(len as u64).unwrap();
+    let maps: Vec<Mapping> = (0..2)
+        .map(|_| map(&f, 0, len, Prot::ReadWrite, MapFlags::SHARED))
+        .collect();
+    let bases: Vec<usize> = maps.iter().map(|m| m.as_ptr() as usize).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, efault) = (
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+    );
+    std::thread::scope(|s| {
+        for t in 0..3usize {
+            let (bases, stop, ok, efault) = (&bases, &stop, &ok, &efault);
+            s.spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let page = (i * 37 + t * 101) % (len / 4096);
+                    let p = (bases[(i + t) % 2] + page * 4096) as *mut u8;
+                    match kernel_store(p, &[t as u8 + 1; 64]) {
+                        Ok(64) => ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        Err(libc::EFAULT) => {
+                            efault.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        }
+                        other => panic!("kernel store into the mapping: {other:?}"),
+                    };
+                    i += 1;
+                }
+            });
+        }
+        let (f, stop) = (&f, &stop);
+        s.spawn(move || {
+            for round in 0..30u64 {
+                f.set_len((round % 3) * 4096 * 50).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                f.set_len(len as u64).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    });
+    assert!(ok.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    drop(maps);
+    // Every page either holds a store or zeros: never another file's data.
+    let mut all = vec![0u8; len];
+    f.read_at(&mut all, 0).unwrap();
+    assert!(all.iter().all(|&b| b <= 3));
+    drop(f);
+    fs.unlink("/s").unwrap();
+    assert_eq!(fs.statfs().free_blocks, free0, "no block leaked");
+    let rep = udax::fs::fsck(&**fs.device()).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 }

@@ -42,11 +42,12 @@ pub(super) fn handle(
             None => return false,
         }
     };
+    bump(&fs.counters().faults);
     if write {
-        bump(&eng.counters.write_faults);
+        bump(&fs.counters().write_faults);
     }
     if wp {
-        bump(&eng.counters.wp_faults);
+        bump(&fs.counters().wp_faults);
     }
     if let Err(e) = resolve(fs, cell, region, eng, page, write, wp) {
         // As the kernel turns a failed fault (ENOSPC, EIO) into SIGBUS.
@@ -66,6 +67,9 @@ pub(super) fn handle(
 
 fn pmd_eligible(region: &Region, chunk: u64, eof: u64) -> bool {
     let p = region.pages();
+    if region.private && Region::occupied(&region.lock(), &(chunk..chunk + PMD_PAGES)) {
+        return false;
+    }
     chunk >= p.start
         && chunk + PMD_PAGES <= p.end
         && chunk + PMD_PAGES <= eof
@@ -96,7 +100,7 @@ fn resolve(
                 .poison(region.addr_of(page), PAGE, false)
                 .map_err(|e| format!("poison: {e}"))?;
             st.beyond_eof.insert(page..page + 1);
-            bump(&eng.counters.sigbus);
+            bump(&fs.counters().sigbus);
         }
         return Ok(());
     }
@@ -105,6 +109,7 @@ fn resolve(
         let mut st = region.lock();
         if !st.dead {
             st.zero.remove(page..page + 1);
+            st.cow.insert(page..page + 1);
             eng.uffd
                 .writeprotect(region.addr_of(page), PAGE, false, false)
                 .map_err(|e| format!("unprotect: {e}"))?;
@@ -128,12 +133,12 @@ fn resolve(
             // A 4 KiB fault inside a 2 MiB entry.
             if let Some(dev) = l.entry.dev_blk() {
                 let end = (chunk + PMD_PAGES).min(region.pages().end).min(eof);
-                let r = map_pte(region, eng, page..end, dev + (page - chunk));
+                let r = map_pte(fs, region, eng, page..end, dev + (page - chunk));
                 cell.dax.entries.unlock(t, l, l.entry);
                 return r;
             }
             if !store {
-                let r = install_zero(region, eng, page..page + 1);
+                let r = install_zero(fs, region, eng, page..page + 1);
                 cell.dax.entries.unlock(t, l, l.entry);
                 return r;
             }
@@ -193,7 +198,7 @@ fn resolve_locked(
                         if l.entry.is_zero() {
                             zap_zero(cell, span.clone());
                         }
-                        let r = map_range(region, eng, span.clone(), dev_blk, true);
+                        let r = map_range(fs, region, eng, span.clone(), dev_blk, true);
                         match r {
                             Ok(()) => ix.unlock(t, l, Entry::block(dev_blk, true)),
                             Err(_) => ix.remove(t, l),
@@ -217,7 +222,7 @@ fn resolve_locked(
                     .min(chunk + PMD_PAGES)
                     .min(region.pages().end)
                     .min(eof);
-                let r = map_pte(region, eng, page..end, dev_blk);
+                let r = map_pte(fs, region, eng, page..end, dev_blk);
                 match r {
                     Ok(()) => {
                         ix.unlock(t, l, Entry::block(dev_blk, false));
@@ -238,7 +243,7 @@ fn resolve_locked(
                             span.start, span.end
                         ));
                     }
-                    bump(&eng.counters.fault_allocs);
+                    bump(&fs.counters().fault_allocs);
                     allocated = true;
                     continue;
                 }
@@ -252,7 +257,7 @@ fn resolve_locked(
                     ix.remove(t, l);
                     return Ok(Done::RetrySmall);
                 }
-                let r = install_zero(region, eng, span.clone());
+                let r = install_zero(fs, region, eng, span.clone());
                 match r {
                     Ok(()) => ix.unlock(t, l, Entry::zero(pmd)),
                     Err(_) => remove_if_empty(cell, fs, l),
@@ -271,26 +276,52 @@ fn remove_if_empty(cell: &Cell, fs: &Fs, l: Locked) {
     }
 }
 
-fn map_pte(region: &Region, eng: &Engine, r: Range<u64>, dev_blk: u64) -> R<()> {
-    map_range(region, eng, r, dev_blk, false)
+fn map_pte(fs: &Fs, region: &Region, eng: &Engine, r: Range<u64>, dev_blk: u64) -> R<()> {
+    map_range(fs, region, eng, r, dev_blk, false)
 }
 
-fn map_range(region: &Region, eng: &Engine, r: Range<u64>, dev_blk: u64, pmd: bool) -> R<()> {
+fn map_range(
+    fs: &Fs,
+    region: &Region,
+    eng: &Engine,
+    r: Range<u64>,
+    dev_blk: u64,
+    pmd: bool,
+) -> R<()> {
     let mut st = region.lock();
     if st.dead {
         return Ok(());
     }
-    let r = without_gone(&st, r);
-    if r.is_empty() {
-        return Ok(());
+    let mut r = without_gone(&st, r);
+    if region.private {
+        // Never map over pages this private mapping already shows: some may be
+        // its private copies.
+        let first = r.start;
+        if let Some(o) = [
+            st.dev.overlapping(&r).next().map(|(k, _)| k.start),
+            st.zero.overlapping(&r).next().map(|k| k.start),
+            st.cow.overlapping(&r).next().map(|k| k.start),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        {
+            if pmd && o < r.end {
+                return Err("private 2 MiB range already partly mapped".into());
+            }
+            r.end = r.end.min(o.max(first));
+        }
+        if r.is_empty() {
+            return Ok(());
+        }
     }
     region
         .map_device(&mut st, r.clone(), dev_blk, eng)
         .map_err(|e| format!("mapping device block {dev_blk}: {e}"))?;
     bump(if pmd {
-        &eng.counters.pmd_maps
+        &fs.counters().pmd_maps
     } else {
-        &eng.counters.pte_maps
+        &fs.counters().pte_maps
     });
     let _ = eng
         .uffd
@@ -307,7 +338,7 @@ fn without_gone(st: &vm::RegionState, r: Range<u64>) -> Range<u64> {
     }
 }
 
-fn install_zero(region: &Region, eng: &Engine, r: Range<u64>) -> R<()> {
+fn install_zero(fs: &Fs, region: &Region, eng: &Engine, r: Range<u64>) -> R<()> {
     let mut st = region.lock();
     if st.dead {
         return Ok(());
@@ -324,16 +355,17 @@ fn install_zero(region: &Region, eng: &Engine, r: Range<u64>) -> R<()> {
         .writeprotect(addr, n, true, false)
         .map_err(|e| format!("write-protect zero page: {e}"))?;
     st.zero.insert(r);
-    bump(&eng.counters.zero_maps);
+    bump(&fs.counters().zero_maps);
     let _ = eng.uffd.wake(addr, n);
     Ok(())
 }
 
 fn private_zero(region: &Region, eng: &Engine, page: u64) -> R<()> {
-    let st = region.lock();
+    let mut st = region.lock();
     if st.dead || st.gone.contains(&page) {
         return Ok(());
     }
+    st.cow.insert(page..page + 1);
     eng.uffd
         .zeropage(region.addr_of(page), PAGE, false)
         .map_err(|e| format!("zero page: {e}"))

@@ -347,6 +347,7 @@ impl Mapping {
         }
         self.region.forget_device(&mut st, r.clone(), eng);
         st.zero.remove(r.clone());
+        st.cow.remove(r.clone());
         st.beyond_eof.remove(r.clone());
         st.gone.insert(r);
         Ok(())
@@ -456,8 +457,9 @@ pub(crate) fn break_layouts(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> 
         }
         r.forget_device(st, clip.clone(), eng);
         st.zero.remove(clip.clone());
+        st.cow.remove(clip.clone());
         st.beyond_eof.remove(clip);
-        vm::engine::bump(&eng.counters.invalidations);
+        vm::engine::bump(&fs.counters().invalidations);
     }
     let t = fs.waits();
     for k in cell.dax.entries.keys_in(a, b) {

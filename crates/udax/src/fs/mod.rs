@@ -100,6 +100,8 @@ pub(crate) struct Inner {
     pub gid: u32,
     /// Hashed wait queues of the DAX entry locks.
     pub waits: crate::dax::WaitTable,
+    /// Fault counters of this file system's mappings.
+    pub dax_counters: crate::vm::engine::Counters,
 }
 
 /// A mounted file system. Cheap to clone; `Send + Sync`.
@@ -346,6 +348,7 @@ impl Fs {
                 uid: rustix::process::geteuid().as_raw(),
                 gid: rustix::process::getegid().as_raw(),
                 waits: crate::dax::WaitTable::new(256),
+                dax_counters: Default::default(),
             }),
         };
         for ino in orphans {
@@ -423,6 +426,16 @@ impl Fs {
         inner.journal.write_checkpoint(&w.buf, inos.len() as u64)?;
         inner.image_bytes.store(w.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Counters of the mappings of this file system (PMD vs PTE mappings, zero
+    /// pages, allocations by fault, ...).
+    pub fn dax_stats(&self) -> crate::vm::VmStats {
+        self.inner.dax_counters.snapshot()
+    }
+
+    pub(crate) fn counters(&self) -> &crate::vm::engine::Counters {
+        &self.inner.dax_counters
     }
 
     /// The hashed wait queues of the DAX entry locks.

@@ -52,6 +52,9 @@ mod imp {
         pub fn read(&self) -> RwLockReadGuard<'_, T> {
             self.0.read().expect("loom rwlock poisoned")
         }
+        pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
+            self.0.try_read().ok()
+        }
         pub fn write(&self) -> RwLockWriteGuard<'_, T> {
             self.0.write().expect("loom rwlock poisoned")
         }

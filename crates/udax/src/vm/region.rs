@@ -29,6 +29,9 @@ pub struct RegionState {
     pub dev: RangeMap<u64, i64>,
     /// Pages showing the (write-protected) zero page.
     pub zero: RangeSet<u64>,
+    /// Pages of a private mapping the kernel copied (or may copy) on a store to
+    /// a zero page: never mapped over by fault-around.
+    pub cow: RangeSet<u64>,
     /// Pages past end of file holding a SIGBUS marker.
     pub beyond_eof: RangeSet<u64>,
     /// Pages given back by a partial unmap (inaccessible, still reserved).
@@ -140,6 +143,6 @@ impl Region {
 
     /// Does anything sit in pages `r` that an invalidation must remove?
     pub fn occupied(st: &RegionState, r: &Range<u64>) -> bool {
-        st.dev.overlaps(r) || st.zero.overlaps(r) || st.beyond_eof.overlaps(r)
+        st.dev.overlaps(r) || st.zero.overlaps(r) || st.beyond_eof.overlaps(r) || st.cow.overlaps(r)
     }
 }
