@@ -581,3 +581,60 @@ fn m4_m12_stress_kernel_stores_into_mapping_race_truncate_no_leak() {
     let rep = udax::fs::fsck(&**fs.device()).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 }
+
+#[test]
+fn m11_pins_hold_truncate_nowait_is_ebusy_longterm_refused() {
+    let fs = fresh(64);
+    let f = fs.create("/pin", 0o644).unwrap();
+    f.write_at(&vec![1u8; 8 * 4096], 0).unwrap();
+    let m = map(&f, 0, 8 * 4096, Prot::ReadWrite, MapFlags::SHARED);
+    assert_eq!(
+        m.pin_longterm(0, 4096).unwrap_err().errno(),
+        libc::EOPNOTSUPP
+    );
+    let pin = m.pin(4096, 2 * 4096, true).unwrap();
+    assert_eq!(pin.blocks().len(), 2);
+    assert_eq!(f.set_len_nowait(0).unwrap_err().errno(), libc::EBUSY);
+    assert_eq!(
+        f.fallocate_nowait(falloc::PUNCH_HOLE | falloc::KEEP_SIZE, 0, 8192)
+            .unwrap_err()
+            .errno(),
+        libc::EBUSY
+    );
+    // The blocking variant waits for the pin.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            f.set_len(0).unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            !done.load(std::sync::atomic::Ordering::SeqCst),
+            "truncate must wait for the pin"
+        );
+        drop(pin);
+    });
+    assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(f.stat().unwrap().blocks, 0);
+}
+
+#[test]
+fn m13_unmount_with_a_live_mapping_names_it_instead_of_hanging() {
+    let fs = fresh(64);
+    let f = fs.create("/leak", 0o644).unwrap();
+    f.write_at(&[1u8; 4096], 0).unwrap();
+    let m = map(&f, 0, 4096, Prot::Read, MapFlags::SHARED);
+    assert_eq!(slice(&m)[0], 1);
+    let err = fs
+        .clone()
+        .unmount_timeout(std::time::Duration::from_millis(50))
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EBUSY);
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("inode {}", f.ino())), "{msg}");
+    drop(m);
+    drop(f);
+    fs.unmount_timeout(std::time::Duration::from_millis(50))
+        .unwrap();
+}

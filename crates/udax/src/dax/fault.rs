@@ -316,7 +316,7 @@ fn map_range(
         }
     }
     region
-        .map_device(&mut st, r.clone(), dev_blk, eng)
+        .map_device(&mut st, r.clone(), dev_blk)
         .map_err(|e| format!("mapping device block {dev_blk}: {e}"))?;
     bump(if pmd {
         &fs.counters().pmd_maps

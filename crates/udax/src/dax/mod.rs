@@ -215,6 +215,7 @@ impl File {
             dev_fd: dm.fd.as_raw_fd(),
             dev_page,
             owner,
+            refs: fs.page_refs().clone(),
             state: Mutex::new(RegionState {
                 prot: Some(prot),
                 ..Default::default()
@@ -326,7 +327,6 @@ impl Mapping {
     /// load gets SIGSEGV) and stay reserved until the mapping is dropped.
     pub fn unmap_range(&self, off: usize, len: usize) -> Result<()> {
         let r = self.pages_of(off, len)?;
-        let eng = vm::engine().map_err(Error::Busy)?;
         let mut st = self.region.lock();
         let addr = self.region.addr_of(r.start);
         let n = (r.end - r.start) as usize * PAGE;
@@ -345,7 +345,7 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(io(std::io::Error::last_os_error()));
         }
-        self.region.forget_device(&mut st, r.clone(), eng);
+        self.region.forget_device(&mut st, r.clone());
         st.zero.remove(r.clone());
         st.cow.remove(r.clone());
         st.beyond_eof.remove(r.clone());
@@ -353,10 +353,77 @@ impl Mapping {
         Ok(())
     }
 
+    /// Pin `[off, off+len)` for in-flight I/O (the analogue of
+    /// `get_user_pages`): fault the pages in (for writing if `write`) and take a
+    /// reference on each device page behind them. A truncate or punch of the
+    /// range waits until the pin is dropped. Zero pages and private copies have
+    /// no device page and take no reference.
+    pub fn pin(&self, off: usize, len: usize, write: bool) -> Result<Pin<'_>> {
+        let r = self.pages_of(off - off % PAGE, len + off % PAGE)?;
+        if write && !self.region.private && self.region.lock().prot != Some(Prot::ReadWrite) {
+            return Err(Error::Access("pin for writing of a read-only mapping"));
+        }
+        let mut runs = Vec::new();
+        for p in r.clone() {
+            let mapped = Region::dev_of(&self.region.lock(), p).is_some();
+            if !mapped {
+                self.region.owner.fault(
+                    &self.region,
+                    p,
+                    write && !self.region.private,
+                    false,
+                    true,
+                );
+            }
+            let st = self.region.lock();
+            if let Some(b) = Region::dev_of(&st, p) {
+                // Taken under the region lock: a truncate unmaps under the same
+                // lock first, then waits for this reference.
+                self.region.refs.get(b, 1);
+                runs.push(b);
+            }
+        }
+        Ok(Pin {
+            m: self,
+            blocks: runs,
+        })
+    }
+
+    /// A long-term pin (the analogue of `FOLL_LONGTERM`, e.g. an RDMA
+    /// registration) is refused, as the kernel refuses it on fsdax pages: it
+    /// would block truncate indefinitely.
+    pub fn pin_longterm(&self, _off: usize, _len: usize) -> Result<Pin<'_>> {
+        Err(Error::NotSupported(
+            "long-term pins of DAX pages (FOLL_LONGTERM)",
+        ))
+    }
+
     /// Is file page `page` currently mapped to the device in this mapping?
     pub fn device_block_of(&self, off: usize) -> Option<u64> {
         let p = self.region.first_page + (off / PAGE) as u64;
         Region::dev_of(&self.region.lock(), p)
+    }
+}
+
+/// Pinned device pages of a mapping; dropping it unpins them.
+#[derive(Debug)]
+pub struct Pin<'a> {
+    m: &'a Mapping,
+    blocks: Vec<u64>,
+}
+
+impl Pin<'_> {
+    /// Device blocks held by this pin.
+    pub fn blocks(&self) -> &[u64] {
+        &self.blocks
+    }
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        for b in &self.blocks {
+            self.m.region.refs.put(*b, 1);
+        }
     }
 }
 
@@ -367,7 +434,7 @@ impl Drop for Mapping {
         st.dead = true;
         eng.remove(self.region.base);
         let all = self.region.pages();
-        self.region.forget_device(&mut st, all, eng);
+        self.region.forget_device(&mut st, all);
         space::unmap(self.region.base, self.region.len);
         drop(st);
         let me = Arc::as_ptr(&self.region);
@@ -426,7 +493,7 @@ pub(crate) fn after_grow(cell: &Cell, new_size: u64) {
 /// Break layouts (SPEC M12): unmap file pages `[a, b)` from every mapping, drop
 /// their entries, and wait until no page behind them is pinned. The caller holds
 /// the file's invalidate lock exclusively and has not yet changed the extents.
-pub(crate) fn break_layouts(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
+pub(crate) fn break_layouts(fs: &Fs, cell: &Cell, a: u64, b: u64, wait: bool) -> Result<()> {
     if !cell.dax.is_mapped() {
         return Ok(());
     }
@@ -455,7 +522,7 @@ pub(crate) fn break_layouts(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> 
             )
             .map_err(io)?;
         }
-        r.forget_device(st, clip.clone(), eng);
+        r.forget_device(st, clip.clone());
         st.zero.remove(clip.clone());
         st.cow.remove(clip.clone());
         st.beyond_eof.remove(clip);
@@ -468,12 +535,17 @@ pub(crate) fn break_layouts(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> 
         }
     }
     // Pins (in-flight I/O) on the blocks about to be freed.
-    let runs = fs.device_runs(cell, a, b);
-    for (blk, n) in runs {
-        if let Err((busy, count)) = eng.pages.wait_idle(blk, n, PIN_TIMEOUT) {
+    let timeout = if wait { PIN_TIMEOUT } else { Duration::ZERO };
+    for (blk, n) in fs.device_runs(cell, a, b) {
+        if let Err((busy, count)) = fs.page_refs().wait_idle(blk, n, timeout) {
             return Err(Error::Busy(format!(
-                "device block {busy} of inode {} is still pinned ({count} references) after {:?}",
-                cell.ino, PIN_TIMEOUT
+                "device block {busy} of inode {} is pinned ({count} references){}",
+                cell.ino,
+                if wait {
+                    format!(" after waiting {PIN_TIMEOUT:?}")
+                } else {
+                    String::new()
+                }
             )));
         }
     }

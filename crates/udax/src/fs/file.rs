@@ -366,6 +366,16 @@ impl File {
     /// Truncate or extend to `len` bytes. Shrinking frees whole blocks past the new
     /// end and zeroes the rest of the last partial block; growing leaves a hole.
     pub fn set_len(&self, len: u64) -> Result<()> {
+        self.set_len_wait(len, true)
+    }
+
+    /// `set_len` that fails with `Busy` (EBUSY) instead of waiting when a page
+    /// to be cut is pinned (the non-blocking break-layouts variant).
+    pub fn set_len_nowait(&self, len: u64) -> Result<()> {
+        self.set_len_wait(len, false)
+    }
+
+    fn set_len_wait(&self, len: u64, wait: bool) -> Result<()> {
         if !self.write {
             return Err(Error::BadFd);
         }
@@ -376,7 +386,7 @@ impl File {
         let old = self.len();
         if len < old {
             // Pages wholly past the new end raise SIGBUS from now on (SPEC M5).
-            crate::dax::break_layouts(&self.fs, &self.cell, blk_up(len), u64::MAX)?;
+            crate::dax::break_layouts(&self.fs, &self.cell, blk_up(len), u64::MAX, wait)?;
         }
         self.set_len_locked(len)?;
         if len > old {
@@ -425,6 +435,16 @@ impl File {
 
     /// `fallocate(2)` with the Linux mode bits of [`falloc`].
     pub fn fallocate(&self, mode: u32, off: u64, len: u64) -> Result<()> {
+        self.fallocate_wait(mode, off, len, true)
+    }
+
+    /// `fallocate` that fails with `Busy` (EBUSY) instead of waiting for pinned
+    /// pages in a range it would unmap.
+    pub fn fallocate_nowait(&self, mode: u32, off: u64, len: u64) -> Result<()> {
+        self.fallocate_wait(mode, off, len, false)
+    }
+
+    fn fallocate_wait(&self, mode: u32, off: u64, len: u64, wait: bool) -> Result<()> {
         use falloc::*;
         if !self.write {
             return Err(Error::BadFd);
@@ -452,7 +472,7 @@ impl File {
             _ => (blk_up(off), blk(end)),
         };
         if excl != 0 && b1 > b0 {
-            crate::dax::break_layouts(&self.fs, &self.cell, b0, b1)?;
+            crate::dax::break_layouts(&self.fs, &self.cell, b0, b1, wait)?;
         }
         match excl {
             0 => self.allocate_range(off, end, mode & KEEP_SIZE != 0),

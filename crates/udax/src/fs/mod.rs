@@ -102,6 +102,8 @@ pub(crate) struct Inner {
     pub waits: crate::dax::WaitTable,
     /// Fault counters of this file system's mappings.
     pub dax_counters: crate::vm::engine::Counters,
+    /// References on device pages (mappings and pins).
+    pub page_refs: Arc<crate::vm::pages::PageRefs>,
 }
 
 /// A mounted file system. Cheap to clone; `Send + Sync`.
@@ -349,6 +351,7 @@ impl Fs {
                 gid: rustix::process::getegid().as_raw(),
                 waits: crate::dax::WaitTable::new(256),
                 dax_counters: Default::default(),
+                page_refs: Default::default(),
             }),
         };
         for ino in orphans {
@@ -358,8 +361,37 @@ impl Fs {
         Ok(fs)
     }
 
-    /// Checkpoint and release the device.
+    /// Wait until no page is mapped or pinned (SPEC M13), checkpoint, and
+    /// release this handle. After [`crate::dax::PIN_TIMEOUT`] it gives up and
+    /// names what is still busy instead of hanging.
     pub fn unmount(self) -> Result<()> {
+        self.unmount_timeout(crate::dax::PIN_TIMEOUT)
+    }
+
+    /// [`Fs::unmount`] with an explicit wait.
+    pub fn unmount_timeout(self, timeout: std::time::Duration) -> Result<()> {
+        let total = self.inner.dev.len() / BLOCK_SIZE;
+        if let Err((blk, refs)) = self.inner.page_refs.wait_idle(0, total, timeout) {
+            let mapped: Vec<String> = self
+                .inner
+                .table
+                .read()
+                .values()
+                .filter_map(|c| {
+                    let n = c.dax.regions().len();
+                    (n > 0).then(|| format!("inode {} ({n} mappings)", c.ino))
+                })
+                .collect();
+            return Err(Error::Busy(format!(
+                "after {timeout:?}: device block {blk} still has {refs} references (mapped or pinned); \
+                 still mapped: {}",
+                if mapped.is_empty() {
+                    "nothing (a pin leaked)".to_string()
+                } else {
+                    mapped.join(", ")
+                }
+            )));
+        }
         self.checkpoint()
     }
 
@@ -432,6 +464,10 @@ impl Fs {
     /// pages, allocations by fault, ...).
     pub fn dax_stats(&self) -> crate::vm::VmStats {
         self.inner.dax_counters.snapshot()
+    }
+
+    pub(crate) fn page_refs(&self) -> &Arc<crate::vm::pages::PageRefs> {
+        &self.inner.page_refs
     }
 
     pub(crate) fn counters(&self) -> &crate::vm::engine::Counters {

@@ -7,7 +7,6 @@
 //! truncating thread's `mremap` waits for.
 #![allow(unsafe_code)]
 
-use super::pages::PageRefs;
 use super::region::Region;
 use super::uffd::{Msg, Uffd};
 use crate::sync::{AtomicU64, Ordering, RwLock};
@@ -90,7 +89,6 @@ pub struct Engine {
     pub uffd: Uffd,
     regions: RwLock<BTreeMap<usize, Arc<Region>>>,
     slow: std::sync::Mutex<mpsc::Sender<Job>>,
-    pub pages: PageRefs,
     pub counters: Counters,
 }
 
@@ -128,7 +126,6 @@ fn start() -> Result<Arc<Engine>, String> {
         uffd,
         regions: RwLock::new(BTreeMap::new()),
         slow: std::sync::Mutex::new(tx),
-        pages: PageRefs::default(),
         counters: Counters::default(),
     });
     for i in 0..HANDLERS {

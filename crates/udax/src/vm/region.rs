@@ -1,8 +1,8 @@
 //! One mapped region: a range of this process's address space that shows a
 //! range of one file, and what is currently installed in each page of it.
 
+use super::pages::PageRefs;
 use super::space::{self, Prot, PAGE};
-use super::Engine;
 use crate::sync::{Mutex, MutexGuard};
 use rangemap::{RangeMap, RangeSet};
 use std::ops::Range;
@@ -53,6 +53,8 @@ pub struct Region {
     pub dev_fd: RawFd,
     pub dev_page: u64,
     pub owner: Arc<dyn FaultOwner>,
+    /// Reference counts of the device's pages (shared by all regions of a device).
+    pub refs: Arc<PageRefs>,
     pub state: Mutex<RegionState>,
 }
 
@@ -85,7 +87,6 @@ impl Region {
         st: &mut RegionState,
         r: Range<u64>,
         dev_blk: u64,
-        eng: &Engine,
     ) -> std::io::Result<()> {
         let prot = st.prot.unwrap_or(Prot::Read);
         let n = (r.end - r.start) as usize * PAGE;
@@ -112,11 +113,11 @@ impl Region {
         for (k, v) in st.dev.overlapping(&r) {
             let k = k.start.max(r.start)..k.end.min(r.end);
             if *v != dev_blk as i64 - r.start as i64 {
-                eng.pages.put((k.start as i64 + v) as u64, k.end - k.start);
+                self.refs.put((k.start as i64 + v) as u64, k.end - k.start);
             }
         }
         for f in fresh.iter() {
-            eng.pages
+            self.refs
                 .get(dev_blk + (f.start - r.start), f.end - f.start);
         }
         st.dev.insert(r.clone(), dev_blk as i64 - r.start as i64);
@@ -124,14 +125,14 @@ impl Region {
     }
 
     /// Drop the device references of pages `r` from the state (after unmapping).
-    pub fn forget_device(&self, st: &mut RegionState, r: Range<u64>, eng: &Engine) {
+    pub fn forget_device(&self, st: &mut RegionState, r: Range<u64>) {
         let runs: Vec<_> = st
             .dev
             .overlapping(&r)
             .map(|(k, v)| (k.start.max(r.start)..k.end.min(r.end), *v))
             .collect();
         for (k, v) in runs {
-            eng.pages.put((k.start as i64 + v) as u64, k.end - k.start);
+            self.refs.put((k.start as i64 + v) as u64, k.end - k.start);
         }
         st.dev.remove(r);
     }
