@@ -638,3 +638,129 @@ fn m13_unmount_with_a_live_mapping_names_it_instead_of_hanging() {
     fs.unmount_timeout(std::time::Duration::from_millis(50))
         .unwrap();
 }
+
+#[test]
+fn m8_msync_flushes_exactly_the_pages_stored_since_last_sync() {
+    let fs = fresh(64);
+    let f = fs.create("/dirty", 0o644).unwrap();
+    f.fallocate(0, 0, 4 * MB).unwrap();
+    let m = map(&f, 0, 4 << 20, Prot::ReadWrite, MapFlags::SHARED);
+    let s = slice(&m);
+    for i in (0..s.len()).step_by(4096) {
+        let _ = s[i]; // map everything (reads dirty nothing)
+    }
+    let flushed = |fs: &Fs| fs.dax_stats().flushed_pages;
+    m.msync(0, m.len()).unwrap();
+    let base = flushed(&fs);
+    m.msync(0, m.len()).unwrap();
+    assert_eq!(flushed(&fs) - base, 0, "nothing stored, nothing flushed");
+    for p in [3usize, 100, 700, 701] {
+        s[p * 4096 + 17] = 1;
+    }
+    m.msync(0, m.len()).unwrap();
+    assert_eq!(flushed(&fs) - base, 4, "exactly the four stored pages");
+    m.msync(0, m.len()).unwrap();
+    assert_eq!(flushed(&fs) - base, 4, "re-armed: nothing new");
+    // A store after the sync is tracked for the next one, also via fsync; a
+    // store made by the kernel (read(2) into the mapping) counts too.
+    s[5 * 4096] = 2;
+    assert_eq!(kernel_store(s[9 * 4096..].as_mut_ptr(), b"k").unwrap(), 1);
+    f.fsync().unwrap();
+    assert_eq!(flushed(&fs) - base, 6);
+    // msync of a sub-range flushes only what is in it.
+    s[10 * 4096] = 3;
+    s[900 * 4096] = 3;
+    m.msync(0, 512 * 4096).unwrap();
+    assert_eq!(flushed(&fs) - base, 7);
+    m.msync(512 * 4096, 512 * 4096).unwrap();
+    assert_eq!(flushed(&fs) - base, 8);
+}
+
+#[test]
+fn m9_map_sync_store_plus_persist_survives_crash_without_fsync() {
+    use udax::device::{MappedCrashDevice, RamDevice};
+    let dev = Arc::new(MappedCrashDevice::new(64 << 20).unwrap());
+    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev.clone()).unwrap();
+    let f = fs.create("/sync", 0o644).unwrap();
+    f.set_len(8 * 4096).unwrap(); // all holes: the stores allocate by fault
+    let m = map(&f, 0, 8 * 4096, Prot::ReadWrite, MapFlags::SHARED.sync());
+    let s = slice(&m);
+    s[4096..4096 + 11].copy_from_slice(b"synchronous");
+    udax::persist(s[4096..].as_ptr(), 11).unwrap();
+    // Control: a store that is never persisted is lost by the crash.
+    s[3 * 4096..3 * 4096 + 4].copy_from_slice(b"lost");
+    let image = dev.crash_image();
+    drop(m);
+    drop(f);
+    drop(fs);
+    let after: Arc<dyn Device> = Arc::new(RamDevice::from_image(image));
+    let fs = Fs::mount(after).unwrap();
+    let f = fs
+        .open("/sync", &udax::fs::OpenOptions::read_only())
+        .unwrap();
+    let mut b = [0u8; 11];
+    f.read_at(&mut b, 4096).unwrap();
+    assert_eq!(
+        &b, b"synchronous",
+        "block allocation and data durable without fsync"
+    );
+    let mut c = [0u8; 4];
+    f.read_at(&mut c, 3 * 4096).unwrap();
+    assert_eq!(
+        c, [0; 4],
+        "unpersisted store lost (the block itself is allocated and zeroed)"
+    );
+    assert!(udax::fs::fsck(&**fs.device()).unwrap().problems.is_empty());
+}
+
+#[test]
+fn m7_hugetlbfs_device_maps_real_2m_pages() {
+    let require = std::env::var("UDAX_REQUIRE_HUGEPAGES").is_ok_and(|v| v == "1");
+    let dev = match device::open("memfd-huge:32M", &DevOpen::default()) {
+        Ok(d) => d,
+        Err(e) => {
+            assert!(
+                !require,
+                "UDAX_REQUIRE_HUGEPAGES=1 but no huge-page memfd: {e}"
+            );
+            eprintln!("SKIPPED m7_hugetlbfs_device_maps_real_2m_pages: {e}");
+            return;
+        }
+    };
+    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev).unwrap();
+    let f = fs.create("/h", 0o644).unwrap();
+    f.write_at(&vec![5u8; 4 << 20], 0).unwrap();
+    f.set_len(8 * MB).unwrap(); // 4 MiB data, then a 4 MiB hole
+    let m = map(&f, 0, 8 << 20, Prot::ReadWrite, MapFlags::SHARED);
+    let s = slice(&m);
+    assert_eq!(s[1 << 20], 5);
+    assert_eq!(s[3 << 20], 5);
+    s[5 << 20] = 6; // write fault on a hole: allocates 2 MiB
+    let mut b = [0u8; 1];
+    f.read_at(&mut b, 5 << 20).unwrap();
+    assert_eq!(b[0], 6);
+    assert_eq!(fs.dax_stats().pmd_maps, 3);
+    // The kernel backs the mapping with 2 MiB pages.
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let base = m.as_ptr() as usize;
+    let mut found = false;
+    let mut in_ours = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((a, _)) = range.split_once('-') {
+                if let Ok(a) = usize::from_str_radix(a, 16) {
+                    // Device ranges (the hole placeholders are anonymous 4 KiB).
+                    in_ours = a >= base && a < base + m.len() && line.contains("udax");
+                    continue;
+                }
+            }
+        }
+        if in_ours && line.starts_with("KernelPageSize:") {
+            assert!(line.contains("2048 kB"), "{line}");
+            found = true;
+        }
+    }
+    assert!(found, "device ranges of the mapping not found in smaps");
+}

@@ -318,6 +318,9 @@ fn map_range(
     region
         .map_device(&mut st, r.clone(), dev_blk)
         .map_err(|e| format!("mapping device block {dev_blk}: {e}"))?;
+    if !region.private && eng.track(region.addr_of(r.start), (r.end - r.start) as usize * PAGE) {
+        st.tracked.insert(r.clone());
+    }
     bump(if pmd {
         &fs.counters().pmd_maps
     } else {

@@ -110,7 +110,7 @@ impl FaultOwner for Owner {
     }
 
     fn flush(&self, region: &Region, pages: Range<u64>) -> std::io::Result<()> {
-        flush_pages(&self.fs, region, pages)
+        flush_pages(&self.fs, region, pages, false)
             .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
     }
 }
@@ -136,19 +136,59 @@ pub fn persist(ptr: *const u8, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Flush the device ranges behind pages `r` of a region, then fence.
-fn flush_pages(fs: &Fs, region: &Region, r: Range<u64>) -> Result<()> {
+/// Flush the device ranges behind pages `r` of a region, then fence. With
+/// `dirty_only`, pages under dirty tracking are flushed only if written since
+/// the last such flush, and re-armed (SPEC M8: a store racing with this is
+/// either flushed now or seen by the next scan).
+fn flush_pages(fs: &Fs, region: &Region, r: Range<u64>, dirty_only: bool) -> Result<()> {
     let dev = fs.device();
+    let mut flushed = 0u64;
     {
         let st = region.lock();
-        for (k, v) in st.dev.overlapping(&r) {
-            let a = k.start.max(r.start);
-            let b = k.end.min(r.end);
-            let blk = (a as i64 + v) as u64;
-            dev.flush(blk * BLOCK_SIZE, (b - a) * BLOCK_SIZE);
+        let mut todo = rangemap::RangeSet::new();
+        for (k, _) in st.dev.overlapping(&r) {
+            todo.insert(k.start.max(r.start)..k.end.min(r.end));
+        }
+        if dirty_only {
+            let eng = vm::engine().map_err(Error::Busy)?;
+            let tracked: Vec<Range<u64>> = st.tracked.overlapping(&r).cloned().collect();
+            for t in tracked {
+                let t = t.start.max(r.start)..t.end.min(r.end);
+                let (a, n) = (region.addr_of(t.start), (t.end - t.start) as usize * PAGE);
+                if let Some(written) = eng.take_written(a, n) {
+                    todo.remove(t.clone());
+                    for w in written {
+                        let p0 = region.page_of(w.start);
+                        let p1 = region.page_of(w.end - 1) + 1;
+                        todo.insert(p0.max(t.start)..p1.min(t.end));
+                    }
+                }
+            }
+        }
+        for run in todo.iter() {
+            for (k, v) in st.dev.overlapping(run) {
+                let a = k.start.max(run.start);
+                let b = k.end.min(run.end);
+                let blk = (a as i64 + v) as u64;
+                dev.flush(blk * BLOCK_SIZE, (b - a) * BLOCK_SIZE);
+                flushed += b - a;
+            }
         }
     }
+    fs.counters()
+        .flushed_pages
+        .fetch_add(flushed, crate::sync::Ordering::Relaxed);
     dev.fence()?;
+    Ok(())
+}
+
+/// `fsync` of a file: flush what its shared mappings wrote.
+pub(crate) fn sync_mappings(fs: &Fs, cell: &Cell) -> Result<()> {
+    for r in cell.dax.regions() {
+        if !r.private {
+            flush_pages(fs, &r, r.pages(), true)?;
+        }
+    }
     Ok(())
 }
 
@@ -301,7 +341,7 @@ impl Mapping {
         if self.region.private {
             return Ok(());
         }
-        flush_pages(self.file.fs(), &self.region, r)
+        flush_pages(self.file.fs(), &self.region, r, true)
     }
 
     /// Flush and fence the caller's own stores in `[off, off+len)` (any alignment).

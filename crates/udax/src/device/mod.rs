@@ -18,6 +18,7 @@
 //! fence is needed for them).
 
 mod crash;
+mod crash_mapped;
 mod lock;
 mod mapped;
 mod open;
@@ -25,6 +26,7 @@ pub mod persist;
 mod ram;
 
 pub use crash::{CrashDevice, Survivors};
+pub use crash_mapped::MappedCrashDevice;
 pub use mapped::MappedDevice;
 pub use open::{classify, open, parse_size, persistence_of, OpenOptions};
 pub use persist::detect_flush_instr;

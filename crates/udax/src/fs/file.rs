@@ -642,6 +642,7 @@ impl File {
 
     /// Make this file's data and metadata durable.
     pub fn fsync(&self) -> Result<()> {
+        crate::dax::sync_mappings(&self.fs, &self.cell)?;
         self.fs.flush_times(&self.cell)?;
         self.fs.inner.journal.fence()?;
         Ok(())
@@ -649,6 +650,7 @@ impl File {
 
     /// `fdatasync`: data and the metadata needed to read it (always logged at once).
     pub fn sync_data(&self) -> Result<()> {
+        crate::dax::sync_mappings(&self.fs, &self.cell)?;
         self.fs.inner.journal.fence()?;
         Ok(())
     }

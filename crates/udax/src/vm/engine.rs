@@ -27,6 +27,7 @@ pub struct Counters {
     pub sigbus: AtomicU64,
     pub deferred: AtomicU64,
     pub invalidations: AtomicU64,
+    pub flushed_pages: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -52,6 +53,9 @@ pub struct VmStats {
     pub deferred: u64,
     /// Ranges unmapped from a mapping by truncate/punch/collapse/insert/zero.
     pub invalidations: u64,
+    /// Pages flushed by msync/fsync of mappings (only the written ones where
+    /// dirty tracking runs).
+    pub flushed_pages: u64,
 }
 
 impl Counters {
@@ -68,6 +72,7 @@ impl Counters {
             sigbus: l(&self.sigbus),
             deferred: l(&self.deferred),
             invalidations: l(&self.invalidations),
+            flushed_pages: l(&self.flushed_pages),
         }
     }
 }
@@ -87,6 +92,10 @@ struct Job {
 #[derive(Debug)]
 pub struct Engine {
     pub uffd: Uffd,
+    /// WP_ASYNC userfaultfd and `/proc/self/pagemap`, for dirty tracking of
+    /// device mappings (absent on kernels without WP_ASYNC: msync then flushes
+    /// every mapped page of the range).
+    pub dirty: Option<(Uffd, std::fs::File)>,
     regions: RwLock<BTreeMap<usize, Arc<Region>>>,
     slow: std::sync::Mutex<mpsc::Sender<Job>>,
     pub counters: Counters,
@@ -122,8 +131,19 @@ fn start() -> Result<Arc<Engine>, String> {
         );
     }
     let (tx, rx) = mpsc::channel::<Job>();
+    let dirty = match (
+        Uffd::open_dirty_tracker(),
+        std::fs::File::open("/proc/self/pagemap"),
+    ) {
+        (Ok(u), Ok(f)) => Some((u, f)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("no dirty tracking for mappings ({e}): msync flushes every mapped page");
+            None
+        }
+    };
     let eng = Arc::new(Engine {
         uffd,
+        dirty,
         regions: RwLock::new(BTreeMap::new()),
         slow: std::sync::Mutex::new(tx),
         counters: Counters::default(),
@@ -211,6 +231,23 @@ impl Engine {
 
     pub fn remove(&self, base: usize) {
         self.regions.write().remove(&base);
+    }
+
+    /// Start dirty tracking of a freshly mapped device range: register it with
+    /// the WP_ASYNC descriptor and write-protect it (stores before this point
+    /// count as written, which errs on the safe side).
+    pub fn track(&self, addr: usize, len: usize) -> bool {
+        let Some((u, _)) = &self.dirty else {
+            return false;
+        };
+        u.register_wp(addr, len).is_ok() && u.writeprotect(addr, len, true, true).is_ok()
+    }
+
+    /// Written pages of `[addr, addr+len)` since the last scan, re-armed.
+    pub fn take_written(&self, addr: usize, len: usize) -> Option<Vec<std::ops::Range<usize>>> {
+        use std::os::fd::AsRawFd;
+        let (_, pm) = self.dirty.as_ref()?;
+        super::space::scan_written(pm.as_raw_fd(), addr, len).ok()
     }
 
     pub fn stats(&self) -> VmStats {

@@ -34,6 +34,8 @@ pub struct RegionState {
     pub cow: RangeSet<u64>,
     /// Pages past end of file holding a SIGBUS marker.
     pub beyond_eof: RangeSet<u64>,
+    /// Device-mapped pages under WP_ASYNC dirty tracking.
+    pub tracked: RangeSet<u64>,
     /// Pages given back by a partial unmap (inaccessible, still reserved).
     pub gone: RangeSet<u64>,
     /// Set when the mapping is being torn down.
@@ -99,7 +101,9 @@ impl Region {
             self.private,
             !self.private,
         )?;
-        // Pages that held zeros or markers now show the device.
+        // Pages that held zeros or markers now show the device; tracking (if
+        // any) must be armed again by the caller.
+        st.tracked.remove(r.clone());
         st.zero.remove(r.clone());
         st.beyond_eof.remove(r.clone());
         // Re-mapping the same block over itself must not take a second reference.
@@ -134,6 +138,7 @@ impl Region {
         for (k, v) in runs {
             self.refs.put((k.start as i64 + v) as u64, k.end - k.start);
         }
+        st.tracked.remove(r.clone());
         st.dev.remove(r);
     }
 

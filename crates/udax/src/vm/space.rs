@@ -7,6 +7,7 @@
 #![allow(unsafe_code)]
 
 use super::uffd::Uffd;
+use linux_raw_sys::general as g;
 use std::io::{Error, Result};
 use std::os::fd::RawFd;
 
@@ -164,4 +165,60 @@ pub fn unmap(addr: usize, len: usize) {
     // SAFETY: the range belongs to the caller's region, which is being released;
     // nothing of udax refers to it afterwards.
     unsafe { libc::munmap(addr as *mut _, len) };
+}
+
+/// `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: u32 =
+    (3 << 30) | ((size_of::<g::pm_scan_arg>() as u32) << 16) | (0x66 << 8) | 16;
+
+/// Report the pages of `[addr, addr+len)` written since they were last
+/// write-protected (WP_ASYNC tracking), and write-protect them again in the same
+/// walk. `pagemap` is an open `/proc/self/pagemap`. Returns page-aligned ranges.
+pub fn scan_written(
+    pagemap: RawFd,
+    addr: usize,
+    len: usize,
+) -> Result<Vec<std::ops::Range<usize>>> {
+    let mut out = Vec::new();
+    let mut vec = vec![
+        g::page_region {
+            start: 0,
+            end: 0,
+            categories: 0
+        };
+        512
+    ];
+    let end = (addr + len) as u64;
+    let mut at = addr as u64;
+    while at < end {
+        let mut arg = g::pm_scan_arg {
+            size: size_of::<g::pm_scan_arg>() as u64,
+            flags: (g::PM_SCAN_WP_MATCHING | g::PM_SCAN_CHECK_WPASYNC) as u64,
+            start: at,
+            end,
+            walk_end: 0,
+            vec: vec.as_mut_ptr() as u64,
+            vec_len: vec.len() as u64,
+            max_pages: 0,
+            category_inverted: 0,
+            category_mask: g::PAGE_IS_WRITTEN as u64,
+            category_anyof_mask: 0,
+            return_mask: g::PAGE_IS_WRITTEN as u64,
+        };
+        // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len` entries
+        // into `vec`, which holds that many; it only inspects and write-protects
+        // page tables of the caller's own range.
+        let n = unsafe { libc::ioctl(pagemap, PAGEMAP_SCAN as _, &mut arg) };
+        if n < 0 {
+            return Err(Error::last_os_error());
+        }
+        for r in &vec[..n as usize] {
+            out.push(r.start as usize..r.end as usize);
+        }
+        if arg.walk_end <= at {
+            break;
+        }
+        at = arg.walk_end;
+    }
+    Ok(out)
 }

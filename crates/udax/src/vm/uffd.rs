@@ -69,8 +69,23 @@ fn raw_open(flags: u32) -> Result<OwnedFd> {
 }
 
 impl Uffd {
-    /// Open a userfaultfd for this process, non-blocking and close-on-exec.
+    /// Open the fault userfaultfd for this process, non-blocking and close-on-exec.
     pub fn open() -> Result<Uffd> {
+        Self::open_with(WANTED, REQUIRED)
+    }
+
+    /// Open a second userfaultfd in WP_ASYNC mode for dirty tracking of device
+    /// mappings: stores to write-protected pages are resolved by the kernel with
+    /// no message, and PAGEMAP_SCAN reports and re-protects the written pages.
+    pub fn open_dirty_tracker() -> Result<Uffd> {
+        let f = (g::UFFD_FEATURE_WP_ASYNC
+            | g::UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+            | g::UFFD_FEATURE_WP_UNPOPULATED
+            | g::UFFD_FEATURE_PAGEFAULT_FLAG_WP) as u64;
+        Self::open_with(f, f)
+    }
+
+    fn open_with(wanted: u64, required: u64) -> Result<Uffd> {
         let base = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u32;
         let (fd, user_mode_only) = match raw_open(base) {
             Ok(fd) => (fd, false),
@@ -81,18 +96,19 @@ impl Uffd {
         };
         let mut api = g::uffdio_api {
             api: g::UFFD_API as u64,
-            features: WANTED,
+            features: wanted,
             ioctls: 0,
         };
         // SAFETY: UFFDIO_API reads and writes one `uffdio_api`, which `api` is.
         if unsafe { libc::ioctl(fd.as_raw_fd(), io::UFFDIO_API as _, &mut api) } < 0 {
             return Err(Error::last_os_error());
         }
-        if api.features & REQUIRED != REQUIRED {
+        if api.features & required != required {
             return Err(Error::new(
                 std::io::ErrorKind::Unsupported,
                 format!(
-                    "userfaultfd lacks EVENT_REMAP or POISON (features {:#x}); Linux 6.6+ is needed",
+                    "userfaultfd lacks features {:#x} (has {:#x}); Linux 6.7+ is needed",
+                    required & !api.features,
                     api.features
                 ),
             ));
@@ -125,6 +141,16 @@ impl Uffd {
         let mut r = g::uffdio_register {
             range: Self::range(addr, len),
             mode: (g::UFFDIO_REGISTER_MODE_MISSING | g::UFFDIO_REGISTER_MODE_WP) as u64,
+            ioctls: 0,
+        };
+        self.ioctl(io::UFFDIO_REGISTER, &mut r)
+    }
+
+    /// Register a device mapping for write-protect tracking only.
+    pub fn register_wp(&self, addr: usize, len: usize) -> Result<()> {
+        let mut r = g::uffdio_register {
+            range: Self::range(addr, len),
+            mode: g::UFFDIO_REGISTER_MODE_WP as u64,
             ioctls: 0,
         };
         self.ioctl(io::UFFDIO_REGISTER, &mut r)
