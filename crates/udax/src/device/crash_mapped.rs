@@ -35,7 +35,7 @@ impl MappedCrashDevice {
             flush: FlushInstr::None,
             page_size: crate::BLOCK_SIZE,
         };
-        let mem = MappedDevice::map(info.clone(), fd.into(), None)?;
+        let mem = MappedDevice::map(info.clone(), fd, None)?;
         Ok(Self {
             mem,
             info,
