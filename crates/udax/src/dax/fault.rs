@@ -133,7 +133,7 @@ fn resolve(
             // A 4 KiB fault inside a 2 MiB entry.
             if let Some(dev) = l.entry.dev_blk() {
                 let end = (chunk + PMD_PAGES).min(region.pages().end).min(eof);
-                let r = map_pte(fs, region, eng, page..end, dev + (page - chunk));
+                let r = map_pte(fs, region, eng, page..end, dev + (page - chunk), store);
                 cell.dax.entries.unlock(t, l, l.entry);
                 return r;
             }
@@ -198,7 +198,7 @@ fn resolve_locked(
                         if l.entry.is_zero() {
                             zap_zero(cell, span.clone());
                         }
-                        let r = map_range(fs, region, eng, span.clone(), dev_blk, true);
+                        let r = map_range(fs, region, eng, span.clone(), dev_blk, true, store);
                         match r {
                             Ok(()) => ix.unlock(t, l, Entry::block(dev_blk, true)),
                             Err(_) => ix.remove(t, l),
@@ -222,7 +222,7 @@ fn resolve_locked(
                     .min(chunk + PMD_PAGES)
                     .min(region.pages().end)
                     .min(eof);
-                let r = map_pte(fs, region, eng, page..end, dev_blk);
+                let r = map_pte(fs, region, eng, page..end, dev_blk, store);
                 match r {
                     Ok(()) => {
                         ix.unlock(t, l, Entry::block(dev_blk, false));
@@ -276,8 +276,15 @@ fn remove_if_empty(cell: &Cell, fs: &Fs, l: Locked) {
     }
 }
 
-fn map_pte(fs: &Fs, region: &Region, eng: &Engine, r: Range<u64>, dev_blk: u64) -> R<()> {
-    map_range(fs, region, eng, r, dev_blk, false)
+fn map_pte(
+    fs: &Fs,
+    region: &Region,
+    eng: &Engine,
+    r: Range<u64>,
+    dev_blk: u64,
+    store: bool,
+) -> R<()> {
+    map_range(fs, region, eng, r, dev_blk, false, store)
 }
 
 fn map_range(
@@ -287,6 +294,7 @@ fn map_range(
     r: Range<u64>,
     dev_blk: u64,
     pmd: bool,
+    store: bool,
 ) -> R<()> {
     let mut st = region.lock();
     if st.dead {
@@ -318,7 +326,12 @@ fn map_range(
     region
         .map_device(&mut st, r.clone(), dev_blk)
         .map_err(|e| format!("mapping device block {dev_blk}: {e}"))?;
-    if !region.private && eng.track(region.addr_of(r.start), (r.end - r.start) as usize * PAGE) {
+    // Dirty tracking: a range mapped by a read fault starts clean (protected);
+    // one mapped by a store starts counted as written, which spares a
+    // protection fault per page on first write at the price of flushing the
+    // whole range at the next sync.
+    let (a, n) = (region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
+    if !region.private && eng.track(a, n, !store) {
         st.tracked.insert(r.clone());
     }
     bump(if pmd {

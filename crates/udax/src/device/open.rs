@@ -110,15 +110,25 @@ fn info(kind: DeviceKind, path: &str, len: u64) -> DeviceInfo {
 /// Open a device. See the module docs for the spec syntax.
 pub fn open(spec: &str, opts: &OpenOptions) -> Result<Arc<dyn Device>, DeviceError> {
     if let Some(size) = spec.strip_prefix("memfd:") {
-        return open_memfd(spec, parse_size(size)?, false);
+        return open_memfd(spec, parse_size(size)?, false, false);
     }
     if let Some(size) = spec.strip_prefix("memfd-huge:") {
-        return open_memfd(spec, parse_size(size)?, true);
+        return open_memfd(spec, parse_size(size)?, true, false);
+    }
+    if let Some(size) = spec.strip_prefix("pmem-emul:") {
+        return open_memfd(spec, parse_size(size)?, false, true);
     }
     open_path(spec, opts)
 }
 
-fn open_memfd(spec: &str, size: u64, huge: bool) -> Result<Arc<dyn Device>, DeviceError> {
+/// A memfd; with `pmem`, treated as persistent memory (cache-line flushes and
+/// fences really run), to measure what durability costs on pmem.
+fn open_memfd(
+    spec: &str,
+    size: u64,
+    huge: bool,
+    pmem: bool,
+) -> Result<Arc<dyn Device>, DeviceError> {
     let unit = if huge { HUGE_SIZE } else { BLOCK_SIZE };
     if size == 0 || size % unit != 0 {
         return Err(DeviceError::BadSpec {
@@ -148,7 +158,12 @@ fn open_memfd(spec: &str, size: u64, huge: bool) -> Result<Arc<dyn Device>, Devi
             )),
         })?;
     }
-    let d = MappedDevice::map(info(kind, spec, size), fd, None)?;
+    let mut inf = info(kind, spec, size);
+    if pmem {
+        inf.persistence = PersistenceDomain::CpuCache;
+        inf.flush = detect_flush_instr();
+    }
+    let d = MappedDevice::map(inf, fd, None)?;
     Ok(Arc::new(d))
 }
 

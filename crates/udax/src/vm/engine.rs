@@ -234,13 +234,14 @@ impl Engine {
     }
 
     /// Start dirty tracking of a freshly mapped device range: register it with
-    /// the WP_ASYNC descriptor and write-protect it (stores before this point
-    /// count as written, which errs on the safe side).
-    pub fn track(&self, addr: usize, len: usize) -> bool {
+    /// the WP_ASYNC descriptor, and write-protect it if `clean`. Unprotected
+    /// pages count as written (the next sync flushes and arms them).
+    pub fn track(&self, addr: usize, len: usize, clean: bool) -> bool {
         let Some((u, _)) = &self.dirty else {
             return false;
         };
-        u.register_wp(addr, len).is_ok() && u.writeprotect(addr, len, true, true).is_ok()
+        u.register_wp(addr, len).is_ok()
+            && (!clean || u.writeprotect(addr, len, true, true).is_ok())
     }
 
     /// Written pages of `[addr, addr+len)` since the last scan, re-armed.
