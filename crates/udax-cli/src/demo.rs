@@ -90,6 +90,7 @@ pub fn run() -> Result<(), String> {
         "rename + link: /hello.txt has {} links",
         e(fs.stat("/hello.txt"))?.nlink
     );
+    crate::demo_mmap::run(&fs)?;
     drop((f, big, sp));
     e(fs.unmount())?;
     let r = e(fsck(&*dev))?;

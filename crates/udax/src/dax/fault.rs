@@ -138,9 +138,9 @@ fn resolve(
                 return r;
             }
             if !store {
-                let r = install_zero(fs, region, eng, page..page + 1);
+                let r = install_zero(fs, region, eng, page..page + 1, false);
                 cell.dax.entries.unlock(t, l, l.entry);
-                return r;
+                return r.map(|_| ());
             }
             // A store splits a 2 MiB zero/empty entry.
             zap_zero(cell, chunk..chunk + PMD_PAGES);
@@ -218,7 +218,8 @@ fn resolve_locked(
                 if l.entry.is_zero() {
                     zap_zero(cell, page..page + 1);
                 }
-                let end = (page + len)
+                let end = page
+                    .saturating_add(len)
                     .min(chunk + PMD_PAGES)
                     .min(region.pages().end)
                     .min(eof);
@@ -257,9 +258,25 @@ fn resolve_locked(
                     ix.remove(t, l);
                     return Ok(Done::RetrySmall);
                 }
-                let r = install_zero(fs, region, eng, span.clone());
-                match r {
-                    Ok(()) => ix.unlock(t, l, Entry::zero(pmd)),
+                // A 4 KiB fault zero-fills the rest of the hole inside the
+                // 2 MiB chunk at once (fault-around), not page by page.
+                let want = if pmd {
+                    span.clone()
+                } else {
+                    page..page
+                        .saturating_add(len)
+                        .min(chunk + PMD_PAGES)
+                        .min(region.pages().end)
+                        .min(eof)
+                };
+                let r = install_zero(fs, region, eng, want, !pmd);
+                match &r {
+                    Ok(done) => {
+                        ix.unlock(t, l, Entry::zero(pmd));
+                        for p in done.start + 1..done.end {
+                            ix.insert_if_vacant(p, Entry::zero(false));
+                        }
+                    }
                     Err(_) => remove_if_empty(cell, fs, l),
                 }
                 return r.map(|_| Done::Yes);
@@ -354,14 +371,38 @@ fn without_gone(st: &vm::RegionState, r: Range<u64>) -> Range<u64> {
     }
 }
 
-fn install_zero(fs: &Fs, region: &Region, eng: &Engine, r: Range<u64>) -> R<()> {
+/// Map write-protected zero pages at pages `r` (with `clip`, only up to the
+/// first page the region already shows). Returns the pages done.
+fn install_zero(
+    fs: &Fs,
+    region: &Region,
+    eng: &Engine,
+    r: Range<u64>,
+    clip: bool,
+) -> R<Range<u64>> {
     let mut st = region.lock();
     if st.dead {
-        return Ok(());
+        return Ok(r.start..r.start);
     }
-    let r = without_gone(&st, r);
+    let mut r = without_gone(&st, r);
+    if clip {
+        let first = r.start;
+        let next = [
+            st.dev.overlapping(&r).next().map(|(k, _)| k.start),
+            st.zero.overlapping(&r).next().map(|k| k.start),
+            st.cow.overlapping(&r).next().map(|k| k.start),
+            st.beyond_eof.overlapping(&r).next().map(|k| k.start),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|&o| o > first)
+        .min();
+        if let Some(o) = next {
+            r.end = r.end.min(o);
+        }
+    }
     if r.is_empty() {
-        return Ok(());
+        return Ok(r);
     }
     let (addr, n) = (region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
     eng.uffd
@@ -370,10 +411,10 @@ fn install_zero(fs: &Fs, region: &Region, eng: &Engine, r: Range<u64>) -> R<()> 
     eng.uffd
         .writeprotect(addr, n, true, false)
         .map_err(|e| format!("write-protect zero page: {e}"))?;
-    st.zero.insert(r);
+    st.zero.insert(r.clone());
     bump(&fs.counters().zero_maps);
     let _ = eng.uffd.wake(addr, n);
-    Ok(())
+    Ok(r)
 }
 
 fn private_zero(region: &Region, eng: &Engine, page: u64) -> R<()> {

@@ -155,12 +155,20 @@ fn start() -> Result<Arc<Engine>, String> {
             .spawn(move || e.handler_loop())
             .map_err(|e| format!("starting fault handler: {e}"))?;
     }
+    let e2 = eng.clone();
     std::thread::Builder::new()
         .name("udax-fault-slow".into())
         .spawn(move || {
             while let Ok(j) = rx.recv() {
                 let owner = j.region.owner.clone();
-                owner.fault(&j.region, j.page, j.write, j.wp, true);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    owner.fault(&j.region, j.page, j.write, j.wp, true)
+                }));
+                if r.is_err() {
+                    let addr = j.region.addr_of(j.page);
+                    tracing::error!("fault worker panicked at {addr:#x}; raising SIGBUS there");
+                    let _ = e2.uffd.poison(addr, 4096, true);
+                }
             }
         })
         .map_err(|e| format!("starting fault worker: {e}"))?;
@@ -205,7 +213,20 @@ impl Engine {
             return;
         };
         let page = region.page_of(addr);
-        if !region.owner.fault(&region, page, write, wp, false) {
+        // A bug in fault resolution must not kill the handler thread (every
+        // later fault would hang): answer this access with SIGBUS and go on.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            region.owner.fault(&region, page, write, wp, false)
+        }));
+        let handled = match r {
+            Ok(h) => h,
+            Err(_) => {
+                tracing::error!("fault handler panicked at {addr:#x}; raising SIGBUS there");
+                let _ = self.uffd.poison(addr, 4096, true);
+                true
+            }
+        };
+        if !handled {
             bump(&self.counters.deferred);
             let job = Job {
                 region,
