@@ -411,7 +411,10 @@ fn run(cli: Cli) -> AnyResult<()> {
                 None
             };
             if json {
-                let j = serde_json::json!({ "stat": st, "mmap": faults });
+                let mut j = serde_json::to_value(&st).unwrap_or_default();
+                if let (Some(s), Some(o)) = (faults, j.as_object_mut()) {
+                    o.insert("mmap".into(), serde_json::to_value(s).unwrap_or_default());
+                }
                 println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
             } else {
                 if let Some(s) = faults {
