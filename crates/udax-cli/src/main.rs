@@ -411,7 +411,7 @@ fn run(cli: Cli) -> AnyResult<()> {
                 None
             };
             if json {
-                let mut j = serde_json::to_value(&st).unwrap_or_default();
+                let mut j = serde_json::to_value(st).unwrap_or_default();
                 if let (Some(s), Some(o)) = (faults, j.as_object_mut()) {
                     o.insert("mmap".into(), serde_json::to_value(s).unwrap_or_default());
                 }
