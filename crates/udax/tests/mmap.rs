@@ -764,3 +764,57 @@ fn m7_hugetlbfs_device_maps_real_2m_pages() {
     }
     assert!(found, "device ranges of the mapping not found in smaps");
 }
+
+#[test]
+fn m3_store_racing_a_zero_page_read_fault_is_never_lost() {
+    let fs = fresh(64);
+    let f = fs.create("/zr", 0o644).unwrap();
+    let pages = 512usize;
+    f.set_len((pages * 4096) as u64).unwrap();
+    // Unaligned mapping: 4 KiB faults with zero-page fault-around.
+    let m = map(
+        &f,
+        4096,
+        (pages - 1) * 4096,
+        Prot::ReadWrite,
+        MapFlags::SHARED,
+    );
+    let base = m.as_ptr() as usize;
+    let barrier = std::sync::Barrier::new(3);
+    std::thread::scope(|s| {
+        for t in 0..3usize {
+            let barrier = &barrier;
+            s.spawn(move || {
+                for i in 0..(pages - 1) / 4 {
+                    barrier.wait();
+                    let p = (base + i * 4 * 4096 + t * 4096 + 64) as *mut u8;
+                    // SAFETY: inside the live mapping.
+                    unsafe {
+                        if t == 0 {
+                            let _ = p.read_volatile();
+                        } else {
+                            p.write_volatile(t as u8);
+                            p.sub(4096 * t).add(16 * t).write_volatile(t as u8);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    for i in 0..(pages - 1) / 4 {
+        let mut b = [0u8; 4096 * 3];
+        f.read_at(&mut b, 4096 + (i * 4 * 4096) as u64).unwrap();
+        for t in 1..3usize {
+            assert_eq!(
+                b[t * 4096 + 64],
+                t as u8,
+                "store of thread {t} in round {i} lost"
+            );
+            assert_eq!(
+                b[16 * t + 64],
+                t as u8,
+                "store of thread {t} to the read page lost"
+            );
+        }
+    }
+}

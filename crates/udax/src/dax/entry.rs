@@ -321,6 +321,21 @@ impl EntryIndex {
         }
     }
 
+    /// Create a locked empty 4 KiB entry at `idx` if nothing covers it (never
+    /// waits: fault-around only takes what is free).
+    pub fn lock_vacant(&self, idx: u64) -> Option<Locked> {
+        let mut m = self.map.lock();
+        if Self::find(&m, idx).is_some() {
+            return None;
+        }
+        let e = Entry::empty(false);
+        m.insert(idx, e.locked());
+        Some(Locked {
+            index: idx,
+            entry: e,
+        })
+    }
+
     /// Insert an unlocked 4 KiB entry at `idx` if nothing covers it (fault-around).
     pub fn insert_if_vacant(&self, idx: u64, e: Entry) -> bool {
         let mut m = self.map.lock();

@@ -259,8 +259,9 @@ fn resolve_locked(
                     return Ok(Done::RetrySmall);
                 }
                 // A 4 KiB fault zero-fills the rest of the hole inside the
-                // 2 MiB chunk at once (fault-around), not page by page.
-                let want = if pmd {
+                // 2 MiB chunk at once (fault-around), not page by page; the
+                // neighbours' entries are locked too (only vacant ones).
+                let mut want = if pmd {
                     span.clone()
                 } else {
                     page..page
@@ -269,20 +270,108 @@ fn resolve_locked(
                         .min(region.pages().end)
                         .min(eof)
                 };
-                let r = install_zero(fs, region, eng, want, !pmd);
-                match &r {
-                    Ok(done) => {
-                        ix.unlock(t, l, Entry::zero(pmd));
-                        for p in done.start + 1..done.end {
-                            ix.insert_if_vacant(p, Entry::zero(false));
+                let mut extra = Vec::new();
+                for p in want.start + 1..want.end {
+                    if pmd {
+                        break;
+                    }
+                    match ix.lock_vacant(p) {
+                        Some(x) => extra.push(x),
+                        None => {
+                            want.end = p;
+                            break;
                         }
                     }
-                    Err(_) => remove_if_empty(cell, fs, l),
                 }
-                return r.map(|_| Done::Yes);
+                let r = install_zero(fs, region, eng, want, !pmd);
+                let done = match r {
+                    Ok(d) => d,
+                    Err(e) => {
+                        for x in extra {
+                            ix.remove(t, x);
+                        }
+                        remove_if_empty(cell, fs, l);
+                        return Err(e);
+                    }
+                };
+                // A store by another thread between the zero-page install and
+                // its write protection made a private copy: move it to a block.
+                let raced = if region.private {
+                    Vec::new()
+                } else {
+                    eng.non_zero(
+                        region.addr_of(done.start),
+                        (done.end - done.start) as usize * PAGE,
+                    )
+                };
+                let mut rescued = Vec::new();
+                for a in raced {
+                    let (p0, p1) = (region.page_of(a.start), region.page_of(a.end - 1) + 1);
+                    rescue(fs, cell, region, eng, p0..p1)?;
+                    rescued.push(p0..p1);
+                }
+                let kind = |p: u64| -> Entry {
+                    if rescued.iter().any(|r| r.contains(&p)) {
+                        match cell.data.read().map.lookup(p) {
+                            Lookup::Mapped { dev_blk, .. } => Entry::block(dev_blk, false),
+                            Lookup::Hole { .. } => Entry::zero(false),
+                        }
+                    } else {
+                        Entry::zero(pmd && p == l.index)
+                    }
+                };
+                if pmd && !rescued.is_empty() {
+                    // The 2 MiB zero entry no longer describes the chunk.
+                    zap_zero(cell, span.clone());
+                    ix.remove(t, l);
+                } else {
+                    ix.unlock(t, l, kind(l.index));
+                }
+                for x in extra {
+                    if x.index < done.end {
+                        ix.unlock(t, x, kind(x.index));
+                    } else {
+                        ix.remove(t, x);
+                    }
+                }
+                return Ok(Done::Yes);
             }
         }
     }
+}
+
+/// Pages `r` of a shared mapping hold private copies of the zero page made by
+/// a store that raced with their write protection (they are protected now, so
+/// the content is stable): allocate blocks, copy the content, map the blocks.
+fn rescue(fs: &Fs, cell: &Arc<Cell>, region: &Region, eng: &Engine, r: Range<u64>) -> R<()> {
+    let n = (r.end - r.start) as usize * PAGE;
+    let mut buf = vec![0u8; n];
+    // SAFETY: the pages are present, readable and write-protected in this
+    // region, which is alive (its owner is resolving a fault on it).
+    unsafe {
+        std::ptr::copy_nonoverlapping(region.addr_of(r.start) as *const u8, buf.as_mut_ptr(), n)
+    };
+    fs.fault_alloc(cell, r.start, r.end, false)
+        .map_err(|e| format!("allocating for a raced store: {e}"))?;
+    bump(&fs.counters().fault_allocs);
+    let dev = fs.device();
+    let mut p = r.start;
+    while p < r.end {
+        let Lookup::Mapped { dev_blk, len } = cell.data.read().map.lookup(p) else {
+            return Err("raced store: block vanished".into());
+        };
+        let k = len.min(r.end - p);
+        let off = ((p - r.start) as usize) * PAGE;
+        let bytes = &buf[off..off + k as usize * PAGE];
+        dev.write(dev_blk * PAGE as u64, bytes)
+            .map_err(|e| format!("raced store: {e}"))?;
+        dev.flush(dev_blk * PAGE as u64, bytes.len() as u64);
+        zap_zero(cell, p..p + k);
+        map_range(fs, region, eng, p..p + k, dev_blk, false, true)?;
+        p += k;
+    }
+    tracing::debug!("rescued a store that raced with a zero-page install: pages {r:?}");
+    Ok(())
 }
 
 fn remove_if_empty(cell: &Cell, fs: &Fs, l: Locked) {

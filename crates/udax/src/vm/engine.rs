@@ -265,6 +265,17 @@ impl Engine {
             && (!clean || u.writeprotect(addr, len, true, true).is_ok())
     }
 
+    /// Pages of `[addr, addr+len)` holding a private copy instead of the zero page.
+    pub fn non_zero(&self, addr: usize, len: usize) -> Vec<std::ops::Range<usize>> {
+        use std::os::fd::AsRawFd;
+        match &self.dirty {
+            Some((_, pm)) => {
+                super::space::non_zero_pages(pm.as_raw_fd(), addr, len).unwrap_or_default()
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// Written pages of `[addr, addr+len)` since the last scan, re-armed.
     pub fn take_written(&self, addr: usize, len: usize) -> Option<Vec<std::ops::Range<usize>>> {
         use std::os::fd::AsRawFd;

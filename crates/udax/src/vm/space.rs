@@ -171,6 +171,25 @@ pub fn unmap(addr: usize, len: usize) {
 const PAGEMAP_SCAN: u32 =
     (3 << 30) | ((size_of::<g::pm_scan_arg>() as u32) << 16) | (0x66 << 8) | 16;
 
+/// Pages of `[addr, addr+len)` that are present but not the shared zero page
+/// (pure query). Used after installing zero pages to catch a store that raced
+/// in between `UFFDIO_ZEROPAGE` and `UFFDIO_WRITEPROTECT` and made a private copy.
+pub fn non_zero_pages(
+    pagemap: RawFd,
+    addr: usize,
+    len: usize,
+) -> Result<Vec<std::ops::Range<usize>>> {
+    pagemap_query(
+        pagemap,
+        addr,
+        len,
+        0,
+        (g::PAGE_IS_PFNZERO | g::PAGE_IS_PRESENT) as u64,
+        g::PAGE_IS_PFNZERO as u64,
+        g::PAGE_IS_PRESENT as u64,
+    )
+}
+
 /// Report the pages of `[addr, addr+len)` written since they were last
 /// write-protected (WP_ASYNC tracking), and write-protect them again in the same
 /// walk. `pagemap` is an open `/proc/self/pagemap`. Returns page-aligned ranges.
@@ -178,6 +197,26 @@ pub fn scan_written(
     pagemap: RawFd,
     addr: usize,
     len: usize,
+) -> Result<Vec<std::ops::Range<usize>>> {
+    pagemap_query(
+        pagemap,
+        addr,
+        len,
+        (g::PM_SCAN_WP_MATCHING | g::PM_SCAN_CHECK_WPASYNC) as u64,
+        g::PAGE_IS_WRITTEN as u64,
+        0,
+        g::PAGE_IS_WRITTEN as u64,
+    )
+}
+
+fn pagemap_query(
+    pagemap: RawFd,
+    addr: usize,
+    len: usize,
+    flags: u64,
+    mask: u64,
+    inverted: u64,
+    ret: u64,
 ) -> Result<Vec<std::ops::Range<usize>>> {
     let mut out = Vec::new();
     let mut vec = vec![
@@ -193,17 +232,17 @@ pub fn scan_written(
     while at < end {
         let mut arg = g::pm_scan_arg {
             size: size_of::<g::pm_scan_arg>() as u64,
-            flags: (g::PM_SCAN_WP_MATCHING | g::PM_SCAN_CHECK_WPASYNC) as u64,
+            flags,
             start: at,
             end,
             walk_end: 0,
             vec: vec.as_mut_ptr() as u64,
             vec_len: vec.len() as u64,
             max_pages: 0,
-            category_inverted: 0,
-            category_mask: g::PAGE_IS_WRITTEN as u64,
+            category_inverted: inverted,
+            category_mask: mask,
             category_anyof_mask: 0,
-            return_mask: g::PAGE_IS_WRITTEN as u64,
+            return_mask: ret,
         };
         // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len` entries
         // into `vec`, which holds that many; it only inspects and write-protects
@@ -221,4 +260,26 @@ pub fn scan_written(
         at = arg.walk_end;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn non_zero_pages_finds_a_private_copy_among_zero_pages() {
+        let u = Uffd::open().unwrap();
+        let len = 16 * PAGE;
+        let a = reserve(len, PAGE, 0).unwrap();
+        place_placeholder(&u, a, len, Prot::ReadWrite).unwrap();
+        u.zeropage(a, len, true).unwrap();
+        // No protection yet: a store makes a private copy of the zero page.
+        // SAFETY: inside the placeholder just made.
+        unsafe { (a as *mut u8).add(5 * PAGE + 3).write_volatile(1) };
+        let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+        let v = non_zero_pages(pm.as_raw_fd(), a, len).unwrap();
+        assert_eq!(v, vec![a + 5 * PAGE..a + 6 * PAGE]);
+        unmap(a, len);
+    }
 }
