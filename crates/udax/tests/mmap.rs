@@ -78,6 +78,36 @@ fn kernel_load(src: *const u8, n: usize) -> Result<Vec<u8>, i32> {
     }
 }
 
+/// Resident memory (smaps `Rss`) of the VMAs inside a mapping, in KiB. The
+/// shared zero page is not counted, device pages are.
+fn rss_kb(m: &Mapping) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let (base, end) = (m.as_ptr() as usize, m.as_ptr() as usize + m.len());
+    let mut ours = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((a, _)) = range.split_once('-') {
+                if let Ok(a) = usize::from_str_radix(a, 16) {
+                    ours = a >= base && a < end;
+                    continue;
+                }
+            }
+        }
+        if ours {
+            if let Some(v) = line.strip_prefix("Rss:") {
+                total += v
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+    }
+    total
+}
+
 #[test]
 fn m1_stores_loads_write_at_read_at_and_two_mappings_are_coherent() {
     let fs = fresh(64);
@@ -97,7 +127,16 @@ fn m1_stores_loads_write_at_read_at_and_two_mappings_are_coherent() {
     assert_eq!(&b[9000..9003], b"xyz");
     // Both mappings show the same device block: no copy anywhere.
     assert_eq!(m1.device_block_of(4096), m2.device_block_of(4096));
-    assert!(m1.device_block_of(4096).is_some());
+    let blk = m1.device_block_of(4096).unwrap();
+    // The reverse map finds both mappings of that block.
+    let mut owners = fs.mappings_of_block(blk);
+    owners.sort();
+    let mut want = vec![
+        (f.ino(), m1.as_ptr() as usize + 4096),
+        (f.ino(), m2.as_ptr() as usize + 4096),
+    ];
+    want.sort();
+    assert_eq!(owners, want);
 }
 
 #[test]
@@ -111,6 +150,7 @@ fn m2_read_fault_on_hole_maps_zero_page_and_allocates_nothing() {
     let sum: u64 = s.iter().step_by(4096).map(|&x| x as u64).sum();
     assert_eq!(sum, 0);
     assert_eq!(f.stat().unwrap().blocks, 0, "no block allocated by reads");
+    assert_eq!(rss_kb(&m), 0, "zero pages use no memory per page");
     let after = fs.dax_stats();
     assert!(after.zero_maps > before.zero_maps);
     assert_eq!(m.device_block_of(0), None);

@@ -466,6 +466,26 @@ impl Fs {
         self.inner.dax_counters.snapshot()
     }
 
+    /// The reverse map (SPEC: "device block -> every mapping that maps it"):
+    /// `(inode, address)` of each mapping in this process that maps device
+    /// block `dev_blk` right now.
+    pub fn mappings_of_block(&self, dev_blk: u64) -> Vec<(u64, usize)> {
+        let cells: Vec<Arc<Cell>> = self.inner.table.read().values().cloned().collect();
+        let mut out = Vec::new();
+        for c in cells {
+            for r in c.dax.regions() {
+                let st = r.lock();
+                for (k, v) in st.dev.iter() {
+                    let first = (k.start as i64 + v) as u64;
+                    if (first..first + (k.end - k.start)).contains(&dev_blk) {
+                        out.push((c.ino, r.addr_of(k.start + (dev_blk - first))));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub(crate) fn page_refs(&self) -> &Arc<crate::vm::pages::PageRefs> {
         &self.inner.page_refs
     }
