@@ -49,7 +49,13 @@ pub(super) fn handle(
     if wp {
         bump(&fs.counters().wp_faults);
     }
-    if let Err(e) = resolve(fs, cell, region, eng, page, write, wp) {
+    let cx = Cx {
+        fs,
+        cell,
+        region,
+        eng,
+    };
+    if let Err(e) = cx.resolve(page, write, wp) {
         // As the kernel turns a failed fault (ENOSPC, EIO) into SIGBUS.
         tracing::error!(
             "fault at file page {page} of inode {}: {e}; raising SIGBUS",
@@ -76,89 +82,415 @@ fn pmd_eligible(region: &Region, chunk: u64, eof: u64) -> bool {
         && region.addr_of(chunk) % (PMD_PAGES as usize * PAGE) == 0
 }
 
-fn resolve(
-    fs: &Fs,
-    cell: &Arc<Cell>,
-    region: &Arc<Region>,
-    eng: &Engine,
-    page: u64,
-    write: bool,
-    wp: bool,
-) -> R<()> {
-    let eof = {
-        let d = cell.data.read();
-        if d.freed {
-            0
-        } else {
-            d.attr.size.div_ceil(PAGE as u64)
-        }
-    };
-    if page >= eof {
-        let mut st = region.lock();
-        if !st.dead {
-            eng.uffd
-                .poison(region.addr_of(page), PAGE, false)
-                .map_err(|e| format!("poison: {e}"))?;
-            st.beyond_eof.insert(page..page + 1);
-            bump(&fs.counters().sigbus);
-        }
-        return Ok(());
-    }
-    if region.private && wp {
-        // First store to a zero page of a private mapping: let the kernel copy it.
-        let mut st = region.lock();
-        if !st.dead {
-            st.zero.remove(page..page + 1);
-            st.cow.insert(page..page + 1);
-            eng.uffd
-                .writeprotect(region.addr_of(page), PAGE, false, false)
-                .map_err(|e| format!("unprotect: {e}"))?;
-        }
-        return Ok(());
-    }
-    let t = fs.waits();
-    let chunk = page - page % PMD_PAGES;
-    let mut pmd = pmd_eligible(region, chunk, eof);
-    let huge_dev = region.dev_page > PAGE as u64;
-    let store = write || wp;
-    loop {
-        let l = match cell.dax.entries.lock(t, page, pmd) {
-            Ok(l) => l,
-            Err(Conflict::Fallback) => {
-                pmd = false;
-                continue;
+/// What a fault is being resolved in: the file system, the file, the region
+/// and the engine.
+#[derive(Clone, Copy)]
+struct Cx<'a> {
+    fs: &'a Fs,
+    cell: &'a Arc<Cell>,
+    region: &'a Arc<Region>,
+    eng: &'a Engine,
+}
+
+impl Cx<'_> {
+    fn resolve(&self, page: u64, write: bool, wp: bool) -> R<()> {
+        let Cx {
+            fs,
+            cell,
+            region,
+            eng,
+        } = *self;
+        let eof = {
+            let d = cell.data.read();
+            if d.freed {
+                0
+            } else {
+                d.attr.size.div_ceil(PAGE as u64)
             }
         };
-        let l = if l.entry.is_pmd() && !pmd {
-            // A 4 KiB fault inside a 2 MiB entry.
-            if let Some(dev) = l.entry.dev_blk() {
-                let end = (chunk + PMD_PAGES).min(region.pages().end).min(eof);
-                let r = map_pte(fs, region, eng, page..end, dev + (page - chunk), store);
-                cell.dax.entries.unlock(t, l, l.entry);
-                return r;
+        if page >= eof {
+            let mut st = region.lock();
+            if !st.dead {
+                eng.uffd
+                    .poison(region.addr_of(page), PAGE, false)
+                    .map_err(|e| format!("poison: {e}"))?;
+                st.beyond_eof.insert(page..page + 1);
+                bump(&fs.counters().sigbus);
             }
-            if !store {
-                let r = install_zero(fs, region, eng, page..page + 1, false);
-                cell.dax.entries.unlock(t, l, l.entry);
-                return r.map(|_| ());
+            return Ok(());
+        }
+        if region.private && wp {
+            // First store to a zero page of a private mapping: let the kernel copy it.
+            let mut st = region.lock();
+            if !st.dead {
+                st.zero.remove(page..page + 1);
+                st.cow.insert(page..page + 1);
+                eng.uffd
+                    .writeprotect(region.addr_of(page), PAGE, false, false)
+                    .map_err(|e| format!("unprotect: {e}"))?;
             }
-            // A store splits a 2 MiB zero/empty entry.
-            zap_zero(cell, chunk..chunk + PMD_PAGES);
-            cell.dax.entries.downgrade(t, l, page)
-        } else {
-            l
-        };
-        match resolve_locked(fs, cell, region, eng, page, chunk, eof, store, l)? {
-            Done::Yes => return Ok(()),
-            Done::RetrySmall => {
-                if huge_dev {
-                    return Err(
-                        "hugetlbfs device: this range cannot be mapped with 2 MiB pages".into(),
-                    );
+            return Ok(());
+        }
+        let t = fs.waits();
+        let chunk = page - page % PMD_PAGES;
+        let mut pmd = pmd_eligible(region, chunk, eof);
+        let huge_dev = region.dev_page > PAGE as u64;
+        let store = write || wp;
+        loop {
+            let l = match cell.dax.entries.lock(t, page, pmd) {
+                Ok(l) => l,
+                Err(Conflict::Fallback) => {
+                    pmd = false;
+                    continue;
                 }
-                pmd = false;
+            };
+            let l = if l.entry.is_pmd() && !pmd {
+                // A 4 KiB fault inside a 2 MiB entry.
+                if let Some(dev) = l.entry.dev_blk() {
+                    let end = (chunk + PMD_PAGES).min(region.pages().end).min(eof);
+                    let r = self.map_pte(page..end, dev + (page - chunk), store);
+                    cell.dax.entries.unlock(t, l, l.entry);
+                    return r;
+                }
+                if !store {
+                    let r = self.install_zero(page..page + 1, false);
+                    cell.dax.entries.unlock(t, l, l.entry);
+                    return r.map(|_| ());
+                }
+                // A store splits a 2 MiB zero/empty entry.
+                zap_zero(cell, chunk..chunk + PMD_PAGES);
+                cell.dax.entries.downgrade(t, l, page)
+            } else {
+                l
+            };
+            match self.resolve_locked(page, chunk, eof, store, l)? {
+                Done::Yes => return Ok(()),
+                Done::RetrySmall => {
+                    if huge_dev {
+                        return Err(
+                            "hugetlbfs device: this range cannot be mapped with 2 MiB pages".into(),
+                        );
+                    }
+                    pmd = false;
+                }
             }
         }
+    }
+
+    fn resolve_locked(&self, page: u64, chunk: u64, eof: u64, store: bool, l: Locked) -> R<Done> {
+        let Cx {
+            fs,
+            cell,
+            region,
+            eng,
+        } = *self;
+        let t = fs.waits();
+        let ix = &cell.dax.entries;
+        let pmd = l.entry.is_pmd();
+        let span = if pmd {
+            chunk..chunk + PMD_PAGES
+        } else {
+            page..page + 1
+        };
+        let mut allocated = false;
+        loop {
+            let look = cell.data.read().map.lookup(span.start);
+            match look {
+                Lookup::Mapped { dev_blk, len } => {
+                    if pmd {
+                        if len >= PMD_PAGES && dev_blk % PMD_PAGES == 0 {
+                            if l.entry.is_zero() {
+                                zap_zero(cell, span.clone());
+                            }
+                            let r = self.map_range(span.clone(), dev_blk, true, store);
+                            match r {
+                                Ok(()) => ix.unlock(t, l, Entry::block(dev_blk, true)),
+                                Err(_) => ix.remove(t, l),
+                            }
+                            return r.map(|_| Done::Yes);
+                        }
+                        if l.entry.is_zero() {
+                            zap_zero(cell, span.clone());
+                        }
+                        ix.remove(t, l);
+                        return Ok(Done::RetrySmall);
+                    }
+                    if region.dev_page > PAGE as u64 {
+                        ix.remove(t, l);
+                        return Ok(Done::RetrySmall);
+                    }
+                    if l.entry.is_zero() {
+                        zap_zero(cell, page..page + 1);
+                    }
+                    let end = page
+                        .saturating_add(len)
+                        .min(chunk + PMD_PAGES)
+                        .min(region.pages().end)
+                        .min(eof);
+                    let r = self.map_pte(page..end, dev_blk, store);
+                    match r {
+                        Ok(()) => {
+                            ix.unlock(t, l, Entry::block(dev_blk, false));
+                            for p in page + 1..end {
+                                ix.insert_if_vacant(p, Entry::block(dev_blk + (p - page), false));
+                            }
+                        }
+                        Err(_) => ix.remove(t, l),
+                    }
+                    return r.map(|_| Done::Yes);
+                }
+                Lookup::Hole { len } => {
+                    if store && !region.private && !allocated {
+                        if let Err(e) = fs.fault_alloc(cell, span.start, span.end, pmd) {
+                            remove_if_empty(cell, fs, l);
+                            return Err(format!(
+                                "allocating blocks {}..{}: {e}",
+                                span.start, span.end
+                            ));
+                        }
+                        bump(&fs.counters().fault_allocs);
+                        allocated = true;
+                        continue;
+                    }
+                    if store && region.private {
+                        // The kernel copies the zero page on the retried store.
+                        let r = self.private_zero(page);
+                        remove_if_empty(cell, fs, l);
+                        return r.map(|_| Done::Yes);
+                    }
+                    if pmd && len < PMD_PAGES {
+                        ix.remove(t, l);
+                        return Ok(Done::RetrySmall);
+                    }
+                    // A 4 KiB fault zero-fills the rest of the hole inside the
+                    // 2 MiB chunk at once (fault-around), not page by page; the
+                    // neighbours' entries are locked too (only vacant ones).
+                    let mut want = if pmd {
+                        span.clone()
+                    } else {
+                        page..page
+                            .saturating_add(len)
+                            .min(chunk + PMD_PAGES)
+                            .min(region.pages().end)
+                            .min(eof)
+                    };
+                    let mut extra = Vec::new();
+                    for p in want.start + 1..want.end {
+                        if pmd {
+                            break;
+                        }
+                        match ix.lock_vacant(p) {
+                            Some(x) => extra.push(x),
+                            None => {
+                                want.end = p;
+                                break;
+                            }
+                        }
+                    }
+                    let r = self.install_zero(want, !pmd);
+                    let done = match r {
+                        Ok(d) => d,
+                        Err(e) => {
+                            for x in extra {
+                                ix.remove(t, x);
+                            }
+                            remove_if_empty(cell, fs, l);
+                            return Err(e);
+                        }
+                    };
+                    // A store by another thread between the zero-page install and
+                    // its write protection made a private copy: move it to a block.
+                    let raced = if region.private {
+                        Vec::new()
+                    } else {
+                        eng.non_zero(
+                            region.addr_of(done.start),
+                            (done.end - done.start) as usize * PAGE,
+                        )
+                    };
+                    let mut rescued = Vec::new();
+                    for a in raced {
+                        let (p0, p1) = (region.page_of(a.start), region.page_of(a.end - 1) + 1);
+                        self.rescue(p0..p1)?;
+                        rescued.push(p0..p1);
+                    }
+                    let kind = |p: u64| -> Entry {
+                        if rescued.iter().any(|r| r.contains(&p)) {
+                            match cell.data.read().map.lookup(p) {
+                                Lookup::Mapped { dev_blk, .. } => Entry::block(dev_blk, false),
+                                Lookup::Hole { .. } => Entry::zero(false),
+                            }
+                        } else {
+                            Entry::zero(pmd && p == l.index)
+                        }
+                    };
+                    if pmd && !rescued.is_empty() {
+                        // The 2 MiB zero entry no longer describes the chunk.
+                        zap_zero(cell, span.clone());
+                        ix.remove(t, l);
+                    } else {
+                        ix.unlock(t, l, kind(l.index));
+                    }
+                    for x in extra {
+                        if x.index < done.end {
+                            ix.unlock(t, x, kind(x.index));
+                        } else {
+                            ix.remove(t, x);
+                        }
+                    }
+                    return Ok(Done::Yes);
+                }
+            }
+        }
+    }
+
+    /// Pages `r` of a shared mapping hold private copies of the zero page made by
+    /// a store that raced with their write protection (they are protected now, so
+    /// the content is stable): allocate blocks, copy the content, map the blocks.
+    fn rescue(&self, r: Range<u64>) -> R<()> {
+        let Cx {
+            fs, cell, region, ..
+        } = *self;
+        let n = (r.end - r.start) as usize * PAGE;
+        let mut buf = vec![0u8; n];
+        // SAFETY: the pages are present, readable and write-protected in this
+        // region, which is alive (its owner is resolving a fault on it).
+        unsafe {
+            std::ptr::copy_nonoverlapping(region.addr_of(r.start) as *const u8, buf.as_mut_ptr(), n)
+        };
+        fs.fault_alloc(cell, r.start, r.end, false)
+            .map_err(|e| format!("allocating for a raced store: {e}"))?;
+        bump(&fs.counters().fault_allocs);
+        let dev = fs.device();
+        let mut p = r.start;
+        while p < r.end {
+            let Lookup::Mapped { dev_blk, len } = cell.data.read().map.lookup(p) else {
+                return Err("raced store: block vanished".into());
+            };
+            let k = len.min(r.end - p);
+            let off = ((p - r.start) as usize) * PAGE;
+            let bytes = &buf[off..off + k as usize * PAGE];
+            dev.write(dev_blk * PAGE as u64, bytes)
+                .map_err(|e| format!("raced store: {e}"))?;
+            dev.flush(dev_blk * PAGE as u64, bytes.len() as u64);
+            zap_zero(cell, p..p + k);
+            self.map_range(p..p + k, dev_blk, false, true)?;
+            p += k;
+        }
+        tracing::debug!("rescued a store that raced with a zero-page install: pages {r:?}");
+        Ok(())
+    }
+
+    fn map_pte(&self, r: Range<u64>, dev_blk: u64, store: bool) -> R<()> {
+        self.map_range(r, dev_blk, false, store)
+    }
+
+    fn map_range(&self, r: Range<u64>, dev_blk: u64, pmd: bool, store: bool) -> R<()> {
+        let Cx {
+            fs, region, eng, ..
+        } = *self;
+        let mut st = region.lock();
+        if st.dead {
+            return Ok(());
+        }
+        let mut r = without_gone(&st, r);
+        if region.private {
+            // Never map over pages this private mapping already shows: some may be
+            // its private copies.
+            let first = r.start;
+            if let Some(o) = [
+                st.dev.overlapping(&r).next().map(|(k, _)| k.start),
+                st.zero.overlapping(&r).next().map(|k| k.start),
+                st.cow.overlapping(&r).next().map(|k| k.start),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            {
+                if pmd && o < r.end {
+                    return Err("private 2 MiB range already partly mapped".into());
+                }
+                r.end = r.end.min(o.max(first));
+            }
+            if r.is_empty() {
+                return Ok(());
+            }
+        }
+        region
+            .map_device(&mut st, r.clone(), dev_blk)
+            .map_err(|e| format!("mapping device block {dev_blk}: {e}"))?;
+        // Dirty tracking: a range mapped by a read fault starts clean (protected);
+        // one mapped by a store starts counted as written, which spares a
+        // protection fault per page on first write at the price of flushing the
+        // whole range at the next sync.
+        let (a, n) = (region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
+        if !region.private && eng.track(a, n, !store) {
+            st.tracked.insert(r.clone());
+        }
+        bump(if pmd {
+            &fs.counters().pmd_maps
+        } else {
+            &fs.counters().pte_maps
+        });
+        let _ = eng
+            .uffd
+            .wake(region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
+        Ok(())
+    }
+
+    /// Map write-protected zero pages at pages `r` (with `clip`, only up to the
+    /// first page the region already shows). Returns the pages done.
+    fn install_zero(&self, r: Range<u64>, clip: bool) -> R<Range<u64>> {
+        let Cx {
+            fs, region, eng, ..
+        } = *self;
+        let mut st = region.lock();
+        if st.dead {
+            return Ok(r.start..r.start);
+        }
+        let mut r = without_gone(&st, r);
+        if clip {
+            let first = r.start;
+            let next = [
+                st.dev.overlapping(&r).next().map(|(k, _)| k.start),
+                st.zero.overlapping(&r).next().map(|k| k.start),
+                st.cow.overlapping(&r).next().map(|k| k.start),
+                st.beyond_eof.overlapping(&r).next().map(|k| k.start),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|&o| o > first)
+            .min();
+            if let Some(o) = next {
+                r.end = r.end.min(o);
+            }
+        }
+        if r.is_empty() {
+            return Ok(r);
+        }
+        let (addr, n) = (region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
+        eng.uffd
+            .zeropage(addr, n, false)
+            .map_err(|e| format!("zero page: {e}"))?;
+        eng.uffd
+            .writeprotect(addr, n, true, false)
+            .map_err(|e| format!("write-protect zero page: {e}"))?;
+        st.zero.insert(r.clone());
+        bump(&fs.counters().zero_maps);
+        let _ = eng.uffd.wake(addr, n);
+        Ok(r)
+    }
+
+    fn private_zero(&self, page: u64) -> R<()> {
+        let Cx { region, eng, .. } = *self;
+        let mut st = region.lock();
+        if st.dead || st.gone.contains(&page) {
+            return Ok(());
+        }
+        st.cow.insert(page..page + 1);
+        eng.uffd
+            .zeropage(region.addr_of(page), PAGE, false)
+            .map_err(|e| format!("zero page: {e}"))
     }
 }
 
@@ -166,212 +498,6 @@ enum Done {
     Yes,
     /// The 2 MiB attempt was abandoned (entry removed): retry with 4 KiB.
     RetrySmall,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn resolve_locked(
-    fs: &Fs,
-    cell: &Arc<Cell>,
-    region: &Arc<Region>,
-    eng: &Engine,
-    page: u64,
-    chunk: u64,
-    eof: u64,
-    store: bool,
-    l: Locked,
-) -> R<Done> {
-    let t = fs.waits();
-    let ix = &cell.dax.entries;
-    let pmd = l.entry.is_pmd();
-    let span = if pmd {
-        chunk..chunk + PMD_PAGES
-    } else {
-        page..page + 1
-    };
-    let mut allocated = false;
-    loop {
-        let look = cell.data.read().map.lookup(span.start);
-        match look {
-            Lookup::Mapped { dev_blk, len } => {
-                if pmd {
-                    if len >= PMD_PAGES && dev_blk % PMD_PAGES == 0 {
-                        if l.entry.is_zero() {
-                            zap_zero(cell, span.clone());
-                        }
-                        let r = map_range(fs, region, eng, span.clone(), dev_blk, true, store);
-                        match r {
-                            Ok(()) => ix.unlock(t, l, Entry::block(dev_blk, true)),
-                            Err(_) => ix.remove(t, l),
-                        }
-                        return r.map(|_| Done::Yes);
-                    }
-                    if l.entry.is_zero() {
-                        zap_zero(cell, span.clone());
-                    }
-                    ix.remove(t, l);
-                    return Ok(Done::RetrySmall);
-                }
-                if region.dev_page > PAGE as u64 {
-                    ix.remove(t, l);
-                    return Ok(Done::RetrySmall);
-                }
-                if l.entry.is_zero() {
-                    zap_zero(cell, page..page + 1);
-                }
-                let end = page
-                    .saturating_add(len)
-                    .min(chunk + PMD_PAGES)
-                    .min(region.pages().end)
-                    .min(eof);
-                let r = map_pte(fs, region, eng, page..end, dev_blk, store);
-                match r {
-                    Ok(()) => {
-                        ix.unlock(t, l, Entry::block(dev_blk, false));
-                        for p in page + 1..end {
-                            ix.insert_if_vacant(p, Entry::block(dev_blk + (p - page), false));
-                        }
-                    }
-                    Err(_) => ix.remove(t, l),
-                }
-                return r.map(|_| Done::Yes);
-            }
-            Lookup::Hole { len } => {
-                if store && !region.private && !allocated {
-                    if let Err(e) = fs.fault_alloc(cell, span.start, span.end, pmd) {
-                        remove_if_empty(cell, fs, l);
-                        return Err(format!(
-                            "allocating blocks {}..{}: {e}",
-                            span.start, span.end
-                        ));
-                    }
-                    bump(&fs.counters().fault_allocs);
-                    allocated = true;
-                    continue;
-                }
-                if store && region.private {
-                    // The kernel copies the zero page on the retried store.
-                    let r = private_zero(region, eng, page);
-                    remove_if_empty(cell, fs, l);
-                    return r.map(|_| Done::Yes);
-                }
-                if pmd && len < PMD_PAGES {
-                    ix.remove(t, l);
-                    return Ok(Done::RetrySmall);
-                }
-                // A 4 KiB fault zero-fills the rest of the hole inside the
-                // 2 MiB chunk at once (fault-around), not page by page; the
-                // neighbours' entries are locked too (only vacant ones).
-                let mut want = if pmd {
-                    span.clone()
-                } else {
-                    page..page
-                        .saturating_add(len)
-                        .min(chunk + PMD_PAGES)
-                        .min(region.pages().end)
-                        .min(eof)
-                };
-                let mut extra = Vec::new();
-                for p in want.start + 1..want.end {
-                    if pmd {
-                        break;
-                    }
-                    match ix.lock_vacant(p) {
-                        Some(x) => extra.push(x),
-                        None => {
-                            want.end = p;
-                            break;
-                        }
-                    }
-                }
-                let r = install_zero(fs, region, eng, want, !pmd);
-                let done = match r {
-                    Ok(d) => d,
-                    Err(e) => {
-                        for x in extra {
-                            ix.remove(t, x);
-                        }
-                        remove_if_empty(cell, fs, l);
-                        return Err(e);
-                    }
-                };
-                // A store by another thread between the zero-page install and
-                // its write protection made a private copy: move it to a block.
-                let raced = if region.private {
-                    Vec::new()
-                } else {
-                    eng.non_zero(
-                        region.addr_of(done.start),
-                        (done.end - done.start) as usize * PAGE,
-                    )
-                };
-                let mut rescued = Vec::new();
-                for a in raced {
-                    let (p0, p1) = (region.page_of(a.start), region.page_of(a.end - 1) + 1);
-                    rescue(fs, cell, region, eng, p0..p1)?;
-                    rescued.push(p0..p1);
-                }
-                let kind = |p: u64| -> Entry {
-                    if rescued.iter().any(|r| r.contains(&p)) {
-                        match cell.data.read().map.lookup(p) {
-                            Lookup::Mapped { dev_blk, .. } => Entry::block(dev_blk, false),
-                            Lookup::Hole { .. } => Entry::zero(false),
-                        }
-                    } else {
-                        Entry::zero(pmd && p == l.index)
-                    }
-                };
-                if pmd && !rescued.is_empty() {
-                    // The 2 MiB zero entry no longer describes the chunk.
-                    zap_zero(cell, span.clone());
-                    ix.remove(t, l);
-                } else {
-                    ix.unlock(t, l, kind(l.index));
-                }
-                for x in extra {
-                    if x.index < done.end {
-                        ix.unlock(t, x, kind(x.index));
-                    } else {
-                        ix.remove(t, x);
-                    }
-                }
-                return Ok(Done::Yes);
-            }
-        }
-    }
-}
-
-/// Pages `r` of a shared mapping hold private copies of the zero page made by
-/// a store that raced with their write protection (they are protected now, so
-/// the content is stable): allocate blocks, copy the content, map the blocks.
-fn rescue(fs: &Fs, cell: &Arc<Cell>, region: &Region, eng: &Engine, r: Range<u64>) -> R<()> {
-    let n = (r.end - r.start) as usize * PAGE;
-    let mut buf = vec![0u8; n];
-    // SAFETY: the pages are present, readable and write-protected in this
-    // region, which is alive (its owner is resolving a fault on it).
-    unsafe {
-        std::ptr::copy_nonoverlapping(region.addr_of(r.start) as *const u8, buf.as_mut_ptr(), n)
-    };
-    fs.fault_alloc(cell, r.start, r.end, false)
-        .map_err(|e| format!("allocating for a raced store: {e}"))?;
-    bump(&fs.counters().fault_allocs);
-    let dev = fs.device();
-    let mut p = r.start;
-    while p < r.end {
-        let Lookup::Mapped { dev_blk, len } = cell.data.read().map.lookup(p) else {
-            return Err("raced store: block vanished".into());
-        };
-        let k = len.min(r.end - p);
-        let off = ((p - r.start) as usize) * PAGE;
-        let bytes = &buf[off..off + k as usize * PAGE];
-        dev.write(dev_blk * PAGE as u64, bytes)
-            .map_err(|e| format!("raced store: {e}"))?;
-        dev.flush(dev_blk * PAGE as u64, bytes.len() as u64);
-        zap_zero(cell, p..p + k);
-        map_range(fs, region, eng, p..p + k, dev_blk, false, true)?;
-        p += k;
-    }
-    tracing::debug!("rescued a store that raced with a zero-page install: pages {r:?}");
-    Ok(())
 }
 
 fn remove_if_empty(cell: &Cell, fs: &Fs, l: Locked) {
@@ -382,75 +508,6 @@ fn remove_if_empty(cell: &Cell, fs: &Fs, l: Locked) {
     }
 }
 
-fn map_pte(
-    fs: &Fs,
-    region: &Region,
-    eng: &Engine,
-    r: Range<u64>,
-    dev_blk: u64,
-    store: bool,
-) -> R<()> {
-    map_range(fs, region, eng, r, dev_blk, false, store)
-}
-
-fn map_range(
-    fs: &Fs,
-    region: &Region,
-    eng: &Engine,
-    r: Range<u64>,
-    dev_blk: u64,
-    pmd: bool,
-    store: bool,
-) -> R<()> {
-    let mut st = region.lock();
-    if st.dead {
-        return Ok(());
-    }
-    let mut r = without_gone(&st, r);
-    if region.private {
-        // Never map over pages this private mapping already shows: some may be
-        // its private copies.
-        let first = r.start;
-        if let Some(o) = [
-            st.dev.overlapping(&r).next().map(|(k, _)| k.start),
-            st.zero.overlapping(&r).next().map(|k| k.start),
-            st.cow.overlapping(&r).next().map(|k| k.start),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        {
-            if pmd && o < r.end {
-                return Err("private 2 MiB range already partly mapped".into());
-            }
-            r.end = r.end.min(o.max(first));
-        }
-        if r.is_empty() {
-            return Ok(());
-        }
-    }
-    region
-        .map_device(&mut st, r.clone(), dev_blk)
-        .map_err(|e| format!("mapping device block {dev_blk}: {e}"))?;
-    // Dirty tracking: a range mapped by a read fault starts clean (protected);
-    // one mapped by a store starts counted as written, which spares a
-    // protection fault per page on first write at the price of flushing the
-    // whole range at the next sync.
-    let (a, n) = (region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
-    if !region.private && eng.track(a, n, !store) {
-        st.tracked.insert(r.clone());
-    }
-    bump(if pmd {
-        &fs.counters().pmd_maps
-    } else {
-        &fs.counters().pte_maps
-    });
-    let _ = eng
-        .uffd
-        .wake(region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
-    Ok(())
-}
-
 /// `r` cut at the first page given back by a partial unmap.
 fn without_gone(st: &vm::RegionState, r: Range<u64>) -> Range<u64> {
     match st.gone.overlapping(&r).next() {
@@ -458,63 +515,6 @@ fn without_gone(st: &vm::RegionState, r: Range<u64>) -> Range<u64> {
         Some(g) => r.start..g.start,
         None => r,
     }
-}
-
-/// Map write-protected zero pages at pages `r` (with `clip`, only up to the
-/// first page the region already shows). Returns the pages done.
-fn install_zero(
-    fs: &Fs,
-    region: &Region,
-    eng: &Engine,
-    r: Range<u64>,
-    clip: bool,
-) -> R<Range<u64>> {
-    let mut st = region.lock();
-    if st.dead {
-        return Ok(r.start..r.start);
-    }
-    let mut r = without_gone(&st, r);
-    if clip {
-        let first = r.start;
-        let next = [
-            st.dev.overlapping(&r).next().map(|(k, _)| k.start),
-            st.zero.overlapping(&r).next().map(|k| k.start),
-            st.cow.overlapping(&r).next().map(|k| k.start),
-            st.beyond_eof.overlapping(&r).next().map(|k| k.start),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|&o| o > first)
-        .min();
-        if let Some(o) = next {
-            r.end = r.end.min(o);
-        }
-    }
-    if r.is_empty() {
-        return Ok(r);
-    }
-    let (addr, n) = (region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
-    eng.uffd
-        .zeropage(addr, n, false)
-        .map_err(|e| format!("zero page: {e}"))?;
-    eng.uffd
-        .writeprotect(addr, n, true, false)
-        .map_err(|e| format!("write-protect zero page: {e}"))?;
-    st.zero.insert(r.clone());
-    bump(&fs.counters().zero_maps);
-    let _ = eng.uffd.wake(addr, n);
-    Ok(r)
-}
-
-fn private_zero(region: &Region, eng: &Engine, page: u64) -> R<()> {
-    let mut st = region.lock();
-    if st.dead || st.gone.contains(&page) {
-        return Ok(());
-    }
-    st.cow.insert(page..page + 1);
-    eng.uffd
-        .zeropage(region.addr_of(page), PAGE, false)
-        .map_err(|e| format!("zero page: {e}"))
 }
 
 /// Drop zero pages (and SIGBUS markers left by failed faults) of file pages `r`
