@@ -84,3 +84,45 @@ fn cli_errors_are_one_line_and_nonzero() {
     let help = ok(&["--help"]);
     assert!(help.contains("DEV:/path") && help.contains("fallocate"));
 }
+
+/// The mmap part of the demo as an unprivileged user where
+/// `vm.unprivileged_userfaultfd=0`: udax falls back to a user-mode-only
+/// userfaultfd, says so, and the demo's checks (which need no kernel-context
+/// fault on an unresolved page) all pass. Needs root to switch users.
+#[test]
+fn demo_runs_unprivileged_with_user_mode_only_userfaultfd() {
+    let sysctl =
+        std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").unwrap_or_default();
+    let root = rustix::process::geteuid().is_root();
+    let runuser = std::path::Path::new("/usr/sbin/runuser").exists()
+        || std::path::Path::new("/sbin/runuser").exists();
+    if !root || !runuser || sysctl.trim() != "0" {
+        eprintln!(
+            "SKIPPED demo_runs_unprivileged_with_user_mode_only_userfaultfd: needs root and runuser, \
+             and vm.unprivileged_userfaultfd=0 (root={root}, runuser={runuser}, sysctl={})",
+            sysctl.trim()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("udax");
+    std::fs::copy(env!("CARGO_BIN_EXE_udax"), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = Command::new("runuser")
+        .args(["-u", "nobody", "--", "env", "UDAX_LOCK_DIR=/tmp"])
+        .arg(&bin)
+        .arg("demo")
+        .output()
+        .expect("runuser");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "demo as nobody failed: {err}\n{out}");
+    assert!(err.contains("user-mode only"), "no fallback warning: {err}");
+    assert!(
+        out.contains("store into the hole: allocated by the fault"),
+        "{out}"
+    );
+    assert!(out.contains("got SIGBUS (BUS_ADRERR"), "{out}");
+}
