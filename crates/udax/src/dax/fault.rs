@@ -22,7 +22,41 @@ use crate::vm::{self, space, Engine, Region, PAGE};
 use std::ops::Range;
 use std::sync::Arc;
 
-type R<T> = std::result::Result<T, String>;
+/// Why a fault was not resolved.
+#[derive(Debug)]
+enum Fail {
+    /// A userfaultfd ioctl returned EAGAIN: a non-cooperative event (our own
+    /// `mremap` of another range) is pending and must be read first. Nothing was
+    /// left half done; the thread is woken and simply faults again.
+    Again,
+    /// A real failure: the access gets SIGBUS, as the kernel does for ENOSPC/EIO.
+    Error(String),
+}
+
+impl From<String> for Fail {
+    fn from(s: String) -> Fail {
+        Fail::Error(s)
+    }
+}
+
+impl From<&str> for Fail {
+    fn from(s: &str) -> Fail {
+        Fail::Error(s.to_string())
+    }
+}
+
+/// A userfaultfd error: EAGAIN is [`Fail::Again`].
+fn uffd_err(what: &'static str) -> impl Fn(std::io::Error) -> Fail {
+    move |e| {
+        if e.raw_os_error() == Some(libc::EAGAIN) {
+            Fail::Again
+        } else {
+            Fail::Error(format!("{what}: {e}"))
+        }
+    }
+}
+
+type R<T> = std::result::Result<T, Fail>;
 
 pub(super) fn handle(
     fs: &Fs,
@@ -55,7 +89,7 @@ pub(super) fn handle(
         region,
         eng,
     };
-    if let Err(e) = cx.resolve(page, write, wp) {
+    if let Err(Fail::Error(e)) = cx.resolve(page, write, wp) {
         // As the kernel turns a failed fault (ENOSPC, EIO) into SIGBUS.
         tracing::error!(
             "fault at file page {page} of inode {}: {e}; raising SIGBUS",
@@ -113,7 +147,7 @@ impl Cx<'_> {
             if !st.dead {
                 eng.uffd
                     .poison(region.addr_of(page), PAGE, false)
-                    .map_err(|e| format!("poison: {e}"))?;
+                    .map_err(uffd_err("poison"))?;
                 st.beyond_eof.insert(page..page + 1);
                 bump(&fs.counters().sigbus);
             }
@@ -127,7 +161,7 @@ impl Cx<'_> {
                 st.cow.insert(page..page + 1);
                 eng.uffd
                     .writeprotect(region.addr_of(page), PAGE, false, false)
-                    .map_err(|e| format!("unprotect: {e}"))?;
+                    .map_err(uffd_err("unprotect"))?;
             }
             return Ok(());
         }
@@ -243,10 +277,10 @@ impl Cx<'_> {
                     if store && !region.private && !allocated {
                         if let Err(e) = fs.fault_alloc(cell, span.start, span.end, pmd) {
                             remove_if_empty(cell, fs, l);
-                            return Err(format!(
+                            return Err(Fail::Error(format!(
                                 "allocating blocks {}..{}: {e}",
                                 span.start, span.end
-                            ));
+                            )));
                         }
                         bump(&fs.counters().fault_allocs);
                         allocated = true;
@@ -471,10 +505,17 @@ impl Cx<'_> {
         let (addr, n) = (region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
         eng.uffd
             .zeropage(addr, n, false)
-            .map_err(|e| format!("zero page: {e}"))?;
-        eng.uffd
-            .writeprotect(addr, n, true, false)
-            .map_err(|e| format!("write-protect zero page: {e}"))?;
+            .map_err(uffd_err("zero page"))
+            .and_then(|_| {
+                eng.uffd
+                    .writeprotect(addr, n, true, false)
+                    .map_err(uffd_err("write-protect zero page"))
+            })
+            .inspect_err(|_| {
+                // Never leave zero pages that are not write-protected (a store
+                // would silently go to a private copy): drop what was installed.
+                let _ = space::discard(addr, n);
+            })?;
         st.zero.insert(r.clone());
         bump(&fs.counters().zero_maps);
         let _ = eng.uffd.wake(addr, n);
@@ -490,7 +531,7 @@ impl Cx<'_> {
         st.cow.insert(page..page + 1);
         eng.uffd
             .zeropage(region.addr_of(page), PAGE, false)
-            .map_err(|e| format!("zero page: {e}"))
+            .map_err(uffd_err("zero page"))
     }
 }
 
