@@ -242,12 +242,8 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     let f = e(fs.create("/rand", 0o644))?;
     e(f.write_at(&vec![1u8; span as usize], 0))?;
     let mut page = vec![0u8; 4096];
-    let rng = fastrand::Rng::with_seed(1);
-    let offs: Vec<u64> = (0..c.rand_ops)
-        .map(|_| rng.clone().u64(0..blocks) * 4096)
-        .collect();
-    let mut r2 = fastrand::Rng::with_seed(9);
-    let offs: Vec<u64> = offs.iter().map(|_| r2.u64(0..blocks) * 4096).collect();
+    let mut rng = fastrand::Rng::with_seed(9);
+    let offs: Vec<u64> = (0..c.rand_ops).map(|_| rng.u64(0..blocks) * 4096).collect();
     let u2r = repeat(c.reps, || {
         let t = Instant::now();
         for &o in &offs {

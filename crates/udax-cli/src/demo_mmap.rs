@@ -128,17 +128,21 @@ pub fn run(fs: &Fs) -> Result<(), String> {
     }
     drop(m2);
     // Truncate under a live mapping: the cut range raises SIGBUS.
+    // SAFETY: sigaction is plain data for which all-zero bytes are valid.
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
     sa.sa_sigaction = on_sigbus as *const () as usize;
     sa.sa_flags = libc::SA_SIGINFO;
+    // SAFETY: as above.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: valid sigaction structures; the old handler is restored below.
     unsafe { libc::sigaction(libc::SIGBUS, &sa, &mut old) };
     e(f.set_len(4096))?;
     let p = m1.as_ptr();
-    // SAFETY: inside the mapping; the load is expected to raise SIGBUS, which
-    // the handler above answers.
+    // SAFETY: an address inside the mapping (8 MiB long); the kernel, not this
+    // thread, touches it.
     let efault = kernel_load(unsafe { p.add(2 << 20) });
+    // SAFETY: inside the mapping; the load raises SIGBUS, which the handler
+    // above answers by putting a readable page there.
     let _ = unsafe { p.add(3 << 20).read_volatile() };
     // SAFETY: restores the previous disposition.
     unsafe { libc::sigaction(libc::SIGBUS, &old, std::ptr::null_mut()) };

@@ -73,7 +73,10 @@ pub(super) fn handle(
     } else {
         match cell.dax.invalidate.try_read() {
             Some(g) => g,
-            None => return false,
+            None => {
+                bump(&fs.counters().deferred);
+                return false;
+            }
         }
     };
     bump(&fs.counters().faults);
@@ -275,7 +278,7 @@ impl Cx<'_> {
                 }
                 Lookup::Hole { len } => {
                     if store && !region.private && !allocated {
-                        if let Err(e) = fs.fault_alloc(cell, span.start, span.end, pmd) {
+                        if let Err(e) = fs.fault_alloc(cell, span.start, span.end) {
                             remove_if_empty(cell, fs, l);
                             return Err(Fail::Error(format!(
                                 "allocating blocks {}..{}: {e}",
@@ -392,7 +395,7 @@ impl Cx<'_> {
         unsafe {
             std::ptr::copy_nonoverlapping(region.addr_of(r.start) as *const u8, buf.as_mut_ptr(), n)
         };
-        fs.fault_alloc(cell, r.start, r.end, false)
+        fs.fault_alloc(cell, r.start, r.end)
             .map_err(|e| format!("allocating for a raced store: {e}"))?;
         bump(&fs.counters().fault_allocs);
         let dev = fs.device();
@@ -431,20 +434,11 @@ impl Cx<'_> {
         if region.private {
             // Never map over pages this private mapping already shows: some may be
             // its private copies.
-            let first = r.start;
-            if let Some(o) = [
-                st.dev.overlapping(&r).next().map(|(k, _)| k.start),
-                st.zero.overlapping(&r).next().map(|k| k.start),
-                st.cow.overlapping(&r).next().map(|k| k.start),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            {
-                if pmd && o < r.end {
+            if let Some(o) = st.first_shown(&r, false) {
+                if pmd {
                     return Err("private 2 MiB range already partly mapped".into());
                 }
-                r.end = r.end.min(o.max(first));
+                r.end = o;
             }
             if r.is_empty() {
                 return Ok(());
@@ -484,19 +478,10 @@ impl Cx<'_> {
         }
         let mut r = without_gone(&st, r);
         if clip {
-            let first = r.start;
-            let next = [
-                st.dev.overlapping(&r).next().map(|(k, _)| k.start),
-                st.zero.overlapping(&r).next().map(|k| k.start),
-                st.cow.overlapping(&r).next().map(|k| k.start),
-                st.beyond_eof.overlapping(&r).next().map(|k| k.start),
-            ]
-            .into_iter()
-            .flatten()
-            .filter(|&o| o > first)
-            .min();
-            if let Some(o) = next {
-                r.end = r.end.min(o);
+            // The faulting page itself is unpopulated; the window ends at the
+            // next page the region shows.
+            if let Some(o) = st.first_shown(&(r.start + 1..r.end.max(r.start + 1)), true) {
+                r.end = o;
             }
         }
         if r.is_empty() {

@@ -320,16 +320,11 @@ impl Mapping {
                 }
             };
             match next {
+                // Skip what a fault (this one or fault-around) already mapped.
                 Some(n) => p = n,
                 None => {
-                    let before = p;
                     self.region.owner.fault(&self.region, p, write, false, true);
-                    let st = self.region.lock();
-                    let mapped = st.dev.contains_key(&p) || st.zero.contains(&p);
-                    drop(st);
-                    if !mapped || p == before {
-                        p = before + 1;
-                    }
+                    p += 1;
                 }
             }
         }

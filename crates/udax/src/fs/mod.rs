@@ -501,7 +501,8 @@ impl Fs {
 
     /// Allocate zeroed blocks for the holes of file blocks `[a, b)` (a write
     /// fault). Durable on return, like every metadata operation.
-    pub(crate) fn fault_alloc(&self, cell: &Cell, a: u64, b: u64, _huge: bool) -> Result<()> {
+    /// The 2 MiB policy follows from the range (`huge_hint`).
+    pub(crate) fn fault_alloc(&self, cell: &Cell, a: u64, b: u64) -> Result<()> {
         file::alloc_zeroed(self, cell, a, b, None)
     }
 

@@ -42,6 +42,25 @@ pub struct RegionState {
     pub dead: bool,
 }
 
+impl RegionState {
+    /// The first page of `r` the region already shows something at: a device
+    /// page, a zero page, a private copy, and with `markers` a SIGBUS marker.
+    pub fn first_shown(&self, r: &Range<u64>, markers: bool) -> Option<u64> {
+        [
+            self.dev.overlapping(r).next().map(|(k, _)| k.start),
+            self.zero.overlapping(r).next().map(|k| k.start),
+            self.cow.overlapping(r).next().map(|k| k.start),
+            markers
+                .then(|| self.beyond_eof.overlapping(r).next().map(|k| k.start))
+                .flatten(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|o| o.max(r.start))
+    }
+}
+
 /// A mapped region. Created by the DAX layer, registered with the [`Engine`].
 #[derive(Debug)]
 pub struct Region {
