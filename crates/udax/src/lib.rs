@@ -29,6 +29,7 @@ pub mod vm;
 pub use dax::{persist, MapFlags, Mapping};
 pub use device::{Device, DeviceError, DeviceInfo, DeviceKind, PersistenceDomain};
 pub use fs::{Error, Result};
+pub use vm::signals::install as install_sigbus_handler;
 pub use vm::{Prot, VmStats};
 
 /// File-system block size: the unit of allocation and of the smallest mapping.

@@ -235,7 +235,10 @@ impl Cx<'_> {
             match look {
                 Lookup::Mapped { dev_blk, len } => {
                     if pmd {
-                        if len >= PMD_PAGES && dev_blk % PMD_PAGES == 0 {
+                        if len >= PMD_PAGES
+                            && dev_blk % PMD_PAGES == 0
+                            && !fs.is_bad(dev_blk, PMD_PAGES)
+                        {
                             if l.entry.is_zero() {
                                 zap_zero(cell, span.clone());
                             }
@@ -259,11 +262,21 @@ impl Cx<'_> {
                     if l.entry.is_zero() {
                         zap_zero(cell, page..page + 1);
                     }
-                    let end = page
+                    if fs.is_bad(dev_blk, 1) {
+                        // A media error (SPEC E3): SIGBUS for a user access,
+                        // EFAULT for the kernel.
+                        ix.remove(t, l);
+                        self.poison_marker(page);
+                        return Ok(Done::Yes);
+                    }
+                    let mut end = page
                         .saturating_add(len)
                         .min(chunk + PMD_PAGES)
                         .min(region.pages().end)
                         .min(eof);
+                    if let Some(b) = fs.first_bad(dev_blk, end - page) {
+                        end = page + (b - dev_blk);
+                    }
                     let r = self.map_pte(page..end, dev_blk, store);
                     match r {
                         Ok(()) => {
@@ -378,6 +391,26 @@ impl Cx<'_> {
                     return Ok(Done::Yes);
                 }
             }
+        }
+    }
+
+    /// Put a SIGBUS marker on `page`, whose block has a media error.
+    fn poison_marker(&self, page: u64) {
+        let Cx {
+            fs, region, eng, ..
+        } = *self;
+        let mut st = region.lock();
+        if st.dead {
+            return;
+        }
+        let addr = region.addr_of(page);
+        match eng.uffd.poison(addr, PAGE, false) {
+            Ok(()) => {
+                st.poisoned.insert(page..page + 1);
+                vm::signals::add(addr, false);
+                bump(&fs.counters().sigbus);
+            }
+            Err(e) => tracing::error!("poison marker at {addr:#x}: {e}"),
         }
     }
 

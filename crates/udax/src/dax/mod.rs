@@ -384,6 +384,7 @@ impl Mapping {
         st.zero.remove(r.clone());
         st.cow.remove(r.clone());
         st.beyond_eof.remove(r.clone());
+        self.region.forget_poisoned(&mut st, r.clone());
         st.gone.insert(r);
         Ok(())
     }
@@ -469,7 +470,8 @@ impl Drop for Mapping {
         st.dead = true;
         eng.remove(self.region.base);
         let all = self.region.pages();
-        self.region.forget_device(&mut st, all);
+        self.region.forget_device(&mut st, all.clone());
+        self.region.forget_poisoned(&mut st, all);
         space::unmap(self.region.base, self.region.len);
         drop(st);
         let me = Arc::as_ptr(&self.region);
@@ -532,6 +534,29 @@ pub(crate) fn break_layouts(fs: &Fs, cell: &Cell, a: u64, b: u64, wait: bool) ->
     if !cell.dax.is_mapped() {
         return Ok(());
     }
+    zap_range(fs, cell, a, b)?;
+    // Pins (in-flight I/O) on the blocks about to be freed.
+    let timeout = if wait { PIN_TIMEOUT } else { Duration::ZERO };
+    for (blk, n) in fs.device_runs(cell, a, b) {
+        if let Err((busy, count)) = fs.page_refs().wait_idle(blk, n, timeout) {
+            return Err(Error::Busy(format!(
+                "device block {busy} of inode {} is pinned ({count} references){}",
+                cell.ino,
+                if wait {
+                    format!(" after waiting {PIN_TIMEOUT:?}")
+                } else {
+                    String::new()
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Unmap file pages `[a, b)` from every mapping and drop their entries (the
+/// analogue of `unmap_mapping_range`). The caller holds the invalidate lock
+/// exclusively.
+fn zap_range(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
     let eng = vm::engine().map_err(Error::Busy)?;
     for r in cell.dax.regions() {
         let st = &mut *r.lock();
@@ -560,7 +585,8 @@ pub(crate) fn break_layouts(fs: &Fs, cell: &Cell, a: u64, b: u64, wait: bool) ->
         r.forget_device(st, clip.clone());
         st.zero.remove(clip.clone());
         st.cow.remove(clip.clone());
-        st.beyond_eof.remove(clip);
+        st.beyond_eof.remove(clip.clone());
+        r.forget_poisoned(st, clip);
         vm::engine::bump(&fs.counters().invalidations);
     }
     let t = fs.waits();
@@ -569,20 +595,82 @@ pub(crate) fn break_layouts(fs: &Fs, cell: &Cell, a: u64, b: u64, wait: bool) ->
             cell.dax.entries.remove(t, l);
         }
     }
-    // Pins (in-flight I/O) on the blocks about to be freed.
-    let timeout = if wait { PIN_TIMEOUT } else { Duration::ZERO };
-    for (blk, n) in fs.device_runs(cell, a, b) {
-        if let Err((busy, count)) = fs.page_refs().wait_idle(blk, n, timeout) {
-            return Err(Error::Busy(format!(
-                "device block {busy} of inode {} is pinned ({count} references){}",
-                cell.ino,
-                if wait {
-                    format!(" after waiting {PIN_TIMEOUT:?}")
-                } else {
-                    String::new()
-                }
-            )));
+    Ok(())
+}
+
+/// A media error hit file page `page` (SPEC E3): unmap it from every mapping
+/// (the whole 2 MiB chunk where a mapping showed it with a 2 MiB page, so the
+/// other 511 pages fault back in as 4 KiB pages), put a SIGBUS marker on it and
+/// list it in the process's poisoned-page table, with `si_addr_lsb` 21 where it
+/// was part of a 2 MiB mapping and 12 elsewhere. Pins are not waited for (the
+/// data is gone either way). Returns the number of mappings now showing poison.
+pub(crate) fn poison_pages(fs: &Fs, cell: &Cell, page: u64) -> usize {
+    if !cell.dax.is_mapped() {
+        return 0;
+    }
+    use entry::PMD_PAGES;
+    let Ok(eng) = vm::engine() else { return 0 };
+    let _inv = cell.dax.invalidate.write();
+    let chunk = page - page % PMD_PAGES;
+    let pmd = chunk..chunk + PMD_PAGES;
+    let regions: Vec<(Arc<Region>, bool)> = cell
+        .dax
+        .regions()
+        .into_iter()
+        .filter(|r| r.pages().contains(&page))
+        .map(|r| {
+            let huge = {
+                let st = r.lock();
+                !st.dead
+                    && r.clip(pmd.clone()) == pmd
+                    && r.addr_of(chunk) % (PMD_PAGES as usize * PAGE) == 0
+                    && st
+                        .dev
+                        .get_key_value(&chunk)
+                        .is_some_and(|(k, _)| k.start <= pmd.start && k.end >= pmd.end)
+            };
+            (r, huge)
+        })
+        .collect();
+    let span = if regions.iter().any(|(_, h)| *h) {
+        pmd
+    } else {
+        page..page + 1
+    };
+    if let Err(e) = zap_range(fs, cell, span.start, span.end) {
+        tracing::error!("unmapping poisoned page {page} of inode {}: {e}", cell.ino);
+    }
+    let mut n = 0;
+    for (r, huge) in regions {
+        let mut st = r.lock();
+        if st.dead {
+            continue;
+        }
+        let addr = r.addr_of(page);
+        match eng.uffd.poison(addr, PAGE, false) {
+            Ok(()) => {
+                st.poisoned.insert(page..page + 1);
+                vm::signals::add(addr, huge);
+                n += 1;
+            }
+            Err(e) => tracing::error!("poison marker at {addr:#x}: {e}"),
         }
     }
-    Ok(())
+    n
+}
+
+/// File page `page` no longer has a media error (SPEC E4): drop its SIGBUS
+/// markers, so the next access faults the (new) block in.
+pub(crate) fn unpoison_pages(cell: &Cell, page: u64) {
+    if !cell.dax.is_mapped() {
+        return;
+    }
+    for r in cell.dax.regions() {
+        let mut st = r.lock();
+        if st.dead || !st.poisoned.contains(&page) {
+            continue;
+        }
+        let _ = space::discard(r.addr_of(page), PAGE);
+        r.forget_poisoned(&mut st, page..page + 1);
+    }
 }

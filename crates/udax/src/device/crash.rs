@@ -56,6 +56,7 @@ struct Inner {
 pub struct CrashDevice {
     info: DeviceInfo,
     inner: Mutex<Inner>,
+    bad: super::BadList,
 }
 
 fn lines(off: u64, len: u64) -> std::ops::Range<u64> {
@@ -89,6 +90,7 @@ impl CrashDevice {
                 fences: 0,
                 mark: 0,
             }),
+            bad: Default::default(),
         }
     }
 
@@ -201,6 +203,10 @@ impl CrashDevice {
 }
 
 impl Device for CrashDevice {
+    fn bad_list(&self) -> &super::BadList {
+        &self.bad
+    }
+
     fn info(&self) -> &DeviceInfo {
         &self.info
     }

@@ -51,6 +51,10 @@ impl MappedCrashDevice {
 }
 
 impl Device for MappedCrashDevice {
+    fn bad_list(&self) -> &super::BadList {
+        self.mem.bad_list()
+    }
+
     fn info(&self) -> &DeviceInfo {
         &self.info
     }

@@ -29,6 +29,7 @@ pub struct MappedDevice {
     base: Base,
     /// PageCache domain: ranges flushed since the last fence (to msync).
     dirty: Mutex<Vec<(u64, u64)>>,
+    bad: super::BadList,
 }
 
 impl MappedDevice {
@@ -65,6 +66,7 @@ impl MappedDevice {
             fd,
             base: Base(p.cast()),
             dirty: Mutex::new(Vec::new()),
+            bad: Default::default(),
             _lock: lock,
         })
     }
@@ -85,6 +87,10 @@ impl Drop for MappedDevice {
 }
 
 impl Device for MappedDevice {
+    fn bad_list(&self) -> &super::BadList {
+        &self.bad
+    }
+
     fn info(&self) -> &DeviceInfo {
         &self.info
     }

@@ -17,6 +17,7 @@
 //! Large writes use non-temporal stores (they bypass the cache, so only the
 //! fence is needed for them).
 
+pub mod badblocks;
 mod crash;
 mod crash_mapped;
 mod lock;
@@ -25,6 +26,7 @@ mod open;
 pub mod persist;
 mod ram;
 
+pub use badblocks::BadList;
 pub use crash::{CrashDevice, Survivors};
 pub use crash_mapped::MappedCrashDevice;
 pub use mapped::MappedDevice;
@@ -178,6 +180,40 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// the whole-device mapping in this process (the DAX engine maps ranges of it).
     fn mapping(&self) -> Option<DeviceMapping<'_>> {
         None
+    }
+
+    /// The device's list of bad (poisoned) byte ranges.
+    fn bad_list(&self) -> &BadList;
+
+    /// Emulate a media error (SPEC E1) over `[off, off + len)`, widened to
+    /// 512-byte sectors: the data there is lost (overwritten with
+    /// [`badblocks::POISON_PATTERN`]) and the range joins the bad list. The file
+    /// system on the device learns of it through `Fs::notify_failure`
+    /// (`Fs::inject_poison` does both).
+    fn inject_poison(&self, off: u64, len: u64) -> Result<(), DeviceError> {
+        check_range(off, len, self.len())?;
+        let r = badblocks::round_out(off..off + len);
+        let junk: Vec<u8> = badblocks::POISON_PATTERN
+            .iter()
+            .copied()
+            .cycle()
+            .take((r.end - r.start) as usize)
+            .collect();
+        self.write(r.start, &junk)?;
+        self.persist(r.start, r.end - r.start)?;
+        self.bad_list().insert(r);
+        Ok(())
+    }
+
+    /// Forget the media error of `[off, off + len)`: the range was overwritten
+    /// whole (on pmem a full overwrite clears poison).
+    fn clear_poison(&self, off: u64, len: u64) {
+        self.bad_list().remove(off..off.saturating_add(len));
+    }
+
+    /// The bad byte ranges the device reports.
+    fn badblocks(&self) -> Vec<std::ops::Range<u64>> {
+        self.bad_list().ranges()
     }
 }
 

@@ -238,6 +238,14 @@ fn open_path(path: &str, opts: &OpenOptions) -> Result<Arc<dyn Device>, DeviceEr
     };
     let len = len / unit * unit;
     let d = MappedDevice::map(info(kind, path, len), fd, Some(lock))?;
+    if kind == DeviceKind::DevDax {
+        // The kernel's bad-block list of the region (SPEC E1); the file system
+        // merges it into its own table at mount.
+        match super::badblocks::devdax_badblocks(Path::new(&sys), len) {
+            Ok(bad) => bad.into_iter().for_each(|r| d.bad_list().insert(r)),
+            Err(e) => tracing::warn!("{path}: cannot read the bad-block list: {e}"),
+        }
+    }
     Ok(Arc::new(d))
 }
 

@@ -10,6 +10,7 @@ use crate::sync::RwLock;
 pub struct RamDevice {
     info: DeviceInfo,
     mem: RwLock<Vec<u8>>,
+    bad: super::BadList,
 }
 
 impl RamDevice {
@@ -31,6 +32,7 @@ impl RamDevice {
         Self {
             info,
             mem: RwLock::new(image),
+            bad: Default::default(),
         }
     }
 
@@ -41,6 +43,10 @@ impl RamDevice {
 }
 
 impl Device for RamDevice {
+    fn bad_list(&self) -> &super::BadList {
+        &self.bad
+    }
+
     fn info(&self) -> &DeviceInfo {
         &self.info
     }

@@ -18,6 +18,16 @@ pub const CKPT_HEADER_SIZE: usize = 64;
 pub const RECORD_HEADER: usize = 8;
 
 const REC_INODE: u8 = 1;
+/// The bad-block table (SPEC E1): `n:u32`, then `n` × (`dev_blk:u64`, `len:u64`).
+const REC_BADBLOCKS: u8 = 3;
+
+/// One record of a checkpoint body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Inode(InodeImage),
+    /// Device block ranges `(dev_blk, len)` with media errors.
+    BadBlocks(Vec<(u64, u64)>),
+}
 
 /// Inode attributes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -125,11 +135,36 @@ pub fn decode_checkpoint_header(
     Ok(h)
 }
 
+/// Frame the payload written by `body` as a record: `len:u32 crc:u32 payload`,
+/// the crc seeded with (epoch, the record's device offset `body_at + start`).
+fn framed(w: &mut Writer, epoch: u64, body_at: u64, body: impl FnOnce(&mut Writer)) {
+    let start = w.len();
+    w.u32(0).u32(0);
+    body(w);
+    let len = w.len() - start - RECORD_HEADER;
+    w.patch_u32(start, len as u32);
+    let at = body_at + start as u64;
+    let c = crc(record_seed(epoch, at), &w.buf[start + RECORD_HEADER..]);
+    w.patch_u32(start + 4, c);
+}
+
+/// Append the bad-block table record (ranges of device blocks).
+pub fn encode_badblocks_record(w: &mut Writer, ranges: &[(u64, u64)], epoch: u64, body_at: u64) {
+    framed(w, epoch, body_at, |w| {
+        w.u8(REC_BADBLOCKS).u32(ranges.len() as u32);
+        for &(b, l) in ranges {
+            w.u64(b).u64(l);
+        }
+    });
+}
+
 /// Append the record of `ino` to `w`, as it will sit at device offset
 /// `body_at + w.len()`, for checkpoint `epoch`.
 pub fn encode_inode_record(w: &mut Writer, ino: &InodeImage, epoch: u64, body_at: u64) {
-    let start = w.len();
-    w.u32(0).u32(0);
+    framed(w, epoch, body_at, |w| encode_inode_payload(w, ino));
+}
+
+fn encode_inode_payload(w: &mut Writer, ino: &InodeImage) {
     w.u8(REC_INODE).u64(ino.ino);
     let a = &ino.attr;
     w.u32(a.mode)
@@ -151,16 +186,23 @@ pub fn encode_inode_record(w: &mut Writer, ino: &InodeImage, epoch: u64, body_at
     for d in &ino.dirents {
         w.u64(d.ino).u8(d.file_type).name(&d.name);
     }
-    let len = w.len() - start - RECORD_HEADER;
-    w.patch_u32(start, len as u32);
-    let at = body_at + start as u64;
-    let c = crc(record_seed(epoch, at), &w.buf[start + RECORD_HEADER..]);
-    w.patch_u32(start + 4, c);
 }
 
-/// Parse the record at the start of `r` (a reader over the rest of the body).
-/// Returns the inode; the reader is left after the record.
+/// Parse the inode record at the start of `r` (a reader over the rest of the
+/// body); the reader is left after the record. Any other kind is an error.
 pub fn parse_inode_record(r: &mut Reader<'_>, epoch: u64) -> Result<InodeImage, FormatError> {
+    let at = r.device_offset();
+    match parse_record(r, epoch)? {
+        Record::Inode(i) => Ok(i),
+        Record::BadBlocks(_) => Err(FormatError::Corrupted {
+            what: "checkpoint record: expected an inode".into(),
+            device_offset: at,
+        }),
+    }
+}
+
+/// Parse the record at the start of `r`; the reader is left after it.
+pub fn parse_record(r: &mut Reader<'_>, epoch: u64) -> Result<Record, FormatError> {
     let at = r.device_offset();
     let len = r.u32()? as usize;
     let stored = r.u32()?;
@@ -177,11 +219,26 @@ pub fn parse_inode_record(r: &mut Reader<'_>, epoch: u64) -> Result<InodeImage, 
             device_offset: at,
         });
     }
-    let mut p = Reader::new(payload, at + RECORD_HEADER as u64, "inode record");
+    let mut p = Reader::new(payload, at + RECORD_HEADER as u64, "checkpoint record");
     let kind = p.u8()?;
-    if kind != REC_INODE {
-        return Err(p.corrupt(format_args!("unknown record kind {kind}")));
+    match kind {
+        REC_INODE => parse_inode_payload(&mut p).map(Record::Inode),
+        REC_BADBLOCKS => {
+            let n = p.count(16)?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push((p.u64()?, p.u64()?));
+            }
+            if p.remaining() != 0 {
+                return Err(p.corrupt("trailing bytes"));
+            }
+            Ok(Record::BadBlocks(v))
+        }
+        _ => Err(p.corrupt(format_args!("unknown record kind {kind}"))),
     }
+}
+
+fn parse_inode_payload(p: &mut Reader<'_>) -> Result<InodeImage, FormatError> {
     let ino = p.u64()?;
     let attr = Attr {
         mode: p.u32()?,
@@ -271,6 +328,21 @@ mod tests {
     }
 
     #[test]
+    fn e1_badblocks_record_round_trip() {
+        let mut w = Writer::new();
+        encode_badblocks_record(&mut w, &[(600, 1), (900, 3)], 7, 4096);
+        encode_inode_record(&mut w, &sample(2), 7, 4096);
+        let mut r = Reader::new(&w.buf, 4096, "body");
+        assert_eq!(
+            parse_record(&mut r, 7).unwrap(),
+            Record::BadBlocks(vec![(600, 1), (900, 3)])
+        );
+        assert_eq!(parse_record(&mut r, 7).unwrap(), Record::Inode(sample(2)));
+        let mut r = Reader::new(&w.buf, 4096, "body");
+        assert!(parse_inode_record(&mut r, 7).is_err(), "kind checked");
+    }
+
+    #[test]
     fn checkpoint_header_round_trip() {
         let h = CheckpointHeader {
             epoch: 3,
@@ -287,7 +359,7 @@ mod tests {
         #[test]
         fn f8_arbitrary_record_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), epoch in any::<u64>()) {
             let mut r = Reader::new(&bytes, 0, "body");
-            let _ = parse_inode_record(&mut r, epoch);
+            let _ = parse_record(&mut r, epoch);
             let _ = decode_checkpoint_header(&bytes, 0, 1 << 20);
         }
 

@@ -26,9 +26,9 @@ mod ops;
 mod superblock;
 
 pub use image::{
-    decode_checkpoint_header, encode_checkpoint_header, encode_inode_record, parse_inode_record,
-    record_seed, Attr, CheckpointHeader, DirentImage, Extent, InodeImage, CKPT_HEADER_SIZE,
-    CKPT_MAGIC, RECORD_HEADER,
+    decode_checkpoint_header, encode_badblocks_record, encode_checkpoint_header,
+    encode_inode_record, parse_inode_record, parse_record, record_seed, Attr, CheckpointHeader,
+    DirentImage, Extent, InodeImage, Record, CKPT_HEADER_SIZE, CKPT_MAGIC, RECORD_HEADER,
 };
 pub use ops::{
     decode_log_header, encode_log_record, LogHeader, Op, LOG_HEADER_SIZE, LOG_MAGIC, MAX_OP_BYTES,

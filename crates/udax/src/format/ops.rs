@@ -82,6 +82,12 @@ pub enum Op {
         gid: u32,
         time_ns: u64,
     },
+    /// Device blocks `[dev_blk, dev_blk+len)` have a media error (SPEC E1): add
+    /// them to the bad-block table. Changes no inode.
+    Poison { dev_blk: u64, len: u64 },
+    /// The media error of `[dev_blk, dev_blk+len)` is gone (the blocks were
+    /// overwritten whole): drop them from the bad-block table.
+    Unpoison { dev_blk: u64, len: u64 },
 }
 
 impl Op {
@@ -98,6 +104,7 @@ impl Op {
             | Op::SetParent { ino, .. }
             | Op::SetMode { ino, .. } => *ino,
             Op::Link { dir, .. } | Op::Unlink { dir, .. } => *dir,
+            Op::Poison { .. } | Op::Unpoison { .. } => 0,
         }
     }
 
@@ -180,6 +187,12 @@ impl Op {
                     .u32(*gid)
                     .u64(*time_ns);
             }
+            Op::Poison { dev_blk, len } => {
+                w.u8(14).u64(*dev_blk).u64(*len);
+            }
+            Op::Unpoison { dev_blk, len } => {
+                w.u8(15).u64(*dev_blk).u64(*len);
+            }
         }
     }
 
@@ -244,6 +257,14 @@ impl Op {
                 uid: r.u32()?,
                 gid: r.u32()?,
                 time_ns: r.u64()?,
+            },
+            14 => Op::Poison {
+                dev_blk: r.u64()?,
+                len: r.u64()?,
+            },
+            15 => Op::Unpoison {
+                dev_blk: r.u64()?,
+                len: r.u64()?,
             },
             t => return Err(r.corrupt(format_args!("unknown op tag {t}"))),
         })
@@ -378,6 +399,14 @@ mod tests {
                 ctime_ns: 3,
             },
             Op::SetParent { ino: 5, parent: 1 },
+            Op::Poison {
+                dev_blk: 700,
+                len: 2,
+            },
+            Op::Unpoison {
+                dev_blk: 700,
+                len: 1,
+            },
             Op::SetMode {
                 ino: 5,
                 mode: 0o100600,

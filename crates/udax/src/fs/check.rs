@@ -32,6 +32,16 @@ pub struct FsckReport {
     pub torn_log_tail_at: Option<u64>,
     /// Orphans (unlinked while open) that the next mount reclaims.
     pub orphans: Vec<u64>,
+    /// The bad-block table (SPEC E4): every device block with a media error and
+    /// its owners (files sharing it by reflink all appear).
+    pub bad_blocks: Vec<BadBlock>,
+}
+
+/// One device block with a media error, as fsck reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BadBlock {
+    pub dev_blk: u64,
+    pub owners: Vec<super::Owner>,
 }
 
 fn problem(what: String, ino: Option<u64>, off: Option<u64>) -> Problem {
@@ -208,6 +218,43 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
         .map(|(&i, _)| i)
         .collect();
     orphans.sort_unstable();
+    let mut bad_blocks = Vec::new();
+    let active = rec.loaded_epoch % 2;
+    for r in rec.bad.iter() {
+        for blk in r.clone() {
+            let owners = match super::poison::metadata_owner(&rec.sb.geometry, active, blk) {
+                Some(m) => vec![m],
+                None => {
+                    let mut v: Vec<super::Owner> = rec
+                        .inodes
+                        .iter()
+                        .flat_map(|(&ino, d)| {
+                            d.map
+                                .iter()
+                                .filter(|e| (e.dev_blk..e.dev_blk + e.len).contains(&blk))
+                                .map(move |e| super::Owner::File {
+                                    ino,
+                                    file_off: (e.file_blk + (blk - e.dev_blk)) * BLOCK_SIZE,
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                    v.sort_by_key(|o| match o {
+                        super::Owner::File { ino, file_off } => (*ino, *file_off),
+                        _ => (0, 0),
+                    });
+                    if v.is_empty() {
+                        v.push(super::Owner::Free);
+                    }
+                    v
+                }
+            };
+            bad_blocks.push(BadBlock {
+                dev_blk: blk,
+                owners,
+            });
+        }
+    }
     Ok(FsckReport {
         clean: problems.is_empty(),
         problems,
@@ -220,5 +267,6 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
         log_records_replayed: rec.replayed as u64,
         torn_log_tail_at: rec.loaded.torn_tail_at,
         orphans,
+        bad_blocks,
     })
 }

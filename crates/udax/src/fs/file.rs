@@ -3,6 +3,7 @@
 use super::extent::Lookup;
 use super::{falloc, now_ns, stat_of, Cell, Error, Fs, Result, Stat, MAX_TX_OPS};
 use crate::alloc::{AllocRequest, BlockRange};
+use crate::device::DeviceError;
 use crate::format::{Op, MAX_FILE_SIZE};
 use crate::fs::state::InodeData;
 use crate::sync::Ordering;
@@ -133,12 +134,31 @@ impl File {
             };
             let run_bytes = run.saturating_mul(BLOCK_SIZE) - in_blk;
             let take = run_bytes.min((n - done) as u64) as usize;
+            let mut take = take;
+            let mut short = false;
+            if let Some(dblk) = mapped {
+                let nblk = (in_blk + take as u64).div_ceil(BLOCK_SIZE);
+                if let Some(bad) = self.fs.first_bad(dblk, nblk) {
+                    // A media error (SPEC E3): a short read up to it, or EIO.
+                    let ok = ((bad - dblk) * BLOCK_SIZE).saturating_sub(in_blk) as usize;
+                    if done + ok == 0 {
+                        return Err(Error::Device(DeviceError::Poisoned {
+                            offset: bad * BLOCK_SIZE,
+                        }));
+                    }
+                    take = take.min(ok);
+                    short = true;
+                }
+            }
             let dst = &mut buf[done..done + take];
             match mapped {
                 Some(dblk) => dev.read(dblk * BLOCK_SIZE + in_blk, dst)?,
                 None => dst.fill(0),
             }
             done += take;
+            if short {
+                return Ok(done);
+            }
         }
         Ok(n)
     }
@@ -192,6 +212,62 @@ impl File {
             let n = (MAX_FILE_SIZE.saturating_sub(off)) as usize;
             return self.write_piece(&data[..n], Some(off), first);
         }
+        // Media errors (SPEC E4): a write covering a poisoned block whole
+        // clears it; one that covers it in part fails (EIO) or stops short.
+        let (data, end, cleared) = self.poison_plan(data, off, end)?;
+        let r = self.write_unpoisoned(data, off, end);
+        if !cleared.is_empty() && r.is_ok() {
+            self.fs.unpoison(&self.cell, &cleared)?;
+        }
+        r
+    }
+
+    /// For a write of `data` at `off..end`: the part that may be written (up to
+    /// the first block with a media error that it does not cover whole), and
+    /// the `(file block, device block)` pairs with media errors it overwrites.
+    #[allow(clippy::type_complexity)]
+    fn poison_plan<'a>(
+        &self,
+        data: &'a [u8],
+        off: u64,
+        end: u64,
+    ) -> Result<(&'a [u8], u64, Vec<(u64, u64)>)> {
+        let mut cleared = Vec::new();
+        if self.fs.bad_blocks_empty() {
+            return Ok((data, end, cleared));
+        }
+        let d = self.cell.data.read();
+        let (b0, b1) = (blk(off), blk_up(end));
+        let mut pos = b0;
+        while pos < b1 {
+            match d.map.lookup(pos) {
+                Lookup::Mapped { dev_blk, len } => {
+                    let n = len.min(b1 - pos);
+                    let mut from = dev_blk;
+                    while let Some(bad) = self.fs.first_bad(from, dev_blk + n - from) {
+                        let f = pos + (bad - dev_blk);
+                        let (a, b) = (f * BLOCK_SIZE, (f + 1) * BLOCK_SIZE);
+                        if off <= a && end >= b {
+                            cleared.push((f, bad));
+                        } else if a <= off {
+                            return Err(Error::Device(DeviceError::Poisoned {
+                                offset: bad * BLOCK_SIZE,
+                            }));
+                        } else {
+                            let keep = (a - off) as usize;
+                            return Ok((&data[..keep], a, cleared));
+                        }
+                        from = bad + 1;
+                    }
+                    pos += n;
+                }
+                Lookup::Hole { len } => pos = pos.saturating_add(len),
+            }
+        }
+        Ok((data, end, cleared))
+    }
+
+    fn write_unpoisoned(&self, data: &[u8], off: u64, end: u64) -> Result<usize> {
         // Fast path: every block mapped and no size change: no metadata at all.
         {
             let d = self.cell.data.read();
@@ -559,6 +635,7 @@ impl File {
     /// ZERO_RANGE: the range reads as zeros and stays allocated (blocks are zeroed
     /// in place, holes are allocated zeroed); the size grows unless KEEP_SIZE.
     fn zero_range(&self, off: u64, end: u64, keep_size: bool) -> Result<()> {
+        let mut cleared = Vec::new();
         {
             let _g = self.fs.begin(1)?;
             let d = self.cell.data.write();
@@ -568,6 +645,12 @@ impl File {
                 match d.map.lookup(pos) {
                     Lookup::Mapped { dev_blk, len } => {
                         let n = len.min(b1 - pos);
+                        // Zeroing a whole block clears its media error (E4).
+                        let mut from = dev_blk;
+                        while let Some(bad) = self.fs.first_bad(from, dev_blk + n - from) {
+                            cleared.push((pos + (bad - dev_blk), bad));
+                            from = bad + 1;
+                        }
                         self.fs
                             .inner
                             .dev
@@ -582,6 +665,7 @@ impl File {
                 }
             }
         }
+        self.fs.unpoison(&self.cell, &cleared)?;
         self.allocate_range(off, end, keep_size)
     }
 

@@ -18,20 +18,22 @@ mod error;
 pub mod extent;
 mod file;
 mod namespace;
+mod poison;
 pub mod state;
 mod types;
 
-pub use check::{fsck, FsckReport, Problem};
+pub use check::{fsck, BadBlock, FsckReport, Problem};
 pub use error::{Error, Result};
 pub use file::File;
+pub use poison::{Owner, PoisonReport};
 pub use types::{falloc, DirEntry, MkfsOptions, OpenOptions, Stat, StatFs};
 
 use crate::alloc::{Allocator, BlockRange};
 use crate::device::Device;
 use crate::format::codec::Writer;
 use crate::format::{
-    encode_inode_record, Attr, Geometry, InodeImage, Op, Superblock, FORMAT_VERSION, MAX_OP_BYTES,
-    ROOT_INO, SUPERBLOCK_SIZE, S_IFDIR,
+    encode_badblocks_record, encode_inode_record, Attr, Geometry, InodeImage, Op, Superblock,
+    FORMAT_VERSION, MAX_OP_BYTES, ROOT_INO, SUPERBLOCK_SIZE, S_IFDIR,
 };
 use crate::journal::{self, Journal, JournalStats};
 use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard};
@@ -96,6 +98,10 @@ pub(crate) struct Inner {
     inos: Mutex<InoPool>,
     /// Estimated checkpoint image bytes.
     image_bytes: AtomicU64,
+    /// The bad-block table (device blocks with media errors), and its number
+    /// of ranges (0 = the fast paths skip every check).
+    bad: RwLock<rangemap::RangeSet<u64>>,
+    bad_count: AtomicU64,
     pub uid: u32,
     pub gid: u32,
     /// Hashed wait queues of the DAX entry locks.
@@ -189,6 +195,8 @@ pub(crate) struct Recovered {
     pub inodes: HashMap<u64, InodeData>,
     pub replayed: usize,
     pub loaded: journal::Loaded,
+    /// The bad-block table (checkpoint + log).
+    pub bad: rangemap::RangeSet<u64>,
 }
 
 /// Load the superblock, the newest checkpoint and the log, and replay it.
@@ -210,6 +218,18 @@ pub(crate) fn recover(dev: &dyn Device) -> Result<Recovered> {
             });
         }
     }
+    let mut bad = rangemap::RangeSet::new();
+    for &(s, l) in &loaded.bad {
+        match s.checked_add(l) {
+            Some(e) if l > 0 && e <= geo.total_blocks => bad.insert(s..e),
+            _ => {
+                return Err(Error::Corrupted {
+                    what: format!("checkpoint: bad-block range {s}+{l} outside the device"),
+                    device_offset: slot_at,
+                })
+            }
+        }
+    }
     let records = std::mem::take(&mut loaded.records);
     let replayed = records.len();
     for (at, ops) in &records {
@@ -220,6 +240,19 @@ pub(crate) fn recover(dev: &dyn Device) -> Result<Recovered> {
                 device_offset: *at,
             })?;
         }
+        for (s, l, poisoned) in fx.bad {
+            if s + l > geo.total_blocks {
+                return Err(Error::Corrupted {
+                    what: format!("log record: bad-block range {s}+{l} outside the device"),
+                    device_offset: *at,
+                });
+            }
+            if poisoned {
+                bad.insert(s..s + l);
+            } else {
+                bad.remove(s..s + l);
+            }
+        }
     }
     Ok(Recovered {
         sb,
@@ -227,6 +260,7 @@ pub(crate) fn recover(dev: &dyn Device) -> Result<Recovered> {
         inodes,
         replayed,
         loaded,
+        bad,
     })
 }
 
@@ -324,6 +358,10 @@ impl Fs {
                 pool.free.insert(i);
             }
         }
+        for b in rec.bad.iter() {
+            poison::quarantine(&alloc, b.clone());
+        }
+        let bad_count = rec.bad.iter().count() as u64;
         let orphans: Vec<u64> = rec
             .inodes
             .iter()
@@ -347,6 +385,8 @@ impl Fs {
                 table: RwLock::new(table),
                 inos: Mutex::new(pool),
                 image_bytes: AtomicU64::new(image_bytes),
+                bad: RwLock::new(rec.bad),
+                bad_count: AtomicU64::new(bad_count),
                 uid: rustix::process::geteuid().as_raw(),
                 gid: rustix::process::getegid().as_raw(),
                 waits: crate::dax::WaitTable::new(256),
@@ -358,6 +398,7 @@ impl Fs {
             tracing::info!("reclaiming orphan inode {ino}");
             fs.free_orphan(ino)?;
         }
+        fs.merge_device_badblocks()?;
         Ok(fs)
     }
 
@@ -455,7 +496,16 @@ impl Fs {
                 return Err(Error::NoSpace);
             }
         }
-        inner.journal.write_checkpoint(&w.buf, inos.len() as u64)?;
+        let mut n_records = inos.len() as u64;
+        let bad = self.bad_blocks();
+        if !bad.is_empty() {
+            encode_badblocks_record(&mut w, &bad, epoch, body_at);
+            n_records += 1;
+            if w.len() as u64 > cap {
+                return Err(Error::NoSpace);
+            }
+        }
+        inner.journal.write_checkpoint(&w.buf, n_records)?;
         inner.image_bytes.store(w.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -582,9 +632,12 @@ impl Fs {
         }
         // Ops that follow data stores (new blocks' data and zeroing, tail zeroing)
         // need those stores durable before the record.
-        let ordered = ops
-            .iter()
-            .any(|o| matches!(o, Op::Map { .. } | Op::SetSize { .. } | Op::Unmap { .. }));
+        let ordered = ops.iter().any(|o| {
+            matches!(
+                o,
+                Op::Map { .. } | Op::SetSize { .. } | Op::Unmap { .. } | Op::Unpoison { .. }
+            )
+        });
         inner.journal.commit(ops, ordered)?;
         let mut locked = Locked {
             held,
@@ -622,7 +675,8 @@ impl Fs {
         for ino in &fx.deleted {
             self.return_ino(*ino);
         }
-        for (start, len) in fx.freed {
+        self.apply_bad(&fx.bad);
+        for (start, len) in self.without_bad(fx.freed) {
             if let Err(e) = inner.alloc.free(BlockRange { start, len }) {
                 tracing::error!("freeing {start}+{len}: {e}");
             }

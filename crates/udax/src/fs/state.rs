@@ -118,6 +118,8 @@ pub struct Effects {
     pub image_delta: i64,
     pub created: Vec<u64>,
     pub deleted: Vec<u64>,
+    /// Bad-block table changes, in order: `(start, len, poisoned)`.
+    pub bad: Vec<(u64, u64, bool)>,
 }
 
 fn get<I: Inodes + ?Sized>(s: &mut I, ino: u64) -> Result<&mut InodeData, String> {
@@ -287,6 +289,13 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             d.attr.uid = *uid;
             d.attr.gid = *gid;
             d.attr.ctime_ns = *time_ns;
+        }
+        Op::Poison { dev_blk, len } | Op::Unpoison { dev_blk, len } => {
+            if *len == 0 || dev_blk.checked_add(*len).is_none() {
+                return Err(format!("bad-block range {dev_blk}+{len}"));
+            }
+            fx.bad
+                .push((*dev_blk, *len, matches!(op, Op::Poison { .. })));
         }
     }
     Ok(())

@@ -25,8 +25,8 @@ use crate::device::{Device, DeviceError};
 use crate::format::codec::Reader;
 use crate::format::{
     decode_checkpoint_header, decode_log_header, encode_checkpoint_header, encode_log_record,
-    parse_inode_record, CheckpointHeader, FormatError, Geometry, InodeImage, Op, CKPT_HEADER_SIZE,
-    LOG_HEADER_SIZE,
+    parse_record, CheckpointHeader, FormatError, Geometry, InodeImage, Op, Record,
+    CKPT_HEADER_SIZE, LOG_HEADER_SIZE,
 };
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::BLOCK_SIZE;
@@ -88,6 +88,8 @@ pub struct Journal {
 pub struct Loaded {
     pub epoch: u64,
     pub inodes: Vec<InodeImage>,
+    /// The bad-block table of the checkpoint: device block ranges `(start, len)`.
+    pub bad: Vec<(u64, u64)>,
     /// Committed transactions after the checkpoint, with their device offsets.
     pub records: Vec<(u64, Vec<Op>)>,
     /// Where the next record goes and its sequence number.
@@ -131,8 +133,12 @@ pub fn load(dev: &dyn Device, geo: &Geometry) -> Result<Loaded, JournalError> {
     let body = read_vec(dev, body_at, h.body_len)?;
     let mut r = Reader::new(&body, body_at, "checkpoint body");
     let mut inodes = Vec::new();
+    let mut bad = Vec::new();
     for _ in 0..h.n_records {
-        inodes.push(parse_inode_record(&mut r, h.epoch)?);
+        match parse_record(&mut r, h.epoch)? {
+            Record::Inode(i) => inodes.push(i),
+            Record::BadBlocks(b) => bad.extend(b),
+        }
     }
     if r.remaining() != 0 {
         return Err(r.corrupt("bytes after the last record").into());
@@ -172,6 +178,7 @@ pub fn load(dev: &dyn Device, geo: &Geometry) -> Result<Loaded, JournalError> {
     Ok(Loaded {
         epoch: h.epoch,
         inodes,
+        bad,
         records,
         head: pos,
         next_seq: seq,

@@ -130,6 +130,9 @@ fn start() -> Result<Arc<Engine>, String> {
              that touches an unpopulated page of a udax mapping fails with EFAULT"
         );
     }
+    if let Err(e) = super::signals::install() {
+        tracing::warn!("cannot install the SIGBUS handler ({e}): poisoned pages report BUS_ADRERR");
+    }
     let (tx, rx) = mpsc::channel::<Job>();
     let dirty = match (
         Uffd::open_dirty_tracker(),

@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod pages;
 pub mod region;
+pub mod signals;
 pub mod space;
 pub mod uffd;
 

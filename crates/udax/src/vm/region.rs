@@ -34,6 +34,9 @@ pub struct RegionState {
     pub cow: RangeSet<u64>,
     /// Pages past end of file holding a SIGBUS marker.
     pub beyond_eof: RangeSet<u64>,
+    /// Pages behind a media error holding a SIGBUS marker (SPEC E3), also
+    /// listed in the process's poisoned-page table ([`super::signals`]).
+    pub poisoned: RangeSet<u64>,
     /// Device-mapped pages under WP_ASYNC dirty tracking.
     pub tracked: RangeSet<u64>,
     /// Pages given back by a partial unmap (inaccessible, still reserved).
@@ -52,6 +55,9 @@ impl RegionState {
             self.cow.overlapping(r).next().map(|k| k.start),
             markers
                 .then(|| self.beyond_eof.overlapping(r).next().map(|k| k.start))
+                .flatten(),
+            markers
+                .then(|| self.poisoned.overlapping(r).next().map(|k| k.start))
                 .flatten(),
         ]
         .into_iter()
@@ -125,6 +131,7 @@ impl Region {
         st.tracked.remove(r.clone());
         st.zero.remove(r.clone());
         st.beyond_eof.remove(r.clone());
+        self.forget_poisoned(st, r.clone());
         // Re-mapping the same block over itself must not take a second reference.
         let mut fresh = RangeSet::new();
         fresh.insert(r.clone());
@@ -161,6 +168,14 @@ impl Region {
         st.dev.remove(r);
     }
 
+    /// Pages `r` no longer hold poison markers (they were unmapped or remapped).
+    pub fn forget_poisoned(&self, st: &mut RegionState, r: Range<u64>) {
+        if st.poisoned.overlaps(&r) {
+            st.poisoned.remove(r.clone());
+            super::signals::forget(self.addr_of(r.start), (r.end - r.start) as usize * PAGE);
+        }
+    }
+
     /// Device block behind page `page`, if mapped.
     pub fn dev_of(st: &RegionState, page: u64) -> Option<u64> {
         st.dev.get(&page).map(|v| (page as i64 + v) as u64)
@@ -168,6 +183,10 @@ impl Region {
 
     /// Does anything sit in pages `r` that an invalidation must remove?
     pub fn occupied(st: &RegionState, r: &Range<u64>) -> bool {
-        st.dev.overlaps(r) || st.zero.overlaps(r) || st.beyond_eof.overlaps(r) || st.cow.overlaps(r)
+        st.dev.overlaps(r)
+            || st.zero.overlaps(r)
+            || st.beyond_eof.overlaps(r)
+            || st.cow.overlaps(r)
+            || st.poisoned.overlaps(r)
     }
 }
