@@ -116,6 +116,28 @@ enum Cmd {
     },
     /// Show space usage.
     Df { dev: String },
+    /// Emulate a media error (poison) at device bytes OFFSET..OFFSET+LEN: the
+    /// data there is lost, the blocks join the persistent bad-block table, and
+    /// every owner is reported (files, metadata, or free). Reading the range
+    /// through a file then fails with EIO; mapped pages raise SIGBUS.
+    InjectPoison {
+        dev: String,
+        /// Device byte offset (suffixes K, M, G allowed).
+        offset: String,
+        /// Length in bytes (rounded out to 4 KiB blocks).
+        #[arg(default_value = "4096")]
+        len: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear the media error of free (quarantined) device blocks by zeroing
+    /// them. Blocks a file owns are cleared by overwriting them through the file.
+    ClearPoison {
+        dev: String,
+        offset: String,
+        #[arg(default_value = "4096")]
+        len: String,
+    },
     /// Show the main job on a memfd device: files, holes, truncate, fallocate,
     /// crash and recovery, fsck.
     Demo,
@@ -146,6 +168,14 @@ fn split_target(s: &str, default: Option<&str>) -> Option<Target> {
 }
 
 type AnyResult<T> = Result<T, String>;
+
+fn owner_text(o: &udax::fs::Owner) -> String {
+    match o {
+        udax::fs::Owner::File { ino, file_off } => format!("inode {ino} at file offset {file_off}"),
+        udax::fs::Owner::Metadata { what, repair } => format!("{what} (repair: {repair})"),
+        udax::fs::Owner::Free => "no owner (free; quarantined)".into(),
+    }
+}
 
 fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> AnyResult<T> {
     r.map_err(|e| format!("{what}: {e}"))
@@ -389,6 +419,12 @@ fn run(cli: Cli) -> AnyResult<()> {
             let t = target(&t, def)?;
             let fs = mount(&t.dev)?;
             let st = ctx(fs.stat(&t.path), &t.path)?;
+            let (poisoned, extents) = if st.is_file() {
+                let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
+                (f.poisoned_ranges(), f.extents())
+            } else {
+                (Vec::new(), Vec::new())
+            };
             let faults = if mmap && st.is_file() && st.size > 0 {
                 let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
                 let m = ctx(
@@ -401,8 +437,10 @@ fn run(cli: Cli) -> AnyResult<()> {
                     &t.path,
                 )?;
                 let mut sum = 0u64;
-                for off in (0..m.len()).step_by(4096) {
-                    // SAFETY: inside the live read-only mapping of the file.
+                let bad = |o: u64| poisoned.iter().any(|&(a, l)| (a..a + l).contains(&o));
+                for off in (0..m.len()).step_by(4096).filter(|&o| !bad(o as u64)) {
+                    // SAFETY: inside the live read-only mapping of the file,
+                    // on a page without a media error (that would raise SIGBUS).
                     sum += unsafe { m.as_ptr().add(off).read_volatile() } as u64;
                 }
                 std::hint::black_box(sum);
@@ -412,8 +450,12 @@ fn run(cli: Cli) -> AnyResult<()> {
             };
             if json {
                 let mut j = serde_json::to_value(st).unwrap_or_default();
-                if let (Some(s), Some(o)) = (faults, j.as_object_mut()) {
-                    o.insert("mmap".into(), serde_json::to_value(s).unwrap_or_default());
+                if let Some(o) = j.as_object_mut() {
+                    if let Some(s) = faults {
+                        o.insert("mmap".into(), serde_json::to_value(s).unwrap_or_default());
+                    }
+                    o.insert("poisoned".into(), serde_json::json!(poisoned));
+                    o.insert("extents".into(), serde_json::json!(extents));
                 }
                 println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
             } else {
@@ -443,6 +485,13 @@ fn run(cli: Cli) -> AnyResult<()> {
                     "  mtime: {} ns  ctime: {} ns  btime: {} ns",
                     st.mtime_ns, st.ctime_ns, st.btime_ns
                 );
+                if !poisoned.is_empty() {
+                    let list: Vec<String> = poisoned
+                        .iter()
+                        .map(|(o, l)| format!("{o}..{} ({l} bytes)", o + l))
+                        .collect();
+                    println!("  media errors (reads fail with EIO): {}", list.join(", "));
+                }
             }
         }
         Cmd::Cat { target: t } => {
@@ -568,6 +617,15 @@ fn run(cli: Cli) -> AnyResult<()> {
                     let ino = p.ino.map(|i| format!("inode {i}: ")).unwrap_or_default();
                     println!("problem: {ino}{}{at}", p.what);
                 }
+                for b in &r.bad_blocks {
+                    let owners: Vec<String> = b.owners.iter().map(owner_text).collect();
+                    println!(
+                        "media error: device block {} (offset {:#x}): {}",
+                        b.dev_blk,
+                        b.dev_blk * udax::BLOCK_SIZE,
+                        owners.join("; ")
+                    );
+                }
                 println!(
                     "{dev}: {} — {} files, {} directories, {} blocks used, {} free; epoch {}, {} log records replayed{}{}",
                     if r.clean { "clean" } else { "NOT CLEAN" },
@@ -579,6 +637,34 @@ fn run(cli: Cli) -> AnyResult<()> {
             if !r.clean {
                 return Err(format!("{dev}: {} problems found", r.problems.len()));
             }
+        }
+        Cmd::InjectPoison {
+            dev,
+            offset,
+            len,
+            json,
+        } => {
+            let fs = mount(&dev)?;
+            let rep = ctx(fs.inject_poison(size_arg(&offset)?, size_arg(&len)?), &dev)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default());
+            } else {
+                let (b, n) = rep.blocks;
+                println!(
+                    "{dev}: media error recorded on device blocks {b}..{}",
+                    b + n
+                );
+                for (blk, o) in &rep.owners {
+                    println!("  block {blk}: {}", owner_text(o));
+                }
+            }
+            ctx(fs.unmount(), &dev)?;
+        }
+        Cmd::ClearPoison { dev, offset, len } => {
+            let fs = mount(&dev)?;
+            let n = ctx(fs.clear_poison(size_arg(&offset)?, size_arg(&len)?), &dev)?;
+            println!("{dev}: {n} blocks cleared and returned to free space");
+            ctx(fs.unmount(), &dev)?;
         }
         Cmd::Df { dev } => {
             let fs = mount(&dev)?;

@@ -126,3 +126,52 @@ fn demo_runs_unprivileged_with_user_mode_only_userfaultfd() {
     );
     assert!(out.contains("got SIGBUS (BUS_ADRERR"), "{out}");
 }
+
+#[test]
+fn e1_e4_cli_inject_poison_stat_fsck_and_clear_by_rewrite() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dev = dir.path().join("p.img");
+    let dev = dev.to_str().unwrap();
+    let host = dir.path().join("h.bin");
+    let data: Vec<u8> = (0..5 * 4096u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&host, &data).unwrap();
+    ok(&["mkfs", dev, "--size", "64M"]);
+    ok(&["cp", host.to_str().unwrap(), &format!("{dev}:/f")]);
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&["stat", "--json", &format!("{dev}:/f")])).unwrap();
+    let first = st["extents"][0]["dev_blk"].as_u64().unwrap();
+    let bad = (first + 2) * 4096;
+    let out = ok(&["inject-poison", dev, &bad.to_string(), "100"]);
+    assert!(out.contains("at file offset 8192"), "{out}");
+    // stat lists the range; cat fails with EIO; fsck names the owner.
+    let stat = ok(&["stat", &format!("{dev}:/f")]);
+    assert!(
+        stat.contains("media errors") && stat.contains("8192..12288"),
+        "{stat}"
+    );
+    let o = udax(&["cat", &format!("{dev}:/f")]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("media error"),
+        "{o:?}"
+    );
+    let fsck: serde_json::Value = serde_json::from_str(&ok(&["fsck", "--json", dev])).unwrap();
+    assert_eq!(fsck["bad_blocks"][0]["dev_blk"], first + 2);
+    assert_eq!(fsck["bad_blocks"][0]["owners"][0]["kind"], "file");
+    assert_eq!(fsck["bad_blocks"][0]["owners"][0]["file_off"], 8192);
+    // Rewriting the file whole clears the error.
+    ok(&["cp", host.to_str().unwrap(), &format!("{dev}:/f")]);
+    let back = dir.path().join("back.bin");
+    ok(&["cp", &format!("{dev}:/f"), back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    // cp truncated the file first: the bad block was freed and stays
+    // quarantined (owned by nobody) until clear-poison zeroes it.
+    let stat = ok(&["stat", &format!("{dev}:/f")]);
+    assert!(!stat.contains("media errors"), "{stat}");
+    let fsck: serde_json::Value = serde_json::from_str(&ok(&["fsck", "--json", dev])).unwrap();
+    assert_eq!(fsck["bad_blocks"][0]["owners"][0]["kind"], "free", "{fsck}");
+    let out = ok(&["clear-poison", dev, &bad.to_string()]);
+    assert!(out.contains("1 blocks cleared"), "{out}");
+    let fsck: serde_json::Value = serde_json::from_str(&ok(&["fsck", "--json", dev])).unwrap();
+    assert_eq!(fsck["bad_blocks"].as_array().unwrap().len(), 0, "{fsck}");
+}

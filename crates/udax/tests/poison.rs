@@ -481,3 +481,39 @@ fn e1_e4_crash_during_poison_record_and_clear_by_overwrite() {
         },
     );
 }
+
+/// The body of `e3_default_disposition_dies_by_sigbus`, run as its child.
+#[test]
+#[ignore = "run as a child process by e3_default_disposition_dies_by_sigbus"]
+fn e3_child_touches_poisoned_page_without_a_handler() {
+    let fs = memfd_fs("64M");
+    let f = fs.create("/f", 0o644).unwrap();
+    f.write_at(&pattern(2 * 4096, 10), 0).unwrap();
+    let m = f.mmap(0, 2 * 4096, Prot::Read, MapFlags::SHARED).unwrap();
+    fs.inject_poison(dev_blk(&f, 0) * BLOCK_SIZE, 4096).unwrap();
+    // SAFETY: inside the mapping; the process is expected to die here.
+    let v = unsafe { m.as_ptr().read_volatile() };
+    eprintln!("UNEXPECTED: read {v} from a poisoned page");
+}
+
+#[test]
+fn e3_default_disposition_dies_by_sigbus() {
+    use std::os::unix::process::ExitStatusExt;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "e3_child_touches_poisoned_page_without_a_handler",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGBUS),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

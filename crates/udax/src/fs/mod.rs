@@ -399,6 +399,7 @@ impl Fs {
             fs.free_orphan(ino)?;
         }
         fs.merge_device_badblocks()?;
+        fs.repair_superblocks()?;
         Ok(fs)
     }
 

@@ -289,6 +289,41 @@ impl Fs {
         Ok(cleared)
     }
 
+    /// Rewrite a superblock copy that does not verify (media error, torn or
+    /// stray write) from the good one, and clear its media error. The
+    /// superblock never changes after mkfs, so the copies are identical.
+    pub(crate) fn repair_superblocks(&self) -> Result<()> {
+        let sb = &self.inner.sb;
+        let dev = &self.inner.dev;
+        let total = dev.len() / BLOCK_SIZE;
+        for at in [0, BLOCK_SIZE] {
+            let mut buf = vec![0u8; crate::format::SUPERBLOCK_SIZE];
+            dev.read(at, &mut buf)?;
+            let bad = self.is_bad(at / BLOCK_SIZE, 1);
+            if !bad && crate::format::Superblock::decode(&buf, at, total).is_ok() {
+                continue;
+            }
+            tracing::warn!("rewriting the superblock copy at {at:#x}");
+            dev.zero(at, BLOCK_SIZE)?;
+            dev.write(at, &sb.encode(at))?;
+            dev.flush(at, BLOCK_SIZE);
+            if bad {
+                let _g = self.begin(1)?;
+                self.run_tx(
+                    Vec::new(),
+                    &[Op::Unpoison {
+                        dev_blk: at / BLOCK_SIZE,
+                        len: 1,
+                    }],
+                )?;
+                dev.clear_poison(at, BLOCK_SIZE);
+            } else {
+                dev.fence()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Merge the device's own bad list (the kernel's badblocks for devdax, or
     /// what was injected) into the table at mount.
     pub(crate) fn merge_device_badblocks(&self) -> Result<()> {
@@ -304,16 +339,23 @@ impl Fs {
 pub(crate) fn metadata_owner(g: &Geometry, active: u64, blk: u64) -> Option<Owner> {
     let meta = |what, repair| Some(Owner::Metadata { what, repair });
     if blk == 0 {
-        return meta("primary superblock", "rewritten from the backup superblock");
+        return meta(
+            "primary superblock",
+            "rewritten from the backup at the next mount",
+        );
     }
     if blk == 1 {
-        return meta("backup superblock", "rewritten from the primary superblock");
+        return meta(
+            "backup superblock",
+            "rewritten from the primary at the next mount",
+        );
     }
     if (g.log_start..g.log_start + g.log_blocks).contains(&blk) {
         return meta(
             "metadata log",
-            "a checkpoint makes the log's content redundant; committed operations after \
-             the bad record are lost if the file system is not mounted first",
+            "not rewritten in place; the next checkpoint makes the log's old content \
+             redundant (committed operations after a damaged record are lost if the file \
+             system is not mounted before)",
         );
     }
     for slot in 0..2 {
@@ -322,13 +364,13 @@ pub(crate) fn metadata_owner(g: &Geometry, active: u64, blk: u64) -> Option<Owne
             return if active == slot {
                 meta(
                     "active checkpoint slot",
-                    "rewritten by the next checkpoint while mounted; unreadable after an \
-                     unmount (not repairable then)",
+                    "metadata in the damaged part is lost if not mounted; while mounted, the \
+                     next checkpoint goes to the other slot",
                 )
             } else {
                 meta(
                     "inactive checkpoint slot",
-                    "rewritten by the next checkpoint",
+                    "holds no live metadata; the next checkpoint rewrites it",
                 )
             };
         }
@@ -349,6 +391,11 @@ pub(crate) fn quarantine(alloc: &crate::alloc::Allocator, r: Range<u64>) {
 }
 
 impl super::File {
+    /// The file's extent map: `(file block, device block, length in blocks)`.
+    pub fn extents(&self) -> Vec<crate::format::Extent> {
+        self.cell().data.read().map.iter().collect()
+    }
+
     /// Byte ranges `(offset, len)` of this file that sit on blocks with media
     /// errors (SPEC E4: `udax stat` lists them).
     pub fn poisoned_ranges(&self) -> Vec<(u64, u64)> {
