@@ -9,7 +9,7 @@
 
 use super::region::Region;
 use super::uffd::{Msg, Uffd};
-use crate::sync::{AtomicU64, Ordering, RwLock};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, RwLock};
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
@@ -97,6 +97,9 @@ pub struct Engine {
     /// every mapped page of the range).
     pub dirty: Option<(Uffd, std::fs::File)>,
     regions: RwLock<BTreeMap<usize, Arc<Region>>>,
+    /// Number of entries of `regions` (lets `in_mapping` skip the lock when
+    /// nothing is mapped, the common case of read/write-only programs).
+    live: AtomicUsize,
     slow: std::sync::Mutex<mpsc::Sender<Job>>,
     pub counters: Counters,
 }
@@ -148,6 +151,7 @@ fn start() -> Result<Arc<Engine>, String> {
         uffd,
         dirty,
         regions: RwLock::new(BTreeMap::new()),
+        live: AtomicUsize::new(0),
         slow: std::sync::Mutex::new(tx),
         counters: Counters::default(),
     });
@@ -250,11 +254,15 @@ impl Engine {
     }
 
     pub fn add(&self, r: Arc<Region>) {
-        self.regions.write().insert(r.base, r);
+        let mut m = self.regions.write();
+        m.insert(r.base, r);
+        self.live.store(m.len(), Ordering::Release);
     }
 
     pub fn remove(&self, base: usize) {
-        self.regions.write().remove(&base);
+        let mut m = self.regions.write();
+        m.remove(&base);
+        self.live.store(m.len(), Ordering::Release);
     }
 
     /// Start dirty tracking of a freshly mapped device range: register it with
@@ -294,6 +302,11 @@ impl Engine {
 /// Does `[addr, addr+len)` overlap a udax mapping of this process?
 pub fn in_mapping(addr: usize, len: usize) -> bool {
     let Some(e) = try_engine() else { return false };
+    // A buffer can only be inside a mapping that exists before the call that
+    // passes it, so a zero count read now is final for this call.
+    if e.live.load(Ordering::Acquire) == 0 {
+        return false;
+    }
     let m = e.regions.read();
     let end = addr.saturating_add(len);
     if let Some((_, r)) = m.range(..end).next_back() {

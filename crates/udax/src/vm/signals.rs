@@ -16,6 +16,8 @@
 //! [`install`] again to chain in front of it (see docs/limits.md).
 #![allow(unsafe_code)]
 
+// std atomics, not the `sync` facade: this state is read inside a signal
+// handler (async-signal-safe loads only), which no model checker runs.
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
