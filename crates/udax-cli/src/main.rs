@@ -68,7 +68,29 @@ enum Cmd {
     /// Print a file to stdout.
     Cat { target: String },
     /// Copy a file: host -> udax, udax -> host, or udax -> udax (same device).
-    Cp { src: String, dst: String },
+    Cp {
+        src: String,
+        dst: String,
+        /// udax -> udax: share the blocks instead of copying them (reflink);
+        /// a later write to either file copies only what it changes.
+        #[arg(long)]
+        reflink: bool,
+    },
+    /// Share the blocks of two files' ranges whose bytes are equal (dedupe, like
+    /// FIDEDUPERANGE). Nothing is shared if any byte differs.
+    Dedupe {
+        src: String,
+        dst: String,
+        /// Offset in SRC (block aligned).
+        #[arg(long, default_value = "0")]
+        src_offset: String,
+        /// Offset in DST (block aligned).
+        #[arg(long, default_value = "0")]
+        dst_offset: String,
+        /// Length (default: all of SRC).
+        #[arg(long)]
+        length: Option<String>,
+    },
     /// Create a directory.
     Mkdir {
         target: String,
@@ -512,9 +534,66 @@ fn run(cli: Cli) -> AnyResult<()> {
                 off += n as u64;
             }
         }
-        Cmd::Cp { src, dst } => {
+        Cmd::Cp {
+            src,
+            dst,
+            reflink: false,
+        } => {
             let n = copy(&src, &dst, def)?;
             eprintln!("udax: copied {n} bytes");
+        }
+        Cmd::Cp {
+            src,
+            dst,
+            reflink: true,
+        } => {
+            let s = target(&src, def)?;
+            let d = target(&dst, Some(&s.dev))?;
+            if s.dev != d.dev {
+                return Err(format!(
+                    "{src} -> {dst}: --reflink needs both files on one udax device"
+                ));
+            }
+            let fs = mount(&s.dev)?;
+            let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), &src)?;
+            let out = ctx(fs.open(&d.path, &OpenOptions::create()), &dst)?;
+            ctx(fs.clone_file(&inp, &out), &format!("{src} -> {dst}"))?;
+            let n = out.len();
+            drop((inp, out));
+            ctx(fs.unmount(), &s.dev)?;
+            eprintln!("udax: cloned {n} bytes (blocks shared)");
+        }
+        Cmd::Dedupe {
+            src,
+            dst,
+            src_offset,
+            dst_offset,
+            length,
+        } => {
+            let s = target(&src, def)?;
+            let d = target(&dst, Some(&s.dev))?;
+            if s.dev != d.dev {
+                return Err(format!("{src} -> {dst}: both files must be on one device"));
+            }
+            let (so, dof) = (size_arg(&src_offset)?, size_arg(&dst_offset)?);
+            let fs = mount(&s.dev)?;
+            let a = ctx(fs.open(&s.path, &OpenOptions::read_only()), &src)?;
+            let b = ctx(fs.open(&d.path, &OpenOptions::read_write()), &dst)?;
+            let len = match length {
+                Some(l) => size_arg(&l)?,
+                None => a.len().saturating_sub(so),
+            };
+            let r = ctx(
+                fs.dedupe_range(&a, so, &b, dof, len),
+                &format!("{src} {dst}"),
+            )?;
+            drop((a, b));
+            ctx(fs.unmount(), &s.dev)?;
+            if r.differs {
+                println!("differs: nothing shared");
+            } else {
+                println!("deduped {} bytes", r.bytes_deduped);
+            }
         }
         Cmd::Mkdir { target: t, parents } => {
             let t = target(&t, def)?;

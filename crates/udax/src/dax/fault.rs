@@ -31,6 +31,10 @@ enum Fail {
     Again,
     /// A real failure: the access gets SIGBUS, as the kernel does for ENOSPC/EIO.
     Error(String),
+    /// A writable shared mapping reached file pages whose blocks other files
+    /// share (reflink): they must be copied first (copy on write), under the
+    /// invalidate lock held exclusively. Nothing was mapped.
+    Unshare(Range<u64>),
 }
 
 impl From<String> for Fail {
@@ -92,7 +96,18 @@ pub(super) fn handle(
         region,
         eng,
     };
-    if let Err(Fail::Error(e)) = cx.resolve(page, write, wp) {
+    let mut r = cx.resolve(page, write, wp);
+    if let Err(Fail::Unshare(span)) = r {
+        drop(_inv);
+        if !block {
+            // Copying takes the invalidate lock exclusively and may unmap
+            // (mremap): the slow worker does it, never a handler thread.
+            bump(&fs.counters().deferred);
+            return false;
+        }
+        r = unshare_for_fault(fs, cell, span).map_err(Fail::Error);
+    }
+    if let Err(Fail::Error(e)) = r {
         // As the kernel turns a failed fault (ENOSPC, EIO) into SIGBUS.
         tracing::error!(
             "fault at file page {page} of inode {}: {e}; raising SIGBUS",
@@ -104,8 +119,22 @@ pub(super) fn handle(
             st.beyond_eof.insert(page..page + 1);
         }
     }
+    // After an unshare the page is unmapped: the woken access faults again
+    // and finds the file's own copy.
     let _ = eng.uffd.wake(region.addr_of(page), PAGE);
     true
+}
+
+/// Copy on write for a fault (SPEC R1): unmap file pages `span` from every
+/// mapping of the file, then give the file its own copies of their shared
+/// blocks.
+fn unshare_for_fault(fs: &Fs, cell: &Arc<Cell>, span: Range<u64>) -> Result<(), String> {
+    let _inv = cell.dax.invalidate.write();
+    super::zap_file_range(fs, cell, span.start, span.end)
+        .and_then(|()| crate::fs::unshare(fs, cell, span.start, span.end))
+        .map_err(|e| format!("copy on write of pages {span:?}: {e}"))?;
+    bump(&fs.counters().cow_faults);
+    Ok(())
 }
 
 fn pmd_eligible(region: &Region, chunk: u64, eof: u64) -> bool {
@@ -464,6 +493,19 @@ impl Cx<'_> {
             return Ok(());
         }
         let mut r = without_gone(&st, r);
+        if !region.private && st.prot == Some(crate::vm::Prot::ReadWrite) && !r.is_empty() {
+            // A writable shared mapping never shows a block another file
+            // shares: copy it first (the faulting page's run), or stop the
+            // fault-around window before it.
+            let n = r.end - r.start;
+            if let Some(sh) = fs.shared_in(dev_blk, n).into_iter().next() {
+                if sh.start == dev_blk || pmd {
+                    let k = if pmd { n } else { sh.end - sh.start };
+                    return Err(Fail::Unshare(r.start..r.start + k));
+                }
+                r.end = r.start + (sh.start - dev_blk);
+            }
+        }
         if region.private {
             // Never map over pages this private mapping already shows: some may be
             // its private copies.

@@ -349,10 +349,37 @@ impl Mapping {
 
     /// `mprotect` of the whole mapping.
     pub fn protect(&self, prot: Prot) -> Result<()> {
-        if prot == Prot::ReadWrite && !self.region.private && !self.file.writable() {
+        let shared_rw = prot == Prot::ReadWrite && !self.region.private;
+        if shared_rw && !self.file.writable() {
             return Err(Error::Access("file not open for writing"));
         }
+        // Making a shared mapping writable: pages showing blocks that other
+        // files share (reflink) are unmapped first, so a store faults and
+        // copies them (the mapping never writes into another file's block).
+        // Faults hold the invalidate lock shared: none is half way.
+        let cell = self.file.cell();
+        let fs = self.file.fs();
+        let _inv = (shared_rw && fs.has_shared()).then(|| cell.dax.invalidate.write());
         let mut st = self.region.lock();
+        if _inv.is_some() && st.prot != Some(Prot::ReadWrite) {
+            let eng = vm::engine().map_err(Error::Busy)?;
+            let runs: Vec<(Range<u64>, i64)> =
+                st.dev.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            for (k, v) in runs {
+                let first = (k.start as i64 + v) as u64;
+                for sh in fs.shared_in(first, k.end - k.start) {
+                    let p = (sh.start as i64 - v) as u64..(sh.end as i64 - v) as u64;
+                    space::replace_with_placeholder(
+                        &eng.uffd,
+                        self.region.addr_of(p.start),
+                        (p.end - p.start) as usize * PAGE,
+                        st.prot.unwrap_or(Prot::Read),
+                    )
+                    .map_err(io)?;
+                    self.region.forget_device(&mut st, p);
+                }
+            }
+        }
         space::protect(self.region.base, self.region.len, prot).map_err(io)?;
         st.prot = Some(prot);
         Ok(())
@@ -535,9 +562,20 @@ pub(crate) fn break_layouts(fs: &Fs, cell: &Cell, a: u64, b: u64, wait: bool) ->
         return Ok(());
     }
     zap_range(fs, cell, a, b)?;
-    // Pins (in-flight I/O) on the blocks about to be freed.
+    // Pins (in-flight I/O) on the blocks about to be freed. Blocks other files
+    // share stay allocated, and their references may belong to those files'
+    // mappings: not waited for (a block freed later still waits, as a zombie,
+    // until it is idle).
     let timeout = if wait { PIN_TIMEOUT } else { Duration::ZERO };
+    let mut runs = rangemap::RangeSet::new();
     for (blk, n) in fs.device_runs(cell, a, b) {
+        runs.insert(blk..blk + n);
+        for sh in fs.shared_in(blk, n) {
+            runs.remove(sh);
+        }
+    }
+    for r in runs.iter() {
+        let (blk, n) = (r.start, r.end - r.start);
         if let Err((busy, count)) = fs.page_refs().wait_idle(blk, n, timeout) {
             return Err(Error::Busy(format!(
                 "device block {busy} of inode {} is pinned ({count} references){}",
@@ -551,6 +589,15 @@ pub(crate) fn break_layouts(fs: &Fs, cell: &Cell, a: u64, b: u64, wait: bool) ->
         }
     }
     Ok(())
+}
+
+/// [`zap_range`] for the fs (copy on write): nothing to do for a file that
+/// was never mapped.
+pub(crate) fn zap_file_range(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
+    if !cell.dax.is_mapped() {
+        return Ok(());
+    }
+    zap_range(fs, cell, a, b)
 }
 
 /// Unmap file pages `[a, b)` from every mapping and drop their entries (the

@@ -20,6 +20,9 @@ pub const RECORD_HEADER: usize = 8;
 const REC_INODE: u8 = 1;
 /// The bad-block table (SPEC E1): `n:u32`, then `n` × (`dev_blk:u64`, `len:u64`).
 const REC_BADBLOCKS: u8 = 3;
+/// The reference counts of shared device blocks (reflink, SPEC R1): `n:u32`,
+/// then `n` × (`dev_blk:u64`, `len:u64`, `refs:u32`), each with `refs >= 2`.
+const REC_REFCOUNTS: u8 = 4;
 
 /// One record of a checkpoint body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +30,8 @@ pub enum Record {
     Inode(InodeImage),
     /// Device block ranges `(dev_blk, len)` with media errors.
     BadBlocks(Vec<(u64, u64)>),
+    /// Device block ranges `(dev_blk, len, refs)` referenced by `refs >= 2` extents.
+    Refcounts(Vec<(u64, u64, u32)>),
 }
 
 /// Inode attributes.
@@ -158,6 +163,21 @@ pub fn encode_badblocks_record(w: &mut Writer, ranges: &[(u64, u64)], epoch: u64
     });
 }
 
+/// Append the shared-block reference count record.
+pub fn encode_refcount_record(
+    w: &mut Writer,
+    ranges: &[(u64, u64, u32)],
+    epoch: u64,
+    body_at: u64,
+) {
+    framed(w, epoch, body_at, |w| {
+        w.u8(REC_REFCOUNTS).u32(ranges.len() as u32);
+        for &(b, l, n) in ranges {
+            w.u64(b).u64(l).u32(n);
+        }
+    });
+}
+
 /// Append the record of `ino` to `w`, as it will sit at device offset
 /// `body_at + w.len()`, for checkpoint `epoch`.
 pub fn encode_inode_record(w: &mut Writer, ino: &InodeImage, epoch: u64, body_at: u64) {
@@ -194,7 +214,7 @@ pub fn parse_inode_record(r: &mut Reader<'_>, epoch: u64) -> Result<InodeImage, 
     let at = r.device_offset();
     match parse_record(r, epoch)? {
         Record::Inode(i) => Ok(i),
-        Record::BadBlocks(_) => Err(FormatError::Corrupted {
+        Record::BadBlocks(_) | Record::Refcounts(_) => Err(FormatError::Corrupted {
             what: "checkpoint record: expected an inode".into(),
             device_offset: at,
         }),
@@ -233,6 +253,21 @@ pub fn parse_record(r: &mut Reader<'_>, epoch: u64) -> Result<Record, FormatErro
                 return Err(p.corrupt("trailing bytes"));
             }
             Ok(Record::BadBlocks(v))
+        }
+        REC_REFCOUNTS => {
+            let n = p.count(20)?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (b, l, c) = (p.u64()?, p.u64()?, p.u32()?);
+                if l == 0 || c < 2 || b.checked_add(l).is_none() {
+                    return Err(p.corrupt(format_args!("refcount range {b}+{l} x{c}")));
+                }
+                v.push((b, l, c));
+            }
+            if p.remaining() != 0 {
+                return Err(p.corrupt("trailing bytes"));
+            }
+            Ok(Record::Refcounts(v))
         }
         _ => Err(p.corrupt(format_args!("unknown record kind {kind}"))),
     }

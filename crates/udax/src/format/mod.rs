@@ -27,8 +27,9 @@ mod superblock;
 
 pub use image::{
     decode_checkpoint_header, encode_badblocks_record, encode_checkpoint_header,
-    encode_inode_record, parse_inode_record, parse_record, record_seed, Attr, CheckpointHeader,
-    DirentImage, Extent, InodeImage, Record, CKPT_HEADER_SIZE, CKPT_MAGIC, RECORD_HEADER,
+    encode_inode_record, encode_refcount_record, parse_inode_record, parse_record, record_seed,
+    Attr, CheckpointHeader, DirentImage, Extent, InodeImage, Record, CKPT_HEADER_SIZE, CKPT_MAGIC,
+    RECORD_HEADER,
 };
 pub use ops::{
     decode_log_header, encode_log_record, LogHeader, Op, LOG_HEADER_SIZE, LOG_MAGIC, MAX_OP_BYTES,

@@ -59,7 +59,17 @@ pub enum Op {
         dev_blk: u64,
         len: u64,
     },
-    /// Turn file blocks `[file_blk, file_blk+len)` into a hole, freeing their blocks.
+    /// Map file blocks `[file_blk, file_blk+len)` (a hole) to device blocks from
+    /// `dev_blk` that another extent already references (reflink, SPEC R1):
+    /// their reference count grows by one.
+    MapShared {
+        ino: u64,
+        file_blk: u64,
+        dev_blk: u64,
+        len: u64,
+    },
+    /// Turn file blocks `[file_blk, file_blk+len)` into a hole, dropping one
+    /// reference on their blocks (a block no extent references is free).
     Unmap { ino: u64, file_blk: u64, len: u64 },
     /// Move every extent at or after `from_blk` by `delta` blocks (collapse/insert range).
     Shift { ino: u64, from_blk: u64, delta: i64 },
@@ -97,6 +107,7 @@ impl Op {
             Op::NewInode { ino, .. }
             | Op::SetSize { ino, .. }
             | Op::Map { ino, .. }
+            | Op::MapShared { ino, .. }
             | Op::Unmap { ino, .. }
             | Op::Shift { ino, .. }
             | Op::FreeInode { ino }
@@ -144,6 +155,14 @@ impl Op {
                 len,
             } => {
                 w.u8(5).u64(*ino).u64(*file_blk).u64(*dev_blk).u64(*len);
+            }
+            Op::MapShared {
+                ino,
+                file_blk,
+                dev_blk,
+                len,
+            } => {
+                w.u8(16).u64(*ino).u64(*file_blk).u64(*dev_blk).u64(*len);
             }
             Op::Unmap { ino, file_blk, len } => {
                 w.u8(6).u64(*ino).u64(*file_blk).u64(*len);
@@ -266,6 +285,12 @@ impl Op {
                 dev_blk: r.u64()?,
                 len: r.u64()?,
             },
+            16 => Op::MapShared {
+                ino: r.u64()?,
+                file_blk: r.u64()?,
+                dev_blk: r.u64()?,
+                len: r.u64()?,
+            },
             t => return Err(r.corrupt(format_args!("unknown op tag {t}"))),
         })
     }
@@ -380,6 +405,12 @@ mod tests {
                 file_blk: 1,
                 dev_blk: 600,
                 len: 3,
+            },
+            Op::MapShared {
+                ino: 6,
+                file_blk: 0,
+                dev_blk: 600,
+                len: 2,
             },
             Op::Unmap {
                 ino: 5,

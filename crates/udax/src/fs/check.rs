@@ -5,7 +5,7 @@ use super::{recover, Error};
 use crate::device::Device;
 use crate::format::{Superblock, DT_DIR, DT_REG, ROOT_INO};
 use crate::BLOCK_SIZE;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// One thing wrong, and where.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -55,7 +55,11 @@ fn problem(what: String, ino: Option<u64>, off: Option<u64>) -> Problem {
 /// Check an in-memory state: extents inside the data area and owned once,
 /// directory entries pointing at live inodes of the right type, link counts,
 /// parents, and every inode reachable from the root (or an orphan).
-pub(crate) fn check_state(sb: &Superblock, inodes: &HashMap<u64, InodeData>) -> Vec<Problem> {
+pub(crate) fn check_state(
+    sb: &Superblock,
+    inodes: &HashMap<u64, InodeData>,
+    refs: &super::RefTable,
+) -> Vec<Problem> {
     let g = &sb.geometry;
     let mut out = Vec::new();
     let Some(root) = inodes.get(&ROOT_INO) else {
@@ -74,10 +78,12 @@ pub(crate) fn check_state(sb: &Superblock, inodes: &HashMap<u64, InodeData>) -> 
         ));
         return out;
     }
-    // Block ownership: sort all extents by device block and look for overlaps.
-    let mut owned: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    // Block ownership: every extent inside the data area, and each block
+    // referenced by exactly as many extents as the refcount table says (one
+    // for blocks the table does not list: reflink, SPEC R1).
     let mut inos: Vec<&u64> = inodes.keys().collect();
     inos.sort_unstable();
+    let mut inside = Vec::new();
     for &ino in &inos {
         for e in inodes[ino].map.iter() {
             let end = e.dev_blk.checked_add(e.len);
@@ -89,21 +95,30 @@ pub(crate) fn check_state(sb: &Superblock, inodes: &HashMap<u64, InodeData>) -> 
                 ));
                 continue;
             }
-            if let Some((&s, &(l, other))) = owned.range(..e.dev_blk + e.len).next_back() {
-                if s + l > e.dev_blk {
-                    out.push(problem(
-                        format!(
-                            "device block {} owned by inode {other} and inode {ino}",
-                            e.dev_blk.max(s)
-                        ),
-                        Some(*ino),
-                        Some(e.dev_blk.max(s) * BLOCK_SIZE),
-                    ));
-                    continue;
-                }
-            }
-            owned.insert(e.dev_blk, (e.len, *ino));
+            inside.push((e.dev_blk, e.len, *ino));
         }
+    }
+    let cov = super::refs::coverage(inside.iter().map(|&(s, l, _)| (s, l)));
+    for (blk, table, extents) in super::refs::mismatches(refs, &cov) {
+        let mut owners: Vec<u64> = inside
+            .iter()
+            .filter(|&&(s, l, _)| (s..s + l).contains(&blk))
+            .map(|&(_, _, i)| i)
+            .collect();
+        owners.dedup();
+        let list = owners
+            .iter()
+            .map(|i| format!("inode {i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push(problem(
+            format!(
+                "device block {blk}: referenced by {extents} extents ({}) but its reference count is {table}",
+                if list.is_empty() { "none".into() } else { list }
+            ),
+            owners.first().copied(),
+            Some(blk * BLOCK_SIZE),
+        ));
     }
     // Links and types.
     let mut links: HashMap<u64, u32> = HashMap::new();
@@ -208,8 +223,15 @@ pub(crate) fn check_state(sb: &Superblock, inodes: &HashMap<u64, InodeData>) -> 
 /// Check the file system on `dev` without mounting it (read-only).
 pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
     let rec = recover(dev)?;
-    let problems = check_state(&rec.sb, &rec.inodes);
-    let used: u64 = rec.inodes.values().map(|d| d.map.blocks()).sum();
+    let problems = check_state(&rec.sb, &rec.inodes, &rec.refs);
+    let used: u64 = super::refs::coverage(
+        rec.inodes
+            .values()
+            .flat_map(|d| d.map.iter().map(|e| (e.dev_blk, e.len))),
+    )
+    .iter()
+    .map(|(r, _)| r.end - r.start)
+    .sum();
     let dirs = rec.inodes.values().filter(|d| d.is_dir()).count() as u64;
     let mut orphans: Vec<u64> = rec
         .inodes

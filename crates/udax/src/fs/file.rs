@@ -31,6 +31,17 @@ fn huge_hint(fblk: u64, want: u64) -> bool {
     want >= BLOCKS_PER_HUGE || (fblk % BLOCKS_PER_HUGE == 0 && want >= 64)
 }
 
+/// What a write fills the rest of new blocks with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Around {
+    /// Nothing (the blocks are the file's own, written in place).
+    Keep,
+    /// Zeros (new blocks for a hole).
+    Zero,
+    /// The bytes of the shared blocks from this device block (copy on write).
+    CopyFrom(u64),
+}
+
 fn blk(off: u64) -> u64 {
     off >> BLOCK_SHIFT
 }
@@ -248,7 +259,12 @@ impl File {
                         let f = pos + (bad - dev_blk);
                         let (a, b) = (f * BLOCK_SIZE, (f + 1) * BLOCK_SIZE);
                         if off <= a && end >= b {
-                            cleared.push((f, bad));
+                            // A shared bad block is not cleared: this write
+                            // gives the file a new block (copy on write) and
+                            // the old one stays bad for its other owners.
+                            if self.fs.shared_in(bad, 1).is_empty() {
+                                cleared.push((f, bad));
+                            }
                         } else if a <= off {
                             return Err(Error::Device(DeviceError::Poisoned {
                                 offset: bad * BLOCK_SIZE,
@@ -268,22 +284,38 @@ impl File {
     }
 
     fn write_unpoisoned(&self, data: &[u8], off: u64, end: u64) -> Result<usize> {
-        // Fast path: every block mapped and no size change: no metadata at all.
+        let (b0, b1) = (blk(off), blk_up(end));
+        // Fast path: every block mapped, none shared, and no size change: no
+        // metadata at all.
         {
             let d = self.cell.data.read();
             if d.freed {
                 return Err(Error::NotFound);
             }
-            if end <= d.attr.size && d.map.is_mapped(blk(off), blk_up(end) - blk(off)) {
-                self.copy_in(&d, data, off, blk(off), blk_up(end))?;
+            if end <= d.attr.size
+                && d.map.is_mapped(b0, b1 - b0)
+                && !self.fs.range_shared(&d, b0, b1)
+            {
+                self.copy_in(&d, data, off, b0, b1)?;
                 self.cell.mtime_pending.store(now_ns(), Ordering::Relaxed);
                 return Ok(data.len());
             }
         }
         let fs = &self.fs;
-        let (written, allocated, grew) = {
+        let mut cow = false;
+        let (written, allocated, grew) = loop {
+            // Copy on write swaps blocks under the mappings: like a layout
+            // change it holds the invalidate lock and unmaps the range first.
+            let _inv = cow.then(|| self.cell.dax.invalidate.write());
+            if cow {
+                crate::dax::zap_file_range(fs, &self.cell, b0, b1)?;
+            }
             let _g = fs.begin(MAX_TX_OPS)?;
             let mut d = self.cell.data.write();
+            if !cow && fs.range_shared(&d, b0, b1) {
+                cow = true;
+                continue;
+            }
             let (ops, stop) = self.fill_and_copy(&mut d, data, off)?;
             let written = stop.min(end) - off;
             let mut ops = ops;
@@ -303,11 +335,11 @@ impl File {
                 return Err(e);
             }
             let allocated = ops.iter().any(|o| matches!(o, Op::Map { .. }));
-            (written, allocated, grew.then_some(new_end))
+            break (written, allocated, grew.then_some(new_end));
         };
         // With no fs lock held (entry locks come first in the lock order).
         if allocated {
-            crate::dax::after_alloc(fs, &self.cell, blk(off), blk_up(off + written));
+            crate::dax::after_alloc(fs, &self.cell, b0, blk_up(off + written));
         }
         if let Some(size) = grew {
             crate::dax::after_grow(&self.cell, size);
@@ -322,7 +354,7 @@ impl File {
             match d.map.lookup(pos) {
                 Lookup::Mapped { dev_blk, len } => {
                     let n = len.min(b1 - pos);
-                    self.copy_run(data, off, pos, dev_blk, n, false)?;
+                    self.copy_run(data, off, pos, dev_blk, n, Around::Keep)?;
                     pos += n;
                 }
                 Lookup::Hole { .. } => {
@@ -337,8 +369,9 @@ impl File {
     }
 
     /// Store the part of `data` (placed at file offset `off`) that falls in file
-    /// blocks `[fblk, fblk+n)` at device block `dev_blk`; for `fresh` blocks also
-    /// zero the bytes the data does not cover. Everything stored is flushed.
+    /// blocks `[fblk, fblk+n)` at device block `dev_blk`; for new blocks also
+    /// fill the bytes the data does not cover (`around`). Everything stored is
+    /// flushed.
     fn copy_run(
         &self,
         data: &[u8],
@@ -346,7 +379,7 @@ impl File {
         fblk: u64,
         dev_blk: u64,
         n: u64,
-        fresh: bool,
+        around: Around,
     ) -> Result<()> {
         let dev = &self.fs.inner.dev;
         let span_a = fblk * BLOCK_SIZE;
@@ -359,15 +392,31 @@ impl File {
             dev.write(dev_at(a), &data[(a - off) as usize..(b - off) as usize])?;
             dev.flush(dev_at(a), b - a);
         }
-        if fresh {
-            if a > span_a {
-                dev.zero(dev_at(span_a), a - span_a)?;
-                dev.flush(dev_at(span_a), a - span_a);
+        let z = b.max(a);
+        for (x, y) in [(span_a, a), (z, span_b)] {
+            if y <= x {
+                continue;
             }
-            let z = b.max(a);
-            if span_b > z {
-                dev.zero(dev_at(z), span_b - z)?;
-                dev.flush(dev_at(z), span_b - z);
+            match around {
+                Around::Keep => {}
+                Around::Zero => dev.zero(dev_at(x), y - x)?,
+                Around::CopyFrom(old) => {
+                    // Copy on write: the bytes the data leaves come from the
+                    // shared block, which must be readable.
+                    let old_at = |fo: u64| old * BLOCK_SIZE + (fo - span_a);
+                    let (b0, b1) = (old_at(x) / BLOCK_SIZE, (old_at(y) - 1) / BLOCK_SIZE + 1);
+                    if let Some(bad) = self.fs.first_bad(b0, b1 - b0) {
+                        return Err(Error::Device(DeviceError::Poisoned {
+                            offset: bad * BLOCK_SIZE,
+                        }));
+                    }
+                    let mut tmp = vec![0u8; (y - x) as usize];
+                    dev.read(old_at(x), &mut tmp)?;
+                    dev.write(dev_at(x), &tmp)?;
+                }
+            }
+            if around != Around::Keep {
+                dev.flush(dev_at(x), y - x);
             }
         }
         Ok(())
@@ -393,9 +442,63 @@ impl File {
             match d.map.lookup(pos) {
                 Lookup::Mapped { dev_blk, len } => {
                     let n = len.min(b1 - pos);
-                    self.copy_run(data, off, pos, dev_blk, n, false)?;
-                    goal = Some(dev_blk + n);
-                    pos += n;
+                    let Some(sh) = self.fs.shared_in(dev_blk, n).into_iter().next() else {
+                        self.copy_run(data, off, pos, dev_blk, n, Around::Keep)?;
+                        goal = Some(dev_blk + n);
+                        pos += n;
+                        continue;
+                    };
+                    // Blocks before the first shared one are written in place.
+                    let k = sh.start - dev_blk;
+                    if k > 0 {
+                        self.copy_run(data, off, pos, dev_blk, k, Around::Keep)?;
+                        pos += k;
+                        goal = Some(dev_blk + k);
+                        continue;
+                    }
+                    // Copy on write (SPEC R1): new blocks get the data, and the
+                    // bytes it leaves come from the shared blocks; the extent is
+                    // swapped in the same transaction.
+                    if ops.len() + 2 > MAX_MAPS {
+                        break;
+                    }
+                    let want = sh.end - sh.start;
+                    let req = AllocRequest {
+                        len: want,
+                        goal: None,
+                        huge: huge_hint(pos, want),
+                    };
+                    let Ok(ranges) = self.fs.inner.alloc.alloc(req) else {
+                        self.free_maps(&ops);
+                        return Err(Error::NoSpace);
+                    };
+                    let base = pos;
+                    for (i, r) in ranges.iter().enumerate() {
+                        if ops.len() + 2 > MAX_MAPS {
+                            self.free_ranges(&ranges[i..]);
+                            break;
+                        }
+                        let old = dev_blk + (pos - base);
+                        if let Err(e) =
+                            self.copy_run(data, off, pos, r.start, r.len, Around::CopyFrom(old))
+                        {
+                            self.free_ranges(&ranges[i..]);
+                            self.free_maps(&ops);
+                            return Err(e);
+                        }
+                        ops.push(Op::Unmap {
+                            ino: self.cell.ino,
+                            file_blk: pos,
+                            len: r.len,
+                        });
+                        ops.push(Op::Map {
+                            ino: self.cell.ino,
+                            file_blk: pos,
+                            dev_blk: r.start,
+                            len: r.len,
+                        });
+                        pos += r.len;
+                    }
                 }
                 Lookup::Hole { len } => {
                     if ops.len() >= MAX_MAPS {
@@ -419,7 +522,8 @@ impl File {
                             self.free_ranges(&ranges[i..]);
                             break;
                         }
-                        if let Err(e) = self.copy_run(data, off, pos, r.start, r.len, true) {
+                        if let Err(e) = self.copy_run(data, off, pos, r.start, r.len, Around::Zero)
+                        {
                             self.free_ranges(&ranges[i..]);
                             self.free_maps(&ops);
                             return Err(e);
@@ -464,6 +568,9 @@ impl File {
             // Pages wholly past the new end raise SIGBUS from now on (SPEC M5).
             crate::dax::break_layouts(&self.fs, &self.cell, blk_up(len), u64::MAX, wait)?;
         }
+        // The partial last block is zeroed past the new end: a shared one is
+        // copied first.
+        self.unshare_edges(len, len)?;
         self.set_len_locked(len)?;
         if len > old {
             crate::dax::after_grow(&self.cell, len);
@@ -613,7 +720,24 @@ impl File {
         Ok((b0, b1))
     }
 
+    /// Copy on write for the partial blocks at `off` and `end` (blocks that a
+    /// truncate, punch or zero range changes in part). The caller holds the
+    /// invalidate lock exclusively and has unmapped the range.
+    fn unshare_edges(&self, off: u64, end: u64) -> Result<()> {
+        if !self.fs.has_shared() {
+            return Ok(());
+        }
+        for at in [off, end] {
+            if at % BLOCK_SIZE != 0 {
+                crate::dax::zap_file_range(&self.fs, &self.cell, blk(at), blk(at) + 1)?;
+                super::reflink::unshare(&self.fs, &self.cell, blk(at), blk(at) + 1)?;
+            }
+        }
+        Ok(())
+    }
+
     fn punch(&self, off: u64, end: u64) -> Result<()> {
+        self.unshare_edges(off, end)?;
         let _g = self.fs.begin(1)?;
         let mut d = self.cell.data.write();
         let (b0, b1) = self.zero_edges(&d, off, end)?;
@@ -636,6 +760,10 @@ impl File {
     /// in place, holes are allocated zeroed); the size grows unless KEEP_SIZE.
     fn zero_range(&self, off: u64, end: u64, keep_size: bool) -> Result<()> {
         let mut cleared = Vec::new();
+        // Shared blocks are not zeroed in place (their other owners keep
+        // them): the edges are copied, whole blocks released and allocated anew.
+        self.unshare_edges(off, end)?;
+        super::reflink::release_shared(&self.fs, &self.cell, blk_up(off), blk(end))?;
         {
             let _g = self.fs.begin(1)?;
             let d = self.cell.data.write();

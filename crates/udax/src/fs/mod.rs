@@ -19,6 +19,8 @@ pub mod extent;
 mod file;
 mod namespace;
 mod poison;
+mod reflink;
+pub mod refs;
 pub mod state;
 mod types;
 
@@ -26,14 +28,17 @@ pub use check::{fsck, BadBlock, FsckReport, Problem};
 pub use error::{Error, Result};
 pub use file::File;
 pub use poison::{Owner, PoisonReport};
+pub(crate) use reflink::unshare;
+pub use reflink::Dedupe;
+use refs::RefTable;
 pub use types::{falloc, DirEntry, MkfsOptions, OpenOptions, Stat, StatFs};
 
 use crate::alloc::{Allocator, BlockRange};
 use crate::device::Device;
 use crate::format::codec::Writer;
 use crate::format::{
-    encode_badblocks_record, encode_inode_record, Attr, Geometry, InodeImage, Op, Superblock,
-    FORMAT_VERSION, MAX_OP_BYTES, ROOT_INO, SUPERBLOCK_SIZE, S_IFDIR,
+    encode_badblocks_record, encode_inode_record, encode_refcount_record, Attr, Geometry,
+    InodeImage, Op, Superblock, FORMAT_VERSION, MAX_OP_BYTES, ROOT_INO, SUPERBLOCK_SIZE, S_IFDIR,
 };
 use crate::journal::{self, Journal, JournalStats};
 use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard};
@@ -102,6 +107,13 @@ pub(crate) struct Inner {
     /// of ranges (0 = the fast paths skip every check).
     bad: RwLock<rangemap::RangeSet<u64>>,
     bad_count: AtomicU64,
+    /// Reference counts of shared blocks (reflink), and whether any exist
+    /// (0 = no block is shared: the write and fault paths skip every check).
+    refs: Mutex<RefTable>,
+    any_shared: AtomicU64,
+    /// Freed blocks still referenced by a mapping or a pin: given to the
+    /// allocator once idle (a block is reused only at page count zero, M11).
+    zombies: Mutex<Vec<(u64, u64)>>,
     pub uid: u32,
     pub gid: u32,
     /// Hashed wait queues of the DAX entry locks.
@@ -197,6 +209,8 @@ pub(crate) struct Recovered {
     pub loaded: journal::Loaded,
     /// The bad-block table (checkpoint + log).
     pub bad: rangemap::RangeSet<u64>,
+    /// Shared-block reference counts (checkpoint + log).
+    pub refs: RefTable,
 }
 
 /// Load the superblock, the newest checkpoint and the log, and replay it.
@@ -230,6 +244,10 @@ pub(crate) fn recover(dev: &dyn Device) -> Result<Recovered> {
             }
         }
     }
+    let mut refs = RefTable::from_ranges(&loaded.shared).map_err(|m| Error::Corrupted {
+        what: format!("checkpoint: {m}"),
+        device_offset: slot_at,
+    })?;
     let records = std::mem::take(&mut loaded.records);
     let replayed = records.len();
     for (at, ops) in &records {
@@ -240,6 +258,7 @@ pub(crate) fn recover(dev: &dyn Device) -> Result<Recovered> {
                 device_offset: *at,
             })?;
         }
+        refs.settle(&fx.shared, &fx.freed);
         for (s, l, poisoned) in fx.bad {
             if s + l > geo.total_blocks {
                 return Err(Error::Corrupted {
@@ -261,6 +280,7 @@ pub(crate) fn recover(dev: &dyn Device) -> Result<Recovered> {
         replayed,
         loaded,
         bad,
+        refs,
     })
 }
 
@@ -323,7 +343,7 @@ impl Fs {
     /// Mount: recover the metadata, rebuild free space, reclaim orphans.
     pub fn mount(dev: Arc<dyn Device>) -> Result<Fs> {
         let rec = recover(&*dev)?;
-        let report = check::check_state(&rec.sb, &rec.inodes);
+        let report = check::check_state(&rec.sb, &rec.inodes, &rec.refs);
         if let Some(p) = report.first() {
             return Err(Error::Corrupted {
                 what: format!("{} (run `udax fsck` for the full report)", p.what),
@@ -334,18 +354,25 @@ impl Fs {
         let alloc = Allocator::new(geo.data_start, geo.data_blocks());
         let mut image_bytes = 0u64;
         let mut max_ino = ROOT_INO;
+        // Every referenced block once (check_state verified that blocks
+        // referenced several times are exactly the shared ones).
+        let cov = refs::coverage(
+            rec.inodes
+                .values()
+                .flat_map(|d| d.map.iter().map(|e| (e.dev_blk, e.len))),
+        );
+        for (r, _) in &cov {
+            alloc
+                .mark_used(BlockRange {
+                    start: r.start,
+                    len: r.end - r.start,
+                })
+                .map_err(|_| Error::Corrupted {
+                    what: format!("device blocks {r:?} overlap another use"),
+                    device_offset: r.start * BLOCK_SIZE,
+                })?;
+        }
         for (&ino, d) in &rec.inodes {
-            for e in d.map.iter() {
-                alloc
-                    .mark_used(BlockRange {
-                        start: e.dev_blk,
-                        len: e.len,
-                    })
-                    .map_err(|_| Error::Corrupted {
-                        what: format!("inode {ino}: extent {e:?} overlaps another"),
-                        device_offset: e.dev_blk * BLOCK_SIZE,
-                    })?;
-            }
             image_bytes += d.image_bytes();
             max_ino = max_ino.max(ino);
         }
@@ -387,6 +414,9 @@ impl Fs {
                 image_bytes: AtomicU64::new(image_bytes),
                 bad: RwLock::new(rec.bad),
                 bad_count: AtomicU64::new(bad_count),
+                any_shared: AtomicU64::new(u64::from(!rec.refs.is_empty())),
+                refs: Mutex::new(rec.refs),
+                zombies: Mutex::new(Vec::new()),
                 uid: rustix::process::geteuid().as_raw(),
                 gid: rustix::process::getegid().as_raw(),
                 waits: crate::dax::WaitTable::new(256),
@@ -498,6 +528,14 @@ impl Fs {
             }
         }
         let mut n_records = inos.len() as u64;
+        let shared = inner.refs.lock().ranges();
+        if !shared.is_empty() {
+            encode_refcount_record(&mut w, &shared, epoch, body_at);
+            n_records += 1;
+            if w.len() as u64 > cap {
+                return Err(Error::NoSpace);
+            }
+        }
         let bad = self.bad_blocks();
         if !bad.is_empty() {
             encode_badblocks_record(&mut w, &bad, epoch, body_at);
@@ -625,7 +663,11 @@ impl Fs {
         let creates = ops.iter().any(|o| {
             matches!(
                 o,
-                Op::NewInode { .. } | Op::Link { .. } | Op::Map { .. } | Op::Shift { .. }
+                Op::NewInode { .. }
+                    | Op::Link { .. }
+                    | Op::Map { .. }
+                    | Op::MapShared { .. }
+                    | Op::Shift { .. }
             )
         });
         if creates && inner.image_bytes.load(Ordering::Relaxed) + grow > cap {
@@ -636,7 +678,11 @@ impl Fs {
         let ordered = ops.iter().any(|o| {
             matches!(
                 o,
-                Op::Map { .. } | Op::SetSize { .. } | Op::Unmap { .. } | Op::Unpoison { .. }
+                Op::Map { .. }
+                    | Op::MapShared { .. }
+                    | Op::SetSize { .. }
+                    | Op::Unmap { .. }
+                    | Op::Unpoison { .. }
             )
         });
         inner.journal.commit(ops, ordered)?;
@@ -677,12 +723,80 @@ impl Fs {
             self.return_ino(*ino);
         }
         self.apply_bad(&fx.bad);
-        for (start, len) in self.without_bad(fx.freed) {
+        let freed = if fx.shared.is_empty() && inner.any_shared.load(Ordering::Acquire) == 0 {
+            fx.freed
+        } else {
+            let mut t = inner.refs.lock();
+            let f = t.settle(&fx.shared, &fx.freed);
+            inner
+                .any_shared
+                .store(u64::from(!t.is_empty()), Ordering::Release);
+            f
+        };
+        self.free_blocks(self.without_bad(freed));
+        Ok(())
+    }
+
+    /// Give blocks no extent references back to the allocator; those still
+    /// mapped or pinned somewhere wait (as zombies) until they are idle.
+    fn free_blocks(&self, ranges: Vec<(u64, u64)>) {
+        let inner = &*self.inner;
+        let mut give = Vec::new();
+        {
+            let mut z = inner.zombies.lock();
+            let old = std::mem::take(&mut *z);
+            for (s, l) in old.into_iter().chain(ranges) {
+                if inner.page_refs.busy(s, l).is_some() {
+                    z.push((s, l));
+                } else {
+                    give.push((s, l));
+                }
+            }
+        }
+        for (start, len) in give {
             if let Err(e) = inner.alloc.free(BlockRange { start, len }) {
                 tracing::error!("freeing {start}+{len}: {e}");
             }
         }
-        Ok(())
+    }
+
+    /// Is any device block shared at all?
+    pub(crate) fn has_shared(&self) -> bool {
+        self.inner.any_shared.load(Ordering::Acquire) != 0
+    }
+
+    /// Does any device block of `[s, s+l)` have more than one owner?
+    pub(crate) fn shared_in(&self, s: u64, l: u64) -> Vec<std::ops::Range<u64>> {
+        if self.inner.any_shared.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        self.inner.refs.lock().shared_in(s, l)
+    }
+
+    /// Is any block behind file blocks `[a, b)` of `d` shared?
+    pub(crate) fn range_shared(&self, d: &InodeData, a: u64, b: u64) -> bool {
+        if self.inner.any_shared.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let t = self.inner.refs.lock();
+        d.map
+            .iter()
+            .filter(|e| e.file_blk < b && e.file_blk + e.len > a)
+            .any(|e| {
+                let s = e.file_blk.max(a);
+                let t2 = (e.file_blk + e.len).min(b);
+                !t.shared_in(e.dev_blk + (s - e.file_blk), t2 - s).is_empty()
+            })
+    }
+
+    /// Extents referencing device block `b` (1 for an unshared block in use).
+    pub fn block_refs(&self, b: u64) -> u32 {
+        self.inner.refs.lock().count(b)
+    }
+
+    /// The shared-block table: `(start, len, refs)` ranges.
+    pub fn shared_blocks(&self) -> Vec<(u64, u64, u32)> {
+        self.inner.refs.lock().ranges()
     }
 
     /// Delete an inode whose link count is 0 and that has no open handle.

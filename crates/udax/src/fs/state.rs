@@ -112,8 +112,11 @@ impl Inodes for HashMap<u64, InodeData> {
 /// What applying an op changed beyond the inodes themselves.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// Device ranges `(start, len)` no longer referenced (free them once durable).
+    /// Device ranges `(start, len)` an extent stopped referencing: free once
+    /// durable, unless other extents still share them ([`super::refs::RefTable`]).
     pub freed: Vec<(u64, u64)>,
+    /// Device ranges that gained a reference from a shared mapping (reflink).
+    pub shared: Vec<(u64, u64)>,
     /// Change of the checkpoint image size (bytes, estimated from above).
     pub image_delta: i64,
     pub created: Vec<u64>,
@@ -230,6 +233,18 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             let before = d.map.len();
             d.map.insert(*file_blk, *dev_blk, *len)?;
             fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_IMAGE_BYTES as i64;
+        }
+        Op::MapShared {
+            ino,
+            file_blk,
+            dev_blk,
+            len,
+        } => {
+            let d = get(s, *ino)?;
+            let before = d.map.len();
+            d.map.insert(*file_blk, *dev_blk, *len)?;
+            fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_IMAGE_BYTES as i64;
+            fx.shared.push((*dev_blk, *len));
         }
         Op::Unmap { ino, file_blk, len } => {
             let d = get(s, *ino)?;

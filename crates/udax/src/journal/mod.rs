@@ -90,6 +90,8 @@ pub struct Loaded {
     pub inodes: Vec<InodeImage>,
     /// The bad-block table of the checkpoint: device block ranges `(start, len)`.
     pub bad: Vec<(u64, u64)>,
+    /// The shared-block reference counts of the checkpoint `(start, len, refs)`.
+    pub shared: Vec<(u64, u64, u32)>,
     /// Committed transactions after the checkpoint, with their device offsets.
     pub records: Vec<(u64, Vec<Op>)>,
     /// Where the next record goes and its sequence number.
@@ -134,10 +136,12 @@ pub fn load(dev: &dyn Device, geo: &Geometry) -> Result<Loaded, JournalError> {
     let mut r = Reader::new(&body, body_at, "checkpoint body");
     let mut inodes = Vec::new();
     let mut bad = Vec::new();
+    let mut shared = Vec::new();
     for _ in 0..h.n_records {
         match parse_record(&mut r, h.epoch)? {
             Record::Inode(i) => inodes.push(i),
             Record::BadBlocks(b) => bad.extend(b),
+            Record::Refcounts(c) => shared.extend(c),
         }
     }
     if r.remaining() != 0 {
@@ -179,6 +183,7 @@ pub fn load(dev: &dyn Device, geo: &Geometry) -> Result<Loaded, JournalError> {
         epoch: h.epoch,
         inodes,
         bad,
+        shared,
         records,
         head: pos,
         next_seq: seq,

@@ -28,6 +28,7 @@ pub struct Counters {
     pub deferred: AtomicU64,
     pub invalidations: AtomicU64,
     pub flushed_pages: AtomicU64,
+    pub cow_faults: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -56,6 +57,9 @@ pub struct VmStats {
     /// Pages flushed by msync/fsync of mappings (only the written ones where
     /// dirty tracking runs).
     pub flushed_pages: u64,
+    /// Faults of writable shared mappings that copied shared (reflinked)
+    /// blocks first.
+    pub cow_faults: u64,
 }
 
 impl Counters {
@@ -73,6 +77,7 @@ impl Counters {
             deferred: l(&self.deferred),
             invalidations: l(&self.invalidations),
             flushed_pages: l(&self.flushed_pages),
+            cow_faults: l(&self.cow_faults),
         }
     }
 }

@@ -1,0 +1,450 @@
+//! Reflink (SPEC R1): `clone_range` / `clone_file` share extents between files,
+//! `dedupe_range` shares ranges whose bytes are equal, and [`unshare`] copies
+//! shared blocks for one file before it writes them (copy on write).
+//!
+//! The rules are those of `FICLONERANGE` / `FIDEDUPERANGE` (the kernel's
+//! `generic_remap_checks`): offsets block aligned; the length block aligned
+//! unless the source range ends at the source's end of file; no overlap within
+//! one file; the source range inside the source file. Clone grows the
+//! destination to cover the range; dedupe needs both ranges inside their files
+//! and shares nothing unless every byte is equal.
+//!
+//! Locks: both files' invalidate locks (ascending inode number), then, per
+//! transaction, the checkpoint read lock and both inode write locks (ascending).
+//! Break layouts runs on both ranges first (SPEC M12): the destination's
+//! blocks are about to be released, and the source's writable mappings must
+//! fault again so that a store breaks the new sharing.
+
+use super::extent::Lookup;
+use super::{now_ns, Cell, Error, File, Fs, Result, MAX_TX_OPS};
+use crate::alloc::{AllocRequest, BlockRange};
+use crate::device::DeviceError;
+use crate::format::{Op, MAX_FILE_SIZE, S_IFMT, S_IFREG};
+use crate::fs::state::InodeData;
+use crate::{BLOCKS_PER_HUGE, BLOCK_SIZE};
+
+/// The outcome of [`Fs::dedupe_range`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dedupe {
+    /// Bytes now shared (0 when the ranges differ).
+    pub bytes_deduped: u64,
+    /// Some byte differed, so nothing was shared (`FILE_DEDUPE_RANGE_DIFFERS`).
+    pub differs: bool,
+}
+
+/// A validated remap request, in blocks.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    src_blk: u64,
+    dst_blk: u64,
+    blocks: u64,
+    /// Destination size afterwards (clone only grows it).
+    dst_size: u64,
+    bytes: u64,
+}
+
+impl Fs {
+    /// Share all of `src` with `dst` (`FICLONE`): `dst` gets `src`'s size and
+    /// blocks; its own blocks are released.
+    pub fn clone_file(&self, src: &File, dst: &File) -> Result<()> {
+        if src.ino() == dst.ino() {
+            return Err(Error::Invalid("clone of a file onto itself"));
+        }
+        let size = src.len();
+        dst.set_len(0)?;
+        if size > 0 {
+            self.clone_range(src, 0, dst, 0, size)?;
+        }
+        Ok(())
+    }
+
+    /// `FICLONERANGE`: make `dst`'s bytes `[dst_off, dst_off+len)` share the
+    /// blocks of `src`'s `[src_off, src_off+len)` (`len` 0 = to the end of
+    /// `src`). Returns the bytes cloned.
+    pub fn clone_range(
+        &self,
+        src: &File,
+        src_off: u64,
+        dst: &File,
+        dst_off: u64,
+        len: u64,
+    ) -> Result<u64> {
+        self.remap(src, src_off, dst, dst_off, len, false)
+            .map(|(n, _)| n)
+    }
+
+    /// `FIDEDUPERANGE`: share the ranges only if their bytes are equal.
+    pub fn dedupe_range(
+        &self,
+        src: &File,
+        src_off: u64,
+        dst: &File,
+        dst_off: u64,
+        len: u64,
+    ) -> Result<Dedupe> {
+        let (n, differs) = self.remap(src, src_off, dst, dst_off, len, true)?;
+        Ok(Dedupe {
+            bytes_deduped: n,
+            differs,
+        })
+    }
+
+    fn remap(
+        &self,
+        src: &File,
+        src_off: u64,
+        dst: &File,
+        dst_off: u64,
+        len: u64,
+        dedupe: bool,
+    ) -> Result<(u64, bool)> {
+        if !std::sync::Arc::ptr_eq(&src.fs().inner, &self.inner)
+            || !std::sync::Arc::ptr_eq(&dst.fs().inner, &self.inner)
+        {
+            return Err(Error::CrossDevice);
+        }
+        if !src.readable() || !dst.writable() {
+            return Err(Error::BadFd);
+        }
+        for f in [src, dst] {
+            let mode = f.cell().data.read().attr.mode;
+            if mode & S_IFMT != S_IFREG {
+                return Err(Error::IsDir);
+            }
+        }
+        let (sc, dc) = (src.cell().clone(), dst.cell().clone());
+        let same = sc.ino == dc.ino;
+        // Invalidate locks, ascending inode number.
+        let (first, second) = if sc.ino <= dc.ino {
+            (&sc, &dc)
+        } else {
+            (&dc, &sc)
+        };
+        let _i1 = first.dax.invalidate.write();
+        let _i2 = (!same).then(|| second.dax.invalidate.write());
+        let Some(plan) = plan(src, src_off, dst, dst_off, len, dedupe, same)? else {
+            return Ok((0, false));
+        };
+        if dedupe && !self.ranges_equal(src, src_off, dst, dst_off, plan.bytes)? {
+            return Ok((0, true));
+        }
+        let (s0, s1) = (plan.src_blk, plan.src_blk + plan.blocks);
+        let (d0, d1) = (plan.dst_blk, plan.dst_blk + plan.blocks);
+        crate::dax::break_layouts(self, &dc, d0, d1, true)?;
+        crate::dax::break_layouts(self, &sc, s0, s1, true)?;
+        let old_size = dst.len();
+        let mut pos = 0u64;
+        while pos < plan.blocks {
+            let _g = self.begin(MAX_TX_OPS)?;
+            // Inode locks ascending.
+            let (mut sg, mut dg) = if same {
+                (sc.data.write(), None)
+            } else if sc.ino < dc.ino {
+                let s = sc.data.write();
+                (s, Some(dc.data.write()))
+            } else {
+                let d = dc.data.write();
+                (sc.data.write(), Some(d))
+            };
+            let (ops, next) = {
+                let sd: &InodeData = &sg;
+                let dd: &InodeData = dg.as_deref().unwrap_or(sd);
+                if sd.freed || dd.freed {
+                    return Err(Error::NotFound);
+                }
+                remap_ops(sd, dc.ino, &plan, pos, plan.dst_size > dd.attr.size)
+            };
+            let mut held: Vec<(u64, &mut InodeData)> = vec![(sc.ino, &mut *sg)];
+            if let Some(g) = dg.as_deref_mut() {
+                held.push((dc.ino, g));
+            }
+            held.sort_by_key(|(i, _)| *i);
+            self.run_tx(held, &ops)?;
+            pos = next;
+        }
+        if plan.dst_size > old_size {
+            crate::dax::after_grow(&dc, plan.dst_size);
+        }
+        Ok((plan.bytes, false))
+    }
+
+    /// Are `len` bytes of `a` at `ao` and of `b` at `bo` equal?
+    fn ranges_equal(&self, a: &File, ao: u64, b: &File, bo: u64, len: u64) -> Result<bool> {
+        const STEP: usize = 1 << 20;
+        let mut x = vec![0u8; STEP];
+        let mut y = vec![0u8; STEP];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(STEP as u64) as usize;
+            let ra = a.read_at(&mut x[..n], ao + done)?;
+            let rb = b.read_at(&mut y[..n], bo + done)?;
+            if ra != n || rb != n || x[..n] != y[..n] {
+                return Ok(false);
+            }
+            done += n as u64;
+        }
+        Ok(true)
+    }
+}
+
+/// Check a remap request against the kernel's rules; `None` = nothing to do.
+fn plan(
+    src: &File,
+    so: u64,
+    dst: &File,
+    dof: u64,
+    len: u64,
+    dedupe: bool,
+    same: bool,
+) -> Result<Option<Plan>> {
+    let (ssize, dsize) = (src.len(), dst.len());
+    if so % BLOCK_SIZE != 0 || dof % BLOCK_SIZE != 0 {
+        return Err(Error::Invalid("remap offsets must be block aligned"));
+    }
+    let mut len = len;
+    if len == 0 {
+        if dedupe || so == ssize {
+            return Ok(None);
+        }
+        if so > ssize {
+            return Err(Error::Invalid("remap source offset past end of file"));
+        }
+        len = ssize - so;
+    }
+    let (send, dend) = match (so.checked_add(len), dof.checked_add(len)) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Err(Error::Invalid("remap range overflows")),
+    };
+    if dend > MAX_FILE_SIZE {
+        return Err(Error::FileTooBig);
+    }
+    if dedupe && (so >= ssize || send > ssize || dof >= dsize || dend > dsize) {
+        return Err(Error::Invalid("dedupe range past end of file"));
+    }
+    if so >= ssize || send > ssize {
+        return Err(Error::Invalid("remap source range past end of file"));
+    }
+    let to_eof = send == ssize && (!dedupe || dend == dsize);
+    let (bytes, blocks) = if to_eof {
+        (len, len.div_ceil(BLOCK_SIZE))
+    } else if len % BLOCK_SIZE == 0 {
+        (len, len / BLOCK_SIZE)
+    } else if dedupe {
+        // FIDEDUPERANGE may shorten to whole blocks.
+        let l = len - len % BLOCK_SIZE;
+        (l, l / BLOCK_SIZE)
+    } else {
+        return Err(Error::Invalid("remap length must be block aligned"));
+    };
+    if blocks == 0 {
+        return Ok(None);
+    }
+    if to_eof && len % BLOCK_SIZE != 0 && dend < dsize {
+        // The source's partial last block would bring its zeros past the
+        // source's end into the middle of the destination.
+        return Err(Error::Invalid(
+            "remap of a partial last block into the middle of the destination",
+        ));
+    }
+    let span = blocks * BLOCK_SIZE;
+    if same && dof < so + span && so < dof + span {
+        return Err(Error::Invalid("overlapping remap within one file"));
+    }
+    Ok(Some(Plan {
+        src_blk: so / BLOCK_SIZE,
+        dst_blk: dof / BLOCK_SIZE,
+        blocks,
+        dst_size: if dedupe { dsize } else { dsize.max(dend) },
+        bytes,
+    }))
+}
+
+/// The ops of one remap transaction from block `pos` of the plan: release the
+/// destination's blocks of the span, share the source's extents there; the
+/// last transaction also sets the size. Returns the ops and where the next
+/// transaction starts.
+fn remap_ops(src: &InodeData, dst_ino: u64, p: &Plan, pos: u64, grow: bool) -> (Vec<Op>, u64) {
+    let budget = MAX_TX_OPS - 2;
+    let mut shares = Vec::new();
+    let mut at = pos;
+    while at < p.blocks && shares.len() < budget {
+        match src.map.lookup(p.src_blk + at) {
+            Lookup::Mapped { dev_blk, len } => {
+                let n = len.min(p.blocks - at);
+                shares.push(Op::MapShared {
+                    ino: dst_ino,
+                    file_blk: p.dst_blk + at,
+                    dev_blk,
+                    len: n,
+                });
+                at += n;
+            }
+            Lookup::Hole { len } => at = at.saturating_add(len).min(p.blocks),
+        }
+    }
+    let mut ops = vec![Op::Unmap {
+        ino: dst_ino,
+        file_blk: p.dst_blk + pos,
+        len: at - pos,
+    }];
+    ops.extend(shares);
+    if at >= p.blocks && grow {
+        ops.push(Op::SetSize {
+            ino: dst_ino,
+            size: p.dst_size,
+            time_ns: now_ns(),
+        });
+    }
+    (ops, at)
+}
+
+/// Copy on write: give `cell` private copies of every shared block behind file
+/// blocks `[a, b)` (allocate, copy, swap the extent in one transaction per
+/// batch). The caller holds the file's invalidate lock exclusively and has
+/// unmapped the range from every mapping. A shared block with a media error
+/// is not copied: EIO (SPEC E3, never copy bad data silently).
+pub(crate) fn unshare(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
+    if !fs.has_shared() {
+        return Ok(());
+    }
+    let mut pos = a;
+    while pos < b {
+        let _g = fs.begin(MAX_TX_OPS)?;
+        let mut d = cell.data.write();
+        if d.freed {
+            return Err(Error::NotFound);
+        }
+        let mut ops = Vec::new();
+        let mut fresh: Vec<BlockRange> = Vec::new();
+        while pos < b && ops.len() + 2 <= MAX_TX_OPS {
+            let (dev_blk, n) = match d.map.lookup(pos) {
+                Lookup::Mapped { dev_blk, len } => (dev_blk, len.min(b - pos)),
+                Lookup::Hole { len } => {
+                    pos = pos.saturating_add(len).min(b);
+                    continue;
+                }
+            };
+            let Some(sh) = fs.shared_in(dev_blk, n).into_iter().next() else {
+                pos += n;
+                continue;
+            };
+            // The first shared piece of this extent.
+            let f = pos + (sh.start - dev_blk);
+            let mut k = sh.end - sh.start;
+            if let Some(bad) = fs.first_bad(sh.start, k) {
+                if bad == sh.start {
+                    give_back(fs, &fresh);
+                    return Err(Error::Device(DeviceError::Poisoned {
+                        offset: bad * BLOCK_SIZE,
+                    }));
+                }
+                k = bad - sh.start;
+            }
+            let req = AllocRequest {
+                len: k,
+                goal: None,
+                huge: k >= BLOCKS_PER_HUGE && f % BLOCKS_PER_HUGE == 0,
+            };
+            let ranges = match fs.inner.alloc.alloc(req) {
+                Ok(r) => r,
+                Err(_) => {
+                    give_back(fs, &fresh);
+                    return Err(Error::NoSpace);
+                }
+            };
+            let mut off = 0u64;
+            for (i, r) in ranges.iter().enumerate() {
+                if ops.len() + 2 > MAX_TX_OPS {
+                    // The op budget is full: the rest waits for the next batch.
+                    give_back(fs, &ranges[i..]);
+                    break;
+                }
+                if let Err(e) = copy_blocks(fs, sh.start + off, r.start, r.len) {
+                    give_back(fs, &fresh);
+                    give_back(fs, &ranges[i..]);
+                    return Err(e);
+                }
+                fresh.push(*r);
+                ops.push(Op::Unmap {
+                    ino: cell.ino,
+                    file_blk: f + off,
+                    len: r.len,
+                });
+                ops.push(Op::Map {
+                    ino: cell.ino,
+                    file_blk: f + off,
+                    dev_blk: r.start,
+                    len: r.len,
+                });
+                off += r.len;
+            }
+            pos = f + off;
+        }
+        if let Err(e) = fs.run_tx(vec![(cell.ino, &mut *d)], &ops) {
+            give_back(fs, &fresh);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Release (unmap) every shared block behind file blocks `[a, b)` of `cell`,
+/// leaving holes: for an operation that would otherwise change them in place
+/// (zero range). The caller holds the invalidate lock exclusively and has
+/// unmapped the range.
+pub(crate) fn release_shared(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
+    if !fs.has_shared() || b <= a {
+        return Ok(());
+    }
+    let mut pos = a;
+    while pos < b {
+        let _g = fs.begin(MAX_TX_OPS)?;
+        let mut d = cell.data.write();
+        let mut ops = Vec::new();
+        while pos < b && ops.len() < MAX_TX_OPS {
+            match d.map.lookup(pos) {
+                Lookup::Mapped { dev_blk, len } => {
+                    let n = len.min(b - pos);
+                    match fs.shared_in(dev_blk, n).into_iter().next() {
+                        Some(sh) => {
+                            let f = pos + (sh.start - dev_blk);
+                            ops.push(Op::Unmap {
+                                ino: cell.ino,
+                                file_blk: f,
+                                len: sh.end - sh.start,
+                            });
+                            pos = f + (sh.end - sh.start);
+                        }
+                        None => pos += n,
+                    }
+                }
+                Lookup::Hole { len } => pos = pos.saturating_add(len).min(b),
+            }
+        }
+        fs.run_tx(vec![(cell.ino, &mut *d)], &ops)?;
+    }
+    Ok(())
+}
+
+fn give_back(fs: &Fs, ranges: &[BlockRange]) {
+    for r in ranges {
+        let _ = fs.inner.alloc.free(*r);
+    }
+}
+
+/// Copy `n` device blocks from `from` to `to` and flush the copy.
+pub(crate) fn copy_blocks(fs: &Fs, from: u64, to: u64, n: u64) -> Result<()> {
+    const STEP: u64 = 256; // 1 MiB
+    let dev = fs.device();
+    let mut buf = vec![0u8; (STEP.min(n) * BLOCK_SIZE) as usize];
+    let mut i = 0;
+    while i < n {
+        let k = STEP.min(n - i);
+        let bytes = &mut buf[..(k * BLOCK_SIZE) as usize];
+        dev.read((from + i) * BLOCK_SIZE, bytes)?;
+        dev.write((to + i) * BLOCK_SIZE, bytes)?;
+        dev.flush((to + i) * BLOCK_SIZE, k * BLOCK_SIZE);
+        i += k;
+    }
+    Ok(())
+}
