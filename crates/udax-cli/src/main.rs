@@ -706,9 +706,9 @@ fn run(cli: Cli) -> AnyResult<()> {
                     );
                 }
                 println!(
-                    "{dev}: {} — {} files, {} directories, {} blocks used, {} free; epoch {}, {} log records replayed{}{}",
+                    "{dev}: {} — {} files, {} directories, {} blocks used ({} shared), {} free; epoch {}, {} log records replayed{}{}",
                     if r.clean { "clean" } else { "NOT CLEAN" },
-                    r.files, r.directories, r.used_blocks, r.free_blocks, r.checkpoint_epoch, r.log_records_replayed,
+                    r.files, r.directories, r.used_blocks, r.shared_blocks, r.free_blocks, r.checkpoint_epoch, r.log_records_replayed,
                     r.torn_log_tail_at.map(|o| format!(", torn log tail discarded at {o:#x}")).unwrap_or_default(),
                     if r.orphans.is_empty() { String::new() } else { format!(", {} orphans to reclaim at mount", r.orphans.len()) },
                 );

@@ -63,6 +63,62 @@ fn cli_round_trip_on_a_shm_device() {
 }
 
 #[test]
+fn cli_cp_reflink_and_dedupe() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dev = dir.path().join("u.img");
+    let dev = dev.to_str().unwrap();
+    let host = dir.path().join("host.bin");
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&host, &data).unwrap();
+    ok(&["mkfs", dev, "--size", "64M"]);
+    ok(&["cp", host.to_str().unwrap(), &format!("{dev}:/a")]);
+    ok(&["cp", host.to_str().unwrap(), &format!("{dev}:/twin")]);
+    let fsck = |want_shared: u64| {
+        let v: serde_json::Value = serde_json::from_str(&ok(&["fsck", "--json", dev])).unwrap();
+        assert_eq!(v["clean"], true);
+        assert_eq!(v["shared_blocks"], want_shared, "{v}");
+        v["used_blocks"].as_u64().unwrap()
+    };
+    let blocks = 1_000_000u64.div_ceil(4096);
+    assert_eq!(fsck(0), 2 * blocks);
+    let o = udax(&[
+        "cp",
+        "--reflink",
+        &format!("{dev}:/a"),
+        &format!("{dev}:/b"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cloned 1000000 bytes"));
+    assert_eq!(fsck(blocks), 2 * blocks, "the clone used no space");
+    let back = dir.path().join("back.bin");
+    ok(&["cp", &format!("{dev}:/b"), back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    // The twin has equal bytes: dedupe shares its blocks too.
+    let out = ok(&["dedupe", &format!("{dev}:/a"), &format!("{dev}:/twin")]);
+    assert_eq!(out.trim(), "deduped 1000000 bytes");
+    assert_eq!(fsck(blocks), blocks);
+    // Unequal files: nothing shared.
+    ok(&["truncate", "--size", "8192", &format!("{dev}:/other")]);
+    let out = ok(&[
+        "dedupe",
+        "--length",
+        "8192",
+        &format!("{dev}:/a"),
+        &format!("{dev}:/other"),
+    ]);
+    assert_eq!(out.trim(), "differs: nothing shared");
+    let o = udax(&[
+        "dedupe",
+        "--src-offset",
+        "100",
+        &format!("{dev}:/a"),
+        &format!("{dev}:/b"),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("block aligned"));
+}
+
+#[test]
 fn cli_errors_are_one_line_and_nonzero() {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let dev = dir.path().join("u.img");

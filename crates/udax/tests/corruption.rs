@@ -24,7 +24,14 @@ fn template() -> &'static (Vec<u8>, Geometry) {
                 .unwrap();
             f.write_at(&[i as u8; 5000], 0).unwrap();
         }
+        // Shared blocks: a refcount record in the checkpoint, MapShared in the log.
+        let src = fs.open("/a/f3", &OpenOptions::read_only()).unwrap();
+        let dst = fs.open("/a/c3", &OpenOptions::create()).unwrap();
+        fs.clone_file(&src, &dst).unwrap();
         fs.checkpoint().unwrap();
+        let dst2 = fs.open("/a/c4", &OpenOptions::create()).unwrap();
+        fs.clone_file(&src, &dst2).unwrap();
+        drop((src, dst, dst2));
         fs.mkdir("/b", 0o755).unwrap();
         fs.rename("/a/f1", "/b/g").unwrap();
         fs.unlink("/a/f2").unwrap();

@@ -208,6 +208,105 @@ fn e2_e3_poison_in_unmapped_but_owned_page_read_at_eio() {
 }
 
 #[test]
+fn e2_e3_poison_in_reflinked_block_reported_for_every_file() {
+    setup();
+    let fs = memfd_fs("64M");
+    let data = pattern(4 * 4096, 6);
+    let a = fs.create("/a", 0o644).unwrap();
+    a.write_at(&data, 0).unwrap();
+    let b = fs.create("/b", 0o644).unwrap();
+    fs.clone_file(&a, &b).unwrap();
+    // b's page is mapped (read-only shared mappings map the shared block).
+    let m = b.mmap(0, 4 * 4096, Prot::Read, MapFlags::SHARED).unwrap();
+    let p = m.as_ptr();
+    // SAFETY: inside the mapping.
+    assert_eq!(unsafe { p.add(2 * 4096).read_volatile() }, data[2 * 4096]);
+    let blk = dev_blk(&a, 2 * 4096);
+    assert_eq!(dev_blk(&b, 2 * 4096), blk);
+    let rep = fs.inject_poison(blk * BLOCK_SIZE, 4096).unwrap();
+    let want = [
+        Owner::File {
+            ino: a.ino(),
+            file_off: 2 * 4096,
+        },
+        Owner::File {
+            ino: b.ino(),
+            file_off: 2 * 4096,
+        },
+    ];
+    for o in &want {
+        assert!(rep.owners.iter().any(|(_, x)| x == o), "{o:?} in {rep:?}");
+        assert!(fs.owners_of(blk).contains(o));
+    }
+    assert_eq!(rep.pages_unmapped, 1, "b's mapping lost the page");
+    for f in [&a, &b] {
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(
+            f.read_at(&mut buf, 2 * 4096).unwrap_err().errno(),
+            libc::EIO
+        );
+        assert_eq!(f.read_at(&mut buf, 3 * 4096).unwrap(), 4096);
+        assert_eq!(buf[..], data[3 * 4096..]);
+        assert_eq!(f.poisoned_ranges(), vec![(2 * 4096, 4096)]);
+    }
+    // SAFETY: inside the mapping; expected to fault.
+    let got = caught(|| unsafe {
+        let _ = p.add(2 * 4096 + 5).read_volatile();
+    });
+    assert_eq!(
+        got,
+        (
+            libc::SIGBUS,
+            libc::BUS_MCEERR_AR,
+            p as usize + 2 * 4096 + 5,
+            12
+        )
+    );
+    drop(m);
+    // fsck names both owners.
+    let r = udax::fs::fsck(&**fs.device()).unwrap();
+    let bb = r.bad_blocks.iter().find(|x| x.dev_blk == blk).unwrap();
+    for o in &want {
+        assert!(bb.owners.contains(o), "{:?}", bb.owners);
+    }
+}
+
+#[test]
+fn r1_cow_of_poisoned_shared_block_is_eio_and_overwrite_gives_a_new_block() {
+    let fs = memfd_fs("64M");
+    let data = pattern(4 * 4096, 7);
+    let a = fs.create("/a", 0o644).unwrap();
+    a.write_at(&data, 0).unwrap();
+    let b = fs.create("/b", 0o644).unwrap();
+    fs.clone_file(&a, &b).unwrap();
+    let blk = dev_blk(&a, 4096);
+    fs.inject_poison(blk * BLOCK_SIZE, 4096).unwrap();
+    // Copy on write would have to copy the bad bytes around this write: EIO,
+    // never a silent copy.
+    assert_eq!(b.write_at(b"xy", 4096 + 10).unwrap_err().errno(), libc::EIO);
+    // Nor may a truncate into the block copy it.
+    assert_eq!(b.set_len(4096 + 10).unwrap_err().errno(), libc::EIO);
+    // A write of the whole block needs no copy: b gets a new, good block.
+    let fresh = pattern(4096, 8);
+    assert_eq!(b.write_at(&fresh, 4096).unwrap(), 4096);
+    assert_ne!(dev_blk(&b, 4096), blk);
+    let mut buf = vec![0u8; 4096];
+    b.read_at(&mut buf, 4096).unwrap();
+    assert_eq!(buf, fresh);
+    // The bad block is still a's, and still bad.
+    assert_eq!(a.read_at(&mut buf, 4096).unwrap_err().errno(), libc::EIO);
+    assert_eq!(fs.bad_blocks(), vec![(blk, 1)]);
+    assert_eq!(fs.block_refs(blk), 1);
+    // a alone owns it now: overwriting it whole clears the error.
+    a.write_at(&fresh, 4096).unwrap();
+    assert!(fs.bad_blocks().is_empty());
+    a.read_at(&mut buf, 4096).unwrap();
+    assert_eq!(buf, fresh);
+    let r = udax::fs::fsck(&**fs.device()).unwrap();
+    assert!(r.clean, "{:?}", r.problems);
+}
+
+#[test]
 fn e3_poison_mapped_4k_page_sigbus_mceerr_ar_and_kernel_efault() {
     setup();
     let fs = memfd_fs("64M");

@@ -422,3 +422,66 @@ fn r1_concurrent_writers_to_both_sides_of_a_clone() {
     assert!(fs.shared_blocks().is_empty(), "every block was copied once");
     assert_clean(&fs);
 }
+
+#[test]
+fn r1_stress_clone_racing_write_at_and_mmap_stores_keeps_files_apart() {
+    let fs = memfd_fs(256);
+    let n = 256usize;
+    let a = Arc::new(with(&fs, "/a", &vec![0x55u8; n * 4096]));
+    let b = Arc::new(fs.create("/b", 0o644).unwrap());
+    let c = Arc::new(fs.create("/c", 0o644).unwrap());
+    fs.clone_file(&a, &b).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut ths = Vec::new();
+    {
+        let a = a.clone();
+        ths.push(std::thread::spawn(move || {
+            for i in 0..20_000u64 {
+                let off = (i * 7919) % (n as u64 * B - 64);
+                a.write_at(&[1u8; 64], off).unwrap();
+            }
+        }));
+    }
+    {
+        let b = b.clone();
+        let stop = stop.clone();
+        ths.push(std::thread::spawn(move || {
+            let m = map(&b, n * 4096, Prot::ReadWrite);
+            let s = slice(&m);
+            let mut i = 0usize;
+            while i < 20_000 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                s[(i * 104_729) % s.len()] = 2;
+                i += 1;
+            }
+        }));
+    }
+    {
+        // Clones from a and from b (whose writable mapping is being stored
+        // to: each clone unmaps it and the next stores copy again).
+        let (fs, a, b, c) = (fs.clone(), a.clone(), b.clone(), c.clone());
+        ths.push(std::thread::spawn(move || {
+            for i in 0..400u64 {
+                let off = (i % 8) * 32 * B;
+                let src = if i % 2 == 0 { &a } else { &b };
+                fs.clone_range(src, off, &c, off, 32 * B).unwrap();
+            }
+        }));
+    }
+    let first = ths.remove(0);
+    first.join().unwrap();
+    let third = ths.pop().unwrap();
+    third.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in ths {
+        t.join().unwrap();
+    }
+    for (f, ok) in [(&a, 1u8), (&b, 2u8)] {
+        let v = content(f);
+        let bad = v.iter().position(|&x| x != 0x55 && x != ok);
+        assert_eq!(bad, None, "file with tag {ok} holds a foreign byte");
+    }
+    let bad = content(&c).iter().position(|&x| ![0x55, 1, 2].contains(&x));
+    assert_eq!(bad, None, "the clone target holds bytes nobody wrote");
+    assert!(content(&b).contains(&2));
+    assert_clean(&fs);
+}
