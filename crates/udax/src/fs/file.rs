@@ -728,7 +728,7 @@ impl File {
             return Ok(());
         }
         for at in [off, end] {
-            if at % BLOCK_SIZE != 0 {
+            if at % BLOCK_SIZE != 0 && (at == off || blk(at) != blk(off)) {
                 crate::dax::zap_file_range(&self.fs, &self.cell, blk(at), blk(at) + 1)?;
                 super::reflink::unshare(&self.fs, &self.cell, blk(at), blk(at) + 1)?;
             }

@@ -109,7 +109,7 @@ pub(crate) struct Inner {
     bad_count: AtomicU64,
     /// Reference counts of shared blocks (reflink), and whether any exist
     /// (0 = no block is shared: the write and fault paths skip every check).
-    refs: Mutex<RefTable>,
+    refs: RwLock<RefTable>,
     any_shared: AtomicU64,
     /// Freed blocks still referenced by a mapping or a pin: given to the
     /// allocator once idle (a block is reused only at page count zero, M11).
@@ -415,7 +415,7 @@ impl Fs {
                 bad: RwLock::new(rec.bad),
                 bad_count: AtomicU64::new(bad_count),
                 any_shared: AtomicU64::new(u64::from(!rec.refs.is_empty())),
-                refs: Mutex::new(rec.refs),
+                refs: RwLock::new(rec.refs),
                 zombies: Mutex::new(Vec::new()),
                 uid: rustix::process::geteuid().as_raw(),
                 gid: rustix::process::getegid().as_raw(),
@@ -528,7 +528,7 @@ impl Fs {
             }
         }
         let mut n_records = inos.len() as u64;
-        let shared = inner.refs.lock().ranges();
+        let shared = inner.refs.read().ranges();
         if !shared.is_empty() {
             encode_refcount_record(&mut w, &shared, epoch, body_at);
             n_records += 1;
@@ -726,7 +726,7 @@ impl Fs {
         let freed = if fx.shared.is_empty() && inner.any_shared.load(Ordering::Acquire) == 0 {
             fx.freed
         } else {
-            let mut t = inner.refs.lock();
+            let mut t = inner.refs.write();
             let f = t.settle(&fx.shared, &fx.freed);
             inner
                 .any_shared
@@ -770,7 +770,7 @@ impl Fs {
         if self.inner.any_shared.load(Ordering::Acquire) == 0 {
             return Vec::new();
         }
-        self.inner.refs.lock().shared_in(s, l)
+        self.inner.refs.read().shared_in(s, l)
     }
 
     /// Is any block behind file blocks `[a, b)` of `d` shared?
@@ -778,7 +778,7 @@ impl Fs {
         if self.inner.any_shared.load(Ordering::Acquire) == 0 {
             return false;
         }
-        let t = self.inner.refs.lock();
+        let t = self.inner.refs.read();
         d.map
             .iter()
             .filter(|e| e.file_blk < b && e.file_blk + e.len > a)
@@ -791,12 +791,12 @@ impl Fs {
 
     /// Extents referencing device block `b` (1 for an unshared block in use).
     pub fn block_refs(&self, b: u64) -> u32 {
-        self.inner.refs.lock().count(b)
+        self.inner.refs.read().count(b)
     }
 
     /// The shared-block table: `(start, len, refs)` ranges.
     pub fn shared_blocks(&self) -> Vec<(u64, u64, u32)> {
-        self.inner.refs.lock().ranges()
+        self.inner.refs.read().ranges()
     }
 
     /// Delete an inode whose link count is 0 and that has no open handle.

@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 pub const INODE_IMAGE_BYTES: u64 = 112;
 /// Checkpoint bytes per extent.
 pub const EXTENT_IMAGE_BYTES: u64 = 24;
+/// Checkpoint bytes per range of the shared-block refcount record.
+pub const REFCOUNT_IMAGE_BYTES: u64 = 20;
 /// Checkpoint bytes per directory entry, plus its name.
 pub const DIRENT_IMAGE_BYTES: u64 = 10;
 
@@ -244,6 +246,9 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             let before = d.map.len();
             d.map.insert(*file_blk, *dev_blk, *len)?;
             fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_IMAGE_BYTES as i64;
+            // At most one more refcount range (an upper bound: releases are
+            // not subtracted until the next checkpoint measures the image).
+            fx.image_delta += REFCOUNT_IMAGE_BYTES as i64;
             fx.shared.push((*dev_blk, *len));
         }
         Op::Unmap { ino, file_blk, len } => {
