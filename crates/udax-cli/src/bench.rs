@@ -79,11 +79,21 @@ fn res(
         udax: u.median,
         baseline: b.map(|s| s.median),
         limit: l.map(|s| s.median),
-        ratio_vs_baseline: b.map(|s| u.median / s.median),
-        ratio_vs_limit: l.map(|s| u.median / s.median),
+        ratio_vs_baseline: b.map(|s| better_ratio(unit, u.median, s.median)),
+        ratio_vs_limit: l.map(|s| better_ratio(unit, u.median, s.median)),
         udax_range: u,
         baseline_range: b,
         limit_range: l,
+    }
+}
+
+/// A ratio where > 1 means udax is better: udax/other for rates, other/udax
+/// for times (units "ns", "us", "ms", "s").
+fn better_ratio(unit: &str, udax: f64, other: f64) -> f64 {
+    if matches!(unit, "ns" | "us" | "ms" | "s") {
+        other / udax
+    } else {
+        udax / other
     }
 }
 
