@@ -485,3 +485,60 @@ fn r1_stress_clone_racing_write_at_and_mmap_stores_keeps_files_apart() {
     assert!(content(&b).contains(&2));
     assert_clean(&fs);
 }
+
+#[test]
+fn r1_cow_by_mmap_store_in_a_2mib_mapping_copies_the_chunk() {
+    let fs = memfd_fs(256);
+    let len = 4usize << 20;
+    let data = pattern(len, 14);
+    let a = with(&fs, "/a", &data);
+    let b = fs.create("/b", 0o644).unwrap();
+    fs.clone_file(&a, &b).unwrap();
+    let m = map(&b, len, Prot::ReadWrite);
+    assert_eq!(m.as_ptr() as usize % (2 << 20), 0);
+    let before = fs.dax_stats();
+    slice(&m)[(2 << 20) + 5] = 0xAB;
+    let after = fs.dax_stats();
+    assert!(after.cow_faults > before.cow_faults);
+    assert!(after.pmd_maps > before.pmd_maps, "the copy is mapped with 2 MiB");
+    let nb = dev_blk(&b, 2 << 20);
+    assert_eq!(nb % 512, 0, "the copy is a 2 MiB-aligned extent");
+    assert_ne!(nb, dev_blk(&a, 2 << 20));
+    // Only the touched chunk was copied; the first chunk is still shared.
+    assert_eq!(dev_blk(&b, 0), dev_blk(&a, 0));
+    assert_eq!(content(&a), data);
+    let mut want = data.clone();
+    want[(2 << 20) + 5] = 0xAB;
+    assert_eq!(content(&b), want);
+    drop(m);
+    assert_clean(&fs);
+}
+
+#[test]
+fn r1_clone_breaks_layouts_and_waits_for_a_pin_on_the_destination() {
+    let fs = memfd_fs(64);
+    let src = Arc::new(with(&fs, "/src", &pattern(4 * 4096, 15)));
+    let dst = Arc::new(with(&fs, "/dst", &pattern(4 * 4096, 16)));
+    let m = map(&dst, 4 * 4096, Prot::ReadWrite);
+    let pin = m.pin(4096, 4096, true).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = {
+        let (fs, src, dst, done) = (fs.clone(), src.clone(), dst.clone(), done.clone());
+        std::thread::spawn(move || {
+            fs.clone_range(&src, 0, &dst, 0, 0).unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !done.load(std::sync::atomic::Ordering::SeqCst),
+        "the clone must wait while a page it releases is pinned"
+    );
+    drop(pin);
+    t.join().unwrap();
+    assert_eq!(content(&dst), content(&src));
+    // The mapping faults the shared blocks back in (and copies on a store).
+    assert_eq!(slice(&m)[4096], pattern(4 * 4096, 15)[4096]);
+    drop(m);
+    assert_clean(&fs);
+}
