@@ -273,7 +273,7 @@ fn f5_fallocate_modes() {
         Err(Error::Invalid(_))
     ));
     assert!(matches!(
-        f.fallocate(0x40, 0, 4096),
+        f.fallocate(0x100, 0, 4096),
         Err(Error::NotSupported(_))
     ));
     assert!(matches!(f.fallocate(0, 0, 0), Err(Error::Invalid(_))));

@@ -500,7 +500,10 @@ fn r1_cow_by_mmap_store_in_a_2mib_mapping_copies_the_chunk() {
     slice(&m)[(2 << 20) + 5] = 0xAB;
     let after = fs.dax_stats();
     assert!(after.cow_faults > before.cow_faults);
-    assert!(after.pmd_maps > before.pmd_maps, "the copy is mapped with 2 MiB");
+    assert!(
+        after.pmd_maps > before.pmd_maps,
+        "the copy is mapped with 2 MiB"
+    );
     let nb = dev_blk(&b, 2 << 20);
     assert_eq!(nb % 512, 0, "the copy is a 2 MiB-aligned extent");
     assert_ne!(nb, dev_blk(&a, 2 << 20));
@@ -540,5 +543,29 @@ fn r1_clone_breaks_layouts_and_waits_for_a_pin_on_the_destination() {
     // The mapping faults the shared blocks back in (and copies on a store).
     assert_eq!(slice(&m)[4096], pattern(4 * 4096, 15)[4096]);
     drop(m);
+    assert_clean(&fs);
+}
+
+#[test]
+fn r1_fallocate_unshare_range_gives_the_file_its_own_blocks() {
+    let fs = memfd_fs(64);
+    let data = pattern(8 * 4096, 17);
+    let a = with(&fs, "/a", &data);
+    let b = fs.create("/b", 0o644).unwrap();
+    fs.clone_file(&a, &b).unwrap();
+    let free = fs.statfs().free_blocks;
+    b.fallocate(falloc::UNSHARE_RANGE | falloc::KEEP_SIZE, 2 * B, 3 * B)
+        .unwrap();
+    assert_eq!(fs.statfs().free_blocks, free - 3);
+    for i in 0..8 {
+        let shared = dev_blk(&a, i * B) == dev_blk(&b, i * B);
+        assert_eq!(shared, !(2..5).contains(&i), "block {i}");
+    }
+    assert_eq!(content(&b), data);
+    assert_eq!(content(&a), data);
+    // Unshare also allocates holes in the range (and may grow the file).
+    b.fallocate(falloc::UNSHARE_RANGE, 8 * B, 2 * B).unwrap();
+    assert_eq!(b.len(), 10 * B);
+    assert_eq!(b.stat().unwrap().blocks, 10 * 8);
     assert_clean(&fs);
 }

@@ -632,7 +632,8 @@ impl File {
         if !self.write {
             return Err(Error::BadFd);
         }
-        let known = KEEP_SIZE | PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE;
+        let known =
+            KEEP_SIZE | PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE | UNSHARE_RANGE;
         if mode & !known != 0 {
             return Err(Error::NotSupported("unknown fallocate mode bits"));
         }
@@ -643,7 +644,7 @@ impl File {
         if end > MAX_FILE_SIZE {
             return Err(Error::FileTooBig);
         }
-        let excl = mode & (PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE);
+        let excl = mode & (PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE | UNSHARE_RANGE);
         if excl.count_ones() > 1 {
             return Err(Error::Invalid("incompatible fallocate modes"));
         }
@@ -652,6 +653,7 @@ impl File {
         let _inv = (excl != 0).then(|| self.cell.dax.invalidate.write());
         let (b0, b1) = match excl {
             COLLAPSE_RANGE | INSERT_RANGE => (blk(off), u64::MAX),
+            UNSHARE_RANGE => (blk(off), blk_up(end)),
             _ => (blk_up(off), blk(end)),
         };
         if excl != 0 && b1 > b0 {
@@ -666,6 +668,10 @@ impl File {
                 self.punch(off, end)
             }
             ZERO_RANGE => self.zero_range(off, end, mode & KEEP_SIZE != 0),
+            UNSHARE_RANGE => {
+                super::reflink::unshare(&self.fs, &self.cell, blk(off), blk_up(end))?;
+                self.allocate_range(off, end, mode & KEEP_SIZE != 0)
+            }
             COLLAPSE_RANGE | INSERT_RANGE => {
                 if mode & KEEP_SIZE != 0 {
                     return Err(Error::Invalid("COLLAPSE/INSERT_RANGE with KEEP_SIZE"));

@@ -105,6 +105,9 @@ pub mod falloc {
     pub const COLLAPSE_RANGE: u32 = 0x08;
     pub const ZERO_RANGE: u32 = 0x10;
     pub const INSERT_RANGE: u32 = 0x20;
+    /// Give the file its own copy of every shared (reflinked) block in the
+    /// range, and allocate its holes (XFS semantics).
+    pub const UNSHARE_RANGE: u32 = 0x40;
 }
 
 /// Options for [`crate::fs::Fs::mkfs`].
