@@ -597,16 +597,7 @@ impl Fs {
 
     /// The device runs `(block, count)` behind file blocks `[a, b)`.
     pub(crate) fn device_runs(&self, cell: &Cell, a: u64, b: u64) -> Vec<(u64, u64)> {
-        let d = cell.data.read();
-        d.map
-            .iter()
-            .filter(|e| e.file_blk < b && e.file_blk + e.len > a)
-            .map(|e| {
-                let s = e.file_blk.max(a);
-                let t = (e.file_blk + e.len).min(b);
-                (e.dev_blk + (s - e.file_blk), t - s)
-            })
-            .collect()
+        cell.data.read().device_runs(a, b).collect()
     }
 
     /// Begin a metadata operation of at most `max_ops` ops.
@@ -779,14 +770,8 @@ impl Fs {
             return false;
         }
         let t = self.inner.refs.read();
-        d.map
-            .iter()
-            .filter(|e| e.file_blk < b && e.file_blk + e.len > a)
-            .any(|e| {
-                let s = e.file_blk.max(a);
-                let t2 = (e.file_blk + e.len).min(b);
-                !t.shared_in(e.dev_blk + (s - e.file_blk), t2 - s).is_empty()
-            })
+        d.device_runs(a, b)
+            .any(|(s, n)| !t.shared_in(s, n).is_empty())
     }
 
     /// Extents referencing device block `b` (1 for an unshared block in use).

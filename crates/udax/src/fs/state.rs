@@ -72,6 +72,18 @@ impl InodeData {
         }
     }
 
+    /// The device runs `(block, count)` behind file blocks `[a, b)`.
+    pub fn device_runs(&self, a: u64, b: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.map
+            .iter()
+            .filter(move |e| e.file_blk < b && e.file_blk + e.len > a)
+            .map(move |e| {
+                let s = e.file_blk.max(a);
+                let t = (e.file_blk + e.len).min(b);
+                (e.dev_blk + (s - e.file_blk), t - s)
+            })
+    }
+
     fn add_entry(&mut self, name: Vec<u8>, ino: u64, t: u8) -> Result<(), String> {
         let bytes = DIRENT_IMAGE_BYTES + name.len() as u64;
         if self.dir.insert(name, (ino, t)).is_some() {
@@ -230,13 +242,8 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             file_blk,
             dev_blk,
             len,
-        } => {
-            let d = get(s, *ino)?;
-            let before = d.map.len();
-            d.map.insert(*file_blk, *dev_blk, *len)?;
-            fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_IMAGE_BYTES as i64;
         }
-        Op::MapShared {
+        | Op::MapShared {
             ino,
             file_blk,
             dev_blk,
@@ -246,10 +253,12 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             let before = d.map.len();
             d.map.insert(*file_blk, *dev_blk, *len)?;
             fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_IMAGE_BYTES as i64;
-            // At most one more refcount range (an upper bound: releases are
-            // not subtracted until the next checkpoint measures the image).
-            fx.image_delta += REFCOUNT_IMAGE_BYTES as i64;
-            fx.shared.push((*dev_blk, *len));
+            if matches!(op, Op::MapShared { .. }) {
+                // At most one more refcount range (an upper bound: releases
+                // are not subtracted until the next checkpoint measures it).
+                fx.image_delta += REFCOUNT_IMAGE_BYTES as i64;
+                fx.shared.push((*dev_blk, *len));
+            }
         }
         Op::Unmap { ino, file_blk, len } => {
             let d = get(s, *ino)?;
