@@ -441,11 +441,11 @@ fn run(cli: Cli) -> AnyResult<()> {
             let t = target(&t, def)?;
             let fs = mount(&t.dev)?;
             let st = ctx(fs.stat(&t.path), &t.path)?;
-            let (poisoned, extents) = if st.is_file() {
+            let (poisoned, extents, shared) = if st.is_file() {
                 let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
-                (f.poisoned_ranges(), f.extents())
+                (f.poisoned_ranges(), f.extents(), f.shared_blocks())
             } else {
-                (Vec::new(), Vec::new())
+                (Vec::new(), Vec::new(), 0)
             };
             let faults = if mmap && st.is_file() && st.size > 0 {
                 let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
@@ -478,6 +478,7 @@ fn run(cli: Cli) -> AnyResult<()> {
                     }
                     o.insert("poisoned".into(), serde_json::json!(poisoned));
                     o.insert("extents".into(), serde_json::json!(extents));
+                    o.insert("shared_blocks".into(), serde_json::json!(shared));
                 }
                 println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
             } else {
@@ -500,8 +501,8 @@ fn run(cli: Cli) -> AnyResult<()> {
                     st.nlink
                 );
                 println!(
-                    "  size: {}  blocks (512 B): {}  io block: {}",
-                    st.size, st.blocks, st.blksize
+                    "  size: {}  blocks (512 B): {}  io block: {}  shared (reflink): {} blocks",
+                    st.size, st.blocks, st.blksize, shared
                 );
                 println!(
                     "  mtime: {} ns  ctime: {} ns  btime: {} ns",

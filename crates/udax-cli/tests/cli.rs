@@ -90,6 +90,9 @@ fn cli_cp_reflink_and_dedupe() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cloned 1000000 bytes"));
     assert_eq!(fsck(blocks), 2 * blocks, "the clone used no space");
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&["stat", "--json", &format!("{dev}:/b")])).unwrap();
+    assert_eq!(st["shared_blocks"], blocks);
     let back = dir.path().join("back.bin");
     ok(&["cp", &format!("{dev}:/b"), back.to_str().unwrap()]);
     assert_eq!(std::fs::read(&back).unwrap(), data);

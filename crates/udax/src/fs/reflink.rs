@@ -187,6 +187,22 @@ impl Fs {
     }
 }
 
+impl File {
+    /// Blocks of this file that other files share (reflink), as `udax stat`
+    /// shows them.
+    pub fn shared_blocks(&self) -> u64 {
+        let fs = self.fs();
+        if !fs.has_shared() {
+            return 0;
+        }
+        let d = self.cell().data.read();
+        d.device_runs(0, u64::MAX)
+            .flat_map(|(s, n)| fs.shared_in(s, n))
+            .map(|r| r.end - r.start)
+            .sum()
+    }
+}
+
 /// Check a remap request against the kernel's rules; `None` = nothing to do.
 fn plan(
     src: &File,
