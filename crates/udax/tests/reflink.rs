@@ -569,3 +569,39 @@ fn r1_fallocate_unshare_range_gives_the_file_its_own_blocks() {
     assert_eq!(b.stat().unwrap().blocks, 10 * 8);
     assert_clean(&fs);
 }
+
+#[test]
+fn r1_cow_by_mmap_store_on_a_hugetlbfs_device_keeps_2mib_mappings() {
+    let require = std::env::var("UDAX_REQUIRE_HUGEPAGES").is_ok_and(|v| v == "1");
+    let dev = match device::open("memfd-huge:32M", &DevOpen::default()) {
+        Ok(d) => d,
+        Err(e) => {
+            assert!(
+                !require,
+                "UDAX_REQUIRE_HUGEPAGES=1 but no huge-page memfd: {e}"
+            );
+            eprintln!(
+                "SKIPPED r1_cow_by_mmap_store_on_a_hugetlbfs_device_keeps_2mib_mappings: {e}"
+            );
+            return;
+        }
+    };
+    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev).unwrap();
+    let len = 4usize << 20;
+    let data = pattern(len, 18);
+    let a = with(&fs, "/a", &data);
+    let b = fs.create("/b", 0o644).unwrap();
+    fs.clone_file(&a, &b).unwrap();
+    let m = map(&b, len, Prot::ReadWrite);
+    slice(&m)[(2 << 20) + 9] = 0x77;
+    assert_eq!(dev_blk(&b, 2 << 20) % 512, 0, "the copy is 2 MiB aligned");
+    assert_ne!(dev_blk(&b, 2 << 20), dev_blk(&a, 2 << 20));
+    assert_eq!(content(&a), data);
+    let mut want = data.clone();
+    want[(2 << 20) + 9] = 0x77;
+    assert_eq!(content(&b), want);
+    assert_eq!(slice(&m)[5], data[5]);
+    drop(m);
+    assert_clean(&fs);
+}
