@@ -1,0 +1,106 @@
+//! The mounted file system: opened and mounted on the first udax call,
+//! checkpointed and released at exit; unusable in a forked child.
+
+use crate::entry::{init_log, Errno, R};
+use crate::path::config;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use udax::fs::Fs;
+
+struct Mounted {
+    fs: Fs,
+    pid: u32,
+}
+
+static MOUNT: OnceLock<Result<Mounted, i32>> = OnceLock::new();
+
+/// Set in a child after fork (pthread_atfork): the device belongs to the parent.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn after_fork_in_child() {
+    // ORDERING: read by the same (only) thread of the child afterwards.
+    FORKED.store(true, Ordering::Relaxed);
+}
+
+/// True in a process forked from the one that mounted udax.
+pub fn forked_child() -> bool {
+    FORKED.load(Ordering::Relaxed)
+}
+
+fn mount() -> Result<Mounted, i32> {
+    init_log();
+    let Some(cfg) = config() else {
+        return Err(libc::ENODEV);
+    };
+    // SAFETY: registering a handler that only stores to an atomic.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    let dev = udax::device::open(&cfg.device, &Default::default()).map_err(|e| {
+        tracing::error!(
+            "udax-preload: cannot open UDAX_DEVICE={}: {e}; udax paths fail with errno {}",
+            cfg.device,
+            e.errno()
+        );
+        e.errno()
+    })?;
+    let fs = Fs::mount(dev).map_err(|e| {
+        tracing::error!(
+            "udax-preload: cannot mount {}: {e}; udax paths fail with errno {}",
+            cfg.device,
+            e.errno()
+        );
+        e.errno()
+    })?;
+    tracing::debug!("udax-preload: mounted {} at {}", cfg.device, cfg.mount);
+    Ok(Mounted {
+        fs,
+        pid: std::process::id(),
+    })
+}
+
+/// The file system, mounting it on first use.
+pub fn fs() -> R<&'static Fs> {
+    if forked_child() {
+        return Err(crate::entry::unsupported(
+            "udax",
+            "used in a child process after fork; the device belongs to the parent",
+            libc::EIO,
+        ));
+    }
+    match MOUNT.get_or_init(mount) {
+        Ok(m) => Ok(&m.fs),
+        Err(e) => Err(Errno(*e)),
+    }
+}
+
+/// At exit (or unload): drop the mappings and descriptors, wait for pages to
+/// be idle (briefly) and checkpoint. Skipped in a forked child.
+extern "C" fn at_exit() {
+    let Some(Ok(m)) = MOUNT.get() else {
+        return;
+    };
+    if forked_child() || std::process::id() != m.pid {
+        return;
+    }
+    // Guarded: udax's own libc calls (munmap, close) go straight to libc.
+    crate::entry::run(
+        (),
+        || (),
+        || {
+            crate::mem::drop_all();
+            crate::fds::drop_all();
+            if let Err(e) =
+                m.fs.clone()
+                    .unmount_timeout(std::time::Duration::from_secs(2))
+            {
+                tracing::warn!("udax-preload: unmount at exit: {e}; syncing instead");
+                let _ = m.fs.sync();
+            }
+            Ok(())
+        },
+    );
+}
+
+// Runs at exit and at dlclose, after the program's own atexit handlers.
+#[used]
+#[link_section = ".fini_array"]
+static AT_EXIT: extern "C" fn() = at_exit;
