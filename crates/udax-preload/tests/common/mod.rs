@@ -5,27 +5,37 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use udax::fs::{Fs, OpenOptions};
 
-/// The built shim: next to the test binary's directory (target/<profile>/).
-/// Built with `cargo build -p udax-preload` if missing.
+/// The shim, built fresh: `cargo test` builds a package's cdylib only when it
+/// is missing, never when its sources changed, so the tests build it
+/// themselves (once per test binary; a no-op when it is up to date) into the
+/// profile directory of this test binary (target/<profile>/).
 pub fn shim() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let so = profile_dir.join("libudax_preload.so");
-    if !so.exists() {
+    static SO: OnceLock<PathBuf> = OnceLock::new();
+    SO.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "udax-preload"])
-            .status()
-            .expect("run cargo build -p udax-preload");
+        let mut c = Command::new(cargo);
+        c.args(["build", "-p", "udax-preload"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            c.arg("--release");
+        }
+        if let Some(target) = profile_dir.parent() {
+            c.env("CARGO_TARGET_DIR", target);
+        }
+        let st = c.status().expect("run cargo build -p udax-preload");
         assert!(st.success(), "cargo build -p udax-preload failed");
-    }
-    assert!(so.exists(), "{} not found after building", so.display());
-    so
+        let so = profile_dir.join("libudax_preload.so");
+        assert!(so.exists(), "{} not found after building", so.display());
+        so
+    })
+    .clone()
 }
 
 /// Is `prog` installed? If not: skip (false), or fail when CI demands every
