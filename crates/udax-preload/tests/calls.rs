@@ -11,12 +11,12 @@ use std::process::Command;
 fn build_probe(dir: &std::path::Path) -> std::path::PathBuf {
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probe.c");
     let exe = dir.join("probe");
-    let out = Command::new("cc")
-        .args(["-O1", "-Wall", "-o"])
-        .arg(&exe)
-        .arg(src)
-        .output()
-        .expect("run cc");
+    let out = output(
+        Command::new("cc")
+            .args(["-O1", "-Wall", "-o"])
+            .arg(&exe)
+            .arg(src),
+    );
     assert!(
         out.status.success(),
         "cc probe.c failed:\n{}",
@@ -161,8 +161,7 @@ fn interposed_calls_answer_as_the_kernel_would() {
         assert_eq!(names, ["rel.txt", "two", "uno"]);
         assert_eq!(fs.stat("/f").unwrap().mode & 0o7777, 0o600);
     });
-    let dev = udax::device::open(env.dev.to_str().unwrap(), &Default::default()).unwrap();
-    let r = udax::fs::fsck(&*dev).expect("fsck");
+    let r = env.fsck();
     assert!(r.clean && r.problems.is_empty(), "fsck: {:?}", r.problems);
     assert!(
         !env.host.join("uno").exists(),

@@ -9,12 +9,12 @@ use std::process::{Command, Stdio};
 fn build(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let src = format!("{}/tests/{name}.c", env!("CARGO_MANIFEST_DIR"));
     let exe = dir.join(name);
-    let out = Command::new("cc")
-        .args(["-O1", "-Wall", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("run cc");
+    let out = output(
+        Command::new("cc")
+            .args(["-O1", "-Wall", "-pthread", "-o"])
+            .arg(&exe)
+            .arg(&src),
+    );
     assert!(
         out.status.success(),
         "cc {name}.c: {}",
@@ -61,22 +61,21 @@ fn a_second_process_on_a_busy_device_gets_ebusy_not_the_host() {
     let env = Env::new(16 << 20);
     env.write_udax("/f", b"data\n");
     // A shell opens a udax file (mounting the device) and keeps running.
-    let mut holder = env
-        .cmd("sh")
-        .args([
-            "-c",
-            &format!("exec 3<{}; echo ready; read x; exit 0", env.at("f")),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut holder = spawn(
+        env.cmd("sh")
+            .args([
+                "-c",
+                &format!("exec 3<{}; echo ready; read x; exit 0", env.at("f")),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
     let mut line = String::new();
     BufReader::new(holder.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line, "ready\n");
-    let out = env.cmd("cat").arg(env.at("f")).output().unwrap();
+    let out = output(env.cmd("cat").arg(env.at("f")));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),

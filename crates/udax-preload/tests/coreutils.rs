@@ -38,11 +38,7 @@ fn cmp_reports_the_first_differing_byte_of_udax_files() {
     b[4321] ^= 0xff;
     env.write_udax("/a", &a);
     env.write_udax("/b", &b);
-    let out = env
-        .cmd("cmp")
-        .args([env.at("a"), env.at("b")])
-        .output()
-        .unwrap();
+    let out = output(env.cmd("cmp").args([env.at("a"), env.at("b")]));
     assert_eq!(out.status.code(), Some(1), "cmp exits 1 on a difference");
     let s = stdout(&out);
     // diffutils 3.8 says "char", newer ones "byte".

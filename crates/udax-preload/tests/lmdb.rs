@@ -9,13 +9,13 @@ use std::process::Command;
 
 fn build(dir: &std::path::Path) -> std::path::PathBuf {
     let exe = dir.join("lmdb");
-    let out = Command::new("cc")
-        .args(["-O1", "-Wall", "-o"])
-        .arg(&exe)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lmdb.c"))
-        .arg("-llmdb")
-        .output()
-        .expect("run cc");
+    let out = output(
+        Command::new("cc")
+            .args(["-O1", "-Wall", "-o"])
+            .arg(&exe)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lmdb.c"))
+            .arg("-llmdb"),
+    );
     assert!(
         out.status.success(),
         "cc lmdb.c: {}",

@@ -37,12 +37,11 @@ fn sqlite3_wal_100k_inserts_pass_integrity_check_and_reopen() {
     let sql = env.host.join("load.sql");
     std::fs::write(&sql, script(txns, per)).unwrap();
     let db = env.at("db.sqlite");
-    let out = env
-        .cmd("sqlite3")
-        .arg(&db)
-        .stdin(std::fs::File::open(&sql).unwrap())
-        .output()
-        .unwrap();
+    let out = output(
+        env.cmd("sqlite3")
+            .arg(&db)
+            .stdin(std::fs::File::open(&sql).unwrap()),
+    );
     env.check("sqlite3", &[&db], &out);
     let lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
     assert_eq!(

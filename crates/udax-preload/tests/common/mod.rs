@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use udax::fs::{Fs, OpenOptions};
 
 /// The shim, built fresh: `cargo test` builds a package's cdylib only when it
@@ -29,7 +29,9 @@ pub fn shim() -> PathBuf {
         if let Some(target) = profile_dir.parent() {
             c.env("CARGO_TARGET_DIR", target);
         }
-        let st = c.status().expect("run cargo build -p udax-preload");
+        let st = spawn(&mut c)
+            .wait()
+            .expect("run cargo build -p udax-preload");
         assert!(st.success(), "cargo build -p udax-preload failed");
         let so = profile_dir.join("libudax_preload.so");
         assert!(so.exists(), "{} not found after building", so.display());
@@ -57,6 +59,29 @@ pub fn have(prog: &str) -> bool {
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
+/// Held while this test process has a device open, and while it spawns a
+/// child. A child forked while another test thread has a device open keeps a
+/// copy of that descriptor, and so the device's flock, until it execs; the next
+/// opener of that device would get "device busy". `Command::spawn` returns only
+/// after the child's exec, so holding this across spawn closes the window.
+static FORK_LOCK: Mutex<()> = Mutex::new(());
+
+fn fork_lock() -> MutexGuard<'static, ()> {
+    FORK_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `Command::spawn` under [`FORK_LOCK`].
+pub fn spawn(c: &mut Command) -> Child {
+    let _g = fork_lock();
+    c.spawn().expect("spawn")
+}
+
+/// `Command::output` with the spawn under [`FORK_LOCK`].
+pub fn output(c: &mut Command) -> Output {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    spawn(c).wait_with_output().expect("wait")
+}
+
 /// A fresh udax device and a mount prefix that does not exist on the host.
 pub struct Env {
     _dir: tempfile::TempDir,
@@ -73,6 +98,7 @@ impl Env {
             .tempdir_in("/dev/shm")
             .expect("tempdir in /dev/shm");
         let dev = dir.path().join("dev.img");
+        let g = fork_lock();
         let d = udax::device::open(
             dev.to_str().unwrap(),
             &udax::device::OpenOptions {
@@ -82,6 +108,7 @@ impl Env {
         .expect("create device file");
         Fs::mkfs(&*d, &Default::default()).expect("mkfs");
         drop(d);
+        drop(g);
         let mount = format!(
             "/udax-test-{}-{}",
             std::process::id(),
@@ -118,7 +145,7 @@ impl Env {
 
     /// Run `prog args` under the shim; panics with its output unless it exits 0.
     pub fn run(&self, prog: &str, args: &[&str]) -> Output {
-        let out = self.cmd(prog).args(args).output().expect("spawn");
+        let out = output(self.cmd(prog).args(args));
         self.check(prog, args, &out);
         out
     }
@@ -141,12 +168,21 @@ impl Env {
     /// Mount the device in this process (the program must have exited) and
     /// look at it with the library.
     pub fn with_fs<T>(&self, f: impl FnOnce(&Fs) -> T) -> T {
+        let _g = fork_lock();
         let d = udax::device::open(self.dev.to_str().unwrap(), &Default::default())
             .expect("open device");
         let fs = Fs::mount(d).expect("mount");
         let r = f(&fs);
         fs.unmount().expect("unmount");
         r
+    }
+
+    /// fsck of the device (no program may be using it).
+    pub fn fsck(&self) -> udax::fs::FsckReport {
+        let _g = fork_lock();
+        let d = udax::device::open(self.dev.to_str().unwrap(), &Default::default())
+            .expect("open device");
+        udax::fs::fsck(&*d).expect("fsck")
     }
 
     pub fn read_udax(&self, path: &str) -> Vec<u8> {
