@@ -81,6 +81,14 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("pread_sees_store", "from-store"),
         ("madvise", "0"),
         ("munmap", "0"),
+        ("mremap", "1"),
+        ("mremap_keeps_data", "yes"),
+        ("mremap_no_maymove", "-ENOMEM"),
+        ("mprotect_ro", "0"),
+        ("mprotect_part", "-EOPNOTSUPP"),
+        ("munmap_part", "0"),
+        ("first_page_after_partial_munmap", "yes"),
+        ("munmap_rest", "0"),
         ("mmap_fixed", "-EOPNOTSUPP"),
         ("flock_a", "0"),
         ("flock_b_nb", "-EAGAIN"), // = EWOULDBLOCK
@@ -167,4 +175,33 @@ fn interposed_calls_answer_as_the_kernel_would() {
         !env.host.join("uno").exists(),
         "EXDEV rename left nothing on the host"
     );
+}
+
+#[test]
+fn unserved_calls_are_silent_without_udax_log() {
+    if !have("ln") {
+        return;
+    }
+    let env = Env::new(16 << 20);
+    env.write_udax("/x", b"x");
+    let out = output(
+        env.cmd("ln")
+            .env_remove("UDAX_LOG")
+            .args(["-s", "x", &env.at("l")]),
+    );
+    assert!(!out.status.success(), "udax has no symbolic links");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Operation not permitted"),
+        "ln reports EPERM: {err}"
+    );
+    assert!(
+        !err.contains("udax-preload"),
+        "no log line without UDAX_LOG: {err}"
+    );
+    // With UDAX_LOG the same call logs one line.
+    let out = output(env.cmd("ln").args(["-s", "x", &env.at("l")]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("udax-preload: symlink").count(), 1, "{err}");
+    env.with_fs(|fs| assert!(fs.stat("/l").is_err(), "nothing was created"));
 }

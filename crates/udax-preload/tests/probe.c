@@ -117,6 +117,19 @@ int main(int argc, char **argv) {
         num("madvise", madvise(p, 8192, MADV_WILLNEED));
         num("munmap", munmap(p, 8192));
     }
+    /* mremap (MAYMOVE) keeps the bytes; partial munmap; mprotect of a whole mapping */
+    p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    char *q = mremap(p, 4096, 8192, MREMAP_MAYMOVE);
+    num("mremap", q == MAP_FAILED ? -1 : 1);
+    if (q != MAP_FAILED) {
+        str("mremap_keeps_data", memcmp(q, "from-write", 10) == 0 && memcmp(q + 4096, "from-store", 10) == 0 ? "yes" : "no");
+        num("mremap_no_maymove", mremap(q, 8192, 3 * 4096, 0) == MAP_FAILED ? -1 : 0);
+        num("mprotect_ro", mprotect(q, 8192, PROT_READ));
+        num("mprotect_part", mprotect(q, 4096, PROT_READ | PROT_WRITE));
+        num("munmap_part", munmap(q + 4096, 4096));
+        str("first_page_after_partial_munmap", memcmp(q, "from-write", 10) == 0 ? "yes" : "no");
+        num("munmap_rest", munmap(q, 4096));
+    }
     num("mmap_fixed", mmap((void *)0x600000000000, 4096, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ? -1 : 0);
     close(fd);
 
