@@ -5,50 +5,73 @@ use crate::entry::{fwd, run, unsupported, Errno, R};
 use libc::{c_int, c_void, off64_t, size_t};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use udax::{MapFlags, Mapping, Prot};
 
 const PAGE: usize = 4096;
 
 struct Entry {
     map: Mapping,
-    prot: Prot,
+    prot: Mutex<Prot>,
     flags: MapFlags,
     /// Pages already unmapped by a partial munmap (still reserved by udax
     /// until the whole mapping is dropped).
-    gone: rangemap::RangeSet<usize>,
+    gone: Mutex<rangemap::RangeSet<usize>>,
 }
 
 impl Entry {
+    fn new(map: Mapping, prot: Prot, flags: MapFlags) -> Arc<Entry> {
+        Arc::new(Entry {
+            map,
+            prot: Mutex::new(prot),
+            flags,
+            gone: Mutex::new(Default::default()),
+        })
+    }
     fn len(&self) -> usize {
         self.map.len()
     }
-    fn remaining(&self) -> usize {
-        self.len() - self.gone.iter().map(|r| r.end - r.start).sum::<usize>()
+    fn gone(&self) -> std::sync::MutexGuard<'_, rangemap::RangeSet<usize>> {
+        self.gone.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn prot(&self) -> Prot {
+        *self.prot.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Base address -> mapping. Never held while a mapping is created or dropped
-/// (both call back into libc, and so into the shim).
-static MAPS: Mutex<BTreeMap<usize, Entry>> = Mutex::new(BTreeMap::new());
+/// Base address -> mapping. The lock is held only to look up, insert or
+/// remove: never across a call into udax (a fault handler thread may need
+/// this table while udax waits for it), nor while a mapping is dropped.
+static MAPS: Mutex<BTreeMap<usize, Arc<Entry>>> = Mutex::new(BTreeMap::new());
 static NMAPS: AtomicUsize = AtomicUsize::new(0);
 
-fn maps() -> std::sync::MutexGuard<'static, BTreeMap<usize, Entry>> {
+fn maps() -> std::sync::MutexGuard<'static, BTreeMap<usize, Arc<Entry>>> {
     MAPS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// True if `[a, a+len)` may overlap a udax mapping (cheap when there are none).
+fn entry(base: usize) -> Option<Arc<Entry>> {
+    maps().get(&base).cloned()
+}
+
+fn insert(base: usize, e: Arc<Entry>) {
+    maps().insert(base, e);
+    // ORDERING: pairs with the Acquire in `any_overlap`.
+    NMAPS.fetch_add(1, Ordering::Release);
+}
+
+/// True if `[a, a+len)` overlaps a udax mapping and the caller is the
+/// program (udax's own fault threads map and unmap inside udax mappings).
+/// Free when there are no udax mappings.
 fn any_overlap(a: usize, len: usize) -> bool {
-    // ORDERING: Acquire pairs with the Release in `mmap_udax`.
-    if NMAPS.load(Ordering::Acquire) == 0 {
+    // ORDERING: Acquire pairs with the Release in `insert`.
+    if NMAPS.load(Ordering::Acquire) == 0 || crate::entry::udax_thread() {
         return false;
     }
     let end = a.saturating_add(len);
-    let hit = maps()
+    maps()
         .range(..end)
         .next_back()
-        .is_some_and(|(&b, e)| b + e.len() > a);
-    hit && !crate::entry::udax_thread()
+        .is_some_and(|(&b, e)| b + e.len() > a)
 }
 
 /// The udax mappings overlapping `[a, end)`: (base, len) of each, in order.
@@ -143,16 +166,7 @@ fn mmap_udax(
     }
     let m = f.mmap(off as u64, len, p, mf)?;
     let base = m.as_ptr() as usize;
-    maps().insert(
-        base,
-        Entry {
-            map: m,
-            prot: p,
-            flags: mf,
-            gone: Default::default(),
-        },
-    );
-    NMAPS.fetch_add(1, Ordering::Release);
+    insert(base, Entry::new(m, p, mf));
     Ok(base as *mut c_void)
 }
 
@@ -273,17 +287,18 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: size_t) -> c_int {
                 a,
                 len,
                 |base, off, n| {
-                    let whole = {
-                        let mut m = maps();
-                        let e = m.get_mut(&base).expect("listed by overlapping");
-                        if off == 0 && n == e.len() {
-                            true
-                        } else {
-                            e.map.unmap_range(off, n)?;
-                            e.gone.insert(off..off + n);
-                            e.remaining() == 0
-                        }
+                    let Some(e) = entry(base) else {
+                        return Ok(()); // unmapped meanwhile by another thread
                     };
+                    let whole = if off == 0 && n == e.len() {
+                        true
+                    } else {
+                        e.map.unmap_range(off, n)?;
+                        let mut g = e.gone();
+                        g.insert(off..off + n);
+                        g.iter().map(|r| r.end - r.start).sum::<usize>() == e.len()
+                    };
+                    drop(e);
                     if whole {
                         remove(base);
                     }
@@ -320,10 +335,9 @@ pub unsafe extern "C" fn msync(addr: *mut c_void, len: size_t, flags: c_int) -> 
                 len,
                 // MS_ASYNC is served as MS_SYNC: the flush is a few cache lines
                 // per dirty page, not I/O worth scheduling.
-                |base, off, n| {
-                    let m = maps();
-                    let e = m.get(&base).expect("listed by overlapping");
-                    e.map.msync(off, n).map_err(Errno::from)
+                |base, off, n| match entry(base) {
+                    Some(e) => e.map.msync(off, n).map_err(Errno::from),
+                    None => Err(Errno(libc::ENOMEM)), // unmapped meanwhile
                 },
                 |s, n| host_result(fwd!(msync(s as *mut c_void, n, flags))),
             )?;
@@ -368,8 +382,9 @@ pub unsafe extern "C" fn mprotect(addr: *mut c_void, len: size_t, prot: c_int) -
                     libc::EOPNOTSUPP,
                 ));
             };
+            let mut cur = e.prot.lock().unwrap_or_else(|p| p.into_inner());
             e.map.protect(p)?;
-            e.prot = p;
+            *cur = p;
             Ok(0)
         },
     )
@@ -397,8 +412,9 @@ fn madvise_udax(a: usize, len: usize, advice: c_int) -> R<()> {
             if hint.contains(&advice) {
                 return Ok(());
             }
-            let m = maps();
-            let e = m.get(&base).expect("listed by overlapping");
+            let Some(e) = entry(base) else {
+                return Err(Errno(libc::ENOMEM)); // unmapped meanwhile
+            };
             // On a shared DAX mapping, DONTNEED only drops page-table entries:
             // the next access sees the same file data, so there is nothing to do.
             if advice == libc::MADV_DONTNEED && !e.flags.private {
@@ -475,17 +491,14 @@ pub unsafe extern "C" fn mremap(
             if !any_overlap(a, old_len.max(1)) {
                 return Ok(fwd!(mremap(old, old_len, new_len, flags, new_addr)));
             }
-            let (cur_len, prot, mf, file_off) = {
-                let m = maps();
-                let Some(e) = m.get(&a).filter(|e| e.gone.is_empty()) else {
-                    return Err(unsupported(
-                        "mremap",
-                        "part of a udax mapping (only a whole mapping can be remapped)",
-                        libc::EOPNOTSUPP,
-                    ));
-                };
-                (e.len(), e.prot, e.flags, e.map.offset())
+            let Some(e) = entry(a).filter(|e| e.gone().is_empty()) else {
+                return Err(unsupported(
+                    "mremap",
+                    "part of a udax mapping (only a whole mapping can be remapped)",
+                    libc::EOPNOTSUPP,
+                ));
             };
+            let (cur_len, prot, mf, file_off) = (e.len(), e.prot(), e.flags, e.map.offset());
             if page_round(old_len)? != cur_len || new_len == 0 {
                 return Err(Errno(libc::EINVAL));
             }
@@ -505,22 +518,10 @@ pub unsafe extern "C" fn mremap(
             }
             // A shared mapping shows the file: a new mapping of the new length
             // shows the same bytes, so moving is mapping anew and dropping the old.
-            let new = {
-                let m = maps();
-                let e = m.get(&a).expect("checked above");
-                e.map.file().mmap(file_off, new_len, prot, mf)?
-            };
+            let new = e.map.file().mmap(file_off, new_len, prot, mf)?;
+            drop(e);
             let base = new.as_ptr() as usize;
-            maps().insert(
-                base,
-                Entry {
-                    map: new,
-                    prot,
-                    flags: mf,
-                    gone: Default::default(),
-                },
-            );
-            NMAPS.fetch_add(1, Ordering::Release);
+            insert(base, Entry::new(new, prot, mf));
             remove(a);
             Ok(base as *mut c_void)
         },
