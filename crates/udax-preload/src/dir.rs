@@ -195,6 +195,49 @@ pub unsafe extern "C" fn closedir(dirp: *mut libc::DIR) -> c_int {
     )
 }
 
+macro_rules! readdir_r_fn {
+    ($name:ident) => {
+        /// readdir_r(3): returns the error number; `*result` is null at the end.
+        ///
+        /// # Safety
+        /// As readdir_r(3): `entry` has room for a dirent, `result` is valid.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            dirp: *mut libc::DIR,
+            entry: *mut libc::dirent64,
+            result: *mut *mut libc::dirent64,
+        ) -> c_int {
+            run(
+                libc::EIO,
+                || fwd!($name(dirp, entry, result)),
+                || {
+                    if !ours(dirp) {
+                        return Ok(fwd!($name(dirp, entry, result)));
+                    }
+                    if entry.is_null() || result.is_null() {
+                        return Ok(libc::EFAULT);
+                    }
+                    // SAFETY: a udax DIR*, used by this thread.
+                    let e = next_entry(unsafe { udir(dirp) });
+                    // SAFETY: `e` (if not null) points into the stream; `entry`
+                    // and `result` are the caller's valid pointers.
+                    unsafe {
+                        if e.is_null() {
+                            *result = std::ptr::null_mut();
+                        } else {
+                            std::ptr::copy_nonoverlapping(e, entry, 1);
+                            *result = entry;
+                        }
+                    }
+                    Ok(0)
+                },
+            )
+        }
+    };
+}
+readdir_r_fn!(readdir_r);
+readdir_r_fn!(readdir64_r);
+
 /// # Safety
 /// As dirfd(3).
 #[no_mangle]

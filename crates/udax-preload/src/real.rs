@@ -166,6 +166,8 @@ real_fns! {
     readdir: unsafe extern "C" fn(*mut libc::DIR) -> *mut libc::dirent64;
     readdir64: unsafe extern "C" fn(*mut libc::DIR) -> *mut libc::dirent64;
     closedir: unsafe extern "C" fn(*mut libc::DIR) -> c_int;
+    readdir_r: unsafe extern "C" fn(*mut libc::DIR, *mut libc::dirent64, *mut *mut libc::dirent64) -> c_int;
+    readdir64_r: unsafe extern "C" fn(*mut libc::DIR, *mut libc::dirent64, *mut *mut libc::dirent64) -> c_int;
     dirfd: unsafe extern "C" fn(*mut libc::DIR) -> c_int;
     rewinddir: unsafe extern "C" fn(*mut libc::DIR);
     telldir: unsafe extern "C" fn(*mut libc::DIR) -> libc::c_long;

@@ -108,6 +108,7 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("opendir", "1"),
         ("dirfd_ge_3", "1"),
         ("readdir", "./,../,one,two,"),
+        ("readdir_r_after_rewind", "4"),
         ("fstatat_dirfd", "0"),
         ("openat_dirfd", "1"),
         ("unlinkat_dirfd", "0"),

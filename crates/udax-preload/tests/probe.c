@@ -187,6 +187,15 @@ int main(int argc, char **argv) {
         strcat(names, de->d_type == DT_DIR ? "/," : ",");
     }
     str("readdir", names);
+    rewinddir(dp);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    struct dirent ent, *res;
+    int nr = 0;
+    while (readdir_r(dp, &ent, &res) == 0 && res)
+        nr++;
+#pragma GCC diagnostic pop
+    num("readdir_r_after_rewind", nr);
     num("fstatat_dirfd", fstatat(dirfd(dp), "two", &st, 0));
     num("openat_dirfd", (fd = openat(dirfd(dp), "three", O_CREAT | O_WRONLY, 0600)) >= 0);
     close(fd);
