@@ -209,6 +209,7 @@ pub fn read_desc(d: &Desc, buf: &mut [u8], off: Option<u64>) -> R<usize> {
     }
     let f = d.file()?;
     let n = buf.len().min(MAX_RW);
+    crate::mem::check_writable(buf.as_ptr() as usize, n)?;
     match off {
         Some(o) => Ok(f.read_at(&mut buf[..n], o)?),
         None => {
@@ -354,6 +355,12 @@ fn readv_desc(d: &Desc, iov: &[iovec], off: Option<u64>) -> R<usize> {
     for v in iov {
         // SAFETY: readv(2)'s contract: each iovec describes a writable buffer.
         let b = unsafe { slice_mut(v.iov_base, v.iov_len) }?;
+        if let Err(e) = crate::mem::check_writable(b.as_ptr() as usize, b.len()) {
+            if done > 0 {
+                break;
+            }
+            return Err(e);
+        }
         let n = match f.read_at(b, start + done as u64) {
             Ok(n) => n,
             Err(_) if done > 0 => break,

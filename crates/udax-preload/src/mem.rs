@@ -74,6 +74,28 @@ fn any_overlap(a: usize, len: usize) -> bool {
         .is_some_and(|(&b, e)| b + e.len() > a)
 }
 
+/// EFAULT if `[a, a+len)` touches a udax mapping the program cannot write:
+/// a read-only one, or pages a partial munmap removed. The kernel answers a
+/// read(2) into such memory with EFAULT (SPEC M14, xfstests generic/462); a
+/// copy by the shim would fault instead.
+pub fn check_writable(a: usize, len: usize) -> R<()> {
+    if len == 0 || !any_overlap(a, len) {
+        return Ok(());
+    }
+    let end = a.saturating_add(len);
+    for (b, l) in overlapping(a, end) {
+        let Some(e) = entry(b) else { continue };
+        if e.prot() != Prot::ReadWrite {
+            return Err(Errno(libc::EFAULT));
+        }
+        let (s, t) = (a.max(b) - b, end.min(b + l) - b);
+        if e.gone().overlaps(&(s..t)) {
+            return Err(Errno(libc::EFAULT));
+        }
+    }
+    Ok(())
+}
+
 /// The udax mappings overlapping `[a, end)`: (base, len) of each, in order.
 fn overlapping(a: usize, end: usize) -> Vec<(usize, usize)> {
     let m = maps();

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define PG 4096
@@ -138,6 +139,38 @@ static void g437(void) {
     printf("g437=ok\n");
 }
 
+/* generic/462: read(2) into a read-only DAX mapping fails with EFAULT (the
+ * kernel cannot write there), and leaves the mapped file unchanged. */
+static void g462(void) {
+    int fd = open(at("g462"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+    int src = open(at("g462.src"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+    char b[PG];
+    memset(b, 'o', PG);
+    pwrite(fd, b, PG, 0);
+    memset(b, 'n', PG);
+    pwrite(src, b, PG, 0);
+    char *ro = mmap(NULL, PG, PROT_READ, MAP_SHARED, fd, 0);
+    if (ro == MAP_FAILED)
+        FAIL("g462", "mmap");
+    errno = 0;
+    if (pread(src, ro, PG, 0) != -1 || errno != EFAULT)
+        FAIL("g462", "pread into a read-only mapping did not fail with EFAULT");
+    struct iovec v = {ro, PG};
+    errno = 0;
+    if (preadv(src, &v, 1, 0) != -1 || errno != EFAULT)
+        FAIL("g462", "preadv into a read-only mapping did not fail with EFAULT");
+    if (ro[0] != 'o')
+        FAIL("g462", "the read-only mapping changed");
+    char *rw = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (pread(src, rw, PG, 0) != PG || ro[0] != 'n')
+        FAIL("g462", "pread into a writable mapping of the same file");
+    munmap(ro, PG);
+    munmap(rw, PG);
+    close(fd);
+    close(src);
+    printf("g462=ok\n");
+}
+
 /* generic/438 and 503: faults and I/O racing with fallocate (punch, zero,
  * collapse) and truncate; nothing may fail that the kernel would not fail. */
 static volatile int stop;
@@ -219,6 +252,7 @@ int main(int argc, char **argv) {
     g647();
     g413();
     g437();
+    g462();
     race();
     return 0;
 }
