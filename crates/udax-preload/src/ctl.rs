@@ -188,12 +188,16 @@ fn dup_onto(old: c_int, new: c_int, flags: c_int, dup2: bool) -> R<c_int> {
         None => {
             // A host fd onto `new`: the kernel replaces `new`; if that was a
             // udax descriptor, it is closed now.
+            let was_udax = fds::is_udax(new);
+            if was_udax {
+                crate::stdio::before_std_change(new);
+            }
             let r = if dup2 {
                 fwd!(dup2(old, new))
             } else {
                 fwd!(dup3(old, new, flags))
             };
-            if r >= 0 && old != new {
+            if r >= 0 && old != new && was_udax {
                 fds::forget(new);
             }
             Ok(r)

@@ -83,6 +83,27 @@ pub fn run<T>(fail: T, forward: impl FnOnce() -> T, body: impl FnOnce() -> R<T>)
     }
 }
 
+/// Run `body` as the shim whether or not this thread is already inside it
+/// (stdio cookie callbacks: glibc calls them from the program's fwrite, and
+/// from the shim's own exit flush). Same errno and panic handling as [`run`].
+pub fn run_always<T>(fail: T, body: impl FnOnce() -> R<T>) -> T {
+    let g = (!inside()).then(Guard::enter);
+    let r = catch_unwind(AssertUnwindSafe(body));
+    drop(g);
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(Errno(e))) => {
+            set_errno(e);
+            fail
+        }
+        Err(_) => {
+            tracing::error!("udax-preload: internal panic (reported as EIO)");
+            set_errno(libc::EIO);
+            fail
+        }
+    }
+}
+
 /// Call a real libc function, or fail with ENOSYS if libc has none.
 macro_rules! fwd {
     ($name:ident($($a:expr),* $(,)?)) => {

@@ -168,6 +168,7 @@ fn real_close(fd: c_int) {
 pub fn install(desc: Arc<Desc>, cloexec: bool) -> R<c_int> {
     let fd = reserve()?;
     insert(fd, desc, cloexec);
+    crate::stdio::std_now_udax(fd); // the lowest free number may be 0, 1 or 2
     Ok(fd)
 }
 
@@ -195,6 +196,9 @@ fn discard(slot: Option<Slot>) {
 
 /// close(2) of a udax descriptor.
 pub fn close(fd: c_int) -> R<c_int> {
+    if is_udax(fd) {
+        crate::stdio::std_not_udax(fd);
+    }
     let slot = table_write().remove(&fd);
     if slot.is_none() {
         return Err(Errno(libc::EBADF));
@@ -210,6 +214,7 @@ pub fn forget(fd: c_int) {
     let slot = table_write().remove(&fd);
     if slot.is_some() {
         COUNT.fetch_sub(1, Ordering::Release);
+        crate::stdio::std_not_udax(fd);
     }
     discard(slot);
 }
@@ -234,6 +239,11 @@ pub fn forget_range(first: u32, last: u32) {
     for s in gone {
         discard(Some(s));
     }
+    for fd in 0..=2u32 {
+        if (first..=last).contains(&fd) {
+            crate::stdio::std_not_udax(fd as c_int);
+        }
+    }
 }
 
 /// dup / F_DUPFD(_CLOEXEC): a new number >= `min` for the same description.
@@ -248,6 +258,7 @@ pub fn dup_min(fd: c_int, min: c_int, cloexec: bool) -> R<c_int> {
         return Err(Errno(crate::entry::errno()));
     }
     discard(insert(n, desc, cloexec));
+    crate::stdio::std_now_udax(n);
     Ok(n)
 }
 
@@ -256,6 +267,7 @@ pub fn dup_to(old: c_int, new: c_int, cloexec: bool) -> R<c_int> {
     let Some(dup3) = real::dup3() else {
         return Err(Errno(libc::ENOSYS));
     };
+    crate::stdio::before_std_change(new);
     let replaced;
     {
         let mut t = table_write();
@@ -273,6 +285,7 @@ pub fn dup_to(old: c_int, new: c_int, cloexec: bool) -> R<c_int> {
         COUNT.fetch_add(1, Ordering::Release);
     }
     discard(replaced);
+    crate::stdio::std_now_udax(new);
     Ok(new)
 }
 

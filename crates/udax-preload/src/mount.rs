@@ -86,6 +86,10 @@ extern "C" fn at_exit() {
         (),
         || (),
         || {
+            // glibc flushes stdio streams only after the libraries'
+            // destructors: flush the udax ones while their files are open.
+            // SAFETY: fflush(NULL) flushes every open output stream.
+            unsafe { libc::fflush(std::ptr::null_mut()) };
             crate::mem::drop_all();
             crate::fds::drop_all();
             if let Err(e) =

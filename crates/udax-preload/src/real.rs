@@ -185,6 +185,9 @@ real_fns! {
     fopen: unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
     fopen64: unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
     fdopen: unsafe extern "C" fn(c_int, *const c_char) -> *mut libc::FILE;
+    fclose: unsafe extern "C" fn(*mut libc::FILE) -> c_int;
+    fileno: unsafe extern "C" fn(*mut libc::FILE) -> c_int;
+    fileno_unlocked: unsafe extern "C" fn(*mut libc::FILE) -> c_int;
     freopen: unsafe extern "C" fn(*const c_char, *const c_char, *mut libc::FILE) -> *mut libc::FILE;
     freopen64: unsafe extern "C" fn(*const c_char, *const c_char, *mut libc::FILE) -> *mut libc::FILE;
     mmap: unsafe extern "C" fn(*mut c_void, size_t, c_int, c_int, c_int, off64_t) -> *mut c_void;

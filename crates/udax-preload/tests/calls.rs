@@ -102,6 +102,10 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("fclose", "0"),
         ("fgets_lines", "3"),
         ("fseek_fgets", "one"),
+        ("fileno_of_udax_stream", "1"),
+        ("fstat_fileno", "0"),
+        ("fstat_fileno_size", "27"),
+        ("last_line", "1"),
         ("mkdir", "0"),
         ("mkdir_again", "-EEXIST"),
         ("rmdir_not_empty", "-ENOTEMPTY"),
@@ -159,6 +163,8 @@ fn interposed_calls_answer_as_the_kernel_would() {
     env.with_fs(|fs| {
         assert_eq!(read_all(fs, "/copy"), b"0123456789");
         assert_eq!(read_all(fs, "/s.txt"), b"line one\nline 2\nline three\n");
+        assert_eq!(read_all(fs, "/unclosed.txt"), b"flushed at exit\n");
+        assert_eq!(read_all(fs, "/stdout.txt"), b"stdout is fd 1\n");
         let m = read_all(fs, "/mapped");
         assert_eq!(&m[4096..4106], b"from-store");
         let names: Vec<String> = fs

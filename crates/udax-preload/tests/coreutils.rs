@@ -281,3 +281,32 @@ fn tar_round_trip_of_a_small_tree() {
     );
     assert_eq!(stdout(&out), "");
 }
+
+#[test]
+fn sort_o_writes_through_stdout_redirected_to_udax() {
+    // sort -o opens the output and dup2s it onto fd 1, then writes with stdio.
+    if !have("sort") {
+        return;
+    }
+    let env = Env::new(16 << 20);
+    env.write_udax("/in", b"pear\napple\nfig\n");
+    env.run("sort", &["-o", &env.at("out"), &env.at("in")]);
+    assert_eq!(env.read_udax("/out"), b"apple\nfig\npear\n");
+}
+
+#[test]
+fn shell_redirections_of_builtins_go_to_udax() {
+    // A preloaded bash opens the target, dup2s it onto fd 1 / 0, and its
+    // builtins use stdio: the shim points stdout/stdin at udax streams.
+    if !have("bash") {
+        return;
+    }
+    let env = Env::new(16 << 20);
+    let f = env.at("b.txt");
+    let script = format!(
+        "echo first > {f}; printf '%s\\n' second third >> {f}; read line < {f}; echo \"read: $line\"; echo back on stdout"
+    );
+    let out = env.run("bash", &["-c", &script]);
+    assert_eq!(stdout(&out), "read: first\nback on stdout\n");
+    assert_eq!(env.read_udax("/b.txt"), b"first\nsecond\nthird\n");
+}

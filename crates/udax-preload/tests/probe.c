@@ -170,6 +170,11 @@ int main(int argc, char **argv) {
     line[strcspn(line, "\n")] = 0;
     str("fseek_fgets", line);
     fclose(fp);
+    fp = fopen(at(M, "s.txt"), "r");
+    num("fileno_of_udax_stream", fileno(fp) >= 3);
+    num("fstat_fileno", fstat(fileno(fp), &st));
+    num("fstat_fileno_size", st.st_size);
+    fclose(fp);
 
     /* directories */
     num("mkdir", mkdir(at(M, "dir"), 0755));
@@ -267,5 +272,15 @@ int main(int argc, char **argv) {
     num("exec_fd_gone", WEXITSTATUS(status) != 0);
     close(50);
     close(fd);
+
+    /* a stream never closed is flushed at exit, before the shim unmounts */
+    FILE *unclosed = fopen(at(M, "unclosed.txt"), "w");
+    fputs("flushed at exit\n", unclosed);
+    /* close(1) + open: the udax file becomes the program's stdout */
+    num("last_line", 1);
+    fflush(stdout);
+    close(1);
+    int o = open(at(M, "stdout.txt"), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    printf("stdout is fd %d\n", o);
     return 0;
 }
