@@ -32,3 +32,4 @@ mod mount;
 mod path;
 mod real;
 mod stdio;
+mod tmpfile;

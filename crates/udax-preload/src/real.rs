@@ -202,5 +202,14 @@ real_fns! {
     sendfile: unsafe extern "C" fn(c_int, c_int, *mut off64_t, size_t) -> ssize_t;
     sendfile64: unsafe extern "C" fn(c_int, c_int, *mut off64_t, size_t) -> ssize_t;
     splice: unsafe extern "C" fn(c_int, *mut off64_t, c_int, *mut off64_t, size_t, c_uint) -> ssize_t;
+    mkstemp: unsafe extern "C" fn(*mut c_char) -> c_int;
+    mkstemp64: unsafe extern "C" fn(*mut c_char) -> c_int;
+    mkostemp: unsafe extern "C" fn(*mut c_char, c_int) -> c_int;
+    mkostemp64: unsafe extern "C" fn(*mut c_char, c_int) -> c_int;
+    mkstemps: unsafe extern "C" fn(*mut c_char, c_int) -> c_int;
+    mkstemps64: unsafe extern "C" fn(*mut c_char, c_int) -> c_int;
+    mkostemps: unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int;
+    mkostemps64: unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int;
+    mkdtemp: unsafe extern "C" fn(*mut c_char) -> *mut c_char;
     tee: unsafe extern "C" fn(c_int, c_int, size_t, c_uint) -> ssize_t;
 }

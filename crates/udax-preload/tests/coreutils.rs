@@ -310,3 +310,44 @@ fn shell_redirections_of_builtins_go_to_udax() {
     assert_eq!(stdout(&out), "read: first\nback on stdout\n");
     assert_eq!(env.read_udax("/b.txt"), b"first\nsecond\nthird\n");
 }
+
+#[test]
+fn git_init_add_commit_log_status_in_udax() {
+    // git creates its objects with mkstemp (glibc's internal open: served by
+    // the shim's mkstemp), renames them into place, mmaps packs and the index.
+    if !have("git") {
+        return;
+    }
+    let env = Env::new(64 << 20);
+    let repo = env.at("repo");
+    let git = |args: &[&str]| {
+        let mut a = vec![
+            "-C",
+            repo.as_str(),
+            "-c",
+            "user.name=u",
+            "-c",
+            "user.email=u@x",
+        ];
+        a.extend_from_slice(args);
+        stdout(&env.run("git", &a))
+    };
+    env.run("git", &["init", "-q", &repo]);
+    env.write_udax("/repo/a.txt", b"one\n");
+    git(&["add", "a.txt"]);
+    git(&["commit", "-q", "-m", "first"]);
+    let log = git(&["log", "--format=%s"]);
+    assert_eq!(log, "first\n");
+    assert_eq!(git(&["status", "--short"]), "");
+    env.write_udax("/repo/a.txt", b"one\ntwo\n");
+    assert_eq!(git(&["status", "--short"]), " M a.txt\n");
+    assert_eq!(git(&["show", "HEAD:a.txt"]), "one\n");
+    env.with_fs(|fs| {
+        assert!(fs.stat("/repo/.git/HEAD").unwrap().is_file());
+        let objects = fs.read_dir("/repo/.git/objects").unwrap();
+        assert!(
+            objects.len() >= 3,
+            "blob, tree and commit directories: {objects:?}"
+        );
+    });
+}

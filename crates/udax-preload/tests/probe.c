@@ -228,6 +228,24 @@ int main(int argc, char **argv) {
     stat(at(M, "f"), &st);
     num("mode_after_chmod", st.st_mode & 07777);
 
+    /* temporary files under the mount (glibc would use its internal open) */
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/tmpXXXXXX", M);
+    int tfd = mkstemp(tmpl);
+    num("mkstemp", tfd >= 3);
+    num("mkstemp_name_filled", strstr(tmpl, "XXXXXX") == NULL);
+    fstat(tfd, &st);
+    num("mkstemp_mode", st.st_mode & 0777);
+    close(tfd);
+    num("mkstemp_unlink", unlink(tmpl));
+    snprintf(tmpl, sizeof tmpl, "%s/dXXXXXX", M);
+    num("mkdtemp", mkdtemp(tmpl) != NULL);
+    stat(tmpl, &st);
+    num("mkdtemp_is_dir", S_ISDIR(st.st_mode));
+    num("mkdtemp_rmdir", rmdir(tmpl));
+    snprintf(tmpl, sizeof tmpl, "%s/badXXXX", M);
+    num("mkstemp_bad_template", mkstemp(tmpl));
+
     /* working directory inside the mount */
     num("chdir", chdir(at(M, "dir")));
     str("getcwd", getcwd(buf, sizeof buf) ? buf : "(null)");
