@@ -23,6 +23,7 @@ mod ctl;
 mod dir;
 mod dispatch;
 mod entry;
+mod extra;
 mod fds;
 mod fortify;
 mod io;

@@ -211,5 +211,20 @@ real_fns! {
     mkostemps: unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int;
     mkostemps64: unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int;
     mkdtemp: unsafe extern "C" fn(*mut c_char) -> *mut c_char;
+    pathconf: unsafe extern "C" fn(*const c_char, c_int) -> libc::c_long;
+    fpathconf: unsafe extern "C" fn(c_int, c_int) -> libc::c_long;
+    inotify_add_watch: unsafe extern "C" fn(c_int, *const c_char, u32) -> c_int;
+    scandir: unsafe extern "C" fn(
+        *const c_char,
+        *mut *mut *mut libc::dirent64,
+        Option<unsafe extern "C" fn(*const libc::dirent64) -> c_int>,
+        Option<unsafe extern "C" fn(*mut *const libc::dirent64, *mut *const libc::dirent64) -> c_int>,
+    ) -> c_int;
+    scandir64: unsafe extern "C" fn(
+        *const c_char,
+        *mut *mut *mut libc::dirent64,
+        Option<unsafe extern "C" fn(*const libc::dirent64) -> c_int>,
+        Option<unsafe extern "C" fn(*mut *const libc::dirent64, *mut *const libc::dirent64) -> c_int>,
+    ) -> c_int;
     tee: unsafe extern "C" fn(c_int, c_int, size_t, c_uint) -> ssize_t;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -254,6 +255,24 @@ int main(int argc, char **argv) {
     num("stat_relative_abs", stat(at(M, "dir/rel.txt"), &st));
     num("chdir_host", chdir(H));
     num("getcwd_host_ok", strcmp(getcwd(buf, sizeof buf), H) == 0);
+
+    /* scandir (glibc's internal opendir), pathconf, inotify */
+    struct dirent **nl;
+    int nn = scandir(at(M, "dir"), &nl, NULL, alphasort);
+    names[0] = 0;
+    for (int i = 0; i < nn; i++) {
+        strcat(names, nl[i]->d_name);
+        strcat(names, ",");
+        free(nl[i]);
+    }
+    if (nn >= 0)
+        free(nl);
+    num("scandir", nn);
+    str("scandir_names", names);
+    num("pathconf_name_max", pathconf(M, _PC_NAME_MAX));
+    int ifd = inotify_init1(IN_CLOEXEC);
+    num("inotify_add_watch", inotify_add_watch(ifd, at(M, "f"), IN_MODIFY));
+    close(ifd);
 
     /* copy_file_range host -> udax */
     int hf = open(at(H, "src"), O_CREAT | O_RDWR | O_TRUNC, 0644);
