@@ -4,11 +4,12 @@
 use crate::entry::{init_log, Errno, R};
 use crate::path::config;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 use udax::fs::Fs;
 
 struct Mounted {
-    fs: Fs,
+    /// Taken at exit, so the device (its lock and pid file) is released.
+    fs: RwLock<Option<Fs>>,
     pid: u32,
 }
 
@@ -52,13 +53,14 @@ fn mount() -> Result<Mounted, i32> {
     })?;
     tracing::debug!("udax-preload: mounted {} at {}", cfg.device, cfg.mount);
     Ok(Mounted {
-        fs,
+        fs: RwLock::new(Some(fs)),
         pid: std::process::id(),
     })
 }
 
-/// The file system, mounting it on first use.
-pub fn fs() -> R<&'static Fs> {
+/// The file system (a cheap handle), mounting it on first use; EIO after the
+/// exit teardown.
+pub fn fs() -> R<Fs> {
     if forked_child() {
         return Err(crate::entry::unsupported(
             "udax",
@@ -67,13 +69,19 @@ pub fn fs() -> R<&'static Fs> {
         ));
     }
     match MOUNT.get_or_init(mount) {
-        Ok(m) => Ok(&m.fs),
+        Ok(m) => {
+            m.fs.read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .ok_or(Errno(libc::EIO))
+        }
         Err(e) => Err(Errno(*e)),
     }
 }
 
-/// At exit (or unload): drop the mappings and descriptors, wait for pages to
-/// be idle (briefly) and checkpoint. Skipped in a forked child.
+/// At exit (or unload): flush stdio, drop the mappings and descriptors, wait
+/// for pages to be idle (briefly), checkpoint and close the device. Skipped
+/// in a forked child.
 extern "C" fn at_exit() {
     let Some(Ok(m)) = MOUNT.get() else {
         return;
@@ -92,12 +100,16 @@ extern "C" fn at_exit() {
             unsafe { libc::fflush(std::ptr::null_mut()) };
             crate::mem::drop_all();
             crate::fds::drop_all();
-            if let Err(e) =
-                m.fs.clone()
-                    .unmount_timeout(std::time::Duration::from_secs(2))
-            {
-                tracing::warn!("udax-preload: unmount at exit: {e}; syncing instead");
-                let _ = m.fs.sync();
+            let taken = m.fs.write().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(fs) = taken {
+                let keep = fs.clone();
+                if let Err(e) = fs.unmount_timeout(std::time::Duration::from_secs(2)) {
+                    tracing::warn!("udax-preload: unmount at exit: {e}; syncing instead");
+                    let _ = keep.sync();
+                }
+                // The last handle (unless a directory stream is still open):
+                // the device closes, its lock and pid file go.
+                drop(keep);
             }
             Ok(())
         },
