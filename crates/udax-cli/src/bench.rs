@@ -9,6 +9,8 @@ use std::time::Instant;
 use udax::device::{self, persist, Device};
 use udax::fs::{Fs, MkfsOptions, OpenOptions};
 
+mod shim;
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Small sizes and few repeats (under 2 minutes): a smoke run.
@@ -23,6 +25,9 @@ pub struct BenchArgs {
     /// Directory on a disk file system for the regular-file device of P6.
     #[arg(long, default_value = ".")]
     file_dir: PathBuf,
+    /// Internal (P8): time N one-byte preads of PATH through libc and print ns/call.
+    #[arg(long, hide = true, num_args = 2, value_names = ["PATH", "N"])]
+    pread_loop: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, serde::Serialize)]
@@ -130,6 +135,9 @@ struct Cfg {
 }
 
 pub fn run(a: &BenchArgs) -> Result<(), String> {
+    if let Some(v) = &a.pread_loop {
+        return shim::pread_loop(v);
+    }
     let c = if a.quick {
         Cfg {
             reps: 3,
@@ -527,6 +535,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
             max: 1.0,
         }),
     ));
+
+    // ---- P8: unmodified programs through the LD_PRELOAD shim ----
+    shim::p8(a.quick, c.reps, &a.tmpfs_dir, &mut out)?;
 
     println!(
         "{:<9} {:>10} {:>10} {:>10} {:>8} {:>8}  {:<8} what",

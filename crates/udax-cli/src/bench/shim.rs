@@ -1,0 +1,253 @@
+//! P8: unmodified programs through the LD_PRELOAD shim vs the same program on
+//! tmpfs, in the same run: sqlite3 inserts (WAL, 1000 per transaction), LMDB
+//! puts (`mdb_load`), and the per-call cost of a 1-byte pread through the shim
+//! vs the system call.
+//!
+//! Needs `libudax_preload.so` next to the `udax` binary (or `UDAX_PRELOAD_SO`),
+//! and sqlite3 / mdb_load on PATH; a missing one skips its line with a message.
+
+use super::{e, repeat, res, Res};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+use udax::fs::{Fs, MkfsOptions};
+
+fn shim_so() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("UDAX_PRELOAD_SO") {
+        return Some(p.into());
+    }
+    let p = std::env::current_exe()
+        .ok()?
+        .with_file_name("libudax_preload.so");
+    p.exists().then_some(p)
+}
+
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// A fresh device file in `dir` with the directories `dirs`.
+fn device(dir: &Path, size: u64, dirs: &[&str]) -> Result<PathBuf, String> {
+    let p = dir.join("p8.img");
+    let _ = std::fs::remove_file(&p);
+    let spec = p.to_str().ok_or("non-UTF-8 tmpfs path")?;
+    let dev = e(udax::device::open(
+        spec,
+        &udax::device::OpenOptions {
+            create_size: Some(size),
+        },
+    ))?;
+    e(Fs::mkfs(&*dev, &MkfsOptions::default()))?;
+    let fs = e(Fs::mount(dev))?;
+    for d in dirs {
+        e(fs.mkdir(d, 0o755))?;
+    }
+    e(fs.unmount())?;
+    Ok(p)
+}
+
+struct Shim<'a> {
+    so: &'a Path,
+    dev: PathBuf,
+    mount: String,
+}
+
+impl Shim<'_> {
+    fn apply(&self, c: &mut Command) {
+        c.env("LD_PRELOAD", self.so)
+            .env("UDAX_DEVICE", &self.dev)
+            .env("UDAX_MOUNT", &self.mount);
+    }
+}
+
+/// Run `c` to completion; its wall time in seconds.
+fn timed(c: &mut Command, what: &str) -> Result<f64, String> {
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    let t = Instant::now();
+    let out = c.output().map_err(|err| format!("{what}: {err}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(secs)
+}
+
+pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> Result<(), String> {
+    let Some(so) = shim_so() else {
+        eprintln!(
+            "P8: skipped, libudax_preload.so not found next to udax \
+             (cargo build --release -p udax-preload, or set UDAX_PRELOAD_SO)"
+        );
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir_in(tmpfs).map_err(|err| format!("{}: {err}", tmpfs.display()))?;
+    let mount = format!("/udax-bench-{}", std::process::id());
+    let n: usize = if quick { 20_000 } else { 100_000 };
+    let dev_size = 512 << 20;
+
+    // ---- sqlite3: WAL, 1000 inserts per transaction ----
+    if on_path("sqlite3") {
+        let mut sql = String::from(
+            "PRAGMA journal_mode=WAL;\nCREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);\n",
+        );
+        for t in 0..n / 1000 {
+            sql.push_str("BEGIN;\n");
+            for i in 0..1000 {
+                sql.push_str(&format!(
+                    "INSERT INTO t(v) VALUES('row-{}-abcdefghij');\n",
+                    t * 1000 + i
+                ));
+            }
+            sql.push_str("COMMIT;\n");
+        }
+        let script = tmp.path().join("p8.sql");
+        e(std::fs::write(&script, sql))?;
+        let run = |db: &str, shim: Option<&Shim>| -> Result<f64, String> {
+            let mut c = Command::new("sqlite3");
+            c.arg(db).stdin(e(std::fs::File::open(&script))?);
+            if let Some(s) = shim {
+                s.apply(&mut c);
+            }
+            Ok(n as f64 / timed(&mut c, "sqlite3")? / 1e3)
+        };
+        let u = repeat(reps, || {
+            let s = Shim {
+                so: &so,
+                dev: device(tmp.path(), dev_size, &[])?,
+                mount: mount.clone(),
+            };
+            run(&format!("{mount}/p8.db"), Some(&s))
+        })?;
+        let b = repeat(reps, || {
+            let db = tmp.path().join("p8.db");
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            }
+            run(db.to_str().unwrap_or_default(), None)
+        })?;
+        out.push(res(
+            "P8-sqlite",
+            "sqlite3 inserts, WAL, 1000 per transaction (whole process): through the shim vs tmpfs",
+            "k ins/s",
+            u,
+            Some(b),
+            None,
+        ));
+    } else {
+        eprintln!("P8-sqlite: skipped, sqlite3 not installed");
+    }
+
+    // ---- LMDB: mdb_load puts ----
+    if on_path("mdb_load") {
+        let mut text =
+            String::from("VERSION=3\nformat=print\ntype=btree\nmapsize=268435456\nHEADER=END\n");
+        for i in 0..n {
+            text.push_str(&format!(" key{i:08}\n value-{i}-abcdefghijklmnop\n"));
+        }
+        text.push_str("DATA=END\n");
+        let input = tmp.path().join("p8.mdb.txt");
+        e(std::fs::write(&input, text))?;
+        let run = |dir: &str, shim: Option<&Shim>| -> Result<f64, String> {
+            let mut c = Command::new("mdb_load");
+            c.args(["-f", input.to_str().unwrap_or_default(), dir]);
+            if let Some(s) = shim {
+                s.apply(&mut c);
+            }
+            Ok(n as f64 / timed(&mut c, "mdb_load")? / 1e3)
+        };
+        let u = repeat(reps, || {
+            let s = Shim {
+                so: &so,
+                dev: device(tmp.path(), dev_size, &["/env"])?,
+                mount: mount.clone(),
+            };
+            run(&format!("{mount}/env"), Some(&s))
+        })?;
+        let b = repeat(reps, || {
+            let d = tmp.path().join("env");
+            let _ = std::fs::remove_dir_all(&d);
+            e(std::fs::create_dir(&d))?;
+            run(d.to_str().unwrap_or_default(), None)
+        })?;
+        out.push(res(
+            "P8-lmdb",
+            "LMDB puts (mdb_load, whole process): through the shim vs tmpfs",
+            "k puts/s",
+            u,
+            Some(b),
+            None,
+        ));
+    } else {
+        eprintln!("P8-lmdb: skipped, mdb_load not installed (lmdb-utils)");
+    }
+
+    // ---- one-byte pread: shim call vs system call ----
+    let exe = e(std::env::current_exe())?;
+    let calls = if quick { 200_000 } else { 2_000_000 };
+    let run = |path: &str, shim: Option<&Shim>| -> Result<f64, String> {
+        let mut c = Command::new(&exe);
+        c.args(["bench", "--pread-loop", path, &calls.to_string()]);
+        if let Some(s) = shim {
+            s.apply(&mut c);
+        }
+        let o = c.output().map_err(|err| format!("pread loop: {err}"))?;
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("pread loop: {}", String::from_utf8_lossy(&o.stderr).trim()))
+    };
+    let u = repeat(reps, || {
+        let s = Shim {
+            so: &so,
+            dev: device(tmp.path(), 64 << 20, &[])?,
+            mount: mount.clone(),
+        };
+        run(&format!("{mount}/p8.pread"), Some(&s))
+    })?;
+    let host = tmp.path().join("p8.pread");
+    let b = repeat(reps, || run(host.to_str().unwrap_or_default(), None))?;
+    out.push(res(
+        "P8-pread",
+        "1-byte pread: a udax file through the shim vs the pread system call on tmpfs (lower is better)",
+        "ns/call",
+        u,
+        Some(b),
+        None,
+    ));
+    Ok(())
+}
+
+/// The `--pread-loop PATH N` child: N one-byte preads of PATH through libc
+/// (so LD_PRELOAD interposes them); prints ns per call.
+pub(super) fn pread_loop(args: &[String]) -> Result<(), String> {
+    let [path, n] = args else {
+        return Err("--pread-loop PATH N".into());
+    };
+    let n: u64 = n.parse().map_err(|_| "--pread-loop: N must be a number")?;
+    let c = std::ffi::CString::new(path.as_str()).map_err(|_| "path with NUL")?;
+    // SAFETY: a C string path; O_CREAT with a mode argument.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_CREAT | libc::O_RDWR, 0o644) };
+    if fd < 0 {
+        return Err(format!("{path}: {}", std::io::Error::last_os_error()));
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: a 5-byte buffer written from a literal.
+    if unsafe { libc::pwrite(fd, b"hello".as_ptr().cast(), 5, 0) } != 5 {
+        return Err(format!("{path}: {}", std::io::Error::last_os_error()));
+    }
+    let t = Instant::now();
+    for i in 0..n {
+        // SAFETY: a 1-byte buffer owned here.
+        unsafe { libc::pread(fd, b.as_mut_ptr().cast(), 1, (i % 5) as i64) };
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64;
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    println!("{ns:.1}");
+    Ok(())
+}

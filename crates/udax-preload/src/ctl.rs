@@ -1,0 +1,224 @@
+//! fcntl, flock, lockf, ioctl, dup.
+//!
+//! POSIX record locks (F_SETLK/F_SETLKW/F_GETLK, lockf) belong to a process,
+//! and a process's own locks never conflict with each other; a udax device has
+//! one owner process (the device lock), so no other process can hold a lock
+//! on a udax file. A request is therefore checked (lock type, whence, the
+//! descriptor's access mode) and granted, and F_GETLK reports F_UNLCK, which is
+//! exactly what the kernel answers a process that is alone with its file.
+//! flock locks belong to open file descriptions and do conflict inside one
+//! process: they are kept in [`crate::fds::flock`].
+
+use crate::dispatch::fd_call;
+use crate::entry::{fwd, run, unsupported, Errno, R};
+use crate::fds::{self, Desc};
+use libc::{c_int, c_ulong, off64_t};
+
+/// Status flags F_SETFL may change (as the kernel's SETFL_MASK).
+const SETFL: c_int =
+    libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME | libc::O_ASYNC;
+
+fn posix_lock(d: &Desc, cmd: c_int, arg: c_ulong) -> R<c_int> {
+    let p = arg as *mut libc::flock;
+    if p.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: F_*LK's contract: `arg` points to a struct flock.
+    let fl = unsafe { &mut *p };
+    if !matches!(
+        fl.l_whence as c_int,
+        libc::SEEK_SET | libc::SEEK_CUR | libc::SEEK_END
+    ) {
+        return Err(Errno(libc::EINVAL));
+    }
+    match fl.l_type as c_int {
+        libc::F_RDLCK | libc::F_WRLCK | libc::F_UNLCK => {}
+        _ => return Err(Errno(libc::EINVAL)),
+    }
+    if cmd == libc::F_GETLK {
+        if fl.l_type as c_int == libc::F_UNLCK {
+            return Err(Errno(libc::EINVAL));
+        }
+        fl.l_type = libc::F_UNLCK as _;
+        return Ok(0);
+    }
+    match fl.l_type as c_int {
+        libc::F_RDLCK if !d.readable() => Err(Errno(libc::EBADF)),
+        libc::F_WRLCK if !d.writable() => Err(Errno(libc::EBADF)),
+        _ => Ok(0),
+    }
+}
+
+fn fcntl_udax(fd: c_int, d: &Desc, cmd: c_int, arg: c_ulong) -> R<c_int> {
+    match cmd {
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+            let min = c_int::try_from(arg).map_err(|_| Errno(libc::EINVAL))?;
+            fds::dup_min(fd, min, cmd == libc::F_DUPFD_CLOEXEC)
+        }
+        libc::F_GETFD => Ok(if fds::cloexec(fd)? {
+            libc::FD_CLOEXEC
+        } else {
+            0
+        }),
+        libc::F_SETFD => fds::set_cloexec(fd, arg as c_int & libc::FD_CLOEXEC != 0).map(|_| 0),
+        libc::F_GETFL => Ok(d.status() | libc::O_LARGEFILE),
+        libc::F_SETFL => {
+            let new = arg as c_int;
+            // ORDERING: an independent flag word (see Desc::status).
+            let _ = d.status.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |s| Some((s & !SETFL) | (new & SETFL)),
+            );
+            Ok(0)
+        }
+        libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW => posix_lock(d, cmd, arg),
+        libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => Err(unsupported(
+            "fcntl",
+            "open-file-description locks (F_OFD_*) on udax files",
+            libc::EOPNOTSUPP,
+        )),
+        libc::F_GETOWN => Ok(0),
+        libc::F_ADD_SEALS | libc::F_GET_SEALS => Err(Errno(libc::EINVAL)),
+        _ => Err(unsupported(
+            "fcntl",
+            &format!("command {cmd} on a udax descriptor"),
+            libc::EINVAL,
+        )),
+    }
+}
+
+macro_rules! fcntl_fn {
+    ($name:ident) => {
+        /// # Safety
+        /// As fcntl(2); the third argument is read as the command defines it.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+            fd_call!(-1, fd, $name(fd, cmd, arg), |d| fcntl_udax(
+                fd, &d, cmd, arg
+            ))
+        }
+    };
+}
+fcntl_fn!(fcntl);
+fcntl_fn!(fcntl64);
+
+/// # Safety
+/// As flock(2).
+#[no_mangle]
+pub unsafe extern "C" fn flock(fd: c_int, op: c_int) -> c_int {
+    fd_call!(-1, fd, flock(fd, op), |d| fds::flock(&d, op).map(|_| 0))
+}
+
+macro_rules! lockf_fn {
+    ($name:ident) => {
+        /// lockf(3): POSIX locks (see the module docs).
+        ///
+        /// # Safety
+        /// As lockf(3).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(fd: c_int, cmd: c_int, len: off64_t) -> c_int {
+            fd_call!(-1, fd, $name(fd, cmd, len), |d| match cmd {
+                libc::F_LOCK | libc::F_TLOCK | libc::F_ULOCK if !d.writable() =>
+                    Err(Errno(libc::EBADF)),
+                libc::F_LOCK | libc::F_TLOCK | libc::F_ULOCK | libc::F_TEST => Ok(0),
+                _ => Err(Errno(libc::EINVAL)),
+            })
+        }
+    };
+}
+lockf_fn!(lockf);
+lockf_fn!(lockf64);
+
+/// FICLONE, FICLONERANGE (`_IOW(0x94, 9, int)`, `_IOW(0x94, 13, struct file_clone_range)`).
+const FICLONE: c_ulong = 0x4004_9409;
+const FICLONERANGE: c_ulong = 0x4020_940d;
+
+/// # Safety
+/// As ioctl(2); the third argument is read as the request defines it.
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
+    fd_call!(-1, fd, ioctl(fd, req, arg), |d| match req {
+        libc::FIONREAD => {
+            let p = arg as *mut c_int;
+            if p.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            let f = d.file()?;
+            let pos = *d.pos.lock().unwrap_or_else(|p| p.into_inner());
+            let n = f.len().saturating_sub(pos).min(c_int::MAX as u64) as c_int;
+            // SAFETY: FIONREAD's contract: `arg` points to an int.
+            unsafe { p.write(n) };
+            Ok(0)
+        }
+        // Reflink through the shim is not wired up: callers (cp) fall back to copying.
+        FICLONE | FICLONERANGE => Err(Errno(libc::EOPNOTSUPP)),
+        libc::TCGETS | libc::TIOCGWINSZ => Err(Errno(libc::ENOTTY)), // not a terminal
+        _ => Err(unsupported(
+            "ioctl",
+            &format!("request {req:#x} on a udax descriptor"),
+            libc::ENOTTY,
+        )),
+    })
+}
+
+/// # Safety
+/// As dup(2).
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    fd_call!(-1, fd, dup(fd), |_d| fds::dup_min(fd, 0, false))
+}
+
+fn dup_onto(old: c_int, new: c_int, flags: c_int, dup2: bool) -> R<c_int> {
+    match crate::dispatch::lookup(old) {
+        Some(d) => {
+            d?;
+            if old == new {
+                return if dup2 {
+                    Ok(new)
+                } else {
+                    Err(Errno(libc::EINVAL))
+                };
+            }
+            if flags & !libc::O_CLOEXEC != 0 {
+                return Err(Errno(libc::EINVAL));
+            }
+            fds::dup_to(old, new, flags & libc::O_CLOEXEC != 0)
+        }
+        None => {
+            // A host fd onto `new`: the kernel replaces `new`; if that was a
+            // udax descriptor, it is closed now.
+            let was_udax = fds::is_udax(new);
+            if was_udax {
+                crate::stdio::before_std_change(new);
+            }
+            let r = if dup2 {
+                fwd!(dup2(old, new))
+            } else {
+                fwd!(dup3(old, new, flags))
+            };
+            if r >= 0 && old != new && was_udax {
+                fds::forget(new);
+            }
+            Ok(r)
+        }
+    }
+}
+
+/// # Safety
+/// As dup2(2).
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    run(-1, || fwd!(dup2(old, new)), || dup_onto(old, new, 0, true))
+}
+
+/// # Safety
+/// As dup3(2).
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    run(
+        -1,
+        || fwd!(dup3(old, new, flags)),
+        || dup_onto(old, new, flags, false),
+    )
+}

@@ -1,0 +1,360 @@
+//! Directory streams (opendir/readdir/closedir) and getdents64 on udax directories.
+//!
+//! glibc's opendir opens the directory with its internal open, out of the
+//! shim's reach, so the whole DIR API is interposed: a udax DIR* is a [`UDir`]
+//! this module allocates, told apart from glibc's by a registry of addresses.
+
+use crate::dispatch::fd_call;
+use crate::entry::{fwd, run, Errno, R};
+use crate::fds::{self, Dent, Desc};
+use crate::mount;
+use crate::path::{classify, Target};
+use libc::{c_char, c_int, c_long, c_void, size_t, ssize_t};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The entries of a udax directory: ".", "..", then the names (sorted).
+pub fn entries(d: &Desc) -> R<Vec<Dent>> {
+    let fs = mount::fs()?;
+    let p = d.path();
+    let parent = fs
+        .stat(crate::path::parent(&p))
+        .map(|s| s.ino)
+        .unwrap_or(d.ino);
+    let mut v = vec![
+        Dent {
+            name: b".".to_vec(),
+            ino: d.ino,
+            dtype: libc::DT_DIR,
+        },
+        Dent {
+            name: b"..".to_vec(),
+            ino: parent,
+            dtype: libc::DT_DIR,
+        },
+    ];
+    for e in fs.read_dir(&p)? {
+        v.push(Dent {
+            name: e.name.into_bytes(),
+            ino: e.ino,
+            dtype: e.file_type,
+        });
+    }
+    Ok(v)
+}
+
+/// A udax directory stream.
+struct UDir {
+    fd: c_int,
+    desc: Arc<Desc>,
+    ents: Vec<Dent>,
+    pos: usize,
+    /// The entry readdir returned last (valid until the next call, as POSIX says).
+    ent: libc::dirent64,
+}
+
+static DIRS: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+static NDIRS: AtomicUsize = AtomicUsize::new(0);
+
+/// Is `p` a udax DIR*?
+fn ours(p: *mut libc::DIR) -> bool {
+    // ORDERING: Acquire pairs with the Release in `new_dir`; a DIR* reaches
+    // another thread only through some synchronisation after that.
+    NDIRS.load(Ordering::Acquire) != 0
+        && DIRS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(p as usize))
+}
+
+fn new_dir(fd: c_int) -> R<*mut libc::DIR> {
+    let desc = crate::io::desc(fd)?;
+    if !desc.is_dir() {
+        return Err(Errno(libc::ENOTDIR));
+    }
+    let ents = entries(&desc)?;
+    let b = Box::new(UDir {
+        fd,
+        desc,
+        ents,
+        pos: 0,
+        // SAFETY: all-zero is a valid dirent64.
+        ent: unsafe { std::mem::zeroed() },
+    });
+    let p = Box::into_raw(b) as usize;
+    DIRS.lock().unwrap_or_else(|p| p.into_inner()).insert(p);
+    NDIRS.fetch_add(1, Ordering::Release);
+    Ok(p as *mut libc::DIR)
+}
+
+/// # Safety
+/// `p` is a udax DIR* (checked by `ours`) and not used by another thread at
+/// the same time (POSIX: a stream is not shared unsynchronised).
+unsafe fn udir<'a>(p: *mut libc::DIR) -> &'a mut UDir {
+    // SAFETY: the caller's contract; the pointer came from Box::into_raw.
+    unsafe { &mut *(p as *mut UDir) }
+}
+
+/// # Safety
+/// As opendir(3).
+#[no_mangle]
+pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
+    run(
+        std::ptr::null_mut(),
+        || fwd!(opendir(path)),
+        || {
+            // SAFETY: opendir(3)'s contract.
+            match unsafe { classify(libc::AT_FDCWD, path) }? {
+                Target::Host => Ok(fwd!(opendir(path))),
+                Target::HostPath(c) => Ok(fwd!(opendir(c.as_ptr()))),
+                Target::Udax(p) => {
+                    let fd = crate::io::open_udax(
+                        &p,
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                        0,
+                    )?;
+                    new_dir(fd).inspect_err(|_| {
+                        let _ = fds::close(fd);
+                    })
+                }
+            }
+        },
+    )
+}
+
+/// # Safety
+/// As fdopendir(3).
+#[no_mangle]
+pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut libc::DIR {
+    fd_call!(std::ptr::null_mut(), fd, fdopendir(fd), |_d| new_dir(fd))
+}
+
+fn next_entry(d: &mut UDir) -> *mut libc::dirent64 {
+    let Some(e) = d.ents.get(d.pos) else {
+        return std::ptr::null_mut(); // end of stream: errno unchanged
+    };
+    d.pos += 1;
+    let ent = &mut d.ent;
+    ent.d_ino = e.ino;
+    ent.d_off = d.pos as i64;
+    ent.d_type = e.dtype;
+    let n = e.name.len().min(ent.d_name.len() - 1);
+    for (dst, &src) in ent.d_name.iter_mut().zip(&e.name[..n]) {
+        *dst = src as c_char;
+    }
+    ent.d_name[n] = 0;
+    ent.d_reclen = std::mem::size_of::<libc::dirent64>() as u16;
+    ent as *mut libc::dirent64
+}
+
+macro_rules! readdir_fn {
+    ($name:ident) => {
+        /// # Safety
+        /// As readdir(3).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(dirp: *mut libc::DIR) -> *mut libc::dirent64 {
+            run(
+                std::ptr::null_mut(),
+                || fwd!($name(dirp)),
+                || {
+                    if !ours(dirp) {
+                        return Ok(fwd!($name(dirp)));
+                    }
+                    // SAFETY: a udax DIR*, used by this thread (readdir's contract).
+                    Ok(next_entry(unsafe { udir(dirp) }))
+                },
+            )
+        }
+    };
+}
+readdir_fn!(readdir);
+readdir_fn!(readdir64);
+
+/// # Safety
+/// As closedir(3).
+#[no_mangle]
+pub unsafe extern "C" fn closedir(dirp: *mut libc::DIR) -> c_int {
+    run(
+        -1,
+        || fwd!(closedir(dirp)),
+        || {
+            let removed = DIRS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(dirp as usize));
+            if !removed {
+                return Ok(fwd!(closedir(dirp)));
+            }
+            NDIRS.fetch_sub(1, Ordering::Release);
+            // SAFETY: the pointer came from Box::into_raw in `new_dir` and was
+            // just removed from the registry, so it is freed exactly once.
+            let d = unsafe { Box::from_raw(dirp as *mut UDir) };
+            fds::close(d.fd)
+        },
+    )
+}
+
+macro_rules! readdir_r_fn {
+    ($name:ident) => {
+        /// readdir_r(3): returns the error number; `*result` is null at the end.
+        ///
+        /// # Safety
+        /// As readdir_r(3): `entry` has room for a dirent, `result` is valid.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            dirp: *mut libc::DIR,
+            entry: *mut libc::dirent64,
+            result: *mut *mut libc::dirent64,
+        ) -> c_int {
+            run(
+                libc::EIO,
+                || fwd!($name(dirp, entry, result)),
+                || {
+                    if !ours(dirp) {
+                        return Ok(fwd!($name(dirp, entry, result)));
+                    }
+                    if entry.is_null() || result.is_null() {
+                        return Ok(libc::EFAULT);
+                    }
+                    // SAFETY: a udax DIR*, used by this thread.
+                    let e = next_entry(unsafe { udir(dirp) });
+                    // SAFETY: `e` (if not null) points into the stream; `entry`
+                    // and `result` are the caller's valid pointers.
+                    unsafe {
+                        if e.is_null() {
+                            *result = std::ptr::null_mut();
+                        } else {
+                            std::ptr::copy_nonoverlapping(e, entry, 1);
+                            *result = entry;
+                        }
+                    }
+                    Ok(0)
+                },
+            )
+        }
+    };
+}
+readdir_r_fn!(readdir_r);
+readdir_r_fn!(readdir64_r);
+
+/// # Safety
+/// As dirfd(3).
+#[no_mangle]
+pub unsafe extern "C" fn dirfd(dirp: *mut libc::DIR) -> c_int {
+    run(
+        -1,
+        || fwd!(dirfd(dirp)),
+        || {
+            if !ours(dirp) {
+                return Ok(fwd!(dirfd(dirp)));
+            }
+            // SAFETY: a udax DIR*.
+            Ok(unsafe { udir(dirp) }.fd)
+        },
+    )
+}
+
+/// # Safety
+/// As rewinddir(3).
+#[no_mangle]
+pub unsafe extern "C" fn rewinddir(dirp: *mut libc::DIR) {
+    run(
+        (),
+        || fwd!(rewinddir(dirp)),
+        || {
+            if !ours(dirp) {
+                fwd!(rewinddir(dirp));
+                return Ok(());
+            }
+            // SAFETY: a udax DIR*.
+            let d = unsafe { udir(dirp) };
+            if let Ok(e) = entries(&d.desc) {
+                d.ents = e;
+            }
+            d.pos = 0;
+            Ok(())
+        },
+    )
+}
+
+/// # Safety
+/// As telldir(3).
+#[no_mangle]
+pub unsafe extern "C" fn telldir(dirp: *mut libc::DIR) -> c_long {
+    run(
+        -1,
+        || fwd!(telldir(dirp)),
+        || {
+            if !ours(dirp) {
+                return Ok(fwd!(telldir(dirp)));
+            }
+            // SAFETY: a udax DIR*.
+            Ok(unsafe { udir(dirp) }.pos as c_long)
+        },
+    )
+}
+
+/// # Safety
+/// As seekdir(3).
+#[no_mangle]
+pub unsafe extern "C" fn seekdir(dirp: *mut libc::DIR, loc: c_long) {
+    run(
+        (),
+        || fwd!(seekdir(dirp, loc)),
+        || {
+            if !ours(dirp) {
+                fwd!(seekdir(dirp, loc));
+                return Ok(());
+            }
+            // SAFETY: a udax DIR*.
+            unsafe { udir(dirp) }.pos = loc.max(0) as usize;
+            Ok(())
+        },
+    )
+}
+
+/// getdents64(2) of a udax directory: linux_dirent64 records from a snapshot
+/// taken at the first call (or after lseek to 0); `d_off` is the index of the
+/// next entry, which lseek accepts.
+fn getdents(d: &Desc, buf: *mut c_void, n: size_t) -> R<ssize_t> {
+    if !d.is_dir() {
+        return Err(Errno(libc::ENOTDIR));
+    }
+    let mut snap = d.dents.lock().unwrap_or_else(|p| p.into_inner());
+    if snap.is_none() {
+        *snap = Some(entries(d)?);
+    }
+    let ents = snap.as_ref().expect("set above");
+    let mut pos = d.pos.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: getdents64(2)'s contract: `buf` has room for `n` bytes.
+    let out = unsafe { crate::dispatch::slice_mut(buf, n) }?;
+    let mut used = 0usize;
+    while let Some(e) = ents.get(*pos as usize) {
+        // d_ino (8) d_off (8) d_reclen (2) d_type (1) name NUL, padded to 8.
+        let reclen = (19 + e.name.len() + 1).div_ceil(8) * 8;
+        if used + reclen > out.len() {
+            if used == 0 {
+                return Err(Errno(libc::EINVAL));
+            }
+            break;
+        }
+        let r = &mut out[used..used + reclen];
+        r.fill(0);
+        r[0..8].copy_from_slice(&e.ino.to_ne_bytes());
+        r[8..16].copy_from_slice(&(*pos as i64 + 1).to_ne_bytes());
+        r[16..18].copy_from_slice(&(reclen as u16).to_ne_bytes());
+        r[18] = e.dtype;
+        r[19..19 + e.name.len()].copy_from_slice(&e.name);
+        used += reclen;
+        *pos += 1;
+    }
+    Ok(used as ssize_t)
+}
+
+/// # Safety
+/// As getdents64(2).
+#[no_mangle]
+pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    fd_call!(-1, fd, getdents64(fd, buf, n), |d| getdents(&d, buf, n))
+}

@@ -1,0 +1,130 @@
+//! The two shapes of an interposed call: by descriptor and by path.
+
+use crate::entry::{unsupported, Errno, R};
+use crate::fds::{self, Desc};
+use std::sync::Arc;
+
+/// `None`: not a udax descriptor (the kernel's). In a forked child a udax
+/// descriptor is an error: the file system belongs to the parent.
+pub fn lookup(fd: libc::c_int) -> Option<R<Arc<Desc>>> {
+    let d = fds::get(fd)?;
+    if crate::mount::forked_child() {
+        return Some(Err(unsupported(
+            "descriptor",
+            &format!(
+                "udax fd {fd} inherited across fork; only the process that mounted udax can use it"
+            ),
+            libc::EIO,
+        )));
+    }
+    Some(Ok(d))
+}
+
+/// A call on a descriptor: forward it, or run `$body` with `$d: Arc<Desc>`.
+macro_rules! fd_call {
+    ($fail:expr, $fd:expr, $name:ident($($a:expr),* $(,)?), |$d:ident| $body:expr) => {
+        $crate::entry::run(
+            $fail,
+            || $crate::entry::fwd!($name($($a),*)),
+            || match $crate::dispatch::lookup($fd) {
+                None => Ok($crate::entry::fwd!($name($($a),*))),
+                Some(d) => {
+                    let $d = d?;
+                    $body
+                }
+            },
+        )
+    };
+}
+pub(crate) use fd_call;
+
+/// A call on a path (relative to `$dirfd`): forward it (with the path made
+/// absolute if the shim resolved it), or run `$body` with `$p: String`, the
+/// path inside udax.
+macro_rules! path_call {
+    ($fail:expr, $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
+        $crate::entry::run(
+            $fail,
+            || $crate::entry::fwd!($name($($a),*)),
+            || {
+                // SAFETY: `$path` is the caller's path argument: null or a C string.
+                match unsafe { $crate::path::classify($dirfd, $path) }? {
+                    $crate::path::Target::Host => Ok($crate::entry::fwd!($name($($a),*))),
+                    $crate::path::Target::HostPath(c) => {
+                        #[allow(unused_variables)]
+                        let $path = c.as_ptr();
+                        Ok($crate::entry::fwd!($name($($a),*)))
+                    }
+                    $crate::path::Target::Udax($p) => $body,
+                }
+            },
+        )
+    };
+}
+pub(crate) use path_call;
+
+/// Two paths (rename, link): both on the host, both in udax, or EXDEV.
+pub enum Pair {
+    Host(Option<std::ffi::CString>, Option<std::ffi::CString>),
+    Udax(String, String),
+}
+
+/// # Safety
+/// `a` and `b` are null or C strings.
+pub unsafe fn classify_pair(
+    fa: libc::c_int,
+    a: *const libc::c_char,
+    fb: libc::c_int,
+    b: *const libc::c_char,
+    call: &str,
+) -> R<Pair> {
+    use crate::path::{classify, Target};
+    // SAFETY: the caller's contract.
+    let (ta, tb) = unsafe { (classify(fa, a)?, classify(fb, b)?) };
+    match (ta, tb) {
+        (Target::Udax(x), Target::Udax(y)) => Ok(Pair::Udax(x, y)),
+        (Target::Udax(_), _) | (_, Target::Udax(_)) => Err(unsupported(
+            call,
+            "one path is in udax and the other is not (across the mount boundary)",
+            libc::EXDEV,
+        )),
+        (x, y) => {
+            let h = |t| match t {
+                Target::HostPath(c) => Some(c),
+                _ => None,
+            };
+            Ok(Pair::Host(h(x), h(y)))
+        }
+    }
+}
+
+/// A C buffer as a byte slice (empty for a null pointer with length 0).
+///
+/// # Safety
+/// `p` points to `n` readable bytes (the caller's buffer contract for the C call).
+pub unsafe fn slice<'a>(p: *const libc::c_void, n: usize) -> R<&'a [u8]> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(p.cast(), n) })
+}
+
+/// # Safety
+/// `p` points to `n` writable bytes.
+pub unsafe fn slice_mut<'a>(p: *mut libc::c_void, n: usize) -> R<&'a mut [u8]> {
+    if n == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast(), n) })
+}
+
+/// Linux caps one read/write at this many bytes (MAX_RW_COUNT).
+pub const MAX_RW: usize = 0x7fff_f000;

@@ -1,0 +1,198 @@
+//! The C boundary: the re-entrancy guard, errno, panics, and the log.
+//!
+//! Every interposed function runs its body through [`run`]:
+//! - if this thread is already inside the shim (udax itself, or Rust std used
+//!   by the shim, called an interposed libc function), the call goes straight
+//!   to the real function: the shim never recurses into itself;
+//! - otherwise the body runs with the guard set, under `catch_unwind` (a panic
+//!   never crosses the FFI boundary: it becomes EIO and one log line), and an
+//!   `Err(errno)` is returned to C as the call's failure value with `errno` set.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
+
+thread_local! {
+    // A const-initialised Cell without Drop: no allocation, no destructor, and
+    // readable during thread teardown.
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// An errno value to report to the C caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl From<udax::Error> for Errno {
+    fn from(e: udax::Error) -> Self {
+        Errno(e.errno())
+    }
+}
+
+pub type R<T> = Result<T, Errno>;
+
+/// True if this thread is inside the shim (or cannot tell: TLS already gone).
+pub fn inside() -> bool {
+    INSIDE.try_with(|c| c.get()).unwrap_or(true)
+}
+
+struct Guard;
+
+impl Guard {
+    fn enter() -> Guard {
+        let _ = INSIDE.try_with(|c| c.set(true));
+        Guard
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = INSIDE.try_with(|c| c.set(false));
+    }
+}
+
+pub fn set_errno(e: i32) {
+    // SAFETY: __errno_location returns this thread's errno slot, always valid.
+    unsafe { *libc::__errno_location() = e };
+}
+
+pub fn errno() -> i32 {
+    // SAFETY: as in `set_errno`.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Run an interposed call: `forward` if re-entered, else `body` guarded.
+/// `Ok(v)` is returned as is (errno untouched: a forwarded real call has set it).
+pub fn run<T>(fail: T, forward: impl FnOnce() -> T, body: impl FnOnce() -> R<T>) -> T {
+    if inside() {
+        return forward();
+    }
+    let g = Guard::enter();
+    let r = catch_unwind(AssertUnwindSafe(body));
+    drop(g);
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(Errno(e))) => {
+            set_errno(e);
+            fail
+        }
+        Err(_) => {
+            tracing::error!("udax-preload: internal panic (reported as EIO)");
+            set_errno(libc::EIO);
+            fail
+        }
+    }
+}
+
+/// Run `body` as the shim whether or not this thread is already inside it
+/// (stdio cookie callbacks: glibc calls them from the program's fwrite, and
+/// from the shim's own exit flush). Same errno and panic handling as [`run`].
+pub fn run_always<T>(fail: T, body: impl FnOnce() -> R<T>) -> T {
+    let g = (!inside()).then(Guard::enter);
+    let r = catch_unwind(AssertUnwindSafe(body));
+    drop(g);
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(Errno(e))) => {
+            set_errno(e);
+            fail
+        }
+        Err(_) => {
+            tracing::error!("udax-preload: internal panic (reported as EIO)");
+            set_errno(libc::EIO);
+            fail
+        }
+    }
+}
+
+/// Call a real libc function, or fail with ENOSYS if libc has none.
+macro_rules! fwd {
+    ($name:ident($($a:expr),* $(,)?)) => {
+        match $crate::real::$name() {
+            // SAFETY: forwarding the caller's own arguments, unchanged, to the
+            // libc function with the same prototype: its contract is the caller's.
+            Some(f) => unsafe { f($($a),*) },
+            None => {
+                $crate::entry::set_errno(libc::ENOSYS);
+                $crate::entry::Failure::failure()
+            }
+        }
+    };
+}
+pub(crate) use fwd;
+
+/// The value a C function returns on failure, for [`fwd!`] when libc lacks it.
+pub trait Failure {
+    fn failure() -> Self;
+}
+impl Failure for i32 {
+    fn failure() -> Self {
+        -1
+    }
+}
+impl Failure for isize {
+    fn failure() -> Self {
+        -1
+    }
+}
+impl Failure for i64 {
+    fn failure() -> Self {
+        -1
+    }
+}
+impl Failure for () {
+    fn failure() -> Self {}
+}
+impl<T> Failure for *mut T {
+    fn failure() -> Self {
+        std::ptr::null_mut()
+    }
+}
+
+/// Start the log (`UDAX_LOG`, an env-filter directive such as `warn` or
+/// `udax_preload=debug`; unset = silent), once.
+pub fn init_log() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let Ok(spec) = std::env::var("UDAX_LOG") else {
+            return;
+        };
+        let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(false)
+            .without_time()
+            .try_init();
+    });
+}
+
+/// A call the shim cannot serve on a udax path or descriptor: one log line and
+/// the errno to fail with.
+pub fn unsupported(call: &str, what: &str, errno: i32) -> Errno {
+    init_log();
+    tracing::warn!("udax-preload: {call}: {what} (failing with errno {errno})");
+    Errno(errno)
+}
+
+/// True on udax's own threads (the fault handlers, named `udax-...`): their
+/// mmap/munmap/mremap calls on udax mapping addresses are the engine's work,
+/// not the program's, and go straight to libc.
+/// Cached per thread once asked (std names its threads before running them).
+pub fn udax_thread() -> bool {
+    thread_local! {
+        // 0 = not asked yet, 1 = the program's, 2 = udax's.
+        static KIND: Cell<u8> = const { Cell::new(0) };
+    }
+    let k = KIND.try_with(|k| k.get()).unwrap_or(1);
+    if k != 0 {
+        return k == 2;
+    }
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes (NUL included) to the buffer.
+    let r = unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+    let udax = r == 0 && name.starts_with(b"udax-");
+    let _ = KIND.try_with(|k| k.set(if udax { 2 } else { 1 }));
+    udax
+}

@@ -1,0 +1,389 @@
+//! The descriptor table: udax descriptors are real kernel fd numbers.
+//!
+//! Each udax descriptor holds a kernel fd opened on `/dev/null` with
+//! `O_PATH | O_CLOEXEC`, so its number is never handed out again while it is
+//! open, and anything that reaches the kernel with it by mistake (a call this
+//! shim does not interpose) fails with EBADF instead of doing I/O on the wrong
+//! file. `O_CLOEXEC` on the kernel fd makes exec drop it (the shim's state does
+//! not survive exec); the program-visible `FD_CLOEXEC` flag is kept here.
+//!
+//! Lock rule: the table lock is held only to look up, insert or remove; never
+//! across file I/O (a copy into a udax mapping may fault, and the fault
+//! handler's own libc calls come back through the shim's interposers).
+
+use crate::entry::{Errno, R};
+use crate::real;
+use libc::c_int;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+pub enum Kind {
+    File(udax::fs::File),
+    /// A directory (or an `O_PATH` descriptor of one): a path, for `*at`
+    /// calls, fchdir, fstat and getdents.
+    Dir,
+}
+
+/// One directory entry as getdents/readdir return it.
+#[derive(Clone)]
+pub struct Dent {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub dtype: u8,
+}
+
+/// An open file description (shared by dup'ed descriptors).
+pub struct Desc {
+    pub kind: Kind,
+    path: Mutex<String>,
+    /// File offset; for a directory, the index of the next getdents entry.
+    pub pos: Mutex<u64>,
+    /// open(2) status flags: access mode, O_APPEND, O_NONBLOCK, O_SYNC, ...
+    pub status: AtomicI32,
+    /// getdents64 snapshot of a directory, taken at the first call or after a
+    /// rewind (lseek to 0).
+    pub dents: Mutex<Option<Vec<Dent>>>,
+    pub ino: u64,
+}
+
+impl Desc {
+    pub fn new(kind: Kind, path: String, status: c_int, ino: u64) -> Arc<Desc> {
+        Arc::new(Desc {
+            kind,
+            path: Mutex::new(path),
+            pos: Mutex::new(0),
+            status: AtomicI32::new(status),
+            dents: Mutex::new(None),
+            ino,
+        })
+    }
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, Kind::Dir)
+    }
+    /// The path inside udax this descriptor was opened by.
+    pub fn path(&self) -> String {
+        self.path.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub fn status(&self) -> c_int {
+        // ORDERING: an independent flag word; no data is published through it.
+        self.status.load(Ordering::Relaxed)
+    }
+    fn path_only(&self) -> bool {
+        self.status() & libc::O_PATH != 0
+    }
+    pub fn readable(&self) -> bool {
+        !self.path_only() && self.status() & libc::O_ACCMODE != libc::O_WRONLY
+    }
+    pub fn writable(&self) -> bool {
+        !self.path_only() && self.status() & libc::O_ACCMODE != libc::O_RDONLY
+    }
+    /// The file, for data I/O: EISDIR on a directory, EBADF on an O_PATH descriptor.
+    pub fn file(&self) -> R<&udax::fs::File> {
+        if self.path_only() {
+            return Err(Errno(libc::EBADF));
+        }
+        match &self.kind {
+            Kind::File(f) => Ok(f),
+            Kind::Dir => Err(Errno(libc::EISDIR)),
+        }
+    }
+    pub fn stat(&self) -> R<udax::fs::Stat> {
+        match &self.kind {
+            Kind::File(f) => Ok(f.stat()?),
+            Kind::Dir => Ok(crate::mount::fs()?.stat(&self.path())?),
+        }
+    }
+    fn key(&self) -> usize {
+        self as *const Desc as usize
+    }
+}
+
+impl Drop for Desc {
+    fn drop(&mut self) {
+        flock_release(self.ino, self.key());
+    }
+}
+
+struct Slot {
+    desc: Arc<Desc>,
+    cloexec: bool,
+}
+
+static TABLE: RwLock<BTreeMap<c_int, Slot>> = RwLock::new(BTreeMap::new());
+/// Number of udax descriptors: 0 lets every fd call skip the table lock.
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+fn table_read() -> std::sync::RwLockReadGuard<'static, BTreeMap<c_int, Slot>> {
+    TABLE.read().unwrap_or_else(|p| p.into_inner())
+}
+fn table_write() -> std::sync::RwLockWriteGuard<'static, BTreeMap<c_int, Slot>> {
+    TABLE.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The udax description behind `fd`, if it is a udax descriptor.
+pub fn get(fd: c_int) -> Option<Arc<Desc>> {
+    // ORDERING: Acquire pairs with the Release of `insert`: a thread that got
+    // the fd number from the inserting thread (through any synchronisation)
+    // sees the count.
+    if fd < 0 || COUNT.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    table_read().get(&fd).map(|s| s.desc.clone())
+}
+
+/// Is `fd` a udax descriptor? (The cheap test every fd-taking call makes first.)
+pub fn is_udax(fd: c_int) -> bool {
+    // ORDERING: as in `get`.
+    fd >= 0 && COUNT.load(Ordering::Acquire) != 0 && table_read().contains_key(&fd)
+}
+
+/// A fresh kernel fd number to stand for a udax descriptor.
+fn reserve() -> R<c_int> {
+    let Some(openat) = real::openat() else {
+        return Err(Errno(libc::ENOSYS));
+    };
+    // SAFETY: a literal NUL-terminated path; the flags need no mode argument.
+    let fd = unsafe {
+        openat(
+            libc::AT_FDCWD,
+            c"/dev/null".as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Errno(crate::entry::errno()));
+    }
+    Ok(fd)
+}
+
+fn real_close(fd: c_int) {
+    if let Some(close) = real::close() {
+        // SAFETY: `fd` is a kernel fd this table owns (or just replaced).
+        unsafe { close(fd) };
+    }
+}
+
+/// Install a new descriptor for `desc`; returns its number.
+pub fn install(desc: Arc<Desc>, cloexec: bool) -> R<c_int> {
+    let fd = reserve()?;
+    insert(fd, desc, cloexec);
+    crate::stdio::std_now_udax(fd); // the lowest free number may be 0, 1 or 2
+    Ok(fd)
+}
+
+fn insert(fd: c_int, desc: Arc<Desc>, cloexec: bool) -> Option<Slot> {
+    let old = table_write().insert(fd, Slot { desc, cloexec });
+    if old.is_none() {
+        // ORDERING: see `get`.
+        COUNT.fetch_add(1, Ordering::Release);
+    }
+    old
+}
+
+/// Drop a slot outside every lock; in a forked child the description is
+/// leaked instead: closing its file would change udax state that belongs to
+/// the parent.
+fn discard(slot: Option<Slot>) {
+    if let Some(s) = slot {
+        if crate::mount::forked_child() {
+            std::mem::forget(s);
+        } else {
+            drop(s);
+        }
+    }
+}
+
+/// close(2) of a udax descriptor.
+pub fn close(fd: c_int) -> R<c_int> {
+    if is_udax(fd) {
+        crate::stdio::std_not_udax(fd);
+    }
+    let slot = table_write().remove(&fd);
+    if slot.is_none() {
+        return Err(Errno(libc::EBADF));
+    }
+    COUNT.fetch_sub(1, Ordering::Release);
+    real_close(fd);
+    discard(slot);
+    Ok(0)
+}
+
+/// Forget `fd` (the kernel closed or replaced it, e.g. dup2 of a host fd onto it).
+pub fn forget(fd: c_int) {
+    let slot = table_write().remove(&fd);
+    if slot.is_some() {
+        COUNT.fetch_sub(1, Ordering::Release);
+        crate::stdio::std_not_udax(fd);
+    }
+    discard(slot);
+}
+
+/// Forget every udax descriptor in `[first, last]` (close_range).
+pub fn forget_range(first: u32, last: u32) {
+    let mut gone = Vec::new();
+    {
+        let mut t = table_write();
+        let keys: Vec<c_int> = t
+            .range(first.min(i32::MAX as u32) as c_int..)
+            .map(|(k, _)| *k)
+            .take_while(|&k| k as u32 <= last)
+            .collect();
+        for k in keys {
+            if let Some(s) = t.remove(&k) {
+                COUNT.fetch_sub(1, Ordering::Release);
+                gone.push(s);
+            }
+        }
+    }
+    for s in gone {
+        discard(Some(s));
+    }
+    for fd in 0..=2u32 {
+        if (first..=last).contains(&fd) {
+            crate::stdio::std_not_udax(fd as c_int);
+        }
+    }
+}
+
+/// dup / F_DUPFD(_CLOEXEC): a new number >= `min` for the same description.
+pub fn dup_min(fd: c_int, min: c_int, cloexec: bool) -> R<c_int> {
+    let desc = get(fd).ok_or(Errno(libc::EBADF))?;
+    let Some(fcntl) = real::fcntl() else {
+        return Err(Errno(libc::ENOSYS));
+    };
+    // SAFETY: F_DUPFD_CLOEXEC on a kernel fd this table owns; `min` is an int.
+    let n = unsafe { fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if n < 0 {
+        return Err(Errno(crate::entry::errno()));
+    }
+    discard(insert(n, desc, cloexec));
+    crate::stdio::std_now_udax(n);
+    Ok(n)
+}
+
+/// dup2/dup3 with a udax `old`.
+pub fn dup_to(old: c_int, new: c_int, cloexec: bool) -> R<c_int> {
+    let Some(dup3) = real::dup3() else {
+        return Err(Errno(libc::ENOSYS));
+    };
+    crate::stdio::before_std_change(new);
+    let replaced;
+    {
+        let mut t = table_write();
+        let desc = t.get(&old).ok_or(Errno(libc::EBADF))?.desc.clone();
+        // Under the table lock, so the kernel replacement and the table
+        // update are one step for every other thread.
+        // SAFETY: `old` is a kernel fd this table owns; `new` is the caller's
+        // choice, as for dup3 itself.
+        if unsafe { dup3(old, new, libc::O_CLOEXEC) } < 0 {
+            return Err(Errno(crate::entry::errno()));
+        }
+        replaced = t.insert(new, Slot { desc, cloexec });
+    }
+    if replaced.is_none() {
+        COUNT.fetch_add(1, Ordering::Release);
+    }
+    discard(replaced);
+    crate::stdio::std_now_udax(new);
+    Ok(new)
+}
+
+pub fn cloexec(fd: c_int) -> R<bool> {
+    table_read()
+        .get(&fd)
+        .map(|s| s.cloexec)
+        .ok_or(Errno(libc::EBADF))
+}
+
+pub fn set_cloexec(fd: c_int, v: bool) -> R<()> {
+    let mut t = table_write();
+    let s = t.get_mut(&fd).ok_or(Errno(libc::EBADF))?;
+    s.cloexec = v;
+    Ok(())
+}
+
+/// At exit: close every udax file (the kernel fds go with the process).
+pub fn drop_all() {
+    let all = std::mem::take(&mut *table_write());
+    COUNT.store(0, Ordering::Release);
+    drop(all);
+}
+
+// flock(2): whole-file locks owned by an open file description, so two
+// descriptions of one file conflict even inside one process (as in the kernel).
+
+#[derive(Default)]
+struct FlockState {
+    shared: Vec<usize>,
+    exclusive: Option<usize>,
+}
+
+static FLOCKS: Mutex<Option<HashMap<u64, FlockState>>> = Mutex::new(None);
+static FLOCK_FREED: Condvar = Condvar::new();
+
+fn flock_release(ino: u64, owner: usize) {
+    let mut g = FLOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = g.as_mut() {
+        if let Some(st) = m.get_mut(&ino) {
+            let before = (st.shared.len(), st.exclusive);
+            st.shared.retain(|&o| o != owner);
+            if st.exclusive == Some(owner) {
+                st.exclusive = None;
+            }
+            if before != (st.shared.len(), st.exclusive) {
+                FLOCK_FREED.notify_all();
+            }
+            if st.shared.is_empty() && st.exclusive.is_none() {
+                m.remove(&ino);
+            }
+        }
+    }
+}
+
+/// flock(2) on a udax description.
+pub fn flock(desc: &Desc, op: c_int) -> R<()> {
+    let nb = op & libc::LOCK_NB != 0;
+    let owner = desc.key();
+    match op & !libc::LOCK_NB {
+        libc::LOCK_UN => {
+            flock_release(desc.ino, owner);
+            Ok(())
+        }
+        k @ (libc::LOCK_SH | libc::LOCK_EX) => {
+            let mut g = FLOCKS.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                let st = g
+                    .get_or_insert_with(HashMap::new)
+                    .entry(desc.ino)
+                    .or_default();
+                let others_excl = st.exclusive.is_some_and(|o| o != owner);
+                let others_shared = st.shared.iter().any(|&o| o != owner);
+                let free = if k == libc::LOCK_SH {
+                    !others_excl
+                } else {
+                    !others_excl && !others_shared
+                };
+                if free {
+                    // A conversion replaces this owner's lock.
+                    st.shared.retain(|&o| o != owner);
+                    if st.exclusive == Some(owner) {
+                        st.exclusive = None;
+                    }
+                    if k == libc::LOCK_SH {
+                        st.shared.push(owner);
+                    } else {
+                        st.exclusive = Some(owner);
+                    }
+                    FLOCK_FREED.notify_all();
+                    return Ok(());
+                }
+                if nb {
+                    return Err(Errno(libc::EWOULDBLOCK));
+                }
+                g = FLOCK_FREED.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        _ => Err(Errno(libc::EINVAL)),
+    }
+}

@@ -1,0 +1,36 @@
+//! udax-preload: an LD_PRELOAD shim that puts the paths under `UDAX_MOUNT`
+//! into the udax file system on `UDAX_DEVICE`, for programs that were never
+//! told about udax.
+//!
+//! ```text
+//! LD_PRELOAD=libudax_preload.so UDAX_DEVICE=/dev/shm/u.img UDAX_MOUNT=/udax cp a /udax/a
+//! ```
+//!
+//! Layout:
+//! - `entry`    the C boundary: re-entrancy guard, errno, catch_unwind, log
+//! - `real`     the libc functions, by `dlsym(RTLD_NEXT)`
+//! - `path`     configuration, path normalisation and classification, virtual cwd
+//! - `mount`    the file system, mounted on first use, checkpointed at exit
+//! - `fds`      udax descriptors (reserved kernel fd numbers), flock
+//! - `dispatch` the by-descriptor / by-path call shapes
+//! - `io`, `meta`, `dir`, `ctl`, `mem`, `stdio`: the interposed calls
+//!
+//! Every interposed function is `unsafe extern "C"` with the libc prototype;
+//! its safety contract is the C function's. Each `unsafe` block in the shim
+//! carries a `// SAFETY:` note.
+
+mod ctl;
+mod dir;
+mod dispatch;
+mod entry;
+mod extra;
+mod fds;
+mod fortify;
+mod io;
+mod mem;
+mod meta;
+mod mount;
+mod path;
+mod real;
+mod stdio;
+mod tmpfile;

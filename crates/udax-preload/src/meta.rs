@@ -1,0 +1,1184 @@
+//! Metadata calls: the stat family, access, the namespace (unlink, rename,
+//! mkdir, ...), permissions, statfs, the working directory.
+
+use crate::dispatch::{classify_pair, fd_call, path_call, Pair};
+use crate::entry::{fwd, run, unsupported, Errno, R};
+use crate::fds::Desc;
+use crate::mount;
+use crate::path::{self, classify, Target};
+use libc::{c_char, c_int, c_uint, c_void, gid_t, mode_t, size_t, ssize_t, uid_t};
+use udax::fs::Stat;
+
+/// `st_dev` of every udax file: major 2010 (unassigned), minor 0.
+pub const DEV_MAJOR: u32 = 2010;
+/// `f_type` of statfs: "udax".
+const FS_MAGIC: i64 = 0x7564_6178;
+
+fn dev() -> u64 {
+    libc::makedev(DEV_MAJOR, 0)
+}
+
+fn ts(ns: u64) -> (i64, i64) {
+    ((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64)
+}
+
+pub fn fill_stat(s: &Stat, out: *mut libc::stat64) -> R<()> {
+    if out.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: all-zero is a valid `stat64` (plain integers).
+    let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
+    st.st_dev = dev();
+    st.st_ino = s.ino;
+    st.st_nlink = s.nlink as _;
+    st.st_mode = s.mode;
+    st.st_uid = s.uid;
+    st.st_gid = s.gid;
+    st.st_size = s.size as i64;
+    st.st_blksize = s.blksize as _;
+    st.st_blocks = s.blocks as i64;
+    (st.st_atime, st.st_atime_nsec) = ts(s.atime_ns);
+    (st.st_mtime, st.st_mtime_nsec) = ts(s.mtime_ns);
+    (st.st_ctime, st.st_ctime_nsec) = ts(s.ctime_ns);
+    // SAFETY: the caller's stat buffer, checked non-null above.
+    unsafe { out.write(st) };
+    Ok(())
+}
+
+// The kernel's struct statx is 256 bytes; never write more into the caller's.
+const _: () = assert!(std::mem::size_of::<libc::statx>() == 256);
+
+fn fill_statx(s: &Stat, out: *mut libc::statx) -> R<()> {
+    if out.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: all-zero is a valid `statx` (plain integers).
+    let mut x: libc::statx = unsafe { std::mem::zeroed() };
+    x.stx_mask = libc::STATX_BASIC_STATS | libc::STATX_BTIME;
+    x.stx_blksize = s.blksize;
+    x.stx_nlink = s.nlink;
+    x.stx_uid = s.uid;
+    x.stx_gid = s.gid;
+    x.stx_mode = s.mode as u16;
+    x.stx_ino = s.ino;
+    x.stx_size = s.size;
+    x.stx_blocks = s.blocks;
+    let t = |ns: u64| {
+        // SAFETY: all-zero is a valid statx_timestamp.
+        let mut t: libc::statx_timestamp = unsafe { std::mem::zeroed() };
+        t.tv_sec = (ns / 1_000_000_000) as i64;
+        t.tv_nsec = (ns % 1_000_000_000) as u32;
+        t
+    };
+    x.stx_atime = t(s.atime_ns);
+    x.stx_btime = t(s.btime_ns);
+    x.stx_ctime = t(s.ctime_ns);
+    x.stx_mtime = t(s.mtime_ns);
+    x.stx_dev_major = DEV_MAJOR;
+    x.stx_dev_minor = 0;
+    // SAFETY: the caller's statx buffer, checked non-null; same size as the kernel's.
+    unsafe { out.write(x) };
+    Ok(())
+}
+
+fn stat_path(p: &str) -> R<Stat> {
+    Ok(mount::fs()?.stat(p)?)
+}
+
+/// The AT_EMPTY_PATH case: `path` is "" and `dirfd` a udax descriptor.
+///
+/// # Safety
+/// `path` is null or a C string.
+unsafe fn empty_path_desc(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+) -> Option<R<std::sync::Arc<Desc>>> {
+    // SAFETY: the caller's contract.
+    let empty = !path.is_null() && unsafe { *path } == 0;
+    if empty && flags & libc::AT_EMPTY_PATH != 0 {
+        return crate::dispatch::lookup(dirfd);
+    }
+    None
+}
+
+macro_rules! stat_fn {
+    ($name:ident) => {
+        /// # Safety
+        /// As stat(2).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, out: *mut libc::stat64) -> c_int {
+            path_call!(-1, libc::AT_FDCWD, path, $name(path, out), |p| {
+                fill_stat(&stat_path(&p)?, out).map(|_| 0)
+            })
+        }
+    };
+}
+stat_fn!(stat);
+stat_fn!(stat64);
+stat_fn!(lstat);
+stat_fn!(lstat64);
+
+macro_rules! fstat_fn {
+    ($name:ident) => {
+        /// # Safety
+        /// As fstat(2).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(fd: c_int, out: *mut libc::stat64) -> c_int {
+            fd_call!(-1, fd, $name(fd, out), |d| fill_stat(&d.stat()?, out)
+                .map(|_| 0))
+        }
+    };
+}
+fstat_fn!(fstat);
+fstat_fn!(fstat64);
+
+macro_rules! fstatat_fn {
+    ($name:ident) => {
+        /// # Safety
+        /// As fstatat(2).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            dirfd: c_int,
+            path: *const c_char,
+            out: *mut libc::stat64,
+            flags: c_int,
+        ) -> c_int {
+            run(
+                -1,
+                || crate::entry::fwd!($name(dirfd, path, out, flags)),
+                || {
+                    // SAFETY: fstatat(2)'s contract for `path`.
+                    if let Some(d) = unsafe { empty_path_desc(dirfd, path, flags) } {
+                        return fill_stat(&d?.stat()?, out).map(|_| 0);
+                    }
+                    // SAFETY: as above.
+                    match unsafe { classify(dirfd, path) }? {
+                        Target::Host => Ok(fwd!($name(dirfd, path, out, flags))),
+                        Target::HostPath(c) => Ok(fwd!($name(dirfd, c.as_ptr(), out, flags))),
+                        Target::Udax(p) => fill_stat(&stat_path(&p)?, out).map(|_| 0),
+                    }
+                },
+            )
+        }
+    };
+}
+fstatat_fn!(fstatat);
+fstatat_fn!(fstatat64);
+// `newfstatat` is the system call's name; glibc exports it as fstatat.
+
+macro_rules! xstat_fn {
+    ($name:ident) => {
+        /// glibc < 2.33 stat entry point (old binaries).
+        ///
+        /// # Safety
+        /// As stat(2).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            ver: c_int,
+            path: *const c_char,
+            out: *mut libc::stat64,
+        ) -> c_int {
+            path_call!(-1, libc::AT_FDCWD, path, $name(ver, path, out), |p| {
+                fill_stat(&stat_path(&p)?, out).map(|_| 0)
+            })
+        }
+    };
+}
+xstat_fn!(__xstat);
+xstat_fn!(__xstat64);
+xstat_fn!(__lxstat);
+xstat_fn!(__lxstat64);
+
+macro_rules! fxstat_fn {
+    ($name:ident) => {
+        /// glibc < 2.33 fstat entry point.
+        ///
+        /// # Safety
+        /// As fstat(2).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(ver: c_int, fd: c_int, out: *mut libc::stat64) -> c_int {
+            fd_call!(-1, fd, $name(ver, fd, out), |d| fill_stat(&d.stat()?, out)
+                .map(|_| 0))
+        }
+    };
+}
+fxstat_fn!(__fxstat);
+fxstat_fn!(__fxstat64);
+
+macro_rules! fxstatat_fn {
+    ($name:ident) => {
+        /// glibc < 2.33 fstatat entry point.
+        ///
+        /// # Safety
+        /// As fstatat(2).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            ver: c_int,
+            dirfd: c_int,
+            path: *const c_char,
+            out: *mut libc::stat64,
+            flags: c_int,
+        ) -> c_int {
+            path_call!(-1, dirfd, path, $name(ver, dirfd, path, out, flags), |p| {
+                fill_stat(&stat_path(&p)?, out).map(|_| 0)
+            })
+        }
+    };
+}
+fxstatat_fn!(__fxstatat);
+fxstatat_fn!(__fxstatat64);
+
+/// # Safety
+/// As statx(2).
+#[no_mangle]
+pub unsafe extern "C" fn statx(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mask: c_uint,
+    out: *mut libc::statx,
+) -> c_int {
+    run(
+        -1,
+        || fwd!(statx(dirfd, path, flags, mask, out)),
+        || {
+            // SAFETY: statx(2)'s contract for `path`.
+            if let Some(d) = unsafe { empty_path_desc(dirfd, path, flags) } {
+                return fill_statx(&d?.stat()?, out).map(|_| 0);
+            }
+            // SAFETY: as above.
+            match unsafe { classify(dirfd, path) }? {
+                Target::Host => Ok(fwd!(statx(dirfd, path, flags, mask, out))),
+                Target::HostPath(c) => Ok(fwd!(statx(dirfd, c.as_ptr(), flags, mask, out))),
+                Target::Udax(p) => fill_statx(&stat_path(&p)?, out).map(|_| 0),
+            }
+        },
+    )
+}
+
+// ---- statfs ----
+
+fn fill_statfs(out: *mut libc::statfs64) -> R<()> {
+    if out.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    let s = mount::fs()?.statfs();
+    // SAFETY: all-zero is a valid `statfs64`.
+    let mut f: libc::statfs64 = unsafe { std::mem::zeroed() };
+    f.f_type = FS_MAGIC;
+    f.f_bsize = s.block_size as i64;
+    f.f_frsize = s.block_size as i64;
+    f.f_blocks = s.data_blocks;
+    f.f_bfree = s.free_blocks;
+    f.f_bavail = s.free_blocks;
+    f.f_files = s.inodes + s.free_blocks;
+    f.f_ffree = s.free_blocks;
+    f.f_namelen = 255;
+    // SAFETY: the caller's buffer, checked non-null.
+    unsafe { out.write(f) };
+    Ok(())
+}
+
+fn fill_statvfs(out: *mut libc::statvfs64) -> R<()> {
+    if out.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    let s = mount::fs()?.statfs();
+    // SAFETY: all-zero is a valid `statvfs64`.
+    let mut f: libc::statvfs64 = unsafe { std::mem::zeroed() };
+    f.f_bsize = s.block_size;
+    f.f_frsize = s.block_size;
+    f.f_blocks = s.data_blocks;
+    f.f_bfree = s.free_blocks;
+    f.f_bavail = s.free_blocks;
+    f.f_files = s.inodes + s.free_blocks;
+    f.f_ffree = s.free_blocks;
+    f.f_favail = s.free_blocks;
+    f.f_fsid = dev();
+    f.f_namemax = 255;
+    // SAFETY: the caller's buffer, checked non-null.
+    unsafe { out.write(f) };
+    Ok(())
+}
+
+macro_rules! statfs_fn {
+    ($name:ident, $ty:ty, $fill:ident) => {
+        /// # Safety
+        /// As statfs(2) / statvfs(3).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, out: *mut $ty) -> c_int {
+            path_call!(-1, libc::AT_FDCWD, path, $name(path, out), |p| {
+                stat_path(&p)?;
+                $fill(out).map(|_| 0)
+            })
+        }
+    };
+}
+statfs_fn!(statfs, libc::statfs64, fill_statfs);
+statfs_fn!(statfs64, libc::statfs64, fill_statfs);
+statfs_fn!(statvfs, libc::statvfs64, fill_statvfs);
+statfs_fn!(statvfs64, libc::statvfs64, fill_statvfs);
+
+macro_rules! fstatfs_fn {
+    ($name:ident, $ty:ty, $fill:ident) => {
+        /// # Safety
+        /// As fstatfs(2) / fstatvfs(3).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(fd: c_int, out: *mut $ty) -> c_int {
+            fd_call!(-1, fd, $name(fd, out), |_d| $fill(out).map(|_| 0))
+        }
+    };
+}
+fstatfs_fn!(fstatfs, libc::statfs64, fill_statfs);
+fstatfs_fn!(fstatfs64, libc::statfs64, fill_statfs);
+fstatfs_fn!(fstatvfs, libc::statvfs64, fill_statvfs);
+fstatfs_fn!(fstatvfs64, libc::statvfs64, fill_statvfs);
+
+// ---- access ----
+
+/// access(2) by the permission bits, for the effective ids (root: read and
+/// write always, execute if any x bit is set or it is a directory).
+fn access_udax(p: &str, mode: c_int) -> R<c_int> {
+    let s = stat_path(p)?;
+    if mode & !(libc::R_OK | libc::W_OK | libc::X_OK) != 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    if mode == libc::F_OK {
+        return Ok(0);
+    }
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let ok = if uid == 0 {
+        mode & libc::X_OK == 0 || s.is_dir() || s.mode & 0o111 != 0
+    } else {
+        let bits = if uid == s.uid {
+            (s.mode >> 6) & 7
+        } else if gid == s.gid {
+            (s.mode >> 3) & 7
+        } else {
+            s.mode & 7
+        };
+        (mode as u32) & !bits == 0
+    };
+    if ok {
+        Ok(0)
+    } else {
+        Err(Errno(libc::EACCES))
+    }
+}
+
+macro_rules! access_fn {
+    ($name:ident) => {
+        /// # Safety
+        /// As access(2).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, mode: c_int) -> c_int {
+            path_call!(
+                -1,
+                libc::AT_FDCWD,
+                path,
+                $name(path, mode),
+                |p| access_udax(&p, mode)
+            )
+        }
+    };
+}
+access_fn!(access);
+access_fn!(euidaccess);
+access_fn!(eaccess);
+
+/// # Safety
+/// As faccessat(2).
+#[no_mangle]
+pub unsafe extern "C" fn faccessat(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: c_int,
+    flags: c_int,
+) -> c_int {
+    path_call!(-1, dirfd, path, faccessat(dirfd, path, mode, flags), |p| {
+        access_udax(&p, mode)
+    })
+}
+
+// ---- namespace ----
+
+fn unlink_udax(p: &str, flags: c_int) -> R<c_int> {
+    let fs = mount::fs()?;
+    if flags & !libc::AT_REMOVEDIR != 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    if flags & libc::AT_REMOVEDIR != 0 {
+        rmdir_udax(p)
+    } else {
+        fs.unlink(p)?;
+        Ok(0)
+    }
+}
+
+fn rmdir_udax(p: &str) -> R<c_int> {
+    if p == "/" {
+        return Err(Errno(libc::EBUSY)); // the mount point
+    }
+    mount::fs()?.rmdir(p)?;
+    Ok(0)
+}
+
+/// # Safety
+/// As unlink(2).
+#[no_mangle]
+pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
+    path_call!(-1, libc::AT_FDCWD, path, unlink(path), |p| unlink_udax(
+        &p, 0
+    ))
+}
+
+/// # Safety
+/// As unlinkat(2).
+#[no_mangle]
+pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    path_call!(-1, dirfd, path, unlinkat(dirfd, path, flags), |p| {
+        unlink_udax(&p, flags)
+    })
+}
+
+/// # Safety
+/// As remove(3).
+#[no_mangle]
+pub unsafe extern "C" fn remove(path: *const c_char) -> c_int {
+    path_call!(-1, libc::AT_FDCWD, path, remove(path), |p| {
+        if stat_path(&p)?.is_dir() {
+            rmdir_udax(&p)
+        } else {
+            unlink_udax(&p, 0)
+        }
+    })
+}
+
+/// # Safety
+/// As rmdir(2).
+#[no_mangle]
+pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
+    path_call!(-1, libc::AT_FDCWD, path, rmdir(path), |p| rmdir_udax(&p))
+}
+
+fn mkdir_udax(p: &str, mode: mode_t) -> R<c_int> {
+    if p == "/" {
+        return Err(Errno(libc::EEXIST));
+    }
+    let mask = crate::io::umask_of_process();
+    mount::fs()?.mkdir(p, mode & 0o7777 & !mask)?;
+    Ok(0)
+}
+
+/// # Safety
+/// As mkdir(2).
+#[no_mangle]
+pub unsafe extern "C" fn mkdir(path: *const c_char, mode: mode_t) -> c_int {
+    path_call!(-1, libc::AT_FDCWD, path, mkdir(path, mode), |p| mkdir_udax(
+        &p, mode
+    ))
+}
+
+/// # Safety
+/// As mkdirat(2).
+#[no_mangle]
+pub unsafe extern "C" fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int {
+    path_call!(-1, dirfd, path, mkdirat(dirfd, path, mode), |p| mkdir_udax(
+        &p, mode
+    ))
+}
+
+fn rename_udax(a: &str, b: &str, flags: c_uint) -> R<c_int> {
+    let fs = mount::fs()?;
+    if flags & libc::RENAME_EXCHANGE != 0 || flags & libc::RENAME_WHITEOUT != 0 {
+        return Err(unsupported(
+            "renameat2",
+            "RENAME_EXCHANGE / RENAME_WHITEOUT",
+            libc::EINVAL,
+        ));
+    }
+    if flags & !libc::RENAME_NOREPLACE != 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    if flags & libc::RENAME_NOREPLACE != 0 && fs.stat(b).is_ok() {
+        return Err(Errno(libc::EEXIST));
+    }
+    if a == "/" || b == "/" {
+        return Err(Errno(libc::EBUSY));
+    }
+    fs.rename(a, b)?;
+    Ok(0)
+}
+
+/// # Safety
+/// As rename(2).
+#[no_mangle]
+pub unsafe extern "C" fn rename(a: *const c_char, b: *const c_char) -> c_int {
+    // SAFETY: the caller's contract, unchanged.
+    unsafe { renameat2(libc::AT_FDCWD, a, libc::AT_FDCWD, b, 0) }
+}
+
+/// # Safety
+/// As renameat(2).
+#[no_mangle]
+pub unsafe extern "C" fn renameat(
+    fa: c_int,
+    a: *const c_char,
+    fb: c_int,
+    b: *const c_char,
+) -> c_int {
+    // SAFETY: the caller's contract, unchanged.
+    unsafe { renameat2(fa, a, fb, b, 0) }
+}
+
+/// # Safety
+/// As renameat2(2).
+#[no_mangle]
+pub unsafe extern "C" fn renameat2(
+    fa: c_int,
+    a: *const c_char,
+    fb: c_int,
+    b: *const c_char,
+    flags: c_uint,
+) -> c_int {
+    let host = |a: *const c_char, b: *const c_char| {
+        if flags == 0 && fa == libc::AT_FDCWD && fb == libc::AT_FDCWD {
+            fwd!(rename(a, b))
+        } else {
+            fwd!(renameat2(fa, a, fb, b, flags))
+        }
+    };
+    run(
+        -1,
+        || host(a, b),
+        || {
+            // SAFETY: renameat2(2)'s contract.
+            match unsafe { classify_pair(fa, a, fb, b, "rename") }? {
+                Pair::Host(x, y) => Ok(host(
+                    x.as_ref().map_or(a, |c| c.as_ptr()),
+                    y.as_ref().map_or(b, |c| c.as_ptr()),
+                )),
+                Pair::Udax(x, y) => rename_udax(&x, &y, flags),
+            }
+        },
+    )
+}
+
+/// # Safety
+/// As link(2).
+#[no_mangle]
+pub unsafe extern "C" fn link(a: *const c_char, b: *const c_char) -> c_int {
+    // SAFETY: the caller's contract, unchanged.
+    unsafe { linkat(libc::AT_FDCWD, a, libc::AT_FDCWD, b, 0) }
+}
+
+/// # Safety
+/// As linkat(2).
+#[no_mangle]
+pub unsafe extern "C" fn linkat(
+    fa: c_int,
+    a: *const c_char,
+    fb: c_int,
+    b: *const c_char,
+    flags: c_int,
+) -> c_int {
+    run(
+        -1,
+        || fwd!(linkat(fa, a, fb, b, flags)),
+        || {
+            // SAFETY: linkat(2)'s contract.
+            match unsafe { classify_pair(fa, a, fb, b, "link") }? {
+                Pair::Host(x, y) => Ok(fwd!(linkat(
+                    fa,
+                    x.as_ref().map_or(a, |c| c.as_ptr()),
+                    fb,
+                    y.as_ref().map_or(b, |c| c.as_ptr()),
+                    flags
+                ))),
+                Pair::Udax(x, y) => {
+                    if flags & !(libc::AT_SYMLINK_FOLLOW | libc::AT_EMPTY_PATH) != 0 {
+                        return Err(Errno(libc::EINVAL));
+                    }
+                    mount::fs()?.link(&x, &y)?;
+                    Ok(0)
+                }
+            }
+        },
+    )
+}
+
+fn no_symlinks(call: &str) -> Errno {
+    unsupported(call, "udax has no symbolic links", libc::EPERM)
+}
+
+/// # Safety
+/// As symlink(2).
+#[no_mangle]
+pub unsafe extern "C" fn symlink(target: *const c_char, path: *const c_char) -> c_int {
+    path_call!(-1, libc::AT_FDCWD, path, symlink(target, path), |_p| Err(
+        no_symlinks("symlink")
+    ))
+}
+
+/// # Safety
+/// As symlinkat(2).
+#[no_mangle]
+pub unsafe extern "C" fn symlinkat(
+    target: *const c_char,
+    dirfd: c_int,
+    path: *const c_char,
+) -> c_int {
+    path_call!(-1, dirfd, path, symlinkat(target, dirfd, path), |_p| Err(
+        no_symlinks("symlinkat")
+    ))
+}
+
+/// readlink of a udax path: nothing there is a link (EINVAL), as the kernel
+/// says for a file that is not one.
+fn readlink_udax(p: &str) -> R<ssize_t> {
+    stat_path(p)?;
+    Err(Errno(libc::EINVAL))
+}
+
+/// # Safety
+/// As readlink(2).
+#[no_mangle]
+pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, n: size_t) -> ssize_t {
+    path_call!(-1, libc::AT_FDCWD, path, readlink(path, buf, n), |p| {
+        readlink_udax(&p)
+    })
+}
+
+/// # Safety
+/// As readlinkat(2).
+#[no_mangle]
+pub unsafe extern "C" fn readlinkat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_char,
+    n: size_t,
+) -> ssize_t {
+    path_call!(-1, dirfd, path, readlinkat(dirfd, path, buf, n), |p| {
+        readlink_udax(&p)
+    })
+}
+
+fn no_special(call: &str) -> Errno {
+    unsupported(
+        call,
+        "udax holds only regular files and directories",
+        libc::EPERM,
+    )
+}
+
+/// # Safety
+/// As mknod(2).
+#[no_mangle]
+pub unsafe extern "C" fn mknod(path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int {
+    path_call!(-1, libc::AT_FDCWD, path, mknod(path, mode, dev), |p| {
+        if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
+            let fd = crate::io::open_udax(&p, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, mode)?;
+            crate::fds::close(fd)
+        } else {
+            Err(no_special("mknod"))
+        }
+    })
+}
+
+/// # Safety
+/// As mknodat(2).
+#[no_mangle]
+pub unsafe extern "C" fn mknodat(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: mode_t,
+    dev: libc::dev_t,
+) -> c_int {
+    path_call!(-1, dirfd, path, mknodat(dirfd, path, mode, dev), |_p| Err(
+        no_special("mknodat")
+    ))
+}
+
+/// # Safety
+/// As mkfifo(3).
+#[no_mangle]
+pub unsafe extern "C" fn mkfifo(path: *const c_char, mode: mode_t) -> c_int {
+    path_call!(-1, libc::AT_FDCWD, path, mkfifo(path, mode), |_p| Err(
+        no_special("mkfifo")
+    ))
+}
+
+/// # Safety
+/// As mkfifoat(3).
+#[no_mangle]
+pub unsafe extern "C" fn mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int {
+    path_call!(-1, dirfd, path, mkfifoat(dirfd, path, mode), |_p| Err(
+        no_special("mkfifoat")
+    ))
+}
+
+// ---- permissions, owners, times ----
+
+fn chmod_udax(p: &str, mode: mode_t) -> R<c_int> {
+    mount::fs()?.set_permissions(p, mode & 0o7777)?;
+    Ok(0)
+}
+
+/// # Safety
+/// As chmod(2).
+#[no_mangle]
+pub unsafe extern "C" fn chmod(path: *const c_char, mode: mode_t) -> c_int {
+    path_call!(-1, libc::AT_FDCWD, path, chmod(path, mode), |p| chmod_udax(
+        &p, mode
+    ))
+}
+
+/// # Safety
+/// As fchmodat(2).
+#[no_mangle]
+pub unsafe extern "C" fn fchmodat(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: mode_t,
+    flags: c_int,
+) -> c_int {
+    path_call!(-1, dirfd, path, fchmodat(dirfd, path, mode, flags), |p| {
+        chmod_udax(&p, mode)
+    })
+}
+
+/// # Safety
+/// As fchmod(2).
+#[no_mangle]
+pub unsafe extern "C" fn fchmod(fd: c_int, mode: mode_t) -> c_int {
+    // By the path the descriptor was opened with (udax has no chmod by inode);
+    // a file renamed or unlinked since cannot be changed this way.
+    fd_call!(-1, fd, fchmod(fd, mode), |d| {
+        let p = d.path();
+        if stat_path(&p).map(|s| s.ino) != Ok(d.ino) {
+            return Err(unsupported(
+                "fchmod",
+                "file renamed or unlinked since it was opened",
+                libc::EOPNOTSUPP,
+            ));
+        }
+        chmod_udax(&p, mode)
+    })
+}
+
+/// udax keeps the owner of the process that created a file and has no chown:
+/// a change to the current owner succeeds (nothing to do), any other change fails.
+fn chown_udax(s: &Stat, uid: uid_t, gid: gid_t, call: &str) -> R<c_int> {
+    let same = (uid == u32::MAX || uid == s.uid) && (gid == u32::MAX || gid == s.gid);
+    if same {
+        Ok(0)
+    } else {
+        Err(unsupported(
+            call,
+            "udax cannot change file owners",
+            libc::EOPNOTSUPP,
+        ))
+    }
+}
+
+macro_rules! chown_fn {
+    ($name:ident) => {
+        /// # Safety
+        /// As chown(2).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int {
+            path_call!(-1, libc::AT_FDCWD, path, $name(path, uid, gid), |p| {
+                chown_udax(&stat_path(&p)?, uid, gid, stringify!($name))
+            })
+        }
+    };
+}
+chown_fn!(chown);
+chown_fn!(lchown);
+
+/// # Safety
+/// As fchown(2).
+#[no_mangle]
+pub unsafe extern "C" fn fchown(fd: c_int, uid: uid_t, gid: gid_t) -> c_int {
+    fd_call!(-1, fd, fchown(fd, uid, gid), |d| chown_udax(
+        &d.stat()?,
+        uid,
+        gid,
+        "fchown"
+    ))
+}
+
+/// # Safety
+/// As fchownat(2).
+#[no_mangle]
+pub unsafe extern "C" fn fchownat(
+    dirfd: c_int,
+    path: *const c_char,
+    uid: uid_t,
+    gid: gid_t,
+    flags: c_int,
+) -> c_int {
+    run(
+        -1,
+        || fwd!(fchownat(dirfd, path, uid, gid, flags)),
+        || {
+            // SAFETY: fchownat(2)'s contract for `path`.
+            if let Some(d) = unsafe { empty_path_desc(dirfd, path, flags) } {
+                return chown_udax(&d?.stat()?, uid, gid, "fchownat");
+            }
+            // SAFETY: as above.
+            match unsafe { classify(dirfd, path) }? {
+                Target::Host => Ok(fwd!(fchownat(dirfd, path, uid, gid, flags))),
+                Target::HostPath(c) => Ok(fwd!(fchownat(dirfd, c.as_ptr(), uid, gid, flags))),
+                Target::Udax(p) => chown_udax(&stat_path(&p)?, uid, gid, "fchownat"),
+            }
+        },
+    )
+}
+
+fn no_times(call: &str) -> Errno {
+    unsupported(call, "udax has no call to set file times", libc::EOPNOTSUPP)
+}
+
+/// Setting times: only "change nothing" (both UTIME_OMIT) can be served.
+///
+/// # Safety
+/// `times` is null or points to two timespecs.
+unsafe fn times_omitted(times: *const libc::timespec) -> bool {
+    if times.is_null() {
+        return false;
+    }
+    // SAFETY: the caller's contract.
+    let t = unsafe { std::slice::from_raw_parts(times, 2) };
+    t.iter().all(|t| t.tv_nsec == libc::UTIME_OMIT)
+}
+
+/// # Safety
+/// As utimensat(2).
+#[no_mangle]
+pub unsafe extern "C" fn utimensat(
+    dirfd: c_int,
+    path: *const c_char,
+    times: *const libc::timespec,
+    flags: c_int,
+) -> c_int {
+    run(
+        -1,
+        || fwd!(utimensat(dirfd, path, times, flags)),
+        || {
+            let udax = if path.is_null() {
+                // utimensat(fd, NULL, ...) is futimens(fd).
+                crate::dispatch::lookup(dirfd).map(|d| d.map(|_| ()))
+            } else {
+                // SAFETY: utimensat(2)'s contract.
+                match unsafe { classify(dirfd, path) }? {
+                    Target::Host => None,
+                    Target::HostPath(c) => {
+                        return Ok(fwd!(utimensat(dirfd, c.as_ptr(), times, flags)))
+                    }
+                    Target::Udax(p) => Some(stat_path(&p).map(|_| ())),
+                }
+            };
+            match udax {
+                None => Ok(fwd!(utimensat(dirfd, path, times, flags))),
+                Some(r) => {
+                    r?;
+                    // SAFETY: utimensat(2)'s contract for `times`.
+                    if unsafe { times_omitted(times) } {
+                        Ok(0)
+                    } else {
+                        Err(no_times("utimensat"))
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// # Safety
+/// As futimens(3).
+#[no_mangle]
+pub unsafe extern "C" fn futimens(fd: c_int, times: *const libc::timespec) -> c_int {
+    fd_call!(-1, fd, futimens(fd, times), |_d| {
+        // SAFETY: futimens(3)'s contract for `times`.
+        if unsafe { times_omitted(times) } {
+            Ok(0)
+        } else {
+            Err(no_times("futimens"))
+        }
+    })
+}
+
+/// # Safety
+/// As utime(2).
+#[no_mangle]
+pub unsafe extern "C" fn utime(path: *const c_char, t: *const libc::utimbuf) -> c_int {
+    path_call!(-1, libc::AT_FDCWD, path, utime(path, t), |p| {
+        stat_path(&p)?;
+        Err(no_times("utime"))
+    })
+}
+
+macro_rules! utimes_fn {
+    ($name:ident) => {
+        /// # Safety
+        /// As utimes(2).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, t: *const libc::timeval) -> c_int {
+            path_call!(-1, libc::AT_FDCWD, path, $name(path, t), |p| {
+                stat_path(&p)?;
+                Err(no_times(stringify!($name)))
+            })
+        }
+    };
+}
+utimes_fn!(utimes);
+utimes_fn!(lutimes);
+
+/// # Safety
+/// As futimes(3).
+#[no_mangle]
+pub unsafe extern "C" fn futimes(fd: c_int, t: *const libc::timeval) -> c_int {
+    fd_call!(-1, fd, futimes(fd, t), |_d| Err(no_times("futimes")))
+}
+
+// ---- extended attributes: udax has none ----
+
+fn no_xattr(call: &str) -> Errno {
+    // ENOTSUP (= EOPNOTSUPP) is what a file system without xattrs reports;
+    // programs (ls, cp, tar) treat it as "no attributes". Not logged: asking
+    // is routine.
+    let _ = call;
+    Errno(libc::EOPNOTSUPP)
+}
+
+macro_rules! xattr_path_fn {
+    ($name:ident($($a:ident: $t:ty),*) -> $ret:ty) => {
+        /// # Safety
+        /// As the xattr(7) call of the same name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, $($a: $t),*) -> $ret {
+            path_call!(-1, libc::AT_FDCWD, path, $name(path, $($a),*), |p| {
+                stat_path(&p)?;
+                Err(no_xattr(stringify!($name)))
+            })
+        }
+    };
+}
+xattr_path_fn!(getxattr(name: *const c_char, v: *mut c_void, n: size_t) -> ssize_t);
+xattr_path_fn!(lgetxattr(name: *const c_char, v: *mut c_void, n: size_t) -> ssize_t);
+xattr_path_fn!(setxattr(name: *const c_char, v: *const c_void, n: size_t, f: c_int) -> c_int);
+xattr_path_fn!(lsetxattr(name: *const c_char, v: *const c_void, n: size_t, f: c_int) -> c_int);
+xattr_path_fn!(removexattr(name: *const c_char) -> c_int);
+xattr_path_fn!(lremovexattr(name: *const c_char) -> c_int);
+
+macro_rules! listxattr_fn {
+    ($name:ident) => {
+        /// A udax file has no extended attributes: an empty list.
+        ///
+        /// # Safety
+        /// As listxattr(2).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            path: *const c_char,
+            list: *mut c_char,
+            n: size_t,
+        ) -> ssize_t {
+            path_call!(-1, libc::AT_FDCWD, path, $name(path, list, n), |p| {
+                stat_path(&p)?;
+                Ok(0)
+            })
+        }
+    };
+}
+listxattr_fn!(listxattr);
+listxattr_fn!(llistxattr);
+
+macro_rules! xattr_fd_fn {
+    ($name:ident($($a:ident: $t:ty),*) -> $ret:ty) => {
+        /// # Safety
+        /// As the xattr(7) call of the same name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(fd: c_int, $($a: $t),*) -> $ret {
+            fd_call!(-1, fd, $name(fd, $($a),*), |_d| Err(no_xattr(stringify!($name))))
+        }
+    };
+}
+xattr_fd_fn!(fgetxattr(name: *const c_char, v: *mut c_void, n: size_t) -> ssize_t);
+xattr_fd_fn!(fsetxattr(name: *const c_char, v: *const c_void, n: size_t, f: c_int) -> c_int);
+xattr_fd_fn!(fremovexattr(name: *const c_char) -> c_int);
+
+/// # Safety
+/// As flistxattr(2).
+#[no_mangle]
+pub unsafe extern "C" fn flistxattr(fd: c_int, list: *mut c_char, n: size_t) -> ssize_t {
+    fd_call!(-1, fd, flistxattr(fd, list, n), |_d| Ok(0))
+}
+
+// ---- working directory ----
+
+fn chdir_udax(p: &str) -> R<c_int> {
+    if !stat_path(p)?.is_dir() {
+        return Err(Errno(libc::ENOTDIR));
+    }
+    let cfg = path::config().ok_or(Errno(libc::ENODEV))?;
+    let full = if p == "/" {
+        cfg.mount.clone()
+    } else {
+        format!("{}{}", cfg.mount, p)
+    };
+    path::set_cwd(Some(full));
+    Ok(0)
+}
+
+/// # Safety
+/// As chdir(2).
+#[no_mangle]
+pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
+    run(
+        -1,
+        || fwd!(chdir(path)),
+        || {
+            // SAFETY: chdir(2)'s contract.
+            let (r, host) = match unsafe { classify(libc::AT_FDCWD, path) }? {
+                Target::Udax(p) => return chdir_udax(&p),
+                Target::Host => (fwd!(chdir(path)), true),
+                Target::HostPath(c) => (fwd!(chdir(c.as_ptr())), true),
+            };
+            if r == 0 && host {
+                path::set_cwd(None);
+            }
+            Ok(r)
+        },
+    )
+}
+
+/// # Safety
+/// As fchdir(2).
+#[no_mangle]
+pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
+    run(
+        -1,
+        || fwd!(fchdir(fd)),
+        || match crate::dispatch::lookup(fd) {
+            Some(d) => {
+                let d = d?;
+                if !d.is_dir() {
+                    return Err(Errno(libc::ENOTDIR));
+                }
+                chdir_udax(&d.path())
+            }
+            None => {
+                let r = fwd!(fchdir(fd));
+                if r == 0 {
+                    path::set_cwd(None);
+                }
+                Ok(r)
+            }
+        },
+    )
+}
+
+/// # Safety
+/// As getcwd(3) (including glibc's allocation when `buf` is null).
+#[no_mangle]
+pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
+    run(
+        std::ptr::null_mut(),
+        || fwd!(getcwd(buf, size)),
+        || {
+            let Some(c) = path::cwd() else {
+                return Ok(fwd!(getcwd(buf, size)));
+            };
+            let bytes = c.as_bytes();
+            if buf.is_null() {
+                let n = if size == 0 { bytes.len() + 1 } else { size };
+                if n < bytes.len() + 1 {
+                    return Err(Errno(libc::ERANGE));
+                }
+                // SAFETY: malloc of a non-zero size; the caller frees it, as with glibc.
+                let p = unsafe { libc::malloc(n) } as *mut c_char;
+                if p.is_null() {
+                    return Err(Errno(libc::ENOMEM));
+                }
+                // SAFETY: `p` has n >= len+1 bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr().cast(), p, bytes.len());
+                    *p.add(bytes.len()) = 0;
+                }
+                return Ok(p);
+            }
+            if size < bytes.len() + 1 {
+                return Err(Errno(if size == 0 {
+                    libc::EINVAL
+                } else {
+                    libc::ERANGE
+                }));
+            }
+            // SAFETY: the caller's buffer holds `size` >= len+1 bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr().cast(), buf, bytes.len());
+                *buf.add(bytes.len()) = 0;
+            }
+            Ok(buf)
+        },
+    )
+}
+
+fn realpath_udax(p: &str, resolved: *mut c_char) -> R<*mut c_char> {
+    stat_path(p)?;
+    let cfg = path::config().ok_or(Errno(libc::ENODEV))?;
+    let full = if p == "/" {
+        cfg.mount.clone()
+    } else {
+        format!("{}{}", cfg.mount, p)
+    };
+    let b = full.as_bytes();
+    if b.len() + 1 > libc::PATH_MAX as usize {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    let out = if resolved.is_null() {
+        // SAFETY: malloc of a non-zero size; the caller frees it (realpath(3)).
+        let p = unsafe { libc::malloc(b.len() + 1) } as *mut c_char;
+        if p.is_null() {
+            return Err(Errno(libc::ENOMEM));
+        }
+        p
+    } else {
+        resolved
+    };
+    // SAFETY: `out` has PATH_MAX bytes (caller's) or len+1 (ours).
+    unsafe {
+        std::ptr::copy_nonoverlapping(b.as_ptr().cast(), out, b.len());
+        *out.add(b.len()) = 0;
+    }
+    Ok(out)
+}
+
+/// # Safety
+/// As realpath(3).
+#[no_mangle]
+pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char {
+    path_call!(
+        std::ptr::null_mut(),
+        libc::AT_FDCWD,
+        path,
+        realpath(path, resolved),
+        |p| { realpath_udax(&p, resolved) }
+    )
+}
+
+/// # Safety
+/// As canonicalize_file_name(3).
+#[no_mangle]
+pub unsafe extern "C" fn canonicalize_file_name(path: *const c_char) -> *mut c_char {
+    path_call!(
+        std::ptr::null_mut(),
+        libc::AT_FDCWD,
+        path,
+        canonicalize_file_name(path),
+        |p| { realpath_udax(&p, std::ptr::null_mut()) }
+    )
+}

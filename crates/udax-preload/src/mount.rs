@@ -1,0 +1,122 @@
+//! The mounted file system: opened and mounted on the first udax call,
+//! checkpointed and released at exit; unusable in a forked child.
+
+use crate::entry::{init_log, Errno, R};
+use crate::path::config;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{OnceLock, RwLock};
+use udax::fs::Fs;
+
+struct Mounted {
+    /// Taken at exit, so the device (its lock and pid file) is released.
+    fs: RwLock<Option<Fs>>,
+    pid: u32,
+}
+
+static MOUNT: OnceLock<Result<Mounted, i32>> = OnceLock::new();
+
+/// Set in a child after fork (pthread_atfork): the device belongs to the parent.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn after_fork_in_child() {
+    // ORDERING: read by the same (only) thread of the child afterwards.
+    FORKED.store(true, Ordering::Relaxed);
+}
+
+/// True in a process forked from the one that mounted udax.
+pub fn forked_child() -> bool {
+    FORKED.load(Ordering::Relaxed)
+}
+
+fn mount() -> Result<Mounted, i32> {
+    init_log();
+    let Some(cfg) = config() else {
+        return Err(libc::ENODEV);
+    };
+    // SAFETY: registering a handler that only stores to an atomic.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    let dev = udax::device::open(&cfg.device, &Default::default()).map_err(|e| {
+        tracing::error!(
+            "udax-preload: cannot open UDAX_DEVICE={}: {e}; udax paths fail with errno {}",
+            cfg.device,
+            e.errno()
+        );
+        e.errno()
+    })?;
+    let fs = Fs::mount(dev).map_err(|e| {
+        tracing::error!(
+            "udax-preload: cannot mount {}: {e}; udax paths fail with errno {}",
+            cfg.device,
+            e.errno()
+        );
+        e.errno()
+    })?;
+    tracing::debug!("udax-preload: mounted {} at {}", cfg.device, cfg.mount);
+    Ok(Mounted {
+        fs: RwLock::new(Some(fs)),
+        pid: std::process::id(),
+    })
+}
+
+/// The file system (a cheap handle), mounting it on first use; EIO after the
+/// exit teardown.
+pub fn fs() -> R<Fs> {
+    if forked_child() {
+        return Err(crate::entry::unsupported(
+            "udax",
+            "used in a child process after fork; the device belongs to the parent",
+            libc::EIO,
+        ));
+    }
+    match MOUNT.get_or_init(mount) {
+        Ok(m) => {
+            m.fs.read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .ok_or(Errno(libc::EIO))
+        }
+        Err(e) => Err(Errno(*e)),
+    }
+}
+
+/// At exit (or unload): flush stdio, drop the mappings and descriptors, wait
+/// for pages to be idle (briefly), checkpoint and close the device. Skipped
+/// in a forked child.
+extern "C" fn at_exit() {
+    let Some(Ok(m)) = MOUNT.get() else {
+        return;
+    };
+    if forked_child() || std::process::id() != m.pid {
+        return;
+    }
+    // Guarded: udax's own libc calls (munmap, close) go straight to libc.
+    crate::entry::run(
+        (),
+        || (),
+        || {
+            // glibc flushes stdio streams only after the libraries'
+            // destructors: flush the udax ones while their files are open.
+            // SAFETY: fflush(NULL) flushes every open output stream.
+            unsafe { libc::fflush(std::ptr::null_mut()) };
+            crate::mem::drop_all();
+            crate::fds::drop_all();
+            let taken = m.fs.write().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(fs) = taken {
+                let keep = fs.clone();
+                if let Err(e) = fs.unmount_timeout(std::time::Duration::from_secs(2)) {
+                    tracing::warn!("udax-preload: unmount at exit: {e}; syncing instead");
+                    let _ = keep.sync();
+                }
+                // The last handle (unless a directory stream is still open):
+                // the device closes, its lock and pid file go.
+                drop(keep);
+            }
+            Ok(())
+        },
+    );
+}
+
+// Runs at exit and at dlclose, after the program's own atexit handlers.
+#[used]
+#[link_section = ".fini_array"]
+static AT_EXIT: extern "C" fn() = at_exit;

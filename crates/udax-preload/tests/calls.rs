@@ -1,0 +1,226 @@
+//! The interposed calls one by one: a small C program (tests/probe.c, built
+//! here with `cc`) runs under the shim and prints the result of each call;
+//! every line is checked against what the kernel would answer on a local file
+//! system (or the documented udax answer), then the device is inspected.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::process::Command;
+
+fn build_probe(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probe.c");
+    let exe = dir.join("probe");
+    let out = output(
+        Command::new("cc")
+            .args(["-O1", "-Wall", "-o"])
+            .arg(&exe)
+            .arg(src),
+    );
+    assert!(
+        out.status.success(),
+        "cc probe.c failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+#[test]
+fn interposed_calls_answer_as_the_kernel_would() {
+    if !have("cc") || !have("sh") {
+        return;
+    }
+    let env = Env::new(64 << 20);
+    let exe = build_probe(&env.host);
+    let host = env.host.to_str().unwrap().to_string();
+    let out = env.run(exe.to_str().unwrap(), &[&env.mount, &host]);
+    let text = stdout(&out);
+    let got: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let cwd = format!("{}/dir", env.mount);
+    let expect: &[(&str, &str)] = &[
+        ("open_fd_ge_3", "1"),
+        ("fd_cloexec_default", "0"),
+        ("getfl_rdwr", "1"),
+        ("write", "11"),
+        ("lseek_cur", "11"),
+        ("pread", "5"),
+        ("pread_data", "world"),
+        ("writev", "5"),
+        ("preadv", "7"),
+        ("preadv_data", "ld"),
+        ("preadv_data2", "abcde"),
+        ("fstat", "0"),
+        ("fstat_size", "16"),
+        ("stat", "0"),
+        ("stat_same_ino", "1"),
+        ("dev_differs_from_host", "1"),
+        ("statx", "0"),
+        ("statx_size", "16"),
+        ("dup_shares_offset", "1"),
+        ("dup2", "100"),
+        ("dup2_getfd", "0"),
+        ("write_via_dup2", "1"),
+        ("ftruncate", "0"),
+        ("size_after_ftruncate", "3"),
+        ("posix_fallocate", "0"),
+        ("size_after_posix_fallocate", "1048576"),
+        ("fsync", "0"),
+        ("fdatasync", "0"),
+        ("close_dup2", "0"),
+        ("read_closed", "-EBADF"),
+        ("seek_data", "1048576"),
+        ("seek_hole", "0"),
+        ("seek_data_past_eof", "-ENXIO"),
+        ("mmap", "1"),
+        ("mmap_sees_write", "yes"),
+        ("msync", "0"),
+        ("pread_sees_store", "from-store"),
+        ("madvise", "0"),
+        ("munmap", "0"),
+        ("mremap", "1"),
+        ("mremap_keeps_data", "yes"),
+        ("mremap_no_maymove", "-ENOMEM"),
+        ("mprotect_ro", "0"),
+        ("mprotect_part", "-EOPNOTSUPP"),
+        ("munmap_part", "0"),
+        ("first_page_after_partial_munmap", "yes"),
+        ("munmap_rest", "0"),
+        ("mmap_fixed", "-EOPNOTSUPP"),
+        ("flock_a", "0"),
+        ("flock_b_nb", "-EAGAIN"), // = EWOULDBLOCK
+        ("flock_a_un", "0"),
+        ("flock_b_after", "0"),
+        ("setlk", "0"),
+        ("getlk", "0"),
+        ("getlk_type_unlck", "1"),
+        ("setlk_wr_on_rdonly", "-EBADF"),
+        ("fopen_w", "1"),
+        ("fclose", "0"),
+        ("fgets_lines", "3"),
+        ("fseek_fgets", "one"),
+        ("fileno_of_udax_stream", "1"),
+        ("fstat_fileno", "0"),
+        ("fstat_fileno_size", "27"),
+        ("last_line", "1"),
+        ("mkdir", "0"),
+        ("mkdir_again", "-EEXIST"),
+        ("rmdir_not_empty", "-ENOTEMPTY"),
+        ("opendir", "1"),
+        ("dirfd_ge_3", "1"),
+        ("readdir", "./,../,one,two,"),
+        ("readdir_r_after_rewind", "4"),
+        ("fstatat_dirfd", "0"),
+        ("openat_dirfd", "1"),
+        ("unlinkat_dirfd", "0"),
+        ("getdents64", "1"),
+        ("rename_inside", "0"),
+        ("rename_across", "-EXDEV"),
+        ("link", "0"),
+        ("nlink", "2"),
+        ("symlink", "-EPERM"),
+        ("unlink", "0"),
+        ("access_gone", "-ENOENT"),
+        ("access_ok", "0"),
+        ("open_missing", "-ENOENT"),
+        ("open_tmpfile", "-EOPNOTSUPP"),
+        ("utimensat", "-EOPNOTSUPP"),
+        ("chmod", "0"),
+        ("mode_after_chmod", "384"),
+        ("mkstemp", "1"),
+        ("mkstemp_name_filled", "1"),
+        ("mkstemp_mode", "384"),
+        ("mkstemp_unlink", "0"),
+        ("mkdtemp", "1"),
+        ("mkdtemp_is_dir", "1"),
+        ("mkdtemp_rmdir", "0"),
+        ("mkstemp_bad_template", "-EINVAL"),
+        ("chdir", "0"),
+        ("getcwd", &cwd),
+        ("open_relative", "1"),
+        ("stat_relative_abs", "0"),
+        ("chdir_host", "0"),
+        ("getcwd_host_ok", "1"),
+        ("scandir", "5"),
+        ("scandir_names", ".,..,rel.txt,two,uno,"),
+        ("pathconf_name_max", "255"),
+        ("inotify_add_watch", "-EOPNOTSUPP"),
+        ("copy_file_range", "10"),
+        ("copy_data", "0123456789"),
+        ("child_read", "-EIO"),
+        ("child_open", "-EIO"),
+        ("child_close", "0"),
+        ("child_exit", "0"),
+        ("parent_pread_after_fork", "10"),
+        ("dup2_for_exec", "50"),
+        ("exec_fd_gone", "1"),
+    ];
+    let mut bad = Vec::new();
+    for (k, v) in expect {
+        match got.get(*k) {
+            Some(g) if g == v => {}
+            g => bad.push(format!("{k}: expected {v}, got {g:?}")),
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "mismatches:\n{}\nfull output:\n{text}",
+        bad.join("\n")
+    );
+    // The device holds what the program made, and survived the forked
+    // child's exit (its exit handlers did not touch the device).
+    env.with_fs(|fs| {
+        assert_eq!(read_all(fs, "/copy"), b"0123456789");
+        assert_eq!(read_all(fs, "/s.txt"), b"line one\nline 2\nline three\n");
+        assert_eq!(read_all(fs, "/unclosed.txt"), b"flushed at exit\n");
+        assert_eq!(read_all(fs, "/stdout.txt"), b"stdout is fd 1\n");
+        let m = read_all(fs, "/mapped");
+        assert_eq!(&m[4096..4106], b"from-store");
+        let names: Vec<String> = fs
+            .read_dir("/dir")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["rel.txt", "two", "uno"]);
+        assert_eq!(fs.stat("/f").unwrap().mode & 0o7777, 0o600);
+    });
+    let r = env.fsck();
+    assert!(r.clean && r.problems.is_empty(), "fsck: {:?}", r.problems);
+    assert!(
+        !env.host.join("uno").exists(),
+        "EXDEV rename left nothing on the host"
+    );
+}
+
+#[test]
+fn unserved_calls_are_silent_without_udax_log() {
+    if !have("ln") {
+        return;
+    }
+    let env = Env::new(16 << 20);
+    env.write_udax("/x", b"x");
+    let out = output(
+        env.cmd("ln")
+            .env_remove("UDAX_LOG")
+            .args(["-s", "x", &env.at("l")]),
+    );
+    assert!(!out.status.success(), "udax has no symbolic links");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Operation not permitted"),
+        "ln reports EPERM: {err}"
+    );
+    assert!(
+        !err.contains("udax-preload"),
+        "no log line without UDAX_LOG: {err}"
+    );
+    // With UDAX_LOG the same call logs one line.
+    let out = output(env.cmd("ln").args(["-s", "x", &env.at("l")]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("udax-preload: symlink").count(), 1, "{err}");
+    env.with_fs(|fs| assert!(fs.stat("/l").is_err(), "nothing was created"));
+}

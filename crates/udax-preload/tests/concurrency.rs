@@ -1,0 +1,144 @@
+//! Threads and processes: the lazy mount raced by many threads, and a second
+//! process on a device that is in use (one owner at a time, SPEC D3).
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn build(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let src = format!("{}/tests/{name}.c", env!("CARGO_MANIFEST_DIR"));
+    let exe = dir.join(name);
+    let out = output(
+        Command::new("cc")
+            .args(["-O1", "-Wall", "-pthread", "-o"])
+            .arg(&exe)
+            .arg(&src),
+    );
+    assert!(
+        out.status.success(),
+        "cc {name}.c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+#[test]
+fn threads_racing_the_first_call_all_get_their_own_data() {
+    if !have("cc") {
+        return;
+    }
+    let env = Env::new(64 << 20);
+    let exe = build(&env.host, "threads");
+    let out = env.run(
+        exe.to_str().unwrap(),
+        &[&env.mount, env.host.to_str().unwrap()],
+    );
+    assert_eq!(stdout(&out), "ok 8\n");
+    env.with_fs(|fs| {
+        for t in 0..8u8 {
+            let d = read_all(fs, &format!("/t{t}"));
+            assert_eq!(d.len(), 256 * 1024);
+            assert!(d
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i as u32 * 31 + t as u32) as u8));
+        }
+    });
+    for t in 0..8 {
+        assert_eq!(
+            std::fs::read(env.host.join(format!("h{t}"))).unwrap(),
+            b"hhhhhhhh"
+        );
+    }
+}
+
+#[test]
+fn a_second_process_on_a_busy_device_gets_ebusy_not_the_host() {
+    if !have("sh") || !have("cat") {
+        return;
+    }
+    let env = Env::new(16 << 20);
+    env.write_udax("/f", b"data\n");
+    // A shell opens a udax file (mounting the device) and keeps running.
+    let mut holder = spawn(
+        env.cmd("sh")
+            .args([
+                "-c",
+                &format!("exec 3<{}; echo ready; read x; exit 0", env.at("f")),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let out = output(env.cmd("cat").arg(env.at("f")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "cat must fail while the device is held"
+    );
+    assert!(err.contains("Device or resource busy"), "stderr: {err}");
+    assert!(
+        err.contains("device busy (held by pid"),
+        "the log line names the holder: {err}"
+    );
+    drop(holder.stdin.take()); // `read x` ends: the holder exits and releases the device
+    assert!(holder.wait().unwrap().success());
+    let out = env.run("cat", &[&env.at("f")]);
+    assert_eq!(stdout(&out), "data\n");
+}
+
+#[test]
+fn exit_releases_the_device_lock_and_its_pid_file() {
+    // Regression: the shim kept its mounted Fs in a static, so the device
+    // (and its pid file) outlived the checkpoint; every process left a file.
+    if !have("sh") || !have("cat") {
+        return;
+    }
+    let env = Env::new(16 << 20);
+    env.write_udax("/f", b"x");
+    let locks = env.host.join("locks");
+    std::fs::create_dir(&locks).unwrap();
+    let mut holder = spawn(
+        env.cmd("sh")
+            .env("UDAX_LOCK_DIR", &locks)
+            .args([
+                "-c",
+                &format!("exec 3<{}; echo ready; read x; exit 0", env.at("f")),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let files: Vec<_> = std::fs::read_dir(&locks).unwrap().collect();
+    assert_eq!(files.len(), 1, "the holder's pid file");
+    let pid = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    assert_eq!(pid.trim(), holder.id().to_string());
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    // dash leaves with _exit (no destructors): the kernel dropped its flock,
+    // its pid file is stale. The next owner takes over and, exiting through
+    // exit(3), removes it.
+    let out = output(env.cmd("cat").env("UDAX_LOCK_DIR", &locks).arg(env.at("f")));
+    env.check("cat", &[], &out);
+    assert_eq!(stdout(&out), "x");
+    let left: Vec<String> = std::fs::read_dir(&locks)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            format!(
+                "{}: {}",
+                p.display(),
+                std::fs::read_to_string(&p).unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(left.is_empty(), "pid file removed at exit: {left:?}");
+}

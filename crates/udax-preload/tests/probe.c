@@ -1,0 +1,323 @@
+/* Exercises the interposed calls one by one on a udax mount; prints one
+ * "name=value" line per check (value: a number, a string, or -ERRNO).
+ * Usage: probe MOUNT HOSTDIR */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *M, *H;
+static char pbuf[8][4096];
+static int pi;
+
+static const char *at(const char *base, const char *rel) {
+    char *b = pbuf[pi++ % 8];
+    snprintf(b, 4096, "%s/%s", base, rel);
+    return b;
+}
+
+static void num(const char *name, long v) {
+    if (v < 0)
+        printf("%s=-%s\n", name, strerrorname_np(errno));
+    else
+        printf("%s=%ld\n", name, v);
+    fflush(stdout);
+}
+
+static void str(const char *name, const char *v) {
+    printf("%s=%s\n", name, v);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+    char buf[8192];
+    struct stat st, st2;
+    if (argc != 3)
+        return 2;
+    M = argv[1];
+    H = argv[2];
+
+    /* descriptors are real reserved numbers; offsets; pread/pwrite */
+    int fd = open(at(M, "f"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+    num("open_fd_ge_3", fd >= 3 ? 1 : -1);
+    num("fd_cloexec_default", fcntl(fd, F_GETFD));
+    num("getfl_rdwr", (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR);
+    num("write", write(fd, "hello world", 11));
+    num("lseek_cur", lseek(fd, 0, SEEK_CUR));
+    memset(buf, 0, sizeof buf);
+    num("pread", pread(fd, buf, 5, 6));
+    str("pread_data", buf);
+    struct iovec iov[2] = {{"ab", 2}, {"cde", 3}};
+    num("writev", writev(fd, iov, 2));
+    char r1[3] = {0}, r2[8] = {0};
+    struct iovec riov[2] = {{r1, 2}, {r2, 7}};
+    num("preadv", preadv(fd, riov, 2, 9));
+    str("preadv_data", r1);
+    str("preadv_data2", r2);
+    num("fstat", fstat(fd, &st));
+    num("fstat_size", st.st_size);
+    num("stat", stat(at(M, "f"), &st2));
+    num("stat_same_ino", st.st_ino == st2.st_ino && st.st_dev == st2.st_dev);
+    stat("/", &st2);
+    num("dev_differs_from_host", st.st_dev != st2.st_dev);
+    struct statx sx;
+    num("statx", statx(AT_FDCWD, at(M, "f"), 0, STATX_BASIC_STATS, &sx));
+    num("statx_size", (long)sx.stx_size);
+
+    /* dup shares the offset; dup2 onto a chosen number */
+    int d = dup(fd);
+    lseek(d, 0, SEEK_SET);
+    num("dup_shares_offset", lseek(fd, 0, SEEK_CUR) == 0);
+    num("dup2", dup2(fd, 100));
+    num("dup2_getfd", fcntl(100, F_GETFD));
+    close(fd);
+    close(d);
+    num("write_via_dup2", pwrite(100, "X", 1, 0));
+    num("ftruncate", ftruncate(100, 3));
+    fstat(100, &st);
+    num("size_after_ftruncate", st.st_size);
+    num("posix_fallocate", posix_fallocate(100, 0, 1 << 20));
+    fstat(100, &st);
+    num("size_after_posix_fallocate", st.st_size);
+    num("fsync", fsync(100));
+    num("fdatasync", fdatasync(100));
+    num("close_dup2", close(100));
+    num("read_closed", read(100, buf, 1));
+
+    /* sparse files: SEEK_DATA / SEEK_HOLE */
+    fd = open(at(M, "sparse"), O_CREAT | O_RDWR, 0644);
+    pwrite(fd, "x", 1, 1 << 20);
+    num("seek_data", lseek(fd, 0, SEEK_DATA));
+    num("seek_hole", lseek(fd, 0, SEEK_HOLE));
+    num("seek_data_past_eof", lseek(fd, 2 << 20, SEEK_DATA));
+    close(fd);
+
+    /* mmap: a store through a shared mapping is seen by pread */
+    fd = open(at(M, "mapped"), O_CREAT | O_RDWR, 0644);
+    ftruncate(fd, 8192);
+    pwrite(fd, "from-write", 10, 0);
+    char *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    num("mmap", p == MAP_FAILED ? -1 : 1);
+    if (p != MAP_FAILED) {
+        str("mmap_sees_write", memcmp(p, "from-write", 10) == 0 ? "yes" : "no");
+        memcpy(p + 4096, "from-store", 10);
+        num("msync", msync(p, 8192, MS_SYNC));
+        memset(buf, 0, sizeof buf);
+        pread(fd, buf, 10, 4096);
+        str("pread_sees_store", buf);
+        num("madvise", madvise(p, 8192, MADV_WILLNEED));
+        num("munmap", munmap(p, 8192));
+    }
+    /* mremap (MAYMOVE) keeps the bytes; partial munmap; mprotect of a whole mapping */
+    p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    char *q = mremap(p, 4096, 8192, MREMAP_MAYMOVE);
+    num("mremap", q == MAP_FAILED ? -1 : 1);
+    if (q != MAP_FAILED) {
+        str("mremap_keeps_data", memcmp(q, "from-write", 10) == 0 && memcmp(q + 4096, "from-store", 10) == 0 ? "yes" : "no");
+        num("mremap_no_maymove", mremap(q, 8192, 3 * 4096, 0) == MAP_FAILED ? -1 : 0);
+        num("mprotect_ro", mprotect(q, 8192, PROT_READ));
+        num("mprotect_part", mprotect(q, 4096, PROT_READ | PROT_WRITE));
+        num("munmap_part", munmap(q + 4096, 4096));
+        str("first_page_after_partial_munmap", memcmp(q, "from-write", 10) == 0 ? "yes" : "no");
+        num("munmap_rest", munmap(q, 4096));
+    }
+    num("mmap_fixed", mmap((void *)0x600000000000, 4096, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ? -1 : 0);
+    close(fd);
+
+    /* flock: two descriptions of one file conflict; POSIX locks do not */
+    int a = open(at(M, "f"), O_RDWR), b = open(at(M, "f"), O_RDWR);
+    num("flock_a", flock(a, LOCK_EX));
+    num("flock_b_nb", flock(b, LOCK_EX | LOCK_NB));
+    num("flock_a_un", flock(a, LOCK_UN));
+    num("flock_b_after", flock(b, LOCK_EX | LOCK_NB));
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 10};
+    num("setlk", fcntl(a, F_SETLK, &fl));
+    fl.l_type = F_WRLCK;
+    num("getlk", fcntl(b, F_GETLK, &fl));
+    num("getlk_type_unlck", fl.l_type == F_UNLCK);
+    int ro = open(at(M, "f"), O_RDONLY);
+    fl.l_type = F_WRLCK;
+    num("setlk_wr_on_rdonly", fcntl(ro, F_SETLK, &fl));
+    close(ro);
+    close(a);
+    close(b);
+
+    /* stdio through fopencookie */
+    FILE *fp = fopen(at(M, "s.txt"), "w");
+    num("fopen_w", fp ? 1 : -1);
+    fprintf(fp, "line one\nline %d\n", 2);
+    num("fclose", fclose(fp));
+    fp = fopen(at(M, "s.txt"), "a");
+    fputs("line three\n", fp);
+    fclose(fp);
+    fp = fopen(at(M, "s.txt"), "r");
+    char line[64];
+    int nlines = 0;
+    while (fgets(line, sizeof line, fp))
+        nlines++;
+    num("fgets_lines", nlines);
+    fseek(fp, 5, SEEK_SET);
+    fgets(line, sizeof line, fp);
+    line[strcspn(line, "\n")] = 0;
+    str("fseek_fgets", line);
+    fclose(fp);
+    fp = fopen(at(M, "s.txt"), "r");
+    num("fileno_of_udax_stream", fileno(fp) >= 3);
+    num("fstat_fileno", fstat(fileno(fp), &st));
+    num("fstat_fileno_size", st.st_size);
+    fclose(fp);
+
+    /* directories */
+    num("mkdir", mkdir(at(M, "dir"), 0755));
+    num("mkdir_again", mkdir(at(M, "dir"), 0755));
+    close(open(at(M, "dir/one"), O_CREAT | O_WRONLY, 0644));
+    close(open(at(M, "dir/two"), O_CREAT | O_WRONLY, 0644));
+    num("rmdir_not_empty", rmdir(at(M, "dir")));
+    DIR *dp = opendir(at(M, "dir"));
+    num("opendir", dp ? 1 : -1);
+    num("dirfd_ge_3", dirfd(dp) >= 3 ? 1 : -1);
+    char names[256] = "";
+    struct dirent *de;
+    while ((de = readdir(dp))) {
+        strcat(names, de->d_name);
+        strcat(names, de->d_type == DT_DIR ? "/," : ",");
+    }
+    str("readdir", names);
+    rewinddir(dp);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    struct dirent ent, *res;
+    int nr = 0;
+    while (readdir_r(dp, &ent, &res) == 0 && res)
+        nr++;
+#pragma GCC diagnostic pop
+    num("readdir_r_after_rewind", nr);
+    num("fstatat_dirfd", fstatat(dirfd(dp), "two", &st, 0));
+    num("openat_dirfd", (fd = openat(dirfd(dp), "three", O_CREAT | O_WRONLY, 0600)) >= 0);
+    close(fd);
+    num("unlinkat_dirfd", unlinkat(dirfd(dp), "three", 0));
+    closedir(dp);
+    fd = open(at(M, "dir"), O_RDONLY | O_DIRECTORY);
+    num("getdents64", getdents64(fd, buf, sizeof buf) > 0);
+    close(fd);
+
+    /* the namespace and the mount boundary */
+    num("rename_inside", rename(at(M, "dir/one"), at(M, "dir/uno")));
+    num("rename_across", rename(at(M, "dir/uno"), at(H, "uno")));
+    num("link", link(at(M, "dir/uno"), at(M, "dir/hard")));
+    stat(at(M, "dir/uno"), &st);
+    num("nlink", st.st_nlink);
+    num("symlink", symlink("x", at(M, "dir/sym")));
+    num("unlink", unlink(at(M, "dir/hard")));
+    num("access_gone", access(at(M, "dir/hard"), F_OK));
+    num("access_ok", access(at(M, "dir/uno"), R_OK | W_OK));
+    num("open_missing", open(at(M, "missing"), O_RDONLY));
+    num("open_tmpfile", open(M, O_TMPFILE | O_RDWR, 0600));
+    struct timespec ts[2] = {{1, 0}, {2, 0}};
+    num("utimensat", utimensat(AT_FDCWD, at(M, "f"), ts, 0));
+    num("chmod", chmod(at(M, "f"), 0600));
+    stat(at(M, "f"), &st);
+    num("mode_after_chmod", st.st_mode & 07777);
+
+    /* temporary files under the mount (glibc would use its internal open) */
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/tmpXXXXXX", M);
+    int tfd = mkstemp(tmpl);
+    num("mkstemp", tfd >= 3);
+    num("mkstemp_name_filled", strstr(tmpl, "XXXXXX") == NULL);
+    fstat(tfd, &st);
+    num("mkstemp_mode", st.st_mode & 0777);
+    close(tfd);
+    num("mkstemp_unlink", unlink(tmpl));
+    snprintf(tmpl, sizeof tmpl, "%s/dXXXXXX", M);
+    num("mkdtemp", mkdtemp(tmpl) != NULL);
+    stat(tmpl, &st);
+    num("mkdtemp_is_dir", S_ISDIR(st.st_mode));
+    num("mkdtemp_rmdir", rmdir(tmpl));
+    snprintf(tmpl, sizeof tmpl, "%s/badXXXX", M);
+    num("mkstemp_bad_template", mkstemp(tmpl));
+
+    /* working directory inside the mount */
+    num("chdir", chdir(at(M, "dir")));
+    str("getcwd", getcwd(buf, sizeof buf) ? buf : "(null)");
+    num("open_relative", (fd = open("rel.txt", O_CREAT | O_WRONLY, 0644)) >= 0);
+    close(fd);
+    num("stat_relative_abs", stat(at(M, "dir/rel.txt"), &st));
+    num("chdir_host", chdir(H));
+    num("getcwd_host_ok", strcmp(getcwd(buf, sizeof buf), H) == 0);
+
+    /* scandir (glibc's internal opendir), pathconf, inotify */
+    struct dirent **nl;
+    int nn = scandir(at(M, "dir"), &nl, NULL, alphasort);
+    names[0] = 0;
+    for (int i = 0; i < nn; i++) {
+        strcat(names, nl[i]->d_name);
+        strcat(names, ",");
+        free(nl[i]);
+    }
+    if (nn >= 0)
+        free(nl);
+    num("scandir", nn);
+    str("scandir_names", names);
+    num("pathconf_name_max", pathconf(M, _PC_NAME_MAX));
+    int ifd = inotify_init1(IN_CLOEXEC);
+    num("inotify_add_watch", inotify_add_watch(ifd, at(M, "f"), IN_MODIFY));
+    close(ifd);
+
+    /* copy_file_range host -> udax */
+    int hf = open(at(H, "src"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+    write(hf, "0123456789", 10);
+    lseek(hf, 0, SEEK_SET);
+    fd = open(at(M, "copy"), O_CREAT | O_RDWR, 0644);
+    num("copy_file_range", copy_file_range(hf, NULL, fd, NULL, 10, 0));
+    memset(buf, 0, sizeof buf);
+    pread(fd, buf, 10, 0);
+    str("copy_data", buf);
+    close(hf);
+
+    /* fork: an inherited udax fd is an error in the child, the parent goes on */
+    pid_t pid = fork();
+    if (pid == 0) {
+        num("child_read", read(fd, buf, 1));
+        num("child_open", open(at(M, "f"), O_RDONLY));
+        num("child_close", close(fd));
+        exit(0); /* exit handlers must not checkpoint the parent's device */
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    num("child_exit", WEXITSTATUS(status));
+    num("parent_pread_after_fork", pread(fd, buf, 10, 0));
+
+    /* exec: the udax fd does not survive (its kernel fd is O_CLOEXEC) */
+    num("dup2_for_exec", dup2(fd, 50));
+    pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", "echo x >&50", (char *)NULL);
+        _exit(127);
+    }
+    waitpid(pid, &status, 0);
+    num("exec_fd_gone", WEXITSTATUS(status) != 0);
+    close(50);
+    close(fd);
+
+    /* a stream never closed is flushed at exit, before the shim unmounts */
+    FILE *unclosed = fopen(at(M, "unclosed.txt"), "w");
+    fputs("flushed at exit\n", unclosed);
+    /* close(1) + open: the udax file becomes the program's stdout */
+    num("last_line", 1);
+    fflush(stdout);
+    close(1);
+    int o = open(at(M, "stdout.txt"), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    printf("stdout is fd %d\n", o);
+    return 0;
+}
