@@ -133,6 +133,116 @@ lockf_fn!(lockf64);
 /// FICLONE, FICLONERANGE (`_IOW(0x94, 9, int)`, `_IOW(0x94, 13, struct file_clone_range)`).
 const FICLONE: c_ulong = 0x4004_9409;
 const FICLONERANGE: c_ulong = 0x4020_940d;
+/// FIDEDUPERANGE (`_IOWR(0x94, 54, struct file_dedupe_range)`).
+const FIDEDUPERANGE: c_ulong = 0xc018_9436;
+
+/// `struct file_clone_range` (linux/fs.h).
+#[repr(C)]
+struct FileCloneRange {
+    src_fd: i64,
+    src_offset: u64,
+    src_length: u64,
+    dest_offset: u64,
+}
+
+/// `struct file_dedupe_range` (linux/fs.h), followed by `dest_count` infos.
+#[repr(C)]
+struct FileDedupeRange {
+    src_offset: u64,
+    src_length: u64,
+    dest_count: u16,
+    reserved1: u16,
+    reserved2: u32,
+}
+
+/// `struct file_dedupe_range_info`.
+#[repr(C)]
+struct FileDedupeRangeInfo {
+    dest_fd: i64,
+    dest_offset: u64,
+    bytes_deduped: u64,
+    status: i32,
+    reserved: u32,
+}
+
+/// The other file of a reflink ioctl: a udax descriptor, or EXDEV.
+fn reflink_peer(fd: i64) -> R<std::sync::Arc<Desc>> {
+    let fd = c_int::try_from(fd).map_err(|_| Errno(libc::EBADF))?;
+    match crate::dispatch::lookup(fd) {
+        Some(d) => d,
+        None => Err(unsupported(
+            "ioctl",
+            "reflink between a udax file and a host file (across the mount boundary)",
+            libc::EXDEV,
+        )),
+    }
+}
+
+/// FICLONE / FICLONERANGE on udax descriptor `d` (the destination).
+fn clone_ioctl(d: &Desc, req: c_ulong, arg: c_ulong) -> R<c_int> {
+    let fs = crate::mount::fs()?;
+    let (src, so, len, dof) = if req == FICLONE {
+        (arg as c_int as i64, 0, 0, 0)
+    } else {
+        let p = arg as *const FileCloneRange;
+        if p.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        // SAFETY: FICLONERANGE's contract: `arg` points to a struct
+        // file_clone_range (read unaligned: C callers may pack it anywhere).
+        let r = unsafe { p.read_unaligned() };
+        (r.src_fd, r.src_offset, r.src_length, r.dest_offset)
+    };
+    let s = reflink_peer(src)?;
+    fs.clone_range(s.file()?, so, d.file()?, dof, len)?;
+    Ok(0)
+}
+
+/// FIDEDUPERANGE on udax descriptor `d` (the source): each destination gets
+/// its own status, as the kernel reports them.
+fn dedupe_ioctl(d: &Desc, arg: c_ulong) -> R<c_int> {
+    let fs = crate::mount::fs()?;
+    let p = arg as *mut FileDedupeRange;
+    if p.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: FIDEDUPERANGE's contract: `arg` points to a struct
+    // file_dedupe_range followed by `dest_count` infos, all writable.
+    let h = unsafe { p.read_unaligned() };
+    if h.reserved1 != 0 || h.reserved2 != 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let src = d.file()?;
+    // SAFETY: the infos follow the header (the same contract).
+    let infos = unsafe { p.add(1).cast::<FileDedupeRangeInfo>() };
+    for i in 0..h.dest_count as usize {
+        // SAFETY: `i < dest_count` (the same contract).
+        let ip = unsafe { infos.add(i) };
+        // SAFETY: as above.
+        let mut info = unsafe { ip.read_unaligned() };
+        let r = if info.reserved != 0 {
+            Err(Errno(libc::EINVAL))
+        } else {
+            reflink_peer(info.dest_fd).and_then(|t| {
+                let dst = t.file()?;
+                Ok(fs.dedupe_range(src, h.src_offset, dst, info.dest_offset, h.src_length)?)
+            })
+        };
+        match r {
+            Ok(x) => {
+                info.bytes_deduped = x.bytes_deduped;
+                info.status = i32::from(x.differs); // SAME 0, DIFFERS 1
+            }
+            Err(Errno(e)) => {
+                info.bytes_deduped = 0;
+                info.status = -e;
+            }
+        }
+        // SAFETY: as above; the info is the caller's writable memory.
+        unsafe { ip.write_unaligned(info) };
+    }
+    Ok(0)
+}
 
 /// # Safety
 /// As ioctl(2); the third argument is read as the request defines it.
@@ -151,8 +261,9 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
             unsafe { p.write(n) };
             Ok(0)
         }
-        // Reflink through the shim is not wired up: callers (cp) fall back to copying.
-        FICLONE | FICLONERANGE => Err(Errno(libc::EOPNOTSUPP)),
+        // Reflink (SPEC R1): `cp --reflink` shares the blocks.
+        FICLONE | FICLONERANGE => clone_ioctl(&d, req, arg),
+        FIDEDUPERANGE => dedupe_ioctl(&d, arg),
         libc::TCGETS | libc::TIOCGWINSZ => Err(Errno(libc::ENOTTY)), // not a terminal
         _ => Err(unsupported(
             "ioctl",

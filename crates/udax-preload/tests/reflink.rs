@@ -1,0 +1,84 @@
+//! Reflink through the shim (SPEC R1 for unmodified programs): `cp
+//! --reflink=always` shares the blocks (FICLONE), and a C program's
+//! FICLONERANGE / FIDEDUPERANGE get the kernel's answers; the device then
+//! shows the sharing.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+#[test]
+fn cp_reflink_always_shares_the_blocks() {
+    if !have("cp") {
+        return;
+    }
+    let env = Env::new(64 << 20);
+    let data = bytes(5 << 20, 7);
+    env.write_udax("/a", &data);
+    env.run("cp", &["--reflink=always", &env.at("a"), &env.at("b")]);
+    let (shared, same) = env.with_fs(|fs| {
+        let b = fs.open("/b", &udax::fs::OpenOptions::read_only()).unwrap();
+        (b.shared_blocks(), read_all(fs, "/b") == data)
+    });
+    assert!(same, "the clone reads the same bytes");
+    assert_eq!(shared, (5 << 20) / 4096, "every block is shared");
+    let r = env.fsck();
+    assert!(r.clean, "{:?}", r.problems);
+    assert_eq!(r.used_blocks, (5 << 20) / 4096, "the clone used no space");
+}
+
+#[test]
+fn ficlonerange_and_fideduperange_answer_as_the_kernel() {
+    if !have("cc") {
+        return;
+    }
+    let env = Env::new(64 << 20);
+    let exe = env.host.join("reflink");
+    let out = output(
+        Command::new("cc")
+            .args(["-O1", "-Wall", "-o"])
+            .arg(&exe)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reflink.c")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = bytes(16384, 9);
+    env.write_udax("/src", &data);
+    env.write_udax("/same", &data);
+    let mut other = data.clone();
+    other[9000] ^= 1;
+    env.write_udax("/diff", &other);
+    let out = env.run(
+        exe.to_str().unwrap(),
+        &[&env.mount, env.host.to_str().unwrap()],
+    );
+    let text = stdout(&out);
+    for want in [
+        "ficlonerange=0",
+        "ficlonerange_unaligned=-1,EINVAL",
+        "ficlone_from_host=-1,EXDEV",
+        "fideduperange=0",
+        "same=0,16384",
+        "diff=1,0",
+    ] {
+        assert!(text.lines().any(|l| l == want), "want {want} in:\n{text}");
+    }
+    env.with_fs(|fs| {
+        let dst = read_all(fs, "/dst");
+        assert_eq!(dst, data[4096..12288].to_vec());
+        let same = fs
+            .open("/same", &udax::fs::OpenOptions::read_only())
+            .unwrap();
+        assert_eq!(same.shared_blocks(), 4);
+        let diff = fs
+            .open("/diff", &udax::fs::OpenOptions::read_only())
+            .unwrap();
+        assert_eq!(diff.shared_blocks(), 0);
+        assert_eq!(read_all(fs, "/diff"), other);
+    });
+    let r = env.fsck();
+    assert!(r.clean, "{:?}", r.problems);
+}
