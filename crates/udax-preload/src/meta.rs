@@ -838,21 +838,77 @@ pub unsafe extern "C" fn fchownat(
     )
 }
 
-fn no_times(call: &str) -> Errno {
-    unsupported(call, "udax has no call to set file times", libc::EOPNOTSUPP)
-}
-
-/// Setting times: only "change nothing" (both UTIME_OMIT) can be served.
+/// The `(atime, mtime)` a utimensat-style `times` argument asks for (ns since
+/// the epoch; `None` = `UTIME_OMIT`; a null pointer or `UTIME_NOW` = now).
+/// Times before 1970 cannot be stored (EINVAL).
 ///
 /// # Safety
 /// `times` is null or points to two timespecs.
-unsafe fn times_omitted(times: *const libc::timespec) -> bool {
+unsafe fn wanted_times(times: *const libc::timespec) -> R<(Option<u64>, Option<u64>)> {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    };
     if times.is_null() {
-        return false;
+        let t = now();
+        return Ok((Some(t), Some(t)));
     }
     // SAFETY: the caller's contract.
     let t = unsafe { std::slice::from_raw_parts(times, 2) };
-    t.iter().all(|t| t.tv_nsec == libc::UTIME_OMIT)
+    let one = |ts: &libc::timespec| -> R<Option<u64>> {
+        match ts.tv_nsec {
+            libc::UTIME_OMIT => Ok(None),
+            libc::UTIME_NOW => Ok(Some(now())),
+            n if (0..1_000_000_000).contains(&n) && ts.tv_sec >= 0 => Ok(Some(
+                (ts.tv_sec as u64).saturating_mul(1_000_000_000) + n as u64,
+            )),
+            _ => Err(Errno(libc::EINVAL)),
+        }
+    };
+    Ok((one(&t[0])?, one(&t[1])?))
+}
+
+/// `timeval`s (utimes, futimes) as timespecs.
+///
+/// # Safety
+/// `t` is null or points to two timevals.
+unsafe fn timevals(t: *const libc::timeval) -> R<Option<[libc::timespec; 2]>> {
+    if t.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller's contract.
+    let v = unsafe { std::slice::from_raw_parts(t, 2) };
+    let mut out = [libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    }; 2];
+    for (o, i) in out.iter_mut().zip(v) {
+        if !(0..1_000_000).contains(&i.tv_usec) {
+            return Err(Errno(libc::EINVAL));
+        }
+        o.tv_sec = i.tv_sec;
+        o.tv_nsec = i.tv_usec * 1000;
+    }
+    Ok(Some(out))
+}
+
+fn set_times_path(p: &str, times: *const libc::timespec) -> R<c_int> {
+    // SAFETY: the interposed call's contract for `times`.
+    let (a, m) = unsafe { wanted_times(times) }?;
+    crate::mount::fs()?.set_times(p, a, m)?;
+    Ok(0)
+}
+
+fn set_times_fd(d: &crate::fds::Desc, times: *const libc::timespec) -> R<c_int> {
+    // SAFETY: the interposed call's contract for `times`.
+    let (a, m) = unsafe { wanted_times(times) }?;
+    match &d.kind {
+        // O_PATH descriptors may set times too (by path, as the kernel allows).
+        crate::fds::Kind::File(f) => f.set_times(a, m)?,
+        crate::fds::Kind::Dir => crate::mount::fs()?.set_times(&d.path(), a, m)?,
+    }
+    Ok(0)
 }
 
 /// # Safety
@@ -868,30 +924,18 @@ pub unsafe extern "C" fn utimensat(
         -1,
         || fwd!(utimensat(dirfd, path, times, flags)),
         || {
-            let udax = if path.is_null() {
+            if path.is_null() {
                 // utimensat(fd, NULL, ...) is futimens(fd).
-                crate::dispatch::lookup(dirfd).map(|d| d.map(|_| ()))
-            } else {
-                // SAFETY: utimensat(2)'s contract.
-                match unsafe { classify(dirfd, path) }? {
-                    Target::Host => None,
-                    Target::HostPath(c) => {
-                        return Ok(fwd!(utimensat(dirfd, c.as_ptr(), times, flags)))
-                    }
-                    Target::Udax(p) => Some(stat_path(&p).map(|_| ())),
-                }
-            };
-            match udax {
-                None => Ok(fwd!(utimensat(dirfd, path, times, flags))),
-                Some(r) => {
-                    r?;
-                    // SAFETY: utimensat(2)'s contract for `times`.
-                    if unsafe { times_omitted(times) } {
-                        Ok(0)
-                    } else {
-                        Err(no_times("utimensat"))
-                    }
-                }
+                return match crate::dispatch::lookup(dirfd) {
+                    None => Ok(fwd!(utimensat(dirfd, path, times, flags))),
+                    Some(d) => set_times_fd(&*d?, times),
+                };
+            }
+            // SAFETY: utimensat(2)'s contract.
+            match unsafe { classify(dirfd, path) }? {
+                Target::Host => Ok(fwd!(utimensat(dirfd, path, times, flags))),
+                Target::HostPath(c) => Ok(fwd!(utimensat(dirfd, c.as_ptr(), times, flags))),
+                Target::Udax(p) => set_times_path(&p, times),
             }
         },
     )
@@ -901,14 +945,7 @@ pub unsafe extern "C" fn utimensat(
 /// As futimens(3).
 #[no_mangle]
 pub unsafe extern "C" fn futimens(fd: c_int, times: *const libc::timespec) -> c_int {
-    fd_call!(-1, fd, futimens(fd, times), |_d| {
-        // SAFETY: futimens(3)'s contract for `times`.
-        if unsafe { times_omitted(times) } {
-            Ok(0)
-        } else {
-            Err(no_times("futimens"))
-        }
-    })
+    fd_call!(-1, fd, futimens(fd, times), |d| set_times_fd(&d, times))
 }
 
 /// # Safety
@@ -916,8 +953,22 @@ pub unsafe extern "C" fn futimens(fd: c_int, times: *const libc::timespec) -> c_
 #[no_mangle]
 pub unsafe extern "C" fn utime(path: *const c_char, t: *const libc::utimbuf) -> c_int {
     path_call!(-1, libc::AT_FDCWD, path, utime(path, t), |p| {
-        stat_path(&p)?;
-        Err(no_times("utime"))
+        if t.is_null() {
+            return set_times_path(&p, std::ptr::null());
+        }
+        // SAFETY: utime(2)'s contract: `t` points to a struct utimbuf.
+        let u = unsafe { t.read() };
+        let ts = [
+            libc::timespec {
+                tv_sec: u.actime,
+                tv_nsec: 0,
+            },
+            libc::timespec {
+                tv_sec: u.modtime,
+                tv_nsec: 0,
+            },
+        ];
+        set_times_path(&p, ts.as_ptr())
     })
 }
 
@@ -928,8 +979,9 @@ macro_rules! utimes_fn {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, t: *const libc::timeval) -> c_int {
             path_call!(-1, libc::AT_FDCWD, path, $name(path, t), |p| {
-                stat_path(&p)?;
-                Err(no_times(stringify!($name)))
+                // SAFETY: utimes(2)'s contract for `t`.
+                let ts = unsafe { timevals(t) }?;
+                set_times_path(&p, ts.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()))
             })
         }
     };
@@ -941,7 +993,11 @@ utimes_fn!(lutimes);
 /// As futimes(3).
 #[no_mangle]
 pub unsafe extern "C" fn futimes(fd: c_int, t: *const libc::timeval) -> c_int {
-    fd_call!(-1, fd, futimes(fd, t), |_d| Err(no_times("futimes")))
+    fd_call!(-1, fd, futimes(fd, t), |d| {
+        // SAFETY: futimes(3)'s contract for `t`.
+        let ts = unsafe { timevals(t) }?;
+        set_times_fd(&d, ts.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()))
+    })
 }
 
 // ---- extended attributes: udax has none ----

@@ -225,6 +225,14 @@ int main(int argc, char **argv) {
     num("open_tmpfile", open(M, O_TMPFILE | O_RDWR, 0600));
     struct timespec ts[2] = {{1, 0}, {2, 0}};
     num("utimensat", utimensat(AT_FDCWD, at(M, "f"), ts, 0));
+    stat(at(M, "f"), &st);
+    num("atime_mtime_after_utimensat", (long)st.st_atime * 10 + (long)st.st_mtime);
+    struct timespec omit[2] = {{0, UTIME_OMIT}, {7, 5}};
+    num("utimensat_omit", utimensat(AT_FDCWD, at(M, "f"), omit, 0));
+    stat(at(M, "f"), &st);
+    num("times_after_omit", (long)st.st_atime * 10 + (long)st.st_mtime);
+    struct timespec badns[2] = {{1, 2000000000L}, {1, 0}};
+    num("utimensat_bad_nsec", utimensat(AT_FDCWD, at(M, "f"), badns, 0));
     num("chmod", chmod(at(M, "f"), 0600));
     stat(at(M, "f"), &st);
     num("mode_after_chmod", st.st_mode & 07777);

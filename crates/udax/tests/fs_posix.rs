@@ -397,3 +397,37 @@ fn f3_append_handle_writes_at_end_of_file() {
     f.write_at(b"def", 0).unwrap();
     assert_eq!(read_all(&fs, "/log"), b"abcdef");
 }
+
+#[test]
+fn f4_set_times_like_utimensat_survives_remount() {
+    let fs = fresh(16);
+    let f = fs.create("/t", 0o644).unwrap();
+    f.write_at(b"abc", 0).unwrap();
+    let before = f.stat().unwrap();
+    fs.set_times("/t", Some(1_000_000_000_123), Some(2_000_000_000_456))
+        .unwrap();
+    let st = fs.stat("/t").unwrap();
+    assert_eq!(
+        (st.atime_ns, st.mtime_ns),
+        (1_000_000_000_123, 2_000_000_000_456)
+    );
+    assert!(st.ctime_ns >= before.ctime_ns, "ctime moves to now");
+    // None leaves a time as it is (UTIME_OMIT).
+    f.set_times(None, Some(3_000_000_000_000)).unwrap();
+    let st = f.stat().unwrap();
+    assert_eq!(
+        (st.atime_ns, st.mtime_ns),
+        (1_000_000_000_123, 3_000_000_000_000)
+    );
+    drop(f);
+    let fs = remount(fs);
+    let st = fs.stat("/t").unwrap();
+    assert_eq!(
+        (st.atime_ns, st.mtime_ns),
+        (1_000_000_000_123, 3_000_000_000_000)
+    );
+    assert!(matches!(
+        fs.set_times("/missing", None, None),
+        Err(Error::NotFound)
+    ));
+}

@@ -858,6 +858,12 @@ impl File {
         self.fs.run_tx(vec![(ino, &mut *d)], &ops)
     }
 
+    /// `futimens`: set the access and/or modification time (ns since the
+    /// epoch; `None` leaves it); the change time becomes now.
+    pub fn set_times(&self, atime_ns: Option<u64>, mtime_ns: Option<u64>) -> Result<()> {
+        self.fs.set_times_of(&self.cell, atime_ns, mtime_ns)
+    }
+
     /// Make this file's data and metadata durable.
     pub fn fsync(&self) -> Result<()> {
         crate::dax::sync_mappings(&self.fs, &self.cell)?;

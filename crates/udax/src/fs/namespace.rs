@@ -402,4 +402,44 @@ impl Fs {
         };
         self.run_tx(vec![(ino, &mut *d)], &[op])
     }
+
+    /// `utimensat`: set the access and/or modification time (ns since the
+    /// epoch; `None` leaves it, as `UTIME_OMIT`); the change time becomes now.
+    pub fn set_times(
+        &self,
+        path: &str,
+        atime_ns: Option<u64>,
+        mtime_ns: Option<u64>,
+    ) -> Result<()> {
+        let ino = self.resolve(path)?;
+        let cell = self.cell(ino)?;
+        self.set_times_of(&cell, atime_ns, mtime_ns)
+    }
+
+    pub(crate) fn set_times_of(
+        &self,
+        cell: &Cell,
+        atime_ns: Option<u64>,
+        mtime_ns: Option<u64>,
+    ) -> Result<()> {
+        let _g = self.begin(1)?;
+        let mut d = cell.data.write();
+        if d.freed {
+            return Err(Error::NotFound);
+        }
+        // An explicit mtime replaces a lazy one not yet logged.
+        let pending = if mtime_ns.is_some() {
+            cell.mtime_pending.swap(0, Ordering::AcqRel)
+        } else {
+            cell.mtime_pending.load(Ordering::Acquire)
+        };
+        let a = d.attr;
+        let op = Op::Times {
+            ino: cell.ino,
+            atime_ns: atime_ns.unwrap_or(a.atime_ns),
+            mtime_ns: mtime_ns.unwrap_or(a.mtime_ns.max(pending)),
+            ctime_ns: now_ns().max(a.ctime_ns),
+        };
+        self.run_tx(vec![(cell.ino, &mut *d)], &[op])
+    }
 }
