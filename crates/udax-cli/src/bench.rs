@@ -93,9 +93,12 @@ fn res(
 }
 
 /// A ratio where > 1 means udax is better: udax/other for rates, other/udax
-/// for times (units "ns", "us", "ms", "s").
+/// for times (units "ns", "us", "ms", "s", also per something: "ns/call").
 fn better_ratio(unit: &str, udax: f64, other: f64) -> f64 {
-    if matches!(unit, "ns" | "us" | "ms" | "s") {
+    let time = ["ns", "us", "ms", "s"]
+        .iter()
+        .any(|t| unit == *t || unit.starts_with(&format!("{t}/")));
+    if time {
         other / udax
     } else {
         udax / other

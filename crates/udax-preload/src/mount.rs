@@ -102,6 +102,14 @@ extern "C" fn at_exit() {
             crate::fds::drop_all();
             let taken = m.fs.write().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(fs) = taken {
+                if std::env::var_os("UDAX_STATS").is_some() {
+                    // One line of mapping counters (fault engine) to stderr.
+                    eprintln!(
+                        "udax-preload: mmap counters: file system {:?}; fault engine {:?}",
+                        fs.dax_stats(),
+                        udax::dax::stats()
+                    );
+                }
                 let keep = fs.clone();
                 if let Err(e) = fs.unmount_timeout(std::time::Duration::from_secs(2)) {
                     tracing::warn!("udax-preload: unmount at exit: {e}; syncing instead");

@@ -893,3 +893,19 @@ fn m7_split_of_2m_zero_entry_stress() {
         fs.unlink(&name).unwrap();
     }
 }
+
+#[test]
+fn m1_appends_by_write_at_are_mapped_at_write_time() {
+    let fs = fresh(64);
+    let f = fs.create("/log", 0o644).unwrap();
+    let m = map(&f, 0, 4 << 20, Prot::Read, MapFlags::SHARED);
+    for i in 0..8u64 {
+        f.write_at(&[i as u8 + 1; 4096], i * 4096).unwrap();
+        // Mapped by the write itself (fault-around at write time), before
+        // any access: the read below needs no fault.
+        assert!(m.device_block_of(i as usize * 4096).is_some(), "page {i}");
+        assert_eq!(slice(&m)[i as usize * 4096 + 7], i as u8 + 1);
+    }
+    // Past the end of file nothing is mapped (a later access gets SIGBUS).
+    assert!(m.device_block_of(8 * 4096).is_none());
+}

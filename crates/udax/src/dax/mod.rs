@@ -533,6 +533,44 @@ pub(crate) fn after_alloc(fs: &Fs, cell: &Cell, a: u64, b: u64) {
     fault::zap_zero(cell, a..b);
 }
 
+/// A `write_at` gave file pages `[a, b)` new blocks (or made them part of the
+/// file): map them into the file's shared mappings now, as the read fault that
+/// would come later does (fault-around at write time, from the writer's
+/// thread). A program that reads its own appends through a mapping (LMDB
+/// without `MDB_WRITEMAP`) then skips one userfaultfd round trip per window.
+/// Pages a mapping already shows, or has given back, are left alone; the
+/// caller holds no lock (this takes the invalidate and entry locks).
+pub(crate) fn map_written(cell: &Cell, a: u64, b: u64) {
+    if !cell.dax.is_mapped() {
+        return;
+    }
+    let eof = cell.data.read().attr.size.div_ceil(PAGE as u64);
+    for r in cell.dax.regions() {
+        if r.private {
+            continue;
+        }
+        let clip = r.clip(a..b.min(eof));
+        let mut p = clip.start;
+        while p < clip.end {
+            let shown = {
+                let st = r.lock();
+                if st.dead {
+                    break;
+                }
+                st.first_shown(&(p..p + 1), true).is_some() || st.gone.contains(&p)
+            };
+            if !shown {
+                r.owner.fault(&r, p, false, false, true);
+            }
+            let st = r.lock();
+            p = match st.dev.get_key_value(&p) {
+                Some((k, _)) => k.end.max(p + 1),
+                None => p + 1,
+            };
+        }
+    }
+}
+
 /// The file grew to `new_size`: pages that were past end of file may be
 /// accessed again.
 pub(crate) fn after_grow(cell: &Cell, new_size: u64) {

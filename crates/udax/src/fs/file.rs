@@ -344,6 +344,9 @@ impl File {
         if let Some(size) = grew {
             crate::dax::after_grow(&self.cell, size);
         }
+        if allocated || grew.is_some() {
+            crate::dax::map_written(&self.cell, b0, blk_up(off + written));
+        }
         Ok(written as usize)
     }
 
