@@ -165,6 +165,91 @@ struct FileDedupeRangeInfo {
     reserved: u32,
 }
 
+/// FS_IOC_FIEMAP (`_IOWR('f', 11, struct fiemap)`).
+const FS_IOC_FIEMAP: c_ulong = 0xc020_660b;
+const FIEMAP_FLAG_SYNC: u32 = 1;
+const FIEMAP_EXTENT_LAST: u32 = 0x1;
+const FIEMAP_EXTENT_SHARED: u32 = 0x2000;
+
+/// `struct fiemap` (linux/fiemap.h), followed by `fm_extent_count` extents.
+#[repr(C)]
+struct Fiemap {
+    fm_start: u64,
+    fm_length: u64,
+    fm_flags: u32,
+    fm_mapped_extents: u32,
+    fm_extent_count: u32,
+    fm_reserved: u32,
+}
+
+/// `struct fiemap_extent`.
+#[repr(C)]
+#[derive(Default)]
+struct FiemapExtent {
+    fe_logical: u64,
+    fe_physical: u64,
+    fe_length: u64,
+    fe_reserved64: [u64; 2],
+    fe_flags: u32,
+    fe_reserved: [u32; 3],
+}
+
+/// FS_IOC_FIEMAP on a udax file: its extents with device byte offsets (as
+/// `filefrag -v` shows them), `FIEMAP_EXTENT_SHARED` where reflinked.
+fn fiemap_ioctl(d: &Desc, arg: c_ulong) -> R<c_int> {
+    let p = arg as *mut Fiemap;
+    if p.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: FS_IOC_FIEMAP's contract: `arg` points to a struct fiemap
+    // followed by `fm_extent_count` writable extents.
+    let mut h = unsafe { p.read_unaligned() };
+    if h.fm_flags & !FIEMAP_FLAG_SYNC != 0 {
+        // As the kernel: report the flags it does not support, EBADR.
+        h.fm_flags &= !FIEMAP_FLAG_SYNC;
+        // SAFETY: as above.
+        unsafe { p.write_unaligned(h) };
+        return Err(Errno(libc::EBADR));
+    }
+    let f = d.file()?;
+    let bs = udax::BLOCK_SIZE;
+    let end = h.fm_start.saturating_add(h.fm_length);
+    let all = f.extents_shared();
+    let last_blk = all.last().map(|(e, _)| e.file_blk);
+    let hits: Vec<_> = all
+        .into_iter()
+        .filter(|(e, _)| e.file_blk * bs < end && (e.file_blk + e.len) * bs > h.fm_start)
+        .collect();
+    if h.fm_extent_count == 0 {
+        h.fm_mapped_extents = hits.len().min(u32::MAX as usize) as u32;
+        // SAFETY: as above.
+        unsafe { p.write_unaligned(h) };
+        return Ok(0);
+    }
+    // SAFETY: the extents follow the header (the same contract).
+    let out = unsafe { p.add(1).cast::<FiemapExtent>() };
+    let n = hits.len().min(h.fm_extent_count as usize);
+    for (i, (e, shared)) in hits.iter().take(n).enumerate() {
+        let mut flags = if *shared { FIEMAP_EXTENT_SHARED } else { 0 };
+        if Some(e.file_blk) == last_blk {
+            flags |= FIEMAP_EXTENT_LAST;
+        }
+        let x = FiemapExtent {
+            fe_logical: e.file_blk * bs,
+            fe_physical: e.dev_blk * bs,
+            fe_length: e.len * bs,
+            fe_flags: flags,
+            ..Default::default()
+        };
+        // SAFETY: `i < fm_extent_count` (the same contract).
+        unsafe { out.add(i).write_unaligned(x) };
+    }
+    h.fm_mapped_extents = n as u32;
+    // SAFETY: as above.
+    unsafe { p.write_unaligned(h) };
+    Ok(0)
+}
+
 /// The other file of a reflink ioctl: a udax descriptor, or EXDEV.
 fn reflink_peer(fd: i64) -> R<std::sync::Arc<Desc>> {
     let fd = c_int::try_from(fd).map_err(|_| Errno(libc::EBADF))?;
@@ -264,6 +349,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
         // Reflink (SPEC R1): `cp --reflink` shares the blocks.
         FICLONE | FICLONERANGE => clone_ioctl(&d, req, arg),
         FIDEDUPERANGE => dedupe_ioctl(&d, arg),
+        FS_IOC_FIEMAP => fiemap_ioctl(&d, arg),
         libc::TCGETS | libc::TIOCGWINSZ => Err(Errno(libc::ENOTTY)), // not a terminal
         _ => Err(unsupported(
             "ioctl",

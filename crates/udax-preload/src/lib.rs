@@ -13,7 +13,7 @@
 //! - `mount`    the file system, mounted on first use, checkpointed at exit
 //! - `fds`      udax descriptors (reserved kernel fd numbers), flock
 //! - `dispatch` the by-descriptor / by-path call shapes
-//! - `io`, `meta`, `dir`, `ctl`, `mem`, `stdio`: the interposed calls
+//! - `io`, `meta`, `dir`, `ctl`, `mem`, `stdio`, `sig`: the interposed calls
 //!
 //! Every interposed function is `unsafe extern "C"` with the libc prototype;
 //! its safety contract is the C function's. Each `unsafe` block in the shim
@@ -32,5 +32,6 @@ mod meta;
 mod mount;
 mod path;
 mod real;
+mod sig;
 mod stdio;
 mod tmpfile;

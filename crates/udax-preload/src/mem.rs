@@ -412,6 +412,34 @@ pub unsafe extern "C" fn mprotect(addr: *mut c_void, len: size_t, prot: c_int) -
     )
 }
 
+thread_local! {
+    /// The first page a MADV_HWPOISON of this thread poisoned, to be touched
+    /// once the shim's frames are gone (see [`madvise`]); 0 = none.
+    static HWPOISON_HIT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// MADV_HWPOISON on pages `[off, off+n)` of a udax mapping: a media error on
+/// the device pages behind them (SPEC E1; the kernel's `madvise_inject_error`
+/// on a DAX page). udax unmaps them from every mapping (E3).
+fn hwpoison(e: &Entry, base: usize, off: usize, n: usize) -> R<()> {
+    let fs = crate::mount::fs()?;
+    let file = e.map.file();
+    for p in (off..off + n).step_by(PAGE) {
+        let fblk = (e.map.offset() + p as u64) / udax::BLOCK_SIZE;
+        let udax::fs::extent::Lookup::Mapped { dev_blk, .. } = file.iomap(fblk) else {
+            // No device page behind a hole (the kernel's zero page is not poisoned).
+            return Err(Errno(libc::EINVAL));
+        };
+        fs.inject_poison(dev_blk * udax::BLOCK_SIZE, udax::BLOCK_SIZE)?;
+        HWPOISON_HIT.with(|h| {
+            if h.get() == 0 {
+                h.set(base + p);
+            }
+        });
+    }
+    Ok(())
+}
+
 fn madvise_udax(a: usize, len: usize, advice: c_int) -> R<()> {
     let hint = [
         libc::MADV_NORMAL,
@@ -430,13 +458,20 @@ fn madvise_udax(a: usize, len: usize, advice: c_int) -> R<()> {
     split(
         a,
         len,
-        |base, _, _| {
+        |base, off, n| {
             if hint.contains(&advice) {
                 return Ok(());
             }
             let Some(e) = entry(base) else {
                 return Err(Errno(libc::ENOMEM)); // unmapped meanwhile
             };
+            if advice == libc::MADV_HWPOISON {
+                return hwpoison(&e, base, off, n);
+            }
+            if advice == libc::MADV_SOFT_OFFLINE {
+                // A DAX page cannot be migrated away (the kernel: EIO).
+                return Err(Errno(libc::EIO));
+            }
             // On a shared DAX mapping, DONTNEED only drops page-table entries:
             // the next access sees the same file data, so there is nothing to do.
             if advice == libc::MADV_DONTNEED && !e.flags.private {
@@ -456,7 +491,7 @@ fn madvise_udax(a: usize, len: usize, advice: c_int) -> R<()> {
 /// As madvise(2).
 #[no_mangle]
 pub unsafe extern "C" fn madvise(addr: *mut c_void, len: size_t, advice: c_int) -> c_int {
-    run(
+    let r = run(
         -1,
         || fwd!(madvise(addr, len, advice)),
         || {
@@ -465,7 +500,19 @@ pub unsafe extern "C" fn madvise(addr: *mut c_void, len: size_t, advice: c_int) 
             }
             madvise_udax(addr as usize, len, advice).map(|_| 0)
         },
-    )
+    );
+    let hit = HWPOISON_HIT.try_with(|h| h.replace(0)).unwrap_or(0);
+    if r == 0 && hit != 0 {
+        // "Action required", as the kernel's injection reports it: the caller
+        // gets SIGBUS BUS_MCEERR_AR for the page now. The load is made here,
+        // with no shim state on the stack (no guard, lock or value with a
+        // destructor), because a handler may siglongjmp out of it.
+        // SAFETY: `hit` is a page of this process's live udax mapping, which
+        // now holds a poison marker: the load raises SIGBUS (rewritten to
+        // BUS_MCEERR_AR by udax's handler) and reads no memory.
+        unsafe { std::ptr::read_volatile(hit as *const u8) };
+    }
+    r
 }
 
 /// posix_madvise(3): returns the error number.

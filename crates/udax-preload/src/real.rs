@@ -227,4 +227,6 @@ real_fns! {
         Option<unsafe extern "C" fn(*mut *const libc::dirent64, *mut *const libc::dirent64) -> c_int>,
     ) -> c_int;
     tee: unsafe extern "C" fn(c_int, c_int, size_t, c_uint) -> ssize_t;
+    sigaction: unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
+    signal: unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t;
 }

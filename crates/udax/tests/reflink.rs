@@ -605,3 +605,23 @@ fn r1_cow_by_mmap_store_on_a_hugetlbfs_device_keeps_2mib_mappings() {
     drop(m);
     assert_clean(&fs);
 }
+
+#[test]
+fn r1_extents_shared_splits_where_sharing_changes() {
+    let fs = memfd_fs(64);
+    let a = with(&fs, "/a", &pattern(8 * 4096, 19));
+    let b = fs.create("/b", 0o644).unwrap();
+    fs.clone_range(&a, 2 * B, &b, 0, 3 * B).unwrap();
+    let v: Vec<(u64, u64, bool)> = a
+        .extents_shared()
+        .into_iter()
+        .map(|(e, s)| (e.file_blk, e.len, s))
+        .collect();
+    assert_eq!(v, vec![(0, 2, false), (2, 3, true), (5, 3, false)]);
+    let v: Vec<(u64, u64, bool)> = b
+        .extents_shared()
+        .into_iter()
+        .map(|(e, s)| (e.file_blk, e.len, s))
+        .collect();
+    assert_eq!(v, vec![(0, 3, true)]);
+}

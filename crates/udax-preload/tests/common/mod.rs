@@ -89,15 +89,42 @@ pub struct Env {
     pub mount: String,
     pub host: PathBuf,
     so: PathBuf,
+    /// A device file outside the temporary directory, removed on drop.
+    extra: Option<PathBuf>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(p) = &self.extra {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 impl Env {
     pub fn new(size: u64) -> Env {
+        Env::make(None, size).expect("device in /dev/shm")
+    }
+
+    /// An Env whose device file lives in `dir` (e.g. a hugetlbfs mount).
+    #[allow(dead_code)]
+    pub fn on_dir(dir: &Path, size: u64) -> Result<Env, String> {
+        Env::make(Some(dir), size)
+    }
+
+    fn make(dev_dir: Option<&Path>, size: u64) -> Result<Env, String> {
         let dir = tempfile::Builder::new()
             .prefix("udax-preload-")
             .tempdir_in("/dev/shm")
             .expect("tempdir in /dev/shm");
-        let dev = dir.path().join("dev.img");
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let (dev, extra) = match dev_dir {
+            None => (dir.path().join("dev.img"), None),
+            Some(d) => {
+                let p = d.join(format!("udax-preload-{}-{n}.img", std::process::id()));
+                (p.clone(), Some(p))
+            }
+        };
         let g = fork_lock();
         let d = udax::device::open(
             dev.to_str().unwrap(),
@@ -105,25 +132,27 @@ impl Env {
                 create_size: Some(size),
             },
         )
-        .expect("create device file");
+        .map_err(|e| {
+            if let Some(p) = &extra {
+                let _ = std::fs::remove_file(p);
+            }
+            format!("create device file {}: {e}", dev.display())
+        })?;
         Fs::mkfs(&*d, &Default::default()).expect("mkfs");
         drop(d);
         drop(g);
-        let mount = format!(
-            "/udax-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let mount = format!("/udax-test-{}-{n}", std::process::id());
         assert!(!Path::new(&mount).exists());
         let host = dir.path().join("host");
         std::fs::create_dir(&host).unwrap();
-        Env {
+        Ok(Env {
             _dir: dir,
             dev,
             mount,
             host,
             so: shim(),
-        }
+            extra,
+        })
     }
 
     /// `/mount/rel`.

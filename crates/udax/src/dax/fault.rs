@@ -264,6 +264,19 @@ impl Cx<'_> {
             match look {
                 Lookup::Mapped { dev_blk, len } => {
                     if pmd {
+                        if region.dev_page > PAGE as u64
+                            && len >= PMD_PAGES
+                            && dev_blk % PMD_PAGES == 0
+                            && fs.is_bad(dev_blk, PMD_PAGES)
+                        {
+                            // A hugetlbfs device loses the whole 2 MiB page.
+                            ix.remove(t, l);
+                            let mut st = region.lock();
+                            if !st.dead && super::mark_chunk_lost(region, &mut st, chunk, eng) {
+                                bump(&fs.counters().sigbus);
+                            }
+                            return Ok(Done::Yes);
+                        }
                         if len >= PMD_PAGES
                             && dev_blk % PMD_PAGES == 0
                             && !fs.is_bad(dev_blk, PMD_PAGES)

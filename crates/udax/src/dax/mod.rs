@@ -717,8 +717,15 @@ pub(crate) fn poison_pages(fs: &Fs, cell: &Cell, page: u64) -> usize {
             (r, huge)
         })
         .collect();
-    let span = if regions.iter().any(|(_, h)| *h) {
-        pmd
+    // On a hugetlbfs device the 2 MiB page is the unit of mapping, so it is
+    // the unit of loss too (as for a hugetlb or 2 MiB device-dax page).
+    let lose_chunk = |r: &Region| {
+        r.dev_page > PAGE as u64
+            && r.clip(pmd.clone()) == pmd
+            && r.addr_of(chunk) % (PMD_PAGES as usize * PAGE) == 0
+    };
+    let span = if regions.iter().any(|(r, h)| *h || lose_chunk(r)) {
+        pmd.clone()
     } else {
         page..page + 1
     };
@@ -729,6 +736,12 @@ pub(crate) fn poison_pages(fs: &Fs, cell: &Cell, page: u64) -> usize {
     for (r, huge) in regions {
         let mut st = r.lock();
         if st.dead {
+            continue;
+        }
+        if lose_chunk(&r) {
+            if mark_chunk_lost(&r, &mut st, chunk, eng) {
+                n += 1;
+            }
             continue;
         }
         let addr = r.addr_of(page);
@@ -744,6 +757,30 @@ pub(crate) fn poison_pages(fs: &Fs, cell: &Cell, page: u64) -> usize {
     n
 }
 
+/// Put poison markers on the whole 2 MiB page of file pages `chunk..` of a
+/// hugetlbfs-device region (its unit of loss): every access in it gets
+/// `BUS_MCEERR_AR` with `si_addr_lsb` 21.
+pub(crate) fn mark_chunk_lost(
+    r: &Region,
+    st: &mut RegionState,
+    chunk: u64,
+    eng: &vm::Engine,
+) -> bool {
+    use entry::PMD_PAGES;
+    let addr = r.addr_of(chunk);
+    match eng.uffd.poison(addr, PMD_PAGES as usize * PAGE, false) {
+        Ok(()) => {
+            st.poisoned.insert(chunk..chunk + PMD_PAGES);
+            vm::signals::add_chunk(addr);
+            true
+        }
+        Err(e) => {
+            tracing::error!("poison markers at {addr:#x} (2 MiB): {e}");
+            false
+        }
+    }
+}
+
 /// File page `page` no longer has a media error (SPEC E4): drop its SIGBUS
 /// markers, so the next access faults the (new) block in.
 pub(crate) fn unpoison_pages(cell: &Cell, page: u64) {
@@ -755,7 +792,17 @@ pub(crate) fn unpoison_pages(cell: &Cell, page: u64) {
         if st.dead || !st.poisoned.contains(&page) {
             continue;
         }
-        let _ = space::discard(r.addr_of(page), PAGE);
-        r.forget_poisoned(&mut st, page..page + 1);
+        // A hugetlbfs device lost the whole 2 MiB page: it comes back whole.
+        let span = if r.dev_page > PAGE as u64 {
+            let c = page - page % entry::PMD_PAGES;
+            r.clip(c..c + entry::PMD_PAGES)
+        } else {
+            page..page + 1
+        };
+        let _ = space::discard(
+            r.addr_of(span.start),
+            (span.end - span.start) as usize * PAGE,
+        );
+        r.forget_poisoned(&mut st, span);
     }
 }

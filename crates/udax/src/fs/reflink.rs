@@ -203,6 +203,41 @@ impl File {
     }
 }
 
+impl File {
+    /// The file's extents split where sharing changes, each with whether
+    /// other files share it (reflink): what `FS_IOC_FIEMAP` reports.
+    pub fn extents_shared(&self) -> Vec<(crate::format::Extent, bool)> {
+        let fs = self.fs();
+        let d = self.cell().data.read();
+        let mut out = Vec::new();
+        for e in d.map.iter() {
+            let mut at = e.dev_blk;
+            let end = e.dev_blk + e.len;
+            let mut piece = |a: u64, b: u64, shared: bool| {
+                out.push((
+                    crate::format::Extent {
+                        file_blk: e.file_blk + (a - e.dev_blk),
+                        dev_blk: a,
+                        len: b - a,
+                    },
+                    shared,
+                ))
+            };
+            for sh in fs.shared_in(e.dev_blk, e.len) {
+                if sh.start > at {
+                    piece(at, sh.start, false);
+                }
+                piece(sh.start, sh.end, true);
+                at = sh.end;
+            }
+            if at < end {
+                piece(at, end, false);
+            }
+        }
+        out
+    }
+}
+
 /// Check a remap request against the kernel's rules; `None` = nothing to do.
 fn plan(
     src: &File,

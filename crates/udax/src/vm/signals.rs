@@ -25,7 +25,9 @@ use std::sync::Mutex;
 /// Pages past it still raise SIGBUS, with `BUS_ADRERR`.
 const SLOTS: usize = 1024;
 
-/// A slot: page address | 1 when the page was part of a 2 MiB mapping; 0 = empty.
+/// A slot: page address | 1 when the page was part of a 2 MiB mapping (lsb
+/// 21) | 2 when the entry stands for the whole 2 MiB page at that (aligned)
+/// address (a hugetlbfs device, where 2 MiB is the unit of loss); 0 = empty.
 static TABLE: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 /// Serialises writers (readers, in the signal handler, only load).
 static WRITERS: Mutex<()> = Mutex::new(());
@@ -39,10 +41,10 @@ pub fn add(addr: usize, huge: bool) -> bool {
     let page = addr & !(super::PAGE - 1);
     let v = page | usize::from(huge);
     let _w = WRITERS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = TABLE
-        .iter()
-        .find(|s| s.load(Ordering::Relaxed) & !1 == page)
-    {
+    if let Some(s) = TABLE.iter().find(|s| {
+        let v = s.load(Ordering::Relaxed);
+        v & 2 == 0 && v & !1 == page
+    }) {
         s.store(v, Ordering::Release);
         return true;
     }
@@ -58,13 +60,30 @@ pub fn add(addr: usize, huge: bool) -> bool {
     }
 }
 
+/// Record that the whole 2 MiB page at `chunk` (2 MiB aligned) is lost, as a
+/// hugetlb or 2 MiB device-dax page is: every access in it reports lsb 21.
+pub fn add_chunk(chunk: usize) -> bool {
+    let v = (chunk & !(crate::HUGE_SIZE as usize - 1)) | 3;
+    let _w = WRITERS.lock().unwrap_or_else(|p| p.into_inner());
+    if TABLE.iter().any(|s| s.load(Ordering::Relaxed) == v) {
+        return true;
+    }
+    match TABLE.iter().find(|s| s.load(Ordering::Relaxed) == 0) {
+        Some(s) => {
+            s.store(v, Ordering::Release);
+            true
+        }
+        None => false,
+    }
+}
+
 /// Forget the poisoned pages in `[addr, addr + len)` (unmapped or cleared).
 pub fn forget(addr: usize, len: usize) {
     let end = addr.saturating_add(len);
     let _w = WRITERS.lock().unwrap_or_else(|p| p.into_inner());
     for s in &TABLE {
         let v = s.load(Ordering::Relaxed);
-        if v != 0 && (addr..end).contains(&(v & !1)) {
+        if v != 0 && (addr..end).contains(&(v & !3)) {
             s.store(0, Ordering::Release);
         }
     }
@@ -73,9 +92,16 @@ pub fn forget(addr: usize, len: usize) {
 /// `Some(lsb)` if the page of `addr` is poisoned. Async-signal-safe (loads only).
 pub fn lookup(addr: usize) -> Option<u16> {
     let page = addr & !(super::PAGE - 1);
+    let chunk = addr & !(crate::HUGE_SIZE as usize - 1);
     TABLE.iter().find_map(|s| {
         let v = s.load(Ordering::Acquire);
-        (v != 0 && v & !1 == page).then_some(if v & 1 == 1 { 21 } else { 12 })
+        let hit = v != 0
+            && if v & 2 != 0 {
+                v & !3 == chunk
+            } else {
+                v & !1 == page
+            };
+        hit.then_some(if v & 1 == 1 { 21 } else { 12 })
     })
 }
 
@@ -113,6 +139,20 @@ pub fn install() -> std::io::Result<()> {
     // `old` is leaked on purpose: a handler running on another thread may still
     // be reading it.
     Ok(())
+}
+
+/// Is `handler` (a `sa_sigaction` value) udax's own SIGBUS handler?
+pub fn is_ours(handler: usize) -> bool {
+    handler == on_sigbus as *const () as usize
+}
+
+/// The disposition udax's SIGBUS handler passes signals on to (the program's
+/// own), if the handler was ever installed. For an interposer that keeps
+/// udax's handler in front and shows the program its own disposition.
+pub fn chained_to() -> Option<libc::sigaction> {
+    let p = PREVIOUS.load(Ordering::Acquire);
+    // SAFETY: PREVIOUS is null or a leaked box that is never freed.
+    (!p.is_null()).then(|| unsafe { *p })
 }
 
 /// Offset of `si_addr_lsb` in the kernel's `siginfo_t` on 64-bit Linux: after
@@ -195,5 +235,13 @@ mod tests {
         forget(a, 8192);
         assert_eq!(lookup(a), None);
         assert_eq!(lookup(a + 4096), None);
+        // A whole 2 MiB page: every address in it, lsb 21.
+        let c = 0x7f00_0040_0000usize;
+        assert!(add_chunk(c));
+        assert_eq!(lookup(c + 5), Some(21));
+        assert_eq!(lookup(c + (2 << 20) - 1), Some(21));
+        assert_eq!(lookup(c + (2 << 20)), None);
+        forget(c, 2 << 20);
+        assert_eq!(lookup(c + 5), None);
     }
 }
