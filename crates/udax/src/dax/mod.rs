@@ -39,6 +39,10 @@ pub struct DaxFile {
     pub invalidate: RwLock<()>,
     pub entries: EntryIndex,
     regions: Mutex<Vec<Weak<Region>>>,
+    /// Set at the first mmap of the file, never cleared: a file never mapped
+    /// has no regions and no entries, and the write/fsync hooks skip their
+    /// locks (the common case of read/write-only programs).
+    ever_mapped: crate::sync::AtomicBool,
 }
 
 impl DaxFile {
@@ -47,6 +51,7 @@ impl DaxFile {
             invalidate: RwLock::new(()),
             entries: EntryIndex::new(ino),
             regions: Mutex::new(Vec::new()),
+            ever_mapped: crate::sync::AtomicBool::new(false),
         }
     }
 
@@ -58,6 +63,11 @@ impl DaxFile {
     }
 
     fn is_mapped(&self) -> bool {
+        // ORDERING: pairs with the Release store in `File::mmap`, made before
+        // the region is published.
+        if !self.ever_mapped.load(crate::sync::Ordering::Acquire) {
+            return false;
+        }
         !self.regions.lock().is_empty() || !self.entries.is_empty()
     }
 }
@@ -184,6 +194,9 @@ fn flush_pages(fs: &Fs, region: &Region, r: Range<u64>, dirty_only: bool) -> Res
 
 /// `fsync` of a file: flush what its shared mappings wrote.
 pub(crate) fn sync_mappings(fs: &Fs, cell: &Cell) -> Result<()> {
+    if !cell.dax.is_mapped() {
+        return Ok(());
+    }
     for r in cell.dax.regions() {
         if !r.private {
             flush_pages(fs, &r, r.pages(), true)?;
@@ -261,6 +274,9 @@ impl File {
                 ..Default::default()
             }),
         });
+        cell.dax
+            .ever_mapped
+            .store(true, crate::sync::Ordering::Release);
         cell.dax.regions.lock().push(Arc::downgrade(&region));
         eng.add(region.clone());
         let m = Mapping {
