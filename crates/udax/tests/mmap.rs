@@ -909,3 +909,31 @@ fn m1_appends_by_write_at_are_mapped_at_write_time() {
     // Past the end of file nothing is mapped (a later access gets SIGBUS).
     assert!(m.device_block_of(8 * 4096).is_none());
 }
+
+#[test]
+fn m8_read_only_mapping_has_nothing_to_flush_until_made_writable() {
+    let fs = fresh(64);
+    let f = fs.create("/ro", 0o644).unwrap();
+    f.write_at(&vec![3u8; 16 * 4096], 0).unwrap();
+    let m = map(&f, 0, 16 * 4096, Prot::Read, MapFlags::SHARED);
+    let s = slice(&m);
+    assert_eq!(s[5 * 4096], 3); // maps the pages
+    let before = fs.dax_stats().flushed_pages;
+    m.msync(0, m.len()).unwrap();
+    f.fsync().unwrap();
+    assert_eq!(
+        fs.dax_stats().flushed_pages,
+        before,
+        "no store can go through a read-only mapping: nothing to scan or flush"
+    );
+    // Made writable: the pages mapped while read-only are not tracked, so the
+    // next msync flushes them whole (conservative); then tracking is exact.
+    m.protect(Prot::ReadWrite).unwrap();
+    s[5 * 4096] = 4;
+    m.msync(0, m.len()).unwrap();
+    let after = fs.dax_stats().flushed_pages;
+    assert!(after > before, "the store was flushed");
+    let mut b = [0u8; 1];
+    f.read_at(&mut b, 5 * 4096).unwrap();
+    assert_eq!(b[0], 4);
+}

@@ -540,7 +540,7 @@ impl Cx<'_> {
         // protection fault per page on first write at the price of flushing the
         // whole range at the next sync.
         let (a, n) = (region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
-        if !region.private && eng.track(a, n, !store) {
+        if !region.private && st.ever_writable && eng.track(a, n, !store) {
             st.tracked.insert(r.clone());
         }
         bump(if pmd {

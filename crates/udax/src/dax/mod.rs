@@ -155,6 +155,11 @@ fn flush_pages(fs: &Fs, region: &Region, r: Range<u64>, dirty_only: bool) -> Res
     let mut flushed = 0u64;
     {
         let st = region.lock();
+        if dirty_only && !st.ever_writable {
+            // Never writable: no store went through this mapping (write_at
+            // flushes its own data).
+            return Ok(());
+        }
         let mut todo = rangemap::RangeSet::new();
         for (k, _) in st.dev.overlapping(&r) {
             todo.insert(k.start.max(r.start)..k.end.min(r.end));
@@ -271,6 +276,7 @@ impl File {
             refs: fs.page_refs().clone(),
             state: Mutex::new(RegionState {
                 prot: Some(prot),
+                ever_writable: prot == Prot::ReadWrite && !flags.private,
                 ..Default::default()
             }),
         });
@@ -398,6 +404,9 @@ impl Mapping {
         }
         space::protect(self.region.base, self.region.len, prot).map_err(io)?;
         st.prot = Some(prot);
+        // Pages mapped while read-only are not under dirty tracking: msync
+        // flushes them whole from now on (conservative).
+        st.ever_writable |= shared_rw;
         Ok(())
     }
 

@@ -43,6 +43,10 @@ pub struct RegionState {
     pub gone: RangeSet<u64>,
     /// Set when the mapping is being torn down.
     pub dead: bool,
+    /// A shared mapping that is or was writable: only such a mapping can
+    /// have dirty pages, so only its pages are put under dirty tracking and
+    /// scanned by msync/fsync (a read-only mapping costs neither).
+    pub ever_writable: bool,
 }
 
 impl RegionState {
