@@ -66,7 +66,13 @@ fn r1_clone_range_shares_blocks_and_uses_no_space() {
     let a = with(&fs, "/a", &data);
     let b = fs.create("/b", 0o644).unwrap();
     let free = fs.statfs().free_blocks;
+    let t0 = b.stat().unwrap().mtime_ns;
+    std::thread::sleep(std::time::Duration::from_millis(2));
     assert_eq!(fs.clone_range(&a, 0, &b, 0, 0).unwrap(), data.len() as u64);
+    assert!(
+        b.stat().unwrap().mtime_ns > t0,
+        "a clone modifies the destination"
+    );
     assert_eq!(content(&b), data);
     assert_eq!(fs.statfs().free_blocks, free, "a clone allocates nothing");
     for off in [0, 17 * B, 63 * B] {

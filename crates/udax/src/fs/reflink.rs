@@ -165,6 +165,12 @@ impl Fs {
         if plan.dst_size > old_size {
             crate::dax::after_grow(&dc, plan.dst_size);
         }
+        if !dedupe {
+            // The destination's content changed (as the kernel's
+            // file_modified): mtime and ctime, logged lazily like overwrites.
+            dc.mtime_pending
+                .store(now_ns(), crate::sync::Ordering::Relaxed);
+        }
         Ok((plan.bytes, false))
     }
 
