@@ -34,7 +34,11 @@ pub unsafe extern "C" fn sigaction(
     let Some(cur) = current() else {
         return fwd!(sigaction(sig, act, old));
     };
-    if !udax::vm::signals::is_ours(cur.sa_sigaction) {
+    // SAFETY: sigaction(2)'s contract: `act` is null or a valid sigaction.
+    let installs_ours =
+        !act.is_null() && udax::vm::signals::is_ours(unsafe { (*act).sa_sigaction });
+    if !udax::vm::signals::is_ours(cur.sa_sigaction) || installs_ours {
+        // Not in front yet, or udax itself (re)installing its handler.
         return fwd!(sigaction(sig, act, old));
     }
     let prev = udax::vm::signals::chained_to().unwrap_or(cur);

@@ -40,6 +40,8 @@ static void on_bus(int sig, siginfo_t *si, void *ctx) {
     siglongjmp(jb, 1);
 }
 
+static void plain_bus(int sig) { (void)sig; _exit(3); }
+
 /* KernelPageSize (kB) of the mapping holding `p`, from /proc/self/smaps. */
 static long page_kb(void *p) {
     FILE *f = fopen("/proc/self/smaps", "r");
@@ -199,6 +201,12 @@ int main(int argc, char **argv) {
         printf("after_clear=%s\n", p[HP / 2 + 7] == 'n' ? "new_data" : "stale");
     else
         printf("after_clear=sigbus\n");
+    /* signal(2) for SIGBUS goes through the same path: the old disposition
+     * reported is the program's, and the new one is what sigaction shows. */
+    sighandler_t was = signal(SIGBUS, plain_bus);
+    sigaction(SIGBUS, NULL, &now);
+    printf("signal_reports_own=%s\n",
+           (void *)was == (void *)on_bus && now.sa_handler == plain_bus ? "yes" : "no");
     munmap(p, 2 * HP);
     close(fd);
     return 0;

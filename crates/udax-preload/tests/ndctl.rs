@@ -62,6 +62,7 @@ fn run_protocol(env: &Env, w: Want) {
         "pread_poisoned=EIO",
         "clear=ok",
         "pread_after_clear=new_data",
+        "signal_reports_own=yes",
     ];
     let kb = format!("page_kb={}", w.page_kb);
     let nb = format!("neighbour={}", w.neighbour);
