@@ -937,3 +937,43 @@ fn m8_read_only_mapping_has_nothing_to_flush_until_made_writable() {
     f.read_at(&mut b, 5 * 4096).unwrap();
     assert_eq!(b[0], 4);
 }
+
+#[test]
+fn m1_fork_child_sees_mapped_pages_and_faults_on_unresolved_ones() {
+    let fs = fresh(64);
+    let f = fs.create("/fork", 0o644).unwrap();
+    f.write_at(&[0x11u8; 4096], 0).unwrap();
+    f.write_at(&[0x88u8; 4096], 8 * 4096).unwrap(); // another extent
+    let m = map(&f, 0, 16 * 4096, Prot::ReadWrite, MapFlags::SHARED);
+    let p = m.as_ptr();
+    // SAFETY: inside the mapping; maps page 0 (its extent is that page).
+    assert_eq!(unsafe { p.read_volatile() }, 0x11);
+    assert!(
+        m.device_block_of(8 * 4096).is_none(),
+        "page 8 not resolved yet"
+    );
+    // SAFETY: the child only reads memory and calls _exit (async-signal-safe).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: the child's copy of the mapping; page 0 is a device page.
+        unsafe {
+            if p.read_volatile() != 0x11 {
+                libc::_exit(1);
+            }
+            // No fault handler in the child: SIGSEGV, never silent zeros.
+            let v = p.add(8 * 4096).read_volatile();
+            libc::_exit(if v == 0 { 2 } else { 3 });
+        }
+    }
+    assert!(pid > 0);
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+    assert!(
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSEGV,
+        "child status {st:#x}: exit 2 = read zeros from an unresolved page"
+    );
+    // The parent is unaffected.
+    // SAFETY: inside the mapping.
+    assert_eq!(unsafe { p.add(8 * 4096).read_volatile() }, 0x88);
+}

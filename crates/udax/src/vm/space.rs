@@ -68,6 +68,11 @@ pub fn reserve(len: usize, align: usize, phase: usize) -> Result<usize> {
 
 /// Put a registered anonymous placeholder over `[addr, addr+len)` of a fresh
 /// reservation (no one can touch it yet, so map-then-register is safe here).
+///
+/// Placeholders are not inherited by fork: a child has no fault handler (the
+/// userfaultfd registration does not cross fork), so an unresolved page would
+/// read as silent zeros and swallow stores. The child gets SIGSEGV there
+/// instead; pages already mapped to the device are inherited and stay right.
 pub fn place_placeholder(uffd: &Uffd, addr: usize, len: usize, prot: Prot) -> Result<()> {
     // SAFETY: the range is a reservation owned by the caller and not yet handed
     // to anyone, so replacing it affects no other memory.
@@ -81,6 +86,11 @@ pub fn place_placeholder(uffd: &Uffd, addr: usize, len: usize, prot: Prot) -> Re
             0,
         )
     })?;
+    // SAFETY: the range was just mapped above and belongs to the caller;
+    // MADV_DONTFORK only changes what fork copies.
+    if unsafe { libc::madvise(addr as *mut _, len, libc::MADV_DONTFORK) } != 0 {
+        return Err(Error::last_os_error());
+    }
     uffd.register(addr, len)
 }
 
