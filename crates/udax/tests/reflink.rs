@@ -631,3 +631,22 @@ fn r1_extents_shared_splits_where_sharing_changes() {
         .collect();
     assert_eq!(v, vec![(0, 3, true)]);
 }
+
+#[test]
+fn r1_pin_for_write_of_a_shared_page_pins_the_files_own_copy() {
+    let fs = memfd_fs(64);
+    let data = pattern(4 * 4096, 20);
+    let a = with(&fs, "/a", &data);
+    let b = fs.create("/b", 0o644).unwrap();
+    fs.clone_file(&a, &b).unwrap();
+    let shared = dev_blk(&a, 4096);
+    let m = map(&b, 4 * 4096, Prot::ReadWrite);
+    let pin = m.pin(4096, 4096, true).unwrap();
+    assert_eq!(pin.blocks().len(), 1, "the page is mapped and pinned");
+    assert_ne!(pin.blocks()[0], shared, "never the block a shares");
+    assert_eq!(pin.blocks()[0], dev_blk(&b, 4096));
+    drop(pin);
+    drop(m);
+    assert_eq!(content(&a), data);
+    assert_clean(&fs);
+}

@@ -106,6 +106,16 @@ pub(super) fn handle(
             return false;
         }
         r = unshare_for_fault(fs, cell, span).map_err(Fail::Error);
+        if r.is_ok() {
+            // Map the file's own copy now: callers that resolve a page and
+            // then look at it (pin, populate) must find it mapped.
+            let _inv = cell.dax.invalidate.read();
+            r = cx.resolve(page, write, wp);
+            if matches!(r, Err(Fail::Unshare(_))) {
+                // Shared again meanwhile (a clone): the access faults again.
+                r = Ok(());
+            }
+        }
     }
     if let Err(Fail::Error(e)) = r {
         // As the kernel turns a failed fault (ENOSPC, EIO) into SIGBUS.
