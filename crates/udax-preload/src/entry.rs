@@ -69,18 +69,7 @@ pub fn run<T>(fail: T, forward: impl FnOnce() -> T, body: impl FnOnce() -> R<T>)
     let g = Guard::enter();
     let r = catch_unwind(AssertUnwindSafe(body));
     drop(g);
-    match r {
-        Ok(Ok(v)) => v,
-        Ok(Err(Errno(e))) => {
-            set_errno(e);
-            fail
-        }
-        Err(_) => {
-            tracing::error!("udax-preload: internal panic (reported as EIO)");
-            set_errno(libc::EIO);
-            fail
-        }
-    }
+    finish(fail, r)
 }
 
 /// Run `body` as the shim whether or not this thread is already inside it
@@ -90,6 +79,12 @@ pub fn run_always<T>(fail: T, body: impl FnOnce() -> R<T>) -> T {
     let g = (!inside()).then(Guard::enter);
     let r = catch_unwind(AssertUnwindSafe(body));
     drop(g);
+    finish(fail, r)
+}
+
+/// The C result of a guarded body: its value, or `fail` with errno set (EIO
+/// for a panic, which never crosses into C).
+fn finish<T>(fail: T, r: std::thread::Result<R<T>>) -> T {
     match r {
         Ok(Ok(v)) => v,
         Ok(Err(Errno(e))) => {

@@ -129,8 +129,6 @@ pub(super) fn handle(
             st.beyond_eof.insert(page..page + 1);
         }
     }
-    // After an unshare the page is unmapped: the woken access faults again
-    // and finds the file's own copy.
     let _ = eng.uffd.wake(region.addr_of(page), PAGE);
     true
 }

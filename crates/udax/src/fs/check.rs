@@ -227,11 +227,7 @@ pub(crate) fn check_state(
 pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
     let rec = recover(dev)?;
     let problems = check_state(&rec.sb, &rec.inodes, &rec.refs);
-    let cov = super::refs::coverage(
-        rec.inodes
-            .values()
-            .flat_map(|d| d.map.iter().map(|e| (e.dev_blk, e.len))),
-    );
+    let cov = super::refs::coverage_of(rec.inodes.values());
     let used: u64 = cov.iter().map(|(r, _)| r.end - r.start).sum();
     let shared: u64 = cov
         .iter()

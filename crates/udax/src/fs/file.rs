@@ -885,7 +885,7 @@ impl File {
 
 /// Give back the blocks of `ranges` and of the `Map` ops of a transaction that
 /// did not happen.
-fn give_back(fs: &Fs, ranges: &[BlockRange], ops: &[Op]) {
+pub(super) fn give_back(fs: &Fs, ranges: &[BlockRange], ops: &[Op]) {
     for r in ranges {
         let _ = fs.inner.alloc.free(*r);
     }

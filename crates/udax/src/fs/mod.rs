@@ -356,11 +356,7 @@ impl Fs {
         let mut max_ino = ROOT_INO;
         // Every referenced block once (check_state verified that blocks
         // referenced several times are exactly the shared ones).
-        let cov = refs::coverage(
-            rec.inodes
-                .values()
-                .flat_map(|d| d.map.iter().map(|e| (e.dev_blk, e.len))),
-        );
+        let cov = refs::coverage_of(rec.inodes.values());
         for (r, _) in &cov {
             alloc
                 .mark_used(BlockRange {

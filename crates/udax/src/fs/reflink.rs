@@ -16,8 +16,9 @@
 //! fault again so that a store breaks the new sharing.
 
 use super::extent::Lookup;
+use super::file::give_back;
 use super::{now_ns, Cell, Error, File, Fs, Result, MAX_TX_OPS};
-use crate::alloc::{AllocRequest, BlockRange};
+use crate::alloc::AllocRequest;
 use crate::device::DeviceError;
 use crate::format::{Op, MAX_FILE_SIZE, S_IFMT, S_IFREG};
 use crate::fs::state::InodeData;
@@ -355,6 +356,24 @@ fn remap_ops(src: &InodeData, dst_ino: u64, p: &Plan, pos: u64, grow: bool) -> (
     (ops, at)
 }
 
+/// The first run of shared blocks behind file blocks `[pos, b)` of `d`, as
+/// `(file block, device block, length)`.
+fn next_shared(fs: &Fs, d: &InodeData, mut pos: u64, b: u64) -> Option<(u64, u64, u64)> {
+    while pos < b {
+        match d.map.lookup(pos) {
+            Lookup::Mapped { dev_blk, len } => {
+                let n = len.min(b - pos);
+                if let Some(sh) = fs.shared_in(dev_blk, n).into_iter().next() {
+                    return Some((pos + (sh.start - dev_blk), sh.start, sh.end - sh.start));
+                }
+                pos += n;
+            }
+            Lookup::Hole { len } => pos = pos.saturating_add(len),
+        }
+    }
+    None
+}
+
 /// Copy on write: give `cell` private copies of every shared block behind file
 /// blocks `[a, b)` (allocate, copy, swap the extent in one transaction per
 /// batch). The caller holds the file's invalidate lock exclusively and has
@@ -371,57 +390,42 @@ pub(crate) fn unshare(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
         if d.freed {
             return Err(Error::NotFound);
         }
+        // On failure, the blocks of the batch's `Map` ops go back.
         let mut ops = Vec::new();
-        let mut fresh: Vec<BlockRange> = Vec::new();
-        while pos < b && ops.len() + 2 <= MAX_TX_OPS {
-            let (dev_blk, n) = match d.map.lookup(pos) {
-                Lookup::Mapped { dev_blk, len } => (dev_blk, len.min(b - pos)),
-                Lookup::Hole { len } => {
-                    pos = pos.saturating_add(len).min(b);
-                    continue;
-                }
+        while ops.len() + 2 <= MAX_TX_OPS {
+            let Some((f, old, mut k)) = next_shared(fs, &d, pos, b) else {
+                pos = b;
+                break;
             };
-            let Some(sh) = fs.shared_in(dev_blk, n).into_iter().next() else {
-                pos += n;
-                continue;
-            };
-            // The first shared piece of this extent.
-            let f = pos + (sh.start - dev_blk);
-            let mut k = sh.end - sh.start;
-            if let Some(bad) = fs.first_bad(sh.start, k) {
-                if bad == sh.start {
-                    give_back(fs, &fresh);
+            if let Some(bad) = fs.first_bad(old, k) {
+                if bad == old {
+                    give_back(fs, &[], &ops);
                     return Err(Error::Device(DeviceError::Poisoned {
                         offset: bad * BLOCK_SIZE,
                     }));
                 }
-                k = bad - sh.start;
+                k = bad - old;
             }
             let req = AllocRequest {
                 len: k,
                 goal: None,
                 huge: k >= BLOCKS_PER_HUGE && f % BLOCKS_PER_HUGE == 0,
             };
-            let ranges = match fs.inner.alloc.alloc(req) {
-                Ok(r) => r,
-                Err(_) => {
-                    give_back(fs, &fresh);
-                    return Err(Error::NoSpace);
-                }
+            let Ok(ranges) = fs.inner.alloc.alloc(req) else {
+                give_back(fs, &[], &ops);
+                return Err(Error::NoSpace);
             };
             let mut off = 0u64;
             for (i, r) in ranges.iter().enumerate() {
                 if ops.len() + 2 > MAX_TX_OPS {
                     // The op budget is full: the rest waits for the next batch.
-                    give_back(fs, &ranges[i..]);
+                    give_back(fs, &ranges[i..], &[]);
                     break;
                 }
-                if let Err(e) = copy_blocks(fs, sh.start + off, r.start, r.len) {
-                    give_back(fs, &fresh);
-                    give_back(fs, &ranges[i..]);
+                if let Err(e) = copy_blocks(fs, old + off, r.start, r.len) {
+                    give_back(fs, &ranges[i..], &ops);
                     return Err(e);
                 }
-                fresh.push(*r);
                 ops.push(Op::Unmap {
                     ino: cell.ino,
                     file_blk: f + off,
@@ -438,7 +442,7 @@ pub(crate) fn unshare(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
             pos = f + off;
         }
         if let Err(e) = fs.run_tx(vec![(cell.ino, &mut *d)], &ops) {
-            give_back(fs, &fresh);
+            give_back(fs, &[], &ops);
             return Err(e);
         }
     }
@@ -450,7 +454,7 @@ pub(crate) fn unshare(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
 /// (zero range). The caller holds the invalidate lock exclusively and has
 /// unmapped the range.
 pub(crate) fn release_shared(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
-    if !fs.has_shared() || b <= a {
+    if !fs.has_shared() {
         return Ok(());
     }
     let mut pos = a;
@@ -458,39 +462,25 @@ pub(crate) fn release_shared(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()>
         let _g = fs.begin(MAX_TX_OPS)?;
         let mut d = cell.data.write();
         let mut ops = Vec::new();
-        while pos < b && ops.len() < MAX_TX_OPS {
-            match d.map.lookup(pos) {
-                Lookup::Mapped { dev_blk, len } => {
-                    let n = len.min(b - pos);
-                    match fs.shared_in(dev_blk, n).into_iter().next() {
-                        Some(sh) => {
-                            let f = pos + (sh.start - dev_blk);
-                            ops.push(Op::Unmap {
-                                ino: cell.ino,
-                                file_blk: f,
-                                len: sh.end - sh.start,
-                            });
-                            pos = f + (sh.end - sh.start);
-                        }
-                        None => pos += n,
-                    }
-                }
-                Lookup::Hole { len } => pos = pos.saturating_add(len).min(b),
-            }
+        while ops.len() < MAX_TX_OPS {
+            let Some((f, _, k)) = next_shared(fs, &d, pos, b) else {
+                pos = b;
+                break;
+            };
+            ops.push(Op::Unmap {
+                ino: cell.ino,
+                file_blk: f,
+                len: k,
+            });
+            pos = f + k;
         }
         fs.run_tx(vec![(cell.ino, &mut *d)], &ops)?;
     }
     Ok(())
 }
 
-fn give_back(fs: &Fs, ranges: &[BlockRange]) {
-    for r in ranges {
-        let _ = fs.inner.alloc.free(*r);
-    }
-}
-
 /// Copy `n` device blocks from `from` to `to` and flush the copy.
-pub(crate) fn copy_blocks(fs: &Fs, from: u64, to: u64, n: u64) -> Result<()> {
+fn copy_blocks(fs: &Fs, from: u64, to: u64, n: u64) -> Result<()> {
     const STEP: u64 = 256; // 1 MiB
     let dev = fs.device();
     let mut buf = vec![0u8; (STEP.min(n) * BLOCK_SIZE) as usize];

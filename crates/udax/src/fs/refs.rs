@@ -144,6 +144,17 @@ pub fn coverage(extents: impl Iterator<Item = (u64, u64)>) -> Vec<(Range<u64>, u
     out
 }
 
+/// [`coverage`] of every extent of `inodes`.
+pub(crate) fn coverage_of<'a>(
+    inodes: impl IntoIterator<Item = &'a super::state::InodeData>,
+) -> Vec<(Range<u64>, u32)> {
+    coverage(
+        inodes
+            .into_iter()
+            .flat_map(|d| d.map.iter().map(|e| (e.dev_blk, e.len))),
+    )
+}
+
 /// Compare a table with the extents' coverage; returns each disagreement as
 /// `(first block, table count, extents referencing it)`.
 pub fn mismatches(table: &RefTable, cov: &[(Range<u64>, u32)]) -> Vec<(u64, u32, u32)> {
