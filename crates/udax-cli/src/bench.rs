@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// Directory on a disk file system for the regular-file device of P6.
     #[arg(long, default_value = ".")]
     file_dir: PathBuf,
+    /// Run only these benchmarks (comma-separated ids: P1,P2,P3,P4,P5,P6,P7,P8,P9).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    only: Vec<String>,
     /// Internal (P8): time N one-byte preads of PATH through libc and print ns/call.
     #[arg(long, hide = true, num_args = 2, value_names = ["PATH", "N"])]
     pread_loop: Option<Vec<String>>,
@@ -165,6 +168,13 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     let tmp = tempfile::tempdir_in(&a.tmpfs_dir)
         .map_err(|err| format!("{}: {err}", a.tmpfs_dir.display()))?;
     let mut out = Vec::new();
+    let mut page = vec![0u8; 4096];
+    let want = |id: &str| {
+        a.only.is_empty()
+            || a.only
+                .iter()
+                .any(|o| id.split('/').any(|i| i.eq_ignore_ascii_case(o)))
+    };
     eprintln!(
         "udax bench ({}): results are medians of {} repeats",
         if a.quick { "quick" } else { "full" },
@@ -172,375 +182,393 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     );
 
     // ---- P1: sequential write / read, 1 MiB requests ----
-    let fs = memfd_fs(c.seq * 2 + (64 << 20))?;
-    let n = c.seq / chunk as u64;
-    let uw = repeat(c.reps, || {
-        let f = e(fs.open(
-            "/seq",
-            &OpenOptions {
-                truncate: true,
-                ..OpenOptions::create()
-            },
-        ))?;
-        let t = Instant::now();
-        for i in 0..n {
-            e(f.write_at(&src, i * chunk as u64))?;
-        }
-        Ok(gbps(c.seq, t))
-    })?;
-    let f = e(fs.open("/seq", &OpenOptions::read_only()))?;
-    let mut dst = vec![0u8; chunk];
-    let ur = repeat(c.reps, || {
-        let t = Instant::now();
-        for i in 0..n {
-            e(f.read_at(&mut dst, i * chunk as u64))?;
-        }
-        Ok(gbps(c.seq, t))
-    })?;
-    drop(f);
-    drop(fs);
-    let bpath = tmp.path().join("seq");
-    let bw = repeat(c.reps, || {
-        let f = e(std::fs::File::create(&bpath))?;
-        let t = Instant::now();
-        for i in 0..n {
-            e(f.write_all_at(&src, i * chunk as u64))?;
-        }
-        Ok(gbps(c.seq, t))
-    })?;
-    let bf = e(std::fs::File::open(&bpath))?;
-    let br = repeat(c.reps, || {
-        let t = Instant::now();
-        for i in 0..n {
-            e(bf.read_exact_at(&mut dst, i * chunk as u64))?;
-        }
-        Ok(gbps(c.seq, t))
-    })?;
-    drop(bf);
-    let _ = std::fs::remove_file(&bpath);
-    let mut big = vec![0u8; c.seq as usize];
-    big.iter_mut().step_by(4096).for_each(|b| *b = 1);
-    let instr = device::detect_flush_instr();
-    let lw = repeat(c.reps, || {
-        let t = Instant::now();
-        for i in 0..n as usize {
-            // SAFETY: `big` has room for n chunks; source and destination differ.
-            unsafe { persist::copy_nt(big.as_mut_ptr().add(i * chunk), &src, instr) };
-        }
-        persist::sfence();
-        Ok(gbps(c.seq, t))
-    })?;
-    let lr = repeat(c.reps, || {
-        let t = Instant::now();
-        for i in 0..n as usize {
-            dst.copy_from_slice(&big[i * chunk..(i + 1) * chunk]);
-        }
-        std::hint::black_box(&dst);
-        Ok(gbps(c.seq, t))
-    })?;
-    drop(big);
-    out.push(res(
-        "P1-write",
-        "sequential write, 1 MiB requests (new file)",
-        "GB/s",
-        uw,
-        Some(bw),
-        Some(lw),
-    ));
-    out.push(res(
-        "P1-read",
-        "sequential read, 1 MiB requests",
-        "GB/s",
-        ur,
-        Some(br),
-        Some(lr),
-    ));
+    if want("P1") {
+        let fs = memfd_fs(c.seq * 2 + (64 << 20))?;
+        let n = c.seq / chunk as u64;
+        let uw = repeat(c.reps, || {
+            let f = e(fs.open(
+                "/seq",
+                &OpenOptions {
+                    truncate: true,
+                    ..OpenOptions::create()
+                },
+            ))?;
+            let t = Instant::now();
+            for i in 0..n {
+                e(f.write_at(&src, i * chunk as u64))?;
+            }
+            Ok(gbps(c.seq, t))
+        })?;
+        let f = e(fs.open("/seq", &OpenOptions::read_only()))?;
+        let mut dst = vec![0u8; chunk];
+        let ur = repeat(c.reps, || {
+            let t = Instant::now();
+            for i in 0..n {
+                e(f.read_at(&mut dst, i * chunk as u64))?;
+            }
+            Ok(gbps(c.seq, t))
+        })?;
+        drop(f);
+        drop(fs);
+        let bpath = tmp.path().join("seq");
+        let bw = repeat(c.reps, || {
+            let f = e(std::fs::File::create(&bpath))?;
+            let t = Instant::now();
+            for i in 0..n {
+                e(f.write_all_at(&src, i * chunk as u64))?;
+            }
+            Ok(gbps(c.seq, t))
+        })?;
+        let bf = e(std::fs::File::open(&bpath))?;
+        let br = repeat(c.reps, || {
+            let t = Instant::now();
+            for i in 0..n {
+                e(bf.read_exact_at(&mut dst, i * chunk as u64))?;
+            }
+            Ok(gbps(c.seq, t))
+        })?;
+        drop(bf);
+        let _ = std::fs::remove_file(&bpath);
+        let mut big = vec![0u8; c.seq as usize];
+        big.iter_mut().step_by(4096).for_each(|b| *b = 1);
+        let instr = device::detect_flush_instr();
+        let lw = repeat(c.reps, || {
+            let t = Instant::now();
+            for i in 0..n as usize {
+                // SAFETY: `big` has room for n chunks; source and destination differ.
+                unsafe { persist::copy_nt(big.as_mut_ptr().add(i * chunk), &src, instr) };
+            }
+            persist::sfence();
+            Ok(gbps(c.seq, t))
+        })?;
+        let lr = repeat(c.reps, || {
+            let t = Instant::now();
+            for i in 0..n as usize {
+                dst.copy_from_slice(&big[i * chunk..(i + 1) * chunk]);
+            }
+            std::hint::black_box(&dst);
+            Ok(gbps(c.seq, t))
+        })?;
+        drop(big);
+        out.push(res(
+            "P1-write",
+            "sequential write, 1 MiB requests (new file)",
+            "GB/s",
+            uw,
+            Some(bw),
+            Some(lw),
+        ));
+        out.push(res(
+            "P1-read",
+            "sequential read, 1 MiB requests",
+            "GB/s",
+            ur,
+            Some(br),
+            Some(lr),
+        ));
+    }
 
     // ---- P2: 4 KiB random read / write over 64 MiB ----
-    let span = 64u64 << 20;
-    let blocks = span / 4096;
-    let fs = memfd_fs(span * 2 + (16 << 20))?;
-    let f = e(fs.create("/rand", 0o644))?;
-    e(f.write_at(&vec![1u8; span as usize], 0))?;
-    let mut page = vec![0u8; 4096];
-    let mut rng = fastrand::Rng::with_seed(9);
-    let offs: Vec<u64> = (0..c.rand_ops).map(|_| rng.u64(0..blocks) * 4096).collect();
-    let u2r = repeat(c.reps, || {
-        let t = Instant::now();
-        for &o in &offs {
-            e(f.read_at(&mut page, o))?;
-        }
-        Ok(ops(c.rand_ops, t))
-    })?;
-    let u2w = repeat(c.reps, || {
-        let t = Instant::now();
-        for &o in &offs {
-            e(f.write_at(&page, o))?;
-        }
-        Ok(ops(c.rand_ops, t))
-    })?;
-    drop(f);
-    drop(fs);
-    let bpath = tmp.path().join("rand");
-    e(std::fs::write(&bpath, vec![1u8; span as usize]))?;
-    let bf = e(std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&bpath))?;
-    let b2r = repeat(c.reps, || {
-        let t = Instant::now();
-        for &o in &offs {
-            e(bf.read_exact_at(&mut page, o))?;
-        }
-        Ok(ops(c.rand_ops, t))
-    })?;
-    let b2w = repeat(c.reps, || {
-        let t = Instant::now();
-        for &o in &offs {
-            e(bf.write_all_at(&page, o))?;
-        }
-        Ok(ops(c.rand_ops, t))
-    })?;
-    drop(bf);
-    let _ = std::fs::remove_file(&bpath);
-    let mut mem = vec![1u8; span as usize];
-    let l2 = repeat(c.reps, || {
-        let t = Instant::now();
-        for &o in &offs {
-            page.copy_from_slice(&mem[o as usize..o as usize + 4096]);
-        }
-        std::hint::black_box(&page);
-        Ok(ops(c.rand_ops, t))
-    })?;
-    let l2w = repeat(c.reps, || {
-        let t = Instant::now();
-        for &o in &offs {
-            mem[o as usize..o as usize + 4096].copy_from_slice(&page);
-        }
-        std::hint::black_box(&mem);
-        Ok(ops(c.rand_ops, t))
-    })?;
-    drop(mem);
-    out.push(res(
-        "P2-read",
-        "4 KiB random read",
-        "Mops/s",
-        u2r,
-        Some(b2r),
-        Some(l2),
-    ));
-    out.push(res(
-        "P2-write",
-        "4 KiB random overwrite",
-        "Mops/s",
-        u2w,
-        Some(b2w),
-        Some(l2w),
-    ));
+    if want("P2") {
+        let span = 64u64 << 20;
+        let blocks = span / 4096;
+        let fs = memfd_fs(span * 2 + (16 << 20))?;
+        let f = e(fs.create("/rand", 0o644))?;
+        e(f.write_at(&vec![1u8; span as usize], 0))?;
+        let mut rng = fastrand::Rng::with_seed(9);
+        let offs: Vec<u64> = (0..c.rand_ops).map(|_| rng.u64(0..blocks) * 4096).collect();
+        let u2r = repeat(c.reps, || {
+            let t = Instant::now();
+            for &o in &offs {
+                e(f.read_at(&mut page, o))?;
+            }
+            Ok(ops(c.rand_ops, t))
+        })?;
+        let u2w = repeat(c.reps, || {
+            let t = Instant::now();
+            for &o in &offs {
+                e(f.write_at(&page, o))?;
+            }
+            Ok(ops(c.rand_ops, t))
+        })?;
+        drop(f);
+        drop(fs);
+        let bpath = tmp.path().join("rand");
+        e(std::fs::write(&bpath, vec![1u8; span as usize]))?;
+        let bf = e(std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&bpath))?;
+        let b2r = repeat(c.reps, || {
+            let t = Instant::now();
+            for &o in &offs {
+                e(bf.read_exact_at(&mut page, o))?;
+            }
+            Ok(ops(c.rand_ops, t))
+        })?;
+        let b2w = repeat(c.reps, || {
+            let t = Instant::now();
+            for &o in &offs {
+                e(bf.write_all_at(&page, o))?;
+            }
+            Ok(ops(c.rand_ops, t))
+        })?;
+        drop(bf);
+        let _ = std::fs::remove_file(&bpath);
+        let mut mem = vec![1u8; span as usize];
+        let l2 = repeat(c.reps, || {
+            let t = Instant::now();
+            for &o in &offs {
+                page.copy_from_slice(&mem[o as usize..o as usize + 4096]);
+            }
+            std::hint::black_box(&page);
+            Ok(ops(c.rand_ops, t))
+        })?;
+        // The write limit: non-temporal 4 KiB copies (what udax's write path
+        // uses for a page), as P1's.
+        let instr = device::detect_flush_instr();
+        let l2w = repeat(c.reps, || {
+            let t = Instant::now();
+            for &o in &offs {
+                // SAFETY: `o + 4096 <= span == mem.len()`; source and destination differ.
+                unsafe { persist::copy_nt(mem.as_mut_ptr().add(o as usize), &page, instr) };
+            }
+            persist::sfence();
+            std::hint::black_box(&mem);
+            Ok(ops(c.rand_ops, t))
+        })?;
+        drop(mem);
+        out.push(res(
+            "P2-read",
+            "4 KiB random read",
+            "Mops/s",
+            u2r,
+            Some(b2r),
+            Some(l2),
+        ));
+        out.push(res(
+            "P2-write",
+            "4 KiB random overwrite",
+            "Mops/s",
+            u2w,
+            Some(b2w),
+            Some(l2w),
+        ));
+    }
 
     // ---- P6: 4 KiB append + fsync ----
-    let fs = memfd_fs((c.append_ops * 4096 + (64 << 20)).next_multiple_of(2 << 20))?;
-    let u6 = repeat(c.reps, || {
-        let f = e(fs.open(
-            "/log",
-            &OpenOptions {
-                truncate: true,
-                ..OpenOptions::create()
-            },
-        ))?;
-        let t = Instant::now();
-        for i in 0..c.append_ops {
-            e(f.write_at(&page, i * 4096))?;
-            e(f.fsync())?;
-        }
-        Ok(ops(c.append_ops, t))
-    })?;
-    drop(fs);
-    let bpath = tmp.path().join("log");
-    let b6 = repeat(c.reps, || {
-        let f = e(std::fs::File::create(&bpath))?;
-        let t = Instant::now();
-        for i in 0..c.append_ops {
-            e(f.write_all_at(&page, i * 4096))?;
-            e(f.sync_all())?;
-        }
-        Ok(ops(c.append_ops, t))
-    })?;
-    let _ = std::fs::remove_file(&bpath);
-    let mut mem = vec![0u8; (c.append_ops * 4096) as usize];
-    let l6 = repeat(c.reps, || {
-        let t = Instant::now();
-        for i in 0..c.append_ops as usize {
-            mem[i * 4096..(i + 1) * 4096].copy_from_slice(&page);
-        }
-        std::hint::black_box(&mem);
-        Ok(ops(c.append_ops, t))
-    })?;
-    drop(mem);
-    out.push(res(
-        "P6",
-        "4 KiB append + fsync (memfd device vs tmpfs)",
-        "Mops/s",
-        u6,
-        Some(b6),
-        Some(l6),
-    ));
+    if want("P6") {
+        let fs = memfd_fs((c.append_ops * 4096 + (64 << 20)).next_multiple_of(2 << 20))?;
+        let u6 = repeat(c.reps, || {
+            let f = e(fs.open(
+                "/log",
+                &OpenOptions {
+                    truncate: true,
+                    ..OpenOptions::create()
+                },
+            ))?;
+            let t = Instant::now();
+            for i in 0..c.append_ops {
+                e(f.write_at(&page, i * 4096))?;
+                e(f.fsync())?;
+            }
+            Ok(ops(c.append_ops, t))
+        })?;
+        drop(fs);
+        let bpath = tmp.path().join("log");
+        let b6 = repeat(c.reps, || {
+            let f = e(std::fs::File::create(&bpath))?;
+            let t = Instant::now();
+            for i in 0..c.append_ops {
+                e(f.write_all_at(&page, i * 4096))?;
+                e(f.sync_all())?;
+            }
+            Ok(ops(c.append_ops, t))
+        })?;
+        let _ = std::fs::remove_file(&bpath);
+        let mut mem = vec![0u8; (c.append_ops * 4096) as usize];
+        let l6 = repeat(c.reps, || {
+            let t = Instant::now();
+            for i in 0..c.append_ops as usize {
+                mem[i * 4096..(i + 1) * 4096].copy_from_slice(&page);
+            }
+            std::hint::black_box(&mem);
+            Ok(ops(c.append_ops, t))
+        })?;
+        drop(mem);
+        out.push(res(
+            "P6",
+            "4 KiB append + fsync (memfd device vs tmpfs)",
+            "Mops/s",
+            u6,
+            Some(b6),
+            Some(l6),
+        ));
 
-    // P6 on a regular-file device (durability through msync) vs ext4-style write+fsync.
-    let fdir = tempfile::tempdir_in(&a.file_dir)
-        .map_err(|err| format!("{}: {err}", a.file_dir.display()))?;
-    let dpath = fdir.path().join("udax.img");
-    let dev: Arc<dyn Device> = e(device::open(
-        dpath.to_str().unwrap_or_default(),
-        &device::OpenOptions {
-            create_size: Some(64 << 20),
-        },
-    ))?;
-    let kind = dev.info().kind;
-    e(Fs::mkfs(&*dev, &MkfsOptions::default()))?;
-    let fs = e(Fs::mount(dev))?;
-    let fo = c.file_ops.min(3000);
-    let u6f = repeat(c.reps.min(3), || {
-        let f = e(fs.open(
-            "/log",
-            &OpenOptions {
-                truncate: true,
-                ..OpenOptions::create()
+        // P6 on a regular-file device (durability through msync) vs ext4-style write+fsync.
+        let fdir = tempfile::tempdir_in(&a.file_dir)
+            .map_err(|err| format!("{}: {err}", a.file_dir.display()))?;
+        let dpath = fdir.path().join("udax.img");
+        let dev: Arc<dyn Device> = e(device::open(
+            dpath.to_str().unwrap_or_default(),
+            &device::OpenOptions {
+                create_size: Some(64 << 20),
             },
         ))?;
-        let t = Instant::now();
-        for i in 0..fo {
-            e(f.write_at(&page, i * 4096))?;
-            e(f.fsync())?;
-        }
-        Ok(ops(fo, t) * 1e6)
-    })?;
-    drop(fs);
-    let bpath = fdir.path().join("log");
-    let b6f = repeat(c.reps.min(3), || {
-        let f = e(std::fs::File::create(&bpath))?;
-        let t = Instant::now();
-        for i in 0..fo {
-            e(f.write_all_at(&page, i * 4096))?;
-            e(f.sync_all())?;
-        }
-        Ok(ops(fo, t) * 1e6)
-    })?;
-    eprintln!("P6-file: device kind {kind:?} in {}", a.file_dir.display());
-    out.push(res(
-        "P6-file",
-        "4 KiB append + fsync (regular-file device, msync, vs write+fsync on the same fs)",
-        "ops/s",
-        u6f,
-        Some(b6f),
-        None,
-    ));
+        let kind = dev.info().kind;
+        e(Fs::mkfs(&*dev, &MkfsOptions::default()))?;
+        let fs = e(Fs::mount(dev))?;
+        let fo = c.file_ops.min(3000);
+        let u6f = repeat(c.reps.min(3), || {
+            let f = e(fs.open(
+                "/log",
+                &OpenOptions {
+                    truncate: true,
+                    ..OpenOptions::create()
+                },
+            ))?;
+            let t = Instant::now();
+            for i in 0..fo {
+                e(f.write_at(&page, i * 4096))?;
+                e(f.fsync())?;
+            }
+            Ok(ops(fo, t) * 1e6)
+        })?;
+        drop(fs);
+        let bpath = fdir.path().join("log");
+        let b6f = repeat(c.reps.min(3), || {
+            let f = e(std::fs::File::create(&bpath))?;
+            let t = Instant::now();
+            for i in 0..fo {
+                e(f.write_all_at(&page, i * 4096))?;
+                e(f.sync_all())?;
+            }
+            Ok(ops(fo, t) * 1e6)
+        })?;
+        eprintln!("P6-file: device kind {kind:?} in {}", a.file_dir.display());
+        out.push(res(
+            "P6-file",
+            "4 KiB append + fsync (regular-file device, msync, vs write+fsync on the same fs)",
+            "ops/s",
+            u6f,
+            Some(b6f),
+            None,
+        ));
+    }
 
     // ---- P7: two threads vs one (4 KiB random overwrites, separate files) ----
-    let fs = memfd_fs(256 << 20)?;
-    for t in 0..2 {
-        e(e(fs.create(&format!("/t{t}"), 0o644))?.write_at(&vec![1u8; 32 << 20], 0))?;
-    }
-    let per = c.rand_ops;
-    let run_threads = |threads: usize| -> Result<f64, String> {
-        let t0 = Instant::now();
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..threads)
-                .map(|t| {
-                    let fs = fs.clone();
-                    s.spawn(move || -> Result<(), String> {
-                        let f = e(fs.open(&format!("/t{t}"), &OpenOptions::read_write()))?;
-                        let mut r = fastrand::Rng::with_seed(t as u64);
-                        let p = [t as u8; 4096];
-                        for _ in 0..per {
-                            e(f.write_at(&p, r.u64(0..8192) * 4096))?;
-                        }
-                        Ok(())
+    if want("P7") {
+        let fs = memfd_fs(256 << 20)?;
+        for t in 0..2 {
+            e(e(fs.create(&format!("/t{t}"), 0o644))?.write_at(&vec![1u8; 32 << 20], 0))?;
+        }
+        let per = c.rand_ops;
+        let run_threads = |threads: usize| -> Result<f64, String> {
+            let t0 = Instant::now();
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let fs = fs.clone();
+                        s.spawn(move || -> Result<(), String> {
+                            let f = e(fs.open(&format!("/t{t}"), &OpenOptions::read_write()))?;
+                            let mut r = fastrand::Rng::with_seed(t as u64);
+                            let p = [t as u8; 4096];
+                            for _ in 0..per {
+                                e(f.write_at(&p, r.u64(0..8192) * 4096))?;
+                            }
+                            Ok(())
+                        })
                     })
-                })
-                .collect();
-            hs.into_iter()
-                .try_for_each(|h| h.join().map_err(|_| "thread panicked".to_string())?)
-        })?;
-        Ok(ops(per * threads as u64, t0))
-    };
-    let u7 = repeat(c.reps, || Ok(run_threads(2)? / run_threads(1)?))?;
-    drop(fs);
-    let paths: Vec<PathBuf> = (0..2).map(|t| tmp.path().join(format!("t{t}"))).collect();
-    for p in &paths {
-        e(std::fs::write(p, vec![1u8; 32 << 20]))?;
+                    .collect();
+                hs.into_iter()
+                    .try_for_each(|h| h.join().map_err(|_| "thread panicked".to_string())?)
+            })?;
+            Ok(ops(per * threads as u64, t0))
+        };
+        let u7 = repeat(c.reps, || Ok(run_threads(2)? / run_threads(1)?))?;
+        drop(fs);
+        let paths: Vec<PathBuf> = (0..2).map(|t| tmp.path().join(format!("t{t}"))).collect();
+        for p in &paths {
+            e(std::fs::write(p, vec![1u8; 32 << 20]))?;
+        }
+        let brun = |threads: usize| -> Result<f64, String> {
+            let t0 = Instant::now();
+            std::thread::scope(|s| {
+                for (t, p) in paths.iter().enumerate().take(threads) {
+                    s.spawn(move || {
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(p)
+                            .expect("baseline file");
+                        let mut r = fastrand::Rng::with_seed(t as u64);
+                        let pg = [t as u8; 4096];
+                        for _ in 0..per {
+                            f.write_all_at(&pg, r.u64(0..8192) * 4096).expect("pwrite");
+                        }
+                    });
+                }
+            });
+            Ok(ops(per * threads as u64, t0))
+        };
+        let b7 = repeat(c.reps, || Ok(brun(2)? / brun(1)?))?;
+        // The physical limit: how bare 4 KiB copies to random offsets of two
+        // private 32 MiB buffers scale on this machine (memory bandwidth and
+        // shared cores cap it below 2.0).
+        let lrun = |threads: usize| -> Result<f64, String> {
+            let t0 = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..threads {
+                    s.spawn(move || {
+                        let mut buf = vec![1u8; 32 << 20];
+                        let src = [t as u8; 4096];
+                        let mut r = fastrand::Rng::with_seed(t as u64);
+                        for _ in 0..per {
+                            let o = r.usize(0..8192) * 4096;
+                            buf[o..o + 4096].copy_from_slice(&src);
+                            std::hint::black_box(&buf[o]);
+                        }
+                    });
+                }
+            });
+            Ok(ops(per * threads as u64, t0))
+        };
+        let l7 = repeat(c.reps, || Ok(lrun(2)? / lrun(1)?))?;
+        out.push(res(
+            "P7",
+            "scaling of 4 KiB random writes, 2 threads / 1 thread (limit: bare 4 KiB copies)",
+            "x",
+            u7,
+            Some(b7),
+            Some(l7),
+        ));
     }
-    let brun = |threads: usize| -> Result<f64, String> {
-        let t0 = Instant::now();
-        std::thread::scope(|s| {
-            for (t, p) in paths.iter().enumerate().take(threads) {
-                s.spawn(move || {
-                    let f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(p)
-                        .expect("baseline file");
-                    let mut r = fastrand::Rng::with_seed(t as u64);
-                    let pg = [t as u8; 4096];
-                    for _ in 0..per {
-                        f.write_all_at(&pg, r.u64(0..8192) * 4096).expect("pwrite");
-                    }
-                });
-            }
-        });
-        Ok(ops(per * threads as u64, t0))
-    };
-    let b7 = repeat(c.reps, || Ok(brun(2)? / brun(1)?))?;
-    // The physical limit: how bare 4 KiB copies to random offsets of two
-    // private 32 MiB buffers scale on this machine (memory bandwidth and
-    // shared cores cap it below 2.0).
-    let lrun = |threads: usize| -> Result<f64, String> {
-        let t0 = Instant::now();
-        std::thread::scope(|s| {
-            for t in 0..threads {
-                s.spawn(move || {
-                    let mut buf = vec![1u8; 32 << 20];
-                    let src = [t as u8; 4096];
-                    let mut r = fastrand::Rng::with_seed(t as u64);
-                    for _ in 0..per {
-                        let o = r.usize(0..8192) * 4096;
-                        buf[o..o + 4096].copy_from_slice(&src);
-                        std::hint::black_box(&buf[o]);
-                    }
-                });
-            }
-        });
-        Ok(ops(per * threads as u64, t0))
-    };
-    let l7 = repeat(c.reps, || Ok(lrun(2)? / lrun(1)?))?;
-    out.push(res(
-        "P7",
-        "scaling of 4 KiB random writes, 2 threads / 1 thread (limit: bare 4 KiB copies)",
-        "x",
-        u7,
-        Some(b7),
-        Some(l7),
-    ));
 
     // ---- P3 / P4 / P5: mmap ----
-    mmap_benches(&c, &a.tmpfs_dir, &mut out)?;
+    if want("P3/P4/P5") {
+        mmap_benches(&c, &a.tmpfs_dir, &mut out)?;
+    }
 
     // ---- P9: fragmentation after aging ----
-    let u9 = repeat(1, || aging(c.age))?;
-    out.push(res(
-        "P9",
-        "share of new 64 MiB files' 2 MiB pieces that are 2 MiB-mappable after aging to ~70%",
-        "fraction",
-        u9,
-        None,
-        Some(Stat {
-            median: 1.0,
-            min: 1.0,
-            max: 1.0,
-        }),
-    ));
+    if want("P9") {
+        let u9 = repeat(1, || aging(c.age))?;
+        out.push(res(
+            "P9",
+            "share of new 64 MiB files' 2 MiB pieces that are 2 MiB-mappable after aging to ~70%",
+            "fraction",
+            u9,
+            None,
+            Some(Stat {
+                median: 1.0,
+                min: 1.0,
+                max: 1.0,
+            }),
+        ));
+    }
 
     // ---- P8: unmodified programs through the LD_PRELOAD shim ----
-    shim::p8(a.quick, c.reps, &a.tmpfs_dir, &mut out)?;
+    if want("P8") {
+        shim::p8(a.quick, c.reps, &a.tmpfs_dir, &mut out)?;
+    }
 
     println!(
         "{:<9} {:>10} {:>10} {:>10} {:>8} {:>8}  {:<8} what",

@@ -895,19 +895,40 @@ fn m7_split_of_2m_zero_entry_stress() {
 }
 
 #[test]
-fn m1_appends_by_write_at_are_mapped_at_write_time() {
+fn m1_appends_by_write_at_are_mapped_as_one_run_at_fsync() {
     let fs = fresh(64);
     let f = fs.create("/log", 0o644).unwrap();
     let m = map(&f, 0, 4 << 20, Prot::Read, MapFlags::SHARED);
+    let maps0 = fs.dax_stats().pte_maps;
     for i in 0..8u64 {
         f.write_at(&[i as u8 + 1; 4096], i * 4096).unwrap();
-        // Mapped by the write itself (fault-around at write time), before
-        // any access: the read below needs no fault.
-        assert!(m.device_block_of(i as usize * 4096).is_some(), "page {i}");
-        assert_eq!(slice(&m)[i as usize * 4096 + 7], i as u8 + 1);
     }
+    // Collected, not mapped one write at a time.
+    assert_eq!(fs.dax_stats().pte_maps, maps0);
+    f.fsync().unwrap();
+    // Mapped by the fsync as one run (one mmap), before any access.
+    assert_eq!(fs.dax_stats().pte_maps, maps0 + 1);
+    let faults = fs.dax_stats().faults;
+    for i in 0..8usize {
+        assert!(m.device_block_of(i * 4096).is_some(), "page {i}");
+        assert_eq!(slice(&m)[i * 4096 + 7], i as u8 + 1);
+    }
+    assert_eq!(fs.dax_stats().faults, faults, "the reads needed no fault");
     // Past the end of file nothing is mapped (a later access gets SIGBUS).
     assert!(m.device_block_of(8 * 4096).is_none());
+
+    // Read before any fsync: the first access faults and the fault maps the
+    // run written since from that page on (fault-around).
+    for i in 8..12u64 {
+        f.write_at(&[i as u8 + 1; 4096], i * 4096).unwrap();
+    }
+    assert_eq!(slice(&m)[8 * 4096], 9);
+    assert_eq!(fs.dax_stats().faults, faults + 1);
+    for i in 8..12usize {
+        assert!(m.device_block_of(i * 4096).is_some(), "page {i}");
+        assert_eq!(slice(&m)[i * 4096 + 1], i as u8 + 1);
+    }
+    assert!(m.device_block_of(12 * 4096).is_none());
 }
 
 #[test]

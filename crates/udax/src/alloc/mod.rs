@@ -99,16 +99,33 @@ impl State {
         let start = c * BLOCKS_PER_HUGE;
         (self.count - start).min(BLOCKS_PER_HUGE)
     }
-    fn reindex(&mut self, c: u64) {
-        let u = self.used[c as usize] as u64;
+    /// Which index chunk `c` belongs in with `used` blocks used: `whole`
+    /// (Some(true)), `partial` (Some(false)) or neither (full).
+    fn class(&self, c: u64, used: u64) -> Option<bool> {
         let cap = self.chunk_cap(c);
-        self.whole.remove(&c);
-        self.partial.remove(&c);
-        if u == 0 && cap == BLOCKS_PER_HUGE {
-            self.whole.insert(c);
-        } else if u < cap {
-            self.partial.insert(c);
+        if used == 0 && cap == BLOCKS_PER_HUGE {
+            Some(true)
+        } else {
+            (used < cap).then_some(false)
         }
+    }
+    /// Move chunk `c` to the index its used count says, from the one `was`
+    /// (its class before the count changed) put it in.
+    fn reindex(&mut self, c: u64, was: Option<bool>) {
+        let now = self.class(c, self.used[c as usize] as u64);
+        if now == was {
+            return;
+        }
+        match was {
+            Some(true) => self.whole.remove(&c),
+            Some(false) => self.partial.remove(&c),
+            None => false,
+        };
+        match now {
+            Some(true) => self.whole.insert(c),
+            Some(false) => self.partial.insert(c),
+            None => false,
+        };
     }
     /// Account `r` as used (`sign` +1) or free (-1) in the chunk counters.
     fn account(&mut self, r: BlockRange, used: bool) {
@@ -117,12 +134,13 @@ impl State {
             let c = self.chunk_of(b);
             let cend = self.first + (c + 1) * BLOCKS_PER_HUGE;
             let n = r.end().min(cend) - b;
+            let was = self.class(c, self.used[c as usize] as u64);
             if used {
                 self.used[c as usize] += n as u32;
             } else {
                 self.used[c as usize] -= n as u32;
             }
-            self.reindex(c);
+            self.reindex(c, was);
             b += n;
         }
     }
@@ -349,7 +367,7 @@ impl Allocator {
             st.free.insert(first, count);
         }
         for c in 0..chunks {
-            st.reindex(c);
+            st.reindex(c, None);
         }
         Allocator { st: Mutex::new(st) }
     }

@@ -62,6 +62,22 @@ fn uffd_err(what: &'static str) -> impl Fn(std::io::Error) -> Fail {
 
 type R<T> = std::result::Result<T, Fail>;
 
+/// Who resolves a fault: whether it may sleep, and whether threads wait for it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum How {
+    /// A handler thread, for a faulting thread: never sleeps on the
+    /// invalidate lock (returns `false` to defer instead); wakes the faulter.
+    Handler,
+    /// The slow worker (a deferred fault) or a user thread (pin, populate):
+    /// may sleep; wakes whoever faulted on the page.
+    Blocking,
+    /// Mapping pages ahead of any access ([`super::map_written`]): may sleep,
+    /// wakes no one. A thread that faulted on one of the pages meanwhile has
+    /// its fault read and resolved (and woken) by a handler thread, which then
+    /// finds the page mapped.
+    Ahead,
+}
+
 pub(super) fn handle(
     fs: &Fs,
     cell: &Arc<Cell>,
@@ -69,8 +85,9 @@ pub(super) fn handle(
     page: u64,
     write: bool,
     wp: bool,
-    block: bool,
+    how: How,
 ) -> bool {
+    let block = how != How::Handler;
     let Ok(eng) = vm::engine() else { return true };
     let _inv = if block {
         cell.dax.invalidate.read()
@@ -95,6 +112,7 @@ pub(super) fn handle(
         cell,
         region,
         eng,
+        wake: how != How::Ahead,
     };
     let mut r = cx.resolve(page, write, wp);
     if let Err(Fail::Unshare(span)) = r {
@@ -129,7 +147,9 @@ pub(super) fn handle(
             st.beyond_eof.insert(page..page + 1);
         }
     }
-    let _ = eng.uffd.wake(region.addr_of(page), PAGE);
+    if cx.wake {
+        let _ = eng.uffd.wake(region.addr_of(page), PAGE);
+    }
     true
 }
 
@@ -164,6 +184,8 @@ struct Cx<'a> {
     cell: &'a Arc<Cell>,
     region: &'a Arc<Region>,
     eng: &'a Engine,
+    /// Wake threads waiting on the pages mapped (not when mapping ahead).
+    wake: bool,
 }
 
 impl Cx<'_> {
@@ -173,6 +195,7 @@ impl Cx<'_> {
             cell,
             region,
             eng,
+            ..
         } = *self;
         let eof = {
             let d = cell.data.read();
@@ -257,6 +280,7 @@ impl Cx<'_> {
             cell,
             region,
             eng,
+            ..
         } = *self;
         let t = fs.waits();
         let ix = &cell.dax.entries;
@@ -556,9 +580,11 @@ impl Cx<'_> {
         } else {
             &fs.counters().pte_maps
         });
-        let _ = eng
-            .uffd
-            .wake(region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
+        if self.wake {
+            let _ = eng
+                .uffd
+                .wake(region.addr_of(r.start), (r.end - r.start) as usize * PAGE);
+        }
         Ok(())
     }
 
@@ -599,7 +625,9 @@ impl Cx<'_> {
             })?;
         st.zero.insert(r.clone());
         bump(&fs.counters().zero_maps);
-        let _ = eng.uffd.wake(addr, n);
+        if self.wake {
+            let _ = eng.uffd.wake(addr, n);
+        }
         Ok(r)
     }
 

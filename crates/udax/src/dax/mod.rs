@@ -20,7 +20,7 @@ pub use entry::{Entry, EntryIndex, WaitTable};
 use crate::fs::{Cell, Error, File, Fs, Result};
 use crate::sync::{Mutex, RwLock};
 use crate::vm::{self, space, FaultOwner, Prot, Region, RegionState, PAGE};
-use crate::{BLOCK_SIZE, HUGE_SIZE};
+use crate::{BLOCKS_PER_HUGE, BLOCK_SIZE, HUGE_SIZE};
 use std::ops::Range;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -43,6 +43,11 @@ pub struct DaxFile {
     /// has no regions and no entries, and the write/fsync hooks skip their
     /// locks (the common case of read/write-only programs).
     ever_mapped: crate::sync::AtomicBool,
+    /// File pages `write_at` gave blocks to that are not mapped yet: mapped
+    /// as one run at the next fsync (or by the first fault on them), see
+    /// [`map_written`]. Only a hint: mapping goes through the fault path,
+    /// which looks at the extents and the size again.
+    ahead: Mutex<Range<u64>>,
 }
 
 impl DaxFile {
@@ -52,6 +57,7 @@ impl DaxFile {
             entries: EntryIndex::new(ino),
             regions: Mutex::new(Vec::new()),
             ever_mapped: crate::sync::AtomicBool::new(false),
+            ahead: Mutex::new(0..0),
         }
     }
 
@@ -116,7 +122,12 @@ struct Owner {
 
 impl FaultOwner for Owner {
     fn fault(&self, region: &Arc<Region>, page: u64, write: bool, wp: bool, block: bool) -> bool {
-        fault::handle(&self.fs, &self.cell, region, page, write, wp, block)
+        let how = if block {
+            fault::How::Blocking
+        } else {
+            fault::How::Handler
+        };
+        fault::handle(&self.fs, &self.cell, region, page, write, wp, how)
     }
 
     fn flush(&self, region: &Region, pages: Range<u64>) -> std::io::Result<()> {
@@ -198,10 +209,11 @@ fn flush_pages(fs: &Fs, region: &Region, r: Range<u64>, dirty_only: bool) -> Res
 }
 
 /// `fsync` of a file: flush what its shared mappings wrote.
-pub(crate) fn sync_mappings(fs: &Fs, cell: &Cell) -> Result<()> {
+pub(crate) fn sync_mappings(fs: &Fs, cell: &Arc<Cell>) -> Result<()> {
     if !cell.dax.is_mapped() {
         return Ok(());
     }
+    map_pending(fs, cell);
     for r in cell.dax.regions() {
         if !r.private {
             flush_pages(fs, &r, r.pages(), true)?;
@@ -559,35 +571,66 @@ pub(crate) fn after_alloc(fs: &Fs, cell: &Cell, a: u64, b: u64) {
 }
 
 /// A `write_at` gave file pages `[a, b)` new blocks (or made them part of the
-/// file): map them into the file's shared mappings now, as the read fault that
-/// would come later does (fault-around at write time, from the writer's
-/// thread). A program that reads its own appends through a mapping (LMDB
-/// without `MDB_WRITEMAP`) then skips one userfaultfd round trip per window.
-/// Pages a mapping already shows, or has given back, are left alone; the
-/// caller holds no lock (this takes the invalidate and entry locks).
-pub(crate) fn map_written(cell: &Cell, a: u64, b: u64) {
+/// file): they are to be mapped into the file's shared mappings as the read
+/// fault that would come later maps them (fault-around at write time), so a
+/// program that reads its own appends through a mapping (LMDB without
+/// `MDB_WRITEMAP`) skips a userfaultfd round trip per window. Appends are
+/// collected into one run of pages and mapped at the next fsync, when the run
+/// stops growing, or when it reaches 2 MiB: one `mmap` per run instead of one
+/// per write. A page accessed before that faults and the fault maps the run.
+/// The caller holds no lock (mapping takes the invalidate and entry locks).
+pub(crate) fn map_written(fs: &Fs, cell: &Arc<Cell>, a: u64, b: u64) {
     if !cell.dax.is_mapped() {
         return;
     }
+    let done = {
+        let mut run = cell.dax.ahead.lock();
+        if run.is_empty() {
+            *run = a..b;
+            None
+        } else if a <= run.end && b >= run.start {
+            *run = run.start.min(a)..run.end.max(b);
+            (run.end - run.start >= BLOCKS_PER_HUGE).then(|| std::mem::replace(&mut *run, 0..0))
+        } else {
+            Some(std::mem::replace(&mut *run, a..b))
+        }
+    };
+    if let Some(r) = done {
+        map_now(fs, cell, r);
+    }
+}
+
+/// Map the pages [`map_written`] collected (at fsync).
+fn map_pending(fs: &Fs, cell: &Arc<Cell>) {
+    let r = std::mem::replace(&mut *cell.dax.ahead.lock(), 0..0);
+    if !r.is_empty() {
+        map_now(fs, cell, r);
+    }
+}
+
+/// Map file pages `r` (up to end of file) into every shared mapping that does
+/// not show them yet, through the fault path: one call per extent window.
+/// Pages a mapping already shows, or has given back, are left alone.
+fn map_now(fs: &Fs, cell: &Arc<Cell>, r: Range<u64>) {
     let eof = cell.data.read().attr.size.div_ceil(PAGE as u64);
-    for r in cell.dax.regions() {
-        if r.private {
+    for reg in cell.dax.regions() {
+        if reg.private {
             continue;
         }
-        let clip = r.clip(a..b.min(eof));
+        let clip = reg.clip(r.start..r.end.min(eof));
         let mut p = clip.start;
         while p < clip.end {
             let shown = {
-                let st = r.lock();
+                let st = reg.lock();
                 if st.dead {
                     break;
                 }
                 st.first_shown(&(p..p + 1), true).is_some() || st.gone.contains(&p)
             };
             if !shown {
-                r.owner.fault(&r, p, false, false, true);
+                fault::handle(fs, cell, &reg, p, false, false, fault::How::Ahead);
             }
-            let st = r.lock();
+            let st = reg.lock();
             p = match st.dev.get_key_value(&p) {
                 Some((k, _)) => k.end.max(p + 1),
                 None => p + 1,

@@ -14,8 +14,8 @@
 //! | `PageCache`     | remember the dirty page range | `msync(MS_SYNC)` of the ranges |
 //! | `CpuCache`      | clwb/clflushopt/clflush lines | `sfence`                       |
 //!
-//! Large writes use non-temporal stores (they bypass the cache, so only the
-//! fence is needed for them).
+//! Writes of a page or more use non-temporal stores (they bypass the cache, so
+//! only the fence is needed for them).
 
 pub mod badblocks;
 mod crash;

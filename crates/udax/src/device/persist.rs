@@ -3,9 +3,12 @@
 
 use super::FlushInstr;
 
-/// Writes at least this long use non-temporal stores (they bypass the cache, so
-/// only a fence is needed to make them durable, and they do not evict hot data).
-pub const NT_THRESHOLD: usize = 64 << 10;
+/// Writes at least this long (a page) use non-temporal stores, as the kernel's
+/// DAX write path does (`memcpy_flushcache`): they bypass the cache, so only a
+/// fence is needed to make them durable, they skip the read-for-ownership of
+/// each line, and they do not evict hot data. Measured here (P2-write, 4 KiB
+/// random overwrites over 64 MiB): 2.17 M/s against 1.68 M/s with memcpy.
+pub const NT_THRESHOLD: usize = 4 << 10;
 
 /// The best flush instruction this CPU has: clwb > clflushopt > clflush (CPUID).
 pub fn detect_flush_instr() -> FlushInstr {

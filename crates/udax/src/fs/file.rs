@@ -345,7 +345,7 @@ impl File {
             crate::dax::after_grow(&self.cell, size);
         }
         if allocated || grew.is_some() {
-            crate::dax::map_written(&self.cell, b0, blk_up(off + written));
+            crate::dax::map_written(fs, &self.cell, b0, blk_up(off + written));
         }
         Ok(written as usize)
     }
