@@ -155,31 +155,35 @@ impl State {
             .free_extent_at(r.start)
             .expect("take of a non-free range");
         debug_assert!(r.end() <= s + l);
-        self.free.remove(&s);
-        if r.start > s {
-            self.free.insert(s, r.start - s);
-        }
+        // The map is changed in place where it can be, and inserts come
+        // before removes, so taking from the only free extent never empties
+        // the map (which frees its B-tree node, to allocate it again).
         if s + l > r.end() {
             self.free.insert(r.end(), s + l - r.end());
+        }
+        if r.start > s {
+            if let Some(head) = self.free.get_mut(&s) {
+                *head = r.start - s;
+            }
+        } else {
+            self.free.remove(&s);
         }
         self.free_blocks -= r.len;
         self.account(r, true);
     }
     fn give(&mut self, r: BlockRange) {
-        let mut start = r.start;
-        let mut len = r.len;
-        if let Some((&ps, &pl)) = self.free.range(..start).next_back() {
-            if ps + pl == start {
-                self.free.remove(&ps);
-                start = ps;
-                len += pl;
+        // Merge with the neighbours: the previous extent grows in place.
+        let next = self.free.get(&r.end()).copied();
+        let len = r.len + next.unwrap_or(0);
+        match self.free.range_mut(..r.start).next_back() {
+            Some((&ps, pl)) if ps + *pl == r.start => *pl += len,
+            _ => {
+                self.free.insert(r.start, len);
             }
         }
-        if let Some(&nl) = self.free.get(&r.end()) {
+        if next.is_some() {
             self.free.remove(&r.end());
-            len += nl;
         }
-        self.free.insert(start, len);
         self.free_blocks += r.len;
         self.account(r, false);
     }
@@ -401,7 +405,7 @@ impl Allocator {
         if st.free_blocks < req.len {
             return Err(AllocError::NoSpace);
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(2);
         let mut want = req.len;
         if req.huge || req.len >= BLOCKS_PER_HUGE {
             want = st.alloc_huge(req.len, req.goal, &mut out);

@@ -32,7 +32,8 @@ pub use image::{
     RECORD_HEADER,
 };
 pub use ops::{
-    decode_log_header, encode_log_record, LogHeader, Op, LOG_HEADER_SIZE, LOG_MAGIC, MAX_OP_BYTES,
+    decode_log_header, encode_log_record, encode_log_record_into, LogHeader, Op, LOG_HEADER_SIZE,
+    LOG_MAGIC, MAX_OP_BYTES,
 };
 pub use superblock::{Geometry, Superblock, MIN_DEVICE_BLOCKS};
 

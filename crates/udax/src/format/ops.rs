@@ -308,7 +308,20 @@ pub struct LogHeader {
 /// Encode a record of `ops` for `epoch`/`seq`, to be written at device offset `at`.
 /// The result is padded to a multiple of 8 bytes.
 pub fn encode_log_record(ops: &[Op], epoch: u64, seq: u64, at: u64) -> Vec<u8> {
-    let mut w = Writer::with_capacity(LOG_HEADER_SIZE + 64 * ops.len());
+    encode_log_record_into(Vec::new(), ops, epoch, seq, at)
+}
+
+/// [`encode_log_record`] into `buf` (cleared first; its capacity is reused).
+pub fn encode_log_record_into(
+    mut buf: Vec<u8>,
+    ops: &[Op],
+    epoch: u64,
+    seq: u64,
+    at: u64,
+) -> Vec<u8> {
+    buf.clear();
+    buf.reserve(LOG_HEADER_SIZE + 64 * ops.len());
+    let mut w = Writer { buf };
     w.u32(LOG_MAGIC).u32(0).u64(epoch).u64(seq).u32(0).u32(0);
     for op in ops {
         op.encode(&mut w);

@@ -99,22 +99,26 @@ impl ExtentMap {
         if !self.is_hole(fblk, len) {
             return Err("extent overlaps a mapped range");
         }
-        let (mut f, mut d, mut l) = (fblk, dev_blk, len);
-        if let Some((&pf, &(pd, pl))) = self.map.range(..fblk).next_back() {
-            if pf + pl == fblk && pd + pl == dev_blk {
-                self.map.remove(&pf);
-                f = pf;
-                d = pd;
-                l += pl;
+        // Grow the previous extent in place when contiguous (an append): no
+        // B-tree node is freed and allocated again.
+        let key = match self.map.range_mut(..fblk).next_back() {
+            Some((&pf, e)) if pf + e.1 == fblk && e.0 + e.1 == dev_blk => {
+                e.1 += len;
+                pf
             }
-        }
+            _ => {
+                self.map.insert(fblk, (dev_blk, len));
+                fblk
+            }
+        };
         if let Some(&(nd, nl)) = self.map.get(&(fblk + len)) {
             if dev_blk + len == nd {
                 self.map.remove(&(fblk + len));
-                l += nl;
+                if let Some(e) = self.map.get_mut(&key) {
+                    e.1 += nl;
+                }
             }
         }
-        self.map.insert(f, (d, l));
         self.blocks += len;
         Ok(())
     }

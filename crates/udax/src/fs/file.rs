@@ -330,7 +330,7 @@ impl File {
             } else {
                 self.cell.mtime_pending.store(now_ns(), Ordering::Relaxed);
             }
-            if let Err(e) = fs.run_tx(vec![(self.cell.ino, &mut *d)], &ops) {
+            if let Err(e) = fs.run_tx(&mut [(self.cell.ino, &mut *d)], &ops) {
                 self.free_maps(&ops);
                 return Err(e);
             }
@@ -431,7 +431,8 @@ impl File {
     fn fill_and_copy(&self, d: &mut InodeData, data: &[u8], off: u64) -> Result<(Vec<Op>, u64)> {
         let end = off + data.len() as u64;
         let (b0, b1) = (blk(off), blk_up(end));
-        let mut ops = Vec::new();
+        // Room for a Map and the SetSize the caller may add (no regrowth).
+        let mut ops = Vec::with_capacity(4);
         let mut pos = b0;
         let mut goal = if b0 > 0 {
             match d.map.lookup(b0 - 1) {
@@ -602,7 +603,7 @@ impl File {
             size: len,
             time_ns: now_ns(),
         });
-        self.fs.run_tx(vec![(ino, &mut *d)], &ops)
+        self.fs.run_tx(&mut [(ino, &mut *d)], &ops)
     }
 
     /// Zero file bytes `[a, b)` within one block's mapped part (used at range edges).
@@ -762,7 +763,7 @@ impl File {
             self.fs.inner.journal.fence()?; // the edge zeroing
             return Ok(());
         }
-        self.fs.run_tx(vec![(self.cell.ino, &mut *d)], &ops)
+        self.fs.run_tx(&mut [(self.cell.ino, &mut *d)], &ops)
     }
 
     /// ZERO_RANGE: the range reads as zeros and stays allocated (blocks are zeroed
@@ -832,7 +833,7 @@ impl File {
                 time_ns: now_ns(),
             },
         ];
-        self.fs.run_tx(vec![(ino, &mut *d)], &ops)
+        self.fs.run_tx(&mut [(ino, &mut *d)], &ops)
     }
 
     fn insert(&self, off: u64, len: u64) -> Result<()> {
@@ -858,7 +859,7 @@ impl File {
                 time_ns: now_ns(),
             },
         ];
-        self.fs.run_tx(vec![(ino, &mut *d)], &ops)
+        self.fs.run_tx(&mut [(ino, &mut *d)], &ops)
     }
 
     /// `futimens`: set the access and/or modification time (ns since the
@@ -966,7 +967,7 @@ pub(crate) fn alloc_zeroed(
                 });
             }
         }
-        if let Err(e) = fs.run_tx(vec![(cell.ino, &mut *d)], &ops) {
+        if let Err(e) = fs.run_tx(&mut [(cell.ino, &mut *d)], &ops) {
             give_back(fs, &[], &ops);
             return Err(e);
         }

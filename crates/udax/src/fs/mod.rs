@@ -145,12 +145,12 @@ impl Drop for OpGuard<'_> {
 
 /// The running fs's view for [`apply`]: the inodes the operation has locked, plus
 /// the inodes it creates (inserted into the table after the transaction).
-pub(crate) struct Locked<'a> {
-    pub held: Vec<(u64, &'a mut InodeData)>,
+pub(crate) struct Locked<'a, 'b> {
+    pub held: &'b mut [(u64, &'a mut InodeData)],
     pub created: Vec<(u64, InodeData)>,
 }
 
-impl Inodes for Locked<'_> {
+impl Inodes for Locked<'_, '_> {
     fn get(&mut self, ino: u64) -> Option<&mut InodeData> {
         if let Some(i) = self.held.iter().position(|(i, _)| *i == ino) {
             return Some(&mut *self.held[i].1);
@@ -638,7 +638,7 @@ impl Fs {
     /// Commit `ops` and apply them to the locked inodes. Caller holds an [`OpGuard`]
     /// and the write locks of every inode the ops touch. Freed blocks go back to
     /// the allocator only after the commit is durable.
-    pub(crate) fn run_tx(&self, held: Vec<(u64, &mut InodeData)>, ops: &[Op]) -> Result<()> {
+    pub(crate) fn run_tx(&self, held: &mut [(u64, &mut InodeData)], ops: &[Op]) -> Result<()> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -788,7 +788,7 @@ impl Fs {
         if d.freed || d.attr.nlink != 0 || cell.open.load(Ordering::Acquire) != 0 {
             return Ok(());
         }
-        self.run_tx(vec![(ino, &mut *d)], &[Op::FreeInode { ino }])
+        self.run_tx(&mut [(ino, &mut *d)], &[Op::FreeInode { ino }])
     }
 
     /// Log pending lazy mtime of `cell`, if any.
@@ -809,7 +809,7 @@ impl Fs {
             mtime_ns: a.mtime_ns.max(t),
             ctime_ns: a.ctime_ns.max(t),
         };
-        self.run_tx(vec![(cell.ino, &mut *d)], &[op])
+        self.run_tx(&mut [(cell.ino, &mut *d)], &[op])
     }
 }
 

@@ -158,7 +158,7 @@ impl Fs {
                 time_ns: t,
             },
         ];
-        if let Err(e) = self.run_tx(vec![(dir, &mut *dg)], &ops) {
+        if let Err(e) = self.run_tx(&mut [(dir, &mut *dg)], &ops) {
             self.return_ino(ino);
             return Err(e);
         }
@@ -239,7 +239,7 @@ impl Fs {
         if tg.attr.nlink == 1 && cells[1].open.load(Ordering::Acquire) == 0 {
             ops.push(Op::FreeInode { ino });
         }
-        self.run_tx(vec![(dir, dg), (ino, tg)], &ops)
+        self.run_tx(&mut [(dir, dg), (ino, tg)], &ops)
     }
 
     /// Remove an empty directory.
@@ -268,7 +268,7 @@ impl Fs {
             },
             Op::FreeInode { ino },
         ];
-        self.run_tx(vec![(dir, dg), (ino, tg)], &ops)
+        self.run_tx(&mut [(dir, dg), (ino, tg)], &ops)
     }
 
     /// A new name `new` for the file `existing`.
@@ -296,7 +296,7 @@ impl Fs {
             name: name.to_vec(),
             time_ns: now_ns(),
         };
-        self.run_tx(vec![(dir, dg), (ino, tg)], &[op])
+        self.run_tx(&mut [(dir, dg), (ino, tg)], &[op])
     }
 
     /// Rename `from` to `to`, replacing `to` if it exists (a file by a file, an
@@ -383,8 +383,8 @@ impl Fs {
                 parent: ddir,
             });
         }
-        let held = locks.iter_mut().map(|(i, g)| (*i, &mut **g)).collect();
-        self.run_tx(held, &ops)
+        let mut held: Vec<_> = locks.iter_mut().map(|(i, g)| (*i, &mut **g)).collect();
+        self.run_tx(&mut held, &ops)
     }
 
     /// chmod.
@@ -400,7 +400,7 @@ impl Fs {
             gid: d.attr.gid,
             time_ns: now_ns(),
         };
-        self.run_tx(vec![(ino, &mut *d)], &[op])
+        self.run_tx(&mut [(ino, &mut *d)], &[op])
     }
 
     /// `utimensat`: set the access and/or modification time (ns since the
@@ -440,6 +440,6 @@ impl Fs {
             mtime_ns: mtime_ns.unwrap_or(a.mtime_ns.max(pending)),
             ctime_ns: now_ns().max(a.ctime_ns),
         };
-        self.run_tx(vec![(cell.ino, &mut *d)], &[op])
+        self.run_tx(&mut [(cell.ino, &mut *d)], &[op])
     }
 }

@@ -180,7 +180,7 @@ impl Fs {
             .collect();
         for chunk in ops.chunks(super::MAX_TX_OPS) {
             let _g = self.begin(chunk.len())?;
-            self.run_tx(Vec::new(), chunk)?;
+            self.run_tx(&mut [], chunk)?;
         }
         Ok(())
     }
@@ -236,7 +236,7 @@ impl Fs {
             .collect();
         for chunk in ops.chunks(super::MAX_TX_OPS) {
             let _g = self.begin(chunk.len())?;
-            self.run_tx(Vec::new(), chunk)?;
+            self.run_tx(&mut [], chunk)?;
         }
         for &(f, d) in blocks {
             self.inner.dev.clear_poison(d * BLOCK_SIZE, BLOCK_SIZE);
@@ -275,7 +275,7 @@ impl Fs {
             };
             {
                 let _g = self.begin(1)?;
-                self.run_tx(Vec::new(), &[op])?;
+                self.run_tx(&mut [], &[op])?;
             }
             self.inner.dev.clear_poison(at, n);
             if let Err(e) = self.inner.alloc.free(BlockRange {
@@ -310,7 +310,7 @@ impl Fs {
             if bad {
                 let _g = self.begin(1)?;
                 self.run_tx(
-                    Vec::new(),
+                    &mut [],
                     &[Op::Unpoison {
                         dev_blk: at / BLOCK_SIZE,
                         len: 1,

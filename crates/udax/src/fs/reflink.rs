@@ -160,7 +160,7 @@ impl Fs {
                 held.push((dc.ino, g));
             }
             held.sort_by_key(|(i, _)| *i);
-            self.run_tx(held, &ops)?;
+            self.run_tx(&mut held, &ops)?;
             pos = next;
         }
         if plan.dst_size > old_size {
@@ -441,7 +441,7 @@ pub(crate) fn unshare(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
             }
             pos = f + off;
         }
-        if let Err(e) = fs.run_tx(vec![(cell.ino, &mut *d)], &ops) {
+        if let Err(e) = fs.run_tx(&mut [(cell.ino, &mut *d)], &ops) {
             give_back(fs, &[], &ops);
             return Err(e);
         }
@@ -474,7 +474,7 @@ pub(crate) fn release_shared(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()>
             });
             pos = f + k;
         }
-        fs.run_tx(vec![(cell.ino, &mut *d)], &ops)?;
+        fs.run_tx(&mut [(cell.ino, &mut *d)], &ops)?;
     }
     Ok(())
 }

@@ -24,7 +24,7 @@
 use crate::device::{Device, DeviceError};
 use crate::format::codec::Reader;
 use crate::format::{
-    decode_checkpoint_header, decode_log_header, encode_checkpoint_header, encode_log_record,
+    decode_checkpoint_header, decode_log_header, encode_checkpoint_header, encode_log_record_into,
     parse_record, CheckpointHeader, FormatError, Geometry, InodeImage, Op, Record,
     CKPT_HEADER_SIZE, LOG_HEADER_SIZE,
 };
@@ -63,6 +63,8 @@ struct LogState {
     /// Byte offset (within the log region) where the next record goes.
     head: u64,
     next_seq: u64,
+    /// The last record's buffer, reused by the next (no allocation per commit).
+    buf: Vec<u8>,
 }
 
 /// The journal of a mounted file system.
@@ -203,6 +205,7 @@ impl Journal {
                 epoch: loaded.epoch,
                 head: loaded.head,
                 next_seq: loaded.next_seq,
+                buf: Vec::new(),
             }),
             fence_lock: Mutex::new(()),
             appended: AtomicU64::new(loaded.next_seq),
@@ -280,19 +283,29 @@ impl Journal {
     fn append(&self, ops: &[Op]) -> Result<u64, JournalError> {
         let mut log = self.log.lock();
         let at = self.geo.log_offset() + log.head;
-        let rec = encode_log_record(ops, log.epoch, log.next_seq, at);
-        if log.head + rec.len() as u64 > self.geo.log_bytes() {
-            return Err(JournalError::LogFull);
-        }
-        self.dev.write(at, &rec)?;
-        self.dev.flush(at, rec.len() as u64);
+        let rec = encode_log_record_into(
+            std::mem::take(&mut log.buf),
+            ops,
+            log.epoch,
+            log.next_seq,
+            at,
+        );
+        let len = rec.len() as u64;
+        let stored = if log.head + len > self.geo.log_bytes() {
+            Err(JournalError::LogFull)
+        } else {
+            self.dev.write(at, &rec).map_err(JournalError::from)
+        };
+        log.buf = rec;
+        stored?;
+        self.dev.flush(at, len);
         if !self.global_fence {
             // sfence orders only this thread's flushes: fence here, in log order.
             self.dev.fence()?;
             self.fences.fetch_add(1, Ordering::Relaxed);
         }
         let seq = log.next_seq;
-        log.head += rec.len() as u64;
+        log.head += len;
         log.next_seq += 1;
         self.appended.store(seq + 1, Ordering::Release);
         if !self.global_fence {
