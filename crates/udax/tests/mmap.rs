@@ -228,6 +228,32 @@ fn m3_kernel_write_into_unpopulated_mapped_page_allocates() {
 }
 
 #[test]
+fn m7_kernel_context_faults_are_counted_apart_from_user_faults() {
+    let fs = fresh(64);
+    let f = fs.create("/kc", 0o644).unwrap();
+    f.set_len(4 << 20).unwrap();
+    let m = map(&f, 0, 4 << 20, Prot::ReadWrite, MapFlags::SHARED);
+    let s0 = fs.dax_stats();
+    slice(&m)[5] = 1; // a user store: a fault, not a kernel one
+    let s1 = fs.dax_stats();
+    assert!(s1.faults > s0.faults);
+    assert_eq!(s1.kernel_faults, s0.kernel_faults, "{s1:?}");
+    // read(2) into the other (unpopulated) 2 MiB chunk: the kernel faults.
+    // SAFETY: inside the 4 MiB mapping.
+    let dst = unsafe { m.as_ptr().add((2 << 20) + 100) };
+    assert_eq!(kernel_store(dst, b"from the kernel").unwrap(), 15);
+    let s2 = fs.dax_stats();
+    assert_eq!(s2.kernel_faults, s1.kernel_faults + 1, "{s2:?}");
+    assert!(udax::dax::stats().kernel_faults >= 1);
+    // Resolved: a user load of that page faults no more.
+    assert_eq!(
+        &slice(&m)[(2 << 20) + 100..(2 << 20) + 115],
+        b"from the kernel"
+    );
+    assert_eq!(fs.dax_stats().faults, s2.faults);
+}
+
+#[test]
 fn m4_concurrent_faults_on_one_page_allocate_once() {
     let fs = fresh(64);
     let f = fs.create("/race", 0o644).unwrap();

@@ -134,6 +134,10 @@ impl FaultOwner for Owner {
         flush_pages(&self.fs, region, pages, false)
             .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
     }
+
+    fn kernel_fault(&self) {
+        vm::engine::bump(&self.fs.counters().kernel_faults);
+    }
 }
 
 /// Counters of the fault engine, process-wide (zeros if no mapping was made yet).

@@ -29,6 +29,7 @@ pub struct Counters {
     pub invalidations: AtomicU64,
     pub flushed_pages: AtomicU64,
     pub cow_faults: AtomicU64,
+    pub kernel_faults: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -60,6 +61,9 @@ pub struct VmStats {
     /// Faults of writable shared mappings that copied shared (reflinked)
     /// blocks first.
     pub cow_faults: u64,
+    /// Faults taken by the kernel inside a system call that touched the
+    /// mapping (`read(fd, mapped_buf, n)`), as opposed to a user instruction.
+    pub kernel_faults: u64,
 }
 
 impl Counters {
@@ -78,12 +82,57 @@ impl Counters {
             invalidations: l(&self.invalidations),
             flushed_pages: l(&self.flushed_pages),
             cow_faults: l(&self.cow_faults),
+            kernel_faults: l(&self.kernel_faults),
         }
     }
 }
 
 pub fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Tells faults taken inside a system call from faults of user instructions.
+/// userfaultfd does not say; `/proc/self/task/TID/syscall` of the faulting
+/// thread (blocked in the fault until woken) names the system call it is in,
+/// or starts with `-1` when it entered the kernel through the fault itself.
+/// One handler thread's open files of those, by thread id.
+#[derive(Default)]
+struct FaultContext {
+    files: std::collections::HashMap<u32, std::fs::File>,
+}
+
+impl FaultContext {
+    /// Bound on the open files kept (threads come and go).
+    const MAX_FILES: usize = 256;
+
+    fn in_syscall(&mut self, tid: u32) -> bool {
+        if tid == 0 {
+            return false; // no THREAD_ID feature: unknown, counted as user
+        }
+        let mut buf = [0u8; 24];
+        for fresh in [false, true] {
+            if fresh || !self.files.contains_key(&tid) {
+                if self.files.len() >= Self::MAX_FILES {
+                    self.files.clear();
+                }
+                match std::fs::File::open(format!("/proc/self/task/{tid}/syscall")) {
+                    Ok(f) => self.files.insert(tid, f),
+                    Err(_) => return false,
+                };
+            }
+            let Some(f) = self.files.get(&tid) else {
+                return false;
+            };
+            // A file kept from a thread that exited (and whose id came back)
+            // fails to read: open it again once.
+            if let Ok(n) = std::os::unix::fs::FileExt::read_at(f, &mut buf, 0) {
+                if n > 0 {
+                    return !buf[..n].starts_with(b"-1") && !buf[..n].starts_with(b"running");
+                }
+            }
+        }
+        false
+    }
 }
 
 struct Job {
@@ -189,6 +238,7 @@ fn start() -> Result<Arc<Engine>, String> {
 
 impl Engine {
     fn handler_loop(self: Arc<Self>) {
+        let mut ctx = FaultContext::default();
         loop {
             let mut pfd = libc::pollfd {
                 fd: self.uffd.raw_fd(),
@@ -203,8 +253,14 @@ impl Engine {
             loop {
                 match self.uffd.read() {
                     Ok(Some(Msg::Fault {
-                        addr, write, wp, ..
-                    })) => self.dispatch(addr, write, wp),
+                        addr,
+                        write,
+                        wp,
+                        tid,
+                    })) => {
+                        let kernel = ctx.in_syscall(tid);
+                        self.dispatch(addr, write, wp, kernel)
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(e) => {
@@ -216,14 +272,20 @@ impl Engine {
         }
     }
 
-    fn dispatch(&self, addr: usize, write: bool, wp: bool) {
+    fn dispatch(&self, addr: usize, write: bool, wp: bool, kernel: bool) {
         bump(&self.counters.faults);
+        if kernel {
+            bump(&self.counters.kernel_faults);
+        }
         let Some(region) = self.region_at(addr) else {
             // A region being torn down, or a spare placeholder in transit: let
             // the thread retry (it will find the final state).
             let _ = self.uffd.wake(addr, 4096);
             return;
         };
+        if kernel {
+            region.owner.kernel_fault();
+        }
         let page = region.page_of(addr);
         // A bug in fault resolution must not kill the handler thread (every
         // later fault would hang): answer this access with SIGBUS and go on.

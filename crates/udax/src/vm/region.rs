@@ -19,6 +19,10 @@ pub trait FaultOwner: Send + Sync + std::fmt::Debug {
 
     /// Make stores to pages `pages` of `region` durable (flush + fence).
     fn flush(&self, region: &Region, pages: Range<u64>) -> std::io::Result<()>;
+
+    /// The next fault on the region (reported to [`FaultOwner::fault`]) was
+    /// taken by the kernel inside a system call: for the owner's counters.
+    fn kernel_fault(&self) {}
 }
 
 /// The pages of a region and what each shows. Pages are file page indexes.
