@@ -173,6 +173,38 @@ fn read_sysfs(path: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Grow a device file from `len` to `want` bytes. On tmpfs and disk file
+/// systems the new range is allocated (`fallocate`), as a memory device's
+/// memory all exists: a sparse device file could run out of space under a
+/// store (SIGBUS in the middle of a write). On tmpfs the pages are also
+/// zeroed now (tmpfs zeroes a fallocated page at its first use, which would
+/// make the first store to every block of a new device pay a page fault and a
+/// page clear). hugetlbfs reserves its pages when the device is mapped. A file
+/// system without `fallocate` gets a sparse file.
+fn grow(fd: &OwnedFd, kind: DeviceKind, len: u64, want: u64) -> rustix::io::Result<()> {
+    if kind == DeviceKind::Hugetlbfs {
+        return rustix::fs::ftruncate(fd, want);
+    }
+    match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), len, want - len) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::OPNOTSUPP) => return rustix::fs::ftruncate(fd, want),
+        Err(e) => return Err(e),
+    }
+    if kind == DeviceKind::Shm {
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = len;
+        while at < want {
+            let n = (want - at).min(zeros.len() as u64) as usize;
+            let done = rustix::io::pwrite(fd, &zeros[..n], at)?;
+            if done == 0 {
+                return Err(rustix::io::Errno::NOSPC);
+            }
+            at += done as u64;
+        }
+    }
+    Ok(())
+}
+
 fn open_path(path: &str, opts: &OpenOptions) -> Result<Arc<dyn Device>, DeviceError> {
     let mut oo = std::fs::OpenOptions::new();
     oo.read(true).write(true);
@@ -224,7 +256,7 @@ fn open_path(path: &str, opts: &OpenOptions) -> Result<Arc<dyn Device>, DeviceEr
                     want
                 };
                 if len < want {
-                    rustix::fs::ftruncate(&fd, want).map_err(|e| io_err(path, e))?;
+                    grow(&fd, kind, len, want).map_err(|e| io_err(path, e))?;
                     len = want;
                 }
             }
