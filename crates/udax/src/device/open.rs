@@ -324,6 +324,46 @@ mod tests {
     }
 
     #[test]
+    fn d1_new_shm_device_file_is_allocated_whole() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let p = dir.path().join("dev");
+        let _d = open(
+            p.to_str().unwrap(),
+            &OpenOptions {
+                create_size: Some(4 << 20),
+            },
+        )
+        .unwrap();
+        let st = rustix::fs::stat(&p).unwrap();
+        assert_eq!(st.st_blocks as u64 * 512, 4 << 20, "every byte allocated");
+    }
+
+    #[test]
+    fn d1_device_file_larger_than_its_tmpfs_is_refused_at_creation() {
+        // A small tmpfs of our own (needs root, as CI runs).
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "udax-test", mnt.to_str().unwrap()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a small tmpfs (not root?)");
+            return;
+        }
+        let p = mnt.join("dev");
+        let r = open(
+            p.to_str().unwrap(),
+            &OpenOptions {
+                create_size: Some(16 << 20),
+            },
+        );
+        let _ = std::process::Command::new("umount").arg(mnt).status();
+        let e = r.err().expect("a 16 MiB device on a 4 MiB tmpfs must be refused");
+        assert!(e.to_string().contains("No space left"), "{e}");
+    }
+
+    #[test]
     fn d1_regular_file_is_file_with_pagecache_domain() {
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let p = dir.path().join("dev.img");
