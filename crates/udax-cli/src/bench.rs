@@ -108,6 +108,55 @@ fn better_ratio(unit: &str, udax: f64, other: f64) -> f64 {
     }
 }
 
+/// Median (min, max) over `reps` runs of the rate of `op` over every offset
+/// of `offs`, in millions per second.
+fn rate_over(
+    reps: usize,
+    offs: &[u64],
+    mut op: impl FnMut(u64) -> Result<(), String>,
+) -> Result<Stat, String> {
+    repeat(reps, || {
+        let t = Instant::now();
+        for &o in offs {
+            op(o)?;
+        }
+        Ok(ops(offs.len() as u64, t))
+    })
+}
+
+/// Seconds taken by `n` appends of `buf` (each followed by fsync if `sync`)
+/// to a new file `name` on `fs`.
+fn udax_appends(fs: &Fs, name: &str, n: u64, buf: &[u8], sync: bool) -> Result<f64, String> {
+    let f = e(fs.open(
+        name,
+        &OpenOptions {
+            truncate: true,
+            ..OpenOptions::create()
+        },
+    ))?;
+    let t = Instant::now();
+    for i in 0..n {
+        e(f.write_at(buf, i * buf.len() as u64))?;
+        if sync {
+            e(f.fsync())?;
+        }
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// The same through system calls, to a new host file at `path`.
+fn host_appends(path: &std::path::Path, n: u64, buf: &[u8], sync: bool) -> Result<f64, String> {
+    let f = e(std::fs::File::create(path))?;
+    let t = Instant::now();
+    for i in 0..n {
+        e(f.write_all_at(buf, i * buf.len() as u64))?;
+        if sync {
+            e(f.sync_all())?;
+        }
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
 fn e<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
     r.map_err(|e| e.to_string())
 }
@@ -186,18 +235,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         let fs = memfd_fs(c.seq * 2 + (64 << 20))?;
         let n = c.seq / chunk as u64;
         let uw = repeat(c.reps, || {
-            let f = e(fs.open(
-                "/seq",
-                &OpenOptions {
-                    truncate: true,
-                    ..OpenOptions::create()
-                },
-            ))?;
-            let t = Instant::now();
-            for i in 0..n {
-                e(f.write_at(&src, i * chunk as u64))?;
-            }
-            Ok(gbps(c.seq, t))
+            Ok(c.seq as f64 / udax_appends(&fs, "/seq", n, &src, false)? / 1e9)
         })?;
         let f = e(fs.open("/seq", &OpenOptions::read_only()))?;
         let mut dst = vec![0u8; chunk];
@@ -212,12 +250,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         drop(fs);
         let bpath = tmp.path().join("seq");
         let bw = repeat(c.reps, || {
-            let f = e(std::fs::File::create(&bpath))?;
-            let t = Instant::now();
-            for i in 0..n {
-                e(f.write_all_at(&src, i * chunk as u64))?;
-            }
-            Ok(gbps(c.seq, t))
+            Ok(c.seq as f64 / host_appends(&bpath, n, &src, false)? / 1e9)
         })?;
         let bf = e(std::fs::File::open(&bpath))?;
         let br = repeat(c.reps, || {
@@ -277,20 +310,8 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         e(f.write_at(&vec![1u8; span as usize], 0))?;
         let mut rng = fastrand::Rng::with_seed(9);
         let offs: Vec<u64> = (0..c.rand_ops).map(|_| rng.u64(0..blocks) * 4096).collect();
-        let u2r = repeat(c.reps, || {
-            let t = Instant::now();
-            for &o in &offs {
-                e(f.read_at(&mut page, o))?;
-            }
-            Ok(ops(c.rand_ops, t))
-        })?;
-        let u2w = repeat(c.reps, || {
-            let t = Instant::now();
-            for &o in &offs {
-                e(f.write_at(&page, o))?;
-            }
-            Ok(ops(c.rand_ops, t))
-        })?;
+        let u2r = rate_over(c.reps, &offs, |o| e(f.read_at(&mut page, o)).map(drop))?;
+        let u2w = rate_over(c.reps, &offs, |o| e(f.write_at(&page, o)).map(drop))?;
         drop(f);
         drop(fs);
         let bpath = tmp.path().join("rand");
@@ -299,43 +320,24 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
             .read(true)
             .write(true)
             .open(&bpath))?;
-        let b2r = repeat(c.reps, || {
-            let t = Instant::now();
-            for &o in &offs {
-                e(bf.read_exact_at(&mut page, o))?;
-            }
-            Ok(ops(c.rand_ops, t))
-        })?;
-        let b2w = repeat(c.reps, || {
-            let t = Instant::now();
-            for &o in &offs {
-                e(bf.write_all_at(&page, o))?;
-            }
-            Ok(ops(c.rand_ops, t))
-        })?;
+        let b2r = rate_over(c.reps, &offs, |o| e(bf.read_exact_at(&mut page, o)))?;
+        let b2w = rate_over(c.reps, &offs, |o| e(bf.write_all_at(&page, o)))?;
         drop(bf);
         let _ = std::fs::remove_file(&bpath);
         let mut mem = vec![1u8; span as usize];
-        let l2 = repeat(c.reps, || {
-            let t = Instant::now();
-            for &o in &offs {
-                page.copy_from_slice(&mem[o as usize..o as usize + 4096]);
-            }
+        let l2 = rate_over(c.reps, &offs, |o| {
+            page.copy_from_slice(&mem[o as usize..o as usize + 4096]);
             std::hint::black_box(&page);
-            Ok(ops(c.rand_ops, t))
+            Ok(())
         })?;
         // The write limit: non-temporal 4 KiB copies (what udax's write path
         // uses for a page), as P1's.
         let instr = device::detect_flush_instr();
-        let l2w = repeat(c.reps, || {
-            let t = Instant::now();
-            for &o in &offs {
-                // SAFETY: `o + 4096 <= span == mem.len()`; source and destination differ.
-                unsafe { persist::copy_nt(mem.as_mut_ptr().add(o as usize), &page, instr) };
-            }
+        let l2w = rate_over(c.reps, &offs, |o| {
+            // SAFETY: `o + 4096 <= span == mem.len()`; source and destination differ.
+            unsafe { persist::copy_nt(mem.as_mut_ptr().add(o as usize), &page, instr) };
             persist::sfence();
-            std::hint::black_box(&mem);
-            Ok(ops(c.rand_ops, t))
+            Ok(())
         })?;
         drop(mem);
         out.push(res(
@@ -360,30 +362,12 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     if want("P6") {
         let fs = memfd_fs((c.append_ops * 4096 + (64 << 20)).next_multiple_of(2 << 20))?;
         let u6 = repeat(c.reps, || {
-            let f = e(fs.open(
-                "/log",
-                &OpenOptions {
-                    truncate: true,
-                    ..OpenOptions::create()
-                },
-            ))?;
-            let t = Instant::now();
-            for i in 0..c.append_ops {
-                e(f.write_at(&page, i * 4096))?;
-                e(f.fsync())?;
-            }
-            Ok(ops(c.append_ops, t))
+            Ok(c.append_ops as f64 / udax_appends(&fs, "/log", c.append_ops, &page, true)? / MB)
         })?;
         drop(fs);
         let bpath = tmp.path().join("log");
         let b6 = repeat(c.reps, || {
-            let f = e(std::fs::File::create(&bpath))?;
-            let t = Instant::now();
-            for i in 0..c.append_ops {
-                e(f.write_all_at(&page, i * 4096))?;
-                e(f.sync_all())?;
-            }
-            Ok(ops(c.append_ops, t))
+            Ok(c.append_ops as f64 / host_appends(&bpath, c.append_ops, &page, true)? / MB)
         })?;
         let _ = std::fs::remove_file(&bpath);
         let mut mem = vec![0u8; (c.append_ops * 4096) as usize];
@@ -420,30 +404,12 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         let fs = e(Fs::mount(dev))?;
         let fo = c.file_ops.min(3000);
         let u6f = repeat(c.reps.min(3), || {
-            let f = e(fs.open(
-                "/log",
-                &OpenOptions {
-                    truncate: true,
-                    ..OpenOptions::create()
-                },
-            ))?;
-            let t = Instant::now();
-            for i in 0..fo {
-                e(f.write_at(&page, i * 4096))?;
-                e(f.fsync())?;
-            }
-            Ok(ops(fo, t) * 1e6)
+            Ok(fo as f64 / udax_appends(&fs, "/log", fo, &page, true)?)
         })?;
         drop(fs);
         let bpath = fdir.path().join("log");
         let b6f = repeat(c.reps.min(3), || {
-            let f = e(std::fs::File::create(&bpath))?;
-            let t = Instant::now();
-            for i in 0..fo {
-                e(f.write_all_at(&page, i * 4096))?;
-                e(f.sync_all())?;
-            }
-            Ok(ops(fo, t) * 1e6)
+            Ok(fo as f64 / host_appends(&bpath, fo, &page, true)?)
         })?;
         eprintln!("P6-file: device kind {kind:?} in {}", a.file_dir.display());
         out.push(res(

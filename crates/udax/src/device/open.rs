@@ -344,7 +344,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mnt = dir.path();
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m", "udax-test", mnt.to_str().unwrap()])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=4m",
+                "udax-test",
+                mnt.to_str().unwrap(),
+            ])
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
@@ -359,7 +366,9 @@ mod tests {
             },
         );
         let _ = std::process::Command::new("umount").arg(mnt).status();
-        let e = r.err().expect("a 16 MiB device on a 4 MiB tmpfs must be refused");
+        let e = r
+            .err()
+            .expect("a 16 MiB device on a 4 MiB tmpfs must be refused");
         assert!(e.to_string().contains("No space left"), "{e}");
     }
 
