@@ -366,9 +366,9 @@ mod tests {
             },
         );
         let _ = std::process::Command::new("umount").arg(mnt).status();
-        let e = r
-            .err()
-            .expect("a 16 MiB device on a 4 MiB tmpfs must be refused");
+        let Err(e) = r else {
+            panic!("a 16 MiB device on a 4 MiB tmpfs must be refused")
+        };
         assert!(e.to_string().contains("No space left"), "{e}");
     }
 
