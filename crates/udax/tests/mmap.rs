@@ -835,6 +835,86 @@ fn m7_hugetlbfs_device_maps_real_2m_pages() {
     }
 }
 
+/// A file system on a hugetlbfs memfd device, or `None` (skipped, said why)
+/// where huge pages are unavailable and not required.
+fn huge_fs(test: &str) -> Option<Fs> {
+    let require = std::env::var("UDAX_REQUIRE_HUGEPAGES").is_ok_and(|v| v == "1");
+    match device::open("memfd-huge:32M", &DevOpen::default()) {
+        Ok(dev) => {
+            Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+            Some(Fs::mount(dev).unwrap())
+        }
+        Err(e) => {
+            assert!(
+                !require,
+                "UDAX_REQUIRE_HUGEPAGES=1 but no huge-page memfd: {e}"
+            );
+            eprintln!("SKIPPED {test}: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn m7_hugetlbfs_chunk_with_a_rewritten_block_is_moved_and_mapped_2m() {
+    let Some(fs) = huge_fs("m7_hugetlbfs_chunk_with_a_rewritten_block_is_moved_and_mapped_2m")
+    else {
+        return;
+    };
+    let f = fs.create("/h", 0o644).unwrap();
+    f.write_at(&vec![5u8; 4 << 20], 0).unwrap();
+    // Punch a block of the second chunk and write it again: it gets a block
+    // from elsewhere, and the chunk is no longer one aligned extent.
+    let at = (2 << 20) + 8192;
+    f.fallocate(falloc::PUNCH_HOLE | falloc::KEEP_SIZE, at, 4096)
+        .unwrap();
+    f.write_at(&[9u8; 4096], at).unwrap();
+    let free = fs.statfs().free_blocks;
+    let maps = fs.dax_stats().pmd_maps;
+    let m = map(&f, 0, 4 << 20, Prot::ReadWrite, MapFlags::SHARED);
+    let s = slice(&m);
+    assert_eq!(s[at as usize], 9, "the rewritten block");
+    assert_eq!(s[(2 << 20) + 1], 5);
+    assert_eq!(s[(4 << 20) - 1], 5);
+    assert_eq!(s[1], 5);
+    assert_eq!(
+        fs.dax_stats().pmd_maps,
+        maps + 2,
+        "both chunks mapped 2 MiB"
+    );
+    let b = m.device_block_of(2 << 20).expect("mapped");
+    assert_eq!(b % 512, 0, "moved to an aligned extent");
+    assert_eq!(m.device_block_of(at as usize), Some(b + 2));
+    assert_eq!(fs.statfs().free_blocks, free, "the old blocks were freed");
+    // Stores through the mapping reach the file.
+    s[at as usize + 1] = 7;
+    let mut back = [0u8; 2];
+    f.read_at(&mut back, at).unwrap();
+    assert_eq!(back, [9, 7]);
+}
+
+#[test]
+fn m7_hugetlbfs_sparse_chunk_is_filled_and_mapped_2m() {
+    let Some(fs) = huge_fs("m7_hugetlbfs_sparse_chunk_is_filled_and_mapped_2m") else {
+        return;
+    };
+    let f = fs.create("/s", 0o644).unwrap();
+    f.set_len(2 << 20).unwrap();
+    f.write_at(&[b'a'; 4096], 0).unwrap();
+    f.write_at(&[b'b'; 4096], 1 << 20).unwrap();
+    assert_eq!(f.stat().unwrap().blocks, 2 * 8);
+    let m = map(&f, 0, 2 << 20, Prot::Read, MapFlags::SHARED);
+    let s = slice(&m);
+    assert_eq!(s[0], b'a');
+    assert_eq!(s[1 << 20], b'b');
+    assert_eq!(s[4096], 0, "a hole reads as zeros");
+    assert_eq!(s[(2 << 20) - 1], 0);
+    assert!(m.device_block_of(0).is_some_and(|b| b % 512 == 0));
+    // The holes became zeroed blocks, as a write fault over the chunk would
+    // allocate them.
+    assert_eq!(f.stat().unwrap().blocks, 512 * 8);
+}
+
 #[test]
 fn m3_store_racing_a_zero_page_read_fault_is_never_lost() {
     let fs = fresh(64);

@@ -35,6 +35,11 @@ enum Fail {
     /// share (reflink): they must be copied first (copy on write), under the
     /// invalidate lock held exclusively. Nothing was mapped.
     Unshare(Range<u64>),
+    /// A hugetlbfs device maps 2 MiB pages only, and the 2 MiB chunk starting
+    /// at this file page is not one aligned device extent (a block punched
+    /// and written again, scattered small writes): the chunk must be moved to
+    /// one first, under the invalidate lock held exclusively. Nothing was mapped.
+    Relocate(u64),
 }
 
 impl From<String> for Fail {
@@ -115,7 +120,7 @@ pub(super) fn handle(
         wake: how != How::Ahead,
     };
     let mut r = cx.resolve(page, write, wp);
-    if let Err(Fail::Unshare(span)) = r {
+    if let Err(Fail::Unshare(_) | Fail::Relocate(_)) = r {
         drop(_inv);
         if !block {
             // Copying takes the invalidate lock exclusively and may unmap
@@ -123,16 +128,24 @@ pub(super) fn handle(
             bump(&fs.counters().deferred);
             return false;
         }
-        r = unshare_for_fault(fs, cell, span).map_err(Fail::Error);
+        r = match r {
+            Err(Fail::Unshare(span)) => unshare_for_fault(fs, cell, span),
+            Err(Fail::Relocate(chunk)) => relocate_for_fault(fs, cell, chunk),
+            _ => Ok(()),
+        }
+        .map_err(Fail::Error);
         if r.is_ok() {
             // Map the file's own copy now: callers that resolve a page and
             // then look at it (pin, populate) must find it mapped.
             let _inv = cell.dax.invalidate.read();
-            r = cx.resolve(page, write, wp);
-            if matches!(r, Err(Fail::Unshare(_))) {
+            r = match cx.resolve(page, write, wp) {
                 // Shared again meanwhile (a clone): the access faults again.
-                r = Ok(());
-            }
+                Err(Fail::Unshare(_)) => Ok(()),
+                Err(Fail::Relocate(_)) => Err(Fail::Error(
+                    "hugetlbfs device: the 2 MiB chunk could not be made one aligned extent".into(),
+                )),
+                other => other,
+            };
         }
     }
     if let Err(Fail::Error(e)) = r {
@@ -163,6 +176,15 @@ fn unshare_for_fault(fs: &Fs, cell: &Arc<Cell>, span: Range<u64>) -> Result<(), 
         .map_err(|e| format!("copy on write of pages {span:?}: {e}"))?;
     bump(&fs.counters().cow_faults);
     Ok(())
+}
+
+/// A hugetlbfs device (SPEC M7): give the file's 2 MiB chunk at `chunk` one
+/// aligned device extent, so it can be mapped with a huge page.
+fn relocate_for_fault(fs: &Fs, cell: &Arc<Cell>, chunk: u64) -> Result<(), String> {
+    let _inv = cell.dax.invalidate.write();
+    super::zap_file_range(fs, cell, chunk, chunk + PMD_PAGES)
+        .and_then(|()| crate::fs::relocate_chunk(fs, cell, chunk))
+        .map_err(|e| format!("moving pages {chunk}.. to one 2 MiB extent: {e}"))
 }
 
 fn pmd_eligible(region: &Region, chunk: u64, eof: u64) -> bool {
@@ -264,6 +286,11 @@ impl Cx<'_> {
                 Done::Yes => return Ok(()),
                 Done::RetrySmall => {
                     if huge_dev {
+                        // Only whole chunks inside the file and the mapping
+                        // can be moved and mapped.
+                        if chunk + PMD_PAGES <= eof && pmd_eligible(region, chunk, eof) {
+                            return Err(Fail::Relocate(chunk));
+                        }
                         return Err(
                             "hugetlbfs device: this range cannot be mapped with 2 MiB pages".into(),
                         );

@@ -28,8 +28,8 @@ pub use check::{fsck, BadBlock, FsckReport, Problem};
 pub use error::{Error, Result};
 pub use file::File;
 pub use poison::{Owner, PoisonReport};
-pub(crate) use reflink::unshare;
 pub use reflink::Dedupe;
+pub(crate) use reflink::{relocate_chunk, unshare};
 use refs::RefTable;
 pub use types::{falloc, DirEntry, MkfsOptions, OpenOptions, Stat, StatFs};
 

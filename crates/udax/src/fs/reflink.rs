@@ -449,6 +449,83 @@ pub(crate) fn unshare(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
     Ok(())
 }
 
+/// Give file blocks `[c, c + 512)` of `cell` one 2 MiB-aligned device extent:
+/// a hugetlbfs device maps whole 2 MiB pages only, so a chunk whose blocks
+/// are scattered (a block punched and written again, small writes out of
+/// order) could not be mapped at all. The blocks the chunk has are copied,
+/// its holes become zeroed blocks (as a write fault over the chunk would
+/// allocate them), and the extents are swapped in one transaction; the old
+/// blocks are freed (or lose a reference, if shared). The caller holds the
+/// invalidate lock exclusively and has unmapped the range.
+pub(crate) fn relocate_chunk(fs: &Fs, cell: &Cell, c: u64) -> Result<()> {
+    let n = BLOCKS_PER_HUGE;
+    let _g = fs.begin(2)?;
+    let mut d = cell.data.write();
+    if d.freed {
+        return Err(Error::NotFound);
+    }
+    let mut runs = Vec::new(); // (file block, device block, length)
+    let mut pos = c;
+    while pos < c + n {
+        match d.map.lookup(pos) {
+            Lookup::Mapped { dev_blk, len } => {
+                let k = len.min(c + n - pos);
+                if pos == c && k == n && dev_blk % n == 0 {
+                    return Ok(()); // already one aligned extent
+                }
+                if let Some(bad) = fs.first_bad(dev_blk, k) {
+                    return Err(Error::Device(DeviceError::Poisoned {
+                        offset: bad * BLOCK_SIZE,
+                    }));
+                }
+                runs.push((pos, dev_blk, k));
+                pos += k;
+            }
+            Lookup::Hole { len } => pos = pos.saturating_add(len),
+        }
+    }
+    let req = AllocRequest {
+        len: n,
+        goal: None,
+        huge: true,
+    };
+    let ranges = fs.inner.alloc.alloc(req).map_err(|_| Error::NoSpace)?;
+    let new = match ranges[..] {
+        [r] if r.start % n == 0 => r.start,
+        _ => {
+            give_back(fs, &ranges, &[]);
+            return Err(Error::NoSpace); // no free aligned 2 MiB extent
+        }
+    };
+    let ops = [
+        Op::Unmap {
+            ino: cell.ino,
+            file_blk: c,
+            len: n,
+        },
+        Op::Map {
+            ino: cell.ino,
+            file_blk: c,
+            dev_blk: new,
+            len: n,
+        },
+    ];
+    let dev = fs.device();
+    let copied = dev
+        .zero(new * BLOCK_SIZE, n * BLOCK_SIZE)
+        .map_err(Error::from)
+        .and_then(|()| {
+            dev.flush(new * BLOCK_SIZE, n * BLOCK_SIZE);
+            runs.iter()
+                .try_for_each(|&(f, old, k)| copy_blocks(fs, old, new + (f - c), k))
+        });
+    if let Err(e) = copied.and_then(|()| fs.run_tx(&mut [(cell.ino, &mut *d)], &ops)) {
+        give_back(fs, &[], &ops[1..]);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Release (unmap) every shared block behind file blocks `[a, b)` of `cell`,
 /// leaving holes: for an operation that would otherwise change them in place
 /// (zero range). The caller holds the invalidate lock exclusively and has
