@@ -184,6 +184,8 @@ struct Cfg {
     reps: usize,
     seq: u64,
     rand_ops: u64,
+    /// File size of the random-access workloads (P2).
+    rand_span: u64,
     append_ops: u64,
     file_ops: u64,
     age: u64,
@@ -198,6 +200,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
             reps: 3,
             seq: 64 << 20,
             rand_ops: 100_000,
+            rand_span: 64 << 20,
             append_ops: 20_000,
             file_ops: 100,
             age: 256 << 20,
@@ -205,8 +208,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     } else {
         Cfg {
             reps: 7,
-            seq: 512 << 20,
+            seq: 1 << 30,
             rand_ops: 1_000_000,
+            rand_span: 1 << 30,
             append_ops: 200_000,
             file_ops: 1000,
             age: 1 << 30,
@@ -303,7 +307,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
 
     // ---- P2: 4 KiB random read / write over 64 MiB ----
     if want("P2") {
-        let span = 64u64 << 20;
+        let span = c.rand_span;
         let blocks = span / 4096;
         let fs = memfd_fs(span * 2 + (16 << 20))?;
         let f = e(fs.create("/rand", 0o644))?;

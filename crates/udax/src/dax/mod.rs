@@ -175,27 +175,35 @@ fn flush_pages(fs: &Fs, region: &Region, r: Range<u64>, dirty_only: bool) -> Res
             // flushes its own data).
             return Ok(());
         }
-        let mut todo = rangemap::RangeSet::new();
+        // The page runs to flush: device-mapped pages not under tracking
+        // whole, and of the tracked ones those written (all of them if the
+        // scan fails). A plain list: the scan's runs come sorted and apart,
+        // and a range set's upkeep cost as much as the scan itself.
+        let mut todo: Vec<Range<u64>> = Vec::new();
         for (k, _) in st.dev.overlapping(&r) {
-            todo.insert(k.start.max(r.start)..k.end.min(r.end));
+            let k = k.start.max(r.start)..k.end.min(r.end);
+            if dirty_only {
+                todo.extend(st.tracked.gaps(&k));
+            } else {
+                todo.push(k);
+            }
         }
         if dirty_only {
             let eng = vm::engine().map_err(Error::Busy)?;
-            let tracked: Vec<Range<u64>> = st.tracked.overlapping(&r).cloned().collect();
-            for t in tracked {
+            for t in st.tracked.overlapping(&r) {
                 let t = t.start.max(r.start)..t.end.min(r.end);
                 let (a, n) = (region.addr_of(t.start), (t.end - t.start) as usize * PAGE);
-                if let Some(written) = eng.take_written(a, n) {
-                    todo.remove(t.clone());
-                    for w in written {
+                match eng.take_written(a, n) {
+                    Some(written) => todo.extend(written.iter().map(|w| {
                         let p0 = region.page_of(w.start);
                         let p1 = region.page_of(w.end - 1) + 1;
-                        todo.insert(p0.max(t.start)..p1.min(t.end));
-                    }
+                        p0.max(t.start)..p1.min(t.end)
+                    })),
+                    None => todo.push(t),
                 }
             }
         }
-        for run in todo.iter() {
+        for run in &todo {
             for (k, v) in st.dev.overlapping(run) {
                 let a = k.start.max(run.start);
                 let b = k.end.min(run.end);
