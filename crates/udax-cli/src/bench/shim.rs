@@ -6,7 +6,7 @@
 //! Needs `libudax_preload.so` next to the `udax` binary (or `UDAX_PRELOAD_SO`),
 //! and sqlite3 / mdb_load on PATH; a missing one skips its line with a message.
 
-use super::{e, repeat, res, Res};
+use super::{e, res, stat, Res, Stat};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -62,6 +62,22 @@ impl Shim<'_> {
     }
 }
 
+/// `reps` runs each of `udax` and `base`, alternating, so that the machine's
+/// drift during the run (this VM's speed changes from minute to minute) falls
+/// on both sides alike: the medians of both.
+fn paired(
+    reps: usize,
+    mut udax: impl FnMut() -> Result<f64, String>,
+    mut base: impl FnMut() -> Result<f64, String>,
+) -> Result<(Stat, Stat), String> {
+    let (mut u, mut b) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
+    for _ in 0..reps {
+        u.push(udax()?);
+        b.push(base()?);
+    }
+    Ok((stat(u), stat(b)))
+}
+
 /// Run `c` to completion; its wall time in seconds.
 fn timed(c: &mut Command, what: &str) -> Result<f64, String> {
     c.stdout(Stdio::null()).stderr(Stdio::piped());
@@ -115,21 +131,24 @@ pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> 
             }
             Ok(n as f64 / timed(&mut c, "sqlite3")? / 1e3)
         };
-        let u = repeat(reps, || {
-            let s = Shim {
-                so: &so,
-                dev: device(tmp.path(), dev_size, &[])?,
-                mount: mount.clone(),
-            };
-            run(&format!("{mount}/p8.db"), Some(&s))
-        })?;
-        let b = repeat(reps, || {
-            let db = tmp.path().join("p8.db");
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-            }
-            run(db.to_str().unwrap_or_default(), None)
-        })?;
+        let (u, b) = paired(
+            reps,
+            || {
+                let s = Shim {
+                    so: &so,
+                    dev: device(tmp.path(), dev_size, &[])?,
+                    mount: mount.clone(),
+                };
+                run(&format!("{mount}/p8.db"), Some(&s))
+            },
+            || {
+                let db = tmp.path().join("p8.db");
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+                }
+                run(db.to_str().unwrap_or_default(), None)
+            },
+        )?;
         out.push(res(
             "P8-sqlite",
             "sqlite3 inserts, WAL, 1000 per transaction (whole process): through the shim vs tmpfs",
@@ -160,20 +179,23 @@ pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> 
             }
             Ok(n as f64 / timed(&mut c, "mdb_load")? / 1e3)
         };
-        let u = repeat(reps, || {
-            let s = Shim {
-                so: &so,
-                dev: device(tmp.path(), dev_size, &["/env"])?,
-                mount: mount.clone(),
-            };
-            run(&format!("{mount}/env"), Some(&s))
-        })?;
-        let b = repeat(reps, || {
-            let d = tmp.path().join("env");
-            let _ = std::fs::remove_dir_all(&d);
-            e(std::fs::create_dir(&d))?;
-            run(d.to_str().unwrap_or_default(), None)
-        })?;
+        let (u, b) = paired(
+            reps,
+            || {
+                let s = Shim {
+                    so: &so,
+                    dev: device(tmp.path(), dev_size, &["/env"])?,
+                    mount: mount.clone(),
+                };
+                run(&format!("{mount}/env"), Some(&s))
+            },
+            || {
+                let d = tmp.path().join("env");
+                let _ = std::fs::remove_dir_all(&d);
+                e(std::fs::create_dir(&d))?;
+                run(d.to_str().unwrap_or_default(), None)
+            },
+        )?;
         out.push(res(
             "P8-lmdb",
             "LMDB puts (mdb_load, whole process): through the shim vs tmpfs",
@@ -201,16 +223,19 @@ pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> 
             .parse::<f64>()
             .map_err(|_| format!("pread loop: {}", String::from_utf8_lossy(&o.stderr).trim()))
     };
-    let u = repeat(reps, || {
-        let s = Shim {
-            so: &so,
-            dev: device(tmp.path(), 64 << 20, &[])?,
-            mount: mount.clone(),
-        };
-        run(&format!("{mount}/p8.pread"), Some(&s))
-    })?;
     let host = tmp.path().join("p8.pread");
-    let b = repeat(reps, || run(host.to_str().unwrap_or_default(), None))?;
+    let (u, b) = paired(
+        reps,
+        || {
+            let s = Shim {
+                so: &so,
+                dev: device(tmp.path(), 64 << 20, &[])?,
+                mount: mount.clone(),
+            };
+            run(&format!("{mount}/p8.pread"), Some(&s))
+        },
+        || run(host.to_str().unwrap_or_default(), None),
+    )?;
     out.push(res(
         "P8-pread",
         "1-byte pread: a udax file through the shim vs the pread system call on tmpfs (lower is better)",
