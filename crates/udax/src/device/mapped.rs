@@ -5,7 +5,8 @@
 use super::lock::DeviceLock;
 use super::persist::{copy_nt, flush_lines, sfence, NT_THRESHOLD};
 use super::{check_range, Device, DeviceError, DeviceInfo, DeviceMapping, PersistenceDomain};
-use crate::sync::Mutex;
+use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::HUGE_SIZE;
 use std::os::fd::{AsFd, OwnedFd};
 
 /// The base address of the device mapping.
@@ -30,6 +31,9 @@ pub struct MappedDevice {
     /// PageCache domain: ranges flushed since the last fence (to msync).
     dirty: Mutex<Vec<(u64, u64)>>,
     bad: super::BadList,
+    /// Memory devices (memfd, tmpfs): one bit per 2 MiB chunk whose page
+    /// tables this process has filled for writing (see `prefault`).
+    populated: Option<Box<[AtomicU64]>>,
 }
 
 impl MappedDevice {
@@ -61,14 +65,55 @@ impl MappedDevice {
             path: info.path.clone().into(),
             source: std::io::Error::from(e),
         })?;
+        let populated = matches!(info.kind, super::DeviceKind::Memfd | super::DeviceKind::Shm)
+            .then(|| {
+                (0..info.len.div_ceil(HUGE_SIZE).div_ceil(64))
+                    .map(|_| AtomicU64::new(0))
+                    .collect()
+            });
         Ok(MappedDevice {
             info,
             fd,
             base: Base(p.cast()),
             dirty: Mutex::new(Vec::new()),
             bad: Default::default(),
+            populated,
             _lock: lock,
         })
+    }
+
+    /// Before the first store of this process into a 2 MiB chunk of a memory
+    /// device, fill the chunk's page tables for writing in one call
+    /// (`MADV_POPULATE_WRITE`): the kernel does no fault-around for write
+    /// faults on shared mappings, so otherwise every 4 KiB block pays a page
+    /// fault at its first store (a third of the time of 4 KiB appends through
+    /// the shim). Not for disk files (it would dirty the whole chunk in the
+    /// page cache) nor hugetlbfs and device-dax (their faults map 2 MiB).
+    fn prefault(&self, off: u64, len: u64) {
+        let Some(bits) = &self.populated else { return };
+        if len == 0 {
+            return;
+        }
+        for c in off / HUGE_SIZE..=(off + len - 1) / HUGE_SIZE {
+            let (word, bit) = (&bits[(c / 64) as usize], 1u64 << (c % 64));
+            // ORDERING: only a hint (populating twice is harmless).
+            if word.load(Ordering::Relaxed) & bit != 0 {
+                continue;
+            }
+            let at = c * HUGE_SIZE;
+            let n = HUGE_SIZE.min(self.info.len - at) as usize;
+            // SAFETY: `[at, at+n)` lies inside the live device mapping; the
+            // advice only fills page tables (allocating zeroed pages where the
+            // file has none), it changes no data.
+            let _ = unsafe {
+                rustix::mm::madvise(
+                    self.ptr(at).cast(),
+                    n,
+                    rustix::mm::Advice::LinuxPopulateWrite,
+                )
+            };
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
     }
 
     fn ptr(&self, off: u64) -> *mut u8 {
@@ -105,6 +150,7 @@ impl Device for MappedDevice {
 
     fn write(&self, off: u64, data: &[u8]) -> Result<(), DeviceError> {
         check_range(off, data.len() as u64, self.info.len)?;
+        self.prefault(off, data.len() as u64);
         if data.len() >= NT_THRESHOLD {
             // Large copies bypass the cache on every backend: they are faster
             // (no read-for-ownership, no eviction of the caller's working set)
@@ -127,6 +173,7 @@ impl Device for MappedDevice {
 
     fn zero(&self, off: u64, len: u64) -> Result<(), DeviceError> {
         check_range(off, len, self.info.len)?;
+        self.prefault(off, len);
         // SAFETY: the range is inside the live mapping (checked above).
         unsafe { std::ptr::write_bytes(self.ptr(off), 0, len as usize) };
         Ok(())
@@ -188,5 +235,41 @@ impl Device for MappedDevice {
             base: self.base.0,
             len: self.info.len,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// Pages of `[addr, addr+len)` present in this process's page tables.
+    fn present(addr: usize, len: usize) -> usize {
+        let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+        let mut buf = vec![0u8; len / 4096 * 8];
+        pm.read_exact_at(&mut buf, (addr / 4096 * 8) as u64)
+            .unwrap();
+        buf.chunks(8)
+            .filter(|e| u64::from_le_bytes((*e).try_into().unwrap()) >> 63 == 1)
+            .count()
+    }
+
+    #[test]
+    fn d2_first_store_into_a_chunk_fills_its_page_tables() {
+        let d = crate::device::open("memfd:8M", &Default::default()).unwrap();
+        let m = d.mapping().unwrap();
+        let chunk = HUGE_SIZE as usize;
+        assert_eq!(present(m.base as usize + chunk, chunk), 0);
+        d.write(HUGE_SIZE + 8192, &[1u8; 4096]).unwrap();
+        assert_eq!(
+            present(m.base as usize + chunk, chunk),
+            chunk / 4096,
+            "the whole 2 MiB chunk, not only the page written"
+        );
+        assert_eq!(
+            present(m.base as usize + 2 * chunk, chunk),
+            0,
+            "the next chunk untouched"
+        );
     }
 }
