@@ -863,12 +863,19 @@ fn m7_hugetlbfs_chunk_with_a_rewritten_block_is_moved_and_mapped_2m() {
     };
     let f = fs.create("/h", 0o644).unwrap();
     f.write_at(&vec![5u8; 4 << 20], 0).unwrap();
-    // Punch a block of the second chunk and write it again: it gets a block
-    // from elsewhere, and the chunk is no longer one aligned extent.
+    // Punch a block of the second chunk, let another file take it (small
+    // allocations fill partly used chunks), and write it again: it gets a
+    // block from elsewhere, and the chunk is no longer one aligned extent.
     let at = (2 << 20) + 8192;
     f.fallocate(falloc::PUNCH_HOLE | falloc::KEEP_SIZE, at, 4096)
         .unwrap();
+    fs.create("/other", 0o644)
+        .unwrap()
+        .write_at(&[1u8; 4096], 0)
+        .unwrap();
     f.write_at(&[9u8; 4096], at).unwrap();
+    let ext = f.extents();
+    assert!(ext.len() > 2, "the second chunk is fragmented: {ext:?}");
     let free = fs.statfs().free_blocks;
     let maps = fs.dax_stats().pmd_maps;
     let m = map(&f, 0, 4 << 20, Prot::ReadWrite, MapFlags::SHARED);

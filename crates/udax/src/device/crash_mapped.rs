@@ -18,11 +18,20 @@ pub struct MappedCrashDevice {
     info: DeviceInfo,
     pending: Mutex<Vec<(u64, Vec<u8>)>>,
     durable: Mutex<Vec<u8>>,
+    /// With [`MappedCrashDevice::record_fences`]: the durable image after
+    /// each fence since, i.e. every state a crash could leave.
+    snapshots: Mutex<Option<Vec<Vec<u8>>>>,
 }
 
 impl MappedCrashDevice {
     /// A zeroed device of `len` bytes (a multiple of 4096).
     pub fn new(len: u64) -> Result<Self, DeviceError> {
+        Self::with_page_size(len, crate::BLOCK_SIZE)
+    }
+
+    /// The same, saying it can be mapped only in pages of `page_size` bytes
+    /// (`HUGE_SIZE`: behaves as a hugetlbfs device does for the DAX layer).
+    pub fn with_page_size(len: u64, page_size: u64) -> Result<Self, DeviceError> {
         use rustix::fs::MemfdFlags;
         let fd = rustix::fs::memfd_create("udax-crash", MemfdFlags::CLOEXEC)
             .map_err(|e| DeviceError::Io(e.into()))?;
@@ -33,7 +42,7 @@ impl MappedCrashDevice {
             len,
             persistence: PersistenceDomain::CpuCache,
             flush: FlushInstr::None,
-            page_size: crate::BLOCK_SIZE,
+            page_size,
         };
         let mem = MappedDevice::map(info.clone(), fd, None)?;
         Ok(Self {
@@ -41,7 +50,19 @@ impl MappedCrashDevice {
             info,
             pending: Mutex::new(Vec::new()),
             durable: Mutex::new(vec![0; len as usize]),
+            snapshots: Mutex::new(None),
         })
+    }
+
+    /// Start (`true`) or stop (`false`) keeping the durable image after every
+    /// fence; stopping returns the images kept.
+    pub fn record_fences(&self, on: bool) -> Vec<Vec<u8>> {
+        let mut s = self.snapshots.lock();
+        let kept = s.take().unwrap_or_default();
+        if on {
+            *s = Some(Vec::new());
+        }
+        kept
     }
 
     /// What would be on the device after a power failure now.
@@ -84,6 +105,9 @@ impl Device for MappedCrashDevice {
         let mut d = self.durable.lock();
         for (a, bytes) in pending {
             d[a as usize..a as usize + bytes.len()].copy_from_slice(&bytes);
+        }
+        if let Some(v) = self.snapshots.lock().as_mut() {
+            v.push(d.clone());
         }
         Ok(())
     }
