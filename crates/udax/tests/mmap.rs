@@ -1008,6 +1008,72 @@ fn m7_split_of_2m_zero_entry_stress() {
 }
 
 #[test]
+fn m1_appends_racing_reads_through_a_mapping_and_fsyncs_stress() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let fs = fresh(256);
+    let f = fs.create("/race-log", 0o644).unwrap();
+    let m = map(&f, 0, 64 << 20, Prot::Read, MapFlags::SHARED);
+    let base = m.as_ptr() as usize;
+    let pages = 6000u64;
+    let written = AtomicU64::new(0);
+    let done = Arc::new(AtomicBool::new(false));
+    // A lost wake-up (a reader faulting on a page that an fsync maps ahead
+    // without waking anyone) would hang the test: fail it instead.
+    let watchdog = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            for _ in 0..1200 {
+                if done.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            eprintln!("appends/reads/fsyncs still running after 120 s: a lost wake-up?");
+            std::process::abort();
+        }
+    });
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..pages {
+                f.write_at(&[(i % 251) as u8 + 1; 4096], i * 4096).unwrap();
+                if i % 3 == 2 {
+                    f.fsync().unwrap();
+                }
+                written.store(i + 1, Ordering::Release);
+            }
+            done.store(true, Ordering::Release);
+        });
+        s.spawn(|| {
+            while !done.load(Ordering::Acquire) {
+                f.fsync().unwrap();
+            }
+        });
+        for t in 0..2u64 {
+            let (written, done) = (&written, &*done);
+            s.spawn(move || {
+                let mut r = fastrand::Rng::with_seed(t);
+                while !done.load(Ordering::Acquire) {
+                    let n = written.load(Ordering::Acquire);
+                    if n == 0 {
+                        continue;
+                    }
+                    // The newest page half the time (likely not mapped yet).
+                    let p = if r.bool() { n - 1 } else { r.u64(0..n) };
+                    // SAFETY: page `p` is inside the file (written) and the mapping.
+                    let got =
+                        unsafe { ((base + p as usize * 4096 + 17) as *const u8).read_volatile() };
+                    assert_eq!(got, (p % 251) as u8 + 1, "page {p} of {n}");
+                }
+            });
+        }
+    });
+    watchdog.join().unwrap();
+    for p in [0, pages / 2, pages - 1] {
+        assert_eq!(slice(&m)[p as usize * 4096], (p % 251) as u8 + 1);
+    }
+}
+
+#[test]
 fn m1_appends_by_write_at_are_mapped_as_one_run_at_fsync() {
     let fs = fresh(64);
     let f = fs.create("/log", 0o644).unwrap();
