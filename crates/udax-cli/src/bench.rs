@@ -25,7 +25,8 @@ pub struct BenchArgs {
     /// Directory on a disk file system for the regular-file device of P6.
     #[arg(long, default_value = ".")]
     file_dir: PathBuf,
-    /// Run only these benchmarks (comma-separated ids: P1,P2,P3,P4,P5,P6,P7,P8,P9).
+    /// Run only these benchmarks (comma-separated ids: P1,P2,P3,P4,P5,P6,P7,P8,P9;
+    /// P3, P4 and P5 run together).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     only: Vec<String>,
     /// Internal (P8): time N one-byte preads of PATH through libc and print ns/call.
@@ -222,6 +223,17 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         .map_err(|err| format!("{}: {err}", a.tmpfs_dir.display()))?;
     let mut out = Vec::new();
     let mut page = vec![0u8; 4096];
+    const IDS: [&str; 9] = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9"];
+    if let Some(bad) = a
+        .only
+        .iter()
+        .find(|o| !IDS.iter().any(|i| i.eq_ignore_ascii_case(o)))
+    {
+        return Err(format!(
+            "unknown benchmark id {bad:?} (known: {})",
+            IDS.join(", ")
+        ));
+    }
     let want = |id: &str| {
         a.only.is_empty()
             || a.only
