@@ -361,7 +361,19 @@ fn run(cli: Cli) -> AnyResult<()> {
     match cli.cmd {
         Cmd::Mkfs { dev, size, label } => {
             let size = size.as_deref().map(size_arg).transpose()?;
-            let d = open_dev(&dev, size)?;
+            // A new device file is allocated (and on tmpfs zeroed) whole:
+            // seconds for many GiB.
+            let spin = size.filter(|&n| n >= 1 << 30).map(|n| {
+                let p = ProgressBar::new_spinner();
+                p.set_message(format!("allocating {dev} ({} MiB)", n >> 20));
+                p.enable_steady_tick(std::time::Duration::from_millis(100));
+                p
+            });
+            let d = open_dev(&dev, size);
+            if let Some(p) = spin {
+                p.finish_and_clear();
+            }
+            let d = d?;
             let sb = ctx(Fs::mkfs(&*d, &MkfsOptions { label }), &dev)?;
             let g = sb.geometry;
             println!(

@@ -132,7 +132,11 @@ fn cli_errors_are_one_line_and_nonzero() {
         vec!["ls".to_string(), "/nowhere".to_string()],
         vec!["mkfs".to_string(), "memfd:12Q".to_string()],
         vec!["info".to_string(), "/dev/null".to_string()],
-        vec!["bench".to_string(), "--only".to_string(), "P1,P42".to_string()],
+        vec![
+            "bench".to_string(),
+            "--only".to_string(),
+            "P1,P42".to_string(),
+        ],
     ] {
         let o = udax(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>());
         assert!(!o.status.success(), "{args:?} should fail");
