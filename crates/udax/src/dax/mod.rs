@@ -68,7 +68,7 @@ impl DaxFile {
         v.iter().filter_map(|w| w.upgrade()).collect()
     }
 
-    fn is_mapped(&self) -> bool {
+    pub(crate) fn is_mapped(&self) -> bool {
         // ORDERING: pairs with the Release store in `File::mmap`, made before
         // the region is published.
         if !self.ever_mapped.load(crate::sync::Ordering::Acquire) {

@@ -171,6 +171,15 @@ impl Device for MappedDevice {
         Ok(())
     }
 
+    fn write_cached(&self, off: u64, data: &[u8]) -> Result<(), DeviceError> {
+        check_range(off, data.len() as u64, self.info.len)?;
+        self.prefault(off, data.len() as u64);
+        // SAFETY: destination inside the live mapping (checked), source a
+        // distinct allocation.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr(off), data.len()) };
+        Ok(())
+    }
+
     fn zero(&self, off: u64, len: u64) -> Result<(), DeviceError> {
         check_range(off, len, self.info.len)?;
         self.prefault(off, len);

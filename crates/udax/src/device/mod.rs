@@ -151,8 +151,15 @@ pub trait Device: Send + Sync + fmt::Debug {
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), DeviceError>;
 
     /// Store `data` at `off`. Not durable until [`flush`](Self::flush) + [`fence`](Self::fence).
-    /// Large writes may use non-temporal stores.
+    /// Writes of a page or more may use non-temporal stores (they bypass the cache).
     fn write(&self, off: u64, data: &[u8]) -> Result<(), DeviceError>;
+
+    /// [`write`](Self::write) for data that is likely to be read again soon
+    /// (a file that is mapped: the program reads what it writes through its
+    /// mapping, as LMDB does): ordinary cached stores, whatever the size.
+    fn write_cached(&self, off: u64, data: &[u8]) -> Result<(), DeviceError> {
+        self.write(off, data)
+    }
 
     /// Store zeros over `[off, off + len)`. Same durability rules as `write`.
     fn zero(&self, off: u64, len: u64) -> Result<(), DeviceError>;

@@ -392,7 +392,15 @@ impl File {
         let b = end.clamp(span_a, span_b);
         let dev_at = |fo: u64| dev_blk * BLOCK_SIZE + (fo - span_a);
         if b > a {
-            dev.write(dev_at(a), &data[(a - off) as usize..(b - off) as usize])?;
+            let bytes = &data[(a - off) as usize..(b - off) as usize];
+            if self.cell.dax.is_mapped() {
+                // Read back through the mapping soon, likely: keep it cached
+                // (LMDB's pwrite-then-read pattern; 0.66x -> 0.78x of tmpfs
+                // with cached stores).
+                dev.write_cached(dev_at(a), bytes)?;
+            } else {
+                dev.write(dev_at(a), bytes)?;
+            }
             dev.flush(dev_at(a), b - a);
         }
         let z = b.max(a);
