@@ -223,6 +223,18 @@ int main(int argc, char **argv) {
     num("access_ok", access(at(M, "dir/uno"), R_OK | W_OK));
     num("open_missing", open(at(M, "missing"), O_RDONLY));
     num("open_tmpfile", open(M, O_TMPFILE | O_RDWR, 0600));
+    /* the umask, as the program changes it */
+    mode_t um = umask(027);
+    fd = open(at(M, "masked"), O_CREAT | O_WRONLY, 0666);
+    close(fd);
+    stat(at(M, "masked"), &st);
+    num("mode_under_umask_027", st.st_mode & 0777);
+    umask(0);
+    fd = open(at(M, "unmasked"), O_CREAT | O_WRONLY, 0666);
+    close(fd);
+    stat(at(M, "unmasked"), &st);
+    num("mode_under_umask_0", st.st_mode & 0777);
+    num("umask_returns_old", umask(um));
     struct timespec ts[2] = {{1, 0}, {2, 0}};
     num("utimensat", utimensat(AT_FDCWD, at(M, "f"), ts, 0));
     stat(at(M, "f"), &st);
