@@ -795,20 +795,9 @@ fn m9_map_sync_store_plus_persist_survives_crash_without_fsync() {
 
 #[test]
 fn m7_hugetlbfs_device_maps_real_2m_pages() {
-    let require = std::env::var("UDAX_REQUIRE_HUGEPAGES").is_ok_and(|v| v == "1");
-    let dev = match device::open("memfd-huge:32M", &DevOpen::default()) {
-        Ok(d) => d,
-        Err(e) => {
-            assert!(
-                !require,
-                "UDAX_REQUIRE_HUGEPAGES=1 but no huge-page memfd: {e}"
-            );
-            eprintln!("SKIPPED m7_hugetlbfs_device_maps_real_2m_pages: {e}");
-            return;
-        }
+    let Some(fs) = huge_fs("m7_hugetlbfs_device_maps_real_2m_pages") else {
+        return;
     };
-    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
-    let fs = Fs::mount(dev).unwrap();
     let f = fs.create("/h", 0o644).unwrap();
     f.write_at(&vec![5u8; 4 << 20], 0).unwrap();
     f.set_len(8 * MB).unwrap(); // 4 MiB data, then a 4 MiB hole

@@ -119,35 +119,32 @@ pub(super) fn handle(
         eng,
         wake: how != How::Ahead,
     };
-    let mut r = cx.resolve(page, write, wp);
-    if let Err(Fail::Unshare(_) | Fail::Relocate(_)) = r {
-        drop(_inv);
-        if !block {
-            // Copying takes the invalidate lock exclusively and may unmap
-            // (mremap): the slow worker does it, never a handler thread.
-            bump(&fs.counters().deferred);
-            return false;
+    let r = match cx.resolve(page, write, wp) {
+        Err(f @ (Fail::Unshare(_) | Fail::Relocate(_))) => {
+            drop(_inv);
+            if !block {
+                // Copying takes the invalidate lock exclusively and may unmap
+                // (mremap): the slow worker does it, never a handler thread.
+                bump(&fs.counters().deferred);
+                return false;
+            }
+            change_layout(fs, cell, f).and_then(|()| {
+                // Map the file's own copy now: callers that resolve a page and
+                // then look at it (pin, populate) must find it mapped.
+                let _inv = cell.dax.invalidate.read();
+                match cx.resolve(page, write, wp) {
+                    // Shared again meanwhile (a clone): the access faults again.
+                    Err(Fail::Unshare(_)) => Ok(()),
+                    Err(Fail::Relocate(_)) => Err(Fail::Error(
+                        "hugetlbfs device: the 2 MiB chunk could not be made one aligned extent"
+                            .into(),
+                    )),
+                    other => other,
+                }
+            })
         }
-        r = match r {
-            Err(Fail::Unshare(span)) => unshare_for_fault(fs, cell, span),
-            Err(Fail::Relocate(chunk)) => relocate_for_fault(fs, cell, chunk),
-            _ => Ok(()),
-        }
-        .map_err(Fail::Error);
-        if r.is_ok() {
-            // Map the file's own copy now: callers that resolve a page and
-            // then look at it (pin, populate) must find it mapped.
-            let _inv = cell.dax.invalidate.read();
-            r = match cx.resolve(page, write, wp) {
-                // Shared again meanwhile (a clone): the access faults again.
-                Err(Fail::Unshare(_)) => Ok(()),
-                Err(Fail::Relocate(_)) => Err(Fail::Error(
-                    "hugetlbfs device: the 2 MiB chunk could not be made one aligned extent".into(),
-                )),
-                other => other,
-            };
-        }
-    }
+        other => other,
+    };
     if let Err(Fail::Error(e)) = r {
         // As the kernel turns a failed fault (ENOSPC, EIO) into SIGBUS.
         tracing::error!(
@@ -166,25 +163,28 @@ pub(super) fn handle(
     true
 }
 
-/// Copy on write for a fault (SPEC R1): unmap file pages `span` from every
-/// mapping of the file, then give the file its own copies of their shared
-/// blocks.
-fn unshare_for_fault(fs: &Fs, cell: &Arc<Cell>, span: Range<u64>) -> Result<(), String> {
+/// Change the layout a fault needs before it can map (`fail` is
+/// [`Fail::Unshare`]: copy on write, SPEC R1; or [`Fail::Relocate`]: a
+/// hugetlbfs chunk moved to one aligned extent, SPEC M7): with the
+/// invalidate lock held exclusively, unmap the pages from every mapping of
+/// the file, then change their extents.
+fn change_layout(fs: &Fs, cell: &Arc<Cell>, fail: Fail) -> R<()> {
+    let (span, what) = match &fail {
+        Fail::Unshare(span) => (span.clone(), "copy on write"),
+        Fail::Relocate(chunk) => (*chunk..chunk + PMD_PAGES, "moving to one 2 MiB extent"),
+        _ => return Err(fail),
+    };
     let _inv = cell.dax.invalidate.write();
     super::zap_file_range(fs, cell, span.start, span.end)
-        .and_then(|()| crate::fs::unshare(fs, cell, span.start, span.end))
-        .map_err(|e| format!("copy on write of pages {span:?}: {e}"))?;
-    bump(&fs.counters().cow_faults);
+        .and_then(|()| match fail {
+            Fail::Unshare(_) => crate::fs::unshare(fs, cell, span.start, span.end),
+            _ => crate::fs::relocate_chunk(fs, cell, span.start),
+        })
+        .map_err(|e| Fail::Error(format!("{what} of pages {span:?}: {e}")))?;
+    if matches!(fail, Fail::Unshare(_)) {
+        bump(&fs.counters().cow_faults);
+    }
     Ok(())
-}
-
-/// A hugetlbfs device (SPEC M7): give the file's 2 MiB chunk at `chunk` one
-/// aligned device extent, so it can be mapped with a huge page.
-fn relocate_for_fault(fs: &Fs, cell: &Arc<Cell>, chunk: u64) -> Result<(), String> {
-    let _inv = cell.dax.invalidate.write();
-    super::zap_file_range(fs, cell, chunk, chunk + PMD_PAGES)
-        .and_then(|()| crate::fs::relocate_chunk(fs, cell, chunk))
-        .map_err(|e| format!("moving pages {chunk}.. to one 2 MiB extent: {e}"))
 }
 
 fn pmd_eligible(region: &Region, chunk: u64, eof: u64) -> bool {

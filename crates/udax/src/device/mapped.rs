@@ -154,24 +154,22 @@ impl Device for MappedDevice {
     }
 
     fn write(&self, off: u64, data: &[u8]) -> Result<(), DeviceError> {
+        if data.len() < NT_THRESHOLD {
+            return self.write_cached(off, data);
+        }
         check_range(off, data.len() as u64, self.info.len)?;
         self.prefault(off, data.len() as u64);
-        if data.len() >= NT_THRESHOLD {
-            // Large copies bypass the cache on every backend: they are faster
-            // (no read-for-ownership, no eviction of the caller's working set)
-            // and on pmem they need no flush afterwards.
-            // SAFETY: destination inside the live mapping (checked), source a
-            // distinct allocation.
-            unsafe { copy_nt(self.ptr(off), data, self.info.flush) };
-            if self.info.persistence != PersistenceDomain::CpuCache {
-                // Non-temporal stores are weakly ordered: order them before
-                // whatever publishes the data (a lock release, a log record).
-                // On pmem the caller's fence does this.
-                sfence();
-            }
-        } else {
-            // SAFETY: as above.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr(off), data.len()) };
+        // Large copies bypass the cache on every backend: they are faster
+        // (no read-for-ownership, no eviction of the caller's working set)
+        // and on pmem they need no flush afterwards.
+        // SAFETY: destination inside the live mapping (checked), source a
+        // distinct allocation.
+        unsafe { copy_nt(self.ptr(off), data, self.info.flush) };
+        if self.info.persistence != PersistenceDomain::CpuCache {
+            // Non-temporal stores are weakly ordered: order them before
+            // whatever publishes the data (a lock release, a log record).
+            // On pmem the caller's fence does this.
+            sfence();
         }
         Ok(())
     }
