@@ -40,6 +40,11 @@ enum Fail {
     /// and written again, scattered small writes): the chunk must be moved to
     /// one first, under the invalidate lock held exclusively. Nothing was mapped.
     Relocate(u64),
+    /// A zero page is to go at this file page, which lies in a window (a
+    /// device mapping past the old end of file, `vm::RegionState::windows`):
+    /// the window must be closed first, under the invalidate lock held
+    /// exclusively. Nothing was mapped.
+    Unwindow(u64),
 }
 
 impl From<String> for Fail {
@@ -119,8 +124,21 @@ pub(super) fn handle(
         eng,
         wake: how != How::Ahead,
     };
-    let r = match cx.resolve(page, write, wp) {
-        Err(f @ (Fail::Unshare(_) | Fail::Relocate(_))) => {
+    // Mapping ahead from a user thread: an ioctl refused while a REMAP event
+    // of another mapping is unread (EAGAIN) is tried again shortly (a
+    // handler reads it), instead of leaving the page to a fault.
+    let mut tries = 0;
+    let first = loop {
+        match cx.resolve(page, write, wp) {
+            Err(Fail::Again) if how == How::Ahead && tries < 8 => {
+                tries += 1;
+                std::thread::yield_now();
+            }
+            r => break r,
+        }
+    };
+    let r = match first {
+        Err(f @ (Fail::Unshare(_) | Fail::Relocate(_) | Fail::Unwindow(_))) => {
             drop(_inv);
             if !block {
                 // Copying takes the invalidate lock exclusively and may unmap
@@ -139,6 +157,8 @@ pub(super) fn handle(
                         "hugetlbfs device: the 2 MiB chunk could not be made one aligned extent"
                             .into(),
                     )),
+                    // A window opened again meanwhile: the access faults again.
+                    Err(Fail::Unwindow(_)) => Ok(()),
                     other => other,
                 }
             })
@@ -167,8 +187,21 @@ pub(super) fn handle(
 /// [`Fail::Unshare`]: copy on write, SPEC R1; or [`Fail::Relocate`]: a
 /// hugetlbfs chunk moved to one aligned extent, SPEC M7): with the
 /// invalidate lock held exclusively, unmap the pages from every mapping of
-/// the file, then change their extents.
+/// the file, then change their extents. [`Fail::Unwindow`] changes only the
+/// mappings: the windows at the page are closed.
 fn change_layout(fs: &Fs, cell: &Arc<Cell>, fail: Fail) -> R<()> {
+    if let Fail::Unwindow(page) = fail {
+        let _inv = cell.dax.invalidate.write();
+        let eng = vm::engine().map_err(Fail::Error)?;
+        for reg in cell.dax.regions() {
+            let mut st = reg.lock();
+            if !st.dead {
+                reg.close_windows(&mut st, &eng.uffd, page..page + 1)
+                    .map_err(|e| Fail::Error(format!("closing a window at page {page}: {e}")))?;
+            }
+        }
+        return Ok(());
+    }
     let (span, what) = match &fail {
         Fail::Unshare(span) => (span.clone(), "copy on write"),
         Fail::Relocate(chunk) => (*chunk..chunk + PMD_PAGES, "moving to one 2 MiB extent"),
@@ -591,9 +624,15 @@ impl Cx<'_> {
                 return Ok(());
             }
         }
-        region
-            .map_device(&mut st, r.clone(), dev_blk)
-            .map_err(|e| format!("mapping device block {dev_blk}: {e}"))?;
+        let continued = region
+            .map_device(&mut st, &eng.uffd, r.clone(), dev_blk)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EAGAIN) {
+                    Fail::Again
+                } else {
+                    Fail::Error(format!("mapping device block {dev_blk}: {e}"))
+                }
+            })?;
         // Dirty tracking: a range mapped by a read fault starts clean (protected);
         // one mapped by a store starts counted as written, which spares a
         // protection fault per page on first write at the price of flushing the
@@ -607,6 +646,9 @@ impl Cx<'_> {
         } else {
             &fs.counters().pte_maps
         });
+        if continued {
+            bump(&fs.counters().continued);
+        }
         if self.wake {
             let _ = eng
                 .uffd
@@ -632,6 +674,15 @@ impl Cx<'_> {
             if let Some(o) = st.first_shown(&(r.start + 1..r.end.max(r.start + 1)), true) {
                 r.end = o;
             }
+        }
+        // Never a zero page in a window (on a shmem mapping it would be a
+        // page of the device): the window is closed first, or the range ends
+        // where one starts.
+        if let Some((w, _)) = st.windows.overlapping(&r).next() {
+            if w.start <= r.start {
+                return Err(Fail::Unwindow(r.start));
+            }
+            r.end = w.start;
         }
         if r.is_empty() {
             return Ok(r);

@@ -17,6 +17,7 @@ mod fault;
 
 pub use entry::{Entry, EntryIndex, WaitTable};
 
+use crate::device::DeviceKind;
 use crate::fs::{Cell, Error, File, Fs, Result};
 use crate::sync::{Mutex, RwLock};
 use crate::vm::{self, space, FaultOwner, Prot, Region, RegionState, PAGE};
@@ -301,6 +302,11 @@ impl File {
             state: Mutex::new(RegionState {
                 prot: Some(prot),
                 ever_writable: prot == Prot::ReadWrite && !flags.private,
+                windows_ok: prot == Prot::Read
+                    && !flags.private
+                    && eng.uffd.has_minor_shmem()
+                    && matches!(dev.info().kind, DeviceKind::Memfd | DeviceKind::Shm)
+                    && dev_page == PAGE as u64,
                 ..Default::default()
             }),
         });
@@ -405,8 +411,22 @@ impl Mapping {
         // Faults hold the invalidate lock shared: none is half way.
         let cell = self.file.cell();
         let fs = self.file.fs();
-        let _inv = (shared_rw && fs.has_shared()).then(|| cell.dax.invalidate.write());
+        // A writable mapping has no windows (their pages could not be under
+        // dirty tracking): none opens from now on, and the open ones close.
+        let windows = shared_rw && {
+            let mut st = self.region.lock();
+            st.windows_ok = false;
+            !st.windows.is_empty()
+        };
+        let _inv = (shared_rw && (windows || fs.has_shared())).then(|| cell.dax.invalidate.write());
         let mut st = self.region.lock();
+        if windows {
+            let eng = vm::engine().map_err(Error::Busy)?;
+            let all = self.region.pages();
+            self.region
+                .close_windows(&mut st, &eng.uffd, all)
+                .map_err(io)?;
+        }
         if _inv.is_some() && st.prot != Some(Prot::ReadWrite) {
             let eng = vm::engine().map_err(Error::Busy)?;
             let runs: Vec<(Range<u64>, i64)> =
@@ -460,6 +480,7 @@ impl Mapping {
         st.zero.remove(r.clone());
         st.cow.remove(r.clone());
         st.beyond_eof.remove(r.clone());
+        st.windows.remove(r.clone());
         self.region.forget_poisoned(&mut st, r.clone());
         st.gone.insert(r);
         Ok(())
@@ -645,9 +666,78 @@ fn map_now(fs: &Fs, cell: &Arc<Cell>, r: Range<u64>) {
             let st = reg.lock();
             p = match st.dev.get_key_value(&p) {
                 Some((k, _)) => k.end.max(p + 1),
+                // Not mapped (EAGAIN kept coming): the rest is left to faults.
+                None if !shown => break,
                 None => p + 1,
             };
         }
+        if !clip.is_empty() && clip.end == eof {
+            open_window(fs, cell, &reg, eof);
+        }
+    }
+}
+
+/// Pages a window past end of file covers: as many as the file has up to the
+/// window (so a growing file needs few windows, each one mapping), at least
+/// 2 MiB, at most 1 GiB.
+fn window_pages(eof: u64, first: u64) -> u64 {
+    (eof - first.min(eof)).clamp(BLOCKS_PER_HUGE, 512 * BLOCKS_PER_HUGE)
+}
+
+/// `reg` shows the file up to its end (page `eof`): put a window over the
+/// pages past it, predicting that the file grows onto the device blocks that
+/// follow its last one (the allocator's goal), so that pages appended later
+/// are shown with `UFFDIO_CONTINUE` instead of a new mapping each (LMDB's
+/// transactions without `MDB_WRITEMAP`). Where the prediction fails the
+/// pages are simply mapped over the window. Only for shared mappings that
+/// were never writable, on shmem devices; taken with no lock held.
+fn open_window(fs: &Fs, cell: &Cell, reg: &Region, eof: u64) {
+    let free = |st: &RegionState| {
+        st.windows_ok
+            && !st.dead
+            && eof > 0
+            && !st.windows.contains_key(&eof)
+            && st.dev.contains_key(&(eof - 1))
+    };
+    if !free(&reg.lock()) {
+        return;
+    }
+    let Ok(eng) = vm::engine() else { return };
+    // No fault of the file is resolved meanwhile (the window replaces
+    // pages; the region state cannot change under it but for markers).
+    let _inv = cell.dax.invalidate.write();
+    let mut st = reg.lock();
+    if !free(&st) {
+        return;
+    }
+    let Some(&delta) = st.dev.get(&(eof - 1)) else {
+        return;
+    };
+    let dev0 = (eof as i64 + delta) as u64;
+    let dev_blocks = fs.device().info().len / BLOCK_SIZE;
+    let mut end = (eof + window_pages(eof, reg.first_page))
+        .min(reg.pages().end)
+        .min(eof + dev_blocks.saturating_sub(dev0));
+    // Up to the first page the region shows or gave back (SIGBUS markers
+    // past end of file excepted: the window's pages fault the same way).
+    let busy = [
+        st.first_shown(&(eof..end), false),
+        st.poisoned.overlapping(&(eof..end)).next().map(|k| k.start),
+        st.gone.overlapping(&(eof..end)).next().map(|k| k.start),
+        st.windows
+            .overlapping(&(eof..end))
+            .next()
+            .map(|(k, _)| k.start),
+    ];
+    if let Some(b) = busy.into_iter().flatten().min() {
+        end = end.min(b.max(eof));
+    }
+    if end <= eof {
+        return;
+    }
+    match reg.open_window(&mut st, &eng.uffd, eof..end, dev0) {
+        Ok(()) => vm::engine::bump(&fs.counters().windows),
+        Err(e) => tracing::debug!("no window past page {eof} of inode {}: {e}", cell.ino),
     }
 }
 
@@ -751,6 +841,7 @@ fn zap_range(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
         st.zero.remove(clip.clone());
         st.cow.remove(clip.clone());
         st.beyond_eof.remove(clip.clone());
+        st.windows.remove(clip.clone());
         r.forget_poisoned(st, clip);
         vm::engine::bump(&fs.counters().invalidations);
     }

@@ -30,6 +30,8 @@ pub struct Counters {
     pub flushed_pages: AtomicU64,
     pub cow_faults: AtomicU64,
     pub kernel_faults: AtomicU64,
+    pub windows: AtomicU64,
+    pub continued: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -64,6 +66,11 @@ pub struct VmStats {
     /// Faults taken by the kernel inside a system call that touched the
     /// mapping (`read(fd, mapped_buf, n)`), as opposed to a user instruction.
     pub kernel_faults: u64,
+    /// Windows opened past end of file (device mappings that pages appended
+    /// later are shown in without a new mapping; shmem devices).
+    pub windows: u64,
+    /// Ranges shown in a window with `UFFDIO_CONTINUE` (no mapping changed).
+    pub continued: u64,
 }
 
 impl Counters {
@@ -83,6 +90,8 @@ impl Counters {
             flushed_pages: l(&self.flushed_pages),
             cow_faults: l(&self.cow_faults),
             kernel_faults: l(&self.kernel_faults),
+            windows: l(&self.windows),
+            continued: l(&self.continued),
         }
     }
 }
@@ -190,6 +199,9 @@ fn start() -> Result<Arc<Engine>, String> {
     if let Err(e) = super::signals::install() {
         tracing::warn!("cannot install the SIGBUS handler ({e}): poisoned pages report BUS_ADRERR");
     }
+    // SAFETY: registers a handler that only takes udax locks and calls
+    // madvise on udax regions (see `before_fork`).
+    unsafe { libc::pthread_atfork(Some(before_fork), None, None) };
     let (tx, rx) = mpsc::channel::<Job>();
     let dirty = match (
         Uffd::open_dirty_tracker(),
@@ -234,6 +246,18 @@ fn start() -> Result<Arc<Engine>, String> {
         })
         .map_err(|e| format!("starting fault worker: {e}"))?;
     Ok(eng)
+}
+
+/// In the parent, just before fork: pages shown through windows are not
+/// inherited (a window is `MADV_DONTFORK`, as placeholders are, since past
+/// end of file it would show the device to a child without a fault handler);
+/// let the child inherit those that show the file, as it inherits every
+/// other page mapped to the device.
+extern "C" fn before_fork() {
+    let Some(e) = try_engine() else { return };
+    for r in e.regions.read().values() {
+        r.inherit_shown(&r.lock());
+    }
 }
 
 impl Engine {

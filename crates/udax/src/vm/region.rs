@@ -3,6 +3,7 @@
 
 use super::pages::PageRefs;
 use super::space::{self, Prot, PAGE};
+use super::uffd::Uffd;
 use crate::sync::{Mutex, MutexGuard};
 use rangemap::{RangeMap, RangeSet};
 use std::ops::Range;
@@ -51,6 +52,20 @@ pub struct RegionState {
     /// have dirty pages, so only its pages are put under dirty tracking and
     /// scanned by msync/fsync (a read-only mapping costs neither).
     pub ever_writable: bool,
+    /// Windows: page ranges that are one read-only mapping of the device at a
+    /// fixed offset (value = device block - file page), registered for minor
+    /// faults, put past end of file so that appended pages can be shown with
+    /// `UFFDIO_CONTINUE` instead of a new mapping. A page of a window shows
+    /// the device only where `dev` lists it with the window's value; any other
+    /// page of it has no page-table entry (or a SIGBUS marker) and faults to
+    /// the handler exactly as a placeholder does. See `docs/dax.md`.
+    pub windows: RangeMap<u64, i64>,
+    /// Windows may be opened: a shared, never writable mapping of a shmem
+    /// device (memfd or tmpfs file) with minor-fault support.
+    pub windows_ok: bool,
+    /// A window was opened at some time: some pages showing the device are
+    /// not inherited by fork unless allowed again before it.
+    pub had_windows: bool,
 }
 
 impl RegionState {
@@ -117,23 +132,66 @@ impl Region {
     }
 
     /// Map device blocks `dev_blk..` at pages `r` (called with the state lock).
+    /// The part of `r` inside a window that shows these very blocks gets
+    /// page-table entries with `UFFDIO_CONTINUE` (no mapping changes); the
+    /// rest is mapped over whatever is there (cutting windows). EAGAIN (a
+    /// REMAP event pending) leaves nothing installed. Returns true if no
+    /// mapping had to change (all of `r` was shown through a window).
     pub fn map_device(
         &self,
         st: &mut RegionState,
+        uffd: &Uffd,
         r: Range<u64>,
         dev_blk: u64,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<bool> {
+        let delta = dev_blk as i64 - r.start as i64;
+        let mut r = r;
+        if let Some((w, &d)) = st.windows.get_key_value(&r.start) {
+            if d == delta {
+                let end = r.end.min(w.end);
+                let (a, n) = (self.addr_of(r.start), (end - r.start) as usize * PAGE);
+                match uffd.continue_range(a, n) {
+                    Ok(()) => {
+                        self.note_shown(st, r.start..end, dev_blk);
+                        if end == r.end {
+                            return Ok(true);
+                        }
+                        r = end..r.end;
+                    }
+                    Err(e) => {
+                        // Drop what was installed before the failure, so no
+                        // page shows the device unrecorded.
+                        let _ = space::discard(a, n);
+                        if e.raw_os_error() == Some(libc::EAGAIN) {
+                            return Err(e);
+                        }
+                        // Else (a device page not yet in the page cache):
+                        // mapped as outside a window.
+                        tracing::debug!("UFFDIO_CONTINUE at {a:#x}: {e}; mapping instead");
+                    }
+                }
+            }
+        }
         let prot = st.prot.unwrap_or(Prot::Read);
         let n = (r.end - r.start) as usize * PAGE;
+        let first = (r.start as i64 + delta) as u64;
         space::map_device(
             self.addr_of(r.start),
             n,
             self.dev_fd,
-            dev_blk * PAGE as u64,
+            first * PAGE as u64,
             prot,
             self.private,
             !self.private,
         )?;
+        st.windows.remove(r.clone());
+        self.note_shown(st, r, first);
+        Ok(false)
+    }
+
+    /// Pages `r` now show device blocks `dev_blk..`: record it (and the page
+    /// references) in the state.
+    fn note_shown(&self, st: &mut RegionState, r: Range<u64>, dev_blk: u64) {
         // Pages that held zeros or markers now show the device; tracking (if
         // any) must be armed again by the caller.
         st.tracked.remove(r.clone());
@@ -159,7 +217,71 @@ impl Region {
                 .get(dev_blk + (f.start - r.start), f.end - f.start);
         }
         st.dev.insert(r.clone(), dev_blk as i64 - r.start as i64);
+    }
+
+    /// Put a window over pages `r`, showing device blocks `dev_blk..` once
+    /// `UFFDIO_CONTINUE`d. The caller holds the file's invalidate lock
+    /// exclusively (no fault of the file is being resolved) and has checked
+    /// that the region shows nothing in `r` but SIGBUS markers past end of
+    /// file (which the window replaces: its pages fault to the handler).
+    pub fn open_window(
+        &self,
+        st: &mut RegionState,
+        uffd: &Uffd,
+        r: Range<u64>,
+        dev_blk: u64,
+    ) -> std::io::Result<()> {
+        let (a, n) = (self.addr_of(r.start), (r.end - r.start) as usize * PAGE);
+        space::place_window(uffd, a, n, self.dev_fd, dev_blk * PAGE as u64)?;
+        st.beyond_eof.remove(r.clone());
+        st.windows
+            .insert(r.clone(), dev_blk as i64 - r.start as i64);
+        st.had_windows = true;
         Ok(())
+    }
+
+    /// Close the windows overlapping pages `r`: their pages that show nothing
+    /// become placeholders again (so a zero page can go there, or the mapping
+    /// be made writable); the pages they show stay as they are, mapped. The
+    /// caller holds the file's invalidate lock exclusively.
+    pub fn close_windows(
+        &self,
+        st: &mut RegionState,
+        uffd: &Uffd,
+        r: Range<u64>,
+    ) -> std::io::Result<()> {
+        let hit: Vec<Range<u64>> = st.windows.overlapping(&r).map(|(k, _)| k.clone()).collect();
+        let prot = st.prot.unwrap_or(Prot::Read);
+        for w in hit {
+            let mut empty = RangeSet::new();
+            empty.insert(w.clone());
+            for (k, _) in st.dev.overlapping(&w) {
+                empty.remove(k.clone());
+            }
+            for e in empty.iter() {
+                space::replace_with_placeholder(
+                    uffd,
+                    self.addr_of(e.start),
+                    (e.end - e.start) as usize * PAGE,
+                    prot,
+                )?;
+                st.beyond_eof.remove(e.clone());
+                self.forget_poisoned(st, e.clone());
+            }
+            st.windows.remove(w);
+        }
+        Ok(())
+    }
+
+    /// Before fork: let the child inherit every page that shows the device
+    /// (pages shown through a window would not be).
+    pub fn inherit_shown(&self, st: &RegionState) {
+        if !st.had_windows || st.dead {
+            return;
+        }
+        for (k, _) in st.dev.iter() {
+            let _ = space::inherit(self.addr_of(k.start), (k.end - k.start) as usize * PAGE);
+        }
     }
 
     /// Drop the device references of pages `r` from the state (after unmapping).

@@ -150,6 +150,61 @@ pub fn replace_with_placeholder(uffd: &Uffd, addr: usize, len: usize, prot: Prot
     Ok(())
 }
 
+/// Atomically put a *window* over `[addr, addr+len)`: a read-only shared
+/// mapping of device bytes `[dev_off, dev_off+len)` of a shmem device,
+/// registered for minor and missing faults, with no page-table entries. Every
+/// access faults to the handler, as on a placeholder, and pages are shown
+/// later by `UFFDIO_CONTINUE` without changing any mapping. The window is
+/// made at a spare address and moved over the target with `mremap`, so no
+/// instant exists where the device pages are reachable without a fault.
+/// Not inherited by fork (the child has no handler). Waits, as
+/// [`replace_with_placeholder`], until a handler thread reads the REMAP event.
+pub fn place_window(uffd: &Uffd, addr: usize, len: usize, fd: RawFd, dev_off: u64) -> Result<()> {
+    let spare = reserve(len, PAGE, 0)?;
+    let made = map_device(spare, len, fd, dev_off, Prot::Read, false, false)
+        .and_then(|()| {
+            // SAFETY: `spare` was just mapped above and belongs to us;
+            // MADV_DONTFORK only changes what fork copies.
+            if unsafe { libc::madvise(spare as *mut _, len, libc::MADV_DONTFORK) } != 0 {
+                return Err(Error::last_os_error());
+            }
+            Ok(())
+        })
+        .and_then(|()| uffd.register_window(spare, len));
+    if let Err(e) = made {
+        unmap(spare, len);
+        return Err(e);
+    }
+    // SAFETY: `spare` is ours (just made); the target range belongs to the
+    // caller's region; MREMAP_FIXED replaces it atomically and frees `spare`.
+    let p = unsafe {
+        libc::mremap(
+            spare as *mut _,
+            len,
+            len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            addr as *mut libc::c_void,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let e = Error::last_os_error();
+        unmap(spare, len);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Let fork copy `[addr, addr+len)` again (pages of a window that show the
+/// file: the child sees them as the parent does).
+pub fn inherit(addr: usize, len: usize) -> Result<()> {
+    // SAFETY: the range belongs to the caller's region; MADV_DOFORK only
+    // changes what fork copies.
+    if unsafe { libc::madvise(addr as *mut _, len, libc::MADV_DOFORK) } != 0 {
+        return Err(Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Drop the pages of an anonymous placeholder range (zero pages, poison
 /// markers): the next access faults to the handler again.
 pub fn discard(addr: usize, len: usize) -> Result<()> {

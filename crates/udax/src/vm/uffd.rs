@@ -19,13 +19,16 @@ const UFFDIO_POISON: u32 =
 /// `UFFDIO_WRITEPROTECT_MODE_WP` / `_DONTWAKE` (absent from linux-raw-sys).
 const WP_MODE_WP: u64 = 1;
 const WP_MODE_DONTWAKE: u64 = 2;
+/// `UFFDIO_CONTINUE_MODE_DONTWAKE`.
+const CONTINUE_MODE_DONTWAKE: u64 = 1;
 
 /// Features udax asks for. `EVENT_REMAP` keeps registrations across the
 /// `mremap` that atomically replaces a mapped range with a placeholder.
 const WANTED: u64 = (g::UFFD_FEATURE_EVENT_REMAP
     | g::UFFD_FEATURE_THREAD_ID
     | g::UFFD_FEATURE_POISON
-    | g::UFFD_FEATURE_PAGEFAULT_FLAG_WP) as u64;
+    | g::UFFD_FEATURE_PAGEFAULT_FLAG_WP
+    | g::UFFD_FEATURE_MINOR_SHMEM) as u64;
 /// Without these the engine cannot keep its promises.
 const REQUIRED: u64 = (g::UFFD_FEATURE_EVENT_REMAP | g::UFFD_FEATURE_POISON) as u64;
 
@@ -144,6 +147,48 @@ impl Uffd {
             ioctls: 0,
         };
         self.ioctl(io::UFFDIO_REGISTER, &mut r)
+    }
+
+    /// Can device windows be registered (minor faults on shmem, Linux 5.14+)?
+    pub fn has_minor_shmem(&self) -> bool {
+        self.features & g::UFFD_FEATURE_MINOR_SHMEM as u64 != 0
+    }
+
+    /// Register a shared mapping of a shmem device (a window) for minor and
+    /// missing faults: every access to a page without a page-table entry is
+    /// reported, though the device page exists.
+    pub fn register_window(&self, addr: usize, len: usize) -> Result<()> {
+        let mut r = g::uffdio_register {
+            range: Self::range(addr, len),
+            mode: (g::UFFDIO_REGISTER_MODE_MISSING | g::UFFDIO_REGISTER_MODE_MINOR) as u64,
+            ioctls: 0,
+        };
+        self.ioctl(io::UFFDIO_REGISTER, &mut r)
+    }
+
+    /// Install page-table entries for the device pages behind `[addr,
+    /// addr+len)` of a window (`UFFDIO_CONTINUE`), waking no one. Pages that
+    /// already have one are left alone (not an error); a SIGBUS marker is
+    /// replaced.
+    pub fn continue_range(&self, addr: usize, len: usize) -> Result<()> {
+        let mut at = addr;
+        while at < addr + len {
+            let mut c = g::uffdio_continue {
+                range: Self::range(at, addr + len - at),
+                mode: CONTINUE_MODE_DONTWAKE,
+                mapped: 0,
+            };
+            match self.ioctl(io::UFFDIO_CONTINUE, &mut c) {
+                Ok(()) => return Ok(()),
+                // Stopped part way (EAGAIN with the bytes done): go on from
+                // there; the next call reports why it stopped.
+                Err(_) if c.mapped > 0 => at += c.mapped as usize,
+                // The first page is already present: skip it.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => at += 4096,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Register a device mapping for write-protect tracking only.

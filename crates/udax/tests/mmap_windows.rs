@@ -1,0 +1,364 @@
+//! Windows (docs/dax.md): a read-only shared mapping of a shmem device that
+//! shows a file up to its end gets a window past it, a device mapping
+//! registered for minor faults, and pages appended later are shown with
+//! `UFFDIO_CONTINUE` instead of a new mapping each. These tests check that
+//! the window never shows what the file does not hold: past end of file
+//! SIGBUS / EFAULT as before, holes read zeros, mispredicted blocks are never
+//! shown, fork and mprotect keep their meaning. Its own binary: it installs a
+//! SIGBUS handler. Needs userfaultfd (root).
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use udax::device::{self, Device, OpenOptions as DevOpen};
+use udax::fs::extent::Lookup;
+use udax::fs::{File, Fs, MkfsOptions};
+use udax::{MapFlags, Mapping, Prot};
+
+const PAGE: usize = 4096;
+
+fn fresh(mib: u64) -> Fs {
+    let dev: Arc<dyn Device> =
+        device::open(&format!("memfd:{mib}M"), &DevOpen::default()).expect("memfd device");
+    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+    Fs::mount(dev).unwrap()
+}
+
+fn map_ro(f: &File, len: usize) -> Mapping {
+    f.mmap(0, len, Prot::Read, MapFlags::SHARED)
+        .expect("mmap (the fault engine needs userfaultfd; run as root)")
+}
+
+/// The device block behind page `i` of the file.
+fn blk(f: &File, i: usize) -> Option<u64> {
+    match f.iomap(i as u64) {
+        Lookup::Mapped { dev_blk, .. } => Some(dev_blk),
+        Lookup::Hole { .. } => None,
+    }
+}
+
+/// Byte `i` of the mapping, read by a user load.
+fn at(m: &Mapping, i: usize) -> u8 {
+    assert!(i < m.len());
+    // SAFETY: inside the mapping, which the caller keeps alive.
+    unsafe { m.as_ptr().add(i).read_volatile() }
+}
+
+/// Append page `i` (filled with `v`) and fsync, as a transaction of LMDB does.
+fn append(f: &File, i: usize, v: u8) {
+    f.write_at(&[v; PAGE], (i * PAGE) as u64).unwrap();
+    f.fsync().unwrap();
+}
+
+/// A file of `n` pages (page i holds i+1), mapped read-only, read through
+/// the mapping up to its end so that a window opens past it.
+fn windowed(fs: &Fs, name: &str, n: usize) -> (File, Mapping) {
+    let f = fs.create(name, 0o644).unwrap();
+    let m = map_ro(&f, 64 << 20);
+    for i in 0..n {
+        append(&f, i, i as u8 + 1);
+    }
+    for i in 0..n {
+        assert_eq!(at(&m, i * PAGE + 9), i as u8 + 1);
+    }
+    assert!(
+        fs.dax_stats().windows >= 1,
+        "a window opened past the end of the file"
+    );
+    (f, m)
+}
+
+/// `write(2)` of one byte from `src` into a pipe: the kernel loads from the
+/// mapping. Ok(byte) or the errno.
+fn kernel_load(src: *const u8) -> Result<u8, i32> {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid 2-int array; the pipe is ours and closed below;
+    // `src` is only read by the kernel, which reports a bad address as EFAULT.
+    unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        let n = libc::write(fds[1], src.cast(), 1);
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        let mut b = 0u8;
+        if n == 1 {
+            libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+        }
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+        if n == 1 {
+            Ok(b)
+        } else {
+            Err(e)
+        }
+    }
+}
+
+#[test]
+fn m1_appends_to_a_read_only_mapping_are_shown_through_a_window_without_new_mappings() {
+    let fs = fresh(64);
+    let (f, m) = windowed(&fs, "/log", 4);
+    let s0 = fs.dax_stats();
+    for i in 4..300 {
+        append(&f, i, (i % 251) as u8 + 1);
+        assert_eq!(at(&m, i * PAGE + 100), (i % 251) as u8 + 1, "page {i}");
+        assert_eq!(
+            m.device_block_of(i * PAGE),
+            blk(&f, i),
+            "page {i} shows the file's own block"
+        );
+    }
+    let s1 = fs.dax_stats();
+    // One range shown per append, every one through the window (no mapping
+    // changed). (An append's pages are shown at its fsync, or, when a REMAP
+    // event of another mapping is pending then, by the reader's fault.)
+    assert_eq!(s1.pte_maps - s0.pte_maps, 296, "{s0:?} {s1:?}");
+    assert_eq!(
+        s1.continued - s0.continued,
+        296,
+        "every append was shown through the window: {s0:?} {s1:?}"
+    );
+    assert_eq!(s1.windows, s0.windows, "the first window covers them all");
+    // Reads needed no fault of the engine (the pages were shown at fsync).
+    for i in 0..300 {
+        assert_eq!(
+            at(&m, i * PAGE),
+            if i < 4 {
+                i as u8 + 1
+            } else {
+                (i % 251) as u8 + 1
+            }
+        );
+    }
+    assert_eq!(fs.dax_stats().faults, s1.faults);
+}
+
+#[test]
+fn m1_file_outgrowing_its_window_gets_a_larger_one() {
+    let fs = fresh(128);
+    let (f, m) = windowed(&fs, "/grow", 1);
+    // 2 MiB window first; a file of 2.5 MiB needs a second one.
+    for i in 1..640 {
+        f.write_at(&[(i % 200) as u8 + 1; PAGE], (i * PAGE) as u64)
+            .unwrap();
+        if i % 8 == 0 {
+            f.fsync().unwrap();
+        }
+    }
+    f.fsync().unwrap();
+    for i in 1..640 {
+        assert_eq!(at(&m, i * PAGE + 1), (i % 200) as u8 + 1, "page {i}");
+    }
+    let s = fs.dax_stats();
+    assert!(s.windows >= 2, "{s:?}");
+    assert!(s.continued > 0, "{s:?}");
+}
+
+static SIGNO: AtomicI32 = AtomicI32::new(0);
+static CODE: AtomicI32 = AtomicI32::new(0);
+static ADDR: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_sigbus(sig: i32, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    SIGNO.store(sig, Ordering::SeqCst);
+    CODE.store(code, Ordering::SeqCst);
+    ADDR.store(addr, Ordering::SeqCst);
+    // Let the load complete on a private page over the faulting one; the
+    // test drops the mapping right after. mmap is async-signal-safe.
+    // SAFETY: the page is inside a udax mapping owned by the test.
+    unsafe {
+        libc::mmap(
+            (addr & !(PAGE - 1)) as *mut _,
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+    }
+}
+
+#[test]
+fn m5_past_end_of_file_in_a_window_raises_sigbus_and_efault() {
+    // SAFETY: a zeroed sigaction with a valid SA_SIGINFO handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        assert_eq!(libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()), 0);
+    }
+    let fs = fresh(64);
+    let (f, m) = windowed(&fs, "/eof", 3);
+    let p = m.as_ptr();
+    // A kernel load past end of file, inside the window: EFAULT.
+    // SAFETY: inside the mapping.
+    assert_eq!(
+        kernel_load(unsafe { p.add(3 * PAGE + 5) }),
+        Err(libc::EFAULT)
+    );
+    // The page appended then is shown (the marker the load left is replaced).
+    append(&f, 3, 0x44);
+    // SAFETY: inside the mapping.
+    assert_eq!(kernel_load(unsafe { p.add(3 * PAGE + 5) }), Ok(0x44));
+    assert_eq!(at(&m, 3 * PAGE), 0x44);
+    // A user load past end of file, inside the window: SIGBUS, BUS_ADRERR.
+    SIGNO.store(0, Ordering::SeqCst);
+    let _ = at(&m, 5 * PAGE + 7);
+    assert_eq!(
+        (
+            SIGNO.load(Ordering::SeqCst),
+            CODE.load(Ordering::SeqCst),
+            ADDR.load(Ordering::SeqCst)
+        ),
+        (libc::SIGBUS, libc::BUS_ADRERR, p as usize + 5 * PAGE + 7)
+    );
+}
+
+#[test]
+fn m3_holes_inside_a_window_read_zeros_and_then_show_a_later_write() {
+    let fs = fresh(64);
+    let (f, m) = windowed(&fs, "/holes", 2);
+    // Grown with a hole of 3 pages (now inside the file, inside the window).
+    f.set_len(5 * PAGE as u64).unwrap();
+    for i in 2..5 {
+        assert_eq!(at(&m, i * PAGE + 3), 0, "hole page {i} reads zeros");
+    }
+    assert!(
+        m.device_block_of(2 * PAGE).is_none(),
+        "a hole shows no block"
+    );
+    // Written later: the mapping shows the data, not the zero page.
+    f.write_at(&[0x77; PAGE], 3 * PAGE as u64).unwrap();
+    f.fsync().unwrap();
+    assert_eq!(at(&m, 3 * PAGE + 3), 0x77);
+    assert_eq!(at(&m, 2 * PAGE), 0);
+    assert_eq!(at(&m, PAGE), 2);
+}
+
+#[test]
+fn m12_blocks_other_than_the_predicted_ones_are_mapped_never_the_window_s() {
+    let fs = fresh(64);
+    let (f, m) = windowed(&fs, "/a", 2);
+    // Another file takes the blocks the window predicted for /a.
+    let g = fs.create("/b", 0o644).unwrap();
+    g.write_at(&[0xbb; 8 * PAGE], 0).unwrap();
+    let c0 = fs.dax_stats().continued;
+    append(&f, 2, 0xaa);
+    append(&f, 3, 0xab);
+    assert_eq!(at(&m, 2 * PAGE), 0xaa, "never /b's block behind the window");
+    assert_eq!(at(&m, 3 * PAGE), 0xab);
+    assert_eq!(m.device_block_of(2 * PAGE), blk(&f, 2));
+    assert_ne!(blk(&f, 2), blk(&g, 0), "sanity");
+    let mut b = [0u8; 1];
+    g.read_at(&mut b, 0).unwrap();
+    assert_eq!(b[0], 0xbb);
+    // Shown by mapping the real blocks (a window needs the predicted ones).
+    let _ = c0;
+}
+
+#[test]
+fn m12_truncate_and_regrow_never_shows_blocks_the_file_let_go() {
+    let fs = fresh(64);
+    let (f, m) = windowed(&fs, "/t", 2);
+    for i in 2..8 {
+        append(&f, i, 0x30 + i as u8);
+    }
+    assert_eq!(at(&m, 7 * PAGE), 0x37);
+    let gone = blk(&f, 5).unwrap();
+    f.set_len(4 * PAGE as u64).unwrap();
+    // Another file gets the freed blocks; /t grows again elsewhere.
+    let g = fs.create("/other", 0o644).unwrap();
+    g.write_at(&[0xee; 16 * PAGE], 0).unwrap();
+    for i in 4..8 {
+        append(&f, i, 0x50 + i as u8);
+    }
+    for i in 4..8 {
+        assert_eq!(at(&m, i * PAGE + 1), 0x50 + i as u8, "page {i}");
+        assert_eq!(m.device_block_of(i * PAGE), blk(&f, i));
+    }
+    assert_ne!(m.device_block_of(5 * PAGE), Some(gone));
+    assert_eq!(at(&m, 3 * PAGE), 0x33);
+}
+
+#[test]
+fn m1_fork_child_sees_pages_shown_through_a_window() {
+    let fs = fresh(64);
+    let (f, m) = windowed(&fs, "/fork", 2);
+    for i in 2..6 {
+        append(&f, i, 0x60 + i as u8);
+    }
+    assert_eq!(at(&m, 5 * PAGE), 0x65);
+    let p = m.as_ptr();
+    // SAFETY: the child only reads memory and calls _exit (async-signal-safe).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: the child's copy of the mapping.
+        unsafe {
+            for i in 2..6 {
+                if p.add(i * PAGE).read_volatile() != 0x60 + i as u8 {
+                    libc::_exit(1);
+                }
+            }
+            // Past end of file the child has no fault handler: SIGSEGV,
+            // never the device bytes behind the window.
+            let _ = p.add(7 * PAGE).read_volatile();
+            libc::_exit(2);
+        }
+    }
+    assert!(pid > 0);
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+    assert!(
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSEGV,
+        "child status {st:#x}: exit 1 = an appended page was not inherited, \
+         exit 2 = a page past end of file was readable"
+    );
+    // The parent is unaffected and goes on appending through its window.
+    let c = fs.dax_stats().continued;
+    append(&f, 6, 0x66);
+    assert_eq!(at(&m, 6 * PAGE), 0x66);
+    assert_eq!(fs.dax_stats().continued, c + 1);
+}
+
+#[test]
+fn m8_mapping_made_writable_closes_its_windows_and_keeps_stores() {
+    let fs = fresh(64);
+    let (f, m) = windowed(&fs, "/rw", 2);
+    append(&f, 2, 0x12);
+    assert_eq!(at(&m, 2 * PAGE), 0x12);
+    m.protect(Prot::ReadWrite).unwrap();
+    // SAFETY: inside the mapping, now writable; page 2 is in the file.
+    unsafe { m.as_ptr().add(2 * PAGE + 1).write_volatile(0x99) };
+    m.msync(0, m.len()).unwrap();
+    let mut b = [0u8; 2];
+    f.read_at(&mut b, 2 * PAGE as u64).unwrap();
+    assert_eq!(b, [0x12, 0x99]);
+    // Appends after that are mapped, never through a window.
+    let c = fs.dax_stats();
+    append(&f, 3, 0x13);
+    // SAFETY: as above; page 3 is in the file now.
+    unsafe { m.as_ptr().add(3 * PAGE + 2).write_volatile(0x98) };
+    m.msync(0, m.len()).unwrap();
+    f.read_at(&mut b, 3 * PAGE as u64 + 1).unwrap();
+    assert_eq!(b, [0x13, 0x98]);
+    let d = fs.dax_stats();
+    assert_eq!((d.windows, d.continued), (c.windows, c.continued));
+}
+
+#[test]
+fn e3_media_error_on_a_page_shown_through_a_window_faults() {
+    let fs = fresh(64);
+    let (f, m) = windowed(&fs, "/bad", 2);
+    append(&f, 2, 0x21);
+    assert_eq!(at(&m, 2 * PAGE), 0x21);
+    let blk = blk(&f, 2).unwrap();
+    fs.inject_poison(blk * PAGE as u64, PAGE as u64).unwrap();
+    // SAFETY: inside the mapping.
+    assert_eq!(
+        kernel_load(unsafe { m.as_ptr().add(2 * PAGE) }),
+        Err(libc::EFAULT)
+    );
+    assert_eq!(at(&m, PAGE), 2, "the other pages are unaffected");
+    append(&f, 3, 0x22);
+    assert_eq!(at(&m, 3 * PAGE), 0x22);
+}
