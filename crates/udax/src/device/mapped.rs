@@ -88,12 +88,16 @@ impl MappedDevice {
     }
 
     /// Before the first store of this process into a window of a memory
-    /// device, fill the window's page tables for writing in one call
-    /// (`MADV_POPULATE_WRITE`): the kernel does no fault-around for write
-    /// faults on shared mappings, so otherwise every 4 KiB block pays a page
-    /// fault at its first store (a third of the time of 4 KiB appends through
-    /// the shim). Not for disk files (it would dirty the whole window in the
-    /// page cache) nor hugetlbfs and device-dax (their faults map 2 MiB).
+    /// device, fill the window's page tables in one call: the kernel does no
+    /// fault-around for write faults on shared mappings, so otherwise every
+    /// 4 KiB block pays a page fault at its first store (a third of the time
+    /// of 4 KiB appends through the shim). `MADV_POPULATE_READ`, not `_WRITE`:
+    /// read faults map 16 pages at a time, and on shmem (no dirty accounting,
+    /// no write notification) the entries they make are writable, so stores
+    /// take no fault afterwards: 0.16 instead of 0.89 us a page here. (Where
+    /// a kernel did write-notify, a store would take a minor fault: slower,
+    /// never wrong.) Not for disk files nor hugetlbfs and device-dax (their
+    /// faults map 2 MiB).
     fn prefault(&self, off: u64, len: u64) {
         let Some(bits) = &self.populated else { return };
         if len == 0 {
@@ -114,7 +118,7 @@ impl MappedDevice {
                 rustix::mm::madvise(
                     self.ptr(at).cast(),
                     n,
-                    rustix::mm::Advice::LinuxPopulateWrite,
+                    rustix::mm::Advice::LinuxPopulateRead,
                 )
             };
             word.fetch_or(bit, Ordering::Relaxed);
