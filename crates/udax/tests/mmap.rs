@@ -1166,3 +1166,48 @@ fn m1_fork_child_sees_mapped_pages_and_faults_on_unresolved_ones() {
     // SAFETY: inside the mapping.
     assert_eq!(unsafe { p.add(8 * 4096).read_volatile() }, 0x88);
 }
+
+#[test]
+fn m5_sigbus_marker_racing_growth_never_outlives_it_stress() {
+    // A thread probing the page just past end of file (kernel loads: EFAULT
+    // there) races appends: a marker put on a page the file grows over at
+    // that instant must go (the fault re-checks the file's growth), or the
+    // page would keep failing once inside the file.
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let fs = fresh(64);
+    let f = fs.create("/probe", 0o644).unwrap();
+    for shared_rw in [false, true] {
+        f.set_len(0).unwrap();
+        let prot = if shared_rw {
+            Prot::ReadWrite
+        } else {
+            Prot::Read
+        };
+        let m = map(&f, 0, 16 << 20, prot, MapFlags::SHARED);
+        let base = m.as_ptr() as usize;
+        let pages = 2000usize;
+        let next = AtomicUsize::new(0);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    let p = next.load(Ordering::Acquire);
+                    let _ = kernel_load((base + p * 4096 + 8) as *const u8, 1);
+                }
+            });
+            for i in 0..pages {
+                f.write_at(&[(i % 250) as u8 + 1; 4096], (i * 4096) as u64)
+                    .unwrap();
+                next.store(i + 1, Ordering::Release);
+            }
+            done.store(true, Ordering::Release);
+        });
+        for i in 0..pages {
+            assert_eq!(
+                kernel_load((base + i * 4096 + 8) as *const u8, 1),
+                Ok(vec![(i % 250) as u8 + 1]),
+                "page {i} inside the file (shared_rw {shared_rw})"
+            );
+        }
+    }
+}

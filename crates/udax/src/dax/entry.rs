@@ -336,14 +336,25 @@ impl EntryIndex {
         })
     }
 
-    /// Insert an unlocked 4 KiB entry at `idx` if nothing covers it (fault-around).
-    pub fn insert_if_vacant(&self, idx: u64, e: Entry) -> bool {
+    /// Insert unlocked 4 KiB block entries for pages `pages`, page `p` on
+    /// device block `dev_blk + (p - pages.start)`, where nothing covers them
+    /// (fault-around): one lock and one tree walk a page.
+    pub fn insert_run_if_vacant(&self, pages: std::ops::Range<u64>, dev_blk: u64) {
         let mut m = self.map.lock();
-        if Self::find(&m, idx).is_some() {
-            return false;
+        let mut p = pages.start;
+        while p < pages.end {
+            let c = p - p % PMD_PAGES;
+            let chunk_end = (c + PMD_PAGES).min(pages.end);
+            if m.get(&c).is_some_and(|e| e.is_pmd()) {
+                p = chunk_end;
+                continue;
+            }
+            while p < chunk_end {
+                m.entry(p)
+                    .or_insert_with(|| Entry::block(dev_blk + (p - pages.start), false).unlocked());
+                p += 1;
+            }
         }
-        m.insert(idx, e.unlocked());
-        true
     }
 
     /// Entries living in `[a, b)` plus a 2 MiB entry covering `a`.
@@ -398,7 +409,11 @@ mod tests {
         assert_eq!(l.index, 1024);
         ix.unlock(&t, l, Entry::zero(true));
         assert_eq!(ix.get(1535).map(|(at, _)| at), Some(1024));
-        assert!(!ix.insert_if_vacant(1030, Entry::zero(false)));
+        // Fault-around adds no 4 KiB entry inside it, but after it.
+        ix.insert_run_if_vacant(1530..1540, 77);
+        assert_eq!(ix.get(1535).map(|(at, _)| at), Some(1024));
+        assert_eq!(ix.get(1536), Some((1536, Entry::block(83, false))));
+        assert_eq!(ix.get(1539), Some((1539, Entry::block(86, false))));
         // A 4 KiB lock inside a 2 MiB entry locks the 2 MiB entry.
         let l = ix.lock(&t, 1030, false).unwrap();
         assert_eq!(l.index, 1024);

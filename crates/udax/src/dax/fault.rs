@@ -173,6 +173,7 @@ pub(super) fn handle(
         );
         let mut st = region.lock();
         if !st.dead {
+            cell.dax.grow.marking();
             let _ = eng.uffd.poison(region.addr_of(page), PAGE, false);
             st.beyond_eof.insert(page..page + 1);
         }
@@ -252,6 +253,7 @@ impl Cx<'_> {
             eng,
             ..
         } = *self;
+        let grown = cell.dax.grow.before_size_read();
         let eof = {
             let d = cell.data.read();
             if d.freed {
@@ -263,10 +265,19 @@ impl Cx<'_> {
         if page >= eof {
             let mut st = region.lock();
             if !st.dead {
+                cell.dax.grow.marking();
+                let addr = region.addr_of(page);
                 eng.uffd
-                    .poison(region.addr_of(page), PAGE, false)
+                    .poison(addr, PAGE, false)
                     .map_err(uffd_err("poison"))?;
                 st.beyond_eof.insert(page..page + 1);
+                if cell.dax.grow.grew_since(grown) {
+                    // The file grew since its size was read: the page may be
+                    // inside it now. No marker; the access faults again.
+                    let _ = space::discard(addr, PAGE);
+                    st.beyond_eof.remove(page..page + 1);
+                    return Ok(());
+                }
                 bump(&fs.counters().sigbus);
             }
             return Ok(());
@@ -415,9 +426,7 @@ impl Cx<'_> {
                     match r {
                         Ok(()) => {
                             ix.unlock(t, l, Entry::block(dev_blk, false));
-                            for p in page + 1..end {
-                                ix.insert_if_vacant(p, Entry::block(dev_blk + (p - page), false));
-                            }
+                            ix.insert_run_if_vacant(page + 1..end, dev_blk + 1);
                         }
                         Err(_) => ix.remove(t, l),
                     }

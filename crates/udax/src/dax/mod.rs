@@ -14,6 +14,7 @@
 
 pub mod entry;
 mod fault;
+mod grow;
 
 pub use entry::{Entry, EntryIndex, WaitTable};
 
@@ -49,6 +50,10 @@ pub struct DaxFile {
     /// [`map_written`]. Only a hint: mapping goes through the fault path,
     /// which looks at the extents and the size again.
     ahead: Mutex<Range<u64>>,
+    /// Growth of the file vs SIGBUS markers past its end (`grow.rs`): a
+    /// growth has markers to drop only if one was ever installed, and a
+    /// fault drops the marker it installed if the file grew meanwhile.
+    pub(crate) grow: grow::GrowGate,
 }
 
 impl DaxFile {
@@ -59,6 +64,7 @@ impl DaxFile {
             regions: Mutex::new(Vec::new()),
             ever_mapped: crate::sync::AtomicBool::new(false),
             ahead: Mutex::new(0..0),
+            grow: grow::GrowGate::default(),
         }
     }
 
@@ -745,6 +751,11 @@ fn open_window(fs: &Fs, cell: &Cell, reg: &Region, eof: u64) {
 /// accessed again.
 pub(crate) fn after_grow(cell: &Cell, new_size: u64) {
     if !cell.dax.is_mapped() {
+        return;
+    }
+    // The new size is set: either a racing fault sees this and drops its
+    // marker, or the loop below does (`grow.rs`).
+    if !cell.dax.grow.grew() {
         return;
     }
     let eof = new_size.div_ceil(PAGE as u64);

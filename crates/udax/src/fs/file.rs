@@ -303,7 +303,7 @@ impl File {
         }
         let fs = &self.fs;
         let mut cow = false;
-        let (written, allocated, grew) = loop {
+        let (written, allocated, grew, old_size) = loop {
             // Copy on write swaps blocks under the mappings: like a layout
             // change it holds the invalidate lock and unmaps the range first.
             let _inv = cow.then(|| self.cell.dax.invalidate.write());
@@ -316,6 +316,7 @@ impl File {
                 cow = true;
                 continue;
             }
+            let old_size = d.attr.size;
             let (ops, stop) = self.fill_and_copy(&mut d, data, off)?;
             let written = stop.min(end) - off;
             let mut ops = ops;
@@ -335,11 +336,15 @@ impl File {
                 return Err(e);
             }
             let allocated = ops.iter().any(|o| matches!(o, Op::Map { .. }));
-            break (written, allocated, grew.then_some(new_end));
+            break (written, allocated, grew.then_some(new_end), old_size);
         };
         // With no fs lock held (entry locks come first in the lock order).
-        if allocated {
-            crate::dax::after_alloc(fs, &self.cell, b0, blk_up(off + written));
+        // Pages that were past end of file show no zero page and have no
+        // entry (those past it only hold SIGBUS markers, which the growth
+        // drops): only the allocated pages inside the old size are looked at.
+        let inside = blk_up(off + written).min(blk_up(old_size));
+        if allocated && b0 < inside {
+            crate::dax::after_alloc(fs, &self.cell, b0, inside);
         }
         if let Some(size) = grew {
             crate::dax::after_grow(&self.cell, size);
