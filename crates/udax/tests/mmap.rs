@@ -1211,3 +1211,44 @@ fn m5_sigbus_marker_racing_growth_never_outlives_it_stress() {
         }
     }
 }
+
+#[test]
+fn m12_fault_during_a_truncate_waits_on_the_slow_worker_and_sees_the_result() {
+    // A truncate waiting for a pin holds the file's invalidate lock: a
+    // fault on the file meanwhile is deferred to the slow worker (started
+    // then), which resolves it once the truncate is done: SIGBUS past the new
+    // end (EFAULT for this kernel access), the data before it.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fs = fresh(64);
+    let f = fs.create("/slow", 0o644).unwrap();
+    f.write_at(&vec![7u8; 8 * 4096], 0).unwrap();
+    let m = map(&f, 0, 8 * 4096, Prot::Read, MapFlags::SHARED);
+    let base = m.as_ptr() as usize;
+    let pin = m.pin(6 * 4096, 4096, false).unwrap();
+    let d0 = fs.dax_stats().deferred;
+    let cut = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            f.set_len(4 * 4096).unwrap();
+            cut.store(true, Ordering::SeqCst);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let probe = s.spawn(move || {
+            (
+                kernel_load((base + 4096) as *const u8, 1),
+                kernel_load((base + 5 * 4096) as *const u8, 1),
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            !cut.load(Ordering::SeqCst),
+            "the truncate waits for the pin"
+        );
+        assert!(!probe.is_finished(), "the faults wait for the truncate");
+        drop(pin);
+        let (inside, cut_off) = probe.join().unwrap();
+        assert_eq!(inside, Ok(vec![7]));
+        assert_eq!(cut_off, Err(libc::EFAULT));
+    });
+    assert!(fs.dax_stats().deferred > d0, "{:?}", fs.dax_stats());
+}

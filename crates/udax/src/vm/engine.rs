@@ -163,7 +163,9 @@ pub struct Engine {
     /// Number of entries of `regions` (lets `in_mapping` skip the lock when
     /// nothing is mapped, the common case of read/write-only programs).
     live: AtomicUsize,
-    slow: std::sync::Mutex<mpsc::Sender<Job>>,
+    /// The slow worker's queue, started at the first deferred fault (most
+    /// processes never defer one: no thread for them).
+    slow: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
     pub counters: Counters,
 }
 
@@ -202,7 +204,6 @@ fn start() -> Result<Arc<Engine>, String> {
     // SAFETY: registers a handler that only takes udax locks and calls
     // madvise on udax regions (see `before_fork`).
     unsafe { libc::pthread_atfork(Some(before_fork), None, None) };
-    let (tx, rx) = mpsc::channel::<Job>();
     let dirty = match (
         Uffd::open_dirty_tracker(),
         std::fs::File::open("/proc/self/pagemap"),
@@ -218,7 +219,7 @@ fn start() -> Result<Arc<Engine>, String> {
         dirty,
         regions: RwLock::new(BTreeMap::new()),
         live: AtomicUsize::new(0),
-        slow: std::sync::Mutex::new(tx),
+        slow: std::sync::Mutex::new(None),
         counters: Counters::default(),
     });
     for i in 0..HANDLERS {
@@ -228,6 +229,25 @@ fn start() -> Result<Arc<Engine>, String> {
             .spawn(move || e.handler_loop())
             .map_err(|e| format!("starting fault handler: {e}"))?;
     }
+    Ok(eng)
+}
+
+/// In the parent, just before fork: pages shown through windows are not
+/// inherited (a window is `MADV_DONTFORK`, as placeholders are, since past
+/// end of file it would show the device to a child without a fault handler);
+/// let the child inherit those that show the file, as it inherits every
+/// other page mapped to the device.
+extern "C" fn before_fork() {
+    let Some(e) = try_engine() else { return };
+    for r in e.regions.read().values() {
+        r.inherit_shown(&r.lock());
+    }
+}
+
+/// Start the slow worker: it resolves the faults handler threads must not
+/// wait for (their file is being truncated), blocking on the file's locks.
+fn start_slow(eng: &Arc<Engine>) -> std::io::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
     let e2 = eng.clone();
     std::thread::Builder::new()
         .name("udax-fault-slow".into())
@@ -243,21 +263,8 @@ fn start() -> Result<Arc<Engine>, String> {
                     let _ = e2.uffd.poison(addr, 4096, true);
                 }
             }
-        })
-        .map_err(|e| format!("starting fault worker: {e}"))?;
-    Ok(eng)
-}
-
-/// In the parent, just before fork: pages shown through windows are not
-/// inherited (a window is `MADV_DONTFORK`, as placeholders are, since past
-/// end of file it would show the device to a child without a fault handler);
-/// let the child inherit those that show the file, as it inherits every
-/// other page mapped to the device.
-extern "C" fn before_fork() {
-    let Some(e) = try_engine() else { return };
-    for r in e.regions.read().values() {
-        r.inherit_shown(&r.lock());
-    }
+        })?;
+    Ok(tx)
 }
 
 impl Engine {
@@ -296,7 +303,7 @@ impl Engine {
         }
     }
 
-    fn dispatch(&self, addr: usize, write: bool, wp: bool, kernel: bool) {
+    fn dispatch(self: &Arc<Self>, addr: usize, write: bool, wp: bool, kernel: bool) {
         bump(&self.counters.faults);
         if kernel {
             bump(&self.counters.kernel_faults);
@@ -332,8 +339,22 @@ impl Engine {
                 write,
                 wp,
             };
-            let tx = self.slow.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = tx.send(job);
+            let mut slow = self.slow.lock().unwrap_or_else(|p| p.into_inner());
+            if slow.is_none() {
+                match start_slow(self) {
+                    Ok(tx) => *slow = Some(tx),
+                    Err(e) => {
+                        // No worker: this access gets SIGBUS (the next
+                        // deferred fault tries to start one again).
+                        tracing::error!("starting the fault worker: {e}; raising SIGBUS");
+                        let _ = self.uffd.poison(job.region.addr_of(job.page), 4096, true);
+                        return;
+                    }
+                }
+            }
+            if let Some(tx) = slow.as_ref() {
+                let _ = tx.send(job);
+            }
         }
     }
 
