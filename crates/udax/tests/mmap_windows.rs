@@ -135,17 +135,25 @@ fn m1_appends_to_a_read_only_mapping_are_shown_through_a_window_without_new_mapp
 fn m1_file_outgrowing_its_window_gets_a_larger_one() {
     let fs = fresh(128);
     let (f, m) = windowed(&fs, "/grow", 1);
-    // 2 MiB window first; a file of 2.5 MiB needs a second one.
-    for i in 1..640 {
-        f.write_at(&[(i % 200) as u8 + 1; PAGE], (i * PAGE) as u64)
-            .unwrap();
-        if i % 8 == 0 {
-            f.fsync().unwrap();
-        }
+    // A 16 MiB window first; a file of 20 MiB needs a second one.
+    let chunk = 16 * PAGE;
+    let pages = 20 * 256;
+    let mut i = 1;
+    while i < pages {
+        let v = (i / 16 % 200) as u8 + 1;
+        f.write_at(&vec![v; chunk], (i * PAGE) as u64).unwrap();
+        f.fsync().unwrap();
+        i += 16;
     }
-    f.fsync().unwrap();
-    for i in 1..640 {
-        assert_eq!(at(&m, i * PAGE + 1), (i % 200) as u8 + 1, "page {i}");
+    let mut i = 1;
+    while i < pages {
+        assert_eq!(at(&m, i * PAGE + 1), (i / 16 % 200) as u8 + 1, "page {i}");
+        assert_eq!(
+            at(&m, (i + 15) * PAGE),
+            (i / 16 % 200) as u8 + 1,
+            "page {i}"
+        );
+        i += 16;
     }
     let s = fs.dax_stats();
     assert!(s.windows >= 2, "{s:?}");

@@ -684,10 +684,11 @@ fn map_now(fs: &Fs, cell: &Arc<Cell>, r: Range<u64>) {
 }
 
 /// Pages a window past end of file covers: as many as the file has up to the
-/// window (so a growing file needs few windows, each one mapping), at least
-/// 2 MiB, at most 1 GiB.
+/// window (so a growing file needs few windows, each one `mremap` that waits
+/// for a handler thread to read its event, ~60 us), at least 16 MiB, at most
+/// 1 GiB. A window costs no memory: it has no page-table entries.
 fn window_pages(eof: u64, first: u64) -> u64 {
-    (eof - first.min(eof)).clamp(BLOCKS_PER_HUGE, 512 * BLOCKS_PER_HUGE)
+    (eof - first.min(eof)).clamp(8 * BLOCKS_PER_HUGE, 512 * BLOCKS_PER_HUGE)
 }
 
 /// `reg` shows the file up to its end (page `eof`): put a window over the

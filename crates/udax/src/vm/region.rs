@@ -194,10 +194,19 @@ impl Region {
     fn note_shown(&self, st: &mut RegionState, r: Range<u64>, dev_blk: u64) {
         // Pages that held zeros or markers now show the device; tracking (if
         // any) must be armed again by the caller.
-        st.tracked.remove(r.clone());
-        st.zero.remove(r.clone());
-        st.beyond_eof.remove(r.clone());
+        for set in [&mut st.tracked, &mut st.zero, &mut st.beyond_eof] {
+            if !set.is_empty() {
+                set.remove(r.clone());
+            }
+        }
         self.forget_poisoned(st, r.clone());
+        if st.dev.overlapping(&r).next().is_none() {
+            // Pages that showed nothing (the common case: no other block to
+            // let go of, none shown twice).
+            self.refs.get(dev_blk, r.end - r.start);
+            st.dev.insert(r.clone(), dev_blk as i64 - r.start as i64);
+            return;
+        }
         // Re-mapping the same block over itself must not take a second reference.
         let mut fresh = RangeSet::new();
         fresh.insert(r.clone());
