@@ -240,6 +240,17 @@ fn m3_holes_inside_a_window_read_zeros_and_then_show_a_later_write() {
     assert_eq!(at(&m, 3 * PAGE + 3), 0x77);
     assert_eq!(at(&m, 2 * PAGE), 0);
     assert_eq!(at(&m, PAGE), 2);
+    // A whole 2 MiB hole inside the window: one 2 MiB zero page, after the
+    // window is closed there.
+    f.set_len(4 << 20).unwrap();
+    let z = fs.dax_stats().zero_maps;
+    assert_eq!(at(&m, 600 * PAGE), 0);
+    assert_eq!(at(&m, 1000 * PAGE + 5), 0);
+    assert!(fs.dax_stats().zero_maps > z);
+    f.write_at(&[0x78; PAGE], 700 * PAGE as u64).unwrap();
+    f.fsync().unwrap();
+    assert_eq!(at(&m, 700 * PAGE), 0x78);
+    assert_eq!(at(&m, 699 * PAGE), 0);
 }
 
 #[test]

@@ -685,11 +685,11 @@ impl Cx<'_> {
             }
         }
         // Never a zero page in a window (on a shmem mapping it would be a
-        // page of the device): the window is closed first, or the range ends
-        // where one starts.
+        // page of the device): the window is closed first, or a fault-around
+        // range ends where one starts (a 2 MiB zero page needs all its pages).
         if let Some((w, _)) = st.windows.overlapping(&r).next() {
-            if w.start <= r.start {
-                return Err(Fail::Unwindow(r.start));
+            if w.start <= r.start || !clip {
+                return Err(Fail::Unwindow(w.start.max(r.start)));
             }
             r.end = w.start;
         }
