@@ -699,14 +699,16 @@ fn window_pages(eof: u64, first: u64) -> u64 {
 /// pages are simply mapped over the window. Only for shared mappings that
 /// were never writable, on shmem devices; taken with no lock held.
 fn open_window(fs: &Fs, cell: &Cell, reg: &Region, eof: u64) {
-    let free = |st: &RegionState| {
-        st.windows_ok
-            && !st.dead
-            && eof > 0
-            && !st.windows.contains_key(&eof)
-            && st.dev.contains_key(&(eof - 1))
+    // The window the file's last page predicts, if none is there yet (a
+    // window there that predicted other blocks is stale: replaced).
+    let wanted = |st: &RegionState| -> Option<i64> {
+        if !st.windows_ok || st.dead || eof == 0 {
+            return None;
+        }
+        let delta = *st.dev.get(&(eof - 1))?;
+        (st.windows.get(&eof) != Some(&delta)).then_some(delta)
     };
-    if !free(&reg.lock()) {
+    if wanted(&reg.lock()).is_none() {
         return;
     }
     let Ok(eng) = vm::engine() else { return };
@@ -714,27 +716,19 @@ fn open_window(fs: &Fs, cell: &Cell, reg: &Region, eof: u64) {
     // pages; the region state cannot change under it but for markers).
     let _inv = cell.dax.invalidate.write();
     let mut st = reg.lock();
-    if !free(&st) {
-        return;
-    }
-    let Some(&delta) = st.dev.get(&(eof - 1)) else {
-        return;
-    };
+    let Some(delta) = wanted(&st) else { return };
     let dev0 = (eof as i64 + delta) as u64;
     let dev_blocks = fs.device().info().len / BLOCK_SIZE;
     let mut end = (eof + window_pages(eof, reg.first_page))
         .min(reg.pages().end)
         .min(eof + dev_blocks.saturating_sub(dev0));
-    // Up to the first page the region shows or gave back (SIGBUS markers
-    // past end of file excepted: the window's pages fault the same way).
+    // Up to the first page the region shows or gave back. SIGBUS markers past
+    // end of file and older windows there are replaced: their pages show
+    // nothing (past end of file no page shows the device).
     let busy = [
         st.first_shown(&(eof..end), false),
         st.poisoned.overlapping(&(eof..end)).next().map(|k| k.start),
         st.gone.overlapping(&(eof..end)).next().map(|k| k.start),
-        st.windows
-            .overlapping(&(eof..end))
-            .next()
-            .map(|(k, _)| k.start),
     ];
     if let Some(b) = busy.into_iter().flatten().min() {
         end = end.min(b.max(eof));

@@ -86,12 +86,18 @@ pub fn place_placeholder(uffd: &Uffd, addr: usize, len: usize, prot: Prot) -> Re
             0,
         )
     })?;
-    // SAFETY: the range was just mapped above and belongs to the caller;
-    // MADV_DONTFORK only changes what fork copies.
+    no_fork(addr, len)?;
+    uffd.register(addr, len)
+}
+
+/// `MADV_DONTFORK` on `[addr, addr+len)`, a range of the caller's region.
+fn no_fork(addr: usize, len: usize) -> Result<()> {
+    // SAFETY: the range belongs to the caller's region; MADV_DONTFORK only
+    // changes what fork copies.
     if unsafe { libc::madvise(addr as *mut _, len, libc::MADV_DONTFORK) } != 0 {
         return Err(Error::last_os_error());
     }
-    uffd.register(addr, len)
+    Ok(())
 }
 
 /// Map device bytes `[dev_off, dev_off+len)` at `addr` (replacing what was there,
@@ -127,7 +133,14 @@ pub fn map_device(
 /// event, so the caller must not block the handler threads.
 pub fn replace_with_placeholder(uffd: &Uffd, addr: usize, len: usize, prot: Prot) -> Result<()> {
     let spare = reserve(len, PAGE, 0)?;
-    if let Err(e) = place_placeholder(uffd, spare, len, prot) {
+    move_in(spare, addr, len, place_placeholder(uffd, spare, len, prot))
+}
+
+/// Move the range made at `spare` (if `made` is Ok) over `[addr, addr+len)`
+/// of the caller's region in one `mremap` (atomic: the target shows either
+/// what it showed or the new range); on any failure `spare` is released.
+fn move_in(spare: usize, addr: usize, len: usize, made: Result<()>) -> Result<()> {
+    if let Err(e) = made {
         unmap(spare, len);
         return Err(e);
     }
@@ -162,36 +175,9 @@ pub fn replace_with_placeholder(uffd: &Uffd, addr: usize, len: usize, prot: Prot
 pub fn place_window(uffd: &Uffd, addr: usize, len: usize, fd: RawFd, dev_off: u64) -> Result<()> {
     let spare = reserve(len, PAGE, 0)?;
     let made = map_device(spare, len, fd, dev_off, Prot::Read, false, false)
-        .and_then(|()| {
-            // SAFETY: `spare` was just mapped above and belongs to us;
-            // MADV_DONTFORK only changes what fork copies.
-            if unsafe { libc::madvise(spare as *mut _, len, libc::MADV_DONTFORK) } != 0 {
-                return Err(Error::last_os_error());
-            }
-            Ok(())
-        })
+        .and_then(|()| no_fork(spare, len))
         .and_then(|()| uffd.register_window(spare, len));
-    if let Err(e) = made {
-        unmap(spare, len);
-        return Err(e);
-    }
-    // SAFETY: `spare` is ours (just made); the target range belongs to the
-    // caller's region; MREMAP_FIXED replaces it atomically and frees `spare`.
-    let p = unsafe {
-        libc::mremap(
-            spare as *mut _,
-            len,
-            len,
-            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-            addr as *mut libc::c_void,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        let e = Error::last_os_error();
-        unmap(spare, len);
-        return Err(e);
-    }
-    Ok(())
+    move_in(spare, addr, len, made)
 }
 
 /// Let fork copy `[addr, addr+len)` again (pages of a window that show the

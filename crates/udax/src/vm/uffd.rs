@@ -141,9 +141,17 @@ impl Uffd {
     /// Register `[addr, addr+len)` (anonymous memory) for missing-page and
     /// write-protect faults.
     pub fn register(&self, addr: usize, len: usize) -> Result<()> {
+        self.register_as(
+            addr,
+            len,
+            g::UFFDIO_REGISTER_MODE_MISSING | g::UFFDIO_REGISTER_MODE_WP,
+        )
+    }
+
+    fn register_as(&self, addr: usize, len: usize, mode: u32) -> Result<()> {
         let mut r = g::uffdio_register {
             range: Self::range(addr, len),
-            mode: (g::UFFDIO_REGISTER_MODE_MISSING | g::UFFDIO_REGISTER_MODE_WP) as u64,
+            mode: mode as u64,
             ioctls: 0,
         };
         self.ioctl(io::UFFDIO_REGISTER, &mut r)
@@ -158,12 +166,11 @@ impl Uffd {
     /// missing faults: every access to a page without a page-table entry is
     /// reported, though the device page exists.
     pub fn register_window(&self, addr: usize, len: usize) -> Result<()> {
-        let mut r = g::uffdio_register {
-            range: Self::range(addr, len),
-            mode: (g::UFFDIO_REGISTER_MODE_MISSING | g::UFFDIO_REGISTER_MODE_MINOR) as u64,
-            ioctls: 0,
-        };
-        self.ioctl(io::UFFDIO_REGISTER, &mut r)
+        self.register_as(
+            addr,
+            len,
+            g::UFFDIO_REGISTER_MODE_MISSING | g::UFFDIO_REGISTER_MODE_MINOR,
+        )
     }
 
     /// Install page-table entries for the device pages behind `[addr,
@@ -193,12 +200,7 @@ impl Uffd {
 
     /// Register a device mapping for write-protect tracking only.
     pub fn register_wp(&self, addr: usize, len: usize) -> Result<()> {
-        let mut r = g::uffdio_register {
-            range: Self::range(addr, len),
-            mode: g::UFFDIO_REGISTER_MODE_WP as u64,
-            ioctls: 0,
-        };
-        self.ioctl(io::UFFDIO_REGISTER, &mut r)
+        self.register_as(addr, len, g::UFFDIO_REGISTER_MODE_WP)
     }
 
     /// Map the shared zero page over the unpopulated pages of the range.
