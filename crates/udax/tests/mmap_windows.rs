@@ -393,3 +393,84 @@ fn e3_media_error_on_a_page_shown_through_a_window_faults() {
     append(&f, 3, 0x22);
     assert_eq!(at(&m, 3 * PAGE), 0x22);
 }
+
+#[test]
+fn m12_appends_truncates_and_reads_through_windows_never_show_other_data_stress() {
+    // An appender (write + fsync, page i always holds i % 251 + 1), a
+    // truncater cutting the file back now and then, another file reusing
+    // the freed blocks (0xee), and a reader loading pages through a
+    // read-only mapping with windows (kernel loads: EFAULT past end of
+    // file). A read must give the page's own byte or EFAULT: never 0xee (a
+    // freed block still shown), never zero (a stale window page).
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let fs = fresh(256);
+    let f = fs.create("/race", 0o644).unwrap();
+    let other = fs.create("/other", 0o644).unwrap();
+    let m = map_ro(&f, 64 << 20);
+    let base = m.as_ptr() as usize;
+    let size = AtomicUsize::new(0); // pages written so far (an upper bound)
+    let stop = AtomicBool::new(false);
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            for _ in 0..600 {
+                if done.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            eprintln!("still running after 60 s: a hang?");
+            std::process::abort();
+        }
+    });
+    let byte = |i: usize| (i % 251) as u8 + 1;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut rng = 7u64;
+            for round in 0..300 {
+                let mut n = size.load(Ordering::Acquire);
+                for _ in 0..64 {
+                    f.write_at(&[byte(n); PAGE], (n * PAGE) as u64).unwrap();
+                    n += 1;
+                    size.store(n, Ordering::Release);
+                    if n % 3 == 0 {
+                        f.fsync().unwrap();
+                    }
+                }
+                if round % 4 == 3 {
+                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    let keep = (rng >> 33) as usize % n;
+                    f.set_len((keep * PAGE) as u64).unwrap();
+                    size.store(keep, Ordering::Release);
+                    other.set_len(0).unwrap();
+                    other.write_at(&vec![0xee; 64 * PAGE], 0).unwrap();
+                }
+            }
+            stop.store(true, Ordering::Release);
+        });
+        s.spawn(|| {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Acquire) {
+                let n = size.load(Ordering::Acquire).max(1);
+                let p = i % (n + 2);
+                i = i.wrapping_add(7919);
+                match kernel_load((base + p * PAGE + 17) as *const u8) {
+                    Ok(v) => assert_eq!(v, byte(p), "page {p} showed {v:#x}"),
+                    Err(e) => assert_eq!(e, libc::EFAULT),
+                }
+            }
+        });
+    });
+    done.store(true, Ordering::Release);
+    watchdog.join().unwrap();
+    let n = size.load(Ordering::Acquire);
+    for p in 0..n {
+        assert_eq!(at(&m, p * PAGE + 17), byte(p), "page {p} at the end");
+    }
+    let st = fs.dax_stats();
+    assert!(
+        st.windows >= 2 && st.continued > 0 && st.invalidations > 0,
+        "{st:?}"
+    );
+}
