@@ -496,8 +496,8 @@ fn run(cli: Cli) -> AnyResult<()> {
             } else {
                 if let Some(s) = faults {
                     println!(
-                        "  mmap: {} faults ({} by the kernel in a system call); {} 2 MiB mappings, {} 4 KiB-entry mappings, {} zero-page maps (holes)",
-                        s.faults, s.kernel_faults, s.pmd_maps, s.pte_maps, s.zero_maps
+                        "  mmap: {} faults ({} by the kernel in a system call); {} 2 MiB mappings, {} 4 KiB-entry mappings, {} zero-page maps (holes); {} windows past end of file, {} ranges shown through them",
+                        s.faults, s.kernel_faults, s.pmd_maps, s.pte_maps, s.zero_maps, s.windows, s.continued
                     );
                 }
                 println!("  file: {}", t.path);
