@@ -59,8 +59,8 @@ impl From<&str> for Fail {
     }
 }
 
-/// A userfaultfd error: EAGAIN is [`Fail::Again`].
-fn uffd_err(what: &'static str) -> impl Fn(std::io::Error) -> Fail {
+/// A userfaultfd (or window) error: EAGAIN is [`Fail::Again`].
+fn uffd_err(what: impl std::fmt::Display) -> impl Fn(std::io::Error) -> Fail {
     move |e| {
         if e.raw_os_error() == Some(libc::EAGAIN) {
             Fail::Again
@@ -635,13 +635,7 @@ impl Cx<'_> {
         }
         let continued = region
             .map_device(&mut st, &eng.uffd, r.clone(), dev_blk)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::EAGAIN) {
-                    Fail::Again
-                } else {
-                    Fail::Error(format!("mapping device block {dev_blk}: {e}"))
-                }
-            })?;
+            .map_err(uffd_err(format_args!("mapping device block {dev_blk}")))?;
         // Dirty tracking: a range mapped by a read fault starts clean (protected);
         // one mapped by a store starts counted as written, which spares a
         // protection fault per page on first write at the price of flushing the
