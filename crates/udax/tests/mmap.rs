@@ -1,19 +1,15 @@
 //! M1-M7, M12, M14: the DAX mmap core through real page faults (userfaultfd).
 //! Needs userfaultfd for kernel-context faults: run as root (CI does).
 
+mod common;
+
+use common::{fresh, kernel_load, pipe, Watchdog};
 use std::sync::Arc;
 use udax::device::{self, Device, OpenOptions as DevOpen};
 use udax::fs::{falloc, File, Fs, MkfsOptions};
 use udax::{MapFlags, Mapping, Prot};
 
 const MB: u64 = 1 << 20;
-
-fn fresh(mib: u64) -> Fs {
-    let dev: Arc<dyn Device> =
-        device::open(&format!("memfd:{mib}M"), &DevOpen::default()).expect("memfd device");
-    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
-    Fs::mount(dev).unwrap()
-}
 
 fn map(f: &File, off: u64, len: usize, prot: Prot, flags: MapFlags) -> Mapping {
     f.mmap(off, len, prot, flags)
@@ -24,13 +20,6 @@ fn slice(m: &Mapping) -> &'static mut [u8] {
     // SAFETY: the mapping outlives every use in these tests (dropped at the end
     // of each test after the last access); the bytes are plain memory.
     unsafe { std::slice::from_raw_parts_mut(m.as_ptr(), m.len()) }
-}
-
-fn pipe() -> (i32, i32) {
-    let mut fds = [0i32; 2];
-    // SAFETY: fds is a valid 2-int array.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    (fds[0], fds[1])
 }
 
 /// `read(2)` from a pipe holding `data` into `dst`: the kernel stores into the
@@ -52,28 +41,6 @@ fn kernel_store(dst: *mut u8, data: &[u8]) -> Result<usize, i32> {
             Err(e)
         } else {
             Ok(n as usize)
-        }
-    }
-}
-
-/// `write(2)` from `src` into a pipe: the kernel loads from the mapping.
-fn kernel_load(src: *const u8, n: usize) -> Result<Vec<u8>, i32> {
-    let (r, w) = pipe();
-    let mut out = vec![0u8; n];
-    // SAFETY: as in kernel_store.
-    unsafe {
-        let k = libc::write(w, src.cast(), n);
-        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        if k >= 0 {
-            libc::read(r, out.as_mut_ptr().cast(), k as usize);
-        }
-        libc::close(r);
-        libc::close(w);
-        if k < 0 {
-            Err(e)
-        } else {
-            out.truncate(k as usize);
-            Ok(out)
         }
     }
 }
@@ -1008,19 +975,7 @@ fn m1_appends_racing_reads_through_a_mapping_and_fsyncs_stress() {
     let done = Arc::new(AtomicBool::new(false));
     // A lost wake-up (a reader faulting on a page that an fsync maps ahead
     // without waking anyone) would hang the test: fail it instead.
-    let watchdog = std::thread::spawn({
-        let done = done.clone();
-        move || {
-            for _ in 0..1200 {
-                if done.load(Ordering::Acquire) {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            eprintln!("appends/reads/fsyncs still running after 120 s: a lost wake-up?");
-            std::process::abort();
-        }
-    });
+    let watchdog = Watchdog::start(120, "appends/reads/fsyncs");
     std::thread::scope(|s| {
         s.spawn(|| {
             for i in 0..pages {
@@ -1056,7 +1011,7 @@ fn m1_appends_racing_reads_through_a_mapping_and_fsyncs_stress() {
             });
         }
     });
-    watchdog.join().unwrap();
+    drop(watchdog);
     for p in [0, pages / 2, pages - 1] {
         assert_eq!(slice(&m)[p as usize * 4096], (p % 251) as u8 + 1);
     }

@@ -3,70 +3,19 @@
 //! own binary, because it installs process-wide signal handlers.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::Arc;
-use udax::device::{self, Device, OpenOptions as DevOpen};
-use udax::fs::{Fs, MkfsOptions};
+mod common;
+
+use common::{catch, caught, fresh};
 use udax::{MapFlags, Prot};
 
 /// `si_code` of a SIGSEGV for a permission fault (not exported by libc).
 const SEGV_ACCERR: i32 = 2;
 
-static SIGNO: AtomicI32 = AtomicI32::new(0);
-static CODE: AtomicI32 = AtomicI32::new(0);
-static ADDR: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
-    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    SIGNO.store(sig, Ordering::SeqCst);
-    CODE.store(code, Ordering::SeqCst);
-    ADDR.store(addr, Ordering::SeqCst);
-    // Let the access complete: put a private page over the faulting one (the
-    // test only looks at what was reported). mmap is async-signal-safe.
-    let page = addr & !4095;
-    // SAFETY: the page is inside a udax mapping owned by the test, which drops
-    // it (munmapping the whole range) right after.
-    unsafe {
-        libc::mmap(
-            page as *mut _,
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-    }
-}
-
-fn install(sig: i32) {
-    // SAFETY: a zeroed sigaction with a valid SA_SIGINFO handler.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO;
-        assert_eq!(libc::sigaction(sig, &sa, std::ptr::null_mut()), 0);
-    }
-}
-
-/// Run `access`, return (signal, si_code, si_addr) it raised, or zeros.
-fn caught(access: impl FnOnce()) -> (i32, i32, usize) {
-    SIGNO.store(0, Ordering::SeqCst);
-    access();
-    (
-        SIGNO.load(Ordering::SeqCst),
-        CODE.load(Ordering::SeqCst),
-        ADDR.load(Ordering::SeqCst),
-    )
-}
-
 #[test]
 fn m5_m14_user_access_past_eof_sigbus_and_store_to_read_only_sigsegv() {
-    install(libc::SIGBUS);
-    install(libc::SIGSEGV);
-    let dev: Arc<dyn Device> = device::open("memfd:64M", &DevOpen::default()).unwrap();
-    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
-    let fs = Fs::mount(dev).unwrap();
+    catch(libc::SIGBUS);
+    catch(libc::SIGSEGV);
+    let fs = fresh(64);
     let f = fs.create("/f", 0o644).unwrap();
     f.write_at(&[1u8; 6000], 0).unwrap();
 

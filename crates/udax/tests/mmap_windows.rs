@@ -8,21 +8,14 @@
 //! SIGBUS handler. Needs userfaultfd (root).
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::Arc;
-use udax::device::{self, Device, OpenOptions as DevOpen};
+mod common;
+
+use common::{catch, caught, fresh, Watchdog};
 use udax::fs::extent::Lookup;
-use udax::fs::{File, Fs, MkfsOptions};
+use udax::fs::{File, Fs};
 use udax::{MapFlags, Mapping, Prot};
 
 const PAGE: usize = 4096;
-
-fn fresh(mib: u64) -> Fs {
-    let dev: Arc<dyn Device> =
-        device::open(&format!("memfd:{mib}M"), &DevOpen::default()).expect("memfd device");
-    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
-    Fs::mount(dev).unwrap()
-}
 
 fn map_ro(f: &File, len: usize) -> Mapping {
     f.mmap(0, len, Prot::Read, MapFlags::SHARED)
@@ -101,28 +94,9 @@ fn windowed(fs: &Fs, name: &str, n: usize) -> (File, Mapping) {
     (f, m)
 }
 
-/// `write(2)` of one byte from `src` into a pipe: the kernel loads from the
-/// mapping. Ok(byte) or the errno.
+/// One byte loaded by the kernel (`write(2)` into a pipe), or the errno.
 fn kernel_load(src: *const u8) -> Result<u8, i32> {
-    let mut fds = [0i32; 2];
-    // SAFETY: fds is a valid 2-int array; the pipe is ours and closed below;
-    // `src` is only read by the kernel, which reports a bad address as EFAULT.
-    unsafe {
-        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-        let n = libc::write(fds[1], src.cast(), 1);
-        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        let mut b = 0u8;
-        if n == 1 {
-            libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
-        }
-        libc::close(fds[0]);
-        libc::close(fds[1]);
-        if n == 1 {
-            Ok(b)
-        } else {
-            Err(e)
-        }
-    }
+    common::kernel_load(src, 1).map(|v| v[0])
 }
 
 #[test]
@@ -199,43 +173,12 @@ fn m1_file_outgrowing_its_window_gets_a_larger_one() {
     assert!(s.continued > 0, "{s:?}");
 }
 
-static SIGNO: AtomicI32 = AtomicI32::new(0);
-static CODE: AtomicI32 = AtomicI32::new(0);
-static ADDR: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn on_sigbus(sig: i32, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
-    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    SIGNO.store(sig, Ordering::SeqCst);
-    CODE.store(code, Ordering::SeqCst);
-    ADDR.store(addr, Ordering::SeqCst);
-    // Let the load complete on a private page over the faulting one; the
-    // test drops the mapping right after. mmap is async-signal-safe.
-    // SAFETY: the page is inside a udax mapping owned by the test.
-    unsafe {
-        libc::mmap(
-            (addr & !(PAGE - 1)) as *mut _,
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-    }
-}
-
 #[test]
 fn m5_past_end_of_file_in_a_window_raises_sigbus_and_efault() {
     if !windows_supported() {
         return;
     }
-    // SAFETY: a zeroed sigaction with a valid SA_SIGINFO handler.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_sigbus as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO;
-        assert_eq!(libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()), 0);
-    }
+    catch(libc::SIGBUS);
     let fs = fresh(64);
     let (f, m) = windowed(&fs, "/eof", 3);
     let p = m.as_ptr();
@@ -251,14 +194,11 @@ fn m5_past_end_of_file_in_a_window_raises_sigbus_and_efault() {
     assert_eq!(kernel_load(unsafe { p.add(3 * PAGE + 5) }), Ok(0x44));
     assert_eq!(at(&m, 3 * PAGE), 0x44);
     // A user load past end of file, inside the window: SIGBUS, BUS_ADRERR.
-    SIGNO.store(0, Ordering::SeqCst);
-    let _ = at(&m, 5 * PAGE + 7);
+    let got = caught(|| {
+        let _ = at(&m, 5 * PAGE + 7);
+    });
     assert_eq!(
-        (
-            SIGNO.load(Ordering::SeqCst),
-            CODE.load(Ordering::SeqCst),
-            ADDR.load(Ordering::SeqCst)
-        ),
+        got,
         (libc::SIGBUS, libc::BUS_ADRERR, p as usize + 5 * PAGE + 7)
     );
 }
@@ -473,20 +413,7 @@ fn m12_appends_truncates_and_reads_through_windows_never_show_other_data_stress(
     let base = m.as_ptr() as usize;
     let size = AtomicUsize::new(0); // pages written so far (an upper bound)
     let stop = AtomicBool::new(false);
-    let done = Arc::new(AtomicBool::new(false));
-    let watchdog = std::thread::spawn({
-        let done = done.clone();
-        move || {
-            for _ in 0..600 {
-                if done.load(Ordering::Acquire) {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            eprintln!("still running after 60 s: a hang?");
-            std::process::abort();
-        }
-    });
+    let watchdog = Watchdog::start(60, "appends/truncates/reads through windows");
     let byte = |i: usize| (i % 251) as u8 + 1;
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -525,8 +452,7 @@ fn m12_appends_truncates_and_reads_through_windows_never_show_other_data_stress(
             }
         });
     });
-    done.store(true, Ordering::Release);
-    watchdog.join().unwrap();
+    drop(watchdog);
     let n = size.load(Ordering::Acquire);
     for p in 0..n {
         assert_eq!(at(&m, p * PAGE + 17), byte(p), "page {p} at the end");

@@ -1,0 +1,133 @@
+//! Helpers shared by the mmap test binaries (each uses a part of them).
+#![allow(dead_code, unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use udax::device::{self, Device, OpenOptions as DevOpen};
+use udax::fs::{Fs, MkfsOptions};
+
+/// A fresh file system on a memfd device of `mib` MiB.
+pub fn fresh(mib: u64) -> Fs {
+    let dev: Arc<dyn Device> =
+        device::open(&format!("memfd:{mib}M"), &DevOpen::default()).expect("memfd device");
+    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+    Fs::mount(dev).unwrap()
+}
+
+pub fn pipe() -> (i32, i32) {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid 2-int array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[0], fds[1])
+}
+
+/// `write(2)` from `src` into a pipe: the kernel loads from the mapping.
+/// The bytes, or the errno (EFAULT where the access would raise SIGBUS).
+pub fn kernel_load(src: *const u8, n: usize) -> Result<Vec<u8>, i32> {
+    let (r, w) = pipe();
+    let mut out = vec![0u8; n];
+    // SAFETY: the kernel only reads `src` (reporting a bad address as
+    // EFAULT); `out` holds `n` bytes; both fds are ours and closed.
+    unsafe {
+        let k = libc::write(w, src.cast(), n);
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if k >= 0 {
+            libc::read(r, out.as_mut_ptr().cast(), k as usize);
+        }
+        libc::close(r);
+        libc::close(w);
+        if k < 0 {
+            Err(e)
+        } else {
+            out.truncate(k as usize);
+            Ok(out)
+        }
+    }
+}
+
+/// Aborts the test process if it is not finished within `secs` seconds (a
+/// lost wake-up would otherwise hang the test instead of failing it).
+pub struct Watchdog {
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    pub fn start(secs: u64, what: &'static str) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let thread = std::thread::spawn(move || {
+            for _ in 0..secs * 10 {
+                if d.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            eprintln!("{what} still running after {secs} s: a lost wake-up?");
+            std::process::abort();
+        });
+        Watchdog {
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the last caught signal reported (see [`catch`]).
+static SIGNO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+static CODE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+static ADDR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    SIGNO.store(sig, Ordering::SeqCst);
+    CODE.store(code, Ordering::SeqCst);
+    ADDR.store(addr, Ordering::SeqCst);
+    // Let the access complete: put a private page over the faulting one (the
+    // test only looks at what was reported). mmap is async-signal-safe.
+    let page = addr & !4095;
+    // SAFETY: the page is inside a udax mapping owned by the test, which drops
+    // it (munmapping the whole range) right after.
+    unsafe {
+        libc::mmap(
+            page as *mut _,
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+    }
+}
+
+/// Catch `sig` process-wide from now on (one test per binary uses this).
+pub fn catch(sig: i32) {
+    // SAFETY: a zeroed sigaction with a valid SA_SIGINFO handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        assert_eq!(libc::sigaction(sig, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Run `access`, return (signal, si_code, si_addr) it raised, or zeros.
+pub fn caught(access: impl FnOnce()) -> (i32, i32, usize) {
+    SIGNO.store(0, Ordering::SeqCst);
+    access();
+    (
+        SIGNO.load(Ordering::SeqCst),
+        CODE.load(Ordering::SeqCst),
+        ADDR.load(Ordering::SeqCst),
+    )
+}
