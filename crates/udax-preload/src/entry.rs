@@ -35,6 +35,11 @@ pub fn inside() -> bool {
     INSIDE.try_with(|c| c.get()).unwrap_or(true)
 }
 
+/// This thread is one of the shim's: inside it for good (set at its start).
+pub fn inside_for_life() {
+    let _ = INSIDE.try_with(|c| c.set(true));
+}
+
 struct Guard;
 
 impl Guard {
@@ -169,25 +174,4 @@ pub fn unsupported(call: &str, what: &str, errno: i32) -> Errno {
     init_log();
     tracing::warn!("udax-preload: {call}: {what} (failing with errno {errno})");
     Errno(errno)
-}
-
-/// True on udax's own threads (the fault handlers, named `udax-...`): their
-/// mmap/munmap/mremap calls on udax mapping addresses are the engine's work,
-/// not the program's, and go straight to libc.
-/// Cached per thread once asked (std names its threads before running them).
-pub fn udax_thread() -> bool {
-    thread_local! {
-        // 0 = not asked yet, 1 = the program's, 2 = udax's.
-        static KIND: Cell<u8> = const { Cell::new(0) };
-    }
-    let k = KIND.try_with(|k| k.get()).unwrap_or(1);
-    if k != 0 {
-        return k == 2;
-    }
-    let mut name = [0u8; 16];
-    // SAFETY: PR_GET_NAME writes at most 16 bytes (NUL included) to the buffer.
-    let r = unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
-    let udax = r == 0 && name.starts_with(b"udax-");
-    let _ = KIND.try_with(|k| k.set(if udax { 2 } else { 1 }));
-    udax
 }

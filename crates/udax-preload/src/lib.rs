@@ -14,6 +14,7 @@
 //! - `fds`      udax descriptors (reserved kernel fd numbers), flock
 //! - `dispatch` the by-descriptor / by-path call shapes
 //! - `io`, `meta`, `dir`, `ctl`, `mem`, `stdio`, `sig`: the interposed calls
+//! - `threads`  the shim's threads; stdio unlocked until the program has its own
 //!
 //! Every interposed function is `unsafe extern "C"` with the libc prototype;
 //! its safety contract is the C function's. Each `unsafe` block in the shim
@@ -34,4 +35,5 @@ mod path;
 mod real;
 mod sig;
 mod stdio;
+mod threads;
 mod tmpfile;

@@ -59,12 +59,12 @@ fn insert(base: usize, e: Arc<Entry>) {
     NMAPS.fetch_add(1, Ordering::Release);
 }
 
-/// True if `[a, a+len)` overlaps a udax mapping and the caller is the
-/// program (udax's own fault threads map and unmap inside udax mappings).
-/// Free when there are no udax mappings.
+/// True if `[a, a+len)` overlaps a udax mapping. Free when there are no udax
+/// mappings. (udax's own fault threads, which map and unmap inside udax
+/// mappings, never get here: they run inside the shim, `threads`.)
 fn any_overlap(a: usize, len: usize) -> bool {
     // ORDERING: Acquire pairs with the Release in `insert`.
-    if NMAPS.load(Ordering::Acquire) == 0 || crate::entry::udax_thread() {
+    if NMAPS.load(Ordering::Acquire) == 0 {
         return false;
     }
     let end = a.saturating_add(len);

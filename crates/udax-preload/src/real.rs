@@ -229,4 +229,23 @@ real_fns! {
     tee: unsafe extern "C" fn(c_int, c_int, size_t, c_uint) -> ssize_t;
     sigaction: unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
     signal: unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t;
+    pthread_create: unsafe extern "C" fn(
+        *mut libc::pthread_t,
+        *const libc::pthread_attr_t,
+        extern "C" fn(*mut c_void) -> *mut c_void,
+        *mut c_void,
+    ) -> c_int;
+    thrd_create: unsafe extern "C" fn(*mut c_ulong, extern "C" fn(*mut c_void) -> c_int, *mut c_void) -> c_int;
+    timer_create: unsafe extern "C" fn(libc::clockid_t, *mut libc::sigevent, *mut libc::timer_t) -> c_int;
+    mq_notify: unsafe extern "C" fn(libc::mqd_t, *const libc::sigevent) -> c_int;
+    aio_read: unsafe extern "C" fn(*mut libc::aiocb) -> c_int;
+    aio_read64: unsafe extern "C" fn(*mut libc::aiocb) -> c_int;
+    aio_write: unsafe extern "C" fn(*mut libc::aiocb) -> c_int;
+    aio_write64: unsafe extern "C" fn(*mut libc::aiocb) -> c_int;
+    aio_fsync: unsafe extern "C" fn(c_int, *mut libc::aiocb) -> c_int;
+    aio_fsync64: unsafe extern "C" fn(c_int, *mut libc::aiocb) -> c_int;
+    lio_listio: unsafe extern "C" fn(c_int, *const *mut libc::aiocb, c_int, *mut libc::sigevent) -> c_int;
+    lio_listio64: unsafe extern "C" fn(c_int, *const *mut libc::aiocb, c_int, *mut libc::sigevent) -> c_int;
+    getaddrinfo_a: unsafe extern "C" fn(c_int, *mut *mut c_void, c_int, *mut libc::sigevent) -> c_int;
+    __fsetlocking: unsafe extern "C" fn(*mut libc::FILE, c_int) -> c_int;
 }

@@ -142,6 +142,7 @@ fn stream(fd: c_int, mode: *const c_char) -> R<*mut FILE> {
     }
     streams().insert(f as usize, fd);
     NSTREAMS.fetch_add(1, Ordering::Release);
+    crate::threads::opened(f);
     Ok(f)
 }
 
@@ -163,13 +164,15 @@ macro_rules! fopen_fn {
         /// As fopen(3).
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, mode: *const c_char) -> *mut FILE {
-            crate::dispatch::path_call!(
+            let f = crate::dispatch::path_call!(
                 std::ptr::null_mut(),
                 libc::AT_FDCWD,
                 path,
                 $name(path, mode),
                 |p| fopen_udax(&p, mode)
-            )
+            );
+            crate::threads::opened(f);
+            f
         }
     };
 }
@@ -180,7 +183,7 @@ fopen_fn!(fopen64);
 /// As fdopen(3).
 #[no_mangle]
 pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE {
-    fd_call!(std::ptr::null_mut(), fd, fdopen(fd, mode), |d| {
+    let f = fd_call!(std::ptr::null_mut(), fd, fdopen(fd, mode), |d| {
         if mode.is_null() {
             return Err(Errno(libc::EINVAL));
         }
@@ -194,7 +197,9 @@ pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE {
             return Err(Errno(libc::EINVAL));
         }
         stream(fd, mode)
-    })
+    });
+    crate::threads::opened(f);
+    f
 }
 
 macro_rules! freopen_fn {
@@ -210,7 +215,9 @@ macro_rules! freopen_fn {
             mode: *const c_char,
             f: *mut FILE,
         ) -> *mut FILE {
-            run(
+            // On failure glibc closes `f`; on success its locking is reset.
+            crate::threads::closing(f);
+            let r = run(
                 std::ptr::null_mut(),
                 || fwd!($name(path, mode, f)),
                 || {
@@ -225,17 +232,33 @@ macro_rules! freopen_fn {
                         crate::path::Target::Host => Ok(fwd!($name(path, mode, f))),
                     }
                 },
-            )
+            );
+            crate::threads::opened(r);
+            r
         }
     };
 }
 freopen_fn!(freopen);
 freopen_fn!(freopen64);
 
+macro_rules! fclose_fn {
+    ($name:ident) => {
+        /// # Safety
+        /// As fclose(3).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(f: *mut FILE) -> c_int {
+            // SAFETY: the caller's contract.
+            unsafe { close_stream(f) }
+        }
+    };
+}
+fclose_fn!(fclose);
+fclose_fn!(_IO_fclose);
+
 /// # Safety
 /// As fclose(3).
-#[no_mangle]
-pub unsafe extern "C" fn fclose(f: *mut FILE) -> c_int {
+unsafe fn close_stream(f: *mut FILE) -> c_int {
+    crate::threads::closing(f);
     run(
         libc::EOF,
         || fwd!(fclose(f)),
@@ -354,6 +377,7 @@ pub fn std_not_udax(fd: c_int) {
         NSTREAMS.fetch_sub(1, Ordering::Release);
     }
     let f = cookie as *mut FILE;
+    crate::threads::closing(f);
     let _ = DETACHING.try_with(|d| d.set(fd));
     // SAFETY: the cookie FILE was created by `stream` and is no longer
     // reachable by the program (its variable was restored above).

@@ -142,3 +142,24 @@ fn exit_releases_the_device_lock_and_its_pid_file() {
         .collect();
     assert!(left.is_empty(), "pid file removed at exit: {left:?}");
 }
+
+#[test]
+fn stdio_streams_lock_once_the_program_starts_a_thread_and_lines_never_mix() {
+    if !have("cc") {
+        return;
+    }
+    let env = Env::new(64 << 20);
+    let exe = build(&env.host, "stdio_locks");
+    for mode in ["pthread", "thrd", "timer", "aio"] {
+        let out = env.run(
+            exe.to_str().unwrap(),
+            &[mode, &env.mount, env.host.to_str().unwrap()],
+        );
+        assert_eq!(
+            stdout(&out),
+            "ok\n",
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
