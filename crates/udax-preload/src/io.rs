@@ -31,9 +31,21 @@ const KNOWN: c_int = libc::O_ACCMODE
 /// The process umask as last known: `u32::MAX` until first needed.
 static UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
 
-/// The process umask, without changing it (`umask(2)` can only set it): read
-/// from `/proc/self/status` once (~20 us, which every file creation used to
-/// pay), then kept by the `umask` interposer below.
+/// At load, in the process's only thread: the umask by setting it to 0 and
+/// back (no other thread can create a file in between, and no signal handler
+/// is installed yet), which saves the `/proc` read below (~25 us a process).
+pub fn umask_at_load() {
+    // SAFETY: umask(2) takes one integer and cannot fail (the raw system
+    // call: libc's `umask` is the interposer below).
+    let m = unsafe { libc::syscall(libc::SYS_umask, 0) } as u32 & 0o777;
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_umask, m) };
+    UMASK.store(m, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The process umask, without changing it (`umask(2)` can only set it): as
+/// learnt at load, or read from `/proc/self/status` once (~20 us, which every
+/// file creation used to pay), then kept by the `umask` interposer below.
 pub fn umask_of_process() -> u32 {
     use std::sync::atomic::Ordering::Relaxed;
     let known = UMASK.load(Relaxed);

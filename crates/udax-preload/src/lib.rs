@@ -37,3 +37,17 @@ mod sig;
 mod stdio;
 mod threads;
 mod tmpfile;
+
+/// At load, before main (the process has one thread, unless the shim was
+/// loaded late): what is cheap to learn now and racy later.
+extern "C" fn at_load() {
+    let single = threads::single_threaded();
+    if single {
+        io::umask_at_load();
+    }
+    threads::at_load(single);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static AT_LOAD: extern "C" fn() = at_load;

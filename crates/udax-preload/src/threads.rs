@@ -98,14 +98,20 @@ fn program_threads() {
     THREADED.store(true, Ordering::Relaxed);
 }
 
-/// At load: the standard streams, unless the process already has threads
-/// (the shim loaded late) or glibc cannot tell (no `__libc_single_threaded`).
-extern "C" fn at_load() {
+/// Does the process have one thread? (At load, before main: yes, unless the
+/// shim was loaded late or glibc cannot tell, lacking `__libc_single_threaded`.)
+pub fn single_threaded() -> bool {
     // SAFETY: dlsym with a NUL-terminated name; RTLD_DEFAULT is 0.
     let single = unsafe { libc::dlsym(std::ptr::null_mut(), c"__libc_single_threaded".as_ptr()) };
     // SAFETY: glibc's `char __libc_single_threaded`, a byte it keeps for the
     // process's lifetime; read only.
-    if single.is_null() || unsafe { *single.cast::<u8>() } == 0 {
+    !threaded() && !single.is_null() && unsafe { *single.cast::<u8>() } != 0
+}
+
+/// At load, in the only thread: the standard streams need no locks (yet);
+/// or, when the process may have threads already, every stream keeps glibc's.
+pub fn at_load(single: bool) {
+    if !single {
         program_threads();
         return;
     }
@@ -119,10 +125,6 @@ extern "C" fn at_load() {
         opened(f);
     }
 }
-
-#[used]
-#[link_section = ".init_array"]
-static AT_LOAD: extern "C" fn() = at_load;
 
 /// A thread of the shim: its start routine and argument.
 struct Start {

@@ -380,3 +380,35 @@ fn touch_and_stat_set_and_read_file_times() {
         assert_eq!(fs.stat("/old").unwrap().mtime_ns, 1_234_567_890_000_000_000);
     });
 }
+
+#[test]
+fn files_made_under_an_inherited_umask_get_its_mode() {
+    if !have("sh") || !have("touch") || !have("mkdir") {
+        return;
+    }
+    let env = Env::new(16 << 20);
+    // The umask comes from the parent; the programs never call umask(2).
+    for (mask, file, dir) in [("027", 0o640, 0o750), ("002", 0o664, 0o775)] {
+        let f = format!("f{mask}");
+        let d = format!("d{mask}");
+        env.run(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "umask {mask} && touch {} && exec mkdir {}",
+                    env.at(&f),
+                    env.at(&d)
+                ),
+            ],
+        );
+        env.with_fs(|fs| {
+            assert_eq!(
+                fs.stat(&format!("/{f}")).unwrap().mode & 0o7777,
+                file,
+                "{f}"
+            );
+            assert_eq!(fs.stat(&format!("/{d}")).unwrap().mode & 0o7777, dir, "{d}");
+        });
+    }
+}

@@ -35,11 +35,13 @@ pub struct MappedDevice {
     populated: Option<Box<[AtomicU64]>>,
 }
 
-/// The window `MappedDevice::prefault` fills at once: 64 pages. Filling costs
+/// The window `MappedDevice::prefault` fills at once: 16 pages. Filling costs
 /// ~0.15 us a page plus ~1 us a call, a write fault ~1.2 us a page; a larger
-/// window spends more on pages a short-lived process never touches (2 MiB
-/// windows made a process that touches a few blocks pay ~1 ms more).
-const PREFAULT: u64 = 256 << 10;
+/// window spends more on pages a short-lived process never touches (and on a
+/// sparse shmem file allocates them) (2 MiB windows
+/// made a process that touches a few blocks pay ~1 ms more; 256 KiB ones a
+/// one-record `mdb_load` ~35 us more than these).
+const PREFAULT: u64 = 64 << 10;
 
 impl MappedDevice {
     /// Map `info.len` bytes of `fd` shared, read-write.
