@@ -62,18 +62,34 @@ impl Shim<'_> {
     }
 }
 
-/// `reps` runs each of `udax` and `base`, alternating, so that the machine's
-/// drift during the run (this VM's speed changes from minute to minute) falls
-/// on both sides alike: the medians of both.
-fn paired(
+/// One side of a paired measurement: `prepare` (untimed: a fresh device file,
+/// an empty directory) makes what `run` then measures.
+struct Side<P, R> {
+    prepare: P,
+    run: R,
+}
+
+/// `reps` pairs of runs of `udax` and `base`: the medians of both. Both sides
+/// of a pair are prepared before either runs, and the pair runs in
+/// alternating order (udax first in even pairs), so that neither the
+/// machine's drift (this VM's speed changes from minute to minute) nor the
+/// aftermath of a preparation (a 512 MiB device file zeroed, the previous one
+/// freed) falls on one side only.
+fn paired<T, U>(
     reps: usize,
-    mut udax: impl FnMut() -> Result<f64, String>,
-    mut base: impl FnMut() -> Result<f64, String>,
+    mut udax: Side<impl FnMut() -> Result<T, String>, impl FnMut(T) -> Result<f64, String>>,
+    mut base: Side<impl FnMut() -> Result<U, String>, impl FnMut(U) -> Result<f64, String>>,
 ) -> Result<(Stat, Stat), String> {
     let (mut u, mut b) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
-    for _ in 0..reps {
-        u.push(udax()?);
-        b.push(base()?);
+    for i in 0..reps {
+        let (pu, pb) = ((udax.prepare)()?, (base.prepare)()?);
+        if i % 2 == 0 {
+            u.push((udax.run)(pu)?);
+            b.push((base.run)(pb)?);
+        } else {
+            b.push((base.run)(pb)?);
+            u.push((udax.run)(pu)?);
+        }
     }
     Ok((stat(u), stat(b)))
 }
@@ -131,22 +147,28 @@ pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> 
             }
             Ok(n as f64 / timed(&mut c, "sqlite3")? / 1e3)
         };
+        let db = tmp.path().join("p8.db");
         let (u, b) = paired(
             reps,
-            || {
-                let s = Shim {
-                    so: &so,
-                    dev: device(tmp.path(), dev_size, &[])?,
-                    mount: mount.clone(),
-                };
-                run(&format!("{mount}/p8.db"), Some(&s))
+            Side {
+                prepare: || device(tmp.path(), dev_size, &[]),
+                run: |dev| {
+                    let s = Shim {
+                        so: &so,
+                        dev,
+                        mount: mount.clone(),
+                    };
+                    run(&format!("{mount}/p8.db"), Some(&s))
+                },
             },
-            || {
-                let db = tmp.path().join("p8.db");
-                for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-                }
-                run(db.to_str().unwrap_or_default(), None)
+            Side {
+                prepare: || {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+                    }
+                    Ok(())
+                },
+                run: |()| run(db.to_str().unwrap_or_default(), None),
             },
         )?;
         out.push(res(
@@ -179,21 +201,26 @@ pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> 
             }
             Ok(n as f64 / timed(&mut c, "mdb_load")? / 1e3)
         };
+        let d = tmp.path().join("env");
         let (u, b) = paired(
             reps,
-            || {
-                let s = Shim {
-                    so: &so,
-                    dev: device(tmp.path(), dev_size, &["/env"])?,
-                    mount: mount.clone(),
-                };
-                run(&format!("{mount}/env"), Some(&s))
+            Side {
+                prepare: || device(tmp.path(), dev_size, &["/env"]),
+                run: |dev| {
+                    let s = Shim {
+                        so: &so,
+                        dev,
+                        mount: mount.clone(),
+                    };
+                    run(&format!("{mount}/env"), Some(&s))
+                },
             },
-            || {
-                let d = tmp.path().join("env");
-                let _ = std::fs::remove_dir_all(&d);
-                e(std::fs::create_dir(&d))?;
-                run(d.to_str().unwrap_or_default(), None)
+            Side {
+                prepare: || {
+                    let _ = std::fs::remove_dir_all(&d);
+                    e(std::fs::create_dir(&d))
+                },
+                run: |()| run(d.to_str().unwrap_or_default(), None),
             },
         )?;
         out.push(res(
@@ -226,15 +253,21 @@ pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> 
     let host = tmp.path().join("p8.pread");
     let (u, b) = paired(
         reps,
-        || {
-            let s = Shim {
-                so: &so,
-                dev: device(tmp.path(), 64 << 20, &[])?,
-                mount: mount.clone(),
-            };
-            run(&format!("{mount}/p8.pread"), Some(&s))
+        Side {
+            prepare: || device(tmp.path(), 64 << 20, &[]),
+            run: |dev| {
+                let s = Shim {
+                    so: &so,
+                    dev,
+                    mount: mount.clone(),
+                };
+                run(&format!("{mount}/p8.pread"), Some(&s))
+            },
         },
-        || run(host.to_str().unwrap_or_default(), None),
+        Side {
+            prepare: || Ok(()),
+            run: |()| run(host.to_str().unwrap_or_default(), None),
+        },
     )?;
     out.push(res(
         "P8-pread",
