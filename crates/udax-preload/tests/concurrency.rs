@@ -163,3 +163,26 @@ fn stdio_streams_lock_once_the_program_starts_a_thread_and_lines_never_mix() {
         );
     }
 }
+
+#[test]
+fn one_fault_handler_serves_one_faulting_thread_and_a_second_starts_when_faults_queue() {
+    if !have("cc") {
+        return;
+    }
+    let env = Env::new(384 << 20);
+    let exe = build(&env.host, "handlers");
+    let out = env.run(exe.to_str().unwrap(), &["one", &env.mount]);
+    assert_eq!(
+        stdout(&out),
+        "udax-fault-0\n",
+        "faults one at a time: one handler"
+    );
+    let env = Env::new(384 << 20);
+    let out = env.run(exe.to_str().unwrap(), &["many", &env.mount]);
+    assert_eq!(
+        stdout(&out),
+        "udax-fault-0 udax-fault-1\n",
+        "8 threads faulting at once: a second handler; {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

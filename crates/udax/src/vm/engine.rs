@@ -166,6 +166,8 @@ pub struct Engine {
     /// The slow worker's queue, started at the first deferred fault (most
     /// processes never defer one: no thread for them).
     slow: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    /// Handler threads started: one at first, `HANDLERS` once faults queue up.
+    handlers: AtomicUsize,
     pub counters: Counters,
 }
 
@@ -177,7 +179,11 @@ impl std::fmt::Debug for Job {
 
 static ENGINE: OnceLock<Result<Arc<Engine>, String>> = OnceLock::new();
 
-/// Handler threads reading the userfaultfd.
+/// Handler threads reading the userfaultfd, at most. One starts with the
+/// engine; the next when a handler finds faults queued (faults of two threads
+/// read in one wake-up): a program that faults from one thread at a time (most do)
+/// never pays for a second thread (~40 us to start, and a second wake-up for
+/// every fault, both threads polling the one descriptor).
 const HANDLERS: usize = 2;
 
 /// The engine, started on first use.
@@ -220,16 +226,19 @@ fn start() -> Result<Arc<Engine>, String> {
         regions: RwLock::new(BTreeMap::new()),
         live: AtomicUsize::new(0),
         slow: std::sync::Mutex::new(None),
+        handlers: AtomicUsize::new(1),
         counters: Counters::default(),
     });
-    for i in 0..HANDLERS {
-        let e = eng.clone();
-        std::thread::Builder::new()
-            .name(format!("udax-fault-{i}"))
-            .spawn(move || e.handler_loop())
-            .map_err(|e| format!("starting fault handler: {e}"))?;
-    }
+    start_handler(&eng, 0).map_err(|e| format!("starting fault handler: {e}"))?;
     Ok(eng)
+}
+
+fn start_handler(eng: &Arc<Engine>, i: usize) -> std::io::Result<()> {
+    let e = eng.clone();
+    std::thread::Builder::new()
+        .name(format!("udax-fault-{i}"))
+        .spawn(move || e.handler_loop())
+        .map(drop)
 }
 
 /// In the parent, just before fork: pages shown through windows are not
@@ -281,6 +290,8 @@ impl Engine {
             if r < 0 {
                 continue;
             }
+            // The thread of the first fault read in this wake-up.
+            let mut first = None;
             loop {
                 match self.uffd.read() {
                     Ok(Some(Msg::Fault {
@@ -289,6 +300,14 @@ impl Engine {
                         wp,
                         tid,
                     })) => {
+                        // Faults of two threads in one wake-up: they queue.
+                        // (One thread's next fault often arrives before
+                        // the read loop ends: that is no queue.)
+                        match first {
+                            None => first = Some(tid),
+                            Some(t) if t != tid => self.more_handlers(),
+                            Some(_) => {}
+                        }
                         let kernel = ctx.in_syscall(tid);
                         self.dispatch(addr, write, wp, kernel)
                     }
@@ -299,6 +318,24 @@ impl Engine {
                         break;
                     }
                 }
+            }
+        }
+    }
+
+    /// Faults are queueing: start the next handler thread, up to `HANDLERS`.
+    fn more_handlers(self: &Arc<Self>) {
+        let n = self.handlers.load(Ordering::Relaxed);
+        // ORDERING: the count only picks which thread starts one; the new
+        // thread gets its Arc through spawn's own synchronisation.
+        if n < HANDLERS
+            && self
+                .handlers
+                .compare_exchange(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            if let Err(e) = start_handler(self, n) {
+                // Not fatal: the running handlers go on serving every fault.
+                tracing::warn!("starting fault handler {n}: {e}");
             }
         }
     }
