@@ -43,6 +43,10 @@ pub struct MappedDevice {
 /// one-record `mdb_load` ~35 us more than these).
 const PREFAULT: u64 = 64 << 10;
 
+/// Windows filled at once after one already filled (a writer going forward,
+/// as appends do): 256 KiB a call, a quarter of the calls.
+const PREFAULT_AHEAD: u64 = 4;
+
 impl MappedDevice {
     /// Map `info.len` bytes of `fd` shared, read-write.
     pub(crate) fn map(
@@ -98,32 +102,43 @@ impl MappedDevice {
     /// no write notification) the entries they make are writable, so stores
     /// take no fault afterwards: 0.16 instead of 0.89 us a page here. (Where
     /// a kernel did write-notify, a store would take a minor fault: slower,
-    /// never wrong.) Not for disk files nor hugetlbfs and device-dax (their
-    /// faults map 2 MiB).
+    /// never wrong.) A window right after one already filled is filled with
+    /// the `PREFAULT_AHEAD - 1` that follow it, in one call. Not for disk
+    /// files nor hugetlbfs and device-dax (their faults map 2 MiB).
     fn prefault(&self, off: u64, len: u64) {
         let Some(bits) = &self.populated else { return };
         if len == 0 {
             return;
         }
+        // ORDERING: only a hint (populating twice is harmless).
+        let filled =
+            |c: u64| bits[(c / 64) as usize].load(Ordering::Relaxed) & (1 << (c % 64)) != 0;
+        let windows = self.info.len.div_ceil(PREFAULT);
         for c in off / PREFAULT..=(off + len - 1) / PREFAULT {
-            let (word, bit) = (&bits[(c / 64) as usize], 1u64 << (c % 64));
-            // ORDERING: only a hint (populating twice is harmless).
-            if word.load(Ordering::Relaxed) & bit != 0 {
+            if filled(c) {
                 continue;
             }
+            let ahead = if c > 0 && filled(c - 1) {
+                PREFAULT_AHEAD
+            } else {
+                1
+            };
+            let end = (c + ahead).min(windows);
             let at = c * PREFAULT;
-            let n = PREFAULT.min(self.info.len - at) as usize;
+            let n = (end * PREFAULT).min(self.info.len) - at;
             // SAFETY: `[at, at+n)` lies inside the live device mapping; the
             // advice only fills page tables (allocating zeroed pages where the
             // file has none), it changes no data.
             let _ = unsafe {
                 rustix::mm::madvise(
                     self.ptr(at).cast(),
-                    n,
+                    n as usize,
                     rustix::mm::Advice::LinuxPopulateRead,
                 )
             };
-            word.fetch_or(bit, Ordering::Relaxed);
+            for w in c..end {
+                bits[(w / 64) as usize].fetch_or(1 << (w % 64), Ordering::Relaxed);
+            }
         }
     }
 
