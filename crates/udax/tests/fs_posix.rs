@@ -431,3 +431,88 @@ fn f4_set_times_like_utimensat_survives_remount() {
         Err(Error::NotFound)
     ));
 }
+
+#[test]
+fn f4_a_write_after_a_stat_moves_mtime_even_within_one_clock_tick() {
+    // Multigrain timestamps (Linux 6.13): writes nobody looked at in between
+    // may share the clock's last tick, but one after a stat is always later.
+    let fs = fresh(16);
+    let f = fs.create("/t", 0o644).unwrap();
+    for i in 0..200u64 {
+        // Overwrites (no size change) and appends (a size change) alike.
+        let off = if i % 2 == 0 { 0 } else { f.len() };
+        f.write_at(b"x", off).unwrap();
+        let a = f.stat().unwrap();
+        f.write_at(b"y", off).unwrap();
+        let b = f.stat().unwrap();
+        assert!(
+            b.mtime_ns > a.mtime_ns,
+            "round {i}: {} then {}",
+            a.mtime_ns,
+            b.mtime_ns
+        );
+        assert!(b.ctime_ns > a.ctime_ns, "round {i}: ctime");
+    }
+}
+
+#[test]
+fn f4_mtime_never_goes_back_across_writes_and_files() {
+    // A precise stamp (a write after a stat) is later than the coarse clock;
+    // the writes that follow, to this file or another, are not earlier.
+    let fs = fresh(16);
+    let (f, g) = (
+        fs.create("/f", 0o644).unwrap(),
+        fs.create("/g", 0o644).unwrap(),
+    );
+    let mut last = 0;
+    for i in 0..500u64 {
+        f.write_at(b"a", i).unwrap();
+        let seen = f.stat().unwrap().mtime_ns; // the next write of f is precise
+        f.write_at(b"b", i).unwrap();
+        let precise = f.stat().unwrap().mtime_ns;
+        f.write_at(b"c", i + 1).unwrap();
+        g.write_at(b"d", i).unwrap();
+        let (ft, gt) = (
+            fs.stat("/f").unwrap().mtime_ns,
+            fs.stat("/g").unwrap().mtime_ns,
+        );
+        assert!(seen >= last && precise > seen, "round {i}");
+        assert!(
+            ft >= precise && gt >= precise,
+            "round {i}: {precise} then f {ft}, g {gt}"
+        );
+        last = ft.max(gt);
+    }
+}
+
+#[test]
+fn f4_a_write_after_a_future_mtime_sets_the_present() {
+    // As the kernel: a change stamps the current time, even over an explicit
+    // mtime in the future (touch -d 2100).
+    let fs = fresh(16);
+    let f = fs.create("/t", 0o644).unwrap();
+    let future = 4_102_444_800_000_000_000; // 2100-01-01
+    f.set_times(None, Some(future)).unwrap();
+    f.write_at(b"x", 0).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let t = f.stat().unwrap().mtime_ns;
+    assert!(
+        t <= now && now - t < 5_000_000_000,
+        "append: mtime {t}, now {now}"
+    );
+    // An overwrite (no size change, no metadata otherwise), and after a remount.
+    f.set_times(None, Some(future)).unwrap();
+    f.write_at(b"y", 0).unwrap();
+    let t = f.stat().unwrap().mtime_ns;
+    assert!(
+        t <= now + 5_000_000_000 && t + 5_000_000_000 > now,
+        "overwrite: mtime {t}"
+    );
+    drop(f);
+    let fs = remount(fs);
+    let t2 = fs.stat("/t").unwrap().mtime_ns;
+    assert_eq!(t2, t, "the present mtime survives a remount");
+}

@@ -1,7 +1,7 @@
 //! Open files: read, write, truncate, fallocate, fsync.
 
 use super::extent::Lookup;
-use super::{falloc, now_ns, stat_of, Cell, Error, Fs, Result, Stat, MAX_TX_OPS};
+use super::{change_time_ns, falloc, now_ns, stat_of, Cell, Error, Fs, Result, Stat, MAX_TX_OPS};
 use crate::alloc::{AllocRequest, BlockRange};
 use crate::device::DeviceError;
 use crate::format::{Op, MAX_FILE_SIZE};
@@ -94,6 +94,8 @@ impl File {
 
     pub fn stat(&self) -> Result<Stat> {
         let d = self.cell.data.read();
+        // ORDERING: see `change_time_ns`.
+        self.cell.times_seen.store(true, Ordering::Relaxed);
         Ok(stat_of(
             self.cell.ino,
             &d,
@@ -285,8 +287,12 @@ impl File {
 
     fn write_unpoisoned(&self, data: &[u8], off: u64, end: u64) -> Result<usize> {
         let (b0, b1) = (blk(off), blk_up(end));
+        let t = change_time_ns(&self.cell);
         // Fast path: every block mapped, none shared, and no size change: no
-        // metadata at all.
+        // metadata at all (the mtime is kept lazily, as the later of the
+        // logged one and `mtime_pending`, so not over an mtime set to the
+        // future: that one is replaced by a logged `Times`, as the kernel
+        // stamps the present).
         {
             let d = self.cell.data.read();
             if d.freed {
@@ -295,9 +301,10 @@ impl File {
             if end <= d.attr.size
                 && d.map.is_mapped(b0, b1 - b0)
                 && !self.fs.range_shared(&d, b0, b1)
+                && d.attr.mtime_ns <= t
             {
                 self.copy_in(&d, data, off, b0, b1)?;
-                self.cell.mtime_pending.store(now_ns(), Ordering::Relaxed);
+                self.cell.mtime_pending.store(t, Ordering::Relaxed);
                 return Ok(data.len());
             }
         }
@@ -326,10 +333,18 @@ impl File {
                 ops.push(Op::SetSize {
                     ino: self.cell.ino,
                     size: new_end,
-                    time_ns: now_ns(),
+                    time_ns: t,
+                });
+            } else if d.attr.mtime_ns > t {
+                self.cell.mtime_pending.store(0, Ordering::Relaxed);
+                ops.push(Op::Times {
+                    ino: self.cell.ino,
+                    atime_ns: d.attr.atime_ns,
+                    mtime_ns: t,
+                    ctime_ns: t.max(d.attr.ctime_ns),
                 });
             } else {
-                self.cell.mtime_pending.store(now_ns(), Ordering::Relaxed);
+                self.cell.mtime_pending.store(t, Ordering::Relaxed);
             }
             if let Err(e) = fs.run_tx(&mut [(self.cell.ino, &mut *d)], &ops) {
                 self.free_maps(&ops);

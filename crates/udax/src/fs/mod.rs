@@ -41,7 +41,7 @@ use crate::format::{
     InodeImage, Op, Superblock, FORMAT_VERSION, MAX_OP_BYTES, ROOT_INO, SUPERBLOCK_SIZE, S_IFDIR,
 };
 use crate::journal::{self, Journal, JournalStats};
-use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard};
 use crate::BLOCK_SIZE;
 use state::{apply, Effects, InodeData, Inodes};
 use std::collections::{BTreeSet, HashMap};
@@ -59,6 +59,9 @@ pub(crate) struct Cell {
     pub open: AtomicU32,
     /// mtime of data overwrites not yet logged (lazytime); 0 = none.
     pub mtime_pending: AtomicU64,
+    /// The file's times were read (stat) since its data last changed: the
+    /// next change takes a precise time (`change_time_ns`).
+    pub times_seen: AtomicBool,
     /// Mappings, entries and the invalidate lock of the DAX core.
     pub dax: crate::dax::DaxFile,
 }
@@ -70,6 +73,7 @@ impl Cell {
             data: RwLock::new(data),
             open: AtomicU32::new(0),
             mtime_pending: AtomicU64::new(0),
+            times_seen: AtomicBool::new(false),
             dax: crate::dax::DaxFile::new(ino),
         })
     }
@@ -176,6 +180,36 @@ pub(crate) fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The time of the clock's last tick (CLOCK_REALTIME_COARSE: a few ns to read
+/// where a precise read costs ~30 ns on a VM).
+fn coarse_now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
+}
+
+/// The latest precise change time handed out (`change_time_ns`).
+static PRECISE_FLOOR: AtomicU64 = AtomicU64::new(0);
+
+/// The mtime/ctime for a change of `cell`'s data (a write): Linux's
+/// multigrain timestamps (6.13). The coarse clock (the last tick), unless the
+/// file's times were read since its last change: then the precise clock, so
+/// that a change after a `stat` always moves mtime, as one a tick later does.
+/// A coarse time is never earlier than the latest precise one handed out, so
+/// changes stay in order across files.
+pub(crate) fn change_time_ns(cell: &Cell) -> u64 {
+    // ORDERING: `times_seen` is a hint between a stat and a later write of one
+    // caller, which its program order (or the synchronisation that made the
+    // write follow the stat) already orders; the floor is a max over values
+    // whose order does not depend on other memory.
+    if cell.times_seen.load(Ordering::Relaxed) && cell.times_seen.swap(false, Ordering::Relaxed) {
+        let t = now_ns();
+        PRECISE_FLOOR.fetch_max(t, Ordering::Relaxed);
+        t
+    } else {
+        coarse_now_ns().max(PRECISE_FLOOR.load(Ordering::Relaxed))
+    }
 }
 
 fn read_superblock(dev: &dyn Device) -> Result<Superblock> {

@@ -80,6 +80,8 @@ impl Fs {
     pub(crate) fn stat_ino(&self, ino: u64) -> Result<Stat> {
         let cell = self.cell(ino)?;
         let d = cell.data.read();
+        // ORDERING: see `change_time_ns`.
+        cell.times_seen.store(true, Ordering::Relaxed);
         Ok(stat_of(ino, &d, cell.mtime_pending.load(Ordering::Relaxed)))
     }
 
