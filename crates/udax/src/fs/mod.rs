@@ -189,8 +189,9 @@ fn coarse_now_ns() -> u64 {
     (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
 }
 
-/// The latest precise change time handed out (`change_time_ns`).
-static PRECISE_FLOOR: AtomicU64 = AtomicU64::new(0);
+/// The latest precise change time handed out (`change_time_ns`). A clock
+/// floor, no protocol to model: a std atomic even under loom.
+static PRECISE_FLOOR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The mtime/ctime for a change of `cell`'s data (a write): Linux's
 /// multigrain timestamps (6.13). The coarse clock (the last tick), unless the
@@ -205,10 +206,10 @@ pub(crate) fn change_time_ns(cell: &Cell) -> u64 {
     // whose order does not depend on other memory.
     if cell.times_seen.load(Ordering::Relaxed) && cell.times_seen.swap(false, Ordering::Relaxed) {
         let t = now_ns();
-        PRECISE_FLOOR.fetch_max(t, Ordering::Relaxed);
+        PRECISE_FLOOR.fetch_max(t, std::sync::atomic::Ordering::Relaxed);
         t
     } else {
-        coarse_now_ns().max(PRECISE_FLOOR.load(Ordering::Relaxed))
+        coarse_now_ns().max(PRECISE_FLOOR.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
