@@ -119,6 +119,14 @@ pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> 
     };
     let tmp = tempfile::tempdir_in(tmpfs).map_err(|err| format!("{}: {err}", tmpfs.display()))?;
     let mount = format!("/udax-bench-{}", std::process::id());
+    // The shim on a fresh device file of `size` bytes with directories `dirs`.
+    let shim_on = |size: u64, dirs: &[&str]| -> Result<Shim, String> {
+        Ok(Shim {
+            so: &so,
+            dev: device(tmp.path(), size, dirs)?,
+            mount: mount.clone(),
+        })
+    };
     let n: usize = if quick { 20_000 } else { 100_000 };
     let dev_size = 512 << 20;
 
@@ -151,15 +159,8 @@ pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> 
         let (u, b) = paired(
             reps,
             Side {
-                prepare: || device(tmp.path(), dev_size, &[]),
-                run: |dev| {
-                    let s = Shim {
-                        so: &so,
-                        dev,
-                        mount: mount.clone(),
-                    };
-                    run(&format!("{mount}/p8.db"), Some(&s))
-                },
+                prepare: || shim_on(dev_size, &[]),
+                run: |s| run(&format!("{mount}/p8.db"), Some(&s)),
             },
             Side {
                 prepare: || {
@@ -205,15 +206,8 @@ pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> 
         let (u, b) = paired(
             reps,
             Side {
-                prepare: || device(tmp.path(), dev_size, &["/env"]),
-                run: |dev| {
-                    let s = Shim {
-                        so: &so,
-                        dev,
-                        mount: mount.clone(),
-                    };
-                    run(&format!("{mount}/env"), Some(&s))
-                },
+                prepare: || shim_on(dev_size, &["/env"]),
+                run: |s| run(&format!("{mount}/env"), Some(&s)),
             },
             Side {
                 prepare: || {
@@ -254,15 +248,8 @@ pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> 
     let (u, b) = paired(
         reps,
         Side {
-            prepare: || device(tmp.path(), 64 << 20, &[]),
-            run: |dev| {
-                let s = Shim {
-                    so: &so,
-                    dev,
-                    mount: mount.clone(),
-                };
-                run(&format!("{mount}/p8.pread"), Some(&s))
-            },
+            prepare: || shim_on(64 << 20, &[]),
+            run: |s| run(&format!("{mount}/p8.pread"), Some(&s)),
         },
         Side {
             prepare: || Ok(()),
