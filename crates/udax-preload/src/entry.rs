@@ -97,7 +97,7 @@ fn finish<T>(fail: T, r: std::thread::Result<R<T>>) -> T {
             fail
         }
         Err(_) => {
-            tracing::error!("udax-preload: internal panic (reported as EIO)");
+            // Logged by the panic hook (`quiet_panics`).
             set_errno(libc::EIO);
             fail
         }
@@ -166,6 +166,26 @@ pub fn init_log() {
             .without_time()
             .try_init();
     });
+}
+
+/// A panic inside the shim is one log line (`UDAX_LOG`), never std's default
+/// message and backtrace on the program's stderr. (The shim's std is its own:
+/// the hook sees only the shim's panics.)
+pub fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        init_log();
+        let p = info.payload();
+        let what = p
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!("udax-preload: internal panic at {at}: {what} (the call fails with EIO)");
+    }));
 }
 
 /// A call the shim cannot serve on a udax path or descriptor: one log line and

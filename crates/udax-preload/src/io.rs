@@ -79,6 +79,13 @@ pub extern "C" fn umask(mask: mode_t) -> mode_t {
 
 /// open(2) of a udax path.
 pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
+    // Debug builds only: a panic on demand, for the test that a panic inside
+    // the shim becomes EIO and the program goes on (the unwinder is linked
+    // statically: build.rs).
+    #[cfg(debug_assertions)]
+    if path == "/.udax-test-panic" {
+        panic!("udax-preload: the test panic");
+    }
     let fs = mount::fs()?;
     if flags & libc::O_TMPFILE == libc::O_TMPFILE {
         return Err(unsupported("open", "O_TMPFILE", libc::EOPNOTSUPP));

@@ -41,6 +41,7 @@ mod tmpfile;
 /// At load, before main (the process has one thread, unless the shim was
 /// loaded late): what is cheap to learn now and racy later.
 extern "C" fn at_load() {
+    entry::quiet_panics();
     let single = threads::single_threaded();
     if single {
         io::umask_at_load();

@@ -186,3 +186,44 @@ fn one_fault_handler_serves_one_faulting_thread_and_a_second_starts_when_faults_
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_panic_inside_the_shim_is_eio_for_that_call_and_the_program_goes_on() {
+    if !have("cc") {
+        return;
+    }
+    if !cfg!(debug_assertions) {
+        // The shim under test has the panic path only when built with debug
+        // assertions (the test profile; not `--release`).
+        eprintln!("SKIP: the release shim has no test panic path");
+        return;
+    }
+    let env = Env::new(16 << 20);
+    let exe = build(&env.host, "panic");
+    // Silent by default: nothing on the program's stderr.
+    let out = output(
+        env.cmd(exe.to_str().unwrap())
+            .arg(&env.mount)
+            .env_remove("UDAX_LOG"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout(&out), "ok\n", "stderr: {err}");
+    assert_eq!(err, "", "no panic message without UDAX_LOG");
+    // With the log: one line per panic.
+    let out = output(
+        env.cmd(exe.to_str().unwrap())
+            .arg(&env.mount)
+            .env("UDAX_LOG", "error"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout(&out), "ok\n", "stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "one line for each of 3 panics: {err}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("internal panic") && l.contains("the test panic")),
+        "{err}"
+    );
+    assert_eq!(env.read_udax("/after"), b"after");
+}
