@@ -175,7 +175,7 @@ fn demo_runs_unprivileged_with_user_mode_only_userfaultfd() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let o = Command::new("runuser")
-        .args(["-u", "nobody", "--", "env", "UDAX_LOCK_DIR=/tmp"])
+        .args(["-u", "nobody", "--"])
         .arg(&bin)
         .arg("demo")
         .output()

@@ -8,7 +8,7 @@ use std::sync::{OnceLock, RwLock};
 use udax::fs::Fs;
 
 struct Mounted {
-    /// Taken at exit, so the device (its lock and pid file) is released.
+    /// Taken at exit, so the device (and its lock) is released.
     fs: RwLock<Option<Fs>>,
     pid: u32,
 }
@@ -116,7 +116,7 @@ extern "C" fn at_exit() {
                     let _ = keep.sync();
                 }
                 // The last handle (unless a directory stream is still open):
-                // the device closes, its lock and pid file go.
+                // the device closes, its lock goes.
                 drop(keep);
             }
             Ok(())

@@ -22,7 +22,7 @@ unsafe impl Sync for Base {}
 /// A device mapped into this process.
 #[derive(Debug)]
 pub struct MappedDevice {
-    // Dropped first: the pid file goes before the fd (and its flock) is closed.
+    // The flock is the device fd's; this marks the device as locked.
     _lock: Option<DeviceLock>,
     info: DeviceInfo,
     fd: OwnedFd,

@@ -452,10 +452,11 @@ mod tests {
             panic!("the flock(1) utility is needed for this test");
         };
         std::thread::sleep(std::time::Duration::from_millis(300));
-        assert!(matches!(
-            open(&ps, &OpenOptions::default()),
-            Err(DeviceError::Busy { .. })
-        ));
+        // The error names the holder (from /proc/locks).
+        match open(&ps, &OpenOptions::default()) {
+            Err(DeviceError::Busy { pid }) => assert_eq!(pid, c.id() as i32),
+            other => panic!("expected busy, got {other:?}"),
+        }
         c.kill().unwrap();
         c.wait().unwrap();
         let mut ok = false;
