@@ -6,24 +6,6 @@
 mod common;
 use common::*;
 use std::collections::BTreeMap;
-use std::process::Command;
-
-fn build_probe(dir: &std::path::Path) -> std::path::PathBuf {
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probe.c");
-    let exe = dir.join("probe");
-    let out = output(
-        Command::new("cc")
-            .args(["-O1", "-Wall", "-o"])
-            .arg(&exe)
-            .arg(src),
-    );
-    assert!(
-        out.status.success(),
-        "cc probe.c failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
 
 #[test]
 fn interposed_calls_answer_as_the_kernel_would() {
@@ -31,7 +13,7 @@ fn interposed_calls_answer_as_the_kernel_would() {
         return;
     }
     let env = Env::new(64 << 20);
-    let exe = build_probe(&env.host);
+    let exe = cc(&env.host, "probe", &[]);
     let host = env.host.to_str().unwrap().to_string();
     let out = env.run(exe.to_str().unwrap(), &[&env.mount, &host]);
     let text = stdout(&out);

@@ -4,24 +4,7 @@
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
-fn build(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let src = format!("{}/tests/{name}.c", env!("CARGO_MANIFEST_DIR"));
-    let exe = dir.join(name);
-    let out = output(
-        Command::new("cc")
-            .args(["-O1", "-Wall", "-pthread", "-o"])
-            .arg(&exe)
-            .arg(&src),
-    );
-    assert!(
-        out.status.success(),
-        "cc {name}.c: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
+use std::process::Stdio;
 
 #[test]
 fn threads_racing_the_first_call_all_get_their_own_data() {
@@ -29,7 +12,7 @@ fn threads_racing_the_first_call_all_get_their_own_data() {
         return;
     }
     let env = Env::new(64 << 20);
-    let exe = build(&env.host, "threads");
+    let exe = cc(&env.host, "threads", &[]);
     let out = env.run(
         exe.to_str().unwrap(),
         &[&env.mount, env.host.to_str().unwrap()],
@@ -137,7 +120,7 @@ fn stdio_streams_lock_once_the_program_starts_a_thread_and_lines_never_mix() {
         return;
     }
     let env = Env::new(64 << 20);
-    let exe = build(&env.host, "stdio_locks");
+    let exe = cc(&env.host, "stdio_locks", &[]);
     for mode in ["pthread", "thrd", "timer", "aio"] {
         let out = env.run(
             exe.to_str().unwrap(),
@@ -158,7 +141,7 @@ fn one_fault_handler_serves_one_faulting_thread_and_a_second_starts_when_faults_
         return;
     }
     let env = Env::new(384 << 20);
-    let exe = build(&env.host, "handlers");
+    let exe = cc(&env.host, "handlers", &[]);
     let out = env.run(exe.to_str().unwrap(), &["one", &env.mount]);
     assert_eq!(
         stdout(&out),
@@ -187,7 +170,7 @@ fn a_panic_inside_the_shim_is_eio_for_that_call_and_the_program_goes_on() {
         return;
     }
     let env = Env::new(16 << 20);
-    let exe = build(&env.host, "panic");
+    let exe = cc(&env.host, "panic", &[]);
     // Silent by default: nothing on the program's stderr.
     let out = output(
         env.cmd(exe.to_str().unwrap())

@@ -5,24 +5,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
-
-fn build(dir: &std::path::Path) -> std::path::PathBuf {
-    let exe = dir.join("lmdb");
-    let out = output(
-        Command::new("cc")
-            .args(["-O1", "-Wall", "-o"])
-            .arg(&exe)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lmdb.c"))
-            .arg("-llmdb"),
-    );
-    assert!(
-        out.status.success(),
-        "cc lmdb.c: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
 
 fn have_liblmdb() -> bool {
     let found = std::path::Path::new("/usr/include/lmdb.h").exists();
@@ -40,7 +22,7 @@ fn run_program(writemap: bool) {
         return;
     }
     let env = Env::new(128 << 20);
-    let exe = build(&env.host);
+    let exe = cc(&env.host, "lmdb", &["-llmdb"]);
     env.run("mkdir", &[&env.at("db")]);
     let mut args = vec![env.at("db")];
     if writemap {

@@ -9,23 +9,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
-
-fn build(dir: &std::path::Path) -> std::path::PathBuf {
-    let exe = dir.join("ndctl");
-    let out = output(
-        Command::new("cc")
-            .args(["-O1", "-Wall", "-o"])
-            .arg(&exe)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ndctl.c")),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
 
 /// What differs between the devices: the kernel page size of the mapping, the
 /// neighbour of the bad page, and the page after the clear.
@@ -36,7 +19,7 @@ struct Want {
 }
 
 fn run_protocol(env: &Env, w: Want) {
-    let exe = build(&env.host);
+    let exe = cc(&env.host, "ndctl", &[]);
     env.write_udax("/dax", &bytes(8 << 20, 11));
     let out = env.run(
         exe.to_str().unwrap(),

@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 
 #[test]
 fn cp_reflink_always_shares_the_blocks() {
@@ -33,18 +32,7 @@ fn ficlonerange_and_fideduperange_answer_as_the_kernel() {
         return;
     }
     let env = Env::new(64 << 20);
-    let exe = env.host.join("reflink");
-    let out = output(
-        Command::new("cc")
-            .args(["-O1", "-Wall", "-o"])
-            .arg(&exe)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reflink.c")),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let exe = cc(&env.host, "reflink", &[]);
     let data = bytes(16384, 9);
     env.write_udax("/src", &data);
     env.write_udax("/same", &data);

@@ -7,7 +7,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 
 #[test]
 fn dax_scenarios_428_647_413_437_462_503_through_the_shim() {
@@ -15,18 +14,7 @@ fn dax_scenarios_428_647_413_437_462_503_through_the_shim() {
         return;
     }
     let env = Env::new(64 << 20);
-    let exe = env.host.join("scenarios");
-    let out = output(
-        Command::new("cc")
-            .args(["-O1", "-Wall", "-pthread", "-o"])
-            .arg(&exe)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios.c")),
-    );
-    assert!(
-        out.status.success(),
-        "cc scenarios.c: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let exe = cc(&env.host, "scenarios", &[]);
     let out = env.run(exe.to_str().unwrap(), &[&env.mount]);
     assert_eq!(
         stdout(&out),

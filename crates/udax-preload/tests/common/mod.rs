@@ -77,6 +77,25 @@ pub fn spawn(c: &mut Command) -> Child {
 }
 
 /// `Command::output` with the spawn under [`FORK_LOCK`].
+/// Compile the test program `tests/NAME.c` into `dir` (`cc -O1 -Wall
+/// -pthread`, then `libs`), failing the test with the compiler's messages.
+pub fn cc(dir: &Path, name: &str, libs: &[&str]) -> PathBuf {
+    let exe = dir.join(name);
+    let out = output(
+        Command::new("cc")
+            .args(["-O1", "-Wall", "-pthread", "-o"])
+            .arg(&exe)
+            .arg(format!("{}/tests/{name}.c", env!("CARGO_MANIFEST_DIR")))
+            .args(libs),
+    );
+    assert!(
+        out.status.success(),
+        "cc {name}.c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
 pub fn output(c: &mut Command) -> Output {
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     spawn(c).wait_with_output().expect("wait")
