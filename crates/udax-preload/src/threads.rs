@@ -68,11 +68,10 @@ pub fn opened(f: *mut FILE) {
     if threaded() {
         return;
     }
-    if set_locking(f, FSETLOCKING_QUERY) == FSETLOCKING_INTERNAL {
-        set_locking(f, FSETLOCKING_BYCALLER);
-        if !g.contains(&(f as usize)) {
-            g.push(f as usize);
-        }
+    // __fsetlocking returns the state before: a stream already BYCALLER
+    // (the program's choice) is left as it was and not tracked.
+    if set_locking(f, FSETLOCKING_BYCALLER) == FSETLOCKING_INTERNAL && !g.contains(&(f as usize)) {
+        g.push(f as usize);
     }
 }
 

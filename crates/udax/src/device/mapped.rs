@@ -37,10 +37,10 @@ pub struct MappedDevice {
 
 /// The window `MappedDevice::prefault` fills at once: 16 pages. Filling costs
 /// ~0.15 us a page plus ~1 us a call, a write fault ~1.2 us a page; a larger
-/// window spends more on pages a short-lived process never touches (and on a
-/// sparse shmem file allocates them) (2 MiB windows
-/// made a process that touches a few blocks pay ~1 ms more; 256 KiB ones a
-/// one-record `mdb_load` ~35 us more than these).
+/// window spends more on pages a short-lived process never touches, and on a
+/// sparse shmem file allocates them: 2 MiB windows made a process that
+/// touches a few blocks pay ~1 ms more, 256 KiB ones a one-record `mdb_load`
+/// ~35 us more than these.
 const PREFAULT: u64 = 64 << 10;
 
 /// Windows filled at once after one already filled (a writer going forward,
