@@ -552,14 +552,15 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         shim::p8(a.quick, c.reps, &a.tmpfs_dir, &mut out)?;
     }
 
+    let w = out.iter().map(|r| r.id.len()).max().unwrap_or(0).max(9);
     println!(
-        "{:<9} {:>10} {:>10} {:>10} {:>8} {:>8}  {:<8} what",
+        "{:<w$} {:>10} {:>10} {:>10} {:>8} {:>8}  {:<8} what",
         "id", "udax", "baseline", "limit", "x base", "x limit", "unit"
     );
     let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
     for r in &out {
         println!(
-            "{:<9} {:>10.3} {:>10} {:>10} {:>8} {:>8}  {:<8} {}",
+            "{:<w$} {:>10.3} {:>10} {:>10} {:>8} {:>8}  {:<8} {}",
             r.id,
             r.udax,
             f(r.baseline),
