@@ -130,6 +130,20 @@ macro_rules! lockf_fn {
 lockf_fn!(lockf);
 lockf_fn!(lockf64);
 
+/// FIGETBSZ (`_IO(0x00, 2)`): the file system's block size.
+const FIGETBSZ: c_ulong = 2;
+
+/// The int an ioctl's argument points to.
+fn read_int(arg: c_ulong) -> R<c_int> {
+    let p = arg as *const c_int;
+    if p.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: the request's contract: `arg` points to an int (read unaligned:
+    // C callers may pass any address).
+    Ok(unsafe { p.read_unaligned() })
+}
+
 /// FICLONE, FICLONERANGE (`_IOW(0x94, 9, int)`, `_IOW(0x94, 13, struct file_clone_range)`).
 const FICLONE: c_ulong = 0x4004_9409;
 const FICLONERANGE: c_ulong = 0x4020_940d;
@@ -334,6 +348,56 @@ fn dedupe_ioctl(d: &Desc, arg: c_ulong) -> R<c_int> {
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
     fd_call!(-1, fd, ioctl(fd, req, arg), |d| match req {
+        // An O_PATH descriptor takes no ioctl (the kernel: EBADF).
+        _ if d.status() & libc::O_PATH != 0 => Err(Errno(libc::EBADF)),
+        // The requests the kernel answers for every open file (fs/ioctl.c).
+        libc::FIOCLEX | libc::FIONCLEX => fds::set_cloexec(fd, req == libc::FIOCLEX).map(|_| 0),
+        libc::FIONBIO => {
+            let on = read_int(arg)? != 0;
+            // ORDERING: an independent flag word (see Desc::status).
+            let _ = d.status.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |s| {
+                    Some(if on {
+                        s | libc::O_NONBLOCK
+                    } else {
+                        s & !libc::O_NONBLOCK
+                    })
+                },
+            );
+            Ok(0)
+        }
+        // A regular file has no fasync method: turning O_ASYNC on or off is
+        // ENOTTY, leaving it as it is succeeds.
+        libc::FIOASYNC => {
+            let on = read_int(arg)? != 0;
+            if on == (d.status() & libc::O_ASYNC != 0) {
+                Ok(0)
+            } else {
+                Err(Errno(libc::ENOTTY))
+            }
+        }
+        // The bytes the file occupies (the kernel's inode_get_bytes), not its size.
+        libc::FIOQSIZE => {
+            let p = arg as *mut i64;
+            if p.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            let bytes = d.stat()?.blocks * 512;
+            // SAFETY: FIOQSIZE's contract: `arg` points to a loff_t.
+            unsafe { p.write_unaligned(bytes as i64) };
+            Ok(0)
+        }
+        FIGETBSZ => {
+            let p = arg as *mut c_int;
+            if p.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            // SAFETY: FIGETBSZ's contract: `arg` points to an int.
+            unsafe { p.write_unaligned(udax::BLOCK_SIZE as c_int) };
+            Ok(0)
+        }
         libc::FIONREAD => {
             let p = arg as *mut c_int;
             if p.is_null() {

@@ -147,9 +147,39 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("dup2_for_exec", "50"),
         ("exec_fd_gone", "1"),
     ];
+    // The generic ioctls, answered for a udax file as the kernel answers them
+    // for the host file next to it.
+    let ioctls: &[(&str, &str)] = &[
+        ("fioclex", "0"),
+        ("getfd_after_fioclex", "1"),
+        ("fionclex", "0"),
+        ("getfd_after_fionclex", "0"),
+        ("fionbio_on", "0"),
+        ("nonblock_after_fionbio", "1"),
+        ("fionbio_off", "0"),
+        ("nonblock_after_fionbio_off", "0"),
+        ("fioasync_off", "0"),
+        ("fioasync_on", "-ENOTTY"),
+        ("fioqsize", "0"),
+        ("fioqsize_value", "4096"), // bytes occupied: one block
+        ("figetbsz", "0"),
+        ("figetbsz_value", "4096"),
+        ("fionread", "0"),
+        ("fionread_value", "3"),
+        ("tcgets", "-ENOTTY"),
+        ("o_path_fioclex", "-EBADF"),
+    ];
+    let ioctl_keys: Vec<(String, &str)> = ioctls
+        .iter()
+        .flat_map(|(k, v)| ["udax", "host"].map(|t| (format!("ioctl_{k}_{t}"), *v)))
+        .collect();
     let mut bad = Vec::new();
-    for (k, v) in expect {
-        match got.get(*k) {
+    for (k, v) in expect
+        .iter()
+        .copied()
+        .chain(ioctl_keys.iter().map(|(k, v)| (k.as_str(), *v)))
+    {
+        match got.get(k) {
             Some(g) if g == v => {}
             g => bad.push(format!("{k}: expected {v}, got {g:?}")),
         }

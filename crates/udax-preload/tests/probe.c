@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -37,6 +39,45 @@ static void num(const char *name, long v) {
 static void str(const char *name, const char *v) {
     printf("%s=%s\n", name, v);
     fflush(stdout);
+}
+
+static void tagged(const char *name, const char *tag, long v) {
+    char n[96];
+    snprintf(n, sizeof n, "ioctl_%s_%s", name, tag);
+    num(n, v);
+}
+
+/* The ioctls the kernel answers for every open file (fs/ioctl.c), on a file
+ * in BASE; lines end in _TAG, so udax and the host can be compared. */
+static void generic_ioctls(const char *base, const char *tag) {
+    int fd = open(at(base, "ioctl.f"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+    write(fd, "12345", 5);
+    int on = 1, off = 0, bsz = 0, avail = -1;
+    long long qs = -1;
+    char term[64];
+    tagged("fioclex", tag, ioctl(fd, FIOCLEX));
+    tagged("getfd_after_fioclex", tag, fcntl(fd, F_GETFD));
+    tagged("fionclex", tag, ioctl(fd, FIONCLEX));
+    tagged("getfd_after_fionclex", tag, fcntl(fd, F_GETFD));
+    tagged("fionbio_on", tag, ioctl(fd, FIONBIO, &on));
+    tagged("nonblock_after_fionbio", tag, !!(fcntl(fd, F_GETFL) & O_NONBLOCK));
+    tagged("fionbio_off", tag, ioctl(fd, FIONBIO, &off));
+    tagged("nonblock_after_fionbio_off", tag, !!(fcntl(fd, F_GETFL) & O_NONBLOCK));
+    tagged("fioasync_off", tag, ioctl(fd, FIOASYNC, &off));
+    tagged("fioasync_on", tag, ioctl(fd, FIOASYNC, &on));
+    tagged("fioqsize", tag, ioctl(fd, FIOQSIZE, &qs));
+    tagged("fioqsize_value", tag, (long)qs);
+    tagged("figetbsz", tag, ioctl(fd, FIGETBSZ, &bsz));
+    tagged("figetbsz_value", tag, bsz);
+    lseek(fd, 2, SEEK_SET);
+    tagged("fionread", tag, ioctl(fd, FIONREAD, &avail));
+    tagged("fionread_value", tag, avail);
+    tagged("tcgets", tag, ioctl(fd, TCGETS, term));
+    close(fd);
+    fd = open(at(base, "ioctl.f"), O_PATH);
+    tagged("o_path_fioclex", tag, ioctl(fd, FIOCLEX));
+    close(fd);
+    unlink(at(base, "ioctl.f"));
 }
 
 int main(int argc, char **argv) {
@@ -176,6 +217,9 @@ int main(int argc, char **argv) {
     num("fstat_fileno", fstat(fileno(fp), &st));
     num("fstat_fileno_size", st.st_size);
     fclose(fp);
+
+    generic_ioctls(M, "udax");
+    generic_ioctls(H, "host");
 
     /* directories */
     num("mkdir", mkdir(at(M, "dir"), 0755));
