@@ -4,9 +4,12 @@
 //! directory, or a udax directory descriptor for the `*at` calls) and
 //! normalised lexically (`//`, `.`, `..`; udax has no symbolic links), it is
 //! the mount prefix or below it. Host paths are passed to libc unchanged,
-//! except relative ones while the working directory is inside the mount: those
-//! are made absolute, as the kernel cannot resolve them against a directory it
-//! does not know.
+//! except those the kernel could not resolve because they pass through the
+//! mount prefix (which does not exist on the host): a relative path while the
+//! working directory is inside the mount, or a `..` that leaves the mount's
+//! root (`/udax/..`). Those are rewritten to start where they leave the
+//! mount: at its parent, as the kernel goes from a mount point's root to the
+//! mount point's parent.
 
 use crate::entry::{unsupported, Errno, R};
 use crate::fds;
@@ -101,6 +104,67 @@ fn place(abs: String, cfg: &Config) -> R<Target> {
         .map_err(|_| Errno(libc::EINVAL))
 }
 
+/// `p` without its empty and `.` components (which mean nothing anywhere,
+/// symbolic links or not); `..` components stay.
+fn drop_dots(p: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(p.len());
+    for c in p.split(|&b| b == b'/') {
+        if !c.is_empty() && c != b"." {
+            out.push(b'/');
+            out.extend_from_slice(c);
+        }
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+/// Resolve an absolute path (`.` and empty components dropped) that may pass
+/// through the mount prefix. Below the prefix, `..` is resolved lexically,
+/// which is exact (udax has no symbolic links); a `..` at the mount's root
+/// leaves it for the prefix's parent on the host, and the rest of the path is
+/// resolved from there as written (it may even come back in). Any other
+/// host path is normalised lexically only to see whether it names udax
+/// (`/x/../udax/f`); if not, the kernel resolves it as written (`None`).
+fn resolve_abs(p: &[u8], cfg: &Config) -> R<Option<Target>> {
+    let m = cfg.mount.as_bytes();
+    let Some(rest) = p.strip_prefix(m).filter(|r| r.is_empty() || r[0] == b'/') else {
+        return Ok(match place(normalise(p), cfg)? {
+            Target::Udax(inner) => Some(Target::Udax(check_utf8(inner)?)),
+            _ => None,
+        });
+    };
+    let mut inner: Vec<&[u8]> = Vec::new();
+    let mut comps = rest.split(|&b| b == b'/').filter(|c| !c.is_empty());
+    while let Some(c) = comps.next() {
+        if c != b".." {
+            inner.push(c);
+        } else if inner.pop().is_none() {
+            // Out of the mount's root: on the host, from the prefix's parent.
+            let mut host = parent(&cfg.mount).as_bytes().to_vec();
+            for c in comps {
+                host.push(b'/');
+                host.extend_from_slice(c);
+            }
+            let host = drop_dots(&host);
+            return Ok(Some(match resolve_abs(&host, cfg)? {
+                Some(t) => t,
+                None => Target::HostPath(CString::new(host).map_err(|_| Errno(libc::EINVAL))?),
+            }));
+        }
+    }
+    let mut path = String::new();
+    for c in inner {
+        path.push('/');
+        path.push_str(&String::from_utf8_lossy(c));
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    Ok(Some(Target::Udax(check_utf8(path)?)))
+}
+
 /// Classify `path` as given to an `*at` call with directory `dirfd`
 /// (`AT_FDCWD` for the plain calls).
 ///
@@ -121,11 +185,8 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
         if !maybe {
             return Ok(Target::Host);
         }
-        return match place(normalise(bytes), cfg)? {
-            Target::Udax(p) => Ok(Target::Udax(check_utf8(p)?)),
-            // An absolute host path is passed on as written.
-            _ => Ok(Target::Host),
-        };
+        // An absolute host path the kernel can resolve is passed on as written.
+        return Ok(resolve_abs(&drop_dots(bytes), cfg)?.unwrap_or(Target::Host));
     }
     if bytes.is_empty() {
         return Ok(Target::Host); // ENOENT from libc, or AT_EMPTY_PATH handled by the caller
@@ -149,9 +210,12 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
     let mut joined = base.into_bytes();
     joined.push(b'/');
     joined.extend_from_slice(bytes);
-    match place(normalise(&joined), cfg)? {
-        Target::Udax(p) => Ok(Target::Udax(check_utf8(p)?)),
-        t => Ok(t),
+    let joined = drop_dots(&joined);
+    match resolve_abs(&joined, cfg)? {
+        Some(t) => Ok(t),
+        None => Ok(Target::HostPath(
+            CString::new(joined).map_err(|_| Errno(libc::EINVAL))?,
+        )),
     }
 }
 
@@ -172,5 +236,60 @@ pub fn parent(p: &str) -> &str {
     match p.rfind('/') {
         Some(0) | None => "/",
         Some(i) => &p[..i],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(mount: &str) -> Config {
+        Config {
+            mount: mount.into(),
+            device: String::new(),
+        }
+    }
+
+    /// "udax:/inner", "host:/path", or "as written".
+    fn show(p: &str, mount: &str) -> String {
+        match resolve_abs(&drop_dots(p.as_bytes()), &cfg(mount)) {
+            Ok(Some(Target::Udax(i))) => format!("udax:{i}"),
+            Ok(Some(Target::HostPath(h))) => format!("host:{}", h.to_str().unwrap()),
+            Ok(Some(Target::Host)) => "host, unchanged".into(),
+            Ok(None) => "as written".into(),
+            Err(Errno(e)) => format!("errno {e}"),
+        }
+    }
+
+    #[test]
+    fn dots_and_empty_components_go_and_dotdot_stays() {
+        assert_eq!(drop_dots(b"/a/./b//c/"), b"/a/b/c");
+        assert_eq!(drop_dots(b"/./"), b"/");
+        assert_eq!(drop_dots(b"/a/../b"), b"/a/../b");
+    }
+
+    #[test]
+    fn paths_below_the_prefix_resolve_lexically() {
+        assert_eq!(show("/udax", "/udax"), "udax:/");
+        assert_eq!(show("/udax/a/b/../c", "/udax"), "udax:/a/c");
+        assert_eq!(show("/udax/./a//", "/udax"), "udax:/a");
+        assert_eq!(show("/x/../udax/f", "/udax"), "udax:/f");
+        assert_eq!(show("/udaxy/f", "/udax"), "as written");
+        assert_eq!(show("/etc/../tmp", "/udax"), "as written");
+    }
+
+    #[test]
+    fn dotdot_out_of_the_mount_root_continues_from_the_prefix_parent() {
+        assert_eq!(show("/udax/..", "/udax"), "host:/");
+        assert_eq!(
+            show("/udax/a/../../etc/passwd", "/udax"),
+            "host:/etc/passwd"
+        );
+        // The host part is left to the kernel (its symbolic links).
+        assert_eq!(show("/udax/../x/../y", "/udax"), "host:/x/../y");
+        assert_eq!(show("/mnt/udax/../z", "/mnt/udax"), "host:/mnt/z");
+        // Back in through the prefix.
+        assert_eq!(show("/udax/a/../../udax/b", "/udax"), "udax:/b");
+        assert_eq!(show("/mnt/udax/../udax/../udax", "/mnt/udax"), "udax:/");
     }
 }

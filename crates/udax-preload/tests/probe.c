@@ -317,6 +317,19 @@ int main(int argc, char **argv) {
     num("open_relative", (fd = open("rel.txt", O_CREAT | O_WRONLY, 0644)) >= 0);
     close(fd);
     num("stat_relative_abs", stat(at(M, "dir/rel.txt"), &st));
+    /* `..` out of the mount's root goes to the prefix's parent (here /), as
+     * from a mount point; the rest is resolved on the host, or back in */
+    stat("/", &st2);
+    num("dotdot_relative_leaves_mount",
+        stat("../..", &st) == 0 && st.st_ino == st2.st_ino && st.st_dev == st2.st_dev);
+    num("dotdot_absolute_leaves_mount",
+        stat(at(M, "dir/../.."), &st) == 0 && st.st_ino == st2.st_ino && st.st_dev == st2.st_dev);
+    char back[4096];
+    snprintf(back, sizeof back, "%s/../%s/dir/rel.txt", M, strrchr(M, '/') + 1);
+    num("dotdot_back_into_mount", stat(back, &st) == 0 && st.st_size == 0);
+    snprintf(back, sizeof back, "../../%s", H + 1);
+    num("dotdot_relative_to_host_dir", (fd = open(back, O_RDONLY | O_DIRECTORY)) >= 0);
+    close(fd);
     num("chdir_host", chdir(H));
     num("getcwd_host_ok", strcmp(getcwd(buf, sizeof buf), H) == 0);
 
