@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 /// The entries of a udax directory: ".", "..", then the names (sorted).
 pub fn entries(d: &Desc) -> R<Vec<Dent>> {
     let fs = mount::fs()?;
-    let p = d.path();
+    let p = d.path()?;
     let parent = fs
         .stat(crate::path::parent(&p))
         .map(|s| s.ino)

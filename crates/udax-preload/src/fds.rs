@@ -18,11 +18,42 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+/// A directory's path inside udax, kept current across renames: checked
+/// whenever directories have moved (renamed or removed) since it was last
+/// found, and found again from the held directory if it no longer names it,
+/// as the kernel's descriptors and working directory follow the directory.
+/// ENOENT once the directory is removed.
+pub struct DirPath {
+    path: String,
+    /// `Fs::dir_moves` when `path` was last checked (`u64::MAX`: never).
+    seen: u64,
+}
+
+impl DirPath {
+    pub fn new(path: String) -> DirPath {
+        DirPath {
+            path,
+            seen: u64::MAX,
+        }
+    }
+
+    pub fn get(&mut self, dir: &udax::fs::DirRef) -> R<String> {
+        let fs = crate::mount::fs()?;
+        // Read before the check: a move after it shows as a new count next time.
+        let now = fs.dir_moves();
+        if self.seen != now {
+            self.path = fs.dir_path(dir, &self.path)?;
+            self.seen = now;
+        }
+        Ok(self.path.clone())
+    }
+}
+
 pub enum Kind {
     File(udax::fs::File),
-    /// A directory (or an `O_PATH` descriptor of one): a path, for `*at`
-    /// calls, fchdir, fstat and getdents.
-    Dir,
+    /// A directory (or an `O_PATH` descriptor of one), held; its path is
+    /// for `*at` calls, fchdir, fstat and getdents.
+    Dir(udax::fs::DirRef),
 }
 
 /// One directory entry as getdents/readdir return it.
@@ -36,7 +67,7 @@ pub struct Dent {
 /// An open file description (shared by dup'ed descriptors).
 pub struct Desc {
     pub kind: Kind,
-    path: Mutex<String>,
+    path: Mutex<DirPath>,
     /// File offset; for a directory, the index of the next getdents entry.
     pub pos: Mutex<u64>,
     /// open(2) status flags: access mode, O_APPEND, O_NONBLOCK, O_SYNC, ...
@@ -51,7 +82,7 @@ impl Desc {
     pub fn new(kind: Kind, path: String, status: c_int, ino: u64) -> Arc<Desc> {
         Arc::new(Desc {
             kind,
-            path: Mutex::new(path),
+            path: Mutex::new(DirPath::new(path)),
             pos: Mutex::new(0),
             status: AtomicI32::new(status),
             dents: Mutex::new(None),
@@ -59,11 +90,16 @@ impl Desc {
         })
     }
     pub fn is_dir(&self) -> bool {
-        matches!(self.kind, Kind::Dir)
+        matches!(self.kind, Kind::Dir(_))
     }
-    /// The path inside udax this descriptor was opened by.
-    pub fn path(&self) -> String {
-        self.path.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The path inside udax: a directory's current one; for a file, the one
+    /// it was opened by.
+    pub fn path(&self) -> R<String> {
+        let mut p = self.path.lock().unwrap_or_else(|p| p.into_inner());
+        match &self.kind {
+            Kind::Dir(d) => p.get(d),
+            Kind::File(_) => Ok(p.path.clone()),
+        }
     }
     pub fn status(&self) -> c_int {
         // ORDERING: an independent flag word; no data is published through it.
@@ -85,13 +121,13 @@ impl Desc {
         }
         match &self.kind {
             Kind::File(f) => Ok(f),
-            Kind::Dir => Err(Errno(libc::EISDIR)),
+            Kind::Dir(_) => Err(Errno(libc::EISDIR)),
         }
     }
     pub fn stat(&self) -> R<udax::fs::Stat> {
         match &self.kind {
             Kind::File(f) => Ok(f.stat()?),
-            Kind::Dir => Ok(crate::mount::fs()?.stat(&self.path())?),
+            Kind::Dir(_) => Ok(crate::mount::fs()?.stat(&self.path()?)?),
         }
     }
     fn key(&self) -> usize {

@@ -110,7 +110,12 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
             if flags & libc::O_PATH == 0 && (acc != libc::O_RDONLY || creat) {
                 return Err(Errno(libc::EISDIR));
             }
-            let d = Desc::new(Kind::Dir, path.to_string(), status, st.ino);
+            let d = Desc::new(
+                Kind::Dir(fs.dir_ref(path)?),
+                path.to_string(),
+                status,
+                st.ino,
+            );
             return fds::install(d, cloexec);
         }
         Ok(_) if flags & libc::O_DIRECTORY != 0 => return Err(Errno(libc::ENOTDIR)),
@@ -763,7 +768,7 @@ pub unsafe extern "C" fn readahead(fd: c_int, off: off64_t, n: size_t) -> ssize_
 
 fn sync_desc(d: &Desc, data_only: bool) -> R<c_int> {
     match &d.kind {
-        Kind::Dir => mount::fs()?.sync()?,
+        Kind::Dir(_) => mount::fs()?.sync()?,
         Kind::File(f) if data_only => f.sync_data()?,
         Kind::File(f) => f.fsync()?,
     }

@@ -753,18 +753,15 @@ pub unsafe extern "C" fn fchmodat(
 /// As fchmod(2).
 #[no_mangle]
 pub unsafe extern "C" fn fchmod(fd: c_int, mode: mode_t) -> c_int {
-    // By the path the descriptor was opened with (udax has no chmod by inode);
-    // a file renamed or unlinked since cannot be changed this way.
-    fd_call!(-1, fd, fchmod(fd, mode), |d| {
-        let p = d.path();
-        if stat_path(&p).map(|s| s.ino) != Ok(d.ino) {
-            return Err(unsupported(
-                "fchmod",
-                "file renamed or unlinked since it was opened",
-                libc::EOPNOTSUPP,
-            ));
+    // By inode: a file renamed or unlinked since it was opened is still the
+    // one changed; a directory by its current path.
+    fd_call!(-1, fd, fchmod(fd, mode), |d| match &d.kind {
+        _ if d.status() & libc::O_PATH != 0 => Err(Errno(libc::EBADF)),
+        crate::fds::Kind::File(f) => {
+            f.set_permissions(mode & 0o7777)?;
+            Ok(0)
         }
-        chmod_udax(&p, mode)
+        crate::fds::Kind::Dir(_) => chmod_udax(&d.path()?, mode),
     })
 }
 
@@ -906,7 +903,7 @@ fn set_times_fd(d: &crate::fds::Desc, times: *const libc::timespec) -> R<c_int> 
     match &d.kind {
         // O_PATH descriptors may set times too (by path, as the kernel allows).
         crate::fds::Kind::File(f) => f.set_times(a, m)?,
-        crate::fds::Kind::Dir => crate::mount::fs()?.set_times(&d.path(), a, m)?,
+        crate::fds::Kind::Dir(_) => crate::mount::fs()?.set_times(&d.path()?, a, m)?,
     }
     Ok(0)
 }
@@ -1076,16 +1073,8 @@ pub unsafe extern "C" fn flistxattr(fd: c_int, list: *mut c_char, n: size_t) -> 
 // ---- working directory ----
 
 fn chdir_udax(p: &str) -> R<c_int> {
-    if !stat_path(p)?.is_dir() {
-        return Err(Errno(libc::ENOTDIR));
-    }
-    let cfg = path::config().ok_or(Errno(libc::ENODEV))?;
-    let full = if p == "/" {
-        cfg.mount.clone()
-    } else {
-        format!("{}{}", cfg.mount, p)
-    };
-    path::set_cwd(Some(full));
+    let dir = mount::fs()?.dir_ref(p)?;
+    path::set_cwd(Some((p.to_string(), dir)));
     Ok(0)
 }
 
@@ -1121,10 +1110,11 @@ pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
         || match crate::dispatch::lookup(fd) {
             Some(d) => {
                 let d = d?;
-                if !d.is_dir() {
+                let crate::fds::Kind::Dir(dir) = &d.kind else {
                     return Err(Errno(libc::ENOTDIR));
-                }
-                chdir_udax(&d.path())
+                };
+                path::set_cwd(Some((d.path()?, dir.clone())));
+                Ok(0)
             }
             None => {
                 let r = fwd!(fchdir(fd));
@@ -1148,6 +1138,7 @@ pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
             let Some(c) = path::cwd() else {
                 return Ok(fwd!(getcwd(buf, size)));
             };
+            let c = c?;
             let bytes = c.as_bytes();
             if buf.is_null() {
                 let n = if size == 0 { bytes.len() + 1 } else { size };

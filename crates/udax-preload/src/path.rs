@@ -13,9 +13,11 @@
 
 use crate::entry::{unsupported, Errno, R};
 use crate::fds;
+use crate::fds::DirPath;
 use libc::c_int;
 use std::ffi::{CStr, CString};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock};
+use udax::fs::DirRef;
 
 pub struct Config {
     /// Normalised, no trailing slash, never "/".
@@ -67,16 +69,31 @@ pub fn normalise(p: &[u8]) -> String {
     String::from_utf8_lossy(&s).into_owned()
 }
 
-/// The virtual working directory (an absolute path under the mount), set by
-/// chdir/fchdir into udax.
-pub static CWD: RwLock<Option<String>> = RwLock::new(None);
+/// The virtual working directory, a udax directory, set by chdir/fchdir into
+/// udax (`None`: the kernel's working directory, on the host).
+static CWD: Mutex<Option<(DirRef, DirPath)>> = Mutex::new(None);
 
-pub fn cwd() -> Option<String> {
-    CWD.read().unwrap_or_else(|p| p.into_inner()).clone()
+/// The virtual working directory as an absolute path under the mount prefix
+/// (its current path: it follows renames); `Some(Err(ENOENT))` once it has
+/// been removed; `None` while the working directory is on the host.
+pub fn cwd() -> Option<R<String>> {
+    let mut g = CWD.lock().unwrap_or_else(|p| p.into_inner());
+    let (dir, path) = g.as_mut()?;
+    let inner = path.get(dir);
+    let cfg = config()?;
+    Some(inner.map(|p| {
+        if p == "/" {
+            cfg.mount.clone()
+        } else {
+            format!("{}{p}", cfg.mount)
+        }
+    }))
 }
 
-pub fn set_cwd(v: Option<String>) {
-    *CWD.write().unwrap_or_else(|p| p.into_inner()) = v;
+/// Set the virtual working directory to udax directory `dir` (at `inner`),
+/// or back to the host.
+pub fn set_cwd(v: Option<(String, DirRef)>) {
+    *CWD.lock().unwrap_or_else(|p| p.into_inner()) = v.map(|(p, dir)| (dir, DirPath::new(p)));
 }
 
 /// Where a path argument lives.
@@ -193,7 +210,7 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
     }
     let base = if dirfd == libc::AT_FDCWD {
         match cwd() {
-            Some(c) => c,
+            Some(c) => c?,
             None => return Ok(Target::Host),
         }
     } else {
@@ -202,7 +219,7 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
                 if !d.is_dir() {
                     return Err(Errno(libc::ENOTDIR));
                 }
-                format!("{}{}", cfg.mount, d.path())
+                format!("{}{}", cfg.mount, d.path()?)
             }
             None => return Ok(Target::Host),
         }

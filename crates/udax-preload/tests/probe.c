@@ -80,6 +80,68 @@ static void generic_ioctls(const char *base, const char *tag) {
     unlink(at(base, "ioctl.f"));
 }
 
+static void tnum(const char *name, const char *tag, long v) {
+    char n[96];
+    snprintf(n, sizeof n, "%s_%s", name, tag);
+    num(n, v);
+}
+
+/* Descriptors and the working directory follow their directory's inode
+ * across renames, and see it gone once removed; fchmod follows a file's
+ * inode. Lines end in _TAG, so udax and the host can be compared. */
+static void follow_renames(const char *base, const char *tag) {
+    char cwd[4096], want[4096];
+    struct stat st;
+    mkdir(at(base, "mv"), 0755);
+    int d = open(at(base, "mv"), O_RDONLY | O_DIRECTORY);
+    rename(at(base, "mv"), at(base, "mv2"));
+    close(openat(d, "x", O_CREAT | O_WRONLY, 0644));
+    tnum("openat_after_rename_lands_in_new_name", tag, stat(at(base, "mv2/x"), &st) == 0);
+    mkdir(at(base, "mv2/sub"), 0755);
+    int s = open(at(base, "mv2/sub"), O_RDONLY | O_DIRECTORY);
+    rename(at(base, "mv2"), at(base, "mv3"));
+    tnum("fstatat_after_parent_rename", tag, fstatat(s, "../x", &st, 0));
+    close(s);
+    close(d);
+
+    mkdir(at(base, "cw"), 0755);
+    chdir(at(base, "cw"));
+    rename(at(base, "cw"), at(base, "cw2"));
+    snprintf(want, sizeof want, "%s/cw2", base);
+    tnum("getcwd_follows_rename", tag, getcwd(cwd, sizeof cwd) && strcmp(cwd, want) == 0);
+    close(open("rel", O_CREAT | O_WRONLY, 0644));
+    tnum("relative_open_after_rename", tag, stat(at(base, "cw2/rel"), &st) == 0);
+    mkdir(at(base, "gone"), 0755);
+    chdir(at(base, "gone"));
+    d = open(".", O_RDONLY | O_DIRECTORY);
+    rmdir(at(base, "gone"));
+    tnum("getcwd_of_removed_dir", tag, getcwd(cwd, sizeof cwd) ? 0 : -1);
+    tnum("create_in_removed_cwd", tag, open("y", O_CREAT | O_WRONLY, 0644));
+    tnum("openat_in_removed_dir", tag, openat(d, "y", O_CREAT | O_WRONLY, 0644));
+    close(d);
+    chdir(base);
+    mkdir(at(base, "re"), 0755);
+    d = open(at(base, "re"), O_RDONLY | O_DIRECTORY);
+    rmdir(at(base, "re"));
+    mkdir(at(base, "re"), 0755); /* may reuse the inode number */
+    tnum("openat_in_removed_then_recreated_dir", tag, openat(d, "z", O_CREAT | O_WRONLY, 0644));
+    tnum("recreated_dir_untouched", tag, stat(at(base, "re/z"), &st));
+    close(d);
+
+    int f = open(at(base, "fm"), O_CREAT | O_RDWR, 0644);
+    rename(at(base, "fm"), at(base, "fm2"));
+    tnum("fchmod_after_rename", tag, fchmod(f, 0600));
+    stat(at(base, "fm2"), &st);
+    tnum("mode_after_fchmod", tag, st.st_mode & 07777);
+    unlink(at(base, "fm2"));
+    tnum("fchmod_after_unlink", tag, fchmod(f, 0640));
+    tnum("fstat_mode_after_unlinked_fchmod", tag, fstat(f, &st) == 0 ? (long)(st.st_mode & 07777) : -1);
+    close(f);
+    int p = open(at(base, "cw2"), O_PATH);
+    tnum("fchmod_o_path", tag, fchmod(p, 0700));
+    close(p);
+}
+
 int main(int argc, char **argv) {
     char buf[8192];
     struct stat st, st2;
@@ -220,6 +282,8 @@ int main(int argc, char **argv) {
 
     generic_ioctls(M, "udax");
     generic_ioctls(H, "host");
+    follow_renames(M, "udax");
+    follow_renames(H, "host");
 
     /* directories */
     num("mkdir", mkdir(at(M, "dir"), 0755));

@@ -110,6 +110,42 @@ fn f1_rename_over_existing_file_and_directories() {
 }
 
 #[test]
+fn f1_a_directory_path_follows_renames_and_is_gone_after_rmdir() {
+    let fs = fresh(16);
+    fs.mkdir("/a", 0o755).unwrap();
+    fs.mkdir("/a/b", 0o755).unwrap();
+    let b = fs.dir_ref("/a/b").unwrap();
+    assert_eq!(b.ino(), fs.stat("/a/b").unwrap().ino);
+    assert_eq!(fs.dir_path(&b, "/a/b").unwrap(), "/a/b");
+    assert_eq!(fs.dir_path(&b, "/wrong").unwrap(), "/a/b");
+    let root = fs.dir_ref("/").unwrap();
+    assert_eq!(fs.dir_path(&root, "/a").unwrap(), "/");
+    assert!(matches!(fs.dir_ref("/a/f"), Err(Error::NotFound)));
+    fs.create("/a/f", 0o644).unwrap();
+    assert!(matches!(fs.dir_ref("/a/f"), Err(Error::NotDir)));
+    let moves = fs.dir_moves();
+    // File renames and creations leave directory paths as they were.
+    fs.rename("/a/f", "/a/g").unwrap();
+    fs.create("/a/h", 0o644).unwrap();
+    assert_eq!(fs.dir_moves(), moves);
+    // Renaming a directory above it moves it.
+    fs.mkdir("/c", 0o755).unwrap();
+    fs.rename("/a", "/c/a2").unwrap();
+    assert!(fs.dir_moves() > moves);
+    assert_eq!(fs.dir_path(&b, "/a/b").unwrap(), "/c/a2/b");
+    let moves = fs.dir_moves();
+    fs.rmdir("/c/a2/b").unwrap();
+    assert!(fs.dir_moves() > moves);
+    assert!(matches!(fs.dir_path(&b, "/c/a2/b"), Err(Error::NotFound)));
+    // A new directory at the old path (which may reuse the inode number) is
+    // another directory.
+    fs.mkdir("/c/a2/b", 0o755).unwrap();
+    assert!(matches!(fs.dir_path(&b, "/c/a2/b"), Err(Error::NotFound)));
+    let b2 = fs.dir_ref("/c/a2/b").unwrap();
+    assert_eq!(fs.dir_path(&b2, "/c/a2/b").unwrap(), "/c/a2/b");
+}
+
+#[test]
 fn f1_hard_links_share_data_and_count() {
     let fs = fresh(16);
     fs.create("/f", 0o644)

@@ -890,6 +890,11 @@ impl File {
         self.fs.run_tx(&mut [(ino, &mut *d)], &ops)
     }
 
+    /// `fchmod`: set the permission bits (the file type stays).
+    pub fn set_permissions(&self, perm: u32) -> Result<()> {
+        self.fs.set_permissions_of(&self.cell, perm)
+    }
+
     /// `futimens`: set the access and/or modification time (ns since the
     /// epoch; `None` leaves it); the change time becomes now.
     pub fn set_times(&self, atime_ns: Option<u64>, mtime_ns: Option<u64>) -> Result<()> {

@@ -27,6 +27,7 @@ mod types;
 pub use check::{fsck, BadBlock, FsckReport, Problem};
 pub use error::{Error, Result};
 pub use file::File;
+pub use namespace::DirRef;
 pub use poison::{Owner, PoisonReport};
 pub use reflink::Dedupe;
 pub(crate) use reflink::{relocate_chunk, unshare};
@@ -115,6 +116,8 @@ pub(crate) struct Inner {
     /// (0 = no block is shared: the write and fault paths skip every check).
     refs: RwLock<RefTable>,
     any_shared: AtomicU64,
+    /// Directory renames and removals since mount (see `Fs::dir_moves`).
+    dir_moves: AtomicU64,
     /// Freed blocks still referenced by a mapping or a pin: given to the
     /// allocator once idle (a block is reused only at page count zero, M11).
     zombies: Mutex<Vec<(u64, u64)>>,
@@ -446,6 +449,7 @@ impl Fs {
                 bad: RwLock::new(rec.bad),
                 bad_count: AtomicU64::new(bad_count),
                 any_shared: AtomicU64::new(u64::from(!rec.refs.is_empty())),
+                dir_moves: AtomicU64::new(0),
                 refs: RwLock::new(rec.refs),
                 zombies: Mutex::new(Vec::new()),
                 uid: rustix::process::geteuid().as_raw(),

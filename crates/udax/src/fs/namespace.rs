@@ -7,6 +7,18 @@ use crate::fs::DirEntry;
 use crate::sync::{Ordering, RwLockWriteGuard};
 use std::sync::Arc;
 
+/// A directory, held: what a directory descriptor or a working directory
+/// refers to. It stays this directory across renames, and once removed it
+/// is seen removed, never as a newer directory that reuses its inode number.
+#[derive(Clone)]
+pub struct DirRef(Arc<Cell>);
+
+impl DirRef {
+    pub fn ino(&self) -> u64 {
+        self.0.ino
+    }
+}
+
 /// Highest link count of an inode (as ext4's 65000).
 const LINK_MAX: u32 = 65000;
 
@@ -69,6 +81,70 @@ impl Fs {
             return Err(Error::NotDir);
         }
         Ok((ino, last))
+    }
+
+    /// Directory renames and removals since mount: a path found for a
+    /// directory (`dir_path`) names it while this count is unchanged.
+    pub fn dir_moves(&self) -> u64 {
+        // ORDERING: Acquire pairs with the Release after each rename or rmdir
+        // commits: a caller that sees the count unchanged also sees every
+        // namespace change made before the last bump.
+        self.inner.dir_moves.load(Ordering::Acquire)
+    }
+
+    fn moved_dirs(&self) {
+        // ORDERING: see `dir_moves`.
+        self.inner.dir_moves.fetch_add(1, Ordering::Release);
+    }
+
+    /// The directory at `path`, held (see [`DirRef`]).
+    pub fn dir_ref(&self, path: &str) -> Result<DirRef> {
+        let cell = self.cell(self.resolve(path)?)?;
+        if !cell.data.read().is_dir() {
+            return Err(Error::NotDir);
+        }
+        Ok(DirRef(cell))
+    }
+
+    /// The current path of directory `d` ("/" for the root): `hint` if it
+    /// still names it (this directory, not a newer one that reuses its inode
+    /// number), otherwise found from the parent links: the directory or one
+    /// above it was renamed. NotFound once it has been removed.
+    pub fn dir_path(&self, d: &DirRef, hint: &str) -> Result<String> {
+        // Serialised with renames and removals: the walk sees one namespace.
+        let _ns = self.inner.ns.lock();
+        if d.0.data.read().freed {
+            return Err(Error::NotFound);
+        }
+        if let Ok(i) = self.resolve(hint) {
+            if i == d.0.ino && self.cell(i).is_ok_and(|c| Arc::ptr_eq(&c, &d.0)) {
+                return Ok(hint.to_string());
+            }
+        }
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let mut at = d.0.clone();
+        while at.ino != ROOT_INO {
+            let parent = self.cell(at.data.read().attr.parent)?;
+            let name = parent
+                .data
+                .read()
+                .dir
+                .iter()
+                .find(|(_, &(i, _))| i == at.ino)
+                .map(|(n, _)| n.clone())
+                .ok_or(Error::NotFound)?;
+            names.push(name);
+            at = parent;
+        }
+        let mut path = String::new();
+        for n in names.iter().rev() {
+            path.push('/');
+            path.push_str(&String::from_utf8_lossy(n));
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        Ok(path)
     }
 
     /// `stat` of a path.
@@ -270,7 +346,9 @@ impl Fs {
             },
             Op::FreeInode { ino },
         ];
-        self.run_tx(&mut [(dir, dg), (ino, tg)], &ops)
+        self.run_tx(&mut [(dir, dg), (ino, tg)], &ops)?;
+        self.moved_dirs();
+        Ok(())
     }
 
     /// A new name `new` for the file `existing`.
@@ -386,15 +464,28 @@ impl Fs {
             });
         }
         let mut held: Vec<_> = locks.iter_mut().map(|(i, g)| (*i, &mut **g)).collect();
-        self.run_tx(&mut held, &ops)
+        self.run_tx(&mut held, &ops)?;
+        // A directory moved (and the one it replaced, if any, is gone).
+        if src_is_dir {
+            self.moved_dirs();
+        }
+        Ok(())
     }
 
     /// chmod.
     pub fn set_permissions(&self, path: &str, perm: u32) -> Result<()> {
-        let _g = self.begin(1)?;
         let ino = self.resolve(path)?;
         let cell = self.cell(ino)?;
+        self.set_permissions_of(&cell, perm)
+    }
+
+    pub(crate) fn set_permissions_of(&self, cell: &Cell, perm: u32) -> Result<()> {
+        let _g = self.begin(1)?;
+        let ino = cell.ino;
         let mut d = cell.data.write();
+        if d.freed {
+            return Err(Error::NotFound);
+        }
         let op = Op::SetMode {
             ino,
             mode: (d.attr.mode & S_IFMT) | (perm & 0o7777),
