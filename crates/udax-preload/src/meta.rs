@@ -7,7 +7,7 @@ use crate::fds::Desc;
 use crate::mount;
 use crate::path::{self, classify, Target};
 use libc::{c_char, c_int, c_uint, c_void, gid_t, mode_t, size_t, ssize_t, uid_t};
-use udax::fs::Stat;
+use udax::fs::{Rename, Stat};
 
 /// `st_dev` of every udax file: major 2010 (unassigned), minor 0.
 pub const DEV_MAJOR: u32 = 2010;
@@ -492,23 +492,25 @@ pub unsafe extern "C" fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t
 
 fn rename_udax(a: &str, b: &str, flags: c_uint) -> R<c_int> {
     let fs = mount::fs()?;
-    if flags & libc::RENAME_EXCHANGE != 0 || flags & libc::RENAME_WHITEOUT != 0 {
-        return Err(unsupported(
-            "renameat2",
-            "RENAME_EXCHANGE / RENAME_WHITEOUT",
-            libc::EINVAL,
-        ));
-    }
-    if flags & !libc::RENAME_NOREPLACE != 0 {
-        return Err(Errno(libc::EINVAL));
-    }
-    if flags & libc::RENAME_NOREPLACE != 0 && fs.stat(b).is_ok() {
-        return Err(Errno(libc::EEXIST));
-    }
+    let how = match flags {
+        0 => Rename::Replace,
+        libc::RENAME_NOREPLACE => Rename::NoReplace,
+        libc::RENAME_EXCHANGE => Rename::Exchange,
+        f if f & libc::RENAME_WHITEOUT != 0
+            && f & !(libc::RENAME_WHITEOUT | libc::RENAME_NOREPLACE) == 0 =>
+        {
+            return Err(unsupported(
+                "renameat2",
+                "RENAME_WHITEOUT (udax has no special files)",
+                libc::EINVAL,
+            ));
+        }
+        _ => return Err(Errno(libc::EINVAL)),
+    };
     if a == "/" || b == "/" {
         return Err(Errno(libc::EBUSY));
     }
-    fs.rename(a, b)?;
+    fs.rename2(a, b, how)?;
     Ok(0)
 }
 

@@ -189,6 +189,13 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("fchmod_after_unlink", "0"),
         ("fstat_mode_after_unlinked_fchmod", "416"),
         ("fchmod_o_path", "-EBADF"),
+        ("rename_exchange", "0"),
+        ("exchanged_dir_has_its_file", "1"),
+        ("exchanged_file_size", "2"),
+        ("rename_exchange_missing", "-ENOENT"),
+        ("rename_noreplace_existing", "-EEXIST"),
+        ("rename_exchange_and_noreplace", "-EINVAL"),
+        ("rename_exchange_into_itself", "-EINVAL"),
     ];
     let ioctl_keys: Vec<(String, &str)> = ioctls
         .iter()

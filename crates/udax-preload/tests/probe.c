@@ -140,6 +140,24 @@ static void follow_renames(const char *base, const char *tag) {
     int p = open(at(base, "cw2"), O_PATH);
     tnum("fchmod_o_path", tag, fchmod(p, 0700));
     close(p);
+
+    /* renameat2: exchange a file and a directory, no-replace */
+    f = open(at(base, "xf"), O_CREAT | O_WRONLY, 0644);
+    write(f, "xf", 2);
+    close(f);
+    tnum("rename_exchange", tag,
+         renameat2(AT_FDCWD, at(base, "xf"), AT_FDCWD, at(base, "cw2"), RENAME_EXCHANGE));
+    tnum("exchanged_dir_has_its_file", tag, stat(at(base, "xf/rel"), &st) == 0);
+    tnum("exchanged_file_size", tag, stat(at(base, "cw2"), &st) == 0 ? (long)st.st_size : -1);
+    tnum("rename_exchange_missing", tag,
+         renameat2(AT_FDCWD, at(base, "xf"), AT_FDCWD, at(base, "nope"), RENAME_EXCHANGE));
+    tnum("rename_noreplace_existing", tag,
+         renameat2(AT_FDCWD, at(base, "cw2"), AT_FDCWD, at(base, "xf"), RENAME_NOREPLACE));
+    tnum("rename_exchange_and_noreplace", tag,
+         renameat2(AT_FDCWD, at(base, "cw2"), AT_FDCWD, at(base, "xf"),
+                   RENAME_EXCHANGE | RENAME_NOREPLACE));
+    tnum("rename_exchange_into_itself", tag,
+         renameat2(AT_FDCWD, at(base, "xf"), AT_FDCWD, at(base, "xf/rel"), RENAME_EXCHANGE));
 }
 
 int main(int argc, char **argv) {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use udax::device::{CrashDevice, Device, RamDevice, Survivors};
-use udax::fs::{falloc, fsck, Fs, MkfsOptions, OpenOptions};
+use udax::fs::{falloc, fsck, Fs, MkfsOptions, OpenOptions, Rename};
 
 /// path -> (is_dir, size, nlink, crc32c of the content)
 type Snapshot = BTreeMap<String, (bool, u64, u32, u32)>;
@@ -172,6 +172,21 @@ fn f7_crash_during_rename() {
     crash_test("rename-over", base, |fs| fs.rename("/d/a", "/d/b").unwrap());
     crash_test("rename-dir", base, |fs| {
         fs.rename("/d", "/e/moved").unwrap()
+    });
+    crash_test("rename-noreplace", base, |fs| {
+        fs.rename2("/d/a", "/d/new", Rename::NoReplace).unwrap()
+    });
+    crash_test("rename-exchange-files", base, |fs| {
+        fs.rename2("/d/a", "/d/b", Rename::Exchange).unwrap()
+    });
+    // A directory and a file in different directories: two entries, two
+    // link counts and a parent change in one transaction.
+    let with_x = |fs: &Fs| {
+        base(fs);
+        file(fs, "/e/x", &[3u8; 100]);
+    };
+    crash_test("rename-exchange-dir-and-file", with_x, |fs| {
+        fs.rename2("/d", "/e/x", Rename::Exchange).unwrap()
     });
 }
 

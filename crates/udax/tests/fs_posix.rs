@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use udax::device::{Device, RamDevice};
-use udax::fs::{falloc, Fs, MkfsOptions, OpenOptions};
+use udax::fs::{falloc, Fs, MkfsOptions, OpenOptions, Rename};
 use udax::Error;
 
 fn fresh(mib: u64) -> Fs {
@@ -143,6 +143,62 @@ fn f1_a_directory_path_follows_renames_and_is_gone_after_rmdir() {
     assert!(matches!(fs.dir_path(&b, "/c/a2/b"), Err(Error::NotFound)));
     let b2 = fs.dir_ref("/c/a2/b").unwrap();
     assert_eq!(fs.dir_path(&b2, "/c/a2/b").unwrap(), "/c/a2/b");
+}
+
+#[test]
+fn f1_rename_exchange_swaps_files_and_directories_atomically() {
+    let fs = fresh(16);
+    fs.create("/a", 0o644).unwrap().write_at(b"A", 0).unwrap();
+    fs.create("/b", 0o644).unwrap().write_at(b"B", 0).unwrap();
+    fs.rename2("/a", "/b", Rename::Exchange).unwrap();
+    assert_eq!(read_all(&fs, "/a"), b"B");
+    assert_eq!(read_all(&fs, "/b"), b"A");
+    // A directory and a file in different directories: the parents' link
+    // counts and the directory's parent follow.
+    fs.mkdir("/d", 0o755).unwrap();
+    fs.mkdir("/d/sub", 0o755).unwrap();
+    fs.create("/d/sub/inner", 0o644).unwrap();
+    fs.mkdir("/e", 0o755).unwrap();
+    fs.create("/e/f", 0o644).unwrap().write_at(b"F", 0).unwrap();
+    let moves = fs.dir_moves();
+    fs.rename2("/d/sub", "/e/f", Rename::Exchange).unwrap();
+    assert!(fs.dir_moves() > moves);
+    assert_eq!(read_all(&fs, "/d/sub"), b"F");
+    assert!(fs.stat("/e/f").unwrap().is_dir());
+    assert!(fs.stat("/e/f/inner").is_ok());
+    assert_eq!(fs.stat("/d").unwrap().nlink, 2);
+    assert_eq!(fs.stat("/e").unwrap().nlink, 3);
+    assert_eq!(fs.stat("/e/f/..").unwrap().ino, fs.stat("/e").unwrap().ino);
+    // Both must exist; a directory cannot go below itself; the root is busy.
+    assert!(matches!(
+        fs.rename2("/a", "/nope", Rename::Exchange),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        fs.rename2("/e", "/e/f/inner", Rename::Exchange),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        fs.rename2("/", "/a", Rename::Exchange),
+        Err(Error::Busy(_))
+    ));
+    // One file under two names: nothing to do.
+    fs.link("/a", "/a2").unwrap();
+    fs.rename2("/a", "/a2", Rename::Exchange).unwrap();
+    assert_eq!(fs.stat("/a").unwrap().nlink, 2);
+    // NOREPLACE fails on an existing destination and renames otherwise.
+    assert!(matches!(
+        fs.rename2("/a", "/b", Rename::NoReplace),
+        Err(Error::Exists)
+    ));
+    fs.rename2("/b", "/c", Rename::NoReplace).unwrap();
+    assert_eq!(read_all(&fs, "/c"), b"A");
+    let fs = remount(fs);
+    assert_eq!(read_all(&fs, "/d/sub"), b"F");
+    assert!(fs.stat("/e/f/inner").is_ok());
+    assert_eq!(fs.stat("/e").unwrap().nlink, 3);
+    let r = udax::fs::fsck(&**fs.device()).unwrap();
+    assert!(r.clean, "{:?}", r.problems);
 }
 
 #[test]

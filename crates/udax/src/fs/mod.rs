@@ -27,7 +27,7 @@ mod types;
 pub use check::{fsck, BadBlock, FsckReport, Problem};
 pub use error::{Error, Result};
 pub use file::File;
-pub use namespace::DirRef;
+pub use namespace::{DirRef, Rename};
 pub use poison::{Owner, PoisonReport};
 pub use reflink::Dedupe;
 pub(crate) use reflink::{relocate_chunk, unshare};

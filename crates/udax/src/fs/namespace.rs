@@ -19,6 +19,17 @@ impl DirRef {
     }
 }
 
+/// What [`Fs::rename2`] does with an existing destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rename {
+    /// Replace it (`rename`).
+    Replace,
+    /// Fail with `Exists` (`RENAME_NOREPLACE`).
+    NoReplace,
+    /// Swap the two, which must both exist (`RENAME_EXCHANGE`).
+    Exchange,
+}
+
 /// Highest link count of an inode (as ext4's 65000).
 const LINK_MAX: u32 = 65000;
 
@@ -382,6 +393,14 @@ impl Fs {
     /// Rename `from` to `to`, replacing `to` if it exists (a file by a file, an
     /// empty directory by a directory), atomically.
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.rename2(from, to, Rename::Replace)
+    }
+
+    /// `renameat2`: rename as [`Rename`] says, atomically.
+    pub fn rename2(&self, from: &str, to: &str, how: Rename) -> Result<()> {
+        if how == Rename::Exchange {
+            return self.exchange(from, to);
+        }
         let _g = self.begin(5)?;
         let _ns = self.inner.ns.lock();
         let (sdir, sname) = self.resolve_parent(from).map_err(|e| match e {
@@ -398,22 +417,15 @@ impl Fs {
             Err(Error::NotFound) => None,
             Err(e) => return Err(e),
         };
+        if dst.is_some() && how == Rename::NoReplace {
+            return Err(Error::Exists);
+        }
         if dst == Some(src) {
             return Ok(()); // same file: POSIX says do nothing
         }
         let src_is_dir = self.cell(src)?.data.read().is_dir();
         if src_is_dir {
-            // Refuse to move a directory under itself.
-            let mut p = ddir;
-            loop {
-                if p == src {
-                    return Err(Error::Invalid("cannot move a directory into itself"));
-                }
-                if p == ROOT_INO {
-                    break;
-                }
-                p = self.cell(p)?.data.read().attr.parent;
-            }
+            self.not_under(ddir, src)?;
         }
         let mut cells = vec![self.cell(sdir)?, self.cell(ddir)?, self.cell(src)?];
         if let Some(d) = dst {
@@ -467,6 +479,106 @@ impl Fs {
         self.run_tx(&mut held, &ops)?;
         // A directory moved (and the one it replaced, if any, is gone).
         if src_is_dir {
+            self.moved_dirs();
+        }
+        Ok(())
+    }
+
+    /// Refuse to move directory `dir` into `into` when that is `dir` or
+    /// below it.
+    fn not_under(&self, into: u64, dir: u64) -> Result<()> {
+        let mut p = into;
+        loop {
+            if p == dir {
+                return Err(Error::Invalid("cannot move a directory into itself"));
+            }
+            if p == ROOT_INO {
+                return Ok(());
+            }
+            p = self.cell(p)?.data.read().attr.parent;
+        }
+    }
+
+    /// `RENAME_EXCHANGE`: swap the entries `a` and `b` (files or
+    /// directories, both existing) in one transaction.
+    fn exchange(&self, a: &str, b: &str) -> Result<()> {
+        let _g = self.begin(6)?;
+        let _ns = self.inner.ns.lock();
+        let root_busy = |e| match e {
+            Error::Exists => Error::Busy("cannot exchange the root directory".into()),
+            e => e,
+        };
+        let (adir, aname) = self.resolve_parent(a).map_err(root_busy)?;
+        let (bdir, bname) = self.resolve_parent(b).map_err(root_busy)?;
+        let entry = |dir: u64, name: &[u8]| -> Result<(u64, u8)> {
+            let cell = self.cell(dir)?;
+            let d = cell.data.read();
+            d.dir.get(name).copied().ok_or(Error::NotFound)
+        };
+        let (ai, at) = entry(adir, aname)?;
+        let (bi, bt) = entry(bdir, bname)?;
+        if ai == bi {
+            return Ok(()); // one file under two names: nothing to swap
+        }
+        if adir != bdir {
+            if at == DT_DIR {
+                self.not_under(bdir, ai)?;
+            }
+            if bt == DT_DIR {
+                self.not_under(adir, bi)?;
+            }
+        }
+        let cells = [
+            self.cell(adir)?,
+            self.cell(bdir)?,
+            self.cell(ai)?,
+            self.cell(bi)?,
+        ];
+        let mut locks = Self::lock_cells(&cells);
+        let t = now_ns();
+        let mut ops = vec![
+            Op::Unlink {
+                dir: adir,
+                name: aname.to_vec(),
+                time_ns: t,
+            },
+            Op::Unlink {
+                dir: bdir,
+                name: bname.to_vec(),
+                time_ns: t,
+            },
+            Op::Link {
+                dir: adir,
+                ino: bi,
+                file_type: bt,
+                name: aname.to_vec(),
+                time_ns: t,
+            },
+            Op::Link {
+                dir: bdir,
+                ino: ai,
+                file_type: at,
+                name: bname.to_vec(),
+                time_ns: t,
+            },
+        ];
+        if adir != bdir {
+            if at == DT_DIR {
+                ops.push(Op::SetParent {
+                    ino: ai,
+                    parent: bdir,
+                });
+            }
+            if bt == DT_DIR {
+                ops.push(Op::SetParent {
+                    ino: bi,
+                    parent: adir,
+                });
+            }
+        }
+        let mut held: Vec<_> = locks.iter_mut().map(|(i, g)| (*i, &mut **g)).collect();
+        self.run_tx(&mut held, &ops)?;
+        if at == DT_DIR || bt == DT_DIR {
             self.moved_dirs();
         }
         Ok(())
