@@ -88,7 +88,7 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
     }
     let fs = mount::fs()?;
     if flags & libc::O_TMPFILE == libc::O_TMPFILE {
-        return Err(unsupported("open", "O_TMPFILE", libc::EOPNOTSUPP));
+        return open_unnamed(&fs, path, flags, mode);
     }
     if flags & !KNOWN != 0 {
         return Err(unsupported(
@@ -145,6 +145,37 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
     fds::install(
         Desc::new(Kind::File(f), path.to_string(), status, ino),
         cloexec,
+    )
+}
+
+/// `O_TMPFILE`: an unnamed file in directory `dir` (`Fs::create_unnamed`),
+/// which `linkat` may name unless `O_EXCL` was given.
+fn open_unnamed(fs: &udax::fs::Fs, dir: &str, flags: c_int, mode: mode_t) -> R<c_int> {
+    let acc = flags & libc::O_ACCMODE;
+    // As the kernel: O_TMPFILE needs write access and takes neither O_CREAT
+    // nor O_PATH.
+    if flags & (libc::O_CREAT | libc::O_PATH) != 0 || !matches!(acc, libc::O_WRONLY | libc::O_RDWR)
+    {
+        return Err(Errno(libc::EINVAL));
+    }
+    let rest = flags & !libc::O_TMPFILE;
+    if rest & !KNOWN != 0 {
+        return Err(unsupported(
+            "open",
+            &format!("flags {:#o} not supported", rest & !KNOWN),
+            libc::EINVAL,
+        ));
+    }
+    let f = fs.create_unnamed(
+        dir,
+        mode & 0o7777 & !umask_of_process(),
+        flags & libc::O_EXCL == 0,
+    )?;
+    let ino = f.ino();
+    let status = rest & !(libc::O_EXCL | libc::O_CLOEXEC);
+    fds::install(
+        Desc::new(Kind::File(f), dir.to_string(), status, ino),
+        flags & libc::O_CLOEXEC != 0,
     )
 }
 

@@ -591,6 +591,10 @@ pub unsafe extern "C" fn linkat(
         || fwd!(linkat(fa, a, fb, b, flags)),
         || {
             // SAFETY: linkat(2)'s contract.
+            if let Some(d) = unsafe { link_source_desc(fa, a, flags) } {
+                return link_desc(&*d?, fb, b);
+            }
+            // SAFETY: linkat(2)'s contract.
             match unsafe { classify_pair(fa, a, fb, b, "link") }? {
                 Pair::Host(x, y) => Ok(fwd!(linkat(
                     fa,
@@ -609,6 +613,57 @@ pub unsafe extern "C" fn linkat(
             }
         },
     )
+}
+
+/// The udax descriptor `linkat` names as its source, if it names one by
+/// descriptor: `AT_EMPTY_PATH` with an empty path, or a followed
+/// `/proc/self/fd/N`-style path (how `open(2)` says to name an `O_TMPFILE`
+/// file without privileges).
+///
+/// # Safety
+/// `path` is null or a C string.
+unsafe fn link_source_desc(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+) -> Option<R<std::sync::Arc<Desc>>> {
+    // SAFETY: the caller's contract.
+    if let Some(d) = unsafe { empty_path_desc(dirfd, path, flags) } {
+        return Some(d);
+    }
+    if flags & libc::AT_SYMLINK_FOLLOW == 0 || path.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    let p = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
+    // SAFETY: getpid has no preconditions.
+    let own = format!("/proc/{}/fd/", unsafe { libc::getpid() });
+    let n = [
+        &b"/proc/self/fd/"[..],
+        b"/proc/thread-self/fd/",
+        b"/dev/fd/",
+        own.as_bytes(),
+    ]
+    .iter()
+    .find_map(|pre| p.strip_prefix(*pre))?;
+    let fd: c_int = std::str::from_utf8(n).ok()?.parse().ok()?;
+    crate::dispatch::lookup(fd)
+}
+
+/// linkat of an open udax descriptor `d` to `(fb, b)`.
+fn link_desc(d: &Desc, fb: c_int, b: *const c_char) -> R<c_int> {
+    if d.is_dir() {
+        return Err(Errno(libc::EPERM)); // no hard links to directories
+    }
+    // SAFETY: linkat(2)'s contract for `b`.
+    match unsafe { classify(fb, b) }? {
+        Target::Udax(y) => {
+            d.file()?.link(&y)?;
+            Ok(0)
+        }
+        // Another file system.
+        Target::Host | Target::HostPath(_) => Err(Errno(libc::EXDEV)),
+    }
 }
 
 fn no_symlinks(call: &str) -> Errno {

@@ -108,7 +108,6 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("access_gone", "-ENOENT"),
         ("access_ok", "0"),
         ("open_missing", "-ENOENT"),
-        ("open_tmpfile", "-EOPNOTSUPP"),
         ("mode_under_umask_027", "416"),
         ("mode_under_umask_0", "438"),
         ("umask_returns_old", "0"),
@@ -196,6 +195,18 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("rename_noreplace_existing", "-EEXIST"),
         ("rename_exchange_and_noreplace", "-EINVAL"),
         ("rename_exchange_into_itself", "-EINVAL"),
+        ("tmpfile_open", "1"),
+        ("tmpfile_write", "4"),
+        ("tmpfile_nlink", "0"),
+        ("tmpfile_linkat_proc", "0"),
+        ("tmpfile_named_size", "4"),
+        ("tmpfile_nlink_after_link", "1"),
+        ("tmpfile_linkat_empty_path", "0"),
+        ("tmpfile_read_on_wronly", "-EBADF"),
+        ("tmpfile_empty_path_named", "0"),
+        ("tmpfile_excl_linkat", "-ENOENT"),
+        ("tmpfile_rdonly", "-EINVAL"),
+        ("tmpfile_in_a_file", "-ENOTDIR"),
     ];
     let ioctl_keys: Vec<(String, &str)> = ioctls
         .iter()

@@ -160,6 +160,38 @@ static void follow_renames(const char *base, const char *tag) {
          renameat2(AT_FDCWD, at(base, "xf"), AT_FDCWD, at(base, "xf/rel"), RENAME_EXCHANGE));
 }
 
+/* O_TMPFILE, and naming it with linkat (the two ways open(2) gives) */
+static void unnamed_files(const char *base, const char *tag) {
+    struct stat st;
+    char p[64];
+    int t = open(base, O_TMPFILE | O_RDWR, 0600);
+    tnum("tmpfile_open", tag, t >= 0);
+    tnum("tmpfile_write", tag, write(t, "tmp!", 4));
+    tnum("tmpfile_nlink", tag, fstat(t, &st) == 0 ? (long)st.st_nlink : -1);
+    snprintf(p, sizeof p, "/proc/self/fd/%d", t);
+    tnum("tmpfile_linkat_proc", tag,
+         linkat(AT_FDCWD, p, AT_FDCWD, at(base, "tmp.named"), AT_SYMLINK_FOLLOW));
+    tnum("tmpfile_named_size", tag, stat(at(base, "tmp.named"), &st) == 0 ? (long)st.st_size : -1);
+    tnum("tmpfile_nlink_after_link", tag, fstat(t, &st) == 0 ? (long)st.st_nlink : -1);
+    close(t);
+    unlink(at(base, "tmp.named"));
+    t = open(base, O_TMPFILE | O_WRONLY, 0600);
+    tnum("tmpfile_linkat_empty_path", tag,
+         linkat(t, "", AT_FDCWD, at(base, "tmp.empty"), AT_EMPTY_PATH));
+    tnum("tmpfile_read_on_wronly", tag, read(t, p, 1));
+    close(t);
+    tnum("tmpfile_empty_path_named", tag, unlink(at(base, "tmp.empty")));
+    t = open(base, O_TMPFILE | O_WRONLY | O_EXCL, 0600);
+    snprintf(p, sizeof p, "/proc/self/fd/%d", t);
+    tnum("tmpfile_excl_linkat", tag,
+         linkat(AT_FDCWD, p, AT_FDCWD, at(base, "tmp.excl"), AT_SYMLINK_FOLLOW));
+    close(t);
+    tnum("tmpfile_rdonly", tag, open(base, O_TMPFILE | O_RDONLY, 0600));
+    close(open(at(base, "tmp.file"), O_CREAT | O_WRONLY, 0644));
+    tnum("tmpfile_in_a_file", tag, open(at(base, "tmp.file"), O_TMPFILE | O_RDWR, 0600));
+    unlink(at(base, "tmp.file"));
+}
+
 int main(int argc, char **argv) {
     char buf[8192];
     struct stat st, st2;
@@ -302,6 +334,8 @@ int main(int argc, char **argv) {
     generic_ioctls(H, "host");
     follow_renames(M, "udax");
     follow_renames(H, "host");
+    unnamed_files(M, "udax");
+    unnamed_files(H, "host");
 
     /* directories */
     num("mkdir", mkdir(at(M, "dir"), 0755));
@@ -348,7 +382,6 @@ int main(int argc, char **argv) {
     num("access_gone", access(at(M, "dir/hard"), F_OK));
     num("access_ok", access(at(M, "dir/uno"), R_OK | W_OK));
     num("open_missing", open(at(M, "missing"), O_RDONLY));
-    num("open_tmpfile", open(M, O_TMPFILE | O_RDWR, 0600));
     /* the umask, as the program changes it */
     mode_t um = umask(027);
     fd = open(at(M, "masked"), O_CREAT | O_WRONLY, 0666);

@@ -191,6 +191,23 @@ fn f7_crash_during_rename() {
 }
 
 #[test]
+fn f7_crash_during_unnamed_file_create_write_and_link() {
+    // Linked: before, or the named file with its data.
+    crash_test("tmpfile-linked", base, |fs| {
+        let t = fs.create_unnamed("/d", 0o644, true).unwrap();
+        t.write_at(&[5u8; 6000], 0).unwrap();
+        t.fsync().unwrap();
+        t.link("/e/t").unwrap();
+    });
+    // Never linked: no trace at any point, its blocks free after recovery.
+    crash_test("tmpfile-dropped", base, |fs| {
+        let t = fs.create_unnamed("/d", 0o644, true).unwrap();
+        t.write_at(&[6u8; 9000], 0).unwrap();
+        t.fsync().unwrap();
+    });
+}
+
+#[test]
 fn f7_crash_during_unlink_and_link() {
     crash_test("unlink", base, |fs| fs.unlink("/d/b").unwrap());
     crash_test("link", base, |fs| fs.link("/d/a", "/e/a2").unwrap());

@@ -202,6 +202,54 @@ fn f1_rename_exchange_swaps_files_and_directories_atomically() {
 }
 
 #[test]
+fn f1_unnamed_file_is_freed_at_close_or_kept_once_linked() {
+    let fs = fresh(16);
+    fs.mkdir("/d", 0o755).unwrap();
+    let free = fs.statfs().free_blocks;
+    // Never linked: gone at close, blocks back.
+    let t = fs.create_unnamed("/d", 0o600, true).unwrap();
+    t.write_at(&[7u8; 3 * 4096], 0).unwrap();
+    assert_eq!(t.stat().unwrap().nlink, 0);
+    assert!(fs.read_dir("/d").unwrap().is_empty());
+    drop(t);
+    assert_eq!(fs.statfs().free_blocks, free);
+    // Linked: a normal file from then on.
+    let t = fs.create_unnamed("/d", 0o640, true).unwrap();
+    t.write_at(b"kept", 0).unwrap();
+    t.link("/d/named").unwrap();
+    assert!(matches!(t.link("/d/named"), Err(Error::Exists)));
+    t.link("/d/second").unwrap();
+    assert_eq!(t.stat().unwrap().nlink, 2);
+    drop(t);
+    // Not linkable (O_EXCL), or all names removed: no name again.
+    let x = fs.create_unnamed("/d", 0o600, false).unwrap();
+    assert!(matches!(x.link("/d/x"), Err(Error::NotFound)));
+    let f = fs.open("/d/second", &OpenOptions::read_only()).unwrap();
+    fs.unlink("/d/named").unwrap();
+    fs.unlink("/d/second").unwrap();
+    assert!(matches!(f.link("/d/again"), Err(Error::NotFound)));
+    assert!(matches!(
+        fs.create_unnamed("/d/nope", 0o600, true),
+        Err(Error::NotFound)
+    ));
+    fs.create("/d/file", 0o644).unwrap();
+    assert!(matches!(
+        fs.create_unnamed("/d/file", 0o600, true),
+        Err(Error::NotDir)
+    ));
+    drop((x, f));
+    let t = fs.create_unnamed("/d", 0o644, true).unwrap();
+    t.write_at(b"kept", 0).unwrap();
+    t.link("/d/k").unwrap();
+    drop(t);
+    let fs = remount(fs);
+    assert_eq!(read_all(&fs, "/d/k"), b"kept");
+    assert_eq!(fs.stat("/d/k").unwrap().mode & 0o7777, 0o644);
+    let r = udax::fs::fsck(&**fs.device()).unwrap();
+    assert!(r.clean, "{:?}", r.problems);
+}
+
+#[test]
 fn f1_hard_links_share_data_and_count() {
     let fs = fresh(16);
     fs.create("/f", 0o644)

@@ -890,6 +890,12 @@ impl File {
         self.fs.run_tx(&mut [(ino, &mut *d)], &ops)
     }
 
+    /// `linkat(fd, "", dir, new, AT_EMPTY_PATH)`: a new name for this file
+    /// (see [`Fs::create_unnamed`] for a file with none).
+    pub fn link(&self, new: &str) -> Result<()> {
+        self.fs.link_cell(&self.cell, new)
+    }
+
     /// `fchmod`: set the permission bits (the file type stays).
     pub fn set_permissions(&self, perm: u32) -> Result<()> {
         self.fs.set_permissions_of(&self.cell, perm)

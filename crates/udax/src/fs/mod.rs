@@ -63,6 +63,9 @@ pub(crate) struct Cell {
     /// The file's times were read (stat) since its data last changed: the
     /// next change takes a precise time (`change_time_ns`).
     pub times_seen: AtomicBool,
+    /// Made without a name (`O_TMPFILE` without `O_EXCL`) and not linked
+    /// since: [`File::link`] may give it one although its link count is 0.
+    pub linkable: AtomicBool,
     /// Mappings, entries and the invalidate lock of the DAX core.
     pub dax: crate::dax::DaxFile,
 }
@@ -75,6 +78,7 @@ impl Cell {
             open: AtomicU32::new(0),
             mtime_pending: AtomicU64::new(0),
             times_seen: AtomicBool::new(false),
+            linkable: AtomicBool::new(false),
             dax: crate::dax::DaxFile::new(ino),
         })
     }

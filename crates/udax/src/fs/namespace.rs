@@ -254,6 +254,80 @@ impl Fs {
         Ok(ino)
     }
 
+    /// `O_TMPFILE`: a new regular file in directory `dir` with no name (link
+    /// count 0), open read-write: freed at its last close, or by the next
+    /// mount after a crash, unless [`File::link`] names it first (only if
+    /// `linkable`: `O_TMPFILE` without `O_EXCL`).
+    pub fn create_unnamed(&self, dir: &str, mode: u32, linkable: bool) -> Result<File> {
+        let ino = {
+            let _g = self.begin(1)?;
+            let _ns = self.inner.ns.lock();
+            let dir = self.resolve(dir)?;
+            let dcell = self.cell(dir)?;
+            let dg = dcell.data.read();
+            if !dg.is_dir() {
+                return Err(Error::NotDir);
+            }
+            if dg.freed {
+                return Err(Error::NotFound);
+            }
+            let ino = self.take_ino();
+            let op = Op::NewInode {
+                ino,
+                mode: S_IFREG | (mode & 0o7777),
+                uid: self.inner.uid,
+                gid: self.inner.gid,
+                time_ns: now_ns(),
+                parent: dir,
+            };
+            if let Err(e) = self.run_tx(&mut [], &[op]) {
+                self.return_ino(ino);
+                return Err(e);
+            }
+            ino
+        };
+        // Nothing else can reach a file without a name: opening it now is
+        // opening it at creation.
+        let f = self.open_ino(ino, true, true, false)?;
+        f.cell().linkable.store(linkable, Ordering::Release);
+        Ok(f)
+    }
+
+    /// `linkat(fd, "", ..., AT_EMPTY_PATH)`: the name `new` for open file
+    /// `cell`. A file whose names were all removed cannot get one again
+    /// (`NotFound`), except one made by [`Self::create_unnamed`] as linkable
+    /// (once: the kernel's `I_LINKABLE`).
+    pub(crate) fn link_cell(&self, cell: &Arc<Cell>, new: &str) -> Result<()> {
+        let _g = self.begin(1)?;
+        let _ns = self.inner.ns.lock();
+        let (dir, name) = self.resolve_parent(new)?;
+        let cells = [self.cell(dir)?, cell.clone()];
+        let mut locks = Self::lock_cells(&cells);
+        let (dg, tg) = Self::dir_and_target(&mut locks, dir);
+        if tg.freed || (tg.attr.nlink == 0 && !cell.linkable.load(Ordering::Acquire)) {
+            return Err(Error::NotFound);
+        }
+        if dg.freed {
+            return Err(Error::NotFound);
+        }
+        if dg.dir.contains_key(name) {
+            return Err(Error::Exists);
+        }
+        if tg.attr.nlink >= LINK_MAX {
+            return Err(Error::TooManyLinks);
+        }
+        let op = Op::Link {
+            dir,
+            ino: cell.ino,
+            file_type: DT_REG,
+            name: name.to_vec(),
+            time_ns: now_ns(),
+        };
+        self.run_tx(&mut [(dir, dg), (cell.ino, tg)], &[op])?;
+        cell.linkable.store(false, Ordering::Release);
+        Ok(())
+    }
+
     /// Create a new regular file (fails with `Exists` if the name is taken) and open it read-write.
     pub fn create(&self, path: &str, mode: u32) -> Result<File> {
         let ino = self.new_node(path, S_IFREG | (mode & 0o7777))?;
