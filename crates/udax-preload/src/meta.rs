@@ -636,18 +636,10 @@ unsafe fn link_source_desc(
     }
     // SAFETY: the caller's contract.
     let p = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
-    // SAFETY: getpid has no preconditions.
-    let own = format!("/proc/{}/fd/", unsafe { libc::getpid() });
-    let n = [
-        &b"/proc/self/fd/"[..],
-        b"/proc/thread-self/fd/",
-        b"/dev/fd/",
-        own.as_bytes(),
-    ]
-    .iter()
-    .find_map(|pre| p.strip_prefix(*pre))?;
-    let fd: c_int = std::str::from_utf8(n).ok()?.parse().ok()?;
-    crate::dispatch::lookup(fd)
+    match path::fd_link(p)? {
+        (fd, b"") => crate::dispatch::lookup(fd),
+        _ => None,
+    }
 }
 
 /// linkat of an open udax descriptor `d` to `(fb, b)`.
@@ -699,13 +691,59 @@ fn readlink_udax(p: &str) -> R<ssize_t> {
     Err(Errno(libc::EINVAL))
 }
 
+/// readlink of `/proc/self/fd/N` for udax descriptor N: what the kernel's
+/// link says, the descriptor's path under the mount (with `" (deleted)"`
+/// once the file has no name). A file renamed since it was opened has no
+/// path the shim knows: EOPNOTSUPP. `None`: not such a path.
+///
+/// # Safety
+/// `path` is null or a C string; `buf` holds `n` writable bytes.
+unsafe fn readlink_fd_link(path: *const c_char, buf: *mut c_char, n: size_t) -> Option<R<ssize_t>> {
+    if path.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    let bytes = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
+    let d = match path::fd_link(bytes)? {
+        (fd, b"") => crate::dispatch::lookup(fd)?,
+        _ => return None,
+    };
+    let text = || -> R<String> {
+        let d = d?;
+        let cfg = path::config().ok_or(Errno(libc::ENODEV))?;
+        let p = d.path()?;
+        let mut text = if p == "/" {
+            cfg.mount.clone()
+        } else {
+            format!("{}{p}", cfg.mount)
+        };
+        if !d.is_dir() && stat_path(&p).map(|s| s.ino).ok() != Some(d.ino) {
+            if d.stat()?.nlink != 0 {
+                return Err(unsupported(
+                    "readlink",
+                    "/proc/self/fd/N of a udax file renamed since it was opened",
+                    libc::EOPNOTSUPP,
+                ));
+            }
+            text.push_str(" (deleted)");
+        }
+        Ok(text)
+    };
+    Some(text().and_then(|t| {
+        // SAFETY: the caller's contract for `buf`.
+        let out = unsafe { crate::dispatch::slice_mut(buf.cast(), n) }?;
+        let k = t.len().min(out.len());
+        out[..k].copy_from_slice(&t.as_bytes()[..k]);
+        Ok(k as ssize_t)
+    }))
+}
+
 /// # Safety
 /// As readlink(2).
 #[no_mangle]
 pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, n: size_t) -> ssize_t {
-    path_call!(-1, libc::AT_FDCWD, path, readlink(path, buf, n), |p| {
-        readlink_udax(&p)
-    })
+    // SAFETY: readlink(2)'s contract.
+    unsafe { readlinkat(libc::AT_FDCWD, path, buf, n) }
 }
 
 /// # Safety
@@ -717,9 +755,22 @@ pub unsafe extern "C" fn readlinkat(
     buf: *mut c_char,
     n: size_t,
 ) -> ssize_t {
-    path_call!(-1, dirfd, path, readlinkat(dirfd, path, buf, n), |p| {
-        readlink_udax(&p)
-    })
+    run(
+        -1,
+        || fwd!(readlinkat(dirfd, path, buf, n)),
+        || {
+            // SAFETY: readlinkat(2)'s contract.
+            if let Some(r) = unsafe { readlink_fd_link(path, buf, n) } {
+                return r;
+            }
+            // SAFETY: as above.
+            match unsafe { classify(dirfd, path) }? {
+                Target::Host => Ok(fwd!(readlinkat(dirfd, path, buf, n))),
+                Target::HostPath(c) => Ok(fwd!(readlinkat(dirfd, c.as_ptr(), buf, n))),
+                Target::Udax(p) => readlink_udax(&p),
+            }
+        },
+    )
 }
 
 fn no_special(call: &str) -> Errno {

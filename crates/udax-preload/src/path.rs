@@ -196,6 +196,11 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
     }
     // SAFETY: the caller guarantees a NUL-terminated string.
     let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+    if let Some((fd, rest)) = fd_link(bytes) {
+        if let Some(d) = crate::dispatch::lookup(fd) {
+            return through_fd_link(&*d?, rest, cfg);
+        }
+    }
     if bytes.first() == Some(&b'/') {
         let m = cfg.mount.as_bytes();
         let maybe = bytes.starts_with(m) || bytes.windows(2).any(|w| w == b"//" || w == b"/.");
@@ -234,6 +239,59 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
             CString::new(joined).map_err(|_| Errno(libc::EINVAL))?,
         )),
     }
+}
+
+/// `/proc/self/fd/N` (also `/proc/thread-self/fd/N`, `/proc/PID/fd/N` of
+/// this process, `/dev/fd/N`), followed by `rest` ("" or "/..."): the
+/// kernel's link to descriptor N.
+pub fn fd_link(p: &[u8]) -> Option<(c_int, &[u8])> {
+    let after = if let Some(r) = p.strip_prefix(b"/dev/fd/") {
+        r
+    } else {
+        let r = p.strip_prefix(b"/proc/")?;
+        let slash = r.iter().position(|&b| b == b'/')?;
+        let (who, r) = r.split_at(slash);
+        let own = who == b"self"
+            || who == b"thread-self"
+            // SAFETY: getpid has no preconditions.
+            || who == unsafe { libc::getpid() }.to_string().as_bytes();
+        if !own {
+            return None;
+        }
+        r.strip_prefix(b"/fd/")?
+    };
+    let end = after.iter().position(|&b| b == b'/').unwrap_or(after.len());
+    let fd = std::str::from_utf8(&after[..end]).ok()?.parse().ok()?;
+    Some((fd, &after[end..]))
+}
+
+/// The path through `/proc/self/fd/N` of udax descriptor `d`: the directory's
+/// current path (then `rest` below it), or the file's if it still names the
+/// file. A file renamed or unlinked since it was opened has no path the shim
+/// knows (the kernel would reopen the file itself): EOPNOTSUPP, never another
+/// file or the reserved descriptor's `/dev/null`.
+fn through_fd_link(d: &fds::Desc, rest: &[u8], cfg: &Config) -> R<Target> {
+    let p = d.path()?;
+    if !d.is_dir() {
+        if !rest.iter().all(|&b| b == b'/') {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        if crate::mount::fs()?.stat(&p).map(|s| s.ino).ok() != Some(d.ino) {
+            return Err(unsupported(
+                "path",
+                "/proc/self/fd/N of a udax file renamed or unlinked since it was opened",
+                libc::EOPNOTSUPP,
+            ));
+        }
+        return Ok(Target::Udax(p));
+    }
+    let mut full = if p == "/" {
+        cfg.mount.clone().into_bytes()
+    } else {
+        format!("{}{p}", cfg.mount).into_bytes()
+    };
+    full.extend_from_slice(rest);
+    Ok(resolve_abs(&drop_dots(&full), cfg)?.unwrap_or(Target::Host))
 }
 
 fn check_utf8(p: String) -> R<String> {

@@ -207,6 +207,11 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("tmpfile_excl_linkat", "-ENOENT"),
         ("tmpfile_rdonly", "-EINVAL"),
         ("tmpfile_in_a_file", "-ENOTDIR"),
+        ("reopen_reads_the_file", "1"),
+        ("stat_fd_link_size", "6"),
+        ("readlink_fd_link", "1"),
+        ("readlink_fd_link_deleted", "1"),
+        ("create_through_dir_fd_link", "1"),
     ];
     let ioctl_keys: Vec<(String, &str)> = ioctls
         .iter()

@@ -192,6 +192,35 @@ static void unnamed_files(const char *base, const char *tag) {
     unlink(at(base, "tmp.file"));
 }
 
+/* The kernel's links to descriptors: /proc/self/fd/N, /dev/fd/N */
+static void fd_links(const char *base, const char *tag) {
+    char p[64], l[4096], want[4096], b[8] = {0};
+    struct stat st;
+    int f = open(at(base, "fl"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+    write(f, "fdlink", 6);
+    snprintf(p, sizeof p, "/proc/self/fd/%d", f);
+    int g = open(p, O_RDONLY);
+    tnum("reopen_reads_the_file", tag, read(g, b, 8) == 6 && memcmp(b, "fdlink", 6) == 0);
+    close(g);
+    tnum("stat_fd_link_size", tag, stat(p, &st) == 0 ? (long)st.st_size : -1);
+    ssize_t k = readlink(p, l, sizeof l - 1);
+    l[k > 0 ? k : 0] = 0;
+    snprintf(want, sizeof want, "%s/fl", base);
+    tnum("readlink_fd_link", tag, strcmp(l, want) == 0);
+    unlink(at(base, "fl"));
+    k = readlink(p, l, sizeof l - 1);
+    l[k > 0 ? k : 0] = 0;
+    snprintf(want, sizeof want, "%s/fl (deleted)", base);
+    tnum("readlink_fd_link_deleted", tag, strcmp(l, want) == 0);
+    close(f);
+    mkdir(at(base, "fdd"), 0755);
+    int d = open(at(base, "fdd"), O_RDONLY | O_DIRECTORY);
+    snprintf(p, sizeof p, "/dev/fd/%d/inside", d);
+    close(open(p, O_CREAT | O_WRONLY, 0644));
+    tnum("create_through_dir_fd_link", tag, stat(at(base, "fdd/inside"), &st) == 0);
+    close(d);
+}
+
 int main(int argc, char **argv) {
     char buf[8192];
     struct stat st, st2;
@@ -336,6 +365,8 @@ int main(int argc, char **argv) {
     follow_renames(H, "host");
     unnamed_files(M, "udax");
     unnamed_files(H, "host");
+    fd_links(M, "udax");
+    fd_links(H, "host");
 
     /* directories */
     num("mkdir", mkdir(at(M, "dir"), 0755));
