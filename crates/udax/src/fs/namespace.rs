@@ -438,30 +438,13 @@ impl Fs {
 
     /// A new name `new` for the file `existing`.
     pub fn link(&self, existing: &str, new: &str) -> Result<()> {
-        let _g = self.begin(1)?;
-        let _ns = self.inner.ns.lock();
-        let ino = self.resolve(existing)?;
-        let (dir, name) = self.resolve_parent(new)?;
-        let cells = [self.cell(dir)?, self.cell(ino)?];
-        if cells[1].data.read().is_dir() {
+        let cell = self.cell(self.resolve(existing)?)?;
+        if cell.data.read().is_dir() {
             return Err(Error::NotPermitted("hard link to a directory"));
         }
-        let mut locks = Self::lock_cells(&cells);
-        let (dg, tg) = Self::dir_and_target(&mut locks, dir);
-        if dg.dir.contains_key(name) {
-            return Err(Error::Exists);
-        }
-        if tg.attr.nlink >= LINK_MAX {
-            return Err(Error::TooManyLinks);
-        }
-        let op = Op::Link {
-            dir,
-            ino,
-            file_type: DT_REG,
-            name: name.to_vec(),
-            time_ns: now_ns(),
-        };
-        self.run_tx(&mut [(dir, dg), (ino, tg)], &[op])
+        // A rename or unlink of `existing` meanwhile: the link finds the file
+        // without a name (NotFound) or under its new one, as in the kernel.
+        self.link_cell(&cell, new)
     }
 
     /// Rename `from` to `to`, replacing `to` if it exists (a file by a file, an
