@@ -173,8 +173,10 @@ fn open_unnamed(fs: &udax::fs::Fs, dir: &str, flags: c_int, mode: mode_t) -> R<c
     )?;
     let ino = f.ino();
     let status = rest & !(libc::O_EXCL | libc::O_CLOEXEC);
+    // The name the kernel shows for it (`readlink` of /proc/self/fd/N).
+    let name = format!("{}/#{ino}", dir.trim_end_matches('/'));
     fds::install(
-        Desc::new(Kind::File(f), dir.to_string(), status, ino),
+        Desc::new(Kind::File(f), name, status, ino),
         flags & libc::O_CLOEXEC != 0,
     )
 }

@@ -198,6 +198,7 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("tmpfile_open", "1"),
         ("tmpfile_write", "4"),
         ("tmpfile_nlink", "0"),
+        ("tmpfile_readlink", "1"),
         ("tmpfile_linkat_proc", "0"),
         ("tmpfile_named_size", "4"),
         ("tmpfile_nlink_after_link", "1"),

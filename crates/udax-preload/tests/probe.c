@@ -169,6 +169,11 @@ static void unnamed_files(const char *base, const char *tag) {
     tnum("tmpfile_write", tag, write(t, "tmp!", 4));
     tnum("tmpfile_nlink", tag, fstat(t, &st) == 0 ? (long)st.st_nlink : -1);
     snprintf(p, sizeof p, "/proc/self/fd/%d", t);
+    char l[4096], want[4096];
+    ssize_t k = readlink(p, l, sizeof l - 1);
+    l[k > 0 ? k : 0] = 0;
+    snprintf(want, sizeof want, "%s/#%lu (deleted)", base, (unsigned long)st.st_ino);
+    tnum("tmpfile_readlink", tag, strcmp(l, want) == 0);
     tnum("tmpfile_linkat_proc", tag,
          linkat(AT_FDCWD, p, AT_FDCWD, at(base, "tmp.named"), AT_SYMLINK_FOLLOW));
     tnum("tmpfile_named_size", tag, stat(at(base, "tmp.named"), &st) == 0 ? (long)st.st_size : -1);
