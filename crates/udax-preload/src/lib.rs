@@ -40,6 +40,7 @@ mod tmpfile;
 
 /// At load, before main (the process has one thread, unless the shim was
 /// loaded late): what is cheap to learn now and racy later.
+#[cfg_attr(test, allow(dead_code))]
 extern "C" fn at_load() {
     entry::quiet_panics();
     let single = threads::single_threaded();
@@ -49,6 +50,8 @@ extern "C" fn at_load() {
     threads::at_load(single);
 }
 
+/// Not in the unit-test binary: its panic messages are the test failures.
+#[cfg(not(test))]
 #[used]
 #[link_section = ".init_array"]
 static AT_LOAD: extern "C" fn() = at_load;
