@@ -41,25 +41,45 @@ pub(crate) use fd_call;
 /// A call on a path (relative to `$dirfd`): forward it (with the path made
 /// absolute if the shim resolved it), or run `$body` with `$p: String`, the
 /// path inside udax.
+///
+/// `path_call!(exclusive, ...)`: a call that may remove a directory (rmdir):
+/// a udax one runs holding the namespace lock exclusively (`names`), its path
+/// found again under it.
 macro_rules! path_call {
     ($fail:expr, $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
+        $crate::entry::run(
+            $fail,
+            || $crate::entry::fwd!($name($($a),*)),
+            || $crate::dispatch::path_call!(@dispatch $dirfd, $path, $name($($a),*), |$p| $body),
+        )
+    };
+    (exclusive, $fail:expr, $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
         $crate::entry::run(
             $fail,
             || $crate::entry::fwd!($name($($a),*)),
             || {
                 // SAFETY: `$path` is the caller's path argument: null or a C string.
                 match unsafe { $crate::path::classify($dirfd, $path) }? {
-                    $crate::path::Target::Host => Ok($crate::entry::fwd!($name($($a),*))),
-                    $crate::path::Target::HostPath(c) => {
-                        #[allow(unused_variables)]
-                        let $path = c.as_ptr();
-                        Ok($crate::entry::fwd!($name($($a),*)))
-                    }
-                    $crate::path::Target::Udax($p) => $body,
+                    $crate::path::Target::Udax(_) => $crate::names::exclusive(|| {
+                        $crate::dispatch::path_call!(@dispatch $dirfd, $path, $name($($a),*), |$p| $body)
+                    }),
+                    _ => $crate::dispatch::path_call!(@dispatch $dirfd, $path, $name($($a),*), |$p| $body),
                 }
             },
         )
     };
+    (@dispatch $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {{
+        // SAFETY: `$path` is the caller's path argument: null or a C string.
+        match unsafe { $crate::path::classify($dirfd, $path) }? {
+            $crate::path::Target::Host => Ok($crate::entry::fwd!($name($($a),*))),
+            $crate::path::Target::HostPath(c) => {
+                #[allow(unused_variables)]
+                let $path = c.as_ptr();
+                Ok($crate::entry::fwd!($name($($a),*)))
+            }
+            $crate::path::Target::Udax($p) => $body,
+        }
+    }};
 }
 pub(crate) use path_call;
 

@@ -73,6 +73,7 @@ pub fn run<T>(fail: T, forward: impl FnOnce() -> T, body: impl FnOnce() -> R<T>)
     }
     let g = Guard::enter();
     let r = catch_unwind(AssertUnwindSafe(body));
+    crate::names::release_shared();
     drop(g);
     finish(fail, r)
 }
@@ -83,6 +84,9 @@ pub fn run<T>(fail: T, forward: impl FnOnce() -> T, body: impl FnOnce() -> R<T>)
 pub fn run_always<T>(fail: T, body: impl FnOnce() -> R<T>) -> T {
     let g = (!inside()).then(Guard::enter);
     let r = catch_unwind(AssertUnwindSafe(body));
+    if g.is_some() {
+        crate::names::release_shared();
+    }
     drop(g);
     finish(fail, r)
 }

@@ -10,6 +10,7 @@
 //! - `entry`    the C boundary: re-entrancy guard, errno, catch_unwind, log
 //! - `real`     the libc functions, by `dlsym(RTLD_NEXT)`
 //! - `path`     configuration, path normalisation and classification, virtual cwd
+//! - `names`    the namespace lock: paths relative to udax directories vs renames
 //! - `mount`    the file system, mounted on first use, checkpointed at exit
 //! - `fds`      udax descriptors (reserved kernel fd numbers), flock
 //! - `dispatch` the by-descriptor / by-path call shapes
@@ -31,6 +32,7 @@ mod io;
 mod mem;
 mod meta;
 mod mount;
+mod names;
 mod path;
 mod real;
 mod sig;

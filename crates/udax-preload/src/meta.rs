@@ -438,6 +438,16 @@ pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
 /// As unlinkat(2).
 #[no_mangle]
 pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    if flags & libc::AT_REMOVEDIR != 0 {
+        return path_call!(
+            exclusive,
+            -1,
+            dirfd,
+            path,
+            unlinkat(dirfd, path, flags),
+            |p| { unlink_udax(&p, flags) }
+        );
+    }
     path_call!(-1, dirfd, path, unlinkat(dirfd, path, flags), |p| {
         unlink_udax(&p, flags)
     })
@@ -447,7 +457,7 @@ pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_in
 /// As remove(3).
 #[no_mangle]
 pub unsafe extern "C" fn remove(path: *const c_char) -> c_int {
-    path_call!(-1, libc::AT_FDCWD, path, remove(path), |p| {
+    path_call!(exclusive, -1, libc::AT_FDCWD, path, remove(path), |p| {
         if stat_path(&p)?.is_dir() {
             rmdir_udax(&p)
         } else {
@@ -460,7 +470,9 @@ pub unsafe extern "C" fn remove(path: *const c_char) -> c_int {
 /// As rmdir(2).
 #[no_mangle]
 pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
-    path_call!(-1, libc::AT_FDCWD, path, rmdir(path), |p| rmdir_udax(&p))
+    path_call!(exclusive, -1, libc::AT_FDCWD, path, rmdir(path), |p| {
+        rmdir_udax(&p)
+    })
 }
 
 fn mkdir_udax(p: &str, mode: mode_t) -> R<c_int> {
@@ -562,7 +574,17 @@ pub unsafe extern "C" fn renameat2(
                     x.as_ref().map_or(a, |c| c.as_ptr()),
                     y.as_ref().map_or(b, |c| c.as_ptr()),
                 )),
-                Pair::Udax(x, y) => rename_udax(&x, &y, flags),
+                // A udax rename moves directories: no call may be using a path
+                // relative to one, this one's paths included (found again).
+                Pair::Udax(..) => crate::names::exclusive(|| {
+                    // SAFETY: as above.
+                    match unsafe { classify_pair(fa, a, fb, b, "rename") }? {
+                        Pair::Udax(x, y) => rename_udax(&x, &y, flags),
+                        // Moved out of udax meanwhile: the kernel sees two file
+                        // systems, or none of ours.
+                        Pair::Host(..) => Err(Errno(libc::EXDEV)),
+                    }
+                }),
             }
         },
     )

@@ -93,8 +93,15 @@ pub fn cwd() -> Option<R<String>> {
 /// Set the virtual working directory to udax directory `dir` (at `inner`),
 /// or back to the host.
 pub fn set_cwd(v: Option<(String, DirRef)>) {
-    *CWD.lock().unwrap_or_else(|p| p.into_inner()) = v.map(|(p, dir)| (dir, DirPath::new(p)));
+    let mut g = CWD.lock().unwrap_or_else(|p| p.into_inner());
+    // ORDERING: only a hint for taking the namespace lock; `cwd()` reads the
+    // working directory itself under CWD's mutex.
+    CWD_IN_UDAX.store(v.is_some(), std::sync::atomic::Ordering::Relaxed);
+    *g = v.map(|(p, dir)| (dir, DirPath::new(p)));
 }
+
+/// The virtual working directory is set (a cheap test for `classify`).
+static CWD_IN_UDAX: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Where a path argument lives.
 pub enum Target {
@@ -213,7 +220,13 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
     if bytes.is_empty() {
         return Ok(Target::Host); // ENOENT from libc, or AT_EMPTY_PATH handled by the caller
     }
+    // Relative to a udax directory: its path must not change until the call
+    // ends (`names`), so the lock is taken before the path is looked at.
     let base = if dirfd == libc::AT_FDCWD {
+        // ORDERING: a hint; `cwd()` reads the working directory under its mutex.
+        if CWD_IN_UDAX.load(std::sync::atomic::Ordering::Relaxed) {
+            crate::names::hold_shared();
+        }
         match cwd() {
             Some(c) => c?,
             None => return Ok(Target::Host),
@@ -224,6 +237,7 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
                 if !d.is_dir() {
                     return Err(Errno(libc::ENOTDIR));
                 }
+                crate::names::hold_shared();
                 format!("{}{}", cfg.mount, d.path()?)
             }
             None => return Ok(Target::Host),
@@ -271,6 +285,9 @@ pub fn fd_link(p: &[u8]) -> Option<(c_int, &[u8])> {
 /// knows (the kernel would reopen the file itself): EOPNOTSUPP, never another
 /// file or the reserved descriptor's `/dev/null`.
 fn through_fd_link(d: &fds::Desc, rest: &[u8], cfg: &Config) -> R<Target> {
+    if d.is_dir() {
+        crate::names::hold_shared();
+    }
     let p = d.path()?;
     if !d.is_dir() {
         if !rest.iter().all(|&b| b == b'/') {

@@ -198,3 +198,23 @@ fn a_panic_inside_the_shim_is_eio_for_that_call_and_the_program_goes_on() {
     );
     assert_eq!(env.read_udax("/after"), b"after");
 }
+
+#[test]
+fn calls_relative_to_a_directory_being_renamed_all_land_in_it() {
+    if !have("cc") {
+        return;
+    }
+    let env = Env::new(64 << 20);
+    let exe = cc(&env.host, "renames", &["-lpthread"]);
+    // The kernel's answer first, on the host directory: every call succeeds.
+    let host = output(std::process::Command::new(&exe).args([env.host.to_str().unwrap(), "3000"]));
+    assert_eq!(stdout(&host), "ok 3000\n", "on the host");
+    let out = env.run(exe.to_str().unwrap(), &[&env.mount, "3000"]);
+    assert_eq!(stdout(&out), "ok 3000\n");
+    env.with_fs(|fs| {
+        // 3000 renames: back at its first name, empty.
+        assert!(fs.stat("/ren_a").unwrap().is_dir());
+        assert!(fs.stat("/ren_b").is_err());
+        assert!(fs.read_dir("/ren_a").unwrap().is_empty());
+    });
+}
