@@ -21,11 +21,11 @@ pub fn entries(d: &Desc) -> R<Vec<Dent>> {
     let parent = fs
         .stat(crate::path::parent(&p))
         .map(|s| s.ino)
-        .unwrap_or(d.ino);
+        .unwrap_or(d.ino());
     let mut v = vec![
         Dent {
             name: b".".to_vec(),
-            ino: d.ino,
+            ino: d.ino(),
             dtype: libc::DT_DIR,
         },
         Dent {

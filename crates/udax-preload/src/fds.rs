@@ -75,19 +75,27 @@ pub struct Desc {
     /// getdents64 snapshot of a directory, taken at the first call or after a
     /// rewind (lseek to 0).
     pub dents: Mutex<Option<Vec<Dent>>>,
-    pub ino: u64,
 }
 
 impl Desc {
-    pub fn new(kind: Kind, path: String, status: c_int, ino: u64) -> Arc<Desc> {
+    pub fn new(kind: Kind, path: String, status: c_int) -> Arc<Desc> {
         Arc::new(Desc {
             kind,
             path: Mutex::new(DirPath::new(path)),
             pos: Mutex::new(0),
             status: AtomicI32::new(status),
             dents: Mutex::new(None),
-            ino,
         })
+    }
+    pub fn ino(&self) -> u64 {
+        match &self.kind {
+            Kind::File(f) => f.ino(),
+            Kind::Dir(d) => d.ino(),
+        }
+    }
+    /// A file's path (as opened) still names this file.
+    pub fn still_named(&self, path: &str) -> R<bool> {
+        Ok(crate::mount::fs()?.stat(path).map(|s| s.ino).ok() == Some(self.ino()))
     }
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, Kind::Dir(_))
@@ -137,7 +145,7 @@ impl Desc {
 
 impl Drop for Desc {
     fn drop(&mut self) {
-        flock_release(self.ino, self.key());
+        flock_release(self.ino(), self.key());
     }
 }
 
@@ -383,7 +391,7 @@ pub fn flock(desc: &Desc, op: c_int) -> R<()> {
     let owner = desc.key();
     match op & !libc::LOCK_NB {
         libc::LOCK_UN => {
-            flock_release(desc.ino, owner);
+            flock_release(desc.ino(), owner);
             Ok(())
         }
         k @ (libc::LOCK_SH | libc::LOCK_EX) => {
@@ -391,7 +399,7 @@ pub fn flock(desc: &Desc, op: c_int) -> R<()> {
             loop {
                 let st = g
                     .get_or_insert_with(HashMap::new)
-                    .entry(desc.ino)
+                    .entry(desc.ino())
                     .or_default();
                 let others_excl = st.exclusive.is_some_and(|o| o != owner);
                 let others_shared = st.shared.iter().any(|&o| o != owner);

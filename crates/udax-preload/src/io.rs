@@ -110,12 +110,7 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
             if flags & libc::O_PATH == 0 && (acc != libc::O_RDONLY || creat) {
                 return Err(Errno(libc::EISDIR));
             }
-            let d = Desc::new(
-                Kind::Dir(fs.dir_ref(path)?),
-                path.to_string(),
-                status,
-                st.ino,
-            );
+            let d = Desc::new(Kind::Dir(fs.dir_ref(path)?), path.to_string(), status);
             return fds::install(d, cloexec);
         }
         Ok(_) if flags & libc::O_DIRECTORY != 0 => return Err(Errno(libc::ENOTDIR)),
@@ -141,11 +136,7 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
         },
     };
     let f = fs.open(path, &opts)?;
-    let ino = f.ino();
-    fds::install(
-        Desc::new(Kind::File(f), path.to_string(), status, ino),
-        cloexec,
-    )
+    fds::install(Desc::new(Kind::File(f), path.to_string(), status), cloexec)
 }
 
 /// `O_TMPFILE`: an unnamed file in directory `dir` (`Fs::create_unnamed`),
@@ -176,7 +167,7 @@ fn open_unnamed(fs: &udax::fs::Fs, dir: &str, flags: c_int, mode: mode_t) -> R<c
     // The name the kernel shows for it (`readlink` of /proc/self/fd/N).
     let name = format!("{}/#{ino}", dir.trim_end_matches('/'));
     fds::install(
-        Desc::new(Kind::File(f), name, status, ino),
+        Desc::new(Kind::File(f), name, status),
         flags & libc::O_CLOEXEC != 0,
     )
 }

@@ -739,7 +739,7 @@ unsafe fn readlink_fd_link(path: *const c_char, buf: *mut c_char, n: size_t) -> 
         } else {
             format!("{}{p}", cfg.mount)
         };
-        if !d.is_dir() && stat_path(&p).map(|s| s.ino).ok() != Some(d.ino) {
+        if !d.is_dir() && !d.still_named(&p)? {
             if d.stat()?.nlink != 0 {
                 return Err(unsupported(
                     "readlink",

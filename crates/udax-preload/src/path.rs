@@ -293,7 +293,7 @@ fn through_fd_link(d: &fds::Desc, rest: &[u8], cfg: &Config) -> R<Target> {
         if !rest.iter().all(|&b| b == b'/') {
             return Err(Errno(libc::ENOTDIR));
         }
-        if crate::mount::fs()?.stat(&p).map(|s| s.ino).ok() != Some(d.ino) {
+        if !d.still_named(&p)? {
             return Err(unsupported(
                 "path",
                 "/proc/self/fd/N of a udax file renamed or unlinked since it was opened",
