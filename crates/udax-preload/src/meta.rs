@@ -734,11 +734,7 @@ unsafe fn readlink_fd_link(path: *const c_char, buf: *mut c_char, n: size_t) -> 
         let d = d?;
         let cfg = path::config().ok_or(Errno(libc::ENODEV))?;
         let p = d.path()?;
-        let mut text = if p == "/" {
-            cfg.mount.clone()
-        } else {
-            format!("{}{p}", cfg.mount)
-        };
+        let mut text = cfg.outer(&p);
         if !d.is_dir() && !d.still_named(&p)? {
             if d.stat()?.nlink != 0 {
                 return Err(unsupported(
@@ -1307,11 +1303,7 @@ pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
 fn realpath_udax(p: &str, resolved: *mut c_char) -> R<*mut c_char> {
     stat_path(p)?;
     let cfg = path::config().ok_or(Errno(libc::ENODEV))?;
-    let full = if p == "/" {
-        cfg.mount.clone()
-    } else {
-        format!("{}{}", cfg.mount, p)
-    };
+    let full = cfg.outer(p);
     let b = full.as_bytes();
     if b.len() + 1 > libc::PATH_MAX as usize {
         return Err(Errno(libc::ENAMETOOLONG));

@@ -25,6 +25,17 @@ pub struct Config {
     pub device: String,
 }
 
+impl Config {
+    /// Inner udax path `inner` as the program spells it: under the prefix.
+    pub fn outer(&self, inner: &str) -> String {
+        if inner == "/" {
+            self.mount.clone()
+        } else {
+            format!("{}{inner}", self.mount)
+        }
+    }
+}
+
 /// `None`: `UDAX_MOUNT` or `UDAX_DEVICE` unset (or the mount unusable): the
 /// shim forwards everything.
 pub fn config() -> Option<&'static Config> {
@@ -58,15 +69,20 @@ pub fn normalise(p: &[u8]) -> String {
             c => out.push(c),
         }
     }
-    let mut s = Vec::with_capacity(p.len() + 1);
-    for c in &out {
+    String::from_utf8_lossy(&join(out)).into_owned()
+}
+
+/// Components as an absolute path: "/a/b", or "/" for none.
+fn join<'a>(comps: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut s = Vec::new();
+    for c in comps {
         s.push(b'/');
         s.extend_from_slice(c);
     }
     if s.is_empty() {
         s.push(b'/');
     }
-    String::from_utf8_lossy(&s).into_owned()
+    s
 }
 
 /// The virtual working directory, a udax directory, set by chdir/fchdir into
@@ -81,13 +97,7 @@ pub fn cwd() -> Option<R<String>> {
     let (dir, path) = g.as_mut()?;
     let inner = path.get(dir);
     let cfg = config()?;
-    Some(inner.map(|p| {
-        if p == "/" {
-            cfg.mount.clone()
-        } else {
-            format!("{}{p}", cfg.mount)
-        }
-    }))
+    Some(inner.map(|p| cfg.outer(&p)))
 }
 
 /// Set the virtual working directory to udax directory `dir` (at `inner`),
@@ -131,17 +141,10 @@ fn place(abs: String, cfg: &Config) -> R<Target> {
 /// `p` without its empty and `.` components (which mean nothing anywhere,
 /// symbolic links or not); `..` components stay.
 fn drop_dots(p: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(p.len());
-    for c in p.split(|&b| b == b'/') {
-        if !c.is_empty() && c != b"." {
-            out.push(b'/');
-            out.extend_from_slice(c);
-        }
-    }
-    if out.is_empty() {
-        out.push(b'/');
-    }
-    out
+    join(
+        p.split(|&b| b == b'/')
+            .filter(|c| !c.is_empty() && *c != b"."),
+    )
 }
 
 /// Resolve an absolute path (`.` and empty components dropped) that may pass
@@ -178,14 +181,7 @@ fn resolve_abs(p: &[u8], cfg: &Config) -> R<Option<Target>> {
             }));
         }
     }
-    let mut path = String::new();
-    for c in inner {
-        path.push('/');
-        path.push_str(&String::from_utf8_lossy(c));
-    }
-    if path.is_empty() {
-        path.push('/');
-    }
+    let path = String::from_utf8_lossy(&join(inner)).into_owned();
     Ok(Some(Target::Udax(check_utf8(path)?)))
 }
 
@@ -238,7 +234,7 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
                     return Err(Errno(libc::ENOTDIR));
                 }
                 crate::names::hold_shared();
-                format!("{}{}", cfg.mount, d.path()?)
+                cfg.outer(&d.path()?)
             }
             None => return Ok(Target::Host),
         }
@@ -302,11 +298,7 @@ fn through_fd_link(d: &fds::Desc, rest: &[u8], cfg: &Config) -> R<Target> {
         }
         return Ok(Target::Udax(p));
     }
-    let mut full = if p == "/" {
-        cfg.mount.clone().into_bytes()
-    } else {
-        format!("{}{p}", cfg.mount).into_bytes()
-    };
+    let mut full = cfg.outer(&p).into_bytes();
     full.extend_from_slice(rest);
     Ok(resolve_abs(&drop_dots(&full), cfg)?.unwrap_or(Target::Host))
 }
