@@ -42,35 +42,35 @@ pub(crate) use fd_call;
 /// absolute if the shim resolved it), or run `$body` with `$p: String`, the
 /// path inside udax.
 ///
-/// `path_call!(exclusive, ...)`: a call that may remove a directory (rmdir):
-/// a udax one runs holding the namespace lock exclusively (`names`), its path
-/// found again under it.
+/// `path_call!(exclusive(cond), ...)`: a call that may remove a directory
+/// (rmdir, when `cond`): a udax one runs holding the namespace lock
+/// exclusively (`names`), its path found again under it.
 macro_rules! path_call {
+    (exclusive($x:expr), $fail:expr, $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
+        $crate::entry::run(
+            $fail,
+            || $crate::entry::fwd!($name($($a),*)),
+            || match $crate::dispatch::path_call!(@classify $dirfd, $path) {
+                $crate::path::Target::Udax(_) if $x => $crate::names::exclusive(|| {
+                    $crate::dispatch::path_call!(@on $crate::dispatch::path_call!(@classify $dirfd, $path), $path, $name($($a),*), |$p| $body)
+                }),
+                t => $crate::dispatch::path_call!(@on t, $path, $name($($a),*), |$p| $body),
+            },
+        )
+    };
     ($fail:expr, $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
         $crate::entry::run(
             $fail,
             || $crate::entry::fwd!($name($($a),*)),
-            || $crate::dispatch::path_call!(@dispatch $dirfd, $path, $name($($a),*), |$p| $body),
+            || $crate::dispatch::path_call!(@on $crate::dispatch::path_call!(@classify $dirfd, $path), $path, $name($($a),*), |$p| $body),
         )
     };
-    (exclusive, $fail:expr, $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
-        $crate::entry::run(
-            $fail,
-            || $crate::entry::fwd!($name($($a),*)),
-            || {
-                // SAFETY: `$path` is the caller's path argument: null or a C string.
-                match unsafe { $crate::path::classify($dirfd, $path) }? {
-                    $crate::path::Target::Udax(_) => $crate::names::exclusive(|| {
-                        $crate::dispatch::path_call!(@dispatch $dirfd, $path, $name($($a),*), |$p| $body)
-                    }),
-                    _ => $crate::dispatch::path_call!(@dispatch $dirfd, $path, $name($($a),*), |$p| $body),
-                }
-            },
-        )
-    };
-    (@dispatch $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {{
+    (@classify $dirfd:expr, $path:ident) => {
         // SAFETY: `$path` is the caller's path argument: null or a C string.
-        match unsafe { $crate::path::classify($dirfd, $path) }? {
+        unsafe { $crate::path::classify($dirfd, $path) }?
+    };
+    (@on $target:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
+        match $target {
             $crate::path::Target::Host => Ok($crate::entry::fwd!($name($($a),*))),
             $crate::path::Target::HostPath(c) => {
                 #[allow(unused_variables)]
@@ -79,7 +79,7 @@ macro_rules! path_call {
             }
             $crate::path::Target::Udax($p) => $body,
         }
-    }};
+    };
 }
 pub(crate) use path_call;
 

@@ -438,41 +438,48 @@ pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
 /// As unlinkat(2).
 #[no_mangle]
 pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-    if flags & libc::AT_REMOVEDIR != 0 {
-        return path_call!(
-            exclusive,
-            -1,
-            dirfd,
-            path,
-            unlinkat(dirfd, path, flags),
-            |p| { unlink_udax(&p, flags) }
-        );
-    }
-    path_call!(-1, dirfd, path, unlinkat(dirfd, path, flags), |p| {
-        unlink_udax(&p, flags)
-    })
+    path_call!(
+        exclusive(flags & libc::AT_REMOVEDIR != 0),
+        -1,
+        dirfd,
+        path,
+        unlinkat(dirfd, path, flags),
+        |p| unlink_udax(&p, flags)
+    )
 }
 
 /// # Safety
 /// As remove(3).
 #[no_mangle]
 pub unsafe extern "C" fn remove(path: *const c_char) -> c_int {
-    path_call!(exclusive, -1, libc::AT_FDCWD, path, remove(path), |p| {
-        if stat_path(&p)?.is_dir() {
-            rmdir_udax(&p)
-        } else {
-            unlink_udax(&p, 0)
+    path_call!(
+        exclusive(true),
+        -1,
+        libc::AT_FDCWD,
+        path,
+        remove(path),
+        |p| {
+            if stat_path(&p)?.is_dir() {
+                rmdir_udax(&p)
+            } else {
+                unlink_udax(&p, 0)
+            }
         }
-    })
+    )
 }
 
 /// # Safety
 /// As rmdir(2).
 #[no_mangle]
 pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
-    path_call!(exclusive, -1, libc::AT_FDCWD, path, rmdir(path), |p| {
-        rmdir_udax(&p)
-    })
+    path_call!(
+        exclusive(true),
+        -1,
+        libc::AT_FDCWD,
+        path,
+        rmdir(path),
+        |p| { rmdir_udax(&p) }
+    )
 }
 
 fn mkdir_udax(p: &str, mode: mode_t) -> R<c_int> {
