@@ -63,13 +63,7 @@ fn fcntl_udax(fd: c_int, d: &Desc, cmd: c_int, arg: c_ulong) -> R<c_int> {
         libc::F_SETFD => fds::set_cloexec(fd, arg as c_int & libc::FD_CLOEXEC != 0).map(|_| 0),
         libc::F_GETFL => Ok(d.status() | libc::O_LARGEFILE),
         libc::F_SETFL => {
-            let new = arg as c_int;
-            // ORDERING: an independent flag word (see Desc::status).
-            let _ = d.status.fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |s| Some((s & !SETFL) | (new & SETFL)),
-            );
+            d.set_status(SETFL, arg as c_int);
             Ok(0)
         }
         libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW => posix_lock(d, cmd, arg),
@@ -354,18 +348,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
         libc::FIOCLEX | libc::FIONCLEX => fds::set_cloexec(fd, req == libc::FIOCLEX).map(|_| 0),
         libc::FIONBIO => {
             let on = read_int(arg)? != 0;
-            // ORDERING: an independent flag word (see Desc::status).
-            let _ = d.status.fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |s| {
-                    Some(if on {
-                        s | libc::O_NONBLOCK
-                    } else {
-                        s & !libc::O_NONBLOCK
-                    })
-                },
-            );
+            d.set_status(libc::O_NONBLOCK, if on { libc::O_NONBLOCK } else { 0 });
             Ok(0)
         }
         // A regular file has no fasync method: turning O_ASYNC on or off is

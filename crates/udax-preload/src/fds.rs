@@ -71,7 +71,7 @@ pub struct Desc {
     /// File offset; for a directory, the index of the next getdents entry.
     pub pos: Mutex<u64>,
     /// open(2) status flags: access mode, O_APPEND, O_NONBLOCK, O_SYNC, ...
-    pub status: AtomicI32,
+    status: AtomicI32,
     /// getdents64 snapshot of a directory, taken at the first call or after a
     /// rewind (lseek to 0).
     pub dents: Mutex<Option<Vec<Dent>>>,
@@ -112,6 +112,15 @@ impl Desc {
     pub fn status(&self) -> c_int {
         // ORDERING: an independent flag word; no data is published through it.
         self.status.load(Ordering::Relaxed)
+    }
+    /// Set the status flags in `mask` to those of `bits` (F_SETFL, FIONBIO).
+    pub fn set_status(&self, mask: c_int, bits: c_int) {
+        // ORDERING: as in `status`.
+        let _ = self
+            .status
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some((s & !mask) | (bits & mask))
+            });
     }
     fn path_only(&self) -> bool {
         self.status() & libc::O_PATH != 0
