@@ -142,7 +142,6 @@ fn stream(fd: c_int, mode: *const c_char) -> R<*mut FILE> {
     }
     streams().insert(f as usize, fd);
     NSTREAMS.fetch_add(1, Ordering::Release);
-    crate::threads::opened(f);
     Ok(f)
 }
 
@@ -350,6 +349,8 @@ pub fn std_now_udax(fd: c_int) {
     let Ok(cookie) = stream(fd, mode.as_ptr()) else {
         return;
     };
+    // (fopen and fdopen streams are seen by their interposers.)
+    crate::threads::opened(cookie);
     if fd == 2 {
         // SAFETY: a stream just created, not used yet; stderr is unbuffered.
         unsafe { libc::setvbuf(cookie, std::ptr::null_mut(), libc::_IONBF, 0) };
