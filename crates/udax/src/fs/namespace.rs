@@ -224,30 +224,45 @@ impl Fs {
         if dg.dir.contains_key(name) {
             return Err(Error::Exists);
         }
-        let is_dir = mode & S_IFMT == S_IFDIR;
-        if is_dir && dg.attr.nlink >= LINK_MAX {
+        if mode & S_IFMT == S_IFDIR && dg.attr.nlink >= LINK_MAX {
             return Err(Error::TooManyLinks);
         }
+        self.make_node(dir, &mut dg, mode, Some(name))
+    }
+
+    /// A new inode of `mode` in directory `dir` (its lock `dg` held) and its
+    /// entry `name` there, or none (an unnamed file): one transaction.
+    fn make_node(
+        &self,
+        dir: u64,
+        dg: &mut InodeData,
+        mode: u32,
+        name: Option<&[u8]>,
+    ) -> Result<u64> {
         let ino = self.take_ino();
         let t = now_ns();
-        let ops = [
-            Op::NewInode {
-                ino,
-                mode,
-                uid: self.inner.uid,
-                gid: self.inner.gid,
-                time_ns: t,
-                parent: dir,
-            },
-            Op::Link {
+        let mut ops = vec![Op::NewInode {
+            ino,
+            mode,
+            uid: self.inner.uid,
+            gid: self.inner.gid,
+            time_ns: t,
+            parent: dir,
+        }];
+        if let Some(name) = name {
+            ops.push(Op::Link {
                 dir,
                 ino,
-                file_type: if is_dir { DT_DIR } else { DT_REG },
+                file_type: if mode & S_IFMT == S_IFDIR {
+                    DT_DIR
+                } else {
+                    DT_REG
+                },
                 name: name.to_vec(),
                 time_ns: t,
-            },
-        ];
-        if let Err(e) = self.run_tx(&mut [(dir, &mut *dg)], &ops) {
+            });
+        }
+        if let Err(e) = self.run_tx(&mut [(dir, dg)], &ops) {
             self.return_ino(ino);
             return Err(e);
         }
@@ -264,27 +279,14 @@ impl Fs {
             let _ns = self.inner.ns.lock();
             let dir = self.resolve(dir)?;
             let dcell = self.cell(dir)?;
-            let dg = dcell.data.read();
+            let mut dg = dcell.data.write();
             if !dg.is_dir() {
                 return Err(Error::NotDir);
             }
             if dg.freed {
                 return Err(Error::NotFound);
             }
-            let ino = self.take_ino();
-            let op = Op::NewInode {
-                ino,
-                mode: S_IFREG | (mode & 0o7777),
-                uid: self.inner.uid,
-                gid: self.inner.gid,
-                time_ns: now_ns(),
-                parent: dir,
-            };
-            if let Err(e) = self.run_tx(&mut [], &[op]) {
-                self.return_ino(ino);
-                return Err(e);
-            }
-            ino
+            self.make_node(dir, &mut dg, S_IFREG | (mode & 0o7777), None)?
         };
         // Nothing else can reach a file without a name: opening it now is
         // opening it at creation.
@@ -304,10 +306,8 @@ impl Fs {
         let cells = [self.cell(dir)?, cell.clone()];
         let mut locks = Self::lock_cells(&cells);
         let (dg, tg) = Self::dir_and_target(&mut locks, dir);
-        if tg.freed || (tg.attr.nlink == 0 && !cell.linkable.load(Ordering::Acquire)) {
-            return Err(Error::NotFound);
-        }
-        if dg.freed {
+        let nameless = tg.attr.nlink == 0 && !cell.linkable.load(Ordering::Acquire);
+        if dg.freed || tg.freed || nameless {
             return Err(Error::NotFound);
         }
         if dg.dir.contains_key(name) {
