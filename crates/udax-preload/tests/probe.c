@@ -41,9 +41,9 @@ static void str(const char *name, const char *v) {
     fflush(stdout);
 }
 
-static void tagged(const char *name, const char *tag, long v) {
+static void tnum(const char *name, const char *tag, long v) {
     char n[96];
-    snprintf(n, sizeof n, "ioctl_%s_%s", name, tag);
+    snprintf(n, sizeof n, "%s_%s", name, tag);
     num(n, v);
 }
 
@@ -55,35 +55,29 @@ static void generic_ioctls(const char *base, const char *tag) {
     int on = 1, off = 0, bsz = 0, avail = -1;
     long long qs = -1;
     char term[64];
-    tagged("fioclex", tag, ioctl(fd, FIOCLEX));
-    tagged("getfd_after_fioclex", tag, fcntl(fd, F_GETFD));
-    tagged("fionclex", tag, ioctl(fd, FIONCLEX));
-    tagged("getfd_after_fionclex", tag, fcntl(fd, F_GETFD));
-    tagged("fionbio_on", tag, ioctl(fd, FIONBIO, &on));
-    tagged("nonblock_after_fionbio", tag, !!(fcntl(fd, F_GETFL) & O_NONBLOCK));
-    tagged("fionbio_off", tag, ioctl(fd, FIONBIO, &off));
-    tagged("nonblock_after_fionbio_off", tag, !!(fcntl(fd, F_GETFL) & O_NONBLOCK));
-    tagged("fioasync_off", tag, ioctl(fd, FIOASYNC, &off));
-    tagged("fioasync_on", tag, ioctl(fd, FIOASYNC, &on));
-    tagged("fioqsize", tag, ioctl(fd, FIOQSIZE, &qs));
-    tagged("fioqsize_value", tag, (long)qs);
-    tagged("figetbsz", tag, ioctl(fd, FIGETBSZ, &bsz));
-    tagged("figetbsz_value", tag, bsz);
+    tnum("ioctl_fioclex", tag, ioctl(fd, FIOCLEX));
+    tnum("ioctl_getfd_after_fioclex", tag, fcntl(fd, F_GETFD));
+    tnum("ioctl_fionclex", tag, ioctl(fd, FIONCLEX));
+    tnum("ioctl_getfd_after_fionclex", tag, fcntl(fd, F_GETFD));
+    tnum("ioctl_fionbio_on", tag, ioctl(fd, FIONBIO, &on));
+    tnum("ioctl_nonblock_after_fionbio", tag, !!(fcntl(fd, F_GETFL) & O_NONBLOCK));
+    tnum("ioctl_fionbio_off", tag, ioctl(fd, FIONBIO, &off));
+    tnum("ioctl_nonblock_after_fionbio_off", tag, !!(fcntl(fd, F_GETFL) & O_NONBLOCK));
+    tnum("ioctl_fioasync_off", tag, ioctl(fd, FIOASYNC, &off));
+    tnum("ioctl_fioasync_on", tag, ioctl(fd, FIOASYNC, &on));
+    tnum("ioctl_fioqsize", tag, ioctl(fd, FIOQSIZE, &qs));
+    tnum("ioctl_fioqsize_value", tag, (long)qs);
+    tnum("ioctl_figetbsz", tag, ioctl(fd, FIGETBSZ, &bsz));
+    tnum("ioctl_figetbsz_value", tag, bsz);
     lseek(fd, 2, SEEK_SET);
-    tagged("fionread", tag, ioctl(fd, FIONREAD, &avail));
-    tagged("fionread_value", tag, avail);
-    tagged("tcgets", tag, ioctl(fd, TCGETS, term));
+    tnum("ioctl_fionread", tag, ioctl(fd, FIONREAD, &avail));
+    tnum("ioctl_fionread_value", tag, avail);
+    tnum("ioctl_tcgets", tag, ioctl(fd, TCGETS, term));
     close(fd);
     fd = open(at(base, "ioctl.f"), O_PATH);
-    tagged("o_path_fioclex", tag, ioctl(fd, FIOCLEX));
+    tnum("ioctl_o_path_fioclex", tag, ioctl(fd, FIOCLEX));
     close(fd);
     unlink(at(base, "ioctl.f"));
-}
-
-static void tnum(const char *name, const char *tag, long v) {
-    char n[96];
-    snprintf(n, sizeof n, "%s_%s", name, tag);
-    num(n, v);
 }
 
 /* Descriptors and the working directory follow their directory's inode
