@@ -660,7 +660,20 @@ unsafe fn link_source_desc(
     if let Some(d) = unsafe { empty_path_desc(dirfd, path, flags) } {
         return Some(d);
     }
-    if flags & libc::AT_SYMLINK_FOLLOW == 0 || path.is_null() {
+    if flags & libc::AT_SYMLINK_FOLLOW == 0 {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { fd_link_desc(path) }
+}
+
+/// The udax descriptor `path` is exactly the kernel's link to
+/// (`/proc/self/fd/N`, nothing below it), if it is one.
+///
+/// # Safety
+/// `path` is null or a C string.
+unsafe fn fd_link_desc(path: *const c_char) -> Option<R<std::sync::Arc<Desc>>> {
+    if path.is_null() {
         return None;
     }
     // SAFETY: the caller's contract.
@@ -728,15 +741,8 @@ fn readlink_udax(p: &str) -> R<ssize_t> {
 /// # Safety
 /// `path` is null or a C string; `buf` holds `n` writable bytes.
 unsafe fn readlink_fd_link(path: *const c_char, buf: *mut c_char, n: size_t) -> Option<R<ssize_t>> {
-    if path.is_null() {
-        return None;
-    }
     // SAFETY: the caller's contract.
-    let bytes = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
-    let d = match path::fd_link(bytes)? {
-        (fd, b"") => crate::dispatch::lookup(fd)?,
-        _ => return None,
-    };
+    let d = unsafe { fd_link_desc(path) }?;
     let text = || -> R<String> {
         let d = d?;
         let cfg = path::config().ok_or(Errno(libc::ENODEV))?;
