@@ -263,11 +263,8 @@ pub fn fd_link(p: &[u8]) -> Option<(c_int, &[u8])> {
         let (who, r) = r.split_at(slash);
         let own = who == b"self"
             || who == b"thread-self"
-            || std::str::from_utf8(who)
-                .ok()
-                .and_then(|w| w.parse::<libc::pid_t>().ok())
-                // SAFETY: getpid has no preconditions.
-                .is_some_and(|pid| pid == unsafe { libc::getpid() });
+            // SAFETY: getpid has no preconditions.
+            || who == unsafe { libc::getpid() }.to_string().as_bytes();
         if !own {
             return None;
         }
