@@ -656,3 +656,107 @@ fn f4_a_write_after_a_future_mtime_sets_the_present() {
     let t2 = fs.stat("/t").unwrap().mtime_ns;
     assert_eq!(t2, t, "the present mtime survives a remount");
 }
+
+/// The metadata bytes a fresh checkpoint measures (the accounting's ground truth).
+fn measured_metadata_bytes(fs: &Fs) -> u64 {
+    fs.checkpoint().unwrap();
+    fs.statfs().metadata_bytes
+}
+
+#[test]
+fn f9_create_and_delete_churn_never_runs_out_of_metadata_space() {
+    // The churn bug: files created before a checkpoint and deleted after it
+    // drove the metadata count below zero: ENOSPC on an empty file system,
+    // then a panic in the next checkpoint.
+    let fs = fresh(64);
+    let empty = measured_metadata_bytes(&fs);
+    for round in 0..4 {
+        for i in 0..1500 {
+            let f = fs.create(&format!("/f{i}"), 0o644).unwrap();
+            if i % 2 == 0 {
+                f.write_at(&[round as u8; 5000], 0).unwrap();
+            }
+        }
+        fs.checkpoint().unwrap();
+        for i in 0..1500 {
+            fs.unlink(&format!("/f{i}")).unwrap();
+        }
+        // The running count is the measured one, not an estimate that drifts.
+        let st = fs.statfs();
+        assert_eq!(st.metadata_bytes, empty, "round {round}");
+        fs.create("/after", 0o644).unwrap();
+        fs.unlink("/after").unwrap();
+    }
+    assert_eq!(measured_metadata_bytes(&fs), empty);
+    let fs = remount(fs);
+    assert_eq!(fs.statfs().metadata_bytes, empty);
+    assert!(fs.read_dir("/").unwrap().is_empty());
+}
+
+#[test]
+fn f9_metadata_count_matches_each_checkpoint_across_operations() {
+    let fs = fresh(16);
+    fs.mkdir("/d", 0o755).unwrap();
+    for i in 0..40 {
+        let f = fs
+            .create(&format!("/d/file-with-a-long-name-{i}"), 0o644)
+            .unwrap();
+        f.write_at(&vec![1u8; 4096 * (i % 5 + 1)], 4096 * 3 * i as u64)
+            .unwrap();
+    }
+    let src = fs
+        .open("/d/file-with-a-long-name-3", &OpenOptions::read_write())
+        .unwrap();
+    let dst = fs.create("/d/clone", 0o644).unwrap();
+    fs.clone_file(&src, &dst).unwrap();
+    fs.rename("/d/file-with-a-long-name-4", "/x").unwrap();
+    fs.link("/x", "/d/x2").unwrap();
+    src.set_len(100).unwrap();
+    let counted = fs.statfs().metadata_bytes;
+    let measured = measured_metadata_bytes(&fs);
+    assert!(counted >= measured, "{counted} < {measured}");
+    // Inode records are exact; only shared-block ranges are an upper bound.
+    assert!(counted - measured <= 64, "{counted} vs {measured}");
+    for i in 0..40 {
+        let _ = fs.unlink(&format!("/d/file-with-a-long-name-{i}"));
+    }
+    // The deletes unshared the clone's blocks: the refcount record went, which
+    // the count learns only from the next checkpoint.
+    let counted = fs.statfs().metadata_bytes;
+    let measured = measured_metadata_bytes(&fs);
+    assert!(
+        counted >= measured && counted - measured <= 64,
+        "{counted} vs {measured}"
+    );
+    assert_eq!(fs.statfs().metadata_bytes, measured);
+}
+
+#[test]
+fn f9_a_full_metadata_area_gives_enospc_and_recovers_after_deletes() {
+    // 4 MiB: the checkpoint slot (256 KiB) is the limit, long before data.
+    let fs = fresh(4);
+    let cap = fs.statfs().metadata_capacity;
+    let mut n = 0;
+    let err = loop {
+        match fs.create(&format!("/{n:0>200}"), 0o644) {
+            Ok(_) => n += 1,
+            Err(e) => break e,
+        }
+        assert!(n < 100_000, "metadata never filled");
+    };
+    assert!(matches!(err, Error::NoSpace), "{err:?}");
+    assert!(n > 100, "only {n} files fit");
+    let st = fs.statfs();
+    assert!(st.metadata_bytes <= cap);
+    assert!(st.free_blocks > 0, "data space is not what ran out");
+    // A full slot still checkpoints (no panic, nothing lost) and remounts.
+    fs.checkpoint().unwrap();
+    let fs = remount(fs);
+    assert_eq!(fs.read_dir("/").unwrap().len(), n);
+    assert!(matches!(fs.create("/one-more", 0o644), Err(Error::NoSpace)));
+    // Deleting makes room again.
+    for i in 0..10 {
+        fs.unlink(&format!("/{i:0>200}")).unwrap();
+    }
+    fs.create("/one-more", 0o644).unwrap();
+}

@@ -24,6 +24,25 @@ const REC_BADBLOCKS: u8 = 3;
 /// then `n` × (`dev_blk:u64`, `len:u64`, `refs:u32`), each with `refs >= 2`.
 const REC_REFCOUNTS: u8 = 4;
 
+/// Encoded bytes of an inode record (frame included) without extents or entries.
+pub const INODE_RECORD_BYTES: u64 = RECORD_HEADER as u64 + 1 + 8 + 4 * 5 + 8 * 6 + 4 + 4;
+/// Encoded bytes per extent of an inode record.
+pub const EXTENT_RECORD_BYTES: u64 = 24;
+/// Encoded bytes per directory entry of an inode record, plus its name.
+pub const DIRENT_RECORD_BYTES: u64 = 10;
+/// Encoded bytes of a bad-block or refcount record (frame included) without ranges.
+pub const RANGES_RECORD_BYTES: u64 = RECORD_HEADER as u64 + 1 + 4;
+/// Encoded bytes per range of the bad-block record.
+pub const BADBLOCK_RANGE_BYTES: u64 = 16;
+/// Encoded bytes per range of the refcount record.
+pub const REFCOUNT_RANGE_BYTES: u64 = 20;
+
+/// Exact encoded bytes of an inode record with `extents` extents and
+/// `dirents` entries whose names total `name_bytes`.
+pub fn inode_record_bytes(extents: u64, dirents: u64, name_bytes: u64) -> u64 {
+    INODE_RECORD_BYTES + EXTENT_RECORD_BYTES * extents + DIRENT_RECORD_BYTES * dirents + name_bytes
+}
+
 /// One record of a checkpoint body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -375,6 +394,51 @@ mod tests {
         assert_eq!(parse_record(&mut r, 7).unwrap(), Record::Inode(sample(2)));
         let mut r = Reader::new(&w.buf, 4096, "body");
         assert!(parse_inode_record(&mut r, 7).is_err(), "kind checked");
+    }
+
+    /// The sizes the metadata accounting uses are the encoder's, exactly.
+    #[test]
+    fn record_sizes_match_the_encoder() {
+        let mut img = sample(2);
+        for (ne, nd) in [(0usize, 0usize), (1, 1), (5, 0), (0, 7), (3, 4)] {
+            img.extents = vec![img_extent(); ne];
+            img.dirents = (0..nd)
+                .map(|i| DirentImage {
+                    ino: 9,
+                    file_type: 8,
+                    name: vec![b'n'; i + 1],
+                })
+                .collect();
+            let names: u64 = img.dirents.iter().map(|d| d.name.len() as u64).sum();
+            let mut w = Writer::new();
+            encode_inode_record(&mut w, &img, 1, 0);
+            assert_eq!(
+                w.len() as u64,
+                inode_record_bytes(ne as u64, nd as u64, names)
+            );
+        }
+        for n in [0usize, 1, 3] {
+            let mut w = Writer::new();
+            encode_badblocks_record(&mut w, &vec![(1, 1); n], 1, 0);
+            assert_eq!(
+                w.len() as u64,
+                RANGES_RECORD_BYTES + BADBLOCK_RANGE_BYTES * n as u64
+            );
+            let mut w = Writer::new();
+            encode_refcount_record(&mut w, &vec![(1, 1, 2); n], 1, 0);
+            assert_eq!(
+                w.len() as u64,
+                RANGES_RECORD_BYTES + REFCOUNT_RANGE_BYTES * n as u64
+            );
+        }
+    }
+
+    fn img_extent() -> Extent {
+        Extent {
+            file_blk: 0,
+            dev_blk: 1024,
+            len: 4,
+        }
     }
 
     #[test]

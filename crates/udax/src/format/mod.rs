@@ -27,9 +27,10 @@ mod superblock;
 
 pub use image::{
     decode_checkpoint_header, encode_badblocks_record, encode_checkpoint_header,
-    encode_inode_record, encode_refcount_record, parse_inode_record, parse_record, record_seed,
-    Attr, CheckpointHeader, DirentImage, Extent, InodeImage, Record, CKPT_HEADER_SIZE, CKPT_MAGIC,
-    RECORD_HEADER,
+    encode_inode_record, encode_refcount_record, inode_record_bytes, parse_inode_record,
+    parse_record, record_seed, Attr, CheckpointHeader, DirentImage, Extent, InodeImage, Record,
+    BADBLOCK_RANGE_BYTES, CKPT_HEADER_SIZE, CKPT_MAGIC, DIRENT_RECORD_BYTES, EXTENT_RECORD_BYTES,
+    RANGES_RECORD_BYTES, RECORD_HEADER, REFCOUNT_RANGE_BYTES,
 };
 pub use ops::{
     decode_log_header, encode_log_record, encode_log_record_into, LogHeader, Op, LOG_HEADER_SIZE,

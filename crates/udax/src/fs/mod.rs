@@ -39,7 +39,8 @@ use crate::device::Device;
 use crate::format::codec::Writer;
 use crate::format::{
     encode_badblocks_record, encode_inode_record, encode_refcount_record, Attr, Geometry,
-    InodeImage, Op, Superblock, FORMAT_VERSION, MAX_OP_BYTES, ROOT_INO, SUPERBLOCK_SIZE, S_IFDIR,
+    InodeImage, Op, Superblock, BADBLOCK_RANGE_BYTES, FORMAT_VERSION, MAX_OP_BYTES,
+    RANGES_RECORD_BYTES, REFCOUNT_RANGE_BYTES, ROOT_INO, SUPERBLOCK_SIZE, S_IFDIR,
 };
 use crate::journal::{self, Journal, JournalStats};
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard};
@@ -110,8 +111,12 @@ pub(crate) struct Inner {
     pub ns: Mutex<()>,
     table: RwLock<HashMap<u64, Arc<Cell>>>,
     inos: Mutex<InoPool>,
-    /// Estimated checkpoint image bytes.
+    /// Checkpoint image bytes: exact for inode records (added and subtracted
+    /// as they change), an upper bound for refcount and bad-block ranges
+    /// (added per new range, measured again by each checkpoint).
     image_bytes: AtomicU64,
+    /// The "metadata area full" warning was logged (once until space is freed).
+    metadata_full_logged: AtomicBool,
     /// The bad-block table (device blocks with media errors), and its number
     /// of ranges (0 = the fast paths skip every check).
     bad: RwLock<rangemap::RangeSet<u64>>,
@@ -256,6 +261,22 @@ pub(crate) struct Recovered {
 }
 
 /// Load the superblock, the newest checkpoint and the log, and replay it.
+/// Bytes of metadata image a file system admits: a checkpoint slot's body,
+/// less the frames of the bad-block and refcount records (their ranges are
+/// counted as they come).
+fn metadata_capacity(g: &Geometry) -> u64 {
+    g.slot_bytes() - BLOCK_SIZE - 2 * RANGES_RECORD_BYTES
+}
+
+/// Checkpoint bytes of a bad-block or refcount record of `n` ranges (none when empty).
+fn ranges_record_bytes(n: usize, per_range: u64) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        RANGES_RECORD_BYTES + per_range * n as u64
+    }
+}
+
 pub(crate) fn recover(dev: &dyn Device) -> Result<Recovered> {
     let sb = read_superblock(dev)?;
     let geo = sb.geometry;
@@ -414,6 +435,8 @@ impl Fs {
             image_bytes += d.image_bytes();
             max_ino = max_ino.max(ino);
         }
+        image_bytes += ranges_record_bytes(rec.refs.ranges().len(), REFCOUNT_RANGE_BYTES)
+            + ranges_record_bytes(rec.bad.iter().count(), BADBLOCK_RANGE_BYTES);
         let mut pool = InoPool {
             next: max_ino + 1,
             free: BTreeSet::new(),
@@ -450,6 +473,7 @@ impl Fs {
                 table: RwLock::new(table),
                 inos: Mutex::new(pool),
                 image_bytes: AtomicU64::new(image_bytes),
+                metadata_full_logged: AtomicBool::new(false),
                 bad: RwLock::new(rec.bad),
                 bad_count: AtomicU64::new(bad_count),
                 any_shared: AtomicU64::new(u64::from(!rec.refs.is_empty())),
@@ -531,7 +555,7 @@ impl Fs {
             free_blocks: self.inner.alloc.free_blocks(),
             inodes: self.inner.table.read().len() as u64,
             metadata_bytes: self.inner.image_bytes.load(Ordering::Relaxed),
-            metadata_capacity: g.slot_bytes() - BLOCK_SIZE,
+            metadata_capacity: metadata_capacity(g),
         }
     }
 
@@ -553,7 +577,8 @@ impl Fs {
         let table = inner.table.read();
         let mut inos: Vec<u64> = table.keys().copied().collect();
         inos.sort_unstable();
-        let mut w = Writer::with_capacity(inner.image_bytes.load(Ordering::Relaxed) as usize);
+        let mut w =
+            Writer::with_capacity(inner.image_bytes.load(Ordering::Relaxed).min(cap) as usize);
         for ino in &inos {
             let cell = &table[ino];
             let d = cell.data.read();
@@ -688,8 +713,11 @@ impl Fs {
         debug_assert!(ops.len() <= MAX_TX_OPS);
         let inner = &*self.inner;
         // Metadata room: the image must still fit a checkpoint slot afterwards.
+        // `image_bytes` is exact for inode records and an upper bound for the
+        // refcount and bad-block ranges; room for those two records' frames is
+        // kept aside, so a checkpoint always fits what was admitted.
         let grow: u64 = ops.len() as u64 * 2 * MAX_OP_BYTES as u64;
-        let cap = inner.sb.geometry.slot_bytes() - BLOCK_SIZE;
+        let cap = metadata_capacity(&inner.sb.geometry);
         let creates = ops.iter().any(|o| {
             matches!(
                 o,
@@ -700,7 +728,15 @@ impl Fs {
                     | Op::Shift { .. }
             )
         });
-        if creates && inner.image_bytes.load(Ordering::Relaxed) + grow > cap {
+        let used = inner.image_bytes.load(Ordering::Relaxed);
+        if creates && used + grow > cap {
+            if !inner.metadata_full_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "metadata area full: the image needs {used} of the {cap} bytes a checkpoint \
+                     slot holds (1/64 of the device); creates and block mappings get ENOSPC \
+                     until files are removed"
+                );
+            }
             return Err(Error::NoSpace);
         }
         // Ops that follow data stores (new blocks' data and zeroing, tail zeroing)
@@ -736,9 +772,13 @@ impl Fs {
         if delta >= 0 {
             inner.image_bytes.fetch_add(delta as u64, Ordering::Relaxed);
         } else {
-            inner
+            // Only inode records shrink it, by their exact size, which is part
+            // of the total: never below zero.
+            let before = inner
                 .image_bytes
                 .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            debug_assert!(before >= delta.unsigned_abs(), "metadata size underflow");
+            inner.metadata_full_logged.store(false, Ordering::Relaxed);
         }
         if !locked.created.is_empty() || !fx.deleted.is_empty() {
             let mut table = inner.table.write();

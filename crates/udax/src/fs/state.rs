@@ -4,17 +4,11 @@
 //! [`Op`]s here, so a replayed log produces exactly the state the running fs had.
 
 use super::extent::ExtentMap;
-use crate::format::{Attr, DirentImage, Extent, InodeImage, Op, DT_DIR, S_IFDIR, S_IFMT};
+use crate::format::{
+    inode_record_bytes, Attr, DirentImage, Extent, InodeImage, Op, BADBLOCK_RANGE_BYTES,
+    DIRENT_RECORD_BYTES, DT_DIR, EXTENT_RECORD_BYTES, REFCOUNT_RANGE_BYTES, S_IFDIR, S_IFMT,
+};
 use std::collections::{BTreeMap, HashMap};
-
-/// Checkpoint bytes of one inode record without extents or entries (upper bound).
-pub const INODE_IMAGE_BYTES: u64 = 112;
-/// Checkpoint bytes per extent.
-pub const EXTENT_IMAGE_BYTES: u64 = 24;
-/// Checkpoint bytes per range of the shared-block refcount record.
-pub const REFCOUNT_IMAGE_BYTES: u64 = 20;
-/// Checkpoint bytes per directory entry, plus its name.
-pub const DIRENT_IMAGE_BYTES: u64 = 10;
 
 /// Everything known about one inode.
 #[derive(Clone, Debug, Default)]
@@ -23,7 +17,8 @@ pub struct InodeData {
     pub map: ExtentMap,
     /// Entries of a directory: name -> (ino, d_type).
     pub dir: BTreeMap<Vec<u8>, (u64, u8)>,
-    dir_bytes: u64,
+    /// Total bytes of the entries' names.
+    name_bytes: u64,
     /// Set when the inode is deleted (a handle may still point at the cell).
     pub freed: bool,
 }
@@ -33,9 +28,14 @@ impl InodeData {
         self.attr.mode & S_IFMT == S_IFDIR
     }
 
-    /// Upper bound of this inode's bytes in a checkpoint.
+    /// This inode's bytes in a checkpoint, exactly (the metadata accounting
+    /// subtracts it when the inode goes, so it must never exceed what was added).
     pub fn image_bytes(&self) -> u64 {
-        INODE_IMAGE_BYTES + EXTENT_IMAGE_BYTES * self.map.len() as u64 + self.dir_bytes
+        inode_record_bytes(
+            self.map.len() as u64,
+            self.dir.len() as u64,
+            self.name_bytes,
+        )
     }
 
     pub fn from_image(img: &InodeImage) -> Result<Self, String> {
@@ -85,17 +85,17 @@ impl InodeData {
     }
 
     fn add_entry(&mut self, name: Vec<u8>, ino: u64, t: u8) -> Result<(), String> {
-        let bytes = DIRENT_IMAGE_BYTES + name.len() as u64;
+        let bytes = name.len() as u64;
         if self.dir.insert(name, (ino, t)).is_some() {
             return Err("duplicate directory entry".into());
         }
-        self.dir_bytes += bytes;
+        self.name_bytes += bytes;
         Ok(())
     }
 
     fn remove_entry(&mut self, name: &[u8]) -> Option<(u64, u8)> {
         let e = self.dir.remove(name)?;
-        self.dir_bytes -= DIRENT_IMAGE_BYTES + name.len() as u64;
+        self.name_bytes -= name.len() as u64;
         Some(e)
     }
 }
@@ -207,7 +207,7 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             }
             d.attr.mtime_ns = *time_ns;
             d.attr.ctime_ns = *time_ns;
-            fx.image_delta += (DIRENT_IMAGE_BYTES + name.len() as u64) as i64;
+            fx.image_delta += (DIRENT_RECORD_BYTES + name.len() as u64) as i64;
         }
         Op::Unlink { dir, name, time_ns } => {
             let d = get(s, *dir)?;
@@ -226,7 +226,7 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
                 .checked_sub(1)
                 .ok_or("link count underflow")?;
             target.attr.ctime_ns = *time_ns;
-            fx.image_delta -= (DIRENT_IMAGE_BYTES + name.len() as u64) as i64;
+            fx.image_delta -= (DIRENT_RECORD_BYTES + name.len() as u64) as i64;
         }
         Op::SetSize { ino, size, time_ns } => {
             let d = get(s, *ino)?;
@@ -252,11 +252,11 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             let d = get(s, *ino)?;
             let before = d.map.len();
             d.map.insert(*file_blk, *dev_blk, *len)?;
-            fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_IMAGE_BYTES as i64;
+            fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_RECORD_BYTES as i64;
             if matches!(op, Op::MapShared { .. }) {
                 // At most one more refcount range (an upper bound: releases
                 // are not subtracted until the next checkpoint measures it).
-                fx.image_delta += REFCOUNT_IMAGE_BYTES as i64;
+                fx.image_delta += REFCOUNT_RANGE_BYTES as i64;
                 fx.shared.push((*dev_blk, *len));
             }
         }
@@ -264,7 +264,7 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             let d = get(s, *ino)?;
             let before = d.map.len();
             fx.freed.extend(d.map.remove(*file_blk, *len));
-            fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_IMAGE_BYTES as i64;
+            fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_RECORD_BYTES as i64;
         }
         Op::Shift {
             ino,
@@ -274,7 +274,7 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             let d = get(s, *ino)?;
             let before = d.map.len();
             d.map.shift(*from_blk, *delta)?;
-            fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_IMAGE_BYTES as i64;
+            fx.image_delta += (d.map.len() as i64 - before as i64) * EXTENT_RECORD_BYTES as i64;
         }
         Op::FreeInode { ino } => {
             let d = get(s, *ino)?;
@@ -323,8 +323,12 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             if *len == 0 || dev_blk.checked_add(*len).is_none() {
                 return Err(format!("bad-block range {dev_blk}+{len}"));
             }
-            fx.bad
-                .push((*dev_blk, *len, matches!(op, Op::Poison { .. })));
+            let poisoned = matches!(op, Op::Poison { .. });
+            if poisoned {
+                // At most one more bad-block range (an upper bound, as for refcounts).
+                fx.image_delta += BADBLOCK_RANGE_BYTES as i64;
+            }
+            fx.bad.push((*dev_blk, *len, poisoned));
         }
     }
     Ok(())
