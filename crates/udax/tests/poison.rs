@@ -122,7 +122,14 @@ fn e1_poison_table_survives_remount_and_checkpoint() {
     let fs = Fs::mount(dev.clone()).unwrap();
     assert_eq!(fs.bad_blocks(), vec![(b, 1)]);
     let rep = udax::fs::fsck(&*dev).unwrap();
-    assert!(rep.clean, "{:?}", rep.problems);
+    // A media error in a file's data is an error fsck leaves (exit 4).
+    assert!(!rep.clean);
+    assert_eq!(rep.exit_code(), 4);
+    assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
+    assert!(rep.problems[0]
+        .what
+        .contains("media error in file data at file offset 12288"));
+    assert_eq!(rep.problems[0].device_offset, Some(b * 4096));
     assert_eq!(rep.bad_blocks.len(), 1);
     assert_eq!(rep.bad_blocks[0].dev_blk, b);
 }
@@ -519,7 +526,15 @@ fn crash_every_fence(setup: impl Fn(&Fs), op: impl Fn(&Fs), check: impl Fn(&Fs, 
             let what = format!("crash point {p}/{points}, {s:?}");
             let img: Arc<dyn Device> = Arc::new(RamDevice::from_image(dev.crash_image(p, &s)));
             let rep = udax::fs::fsck(&*img).unwrap_or_else(|e| panic!("{what}: fsck: {e}"));
-            assert!(rep.clean, "{what}: {:?}", rep.problems);
+            // Media errors in files are reported; nothing else may be.
+            assert!(rep.damage.is_empty(), "{what}: {:?}", rep.damage);
+            assert!(
+                rep.problems
+                    .iter()
+                    .all(|p| p.what.starts_with("media error in file data")),
+                "{what}: {:?}",
+                rep.problems
+            );
             let fs = Fs::mount(img).unwrap_or_else(|e| panic!("{what}: mount: {e}"));
             check(&fs, p == points, &what);
         }

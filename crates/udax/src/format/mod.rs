@@ -33,15 +33,18 @@ pub use image::{
     RANGES_RECORD_BYTES, RECORD_HEADER, REFCOUNT_RANGE_BYTES,
 };
 pub use ops::{
-    decode_log_header, encode_log_record, encode_log_record_into, LogHeader, Op, LOG_HEADER_SIZE,
-    LOG_MAGIC, MAX_OP_BYTES,
+    decode_log_header, decode_log_tail, encode_log_record, encode_log_record_into, encode_log_tail,
+    LogHeader, LogTail, Op, LOG_HEADER_SIZE, LOG_MAGIC, LOG_TAIL_SIZE, MAX_OP_BYTES,
 };
 pub use superblock::{Geometry, Superblock, MIN_DEVICE_BLOCKS};
 
 /// `b"UDAXFS01"`
 pub const SB_MAGIC: [u8; 8] = *b"UDAXFS01";
 /// Format version written by this code.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: log records carry (and checksum) how many records before them
+/// were not yet durable, and each checkpoint is followed by an empty record
+/// of its epoch (see docs/format.md, "Telling a torn tail from damage").
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of a superblock record (the rest of its block is zero).
 pub const SUPERBLOCK_SIZE: usize = 512;
 /// Longest file name in bytes.

@@ -303,12 +303,78 @@ pub struct LogHeader {
     pub epoch: u64,
     pub seq: u64,
     pub crc: u32,
+    /// How many records right before this one were not yet known durable
+    /// when it was written (group commit fences several at once). Records
+    /// before `seq - unfenced` were fenced: a valid record vouches for them,
+    /// so one of them that fails to verify is damage, not a torn tail.
+    pub unfenced: u32,
 }
 
-/// Encode a record of `ops` for `epoch`/`seq`, to be written at device offset `at`.
-/// The result is padded to a multiple of 8 bytes.
-pub fn encode_log_record(ops: &[Op], epoch: u64, seq: u64, at: u64) -> Vec<u8> {
-    encode_log_record_into(Vec::new(), ops, epoch, seq, at)
+impl LogHeader {
+    /// The records `0..durable_before()` were durable before this one was written.
+    pub fn durable_before(&self) -> u64 {
+        self.seq.saturating_sub(u64::from(self.unfenced))
+    }
+}
+
+/// Bytes of the log's tail line (the last cache line of the log region).
+pub const LOG_TAIL_SIZE: usize = 64;
+const LOG_TAIL_MAGIC: u32 = u32::from_le_bytes(*b"ULTL");
+
+/// The log's tail line: a copy of the newest record's identity, rewritten
+/// (one whole cache line) with every record, so the log's end is vouched for
+/// by something outside the records themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogTail {
+    pub epoch: u64,
+    pub seq: u64,
+    /// Records `0..durable_before` were durable when record `seq` was written.
+    pub durable_before: u64,
+}
+
+/// Encode the tail line for the log whose tail line sits at device offset `at`.
+pub fn encode_log_tail(t: &LogTail, at: u64) -> [u8; LOG_TAIL_SIZE] {
+    let mut w = Writer::with_capacity(LOG_TAIL_SIZE);
+    w.u32(LOG_TAIL_MAGIC)
+        .u32(0)
+        .u64(t.epoch)
+        .u64(t.seq)
+        .u64(t.durable_before)
+        .pad_to(LOG_TAIL_SIZE);
+    let c = crc(record_seed(t.epoch, at), &w.buf[..LOG_TAIL_SIZE - 4]);
+    w.patch_u32(LOG_TAIL_SIZE - 4, c);
+    let mut out = [0u8; LOG_TAIL_SIZE];
+    out.copy_from_slice(&w.buf);
+    out
+}
+
+/// Decode the tail line read from `at`; an error says why it does not verify.
+pub fn decode_log_tail(buf: &[u8], at: u64) -> Result<LogTail, FormatError> {
+    let mut r = Reader::new(buf, at, "log tail line");
+    if buf.len() < LOG_TAIL_SIZE {
+        return Err(r.corrupt("short read"));
+    }
+    if r.u32()? != LOG_TAIL_MAGIC {
+        return Err(r.corrupt("bad magic"));
+    }
+    r.u32()?;
+    let t = LogTail {
+        epoch: r.u64()?,
+        seq: r.u64()?,
+        durable_before: r.u64()?,
+    };
+    let stored = u32::from_le_bytes([buf[60], buf[61], buf[62], buf[63]]);
+    if crc(record_seed(t.epoch, at), &buf[..LOG_TAIL_SIZE - 4]) != stored {
+        return Err(r.corrupt("checksum mismatch"));
+    }
+    Ok(t)
+}
+
+/// Encode a record of `ops` for `epoch`/`seq`, to be written at device offset
+/// `at`, written while the `unfenced` records before it were not yet known
+/// durable. The result is padded to a multiple of 8 bytes.
+pub fn encode_log_record(ops: &[Op], epoch: u64, seq: u64, unfenced: u32, at: u64) -> Vec<u8> {
+    encode_log_record_into(Vec::new(), ops, epoch, seq, unfenced, at)
 }
 
 /// [`encode_log_record`] into `buf` (cleared first; its capacity is reused).
@@ -317,26 +383,40 @@ pub fn encode_log_record_into(
     ops: &[Op],
     epoch: u64,
     seq: u64,
+    unfenced: u32,
     at: u64,
 ) -> Vec<u8> {
     buf.clear();
     buf.reserve(LOG_HEADER_SIZE + 64 * ops.len());
     let mut w = Writer { buf };
-    w.u32(LOG_MAGIC).u32(0).u64(epoch).u64(seq).u32(0).u32(0);
+    w.u32(LOG_MAGIC)
+        .u32(0)
+        .u64(epoch)
+        .u64(seq)
+        .u32(0)
+        .u32(unfenced);
     for op in ops {
         op.encode(&mut w);
     }
     let len = w.len() - LOG_HEADER_SIZE;
     w.patch_u32(4, len as u32);
-    let c = record_crc(&w.buf[..24], &w.buf[LOG_HEADER_SIZE..], epoch, at);
+    let c = record_crc(
+        &w.buf[..LOG_HEADER_SIZE],
+        &w.buf[LOG_HEADER_SIZE..],
+        epoch,
+        at,
+    );
     w.patch_u32(24, c);
     let padded = w.len().next_multiple_of(8);
     w.pad_to(padded);
     w.buf
 }
 
+/// crc of a record: its header without the crc field (bytes 0..24 and 28..32),
+/// then the payload, seeded with the epoch and the record's device offset.
 fn record_crc(head: &[u8], payload: &[u8], epoch: u64, at: u64) -> u32 {
-    let c = crc(record_seed(epoch, at), head);
+    let c = crc(record_seed(epoch, at), &head[..24]);
+    let c = crc32c::crc32c_append(c, &head[28..LOG_HEADER_SIZE]);
     crc32c::crc32c_append(c, payload)
 }
 
@@ -357,6 +437,7 @@ pub fn decode_log_header(head: &[u8]) -> Option<LogHeader> {
         epoch: r.u64().ok()?,
         seq: r.u64().ok()?,
         crc: r.u32().ok()?,
+        unfenced: r.u32().ok()?,
     })
 }
 
@@ -369,7 +450,7 @@ impl LogHeader {
         payload: &[u8],
         at: u64,
     ) -> Result<Option<Vec<Op>>, FormatError> {
-        if record_crc(&head[..24], payload, self.epoch, at) != self.crc {
+        if head.len() < LOG_HEADER_SIZE || record_crc(head, payload, self.epoch, at) != self.crc {
             return Ok(None);
         }
         let mut r = Reader::new(payload, at + LOG_HEADER_SIZE as u64, "log record");
@@ -464,7 +545,7 @@ mod tests {
     #[test]
     fn log_record_round_trip_every_op() {
         let ops = all_ops();
-        let rec = encode_log_record(&ops, 7, 3, 8192);
+        let rec = encode_log_record(&ops, 7, 3, 0, 8192);
         assert_eq!(rec.len() % 8, 0);
         let h = decode_log_header(&rec).unwrap();
         assert_eq!((h.epoch, h.seq), (7, 3));
@@ -479,8 +560,44 @@ mod tests {
     }
 
     #[test]
+    fn log_tail_round_trip_and_every_bit_flip_detected() {
+        let t = LogTail {
+            epoch: 9,
+            seq: 4,
+            durable_before: 3,
+        };
+        let b = encode_log_tail(&t, 4096);
+        assert_eq!(decode_log_tail(&b, 4096).unwrap(), t);
+        assert!(decode_log_tail(&b, 8192).is_err(), "seeded with its offset");
+        for bit in 0..LOG_TAIL_SIZE * 8 {
+            let mut bad = b;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_log_tail(&bad, 4096).is_err(), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn f7_every_bit_of_a_record_header_is_checked() {
+        let rec = encode_log_record(&all_ops()[..2], 3, 5, 2, 64);
+        for bit in 0..LOG_HEADER_SIZE * 8 {
+            let mut bad = rec.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let ok = decode_log_header(&bad).is_some_and(|h| {
+                (LOG_HEADER_SIZE + h.len as usize) <= bad.len()
+                    && h.verify_and_decode(
+                        &bad,
+                        &bad[LOG_HEADER_SIZE..LOG_HEADER_SIZE + h.len as usize],
+                        64,
+                    )
+                    .is_ok_and(|o| o.is_some())
+            });
+            assert!(!ok, "bit {bit} of the header not detected");
+        }
+    }
+
+    #[test]
     fn f7_torn_record_fails_crc() {
-        let rec = encode_log_record(&all_ops(), 1, 0, 0);
+        let rec = encode_log_record(&all_ops(), 1, 0, 0, 0);
         for cut in [LOG_HEADER_SIZE + 1, rec.len() / 2, rec.len() - 9] {
             let mut torn = rec.clone();
             torn[cut..].fill(0xa5);

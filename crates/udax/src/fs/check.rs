@@ -1,11 +1,13 @@
 //! Consistency checks shared by mount and fsck.
 
 use super::state::InodeData;
-use super::{recover, Error};
+use super::{recover, Error, Fs, MountOptions};
 use crate::device::Device;
-use crate::format::{Superblock, DT_DIR, DT_REG, ROOT_INO};
+use crate::format::{Op, Superblock, DT_DIR, DT_REG, ROOT_INO};
+use crate::journal::{Damage, Loaded, Recovery};
 use crate::BLOCK_SIZE;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One thing wrong, and where.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -33,11 +35,32 @@ pub struct FsckReport {
     /// The log ended on a record that did not verify (a torn write at a crash;
     /// expected after a crash, not an error).
     pub torn_log_tail_at: Option<u64>,
+    /// Valid records past the torn tail that no later record vouches for
+    /// (never acknowledged to a caller): the next mount drops them.
+    pub unacknowledged_records: u64,
+    /// Damage: a superblock copy, checkpoint header or log record that fails
+    /// where no crash could have left it so. Each says what a repair does.
+    pub damage: Vec<Damage>,
+    /// What the repair of `damage` loses: the changes of dropped log records.
+    pub lost: Vec<String>,
+    /// What `fsck --repair` did (empty for a check).
+    pub repaired: Vec<String>,
     /// Orphans (unlinked while open) that the next mount reclaims.
     pub orphans: Vec<u64>,
     /// The bad-block table (SPEC E4): every device block with a media error and
     /// its owners (files sharing it by reflink all appear).
     pub bad_blocks: Vec<BadBlock>,
+}
+
+impl FsckReport {
+    /// e2fsck's exit code: 0 clean, 1 errors repaired (now clean), 4 errors left.
+    pub fn exit_code(&self) -> u8 {
+        match (self.clean, self.repaired.is_empty()) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, _) => 4,
+        }
+    }
 }
 
 /// One device block with a media error, as fsck reports it.
@@ -225,8 +248,8 @@ pub(crate) fn check_state(
 
 /// Check the file system on `dev` without mounting it (read-only).
 pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
-    let rec = recover(dev)?;
-    let problems = check_state(&rec.sb, &rec.inodes, &rec.refs);
+    let rec = recover(dev, Recovery::Salvage)?;
+    let mut problems = check_state(&rec.sb, &rec.inodes, &rec.refs);
     let cov = super::refs::coverage_of(rec.inodes.values());
     let used: u64 = cov.iter().map(|(r, _)| r.end - r.start).sum();
     let shared: u64 = cov
@@ -273,14 +296,42 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
                     v
                 }
             };
+            // A media error in a file's data or in metadata is data lost
+            // (an error left); one in free space is only quarantined.
+            for o in &owners {
+                if let super::Owner::File { ino, file_off } = o {
+                    problems.push(problem(
+                        format!("media error in file data at file offset {file_off}"),
+                        Some(*ino),
+                        Some(blk * BLOCK_SIZE),
+                    ));
+                } else if let super::Owner::Metadata { what, .. } = o {
+                    problems.push(problem(
+                        format!("media error in the {what}"),
+                        None,
+                        Some(blk * BLOCK_SIZE),
+                    ));
+                }
+            }
             bad_blocks.push(BadBlock {
                 dev_blk: blk,
                 owners,
             });
         }
     }
+    let mut damage = rec.loaded.damage.clone();
+    if let Some((at, what)) = &rec.sb_damage {
+        damage.insert(
+            0,
+            Damage {
+                what: what.clone(),
+                device_offset: *at,
+                salvage: "rewritten from the other copy".into(),
+            },
+        );
+    }
     Ok(FsckReport {
-        clean: problems.is_empty(),
+        clean: problems.is_empty() && damage.is_empty(),
         problems,
         inodes: rec.inodes.len() as u64,
         files: rec.inodes.len() as u64 - dirs,
@@ -291,9 +342,105 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
         checkpoint_epoch: rec.loaded_epoch,
         log_records_replayed: rec.replayed as u64,
         torn_log_tail_at: rec.loaded.torn_tail_at,
+        unacknowledged_records: rec.loaded.unacknowledged,
+        lost: lost_changes(&rec.inodes, &rec.loaded),
+        damage,
+        repaired: Vec::new(),
         orphans,
         bad_blocks,
     })
+}
+
+/// `fsck --repair`: check, and if a superblock copy, checkpoint header or log
+/// record is damaged, mount with salvage (the newest checkpoint's header
+/// rebuilt from its body, or the older checkpoint; the log cut before the
+/// damaged record), write the result as a new checkpoint, and check again.
+/// [`FsckReport::repaired`] says what was done and [`FsckReport::lost`] what
+/// that lost. Problems in the file tree itself are reported, not repaired.
+pub fn fsck_repair(dev: Arc<dyn Device>) -> Result<FsckReport, Error> {
+    let before = fsck(&*dev)?;
+    if before.damage.is_empty() {
+        return Ok(before);
+    }
+    let fs = Fs::mount_with(
+        dev.clone(),
+        &MountOptions {
+            read_only: false,
+            salvage: true,
+        },
+    )?;
+    fs.unmount()?;
+    let mut after = fsck(&*dev)?;
+    after.repaired = before
+        .damage
+        .iter()
+        .map(|d| format!("{}: {}", d.what, d.salvage))
+        .collect();
+    after.lost = before.lost;
+    Ok(after)
+}
+
+/// What a salvage of `loaded` dropped: a checkpoint it rolled back past, and
+/// what the ops of the discarded log records would have changed,
+/// named by path where `inodes` (the state kept) knows it; one line per
+/// change, in log order, without repeats.
+pub(crate) fn lost_changes(inodes: &HashMap<u64, InodeData>, loaded: &Loaded) -> Vec<String> {
+    let mut paths: HashMap<u64, String> = HashMap::new();
+    paths.insert(ROOT_INO, "/".into());
+    let mut stack = vec![ROOT_INO];
+    while let Some(dir) = stack.pop() {
+        let Some(d) = inodes.get(&dir) else { continue };
+        let base = paths[&dir].trim_end_matches('/').to_string();
+        for (name, &(child, t)) in &d.dir {
+            if paths.contains_key(&child) {
+                continue;
+            }
+            paths.insert(child, format!("{base}/{}", String::from_utf8_lossy(name)));
+            if t == DT_DIR {
+                stack.push(child);
+            }
+        }
+    }
+    let name = |ino: &u64| {
+        paths
+            .get(ino)
+            .cloned()
+            .unwrap_or_else(|| format!("inode {ino}"))
+    };
+    let entry = |dir: &u64, n: &[u8]| {
+        format!(
+            "{}/{}",
+            name(dir).trim_end_matches('/'),
+            String::from_utf8_lossy(n)
+        )
+    };
+    let mut out: Vec<String> = loaded.lost_unnamed.clone();
+    for op in loaded.discarded.iter().flat_map(|(_, ops)| ops) {
+        let line = match op {
+            Op::NewInode { ino, .. } => format!("inode {ino}: created"),
+            Op::Link {
+                dir, ino, name: n, ..
+            } => format!("{}: linked to inode {ino}", entry(dir, n)),
+            Op::Unlink { dir, name: n, .. } => format!("{}: unlinked", entry(dir, n)),
+            Op::SetSize { ino, size, .. } => format!("{}: size set to {size}", name(ino)),
+            Op::Map { ino, .. }
+            | Op::MapShared { ino, .. }
+            | Op::Unmap { ino, .. }
+            | Op::Shift { ino, .. } => {
+                format!("{}: data blocks changed", name(ino))
+            }
+            Op::FreeInode { ino } => format!("{}: freed", name(ino)),
+            Op::Times { ino, .. } => format!("{}: times set", name(ino)),
+            Op::SetParent { ino, parent } => format!("{}: moved under {}", name(ino), name(parent)),
+            Op::SetMode { ino, .. } => format!("{}: mode or owner changed", name(ino)),
+            Op::Poison { dev_blk, len } => format!("device blocks {dev_blk}+{len}: marked bad"),
+            Op::Unpoison { dev_blk, len } => format!("device blocks {dev_blk}+{len}: repaired"),
+        };
+        if !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    out
 }
 
 #[cfg(all(test, not(loom)))]
@@ -308,7 +455,7 @@ mod tests {
     fn r1_fsck_checks_refcounts_against_extent_maps() {
         let dev = RamDevice::new(8 << 20);
         let sb = Fs::mkfs(&dev, &MkfsOptions::default()).unwrap();
-        let rec = recover(&dev).unwrap();
+        let rec = recover(&dev, Recovery::Strict).unwrap();
         let mut inodes = rec.inodes;
         let d0 = sb.geometry.data_start;
         let mut a = InodeData::default();

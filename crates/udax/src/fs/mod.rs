@@ -24,7 +24,7 @@ pub mod refs;
 pub mod state;
 mod types;
 
-pub use check::{fsck, BadBlock, FsckReport, Problem};
+pub use check::{fsck, fsck_repair, BadBlock, FsckReport, Problem};
 pub use error::{Error, Result};
 pub use file::File;
 pub use namespace::{DirRef, Rename};
@@ -32,7 +32,7 @@ pub use poison::{Owner, PoisonReport};
 pub use reflink::Dedupe;
 pub(crate) use reflink::{relocate_chunk, unshare};
 use refs::RefTable;
-pub use types::{falloc, DirEntry, MkfsOptions, OpenOptions, Stat, StatFs};
+pub use types::{falloc, DirEntry, MkfsOptions, MountOptions, OpenOptions, Stat, StatFs};
 
 use crate::alloc::{Allocator, BlockRange};
 use crate::device::Device;
@@ -42,7 +42,8 @@ use crate::format::{
     InodeImage, Op, Superblock, BADBLOCK_RANGE_BYTES, FORMAT_VERSION, MAX_OP_BYTES,
     RANGES_RECORD_BYTES, REFCOUNT_RANGE_BYTES, ROOT_INO, SUPERBLOCK_SIZE, S_IFDIR,
 };
-use crate::journal::{self, Journal, JournalStats};
+pub use crate::journal::Damage;
+use crate::journal::{self, Journal, JournalStats, Recovery};
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard};
 use crate::BLOCK_SIZE;
 use state::{apply, Effects, InodeData, Inodes};
@@ -117,6 +118,10 @@ pub(crate) struct Inner {
     image_bytes: AtomicU64,
     /// The "metadata area full" warning was logged (once until space is freed).
     metadata_full_logged: AtomicBool,
+    /// Mounted read-only: nothing is written to the device.
+    read_only: bool,
+    /// Damage this mount found and worked around ([`MountOptions::salvage`]).
+    salvaged: Salvaged,
     /// The bad-block table (device blocks with media errors), and its number
     /// of ranges (0 = the fast paths skip every check).
     bad: RwLock<rangemap::RangeSet<u64>>,
@@ -225,31 +230,31 @@ pub(crate) fn change_time_ns(cell: &Cell) -> u64 {
     }
 }
 
-fn read_superblock(dev: &dyn Device) -> Result<Superblock> {
+/// Read the superblock: the primary, or the backup if the primary fails.
+/// Also says which copy (if any) is damaged: `(its offset, what is wrong)`.
+fn read_superblock(dev: &dyn Device) -> Result<(Superblock, Option<(u64, String)>)> {
     let blocks = dev.len() / BLOCK_SIZE;
     let mut buf = vec![0u8; SUPERBLOCK_SIZE];
     dev.read(0, &mut buf)?;
-    match Superblock::decode(&buf, 0, blocks) {
-        Ok(sb) => Ok(sb),
-        Err(primary) => {
-            if dev.len() < 2 * BLOCK_SIZE {
-                return Err(primary.into());
-            }
-            dev.read(BLOCK_SIZE, &mut buf)?;
-            match Superblock::decode(&buf, BLOCK_SIZE, blocks) {
-                Ok(sb) => {
-                    tracing::warn!("primary superblock bad ({primary}); using the backup");
-                    Ok(sb)
-                }
-                Err(_) => Err(primary.into()),
-            }
-        }
+    let primary = Superblock::decode(&buf, 0, blocks);
+    if dev.len() < 2 * BLOCK_SIZE {
+        return Ok((primary?, None));
+    }
+    dev.read(BLOCK_SIZE, &mut buf)?;
+    let backup = Superblock::decode(&buf, BLOCK_SIZE, blocks);
+    match (primary, backup) {
+        (Ok(sb), Ok(_)) => Ok((sb, None)),
+        (Ok(sb), Err(e)) => Ok((sb, Some((BLOCK_SIZE, format!("backup superblock: {e}"))))),
+        (Err(e), Ok(sb)) => Ok((sb, Some((0, format!("primary superblock: {e}"))))),
+        (Err(e), Err(_)) => Err(e.into()),
     }
 }
 
 /// The metadata state rebuilt from the device: checkpoint + replayed log.
 pub(crate) struct Recovered {
     pub sb: Superblock,
+    /// A superblock copy that does not verify: `(offset, what)`.
+    pub sb_damage: Option<(u64, String)>,
     pub loaded_epoch: u64,
     pub inodes: HashMap<u64, InodeData>,
     pub replayed: usize,
@@ -260,7 +265,19 @@ pub(crate) struct Recovered {
     pub refs: RefTable,
 }
 
-/// Load the superblock, the newest checkpoint and the log, and replay it.
+/// Damage a mount found and what it did about it.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Salvaged {
+    /// Checkpoint and log damage, each with what the salvage did.
+    pub damage: Vec<Damage>,
+    /// What the dropped log records changed, by path where the path is known
+    /// ("/a/b: unlinked", "inode 12: size set", ...).
+    pub lost: Vec<String>,
+    /// A superblock copy that does not verify: `(offset, what)`; a writing
+    /// mount rewrites it from the good copy.
+    pub superblock: Option<(u64, String)>,
+}
+
 /// Bytes of metadata image a file system admits: a checkpoint slot's body,
 /// less the frames of the bad-block and refcount records (their ranges are
 /// counted as they come).
@@ -277,10 +294,11 @@ fn ranges_record_bytes(n: usize, per_range: u64) -> u64 {
     }
 }
 
-pub(crate) fn recover(dev: &dyn Device) -> Result<Recovered> {
-    let sb = read_superblock(dev)?;
+/// Load the superblock, the newest checkpoint and the log, and replay it.
+pub(crate) fn recover(dev: &dyn Device, mode: Recovery) -> Result<Recovered> {
+    let (sb, sb_damage) = read_superblock(dev)?;
     let geo = sb.geometry;
-    let mut loaded = journal::load(dev, &geo)?;
+    let mut loaded = journal::load(dev, &geo, mode)?;
     let mut inodes = HashMap::with_capacity(loaded.inodes.len());
     let slot_at = geo.slot_offset(loaded.epoch % 2);
     for img in &loaded.inodes {
@@ -338,6 +356,7 @@ pub(crate) fn recover(dev: &dyn Device) -> Result<Recovered> {
     }
     Ok(Recovered {
         sb,
+        sb_damage,
         loaded_epoch: loaded.epoch,
         inodes,
         replayed,
@@ -404,8 +423,19 @@ impl Fs {
     }
 
     /// Mount: recover the metadata, rebuild free space, reclaim orphans.
+    /// Damaged metadata is an error naming the structure and its offset.
     pub fn mount(dev: Arc<dyn Device>) -> Result<Fs> {
-        let rec = recover(&*dev)?;
+        Self::mount_with(dev, &MountOptions::default())
+    }
+
+    /// [`Fs::mount`] with options: read-only, salvage.
+    pub fn mount_with(dev: Arc<dyn Device>, opts: &MountOptions) -> Result<Fs> {
+        let mode = if opts.salvage {
+            Recovery::Salvage
+        } else {
+            Recovery::Strict
+        };
+        let rec = recover(&*dev, mode)?;
         let report = check::check_state(&rec.sb, &rec.inodes, &rec.refs);
         if let Some(p) = report.first() {
             return Err(Error::Corrupted {
@@ -456,6 +486,16 @@ impl Fs {
             .filter(|(_, d)| !d.is_dir() && d.attr.nlink == 0)
             .map(|(&i, _)| i)
             .collect();
+        let salvaged = Salvaged {
+            damage: rec.loaded.damage.clone(),
+            lost: check::lost_changes(&rec.inodes, &rec.loaded),
+            superblock: rec.sb_damage.clone(),
+        };
+        // A torn tail (or unacknowledged records past it), or anything a
+        // salvage worked around, is left behind by a new checkpoint before
+        // the first commit: the new log must never share an epoch with
+        // records no later record vouches for.
+        let fresh_epoch = rec.loaded.torn_tail_at.is_some() || !salvaged.damage.is_empty();
         let journal = Journal::open(dev.clone(), geo, &rec.loaded);
         let table = rec
             .inodes
@@ -485,8 +525,16 @@ impl Fs {
                 waits: crate::dax::WaitTable::new(256),
                 dax_counters: Default::default(),
                 page_refs: Default::default(),
+                read_only: opts.read_only,
+                salvaged,
             }),
         };
+        if opts.read_only {
+            return Ok(fs);
+        }
+        if fresh_epoch {
+            fs.checkpoint()?;
+        }
         for ino in orphans {
             tracing::info!("reclaiming orphan inode {ino}");
             fs.free_orphan(ino)?;
@@ -494,6 +542,16 @@ impl Fs {
         fs.merge_device_badblocks()?;
         fs.repair_superblocks()?;
         Ok(fs)
+    }
+
+    /// What a salvage mount worked around (empty for a mount without damage).
+    pub fn salvaged(&self) -> &Salvaged {
+        &self.inner.salvaged
+    }
+
+    /// `true` if mounted read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
     }
 
     /// Wait until no page is mapped or pinned (SPEC M13), checkpoint, and
@@ -526,6 +584,9 @@ impl Fs {
                     mapped.join(", ")
                 }
             )));
+        }
+        if self.inner.read_only {
+            return Ok(());
         }
         self.checkpoint()
     }
@@ -561,6 +622,9 @@ impl Fs {
 
     /// Make everything durable: pending timestamps, then a fence.
     pub fn sync(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
         let cells: Vec<Arc<Cell>> = self.inner.table.read().values().cloned().collect();
         for c in cells {
             self.flush_times(&c)?;
@@ -572,6 +636,9 @@ impl Fs {
     /// Write the whole metadata image as a new checkpoint and restart the log.
     pub fn checkpoint(&self) -> Result<()> {
         let inner = &*self.inner;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
         let _cp = inner.cp.write();
         let (epoch, body_at, cap) = inner.journal.next_checkpoint();
         let table = inner.table.read();
@@ -667,6 +734,9 @@ impl Fs {
     /// Begin a metadata operation of at most `max_ops` ops.
     pub(crate) fn begin(&self, max_ops: usize) -> Result<OpGuard<'_>> {
         let inner = &*self.inner;
+        if inner.read_only {
+            return Err(Error::ReadOnly);
+        }
         let bytes = Journal::record_bytes(max_ops * MAX_OP_BYTES);
         if bytes * 4 > inner.sb.geometry.log_bytes() {
             return Err(Error::Invalid("transaction larger than the log"));

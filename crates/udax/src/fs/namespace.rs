@@ -361,6 +361,9 @@ impl Fs {
 
     /// Open inode `ino` (a regular file) as a handle.
     pub(crate) fn open_ino(&self, ino: u64, read: bool, write: bool, append: bool) -> Result<File> {
+        if write && self.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
         let cell = self.cell(ino)?;
         {
             let d = cell.data.read();

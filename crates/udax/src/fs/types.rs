@@ -116,3 +116,19 @@ pub struct MkfsOptions {
     /// Up to 32 bytes.
     pub label: String,
 }
+
+/// Options for [`crate::fs::Fs::mount_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MountOptions {
+    /// Write nothing to the device: no log replay is made durable, no orphan
+    /// is reclaimed, no superblock copy rewritten; every change fails with
+    /// EROFS (`Error::ReadOnly`). Like `mount -o ro,norecovery` of ext4/xfs.
+    pub read_only: bool,
+    /// Mount damaged metadata as far as it can be read, instead of failing:
+    /// a damaged checkpoint header is rebuilt from its body (or the older
+    /// checkpoint taken), the log is cut before a damaged record. What was
+    /// worked around is in [`crate::fs::Fs::salvaged`]. With `read_only`, for
+    /// salvage; without it, the repair of `udax fsck --repair` (the result is
+    /// written as a new checkpoint at once).
+    pub salvage: bool,
+}

@@ -24,10 +24,11 @@
 use crate::device::{Device, DeviceError};
 use crate::format::codec::Reader;
 use crate::format::{
-    decode_checkpoint_header, decode_log_header, encode_checkpoint_header, encode_log_record_into,
-    parse_record, CheckpointHeader, FormatError, Geometry, InodeImage, Op, Record,
-    CKPT_HEADER_SIZE, LOG_HEADER_SIZE,
+    decode_checkpoint_header, decode_log_header, encode_checkpoint_header, encode_log_record,
+    encode_log_record_into, parse_record, CheckpointHeader, FormatError, Geometry, InodeImage,
+    LogHeader, Op, Record, CKPT_HEADER_SIZE, LOG_HEADER_SIZE, LOG_MAGIC,
 };
+use crate::format::{decode_log_tail, encode_log_tail, LogTail, LOG_TAIL_SIZE};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::BLOCK_SIZE;
 use std::sync::Arc;
@@ -60,6 +61,9 @@ pub struct JournalStats {
 #[derive(Debug)]
 struct LogState {
     epoch: u64,
+    /// The newest epoch seen on the device (beyond `epoch` after a salvage
+    /// that rolled back): the next checkpoint goes past it.
+    newest: u64,
     /// Byte offset (within the log region) where the next record goes.
     head: u64,
     next_seq: u64,
@@ -85,6 +89,30 @@ pub struct Journal {
     global_fence: bool,
 }
 
+/// Damage that recovery found: metadata that fails its checksum where no
+/// crash could have left it so (see docs/format.md, "Telling a torn tail
+/// from damage").
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Damage {
+    /// One line: the structure, what is wrong, and why it is not a torn write.
+    pub what: String,
+    pub device_offset: u64,
+    /// What a salvage (a read-only salvage mount, or `fsck --repair`) does about it.
+    pub salvage: String,
+}
+
+/// How [`load`] treats damage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recovery {
+    /// Damage is an error naming the structure and its device offset.
+    #[default]
+    Strict,
+    /// Damage is reported in [`Loaded::damage`] and worked around: the newest
+    /// checkpoint's header rebuilt from its body (or the older checkpoint
+    /// taken), the log cut before a damaged record.
+    Salvage,
+}
+
 /// What [`load`] found on the device.
 #[derive(Debug)]
 pub struct Loaded {
@@ -101,8 +129,28 @@ pub struct Loaded {
     pub next_seq: u64,
     /// Bytes of checkpoint body.
     pub checkpoint_bytes: u64,
-    /// A note for fsck when the log ended on a record that did not verify.
+    /// A note for fsck when the log ended on a record that did not verify, or
+    /// with records written after it that were never acknowledged (a torn
+    /// tail after a crash; not an error).
     pub torn_tail_at: Option<u64>,
+    /// Valid records after the torn tail that no later record vouches for
+    /// (written, never fenced, so never acknowledged): dropped.
+    pub unacknowledged: u64,
+    /// Damage found ([`Recovery::Salvage`] only; strict loading fails instead).
+    pub damage: Vec<Damage>,
+    /// Valid log records a salvage discards (after a damaged record, or the log
+    /// of a checkpoint that could not be read), for the loss report.
+    pub discarded: Vec<(u64, Vec<Op>)>,
+    /// The header of this checkpoint was rebuilt from its body (salvage):
+    /// `Some(header)` to write back when repairing.
+    pub rebuilt_header: Option<CheckpointHeader>,
+    /// The newest epoch of any checkpoint or log record that verifies: the
+    /// next checkpoint's epoch must be beyond it, so no stale record of it
+    /// can ever verify as part of the new log.
+    pub newest_epoch: u64,
+    /// What a salvage lost that no surviving record names: a checkpoint it
+    /// rolled back past, a damaged log record (one line each).
+    pub lost_unnamed: Vec<String>,
 }
 
 fn read_vec(dev: &dyn Device, off: u64, len: u64) -> Result<Vec<u8>, DeviceError> {
@@ -111,24 +159,307 @@ fn read_vec(dev: &dyn Device, off: u64, len: u64) -> Result<Vec<u8>, DeviceError
     Ok(v)
 }
 
+/// A log record that verifies, wherever it is.
+struct Verified {
+    h: LogHeader,
+    ops: Vec<Op>,
+    /// Bytes it occupies (padded).
+    size: u64,
+}
+
+/// The record at log position `pos` if one verifies there (any epoch).
+fn verified_at(
+    dev: &dyn Device,
+    geo: &Geometry,
+    pos: u64,
+) -> Result<Option<Verified>, JournalError> {
+    let cap = geo.log_bytes();
+    let at = geo.log_offset() + pos;
+    if pos + LOG_HEADER_SIZE as u64 > cap {
+        return Ok(None);
+    }
+    let head = read_vec(dev, at, LOG_HEADER_SIZE as u64)?;
+    let Some(h) = decode_log_header(&head) else {
+        return Ok(None);
+    };
+    let size = LOG_HEADER_SIZE as u64 + h.len as u64;
+    if pos + size > cap {
+        return Ok(None);
+    }
+    let payload = read_vec(dev, at + LOG_HEADER_SIZE as u64, h.len as u64)?;
+    Ok(h.verify_and_decode(&head, &payload, at)?
+        .map(|ops| Verified {
+            h,
+            ops,
+            size: size.next_multiple_of(8),
+        }))
+}
+
+/// Log positions from `from` on (8-byte aligned) that start with the record magic.
+fn magic_positions(dev: &dyn Device, geo: &Geometry, from: u64) -> Result<Vec<u64>, DeviceError> {
+    const CHUNK: u64 = 1 << 20;
+    let cap = record_space(geo);
+    let mut out = Vec::new();
+    let mut pos = from.next_multiple_of(8);
+    while pos < cap {
+        let n = CHUNK.min(cap - pos);
+        let buf = read_vec(dev, geo.log_offset() + pos, n)?;
+        for (i, w) in buf.chunks_exact(8).enumerate() {
+            if u32::from_le_bytes([w[0], w[1], w[2], w[3]]) == LOG_MAGIC {
+                out.push(pos + 8 * i as u64);
+            }
+        }
+        pos += n;
+    }
+    Ok(out)
+}
+
+/// Remember `(epoch, at)` if `epoch` is the newest seen so far.
+fn note(epoch: u64, at: u64, newest: &mut Option<(u64, u64)>) {
+    if newest.is_none_or(|(n, _)| epoch > n) {
+        *newest = Some((epoch, at));
+    }
+}
+
+/// What the log holds for checkpoint `epoch`.
+struct LogScan {
+    records: Vec<(u64, Vec<Op>)>,
+    head: u64,
+    /// The position where the walk stopped was not a clean end.
+    torn: bool,
+    unacknowledged: u64,
+    /// A valid record past the end vouches for the record that ended the walk
+    /// (or sits where no crash could put it): why the stop is damage.
+    vouched: Option<String>,
+    /// Valid records past the end (for the loss report).
+    beyond: Vec<(u64, Vec<Op>)>,
+    /// The newest epoch of any valid record (or tail line), and where the first of it is.
+    newest: Option<(u64, u64)>,
+    /// The log's tail line, or why it does not verify.
+    tail: Result<LogTail, FormatError>,
+}
+
+/// Walk the log from its start for records of `epoch` with consecutive
+/// sequence numbers, then look at every record that verifies past the point
+/// where the walk stopped: a record of `epoch` that vouches for one before it
+/// (see [`LogHeader::durable_before`]) makes the stop damage, not a tear.
+fn scan_log(dev: &dyn Device, geo: &Geometry, epoch: u64) -> Result<LogScan, JournalError> {
+    let log_at = geo.log_offset();
+    let mut pos = 0u64;
+    let mut records = Vec::new();
+    let mut newest: Option<(u64, u64)> = None;
+    let tail_at = tail_offset(geo);
+    let tail = decode_log_tail(&read_vec(dev, tail_at, LOG_TAIL_SIZE as u64)?, tail_at);
+    if let Ok(t) = &tail {
+        note(t.epoch, tail_at, &mut newest);
+    }
+    let end_clean = loop {
+        match verified_at(dev, geo, pos)? {
+            Some(v) if v.h.epoch == epoch && v.h.seq == records.len() as u64 => {
+                note(epoch, log_at + pos, &mut newest);
+                records.push((log_at + pos, v.ops));
+                pos += v.size;
+            }
+            Some(v) => {
+                note(v.h.epoch, log_at + pos, &mut newest);
+                // A stale record of an older epoch is the normal end.
+                break v.h.epoch < epoch;
+            }
+            None => {
+                let head = read_vec(
+                    dev,
+                    log_at + pos,
+                    (LOG_HEADER_SIZE as u64).min(record_space(geo).saturating_sub(pos)),
+                )?;
+                break decode_log_header(&head).is_none();
+            }
+        }
+    };
+    let n = records.len() as u64;
+    let mut scan = LogScan {
+        head: pos,
+        torn: !end_clean,
+        unacknowledged: 0,
+        vouched: None,
+        beyond: Vec::new(),
+        newest,
+        records,
+        tail,
+    };
+    let mut skip_to = pos + 8;
+    for p in magic_positions(dev, geo, pos + 8)? {
+        if p < skip_to {
+            continue;
+        }
+        let Some(v) = verified_at(dev, geo, p)? else {
+            continue;
+        };
+        skip_to = p + v.size;
+        note(v.h.epoch, log_at + p, &mut scan.newest);
+        if v.h.epoch != epoch {
+            continue;
+        }
+        if v.h.seq < n {
+            scan.vouched.get_or_insert(format!(
+                "record {} of epoch {epoch} appears again past the end of the log, at offset {}",
+                v.h.seq,
+                log_at + p
+            ));
+        } else if v.h.durable_before() > n {
+            scan.vouched.get_or_insert(format!(
+                "record {} at offset {} follows it, written once records 0..{} were durable",
+                v.h.seq,
+                log_at + p,
+                v.h.durable_before()
+            ));
+        } else {
+            scan.unacknowledged += 1;
+            scan.torn = true;
+        }
+        scan.beyond.push((log_at + p, v.ops));
+    }
+    Ok(scan)
+}
+
+/// The header of checkpoint `epoch` in the slot at `at`, rebuilt from its body:
+/// the records that verify for `epoch`, one after another from the start.
+fn rebuild_header(
+    dev: &dyn Device,
+    geo: &Geometry,
+    at: u64,
+    epoch: u64,
+) -> Result<Option<CheckpointHeader>, JournalError> {
+    let body_at = at + BLOCK_SIZE;
+    let body = read_vec(dev, body_at, geo.slot_bytes() - BLOCK_SIZE)?;
+    let mut r = Reader::new(&body, body_at, "checkpoint body");
+    let mut n_records = 0u64;
+    let mut body_len = 0u64;
+    while r.remaining() > 0 {
+        match parse_record(&mut r, epoch) {
+            Ok(_) => {
+                n_records += 1;
+                body_len = body.len() as u64 - r.remaining() as u64;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok((n_records > 0).then_some(CheckpointHeader {
+        epoch,
+        body_len,
+        n_records,
+    }))
+}
+
+fn corrupt(what: String, device_offset: u64) -> JournalError {
+    JournalError::Format(FormatError::Corrupted {
+        what,
+        device_offset,
+    })
+}
+
 /// Load the newest valid checkpoint and the committed log after it.
-pub fn load(dev: &dyn Device, geo: &Geometry) -> Result<Loaded, JournalError> {
+///
+/// A checkpoint header or log record that fails its checksum is a torn write
+/// only where a crash can leave one (after the last completed fence); anything
+/// else is damage: an error naming the structure and offset with
+/// [`Recovery::Strict`], a reported work-around with [`Recovery::Salvage`].
+pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, JournalError> {
     let slot_bytes = geo.slot_bytes();
     let mut best: Option<(u64, CheckpointHeader)> = None;
-    let mut first_err = None;
+    let mut header_err: [Option<FormatError>; 2] = [None, None];
     for i in 0..2 {
         let at = geo.slot_offset(i);
         let buf = read_vec(dev, at, CKPT_HEADER_SIZE as u64)?;
         match decode_checkpoint_header(&buf, at, slot_bytes) {
             Ok(h) if best.is_none_or(|(_, b)| h.epoch > b.epoch) => best = Some((at, h)),
             Ok(_) => {}
-            Err(e) => {
-                first_err.get_or_insert(e);
+            Err(e) => header_err[i as usize] = Some(e),
+        }
+    }
+    let mut damage = Vec::new();
+    let mut rebuilt_header = None;
+    let mut lost_unnamed = Vec::new();
+    let mut scan = match best {
+        Some((_, h)) => scan_log(dev, geo, h.epoch)?,
+        None => scan_log(dev, geo, 0)?,
+    };
+    // The log names a newer checkpoint than the newest readable one: that
+    // checkpoint's header was durable (its records come only after it), so
+    // its failure now is damage, never a torn checkpoint write.
+    if let Some((newer, rec_at)) = scan
+        .newest
+        .filter(|&(e, _)| best.is_none_or(|(_, b)| e > b.epoch))
+    {
+        let slot = geo.slot_offset(newer % 2);
+        let why = header_err[(newer % 2) as usize]
+            .as_ref()
+            .map_or("it holds an older checkpoint".to_string(), |e| {
+                e.to_string()
+            });
+        let what = format!(
+            "checkpoint header of epoch {newer} at offset {slot} is damaged ({why}): the log \
+             record at offset {rec_at} follows that checkpoint{}",
+            best.map_or(String::new(), |(_, b)| format!(
+                ", newer than the one readable (epoch {})",
+                b.epoch
+            ))
+        );
+        if mode == Recovery::Strict {
+            return Err(corrupt(what, slot));
+        }
+        match rebuild_header(dev, geo, slot, newer)? {
+            Some(h) => {
+                damage.push(Damage {
+                    what,
+                    device_offset: slot,
+                    salvage: format!(
+                        "header rebuilt from the body: {} records, {} bytes verify for epoch {newer}",
+                        h.n_records, h.body_len
+                    ),
+                });
+                best = Some((slot, h));
+                rebuilt_header = Some(h);
+                scan = scan_log(dev, geo, newer)?;
+            }
+            None => {
+                let lost = scan_log(dev, geo, newer)?;
+                let records = lost.records.len() + lost.beyond.len();
+                damage.push(Damage {
+                    what,
+                    device_offset: slot,
+                    salvage: match best {
+                        Some((_, b)) => format!(
+                            "its body does not verify either: rolled back to checkpoint epoch {} \
+                             ({records} log records of epoch {newer} lost)",
+                            b.epoch
+                        ),
+                        None => "its body does not verify either: nothing to recover".into(),
+                    },
+                });
+                // The older checkpoint's own log was overwritten by the newer
+                // one's: nothing of either log applies to it.
+                if let Some((_, b)) = best {
+                    lost_unnamed.push(format!(
+                        "checkpoint epoch {newer}: every change between checkpoint epoch {} and it",
+                        b.epoch
+                    ));
+                }
+                scan = LogScan {
+                    records: Vec::new(),
+                    head: 0,
+                    torn: false,
+                    unacknowledged: 0,
+                    vouched: None,
+                    beyond: lost.records.into_iter().chain(lost.beyond).collect(),
+                    newest: lost.newest,
+                    tail: lost.tail,
+                };
             }
         }
     }
     let Some((at, h)) = best else {
-        return Err(first_err.unwrap_or(FormatError::Corrupted {
+        let e = header_err.into_iter().flatten().next();
+        return Err(e.unwrap_or(FormatError::Corrupted {
             what: "no valid checkpoint".into(),
             device_offset: geo.slot_offset(0),
         }))?;
@@ -149,48 +480,90 @@ pub fn load(dev: &dyn Device, geo: &Geometry) -> Result<Loaded, JournalError> {
     if r.remaining() != 0 {
         return Err(r.corrupt("bytes after the last record").into());
     }
-
-    // Scan the log.
-    let log_at = geo.log_offset();
-    let cap = geo.log_bytes();
-    let mut pos = 0u64;
-    let mut seq = 0u64;
-    let mut records = Vec::new();
-    let mut torn_tail_at = None;
-    while pos + LOG_HEADER_SIZE as u64 <= cap {
-        let head = read_vec(dev, log_at + pos, LOG_HEADER_SIZE as u64)?;
-        let Some(lh) = decode_log_header(&head) else {
-            break;
-        };
-        if lh.epoch != h.epoch || lh.seq != seq {
-            break;
+    let n = scan.records.len();
+    let stop_at = geo.log_offset() + scan.head;
+    // The log of every checkpoint starts with its marker; a crash between
+    // the checkpoint's header and its marker leaves the older checkpoint's
+    // marker there (cache lines reach the media whole). Anything else at
+    // the log's start is damage (a zeroed block, say, with every record in it).
+    if n == 0 && lost_unnamed.is_empty() && scan.vouched.is_none() {
+        let first = verified_at(dev, geo, 0)?;
+        if first.is_none_or(|v| v.h.epoch >= h.epoch) {
+            scan.vouched = Some(
+                "the log of a checkpoint always starts with a record of it (or, after a \
+                 crash while starting it, of the checkpoint before)"
+                    .into(),
+            );
         }
-        let total = LOG_HEADER_SIZE as u64 + lh.len as u64;
-        if pos + total > cap {
-            torn_tail_at = Some(log_at + pos);
-            break;
-        }
-        let payload = read_vec(dev, log_at + pos + LOG_HEADER_SIZE as u64, lh.len as u64)?;
-        match lh.verify_and_decode(&head, &payload, log_at + pos)? {
-            Some(ops) => records.push((log_at + pos, ops)),
-            None => {
-                torn_tail_at = Some(log_at + pos);
-                break;
+    }
+    // The tail line is rewritten with every record: it vouches for the
+    // records that were durable when the newest one was written, even where
+    // damage erased them all, and it is never torn (one cache line).
+    if lost_unnamed.is_empty() {
+        let tail_at = tail_offset(geo);
+        match &scan.tail {
+            Ok(t) if t.epoch == h.epoch && t.durable_before > n as u64 => {
+                scan.vouched.get_or_insert(format!(
+                    "the log's tail line at offset {tail_at} says records 0..{} were durable",
+                    t.durable_before
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let what =
+                    format!("{e}: the tail line is one cache line, written whole, never torn");
+                if mode == Recovery::Strict {
+                    return Err(corrupt(what, tail_at));
+                }
+                damage.push(Damage {
+                    what,
+                    device_offset: tail_at,
+                    salvage: "ignored (the records it vouched for are not checked); rewritten by the repair".into(),
+                });
             }
         }
-        pos += total.next_multiple_of(8);
-        seq += 1;
     }
+    if let Some(why) = scan.vouched.take() {
+        let what = format!(
+            "log record {n} of epoch {} at offset {stop_at} is damaged: {why}",
+            h.epoch
+        );
+        if mode == Recovery::Strict {
+            return Err(corrupt(what, stop_at));
+        }
+        lost_unnamed.push(format!(
+            "log record {n} at offset {stop_at}: damaged, what it changed is unknown"
+        ));
+        damage.push(Damage {
+            what,
+            device_offset: stop_at,
+            salvage: format!(
+                "log cut at record {n}: it and the {} valid records after it are dropped",
+                scan.beyond.len()
+            ),
+        });
+    }
+    let discarded = if damage.is_empty() {
+        Vec::new()
+    } else {
+        std::mem::take(&mut scan.beyond)
+    };
     Ok(Loaded {
+        newest_epoch: scan.newest.map_or(h.epoch, |(e, _)| e.max(h.epoch)),
         epoch: h.epoch,
         inodes,
         bad,
         shared,
-        records,
-        head: pos,
-        next_seq: seq,
+        next_seq: n as u64,
+        records: scan.records,
+        head: scan.head,
         checkpoint_bytes: h.body_len,
-        torn_tail_at,
+        torn_tail_at: scan.torn.then_some(stop_at),
+        unacknowledged: scan.unacknowledged,
+        damage,
+        discarded,
+        rebuilt_header,
+        lost_unnamed,
     })
 }
 
@@ -203,6 +576,7 @@ impl Journal {
             geo,
             log: Mutex::new(LogState {
                 epoch: loaded.epoch,
+                newest: loaded.newest_epoch,
                 head: loaded.head,
                 next_seq: loaded.next_seq,
                 buf: Vec::new(),
@@ -225,18 +599,20 @@ impl Journal {
         body: &[u8],
         n_records: u64,
     ) -> Result<(), JournalError> {
-        // An empty log: zero its first block so no stale record can follow.
-        dev.zero(geo.log_offset(), BLOCK_SIZE)?;
+        // An empty log: zero it so no record of an older file system can
+        // follow (or, by its epoch, vouch for anything in this one).
+        dev.zero(geo.log_offset(), geo.log_bytes())?;
         // Invalidate both slots first (a re-mkfs over an old file system).
         for i in 0..2 {
             dev.zero(geo.slot_offset(i), BLOCK_SIZE)?;
         }
-        dev.flush(geo.log_offset(), BLOCK_SIZE);
+        dev.flush(geo.log_offset(), geo.log_bytes());
         for i in 0..2 {
             dev.flush(geo.slot_offset(i), BLOCK_SIZE);
         }
         dev.fence()?;
-        write_slot(dev, geo, 1, body, n_records)
+        write_slot(dev, geo, 1, body, n_records)?;
+        write_marker(dev, geo, 1)
     }
 
     /// Bytes of log space an operation of at most `ops_bytes` encoded bytes needs.
@@ -249,7 +625,7 @@ impl Journal {
     pub fn try_reserve(&self, bytes: u64) -> bool {
         let log = self.log.lock();
         let want = log.head + self.reserved.load(Ordering::Relaxed) + bytes;
-        if want > self.geo.log_bytes() {
+        if want > record_space(&self.geo) {
             return false;
         }
         self.reserved.fetch_add(bytes, Ordering::Relaxed);
@@ -283,15 +659,20 @@ impl Journal {
     fn append(&self, ops: &[Op]) -> Result<u64, JournalError> {
         let mut log = self.log.lock();
         let at = self.geo.log_offset() + log.head;
+        // Records after the last one known durable may reach the media in
+        // any order; this one says how many, so recovery can tell a record
+        // that failed to verify from one it vouches for.
+        let unfenced = log.next_seq - self.durable.load(Ordering::Acquire).min(log.next_seq);
         let rec = encode_log_record_into(
             std::mem::take(&mut log.buf),
             ops,
             log.epoch,
             log.next_seq,
+            u32::try_from(unfenced).unwrap_or(u32::MAX),
             at,
         );
         let len = rec.len() as u64;
-        let stored = if log.head + len > self.geo.log_bytes() {
+        let stored = if log.head + len > record_space(&self.geo) {
             Err(JournalError::LogFull)
         } else {
             self.dev.write(at, &rec).map_err(JournalError::from)
@@ -299,6 +680,15 @@ impl Journal {
         log.buf = rec;
         stored?;
         self.dev.flush(at, len);
+        write_tail(
+            &*self.dev,
+            &self.geo,
+            &LogTail {
+                epoch: log.epoch,
+                seq: log.next_seq,
+                durable_before: log.next_seq - unfenced,
+            },
+        )?;
         if !self.global_fence {
             // sfence orders only this thread's flushes: fence here, in log order.
             self.dev.fence()?;
@@ -338,7 +728,10 @@ impl Journal {
 
     /// Epoch and body offset the next checkpoint will use, and the room it has.
     pub fn next_checkpoint(&self) -> (u64, u64, u64) {
-        let epoch = self.log.lock().epoch + 1;
+        let epoch = {
+            let log = self.log.lock();
+            next_epoch(log.epoch, log.newest)
+        };
         let at = self.geo.slot_offset(epoch % 2) + BLOCK_SIZE;
         (epoch, at, self.geo.slot_bytes() - BLOCK_SIZE)
     }
@@ -347,13 +740,15 @@ impl Journal {
     /// log. The caller guarantees no commit runs concurrently.
     pub fn write_checkpoint(&self, body: &[u8], n_records: u64) -> Result<(), JournalError> {
         let mut log = self.log.lock();
-        let epoch = log.epoch + 1;
+        let epoch = next_epoch(log.epoch, log.newest);
         write_slot(&*self.dev, &self.geo, epoch, body, n_records)?;
+        write_marker(&*self.dev, &self.geo, epoch)?;
         log.epoch = epoch;
-        log.head = 0;
-        log.next_seq = 0;
-        self.appended.store(0, Ordering::Release);
-        self.durable.store(0, Ordering::Release);
+        log.newest = epoch;
+        log.head = MARKER_BYTES;
+        log.next_seq = 1;
+        self.appended.store(1, Ordering::Release);
+        self.durable.store(1, Ordering::Release);
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -374,6 +769,59 @@ impl Journal {
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The epoch of the checkpoint after `current`: past every epoch seen on the
+/// device (`newest`), in the other slot than `current`'s.
+fn next_epoch(current: u64, newest: u64) -> u64 {
+    let e = newest.max(current) + 1;
+    if e % 2 == current % 2 {
+        e + 1
+    } else {
+        e
+    }
+}
+
+/// Bytes of the empty record that starts each epoch's log.
+const MARKER_BYTES: u64 = LOG_HEADER_SIZE as u64;
+
+/// Start the log of checkpoint `epoch` (just made durable) with an empty
+/// record of that epoch: from then on the log names the newest checkpoint,
+/// so damage to that checkpoint's header is never taken for a torn write.
+fn write_marker(dev: &dyn Device, geo: &Geometry, epoch: u64) -> Result<(), JournalError> {
+    let rec = encode_log_record(&[], epoch, 0, 0, geo.log_offset());
+    debug_assert_eq!(rec.len() as u64, MARKER_BYTES);
+    dev.write(geo.log_offset(), &rec)?;
+    dev.flush(geo.log_offset(), MARKER_BYTES);
+    write_tail(
+        dev,
+        geo,
+        &LogTail {
+            epoch,
+            seq: 0,
+            durable_before: 0,
+        },
+    )?;
+    dev.fence()?;
+    Ok(())
+}
+
+/// Bytes of the log region that hold records: all but its tail line.
+fn record_space(geo: &Geometry) -> u64 {
+    geo.log_bytes() - LOG_TAIL_SIZE as u64
+}
+
+fn tail_offset(geo: &Geometry) -> u64 {
+    geo.log_offset() + record_space(geo)
+}
+
+/// Rewrite the log's tail line (one cache line: it reaches the media whole)
+/// and flush it; the caller's next fence makes it durable with the record.
+fn write_tail(dev: &dyn Device, geo: &Geometry, t: &LogTail) -> Result<(), JournalError> {
+    let at = tail_offset(geo);
+    dev.write(at, &encode_log_tail(t, at))?;
+    dev.flush(at, LOG_TAIL_SIZE as u64);
+    Ok(())
 }
 
 /// Write checkpoint `epoch` into its slot: body, flush, fence, then header, flush,
