@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use udax::device::{self, Device};
-use udax::fs::{falloc, Fs, MkfsOptions, OpenOptions};
+use udax::fs::{falloc, Fs, MkfsOptions, MountOptions, OpenOptions};
 
 /// A direct-access (DAX) file system in user space.
 ///
@@ -26,6 +26,17 @@ struct Cli {
     /// Device for paths written without DEV: (also from UDAX_DEVICE).
     #[arg(long, global = true, env = "UDAX_DEVICE")]
     device: Option<String>,
+    /// Mount read-only: write nothing to the device (no log replay made
+    /// durable, no orphan reclaimed); commands that change files fail with
+    /// "read-only file system".
+    #[arg(long, global = true)]
+    read_only: bool,
+    /// Read a damaged file system as far as it can be read (implies
+    /// --read-only), to copy files out: a damaged checkpoint header is rebuilt
+    /// from its body, the log is cut before a damaged record. What that
+    /// skipped is printed to stderr. `udax fsck --repair` makes it durable.
+    #[arg(long, global = true)]
+    salvage: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -130,11 +141,23 @@ enum Cmd {
         #[arg(short, long)]
         insert_range: bool,
     },
-    /// Check a file system (read-only) and report every problem with its location.
+    /// Check a file system and report every problem with its location.
+    ///
+    /// Without --repair it writes nothing. Damage (a superblock copy,
+    /// checkpoint header or log record that fails its checksum where no crash
+    /// could have left it so) is reported with what a repair would do and
+    /// lose. Exit code as e2fsck's: 0 clean, 1 errors repaired, 4 errors left,
+    /// 8 the check itself failed.
     Fsck {
         dev: String,
         #[arg(long)]
         json: bool,
+        /// Repair damage: rewrite a bad superblock copy from the good one,
+        /// rebuild a damaged checkpoint header from its body (or fall back to
+        /// the older checkpoint), cut the log before a damaged record. Says
+        /// exactly what was lost.
+        #[arg(long)]
+        repair: bool,
     },
     /// Show space usage.
     Df { dev: String },
@@ -210,9 +233,40 @@ fn open_dev(spec: &str, create_size: Option<u64>) -> AnyResult<Arc<dyn Device>> 
     )
 }
 
+/// The mount options of this run (--read-only, --salvage).
+static MOUNT_OPTS: std::sync::OnceLock<MountOptions> = std::sync::OnceLock::new();
+/// The exit code of a run that succeeded (fsck's 1 and 4 are not failures).
+static EXIT_CODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 fn mount(spec: &str) -> AnyResult<Fs> {
     let dev = open_dev(spec, None)?;
-    ctx(Fs::mount(dev), spec)
+    mount_dev(dev, spec, &MOUNT_OPTS.get().copied().unwrap_or_default())
+}
+
+/// Mount for a command that only looks (ls, cat, stat, df, info, the source
+/// of a copy out): read-only whatever the flags say, so a look never writes.
+fn mount_ro(spec: &str) -> AnyResult<Fs> {
+    let salvage = MOUNT_OPTS.get().is_some_and(|o| o.salvage);
+    let opts = MountOptions {
+        read_only: true,
+        salvage,
+    };
+    mount_dev(open_dev(spec, None)?, spec, &opts)
+}
+
+fn mount_dev(dev: Arc<dyn Device>, spec: &str, opts: &MountOptions) -> AnyResult<Fs> {
+    let fs = ctx(Fs::mount_with(dev, opts), spec)?;
+    let s = fs.salvaged();
+    for d in &s.damage {
+        eprintln!(
+            "udax: {spec}: damage at device offset {:#x}: {} ({})",
+            d.device_offset, d.what, d.salvage
+        );
+    }
+    for l in &s.lost {
+        eprintln!("udax: {spec}: not seen by this salvage: {l}");
+    }
+    Ok(fs)
 }
 
 fn target(s: &str, default: Option<&str>) -> AnyResult<Target> {
@@ -316,7 +370,7 @@ fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
             Ok(n)
         }
         (Some(s), None) => {
-            let fs = mount(&s.dev)?;
+            let fs = mount_ro(&s.dev)?;
             let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), src)?;
             let mut out = ctx(std::fs::File::create(dst), dst)?;
             pump(
@@ -358,6 +412,10 @@ fn remove_tree(fs: &Fs, path: &str) -> Result<(), udax::Error> {
 
 fn run(cli: Cli) -> AnyResult<()> {
     let def = cli.device.as_deref();
+    let _ = MOUNT_OPTS.set(MountOptions {
+        read_only: cli.read_only || cli.salvage,
+        salvage: cli.salvage,
+    });
     match cli.cmd {
         Cmd::Mkfs { dev, size, label } => {
             let size = size.as_deref().map(size_arg).transpose()?;
@@ -385,7 +443,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             );
         }
         Cmd::Info { dev, json } => {
-            let fs = mount(&dev)?;
+            let fs = mount_ro(&dev)?;
             let info = fs.device().info().clone();
             let sb = fs.superblock().clone();
             let st = fs.statfs();
@@ -426,7 +484,7 @@ fn run(cli: Cli) -> AnyResult<()> {
         }
         Cmd::Ls { target: t, long } => {
             let t = target(&t, def)?;
-            let fs = mount(&t.dev)?;
+            let fs = mount_ro(&t.dev)?;
             for e in ctx(fs.read_dir(&t.path), &t.path)? {
                 if long {
                     let p = format!("{}/{}", t.path.trim_end_matches('/'), e.name);
@@ -451,7 +509,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             mmap,
         } => {
             let t = target(&t, def)?;
-            let fs = mount(&t.dev)?;
+            let fs = mount_ro(&t.dev)?;
             let st = ctx(fs.stat(&t.path), &t.path)?;
             let (poisoned, extents, shared) = if st.is_file() {
                 let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
@@ -531,7 +589,7 @@ fn run(cli: Cli) -> AnyResult<()> {
         }
         Cmd::Cat { target: t } => {
             let t = target(&t, def)?;
-            let fs = mount(&t.dev)?;
+            let fs = mount_ro(&t.dev)?;
             let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
             let mut buf = vec![0u8; 1 << 20];
             let mut off = 0;
@@ -695,12 +753,46 @@ fn run(cli: Cli) -> AnyResult<()> {
             drop(f);
             ctx(fs.unmount(), &t.dev)?;
         }
-        Cmd::Fsck { dev, json } => {
+        Cmd::Fsck { dev, json, repair } => {
             let d = open_dev(&dev, None)?;
-            let r = ctx(udax::fs::fsck(&*d), &dev)?;
+            let r = match if repair {
+                udax::fs::fsck_repair(d)
+            } else {
+                udax::fs::fsck(&*d)
+            } {
+                Ok(r) => r,
+                Err(e @ udax::Error::Corrupted { .. }) => {
+                    // Damage no salvage reads past: an error left.
+                    EXIT_CODE.store(4, std::sync::atomic::Ordering::Relaxed);
+                    eprintln!("udax: {dev}: {e}");
+                    return Ok(());
+                }
+                Err(e) => {
+                    EXIT_CODE.store(8, std::sync::atomic::Ordering::Relaxed);
+                    eprintln!("udax: {dev}: {e}");
+                    return Ok(());
+                }
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             } else {
+                for d in &r.damage {
+                    println!(
+                        "damage: {} at device offset {:#x} (--repair: {})",
+                        d.what, d.device_offset, d.salvage
+                    );
+                }
+                for l in &r.repaired {
+                    println!("repaired: {l}");
+                }
+                let verb = if r.repaired.is_empty() {
+                    "a repair would lose"
+                } else {
+                    "lost"
+                };
+                for l in &r.lost {
+                    println!("{verb}: {l}");
+                }
                 for p in &r.problems {
                     let at = p
                         .device_offset
@@ -719,16 +811,19 @@ fn run(cli: Cli) -> AnyResult<()> {
                     );
                 }
                 println!(
-                    "{dev}: {} — {} files, {} directories, {} blocks used ({} shared), {} free; epoch {}, {} log records replayed{}{}",
-                    if r.clean { "clean" } else { "NOT CLEAN" },
+                    "{dev}: {} — {} files, {} directories, {} blocks used ({} shared), {} free; epoch {}, {} log records replayed{}{}{}",
+                    match r.exit_code() {
+                        0 => "clean",
+                        1 => "REPAIRED",
+                        _ => "NOT CLEAN",
+                    },
                     r.files, r.directories, r.used_blocks, r.shared_blocks, r.free_blocks, r.checkpoint_epoch, r.log_records_replayed,
                     r.torn_log_tail_at.map(|o| format!(", torn log tail discarded at {o:#x}")).unwrap_or_default(),
+                    if r.unacknowledged_records == 0 { String::new() } else { format!(" ({} unacknowledged records after it)", r.unacknowledged_records) },
                     if r.orphans.is_empty() { String::new() } else { format!(", {} orphans to reclaim at mount", r.orphans.len()) },
                 );
             }
-            if !r.clean {
-                return Err(format!("{dev}: {} problems found", r.problems.len()));
-            }
+            EXIT_CODE.store(r.exit_code(), std::sync::atomic::Ordering::Relaxed);
         }
         Cmd::InjectPoison {
             dev,
@@ -759,7 +854,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             ctx(fs.unmount(), &dev)?;
         }
         Cmd::Df { dev } => {
-            let fs = mount(&dev)?;
+            let fs = mount_ro(&dev)?;
             let s = fs.statfs();
             let used = s.data_blocks - s.free_blocks;
             println!(
@@ -788,13 +883,14 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Die quietly on a closed pipe (`udax cat ... | head`), as coreutils do.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(EXIT_CODE.load(std::sync::atomic::Ordering::Relaxed)),
         Err(e) => {
             eprintln!("udax: {e}");
             ExitCode::FAILURE

@@ -219,7 +219,10 @@ fn e1_e4_cli_inject_poison_stat_fsck_and_clear_by_rewrite() {
         String::from_utf8_lossy(&o.stderr).contains("media error"),
         "{o:?}"
     );
-    let fsck: serde_json::Value = serde_json::from_str(&ok(&["fsck", "--json", dev])).unwrap();
+    // A media error in a file is an error left: exit 4, as e2fsck.
+    let o = udax(&["fsck", "--json", dev]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    let fsck: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(fsck["bad_blocks"][0]["dev_blk"], first + 2);
     assert_eq!(fsck["bad_blocks"][0]["owners"][0]["kind"], "file");
     assert_eq!(fsck["bad_blocks"][0]["owners"][0]["file_off"], 8192);
@@ -238,4 +241,88 @@ fn e1_e4_cli_inject_poison_stat_fsck_and_clear_by_rewrite() {
     assert!(out.contains("1 blocks cleared"), "{out}");
     let fsck: serde_json::Value = serde_json::from_str(&ok(&["fsck", "--json", dev])).unwrap();
     assert_eq!(fsck["bad_blocks"].as_array().unwrap().len(), 0, "{fsck}");
+}
+
+/// Patch `bytes` into the image file at `off`.
+fn patch(img: &str, off: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    f.write_all_at(bytes, off).unwrap();
+}
+
+#[test]
+fn f8_cli_fsck_reports_damage_with_exit_4_writes_nothing_and_repair_exits_1() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dev = dir.path().join("d.img");
+    let dev = dev.to_str().unwrap();
+    let host = dir.path().join("h.bin");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
+    std::fs::write(&host, &data).unwrap();
+    ok(&["mkfs", dev, "--size", "16M"]);
+    ok(&["cp", host.to_str().unwrap(), &format!("{dev}:/f")]);
+    assert_eq!(udax(&["fsck", dev]).status.code(), Some(0));
+
+    // A damaged primary superblock: fsck says so (exit 4) and writes nothing;
+    // info (read-only) works through the backup and writes nothing either.
+    patch(dev, 64, &[0xff; 4]);
+    let before = std::fs::read(dev).unwrap();
+    let o = udax(&["fsck", dev]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("damage: primary superblock"), "{out}");
+    ok(&["info", dev]);
+    ok(&["ls", "-l", &format!("{dev}:/")]);
+    ok(&["stat", &format!("{dev}:/f")]);
+    ok(&["df", dev]);
+    assert!(udax(&["cat", &format!("{dev}:/f")]).stdout == data);
+    assert!(
+        std::fs::read(dev).unwrap() == before,
+        "fsck, info, ls, stat, df or cat wrote"
+    );
+    let o = udax(&["fsck", "--repair", dev]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("repaired: primary superblock"));
+    assert_eq!(udax(&["fsck", dev]).status.code(), Some(0));
+
+    // A zeroed header of the active checkpoint: every command refuses
+    // (never an older state); --salvage reads through it; the repair
+    // rebuilds the header from the body, losing nothing.
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--json", dev])).unwrap();
+    let g = &info["superblock"]["geometry"];
+    let epoch = info["journal"]["epoch"].as_u64().unwrap();
+    let slot =
+        (g["cp_start"].as_u64().unwrap() + (epoch % 2) * g["cp_blocks"].as_u64().unwrap()) * 4096;
+    patch(dev, slot, &[0; 64]);
+    let o = udax(&["cat", &format!("{dev}:/f")]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("checkpoint header") && err.lines().count() == 1,
+        "{err}"
+    );
+    let o = udax(&["--salvage", "cat", &format!("{dev}:/f")]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(o.stdout == data);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("rebuilt from the body"),
+        "{o:?}"
+    );
+    assert_eq!(udax(&["fsck", dev]).status.code(), Some(4));
+    let o = udax(&["--salvage", "rm", &format!("{dev}:/f")]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("read-only"),
+        "{o:?}"
+    );
+    let o = udax(&["fsck", "--repair", dev]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("lost:"),
+        "{o:?}"
+    );
+    let o = udax(&["cat", &format!("{dev}:/f")]);
+    assert!(
+        o.status.success() && o.stdout == data,
+        "repaired data differs"
+    );
+    assert_eq!(udax(&["fsck", dev]).status.code(), Some(0));
 }
