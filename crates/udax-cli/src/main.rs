@@ -804,10 +804,15 @@ fn run(cli: Cli) -> AnyResult<()> {
                 for b in &r.bad_blocks {
                     let owners: Vec<String> = b.owners.iter().map(owner_text).collect();
                     println!(
-                        "media error: device block {} (offset {:#x}): {}",
+                        "media error: device block {} (offset {:#x}): {}{}",
                         b.dev_blk,
                         b.dev_blk * udax::BLOCK_SIZE,
-                        owners.join("; ")
+                        owners.join("; "),
+                        if b.paths.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" — {}", b.paths.join(", "))
+                        }
                     );
                 }
                 println!(

@@ -226,6 +226,10 @@ fn e1_e4_cli_inject_poison_stat_fsck_and_clear_by_rewrite() {
     assert_eq!(fsck["bad_blocks"][0]["dev_blk"], first + 2);
     assert_eq!(fsck["bad_blocks"][0]["owners"][0]["kind"], "file");
     assert_eq!(fsck["bad_blocks"][0]["owners"][0]["file_off"], 8192);
+    assert_eq!(
+        fsck["bad_blocks"][0]["paths"][0], "/f",
+        "owners named by path"
+    );
     // Rewriting the file whole clears the error.
     ok(&["cp", host.to_str().unwrap(), &format!("{dev}:/f")]);
     let back = dir.path().join("back.bin");

@@ -68,6 +68,8 @@ impl FsckReport {
 pub struct BadBlock {
     pub dev_blk: u64,
     pub owners: Vec<super::Owner>,
+    /// Every name of the files that own it (all hard links).
+    pub paths: Vec<String>,
 }
 
 fn problem(what: String, ino: Option<u64>, off: Option<u64>) -> Problem {
@@ -267,6 +269,11 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
     orphans.sort_unstable();
     let mut bad_blocks = Vec::new();
     let active = rec.loaded_epoch % 2;
+    let names = if rec.bad.is_empty() {
+        HashMap::new()
+    } else {
+        names_of(&rec.inodes)
+    };
     for r in rec.bad.iter() {
         for blk in r.clone() {
             let owners = match super::poison::metadata_owner(&rec.sb.geometry, active, blk) {
@@ -300,8 +307,11 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
             // (an error left); one in free space is only quarantined.
             for o in &owners {
                 if let super::Owner::File { ino, file_off } = o {
+                    let named = names
+                        .get(ino)
+                        .map_or("an unlinked file".into(), |v| v.join(", "));
                     problems.push(problem(
-                        format!("media error in file data at file offset {file_off}"),
+                        format!("media error in file data at file offset {file_off} ({named})"),
                         Some(*ino),
                         Some(blk * BLOCK_SIZE),
                     ));
@@ -313,9 +323,20 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
                     ));
                 }
             }
+            let mut paths: Vec<String> = owners
+                .iter()
+                .filter_map(|o| match o {
+                    super::Owner::File { ino, .. } => names.get(ino),
+                    _ => None,
+                })
+                .flatten()
+                .cloned()
+                .collect();
+            paths.dedup();
             bad_blocks.push(BadBlock {
                 dev_blk: blk,
                 owners,
+                paths,
             });
         }
     }
@@ -380,31 +401,39 @@ pub fn fsck_repair(dev: Arc<dyn Device>) -> Result<FsckReport, Error> {
     Ok(after)
 }
 
+/// Every name of every inode reachable from the root (all hard links, sorted).
+fn names_of(inodes: &HashMap<u64, InodeData>) -> HashMap<u64, Vec<String>> {
+    let mut paths: HashMap<u64, Vec<String>> = HashMap::new();
+    paths.insert(ROOT_INO, vec!["/".into()]);
+    let mut stack = vec![ROOT_INO];
+    while let Some(dir) = stack.pop() {
+        let Some(d) = inodes.get(&dir) else { continue };
+        let base = paths[&dir][0].trim_end_matches('/').to_string();
+        for (name, &(child, t)) in &d.dir {
+            let p = format!("{base}/{}", String::from_utf8_lossy(name));
+            let seen = paths.contains_key(&child);
+            paths.entry(child).or_default().push(p);
+            if t == DT_DIR && !seen {
+                stack.push(child);
+            }
+        }
+    }
+    for v in paths.values_mut() {
+        v.sort();
+    }
+    paths
+}
+
 /// What a salvage of `loaded` dropped: a checkpoint it rolled back past, and
 /// what the ops of the discarded log records would have changed,
 /// named by path where `inodes` (the state kept) knows it; one line per
 /// change, in log order, without repeats.
 pub(crate) fn lost_changes(inodes: &HashMap<u64, InodeData>, loaded: &Loaded) -> Vec<String> {
-    let mut paths: HashMap<u64, String> = HashMap::new();
-    paths.insert(ROOT_INO, "/".into());
-    let mut stack = vec![ROOT_INO];
-    while let Some(dir) = stack.pop() {
-        let Some(d) = inodes.get(&dir) else { continue };
-        let base = paths[&dir].trim_end_matches('/').to_string();
-        for (name, &(child, t)) in &d.dir {
-            if paths.contains_key(&child) {
-                continue;
-            }
-            paths.insert(child, format!("{base}/{}", String::from_utf8_lossy(name)));
-            if t == DT_DIR {
-                stack.push(child);
-            }
-        }
-    }
+    let paths = names_of(inodes);
     let name = |ino: &u64| {
         paths
             .get(ino)
-            .cloned()
+            .map(|v| v[0].clone())
             .unwrap_or_else(|| format!("inode {ino}"))
     };
     let entry = |dir: &u64, n: &[u8]| {
