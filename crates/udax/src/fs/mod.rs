@@ -403,6 +403,13 @@ impl Fs {
         Ok(sb)
     }
 
+    /// The superblock of the udax file system on `dev` (the primary, or the
+    /// backup if the primary is bad), or an error if it holds none. Reads
+    /// only: no recovery, nothing written (mkfs asks before it overwrites).
+    pub fn read_superblock(dev: &dyn Device) -> Result<Superblock> {
+        read_superblock(dev)
+    }
+
     /// Mount: recover the metadata, rebuild free space, reclaim orphans.
     pub fn mount(dev: Arc<dyn Device>) -> Result<Fs> {
         let rec = recover(&*dev)?;
