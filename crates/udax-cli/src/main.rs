@@ -212,10 +212,11 @@ fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> AnyResult<T> {
 }
 
 fn open_dev(spec: &str, create_size: Option<u64>) -> AnyResult<Arc<dyn Device>> {
-    ctx(
-        device::open(spec, &device::OpenOptions { create_size }),
-        spec,
-    )
+    device::open(spec, &device::OpenOptions { create_size }).map_err(|e| match e {
+        // It names the device already.
+        udax::DeviceError::Open { .. } => e.to_string(),
+        e => format!("{spec}: {e}"),
+    })
 }
 
 fn mount(spec: &str) -> AnyResult<Fs> {

@@ -421,8 +421,9 @@ fn failed_mkfs_removes_the_file_it_created_and_only_that() {
         vec!["mkfs", d, "--size", "16M", "--label", &long], // label too long
         vec!["mkfs", d, "--size", "100T"],                  // ENOSPC on tmpfs
     ] {
-        fails(&args);
+        let err = fails(&args);
         assert!(!dev.exists(), "{args:?} left {d} behind");
+        assert_eq!(err.matches(d).count(), 1, "the device named once: {err}");
     }
     // A file that was there before stays, whatever fails.
     std::fs::write(&dev, vec![0u8; 16 << 20]).unwrap();
