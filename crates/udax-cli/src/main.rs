@@ -6,7 +6,7 @@ mod demo_mmap;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use udax::device::{self, Device};
@@ -44,14 +44,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a new, empty file system on DEV (everything on it is lost).
+    ///
+    /// Refuses a DEV that already holds a udax file system unless --force,
+    /// and never grows or shrinks an existing DEV.
     Mkfs {
         dev: String,
-        /// Create or grow a file device to this size (e.g. 1G).
+        /// Create a device file of this size (e.g. 1G). An existing DEV keeps
+        /// its size: a different --size is refused.
         #[arg(long)]
         size: Option<String>,
         /// Label (up to 32 bytes).
         #[arg(long, default_value = "")]
         label: String,
+        /// Overwrite the udax file system already on DEV: every file on it
+        /// is lost.
+        #[arg(long)]
+        force: bool,
     },
     /// Show the device, its persistence domain, geometry and usage.
     Info {
@@ -227,10 +235,11 @@ fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> AnyResult<T> {
 }
 
 fn open_dev(spec: &str, create_size: Option<u64>) -> AnyResult<Arc<dyn Device>> {
-    ctx(
-        device::open(spec, &device::OpenOptions { create_size }),
-        spec,
-    )
+    device::open(spec, &device::OpenOptions { create_size }).map_err(|e| match e {
+        // It names the device already.
+        udax::DeviceError::Open { .. } => e.to_string(),
+        e => format!("{spec}: {e}"),
+    })
 }
 
 /// The mount options of this run (--read-only, --salvage).
@@ -298,8 +307,9 @@ fn mode_string(mode: u32) -> String {
     s
 }
 
+/// A progress bar for a long copy, only on a terminal.
 fn progress(len: u64) -> Option<ProgressBar> {
-    if len < (16 << 20) {
+    if len < (16 << 20) || !std::io::stderr().is_terminal() {
         return None;
     }
     let pb = ProgressBar::new(len);
@@ -329,6 +339,30 @@ fn pump(
         if let Some(pb) = &pb {
             pb.set_position(off);
         }
+    }
+}
+
+/// Paths `a` and `b` name one host file (same device and inode).
+fn same_host_file(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
+    }
+}
+
+/// Device specs `a` and `b` name one device (`img` and `./img` do).
+fn same_device(a: &str, b: &str) -> bool {
+    a == b || same_host_file(a, b)
+}
+
+/// Refuse to copy `inp` onto itself (`dst`, at `path` in `fs`): opening the
+/// destination would truncate the source. Same file: same inode, whatever
+/// the spelling (`/f`, `//f`, a hard link).
+fn not_same_file(fs: &Fs, inp: &udax::fs::File, path: &str, src: &str, dst: &str) -> AnyResult<()> {
+    match fs.stat(path) {
+        Ok(st) if st.ino == inp.ino() => Err(format!("'{src}' and '{dst}' are the same file")),
+        _ => Ok(()),
     }
 }
 
@@ -370,6 +404,11 @@ fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
             Ok(n)
         }
         (Some(s), None) => {
+            if same_host_file(&s.dev, dst) {
+                return Err(format!(
+                    "'{dst}' is the device of '{src}': copying would overwrite the file system"
+                ));
+            }
             let fs = mount_ro(&s.dev)?;
             let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), src)?;
             let mut out = ctx(std::fs::File::create(dst), dst)?;
@@ -380,11 +419,12 @@ fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
             )
         }
         (Some(s), Some(d)) => {
-            if s.dev != d.dev {
+            if !same_device(&s.dev, &d.dev) {
                 return Err("copy between two udax devices: copy through a host file".into());
             }
             let fs = mount(&s.dev)?;
             let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), src)?;
+            not_same_file(&fs, &inp, &d.path, src, dst)?;
             let out = ctx(fs.open(&d.path, &create_trunc), dst)?;
             let n = pump(
                 None,
@@ -397,6 +437,104 @@ fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
         }
         (None, None) => Err("neither side is a udax path (write DEV:/path)".into()),
     }
+}
+
+/// `udax mkfs`. A device file this run created is removed if it fails.
+fn mkfs(dev: &str, size: Option<&str>, label: String, force: bool) -> AnyResult<()> {
+    let existed = std::path::Path::new(dev).exists();
+    let r = make_fs(dev, size, label, force, existed);
+    if r.is_err() && !existed && std::path::Path::new(dev).is_file() {
+        // Best effort: the error that matters is already in `r`.
+        let _ = std::fs::remove_file(dev);
+    }
+    r
+}
+
+fn make_fs(
+    dev: &str,
+    size: Option<&str>,
+    label: String,
+    force: bool,
+    existed: bool,
+) -> AnyResult<()> {
+    let size = size.map(size_arg).transpose()?;
+    let d = if existed {
+        let d = open_dev(dev, None)?;
+        may_overwrite(dev, &*d, size, force)?;
+        d
+    } else {
+        // A new device file is allocated (and on tmpfs zeroed) whole:
+        // seconds for many GiB.
+        let spin = size
+            .filter(|&n| n >= 1 << 30 && std::io::stderr().is_terminal())
+            .map(|n| {
+                let p = ProgressBar::new_spinner();
+                p.set_message(format!("allocating {dev} ({} MiB)", n >> 20));
+                p.enable_steady_tick(std::time::Duration::from_millis(100));
+                p
+            });
+        let d = open_dev(dev, size);
+        if let Some(p) = spin {
+            p.finish_and_clear();
+        }
+        d?
+    };
+    let sb = ctx(Fs::mkfs(&*d, &MkfsOptions { label }), dev)?;
+    let g = sb.geometry;
+    println!(
+        "udax: made a file system on {dev} ({}, {:?}): {} MiB data, uuid {}",
+        format!("{:?}", d.info().kind).to_lowercase(),
+        d.info().persistence,
+        (g.data_blocks() * 4096) >> 20,
+        sb.uuid_str()
+    );
+    Ok(())
+}
+
+/// mkfs of an existing device `d`: never over a udax file system without
+/// `force` (as mkfs.xfs without -f), and never to a different size.
+fn may_overwrite(dev: &str, d: &dyn Device, size: Option<u64>, force: bool) -> AnyResult<()> {
+    match Fs::read_superblock(d) {
+        Ok(sb) if !force => {
+            return Err(format!(
+                "{dev} already holds a udax file system (label {:?}, {} MiB, uuid {}): \
+                 use --force to overwrite it",
+                sb.label_str(),
+                d.len() >> 20,
+                sb.uuid_str()
+            ))
+        }
+        Err(udax::Error::Format(udax::format::FormatError::UnsupportedVersion(v))) if !force => {
+            return Err(format!(
+                "{dev} holds a udax file system of format version {v}: use --force to overwrite it"
+            ))
+        }
+        // A udax superblock that does not verify: still someone's file system.
+        Err(e @ udax::Error::Corrupted { .. }) if !force => {
+            return Err(format!(
+                "{dev} holds a damaged udax file system ({e}): `udax fsck --repair` may save it; \
+                 use --force to overwrite it"
+            ))
+        }
+        _ => {}
+    }
+    match size {
+        Some(want) if want != d.len() => Err(format!(
+            "{dev} is {} bytes, --size asks for {want}: mkfs does not grow or shrink \
+             an existing device (leave out --size, or remove the file first)",
+            d.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The last component of `path` is `.` or `..`: it names a directory by
+/// where it is reached from, not an entry to remove.
+fn ends_in_dot(path: &str) -> bool {
+    matches!(
+        path.trim_end_matches('/').rsplit('/').next(),
+        Some("." | "..")
+    )
 }
 
 fn remove_tree(fs: &Fs, path: &str) -> Result<(), udax::Error> {
@@ -417,31 +555,12 @@ fn run(cli: Cli) -> AnyResult<()> {
         salvage: cli.salvage,
     });
     match cli.cmd {
-        Cmd::Mkfs { dev, size, label } => {
-            let size = size.as_deref().map(size_arg).transpose()?;
-            // A new device file is allocated (and on tmpfs zeroed) whole:
-            // seconds for many GiB.
-            let spin = size.filter(|&n| n >= 1 << 30).map(|n| {
-                let p = ProgressBar::new_spinner();
-                p.set_message(format!("allocating {dev} ({} MiB)", n >> 20));
-                p.enable_steady_tick(std::time::Duration::from_millis(100));
-                p
-            });
-            let d = open_dev(&dev, size);
-            if let Some(p) = spin {
-                p.finish_and_clear();
-            }
-            let d = d?;
-            let sb = ctx(Fs::mkfs(&*d, &MkfsOptions { label }), &dev)?;
-            let g = sb.geometry;
-            println!(
-                "udax: made a file system on {dev} ({}, {:?}): {} MiB data, uuid {}",
-                format!("{:?}", d.info().kind).to_lowercase(),
-                d.info().persistence,
-                (g.data_blocks() * 4096) >> 20,
-                sb.uuid_str()
-            );
-        }
+        Cmd::Mkfs {
+            dev,
+            size,
+            label,
+            force,
+        } => mkfs(&dev, size.as_deref(), label, force)?,
         Cmd::Info { dev, json } => {
             let fs = mount_ro(&dev)?;
             let info = fs.device().info().clone();
@@ -620,13 +739,14 @@ fn run(cli: Cli) -> AnyResult<()> {
         } => {
             let s = target(&src, def)?;
             let d = target(&dst, Some(&s.dev))?;
-            if s.dev != d.dev {
+            if !same_device(&s.dev, &d.dev) {
                 return Err(format!(
                     "{src} -> {dst}: --reflink needs both files on one udax device"
                 ));
             }
             let fs = mount(&s.dev)?;
             let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), &src)?;
+            not_same_file(&fs, &inp, &d.path, &src, &dst)?;
             let out = ctx(fs.open(&d.path, &OpenOptions::create()), &dst)?;
             ctx(fs.clone_file(&inp, &out), &format!("{src} -> {dst}"))?;
             let n = out.len();
@@ -643,7 +763,7 @@ fn run(cli: Cli) -> AnyResult<()> {
         } => {
             let s = target(&src, def)?;
             let d = target(&dst, Some(&s.dev))?;
-            if s.dev != d.dev {
+            if !same_device(&s.dev, &d.dev) {
                 return Err(format!("{src} -> {dst}: both files must be on one device"));
             }
             let (so, dof) = (size_arg(&src_offset)?, size_arg(&dst_offset)?);
@@ -685,11 +805,23 @@ fn run(cli: Cli) -> AnyResult<()> {
             ctx(fs.unmount(), &t.dev)?;
         }
         Cmd::Rm {
-            target: t,
+            target: arg,
             recursive,
         } => {
-            let t = target(&t, def)?;
+            let t = target(&arg, def)?;
+            // Both refusals come before anything is removed (coreutils' rm).
+            if ends_in_dot(&t.path) {
+                return Err(format!(
+                    "refusing to remove '.' or '..' directory: skipping '{arg}'"
+                ));
+            }
             let fs = mount(&t.dev)?;
+            let root = ctx(fs.stat("/"), &t.dev)?.ino;
+            if recursive && fs.stat(&t.path).is_ok_and(|st| st.ino == root) {
+                return Err(format!(
+                    "it is dangerous to operate recursively on '{arg}' (the root directory): nothing removed"
+                ));
+            }
             if recursive {
                 ctx(remove_tree(&fs, &t.path), &t.path)?;
             } else {
@@ -700,7 +832,7 @@ fn run(cli: Cli) -> AnyResult<()> {
         Cmd::Mv { src, dst } => {
             let s = target(&src, def)?;
             let d = target(&dst, Some(&s.dev))?;
-            if s.dev != d.dev {
+            if !same_device(&s.dev, &d.dev) {
                 return Err(format!("{src} -> {dst}: {}", udax::Error::CrossDevice));
             }
             let fs = mount(&s.dev)?;

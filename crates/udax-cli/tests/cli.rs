@@ -330,3 +330,274 @@ fn f8_cli_fsck_reports_damage_with_exit_4_writes_nothing_and_repair_exits_1() {
     );
     assert_eq!(udax(&["fsck", dev]).status.code(), Some(0));
 }
+
+/// `udax ARGS` fails with one line on stderr, "udax: ...", and no panic;
+/// returns that line.
+fn fails(args: &[&str]) -> String {
+    let o = udax(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "udax {args:?} should fail: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    assert!(
+        err.starts_with("udax: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    err
+}
+
+/// A fresh 16 MiB image in a tmpfs directory holding /f (5 bytes) and
+/// /dir/inner: (directory, image path).
+fn image_with_files() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dev = dir.path().join("u.img").to_str().unwrap().to_string();
+    let host = dir.path().join("h.txt");
+    std::fs::write(&host, b"hello").unwrap();
+    ok(&["mkfs", &dev, "--size", "16M", "--label", "keep"]);
+    ok(&["cp", host.to_str().unwrap(), &format!("{dev}:/f")]);
+    ok(&["mkdir", &format!("{dev}:/dir")]);
+    ok(&["cp", host.to_str().unwrap(), &format!("{dev}:/dir/inner")]);
+    (dir, dev)
+}
+
+/// The image still holds /f ("hello") and /dir/inner, and is clean.
+fn assert_files_intact(dev: &str) {
+    assert_eq!(udax(&["cat", &format!("{dev}:/f")]).stdout, b"hello");
+    assert_eq!(
+        udax(&["cat", &format!("{dev}:/dir/inner")]).stdout,
+        b"hello"
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&["fsck", "--json", dev])).unwrap();
+    assert_eq!(v["clean"], true, "{v}");
+}
+
+#[test]
+fn cp_onto_the_same_file_refuses_and_leaves_it_whole() {
+    let (dir, dev) = image_with_files();
+    // A second name for /f: a hard link, made through the library.
+    {
+        let d = udax::device::open(&dev, &Default::default()).unwrap();
+        let fs = udax::fs::Fs::mount(d).unwrap();
+        fs.link("/f", "/dir/link").unwrap();
+        fs.unmount().unwrap();
+    }
+    let same_dev = format!("{}/./u.img", dir.path().display());
+    for (src, dst) in [
+        (format!("{dev}:/f"), format!("{dev}:/f")),
+        (format!("{dev}:/f"), format!("{dev}://f")),
+        (format!("{dev}:/f"), format!("{dev}:/./dir/../f")),
+        (format!("{dev}:/f"), format!("{same_dev}:/f")),
+        (format!("{dev}:/dir/link"), format!("{dev}:/f")),
+    ] {
+        for reflink in [false, true] {
+            let mut args = vec!["cp", &src, &dst];
+            if reflink {
+                args.insert(1, "--reflink");
+            }
+            let err = fails(&args);
+            assert!(
+                err.contains(&format!("'{src}' and '{dst}' are the same file")),
+                "{err}"
+            );
+            assert_files_intact(&dev);
+        }
+    }
+    // Nor onto the device file itself (that would overwrite the image).
+    let err = fails(&["cp", &format!("{dev}:/f"), &dev]);
+    assert!(err.contains("is the device of"), "{err}");
+    assert_files_intact(&dev);
+    // A different file on the same device is still copied.
+    ok(&["cp", &format!("{dev}:/f"), &format!("{dev}:/dir/inner")]);
+    assert_files_intact(&dev);
+}
+
+#[test]
+fn rm_r_of_the_root_refuses_before_removing_anything() {
+    let (_dir, dev) = image_with_files();
+    for root in [
+        format!("{dev}:/"),
+        format!("{dev}://"),
+        format!("{dev}:/dir/../"),
+    ] {
+        let err = fails(&["rm", "-r", &root]);
+        assert!(
+            err.contains("the root directory") || err.contains("refusing to remove"),
+            "{err}"
+        );
+        assert_files_intact(&dev);
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_udax"))
+        .args(["rm", "-r", "/"])
+        .env("UDAX_DEVICE", &dev)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim_end(),
+        "udax: it is dangerous to operate recursively on '/' (the root directory): nothing removed"
+    );
+    assert_files_intact(&dev);
+    // Without -r the root is a directory, not a file to unlink.
+    assert!(fails(&["rm", &format!("{dev}:/")]).contains("is a directory"));
+    assert_files_intact(&dev);
+}
+
+#[test]
+fn rm_of_dot_or_dotdot_refuses_before_removing_anything() {
+    let (_dir, dev) = image_with_files();
+    for p in [
+        "/dir/..", "/dir/.", "/dir/./", "/dir/../", "/.", "/..", "/f/..",
+    ] {
+        let arg = format!("{dev}:{p}");
+        for r in [&["rm", "-r"][..], &["rm"][..]] {
+            let err = fails(&[r, &[arg.as_str()]].concat());
+            assert_eq!(
+                err.trim_end(),
+                format!("udax: refusing to remove '.' or '..' directory: skipping '{arg}'")
+            );
+            assert_files_intact(&dev);
+        }
+    }
+    // The directory itself, by its name, goes.
+    ok(&["rm", "-r", &format!("{dev}:/dir/")]);
+    assert!(!ok(&["ls", &format!("{dev}:/")]).contains("dir"));
+}
+
+#[test]
+fn mkfs_refuses_an_existing_udax_file_system_without_force() {
+    let (_dir, dev) = image_with_files();
+    let err = fails(&["mkfs", &dev]);
+    assert!(
+        err.contains("already holds a udax file system")
+            && err.contains("label \"keep\"")
+            && err.contains("16 MiB")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_files_intact(&dev);
+    ok(&["mkfs", "--force", &dev, "--label", "new"]);
+    assert_eq!(ok(&["ls", &format!("{dev}:/")]), "");
+    assert!(ok(&["info", &dev]).contains("label: \"new\""));
+    // A device without a udax file system needs no --force.
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let zeros = dir.path().join("zeros.img");
+    std::fs::write(&zeros, vec![0u8; 8 << 20]).unwrap();
+    ok(&["mkfs", zeros.to_str().unwrap()]);
+}
+
+#[test]
+fn mkfs_refuses_a_size_other_than_the_existing_devices() {
+    let (_dir, dev) = image_with_files();
+    for size in ["8M", "32M"] {
+        let err = fails(&["mkfs", "--force", &dev, "--size", size]);
+        assert!(
+            err.contains("is 16777216 bytes") && err.contains("does not grow or shrink"),
+            "{err}"
+        );
+        assert_eq!(std::fs::metadata(&dev).unwrap().len(), 16 << 20);
+        assert_files_intact(&dev);
+    }
+    // Its own size is no change.
+    ok(&["mkfs", "--force", &dev, "--size", "16M"]);
+    assert_eq!(std::fs::metadata(&dev).unwrap().len(), 16 << 20);
+}
+
+#[test]
+fn failed_mkfs_removes_the_file_it_created_and_only_that() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dev = dir.path().join("new.img");
+    let d = dev.to_str().unwrap();
+    let long = "x".repeat(33);
+    for args in [
+        vec!["mkfs", d, "--size", "1M"],                    // too small
+        vec!["mkfs", d, "--size", "16M", "--label", &long], // label too long
+        vec!["mkfs", d, "--size", "100T"],                  // ENOSPC on tmpfs
+    ] {
+        let err = fails(&args);
+        assert!(!dev.exists(), "{args:?} left {d} behind");
+        assert_eq!(err.matches(d).count(), 1, "the device named once: {err}");
+    }
+    // A file that was there before stays, whatever fails.
+    std::fs::write(&dev, vec![0u8; 16 << 20]).unwrap();
+    fails(&["mkfs", d, "--label", &long]);
+    assert_eq!(std::fs::metadata(&dev).unwrap().len(), 16 << 20);
+}
+
+#[test]
+fn trailing_slash_on_a_file_is_not_a_directory() {
+    let (dir, dev) = image_with_files();
+    for args in [
+        vec!["rm".to_string(), format!("{dev}:/f/")],
+        vec!["cat".to_string(), format!("{dev}:/f/")],
+        vec!["stat".to_string(), format!("{dev}:/f/")],
+        vec!["ls".to_string(), format!("{dev}:/f/")],
+        vec!["rm".to_string(), "-r".to_string(), format!("{dev}:/f/")],
+    ] {
+        let err = fails(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+        assert!(err.contains("not a directory"), "{args:?}: {err}");
+    }
+    assert_files_intact(&dev);
+    // A regular file cannot be created as "new/" (the kernel's EISDIR).
+    let host = dir.path().join("h.txt");
+    let err = fails(&["cp", host.to_str().unwrap(), &format!("{dev}:/new/")]);
+    assert!(err.contains("is a directory"), "{err}");
+    assert!(!ok(&["ls", &format!("{dev}:/")]).contains("new"));
+    // Into a directory written with a slash, by its full name, is fine.
+    ok(&["cp", host.to_str().unwrap(), &format!("{dev}:/dir//new")]);
+    assert_eq!(udax(&["cat", &format!("{dev}:/dir/new")]).stdout, b"hello");
+}
+
+#[test]
+fn cp_draws_no_progress_bar_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dev = dir.path().join("u.img");
+    let dev = dev.to_str().unwrap();
+    let host = dir.path().join("big.bin");
+    std::fs::write(&host, vec![7u8; 17 << 20]).unwrap();
+    ok(&["mkfs", dev, "--size", "64M"]);
+    let o = udax(&["cp", host.to_str().unwrap(), &format!("{dev}:/big")]);
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!("udax: copied {} bytes\n", 17 << 20)
+    );
+}
+
+#[test]
+fn mkfs_refuses_a_udax_file_system_of_another_format_version_without_force() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dev = dir.path().join("v1.img");
+    let dev = dev.to_str().unwrap();
+    ok(&["mkfs", dev, "--size", "8M"]);
+    // Both superblock copies say format version 1 (an image of an older udax).
+    let img = std::fs::read(dev).unwrap();
+    for at in [0usize, 4096] {
+        let mut sb = img[at..at + 512].to_vec();
+        sb[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let c = udax::format::codec::crc(at as u64, &sb[..508]);
+        sb[508..].copy_from_slice(&c.to_le_bytes());
+        patch(dev, at as u64, &sb);
+    }
+    let o = udax(&["mkfs", dev]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("format version 1") && err.contains("--force"),
+        "{err}"
+    );
+    let o = udax(&["ls", &format!("{dev}:/")]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("version 1"),
+        "{o:?}"
+    );
+    ok(&["mkfs", "--force", dev]);
+    ok(&["ls", &format!("{dev}:/")]);
+    // Both copies damaged: still refused without --force.
+    patch(dev, 100, &[0xee]);
+    patch(dev, 4096 + 100, &[0xee]);
+    let o = udax(&["mkfs", dev]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("damaged udax file system"),
+        "{err}"
+    );
+}

@@ -32,7 +32,7 @@ pub struct DirPath {
 impl DirPath {
     pub fn new(path: String) -> DirPath {
         DirPath {
-            path,
+            path: crate::path::canonical(&path).to_string(),
             seen: u64::MAX,
         }
     }

@@ -118,7 +118,8 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
         Err(udax::Error::NotFound) if creat && flags & libc::O_DIRECTORY != 0 => {
             return Err(Errno(libc::EINVAL));
         }
-        Err(udax::Error::NotFound) if creat => {}
+        // O_CREAT of "f/": `Fs::open` has the kernel's EISDIR.
+        Err(udax::Error::NotFound | udax::Error::NotDir) if creat => {}
         Err(e) => return Err(e.into()),
     }
     let path_only = flags & libc::O_PATH != 0;
@@ -165,7 +166,10 @@ fn open_unnamed(fs: &udax::fs::Fs, dir: &str, flags: c_int, mode: mode_t) -> R<c
     let ino = f.ino();
     let status = rest & !(libc::O_EXCL | libc::O_CLOEXEC);
     // The name the kernel shows for it (`readlink` of /proc/self/fd/N).
-    let name = format!("{}/#{ino}", dir.trim_end_matches('/'));
+    let name = format!(
+        "{}/#{ino}",
+        crate::path::canonical(dir).trim_end_matches('/')
+    );
     fds::install(
         Desc::new(Kind::File(f), name, status),
         flags & libc::O_CLOEXEC != 0,

@@ -1316,7 +1316,7 @@ pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
 fn realpath_udax(p: &str, resolved: *mut c_char) -> R<*mut c_char> {
     stat_path(p)?;
     let cfg = path::config().ok_or(Errno(libc::ENODEV))?;
-    let full = cfg.outer(p);
+    let full = cfg.outer(path::canonical(p));
     let b = full.as_bytes();
     if b.len() + 1 > libc::PATH_MAX as usize {
         return Err(Errno(libc::ENAMETOOLONG));

@@ -188,6 +188,9 @@ fn resolve_abs(p: &[u8], cfg: &Config) -> R<Option<Target>> {
 /// Classify `path` as given to an `*at` call with directory `dirfd`
 /// (`AT_FDCWD` for the plain calls).
 ///
+/// A udax path keeps what its end asks of it (see [`with_dir_suffix`]):
+/// udax applies the kernel's rules to "f/" and "d/.".
+///
 /// # Safety
 /// `path` is null or a NUL-terminated string.
 pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
@@ -199,6 +202,41 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
     }
     // SAFETY: the caller guarantees a NUL-terminated string.
     let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+    Ok(match classify_bytes(dirfd, bytes, cfg)? {
+        Target::Udax(inner) => Target::Udax(with_dir_suffix(inner, bytes)),
+        t => t,
+    })
+}
+
+/// The inner path `inner` of the written path `written`, with `/` if that
+/// ends in a slash (it must name a directory: "f/" of a file is ENOTDIR),
+/// or `/.` if it ends in `.` or `..` (it names a directory, not an entry
+/// to create, remove or rename). The lexical resolution dropped both.
+fn with_dir_suffix(inner: String, written: &[u8]) -> String {
+    let end = written.rsplit(|&b| b == b'/').find(|c| !c.is_empty());
+    let suffix = if matches!(end, Some(b"." | b"..")) {
+        "/."
+    } else if written.ends_with(b"/") && inner != "/" {
+        "/"
+    } else {
+        return inner;
+    };
+    format!("{}{suffix}", inner.trim_end_matches('/'))
+}
+
+/// An inner path without the suffix [`classify`] keeps: "/d/" and "/d/."
+/// are "/d", "/." is "/". For paths kept beyond the call (a descriptor's,
+/// the working directory's).
+pub fn canonical(p: &str) -> &str {
+    let p = p.strip_suffix("/.").unwrap_or(p).trim_end_matches('/');
+    if p.is_empty() {
+        "/"
+    } else {
+        p
+    }
+}
+
+fn classify_bytes(dirfd: c_int, bytes: &[u8], cfg: &Config) -> R<Target> {
     if let Some((fd, rest)) = fd_link(bytes) {
         if let Some(d) = crate::dispatch::lookup(fd) {
             return through_fd_link(&*d?, rest, cfg);
@@ -383,6 +421,28 @@ mod tests {
                 Err(Errno(e)) => format!("errno {e}"),
             };
             proptest::prop_assert_eq!(got, model(&p, mount), "path {}", p);
+        }
+    }
+
+    #[test]
+    fn a_trailing_slash_dot_or_dotdot_is_kept_for_udax() {
+        let s = |inner: &str, written: &str| with_dir_suffix(inner.into(), written.as_bytes());
+        assert_eq!(s("/f", "/udax/f/"), "/f/");
+        assert_eq!(s("/f", "/udax/f//"), "/f/");
+        assert_eq!(s("/f", "/udax/f"), "/f");
+        assert_eq!(s("/d", "/udax/d/."), "/d/.");
+        assert_eq!(s("/d", "/udax/d/x/../"), "/d/.");
+        assert_eq!(s("/", "/udax/d/.."), "/.");
+        assert_eq!(s("/", "/udax/"), "/");
+        assert_eq!(s("/d", "."), "/d/.");
+        for (p, c) in [
+            ("/d/", "/d"),
+            ("/d/.", "/d"),
+            ("/.", "/"),
+            ("/", "/"),
+            ("/d", "/d"),
+        ] {
+            assert_eq!(canonical(p), c);
         }
     }
 

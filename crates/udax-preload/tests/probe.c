@@ -220,6 +220,42 @@ static void fd_links(const char *base, const char *tag) {
     close(d);
 }
 
+/* A trailing slash asks for a directory ("f/" of a file is ENOTDIR; O_CREAT
+ * of "name/" EISDIR), and a last component . or .. names no entry to remove
+ * or rename. Lines end in _TAG, so udax and the host can be compared. */
+static void trailing_slashes(const char *base, const char *tag) {
+    struct stat st;
+    char p[4096];
+    mkdir(at(base, "ts"), 0755);
+    close(open(at(base, "ts/f"), O_CREAT | O_WRONLY, 0644));
+    mkdir(at(base, "ts/d"), 0755);
+    tnum("stat_file_slash", tag, stat(at(base, "ts/f/"), &st));
+    tnum("stat_file_slash_dot", tag, stat(at(base, "ts/f/."), &st));
+    tnum("stat_dir_slash", tag, stat(at(base, "ts/d/"), &st));
+    tnum("open_file_slash", tag, open(at(base, "ts/f/"), O_RDONLY));
+    tnum("open_creat_file_slash", tag, open(at(base, "ts/f/"), O_CREAT | O_WRONLY, 0644));
+    tnum("open_creat_new_slash", tag, open(at(base, "ts/new/"), O_CREAT | O_WRONLY, 0644));
+    tnum("new_slash_not_created", tag, stat(at(base, "ts/new"), &st));
+    tnum("unlink_file_slash", tag, unlink(at(base, "ts/f/")));
+    tnum("rmdir_file_slash", tag, rmdir(at(base, "ts/f/")));
+    tnum("rename_file_slash", tag, rename(at(base, "ts/f/"), at(base, "ts/g")));
+    tnum("rename_to_slash", tag, rename(at(base, "ts/f"), at(base, "ts/g/")));
+    tnum("link_to_slash", tag, link(at(base, "ts/f"), at(base, "ts/g/")));
+    tnum("rmdir_dot", tag, rmdir(at(base, "ts/d/.")));
+    tnum("unlink_dot", tag, unlink(at(base, "ts/d/.")));
+    tnum("rename_dot", tag, rename(at(base, "ts/d/."), at(base, "ts/e")));
+    tnum("rename_dotdot", tag, rename(at(base, "ts/d/.."), at(base, "ts/e")));
+    tnum("mkdir_dot", tag, mkdir(at(base, "ts/d/."), 0755));
+    tnum("file_survived", tag, stat(at(base, "ts/f"), &st));
+    tnum("dir_survived", tag, stat(at(base, "ts/d"), &st));
+    tnum("mkdir_slash", tag, mkdir(at(base, "ts/m/"), 0755));
+    tnum("rmdir_slash", tag, rmdir(at(base, "ts/m/")));
+    chdir(at(base, "ts/d/"));
+    snprintf(p, sizeof p, "%s/ts/d", base);
+    tnum("getcwd_after_chdir_slash", tag, getcwd(p + 2048, 2048) && strcmp(p + 2048, p) == 0);
+    chdir(base);
+}
+
 int main(int argc, char **argv) {
     char buf[8192];
     struct stat st, st2;
@@ -366,6 +402,8 @@ int main(int argc, char **argv) {
     unnamed_files(H, "host");
     fd_links(M, "udax");
     fd_links(H, "host");
+    trailing_slashes(M, "udax");
+    trailing_slashes(H, "host");
 
     /* directories */
     num("mkdir", mkdir(at(M, "dir"), 0755));

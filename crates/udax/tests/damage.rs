@@ -266,7 +266,15 @@ fn f8_a_damaged_log_record_that_a_later_record_vouches_for_is_an_error() {
     let t = template();
     let last = t.records.len() - 1;
     for (i, &at) in t.records.iter().enumerate().take(last) {
-        for (what, off) in [("header", 9u64), ("crc", 24), ("payload", 40)] {
+        for (what, off) in [
+            ("magic", 0u64),
+            ("length", 4),
+            ("epoch", 9),
+            ("seq", 16),
+            ("crc", 24),
+            ("unfenced", 28),
+            ("payload", 40),
+        ] {
             let mut bad = t.img.clone();
             bad[(at + off) as usize] ^= 0x10;
             let case = format!("record {i} {what}");
@@ -285,6 +293,44 @@ fn f8_a_damaged_log_record_that_a_later_record_vouches_for_is_an_error() {
         t.geo.log_offset(),
         "log record 0",
         "zeroed first block",
+    );
+}
+
+#[test]
+fn f8_every_record_of_the_active_checkpoint_body_is_checked_with_its_offset() {
+    // Inode records, the refcount record (the clone) and the bad-block
+    // record (the poisoned block): a flip in any of them fails the mount at
+    // that record, and fsck reports it (no salvage reads a body that fails).
+    let t = template();
+    let slot = active_slot(t);
+    let hdr = udax::format::decode_checkpoint_header(
+        &t.img[slot as usize..slot as usize + 64],
+        slot,
+        t.geo.slot_bytes(),
+    )
+    .unwrap();
+    let mut at = slot + 4096;
+    let mut kinds = std::collections::BTreeSet::new();
+    for _ in 0..hdr.n_records {
+        let len = u32::from_le_bytes(t.img[at as usize..at as usize + 4].try_into().unwrap());
+        kinds.insert(t.img[at as usize + 8]);
+        for off in [0u64, 4, 8, 8 + u64::from(len) / 2] {
+            let mut bad = t.img.clone();
+            bad[(at + off) as usize] ^= 0x08;
+            match Fs::mount(ram(&bad)) {
+                Err(Error::Corrupted { device_offset, .. }) => {
+                    assert_eq!(device_offset, at, "record at {at} byte {off}")
+                }
+                other => panic!("record at {at} byte {off}: {other:?}"),
+            }
+            assert!(fsck(&*ram(&bad)).is_err(), "record at {at} byte {off}");
+        }
+        at += 8 + u64::from(len);
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        vec![1, 3, 4],
+        "inode, bad-block, refcount"
     );
 }
 

@@ -451,6 +451,251 @@ fn f9_errors_are_typed_and_leave_fs_unchanged() {
     assert_eq!(big.len(), 0);
 }
 
+/// A path call of the namespace, run both on udax and on the host kernel.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    Stat,
+    ReadDir,
+    OpenRead,
+    /// O_CREAT | O_WRONLY
+    OpenCreate,
+    /// O_CREAT | O_EXCL | O_WRONLY
+    OpenCreateNew,
+    Mkdir,
+    Unlink,
+    Rmdir,
+    Chmod,
+    Link,
+    Rename,
+    Exchange,
+}
+
+/// The tree both sides start from: file f ("x"), directory d holding file
+/// g, empty directory e.
+fn path_rules_tree(fs: &Fs, host: &std::path::Path) {
+    fs.create("/f", 0o644).unwrap().write_at(b"x", 0).unwrap();
+    fs.mkdir("/d", 0o755).unwrap();
+    fs.create("/d/g", 0o644).unwrap();
+    fs.mkdir("/e", 0o755).unwrap();
+    std::fs::write(host.join("f"), b"x").unwrap();
+    std::fs::create_dir(host.join("d")).unwrap();
+    std::fs::write(host.join("d/g"), b"").unwrap();
+    std::fs::create_dir(host.join("e")).unwrap();
+}
+
+/// errno of `call` on udax (0: success).
+fn udax_errno(fs: &Fs, call: Call, a: &str, b: &str) -> i32 {
+    let (a, b) = (format!("/{a}"), format!("/{b}"));
+    let write = |o: OpenOptions| OpenOptions { write: true, ..o };
+    let r = match call {
+        Call::Stat => fs.stat(&a).map(drop),
+        Call::ReadDir => fs.read_dir(&a).map(drop),
+        Call::OpenRead => fs.open(&a, &OpenOptions::read_only()).map(drop),
+        Call::OpenCreate => fs.open(&a, &write(OpenOptions::create())).map(drop),
+        Call::OpenCreateNew => fs
+            .open(
+                &a,
+                &write(OpenOptions {
+                    create_new: true,
+                    ..OpenOptions::create()
+                }),
+            )
+            .map(drop),
+        Call::Mkdir => fs.mkdir(&a, 0o755),
+        Call::Unlink => fs.unlink(&a),
+        Call::Rmdir => fs.rmdir(&a),
+        Call::Chmod => fs.set_permissions(&a, 0o600),
+        Call::Link => fs.link(&a, &b),
+        Call::Rename => fs.rename(&a, &b),
+        Call::Exchange => fs.rename2(&a, &b, Rename::Exchange),
+    };
+    r.map_or_else(|e| e.errno(), |()| 0)
+}
+
+/// errno of `call` on the host kernel, in directory `host` (0: success).
+fn host_errno(host: &std::path::Path, call: Call, a: &str, b: &str) -> i32 {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // Joined as strings: Path::join would drop a trailing slash or `.`.
+    let (a, b) = (
+        format!("{}/{a}", host.display()),
+        format!("{}/{b}", host.display()),
+    );
+    let create = |excl: bool| {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).custom_flags(libc::O_CREAT);
+        if excl {
+            o.custom_flags(libc::O_CREAT | libc::O_EXCL);
+        }
+        o.open(&a).map(drop)
+    };
+    let r = match call {
+        Call::Stat => std::fs::metadata(&a).map(drop),
+        Call::ReadDir => std::fs::read_dir(&a).map(drop),
+        Call::OpenRead => std::fs::File::open(&a).map(drop),
+        Call::OpenCreate => create(false),
+        Call::OpenCreateNew => create(true),
+        Call::Mkdir => std::fs::create_dir(&a),
+        Call::Unlink => std::fs::remove_file(&a),
+        Call::Rmdir => std::fs::remove_dir(&a),
+        Call::Chmod => std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o600)),
+        Call::Link => std::fs::hard_link(&a, &b),
+        Call::Rename => std::fs::rename(&a, &b),
+        Call::Exchange => {
+            let (ca, cb) = (
+                std::ffi::CString::new(a).unwrap(),
+                std::ffi::CString::new(b).unwrap(),
+            );
+            // SAFETY: two NUL-terminated paths, absolute (the dirfds are unused).
+            let rc = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    ca.as_ptr(),
+                    libc::AT_FDCWD,
+                    cb.as_ptr(),
+                    libc::RENAME_EXCHANGE,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+    };
+    r.map_or_else(|e| e.raw_os_error().unwrap_or(-1), |()| 0)
+}
+
+/// What is left of the tree: every name (recursively) and each file's bytes.
+fn udax_tree(fs: &Fs, dir: &str) -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    for e in fs.read_dir(dir).unwrap() {
+        let p = format!("{}/{}", dir.trim_end_matches('/'), e.name);
+        if fs.stat(&p).unwrap().is_dir() {
+            v.push((p.clone(), Vec::new()));
+            v.extend(udax_tree(fs, &p));
+        } else {
+            v.push((p.clone(), read_all(fs, &p)));
+        }
+    }
+    v
+}
+
+fn host_tree(root: &std::path::Path, dir: &str) -> Vec<(String, Vec<u8>)> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("{}{dir}", root.display()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut v = Vec::new();
+    for n in names {
+        let p = format!("{}/{n}", dir.trim_end_matches('/'));
+        let host = format!("{}{p}", root.display());
+        if std::fs::metadata(&host).unwrap().is_dir() {
+            v.push((p.clone(), Vec::new()));
+            v.extend(host_tree(root, &p));
+        } else {
+            v.push((p, std::fs::read(&host).unwrap()));
+        }
+    }
+    v
+}
+
+/// Run each call on a fresh tree on udax and on the host: the same errno
+/// and the same tree after it.
+fn agree_with_the_kernel(cases: &[(Call, &str, &str)]) {
+    for &(call, a, b) in cases {
+        let fs = fresh(16);
+        let host = tempfile::tempdir_in("/dev/shm").unwrap();
+        path_rules_tree(&fs, host.path());
+        let want = host_errno(host.path(), call, a, b);
+        let got = udax_errno(&fs, call, a, b);
+        assert_eq!(
+            got, want,
+            "{call:?} {a:?} {b:?}: udax errno {got}, the kernel's {want}"
+        );
+        assert_eq!(
+            udax_tree(&fs, "/"),
+            host_tree(host.path(), "/"),
+            "{call:?} {a:?} {b:?}: the trees differ"
+        );
+    }
+}
+
+/// A trailing slash asks for a directory: on a file it is ENOTDIR, and an
+/// O_CREAT of "name/" is EISDIR (nothing is created), as in the kernel.
+#[test]
+fn f9_trailing_slash_on_a_file_is_enotdir_as_in_the_kernel() {
+    use Call::*;
+    agree_with_the_kernel(&[
+        (Stat, "f/", ""),
+        (Stat, "f/.", ""),
+        (Stat, "f//", ""),
+        (Stat, "d/", ""),
+        (Stat, "d/g/", ""),
+        (Stat, "new/", ""),
+        (ReadDir, "f/", ""),
+        (OpenRead, "f/", ""),
+        (OpenRead, "new/", ""),
+        (OpenCreate, "f/", ""),
+        (OpenCreate, "new/", ""),
+        (OpenCreate, "d/new/", ""),
+        (OpenCreate, "nowhere/new/", ""),
+        (OpenCreate, "f/.", ""),
+        (OpenCreateNew, "new/", ""),
+        (OpenCreateNew, "f/", ""),
+        (Mkdir, "new/", ""),
+        (Mkdir, "f/", ""),
+        (Unlink, "f/", ""),
+        (Unlink, "f/.", ""),
+        (Unlink, "d/g/", ""),
+        (Unlink, "e/", ""),
+        (Unlink, "new/", ""),
+        (Rmdir, "f/", ""),
+        (Rmdir, "e/", ""),
+        (Chmod, "f/", ""),
+        (Link, "f/", "h"),
+        (Link, "f", "h/"),
+        (Link, "f", "e/"),
+        (Rename, "f/", "h"),
+        (Rename, "f", "h/"),
+        (Rename, "f", "d/g/"),
+        (Rename, "e", "h/"),
+        (Rename, "e/", "h"),
+        (Exchange, "f/", "e"),
+        (Exchange, "e/", "d/"),
+    ]);
+}
+
+/// A path whose last component is `.` or `..` (or the root) names a
+/// directory but no entry: nothing can remove, create or rename it there;
+/// each call fails as the kernel's does and leaves the tree alone.
+#[test]
+fn f9_dot_and_dotdot_as_last_component_remove_nothing() {
+    use Call::*;
+    let mut cases = Vec::new();
+    for p in [
+        "e/.", "e/..", "d/.", "d/..", "d/./", "d/../", "f/.", "new/.", ".",
+    ] {
+        cases.extend([
+            (Unlink, p, ""),
+            (Rmdir, p, ""),
+            (Mkdir, p, ""),
+            (OpenCreate, p, ""),
+            (Rename, p, "x"),
+            (Rename, "f", p),
+            (Link, "f", p),
+        ]);
+    }
+    agree_with_the_kernel(&cases);
+    // The root: as the kernel's, without a host tree to compare with.
+    let fs = fresh(16);
+    assert!(matches!(fs.rmdir("/"), Err(Error::Busy(_))));
+    assert!(matches!(fs.unlink("/"), Err(Error::IsDir)));
+    assert!(matches!(fs.unlink("//"), Err(Error::IsDir)));
+    assert!(matches!(fs.mkdir("/", 0o755), Err(Error::Exists)));
+    assert!(matches!(fs.rename("/", "/x"), Err(Error::Busy(_))));
+}
+
 #[test]
 fn f6_large_file_gets_2mib_aligned_extents() {
     let fs = fresh(64);

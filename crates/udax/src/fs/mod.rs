@@ -422,6 +422,13 @@ impl Fs {
         Ok(sb)
     }
 
+    /// The superblock of the udax file system on `dev` (the primary, or the
+    /// backup if the primary is bad), or an error if it holds none. Reads
+    /// only: no recovery, nothing written (mkfs asks before it overwrites).
+    pub fn read_superblock(dev: &dyn Device) -> Result<Superblock> {
+        read_superblock(dev).map(|(sb, _)| sb)
+    }
+
     /// Mount: recover the metadata, rebuild free space, reclaim orphans.
     /// Damaged metadata is an error naming the structure and its offset.
     pub fn mount(dev: Arc<dyn Device>) -> Result<Fs> {

@@ -51,6 +51,39 @@ fn components(path: &str) -> Result<Vec<&[u8]>> {
     Ok(v)
 }
 
+/// The path can only name a directory: it ends in `/`, `.` or `..` (so
+/// "f/" of a file is `NotDir`, as in the kernel).
+fn names_dir(path: &str) -> bool {
+    matches!(path.rsplit('/').next(), Some("" | "." | ".."))
+}
+
+/// A path that names a directory but no entry in one, so no call can
+/// create, remove or rename it: the root, or a last component `.` or `..`.
+#[derive(Clone, Copy, Debug)]
+enum NoEntry {
+    Root,
+    Dot,
+    DotDot,
+}
+
+impl NoEntry {
+    fn what(self) -> &'static str {
+        match self {
+            NoEntry::Root => "the root directory",
+            NoEntry::Dot => "'.'",
+            NoEntry::DotDot => "'..'",
+        }
+    }
+}
+
+/// The last component of a path and the directory holding it.
+struct Leaf<'p> {
+    dir: u64,
+    name: &'p [u8],
+    /// The path ends in `/`: the entry must be a directory.
+    slash: bool,
+}
+
 impl Fs {
     /// Inode number of the entry `name` in directory `dir`.
     pub(crate) fn lookup_in(&self, dir: u64, name: &[u8]) -> Result<u64> {
@@ -71,27 +104,46 @@ impl Fs {
         for c in components(path)? {
             ino = self.lookup_in(ino, c)?;
         }
+        if names_dir(path) && !self.cell(ino)?.data.read().is_dir() {
+            return Err(Error::NotDir);
+        }
         Ok(ino)
     }
 
-    /// Resolve all but the last component: (parent dir, last name).
-    fn resolve_parent<'p>(&self, path: &'p str) -> Result<(u64, &'p [u8])> {
+    /// Resolve all but the last component. A path that names no entry (see
+    /// [`NoEntry`]) is resolved whole, then fails with `no_entry`'s error:
+    /// each call has the kernel's own (EISDIR for unlink, EBUSY for rename...).
+    fn resolve_parent<'p>(
+        &self,
+        path: &'p str,
+        no_entry: impl FnOnce(NoEntry) -> Error,
+    ) -> Result<Leaf<'p>> {
         let comps = components(path)?;
-        let Some((last, dirs)) = comps.split_last() else {
-            return Err(Error::Exists); // the root itself
+        let which = match (
+            path.trim_end_matches('/').rsplit('/').next(),
+            comps.split_last(),
+        ) {
+            (Some("."), _) => NoEntry::Dot,
+            (Some(".."), _) => NoEntry::DotDot,
+            (_, None) => NoEntry::Root,
+            (_, Some((last, dirs))) => {
+                let mut ino = ROOT_INO;
+                for c in dirs {
+                    ino = self.lookup_in(ino, c)?;
+                }
+                if !self.cell(ino)?.data.read().is_dir() {
+                    return Err(Error::NotDir);
+                }
+                return Ok(Leaf {
+                    dir: ino,
+                    name: last,
+                    slash: path.ends_with('/'),
+                });
+            }
         };
-        if *last == b".." {
-            return Err(Error::Invalid("path ends in .."));
-        }
-        let mut ino = ROOT_INO;
-        for c in dirs {
-            ino = self.lookup_in(ino, c)?;
-        }
-        let cell = self.cell(ino)?;
-        if !cell.data.read().is_dir() {
-            return Err(Error::NotDir);
-        }
-        Ok((ino, last))
+        // A missing or non-directory component fails first, as in the kernel.
+        self.resolve(path)?;
+        Err(no_entry(which))
     }
 
     /// Directory renames and removals since mount: a path found for a
@@ -215,7 +267,12 @@ impl Fs {
     fn new_node(&self, path: &str, mode: u32) -> Result<u64> {
         let _g = self.begin(2)?;
         let _ns = self.inner.ns.lock();
-        let (dir, name) = self.resolve_parent(path)?;
+        let is_dir = mode & S_IFMT == S_IFDIR;
+        let Leaf { dir, name, slash } =
+            self.resolve_parent(path, |_| if is_dir { Error::Exists } else { Error::IsDir })?;
+        if slash && !is_dir {
+            return Err(Error::IsDir); // the kernel's open("name/", O_CREAT)
+        }
         let dcell = self.cell(dir)?;
         let mut dg = dcell.data.write();
         if dg.freed {
@@ -224,7 +281,7 @@ impl Fs {
         if dg.dir.contains_key(name) {
             return Err(Error::Exists);
         }
-        if mode & S_IFMT == S_IFDIR && dg.attr.nlink >= LINK_MAX {
+        if is_dir && dg.attr.nlink >= LINK_MAX {
             return Err(Error::TooManyLinks);
         }
         self.make_node(dir, &mut dg, mode, Some(name))
@@ -302,7 +359,7 @@ impl Fs {
     pub(crate) fn link_cell(&self, cell: &Arc<Cell>, new: &str) -> Result<()> {
         let _g = self.begin(1)?;
         let _ns = self.inner.ns.lock();
-        let (dir, name) = self.resolve_parent(new)?;
+        let Leaf { dir, name, slash } = self.resolve_parent(new, |_| Error::Exists)?;
         let cells = [self.cell(dir)?, cell.clone()];
         let mut locks = Self::lock_cells(&cells);
         let (dg, tg) = Self::dir_and_target(&mut locks, dir);
@@ -312,6 +369,9 @@ impl Fs {
         }
         if dg.dir.contains_key(name) {
             return Err(Error::Exists);
+        }
+        if slash {
+            return Err(Error::NotFound); // a new name "g/": the kernel's ENOENT
         }
         if tg.attr.nlink >= LINK_MAX {
             return Err(Error::TooManyLinks);
@@ -338,6 +398,11 @@ impl Fs {
     pub fn open(&self, path: &str, opts: &OpenOptions) -> Result<File> {
         if opts.truncate && !opts.write {
             return Err(Error::Invalid("truncate needs write access"));
+        }
+        if (opts.create || opts.create_new) && names_dir(path) {
+            // O_CREAT of "name/": EISDIR once the directory is found.
+            self.resolve_parent(path, |_| Error::IsDir)?;
+            return Err(Error::IsDir);
         }
         let ino = match self.resolve(path) {
             Ok(_) if opts.create_new => return Err(Error::Exists),
@@ -389,13 +454,16 @@ impl Fs {
     pub fn unlink(&self, path: &str) -> Result<()> {
         let _g = self.begin(2)?;
         let _ns = self.inner.ns.lock();
-        let (dir, name) = self.resolve_parent(path)?;
+        let Leaf { dir, name, slash } = self.resolve_parent(path, |_| Error::IsDir)?;
         let ino = self.lookup_in(dir, name)?;
         let cells = [self.cell(dir)?, self.cell(ino)?];
         let mut locks = Self::lock_cells(&cells);
         let (dg, tg) = Self::dir_and_target(&mut locks, dir);
         if tg.is_dir() {
             return Err(Error::IsDir);
+        }
+        if slash {
+            return Err(Error::NotDir);
         }
         let mut ops = vec![Op::Unlink {
             dir,
@@ -412,9 +480,10 @@ impl Fs {
     pub fn rmdir(&self, path: &str) -> Result<()> {
         let _g = self.begin(2)?;
         let _ns = self.inner.ns.lock();
-        let (dir, name) = self.resolve_parent(path).map_err(|e| match e {
-            Error::Exists => Error::Busy("cannot remove the root directory".into()),
-            e => e,
+        let Leaf { dir, name, .. } = self.resolve_parent(path, |n| match n {
+            NoEntry::Root => Error::Busy("cannot remove the root directory".into()),
+            NoEntry::Dot => Error::Invalid("cannot remove '.'"),
+            NoEntry::DotDot => Error::NotEmpty,
         })?;
         let ino = self.lookup_in(dir, name)?;
         let cells = [self.cell(dir)?, self.cell(ino)?];
@@ -463,15 +532,15 @@ impl Fs {
         }
         let _g = self.begin(5)?;
         let _ns = self.inner.ns.lock();
-        let (sdir, sname) = self.resolve_parent(from).map_err(|e| match e {
-            Error::Exists => Error::Busy("cannot rename the root directory".into()),
-            e => e,
-        })?;
-        let (ddir, dname) = self.resolve_parent(to).map_err(|e| match e {
-            Error::Exists => Error::Busy("cannot replace the root directory".into()),
-            e => e,
-        })?;
+        let s =
+            self.resolve_parent(from, |n| Error::Busy(format!("cannot rename {}", n.what())))?;
+        let d = self.resolve_parent(to, |n| Error::Busy(format!("cannot replace {}", n.what())))?;
+        let (sdir, sname, ddir, dname) = (s.dir, s.name, d.dir, d.name);
         let src = self.lookup_in(sdir, sname)?;
+        let src_is_dir = self.cell(src)?.data.read().is_dir();
+        if (s.slash || d.slash) && !src_is_dir {
+            return Err(Error::NotDir);
+        }
         let dst = match self.lookup_in(ddir, dname) {
             Ok(i) => Some(i),
             Err(Error::NotFound) => None,
@@ -483,7 +552,6 @@ impl Fs {
         if dst == Some(src) {
             return Ok(()); // same file: POSIX says do nothing
         }
-        let src_is_dir = self.cell(src)?.data.read().is_dir();
         if src_is_dir {
             self.not_under(ddir, src)?;
         }
@@ -564,12 +632,10 @@ impl Fs {
     fn exchange(&self, a: &str, b: &str) -> Result<()> {
         let _g = self.begin(6)?;
         let _ns = self.inner.ns.lock();
-        let root_busy = |e| match e {
-            Error::Exists => Error::Busy("cannot exchange the root directory".into()),
-            e => e,
-        };
-        let (adir, aname) = self.resolve_parent(a).map_err(root_busy)?;
-        let (bdir, bname) = self.resolve_parent(b).map_err(root_busy)?;
+        let busy = |n: NoEntry| Error::Busy(format!("cannot exchange {}", n.what()));
+        let a = self.resolve_parent(a, busy)?;
+        let b = self.resolve_parent(b, busy)?;
+        let (adir, aname, bdir, bname) = (a.dir, a.name, b.dir, b.name);
         let entry = |dir: u64, name: &[u8]| -> Result<(u64, u8)> {
             let cell = self.cell(dir)?;
             let d = cell.data.read();
@@ -577,6 +643,9 @@ impl Fs {
         };
         let (ai, at) = entry(adir, aname)?;
         let (bi, bt) = entry(bdir, bname)?;
+        if (a.slash && at != DT_DIR) || (b.slash && bt != DT_DIR) {
+            return Err(Error::NotDir);
+        }
         if ai == bi {
             return Ok(()); // one file under two names: nothing to swap
         }
