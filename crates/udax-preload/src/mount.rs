@@ -43,7 +43,15 @@ fn mount() -> Result<Mounted, i32> {
         );
         e.errno()
     })?;
-    let fs = Fs::mount(dev).map_err(|e| {
+    let opts = mount_options().map_err(|bad| {
+        tracing::error!(
+            "udax-preload: UDAX_MOUNT_OPTIONS: unknown option {bad:?} (known: ro, salvage); \
+             udax paths fail with errno {}",
+            libc::EINVAL
+        );
+        libc::EINVAL
+    })?;
+    let fs = Fs::mount_with(dev, &opts).map_err(|e| {
         tracing::error!(
             "udax-preload: cannot mount {}: {e}; udax paths fail with errno {}",
             cfg.device,
@@ -51,11 +59,41 @@ fn mount() -> Result<Mounted, i32> {
         );
         e.errno()
     })?;
+    for d in &fs.salvaged().damage {
+        tracing::warn!(
+            "udax-preload: {}: damage at device offset {:#x}: {} ({})",
+            cfg.device,
+            d.device_offset,
+            d.what,
+            d.salvage
+        );
+    }
     tracing::debug!("udax-preload: mounted {} at {}", cfg.device, cfg.mount);
     Ok(Mounted {
         fs: RwLock::new(Some(fs)),
         pid: std::process::id(),
     })
+}
+
+/// `UDAX_MOUNT_OPTIONS`: a comma-separated list of `ro` (write nothing;
+/// changes fail with EROFS) and `salvage` (read a damaged file system as far
+/// as it can be read; implies `ro`). The unknown option is the error.
+fn mount_options() -> Result<udax::fs::MountOptions, String> {
+    let mut o = udax::fs::MountOptions::default();
+    let Some(v) = std::env::var_os("UDAX_MOUNT_OPTIONS") else {
+        return Ok(o);
+    };
+    for opt in v.to_string_lossy().split(',').filter(|s| !s.is_empty()) {
+        match opt {
+            "ro" => o.read_only = true,
+            "salvage" => {
+                o.read_only = true;
+                o.salvage = true;
+            }
+            other => return Err(other.to_string()),
+        }
+    }
+    Ok(o)
 }
 
 /// The file system (a cheap handle), mounting it on first use; EIO after the

@@ -412,3 +412,41 @@ fn files_made_under_an_inherited_umask_get_its_mode() {
         });
     }
 }
+
+#[test]
+fn a_read_only_mount_reads_refuses_changes_with_erofs_and_writes_nothing() {
+    if !have("cat") || !have("touch") {
+        return;
+    }
+    let env = Env::new(16 << 20);
+    let data = bytes(20000, 3);
+    env.write_udax("/f", &data);
+    let before = std::fs::read(&env.dev).unwrap();
+    let out = output(
+        env.cmd("cat")
+            .env("UDAX_MOUNT_OPTIONS", "ro")
+            .arg(env.at("f")),
+    );
+    env.check("cat", &[], &out);
+    assert!(out.stdout == data, "cat read the file");
+    let out = output(
+        env.cmd("touch")
+            .env("UDAX_MOUNT_OPTIONS", "ro")
+            .arg(env.at("new")),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{out:?}"
+    );
+    let out = output(
+        env.cmd("cat")
+            .env("UDAX_MOUNT_OPTIONS", "ro,bogus")
+            .arg(env.at("f")),
+    );
+    assert!(!out.status.success(), "an unknown option is refused");
+    assert!(
+        std::fs::read(&env.dev).unwrap() == before,
+        "a read-only mount wrote to the device"
+    );
+}
