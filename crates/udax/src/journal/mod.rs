@@ -195,8 +195,15 @@ fn verified_at(
         }))
 }
 
-/// Log positions from `from` on (8-byte aligned) that start with the record magic.
-fn magic_positions(dev: &dyn Device, geo: &Geometry, from: u64) -> Result<Vec<u64>, DeviceError> {
+/// Log positions from `from` on (8-byte aligned) that start with the record
+/// magic and name an epoch of at least `min_epoch` (unverified: a filter, so
+/// the stale records of older epochs that fill a used log cost no checksum).
+fn candidate_positions(
+    dev: &dyn Device,
+    geo: &Geometry,
+    from: u64,
+    min_epoch: u64,
+) -> Result<Vec<u64>, DeviceError> {
     const CHUNK: u64 = 1 << 20;
     let cap = record_space(geo);
     let mut out = Vec::new();
@@ -204,9 +211,17 @@ fn magic_positions(dev: &dyn Device, geo: &Geometry, from: u64) -> Result<Vec<u6
     while pos < cap {
         let n = CHUNK.min(cap - pos);
         let buf = read_vec(dev, geo.log_offset() + pos, n)?;
-        for (i, w) in buf.chunks_exact(8).enumerate() {
-            if u32::from_le_bytes([w[0], w[1], w[2], w[3]]) == LOG_MAGIC {
-                out.push(pos + 8 * i as u64);
+        for i in (0..buf.len()).step_by(8) {
+            if buf.len() - i < 8 || buf[i..i + 4] != LOG_MAGIC.to_le_bytes() {
+                continue;
+            }
+            // The epoch field (bytes 8..16); a header cut by the chunk's end
+            // is kept, to be verified.
+            let epoch = buf
+                .get(i + 8..i + 16)
+                .map_or(u64::MAX, |b| u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8])));
+            if epoch >= min_epoch {
+                out.push(pos + i as u64);
             }
         }
         pos += n;
@@ -287,7 +302,8 @@ fn scan_log(dev: &dyn Device, geo: &Geometry, epoch: u64) -> Result<LogScan, Jou
         tail,
     };
     let mut skip_to = pos + 8;
-    for p in magic_positions(dev, geo, pos + 8)? {
+    // Older epochs cannot vouch for anything here, nor name a newer checkpoint.
+    for p in candidate_positions(dev, geo, pos + 8, epoch)? {
         if p < skip_to {
             continue;
         }
