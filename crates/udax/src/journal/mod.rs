@@ -141,9 +141,6 @@ pub struct Loaded {
     /// Valid log records a salvage discards (after a damaged record, or the log
     /// of a checkpoint that could not be read), for the loss report.
     pub discarded: Vec<(u64, Vec<Op>)>,
-    /// The header of this checkpoint was rebuilt from its body (salvage):
-    /// `Some(header)` to write back when repairing.
-    pub rebuilt_header: Option<CheckpointHeader>,
     /// The newest epoch of any checkpoint or log record that verifies: the
     /// next checkpoint's epoch must be beyond it, so no stale record of it
     /// can ever verify as part of the new log.
@@ -217,9 +214,9 @@ fn candidate_positions(
             }
             // The epoch field (bytes 8..16); a header cut by the chunk's end
             // is kept, to be verified.
-            let epoch = buf
-                .get(i + 8..i + 16)
-                .map_or(u64::MAX, |b| u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8])));
+            let epoch = buf.get(i + 8..i + 16).map_or(u64::MAX, |b| {
+                u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8]))
+            });
             if epoch >= min_epoch {
                 out.push(pos + i as u64);
             }
@@ -393,7 +390,6 @@ pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, 
         }
     }
     let mut damage = Vec::new();
-    let mut rebuilt_header = None;
     let mut lost_unnamed = Vec::new();
     let mut scan = match best {
         Some((_, h)) => scan_log(dev, geo, h.epoch)?,
@@ -434,7 +430,6 @@ pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, 
                     ),
                 });
                 best = Some((slot, h));
-                rebuilt_header = Some(h);
                 scan = scan_log(dev, geo, newer)?;
             }
             None => {
@@ -578,7 +573,6 @@ pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, 
         unacknowledged: scan.unacknowledged,
         damage,
         discarded,
-        rebuilt_header,
         lost_unnamed,
     })
 }
