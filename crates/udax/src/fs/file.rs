@@ -765,11 +765,13 @@ impl File {
         if !self.fs.has_shared() {
             return Ok(());
         }
-        for at in [off, end] {
-            if at % BLOCK_SIZE != 0 && (at == off || blk(at) != blk(off)) {
-                crate::dax::zap_file_range(&self.fs, &self.cell, blk(at), blk(at) + 1)?;
-                super::reflink::unshare(&self.fs, &self.cell, blk(at), blk(at) + 1)?;
-            }
+        // The blocks holding a partial edge: one when both edges fall in it
+        // (also when `off` is a block start and `end` is not).
+        let first = (off % BLOCK_SIZE != 0).then(|| blk(off));
+        let last = (end % BLOCK_SIZE != 0 && first != Some(blk(end))).then(|| blk(end));
+        for b in first.into_iter().chain(last) {
+            crate::dax::zap_file_range(&self.fs, &self.cell, b, b + 1)?;
+            super::reflink::unshare(&self.fs, &self.cell, b, b + 1)?;
         }
         Ok(())
     }
