@@ -324,6 +324,7 @@ impl File {
                 continue;
             }
             let old_size = d.attr.size;
+            zero_past_eof(fs, &d, off)?;
             let (ops, stop) = self.fill_and_copy(&mut d, data, off)?;
             let written = stop.min(end) - off;
             let mut ops = ops;
@@ -615,6 +616,7 @@ impl File {
         let mut d = self.cell.data.write();
         let ino = self.cell.ino;
         let mut ops = Vec::new();
+        zero_past_eof(&self.fs, &d, len)?;
         if len < d.attr.size || d.map.end() > blk_up(len) {
             self.zero_partial(&d, len, blk_up(len) * BLOCK_SIZE)?;
             let from = blk_up(len);
@@ -925,6 +927,31 @@ impl File {
     }
 }
 
+/// Zero the bytes of the last block past the end of file, up to `to`, before a
+/// transaction (which orders these stores before its record) makes the file
+/// longer. They are nobody's data but need not be zero: a write that extended
+/// the file stores them before it logs the size, which a crash can lose, and
+/// stores through a mapping reach them. Linux zeroes them the same way
+/// (`xfs_zero_eof`, ext4's zeroing of the partial block at the old size).
+///
+/// In place even in a shared block: a block is shared at a file's end only as
+/// the last block of a clone or dedupe to the source's end, which keeps the
+/// offset of the end in the block, and no owner writes a shared block in
+/// place, so these bytes are past every owner's end or zero already.
+pub(super) fn zero_past_eof(fs: &Fs, d: &InodeData, to: u64) -> Result<()> {
+    let size = d.attr.size;
+    let end = to.min(blk_up(size) * BLOCK_SIZE);
+    if end <= size {
+        return Ok(());
+    }
+    if let Lookup::Mapped { dev_blk, .. } = d.map.lookup(blk(size)) {
+        let at = dev_blk * BLOCK_SIZE + size % BLOCK_SIZE;
+        fs.inner.dev.zero(at, end - size)?;
+        fs.inner.dev.flush(at, end - size);
+    }
+    Ok(())
+}
+
 /// Give back the blocks of `ranges` and of the `Map` ops of a transaction that
 /// did not happen.
 pub(super) fn give_back(fs: &Fs, ranges: &[BlockRange], ops: &[Op]) {
@@ -1001,6 +1028,7 @@ pub(crate) fn alloc_zeroed(
         let done = pos >= b1;
         if let Some(end) = size_to {
             if done && end > d.attr.size {
+                zero_past_eof(fs, &d, end)?;
                 ops.push(Op::SetSize {
                     ino: cell.ino,
                     size: end,
