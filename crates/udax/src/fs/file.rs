@@ -927,27 +927,36 @@ impl File {
     }
 }
 
-/// Zero the bytes of the last block past the end of file, up to `to`, before a
+/// Zero the file's blocks between the end of file and `to` before a
 /// transaction (which orders these stores before its record) makes the file
-/// longer. They are nobody's data but need not be zero: a write that extended
-/// the file stores them before it logs the size, which a crash can lose, and
-/// stores through a mapping reach them. Linux zeroes them the same way
-/// (`xfs_zero_eof`, ext4's zeroing of the partial block at the old size).
+/// longer: the rest of the last block and blocks allocated past the end
+/// (`KEEP_SIZE`). Those bytes are nobody's data but need not be zero: a write
+/// that extended the file stores them before it logs the size, which a crash
+/// can lose, and stores through a mapping reach the last block. Linux zeroes
+/// the same range (`xfs_zero_eof`; past-EOF preallocation is unwritten there).
 ///
-/// In place even in a shared block: a block is shared at a file's end only as
-/// the last block of a clone or dedupe to the source's end, which keeps the
-/// offset of the end in the block, and no owner writes a shared block in
-/// place, so these bytes are past every owner's end or zero already.
+/// In place even in a shared block: past the end of file only the last block
+/// can be shared, as the last block of a clone or dedupe to the source's end,
+/// which keeps the offset of the end in the block; no owner writes a shared
+/// block in place, so these bytes are past every owner's end or zero already.
 pub(super) fn zero_past_eof(fs: &Fs, d: &InodeData, to: u64) -> Result<()> {
-    let size = d.attr.size;
-    let end = to.min(blk_up(size) * BLOCK_SIZE);
-    if end <= size {
-        return Ok(());
-    }
-    if let Lookup::Mapped { dev_blk, .. } = d.map.lookup(blk(size)) {
-        let at = dev_blk * BLOCK_SIZE + size % BLOCK_SIZE;
-        fs.inner.dev.zero(at, end - size)?;
-        fs.inner.dev.flush(at, end - size);
+    let mut pos = d.attr.size;
+    while pos < to {
+        match d.map.lookup(blk(pos)) {
+            Lookup::Mapped { dev_blk, len } => {
+                let end = (blk(pos) + len).saturating_mul(BLOCK_SIZE).min(to);
+                let at = dev_blk * BLOCK_SIZE + pos % BLOCK_SIZE;
+                fs.inner.dev.zero(at, end - pos)?;
+                fs.inner.dev.flush(at, end - pos);
+                pos = end;
+            }
+            Lookup::Hole { len } => {
+                pos = blk(pos)
+                    .saturating_add(len)
+                    .saturating_mul(BLOCK_SIZE)
+                    .min(to);
+            }
+        }
     }
     Ok(())
 }
