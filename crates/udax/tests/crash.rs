@@ -480,3 +480,59 @@ fn f7_crash_during_concurrent_commits_is_a_torn_tail_never_damage() {
     }
     eprintln!("concurrent commits: {points} crash points, {images} images, {torn} torn tails");
 }
+
+/// Found by tests/model.rs: an append stores into the partial last block (and
+/// into blocks allocated past the end with KEEP_SIZE) before it logs the new
+/// size, so a crash between the two leaves those bytes past the end of file;
+/// a later growth (truncate up, a write past the end, fallocate, a clone past
+/// the end) showed them instead of zeros.
+#[test]
+fn f7_crash_during_append_then_growth_reads_zeros_past_the_old_end() {
+    for prealloc in [false, true] {
+        let dev = Arc::new(CrashDevice::new(8 << 20));
+        Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+        let fs = Fs::mount(dev.clone()).unwrap();
+        file(&fs, "/f", &[1u8; 5000]);
+        file(&fs, "/s", &[2u8; 4096]);
+        if prealloc {
+            rw(&fs, "/f")
+                .fallocate(falloc::KEEP_SIZE, 5000, 60_000)
+                .unwrap();
+        }
+        fs.sync().unwrap();
+        dev.start_recording();
+        rw(&fs, "/f").write_at(&[9u8; 20000], 5000).unwrap();
+        let points = dev.crash_points();
+        let mut lost = 0;
+        for p in 0..points {
+            let img = dev.crash_image(p, &Survivors::All);
+            for grow in 0..4 {
+                let fs = Fs::mount(Arc::new(RamDevice::from_image(img.clone()))).unwrap();
+                let f = rw(&fs, "/f");
+                if f.len() != 5000 {
+                    continue; // the append is there whole
+                }
+                lost += 1;
+                // Growth to 12000 bytes (the clone: data from 8192 on).
+                let zeros = match grow {
+                    0 => f.set_len(12000).map(|_| 7000),
+                    1 => f.write_at(b"x", 11999).map(|_| 6999),
+                    2 => f.fallocate(0, 0, 12000).map(|_| 7000),
+                    _ => {
+                        let s = fs.open("/s", &OpenOptions::read_only()).unwrap();
+                        fs.clone_range(&s, 0, &f, 8192, 4096).map(|_| 8192 - 5000)
+                    }
+                }
+                .unwrap();
+                let mut v = vec![7u8; zeros];
+                assert_eq!(f.read_at(&mut v, 5000).unwrap(), v.len());
+                assert!(
+                    v.iter().all(|&b| b == 0),
+                    "prealloc {prealloc}, crash point {p}/{points}, growth {grow}: \
+                     old bytes past the old end"
+                );
+            }
+        }
+        assert!(lost > 0, "no crash point lost the size change");
+    }
+}

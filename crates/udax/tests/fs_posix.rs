@@ -266,6 +266,51 @@ fn f1_hard_links_share_data_and_count() {
     assert!(matches!(fs.link("/d", "/d2"), Err(Error::NotPermitted(_))));
 }
 
+/// Found by tests/model.rs: `link` checked "a directory" before the new
+/// name, and "the file has no name" before "the new name is taken"; linkat(2)
+/// looks at the new name first (ENOENT / ENOTDIR / EEXIST), then at the file
+/// (EPERM for a directory, ENOENT for an unlinked file).
+#[test]
+fn f9_link_reports_the_new_name_before_the_file_as_linkat() {
+    let fs = fresh(16);
+    fs.mkdir("/d", 0o755).unwrap();
+    fs.create("/f", 0o644).unwrap();
+    let errno = |r: udax::Result<()>| r.unwrap_err().errno();
+    assert_eq!(errno(fs.link("/d", "/f")), libc::EEXIST);
+    assert_eq!(errno(fs.link("/d", "/d")), libc::EEXIST);
+    assert_eq!(errno(fs.link("/d", "/missing/x")), libc::ENOENT);
+    assert_eq!(errno(fs.link("/d", "/f/x")), libc::ENOTDIR);
+    assert_eq!(errno(fs.link("/d", "/d/x")), libc::EPERM);
+    assert_eq!(errno(fs.link("/d", "/x")), libc::EPERM);
+    let open = fs.open("/f", &OpenOptions::read_write()).unwrap();
+    fs.unlink("/f").unwrap();
+    fs.create("/g", 0o644).unwrap();
+    assert_eq!(errno(open.link("/g")), libc::EEXIST);
+    assert_eq!(errno(open.link("/h")), libc::ENOENT);
+    assert!(fs.stat("/h").is_err() && fs.read_dir("/d").unwrap().is_empty());
+}
+
+/// Found by tests/model.rs: renaming a file onto a directory above it gave
+/// EISDIR; the kernel refuses a target that is an ancestor of the source
+/// first, with ENOTEMPTY (EINVAL for RENAME_EXCHANGE).
+#[test]
+fn f9_rename_onto_an_ancestor_directory_is_enotempty() {
+    let fs = fresh(16);
+    fs.mkdir("/a", 0o755).unwrap();
+    fs.mkdir("/a/b", 0o755).unwrap();
+    fs.create("/a/b/f", 0o644).unwrap();
+    let errno = |r: udax::Result<()>| r.unwrap_err().errno();
+    assert_eq!(errno(fs.rename("/a/b/f", "/a/b")), libc::ENOTEMPTY);
+    assert_eq!(errno(fs.rename("/a/b/f", "/a")), libc::ENOTEMPTY);
+    assert_eq!(errno(fs.rename("/a/b", "/a")), libc::ENOTEMPTY);
+    assert_eq!(
+        errno(fs.rename2("/a/b/f", "/a", Rename::Exchange)),
+        libc::EINVAL
+    );
+    assert_eq!(errno(fs.rename("/a", "/a/b/x")), libc::EINVAL);
+    assert!(fs.stat("/a/b/f").unwrap().is_file());
+}
+
 #[test]
 fn f1_unlinked_open_file_lives_until_close() {
     let fs = fresh(16);

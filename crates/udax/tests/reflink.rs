@@ -223,6 +223,29 @@ fn r1_truncate_punch_zero_of_one_file_leave_the_other_intact() {
     assert_clean(&fs);
 }
 
+/// Found by tests/model.rs: a punch or zero range from a block boundary to the
+/// middle of that block zeroed the shared block in place (only a partial
+/// start block was copied first), changing the other file too.
+#[test]
+fn r1_punch_or_zero_from_a_block_start_into_a_shared_block_copies_it() {
+    let fs = memfd_fs(16);
+    let data = pattern(4 * 4096, 7);
+    for mode in [falloc::ZERO_RANGE, falloc::PUNCH_HOLE | falloc::KEEP_SIZE] {
+        let a = with(&fs, "/a", &data);
+        let b = fs.create("/b", 0o644).unwrap();
+        fs.clone_file(&a, &b).unwrap();
+        b.fallocate(mode, B, 1000).unwrap();
+        assert!(content(&a) == data, "mode {mode:#x}: the source changed");
+        let mut want = data.clone();
+        want[4096..4096 + 1000].fill(0);
+        assert!(content(&b) == want, "mode {mode:#x}: the clone");
+        assert_clean(&fs);
+        drop((a, b));
+        fs.unlink("/a").unwrap();
+        fs.unlink("/b").unwrap();
+    }
+}
+
 #[test]
 fn r1_dedupe_of_unequal_ranges_shares_nothing_equal_ones_share() {
     let fs = memfd_fs(64);

@@ -324,6 +324,7 @@ impl File {
                 continue;
             }
             let old_size = d.attr.size;
+            zero_past_eof(fs, &d, off)?;
             let (ops, stop) = self.fill_and_copy(&mut d, data, off)?;
             let written = stop.min(end) - off;
             let mut ops = ops;
@@ -615,6 +616,7 @@ impl File {
         let mut d = self.cell.data.write();
         let ino = self.cell.ino;
         let mut ops = Vec::new();
+        zero_past_eof(&self.fs, &d, len)?;
         if len < d.attr.size || d.map.end() > blk_up(len) {
             self.zero_partial(&d, len, blk_up(len) * BLOCK_SIZE)?;
             let from = blk_up(len);
@@ -765,11 +767,13 @@ impl File {
         if !self.fs.has_shared() {
             return Ok(());
         }
-        for at in [off, end] {
-            if at % BLOCK_SIZE != 0 && (at == off || blk(at) != blk(off)) {
-                crate::dax::zap_file_range(&self.fs, &self.cell, blk(at), blk(at) + 1)?;
-                super::reflink::unshare(&self.fs, &self.cell, blk(at), blk(at) + 1)?;
-            }
+        // The blocks holding a partial edge: one when both edges fall in it
+        // (also when `off` is a block start and `end` is not).
+        let first = (off % BLOCK_SIZE != 0).then(|| blk(off));
+        let last = (end % BLOCK_SIZE != 0 && first != Some(blk(end))).then(|| blk(end));
+        for b in first.into_iter().chain(last) {
+            crate::dax::zap_file_range(&self.fs, &self.cell, b, b + 1)?;
+            super::reflink::unshare(&self.fs, &self.cell, b, b + 1)?;
         }
         Ok(())
     }
@@ -923,6 +927,40 @@ impl File {
     }
 }
 
+/// Zero the file's blocks between the end of file and `to` before a
+/// transaction (which orders these stores before its record) makes the file
+/// longer: the rest of the last block and blocks allocated past the end
+/// (`KEEP_SIZE`). Those bytes are nobody's data but need not be zero: a write
+/// that extended the file stores them before it logs the size, which a crash
+/// can lose, and stores through a mapping reach the last block. Linux zeroes
+/// the same range (`xfs_zero_eof`; past-EOF preallocation is unwritten there).
+///
+/// In place even in a shared block: past the end of file only the last block
+/// can be shared, as the last block of a clone or dedupe to the source's end,
+/// which keeps the offset of the end in the block; no owner writes a shared
+/// block in place, so these bytes are past every owner's end or zero already.
+pub(super) fn zero_past_eof(fs: &Fs, d: &InodeData, to: u64) -> Result<()> {
+    let mut pos = d.attr.size;
+    while pos < to {
+        match d.map.lookup(blk(pos)) {
+            Lookup::Mapped { dev_blk, len } => {
+                let end = (blk(pos) + len).saturating_mul(BLOCK_SIZE).min(to);
+                let at = dev_blk * BLOCK_SIZE + pos % BLOCK_SIZE;
+                fs.inner.dev.zero(at, end - pos)?;
+                fs.inner.dev.flush(at, end - pos);
+                pos = end;
+            }
+            Lookup::Hole { len } => {
+                pos = blk(pos)
+                    .saturating_add(len)
+                    .saturating_mul(BLOCK_SIZE)
+                    .min(to);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Give back the blocks of `ranges` and of the `Map` ops of a transaction that
 /// did not happen.
 pub(super) fn give_back(fs: &Fs, ranges: &[BlockRange], ops: &[Op]) {
@@ -999,6 +1037,7 @@ pub(crate) fn alloc_zeroed(
         let done = pos >= b1;
         if let Some(end) = size_to {
             if done && end > d.attr.size {
+                zero_past_eof(fs, &d, end)?;
                 ops.push(Op::SetSize {
                     ino: cell.ino,
                     size: end,

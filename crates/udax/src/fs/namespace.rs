@@ -360,18 +360,31 @@ impl Fs {
         let _g = self.begin(1)?;
         let _ns = self.inner.ns.lock();
         let Leaf { dir, name, slash } = self.resolve_parent(new, |_| Error::Exists)?;
+        if cell.data.read().is_dir() {
+            // Never a second name for a directory (which may be `dir`
+            // itself); as linkat(2), a taken name is reported first.
+            let taken = self.cell(dir)?.data.read().dir.contains_key(name);
+            return Err(if taken {
+                Error::Exists
+            } else {
+                Error::NotPermitted("hard link to a directory")
+            });
+        }
         let cells = [self.cell(dir)?, cell.clone()];
         let mut locks = Self::lock_cells(&cells);
         let (dg, tg) = Self::dir_and_target(&mut locks, dir);
-        let nameless = tg.attr.nlink == 0 && !cell.linkable.load(Ordering::Acquire);
-        if dg.freed || tg.freed || nameless {
+        if dg.freed || tg.freed {
             return Err(Error::NotFound);
         }
+        // The order of linkat(2): the new name, then the file (vfs_link).
         if dg.dir.contains_key(name) {
             return Err(Error::Exists);
         }
         if slash {
             return Err(Error::NotFound); // a new name "g/": the kernel's ENOENT
+        }
+        if tg.attr.nlink == 0 && !cell.linkable.load(Ordering::Acquire) {
+            return Err(Error::NotFound);
         }
         if tg.attr.nlink >= LINK_MAX {
             return Err(Error::TooManyLinks);
@@ -511,9 +524,6 @@ impl Fs {
     /// A new name `new` for the file `existing`.
     pub fn link(&self, existing: &str, new: &str) -> Result<()> {
         let cell = self.cell(self.resolve(existing)?)?;
-        if cell.data.read().is_dir() {
-            return Err(Error::NotPermitted("hard link to a directory"));
-        }
         // A rename or unlink of `existing` meanwhile: the link finds the file
         // without a name (NotFound) or under its new one, as in the kernel.
         self.link_cell(&cell, new)
@@ -554,6 +564,13 @@ impl Fs {
         }
         if src_is_dir {
             self.not_under(ddir, src)?;
+        }
+        if let Some(d) = dst {
+            // A destination above the source (the kernel's "target should
+            // not be an ancestor of source"), also when the source is a file.
+            if self.cell(d)?.data.read().is_dir() && self.not_under(sdir, d).is_err() {
+                return Err(Error::NotEmpty);
+            }
         }
         let mut cells = vec![self.cell(sdir)?, self.cell(ddir)?, self.cell(src)?];
         if let Some(d) = dst {

@@ -153,7 +153,13 @@ impl Fs {
                 if sd.freed || dd.freed {
                     return Err(Error::NotFound);
                 }
-                remap_ops(sd, dc.ino, &plan, pos, plan.dst_size > dd.attr.size)
+                let (ops, next) = remap_ops(sd, dc.ino, &plan, pos, plan.dst_size > dd.attr.size);
+                // Growing past a gap: the old last block's tail becomes file data.
+                let gap_to = plan.dst_blk * BLOCK_SIZE;
+                if ops.iter().any(|o| matches!(o, Op::SetSize { .. })) && gap_to > dd.attr.size {
+                    super::file::zero_past_eof(self, dd, gap_to)?;
+                }
+                (ops, next)
             };
             let mut held: Vec<(u64, &mut InodeData)> = vec![(sc.ino, &mut *sg)];
             if let Some(g) = dg.as_deref_mut() {
