@@ -21,7 +21,7 @@
 //!   scans the log for records of that epoch with consecutive sequence numbers and
 //!   valid checksums; the first record that fails ends the log (a torn tail).
 
-use crate::device::{Device, DeviceError};
+use crate::device::{Device, DeviceError, PersistenceDomain};
 use crate::format::codec::Reader;
 use crate::format::{
     decode_checkpoint_header, decode_log_header, encode_checkpoint_header, encode_log_record,
@@ -87,6 +87,10 @@ pub struct Journal {
     fences: AtomicU64,
     checkpoints: AtomicU64,
     global_fence: bool,
+    /// Flush the tail line with every record. Not where a flush writes a
+    /// whole page (a file device: one more page per fsync); there the kernel's
+    /// writeback and each checkpoint make it durable.
+    tail_each_commit: bool,
 }
 
 /// Damage that recovery found: metadata that fails its checksum where no
@@ -581,6 +585,7 @@ impl Journal {
     /// A journal continuing the log of `loaded` (after [`load`]).
     pub fn open(dev: Arc<dyn Device>, geo: Geometry, loaded: &Loaded) -> Journal {
         let global_fence = dev.fence_is_global();
+        let tail_each_commit = dev.info().persistence != PersistenceDomain::PageCache;
         Journal {
             dev,
             geo,
@@ -599,6 +604,7 @@ impl Journal {
             fences: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             global_fence,
+            tail_each_commit,
         }
     }
 
@@ -698,6 +704,7 @@ impl Journal {
                 seq: log.next_seq,
                 durable_before: log.next_seq - unfenced,
             },
+            self.tail_each_commit,
         )?;
         if !self.global_fence {
             // sfence orders only this thread's flushes: fence here, in log order.
@@ -811,6 +818,7 @@ fn write_marker(dev: &dyn Device, geo: &Geometry, epoch: u64) -> Result<(), Jour
             seq: 0,
             durable_before: 0,
         },
+        true,
     )?;
     dev.fence()?;
     Ok(())
@@ -826,11 +834,21 @@ fn tail_offset(geo: &Geometry) -> u64 {
 }
 
 /// Rewrite the log's tail line (one cache line: it reaches the media whole)
-/// and flush it; the caller's next fence makes it durable with the record.
-fn write_tail(dev: &dyn Device, geo: &Geometry, t: &LogTail) -> Result<(), JournalError> {
+/// and, with `flush`, flush it: the caller's next fence makes it durable with
+/// the record. Any tail line that reaches the media is true whenever it does
+/// (it vouches only for records fenced before it was written), so leaving it
+/// to writeback only narrows what it vouches for.
+fn write_tail(
+    dev: &dyn Device,
+    geo: &Geometry,
+    t: &LogTail,
+    flush: bool,
+) -> Result<(), JournalError> {
     let at = tail_offset(geo);
     dev.write(at, &encode_log_tail(t, at))?;
-    dev.flush(at, LOG_TAIL_SIZE as u64);
+    if flush {
+        dev.flush(at, LOG_TAIL_SIZE as u64);
+    }
     Ok(())
 }
 
