@@ -1050,3 +1050,27 @@ fn f9_a_full_metadata_area_gives_enospc_and_recovers_after_deletes() {
     }
     fs.create("/one-more", 0o644).unwrap();
 }
+
+#[test]
+fn f9_a_path_of_path_max_bytes_is_enametoolong_as_in_the_kernel() {
+    let fs = fresh(16);
+    fs.mkdir("/d", 0o755).unwrap();
+    // "/d" + "/./" repeated: a valid path of any length naming /d.
+    let pad = |n: usize| format!("/d{}", "/.".repeat((n - 2) / 2));
+    let ok = pad(4094);
+    assert!(ok.len() < 4096);
+    fs.stat(&ok).unwrap();
+    let long = pad(4096);
+    assert!(long.len() >= 4096);
+    assert!(matches!(fs.stat(&long), Err(Error::NameTooLong)));
+    assert!(matches!(
+        fs.create(&format!("{long}/f"), 0o644),
+        Err(Error::NameTooLong)
+    ));
+    // The same on the host kernel.
+    let host = tempfile::tempdir().unwrap();
+    let base = host.path().to_str().unwrap().to_string();
+    let hlong = format!("{base}{}", "/.".repeat((4096 - base.len()) / 2 + 1));
+    let e = std::fs::metadata(&hlong).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG));
+}

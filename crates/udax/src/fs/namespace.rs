@@ -35,6 +35,10 @@ const LINK_MAX: u32 = 65000;
 
 /// Split a path into components; `.` is dropped, `..` kept for the walk.
 fn components(path: &str) -> Result<Vec<&[u8]>> {
+    // PATH_MAX counts the terminating NUL, as the kernel's getname does.
+    if path.len() >= libc::PATH_MAX as usize {
+        return Err(Error::NameTooLong);
+    }
     let mut v = Vec::new();
     for c in path.as_bytes().split(|&b| b == b'/') {
         if c.is_empty() || c == b"." {
