@@ -556,6 +556,9 @@ macro_rules! preadv2_fn {
 }
 preadv2_fn!(preadv2, readv_desc);
 preadv2_fn!(pwritev2, writev_desc);
+// What preadv2/pwritev2 are in a program built with -D_FILE_OFFSET_BITS=64.
+preadv2_fn!(preadv64v2, readv_desc);
+preadv2_fn!(pwritev64v2, writev_desc);
 
 /// SEEK_DATA / SEEK_HOLE from the extent map.
 fn seek_data_hole(f: &udax::fs::File, from: u64, data: bool) -> R<u64> {

@@ -48,6 +48,11 @@ pub fn fill_stat(s: &Stat, out: *mut libc::stat64) -> R<()> {
 // The kernel's struct statx is 256 bytes; never write more into the caller's.
 const _: () = assert!(std::mem::size_of::<libc::statx>() == 256);
 
+/// `STATX_ATTR_DAX` (linux/stat.h, Linux 5.8).
+const STATX_ATTR_DAX: u64 = 0x0020_0000;
+/// `STATX_ATTR_AUTOMOUNT`: the kernel puts it in every mask, with DAX.
+const STATX_ATTR_AUTOMOUNT: u64 = 0x1000;
+
 fn fill_statx(s: &Stat, out: *mut libc::statx) -> R<()> {
     if out.is_null() {
         return Err(Errno(libc::EFAULT));
@@ -76,6 +81,12 @@ fn fill_statx(s: &Stat, out: *mut libc::statx) -> R<()> {
     x.stx_mtime = t(s.mtime_ns);
     x.stx_dev_major = DEV_MAJOR;
     x.stx_dev_minor = 0;
+    // As the kernel on an -o dax mount: every file says whether it is DAX
+    // (the mask), and regular files are (loads and stores reach the device).
+    x.stx_attributes_mask = STATX_ATTR_DAX | STATX_ATTR_AUTOMOUNT;
+    if s.is_file() {
+        x.stx_attributes = STATX_ATTR_DAX;
+    }
     // SAFETY: the caller's statx buffer, checked non-null; same size as the kernel's.
     unsafe { out.write(x) };
     Ok(())

@@ -65,6 +65,8 @@ real_fns! {
     pwritev64: unsafe extern "C" fn(c_int, *const libc::iovec, c_int, off64_t) -> ssize_t;
     preadv2: unsafe extern "C" fn(c_int, *const libc::iovec, c_int, off64_t, c_int) -> ssize_t;
     pwritev2: unsafe extern "C" fn(c_int, *const libc::iovec, c_int, off64_t, c_int) -> ssize_t;
+    preadv64v2: unsafe extern "C" fn(c_int, *const libc::iovec, c_int, off64_t, c_int) -> ssize_t;
+    pwritev64v2: unsafe extern "C" fn(c_int, *const libc::iovec, c_int, off64_t, c_int) -> ssize_t;
     lseek: unsafe extern "C" fn(c_int, off64_t, c_int) -> off64_t;
     lseek64: unsafe extern "C" fn(c_int, off64_t, c_int) -> off64_t;
     stat: unsafe extern "C" fn(*const c_char, *mut Stat) -> c_int;

@@ -309,3 +309,31 @@ fn unserved_calls_are_silent_without_udax_log() {
     assert_eq!(err.matches("udax-preload: symlink").count(), 1, "{err}");
     env.with_fs(|fs| assert!(fs.stat("/l").is_err(), "nothing was created"));
 }
+
+#[test]
+fn preadv2_and_pwritev2_of_a_64_bit_offset_build_reach_udax_and_statx_says_dax() {
+    if !have("cc") {
+        return;
+    }
+    let env = Env::new(16 << 20);
+    let exe = cc(&env.host, "lfs", &["-D_FILE_OFFSET_BITS=64"]);
+    // The build really calls the 64-bit entry points.
+    let syms = output(std::process::Command::new("nm").args(["-D"]).arg(&exe));
+    if syms.status.success() {
+        let s = stdout(&syms);
+        assert!(s.contains("preadv64v2") && s.contains("pwritev64v2"), "{s}");
+    }
+    let out = env.run(exe.to_str().unwrap(), &[&env.at("f")]);
+    assert_eq!(stdout(&out), "size=111 dax=1 dax_in_mask=1\n");
+    let data = env.read_udax("/f");
+    assert_eq!(&data[100..], b"hello world");
+    // The host (tmpfs) answers the same calls the same way, without DAX.
+    let host = env.host.join("h");
+    let out = output(std::process::Command::new(&exe).arg(&host));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout(&out).starts_with("size=111 dax=0"),
+        "{}",
+        stdout(&out)
+    );
+}
