@@ -170,12 +170,69 @@ pub enum Conflict {
 }
 
 /// An entry locked by the caller: `index` is where the entry lives (the
-/// 2 MiB-aligned index for a 2 MiB entry).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use = "a locked entry must be unlocked or removed"]
-pub struct Locked {
+/// 2 MiB-aligned index for a 2 MiB entry), `entry` what it held when locked.
+///
+/// A guard: [`Locked::unlock`] stores a new entry, [`Locked::remove`]
+/// deletes it, and dropping it any other way (an early return, `?`, a panic)
+/// puts it back as it was: an entry that was empty (created by this lock) is
+/// deleted, any other unlocked unchanged. Waiters are woken in every case, so
+/// no path can leave an entry locked and its waiters asleep.
+#[derive(Debug)]
+#[must_use = "a locked entry is unlocked with a new value, removed, or dropped (restored)"]
+pub struct Locked<'a> {
+    ix: &'a EntryIndex,
+    table: &'a WaitTable,
     pub index: u64,
     pub entry: Entry,
+}
+
+impl<'a> Locked<'a> {
+    /// Store `new` and unlock: wake one waiter, or all if the entry changed kind.
+    pub fn unlock(self, new: Entry) {
+        let l = std::mem::ManuallyDrop::new(self);
+        debug_assert_eq!(new.is_pmd(), l.entry.is_pmd(), "unlock cannot change size");
+        l.ix.store_unlocked(l.table, l.index, new);
+    }
+
+    /// Unlock the entry unchanged (waking one waiter).
+    pub fn keep(self) {
+        let e = self.entry;
+        self.unlock(e);
+    }
+
+    /// Delete the entry and wake all its waiters.
+    pub fn remove(self) {
+        let l = std::mem::ManuallyDrop::new(self);
+        l.ix.delete(l.table, l.index);
+    }
+
+    /// Replace a locked 2 MiB entry by a locked empty 4 KiB entry at `idx` (the
+    /// caller has unmapped what the 2 MiB entry stood for). Wakes all waiters.
+    pub fn downgrade(self, idx: u64) -> Locked<'a> {
+        debug_assert!(self.entry.is_pmd());
+        let l = std::mem::ManuallyDrop::new(self);
+        let mut m = l.ix.map.lock();
+        m.remove(&l.index);
+        l.table.wake(l.ix.file, l.index, true);
+        let e = Entry::empty(false);
+        m.insert(idx, e.locked());
+        Locked {
+            ix: l.ix,
+            table: l.table,
+            index: idx,
+            entry: e,
+        }
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if self.entry.is_empty() {
+            self.ix.delete(self.table, self.index);
+        } else {
+            self.ix.store_unlocked(self.table, self.index, self.entry);
+        }
+    }
 }
 
 /// The entries of one file.
@@ -234,7 +291,12 @@ impl EntryIndex {
 
     /// Lock the entry covering page `idx`, creating a locked empty one (2 MiB if
     /// `pmd`) when there is none. Sleeps while another thread holds it.
-    pub fn lock(&self, table: &WaitTable, idx: u64, pmd: bool) -> Result<Locked, Conflict> {
+    pub fn lock<'a>(
+        &'a self,
+        table: &'a WaitTable,
+        idx: u64,
+        pmd: bool,
+    ) -> Result<Locked<'a>, Conflict> {
         loop {
             let mut m = self.map.lock();
             match Self::find(&m, idx) {
@@ -245,6 +307,8 @@ impl EntryIndex {
                     }
                     m.insert(at, e.locked());
                     return Ok(Locked {
+                        ix: self,
+                        table,
                         index: at,
                         entry: e,
                     });
@@ -258,6 +322,8 @@ impl EntryIndex {
                     let e = Entry::empty(pmd);
                     m.insert(at, e.locked());
                     return Ok(Locked {
+                        ix: self,
+                        table,
                         index: at,
                         entry: e,
                     });
@@ -267,7 +333,7 @@ impl EntryIndex {
     }
 
     /// Lock the entry living exactly at `at`, if there is one (waiting for it).
-    pub fn lock_at(&self, table: &WaitTable, at: u64) -> Option<Locked> {
+    pub fn lock_at<'a>(&'a self, table: &'a WaitTable, at: u64) -> Option<Locked<'a>> {
         loop {
             let mut m = self.map.lock();
             match m.get(&at).copied() {
@@ -276,6 +342,8 @@ impl EntryIndex {
                 Some(e) => {
                     m.insert(at, e.locked());
                     return Some(Locked {
+                        ix: self,
+                        table,
                         index: at,
                         entry: e,
                     });
@@ -284,46 +352,30 @@ impl EntryIndex {
         }
     }
 
-    /// Store `new` in a locked entry and unlock it: wake one waiter, or all if
-    /// the entry changed kind.
-    pub fn unlock(&self, table: &WaitTable, l: Locked, new: Entry) {
+    /// Store `new` in the locked entry at `at` and unlock it: wake one
+    /// waiter, or all if the entry changed kind.
+    fn store_unlocked(&self, table: &WaitTable, at: u64, new: Entry) {
         let mut m = self.map.lock();
-        let old = m.get(&l.index).copied();
+        let old = m.get(&at).copied();
         debug_assert!(
             old.is_some_and(|e| e.is_locked()),
             "unlock of unlocked entry"
         );
-        debug_assert_eq!(new.is_pmd(), l.entry.is_pmd(), "unlock cannot change size");
-        m.insert(l.index, new.unlocked());
+        m.insert(at, new.unlocked());
         let all = old.is_none_or(|o| o.kind() != new.kind());
-        table.wake(self.file, l.index, all);
+        table.wake(self.file, at, all);
     }
 
-    /// Delete a locked entry and wake all its waiters.
-    pub fn remove(&self, table: &WaitTable, l: Locked) {
+    /// Delete the locked entry at `at` and wake all its waiters.
+    fn delete(&self, table: &WaitTable, at: u64) {
         let mut m = self.map.lock();
-        m.remove(&l.index);
-        table.wake(self.file, l.index, true);
-    }
-
-    /// Replace a locked 2 MiB entry by a locked empty 4 KiB entry at `idx` (the
-    /// caller has unmapped what the 2 MiB entry stood for). Wakes all waiters.
-    pub fn downgrade(&self, table: &WaitTable, l: Locked, idx: u64) -> Locked {
-        debug_assert!(l.entry.is_pmd());
-        let mut m = self.map.lock();
-        m.remove(&l.index);
-        table.wake(self.file, l.index, true);
-        let e = Entry::empty(false);
-        m.insert(idx, e.locked());
-        Locked {
-            index: idx,
-            entry: e,
-        }
+        m.remove(&at);
+        table.wake(self.file, at, true);
     }
 
     /// Create a locked empty 4 KiB entry at `idx` if nothing covers it (never
     /// waits: fault-around only takes what is free).
-    pub fn lock_vacant(&self, idx: u64) -> Option<Locked> {
+    pub fn lock_vacant<'a>(&'a self, table: &'a WaitTable, idx: u64) -> Option<Locked<'a>> {
         let mut m = self.map.lock();
         if Self::find(&m, idx).is_some() {
             return None;
@@ -331,6 +383,8 @@ impl EntryIndex {
         let e = Entry::empty(false);
         m.insert(idx, e.locked());
         Some(Locked {
+            ix: self,
+            table,
             index: idx,
             entry: e,
         })
@@ -397,17 +451,52 @@ mod tests {
         assert_eq!(Entry::empty(true).pages(), 512);
     }
 
+    /// A locked region left by `?` (or a panic) puts the entry back and wakes
+    /// its waiters: an entry it created goes, an entry it found stays as found.
+    #[test]
+    fn an_early_return_restores_the_entry_and_wakes_the_waiter() {
+        let t = Arc::new(WaitTable::new(8));
+        let ix = Arc::new(EntryIndex::new(1));
+        let l = ix.lock(&t, 5, false).unwrap();
+        l.unlock(Entry::block(40, false));
+        fn fails_inside(ix: &EntryIndex, t: &WaitTable, idx: u64) -> Result<(), &'static str> {
+            let _l = ix.lock(t, idx, false).unwrap();
+            Err("failed while locked")?;
+            unreachable!("the `?` returned")
+        }
+        for idx in [5u64, 6] {
+            let held = ix.lock(&t, idx, false).unwrap();
+            let (t2, ix2) = (t.clone(), ix.clone());
+            let waiter = std::thread::spawn(move || {
+                let l = ix2.lock(&t2, idx, false).unwrap();
+                l.entry // dropped: put back as found
+            });
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(held); // the waiter is asleep on it, or soon will be
+            assert!(fails_inside(&ix, &t, idx).is_err());
+            let seen = waiter.join().unwrap();
+            if idx == 5 {
+                assert_eq!(seen, Entry::block(40, false));
+                assert_eq!(ix.get(5), Some((5, Entry::block(40, false))));
+            } else {
+                assert!(seen.is_empty());
+            }
+        }
+        assert_eq!(ix.get(6), None, "a created entry left by an error is gone");
+        assert_eq!(ix.len(), 1);
+    }
+
     #[test]
     fn pmd_lock_falls_back_when_a_pte_entry_is_inside() {
         let t = WaitTable::new(8);
         let ix = EntryIndex::new(1);
         let l = ix.lock(&t, 700, false).unwrap();
-        ix.unlock(&t, l, Entry::zero(false));
-        assert_eq!(ix.lock(&t, 600, true), Err(Conflict::Fallback));
+        l.unlock(Entry::zero(false));
+        assert!(matches!(ix.lock(&t, 600, true), Err(Conflict::Fallback)));
         // A PMD entry elsewhere is fine and covers its whole range.
         let l = ix.lock(&t, 1100, true).unwrap();
         assert_eq!(l.index, 1024);
-        ix.unlock(&t, l, Entry::zero(true));
+        l.unlock(Entry::zero(true));
         assert_eq!(ix.get(1535).map(|(at, _)| at), Some(1024));
         // Fault-around adds no 4 KiB entry inside it, but after it.
         ix.insert_run_if_vacant(1530..1540, 77);
@@ -417,8 +506,8 @@ mod tests {
         // A 4 KiB lock inside a 2 MiB entry locks the 2 MiB entry.
         let l = ix.lock(&t, 1030, false).unwrap();
         assert_eq!(l.index, 1024);
-        let l = ix.downgrade(&t, l, 1030);
-        ix.unlock(&t, l, Entry::block(9, false));
+        let l = l.downgrade(1030);
+        l.unlock(Entry::block(9, false));
         assert_eq!(ix.get(1024), None);
         assert_eq!(ix.get(1030).unwrap().1, Entry::block(9, false));
     }
@@ -440,10 +529,10 @@ mod tests {
                         if l.entry.is_empty() {
                             allocs.fetch_add(1, Ordering::Relaxed);
                             std::thread::yield_now();
-                            ix.unlock(&t, l, Entry::block(idx + 100, false));
+                            l.unlock(Entry::block(idx + 100, false));
                         } else {
                             assert_eq!(l.entry.dev_blk(), Some(idx + 100));
-                            ix.unlock(&t, l, l.entry);
+                            l.keep();
                         }
                     })
                 })
@@ -466,9 +555,9 @@ mod loom_tests {
         let l = ix.lock(t, idx, false).unwrap();
         if l.entry.is_empty() {
             allocs.fetch_add(1, Ordering::SeqCst);
-            ix.unlock(t, l, Entry::block(42, false));
+            l.unlock(Entry::block(42, false));
         } else {
-            ix.unlock(t, l, l.entry);
+            l.keep();
         }
     }
 
@@ -509,7 +598,7 @@ mod loom_tests {
             let tr = thread::spawn(move || {
                 for k in ix3.keys_in(0, 8) {
                     if let Some(l) = ix3.lock_at(&t3, k) {
-                        ix3.remove(&t3, l);
+                        l.remove();
                     }
                 }
             });
@@ -526,6 +615,29 @@ mod loom_tests {
         });
     }
 
+    /// A fault that fails inside its locked region (dropping the guard by an
+    /// early return) while another waits on the entry: the waiter is woken
+    /// (loom reports a deadlock otherwise) and finds no entry left locked.
+    #[test]
+    fn loom_entry_lock_an_error_inside_the_lock_wakes_the_waiter() {
+        fn failing(t: &WaitTable, ix: &EntryIndex) -> Result<(), ()> {
+            let _l = ix.lock(t, 2, false).unwrap();
+            Err(())
+        }
+        loom::model(|| {
+            let t = Arc::new(WaitTable::new(1));
+            let ix = Arc::new(EntryIndex::new(1));
+            let allocs = Arc::new(AtomicU64::new(0));
+            let (t2, ix2, a2) = (t.clone(), ix.clone(), allocs.clone());
+            let h = thread::spawn(move || fault(&t2, &ix2, &a2, 2));
+            assert!(failing(&t, &ix).is_err());
+            h.join().unwrap();
+            let (_, e) = ix.get(2).unwrap();
+            assert!(!e.is_locked());
+            assert_eq!(e.dev_blk(), Some(42));
+        });
+    }
+
     /// A 4 KiB fault inside a 2 MiB zero entry that another thread downgrades.
     #[test]
     fn loom_entry_lock_pmd_downgrade_wakes_all() {
@@ -533,19 +645,15 @@ mod loom_tests {
             let t = Arc::new(WaitTable::new(1));
             let ix = Arc::new(EntryIndex::new(1));
             let l = ix.lock(&t, 0, true).unwrap();
-            ix.unlock(&t, l, Entry::zero(true));
+            l.unlock(Entry::zero(true));
             let (t2, ix2) = (t.clone(), ix.clone());
             let h = thread::spawn(move || {
                 let l = ix2.lock(&t2, 7, false).unwrap();
-                ix2.unlock(&t2, l, l.entry);
+                l.keep();
             });
             let l = ix.lock(&t, 3, false).unwrap();
-            let l = if l.entry.is_pmd() {
-                ix.downgrade(&t, l, 3)
-            } else {
-                l
-            };
-            ix.unlock(&t, l, Entry::block(9, false));
+            let l = if l.entry.is_pmd() { l.downgrade(3) } else { l };
+            l.unlock(Entry::block(9, false));
             h.join().unwrap();
             assert_eq!(ix.get(3).unwrap().1, Entry::block(9, false));
         });

@@ -312,17 +312,17 @@ impl Cx<'_> {
                 if let Some(dev) = l.entry.dev_blk() {
                     let end = (chunk + PMD_PAGES).min(region.pages().end).min(eof);
                     let r = self.map_pte(page..end, dev + (page - chunk), store);
-                    cell.dax.entries.unlock(t, l, l.entry);
+                    l.keep();
                     return r;
                 }
                 if !store {
                     let r = self.install_zero(page..page + 1, false);
-                    cell.dax.entries.unlock(t, l, l.entry);
+                    l.keep();
                     return r.map(|_| ());
                 }
                 // A store splits a 2 MiB zero/empty entry.
                 zap_zero(cell, chunk..chunk + PMD_PAGES);
-                cell.dax.entries.downgrade(t, l, page)
+                l.downgrade(page)
             } else {
                 l
             };
@@ -345,7 +345,14 @@ impl Cx<'_> {
         }
     }
 
-    fn resolve_locked(&self, page: u64, chunk: u64, eof: u64, store: bool, l: Locked) -> R<Done> {
+    fn resolve_locked(
+        &self,
+        page: u64,
+        chunk: u64,
+        eof: u64,
+        store: bool,
+        l: Locked<'_>,
+    ) -> R<Done> {
         let Cx {
             fs,
             cell,
@@ -373,7 +380,7 @@ impl Cx<'_> {
                             && fs.is_bad(dev_blk, PMD_PAGES)
                         {
                             // A hugetlbfs device loses the whole 2 MiB page.
-                            ix.remove(t, l);
+                            l.remove();
                             let mut st = region.lock();
                             if !st.dead && super::mark_chunk_lost(region, &mut st, chunk, eng) {
                                 bump(&fs.counters().sigbus);
@@ -389,19 +396,19 @@ impl Cx<'_> {
                             }
                             let r = self.map_range(span.clone(), dev_blk, true, store);
                             match r {
-                                Ok(()) => ix.unlock(t, l, Entry::block(dev_blk, true)),
-                                Err(_) => ix.remove(t, l),
+                                Ok(()) => l.unlock(Entry::block(dev_blk, true)),
+                                Err(_) => l.remove(),
                             }
                             return r.map(|_| Done::Yes);
                         }
                         if l.entry.is_zero() {
                             zap_zero(cell, span.clone());
                         }
-                        ix.remove(t, l);
+                        l.remove();
                         return Ok(Done::RetrySmall);
                     }
                     if region.dev_page > PAGE as u64 {
-                        ix.remove(t, l);
+                        l.remove();
                         return Ok(Done::RetrySmall);
                     }
                     if l.entry.is_zero() {
@@ -410,7 +417,7 @@ impl Cx<'_> {
                     if fs.is_bad(dev_blk, 1) {
                         // A media error (SPEC E3): SIGBUS for a user access,
                         // EFAULT for the kernel.
-                        ix.remove(t, l);
+                        l.remove();
                         self.poison_marker(page);
                         return Ok(Done::Yes);
                     }
@@ -425,17 +432,17 @@ impl Cx<'_> {
                     let r = self.map_pte(page..end, dev_blk, store);
                     match r {
                         Ok(()) => {
-                            ix.unlock(t, l, Entry::block(dev_blk, false));
+                            l.unlock(Entry::block(dev_blk, false));
                             ix.insert_run_if_vacant(page + 1..end, dev_blk + 1);
                         }
-                        Err(_) => ix.remove(t, l),
+                        Err(_) => l.remove(),
                     }
                     return r.map(|_| Done::Yes);
                 }
                 Lookup::Hole { len } => {
                     if store && !region.private && !allocated {
                         if let Err(e) = fs.fault_alloc(cell, span.start, span.end) {
-                            remove_if_empty(cell, fs, l);
+                            drop(l);
                             return Err(Fail::Error(format!(
                                 "allocating blocks {}..{}: {e}",
                                 span.start, span.end
@@ -448,11 +455,11 @@ impl Cx<'_> {
                     if store && region.private {
                         // The kernel copies the zero page on the retried store.
                         let r = self.private_zero(page);
-                        remove_if_empty(cell, fs, l);
+                        drop(l);
                         return r.map(|_| Done::Yes);
                     }
                     if pmd && len < PMD_PAGES {
-                        ix.remove(t, l);
+                        l.remove();
                         return Ok(Done::RetrySmall);
                     }
                     // A 4 KiB fault zero-fills the rest of the hole inside the
@@ -472,7 +479,7 @@ impl Cx<'_> {
                         if pmd {
                             break;
                         }
-                        match ix.lock_vacant(p) {
+                        match ix.lock_vacant(t, p) {
                             Some(x) => extra.push(x),
                             None => {
                                 want.end = p;
@@ -480,17 +487,9 @@ impl Cx<'_> {
                             }
                         }
                     }
-                    let r = self.install_zero(want, !pmd);
-                    let done = match r {
-                        Ok(d) => d,
-                        Err(e) => {
-                            for x in extra {
-                                ix.remove(t, x);
-                            }
-                            remove_if_empty(cell, fs, l);
-                            return Err(e);
-                        }
-                    };
+                    // On any failure from here on, `l` and `extra` put their
+                    // entries back as they were (removed: they were empty).
+                    let done = self.install_zero(want, !pmd)?;
                     // A store by another thread between the zero-page install and
                     // its write protection made a private copy: move it to a block.
                     let raced = if region.private {
@@ -501,12 +500,19 @@ impl Cx<'_> {
                             (done.end - done.start) as usize * PAGE,
                         )
                     };
+                    #[cfg(all(test, not(loom)))]
+                    if tests::FAIL_RESCUE.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        return Err(Fail::Error(
+                            "rescuing a raced store failed (injected)".into(),
+                        ));
+                    }
                     let mut rescued = Vec::new();
                     for a in raced {
                         let (p0, p1) = (region.page_of(a.start), region.page_of(a.end - 1) + 1);
                         self.rescue(p0..p1)?;
                         rescued.push(p0..p1);
                     }
+                    let head = l.index;
                     let kind = |p: u64| -> Entry {
                         if rescued.iter().any(|r| r.contains(&p)) {
                             match cell.data.read().map.lookup(p) {
@@ -514,21 +520,22 @@ impl Cx<'_> {
                                 Lookup::Hole { .. } => Entry::zero(false),
                             }
                         } else {
-                            Entry::zero(pmd && p == l.index)
+                            Entry::zero(pmd && p == head)
                         }
                     };
                     if pmd && !rescued.is_empty() {
                         // The 2 MiB zero entry no longer describes the chunk.
                         zap_zero(cell, span.clone());
-                        ix.remove(t, l);
+                        l.remove();
                     } else {
-                        ix.unlock(t, l, kind(l.index));
+                        l.unlock(kind(head));
                     }
                     for x in extra {
                         if x.index < done.end {
-                            ix.unlock(t, x, kind(x.index));
+                            let e = kind(x.index);
+                            x.unlock(e);
                         } else {
-                            ix.remove(t, x);
+                            x.remove();
                         }
                     }
                     return Ok(Done::Yes);
@@ -731,14 +738,6 @@ enum Done {
     RetrySmall,
 }
 
-fn remove_if_empty(cell: &Cell, fs: &Fs, l: Locked) {
-    if l.entry.is_empty() {
-        cell.dax.entries.remove(fs.waits(), l);
-    } else {
-        cell.dax.entries.unlock(fs.waits(), l, l.entry);
-    }
-}
-
 /// `r` cut at the first page given back by a partial unmap.
 fn without_gone(st: &vm::RegionState, r: Range<u64>) -> Range<u64> {
     match st.gone.overlapping(&r).next() {
@@ -768,5 +767,95 @@ pub(super) fn zap_zero(cell: &Cell, r: Range<u64>) {
             st.zero.remove(h.clone());
             st.beyond_eof.remove(h);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::device::{self, Device};
+    use crate::fs::{Fs, MkfsOptions};
+    use crate::{MapFlags, Prot};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    /// Makes the next fault-around fail where a raced store's rescue would
+    /// (as ENOSPC would), inside the locked region.
+    pub(super) static FAIL_RESCUE: AtomicBool = AtomicBool::new(false);
+
+    /// `write(2)` from `src` into a pipe: a load by the kernel from the mapping.
+    fn kernel_load(src: *const u8, n: usize) -> isize {
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` is a valid 2-int array; the write reads `n` bytes of a
+        // live mapping owned by the caller (EFAULT if they cannot be
+        // resolved); both fds are ours and closed.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            let r = libc::write(fds[1], src.cast(), n);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            r
+        }
+    }
+
+    /// `read(2)` from a pipe into `dst`: a store by the kernel into the mapping.
+    fn kernel_store(dst: *mut u8, n: usize) -> isize {
+        let mut fds = [0i32; 2];
+        let data = vec![7u8; n];
+        // SAFETY: `fds` is a valid 2-int array; the write reads `data`; the
+        // read stores into `dst`, `n` bytes of a live mapping owned by the
+        // caller (EFAULT, not a crash, if they cannot be resolved); both fds
+        // are ours and closed.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            assert_eq!(libc::write(fds[1], data.as_ptr().cast(), n), n as isize);
+            let r = libc::read(fds[0], dst.cast(), n);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            r
+        }
+    }
+
+    /// The locked-entry leak of issue 16: a failure inside the locked region
+    /// of a hole fault (the rescue of a raced store) returned with the entries
+    /// still locked, and the next fault on those pages slept forever. Now the
+    /// entry guards put them back: the next fault completes.
+    #[test]
+    fn m2_a_fault_that_fails_while_entries_are_locked_leaves_none_locked() {
+        let dev: Arc<dyn Device> =
+            device::open("memfd:64M", &Default::default()).expect("memfd device");
+        Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+        let fs = Fs::mount(dev).unwrap();
+        let f = fs.create("/hole", 0o644).unwrap();
+        f.set_len(4 << 20).unwrap();
+        let m = f
+            .mmap(0, 4 << 20, Prot::ReadWrite, MapFlags::SHARED)
+            .expect("mmap (the fault engine needs userfaultfd; run as root)");
+        let base = m.as_ptr() as usize;
+        // A kernel load from page 0 of the hole: a fault that installs the
+        // zero page (fault-around) and then fails inside the locked region.
+        FAIL_RESCUE.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = kernel_load(base as *const u8, 16);
+        assert!(
+            !FAIL_RESCUE.load(std::sync::atomic::Ordering::SeqCst),
+            "not injected"
+        );
+        // The next faults on pages of the same chunk, stores onto the zero
+        // page (the old code slept here for ever on the entry left locked).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r: Vec<isize> = [3usize, 100, 511]
+                .iter()
+                .map(|p| kernel_store((base + p * 4096) as *mut u8, 64))
+                .collect();
+            let _ = tx.send(r);
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the next fault never completed: an entry was left locked");
+        assert_eq!(r, vec![64, 64, 64]);
+        let mut b = [0u8; 64];
+        f.read_at(&mut b, 100 * 4096).unwrap();
+        assert_eq!(b, [7u8; 64]);
+        drop(m);
     }
 }

@@ -600,9 +600,9 @@ pub(crate) fn after_alloc(fs: &Fs, cell: &Cell, a: u64, b: u64) {
         if let Some(l) = cell.dax.entries.lock_at(t, k) {
             if l.entry.is_zero() {
                 fault::zap_zero(cell, k..k + l.entry.pages());
-                cell.dax.entries.remove(t, l);
+                l.remove();
             } else {
-                cell.dax.entries.unlock(t, l, l.entry);
+                l.keep();
             }
         }
     }
@@ -854,7 +854,7 @@ fn zap_range(fs: &Fs, cell: &Cell, a: u64, b: u64) -> Result<()> {
     let t = fs.waits();
     for k in cell.dax.entries.keys_in(a, b) {
         if let Some(l) = cell.dax.entries.lock_at(t, k) {
-            cell.dax.entries.remove(t, l);
+            l.remove();
         }
     }
     Ok(())
