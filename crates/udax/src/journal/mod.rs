@@ -72,6 +72,22 @@ struct LogState {
 }
 
 /// The journal of a mounted file system.
+///
+/// ORDERING (every atomic of this type):
+/// * `appended` and `durable` are sequence-number watermarks: `appended` is
+///   stored (Release) under the log lock after the record's write and flush;
+///   `durable` is raised (Release, `fetch_max`) after a fence, to the
+///   `appended` read (Acquire) before that fence, so every record below it was
+///   written and flushed before the fence. Readers load `durable` (Acquire):
+///   a committer that sees its seq covered returns (its record is durable),
+///   and `append` computes a record's `unfenced` count from it (under the log
+///   lock, so `next_seq` cannot move); a stale (lower) value only claims fewer
+///   records durable, never more. `durable <= appended` holds throughout:
+///   `durable` only takes values `appended` had (checked by the loom model
+///   `loom_group_commit_durable_claims_and_returns_follow_fences`). A
+///   checkpoint resets both under the log lock with no commit running.
+/// * `reserved` is read and changed only under the log lock (Relaxed).
+/// * `commits`, `fences`, `checkpoints` are statistics (Relaxed).
 #[derive(Debug)]
 pub struct Journal {
     dev: Arc<dyn Device>,
