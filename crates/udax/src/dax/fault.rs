@@ -345,11 +345,61 @@ impl Cx<'_> {
         }
     }
 
+    /// Resolve a fault with its entry `l` locked: by the file's extent at the
+    /// entry's start, one of the cases below.
     fn resolve_locked(
         &self,
         page: u64,
         chunk: u64,
         eof: u64,
+        store: bool,
+        l: Locked<'_>,
+    ) -> R<Done> {
+        let Cx {
+            fs, cell, region, ..
+        } = *self;
+        let pmd = l.entry.is_pmd();
+        let start = if pmd { chunk } else { page };
+        let mut allocated = false;
+        loop {
+            let look = cell.data.read().map.lookup(start);
+            return match look {
+                Lookup::Mapped { dev_blk, len } if pmd => {
+                    self.mapped_pmd(chunk, dev_blk, len, store, l)
+                }
+                Lookup::Mapped { dev_blk, len } => {
+                    self.mapped_pte(page, chunk, eof, dev_blk, len, store, l)
+                }
+                Lookup::Hole { .. } if store && !region.private && !allocated => {
+                    let end = if pmd { chunk + PMD_PAGES } else { page + 1 };
+                    // On failure `l` goes back as found (dropped).
+                    fs.fault_alloc(cell, start, end).map_err(|e| {
+                        Fail::Error(format!("allocating blocks {start}..{end}: {e}"))
+                    })?;
+                    bump(&fs.counters().fault_allocs);
+                    allocated = true;
+                    continue;
+                }
+                Lookup::Hole { .. } if store && region.private => {
+                    // The kernel copies the zero page on the retried store.
+                    self.private_zero(page).map(|_| Done::Yes)
+                }
+                Lookup::Hole { len } if pmd && len < PMD_PAGES => {
+                    l.remove();
+                    Ok(Done::RetrySmall)
+                }
+                Lookup::Hole { len } => self.zero_hole(page, chunk, eof, len, l),
+            };
+        }
+    }
+
+    /// A 2 MiB entry over mapped blocks: one 2 MiB mapping where the extent
+    /// is one aligned 2 MiB run without media errors; otherwise 4 KiB (retry).
+    fn mapped_pmd(
+        &self,
+        chunk: u64,
+        dev_blk: u64,
+        len: u64,
         store: bool,
         l: Locked<'_>,
     ) -> R<Done> {
@@ -360,188 +410,171 @@ impl Cx<'_> {
             eng,
             ..
         } = *self;
-        let t = fs.waits();
-        let ix = &cell.dax.entries;
+        let span = chunk..chunk + PMD_PAGES;
+        let whole = len >= PMD_PAGES && dev_blk % PMD_PAGES == 0;
+        if whole && region.dev_page > PAGE as u64 && fs.is_bad(dev_blk, PMD_PAGES) {
+            // A hugetlbfs device loses the whole 2 MiB page.
+            l.remove();
+            let mut st = region.lock();
+            if !st.dead && super::mark_chunk_lost(region, &mut st, chunk, eng) {
+                bump(&fs.counters().sigbus);
+            }
+            return Ok(Done::Yes);
+        }
+        if l.entry.is_zero() {
+            zap_zero(cell, span.clone());
+        }
+        if whole && !fs.is_bad(dev_blk, PMD_PAGES) {
+            let r = self.map_range(span, dev_blk, true, store);
+            match r {
+                Ok(()) => l.unlock(Entry::block(dev_blk, true)),
+                Err(_) => l.remove(),
+            }
+            return r.map(|_| Done::Yes);
+        }
+        l.remove();
+        Ok(Done::RetrySmall)
+    }
+
+    /// A 4 KiB entry over mapped blocks: map up to the end of the extent
+    /// inside the chunk (or the first block with a media error), and enter
+    /// the neighbours mapped with it.
+    #[allow(clippy::too_many_arguments)]
+    fn mapped_pte(
+        &self,
+        page: u64,
+        chunk: u64,
+        eof: u64,
+        dev_blk: u64,
+        len: u64,
+        store: bool,
+        l: Locked<'_>,
+    ) -> R<Done> {
+        let Cx {
+            fs, cell, region, ..
+        } = *self;
+        if region.dev_page > PAGE as u64 {
+            l.remove();
+            return Ok(Done::RetrySmall);
+        }
+        if l.entry.is_zero() {
+            zap_zero(cell, page..page + 1);
+        }
+        if fs.is_bad(dev_blk, 1) {
+            // A media error (SPEC E3): SIGBUS for a user access, EFAULT for
+            // the kernel.
+            l.remove();
+            self.poison_marker(page);
+            return Ok(Done::Yes);
+        }
+        let mut end = page
+            .saturating_add(len)
+            .min(chunk + PMD_PAGES)
+            .min(region.pages().end)
+            .min(eof);
+        if let Some(b) = fs.first_bad(dev_blk, end - page) {
+            end = page + (b - dev_blk);
+        }
+        let r = self.map_pte(page..end, dev_blk, store);
+        match r {
+            Ok(()) => {
+                l.unlock(Entry::block(dev_blk, false));
+                cell.dax
+                    .entries
+                    .insert_run_if_vacant(page + 1..end, dev_blk + 1);
+            }
+            Err(_) => l.remove(),
+        }
+        r.map(|_| Done::Yes)
+    }
+
+    /// A load from a hole of a shared mapping: the zero page. A 4 KiB fault
+    /// zero-fills the rest of the hole inside the 2 MiB chunk at once
+    /// (fault-around), not page by page; the neighbours' entries are locked
+    /// too (only vacant ones).
+    fn zero_hole(&self, page: u64, chunk: u64, eof: u64, len: u64, l: Locked<'_>) -> R<Done> {
+        let Cx {
+            fs,
+            cell,
+            region,
+            eng,
+            ..
+        } = *self;
         let pmd = l.entry.is_pmd();
-        let span = if pmd {
+        let mut want = if pmd {
             chunk..chunk + PMD_PAGES
         } else {
-            page..page + 1
+            page..page
+                .saturating_add(len)
+                .min(chunk + PMD_PAGES)
+                .min(region.pages().end)
+                .min(eof)
         };
-        let mut allocated = false;
-        loop {
-            let look = cell.data.read().map.lookup(span.start);
-            match look {
-                Lookup::Mapped { dev_blk, len } => {
-                    if pmd {
-                        if region.dev_page > PAGE as u64
-                            && len >= PMD_PAGES
-                            && dev_blk % PMD_PAGES == 0
-                            && fs.is_bad(dev_blk, PMD_PAGES)
-                        {
-                            // A hugetlbfs device loses the whole 2 MiB page.
-                            l.remove();
-                            let mut st = region.lock();
-                            if !st.dead && super::mark_chunk_lost(region, &mut st, chunk, eng) {
-                                bump(&fs.counters().sigbus);
-                            }
-                            return Ok(Done::Yes);
-                        }
-                        if len >= PMD_PAGES
-                            && dev_blk % PMD_PAGES == 0
-                            && !fs.is_bad(dev_blk, PMD_PAGES)
-                        {
-                            if l.entry.is_zero() {
-                                zap_zero(cell, span.clone());
-                            }
-                            let r = self.map_range(span.clone(), dev_blk, true, store);
-                            match r {
-                                Ok(()) => l.unlock(Entry::block(dev_blk, true)),
-                                Err(_) => l.remove(),
-                            }
-                            return r.map(|_| Done::Yes);
-                        }
-                        if l.entry.is_zero() {
-                            zap_zero(cell, span.clone());
-                        }
-                        l.remove();
-                        return Ok(Done::RetrySmall);
-                    }
-                    if region.dev_page > PAGE as u64 {
-                        l.remove();
-                        return Ok(Done::RetrySmall);
-                    }
-                    if l.entry.is_zero() {
-                        zap_zero(cell, page..page + 1);
-                    }
-                    if fs.is_bad(dev_blk, 1) {
-                        // A media error (SPEC E3): SIGBUS for a user access,
-                        // EFAULT for the kernel.
-                        l.remove();
-                        self.poison_marker(page);
-                        return Ok(Done::Yes);
-                    }
-                    let mut end = page
-                        .saturating_add(len)
-                        .min(chunk + PMD_PAGES)
-                        .min(region.pages().end)
-                        .min(eof);
-                    if let Some(b) = fs.first_bad(dev_blk, end - page) {
-                        end = page + (b - dev_blk);
-                    }
-                    let r = self.map_pte(page..end, dev_blk, store);
-                    match r {
-                        Ok(()) => {
-                            l.unlock(Entry::block(dev_blk, false));
-                            ix.insert_run_if_vacant(page + 1..end, dev_blk + 1);
-                        }
-                        Err(_) => l.remove(),
-                    }
-                    return r.map(|_| Done::Yes);
-                }
-                Lookup::Hole { len } => {
-                    if store && !region.private && !allocated {
-                        if let Err(e) = fs.fault_alloc(cell, span.start, span.end) {
-                            drop(l);
-                            return Err(Fail::Error(format!(
-                                "allocating blocks {}..{}: {e}",
-                                span.start, span.end
-                            )));
-                        }
-                        bump(&fs.counters().fault_allocs);
-                        allocated = true;
-                        continue;
-                    }
-                    if store && region.private {
-                        // The kernel copies the zero page on the retried store.
-                        let r = self.private_zero(page);
-                        drop(l);
-                        return r.map(|_| Done::Yes);
-                    }
-                    if pmd && len < PMD_PAGES {
-                        l.remove();
-                        return Ok(Done::RetrySmall);
-                    }
-                    // A 4 KiB fault zero-fills the rest of the hole inside the
-                    // 2 MiB chunk at once (fault-around), not page by page; the
-                    // neighbours' entries are locked too (only vacant ones).
-                    let mut want = if pmd {
-                        span.clone()
-                    } else {
-                        page..page
-                            .saturating_add(len)
-                            .min(chunk + PMD_PAGES)
-                            .min(region.pages().end)
-                            .min(eof)
-                    };
-                    let mut extra = Vec::new();
-                    for p in want.start + 1..want.end {
-                        if pmd {
-                            break;
-                        }
-                        match ix.lock_vacant(t, p) {
-                            Some(x) => extra.push(x),
-                            None => {
-                                want.end = p;
-                                break;
-                            }
-                        }
-                    }
-                    // On any failure from here on, `l` and `extra` put their
-                    // entries back as they were (removed: they were empty).
-                    let done = self.install_zero(want, !pmd)?;
-                    // A store by another thread between the zero-page install and
-                    // its write protection made a private copy: move it to a block.
-                    let raced = if region.private {
-                        Vec::new()
-                    } else {
-                        eng.non_zero(
-                            region.addr_of(done.start),
-                            (done.end - done.start) as usize * PAGE,
-                        )
-                    };
-                    #[cfg(all(test, not(loom)))]
-                    if tests::FAIL_RESCUE.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                        return Err(Fail::Error(
-                            "rescuing a raced store failed (injected)".into(),
-                        ));
-                    }
-                    let mut rescued = Vec::new();
-                    for a in raced {
-                        let (p0, p1) = (region.page_of(a.start), region.page_of(a.end - 1) + 1);
-                        self.rescue(p0..p1)?;
-                        rescued.push(p0..p1);
-                    }
-                    let head = l.index;
-                    let kind = |p: u64| -> Entry {
-                        if rescued.iter().any(|r| r.contains(&p)) {
-                            match cell.data.read().map.lookup(p) {
-                                Lookup::Mapped { dev_blk, .. } => Entry::block(dev_blk, false),
-                                Lookup::Hole { .. } => Entry::zero(false),
-                            }
-                        } else {
-                            Entry::zero(pmd && p == head)
-                        }
-                    };
-                    if pmd && !rescued.is_empty() {
-                        // The 2 MiB zero entry no longer describes the chunk.
-                        zap_zero(cell, span.clone());
-                        l.remove();
-                    } else {
-                        l.unlock(kind(head));
-                    }
-                    for x in extra {
-                        if x.index < done.end {
-                            let e = kind(x.index);
-                            x.unlock(e);
-                        } else {
-                            x.remove();
-                        }
-                    }
-                    return Ok(Done::Yes);
+        let mut extra = Vec::new();
+        for p in want.start + 1..want.end {
+            if pmd {
+                break;
+            }
+            match cell.dax.entries.lock_vacant(fs.waits(), p) {
+                Some(x) => extra.push(x),
+                None => {
+                    want.end = p;
+                    break;
                 }
             }
         }
+        // On any failure from here on, `l` and `extra` put their entries
+        // back as they were (removed: they were empty).
+        let done = self.install_zero(want, !pmd)?;
+        // A store by another thread between the zero-page install and its
+        // write protection made a private copy: move it to a block.
+        let raced = if region.private {
+            Vec::new()
+        } else {
+            eng.non_zero(
+                region.addr_of(done.start),
+                (done.end - done.start) as usize * PAGE,
+            )
+        };
+        #[cfg(all(test, not(loom)))]
+        if tests::FAIL_RESCUE.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Fail::Error(
+                "rescuing a raced store failed (injected)".into(),
+            ));
+        }
+        let mut rescued = Vec::new();
+        for a in raced {
+            let (p0, p1) = (region.page_of(a.start), region.page_of(a.end - 1) + 1);
+            self.rescue(p0..p1)?;
+            rescued.push(p0..p1);
+        }
+        let head = l.index;
+        let kind = |p: u64| -> Entry {
+            if rescued.iter().any(|r| r.contains(&p)) {
+                match cell.data.read().map.lookup(p) {
+                    Lookup::Mapped { dev_blk, .. } => Entry::block(dev_blk, false),
+                    Lookup::Hole { .. } => Entry::zero(false),
+                }
+            } else {
+                Entry::zero(pmd && p == head)
+            }
+        };
+        if pmd && !rescued.is_empty() {
+            // The 2 MiB zero entry no longer describes the chunk.
+            zap_zero(cell, chunk..chunk + PMD_PAGES);
+            l.remove();
+        } else {
+            l.unlock(kind(head));
+        }
+        for x in extra {
+            if x.index < done.end {
+                let e = kind(x.index);
+                x.unlock(e);
+            } else {
+                x.remove();
+            }
+        }
+        Ok(Done::Yes)
     }
 
     /// Put a SIGBUS marker on `page`, whose block has a media error.
