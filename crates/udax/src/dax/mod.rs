@@ -12,7 +12,7 @@
 //! lock held, and never two at a time.
 #![allow(unsafe_code)]
 
-pub mod entry;
+pub(crate) mod entry;
 mod fault;
 mod grow;
 

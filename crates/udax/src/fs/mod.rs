@@ -20,8 +20,8 @@ mod file;
 mod namespace;
 mod poison;
 mod reflink;
-pub mod refs;
-pub mod state;
+pub(crate) mod refs;
+pub(crate) mod state;
 mod types;
 
 pub use check::{fsck, fsck_repair, BadBlock, FsckReport, Problem};

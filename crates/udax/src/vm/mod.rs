@@ -3,12 +3,12 @@
 //! references. Knows nothing of files: faults are resolved by the region's
 //! [`FaultOwner`] (the DAX layer).
 
-pub mod engine;
-pub mod pages;
-pub mod region;
+pub(crate) mod engine;
+pub(crate) mod pages;
+pub(crate) mod region;
 pub mod signals;
-pub mod space;
-pub mod uffd;
+pub(crate) mod space;
+pub(crate) mod uffd;
 
 pub use engine::{engine, try_engine, Engine, VmStats};
 pub use region::{FaultOwner, Region, RegionState};
