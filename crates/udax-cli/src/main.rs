@@ -561,169 +561,14 @@ fn run(cli: Cli) -> AnyResult<()> {
             label,
             force,
         } => mkfs(&dev, size.as_deref(), label, force)?,
-        Cmd::Info { dev, json } => {
-            let fs = mount_ro(&dev)?;
-            let info = fs.device().info().clone();
-            let sb = fs.superblock().clone();
-            let st = fs.statfs();
-            let j = fs.journal_stats();
-            let a = fs.alloc_stats();
-            if json {
-                let v = serde_json::json!({"device": info, "superblock": sb, "uuid": sb.uuid_str(), "statfs": st, "journal": j, "alloc": a});
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            } else {
-                println!("device:       {} ({:?})", info.path, info.kind);
-                println!(
-                    "persistence:  {:?} (flush: {:?})",
-                    info.persistence, info.flush
-                );
-                println!("page size:    {}", info.page_size);
-                println!("size:         {} MiB", info.len >> 20);
-                println!(
-                    "uuid:         {}  label: {:?}",
-                    sb.uuid_str(),
-                    sb.label_str()
-                );
-                println!(
-                    "data:         {} MiB, {} MiB free, {} free 2 MiB chunks",
-                    (st.data_blocks * 4096) >> 20,
-                    (st.free_blocks * 4096) >> 20,
-                    a.free_chunks
-                );
-                println!("inodes:       {}", st.inodes);
-                println!(
-                    "metadata:     {} of {} KiB; log {} of {} KiB (epoch {})",
-                    st.metadata_bytes >> 10,
-                    st.metadata_capacity >> 10,
-                    j.log_used >> 10,
-                    j.log_bytes >> 10,
-                    j.epoch
-                );
-            }
-        }
-        Cmd::Ls { target: t, long } => {
-            let t = target(&t, def)?;
-            let fs = mount_ro(&t.dev)?;
-            for e in ctx(fs.read_dir(&t.path), &t.path)? {
-                if long {
-                    let p = format!("{}/{}", t.path.trim_end_matches('/'), e.name);
-                    let st = ctx(fs.stat(&p), &p)?;
-                    println!(
-                        "{}{} {:>3} {:>12} {:>8} {}",
-                        type_char(&st),
-                        mode_string(st.mode),
-                        st.nlink,
-                        st.size,
-                        st.blocks / 8,
-                        e.name
-                    );
-                } else {
-                    println!("{}", e.name);
-                }
-            }
-        }
+        Cmd::Info { dev, json } => info_cmd(dev, json)?,
+        Cmd::Ls { target: t, long } => ls_cmd(t, long, def)?,
         Cmd::Stat {
             target: t,
             json,
             mmap,
-        } => {
-            let t = target(&t, def)?;
-            let fs = mount_ro(&t.dev)?;
-            let st = ctx(fs.stat(&t.path), &t.path)?;
-            let (poisoned, extents, shared) = if st.is_file() {
-                let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
-                (f.poisoned_ranges(), f.extents(), f.shared_blocks())
-            } else {
-                (Vec::new(), Vec::new(), 0)
-            };
-            let faults = if mmap && st.is_file() && st.size > 0 {
-                let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
-                let m = ctx(
-                    f.mmap(
-                        0,
-                        st.size as usize,
-                        udax::Prot::Read,
-                        udax::MapFlags::SHARED,
-                    ),
-                    &t.path,
-                )?;
-                let mut sum = 0u64;
-                let bad = |o: u64| poisoned.iter().any(|&(a, l)| (a..a + l).contains(&o));
-                for off in (0..m.len()).step_by(4096).filter(|&o| !bad(o as u64)) {
-                    // SAFETY: inside the live read-only mapping of the file,
-                    // on a page without a media error (that would raise SIGBUS).
-                    sum += unsafe { m.as_ptr().add(off).read_volatile() } as u64;
-                }
-                std::hint::black_box(sum);
-                Some(fs.dax_stats())
-            } else {
-                None
-            };
-            if json {
-                let mut j = serde_json::to_value(st).unwrap_or_default();
-                if let Some(o) = j.as_object_mut() {
-                    if let Some(s) = faults {
-                        o.insert("mmap".into(), serde_json::to_value(s).unwrap_or_default());
-                    }
-                    o.insert("poisoned".into(), serde_json::json!(poisoned));
-                    o.insert("extents".into(), serde_json::json!(extents));
-                    o.insert("shared_blocks".into(), serde_json::json!(shared));
-                }
-                println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
-            } else {
-                if let Some(s) = faults {
-                    println!(
-                        "  mmap: {} faults ({} by the kernel in a system call); {} 2 MiB mappings, {} 4 KiB-entry mappings, {} zero-page maps (holes); {} windows past end of file, {} ranges shown through them",
-                        s.faults, s.kernel_faults, s.pmd_maps, s.pte_maps, s.zero_maps, s.windows, s.continued
-                    );
-                }
-                println!("  file: {}", t.path);
-                println!(
-                    "  type: {}  mode: {:o}  inode: {}  links: {}",
-                    if st.is_dir() {
-                        "directory"
-                    } else {
-                        "regular file"
-                    },
-                    st.mode & 0o7777,
-                    st.ino,
-                    st.nlink
-                );
-                println!(
-                    "  size: {}  blocks (512 B): {}  io block: {}  shared (reflink): {} blocks",
-                    st.size, st.blocks, st.blksize, shared
-                );
-                println!(
-                    "  mtime: {} ns  ctime: {} ns  btime: {} ns",
-                    st.mtime_ns, st.ctime_ns, st.btime_ns
-                );
-                if !poisoned.is_empty() {
-                    let list: Vec<String> = poisoned
-                        .iter()
-                        .map(|(o, l)| format!("{o}..{} ({l} bytes)", o + l))
-                        .collect();
-                    println!("  media errors (reads fail with EIO): {}", list.join(", "));
-                }
-            }
-        }
-        Cmd::Cat { target: t } => {
-            let t = target(&t, def)?;
-            let fs = mount_ro(&t.dev)?;
-            let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
-            let mut buf = vec![0u8; 1 << 20];
-            let mut off = 0;
-            let mut out = std::io::stdout().lock();
-            loop {
-                let n = ctx(f.read_at(&mut buf, off), &t.path)?;
-                if n == 0 {
-                    break;
-                }
-                if out.write_all(&buf[..n]).is_err() {
-                    break; // closed pipe
-                }
-                off += n as u64;
-            }
-        }
+        } => stat_cmd(t, json, mmap, def)?,
+        Cmd::Cat { target: t } => cat_cmd(t, def)?,
         Cmd::Cp {
             src,
             dst,
@@ -736,121 +581,21 @@ fn run(cli: Cli) -> AnyResult<()> {
             src,
             dst,
             reflink: true,
-        } => {
-            let s = target(&src, def)?;
-            let d = target(&dst, Some(&s.dev))?;
-            if !same_device(&s.dev, &d.dev) {
-                return Err(format!(
-                    "{src} -> {dst}: --reflink needs both files on one udax device"
-                ));
-            }
-            let fs = mount(&s.dev)?;
-            let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), &src)?;
-            not_same_file(&fs, &inp, &d.path, &src, &dst)?;
-            let out = ctx(fs.open(&d.path, &OpenOptions::create()), &dst)?;
-            ctx(fs.clone_file(&inp, &out), &format!("{src} -> {dst}"))?;
-            let n = out.len();
-            drop((inp, out));
-            ctx(fs.unmount(), &s.dev)?;
-            eprintln!("udax: cloned {n} bytes (blocks shared)");
-        }
+        } => reflink_cmd(&src, &dst, def)?,
         Cmd::Dedupe {
             src,
             dst,
             src_offset,
             dst_offset,
             length,
-        } => {
-            let s = target(&src, def)?;
-            let d = target(&dst, Some(&s.dev))?;
-            if !same_device(&s.dev, &d.dev) {
-                return Err(format!("{src} -> {dst}: both files must be on one device"));
-            }
-            let (so, dof) = (size_arg(&src_offset)?, size_arg(&dst_offset)?);
-            let fs = mount(&s.dev)?;
-            let a = ctx(fs.open(&s.path, &OpenOptions::read_only()), &src)?;
-            let b = ctx(fs.open(&d.path, &OpenOptions::read_write()), &dst)?;
-            let len = match length {
-                Some(l) => size_arg(&l)?,
-                None => a.len().saturating_sub(so),
-            };
-            let r = ctx(
-                fs.dedupe_range(&a, so, &b, dof, len),
-                &format!("{src} {dst}"),
-            )?;
-            drop((a, b));
-            ctx(fs.unmount(), &s.dev)?;
-            if r.differs {
-                println!("differs: nothing shared");
-            } else {
-                println!("deduped {} bytes", r.bytes_deduped);
-            }
-        }
-        Cmd::Mkdir { target: t, parents } => {
-            let t = target(&t, def)?;
-            let fs = mount(&t.dev)?;
-            if parents {
-                let mut p = String::new();
-                for c in t.path.split('/').filter(|c| !c.is_empty()) {
-                    p.push('/');
-                    p.push_str(c);
-                    match fs.mkdir(&p, 0o755) {
-                        Ok(()) | Err(udax::Error::Exists) => {}
-                        Err(e) => return Err(format!("{p}: {e}")),
-                    }
-                }
-            } else {
-                ctx(fs.mkdir(&t.path, 0o755), &t.path)?;
-            }
-            ctx(fs.unmount(), &t.dev)?;
-        }
+        } => dedupe_cmd(src, dst, src_offset, dst_offset, length, def)?,
+        Cmd::Mkdir { target: t, parents } => mkdir_cmd(t, parents, def)?,
         Cmd::Rm {
             target: arg,
             recursive,
-        } => {
-            let t = target(&arg, def)?;
-            // Both refusals come before anything is removed (coreutils' rm).
-            if ends_in_dot(&t.path) {
-                return Err(format!(
-                    "refusing to remove '.' or '..' directory: skipping '{arg}'"
-                ));
-            }
-            let fs = mount(&t.dev)?;
-            let root = ctx(fs.stat("/"), &t.dev)?.ino;
-            if recursive && fs.stat(&t.path).is_ok_and(|st| st.ino == root) {
-                return Err(format!(
-                    "it is dangerous to operate recursively on '{arg}' (the root directory): nothing removed"
-                ));
-            }
-            if recursive {
-                ctx(remove_tree(&fs, &t.path), &t.path)?;
-            } else {
-                ctx(fs.unlink(&t.path), &t.path)?;
-            }
-            ctx(fs.unmount(), &t.dev)?;
-        }
-        Cmd::Mv { src, dst } => {
-            let s = target(&src, def)?;
-            let d = target(&dst, Some(&s.dev))?;
-            if !same_device(&s.dev, &d.dev) {
-                return Err(format!("{src} -> {dst}: {}", udax::Error::CrossDevice));
-            }
-            let fs = mount(&s.dev)?;
-            ctx(
-                fs.rename(&s.path, &d.path),
-                &format!("{} -> {}", s.path, d.path),
-            )?;
-            ctx(fs.unmount(), &s.dev)?;
-        }
-        Cmd::Truncate { target: t, size } => {
-            let t = target(&t, def)?;
-            let size = size_arg(&size)?;
-            let fs = mount(&t.dev)?;
-            let f = ctx(fs.open(&t.path, &OpenOptions::create()), &t.path)?;
-            ctx(f.set_len(size), &t.path)?;
-            drop(f);
-            ctx(fs.unmount(), &t.dev)?;
-        }
+        } => rm_cmd(arg, recursive, def)?,
+        Cmd::Mv { src, dst } => mv_cmd(&src, &dst, def)?,
+        Cmd::Truncate { target: t, size } => truncate_cmd(&t, &size, def)?,
         Cmd::Fallocate {
             target: t,
             offset,
@@ -861,155 +606,476 @@ fn run(cli: Cli) -> AnyResult<()> {
             collapse_range,
             insert_range,
         } => {
-            let t = target(&t, def)?;
-            let mut mode = 0;
-            if keep_size {
-                mode |= falloc::KEEP_SIZE;
-            }
-            if punch_hole {
-                mode |= falloc::PUNCH_HOLE | falloc::KEEP_SIZE;
-            }
-            if zero_range {
-                mode |= falloc::ZERO_RANGE;
-            }
-            if collapse_range {
-                mode |= falloc::COLLAPSE_RANGE;
-            }
-            if insert_range {
-                mode |= falloc::INSERT_RANGE;
-            }
-            let (off, len) = (size_arg(&offset)?, size_arg(&length)?);
-            let fs = mount(&t.dev)?;
-            let f = ctx(fs.open(&t.path, &OpenOptions::create()), &t.path)?;
-            ctx(f.fallocate(mode, off, len), &t.path)?;
-            drop(f);
-            ctx(fs.unmount(), &t.dev)?;
+            // fallocate(1)'s flags as one fallocate(2) mode.
+            let mode = [
+                (keep_size, falloc::KEEP_SIZE),
+                (punch_hole, falloc::PUNCH_HOLE | falloc::KEEP_SIZE),
+                (zero_range, falloc::ZERO_RANGE),
+                (collapse_range, falloc::COLLAPSE_RANGE),
+                (insert_range, falloc::INSERT_RANGE),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .fold(0, |m, (_, bit)| m | bit);
+            fallocate_cmd(t, &offset, &length, mode, def)?
         }
-        Cmd::Fsck { dev, json, repair } => {
-            let d = open_dev(&dev, None)?;
-            let r = match if repair {
-                udax::fs::fsck_repair(d)
-            } else {
-                udax::fs::fsck(&*d)
-            } {
-                Ok(r) => r,
-                Err(e @ udax::Error::Corrupted { .. }) => {
-                    // Damage no salvage reads past: an error left.
-                    EXIT_CODE.store(4, std::sync::atomic::Ordering::Relaxed);
-                    eprintln!("udax: {dev}: {e}");
-                    return Ok(());
-                }
-                Err(e) => {
-                    EXIT_CODE.store(8, std::sync::atomic::Ordering::Relaxed);
-                    eprintln!("udax: {dev}: {e}");
-                    return Ok(());
-                }
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-            } else {
-                for d in &r.damage {
-                    println!(
-                        "damage: {} at device offset {:#x} (--repair: {})",
-                        d.what, d.device_offset, d.salvage
-                    );
-                }
-                for l in &r.repaired {
-                    println!("repaired: {l}");
-                }
-                let verb = if r.repaired.is_empty() {
-                    "a repair would lose"
-                } else {
-                    "lost"
-                };
-                for l in &r.lost {
-                    println!("{verb}: {l}");
-                }
-                for p in &r.problems {
-                    let at = p
-                        .device_offset
-                        .map(|o| format!(" at device offset {o:#x}"))
-                        .unwrap_or_default();
-                    let ino = p.ino.map(|i| format!("inode {i}: ")).unwrap_or_default();
-                    println!("problem: {ino}{}{at}", p.what);
-                }
-                for b in &r.bad_blocks {
-                    let owners: Vec<String> = b.owners.iter().map(owner_text).collect();
-                    println!(
-                        "media error: device block {} (offset {:#x}): {}{}",
-                        b.dev_blk,
-                        b.dev_blk * udax::BLOCK_SIZE,
-                        owners.join("; "),
-                        if b.paths.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" — {}", b.paths.join(", "))
-                        }
-                    );
-                }
-                println!(
-                    "{dev}: {} — {} files, {} directories, {} blocks used ({} shared), {} free; epoch {}, {} log records replayed{}{}{}",
-                    match r.exit_code() {
-                        0 => "clean",
-                        1 => "REPAIRED",
-                        _ => "NOT CLEAN",
-                    },
-                    r.files, r.directories, r.used_blocks, r.shared_blocks, r.free_blocks, r.checkpoint_epoch, r.log_records_replayed,
-                    r.torn_log_tail_at.map(|o| format!(", torn log tail discarded at {o:#x}")).unwrap_or_default(),
-                    if r.unacknowledged_records == 0 { String::new() } else { format!(" ({} unacknowledged records after it)", r.unacknowledged_records) },
-                    if r.orphans.is_empty() { String::new() } else { format!(", {} orphans to reclaim at mount", r.orphans.len()) },
-                );
-            }
-            EXIT_CODE.store(r.exit_code(), std::sync::atomic::Ordering::Relaxed);
-        }
+        Cmd::Fsck { dev, json, repair } => fsck_cmd(dev, json, repair)?,
         Cmd::InjectPoison {
             dev,
             offset,
             len,
             json,
-        } => {
-            let fs = mount(&dev)?;
-            let rep = ctx(fs.inject_poison(size_arg(&offset)?, size_arg(&len)?), &dev)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default());
-            } else {
-                let (b, n) = rep.blocks;
-                println!(
-                    "{dev}: media error recorded on device blocks {b}..{}",
-                    b + n
-                );
-                for (blk, o) in &rep.owners {
-                    println!("  block {blk}: {}", owner_text(o));
-                }
-            }
-            ctx(fs.unmount(), &dev)?;
-        }
+        } => inject_poison_cmd(dev, offset, len, json)?,
         Cmd::ClearPoison { dev, offset, len } => {
             let fs = mount(&dev)?;
             let n = ctx(fs.clear_poison(size_arg(&offset)?, size_arg(&len)?), &dev)?;
             println!("{dev}: {n} blocks cleared and returned to free space");
             ctx(fs.unmount(), &dev)?;
         }
-        Cmd::Df { dev } => {
-            let fs = mount_ro(&dev)?;
-            let s = fs.statfs();
-            let used = s.data_blocks - s.free_blocks;
-            println!(
-                "{:<24} {:>12} {:>12} {:>12} {:>5}",
-                "device", "size KiB", "used KiB", "free KiB", "use%"
-            );
-            println!(
-                "{:<24} {:>12} {:>12} {:>12} {:>4}%",
-                dev,
-                s.data_blocks * 4,
-                used * 4,
-                s.free_blocks * 4,
-                (used * 100).checked_div(s.data_blocks).unwrap_or(0)
-            );
-        }
+        Cmd::Df { dev } => df_cmd(dev)?,
         Cmd::Demo => demo::run()?,
         Cmd::Bench(args) => bench::run(&args)?,
     }
+    Ok(())
+}
+
+/// `udax cp --reflink`.
+fn reflink_cmd(src: &str, dst: &str, def: Option<&str>) -> AnyResult<()> {
+    let s = target(src, def)?;
+    let d = target(dst, Some(&s.dev))?;
+    if !same_device(&s.dev, &d.dev) {
+        return Err(format!(
+            "{src} -> {dst}: --reflink needs both files on one udax device"
+        ));
+    }
+    let fs = mount(&s.dev)?;
+    let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), src)?;
+    not_same_file(&fs, &inp, &d.path, src, dst)?;
+    let out = ctx(fs.open(&d.path, &OpenOptions::create()), dst)?;
+    ctx(fs.clone_file(&inp, &out), &format!("{src} -> {dst}"))?;
+    let n = out.len();
+    drop((inp, out));
+    ctx(fs.unmount(), &s.dev)?;
+    eprintln!("udax: cloned {n} bytes (blocks shared)");
+    Ok(())
+}
+
+/// `udax mv`.
+fn mv_cmd(src: &str, dst: &str, def: Option<&str>) -> AnyResult<()> {
+    let s = target(src, def)?;
+    let d = target(dst, Some(&s.dev))?;
+    if !same_device(&s.dev, &d.dev) {
+        return Err(format!("{src} -> {dst}: {}", udax::Error::CrossDevice));
+    }
+    let fs = mount(&s.dev)?;
+    ctx(
+        fs.rename(&s.path, &d.path),
+        &format!("{} -> {}", s.path, d.path),
+    )?;
+    ctx(fs.unmount(), &s.dev)?;
+    Ok(())
+}
+
+/// `udax truncate`.
+fn truncate_cmd(t: &str, size: &str, def: Option<&str>) -> AnyResult<()> {
+    let t = target(t, def)?;
+    let size = size_arg(size)?;
+    let fs = mount(&t.dev)?;
+    let f = ctx(fs.open(&t.path, &OpenOptions::create()), &t.path)?;
+    ctx(f.set_len(size), &t.path)?;
+    drop(f);
+    ctx(fs.unmount(), &t.dev)?;
+    Ok(())
+}
+
+/// `udax info`.
+fn info_cmd(dev: String, json: bool) -> AnyResult<()> {
+    let fs = mount_ro(&dev)?;
+    let info = fs.device().info().clone();
+    let sb = fs.superblock().clone();
+    let st = fs.statfs();
+    let j = fs.journal_stats();
+    let a = fs.alloc_stats();
+    if json {
+        let v = serde_json::json!({"device": info, "superblock": sb, "uuid": sb.uuid_str(), "statfs": st, "journal": j, "alloc": a});
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("device:       {} ({:?})", info.path, info.kind);
+        println!(
+            "persistence:  {:?} (flush: {:?})",
+            info.persistence, info.flush
+        );
+        println!("page size:    {}", info.page_size);
+        println!("size:         {} MiB", info.len >> 20);
+        println!(
+            "uuid:         {}  label: {:?}",
+            sb.uuid_str(),
+            sb.label_str()
+        );
+        println!(
+            "data:         {} MiB, {} MiB free, {} free 2 MiB chunks",
+            (st.data_blocks * 4096) >> 20,
+            (st.free_blocks * 4096) >> 20,
+            a.free_chunks
+        );
+        println!("inodes:       {}", st.inodes);
+        println!(
+            "metadata:     {} of {} KiB; log {} of {} KiB (epoch {})",
+            st.metadata_bytes >> 10,
+            st.metadata_capacity >> 10,
+            j.log_used >> 10,
+            j.log_bytes >> 10,
+            j.epoch
+        );
+    }
+    Ok(())
+}
+
+/// `udax ls`.
+fn ls_cmd(t: String, long: bool, def: Option<&str>) -> AnyResult<()> {
+    let t = target(&t, def)?;
+    let fs = mount_ro(&t.dev)?;
+    for e in ctx(fs.read_dir(&t.path), &t.path)? {
+        if long {
+            let p = format!("{}/{}", t.path.trim_end_matches('/'), e.name);
+            let st = ctx(fs.stat(&p), &p)?;
+            println!(
+                "{}{} {:>3} {:>12} {:>8} {}",
+                type_char(&st),
+                mode_string(st.mode),
+                st.nlink,
+                st.size,
+                st.blocks / 8,
+                e.name
+            );
+        } else {
+            println!("{}", e.name);
+        }
+    }
+    Ok(())
+}
+
+/// `udax stat`.
+fn stat_cmd(t: String, json: bool, mmap: bool, def: Option<&str>) -> AnyResult<()> {
+    let t = target(&t, def)?;
+    let fs = mount_ro(&t.dev)?;
+    let st = ctx(fs.stat(&t.path), &t.path)?;
+    let (poisoned, extents, shared) = if st.is_file() {
+        let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
+        (f.poisoned_ranges(), f.extents(), f.shared_blocks())
+    } else {
+        (Vec::new(), Vec::new(), 0)
+    };
+    let faults = if mmap && st.is_file() && st.size > 0 {
+        let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
+        let m = ctx(
+            f.mmap(
+                0,
+                st.size as usize,
+                udax::Prot::Read,
+                udax::MapFlags::SHARED,
+            ),
+            &t.path,
+        )?;
+        let mut sum = 0u64;
+        let bad = |o: u64| poisoned.iter().any(|&(a, l)| (a..a + l).contains(&o));
+        for off in (0..m.len()).step_by(4096).filter(|&o| !bad(o as u64)) {
+            // SAFETY: inside the live read-only mapping of the file,
+            // on a page without a media error (that would raise SIGBUS).
+            sum += unsafe { m.as_ptr().add(off).read_volatile() } as u64;
+        }
+        std::hint::black_box(sum);
+        Some(fs.dax_stats())
+    } else {
+        None
+    };
+    if json {
+        let mut j = serde_json::to_value(st).unwrap_or_default();
+        if let Some(o) = j.as_object_mut() {
+            if let Some(s) = faults {
+                o.insert("mmap".into(), serde_json::to_value(s).unwrap_or_default());
+            }
+            o.insert("poisoned".into(), serde_json::json!(poisoned));
+            o.insert("extents".into(), serde_json::json!(extents));
+            o.insert("shared_blocks".into(), serde_json::json!(shared));
+        }
+        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+    } else {
+        if let Some(s) = faults {
+            println!(
+                "  mmap: {} faults ({} by the kernel in a system call); {} 2 MiB mappings, {} 4 KiB-entry mappings, {} zero-page maps (holes); {} windows past end of file, {} ranges shown through them",
+                s.faults, s.kernel_faults, s.pmd_maps, s.pte_maps, s.zero_maps, s.windows, s.continued
+            );
+        }
+        println!("  file: {}", t.path);
+        println!(
+            "  type: {}  mode: {:o}  inode: {}  links: {}",
+            if st.is_dir() {
+                "directory"
+            } else {
+                "regular file"
+            },
+            st.mode & 0o7777,
+            st.ino,
+            st.nlink
+        );
+        println!(
+            "  size: {}  blocks (512 B): {}  io block: {}  shared (reflink): {} blocks",
+            st.size, st.blocks, st.blksize, shared
+        );
+        println!(
+            "  mtime: {} ns  ctime: {} ns  btime: {} ns",
+            st.mtime_ns, st.ctime_ns, st.btime_ns
+        );
+        if !poisoned.is_empty() {
+            let list: Vec<String> = poisoned
+                .iter()
+                .map(|(o, l)| format!("{o}..{} ({l} bytes)", o + l))
+                .collect();
+            println!("  media errors (reads fail with EIO): {}", list.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// `udax cat`.
+fn cat_cmd(t: String, def: Option<&str>) -> AnyResult<()> {
+    let t = target(&t, def)?;
+    let fs = mount_ro(&t.dev)?;
+    let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let n = ctx(f.read_at(&mut buf, off), &t.path)?;
+        if n == 0 {
+            break;
+        }
+        if out.write_all(&buf[..n]).is_err() {
+            break; // closed pipe
+        }
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// `udax dedupe`.
+fn dedupe_cmd(
+    src: String,
+    dst: String,
+    src_offset: String,
+    dst_offset: String,
+    length: Option<String>,
+    def: Option<&str>,
+) -> AnyResult<()> {
+    let s = target(&src, def)?;
+    let d = target(&dst, Some(&s.dev))?;
+    if !same_device(&s.dev, &d.dev) {
+        return Err(format!("{src} -> {dst}: both files must be on one device"));
+    }
+    let (so, dof) = (size_arg(&src_offset)?, size_arg(&dst_offset)?);
+    let fs = mount(&s.dev)?;
+    let a = ctx(fs.open(&s.path, &OpenOptions::read_only()), &src)?;
+    let b = ctx(fs.open(&d.path, &OpenOptions::read_write()), &dst)?;
+    let len = match length {
+        Some(l) => size_arg(&l)?,
+        None => a.len().saturating_sub(so),
+    };
+    let r = ctx(
+        fs.dedupe_range(&a, so, &b, dof, len),
+        &format!("{src} {dst}"),
+    )?;
+    drop((a, b));
+    ctx(fs.unmount(), &s.dev)?;
+    if r.differs {
+        println!("differs: nothing shared");
+    } else {
+        println!("deduped {} bytes", r.bytes_deduped);
+    }
+    Ok(())
+}
+
+/// `udax mkdir`.
+fn mkdir_cmd(t: String, parents: bool, def: Option<&str>) -> AnyResult<()> {
+    let t = target(&t, def)?;
+    let fs = mount(&t.dev)?;
+    if parents {
+        let mut p = String::new();
+        for c in t.path.split('/').filter(|c| !c.is_empty()) {
+            p.push('/');
+            p.push_str(c);
+            match fs.mkdir(&p, 0o755) {
+                Ok(()) | Err(udax::Error::Exists) => {}
+                Err(e) => return Err(format!("{p}: {e}")),
+            }
+        }
+    } else {
+        ctx(fs.mkdir(&t.path, 0o755), &t.path)?;
+    }
+    ctx(fs.unmount(), &t.dev)?;
+    Ok(())
+}
+
+/// `udax rm`.
+fn rm_cmd(arg: String, recursive: bool, def: Option<&str>) -> AnyResult<()> {
+    let t = target(&arg, def)?;
+    // Both refusals come before anything is removed (coreutils' rm).
+    if ends_in_dot(&t.path) {
+        return Err(format!(
+            "refusing to remove '.' or '..' directory: skipping '{arg}'"
+        ));
+    }
+    let fs = mount(&t.dev)?;
+    let root = ctx(fs.stat("/"), &t.dev)?.ino;
+    if recursive && fs.stat(&t.path).is_ok_and(|st| st.ino == root) {
+        return Err(format!(
+            "it is dangerous to operate recursively on '{arg}' (the root directory): nothing removed"
+        ));
+    }
+    if recursive {
+        ctx(remove_tree(&fs, &t.path), &t.path)?;
+    } else {
+        ctx(fs.unlink(&t.path), &t.path)?;
+    }
+    ctx(fs.unmount(), &t.dev)?;
+    Ok(())
+}
+
+/// `udax fallocate`.
+fn fallocate_cmd(
+    t: String,
+    offset: &str,
+    length: &str,
+    mode: u32,
+    def: Option<&str>,
+) -> AnyResult<()> {
+    let t = target(&t, def)?;
+    let (off, len) = (size_arg(offset)?, size_arg(length)?);
+    let fs = mount(&t.dev)?;
+    let f = ctx(fs.open(&t.path, &OpenOptions::create()), &t.path)?;
+    ctx(f.fallocate(mode, off, len), &t.path)?;
+    drop(f);
+    ctx(fs.unmount(), &t.dev)?;
+    Ok(())
+}
+
+/// `udax fsck`.
+fn fsck_cmd(dev: String, json: bool, repair: bool) -> AnyResult<()> {
+    let d = open_dev(&dev, None)?;
+    let r = match if repair {
+        udax::fs::fsck_repair(d)
+    } else {
+        udax::fs::fsck(&*d)
+    } {
+        Ok(r) => r,
+        Err(e @ udax::Error::Corrupted { .. }) => {
+            // Damage no salvage reads past: an error left.
+            EXIT_CODE.store(4, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("udax: {dev}: {e}");
+            return Ok(());
+        }
+        Err(e) => {
+            EXIT_CODE.store(8, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("udax: {dev}: {e}");
+            return Ok(());
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        for d in &r.damage {
+            println!(
+                "damage: {} at device offset {:#x} (--repair: {})",
+                d.what, d.device_offset, d.salvage
+            );
+        }
+        for l in &r.repaired {
+            println!("repaired: {l}");
+        }
+        let verb = if r.repaired.is_empty() {
+            "a repair would lose"
+        } else {
+            "lost"
+        };
+        for l in &r.lost {
+            println!("{verb}: {l}");
+        }
+        for p in &r.problems {
+            let at = p
+                .device_offset
+                .map(|o| format!(" at device offset {o:#x}"))
+                .unwrap_or_default();
+            let ino = p.ino.map(|i| format!("inode {i}: ")).unwrap_or_default();
+            println!("problem: {ino}{}{at}", p.what);
+        }
+        for b in &r.bad_blocks {
+            let owners: Vec<String> = b.owners.iter().map(owner_text).collect();
+            println!(
+                "media error: device block {} (offset {:#x}): {}{}",
+                b.dev_blk,
+                b.dev_blk * udax::BLOCK_SIZE,
+                owners.join("; "),
+                if b.paths.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", b.paths.join(", "))
+                }
+            );
+        }
+        println!(
+            "{dev}: {} — {} files, {} directories, {} blocks used ({} shared), {} free; epoch {}, {} log records replayed{}{}{}",
+            match r.exit_code() {
+                0 => "clean",
+                1 => "REPAIRED",
+                _ => "NOT CLEAN",
+            },
+            r.files, r.directories, r.used_blocks, r.shared_blocks, r.free_blocks, r.checkpoint_epoch, r.log_records_replayed,
+            r.torn_log_tail_at.map(|o| format!(", torn log tail discarded at {o:#x}")).unwrap_or_default(),
+            if r.unacknowledged_records == 0 { String::new() } else { format!(" ({} unacknowledged records after it)", r.unacknowledged_records) },
+            if r.orphans.is_empty() { String::new() } else { format!(", {} orphans to reclaim at mount", r.orphans.len()) },
+        );
+    }
+    EXIT_CODE.store(r.exit_code(), std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// `udax inject-poison`.
+fn inject_poison_cmd(dev: String, offset: String, len: String, json: bool) -> AnyResult<()> {
+    let fs = mount(&dev)?;
+    let rep = ctx(fs.inject_poison(size_arg(&offset)?, size_arg(&len)?), &dev)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default());
+    } else {
+        let (b, n) = rep.blocks;
+        println!(
+            "{dev}: media error recorded on device blocks {b}..{}",
+            b + n
+        );
+        for (blk, o) in &rep.owners {
+            println!("  block {blk}: {}", owner_text(o));
+        }
+    }
+    ctx(fs.unmount(), &dev)?;
+    Ok(())
+}
+
+/// `udax df`.
+fn df_cmd(dev: String) -> AnyResult<()> {
+    let fs = mount_ro(&dev)?;
+    let s = fs.statfs();
+    let used = s.data_blocks - s.free_blocks;
+    println!(
+        "{:<24} {:>12} {:>12} {:>12} {:>5}",
+        "device", "size KiB", "used KiB", "free KiB", "use%"
+    );
+    println!(
+        "{:<24} {:>12} {:>12} {:>12} {:>4}%",
+        dev,
+        s.data_blocks * 4,
+        used * 4,
+        s.free_blocks * 4,
+        (used * 100).checked_div(s.data_blocks).unwrap_or(0)
+    );
     Ok(())
 }
 
