@@ -4,34 +4,12 @@
 //! exactly the state before or after the operation (after, once it returned), and
 //! free space accounts for every block.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::{snapshot, Snapshot};
 use std::sync::Arc;
 use udax::device::{CrashDevice, Device, RamDevice, Survivors};
 use udax::fs::{falloc, fsck, Fs, MkfsOptions, OpenOptions, Rename};
-
-/// path -> (is_dir, size, nlink, crc32c of the content)
-type Snapshot = BTreeMap<String, (bool, u64, u32, u32)>;
-
-fn snapshot(fs: &Fs) -> Snapshot {
-    let mut out = BTreeMap::new();
-    let mut stack = vec!["/".to_string()];
-    while let Some(dir) = stack.pop() {
-        for e in fs.read_dir(&dir).unwrap() {
-            let p = format!("{}{}", dir, e.name);
-            let st = fs.stat(&p).unwrap();
-            if st.is_dir() {
-                out.insert(p.clone(), (true, 0, st.nlink, 0));
-                stack.push(format!("{p}/"));
-            } else {
-                let f = fs.open(&p, &OpenOptions::read_only()).unwrap();
-                let mut v = vec![0u8; st.size as usize];
-                f.read_at(&mut v, 0).unwrap();
-                out.insert(p, (false, st.size, st.nlink, crc32c::crc32c(&v)));
-            }
-        }
-    }
-    out
-}
 
 fn check_image(
     img: Vec<u8>,

@@ -9,6 +9,9 @@
 //! by default) from `UDAX_CAMPAIGN_SEED`; by hand:
 //! `UDAX_CAMPAIGN_CASES=100000 cargo test --release -p udax --test damage campaign`.
 
+mod common;
+
+use common::{snapshot, Snapshot};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use udax::device::RamDevice;
@@ -17,33 +20,6 @@ use udax::fs::{fsck, fsck_repair, Fs, MkfsOptions, MountOptions, OpenOptions};
 use udax::Error;
 
 const SIZE: u64 = 4 << 20;
-
-/// path -> (is_dir, size, nlink, crc32c of the content, or u64::MAX where a read fails)
-type Snapshot = BTreeMap<String, (bool, u64, u32, u64)>;
-
-fn snapshot(fs: &Fs) -> Snapshot {
-    let mut out = BTreeMap::new();
-    let mut stack = vec!["/".to_string()];
-    while let Some(dir) = stack.pop() {
-        for e in fs.read_dir(&dir).unwrap() {
-            let p = format!("{}{}", dir, e.name);
-            let st = fs.stat(&p).unwrap();
-            if st.is_dir() {
-                out.insert(p.clone(), (true, 0, st.nlink, 0));
-                stack.push(format!("{p}/"));
-            } else {
-                let f = fs.open(&p, &OpenOptions::read_only()).unwrap();
-                let mut v = vec![0u8; st.size as usize];
-                let sum = match f.read_at(&mut v, 0) {
-                    Ok(_) => u64::from(crc32c::crc32c(&v)),
-                    Err(_) => u64::MAX,
-                };
-                out.insert(p, (false, st.size, st.nlink, sum));
-            }
-        }
-    }
-    out
-}
 
 /// A populated image: directories, files, a hard link, a sparse file, a
 /// reflink, a poisoned block, a checkpoint, then a live log whose last record
@@ -142,6 +118,13 @@ fn mount(img: Vec<u8>) -> Fs {
     Fs::mount(Arc::new(RamDevice::from_image(img))).unwrap()
 }
 
+/// `img` with the bits of `mask` flipped in the byte at device offset `at`.
+fn flip(img: &[u8], at: u64, mask: u8) -> Vec<u8> {
+    let mut v = img.to_vec();
+    v[at as usize] ^= mask;
+    v
+}
+
 fn ram(img: &[u8]) -> Arc<RamDevice> {
     Arc::new(RamDevice::from_image(img.to_vec()))
 }
@@ -182,8 +165,7 @@ fn f8_a_damaged_header_of_the_active_checkpoint_is_an_error_not_a_rollback() {
     let slot = active_slot(t);
     let mut cases = 0;
     for bit in 0..64 * 8 {
-        let mut bad = t.img.clone();
-        bad[(slot + bit / 8) as usize] ^= 1 << (bit % 8);
+        let bad = flip(&t.img, slot + bit / 8, 1 << (bit % 8));
         assert_damage(&bad, slot, "checkpoint header", &format!("bit {bit}"));
         cases += 1;
     }
@@ -275,8 +257,7 @@ fn f8_a_damaged_log_record_that_a_later_record_vouches_for_is_an_error() {
             ("unfenced", 28),
             ("payload", 40),
         ] {
-            let mut bad = t.img.clone();
-            bad[(at + off) as usize] ^= 0x10;
+            let bad = flip(&t.img, at + off, 0x10);
             let case = format!("record {i} {what}");
             if i == 0 && off == 40 {
                 continue; // the marker has no payload: byte 40 is the next record
@@ -315,8 +296,7 @@ fn f8_every_record_of_the_active_checkpoint_body_is_checked_with_its_offset() {
         let len = u32::from_le_bytes(t.img[at as usize..at as usize + 4].try_into().unwrap());
         kinds.insert(t.img[at as usize + 8]);
         for off in [0u64, 4, 8, 8 + u64::from(len) / 2] {
-            let mut bad = t.img.clone();
-            bad[(at + off) as usize] ^= 0x08;
+            let bad = flip(&t.img, at + off, 0x08);
             match Fs::mount(ram(&bad)) {
                 Err(Error::Corrupted { device_offset, .. }) => {
                     assert_eq!(device_offset, at, "record at {at} byte {off}")
@@ -338,8 +318,7 @@ fn f8_every_record_of_the_active_checkpoint_body_is_checked_with_its_offset() {
 fn f8_fsck_repair_cuts_the_log_at_a_damaged_record_and_names_what_was_lost() {
     let t = template();
     let at = t.records[2];
-    let mut bad = t.img.clone();
-    bad[(at + 40) as usize] ^= 0x10;
+    let bad = flip(&t.img, at + 40, 0x10);
     let dev = ram(&bad);
     let r = fsck_repair(dev.clone()).unwrap();
     assert!(
@@ -369,8 +348,7 @@ fn f8_damage_to_the_newest_record_reads_as_a_torn_tail() {
     // for it, so its damage cannot be told from a crash while writing it.
     let t = template();
     let at = *t.records.last().unwrap();
-    let mut bad = t.img.clone();
-    bad[(at + 40) as usize] ^= 0x10;
+    let bad = flip(&t.img, at + 40, 0x10);
     let r = fsck(&*ram(&bad)).unwrap();
     assert!(r.damage.is_empty());
     assert_eq!(r.torn_log_tail_at, Some(at));
@@ -470,8 +448,7 @@ fn f8_a_read_only_mount_writes_nothing_and_refuses_changes() {
 fn f8_a_read_only_salvage_mount_reads_what_a_damaged_image_still_holds() {
     let t = template();
     let at = t.records[3];
-    let mut bad = t.img.clone();
-    bad[(at + 40) as usize] ^= 0x10;
+    let bad = flip(&t.img, at + 40, 0x10);
     let dev = ram(&bad);
     let fs = Fs::mount_with(
         dev.clone(),

@@ -1,10 +1,11 @@
 //! Helpers shared by the mmap test binaries (each uses a part of them).
 #![allow(dead_code, unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use udax::device::{self, Device, OpenOptions as DevOpen};
-use udax::fs::{Fs, MkfsOptions};
+use udax::fs::{Fs, MkfsOptions, OpenOptions};
 
 /// A fresh file system on a memfd device of `mib` MiB.
 pub fn fresh(mib: u64) -> Fs {
@@ -130,4 +131,32 @@ pub fn caught(access: impl FnOnce()) -> (i32, i32, usize) {
         CODE.load(Ordering::SeqCst),
         ADDR.load(Ordering::SeqCst),
     )
+}
+
+/// path -> (is_dir, size, nlink, crc32c of the content, or u64::MAX where a read fails)
+pub type Snapshot = BTreeMap<String, (bool, u64, u32, u64)>;
+
+/// The whole tree: every path with its kind, size, link count and content.
+pub fn snapshot(fs: &Fs) -> Snapshot {
+    let mut out = BTreeMap::new();
+    let mut stack = vec!["/".to_string()];
+    while let Some(dir) = stack.pop() {
+        for e in fs.read_dir(&dir).unwrap() {
+            let p = format!("{}{}", dir, e.name);
+            let st = fs.stat(&p).unwrap();
+            if st.is_dir() {
+                out.insert(p.clone(), (true, 0, st.nlink, 0));
+                stack.push(format!("{p}/"));
+            } else {
+                let f = fs.open(&p, &OpenOptions::read_only()).unwrap();
+                let mut v = vec![0u8; st.size as usize];
+                let sum = match f.read_at(&mut v, 0) {
+                    Ok(_) => u64::from(crc32c::crc32c(&v)),
+                    Err(_) => u64::MAX,
+                };
+                out.insert(p, (false, st.size, st.nlink, sum));
+            }
+        }
+    }
+    out
 }
