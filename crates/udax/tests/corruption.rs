@@ -75,15 +75,18 @@ fn f8_corrupt_checkpoint_record_is_reported_with_offset() {
     let mut bad = img.clone();
     bad[body as usize + 40] ^= 0xff;
     let dev: Arc<dyn Device> = Arc::new(RamDevice::from_image(bad));
-    match fsck(&*dev) {
+    // fsck reports the damaged record, and what a repair would fall back to.
+    let r = fsck(&*dev).unwrap();
+    assert_eq!(r.exit_code(), 4);
+    assert_eq!(r.damage[0].device_offset, body, "{:?}", r.damage);
+    assert!(r.damage[0].what.contains("checksum"), "{:?}", r.damage);
+    match Fs::mount(dev.clone()) {
         Err(Error::Corrupted {
             device_offset,
             what,
-        }) => {
-            assert_eq!(device_offset, body, "{what}");
-            assert!(what.contains("checksum"), "{what}");
-        }
-        other => panic!("expected corruption, got {other:?}"),
+        }) => assert_eq!(device_offset, body, "{what}"),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("a damaged checkpoint body mounted"),
     }
     assert!(matches!(Fs::mount(dev), Err(Error::Corrupted { .. })));
 }

@@ -244,6 +244,30 @@ fn f8_fsck_repair_rolls_back_only_when_the_newest_checkpoint_is_unreadable_and_s
 }
 
 #[test]
+fn f8_fsck_repair_rolls_back_past_a_checkpoint_whose_body_fails_and_says_so() {
+    let t = template();
+    let body = active_slot(t) + 4096;
+    let bad = flip(&t.img, body + 100, 0x40);
+    assert!(matches!(Fs::mount(ram(&bad)), Err(Error::Corrupted { .. })));
+    let dev = ram(&bad);
+    let r = fsck_repair(dev.clone()).unwrap();
+    assert!(
+        r.repaired[0].contains("rolled back to checkpoint epoch"),
+        "{:?}",
+        r.repaired
+    );
+    assert!(
+        r.lost[0].starts_with(&format!("checkpoint epoch {}", t.epoch)),
+        "{:?}",
+        r.lost
+    );
+    assert!(r.damage.is_empty(), "{:?}", r.damage);
+    // mkfs's checkpoint is what is left; it mounts.
+    let fs = Fs::mount(dev).unwrap();
+    assert!(fs.read_dir("/").unwrap().is_empty());
+}
+
+#[test]
 fn f8_a_damaged_log_record_that_a_later_record_vouches_for_is_an_error() {
     let t = template();
     let last = t.records.len() - 1;
@@ -303,7 +327,15 @@ fn f8_every_record_of_the_active_checkpoint_body_is_checked_with_its_offset() {
                 }
                 other => panic!("record at {at} byte {off}: {other:?}"),
             }
-            assert!(fsck(&*ram(&bad)).is_err(), "record at {at} byte {off}");
+            // fsck reports it (the older checkpoint is what a repair keeps).
+            let r = fsck(&*ram(&bad)).unwrap();
+            assert_eq!(r.exit_code(), 4);
+            assert_eq!(r.damage[0].device_offset, at, "record at {at} byte {off}");
+            assert!(
+                r.damage[0].salvage.contains("rolled back"),
+                "{:?}",
+                r.damage
+            );
         }
         at += 8 + u64::from(len);
     }

@@ -271,6 +271,51 @@ struct LogScan {
     tail: Result<LogTail, FormatError>,
 }
 
+impl LogScan {
+    /// What is left of the log after falling back from the checkpoint this
+    /// scan followed to the older one: nothing applies (the older checkpoint's
+    /// own log was overwritten by the newer one's); its records are reported.
+    fn rolled_back(self) -> LogScan {
+        LogScan {
+            records: Vec::new(),
+            head: 0,
+            torn: false,
+            unacknowledged: 0,
+            vouched: None,
+            beyond: self.records.into_iter().chain(self.beyond).collect(),
+            newest: self.newest,
+            tail: self.tail,
+        }
+    }
+}
+
+/// The loss line of a salvage that fell back past checkpoint `lost` to `kept`.
+fn lost_checkpoint(lost: u64, kept: u64) -> String {
+    format!("checkpoint epoch {lost}: every change between checkpoint epoch {kept} and it")
+}
+
+/// The records of the checkpoint `h` in the slot at `at`: inodes, bad-block
+/// ranges and shared-block counts.
+type Body = (Vec<InodeImage>, Vec<(u64, u64)>, Vec<(u64, u64, u32)>);
+
+fn read_body(dev: &dyn Device, at: u64, h: &CheckpointHeader) -> Result<Body, JournalError> {
+    let body_at = at + BLOCK_SIZE;
+    let body = read_vec(dev, body_at, h.body_len)?;
+    let mut r = Reader::new(&body, body_at, "checkpoint body");
+    let (mut inodes, mut bad, mut shared) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..h.n_records {
+        match parse_record(&mut r, h.epoch)? {
+            Record::Inode(i) => inodes.push(i),
+            Record::BadBlocks(b) => bad.extend(b),
+            Record::Refcounts(c) => shared.extend(c),
+        }
+    }
+    if r.remaining() != 0 {
+        return Err(r.corrupt("bytes after the last record").into());
+    }
+    Ok((inodes, bad, shared))
+}
+
 /// Walk the log from its start for records of `epoch` with consecutive
 /// sequence numbers, then look at every record that verifies past the point
 /// where the walk stopped: a record of `epoch` that vouches for one before it
@@ -467,24 +512,10 @@ pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, 
                         None => "its body does not verify either: nothing to recover".into(),
                     },
                 });
-                // The older checkpoint's own log was overwritten by the newer
-                // one's: nothing of either log applies to it.
                 if let Some((_, b)) = best {
-                    lost_unnamed.push(format!(
-                        "checkpoint epoch {newer}: every change between checkpoint epoch {} and it",
-                        b.epoch
-                    ));
+                    lost_unnamed.push(lost_checkpoint(newer, b.epoch));
                 }
-                scan = LogScan {
-                    records: Vec::new(),
-                    head: 0,
-                    torn: false,
-                    unacknowledged: 0,
-                    vouched: None,
-                    beyond: lost.records.into_iter().chain(lost.beyond).collect(),
-                    newest: lost.newest,
-                    tail: lost.tail,
-                };
+                scan = lost.rolled_back();
             }
         }
     }
@@ -495,22 +526,45 @@ pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, 
             device_offset: geo.slot_offset(0),
         }))?;
     };
-    let body_at = at + BLOCK_SIZE;
-    let body = read_vec(dev, body_at, h.body_len)?;
-    let mut r = Reader::new(&body, body_at, "checkpoint body");
-    let mut inodes = Vec::new();
-    let mut bad = Vec::new();
-    let mut shared = Vec::new();
-    for _ in 0..h.n_records {
-        match parse_record(&mut r, h.epoch)? {
-            Record::Inode(i) => inodes.push(i),
-            Record::BadBlocks(b) => bad.extend(b),
-            Record::Refcounts(c) => shared.extend(c),
+    let (mut at, mut h) = (at, h);
+    let (inodes, bad, shared) = match read_body(dev, at, &h) {
+        Ok(b) => b,
+        Err(e) if mode == Recovery::Salvage => {
+            // The newest checkpoint's body fails: fall back to the older
+            // checkpoint, if the other slot holds one.
+            let other = geo.slot_offset((h.epoch + 1) % 2);
+            let buf = read_vec(dev, other, CKPT_HEADER_SIZE as u64)?;
+            let older = decode_checkpoint_header(&buf, other, slot_bytes)
+                .ok()
+                .filter(|o| o.epoch < h.epoch);
+            let Some(o) = older else {
+                return Err(e);
+            };
+            let device_offset = match &e {
+                JournalError::Format(FormatError::Corrupted { device_offset, .. }) => {
+                    *device_offset
+                }
+                _ => at,
+            };
+            damage.push(Damage {
+                what: e.to_string(),
+                device_offset,
+                salvage: format!(
+                    "checkpoint epoch {} does not verify: rolled back to checkpoint epoch {} \
+                     ({} log records of epoch {} lost)",
+                    h.epoch,
+                    o.epoch,
+                    scan.records.len() + scan.beyond.len(),
+                    h.epoch
+                ),
+            });
+            lost_unnamed.push(lost_checkpoint(h.epoch, o.epoch));
+            scan = scan.rolled_back();
+            (at, h) = (other, o);
+            read_body(dev, at, &h)?
         }
-    }
-    if r.remaining() != 0 {
-        return Err(r.corrupt("bytes after the last record").into());
-    }
+        Err(e) => return Err(e),
+    };
     let n = scan.records.len();
     let stop_at = geo.log_offset() + scan.head;
     // The log of every checkpoint starts with its marker; a crash between
