@@ -1,17 +1,29 @@
 //! udax: a direct-access (DAX) file system in user space.
 //!
-//! Layers (data flows one way, top to bottom):
+//! Layers, highest first; a layer imports only layers below it (checked by
+//! `tests/architecture.rs`, which reads every `crate::` path):
 //!
 //! ```text
-//!   dax      mmap with fs/dax.c semantics: entries, entry locks, faults, break layouts
+//!   fs       namespace, inodes, extent maps, read/write, truncate, fallocate, mmap;
+//!            serves the fault engine through dax::iomap::DaxInode
+//!            -> dax, journal, alloc, format, device, sync
+//!   dax      fault engine with fs/dax.c semantics: entries, entry locks, faults,
+//!            break layouts; owns the iomap interface and never names fs
+//!            -> vm, device, sync
 //!   vm       user-space MMU: regions, userfaultfd fault engine, page references
-//!   fs       namespace, inodes, extent maps ("iomap"), read/write, truncate, fallocate
+//!            -> sync
 //!   journal  metadata redo log with group commit and recovery
-//!   alloc    2 MiB-aware extent allocator (WineFS policy)
-//!   format   on-device byte layout, checksummed records
-//!   device   Device trait and backends (memfd/shm, hugetlbfs, file, devdax, crash-sim)
+//!            -> format, device, sync
+//!   alloc    2 MiB-aware extent allocator (WineFS policy)      -> sync
+//!   format   on-device byte layout, checksummed records        -> (nothing)
+//!   device   Device trait and backends (memfd/shm, hugetlbfs, file, devdax,
+//!            crash-sim)                                        -> sync
 //!   sync     the one lock/atomic facade (std/parking_lot, or loom under `--cfg loom`)
 //! ```
+//!
+//! The order the test enforces: sync < device < format < alloc < journal < vm <
+//! dax < fs. Any layer may use the constants of the crate root (this file),
+//! which also holds the public re-exports.
 //!
 //! Unsafe code is denied crate-wide and re-allowed only in the modules that map
 //! memory or emit cache-flush instructions; each block carries a `// SAFETY:` note.
@@ -26,9 +38,9 @@ pub mod journal;
 pub mod sync;
 pub mod vm;
 
-pub use dax::{persist, MapFlags, Mapping};
+pub use dax::{persist, MapFlags};
 pub use device::{Device, DeviceError, DeviceInfo, DeviceKind, PersistenceDomain};
-pub use fs::{Error, Result};
+pub use fs::{Error, Mapping, Result};
 pub use vm::signals::install as install_sigbus_handler;
 pub use vm::{Prot, VmStats};
 

@@ -14,9 +14,8 @@
 //!   a page on its first write; holes give zero pages that copy the same way.
 
 use super::entry::{Conflict, Locked, PMD_PAGES};
-use super::Entry;
-use crate::fs::extent::Lookup;
-use crate::fs::{Cell, Fs};
+use super::iomap::{DaxInode, Lookup};
+use super::{DaxDevice, DaxFile, Entry};
 use crate::vm::engine::bump;
 use crate::vm::{self, space, Engine, Region, PAGE};
 use std::ops::Range;
@@ -81,7 +80,7 @@ pub(crate) enum How {
     /// The slow worker (a deferred fault) or a user thread (pin, populate):
     /// may sleep; wakes whoever faulted on the page.
     Blocking,
-    /// Mapping pages ahead of any access ([`super::map_written`]): may sleep,
+    /// Mapping pages ahead of any access ([`super::hooks::map_written`]): may sleep,
     /// wakes no one. A thread that faulted on one of the pages meanwhile has
     /// its fault read and resolved (and woken) by a handler thread, which then
     /// finds the page mapped.
@@ -89,8 +88,7 @@ pub(crate) enum How {
 }
 
 pub(super) fn handle(
-    fs: &Fs,
-    cell: &Arc<Cell>,
+    inode: &dyn DaxInode,
     region: &Arc<Region>,
     page: u64,
     write: bool,
@@ -99,27 +97,28 @@ pub(super) fn handle(
 ) -> bool {
     let block = how != How::Handler;
     let Ok(eng) = vm::engine() else { return true };
+    let dd = inode.device();
     let _inv = if block {
-        cell.dax.invalidate.read()
+        inode.dax().invalidate.read()
     } else {
-        match cell.dax.invalidate.try_read() {
+        match inode.dax().invalidate.try_read() {
             Some(g) => g,
             None => {
-                bump(&fs.counters().deferred);
+                bump(&dd.counters.deferred);
                 return false;
             }
         }
     };
-    bump(&fs.counters().faults);
+    bump(&dd.counters.faults);
     if write {
-        bump(&fs.counters().write_faults);
+        bump(&dd.counters.write_faults);
     }
     if wp {
-        bump(&fs.counters().wp_faults);
+        bump(&dd.counters.wp_faults);
     }
     let cx = Cx {
-        fs,
-        cell,
+        inode,
+        dd,
         region,
         eng,
         wake: how != How::Ahead,
@@ -143,13 +142,13 @@ pub(super) fn handle(
             if !block {
                 // Copying takes the invalidate lock exclusively and may unmap
                 // (mremap): the slow worker does it, never a handler thread.
-                bump(&fs.counters().deferred);
+                bump(&dd.counters.deferred);
                 return false;
             }
-            change_layout(fs, cell, f).and_then(|()| {
+            change_layout(inode, f).and_then(|()| {
                 // Map the file's own copy now: callers that resolve a page and
                 // then look at it (pin, populate) must find it mapped.
-                let _inv = cell.dax.invalidate.read();
+                let _inv = inode.dax().invalidate.read();
                 match cx.resolve(page, write, wp) {
                     // Shared again meanwhile (a clone): the access faults again.
                     Err(Fail::Unshare(_)) => Ok(()),
@@ -169,11 +168,11 @@ pub(super) fn handle(
         // As the kernel turns a failed fault (ENOSPC, EIO) into SIGBUS.
         tracing::error!(
             "fault at file page {page} of inode {}: {e}; raising SIGBUS",
-            cell.ino
+            inode.ino()
         );
         let mut st = region.lock();
         if !st.dead {
-            cell.dax.grow.marking();
+            inode.dax().grow.marking();
             let _ = eng.uffd.poison(region.addr_of(page), PAGE, false);
             st.beyond_eof.insert(page..page + 1);
         }
@@ -190,11 +189,11 @@ pub(super) fn handle(
 /// invalidate lock held exclusively, unmap the pages from every mapping of
 /// the file, then change their extents. [`Fail::Unwindow`] changes only the
 /// mappings: the windows at the page are closed.
-fn change_layout(fs: &Fs, cell: &Arc<Cell>, fail: Fail) -> R<()> {
+fn change_layout(inode: &dyn DaxInode, fail: Fail) -> R<()> {
     if let Fail::Unwindow(page) = fail {
-        let _inv = cell.dax.invalidate.write();
+        let _inv = inode.dax().invalidate.write();
         let eng = vm::engine().map_err(Fail::Error)?;
-        for reg in cell.dax.regions() {
+        for reg in inode.dax().regions() {
             let mut st = reg.lock();
             if !st.dead {
                 reg.close_windows(&mut st, &eng.uffd, page..page + 1)
@@ -208,15 +207,19 @@ fn change_layout(fs: &Fs, cell: &Arc<Cell>, fail: Fail) -> R<()> {
         Fail::Relocate(chunk) => (*chunk..chunk + PMD_PAGES, "moving to one 2 MiB extent"),
         _ => return Err(fail),
     };
-    let _inv = cell.dax.invalidate.write();
-    super::zap_file_range(fs, cell, span.start, span.end)
-        .and_then(|()| match fail {
-            Fail::Unshare(_) => crate::fs::unshare(fs, cell, span.start, span.end),
-            _ => crate::fs::relocate_chunk(fs, cell, span.start),
+    let _inv = inode.dax().invalidate.write();
+    super::hooks::zap_file_range(inode, span.start, span.end)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            match fail {
+                Fail::Unshare(_) => inode.unshare(span.start, span.end),
+                _ => inode.relocate_chunk(span.start),
+            }
+            .map_err(|e| e.to_string())
         })
         .map_err(|e| Fail::Error(format!("{what} of pages {span:?}: {e}")))?;
     if matches!(fail, Fail::Unshare(_)) {
-        bump(&fs.counters().cow_faults);
+        bump(&inode.device().counters.cow_faults);
     }
     Ok(())
 }
@@ -232,12 +235,12 @@ fn pmd_eligible(region: &Region, chunk: u64, eof: u64) -> bool {
         && region.addr_of(chunk) % (PMD_PAGES as usize * PAGE) == 0
 }
 
-/// What a fault is being resolved in: the file system, the file, the region
-/// and the engine.
+/// What a fault is being resolved in: the file, its device's DAX state, the
+/// region and the engine.
 #[derive(Clone, Copy)]
 struct Cx<'a> {
-    fs: &'a Fs,
-    cell: &'a Arc<Cell>,
+    inode: &'a dyn DaxInode,
+    dd: &'a DaxDevice,
     region: &'a Arc<Region>,
     eng: &'a Engine,
     /// Wake threads waiting on the pages mapped (not when mapping ahead).
@@ -247,38 +250,31 @@ struct Cx<'a> {
 impl Cx<'_> {
     fn resolve(&self, page: u64, write: bool, wp: bool) -> R<()> {
         let Cx {
-            fs,
-            cell,
+            dd,
+            inode,
             region,
             eng,
             ..
         } = *self;
-        let grown = cell.dax.grow.before_size_read();
-        let eof = {
-            let d = cell.data.read();
-            if d.freed {
-                0
-            } else {
-                d.attr.size.div_ceil(PAGE as u64)
-            }
-        };
+        let grown = inode.dax().grow.before_size_read();
+        let eof = inode.size().div_ceil(PAGE as u64);
         if page >= eof {
             let mut st = region.lock();
             if !st.dead {
-                cell.dax.grow.marking();
+                inode.dax().grow.marking();
                 let addr = region.addr_of(page);
                 eng.uffd
                     .poison(addr, PAGE, false)
                     .map_err(uffd_err("poison"))?;
                 st.beyond_eof.insert(page..page + 1);
-                if cell.dax.grow.grew_since(grown) {
+                if inode.dax().grow.grew_since(grown) {
                     // The file grew since its size was read: the page may be
                     // inside it now. No marker; the access faults again.
                     let _ = space::discard(addr, PAGE);
                     st.beyond_eof.remove(page..page + 1);
                     return Ok(());
                 }
-                bump(&fs.counters().sigbus);
+                bump(&dd.counters.sigbus);
             }
             return Ok(());
         }
@@ -294,13 +290,13 @@ impl Cx<'_> {
             }
             return Ok(());
         }
-        let t = fs.waits();
+        let t = &dd.waits;
         let chunk = page - page % PMD_PAGES;
         let mut pmd = pmd_eligible(region, chunk, eof);
         let huge_dev = region.dev_page > PAGE as u64;
         let store = write || wp;
         loop {
-            let l = match cell.dax.entries.lock(t, page, pmd) {
+            let l = match inode.dax().entries.lock(t, page, pmd) {
                 Ok(l) => l,
                 Err(Conflict::Fallback) => {
                     pmd = false;
@@ -321,7 +317,7 @@ impl Cx<'_> {
                     return r.map(|_| ());
                 }
                 // A store splits a 2 MiB zero/empty entry.
-                zap_zero(cell, chunk..chunk + PMD_PAGES);
+                zap_zero(inode.dax(), chunk..chunk + PMD_PAGES);
                 l.downgrade(page)
             } else {
                 l
@@ -356,13 +352,13 @@ impl Cx<'_> {
         l: Locked<'_>,
     ) -> R<Done> {
         let Cx {
-            fs, cell, region, ..
+            dd, inode, region, ..
         } = *self;
         let pmd = l.entry.is_pmd();
         let start = if pmd { chunk } else { page };
         let mut allocated = false;
         loop {
-            let look = cell.data.read().map.lookup(start);
+            let look = inode.lookup(start);
             return match look {
                 Lookup::Mapped { dev_blk, len } if pmd => {
                     self.mapped_pmd(chunk, dev_blk, len, store, l)
@@ -373,10 +369,10 @@ impl Cx<'_> {
                 Lookup::Hole { .. } if store && !region.private && !allocated => {
                     let end = if pmd { chunk + PMD_PAGES } else { page + 1 };
                     // On failure `l` goes back as found (dropped).
-                    fs.fault_alloc(cell, start, end).map_err(|e| {
+                    inode.alloc_zeroed(start, end).map_err(|e| {
                         Fail::Error(format!("allocating blocks {start}..{end}: {e}"))
                     })?;
-                    bump(&fs.counters().fault_allocs);
+                    bump(&dd.counters.fault_allocs);
                     allocated = true;
                     continue;
                 }
@@ -404,27 +400,27 @@ impl Cx<'_> {
         l: Locked<'_>,
     ) -> R<Done> {
         let Cx {
-            fs,
-            cell,
+            dd,
+            inode,
             region,
             eng,
             ..
         } = *self;
         let span = chunk..chunk + PMD_PAGES;
         let whole = len >= PMD_PAGES && dev_blk % PMD_PAGES == 0;
-        if whole && region.dev_page > PAGE as u64 && fs.is_bad(dev_blk, PMD_PAGES) {
+        if whole && region.dev_page > PAGE as u64 && inode.is_bad(dev_blk, PMD_PAGES) {
             // A hugetlbfs device loses the whole 2 MiB page.
             l.remove();
             let mut st = region.lock();
-            if !st.dead && super::mark_chunk_lost(region, &mut st, chunk, eng) {
-                bump(&fs.counters().sigbus);
+            if !st.dead && super::hooks::mark_chunk_lost(region, &mut st, chunk, eng) {
+                bump(&dd.counters.sigbus);
             }
             return Ok(Done::Yes);
         }
         if l.entry.is_zero() {
-            zap_zero(cell, span.clone());
+            zap_zero(inode.dax(), span.clone());
         }
-        if whole && !fs.is_bad(dev_blk, PMD_PAGES) {
+        if whole && !inode.is_bad(dev_blk, PMD_PAGES) {
             let r = self.map_range(span, dev_blk, true, store);
             match r {
                 Ok(()) => l.unlock(Entry::block(dev_blk, true)),
@@ -450,17 +446,15 @@ impl Cx<'_> {
         store: bool,
         l: Locked<'_>,
     ) -> R<Done> {
-        let Cx {
-            fs, cell, region, ..
-        } = *self;
+        let Cx { inode, region, .. } = *self;
         if region.dev_page > PAGE as u64 {
             l.remove();
             return Ok(Done::RetrySmall);
         }
         if l.entry.is_zero() {
-            zap_zero(cell, page..page + 1);
+            zap_zero(inode.dax(), page..page + 1);
         }
-        if fs.is_bad(dev_blk, 1) {
+        if inode.is_bad(dev_blk, 1) {
             // A media error (SPEC E3): SIGBUS for a user access, EFAULT for
             // the kernel.
             l.remove();
@@ -472,14 +466,15 @@ impl Cx<'_> {
             .min(chunk + PMD_PAGES)
             .min(region.pages().end)
             .min(eof);
-        if let Some(b) = fs.first_bad(dev_blk, end - page) {
+        if let Some(b) = inode.first_bad(dev_blk, end - page) {
             end = page + (b - dev_blk);
         }
         let r = self.map_pte(page..end, dev_blk, store);
         match r {
             Ok(()) => {
                 l.unlock(Entry::block(dev_blk, false));
-                cell.dax
+                inode
+                    .dax()
                     .entries
                     .insert_run_if_vacant(page + 1..end, dev_blk + 1);
             }
@@ -494,8 +489,8 @@ impl Cx<'_> {
     /// too (only vacant ones).
     fn zero_hole(&self, page: u64, chunk: u64, eof: u64, len: u64, l: Locked<'_>) -> R<Done> {
         let Cx {
-            fs,
-            cell,
+            dd,
+            inode,
             region,
             eng,
             ..
@@ -515,7 +510,7 @@ impl Cx<'_> {
             if pmd {
                 break;
             }
-            match cell.dax.entries.lock_vacant(fs.waits(), p) {
+            match inode.dax().entries.lock_vacant(&dd.waits, p) {
                 Some(x) => extra.push(x),
                 None => {
                     want.end = p;
@@ -537,7 +532,7 @@ impl Cx<'_> {
             )
         };
         #[cfg(all(test, not(loom)))]
-        if tests::FAIL_RESCUE.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        if FAIL_RESCUE.swap(false, std::sync::atomic::Ordering::SeqCst) {
             return Err(Fail::Error(
                 "rescuing a raced store failed (injected)".into(),
             ));
@@ -551,7 +546,7 @@ impl Cx<'_> {
         let head = l.index;
         let kind = |p: u64| -> Entry {
             if rescued.iter().any(|r| r.contains(&p)) {
-                match cell.data.read().map.lookup(p) {
+                match inode.lookup(p) {
                     Lookup::Mapped { dev_blk, .. } => Entry::block(dev_blk, false),
                     Lookup::Hole { .. } => Entry::zero(false),
                 }
@@ -561,7 +556,7 @@ impl Cx<'_> {
         };
         if pmd && !rescued.is_empty() {
             // The 2 MiB zero entry no longer describes the chunk.
-            zap_zero(cell, chunk..chunk + PMD_PAGES);
+            zap_zero(inode.dax(), chunk..chunk + PMD_PAGES);
             l.remove();
         } else {
             l.unlock(kind(head));
@@ -580,7 +575,7 @@ impl Cx<'_> {
     /// Put a SIGBUS marker on `page`, whose block has a media error.
     fn poison_marker(&self, page: u64) {
         let Cx {
-            fs, region, eng, ..
+            dd, region, eng, ..
         } = *self;
         let mut st = region.lock();
         if st.dead {
@@ -591,7 +586,7 @@ impl Cx<'_> {
             Ok(()) => {
                 st.poisoned.insert(page..page + 1);
                 vm::signals::add(addr, false);
-                bump(&fs.counters().sigbus);
+                bump(&dd.counters.sigbus);
             }
             Err(e) => tracing::error!("poison marker at {addr:#x}: {e}"),
         }
@@ -602,7 +597,7 @@ impl Cx<'_> {
     /// the content is stable): allocate blocks, copy the content, map the blocks.
     fn rescue(&self, r: Range<u64>) -> R<()> {
         let Cx {
-            fs, cell, region, ..
+            dd, inode, region, ..
         } = *self;
         let n = (r.end - r.start) as usize * PAGE;
         let mut buf = vec![0u8; n];
@@ -611,13 +606,14 @@ impl Cx<'_> {
         unsafe {
             std::ptr::copy_nonoverlapping(region.addr_of(r.start) as *const u8, buf.as_mut_ptr(), n)
         };
-        fs.fault_alloc(cell, r.start, r.end)
+        inode
+            .alloc_zeroed(r.start, r.end)
             .map_err(|e| format!("allocating for a raced store: {e}"))?;
-        bump(&fs.counters().fault_allocs);
-        let dev = fs.device();
+        bump(&dd.counters.fault_allocs);
+        let dev = &dd.dev;
         let mut p = r.start;
         while p < r.end {
-            let Lookup::Mapped { dev_blk, len } = cell.data.read().map.lookup(p) else {
+            let Lookup::Mapped { dev_blk, len } = inode.lookup(p) else {
                 return Err("raced store: block vanished".into());
             };
             let k = len.min(r.end - p);
@@ -626,7 +622,7 @@ impl Cx<'_> {
             dev.write(dev_blk * PAGE as u64, bytes)
                 .map_err(|e| format!("raced store: {e}"))?;
             dev.flush(dev_blk * PAGE as u64, bytes.len() as u64);
-            zap_zero(cell, p..p + k);
+            zap_zero(inode.dax(), p..p + k);
             self.map_range(p..p + k, dev_blk, false, true)?;
             p += k;
         }
@@ -640,7 +636,11 @@ impl Cx<'_> {
 
     fn map_range(&self, r: Range<u64>, dev_blk: u64, pmd: bool, store: bool) -> R<()> {
         let Cx {
-            fs, region, eng, ..
+            inode,
+            dd,
+            region,
+            eng,
+            ..
         } = *self;
         let mut st = region.lock();
         if st.dead {
@@ -652,7 +652,7 @@ impl Cx<'_> {
             // shares: copy it first (the faulting page's run), or stop the
             // fault-around window before it.
             let n = r.end - r.start;
-            if let Some(sh) = fs.shared_in(dev_blk, n).into_iter().next() {
+            if let Some(sh) = inode.shared_in(dev_blk, n).into_iter().next() {
                 if sh.start == dev_blk || pmd {
                     let k = if pmd { n } else { sh.end - sh.start };
                     return Err(Fail::Unshare(r.start..r.start + k));
@@ -685,12 +685,12 @@ impl Cx<'_> {
             st.tracked.insert(r.clone());
         }
         bump(if pmd {
-            &fs.counters().pmd_maps
+            &dd.counters.pmd_maps
         } else {
-            &fs.counters().pte_maps
+            &dd.counters.pte_maps
         });
         if continued {
-            bump(&fs.counters().continued);
+            bump(&dd.counters.continued);
         }
         if self.wake {
             let _ = eng
@@ -704,7 +704,7 @@ impl Cx<'_> {
     /// first page the region already shows). Returns the pages done.
     fn install_zero(&self, r: Range<u64>, clip: bool) -> R<Range<u64>> {
         let Cx {
-            fs, region, eng, ..
+            dd, region, eng, ..
         } = *self;
         let mut st = region.lock();
         if st.dead {
@@ -745,7 +745,7 @@ impl Cx<'_> {
                 let _ = space::discard(addr, n);
             })?;
         st.zero.insert(r.clone());
-        bump(&fs.counters().zero_maps);
+        bump(&dd.counters.zero_maps);
         if self.wake {
             let _ = eng.uffd.wake(addr, n);
         }
@@ -782,8 +782,8 @@ fn without_gone(st: &vm::RegionState, r: Range<u64>) -> Range<u64> {
 
 /// Drop zero pages (and SIGBUS markers left by failed faults) of file pages `r`
 /// from every mapping of the file: the next access faults and finds the block.
-pub(super) fn zap_zero(cell: &Cell, r: Range<u64>) {
-    for reg in cell.dax.regions() {
+pub(super) fn zap_zero(file: &DaxFile, r: Range<u64>) {
+    for reg in file.regions() {
         let st = &mut *reg.lock();
         if st.dead {
             continue;
@@ -803,92 +803,8 @@ pub(super) fn zap_zero(cell: &Cell, r: Range<u64>) {
     }
 }
 
+/// Makes the next zero-page fault-around fail where a raced store's rescue
+/// would (as ENOSPC would), inside the locked region.
 #[cfg(all(test, not(loom)))]
-mod tests {
-    use crate::device::{self, Device};
-    use crate::fs::{Fs, MkfsOptions};
-    use crate::{MapFlags, Prot};
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-
-    /// Makes the next fault-around fail where a raced store's rescue would
-    /// (as ENOSPC would), inside the locked region.
-    pub(super) static FAIL_RESCUE: AtomicBool = AtomicBool::new(false);
-
-    /// `write(2)` from `src` into a pipe: a load by the kernel from the mapping.
-    fn kernel_load(src: *const u8, n: usize) -> isize {
-        let mut fds = [0i32; 2];
-        // SAFETY: `fds` is a valid 2-int array; the write reads `n` bytes of a
-        // live mapping owned by the caller (EFAULT if they cannot be
-        // resolved); both fds are ours and closed.
-        unsafe {
-            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-            let r = libc::write(fds[1], src.cast(), n);
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-            r
-        }
-    }
-
-    /// `read(2)` from a pipe into `dst`: a store by the kernel into the mapping.
-    fn kernel_store(dst: *mut u8, n: usize) -> isize {
-        let mut fds = [0i32; 2];
-        let data = vec![7u8; n];
-        // SAFETY: `fds` is a valid 2-int array; the write reads `data`; the
-        // read stores into `dst`, `n` bytes of a live mapping owned by the
-        // caller (EFAULT, not a crash, if they cannot be resolved); both fds
-        // are ours and closed.
-        unsafe {
-            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-            assert_eq!(libc::write(fds[1], data.as_ptr().cast(), n), n as isize);
-            let r = libc::read(fds[0], dst.cast(), n);
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-            r
-        }
-    }
-
-    /// The locked-entry leak of issue 16: a failure inside the locked region
-    /// of a hole fault (the rescue of a raced store) returned with the entries
-    /// still locked, and the next fault on those pages slept forever. Now the
-    /// entry guards put them back: the next fault completes.
-    #[test]
-    fn m2_a_fault_that_fails_while_entries_are_locked_leaves_none_locked() {
-        let dev: Arc<dyn Device> =
-            device::open("memfd:64M", &Default::default()).expect("memfd device");
-        Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
-        let fs = Fs::mount(dev).unwrap();
-        let f = fs.create("/hole", 0o644).unwrap();
-        f.set_len(4 << 20).unwrap();
-        let m = f
-            .mmap(0, 4 << 20, Prot::ReadWrite, MapFlags::SHARED)
-            .expect("mmap (the fault engine needs userfaultfd; run as root)");
-        let base = m.as_ptr() as usize;
-        // A kernel load from page 0 of the hole: a fault that installs the
-        // zero page (fault-around) and then fails inside the locked region.
-        FAIL_RESCUE.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = kernel_load(base as *const u8, 16);
-        assert!(
-            !FAIL_RESCUE.load(std::sync::atomic::Ordering::SeqCst),
-            "not injected"
-        );
-        // The next faults on pages of the same chunk, stores onto the zero
-        // page (the old code slept here for ever on the entry left locked).
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let r: Vec<isize> = [3usize, 100, 511]
-                .iter()
-                .map(|p| kernel_store((base + p * 4096) as *mut u8, 64))
-                .collect();
-            let _ = tx.send(r);
-        });
-        let r = rx
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .expect("the next fault never completed: an entry was left locked");
-        assert_eq!(r, vec![64, 64, 64]);
-        let mut b = [0u8; 64];
-        f.read_at(&mut b, 100 * 4096).unwrap();
-        assert_eq!(b, [7u8; 64]);
-        drop(m);
-    }
-}
+pub(crate) static FAIL_RESCUE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);

@@ -3,14 +3,9 @@
 use crate::format::Extent;
 use std::collections::BTreeMap;
 
-/// What a file block maps to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lookup {
-    /// Mapped to `dev_blk`, and the next `len` file blocks are contiguous on the device.
-    Mapped { dev_blk: u64, len: u64 },
-    /// A hole of `len` blocks (`u64::MAX` when nothing is mapped after it).
-    Hole { len: u64 },
-}
+/// What a file block maps to: the answer of the interface the fault engine
+/// owns ([`crate::dax::iomap`]), which the file system serves.
+pub use crate::dax::iomap::Lookup;
 
 /// Extents keyed by first file block; never overlapping; adjacent extents that are
 /// also contiguous on the device are merged.

@@ -1,6 +1,7 @@
 //! Open files: read, write, truncate, fallocate, fsync.
 
 use super::extent::Lookup;
+use super::iomap::Inode;
 use super::{change_time_ns, falloc, now_ns, stat_of, Cell, Error, Fs, Result, Stat, MAX_TX_OPS};
 use crate::alloc::{AllocRequest, BlockRange};
 use crate::device::DeviceError;
@@ -72,6 +73,11 @@ impl File {
         &self.cell
     }
 
+    /// This file as the DAX hooks take it.
+    fn dax_inode(&self) -> Inode<&Fs, &Cell> {
+        Inode::of(&self.fs, &self.cell)
+    }
+
     /// Another handle on the same open file (as a mapping holds one).
     pub(crate) fn dup(&self) -> File {
         self.cell.open.fetch_add(1, Ordering::AcqRel);
@@ -122,7 +128,7 @@ impl File {
         if !self.read {
             return Err(Error::BadFd);
         }
-        if crate::vm::engine::in_mapping(buf.as_ptr() as usize, buf.len()) {
+        if crate::dax::in_mapping(buf.as_ptr() as usize, buf.len()) {
             // The buffer is a udax mapping: copying into it may fault, and the
             // fault handler needs this file's locks. Copy through a bounce buffer.
             let mut tmp = vec![0u8; buf.len()];
@@ -185,7 +191,7 @@ impl File {
         if buf.is_empty() {
             return Ok(0);
         }
-        if crate::vm::engine::in_mapping(buf.as_ptr() as usize, buf.len()) {
+        if crate::dax::in_mapping(buf.as_ptr() as usize, buf.len()) {
             // See read_at: never fault on a udax mapping while holding file locks.
             let tmp = buf.to_vec();
             return self.write_at(&tmp, off);
@@ -315,7 +321,7 @@ impl File {
             // change it holds the invalidate lock and unmaps the range first.
             let _inv = cow.then(|| self.cell.dax.invalidate.write());
             if cow {
-                crate::dax::zap_file_range(fs, &self.cell, b0, b1)?;
+                crate::dax::hooks::zap_file_range(&self.dax_inode(), b0, b1)?;
             }
             let _g = fs.begin(MAX_TX_OPS)?;
             let mut d = self.cell.data.write();
@@ -360,13 +366,13 @@ impl File {
         // drops): only the allocated pages inside the old size are looked at.
         let inside = blk_up(off + written).min(blk_up(old_size));
         if allocated && b0 < inside {
-            crate::dax::after_alloc(fs, &self.cell, b0, inside);
+            crate::dax::hooks::after_alloc(&self.dax_inode(), b0, inside);
         }
         if let Some(size) = grew {
-            crate::dax::after_grow(&self.cell, size);
+            crate::dax::hooks::after_grow(&self.dax_inode(), size);
         }
         if allocated || grew.is_some() {
-            crate::dax::map_written(fs, &self.cell, b0, blk_up(off + written));
+            crate::dax::hooks::map_written(&self.dax_inode(), b0, blk_up(off + written));
         }
         Ok(written as usize)
     }
@@ -599,14 +605,14 @@ impl File {
         let old = self.len();
         if len < old {
             // Pages wholly past the new end raise SIGBUS from now on (SPEC M5).
-            crate::dax::break_layouts(&self.fs, &self.cell, blk_up(len), u64::MAX, wait)?;
+            crate::dax::hooks::break_layouts(&self.dax_inode(), blk_up(len), u64::MAX, wait)?;
         }
         // The partial last block is zeroed past the new end: a shared one is
         // copied first.
         self.unshare_edges(len, len)?;
         self.set_len_locked(len)?;
         if len > old {
-            crate::dax::after_grow(&self.cell, len);
+            crate::dax::hooks::after_grow(&self.dax_inode(), len);
         }
         Ok(())
     }
@@ -691,7 +697,7 @@ impl File {
             _ => (blk_up(off), blk(end)),
         };
         if excl != 0 && b1 > b0 {
-            crate::dax::break_layouts(&self.fs, &self.cell, b0, b1, wait)?;
+            crate::dax::hooks::break_layouts(&self.dax_inode(), b0, b1, wait)?;
         }
         match excl {
             0 => self.allocate_range(off, end, mode & KEEP_SIZE != 0),
@@ -728,9 +734,9 @@ impl File {
         let old = self.len();
         let size_to = (!keep_size).then_some(end);
         alloc_zeroed(&self.fs, &self.cell, blk(off), blk_up(end), size_to)?;
-        crate::dax::after_alloc(&self.fs, &self.cell, blk(off), blk_up(end));
+        crate::dax::hooks::after_alloc(&self.dax_inode(), blk(off), blk_up(end));
         if !keep_size && end > old {
-            crate::dax::after_grow(&self.cell, end);
+            crate::dax::hooks::after_grow(&self.dax_inode(), end);
         }
         Ok(())
     }
@@ -772,7 +778,7 @@ impl File {
         let first = (off % BLOCK_SIZE != 0).then(|| blk(off));
         let last = (end % BLOCK_SIZE != 0 && first != Some(blk(end))).then(|| blk(end));
         for b in first.into_iter().chain(last) {
-            crate::dax::zap_file_range(&self.fs, &self.cell, b, b + 1)?;
+            crate::dax::hooks::zap_file_range(&self.dax_inode(), b, b + 1)?;
             super::reflink::unshare(&self.fs, &self.cell, b, b + 1)?;
         }
         Ok(())
@@ -913,7 +919,7 @@ impl File {
 
     /// Make this file's data and metadata durable.
     pub fn fsync(&self) -> Result<()> {
-        crate::dax::sync_mappings(&self.fs, &self.cell)?;
+        crate::dax::hooks::sync_mappings(&self.dax_inode())?;
         self.fs.flush_times(&self.cell)?;
         self.fs.inner.journal.fence()?;
         Ok(())
@@ -921,7 +927,7 @@ impl File {
 
     /// `fdatasync`: data and the metadata needed to read it (always logged at once).
     pub fn sync_data(&self) -> Result<()> {
-        crate::dax::sync_mappings(&self.fs, &self.cell)?;
+        crate::dax::hooks::sync_mappings(&self.dax_inode())?;
         self.fs.inner.journal.fence()?;
         Ok(())
     }

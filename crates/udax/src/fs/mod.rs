@@ -17,6 +17,8 @@ mod check;
 mod error;
 pub mod extent;
 mod file;
+mod iomap;
+mod mmap;
 mod namespace;
 mod poison;
 mod reflink;
@@ -27,10 +29,10 @@ mod types;
 pub use check::{fsck, fsck_repair, BadBlock, FsckReport, Problem};
 pub use error::{Error, Result};
 pub use file::File;
+pub use mmap::Mapping;
 pub use namespace::{DirRef, Rename};
 pub use poison::{Owner, PoisonReport};
 pub use reflink::Dedupe;
-pub(crate) use reflink::{relocate_chunk, unshare};
 use refs::RefTable;
 pub use types::{falloc, DirEntry, MkfsOptions, MountOptions, OpenOptions, Stat, StatFs};
 
@@ -137,12 +139,9 @@ pub(crate) struct Inner {
     zombies: Mutex<Vec<(u64, u64)>>,
     pub uid: u32,
     pub gid: u32,
-    /// Hashed wait queues of the DAX entry locks.
-    pub waits: crate::dax::WaitTable,
-    /// Fault counters of this file system's mappings.
-    pub dax_counters: crate::vm::engine::Counters,
-    /// References on device pages (mappings and pins).
-    pub page_refs: Arc<crate::vm::pages::PageRefs>,
+    /// The DAX state of the device (entry-lock wait queues, fault counters,
+    /// references on device pages), which the fault engine owns.
+    pub dax: crate::dax::DaxDevice,
 }
 
 /// A mounted file system. Cheap to clone; `Send + Sync`.
@@ -511,6 +510,7 @@ impl Fs {
             .collect();
         let fs = Fs {
             inner: Arc::new(Inner {
+                dax: crate::dax::DaxDevice::new(dev.clone()),
                 dev,
                 sb: rec.sb,
                 journal,
@@ -529,9 +529,6 @@ impl Fs {
                 zombies: Mutex::new(Vec::new()),
                 uid: rustix::process::geteuid().as_raw(),
                 gid: rustix::process::getegid().as_raw(),
-                waits: crate::dax::WaitTable::new(256),
-                dax_counters: Default::default(),
-                page_refs: Default::default(),
                 read_only: opts.read_only,
                 salvaged,
             }),
@@ -571,7 +568,7 @@ impl Fs {
     /// [`Fs::unmount`] with an explicit wait.
     pub fn unmount_timeout(self, timeout: std::time::Duration) -> Result<()> {
         let total = self.inner.dev.len() / BLOCK_SIZE;
-        if let Err((blk, refs)) = self.inner.page_refs.wait_idle(0, total, timeout) {
+        if let Err((blk, refs)) = self.inner.dax.page_refs.wait_idle(0, total, timeout) {
             let mapped: Vec<String> = self
                 .inner
                 .table
@@ -689,8 +686,8 @@ impl Fs {
 
     /// Counters of the mappings of this file system (PMD vs PTE mappings, zero
     /// pages, allocations by fault, ...).
-    pub fn dax_stats(&self) -> crate::vm::VmStats {
-        self.inner.dax_counters.snapshot()
+    pub fn dax_stats(&self) -> crate::dax::VmStats {
+        self.inner.dax.stats()
     }
 
     /// The reverse map (SPEC: "device block -> every mapping that maps it"):
@@ -700,42 +697,9 @@ impl Fs {
         let cells: Vec<Arc<Cell>> = self.inner.table.read().values().cloned().collect();
         let mut out = Vec::new();
         for c in cells {
-            for r in c.dax.regions() {
-                let st = r.lock();
-                for (k, v) in st.dev.iter() {
-                    let first = (k.start as i64 + v) as u64;
-                    if (first..first + (k.end - k.start)).contains(&dev_blk) {
-                        out.push((c.ino, r.addr_of(k.start + (dev_blk - first))));
-                    }
-                }
-            }
+            out.extend(c.dax.addresses_of(dev_blk).into_iter().map(|a| (c.ino, a)));
         }
         out
-    }
-
-    pub(crate) fn page_refs(&self) -> &Arc<crate::vm::pages::PageRefs> {
-        &self.inner.page_refs
-    }
-
-    pub(crate) fn counters(&self) -> &crate::vm::engine::Counters {
-        &self.inner.dax_counters
-    }
-
-    /// The hashed wait queues of the DAX entry locks.
-    pub(crate) fn waits(&self) -> &crate::dax::WaitTable {
-        &self.inner.waits
-    }
-
-    /// Allocate zeroed blocks for the holes of file blocks `[a, b)` (a write
-    /// fault). Durable on return, like every metadata operation.
-    /// The 2 MiB policy follows from the range (`huge_hint`).
-    pub(crate) fn fault_alloc(&self, cell: &Cell, a: u64, b: u64) -> Result<()> {
-        file::alloc_zeroed(self, cell, a, b, None)
-    }
-
-    /// The device runs `(block, count)` behind file blocks `[a, b)`.
-    pub(crate) fn device_runs(&self, cell: &Cell, a: u64, b: u64) -> Vec<(u64, u64)> {
-        cell.data.read().device_runs(a, b).collect()
     }
 
     /// Begin a metadata operation of at most `max_ops` ops.
@@ -893,7 +857,7 @@ impl Fs {
             let mut z = inner.zombies.lock();
             let old = std::mem::take(&mut *z);
             for (s, l) in old.into_iter().chain(ranges) {
-                if inner.page_refs.busy(s, l).is_some() {
+                if inner.dax.page_refs.busy(s, l).is_some() {
                     z.push((s, l));
                 } else {
                     give.push((s, l));

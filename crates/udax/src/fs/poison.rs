@@ -10,6 +10,7 @@
 //! allocator: it stays quarantined, owned by nobody, until
 //! [`Fs::clear_poison`] overwrites it.
 
+use super::iomap::Inode;
 use super::{Cell, Error, Fs, Result};
 use crate::alloc::BlockRange;
 use crate::format::{Geometry, Op};
@@ -154,7 +155,8 @@ impl Fs {
         by_file.sort_unstable();
         for (ino, page) in by_file {
             if let Ok(cell) = self.cell(ino) {
-                report.pages_unmapped += crate::dax::poison_pages(self, &cell, page);
+                report.pages_unmapped +=
+                    crate::dax::hooks::poison_pages(&Inode::of(self, &cell), page);
             }
         }
         for (b, o) in &report.owners {
@@ -240,7 +242,7 @@ impl Fs {
         }
         for &(f, d) in blocks {
             self.inner.dev.clear_poison(d * BLOCK_SIZE, BLOCK_SIZE);
-            crate::dax::unpoison_pages(cell, f);
+            crate::dax::hooks::unpoison_pages(&Inode::of(self, cell), f);
         }
         Ok(())
     }

@@ -17,6 +17,7 @@
 
 use super::extent::Lookup;
 use super::file::give_back;
+use super::iomap::Inode;
 use super::{now_ns, Cell, Error, File, Fs, Result, MAX_TX_OPS};
 use crate::alloc::AllocRequest;
 use crate::device::DeviceError;
@@ -131,8 +132,8 @@ impl Fs {
         }
         let (s0, s1) = (plan.src_blk, plan.src_blk + plan.blocks);
         let (d0, d1) = (plan.dst_blk, plan.dst_blk + plan.blocks);
-        crate::dax::break_layouts(self, &dc, d0, d1, true)?;
-        crate::dax::break_layouts(self, &sc, s0, s1, true)?;
+        crate::dax::hooks::break_layouts(&Inode::of(self, &dc), d0, d1, true)?;
+        crate::dax::hooks::break_layouts(&Inode::of(self, &sc), s0, s1, true)?;
         let old_size = dst.len();
         let mut pos = 0u64;
         while pos < plan.blocks {
@@ -170,7 +171,7 @@ impl Fs {
             pos = next;
         }
         if plan.dst_size > old_size {
-            crate::dax::after_grow(&dc, plan.dst_size);
+            crate::dax::hooks::after_grow(&Inode::of(self, &dc), plan.dst_size);
         }
         if !dedupe {
             // The destination's content changed (as the kernel's

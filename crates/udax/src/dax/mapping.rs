@@ -1,0 +1,396 @@
+//! A mapping of a file range into this process ([`Map`]): made over a
+//! [`DaxInode`], unmapped when dropped; msync, protect, partial unmap, pins.
+//! The file system's public `Mapping` wraps it with the open file.
+
+use super::iomap::DaxInode;
+use super::{io, DaxDevice, Error, MapFlags, Owner, Result};
+use crate::device::DeviceKind;
+use crate::sync::Mutex;
+use crate::vm::{self, space, FaultOwner, Prot, Region, RegionState, PAGE};
+use crate::{BLOCK_SIZE, HUGE_SIZE};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Flush the device ranges behind pages `r` of a region, then fence. With
+/// `dirty_only`, pages under dirty tracking are flushed only if written since
+/// the last such flush, and re-armed (SPEC M8: a store racing with this is
+/// either flushed now or seen by the next scan).
+pub(super) fn flush_pages(
+    dd: &DaxDevice,
+    region: &Region,
+    r: Range<u64>,
+    dirty_only: bool,
+) -> Result<()> {
+    let dev = &dd.dev;
+    let mut flushed = 0u64;
+    {
+        let st = region.lock();
+        if dirty_only && !st.ever_writable {
+            // Never writable: no store went through this mapping (write_at
+            // flushes its own data).
+            return Ok(());
+        }
+        // The page runs to flush: device-mapped pages not under tracking
+        // whole, and of the tracked ones those written (all of them if the
+        // scan fails). A plain list: the scan's runs come sorted and apart,
+        // and a range set's upkeep cost as much as the scan itself.
+        let mut todo: Vec<Range<u64>> = Vec::new();
+        for (k, _) in st.dev.overlapping(&r) {
+            let k = k.start.max(r.start)..k.end.min(r.end);
+            if dirty_only {
+                todo.extend(st.tracked.gaps(&k));
+            } else {
+                todo.push(k);
+            }
+        }
+        if dirty_only {
+            let eng = vm::engine().map_err(Error::Busy)?;
+            for t in st.tracked.overlapping(&r) {
+                let t = t.start.max(r.start)..t.end.min(r.end);
+                let (a, n) = (region.addr_of(t.start), (t.end - t.start) as usize * PAGE);
+                match eng.take_written(a, n) {
+                    Some(written) => todo.extend(written.iter().map(|w| {
+                        let p0 = region.page_of(w.start);
+                        let p1 = region.page_of(w.end - 1) + 1;
+                        p0.max(t.start)..p1.min(t.end)
+                    })),
+                    None => todo.push(t),
+                }
+            }
+        }
+        for run in &todo {
+            for (k, v) in st.dev.overlapping(run) {
+                let a = k.start.max(run.start);
+                let b = k.end.min(run.end);
+                let blk = (a as i64 + v) as u64;
+                dev.flush(blk * BLOCK_SIZE, (b - a) * BLOCK_SIZE);
+                flushed += b - a;
+            }
+        }
+    }
+    dd.counters
+        .flushed_pages
+        .fetch_add(flushed, crate::sync::Ordering::Relaxed);
+    dev.fence()?;
+    Ok(())
+}
+
+/// A mapping of a file range into this process. Dropping it unmaps it.
+#[derive(Debug)]
+pub(crate) struct Map {
+    inode: Arc<dyn DaxInode>,
+    region: Arc<Region>,
+}
+
+impl Map {
+    /// Map `len` bytes of the file from `offset` (page aligned). The caller
+    /// checked the file's access mode against `prot` and `flags`.
+    pub fn new(
+        inode: Arc<dyn DaxInode>,
+        offset: u64,
+        len: usize,
+        prot: Prot,
+        flags: MapFlags,
+    ) -> Result<Map> {
+        if offset % PAGE as u64 != 0 {
+            return Err(Error::Invalid("mmap offset not page aligned"));
+        }
+        if len == 0 {
+            return Err(Error::Invalid("mmap length 0"));
+        }
+        let len = len.div_ceil(PAGE) * PAGE;
+        if offset.checked_add(len as u64).is_none() {
+            return Err(Error::Invalid("mmap range overflows"));
+        }
+        if flags.sync && flags.private {
+            return Err(Error::Invalid("MAP_SYNC needs a shared mapping"));
+        }
+        let dd = inode.device();
+        let dev = dd.dev.clone();
+        let Some(dm) = dev.mapping() else {
+            return Err(Error::NotSupported(
+                "mmap on a device that cannot be mapped",
+            ));
+        };
+        let dev_page = dev.info().page_size;
+        let eng = vm::engine().map_err(|e| Error::Busy(format!("fault engine: {e}")))?;
+        // Address congruent to the file offset modulo 2 MiB, so aligned file
+        // ranges can be mapped with 2 MiB mappings.
+        let phase = (offset % HUGE_SIZE) as usize;
+        let base = space::reserve(len, HUGE_SIZE as usize, phase).map_err(io)?;
+        if let Err(e) = space::place_placeholder(&eng.uffd, base, len, prot) {
+            space::unmap(base, len);
+            return Err(io(e));
+        }
+        let owner: Arc<dyn FaultOwner> = Arc::new(Owner {
+            inode: inode.clone(),
+        });
+        use std::os::fd::AsRawFd;
+        let region = Arc::new(Region {
+            base,
+            len,
+            first_page: offset / PAGE as u64,
+            private: flags.private,
+            sync: flags.sync,
+            dev_fd: dm.fd.as_raw_fd(),
+            dev_page,
+            owner,
+            refs: dd.page_refs.clone(),
+            state: Mutex::new(RegionState {
+                prot: Some(prot),
+                ever_writable: prot == Prot::ReadWrite && !flags.private,
+                windows_ok: prot == Prot::Read
+                    && !flags.private
+                    && eng.uffd.has_minor_shmem()
+                    && matches!(dev.info().kind, DeviceKind::Memfd | DeviceKind::Shm)
+                    && dev_page == PAGE as u64,
+                ..Default::default()
+            }),
+        });
+        let file = inode.dax();
+        // ORDERING: Release, before the region is published: pairs with the
+        // Acquire load in `DaxFile::is_mapped`.
+        file.ever_mapped.store(true, crate::sync::Ordering::Release);
+        file.regions.lock().push(Arc::downgrade(&region));
+        eng.add(region.clone());
+        let m = Map { inode, region };
+        if flags.populate {
+            m.populate(prot == Prot::ReadWrite && !flags.private);
+        }
+        Ok(m)
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.region.base as *mut u8
+    }
+    pub fn len(&self) -> usize {
+        self.region.len
+    }
+    /// A `MAP_PRIVATE` mapping.
+    pub fn private(&self) -> bool {
+        self.region.private
+    }
+    /// File offset shown at the first byte.
+    pub fn offset(&self) -> u64 {
+        self.region.first_page * PAGE as u64
+    }
+    fn pages_of(&self, off: usize, len: usize) -> Result<Range<u64>> {
+        if off % PAGE != 0 || off.checked_add(len).is_none_or(|e| e > self.len()) {
+            return Err(Error::Invalid(
+                "range outside the mapping or not page aligned",
+            ));
+        }
+        let a = self.region.first_page + (off / PAGE) as u64;
+        Ok(a..a + len.div_ceil(PAGE) as u64)
+    }
+
+    /// Resolve every page now, as `MAP_POPULATE` does.
+    fn populate(&self, write: bool) {
+        let r = self.region.pages();
+        let mut p = r.start;
+        while p < r.end {
+            let next = {
+                let st = self.region.lock();
+                if let Some((k, _)) = st.dev.get_key_value(&p) {
+                    Some(k.end)
+                } else {
+                    st.zero.get(&p).map(|k| k.end)
+                }
+            };
+            match next {
+                // Skip what a fault (this one or fault-around) already mapped.
+                Some(n) => p = n,
+                None => {
+                    self.region.owner.fault(&self.region, p, write, false, true);
+                    p += 1;
+                }
+            }
+        }
+    }
+
+    /// `msync(MS_SYNC)`: make stores to `[off, off+len)` durable.
+    pub fn msync(&self, off: usize, len: usize) -> Result<()> {
+        let r = self.pages_of(off, len)?;
+        if self.region.private {
+            return Ok(());
+        }
+        flush_pages(self.inode.device(), &self.region, r, true)
+    }
+
+    /// Flush and fence the caller's own stores in `[off, off+len)` (any alignment).
+    pub fn persist(&self, off: usize, len: usize) -> Result<()> {
+        if off.checked_add(len).is_none_or(|e| e > self.len()) {
+            return Err(Error::Invalid("range outside the mapping"));
+        }
+        super::persist(self.as_ptr().wrapping_add(off), len)
+    }
+
+    /// `mprotect` of the whole mapping. The caller checked the file's access
+    /// mode against `prot`.
+    pub fn protect(&self, prot: Prot) -> Result<()> {
+        let shared_rw = prot == Prot::ReadWrite && !self.region.private;
+        // Making a shared mapping writable: pages showing blocks that other
+        // files share (reflink) are unmapped first, so a store faults and
+        // copies them (the mapping never writes into another file's block).
+        // Faults hold the invalidate lock shared: none is half way.
+        let inode = &*self.inode;
+        // A writable mapping has no windows (their pages could not be under
+        // dirty tracking): none opens from now on, and the open ones close.
+        let windows = shared_rw && {
+            let mut st = self.region.lock();
+            st.windows_ok = false;
+            !st.windows.is_empty()
+        };
+        let _inv =
+            (shared_rw && (windows || inode.has_shared())).then(|| inode.dax().invalidate.write());
+        let mut st = self.region.lock();
+        if windows {
+            let eng = vm::engine().map_err(Error::Busy)?;
+            let all = self.region.pages();
+            self.region
+                .close_windows(&mut st, &eng.uffd, all)
+                .map_err(io)?;
+        }
+        if _inv.is_some() && st.prot != Some(Prot::ReadWrite) {
+            let eng = vm::engine().map_err(Error::Busy)?;
+            let runs: Vec<(Range<u64>, i64)> =
+                st.dev.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            for (k, v) in runs {
+                let first = (k.start as i64 + v) as u64;
+                for sh in inode.shared_in(first, k.end - k.start) {
+                    let p = (sh.start as i64 - v) as u64..(sh.end as i64 - v) as u64;
+                    space::replace_with_placeholder(
+                        &eng.uffd,
+                        self.region.addr_of(p.start),
+                        (p.end - p.start) as usize * PAGE,
+                        st.prot.unwrap_or(Prot::Read),
+                    )
+                    .map_err(io)?;
+                    self.region.forget_device(&mut st, p);
+                }
+            }
+        }
+        space::protect(self.region.base, self.region.len, prot).map_err(io)?;
+        st.prot = Some(prot);
+        // Pages mapped while read-only are not under dirty tracking: msync
+        // flushes them whole from now on (conservative).
+        st.ever_writable |= shared_rw;
+        Ok(())
+    }
+
+    /// `munmap` of part of the mapping: the pages become inaccessible (a store or
+    /// load gets SIGSEGV) and stay reserved until the mapping is dropped.
+    pub fn unmap_range(&self, off: usize, len: usize) -> Result<()> {
+        let r = self.pages_of(off, len)?;
+        let mut st = self.region.lock();
+        let addr = self.region.addr_of(r.start);
+        let n = (r.end - r.start) as usize * PAGE;
+        // A fresh PROT_NONE reservation replaces the pages atomically.
+        // SAFETY: the range belongs to this mapping's region.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut _,
+                n,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io(std::io::Error::last_os_error()));
+        }
+        self.region.forget_device(&mut st, r.clone());
+        st.zero.remove(r.clone());
+        st.cow.remove(r.clone());
+        st.beyond_eof.remove(r.clone());
+        st.windows.remove(r.clone());
+        self.region.forget_poisoned(&mut st, r.clone());
+        st.gone.insert(r);
+        Ok(())
+    }
+
+    /// Pin `[off, off+len)` for in-flight I/O (the analogue of
+    /// `get_user_pages`): fault the pages in (for writing if `write`) and take a
+    /// reference on each device page behind them. A truncate or punch of the
+    /// range waits until the pin is dropped. Zero pages and private copies have
+    /// no device page and take no reference.
+    pub fn pin(&self, off: usize, len: usize, write: bool) -> Result<Pin<'_>> {
+        let r = self.pages_of(off - off % PAGE, len + off % PAGE)?;
+        if write && !self.region.private && self.region.lock().prot != Some(Prot::ReadWrite) {
+            return Err(Error::Access("pin for writing of a read-only mapping"));
+        }
+        let mut runs = Vec::new();
+        for p in r.clone() {
+            let mapped = Region::dev_of(&self.region.lock(), p).is_some();
+            if !mapped {
+                self.region.owner.fault(
+                    &self.region,
+                    p,
+                    write && !self.region.private,
+                    false,
+                    true,
+                );
+            }
+            let st = self.region.lock();
+            if let Some(b) = Region::dev_of(&st, p) {
+                // Taken under the region lock: a truncate unmaps under the same
+                // lock first, then waits for this reference.
+                self.region.refs.get(b, 1);
+                runs.push(b);
+            }
+        }
+        Ok(Pin {
+            region: &self.region,
+            blocks: runs,
+        })
+    }
+
+    /// The device block mapped at byte `off` of this mapping right now, if any.
+    pub fn device_block_of(&self, off: usize) -> Option<u64> {
+        let p = self.region.first_page + (off / PAGE) as u64;
+        Region::dev_of(&self.region.lock(), p)
+    }
+}
+
+/// Pinned device pages of a mapping; dropping it unpins them.
+#[derive(Debug)]
+pub struct Pin<'a> {
+    region: &'a Region,
+    blocks: Vec<u64>,
+}
+
+impl Pin<'_> {
+    /// Device blocks held by this pin.
+    pub fn blocks(&self) -> &[u64] {
+        &self.blocks
+    }
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        for b in &self.blocks {
+            self.region.refs.put(*b, 1);
+        }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        let Ok(eng) = vm::engine() else { return };
+        let mut st = self.region.lock();
+        st.dead = true;
+        eng.remove(self.region.base);
+        let all = self.region.pages();
+        self.region.forget_device(&mut st, all.clone());
+        self.region.forget_poisoned(&mut st, all);
+        space::unmap(self.region.base, self.region.len);
+        drop(st);
+        let me = Arc::as_ptr(&self.region);
+        self.inode
+            .dax()
+            .regions
+            .lock()
+            .retain(|w| w.as_ptr() != me && w.strong_count() > 0);
+    }
+}
