@@ -1,14 +1,14 @@
 //! The two shapes of an interposed call: by descriptor and by path.
 
-use crate::entry::{unsupported, Errno, R};
-use crate::fds::{self, Desc};
+use crate::boundary::entry::{unsupported, Errno, R};
+use crate::state::fds::{self, Desc};
 use std::sync::Arc;
 
 /// `None`: not a udax descriptor (the kernel's). In a forked child a udax
 /// descriptor is an error: the file system belongs to the parent.
 pub fn lookup(fd: libc::c_int) -> Option<R<Arc<Desc>>> {
     let d = fds::get(fd)?;
-    if crate::mount::forked_child() {
+    if crate::state::mount::forked_child() {
         return Some(Err(unsupported(
             "descriptor",
             &format!(
@@ -23,11 +23,11 @@ pub fn lookup(fd: libc::c_int) -> Option<R<Arc<Desc>>> {
 /// A call on a descriptor: forward it, or run `$body` with `$d: Arc<Desc>`.
 macro_rules! fd_call {
     ($fail:expr, $fd:expr, $name:ident($($a:expr),* $(,)?), |$d:ident| $body:expr) => {
-        $crate::entry::run(
+        $crate::boundary::entry::run(
             $fail,
-            || $crate::entry::fwd!($name($($a),*)),
+            || $crate::boundary::entry::fwd!($name($($a),*)),
             || match $crate::dispatch::lookup($fd) {
-                None => Ok($crate::entry::fwd!($name($($a),*))),
+                None => Ok($crate::boundary::entry::fwd!($name($($a),*))),
                 Some(d) => {
                     let $d = d?;
                     $body
@@ -47,11 +47,11 @@ pub(crate) use fd_call;
 /// exclusively (`names`), its path found again under it.
 macro_rules! path_call {
     (exclusive($x:expr), $fail:expr, $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
-        $crate::entry::run(
+        $crate::boundary::entry::run(
             $fail,
-            || $crate::entry::fwd!($name($($a),*)),
+            || $crate::boundary::entry::fwd!($name($($a),*)),
             || match $crate::dispatch::path_call!(@classify $dirfd, $path) {
-                $crate::path::Target::Udax(_) if $x => $crate::names::exclusive(|| {
+                $crate::state::path::Target::Udax(_) if $x => $crate::state::names::exclusive(|| {
                     $crate::dispatch::path_call!(@on $crate::dispatch::path_call!(@classify $dirfd, $path), $path, $name($($a),*), |$p| $body)
                 }),
                 t => $crate::dispatch::path_call!(@on t, $path, $name($($a),*), |$p| $body),
@@ -59,25 +59,25 @@ macro_rules! path_call {
         )
     };
     ($fail:expr, $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
-        $crate::entry::run(
+        $crate::boundary::entry::run(
             $fail,
-            || $crate::entry::fwd!($name($($a),*)),
+            || $crate::boundary::entry::fwd!($name($($a),*)),
             || $crate::dispatch::path_call!(@on $crate::dispatch::path_call!(@classify $dirfd, $path), $path, $name($($a),*), |$p| $body),
         )
     };
     (@classify $dirfd:expr, $path:ident) => {
         // SAFETY: `$path` is the caller's path argument: null or a C string.
-        unsafe { $crate::path::classify($dirfd, $path) }?
+        unsafe { $crate::state::path::classify($dirfd, $path) }?
     };
     (@on $target:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
         match $target {
-            $crate::path::Target::Host => Ok($crate::entry::fwd!($name($($a),*))),
-            $crate::path::Target::HostPath(c) => {
+            $crate::state::path::Target::Host => Ok($crate::boundary::entry::fwd!($name($($a),*))),
+            $crate::state::path::Target::HostPath(c) => {
                 #[allow(unused_variables)]
                 let $path = c.as_ptr();
-                Ok($crate::entry::fwd!($name($($a),*)))
+                Ok($crate::boundary::entry::fwd!($name($($a),*)))
             }
-            $crate::path::Target::Udax($p) => $body,
+            $crate::state::path::Target::Udax($p) => $body,
         }
     };
 }
@@ -98,7 +98,7 @@ pub unsafe fn classify_pair(
     b: *const libc::c_char,
     call: &str,
 ) -> R<Pair> {
-    use crate::path::{classify, Target};
+    use crate::state::path::{classify, Target};
     // SAFETY: the caller's contract.
     let (ta, tb) = unsafe { (classify(fa, a)?, classify(fb, b)?) };
     match (ta, tb) {

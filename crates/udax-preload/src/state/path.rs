@@ -11,9 +11,9 @@
 //! mount: at its parent, as the kernel goes from a mount point's root to the
 //! mount point's parent.
 
-use crate::entry::{unsupported, Errno, R};
-use crate::fds;
-use crate::fds::DirPath;
+use crate::boundary::entry::{unsupported, Errno, R};
+use crate::state::fds;
+use crate::state::fds::DirPath;
 use libc::c_int;
 use std::ffi::{CStr, CString};
 use std::sync::{Mutex, OnceLock};
@@ -46,7 +46,7 @@ pub fn config() -> Option<&'static Config> {
             let device = std::env::var("UDAX_DEVICE").ok()?;
             let mount = normalise(mount.as_bytes());
             if !mount.starts_with('/') || mount == "/" {
-                crate::entry::init_log();
+                crate::boundary::entry::init_log();
                 tracing::error!(
                     "udax-preload: UDAX_MOUNT={mount:?} must be an absolute path other than /; shim disabled"
                 );
@@ -259,7 +259,7 @@ fn classify_bytes(dirfd: c_int, bytes: &[u8], cfg: &Config) -> R<Target> {
     let base = if dirfd == libc::AT_FDCWD {
         // ORDERING: a hint; `cwd()` reads the working directory under its mutex.
         if CWD_IN_UDAX.load(std::sync::atomic::Ordering::Relaxed) {
-            crate::names::hold_shared();
+            crate::state::names::hold_shared();
         }
         match cwd() {
             Some(c) => c?,
@@ -271,7 +271,7 @@ fn classify_bytes(dirfd: c_int, bytes: &[u8], cfg: &Config) -> R<Target> {
                 if !d.is_dir() {
                     return Err(Errno(libc::ENOTDIR));
                 }
-                crate::names::hold_shared();
+                crate::state::names::hold_shared();
                 cfg.outer(&d.path()?)
             }
             None => return Ok(Target::Host),
@@ -320,7 +320,7 @@ pub fn fd_link(p: &[u8]) -> Option<(c_int, &[u8])> {
 /// file or the reserved descriptor's `/dev/null`.
 fn through_fd_link(d: &fds::Desc, rest: &[u8], cfg: &Config) -> R<Target> {
     if d.is_dir() {
-        crate::names::hold_shared();
+        crate::state::names::hold_shared();
     }
     let p = d.path()?;
     if !d.is_dir() {

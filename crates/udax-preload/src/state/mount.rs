@@ -1,8 +1,8 @@
 //! The mounted file system: opened and mounted on the first udax call,
 //! checkpointed and released at exit; unusable in a forked child.
 
-use crate::entry::{init_log, Errno, R};
-use crate::path::config;
+use crate::boundary::entry::{init_log, Errno, R};
+use crate::state::path::config;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, RwLock};
 use udax::fs::Fs;
@@ -100,7 +100,7 @@ fn mount_options() -> Result<udax::fs::MountOptions, String> {
 /// exit teardown.
 pub fn fs() -> R<Fs> {
     if forked_child() {
-        return Err(crate::entry::unsupported(
+        return Err(crate::boundary::entry::unsupported(
             "udax",
             "used in a child process after fork; the device belongs to the parent",
             libc::EIO,
@@ -128,7 +128,7 @@ extern "C" fn at_exit() {
         return;
     }
     // Guarded: udax's own libc calls (munmap, close) go straight to libc.
-    crate::entry::run(
+    crate::boundary::entry::run(
         (),
         || (),
         || {
@@ -136,8 +136,8 @@ extern "C" fn at_exit() {
             // destructors: flush the udax ones while their files are open.
             // SAFETY: fflush(NULL) flushes every open output stream.
             unsafe { libc::fflush(std::ptr::null_mut()) };
-            crate::mem::drop_all();
-            crate::fds::drop_all();
+            crate::calls::mem::drop_all();
+            crate::state::fds::drop_all();
             let taken = m.fs.write().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(fs) = taken {
                 if std::env::var_os("UDAX_STATS").is_some() {

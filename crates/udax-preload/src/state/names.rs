@@ -5,7 +5,7 @@
 //! through that directory's current path (`fds::DirPath`). So that the path
 //! cannot change under the call, as the kernel resolves such a call from the
 //! directory itself, the call holds this lock shared from its resolution to
-//! its end ([`crate::entry::run`] releases it), and a rename or a directory
+//! its end ([`crate::boundary::entry::run`] releases it), and a rename or a directory
 //! removal holds it exclusively from its own resolution to its end. Calls on
 //! absolute paths take nothing: the kernel resolves those by path too.
 //!

@@ -1,9 +1,9 @@
 //! open, close, read, write and friends.
 
+use crate::boundary::entry::{fwd, run, unsupported, Errno, R};
 use crate::dispatch::{fd_call, path_call, slice, slice_mut, MAX_RW};
-use crate::entry::{fwd, run, unsupported, Errno, R};
-use crate::fds::{self, Desc, Kind};
-use crate::mount;
+use crate::state::fds::{self, Desc, Kind};
+use crate::state::mount;
 use libc::{c_char, c_int, c_uint, c_void, iovec, mode_t, off64_t, size_t, ssize_t};
 use std::sync::Arc;
 use udax::fs::extent::Lookup;
@@ -168,7 +168,7 @@ fn open_unnamed(fs: &udax::fs::Fs, dir: &str, flags: c_int, mode: mode_t) -> R<c
     // The name the kernel shows for it (`readlink` of /proc/self/fd/N).
     let name = format!(
         "{}/#{ino}",
-        crate::path::canonical(dir).trim_end_matches('/')
+        crate::state::path::canonical(dir).trim_end_matches('/')
     );
     fds::install(
         Desc::new(Kind::File(f), name, status),
@@ -286,7 +286,7 @@ pub fn read_desc(d: &Desc, buf: &mut [u8], off: Option<u64>) -> R<usize> {
     }
     let f = d.file()?;
     let n = buf.len().min(MAX_RW);
-    crate::mem::check_writable(buf.as_ptr() as usize, n)?;
+    crate::calls::mem::check_writable(buf.as_ptr() as usize, n)?;
     match off {
         Some(o) => Ok(f.read_at(&mut buf[..n], o)?),
         None => {
@@ -432,7 +432,7 @@ fn readv_desc(d: &Desc, iov: &[iovec], off: Option<u64>) -> R<usize> {
     for v in iov {
         // SAFETY: readv(2)'s contract: each iovec describes a writable buffer.
         let b = unsafe { slice_mut(v.iov_base, v.iov_len) }?;
-        if let Err(e) = crate::mem::check_writable(b.as_ptr() as usize, b.len()) {
+        if let Err(e) = crate::calls::mem::check_writable(b.as_ptr() as usize, b.len()) {
             if done > 0 {
                 break;
             }
@@ -886,7 +886,7 @@ fn any_read(fd: c_int, buf: &mut [u8], off: Option<u64>) -> R<usize> {
         None => fwd!(read(fd, buf.as_mut_ptr().cast(), buf.len())),
     };
     if n < 0 {
-        return Err(Errno(crate::entry::errno()));
+        return Err(Errno(crate::boundary::entry::errno()));
     }
     Ok(n as usize)
 }
@@ -900,7 +900,7 @@ fn any_write(fd: c_int, buf: &[u8], off: Option<u64>) -> R<usize> {
         None => fwd!(write(fd, buf.as_ptr().cast(), buf.len())),
     };
     if n < 0 {
-        return Err(Errno(crate::entry::errno()));
+        return Err(Errno(crate::boundary::entry::errno()));
     }
     Ok(n as usize)
 }

@@ -73,7 +73,7 @@ pub fn run<T>(fail: T, forward: impl FnOnce() -> T, body: impl FnOnce() -> R<T>)
     }
     let g = Guard::enter();
     let r = catch_unwind(AssertUnwindSafe(body));
-    crate::names::release_shared();
+    crate::state::names::release_shared();
     drop(g);
     finish(fail, r)
 }
@@ -85,7 +85,7 @@ pub fn run_always<T>(fail: T, body: impl FnOnce() -> R<T>) -> T {
     let g = (!inside()).then(Guard::enter);
     let r = catch_unwind(AssertUnwindSafe(body));
     if g.is_some() {
-        crate::names::release_shared();
+        crate::state::names::release_shared();
     }
     drop(g);
     finish(fail, r)
@@ -111,13 +111,13 @@ fn finish<T>(fail: T, r: std::thread::Result<R<T>>) -> T {
 /// Call a real libc function, or fail with ENOSYS if libc has none.
 macro_rules! fwd {
     ($name:ident($($a:expr),* $(,)?)) => {
-        match $crate::real::$name() {
+        match $crate::boundary::real::$name() {
             // SAFETY: forwarding the caller's own arguments, unchanged, to the
             // libc function with the same prototype: its contract is the caller's.
             Some(f) => unsafe { f($($a),*) },
             None => {
-                $crate::entry::set_errno(libc::ENOSYS);
-                $crate::entry::Failure::failure()
+                $crate::boundary::entry::set_errno(libc::ENOSYS);
+                $crate::boundary::entry::Failure::failure()
             }
         }
     };

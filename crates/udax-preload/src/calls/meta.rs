@@ -1,11 +1,11 @@
 //! Metadata calls: the stat family, access, the namespace (unlink, rename,
 //! mkdir, ...), permissions, statfs, the working directory.
 
+use crate::boundary::entry::{fwd, run, unsupported, Errno, R};
 use crate::dispatch::{classify_pair, fd_call, path_call, Pair};
-use crate::entry::{fwd, run, unsupported, Errno, R};
-use crate::fds::Desc;
-use crate::mount;
-use crate::path::{self, classify, Target};
+use crate::state::fds::Desc;
+use crate::state::mount;
+use crate::state::path::{self, classify, Target};
 use libc::{c_char, c_int, c_uint, c_void, gid_t, mode_t, size_t, ssize_t, uid_t};
 use udax::fs::{Rename, Stat};
 
@@ -157,7 +157,7 @@ macro_rules! fstatat_fn {
         ) -> c_int {
             run(
                 -1,
-                || crate::entry::fwd!($name(dirfd, path, out, flags)),
+                || crate::boundary::entry::fwd!($name(dirfd, path, out, flags)),
                 || {
                     // SAFETY: fstatat(2)'s contract for `path`.
                     if let Some(d) = unsafe { empty_path_desc(dirfd, path, flags) } {
@@ -497,7 +497,7 @@ fn mkdir_udax(p: &str, mode: mode_t) -> R<c_int> {
     if p == "/" {
         return Err(Errno(libc::EEXIST));
     }
-    let mask = crate::io::umask_of_process();
+    let mask = crate::calls::io::umask_of_process();
     mount::fs()?.mkdir(p, mode & 0o7777 & !mask)?;
     Ok(0)
 }
@@ -594,7 +594,7 @@ pub unsafe extern "C" fn renameat2(
                 )),
                 // A udax rename moves directories: no call may be using a path
                 // relative to one, this one's paths included (found again).
-                Pair::Udax(..) => crate::names::exclusive(|| {
+                Pair::Udax(..) => crate::state::names::exclusive(|| {
                     // SAFETY: as above.
                     match unsafe { classify_pair(fa, a, fb, b, "rename") }? {
                         Pair::Udax(x, y) => rename_udax(&x, &y, flags),
@@ -829,8 +829,12 @@ fn no_special(call: &str) -> Errno {
 pub unsafe extern "C" fn mknod(path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int {
     path_call!(-1, libc::AT_FDCWD, path, mknod(path, mode, dev), |p| {
         if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
-            let fd = crate::io::open_udax(&p, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, mode)?;
-            crate::fds::close(fd)
+            let fd = crate::calls::io::open_udax(
+                &p,
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                mode,
+            )?;
+            crate::state::fds::close(fd)
         } else {
             Err(no_special("mknod"))
         }
@@ -907,11 +911,11 @@ pub unsafe extern "C" fn fchmod(fd: c_int, mode: mode_t) -> c_int {
     // one changed; a directory by its current path.
     fd_call!(-1, fd, fchmod(fd, mode), |d| match &d.kind {
         _ if d.status() & libc::O_PATH != 0 => Err(Errno(libc::EBADF)),
-        crate::fds::Kind::File(f) => {
+        crate::state::fds::Kind::File(f) => {
             f.set_permissions(mode & 0o7777)?;
             Ok(0)
         }
-        crate::fds::Kind::Dir(_) => chmod_udax(&d.path()?, mode),
+        crate::state::fds::Kind::Dir(_) => chmod_udax(&d.path()?, mode),
     })
 }
 
@@ -1043,17 +1047,19 @@ unsafe fn timevals(t: *const libc::timeval) -> R<Option<[libc::timespec; 2]>> {
 fn set_times_path(p: &str, times: *const libc::timespec) -> R<c_int> {
     // SAFETY: the interposed call's contract for `times`.
     let (a, m) = unsafe { wanted_times(times) }?;
-    crate::mount::fs()?.set_times(p, a, m)?;
+    crate::state::mount::fs()?.set_times(p, a, m)?;
     Ok(0)
 }
 
-fn set_times_fd(d: &crate::fds::Desc, times: *const libc::timespec) -> R<c_int> {
+fn set_times_fd(d: &crate::state::fds::Desc, times: *const libc::timespec) -> R<c_int> {
     // SAFETY: the interposed call's contract for `times`.
     let (a, m) = unsafe { wanted_times(times) }?;
     match &d.kind {
         // O_PATH descriptors may set times too (by path, as the kernel allows).
-        crate::fds::Kind::File(f) => f.set_times(a, m)?,
-        crate::fds::Kind::Dir(_) => crate::mount::fs()?.set_times(&d.path()?, a, m)?,
+        crate::state::fds::Kind::File(f) => f.set_times(a, m)?,
+        crate::state::fds::Kind::Dir(_) => {
+            crate::state::mount::fs()?.set_times(&d.path()?, a, m)?
+        }
     }
     Ok(0)
 }
@@ -1260,7 +1266,7 @@ pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
         || match crate::dispatch::lookup(fd) {
             Some(d) => {
                 let d = d?;
-                let crate::fds::Kind::Dir(dir) = &d.kind else {
+                let crate::state::fds::Kind::Dir(dir) = &d.kind else {
                     return Err(Errno(libc::ENOTDIR));
                 };
                 path::set_cwd(Some((d.path()?, dir.clone())));
