@@ -1,24 +1,7 @@
 //! The two shapes of an interposed call: by descriptor and by path.
 
 use crate::boundary::entry::{unsupported, Errno, R};
-use crate::state::fds::{self, Desc};
-use std::sync::Arc;
-
-/// `None`: not a udax descriptor (the kernel's). In a forked child a udax
-/// descriptor is an error: the file system belongs to the parent.
-pub fn lookup(fd: libc::c_int) -> Option<R<Arc<Desc>>> {
-    let d = fds::get(fd)?;
-    if crate::state::mount::forked_child() {
-        return Some(Err(unsupported(
-            "descriptor",
-            &format!(
-                "udax fd {fd} inherited across fork; only the process that mounted udax can use it"
-            ),
-            libc::EIO,
-        )));
-    }
-    Some(Ok(d))
-}
+pub use crate::state::fds::lookup;
 
 /// A call on a descriptor: forward it, or run `$body` with `$d: Arc<Desc>`.
 macro_rules! fd_call {

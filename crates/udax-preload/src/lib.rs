@@ -27,6 +27,12 @@ mod state;
 /// loaded late): what is cheap to learn now and racy later.
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn at_load() {
+    state::hooks::install(state::hooks::Hooks {
+        at_exit: &[calls::stdio::flush_all, calls::mem::drop_all],
+        before_std_change: calls::stdio::before_std_change,
+        std_now_udax: calls::stdio::std_now_udax,
+        std_not_udax: calls::stdio::std_not_udax,
+    });
     boundary::entry::quiet_panics();
     let single = boundary::threads::single_threaded();
     if single {

@@ -322,6 +322,14 @@ fn std_slot(fd: c_int) -> *mut *mut FILE {
     }
 }
 
+/// At exit (a `state::hooks` exit hook): flush every output stream while
+/// the udax files under them are still open (glibc flushes only after the
+/// libraries' destructors).
+pub fn flush_all() {
+    // SAFETY: fflush(NULL) flushes every open output stream.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+}
+
 /// Before the kernel changes what fd `fd` (0..=2) refers to: flush its stream.
 pub fn before_std_change(fd: c_int) {
     if !(1..=2).contains(&fd) {

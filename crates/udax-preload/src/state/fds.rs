@@ -11,8 +11,9 @@
 //! across file I/O (a copy into a udax mapping may fault, and the fault
 //! handler's own libc calls come back through the shim's interposers).
 
-use crate::boundary::entry::{Errno, R};
+use crate::boundary::entry::{unsupported, Errno, R};
 use crate::boundary::real;
+use crate::state::hooks;
 use libc::c_int;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -185,6 +186,22 @@ pub fn get(fd: c_int) -> Option<Arc<Desc>> {
     table_read().get(&fd).map(|s| s.desc.clone())
 }
 
+/// `None`: not a udax descriptor (the kernel's). In a forked child a udax
+/// descriptor is an error: the file system belongs to the parent.
+pub fn lookup(fd: libc::c_int) -> Option<R<Arc<Desc>>> {
+    let d = get(fd)?;
+    if crate::state::mount::forked_child() {
+        return Some(Err(unsupported(
+            "descriptor",
+            &format!(
+                "udax fd {fd} inherited across fork; only the process that mounted udax can use it"
+            ),
+            libc::EIO,
+        )));
+    }
+    Some(Ok(d))
+}
+
 /// Is `fd` a udax descriptor? (The cheap test every fd-taking call makes first.)
 pub fn is_udax(fd: c_int) -> bool {
     // ORDERING: as in `get`.
@@ -221,7 +238,7 @@ fn real_close(fd: c_int) {
 pub fn install(desc: Arc<Desc>, cloexec: bool) -> R<c_int> {
     let fd = reserve()?;
     insert(fd, desc, cloexec);
-    crate::calls::stdio::std_now_udax(fd); // the lowest free number may be 0, 1 or 2
+    hooks::std_now_udax(fd); // the lowest free number may be 0, 1 or 2
     Ok(fd)
 }
 
@@ -250,7 +267,7 @@ fn discard(slot: Option<Slot>) {
 /// close(2) of a udax descriptor.
 pub fn close(fd: c_int) -> R<c_int> {
     if is_udax(fd) {
-        crate::calls::stdio::std_not_udax(fd);
+        hooks::std_not_udax(fd);
     }
     let slot = table_write().remove(&fd);
     if slot.is_none() {
@@ -267,7 +284,7 @@ pub fn forget(fd: c_int) {
     let slot = table_write().remove(&fd);
     if slot.is_some() {
         COUNT.fetch_sub(1, Ordering::Release);
-        crate::calls::stdio::std_not_udax(fd);
+        hooks::std_not_udax(fd);
     }
     discard(slot);
 }
@@ -294,7 +311,7 @@ pub fn forget_range(first: u32, last: u32) {
     }
     for fd in 0..=2u32 {
         if (first..=last).contains(&fd) {
-            crate::calls::stdio::std_not_udax(fd as c_int);
+            hooks::std_not_udax(fd as c_int);
         }
     }
 }
@@ -311,7 +328,7 @@ pub fn dup_min(fd: c_int, min: c_int, cloexec: bool) -> R<c_int> {
         return Err(Errno(crate::boundary::entry::errno()));
     }
     discard(insert(n, desc, cloexec));
-    crate::calls::stdio::std_now_udax(n);
+    hooks::std_now_udax(n);
     Ok(n)
 }
 
@@ -320,7 +337,7 @@ pub fn dup_to(old: c_int, new: c_int, cloexec: bool) -> R<c_int> {
     let Some(dup3) = real::dup3() else {
         return Err(Errno(libc::ENOSYS));
     };
-    crate::calls::stdio::before_std_change(new);
+    hooks::before_std_change(new);
     let replaced;
     {
         let mut t = table_write();
@@ -338,7 +355,7 @@ pub fn dup_to(old: c_int, new: c_int, cloexec: bool) -> R<c_int> {
         COUNT.fetch_add(1, Ordering::Release);
     }
     discard(replaced);
-    crate::calls::stdio::std_now_udax(new);
+    hooks::std_now_udax(new);
     Ok(new)
 }
 

@@ -5,8 +5,12 @@
 //! - `fds`   udax descriptors (reserved kernel fd numbers), flock
 //! - `path`  configuration, path normalisation and classification, virtual cwd
 //! - `names` the namespace lock: paths relative to udax directories vs renames
+//! - `hooks` what it has the call families do (stdio, mappings), installed at load
+//! - `exit`  the teardown order at exit
 
+pub mod exit;
 pub mod fds;
+pub mod hooks;
 pub mod mount;
 pub mod names;
 pub mod path;

@@ -238,7 +238,7 @@ pub fn canonical(p: &str) -> &str {
 
 fn classify_bytes(dirfd: c_int, bytes: &[u8], cfg: &Config) -> R<Target> {
     if let Some((fd, rest)) = fd_link(bytes) {
-        if let Some(d) = crate::dispatch::lookup(fd) {
+        if let Some(d) = fds::lookup(fd) {
             return through_fd_link(&*d?, rest, cfg);
         }
     }
