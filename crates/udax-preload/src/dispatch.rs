@@ -131,3 +131,13 @@ pub unsafe fn slice_mut<'a>(p: *mut libc::c_void, n: usize) -> R<&'a mut [u8]> {
 
 /// Linux caps one read/write at this many bytes (MAX_RW_COUNT).
 pub const MAX_RW: usize = 0x7fff_f000;
+
+/// A file offset argument: EINVAL if negative.
+pub fn offset(o: libc::off64_t) -> R<u64> {
+    u64::try_from(o).map_err(|_| Errno(libc::EINVAL))
+}
+
+/// The description of `fd` (for other modules).
+pub fn desc(fd: libc::c_int) -> R<std::sync::Arc<crate::state::fds::Desc>> {
+    crate::dispatch::lookup(fd).unwrap_or(Err(Errno(libc::EBADF)))
+}

@@ -36,7 +36,7 @@ extern "C" fn at_load() {
     boundary::entry::quiet_panics();
     let single = boundary::threads::single_threaded();
     if single {
-        calls::io::umask_at_load();
+        calls::umask::umask_at_load();
     }
     boundary::threads::at_load(single);
 }

@@ -69,7 +69,7 @@ fn ours(p: *mut libc::DIR) -> bool {
 }
 
 fn new_dir(fd: c_int) -> R<*mut libc::DIR> {
-    let desc = crate::calls::io::desc(fd)?;
+    let desc = crate::dispatch::desc(fd)?;
     if !desc.is_dir() {
         return Err(Errno(libc::ENOTDIR));
     }
@@ -109,7 +109,7 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
                 Target::Host => Ok(fwd!(opendir(path))),
                 Target::HostPath(c) => Ok(fwd!(opendir(c.as_ptr()))),
                 Target::Udax(p) => {
-                    let fd = crate::calls::io::open_udax(
+                    let fd = crate::calls::open::open_udax(
                         &p,
                         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
                         0,

@@ -80,8 +80,8 @@ unsafe fn scandir_udax(
         return Err(Errno(libc::EFAULT));
     }
     let fd =
-        crate::calls::io::open_udax(p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
-    let d = crate::calls::io::desc(fd);
+        crate::calls::open::open_udax(p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
+    let d = crate::dispatch::desc(fd);
     let _ = crate::state::fds::close(fd);
     let ents = crate::calls::dir::entries(&*d?)?;
     let mut out: Vec<*mut libc::dirent64> = Vec::new();

@@ -20,7 +20,7 @@ macro_rules! open_2 {
                 overflow(); // glibc: "invalid open call: O_CREAT or O_TMPFILE without mode"
             }
             // SAFETY: the caller's contract.
-            unsafe { crate::calls::io::open64(path, flags, 0) }
+            unsafe { crate::calls::open::open64(path, flags, 0) }
         }
     };
 }
@@ -37,7 +37,7 @@ macro_rules! openat_2 {
                 overflow();
             }
             // SAFETY: the caller's contract.
-            unsafe { crate::calls::io::openat64(dirfd, path, flags, 0) }
+            unsafe { crate::calls::open::openat64(dirfd, path, flags, 0) }
         }
     };
 }
@@ -57,7 +57,7 @@ pub unsafe extern "C" fn __read_chk(
         overflow();
     }
     // SAFETY: the caller's contract.
-    unsafe { crate::calls::io::read(fd, buf, n) }
+    unsafe { crate::calls::read_write::read(fd, buf, n) }
 }
 
 macro_rules! pread_chk {
@@ -76,7 +76,7 @@ macro_rules! pread_chk {
                 overflow();
             }
             // SAFETY: the caller's contract.
-            unsafe { crate::calls::io::pread64(fd, buf, n, off) }
+            unsafe { crate::calls::read_write::pread64(fd, buf, n, off) }
         }
     };
 }

@@ -497,7 +497,7 @@ fn mkdir_udax(p: &str, mode: mode_t) -> R<c_int> {
     if p == "/" {
         return Err(Errno(libc::EEXIST));
     }
-    let mask = crate::calls::io::umask_of_process();
+    let mask = crate::calls::umask::umask_of_process();
     mount::fs()?.mkdir(p, mode & 0o7777 & !mask)?;
     Ok(0)
 }
@@ -829,7 +829,7 @@ fn no_special(call: &str) -> Errno {
 pub unsafe extern "C" fn mknod(path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int {
     path_call!(-1, libc::AT_FDCWD, path, mknod(path, mode, dev), |p| {
         if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
-            let fd = crate::calls::io::open_udax(
+            let fd = crate::calls::open::open_udax(
                 &p,
                 libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
                 mode,

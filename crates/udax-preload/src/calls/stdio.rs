@@ -57,31 +57,31 @@ fn cookie<T>(fail: T, f: impl FnOnce() -> R<T>) -> T {
 
 unsafe extern "C" fn cookie_read(c: *mut c_void, buf: *mut c_char, n: size_t) -> ssize_t {
     cookie(-1, || {
-        let d = crate::calls::io::desc(fd_of(c))?;
+        let d = crate::dispatch::desc(fd_of(c))?;
         // SAFETY: stdio passes its own buffer of `n` bytes.
         let b = unsafe { crate::dispatch::slice_mut(buf.cast(), n) }?;
-        Ok(crate::calls::io::read_desc(&d, b, None)? as ssize_t)
+        Ok(crate::calls::read_write::read_desc(&d, b, None)? as ssize_t)
     })
 }
 
 unsafe extern "C" fn cookie_write(c: *mut c_void, buf: *const c_char, n: size_t) -> ssize_t {
     // A cookie write returning 0 is an error to stdio (errno is kept).
     cookie(0, || {
-        let d = crate::calls::io::desc(fd_of(c))?;
+        let d = crate::dispatch::desc(fd_of(c))?;
         // SAFETY: stdio passes its own buffer of `n` bytes.
         let b = unsafe { crate::dispatch::slice(buf.cast(), n) }?;
-        Ok(crate::calls::io::write_desc(&d, b, None)? as ssize_t)
+        Ok(crate::calls::read_write::write_desc(&d, b, None)? as ssize_t)
     })
 }
 
 unsafe extern "C" fn cookie_seek(c: *mut c_void, off: *mut off64_t, whence: c_int) -> c_int {
     cookie(-1, || {
-        let d = crate::calls::io::desc(fd_of(c))?;
+        let d = crate::dispatch::desc(fd_of(c))?;
         if off.is_null() {
             return Err(Errno(libc::EINVAL));
         }
         // SAFETY: stdio passes a valid pointer to the requested offset.
-        let r = crate::calls::io::lseek_desc(&d, unsafe { *off }, whence)?;
+        let r = crate::calls::seek::lseek_desc(&d, unsafe { *off }, whence)?;
         // SAFETY: as above.
         unsafe { *off = r };
         Ok(0)
@@ -151,7 +151,7 @@ fn fopen_udax(p: &str, mode: *const c_char) -> R<*mut FILE> {
     }
     // SAFETY: fopen(3)'s contract: `mode` is a C string.
     let flags = mode_flags(unsafe { CStr::from_ptr(mode) }.to_bytes())?;
-    let fd = crate::calls::io::open_udax(p, flags, 0o666)?;
+    let fd = crate::calls::open::open_udax(p, flags, 0o666)?;
     stream(fd, mode).inspect_err(|_| {
         let _ = crate::state::fds::close(fd);
     })

@@ -52,7 +52,7 @@ fn create(p: &str, flags: c_int) -> R<c_int> {
     if flags & !extra != 0 {
         return Err(Errno(libc::EINVAL));
     }
-    crate::calls::io::open_udax(
+    crate::calls::open::open_udax(
         p,
         libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | extra,
         0o600,
