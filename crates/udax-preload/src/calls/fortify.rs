@@ -96,7 +96,7 @@ pub unsafe extern "C" fn __readlink_chk(
         overflow();
     }
     // SAFETY: the caller's contract.
-    unsafe { crate::calls::meta::readlink(path, buf, n) }
+    unsafe { crate::calls::link::readlink(path, buf, n) }
 }
 
 /// # Safety
@@ -113,7 +113,7 @@ pub unsafe extern "C" fn __readlinkat_chk(
         overflow();
     }
     // SAFETY: the caller's contract.
-    unsafe { crate::calls::meta::readlinkat(dirfd, path, buf, n) }
+    unsafe { crate::calls::link::readlinkat(dirfd, path, buf, n) }
 }
 
 /// # Safety
@@ -124,7 +124,7 @@ pub unsafe extern "C" fn __getcwd_chk(buf: *mut c_char, n: size_t, buflen: size_
         overflow();
     }
     // SAFETY: the caller's contract.
-    unsafe { crate::calls::meta::getcwd(buf, n) }
+    unsafe { crate::calls::cwd::getcwd(buf, n) }
 }
 
 /// # Safety
@@ -139,5 +139,5 @@ pub unsafe extern "C" fn __realpath_chk(
         overflow();
     }
     // SAFETY: the caller's contract.
-    unsafe { crate::calls::meta::realpath(path, resolved) }
+    unsafe { crate::calls::cwd::realpath(path, resolved) }
 }
