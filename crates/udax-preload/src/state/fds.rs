@@ -33,7 +33,7 @@ pub struct DirPath {
 impl DirPath {
     pub fn new(path: String) -> DirPath {
         DirPath {
-            path: crate::state::path::canonical(&path).to_string(),
+            path: crate::state::lexical::canonical(&path).to_string(),
             seen: u64::MAX,
         }
     }

@@ -3,7 +3,7 @@
 //! child.
 
 use crate::boundary::entry::{init_log, Errno, R};
-use crate::state::path::config;
+use crate::state::config::config;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, RwLock};
 use udax::fs::Fs;
