@@ -205,6 +205,24 @@ fn paths_at(s: &str) -> Vec<Vec<String>> {
                 *i += 2;
                 continue;
             }
+            // The end of one path: a glob, or a rename (`x as y`).
+            if s.get(*i) == Some(&b'*') {
+                *i += 1;
+            }
+            let mut j = *i;
+            while j < s.len() && s[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if s[j..].starts_with(b"as") && s.get(j + 2).is_some_and(|c| !is_ident(*c)) {
+                j += 2;
+                while j < s.len() && s[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                while j < s.len() && is_ident(s[j]) {
+                    j += 1;
+                }
+                *i = j;
+            }
             out.push(segs);
             return;
         }
@@ -411,12 +429,18 @@ fn the_import_reader_finds_what_the_files_name() {
     let known: BTreeSet<Module> = g.files.keys().cloned().collect();
     let code = code_only(
         "// crate::calls::x\nlet s = \"crate::calls::y\"; /* crate::calls */ let c = '\"';\n\
-         use crate::state::{fds::{self, Desc}, mount};",
+         use crate::state::{fds::{self, Desc}, mount as m};\n\
+         use crate::{calls::*, dispatch as _};",
     );
     let found = imports(&vec!["boundary".into(), "entry".into()], &code, &known);
-    let want: BTreeSet<Module> = [vec!["state", "fds"], vec!["state", "mount"]]
-        .into_iter()
-        .map(|v| v.into_iter().map(String::from).collect())
-        .collect();
+    let want: BTreeSet<Module> = [
+        vec!["state", "fds"],
+        vec!["state", "mount"],
+        vec!["calls"],
+        vec!["dispatch"],
+    ]
+    .into_iter()
+    .map(|v| v.into_iter().map(String::from).collect())
+    .collect();
     assert_eq!(found, want);
 }
