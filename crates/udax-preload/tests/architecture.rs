@@ -252,7 +252,12 @@ fn imports(from: &Module, code: &str, known: &BTreeSet<Module>) -> BTreeSet<Modu
                 if code[..word_start].ends_with("::") {
                     continue;
                 }
-                from[..from.len().saturating_sub(1)].to_vec()
+                // Inside an inline `mod x { ... }` (tests), `super` is the
+                // file's own module.
+                let mut m = from.clone();
+                m.extend(inline_mods(code, word_start));
+                m.pop();
+                m
             }
             _ => continue,
         };
@@ -281,6 +286,49 @@ fn imports(from: &Module, code: &str, known: &BTreeSet<Module>) -> BTreeSet<Modu
         }
     }
     found
+}
+
+/// The inline modules (`mod x { ... }`) around byte `at` of `code`,
+/// outermost first.
+fn inline_mods(code: &str, at: usize) -> Vec<String> {
+    let b = code.as_bytes();
+    let mut around = Vec::new();
+    for (start, _) in code.match_indices("mod ") {
+        if start > 0 && is_ident(b[start - 1]) {
+            continue;
+        }
+        let mut i = start + 4;
+        let name_start = i;
+        while i < b.len() && is_ident(b[i]) {
+            i += 1;
+        }
+        let name = &code[name_start..i];
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if name.is_empty() || b.get(i) != Some(&b'{') {
+            continue; // `mod x;`: a module in its own file
+        }
+        let mut depth = 0;
+        let mut end = b.len();
+        for (j, &c) in b.iter().enumerate().skip(i) {
+            match c {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = j;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if (i..end).contains(&at) {
+            around.push(name.to_string());
+        }
+    }
+    around
 }
 
 struct Graph {
@@ -442,5 +490,10 @@ fn the_import_reader_finds_what_the_files_name() {
     .into_iter()
     .map(|v| v.into_iter().map(String::from).collect())
     .collect();
+    assert_eq!(found, want);
+    // `super` in an inline module is the file's module: no import.
+    let tests = code_only("mod tests {\n    use super::*;\n}\nuse super::lexical;");
+    let found = imports(&vec!["state".into(), "path".into()], &tests, &known);
+    let want: BTreeSet<Module> = [vec!["state".to_string(), "lexical".to_string()]].into();
     assert_eq!(found, want);
 }
