@@ -1,4 +1,7 @@
-//! The two shapes of an interposed call: by descriptor and by path.
+//! The dispatch layer, between `state` and `calls`: the two shapes of an
+//! interposed call (by descriptor, `fd_call!`; by path, `path_call!`; two
+//! paths, `classify_pair`) and the helpers for C arguments (buffers,
+//! offsets, descriptors).
 
 use crate::boundary::entry::{unsupported, Errno, R};
 pub use crate::state::fds::lookup;

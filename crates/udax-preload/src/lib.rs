@@ -6,13 +6,20 @@
 //! LD_PRELOAD=libudax_preload.so UDAX_DEVICE=/dev/shm/u.img UDAX_MOUNT=/udax cp a /udax/a
 //! ```
 //!
-//! Layers, lowest first:
+//! Layers, lowest first; a file imports only its own layer and those below
+//! it, and no two files import each other (`tests/architecture.rs`; the
+//! import graph is in docs/preload.md, "Code layout"):
 //! - `boundary` the C boundary: re-entrancy guard, errno, catch_unwind, log
 //!   (`entry`); the libc functions (`real`); SIGBUS chaining (`sig`); the
 //!   shim's threads and stdio locking (`threads`)
-//! - `state`    the mounted file system, descriptors, paths and the namespace lock
+//! - `state`    the mounted file system, descriptors, paths, the namespace
+//!   lock, the teardown at exit
 //! - `dispatch` the by-descriptor / by-path call shapes
 //! - `calls`    the interposed calls, one module per call family
+//!
+//! This root wires them: at load it installs the hooks through which the
+//! state layer has the call families act (`state::hooks`: the stdio flush
+//! and mapping teardown at exit, the standard streams on fds 0-2).
 //!
 //! Every interposed function is `unsafe extern "C"` with the libc prototype;
 //! its safety contract is the C function's. Each `unsafe` block in the shim

@@ -1,4 +1,5 @@
 //! The C boundary, the lowest layer: what every interposed call stands on.
+//! Imports no other layer.
 //!
 //! - `entry`   re-entrancy guard, errno, catch_unwind, the log
 //! - `real`    the libc functions, by `dlsym(RTLD_NEXT)`

@@ -1,5 +1,6 @@
 //! The shim's state, above `boundary`: the mounted file system, the
-//! descriptor table, paths and the namespace lock.
+//! descriptor table, paths and the namespace lock. What it needs the call
+//! families to do goes through `hooks`, never an import of them.
 //!
 //! Lowest first (each file imports only those above it in this list):
 //! - `config`  `UDAX_MOUNT`, `UDAX_DEVICE`, read once
