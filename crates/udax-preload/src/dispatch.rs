@@ -1,33 +1,19 @@
-//! The two shapes of an interposed call: by descriptor and by path.
+//! The dispatch layer, between `state` and `calls`: the two shapes of an
+//! interposed call (by descriptor, `fd_call!`; by path, `path_call!`; two
+//! paths, `classify_pair`) and the helpers for C arguments (buffers,
+//! offsets, descriptors).
 
-use crate::entry::{unsupported, Errno, R};
-use crate::fds::{self, Desc};
-use std::sync::Arc;
-
-/// `None`: not a udax descriptor (the kernel's). In a forked child a udax
-/// descriptor is an error: the file system belongs to the parent.
-pub fn lookup(fd: libc::c_int) -> Option<R<Arc<Desc>>> {
-    let d = fds::get(fd)?;
-    if crate::mount::forked_child() {
-        return Some(Err(unsupported(
-            "descriptor",
-            &format!(
-                "udax fd {fd} inherited across fork; only the process that mounted udax can use it"
-            ),
-            libc::EIO,
-        )));
-    }
-    Some(Ok(d))
-}
+use crate::boundary::entry::{unsupported, Errno, R};
+pub use crate::state::fds::lookup;
 
 /// A call on a descriptor: forward it, or run `$body` with `$d: Arc<Desc>`.
 macro_rules! fd_call {
     ($fail:expr, $fd:expr, $name:ident($($a:expr),* $(,)?), |$d:ident| $body:expr) => {
-        $crate::entry::run(
+        $crate::boundary::entry::run(
             $fail,
-            || $crate::entry::fwd!($name($($a),*)),
+            || $crate::boundary::entry::fwd!($name($($a),*)),
             || match $crate::dispatch::lookup($fd) {
-                None => Ok($crate::entry::fwd!($name($($a),*))),
+                None => Ok($crate::boundary::entry::fwd!($name($($a),*))),
                 Some(d) => {
                     let $d = d?;
                     $body
@@ -47,11 +33,11 @@ pub(crate) use fd_call;
 /// exclusively (`names`), its path found again under it.
 macro_rules! path_call {
     (exclusive($x:expr), $fail:expr, $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
-        $crate::entry::run(
+        $crate::boundary::entry::run(
             $fail,
-            || $crate::entry::fwd!($name($($a),*)),
+            || $crate::boundary::entry::fwd!($name($($a),*)),
             || match $crate::dispatch::path_call!(@classify $dirfd, $path) {
-                $crate::path::Target::Udax(_) if $x => $crate::names::exclusive(|| {
+                $crate::state::path::Target::Udax(_) if $x => $crate::state::names::exclusive(|| {
                     $crate::dispatch::path_call!(@on $crate::dispatch::path_call!(@classify $dirfd, $path), $path, $name($($a),*), |$p| $body)
                 }),
                 t => $crate::dispatch::path_call!(@on t, $path, $name($($a),*), |$p| $body),
@@ -59,25 +45,25 @@ macro_rules! path_call {
         )
     };
     ($fail:expr, $dirfd:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
-        $crate::entry::run(
+        $crate::boundary::entry::run(
             $fail,
-            || $crate::entry::fwd!($name($($a),*)),
+            || $crate::boundary::entry::fwd!($name($($a),*)),
             || $crate::dispatch::path_call!(@on $crate::dispatch::path_call!(@classify $dirfd, $path), $path, $name($($a),*), |$p| $body),
         )
     };
     (@classify $dirfd:expr, $path:ident) => {
         // SAFETY: `$path` is the caller's path argument: null or a C string.
-        unsafe { $crate::path::classify($dirfd, $path) }?
+        unsafe { $crate::state::path::classify($dirfd, $path) }?
     };
     (@on $target:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
         match $target {
-            $crate::path::Target::Host => Ok($crate::entry::fwd!($name($($a),*))),
-            $crate::path::Target::HostPath(c) => {
+            $crate::state::path::Target::Host => Ok($crate::boundary::entry::fwd!($name($($a),*))),
+            $crate::state::path::Target::HostPath(c) => {
                 #[allow(unused_variables)]
                 let $path = c.as_ptr();
-                Ok($crate::entry::fwd!($name($($a),*)))
+                Ok($crate::boundary::entry::fwd!($name($($a),*)))
             }
-            $crate::path::Target::Udax($p) => $body,
+            $crate::state::path::Target::Udax($p) => $body,
         }
     };
 }
@@ -98,7 +84,7 @@ pub unsafe fn classify_pair(
     b: *const libc::c_char,
     call: &str,
 ) -> R<Pair> {
-    use crate::path::{classify, Target};
+    use crate::state::path::{classify, Target};
     // SAFETY: the caller's contract.
     let (ta, tb) = unsafe { (classify(fa, a)?, classify(fb, b)?) };
     match (ta, tb) {
@@ -148,3 +134,13 @@ pub unsafe fn slice_mut<'a>(p: *mut libc::c_void, n: usize) -> R<&'a mut [u8]> {
 
 /// Linux caps one read/write at this many bytes (MAX_RW_COUNT).
 pub const MAX_RW: usize = 0x7fff_f000;
+
+/// A file offset argument: EINVAL if negative.
+pub fn offset(o: libc::off64_t) -> R<u64> {
+    u64::try_from(o).map_err(|_| Errno(libc::EINVAL))
+}
+
+/// The description of `fd` (for other modules).
+pub fn desc(fd: libc::c_int) -> R<std::sync::Arc<crate::state::fds::Desc>> {
+    crate::dispatch::lookup(fd).unwrap_or(Err(Errno(libc::EBADF)))
+}

@@ -6,50 +6,46 @@
 //! LD_PRELOAD=libudax_preload.so UDAX_DEVICE=/dev/shm/u.img UDAX_MOUNT=/udax cp a /udax/a
 //! ```
 //!
-//! Layout:
-//! - `entry`    the C boundary: re-entrancy guard, errno, catch_unwind, log
-//! - `real`     the libc functions, by `dlsym(RTLD_NEXT)`
-//! - `path`     configuration, path normalisation and classification, virtual cwd
-//! - `names`    the namespace lock: paths relative to udax directories vs renames
-//! - `mount`    the file system, mounted on first use, checkpointed at exit
-//! - `fds`      udax descriptors (reserved kernel fd numbers), flock
+//! Layers, lowest first; a file imports only its own layer and those below
+//! it, and no two files import each other (`tests/architecture.rs`; the
+//! import graph is in docs/preload.md, "Code layout"):
+//! - `boundary` the C boundary: re-entrancy guard, errno, catch_unwind, log
+//!   (`entry`); the libc functions (`real`); SIGBUS chaining (`sig`); the
+//!   shim's threads and stdio locking (`threads`)
+//! - `state`    the mounted file system, descriptors, paths, the namespace
+//!   lock, the teardown at exit
 //! - `dispatch` the by-descriptor / by-path call shapes
-//! - `io`, `meta`, `dir`, `ctl`, `mem`, `stdio`, `sig`: the interposed calls
-//! - `threads`  the shim's threads; stdio unlocked until the program has its own
+//! - `calls`    the interposed calls, one module per call family
+//!
+//! This root wires them: at load it installs the hooks through which the
+//! state layer has the call families act (`state::hooks`: the stdio flush
+//! and mapping teardown at exit, the standard streams on fds 0-2).
 //!
 //! Every interposed function is `unsafe extern "C"` with the libc prototype;
 //! its safety contract is the C function's. Each `unsafe` block in the shim
 //! carries a `// SAFETY:` note.
 
-mod ctl;
-mod dir;
+mod boundary;
+mod calls;
 mod dispatch;
-mod entry;
-mod extra;
-mod fds;
-mod fortify;
-mod io;
-mod mem;
-mod meta;
-mod mount;
-mod names;
-mod path;
-mod real;
-mod sig;
-mod stdio;
-mod threads;
-mod tmpfile;
+mod state;
 
 /// At load, before main (the process has one thread, unless the shim was
 /// loaded late): what is cheap to learn now and racy later.
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn at_load() {
-    entry::quiet_panics();
-    let single = threads::single_threaded();
+    state::hooks::install(state::hooks::Hooks {
+        at_exit: &[calls::stdio::flush_all, calls::mem::drop_all],
+        before_std_change: calls::stdio::before_std_change,
+        std_now_udax: calls::stdio::std_now_udax,
+        std_not_udax: calls::stdio::std_not_udax,
+    });
+    boundary::entry::quiet_panics();
+    let single = boundary::threads::single_threaded();
     if single {
-        io::umask_at_load();
+        calls::umask::umask_at_load();
     }
-    threads::at_load(single);
+    boundary::threads::at_load(single);
 }
 
 /// Not in the unit-test binary: its panic messages are the test failures.

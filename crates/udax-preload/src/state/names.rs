@@ -5,13 +5,15 @@
 //! through that directory's current path (`fds::DirPath`). So that the path
 //! cannot change under the call, as the kernel resolves such a call from the
 //! directory itself, the call holds this lock shared from its resolution to
-//! its end ([`crate::entry::run`] releases it), and a rename or a directory
+//! its end (registered with [`entry::release_at_call_end`]: the boundary
+//! releases it when the call returns), and a rename or a directory
 //! removal holds it exclusively from its own resolution to its end. Calls on
 //! absolute paths take nothing: the kernel resolves those by path too.
 //!
 //! Held across nothing that waits for another thread's interposed call: the
 //! bodies under it are udax metadata operations.
 
+use crate::boundary::entry;
 use parking_lot::lock_api::RawRwLock as _;
 use std::cell::Cell;
 
@@ -32,12 +34,13 @@ pub fn hold_shared() {
         if h.get() == 0 {
             NAMES.lock_shared();
             h.set(SHARED);
+            entry::release_at_call_end(release_shared);
         }
     });
 }
 
 /// The end of an interposed call: release what [`hold_shared`] took.
-pub fn release_shared() {
+fn release_shared() {
     let _ = HELD.try_with(|h| {
         if h.get() == SHARED {
             h.set(0);

@@ -7,11 +7,11 @@
 //! descriptor's access mode) and granted, and F_GETLK reports F_UNLCK, which is
 //! exactly what the kernel answers a process that is alone with its file.
 //! flock locks belong to open file descriptions and do conflict inside one
-//! process: they are kept in [`crate::fds::flock`].
+//! process: they are kept in [`crate::state::fds::flock`].
 
+use crate::boundary::entry::{fwd, run, unsupported, Errno, R};
 use crate::dispatch::fd_call;
-use crate::entry::{fwd, run, unsupported, Errno, R};
-use crate::fds::{self, Desc};
+use crate::state::fds::{self, Desc};
 use libc::{c_int, c_ulong, off64_t};
 
 /// Status flags F_SETFL may change (as the kernel's SETFL_MASK).
@@ -273,7 +273,7 @@ fn reflink_peer(fd: i64) -> R<std::sync::Arc<Desc>> {
 
 /// FICLONE / FICLONERANGE on udax descriptor `d` (the destination).
 fn clone_ioctl(d: &Desc, req: c_ulong, arg: c_ulong) -> R<c_int> {
-    let fs = crate::mount::fs()?;
+    let fs = crate::state::mount::fs()?;
     let (src, so, len, dof) = if req == FICLONE {
         (arg as c_int as i64, 0, 0, 0)
     } else {
@@ -294,7 +294,7 @@ fn clone_ioctl(d: &Desc, req: c_ulong, arg: c_ulong) -> R<c_int> {
 /// FIDEDUPERANGE on udax descriptor `d` (the source): each destination gets
 /// its own status, as the kernel reports them.
 fn dedupe_ioctl(d: &Desc, arg: c_ulong) -> R<c_int> {
-    let fs = crate::mount::fs()?;
+    let fs = crate::state::mount::fs()?;
     let p = arg as *mut FileDedupeRange;
     if p.is_null() {
         return Err(Errno(libc::EFAULT));
@@ -434,7 +434,7 @@ fn dup_onto(old: c_int, new: c_int, flags: c_int, dup2: bool) -> R<c_int> {
             // udax descriptor, it is closed now.
             let was_udax = fds::is_udax(new);
             if was_udax {
-                crate::stdio::before_std_change(new);
+                crate::calls::stdio::before_std_change(new);
             }
             let r = if dup2 {
                 fwd!(dup2(old, new))

@@ -7,8 +7,8 @@
 //! `fileno` / `fileno_unlocked` are interposed too: the shim keeps each udax
 //! stream's descriptor (registered at fopen/fdopen, dropped at fclose).
 
+use crate::boundary::entry::{fwd, run, unsupported, Errno, R};
 use crate::dispatch::fd_call;
-use crate::entry::{fwd, run, unsupported, Errno, R};
 use libc::{c_char, c_int, c_void, off64_t, size_t, ssize_t, FILE};
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -52,36 +52,36 @@ fn fd_of(cookie: *mut c_void) -> c_int {
 /// (and from the shim's own exit flush, with the guard set), so they go to the
 /// descriptor directly, not through the interposers.
 fn cookie<T>(fail: T, f: impl FnOnce() -> R<T>) -> T {
-    crate::entry::run_always(fail, f)
+    crate::boundary::entry::run_always(fail, f)
 }
 
 unsafe extern "C" fn cookie_read(c: *mut c_void, buf: *mut c_char, n: size_t) -> ssize_t {
     cookie(-1, || {
-        let d = crate::io::desc(fd_of(c))?;
+        let d = crate::dispatch::desc(fd_of(c))?;
         // SAFETY: stdio passes its own buffer of `n` bytes.
         let b = unsafe { crate::dispatch::slice_mut(buf.cast(), n) }?;
-        Ok(crate::io::read_desc(&d, b, None)? as ssize_t)
+        Ok(crate::calls::read_write::read_desc(&d, b, None)? as ssize_t)
     })
 }
 
 unsafe extern "C" fn cookie_write(c: *mut c_void, buf: *const c_char, n: size_t) -> ssize_t {
     // A cookie write returning 0 is an error to stdio (errno is kept).
     cookie(0, || {
-        let d = crate::io::desc(fd_of(c))?;
+        let d = crate::dispatch::desc(fd_of(c))?;
         // SAFETY: stdio passes its own buffer of `n` bytes.
         let b = unsafe { crate::dispatch::slice(buf.cast(), n) }?;
-        Ok(crate::io::write_desc(&d, b, None)? as ssize_t)
+        Ok(crate::calls::read_write::write_desc(&d, b, None)? as ssize_t)
     })
 }
 
 unsafe extern "C" fn cookie_seek(c: *mut c_void, off: *mut off64_t, whence: c_int) -> c_int {
     cookie(-1, || {
-        let d = crate::io::desc(fd_of(c))?;
+        let d = crate::dispatch::desc(fd_of(c))?;
         if off.is_null() {
             return Err(Errno(libc::EINVAL));
         }
         // SAFETY: stdio passes a valid pointer to the requested offset.
-        let r = crate::io::lseek_desc(&d, unsafe { *off }, whence)?;
+        let r = crate::calls::seek::lseek_desc(&d, unsafe { *off }, whence)?;
         // SAFETY: as above.
         unsafe { *off = r };
         Ok(0)
@@ -95,10 +95,10 @@ unsafe extern "C" fn cookie_close(c: *mut c_void) -> c_int {
         if DETACHING.try_with(|d| d.get()) == Ok(fd) {
             return Ok(0);
         }
-        if crate::mount::forked_child() || !crate::fds::is_udax(fd) {
+        if crate::state::mount::forked_child() || !crate::state::fds::is_udax(fd) {
             return Err(Errno(libc::EBADF));
         }
-        crate::fds::close(fd)
+        crate::state::fds::close(fd)
     })
 }
 
@@ -138,7 +138,7 @@ fn stream(fd: c_int, mode: *const c_char) -> R<*mut FILE> {
     // (no allocation to free), valid until cookie_close.
     let f = unsafe { fopencookie(fd as usize as *mut c_void, mode, io) };
     if f.is_null() {
-        return Err(Errno(crate::entry::errno()));
+        return Err(Errno(crate::boundary::entry::errno()));
     }
     streams().insert(f as usize, fd);
     NSTREAMS.fetch_add(1, Ordering::Release);
@@ -151,9 +151,9 @@ fn fopen_udax(p: &str, mode: *const c_char) -> R<*mut FILE> {
     }
     // SAFETY: fopen(3)'s contract: `mode` is a C string.
     let flags = mode_flags(unsafe { CStr::from_ptr(mode) }.to_bytes())?;
-    let fd = crate::io::open_udax(p, flags, 0o666)?;
+    let fd = crate::calls::open::open_udax(p, flags, 0o666)?;
     stream(fd, mode).inspect_err(|_| {
-        let _ = crate::fds::close(fd);
+        let _ = crate::state::fds::close(fd);
     })
 }
 
@@ -170,7 +170,7 @@ macro_rules! fopen_fn {
                 $name(path, mode),
                 |p| fopen_udax(&p, mode)
             );
-            crate::threads::opened(f);
+            crate::boundary::threads::opened(f);
             f
         }
     };
@@ -197,7 +197,7 @@ pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE {
         }
         stream(fd, mode)
     });
-    crate::threads::opened(f);
+    crate::boundary::threads::opened(f);
     f
 }
 
@@ -215,24 +215,26 @@ macro_rules! freopen_fn {
             f: *mut FILE,
         ) -> *mut FILE {
             // On failure glibc closes `f`; on success its locking is reset.
-            crate::threads::closing(f);
+            crate::boundary::threads::closing(f);
             let r = run(
                 std::ptr::null_mut(),
                 || fwd!($name(path, mode, f)),
                 || {
                     // SAFETY: freopen(3)'s contract.
-                    match unsafe { crate::path::classify(libc::AT_FDCWD, path) }? {
-                        crate::path::Target::Udax(_) => Err(unsupported(
+                    match unsafe { crate::state::path::classify(libc::AT_FDCWD, path) }? {
+                        crate::state::path::Target::Udax(_) => Err(unsupported(
                             stringify!($name),
                             "reopening a stream onto a udax path",
                             libc::EOPNOTSUPP,
                         )),
-                        crate::path::Target::HostPath(c) => Ok(fwd!($name(c.as_ptr(), mode, f))),
-                        crate::path::Target::Host => Ok(fwd!($name(path, mode, f))),
+                        crate::state::path::Target::HostPath(c) => {
+                            Ok(fwd!($name(c.as_ptr(), mode, f)))
+                        }
+                        crate::state::path::Target::Host => Ok(fwd!($name(path, mode, f))),
                     }
                 },
             );
-            crate::threads::opened(r);
+            crate::boundary::threads::opened(r);
             r
         }
     };
@@ -257,7 +259,7 @@ fclose_fn!(_IO_fclose);
 /// # Safety
 /// As fclose(3).
 unsafe fn close_stream(f: *mut FILE) -> c_int {
-    crate::threads::closing(f);
+    crate::boundary::threads::closing(f);
     run(
         libc::EOF,
         || fwd!(fclose(f)),
@@ -320,6 +322,14 @@ fn std_slot(fd: c_int) -> *mut *mut FILE {
     }
 }
 
+/// At exit (a `state::hooks` exit hook): flush every output stream while
+/// the udax files under them are still open (glibc flushes only after the
+/// libraries' destructors).
+pub fn flush_all() {
+    // SAFETY: fflush(NULL) flushes every open output stream.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+}
+
 /// Before the kernel changes what fd `fd` (0..=2) refers to: flush its stream.
 pub fn before_std_change(fd: c_int) {
     if !(1..=2).contains(&fd) {
@@ -350,7 +360,7 @@ pub fn std_now_udax(fd: c_int) {
         return;
     };
     // (fopen and fdopen streams are seen by their interposers.)
-    crate::threads::opened(cookie);
+    crate::boundary::threads::opened(cookie);
     if fd == 2 {
         // SAFETY: a stream just created, not used yet; stderr is unbuffered.
         unsafe { libc::setvbuf(cookie, std::ptr::null_mut(), libc::_IONBF, 0) };
@@ -378,7 +388,7 @@ pub fn std_not_udax(fd: c_int) {
         NSTREAMS.fetch_sub(1, Ordering::Release);
     }
     let f = cookie as *mut FILE;
-    crate::threads::closing(f);
+    crate::boundary::threads::closing(f);
     let _ = DETACHING.try_with(|d| d.set(fd));
     // SAFETY: the cookie FILE was created by `stream` and is no longer
     // reachable by the program (its variable was restored above).

@@ -11,8 +11,9 @@
 //! across file I/O (a copy into a udax mapping may fault, and the fault
 //! handler's own libc calls come back through the shim's interposers).
 
-use crate::entry::{Errno, R};
-use crate::real;
+use crate::boundary::entry::{unsupported, Errno, R};
+use crate::boundary::real;
+use crate::state::hooks;
 use libc::c_int;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -32,13 +33,13 @@ pub struct DirPath {
 impl DirPath {
     pub fn new(path: String) -> DirPath {
         DirPath {
-            path: crate::path::canonical(&path).to_string(),
+            path: crate::state::lexical::canonical(&path).to_string(),
             seen: u64::MAX,
         }
     }
 
     pub fn get(&mut self, dir: &udax::fs::DirRef) -> R<String> {
-        let fs = crate::mount::fs()?;
+        let fs = crate::state::mount::fs()?;
         // Read before the check: a move after it shows as a new count next time.
         let now = fs.dir_moves();
         if self.seen != now {
@@ -95,7 +96,7 @@ impl Desc {
     }
     /// A file's path (as opened) still names this file.
     pub fn still_named(&self, path: &str) -> R<bool> {
-        Ok(crate::mount::fs()?.stat(path).map(|s| s.ino).ok() == Some(self.ino()))
+        Ok(crate::state::mount::fs()?.stat(path).map(|s| s.ino).ok() == Some(self.ino()))
     }
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, Kind::Dir(_))
@@ -144,7 +145,7 @@ impl Desc {
     pub fn stat(&self) -> R<udax::fs::Stat> {
         match &self.kind {
             Kind::File(f) => Ok(f.stat()?),
-            Kind::Dir(_) => Ok(crate::mount::fs()?.stat(&self.path()?)?),
+            Kind::Dir(_) => Ok(crate::state::mount::fs()?.stat(&self.path()?)?),
         }
     }
     fn key(&self) -> usize {
@@ -185,6 +186,22 @@ pub fn get(fd: c_int) -> Option<Arc<Desc>> {
     table_read().get(&fd).map(|s| s.desc.clone())
 }
 
+/// `None`: not a udax descriptor (the kernel's). In a forked child a udax
+/// descriptor is an error: the file system belongs to the parent.
+pub fn lookup(fd: libc::c_int) -> Option<R<Arc<Desc>>> {
+    let d = get(fd)?;
+    if crate::state::mount::forked_child() {
+        return Some(Err(unsupported(
+            "descriptor",
+            &format!(
+                "udax fd {fd} inherited across fork; only the process that mounted udax can use it"
+            ),
+            libc::EIO,
+        )));
+    }
+    Some(Ok(d))
+}
+
 /// Is `fd` a udax descriptor? (The cheap test every fd-taking call makes first.)
 pub fn is_udax(fd: c_int) -> bool {
     // ORDERING: as in `get`.
@@ -205,7 +222,7 @@ fn reserve() -> R<c_int> {
         )
     };
     if fd < 0 {
-        return Err(Errno(crate::entry::errno()));
+        return Err(Errno(crate::boundary::entry::errno()));
     }
     Ok(fd)
 }
@@ -221,7 +238,7 @@ fn real_close(fd: c_int) {
 pub fn install(desc: Arc<Desc>, cloexec: bool) -> R<c_int> {
     let fd = reserve()?;
     insert(fd, desc, cloexec);
-    crate::stdio::std_now_udax(fd); // the lowest free number may be 0, 1 or 2
+    hooks::std_now_udax(fd); // the lowest free number may be 0, 1 or 2
     Ok(fd)
 }
 
@@ -239,7 +256,7 @@ fn insert(fd: c_int, desc: Arc<Desc>, cloexec: bool) -> Option<Slot> {
 /// the parent.
 fn discard(slot: Option<Slot>) {
     if let Some(s) = slot {
-        if crate::mount::forked_child() {
+        if crate::state::mount::forked_child() {
             std::mem::forget(s);
         } else {
             drop(s);
@@ -250,7 +267,7 @@ fn discard(slot: Option<Slot>) {
 /// close(2) of a udax descriptor.
 pub fn close(fd: c_int) -> R<c_int> {
     if is_udax(fd) {
-        crate::stdio::std_not_udax(fd);
+        hooks::std_not_udax(fd);
     }
     let slot = table_write().remove(&fd);
     if slot.is_none() {
@@ -267,7 +284,7 @@ pub fn forget(fd: c_int) {
     let slot = table_write().remove(&fd);
     if slot.is_some() {
         COUNT.fetch_sub(1, Ordering::Release);
-        crate::stdio::std_not_udax(fd);
+        hooks::std_not_udax(fd);
     }
     discard(slot);
 }
@@ -294,7 +311,7 @@ pub fn forget_range(first: u32, last: u32) {
     }
     for fd in 0..=2u32 {
         if (first..=last).contains(&fd) {
-            crate::stdio::std_not_udax(fd as c_int);
+            hooks::std_not_udax(fd as c_int);
         }
     }
 }
@@ -308,10 +325,10 @@ pub fn dup_min(fd: c_int, min: c_int, cloexec: bool) -> R<c_int> {
     // SAFETY: F_DUPFD_CLOEXEC on a kernel fd this table owns; `min` is an int.
     let n = unsafe { fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
     if n < 0 {
-        return Err(Errno(crate::entry::errno()));
+        return Err(Errno(crate::boundary::entry::errno()));
     }
     discard(insert(n, desc, cloexec));
-    crate::stdio::std_now_udax(n);
+    hooks::std_now_udax(n);
     Ok(n)
 }
 
@@ -320,7 +337,7 @@ pub fn dup_to(old: c_int, new: c_int, cloexec: bool) -> R<c_int> {
     let Some(dup3) = real::dup3() else {
         return Err(Errno(libc::ENOSYS));
     };
-    crate::stdio::before_std_change(new);
+    hooks::before_std_change(new);
     let replaced;
     {
         let mut t = table_write();
@@ -330,7 +347,7 @@ pub fn dup_to(old: c_int, new: c_int, cloexec: bool) -> R<c_int> {
         // SAFETY: `old` is a kernel fd this table owns; `new` is the caller's
         // choice, as for dup3 itself.
         if unsafe { dup3(old, new, libc::O_CLOEXEC) } < 0 {
-            return Err(Errno(crate::entry::errno()));
+            return Err(Errno(crate::boundary::entry::errno()));
         }
         replaced = t.insert(new, Slot { desc, cloexec });
     }
@@ -338,7 +355,7 @@ pub fn dup_to(old: c_int, new: c_int, cloexec: bool) -> R<c_int> {
         COUNT.fetch_add(1, Ordering::Release);
     }
     discard(replaced);
-    crate::stdio::std_now_udax(new);
+    hooks::std_now_udax(new);
     Ok(new)
 }
 

@@ -1,7 +1,7 @@
 //! mmap of udax descriptors: a udax [`Mapping`] (the DAX fault engine), kept
 //! alive in a table keyed by address until munmap.
 
-use crate::entry::{fwd, run, unsupported, Errno, R};
+use crate::boundary::entry::{fwd, run, unsupported, Errno, R};
 use libc::{c_int, c_void, off64_t, size_t};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -116,7 +116,7 @@ fn page_round(len: usize) -> R<usize> {
 }
 
 fn mmap_udax(
-    d: &crate::fds::Desc,
+    d: &crate::state::fds::Desc,
     len: size_t,
     prot: c_int,
     flags: c_int,
@@ -284,7 +284,7 @@ fn split(
 
 fn host_result(r: c_int) -> R<()> {
     if r < 0 {
-        Err(Errno(crate::entry::errno()))
+        Err(Errno(crate::boundary::entry::errno()))
     } else {
         Ok(())
     }
@@ -422,7 +422,7 @@ thread_local! {
 /// the device pages behind them (SPEC E1; the kernel's `madvise_inject_error`
 /// on a DAX page). udax unmaps them from every mapping (E3).
 fn hwpoison(e: &Entry, base: usize, off: usize, n: usize) -> R<()> {
-    let fs = crate::mount::fs()?;
+    let fs = crate::state::mount::fs()?;
     let file = e.map.file();
     for p in (off..off + n).step_by(PAGE) {
         let fblk = (e.map.offset() + p as u64) / udax::BLOCK_SIZE;

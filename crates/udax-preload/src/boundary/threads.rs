@@ -26,7 +26,7 @@
 //! with the re-entrancy guard set for their whole life, so their libc calls go
 //! straight to libc.
 
-use crate::entry::fwd;
+use crate::boundary::entry::fwd;
 use libc::{c_int, c_ulong, c_void, FILE};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -135,7 +135,7 @@ extern "C" fn shim_thread(p: *mut c_void) -> *mut c_void {
     // SAFETY: `p` is the Box made in `pthread_create` for this thread, handed
     // over to it alone.
     let s = unsafe { Box::from_raw(p.cast::<Start>()) };
-    crate::entry::inside_for_life();
+    crate::boundary::entry::inside_for_life();
     (s.f)(s.arg)
 }
 
@@ -148,10 +148,10 @@ pub unsafe extern "C" fn pthread_create(
     f: extern "C" fn(*mut c_void) -> *mut c_void,
     arg: *mut c_void,
 ) -> c_int {
-    let Some(real) = crate::real::pthread_create() else {
+    let Some(real) = crate::boundary::real::pthread_create() else {
         return libc::ENOSYS;
     };
-    if !crate::entry::inside() {
+    if !crate::boundary::entry::inside() {
         program_threads();
         // SAFETY: the caller's arguments, unchanged, to glibc's pthread_create.
         return unsafe { real(t, attr, f, arg) };
@@ -176,7 +176,7 @@ pub unsafe extern "C" fn thrd_create(
     arg: *mut c_void,
 ) -> c_int {
     program_threads();
-    match crate::real::thrd_create() {
+    match crate::boundary::real::thrd_create() {
         // SAFETY: the caller's arguments, unchanged.
         Some(real) => unsafe { real(t, f, arg) },
         None => 2, // thrd_error

@@ -9,7 +9,7 @@
 //! program's own previous disposition, never udax's. Other signals, and
 //! SIGBUS before udax installed its handler, go straight to libc.
 
-use crate::entry::{fwd, set_errno};
+use crate::boundary::entry::{fwd, set_errno};
 use libc::c_int;
 
 /// The disposition in force now (the kernel's view).
@@ -68,7 +68,7 @@ pub unsafe extern "C" fn sigaction(
 #[no_mangle]
 pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
     if sig != libc::SIGBUS {
-        return match crate::real::signal() {
+        return match crate::boundary::real::signal() {
             // SAFETY: forwarding the caller's arguments to libc's signal.
             Some(f) => unsafe { f(sig, handler) },
             None => {

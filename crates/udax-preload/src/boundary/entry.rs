@@ -16,6 +16,9 @@ thread_local! {
     // A const-initialised Cell without Drop: no allocation, no destructor, and
     // readable during thread teardown.
     static INSIDE: Cell<bool> = const { Cell::new(false) };
+    /// What this thread's interposed call releases at its end (see
+    /// [`release_at_call_end`]); const and without Drop, as `INSIDE`.
+    static AT_CALL_END: Cell<Option<fn()>> = const { Cell::new(None) };
 }
 
 /// An errno value to report to the C caller.
@@ -55,6 +58,21 @@ impl Drop for Guard {
     }
 }
 
+/// Have `release` run when this thread's interposed call ends ([`run`],
+/// [`run_always`]): for a resource a layer above takes during a call and
+/// holds to its end (the namespace lock, `state::names`). One slot: a call
+/// holds at most one such resource; registering again replaces it.
+pub fn release_at_call_end(release: fn()) {
+    let _ = AT_CALL_END.try_with(|c| c.set(Some(release)));
+}
+
+/// The end of an interposed call: run what [`release_at_call_end`] registered.
+fn call_end() {
+    if let Ok(Some(release)) = AT_CALL_END.try_with(Cell::take) {
+        release();
+    }
+}
+
 pub fn set_errno(e: i32) {
     // SAFETY: __errno_location returns this thread's errno slot, always valid.
     unsafe { *libc::__errno_location() = e };
@@ -73,7 +91,7 @@ pub fn run<T>(fail: T, forward: impl FnOnce() -> T, body: impl FnOnce() -> R<T>)
     }
     let g = Guard::enter();
     let r = catch_unwind(AssertUnwindSafe(body));
-    crate::names::release_shared();
+    call_end();
     drop(g);
     finish(fail, r)
 }
@@ -85,7 +103,7 @@ pub fn run_always<T>(fail: T, body: impl FnOnce() -> R<T>) -> T {
     let g = (!inside()).then(Guard::enter);
     let r = catch_unwind(AssertUnwindSafe(body));
     if g.is_some() {
-        crate::names::release_shared();
+        call_end();
     }
     drop(g);
     finish(fail, r)
@@ -111,13 +129,13 @@ fn finish<T>(fail: T, r: std::thread::Result<R<T>>) -> T {
 /// Call a real libc function, or fail with ENOSYS if libc has none.
 macro_rules! fwd {
     ($name:ident($($a:expr),* $(,)?)) => {
-        match $crate::real::$name() {
+        match $crate::boundary::real::$name() {
             // SAFETY: forwarding the caller's own arguments, unchanged, to the
             // libc function with the same prototype: its contract is the caller's.
             Some(f) => unsafe { f($($a),*) },
             None => {
-                $crate::entry::set_errno(libc::ENOSYS);
-                $crate::entry::Failure::failure()
+                $crate::boundary::entry::set_errno(libc::ENOSYS);
+                $crate::boundary::entry::Failure::failure()
             }
         }
     };

@@ -1,8 +1,9 @@
 //! The mounted file system: opened and mounted on the first udax call,
-//! checkpointed and released at exit; unusable in a forked child.
+//! checkpointed and released at exit (`state::exit`); unusable in a forked
+//! child.
 
-use crate::entry::{init_log, Errno, R};
-use crate::path::config;
+use crate::boundary::entry::{init_log, Errno, R};
+use crate::state::config::config;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, RwLock};
 use udax::fs::Fs;
@@ -100,7 +101,7 @@ fn mount_options() -> Result<udax::fs::MountOptions, String> {
 /// exit teardown.
 pub fn fs() -> R<Fs> {
     if forked_child() {
-        return Err(crate::entry::unsupported(
+        return Err(crate::boundary::entry::unsupported(
             "udax",
             "used in a child process after fork; the device belongs to the parent",
             libc::EIO,
@@ -117,52 +118,35 @@ pub fn fs() -> R<Fs> {
     }
 }
 
-/// At exit (or unload): flush stdio, drop the mappings and descriptors, wait
-/// for pages to be idle (briefly), checkpoint and close the device. Skipped
-/// in a forked child.
-extern "C" fn at_exit() {
+/// The file system was mounted, by this process (not a forked child).
+pub fn mounted_by_this_process() -> bool {
+    matches!(MOUNT.get(), Some(Ok(m)) if !forked_child() && std::process::id() == m.pid)
+}
+
+/// At exit, after the descriptors and mappings are gone (`state::exit`):
+/// wait for pages to be idle (briefly), checkpoint and close the device; the
+/// file system is EIO from then on.
+pub fn unmount_at_exit() {
     let Some(Ok(m)) = MOUNT.get() else {
         return;
     };
-    if forked_child() || std::process::id() != m.pid {
-        return;
+    let taken = m.fs.write().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(fs) = taken {
+        if std::env::var_os("UDAX_STATS").is_some() {
+            // One line of mapping counters (fault engine) to stderr.
+            eprintln!(
+                "udax-preload: mmap counters: file system {:?}; fault engine {:?}",
+                fs.dax_stats(),
+                udax::dax::stats()
+            );
+        }
+        let keep = fs.clone();
+        if let Err(e) = fs.unmount_timeout(std::time::Duration::from_secs(2)) {
+            tracing::warn!("udax-preload: unmount at exit: {e}; syncing instead");
+            let _ = keep.sync();
+        }
+        // The last handle (unless a directory stream is still open):
+        // the device closes, its lock goes.
+        drop(keep);
     }
-    // Guarded: udax's own libc calls (munmap, close) go straight to libc.
-    crate::entry::run(
-        (),
-        || (),
-        || {
-            // glibc flushes stdio streams only after the libraries'
-            // destructors: flush the udax ones while their files are open.
-            // SAFETY: fflush(NULL) flushes every open output stream.
-            unsafe { libc::fflush(std::ptr::null_mut()) };
-            crate::mem::drop_all();
-            crate::fds::drop_all();
-            let taken = m.fs.write().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(fs) = taken {
-                if std::env::var_os("UDAX_STATS").is_some() {
-                    // One line of mapping counters (fault engine) to stderr.
-                    eprintln!(
-                        "udax-preload: mmap counters: file system {:?}; fault engine {:?}",
-                        fs.dax_stats(),
-                        udax::dax::stats()
-                    );
-                }
-                let keep = fs.clone();
-                if let Err(e) = fs.unmount_timeout(std::time::Duration::from_secs(2)) {
-                    tracing::warn!("udax-preload: unmount at exit: {e}; syncing instead");
-                    let _ = keep.sync();
-                }
-                // The last handle (unless a directory stream is still open):
-                // the device closes, its lock goes.
-                drop(keep);
-            }
-            Ok(())
-        },
-    );
 }
-
-// Runs at exit and at dlclose, after the program's own atexit handlers.
-#[used]
-#[link_section = ".fini_array"]
-static AT_EXIT: extern "C" fn() = at_exit;

@@ -4,11 +4,11 @@
 //! shim's reach, so the whole DIR API is interposed: a udax DIR* is a [`UDir`]
 //! this module allocates, told apart from glibc's by a registry of addresses.
 
+use crate::boundary::entry::{fwd, run, Errno, R};
 use crate::dispatch::fd_call;
-use crate::entry::{fwd, run, Errno, R};
-use crate::fds::{self, Dent, Desc};
-use crate::mount;
-use crate::path::{classify, Target};
+use crate::state::fds::{self, Dent, Desc};
+use crate::state::mount;
+use crate::state::path::{classify, Target};
 use libc::{c_char, c_int, c_long, c_void, size_t, ssize_t};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +19,7 @@ pub fn entries(d: &Desc) -> R<Vec<Dent>> {
     let fs = mount::fs()?;
     let p = d.path()?;
     let parent = fs
-        .stat(crate::path::parent(&p))
+        .stat(crate::state::path::parent(&p))
         .map(|s| s.ino)
         .unwrap_or(d.ino());
     let mut v = vec![
@@ -69,7 +69,7 @@ fn ours(p: *mut libc::DIR) -> bool {
 }
 
 fn new_dir(fd: c_int) -> R<*mut libc::DIR> {
-    let desc = crate::io::desc(fd)?;
+    let desc = crate::dispatch::desc(fd)?;
     if !desc.is_dir() {
         return Err(Errno(libc::ENOTDIR));
     }
@@ -109,7 +109,7 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
                 Target::Host => Ok(fwd!(opendir(path))),
                 Target::HostPath(c) => Ok(fwd!(opendir(c.as_ptr()))),
                 Target::Udax(p) => {
-                    let fd = crate::io::open_udax(
+                    let fd = crate::calls::open::open_udax(
                         &p,
                         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
                         0,

@@ -20,7 +20,7 @@ macro_rules! open_2 {
                 overflow(); // glibc: "invalid open call: O_CREAT or O_TMPFILE without mode"
             }
             // SAFETY: the caller's contract.
-            unsafe { crate::io::open64(path, flags, 0) }
+            unsafe { crate::calls::open::open64(path, flags, 0) }
         }
     };
 }
@@ -37,7 +37,7 @@ macro_rules! openat_2 {
                 overflow();
             }
             // SAFETY: the caller's contract.
-            unsafe { crate::io::openat64(dirfd, path, flags, 0) }
+            unsafe { crate::calls::open::openat64(dirfd, path, flags, 0) }
         }
     };
 }
@@ -57,7 +57,7 @@ pub unsafe extern "C" fn __read_chk(
         overflow();
     }
     // SAFETY: the caller's contract.
-    unsafe { crate::io::read(fd, buf, n) }
+    unsafe { crate::calls::read_write::read(fd, buf, n) }
 }
 
 macro_rules! pread_chk {
@@ -76,7 +76,7 @@ macro_rules! pread_chk {
                 overflow();
             }
             // SAFETY: the caller's contract.
-            unsafe { crate::io::pread64(fd, buf, n, off) }
+            unsafe { crate::calls::read_write::pread64(fd, buf, n, off) }
         }
     };
 }
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn __readlink_chk(
         overflow();
     }
     // SAFETY: the caller's contract.
-    unsafe { crate::meta::readlink(path, buf, n) }
+    unsafe { crate::calls::link::readlink(path, buf, n) }
 }
 
 /// # Safety
@@ -113,7 +113,7 @@ pub unsafe extern "C" fn __readlinkat_chk(
         overflow();
     }
     // SAFETY: the caller's contract.
-    unsafe { crate::meta::readlinkat(dirfd, path, buf, n) }
+    unsafe { crate::calls::link::readlinkat(dirfd, path, buf, n) }
 }
 
 /// # Safety
@@ -124,7 +124,7 @@ pub unsafe extern "C" fn __getcwd_chk(buf: *mut c_char, n: size_t, buflen: size_
         overflow();
     }
     // SAFETY: the caller's contract.
-    unsafe { crate::meta::getcwd(buf, n) }
+    unsafe { crate::calls::cwd::getcwd(buf, n) }
 }
 
 /// # Safety
@@ -139,5 +139,5 @@ pub unsafe extern "C" fn __realpath_chk(
         overflow();
     }
     // SAFETY: the caller's contract.
-    unsafe { crate::meta::realpath(path, resolved) }
+    unsafe { crate::calls::cwd::realpath(path, resolved) }
 }

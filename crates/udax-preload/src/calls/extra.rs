@@ -3,9 +3,9 @@
 //! scandir (glibc's internal opendir), inotify_add_watch (the kernel cannot
 //! watch udax files).
 
+use crate::boundary::entry::{fwd, run, unsupported, Errno, R};
 use crate::dispatch::{fd_call, path_call};
-use crate::entry::{fwd, run, unsupported, Errno, R};
-use crate::path::{classify, Target};
+use crate::state::path::{classify, Target};
 use libc::{c_char, c_int, c_long};
 
 /// The limits of a udax file system (pathconf(3) names).
@@ -32,7 +32,7 @@ fn limit(name: c_int) -> R<c_long> {
 #[no_mangle]
 pub unsafe extern "C" fn pathconf(path: *const c_char, name: c_int) -> c_long {
     path_call!(-1, libc::AT_FDCWD, path, pathconf(path, name), |p| {
-        crate::mount::fs()?.stat(&p)?;
+        crate::state::mount::fs()?.stat(&p)?;
         limit(name)
     })
 }
@@ -79,10 +79,11 @@ unsafe fn scandir_udax(
     if list.is_null() {
         return Err(Errno(libc::EFAULT));
     }
-    let fd = crate::io::open_udax(p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
-    let d = crate::io::desc(fd);
-    let _ = crate::fds::close(fd);
-    let ents = crate::dir::entries(&*d?)?;
+    let fd =
+        crate::calls::open::open_udax(p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
+    let d = crate::dispatch::desc(fd);
+    let _ = crate::state::fds::close(fd);
+    let ents = crate::calls::dir::entries(&*d?)?;
     let mut out: Vec<*mut libc::dirent64> = Vec::new();
     let free_all = |v: &Vec<*mut libc::dirent64>| {
         for &e in v {

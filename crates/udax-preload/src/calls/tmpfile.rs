@@ -4,8 +4,8 @@
 //! suffix) is replaced by random letters until an exclusive create succeeds,
 //! as glibc's __gen_tempname does.
 
-use crate::entry::{fwd, run, Errno, R};
-use crate::path::{classify, Target};
+use crate::boundary::entry::{fwd, run, Errno, R};
+use crate::state::path::{classify, Target};
 use libc::{c_char, c_int};
 use std::ffi::CStr;
 
@@ -52,7 +52,7 @@ fn create(p: &str, flags: c_int) -> R<c_int> {
     if flags & !extra != 0 {
         return Err(Errno(libc::EINVAL));
     }
-    crate::io::open_udax(
+    crate::calls::open::open_udax(
         p,
         libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | extra,
         0o600,
@@ -105,7 +105,7 @@ pub unsafe extern "C" fn mkdtemp(template: *mut c_char) -> *mut c_char {
                     // SAFETY: as above.
                     unsafe {
                         gen(template, 0, |p| {
-                            crate::mount::fs()?.mkdir(p, 0o700)?;
+                            crate::state::mount::fs()?.mkdir(p, 0o700)?;
                             Ok(0)
                         })
                     }?;
