@@ -17,7 +17,7 @@ use super::entry::{Conflict, Locked, PMD_PAGES};
 use super::iomap::{DaxInode, Lookup};
 use super::{DaxDevice, DaxFile, Entry};
 use crate::vm::engine::bump;
-use crate::vm::{self, space, Engine, Region, PAGE};
+use crate::vm::{self, Engine, Region, PAGE};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -270,7 +270,7 @@ impl Cx<'_> {
                 if inode.dax().grow.grew_since(grown) {
                     // The file grew since its size was read: the page may be
                     // inside it now. No marker; the access faults again.
-                    let _ = space::discard(addr, PAGE);
+                    let _ = region.discard(&st, page..page + 1);
                     st.beyond_eof.remove(page..page + 1);
                     return Ok(());
                 }
@@ -595,6 +595,10 @@ impl Cx<'_> {
     /// Pages `r` of a shared mapping hold private copies of the zero page made by
     /// a store that raced with their write protection (they are protected now, so
     /// the content is stable): allocate blocks, copy the content, map the blocks.
+    #[allow(
+        unsafe_code,
+        reason = "reads the raced private copies out of the faulting region"
+    )]
     fn rescue(&self, r: Range<u64>) -> R<()> {
         let Cx {
             dd, inode, region, ..
@@ -742,7 +746,7 @@ impl Cx<'_> {
             .inspect_err(|_| {
                 // Never leave zero pages that are not write-protected (a store
                 // would silently go to a private copy): drop what was installed.
-                let _ = space::discard(addr, n);
+                let _ = region.discard(&st, r.clone());
             })?;
         st.zero.insert(r.clone());
         bump(&dd.counters.zero_maps);
@@ -796,7 +800,7 @@ pub(super) fn zap_zero(file: &DaxFile, r: Range<u64>) {
             .collect();
         for h in hit {
             let h = h.start.max(r.start)..h.end.min(r.end);
-            let _ = space::discard(reg.addr_of(h.start), (h.end - h.start) as usize * PAGE);
+            let _ = reg.discard(st, h.clone());
             st.zero.remove(h.clone());
             st.beyond_eof.remove(h);
         }

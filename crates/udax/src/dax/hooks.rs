@@ -7,7 +7,7 @@ use super::entry::PMD_PAGES;
 use super::iomap::{device_runs, DaxInode};
 use super::mapping::flush_pages;
 use super::{fault, io, Error, Result, PIN_TIMEOUT};
-use crate::vm::{self, space, Prot, Region, RegionState, PAGE};
+use crate::vm::{self, Prot, Region, RegionState, PAGE};
 use crate::{BLOCKS_PER_HUGE, BLOCK_SIZE};
 use std::ops::Range;
 use std::sync::Arc;
@@ -200,7 +200,7 @@ pub(crate) fn after_grow(inode: &dyn DaxInode, new_size: u64) {
         let hit: Vec<Range<u64>> = st.beyond_eof.overlapping(&(0..eof)).cloned().collect();
         for h in hit {
             let h = h.start..h.end.min(eof);
-            let _ = space::discard(r.addr_of(h.start), (h.end - h.start) as usize * PAGE);
+            let _ = r.discard(st, h.clone());
             st.beyond_eof.remove(h);
         }
     }
@@ -273,13 +273,8 @@ fn zap_range(inode: &dyn DaxInode, a: u64, b: u64) -> Result<()> {
         }
         let prot = st.prot.unwrap_or(Prot::Read);
         for l in live.iter() {
-            space::replace_with_placeholder(
-                &eng.uffd,
-                r.addr_of(l.start),
-                (l.end - l.start) as usize * PAGE,
-                prot,
-            )
-            .map_err(io)?;
+            r.to_placeholder(st, &eng.uffd, l.clone(), prot)
+                .map_err(io)?;
         }
         r.forget_device(st, clip.clone());
         st.zero.remove(clip.clone());
@@ -415,10 +410,7 @@ pub(crate) fn unpoison_pages(inode: &dyn DaxInode, page: u64) {
         } else {
             page..page + 1
         };
-        let _ = space::discard(
-            r.addr_of(span.start),
-            (span.end - span.start) as usize * PAGE,
-        );
+        let _ = r.discard(&st, span.clone());
         r.forget_poisoned(&mut st, span);
     }
 }

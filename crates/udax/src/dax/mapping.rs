@@ -6,7 +6,7 @@ use super::iomap::DaxInode;
 use super::{io, DaxDevice, Error, MapFlags, Owner, Result};
 use crate::device::DeviceKind;
 use crate::sync::Mutex;
-use crate::vm::{self, space, FaultOwner, Prot, Region, RegionState, PAGE};
+use crate::vm::{self, Area, FaultOwner, Prot, Region, RegionState, PAGE};
 use crate::{BLOCK_SIZE, HUGE_SIZE};
 use std::ops::Range;
 use std::sync::Arc;
@@ -117,18 +117,13 @@ impl Map {
         // Address congruent to the file offset modulo 2 MiB, so aligned file
         // ranges can be mapped with 2 MiB mappings.
         let phase = (offset % HUGE_SIZE) as usize;
-        let base = space::reserve(len, HUGE_SIZE as usize, phase).map_err(io)?;
-        if let Err(e) = space::place_placeholder(&eng.uffd, base, len, prot) {
-            space::unmap(base, len);
-            return Err(io(e));
-        }
+        let area = Area::reserve(&eng.uffd, len, HUGE_SIZE as usize, phase, prot).map_err(io)?;
         let owner: Arc<dyn FaultOwner> = Arc::new(Owner {
             inode: inode.clone(),
         });
         use std::os::fd::AsRawFd;
         let region = Arc::new(Region {
-            base,
-            len,
+            area,
             first_page: offset / PAGE as u64,
             private: flags.private,
             sync: flags.sync,
@@ -161,10 +156,10 @@ impl Map {
     }
 
     pub fn as_ptr(&self) -> *mut u8 {
-        self.region.base as *mut u8
+        self.region.base() as *mut u8
     }
     pub fn len(&self) -> usize {
-        self.region.len
+        self.region.bytes()
     }
     /// A `MAP_PRIVATE` mapping.
     pub fn private(&self) -> bool {
@@ -259,18 +254,15 @@ impl Map {
                 let first = (k.start as i64 + v) as u64;
                 for sh in inode.shared_in(first, k.end - k.start) {
                     let p = (sh.start as i64 - v) as u64..(sh.end as i64 - v) as u64;
-                    space::replace_with_placeholder(
-                        &eng.uffd,
-                        self.region.addr_of(p.start),
-                        (p.end - p.start) as usize * PAGE,
-                        st.prot.unwrap_or(Prot::Read),
-                    )
-                    .map_err(io)?;
+                    let prot = st.prot.unwrap_or(Prot::Read);
+                    self.region
+                        .to_placeholder(&st, &eng.uffd, p.clone(), prot)
+                        .map_err(io)?;
                     self.region.forget_device(&mut st, p);
                 }
             }
         }
-        space::protect(self.region.base, self.region.len, prot).map_err(io)?;
+        self.region.protect(&st, prot).map_err(io)?;
         st.prot = Some(prot);
         // Pages mapped while read-only are not under dirty tracking: msync
         // flushes them whole from now on (conservative).
@@ -283,23 +275,7 @@ impl Map {
     pub fn unmap_range(&self, off: usize, len: usize) -> Result<()> {
         let r = self.pages_of(off, len)?;
         let mut st = self.region.lock();
-        let addr = self.region.addr_of(r.start);
-        let n = (r.end - r.start) as usize * PAGE;
-        // A fresh PROT_NONE reservation replaces the pages atomically.
-        // SAFETY: the range belongs to this mapping's region.
-        let p = unsafe {
-            libc::mmap(
-                addr as *mut _,
-                n,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io(std::io::Error::last_os_error()));
-        }
+        self.region.make_inaccessible(&st, r.clone()).map_err(io)?;
         self.region.forget_device(&mut st, r.clone());
         st.zero.remove(r.clone());
         st.cow.remove(r.clone());
@@ -379,12 +355,11 @@ impl Drop for Map {
     fn drop(&mut self) {
         let Ok(eng) = vm::engine() else { return };
         let mut st = self.region.lock();
-        st.dead = true;
-        eng.remove(self.region.base);
+        eng.remove(self.region.base());
         let all = self.region.pages();
         self.region.forget_device(&mut st, all.clone());
         self.region.forget_poisoned(&mut st, all);
-        space::unmap(self.region.base, self.region.len);
+        self.region.release(&mut st);
         drop(st);
         let me = Arc::as_ptr(&self.region);
         self.inode

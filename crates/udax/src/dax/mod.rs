@@ -17,7 +17,6 @@
 //! Lock order (outermost first): file invalidate lock -> entry lock -> the
 //! file system's locks (taken inside [`iomap::DaxInode`] calls); region state
 //! locks are taken with no file-system lock held, and never two at a time.
-#![allow(unsafe_code)]
 
 pub(crate) mod entry;
 mod fault;
@@ -259,6 +258,10 @@ pub fn stats() -> VmStats {
 
 /// Make the caller's own stores to `[ptr, ptr+len)` durable: cache-line flush
 /// and fence (or `msync` when the device is a regular file).
+#[allow(
+    unsafe_code,
+    reason = "cache-line flushes of the caller's range when no udax mapping holds it"
+)]
 pub fn persist(ptr: *const u8, len: usize) -> Result<()> {
     if let Some(r) = vm::try_engine().and_then(|e| e.region_at(ptr as usize)) {
         let a = r.page_of(ptr as usize);

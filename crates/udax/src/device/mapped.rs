@@ -1,6 +1,9 @@
 //! `MappedDevice`: every real backend (memfd, tmpfs, hugetlbfs, regular file,
 //! device-dax) mapped `MAP_SHARED` into this process once, whole.
-#![allow(unsafe_code)]
+#![allow(
+    unsafe_code,
+    reason = "the whole-device shared mapping and raw access into it"
+)]
 
 use super::lock::DeviceLock;
 use super::persist::{copy_nt, flush_lines, sfence, NT_THRESHOLD};

@@ -1,5 +1,8 @@
 //! Cache-line flush, store fence and non-temporal copy, picked at run time.
-#![allow(unsafe_code)]
+#![allow(
+    unsafe_code,
+    reason = "cache-line flush, fence and non-temporal copy instructions (inline asm and intrinsics)"
+)]
 
 use super::FlushInstr;
 

@@ -69,8 +69,10 @@ mod imp {
         /// parking_lot-style wait: re-locks in place.
         pub fn wait<'a, T>(&self, guard: &mut MutexGuard<'a, T>) {
             // loom's Condvar consumes the guard; swap it through a raw read/write.
-            // SAFETY-free alternative: loom guards are not Default, so use take via ptr.
-            #[allow(unsafe_code)]
+            #[allow(
+                unsafe_code,
+                reason = "loom's Condvar consumes the guard: swapped through a raw read/write"
+            )]
             // SAFETY: `g` is moved out and a new guard for the same mutex is moved
             // back in before anyone can observe `*guard`; no unwinding point
             // lies between the read and the write except `wait`, which aborts the

@@ -5,7 +5,10 @@
 //! truncated (its invalidate lock is held for writing) is passed to the slow
 //! worker, so the handlers stay free to read the `REMAP` events that the
 //! truncating thread's `mremap` waits for.
-#![allow(unsafe_code)]
+#![allow(
+    unsafe_code,
+    reason = "the fault handler threads read userfaultfd messages and touch faulting regions"
+)]
 
 use super::region::Region;
 use super::uffd::{Msg, Uffd};
@@ -399,12 +402,12 @@ impl Engine {
     pub fn region_at(&self, addr: usize) -> Option<Arc<Region>> {
         let m = self.regions.read();
         let (_, r) = m.range(..=addr).next_back()?;
-        (addr < r.base + r.len).then(|| r.clone())
+        (addr < r.base() + r.bytes()).then(|| r.clone())
     }
 
     pub fn add(&self, r: Arc<Region>) {
         let mut m = self.regions.write();
-        m.insert(r.base, r);
+        m.insert(r.base(), r);
         self.live.store(m.len(), Ordering::Release);
     }
 
@@ -459,7 +462,7 @@ pub fn in_mapping(addr: usize, len: usize) -> bool {
     let m = e.regions.read();
     let end = addr.saturating_add(len);
     if let Some((_, r)) = m.range(..end).next_back() {
-        return r.base + r.len > addr;
+        return r.base() + r.bytes() > addr;
     }
     false
 }

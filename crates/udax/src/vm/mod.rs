@@ -12,4 +12,4 @@ pub(crate) mod uffd;
 
 pub use engine::{engine, try_engine, Engine, VmStats};
 pub use region::{FaultOwner, Region, RegionState};
-pub use space::{Prot, PAGE};
+pub use space::{Area, Prot, PAGE};

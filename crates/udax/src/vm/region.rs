@@ -1,8 +1,12 @@
 //! One mapped region: a range of this process's address space that shows a
 //! range of one file, and what is currently installed in each page of it.
+#![allow(
+    unsafe_code,
+    reason = "the region's safe methods call the address-space primitives on its own area"
+)]
 
 use super::pages::PageRefs;
-use super::space::{self, Prot, PAGE};
+use super::space::{self, Area, Prot, PAGE};
 use super::uffd::Uffd;
 use crate::sync::{Mutex, MutexGuard};
 use rangemap::{RangeMap, RangeSet};
@@ -91,10 +95,16 @@ impl RegionState {
 }
 
 /// A mapped region. Created by the DAX layer, registered with the [`Engine`].
+///
+/// The region owns its [`Area`] of address space until [`Region::release`].
+/// Its safe methods that change mappings act only inside that area and only
+/// while the region is alive (`RegionState::dead` unset, checked under the
+/// state lock, which `release` also takes): this is what makes them sound,
+/// and why the `unsafe` address-space primitives of [`space`] stay inside vm.
+/// Each such method takes the region's own locked state (`st`).
 #[derive(Debug)]
 pub struct Region {
-    pub base: usize,
-    pub len: usize,
+    pub area: Area,
     /// File page shown at `base`.
     pub first_page: u64,
     pub private: bool,
@@ -109,16 +119,104 @@ pub struct Region {
 }
 
 impl Region {
+    /// First address of the region.
+    pub fn base(&self) -> usize {
+        self.area.base()
+    }
+
+    /// Length of the region in bytes.
+    pub fn bytes(&self) -> usize {
+        self.area.bytes()
+    }
+
     pub fn pages(&self) -> Range<u64> {
-        self.first_page..self.first_page + (self.len / PAGE) as u64
+        self.first_page..self.first_page + (self.bytes() / PAGE) as u64
     }
 
     pub fn addr_of(&self, page: u64) -> usize {
-        self.base + ((page - self.first_page) as usize) * PAGE
+        self.base() + ((page - self.first_page) as usize) * PAGE
     }
 
     pub fn page_of(&self, addr: usize) -> u64 {
-        self.first_page + ((addr - self.base) / PAGE) as u64
+        self.first_page + ((addr - self.base()) / PAGE) as u64
+    }
+
+    /// The address range of pages `r`, which must lie in the region and be
+    /// alive (`st` is the region's locked state): `None` once released.
+    fn span(&self, st: &RegionState, r: &Range<u64>) -> Option<(usize, usize)> {
+        if st.dead || r.is_empty() {
+            return None;
+        }
+        let (a, n) = (self.addr_of(r.start), (r.end - r.start) as usize * PAGE);
+        assert!(
+            r.start >= self.first_page && self.area.holds(a, n),
+            "pages {r:?} outside region {:?}",
+            self.pages()
+        );
+        Some((a, n))
+    }
+
+    /// Drop the anonymous pages (zero pages, SIGBUS markers) of pages `r`:
+    /// the next access faults to the handler again. Never used on pages that
+    /// show the device (a private mapping's copies would be lost).
+    pub fn discard(&self, st: &RegionState, r: Range<u64>) -> std::io::Result<()> {
+        let Some((a, n)) = self.span(st, &r) else {
+            return Ok(());
+        };
+        // SAFETY: `[a, a+n)` lies in this region's area (checked by `span`),
+        // which is alive under the state lock the caller holds; udax keeps no
+        // Rust reference into a mapped region (users get raw pointers).
+        unsafe { space::discard(a, n) }
+    }
+
+    /// Put registered placeholders over pages `r` in one step (whatever they
+    /// showed is gone; the next access faults). See
+    /// [`space::replace_with_placeholder`]: the caller must not block the
+    /// handler threads.
+    pub fn to_placeholder(
+        &self,
+        st: &RegionState,
+        uffd: &Uffd,
+        r: Range<u64>,
+        prot: Prot,
+    ) -> std::io::Result<()> {
+        let Some((a, n)) = self.span(st, &r) else {
+            return Ok(());
+        };
+        // SAFETY: as in `discard`: the range is this live region's own.
+        unsafe { space::replace_with_placeholder(uffd, a, n, prot) }
+    }
+
+    /// Make pages `r` inaccessible while keeping them reserved (a partial
+    /// unmap).
+    pub fn make_inaccessible(&self, st: &RegionState, r: Range<u64>) -> std::io::Result<()> {
+        let Some((a, n)) = self.span(st, &r) else {
+            return Ok(());
+        };
+        // SAFETY: as in `discard`: the range is this live region's own.
+        unsafe { space::make_inaccessible(a, n) }
+    }
+
+    /// Change the protection of the whole region.
+    pub fn protect(&self, st: &RegionState, prot: Prot) -> std::io::Result<()> {
+        let Some((a, n)) = self.span(st, &self.pages()) else {
+            return Ok(());
+        };
+        // SAFETY: as in `discard`: the range is this live region's own.
+        unsafe { space::protect(a, n, prot) }
+    }
+
+    /// Give the region's address space back (the mapping is torn down): it is
+    /// dead from now on, and no method touches the address space again.
+    pub fn release(&self, st: &mut RegionState) {
+        let Some((a, n)) = self.span(st, &self.pages()) else {
+            return;
+        };
+        st.dead = true;
+        // SAFETY: the region's own area, alive until this call (checked under
+        // the state lock, held); `dead` is set first, so no later call of the
+        // methods above touches the range once the kernel may reuse it.
+        unsafe { space::unmap(a, n) };
     }
 
     pub fn lock(&self) -> MutexGuard<'_, RegionState> {
@@ -161,7 +259,7 @@ impl Region {
                     Err(e) => {
                         // Drop what was installed before the failure, so no
                         // page shows the device unrecorded.
-                        let _ = space::discard(a, n);
+                        let _ = self.discard(st, r.start..end);
                         if e.raw_os_error() == Some(libc::EAGAIN) {
                             return Err(e);
                         }
@@ -173,17 +271,24 @@ impl Region {
             }
         }
         let prot = st.prot.unwrap_or(Prot::Read);
-        let n = (r.end - r.start) as usize * PAGE;
         let first = (r.start as i64 + delta) as u64;
-        space::map_device(
-            self.addr_of(r.start),
-            n,
-            self.dev_fd,
-            first * PAGE as u64,
-            prot,
-            self.private,
-            !self.private,
-        )?;
+        let Some((a, n)) = self.span(st, &r) else {
+            return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
+        };
+        // SAFETY: as in `discard`: the range is this live region's own; its
+        // old pages are replaced (udax holds no reference into them) and
+        // `dev_fd` is the device, open while any region of it lives.
+        unsafe {
+            space::map_device(
+                a,
+                n,
+                self.dev_fd,
+                first * PAGE as u64,
+                prot,
+                self.private,
+                !self.private,
+            )
+        }?;
         st.windows.remove(r.clone());
         self.note_shown(st, r, first);
         Ok(false)
@@ -240,8 +345,12 @@ impl Region {
         r: Range<u64>,
         dev_blk: u64,
     ) -> std::io::Result<()> {
-        let (a, n) = (self.addr_of(r.start), (r.end - r.start) as usize * PAGE);
-        space::place_window(uffd, a, n, self.dev_fd, dev_blk * PAGE as u64)?;
+        let Some((a, n)) = self.span(st, &r) else {
+            return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
+        };
+        // SAFETY: as in `map_device`; the caller does not block the handler
+        // threads (it holds no lock they take).
+        unsafe { space::place_window(uffd, a, n, self.dev_fd, dev_blk * PAGE as u64) }?;
         st.beyond_eof.remove(r.clone());
         st.windows
             .insert(r.clone(), dev_blk as i64 - r.start as i64);
@@ -268,12 +377,7 @@ impl Region {
                 empty.remove(k.clone());
             }
             for e in empty.iter() {
-                space::replace_with_placeholder(
-                    uffd,
-                    self.addr_of(e.start),
-                    (e.end - e.start) as usize * PAGE,
-                    prot,
-                )?;
+                self.to_placeholder(st, uffd, e.clone(), prot)?;
                 st.beyond_eof.remove(e.clone());
                 self.forget_poisoned(st, e.clone());
             }
@@ -289,7 +393,11 @@ impl Region {
             return;
         }
         for (k, _) in st.dev.iter() {
-            let _ = space::inherit(self.addr_of(k.start), (k.end - k.start) as usize * PAGE);
+            let Some((a, n)) = self.span(st, k) else {
+                return;
+            };
+            // SAFETY: as in `discard`: the range is this live region's own.
+            let _ = unsafe { space::inherit(a, n) };
         }
     }
 

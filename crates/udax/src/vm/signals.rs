@@ -14,7 +14,10 @@
 //! The handler runs first only if it is installed after the program's own
 //! SIGBUS handler; a program that installs its handler later can call
 //! [`install`] again to chain in front of it (see docs/limits.md).
-#![allow(unsafe_code)]
+#![allow(
+    unsafe_code,
+    reason = "sigaction and siginfo: the SIGBUS/SIGSEGV handler and its chaining"
+)]
 
 // std atomics, not the `sync` facade: this state is read inside a signal
 // handler (async-signal-safe loads only), which no model checker runs.

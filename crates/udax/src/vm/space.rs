@@ -1,10 +1,18 @@
 //! Address-space primitives of the user-space MMU: reserve, place placeholders,
 //! map device ranges over them, swap ranges back to placeholders atomically.
 //!
-//! Every function works on page-aligned ranges that the caller owns (a region
-//! created by [`reserve`] and not yet released); that ownership is what makes the
-//! `MAP_FIXED` calls below sound: they only ever replace udax's own pages.
-#![allow(unsafe_code)]
+//! Every function that changes a mapping works on page-aligned ranges that the
+//! caller owns (a region created by [`reserve`] and not yet released); that
+//! ownership is what makes the `MAP_FIXED` calls below sound: they only ever
+//! replace udax's own pages. Because a wrong range would replace or unmap any
+//! memory of the process (the heap, a stack, code), those functions are
+//! `unsafe fn`: the contract each states under `# Safety` is the caller's to
+//! keep, as rustix does for `mmap` and `munmap`. [`reserve`] (a fresh mapping)
+//! and the page-table queries are safe.
+#![allow(
+    unsafe_code,
+    reason = "the address-space primitives themselves: mmap, mremap, madvise, mprotect, munmap, PAGEMAP_SCAN"
+)]
 
 use super::uffd::Uffd;
 use linux_raw_sys::general as g;
@@ -66,6 +74,56 @@ pub fn reserve(len: usize, align: usize, phase: usize) -> Result<usize> {
     Ok(start)
 }
 
+/// A range of this process's address space reserved by udax: made only by
+/// [`Area::reserve`] (a fresh mapping, so it replaces nothing), given back only
+/// by the owner of the region over it (`Region::release`). Its fields are
+/// private, so safe code cannot name a range udax does not own: the safe
+/// methods of `Region` that change mappings act only inside their `Area`.
+#[derive(Debug)]
+pub struct Area {
+    base: usize,
+    len: usize,
+}
+
+impl Area {
+    /// Reserve `len` bytes (`addr % align == phase`) and put a registered
+    /// placeholder over all of it (see [`place_placeholder`]).
+    pub fn reserve(
+        uffd: &Uffd,
+        len: usize,
+        align: usize,
+        phase: usize,
+        prot: Prot,
+    ) -> Result<Area> {
+        let base = reserve(len, align, phase)?;
+        // SAFETY: `[base, base+len)` was reserved just above and is not yet
+        // known to anyone else.
+        if let Err(e) = unsafe { place_placeholder(uffd, base, len, prot) } {
+            // SAFETY: the same fresh reservation, given back unused.
+            unsafe { unmap(base, len) };
+            return Err(e);
+        }
+        Ok(Area { base, len })
+    }
+
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.len
+    }
+
+    /// `[addr, addr+len)` lies inside the area (page-aligned).
+    pub fn holds(&self, addr: usize, len: usize) -> bool {
+        addr >= self.base
+            && len <= self.len
+            && addr - self.base <= self.len - len
+            && addr % PAGE == 0
+            && len % PAGE == 0
+    }
+}
+
 /// Put a registered anonymous placeholder over `[addr, addr+len)` of a fresh
 /// reservation (no one can touch it yet, so map-then-register is safe here).
 ///
@@ -73,7 +131,17 @@ pub fn reserve(len: usize, align: usize, phase: usize) -> Result<usize> {
 /// userfaultfd registration does not cross fork), so an unresolved page would
 /// read as silent zeros and swallow stores. The child gets SIGSEGV there
 /// instead; pages already mapped to the device are inherited and stay right.
-pub fn place_placeholder(uffd: &Uffd, addr: usize, len: usize, prot: Prot) -> Result<()> {
+///
+/// # Safety
+///
+/// `[addr, addr+len)` is page-aligned and lies in an address range the caller
+/// owns: a reservation from [`reserve`] (or a udax region made over one) that
+/// is not yet released, and that no one else accesses yet (the placeholder is put before the range is handed out).
+///
+/// # References
+///
+/// [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html), [madvise(2)](https://man7.org/linux/man-pages/man2/madvise.2.html) (`MADV_DONTFORK`), [userfaultfd(2)](https://man7.org/linux/man-pages/man2/userfaultfd.2.html) (`UFFDIO_REGISTER`)
+pub unsafe fn place_placeholder(uffd: &Uffd, addr: usize, len: usize, prot: Prot) -> Result<()> {
     // SAFETY: the range is a reservation owned by the caller and not yet handed
     // to anyone, so replacing it affects no other memory.
     check(unsafe {
@@ -102,7 +170,17 @@ fn no_fork(addr: usize, len: usize) -> Result<()> {
 
 /// Map device bytes `[dev_off, dev_off+len)` at `addr` (replacing what was there,
 /// atomically), shared or private, optionally populating the page tables.
-pub fn map_device(
+///
+/// # Safety
+///
+/// `[addr, addr+len)` is page-aligned and lies in an address range the caller
+/// owns: a reservation from [`reserve`] (or a udax region made over one) that
+/// is not yet released; whatever was mapped there is replaced, so no live Rust reference may point into it, and `fd` is an open descriptor of the device.
+///
+/// # References
+///
+/// [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html) (`MAP_FIXED`, `MAP_SHARED`/`MAP_PRIVATE`, `MAP_POPULATE`)
+pub unsafe fn map_device(
     addr: usize,
     len: usize,
     fd: RawFd,
@@ -131,17 +209,42 @@ pub fn map_device(
 /// the target with `mremap` (no instant where the range is unregistered memory).
 /// The uffd's `EVENT_REMAP` means this waits until a handler thread reads the
 /// event, so the caller must not block the handler threads.
-pub fn replace_with_placeholder(uffd: &Uffd, addr: usize, len: usize, prot: Prot) -> Result<()> {
+///
+/// # Safety
+///
+/// `[addr, addr+len)` is page-aligned and lies in an address range the caller
+/// owns: a reservation from [`reserve`] (or a udax region made over one) that
+/// is not yet released; what was there is discarded, so no live Rust reference may point into it. The caller must not block the uffd handler threads (the `REMAP` event is read by them).
+///
+/// # References
+///
+/// [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html), [mremap(2)](https://man7.org/linux/man-pages/man2/mremap.2.html) (`MREMAP_FIXED`), [userfaultfd(2)](https://man7.org/linux/man-pages/man2/userfaultfd.2.html) (`UFFD_EVENT_REMAP`)
+pub unsafe fn replace_with_placeholder(
+    uffd: &Uffd,
+    addr: usize,
+    len: usize,
+    prot: Prot,
+) -> Result<()> {
     let spare = reserve(len, PAGE, 0)?;
-    move_in(spare, addr, len, place_placeholder(uffd, spare, len, prot))
+    // SAFETY: `spare` was reserved just above; no one else knows it.
+    let made = unsafe { place_placeholder(uffd, spare, len, prot) };
+    // SAFETY: the caller owns `[addr, addr+len)` (this function's contract);
+    // `spare` is the fresh range made above.
+    unsafe { move_in(spare, addr, len, made) }
 }
 
 /// Move the range made at `spare` (if `made` is Ok) over `[addr, addr+len)`
 /// of the caller's region in one `mremap` (atomic: the target shows either
 /// what it showed or the new range); on any failure `spare` is released.
-fn move_in(spare: usize, addr: usize, len: usize, made: Result<()>) -> Result<()> {
+///
+/// # Safety
+///
+/// As [`replace_with_placeholder`], for `[addr, addr+len)`; `spare` is a fresh
+/// range of `len` bytes the caller made and hands over.
+unsafe fn move_in(spare: usize, addr: usize, len: usize, made: Result<()>) -> Result<()> {
     if let Err(e) = made {
-        unmap(spare, len);
+        // SAFETY: `spare` is the caller's fresh range, handed over.
+        unsafe { unmap(spare, len) };
         return Err(e);
     }
     // SAFETY: `spare` is ours (just made); the target range belongs to the
@@ -157,7 +260,8 @@ fn move_in(spare: usize, addr: usize, len: usize, made: Result<()>) -> Result<()
     };
     if p == libc::MAP_FAILED {
         let e = Error::last_os_error();
-        unmap(spare, len);
+        // SAFETY: `spare` is the caller's fresh range, not moved.
+        unsafe { unmap(spare, len) };
         return Err(e);
     }
     Ok(())
@@ -172,17 +276,47 @@ fn move_in(spare: usize, addr: usize, len: usize, made: Result<()>) -> Result<()
 /// instant exists where the device pages are reachable without a fault.
 /// Not inherited by fork (the child has no handler). Waits, as
 /// [`replace_with_placeholder`], until a handler thread reads the REMAP event.
-pub fn place_window(uffd: &Uffd, addr: usize, len: usize, fd: RawFd, dev_off: u64) -> Result<()> {
+///
+/// # Safety
+///
+/// `[addr, addr+len)` is page-aligned and lies in an address range the caller
+/// owns: a reservation from [`reserve`] (or a udax region made over one) that
+/// is not yet released; what was there is discarded, so no live Rust reference may point into it; `fd` is an open descriptor of a shmem device. The caller must not block the uffd handler threads.
+///
+/// # References
+///
+/// [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html), [mremap(2)](https://man7.org/linux/man-pages/man2/mremap.2.html), [userfaultfd(2)](https://man7.org/linux/man-pages/man2/userfaultfd.2.html) (`UFFDIO_REGISTER_MODE_MINOR`)
+pub unsafe fn place_window(
+    uffd: &Uffd,
+    addr: usize,
+    len: usize,
+    fd: RawFd,
+    dev_off: u64,
+) -> Result<()> {
     let spare = reserve(len, PAGE, 0)?;
-    let made = map_device(spare, len, fd, dev_off, Prot::Read, false, false)
+    // SAFETY: `spare` was reserved just above; no one else knows it; `fd` is
+    // the device (this function's contract).
+    let made = unsafe { map_device(spare, len, fd, dev_off, Prot::Read, false, false) }
         .and_then(|()| no_fork(spare, len))
         .and_then(|()| uffd.register_window(spare, len));
-    move_in(spare, addr, len, made)
+    // SAFETY: the caller owns `[addr, addr+len)` (this function's contract);
+    // `spare` is the fresh range made above.
+    unsafe { move_in(spare, addr, len, made) }
 }
 
 /// Let fork copy `[addr, addr+len)` again (pages of a window that show the
 /// file: the child sees them as the parent does).
-pub fn inherit(addr: usize, len: usize) -> Result<()> {
+///
+/// # Safety
+///
+/// `[addr, addr+len)` is page-aligned and lies in an address range the caller
+/// owns: a reservation from [`reserve`] (or a udax region made over one) that
+/// is not yet released.
+///
+/// # References
+///
+/// [madvise(2)](https://man7.org/linux/man-pages/man2/madvise.2.html) (`MADV_DOFORK`)
+pub unsafe fn inherit(addr: usize, len: usize) -> Result<()> {
     // SAFETY: the range belongs to the caller's region; MADV_DOFORK only
     // changes what fork copies.
     if unsafe { libc::madvise(addr as *mut _, len, libc::MADV_DOFORK) } != 0 {
@@ -193,7 +327,17 @@ pub fn inherit(addr: usize, len: usize) -> Result<()> {
 
 /// Drop the pages of an anonymous placeholder range (zero pages, poison
 /// markers): the next access faults to the handler again.
-pub fn discard(addr: usize, len: usize) -> Result<()> {
+///
+/// # Safety
+///
+/// `[addr, addr+len)` is page-aligned and lies in an address range the caller
+/// owns: a reservation from [`reserve`] (or a udax region made over one) that
+/// is not yet released; the range holds anonymous placeholder pages (zero pages, poison markers), whose contents may be dropped: `MADV_DONTNEED` on a private mapping of the device would drop stores not yet written back.
+///
+/// # References
+///
+/// [madvise(2)](https://man7.org/linux/man-pages/man2/madvise.2.html) (`MADV_DONTNEED`)
+pub unsafe fn discard(addr: usize, len: usize) -> Result<()> {
     // SAFETY: the range belongs to the caller's region; MADV_DONTNEED on it only
     // drops page-table entries of udax's own anonymous placeholder pages.
     if unsafe { libc::madvise(addr as *mut _, len, libc::MADV_DONTNEED) } != 0 {
@@ -203,7 +347,17 @@ pub fn discard(addr: usize, len: usize) -> Result<()> {
 }
 
 /// Change the protection of a range of a region.
-pub fn protect(addr: usize, len: usize, prot: Prot) -> Result<()> {
+///
+/// # Safety
+///
+/// `[addr, addr+len)` is page-aligned and lies in an address range the caller
+/// owns: a reservation from [`reserve`] (or a udax region made over one) that
+/// is not yet released; no live Rust reference into the range may be used for an access the new protection forbids.
+///
+/// # References
+///
+/// [mprotect(2)](https://man7.org/linux/man-pages/man2/mprotect.2.html)
+pub unsafe fn protect(addr: usize, len: usize, prot: Prot) -> Result<()> {
     // SAFETY: the range belongs to the caller's region.
     if unsafe { libc::mprotect(addr as *mut _, len, prot.bits()) } != 0 {
         return Err(Error::last_os_error());
@@ -211,8 +365,48 @@ pub fn protect(addr: usize, len: usize, prot: Prot) -> Result<()> {
     Ok(())
 }
 
+/// Make `[addr, addr+len)` inaccessible (a load or store gets SIGSEGV), as
+/// `munmap` would, but keep the address range reserved: a fresh `PROT_NONE`
+/// reservation replaces the pages atomically.
+///
+/// # Safety
+///
+/// `[addr, addr+len)` is page-aligned and lies in an address range the caller
+/// owns: a reservation from [`reserve`] (or a udax region made over one) that
+/// is not yet released; what was there is discarded, so no live Rust reference
+/// may point into it.
+///
+/// # References
+///
+/// [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html) (`MAP_FIXED`, `PROT_NONE`)
+pub unsafe fn make_inaccessible(addr: usize, len: usize) -> Result<()> {
+    // SAFETY: the caller owns the range (this function's contract); MAP_FIXED
+    // replaces only those pages.
+    check(unsafe {
+        libc::mmap(
+            addr as *mut _,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    })?;
+    Ok(())
+}
+
 /// Release a range of address space.
-pub fn unmap(addr: usize, len: usize) {
+///
+/// # Safety
+///
+/// `[addr, addr+len)` is page-aligned and lies in an address range the caller
+/// owns: a reservation from [`reserve`] (or a udax region made over one) that
+/// is not yet released; after the call nothing may refer to the range (it may be reused by any later mapping).
+///
+/// # References
+///
+/// [munmap(2)](https://man7.org/linux/man-pages/man2/munmap.2.html)
+pub unsafe fn unmap(addr: usize, len: usize) {
     // SAFETY: the range belongs to the caller's region, which is being released;
     // nothing of udax refers to it afterwards.
     unsafe { libc::munmap(addr as *mut _, len) };
@@ -322,8 +516,8 @@ mod tests {
     fn non_zero_pages_finds_a_private_copy_among_zero_pages() {
         let u = Uffd::open().unwrap();
         let len = 16 * PAGE;
-        let a = reserve(len, PAGE, 0).unwrap();
-        place_placeholder(&u, a, len, Prot::ReadWrite).unwrap();
+        let area = Area::reserve(&u, len, PAGE, 0, Prot::ReadWrite).unwrap();
+        let a = area.base();
         u.zeropage(a, len, true).unwrap();
         // No protection yet: a store makes a private copy of the zero page.
         // SAFETY: inside the placeholder just made.
@@ -331,6 +525,7 @@ mod tests {
         let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
         let v = non_zero_pages(pm.as_raw_fd(), a, len).unwrap();
         assert_eq!(v, vec![a + 5 * PAGE..a + 6 * PAGE]);
-        unmap(a, len);
+        // SAFETY: the test's own area, not used after this.
+        unsafe { unmap(a, len) };
     }
 }

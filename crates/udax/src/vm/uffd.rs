@@ -5,7 +5,10 @@
 //! negotiation, register, zero-page, write-protect, poison, wake and reading
 //! messages. Structures and ioctl numbers come from linux-raw-sys; the two it
 //! lacks (`UFFDIO_POISON`) are built here from the `_IOWR` encoding.
-#![allow(unsafe_code)]
+#![allow(
+    unsafe_code,
+    reason = "userfaultfd ioctls on structures from linux-raw-sys"
+)]
 
 use linux_raw_sys::general as g;
 use linux_raw_sys::ioctl as io;
