@@ -504,7 +504,7 @@ fn may_overwrite(dev: &str, d: &dyn Device, size: Option<u64>, force: bool) -> A
                 sb.uuid_str()
             ))
         }
-        Err(udax::Error::Format(udax::format::FormatError::UnsupportedVersion(v))) if !force => {
+        Err(udax::Error::Format(udax::layout::FormatError::UnsupportedVersion(v))) if !force => {
             return Err(format!(
                 "{dev} holds a udax file system of format version {v}: use --force to overwrite it"
             ))

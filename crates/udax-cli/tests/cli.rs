@@ -573,7 +573,7 @@ fn mkfs_refuses_a_udax_file_system_of_another_format_version_without_force() {
     for at in [0usize, 4096] {
         let mut sb = img[at..at + 512].to_vec();
         sb[8..12].copy_from_slice(&1u32.to_le_bytes());
-        let c = udax::format::codec::crc(at as u64, &sb[..508]);
+        let c = udax::layout::crc(at as u64, &sb[..508]);
         sb[508..].copy_from_slice(&c.to_le_bytes());
         patch(dev, at as u64, &sb);
     }

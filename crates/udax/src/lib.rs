@@ -29,20 +29,54 @@
 //! memory or emit cache-flush instructions; each block carries a `// SAFETY:` note.
 #![deny(unsafe_code)]
 
-pub mod alloc;
-pub mod dax;
+pub(crate) mod alloc;
+pub(crate) mod dax;
 pub mod device;
-pub mod format;
+pub(crate) mod format;
 pub mod fs;
-pub mod journal;
-pub mod sync;
-pub mod vm;
+pub(crate) mod journal;
+pub(crate) mod sync;
+pub(crate) mod vm;
 
-pub use dax::{persist, MapFlags};
+pub use dax::{persist, stats, MapFlags, Pin};
 pub use device::{Device, DeviceError, DeviceInfo, DeviceKind, PersistenceDomain};
 pub use fs::{Error, Mapping, Result};
 pub use vm::signals::install as install_sigbus_handler;
 pub use vm::{Prot, VmStats};
+
+/// The process's SIGBUS/SIGSEGV handler, for programs and shims that install
+/// their own handlers and must chain to (or around) udax's.
+pub mod signals {
+    pub use crate::vm::signals::{chained_to, install, is_ours};
+}
+
+/// Read-only views of the on-device layout, for inspection tools and tests
+/// that check or deliberately damage an image (docs/format.md is the byte
+/// map). Nothing here writes a device.
+pub mod layout {
+    pub use crate::format::codec::crc;
+    pub use crate::format::{
+        decode_checkpoint_header, decode_log_header, CheckpointHeader, FormatError, Geometry,
+        LogHeader, Superblock, LOG_HEADER_SIZE,
+    };
+}
+
+/// What the fault engine of this process can do, as found when it started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// The kernel reports minor faults on shmem to userfaultfd (Linux 5.14+):
+    /// read-only mappings of a memfd or tmpfs device open map-ahead windows.
+    pub minor_faults_on_shmem: bool,
+}
+
+/// Start the fault engine (if not yet started) and say what it can do. Fails
+/// where userfaultfd is not available (see docs/limits.md).
+pub fn engine_info() -> std::result::Result<EngineInfo, String> {
+    let eng = vm::engine()?;
+    Ok(EngineInfo {
+        minor_faults_on_shmem: eng.uffd.has_minor_shmem(),
+    })
+}
 
 /// File-system block size: the unit of allocation and of the smallest mapping.
 pub const BLOCK_SIZE: u64 = 4096;

@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use std::sync::{Arc, OnceLock};
 use udax::device::{Device, RamDevice};
-use udax::format::Geometry;
 use udax::fs::{fsck, Fs, MkfsOptions, OpenOptions};
+use udax::layout::Geometry;
 use udax::Error;
 
 const SIZE: u64 = 4 << 20;

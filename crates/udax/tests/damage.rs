@@ -15,8 +15,8 @@ use common::{snapshot, Snapshot};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use udax::device::RamDevice;
-use udax::format::{decode_log_header, Geometry, LOG_HEADER_SIZE};
 use udax::fs::{fsck, fsck_repair, Fs, MkfsOptions, MountOptions, OpenOptions};
+use udax::layout::{decode_log_header, Geometry, LOG_HEADER_SIZE};
 use udax::Error;
 
 const SIZE: u64 = 4 << 20;
@@ -308,7 +308,7 @@ fn f8_every_record_of_the_active_checkpoint_body_is_checked_with_its_offset() {
     // that record, and fsck reports it (no salvage reads a body that fails).
     let t = template();
     let slot = active_slot(t);
-    let hdr = udax::format::decode_checkpoint_header(
+    let hdr = udax::layout::decode_checkpoint_header(
         &t.img[slot as usize..slot as usize + 64],
         slot,
         t.geo.slot_bytes(),

@@ -211,7 +211,7 @@ fn m7_kernel_context_faults_are_counted_apart_from_user_faults() {
     assert_eq!(kernel_store(dst, b"from the kernel").unwrap(), 15);
     let s2 = fs.dax_stats();
     assert_eq!(s2.kernel_faults, s1.kernel_faults + 1, "{s2:?}");
-    assert!(udax::dax::stats().kernel_faults >= 1);
+    assert!(udax::stats().kernel_faults >= 1);
     // Resolved: a user load of that page faults no more.
     assert_eq!(
         &slice(&m)[(2 << 20) + 100..(2 << 20) + 115],

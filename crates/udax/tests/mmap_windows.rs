@@ -63,8 +63,8 @@ fn kernel_version() -> (u32, u32) {
 /// them there are no windows (mappings work as before): on an older kernel
 /// the tests say so and stop; on a newer one their absence is a failure.
 fn windows_supported() -> bool {
-    let eng = udax::vm::engine().expect("fault engine (needs userfaultfd; run as root)");
-    if eng.uffd.has_minor_shmem() {
+    let eng = udax::engine_info().expect("fault engine (needs userfaultfd; run as root)");
+    if eng.minor_faults_on_shmem {
         return true;
     }
     let v = kernel_version();

@@ -35,13 +35,12 @@ pub unsafe extern "C" fn sigaction(
         return fwd!(sigaction(sig, act, old));
     };
     // SAFETY: sigaction(2)'s contract: `act` is null or a valid sigaction.
-    let installs_ours =
-        !act.is_null() && udax::vm::signals::is_ours(unsafe { (*act).sa_sigaction });
-    if !udax::vm::signals::is_ours(cur.sa_sigaction) || installs_ours {
+    let installs_ours = !act.is_null() && udax::signals::is_ours(unsafe { (*act).sa_sigaction });
+    if !udax::signals::is_ours(cur.sa_sigaction) || installs_ours {
         // Not in front yet, or udax itself (re)installing its handler.
         return fwd!(sigaction(sig, act, old));
     }
-    let prev = udax::vm::signals::chained_to().unwrap_or(cur);
+    let prev = udax::signals::chained_to().unwrap_or(cur);
     if !act.is_null() {
         let r = fwd!(sigaction(sig, act, std::ptr::null_mut()));
         if r != 0 {

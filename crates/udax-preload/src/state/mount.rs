@@ -137,7 +137,7 @@ pub fn unmount_at_exit() {
             eprintln!(
                 "udax-preload: mmap counters: file system {:?}; fault engine {:?}",
                 fs.dax_stats(),
-                udax::dax::stats()
+                udax::stats()
             );
         }
         let keep = fs.clone();

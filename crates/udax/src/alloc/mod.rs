@@ -14,7 +14,8 @@
 //!
 //! Aged file systems thereby keep whole chunks for files that want 2 MiB mappings.
 
-pub mod aging;
+#[cfg(test)]
+mod aging;
 
 use crate::sync::Mutex;
 use crate::BLOCKS_PER_HUGE;
@@ -389,11 +390,6 @@ impl Allocator {
         }
         st.take(r);
         Ok(())
-    }
-
-    /// Take the specific range `r` if it is free.
-    pub fn alloc_exact(&self, r: BlockRange) -> Result<(), AllocError> {
-        self.mark_used(r)
     }
 
     /// Allocate `req.len` blocks, possibly as several ranges; all or nothing.

@@ -423,6 +423,7 @@ impl EntryIndex {
         v
     }
 
+    #[cfg(test)]
     pub fn get(&self, idx: u64) -> Option<(u64, Entry)> {
         Self::find(&self.map.lock(), idx)
     }

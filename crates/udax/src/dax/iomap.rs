@@ -39,18 +39,6 @@ pub enum IomapError {
     Failed { errno: i32, what: String },
 }
 
-impl IomapError {
-    /// The errno a caller would see.
-    pub fn errno(&self) -> i32 {
-        match self {
-            IomapError::NoSpace => libc::ENOSPC,
-            IomapError::Stale => libc::ENOENT,
-            IomapError::ReadOnly => libc::EROFS,
-            IomapError::Failed { errno, .. } => *errno,
-        }
-    }
-}
-
 /// One file, as the fault engine sees it. Calls may take the file system's
 /// locks: the caller holds no region state lock (entry locks and the
 /// invalidate lock come first in the lock order, docs/architecture.md).

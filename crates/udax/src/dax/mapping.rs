@@ -126,7 +126,6 @@ impl Map {
             area,
             first_page: offset / PAGE as u64,
             private: flags.private,
-            sync: flags.sync,
             dev_fd: dm.fd.as_raw_fd(),
             dev_page,
             owner,

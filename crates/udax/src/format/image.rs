@@ -229,6 +229,7 @@ fn encode_inode_payload(w: &mut Writer, ino: &InodeImage) {
 
 /// Parse the inode record at the start of `r` (a reader over the rest of the
 /// body); the reader is left after the record. Any other kind is an error.
+#[cfg(test)]
 pub fn parse_inode_record(r: &mut Reader<'_>, epoch: u64) -> Result<InodeImage, FormatError> {
     let at = r.device_offset();
     match parse_record(r, epoch)? {

@@ -27,16 +27,16 @@ mod superblock;
 
 pub use image::{
     decode_checkpoint_header, encode_badblocks_record, encode_checkpoint_header,
-    encode_inode_record, encode_refcount_record, inode_record_bytes, parse_inode_record,
-    parse_record, record_seed, Attr, CheckpointHeader, DirentImage, Extent, InodeImage, Record,
-    BADBLOCK_RANGE_BYTES, CKPT_HEADER_SIZE, CKPT_MAGIC, DIRENT_RECORD_BYTES, EXTENT_RECORD_BYTES,
-    RANGES_RECORD_BYTES, RECORD_HEADER, REFCOUNT_RANGE_BYTES,
+    encode_inode_record, encode_refcount_record, inode_record_bytes, parse_record, Attr,
+    CheckpointHeader, DirentImage, Extent, InodeImage, Record, BADBLOCK_RANGE_BYTES,
+    CKPT_HEADER_SIZE, DIRENT_RECORD_BYTES, EXTENT_RECORD_BYTES, RANGES_RECORD_BYTES,
+    REFCOUNT_RANGE_BYTES,
 };
 pub use ops::{
     decode_log_header, decode_log_tail, encode_log_record, encode_log_record_into, encode_log_tail,
     LogHeader, LogTail, Op, LOG_HEADER_SIZE, LOG_MAGIC, LOG_TAIL_SIZE, MAX_OP_BYTES,
 };
-pub use superblock::{Geometry, Superblock, MIN_DEVICE_BLOCKS};
+pub use superblock::{Geometry, Superblock};
 
 /// `b"UDAXFS01"`
 pub const SB_MAGIC: [u8; 8] = *b"UDAXFS01";

@@ -1,6 +1,7 @@
 //! A file's extent map ("iomap"): file block -> device block, or a hole.
 
-use crate::format::Extent;
+/// One extent: `len` blocks from file block `file_blk` at device block `dev_blk`.
+pub use crate::format::Extent;
 use std::collections::BTreeMap;
 
 /// What a file block maps to: the answer of the interface the fault engine

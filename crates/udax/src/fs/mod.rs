@@ -26,6 +26,10 @@ pub(crate) mod refs;
 pub(crate) mod state;
 mod types;
 
+/// Counters of the allocator and the journal ([`Fs::alloc_stats`],
+/// [`Fs::journal_stats`]).
+pub use crate::alloc::AllocStats;
+pub use crate::journal::JournalStats;
 pub use check::{fsck, fsck_repair, BadBlock, FsckReport, Problem};
 pub use error::{Error, Result};
 pub use file::File;
@@ -45,7 +49,7 @@ use crate::format::{
     RANGES_RECORD_BYTES, REFCOUNT_RANGE_BYTES, ROOT_INO, SUPERBLOCK_SIZE, S_IFDIR,
 };
 pub use crate::journal::Damage;
-use crate::journal::{self, Journal, JournalStats, Recovery};
+use crate::journal::{self, Journal, Recovery};
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard};
 use crate::BLOCK_SIZE;
 use state::{apply, Effects, InodeData, Inodes};

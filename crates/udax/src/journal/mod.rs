@@ -147,8 +147,6 @@ pub struct Loaded {
     /// Where the next record goes and its sequence number.
     pub head: u64,
     pub next_seq: u64,
-    /// Bytes of checkpoint body.
-    pub checkpoint_bytes: u64,
     /// A note for fsck when the log ended on a record that did not verify, or
     /// with records written after it that were never acknowledged (a torn
     /// tail after a crash; not an error).
@@ -642,7 +640,6 @@ pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, 
         next_seq: n as u64,
         records: scan.records,
         head: scan.head,
-        checkpoint_bytes: h.body_len,
         torn_tail_at: scan.torn.then_some(stop_at),
         unacknowledged: scan.unacknowledged,
         damage,
@@ -841,6 +838,7 @@ impl Journal {
     }
 
     /// Bytes of log in use (excluding reservations).
+    #[cfg(test)]
     pub fn log_used(&self) -> u64 {
         self.log.lock().head
     }
@@ -1145,7 +1143,6 @@ mod loom_tests {
                 records: Vec::new(),
                 head: MARKER_BYTES,
                 next_seq: 1,
-                checkpoint_bytes: 0,
                 torn_tail_at: None,
                 unacknowledged: 0,
                 damage: Vec::new(),

@@ -11,8 +11,15 @@
 #[cfg(not(loom))]
 mod imp {
     pub use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-    pub use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-    pub use std::sync::Arc;
+    #[allow(
+        unused_imports,
+        reason = "the facade's whole surface, the same under loom: some names are used only by the models"
+    )]
+    pub use std::sync::{
+        atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    };
+    #[allow(unused_imports, reason = "used only by the loom models")]
     pub use std::thread;
 }
 

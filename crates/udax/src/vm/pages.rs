@@ -106,6 +106,7 @@ impl PageRefs {
     }
 
     /// Blocks with a reference (for leak reports).
+    #[cfg(test)]
     pub fn total(&self) -> u64 {
         self.m
             .lock()

@@ -108,7 +108,6 @@ pub struct Region {
     /// File page shown at `base`.
     pub first_page: u64,
     pub private: bool,
-    pub sync: bool,
     /// The device: fd for mapping ranges, and its page size (2 MiB on hugetlbfs).
     pub dev_fd: RawFd,
     pub dev_page: u64,
