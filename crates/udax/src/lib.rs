@@ -30,11 +30,14 @@
 #![deny(unsafe_code)]
 
 pub(crate) mod alloc;
+pub mod client;
 pub(crate) mod dax;
 pub mod device;
 pub(crate) mod format;
 pub mod fs;
 pub(crate) mod journal;
+pub mod owner;
+pub mod proto;
 pub(crate) mod sync;
 pub(crate) mod vm;
 

@@ -13,15 +13,18 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first: a layer may name any layer before it, never
 /// one after it.
-const LAYERS: [&str; 8] = [
+const LAYERS: [&str; 11] = [
     "sync",    // the lock/atomic facade (std/parking_lot, or loom)
     "device",  // Device trait and backends
     "format",  // on-device byte layout and codecs
+    "proto",   // the owner protocol's messages and socket
     "alloc",   // extent allocator
     "journal", // metadata redo log
     "vm",      // user-space MMU: regions, userfaultfd engine, page references
     "dax",     // fault engine; asks the file system through `dax::iomap`
     "fs",      // the file system: implements `dax::iomap::DaxInode`
+    "owner",   // the device's owner process: serves clients from an embedded fs
+    "client",  // a client of an owner (starts one if asked)
 ];
 
 /// Upward edges still in the tree: (from, to, why). Each is a debt; the test

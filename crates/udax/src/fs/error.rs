@@ -53,6 +53,13 @@ pub enum Error {
     Format(crate::format::FormatError),
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// No owner answers for the device, or it went away (`ENOTCONN`).
+    #[error("not connected to the device's owner: {0}")]
+    NotConnected(String),
+    /// An error the device's owner reported, with an errno that has no
+    /// variant of its own.
+    #[error("{message}")]
+    Remote { errno: i32, message: String },
 }
 
 impl Error {
@@ -81,6 +88,29 @@ impl Error {
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             Error::Format(_) => libc::EINVAL,
             Error::Device(e) => e.errno(),
+            Error::NotConnected(_) => libc::ENOTCONN,
+            Error::Remote { errno, .. } => *errno,
+        }
+    }
+
+    /// The error an owner reported as `errno` and `message`: the variant of
+    /// that errno where it carries no text, else [`Error::Remote`].
+    pub fn from_remote(errno: i32, message: String) -> Error {
+        match errno {
+            libc::ENOENT => Error::NotFound,
+            libc::EEXIST => Error::Exists,
+            libc::ENOTEMPTY => Error::NotEmpty,
+            libc::EISDIR => Error::IsDir,
+            libc::ENOTDIR => Error::NotDir,
+            libc::ENAMETOOLONG => Error::NameTooLong,
+            libc::ENOSPC => Error::NoSpace,
+            libc::EBADF => Error::BadFd,
+            libc::EFBIG => Error::FileTooBig,
+            libc::EMLINK => Error::TooManyLinks,
+            libc::EXDEV => Error::CrossDevice,
+            libc::EROFS => Error::ReadOnly,
+            libc::EINTR => Error::Interrupted,
+            _ => Error::Remote { errno, message },
         }
     }
 }

@@ -1,0 +1,188 @@
+//! The socket under the protocol: `SOCK_SEQPACKET` unix sockets (one
+//! message per datagram, kept whole by the kernel), a descriptor passed with
+//! a message (SCM_RIGHTS), and the peer's credentials (SO_PEERCRED).
+
+use super::MAX_MESSAGE;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
+use std::io::{Error, ErrorKind, IoSlice, IoSliceMut, Result};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::Path;
+
+/// A new socket of the protocol's kind (close-on-exec).
+fn socket() -> Result<OwnedFd> {
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Listen on `path` (which must not exist).
+pub fn listen(path: &Path) -> Result<OwnedFd> {
+    let s = socket()?;
+    rustix::net::bind(&s, &SocketAddrUnix::new(path)?)?;
+    rustix::net::listen(&s, 64)?;
+    Ok(s)
+}
+
+/// Connect to the listener at `path`.
+pub fn connect(path: &Path) -> Result<OwnedFd> {
+    let s = socket()?;
+    rustix::net::connect(&s, &SocketAddrUnix::new(path)?)?;
+    Ok(s)
+}
+
+/// Accept a connection (close-on-exec).
+pub fn accept(listener: BorrowedFd<'_>) -> Result<OwnedFd> {
+    Ok(rustix::net::accept_with(listener, SocketFlags::CLOEXEC)?)
+}
+
+/// The peer's process id, user id and group id, as the kernel recorded
+/// them at `connect`.
+pub fn peer(sock: BorrowedFd<'_>) -> Result<(i32, u32, u32)> {
+    let c = rustix::net::sockopt::socket_peercred(sock)?;
+    Ok((c.pid.as_raw_nonzero().get(), c.uid.as_raw(), c.gid.as_raw()))
+}
+
+/// Send one message, with `fd` attached if given.
+pub fn send(sock: BorrowedFd<'_>, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds;
+    if let Some(fd) = fd {
+        fds = [fd];
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+    }
+    let n = rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(msg)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    if n != msg.len() {
+        return Err(Error::other(format!("sent {n} of {} bytes", msg.len())));
+    }
+    Ok(())
+}
+
+/// Receive one message and the descriptor sent with it, if any. `Ok(None)`
+/// when the peer has closed the connection, or sent an empty message (a
+/// `SOCK_SEQPACKET` receiver cannot tell the two apart; the protocol has no
+/// empty message). A message longer than
+/// [`MAX_MESSAGE`] is an error (`InvalidData`), as is more than one
+/// descriptor (all received ones are closed).
+pub fn recv(sock: BorrowedFd<'_>) -> Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let r = loop {
+        match rustix::net::recvmsg(
+            sock,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(it) = m {
+            fds.extend(it);
+        }
+    }
+    if r.bytes == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if r.flags.contains(ReturnFlags::TRUNC)
+        || r.flags.contains(ReturnFlags::CTRUNC)
+        || r.bytes > MAX_MESSAGE
+    {
+        return Err(Error::new(ErrorKind::InvalidData, "message too long"));
+    }
+    if fds.len() > 1 {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("{} descriptors with one message", fds.len()),
+        ));
+    }
+    buf.truncate(r.bytes);
+    Ok(Some((buf, fds.pop())))
+}
+
+/// Wait until `fd` is readable or `timeout_ms` passes (`-1`: no limit);
+/// true if readable (or hung up).
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> Result<bool> {
+    let mut p = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let t = (timeout_ms >= 0).then(|| rustix::time::Timespec {
+        tv_sec: (timeout_ms / 1000) as i64,
+        tv_nsec: (timeout_ms % 1000) as i64 * 1_000_000,
+    });
+    loop {
+        match rustix::event::poll(&mut p, t.as_ref()) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_message_and_its_descriptor_arrive_together() {
+        let (a, b) = pair();
+        let f = tempfile::tempfile().unwrap();
+        send(a.as_fd(), b"hello", Some(f.as_fd())).unwrap();
+        let (m, fd) = recv(b.as_fd()).unwrap().unwrap();
+        assert_eq!(m, b"hello");
+        let got = rustix::fs::fstat(fd.unwrap()).unwrap();
+        let want = rustix::fs::fstat(&f).unwrap();
+        assert_eq!((got.st_dev, got.st_ino), (want.st_dev, want.st_ino));
+    }
+
+    #[test]
+    fn a_closed_peer_reads_as_none() {
+        let (a, b) = pair();
+        drop(a);
+        assert!(recv(b.as_fd()).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_oversized_message_is_an_error() {
+        let (a, b) = pair();
+        send(a.as_fd(), &vec![1u8; MAX_MESSAGE + 10], None).unwrap();
+        let e = recv(b.as_fd()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn peer_credentials_are_this_process() {
+        let (a, _b) = pair();
+        let (pid, uid, _) = peer(a.as_fd()).unwrap();
+        assert_eq!(pid as u32, std::process::id());
+        assert_eq!(uid, rustix::process::getuid().as_raw());
+    }
+}

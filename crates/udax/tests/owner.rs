@@ -1,0 +1,332 @@
+//! The device's owner and its clients (issue 17, first slice;
+//! docs/multiprocess.md): admission with the device fd, metadata calls
+//! through the owner, hostile messages, idle exit. The owner runs on a
+//! thread of the test; the clients talk to it over its real socket.
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use udax::client::{Client, ConnectOptions};
+use udax::device::{self, Device, OpenOptions as DevOpen};
+use udax::fs::{Error, Fs, MkfsOptions};
+use udax::owner::{Owner, ServeOptions, Stopper};
+use udax::proto::{self, wire, Reply, Request};
+
+/// A formatted device file on /dev/shm (a tmpfs device, mappable) and a
+/// runtime directory for the socket; both removed on drop.
+struct Setup {
+    _dir: tempfile::TempDir,
+    dev: PathBuf,
+    run: PathBuf,
+}
+
+fn setup(mib: u64) -> Setup {
+    let dir = tempfile::Builder::new()
+        .prefix("udax-owner-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let dev = dir.path().join("dev.img");
+    let d: Arc<dyn Device> = device::open(
+        dev.to_str().unwrap(),
+        &DevOpen {
+            create_size: Some(mib << 20),
+        },
+    )
+    .unwrap();
+    Fs::mkfs(&*d, &MkfsOptions::default()).unwrap();
+    drop(d);
+    let run = dir.path().join("run");
+    Setup {
+        _dir: dir,
+        dev,
+        run,
+    }
+}
+
+/// An owner of `s`'s device serving on a thread; stopped and joined (its
+/// result checked) on drop.
+struct Serving {
+    stop: Stopper,
+    socket: PathBuf,
+    thread: Option<std::thread::JoinHandle<udax::Result<()>>>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop.stop();
+        if let Some(t) = self.thread.take() {
+            let r = t.join().expect("owner thread panicked");
+            if !std::thread::panicking() {
+                r.expect("owner run");
+            }
+        }
+    }
+}
+
+fn serve(s: &Setup, idle: Option<Duration>) -> Serving {
+    let o = Owner::new(
+        &s.dev,
+        &ServeOptions {
+            idle,
+            runtime_dir: Some(s.run.clone()),
+        },
+    )
+    .expect("owner");
+    let (stop, socket) = (o.stopper(), o.socket().to_path_buf());
+    Serving {
+        stop,
+        socket,
+        thread: Some(std::thread::spawn(move || o.run())),
+    }
+}
+
+fn opts(s: &Setup, write: bool) -> ConnectOptions {
+    ConnectOptions {
+        write,
+        runtime_dir: Some(s.run.clone()),
+        ..Default::default()
+    }
+}
+
+fn access_mode(fd: std::os::fd::BorrowedFd<'_>) -> rustix::fs::OFlags {
+    rustix::fs::fcntl_getfl(fd).unwrap() & rustix::fs::OFlags::RWMODE
+}
+
+#[test]
+fn mp_client_changes_metadata_through_the_owner_and_it_persists() {
+    let _w = common::Watchdog::start(60, "owner round trips");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let c = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    c.mkdir("/d", 0o755).unwrap();
+    c.create("/d/a", 0o644).unwrap();
+    c.create("/d/b", 0o600).unwrap();
+    c.rename("/d/b", "/d/c").unwrap();
+    assert!(matches!(c.create("/d/a", 0o644), Err(Error::Exists)));
+    assert!(matches!(c.stat("/d/b"), Err(Error::NotFound)));
+    let st = c.stat("/d/c").unwrap();
+    assert!(st.is_file());
+    assert_eq!(st.mode & 0o777, 0o600);
+    let mut names: Vec<String> = c
+        .read_dir("/d")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "c"]);
+    c.unlink("/d/a").unwrap();
+    assert!(matches!(c.rmdir("/d"), Err(Error::NotEmpty)));
+    assert!(c.statfs().unwrap().free_blocks > 0);
+    assert!(c.ping().unwrap() < Duration::from_secs(1));
+    drop(c);
+    drop(o);
+    // The owner checkpointed and let go of the device: an embedded mount
+    // sees what the client did.
+    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let fs = Fs::mount(d).unwrap();
+    assert!(fs.stat("/d/c").unwrap().is_file());
+    assert!(matches!(fs.stat("/d/a"), Err(Error::NotFound)));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn mp_the_owner_holds_the_device_an_embedded_mount_is_refused() {
+    let _w = common::Watchdog::start(60, "device lock");
+    let s = setup(16);
+    let _o = serve(&s, None);
+    match device::open(s.dev.to_str().unwrap(), &DevOpen::default()) {
+        Err(e) => assert_eq!(e.errno(), libc::EBUSY, "{e}"),
+        Ok(d) => panic!("opened a served device: {:?}", d.info()),
+    }
+}
+
+#[test]
+fn mp_admission_hands_over_the_device_read_write_or_read_only() {
+    let _w = common::Watchdog::start(60, "admission");
+    let s = setup(16);
+    let _o = serve(&s, None);
+    let rw = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    assert!(!rw.is_read_only());
+    assert_eq!(access_mode(rw.device_fd()), rustix::fs::OFlags::RDWR);
+    let ro = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    assert!(ro.is_read_only());
+    assert_eq!(access_mode(ro.device_fd()), rustix::fs::OFlags::RDONLY);
+    // Both are the device file.
+    let want = std::fs::metadata(&s.dev).unwrap();
+    for c in [&rw, &ro] {
+        let st = rustix::fs::fstat(c.device_fd()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((st.st_dev, st.st_ino), (want.dev(), want.ino()));
+    }
+}
+
+#[test]
+fn mp_no_owner_is_not_connected_with_advice() {
+    let s = setup(16);
+    match Client::connect(&s.dev, &opts(&s, true)) {
+        Err(e @ Error::NotConnected(_)) => {
+            assert_eq!(e.errno(), libc::ENOTCONN);
+            assert!(e.to_string().contains("udax serve"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A raw connection to the owner, for messages no client would send.
+fn raw(o: &Serving) -> std::os::fd::OwnedFd {
+    wire::connect(&o.socket).unwrap()
+}
+
+fn exchange(sock: &std::os::fd::OwnedFd, msg: &[u8]) -> Option<Reply> {
+    wire::send(sock.as_fd(), msg, None).unwrap();
+    let (m, _) = wire::recv(sock.as_fd()).unwrap()?;
+    Some(Reply::decode(&m).unwrap().1)
+}
+
+#[test]
+fn mp_hostile_messages_get_an_error_and_the_owner_keeps_serving() {
+    let _w = common::Watchdog::start(60, "hostile messages");
+    let s = setup(16);
+    let o = serve(&s, None);
+    let good = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let bad = raw(&o);
+    let hello = Request::Hello {
+        version: proto::VERSION,
+        write: true,
+    }
+    .encode(1);
+    assert!(matches!(exchange(&bad, &hello), Some(Reply::Hello { .. })));
+    // Garbage, a truncated message, a bad version, an unknown kind, a path
+    // with a NUL, an over-long message: each gets an error, and the
+    // connection goes on.
+    let mut wrong_version = Request::Ping.encode(2);
+    wrong_version[4] = 9;
+    let mut unknown = Request::Ping.encode(3);
+    unknown[6] = 77;
+    let mut nul = Request::Stat {
+        path: b"/ab".to_vec(),
+    }
+    .encode(4);
+    let n = nul.len();
+    nul[n - 1] = 0;
+    let msgs: Vec<Vec<u8>> = vec![
+        b"garbage".to_vec(),
+        hello[..10].to_vec(),
+        wrong_version,
+        unknown,
+        nul,
+        vec![0u8; proto::MAX_MESSAGE + 100],
+    ];
+    for m in &msgs {
+        match exchange(&bad, m) {
+            Some(Reply::Error { errno, .. }) => assert!(errno > 0),
+            other => panic!("{} bytes: {other:?}", m.len()),
+        }
+    }
+    assert_eq!(exchange(&bad, &Request::Ping.encode(9)), Some(Reply::Pong));
+    // An empty datagram reads as the end of the connection (a
+    // SOCK_SEQPACKET receiver cannot tell them apart): the owner closes it.
+    assert_eq!(exchange(&bad, &[]), None);
+    // The well-behaved client never noticed.
+    good.mkdir("/still", 0o755).unwrap();
+    assert!(good.stat("/still").unwrap().is_dir());
+}
+
+#[test]
+fn mp_a_request_before_hello_is_refused_and_the_connection_closed() {
+    let _w = common::Watchdog::start(60, "hello first");
+    let s = setup(16);
+    let o = serve(&s, None);
+    let sock = raw(&o);
+    match exchange(
+        &sock,
+        &Request::Stat {
+            path: b"/".to_vec(),
+        }
+        .encode(1),
+    ) {
+        Some(Reply::Error { errno, .. }) => assert_eq!(errno, libc::EPROTO),
+        other => panic!("{other:?}"),
+    }
+    // Closed: the next receive sees the end (or the send fails).
+    let _ = wire::send(sock.as_fd(), &Request::Ping.encode(2), None);
+    assert!(matches!(wire::recv(sock.as_fd()), Ok(None) | Err(_)));
+}
+
+#[test]
+fn mp_the_owner_exits_when_idle_and_lets_go_of_the_device() {
+    let _w = common::Watchdog::start(60, "idle exit");
+    let s = setup(16);
+    let o = Owner::new(
+        &s.dev,
+        &ServeOptions {
+            idle: Some(Duration::from_millis(300)),
+            runtime_dir: Some(s.run.clone()),
+        },
+    )
+    .unwrap();
+    let socket = o.socket().to_path_buf();
+    let t = std::thread::spawn(move || o.run());
+    {
+        let c = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+        // Connected for longer than the idle time: not idle.
+        std::thread::sleep(Duration::from_millis(600));
+        c.mkdir("/x", 0o755).unwrap();
+    }
+    t.join().unwrap().unwrap();
+    assert!(!socket.exists(), "socket removed at exit");
+    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let fs = Fs::mount(d).unwrap();
+    assert!(fs.stat("/x").unwrap().is_dir());
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn mp_a_directory_larger_than_one_message_is_listed_whole() {
+    let _w = common::Watchdog::start(120, "paged read_dir");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let c = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    c.mkdir("/big", 0o755).unwrap();
+    // 200-byte names: ~211 bytes per entry, so 400 entries need 2 replies.
+    let n = 400;
+    for i in 0..n {
+        c.create(&format!("/big/{i:0>200}"), 0o644).unwrap();
+    }
+    let got = c.read_dir("/big").unwrap();
+    assert_eq!(got.len(), n);
+    let mut names: Vec<&str> = got.iter().map(|e| e.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), n, "no entry twice");
+    drop(c);
+    drop(o);
+}
+
+#[test]
+fn mp_a_copy_of_the_image_is_not_mistaken_for_the_served_device() {
+    let _w = common::Watchdog::start(60, "uuid clash");
+    let s = setup(16);
+    let copy: PathBuf = s.dev.with_file_name("copy.img");
+    std::fs::copy(&s.dev, &copy).unwrap();
+    let _o = serve(&s, None);
+    // Same UUID, so the same socket: the client sees the fd is not its file.
+    match Client::connect(&copy, &opts(&s, true)) {
+        Err(e @ Error::NotConnected(_)) => assert!(e.to_string().contains("same UUID"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // And a second owner for the copy refuses to take over the socket.
+    let e = Owner::new(
+        Path::new(&copy),
+        &ServeOptions {
+            idle: None,
+            runtime_dir: Some(s.run.clone()),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.errno(), libc::EBUSY, "{e}");
+}
