@@ -142,13 +142,14 @@ fn sqlite_script(n: usize, bulk: bool) -> String {
     sql
 }
 
-pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> Result<(), String> {
+pub(super) fn run(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>, String> {
+    let mut out = Vec::new();
     let Some(so) = shim_so() else {
         eprintln!(
             "P8: skipped, libudax_preload.so not found next to udax \
              (cargo build --release -p udax-preload, or set UDAX_PRELOAD_SO)"
         );
-        return Ok(());
+        return Ok(out);
     };
     let tmp = tempfile::tempdir_in(tmpfs).map_err(|err| format!("{}: {err}", tmpfs.display()))?;
     let mount = format!("/udax-bench-{}", std::process::id());
@@ -298,7 +299,7 @@ pub(super) fn p8(quick: bool, reps: usize, tmpfs: &Path, out: &mut Vec<Res>) -> 
         Some(b),
         None,
     ));
-    Ok(())
+    Ok(out)
 }
 
 /// The `--pread-loop PATH N` child: N one-byte preads of PATH through libc
