@@ -3,9 +3,11 @@
 mod bench;
 mod demo;
 mod demo_mmap;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use serve::Meta;
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -169,6 +171,27 @@ enum Cmd {
     },
     /// Show space usage.
     Df { dev: String },
+    /// Serve DEV to many processes: this process becomes the device's owner
+    /// (it mounts DEV and makes every metadata change), and other processes
+    /// (ls, stat, mkdir, rm, mv, df of this tool, the library's
+    /// `udax::client`) talk to it over a unix socket named after the file
+    /// system's UUID in the runtime directory ($UDAX_RUNTIME_DIR, /run/udax
+    /// for root, else $XDG_RUNTIME_DIR/udax). Only a process that could open
+    /// DEV itself is admitted. See docs/multiprocess.md.
+    ///
+    /// Without --foreground it starts the owner detached (log in the runtime
+    /// directory) and returns once it answers. SIGINT/SIGTERM stop it with a
+    /// checkpoint.
+    Serve {
+        dev: String,
+        /// Stay in the foreground (for service managers), logging to stderr.
+        #[arg(long)]
+        foreground: bool,
+        /// Exit (after a checkpoint) when no client has been connected for
+        /// this many seconds; 0: never.
+        #[arg(long, default_value = "30")]
+        idle: u64,
+    },
     /// Emulate a media error (poison) at device bytes OFFSET..OFFSET+LEN: the
     /// data there is lost, the blocks join the persistent bad-block table, and
     /// every owner is reported (files, metadata, or free). Reading the range
@@ -235,11 +258,15 @@ fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> AnyResult<T> {
 }
 
 fn open_dev(spec: &str, create_size: Option<u64>) -> AnyResult<Arc<dyn Device>> {
-    device::open(spec, &device::OpenOptions { create_size }).map_err(|e| match e {
+    device::open(spec, &device::OpenOptions { create_size }).map_err(|e| open_error(spec, e))
+}
+
+fn open_error(spec: &str, e: udax::DeviceError) -> String {
+    match e {
         // It names the device already.
         udax::DeviceError::Open { .. } => e.to_string(),
         e => format!("{spec}: {e}"),
-    })
+    }
 }
 
 /// The mount options of this run (--read-only, --salvage).
@@ -249,18 +276,27 @@ static EXIT_CODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new
 
 fn mount(spec: &str) -> AnyResult<Fs> {
     let dev = open_dev(spec, None)?;
-    mount_dev(dev, spec, &MOUNT_OPTS.get().copied().unwrap_or_default())
+    mount_dev(dev, spec, &mount_options(false))
 }
 
-/// Mount for a command that only looks (ls, cat, stat, df, info, the source
-/// of a copy out): read-only whatever the flags say, so a look never writes.
+/// The mount options of this run; for a command that only looks (ls, cat,
+/// stat, df, info, the source of a copy out, `look`) read-only whatever the
+/// flags say, so a look never writes.
+fn mount_options(look: bool) -> MountOptions {
+    let o = MOUNT_OPTS.get().copied().unwrap_or_default();
+    if look {
+        MountOptions {
+            read_only: true,
+            salvage: o.salvage,
+        }
+    } else {
+        o
+    }
+}
+
+/// Mount for a command that only looks: see [`mount_options`].
 fn mount_ro(spec: &str) -> AnyResult<Fs> {
-    let salvage = MOUNT_OPTS.get().is_some_and(|o| o.salvage);
-    let opts = MountOptions {
-        read_only: true,
-        salvage,
-    };
-    mount_dev(open_dev(spec, None)?, spec, &opts)
+    mount_dev(open_dev(spec, None)?, spec, &mount_options(true))
 }
 
 fn mount_dev(dev: Arc<dyn Device>, spec: &str, opts: &MountOptions) -> AnyResult<Fs> {
@@ -537,7 +573,7 @@ fn ends_in_dot(path: &str) -> bool {
     )
 }
 
-fn remove_tree(fs: &Fs, path: &str) -> Result<(), udax::Error> {
+fn remove_tree(fs: &Meta, path: &str) -> Result<(), udax::Error> {
     if fs.stat(path)?.is_dir() {
         for e in fs.read_dir(path)? {
             remove_tree(fs, &format!("{}/{}", path.trim_end_matches('/'), e.name))?;
@@ -633,6 +669,11 @@ fn run(cli: Cli) -> AnyResult<()> {
             ctx(fs.unmount(), &dev)?;
         }
         Cmd::Df { dev } => df_cmd(dev)?,
+        Cmd::Serve {
+            dev,
+            foreground,
+            idle,
+        } => serve::serve_cmd(&dev, foreground, idle)?,
         Cmd::Demo => demo::run()?,
         Cmd::Bench(args) => bench::run(&args)?,
     }
@@ -667,13 +708,12 @@ fn mv_cmd(src: &str, dst: &str, def: Option<&str>) -> AnyResult<()> {
     if !same_device(&s.dev, &d.dev) {
         return Err(format!("{src} -> {dst}: {}", udax::Error::CrossDevice));
     }
-    let fs = mount(&s.dev)?;
+    let fs = Meta::open(&s.dev, false)?;
     ctx(
         fs.rename(&s.path, &d.path),
         &format!("{} -> {}", s.path, d.path),
     )?;
-    ctx(fs.unmount(), &s.dev)?;
-    Ok(())
+    fs.finish(&s.dev)
 }
 
 /// `udax truncate`.
@@ -734,7 +774,7 @@ fn info_cmd(dev: String, json: bool) -> AnyResult<()> {
 /// `udax ls`.
 fn ls_cmd(t: String, long: bool, def: Option<&str>) -> AnyResult<()> {
     let t = target(&t, def)?;
-    let fs = mount_ro(&t.dev)?;
+    let fs = Meta::open(&t.dev, true)?;
     for e in ctx(fs.read_dir(&t.path), &t.path)? {
         if long {
             let p = format!("{}/{}", t.path.trim_end_matches('/'), e.name);
@@ -758,8 +798,28 @@ fn ls_cmd(t: String, long: bool, def: Option<&str>) -> AnyResult<()> {
 /// `udax stat`.
 fn stat_cmd(t: String, json: bool, mmap: bool, def: Option<&str>) -> AnyResult<()> {
     let t = target(&t, def)?;
-    let fs = mount_ro(&t.dev)?;
-    let st = ctx(fs.stat(&t.path), &t.path)?;
+    let m = Meta::open(&t.dev, true)?;
+    let st = ctx(m.stat(&t.path), &t.path)?;
+    let Some(fs) = m.local() else {
+        // Served by an owner: the attributes only (the owner protocol does
+        // not carry extents, media errors or sharing yet).
+        if mmap {
+            return Err(format!(
+                "{}: stat --mmap needs the device free (an owner serves it)",
+                t.dev
+            ));
+        }
+        if json {
+            let j = serde_json::to_value(st).unwrap_or_default();
+            println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+        } else {
+            print_stat(&t.path, &st, None);
+            println!(
+                "  (served by the device's owner: extents, sharing and media errors not shown)"
+            );
+        }
+        return Ok(());
+    };
     let (poisoned, extents, shared) = if st.is_file() {
         let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
         (f.poisoned_ranges(), f.extents(), f.shared_blocks())
@@ -807,26 +867,7 @@ fn stat_cmd(t: String, json: bool, mmap: bool, def: Option<&str>) -> AnyResult<(
                 s.faults, s.kernel_faults, s.pmd_maps, s.pte_maps, s.zero_maps, s.windows, s.continued
             );
         }
-        println!("  file: {}", t.path);
-        println!(
-            "  type: {}  mode: {:o}  inode: {}  links: {}",
-            if st.is_dir() {
-                "directory"
-            } else {
-                "regular file"
-            },
-            st.mode & 0o7777,
-            st.ino,
-            st.nlink
-        );
-        println!(
-            "  size: {}  blocks (512 B): {}  io block: {}  shared (reflink): {} blocks",
-            st.size, st.blocks, st.blksize, shared
-        );
-        println!(
-            "  mtime: {} ns  ctime: {} ns  btime: {} ns",
-            st.mtime_ns, st.ctime_ns, st.btime_ns
-        );
+        print_stat(&t.path, &st, Some(shared));
         if !poisoned.is_empty() {
             let list: Vec<String> = poisoned
                 .iter()
@@ -836,6 +877,34 @@ fn stat_cmd(t: String, json: bool, mmap: bool, def: Option<&str>) -> AnyResult<(
         }
     }
     Ok(())
+}
+
+/// The attribute lines of `udax stat` (with the shared block count if known).
+fn print_stat(path: &str, st: &udax::fs::Stat, shared: Option<u64>) {
+    println!("  file: {path}");
+    println!(
+        "  type: {}  mode: {:o}  inode: {}  links: {}",
+        if st.is_dir() {
+            "directory"
+        } else {
+            "regular file"
+        },
+        st.mode & 0o7777,
+        st.ino,
+        st.nlink
+    );
+    print!(
+        "  size: {}  blocks (512 B): {}  io block: {}",
+        st.size, st.blocks, st.blksize
+    );
+    match shared {
+        Some(n) => println!("  shared (reflink): {n} blocks"),
+        None => println!(),
+    }
+    println!(
+        "  mtime: {} ns  ctime: {} ns  btime: {} ns",
+        st.mtime_ns, st.ctime_ns, st.btime_ns
+    );
 }
 
 /// `udax cat`.
@@ -898,7 +967,7 @@ fn dedupe_cmd(
 /// `udax mkdir`.
 fn mkdir_cmd(t: String, parents: bool, def: Option<&str>) -> AnyResult<()> {
     let t = target(&t, def)?;
-    let fs = mount(&t.dev)?;
+    let fs = Meta::open(&t.dev, false)?;
     if parents {
         let mut p = String::new();
         for c in t.path.split('/').filter(|c| !c.is_empty()) {
@@ -912,8 +981,7 @@ fn mkdir_cmd(t: String, parents: bool, def: Option<&str>) -> AnyResult<()> {
     } else {
         ctx(fs.mkdir(&t.path, 0o755), &t.path)?;
     }
-    ctx(fs.unmount(), &t.dev)?;
-    Ok(())
+    fs.finish(&t.dev)
 }
 
 /// `udax rm`.
@@ -925,7 +993,7 @@ fn rm_cmd(arg: String, recursive: bool, def: Option<&str>) -> AnyResult<()> {
             "refusing to remove '.' or '..' directory: skipping '{arg}'"
         ));
     }
-    let fs = mount(&t.dev)?;
+    let fs = Meta::open(&t.dev, false)?;
     let root = ctx(fs.stat("/"), &t.dev)?.ino;
     if recursive && fs.stat(&t.path).is_ok_and(|st| st.ino == root) {
         return Err(format!(
@@ -937,8 +1005,7 @@ fn rm_cmd(arg: String, recursive: bool, def: Option<&str>) -> AnyResult<()> {
     } else {
         ctx(fs.unlink(&t.path), &t.path)?;
     }
-    ctx(fs.unmount(), &t.dev)?;
-    Ok(())
+    fs.finish(&t.dev)
 }
 
 /// `udax fallocate`.
@@ -1061,8 +1128,8 @@ fn inject_poison_cmd(dev: String, offset: String, len: String, json: bool) -> An
 
 /// `udax df`.
 fn df_cmd(dev: String) -> AnyResult<()> {
-    let fs = mount_ro(&dev)?;
-    let s = fs.statfs();
+    let fs = Meta::open(&dev, true)?;
+    let s = ctx(fs.statfs(), &dev)?;
     let used = s.data_blocks - s.free_blocks;
     println!(
         "{:<24} {:>12} {:>12} {:>12} {:>5}",

@@ -1,0 +1,230 @@
+//! `udax serve` and the CLI as a client of a device's owner, with real
+//! processes (issue 17, first slice; docs/multiprocess.md).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Env {
+    dir: tempfile::TempDir,
+    dev: String,
+    run: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        // Others may traverse (the unprivileged client of one test).
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dev = dir.path().join("u.img").to_str().unwrap().to_string();
+        let run = dir.path().join("run");
+        let e = Env { dir, dev, run };
+        e.ok(&["mkfs", &e.dev, "--size", "64M"]);
+        e
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_udax"));
+        c.args(args)
+            .env_remove("UDAX_DEVICE")
+            .env("UDAX_RUNTIME_DIR", &self.run);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run udax")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "udax {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn at(&self, p: &str) -> String {
+        format!("{}:{p}", self.dev)
+    }
+
+    /// The one socket in the runtime directory, once it exists.
+    fn socket(&self, within: Duration) -> Option<PathBuf> {
+        let t = Instant::now();
+        loop {
+            if let Ok(rd) = std::fs::read_dir(&self.run) {
+                for e in rd.flatten() {
+                    if e.path().extension().is_some_and(|x| x == "sock") {
+                        return Some(e.path());
+                    }
+                }
+            }
+            if t.elapsed() >= within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `udax serve --foreground` as a child; waits until its socket exists.
+    fn serve_foreground(&self, idle: &str) -> Owner {
+        let child = self
+            .cmd(&["serve", "--foreground", "--idle", idle, &self.dev])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = Owner(child);
+        assert!(self.socket(Duration::from_secs(20)).is_some(), "no socket");
+        o
+    }
+}
+
+/// An owner process, killed if a test fails before it stops it.
+struct Owner(Child);
+
+impl Owner {
+    fn term(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on the pid of our own child, which has not been
+        // reaped (we hold the Child), so the pid is not reused.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        wait_for(&mut self.0, Duration::from_secs(20))
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(c: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st;
+        }
+        assert!(t.elapsed() < within, "process {} did not exit", c.id());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn mp_cli_commands_go_through_the_owner_while_it_holds_the_device() {
+    let e = Env::new();
+    let o = e.serve_foreground("0");
+    e.ok(&["mkdir", "-p", &e.at("/a/b")]);
+    e.ok(&["mkdir", &e.at("/c")]);
+    e.ok(&["mv", &e.at("/c"), &e.at("/a/d")]);
+    let ls = e.ok(&["ls", &e.at("/a")]);
+    assert_eq!(ls.lines().collect::<Vec<_>>(), ["b", "d"], "{ls}");
+    let ls = e.ok(&["ls", "-l", &e.at("/a")]);
+    assert!(ls.contains("drwxr-xr-x"), "{ls}");
+    let st = e.ok(&["stat", "--json", &e.at("/a/b")]);
+    let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    assert_eq!(v["mode"].as_u64().unwrap() & 0o170000, 0o040000);
+    assert!(e
+        .ok(&["stat", &e.at("/a")])
+        .contains("served by the device's owner"));
+    assert!(e.ok(&["df", &e.dev]).contains("use%"));
+    e.ok(&["rm", "-r", &e.at("/a/d")]);
+    // What the owner protocol does not carry yet is refused, not faked.
+    let cat = e.run(&["cat", &e.at("/a")]);
+    assert!(!cat.status.success());
+    assert!(String::from_utf8_lossy(&cat.stderr).contains("busy"));
+    assert!(o.term().success(), "the owner exits 0 on SIGTERM");
+    assert!(e.socket(Duration::ZERO).is_none(), "socket removed");
+    // The device is free again; the changes are there.
+    let ls = e.ok(&["ls", &e.at("/a")]);
+    assert_eq!(ls.lines().collect::<Vec<_>>(), ["b"], "{ls}");
+    assert!(e.ok(&["fsck", &e.dev]).contains("clean"));
+}
+
+#[test]
+fn mp_serve_detaches_and_exits_when_idle() {
+    let e = Env::new();
+    let out = e.ok(&["serve", "--idle", "1", &e.dev]);
+    let _ = out;
+    let sock = e
+        .socket(Duration::ZERO)
+        .expect("socket exists when serve returns");
+    e.ok(&["mkdir", &e.at("/x")]);
+    // A second `serve` finds it running.
+    let again = e.run(&["serve", &e.dev]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already served"));
+    // Idle for a second: it checkpoints and exits, and the device is free.
+    let t = Instant::now();
+    while sock.exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "owner still running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    loop {
+        let o = e.run(&["ls", &e.at("/")]);
+        if o.status.success() {
+            assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "x");
+            break;
+        }
+        // The socket goes first, the device lock a moment later.
+        assert!(t.elapsed() < Duration::from_secs(20), "device still busy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn mp_serve_of_a_device_in_use_fails_with_the_holder() {
+    let e = Env::new();
+    let _o = e.serve_foreground("0");
+    let o = e.run(&["serve", "--foreground", &e.dev]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("busy"));
+}
+
+/// The owner admits for writing only a peer that could open the device file
+/// for writing: a user who may read a 0644 device lists it through the
+/// owner but cannot change it, even with the socket opened to everyone.
+#[test]
+fn mp_an_unprivileged_peer_is_admitted_only_as_far_as_the_device_mode_allows() {
+    if !rustix::process::getuid().is_root() {
+        eprintln!("skipped: needs root to run a client as another user (CI runs as root)");
+        return;
+    }
+    let e = Env::new();
+    std::fs::set_permissions(&e.dev, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _o = e.serve_foreground("0");
+    e.ok(&["mkdir", &e.at("/mine")]);
+    let sock = e.socket(Duration::ZERO).unwrap();
+    // Open the way to the socket (root's owner keeps it 0660 root:disk-group).
+    std::fs::set_permissions(&e.run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_udax"))
+            .args(args)
+            .env_remove("UDAX_DEVICE")
+            .env("UDAX_RUNTIME_DIR", &e.run)
+            .output()
+            .expect("setpriv (util-linux)")
+    };
+    let ls = as_nobody(&["ls", &e.at("/")]);
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ls.stdout).trim(), "mine");
+    let mk = as_nobody(&["mkdir", &e.at("/theirs")]);
+    assert!(!mk.status.success());
+    let err = String::from_utf8_lossy(&mk.stderr);
+    assert!(err.contains("may not open"), "{err}");
+    assert!(
+        !e.ok(&["ls", &e.at("/")]).contains("theirs"),
+        "nothing was created"
+    );
+    let _ = Path::new(e.dir.path());
+}
