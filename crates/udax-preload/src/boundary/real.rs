@@ -21,6 +21,8 @@ fn resolve(slot: &AtomicPtr<c_void>, name: &'static [u8]) -> *mut c_void {
     // SAFETY: `name` is a NUL-terminated literal (the macro appends "\0");
     // dlsym has no other precondition.
     let p = unsafe { libc::dlsym(RTLD_NEXT, name.as_ptr().cast()) };
+    // ORDERING: pairs with the Acquire above; racing resolvers store the
+    // same address.
     slot.store(p, Ordering::Release);
     p
 }

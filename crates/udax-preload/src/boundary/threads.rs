@@ -94,6 +94,8 @@ fn program_threads() {
         set_locking(f as *mut FILE, FSETLOCKING_INTERNAL);
     }
     g.clear();
+    // ORDERING: see `threaded`; the program's threads start after this store
+    // (thread creation orders it before them).
     THREADED.store(true, Ordering::Relaxed);
 }
 

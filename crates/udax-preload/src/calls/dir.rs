@@ -84,6 +84,7 @@ fn new_dir(fd: c_int) -> R<*mut libc::DIR> {
     });
     let p = Box::into_raw(b) as usize;
     DIRS.lock().unwrap_or_else(|p| p.into_inner()).insert(p);
+    // ORDERING: pairs with the Acquire in `ours`; raised after the insert.
     NDIRS.fetch_add(1, Ordering::Release);
     Ok(p as *mut libc::DIR)
 }
@@ -186,6 +187,8 @@ pub unsafe extern "C" fn closedir(dirp: *mut libc::DIR) -> c_int {
             if !removed {
                 return Ok(fwd!(closedir(dirp)));
             }
+            // ORDERING: lowered after the removal; a reader that still sees
+            // nonzero only takes the registry lock for nothing.
             NDIRS.fetch_sub(1, Ordering::Release);
             // SAFETY: the pointer came from Box::into_raw in `new_dir` and was
             // just removed from the registry, so it is freed exactly once.

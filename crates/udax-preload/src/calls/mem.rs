@@ -214,6 +214,8 @@ fn clear_for_fixed(a: usize, len: usize) -> R<()> {
 fn remove(base: usize) {
     let e = maps().remove(&base);
     if e.is_some() {
+        // ORDERING: lowered after the removal; a stale nonzero only costs a
+        // lookup under the lock.
         NMAPS.fetch_sub(1, Ordering::Release);
     }
     drop(e); // outside the lock: unmapping calls munmap
@@ -600,6 +602,7 @@ pub unsafe extern "C" fn mremap(
 /// At exit: drop every mapping (so unmount does not wait for them).
 pub fn drop_all() {
     let all = std::mem::take(&mut *maps());
+    // ORDERING: as in `remove`.
     NMAPS.store(0, Ordering::Release);
     drop(all);
 }

@@ -141,6 +141,7 @@ fn stream(fd: c_int, mode: *const c_char) -> R<*mut FILE> {
         return Err(Errno(crate::boundary::entry::errno()));
     }
     streams().insert(f as usize, fd);
+    // ORDERING: pairs with the Acquire in `stream_fd`; raised after the insert.
     NSTREAMS.fetch_add(1, Ordering::Release);
     Ok(f)
 }
@@ -266,6 +267,8 @@ unsafe fn close_stream(f: *mut FILE) -> c_int {
         || {
             // Unregistered before glibc frees the FILE (its address may be
             // reused by the next fopen); the cookie's close closes the fd.
+            // ORDERING: as in `stream_fd`; lowered after the removal (a stale
+            // nonzero only costs a lookup under the lock).
             if NSTREAMS.load(Ordering::Acquire) != 0 && streams().remove(&(f as usize)).is_some() {
                 NSTREAMS.fetch_sub(1, Ordering::Release);
             }
@@ -385,6 +388,7 @@ pub fn std_not_udax(fd: c_int) {
     // Free the cookie stream without closing its fd (the caller closes or
     // has replaced it): unregister it, and tell its close callback.
     if streams().remove(&cookie).is_some() {
+        // ORDERING: as in `close_stream`.
         NSTREAMS.fetch_sub(1, Ordering::Release);
     }
     let f = cookie as *mut FILE;

@@ -1,10 +1,15 @@
 //! umask(2): the process's file creation mask, which udax applies to the
 //! files and directories it creates; kept here, as the kernel keeps it.
+//!
+//! ORDERING: `UMASK` is a value (the mask), not a flag: nothing is published
+//! through it, so every access is Relaxed. Its compare-exchange keeps a value
+//! stored by a `umask` call over the one read from `/proc`.
 
 use libc::mode_t;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The process umask as last known: `u32::MAX` until first needed.
-static UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+static UMASK: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// At load, in the process's only thread: the umask by setting it to 0 and
 /// back (no other thread can create a file in between, and no signal handler
@@ -15,15 +20,14 @@ pub fn umask_at_load() {
     let m = unsafe { libc::syscall(libc::SYS_umask, 0) } as u32 & 0o777;
     // SAFETY: as above.
     unsafe { libc::syscall(libc::SYS_umask, m) };
-    UMASK.store(m, std::sync::atomic::Ordering::Relaxed);
+    UMASK.store(m, Ordering::Relaxed);
 }
 
 /// The process umask, without changing it (`umask(2)` can only set it): as
 /// learnt at load, or read from `/proc/self/status` once (~20 us, which every
 /// file creation used to pay), then kept by the `umask` interposer below.
 pub fn umask_of_process() -> u32 {
-    use std::sync::atomic::Ordering::Relaxed;
-    let known = UMASK.load(Relaxed);
+    let known = UMASK.load(Ordering::Relaxed);
     if known != u32::MAX {
         return known;
     }
@@ -36,7 +40,7 @@ pub fn umask_of_process() -> u32 {
         })
         .unwrap_or(0o022);
     // A umask(2) that ran meanwhile stored the newer value: keep it.
-    match UMASK.compare_exchange(u32::MAX, m, Relaxed, Relaxed) {
+    match UMASK.compare_exchange(u32::MAX, m, Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => m,
         Err(newer) => newer,
     }
@@ -48,6 +52,6 @@ pub extern "C" fn umask(mask: mode_t) -> mode_t {
     // SAFETY: umask(2) takes one integer and cannot fail; the raw system
     // call (libc's `umask` is this very symbol).
     let old = unsafe { libc::syscall(libc::SYS_umask, mask & 0o777) };
-    UMASK.store(mask & 0o777, std::sync::atomic::Ordering::Relaxed);
+    UMASK.store(mask & 0o777, Ordering::Relaxed);
     old as mode_t
 }

@@ -273,6 +273,8 @@ pub fn close(fd: c_int) -> R<c_int> {
     if slot.is_none() {
         return Err(Errno(libc::EBADF));
     }
+    // ORDERING: see `get`; lowered after the removal (a stale nonzero only
+    // costs a lookup under the lock).
     COUNT.fetch_sub(1, Ordering::Release);
     real_close(fd);
     discard(slot);
@@ -283,6 +285,7 @@ pub fn close(fd: c_int) -> R<c_int> {
 pub fn forget(fd: c_int) {
     let slot = table_write().remove(&fd);
     if slot.is_some() {
+        // ORDERING: as in `close`.
         COUNT.fetch_sub(1, Ordering::Release);
         hooks::std_not_udax(fd);
     }
@@ -301,6 +304,7 @@ pub fn forget_range(first: u32, last: u32) {
             .collect();
         for k in keys {
             if let Some(s) = t.remove(&k) {
+                // ORDERING: as in `close`.
                 COUNT.fetch_sub(1, Ordering::Release);
                 gone.push(s);
             }
@@ -352,6 +356,7 @@ pub fn dup_to(old: c_int, new: c_int, cloexec: bool) -> R<c_int> {
         replaced = t.insert(new, Slot { desc, cloexec });
     }
     if replaced.is_none() {
+        // ORDERING: see `get` (raised after the insert, as in `insert`).
         COUNT.fetch_add(1, Ordering::Release);
     }
     discard(replaced);
@@ -376,6 +381,7 @@ pub fn set_cloexec(fd: c_int, v: bool) -> R<()> {
 /// At exit: close every udax file (the kernel fds go with the process).
 pub fn drop_all() {
     let all = std::mem::take(&mut *table_write());
+    // ORDERING: as in `close`.
     COUNT.store(0, Ordering::Release);
     drop(all);
 }

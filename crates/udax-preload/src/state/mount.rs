@@ -26,6 +26,7 @@ extern "C" fn after_fork_in_child() {
 
 /// True in a process forked from the one that mounted udax.
 pub fn forked_child() -> bool {
+    // ORDERING: see `after_fork_in_child`; in the parent it stays false.
     FORKED.load(Ordering::Relaxed)
 }
 

@@ -531,8 +531,10 @@ impl Cx<'_> {
                 (done.end - done.start) as usize * PAGE,
             )
         };
+        // ORDERING: a test hook, set before the test touches the mapping whose
+        // fault reaches here; any ordering would do.
         #[cfg(all(test, not(loom)))]
-        if FAIL_RESCUE.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        if FAIL_RESCUE.swap(false, crate::sync::Ordering::SeqCst) {
             return Err(Fail::Error(
                 "rescuing a raced store failed (injected)".into(),
             ));
@@ -582,13 +584,20 @@ impl Cx<'_> {
             return;
         }
         let addr = region.addr_of(page);
+        // Into the SIGBUS table before the marker: a thread that hits the
+        // marker at once must find the page there (ORDERING: vm/signals.rs).
+        vm::signals::add(addr, false);
         match eng.uffd.poison(addr, PAGE, false) {
             Ok(()) => {
                 st.poisoned.insert(page..page + 1);
-                vm::signals::add(addr, false);
                 bump(&dd.counters.sigbus);
             }
-            Err(e) => tracing::error!("poison marker at {addr:#x}: {e}"),
+            Err(e) => {
+                if !st.poisoned.contains(&page) {
+                    vm::signals::forget(addr, PAGE);
+                }
+                tracing::error!("poison marker at {addr:#x}: {e}");
+            }
         }
     }
 
@@ -810,5 +819,4 @@ pub(super) fn zap_zero(file: &DaxFile, r: Range<u64>) {
 /// Makes the next zero-page fault-around fail where a raced store's rescue
 /// would (as ENOSPC would), inside the locked region.
 #[cfg(all(test, not(loom)))]
-pub(crate) static FAIL_RESCUE: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+pub(crate) static FAIL_RESCUE: crate::sync::AtomicBool = crate::sync::AtomicBool::new(false);

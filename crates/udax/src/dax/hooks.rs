@@ -357,13 +357,20 @@ pub(crate) fn poison_pages(inode: &dyn DaxInode, page: u64) -> usize {
             continue;
         }
         let addr = r.addr_of(page);
+        // Into the SIGBUS table before the marker: a thread that hits the
+        // marker at once must find the page there (ORDERING: vm/signals.rs).
+        vm::signals::add(addr, huge);
         match eng.uffd.poison(addr, PAGE, false) {
             Ok(()) => {
                 st.poisoned.insert(page..page + 1);
-                vm::signals::add(addr, huge);
                 n += 1;
             }
-            Err(e) => tracing::error!("poison marker at {addr:#x}: {e}"),
+            Err(e) => {
+                if !st.poisoned.contains(&page) {
+                    vm::signals::forget(addr, PAGE);
+                }
+                tracing::error!("poison marker at {addr:#x}: {e}");
+            }
         }
     }
     n
@@ -379,13 +386,17 @@ pub(crate) fn mark_chunk_lost(
     eng: &vm::Engine,
 ) -> bool {
     let addr = r.addr_of(chunk);
+    // Into the SIGBUS table before the markers, as in `poison_pages`.
+    vm::signals::add_chunk(addr);
     match eng.uffd.poison(addr, PMD_PAGES as usize * PAGE, false) {
         Ok(()) => {
             st.poisoned.insert(chunk..chunk + PMD_PAGES);
-            vm::signals::add_chunk(addr);
             true
         }
         Err(e) => {
+            if !st.poisoned.overlaps(&(chunk..chunk + PMD_PAGES)) {
+                vm::signals::forget(addr, PMD_PAGES as usize * PAGE);
+            }
             tracing::error!("poison markers at {addr:#x} (2 MiB): {e}");
             false
         }

@@ -68,6 +68,7 @@ pub(super) fn flush_pages(
             }
         }
     }
+    // ORDERING: a statistic; nothing is published through it.
     dd.counters
         .flushed_pages
         .fetch_add(flushed, crate::sync::Ordering::Relaxed);

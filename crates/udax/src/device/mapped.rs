@@ -139,6 +139,8 @@ impl MappedDevice {
                     rustix::mm::Advice::LinuxPopulateRead,
                 )
             };
+            // ORDERING: a hint, as above; the page tables it stands for are
+            // the kernel's.
             for w in c..end {
                 bits[(w / 64) as usize].fetch_or(1 << (w % 64), Ordering::Relaxed);
             }

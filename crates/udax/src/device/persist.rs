@@ -89,6 +89,9 @@ pub fn sfence() {
     unsafe {
         std::arch::x86_64::_mm_sfence()
     };
+    // ORDERING: a full CPU fence orders this thread's earlier stores before
+    // its later ones; elsewhere than x86-64 `flush_lines` writes nothing back,
+    // so this gives ordering only, not durability.
     #[cfg(not(target_arch = "x86_64"))]
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }

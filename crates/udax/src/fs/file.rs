@@ -80,6 +80,8 @@ impl File {
 
     /// Another handle on the same open file (as a mapping holds one).
     pub(crate) fn dup(&self) -> File {
+        // ORDERING: this handle keeps the count above 0 meanwhile, so no
+        // decision on it changes (fs/mod.rs, `open`).
         self.cell.open.fetch_add(1, Ordering::AcqRel);
         File::new(
             self.fs.clone(),
@@ -100,7 +102,8 @@ impl File {
 
     pub fn stat(&self) -> Result<Stat> {
         let d = self.cell.data.read();
-        // ORDERING: see `change_time_ns`.
+        // ORDERING: see `change_time_ns`; `mtime_pending` is a time value
+        // (fs/mod.rs).
         self.cell.times_seen.store(true, Ordering::Relaxed);
         Ok(stat_of(
             self.cell.ino,
@@ -310,6 +313,7 @@ impl File {
                 && d.attr.mtime_ns <= t
             {
                 self.copy_in(&d, data, off, b0, b1)?;
+                // ORDERING: a time value (fs/mod.rs, `mtime_pending`).
                 self.cell.mtime_pending.store(t, Ordering::Relaxed);
                 return Ok(data.len());
             }
@@ -343,6 +347,7 @@ impl File {
                     time_ns: t,
                 });
             } else if d.attr.mtime_ns > t {
+                // ORDERING: a time value, under the inode write lock (fs/mod.rs).
                 self.cell.mtime_pending.store(0, Ordering::Relaxed);
                 ops.push(Op::Times {
                     ino: self.cell.ino,
@@ -351,6 +356,7 @@ impl File {
                     ctime_ns: t.max(d.attr.ctime_ns),
                 });
             } else {
+                // ORDERING: as above.
                 self.cell.mtime_pending.store(t, Ordering::Relaxed);
             }
             if let Err(e) = fs.run_tx(&mut [(self.cell.ino, &mut *d)], &ops) {
@@ -1063,6 +1069,8 @@ pub(crate) fn alloc_zeroed(
 
 impl Drop for File {
     fn drop(&mut self) {
+        // ORDERING: lowered before the inode lock is taken below, which
+        // orders it for unlink and `free_orphan` (fs/mod.rs, `open`).
         let last = self.cell.open.fetch_sub(1, Ordering::AcqRel) == 1;
         if last {
             let orphan = {

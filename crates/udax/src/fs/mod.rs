@@ -12,6 +12,33 @@
 //! 5. the allocator's and the journal's internal locks; the device's.
 //!
 //! Data reads and overwrites of mapped blocks take only the inode's read lock.
+//!
+//! ORDERING: the atomics of [`Cell`] and [`Inner`] (their uses in the other
+//! files of `fs` point here).
+//! * `Cell::open` is raised under the inode lock (read; `File::dup` raises a
+//!   count already above 0) and checked under it (write) by unlink, rename
+//!   and `free_orphan`; the last close lowers it before taking that lock. The inode lock orders every decision on the
+//!   count, so its AcqRel/Acquire are stronger than needed.
+//! * `Cell::mtime_pending` is a time value; nothing is published through it
+//!   (Relaxed). The paths that log it swap it out under the inode write lock;
+//!   a store racing one stays pending for the next (AcqRel there: not needed).
+//! * `Cell::times_seen` and `PRECISE_FLOOR`: see `change_time_ns`.
+//! * `Cell::linkable` is set before the unnamed file's handle is handed out
+//!   and read and cleared under the namespace and inode locks; that handoff
+//!   and those locks order it (Release/Acquire add nothing needed).
+//! * `any_shared` and `bad_count` say whether the shared-block and bad-block
+//!   tables are empty: stored (Release) under the table's write lock, loaded
+//!   (Acquire) by fast paths that skip the table at 0; a nonzero reader reads
+//!   the table under its lock. A reflink stores `any_shared` holding both
+//!   files' inode and invalidate locks after breaking their layouts, so a
+//!   reader holding either lock of a file (or faulting after the break) sees
+//!   the sharing of that file's blocks. A racing new media error may be missed
+//!   by a `bad_count` reader, as it would be had the reader run just before.
+//! * `image_bytes` is a size estimate for the metadata-full check and
+//!   `metadata_full_logged` a warn-once flag: nothing is published through
+//!   them (Relaxed); the checkpoint resets `image_bytes` with no transaction
+//!   running (it holds `cp` for writing).
+//! * `dir_moves`: see `Fs::dir_moves`.
 
 mod check;
 mod error;

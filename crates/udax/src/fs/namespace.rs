@@ -223,7 +223,8 @@ impl Fs {
     pub(crate) fn stat_ino(&self, ino: u64) -> Result<Stat> {
         let cell = self.cell(ino)?;
         let d = cell.data.read();
-        // ORDERING: see `change_time_ns`.
+        // ORDERING: see `change_time_ns`; `mtime_pending` is a time value
+        // (fs/mod.rs).
         cell.times_seen.store(true, Ordering::Relaxed);
         Ok(stat_of(ino, &d, cell.mtime_pending.load(Ordering::Relaxed)))
     }
@@ -352,6 +353,7 @@ impl Fs {
         // Nothing else can reach a file without a name: opening it now is
         // opening it at creation.
         let f = self.open_ino(ino, true, true, false)?;
+        // ORDERING: before the handle is handed out (fs/mod.rs, `linkable`).
         f.cell().linkable.store(linkable, Ordering::Release);
         Ok(f)
     }
@@ -387,6 +389,7 @@ impl Fs {
         if slash {
             return Err(Error::NotFound); // a new name "g/": the kernel's ENOENT
         }
+        // ORDERING: under the namespace and inode locks (fs/mod.rs, `linkable`).
         if tg.attr.nlink == 0 && !cell.linkable.load(Ordering::Acquire) {
             return Err(Error::NotFound);
         }
@@ -401,6 +404,7 @@ impl Fs {
             time_ns: now_ns(),
         };
         self.run_tx(&mut [(dir, dg), (cell.ino, tg)], &[op])?;
+        // ORDERING: still under the namespace and inode locks.
         cell.linkable.store(false, Ordering::Release);
         Ok(())
     }
@@ -457,6 +461,7 @@ impl Fs {
             }
             // Counted under the inode lock: unlink decides "free now or at last
             // close" under the same lock.
+            // ORDERING: the inode lock orders the count (fs/mod.rs, `open`).
             cell.open.fetch_add(1, Ordering::AcqRel);
         }
         Ok(File::new(self.clone(), cell, read, write, append))
@@ -487,6 +492,7 @@ impl Fs {
             name: name.to_vec(),
             time_ns: now_ns(),
         }];
+        // ORDERING: read under the inode write lock (fs/mod.rs, `open`).
         if tg.attr.nlink == 1 && cells[1].open.load(Ordering::Acquire) == 0 {
             ops.push(Op::FreeInode { ino });
         }
@@ -597,6 +603,7 @@ impl Fs {
                 name: dname.to_vec(),
                 time_ns: t,
             });
+            // ORDERING: read under the inode write lock (fs/mod.rs, `open`).
             let last = dg.is_dir()
                 || (dg.attr.nlink == 1
                     && dst_cell
@@ -783,6 +790,8 @@ impl Fs {
             return Err(Error::NotFound);
         }
         // An explicit mtime replaces a lazy one not yet logged.
+        // ORDERING: a time value, taken under the inode write lock (fs/mod.rs,
+        // `mtime_pending`).
         let pending = if mtime_ns.is_some() {
             cell.mtime_pending.swap(0, Ordering::AcqRel)
         } else {

@@ -55,6 +55,7 @@ fn blocks_of(off: u64, len: u64) -> Range<u64> {
 impl Fs {
     /// `true` when no block has a media error (the common case: one load).
     pub(crate) fn bad_blocks_empty(&self) -> bool {
+        // ORDERING: pairs with the Release in `apply_bad` (fs/mod.rs, `bad_count`).
         self.inner.bad_count.load(Ordering::Acquire) == 0
     }
 
@@ -65,6 +66,7 @@ impl Fs {
 
     /// The first bad block of `[blk, blk+len)`, if any. Free when the table is empty.
     pub(crate) fn first_bad(&self, blk: u64, len: u64) -> Option<u64> {
+        // ORDERING: see `bad_blocks_empty`; the table is read under its lock.
         if self.inner.bad_count.load(Ordering::Acquire) == 0 || len == 0 {
             return None;
         }
@@ -202,6 +204,8 @@ impl Fs {
                 t.remove(s..s + l);
             }
         }
+        // ORDERING: under the table's write lock; pairs with the Acquire loads
+        // of the fast paths (fs/mod.rs, `bad_count`).
         self.inner
             .bad_count
             .store(t.iter().count() as u64, Ordering::Release);
@@ -210,6 +214,7 @@ impl Fs {
     /// Drop from `freed` (device ranges a transaction released) the bad blocks:
     /// they stay out of the allocator.
     pub(crate) fn without_bad(&self, freed: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+        // ORDERING: see `bad_blocks_empty`.
         if self.inner.bad_count.load(Ordering::Acquire) == 0 {
             return freed;
         }

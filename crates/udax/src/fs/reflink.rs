@@ -176,6 +176,7 @@ impl Fs {
         if !dedupe {
             // The destination's content changed (as the kernel's
             // file_modified): mtime and ctime, logged lazily like overwrites.
+            // ORDERING: a time value (fs/mod.rs, `mtime_pending`).
             dc.mtime_pending
                 .store(now_ns(), crate::sync::Ordering::Relaxed);
         }

@@ -20,6 +20,23 @@
 //! * [`load`] picks the newest checkpoint whose header verifies, parses it, then
 //!   scans the log for records of that epoch with consecutive sequence numbers and
 //!   valid checksums; the first record that fails ends the log (a torn tail).
+//!
+//! ORDERING: the atomics of [`Journal`].
+//! * `appended` and `durable` are sequence-number watermarks: `appended` is
+//!   stored (Release) under the log lock after the record's write and flush;
+//!   `durable` is raised (Release, `fetch_max`) after a fence, to the
+//!   `appended` read (Acquire) before that fence, so every record below it was
+//!   written and flushed before the fence (where a fence is thread-local,
+//!   `append` stores it after its own fence, under the log lock). Readers load `durable` (Acquire):
+//!   a committer that sees its seq covered returns (its record is durable),
+//!   and `append` computes a record's `unfenced` count from it (under the log
+//!   lock, so `next_seq` cannot move); a stale (lower) value only claims fewer
+//!   records durable, never more. `durable <= appended` holds throughout:
+//!   `durable` only takes values `appended` had (checked by the loom model
+//!   `loom_group_commit_durable_claims_and_returns_follow_fences`). A
+//!   checkpoint resets both under the log lock with no commit running.
+//! * `reserved` is read and changed only under the log lock (Relaxed).
+//! * `commits`, `fences`, `checkpoints` are statistics (Relaxed).
 
 use crate::device::{Device, DeviceError, PersistenceDomain};
 use crate::format::codec::Reader;
@@ -71,23 +88,8 @@ struct LogState {
     buf: Vec<u8>,
 }
 
-/// The journal of a mounted file system.
-///
-/// ORDERING (every atomic of this type):
-/// * `appended` and `durable` are sequence-number watermarks: `appended` is
-///   stored (Release) under the log lock after the record's write and flush;
-///   `durable` is raised (Release, `fetch_max`) after a fence, to the
-///   `appended` read (Acquire) before that fence, so every record below it was
-///   written and flushed before the fence. Readers load `durable` (Acquire):
-///   a committer that sees its seq covered returns (its record is durable),
-///   and `append` computes a record's `unfenced` count from it (under the log
-///   lock, so `next_seq` cannot move); a stale (lower) value only claims fewer
-///   records durable, never more. `durable <= appended` holds throughout:
-///   `durable` only takes values `appended` had (checked by the loom model
-///   `loom_group_commit_durable_claims_and_returns_follow_fences`). A
-///   checkpoint resets both under the log lock with no commit running.
-/// * `reserved` is read and changed only under the log lock (Relaxed).
-/// * `commits`, `fences`, `checkpoints` are statistics (Relaxed).
+/// The journal of a mounted file system (its atomics: "ORDERING" in the
+/// module docs).
 #[derive(Debug)]
 pub struct Journal {
     dev: Arc<dyn Device>,

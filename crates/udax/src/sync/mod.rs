@@ -6,7 +6,29 @@
 //! test. Outside loom, locks are `parking_lot`'s (small, fair enough, no poisoning).
 //!
 //! Rule: no module may `use std::sync::{Mutex, atomic, ...}` or `parking_lot`
-//! directly; import from `crate::sync` instead.
+//! directly; import from `crate::sync` instead. Every use of an atomic
+//! ordering carries an `ORDERING:` argument (docs/architecture.md, "Atomic
+//! orderings"). `tests/orderings.rs` checks both rules.
+//!
+//! # Exceptions
+//!
+//! Files of `crates/udax/src` that use `std::sync` atomics or locks directly:
+//! * `vm/signals.rs`: the poisoned-page table and the chained disposition are
+//!   read by the SIGBUS handler, so they are `const`-initialised statics of
+//!   async-signal-safe `std` atomics (loom's are not `const`, and no model
+//!   checker runs a signal handler); its writers' mutex is a `static` too.
+//! * `fs/mod.rs`: `PRECISE_FLOOR`, a `static` clock floor that must be
+//!   `const`-constructible; a max of clock values, no protocol to model.
+//! * `device/persist.rs`: `sfence`'s stand-in off x86-64, a CPU fence for
+//!   persistence ordering rather than a protocol between threads (loom's
+//!   `fence` works only inside a model).
+//!
+//! Anywhere, `std::sync::{Arc, Weak, OnceLock, mpsc}` are used as plain
+//! pointer, lazy-initialisation and channel types: no lock or atomic protocol
+//! of ours (the engine's `OnceLock` static must be `const` as well).
+//!
+//! The preload shim (`crates/udax-preload`) has no loom models and does not
+//! use this facade; its statics are `std`'s, each use with its `ORDERING:`.
 
 #[cfg(not(loom))]
 mod imp {

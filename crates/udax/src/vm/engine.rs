@@ -12,7 +12,7 @@
 
 use super::region::Region;
 use super::uffd::{Msg, Uffd};
-use crate::sync::{AtomicU64, AtomicUsize, Ordering, RwLock};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
@@ -78,6 +78,7 @@ pub struct VmStats {
 
 impl Counters {
     pub fn snapshot(&self) -> VmStats {
+        // ORDERING: statistics; nothing is published through them.
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         VmStats {
             faults: l(&self.faults),
@@ -100,6 +101,7 @@ impl Counters {
 }
 
 pub fn bump(a: &AtomicU64) {
+    // ORDERING: a statistic; nothing is published through it.
     a.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -168,7 +170,7 @@ pub struct Engine {
     live: AtomicUsize,
     /// The slow worker's queue, started at the first deferred fault (most
     /// processes never defer one: no thread for them).
-    slow: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    slow: Mutex<Option<mpsc::Sender<Job>>>,
     /// Handler threads started: one at first, `HANDLERS` once faults queue up.
     handlers: AtomicUsize,
     pub counters: Counters,
@@ -228,7 +230,7 @@ fn start() -> Result<Arc<Engine>, String> {
         dirty,
         regions: RwLock::new(BTreeMap::new()),
         live: AtomicUsize::new(0),
-        slow: std::sync::Mutex::new(None),
+        slow: Mutex::new(None),
         handlers: AtomicUsize::new(1),
         counters: Counters::default(),
     });
@@ -327,9 +329,9 @@ impl Engine {
 
     /// Faults are queueing: start the next handler thread, up to `HANDLERS`.
     fn more_handlers(self: &Arc<Self>) {
-        let n = self.handlers.load(Ordering::Relaxed);
         // ORDERING: the count only picks which thread starts one; the new
         // thread gets its Arc through spawn's own synchronisation.
+        let n = self.handlers.load(Ordering::Relaxed);
         if n < HANDLERS
             && self
                 .handlers
@@ -379,7 +381,7 @@ impl Engine {
                 write,
                 wp,
             };
-            let mut slow = self.slow.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slow = self.slow.lock();
             if slow.is_none() {
                 match start_slow(self) {
                     Ok(tx) => *slow = Some(tx),
@@ -408,12 +410,14 @@ impl Engine {
     pub fn add(&self, r: Arc<Region>) {
         let mut m = self.regions.write();
         m.insert(r.base(), r);
+        // ORDERING: under the registry's write lock; see `in_mapping`.
         self.live.store(m.len(), Ordering::Release);
     }
 
     pub fn remove(&self, base: usize) {
         let mut m = self.regions.write();
         m.remove(&base);
+        // ORDERING: as in `add`.
         self.live.store(m.len(), Ordering::Release);
     }
 
@@ -456,6 +460,9 @@ pub fn in_mapping(addr: usize, len: usize) -> bool {
     let Some(e) = try_engine() else { return false };
     // A buffer can only be inside a mapping that exists before the call that
     // passes it, so a zero count read now is final for this call.
+    // ORDERING: that mapping's `add` happens before this call, so this load
+    // sees its count or a later one; a nonzero reader reads the registry under
+    // its lock (Acquire pairs with the Release in `add`; more than needed).
     if e.live.load(Ordering::Acquire) == 0 {
         return false;
     }

@@ -14,6 +14,17 @@
 //! The handler runs first only if it is installed after the program's own
 //! SIGBUS handler; a program that installs its handler later can call
 //! [`install`] again to chain in front of it (see docs/limits.md).
+//!
+//! ORDERING: `TABLE` slots and `INSTALLED` are written only under `WRITERS`,
+//! which also orders the writers' own loads (Relaxed suffices there). A slot
+//! is self-contained: no other data is published through it. `add` stores it
+//! (Release) before, in program order, the caller's ioctl that installs the
+//! poison marker; the kernel's page-table locks order that ioctl before the
+//! fault that raises SIGBUS, so the handler's load (Acquire) finds the slot.
+//! `PREVIOUS` points to a leaked, never-changed `sigaction`: its Release swap
+//! (before `sigaction` installs the handler) publishes the pointee to the
+//! Acquire loads in the handler and in `chained_to`; the Acquire half of the
+//! swap keeps that publication valid when the old pointer is stored back.
 #![allow(
     unsafe_code,
     reason = "sigaction and siginfo: the SIGBUS/SIGSEGV handler and its chaining"
