@@ -20,6 +20,7 @@ pub fn serve_cmd(dev: &str, foreground: bool, idle: u64) -> AnyResult<()> {
                 &ServeOptions {
                     idle,
                     runtime_dir: None,
+                    ..Default::default()
                 },
             ),
             dev,

@@ -72,6 +72,7 @@ fn serve(s: &Setup, idle: Option<Duration>) -> Serving {
         &ServeOptions {
             idle,
             runtime_dir: Some(s.run.clone()),
+            ..Default::default()
         },
     )
     .expect("owner");
@@ -266,6 +267,7 @@ fn mp_the_owner_exits_when_idle_and_lets_go_of_the_device() {
         &ServeOptions {
             idle: Some(Duration::from_millis(300)),
             runtime_dir: Some(s.run.clone()),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -325,8 +327,210 @@ fn mp_a_copy_of_the_image_is_not_mistaken_for_the_served_device() {
         &ServeOptions {
             idle: None,
             runtime_dir: Some(s.run.clone()),
+            ..Default::default()
         },
     )
     .unwrap_err();
     assert_eq!(e.errno(), libc::EBUSY, "{e}");
+}
+
+#[test]
+fn mp_a_client_reads_file_data_straight_from_the_device_under_a_lease() {
+    let _w = common::Watchdog::start(60, "lease reads");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let w = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let r = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let f = w.open("/f", true, true, 0o644).unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(f.write_at(&data, 0).unwrap(), data.len());
+    // A hole in the middle.
+    f.write_at(b"tail", 1 << 20).unwrap();
+    let g = r.open("/f", false, false, 0).unwrap();
+    assert_eq!(g.len().unwrap(), (1 << 20) + 4);
+    let mut buf = vec![0u8; data.len()];
+    assert_eq!(g.read_at(&mut buf, 0).unwrap(), data.len());
+    assert_eq!(buf, data);
+    let mut hole = vec![1u8; 4096];
+    g.read_at(&mut hole, 512 << 10).unwrap();
+    assert!(hole.iter().all(|&b| b == 0), "a hole reads as zeros");
+    let mut t = [0u8; 10];
+    assert_eq!(g.read_at(&mut t, 1 << 20).unwrap(), 4);
+    assert_eq!(&t[..4], b"tail");
+    // An overwrite in place changes no layout: the reader sees it at once,
+    // with no recall.
+    let before = r.recalls();
+    f.write_at(b"XYZ", 10).unwrap();
+    g.read_at(&mut t[..3], 10).unwrap();
+    assert_eq!(&t[..3], b"XYZ");
+    assert_eq!(r.recalls(), before);
+    // Growth is a layout change: the reader's lease is recalled, and it
+    // sees the new size.
+    f.write_at(b"more", (1 << 20) + 4).unwrap();
+    assert!(r.recalls() > before, "growth recalls the reader's lease");
+    assert_eq!(g.len().unwrap(), (1 << 20) + 8);
+}
+
+#[test]
+fn mp_truncate_by_one_client_recalls_the_others_lease_before_the_blocks_change() {
+    // Blocks X frees are reused by Y at once; a reader of X with a stale
+    // layout would see Y's bytes. It must see only X's bytes or zeros.
+    let _w = common::Watchdog::start(120, "recall stress");
+    let s = setup(16);
+    let _o = serve(&s, None);
+    let w = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let r = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let x = w.open("/x", true, true, 0o644).unwrap();
+    let y = w.open("/y", true, true, 0o644).unwrap();
+    let mb = 1 << 20;
+    x.write_at(&vec![0xAA; mb], 0).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let g = r.open("/x", false, false, 0).unwrap();
+        // The reader holds a lease on X's first blocks before they change.
+        let mut first = vec![0u8; mb];
+        assert_eq!(g.read_at(&mut first, 0).unwrap(), mb);
+        assert!(first.iter().all(|&b| b == 0xAA));
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; mb];
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = g.read_at(&mut buf, 0).unwrap();
+                if let Some(i) = buf[..n].iter().position(|&b| b != 0xAA && b != 0) {
+                    panic!("read byte {:#x} at {i} of X: a stale layout", buf[i]);
+                }
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let t = std::time::Instant::now();
+    let mut rounds = 0;
+    while t.elapsed() < Duration::from_secs(3) {
+        x.set_len(0).unwrap();
+        y.write_at(&vec![0xEE; mb], 0).unwrap();
+        y.set_len(0).unwrap();
+        x.write_at(&vec![0xAA; mb], 0).unwrap();
+        rounds += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().expect("reader saw only X's bytes");
+    assert!(reads > 10 && rounds > 10, "{reads} reads, {rounds} rounds");
+    assert!(
+        r.recalls() >= rounds,
+        "{} recalls for {rounds} truncates",
+        r.recalls()
+    );
+}
+
+#[test]
+fn mp_an_unlinked_file_lives_while_a_client_has_it_open() {
+    let _w = common::Watchdog::start(60, "unlinked but open");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/gone", true, true, 0o644).unwrap();
+    f.write_at(&vec![7u8; 1 << 20], 0).unwrap();
+    let free0 = b.statfs().unwrap().free_blocks;
+    b.unlink("/gone").unwrap();
+    assert!(matches!(b.stat("/gone"), Err(Error::NotFound)));
+    let mut buf = vec![0u8; 4096];
+    f.read_at(&mut buf, 8192).unwrap();
+    assert!(
+        buf.iter().all(|&x| x == 7),
+        "still readable after the unlink"
+    );
+    assert_eq!(
+        b.statfs().unwrap().free_blocks,
+        free0,
+        "blocks kept while open"
+    );
+    drop(f);
+    assert_eq!(
+        b.statfs().unwrap().free_blocks,
+        free0 + 256,
+        "freed at the last close"
+    );
+}
+
+#[test]
+fn mp_a_client_that_does_not_answer_a_recall_is_cut_off() {
+    let _w = common::Watchdog::start(60, "cut off");
+    let s = setup(16);
+    let o = Owner::new(
+        &s.dev,
+        &ServeOptions {
+            idle: None,
+            runtime_dir: Some(s.run.clone()),
+            recall_timeout: Duration::from_millis(300),
+        },
+    )
+    .unwrap();
+    let (stop, socket) = (o.stopper(), o.socket().to_path_buf());
+    let _o = Serving {
+        stop,
+        socket,
+        thread: Some(std::thread::spawn(move || o.run())),
+    };
+    let good = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = good.open("/f", true, true, 0o644).unwrap();
+    f.write_at(b"hello", 0).unwrap();
+    // A client that registers a callback channel it never reads, and takes
+    // a lease.
+    let bad = raw(&_o);
+    let hello = Request::Hello {
+        version: proto::VERSION,
+        write: false,
+    };
+    let Some(Reply::Hello { client, .. }) = exchange(&bad, &hello.encode(1)) else {
+        panic!("no hello")
+    };
+    let (mine, theirs) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    wire::send(
+        bad.as_fd(),
+        &Request::Listen { client }.encode(2),
+        Some(theirs.as_fd()),
+    )
+    .unwrap();
+    let (m, _) = wire::recv(bad.as_fd()).unwrap().unwrap();
+    assert_eq!(Reply::decode(&m).unwrap().1, Reply::Done);
+    let open = Request::Open {
+        path: b"/f".to_vec(),
+        write: false,
+        create: false,
+        mode: 0,
+    };
+    let Some(Reply::Opened { handle, .. }) = exchange(&bad, &open.encode(3)) else {
+        panic!("no open")
+    };
+    let lease = Request::Lease {
+        handle,
+        from_blk: 0,
+    };
+    assert!(matches!(
+        exchange(&bad, &lease.encode(4)),
+        Some(Reply::Layout { .. })
+    ));
+    // The truncate waits for the recall's bound, then goes on without it.
+    let t = std::time::Instant::now();
+    f.set_len(0).unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    // The silent client's connection is gone.
+    let _ = wire::send(bad.as_fd(), &Request::Ping.encode(5), None);
+    assert!(matches!(wire::recv(bad.as_fd()), Ok(None) | Err(_)));
+    drop(mine);
+    // The good client goes on.
+    assert_eq!(f.len().unwrap(), 0);
 }

@@ -3,19 +3,28 @@
 //! it), is admitted with the device fd, and sends the owner every change of
 //! metadata.
 //!
-//! This is the first slice of the multi-process design: metadata calls are
-//! one round trip each (no leases yet), and data is not yet read or written
-//! through the device fd (no extent leases or recall yet); see
+//! Metadata calls are one round trip each (no attribute leases yet). File
+//! data is read straight from the device under a layout lease that the
+//! owner recalls before the layout changes ([`RemoteFile`], `file.rs`); a
+//! listener thread answers the recalls. Writes go through the owner. See
 //! docs/multiprocess.md, "What exists today".
 
+mod file;
+
+pub use file::RemoteFile;
+
+use crate::device::DeviceView;
 use crate::format::{Superblock, SUPERBLOCK_SIZE};
 use crate::fs::{DirEntry, Error, Result, Stat, StatFs};
 use crate::owner;
 use crate::proto::{self, wire, Attr, Reply, Request};
-use crate::sync::Mutex;
+use crate::sync::{AtomicU64, Mutex, Ordering};
+use file::FileState;
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// How to connect.
@@ -46,11 +55,27 @@ impl Default for ConnectOptions {
 /// A connection to a device's owner.
 #[derive(Debug)]
 pub struct Client {
+    inner: Arc<Inner>,
+    /// This end of the callback channel (shut down to stop the listener).
+    callback: Arc<OwnedFd>,
+    listener: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a client's files and its listener share.
+#[derive(Debug)]
+struct Inner {
     /// The socket and the next request id: one request in flight at a time.
     sock: Mutex<(OwnedFd, u64)>,
     device: OwnedFd,
+    /// The device mapped read-only, for reads under a lease (`None` where
+    /// the device cannot be mapped that way).
+    view: Option<DeviceView>,
     uuid: [u8; 16],
     read_only: bool,
+    /// Open files by inode, for the listener's recalls.
+    files: Mutex<HashMap<u64, Vec<Weak<FileState>>>>,
+    /// Recalls answered (for tests and statistics).
+    recalls: AtomicU64,
 }
 
 /// The UUID of the file system on the device at `path`, read from its
@@ -92,7 +117,7 @@ impl Client {
         // The owner at this UUID's socket must serve this very device: the
         // fd it sent is the file at `path` (a copy of an image has the same
         // UUID).
-        let got = rustix::fs::fstat(&c.device).map_err(|e| Error::Io(e.into()))?;
+        let got = rustix::fs::fstat(&c.inner.device).map_err(|e| Error::Io(e.into()))?;
         let want = std::fs::metadata(path).map_err(Error::Io)?;
         if (got.st_dev, got.st_ino) != (want.dev(), want.ino()) {
             return Err(not_connected(format!(
@@ -123,14 +148,33 @@ impl Client {
             (
                 _,
                 Reply::Hello {
-                    uuid, read_only, ..
+                    uuid,
+                    read_only,
+                    client,
+                    ..
                 },
-            ) => Ok(Client {
-                sock: Mutex::new((sock, 1)),
-                device: fd.ok_or_else(|| not_connected("no device fd with Hello".into()))?,
-                uuid,
-                read_only,
-            }),
+            ) => {
+                let device = fd.ok_or_else(|| not_connected("no device fd with Hello".into()))?;
+                let view = device
+                    .try_clone()
+                    .ok()
+                    .and_then(|fd| DeviceView::map(fd, None).ok());
+                let inner = Arc::new(Inner {
+                    sock: Mutex::new((sock, 1)),
+                    device,
+                    view,
+                    uuid,
+                    read_only,
+                    files: Mutex::new(HashMap::new()),
+                    recalls: AtomicU64::new(0),
+                });
+                let (callback, listener) = file::listen(&inner, client)?;
+                Ok(Client {
+                    inner,
+                    callback,
+                    listener: Some(listener),
+                })
+            }
             (_, Reply::Error { errno, message }) => Err(Error::from_remote(errno, message)),
             (_, other) => Err(not_connected(format!(
                 "unexpected reply to Hello: {other:?}"
@@ -140,19 +184,50 @@ impl Client {
 
     /// The device, as the owner handed it over.
     pub fn device_fd(&self) -> BorrowedFd<'_> {
-        self.device.as_fd()
+        self.inner.device.as_fd()
     }
 
     /// The file system's UUID.
     pub fn uuid(&self) -> [u8; 16] {
-        self.uuid
+        self.inner.uuid
     }
 
     /// Whether the owner admitted this client read-only.
     pub fn is_read_only(&self) -> bool {
-        self.read_only
+        self.inner.read_only
     }
 
+    /// Recalls this client has answered.
+    pub fn recalls(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.inner.recalls.load(Ordering::Relaxed)
+    }
+
+    /// Open the file at `path` (creating it with `mode` if `create`). Its
+    /// data is read straight from the device under a layout lease; writes
+    /// go through the owner.
+    pub fn open(&self, path: &str, write: bool, create: bool, mode: u32) -> Result<RemoteFile> {
+        RemoteFile::open(&self.inner, path, write, create, mode)
+    }
+
+    fn call(&self, req: &Request) -> Result<Reply> {
+        self.inner.call(req)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // The listener sees its channel end and exits; files still open keep
+        // the connection (they hold `inner`) but get no more recalls, so
+        // their reads go to the owner for a fresh lease each time.
+        let _ = rustix::net::shutdown(&*self.callback, rustix::net::Shutdown::Both);
+        if let Some(t) = self.listener.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Inner {
     /// One request and its reply.
     fn call(&self, req: &Request) -> Result<Reply> {
         let mut g = self.sock.lock();
@@ -172,7 +247,9 @@ impl Client {
         }
         Ok(rep)
     }
+}
 
+impl Client {
     fn done(&self, req: Request) -> Result<()> {
         match self.call(&req)? {
             Reply::Done => Ok(()),

@@ -25,6 +25,7 @@ mod mapped;
 mod open;
 pub mod persist;
 mod ram;
+mod view;
 
 pub use badblocks::BadList;
 pub use crash::{CrashDevice, Survivors};
@@ -33,6 +34,7 @@ pub use mapped::MappedDevice;
 pub use open::{classify, open, parse_size, persistence_of, OpenOptions};
 pub use persist::detect_flush_instr;
 pub use ram::RamDevice;
+pub use view::DeviceView;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -12,9 +12,11 @@
 
 mod cred;
 
-use crate::fs::{DirEntry, Error, Fs, Result, Stat, StatFs};
-use crate::proto::{self, wire, Attr, Entry, Reply, Request, Totals};
-use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::fs::{DirEntry, Error, File, Fs, OpenOptions, Result, Stat, StatFs};
+use crate::proto::{self, wire, Attr, Entry, Ext, Reply, Request, Totals};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::BLOCK_SIZE;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -29,6 +31,8 @@ pub struct ServeOptions {
     pub idle: Option<Duration>,
     /// Where the socket goes (default: [`runtime_dir`]).
     pub runtime_dir: Option<PathBuf>,
+    /// How long a client may take to answer a recall before it is cut off.
+    pub recall_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -36,6 +40,7 @@ impl Default for ServeOptions {
         ServeOptions {
             idle: Some(Duration::from_secs(30)),
             runtime_dir: None,
+            recall_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -113,6 +118,37 @@ struct Shared {
     clients: AtomicUsize,
     /// When the last client left (for the idle exit).
     last_left: Mutex<Instant>,
+    /// Client ids given out.
+    next_client: AtomicU64,
+    /// Clients, their open files and the leases they hold.
+    table: Mutex<Table>,
+    /// Per inode: held by a change of the file's layout (from its recall to
+    /// its end) and briefly by a lease grant, so no grant sees a layout a
+    /// change is about to make stale.
+    changing: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
+    recall_timeout: Duration,
+}
+
+/// One admitted client.
+#[derive(Debug)]
+struct ClientRec {
+    pid: i32,
+    /// Its connection (shut down to cut it off).
+    sock: Arc<OwnedFd>,
+    /// Its callback channel (`Listen`), which recalls go to.
+    callback: Option<Arc<Mutex<OwnedFd>>>,
+    /// Its open files, by handle: an unlinked file lives while one is open.
+    handles: HashMap<u64, Arc<File>>,
+    next_handle: u64,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    clients: HashMap<u64, ClientRec>,
+    /// Per inode, the clients holding a layout lease on it.
+    leases: HashMap<u64, HashSet<u64>>,
+    /// Per inode, the current lease epoch (bumped by each recall).
+    epochs: HashMap<u64, u64>,
 }
 
 /// A device's owner, listening.
@@ -164,6 +200,10 @@ impl Owner {
                 path: path.to_path_buf(),
                 clients: AtomicUsize::new(0),
                 last_left: Mutex::new(Instant::now()),
+                next_client: AtomicU64::new(1),
+                table: Mutex::new(Table::default()),
+                changing: Mutex::new(HashMap::new()),
+                recall_timeout: opts.recall_timeout,
             }),
             listener,
             socket,
@@ -218,7 +258,7 @@ impl Owner {
             let t = std::thread::Builder::new()
                 .name("udax-client".into())
                 .spawn(move || {
-                    serve_client(&shared, &s);
+                    serve_client(&shared, s);
                     let mut last = shared.last_left.lock();
                     *last = Instant::now();
                     // ORDERING: Relaxed: under the `last_left` lock.
@@ -268,16 +308,18 @@ fn bind(socket: &Path, device: &DeviceFile) -> Result<OwnedFd> {
     Ok(l)
 }
 
-/// Serve one client until it disconnects or breaks the protocol's order.
-fn serve_client(sh: &Shared, sock: &OwnedFd) {
+/// Serve one connection until it disconnects or breaks the protocol's
+/// order: a client's main connection (`Hello` first), or its callback
+/// channel (`Listen` first, then kept for recalls).
+fn serve_client(sh: &Shared, sock: Arc<OwnedFd>) {
     let Ok((pid, uid, gid)) = wire::peer(sock.as_fd()) else {
         return;
     };
-    let mut hello = false;
+    let mut me: Option<u64> = None;
     loop {
-        let msg = match wire::recv(sock.as_fd()) {
-            Ok(Some((m, _fd))) => m, // a descriptor from a client is dropped
-            Ok(None) => return,
+        let (msg, fd) = match wire::recv(sock.as_fd()) {
+            Ok(Some(x)) => x,
+            Ok(None) => break,
             Err(e) => {
                 tracing::debug!("client {pid}: {e}");
                 let r = Reply::Error {
@@ -285,7 +327,7 @@ fn serve_client(sh: &Shared, sock: &OwnedFd) {
                     message: e.to_string(),
                 };
                 if wire::send(sock.as_fd(), &r.encode(0), None).is_err() {
-                    return;
+                    break;
                 }
                 continue;
             }
@@ -299,36 +341,172 @@ fn serve_client(sh: &Shared, sock: &OwnedFd) {
                     message: e.to_string(),
                 };
                 if wire::send(sock.as_fd(), &r.encode(0), None).is_err() {
-                    return;
+                    break;
                 }
                 continue;
             }
         };
-        let sent = match req {
-            Request::Hello { version, write } if !hello => {
+        let sent = match (me, req) {
+            (None, Request::Hello { version, write }) => {
                 match admit(sh, pid, uid, gid, version, write) {
-                    Ok((reply, fd)) => {
-                        hello = true;
+                    Ok((mut reply, fd)) => {
+                        // ORDERING: Relaxed: a unique-id counter.
+                        let c = sh.next_client.fetch_add(1, Ordering::Relaxed);
+                        if let Reply::Hello { client, .. } = &mut reply {
+                            *client = c;
+                        }
+                        sh.table.lock().clients.insert(
+                            c,
+                            ClientRec {
+                                pid,
+                                sock: sock.clone(),
+                                callback: None,
+                                handles: HashMap::new(),
+                                next_handle: 1,
+                            },
+                        );
+                        me = Some(c);
                         wire::send(sock.as_fd(), &reply.encode(id), Some(fd.as_fd()))
                     }
                     Err(reply) => {
                         let _ = wire::send(sock.as_fd(), &reply.encode(id), None);
-                        return;
+                        break;
                     }
                 }
             }
-            _ if !hello => {
+            (None, _) => {
                 let r = Reply::Error {
                     errno: libc::EPROTO,
                     message: "the first message must be Hello".into(),
                 };
                 let _ = wire::send(sock.as_fd(), &r.encode(id), None);
-                return;
+                break;
             }
-            req => wire::send(sock.as_fd(), &answer(&sh.fs, req).encode(id), None),
+            (Some(c), Request::Listen { client }) => {
+                let r = listen(sh, c, client, fd);
+                wire::send(sock.as_fd(), &r.encode(id), None)
+            }
+            // Any other descriptor sent by a client is closed unread.
+            (Some(c), req) => wire::send(sock.as_fd(), &answer(sh, c, req).encode(id), None),
         };
         if sent.is_err() {
-            return;
+            break;
+        }
+    }
+    if let Some(c) = me {
+        drop_client(sh, c, "disconnected");
+    }
+}
+
+/// Make the socket `fd` (sent with `Listen` on client `c`'s own
+/// connection) its callback channel.
+fn listen(sh: &Shared, c: u64, client: u64, fd: Option<OwnedFd>) -> Reply {
+    let refuse = |errno, message: &str| Reply::Error {
+        errno,
+        message: message.into(),
+    };
+    if client != c {
+        return refuse(libc::EPERM, "Listen names another client");
+    }
+    let Some(fd) = fd else {
+        return refuse(libc::EINVAL, "Listen without a socket");
+    };
+    if rustix::net::sockopt::socket_type(&fd).ok() != Some(rustix::net::SocketType::SEQPACKET) {
+        return refuse(
+            libc::EINVAL,
+            "Listen with a descriptor that is not a SEQPACKET socket",
+        );
+    }
+    let mut t = sh.table.lock();
+    match t.clients.get_mut(&c) {
+        Some(rec) if rec.callback.is_none() => {
+            rec.callback = Some(Arc::new(Mutex::new(fd)));
+            Reply::Done
+        }
+        Some(_) => refuse(libc::EEXIST, "a callback channel exists"),
+        None => refuse(libc::EBADF, "no such client"),
+    }
+}
+
+/// Forget client `c`: close its files, drop its leases, and shut its
+/// connections (a cut-off client sees them end).
+fn drop_client(sh: &Shared, c: u64, why: &str) {
+    let rec = {
+        let mut t = sh.table.lock();
+        for holders in t.leases.values_mut() {
+            holders.remove(&c);
+        }
+        t.clients.remove(&c)
+    };
+    if let Some(rec) = rec {
+        tracing::debug!("client {c} (pid {}): {why}", rec.pid);
+        let _ = rustix::net::shutdown(&*rec.sock, rustix::net::Shutdown::Both);
+        if let Some(cb) = &rec.callback {
+            let _ = rustix::net::shutdown(&*cb.lock(), rustix::net::Shutdown::Both);
+        }
+        // Its files close here (an unlinked one is freed with its last handle).
+        drop(rec);
+    }
+}
+
+/// The lock a change of inode `ino`'s layout holds (see `Shared::changing`).
+fn change_lock(sh: &Shared, ino: u64) -> Arc<Mutex<()>> {
+    sh.changing.lock().entry(ino).or_default().clone()
+}
+
+/// Before a change of inode `ino`'s layout (the caller holds its change
+/// lock): end every lease on it. Each holder is sent `Recall` on its
+/// callback channel and must answer `Recalled` within the recall timeout,
+/// after dropping its layout and waiting for its reads in flight; a holder
+/// that does not is cut off.
+fn recall(sh: &Shared, ino: u64) {
+    let (epoch, holders) = {
+        let mut t = sh.table.lock();
+        let set = t.leases.remove(&ino).unwrap_or_default();
+        let e = t.epochs.entry(ino).or_insert(1);
+        let epoch = *e;
+        *e += 1;
+        let holders: Vec<(u64, Option<Arc<Mutex<OwnedFd>>>)> = set
+            .into_iter()
+            .map(|c| (c, t.clients.get(&c).and_then(|r| r.callback.clone())))
+            .collect();
+        (epoch, holders)
+    };
+    for (c, cb) in holders {
+        let answered = cb.is_some_and(|cb| {
+            let ch = cb.lock();
+            recall_one(ch.as_fd(), ino, epoch, sh.recall_timeout)
+        });
+        if !answered {
+            tracing::warn!("client {c} did not answer the recall of inode {ino}: cut off");
+            drop_client(sh, c, "cut off: no answer to a recall");
+        }
+    }
+}
+
+/// Send one recall and wait for its answer.
+fn recall_one(ch: std::os::fd::BorrowedFd<'_>, ino: u64, epoch: u64, timeout: Duration) -> bool {
+    if wire::send(ch, &Reply::Recall { ino, epoch }.encode(0), None).is_err() {
+        return false;
+    }
+    let until = Instant::now() + timeout;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero()
+            || !wire::wait_readable(ch, left.as_millis().max(1) as i32).unwrap_or(false)
+        {
+            return false;
+        }
+        match wire::recv(ch) {
+            Ok(Some((m, _))) => match Request::decode(&m) {
+                Ok((_, Request::Recalled { ino: i, epoch: e })) if i == ino && e == epoch => {
+                    return true
+                }
+                // An answer to an earlier recall that timed out: skip it.
+                Ok((_, Request::Recalled { .. })) => continue,
+                _ => return false,
+            },
+            _ => return false,
         }
     }
 }
@@ -386,6 +564,7 @@ fn admit(
             version: proto::VERSION,
             uuid: sh.fs.superblock().uuid,
             read_only: !write || sh.fs.is_read_only(),
+            client: 0,
         },
         fd,
     ))
@@ -395,12 +574,17 @@ fn path_of(p: &[u8]) -> Result<&str> {
     std::str::from_utf8(p).map_err(|_| Error::Invalid("path is not UTF-8"))
 }
 
-/// Answer one request (after `Hello`) from the file system.
-fn answer(fs: &Fs, req: Request) -> Reply {
+/// Answer one request of client `c` (after its `Hello`).
+fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
+    let fs = &sh.fs;
     let r: Result<Reply> = (|| {
         Ok(match req {
-            Request::Hello { .. } => {
-                return Err(Error::Invalid("Hello sent twice"));
+            Request::Hello { .. } => return Err(Error::Invalid("Hello sent twice")),
+            Request::Listen { .. } => {
+                return Err(Error::Invalid("Listen on a client's main connection"))
+            }
+            Request::Recalled { .. } => {
+                return Err(Error::Invalid("Recalled outside the callback channel"))
             }
             Request::Ping => Reply::Pong,
             Request::Stat { path } => Reply::Attr(attr(&fs.stat(path_of(&path)?)?)),
@@ -426,11 +610,166 @@ fn answer(fs: &Fs, req: Request) -> Reply {
                 fs.rename(path_of(&from)?, path_of(&to)?)?;
                 Reply::Done
             }
+            Request::Open {
+                path,
+                write,
+                create,
+                mode,
+            } => {
+                let f = fs.open(
+                    path_of(&path)?,
+                    &OpenOptions {
+                        read: true,
+                        write,
+                        create,
+                        mode,
+                        ..Default::default()
+                    },
+                )?;
+                let a = attr(&f.stat()?);
+                let mut t = sh.table.lock();
+                let rec = t.clients.get_mut(&c).ok_or(Error::BadFd)?;
+                let handle = rec.next_handle;
+                rec.next_handle += 1;
+                rec.handles.insert(handle, Arc::new(f));
+                Reply::Opened { handle, attr: a }
+            }
+            Request::Close { handle } => {
+                let mut t = sh.table.lock();
+                let rec = t.clients.get_mut(&c).ok_or(Error::BadFd)?;
+                let f = rec.handles.remove(&handle).ok_or(Error::BadFd)?;
+                let ino = f.ino();
+                if !rec.handles.values().any(|g| g.ino() == ino) {
+                    if let Some(h) = t.leases.get_mut(&ino) {
+                        h.remove(&c);
+                    }
+                }
+                drop(t);
+                drop(f);
+                Reply::Done
+            }
+            Request::Lease { handle, from_blk } => lease(sh, c, handle, from_blk)?,
+            Request::Truncate { handle, size } => {
+                let f = file_of(sh, c, handle)?;
+                let lock = change_lock(sh, f.ino());
+                let _g = lock.lock();
+                recall(sh, f.ino());
+                f.set_len(size)?;
+                Reply::Done
+            }
+            Request::Write {
+                handle,
+                offset,
+                data,
+            } => {
+                let f = file_of(sh, c, handle)?;
+                let lock = change_lock(sh, f.ino());
+                let _g = lock.lock();
+                if changes_layout(&f, offset, data.len() as u64) {
+                    recall(sh, f.ino());
+                }
+                let n = f.write_at(&data, offset)?;
+                Reply::Written { n: n as u64 }
+            }
         })
     })();
     r.unwrap_or_else(|e| Reply::Error {
         errno: e.errno(),
         message: e.to_string(),
+    })
+}
+
+/// Client `c`'s open file `handle` (another handle to it: the table lock is
+/// not held while the file is used).
+fn file_of(sh: &Shared, c: u64, handle: u64) -> Result<Arc<File>> {
+    let t = sh.table.lock();
+    let f = t
+        .clients
+        .get(&c)
+        .and_then(|r| r.handles.get(&handle))
+        .ok_or(Error::BadFd)?;
+    Ok(f.clone())
+}
+
+/// Whether writing `[off, off+len)` changes the file's layout: it grows the
+/// file, or fills a hole, or writes a shared (reflinked) block, which gets
+/// a copy. An overwrite in place changes no layout: lease holders read the
+/// new bytes where they are, as other processes do through the kernel's
+/// shared page.
+fn changes_layout(f: &File, off: u64, len: u64) -> bool {
+    if len == 0 {
+        return false;
+    }
+    let end = off.saturating_add(len);
+    if end > f.len() {
+        return true;
+    }
+    let (a, b) = (off / BLOCK_SIZE, end.div_ceil(BLOCK_SIZE));
+    let mut covered = a;
+    for (e, shared) in f.extents_shared() {
+        let (s, t) = (e.file_blk, e.file_blk + e.len);
+        if t <= a || s >= b {
+            continue;
+        }
+        if shared || s > covered {
+            return true;
+        }
+        covered = covered.max(t);
+    }
+    covered < b
+}
+
+/// A layout lease for client `c` on its file `handle`, from block `from` on.
+fn lease(sh: &Shared, c: u64, handle: u64, from: u64) -> Result<Reply> {
+    let f = file_of(sh, c, handle)?;
+    let ino = f.ino();
+    let lock = change_lock(sh, ino);
+    let _g = lock.lock();
+    let epoch = {
+        let mut t = sh.table.lock();
+        if t.clients.get(&c).is_none_or(|r| r.callback.is_none()) {
+            return Err(Error::Invalid("a lease needs a callback channel (Listen)"));
+        }
+        t.leases.entry(ino).or_default().insert(c);
+        *t.epochs.entry(ino).or_insert(1)
+    };
+    // Fixed fields, the two counts and `next`: 24 + 8 + 9 bytes.
+    let mut room = proto::MAX_MESSAGE - proto::HEADER - 41;
+    let mut bad = Vec::new();
+    if from == 0 {
+        for (off, len) in f.poisoned_ranges() {
+            if room < 16 * 64 {
+                break;
+            }
+            room -= 16;
+            bad.push((off / BLOCK_SIZE, len / BLOCK_SIZE));
+        }
+    }
+    let mut extents = Vec::new();
+    let mut next = None;
+    for e in f.extents() {
+        if e.file_blk + e.len <= from {
+            continue;
+        }
+        if room < 24 {
+            next = Some(e.file_blk.max(from));
+            break;
+        }
+        room -= 24;
+        let skip = from.saturating_sub(e.file_blk);
+        extents.push(Ext {
+            file_blk: e.file_blk + skip,
+            dev_blk: e.dev_blk + skip,
+            len: e.len - skip,
+        });
+    }
+    Ok(Reply::Layout {
+        ino,
+        epoch,
+        size: f.len(),
+        extents,
+        bad,
+        next,
     })
 }
 

@@ -26,6 +26,8 @@ pub const MAX_MESSAGE: usize = 64 << 10;
 pub const MAX_PATH: usize = 4095;
 /// Longest name of a directory entry.
 pub const MAX_NAME: usize = 255;
+/// Most data bytes in one `Write` (the rest of a message is its fields).
+pub const MAX_WRITE: usize = 60 << 10;
 
 /// A request from a client. Paths are absolute inside the file system
 /// (`/a/b`), as bytes.
@@ -66,6 +68,46 @@ pub enum Request {
         from: Vec<u8>,
         to: Vec<u8>,
     },
+    /// First message of a client's second connection: make it the callback
+    /// channel of client `client` (same process as its first connection).
+    Listen {
+        client: u64,
+    },
+    /// Answer to a `Recall` (sent on the callback channel): the client has
+    /// dropped its layout of `ino` and waited for its reads in flight.
+    Recalled {
+        ino: u64,
+        epoch: u64,
+    },
+    /// Open a file: a handle the owner keeps the file open by (an unlinked
+    /// file lives while a handle does).
+    Open {
+        path: Vec<u8>,
+        write: bool,
+        create: bool,
+        mode: u32,
+    },
+    Close {
+        handle: u64,
+    },
+    /// A read lease on the file's layout, extents from file block
+    /// `from_blk` on (as many as fit one reply).
+    Lease {
+        handle: u64,
+        from_blk: u64,
+    },
+    /// Set the file's size (recalls other clients' leases first).
+    Truncate {
+        handle: u64,
+        size: u64,
+    },
+    /// Write `data` at `offset` through the owner (recalls other clients'
+    /// leases first when it fills a hole or grows the file).
+    Write {
+        handle: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
 }
 
 /// File attributes, as `stat(2)` reports them.
@@ -94,6 +136,15 @@ pub struct Entry {
     pub kind: u8,
 }
 
+/// One extent of a layout: `len` blocks from file block `file_blk` at
+/// device block `dev_blk`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ext {
+    pub file_blk: u64,
+    pub dev_blk: u64,
+    pub len: u64,
+}
+
 /// File-system totals, as `statvfs(3)` needs them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -112,6 +163,8 @@ pub enum Reply {
         version: u16,
         uuid: [u8; 16],
         read_only: bool,
+        /// The client's id (for its `Listen` connection).
+        client: u64,
     },
     Pong,
     Attr(Attr),
@@ -123,6 +176,32 @@ pub enum Reply {
     Totals(Totals),
     /// A change was made (and committed to the journal).
     Done,
+    /// Answers `Open`.
+    Opened {
+        handle: u64,
+        attr: Attr,
+    },
+    /// Answers `Lease`: the layout from the asked block on, under lease
+    /// epoch `epoch` of the file. `bad` lists file block ranges on media
+    /// errors. `next`: the block to ask from for more extents.
+    Layout {
+        ino: u64,
+        epoch: u64,
+        size: u64,
+        extents: Vec<Ext>,
+        bad: Vec<(u64, u64)>,
+        next: Option<u64>,
+    },
+    /// Answers `Write`: bytes written.
+    Written {
+        n: u64,
+    },
+    /// Sent by the owner on a client's callback channel: drop the layout of
+    /// `ino` (leases of epoch `epoch` and older end) and answer `Recalled`.
+    Recall {
+        ino: u64,
+        epoch: u64,
+    },
     Error {
         errno: i32,
         message: String,
@@ -215,6 +294,52 @@ fn path_in(r: &mut Reader<'_>) -> Result<Vec<u8>, ProtoError> {
     Ok(p.to_vec())
 }
 
+fn attr_out(w: &mut Writer, a: &Attr) {
+    w.u64(a.ino)
+        .u32(a.mode)
+        .u32(a.nlink)
+        .u32(a.uid)
+        .u32(a.gid)
+        .u64(a.size)
+        .u64(a.blocks)
+        .u32(a.blksize)
+        .u64(a.atime_ns)
+        .u64(a.mtime_ns)
+        .u64(a.ctime_ns)
+        .u64(a.btime_ns);
+}
+
+fn attr_in(r: &mut Reader<'_>) -> Result<Attr, ProtoError> {
+    Ok(Attr {
+        ino: r.u64()?,
+        mode: r.u32()?,
+        nlink: r.u32()?,
+        uid: r.u32()?,
+        gid: r.u32()?,
+        size: r.u64()?,
+        blocks: r.u64()?,
+        blksize: r.u32()?,
+        atime_ns: r.u64()?,
+        mtime_ns: r.u64()?,
+        ctime_ns: r.u64()?,
+        btime_ns: r.u64()?,
+    })
+}
+
+/// An optional continuation point: a flag and a value (0 when absent).
+fn next_out(w: &mut Writer, next: Option<u64>) {
+    match next {
+        Some(n) => w.u8(1).u64(n),
+        None => w.u8(0).u64(0),
+    };
+}
+
+fn next_in(r: &mut Reader<'_>) -> Result<Option<u64>, ProtoError> {
+    let more = bool_in(r)?;
+    let at = r.u64()?;
+    Ok(more.then_some(at))
+}
+
 fn bool_in(r: &mut Reader<'_>) -> Result<bool, ProtoError> {
     match r.u8()? {
         0 => Ok(false),
@@ -243,6 +368,13 @@ impl Request {
             Request::Unlink { .. } => 8,
             Request::Rmdir { .. } => 9,
             Request::Rename { .. } => 10,
+            Request::Listen { .. } => 11,
+            Request::Recalled { .. } => 12,
+            Request::Open { .. } => 13,
+            Request::Close { .. } => 14,
+            Request::Lease { .. } => 15,
+            Request::Truncate { .. } => 16,
+            Request::Write { .. } => 17,
         }
     }
 
@@ -268,6 +400,36 @@ impl Request {
             Request::Rename { from, to } => {
                 path_out(&mut w, from);
                 path_out(&mut w, to);
+            }
+            Request::Listen { client: a } | Request::Close { handle: a } => {
+                w.u64(*a);
+            }
+            Request::Recalled { ino: a, epoch: b }
+            | Request::Lease {
+                handle: a,
+                from_blk: b,
+            }
+            | Request::Truncate { handle: a, size: b } => {
+                w.u64(*a).u64(*b);
+            }
+            Request::Open {
+                path,
+                write,
+                create,
+                mode,
+            } => {
+                path_out(&mut w, path);
+                w.u8(*write as u8).u8(*create as u8).u32(*mode);
+            }
+            Request::Write {
+                handle,
+                offset,
+                data,
+            } => {
+                w.u64(*handle)
+                    .u64(*offset)
+                    .u32(data.len() as u32)
+                    .bytes(data);
             }
         }
         frame(self.kind(), id, w)
@@ -309,6 +471,38 @@ impl Request {
                 from: path_in(&mut r)?,
                 to: path_in(&mut r)?,
             },
+            11 => Request::Listen { client: r.u64()? },
+            12 => Request::Recalled {
+                ino: r.u64()?,
+                epoch: r.u64()?,
+            },
+            13 => Request::Open {
+                path: path_in(&mut r)?,
+                write: bool_in(&mut r)?,
+                create: bool_in(&mut r)?,
+                mode: r.u32()?,
+            },
+            14 => Request::Close { handle: r.u64()? },
+            15 => Request::Lease {
+                handle: r.u64()?,
+                from_blk: r.u64()?,
+            },
+            16 => Request::Truncate {
+                handle: r.u64()?,
+                size: r.u64()?,
+            },
+            17 => {
+                let (handle, offset) = (r.u64()?, r.u64()?);
+                let n = r.u32()? as usize;
+                if n > MAX_WRITE {
+                    return Err(ProtoError::Malformed(format!("write of {n} bytes")));
+                }
+                Request::Write {
+                    handle,
+                    offset,
+                    data: r.bytes(n)?.to_vec(),
+                }
+            }
             k => return Err(ProtoError::Kind(k)),
         };
         done(r)?;
@@ -337,6 +531,10 @@ impl Reply {
             Reply::Totals(_) => 105,
             Reply::Done => 106,
             Reply::Error { .. } => 107,
+            Reply::Opened { .. } => 108,
+            Reply::Layout { .. } => 109,
+            Reply::Written { .. } => 110,
+            Reply::Recall { .. } => 111,
         }
     }
 
@@ -348,23 +546,42 @@ impl Reply {
                 version,
                 uuid,
                 read_only,
+                client,
             } => {
-                w.u16(*version).bytes(uuid).u8(*read_only as u8);
+                w.u16(*version)
+                    .bytes(uuid)
+                    .u8(*read_only as u8)
+                    .u64(*client);
             }
             Reply::Pong | Reply::Done => {}
-            Reply::Attr(a) => {
-                w.u64(a.ino)
-                    .u32(a.mode)
-                    .u32(a.nlink)
-                    .u32(a.uid)
-                    .u32(a.gid)
-                    .u64(a.size)
-                    .u64(a.blocks)
-                    .u32(a.blksize)
-                    .u64(a.atime_ns)
-                    .u64(a.mtime_ns)
-                    .u64(a.ctime_ns)
-                    .u64(a.btime_ns);
+            Reply::Attr(a) => attr_out(&mut w, a),
+            Reply::Opened { handle, attr } => {
+                w.u64(*handle);
+                attr_out(&mut w, attr);
+            }
+            Reply::Layout {
+                ino,
+                epoch,
+                size,
+                extents,
+                bad,
+                next,
+            } => {
+                w.u64(*ino).u64(*epoch).u64(*size).u32(extents.len() as u32);
+                for e in extents {
+                    w.u64(e.file_blk).u64(e.dev_blk).u64(e.len);
+                }
+                w.u32(bad.len() as u32);
+                for (a, n) in bad {
+                    w.u64(*a).u64(*n);
+                }
+                next_out(&mut w, *next);
+            }
+            Reply::Written { n } => {
+                w.u64(*n);
+            }
+            Reply::Recall { ino, epoch } => {
+                w.u64(*ino).u64(*epoch);
             }
             Reply::Entries { entries, next } => {
                 w.u32(entries.len() as u32);
@@ -374,10 +591,7 @@ impl Reply {
                         .u64(e.ino)
                         .u8(e.kind);
                 }
-                match next {
-                    Some(n) => w.u8(1).u64(*n),
-                    None => w.u8(0).u64(0),
-                };
+                next_out(&mut w, *next);
             }
             Reply::Totals(t) => {
                 w.u64(t.block_size)
@@ -408,22 +622,10 @@ impl Reply {
                 version: r.u16()?,
                 uuid: r.array::<16>()?,
                 read_only: bool_in(&mut r)?,
+                client: r.u64()?,
             },
             102 => Reply::Pong,
-            103 => Reply::Attr(Attr {
-                ino: r.u64()?,
-                mode: r.u32()?,
-                nlink: r.u32()?,
-                uid: r.u32()?,
-                gid: r.u32()?,
-                size: r.u64()?,
-                blocks: r.u64()?,
-                blksize: r.u32()?,
-                atime_ns: r.u64()?,
-                mtime_ns: r.u64()?,
-                ctime_ns: r.u64()?,
-                btime_ns: r.u64()?,
-            }),
+            103 => Reply::Attr(attr_in(&mut r)?),
             104 => {
                 // Each entry is at least 12 bytes: the count cannot ask for
                 // more than the body holds.
@@ -447,11 +649,9 @@ impl Reply {
                         kind: r.u8()?,
                     });
                 }
-                let more = bool_in(&mut r)?;
-                let from = r.u64()?;
                 Reply::Entries {
                     entries,
-                    next: more.then_some(from),
+                    next: next_in(&mut r)?,
                 }
             }
             105 => Reply::Totals(Totals {
@@ -471,6 +671,46 @@ impl Reply {
                 let message = String::from_utf8_lossy(r.bytes(n)?).into_owned();
                 Reply::Error { errno, message }
             }
+            108 => Reply::Opened {
+                handle: r.u64()?,
+                attr: attr_in(&mut r)?,
+            },
+            109 => {
+                let (ino, epoch, size) = (r.u64()?, r.u64()?, r.u64()?);
+                let n = r.u32()? as usize;
+                if n > r.remaining() / 24 {
+                    return Err(ProtoError::Malformed(format!("{n} extents")));
+                }
+                let mut extents = Vec::with_capacity(n);
+                for _ in 0..n {
+                    extents.push(Ext {
+                        file_blk: r.u64()?,
+                        dev_blk: r.u64()?,
+                        len: r.u64()?,
+                    });
+                }
+                let n = r.u32()? as usize;
+                if n > r.remaining() / 16 {
+                    return Err(ProtoError::Malformed(format!("{n} bad ranges")));
+                }
+                let mut bad = Vec::with_capacity(n);
+                for _ in 0..n {
+                    bad.push((r.u64()?, r.u64()?));
+                }
+                Reply::Layout {
+                    ino,
+                    epoch,
+                    size,
+                    extents,
+                    bad,
+                    next: next_in(&mut r)?,
+                }
+            }
+            110 => Reply::Written { n: r.u64()? },
+            111 => Reply::Recall {
+                ino: r.u64()?,
+                epoch: r.u64()?,
+            },
             k => return Err(ProtoError::Kind(k)),
         };
         done(r)?;
@@ -500,6 +740,33 @@ mod tests {
             path().prop_map(|path| Request::Unlink { path }),
             path().prop_map(|path| Request::Rmdir { path }),
             (path(), path()).prop_map(|(from, to)| Request::Rename { from, to }),
+            any::<u64>().prop_map(|client| Request::Listen { client }),
+            (any::<u64>(), any::<u64>()).prop_map(|(ino, epoch)| Request::Recalled { ino, epoch }),
+            (path(), any::<bool>(), any::<bool>(), any::<u32>()).prop_map(
+                |(path, write, create, mode)| {
+                    Request::Open {
+                        path,
+                        write,
+                        create,
+                        mode,
+                    }
+                }
+            ),
+            any::<u64>().prop_map(|handle| Request::Close { handle }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(handle, from_blk)| Request::Lease { handle, from_blk }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(handle, size)| Request::Truncate { handle, size }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..300)
+            )
+                .prop_map(|(handle, offset, data)| Request::Write {
+                    handle,
+                    offset,
+                    data,
+                }),
         ]
     }
 
@@ -528,17 +795,42 @@ mod tests {
             kind,
         });
         prop_oneof![
-            (any::<u16>(), any::<[u8; 16]>(), any::<bool>()).prop_map(
-                |(version, uuid, read_only)| {
+            (any::<u16>(), any::<[u8; 16]>(), any::<bool>(), any::<u64>()).prop_map(
+                |(version, uuid, read_only, client)| {
                     Reply::Hello {
                         version,
                         uuid,
                         read_only,
+                        client,
                     }
                 }
             ),
             Just(Reply::Pong),
-            attr.prop_map(Reply::Attr),
+            attr.clone().prop_map(Reply::Attr),
+            (any::<u64>(), attr).prop_map(|(handle, attr)| Reply::Opened { handle, attr }),
+            (
+                proptest::array::uniform3(any::<u64>()),
+                proptest::collection::vec(proptest::array::uniform3(any::<u64>()), 0..20),
+                proptest::collection::vec((any::<u64>(), any::<u64>()), 0..5),
+                proptest::option::of(any::<u64>()),
+            )
+                .prop_map(|(h, ext, bad, next)| Reply::Layout {
+                    ino: h[0],
+                    epoch: h[1],
+                    size: h[2],
+                    extents: ext
+                        .into_iter()
+                        .map(|e| Ext {
+                            file_blk: e[0],
+                            dev_blk: e[1],
+                            len: e[2],
+                        })
+                        .collect(),
+                    bad,
+                    next,
+                }),
+            any::<u64>().prop_map(|n| Reply::Written { n }),
+            (any::<u64>(), any::<u64>()).prop_map(|(ino, epoch)| Reply::Recall { ino, epoch }),
             (
                 proptest::collection::vec(entry, 0..20),
                 proptest::option::of(any::<u64>())
@@ -576,7 +868,7 @@ mod tests {
 
         #[test]
         fn a_valid_header_over_arbitrary_bodies_never_panics(
-            kind in prop_oneof![1u16..=12, 100u16..=110],
+            kind in prop_oneof![1u16..=18, 100u16..=112],
             body in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
             let mut w = Writer::new();
