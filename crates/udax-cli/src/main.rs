@@ -910,13 +910,23 @@ fn print_stat(path: &str, st: &udax::fs::Stat, shared: Option<u64>) {
 /// `udax cat`.
 fn cat_cmd(t: String, def: Option<&str>) -> AnyResult<()> {
     let t = target(&t, def)?;
-    let fs = mount_ro(&t.dev)?;
-    let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
+    let m = Meta::open(&t.dev, true)?;
+    let read_at: Box<dyn Fn(&mut [u8], u64) -> udax::Result<usize>> = match &m {
+        Meta::Local(fs) => {
+            let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
+            Box::new(move |b, o| f.read_at(b, o))
+        }
+        // Served by an owner: read straight from the device under a lease.
+        Meta::Owner(c) => {
+            let f = ctx(c.open(&t.path, false, false, 0), &t.path)?;
+            Box::new(move |b, o| f.read_at(b, o))
+        }
+    };
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0;
     let mut out = std::io::stdout().lock();
     loop {
-        let n = ctx(f.read_at(&mut buf, off), &t.path)?;
+        let n = ctx(read_at(&mut buf, off), &t.path)?;
         if n == 0 {
             break;
         }

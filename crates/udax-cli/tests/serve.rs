@@ -2,7 +2,7 @@
 //! processes (issue 17, first slice; docs/multiprocess.md).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -115,7 +115,19 @@ fn wait_for(c: &mut Child, within: Duration) -> std::process::ExitStatus {
 #[test]
 fn mp_cli_commands_go_through_the_owner_while_it_holds_the_device() {
     let e = Env::new();
+    let host = e.dir.path().join("host.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&host, &data).unwrap();
+    e.ok(&["cp", host.to_str().unwrap(), &e.at("/data")]);
     let o = e.serve_foreground("0");
+    // Data read straight from the device under a lease.
+    let cat = e.cmd(&["cat", &e.at("/data")]).output().unwrap();
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    assert!(cat.stdout == data, "cat through the owner");
     e.ok(&["mkdir", "-p", &e.at("/a/b")]);
     e.ok(&["mkdir", &e.at("/c")]);
     e.ok(&["mv", &e.at("/c"), &e.at("/a/d")]);
@@ -132,15 +144,20 @@ fn mp_cli_commands_go_through_the_owner_while_it_holds_the_device() {
     assert!(e.ok(&["df", &e.dev]).contains("use%"));
     e.ok(&["rm", "-r", &e.at("/a/d")]);
     // What the owner protocol does not carry yet is refused, not faked.
+    let cp = e.run(&["cp", "/etc/hostname", &e.at("/h")]);
+    assert!(!cp.status.success());
+    assert!(String::from_utf8_lossy(&cp.stderr).contains("busy"));
+    // cat reads through a lease: a directory is refused as the kernel would.
     let cat = e.run(&["cat", &e.at("/a")]);
     assert!(!cat.status.success());
-    assert!(String::from_utf8_lossy(&cat.stderr).contains("busy"));
     assert!(o.term().success(), "the owner exits 0 on SIGTERM");
     assert!(e.socket(Duration::ZERO).is_none(), "socket removed");
     // The device is free again; the changes are there.
     let ls = e.ok(&["ls", &e.at("/a")]);
     assert_eq!(ls.lines().collect::<Vec<_>>(), ["b"], "{ls}");
-    assert!(e.ok(&["fsck", &e.dev]).contains("clean"));
+    let fsck = e.ok(&["fsck", "--json", &e.dev]);
+    let v: serde_json::Value = serde_json::from_str(&fsck).unwrap();
+    assert_eq!(v["clean"], true, "{fsck}");
 }
 
 #[test]
@@ -226,5 +243,4 @@ fn mp_an_unprivileged_peer_is_admitted_only_as_far_as_the_device_mode_allows() {
         !e.ok(&["ls", &e.at("/")]).contains("theirs"),
         "nothing was created"
     );
-    let _ = Path::new(e.dir.path());
 }
