@@ -907,11 +907,14 @@ fn print_stat(path: &str, st: &udax::fs::Stat, shared: Option<u64>) {
     );
 }
 
+/// A file's `read_at`, embedded or through the device's owner.
+type ReadAt = dyn Fn(&mut [u8], u64) -> udax::Result<usize>;
+
 /// `udax cat`.
 fn cat_cmd(t: String, def: Option<&str>) -> AnyResult<()> {
     let t = target(&t, def)?;
     let m = Meta::open(&t.dev, true)?;
-    let read_at: Box<dyn Fn(&mut [u8], u64) -> udax::Result<usize>> = match &m {
+    let read_at: Box<ReadAt> = match &m {
         Meta::Local(fs) => {
             let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
             Box::new(move |b, o| f.read_at(b, o))
