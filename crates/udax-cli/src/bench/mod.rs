@@ -7,7 +7,7 @@
 //! share, the runner and the report (table and JSON); each benchmark family is
 //! a submodule whose `run` returns its rows: `seq` (P1), `random` (P2),
 //! `fsync` (P6, P6-file), `scaling` (P7), `mmap` (P3, P4, P5), `aging` (P9),
-//! `shim` (P8).
+//! `shim` (P8), `owner` (P10, P12: a client of `udax serve`).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use udax::fs::{Fs, MkfsOptions, OpenOptions};
 mod aging;
 mod fsync;
 mod mmap;
+mod owner;
 mod random;
 mod scaling;
 mod seq;
@@ -37,8 +38,9 @@ pub struct BenchArgs {
     /// Directory on a disk file system for the regular-file device of P6.
     #[arg(long, default_value = ".")]
     file_dir: PathBuf,
-    /// Run only these benchmarks (comma-separated ids: P1,P2,P3,P4,P5,P6,P7,P8,P9;
-    /// P3, P4 and P5 run together).
+    /// Run only these benchmarks (comma-separated ids:
+    /// P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P12; P3, P4 and P5 run together, as do
+    /// P10 and P12).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     only: Vec<String>,
     /// Internal (P8): time N one-byte preads of PATH through libc and print ns/call.
@@ -239,7 +241,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     let mut backing = vec![0u8; 4096 + 64];
     let skew = backing.as_ptr().align_offset(64);
     let page = &mut backing[skew..skew + 4096];
-    const IDS: [&str; 9] = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9"];
+    const IDS: [&str; 11] = [
+        "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12",
+    ];
     if let Some(bad) = a
         .only
         .iter()
@@ -284,6 +288,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     }
     if want("P8") {
         out.extend(shim::run(a.quick, c.reps, &a.tmpfs_dir)?);
+    }
+    if want("P10/P12") {
+        out.extend(owner::run(&c, tmp.path())?);
     }
 
     report(&out, a.quick, a.json.as_deref())

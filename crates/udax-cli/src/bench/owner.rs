@@ -1,0 +1,178 @@
+//! P10 and P12: a client of the device's owner (`udax serve`, a separate
+//! process started for the run; docs/multiprocess.md).
+//!
+//! * P10-rtt: one round trip to the owner (`Ping`), in us; baseline: a bare
+//!   round trip of a 24-byte message over a `SOCK_SEQPACKET` socket pair
+//!   between two threads (the transport alone).
+//! * P10-read: 4 KiB random reads of a file in a client, straight from the
+//!   device under a lease, against the same reads embedded (the file system
+//!   mounted in this process) on the same device file and offsets; target
+//!   >= 0.9x.
+//! * P12-stat, P12-create: `stat` of one file, and create + unlink of a new
+//!   one, through the owner, against the same system calls on tmpfs.
+
+use super::{e, rate_over, repeat, res, Cfg, Res};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use udax::client::{Client, ConnectOptions};
+use udax::device;
+use udax::fs::{Fs, MkfsOptions};
+
+/// An owner process for the run; stopped (SIGTERM, a checkpoint) when dropped.
+struct Owner(Child);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own unreaped child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+/// The bare socket round trip: 24 bytes to an echoing thread and back.
+fn bare_rtt(reps: usize, n: u64) -> Result<super::Stat, String> {
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+    let (a, b) = e(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    ))?;
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((k, _)) = rustix::net::recv(&b, &mut buf, RecvFlags::empty()) {
+            if k == 0 || rustix::net::send(&b, &buf[..k], SendFlags::empty()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = [0u8; 64];
+    let r = repeat(reps, || {
+        let t = Instant::now();
+        for _ in 0..n {
+            e(rustix::net::send(&a, &[0u8; 24], SendFlags::empty()))?;
+            e(rustix::net::recv(&a, &mut buf, RecvFlags::empty()))?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+    });
+    drop(a);
+    let _ = echo.join();
+    r
+}
+
+pub(super) fn run(c: &Cfg, tmp: &Path) -> Result<Vec<Res>, String> {
+    let span = (c.rand_span / 4).max(16 << 20);
+    let dev = tmp.join("owner.img");
+    let spec = dev.to_str().ok_or("tmpfs path is not UTF-8")?.to_string();
+    let d = e(device::open(
+        &spec,
+        &device::OpenOptions {
+            create_size: Some(span + (64 << 20)),
+        },
+    ))?;
+    e(Fs::mkfs(&*d, &MkfsOptions::default()))?;
+    let fs = e(Fs::mount(d))?;
+    let f = e(fs.create("/rand", 0o644))?;
+    e(f.write_at(&vec![1u8; span as usize], 0))?;
+    e(fs.create("/stat", 0o644))?;
+    let blocks = span / 4096;
+    let mut rng = fastrand::Rng::with_seed(10);
+    let offs: Vec<u64> = (0..c.rand_ops / 2)
+        .map(|_| rng.u64(0..blocks) * 4096)
+        .collect();
+    let mut page = vec![0u8; 4096];
+    let embedded = rate_over(c.reps, &offs, |o| e(f.read_at(&mut page, o)).map(drop))?;
+    drop(f);
+    e(fs.unmount())?;
+
+    let run_dir = tmp.join("run");
+    let exe = e(std::env::current_exe())?;
+    let child = e(Command::new(exe)
+        .args(["serve", "--foreground", "--idle", "0", &spec])
+        .env("UDAX_RUNTIME_DIR", &run_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn())?;
+    let _owner = Owner(child);
+    let opts = ConnectOptions {
+        write: true,
+        runtime_dir: Some(run_dir),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let client = loop {
+        match Client::connect(&dev, &opts) {
+            Ok(cl) => break cl,
+            Err(_) if t.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(err) => return Err(format!("the owner does not answer: {err}")),
+        }
+    };
+    let pings = 20_000u64;
+    let bare = bare_rtt(c.reps, pings)?;
+    let rtt = repeat(c.reps, || {
+        let t = Instant::now();
+        for _ in 0..pings {
+            e(client.ping())?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e6 / pings as f64)
+    })?;
+    let g = e(client.open("/rand", false, false, 0))?;
+    let remote = rate_over(c.reps, &offs, |o| e(g.read_at(&mut page, o)).map(drop))?;
+    drop(g);
+
+    let n = c.file_ops * 10;
+    let idx: Vec<u64> = (0..n).collect();
+    let cstat = rate_over(c.reps, &idx, |_| e(client.stat("/stat")).map(drop))?;
+    let ccreate = rate_over(c.reps, &idx, |i| {
+        let p = format!("/c{i}");
+        e(client.create(&p, 0o644))?;
+        e(client.unlink(&p))
+    })?;
+    let host = tmp.join("stat");
+    e(std::fs::write(&host, b""))?;
+    let hstat = rate_over(c.reps, &idx, |_| e(std::fs::metadata(&host)).map(drop))?;
+    let hcreate = rate_over(c.reps, &idx, |i| {
+        let p = tmp.join(format!("c{i}"));
+        drop(e(std::fs::File::create(&p))?);
+        e(std::fs::remove_file(&p))
+    })?;
+    drop(client);
+    Ok(vec![
+        res(
+            "P10-rtt",
+            "one round trip to the device's owner (Ping over its socket)",
+            "us",
+            rtt,
+            Some(bare),
+            None,
+        ),
+        res(
+            "P10-read",
+            "4 KiB random read in a client of the owner (straight from the device under a lease) vs embedded",
+            "Mops/s",
+            remote,
+            Some(embedded),
+            None,
+        ),
+        res(
+            "P12-stat",
+            "stat through the owner (one round trip each) vs stat(2) on tmpfs",
+            "Mops/s",
+            cstat,
+            Some(hstat),
+            None,
+        ),
+        res(
+            "P12-create",
+            "create + unlink through the owner vs the system calls on tmpfs",
+            "Mops/s",
+            ccreate,
+            Some(hcreate),
+            None,
+        ),
+    ])
+}
