@@ -68,18 +68,40 @@ impl Env {
         }
     }
 
-    /// `udax serve --foreground` as a child; waits until its socket exists.
+    /// `udax serve --foreground` as a child; waits until its socket answers.
     fn serve_foreground(&self, idle: &str) -> Owner {
         let child = self
             .cmd(&["serve", "--foreground", "--idle", idle, &self.dev])
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let o = Owner(child);
-        assert!(self.socket(Duration::from_secs(20)).is_some(), "no socket");
+        let t = Instant::now();
+        while !self.socket(Duration::ZERO).is_some_and(|p| answers(&p)) {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the owner does not answer"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         o
     }
+}
+
+/// Whether a listener accepts connections at `p` (a stale socket file
+/// refuses them).
+fn answers(p: &std::path::Path) -> bool {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let Ok(s) = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    SocketAddrUnix::new(p).is_ok_and(|a| rustix::net::connect(&s, &a).is_ok())
 }
 
 /// An owner process, killed if a test fails before it stops it.
@@ -243,4 +265,74 @@ fn mp_an_unprivileged_peer_is_admitted_only_as_far_as_the_device_mode_allows() {
         !e.ok(&["ls", &e.at("/")]).contains("theirs"),
         "nothing was created"
     );
+}
+
+/// A client killed while it holds a file open (unlinked) and a lease on it:
+/// the owner sees its connection end, closes its files (the blocks come
+/// back) and drops its leases (a truncate does not wait for its answer).
+#[test]
+fn mp_kill_9_of_a_client_holding_a_lease_and_an_open_file_leaves_nothing_held() {
+    let e = Env::new();
+    let host = e.dir.path().join("big.bin");
+    std::fs::write(&host, vec![5u8; 8 << 20]).unwrap();
+    e.ok(&["cp", host.to_str().unwrap(), &e.at("/big")]);
+    e.ok(&["cp", host.to_str().unwrap(), &e.at("/other")]);
+    let _o = e.serve_foreground("0");
+    let free = |e: &Env| -> u64 {
+        let df = e.ok(&["df", &e.dev]);
+        let line = df.lines().nth(1).unwrap().to_string();
+        line.split_whitespace().nth(3).unwrap().parse().unwrap()
+    };
+    // `cat` through the owner into a pipe nobody reads: it blocks holding
+    // the file open and a lease on its layout.
+    let mut cat = e
+        .cmd(&["cat", &e.at("/big")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        cat.try_wait().unwrap().is_none(),
+        "cat blocks on the full pipe"
+    );
+    e.ok(&["rm", &e.at("/big")]);
+    let held = free(&e);
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(cat.id() as i32, libc::SIGKILL) };
+    let _ = cat.wait();
+    let t = Instant::now();
+    loop {
+        if free(&e) >= held + (8 << 10) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the killed client's file was not closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fsck_later = e.ok(&["ls", &e.at("/")]);
+    assert_eq!(fsck_later.trim(), "other");
+}
+
+/// The owner killed with SIGKILL: the device is free again (the flock died
+/// with it), what it acknowledged is there, and a new owner replaces its
+/// stale socket.
+#[test]
+fn mp_kill_9_of_the_owner_frees_the_device_and_a_new_owner_recovers() {
+    let e = Env::new();
+    let mut o = e.serve_foreground("0");
+    e.ok(&["mkdir", &e.at("/before")]);
+    o.0.kill().unwrap();
+    let _ = o.0.wait();
+    // No owner answers: the CLI mounts the device itself (the flock died
+    // with the owner) and sees what the owner had acknowledged.
+    let ls = e.ok(&["ls", &e.at("/")]);
+    assert_eq!(ls.trim(), "before");
+    // The stale socket is replaced by the next owner.
+    let _o2 = e.serve_foreground("0");
+    e.ok(&["mkdir", &e.at("/after")]);
+    let ls = e.ok(&["ls", &e.at("/")]);
+    assert_eq!(ls.lines().collect::<Vec<_>>(), ["after", "before"], "{ls}");
 }

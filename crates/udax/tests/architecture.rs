@@ -8,6 +8,9 @@
 //! below every layer. Comments are skipped; test modules inside `src/` count
 //! like the rest (a dax unit test that mounts an fs is an fs test).
 
+#[path = "support/files.rs"]
+mod files;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -38,21 +41,6 @@ fn known(a: &str, b: &str) -> bool {
 
 fn src_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| e.expect("directory entry").path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
 }
 
 /// The layer a file belongs to: its folder (or file stem) under `src/`;
@@ -171,7 +159,7 @@ fn crate_paths(src: &str) -> Vec<(String, usize)> {
 fn edges() -> BTreeMap<(String, String), Vec<String>> {
     let src = src_dir();
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    files::rust_files(&src, &mut files);
     assert!(files.len() > 10, "found only {} files in src/", files.len());
     let mut edges: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for f in files {

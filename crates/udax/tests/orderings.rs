@@ -12,6 +12,9 @@
 //!
 //! See docs/architecture.md, "Atomic orderings".
 
+#[path = "support/files.rs"]
+mod files;
+
 use std::path::{Path, PathBuf};
 
 /// The atomic orderings (`Ordering::Less` and the like are not ones).
@@ -210,21 +213,6 @@ fn exceptions(sync_doc: &str) -> Vec<String> {
     names
 }
 
-fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| e.expect("directory entry").path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            rs_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
-
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -248,7 +236,7 @@ fn read(p: &Path) -> String {
 fn every_atomic_ordering_has_an_argument() {
     let mut files = Vec::new();
     for root in ["src", "../udax-preload/src"] {
-        rs_files(&manifest_dir().join(root), &mut files);
+        files::rust_files(&manifest_dir().join(root), &mut files);
     }
     assert!(files.len() > 50, "found only {} source files", files.len());
     let mut problems = Vec::new();
@@ -288,7 +276,7 @@ fn direct_std_sync_uses_are_listed_as_exceptions() {
         shown(&sync_mod)
     );
     let mut files = Vec::new();
-    rs_files(&src_dir, &mut files);
+    files::rust_files(&src_dir, &mut files);
     let mut problems = Vec::new();
     let mut direct = Vec::new();
     for f in &files {

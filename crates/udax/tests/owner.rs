@@ -534,3 +534,23 @@ fn mp_a_client_that_does_not_answer_a_recall_is_cut_off() {
     // The good client goes on.
     assert_eq!(f.len().unwrap(), 0);
 }
+
+#[test]
+fn mp_when_the_owner_goes_away_a_clients_calls_fail_with_enotconn() {
+    let _w = common::Watchdog::start(60, "owner gone");
+    let s = setup(16);
+    let o = serve(&s, None);
+    let c = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    c.mkdir("/d", 0o755).unwrap();
+    drop(o); // stops the owner: its connections are shut
+    for r in [
+        c.mkdir("/e", 0o755),
+        c.stat("/d").map(drop),
+        c.ping().map(drop),
+    ] {
+        match r {
+            Err(e @ Error::NotConnected(_)) => assert_eq!(e.errno(), libc::ENOTCONN),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -317,34 +317,29 @@ fn serve_client(sh: &Shared, sock: Arc<OwnedFd>) {
     };
     let mut me: Option<u64> = None;
     loop {
+        // A message that cannot be read gets an error; the connection goes on.
+        let refuse = |errno: i32, e: &dyn std::fmt::Display| {
+            tracing::debug!("client {pid}: {e}");
+            let r = Reply::Error {
+                errno,
+                message: e.to_string(),
+            };
+            wire::send(sock.as_fd(), &r.encode(0), None)
+        };
         let (msg, fd) = match wire::recv(sock.as_fd()) {
             Ok(Some(x)) => x,
             Ok(None) => break,
-            Err(e) => {
-                tracing::debug!("client {pid}: {e}");
-                let r = Reply::Error {
-                    errno: libc::EMSGSIZE,
-                    message: e.to_string(),
-                };
-                if wire::send(sock.as_fd(), &r.encode(0), None).is_err() {
-                    break;
-                }
-                continue;
-            }
+            Err(e) => match refuse(libc::EMSGSIZE, &e) {
+                Ok(()) => continue,
+                Err(_) => break,
+            },
         };
         let (id, req) = match Request::decode(&msg) {
             Ok(x) => x,
-            Err(e) => {
-                tracing::debug!("client {pid}: {e}");
-                let r = Reply::Error {
-                    errno: libc::EPROTO,
-                    message: e.to_string(),
-                };
-                if wire::send(sock.as_fd(), &r.encode(0), None).is_err() {
-                    break;
-                }
-                continue;
-            }
+            Err(e) => match refuse(libc::EPROTO, &e) {
+                Ok(()) => continue,
+                Err(_) => break,
+            },
         };
         let sent = match (me, req) {
             (None, Request::Hello { version, write }) => {
