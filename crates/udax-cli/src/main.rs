@@ -427,17 +427,32 @@ fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
         (None, Some(d)) => {
             let mut f = ctx(std::fs::File::open(src), src)?;
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let fs = mount(&d.dev)?;
-            let out = ctx(fs.open(&d.path, &create_trunc), dst)?;
-            let n = pump(
-                progress(len),
-                |buf, _| ctx(f.read(buf), src),
-                |data, off| ctx(out.write_at(data, off).map(drop), dst),
-            )?;
-            ctx(out.fsync(), dst)?;
-            drop(out);
-            ctx(fs.unmount(), &d.dev)?;
-            Ok(n)
+            match Meta::open(&d.dev, false)? {
+                Meta::Local(fs) => {
+                    let out = ctx(fs.open(&d.path, &create_trunc), dst)?;
+                    let n = pump(
+                        progress(len),
+                        |buf, _| ctx(f.read(buf), src),
+                        |data, off| ctx(out.write_at(data, off).map(drop), dst),
+                    )?;
+                    ctx(out.fsync(), dst)?;
+                    drop(out);
+                    ctx(fs.unmount(), &d.dev)?;
+                    Ok(n)
+                }
+                // Served by an owner: the data goes through it.
+                Meta::Owner(c) => {
+                    let out = ctx(c.open(&d.path, true, true, 0o644), dst)?;
+                    ctx(out.set_len(0), dst)?;
+                    let n = pump(
+                        progress(len),
+                        |buf, _| ctx(f.read(buf), src),
+                        |data, off| ctx(out.write_at(data, off).map(drop), dst),
+                    )?;
+                    ctx(out.fsync(), dst)?;
+                    Ok(n)
+                }
+            }
         }
         (Some(s), None) => {
             if same_host_file(&s.dev, dst) {
@@ -445,12 +460,25 @@ fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
                     "'{dst}' is the device of '{src}': copying would overwrite the file system"
                 ));
             }
-            let fs = mount_ro(&s.dev)?;
-            let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), src)?;
+            let m = Meta::open(&s.dev, true)?;
+            let (len, read_at): (u64, Box<ReadAt>) = match &m {
+                Meta::Local(fs) => {
+                    let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), src)?;
+                    (inp.len(), Box::new(move |b, o| inp.read_at(b, o)))
+                }
+                // Served by an owner: read straight from the device under a lease.
+                Meta::Owner(c) => {
+                    let inp = ctx(c.open(&s.path, false, false, 0), src)?;
+                    (
+                        ctx(inp.len(), src)?,
+                        Box::new(move |b, o| inp.read_at(b, o)),
+                    )
+                }
+            };
             let mut out = ctx(std::fs::File::create(dst), dst)?;
             pump(
-                progress(inp.len()),
-                |buf, off| ctx(inp.read_at(buf, off), src),
+                progress(len),
+                |buf, off| ctx(read_at(buf, off), src),
                 |data, _| ctx(out.write_all(data), dst),
             )
         }

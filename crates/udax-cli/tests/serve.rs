@@ -165,10 +165,18 @@ fn mp_cli_commands_go_through_the_owner_while_it_holds_the_device() {
         .contains("served by the device's owner"));
     assert!(e.ok(&["df", &e.dev]).contains("use%"));
     e.ok(&["rm", "-r", &e.at("/a/d")]);
+    // cp in and out through the owner.
+    e.ok(&["cp", host.to_str().unwrap(), &e.at("/copy")]);
+    let back = e.dir.path().join("back.bin");
+    e.ok(&["cp", &e.at("/copy"), back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "cp through the owner"
+    );
     // What the owner protocol does not carry yet is refused, not faked.
-    let cp = e.run(&["cp", "/etc/hostname", &e.at("/h")]);
-    assert!(!cp.status.success());
-    assert!(String::from_utf8_lossy(&cp.stderr).contains("busy"));
+    let st = e.run(&["stat", "--mmap", &e.at("/copy")]);
+    assert!(!st.status.success());
+    assert!(String::from_utf8_lossy(&st.stderr).contains("an owner serves it"));
     // cat reads through a lease: a directory is refused as the kernel would.
     let cat = e.run(&["cat", &e.at("/a")]);
     assert!(!cat.status.success());

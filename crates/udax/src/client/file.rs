@@ -199,6 +199,16 @@ impl RemoteFile {
         Ok(done)
     }
 
+    /// Make the file durable (the owner's `fsync`).
+    pub fn fsync(&self) -> Result<()> {
+        match self.inner.call(&Request::Fsync {
+            handle: self.handle,
+        })? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Set the file's size through the owner (every lease on it is recalled
     /// first, this client's own included).
     pub fn set_len(&self, size: u64) -> Result<()> {

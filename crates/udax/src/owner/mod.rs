@@ -644,6 +644,10 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
                 Reply::Done
             }
             Request::Lease { handle, from_blk } => lease(sh, c, handle, from_blk)?,
+            Request::Fsync { handle } => {
+                file_of(sh, c, handle)?.fsync()?;
+                Reply::Done
+            }
             Request::Truncate { handle, size } => {
                 let f = file_of(sh, c, handle)?;
                 let lock = change_lock(sh, f.ino());

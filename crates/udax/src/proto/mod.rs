@@ -108,6 +108,10 @@ pub enum Request {
         offset: u64,
         data: Vec<u8>,
     },
+    /// Make the file's data and metadata durable (`fsync`).
+    Fsync {
+        handle: u64,
+    },
 }
 
 /// File attributes, as `stat(2)` reports them.
@@ -375,6 +379,7 @@ impl Request {
             Request::Lease { .. } => 15,
             Request::Truncate { .. } => 16,
             Request::Write { .. } => 17,
+            Request::Fsync { .. } => 18,
         }
     }
 
@@ -401,7 +406,9 @@ impl Request {
                 path_out(&mut w, from);
                 path_out(&mut w, to);
             }
-            Request::Listen { client: a } | Request::Close { handle: a } => {
+            Request::Listen { client: a }
+            | Request::Close { handle: a }
+            | Request::Fsync { handle: a } => {
                 w.u64(*a);
             }
             Request::Recalled { ino: a, epoch: b }
@@ -483,6 +490,7 @@ impl Request {
                 mode: r.u32()?,
             },
             14 => Request::Close { handle: r.u64()? },
+            18 => Request::Fsync { handle: r.u64()? },
             15 => Request::Lease {
                 handle: r.u64()?,
                 from_blk: r.u64()?,
@@ -753,6 +761,7 @@ mod tests {
                 }
             ),
             any::<u64>().prop_map(|handle| Request::Close { handle }),
+            any::<u64>().prop_map(|handle| Request::Fsync { handle }),
             (any::<u64>(), any::<u64>())
                 .prop_map(|(handle, from_blk)| Request::Lease { handle, from_blk }),
             (any::<u64>(), any::<u64>())
