@@ -554,3 +554,53 @@ fn mp_when_the_owner_goes_away_a_clients_calls_fail_with_enotconn() {
         }
     }
 }
+
+#[test]
+fn mp_a_client_overwrites_allocated_blocks_in_place_and_the_bytes_persist() {
+    let _w = common::Watchdog::start(60, "in-place writes");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let w = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let r = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let f = w.open("/f", true, true, 0o644).unwrap();
+    f.write_at(&vec![1u8; 64 << 10], 0).unwrap();
+    let g = r.open("/f", false, false, 0).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    g.read_at(&mut buf, 0).unwrap();
+    let recalls = r.recalls();
+    // Overwrites inside the file, across block boundaries: in place, no
+    // layout change, so no recall of the reader's lease.
+    for (i, off) in [0u64, 4090, 8192, 60_000].into_iter().enumerate() {
+        let data = vec![10 + i as u8; 5000.min((64 << 10) - off as usize)];
+        assert_eq!(f.write_at(&data, off).unwrap(), data.len());
+        let mut back = vec![0u8; data.len()];
+        g.read_at(&mut back, off).unwrap();
+        assert_eq!(back, data, "the reader sees the overwrite at {off}");
+    }
+    assert_eq!(r.recalls(), recalls, "no recall for overwrites in place");
+    // A read-only handle cannot write, in place or through the owner.
+    assert!(g.write_at(b"no", 0).is_err());
+    let mut want = vec![1u8; 64 << 10];
+    for (i, off) in [0usize, 4090, 8192, 60_000].into_iter().enumerate() {
+        let n = 5000.min((64 << 10) - off);
+        want[off..off + n].fill(10 + i as u8);
+    }
+    // In place means without the owner: with the owner gone, an overwrite
+    // under the lease still lands (a write through the owner would fail).
+    drop(o);
+    assert_eq!(f.write_at(b"direct", 30_000).unwrap(), 6);
+    want[30_000..30_006].copy_from_slice(b"direct");
+    assert!(matches!(f.write_at(b"grow", 64 << 10), Err(Error::NotConnected(_))));
+    drop((f, g, w, r));
+    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let fs = Fs::mount(d).unwrap();
+    let mut got = vec![0u8; 64 << 10];
+    let h = fs.open("/f", &udax::fs::OpenOptions::read_only()).unwrap();
+    h.read_at(&mut got, 0).unwrap();
+    assert!(
+        got == want,
+        "what the client wrote in place is on the device"
+    );
+    drop(h);
+    fs.unmount().unwrap();
+}

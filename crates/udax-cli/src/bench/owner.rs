@@ -8,6 +8,8 @@
 //!   device under a lease, against the same reads embedded (the file system
 //!   mounted in this process) on the same device file and offsets; target
 //!   >= 0.9x.
+//! * P10-write: 4 KiB random overwrites of the same file's allocated blocks
+//!   in a client (in place under the lease) against embedded.
 //! * P12-stat, P12-create: `stat` of one file, and create + unlink of a new
 //!   one, through the owner, against the same system calls on tmpfs.
 
@@ -83,6 +85,7 @@ pub(super) fn run(c: &Cfg, tmp: &Path) -> Result<Vec<Res>, String> {
         .collect();
     let mut page = vec![0u8; 4096];
     let embedded = rate_over(c.reps, &offs, |o| e(f.read_at(&mut page, o)).map(drop))?;
+    let embedded_w = rate_over(c.reps, &offs, |o| e(f.write_at(&page, o)).map(drop))?;
     drop(f);
     e(fs.unmount())?;
 
@@ -120,8 +123,9 @@ pub(super) fn run(c: &Cfg, tmp: &Path) -> Result<Vec<Res>, String> {
         }
         Ok(t.elapsed().as_secs_f64() * 1e6 / pings as f64)
     })?;
-    let g = e(client.open("/rand", false, false, 0))?;
+    let g = e(client.open("/rand", true, false, 0))?;
     let remote = rate_over(c.reps, &offs, |o| e(g.read_at(&mut page, o)).map(drop))?;
+    let remote_w = rate_over(c.reps, &offs, |o| e(g.write_at(&page, o)).map(drop))?;
     drop(g);
 
     let n = c.file_ops * 10;
@@ -156,6 +160,14 @@ pub(super) fn run(c: &Cfg, tmp: &Path) -> Result<Vec<Res>, String> {
             "Mops/s",
             remote,
             Some(embedded),
+            None,
+        ),
+        res(
+            "P10-write",
+            "4 KiB random overwrite in a client of the owner (in place, straight to the device) vs embedded",
+            "Mops/s",
+            remote_w,
+            Some(embedded_w),
             None,
         ),
         res(

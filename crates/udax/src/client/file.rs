@@ -25,8 +25,8 @@ use std::sync::Arc;
 struct Layout {
     epoch: u64,
     size: u64,
-    /// file block -> (device block, blocks)
-    map: BTreeMap<u64, (u64, u64)>,
+    /// file block -> (device block, blocks, shared with other files)
+    map: BTreeMap<u64, (u64, u64, bool)>,
     /// File block ranges on media errors.
     bad: Vec<(u64, u64)>,
 }
@@ -35,7 +35,7 @@ impl Layout {
     /// The device block behind file block `b` and how many blocks run on
     /// from it, or the hole's length (`u64::MAX` past the last extent).
     fn at(&self, b: u64) -> (Option<u64>, u64) {
-        if let Some((&f, &(d, n))) = self.map.range(..=b).next_back() {
+        if let Some((&f, &(d, n, _))) = self.map.range(..=b).next_back() {
             if b < f + n {
                 return (Some(d + (b - f)), f + n - b);
             }
@@ -81,6 +81,8 @@ pub struct RemoteFile {
     inner: Arc<Inner>,
     handle: u64,
     ino: u64,
+    /// Opened for writing.
+    write: bool,
     st: Arc<FileState>,
 }
 
@@ -114,6 +116,7 @@ impl RemoteFile {
             inner: inner.clone(),
             handle,
             ino: attr.ino,
+            write,
             st,
         })
     }
@@ -177,10 +180,17 @@ impl RemoteFile {
         })
     }
 
-    /// Write `data` at `off` through the owner, in pieces of at most
-    /// [`proto::MAX_WRITE`]. Returns the bytes written (fewer if the device
-    /// filled up part way).
+    /// Write `data` at `off`. An overwrite of blocks the lease shows
+    /// allocated to this file alone, inside the file and free of media
+    /// errors goes straight to the device (durable when this returns; the
+    /// file's mtime is not updated, see docs/limits.md); anything else
+    /// (growth, holes, shared blocks) goes through the owner, in pieces of at
+    /// most [`proto::MAX_WRITE`]. Returns the bytes written (fewer if the
+    /// device filled up part way).
     pub fn write_at(&self, data: &[u8], off: u64) -> Result<usize> {
+        if let Some(n) = self.write_in_place(data, off)? {
+            return Ok(n);
+        }
         let mut done = 0usize;
         for chunk in data.chunks(proto::MAX_WRITE) {
             let r = self.inner.call(&Request::Write {
@@ -197,6 +207,47 @@ impl RemoteFile {
             }
         }
         Ok(done)
+    }
+
+    /// The in-place overwrite of [`RemoteFile::write_at`], under the
+    /// lease's read lock (a recall waits for it); `None` if the range does
+    /// not qualify.
+    fn write_in_place(&self, data: &[u8], off: u64) -> Result<Option<usize>> {
+        let Some(view) = self.inner.view.as_ref().filter(|v| v.is_writable()) else {
+            return Ok(None);
+        };
+        if !self.write || data.is_empty() {
+            return Ok(None);
+        }
+        self.with_layout(|l| {
+            let Some(end) = off.checked_add(data.len() as u64).filter(|&e| e <= l.size) else {
+                return Ok(None);
+            };
+            // (device offset, offset in `data`, length) of each run.
+            let mut runs = Vec::new();
+            let mut pos = off;
+            while pos < end {
+                let b = pos / BLOCK_SIZE;
+                let Some((&f, &(d, n, shared))) = l.map.range(..=b).next_back() else {
+                    return Ok(None);
+                };
+                if b >= f + n || shared {
+                    return Ok(None);
+                }
+                let run_end = ((f + n) * BLOCK_SIZE).min(end);
+                let blocks = run_end.div_ceil(BLOCK_SIZE) - b;
+                if l.first_bad(b, blocks).is_some() {
+                    return Ok(None);
+                }
+                let dev_off = (d + (b - f)) * BLOCK_SIZE + pos % BLOCK_SIZE;
+                runs.push((dev_off, (pos - off) as usize, (run_end - pos) as usize));
+                pos = run_end;
+            }
+            for (dev_off, at, len) in runs {
+                view.write_durable(dev_off, &data[at..at + len])?;
+            }
+            Ok(Some(data.len()))
+        })
     }
 
     /// Make the file durable (the owner's `fsync`).
@@ -271,7 +322,7 @@ impl RemoteFile {
                 }
                 cur.bad.extend(bad);
                 for e in extents {
-                    cur.map.insert(e.file_blk, (e.dev_blk, e.len));
+                    cur.map.insert(e.file_blk, (e.dev_blk, e.len, e.shared));
                 }
                 match next {
                     Some(n) if n > from => from = n,

@@ -732,7 +732,8 @@ fn lease(sh: &Shared, c: u64, handle: u64, from: u64) -> Result<Reply> {
         t.leases.entry(ino).or_default().insert(c);
         *t.epochs.entry(ino).or_insert(1)
     };
-    // Fixed fields, the two counts and `next`: 24 + 8 + 9 bytes.
+    // Fixed fields, the two counts and `next`: 24 + 8 + 9 bytes; an extent
+    // is 25.
     let mut room = proto::MAX_MESSAGE - proto::HEADER - 41;
     let mut bad = Vec::new();
     if from == 0 {
@@ -746,20 +747,21 @@ fn lease(sh: &Shared, c: u64, handle: u64, from: u64) -> Result<Reply> {
     }
     let mut extents = Vec::new();
     let mut next = None;
-    for e in f.extents() {
+    for (e, shared) in f.extents_shared() {
         if e.file_blk + e.len <= from {
             continue;
         }
-        if room < 24 {
+        if room < 25 {
             next = Some(e.file_blk.max(from));
             break;
         }
-        room -= 24;
+        room -= 25;
         let skip = from.saturating_sub(e.file_blk);
         extents.push(Ext {
             file_blk: e.file_blk + skip,
             dev_blk: e.dev_blk + skip,
             len: e.len - skip,
+            shared,
         });
     }
     Ok(Reply::Layout {

@@ -147,6 +147,9 @@ pub struct Ext {
     pub file_blk: u64,
     pub dev_blk: u64,
     pub len: u64,
+    /// Other files share these blocks (reflink): a store must go through
+    /// the owner, which copies them first.
+    pub shared: bool,
 }
 
 /// File-system totals, as `statvfs(3)` needs them.
@@ -577,7 +580,10 @@ impl Reply {
             } => {
                 w.u64(*ino).u64(*epoch).u64(*size).u32(extents.len() as u32);
                 for e in extents {
-                    w.u64(e.file_blk).u64(e.dev_blk).u64(e.len);
+                    w.u64(e.file_blk)
+                        .u64(e.dev_blk)
+                        .u64(e.len)
+                        .u8(e.shared as u8);
                 }
                 w.u32(bad.len() as u32);
                 for (a, n) in bad {
@@ -686,7 +692,7 @@ impl Reply {
             109 => {
                 let (ino, epoch, size) = (r.u64()?, r.u64()?, r.u64()?);
                 let n = r.u32()? as usize;
-                if n > r.remaining() / 24 {
+                if n > r.remaining() / 25 {
                     return Err(ProtoError::Malformed(format!("{n} extents")));
                 }
                 let mut extents = Vec::with_capacity(n);
@@ -695,6 +701,7 @@ impl Reply {
                         file_blk: r.u64()?,
                         dev_blk: r.u64()?,
                         len: r.u64()?,
+                        shared: bool_in(&mut r)?,
                     });
                 }
                 let n = r.u32()? as usize;
@@ -819,7 +826,10 @@ mod tests {
             (any::<u64>(), attr).prop_map(|(handle, attr)| Reply::Opened { handle, attr }),
             (
                 proptest::array::uniform3(any::<u64>()),
-                proptest::collection::vec(proptest::array::uniform3(any::<u64>()), 0..20),
+                proptest::collection::vec(
+                    (proptest::array::uniform3(any::<u64>()), any::<bool>()),
+                    0..20
+                ),
                 proptest::collection::vec((any::<u64>(), any::<u64>()), 0..5),
                 proptest::option::of(any::<u64>()),
             )
@@ -829,10 +839,11 @@ mod tests {
                     size: h[2],
                     extents: ext
                         .into_iter()
-                        .map(|e| Ext {
+                        .map(|(e, shared)| Ext {
                             file_blk: e[0],
                             dev_blk: e[1],
                             len: e[2],
+                            shared,
                         })
                         .collect(),
                     bad,
