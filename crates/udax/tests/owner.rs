@@ -578,6 +578,14 @@ fn mp_a_client_overwrites_allocated_blocks_in_place_and_the_bytes_persist() {
         assert_eq!(back, data, "the reader sees the overwrite at {off}");
     }
     assert_eq!(r.recalls(), recalls, "no recall for overwrites in place");
+    // The modification time follows at fsync (and at close, or within a
+    // second).
+    let m0 = w.stat("/f").unwrap().mtime_ns;
+    std::thread::sleep(Duration::from_millis(20));
+    f.write_at(b"t", 5).unwrap();
+    f.fsync().unwrap();
+    let m1 = w.stat("/f").unwrap().mtime_ns;
+    assert!(m1 > m0, "mtime {m0} -> {m1}");
     // A read-only handle cannot write, in place or through the owner.
     assert!(g.write_at(b"no", 0).is_err());
     let mut want = vec![1u8; 64 << 10];
@@ -585,12 +593,16 @@ fn mp_a_client_overwrites_allocated_blocks_in_place_and_the_bytes_persist() {
         let n = 5000.min((64 << 10) - off);
         want[off..off + n].fill(10 + i as u8);
     }
+    want[5] = b't';
     // In place means without the owner: with the owner gone, an overwrite
     // under the lease still lands (a write through the owner would fail).
     drop(o);
     assert_eq!(f.write_at(b"direct", 30_000).unwrap(), 6);
     want[30_000..30_006].copy_from_slice(b"direct");
-    assert!(matches!(f.write_at(b"grow", 64 << 10), Err(Error::NotConnected(_))));
+    assert!(matches!(
+        f.write_at(b"grow", 64 << 10),
+        Err(Error::NotConnected(_))
+    ));
     drop((f, g, w, r));
     let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
     let fs = Fs::mount(d).unwrap();

@@ -84,6 +84,20 @@ pub struct RemoteFile {
     /// Opened for writing.
     write: bool,
     st: Arc<FileState>,
+    /// Time (ns) of the last in-place overwrite not yet sent to the owner
+    /// (0: none), and when one was last sent.
+    unsent_mtime: AtomicU64,
+    last_touch: AtomicU64,
+}
+
+/// Send the modification time of in-place overwrites at most this often
+/// (and at fsync and close).
+const TOUCH_EVERY_NS: u64 = 1_000_000_000;
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl RemoteFile {
@@ -118,6 +132,8 @@ impl RemoteFile {
             ino: attr.ino,
             write,
             st,
+            unsent_mtime: AtomicU64::new(0),
+            last_touch: AtomicU64::new(0),
         })
     }
 
@@ -189,6 +205,13 @@ impl RemoteFile {
     /// device filled up part way).
     pub fn write_at(&self, data: &[u8], off: u64) -> Result<usize> {
         if let Some(n) = self.write_in_place(data, off)? {
+            let now = now_ns();
+            // ORDERING: Relaxed: times handed to the owner; a lost race
+            // only sends one more (or one later) Touch.
+            self.unsent_mtime.fetch_max(now, Ordering::Relaxed);
+            if now.saturating_sub(self.last_touch.load(Ordering::Relaxed)) >= TOUCH_EVERY_NS {
+                self.send_mtime()?;
+            }
             return Ok(n);
         }
         let mut done = 0usize;
@@ -250,8 +273,27 @@ impl RemoteFile {
         })
     }
 
-    /// Make the file durable (the owner's `fsync`).
+    /// Send the modification time of in-place overwrites, if any is unsent.
+    fn send_mtime(&self) -> Result<()> {
+        // ORDERING: Relaxed: see `write_at`.
+        let t = self.unsent_mtime.swap(0, Ordering::Relaxed);
+        if t == 0 {
+            return Ok(());
+        }
+        self.last_touch.store(now_ns(), Ordering::Relaxed);
+        match self.inner.call(&Request::Touch {
+            handle: self.handle,
+            mtime_ns: t,
+        })? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Make the file durable (the owner's `fsync`), with the modification
+    /// time of in-place overwrites.
     pub fn fsync(&self) -> Result<()> {
+        self.send_mtime()?;
         match self.inner.call(&Request::Fsync {
             handle: self.handle,
         })? {
@@ -336,6 +378,7 @@ impl RemoteFile {
 
 impl Drop for RemoteFile {
     fn drop(&mut self) {
+        let _ = self.send_mtime();
         let _ = self.inner.call(&Request::Close {
             handle: self.handle,
         });

@@ -648,6 +648,10 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
                 file_of(sh, c, handle)?.fsync()?;
                 Reply::Done
             }
+            Request::Touch { handle, mtime_ns } => {
+                file_of(sh, c, handle)?.set_times(None, Some(mtime_ns))?;
+                Reply::Done
+            }
             Request::Truncate { handle, size } => {
                 let f = file_of(sh, c, handle)?;
                 let lock = change_lock(sh, f.ino());

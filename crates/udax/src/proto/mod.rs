@@ -112,6 +112,12 @@ pub enum Request {
     Fsync {
         handle: u64,
     },
+    /// The client overwrote the file in place at time `mtime_ns` (ns since
+    /// the epoch): set its modification time (and its change time to now).
+    Touch {
+        handle: u64,
+        mtime_ns: u64,
+    },
 }
 
 /// File attributes, as `stat(2)` reports them.
@@ -383,6 +389,7 @@ impl Request {
             Request::Truncate { .. } => 16,
             Request::Write { .. } => 17,
             Request::Fsync { .. } => 18,
+            Request::Touch { .. } => 19,
         }
     }
 
@@ -419,7 +426,11 @@ impl Request {
                 handle: a,
                 from_blk: b,
             }
-            | Request::Truncate { handle: a, size: b } => {
+            | Request::Truncate { handle: a, size: b }
+            | Request::Touch {
+                handle: a,
+                mtime_ns: b,
+            } => {
                 w.u64(*a).u64(*b);
             }
             Request::Open {
@@ -494,6 +505,10 @@ impl Request {
             },
             14 => Request::Close { handle: r.u64()? },
             18 => Request::Fsync { handle: r.u64()? },
+            19 => Request::Touch {
+                handle: r.u64()?,
+                mtime_ns: r.u64()?,
+            },
             15 => Request::Lease {
                 handle: r.u64()?,
                 from_blk: r.u64()?,
@@ -770,6 +785,8 @@ mod tests {
             any::<u64>().prop_map(|handle| Request::Close { handle }),
             any::<u64>().prop_map(|handle| Request::Fsync { handle }),
             (any::<u64>(), any::<u64>())
+                .prop_map(|(handle, mtime_ns)| Request::Touch { handle, mtime_ns }),
+            (any::<u64>(), any::<u64>())
                 .prop_map(|(handle, from_blk)| Request::Lease { handle, from_blk }),
             (any::<u64>(), any::<u64>())
                 .prop_map(|(handle, size)| Request::Truncate { handle, size }),
@@ -888,7 +905,7 @@ mod tests {
 
         #[test]
         fn a_valid_header_over_arbitrary_bodies_never_panics(
-            kind in prop_oneof![1u16..=18, 100u16..=112],
+            kind in prop_oneof![1u16..=20, 100u16..=112],
             body in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
             let mut w = Writer::new();
