@@ -616,3 +616,32 @@ fn mp_a_client_overwrites_allocated_blocks_in_place_and_the_bytes_persist() {
     drop(h);
     fs.unmount().unwrap();
 }
+
+#[test]
+fn mp_a_layout_larger_than_one_message_is_leased_whole() {
+    // Every other block written: one extent per block, 3000 extents, more
+    // than one Layout reply holds (~2600).
+    let _w = common::Watchdog::start(120, "paged lease");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let w = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = w.open("/sparse", true, true, 0o644).unwrap();
+    let n = 3000u64;
+    for i in 0..n {
+        let b = vec![(i % 251) as u8 + 1; 4096];
+        f.write_at(&b, 2 * i * 4096).unwrap();
+    }
+    let r = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let g = r.open("/sparse", false, false, 0).unwrap();
+    assert_eq!(g.len().unwrap(), (2 * n - 1) * 4096);
+    let mut all = vec![0u8; ((2 * n - 1) * 4096) as usize];
+    assert_eq!(g.read_at(&mut all, 0).unwrap(), all.len());
+    for (k, blk) in all.chunks(4096).enumerate() {
+        let want = if k % 2 == 0 {
+            (k as u64 / 2 % 251) as u8 + 1
+        } else {
+            0
+        };
+        assert!(blk.iter().all(|&x| x == want), "block {k}");
+    }
+}
