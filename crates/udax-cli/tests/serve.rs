@@ -299,7 +299,12 @@ fn mp_kill_9_of_a_client_holding_a_lease_and_an_open_file_leaves_nothing_held() 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Its first bytes show it has the file open and a lease; then it blocks
+    // on the pipe we stop reading.
+    let mut head = [0u8; 4096];
+    std::io::Read::read_exact(cat.stdout.as_mut().unwrap(), &mut head).unwrap();
+    assert!(head.iter().all(|&b| b == 5));
+    std::thread::sleep(Duration::from_millis(100));
     assert!(
         cat.try_wait().unwrap().is_none(),
         "cat blocks on the full pipe"
