@@ -193,7 +193,7 @@ fn mp_cli_commands_go_through_the_owner_while_it_holds_the_device() {
 #[test]
 fn mp_serve_detaches_and_exits_when_idle() {
     let e = Env::new();
-    let out = e.ok(&["serve", "--idle", "1", &e.dev]);
+    let out = e.ok(&["serve", "--idle", "3", &e.dev]);
     let _ = out;
     let sock = e
         .socket(Duration::ZERO)
@@ -203,7 +203,7 @@ fn mp_serve_detaches_and_exits_when_idle() {
     let again = e.run(&["serve", &e.dev]);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already served"));
-    // Idle for a second: it checkpoints and exits, and the device is free.
+    // Idle for three seconds: it checkpoints and exits, and the device is free.
     let t = Instant::now();
     while sock.exists() {
         assert!(t.elapsed() < Duration::from_secs(20), "owner still running");
