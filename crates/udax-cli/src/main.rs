@@ -427,32 +427,17 @@ fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
         (None, Some(d)) => {
             let mut f = ctx(std::fs::File::open(src), src)?;
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            match Meta::open(&d.dev, false)? {
-                Meta::Local(fs) => {
-                    let out = ctx(fs.open(&d.path, &create_trunc), dst)?;
-                    let n = pump(
-                        progress(len),
-                        |buf, _| ctx(f.read(buf), src),
-                        |data, off| ctx(out.write_at(data, off).map(drop), dst),
-                    )?;
-                    ctx(out.fsync(), dst)?;
-                    drop(out);
-                    ctx(fs.unmount(), &d.dev)?;
-                    Ok(n)
-                }
-                // Served by an owner: the data goes through it.
-                Meta::Owner(c) => {
-                    let out = ctx(c.open(&d.path, true, true, 0o644), dst)?;
-                    ctx(out.set_len(0), dst)?;
-                    let n = pump(
-                        progress(len),
-                        |buf, _| ctx(f.read(buf), src),
-                        |data, off| ctx(out.write_at(data, off).map(drop), dst),
-                    )?;
-                    ctx(out.fsync(), dst)?;
-                    Ok(n)
-                }
-            }
+            let m = Meta::open(&d.dev, false)?;
+            let out = ctx(m.open_file(&d.path, true), dst)?;
+            let n = pump(
+                progress(len),
+                |buf, _| ctx(f.read(buf), src),
+                |data, off| ctx(out.write_at(data, off).map(drop), dst),
+            )?;
+            ctx(out.fsync(), dst)?;
+            drop(out);
+            m.finish(&d.dev)?;
+            Ok(n)
         }
         (Some(s), None) => {
             if same_host_file(&s.dev, dst) {
@@ -461,24 +446,12 @@ fn copy(src: &str, dst: &str, default: Option<&str>) -> AnyResult<u64> {
                 ));
             }
             let m = Meta::open(&s.dev, true)?;
-            let (len, read_at): (u64, Box<ReadAt>) = match &m {
-                Meta::Local(fs) => {
-                    let inp = ctx(fs.open(&s.path, &OpenOptions::read_only()), src)?;
-                    (inp.len(), Box::new(move |b, o| inp.read_at(b, o)))
-                }
-                // Served by an owner: read straight from the device under a lease.
-                Meta::Owner(c) => {
-                    let inp = ctx(c.open(&s.path, false, false, 0), src)?;
-                    (
-                        ctx(inp.len(), src)?,
-                        Box::new(move |b, o| inp.read_at(b, o)),
-                    )
-                }
-            };
+            let inp = ctx(m.open_file(&s.path, false), src)?;
+            let len = ctx(inp.len(), src)?;
             let mut out = ctx(std::fs::File::create(dst), dst)?;
             pump(
                 progress(len),
-                |buf, off| ctx(read_at(buf, off), src),
+                |buf, off| ctx(inp.read_at(buf, off), src),
                 |data, _| ctx(out.write_all(data), dst),
             )
         }
@@ -935,29 +908,16 @@ fn print_stat(path: &str, st: &udax::fs::Stat, shared: Option<u64>) {
     );
 }
 
-/// A file's `read_at`, embedded or through the device's owner.
-type ReadAt = dyn Fn(&mut [u8], u64) -> udax::Result<usize>;
-
 /// `udax cat`.
 fn cat_cmd(t: String, def: Option<&str>) -> AnyResult<()> {
     let t = target(&t, def)?;
     let m = Meta::open(&t.dev, true)?;
-    let read_at: Box<ReadAt> = match &m {
-        Meta::Local(fs) => {
-            let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
-            Box::new(move |b, o| f.read_at(b, o))
-        }
-        // Served by an owner: read straight from the device under a lease.
-        Meta::Owner(c) => {
-            let f = ctx(c.open(&t.path, false, false, 0), &t.path)?;
-            Box::new(move |b, o| f.read_at(b, o))
-        }
-    };
+    let f = ctx(m.open_file(&t.path, false), &t.path)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0;
     let mut out = std::io::stdout().lock();
     loop {
-        let n = ctx(read_at(&mut buf, off), &t.path)?;
+        let n = ctx(f.read_at(&mut buf, off), &t.path)?;
         if n == 0 {
             break;
         }

@@ -5,8 +5,8 @@
 use crate::{ctx, mount_dev, mount_options, open_error, AnyResult};
 use std::path::Path;
 use std::time::Duration;
-use udax::client::{Client, ConnectOptions};
-use udax::fs::{DirEntry, Fs, Stat, StatFs};
+use udax::client::{Client, ConnectOptions, RemoteFile};
+use udax::fs::{DirEntry, File, Fs, OpenOptions, Stat, StatFs};
 use udax::owner::{self, Owner, ServeOptions};
 
 /// `udax serve DEV`: in the foreground, serve until idle or a signal stops
@@ -202,6 +202,32 @@ impl Meta {
         }
     }
 
+    /// Open the file at `p`: for reading, or (`create_trunc`) created or
+    /// truncated for writing. Through an owner, reads go straight to the
+    /// device under a lease and writes through the owner (or in place).
+    pub fn open_file(&self, p: &str, create_trunc: bool) -> udax::Result<MetaFile> {
+        match self {
+            Meta::Local(fs) => {
+                let opts = if create_trunc {
+                    OpenOptions {
+                        truncate: true,
+                        ..OpenOptions::create()
+                    }
+                } else {
+                    OpenOptions::read_only()
+                };
+                fs.open(p, &opts).map(MetaFile::Local)
+            }
+            Meta::Owner(c) => {
+                let f = c.open(p, create_trunc, create_trunc, 0o644)?;
+                if create_trunc {
+                    f.set_len(0)?;
+                }
+                Ok(MetaFile::Owner(f))
+            }
+        }
+    }
+
     /// The embedded mount, for what only it offers (extents, mmap, data).
     pub fn local(&self) -> Option<&Fs> {
         match self {
@@ -215,6 +241,42 @@ impl Meta {
         match self {
             Meta::Local(fs) => ctx(fs.unmount(), spec),
             Meta::Owner(_) => Ok(()),
+        }
+    }
+}
+
+/// A file opened by [`Meta::open_file`].
+pub enum MetaFile {
+    Local(File),
+    Owner(RemoteFile),
+}
+
+impl MetaFile {
+    pub fn len(&self) -> udax::Result<u64> {
+        match self {
+            MetaFile::Local(f) => Ok(f.len()),
+            MetaFile::Owner(f) => f.len(),
+        }
+    }
+
+    pub fn read_at(&self, buf: &mut [u8], off: u64) -> udax::Result<usize> {
+        match self {
+            MetaFile::Local(f) => f.read_at(buf, off),
+            MetaFile::Owner(f) => f.read_at(buf, off),
+        }
+    }
+
+    pub fn write_at(&self, data: &[u8], off: u64) -> udax::Result<usize> {
+        match self {
+            MetaFile::Local(f) => f.write_at(data, off),
+            MetaFile::Owner(f) => f.write_at(data, off),
+        }
+    }
+
+    pub fn fsync(&self) -> udax::Result<()> {
+        match self {
+            MetaFile::Local(f) => f.fsync(),
+            MetaFile::Owner(f) => f.fsync(),
         }
     }
 }
