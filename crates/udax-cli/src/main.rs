@@ -797,58 +797,81 @@ fn ls_cmd(t: String, long: bool, def: Option<&str>) -> AnyResult<()> {
 }
 
 /// `udax stat`.
+/// Load one byte of every 4 KiB page of a read-only mapping of `len` bytes
+/// at `p`, but the pages on media errors (they would raise SIGBUS).
+fn read_every_page(p: *const u8, len: usize, poisoned: &[(u64, u64)]) {
+    let bad = |o: u64| poisoned.iter().any(|&(a, l)| (a..a + l).contains(&o));
+    let mut sum = 0u64;
+    for off in (0..len).step_by(4096).filter(|&o| !bad(o as u64)) {
+        // SAFETY: callers pass a live read-only mapping of `len` bytes;
+        // the page has no media error (that would raise SIGBUS).
+        sum += unsafe { p.add(off).read_volatile() } as u64;
+    }
+    std::hint::black_box(sum);
+}
+
 fn stat_cmd(t: String, json: bool, mmap: bool, def: Option<&str>) -> AnyResult<()> {
     let t = target(&t, def)?;
     let m = Meta::open(&t.dev, true)?;
     let st = ctx(m.stat(&t.path), &t.path)?;
-    let Some(fs) = m.local() else {
-        // Served by an owner: the attributes only (the owner protocol does
-        // not carry extents, media errors or sharing yet).
-        if mmap {
-            return Err(format!(
-                "{}: stat --mmap needs the device free (an owner serves it)",
-                t.dev
-            ));
+    // Extents, media errors, sharing and (with --mmap) the mapping
+    // counters: from the embedded mount, or from a client's lease and its
+    // own fault engine when an owner serves the device.
+    let (poisoned, extents, shared, faults) = match &m {
+        _ if !st.is_file() => (Vec::new(), serde_json::json!([]), 0, None),
+        Meta::Local(fs) => {
+            let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
+            let poisoned = f.poisoned_ranges();
+            let faults = if mmap && st.size > 0 {
+                let m = ctx(
+                    f.mmap(
+                        0,
+                        st.size as usize,
+                        udax::Prot::Read,
+                        udax::MapFlags::SHARED,
+                    ),
+                    &t.path,
+                )?;
+                read_every_page(m.as_ptr(), m.len(), &poisoned);
+                Some(fs.dax_stats())
+            } else {
+                None
+            };
+            (
+                poisoned,
+                serde_json::json!(f.extents()),
+                f.shared_blocks(),
+                faults,
+            )
         }
-        if json {
-            let j = serde_json::to_value(st).unwrap_or_default();
-            println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
-        } else {
-            print_stat(&t.path, &st, None);
-            println!(
-                "  (served by the device's owner: extents, sharing and media errors not shown)"
-            );
+        Meta::Owner(c) => {
+            let f = ctx(c.open(&t.path, false, false, 0), &t.path)?;
+            let poisoned = ctx(f.poisoned_ranges(), &t.path)?;
+            let ext = ctx(f.extents(), &t.path)?;
+            let shared = ext.iter().filter(|e| e.3).map(|e| e.2).sum();
+            let extents: Vec<serde_json::Value> = ext
+                .iter()
+                .map(|&(file_blk, dev_blk, len, _)| {
+                    serde_json::json!({ "file_blk": file_blk, "dev_blk": dev_blk, "len": len })
+                })
+                .collect();
+            let faults = if mmap && st.size > 0 {
+                let m = ctx(
+                    f.mmap(
+                        0,
+                        st.size as usize,
+                        udax::Prot::Read,
+                        udax::MapFlags::SHARED,
+                    ),
+                    &t.path,
+                )?;
+                read_every_page(m.as_ptr(), m.len(), &poisoned);
+                c.dax_stats()
+            } else {
+                None
+            };
+            (poisoned, serde_json::json!(extents), shared, faults)
         }
-        return Ok(());
-    };
-    let (poisoned, extents, shared) = if st.is_file() {
-        let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
-        (f.poisoned_ranges(), f.extents(), f.shared_blocks())
-    } else {
-        (Vec::new(), Vec::new(), 0)
-    };
-    let faults = if mmap && st.is_file() && st.size > 0 {
-        let f = ctx(fs.open(&t.path, &OpenOptions::read_only()), &t.path)?;
-        let m = ctx(
-            f.mmap(
-                0,
-                st.size as usize,
-                udax::Prot::Read,
-                udax::MapFlags::SHARED,
-            ),
-            &t.path,
-        )?;
-        let mut sum = 0u64;
-        let bad = |o: u64| poisoned.iter().any(|&(a, l)| (a..a + l).contains(&o));
-        for off in (0..m.len()).step_by(4096).filter(|&o| !bad(o as u64)) {
-            // SAFETY: inside the live read-only mapping of the file,
-            // on a page without a media error (that would raise SIGBUS).
-            sum += unsafe { m.as_ptr().add(off).read_volatile() } as u64;
-        }
-        std::hint::black_box(sum);
-        Some(fs.dax_stats())
-    } else {
-        None
     };
     if json {
         let mut j = serde_json::to_value(st).unwrap_or_default();
@@ -857,7 +880,7 @@ fn stat_cmd(t: String, json: bool, mmap: bool, def: Option<&str>) -> AnyResult<(
                 o.insert("mmap".into(), serde_json::to_value(s).unwrap_or_default());
             }
             o.insert("poisoned".into(), serde_json::json!(poisoned));
-            o.insert("extents".into(), serde_json::json!(extents));
+            o.insert("extents".into(), extents);
             o.insert("shared_blocks".into(), serde_json::json!(shared));
         }
         println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
@@ -869,6 +892,9 @@ fn stat_cmd(t: String, json: bool, mmap: bool, def: Option<&str>) -> AnyResult<(
             );
         }
         print_stat(&t.path, &st, Some(shared));
+        if matches!(m, Meta::Owner(_)) {
+            println!("  (served by the device's owner; this command is one of its clients)");
+        }
         if !poisoned.is_empty() {
             let list: Vec<String> = poisoned
                 .iter()
@@ -1109,8 +1135,24 @@ fn fsck_cmd(dev: String, json: bool, repair: bool) -> AnyResult<()> {
 
 /// `udax inject-poison`.
 fn inject_poison_cmd(dev: String, offset: String, len: String, json: bool) -> AnyResult<()> {
-    let fs = mount(&dev)?;
-    let rep = ctx(fs.inject_poison(size_arg(&offset)?, size_arg(&len)?), &dev)?;
+    let (off, n) = (size_arg(&offset)?, size_arg(&len)?);
+    let fs = match Meta::open(&dev, false)? {
+        Meta::Local(fs) => fs,
+        // An owner serves the device: it records the error and tells every
+        // client that maps a page on it.
+        Meta::Owner(c) => {
+            let pages = ctx(c.inject_poison(off, n), &dev)?;
+            if json {
+                println!("{}", serde_json::json!({ "file_pages": pages }));
+            } else {
+                println!(
+                    "{dev}: media error recorded through the owner; {pages} file page(s) on it"
+                );
+            }
+            return Ok(());
+        }
+    };
+    let rep = ctx(fs.inject_poison(off, n), &dev)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default());
     } else {

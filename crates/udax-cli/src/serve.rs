@@ -228,14 +228,6 @@ impl Meta {
         }
     }
 
-    /// The embedded mount, for what only it offers (extents, mmap, data).
-    pub fn local(&self) -> Option<&Fs> {
-        match self {
-            Meta::Local(fs) => Some(fs),
-            Meta::Owner(_) => None,
-        }
-    }
-
     /// Unmount an embedded mount (a checkpoint); an owner needs nothing.
     pub fn finish(self, spec: &str) -> AnyResult<()> {
         match self {

@@ -46,6 +46,23 @@ impl Env {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Run `udax ARGS` as user and group 65534 (nobody), through the owner
+    /// (the socket's directory and the socket opened to it).
+    fn as_nobody(&self, args: &[&str]) -> Output {
+        if let Some(sock) = self.socket(Duration::ZERO) {
+            std::fs::set_permissions(&self.run, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_udax"))
+            .args(args)
+            .env_remove("UDAX_DEVICE")
+            .env("UDAX_RUNTIME_DIR", &self.run)
+            .output()
+            .expect("setpriv (util-linux)")
+    }
+
     fn at(&self, p: &str) -> String {
         format!("{}:{p}", self.dev)
     }
@@ -173,10 +190,13 @@ fn mp_cli_commands_go_through_the_owner_while_it_holds_the_device() {
         std::fs::read(&back).unwrap() == data,
         "cp through the owner"
     );
-    // What the owner protocol does not carry yet is refused, not faked.
-    let st = e.run(&["stat", "--mmap", &e.at("/copy")]);
-    assert!(!st.status.success());
-    assert!(String::from_utf8_lossy(&st.stderr).contains("an owner serves it"));
+    // stat --mmap maps the file in the CLI (a client of the owner) and
+    // reports its own fault engine's counters, and the extents of its lease.
+    let st = e.ok(&["stat", "--mmap", "--json", &e.at("/copy")]);
+    let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    assert!(v["mmap"]["faults"].as_u64().unwrap() > 0, "{st}");
+    assert!(!v["extents"].as_array().unwrap().is_empty(), "{st}");
+    assert!(e.ok(&["stat", "--mmap", &e.at("/copy")]).contains("mmap:"));
     // cat reads through a lease: a directory is refused as the kernel would.
     let cat = e.run(&["cat", &e.at("/a")]);
     assert!(!cat.status.success());
@@ -244,28 +264,14 @@ fn mp_an_unprivileged_peer_is_admitted_only_as_far_as_the_device_mode_allows() {
     std::fs::set_permissions(&e.dev, std::fs::Permissions::from_mode(0o644)).unwrap();
     let _o = e.serve_foreground("0");
     e.ok(&["mkdir", &e.at("/mine")]);
-    let sock = e.socket(Duration::ZERO).unwrap();
-    // Open the way to the socket (root's owner keeps it 0660 root:disk-group).
-    std::fs::set_permissions(&e.run, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_udax"))
-            .args(args)
-            .env_remove("UDAX_DEVICE")
-            .env("UDAX_RUNTIME_DIR", &e.run)
-            .output()
-            .expect("setpriv (util-linux)")
-    };
-    let ls = as_nobody(&["ls", &e.at("/")]);
+    let ls = e.as_nobody(&["ls", &e.at("/")]);
     assert!(
         ls.status.success(),
         "{}",
         String::from_utf8_lossy(&ls.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&ls.stdout).trim(), "mine");
-    let mk = as_nobody(&["mkdir", &e.at("/theirs")]);
+    let mk = e.as_nobody(&["mkdir", &e.at("/theirs")]);
     assert!(!mk.status.success());
     let err = String::from_utf8_lossy(&mk.stderr);
     assert!(err.contains("may not open"), "{err}");
@@ -273,6 +279,44 @@ fn mp_an_unprivileged_peer_is_admitted_only_as_far_as_the_device_mode_allows() {
         !e.ok(&["ls", &e.at("/")]).contains("theirs"),
         "nothing was created"
     );
+}
+
+#[test]
+fn mp_the_owner_enforces_mode_bits_with_the_callers_uid_and_gives_it_its_files() {
+    if !rustix::process::getuid().is_root() {
+        eprintln!("skipped: needs root to run a client as another user (CI runs as root)");
+        return;
+    }
+    let e = Env::new();
+    // Anyone may open the device read-write: the mode bits of the files
+    // inside are what keeps "nobody" out of root's directories.
+    std::fs::set_permissions(&e.dev, std::fs::Permissions::from_mode(0o666)).unwrap();
+    e.ok(&["mkdir", &e.at("/root")]);
+    e.ok(&["mkdir", &e.at("/pub")]);
+    {
+        let d = udax::device::open(&e.dev, &Default::default()).unwrap();
+        let fs = udax::fs::Fs::mount(d).unwrap();
+        fs.set_permissions("/pub", 0o777).unwrap();
+        fs.unmount().unwrap();
+    }
+    let _o = e.serve_foreground("0");
+    let mk = e.as_nobody(&["mkdir", &e.at("/root/x")]);
+    assert!(!mk.status.success());
+    let err = String::from_utf8_lossy(&mk.stderr);
+    assert!(err.contains("ermission denied"), "{err}");
+    let rm = e.as_nobody(&["rm", "-r", &e.at("/root")]);
+    assert!(!rm.status.success(), "removed root's directory from /");
+    let mk = e.as_nobody(&["mkdir", &e.at("/pub/n")]);
+    assert!(
+        mk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mk.stderr)
+    );
+    let st = e.ok(&["stat", "--json", &e.at("/pub/n")]);
+    let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    assert_eq!(v["uid"], 65534, "{st}");
+    assert_eq!(v["gid"], 65534, "{st}");
+    assert!(e.ok(&["ls", &e.at("/")]).contains("root"));
 }
 
 /// A client killed while it holds a file open (unlinked) and a lease on it:
@@ -348,4 +392,36 @@ fn mp_kill_9_of_the_owner_frees_the_device_and_a_new_owner_recovers() {
     e.ok(&["mkdir", &e.at("/after")]);
     let ls = e.ok(&["ls", &e.at("/")]);
     assert_eq!(ls.lines().collect::<Vec<_>>(), ["after", "before"], "{ls}");
+}
+
+#[test]
+fn e3_inject_poison_goes_through_the_owner_and_reads_get_eio() {
+    let e = Env::new();
+    let host = e.dir.path().join("host.bin");
+    std::fs::write(&host, vec![0x3Cu8; 64 << 10]).unwrap();
+    e.ok(&["cp", host.to_str().unwrap(), &e.at("/f")]);
+    let st = e.ok(&["stat", "--json", &e.at("/f")]);
+    let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    let dev_blk = v["extents"][0]["dev_blk"].as_u64().expect("an extent");
+    let o = e.serve_foreground("0");
+    let out = e.ok(&[
+        "inject-poison",
+        &e.dev,
+        &(dev_blk * 4096 + 4096).to_string(),
+        "512",
+    ]);
+    assert!(out.contains("through the owner; 1 file page(s)"), "{out}");
+    // A client's read of the file stops at the lost page: EIO.
+    let cat = e.run(&["cat", &e.at("/f")]);
+    assert!(!cat.status.success());
+    assert!(
+        String::from_utf8_lossy(&cat.stderr).contains("error"),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    assert!(o.term().success());
+    // The error is recorded: an embedded mount knows the page is bad.
+    let st = e.ok(&["stat", "--json", &e.at("/f")]);
+    let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    assert_eq!(v["poisoned"], serde_json::json!([[4096, 4096]]), "{st}");
 }

@@ -1,4 +1,5 @@
-//! Threads and processes: the lazy mount raced by many threads, and a second
+//! Threads and processes: the lazy attach raced by many threads; processes
+//! sharing a device through its owner; and, mounted embedded, a second
 //! process on a device that is in use (one owner at a time, SPEC D3).
 
 mod common;
@@ -37,18 +38,22 @@ fn threads_racing_the_first_call_all_get_their_own_data() {
 }
 
 #[test]
-fn a_second_process_on_a_busy_device_gets_ebusy_not_the_host() {
+fn a_second_process_shares_the_device_through_the_owner_while_another_holds_a_file() {
     if !have("sh") || !have("cat") {
         return;
     }
     let env = Env::new(16 << 20);
     env.write_udax("/f", b"data\n");
-    // A shell opens a udax file (mounting the device) and keeps running.
+    // A shell opens a udax file (attaching to the owner, started for it)
+    // and keeps running.
     let mut holder = spawn(
         env.cmd("sh")
             .args([
                 "-c",
-                &format!("exec 3<{}; echo ready; read x; exit 0", env.at("f")),
+                &format!(
+                    "exec 3<>{}; echo ready; read x; echo more >&3; exit 0",
+                    env.at("f")
+                ),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
@@ -58,35 +63,34 @@ fn a_second_process_on_a_busy_device_gets_ebusy_not_the_host() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line, "ready\n");
-    let out = output(env.cmd("cat").arg(env.at("f")));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "cat must fail while the device is held"
-    );
-    assert!(err.contains("Device or resource busy"), "stderr: {err}");
-    assert!(
-        err.contains("device busy (held by pid"),
-        "the log line names the holder: {err}"
-    );
-    drop(holder.stdin.take()); // `read x` ends: the holder exits and releases the device
-    assert!(holder.wait().unwrap().success());
+    // Meanwhile, other processes read and write the same device.
     let out = env.run("cat", &[&env.at("f")]);
     assert_eq!(stdout(&out), "data\n");
+    env.run("sh", &["-c", &format!("echo other > {}", env.at("g"))]);
+    drop(holder.stdin.take()); // `read x` ends: the holder writes and exits
+    assert!(holder.wait().unwrap().success());
+    let out = env.run("cat", &[&env.at("f"), &env.at("g")]);
+    assert_eq!(stdout(&out), "more\nother\n");
 }
 
 #[test]
-fn exit_releases_the_device_lock_and_a_busy_device_names_its_holder() {
+fn embedded_exit_releases_the_device_lock_and_a_busy_device_names_its_holder() {
     // Regression: the shim kept its mounted Fs in a static, so the device
-    // outlived the checkpoint. A second process meanwhile is refused, and the
+    // outlived the checkpoint. Mounted embedded (one process owns the
+    // device, SPEC D3), a second process meanwhile is refused, and the
     // error names the holder's pid (from /proc/locks).
     if !have("sh") || !have("cat") {
         return;
     }
     let env = Env::new(16 << 20);
     env.write_udax("/f", b"x");
+    let embedded = |prog: &str| {
+        let mut c = env.cmd(prog);
+        c.env("UDAX_MOUNT_OPTIONS", "embedded");
+        c
+    };
     let mut holder = spawn(
-        env.cmd("sh")
+        embedded("sh")
             .args([
                 "-c",
                 &format!("exec 3<{}; echo ready; read x; exit 0", env.at("f")),
@@ -99,8 +103,13 @@ fn exit_releases_the_device_lock_and_a_busy_device_names_its_holder() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line, "ready\n");
-    let out = output(env.cmd("cat").arg(env.at("f")));
+    let out = output(embedded("cat").arg(env.at("f")));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "cat must fail while the device is held"
+    );
+    assert!(err.contains("Device or resource busy"), "stderr: {err}");
     assert!(
         err.contains(&format!("held by pid {}", holder.id())),
         "the busy error names the holder: {err}"
@@ -109,7 +118,7 @@ fn exit_releases_the_device_lock_and_a_busy_device_names_its_holder() {
     assert!(holder.wait().unwrap().success());
     // dash leaves with _exit (no destructors): the kernel dropped its flock.
     // The next owner takes over.
-    let out = output(env.cmd("cat").arg(env.at("f")));
+    let out = output(embedded("cat").arg(env.at("f")));
     env.check("cat", &[], &out);
     assert_eq!(stdout(&out), "x");
 }

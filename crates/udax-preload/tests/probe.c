@@ -545,11 +545,16 @@ int main(int argc, char **argv) {
     str("copy_data", buf);
     close(hf);
 
-    /* fork: an inherited udax fd is an error in the child, the parent goes on */
+    /* fork: the child attaches on its own (through the owner): it opens
+       and reads udax files; a udax fd inherited from the parent is an
+       error there, and the parent goes on */
     pid_t pid = fork();
     if (pid == 0) {
         num("child_read", read(fd, buf, 1));
-        num("child_open", open(at(M, "f"), O_RDONLY));
+        int cfd = open(at(M, "f"), O_RDONLY);
+        num("child_open_ok", cfd >= 0);
+        memset(buf, 0, sizeof buf);
+        num("child_read_own", read(cfd, buf, 5));
         num("child_close", close(fd));
         exit(0); /* exit handlers must not checkpoint the parent's device */
     }

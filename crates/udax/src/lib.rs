@@ -4,6 +4,12 @@
 //! `tests/architecture.rs`, which reads every `crate::` path):
 //!
 //! ```text
+//!   vfs      one interface over both backends: an embedded Fs or an owner's Client
+//!            -> client, fs
+//!   client   a client of a device's owner: leases, recalls, its own fault engine
+//!            -> proto, dax, fs (types)
+//!   owner    the device's owner: serves clients from an embedded Fs
+//!            -> proto, fs
 //!   fs       namespace, inodes, extent maps, read/write, truncate, fallocate, mmap;
 //!            serves the fault engine through dax::iomap::DaxInode
 //!            -> dax, journal, alloc, format, device, sync
@@ -21,8 +27,8 @@
 //!   sync     the one lock/atomic facade (std/parking_lot, or loom under `--cfg loom`)
 //! ```
 //!
-//! The order the test enforces: sync < device < format < alloc < journal < vm <
-//! dax < fs. Any layer may use the constants of the crate root (this file),
+//! The order the test enforces: sync < device < format < proto < alloc <
+//! journal < vm < dax < fs < owner < client < vfs. Any layer may use the constants of the crate root (this file),
 //! which also holds the public re-exports.
 //!
 //! Unsafe code is denied crate-wide and re-allowed only in the modules that map
@@ -39,6 +45,7 @@ pub(crate) mod journal;
 pub mod owner;
 pub mod proto;
 pub(crate) mod sync;
+pub mod vfs;
 pub(crate) mod vm;
 
 pub use dax::{persist, stats, MapFlags, Pin};

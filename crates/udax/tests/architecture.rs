@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first: a layer may name any layer before it, never
 /// one after it.
-const LAYERS: [&str; 11] = [
+const LAYERS: [&str; 12] = [
     "sync",    // the lock/atomic facade (std/parking_lot, or loom)
     "device",  // Device trait and backends
     "format",  // on-device byte layout and codecs
@@ -28,6 +28,7 @@ const LAYERS: [&str; 11] = [
     "fs",      // the file system: implements `dax::iomap::DaxInode`
     "owner",   // the device's owner process: serves clients from an embedded fs
     "client",  // a client of an owner (starts one if asked)
+    "vfs",     // one interface over an embedded fs and a client
 ];
 
 /// Upward edges still in the tree: (from, to, why). Each is a debt; the test

@@ -9,88 +9,13 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use udax::client::{Client, ConnectOptions};
-use udax::device::{self, Device, OpenOptions as DevOpen};
-use udax::fs::{Error, Fs, MkfsOptions};
-use udax::owner::{Owner, ServeOptions, Stopper};
+use udax::client::Client;
+use udax::device::{self, OpenOptions as DevOpen};
+use udax::fs::{Error, Fs};
+use udax::owner::{Owner, ServeOptions};
 use udax::proto::{self, wire, Reply, Request};
 
-/// A formatted device file on /dev/shm (a tmpfs device, mappable) and a
-/// runtime directory for the socket; both removed on drop.
-struct Setup {
-    _dir: tempfile::TempDir,
-    dev: PathBuf,
-    run: PathBuf,
-}
-
-fn setup(mib: u64) -> Setup {
-    let dir = tempfile::Builder::new()
-        .prefix("udax-owner-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
-    let dev = dir.path().join("dev.img");
-    let d: Arc<dyn Device> = device::open(
-        dev.to_str().unwrap(),
-        &DevOpen {
-            create_size: Some(mib << 20),
-        },
-    )
-    .unwrap();
-    Fs::mkfs(&*d, &MkfsOptions::default()).unwrap();
-    drop(d);
-    let run = dir.path().join("run");
-    Setup {
-        _dir: dir,
-        dev,
-        run,
-    }
-}
-
-/// An owner of `s`'s device serving on a thread; stopped and joined (its
-/// result checked) on drop.
-struct Serving {
-    stop: Stopper,
-    socket: PathBuf,
-    thread: Option<std::thread::JoinHandle<udax::Result<()>>>,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.stop.stop();
-        if let Some(t) = self.thread.take() {
-            let r = t.join().expect("owner thread panicked");
-            if !std::thread::panicking() {
-                r.expect("owner run");
-            }
-        }
-    }
-}
-
-fn serve(s: &Setup, idle: Option<Duration>) -> Serving {
-    let o = Owner::new(
-        &s.dev,
-        &ServeOptions {
-            idle,
-            runtime_dir: Some(s.run.clone()),
-            ..Default::default()
-        },
-    )
-    .expect("owner");
-    let (stop, socket) = (o.stopper(), o.socket().to_path_buf());
-    Serving {
-        stop,
-        socket,
-        thread: Some(std::thread::spawn(move || o.run())),
-    }
-}
-
-fn opts(s: &Setup, write: bool) -> ConnectOptions {
-    ConnectOptions {
-        write,
-        runtime_dir: Some(s.run.clone()),
-        ..Default::default()
-    }
-}
+use common::serving::{opts, serve, setup, Serving};
 
 fn access_mode(fd: std::os::fd::BorrowedFd<'_>) -> rustix::fs::OFlags {
     rustix::fs::fcntl_getfl(fd).unwrap() & rustix::fs::OFlags::RWMODE
@@ -506,6 +431,8 @@ fn mp_a_client_that_does_not_answer_a_recall_is_cut_off() {
         path: b"/f".to_vec(),
         write: false,
         create: false,
+        excl: false,
+        trunc: false,
         mode: 0,
     };
     let Some(Reply::Opened { handle, .. }) = exchange(&bad, &open.encode(3)) else {
@@ -644,4 +571,958 @@ fn mp_a_layout_larger_than_one_message_is_leased_whole() {
         };
         assert!(blk.iter().all(|&x| x == want), "block {k}");
     }
+}
+
+// ---- mmap in clients (SPEC M rules across processes) ----
+//
+// Each client has its own fault engine state (entries, regions, pins), as
+// two processes would; the test process plays both (the engine's
+// userfaultfd is per process, so this needs root as every mmap test does).
+
+/// One byte of a mapping, loaded by this thread.
+fn peek(p: *const u8, off: usize) -> u8 {
+    // SAFETY: callers pass a live udax mapping and an offset inside the
+    // file's size (a fault there resolves; it never raises SIGBUS).
+    unsafe { std::ptr::read_volatile(p.add(off)) }
+}
+
+/// Store one byte into a writable mapping.
+fn poke(p: *mut u8, off: usize, v: u8) {
+    // SAFETY: as for `peek`, on a writable mapping.
+    unsafe { std::ptr::write_volatile(p.add(off), v) }
+}
+
+const UFFD: &str = "mmap (the fault engine needs userfaultfd; run as root)";
+
+#[test]
+fn m3_a_clients_mapping_of_a_hole_sees_another_clients_write_there() {
+    let _w = common::Watchdog::start(60, "hole mapping across clients");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fa = a.open("/h", true, true, 0o644).unwrap();
+    fa.set_len(4 << 20).unwrap();
+    let m = fa
+        .mmap(0, 4 << 20, udax::Prot::Read, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    // A reads the hole: the zero page.
+    assert_eq!(peek(m.as_ptr(), (1 << 20) + 3), 0);
+    assert_eq!(m.device_block_of(1 << 20), None, "a hole has no block");
+    let before = a.recalls();
+    // B writes into the hole (the owner allocates, recalls A's lease first).
+    let fb = b.open("/h", true, false, 0).unwrap();
+    fb.write_at(b"hello", (1 << 20) + 1).unwrap();
+    assert!(a.recalls() > before, "A's lease was not recalled");
+    // A's zero page is gone: A sees B's bytes through its mapping.
+    let got: Vec<u8> = (0..7).map(|i| peek(m.as_ptr(), (1 << 20) + i)).collect();
+    assert_eq!(got, b"\0hello\0");
+    assert!(m.device_block_of(1 << 20).is_some());
+}
+
+#[test]
+fn m2_a_store_in_one_clients_mapping_allocates_through_the_owner_and_others_see_it() {
+    let _w = common::Watchdog::start(60, "store into a hole across clients");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fa = a.open("/s", true, true, 0o644).unwrap();
+    fa.set_len(8 << 20).unwrap();
+    let fb = b.open("/s", false, false, 0).unwrap();
+    let ma = fa
+        .mmap(0, 8 << 20, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    let mb = fb
+        .mmap(0, 8 << 20, udax::Prot::Read, udax::MapFlags::SHARED)
+        .unwrap();
+    let at = 10 * 4096 + 100;
+    // B shows the zero page there first.
+    assert_eq!(peek(mb.as_ptr(), at), 0);
+    // A's store into the hole: A's fault asks the owner for a block, the
+    // owner recalls B (its zero page goes), then A's store lands.
+    poke(ma.as_ptr(), at, 0x5A);
+    assert_eq!(peek(ma.as_ptr(), at), 0x5A);
+    assert_eq!(peek(mb.as_ptr(), at), 0x5A, "B still shows the zero page");
+    assert_eq!(ma.device_block_of(at), mb.device_block_of(at));
+    // Stores to the block now allocated need no owner: B sees them at once.
+    for i in 0..64 {
+        poke(ma.as_ptr(), at + 1 + i, i as u8);
+    }
+    for i in 0..64 {
+        assert_eq!(peek(mb.as_ptr(), at + 1 + i), i as u8);
+    }
+    let mut buf = [0u8; 2];
+    fb.read_at(&mut buf, at as u64).unwrap();
+    assert_eq!(buf, [0x5A, 0]);
+    // A store in a 2 MiB-aligned hole of its own chunk, then persistence.
+    poke(ma.as_ptr(), (4 << 20) + 7, 0x77);
+    ma.msync(0, 8 << 20).unwrap();
+    fa.fsync().unwrap();
+    drop((ma, mb, fa, fb, a, b));
+    drop(o);
+    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let fs = Fs::mount(d).unwrap();
+    let f = fs.open("/s", &Default::default()).unwrap();
+    let mut got = [0u8; 1];
+    f.read_at(&mut got, at as u64).unwrap();
+    assert_eq!(got, [0x5A]);
+    f.read_at(&mut got, (4 << 20) + 7).unwrap();
+    assert_eq!(got, [0x77]);
+    assert_eq!(f.len(), 8 << 20);
+}
+
+#[test]
+fn m5_truncate_in_one_client_faults_past_the_new_end_in_anothers_mapping() {
+    let _w = common::Watchdog::start(60, "truncate across clients");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let fa = a.open("/t", true, true, 0o644).unwrap();
+    fa.write_at(&vec![0xC3; 2 << 20], 0).unwrap();
+    let fb = b.open("/t", false, false, 0).unwrap();
+    let m = fb
+        .mmap(0, 2 << 20, udax::Prot::Read, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    let p300 = 300 * 4096;
+    assert_eq!(
+        common::kernel_load(m.as_ptr().wrapping_add(p300), 64),
+        Ok(vec![0xC3; 64])
+    );
+    fa.set_len(1 << 20).unwrap();
+    // Past the new end: the access that would raise SIGBUS gets EFAULT in
+    // the kernel; inside it the data is still there.
+    assert_eq!(
+        common::kernel_load(m.as_ptr().wrapping_add(p300), 64),
+        Err(libc::EFAULT)
+    );
+    assert_eq!(
+        common::kernel_load(m.as_ptr().wrapping_add(4096), 64),
+        Ok(vec![0xC3; 64])
+    );
+    // Growing it again makes the pages accessible (zeros: a hole).
+    fa.set_len(2 << 20).unwrap();
+    assert_eq!(
+        common::kernel_load(m.as_ptr().wrapping_add(p300), 64),
+        Ok(vec![0; 64])
+    );
+}
+
+#[test]
+fn m12_a_truncate_waits_for_another_clients_pin() {
+    let _w = common::Watchdog::start(60, "truncate vs a pin in another client");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fa = a.open("/p", true, true, 0o644).unwrap();
+    fa.write_at(&vec![1u8; 1 << 20], 0).unwrap();
+    let fb = b.open("/p", true, false, 0).unwrap();
+    let m = fb
+        .mmap(0, 1 << 20, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    let pin = m.pin(100 * 4096, 4096, true).unwrap();
+    let t0 = std::time::Instant::now();
+    let truncate = std::thread::spawn(move || {
+        let r = fa.set_len(0);
+        (r, std::time::Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !truncate.is_finished(),
+        "the truncate did not wait for the pin"
+    );
+    let released = std::time::Instant::now();
+    drop(pin);
+    let (r, done) = truncate.join().unwrap();
+    r.expect("truncate after the pin went");
+    assert!(done >= released, "finished before the pin was dropped");
+    assert!(done - t0 < Duration::from_secs(8));
+    assert_eq!(fb.len().unwrap(), 0);
+}
+
+#[test]
+fn m8_a_private_mapping_in_a_client_keeps_its_copy() {
+    let _w = common::Watchdog::start(60, "private mapping in a client");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let fa = a.open("/v", true, true, 0o644).unwrap();
+    fa.write_at(&vec![9u8; 64 << 10], 0).unwrap();
+    let fb = b.open("/v", false, false, 0).unwrap();
+    let m = fb
+        .mmap(0, 64 << 10, udax::Prot::ReadWrite, udax::MapFlags::PRIVATE)
+        .expect(UFFD);
+    assert_eq!(peek(m.as_ptr(), 5), 9);
+    poke(m.as_ptr(), 5, 0xEE);
+    assert_eq!(peek(m.as_ptr(), 5), 0xEE);
+    let mut got = [0u8; 1];
+    fa.read_at(&mut got, 5).unwrap();
+    assert_eq!(got, [9], "a private store reached the file");
+    // A shared store by A shows in B's private mapping where B has no copy.
+    fa.write_at(&[3u8], 4096 * 3).unwrap();
+    assert_eq!(peek(m.as_ptr(), 4096 * 3), 3);
+    // A shared writable mapping needs write access.
+    assert!(matches!(
+        fb.mmap(0, 4096, udax::Prot::ReadWrite, udax::MapFlags::SHARED),
+        Err(Error::Access(_))
+    ));
+}
+
+/// `read(2)` from a pipe into `dst`: the kernel stores `n` bytes of `v`
+/// into a mapping. The bytes stored, or the errno (EFAULT where a user
+/// store would raise SIGBUS).
+fn kernel_store(dst: *mut u8, n: usize, v: u8) -> Result<usize, i32> {
+    let (r, w) = common::pipe();
+    let data = vec![v; n];
+    // SAFETY: the write reads `data`; the read stores into `dst`, `n` bytes
+    // of a live mapping owned by the caller (EFAULT, not a crash, where
+    // they cannot be resolved); both fds are ours and closed.
+    unsafe {
+        assert_eq!(libc::write(w, data.as_ptr().cast(), n), n as isize);
+        let k = libc::read(r, dst.cast(), n);
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        libc::close(r);
+        libc::close(w);
+        if k < 0 {
+            Err(e)
+        } else {
+            Ok(k as usize)
+        }
+    }
+}
+
+#[test]
+fn m5_stress_stores_in_one_client_race_truncates_and_reuse_in_another() {
+    // A stores through its mapping of X while B truncates X, fills Y (which
+    // reuses X's freed blocks at once) and grows X again. A store through a
+    // stale mapping would land in Y: Y must read back exactly what B wrote.
+    let _w = common::Watchdog::start(120, "stores vs truncates across clients");
+    let s = setup(16);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let mb = 1 << 20;
+    let fa = a.open("/x", true, true, 0o644).unwrap();
+    fa.set_len(mb as u64).unwrap();
+    let m = fa
+        .mmap(0, mb, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    let base = m.as_ptr() as usize;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut fault, mut page) = (0u64, 0u64, 0usize);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                page = (page + 37) % 256;
+                match kernel_store((base + page * 4096) as *mut u8, 4096, 0xAA) {
+                    Ok(_) => ok += 1,
+                    Err(libc::EFAULT) => fault += 1,
+                    Err(e) => panic!("store: errno {e}"),
+                }
+            }
+            (ok, fault)
+        })
+    };
+    let x = b.open("/x", true, false, 0).unwrap();
+    let y = b.open("/y", true, true, 0o644).unwrap();
+    let t = std::time::Instant::now();
+    let mut rounds = 0;
+    let mut buf = vec![0u8; mb];
+    while t.elapsed() < Duration::from_secs(3) {
+        x.set_len(0).unwrap();
+        y.write_at(&vec![0xEE; mb], 0).unwrap();
+        assert_eq!(y.read_at(&mut buf, 0).unwrap(), mb);
+        if let Some(i) = buf.iter().position(|&v| v != 0xEE) {
+            panic!(
+                "Y byte {i} is {:#x}: a store through a stale mapping",
+                buf[i]
+            );
+        }
+        y.set_len(0).unwrap();
+        x.set_len(mb as u64).unwrap();
+        // Room for A's stores to land (allocating blocks through the owner).
+        std::thread::sleep(Duration::from_millis(2));
+        rounds += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, fault) = storer.join().unwrap();
+    eprintln!("{rounds} rounds, {ok} stores landed, {fault} faulted");
+    assert!(rounds > 5, "{rounds} rounds");
+    assert!(ok > 100, "{ok} stores landed ({fault} faulted)");
+    drop(m);
+}
+
+// ---- advisory locks across clients (fcntl record locks, OFD locks, flock) ----
+
+use udax::fs::locks::LockKind::{Read, Write};
+use udax::proto::LockScope::{Flock, Ofd, Posix};
+
+fn errno(r: udax::Result<()>) -> i32 {
+    r.expect_err("granted").errno()
+}
+
+#[test]
+fn p_record_locks_conflict_across_clients_and_f_getlk_names_the_holder() {
+    let _w = common::Watchdog::start(60, "record locks");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fa = a.open("/l", true, true, 0o644).unwrap();
+    let fb = b.open("/l", true, false, 0).unwrap();
+    fa.lock(Posix, Some(Write), 0, 100, false).unwrap();
+    assert_eq!(
+        errno(fb.lock(Posix, Some(Write), 50, 60, false)),
+        libc::EAGAIN
+    );
+    assert_eq!(
+        errno(fb.lock(Posix, Some(Read), 99, 200, false)),
+        libc::EAGAIN
+    );
+    assert_eq!(
+        fb.get_lock(Posix, Read, 0, u64::MAX).unwrap(),
+        Some((Write, 0, 100, std::process::id() as i32))
+    );
+    fb.lock(Posix, Some(Read), 100, u64::MAX, false).unwrap();
+    // Readers share: A may read-lock B's range, not write it.
+    fa.lock(Posix, Some(Read), 200, 300, false).unwrap();
+    assert_eq!(
+        errno(fa.lock(Posix, Some(Write), 200, 300, false)),
+        libc::EAGAIN
+    );
+    // A's own lock never conflicts with itself: downgrade in place.
+    fa.lock(Posix, Some(Read), 0, 100, false).unwrap();
+    fb.lock(Posix, Some(Read), 0, 10, false).unwrap();
+    assert_eq!(fa.get_lock(Posix, Read, 0, 100).unwrap(), None);
+    // A write lock needs the file open for writing (EBADF), as fcntl says.
+    let ra = a.open("/l", false, false, 0).unwrap();
+    assert_eq!(
+        errno(ra.lock(Posix, Some(Write), 1000, 1001, false)),
+        libc::EBADF
+    );
+}
+
+#[test]
+fn p_closing_any_descriptor_drops_the_process_posix_locks_not_ofd_or_flock() {
+    let _w = common::Watchdog::start(60, "lock release on close");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f1 = a.open("/c", true, true, 0o644).unwrap();
+    let f2 = a.open("/c", true, false, 0).unwrap();
+    let fb = b.open("/c", true, false, 0).unwrap();
+    f1.lock(Posix, Some(Write), 0, 10, false).unwrap();
+    f1.lock(Ofd, Some(Write), 10, 20, false).unwrap();
+    f1.lock(Flock, Some(Write), 0, 0, false).unwrap();
+    // OFD locks conflict with the same process's POSIX locks.
+    assert_eq!(
+        errno(f2.lock(Posix, Some(Read), 15, 16, false)),
+        libc::EAGAIN
+    );
+    assert_eq!(
+        fb.get_lock(Ofd, Read, 10, 20).unwrap().map(|h| h.3),
+        Some(-1)
+    );
+    // flock between two descriptions of one process conflicts too.
+    assert_eq!(errno(f2.lock(Flock, Some(Read), 0, 0, false)), libc::EAGAIN);
+    // Closing f2 (never used for the POSIX lock) drops A's POSIX locks on
+    // the file; f1's OFD and flock locks stay.
+    drop(f2);
+    fb.lock(Posix, Some(Write), 0, 10, false).unwrap();
+    assert_eq!(
+        errno(fb.lock(Posix, Some(Write), 10, 20, false)),
+        libc::EAGAIN
+    );
+    assert_eq!(errno(fb.lock(Flock, Some(Read), 0, 0, false)), libc::EAGAIN);
+    drop(f1);
+    fb.lock(Posix, Some(Write), 10, 20, false).unwrap();
+    fb.lock(Flock, Some(Write), 0, 0, false).unwrap();
+}
+
+#[test]
+fn p_setlkw_waits_for_the_holder_and_a_cycle_gets_edeadlk() {
+    let _w = common::Watchdog::start(60, "blocking locks");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fa = Arc::new(a.open("/w", true, true, 0o644).unwrap());
+    let fb = b.open("/w", true, false, 0).unwrap();
+    fa.lock(Posix, Some(Write), 0, 10, false).unwrap();
+    fb.lock(Posix, Some(Write), 10, 20, false).unwrap();
+    // A waits for B's range...
+    let waiter = {
+        let fa = fa.clone();
+        std::thread::spawn(move || fa.lock(Posix, Some(Write), 10, 20, true))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiter.is_finished(), "F_SETLKW did not wait");
+    // ...so B waiting for A's would be a deadlock: EDEADLK, at once.
+    assert_eq!(
+        errno(fb.lock(Posix, Some(Write), 0, 10, true)),
+        libc::EDEADLK
+    );
+    // B gives its range up: A's wait ends with the lock.
+    fb.lock(Posix, None, 10, 20, false).unwrap();
+    waiter.join().unwrap().expect("A's F_SETLKW");
+    assert_eq!(
+        fb.get_lock(Posix, Read, 15, 16)
+            .unwrap()
+            .map(|h| (h.0, h.1, h.2)),
+        Some((Write, 0, 20))
+    );
+}
+
+#[test]
+fn p_a_dead_clients_locks_are_released() {
+    // A client that dies (its socket closes, whatever killed it) holding
+    // locks: the owner drops them.
+    let _w = common::Watchdog::start(60, "locks of a dead client");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fb = b.open("/d", true, true, 0o644).unwrap();
+    let dead = raw(&o);
+    let hello = Request::Hello {
+        version: proto::VERSION,
+        write: true,
+    };
+    assert!(matches!(
+        exchange(&dead, &hello.encode(1)),
+        Some(Reply::Hello { .. })
+    ));
+    let open = Request::Open {
+        path: b"/d".to_vec(),
+        write: true,
+        create: false,
+        excl: false,
+        trunc: false,
+        mode: 0,
+    };
+    let Some(Reply::Opened { handle, .. }) = exchange(&dead, &open.encode(2)) else {
+        panic!("open");
+    };
+    for (i, scope) in [proto::LockScope::Posix, proto::LockScope::Flock]
+        .into_iter()
+        .enumerate()
+    {
+        let lock = Request::Lock {
+            handle,
+            scope,
+            kind: 2,
+            start: 0,
+            end: u64::MAX,
+            wait: false,
+        };
+        assert!(matches!(
+            exchange(&dead, &lock.encode(3 + i as u64)),
+            Some(Reply::Done)
+        ));
+    }
+    assert_eq!(errno(fb.lock(Posix, Some(Read), 0, 1, false)), libc::EAGAIN);
+    assert_eq!(errno(fb.lock(Flock, Some(Read), 0, 0, false)), libc::EAGAIN);
+    drop(dead);
+    // The owner sees the end of the connection and drops its locks.
+    let t = std::time::Instant::now();
+    while fb.lock(Posix, Some(Write), 0, u64::MAX, false).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the dead client's lock stays"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    fb.lock(Flock, Some(Write), 0, 0, false).unwrap();
+}
+
+// ---- the rest of the file API through the owner ----
+
+#[test]
+fn mp_a_client_links_renames_with_flags_chmods_and_sets_times() {
+    let _w = common::Watchdog::start(60, "file API through the owner");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let c = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = c.open("/a", true, true, 0o644).unwrap();
+    f.write_at(b"hello", 0).unwrap();
+    c.link("/a", "/b").unwrap();
+    assert_eq!(c.stat("/b").unwrap().nlink, 2);
+    assert_eq!(f.stat().unwrap().size, 5);
+    assert!(matches!(
+        c.rename2("/a", "/b", udax::fs::Rename::NoReplace),
+        Err(Error::Exists)
+    ));
+    c.mkdir("/c", 0o755).unwrap();
+    c.rename2("/a", "/c", udax::fs::Rename::Exchange).unwrap();
+    assert!(c.stat("/a").unwrap().is_dir());
+    assert_eq!(c.stat("/c").unwrap().size, 5);
+    c.set_permissions("/c", 0o600).unwrap();
+    c.set_times("/c", Some(1_000), Some(2_000)).unwrap();
+    let st = c.stat("/c").unwrap();
+    assert_eq!(
+        (st.mode & 0o7777, st.atime_ns, st.mtime_ns),
+        (0o600, 1_000, 2_000)
+    );
+    f.set_permissions(0o640).unwrap();
+    f.set_times(None, Some(7_000)).unwrap();
+    let st = f.stat().unwrap();
+    assert_eq!(
+        (st.mode & 0o7777, st.atime_ns, st.mtime_ns),
+        (0o640, 1_000, 7_000)
+    );
+    c.sync().unwrap();
+    // The file, unlinked, is still there through its handle.
+    c.unlink("/b").unwrap();
+    c.unlink("/c").unwrap();
+    assert_eq!(f.stat().unwrap().nlink, 0);
+}
+
+#[test]
+fn mp_an_o_tmpfile_of_a_client_gets_a_name_once_linkable() {
+    let _w = common::Watchdog::start(60, "O_TMPFILE through the owner");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let t = a.open_unnamed("/", 0o600, true).unwrap();
+    t.write_at(b"staged", 0).unwrap();
+    assert!(a.read_dir("/").unwrap().is_empty(), "no name yet");
+    t.link("/named").unwrap();
+    let g = b.open("/named", false, false, 0).unwrap();
+    let mut buf = [0u8; 6];
+    assert_eq!(g.read_at(&mut buf, 0).unwrap(), 6);
+    assert_eq!(&buf, b"staged");
+    let x = a.open_unnamed("/", 0o600, false).unwrap();
+    assert!(matches!(x.link("/never"), Err(Error::NotFound)));
+}
+
+#[test]
+fn mp_a_punch_in_one_client_zeroes_the_range_in_anothers_mapping() {
+    let _w = common::Watchdog::start(60, "punch across clients");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let fa = a.open("/p", true, true, 0o644).unwrap();
+    fa.write_at(&vec![0x66; 1 << 20], 0).unwrap();
+    let fb = b.open("/p", false, false, 0).unwrap();
+    let m = fb
+        .mmap(0, 1 << 20, udax::Prot::Read, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    assert_eq!(peek(m.as_ptr(), 10 * 4096 + 1), 0x66);
+    use udax::fs::falloc::{KEEP_SIZE, PUNCH_HOLE};
+    fa.fallocate(PUNCH_HOLE | KEEP_SIZE, 10 * 4096, 4 * 4096)
+        .unwrap();
+    assert_eq!(
+        peek(m.as_ptr(), 10 * 4096 + 1),
+        0,
+        "B still maps the freed block"
+    );
+    assert_eq!(peek(m.as_ptr(), 14 * 4096), 0x66);
+    assert_eq!(m.device_block_of(11 * 4096), None, "a hole now");
+    let holes: Vec<_> = fb
+        .extents()
+        .unwrap()
+        .into_iter()
+        .map(|(f, _, n, _)| (f, n))
+        .collect();
+    assert_eq!(holes, [(0, 10), (14, 242)]);
+    assert_eq!(fb.len().unwrap(), 1 << 20);
+}
+
+#[test]
+fn r1_a_clone_makes_the_source_shared_so_no_client_overwrites_it_in_place() {
+    let _w = common::Watchdog::start(60, "clone across clients");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let src = a.open("/src", true, true, 0o644).unwrap();
+    src.write_at(&vec![1u8; 64 << 10], 0).unwrap();
+    let dst = a.open("/dst", true, true, 0o644).unwrap();
+    // B holds a lease on the source that shows its blocks its own.
+    let bs = b.open("/src", true, false, 0).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    bs.read_at(&mut buf, 0).unwrap();
+    assert_eq!(a.clone_range(&src, 0, &dst, 0, 0).unwrap(), 64 << 10);
+    // B's write to the source must not reach the shared blocks.
+    bs.write_at(&vec![2u8; 4096], 0).unwrap();
+    let bd = b.open("/dst", false, false, 0).unwrap();
+    bd.read_at(&mut buf, 0).unwrap();
+    assert!(buf.iter().all(|&x| x == 1), "the clone changed under it");
+    bs.read_at(&mut buf[..4096], 0).unwrap();
+    assert!(buf[..4096].iter().all(|&x| x == 2));
+    assert!(bd.extents().unwrap().iter().any(|e| e.3), "shared blocks");
+    // Dedupe: equal ranges are shared, different ones are not.
+    let (n, differs) = a.dedupe_range(&src, 8192, &dst, 8192, 4096).unwrap();
+    assert_eq!((n, differs), (4096, false));
+    let (_, differs) = a.dedupe_range(&src, 0, &dst, 0, 4096).unwrap();
+    assert!(differs);
+}
+
+// ---- death of a client process ----
+
+/// The body of `mp_kill_9_of_a_client_holding_a_mapping_pins_and_locks_leaves_nothing_held`,
+/// run as its child process: a client that stores into a hole through its
+/// mapping, pins a page, takes a record lock and a flock, says "ready" (on
+/// stderr) and waits to be killed.
+#[test]
+#[ignore = "run as a child process by mp_kill_9_of_a_client_holding_a_mapping_pins_and_locks_leaves_nothing_held"]
+fn mp_child_client_holding_a_mapping_pins_and_locks() {
+    use std::io::Write as _;
+    let dev = std::env::var("UDAX_TEST_DEV").expect("UDAX_TEST_DEV");
+    let run = std::env::var("UDAX_TEST_RUN").expect("UDAX_TEST_RUN");
+    let c = Client::connect(
+        Path::new(&dev),
+        &udax::client::ConnectOptions {
+            write: true,
+            runtime_dir: Some(PathBuf::from(run)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let f = c.open("/k", true, false, 0).unwrap();
+    let m = f
+        .mmap(0, 1 << 20, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    poke(m.as_ptr(), 5 * 4096, 0xAB);
+    let _pin = m.pin(5 * 4096, 4096, true).unwrap();
+    f.lock(Posix, Some(Write), 0, 100, false).unwrap();
+    f.lock(Flock, Some(Write), 0, 0, false).unwrap();
+    // On stderr: the harness keeps a test's stdout to itself.
+    eprintln!("ready");
+    std::io::stderr().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn mp_kill_9_of_a_client_holding_a_mapping_pins_and_locks_leaves_nothing_held() {
+    use std::io::BufRead as _;
+    let _w = common::Watchdog::start(90, "kill -9 of a client");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = b.open("/k", true, true, 0o644).unwrap();
+    f.set_len(1 << 20).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "mp_child_client_holding_a_mapping_pins_and_locks",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("UDAX_TEST_DEV", &s.dev)
+        .env("UDAX_TEST_RUN", &s.run)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.trim() == "ready" => break,
+            Some(Ok(_)) => continue,
+            other => panic!("the child client did not get ready: {other:?}"),
+        }
+    }
+    assert_eq!(errno(f.lock(Posix, Some(Read), 0, 1, false)), libc::EAGAIN);
+    assert_eq!(errno(f.lock(Flock, Some(Read), 0, 0, false)), libc::EAGAIN);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+    child.wait().unwrap();
+    // Its locks go with its connection.
+    let t = std::time::Instant::now();
+    while f.lock(Posix, Some(Write), 0, u64::MAX, false).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the dead client's lock stays"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f.lock(Flock, Some(Write), 0, 0, false).unwrap();
+    // What it stored through its mapping (into a hole: allocated and logged
+    // before the store landed) is in the file.
+    let mut byte = [0u8; 1];
+    f.read_at(&mut byte, 5 * 4096).unwrap();
+    assert_eq!(byte, [0xAB]);
+    // Its pin died with it: a truncate does not wait for it.
+    let t = std::time::Instant::now();
+    f.set_len(0).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop((f, b));
+    drop(o);
+    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let r = udax::fs::fsck(&*d).unwrap();
+    assert!(r.clean, "{r:?}");
+}
+
+#[test]
+fn m5_a_recall_unmaps_only_the_changed_range_in_other_clients() {
+    let _w = common::Watchdog::start(60, "ranged recall");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fb = b.open("/r", true, true, 0o644).unwrap();
+    fb.write_at(&vec![4u8; 1 << 20], 0).unwrap();
+    let fa = a.open("/r", false, false, 0).unwrap();
+    let m = fa
+        .mmap(0, 1 << 20, udax::Prot::Read, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    assert_eq!(peek(m.as_ptr(), 0), 4);
+    assert_eq!(peek(m.as_ptr(), 200 * 4096), 4);
+    assert!(m.device_block_of(0).is_some() && m.device_block_of(200 * 4096).is_some());
+    // A truncate to 512 KiB unmaps pages 128.. only.
+    fb.set_len(512 << 10).unwrap();
+    assert!(m.device_block_of(0).is_some(), "page 0 was unmapped too");
+    assert_eq!(m.device_block_of(200 * 4096), None);
+    // Grown again: the pages past 512 KiB are a hole; a hole fill at page
+    // 150 unmaps only that page.
+    fb.set_len(1 << 20).unwrap();
+    assert_eq!(peek(m.as_ptr(), 200 * 4096), 0, "a hole now");
+    assert!(m.device_block_of(200 * 4096).is_none(), "the zero page");
+    fb.write_at(&[9u8; 10], 150 * 4096).unwrap();
+    assert!(m.device_block_of(0).is_some());
+    assert_eq!(peek(m.as_ptr(), 150 * 4096), 9);
+    assert_eq!(peek(m.as_ptr(), 1), 4);
+}
+
+#[test]
+fn p_o_append_writes_from_two_clients_never_overlap() {
+    let _w = common::Watchdog::start(60, "appends across clients");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    drop(a.open("/log", true, true, 0o644).unwrap());
+    // Records of 100 bytes and, every tenth, of 150 KiB (more than one
+    // message: reserved whole, then written in pieces).
+    let writer = |c: Client, tag: u8| {
+        std::thread::spawn(move || {
+            let f = c.open("/log", true, false, 0).unwrap();
+            let mut at = Vec::new();
+            for i in 0..200usize {
+                let len = if i % 10 == 0 { 150 << 10 } else { 100 };
+                let rec = vec![tag; len];
+                let (off, n) = f.append(&rec).unwrap();
+                assert_eq!(n, len);
+                at.push((off, len));
+            }
+            at
+        })
+    };
+    let (ta, tb) = (writer(a, b'A'), writer(b, b'B'));
+    let mut all: Vec<(u64, usize, u8)> = ta
+        .join()
+        .unwrap()
+        .into_iter()
+        .map(|(o, n)| (o, n, b'A'))
+        .chain(tb.join().unwrap().into_iter().map(|(o, n)| (o, n, b'B')))
+        .collect();
+    all.sort_unstable();
+    let c = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let f = c.open("/log", false, false, 0).unwrap();
+    let mut end = 0;
+    for &(off, n, tag) in &all {
+        assert_eq!(off, end, "a gap or an overlap at {off}");
+        let mut buf = vec![0u8; n];
+        assert_eq!(f.read_at(&mut buf, off).unwrap(), n);
+        assert!(buf.iter().all(|&x| x == tag), "record at {off} mixed");
+        end = off + n as u64;
+    }
+    assert_eq!(f.len().unwrap(), end);
+}
+
+#[test]
+fn p_an_adopted_description_shares_its_offset_and_ofd_locks_until_its_last_close() {
+    let _w = common::Watchdog::start(60, "shared open file descriptions");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let parent = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let child = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let other = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let p = parent.open("/o", true, true, 0o644).unwrap();
+    assert_eq!(p.write(b"0123456789").unwrap(), 10);
+    assert_eq!(p.seek(0, 0).unwrap(), 0);
+    // The child keeps the parent's descriptor, as after fork.
+    let c = child.adopt(p.share().unwrap()).unwrap();
+    let mut b = [0u8; 3];
+    assert_eq!(p.read(&mut b).unwrap(), 3);
+    assert_eq!(&b, b"012");
+    assert_eq!(c.read(&mut b).unwrap(), 3);
+    assert_eq!(&b, b"345", "the child reads on from the shared offset");
+    assert_eq!(p.seek(1, 0).unwrap(), 6);
+    assert_eq!(c.write(b"ab").unwrap(), 2);
+    assert_eq!(p.seek(2, 0).unwrap(), 10);
+    let mut all = [0u8; 10];
+    p.read_at(&mut all, 0).unwrap();
+    assert_eq!(&all, b"012345ab89");
+    assert!(p.seek(0, -1).is_err(), "EINVAL for a negative offset");
+    // An OFD lock belongs to the description: both handles hold it.
+    p.lock(Ofd, Some(Write), 0, 10, false).unwrap();
+    c.lock(Ofd, Some(Write), 5, 6, false).unwrap();
+    c.lock(Flock, Some(Write), 0, 0, false).unwrap();
+    let q = other.open("/o", true, false, 0).unwrap();
+    assert_eq!(errno(q.lock(Ofd, Some(Read), 0, 1, false)), libc::EAGAIN);
+    // The parent closes; the child's handle still holds the description.
+    drop(p);
+    assert_eq!(errno(q.lock(Ofd, Some(Read), 0, 1, false)), libc::EAGAIN);
+    assert_eq!(errno(q.lock(Flock, Some(Read), 0, 0, false)), libc::EAGAIN);
+    drop(c);
+    q.lock(Ofd, Some(Write), 0, 10, false).unwrap();
+    q.lock(Flock, Some(Write), 0, 0, false).unwrap();
+    // A token of a closed description adopts nothing.
+    let gone = q.share().unwrap();
+    drop(q);
+    assert!(matches!(child.adopt(gone), Err(Error::BadFd)));
+}
+
+#[test]
+fn mp_stat_in_one_client_sees_another_clients_change_as_soon_as_its_call_returns() {
+    let _w = common::Watchdog::start(60, "attribute caches");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/f", true, true, 0o644).unwrap();
+    assert_eq!(b.stat("/f").unwrap().size, 0);
+    // Answered from B's cache while nothing changes: no request.
+    let n = b.requests();
+    for _ in 0..100 {
+        assert_eq!(b.stat("/f").unwrap().size, 0);
+    }
+    assert_eq!(b.requests(), n, "stat went to the owner");
+    // Every change by A shows in B's next stat.
+    f.write_at(b"12345", 0).unwrap();
+    assert_eq!(b.stat("/f").unwrap().size, 5);
+    f.set_len(2).unwrap();
+    assert_eq!(b.stat("/f").unwrap().size, 2);
+    a.set_permissions("/f", 0o600).unwrap();
+    assert_eq!(b.stat("/f").unwrap().mode & 0o777, 0o600);
+    a.set_times("/f", None, Some(42)).unwrap();
+    assert_eq!(b.stat("/f").unwrap().mtime_ns, 42);
+    a.link("/f", "/g").unwrap();
+    assert_eq!(b.stat("/f").unwrap().nlink, 2);
+    a.rename("/g", "/h").unwrap();
+    assert!(matches!(b.stat("/g"), Err(Error::NotFound)));
+    assert_eq!(b.stat("/h").unwrap().nlink, 2);
+    let names = |c: &Client| -> Vec<String> {
+        let mut v: Vec<String> = c
+            .read_dir("/")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&b), ["f", "h"]);
+    let n = b.requests();
+    assert_eq!(names(&b), ["f", "h"]);
+    assert_eq!(b.requests(), n, "readdir went to the owner");
+    a.unlink("/h").unwrap();
+    assert_eq!(names(&b), ["f"], "B's listing after A's unlink");
+    assert!(matches!(b.stat("/h"), Err(Error::NotFound)));
+    assert_eq!(b.stat("/f").unwrap().nlink, 1);
+    f.append(b"xyz").unwrap();
+    assert_eq!(b.stat("/f").unwrap().size, 5);
+    // fstat is cached too, and dropped by others' changes.
+    assert_eq!(f.stat().unwrap().size, 5);
+    let n = a.requests();
+    assert_eq!(f.stat().unwrap().size, 5);
+    assert_eq!(a.requests(), n, "fstat went to the owner");
+    // B's own changes drop its own cache.
+    let g = b.open("/f", true, false, 0).unwrap();
+    g.set_len(9).unwrap();
+    assert_eq!(b.stat("/f").unwrap().size, 9);
+    assert_eq!(f.stat().unwrap().size, 9, "A's fstat after B's truncate");
+    // In-place overwrites reach others' stat with their mtime at fsync.
+    let m0 = b.stat("/f").unwrap().mtime_ns;
+    std::thread::sleep(Duration::from_millis(5));
+    f.write_at(b"Q", 0).unwrap();
+    f.fsync().unwrap();
+    assert!(b.stat("/f").unwrap().mtime_ns > m0);
+    // With the owner gone nothing is cached any more (a new owner may
+    // change anything): stat fails instead of answering from the cache.
+    drop((f, g));
+    drop(o);
+    let t = std::time::Instant::now();
+    while b.stat("/f").is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "stat answers from a dead owner's cache"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn m12_io_into_another_files_mapping_races_punch_and_truncate_in_one_client() {
+    // generic/438 and 503 through the owner, in one client: a thread writes
+    // the raced file R and reads it into a mapping of B (whose blocks are
+    // allocated while R's are freed, so they reuse them), while the main
+    // thread punches, zeroes, truncates and collapses R and stores through
+    // its own mapping of R. Nothing may fail that the kernel would not fail.
+    use udax::fs::falloc::{COLLAPSE_RANGE, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE};
+    let _w = common::Watchdog::start(120, "I/O vs punch and truncate in one client");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Arc::new(Client::connect(&s.dev, &opts(&s, true)).unwrap());
+    const PG: usize = 4096;
+    const RSZ: usize = 64 * PG;
+    let r = Arc::new(a.open("/race", true, true, 0o644).unwrap());
+    r.set_len(RSZ as u64).unwrap();
+    let m = r
+        .mmap(0, RSZ, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    let b = a.open("/race.buf", true, true, 0o644).unwrap();
+    b.set_len(32 * PG as u64).unwrap();
+    let rmap = b
+        .mmap(0, 32 * PG, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    let rbase = rmap.as_ptr() as usize;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let io = {
+        let (stop, r) = (stop.clone(), r.clone());
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let off = ((n * 13) % 64 * PG) as u64;
+                assert_eq!(r.write_at(&[n as u8; PG], off).unwrap(), PG);
+                // SAFETY: page (n*7)%32 lies inside `rmap`, alive until joined.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut((rbase + (n * 7) % 32 * PG) as *mut u8, PG)
+                };
+                r.read_at(dst, off).unwrap();
+                peek(rbase as *const u8, (n * 5) % 16 * PG);
+                n += 1;
+            }
+            n
+        })
+    };
+    for i in 0..300u64 {
+        let o = (i % 8) * 2 * PG as u64;
+        r.fallocate(PUNCH_HOLE | KEEP_SIZE, o, 2 * PG as u64)
+            .unwrap_or_else(|e| panic!("round {i}: punch: {e}"));
+        r.fallocate(ZERO_RANGE, o + PG as u64, PG as u64)
+            .unwrap_or_else(|e| panic!("round {i}: zero range: {e}"));
+        if i % 10 == 0 {
+            r.set_len(16 * PG as u64)
+                .unwrap_or_else(|e| panic!("round {i}: shrink: {e}"));
+            r.set_len(RSZ as u64).unwrap();
+            r.fallocate(COLLAPSE_RANGE, 2 * PG as u64, 2 * PG as u64)
+                .unwrap_or_else(|e| panic!("round {i}: collapse: {e}"));
+            r.set_len(RSZ as u64).unwrap();
+        }
+        poke(m.as_ptr(), (i as usize % 16) * PG, b'm');
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = io.join().unwrap();
+    assert!(n > 0);
+    drop((m, rmap));
 }

@@ -3,6 +3,8 @@
 //! overwrite. Its own binary: it installs a process-wide SIGBUS handler.
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::cell::Cell;
 use std::sync::{Arc, Once};
 use udax::device::{self, Device, OpenOptions as DevOpen, RamDevice};
@@ -629,5 +631,99 @@ fn e3_default_disposition_dies_by_sigbus() {
         "{:?}: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Poison found by the owner reaches every client that maps the page (the
+/// kernel's `memory_failure` reaching every process): SIGBUS
+/// `BUS_MCEERR_AR` at the exact address with lsb 21 where the client had
+/// the page inside a 2 MiB mapping and 12 where it had it as a 4 KiB page;
+/// the rest of the file stays readable; `read_at` in a client gets EIO.
+#[test]
+fn e3_poison_reaches_every_client_that_maps_the_page_with_its_lsb() {
+    use common::serving::{opts, serve, setup as serving_setup};
+    use udax::client::Client;
+    setup();
+    let _w = common::Watchdog::start(60, "poison across clients");
+    let s = serving_setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let len = 2usize << 20;
+    let data = pattern(len, 9);
+    let fa = a.open("/p", true, true, 0o644).unwrap();
+    fa.write_at(&data, 0).unwrap();
+    let fb = b.open("/p", false, false, 0).unwrap();
+    // A maps the file whole (a 2 MiB mapping where the extent allows it);
+    // B maps its first 16 KiB (4 KiB pages).
+    let ma = fa
+        .mmap(0, len, Prot::Read, MapFlags::SHARED)
+        .expect("mmap (the fault engine needs userfaultfd; run as root)");
+    let mb = fb.mmap(0, 4 * 4096, Prot::Read, MapFlags::SHARED).unwrap();
+    let (pa, pb) = (ma.as_ptr(), mb.as_ptr());
+    // SAFETY: inside both mappings.
+    unsafe {
+        assert_eq!(pa.add(4096 + 5).read_volatile(), data[4096 + 5]);
+        assert_eq!(pb.add(4096 + 5).read_volatile(), data[4096 + 5]);
+    }
+    let huge = ma.device_block_of(0).is_some()
+        && ma.device_block_of(len - 1).is_some()
+        && pa as usize % (2 << 20) == 0;
+    let blk = mb.device_block_of(4096).expect("page 1 mapped in B");
+    assert_eq!(ma.device_block_of(4096), Some(blk));
+    assert_eq!(a.inject_poison(blk * BLOCK_SIZE + 64, 64).unwrap(), 1);
+    // B: 4 KiB page, lsb 12.
+    // SAFETY: inside the mapping; expected to fault.
+    let got = caught(|| unsafe {
+        let _ = pb.add(4096 + 33).read_volatile();
+    });
+    assert_eq!(
+        got,
+        (
+            libc::SIGBUS,
+            libc::BUS_MCEERR_AR,
+            pb as usize + 4096 + 33,
+            12
+        )
+    );
+    // A: lsb 21, the page was part of its 2 MiB mapping.
+    // SAFETY: inside the mapping; expected to fault.
+    let got = caught(|| unsafe {
+        let _ = pa.add(4096 + 40).read_volatile();
+    });
+    assert!(huge, "A's mapping is not 2 MiB aligned and whole");
+    assert_eq!(
+        got,
+        (
+            libc::SIGBUS,
+            libc::BUS_MCEERR_AR,
+            pa as usize + 4096 + 40,
+            21
+        )
+    );
+    // The neighbours stay readable in both.
+    // SAFETY: inside both mappings, healthy pages.
+    unsafe {
+        assert_eq!(pb.read_volatile(), data[0]);
+        assert_eq!(pb.add(2 * 4096).read_volatile(), data[2 * 4096]);
+        assert_eq!(pa.add(3 * 4096).read_volatile(), data[3 * 4096]);
+        assert_eq!(pa.add(len - 1).read_volatile(), data[len - 1]);
+    }
+    // read_at in a client: EIO at the page, a short read up to it.
+    let mut buf = vec![0u8; 8192];
+    assert_eq!(fb.read_at(&mut buf, 0).unwrap(), 4096);
+    assert_eq!(buf[..4096], data[..4096]);
+    assert_eq!(fb.read_at(&mut buf, 4096).unwrap_err().errno(), libc::EIO);
+    // A new mapping in B: the fault path finds the page bad.
+    drop(mb);
+    let mb = fb.mmap(0, 4 * 4096, Prot::Read, MapFlags::SHARED).unwrap();
+    let pb = mb.as_ptr();
+    // SAFETY: inside the mapping; expected to fault.
+    let got = caught(|| unsafe {
+        let _ = pb.add(4096).read_volatile();
+    });
+    assert_eq!(
+        got,
+        (libc::SIGBUS, libc::BUS_MCEERR_AR, pb as usize + 4096, 12)
     );
 }

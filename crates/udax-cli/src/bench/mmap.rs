@@ -13,7 +13,7 @@ use udax::device::{self, persist};
 use udax::fs::{Fs, MkfsOptions};
 
 /// Store one byte in every 4 KiB page of `[p, p+len)`.
-fn touch(p: *mut u8, len: usize) {
+pub(super) fn touch(p: *mut u8, len: usize) {
     for i in (0..len).step_by(4096) {
         // SAFETY: callers pass a live writable mapping of `len` bytes.
         unsafe { p.add(i).write_volatile(1) };

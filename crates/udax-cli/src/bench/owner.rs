@@ -10,16 +10,27 @@
 //!   >= 0.9x.
 //! * P10-write: 4 KiB random overwrites of the same file's allocated blocks
 //!   in a client (in place under the lease) against embedded.
-//! * P12-stat, P12-create: `stat` of one file, and create + unlink of a new
-//!   one, through the owner, against the same system calls on tmpfs.
+//! * P10-mmap: map the allocated file in a client and write-touch every
+//!   4 KiB page (the client's fault engine, from its lease), against the
+//!   same embedded; P10-hole: the same over a hole, so every fault asks the
+//!   owner for blocks (`Iomap`), against embedded.
+//! * P14-client: map 64 KiB of the allocated file at a random offset, store
+//!   to each of its 16 pages, unmap, in a client, against the same on a
+//!   tmpfs file through the kernel.
+//! * P12-stat: `stat` of one file in a client, answered by its attribute
+//!   cache (nothing changes meanwhile); P12-create: create + unlink of a
+//!   new file through the owner; both against the same system calls on
+//!   tmpfs.
 
-use super::{e, rate_over, repeat, res, Cfg, Res};
+use super::mmap::touch;
+use super::{e, gbps, rate_over, repeat, res, Cfg, Res};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use udax::client::{Client, ConnectOptions};
 use udax::device;
 use udax::fs::{Fs, MkfsOptions};
+use udax::{MapFlags, Prot};
 
 /// An owner process for the run; stopped (SIGTERM, a checkpoint) when dropped.
 struct Owner(Child);
@@ -63,6 +74,42 @@ fn bare_rtt(reps: usize, n: u64) -> Result<super::Stat, String> {
     r
 }
 
+/// The kernel's P14 baseline: a tmpfs file of `size` bytes (allocated);
+/// per window, map 64 KiB shared, store to its 16 pages, unmap.
+fn tmpfs_churn(tmp: &Path, size: u64, reps: usize, windows: &[u64]) -> Result<super::Stat, String> {
+    let path = tmp.join("churn");
+    let f = e(std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path))?;
+    e(rustix::fs::fallocate(
+        &f,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        size,
+    ))?;
+    let r = rate_over(reps, windows, |o| {
+        // SAFETY: a fresh shared mapping of our own file, unmapped below.
+        let p = e(unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                65536,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                &f,
+                o,
+            )
+        })?;
+        touch(p.cast(), 65536);
+        // SAFETY: the mapping made above.
+        e(unsafe { rustix::mm::munmap(p, 65536) })
+    });
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
 pub(super) fn run(c: &Cfg, tmp: &Path) -> Result<Vec<Res>, String> {
     let span = (c.rand_span / 4).max(16 << 20);
     let dev = tmp.join("owner.img");
@@ -86,6 +133,26 @@ pub(super) fn run(c: &Cfg, tmp: &Path) -> Result<Vec<Res>, String> {
     let mut page = vec![0u8; 4096];
     let embedded = rate_over(c.reps, &offs, |o| e(f.read_at(&mut page, o)).map(drop))?;
     let embedded_w = rate_over(c.reps, &offs, |o| e(f.write_at(&page, o)).map(drop))?;
+    let hole = 16u64 << 20;
+    let embedded_map = repeat(c.reps, || {
+        let t = Instant::now();
+        let m = e(f.mmap(0, span as usize, Prot::ReadWrite, MapFlags::SHARED))?;
+        touch(m.as_ptr(), span as usize);
+        drop(m);
+        Ok(gbps(span, t))
+    })?;
+    let embedded_hole = repeat(c.reps, || {
+        let h = e(fs.create("/hole", 0o644))?;
+        e(h.set_len(hole))?;
+        let t = Instant::now();
+        let m = e(h.mmap(0, hole as usize, Prot::ReadWrite, MapFlags::SHARED))?;
+        touch(m.as_ptr(), hole as usize);
+        drop(m);
+        let r = gbps(hole, t);
+        drop(h);
+        e(fs.unlink("/hole"))?;
+        Ok(r)
+    })?;
     drop(f);
     e(fs.unmount())?;
 
@@ -126,7 +193,34 @@ pub(super) fn run(c: &Cfg, tmp: &Path) -> Result<Vec<Res>, String> {
     let g = e(client.open("/rand", true, false, 0))?;
     let remote = rate_over(c.reps, &offs, |o| e(g.read_at(&mut page, o)).map(drop))?;
     let remote_w = rate_over(c.reps, &offs, |o| e(g.write_at(&page, o)).map(drop))?;
+    let remote_map = repeat(c.reps, || {
+        let t = Instant::now();
+        let m = e(g.mmap(0, span as usize, Prot::ReadWrite, MapFlags::SHARED))?;
+        touch(m.as_ptr(), span as usize);
+        drop(m);
+        Ok(gbps(span, t))
+    })?;
+    let remote_hole = repeat(c.reps, || {
+        let h = e(client.open("/hole", true, true, 0o644))?;
+        e(h.set_len(hole))?;
+        let t = Instant::now();
+        let m = e(h.mmap(0, hole as usize, Prot::ReadWrite, MapFlags::SHARED))?;
+        touch(m.as_ptr(), hole as usize);
+        drop(m);
+        let r = gbps(hole, t);
+        drop(h);
+        e(client.unlink("/hole"))?;
+        Ok(r)
+    })?;
+    let windows: Vec<u64> = offs.iter().take(2000).map(|o| o / 65536 * 65536).collect();
+    let churn = rate_over(c.reps, &windows, |o| {
+        let m = e(g.mmap(o, 65536, Prot::ReadWrite, MapFlags::SHARED))?;
+        touch(m.as_ptr(), 65536);
+        drop(m);
+        Ok(())
+    })?;
     drop(g);
+    let host_churn = tmpfs_churn(tmp, span, c.reps, &windows)?;
 
     let n = c.file_ops * 10;
     let idx: Vec<u64> = (0..n).collect();
@@ -171,8 +265,32 @@ pub(super) fn run(c: &Cfg, tmp: &Path) -> Result<Vec<Res>, String> {
             None,
         ),
         res(
+            "P10-mmap",
+            "map an allocated file in a client and write-touch every 4 KiB page vs embedded",
+            "GB/s",
+            remote_map,
+            Some(embedded_map),
+            None,
+        ),
+        res(
+            "P10-hole",
+            "map a 16 MiB hole in a client and write-touch every page (each fault asks the owner for blocks) vs embedded",
+            "GB/s",
+            remote_hole,
+            Some(embedded_hole),
+            None,
+        ),
+        res(
+            "P14-client",
+            "64 KiB mmap + 16 stores + munmap of an allocated file in a client vs the same on tmpfs through the kernel",
+            "Mops/s",
+            churn,
+            Some(host_churn),
+            None,
+        ),
+        res(
             "P12-stat",
-            "stat through the owner (one round trip each) vs stat(2) on tmpfs",
+            "stat of one file in a client (its attribute cache; a round trip after any change) vs stat(2) on tmpfs",
             "Mops/s",
             cstat,
             Some(hstat),

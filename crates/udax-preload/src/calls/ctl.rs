@@ -35,18 +35,88 @@ fn posix_lock(d: &Desc, cmd: c_int, arg: c_ulong) -> R<c_int> {
         libc::F_RDLCK | libc::F_WRLCK | libc::F_UNLCK => {}
         _ => return Err(Errno(libc::EINVAL)),
     }
-    if cmd == libc::F_GETLK {
-        if fl.l_type as c_int == libc::F_UNLCK {
-            return Err(Errno(libc::EINVAL));
+    let getlk = matches!(cmd, libc::F_GETLK | libc::F_OFD_GETLK);
+    if getlk && fl.l_type as c_int == libc::F_UNLCK {
+        return Err(Errno(libc::EINVAL));
+    }
+    if !getlk {
+        match fl.l_type as c_int {
+            libc::F_RDLCK if !d.readable() => return Err(Errno(libc::EBADF)),
+            libc::F_WRLCK if !d.writable() => return Err(Errno(libc::EBADF)),
+            _ => {}
         }
-        fl.l_type = libc::F_UNLCK as _;
+    }
+    let ofd = matches!(
+        cmd,
+        libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW
+    );
+    if ofd && fl.l_pid != 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let udax::vfs::VFile::Remote(f) = d.file()? else {
+        // Embedded: one process, whose own locks never conflict with each
+        // other; nothing else can hold one.
+        if ofd {
+            return Err(unsupported(
+                "fcntl",
+                "open-file-description locks (F_OFD_*) on an embedded udax mount",
+                libc::EOPNOTSUPP,
+            ));
+        }
+        if getlk {
+            fl.l_type = libc::F_UNLCK as _;
+        }
+        return Ok(0);
+    };
+    // Through the owner: the range as [start, end), `end` u64::MAX to EOF.
+    let base: i128 = match fl.l_whence as c_int {
+        libc::SEEK_SET => 0,
+        libc::SEEK_CUR => *d.pos.lock().unwrap_or_else(|p| p.into_inner()) as i128,
+        _ => f.len()? as i128,
+    };
+    let at = base + fl.l_start as i128;
+    let (start, end) = match fl.l_len as i128 {
+        0 => (at, u64::MAX as i128),
+        n if n > 0 => (at, at + n),
+        n => (at + n, at),
+    };
+    if start < 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let (start, end) = (start as u64, end.min(u64::MAX as i128) as u64);
+    use udax::fs::locks::LockKind;
+    use udax::proto::LockScope;
+    let scope = if ofd {
+        LockScope::Ofd
+    } else {
+        LockScope::Posix
+    };
+    let kind = match fl.l_type as c_int {
+        libc::F_RDLCK => Some(LockKind::Read),
+        libc::F_WRLCK => Some(LockKind::Write),
+        _ => None,
+    };
+    if getlk {
+        let want = kind.expect("F_UNLCK refused above");
+        match f.get_lock(scope, want, start, end)? {
+            None => fl.l_type = libc::F_UNLCK as _,
+            Some((k, s, e, pid)) => {
+                fl.l_type = if k == LockKind::Read {
+                    libc::F_RDLCK
+                } else {
+                    libc::F_WRLCK
+                } as _;
+                fl.l_whence = libc::SEEK_SET as _;
+                fl.l_start = s as _;
+                fl.l_len = if e == u64::MAX { 0 } else { (e - s) as _ };
+                fl.l_pid = if ofd { -1 } else { pid };
+            }
+        }
         return Ok(0);
     }
-    match fl.l_type as c_int {
-        libc::F_RDLCK if !d.readable() => Err(Errno(libc::EBADF)),
-        libc::F_WRLCK if !d.writable() => Err(Errno(libc::EBADF)),
-        _ => Ok(0),
-    }
+    let wait = matches!(cmd, libc::F_SETLKW | libc::F_OFD_SETLKW);
+    f.lock(scope, kind, start, end, wait)?;
+    Ok(0)
 }
 
 fn fcntl_udax(fd: c_int, d: &Desc, cmd: c_int, arg: c_ulong) -> R<c_int> {
@@ -66,12 +136,12 @@ fn fcntl_udax(fd: c_int, d: &Desc, cmd: c_int, arg: c_ulong) -> R<c_int> {
             d.set_status(SETFL, arg as c_int);
             Ok(0)
         }
-        libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW => posix_lock(d, cmd, arg),
-        libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => Err(unsupported(
-            "fcntl",
-            "open-file-description locks (F_OFD_*) on udax files",
-            libc::EOPNOTSUPP,
-        )),
+        libc::F_GETLK
+        | libc::F_SETLK
+        | libc::F_SETLKW
+        | libc::F_OFD_GETLK
+        | libc::F_OFD_SETLK
+        | libc::F_OFD_SETLKW => posix_lock(d, cmd, arg),
         libc::F_GETOWN => Ok(0),
         libc::F_ADD_SEALS | libc::F_GET_SEALS => Err(Errno(libc::EINVAL)),
         _ => Err(unsupported(
@@ -222,11 +292,11 @@ fn fiemap_ioctl(d: &Desc, arg: c_ulong) -> R<c_int> {
     let f = d.file()?;
     let bs = udax::BLOCK_SIZE;
     let end = h.fm_start.saturating_add(h.fm_length);
-    let all = f.extents_shared();
-    let last_blk = all.last().map(|(e, _)| e.file_blk);
+    let all = f.extents()?;
+    let last_blk = all.last().map(|e| e.0);
     let hits: Vec<_> = all
         .into_iter()
-        .filter(|(e, _)| e.file_blk * bs < end && (e.file_blk + e.len) * bs > h.fm_start)
+        .filter(|&(fb, _, n, _)| fb * bs < end && (fb + n) * bs > h.fm_start)
         .collect();
     if h.fm_extent_count == 0 {
         h.fm_mapped_extents = hits.len().min(u32::MAX as usize) as u32;
@@ -237,15 +307,15 @@ fn fiemap_ioctl(d: &Desc, arg: c_ulong) -> R<c_int> {
     // SAFETY: the extents follow the header (the same contract).
     let out = unsafe { p.add(1).cast::<FiemapExtent>() };
     let n = hits.len().min(h.fm_extent_count as usize);
-    for (i, (e, shared)) in hits.iter().take(n).enumerate() {
-        let mut flags = if *shared { FIEMAP_EXTENT_SHARED } else { 0 };
-        if Some(e.file_blk) == last_blk {
+    for (i, &(file_blk, dev_blk, len, shared)) in hits.iter().take(n).enumerate() {
+        let mut flags = if shared { FIEMAP_EXTENT_SHARED } else { 0 };
+        if Some(file_blk) == last_blk {
             flags |= FIEMAP_EXTENT_LAST;
         }
         let x = FiemapExtent {
-            fe_logical: e.file_blk * bs,
-            fe_physical: e.dev_blk * bs,
-            fe_length: e.len * bs,
+            fe_logical: file_blk * bs,
+            fe_physical: dev_blk * bs,
+            fe_length: len * bs,
             fe_flags: flags,
             ..Default::default()
         };
@@ -323,8 +393,8 @@ fn dedupe_ioctl(d: &Desc, arg: c_ulong) -> R<c_int> {
         };
         match r {
             Ok(x) => {
-                info.bytes_deduped = x.bytes_deduped;
-                info.status = i32::from(x.differs); // SAME 0, DIFFERS 1
+                info.bytes_deduped = x.0;
+                info.status = i32::from(x.1); // SAME 0, DIFFERS 1
             }
             Err(Errno(e)) => {
                 info.bytes_deduped = 0;
@@ -388,7 +458,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
             }
             let f = d.file()?;
             let pos = *d.pos.lock().unwrap_or_else(|p| p.into_inner());
-            let n = f.len().saturating_sub(pos).min(c_int::MAX as u64) as c_int;
+            let n = f.len()?.saturating_sub(pos).min(c_int::MAX as u64) as c_int;
             // SAFETY: FIONREAD's contract: `arg` points to an int.
             unsafe { p.write(n) };
             Ok(0)

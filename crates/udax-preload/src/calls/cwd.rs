@@ -46,7 +46,7 @@ pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
         || match crate::dispatch::lookup(fd) {
             Some(d) => {
                 let d = d?;
-                let crate::state::fds::Kind::Dir(dir) = &d.kind else {
+                let crate::state::fds::Kind::Dir(dir) = &*d.kind else {
                     return Err(Errno(libc::ENOTDIR));
                 };
                 path::set_cwd(Some((d.path()?, dir.clone())));

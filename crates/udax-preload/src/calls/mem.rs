@@ -1,4 +1,4 @@
-//! mmap of udax descriptors: a udax [`Mapping`] (the DAX fault engine), kept
+//! mmap of udax descriptors: a udax [`VMapping`] (the DAX fault engine), kept
 //! alive in a table keyed by address until munmap.
 
 use crate::boundary::entry::{fwd, run, unsupported, Errno, R};
@@ -6,12 +6,15 @@ use libc::{c_int, c_void, off64_t, size_t};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use udax::{MapFlags, Mapping, Prot};
+use udax::vfs::VMapping;
+use udax::{MapFlags, Prot};
 
 const PAGE: usize = 4096;
 
 struct Entry {
-    map: Mapping,
+    /// Dropped only by the process that mapped it (see `Drop`).
+    map: std::mem::ManuallyDrop<VMapping>,
+    born: u32,
     prot: Mutex<Prot>,
     flags: MapFlags,
     /// Pages already unmapped by a partial munmap (still reserved by udax
@@ -20,9 +23,10 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(map: Mapping, prot: Prot, flags: MapFlags) -> Arc<Entry> {
+    fn new(map: VMapping, prot: Prot, flags: MapFlags) -> Arc<Entry> {
         Arc::new(Entry {
-            map,
+            map: std::mem::ManuallyDrop::new(map),
+            born: std::process::id(),
             prot: Mutex::new(prot),
             flags,
             gone: Mutex::new(Default::default()),
@@ -36,6 +40,17 @@ impl Entry {
     }
     fn prot(&self) -> Prot {
         *self.prot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // In a forked child the mapping is the parent's (its fault engine
+        // and, through an owner, its open handle): left alone.
+        if self.born == std::process::id() {
+            // SAFETY: dropped once, here, and `map` is not used after.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.map) };
+        }
     }
 }
 
@@ -425,10 +440,9 @@ thread_local! {
 /// on a DAX page). udax unmaps them from every mapping (E3).
 fn hwpoison(e: &Entry, base: usize, off: usize, n: usize) -> R<()> {
     let fs = crate::state::mount::fs()?;
-    let file = e.map.file();
     for p in (off..off + n).step_by(PAGE) {
         let fblk = (e.map.offset() + p as u64) / udax::BLOCK_SIZE;
-        let udax::fs::extent::Lookup::Mapped { dev_blk, .. } = file.iomap(fblk) else {
+        let udax::fs::extent::Lookup::Mapped { dev_blk, .. } = e.map.iomap(fblk)? else {
             // No device page behind a hole (the kernel's zero page is not poisoned).
             return Err(Errno(libc::EINVAL));
         };
@@ -589,7 +603,7 @@ pub unsafe extern "C" fn mremap(
             }
             // A shared mapping shows the file: a new mapping of the new length
             // shows the same bytes, so moving is mapping anew and dropping the old.
-            let new = e.map.file().mmap(file_off, new_len, prot, mf)?;
+            let new = e.map.remap(file_off, new_len, prot, mf)?;
             drop(e);
             let base = new.as_ptr() as usize;
             insert(base, Entry::new(new, prot, mf));

@@ -92,7 +92,7 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
 
 /// `O_TMPFILE`: an unnamed file in directory `dir` (`Fs::create_unnamed`),
 /// which `linkat` may name unless `O_EXCL` was given.
-fn open_unnamed(fs: &udax::fs::Fs, dir: &str, flags: c_int, mode: mode_t) -> R<c_int> {
+fn open_unnamed(fs: &udax::vfs::Vfs, dir: &str, flags: c_int, mode: mode_t) -> R<c_int> {
     let acc = flags & libc::O_ACCMODE;
     // As the kernel: O_TMPFILE needs write access and takes neither O_CREAT
     // nor O_PATH.

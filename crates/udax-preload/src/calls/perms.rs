@@ -43,7 +43,7 @@ pub unsafe extern "C" fn fchmodat(
 pub unsafe extern "C" fn fchmod(fd: c_int, mode: mode_t) -> c_int {
     // By inode: a file renamed or unlinked since it was opened is still the
     // one changed; a directory by its current path.
-    fd_call!(-1, fd, fchmod(fd, mode), |d| match &d.kind {
+    fd_call!(-1, fd, fchmod(fd, mode), |d| match &*d.kind {
         _ if d.status() & libc::O_PATH != 0 => Err(Errno(libc::EBADF)),
         crate::state::fds::Kind::File(f) => {
             f.set_permissions(mode & 0o7777)?;

@@ -47,16 +47,15 @@ pub fn write_desc(d: &Desc, buf: &[u8], off: Option<u64>) -> R<usize> {
     let buf = &buf[..buf.len().min(MAX_RW)];
     let n = match off {
         // Linux pwrite on an O_APPEND file appends too.
-        Some(_) if d.status() & libc::O_APPEND != 0 => f.write_at(buf, f.len())?,
+        Some(_) if d.status() & libc::O_APPEND != 0 => f.append(buf)?.1,
         Some(o) => f.write_at(buf, o)?,
         None => {
             let mut pos = d.pos.lock().unwrap_or_else(|p| p.into_inner());
-            let at = if d.status() & libc::O_APPEND != 0 {
-                f.len()
+            let (at, n) = if d.status() & libc::O_APPEND != 0 {
+                f.append(buf)?
             } else {
-                *pos
+                (*pos, f.write_at(buf, *pos)?)
             };
-            let n = f.write_at(buf, at)?;
             *pos = at + n as u64;
             n
         }
@@ -277,7 +276,7 @@ macro_rules! preadv2_fn {
                 let v = unsafe { iovecs(iov, cnt) }?;
                 let at = if off == -1 { None } else { Some(offset(off)?) };
                 let at = if flags & libc::RWF_APPEND != 0 {
-                    Some(d.file()?.len())
+                    Some(d.file()?.len()?)
                 } else {
                     at
                 };

@@ -8,8 +8,8 @@ use libc::{c_int, off64_t};
 use udax::fs::extent::Lookup;
 
 /// SEEK_DATA / SEEK_HOLE from the extent map.
-fn seek_data_hole(f: &udax::fs::File, from: u64, data: bool) -> R<u64> {
-    let size = f.len();
+fn seek_data_hole(f: &udax::vfs::VFile, from: u64, data: bool) -> R<u64> {
+    let size = f.len()?;
     if from >= size {
         return Err(Errno(libc::ENXIO));
     }
@@ -24,7 +24,7 @@ fn seek_data_hole(f: &udax::fs::File, from: u64, data: bool) -> R<u64> {
                 Ok(size)
             };
         }
-        match f.iomap(blk) {
+        match f.iomap(blk)? {
             Lookup::Mapped { len, .. } => {
                 if data {
                     return Ok(at);
@@ -66,7 +66,7 @@ pub fn lseek_desc(d: &Desc, off: off64_t, whence: c_int) -> R<off64_t> {
     let new: i128 = match whence {
         libc::SEEK_SET => off as i128,
         libc::SEEK_CUR => *pos as i128 + off as i128,
-        libc::SEEK_END => f.len() as i128 + off as i128,
+        libc::SEEK_END => f.len()? as i128 + off as i128,
         libc::SEEK_DATA | libc::SEEK_HOLE => seek_data_hole(
             f,
             offset(off).map_err(|_| Errno(libc::ENXIO))?,

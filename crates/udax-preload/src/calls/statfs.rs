@@ -13,7 +13,7 @@ fn fill_statfs(out: *mut libc::statfs64) -> R<()> {
     if out.is_null() {
         return Err(Errno(libc::EFAULT));
     }
-    let s = mount::fs()?.statfs();
+    let s = mount::fs()?.statfs()?;
     // SAFETY: all-zero is a valid `statfs64`.
     let mut f: libc::statfs64 = unsafe { std::mem::zeroed() };
     f.f_type = FS_MAGIC;
@@ -34,7 +34,7 @@ fn fill_statvfs(out: *mut libc::statvfs64) -> R<()> {
     if out.is_null() {
         return Err(Errno(libc::EFAULT));
     }
-    let s = mount::fs()?.statfs();
+    let s = mount::fs()?.statfs()?;
     // SAFETY: all-zero is a valid `statvfs64`.
     let mut f: libc::statvfs64 = unsafe { std::mem::zeroed() };
     f.f_bsize = s.block_size;

@@ -7,7 +7,7 @@ use crate::state::mount;
 use libc::{c_int, c_uint, off64_t};
 
 fn sync_desc(d: &Desc, data_only: bool) -> R<c_int> {
-    match &d.kind {
+    match &*d.kind {
         Kind::Dir(_) => mount::fs()?.sync()?,
         Kind::File(f) if data_only => f.sync_data()?,
         Kind::File(f) => f.fsync()?,

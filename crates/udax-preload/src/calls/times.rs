@@ -70,7 +70,7 @@ fn set_times_path(p: &str, times: *const libc::timespec) -> R<c_int> {
 fn set_times_fd(d: &crate::state::fds::Desc, times: *const libc::timespec) -> R<c_int> {
     // SAFETY: the interposed call's contract for `times`.
     let (a, m) = unsafe { wanted_times(times) }?;
-    match &d.kind {
+    match &*d.kind {
         // O_PATH descriptors may set times too (by path, as the kernel allows).
         crate::state::fds::Kind::File(f) => f.set_times(a, m)?,
         crate::state::fds::Kind::Dir(_) => {

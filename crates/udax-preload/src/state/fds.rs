@@ -38,7 +38,7 @@ impl DirPath {
         }
     }
 
-    pub fn get(&mut self, dir: &udax::fs::DirRef) -> R<String> {
+    pub fn get(&mut self, dir: &udax::vfs::VDir) -> R<String> {
         let fs = crate::state::mount::fs()?;
         // Read before the check: a move after it shows as a new count next time.
         let now = fs.dir_moves();
@@ -51,10 +51,10 @@ impl DirPath {
 }
 
 pub enum Kind {
-    File(udax::fs::File),
+    File(udax::vfs::VFile),
     /// A directory (or an `O_PATH` descriptor of one), held; its path is
     /// for `*at` calls, fchdir, fstat and getdents.
-    Dir(udax::fs::DirRef),
+    Dir(udax::vfs::VDir),
 }
 
 /// One directory entry as getdents/readdir return it.
@@ -67,7 +67,10 @@ pub struct Dent {
 
 /// An open file description (shared by dup'ed descriptors).
 pub struct Desc {
-    pub kind: Kind,
+    /// Dropped only in the process that made it (see `Drop`).
+    pub kind: std::mem::ManuallyDrop<Kind>,
+    /// The process that made it.
+    born: u32,
     path: Mutex<DirPath>,
     /// File offset; for a directory, the index of the next getdents entry.
     pub pos: Mutex<u64>,
@@ -81,7 +84,8 @@ pub struct Desc {
 impl Desc {
     pub fn new(kind: Kind, path: String, status: c_int) -> Arc<Desc> {
         Arc::new(Desc {
-            kind,
+            kind: std::mem::ManuallyDrop::new(kind),
+            born: std::process::id(),
             path: Mutex::new(DirPath::new(path)),
             pos: Mutex::new(0),
             status: AtomicI32::new(status),
@@ -89,9 +93,10 @@ impl Desc {
         })
     }
     pub fn ino(&self) -> u64 {
-        match &self.kind {
+        match &*self.kind {
             Kind::File(f) => f.ino(),
-            Kind::Dir(d) => d.ino(),
+            Kind::Dir(udax::vfs::VDir::Local(d)) => d.ino(),
+            Kind::Dir(udax::vfs::VDir::Remote { ino, .. }) => *ino,
         }
     }
     /// A file's path (as opened) still names this file.
@@ -99,13 +104,13 @@ impl Desc {
         Ok(crate::state::mount::fs()?.stat(path).map(|s| s.ino).ok() == Some(self.ino()))
     }
     pub fn is_dir(&self) -> bool {
-        matches!(self.kind, Kind::Dir(_))
+        matches!(*self.kind, Kind::Dir(_))
     }
     /// The path inside udax: a directory's current one; for a file, the one
     /// it was opened by.
     pub fn path(&self) -> R<String> {
         let mut p = self.path.lock().unwrap_or_else(|p| p.into_inner());
-        match &self.kind {
+        match &*self.kind {
             Kind::Dir(d) => p.get(d),
             Kind::File(_) => Ok(p.path.clone()),
         }
@@ -133,17 +138,17 @@ impl Desc {
         !self.path_only() && self.status() & libc::O_ACCMODE != libc::O_RDONLY
     }
     /// The file, for data I/O: EISDIR on a directory, EBADF on an O_PATH descriptor.
-    pub fn file(&self) -> R<&udax::fs::File> {
+    pub fn file(&self) -> R<&udax::vfs::VFile> {
         if self.path_only() {
             return Err(Errno(libc::EBADF));
         }
-        match &self.kind {
+        match &*self.kind {
             Kind::File(f) => Ok(f),
             Kind::Dir(_) => Err(Errno(libc::EISDIR)),
         }
     }
     pub fn stat(&self) -> R<udax::fs::Stat> {
-        match &self.kind {
+        match &*self.kind {
             Kind::File(f) => Ok(f.stat()?),
             Kind::Dir(_) => Ok(crate::state::mount::fs()?.stat(&self.path()?)?),
         }
@@ -155,7 +160,14 @@ impl Desc {
 
 impl Drop for Desc {
     fn drop(&mut self) {
+        if self.born != std::process::id() {
+            // Inherited across fork: the file is the parent's (through an
+            // owner, its handle is the parent connection's), left alone.
+            return;
+        }
         flock_release(self.ino(), self.key());
+        // SAFETY: dropped once, here, and `kind` is not used after.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.kind) };
     }
 }
 
@@ -417,9 +429,25 @@ fn flock_release(ino: u64, owner: usize) {
     }
 }
 
-/// flock(2) on a udax description.
+/// flock(2) on a udax description: through the owner (its lock table
+/// holds every process's), or in this process's table (embedded).
 pub fn flock(desc: &Desc, op: c_int) -> R<()> {
     let nb = op & libc::LOCK_NB != 0;
+    if let Kind::File(udax::vfs::VFile::Remote(f)) = &*desc.kind {
+        use udax::fs::locks::LockKind;
+        let kind = match op & !libc::LOCK_NB {
+            libc::LOCK_UN => None,
+            libc::LOCK_SH => Some(LockKind::Read),
+            libc::LOCK_EX => Some(LockKind::Write),
+            _ => return Err(Errno(libc::EINVAL)),
+        };
+        return f
+            .lock(udax::proto::LockScope::Flock, kind, 0, u64::MAX, !nb)
+            .map_err(|e| match e.errno() {
+                libc::EAGAIN => Errno(libc::EWOULDBLOCK),
+                n => Errno(n),
+            });
+    }
     let owner = desc.key();
     match op & !libc::LOCK_NB {
         libc::LOCK_UN => {

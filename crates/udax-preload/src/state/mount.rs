@@ -1,22 +1,34 @@
-//! The mounted file system: opened and mounted on the first udax call,
-//! checkpointed and released at exit (`state::exit`); unusable in a forked
-//! child.
+//! The file system this process uses: by default a connection to the
+//! device's owner (`udax serve`, started on first use if none runs), so any
+//! number of processes share the device; with `UDAX_MOUNT_OPTIONS=embedded`,
+//! mounted in this process alone (the device lock is then this process's).
+//! Attached on the first udax call; released at exit (`state::exit`).
+//!
+//! A forked child attaches again on its first udax call: a connection of its
+//! own (through an owner), or EIO (embedded: the device belongs to the
+//! parent). What it inherited from the parent (descriptors, mappings, the
+//! parent's connection) is never used or dropped in the child: dropping
+//! would close the parent's handles at the owner (`Born`).
 
 use crate::boundary::entry::{init_log, Errno, R};
 use crate::state::config::config;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::RwLock;
+use udax::client::{Client, ConnectOptions};
 use udax::fs::Fs;
+use udax::vfs::Vfs;
 
-struct Mounted {
-    /// Taken at exit, so the device (and its lock) is released.
-    fs: RwLock<Option<Fs>>,
+/// The attachment of one process: made by `pid`.
+struct Attached {
     pid: u32,
+    vfs: Result<Vfs, i32>,
 }
 
-static MOUNT: OnceLock<Result<Mounted, i32>> = OnceLock::new();
+/// Taken at exit; replaced in a forked child (the parent's is leaked there).
+static MOUNT: RwLock<Option<Attached>> = RwLock::new(None);
 
-/// Set in a child after fork (pthread_atfork): the device belongs to the parent.
+/// Set in a child after fork (pthread_atfork) of a process that had
+/// attached; cleared when the child attaches on its own.
 static FORKED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn after_fork_in_child() {
@@ -24,19 +36,81 @@ extern "C" fn after_fork_in_child() {
     FORKED.store(true, Ordering::Relaxed);
 }
 
-/// True in a process forked from the one that mounted udax.
+/// True in a process forked from one that had attached, until the child
+/// attaches on its own: what it holds of udax is the parent's.
 pub fn forked_child() -> bool {
     // ORDERING: see `after_fork_in_child`; in the parent it stays false.
     FORKED.load(Ordering::Relaxed)
 }
 
-fn mount() -> Result<Mounted, i32> {
+/// Where the owner is started from when none serves the device:
+/// `$UDAX_SERVE`, else the `udax` binary next to this library, else `udax`
+/// from `PATH`.
+fn serve_command() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("UDAX_SERVE") {
+        return p.into();
+    }
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr reads the address of a function of this library and
+    // fills `info`; `dli_fname` is then a NUL-terminated path owned by the
+    // loader, read at once.
+    let here = unsafe {
+        if libc::dladdr(serve_command as *const libc::c_void, info.as_mut_ptr()) != 0
+            && !info.assume_init_ref().dli_fname.is_null()
+        {
+            let p = std::ffi::CStr::from_ptr(info.assume_init_ref().dli_fname);
+            Some(std::path::PathBuf::from(p.to_string_lossy().into_owned()))
+        } else {
+            None
+        }
+    };
+    if let Some(dir) = here.as_deref().and_then(|p| p.parent()) {
+        let udax = dir.join("udax");
+        if udax.is_file() {
+            return udax;
+        }
+    }
+    "udax".into()
+}
+
+fn attach() -> Result<Vfs, i32> {
     init_log();
     let Some(cfg) = config() else {
         return Err(libc::ENODEV);
     };
-    // SAFETY: registering a handler that only stores to an atomic.
-    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    let opts = mount_options().map_err(|bad| {
+        tracing::error!(
+            "udax-preload: UDAX_MOUNT_OPTIONS: unknown option {bad:?} (known: ro, salvage, \
+             embedded); udax paths fail with errno {}",
+            libc::EINVAL
+        );
+        libc::EINVAL
+    })?;
+    if !opts.embedded {
+        let c = Client::connect(
+            std::path::Path::new(&cfg.device),
+            &ConnectOptions {
+                write: !opts.mount.read_only,
+                start: Some(serve_command()),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| {
+            tracing::error!(
+                "udax-preload: cannot attach to the owner of UDAX_DEVICE={}: {e}; udax paths \
+                 fail with errno {}",
+                cfg.device,
+                e.errno()
+            );
+            e.errno()
+        })?;
+        tracing::debug!(
+            "udax-preload: attached to the owner of {} at {}",
+            cfg.device,
+            cfg.mount
+        );
+        return Ok(Vfs::Remote(std::sync::Arc::new(c)));
+    }
     let dev = udax::device::open(&cfg.device, &Default::default()).map_err(|e| {
         tracing::error!(
             "udax-preload: cannot open UDAX_DEVICE={}: {e}; udax paths fail with errno {}",
@@ -45,15 +119,7 @@ fn mount() -> Result<Mounted, i32> {
         );
         e.errno()
     })?;
-    let opts = mount_options().map_err(|bad| {
-        tracing::error!(
-            "udax-preload: UDAX_MOUNT_OPTIONS: unknown option {bad:?} (known: ro, salvage); \
-             udax paths fail with errno {}",
-            libc::EINVAL
-        );
-        libc::EINVAL
-    })?;
-    let fs = Fs::mount_with(dev, &opts).map_err(|e| {
+    let fs = Fs::mount_with(dev, &opts.mount).map_err(|e| {
         tracing::error!(
             "udax-preload: cannot mount {}: {e}; udax paths fail with errno {}",
             cfg.device,
@@ -71,26 +137,35 @@ fn mount() -> Result<Mounted, i32> {
         );
     }
     tracing::debug!("udax-preload: mounted {} at {}", cfg.device, cfg.mount);
-    Ok(Mounted {
-        fs: RwLock::new(Some(fs)),
-        pid: std::process::id(),
-    })
+    Ok(Vfs::Local(fs))
+}
+
+struct Options {
+    mount: udax::fs::MountOptions,
+    embedded: bool,
 }
 
 /// `UDAX_MOUNT_OPTIONS`: a comma-separated list of `ro` (write nothing;
-/// changes fail with EROFS) and `salvage` (read a damaged file system as far
-/// as it can be read; implies `ro`). The unknown option is the error.
-fn mount_options() -> Result<udax::fs::MountOptions, String> {
-    let mut o = udax::fs::MountOptions::default();
+/// changes fail with EROFS), `embedded` (mount in this process instead of
+/// attaching to the owner) and `salvage` (read a damaged file system as far
+/// as it can be read; implies `ro` and `embedded`). The unknown option is
+/// the error.
+fn mount_options() -> Result<Options, String> {
+    let mut o = Options {
+        mount: udax::fs::MountOptions::default(),
+        embedded: false,
+    };
     let Some(v) = std::env::var_os("UDAX_MOUNT_OPTIONS") else {
         return Ok(o);
     };
     for opt in v.to_string_lossy().split(',').filter(|s| !s.is_empty()) {
         match opt {
-            "ro" => o.read_only = true,
+            "ro" => o.mount.read_only = true,
+            "embedded" => o.embedded = true,
             "salvage" => {
-                o.read_only = true;
-                o.salvage = true;
+                o.mount.read_only = true;
+                o.mount.salvage = true;
+                o.embedded = true;
             }
             other => return Err(other.to_string()),
         }
@@ -98,49 +173,88 @@ fn mount_options() -> Result<udax::fs::MountOptions, String> {
     Ok(o)
 }
 
-/// The file system (a cheap handle), mounting it on first use; EIO after the
-/// exit teardown.
-pub fn fs() -> R<Fs> {
-    if forked_child() {
-        return Err(crate::boundary::entry::unsupported(
-            "udax",
-            "used in a child process after fork; the device belongs to the parent",
-            libc::EIO,
-        ));
-    }
-    match MOUNT.get_or_init(mount) {
-        Ok(m) => {
-            m.fs.read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .ok_or(Errno(libc::EIO))
+/// The file system (a cheap handle), attaching on first use (again in a
+/// forked child); EIO after the exit teardown.
+pub fn fs() -> R<Vfs> {
+    let me = std::process::id();
+    {
+        let g = MOUNT.read().unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            Some(a) if a.pid == me => return a.vfs.clone().map_err(Errno),
+            Some(_) => {}
+            // ORDERING: the teardown stores EXITED before it takes the MOUNT
+            // write lock; a reader that finds MOUNT emptied by it holds the
+            // read lock after that, so sees the store. No data rides on it.
+            None if EXITED.load(Ordering::Relaxed) => return Err(Errno(libc::EIO)),
+            None => {}
         }
-        Err(e) => Err(Errno(*e)),
     }
+    let mut g = MOUNT.write().unwrap_or_else(|p| p.into_inner());
+    match g.as_ref() {
+        Some(a) if a.pid == me => return a.vfs.clone().map_err(Errno),
+        Some(a) => {
+            if matches!(a.vfs, Ok(Vfs::Local(_))) {
+                return Err(crate::boundary::entry::unsupported(
+                    "udax",
+                    "used in a child process after fork of a process that mounted udax \
+                     embedded (UDAX_MOUNT_OPTIONS=embedded); the device belongs to the parent",
+                    libc::EIO,
+                ));
+            }
+            // The parent's connection: never dropped here (see the module).
+            if let Some(old) = g.take() {
+                std::mem::forget(old);
+            }
+        }
+        None => {}
+    }
+    if g.is_none() {
+        static HOOKED: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registering a handler that only stores to an atomic.
+        HOOKED.call_once(|| unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        });
+    }
+    let vfs = attach();
+    *g = Some(Attached { pid: me, vfs });
+    // ORDERING: as in `after_fork_in_child`.
+    FORKED.store(false, Ordering::Relaxed);
+    g.as_ref().expect("just set").vfs.clone().map_err(Errno)
 }
 
-/// The file system was mounted, by this process (not a forked child).
-pub fn mounted_by_this_process() -> bool {
-    matches!(MOUNT.get(), Some(Ok(m)) if !forked_child() && std::process::id() == m.pid)
+/// Set at the exit teardown: no attaching after it.
+static EXITED: AtomicBool = AtomicBool::new(false);
+
+/// This process attached (not a forked child that has not).
+pub fn attached_by_this_process() -> bool {
+    let g = MOUNT.read().unwrap_or_else(|p| p.into_inner());
+    matches!(g.as_ref(), Some(a) if a.pid == std::process::id() && a.vfs.is_ok())
 }
 
 /// At exit, after the descriptors and mappings are gone (`state::exit`):
-/// wait for pages to be idle (briefly), checkpoint and close the device; the
-/// file system is EIO from then on.
+/// embedded, wait for pages to be idle (briefly), checkpoint and close the
+/// device; through an owner, close the connection. The file system is EIO
+/// from then on.
 pub fn unmount_at_exit() {
-    let Some(Ok(m)) = MOUNT.get() else {
+    // ORDERING: as in `after_fork_in_child`.
+    EXITED.store(true, Ordering::Relaxed);
+    let taken = MOUNT.write().unwrap_or_else(|p| p.into_inner()).take();
+    let Some(Attached { pid, vfs: Ok(vfs) }) = taken else {
         return;
     };
-    let taken = m.fs.write().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(fs) = taken {
-        if std::env::var_os("UDAX_STATS").is_some() {
-            // One line of mapping counters (fault engine) to stderr.
-            eprintln!(
-                "udax-preload: mmap counters: file system {:?}; fault engine {:?}",
-                fs.dax_stats(),
-                udax::stats()
-            );
-        }
+    if pid != std::process::id() {
+        std::mem::forget(vfs);
+        return;
+    }
+    if std::env::var_os("UDAX_STATS").is_some() {
+        // One line of mapping counters (fault engine) to stderr.
+        eprintln!(
+            "udax-preload: mmap counters: file system {:?}; fault engine {:?}",
+            vfs.dax_stats(),
+            udax::stats()
+        );
+    }
+    if let Vfs::Local(fs) = vfs {
         let keep = fs.clone();
         if let Err(e) = fs.unmount_timeout(std::time::Duration::from_secs(2)) {
             tracing::warn!("udax-preload: unmount at exit: {e}; syncing instead");

@@ -22,7 +22,7 @@ use crate::state::lexical::{drop_dots, resolve_abs, with_dir_suffix};
 use libc::c_int;
 use std::ffi::{CStr, CString};
 use std::sync::Mutex;
-use udax::fs::DirRef;
+use udax::vfs::VDir as DirRef;
 
 /// The virtual working directory, a udax directory, set by chdir/fchdir into
 /// udax (`None`: the kernel's working directory, on the host).

@@ -22,7 +22,8 @@ pub fn shim() -> PathBuf {
             .expect("target/<profile>");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = Command::new(cargo);
-        c.args(["build", "-p", "udax-preload"]);
+        // The shim starts the owner from the `udax` binary beside it.
+        c.args(["build", "-p", "udax-preload", "-p", "udax-cli"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             c.arg("--release");
         }
@@ -114,6 +115,7 @@ pub struct Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        self.stop_owner();
         if let Some(p) = &self.extra {
             let _ = std::fs::remove_file(p);
         }
@@ -174,6 +176,38 @@ impl Env {
         })
     }
 
+    /// The runtime directory of this Env's owner (its socket, log and
+    /// start lock): one per Env.
+    pub fn runtime(&self) -> PathBuf {
+        self._dir.path().join("run")
+    }
+
+    /// Stop the owner the programs started (if one runs), so the device is
+    /// free for this process.
+    pub fn stop_owner(&self) {
+        udax::client::stop_owner(
+            &self.dev,
+            Some(&self.runtime()),
+            std::time::Duration::from_secs(20),
+        )
+        .expect("stop the owner");
+    }
+
+    /// Open the device for this process, after stopping its owner; retried
+    /// while the stopping owner still holds the device lock.
+    fn open_device(&self) -> std::sync::Arc<dyn udax::Device> {
+        self.stop_owner();
+        let t = std::time::Instant::now();
+        loop {
+            match udax::device::open(self.dev.to_str().unwrap(), &Default::default()) {
+                Err(e) if e.errno() == libc::EBUSY && t.elapsed().as_secs() < 20 => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                r => return r.expect("open device"),
+            }
+        }
+    }
+
     /// `/mount/rel`.
     pub fn at(&self, rel: &str) -> String {
         format!("{}/{}", self.mount, rel.trim_start_matches('/'))
@@ -185,6 +219,7 @@ impl Env {
             .env("UDAX_DEVICE", &self.dev)
             .env("UDAX_MOUNT", &self.mount)
             .env("UDAX_LOG", "warn")
+            .env("UDAX_RUNTIME_DIR", self.runtime())
             .env("LC_ALL", "C")
             .current_dir(&self.host)
             .stdin(Stdio::null());
@@ -217,8 +252,7 @@ impl Env {
     /// look at it with the library.
     pub fn with_fs<T>(&self, f: impl FnOnce(&Fs) -> T) -> T {
         let _g = fork_lock();
-        let d = udax::device::open(self.dev.to_str().unwrap(), &Default::default())
-            .expect("open device");
+        let d = self.open_device();
         let fs = Fs::mount(d).expect("mount");
         let r = f(&fs);
         fs.unmount().expect("unmount");
@@ -228,8 +262,7 @@ impl Env {
     /// fsck of the device (no program may be using it).
     pub fn fsck(&self) -> udax::fs::FsckReport {
         let _g = fork_lock();
-        let d = udax::device::open(self.dev.to_str().unwrap(), &Default::default())
-            .expect("open device");
+        let d = self.open_device();
         udax::fs::fsck(&*d).expect("fsck")
     }
 

@@ -1,37 +1,64 @@
-//! A client's open file: data read straight from the device under a layout
-//! lease; the listener thread that answers the owner's recalls.
+//! A client's open files: data read and written straight on the device
+//! under a layout lease, mappings resolved by the client's own fault
+//! engine, and the listener thread that answers the owner's recalls.
 //!
-//! Lease protocol (docs/multiprocess.md, "Leases and recall"): a reader
-//! without a layout asks the owner for one (`Lease`), which comes with the
-//! file's lease epoch, and installs it only if no recall of that epoch or a
-//! later one arrived meanwhile. The listener, on `Recall { ino, epoch }`,
-//! first records the epoch, then takes each of the file's layout locks for
-//! writing (so reads in flight finish first), drops the layout, and only
-//! then answers `Recalled`: the owner changes the file after that answer.
-//! No lock is held across a round trip to the owner.
+//! Lease protocol (docs/multiprocess.md, "Leases and recall"): a file's
+//! layout (size, extents, bad blocks) is cached per inode ([`Node`]), shared
+//! by every handle and mapping of the file in this process. A user without
+//! a layout asks the owner for one (`Lease`), which comes with the file's
+//! lease epoch, and installs it only if no recall of that epoch or a later
+//! one arrived meanwhile. The listener, on `Recall { ino, epoch }`, records
+//! the epoch, takes the file's invalidate lock for writing (faults in
+//! flight finish first, new ones wait), unmaps the file from every mapping
+//! of this process and waits for its pins (as break-layouts does in one
+//! process), drops the layout, and only then answers `Recalled`: the owner
+//! changes the file after that answer.
+//!
+//! Lock order: invalidate lock -> layout lock (faults and the listener);
+//! reads and writes take the layout lock alone and never fault while they
+//! hold it (a buffer inside a udax mapping is copied through a bounce
+//! buffer). No lock is held across a round trip to the owner, except by a
+//! fault that needs blocks changed (`Iomap`): that call goes on the fault
+//! channel, where the owner answers `EAGAIN` instead of waiting for a change
+//! of the file (which may be waiting for this process's recall), and the
+//! fault is retried with its locks dropped.
 
 use super::{not_connected, unexpected, Inner};
+use crate::dax::iomap::{DaxInode, IomapError, Lookup};
+use crate::dax::mapping::Map;
+use crate::dax::{self, DaxDevice, DaxFile, MapFlags, Pin, Prot};
 use crate::device::DeviceError;
+use crate::fs::locks::LockKind;
 use crate::fs::{Error, Result};
-use crate::proto::{self, wire, Reply, Request};
-use crate::sync::{AtomicU64, Ordering, RwLock};
+use crate::proto::{self, wire, Ext, IomapOp, LockScope, Reply, Request, Target};
+use crate::sync::{AtomicBool, AtomicU64, Ordering, RwLock};
 use crate::BLOCK_SIZE;
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::ops::Range;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-/// The layout of a file as one lease gave it.
+/// The layout of a file as one lease gave it (and this client's own fault
+/// allocations updated it).
 #[derive(Debug)]
 struct Layout {
     epoch: u64,
     size: u64,
     /// file block -> (device block, blocks, shared with other files)
     map: BTreeMap<u64, (u64, u64, bool)>,
-    /// File block ranges on media errors.
+    /// File block ranges on media errors (`(first, count)`).
     bad: Vec<(u64, u64)>,
+    /// Extents shared with other files (the fault path skips every sharing
+    /// check while there are none).
+    shared: usize,
 }
 
 impl Layout {
+    fn count_shared(&mut self) {
+        self.shared = self.map.values().filter(|e| e.2).count();
+    }
+
     /// The device block behind file block `b` and how many blocks run on
     /// from it, or the hole's length (`u64::MAX` past the last extent).
     fn at(&self, b: u64) -> (Option<u64>, u64) {
@@ -44,7 +71,7 @@ impl Layout {
         (None, next.map_or(u64::MAX, |f| f - b))
     }
 
-    /// The first bad block in `[b, b+n)`.
+    /// The first bad file block in `[b, b+n)`.
     fn first_bad(&self, b: u64, n: u64) -> Option<u64> {
         self.bad
             .iter()
@@ -52,42 +79,151 @@ impl Layout {
             .map(|(s, _)| (*s).max(b))
             .min()
     }
-}
 
-/// One open file's lease state, shared with the listener.
-#[derive(Debug)]
-pub(super) struct FileState {
-    layout: RwLock<Option<Layout>>,
-    /// The highest epoch recalled: a layout of that epoch or older is stale.
-    recalled: AtomicU64,
-}
+    /// The extents over device blocks `[d, d+n)`, as (device range, file
+    /// block of its start, shared).
+    fn on_device(&self, d: u64, n: u64) -> impl Iterator<Item = (Range<u64>, u64, bool)> + '_ {
+        self.map
+            .iter()
+            .filter_map(move |(&f, &(dev, len, shared))| {
+                let (a, b) = (dev.max(d), (dev + len).min(d + n));
+                (a < b).then(|| (a..b, f + (a - dev), shared))
+            })
+    }
 
-impl FileState {
-    /// A recall of `epoch`: record it, then drop the layout once reads in
-    /// flight are done.
-    fn recall(&self, epoch: u64) {
-        // ORDERING: AcqRel, before the layout lock is taken: a reader that
-        // installs after this sees the epoch (its Acquire load below) and
-        // throws its stale layout away; one that installed before is undone
-        // by the clearing under the lock.
-        self.recalled.fetch_max(epoch, Ordering::AcqRel);
-        *self.layout.write() = None;
+    /// Replace what the layout says of file blocks `[a, b)` with `extents`
+    /// (the owner's answer to this client's own change of them).
+    fn patch(&mut self, a: u64, b: u64, extents: &[Ext], size: u64) {
+        let hit: Vec<u64> = self
+            .map
+            .range(..b)
+            .filter(|(&f, &(_, n, _))| f + n > a)
+            .map(|(&f, _)| f)
+            .collect();
+        for f in hit {
+            let (d, n, sh) = self.map.remove(&f).expect("listed above");
+            if f < a {
+                self.map.insert(f, (d, a - f, sh));
+            }
+            if f + n > b {
+                self.map.insert(b, (d + (b - f), f + n - b, sh));
+            }
+        }
+        for e in extents {
+            let (s, t) = (e.file_blk.max(a), (e.file_blk + e.len).min(b));
+            if s < t {
+                self.map
+                    .insert(s, (e.dev_blk + (s - e.file_blk), t - s, e.shared));
+            }
+        }
+        self.size = size;
+        self.count_shared();
     }
 }
 
-/// A file opened through the device's owner.
+/// One file as this client process sees it: its layout lease and its
+/// mapping state, shared by every handle and mapping of the file here.
 #[derive(Debug)]
-pub struct RemoteFile {
+pub(super) struct Node {
+    ino: u64,
+    layout: RwLock<Option<Layout>>,
+    /// The highest epoch recalled: a layout of that epoch or older is stale.
+    recalled: AtomicU64,
+    /// The file's mapping state (entries, regions, the invalidate lock).
+    dax: DaxFile,
+    /// The last lease fetch for a fault failed (the owner is gone): faults
+    /// that need the layout fail (SIGBUS) instead of retrying for ever.
+    lost: AtomicBool,
+}
+
+impl Node {
+    pub(super) fn new(ino: u64) -> Node {
+        Node {
+            ino,
+            layout: RwLock::new(None),
+            recalled: AtomicU64::new(0),
+            dax: DaxFile::new(ino),
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    /// A recall of `epoch` for file pages `range` (the listener): record
+    /// it, unmap the range from this process's mappings and wait for the
+    /// pins on its blocks (with `wait`), then drop the layout (the next use
+    /// fetches the new one; pages outside the range stay mapped, their
+    /// blocks unchanged). Returns whether pins were still held after
+    /// [`dax::PIN_TIMEOUT`].
+    fn recall(&self, inner: &Inner, epoch: u64, wait: bool, range: std::ops::Range<u64>) -> bool {
+        // ORDERING: AcqRel, before the locks are taken: a user that installs
+        // a layout after this sees the epoch (its Acquire load in
+        // `install`) and throws its stale layout away; one that installed
+        // before is undone by the clearing under the lock.
+        self.recalled.fetch_max(epoch, Ordering::AcqRel);
+        let _inv = self.dax.invalidate.write();
+        let mut busy = false;
+        if inner.dax.is_some() {
+            let view = View::listener(self, inner);
+            // The layout is still there: it names the blocks whose pins
+            // are waited for.
+            if let Err(e) = dax::hooks::break_layouts(&view, range.start, range.end, wait) {
+                if wait {
+                    tracing::warn!("recall of inode {}: {e}", self.ino);
+                    busy = true;
+                }
+            }
+        }
+        *self.layout.write() = None;
+        busy
+    }
+
+    /// File page `page` lies on a media error (the listener): leases
+    /// fetched before this are stale (the epoch); the current one marks the
+    /// page bad, so no fault maps it again; every mapping of it in this
+    /// process gets a SIGBUS marker (`BUS_MCEERR_AR`), as in one process.
+    fn poison(&self, inner: &Inner, epoch: u64, page: u64) {
+        // ORDERING: AcqRel: as in `recall`.
+        self.recalled.fetch_max(epoch, Ordering::AcqRel);
+        if let Some(l) = self.layout.write().as_mut() {
+            if l.first_bad(page, 1).is_none() {
+                l.bad.push((page, 1));
+            }
+        }
+        if inner.dax.is_some() {
+            dax::hooks::poison_pages(&View::listener(self, inner), page);
+        }
+    }
+
+    /// Install a layout fetched from the owner, unless a recall of its
+    /// epoch came meanwhile.
+    fn install(&self, l: Layout) {
+        let mut g = self.layout.write();
+        // ORDERING: Acquire: pairs with the recall's AcqRel fetch_max.
+        if l.epoch > self.recalled.load(Ordering::Acquire) {
+            *g = Some(l);
+        }
+    }
+}
+
+/// A file opened through the device's owner: the owner's handle, closed
+/// when the last [`RemoteFile`] or mapping of this open goes.
+#[derive(Debug)]
+struct Open {
     inner: Arc<Inner>,
     handle: u64,
     ino: u64,
     /// Opened for writing.
     write: bool,
-    st: Arc<FileState>,
+    node: Arc<Node>,
     /// Time (ns) of the last in-place overwrite not yet sent to the owner
     /// (0: none), and when one was last sent.
     unsent_mtime: AtomicU64,
     last_touch: AtomicU64,
+}
+
+/// A file opened through the device's owner.
+#[derive(Debug)]
+pub struct RemoteFile {
+    o: Arc<Open>,
 }
 
 /// Send the modification time of in-place overwrites at most this often
@@ -104,46 +240,240 @@ impl RemoteFile {
     pub(super) fn open(
         inner: &Arc<Inner>,
         path: &str,
-        write: bool,
-        create: bool,
-        mode: u32,
+        opts: &crate::fs::OpenOptions,
     ) -> Result<RemoteFile> {
         let r = inner.call(&Request::Open {
             path: path.as_bytes().to_vec(),
-            write,
-            create,
-            mode,
+            write: opts.write,
+            create: opts.create || opts.create_new,
+            excl: opts.create_new,
+            trunc: opts.truncate,
+            mode: opts.mode,
         })?;
-        let Reply::Opened { handle, attr } = r else {
+        Self::opened(inner, r)
+    }
+
+    pub(super) fn open_unnamed(
+        inner: &Arc<Inner>,
+        dir: &str,
+        mode: u32,
+        linkable: bool,
+    ) -> Result<RemoteFile> {
+        let r = inner.call(&Request::OpenUnnamed {
+            dir: dir.as_bytes().to_vec(),
+            mode,
+            linkable,
+        })?;
+        Self::opened(inner, r)
+    }
+
+    /// A handle to the open file description another client offered with
+    /// [`RemoteFile::share`] (as a forked child keeps its parent's
+    /// descriptors): the offset and the OFD and flock locks are shared.
+    pub(super) fn adopt(inner: &Arc<Inner>, token: u64) -> Result<RemoteFile> {
+        let r = inner.call(&Request::Adopt { token })?;
+        Self::opened(inner, r)
+    }
+
+    /// The file the owner's answer `r` to an open names.
+    fn opened(inner: &Arc<Inner>, r: Reply) -> Result<RemoteFile> {
+        let Reply::Opened {
+            handle,
+            write,
+            attr,
+        } = r
+        else {
             return Err(unexpected(r));
         };
-        let st = Arc::new(FileState {
-            layout: RwLock::new(None),
-            recalled: AtomicU64::new(0),
-        });
-        let mut files = inner.files.lock();
-        let v = files.entry(attr.ino).or_default();
-        v.retain(|w| w.strong_count() > 0);
-        v.push(Arc::downgrade(&st));
-        drop(files);
+        let node = {
+            let mut files = inner.files.lock();
+            files.retain(|_, w| w.strong_count() > 0);
+            match files.get(&attr.ino).and_then(|w| w.upgrade()) {
+                Some(n) => n,
+                None => {
+                    let n = Arc::new(Node::new(attr.ino));
+                    files.insert(attr.ino, Arc::downgrade(&n));
+                    n
+                }
+            }
+        };
         Ok(RemoteFile {
-            inner: inner.clone(),
-            handle,
-            ino: attr.ino,
-            write,
-            st,
-            unsent_mtime: AtomicU64::new(0),
-            last_touch: AtomicU64::new(0),
+            o: Arc::new(Open {
+                inner: inner.clone(),
+                handle,
+                ino: attr.ino,
+                write,
+                node,
+                unsent_mtime: AtomicU64::new(0),
+                last_touch: AtomicU64::new(0),
+            }),
         })
     }
 
     pub fn ino(&self) -> u64 {
-        self.ino
+        self.o.ino
+    }
+
+    /// The owner's handle of this open file.
+    pub(super) fn handle(&self) -> u64 {
+        self.o.handle
+    }
+
+    /// Offer this open file description to another client
+    /// ([`super::Client::adopt`]): a token valid while the description is
+    /// open in some client.
+    pub fn share(&self) -> Result<u64> {
+        match self.o.inner.call(&Request::Share {
+            handle: self.o.handle,
+        })? {
+            Reply::Shared { token } => Ok(token),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `lseek` of the description's offset (shared by every handle to it,
+    /// in any client): `whence` 0 `SEEK_SET`, 1 `SEEK_CUR`, 2 `SEEK_END`.
+    pub fn seek(&self, whence: u8, offset: i64) -> Result<u64> {
+        match self.o.inner.call(&Request::Seek {
+            handle: self.o.handle,
+            whence,
+            offset,
+        })? {
+            Reply::Offset { pos } => Ok(pos),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Claim `len` bytes of the shared offset (up to the end of file with
+    /// `clamp`): the offset they start at.
+    fn advance(&self, len: u64, clamp: bool) -> Result<u64> {
+        match self.o.inner.call(&Request::Advance {
+            handle: self.o.handle,
+            len,
+            clamp,
+        })? {
+            Reply::Offset { pos } => Ok(pos),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `read` at the description's offset, which moves on by the bytes
+    /// read, atomically against every other user of the description.
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        let at = self.advance(buf.len() as u64, true)?;
+        self.read_at(buf, at)
+    }
+
+    /// `write` at the description's offset, which moves on by the length,
+    /// atomically against every other user of the description.
+    pub fn write(&self, data: &[u8]) -> Result<usize> {
+        let at = self.advance(data.len() as u64, false)?;
+        self.write_at(data, at)
+    }
+
+    /// `fstat`, from the client's attribute cache (as `Client::stat`).
+    pub fn stat(&self) -> Result<crate::fs::Stat> {
+        // A key no path can be (paths have no NUL).
+        let key = format!("\0{}", self.o.ino);
+        let handle = self.o.handle;
+        self.o.inner.cached_stat(&key, || Request::FStat { handle })
+    }
+
+    /// A name `path` for this open file (`linkat` with `AT_EMPTY_PATH`).
+    pub fn link(&self, path: &str) -> Result<()> {
+        self.o.inner.done(&Request::Link {
+            from: Target::Handle(self.o.handle),
+            to: path.as_bytes().to_vec(),
+        })
+    }
+
+    /// `fchmod`.
+    pub fn set_permissions(&self, mode: u32) -> Result<()> {
+        self.o.inner.done(&Request::SetAttr {
+            target: Target::Handle(self.o.handle),
+            mode: Some(mode),
+            atime_ns: None,
+            mtime_ns: None,
+        })
+    }
+
+    /// `futimens` (`None` leaves a time as it is).
+    pub fn set_times(&self, atime_ns: Option<u64>, mtime_ns: Option<u64>) -> Result<()> {
+        // An explicit time replaces the one of in-place overwrites not sent.
+        // ORDERING: Relaxed: see `write_at`.
+        if mtime_ns.is_some() {
+            self.o.unsent_mtime.store(0, Ordering::Relaxed);
+        }
+        self.o.inner.done(&Request::SetAttr {
+            target: Target::Handle(self.o.handle),
+            mode: None,
+            atime_ns,
+            mtime_ns,
+        })
+    }
+
+    /// `fallocate(2)` with the Linux mode bits of [`crate::fs::falloc`],
+    /// through the owner (every lease on the file is recalled first; a
+    /// punch, collapse, insert or zero range waits for the pins on the
+    /// blocks in every client).
+    pub fn fallocate(&self, mode: u32, offset: u64, len: u64) -> Result<()> {
+        self.o.inner.done(&Request::Fallocate {
+            handle: self.o.handle,
+            mode,
+            offset,
+            len,
+        })
+    }
+
+    /// The file's extents from the lease, as (file block, device block,
+    /// blocks, shared with another file): `SEEK_DATA`, `SEEK_HOLE` and
+    /// `FIEMAP` without a round trip while the lease holds.
+    pub fn extents(&self) -> Result<Vec<(u64, u64, u64, bool)>> {
+        self.o
+            .with_layout(|l| Ok(l.map.iter().map(|(&f, &(d, n, s))| (f, d, n, s)).collect()))
+    }
+
+    /// What is at file block `fblk`, from the lease (as
+    /// [`crate::fs::File::iomap`]).
+    pub fn iomap(&self, fblk: u64) -> Result<crate::fs::extent::Lookup> {
+        use crate::fs::extent::Lookup;
+        self.o.with_layout(|l| {
+            if let Some((&f, &(d, n, _))) = l.map.range(..=fblk).next_back() {
+                if fblk < f + n {
+                    return Ok(Lookup::Mapped {
+                        dev_blk: d + (fblk - f),
+                        len: f + n - fblk,
+                    });
+                }
+            }
+            let len = l
+                .map
+                .range(fblk..)
+                .next()
+                .map_or(u64::MAX, |(&f, _)| f - fblk);
+            Ok(Lookup::Hole { len })
+        })
+    }
+
+    /// `fdatasync`: as [`RemoteFile::fsync`] (the owner's journal commit
+    /// makes size and blocks durable with the data).
+    pub fn sync_data(&self) -> Result<()> {
+        self.fsync()
+    }
+
+    /// The byte ranges of the file on media errors, from the lease.
+    pub fn poisoned_ranges(&self) -> Result<Vec<(u64, u64)>> {
+        self.o.with_layout(|l| {
+            Ok(l.bad
+                .iter()
+                .map(|&(b, n)| (b * BLOCK_SIZE, n * BLOCK_SIZE))
+                .collect())
+        })
     }
 
     /// The file's size (from the lease: no round trip while it holds).
     pub fn len(&self) -> Result<u64> {
-        self.with_layout(|l| Ok(l.size))
+        self.o.with_layout(|l| Ok(l.size))
     }
 
     /// Whether the file is empty.
@@ -155,12 +485,16 @@ impl RemoteFile {
     /// at end of file; holes read as zeros; a media error gives a short read
     /// up to it, or EIO.
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize> {
-        let Some(view) = &self.inner.view else {
-            return Err(Error::NotSupported(
-                "reading through a device the client cannot map",
-            ));
-        };
-        self.with_layout(|l| {
+        if dax::in_mapping(buf.as_ptr() as usize, buf.len()) {
+            // Copying into a udax mapping may fault, and the fault may need
+            // the layout lock this read holds: go through a bounce buffer.
+            let mut tmp = vec![0u8; buf.len()];
+            let n = self.read_at(&mut tmp, off)?;
+            buf[..n].copy_from_slice(&tmp[..n]);
+            return Ok(n);
+        }
+        let dev = self.o.inner.dev()?;
+        self.o.with_layout(|l| {
             if off >= l.size || buf.is_empty() {
                 return Ok(0);
             }
@@ -169,10 +503,10 @@ impl RemoteFile {
             while done < n {
                 let pos = off + done as u64;
                 let (b, in_blk) = (pos / BLOCK_SIZE, pos % BLOCK_SIZE);
-                let (dev, run) = l.at(b);
+                let (d, run) = l.at(b);
                 let room = run.saturating_mul(BLOCK_SIZE) - in_blk;
                 let mut take = room.min((n - done) as u64) as usize;
-                if let Some(d) = dev {
+                if let Some(d) = d {
                     let blocks = (in_blk + take as u64).div_ceil(BLOCK_SIZE);
                     if let Some(bad) = l.first_bad(b, blocks) {
                         let ok = ((bad - b) * BLOCK_SIZE).saturating_sub(in_blk) as usize;
@@ -182,11 +516,10 @@ impl RemoteFile {
                             }));
                         }
                         take = take.min(ok);
-                        let dst = &mut buf[done..done + take];
-                        view.read(d * BLOCK_SIZE + in_blk, dst)?;
+                        dev.read(d * BLOCK_SIZE + in_blk, &mut buf[done..done + take])?;
                         return Ok(done + take);
                     }
-                    view.read(d * BLOCK_SIZE + in_blk, &mut buf[done..done + take])?;
+                    dev.read(d * BLOCK_SIZE + in_blk, &mut buf[done..done + take])?;
                 } else {
                     buf[done..done + take].fill(0);
                 }
@@ -199,25 +532,30 @@ impl RemoteFile {
     /// Write `data` at `off`. An overwrite of blocks the lease shows
     /// allocated to this file alone, inside the file and free of media
     /// errors goes straight to the device (durable when this returns; the
-    /// file's mtime is not updated, see docs/limits.md); anything else
-    /// (growth, holes, shared blocks) goes through the owner, in pieces of at
-    /// most [`proto::MAX_WRITE`]. Returns the bytes written (fewer if the
-    /// device filled up part way).
+    /// file's mtime reaches the owner later, see docs/limits.md); anything
+    /// else (growth, holes, shared blocks) goes through the owner, in pieces
+    /// of at most [`proto::MAX_WRITE`]. Returns the bytes written (fewer if
+    /// the device filled up part way).
     pub fn write_at(&self, data: &[u8], off: u64) -> Result<usize> {
+        if dax::in_mapping(data.as_ptr() as usize, data.len()) {
+            // As in `read_at`: a load from a udax mapping may fault.
+            let copy: Vec<u8> = data.to_owned();
+            return self.write_at(copy.as_slice(), off);
+        }
         if let Some(n) = self.write_in_place(data, off)? {
             let now = now_ns();
             // ORDERING: Relaxed: times handed to the owner; a lost race
             // only sends one more (or one later) Touch.
-            self.unsent_mtime.fetch_max(now, Ordering::Relaxed);
-            if now.saturating_sub(self.last_touch.load(Ordering::Relaxed)) >= TOUCH_EVERY_NS {
-                self.send_mtime()?;
+            self.o.unsent_mtime.fetch_max(now, Ordering::Relaxed);
+            if now.saturating_sub(self.o.last_touch.load(Ordering::Relaxed)) >= TOUCH_EVERY_NS {
+                self.o.send_mtime()?;
             }
             return Ok(n);
         }
         let mut done = 0usize;
         for chunk in data.chunks(proto::MAX_WRITE) {
-            let r = self.inner.call(&Request::Write {
-                handle: self.handle,
+            let r = self.o.inner.call(&Request::Write {
+                handle: self.o.handle,
                 offset: off + done as u64,
                 data: chunk.to_vec(),
             })?;
@@ -232,17 +570,41 @@ impl RemoteFile {
         Ok(done)
     }
 
+    /// An `O_APPEND` write: `data` goes at the end of the file, atomically
+    /// against every other append in any process (the owner reserves the
+    /// whole range first). Returns the offset it went to and the bytes
+    /// written (fewer if the device filled up; the reserved tail then
+    /// reads as zeros).
+    pub fn append(&self, data: &[u8]) -> Result<(u64, usize)> {
+        if dax::in_mapping(data.as_ptr() as usize, data.len()) {
+            let copy: Vec<u8> = data.to_owned();
+            return self.append(copy.as_slice());
+        }
+        let first = &data[..data.len().min(proto::MAX_WRITE)];
+        let r = self.o.inner.call(&Request::Append {
+            handle: self.o.handle,
+            total: data.len() as u64,
+            data: first.to_vec(),
+        })?;
+        let Reply::Appended { at, n } = r else {
+            return Err(unexpected(r));
+        };
+        let mut done = n as usize;
+        if done == first.len() && done < data.len() {
+            done += self.write_at(&data[done..], at + done as u64)?;
+        }
+        Ok((at, done))
+    }
+
     /// The in-place overwrite of [`RemoteFile::write_at`], under the
-    /// lease's read lock (a recall waits for it); `None` if the range does
+    /// layout's read lock (a recall waits for it); `None` if the range does
     /// not qualify.
     fn write_in_place(&self, data: &[u8], off: u64) -> Result<Option<usize>> {
-        let Some(view) = self.inner.view.as_ref().filter(|v| v.is_writable()) else {
-            return Ok(None);
-        };
-        if !self.write || data.is_empty() {
+        if !self.o.write || data.is_empty() || !self.o.inner.writable() {
             return Ok(None);
         }
-        self.with_layout(|l| {
+        let dev = self.o.inner.dev()?;
+        self.o.with_layout(|l| {
             let Some(end) = off.checked_add(data.len() as u64).filter(|&e| e <= l.size) else {
                 return Ok(None);
             };
@@ -266,117 +628,190 @@ impl RemoteFile {
                 runs.push((dev_off, (pos - off) as usize, (run_end - pos) as usize));
                 pos = run_end;
             }
-            for (dev_off, at, len) in runs {
-                view.write_durable(dev_off, &data[at..at + len])?;
+            for &(dev_off, at, len) in &runs {
+                // Plain stores: the bytes are likely read again soon (by this
+                // process or through another's shared mapping); the flush
+                // and fence below make them durable on pmem.
+                dev.write_cached(dev_off, &data[at..at + len])?;
+                dev.flush(dev_off, len as u64);
             }
+            dev.fence()?;
             Ok(Some(data.len()))
         })
     }
 
+    /// Make the file durable (the owner's `fsync`), with what this
+    /// process's mappings wrote and the modification time of in-place
+    /// overwrites.
+    pub fn fsync(&self) -> Result<()> {
+        if self.o.inner.dax.is_some() {
+            dax::hooks::sync_mappings(&View::listener(&self.o.node, &self.o.inner))?;
+        }
+        self.o.send_mtime()?;
+        self.o.inner.done(&Request::Fsync {
+            handle: self.o.handle,
+        })
+    }
+
+    /// Set the file's size through the owner (every lease on it is recalled
+    /// first, this client's own included; a shrink waits for the pins on
+    /// the blocks it frees, in every client).
+    pub fn set_len(&self, size: u64) -> Result<()> {
+        self.o.inner.done(&Request::Truncate {
+            handle: self.o.handle,
+            size,
+        })
+    }
+
+    /// `fcntl(F_SETLK)` (or `F_OFD_SETLK` with `scope` [`LockScope::Ofd`],
+    /// or `flock` with [`LockScope::Flock`], which ignores the range): take
+    /// a `kind` lock of `[start, end)` (`end` `u64::MAX`: to end of file), or
+    /// drop it (`None`), with the kernel's rules across every process of
+    /// the device (`fs::locks`). `EAGAIN` if another process holds a
+    /// conflicting lock; with `wait` (`F_SETLKW`, `flock` without
+    /// `LOCK_NB`) it waits instead, and fails with `EDEADLK` if waiting
+    /// would close a cycle of waiting processes (POSIX locks).
+    pub fn lock(
+        &self,
+        scope: LockScope,
+        kind: Option<LockKind>,
+        start: u64,
+        end: u64,
+        wait: bool,
+    ) -> Result<()> {
+        let req = Request::Lock {
+            handle: self.o.handle,
+            scope,
+            kind: match kind {
+                None => 0,
+                Some(LockKind::Read) => 1,
+                Some(LockKind::Write) => 2,
+            },
+            start,
+            end,
+            wait,
+        };
+        // Waiting is retrying: the owner answers at once (one request at
+        // a time per client, so it never sleeps on a client's behalf),
+        // and records the waiter for deadlock detection each time.
+        let mut pause = std::time::Duration::from_micros(100);
+        loop {
+            match self.o.inner.call(&req) {
+                Ok(Reply::Done) => return Ok(()),
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) if wait && e.errno() == libc::EAGAIN => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `fcntl(F_GETLK)` (or `F_OFD_GETLK`): the first lock another owner
+    /// holds that a `kind` lock of `[start, end)` would conflict with, as
+    /// (kind, start, end, pid; -1 for an OFD lock), or `None`.
+    pub fn get_lock(
+        &self,
+        scope: LockScope,
+        kind: LockKind,
+        start: u64,
+        end: u64,
+    ) -> Result<Option<(LockKind, u64, u64, i32)>> {
+        let r = self.o.inner.call(&Request::GetLock {
+            handle: self.o.handle,
+            scope,
+            kind: if kind == LockKind::Read { 1 } else { 2 },
+            start,
+            end,
+        })?;
+        match r {
+            Reply::LockHeld { kind: 0, .. } => Ok(None),
+            Reply::LockHeld {
+                kind,
+                start,
+                end,
+                pid,
+            } => Ok(Some((
+                if kind == 1 {
+                    LockKind::Read
+                } else {
+                    LockKind::Write
+                },
+                start,
+                end,
+                pid,
+            ))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Map `len` bytes of the file from `offset` (page aligned) into this
+    /// process. Faults are resolved by this process's fault engine from the
+    /// layout lease; a store into a hole asks the owner for blocks. Another
+    /// client's truncate, punch or hole fill unmaps the file here first (the
+    /// recall), as the kernel's `unmap_mapping_range` does in every process.
+    pub fn mmap(
+        &self,
+        offset: u64,
+        len: usize,
+        prot: Prot,
+        flags: MapFlags,
+    ) -> Result<RemoteMapping> {
+        if prot == Prot::ReadWrite && !flags.private && !(self.o.write && self.o.inner.writable()) {
+            return Err(Error::Access(
+                "shared writable mmap of a file not open for writing",
+            ));
+        }
+        if self.o.inner.dax.is_none() {
+            return Err(Error::NotSupported(
+                "mmap through a device the client cannot map",
+            ));
+        }
+        // The mapping keeps the file open at the owner (`RemoteMapping`
+        // holds it), so the view needs only the handle's number.
+        let inode: Arc<dyn DaxInode> = Arc::new(View {
+            node: self.o.node.clone(),
+            inner: self.o.inner.clone(),
+            handle: Some(self.o.handle),
+        });
+        let map = Map::new(inode, offset, len, prot, flags)?;
+        Ok(RemoteMapping {
+            map,
+            _file: RemoteFile { o: self.o.clone() },
+        })
+    }
+}
+
+impl Open {
+    /// Run `f` on the current layout, fetching a lease first if there is
+    /// none (and again if a recall overtook the fetch).
+    fn with_layout<T>(&self, mut f: impl FnMut(&Layout) -> Result<T>) -> Result<T> {
+        loop {
+            if let Some(l) = self.node.layout.read().as_ref() {
+                return f(l);
+            }
+            let l = fetch(&self.inner, self.handle)?;
+            self.node.install(l);
+        }
+    }
+
     /// Send the modification time of in-place overwrites, if any is unsent.
     fn send_mtime(&self) -> Result<()> {
-        // ORDERING: Relaxed: see `write_at`.
+        // ORDERING: Relaxed: see `RemoteFile::write_at`.
         let t = self.unsent_mtime.swap(0, Ordering::Relaxed);
         if t == 0 {
             return Ok(());
         }
         self.last_touch.store(now_ns(), Ordering::Relaxed);
-        match self.inner.call(&Request::Touch {
+        self.inner.done(&Request::Touch {
             handle: self.handle,
             mtime_ns: t,
-        })? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Make the file durable (the owner's `fsync`), with the modification
-    /// time of in-place overwrites.
-    pub fn fsync(&self) -> Result<()> {
-        self.send_mtime()?;
-        match self.inner.call(&Request::Fsync {
-            handle: self.handle,
-        })? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Set the file's size through the owner (every lease on it is recalled
-    /// first, this client's own included).
-    pub fn set_len(&self, size: u64) -> Result<()> {
-        match self.inner.call(&Request::Truncate {
-            handle: self.handle,
-            size,
-        })? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Run `f` on the current layout, fetching a lease first if there is
-    /// none (and again if a recall overtook the fetch).
-    fn with_layout<T>(&self, mut f: impl FnMut(&Layout) -> Result<T>) -> Result<T> {
-        loop {
-            if let Some(l) = self.st.layout.read().as_ref() {
-                return f(l);
-            }
-            let l = self.fetch()?;
-            let mut g = self.st.layout.write();
-            // ORDERING: Acquire: pairs with the recall's AcqRel fetch_max
-            // (see `FileState::recall`).
-            if l.epoch > self.st.recalled.load(Ordering::Acquire) {
-                *g = Some(l);
-            }
-        }
-    }
-
-    /// A lease on the whole layout (as many replies as it takes; if the
-    /// epoch moves between them, start over).
-    fn fetch(&self) -> Result<Layout> {
-        'again: loop {
-            let mut l: Option<Layout> = None;
-            let mut from = 0u64;
-            loop {
-                let r = self.inner.call(&Request::Lease {
-                    handle: self.handle,
-                    from_blk: from,
-                })?;
-                let Reply::Layout {
-                    epoch,
-                    size,
-                    extents,
-                    bad,
-                    next,
-                    ..
-                } = r
-                else {
-                    return Err(unexpected(r));
-                };
-                let cur = l.get_or_insert_with(|| Layout {
-                    epoch,
-                    size,
-                    map: BTreeMap::new(),
-                    bad: Vec::new(),
-                });
-                if cur.epoch != epoch {
-                    continue 'again;
-                }
-                cur.bad.extend(bad);
-                for e in extents {
-                    cur.map.insert(e.file_blk, (e.dev_blk, e.len, e.shared));
-                }
-                match next {
-                    Some(n) if n > from => from = n,
-                    Some(_) => return Err(not_connected("lease made no progress".into())),
-                    None => return l.ok_or_else(|| not_connected("empty lease".into())),
-                }
-            }
-        }
+        })
     }
 }
 
-impl Drop for RemoteFile {
+impl Drop for Open {
     fn drop(&mut self) {
         let _ = self.send_mtime();
         let _ = self.inner.call(&Request::Close {
@@ -385,12 +820,289 @@ impl Drop for RemoteFile {
     }
 }
 
-/// Make a callback channel (a socket pair, one end sent to the owner with
-/// `Listen`) and start the listener thread on the other end.
-pub(super) fn listen(
-    inner: &Arc<Inner>,
-    client: u64,
-) -> Result<(Arc<OwnedFd>, std::thread::JoinHandle<()>)> {
+/// A lease on the whole layout of the file open as `handle` (as many
+/// replies as it takes; if the epoch moves between them, start over).
+fn fetch(inner: &Inner, handle: u64) -> Result<Layout> {
+    'again: loop {
+        let mut l: Option<Layout> = None;
+        let mut from = 0u64;
+        loop {
+            let r = inner.call(&Request::Lease {
+                handle,
+                from_blk: from,
+            })?;
+            let Reply::Layout {
+                epoch,
+                size,
+                extents,
+                bad,
+                next,
+                ..
+            } = r
+            else {
+                return Err(unexpected(r));
+            };
+            let cur = l.get_or_insert_with(|| Layout {
+                epoch,
+                size,
+                map: BTreeMap::new(),
+                bad: Vec::new(),
+                shared: 0,
+            });
+            if cur.epoch != epoch {
+                continue 'again;
+            }
+            cur.bad.extend(bad);
+            for e in extents {
+                cur.map.insert(e.file_blk, (e.dev_blk, e.len, e.shared));
+            }
+            match next {
+                Some(n) if n > from => from = n,
+                Some(_) => return Err(not_connected("lease made no progress".into())),
+                None => {
+                    let mut l = l.ok_or_else(|| not_connected("empty lease".into()))?;
+                    l.count_shared();
+                    return Ok(l);
+                }
+            }
+        }
+    }
+}
+
+/// A mapping of a file range into this process. Dropping it unmaps it.
+#[derive(Debug)]
+pub struct RemoteMapping {
+    // Declared first: unmapped before the file's handle closes.
+    map: Map,
+    _file: RemoteFile,
+}
+
+impl RemoteMapping {
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.as_ptr()
+    }
+    /// File offset shown at the first byte.
+    pub fn offset(&self) -> u64 {
+        self.map.offset()
+    }
+    /// The mapped file.
+    pub fn file(&self) -> &RemoteFile {
+        &self._file
+    }
+    /// `mprotect` of the whole mapping.
+    pub fn protect(&self, prot: Prot) -> Result<()> {
+        if prot == Prot::ReadWrite
+            && !self.map.private()
+            && !(self._file.o.write && self._file.o.inner.writable())
+        {
+            return Err(Error::Access("file not open for writing"));
+        }
+        Ok(self.map.protect(prot)?)
+    }
+    /// `munmap` of part of the mapping (as [`crate::fs::Mapping::unmap_range`]).
+    pub fn unmap_range(&self, off: usize, len: usize) -> Result<()> {
+        Ok(self.map.unmap_range(off, len)?)
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    /// `msync(MS_SYNC)`: make stores to `[off, off+len)` durable.
+    pub fn msync(&self, off: usize, len: usize) -> Result<()> {
+        Ok(self.map.msync(off, len)?)
+    }
+    /// Pin `[off, off+len)` for in-flight I/O (as [`crate::fs::Mapping::pin`]):
+    /// a truncate of the range in any client waits until the pin is dropped.
+    pub fn pin(&self, off: usize, len: usize, write: bool) -> Result<Pin<'_>> {
+        Ok(self.map.pin(off, len, write)?)
+    }
+    /// The device block mapped at byte `off` of this mapping right now, if any.
+    pub fn device_block_of(&self, off: usize) -> Option<u64> {
+        self.map.device_block_of(off)
+    }
+}
+
+/// One file of a client, as the fault engine sees it ([`DaxInode`]):
+/// answers from the layout lease; changes of blocks asked of the owner
+/// through `handle`. Owned (`View<Arc<Node>, Arc<Inner>>`) where a mapping's
+/// region keeps it for the fault handler threads; borrowed where the
+/// listener or `fsync` calls a dax hook (no handle: it changes nothing), as
+/// `fs::iomap::Inode` is for the embedded file system. Made only where the
+/// client maps the device (`Inner::dax` is there).
+#[derive(Debug)]
+struct View<N = Arc<Node>, I = Arc<Inner>> {
+    node: N,
+    inner: I,
+    handle: Option<u64>,
+}
+
+impl<'a> View<&'a Node, &'a Inner> {
+    /// The listener's (and fsync's) view: no changes of blocks.
+    fn listener(node: &'a Node, inner: &'a Inner) -> Self {
+        View {
+            node,
+            inner,
+            handle: None,
+        }
+    }
+}
+
+impl<N, I> View<N, I>
+where
+    N: Borrow<Node>,
+    I: Borrow<Inner>,
+{
+    fn node(&self) -> &Node {
+        self.node.borrow()
+    }
+
+    /// Ask the owner to change file blocks `[a, b)` for a fault, and update
+    /// the layout from its answer.
+    fn iomap(&self, op: IomapOp, a: u64, b: u64) -> Result<(), IomapError> {
+        let Some(handle) = self.handle else {
+            return Err(IomapError::ReadOnly);
+        };
+        let r = self.inner.borrow().call_fault(&Request::Iomap {
+            handle,
+            op,
+            from_blk: a,
+            to_blk: b,
+        });
+        match r {
+            Ok(Reply::Layout { size, extents, .. }) => {
+                if let Some(l) = self.node().layout.write().as_mut() {
+                    l.patch(a, b, &extents, size);
+                }
+                Ok(())
+            }
+            Ok(other) => Err(IomapError::Failed {
+                errno: libc::EPROTO,
+                what: format!("unexpected reply {other:?}"),
+            }),
+            Err(e) => Err(match e.errno() {
+                libc::EAGAIN => IomapError::Retry,
+                libc::ENOSPC => IomapError::NoSpace,
+                libc::ENOENT => IomapError::Stale,
+                libc::EROFS => IomapError::ReadOnly,
+                errno => IomapError::Failed {
+                    errno,
+                    what: e.to_string(),
+                },
+            }),
+        }
+    }
+
+    fn with<T>(&self, none: T, f: impl FnOnce(&Layout) -> T) -> T {
+        self.node().layout.read().as_ref().map_or(none, f)
+    }
+}
+
+impl<N, I> DaxInode for View<N, I>
+where
+    N: Borrow<Node> + Send + Sync + std::fmt::Debug,
+    I: Borrow<Inner> + Send + Sync + std::fmt::Debug,
+{
+    fn ino(&self) -> u64 {
+        self.node().ino
+    }
+    fn dax(&self) -> &DaxFile {
+        &self.node().dax
+    }
+    fn device(&self) -> &DaxDevice {
+        self.inner
+            .borrow()
+            .dax
+            .as_ref()
+            .expect("a view is made only where the client maps the device")
+    }
+    fn prepare(&self, block: bool) -> bool {
+        let node = self.node();
+        if node.layout.read().is_some() {
+            return true;
+        }
+        if !block {
+            return false;
+        }
+        if let Some(handle) = self.handle {
+            match fetch(self.inner.borrow(), handle) {
+                Ok(l) => {
+                    // ORDERING: Relaxed: a hint for `ready`, set before the
+                    // invalidate lock (which orders it) is taken.
+                    node.lost.store(false, Ordering::Relaxed);
+                    node.install(l);
+                }
+                Err(e) => {
+                    tracing::error!("lease on inode {}: {e}", node.ino);
+                    // ORDERING: Relaxed: as above.
+                    node.lost.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        true
+    }
+    fn ready(&self) -> Result<(), IomapError> {
+        if self.node().layout.read().is_some() {
+            Ok(())
+        // ORDERING: Relaxed: see `prepare`.
+        } else if self.node().lost.load(Ordering::Relaxed) {
+            Err(IomapError::Failed {
+                errno: libc::ENOTCONN,
+                what: "no lease on the file's layout (the owner is gone)".into(),
+            })
+        } else {
+            Err(IomapError::Retry)
+        }
+    }
+    fn size(&self) -> u64 {
+        self.with(0, |l| l.size)
+    }
+    fn lookup(&self, blk: u64) -> Lookup {
+        self.with(Lookup::Hole { len: u64::MAX }, |l| match l.at(blk) {
+            (Some(dev_blk), len) => Lookup::Mapped { dev_blk, len },
+            (None, len) => Lookup::Hole { len },
+        })
+    }
+    fn alloc_zeroed(&self, a: u64, b: u64) -> Result<(), IomapError> {
+        self.iomap(IomapOp::Alloc, a, b)
+    }
+    fn unshare(&self, a: u64, b: u64) -> Result<(), IomapError> {
+        self.iomap(IomapOp::Unshare, a, b)
+    }
+    fn relocate_chunk(&self, chunk: u64) -> Result<(), IomapError> {
+        self.iomap(IomapOp::Relocate, chunk, chunk + crate::BLOCKS_PER_HUGE)
+    }
+    fn first_bad(&self, blk: u64, len: u64) -> Option<u64> {
+        self.with(None, |l| {
+            if l.bad.is_empty() {
+                return None;
+            }
+            l.on_device(blk, len)
+                .filter_map(|(r, f, _)| {
+                    let bad = l.first_bad(f, r.end - r.start)?;
+                    Some(r.start + (bad - f))
+                })
+                .min()
+        })
+    }
+    fn has_shared(&self) -> bool {
+        self.with(false, |l| l.shared > 0)
+    }
+    fn shared_in(&self, blk: u64, len: u64) -> Vec<Range<u64>> {
+        self.with(Vec::new(), |l| {
+            l.on_device(blk, len)
+                .filter(|(_, _, s)| *s)
+                .map(|(r, _, _)| r)
+                .collect()
+        })
+    }
+}
+
+/// Make a side channel to the owner: a socket pair, one end sent with
+/// `req` (`Listen` or `Channel`) on the client's main connection `sock`
+/// (before any other request); returns the other end.
+pub(super) fn side_channel(sock: BorrowedFd<'_>, req: &Request) -> Result<OwnedFd> {
     let (mine, theirs) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
         rustix::net::SocketType::SEQPACKET,
@@ -398,54 +1110,74 @@ pub(super) fn listen(
         None,
     )
     .map_err(|e| Error::Io(e.into()))?;
-    {
-        let g = inner.sock.lock();
-        wire::send(
-            g.0.as_fd(),
-            &Request::Listen { client }.encode(0),
-            Some(theirs.as_fd()),
-        )
+    wire::send(sock, &req.encode(0), Some(theirs.as_fd()))
         .map_err(|e| not_connected(format!("owner: {e}")))?;
-        let (msg, _) = wire::recv(g.0.as_fd())
-            .map_err(|e| not_connected(format!("owner: {e}")))?
-            .ok_or_else(|| not_connected("the owner closed the connection".into()))?;
-        match Reply::decode(&msg).map_err(|e| not_connected(e.to_string()))? {
-            (_, Reply::Done) => {}
-            (_, Reply::Error { errno, message }) => return Err(Error::from_remote(errno, message)),
-            (_, other) => return Err(unexpected(other)),
-        }
+    let (msg, _) = wire::recv(sock)
+        .map_err(|e| not_connected(format!("owner: {e}")))?
+        .ok_or_else(|| not_connected("the owner closed the connection".into()))?;
+    match Reply::decode(&msg).map_err(|e| not_connected(e.to_string()))? {
+        (_, Reply::Done) => Ok(mine),
+        (_, Reply::Error { errno, message }) => Err(Error::from_remote(errno, message)),
+        (_, other) => Err(unexpected(other)),
     }
-    drop(theirs);
-    let ch = Arc::new(mine);
-    let (inner, c) = (inner.clone(), ch.clone());
-    let t = std::thread::Builder::new()
-        .name("udax-recall".into())
-        .spawn(move || listener(&inner, &c))
-        .map_err(Error::Io)?;
-    Ok((ch, t))
 }
 
-/// Answer recalls until the channel ends.
+/// Start the listener thread on the callback channel `ch`.
+pub(super) fn listen(inner: &Arc<Inner>, ch: &Arc<OwnedFd>) -> Result<std::thread::JoinHandle<()>> {
+    let (inner, c) = (inner.clone(), ch.clone());
+    std::thread::Builder::new()
+        .name("udax-recall".into())
+        .spawn(move || listener(&inner, &c))
+        .map_err(Error::Io)
+}
+
+/// Answer recalls until the channel ends; then cache no attributes any
+/// more (no one would say when to drop them).
 fn listener(inner: &Inner, ch: &OwnedFd) {
+    answer_callbacks(inner, ch);
+    let mut c = inner.attrs.lock();
+    c.drop_all();
+    c.closed = true;
+}
+
+fn answer_callbacks(inner: &Inner, ch: &OwnedFd) {
     while let Ok(Some((msg, _))) = wire::recv(ch.as_fd()) {
-        let Ok((_, Reply::Recall { ino, epoch })) = Reply::decode(&msg) else {
-            tracing::warn!("callback channel: not a recall; closing it");
-            return;
+        let node = |ino| inner.files.lock().get(&ino).and_then(|w| w.upgrade());
+        let (ino, epoch, busy) = match Reply::decode(&msg) {
+            Ok((
+                _,
+                Reply::Recall {
+                    ino,
+                    epoch,
+                    wait,
+                    from_blk,
+                    to_blk,
+                },
+            )) => {
+                let busy =
+                    node(ino).is_some_and(|n| n.recall(inner, epoch, wait, from_blk..to_blk));
+                (ino, epoch, busy)
+            }
+            Ok((_, Reply::Uncache { epoch })) => {
+                inner.attrs.lock().drop_all();
+                (0, epoch, false)
+            }
+            Ok((_, Reply::Poison { ino, epoch, page })) => {
+                if let Some(n) = node(ino) {
+                    n.poison(inner, epoch, page);
+                }
+                (ino, epoch, false)
+            }
+            _ => {
+                tracing::warn!("callback channel: not a recall; closing it");
+                return;
+            }
         };
-        let states: Vec<Arc<FileState>> = inner
-            .files
-            .lock()
-            .get(&ino)
-            .map(|v| v.iter().filter_map(|w| w.upgrade()).collect())
-            .unwrap_or_default();
-        for s in states {
-            s.recall(epoch);
-        }
         // ORDERING: Relaxed: a statistic.
         inner.recalls.fetch_add(1, Ordering::Relaxed);
         if wire::send(
             ch.as_fd(),
-            &Request::Recalled { ino, epoch }.encode(0),
+            &Request::Recalled { ino, epoch, busy }.encode(0),
             None,
         )
         .is_err()

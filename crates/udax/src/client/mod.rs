@@ -4,22 +4,25 @@
 //! metadata.
 //!
 //! Metadata calls are one round trip each (no attribute leases yet). File
-//! data is read straight from the device under a layout lease that the
-//! owner recalls before the layout changes ([`RemoteFile`], `file.rs`); a
-//! listener thread answers the recalls. Writes go through the owner. See
-//! docs/multiprocess.md, "What exists today".
+//! data is read and overwritten straight on the device, and mapped with
+//! this process's own fault engine, under a layout lease that the owner
+//! recalls before the layout changes ([`RemoteFile`], [`RemoteMapping`],
+//! `file.rs`); a listener thread answers the recalls. Growth and hole
+//! fills go through the owner. See docs/multiprocess.md, "What exists
+//! today".
 
 mod file;
 
-pub use file::RemoteFile;
+pub use file::{RemoteFile, RemoteMapping};
 
-use crate::device::DeviceView;
+use crate::dax::DaxDevice;
+use crate::device::Device;
 use crate::format::{Superblock, SUPERBLOCK_SIZE};
-use crate::fs::{DirEntry, Error, Result, Stat, StatFs};
+use crate::fs::{DirEntry, Error, Rename, Result, Stat, StatFs};
 use crate::owner;
-use crate::proto::{self, wire, Attr, Reply, Request};
+use crate::proto::{self, wire, Attr, Reply, Request, Target};
 use crate::sync::{AtomicU64, Mutex, Ordering};
-use file::FileState;
+use file::Node;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -66,16 +69,57 @@ pub struct Client {
 struct Inner {
     /// The socket and the next request id: one request in flight at a time.
     sock: Mutex<(OwnedFd, u64)>,
+    /// The fault channel: calls made by faults with the file's locks held
+    /// (`Iomap`), which the owner answers without waiting on a change.
+    fault: Mutex<(OwnedFd, u64)>,
     device: OwnedFd,
-    /// The device mapped read-only, for reads under a lease (`None` where
-    /// the device cannot be mapped that way).
-    view: Option<DeviceView>,
+    /// The device mapped whole (read-only for a read-only client), for
+    /// reads and writes under a lease; `None` where it cannot be mapped.
+    dev: Option<Arc<dyn Device>>,
+    /// The mapping state of the device in this process (wait queues, page
+    /// references of pins, counters), for mmap.
+    dax: Option<DaxDevice>,
     uuid: [u8; 16],
     read_only: bool,
-    /// Open files by inode, for the listener's recalls.
-    files: Mutex<HashMap<u64, Vec<Weak<FileState>>>>,
+    /// Open files by inode (lease and mapping state), for the listener's
+    /// recalls.
+    files: Mutex<HashMap<u64, Weak<Node>>>,
     /// Recalls answered (for tests and statistics).
     recalls: AtomicU64,
+    /// Requests sent (for tests and statistics).
+    requests: AtomicU64,
+    /// Attributes from `stat`, by path, kept until the owner says another
+    /// client changed something (`Uncache`) or this one changes something.
+    attrs: Mutex<AttrCache>,
+}
+
+/// Cached attributes and a generation that every drop bumps (a `stat`
+/// answered across a drop is not cached).
+#[derive(Debug, Default)]
+struct AttrCache {
+    gen: u64,
+    map: HashMap<String, Stat>,
+    /// Directory listings, by path (kept under the same rule).
+    dirs: HashMap<String, Vec<DirEntry>>,
+    /// The callback channel ended (no owner to say when to drop): keep
+    /// nothing any more.
+    closed: bool,
+}
+
+/// Paths whose attributes (and directories whose listings) a client keeps
+/// at most.
+const ATTRS_KEPT: usize = 4096;
+
+/// Entries of a directory listing a client keeps at most (a bigger one is
+/// asked again each time).
+const DIR_ENTRIES_KEPT: usize = 16384;
+
+impl AttrCache {
+    fn drop_all(&mut self) {
+        self.gen += 1;
+        self.map.clear();
+        self.dirs.clear();
+    }
 }
 
 /// The UUID of the file system on the device at `path`, read from its
@@ -155,20 +199,29 @@ impl Client {
                 },
             ) => {
                 let device = fd.ok_or_else(|| not_connected("no device fd with Hello".into()))?;
-                let view = device
+                let dev = device
                     .try_clone()
                     .ok()
-                    .and_then(|fd| DeviceView::map(fd, None).ok());
+                    .and_then(|fd| crate::device::adopt(fd, None).ok());
+                let callback = Arc::new(file::side_channel(
+                    sock.as_fd(),
+                    &Request::Listen { client },
+                )?);
+                let fault = file::side_channel(sock.as_fd(), &Request::Channel { client })?;
                 let inner = Arc::new(Inner {
                     sock: Mutex::new((sock, 1)),
+                    fault: Mutex::new((fault, 1)),
                     device,
-                    view,
+                    dax: dev.clone().map(DaxDevice::new),
+                    dev,
                     uuid,
                     read_only,
                     files: Mutex::new(HashMap::new()),
                     recalls: AtomicU64::new(0),
+                    requests: AtomicU64::new(0),
+                    attrs: Mutex::new(AttrCache::default()),
                 });
-                let (callback, listener) = file::listen(&inner, client)?;
+                let listener = file::listen(&inner, &callback)?;
                 Ok(Client {
                     inner,
                     callback,
@@ -197,6 +250,19 @@ impl Client {
         self.inner.read_only
     }
 
+    /// Requests this client has sent to the owner on its main connection
+    /// (a call answered from a cache or a lease sends none).
+    pub fn requests(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Counters of this client's own fault engine on the device (PMD vs PTE
+    /// mappings, zero pages, faults), or `None` if it cannot map it.
+    pub fn dax_stats(&self) -> Option<crate::dax::VmStats> {
+        self.inner.dax.as_ref().map(|d| d.stats())
+    }
+
     /// Recalls this client has answered.
     pub fn recalls(&self) -> u64 {
         // ORDERING: Relaxed: a statistic.
@@ -207,7 +273,42 @@ impl Client {
     /// data is read straight from the device under a layout lease; writes
     /// go through the owner.
     pub fn open(&self, path: &str, write: bool, create: bool, mode: u32) -> Result<RemoteFile> {
-        RemoteFile::open(&self.inner, path, write, create, mode)
+        self.open_with(
+            path,
+            &crate::fs::OpenOptions {
+                write,
+                create,
+                mode,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Open with `open(2)`'s choices (`append` is the caller's: use
+    /// [`RemoteFile::append`] for `O_APPEND` writes).
+    pub fn open_with(&self, path: &str, opts: &crate::fs::OpenOptions) -> Result<RemoteFile> {
+        RemoteFile::open(&self.inner, path, opts)
+    }
+
+    /// The current path of directory `ino`: `hint` if it still names it
+    /// (from the attribute cache), else the owner's answer from the parent
+    /// links (as [`crate::fs::Fs::dir_path`]).
+    pub fn dir_path_of(&self, ino: u64, btime_ns: u64, hint: &str) -> Result<String> {
+        if self
+            .stat(hint)
+            .is_ok_and(|s| s.ino == ino && s.btime_ns == btime_ns && s.is_dir())
+        {
+            return Ok(hint.to_string());
+        }
+        match self.call(&Request::DirPath {
+            ino,
+            btime_ns,
+            hint: hint.as_bytes().to_vec(),
+        })? {
+            Reply::Path { path } => String::from_utf8(path)
+                .map_err(|_| not_connected("a path that is not UTF-8".into())),
+            other => Err(unexpected(other)),
+        }
     }
 
     fn call(&self, req: &Request) -> Result<Reply> {
@@ -228,9 +329,73 @@ impl Drop for Client {
 }
 
 impl Inner {
-    /// One request and its reply.
+    /// Attributes cached under `key`, or asked with `req()` and cached.
+    fn cached_stat(&self, key: &str, req: impl FnOnce() -> Request) -> Result<Stat> {
+        let gen = {
+            let c = self.attrs.lock();
+            if let Some(s) = c.map.get(key) {
+                return Ok(*s);
+            }
+            c.gen
+        };
+        let s = match self.call(&req())? {
+            Reply::Attr(a) => stat(&a),
+            other => return Err(unexpected(other)),
+        };
+        let mut c = self.attrs.lock();
+        if c.gen == gen && !c.closed {
+            if c.map.len() >= ATTRS_KEPT {
+                c.map.clear();
+            }
+            c.map.insert(key.to_string(), s);
+        }
+        Ok(s)
+    }
+
+    /// One request and its reply, on the main connection.
     fn call(&self, req: &Request) -> Result<Reply> {
-        let mut g = self.sock.lock();
+        // ORDERING: Relaxed: a statistic.
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.call_on(&self.sock, req)
+    }
+
+    /// A request answered with `Done`.
+    fn done(&self, req: &Request) -> Result<()> {
+        match self.call(req)? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One request and its reply, on the fault channel.
+    fn call_fault(&self, req: &Request) -> Result<Reply> {
+        self.call_on(&self.fault, req)
+    }
+
+    /// The device mapped into this process.
+    fn dev(&self) -> Result<&Arc<dyn Device>> {
+        self.dev.as_ref().ok_or(Error::NotSupported(
+            "data access through a device the client cannot map",
+        ))
+    }
+
+    /// Whether this client may store to the device.
+    fn writable(&self) -> bool {
+        !self.read_only && self.dev.is_some()
+    }
+
+    /// One request and its reply on `sock`; after a change `stat` may show,
+    /// this client's cached attributes go (the owner uncaches the others).
+    fn call_on(&self, sock: &Mutex<(OwnedFd, u64)>, req: &Request) -> Result<Reply> {
+        let r = Self::exchange(sock, req);
+        if req.changes_attributes() {
+            self.attrs.lock().drop_all();
+        }
+        r
+    }
+
+    fn exchange(sock: &Mutex<(OwnedFd, u64)>, req: &Request) -> Result<Reply> {
+        let mut g = sock.lock();
         let id = g.1;
         g.1 += 1;
         wire::send(g.0.as_fd(), &req.encode(id), None)
@@ -251,10 +416,7 @@ impl Inner {
 
 impl Client {
     fn done(&self, req: Request) -> Result<()> {
-        match self.call(&req)? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.inner.done(&req)
     }
 
     /// A round trip to the owner; returns how long it took.
@@ -266,16 +428,38 @@ impl Client {
         }
     }
 
+    /// `stat`: answered from the attribute cache while no client has
+    /// changed anything since (the owner drops every client's cache before
+    /// it answers a change), else one round trip.
     pub fn stat(&self, path: &str) -> Result<Stat> {
-        match self.call(&Request::Stat {
+        self.inner.cached_stat(path, || Request::Stat {
             path: path.as_bytes().to_vec(),
-        })? {
-            Reply::Attr(a) => Ok(stat(&a)),
-            other => Err(unexpected(other)),
-        }
+        })
     }
 
+    /// The entries of a directory: from the client's cache while no client
+    /// has changed anything since (as [`Client::stat`]), else from the
+    /// owner, in as many replies as it takes.
     pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let gen = {
+            let c = self.inner.attrs.lock();
+            if let Some(d) = c.dirs.get(path) {
+                return Ok(d.clone());
+            }
+            c.gen
+        };
+        let out = self.read_dir_uncached(path)?;
+        let mut c = self.inner.attrs.lock();
+        if c.gen == gen && !c.closed && out.len() <= DIR_ENTRIES_KEPT {
+            if c.dirs.len() >= ATTRS_KEPT {
+                c.dirs.clear();
+            }
+            c.dirs.insert(path.to_string(), out.clone());
+        }
+        Ok(out)
+    }
+
+    fn read_dir_uncached(&self, path: &str) -> Result<Vec<DirEntry>> {
         let mut out = Vec::new();
         let mut from = 0;
         loop {
@@ -346,6 +530,147 @@ impl Client {
         })
     }
 
+    /// Emulate a media error at device bytes `[offset, offset+len)` through
+    /// the owner (as `Fs::inject_poison`): the data there is lost, the
+    /// blocks are recorded bad, and every client mapping an owning file
+    /// page gets SIGBUS `BUS_MCEERR_AR` on access. Returns the file pages
+    /// found on the range.
+    pub fn inject_poison(&self, offset: u64, len: u64) -> Result<u64> {
+        self.poison(offset, len, true)
+    }
+
+    /// Report a media error the device found at `[offset, offset+len)` (as
+    /// `Fs::notify_failure`); returns the file pages found on the range.
+    pub fn notify_failure(&self, offset: u64, len: u64) -> Result<u64> {
+        self.poison(offset, len, false)
+    }
+
+    fn poison(&self, offset: u64, len: u64, inject: bool) -> Result<u64> {
+        match self.call(&Request::Poison {
+            offset,
+            len,
+            inject,
+        })? {
+            Reply::Poisoned { file_pages } => Ok(file_pages),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A new name `to` for the file at `from` (`link`).
+    pub fn link(&self, from: &str, to: &str) -> Result<()> {
+        self.done(Request::Link {
+            from: Target::Path(from.as_bytes().to_vec()),
+            to: to.as_bytes().to_vec(),
+        })
+    }
+
+    /// `renameat2`: rename as `how` says, atomically.
+    pub fn rename2(&self, from: &str, to: &str, how: Rename) -> Result<()> {
+        self.done(Request::Rename2 {
+            from: from.as_bytes().to_vec(),
+            to: to.as_bytes().to_vec(),
+            how: match how {
+                Rename::Replace => 0,
+                Rename::NoReplace => 1,
+                Rename::Exchange => 2,
+            },
+        })
+    }
+
+    /// chmod of the file at `path`.
+    pub fn set_permissions(&self, path: &str, mode: u32) -> Result<()> {
+        self.done(Request::SetAttr {
+            target: Target::Path(path.as_bytes().to_vec()),
+            mode: Some(mode),
+            atime_ns: None,
+            mtime_ns: None,
+        })
+    }
+
+    /// utimes of the file at `path` (`None` leaves a time as it is).
+    pub fn set_times(
+        &self,
+        path: &str,
+        atime_ns: Option<u64>,
+        mtime_ns: Option<u64>,
+    ) -> Result<()> {
+        self.done(Request::SetAttr {
+            target: Target::Path(path.as_bytes().to_vec()),
+            mode: None,
+            atime_ns,
+            mtime_ns,
+        })
+    }
+
+    /// `syncfs`.
+    pub fn sync(&self) -> Result<()> {
+        self.done(Request::Sync)
+    }
+
+    /// A handle to the open file description another client offered with
+    /// [`RemoteFile::share`] (a forked child attaching to its parent's
+    /// descriptors): offset, OFD and flock locks shared.
+    pub fn adopt(&self, token: u64) -> Result<RemoteFile> {
+        RemoteFile::adopt(&self.inner, token)
+    }
+
+    /// `O_TMPFILE`: a file without a name in directory `dir`, open
+    /// read-write; `linkable` unless `O_EXCL` (then [`RemoteFile::link`]
+    /// may give it a name once).
+    pub fn open_unnamed(&self, dir: &str, mode: u32, linkable: bool) -> Result<RemoteFile> {
+        RemoteFile::open_unnamed(&self.inner, dir, mode, linkable)
+    }
+
+    /// `FICLONERANGE`: make `dst`'s bytes at `dst_off` share `len` bytes of
+    /// `src` at `src_off` (`len` 0: to the end of `src`); returns the
+    /// bytes shared. Every lease on either file is recalled first.
+    pub fn clone_range(
+        &self,
+        src: &RemoteFile,
+        src_off: u64,
+        dst: &RemoteFile,
+        dst_off: u64,
+        len: u64,
+    ) -> Result<u64> {
+        self.remap(src, src_off, dst, dst_off, len, false)
+            .map(|(n, _)| n)
+    }
+
+    /// `FIDEDUPERANGE`: share the ranges only if their bytes are equal;
+    /// returns the bytes shared and whether they differed.
+    pub fn dedupe_range(
+        &self,
+        src: &RemoteFile,
+        src_off: u64,
+        dst: &RemoteFile,
+        dst_off: u64,
+        len: u64,
+    ) -> Result<(u64, bool)> {
+        self.remap(src, src_off, dst, dst_off, len, true)
+    }
+
+    fn remap(
+        &self,
+        src: &RemoteFile,
+        src_off: u64,
+        dst: &RemoteFile,
+        dst_off: u64,
+        len: u64,
+        dedupe: bool,
+    ) -> Result<(u64, bool)> {
+        match self.call(&Request::Remap {
+            src: src.handle(),
+            src_off,
+            dst: dst.handle(),
+            dst_off,
+            len,
+            dedupe,
+        })? {
+            Reply::Remapped { bytes, differs } => Ok((bytes, differs)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
         self.done(Request::Rename {
             from: from.as_bytes().to_vec(),
@@ -398,22 +723,40 @@ fn start_owner(
     if let Ok(s) = wire::connect(sock_path) {
         return Ok(s);
     }
+    // `udax serve` (not --foreground) starts the owner detached and exits
+    // once it answers: the owner is never this process's child, so no
+    // `wait` of the caller's ever waits for it. The shim's variables are
+    // not passed on (the owner must not run on the shim itself).
     let out = std::process::Command::new(cmd)
         .arg("serve")
         .arg(path)
         .env("UDAX_RUNTIME_DIR", dir)
+        .env_remove("LD_PRELOAD")
+        .env_remove("UDAX_MOUNT")
+        .env_remove("UDAX_DEVICE")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .output()
-        .map_err(|e| not_connected(format!("starting `{} serve`: {e}", cmd.display())))?;
-    if !out.status.success() {
-        return Err(not_connected(format!(
-            "`{} serve {}` failed: {}",
-            cmd.display(),
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        .output();
+    match out {
+        Ok(out) if !out.status.success() => {
+            return Err(not_connected(format!(
+                "`{} serve {}` failed: {}",
+                cmd.display(),
+                path.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(_) => {}
+        // A SIGCHLD handler of the calling program (a shell's) reaped the
+        // starter first: whether it worked shows at the socket below.
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {}
+        Err(e) => {
+            return Err(not_connected(format!(
+                "starting `{} serve`: {e}",
+                cmd.display()
+            )))
+        }
     }
     let t = Instant::now();
     loop {
@@ -428,4 +771,38 @@ fn start_owner(
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
+}
+
+/// Stop the owner serving the device at `path` (found in `runtime_dir`, or
+/// the default): SIGTERM to the process at the other end of its socket,
+/// which checkpoints and exits; returns its pid once its socket is gone, or
+/// `None` if no owner served the device. The device lock is released just
+/// after the socket goes.
+pub fn stop_owner(
+    path: &Path,
+    runtime_dir: Option<&Path>,
+    timeout: Duration,
+) -> Result<Option<i32>> {
+    let uuid = uuid_of(path)?;
+    let dir = runtime_dir.map_or_else(owner::runtime_dir, Path::to_path_buf);
+    let sock_path = owner::socket_path(&dir, &uuid);
+    let Ok(sock) = wire::connect(&sock_path) else {
+        return Ok(None);
+    };
+    let (pid, _, _) = wire::peer(sock.as_fd()).map_err(Error::Io)?;
+    drop(sock);
+    let pid_t = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| not_connected(format!("the owner's socket reports pid {pid}")))?;
+    rustix::process::kill_process(pid_t, rustix::process::Signal::TERM)
+        .map_err(|e| Error::Io(e.into()))?;
+    let t = Instant::now();
+    while sock_path.exists() {
+        if t.elapsed() > timeout {
+            return Err(not_connected(format!(
+                "the owner (pid {pid}) did not stop within {timeout:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(Some(pid))
 }

@@ -14,7 +14,7 @@
 //!   a page on its first write; holes give zero pages that copy the same way.
 
 use super::entry::{Conflict, Locked, PMD_PAGES};
-use super::iomap::{DaxInode, Lookup};
+use super::iomap::{DaxInode, IomapError, Lookup};
 use super::{DaxDevice, DaxFile, Entry};
 use crate::vm::engine::bump;
 use crate::vm::{self, Engine, Region, PAGE};
@@ -55,6 +55,16 @@ impl From<String> for Fail {
 impl From<&str> for Fail {
     fn from(s: &str) -> Fail {
         Fail::Error(s.to_string())
+    }
+}
+
+/// A failure of the file system to change blocks for a fault:
+/// [`IomapError::Retry`] is [`Fail::Again`] (the locks are dropped and the
+/// access faults again).
+fn iomap_fail(what: impl std::fmt::Display) -> impl Fn(IomapError) -> Fail {
+    move |e| match e {
+        IomapError::Retry => Fail::Again,
+        e => Fail::Error(format!("{what}: {e}")),
     }
 }
 
@@ -209,15 +219,12 @@ fn change_layout(inode: &dyn DaxInode, fail: Fail) -> R<()> {
     };
     let _inv = inode.dax().invalidate.write();
     super::hooks::zap_file_range(inode, span.start, span.end)
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            match fail {
-                Fail::Unshare(_) => inode.unshare(span.start, span.end),
-                _ => inode.relocate_chunk(span.start),
-            }
-            .map_err(|e| e.to_string())
-        })
         .map_err(|e| Fail::Error(format!("{what} of pages {span:?}: {e}")))?;
+    match fail {
+        Fail::Unshare(_) => inode.unshare(span.start, span.end),
+        _ => inode.relocate_chunk(span.start),
+    }
+    .map_err(iomap_fail(format_args!("{what} of pages {span:?}")))?;
     if matches!(fail, Fail::Unshare(_)) {
         bump(&inode.device().counters.cow_faults);
     }
@@ -256,6 +263,7 @@ impl Cx<'_> {
             eng,
             ..
         } = *self;
+        inode.ready().map_err(iomap_fail("the file's layout"))?;
         let grown = inode.dax().grow.before_size_read();
         let eof = inode.size().div_ceil(PAGE as u64);
         if page >= eof {
@@ -369,9 +377,9 @@ impl Cx<'_> {
                 Lookup::Hole { .. } if store && !region.private && !allocated => {
                     let end = if pmd { chunk + PMD_PAGES } else { page + 1 };
                     // On failure `l` goes back as found (dropped).
-                    inode.alloc_zeroed(start, end).map_err(|e| {
-                        Fail::Error(format!("allocating blocks {start}..{end}: {e}"))
-                    })?;
+                    inode
+                        .alloc_zeroed(start, end)
+                        .map_err(iomap_fail(format_args!("allocating blocks {start}..{end}")))?;
                     bump(&dd.counters.fault_allocs);
                     allocated = true;
                     continue;
@@ -531,10 +539,20 @@ impl Cx<'_> {
                 (done.end - done.start) as usize * PAGE,
             )
         };
-        // ORDERING: a test hook, set before the test touches the mapping whose
-        // fault reaches here; any ordering would do.
+        // A test hook keyed by address, so a fault of another test running
+        // in parallel never takes it.
         #[cfg(all(test, not(loom)))]
-        if FAIL_RESCUE.swap(false, crate::sync::Ordering::SeqCst) {
+        if FAIL_RESCUE
+            .compare_exchange(
+                region.addr_of(done.start),
+                0,
+                // ORDERING: set before the test touches the mapping whose
+                // fault reaches here; any ordering would do.
+                crate::sync::Ordering::SeqCst,
+                crate::sync::Ordering::SeqCst,
+            )
+            .is_ok()
+        {
             return Err(Fail::Error(
                 "rescuing a raced store failed (injected)".into(),
             ));
@@ -816,7 +834,8 @@ pub(super) fn zap_zero(file: &DaxFile, r: Range<u64>) {
     }
 }
 
-/// Makes the next zero-page fault-around fail where a raced store's rescue
-/// would (as ENOSPC would), inside the locked region.
+/// Makes the next zero-page fault-around whose range starts at this address
+/// fail where a raced store's rescue would (as ENOSPC would), inside the
+/// locked region. Zero: no failure armed.
 #[cfg(all(test, not(loom)))]
-pub(crate) static FAIL_RESCUE: crate::sync::AtomicBool = crate::sync::AtomicBool::new(false);
+pub(crate) static FAIL_RESCUE: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);

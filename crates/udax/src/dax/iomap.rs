@@ -34,6 +34,11 @@ pub enum IomapError {
     /// The file system takes no changes (`EROFS`).
     #[error("read-only file system")]
     ReadOnly,
+    /// The file is being changed by someone who waits for this process's
+    /// locks (a client's fault while the owner recalls its lease): drop the
+    /// locks and fault again (the kernel's `VM_FAULT_RETRY`).
+    #[error("the file is being changed; fault again")]
+    Retry,
     /// Anything else: the errno the file system reports and its description.
     #[error("{what}")]
     Failed { errno: i32, what: String },
@@ -49,6 +54,21 @@ pub(crate) trait DaxInode: Send + Sync + std::fmt::Debug {
     fn dax(&self) -> &DaxFile;
     /// The mapping state of the device the file lives on.
     fn device(&self) -> &DaxDevice;
+    /// Before a fault takes any lock: make the answers below available (a
+    /// client fetches its lease on the file's layout from the owner here).
+    /// With `block` false the caller must not sleep: `false` defers the
+    /// fault to a thread that may.
+    fn prepare(&self, block: bool) -> bool {
+        let _ = block;
+        true
+    }
+    /// Under the invalidate lock, at the start of a fault: can the answers
+    /// below be given? [`IomapError::Retry`]: fault again (a client's lease
+    /// was recalled since [`DaxInode::prepare`]); any other error fails the
+    /// fault (SIGBUS).
+    fn ready(&self) -> Result<(), IomapError> {
+        Ok(())
+    }
     /// The file's size in bytes; 0 once the file is deleted.
     fn size(&self) -> u64;
     /// The extent at file block `blk`, or the hole there.

@@ -233,6 +233,9 @@ struct Owner {
 
 impl FaultOwner for Owner {
     fn fault(&self, region: &Arc<Region>, page: u64, write: bool, wp: bool, block: bool) -> bool {
+        if !self.inode.prepare(block) {
+            return false;
+        }
         let how = if block {
             fault::How::Blocking
         } else {

@@ -33,6 +33,8 @@ pub struct MappedDevice {
     /// PageCache domain: ranges flushed since the last fence (to msync).
     dirty: Mutex<Vec<(u64, u64)>>,
     bad: super::BadList,
+    /// Mapped read-only (a client's read-only descriptor): stores are refused.
+    read_only: bool,
     /// Memory devices (memfd, tmpfs): one bit per `PREFAULT` window whose
     /// page tables this process has filled for writing (see `prefault`).
     populated: Option<Box<[AtomicU64]>>,
@@ -57,6 +59,19 @@ impl MappedDevice {
         fd: OwnedFd,
         lock: Option<DeviceLock>,
     ) -> Result<Self, DeviceError> {
+        let mut d = Self::map_shared(info, fd, true)?;
+        d._lock = lock;
+        Ok(d)
+    }
+
+    /// Map `info.len` bytes of `fd` shared, without the device lock (a
+    /// descriptor handed over by the owner, who holds it); read-only unless
+    /// `writable`.
+    pub(crate) fn map_shared(
+        info: DeviceInfo,
+        fd: OwnedFd,
+        writable: bool,
+    ) -> Result<Self, DeviceError> {
         if info.len == 0 {
             return Err(DeviceError::BadSpec {
                 spec: info.path.clone(),
@@ -69,7 +84,11 @@ impl MappedDevice {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
                 info.len as usize,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                if writable {
+                    rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE
+                } else {
+                    rustix::mm::ProtFlags::READ
+                },
                 rustix::mm::MapFlags::SHARED,
                 fd.as_fd(),
                 0,
@@ -92,7 +111,8 @@ impl MappedDevice {
             dirty: Mutex::new(Vec::new()),
             bad: Default::default(),
             populated,
-            _lock: lock,
+            read_only: !writable,
+            _lock: None,
         })
     }
 
@@ -147,6 +167,16 @@ impl MappedDevice {
         }
     }
 
+    /// Refuse stores to a read-only mapping (they would fault).
+    fn check_writable(&self) -> Result<(), DeviceError> {
+        if self.read_only {
+            return Err(DeviceError::Io(std::io::Error::from_raw_os_error(
+                libc::EBADF,
+            )));
+        }
+        Ok(())
+    }
+
     fn ptr(&self, off: u64) -> *mut u8 {
         // SAFETY-free: pointer arithmetic only; callers bounds-check first.
         self.base.0.wrapping_add(off as usize)
@@ -180,6 +210,7 @@ impl Device for MappedDevice {
     }
 
     fn write(&self, off: u64, data: &[u8]) -> Result<(), DeviceError> {
+        self.check_writable()?;
         if data.len() < NT_THRESHOLD {
             return self.write_cached(off, data);
         }
@@ -201,6 +232,7 @@ impl Device for MappedDevice {
     }
 
     fn write_cached(&self, off: u64, data: &[u8]) -> Result<(), DeviceError> {
+        self.check_writable()?;
         check_range(off, data.len() as u64, self.info.len)?;
         self.prefault(off, data.len() as u64);
         // SAFETY: destination inside the live mapping (checked), source a
@@ -210,6 +242,7 @@ impl Device for MappedDevice {
     }
 
     fn zero(&self, off: u64, len: u64) -> Result<(), DeviceError> {
+        self.check_writable()?;
         check_range(off, len, self.info.len)?;
         self.prefault(off, len);
         // SAFETY: the range is inside the live mapping (checked above).

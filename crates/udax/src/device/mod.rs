@@ -34,7 +34,7 @@ pub use mapped::MappedDevice;
 pub use open::{classify, open, parse_size, persistence_of, OpenOptions};
 pub use persist::detect_flush_instr;
 pub use ram::RamDevice;
-pub use view::DeviceView;
+pub use view::adopt;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -87,7 +87,7 @@ fn io_err(path: &str, e: impl Into<std::io::Error>) -> DeviceError {
     }
 }
 
-fn info(kind: DeviceKind, path: &str, len: u64) -> DeviceInfo {
+pub(super) fn info(kind: DeviceKind, path: &str, len: u64) -> DeviceInfo {
     let persistence = persistence_of(kind);
     DeviceInfo {
         kind,
@@ -435,7 +435,21 @@ mod tests {
             .to_string()
             .contains("device busy (held by pid"));
         drop(d);
-        open(p, &OpenOptions::default()).unwrap();
+        // Free again. A child that another test of this process forks at
+        // the wrong moment shares the descriptor (and its flock) until it
+        // execs (close-on-exec): retry for that brief window.
+        let t = std::time::Instant::now();
+        loop {
+            match open(p, &OpenOptions::default()) {
+                Ok(_) => break,
+                Err(DeviceError::Busy { .. })
+                    if t.elapsed() < std::time::Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("the device is still held after close: {e}"),
+            }
+        }
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl File {
     }
 
     /// This file as the DAX hooks take it.
-    fn dax_inode(&self) -> Inode<&Fs, &Cell> {
+    pub(crate) fn dax_inode(&self) -> Inode<&Fs, &Cell> {
         Inode::of(&self.fs, &self.cell)
     }
 
@@ -918,9 +918,18 @@ impl File {
     }
 
     /// `futimens`: set the access and/or modification time (ns since the
-    /// epoch; `None` leaves it); the change time becomes now.
+    /// epoch; `None` leaves it); the change time becomes now. For a caller
+    /// ([`Fs::as_caller`]), only the file's owner (or root) may.
     pub fn set_times(&self, atime_ns: Option<u64>, mtime_ns: Option<u64>) -> Result<()> {
+        self.fs.permit_owner(&self.cell.data.read().attr)?;
         self.fs.set_times_of(&self.cell, atime_ns, mtime_ns)
+    }
+
+    /// The modification time a write made (a client's overwrites in place,
+    /// reported by it): as the kernel's `file_update_time`, for whoever
+    /// may write the file, owner or not.
+    pub(crate) fn note_write_time(&self, mtime_ns: u64) -> Result<()> {
+        self.fs.set_times_of(&self.cell, None, Some(mtime_ns))
     }
 
     /// Make this file's data and metadata durable.

@@ -182,10 +182,10 @@ mod tests {
         let base = m.as_ptr() as usize;
         // A kernel load from page 0 of the hole: a fault that installs the
         // zero page (fault-around) and then fails inside the locked region.
-        FAIL_RESCUE.store(true, std::sync::atomic::Ordering::SeqCst);
+        FAIL_RESCUE.store(base, std::sync::atomic::Ordering::SeqCst);
         let _ = kernel_load(base as *const u8, 16);
         assert!(
-            !FAIL_RESCUE.load(std::sync::atomic::Ordering::SeqCst),
+            FAIL_RESCUE.load(std::sync::atomic::Ordering::SeqCst) == 0,
             "not injected"
         );
         // The next faults on pages of the same chunk, stores onto the zero

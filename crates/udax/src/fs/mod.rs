@@ -45,8 +45,10 @@ mod error;
 pub mod extent;
 mod file;
 mod iomap;
+pub mod locks;
 mod mmap;
 mod namespace;
+pub mod perm;
 mod poison;
 mod reflink;
 pub(crate) mod refs;
@@ -179,6 +181,10 @@ pub(crate) struct Inner {
 #[derive(Clone, Debug)]
 pub struct Fs {
     pub(crate) inner: Arc<Inner>,
+    /// The caller whose permissions every namespace call checks (an owner
+    /// serving another process: [`Fs::as_caller`]); `None`: this process,
+    /// unchecked.
+    pub(crate) cred: Option<Arc<perm::Cred>>,
 }
 
 /// Held by a metadata operation: its log reservation and the checkpoint read lock.
@@ -540,6 +546,7 @@ impl Fs {
             .map(|(i, d)| (i, Cell::new(i, d)))
             .collect();
         let fs = Fs {
+            cred: None,
             inner: Arc::new(Inner {
                 dax: crate::dax::DaxDevice::new(dev.clone()),
                 dev,

@@ -2,6 +2,7 @@
 
 use super::{now_ns, stat_of, Cell, Error, File, Fs, OpenOptions, Result, Stat};
 use crate::format::{Op, DT_DIR, DT_REG, NAME_MAX, ROOT_INO, S_IFDIR, S_IFMT, S_IFREG};
+use crate::fs::perm::{R, S_ISGID, W, X};
 use crate::fs::state::InodeData;
 use crate::fs::DirEntry;
 use crate::sync::{Ordering, RwLockWriteGuard};
@@ -96,6 +97,7 @@ impl Fs {
         if !d.is_dir() {
             return Err(Error::NotDir);
         }
+        self.permit(&d.attr, X, "search permission on a directory of the path")?;
         if name == b".." {
             return Ok(d.attr.parent);
         }
@@ -214,6 +216,20 @@ impl Fs {
         Ok(path)
     }
 
+    /// The current path of directory inode `ino` born at `btime_ns` (as
+    /// [`Fs::dir_path`], for a directory held by number and birth time, as
+    /// a client holds one): NotFound if no such directory exists now.
+    pub fn dir_path_of(&self, ino: u64, btime_ns: u64, hint: &str) -> Result<String> {
+        let cell = self.cell(ino).map_err(|_| Error::NotFound)?;
+        {
+            let d = cell.data.read();
+            if !d.is_dir() || d.attr.btime_ns != btime_ns {
+                return Err(Error::NotFound);
+            }
+        }
+        self.dir_path(&DirRef(cell), hint)
+    }
+
     /// `stat` of a path.
     pub fn stat(&self, path: &str) -> Result<Stat> {
         let ino = self.resolve(path)?;
@@ -237,6 +253,7 @@ impl Fs {
         if !d.is_dir() {
             return Err(Error::NotDir);
         }
+        self.permit(&d.attr, R, "read permission on the directory")?;
         Ok(d.dir
             .iter()
             .map(|(n, &(i, t))| DirEntry {
@@ -286,6 +303,7 @@ impl Fs {
         if dg.dir.contains_key(name) {
             return Err(Error::Exists);
         }
+        self.permit(&dg.attr, W | X, "write permission on the directory")?;
         if is_dir && dg.attr.nlink >= LINK_MAX {
             return Err(Error::TooManyLinks);
         }
@@ -303,11 +321,12 @@ impl Fs {
     ) -> Result<u64> {
         let ino = self.take_ino();
         let t = now_ns();
+        let (uid, gid, extra) = self.new_owner(&dg.attr, mode & S_IFMT == S_IFDIR);
         let mut ops = vec![Op::NewInode {
             ino,
-            mode,
-            uid: self.inner.uid,
-            gid: self.inner.gid,
+            mode: mode | extra,
+            uid,
+            gid,
             time_ns: t,
             parent: dir,
         }];
@@ -348,6 +367,7 @@ impl Fs {
             if dg.freed {
                 return Err(Error::NotFound);
             }
+            self.permit(&dg.attr, W | X, "write permission on the directory")?;
             self.make_node(dir, &mut dg, S_IFREG | (mode & 0o7777), None)?
         };
         // Nothing else can reach a file without a name: opening it now is
@@ -386,6 +406,7 @@ impl Fs {
         if dg.dir.contains_key(name) {
             return Err(Error::Exists);
         }
+        self.permit(&dg.attr, W | X, "write permission on the directory")?;
         if slash {
             return Err(Error::NotFound); // a new name "g/": the kernel's ENOENT
         }
@@ -425,14 +446,22 @@ impl Fs {
             self.resolve_parent(path, |_| Error::IsDir)?;
             return Err(Error::IsDir);
         }
+        let existing = |ino: u64| -> Result<u64> {
+            if self.cred.is_some() {
+                let want = if opts.read { R } else { 0 } | if opts.write { W } else { 0 };
+                let a = self.cell(ino)?.data.read().attr;
+                self.permit(&a, want, "permission to open the file")?;
+            }
+            Ok(ino)
+        };
         let ino = match self.resolve(path) {
             Ok(_) if opts.create_new => return Err(Error::Exists),
-            Ok(ino) => ino,
+            Ok(ino) => existing(ino)?,
             Err(Error::NotFound) if opts.create || opts.create_new => {
                 match self.new_node(path, S_IFREG | (opts.mode & 0o7777)) {
                     Ok(ino) => ino,
                     // Lost a race with another creator: open theirs (unless O_EXCL).
-                    Err(Error::Exists) if !opts.create_new => self.resolve(path)?,
+                    Err(Error::Exists) if !opts.create_new => existing(self.resolve(path)?)?,
                     Err(e) => return Err(e),
                 }
             }
@@ -487,6 +516,7 @@ impl Fs {
         if slash {
             return Err(Error::NotDir);
         }
+        self.permit_remove(&dg.attr, &tg.attr)?;
         let mut ops = vec![Op::Unlink {
             dir,
             name: name.to_vec(),
@@ -515,6 +545,7 @@ impl Fs {
         if !tg.is_dir() {
             return Err(Error::NotDir);
         }
+        self.permit_remove(&dg.attr, &tg.attr)?;
         if !tg.dir.is_empty() {
             return Err(Error::NotEmpty);
         }
@@ -588,6 +619,18 @@ impl Fs {
         }
         let dst_cell = dst.map(|_| cells[3].clone());
         let mut locks = Self::lock_cells(&cells);
+        if self.cred.is_some() {
+            let attr = |i: u64| locks.iter().find(|(j, _)| *j == i).expect("locked").1.attr;
+            self.permit_remove(&attr(sdir), &attr(src))?;
+            match dst {
+                Some(d) => self.permit_remove(&attr(ddir), &attr(d))?,
+                None => self.permit(&attr(ddir), W | X, "write permission on the directory")?,
+            }
+            if src_is_dir && sdir != ddir {
+                // Its `..` changes.
+                self.permit(&attr(src), W, "write permission on the moved directory")?;
+            }
+        }
         let t = now_ns();
         let mut ops = Vec::with_capacity(5);
         if let Some(d) = dst {
@@ -692,6 +735,11 @@ impl Fs {
             self.cell(bi)?,
         ];
         let mut locks = Self::lock_cells(&cells);
+        if self.cred.is_some() {
+            let attr = |i: u64| locks.iter().find(|(j, _)| *j == i).expect("locked").1.attr;
+            self.permit_remove(&attr(adir), &attr(ai))?;
+            self.permit_remove(&attr(bdir), &attr(bi))?;
+        }
         let t = now_ns();
         let mut ops = vec![
             Op::Unlink {
@@ -755,6 +803,15 @@ impl Fs {
         if d.freed {
             return Err(Error::NotFound);
         }
+        self.permit_owner(&d.attr)?;
+        // As chmod(2): a caller outside the file's group cannot set its
+        // set-group-ID bit (it is cleared, not refused).
+        let perm = match &self.cred {
+            Some(c) if !c.is_root() && c.gid != d.attr.gid && !c.groups.contains(&d.attr.gid) => {
+                perm & !S_ISGID
+            }
+            _ => perm,
+        };
         let op = Op::SetMode {
             ino,
             mode: (d.attr.mode & S_IFMT) | (perm & 0o7777),
@@ -775,6 +832,7 @@ impl Fs {
     ) -> Result<()> {
         let ino = self.resolve(path)?;
         let cell = self.cell(ino)?;
+        self.permit_owner(&cell.data.read().attr)?;
         self.set_times_of(&cell, atime_ns, mtime_ns)
     }
 

@@ -1,6 +1,9 @@
 //! Who may have the device: the peer's credentials against the device
 //! file's owner and mode, as `open(2)` would judge them.
 
+use crate::format::Attr;
+use crate::fs::perm::{Cred, R, W};
+
 /// The supplementary groups of process `pid` (its `Groups:` line in
 /// `/proc/<pid>/status`). The pid comes from SO_PEERCRED at connect; a
 /// process that exited and whose pid was reused meanwhile is not a concern,
@@ -26,7 +29,7 @@ fn parse_groups(status: &str) -> Vec<u32> {
 /// `f_uid`:`f_gid` with mode `mode` for reading (and writing, with
 /// `write`)? Root may (as with CAP_DAC_OVERRIDE); otherwise the owner's, the
 /// group's or the others' bits decide, in that order, as the kernel's
-/// permission check does.
+/// permission check does ([`Cred::permits`]).
 pub fn may_open(
     f_uid: u32,
     f_gid: u32,
@@ -36,18 +39,18 @@ pub fn may_open(
     groups: &[u32],
     write: bool,
 ) -> bool {
-    if uid == 0 {
-        return true;
-    }
-    let bits = if uid == f_uid {
-        (mode >> 6) & 7
-    } else if gid == f_gid || groups.contains(&f_gid) {
-        (mode >> 3) & 7
-    } else {
-        mode & 7
+    let cred = Cred {
+        uid,
+        gid,
+        groups: groups.to_vec(),
     };
-    let want = if write { 0o6 } else { 0o4 };
-    bits & want == want
+    let file = Attr {
+        mode,
+        uid: f_uid,
+        gid: f_gid,
+        ..Default::default()
+    };
+    cred.permits(&file, if write { R | W } else { R })
 }
 
 #[cfg(test)]

@@ -12,8 +12,13 @@
 
 mod cred;
 
-use crate::fs::{DirEntry, Error, File, Fs, OpenOptions, Result, Stat, StatFs};
-use crate::proto::{self, wire, Attr, Entry, Ext, Reply, Request, Totals};
+use crate::dax::{self, iomap::DaxInode, iomap::IomapError};
+use crate::fs::locks::{LockKind, LockOwner, LockTable};
+use crate::fs::perm::Cred;
+use crate::fs::{DirEntry, Error, File, Fs, OpenOptions, Rename, Result, Stat, StatFs};
+use crate::proto::{
+    self, wire, Attr, Entry, Ext, IomapOp, LockScope, Reply, Request, Target, Totals,
+};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::BLOCK_SIZE;
 use std::collections::{HashMap, HashSet};
@@ -107,6 +112,26 @@ struct DeviceFile {
     mode: u32,
 }
 
+/// An open file description, held by the owner: one handle, or several
+/// (in other clients too, after `Share` and `Adopt`: a forked child), share
+/// its offset and its OFD and flock locks, as descriptors share a kernel
+/// `struct file`.
+#[derive(Debug)]
+struct Desc {
+    id: u64,
+    file: File,
+    pos: Mutex<u64>,
+    /// Handles naming it; when the last one closes its OFD and flock locks go.
+    handles: AtomicUsize,
+}
+
+impl std::ops::Deref for Desc {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
+
 /// What the client threads share.
 #[derive(Debug)]
 struct Shared {
@@ -124,21 +149,35 @@ struct Shared {
     table: Mutex<Table>,
     /// Per inode: held by a change of the file's layout (from its recall to
     /// its end) and briefly by a lease grant, so no grant sees a layout a
-    /// change is about to make stale.
+    /// change is about to make stale. Idle entries are pruned
+    /// (`change_lock`).
     changing: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
     recall_timeout: Duration,
+    /// Advisory locks of every client (record locks, flock).
+    locks: LockTable,
+    /// Open file descriptions offered by `Share`, by token.
+    shares: Mutex<HashMap<u64, std::sync::Weak<Desc>>>,
+    /// Open file description ids given out.
+    next_desc: AtomicU64,
 }
 
 /// One admitted client.
 #[derive(Debug)]
 struct ClientRec {
     pid: i32,
+    /// Admitted for writing (handed a read-write device fd).
+    write: bool,
+    /// The file system as this client sees it: its uid, gid and groups
+    /// checked on every namespace call, its files its own.
+    fs: Fs,
     /// Its connection (shut down to cut it off).
     sock: Arc<OwnedFd>,
     /// Its callback channel (`Listen`), which recalls go to.
     callback: Option<Arc<Mutex<OwnedFd>>>,
+    /// Its fault channel (`Channel`), served by a thread of its own.
+    fault: Option<Arc<OwnedFd>>,
     /// Its open files, by handle: an unlinked file lives while one is open.
-    handles: HashMap<u64, Arc<File>>,
+    handles: HashMap<u64, Arc<Desc>>,
     next_handle: u64,
 }
 
@@ -149,6 +188,11 @@ struct Table {
     leases: HashMap<u64, HashSet<u64>>,
     /// Per inode, the current lease epoch (bumped by each recall).
     epochs: HashMap<u64, u64>,
+    /// Clients that may hold cached attributes (they asked `Stat` since
+    /// their last `Uncache`).
+    stat_holders: HashSet<u64>,
+    /// Epoch of the last `Uncache`.
+    uncache_epoch: u64,
 }
 
 /// A device's owner, listening.
@@ -204,6 +248,9 @@ impl Owner {
                 table: Mutex::new(Table::default()),
                 changing: Mutex::new(HashMap::new()),
                 recall_timeout: opts.recall_timeout,
+                locks: LockTable::new(),
+                shares: Mutex::new(HashMap::new()),
+                next_desc: AtomicU64::new(1),
             }),
             listener,
             socket,
@@ -311,11 +358,12 @@ fn bind(socket: &Path, device: &DeviceFile) -> Result<OwnedFd> {
 /// Serve one connection until it disconnects or breaks the protocol's
 /// order: a client's main connection (`Hello` first), or its callback
 /// channel (`Listen` first, then kept for recalls).
-fn serve_client(sh: &Shared, sock: Arc<OwnedFd>) {
+fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
     let Ok((pid, uid, gid)) = wire::peer(sock.as_fd()) else {
         return;
     };
     let mut me: Option<u64> = None;
+    let mut faults: Option<std::thread::JoinHandle<()>> = None;
     loop {
         // A message that cannot be read gets an error; the connection goes on.
         let refuse = |errno: i32, e: &dyn std::fmt::Display| {
@@ -344,7 +392,7 @@ fn serve_client(sh: &Shared, sock: Arc<OwnedFd>) {
         let sent = match (me, req) {
             (None, Request::Hello { version, write }) => {
                 match admit(sh, pid, uid, gid, version, write) {
-                    Ok((mut reply, fd)) => {
+                    Ok((mut reply, fd, cred)) => {
                         // ORDERING: Relaxed: a unique-id counter.
                         let c = sh.next_client.fetch_add(1, Ordering::Relaxed);
                         if let Reply::Hello { client, .. } = &mut reply {
@@ -354,8 +402,11 @@ fn serve_client(sh: &Shared, sock: Arc<OwnedFd>) {
                             c,
                             ClientRec {
                                 pid,
+                                write,
+                                fs: sh.fs.as_caller(cred),
                                 sock: sock.clone(),
                                 callback: None,
+                                fault: None,
                                 handles: HashMap::new(),
                                 next_handle: 1,
                             },
@@ -381,6 +432,16 @@ fn serve_client(sh: &Shared, sock: Arc<OwnedFd>) {
                 let r = listen(sh, c, client, fd);
                 wire::send(sock.as_fd(), &r.encode(id), None)
             }
+            (Some(c), Request::Channel { client }) => {
+                let r = match fault_channel(sh, c, client, fd) {
+                    Ok(t) => {
+                        faults = Some(t);
+                        Reply::Done
+                    }
+                    Err(r) => r,
+                };
+                wire::send(sock.as_fd(), &r.encode(id), None)
+            }
             // Any other descriptor sent by a client is closed unread.
             (Some(c), req) => wire::send(sock.as_fd(), &answer(sh, c, req).encode(id), None),
         };
@@ -391,7 +452,225 @@ fn serve_client(sh: &Shared, sock: Arc<OwnedFd>) {
     if let Some(c) = me {
         drop_client(sh, c, "disconnected");
     }
+    // Its fault channel was shut down with it: the thread ends.
+    if let Some(t) = faults {
+        let _ = t.join();
+    }
 }
+
+/// The socket `fd` sent with `what` (`Listen`, `Channel`) naming `client`
+/// on client `c`'s own connection, if it is one.
+fn side_socket(
+    what: &str,
+    c: u64,
+    client: u64,
+    fd: Option<OwnedFd>,
+) -> std::result::Result<OwnedFd, Reply> {
+    let refuse = |errno, message: String| Reply::Error { errno, message };
+    if client != c {
+        return Err(refuse(libc::EPERM, format!("{what} names another client")));
+    }
+    let Some(fd) = fd else {
+        return Err(refuse(libc::EINVAL, format!("{what} without a socket")));
+    };
+    if rustix::net::sockopt::socket_type(&fd).ok() != Some(rustix::net::SocketType::SEQPACKET) {
+        return Err(refuse(
+            libc::EINVAL,
+            format!("{what} with a descriptor that is not a SEQPACKET socket"),
+        ));
+    }
+    Ok(fd)
+}
+
+/// Make the socket `fd` (sent with `Channel` on client `c`'s own
+/// connection) its fault channel, served by a thread of its own until it
+/// closes or the client is dropped (which shuts it down); the caller joins
+/// the thread.
+fn fault_channel(
+    sh: &Arc<Shared>,
+    c: u64,
+    client: u64,
+    fd: Option<OwnedFd>,
+) -> std::result::Result<std::thread::JoinHandle<()>, Reply> {
+    let fd = Arc::new(side_socket("Channel", c, client, fd)?);
+    {
+        let mut t = sh.table.lock();
+        let Some(rec) = t.clients.get_mut(&c) else {
+            return Err(Reply::Error {
+                errno: libc::EBADF,
+                message: "no such client".into(),
+            });
+        };
+        if rec.fault.is_some() {
+            return Err(Reply::Error {
+                errno: libc::EEXIST,
+                message: "a fault channel exists".into(),
+            });
+        }
+        rec.fault = Some(fd.clone());
+    }
+    let sh = sh.clone();
+    std::thread::Builder::new()
+        .name("udax-faults".into())
+        .spawn(move || serve_faults(&sh, c, &fd))
+        .map_err(|e| Reply::Error {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            message: format!("fault channel thread: {e}"),
+        })
+}
+
+/// Answer client `c`'s fault channel: `Iomap` only.
+fn serve_faults(sh: &Shared, c: u64, ch: &OwnedFd) {
+    loop {
+        let (msg, _) = match wire::recv(ch.as_fd()) {
+            Ok(Some(x)) => x,
+            _ => return,
+        };
+        let (id, reply) = match Request::decode(&msg) {
+            Ok((
+                id,
+                Request::Iomap {
+                    handle,
+                    op,
+                    from_blk,
+                    to_blk,
+                },
+            )) => {
+                let r = iomap(sh, c, handle, op, from_blk, to_blk);
+                // The file's blocks (`st_blocks`) changed.
+                uncache(sh, c);
+                (id, r)
+            }
+            Ok((id, _)) => (
+                id,
+                Err(Error::Invalid("only Iomap goes on the fault channel")),
+            ),
+            Err(e) => (
+                0,
+                Err(Error::Remote {
+                    errno: libc::EPROTO,
+                    message: e.to_string(),
+                }),
+            ),
+        };
+        let reply = reply.unwrap_or_else(|e| Reply::Error {
+            errno: e.errno(),
+            message: e.to_string(),
+        });
+        if wire::send(ch.as_fd(), &reply.encode(id), None).is_err() {
+            return;
+        }
+    }
+}
+
+/// How long a fault's change waits for a file's change lock before it
+/// answers `EAGAIN`: long enough for a lease grant (which holds it
+/// briefly), short against a change that is recalling the asking client
+/// (which waits for the fault to drop its locks).
+const FAULT_LOCK_WAIT: Duration = Duration::from_millis(2);
+
+/// A fault of client `c` needs file blocks `[a, b)` of its file `handle`
+/// changed: recall every other client's lease (their mappings may show the
+/// zero page there, or the blocks about to be copied), change them, and
+/// answer with the new layout of the range. The asking client keeps its
+/// lease: it updates it from the answer and fixes its own mappings (the
+/// fault engine does, as in one process).
+fn iomap(sh: &Shared, c: u64, handle: u64, op: IomapOp, a: u64, b: u64) -> Result<Reply> {
+    let f = file_of(sh, c, handle)?;
+    if !f.writable() {
+        return Err(Error::BadFd);
+    }
+    if a >= b || b - a > 1 << 30 {
+        return Err(Error::Invalid("iomap range"));
+    }
+    let ino = f.ino();
+    let lock = change_lock(sh, ino);
+    let Some(_g) = lock.try_lock_for(FAULT_LOCK_WAIT) else {
+        return Err(Error::Remote {
+            errno: libc::EAGAIN,
+            message: "the file is being changed; fault again".into(),
+        });
+    };
+    recall(sh, ino, Some(c), false, a..b)?;
+    let inode = f.dax_inode();
+    {
+        let _inv = inode.dax().invalidate.write();
+        match op {
+            IomapOp::Alloc => inode.alloc_zeroed(a, b),
+            IomapOp::Unshare => inode.unshare(a, b),
+            IomapOp::Relocate => inode.relocate_chunk(a),
+        }
+        .map_err(|e| match e {
+            IomapError::NoSpace => Error::NoSpace,
+            IomapError::Stale => Error::NotFound,
+            IomapError::ReadOnly => Error::ReadOnly,
+            e => Error::Remote {
+                errno: libc::EIO,
+                message: e.to_string(),
+            },
+        })?;
+    }
+    let extents = f
+        .extents_shared()
+        .into_iter()
+        .filter(|(e, _)| e.file_blk < b && e.file_blk + e.len > a)
+        .take(MAX_IOMAP_EXTENTS)
+        .map(|(e, shared)| Ext {
+            file_blk: e.file_blk,
+            dev_blk: e.dev_blk,
+            len: e.len,
+            shared,
+        })
+        .collect();
+    let epoch = *sh.table.lock().epochs.entry(ino).or_insert(1);
+    Ok(Reply::Layout {
+        ino,
+        epoch,
+        size: f.len(),
+        extents,
+        bad: Vec::new(),
+        next: None,
+    })
+}
+
+/// A media error at device bytes `[off, off+len)` (emulated first with
+/// `inject`), reported by client `c`: record it (SPEC E1-E3), then tell
+/// every lease holder of every owning file which page was lost, so each
+/// process's mappings raise SIGBUS `BUS_MCEERR_AR` there (the kernel's
+/// `memory_failure` reaching every process that maps the page).
+fn poison(sh: &Shared, c: u64, off: u64, len: u64, inject: bool) -> Result<Reply> {
+    if sh.table.lock().clients.get(&c).is_none_or(|r| !r.write) {
+        return Err(Error::Access(
+            "reporting media errors needs a read-write client",
+        ));
+    }
+    let report = if inject {
+        sh.fs.inject_poison(off, len)?
+    } else {
+        sh.fs.notify_failure(off, len)?
+    };
+    let mut pages: Vec<(u64, u64)> = report
+        .owners
+        .iter()
+        .filter_map(|(_, o)| match o {
+            crate::fs::Owner::File { ino, file_off } => Some((*ino, file_off / BLOCK_SIZE)),
+            _ => None,
+        })
+        .collect();
+    pages.sort_unstable();
+    pages.dedup();
+    for &(ino, page) in &pages {
+        callback(sh, ino, None, |epoch| Reply::Poison { ino, epoch, page });
+    }
+    Ok(Reply::Poisoned {
+        file_pages: pages.len() as u64,
+    })
+}
+
+/// Extents of one `Iomap` answer (a fault's range is at most 2 MiB: 512
+/// blocks, so at most 512 extents; this bounds a hostile range's answer to
+/// one message).
+const MAX_IOMAP_EXTENTS: usize = 2048;
 
 /// Make the socket `fd` (sent with `Listen` on client `c`'s own
 /// connection) its callback channel.
@@ -400,18 +679,10 @@ fn listen(sh: &Shared, c: u64, client: u64, fd: Option<OwnedFd>) -> Reply {
         errno,
         message: message.into(),
     };
-    if client != c {
-        return refuse(libc::EPERM, "Listen names another client");
-    }
-    let Some(fd) = fd else {
-        return refuse(libc::EINVAL, "Listen without a socket");
+    let fd = match side_socket("Listen", c, client, fd) {
+        Ok(fd) => fd,
+        Err(r) => return r,
     };
-    if rustix::net::sockopt::socket_type(&fd).ok() != Some(rustix::net::SocketType::SEQPACKET) {
-        return refuse(
-            libc::EINVAL,
-            "Listen with a descriptor that is not a SEQPACKET socket",
-        );
-    }
     let mut t = sh.table.lock();
     match t.clients.get_mut(&c) {
         Some(rec) if rec.callback.is_none() => {
@@ -433,11 +704,20 @@ fn drop_client(sh: &Shared, c: u64, why: &str) {
         }
         t.clients.remove(&c)
     };
+    sh.locks.release_process(c);
+    if let Some(rec) = &rec {
+        for d in rec.handles.values() {
+            unhandle(sh, d);
+        }
+    }
     if let Some(rec) = rec {
         tracing::debug!("client {c} (pid {}): {why}", rec.pid);
         let _ = rustix::net::shutdown(&*rec.sock, rustix::net::Shutdown::Both);
         if let Some(cb) = &rec.callback {
             let _ = rustix::net::shutdown(&*cb.lock(), rustix::net::Shutdown::Both);
+        }
+        if let Some(f) = &rec.fault {
+            let _ = rustix::net::shutdown(&**f, rustix::net::Shutdown::Both);
         }
         // Its files close here (an unlinked one is freed with its last handle).
         drop(rec);
@@ -446,62 +726,156 @@ fn drop_client(sh: &Shared, c: u64, why: &str) {
 
 /// The lock a change of inode `ino`'s layout holds (see `Shared::changing`).
 fn change_lock(sh: &Shared, ino: u64) -> Arc<Mutex<()>> {
-    sh.changing.lock().entry(ino).or_default().clone()
+    let mut m = sh.changing.lock();
+    if m.len() >= CHANGE_LOCKS_KEPT {
+        // Forget the locks no change holds or waits for (only the map has
+        // them): the map stays bounded by the files changed at once.
+        m.retain(|_, l| Arc::strong_count(l) > 1);
+    }
+    m.entry(ino).or_default().clone()
 }
 
-/// Before a change of inode `ino`'s layout (the caller holds its change
-/// lock): end every lease on it. Each holder is sent `Recall` on its
-/// callback channel and must answer `Recalled` within the recall timeout,
-/// after dropping its layout and waiting for its reads in flight; a holder
-/// that does not is cut off.
-fn recall(sh: &Shared, ino: u64) {
+/// Change locks kept before the idle ones are pruned.
+const CHANGE_LOCKS_KEPT: usize = 1024;
+
+/// Before a change of file blocks `range` of inode `ino` (the caller holds
+/// its change lock): recall every lease on it. Each holder is sent `Recall` on
+/// its callback channel and must answer `Recalled` within the recall
+/// timeout, after unmapping the range, dropping its layout and waiting for
+/// its reads in flight; a holder that does not is cut off.
+///
+/// `except`: the client whose own fault asks for the change keeps its
+/// layout (it updates it from the answer). `wait`: the change frees blocks (a
+/// shrink), so each holder also waits for its pins on them, for up to
+/// [`dax::PIN_TIMEOUT`] more than the recall bound; a holder whose pins
+/// outlast that answers busy, and the change fails with `EBUSY` (as
+/// break-layouts fails in one process).
+fn recall(
+    sh: &Shared,
+    ino: u64,
+    except: Option<u64>,
+    wait: bool,
+    range: std::ops::Range<u64>,
+) -> Result<()> {
+    let busy = callback(sh, ino, except, |epoch| Reply::Recall {
+        ino,
+        epoch,
+        wait,
+        from_blk: range.start,
+        to_blk: range.end,
+    });
+    if busy {
+        return Err(Error::Busy(format!(
+            "blocks of inode {ino} stay pinned by another process after {:?}",
+            dax::PIN_TIMEOUT
+        )));
+    }
+    Ok(())
+}
+
+/// Send `msg(epoch)` to every client holding a lease on `ino` but
+/// `except` under a new epoch, and wait for each answer; a holder that does
+/// not answer within the bound is cut off. Returns whether a holder
+/// answered busy.
+///
+/// A recall ends no one's place among the holders: a client drops its
+/// layout, but its mappings still show the blocks outside the recalled
+/// range, so every later change must reach it too (until it closes its last
+/// handle of the file) even before it fetches a layout again.
+fn callback(sh: &Shared, ino: u64, except: Option<u64>, msg: impl Fn(u64) -> Reply) -> bool {
     let (epoch, holders) = {
         let mut t = sh.table.lock();
-        let set = t.leases.remove(&ino).unwrap_or_default();
+        let mut set = t.leases.get(&ino).cloned().unwrap_or_default();
+        if let Some(c) = except {
+            set.remove(&c);
+        }
         let e = t.epochs.entry(ino).or_insert(1);
         let epoch = *e;
         *e += 1;
-        let holders: Vec<(u64, Option<Arc<Mutex<OwnedFd>>>)> = set
-            .into_iter()
-            .map(|c| (c, t.clients.get(&c).and_then(|r| r.callback.clone())))
-            .collect();
-        (epoch, holders)
+        (epoch, callbacks(&t, set))
     };
-    for (c, cb) in holders {
-        let answered = cb.is_some_and(|cb| {
-            let ch = cb.lock();
-            recall_one(ch.as_fd(), ino, epoch, sh.recall_timeout)
-        });
-        if !answered {
-            tracing::warn!("client {c} did not answer the recall of inode {ino}: cut off");
-            drop_client(sh, c, "cut off: no answer to a recall");
-        }
-    }
+    let m = msg(epoch);
+    let wait = matches!(m, Reply::Recall { wait: true, .. });
+    let timeout = sh.recall_timeout
+        + if wait {
+            dax::PIN_TIMEOUT
+        } else {
+            Duration::ZERO
+        };
+    ask_all(sh, holders, &m, ino, epoch, timeout)
 }
 
-/// Send one recall and wait for its answer.
-fn recall_one(ch: std::os::fd::BorrowedFd<'_>, ino: u64, epoch: u64, timeout: Duration) -> bool {
-    if wire::send(ch, &Reply::Recall { ino, epoch }.encode(0), None).is_err() {
-        return false;
+/// The callback channels of clients `set` (a client without one is listed,
+/// to be cut off).
+type Callbacks = Vec<(u64, Option<Arc<Mutex<OwnedFd>>>)>;
+
+fn callbacks(t: &Table, set: impl IntoIterator<Item = u64>) -> Callbacks {
+    set.into_iter()
+        .map(|c| (c, t.clients.get(&c).and_then(|r| r.callback.clone())))
+        .collect()
+}
+
+/// Send `m` (of `ino`, `epoch`) to each of `holders` and wait for each
+/// answer; a holder that does not answer within `timeout` is cut off.
+/// Returns whether a holder answered busy.
+fn ask_all(
+    sh: &Shared,
+    holders: Callbacks,
+    m: &Reply,
+    ino: u64,
+    epoch: u64,
+    timeout: Duration,
+) -> bool {
+    let mut busy = false;
+    for (c, cb) in holders {
+        let answer = cb.and_then(|cb| {
+            let ch = cb.lock();
+            ask(ch.as_fd(), m, ino, epoch, timeout)
+        });
+        match answer {
+            Some(b) => busy |= b,
+            None => {
+                tracing::warn!("client {c} did not answer a callback on inode {ino}: cut off");
+                drop_client(sh, c, "cut off: no answer to a callback");
+            }
+        }
     }
+    busy
+}
+
+/// Send one callback and wait for its answer: whether the holder's pins
+/// outlasted its wait, or `None` without an answer.
+fn ask(
+    ch: std::os::fd::BorrowedFd<'_>,
+    msg: &Reply,
+    ino: u64,
+    epoch: u64,
+    timeout: Duration,
+) -> Option<bool> {
+    wire::send(ch, &msg.encode(0), None).ok()?;
     let until = Instant::now() + timeout;
     loop {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero()
             || !wire::wait_readable(ch, left.as_millis().max(1) as i32).unwrap_or(false)
         {
-            return false;
+            return None;
         }
         match wire::recv(ch) {
             Ok(Some((m, _))) => match Request::decode(&m) {
-                Ok((_, Request::Recalled { ino: i, epoch: e })) if i == ino && e == epoch => {
-                    return true
-                }
+                Ok((
+                    _,
+                    Request::Recalled {
+                        ino: i,
+                        epoch: e,
+                        busy,
+                    },
+                )) if i == ino && e == epoch => return Some(busy),
                 // An answer to an earlier recall that timed out: skip it.
                 Ok((_, Request::Recalled { .. })) => continue,
-                _ => return false,
+                _ => return None,
             },
-            _ => return false,
+            _ => return None,
         }
     }
 }
@@ -514,7 +888,7 @@ fn admit(
     gid: u32,
     version: u16,
     write: bool,
-) -> std::result::Result<(Reply, OwnedFd), Reply> {
+) -> std::result::Result<(Reply, OwnedFd, Cred), Reply> {
     if version != proto::VERSION {
         return Err(Reply::Error {
             errno: libc::EPROTO,
@@ -562,6 +936,7 @@ fn admit(
             client: 0,
         },
         fd,
+        Cred { uid, gid, groups },
     ))
 }
 
@@ -571,7 +946,62 @@ fn path_of(p: &[u8]) -> Result<&str> {
 
 /// Answer one request of client `c` (after its `Hello`).
 fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
-    let fs = &sh.fs;
+    let changes = req.changes_attributes();
+    let r = answer_inner(sh, c, req);
+    if changes {
+        uncache(sh, c);
+    }
+    r
+}
+
+/// After a change by client `c` that `stat` may show: every other client
+/// that may have cached attributes drops them (and answers) before `c` is
+/// answered, so `stat` anywhere sees the change once `c`'s call returns.
+/// `c` drops its own when the answer reaches it.
+fn uncache(sh: &Shared, c: u64) {
+    let (epoch, holders) = {
+        let mut t = sh.table.lock();
+        if t.stat_holders.is_empty() {
+            return;
+        }
+        let set = std::mem::take(&mut t.stat_holders);
+        t.uncache_epoch += 1;
+        let epoch = t.uncache_epoch;
+        (epoch, callbacks(&t, set.into_iter().filter(|&h| h != c)))
+    };
+    // Inode 0: the answers to an uncache name no file.
+    ask_all(
+        sh,
+        holders,
+        &Reply::Uncache { epoch },
+        0,
+        epoch,
+        sh.recall_timeout,
+    );
+}
+
+/// [`answer`] without the attribute-cache upkeep.
+fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
+    let Some((fs, write)) = sh
+        .table
+        .lock()
+        .clients
+        .get(&c)
+        .map(|r| (r.fs.clone(), r.write))
+    else {
+        return Reply::Error {
+            errno: libc::EBADF,
+            message: "no such client".into(),
+        };
+    };
+    // A read-only client (as a read-only mount) changes nothing.
+    if !write && req.changes_attributes() {
+        return Reply::Error {
+            errno: libc::EROFS,
+            message: "the client attached read-only".into(),
+        };
+    }
+    let fs = &fs;
     let r: Result<Reply> = (|| {
         Ok(match req {
             Request::Hello { .. } => return Err(Error::Invalid("Hello sent twice")),
@@ -582,8 +1012,15 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
                 return Err(Error::Invalid("Recalled outside the callback channel"))
             }
             Request::Ping => Reply::Pong,
-            Request::Stat { path } => Reply::Attr(attr(&fs.stat(path_of(&path)?)?)),
-            Request::ReadDir { path, from } => entries(fs.read_dir(path_of(&path)?)?, from),
+            Request::Stat { path } => {
+                // Registered before the look: a change after it uncaches.
+                sh.table.lock().stat_holders.insert(c);
+                Reply::Attr(attr(&fs.stat(path_of(&path)?)?))
+            }
+            Request::ReadDir { path, from } => {
+                sh.table.lock().stat_holders.insert(c);
+                entries(fs.read_dir(path_of(&path)?)?, from)
+            }
             Request::StatFs => Reply::Totals(totals(&fs.statfs())),
             Request::Mkdir { path, mode } => {
                 fs.mkdir(path_of(&path)?, mode)?;
@@ -609,6 +1046,8 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
                 path,
                 write,
                 create,
+                excl,
+                trunc,
                 mode,
             } => {
                 let f = fs.open(
@@ -617,23 +1056,232 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
                         read: true,
                         write,
                         create,
+                        create_new: create && excl,
+                        truncate: write && trunc,
                         mode,
                         ..Default::default()
                     },
                 )?;
-                let a = attr(&f.stat()?);
-                let mut t = sh.table.lock();
-                let rec = t.clients.get_mut(&c).ok_or(Error::BadFd)?;
-                let handle = rec.next_handle;
-                rec.next_handle += 1;
-                rec.handles.insert(handle, Arc::new(f));
-                Reply::Opened { handle, attr: a }
+                register(sh, c, f)?
+            }
+            Request::DirPath {
+                ino,
+                btime_ns,
+                hint,
+            } => {
+                let path = fs.dir_path_of(ino, btime_ns, path_of(&hint)?)?;
+                Reply::Path {
+                    path: path.into_bytes(),
+                }
+            }
+            Request::OpenUnnamed {
+                dir,
+                mode,
+                linkable,
+            } => register(sh, c, fs.create_unnamed(path_of(&dir)?, mode, linkable)?)?,
+            Request::FStat { handle } => {
+                sh.table.lock().stat_holders.insert(c);
+                Reply::Attr(attr(&file_of(sh, c, handle)?.stat()?))
+            }
+            Request::Link { from, to } => {
+                let to = path_of(&to)?;
+                match from {
+                    Target::Path(p) => fs.link(path_of(&p)?, to)?,
+                    Target::Handle(h) => file_of(sh, c, h)?.link(to)?,
+                }
+                Reply::Done
+            }
+            Request::Rename2 { from, to, how } => {
+                let how = match how {
+                    0 => Rename::Replace,
+                    1 => Rename::NoReplace,
+                    _ => Rename::Exchange,
+                };
+                fs.rename2(path_of(&from)?, path_of(&to)?, how)?;
+                Reply::Done
+            }
+            Request::SetAttr {
+                target,
+                mode,
+                atime_ns,
+                mtime_ns,
+            } => {
+                match target {
+                    Target::Path(p) => {
+                        let p = path_of(&p)?;
+                        if let Some(m) = mode {
+                            fs.set_permissions(p, m)?;
+                        }
+                        if atime_ns.is_some() || mtime_ns.is_some() {
+                            fs.set_times(p, atime_ns, mtime_ns)?;
+                        }
+                    }
+                    Target::Handle(h) => {
+                        let f = file_of(sh, c, h)?;
+                        if let Some(m) = mode {
+                            f.set_permissions(m)?;
+                        }
+                        if atime_ns.is_some() || mtime_ns.is_some() {
+                            f.set_times(atime_ns, mtime_ns)?;
+                        }
+                    }
+                }
+                Reply::Done
+            }
+            Request::Sync => {
+                fs.sync()?;
+                Reply::Done
+            }
+            Request::Fallocate {
+                handle,
+                mode,
+                offset,
+                len,
+            } => {
+                use crate::fs::falloc::{
+                    COLLAPSE_RANGE, INSERT_RANGE, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE,
+                };
+                let f = file_of(sh, c, handle)?;
+                let lock = change_lock(sh, f.ino());
+                let _g = lock.lock();
+                // Blocks freed or moved: every holder waits for its pins.
+                let frees = mode & (PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE) != 0;
+                // Shifted blocks: to the end. A size kept: never grows.
+                let range = if mode & (COLLAPSE_RANGE | INSERT_RANGE) != 0 {
+                    offset / BLOCK_SIZE..u64::MAX
+                } else if mode & KEEP_SIZE != 0 {
+                    blocks_changed(offset, len, u64::MAX)
+                } else {
+                    blocks_changed(offset, len, f.len())
+                };
+                recall(sh, f.ino(), None, frees, range)?;
+                f.fallocate(mode, offset, len)?;
+                Reply::Done
+            }
+            Request::Share { handle } => {
+                let d = file_of(sh, c, handle)?;
+                let token = fastrand::u64(1..);
+                let mut m = sh.shares.lock();
+                m.retain(|_, w| w.strong_count() > 0);
+                m.insert(token, Arc::downgrade(&d));
+                Reply::Shared { token }
+            }
+            Request::Adopt { token } => {
+                let d = sh
+                    .shares
+                    .lock()
+                    .get(&token)
+                    .and_then(|w| w.upgrade())
+                    .ok_or(Error::BadFd)?;
+                add_handle(sh, c, d)?
+            }
+            Request::Seek {
+                handle,
+                whence,
+                offset,
+            } => {
+                let d = file_of(sh, c, handle)?;
+                let mut pos = d.pos.lock();
+                let base = match whence {
+                    0 => 0,
+                    1 => *pos,
+                    _ => d.len(),
+                };
+                let to = base
+                    .checked_add_signed(offset)
+                    .filter(|&p| p <= i64::MAX as u64)
+                    .ok_or(Error::Invalid("seek to a negative or too large offset"))?;
+                *pos = to;
+                Reply::Offset { pos: to }
+            }
+            Request::Advance { handle, len, clamp } => {
+                let d = file_of(sh, c, handle)?;
+                let mut pos = d.pos.lock();
+                let old = *pos;
+                let n = if clamp {
+                    len.min(d.len().saturating_sub(old))
+                } else {
+                    len
+                };
+                *pos = old.checked_add(n).ok_or(Error::FileTooBig)?;
+                Reply::Offset { pos: old }
+            }
+            Request::Append {
+                handle,
+                total,
+                data,
+            } => {
+                let f = file_of(sh, c, handle)?;
+                let lock = change_lock(sh, f.ino());
+                let _g = lock.lock();
+                let at = f.len();
+                let end = at.checked_add(total).ok_or(Error::FileTooBig)?;
+                recall(sh, f.ino(), None, false, at / BLOCK_SIZE..u64::MAX)?;
+                if total > data.len() as u64 {
+                    // The rest follows in `Write`s: reserve it now, so no
+                    // other append lands inside it.
+                    f.set_len(end)?;
+                }
+                let n = f.write_at(&data, at)?;
+                Reply::Appended { at, n: n as u64 }
+            }
+            Request::Remap {
+                src,
+                src_off,
+                dst,
+                dst_off,
+                len,
+                dedupe,
+            } => {
+                let (s, d) = (file_of(sh, c, src)?, file_of(sh, c, dst)?);
+                // Both files' layouts change (the source's blocks become
+                // shared: no client may overwrite them in place any more;
+                // the destination's are freed): their change locks in
+                // inode order, then the recalls.
+                let (a, b) = (s.ino().min(d.ino()), s.ino().max(d.ino()));
+                let (la, lb) = (change_lock(sh, a), change_lock(sh, b));
+                let _ga = la.lock();
+                let _gb = (a != b).then(|| lb.lock());
+                let n = if len == 0 {
+                    s.len().saturating_sub(src_off)
+                } else {
+                    len
+                };
+                if s.ino() == d.ino() {
+                    recall(sh, s.ino(), None, true, 0..u64::MAX)?;
+                } else {
+                    recall(
+                        sh,
+                        s.ino(),
+                        None,
+                        false,
+                        blocks_changed(src_off, n, s.len()),
+                    )?;
+                    recall(sh, d.ino(), None, true, blocks_changed(dst_off, n, d.len()))?;
+                }
+                if dedupe {
+                    let r = fs.dedupe_range(&s, src_off, &d, dst_off, len)?;
+                    Reply::Remapped {
+                        bytes: r.bytes_deduped,
+                        differs: r.differs,
+                    }
+                } else {
+                    Reply::Remapped {
+                        bytes: fs.clone_range(&s, src_off, &d, dst_off, len)?,
+                        differs: false,
+                    }
+                }
             }
             Request::Close { handle } => {
                 let mut t = sh.table.lock();
                 let rec = t.clients.get_mut(&c).ok_or(Error::BadFd)?;
                 let f = rec.handles.remove(&handle).ok_or(Error::BadFd)?;
                 let ino = f.ino();
+                // POSIX: closing any descriptor of a file drops the
+                // process's record locks on it; the description's own (OFD,
+                // flock) go with its last handle.
+                sh.locks.release(ino, lock_owner(c, 0, LockScope::Posix));
+                unhandle(sh, &f);
                 if !rec.handles.values().any(|g| g.ino() == ino) {
                     if let Some(h) = t.leases.get_mut(&ino) {
                         h.remove(&c);
@@ -649,16 +1297,84 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
                 Reply::Done
             }
             Request::Touch { handle, mtime_ns } => {
-                file_of(sh, c, handle)?.set_times(None, Some(mtime_ns))?;
+                let f = file_of(sh, c, handle)?;
+                if !f.writable() {
+                    return Err(Error::BadFd);
+                }
+                f.note_write_time(mtime_ns)?;
                 Reply::Done
             }
             Request::Truncate { handle, size } => {
                 let f = file_of(sh, c, handle)?;
                 let lock = change_lock(sh, f.ino());
                 let _g = lock.lock();
-                recall(sh, f.ino());
+                let from = size.min(f.len()) / BLOCK_SIZE;
+                recall(sh, f.ino(), None, size < f.len(), from..u64::MAX)?;
                 f.set_len(size)?;
                 Reply::Done
+            }
+            Request::Channel { .. } => return Err(Error::Invalid("Channel after other requests")),
+            Request::Iomap { .. } => return Err(Error::Invalid("Iomap outside the fault channel")),
+            Request::Poison {
+                offset,
+                len,
+                inject,
+            } => poison(sh, c, offset, len, inject)?,
+            Request::Lock {
+                handle,
+                scope,
+                kind,
+                start,
+                end,
+                wait,
+            } => {
+                let f = file_of(sh, c, handle)?;
+                let kind = lock_kind(kind);
+                if kind == Some(LockKind::Write) && !f.writable() {
+                    return Err(Error::BadFd);
+                }
+                let owner = lock_owner(c, f.id, scope);
+                let r = if scope == LockScope::Flock {
+                    sh.locks.flock(f.ino(), owner, kind)
+                } else {
+                    let pid = sh.table.lock().clients.get(&c).map_or(-1, |r| r.pid);
+                    sh.locks.set(f.ino(), owner, pid, kind, start..end, wait)
+                };
+                r.map_err(|e| Error::Remote {
+                    errno: e.errno(),
+                    message: e.to_string(),
+                })?;
+                Reply::Done
+            }
+            Request::GetLock {
+                handle,
+                scope,
+                kind,
+                start,
+                end,
+            } => {
+                let f = file_of(sh, c, handle)?;
+                if scope == LockScope::Flock {
+                    return Err(Error::Invalid("GetLock of a flock lock"));
+                }
+                let kind = lock_kind(kind).unwrap_or(LockKind::Read);
+                match sh
+                    .locks
+                    .get(f.ino(), lock_owner(c, f.id, scope), kind, start, end)
+                {
+                    Some(h) => Reply::LockHeld {
+                        kind: if h.kind == LockKind::Read { 1 } else { 2 },
+                        start: h.start,
+                        end: h.end,
+                        pid: h.pid,
+                    },
+                    None => Reply::LockHeld {
+                        kind: 0,
+                        start,
+                        end,
+                        pid: 0,
+                    },
+                }
             }
             Request::Write {
                 handle,
@@ -669,7 +1385,8 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
                 let lock = change_lock(sh, f.ino());
                 let _g = lock.lock();
                 if changes_layout(&f, offset, data.len() as u64) {
-                    recall(sh, f.ino());
+                    let range = blocks_changed(offset, data.len() as u64, f.len());
+                    recall(sh, f.ino(), None, false, range)?;
                 }
                 let n = f.write_at(&data, offset)?;
                 Reply::Written { n: n as u64 }
@@ -682,9 +1399,83 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
     })
 }
 
-/// Client `c`'s open file `handle` (another handle to it: the table lock is
-/// not held while the file is used).
-fn file_of(sh: &Shared, c: u64, handle: u64) -> Result<Arc<File>> {
+/// Keep `f` open for client `c` as a new open file description: its
+/// handle and attributes.
+fn register(sh: &Shared, c: u64, f: File) -> Result<Reply> {
+    let desc = Arc::new(Desc {
+        // ORDERING: Relaxed: a unique-id counter.
+        id: sh.next_desc.fetch_add(1, Ordering::Relaxed),
+        file: f,
+        pos: Mutex::new(0),
+        handles: AtomicUsize::new(0),
+    });
+    add_handle(sh, c, desc)
+}
+
+/// A handle of client `c` to open file description `desc`.
+fn add_handle(sh: &Shared, c: u64, desc: Arc<Desc>) -> Result<Reply> {
+    let a = attr(&desc.stat()?);
+    let write = desc.writable();
+    let mut t = sh.table.lock();
+    let rec = t.clients.get_mut(&c).ok_or(Error::BadFd)?;
+    let handle = rec.next_handle;
+    rec.next_handle += 1;
+    // ORDERING: under the table lock, as every change of the count.
+    desc.handles.fetch_add(1, Ordering::Relaxed);
+    rec.handles.insert(handle, desc);
+    Ok(Reply::Opened {
+        handle,
+        write,
+        attr: a,
+    })
+}
+
+/// A handle to `desc` was closed (or its client is gone): with the last
+/// one, the description's OFD and flock locks go.
+fn unhandle(sh: &Shared, desc: &Desc) {
+    // ORDERING: AcqRel: the last closer (in any client thread) sees every
+    // other's decrement before it releases the locks.
+    if desc.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+        sh.locks.release(desc.ino(), ofd_owner(desc));
+    }
+}
+
+/// The owner of the OFD and flock locks of open file description `desc`.
+fn ofd_owner(desc: &Desc) -> LockOwner {
+    LockOwner {
+        process: 0,
+        ofd: Some(desc.id),
+    }
+}
+
+/// A lock kind on the wire: 1 read, 2 write, anything else none (unlock).
+fn lock_kind(k: u8) -> Option<LockKind> {
+    match k {
+        1 => Some(LockKind::Read),
+        2 => Some(LockKind::Write),
+        _ => None,
+    }
+}
+
+/// The owner of a lock of `scope` taken by client `c` through open file
+/// description `desc`: the client (a process) for POSIX record locks, the
+/// description for OFD and flock locks.
+fn lock_owner(c: u64, desc: u64, scope: LockScope) -> LockOwner {
+    match scope {
+        LockScope::Posix => LockOwner {
+            process: c,
+            ofd: None,
+        },
+        _ => LockOwner {
+            process: 0,
+            ofd: Some(desc),
+        },
+    }
+}
+
+/// Client `c`'s open file `handle` (another reference to its description:
+/// the table lock is not held while the file is used).
+fn file_of(sh: &Shared, c: u64, handle: u64) -> Result<Arc<Desc>> {
     let t = sh.table.lock();
     let f = t
         .clients
@@ -692,6 +1483,18 @@ fn file_of(sh: &Shared, c: u64, handle: u64) -> Result<Arc<File>> {
         .and_then(|r| r.handles.get(&handle))
         .ok_or(Error::BadFd)?;
     Ok(f.clone())
+}
+
+/// The file blocks a change of bytes `[off, off+len)` of a file of `size`
+/// bytes touches: to the end of the file (`u64::MAX`) when it grows it, as
+/// pages past the old end then stop raising SIGBUS.
+fn blocks_changed(off: u64, len: u64, size: u64) -> std::ops::Range<u64> {
+    let end = off.saturating_add(len);
+    off / BLOCK_SIZE..if end > size {
+        u64::MAX
+    } else {
+        end.div_ceil(BLOCK_SIZE)
+    }
 }
 
 /// Whether writing `[off, off+len)` changes the file's layout: it grows the

@@ -77,13 +77,28 @@ pub fn send(sock: BorrowedFd<'_>, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> Res
 /// [`MAX_MESSAGE`] is an error (`InvalidData`), as is more than one
 /// descriptor (all received ones are closed).
 pub fn recv(sock: BorrowedFd<'_>) -> Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
-    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    // One zeroed receive buffer per thread, reused: a fresh 64 KiB buffer per
+    // message cost more than the copy of the few bytes most messages have.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_MESSAGE + 1]);
+    }
+    BUF.try_with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => recv_into(sock, &mut buf),
+        // Re-entered on this thread (cannot happen today): a buffer of its own.
+        Err(_) => recv_into(sock, &mut vec![0u8; MAX_MESSAGE + 1]),
+    })
+    // The thread's locals are already destroyed (a call from a destructor
+    // at thread or process exit): a buffer of its own.
+    .unwrap_or_else(|_| recv_into(sock, &mut vec![0u8; MAX_MESSAGE + 1]))
+}
+
+fn recv_into(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let r = loop {
         match rustix::net::recvmsg(
             sock,
-            &mut [IoSliceMut::new(&mut buf)],
+            &mut [IoSliceMut::new(buf)],
             &mut control,
             RecvFlags::CMSG_CLOEXEC,
         ) {
@@ -112,8 +127,7 @@ pub fn recv(sock: BorrowedFd<'_>) -> Result<Option<(Vec<u8>, Option<OwnedFd>)>> 
             format!("{} descriptors with one message", fds.len()),
         ));
     }
-    buf.truncate(r.bytes);
-    Ok(Some((buf, fds.pop())))
+    Ok(Some((buf[..r.bytes].to_vec(), fds.pop())))
 }
 
 /// Wait until `fd` is readable or `timeout_ms` passes (`-1`: no limit);

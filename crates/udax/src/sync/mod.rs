@@ -65,6 +65,10 @@ mod imp {
         pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
             self.0.try_lock().ok()
         }
+        /// loom has no time: one attempt.
+        pub fn try_lock_for(&self, _: std::time::Duration) -> Option<MutexGuard<'_, T>> {
+            self.try_lock()
+        }
         pub fn into_inner(self) -> T {
             self.0.into_inner().expect("loom mutex poisoned")
         }

@@ -1,6 +1,8 @@
 //! Helpers shared by the mmap test binaries (each uses a part of them).
 #![allow(dead_code, unsafe_code)]
 
+pub mod serving;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

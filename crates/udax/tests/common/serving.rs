@@ -1,0 +1,87 @@
+//! An owner of a device file serving on a thread of the test, and the
+//! options its clients connect with (tests/owner.rs, tests/poison.rs).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use udax::client::ConnectOptions;
+use udax::device::{self, Device, OpenOptions as DevOpen};
+use udax::fs::{Fs, MkfsOptions};
+use udax::owner::{Owner, ServeOptions, Stopper};
+
+/// A formatted device file on /dev/shm (a tmpfs device, mappable) and a
+/// runtime directory for the socket; both removed on drop.
+pub struct Setup {
+    pub _dir: tempfile::TempDir,
+    pub dev: PathBuf,
+    pub run: PathBuf,
+}
+
+pub fn setup(mib: u64) -> Setup {
+    let dir = tempfile::Builder::new()
+        .prefix("udax-owner-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let dev = dir.path().join("dev.img");
+    let d: Arc<dyn Device> = device::open(
+        dev.to_str().unwrap(),
+        &DevOpen {
+            create_size: Some(mib << 20),
+        },
+    )
+    .unwrap();
+    Fs::mkfs(&*d, &MkfsOptions::default()).unwrap();
+    drop(d);
+    let run = dir.path().join("run");
+    Setup {
+        _dir: dir,
+        dev,
+        run,
+    }
+}
+
+/// An owner of `s`'s device serving on a thread; stopped and joined (its
+/// result checked) on drop.
+pub struct Serving {
+    pub stop: Stopper,
+    pub socket: PathBuf,
+    pub thread: Option<std::thread::JoinHandle<udax::Result<()>>>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop.stop();
+        if let Some(t) = self.thread.take() {
+            let r = t.join().expect("owner thread panicked");
+            if !std::thread::panicking() {
+                r.expect("owner run");
+            }
+        }
+    }
+}
+
+pub fn serve(s: &Setup, idle: Option<Duration>) -> Serving {
+    let o = Owner::new(
+        &s.dev,
+        &ServeOptions {
+            idle,
+            runtime_dir: Some(s.run.clone()),
+            ..Default::default()
+        },
+    )
+    .expect("owner");
+    let (stop, socket) = (o.stopper(), o.socket().to_path_buf());
+    Serving {
+        stop,
+        socket,
+        thread: Some(std::thread::spawn(move || o.run())),
+    }
+}
+
+pub fn opts(s: &Setup, write: bool) -> ConnectOptions {
+    ConnectOptions {
+        write,
+        runtime_dir: Some(s.run.clone()),
+        ..Default::default()
+    }
+}
