@@ -4,7 +4,7 @@
 //! offsets, descriptors).
 
 use crate::boundary::entry::{unsupported, Errno, R};
-pub use crate::state::fds::lookup;
+pub use crate::state::inherit::lookup;
 
 /// A call on a descriptor: forward it, or run `$body` with `$d: Arc<Desc>`.
 macro_rules! fd_call {

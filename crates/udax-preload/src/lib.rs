@@ -46,6 +46,11 @@ extern "C" fn at_load() {
         calls::umask::umask_at_load();
     }
     boundary::threads::at_load(single);
+    // SAFETY: registering a prepare handler that returns at once unless
+    // this process holds udax files (then it offers them to the child).
+    unsafe { libc::pthread_atfork(Some(state::inherit::before_fork), None, None) };
+    // What an exec handed over (UDAX_INHERIT), if anything.
+    state::inherit::at_load();
 }
 
 /// Not in the unit-test binary: its panic messages are the test failures.

@@ -546,11 +546,13 @@ int main(int argc, char **argv) {
     close(hf);
 
     /* fork: the child attaches on its own (through the owner): it opens
-       and reads udax files; a udax fd inherited from the parent is an
-       error there, and the parent goes on */
+       and reads udax files; a udax fd inherited from the parent is the
+       parent's open file description (one offset), and the parent goes on */
+    lseek(fd, 2, SEEK_SET);
     pid_t pid = fork();
     if (pid == 0) {
         num("child_read", read(fd, buf, 1));
+        num("child_read_byte", buf[0]);
         int cfd = open(at(M, "f"), O_RDONLY);
         num("child_open_ok", cfd >= 0);
         memset(buf, 0, sizeof buf);
@@ -561,9 +563,12 @@ int main(int argc, char **argv) {
     int status;
     waitpid(pid, &status, 0);
     num("child_exit", WEXITSTATUS(status));
+    num("parent_read_after_child", read(fd, buf, 1));
+    num("parent_read_byte", buf[0]);
     num("parent_pread_after_fork", pread(fd, buf, 10, 0));
 
-    /* exec: the udax fd does not survive (its kernel fd is O_CLOEXEC) */
+    /* exec through execl (variadic: not interposed, docs/preload.md): the
+       udax fd does not survive (its kernel fd is O_CLOEXEC) */
     num("dup2_for_exec", dup2(fd, 50));
     pid = fork();
     if (pid == 0) {

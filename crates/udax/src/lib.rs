@@ -24,10 +24,12 @@
 //!   format   on-device byte layout, checksummed records        -> (nothing)
 //!   device   Device trait and backends (memfd/shm, hugetlbfs, file, devdax,
 //!            crash-sim)                                        -> sync
+//!   fdnum    the library's own long-lived fds kept out of the low numbers
+//!            -> (nothing)
 //!   sync     the one lock/atomic facade (std/parking_lot, or loom under `--cfg loom`)
 //! ```
 //!
-//! The order the test enforces: sync < device < format < proto < alloc <
+//! The order the test enforces: sync < fdnum < device < format < proto < alloc <
 //! journal < vm < dax < fs < owner < client < vfs. Any layer may use the constants of the crate root (this file),
 //! which also holds the public re-exports.
 //!
@@ -39,6 +41,7 @@ pub(crate) mod alloc;
 pub mod client;
 pub(crate) mod dax;
 pub mod device;
+pub(crate) mod fdnum;
 pub(crate) mod format;
 pub mod fs;
 pub(crate) mod journal;

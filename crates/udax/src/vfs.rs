@@ -12,7 +12,6 @@ use crate::fs::extent::Lookup;
 use crate::fs::{
     DirEntry, DirRef, Error, File, Fs, Mapping, OpenOptions, Rename, Result, Stat, StatFs,
 };
-use crate::sync::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A mounted file system or a connection to its owner. Cheap to clone.
@@ -52,7 +51,7 @@ pub enum VMapping {
 /// Each call of [`Vfs::dir_moves`] on a client: a new value (a client is
 /// not told of other processes' renames, so a directory's path is checked
 /// at every use; the check is a cached `stat`).
-static REMOTE_MOVES: AtomicU64 = AtomicU64::new(0);
+static REMOTE_MOVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Vfs {
     pub fn is_remote(&self) -> bool {
@@ -194,7 +193,7 @@ impl Vfs {
         match self {
             Vfs::Local(fs) => fs.dir_moves(),
             // ORDERING: a fresh number per call; nothing is published by it.
-            Vfs::Remote(_) => REMOTE_MOVES.fetch_add(1, Ordering::Relaxed),
+            Vfs::Remote(_) => REMOTE_MOVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first: a layer may name any layer before it, never
 /// one after it.
-const LAYERS: [&str; 12] = [
+const LAYERS: [&str; 13] = [
     "sync",    // the lock/atomic facade (std/parking_lot, or loom)
+    "fdnum",   // the library's own fds kept out of the low numbers
     "device",  // Device trait and backends
     "format",  // on-device byte layout and codecs
     "proto",   // the owner protocol's messages and socket

@@ -1376,10 +1376,17 @@ fn p_an_adopted_description_shares_its_offset_and_ofd_locks_until_its_last_close
     drop(c);
     q.lock(Ofd, Some(Write), 0, 10, false).unwrap();
     q.lock(Flock, Some(Write), 0, 0, false).unwrap();
-    // A token of a closed description adopts nothing.
-    let gone = q.share().unwrap();
+    // A token holds its description until adopted (a parent may close its
+    // descriptor before its forked child attaches), and adopts once.
+    let t = q.share().unwrap();
     drop(q);
-    assert!(matches!(child.adopt(gone), Err(Error::BadFd)));
+    let kept = child.adopt(t).unwrap();
+    assert_eq!(kept.seek(1, 0).unwrap(), 0, "the description, its offset 0");
+    assert!(matches!(child.adopt(t), Err(Error::BadFd)), "adopted twice");
+    assert!(
+        matches!(child.adopt(t ^ 2), Err(Error::BadFd)),
+        "a made-up token"
+    );
 }
 
 #[test]

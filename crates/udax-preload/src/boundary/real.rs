@@ -178,6 +178,11 @@ real_fns! {
     seekdir: unsafe extern "C" fn(*mut libc::DIR, libc::c_long);
     getdents64: unsafe extern "C" fn(c_int, *mut c_void, size_t) -> ssize_t;
     fcntl: unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
+    execve: unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+    execvpe: unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+    fexecve: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
+    posix_spawn: unsafe extern "C" fn(*mut libc::pid_t, *const c_char, *const libc::posix_spawn_file_actions_t, *const libc::posix_spawnattr_t, *const *mut c_char, *const *mut c_char) -> c_int;
+    posix_spawnp: unsafe extern "C" fn(*mut libc::pid_t, *const c_char, *const libc::posix_spawn_file_actions_t, *const libc::posix_spawnattr_t, *const *mut c_char, *const *mut c_char) -> c_int;
     fcntl64: unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
     ioctl: unsafe extern "C" fn(c_int, c_ulong, ...) -> c_int;
     flock: unsafe extern "C" fn(c_int, c_int) -> c_int;

@@ -71,7 +71,7 @@ fn posix_lock(d: &Desc, cmd: c_int, arg: c_ulong) -> R<c_int> {
     // Through the owner: the range as [start, end), `end` u64::MAX to EOF.
     let base: i128 = match fl.l_whence as c_int {
         libc::SEEK_SET => 0,
-        libc::SEEK_CUR => *d.pos.lock().unwrap_or_else(|p| p.into_inner()) as i128,
+        libc::SEEK_CUR => d.offset()? as i128,
         _ => f.len()? as i128,
     };
     let at = base + fl.l_start as i128;
@@ -457,7 +457,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
                 return Err(Errno(libc::EFAULT));
             }
             let f = d.file()?;
-            let pos = *d.pos.lock().unwrap_or_else(|p| p.into_inner());
+            let pos = d.offset()?;
             let n = f.len()?.saturating_sub(pos).min(c_int::MAX as u64) as c_int;
             // SAFETY: FIONREAD's contract: `arg` points to an int.
             unsafe { p.write(n) };

@@ -17,6 +17,7 @@ pub mod copy;
 pub mod ctl;
 pub mod cwd;
 pub mod dir;
+pub mod exec;
 pub mod extra;
 pub mod fortify;
 pub mod link;

@@ -31,6 +31,10 @@ pub fn read_desc(d: &Desc, buf: &mut [u8], off: Option<u64>) -> R<usize> {
         Some(o) => Ok(f.read_at(&mut buf[..n], o)?),
         None => {
             let mut pos = d.pos.lock().unwrap_or_else(|p| p.into_inner());
+            if d.owner_pos() {
+                // Shared with another process: claimed at the owner.
+                return Ok(d.remote()?.read(&mut buf[..n])?);
+            }
             let got = f.read_at(&mut buf[..n], *pos)?;
             *pos += got as u64;
             Ok(got)
@@ -49,6 +53,17 @@ pub fn write_desc(d: &Desc, buf: &[u8], off: Option<u64>) -> R<usize> {
         // Linux pwrite on an O_APPEND file appends too.
         Some(_) if d.status() & libc::O_APPEND != 0 => f.append(buf)?.1,
         Some(o) => f.write_at(buf, o)?,
+        None if d.owner_pos_locked() => {
+            let _pos = d.pos.lock().unwrap_or_else(|p| p.into_inner());
+            let r = d.remote()?;
+            if d.status() & libc::O_APPEND != 0 {
+                let (at, n) = f.append(buf)?;
+                r.seek(0, (at + n as u64) as i64)?;
+                n
+            } else {
+                r.write(buf)?
+            }
+        }
         None => {
             let mut pos = d.pos.lock().unwrap_or_else(|p| p.into_inner());
             let (at, n) = if d.status() & libc::O_APPEND != 0 {
@@ -154,7 +169,15 @@ fn readv_desc(d: &Desc, iov: &[iovec], off: Option<u64>) -> R<usize> {
         Some(_) => None,
         None => Some(d.pos.lock().unwrap_or_else(|p| p.into_inner())),
     };
-    let start = off.unwrap_or_else(|| **pos_guard.as_ref().expect("locked"));
+    // Shared with another process: the offset is read from and written
+    // back to the owner (under this process's lock; not atomic against the
+    // other process's calls).
+    let shared = pos_guard.is_some() && d.owner_pos();
+    let start = match off {
+        Some(o) => o,
+        None if shared => d.remote()?.seek(1, 0)?,
+        None => **pos_guard.as_ref().expect("locked"),
+    };
     if !d.readable() || d.is_dir() {
         return Err(Errno(if d.is_dir() {
             libc::EISDIR
@@ -183,7 +206,9 @@ fn readv_desc(d: &Desc, iov: &[iovec], off: Option<u64>) -> R<usize> {
             break;
         }
     }
-    if let Some(p) = pos_guard.as_mut() {
+    if shared {
+        d.remote()?.seek(0, (start + done as u64) as i64)?;
+    } else if let Some(p) = pos_guard.as_mut() {
         **p = start + done as u64;
     }
     Ok(done)

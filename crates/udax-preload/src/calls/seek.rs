@@ -63,6 +63,25 @@ pub fn lseek_desc(d: &Desc, off: off64_t, whence: c_int) -> R<off64_t> {
         return Ok(new);
     }
     let f = d.file()?;
+    if d.owner_pos() {
+        // Shared with another process: the offset lives at the owner.
+        let r = d.remote()?;
+        let new = match whence {
+            libc::SEEK_SET => r.seek(0, off)?,
+            libc::SEEK_CUR => r.seek(1, off)?,
+            libc::SEEK_END => r.seek(2, off)?,
+            libc::SEEK_DATA | libc::SEEK_HOLE => {
+                let at = seek_data_hole(
+                    f,
+                    offset(off).map_err(|_| Errno(libc::ENXIO))?,
+                    whence == libc::SEEK_DATA,
+                )?;
+                r.seek(0, i64::try_from(at).map_err(|_| Errno(libc::EOVERFLOW))?)?
+            }
+            _ => return Err(Errno(libc::EINVAL)),
+        };
+        return i64::try_from(new).map_err(|_| Errno(libc::EOVERFLOW));
+    }
     let new: i128 = match whence {
         libc::SEEK_SET => off as i128,
         libc::SEEK_CUR => *pos as i128 + off as i128,

@@ -79,6 +79,10 @@ pub struct Desc {
     /// getdents64 snapshot of a directory, taken at the first call or after a
     /// rewind (lseek to 0).
     pub dents: Mutex<Option<Vec<Dent>>>,
+    /// The offset lives at the owner (the description is shared with
+    /// another process, `state::inherit`): `pos` is not used for it, but
+    /// its lock still orders this process's users.
+    owner_pos: std::sync::atomic::AtomicBool,
 }
 
 impl Desc {
@@ -90,7 +94,61 @@ impl Desc {
             pos: Mutex::new(0),
             status: AtomicI32::new(status),
             dents: Mutex::new(None),
+            owner_pos: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+    /// A description adopted from another process: its offset at the owner.
+    pub fn adopted(kind: Kind, path: String, status: c_int, pos: u64) -> Arc<Desc> {
+        let d = Desc::new(kind, path, status);
+        *d.pos.lock().unwrap_or_else(|p| p.into_inner()) = pos;
+        // ORDERING: set before the description is published (table lock).
+        d.owner_pos.store(true, Ordering::Relaxed);
+        d
+    }
+    /// Whether the offset lives at the owner; read under the `pos` lock.
+    pub fn owner_pos(&self) -> bool {
+        // ORDERING: only set under the `pos` lock (or before publication),
+        // and read under it.
+        self.owner_pos.load(Ordering::Relaxed)
+    }
+    /// [`Desc::owner_pos`], read under the `pos` lock.
+    pub fn owner_pos_locked(&self) -> bool {
+        let _pos = self.pos.lock().unwrap_or_else(|p| p.into_inner());
+        self.owner_pos()
+    }
+    /// From now on the offset lives at the owner (the caller holds the
+    /// `pos` lock and has handed the offset over).
+    pub fn set_owner_pos(&self) {
+        // ORDERING: as in `owner_pos`.
+        self.owner_pos.store(true, Ordering::Relaxed);
+    }
+    /// The file's owner-side handle (a description whose offset lives at
+    /// the owner is always one).
+    pub fn remote(&self) -> R<&udax::client::RemoteFile> {
+        match self.file()? {
+            udax::vfs::VFile::Remote(r) => Ok(r),
+            udax::vfs::VFile::Local(_) => Err(Errno(libc::EIO)),
+        }
+    }
+    /// The current file offset (at the owner when it lives there).
+    pub fn offset(&self) -> R<u64> {
+        let pos = self.pos.lock().unwrap_or_else(|p| p.into_inner());
+        if self.owner_pos() {
+            return Ok(self.remote()?.seek(1, 0)?);
+        }
+        Ok(*pos)
+    }
+    /// Made by this process (not inherited across fork).
+    pub fn is_own(&self) -> bool {
+        self.born == std::process::id()
+    }
+    /// The path as opened (a directory's as last found), without a check.
+    pub fn path_hint(&self) -> String {
+        self.path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .path
+            .clone()
     }
     pub fn ino(&self) -> u64 {
         match &*self.kind {
@@ -153,7 +211,8 @@ impl Desc {
             Kind::Dir(_) => Ok(crate::state::mount::fs()?.stat(&self.path()?)?),
         }
     }
-    fn key(&self) -> usize {
+    /// Identifies the description while it lives.
+    pub fn key(&self) -> usize {
         self as *const Desc as usize
     }
 }
@@ -198,20 +257,82 @@ pub fn get(fd: c_int) -> Option<Arc<Desc>> {
     table_read().get(&fd).map(|s| s.desc.clone())
 }
 
-/// `None`: not a udax descriptor (the kernel's). In a forked child a udax
-/// descriptor is an error: the file system belongs to the parent.
+/// `None`: not a udax descriptor (the kernel's). A description inherited
+/// across fork is usable as it is only if it holds no connection state (a
+/// directory through an owner); `state::inherit::lookup` adopts a file's,
+/// and an embedded mount's are an error: the file system is the parent's.
 pub fn lookup(fd: libc::c_int) -> Option<R<Arc<Desc>>> {
     let d = get(fd)?;
-    if crate::state::mount::forked_child() {
+    if !d.is_own() && !matches!(*d.kind, Kind::Dir(udax::vfs::VDir::Remote { .. })) {
         return Some(Err(unsupported(
             "descriptor",
             &format!(
-                "udax fd {fd} inherited across fork; only the process that mounted udax can use it"
+                "udax fd {fd} inherited across fork from a process that mounted udax \
+                 embedded, or not handed over (see docs/preload.md)"
             ),
             libc::EIO,
         )));
     }
     Some(Ok(d))
+}
+
+/// As [`lookup`], for a `/proc/self/fd/N` path: an inherited description
+/// through an owner is usable for its path and inode (no call on its
+/// handle is made).
+pub fn lookup_for_path(fd: libc::c_int) -> Option<R<Arc<Desc>>> {
+    let d = get(fd)?;
+    let remote = matches!(
+        *d.kind,
+        Kind::File(udax::vfs::VFile::Remote(_)) | Kind::Dir(udax::vfs::VDir::Remote { .. })
+    );
+    if !d.is_own() && !remote {
+        return lookup(fd);
+    }
+    Some(Ok(d))
+}
+
+/// Every udax descriptor: its number, description and `FD_CLOEXEC`.
+pub fn all() -> Vec<(c_int, Arc<Desc>, bool)> {
+    table_read()
+        .iter()
+        .map(|(fd, s)| (*fd, s.desc.clone(), s.cloexec))
+        .collect()
+}
+
+/// Point every descriptor of description `old` at `new` (a forked child's
+/// adopted copy); `old` (the parent's) is leaked, never dropped here.
+pub fn replace(old: &Arc<Desc>, new: &Arc<Desc>) {
+    let mut t = table_write();
+    for s in t.values_mut() {
+        if Arc::ptr_eq(&s.desc, old) {
+            std::mem::forget(std::mem::replace(&mut s.desc, new.clone()));
+        }
+    }
+}
+
+/// Take kernel fd `fd` (open, inherited across exec: the placeholder the
+/// old image held for it) as the udax descriptor of `desc`.
+pub fn adopt_at(fd: c_int, desc: Arc<Desc>) {
+    set_kernel_cloexec(fd, true);
+    let old = insert(fd, desc, false);
+    discard(old);
+    hooks::std_now_udax(fd);
+}
+
+/// Set or clear `FD_CLOEXEC` on the kernel fd that reserves udax fd `fd`
+/// (cleared just before an exec that hands the descriptor over).
+pub fn set_kernel_cloexec(fd: c_int, on: bool) {
+    if let Some(fcntl) = real::fcntl() {
+        // SAFETY: F_SETFD with an int argument on a kernel fd this table owns.
+        unsafe { fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };
+    }
+}
+
+/// Number of udax descriptors (0: none; checked before any work at fork
+/// and exec).
+pub fn count() -> usize {
+    // ORDERING: as in `get`.
+    COUNT.load(Ordering::Acquire)
 }
 
 /// Is `fd` a udax descriptor? (The cheap test every fd-taking call makes first.)

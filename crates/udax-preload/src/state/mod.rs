@@ -10,12 +10,14 @@
 //! - `mount`   the file system, mounted on first use, checkpointed at exit
 //! - `fds`     udax descriptors (reserved kernel fd numbers), flock
 //! - `path`    path classification (udax or host), the virtual cwd
+//! - `inherit` descriptors and the working directory across fork and exec
 //! - `exit`    the teardown order at exit
 
 pub mod config;
 pub mod exit;
 pub mod fds;
 pub mod hooks;
+pub mod inherit;
 pub mod lexical;
 pub mod mount;
 pub mod names;

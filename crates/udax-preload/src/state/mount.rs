@@ -225,6 +225,15 @@ pub fn fs() -> R<Vfs> {
 /// Set at the exit teardown: no attaching after it.
 static EXITED: AtomicBool = AtomicBool::new(false);
 
+/// The file system if this process has attached (never attaches).
+pub fn attached() -> Option<Vfs> {
+    let g = MOUNT.read().unwrap_or_else(|p| p.into_inner());
+    match g.as_ref() {
+        Some(Attached { pid, vfs: Ok(v) }) if *pid == std::process::id() => Some(v.clone()),
+        _ => None,
+    }
+}
+
 /// This process attached (not a forked child that has not).
 pub fn attached_by_this_process() -> bool {
     let g = MOUNT.read().unwrap_or_else(|p| p.into_inner());

@@ -39,6 +39,13 @@ pub fn cwd() -> Option<R<String>> {
     Some(inner.map(|p| cfg.outer(&p)))
 }
 
+/// The virtual working directory's current path inside udax (as [`cwd`]).
+pub fn cwd_inner() -> Option<R<String>> {
+    let mut g = CWD.lock().unwrap_or_else(|p| p.into_inner());
+    let (dir, path) = g.as_mut()?;
+    Some(path.get(dir))
+}
+
 /// Set the virtual working directory to udax directory `dir` (at `inner`),
 /// or back to the host.
 pub fn set_cwd(v: Option<(String, DirRef)>) {
@@ -77,7 +84,7 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
 
 fn classify_bytes(dirfd: c_int, bytes: &[u8], cfg: &Config) -> R<Target> {
     if let Some((fd, rest)) = fd_link(bytes) {
-        if let Some(d) = fds::lookup(fd) {
+        if let Some(d) = fds::lookup_for_path(fd) {
             return through_fd_link(&*d?, rest, cfg);
         }
     }

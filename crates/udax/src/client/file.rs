@@ -320,8 +320,8 @@ impl RemoteFile {
     }
 
     /// Offer this open file description to another client
-    /// ([`super::Client::adopt`]): a token valid while the description is
-    /// open in some client.
+    /// ([`super::Client::adopt`]): a token that holds the description open
+    /// until one client of the same uid adopts it, or for 30 s.
     pub fn share(&self) -> Result<u64> {
         match self.o.inner.call(&Request::Share {
             handle: self.o.handle,
@@ -1110,6 +1110,7 @@ pub(super) fn side_channel(sock: BorrowedFd<'_>, req: &Request) -> Result<OwnedF
         None,
     )
     .map_err(|e| Error::Io(e.into()))?;
+    let mine = crate::fdnum::raise(mine);
     wire::send(sock, &req.encode(0), Some(theirs.as_fd()))
         .map_err(|e| not_connected(format!("owner: {e}")))?;
     let (msg, _) = wire::recv(sock)

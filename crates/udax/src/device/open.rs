@@ -142,6 +142,7 @@ fn open_memfd(
         flags |= MemfdFlags::HUGETLB | MemfdFlags::HUGE_2MB;
     }
     let fd = rustix::fs::memfd_create("udax", flags).map_err(|e| io_err(spec, e))?;
+    let fd = crate::fdnum::raise(fd);
     rustix::fs::ftruncate(&fd, size).map_err(|e| io_err(spec, e))?;
     let kind = if huge {
         DeviceKind::Hugetlbfs
@@ -212,7 +213,7 @@ fn open_path(path: &str, opts: &OpenOptions) -> Result<Arc<dyn Device>, DeviceEr
         oo.create(true);
     }
     let file = oo.open(path).map_err(|e| io_err(path, e))?;
-    let fd: OwnedFd = file.into();
+    let fd = crate::fdnum::raise(file.into());
     let st = rustix::fs::fstat(&fd).map_err(|e| io_err(path, e))?;
     let is_char =
         rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;

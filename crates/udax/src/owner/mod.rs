@@ -155,11 +155,25 @@ struct Shared {
     recall_timeout: Duration,
     /// Advisory locks of every client (record locks, flock).
     locks: LockTable,
-    /// Open file descriptions offered by `Share`, by token.
-    shares: Mutex<HashMap<u64, std::sync::Weak<Desc>>>,
+    /// Open file descriptions offered by `Share`, by token (see `Offer`).
+    shares: Mutex<HashMap<u64, Offer>>,
     /// Open file description ids given out.
     next_desc: AtomicU64,
 }
+
+/// An open file description offered by `Share`: held (a parent may close
+/// its descriptor before its forked child adopts it; an exec'ing process's
+/// connection ends before the new image adopts) until one `Adopt` by a
+/// client of the same uid (or root) takes it, or for [`SHARE_TTL`].
+#[derive(Debug)]
+struct Offer {
+    desc: Arc<Desc>,
+    uid: u32,
+    at: Instant,
+}
+
+/// How long an unadopted `Share` keeps its description open.
+const SHARE_TTL: Duration = Duration::from_secs(30);
 
 /// One admitted client.
 #[derive(Debug)]
@@ -702,6 +716,7 @@ fn drop_client(sh: &Shared, c: u64, why: &str) {
         for holders in t.leases.values_mut() {
             holders.remove(&c);
         }
+        t.stat_holders.remove(&c);
         t.clients.remove(&c)
     };
     sh.locks.release_process(c);
@@ -806,12 +821,12 @@ fn callback(sh: &Shared, ino: u64, except: Option<u64>, msg: impl Fn(u64) -> Rep
 }
 
 /// The callback channels of clients `set` (a client without one is listed,
-/// to be cut off).
+/// to be cut off; one already gone is skipped).
 type Callbacks = Vec<(u64, Option<Arc<Mutex<OwnedFd>>>)>;
 
 fn callbacks(t: &Table, set: impl IntoIterator<Item = u64>) -> Callbacks {
     set.into_iter()
-        .map(|c| (c, t.clients.get(&c).and_then(|r| r.callback.clone())))
+        .filter_map(|c| Some((c, t.clients.get(&c)?.callback.clone())))
         .collect()
 }
 
@@ -1159,21 +1174,36 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 Reply::Done
             }
             Request::Share { handle } => {
-                let d = file_of(sh, c, handle)?;
-                let token = fastrand::u64(1..);
+                let desc = file_of(sh, c, handle)?;
+                // Unguessable: a token is a capability to the description.
+                let mut b = [0u8; 8];
+                rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
+                    .map_err(|e| Error::Io(e.into()))?;
+                let token = u64::from_le_bytes(b) | 1;
                 let mut m = sh.shares.lock();
-                m.retain(|_, w| w.strong_count() > 0);
-                m.insert(token, Arc::downgrade(&d));
+                m.retain(|_, o| o.at.elapsed() < SHARE_TTL);
+                m.insert(
+                    token,
+                    Offer {
+                        desc,
+                        uid: caller_uid(sh, c)?,
+                        at: Instant::now(),
+                    },
+                );
                 Reply::Shared { token }
             }
             Request::Adopt { token } => {
-                let d = sh
-                    .shares
-                    .lock()
-                    .get(&token)
-                    .and_then(|w| w.upgrade())
-                    .ok_or(Error::BadFd)?;
-                add_handle(sh, c, d)?
+                let uid = caller_uid(sh, c)?;
+                let offer = {
+                    let mut m = sh.shares.lock();
+                    match m.get(&token) {
+                        Some(o) if o.at.elapsed() < SHARE_TTL && (o.uid == uid || uid == 0) => {
+                            m.remove(&token)
+                        }
+                        _ => None,
+                    }
+                };
+                add_handle(sh, c, offer.ok_or(Error::BadFd)?.desc)?
             }
             Request::Seek {
                 handle,
@@ -1413,6 +1443,13 @@ fn register(sh: &Shared, c: u64, f: File) -> Result<Reply> {
 }
 
 /// A handle of client `c` to open file description `desc`.
+/// The uid client `c` was admitted with.
+fn caller_uid(sh: &Shared, c: u64) -> Result<u32> {
+    let t = sh.table.lock();
+    let rec = t.clients.get(&c).ok_or(Error::BadFd)?;
+    Ok(rec.fs.caller().map_or(0, |cr| cr.uid))
+}
+
 fn add_handle(sh: &Shared, c: u64, desc: Arc<Desc>) -> Result<Reply> {
     let a = attr(&desc.stat()?);
     let write = desc.writable();

@@ -236,7 +236,8 @@ pub enum Request {
     },
     /// Let another client (a forked child, an exec'd program) share this
     /// open file description: its offset, its OFD and flock locks. Answered
-    /// with a `Shared` token, valid while the description is open.
+    /// with a `Shared` token, which holds the description open until one
+    /// `Adopt` by a client of the same uid takes it (or for 30 s).
     Share {
         handle: u64,
     },

@@ -14,12 +14,12 @@ use std::path::Path;
 
 /// A new socket of the protocol's kind (close-on-exec).
 fn socket() -> Result<OwnedFd> {
-    Ok(rustix::net::socket_with(
+    Ok(crate::fdnum::raise(rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
         SocketFlags::CLOEXEC,
         None,
-    )?)
+    )?))
 }
 
 /// Listen on `path` (which must not exist).
@@ -39,7 +39,10 @@ pub fn connect(path: &Path) -> Result<OwnedFd> {
 
 /// Accept a connection (close-on-exec).
 pub fn accept(listener: BorrowedFd<'_>) -> Result<OwnedFd> {
-    Ok(rustix::net::accept_with(listener, SocketFlags::CLOEXEC)?)
+    Ok(crate::fdnum::raise(rustix::net::accept_with(
+        listener,
+        SocketFlags::CLOEXEC,
+    )?))
 }
 
 /// The peer's process id, user id and group id, as the kernel recorded
@@ -109,7 +112,7 @@ fn recv_into(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<(Vec<u8>, Op
     let mut fds: Vec<OwnedFd> = Vec::new();
     for m in control.drain() {
         if let RecvAncillaryMessage::ScmRights(it) = m {
-            fds.extend(it);
+            fds.extend(it.map(crate::fdnum::raise));
         }
     }
     if r.bytes == 0 && fds.is_empty() {

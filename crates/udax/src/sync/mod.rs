@@ -19,6 +19,8 @@
 //!   checker runs a signal handler); its writers' mutex is a `static` too.
 //! * `fs/mod.rs`: `PRECISE_FLOOR`, a `static` clock floor that must be
 //!   `const`-constructible; a max of clock values, no protocol to model.
+//! * `vfs.rs`: `REMOTE_MOVES`, a `static` counter handed out as a fresh
+//!   number per call (`const`-constructible; no protocol to model).
 //! * `device/persist.rs`: `sfence`'s stand-in off x86-64, a CPU fence for
 //!   persistence ordering rather than a protocol between threads (loom's
 //!   `fence` works only inside a model).

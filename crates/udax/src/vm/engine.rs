@@ -217,7 +217,8 @@ fn start() -> Result<Arc<Engine>, String> {
     unsafe { libc::pthread_atfork(Some(before_fork), None, None) };
     let dirty = match (
         Uffd::open_dirty_tracker(),
-        std::fs::File::open("/proc/self/pagemap"),
+        std::fs::File::open("/proc/self/pagemap")
+            .map(|f| std::fs::File::from(crate::fdnum::raise(f.into()))),
     ) {
         (Ok(u), Ok(f)) => Some((u, f)),
         (Err(e), _) | (_, Err(e)) => {

@@ -71,7 +71,9 @@ fn raw_open(flags: u32) -> Result<OwnedFd> {
         return Err(Error::last_os_error());
     }
     // SAFETY: `r` is a fresh descriptor owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    Ok(crate::fdnum::raise(unsafe {
+        OwnedFd::from_raw_fd(r as RawFd)
+    }))
 }
 
 impl Uffd {

@@ -1,0 +1,102 @@
+//! Real programs that fork and exec on one device (issue 17): a shell's
+//! redirections, subshells, pipelines and working directory reach the
+//! programs it runs; descriptors inherited across fork and exec share the
+//! open file description (its offset) with the process that opened it.
+
+mod common;
+use common::*;
+
+/// Run a bash script under the shim; its stdout, with stderr checked to be
+/// free of shim warnings (an inherited descriptor that failed would log).
+fn bash(env: &Env, script: &str) -> String {
+    let out = env.run("bash", &["-c", script]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("udax-preload"), "shim warnings:\n{err}");
+    stdout(&out)
+}
+
+#[test]
+fn p_a_shell_redirection_reaches_the_program_it_runs_and_the_next_one_reads_it() {
+    if !have("bash") || !have("cat") || !have("wc") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    let out = bash(
+        &env,
+        &format!(
+            "echo hello > {m}/a; cat {m}/a; seq 1 5 | (cat > {m}/p); wc -l < {m}/p; \
+             cat < {m}/a > {m}/b; cat {m}/b"
+        ),
+    );
+    assert_eq!(out, "hello\n5\nhello\n");
+    assert_eq!(env.read_udax("/p"), b"1\n2\n3\n4\n5\n");
+}
+
+#[test]
+fn p_cd_into_udax_is_the_working_directory_of_the_programs_a_shell_runs() {
+    if !have("bash") || !have("ls") || !have("pwd") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    let out = bash(
+        &env,
+        &format!("mkdir {m}/d; cd {m}/d && echo x > f && ls && /bin/pwd && cat f && ls .."),
+    );
+    assert_eq!(out, format!("f\n{m}/d\nx\nd\n"));
+}
+
+#[test]
+fn p_one_open_file_description_is_shared_by_the_programs_that_inherit_it() {
+    if !have("bash") || !have("sh") || !have("date") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    // Each writer appends at the shared offset: the parent's, a subshell's
+    // (fork), a program's (fork and exec), a nested shell's (exec, fork).
+    bash(
+        &env,
+        &format!(
+            "exec 3>{m}/h; echo a >&3; (echo b >&3); sh -c 'echo c >&3'; \
+             sh -c '(echo d >&3)'; echo e >&3; {{ echo f; date +%Y >/dev/null; echo g; }} >&3"
+        ),
+    );
+    assert_eq!(env.read_udax("/h"), b"a\nb\nc\nd\ne\nf\ng\n");
+    // A group of programs writing to one redirection: one offset.
+    bash(
+        &env,
+        &format!("{{ echo one; sh -c 'echo two'; echo three; }} > {m}/g"),
+    );
+    assert_eq!(env.read_udax("/g"), b"one\ntwo\nthree\n");
+    // A reader inherits the position the shell left.
+    let out = bash(
+        &env,
+        &format!("exec 4<{m}/g; read first <&4; echo \"$first\"; cat <&4"),
+    );
+    assert_eq!(out, "one\ntwo\nthree\n");
+}
+
+#[test]
+fn p_a_close_on_exec_descriptor_is_not_inherited() {
+    if !have("bash") || !have("sh") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    // Python's open() is O_CLOEXEC: the child has no fd 5.
+    if !have("python3") {
+        return;
+    }
+    let out = bash(
+        &env,
+        &format!(
+            "python3 -c \"import os,subprocess; fd=os.open('{m}/c', os.O_CREAT|os.O_WRONLY, 0o644); \
+             os.dup2(fd, 5, inheritable=False); \
+             print(subprocess.run(['sh','-c','echo x >&5 2>/dev/null && echo inherited || echo closed'], \
+             capture_output=True, text=True).stdout.strip())\""
+        ),
+    );
+    assert_eq!(out, "closed\n");
+}
