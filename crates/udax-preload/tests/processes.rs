@@ -83,12 +83,12 @@ fn p_a_close_on_exec_descriptor_is_not_inherited() {
     if !have("bash") || !have("sh") {
         return;
     }
-    let env = Env::new(32 << 20);
-    let m = &env.mount;
-    // Python's open() is O_CLOEXEC: the child has no fd 5.
     if !have("python3") {
         return;
     }
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    // dup2 with inheritable=False sets FD_CLOEXEC: the child has no fd 5.
     let out = bash(
         &env,
         &format!(
@@ -99,4 +99,95 @@ fn p_a_close_on_exec_descriptor_is_not_inherited() {
         ),
     );
     assert_eq!(out, "closed\n");
+}
+
+#[test]
+fn p_make_j2_builds_in_udax_with_recipes_run_by_dash_through_vfork() {
+    if !have("make") || !have("sh") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    // dash (Debian's /bin/sh) runs each command in a vfork child; the
+    // recipes' redirections and `mv` reach udax through the handover.
+    let mk = "all: a b c d\n\t@cat a b c d > all\n%:\n\t@echo $@ > $@.tmp && mv $@.tmp $@\n";
+    env.with_fs(|fs| fs.mkdir("/mk", 0o755).expect("mkdir"));
+    env.write_udax("/mk/Makefile", mk.as_bytes());
+    let out = bash(
+        &env,
+        &format!("cd {m}/mk && make -j2 && cat all && make -j2"),
+    );
+    assert_eq!(out, "a\nb\nc\nd\nmake: 'all' is up to date.\n");
+}
+
+#[test]
+fn p_two_sqlite3_processes_write_one_wal_database_at_once() {
+    if !have("sqlite3") {
+        return;
+    }
+    let env = Env::new(64 << 20);
+    let m = &env.mount;
+    let db = format!("{m}/db");
+    bash(
+        &env,
+        &format!("sqlite3 {db} 'PRAGMA journal_mode=WAL; CREATE TABLE t(x);' >/dev/null"),
+    );
+    let ins = |from: u32| {
+        (from..from + 200)
+            .map(|i| format!("INSERT INTO t VALUES ({i});"))
+            .collect::<String>()
+    };
+    std::fs::write(env.host.join("a.sql"), ins(1)).unwrap();
+    std::fs::write(env.host.join("b.sql"), ins(201)).unwrap();
+    let out = bash(
+        &env,
+        &format!(
+            "(sqlite3 -cmd '.timeout 20000' {db} < a.sql) & (sqlite3 -cmd '.timeout 20000' {db} < b.sql) & \
+             wait; sqlite3 {db} 'SELECT count(*), sum(x) FROM t; PRAGMA integrity_check;'"
+        ),
+    );
+    assert_eq!(out, "400|80200\nok\n");
+}
+
+#[test]
+fn p_stress_ng_forked_hdd_workers_run_on_udax() {
+    if !have("stress-ng") {
+        return;
+    }
+    let env = Env::new(64 << 20);
+    let m = &env.mount;
+    // The workers are forked children of stress-ng: each attaches on its own.
+    let out = env.run(
+        "bash",
+        &[
+            "-c",
+            &format!(
+                "mkdir {m}/s && stress-ng --temp-path {m}/s --hdd 2 --hdd-bytes 2M --timeout 3s 2>&1"
+            ),
+        ],
+    );
+    let text = stdout(&out);
+    assert!(text.contains("successful run completed"), "{text}");
+    let r = env.fsck();
+    assert!(r.clean, "fsck after stress-ng: {:?}", r.problems);
+}
+
+#[test]
+fn p_dbench_with_two_clients_runs_on_udax() {
+    if !have("dbench") {
+        return;
+    }
+    let env = Env::new(128 << 20);
+    let m = &env.mount;
+    let out = env.run(
+        "bash",
+        &["-c", &format!("mkdir {m}/d && dbench -D {m}/d -t 3 2 2>&1")],
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("Throughput") && text.contains("2 clients"),
+        "{text}"
+    );
+    let r = env.fsck();
+    assert!(r.clean, "fsck after dbench: {:?}", r.problems);
 }

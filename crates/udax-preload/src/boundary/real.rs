@@ -178,6 +178,7 @@ real_fns! {
     seekdir: unsafe extern "C" fn(*mut libc::DIR, libc::c_long);
     getdents64: unsafe extern "C" fn(c_int, *mut c_void, size_t) -> ssize_t;
     fcntl: unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
+    fork: unsafe extern "C" fn() -> libc::pid_t;
     execve: unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
     execvpe: unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
     fexecve: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;

@@ -84,6 +84,26 @@ unsafe fn handing_over(
     r
 }
 
+/// vfork(2) as fork(2), which POSIX allows: a vfork child runs on its
+/// parent's memory without the `pthread_atfork` handlers, so it could not
+/// be handed the parent's udax descriptors for the program it execs (dash
+/// runs every command this way). The cost is fork's copy of the page
+/// tables, under the shim only.
+///
+/// # Safety
+/// As vfork(2); the child may do more than vfork allows (it is a fork).
+#[no_mangle]
+pub unsafe extern "C" fn vfork() -> pid_t {
+    fwd!(fork())
+}
+
+/// # Safety
+/// As vfork(2).
+#[no_mangle]
+pub unsafe extern "C" fn __vfork() -> pid_t {
+    fwd!(fork())
+}
+
 /// # Safety
 /// As execve(2).
 #[no_mangle]
