@@ -149,6 +149,15 @@ fn p_two_sqlite3_processes_write_one_wal_database_at_once() {
     assert_eq!(out, "400|80200\nok\n");
 }
 
+/// Run `script` under bash with its stderr folded into stdout; the output,
+/// after checking that fsck finds the device clean.
+fn run_then_fsck(env: &Env, what: &str, script: &str) -> String {
+    let out = env.run("bash", &["-c", &format!("{script} 2>&1")]);
+    let r = env.fsck();
+    assert!(r.clean, "fsck after {what}: {:?}", r.problems);
+    stdout(&out)
+}
+
 #[test]
 fn p_stress_ng_forked_hdd_workers_run_on_udax() {
     if !have("stress-ng") {
@@ -157,19 +166,12 @@ fn p_stress_ng_forked_hdd_workers_run_on_udax() {
     let env = Env::new(64 << 20);
     let m = &env.mount;
     // The workers are forked children of stress-ng: each attaches on its own.
-    let out = env.run(
-        "bash",
-        &[
-            "-c",
-            &format!(
-                "mkdir {m}/s && stress-ng --temp-path {m}/s --hdd 2 --hdd-bytes 2M --timeout 3s 2>&1"
-            ),
-        ],
+    let text = run_then_fsck(
+        &env,
+        "stress-ng",
+        &format!("mkdir {m}/s && stress-ng --temp-path {m}/s --hdd 2 --hdd-bytes 2M --timeout 3s"),
     );
-    let text = stdout(&out);
     assert!(text.contains("successful run completed"), "{text}");
-    let r = env.fsck();
-    assert!(r.clean, "fsck after stress-ng: {:?}", r.problems);
 }
 
 #[test]
@@ -179,15 +181,13 @@ fn p_dbench_with_two_clients_runs_on_udax() {
     }
     let env = Env::new(128 << 20);
     let m = &env.mount;
-    let out = env.run(
-        "bash",
-        &["-c", &format!("mkdir {m}/d && dbench -D {m}/d -t 3 2 2>&1")],
+    let text = run_then_fsck(
+        &env,
+        "dbench",
+        &format!("mkdir {m}/d && dbench -D {m}/d -t 3 2"),
     );
-    let text = stdout(&out);
     assert!(
         text.contains("Throughput") && text.contains("2 clients"),
         "{text}"
     );
-    let r = env.fsck();
-    assert!(r.clean, "fsck after dbench: {:?}", r.problems);
 }
