@@ -87,21 +87,48 @@ pub unsafe fn classify_pair(
     use crate::state::path::{classify, Target};
     // SAFETY: the caller's contract.
     let (ta, tb) = unsafe { (classify(fa, a)?, classify(fb, b)?) };
-    match (ta, tb) {
-        (Target::Udax(x), Target::Udax(y)) => Ok(Pair::Udax(x, y)),
-        (Target::Udax(_), _) | (_, Target::Udax(_)) => Err(unsupported(
-            call,
-            "one path is in udax and the other is not (across the mount boundary)",
-            libc::EXDEV,
-        )),
-        (x, y) => {
-            let h = |t| match t {
-                Target::HostPath(c) => Some(c),
-                _ => None,
-            };
-            Ok(Pair::Host(h(x), h(y)))
-        }
+    let (ua, ub) = (matches!(ta, Target::Udax(_)), matches!(tb, Target::Udax(_)));
+    if ua && ub {
+        let (Target::Udax(x), Target::Udax(y)) = (ta, tb) else {
+            unreachable!("both checked above")
+        };
+        return Ok(Pair::Udax(x, y));
     }
+    if ua || ub {
+        // The kernel resolves both paths first: a relative host path under a
+        // descriptor that is not open is EBADF, not EXDEV.
+        let (hf, hp) = if ua { (fb, b) } else { (fa, a) };
+        // SAFETY: `hp` is null or a C string (the caller's contract).
+        let relative = !hp.is_null() && unsafe { *hp } != b'/' as libc::c_char;
+        // SAFETY: F_GETFD takes no argument and only reads the fd table.
+        if relative && hf != libc::AT_FDCWD && unsafe { libc::fcntl(hf, libc::F_GETFD) } < 0 {
+            return Err(Errno(libc::EBADF));
+        }
+        let show = |p: *const libc::c_char| {
+            if p.is_null() {
+                String::new()
+            } else {
+                // SAFETY: the caller's contract: a C string.
+                unsafe { std::ffi::CStr::from_ptr(p) }
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        };
+        return Err(unsupported(
+            call,
+            &format!(
+                "{:?} and {:?}: one is in udax and the other is not (across the mount boundary)",
+                show(a),
+                show(b)
+            ),
+            libc::EXDEV,
+        ));
+    }
+    let h = |t| match t {
+        Target::HostPath(c) => Some(c),
+        _ => None,
+    };
+    Ok(Pair::Host(h(ta), h(tb)))
 }
 
 /// A C buffer as a byte slice (empty for a null pointer with length 0).

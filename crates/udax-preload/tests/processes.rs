@@ -159,19 +159,27 @@ fn run_then_fsck(env: &Env, what: &str, script: &str) -> String {
 }
 
 #[test]
-fn p_stress_ng_forked_hdd_workers_run_on_udax() {
+fn p_stress_ng_file_stressors_verify_on_udax_in_forked_workers() {
     if !have("stress-ng") {
         return;
     }
-    let env = Env::new(64 << 20);
+    let env = Env::new(128 << 20);
     let m = &env.mount;
-    // The workers are forked children of stress-ng: each attaches on its own.
+    // The issue's list, all at once, each verifying what it wrote; the
+    // workers are forked children of stress-ng: each attaches on its own.
     let text = run_then_fsck(
         &env,
         "stress-ng",
-        &format!("mkdir {m}/s && stress-ng --temp-path {m}/s --hdd 2 --hdd-bytes 2M --timeout 3s"),
+        &format!(
+            "mkdir {m}/s && stress-ng --temp-path {m}/s --verify --timeout 3s \
+             --hdd 1 --hdd-bytes 2M --mmap 1 --mmap-file --mmap-bytes 4M \
+             --fallocate 1 --fallocate-bytes 4M --dir 1 --rename 1 --link 1 \
+             --dentry 1 --seek 1 --seek-size 4M --fiemap 1 --fiemap-bytes 4M \
+             --sync-file 1 --sync-file-bytes 4M"
+        ),
     );
     assert!(text.contains("successful run completed"), "{text}");
+    assert!(!text.contains("stress-ng: fail"), "{text}");
 }
 
 #[test]
@@ -190,4 +198,45 @@ fn p_dbench_with_two_clients_runs_on_udax() {
         text.contains("Throughput") && text.contains("2 clients"),
         "{text}"
     );
+}
+
+#[test]
+fn p_the_cli_lists_and_reads_through_the_owner_while_a_program_holds_files_open() {
+    if !have("bash") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    let mut holder = spawn(
+        env.cmd("bash")
+            .args([
+                "-c",
+                &format!("exec 3>{m}/held; echo kept >&3; echo ready; read x; echo more >&3"),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let udax = shim().with_file_name("udax");
+    let cli = |args: &[&str]| {
+        let out = output(
+            std::process::Command::new(&udax)
+                .args(args)
+                .env("UDAX_RUNTIME_DIR", env.runtime()),
+        );
+        assert!(out.status.success(), "udax {args:?}: {out:?}");
+        stdout(&out)
+    };
+    let dev = env.dev.to_str().unwrap();
+    assert!(cli(&["ls", &format!("{dev}:/")]).contains("held"));
+    assert_eq!(cli(&["cat", &format!("{dev}:/held")]), "kept\n");
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(cli(&["cat", &format!("{dev}:/held")]), "kept\nmore\n");
 }
