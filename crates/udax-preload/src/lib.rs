@@ -47,8 +47,15 @@ extern "C" fn at_load() {
     }
     boundary::threads::at_load(single);
     // SAFETY: registering a prepare handler that returns at once unless
-    // this process holds udax files (then it offers them to the child).
-    unsafe { libc::pthread_atfork(Some(state::inherit::before_fork), None, None) };
+    // this process holds udax files (then it offers them to the child), and
+    // a child handler that only stores to atomics.
+    unsafe {
+        libc::pthread_atfork(
+            Some(state::inherit::before_fork),
+            None,
+            Some(state::mount::after_fork_in_child),
+        )
+    };
     // What an exec handed over (UDAX_INHERIT), if anything.
     state::inherit::at_load();
 }

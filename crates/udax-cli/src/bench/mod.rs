@@ -39,7 +39,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = ".")]
     file_dir: PathBuf,
     /// Run only these benchmarks (comma-separated ids:
-    /// P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P12; P3, P4 and P5 run together, as do
+    /// P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P12,P13; P3, P4 and P5 run together, as do
     /// P10 and P12).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     only: Vec<String>,
@@ -241,8 +241,8 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     let mut backing = vec![0u8; 4096 + 64];
     let skew = backing.as_ptr().align_offset(64);
     let page = &mut backing[skew..skew + 4096];
-    const IDS: [&str; 11] = [
-        "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12",
+    const IDS: [&str; 12] = [
+        "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12", "P13",
     ];
     if let Some(bad) = a
         .only
@@ -291,6 +291,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     }
     if want("P10/P12") {
         out.extend(owner::run(&c, tmp.path())?);
+    }
+    if want("P13") {
+        out.extend(shim::dbench(a.quick, c.reps.min(3), &a.tmpfs_dir)?);
     }
 
     report(&out, a.quick, a.json.as_deref())

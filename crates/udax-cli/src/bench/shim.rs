@@ -53,6 +53,9 @@ struct Shim<'a> {
     so: &'a Path,
     dev: PathBuf,
     mount: String,
+    /// Mounted in the program itself (`UDAX_MOUNT_OPTIONS=embedded`), not
+    /// through the device's owner (the default).
+    embedded: bool,
 }
 
 impl Shim<'_> {
@@ -60,6 +63,11 @@ impl Shim<'_> {
         c.env("LD_PRELOAD", self.so)
             .env("UDAX_DEVICE", &self.dev)
             .env("UDAX_MOUNT", &self.mount);
+        if self.embedded {
+            c.env("UDAX_MOUNT_OPTIONS", "embedded");
+        } else {
+            c.env_remove("UDAX_MOUNT_OPTIONS");
+        }
     }
 }
 
@@ -154,11 +162,12 @@ pub(super) fn run(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>, St
     let tmp = tempfile::tempdir_in(tmpfs).map_err(|err| format!("{}: {err}", tmpfs.display()))?;
     let mount = format!("/udax-bench-{}", std::process::id());
     // The shim on a fresh device file of `size` bytes with directories `dirs`.
-    let shim_on = |size: u64, dirs: &[&str]| -> Result<Shim, String> {
+    let shim_on = |size: u64, dirs: &[&str], embedded: bool| -> Result<Shim, String> {
         Ok(Shim {
             so: &so,
             dev: device(tmp.path(), size, dirs)?,
             mount: mount.clone(),
+            embedded,
         })
     };
     let n: usize = if quick { 20_000 } else { 100_000 };
@@ -167,20 +176,32 @@ pub(super) fn run(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>, St
     // ---- sqlite3: WAL, 1000 inserts per transaction ----
     if on_path("sqlite3") {
         let db = tmp.path().join("p8.db");
-        for (id, name, bulk) in [
+        let rows = [
             (
                 "P8-sqlite",
                 "sqlite3 inserts, WAL, 1000 per transaction (one INSERT ... SELECT), \
-                 1000-byte values (whole process): through the shim vs tmpfs",
+                 1000-byte values (whole process): through the shim (a client of the device's \
+                 owner) vs tmpfs",
                 true,
+                false,
             ),
             (
                 "P8-sqlite-stmt",
                 "sqlite3 inserts, WAL, 1000 per transaction, one INSERT statement per row, \
-                 20-byte values (parser-bound; whole process): through the shim vs tmpfs",
+                 20-byte values (parser-bound; whole process): through the shim (a client of \
+                 the device's owner) vs tmpfs",
+                false,
                 false,
             ),
-        ] {
+            (
+                "P8-sqlite-emb",
+                "the same as P8-sqlite, the device mounted in sqlite3 itself \
+                 (UDAX_MOUNT_OPTIONS=embedded) vs tmpfs",
+                true,
+                true,
+            ),
+        ];
+        for (id, name, bulk, embedded) in rows {
             let script = tmp.path().join("p8.sql");
             e(std::fs::write(&script, sqlite_script(n, bulk)))?;
             let run = |db: &str, shim: Option<&Shim>| -> Result<f64, String> {
@@ -200,7 +221,7 @@ pub(super) fn run(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>, St
             let (u, b) = paired(
                 reps,
                 Side {
-                    prepare: || shim_on(dev_size, &[]),
+                    prepare: || shim_on(dev_size, &[], embedded),
                     run: |s| run(&format!("{mount}/p8.db"), Some(&s)),
                 },
                 Side {
@@ -238,28 +259,36 @@ pub(super) fn run(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>, St
             Ok(n as f64 / timed(&mut c, "mdb_load")?.0 / 1e3)
         };
         let d = tmp.path().join("env");
-        let (u, b) = paired(
-            reps,
-            Side {
-                prepare: || shim_on(dev_size, &["/env"]),
-                run: |s| run(&format!("{mount}/env"), Some(&s)),
-            },
-            Side {
-                prepare: || {
-                    let _ = std::fs::remove_dir_all(&d);
-                    e(std::fs::create_dir(&d))
+        for (id, name, embedded) in [
+            (
+                "P8-lmdb",
+                "LMDB puts (mdb_load, whole process): through the shim (a client of the \
+                 device's owner) vs tmpfs",
+                false,
+            ),
+            (
+                "P8-lmdb-emb",
+                "LMDB puts (mdb_load, whole process): through the shim, the device mounted in \
+                 the program (embedded) vs tmpfs",
+                true,
+            ),
+        ] {
+            let (u, b) = paired(
+                reps,
+                Side {
+                    prepare: || shim_on(dev_size, &["/env"], embedded),
+                    run: |s| run(&format!("{mount}/env"), Some(&s)),
                 },
-                run: |()| run(d.to_str().unwrap_or_default(), None),
-            },
-        )?;
-        out.push(res(
-            "P8-lmdb",
-            "LMDB puts (mdb_load, whole process): through the shim vs tmpfs",
-            "k puts/s",
-            u,
-            Some(b),
-            None,
-        ));
+                Side {
+                    prepare: || {
+                        let _ = std::fs::remove_dir_all(&d);
+                        e(std::fs::create_dir(&d))
+                    },
+                    run: |()| run(d.to_str().unwrap_or_default(), None),
+                },
+            )?;
+            out.push(res(id, name, "k puts/s", u, Some(b), None));
+        }
     } else {
         eprintln!("P8-lmdb: skipped, mdb_load not installed (lmdb-utils)");
     }
@@ -280,25 +309,101 @@ pub(super) fn run(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>, St
             .map_err(|_| format!("pread loop: {}", String::from_utf8_lossy(&o.stderr).trim()))
     };
     let host = tmp.path().join("p8.pread");
-    let (u, b) = paired(
-        reps,
-        Side {
-            prepare: || shim_on(64 << 20, &[]),
-            run: |s| run(&format!("{mount}/p8.pread"), Some(&s)),
-        },
-        Side {
-            prepare: || Ok(()),
-            run: |()| run(host.to_str().unwrap_or_default(), None),
-        },
-    )?;
-    out.push(res(
-        "P8-pread",
-        "1-byte pread: a udax file through the shim vs the pread system call on tmpfs (lower is better)",
-        "ns/call",
-        u,
-        Some(b),
-        None,
-    ));
+    for (id, name, embedded) in [
+        (
+            "P8-pread",
+            "1-byte pread: a udax file through the shim (a client of the device's owner) vs \
+             the pread system call on tmpfs (lower is better)",
+            false,
+        ),
+        (
+            "P8-pread-emb",
+            "1-byte pread: a udax file through the shim, mounted in the program (embedded), \
+             vs the pread system call on tmpfs (lower is better)",
+            true,
+        ),
+    ] {
+        let (u, b) = paired(
+            reps,
+            Side {
+                prepare: || shim_on(64 << 20, &[], embedded),
+                run: |s| run(&format!("{mount}/p8.pread"), Some(&s)),
+            },
+            Side {
+                prepare: || Ok(()),
+                run: |()| run(host.to_str().unwrap_or_default(), None),
+            },
+        )?;
+        out.push(res(id, name, "ns/call", u, Some(b), None));
+    }
+    Ok(out)
+}
+
+/// P13: `dbench N` (N = 1, 2) on a udax directory through the shim (a
+/// client of the device's owner per dbench process) vs on tmpfs.
+pub(super) fn dbench(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>, String> {
+    let mut out = Vec::new();
+    let Some(so) = shim_so() else {
+        eprintln!("P13: skipped, libudax_preload.so not found next to udax");
+        return Ok(out);
+    };
+    if !on_path("dbench") {
+        eprintln!("P13: skipped, dbench not installed");
+        return Ok(out);
+    }
+    let tmp = tempfile::tempdir_in(tmpfs).map_err(|err| format!("{}: {err}", tmpfs.display()))?;
+    let mount = format!("/udax-bench-{}", std::process::id());
+    let secs = if quick { "2" } else { "10" };
+    let run = |dir: &str, clients: &str, shim: Option<&Shim>| -> Result<f64, String> {
+        let mut c = Command::new("dbench");
+        c.args(["-D", dir, "-t", secs, clients]);
+        if let Some(s) = shim {
+            s.apply(&mut c);
+        }
+        let (_, stdout) = timed(&mut c, "dbench")?;
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Throughput "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| format!("dbench on {dir}: no throughput line"))
+    };
+    let host = tmp.path().join("dbench");
+    for (id, name, clients) in [
+        (
+            "P13-dbench1",
+            "dbench 1 through the shim (a client of the device's owner) vs tmpfs",
+            "1",
+        ),
+        (
+            "P13-dbench2",
+            "dbench 2 through the shim (two client processes) vs tmpfs",
+            "2",
+        ),
+    ] {
+        let (u, b) = paired(
+            reps,
+            Side {
+                prepare: || {
+                    Ok(Shim {
+                        so: &so,
+                        dev: device(tmp.path(), 512 << 20, &["/d"])?,
+                        mount: mount.clone(),
+                        embedded: false,
+                    })
+                },
+                run: |s| run(&format!("{mount}/d"), clients, Some(&s)),
+            },
+            Side {
+                prepare: || {
+                    let _ = std::fs::remove_dir_all(&host);
+                    e(std::fs::create_dir(&host))
+                },
+                run: |()| run(host.to_str().unwrap_or_default(), clients, None),
+            },
+        )?;
+        out.push(res(id, name, "MB/s", u, Some(b), None));
+    }
     Ok(out)
 }
 

@@ -26,7 +26,7 @@ impl Entry {
     fn new(map: VMapping, prot: Prot, flags: MapFlags) -> Arc<Entry> {
         Arc::new(Entry {
             map: std::mem::ManuallyDrop::new(map),
-            born: std::process::id(),
+            born: crate::state::mount::pid(),
             prot: Mutex::new(prot),
             flags,
             gone: Mutex::new(Default::default()),
@@ -47,7 +47,7 @@ impl Drop for Entry {
     fn drop(&mut self) {
         // In a forked child the mapping is the parent's (its fault engine
         // and, through an owner, its open handle): left alone.
-        if self.born == std::process::id() {
+        if self.born == crate::state::mount::pid() {
             // SAFETY: dropped once, here, and `map` is not used after.
             unsafe { std::mem::ManuallyDrop::drop(&mut self.map) };
         }

@@ -89,7 +89,7 @@ impl Desc {
     pub fn new(kind: Kind, path: String, status: c_int) -> Arc<Desc> {
         Arc::new(Desc {
             kind: std::mem::ManuallyDrop::new(kind),
-            born: std::process::id(),
+            born: crate::state::mount::pid(),
             path: Mutex::new(DirPath::new(path)),
             pos: Mutex::new(0),
             status: AtomicI32::new(status),
@@ -140,7 +140,7 @@ impl Desc {
     }
     /// Made by this process (not inherited across fork).
     pub fn is_own(&self) -> bool {
-        self.born == std::process::id()
+        self.born == crate::state::mount::pid()
     }
     /// The path as opened (a directory's as last found), without a check.
     pub fn path_hint(&self) -> String {
@@ -219,7 +219,7 @@ impl Desc {
 
 impl Drop for Desc {
     fn drop(&mut self) {
-        if self.born != std::process::id() {
+        if self.born != crate::state::mount::pid() {
             // Inherited across fork: the file is the parent's (through an
             // owner, its handle is the parent connection's), left alone.
             return;

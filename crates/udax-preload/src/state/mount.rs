@@ -31,8 +31,29 @@ static MOUNT: RwLock<Option<Attached>> = RwLock::new(None);
 /// attached; cleared when the child attaches on its own.
 static FORKED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn after_fork_in_child() {
+/// This process's pid, cached (`getpid` is a system call, and every udax
+/// call asks whose descriptors and connection it holds); 0: not known yet.
+static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// This process's pid (a forked child's own, from its first call on).
+pub fn pid() -> u32 {
+    // ORDERING: a cache of a value every thread computes alike; the child
+    // handler resets it before the child's only thread goes on.
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let p = std::process::id();
+            PID.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
+}
+
+/// The `pthread_atfork` child handler (registered at load): the child is
+/// a new process (its pid, its own attachment to come).
+pub extern "C" fn after_fork_in_child() {
     // ORDERING: read by the same (only) thread of the child afterwards.
+    PID.store(0, Ordering::Relaxed);
     FORKED.store(true, Ordering::Relaxed);
 }
 
@@ -176,7 +197,7 @@ fn mount_options() -> Result<Options, String> {
 /// The file system (a cheap handle), attaching on first use (again in a
 /// forked child); EIO after the exit teardown.
 pub fn fs() -> R<Vfs> {
-    let me = std::process::id();
+    let me = pid();
     {
         let g = MOUNT.read().unwrap_or_else(|p| p.into_inner());
         match g.as_ref() {
@@ -208,13 +229,6 @@ pub fn fs() -> R<Vfs> {
         }
         None => {}
     }
-    if g.is_none() {
-        static HOOKED: std::sync::Once = std::sync::Once::new();
-        // SAFETY: registering a handler that only stores to an atomic.
-        HOOKED.call_once(|| unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
-        });
-    }
     let vfs = attach();
     *g = Some(Attached { pid: me, vfs });
     // ORDERING: as in `after_fork_in_child`.
@@ -229,7 +243,7 @@ static EXITED: AtomicBool = AtomicBool::new(false);
 pub fn attached() -> Option<Vfs> {
     let g = MOUNT.read().unwrap_or_else(|p| p.into_inner());
     match g.as_ref() {
-        Some(Attached { pid, vfs: Ok(v) }) if *pid == std::process::id() => Some(v.clone()),
+        Some(Attached { pid: p, vfs: Ok(v) }) if *p == pid() => Some(v.clone()),
         _ => None,
     }
 }
@@ -237,7 +251,7 @@ pub fn attached() -> Option<Vfs> {
 /// This process attached (not a forked child that has not).
 pub fn attached_by_this_process() -> bool {
     let g = MOUNT.read().unwrap_or_else(|p| p.into_inner());
-    matches!(g.as_ref(), Some(a) if a.pid == std::process::id() && a.vfs.is_ok())
+    matches!(g.as_ref(), Some(a) if a.pid == pid() && a.vfs.is_ok())
 }
 
 /// At exit, after the descriptors and mappings are gone (`state::exit`):
@@ -248,10 +262,14 @@ pub fn unmount_at_exit() {
     // ORDERING: as in `after_fork_in_child`.
     EXITED.store(true, Ordering::Relaxed);
     let taken = MOUNT.write().unwrap_or_else(|p| p.into_inner()).take();
-    let Some(Attached { pid, vfs: Ok(vfs) }) = taken else {
+    let Some(Attached {
+        pid: p,
+        vfs: Ok(vfs),
+    }) = taken
+    else {
         return;
     };
-    if pid != std::process::id() {
+    if p != pid() {
         std::mem::forget(vfs);
         return;
     }
