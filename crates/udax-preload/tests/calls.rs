@@ -238,6 +238,11 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("readlink_fd_link", "1"),
         ("readlink_fd_link_deleted", "1"),
         ("create_through_dir_fd_link", "1"),
+        ("populate_write", "0"),
+        ("populate_write_allocates", "1"),
+        ("populate_read", "0"),
+        ("populate_past_eof", "-EFAULT"),
+        ("populate_write_read_only", "-EINVAL"),
     ];
     let per_side: Vec<(String, &str)> = both
         .iter()

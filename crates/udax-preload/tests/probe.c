@@ -223,6 +223,26 @@ static void fd_links(const char *base, const char *tag) {
 /* A trailing slash asks for a directory ("f/" of a file is ENOTDIR; O_CREAT
  * of "name/" EISDIR), and a last component . or .. names no entry to remove
  * or rename. Lines end in _TAG, so udax and the host can be compared. */
+/* MADV_POPULATE_READ/WRITE on a file mapping: a write populate fills the
+   holes (blocks allocated), past end of file it is EFAULT (an access would
+   raise SIGBUS), and a write populate of a read-only mapping is EINVAL. */
+static void populate(const char *base, const char *tag) {
+    struct stat st;
+    int fd = open(at(base, "pop"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+    ftruncate(fd, 8192);
+    char *p = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    tnum("populate_write", tag, madvise(p, 8192, MADV_POPULATE_WRITE));
+    fstat(fd, &st);
+    tnum("populate_write_allocates", tag, st.st_blocks >= 16);
+    tnum("populate_read", tag, madvise(p, 8192, MADV_POPULATE_READ));
+    tnum("populate_past_eof", tag, madvise(p, 3 * 4096, MADV_POPULATE_READ));
+    munmap(p, 3 * 4096);
+    p = mmap(NULL, 8192, PROT_READ, MAP_SHARED, fd, 0);
+    tnum("populate_write_read_only", tag, madvise(p, 8192, MADV_POPULATE_WRITE));
+    munmap(p, 8192);
+    close(fd);
+}
+
 static void trailing_slashes(const char *base, const char *tag) {
     struct stat st;
     char p[4096];
@@ -404,6 +424,8 @@ int main(int argc, char **argv) {
     fd_links(H, "host");
     trailing_slashes(M, "udax");
     trailing_slashes(H, "host");
+    populate(M, "udax");
+    populate(H, "host");
 
     /* directories */
     num("mkdir", mkdir(at(M, "dir"), 0755));

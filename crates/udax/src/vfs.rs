@@ -415,6 +415,14 @@ impl VMapping {
         }
     }
 
+    /// The mapped file's size now.
+    pub fn file_len(&self) -> Result<u64> {
+        match self {
+            VMapping::Local(m) => Ok(m.file().len()),
+            VMapping::Remote(m) => m.file().len(),
+        }
+    }
+
     /// What is at block `fblk` of the mapped file.
     pub fn iomap(&self, fblk: u64) -> Result<Lookup> {
         match self {

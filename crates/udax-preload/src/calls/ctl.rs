@@ -144,6 +144,9 @@ fn fcntl_udax(fd: c_int, d: &Desc, cmd: c_int, arg: c_ulong) -> R<c_int> {
         | libc::F_OFD_SETLKW => posix_lock(d, cmd, arg),
         libc::F_GETOWN => Ok(0),
         libc::F_ADD_SEALS | libc::F_GET_SEALS => Err(Errno(libc::EINVAL)),
+        // F_GET_FILE_RW_HINT, F_SET_FILE_RW_HINT: gone from Linux 5.18 on
+        // (EINVAL on every file), so nothing udax lacks.
+        1037 | 1038 => Err(Errno(libc::EINVAL)),
         _ => Err(unsupported(
             "fcntl",
             &format!("command {cmd} on a udax descriptor"),

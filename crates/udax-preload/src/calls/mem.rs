@@ -470,6 +470,9 @@ fn madvise_udax(a: usize, len: usize, advice: c_int) -> R<()> {
         libc::MADV_DODUMP,
         libc::MADV_COLD,
         libc::MADV_PAGEOUT,
+        // KSM merges anonymous memory only; the kernel skips file mappings.
+        libc::MADV_MERGEABLE,
+        libc::MADV_UNMERGEABLE,
     ];
     split(
         a,
@@ -483,6 +486,23 @@ fn madvise_udax(a: usize, len: usize, advice: c_int) -> R<()> {
             };
             if advice == libc::MADV_HWPOISON {
                 return hwpoison(&e, base, off, n);
+            }
+            if advice == libc::MADV_POPULATE_READ || advice == libc::MADV_POPULATE_WRITE {
+                // Fault the pages in (a write populate allocates holes), as
+                // a pin does, and let go at once; past end of file the
+                // kernel's EFAULT.
+                let write = advice == libc::MADV_POPULATE_WRITE;
+                if write && e.prot() == Prot::Read {
+                    return Err(Errno(libc::EINVAL));
+                }
+                let eof = e.map.file_len()?.div_ceil(PAGE as u64) * PAGE as u64;
+                if e.map.offset() + (off + n) as u64 > eof {
+                    return Err(Errno(libc::EFAULT));
+                }
+                return match e.map.pin(off, n, write) {
+                    Ok(_pin) => Ok(()),
+                    Err(err) => Err(Errno(err.errno())),
+                };
             }
             if advice == libc::MADV_SOFT_OFFLINE {
                 // A DAX page cannot be migrated away (the kernel: EIO).
