@@ -240,3 +240,58 @@ fn p_the_cli_lists_and_reads_through_the_owner_while_a_program_holds_files_open(
     assert!(holder.wait().unwrap().success());
     assert_eq!(cli(&["cat", &format!("{dev}:/held")]), "kept\nmore\n");
 }
+
+#[test]
+fn p_kill_9_of_writing_clients_loses_nothing_they_were_told_was_written() {
+    if !have("bash") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    for round in 0..6u64 {
+        // A shell appends numbered lines (each `echo` is one O_APPEND write
+        // through the owner) and reports each one once its write returned.
+        let mut w = spawn(
+            env.cmd("bash")
+                .args([
+                    "-c",
+                    &format!(
+                        "i=0; while :; do i=$((i+1)); echo $i >> {m}/log{round}; echo $i; done"
+                    ),
+                ])
+                .stdout(Stdio::piped()),
+        );
+        let mut out = BufReader::new(w.stdout.take().unwrap());
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(40 + 45 * round);
+        let mut acked = 0u64;
+        let mut line = String::new();
+        while std::time::Instant::now() < until {
+            line.clear();
+            if out.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            acked = line.trim().parse().unwrap();
+        }
+        // SAFETY: kill(2) of our own child.
+        assert_eq!(unsafe { libc::kill(w.id() as i32, libc::SIGKILL) }, 0);
+        w.wait().unwrap();
+        assert!(acked > 0, "round {round}: the writer wrote nothing");
+        // Every acknowledged line is there, in order, none torn; one more
+        // (written, its report lost) may follow.
+        let text = String::from_utf8(env.read_udax_via_shim(&format!("log{round}"))).unwrap();
+        let got: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
+        assert!(
+            got.len() as u64 >= acked,
+            "round {round}: {} lines, {acked} acknowledged",
+            got.len()
+        );
+        assert!(
+            got.iter().enumerate().all(|(i, &v)| v == i as u64 + 1),
+            "round {round}: lines out of order or torn"
+        );
+    }
+    let r = env.fsck();
+    assert!(r.clean, "fsck after the kills: {:?}", r.problems);
+}

@@ -266,6 +266,12 @@ impl Env {
         udax::fs::fsck(&*d).expect("fsck")
     }
 
+    /// A udax file's bytes as `cat` under the shim reads them (through the
+    /// owner, which may be serving other processes).
+    pub fn read_udax_via_shim(&self, rel: &str) -> Vec<u8> {
+        self.run("cat", &[&self.at(rel)]).stdout
+    }
+
     pub fn read_udax(&self, path: &str) -> Vec<u8> {
         self.with_fs(|fs| read_all(fs, path))
     }
