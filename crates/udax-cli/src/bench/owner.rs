@@ -20,7 +20,7 @@
 //! * P12-stat: `stat` of one file in a client, answered by its attribute
 //!   cache (nothing changes meanwhile); P12-create: create + unlink of a
 //!   new file through the owner; both against the same system calls on
-//!   tmpfs.
+//!   tmpfs. P11-append: append 4 KiB + fdatasync in a client vs tmpfs.
 
 use super::mmap::touch;
 use super::{e, gbps, rate_over, repeat, res, Cfg, Res};
@@ -238,8 +238,45 @@ pub(super) fn run(c: &Cfg, tmp: &Path) -> Result<Vec<Res>, String> {
         drop(e(std::fs::File::create(&p))?);
         e(std::fs::remove_file(&p))
     })?;
+    // P11: append 4 KiB + fdatasync, in a client (an `Append` round trip and
+    // a sync through the owner) vs write + fdatasync on tmpfs.
+    let page4k = vec![0xA5u8; 4096];
+    let appends: Vec<u64> = (0..c.file_ops).collect();
+    let cappend = {
+        let f = e(client.open("/append", true, true, 0o644))?;
+        let r = rate_over(c.reps, &appends, |_| {
+            e(f.append(&page4k))?;
+            e(f.sync_data())
+        })?;
+        drop(f);
+        e(client.unlink("/append"))?;
+        r
+    };
+    let happend = {
+        use std::io::Write;
+        let p = tmp.join("append");
+        let mut f = e(std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p))?;
+        let r = rate_over(c.reps, &appends, |_| {
+            e(f.write_all(&page4k))?;
+            e(f.sync_data())
+        })?;
+        drop(f);
+        e(std::fs::remove_file(&p))?;
+        r
+    };
     drop(client);
     Ok(vec![
+        res(
+            "P11-append",
+            "append 4 KiB + fdatasync in a client of the owner vs write + fdatasync on tmpfs",
+            "Mops/s",
+            cappend,
+            Some(happend),
+            None,
+        ),
         res(
             "P10-rtt",
             "one round trip to the device's owner (Ping over its socket)",
