@@ -1253,6 +1253,9 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                     f.set_len(end)?;
                 }
                 let n = f.write_at(&data, at)?;
+                // Durable before the answer: the client's fdatasync then
+                // needs no round trip (`RemoteFile::sync_data`).
+                f.sync_data()?;
                 Reply::Appended { at, n: n as u64 }
             }
             Request::Remap {
@@ -1419,6 +1422,8 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                     recall(sh, f.ino(), None, false, range)?;
                 }
                 let n = f.write_at(&data, offset)?;
+                // As for `Append`.
+                f.sync_data()?;
                 Reply::Written { n: n as u64 }
             }
         })
