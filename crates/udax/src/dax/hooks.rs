@@ -360,7 +360,7 @@ pub(crate) fn poison_pages(inode: &dyn DaxInode, page: u64) -> usize {
         // Into the SIGBUS table before the marker: a thread that hits the
         // marker at once must find the page there (ORDERING: vm/signals.rs).
         vm::signals::add(addr, huge);
-        match eng.uffd.poison(addr, PAGE, false) {
+        match poison_marker(eng, addr, PAGE) {
             Ok(()) => {
                 st.poisoned.insert(page..page + 1);
                 n += 1;
@@ -376,6 +376,23 @@ pub(crate) fn poison_pages(inode: &dyn DaxInode, page: u64) -> usize {
     n
 }
 
+/// A poison marker over `[addr, addr+len)`. The ioctl fails with EAGAIN
+/// while another mapping's REMAP event is unread (a handler thread reads it
+/// soon): tried again, as mapping ahead does.
+fn poison_marker(eng: &vm::Engine, addr: usize, len: usize) -> std::io::Result<()> {
+    let mut r = eng.uffd.poison(addr, len, false);
+    for _ in 0..1000 {
+        match &r {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                std::thread::yield_now();
+                r = eng.uffd.poison(addr, len, false);
+            }
+            _ => break,
+        }
+    }
+    r
+}
+
 /// Put poison markers on the whole 2 MiB page of file pages `chunk..` of a
 /// hugetlbfs-device region (its unit of loss): every access in it gets
 /// `BUS_MCEERR_AR` with `si_addr_lsb` 21.
@@ -388,7 +405,7 @@ pub(crate) fn mark_chunk_lost(
     let addr = r.addr_of(chunk);
     // Into the SIGBUS table before the markers, as in `poison_pages`.
     vm::signals::add_chunk(addr);
-    match eng.uffd.poison(addr, PMD_PAGES as usize * PAGE, false) {
+    match poison_marker(eng, addr, PMD_PAGES as usize * PAGE) {
         Ok(()) => {
             st.poisoned.insert(chunk..chunk + PMD_PAGES);
             true
