@@ -4,8 +4,6 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 
 #[test]
 fn threads_racing_the_first_call_all_get_their_own_data() {
@@ -46,23 +44,13 @@ fn a_second_process_shares_the_device_through_the_owner_while_another_holds_a_fi
     env.write_udax("/f", b"data\n");
     // A shell opens a udax file (attaching to the owner, started for it)
     // and keeps running.
-    let mut holder = spawn(
-        env.cmd("sh")
-            .args([
-                "-c",
-                &format!(
-                    "exec 3<>{}; echo ready; read x; echo more >&3; exit 0",
-                    env.at("f")
-                ),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped()),
-    );
-    let mut line = String::new();
-    BufReader::new(holder.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
+    let mut holder = spawn_ready(env.cmd("sh").args([
+        "-c",
+        &format!(
+            "exec 3<>{}; echo ready; read x; echo more >&3; exit 0",
+            env.at("f")
+        ),
+    ]));
     // Meanwhile, other processes read and write the same device.
     let out = env.run("cat", &[&env.at("f")]);
     assert_eq!(stdout(&out), "data\n");
@@ -89,20 +77,10 @@ fn embedded_exit_releases_the_device_lock_and_a_busy_device_names_its_holder() {
         c.env("UDAX_MOUNT_OPTIONS", "embedded");
         c
     };
-    let mut holder = spawn(
-        embedded("sh")
-            .args([
-                "-c",
-                &format!("exec 3<{}; echo ready; read x; exit 0", env.at("f")),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped()),
-    );
-    let mut line = String::new();
-    BufReader::new(holder.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
+    let mut holder = spawn_ready(embedded("sh").args([
+        "-c",
+        &format!("exec 3<{}; echo ready; read x; exit 0", env.at("f")),
+    ]));
     let out = output(embedded("cat").arg(env.at("f")));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -205,24 +205,12 @@ fn p_the_cli_lists_and_reads_through_the_owner_while_a_program_holds_files_open(
     if !have("bash") {
         return;
     }
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     let env = Env::new(32 << 20);
     let m = &env.mount;
-    let mut holder = spawn(
-        env.cmd("bash")
-            .args([
-                "-c",
-                &format!("exec 3>{m}/held; echo kept >&3; echo ready; read x; echo more >&3"),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped()),
-    );
-    let mut line = String::new();
-    BufReader::new(holder.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
+    let mut holder = spawn_ready(env.cmd("bash").args([
+        "-c",
+        &format!("exec 3>{m}/held; echo kept >&3; echo ready; read x; echo more >&3"),
+    ]));
     let udax = shim().with_file_name("udax");
     let cli = |args: &[&str]| {
         let out = output(

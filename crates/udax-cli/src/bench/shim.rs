@@ -58,7 +58,25 @@ struct Shim<'a> {
     embedded: bool,
 }
 
-impl Shim<'_> {
+impl<'a> Shim<'a> {
+    /// The shim `so` on a fresh device file of `size` bytes in `dir`, with
+    /// directories `dirs`, at `mount`.
+    fn on(
+        so: &'a Path,
+        dir: &Path,
+        mount: &str,
+        size: u64,
+        dirs: &[&str],
+        embedded: bool,
+    ) -> Result<Shim<'a>, String> {
+        Ok(Shim {
+            so,
+            dev: device(dir, size, dirs)?,
+            mount: mount.to_string(),
+            embedded,
+        })
+    }
+
     fn apply(&self, c: &mut Command) {
         c.env("LD_PRELOAD", self.so)
             .env("UDAX_DEVICE", &self.dev)
@@ -162,13 +180,8 @@ pub(super) fn run(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>, St
     let tmp = tempfile::tempdir_in(tmpfs).map_err(|err| format!("{}: {err}", tmpfs.display()))?;
     let mount = format!("/udax-bench-{}", std::process::id());
     // The shim on a fresh device file of `size` bytes with directories `dirs`.
-    let shim_on = |size: u64, dirs: &[&str], embedded: bool| -> Result<Shim, String> {
-        Ok(Shim {
-            so: &so,
-            dev: device(tmp.path(), size, dirs)?,
-            mount: mount.clone(),
-            embedded,
-        })
+    let shim_on = |size: u64, dirs: &[&str], embedded: bool| {
+        Shim::on(&so, tmp.path(), &mount, size, dirs, embedded)
     };
     let n: usize = if quick { 20_000 } else { 100_000 };
     let dev_size = 512 << 20;
@@ -384,14 +397,7 @@ pub(super) fn dbench(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>,
         let (u, b) = paired(
             reps,
             Side {
-                prepare: || {
-                    Ok(Shim {
-                        so: &so,
-                        dev: device(tmp.path(), 512 << 20, &["/d"])?,
-                        mount: mount.clone(),
-                        embedded: false,
-                    })
-                },
+                prepare: || Shim::on(&so, tmp.path(), &mount, 512 << 20, &["/d"], false),
                 run: |s| run(&format!("{mount}/d"), clients, Some(&s)),
             },
             Side {

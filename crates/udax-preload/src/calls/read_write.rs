@@ -53,26 +53,26 @@ pub fn write_desc(d: &Desc, buf: &[u8], off: Option<u64>) -> R<usize> {
         // Linux pwrite on an O_APPEND file appends too.
         Some(_) if d.status() & libc::O_APPEND != 0 => f.append(buf)?.1,
         Some(o) => f.write_at(buf, o)?,
-        None if d.owner_pos_locked() => {
-            let _pos = d.pos.lock().unwrap_or_else(|p| p.into_inner());
-            let r = d.remote()?;
-            if d.status() & libc::O_APPEND != 0 {
-                let (at, n) = f.append(buf)?;
-                r.seek(0, (at + n as u64) as i64)?;
-                n
-            } else {
-                r.write(buf)?
-            }
-        }
         None => {
             let mut pos = d.pos.lock().unwrap_or_else(|p| p.into_inner());
-            let (at, n) = if d.status() & libc::O_APPEND != 0 {
-                f.append(buf)?
+            // Shared with another process: the offset lives at the owner.
+            let shared = d.owner_pos();
+            if d.status() & libc::O_APPEND != 0 {
+                let (at, n) = f.append(buf)?;
+                if shared {
+                    d.remote()?.seek(0, (at + n as u64) as i64)?;
+                } else {
+                    *pos = at + n as u64;
+                }
+                n
+            } else if shared {
+                // Claims its range of the shared offset atomically.
+                d.remote()?.write(buf)?
             } else {
-                (*pos, f.write_at(buf, *pos)?)
-            };
-            *pos = at + n as u64;
-            n
+                let n = f.write_at(buf, *pos)?;
+                *pos += n as u64;
+                n
+            }
         }
     };
     sync_after_write(d)?;

@@ -8,7 +8,7 @@ use crate::boundary::entry;
 use crate::state::{fds, hooks, mount};
 
 extern "C" fn at_exit() {
-    if !mount::attached_by_this_process() {
+    if mount::attached().is_none() {
         return;
     }
     // Guarded: udax's own libc calls (munmap, close) go straight to libc.

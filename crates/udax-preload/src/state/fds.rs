@@ -111,11 +111,6 @@ impl Desc {
         // and read under it.
         self.owner_pos.load(Ordering::Relaxed)
     }
-    /// [`Desc::owner_pos`], read under the `pos` lock.
-    pub fn owner_pos_locked(&self) -> bool {
-        let _pos = self.pos.lock().unwrap_or_else(|p| p.into_inner());
-        self.owner_pos()
-    }
     /// From now on the offset lives at the owner (the caller holds the
     /// `pos` lock and has handed the offset over).
     pub fn set_owner_pos(&self) {
@@ -384,17 +379,10 @@ fn insert(fd: c_int, desc: Arc<Desc>, cloexec: bool) -> Option<Slot> {
     old
 }
 
-/// Drop a slot outside every lock; in a forked child the description is
-/// leaked instead: closing its file would change udax state that belongs to
-/// the parent.
+/// Drop a slot outside every lock. A description inherited across fork
+/// leaves the parent's file alone when it goes (`Desc`'s `Drop`).
 fn discard(slot: Option<Slot>) {
-    if let Some(s) = slot {
-        if crate::state::mount::forked_child() {
-            std::mem::forget(s);
-        } else {
-            drop(s);
-        }
-    }
+    drop(slot);
 }
 
 /// close(2) of a udax descriptor.

@@ -47,6 +47,17 @@ fn share(d: &Desc) -> R<u64> {
     Ok(r.share()?)
 }
 
+/// `d`'s token in `tokens`, offered to the owner the first time (one token
+/// per description, however many descriptors share it).
+fn token(tokens: &mut HashMap<usize, u64>, d: &Desc) -> R<u64> {
+    if let Some(t) = tokens.get(&d.key()) {
+        return Ok(*t);
+    }
+    let t = share(d)?;
+    tokens.insert(d.key(), t);
+    Ok(t)
+}
+
 /// The `pthread_atfork` prepare handler: offer every open file of this
 /// process to the child about to be made (a round trip each; nothing when
 /// no udax file is open, and nothing for the shim's own forks).
@@ -66,29 +77,14 @@ pub extern "C" fn before_fork() {
                 if !matches!(*d.kind, Kind::File(VFile::Remote(_))) {
                     continue;
                 }
-                // Inherited itself (this process is a child that has not used
-                // it): adopted first, so its own child gets a token too.
-                let d = if d.is_own() {
-                    d
-                } else {
-                    match lookup(fd) {
-                        Some(Ok(d)) => d,
-                        _ => continue,
-                    }
-                };
-                if tokens.contains_key(&d.key()) {
-                    continue;
-                }
-                {
-                    match share(&d) {
-                        Ok(t) => {
-                            tokens.insert(d.key(), t);
-                        }
-                        Err(Errno(e)) => tracing::warn!(
-                            "udax-preload: fork: {} not handed to the child (errno {e})",
-                            d.path_hint()
-                        ),
-                    }
+                // One inherited itself (this process is a child that has not
+                // used it) is adopted first, so its own child gets a token too.
+                let Some(Ok(d)) = lookup(fd) else { continue };
+                if let Err(Errno(e)) = token(&mut tokens, &d) {
+                    tracing::warn!(
+                        "udax-preload: fork: {} not handed to the child (errno {e})",
+                        d.path_hint()
+                    );
                 }
             }
             *FORK_TOKENS.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokens);
@@ -168,8 +164,8 @@ impl Handover {
 /// The record for an exec about to happen (`None`: nothing to hand over,
 /// the environment stays as it is). Through an owner only.
 pub fn before_exec() -> Option<Handover> {
-    let in_cwd = path::cwd_inner().is_some();
-    if fds::count() == 0 && !in_cwd {
+    let cwd = path::cwd_inner();
+    if fds::count() == 0 && cwd.is_none() {
         return None;
     }
     let Ok(Vfs::Remote(_)) = mount::fs() else {
@@ -180,7 +176,7 @@ pub fn before_exec() -> Option<Handover> {
         return None;
     };
     let mut parts = vec!["1".to_string()];
-    if let Some(Ok(p)) = path::cwd_inner() {
+    if let Some(Ok(p)) = cwd {
         parts.push(format!("c,{}", hex(&p)));
     }
     let mut tokens: HashMap<usize, u64> = HashMap::new();
@@ -195,17 +191,14 @@ pub fn before_exec() -> Option<Handover> {
         };
         let entry = match &*d.kind {
             Kind::File(VFile::Remote(_)) => {
-                let t = match tokens.get(&d.key()) {
-                    Some(t) => *t,
-                    None => match share(&d) {
-                        Ok(t) => *tokens.entry(d.key()).or_insert(t),
-                        Err(Errno(e)) => {
-                            tracing::warn!(
-                                "udax-preload: exec: udax fd {fd} not handed over (errno {e})"
-                            );
-                            continue;
-                        }
-                    },
+                let t = match token(&mut tokens, &d) {
+                    Ok(t) => t,
+                    Err(Errno(e)) => {
+                        tracing::warn!(
+                            "udax-preload: exec: udax fd {fd} not handed over (errno {e})"
+                        );
+                        continue;
+                    }
                 };
                 format!("f,{fd},{},{t},{}", d.status(), hex(&d.path_hint()))
             }
@@ -235,8 +228,8 @@ pub fn at_load() {
     let Some(rec) = std::env::var_os(VAR) else {
         return;
     };
-    // SAFETY-free: removing our own variable while the process is single
-    // threaded (at load), before any other code reads the environment.
+    // Removed at load, while the process is single threaded and before any
+    // other code reads the environment.
     std::env::remove_var(VAR);
     init_log();
     let rec = rec.to_string_lossy().into_owned();

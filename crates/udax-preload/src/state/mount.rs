@@ -239,19 +239,14 @@ pub fn fs() -> R<Vfs> {
 /// Set at the exit teardown: no attaching after it.
 static EXITED: AtomicBool = AtomicBool::new(false);
 
-/// The file system if this process has attached (never attaches).
+/// The file system if this process has attached (not a forked child that
+/// has not yet; never attaches).
 pub fn attached() -> Option<Vfs> {
     let g = MOUNT.read().unwrap_or_else(|p| p.into_inner());
     match g.as_ref() {
         Some(Attached { pid: p, vfs: Ok(v) }) if *p == pid() => Some(v.clone()),
         _ => None,
     }
-}
-
-/// This process attached (not a forked child that has not).
-pub fn attached_by_this_process() -> bool {
-    let g = MOUNT.read().unwrap_or_else(|p| p.into_inner());
-    matches!(g.as_ref(), Some(a) if a.pid == pid() && a.vfs.is_ok())
 }
 
 /// At exit, after the descriptors and mappings are gone (`state::exit`):

@@ -71,6 +71,20 @@ fn fork_lock() -> MutexGuard<'static, ()> {
     FORK_LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Spawn `c`, a program that prints `ready` once it holds what it should
+/// and then waits for its standard input to end; returns it once it is
+/// ready (closing its stdin lets it go on).
+pub fn spawn_ready(c: &mut Command) -> Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = spawn(c.stdin(Stdio::piped()).stdout(Stdio::piped()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    child
+}
+
 /// `Command::spawn` under [`FORK_LOCK`].
 pub fn spawn(c: &mut Command) -> Child {
     let _g = fork_lock();
