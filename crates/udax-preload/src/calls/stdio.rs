@@ -95,7 +95,7 @@ unsafe extern "C" fn cookie_close(c: *mut c_void) -> c_int {
         if DETACHING.try_with(|d| d.get()) == Ok(fd) {
             return Ok(0);
         }
-        if crate::state::mount::forked_child() || !crate::state::fds::is_udax(fd) {
+        if !crate::state::fds::is_udax(fd) {
             return Err(Errno(libc::EBADF));
         }
         crate::state::fds::close(fd)

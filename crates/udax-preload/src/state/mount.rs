@@ -27,10 +27,6 @@ struct Attached {
 /// Taken at exit; replaced in a forked child (the parent's is leaked there).
 static MOUNT: RwLock<Option<Attached>> = RwLock::new(None);
 
-/// Set in a child after fork (pthread_atfork) of a process that had
-/// attached; cleared when the child attaches on its own.
-static FORKED: AtomicBool = AtomicBool::new(false);
-
 /// This process's pid, cached (`getpid` is a system call, and every udax
 /// call asks whose descriptors and connection it holds); 0: not known yet.
 static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -54,14 +50,6 @@ pub fn pid() -> u32 {
 pub extern "C" fn after_fork_in_child() {
     // ORDERING: read by the same (only) thread of the child afterwards.
     PID.store(0, Ordering::Relaxed);
-    FORKED.store(true, Ordering::Relaxed);
-}
-
-/// True in a process forked from one that had attached, until the child
-/// attaches on its own: what it holds of udax is the parent's.
-pub fn forked_child() -> bool {
-    // ORDERING: see `after_fork_in_child`; in the parent it stays false.
-    FORKED.load(Ordering::Relaxed)
 }
 
 /// Where the owner is started from when none serves the device:
@@ -231,8 +219,6 @@ pub fn fs() -> R<Vfs> {
     }
     let vfs = attach();
     *g = Some(Attached { pid: me, vfs });
-    // ORDERING: as in `after_fork_in_child`.
-    FORKED.store(false, Ordering::Relaxed);
     g.as_ref().expect("just set").vfs.clone().map_err(Errno)
 }
 
@@ -254,7 +240,7 @@ pub fn attached() -> Option<Vfs> {
 /// device; through an owner, close the connection. The file system is EIO
 /// from then on.
 pub fn unmount_at_exit() {
-    // ORDERING: as in `after_fork_in_child`.
+    // ORDERING: stored before the MOUNT write lock is taken (see `fs`).
     EXITED.store(true, Ordering::Relaxed);
     let taken = MOUNT.write().unwrap_or_else(|p| p.into_inner()).take();
     let Some(Attached {
