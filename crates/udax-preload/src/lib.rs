@@ -46,18 +46,52 @@ extern "C" fn at_load() {
         calls::umask::umask_at_load();
     }
     boundary::threads::at_load(single);
-    // SAFETY: registering a prepare handler that returns at once unless
-    // this process holds udax files (then it offers them to the child), and
-    // a child handler that only stores to atomics.
+    // SAFETY: registering the fork handlers below, which run only the
+    // shim's own code (no handler is called with locks of ours held).
     unsafe {
         libc::pthread_atfork(
-            Some(state::inherit::before_fork),
-            None,
-            Some(state::mount::after_fork_in_child),
+            Some(before_fork),
+            Some(calls::mem::after_fork_in_parent),
+            Some(after_fork_in_child),
         )
     };
     // What an exec handed over (UDAX_INHERIT), if anything.
     state::inherit::at_load();
+}
+
+/// The `pthread_atfork` prepare handler: through an owner, offer this
+/// process's open files and shared mappings to the child about to be made
+/// (nothing when it has none, and nothing for the shim's own forks). The
+/// mappings last: their table stays locked across the fork.
+extern "C" fn before_fork() {
+    if boundary::entry::inside() {
+        return;
+    }
+    boundary::entry::run(
+        (),
+        || (),
+        || {
+            if state::inherit::before_fork() {
+                calls::mem::before_fork();
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The `pthread_atfork` child handler: the child is a process of its own,
+/// and the shared mappings it inherited become its own before the program
+/// goes on (not for the shim's own forks, which exec at once).
+extern "C" fn after_fork_in_child() {
+    state::mount::after_fork_in_child();
+    boundary::entry::run(
+        (),
+        || (),
+        || {
+            calls::mem::after_fork_in_child();
+            Ok(())
+        },
+    );
 }
 
 /// Not in the unit-test binary: its panic messages are the test failures.

@@ -283,3 +283,68 @@ fn p_kill_9_of_writing_clients_loses_nothing_they_were_told_was_written() {
     let r = env.fsck();
     assert!(r.clean, "fsck after the kills: {:?}", r.problems);
 }
+
+/// A forked child's shared mapping of a udax file, inherited from its
+/// parent, is the child's own from the fork on (docs/preload.md, "fork and
+/// exec"): it sees the parent's stores and the parent its stores (into a
+/// hole too: the parent's zero page goes); a truncate by another process
+/// gives it SIGBUS past the new end, as the kernel's
+/// `unmap_mapping_range` reaches every process; and the child can map udax
+/// files of its own (its parent's fault engine did not cross the fork).
+#[test]
+fn m1_a_forked_child_shares_the_parents_mapping_and_a_truncate_elsewhere_gives_it_sigbus() {
+    if !have("python3") || !have("timeout") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    let script = format!(
+        r#"
+import mmap, os, signal, sys
+P = 4096
+fd = os.open("{m}/f", os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"a" * (2 * P))
+os.ftruncate(fd, 3 * P)  # page 2: a hole
+mm = mmap.mmap(fd, 3 * P)
+assert mm[0:1] == b"a" and mm[2 * P:2 * P + 1] == b"\0"  # the hole read: a zero page
+to_child_r, to_child_w = os.pipe()
+to_parent_r, to_parent_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    out = []
+    out.append(mm[0:1].decode())
+    mm[100:105] = b"child"             # a store into the parent's block
+    mm[2 * P:2 * P + 4] = b"hole"      # a store into the hole: blocks allocated
+    g = os.open("{m}/g", os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(g, b"hello")
+    own = mmap.mmap(g, 5)
+    out.append(own[:5].decode())
+    print(" ".join(out), flush=True)
+    os.write(to_parent_w, b"1")
+    os.read(to_child_r, 1)             # the file is cut to 100 bytes now
+    print("page 0 still", mm[50:51].decode(), flush=True)
+    mm[P]                              # past the new end of file: SIGBUS
+    print("no SIGBUS", flush=True)
+    os._exit(0)
+os.read(to_parent_r, 1)
+print("parent sees", mm[100:105].decode(), mm[2 * P:2 * P + 4].decode(), flush=True)
+import subprocess
+subprocess.run(["truncate", "-s", "100", "{m}/f"], check=True)  # another process
+os.write(to_child_w, b"1")
+_, st = os.waitpid(pid, 0)
+print("child", "signal %d" % os.WTERMSIG(st) if os.WIFSIGNALED(st) else "exit %d" % os.WEXITSTATUS(st), flush=True)
+"#
+    );
+    let out = env.run("timeout", &["60", "python3", "-c", &script]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("udax-preload"), "shim warnings:\n{err}");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "a hello\nparent sees child hole\npage 0 still a\nchild signal {}\n",
+            libc::SIGBUS
+        )
+    );
+    let r = env.fsck();
+    assert!(r.clean, "fsck: {:?}", r.problems);
+}

@@ -55,7 +55,7 @@ pub use dax::{persist, stats, MapFlags, Pin};
 pub use device::{Device, DeviceError, DeviceInfo, DeviceKind, PersistenceDomain};
 pub use fs::{Error, Mapping, Result};
 pub use vm::signals::install as install_sigbus_handler;
-pub use vm::{Prot, VmStats};
+pub use vm::{forget_parent as forget_parent_fault_engine, Prot, VmStats};
 
 /// The process's SIGBUS/SIGSEGV handler, for programs and shims that install
 /// their own handlers and must chain to (or around) udax's.

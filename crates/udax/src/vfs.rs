@@ -431,6 +431,23 @@ impl VMapping {
         }
     }
 
+    /// A forked child's copy of its parent's shared mapping, made anew at
+    /// the same address over `file`, the child's own open of the file
+    /// (see [`RemoteMapping::renew`]). Through an owner only: an embedded
+    /// file system belongs to the parent.
+    pub fn renew(self, file: &VFile, flags: MapFlags) -> Result<VMapping> {
+        match (self, file) {
+            (VMapping::Remote(m), VFile::Remote(f)) => m.renew(f, flags).map(VMapping::Remote),
+            (m, _) => {
+                // The parent's: not dropped here either.
+                std::mem::forget(m);
+                Err(Error::NotSupported(
+                    "a mapping inherited from the process that mounted udax",
+                ))
+            }
+        }
+    }
+
     /// A mapping of `len` bytes of the same file from `offset` (mremap).
     pub fn remap(&self, offset: u64, len: usize, prot: Prot, flags: MapFlags) -> Result<VMapping> {
         match self {

@@ -640,3 +640,132 @@ pub fn drop_all() {
     NMAPS.store(0, Ordering::Release);
     drop(all);
 }
+
+/// Tokens the last fork's prepare handler got for the shared mappings of
+/// this process (by base address): the child adopts each mapping's file
+/// with one and makes the mapping anew ([`after_fork_in_child`]).
+static FORK_MAPS: Mutex<Vec<(usize, u64)>> = Mutex::new(Vec::new());
+
+/// Just before fork (the prepare handler, inside the shim): offer the file
+/// of each shared mapping this process made through an owner to the child
+/// (a round trip each; nothing when no udax mapping exists).
+pub fn before_fork() {
+    // ORDERING: Acquire pairs with the Release in `insert`.
+    if NMAPS.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let me = crate::state::mount::pid();
+    let all: Vec<(usize, Arc<Entry>)> = maps().iter().map(|(b, e)| (*b, e.clone())).collect();
+    let mut tokens = Vec::new();
+    for (base, e) in all {
+        let udax::vfs::VMapping::Remote(m) = &*e.map else {
+            continue;
+        };
+        if e.born != me || e.flags.private {
+            continue;
+        }
+        match m.file().share() {
+            Ok(t) => tokens.push((base, t)),
+            Err(err) => tracing::warn!(
+                "udax-preload: fork: the mapping at {base:#x} is not handed to the child ({err}); \
+                 it is inaccessible there"
+            ),
+        }
+    }
+    *FORK_MAPS.lock().unwrap_or_else(|p| p.into_inner()) = tokens;
+    // Held across the fork itself (the shim's prepare handler runs last):
+    // no other thread of the parent is inside the table when the child's
+    // copy is made, so the child finds it unlocked. Released by
+    // `after_fork_in_parent`, used by the child's handler.
+    HELD.with(|h| *h.borrow_mut() = Some(maps()));
+}
+
+type Table = std::sync::MutexGuard<'static, BTreeMap<usize, Arc<Entry>>>;
+
+thread_local! {
+    /// The mapping table, locked by the forking thread across the fork.
+    static HELD: std::cell::RefCell<Option<Table>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The `pthread_atfork` parent handler: the table is free again.
+pub extern "C" fn after_fork_in_parent() {
+    let _ = HELD.try_with(|h| h.borrow_mut().take());
+}
+
+/// In a forked child, before the program goes on (the child handler): the
+/// shared mappings inherited from the parent are made anew at the same
+/// addresses, each over the child's own open of its file (adopted with the
+/// token of [`before_fork`]), so this process resolves their faults and
+/// holds their leases: a later truncate or punch by any process unmaps them
+/// here too, as the kernel's `unmap_mapping_range` reaches every process.
+/// Until then the child's copies show what the parent had mapped, which a
+/// change made meanwhile could have freed; so a mapping that cannot be made
+/// anew is made inaccessible instead (SIGSEGV, never stale data). Private
+/// mappings are left as inherited (docs/preload.md, "fork and exec").
+pub fn after_fork_in_child() {
+    let tokens = std::mem::take(&mut *FORK_MAPS.lock().unwrap_or_else(|p| p.into_inner()));
+    let held = HELD.try_with(|h| h.borrow_mut().take()).ok().flatten();
+    // ORDERING: the child's only thread.
+    if NMAPS.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    udax::forget_parent_fault_engine();
+    let mut table = held.unwrap_or_else(maps);
+    let shared: Vec<usize> = table
+        .iter()
+        .filter(|(_, e)| !e.flags.private)
+        .map(|(b, _)| *b)
+        .collect();
+    let inherited: Vec<(usize, Arc<Entry>)> = shared
+        .into_iter()
+        .filter_map(|b| table.remove(&b).map(|e| (b, e)))
+        .collect();
+    drop(table);
+    for (base, old) in inherited {
+        let token = tokens.iter().find(|(b, _)| *b == base).map(|(_, t)| *t);
+        let len = old.len();
+        if let Err(Errno(e)) = renew(old, token) {
+            tracing::warn!(
+                "udax-preload: fork: the mapping at {base:#x} inherited from the parent could not \
+                 be made anew in the child (errno {e}); it is inaccessible there"
+            );
+            // ORDERING: as in `remove`.
+            NMAPS.fetch_sub(1, Ordering::Release);
+            // The range was a udax mapping of the parent, which this child
+            // no longer treats as one: PROT_NONE anonymous memory replaces
+            // its inherited pages (an access gets SIGSEGV).
+            let _ = fwd!(mmap(
+                base as *mut c_void,
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0
+            ));
+        }
+    }
+}
+
+/// Make inherited mapping `old` anew with the file `token` names.
+fn renew(old: Arc<Entry>, token: Option<u64>) -> R<()> {
+    let token = token.ok_or(Errno(libc::EIO))?;
+    let Ok(mut e) = Arc::try_unwrap(old) else {
+        // Held by a thread of the parent that was inside a call at the fork.
+        return Err(Errno(libc::EBUSY));
+    };
+    let udax::vfs::Vfs::Remote(c) = crate::state::mount::fs()? else {
+        return Err(Errno(libc::EIO));
+    };
+    let file = udax::vfs::VFile::Remote(c.adopt(token)?);
+    // SAFETY: `e` is dropped below without touching `map` again (its Drop
+    // leaves a mapping of another process alone: `born` is the parent's).
+    let old_map = unsafe { std::mem::ManuallyDrop::take(&mut e.map) };
+    let prot = e.prot();
+    let gone = e.gone().clone();
+    let new = old_map.renew(&file, e.flags)?;
+    let base = new.as_ptr() as usize;
+    let ne = Entry::new(new, prot, e.flags);
+    *ne.gone() = gone;
+    maps().insert(base, ne);
+    Ok(())
+}

@@ -58,39 +58,34 @@ fn token(tokens: &mut HashMap<usize, u64>, d: &Desc) -> R<u64> {
     Ok(t)
 }
 
-/// The `pthread_atfork` prepare handler: offer every open file of this
-/// process to the child about to be made (a round trip each; nothing when
-/// no udax file is open, and nothing for the shim's own forks).
-pub extern "C" fn before_fork() {
-    if crate::boundary::entry::inside() || fds::count() == 0 {
-        return;
+/// Before fork (inside the shim; `lib.rs`'s prepare handler): offer every
+/// open file of this process to the child about to be made (a round trip
+/// each; nothing when no udax file is open). Returns whether this process
+/// is attached to an owner (else nothing crosses fork).
+pub fn before_fork() -> bool {
+    let Some(Vfs::Remote(_)) = mount::attached() else {
+        return false;
+    };
+    if fds::count() == 0 {
+        return true;
     }
-    crate::boundary::entry::run(
-        (),
-        || (),
-        || {
-            let Some(Vfs::Remote(_)) = mount::attached() else {
-                return Ok(());
-            };
-            let mut tokens = HashMap::new();
-            for (fd, d, _) in fds::all() {
-                if !matches!(*d.kind, Kind::File(VFile::Remote(_))) {
-                    continue;
-                }
-                // One inherited itself (this process is a child that has not
-                // used it) is adopted first, so its own child gets a token too.
-                let Some(Ok(d)) = lookup(fd) else { continue };
-                if let Err(Errno(e)) = token(&mut tokens, &d) {
-                    tracing::warn!(
-                        "udax-preload: fork: {} not handed to the child (errno {e})",
-                        d.path_hint()
-                    );
-                }
-            }
-            *FORK_TOKENS.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokens);
-            Ok(())
-        },
-    )
+    let mut tokens = HashMap::new();
+    for (fd, d, _) in fds::all() {
+        if !matches!(*d.kind, Kind::File(VFile::Remote(_))) {
+            continue;
+        }
+        // One inherited itself (this process is a child that has not
+        // used it) is adopted first, so its own child gets a token too.
+        let Some(Ok(d)) = lookup(fd) else { continue };
+        if let Err(Errno(e)) = token(&mut tokens, &d) {
+            tracing::warn!(
+                "udax-preload: fork: {} not handed to the child (errno {e})",
+                d.path_hint()
+            );
+        }
+    }
+    *FORK_TOKENS.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokens);
+    true
 }
 
 /// The description behind udax fd `fd` (as `fds::lookup`); in a forked

@@ -45,9 +45,9 @@ pub fn pid() -> u32 {
     }
 }
 
-/// The `pthread_atfork` child handler (registered at load): the child is
-/// a new process (its pid, its own attachment to come).
-pub extern "C" fn after_fork_in_child() {
+/// In a forked child (`lib.rs`'s child handler, first): the child is a new
+/// process (its pid, its own attachment to come).
+pub fn after_fork_in_child() {
     // ORDERING: read by the same (only) thread of the child afterwards.
     PID.store(0, Ordering::Relaxed);
 }

@@ -886,6 +886,40 @@ pub struct RemoteMapping {
 }
 
 impl RemoteMapping {
+    /// A forked child's copy of its parent's mapping, made anew at the
+    /// same address over `file`, the child's own open of the file (adopted
+    /// from a token the parent shared before the fork): from now on this
+    /// process's fault engine resolves it under this process's lease, so
+    /// another client's truncate or punch unmaps it here too. The old
+    /// mapping's objects speak for the parent and are not dropped. Shared
+    /// mappings only (see [`Map::renew`]).
+    pub fn renew(self, file: &RemoteFile, flags: MapFlags) -> Result<RemoteMapping> {
+        if self.map.prot() == Prot::ReadWrite && !(file.o.write && file.o.inner.writable()) {
+            return Err(Error::Access(
+                "shared writable mmap of a file not open for writing",
+            ));
+        }
+        if file.o.inner.dax.is_none() {
+            return Err(Error::NotSupported(
+                "mmap through a device the client cannot map",
+            ));
+        }
+        let RemoteMapping {
+            map,
+            _file: parents,
+        } = self;
+        std::mem::forget(parents);
+        let inode: Arc<dyn DaxInode> = Arc::new(View {
+            node: file.o.node.clone(),
+            inner: file.o.inner.clone(),
+            handle: Some(file.o.handle),
+        });
+        Ok(RemoteMapping {
+            map: map.renew(inode, flags)?,
+            _file: RemoteFile { o: file.o.clone() },
+        })
+    }
+
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr()
     }

@@ -93,6 +93,58 @@ impl Map {
         prot: Prot,
         flags: MapFlags,
     ) -> Result<Map> {
+        Self::new_in(inode, offset, len, prot, flags, None)
+    }
+
+    /// This mapping of the parent, inherited by a forked child, made anew
+    /// at the same address over `inode` (the child's own open of the file,
+    /// under its own fault engine and lease): every page faults again
+    /// through the child, so a later truncate or punch by any process
+    /// reaches it. The old mapping is the parent's (its file objects speak
+    /// for the parent): it is never dropped or used again. Refused for a
+    /// mapping of this very process. The pages the parent had unmapped
+    /// stay unmapped. Shared mappings only: a private one would lose the
+    /// copies the parent made of hole pages (they are not inherited).
+    pub fn renew(self, inode: Arc<dyn DaxInode>, flags: MapFlags) -> Result<Map> {
+        if self.region.private || flags.private {
+            return Err(Error::NotSupported("making a private mapping anew"));
+        }
+        if inode.device().dev.mapping().is_none() {
+            return Err(Error::NotSupported(
+                "mmap on a device that cannot be mapped",
+            ));
+        }
+        let eng = vm::engine().map_err(|e| Error::Busy(format!("fault engine: {e}")))?;
+        if eng
+            .region_at(self.region.base())
+            .is_some_and(|r| Arc::ptr_eq(&r, &self.region))
+        {
+            return Err(Error::Invalid("the mapping is this process's own"));
+        }
+        // The parent's: its objects are not dropped here (see above).
+        let old = std::mem::ManuallyDrop::new(self);
+        let (prot, gone) = {
+            let st = old.region.lock();
+            (st.prot.unwrap_or(Prot::Read), st.gone.clone())
+        };
+        let offset = old.offset();
+        let area = old.region.hand_over(&eng.uffd, prot).map_err(io)?;
+        let m = Self::new_in(inode, offset, area.bytes(), prot, flags, Some(area))?;
+        for g in gone.iter() {
+            let off = (g.start - m.region.first_page) as usize * PAGE;
+            m.unmap_range(off, (g.end - g.start) as usize * PAGE)?;
+        }
+        Ok(m)
+    }
+
+    fn new_in(
+        inode: Arc<dyn DaxInode>,
+        offset: u64,
+        len: usize,
+        prot: Prot,
+        flags: MapFlags,
+        area: Option<Area>,
+    ) -> Result<Map> {
         if offset % PAGE as u64 != 0 {
             return Err(Error::Invalid("mmap offset not page aligned"));
         }
@@ -118,7 +170,10 @@ impl Map {
         // Address congruent to the file offset modulo 2 MiB, so aligned file
         // ranges can be mapped with 2 MiB mappings.
         let phase = (offset % HUGE_SIZE) as usize;
-        let area = Area::reserve(&eng.uffd, len, HUGE_SIZE as usize, phase, prot).map_err(io)?;
+        let area = match area {
+            None => Area::reserve(&eng.uffd, len, HUGE_SIZE as usize, phase, prot).map_err(io)?,
+            Some(a) => a,
+        };
         let owner: Arc<dyn FaultOwner> = Arc::new(Owner {
             inode: inode.clone(),
         });
@@ -320,6 +375,11 @@ impl Map {
             region: &self.region,
             blocks: runs,
         })
+    }
+
+    /// The protection the mapping has now.
+    pub fn prot(&self) -> Prot {
+        self.region.lock().prot.unwrap_or(Prot::Read)
     }
 
     /// The device block mapped at byte `off` of this mapping right now, if any.

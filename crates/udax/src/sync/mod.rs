@@ -21,13 +21,17 @@
 //!   `const`-constructible; a max of clock values, no protocol to model.
 //! * `vfs.rs`: `REMOTE_MOVES`, a `static` counter handed out as a fresh
 //!   number per call (`const`-constructible; no protocol to model).
+//! * `vm/engine.rs`: `ENGINE` and `STARTING`, the `static` pointer to the
+//!   process's fault engine and the flag that elects the thread starting
+//!   it (`const`-constructible, and replaced in a forked child, which a
+//!   `OnceLock` cannot be); a one-time publication, no protocol to model.
 //! * `device/persist.rs`: `sfence`'s stand-in off x86-64, a CPU fence for
 //!   persistence ordering rather than a protocol between threads (loom's
 //!   `fence` works only inside a model).
 //!
 //! Anywhere, `std::sync::{Arc, Weak, OnceLock, mpsc}` are used as plain
 //! pointer, lazy-initialisation and channel types: no lock or atomic protocol
-//! of ours (the engine's `OnceLock` static must be `const` as well).
+//! of ours.
 //!
 //! The preload shim (`crates/udax-preload`) has no loom models and does not
 //! use this facade; its statics are `std`'s, each use with its `ORDERING:`.

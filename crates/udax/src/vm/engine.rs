@@ -14,8 +14,9 @@ use super::region::Region;
 use super::uffd::{Msg, Uffd};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering as StdOrdering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Counters of the fault engine (process-wide).
 #[derive(Debug, Default)]
@@ -182,7 +183,83 @@ impl std::fmt::Debug for Job {
     }
 }
 
-static ENGINE: OnceLock<Result<Arc<Engine>, String>> = OnceLock::new();
+/// The engine of one process, made by `pid`.
+struct Slot {
+    pid: u32,
+    engine: Result<Arc<Engine>, String>,
+}
+
+/// This process's engine (null: not started). A slot is leaked, never
+/// freed: `engine()` hands out `'static` references to it. A forked child
+/// finds its parent's slot here (whose userfaultfd and handler threads
+/// belong to the parent) and replaces it ([`forget_parent`]): one small
+/// leak per process that starts an engine.
+static ENGINE: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Set while a thread starts an engine (the others wait for its slot). A
+/// flag rather than a mutex: a forked child clears it, since the thread
+/// that was starting one in the parent does not exist there.
+static STARTING: AtomicBool = AtomicBool::new(false);
+
+fn slot() -> Option<&'static Slot> {
+    // ORDERING: Acquire pairs with the Release store that published the
+    // slot, so its contents are seen whole.
+    let p = ENGINE.load(StdOrdering::Acquire);
+    // SAFETY: a non-null pointer here came from `Box::leak` in `start_slot`
+    // and is never freed.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+fn start_slot() -> &'static Slot {
+    loop {
+        if let Some(s) = slot() {
+            return s;
+        }
+        // ORDERING: Acquire/Relaxed: the flag only elects the starter; the
+        // slot itself is published through ENGINE.
+        if STARTING
+            .compare_exchange(false, true, StdOrdering::Acquire, StdOrdering::Relaxed)
+            .is_ok()
+        {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let s: &'static Slot = match slot() {
+        Some(s) => s,
+        None => {
+            let s: &'static Slot = Box::leak(Box::new(Slot {
+                pid: std::process::id(),
+                engine: start(),
+            }));
+            // ORDERING: Release publishes the slot's contents (see `slot`).
+            ENGINE.store(std::ptr::from_ref(s).cast_mut(), StdOrdering::Release);
+            s
+        }
+    };
+    // ORDERING: Release: ends the election (the slot is published above).
+    STARTING.store(false, StdOrdering::Release);
+    s
+}
+
+/// In a forked child (a `pthread_atfork` child handler, and the preload
+/// shim's before it makes its mappings anew): the engine found is the
+/// parent's, whose userfaultfd registers ranges of the *parent's* address
+/// space and whose handler threads did not cross fork, so the next use
+/// starts the child's own. The parent's regions are not carried over: the
+/// child's copies of its mappings keep the pages that were mapped to the
+/// device (and nothing else: placeholders are not inherited), and a shim
+/// attached to an owner makes them anew ([`crate::vfs::VFile::mmap_at`]).
+/// Does nothing in the process that started the engine. Call it only
+/// while the calling thread is the process's only one (a child handler).
+pub fn forget_parent() {
+    if slot().is_some_and(|s| s.pid != std::process::id()) {
+        // ORDERING: Relaxed: the child's only thread is running; later
+        // starts read these stores in program order.
+        STARTING.store(false, StdOrdering::Relaxed);
+        ENGINE.store(std::ptr::null_mut(), StdOrdering::Relaxed);
+    }
+}
 
 /// Handler threads reading the userfaultfd, at most. One starts with the
 /// engine; the next when a handler finds faults queued (faults of two threads
@@ -193,12 +270,16 @@ const HANDLERS: usize = 2;
 
 /// The engine, started on first use.
 pub fn engine() -> Result<&'static Arc<Engine>, String> {
-    ENGINE.get_or_init(start).as_ref().map_err(|e| e.clone())
+    slot()
+        .unwrap_or_else(start_slot)
+        .engine
+        .as_ref()
+        .map_err(|e| e.clone())
 }
 
 /// The engine if it has been started.
 pub fn try_engine() -> Option<&'static Arc<Engine>> {
-    ENGINE.get().and_then(|r| r.as_ref().ok())
+    slot().and_then(|s| s.engine.as_ref().ok())
 }
 
 fn start() -> Result<Arc<Engine>, String> {
@@ -212,9 +293,15 @@ fn start() -> Result<Arc<Engine>, String> {
     if let Err(e) = super::signals::install() {
         tracing::warn!("cannot install the SIGBUS handler ({e}): poisoned pages report BUS_ADRERR");
     }
-    // SAFETY: registers a handler that only takes udax locks and calls
-    // madvise on udax regions (see `before_fork`).
-    unsafe { libc::pthread_atfork(Some(before_fork), None, None) };
+    // Once per process image: a forked child's engine must not register
+    // its handlers a second time (they are inherited).
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: registers handlers that only take udax locks and call
+        // madvise on udax regions (`before_fork`), or swap the engine
+        // pointer under its own lock (`after_fork_in_child`).
+        unsafe { libc::pthread_atfork(Some(before_fork), None, Some(after_fork_in_child)) };
+    });
     let dirty = match (
         Uffd::open_dirty_tracker(),
         std::fs::File::open("/proc/self/pagemap")
@@ -257,6 +344,11 @@ extern "C" fn before_fork() {
     for r in e.regions.read().values() {
         r.inherit_shown(&r.lock());
     }
+}
+
+/// In a forked child: the parent's engine is not this process's.
+extern "C" fn after_fork_in_child() {
+    forget_parent();
 }
 
 /// Start the slow worker: it resolves the faults handler threads must not

@@ -10,6 +10,6 @@ pub mod signals;
 pub(crate) mod space;
 pub(crate) mod uffd;
 
-pub use engine::{engine, try_engine, Engine, VmStats};
+pub use engine::{engine, forget_parent, try_engine, Engine, VmStats};
 pub use region::{FaultOwner, Region, RegionState};
 pub use space::{Area, Prot, PAGE};

@@ -218,6 +218,26 @@ impl Region {
         unsafe { space::unmap(a, n) };
     }
 
+    /// Hand the region's address range over to a new area, covered by a
+    /// placeholder registered with `uffd` (a forked child making its
+    /// parent's mapping anew): the region is dead from now on, so it never
+    /// touches the range again, not even to release it. Whatever the range
+    /// showed is gone; no thread of this process may be using it (in a
+    /// child's fork handler none runs), or an access between the
+    /// placeholder and its registration reads zeros.
+    pub fn hand_over(&self, uffd: &Uffd, prot: Prot) -> std::io::Result<Area> {
+        let mut st = self.lock();
+        let Some((a, n)) = self.span(&st, &self.pages()) else {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        st.dead = true;
+        // SAFETY: the region's own area, alive until now (checked by
+        // `span` under the state lock, held) and dead from now on, so the
+        // new area is the range's only owner; udax keeps no Rust reference
+        // into a mapped region.
+        unsafe { Area::take_over(uffd, a, n, prot) }
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, RegionState> {
         self.state.lock()
     }

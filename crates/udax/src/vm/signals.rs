@@ -174,6 +174,16 @@ pub fn chained_to() -> Option<libc::sigaction> {
 const ADDR_LSB_OFFSET: usize = 24;
 const _: () = assert!(std::mem::size_of::<libc::siginfo_t>() == 128);
 
+/// The kernel's `struct sigaction` for `rt_sigaction` on x86-64 and
+/// aarch64 (handler, flags, restorer, a 64-bit mask).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
 extern "C" fn on_sigbus(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; we copy it.
     let mut si: libc::siginfo_t = unsafe { std::ptr::read(info) };
@@ -203,9 +213,22 @@ extern "C" fn on_sigbus(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         // the calling thread itself is allowed.
         // SAFETY: plain syscalls with valid arguments; `si` is a full siginfo.
         unsafe {
-            let mut dfl: libc::sigaction = std::mem::zeroed();
-            dfl.sa_sigaction = libc::SIG_DFL;
-            libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
+            // The system call itself, not libc's `sigaction`: an interposer
+            // of that (the preload shim's keeps udax's handler in front of
+            // whatever the program installs) would put this handler back.
+            let dfl = KernelSigaction {
+                handler: libc::SIG_DFL,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            };
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                libc::SIGBUS,
+                &raw const dfl,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            );
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGBUS);

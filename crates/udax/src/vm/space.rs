@@ -106,6 +106,29 @@ impl Area {
         Ok(Area { base, len })
     }
 
+    /// Take `[base, base+len)` over as an area, replacing what is mapped
+    /// there with a registered placeholder (see `Region::hand_over`).
+    ///
+    /// # Safety
+    ///
+    /// `[base, base+len)` is page-aligned and is the area of a region that
+    /// is dead from now on (its methods never touch the range again), so
+    /// the new area is its only owner; no live Rust reference points into
+    /// it.
+    pub(super) unsafe fn take_over(
+        uffd: &Uffd,
+        base: usize,
+        len: usize,
+        prot: Prot,
+    ) -> Result<Area> {
+        if base % PAGE != 0 || len % PAGE != 0 || len == 0 {
+            return Err(Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: the caller owns the range and nothing else runs (above).
+        unsafe { place_placeholder(uffd, base, len, prot) }?;
+        Ok(Area { base, len })
+    }
+
     pub fn base(&self) -> usize {
         self.base
     }
