@@ -348,3 +348,29 @@ print("child", "signal %d" % os.WTERMSIG(st) if os.WIFSIGNALED(st) else "exit %d
     let r = env.fsck();
     assert!(r.clean, "fsck: {:?}", r.problems);
 }
+
+/// `system` and `popen` run their shell inside glibc, out of the shim's
+/// sight; the shim runs it through its own `posix_spawn` when there is
+/// something to hand over, so the shell starts in the udax working
+/// directory with the udax descriptors (here fd 7), and the exit statuses
+/// are glibc's (3, and 127 for a command that cannot run).
+#[test]
+fn p_system_and_popen_run_the_shell_in_the_udax_working_directory_with_udax_descriptors() {
+    if !have("cc") || !have("sh") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let exe = cc(env.host.as_path(), "shell", &[]);
+    env.run("mkdir", &[&env.at("d")]);
+    let out = env.run(exe.to_str().unwrap(), &[&env.at("d")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("udax-preload"), "shim warnings:\n{err}");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{}\nout\nsystem 0\npclose 0\nthrough the pipe\nparent\nfrom-system\nfrom-popen\n\
+             pclose 0\nexit 3\nmissing 127\n",
+            env.at("d")
+        )
+    );
+}

@@ -184,6 +184,9 @@ real_fns! {
     fexecve: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
     posix_spawn: unsafe extern "C" fn(*mut libc::pid_t, *const c_char, *const libc::posix_spawn_file_actions_t, *const libc::posix_spawnattr_t, *const *mut c_char, *const *mut c_char) -> c_int;
     posix_spawnp: unsafe extern "C" fn(*mut libc::pid_t, *const c_char, *const libc::posix_spawn_file_actions_t, *const libc::posix_spawnattr_t, *const *mut c_char, *const *mut c_char) -> c_int;
+    system: unsafe extern "C" fn(*const c_char) -> c_int;
+    popen: unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
+    pclose: unsafe extern "C" fn(*mut libc::FILE) -> c_int;
     fcntl64: unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
     ioctl: unsafe extern "C" fn(c_int, c_ulong, ...) -> c_int;
     flock: unsafe extern "C" fn(c_int, c_int) -> c_int;

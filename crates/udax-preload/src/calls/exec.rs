@@ -2,9 +2,9 @@
 //! descriptors without `FD_CLOEXEC` and the virtual working directory
 //! (`state::inherit`), through `UDAX_INHERIT` added to the environment it
 //! is given. `execl`, `execlp` and `execle` are variadic (not definable in
-//! stable Rust) and `system`/`popen` spawn inside glibc: those programs
-//! start with the kernel's working directory and no udax descriptors
-//! (docs/preload.md).
+//! stable Rust): those programs start with the kernel's working directory
+//! and no udax descriptors (docs/preload.md). `system` and `popen` run
+//! their shell through this `posix_spawn` (`calls::shell`).
 
 use crate::boundary::entry::{fwd, run};
 use crate::state::inherit::{self, Handover};

@@ -29,6 +29,7 @@ pub mod perms;
 pub mod read_write;
 pub mod rename;
 pub mod seek;
+pub mod shell;
 pub mod space;
 pub mod stat;
 pub mod statfs;

@@ -156,6 +156,12 @@ impl Handover {
     }
 }
 
+/// Would an exec now hand anything over (a udax working directory or
+/// descriptor)? Cheap: no round trip.
+pub fn anything_to_hand_over() -> bool {
+    fds::count() > 0 || path::cwd_inner().is_some()
+}
+
 /// The record for an exec about to happen (`None`: nothing to hand over,
 /// the environment stays as it is). Through an owner only.
 pub fn before_exec() -> Option<Handover> {

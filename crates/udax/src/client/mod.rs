@@ -328,6 +328,11 @@ impl Drop for Client {
     }
 }
 
+/// How long a caller polls for the owner's reply before it sleeps: most
+/// requests are answered within a few us, and a sleeping thread's wake-up
+/// costs ~40 us on these VMs (docs/performance.md, P10-rtt).
+const REPLY_SPIN: Duration = Duration::from_micros(50);
+
 impl Inner {
     /// Attributes cached under `key`, or asked with `req()` and cached.
     fn cached_stat(&self, key: &str, req: impl FnOnce() -> Request) -> Result<Stat> {
@@ -400,7 +405,7 @@ impl Inner {
         g.1 += 1;
         wire::send(g.0.as_fd(), &req.encode(id), None)
             .map_err(|e| not_connected(format!("owner: {e}")))?;
-        let (msg, _) = wire::recv(g.0.as_fd())
+        let (msg, _) = wire::recv_spinning(g.0.as_fd(), wire::spin_budget(REPLY_SPIN))
             .map_err(|e| not_connected(format!("owner: {e}")))?
             .ok_or_else(|| not_connected("the owner closed the connection".into()))?;
         let (rid, rep) = Reply::decode(&msg).map_err(|e| not_connected(e.to_string()))?;

@@ -159,6 +159,9 @@ struct Shared {
     shares: Mutex<HashMap<u64, Offer>>,
     /// Open file description ids given out.
     next_desc: AtomicU64,
+    /// Client threads polling for their client's next request right now
+    /// (see `next_request`).
+    spinning: AtomicUsize,
 }
 
 /// An open file description offered by `Share`: held (a parent may close
@@ -265,6 +268,7 @@ impl Owner {
                 locks: LockTable::new(),
                 shares: Mutex::new(HashMap::new()),
                 next_desc: AtomicU64::new(1),
+                spinning: AtomicUsize::new(0),
             }),
             listener,
             socket,
@@ -369,6 +373,41 @@ fn bind(socket: &Path, device: &DeviceFile) -> Result<OwnedFd> {
     Ok(l)
 }
 
+/// How long a client's thread polls for the client's next request after
+/// answering one, before it sleeps: a program making changes one after
+/// another (creates, appends, renames) sends the next within a few us, and
+/// a sleeping thread's wake-up costs ~40 us on these VMs (docs/performance.md,
+/// P10-rtt: 4 us polling).
+const NEXT_REQUEST_SPIN: Duration = Duration::from_micros(30);
+
+/// The next message on a client's connection: polled for a while first
+/// (`NEXT_REQUEST_SPIN`, once the client is admitted) while fewer threads
+/// poll than the machine has CPUs less one, then waited for.
+fn next_request(
+    sh: &Shared,
+    sock: std::os::fd::BorrowedFd<'_>,
+    admitted: bool,
+) -> std::io::Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
+    let spin = wire::spin_budget(NEXT_REQUEST_SPIN);
+    if admitted && !spin.is_zero() {
+        let cpus = wire::cpus();
+        // ORDERING: Relaxed: a count that only bounds how many threads
+        // poll at once; nothing is published through it.
+        if sh.spinning.fetch_add(1, Ordering::Relaxed) < cpus.saturating_sub(1).max(1) {
+            let got = wire::poll_for(sock, spin);
+            // ORDERING: Relaxed, as the count above.
+            sh.spinning.fetch_sub(1, Ordering::Relaxed);
+            if let Some(m) = got? {
+                return Ok(m);
+            }
+        } else {
+            // ORDERING: Relaxed, as the count above.
+            sh.spinning.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    wire::recv(sock)
+}
+
 /// Serve one connection until it disconnects or breaks the protocol's
 /// order: a client's main connection (`Hello` first), or its callback
 /// channel (`Listen` first, then kept for recalls).
@@ -388,7 +427,7 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
             };
             wire::send(sock.as_fd(), &r.encode(0), None)
         };
-        let (msg, fd) = match wire::recv(sock.as_fd()) {
+        let (msg, fd) = match next_request(sh, sock.as_fd(), me.is_some()) {
             Ok(Some(x)) => x,
             Ok(None) => break,
             Err(e) => match refuse(libc::EMSGSIZE, &e) {
