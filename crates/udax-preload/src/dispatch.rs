@@ -94,6 +94,9 @@ pub unsafe fn classify_pair(
         };
         return Ok(Pair::Udax(x, y));
     }
+    if (ua || ub) && (a.is_null() || b.is_null()) {
+        return Err(Errno(libc::EFAULT)); // the kernel reads both names first
+    }
     if ua || ub {
         // The kernel resolves both paths first: a relative host path under a
         // descriptor that is not open is EBADF, not EXDEV.

@@ -266,6 +266,17 @@ static void trailing_slashes(const char *base, const char *tag) {
     tnum("rename_dot", tag, rename(at(base, "ts/d/."), at(base, "ts/e")));
     tnum("rename_dotdot", tag, rename(at(base, "ts/d/.."), at(base, "ts/e")));
     tnum("mkdir_dot", tag, mkdir(at(base, "ts/d/."), 0755));
+    /* ".." walks into the directory before it: it must exist and be one */
+    tnum("mkdir_through_missing_dotdot", tag, mkdir(at(base, "ts/missing/../y"), 0755));
+    tnum("not_made_through_missing", tag, stat(at(base, "ts/y"), &st));
+    tnum("stat_file_dotdot", tag, stat(at(base, "ts/f/.."), &st));
+    tnum("open_through_file_dotdot", tag, open(at(base, "ts/f/../f"), O_RDONLY));
+    tnum("rmdir_dotdot", tag, rmdir(at(base, "ts/d/..")));
+    tnum("rmdir_missing_dotdot", tag, rmdir(at(base, "ts/missing/..")));
+    tnum("unlinkat_removedir_dotdot", tag, unlinkat(AT_FDCWD, at(base, "ts/d/.."), AT_REMOVEDIR));
+    tnum("rename_null_from", tag, rename(NULL, at(base, "ts/z")));
+    tnum("rename_null_to", tag, rename(at(base, "ts/f"), NULL));
+    tnum("link_null_to", tag, link(at(base, "ts/f"), NULL));
     tnum("file_survived", tag, stat(at(base, "ts/f"), &st));
     tnum("dir_survived", tag, stat(at(base, "ts/d"), &st));
     tnum("mkdir_slash", tag, mkdir(at(base, "ts/m/"), 0755));

@@ -19,6 +19,20 @@ fn unlink_udax(p: &str, flags: c_int) -> R<c_int> {
     }
 }
 
+/// Does the path as written end in a `..` component? The kernel's rmdir
+/// of one is ENOTEMPTY (its `.` is EINVAL), after the path resolved.
+///
+/// # Safety
+/// `path` is null or a C string.
+unsafe fn ends_in_dotdot(path: *const c_char) -> bool {
+    if path.is_null() {
+        return false;
+    }
+    // SAFETY: the caller's contract.
+    let b = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
+    b.rsplit(|&c| c == b'/').find(|c| !c.is_empty()) == Some(b"..")
+}
+
 fn rmdir_udax(p: &str) -> R<c_int> {
     if p == "/" {
         return Err(Errno(libc::EBUSY)); // the mount point
@@ -46,7 +60,14 @@ pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_in
         dirfd,
         path,
         unlinkat(dirfd, path, flags),
-        |p| unlink_udax(&p, flags)
+        |p| {
+            // SAFETY: unlinkat(2)'s contract.
+            if flags & libc::AT_REMOVEDIR != 0 && unsafe { ends_in_dotdot(path) } {
+                stat_path(&p)?;
+                return Err(Errno(libc::ENOTEMPTY));
+            }
+            unlink_udax(&p, flags)
+        }
     )
 }
 
@@ -80,6 +101,13 @@ pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
         libc::AT_FDCWD,
         path,
         rmdir(path),
-        |p| { rmdir_udax(&p) }
+        |p| {
+            // SAFETY: rmdir(2)'s contract.
+            if unsafe { ends_in_dotdot(path) } {
+                stat_path(&p)?;
+                return Err(Errno(libc::ENOTEMPTY));
+            }
+            rmdir_udax(&p)
+        }
     )
 }

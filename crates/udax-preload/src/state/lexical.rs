@@ -76,7 +76,17 @@ pub fn drop_dots(p: &[u8]) -> Vec<u8> {
 /// resolved from there as written (it may even come back in). Any other
 /// host path is normalised lexically only to see whether it names udax
 /// (`/x/../udax/f`); if not, the kernel resolves it as written (`None`).
+#[cfg(test)]
 pub fn resolve_abs(p: &[u8], mount: &str) -> R<Option<Target>> {
+    resolve_abs_crossing(p, mount, &mut Vec::new())
+}
+
+/// As [`resolve_abs`], and lists in `crossed` the udax directories (inner
+/// paths) that a `..` below the prefix went back out of: the kernel walks
+/// into each, so each must exist and be a directory ("d/missing/.." is
+/// ENOENT, "d/file/.." ENOTDIR), which the caller checks on the file
+/// system.
+pub fn resolve_abs_crossing(p: &[u8], mount: &str, crossed: &mut Vec<String>) -> R<Option<Target>> {
     let m = mount.as_bytes();
     let Some(rest) = p.strip_prefix(m).filter(|r| r.is_empty() || r[0] == b'/') else {
         return Ok(match place(normalise(p), mount)? {
@@ -89,7 +99,14 @@ pub fn resolve_abs(p: &[u8], mount: &str) -> R<Option<Target>> {
     while let Some(c) = comps.next() {
         if c != b".." {
             inner.push(c);
-        } else if inner.pop().is_none() {
+            continue;
+        }
+        if !inner.is_empty() {
+            crossed.push(check_utf8(
+                String::from_utf8_lossy(&join(inner.iter().copied())).into_owned(),
+            )?);
+        }
+        if inner.pop().is_none() {
             // Out of the mount's root: on the host, from the prefix's parent.
             let mut host = parent(mount).as_bytes().to_vec();
             for c in comps {
@@ -97,7 +114,7 @@ pub fn resolve_abs(p: &[u8], mount: &str) -> R<Option<Target>> {
                 host.extend_from_slice(c);
             }
             let host = drop_dots(&host);
-            return Ok(Some(match resolve_abs(&host, mount)? {
+            return Ok(Some(match resolve_abs_crossing(&host, mount, crossed)? {
                 Some(t) => t,
                 None => Target::HostPath(CString::new(host).map_err(|_| Errno(libc::EINVAL))?),
             }));

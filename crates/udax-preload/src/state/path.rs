@@ -18,7 +18,7 @@ use crate::state::config::Config;
 use crate::state::fds;
 use crate::state::fds::DirPath;
 pub use crate::state::lexical::{canonical, fd_link, parent, Target};
-use crate::state::lexical::{drop_dots, resolve_abs, with_dir_suffix};
+use crate::state::lexical::{drop_dots, resolve_abs_crossing, with_dir_suffix};
 use libc::c_int;
 use std::ffi::{CStr, CString};
 use std::sync::Mutex;
@@ -82,6 +82,23 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
     })
 }
 
+/// [`resolve_abs_crossing`], then the kernel's check of every udax
+/// directory a `..` went back out of: it must exist (ENOENT) and be a
+/// directory (ENOTDIR), although the path no longer names it.
+fn resolve(p: &[u8], mount: &str) -> R<Option<Target>> {
+    let mut crossed = Vec::new();
+    let t = resolve_abs_crossing(p, mount, &mut crossed)?;
+    if !crossed.is_empty() {
+        let fs = crate::state::mount::fs()?;
+        for d in &crossed {
+            if !fs.stat(d)?.is_dir() {
+                return Err(Errno(libc::ENOTDIR));
+            }
+        }
+    }
+    Ok(t)
+}
+
 fn classify_bytes(dirfd: c_int, bytes: &[u8], cfg: &Config) -> R<Target> {
     if let Some((fd, rest)) = fd_link(bytes) {
         if let Some(d) = fds::lookup_for_path(fd) {
@@ -95,7 +112,7 @@ fn classify_bytes(dirfd: c_int, bytes: &[u8], cfg: &Config) -> R<Target> {
             return Ok(Target::Host);
         }
         // An absolute host path the kernel can resolve is passed on as written.
-        return Ok(resolve_abs(&drop_dots(bytes), &cfg.mount)?.unwrap_or(Target::Host));
+        return Ok(resolve(&drop_dots(bytes), &cfg.mount)?.unwrap_or(Target::Host));
     }
     if bytes.is_empty() {
         return Ok(Target::Host); // ENOENT from libc, or AT_EMPTY_PATH handled by the caller
@@ -127,7 +144,7 @@ fn classify_bytes(dirfd: c_int, bytes: &[u8], cfg: &Config) -> R<Target> {
     joined.push(b'/');
     joined.extend_from_slice(bytes);
     let joined = drop_dots(&joined);
-    match resolve_abs(&joined, &cfg.mount)? {
+    match resolve(&joined, &cfg.mount)? {
         Some(t) => Ok(t),
         None => Ok(Target::HostPath(
             CString::new(joined).map_err(|_| Errno(libc::EINVAL))?,
@@ -160,5 +177,5 @@ fn through_fd_link(d: &fds::Desc, rest: &[u8], cfg: &Config) -> R<Target> {
     }
     let mut full = cfg.outer(&p).into_bytes();
     full.extend_from_slice(rest);
-    Ok(resolve_abs(&drop_dots(&full), &cfg.mount)?.unwrap_or(Target::Host))
+    Ok(resolve(&drop_dots(&full), &cfg.mount)?.unwrap_or(Target::Host))
 }
