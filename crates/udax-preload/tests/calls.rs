@@ -248,6 +248,23 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("readlink_fd_link", "1"),
         ("readlink_fd_link_deleted", "1"),
         ("create_through_dir_fd_link", "1"),
+        ("chown", "0"),
+        ("chown_uid", "1000"),
+        ("chown_gid", "1001"),
+        ("chown_mode", "493"), // 0o755: set-user-ID and (group-executable) set-group-ID gone
+        ("fchown_keep_uid", "0"),
+        ("fchown_uid", "1000"),
+        ("fchown_gid", "2000"),
+        ("lchown", "0"),
+        ("fchownat", "0"),
+        ("fchownat_bad_flag", "-EINVAL"),
+        ("fchown_o_path", "-EBADF"),
+        ("fchownat_empty_o_path", "0"),
+        ("owner_after_empty_path", "40004001"),
+        ("mkdir_setgid_dropped", "493"), // 0o755
+        ("chown_dir", "0"),
+        ("chown_dir_mode", "1517"), // 0o2755: a directory keeps set-group-ID
+        ("chown_missing", "-ENOENT"),
         ("populate_write", "0"),
         ("populate_write_allocates", "1"),
         ("populate_read", "0"),

@@ -287,6 +287,41 @@ static void trailing_slashes(const char *base, const char *tag) {
     chdir(base);
 }
 
+/* chown family as root (the test runs as root): owners and groups change,
+ * set-user-ID goes, an O_PATH descriptor only through AT_EMPTY_PATH. */
+static void ownership(const char *base, const char *tag) {
+    struct stat st;
+    int fd = open(at(base, "own"), O_CREAT | O_RDWR, 0644);
+    fchmod(fd, 06755);
+    tnum("chown", tag, chown(at(base, "own"), 1000, 1001));
+    stat(at(base, "own"), &st);
+    tnum("chown_uid", tag, st.st_uid);
+    tnum("chown_gid", tag, st.st_gid);
+    tnum("chown_mode", tag, st.st_mode & 07777);
+    tnum("fchown_keep_uid", tag, fchown(fd, -1, 2000));
+    fstat(fd, &st);
+    tnum("fchown_uid", tag, st.st_uid);
+    tnum("fchown_gid", tag, st.st_gid);
+    tnum("lchown", tag, lchown(at(base, "own"), 3000, -1));
+    tnum("fchownat", tag, fchownat(AT_FDCWD, at(base, "own"), -1, 3001, 0));
+    tnum("fchownat_bad_flag", tag, fchownat(AT_FDCWD, at(base, "own"), 0, 0, 0x4000000));
+    int p = open(at(base, "own"), O_PATH);
+    tnum("fchown_o_path", tag, fchown(p, 1, 1));
+    tnum("fchownat_empty_o_path", tag, fchownat(p, "", 4000, 4001, AT_EMPTY_PATH));
+    stat(at(base, "own"), &st);
+    tnum("owner_after_empty_path", tag, st.st_uid * 10000 + st.st_gid);
+    close(p);
+    close(fd);
+    mkdir(at(base, "owndir"), 02755);
+    stat(at(base, "owndir"), &st);
+    tnum("mkdir_setgid_dropped", tag, st.st_mode & 07777);
+    chmod(at(base, "owndir"), 02755);
+    tnum("chown_dir", tag, chown(at(base, "owndir"), 5, 6));
+    stat(at(base, "owndir"), &st);
+    tnum("chown_dir_mode", tag, st.st_mode & 07777);
+    tnum("chown_missing", tag, chown(at(base, "nothing-here"), 1, 1));
+}
+
 int main(int argc, char **argv) {
     char buf[8192];
     struct stat st, st2;
@@ -437,6 +472,8 @@ int main(int argc, char **argv) {
     trailing_slashes(H, "host");
     populate(M, "udax");
     populate(H, "host");
+    ownership(M, "udax");
+    ownership(H, "host");
 
     /* directories */
     num("mkdir", mkdir(at(M, "dir"), 0755));

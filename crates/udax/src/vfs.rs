@@ -115,6 +115,14 @@ impl Vfs {
         }
     }
 
+    /// chown (`None` leaves the owner or group, as -1).
+    pub fn set_owner(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        match self {
+            Vfs::Local(fs) => fs.set_owner(path, uid, gid),
+            Vfs::Remote(c) => c.set_owner(path, uid, gid),
+        }
+    }
+
     pub fn set_permissions(&self, path: &str, mode: u32) -> Result<()> {
         match self {
             Vfs::Local(fs) => fs.set_permissions(path, mode),
@@ -341,6 +349,14 @@ impl VFile {
         match self {
             VFile::Local(f) => f.set_times(atime_ns, mtime_ns),
             VFile::Remote(f) => f.set_times(atime_ns, mtime_ns),
+        }
+    }
+
+    /// fchown (`None` leaves the owner or group, as -1).
+    pub fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        match self {
+            VFile::Local(f) => f.set_owner(uid, gid),
+            VFile::Remote(f) => f.set_owner(uid, gid),
         }
     }
 

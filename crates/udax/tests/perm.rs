@@ -168,3 +168,63 @@ fn mp_chmod_and_utimes_belong_to_the_owner_and_setgid_directories_pass_their_gro
     u.set_permissions("/sg/f", 0o2644).unwrap();
     assert_eq!(fs.stat("/sg/f").unwrap().mode & 0o7777, 0o644);
 }
+
+#[test]
+fn mp_chown_only_root_gives_files_away_and_owners_pick_among_their_groups() {
+    let fs = fresh();
+    tree(&fs);
+    let u = fs.as_caller(user(1000, 1000, &[50]));
+    drop(u.create("/pub/f", 0o644).unwrap());
+    // Another owner: EPERM for a user, even to the same group.
+    assert_eq!(errno(u.set_owner("/pub/f", Some(1001), None)), libc::EPERM);
+    // The owner may pick one of their groups, and no other.
+    u.set_owner("/pub/f", None, Some(50)).unwrap();
+    assert_eq!(fs.stat("/pub/f").unwrap().gid, 50);
+    assert_eq!(errno(u.set_owner("/pub/f", None, Some(60))), libc::EPERM);
+    // -1/-1 and "no change" are allowed to the owner, not to others.
+    u.set_owner("/pub/f", Some(1000), None).unwrap();
+    u.set_owner("/pub/f", None, None).unwrap();
+    let v = fs.as_caller(user(1001, 50, &[]));
+    assert_eq!(errno(v.set_owner("/pub/f", None, Some(50))), libc::EPERM);
+    // Root gives it away; the change time moves.
+    let before = fs.stat("/pub/f").unwrap().ctime_ns;
+    let r = fs.as_caller(user(0, 0, &[]));
+    r.set_owner("/pub/f", Some(1001), Some(1001)).unwrap();
+    let st = fs.stat("/pub/f").unwrap();
+    assert_eq!((st.uid, st.gid), (1001, 1001));
+    assert!(st.ctime_ns >= before);
+    // Through an open file, the same rules (fchown).
+    let f = v
+        .open("/pub/f", &OpenOptions::read_write())
+        .expect("1001 owns it now");
+    f.set_owner(None, Some(50)).unwrap();
+    assert_eq!(errno(f.set_owner(Some(0), None)), libc::EPERM);
+}
+
+#[test]
+fn mp_chown_of_a_file_clears_setuid_and_group_executable_setgid_even_by_root() {
+    let fs = fresh();
+    tree(&fs);
+    drop(fs.create("/s", 0o644).unwrap());
+    fs.set_permissions("/s", 0o6755).unwrap();
+    fs.as_caller(user(0, 0, &[]))
+        .set_owner("/s", Some(7), None)
+        .unwrap();
+    assert_eq!(fs.stat("/s").unwrap().mode & 0o7777, 0o755);
+    // Set-group-ID without group execution is mandatory locking, kept.
+    fs.set_permissions("/s", 0o6745).unwrap();
+    fs.set_owner("/s", None, Some(8)).unwrap();
+    assert_eq!(fs.stat("/s").unwrap().mode & 0o7777, 0o2745);
+    // A directory keeps both.
+    fs.mkdir("/sd", 0o755).unwrap();
+    fs.set_permissions("/sd", 0o2755).unwrap();
+    fs.set_owner("/sd", Some(9), Some(9)).unwrap();
+    assert_eq!(fs.stat("/sd").unwrap().mode & 0o7777, 0o2755);
+}
+
+#[test]
+fn mp_mkdir_drops_setuid_and_setgid_from_the_mode_as_the_kernel() {
+    let fs = fresh();
+    fs.mkdir("/d", 0o7755).unwrap();
+    assert_eq!(fs.stat("/d").unwrap().mode & 0o7777, 0o1755);
+}

@@ -1,13 +1,13 @@
 //! Permissions and owners: chmod, fchmod, fchmodat, chown, lchown, fchown,
 //! fchownat.
 
-use crate::boundary::entry::{fwd, run, unsupported, Errno, R};
-use crate::calls::stat::{empty_path_desc, stat_path};
+use crate::boundary::entry::{fwd, run, Errno, R};
+use crate::calls::stat::empty_path_desc;
 use crate::dispatch::{fd_call, path_call};
+use crate::state::fds::{Desc, Kind};
 use crate::state::mount;
 use crate::state::path::{classify, Target};
 use libc::{c_char, c_int, gid_t, mode_t, uid_t};
-use udax::fs::Stat;
 
 fn chmod_udax(p: &str, mode: mode_t) -> R<c_int> {
     mount::fs()?.set_permissions(p, mode & 0o7777)?;
@@ -53,18 +53,29 @@ pub unsafe extern "C" fn fchmod(fd: c_int, mode: mode_t) -> c_int {
     })
 }
 
-/// udax keeps the owner of the process that created a file and has no chown:
-/// a change to the current owner succeeds (nothing to do), any other change fails.
-fn chown_udax(s: &Stat, uid: uid_t, gid: gid_t, call: &str) -> R<c_int> {
-    let same = (uid == u32::MAX || uid == s.uid) && (gid == u32::MAX || gid == s.gid);
-    if same {
-        Ok(0)
-    } else {
-        Err(unsupported(
-            call,
-            "udax cannot change file owners",
-            libc::EOPNOTSUPP,
-        ))
+/// A chown id: `-1` leaves it as it is.
+fn id(v: u32) -> Option<u32> {
+    (v != u32::MAX).then_some(v)
+}
+
+/// chown by path (the owner applies the kernel's rules for this process's
+/// credentials: only root gives a file away; docs/multiprocess.md).
+fn chown_path(p: &str, uid: uid_t, gid: gid_t) -> R<c_int> {
+    mount::fs()?.set_owner(p, id(uid), id(gid))?;
+    Ok(0)
+}
+
+/// chown of an open descriptor: a file by inode (renamed or unlinked since
+/// it was opened, still that file), a directory by its current path. An
+/// `O_PATH` descriptor only through `fchownat(AT_EMPTY_PATH)`, as the kernel.
+fn chown_desc(d: &Desc, uid: uid_t, gid: gid_t, o_path_ok: bool) -> R<c_int> {
+    match &*d.kind {
+        _ if !o_path_ok && d.status() & libc::O_PATH != 0 => Err(Errno(libc::EBADF)),
+        Kind::File(f) => {
+            f.set_owner(id(uid), id(gid))?;
+            Ok(0)
+        }
+        Kind::Dir(_) => chown_path(&d.path()?, uid, gid),
     }
 }
 
@@ -75,7 +86,7 @@ macro_rules! chown_fn {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int {
             path_call!(-1, libc::AT_FDCWD, path, $name(path, uid, gid), |p| {
-                chown_udax(&stat_path(&p)?, uid, gid, stringify!($name))
+                chown_path(&p, uid, gid)
             })
         }
     };
@@ -87,11 +98,8 @@ chown_fn!(lchown);
 /// As fchown(2).
 #[no_mangle]
 pub unsafe extern "C" fn fchown(fd: c_int, uid: uid_t, gid: gid_t) -> c_int {
-    fd_call!(-1, fd, fchown(fd, uid, gid), |d| chown_udax(
-        &d.stat()?,
-        uid,
-        gid,
-        "fchown"
+    fd_call!(-1, fd, fchown(fd, uid, gid), |d| chown_desc(
+        &d, uid, gid, false
     ))
 }
 
@@ -109,15 +117,18 @@ pub unsafe extern "C" fn fchownat(
         -1,
         || fwd!(fchownat(dirfd, path, uid, gid, flags)),
         || {
+            if flags & !(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) != 0 {
+                return Err(Errno(libc::EINVAL));
+            }
             // SAFETY: fchownat(2)'s contract for `path`.
             if let Some(d) = unsafe { empty_path_desc(dirfd, path, flags) } {
-                return chown_udax(&d?.stat()?, uid, gid, "fchownat");
+                return chown_desc(&*d?, uid, gid, true);
             }
             // SAFETY: as above.
             match unsafe { classify(dirfd, path) }? {
                 Target::Host => Ok(fwd!(fchownat(dirfd, path, uid, gid, flags))),
                 Target::HostPath(c) => Ok(fwd!(fchownat(dirfd, c.as_ptr(), uid, gid, flags))),
-                Target::Udax(p) => chown_udax(&stat_path(&p)?, uid, gid, "fchownat"),
+                Target::Udax(p) => chown_path(&p, uid, gid),
             }
         },
     )

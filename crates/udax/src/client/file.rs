@@ -397,6 +397,15 @@ impl RemoteFile {
         })
     }
 
+    /// `fchown` (`None` leaves the owner or group).
+    pub fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        self.o.inner.done(&Request::SetOwner {
+            target: Target::Handle(self.o.handle),
+            uid,
+            gid,
+        })
+    }
+
     /// `futimens` (`None` leaves a time as it is).
     pub fn set_times(&self, atime_ns: Option<u64>, mtime_ns: Option<u64>) -> Result<()> {
         // An explicit time replaces the one of in-place overwrites not sent.

@@ -592,6 +592,15 @@ impl Client {
         })
     }
 
+    /// chown of the file at `path` (`None` leaves the owner or group).
+    pub fn set_owner(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        self.done(Request::SetOwner {
+            target: Target::Path(path.as_bytes().to_vec()),
+            uid,
+            gid,
+        })
+    }
+
     /// utimes of the file at `path` (`None` leaves a time as it is).
     pub fn set_times(
         &self,

@@ -917,6 +917,12 @@ impl File {
         self.fs.set_permissions_of(&self.cell, perm)
     }
 
+    /// `fchown` (`None` leaves the owner or the group as it is), with the
+    /// rules of [`Fs::set_owner`].
+    pub fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        self.fs.set_owner_of(&self.cell, uid, gid)
+    }
+
     /// `futimens`: set the access and/or modification time (ns since the
     /// epoch; `None` leaves it); the change time becomes now. For a caller
     /// ([`Fs::as_caller`]), only the file's owner (or root) may.

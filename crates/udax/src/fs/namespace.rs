@@ -2,7 +2,7 @@
 
 use super::{now_ns, stat_of, Cell, Error, File, Fs, OpenOptions, Result, Stat};
 use crate::format::{Op, DT_DIR, DT_REG, NAME_MAX, ROOT_INO, S_IFDIR, S_IFMT, S_IFREG};
-use crate::fs::perm::{R, S_ISGID, W, X};
+use crate::fs::perm::{R, S_ISGID, S_ISUID, W, X};
 use crate::fs::state::InodeData;
 use crate::fs::DirEntry;
 use crate::sync::{Ordering, RwLockWriteGuard};
@@ -498,7 +498,9 @@ impl Fs {
 
     /// Create a directory.
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<()> {
-        self.new_node(path, S_IFDIR | (mode & 0o7777)).map(|_| ())
+        // As the kernel's mkdir: the permission bits and the sticky bit;
+        // set-group-ID only from a set-group-ID parent (`new_owner`).
+        self.new_node(path, S_IFDIR | (mode & 0o1777)).map(|_| ())
     }
 
     /// Remove a file name; the file lives on while open.
@@ -817,6 +819,61 @@ impl Fs {
             mode: (d.attr.mode & S_IFMT) | (perm & 0o7777),
             uid: d.attr.uid,
             gid: d.attr.gid,
+            time_ns: now_ns(),
+        };
+        self.run_tx(&mut [(ino, &mut *d)], &[op])
+    }
+
+    /// chown (`None` leaves the owner or the group as it is, as -1 does).
+    pub fn set_owner(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        let ino = self.resolve(path)?;
+        let cell = self.cell(ino)?;
+        self.set_owner_of(&cell, uid, gid)
+    }
+
+    /// chown of `cell`, with the kernel's rules for a caller
+    /// ([`Fs::as_caller`]): only root gives a file to another user; the
+    /// owner may give it to one of their own groups; anything else is
+    /// EPERM. A change of a file that is not a directory clears its
+    /// set-user-ID bit, and its set-group-ID bit where group execution is
+    /// on (as the kernel's `chown_common`, for root too); the change time
+    /// becomes now, even when nothing changes.
+    pub(crate) fn set_owner_of(
+        &self,
+        cell: &Cell,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<()> {
+        let _g = self.begin(1)?;
+        let ino = cell.ino;
+        let mut d = cell.data.write();
+        if d.freed {
+            return Err(Error::NotFound);
+        }
+        let a = &d.attr;
+        if let Some(c) = &self.cred {
+            if !c.is_root() {
+                let uid_ok = uid.is_none_or(|u| u == a.uid);
+                let gid_ok = gid.is_none_or(|g| g == a.gid || c.in_group(g));
+                if !uid_ok || !gid_ok || (c.uid != a.uid && (uid.is_some() || gid.is_some())) {
+                    return Err(Error::NotPermitted(
+                        "only root may give a file away, and its owner only to one of their groups",
+                    ));
+                }
+            }
+        }
+        let mut mode = a.mode;
+        if mode & S_IFMT != S_IFDIR && (uid.is_some() || gid.is_some()) {
+            mode &= !S_ISUID;
+            if mode & 0o010 != 0 {
+                mode &= !S_ISGID;
+            }
+        }
+        let op = Op::SetMode {
+            ino,
+            mode,
+            uid: uid.unwrap_or(a.uid),
+            gid: gid.unwrap_or(a.gid),
             time_ns: now_ns(),
         };
         self.run_tx(&mut [(ino, &mut *d)], &[op])

@@ -28,13 +28,15 @@ pub const X: u32 = 1;
 const S_ISVTX: u32 = 0o1000;
 /// The set-group-ID bit: a directory's new entries take its group.
 pub(crate) const S_ISGID: u32 = 0o2000;
+/// The set-user-ID bit.
+pub(crate) const S_ISUID: u32 = 0o4000;
 
 impl Cred {
     pub fn is_root(&self) -> bool {
         self.uid == 0
     }
 
-    fn in_group(&self, gid: u32) -> bool {
+    pub(crate) fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.groups.contains(&gid)
     }
 

@@ -1182,6 +1182,13 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 }
                 Reply::Done
             }
+            Request::SetOwner { target, uid, gid } => {
+                match target {
+                    Target::Path(p) => fs.set_owner(path_of(&p)?, uid, gid)?,
+                    Target::Handle(h) => file_of(sh, c, h)?.set_owner(uid, gid)?,
+                }
+                Reply::Done
+            }
             Request::Sync => {
                 fs.sync()?;
                 Reply::Done

@@ -209,6 +209,13 @@ pub enum Request {
         atime_ns: Option<u64>,
         mtime_ns: Option<u64>,
     },
+    /// chown (`None` leaves the owner or the group, as -1), by path or
+    /// by handle.
+    SetOwner {
+        target: Target,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
     /// `syncfs`: make everything durable.
     Sync,
     /// `fallocate(2)` with its Linux mode bits (recalls every lease first).
@@ -596,6 +603,13 @@ fn next_in(r: &mut Reader<'_>) -> Result<Option<u64>, ProtoError> {
     Ok(more.then_some(at))
 }
 
+/// An optional user or group id ([`next_out`] of a `u32`).
+fn id_in(r: &mut Reader<'_>, what: &str) -> Result<Option<u32>, ProtoError> {
+    next_in(r)?
+        .map(|v| u32::try_from(v).map_err(|_| ProtoError::Malformed(format!("{what} {v}"))))
+        .transpose()
+}
+
 fn bool_in(r: &mut Reader<'_>) -> Result<bool, ProtoError> {
     match r.u8()? {
         0 => Ok(false),
@@ -651,6 +665,7 @@ impl Request {
             | Request::Link { .. }
             | Request::Rename2 { .. }
             | Request::SetAttr { .. }
+            | Request::SetOwner { .. }
             | Request::Fallocate { .. }
             | Request::OpenUnnamed { .. }
             | Request::Remap { .. }
@@ -698,6 +713,7 @@ impl Request {
             Request::Seek { .. } => 36,
             Request::Advance { .. } => 37,
             Request::DirPath { .. } => 38,
+            Request::SetOwner { .. } => 39,
         }
     }
 
@@ -744,6 +760,11 @@ impl Request {
                 next_out(&mut w, mode.map(u64::from));
                 next_out(&mut w, *atime_ns);
                 next_out(&mut w, *mtime_ns);
+            }
+            Request::SetOwner { target, uid, gid } => {
+                target_out(&mut w, target);
+                next_out(&mut w, uid.map(u64::from));
+                next_out(&mut w, gid.map(u64::from));
             }
             Request::Fallocate {
                 handle,
@@ -1026,6 +1047,11 @@ impl Request {
                     h @ 0..=2 => h,
                     h => return Err(ProtoError::Malformed(format!("rename flags {h}"))),
                 },
+            },
+            39 => Request::SetOwner {
+                target: target_in(&mut r)?,
+                uid: id_in(&mut r, "uid")?,
+                gid: id_in(&mut r, "gid")?,
             },
             28 => Request::SetAttr {
                 target: target_in(&mut r)?,
@@ -1475,6 +1501,12 @@ mod tests {
                     mtime_ns
                 }),
             Just(Request::Sync),
+            (
+                target(),
+                proptest::option::of(any::<u32>()),
+                proptest::option::of(any::<u32>())
+            )
+                .prop_map(|(target, uid, gid)| Request::SetOwner { target, uid, gid }),
             any::<u64>().prop_map(|handle| Request::Share { handle }),
             any::<u64>().prop_map(|token| Request::Adopt { token }),
             (any::<u64>(), 0..3u8, any::<i64>()).prop_map(|(handle, whence, offset)| {
