@@ -374,3 +374,62 @@ fn p_system_and_popen_run_the_shell_in_the_udax_working_directory_with_udax_desc
         )
     );
 }
+
+/// A forked child's `MAP_PRIVATE` mapping inherited from its parent is the
+/// child's own too, and keeps what the parent had stored in it before the
+/// fork: a private copy of a file page and of a hole's zero page (as on
+/// the kernel, where fork copies them); the child's own stores stay its
+/// own; another process's truncate gives it SIGBUS past the new end. The
+/// same script on the host (tmpfs) is the reference.
+#[test]
+fn m1_a_forked_child_keeps_the_private_copies_of_its_parents_private_mapping() {
+    if !have("python3") || !have("timeout") || !have("truncate") {
+        return;
+    }
+    let script = r#"
+import mmap, os, subprocess, sys
+P = 4096
+m = sys.argv[1]
+fd = os.open(m + "/p", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"f" * (3 * P))
+os.ftruncate(fd, 5 * P)  # pages 3, 4: a hole
+mm = mmap.mmap(fd, 5 * P, access=mmap.ACCESS_COPY)
+mm[0:4] = b"PRIV"              # a private copy of a file page
+mm[3 * P:3 * P + 4] = b"HOLE"  # a private copy of a hole's zero page
+mm[4 * P:4 * P + 1]            # a hole read: the zero page
+r, w = os.pipe()
+r2, w2 = os.pipe()
+pid = os.fork()
+if pid == 0:
+    out = [mm[0:4].decode(), mm[4:8].decode(), mm[3 * P:3 * P + 4].decode(), repr(mm[4 * P:4 * P + 2])]
+    mm[P:P + 5] = b"child"
+    print("child sees", *out, flush=True)
+    os.write(w, b"1")
+    os.read(r2, 1)
+    print("child after", mm[P:P + 5].decode(), mm[2 * P + 100:2 * P + 103].decode(), flush=True)
+    mm[4 * P]  # past the new end: SIGBUS
+    print("no SIGBUS", flush=True)
+    os._exit(0)
+os.read(r, 1)
+print("parent sees", mm[P:P + 5].decode(), mm[0:4].decode(), flush=True)
+os.pwrite(fd, b"NEW", 2 * P + 100)  # an untouched private page follows the file
+subprocess.run(["truncate", "-s", str(3 * P), m + "/p"], check=True)
+os.write(w2, b"1")
+_, st = os.waitpid(pid, 0)
+print("child", "signal %d" % os.WTERMSIG(st) if os.WIFSIGNALED(st) else "exit %d" % os.WEXITSTATUS(st), flush=True)
+"#;
+    let env = Env::new(32 << 20);
+    let out = env.run("timeout", &["60", "python3", "-c", script, &env.mount]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("udax-preload"), "shim warnings:\n{err}");
+    let host = std::process::Command::new("timeout")
+        .args(["60", "python3", "-c", script])
+        .arg(&env.host)
+        .output()
+        .unwrap();
+    assert!(host.status.success(), "on the host: {host:?}");
+    let expected = "child sees PRIV ffff HOLE b'\\x00\\x00'\nparent sees fffff PRIV\n\
+                    child after child NEW\nchild signal 7\n";
+    assert_eq!(stdout(&host), expected, "the kernel's answer changed");
+    assert_eq!(stdout(&out), expected);
+}

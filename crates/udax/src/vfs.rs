@@ -447,7 +447,7 @@ impl VMapping {
         }
     }
 
-    /// A forked child's copy of its parent's shared mapping, made anew at
+    /// A forked child's copy of its parent's mapping, made anew at
     /// the same address over `file`, the child's own open of the file
     /// (see [`RemoteMapping::renew`]). Through an owner only: an embedded
     /// file system belongs to the parent.

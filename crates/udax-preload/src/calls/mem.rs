@@ -641,13 +641,15 @@ pub fn drop_all() {
     drop(all);
 }
 
-/// Tokens the last fork's prepare handler got for the shared mappings of
+/// Tokens the last fork's prepare handler got for the mappings of
 /// this process (by base address): the child adopts each mapping's file
 /// with one and makes the mapping anew ([`after_fork_in_child`]).
-static FORK_MAPS: Mutex<Vec<(usize, u64)>> = Mutex::new(Vec::new());
+/// `None` unless the process is attached to an owner (embedded, the
+/// child keeps its inherited mappings as they are: docs/limits.md).
+static FORK_MAPS: Mutex<Option<Vec<(usize, u64)>>> = Mutex::new(None);
 
 /// Just before fork (the prepare handler, inside the shim): offer the file
-/// of each shared mapping this process made through an owner to the child
+/// of each mapping this process made through an owner to the child
 /// (a round trip each; nothing when no udax mapping exists).
 pub fn before_fork() {
     // ORDERING: Acquire pairs with the Release in `insert`.
@@ -661,7 +663,7 @@ pub fn before_fork() {
         let udax::vfs::VMapping::Remote(m) = &*e.map else {
             continue;
         };
-        if e.born != me || e.flags.private {
+        if e.born != me {
             continue;
         }
         match m.file().share() {
@@ -672,7 +674,7 @@ pub fn before_fork() {
             ),
         }
     }
-    *FORK_MAPS.lock().unwrap_or_else(|p| p.into_inner()) = tokens;
+    *FORK_MAPS.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokens);
     // Held across the fork itself (the shim's prepare handler runs last):
     // no other thread of the parent is inside the table when the child's
     // copy is made, so the child finds it unlocked. Released by
@@ -693,33 +695,25 @@ pub extern "C" fn after_fork_in_parent() {
 }
 
 /// In a forked child, before the program goes on (the child handler): the
-/// shared mappings inherited from the parent are made anew at the same
+/// mappings inherited from the parent are made anew at the same
 /// addresses, each over the child's own open of its file (adopted with the
 /// token of [`before_fork`]), so this process resolves their faults and
 /// holds their leases: a later truncate or punch by any process unmaps them
 /// here too, as the kernel's `unmap_mapping_range` reaches every process.
 /// Until then the child's copies show what the parent had mapped, which a
 /// change made meanwhile could have freed; so a mapping that cannot be made
-/// anew is made inaccessible instead (SIGSEGV, never stale data). Private
-/// mappings are left as inherited (docs/preload.md, "fork and exec").
+/// anew is made inaccessible instead (SIGSEGV, never stale data). A private
+/// mapping keeps the copies the parent had made (docs/preload.md, "fork").
 pub fn after_fork_in_child() {
-    let tokens = std::mem::take(&mut *FORK_MAPS.lock().unwrap_or_else(|p| p.into_inner()));
+    let tokens = FORK_MAPS.lock().unwrap_or_else(|p| p.into_inner()).take();
     let held = HELD.try_with(|h| h.borrow_mut().take()).ok().flatten();
     // ORDERING: the child's only thread.
-    if NMAPS.load(Ordering::Acquire) == 0 {
+    let Some(tokens) = tokens.filter(|_| NMAPS.load(Ordering::Acquire) > 0) else {
         return;
-    }
+    };
     udax::forget_parent_fault_engine();
     let mut table = held.unwrap_or_else(maps);
-    let shared: Vec<usize> = table
-        .iter()
-        .filter(|(_, e)| !e.flags.private)
-        .map(|(b, _)| *b)
-        .collect();
-    let inherited: Vec<(usize, Arc<Entry>)> = shared
-        .into_iter()
-        .filter_map(|b| table.remove(&b).map(|e| (b, e)))
-        .collect();
+    let inherited: Vec<(usize, Arc<Entry>)> = std::mem::take(&mut *table).into_iter().collect();
     drop(table);
     for (base, old) in inherited {
         let token = tokens.iter().find(|(b, _)| *b == base).map(|(_, t)| *t);

@@ -900,10 +900,13 @@ impl RemoteMapping {
     /// from a token the parent shared before the fork): from now on this
     /// process's fault engine resolves it under this process's lease, so
     /// another client's truncate or punch unmaps it here too. The old
-    /// mapping's objects speak for the parent and are not dropped. Shared
-    /// mappings only (see [`Map::renew`]).
+    /// mapping's objects speak for the parent and are not dropped. A
+    /// private mapping keeps its private copies (see [`Map::renew`]).
     pub fn renew(self, file: &RemoteFile, flags: MapFlags) -> Result<RemoteMapping> {
-        if self.map.prot() == Prot::ReadWrite && !(file.o.write && file.o.inner.writable()) {
+        if self.map.prot() == Prot::ReadWrite
+            && !self.map.private()
+            && !(file.o.write && file.o.inner.writable())
+        {
             return Err(Error::Access(
                 "shared writable mmap of a file not open for writing",
             ));

@@ -103,11 +103,14 @@ impl Map {
     /// reaches it. The old mapping is the parent's (its file objects speak
     /// for the parent): it is never dropped or used again. Refused for a
     /// mapping of this very process. The pages the parent had unmapped
-    /// stay unmapped. Shared mappings only: a private one would lose the
-    /// copies the parent made of hole pages (they are not inherited).
+    /// stay unmapped. A private mapping keeps its private copies (the
+    /// pages the parent had stored to before the fork, which the engine's
+    /// fork handler let the child inherit): read out first, stored into
+    /// the new mapping after (the kernel copies them again), so the child
+    /// sees what the parent saw at the fork, and the file elsewhere.
     pub fn renew(self, inode: Arc<dyn DaxInode>, flags: MapFlags) -> Result<Map> {
-        if self.region.private || flags.private {
-            return Err(Error::NotSupported("making a private mapping anew"));
+        if self.region.private != flags.private {
+            return Err(Error::Invalid("private and shared mappings differ"));
         }
         if inode.device().dev.mapping().is_none() {
             return Err(Error::NotSupported(
@@ -127,9 +130,27 @@ impl Map {
             let st = old.region.lock();
             (st.prot.unwrap_or(Prot::Read), st.gone.clone())
         };
+        let copies = if old.region.private {
+            use std::os::fd::AsRawFd;
+            let pm = std::fs::File::open("/proc/self/pagemap").map_err(io)?;
+            old.region.copies(pm.as_raw_fd()).map_err(io)?
+        } else {
+            Vec::new()
+        };
         let offset = old.offset();
         let area = old.region.hand_over(&eng.uffd, prot).map_err(io)?;
         let m = Self::new_in(inode, offset, area.bytes(), prot, flags, Some(area))?;
+        if !copies.is_empty() {
+            if prot != Prot::ReadWrite {
+                m.protect(Prot::ReadWrite)?;
+            }
+            for (page, bytes) in copies.iter().filter(|(p, _)| !gone.contains(p)) {
+                m.region.store_page(*page, bytes).map_err(io)?;
+            }
+            if prot != Prot::ReadWrite {
+                m.protect(prot)?;
+            }
+        }
         for g in gone.iter() {
             let off = (g.start - m.region.first_page) as usize * PAGE;
             m.unmap_range(off, (g.end - g.start) as usize * PAGE)?;

@@ -342,7 +342,9 @@ fn start_handler(eng: &Arc<Engine>, i: usize) -> std::io::Result<()> {
 extern "C" fn before_fork() {
     let Some(e) = try_engine() else { return };
     for r in e.regions.read().values() {
-        r.inherit_shown(&r.lock());
+        let st = r.lock();
+        r.inherit_shown(&st);
+        r.inherit_copies(&st);
     }
 }
 

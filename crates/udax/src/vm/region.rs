@@ -405,6 +405,70 @@ impl Region {
         Ok(())
     }
 
+    /// Before fork: let the child inherit the private copies a `MAP_PRIVATE`
+    /// mapping made of zero pages (they live in `MADV_DONTFORK`
+    /// placeholders): they are resolved pages, the mapping's own data,
+    /// which a child keeps as after a kernel fork.
+    pub fn inherit_copies(&self, st: &RegionState) {
+        if !self.private || st.dead {
+            return;
+        }
+        for k in st.cow.iter() {
+            let Some((a, n)) = self.span(st, k) else {
+                return;
+            };
+            // SAFETY: as in `discard`: the range is this live region's own.
+            let _ = unsafe { space::inherit(a, n) };
+        }
+    }
+
+    /// The private copies this (inherited) private mapping holds, as (file
+    /// page, its bytes): read before the mapping is made anew in a forked
+    /// child, and written into the new one after.
+    pub fn copies(&self, pagemap: RawFd) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+        let st = self.lock();
+        let Some((a, n)) = self.span(&st, &self.pages()) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for r in space::private_copies(pagemap, a, n)? {
+            for addr in r.step_by(PAGE) {
+                let mut page = vec![0u8; PAGE];
+                // SAFETY: `addr` is a present anonymous page of this live
+                // region (the scan above, under its state lock, held);
+                // read as raw bytes, no reference into it kept.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(addr as *const u8, page.as_mut_ptr(), PAGE)
+                };
+                out.push((self.page_of(addr), page));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write `bytes` (one page) over file page `page` of this live region
+    /// with a store, as the program would: the fault maps the page and, in
+    /// a private mapping, the kernel copies it first. The region must be
+    /// writable now. From a thread that is not a fault handler.
+    pub fn store_page(&self, page: u64, bytes: &[u8]) -> std::io::Result<()> {
+        let a = {
+            let st = self.lock();
+            if st.gone.contains(&page) || bytes.len() != PAGE {
+                return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            match self.span(&st, &(page..page + 1)) {
+                Some((a, _)) => a,
+                None => return Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+            }
+        };
+        // SAFETY: one page of this region, which was alive just above and
+        // is being made by the caller (no one unmaps it meanwhile); the
+        // store may fault, which the fault engine resolves (the caller is
+        // not one of its threads); raw bytes, no reference kept.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), a as *mut u8, PAGE) };
+        Ok(())
+    }
+
     /// Before fork: let the child inherit every page that shows the device
     /// (pages shown through a window would not be).
     pub fn inherit_shown(&self, st: &RegionState) {

@@ -340,9 +340,12 @@ pub unsafe fn place_window(
 ///
 /// [madvise(2)](https://man7.org/linux/man-pages/man2/madvise.2.html) (`MADV_DOFORK`)
 pub unsafe fn inherit(addr: usize, len: usize) -> Result<()> {
+    // The system call itself: this runs in a fork handler, where an
+    // interposer of `madvise` (the preload shim's, which serves a program's
+    // advice on udax mappings) would take it for the program's own call.
     // SAFETY: the range belongs to the caller's region; MADV_DOFORK only
     // changes what fork copies.
-    if unsafe { libc::madvise(addr as *mut _, len, libc::MADV_DOFORK) } != 0 {
+    if unsafe { libc::syscall(libc::SYS_madvise, addr, len, libc::MADV_DOFORK) } != 0 {
         return Err(Error::last_os_error());
     }
     Ok(())
@@ -458,6 +461,19 @@ pub fn non_zero_pages(
     )
 }
 
+/// Pages of `[addr, addr+len)` holding anonymous memory of their own: the
+/// private copies of a `MAP_PRIVATE` mapping (present or swapped, not a
+/// file page, not the shared zero page). Pure query.
+pub fn private_copies(
+    pagemap: RawFd,
+    addr: usize,
+    len: usize,
+) -> Result<Vec<std::ops::Range<usize>>> {
+    let (file, zero) = (g::PAGE_IS_FILE as u64, g::PAGE_IS_PFNZERO as u64);
+    let any = (g::PAGE_IS_PRESENT | g::PAGE_IS_SWAPPED) as u64;
+    pagemap_query_any(pagemap, addr, len, 0, (file | zero, file | zero, any), any)
+}
+
 /// Report the pages of `[addr, addr+len)` written since they were last
 /// write-protected (WP_ASYNC tracking), and write-protect them again in the same
 /// walk. `pagemap` is an open `/proc/self/pagemap`. Returns page-aligned ranges.
@@ -486,6 +502,19 @@ fn pagemap_query(
     inverted: u64,
     ret: u64,
 ) -> Result<Vec<std::ops::Range<usize>>> {
+    pagemap_query_any(pagemap, addr, len, flags, (mask, inverted, 0), ret)
+}
+
+/// `PAGEMAP_SCAN` of `[addr, addr+len)`: pages matching every category of
+/// `mask` (after flipping those of `inverted`) and one of `anyof`.
+fn pagemap_query_any(
+    pagemap: RawFd,
+    addr: usize,
+    len: usize,
+    flags: u64,
+    (mask, inverted, anyof): (u64, u64, u64),
+    ret: u64,
+) -> Result<Vec<std::ops::Range<usize>>> {
     let mut out = Vec::new();
     let mut vec = vec![
         g::page_region {
@@ -509,7 +538,7 @@ fn pagemap_query(
             max_pages: 0,
             category_inverted: inverted,
             category_mask: mask,
-            category_anyof_mask: 0,
+            category_anyof_mask: anyof,
             return_mask: ret,
         };
         // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len` entries
