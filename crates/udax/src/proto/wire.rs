@@ -170,7 +170,10 @@ fn recv_into(
         ) {
             Err(rustix::io::Errno::INTR) => continue,
             Err(rustix::io::Errno::AGAIN) if until.is_some_and(|t| Instant::now() < t) => {
-                std::hint::spin_loop();
+                // Yield rather than spin: a thread that polls must not keep
+                // the one it waits for (the owner's, on a busy machine)
+                // off the CPU; with nothing else to run, this returns at once.
+                std::thread::yield_now();
                 continue;
             }
             Err(rustix::io::Errno::AGAIN) if until.is_some() => return Ok(None),
