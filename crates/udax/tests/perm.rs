@@ -228,3 +228,43 @@ fn mp_mkdir_drops_setuid_and_setgid_from_the_mode_as_the_kernel() {
     fs.mkdir("/d", 0o7755).unwrap();
     assert_eq!(fs.stat("/d").unwrap().mode & 0o7777, 0o1755);
 }
+
+#[test]
+fn mp_a_write_truncate_or_fallocate_by_a_user_clears_setuid_and_root_keeps_it() {
+    let fs = fresh();
+    tree(&fs);
+    drop(fs.create("/pub/s", 0o666).unwrap());
+    let u = fs.as_caller(user(1000, 1000, &[]));
+    let mode = |fs: &Fs| fs.stat("/pub/s").unwrap().mode & 0o7777;
+    // Root writes: kept (CAP_FSETID).
+    fs.set_permissions("/pub/s", 0o6777).unwrap();
+    let r = fs.as_caller(user(0, 0, &[]));
+    r.open("/pub/s", &OpenOptions::read_write())
+        .unwrap()
+        .write_at(b"x", 0)
+        .unwrap();
+    assert_eq!(mode(&fs), 0o6777);
+    // A user's write: both go (group execution is on).
+    u.open("/pub/s", &OpenOptions::read_write())
+        .unwrap()
+        .write_at(b"y", 0)
+        .unwrap();
+    assert_eq!(mode(&fs), 0o777);
+    // Without group execution set-group-ID stays (mandatory locking).
+    fs.set_permissions("/pub/s", 0o6766).unwrap();
+    u.open("/pub/s", &OpenOptions::read_write())
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert_eq!(mode(&fs), 0o2766);
+    fs.set_permissions("/pub/s", 0o4777).unwrap();
+    u.open("/pub/s", &OpenOptions::read_write())
+        .unwrap()
+        .fallocate(0, 0, 4096)
+        .unwrap();
+    assert_eq!(mode(&fs), 0o777);
+    // chown(-1, -1) by root clears them too.
+    fs.set_permissions("/pub/s", 0o6777).unwrap();
+    r.set_owner("/pub/s", None, None).unwrap();
+    assert_eq!(mode(&fs), 0o777);
+}

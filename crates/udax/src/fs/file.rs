@@ -199,6 +199,7 @@ impl File {
             let tmp = buf.to_vec();
             return self.write_at(&tmp, off);
         }
+        self.fs.remove_privs(&self.cell)?;
         // O_APPEND: every write lands at the end of file, whatever `off` says.
         let off = if self.append { self.len() } else { off };
         let mut written = 0usize;
@@ -607,6 +608,7 @@ impl File {
         if len > MAX_FILE_SIZE {
             return Err(Error::FileTooBig);
         }
+        self.fs.remove_privs(&self.cell)?;
         let _inv = self.cell.dax.invalidate.write();
         let old = self.len();
         if len < old {
@@ -678,6 +680,7 @@ impl File {
         if !self.write {
             return Err(Error::BadFd);
         }
+        self.fs.remove_privs(&self.cell)?;
         let known =
             KEEP_SIZE | PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE | UNSHARE_RANGE;
         if mode & !known != 0 {
@@ -935,6 +938,7 @@ impl File {
     /// reported by it): as the kernel's `file_update_time`, for whoever
     /// may write the file, owner or not.
     pub(crate) fn note_write_time(&self, mtime_ns: u64) -> Result<()> {
+        self.fs.remove_privs(&self.cell)?;
         self.fs.set_times_of(&self.cell, None, Some(mtime_ns))
     }
 

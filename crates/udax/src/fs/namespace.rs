@@ -834,10 +834,10 @@ impl Fs {
     /// chown of `cell`, with the kernel's rules for a caller
     /// ([`Fs::as_caller`]): only root gives a file to another user; the
     /// owner may give it to one of their own groups; anything else is
-    /// EPERM. A change of a file that is not a directory clears its
+    /// EPERM. A chown of a file that is not a directory clears its
     /// set-user-ID bit, and its set-group-ID bit where group execution is
-    /// on (as the kernel's `chown_common`, for root too); the change time
-    /// becomes now, even when nothing changes.
+    /// on (as the kernel's `chown_common`: for root too, and for -1/-1);
+    /// the change time becomes now, even when nothing changes.
     pub(crate) fn set_owner_of(
         &self,
         cell: &Cell,
@@ -863,11 +863,8 @@ impl Fs {
             }
         }
         let mut mode = a.mode;
-        if mode & S_IFMT != S_IFDIR && (uid.is_some() || gid.is_some()) {
-            mode &= !S_ISUID;
-            if mode & 0o010 != 0 {
-                mode &= !S_ISGID;
-            }
+        if mode & S_IFMT != S_IFDIR {
+            mode = without_privs(mode);
         }
         let op = Op::SetMode {
             ino,
@@ -877,6 +874,35 @@ impl Fs {
             time_ns: now_ns(),
         };
         self.run_tx(&mut [(ino, &mut *d)], &[op])
+    }
+
+    /// A write, truncate or fallocate of `cell` (or a client's report of
+    /// its writes in place) by the caller: as the kernel's
+    /// `file_remove_privs`, a caller other than root (no `CAP_FSETID`)
+    /// clears a regular file's set-user-ID bit and its group-executable
+    /// set-group-ID bit. A plain mount (no caller) changes nothing.
+    pub(crate) fn remove_privs(&self, cell: &Cell) -> Result<()> {
+        match &self.cred {
+            Some(c) if !c.is_root() => {}
+            _ => return Ok(()),
+        }
+        let mode = cell.data.read().attr.mode;
+        if mode & S_IFMT != S_IFREG || without_privs(mode) == mode {
+            return Ok(());
+        }
+        let _g = self.begin(1)?;
+        let mut d = cell.data.write();
+        if d.freed || without_privs(d.attr.mode) == d.attr.mode {
+            return Ok(());
+        }
+        let op = Op::SetMode {
+            ino: cell.ino,
+            mode: without_privs(d.attr.mode),
+            uid: d.attr.uid,
+            gid: d.attr.gid,
+            time_ns: now_ns(),
+        };
+        self.run_tx(&mut [(cell.ino, &mut *d)], &[op])
     }
 
     /// `utimensat`: set the access and/or modification time (ns since the
@@ -921,4 +947,15 @@ impl Fs {
         };
         self.run_tx(&mut [(cell.ino, &mut *d)], &[op])
     }
+}
+
+/// `mode` without the set-user-ID bit and, where group execution is on,
+/// the set-group-ID bit (without it, set-group-ID marks mandatory locking
+/// and stays), as the kernel's `should_remove_suid`.
+fn without_privs(mode: u32) -> u32 {
+    let mut m = mode & !S_ISUID;
+    if m & 0o010 != 0 {
+        m &= !S_ISGID;
+    }
+    m
 }
