@@ -51,7 +51,7 @@ extern "C" fn at_load() {
     unsafe {
         libc::pthread_atfork(
             Some(before_fork),
-            Some(calls::mem::after_fork_in_parent),
+            Some(after_fork_in_parent),
             Some(after_fork_in_child),
         )
     };
@@ -74,13 +74,22 @@ extern "C" fn before_fork() {
             if state::inherit::before_fork() {
                 calls::mem::before_fork();
             }
+            // Last: no lock of the shim is taken after it until the fork.
+            state::mount::lock_for_fork();
             Ok(())
         },
     )
 }
 
+/// The `pthread_atfork` parent handler: the locks held across the fork go.
+#[cfg_attr(test, allow(dead_code))]
+extern "C" fn after_fork_in_parent() {
+    state::mount::unlock_after_fork();
+    calls::mem::after_fork_in_parent();
+}
+
 /// The `pthread_atfork` child handler: the child is a process of its own,
-/// and the shared mappings it inherited become its own before the program
+/// and the mappings it inherited become its own before the program
 /// goes on (not for the shim's own forks, which exec at once).
 extern "C" fn after_fork_in_child() {
     state::mount::after_fork_in_child();

@@ -689,8 +689,8 @@ thread_local! {
     static HELD: std::cell::RefCell<Option<Table>> = const { std::cell::RefCell::new(None) };
 }
 
-/// The `pthread_atfork` parent handler: the table is free again.
-pub extern "C" fn after_fork_in_parent() {
+/// After fork, in the parent: the table is free again.
+pub fn after_fork_in_parent() {
     let _ = HELD.try_with(|h| h.borrow_mut().take());
 }
 

@@ -50,6 +50,28 @@ pub fn pid() -> u32 {
 pub fn after_fork_in_child() {
     // ORDERING: read by the same (only) thread of the child afterwards.
     PID.store(0, Ordering::Relaxed);
+    unlock_after_fork();
+}
+
+type Held = std::sync::RwLockWriteGuard<'static, Option<Attached>>;
+
+thread_local! {
+    /// The attachment, locked by the forking thread across the fork.
+    static HELD: std::cell::RefCell<Option<Held>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Last in the prepare handler: hold the attachment's lock across the fork,
+/// so no other thread of the parent is inside it when the child's copy is
+/// made (the child would find it locked for ever, and attach at its first
+/// call).
+pub fn lock_for_fork() {
+    let g = MOUNT.write().unwrap_or_else(|p| p.into_inner());
+    let _ = HELD.try_with(|h| *h.borrow_mut() = Some(g));
+}
+
+/// In the parent and in the child after fork: the lock is free again.
+pub fn unlock_after_fork() {
+    let _ = HELD.try_with(|h| h.borrow_mut().take());
 }
 
 /// Where the owner is started from when none serves the device:
