@@ -433,3 +433,53 @@ print("child", "signal %d" % os.WTERMSIG(st) if os.WIFSIGNALED(st) else "exit %d
     assert_eq!(stdout(&host), expected, "the kernel's answer changed");
     assert_eq!(stdout(&out), expected);
 }
+
+/// POSIX record locks belong to the process, and exec keeps the process:
+/// a lock on a file whose descriptor stays open across exec is still held
+/// by the new program (another process is refused, and `F_GETLK` names the
+/// same pid), while a lock on a file whose only descriptor was
+/// close-on-exec goes with that descriptor, as on the kernel; the kept
+/// lock goes when the process exits.
+#[test]
+fn p_record_locks_survive_exec_on_files_the_exec_keeps_open() {
+    if !have("python3") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    let holder = format!(
+        r#"
+import fcntl, os, sys
+kept = os.open("{m}/kept", os.O_RDWR | os.O_CREAT, 0o644)
+os.set_inheritable(kept, True)
+gone = os.open("{m}/gone", os.O_RDWR | os.O_CREAT, 0o644)  # close-on-exec
+fcntl.lockf(kept, fcntl.LOCK_EX)
+fcntl.lockf(gone, fcntl.LOCK_EX)
+os.execv(sys.executable, [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"])
+"#
+    );
+    let mut h = spawn_ready(env.cmd("python3").args(["-c", &holder]));
+    let probe = format!(
+        r#"
+import fcntl, os, struct
+def try_lock(name):
+    fd = os.open("{m}/" + name, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return "free"
+    except OSError:
+        lk = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)
+        pid = struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, lk))[4]
+        return "held by %d" % pid
+    finally:
+        os.close(fd)
+print(try_lock("kept"), try_lock("gone"))
+"#
+    );
+    let out = env.run("python3", &["-c", &probe]);
+    assert_eq!(stdout(&out), format!("held by {} free\n", h.id()));
+    drop(h.stdin.take());
+    assert!(h.wait().unwrap().success());
+    let out = env.run("python3", &["-c", &probe]);
+    assert_eq!(stdout(&out), "free free\n");
+}

@@ -115,6 +115,9 @@ fn posix_lock(d: &Desc, cmd: c_int, arg: c_ulong) -> R<c_int> {
         return Ok(0);
     }
     let wait = matches!(cmd, libc::F_SETLKW | libc::F_OFD_SETLKW);
+    if !ofd && kind.is_some() {
+        crate::state::inherit::took_posix_locks();
+    }
     f.lock(scope, kind, start, end, wait)?;
     Ok(0)
 }

@@ -29,6 +29,18 @@ use udax::vfs::{VDir, VFile, Vfs};
 /// The environment variable an exec hands the state over in.
 pub const VAR: &str = "UDAX_INHERIT";
 
+/// This process has taken a POSIX record lock (an exec then hands its
+/// locks over: they belong to the process, which the exec keeps).
+static POSIX_LOCKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Note that this process took a POSIX record lock.
+pub fn took_posix_locks() {
+    // ORDERING: Relaxed: read by this process's exec, after the lock call
+    // returned (program order on one thread, or the program's own
+    // synchronisation between threads).
+    POSIX_LOCKS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Tokens the last fork offered, by description key (`Desc::key`): a
 /// forked child adopts from them (each once).
 static FORK_TOKENS: Mutex<Option<HashMap<usize, u64>>> = Mutex::new(None);
@@ -145,13 +157,21 @@ fn unhex(s: &str) -> Option<String> {
 pub struct Handover {
     pub record: String,
     kept: Vec<c_int>,
+    /// The token of the POSIX record locks handed over, if any.
+    locks: Option<u64>,
 }
 
 impl Handover {
-    /// The exec failed: the descriptors are this process's again.
+    /// The exec failed: the descriptors and the locks are this process's
+    /// again.
     pub fn undo(self) {
         for fd in self.kept {
             fds::set_kernel_cloexec(fd, true);
+        }
+        if let (Some(t), Ok(Vfs::Remote(c))) = (self.locks, mount::fs()) {
+            if let Err(e) = c.adopt_locks(t) {
+                tracing::warn!("udax-preload: exec failed and its record locks are lost: {e}");
+            }
         }
     }
 }
@@ -169,13 +189,14 @@ pub fn before_exec() -> Option<Handover> {
     if fds::count() == 0 && cwd.is_none() {
         return None;
     }
-    let Ok(Vfs::Remote(_)) = mount::fs() else {
+    let Ok(Vfs::Remote(c)) = mount::fs() else {
         tracing::warn!(
             "udax-preload: exec: udax descriptors and the working directory are not handed \
              to the new program (embedded mount)"
         );
         return None;
     };
+    let mut files: Vec<Arc<Desc>> = Vec::new();
     let mut parts = vec!["1".to_string()];
     if let Some(Ok(p)) = cwd {
         parts.push(format!("c,{}", hex(&p)));
@@ -201,6 +222,7 @@ pub fn before_exec() -> Option<Handover> {
                         continue;
                     }
                 };
+                files.push(d.clone());
                 format!("f,{fd},{},{t},{}", d.status(), hex(&d.path_hint()))
             }
             Kind::Dir(VDir::Remote { .. }) => {
@@ -217,9 +239,32 @@ pub fn before_exec() -> Option<Handover> {
     if parts.len() == 1 {
         return None;
     }
+    // ORDERING: as in `took_posix_locks`.
+    let locks = if POSIX_LOCKS.load(std::sync::atomic::Ordering::Relaxed) && !files.is_empty() {
+        let refs: Vec<&udax::client::RemoteFile> = files
+            .iter()
+            .filter_map(|d| match &*d.kind {
+                Kind::File(VFile::Remote(f)) => Some(f),
+                _ => None,
+            })
+            .collect();
+        match c.share_locks(&refs) {
+            Ok(t) => {
+                parts.push(format!("l,{t}"));
+                Some(t)
+            }
+            Err(e) => {
+                tracing::warn!("udax-preload: exec: record locks not handed over ({e})");
+                None
+            }
+        }
+    } else {
+        None
+    };
     Some(Handover {
         record: parts.join(";"),
         kept,
+        locks,
     })
 }
 
@@ -281,6 +326,10 @@ fn take_over(rec: &str) -> R<()> {
                     }
                 };
                 fds::adopt_at(fd, d);
+            }
+            ["l", token] => {
+                let token: u64 = token.parse().map_err(|_| bad())?;
+                c.adopt_locks(token)?;
             }
             ["d", fd, status, pos, p] => {
                 let fd: c_int = fd.parse().map_err(|_| bad())?;

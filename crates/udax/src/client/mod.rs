@@ -592,6 +592,26 @@ impl Client {
         })
     }
 
+    /// Before an exec: hand this process's POSIX record locks on the files
+    /// of `files` (the descriptors the exec keeps) to the next image of the
+    /// process; a token for [`Client::adopt_locks`]. Locks on its other
+    /// files go when this connection ends, as exec's close of their last
+    /// descriptor drops them.
+    pub fn share_locks(&self, files: &[&RemoteFile]) -> Result<u64> {
+        match self.call(&Request::ShareLocks {
+            handles: files.iter().map(|f| f.handle()).collect(),
+        })? {
+            Reply::Shared { token } => Ok(token),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Take the POSIX record locks handed over with `token` by this same
+    /// process (the image before an exec, or this image if its exec failed).
+    pub fn adopt_locks(&self, token: u64) -> Result<()> {
+        self.done(Request::AdoptLocks { token })
+    }
+
     /// chown of the file at `path` (`None` leaves the owner or group).
     pub fn set_owner(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
         self.done(Request::SetOwner {

@@ -217,6 +217,27 @@ impl LockTable {
             .retain(|w, (b, _)| w.process != process && b.process != process);
     }
 
+    /// Give the POSIX record locks of process `from` on `only` these inodes
+    /// (every inode with `None`) to process `to` (an exec: the same process goes on
+    /// under another connection). Its recorded waits end (the exec
+    /// interrupted them).
+    pub fn move_process(&self, from: u64, to: u64, only: Option<&[u64]>) {
+        let mut st = self.st.lock();
+        for (ino, v) in st.records.iter_mut() {
+            if only.is_some_and(|i| !i.contains(ino)) {
+                continue;
+            }
+            for h in v
+                .iter_mut()
+                .filter(|h| h.owner.process == from && h.owner.ofd.is_none())
+            {
+                h.owner.process = to;
+            }
+        }
+        st.waits
+            .retain(|w, (b, _)| w.process != from && b.process != from);
+    }
+
     /// Every record lock on `ino` (for tests and `udax stat`).
     pub fn records(&self, ino: u64) -> Vec<Held> {
         self.st

@@ -162,6 +162,43 @@ struct Shared {
     /// Client threads polling for their client's next request right now
     /// (see `next_request`).
     spinning: AtomicUsize,
+    /// POSIX record locks handed over by a process about to exec, by
+    /// token (see `LockOffer`).
+    lock_offers: Mutex<HashMap<u64, LockOffer>>,
+}
+
+/// The POSIX record locks of a process that is exec'ing: held under a lock
+/// owner of their own (`process`) until the new image (or the old one, if
+/// the exec failed) of the same process adopts them, or the process dies
+/// (a program without the shim never does: its locks last its life, as the
+/// kernel's).
+#[derive(Debug)]
+struct LockOffer {
+    process: u64,
+    uid: u32,
+    pid: i32,
+}
+
+/// Release the handed-over locks of processes that died meanwhile.
+fn prune_lock_offers(sh: &Shared) {
+    let mut m = sh.lock_offers.lock();
+    m.retain(|_, o| {
+        let alive = match rustix::process::Pid::from_raw(o.pid) {
+            Some(p) => rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH),
+            None => false,
+        };
+        if !alive {
+            sh.locks.release_process(o.process);
+        }
+        alive
+    });
+}
+
+/// A client's pid and uid.
+fn caller_pid_uid(sh: &Shared, c: u64) -> Result<(i32, u32)> {
+    let t = sh.table.lock();
+    let rec = t.clients.get(&c).ok_or(Error::BadFd)?;
+    Ok((rec.pid, rec.fs.caller().map_or(0, |cr| cr.uid)))
 }
 
 /// An open file description offered by `Share`: held (a parent may close
@@ -269,6 +306,7 @@ impl Owner {
                 shares: Mutex::new(HashMap::new()),
                 next_desc: AtomicU64::new(1),
                 spinning: AtomicUsize::new(0),
+                lock_offers: Mutex::new(HashMap::new()),
             }),
             listener,
             socket,
@@ -1250,6 +1288,42 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                     }
                 };
                 add_handle(sh, c, offer.ok_or(Error::BadFd)?.desc)?
+            }
+            Request::ShareLocks { handles } => {
+                prune_lock_offers(sh);
+                let (pid, uid) = caller_pid_uid(sh, c)?;
+                let mut b = [0u8; 8];
+                rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
+                    .map_err(|e| Error::Io(e.into()))?;
+                let token = u64::from_le_bytes(b) | 1;
+                // ORDERING: Relaxed: a unique-id counter (lock owners and
+                // clients share its numbers).
+                let process = sh.next_client.fetch_add(1, Ordering::Relaxed);
+                let mut inodes = Vec::new();
+                for h in handles {
+                    inodes.push(file_of(sh, c, h)?.ino());
+                }
+                sh.locks.move_process(c, process, Some(&inodes));
+                sh.lock_offers
+                    .lock()
+                    .insert(token, LockOffer { process, uid, pid });
+                Reply::Shared { token }
+            }
+            Request::AdoptLocks { token } => {
+                prune_lock_offers(sh);
+                let (pid, uid) = caller_pid_uid(sh, c)?;
+                let offer = {
+                    let mut m = sh.lock_offers.lock();
+                    match m.get(&token) {
+                        // The same process (an exec keeps the pid), and the
+                        // same user or root.
+                        Some(o) if o.pid == pid && (o.uid == uid || uid == 0) => m.remove(&token),
+                        _ => None,
+                    }
+                };
+                let o = offer.ok_or(Error::BadFd)?;
+                sh.locks.move_process(o.process, c, None);
+                Reply::Done
             }
             Request::Seek {
                 handle,

@@ -28,6 +28,8 @@ pub const MAX_PATH: usize = 4095;
 pub const MAX_NAME: usize = 255;
 /// Most data bytes in one `Write` (the rest of a message is its fields).
 pub const MAX_WRITE: usize = 60 << 10;
+/// Handles one `ShareLocks` may name (a process's descriptors kept across exec).
+pub const MAX_HANDLES_SHARED: usize = 4096;
 
 /// A request from a client. Paths are absolute inside the file system
 /// (`/a/b`), as bytes.
@@ -250,6 +252,20 @@ pub enum Request {
     },
     /// Take a handle to the open file description `token` names.
     Adopt {
+        token: u64,
+    },
+    /// Before an exec: hand this client's POSIX record locks on the files
+    /// of `handles` (the descriptors the exec keeps open) to the image that
+    /// will run next in the same process (`Shared { token }`); the owner
+    /// keeps them for the process meanwhile. Locks on other files go with
+    /// this connection, as the kernel drops them when exec closes the last
+    /// descriptor of their file.
+    ShareLocks {
+        handles: Vec<u64>,
+    },
+    /// The new image (or the old one, if the exec failed): take the POSIX
+    /// record locks `token` names.
+    AdoptLocks {
         token: u64,
     },
     /// `lseek` of the description's shared offset: `whence` 0 `SEEK_SET`,
@@ -649,6 +665,8 @@ impl Request {
             | Request::Sync
             | Request::Share { .. }
             | Request::Adopt { .. }
+            | Request::ShareLocks { .. }
+            | Request::AdoptLocks { .. }
             | Request::Seek { .. }
             | Request::Advance { .. }
             | Request::DirPath { .. } => false,
@@ -710,6 +728,8 @@ impl Request {
             Request::Append { .. } => 33,
             Request::Share { .. } => 34,
             Request::Adopt { .. } => 35,
+            Request::ShareLocks { .. } => 40,
+            Request::AdoptLocks { .. } => 41,
             Request::Seek { .. } => 36,
             Request::Advance { .. } => 37,
             Request::DirPath { .. } => 38,
@@ -725,10 +745,16 @@ impl Request {
                 w.u16(*version).u8(*write as u8);
             }
             Request::Ping | Request::StatFs | Request::Sync => {}
+            Request::ShareLocks { handles } => {
+                w.u32(handles.len() as u32);
+                for h in handles {
+                    w.u64(*h);
+                }
+            }
             Request::FStat { handle } | Request::Share { handle } => {
                 w.u64(*handle);
             }
-            Request::Adopt { token } => {
+            Request::Adopt { token } | Request::AdoptLocks { token } => {
                 w.u64(*token);
             }
             Request::Seek {
@@ -1092,6 +1118,18 @@ impl Request {
             }
             34 => Request::Share { handle: r.u64()? },
             35 => Request::Adopt { token: r.u64()? },
+            40 => {
+                let n = r.u32()? as usize;
+                if n > MAX_HANDLES_SHARED {
+                    return Err(ProtoError::Malformed(format!("{n} handles")));
+                }
+                let mut handles = Vec::with_capacity(n);
+                for _ in 0..n {
+                    handles.push(r.u64()?);
+                }
+                Request::ShareLocks { handles }
+            }
+            41 => Request::AdoptLocks { token: r.u64()? },
             36 => Request::Seek {
                 handle: r.u64()?,
                 whence: match r.u8()? {
@@ -1509,6 +1547,9 @@ mod tests {
                 .prop_map(|(target, uid, gid)| Request::SetOwner { target, uid, gid }),
             any::<u64>().prop_map(|handle| Request::Share { handle }),
             any::<u64>().prop_map(|token| Request::Adopt { token }),
+            proptest::collection::vec(any::<u64>(), 0..8)
+                .prop_map(|handles| Request::ShareLocks { handles }),
+            any::<u64>().prop_map(|token| Request::AdoptLocks { token }),
             (any::<u64>(), 0..3u8, any::<i64>()).prop_map(|(handle, whence, offset)| {
                 Request::Seek {
                     handle,
