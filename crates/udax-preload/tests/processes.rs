@@ -482,4 +482,22 @@ print(try_lock("kept"), try_lock("gone"))
     assert!(h.wait().unwrap().success());
     let out = env.run("python3", &["-c", &probe]);
     assert_eq!(stdout(&out), "free free\n");
+    // A new program without the shim never adopts the locks: the owner
+    // keeps them while the process lives, and lets them go when it dies.
+    let plain = holder.replace(
+        "os.execv(sys.executable, [sys.executable,",
+        "env = dict(os.environ); env.pop('LD_PRELOAD')\nos.execve(sys.executable, [sys.executable,",
+    );
+    let plain = plain.replace(".read()\"])", ".read()\"], env)");
+    assert!(
+        plain.contains("os.execve(") && plain.contains("], env)"),
+        "{plain}"
+    );
+    let mut h = spawn_ready(env.cmd("python3").args(["-c", &plain]));
+    let out = env.run("python3", &["-c", &probe]);
+    assert_eq!(stdout(&out), format!("held by {} free\n", h.id()));
+    drop(h.stdin.take());
+    assert!(h.wait().unwrap().success());
+    let out = env.run("python3", &["-c", &probe]);
+    assert_eq!(stdout(&out), "free free\n");
 }

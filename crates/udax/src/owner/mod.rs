@@ -179,9 +179,14 @@ struct LockOffer {
     pid: i32,
 }
 
-/// Release the handed-over locks of processes that died meanwhile.
+/// Release the handed-over locks of processes that died meanwhile (at
+/// every lock request: a stale lock is never seen, and a waiter's retry
+/// finds it gone).
 fn prune_lock_offers(sh: &Shared) {
     let mut m = sh.lock_offers.lock();
+    if m.is_empty() {
+        return;
+    }
     m.retain(|_, o| {
         let alive = match rustix::process::Pid::from_raw(o.pid) {
             Some(p) => rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH),
@@ -1481,6 +1486,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 end,
                 wait,
             } => {
+                prune_lock_offers(sh);
                 let f = file_of(sh, c, handle)?;
                 let kind = lock_kind(kind);
                 if kind == Some(LockKind::Write) && !f.writable() {
@@ -1506,6 +1512,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 start,
                 end,
             } => {
+                prune_lock_offers(sh);
                 let f = file_of(sh, c, handle)?;
                 if scope == LockScope::Flock {
                     return Err(Error::Invalid("GetLock of a flock lock"));
