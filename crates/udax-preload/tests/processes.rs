@@ -6,13 +6,18 @@
 mod common;
 use common::*;
 
-/// Run a bash script under the shim; its stdout, with stderr checked to be
+/// Run `prog args` under the shim; its stdout, with stderr checked to be
 /// free of shim warnings (an inherited descriptor that failed would log).
-fn bash(env: &Env, script: &str) -> String {
-    let out = env.run("bash", &["-c", script]);
+fn quiet(env: &Env, prog: &str, args: &[&str]) -> String {
+    let out = env.run(prog, args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("udax-preload"), "shim warnings:\n{err}");
     stdout(&out)
+}
+
+/// Run a bash script under the shim (as [`quiet`]).
+fn bash(env: &Env, script: &str) -> String {
+    quiet(env, "bash", &["-c", script])
 }
 
 #[test]
@@ -335,11 +340,8 @@ _, st = os.waitpid(pid, 0)
 print("child", "signal %d" % os.WTERMSIG(st) if os.WIFSIGNALED(st) else "exit %d" % os.WEXITSTATUS(st), flush=True)
 "#
     );
-    let out = env.run("timeout", &["60", "python3", "-c", &script]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("udax-preload"), "shim warnings:\n{err}");
     assert_eq!(
-        stdout(&out),
+        quiet(&env, "timeout", &["60", "python3", "-c", &script]),
         format!(
             "a hello\nparent sees child hole\npage 0 still a\nchild signal {}\n",
             libc::SIGBUS
@@ -362,11 +364,8 @@ fn p_system_and_popen_run_the_shell_in_the_udax_working_directory_with_udax_desc
     let env = Env::new(32 << 20);
     let exe = cc(env.host.as_path(), "shell", &[]);
     env.run("mkdir", &[&env.at("d")]);
-    let out = env.run(exe.to_str().unwrap(), &[&env.at("d")]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("udax-preload"), "shim warnings:\n{err}");
     assert_eq!(
-        stdout(&out),
+        quiet(&env, exe.to_str().unwrap(), &[&env.at("d")]),
         format!(
             "{}\nout\nsystem 0\npclose 0\nthrough the pipe\nparent\nfrom-system\nfrom-popen\n\
              pclose 0\nexit 3\nmissing 127\n",
@@ -419,9 +418,11 @@ _, st = os.waitpid(pid, 0)
 print("child", "signal %d" % os.WTERMSIG(st) if os.WIFSIGNALED(st) else "exit %d" % os.WEXITSTATUS(st), flush=True)
 "#;
     let env = Env::new(32 << 20);
-    let out = env.run("timeout", &["60", "python3", "-c", script, &env.mount]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("udax-preload"), "shim warnings:\n{err}");
+    let got = quiet(
+        &env,
+        "timeout",
+        &["60", "python3", "-c", script, &env.mount],
+    );
     let host = std::process::Command::new("timeout")
         .args(["60", "python3", "-c", script])
         .arg(&env.host)
@@ -431,7 +432,7 @@ print("child", "signal %d" % os.WTERMSIG(st) if os.WIFSIGNALED(st) else "exit %d
     let expected = "child sees PRIV ffff HOLE b'\\x00\\x00'\nparent sees fffff PRIV\n\
                     child after child NEW\nchild signal 7\n";
     assert_eq!(stdout(&host), expected, "the kernel's answer changed");
-    assert_eq!(stdout(&out), expected);
+    assert_eq!(got, expected);
 }
 
 /// POSIX record locks belong to the process, and exec keeps the process:
