@@ -763,6 +763,30 @@ impl RemoteFile {
         }
     }
 
+    /// The file as a mapping of it sees it (the fault engine's
+    /// [`DaxInode`]), once the open's access mode allows `prot` (a shared
+    /// writable mapping needs the file open for writing) and this client
+    /// maps the device. The mapping keeps the file open at the owner
+    /// (`RemoteMapping` holds it), so the view needs only the handle's
+    /// number.
+    fn map_view(&self, prot: Prot, private: bool) -> Result<Arc<dyn DaxInode>> {
+        if prot == Prot::ReadWrite && !private && !(self.o.write && self.o.inner.writable()) {
+            return Err(Error::Access(
+                "shared writable mmap of a file not open for writing",
+            ));
+        }
+        if self.o.inner.dax.is_none() {
+            return Err(Error::NotSupported(
+                "mmap through a device the client cannot map",
+            ));
+        }
+        Ok(Arc::new(View {
+            node: self.o.node.clone(),
+            inner: self.o.inner.clone(),
+            handle: Some(self.o.handle),
+        }))
+    }
+
     /// Map `len` bytes of the file from `offset` (page aligned) into this
     /// process. Faults are resolved by this process's fault engine from the
     /// layout lease; a store into a hole asks the owner for blocks. Another
@@ -775,23 +799,7 @@ impl RemoteFile {
         prot: Prot,
         flags: MapFlags,
     ) -> Result<RemoteMapping> {
-        if prot == Prot::ReadWrite && !flags.private && !(self.o.write && self.o.inner.writable()) {
-            return Err(Error::Access(
-                "shared writable mmap of a file not open for writing",
-            ));
-        }
-        if self.o.inner.dax.is_none() {
-            return Err(Error::NotSupported(
-                "mmap through a device the client cannot map",
-            ));
-        }
-        // The mapping keeps the file open at the owner (`RemoteMapping`
-        // holds it), so the view needs only the handle's number.
-        let inode: Arc<dyn DaxInode> = Arc::new(View {
-            node: self.o.node.clone(),
-            inner: self.o.inner.clone(),
-            handle: Some(self.o.handle),
-        });
+        let inode = self.map_view(prot, flags.private)?;
         let map = Map::new(inode, offset, len, prot, flags)?;
         Ok(RemoteMapping {
             map,
@@ -903,29 +911,12 @@ impl RemoteMapping {
     /// mapping's objects speak for the parent and are not dropped. A
     /// private mapping keeps its private copies (see [`Map::renew`]).
     pub fn renew(self, file: &RemoteFile, flags: MapFlags) -> Result<RemoteMapping> {
-        if self.map.prot() == Prot::ReadWrite
-            && !self.map.private()
-            && !(file.o.write && file.o.inner.writable())
-        {
-            return Err(Error::Access(
-                "shared writable mmap of a file not open for writing",
-            ));
-        }
-        if file.o.inner.dax.is_none() {
-            return Err(Error::NotSupported(
-                "mmap through a device the client cannot map",
-            ));
-        }
+        let inode = file.map_view(self.map.prot(), self.map.private())?;
         let RemoteMapping {
             map,
             _file: parents,
         } = self;
         std::mem::forget(parents);
-        let inode: Arc<dyn DaxInode> = Arc::new(View {
-            node: file.o.node.clone(),
-            inner: file.o.inner.clone(),
-            handle: Some(file.o.handle),
-        });
         Ok(RemoteMapping {
             map: map.renew(inode, flags)?,
             _file: RemoteFile { o: file.o.clone() },

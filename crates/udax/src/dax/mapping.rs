@@ -112,6 +112,8 @@ impl Map {
         if self.region.private != flags.private {
             return Err(Error::Invalid("private and shared mappings differ"));
         }
+        // Checked again by `new_in`, but here before the old mapping is
+        // handed over: a failure must leave it as it was.
         if inode.device().dev.mapping().is_none() {
             return Err(Error::NotSupported(
                 "mmap on a device that cannot be mapped",

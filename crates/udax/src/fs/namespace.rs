@@ -814,14 +814,32 @@ impl Fs {
             }
             _ => perm,
         };
+        let (mode, uid, gid) = (
+            (d.attr.mode & S_IFMT) | (perm & 0o7777),
+            d.attr.uid,
+            d.attr.gid,
+        );
+        self.set_mode_tx(ino, &mut d, mode, uid, gid)
+    }
+
+    /// Log and apply a new mode and owner of inode `ino` (`d` its data,
+    /// locked); the change time becomes now.
+    fn set_mode_tx(
+        &self,
+        ino: u64,
+        d: &mut InodeData,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<()> {
         let op = Op::SetMode {
             ino,
-            mode: (d.attr.mode & S_IFMT) | (perm & 0o7777),
-            uid: d.attr.uid,
-            gid: d.attr.gid,
+            mode,
+            uid,
+            gid,
             time_ns: now_ns(),
         };
-        self.run_tx(&mut [(ino, &mut *d)], &[op])
+        self.run_tx(&mut [(ino, d)], &[op])
     }
 
     /// chown (`None` leaves the owner or the group as it is, as -1 does).
@@ -866,14 +884,8 @@ impl Fs {
         if mode & S_IFMT != S_IFDIR {
             mode = without_privs(mode);
         }
-        let op = Op::SetMode {
-            ino,
-            mode,
-            uid: uid.unwrap_or(a.uid),
-            gid: gid.unwrap_or(a.gid),
-            time_ns: now_ns(),
-        };
-        self.run_tx(&mut [(ino, &mut *d)], &[op])
+        let (uid, gid) = (uid.unwrap_or(a.uid), gid.unwrap_or(a.gid));
+        self.set_mode_tx(ino, &mut d, mode, uid, gid)
     }
 
     /// A write, truncate or fallocate of `cell` (or a client's report of
@@ -895,14 +907,8 @@ impl Fs {
         if d.freed || without_privs(d.attr.mode) == d.attr.mode {
             return Ok(());
         }
-        let op = Op::SetMode {
-            ino: cell.ino,
-            mode: without_privs(d.attr.mode),
-            uid: d.attr.uid,
-            gid: d.attr.gid,
-            time_ns: now_ns(),
-        };
-        self.run_tx(&mut [(cell.ino, &mut *d)], &[op])
+        let (mode, uid, gid) = (without_privs(d.attr.mode), d.attr.uid, d.attr.gid);
+        self.set_mode_tx(cell.ino, &mut d, mode, uid, gid)
     }
 
     /// `utimensat`: set the access and/or modification time (ns since the

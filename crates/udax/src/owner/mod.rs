@@ -199,6 +199,15 @@ fn prune_lock_offers(sh: &Shared) {
     });
 }
 
+/// A fresh token for `Share` or `ShareLocks`: unguessable, since a token
+/// is a capability to what it names; never 0.
+fn new_token() -> Result<u64> {
+    let mut b = [0u8; 8];
+    rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
+        .map_err(|e| Error::Io(e.into()))?;
+    Ok(u64::from_le_bytes(b) | 1)
+}
+
 /// A client's pid and uid.
 fn caller_pid_uid(sh: &Shared, c: u64) -> Result<(i32, u32)> {
     let t = sh.table.lock();
@@ -1264,11 +1273,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             }
             Request::Share { handle } => {
                 let desc = file_of(sh, c, handle)?;
-                // Unguessable: a token is a capability to the description.
-                let mut b = [0u8; 8];
-                rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
-                    .map_err(|e| Error::Io(e.into()))?;
-                let token = u64::from_le_bytes(b) | 1;
+                let token = new_token()?;
                 let mut m = sh.shares.lock();
                 m.retain(|_, o| o.at.elapsed() < SHARE_TTL);
                 m.insert(
@@ -1297,10 +1302,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             Request::ShareLocks { handles } => {
                 prune_lock_offers(sh);
                 let (pid, uid) = caller_pid_uid(sh, c)?;
-                let mut b = [0u8; 8];
-                rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
-                    .map_err(|e| Error::Io(e.into()))?;
-                let token = u64::from_le_bytes(b) | 1;
+                let token = new_token()?;
                 // ORDERING: Relaxed: a unique-id counter (lock owners and
                 // clients share its numbers).
                 let process = sh.next_client.fetch_add(1, Ordering::Relaxed);
@@ -1577,9 +1579,7 @@ fn register(sh: &Shared, c: u64, f: File) -> Result<Reply> {
 /// A handle of client `c` to open file description `desc`.
 /// The uid client `c` was admitted with.
 fn caller_uid(sh: &Shared, c: u64) -> Result<u32> {
-    let t = sh.table.lock();
-    let rec = t.clients.get(&c).ok_or(Error::BadFd)?;
-    Ok(rec.fs.caller().map_or(0, |cr| cr.uid))
+    caller_pid_uid(sh, c).map(|(_, uid)| uid)
 }
 
 fn add_handle(sh: &Shared, c: u64, desc: Arc<Desc>) -> Result<Reply> {

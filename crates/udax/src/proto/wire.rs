@@ -140,8 +140,6 @@ pub fn spin_budget(wanted: Duration) -> Duration {
     }
 }
 
-/// One message; with `until`, polling without blocking until then and
-/// `Ok(None)` if none came.
 /// The CPUs this process may run on, asked once (`available_parallelism`
 /// reads cgroup files: tens of us).
 pub fn cpus() -> usize {
@@ -149,6 +147,8 @@ pub fn cpus() -> usize {
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// One message; with `until`, polling without blocking until then and
+/// `Ok(None)` if none came.
 fn recv_into(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],

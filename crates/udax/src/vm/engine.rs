@@ -249,7 +249,7 @@ fn start_slot() -> &'static Slot {
 /// starts the child's own. The parent's regions are not carried over: the
 /// child's copies of its mappings keep the pages that were mapped to the
 /// device (and nothing else: placeholders are not inherited), and a shim
-/// attached to an owner makes them anew ([`crate::vfs::VFile::mmap_at`]).
+/// attached to an owner makes them anew ([`crate::vfs::VMapping::renew`]).
 /// Does nothing in the process that started the engine. Call it only
 /// while the calling thread is the process's only one (a child handler).
 pub fn forget_parent() {
@@ -298,8 +298,8 @@ fn start() -> Result<Arc<Engine>, String> {
     static AT_FORK: std::sync::Once = std::sync::Once::new();
     AT_FORK.call_once(|| {
         // SAFETY: registers handlers that only take udax locks and call
-        // madvise on udax regions (`before_fork`), or swap the engine
-        // pointer under its own lock (`after_fork_in_child`).
+        // madvise on udax regions (`before_fork`), or clear the engine
+        // pointer in the child's only thread (`after_fork_in_child`).
         unsafe { libc::pthread_atfork(Some(before_fork), None, Some(after_fork_in_child)) };
     });
     let dirty = match (
