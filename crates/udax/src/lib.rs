@@ -20,6 +20,7 @@
 //!            -> sync
 //!   journal  metadata redo log with group commit and recovery
 //!            -> format, device, sync
+//!   meta     in-place metadata: transaction overlay, B+tree    -> format, device
 //!   alloc    2 MiB-aware extent allocator (WineFS policy)      -> sync
 //!   format   on-device byte layout, checksummed records        -> (nothing)
 //!   device   Device trait and backends (memfd/shm, hugetlbfs, file, devdax,
@@ -30,8 +31,8 @@
 //! ```
 //!
 //! The order the test enforces: sync < fdnum < device < format < proto < alloc <
-//! journal < vm < dax < fs < owner < client < vfs. Any layer may use the constants of the crate root (this file),
-//! which also holds the public re-exports.
+//! meta < journal < vm < dax < fs < owner < client < vfs. Any layer may use the
+//! constants of the crate root (this file), which also holds the public re-exports.
 //!
 //! Unsafe code is denied crate-wide and re-allowed only in the modules that map
 //! memory or emit cache-flush instructions; each block carries a `// SAFETY:` note.
@@ -45,6 +46,7 @@ pub(crate) mod fdnum;
 pub(crate) mod format;
 pub mod fs;
 pub(crate) mod journal;
+pub(crate) mod meta;
 pub mod owner;
 pub mod proto;
 pub(crate) mod sync;

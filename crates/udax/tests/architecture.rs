@@ -16,13 +16,14 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first: a layer may name any layer before it, never
 /// one after it.
-const LAYERS: [&str; 13] = [
+const LAYERS: [&str; 14] = [
     "sync",    // the lock/atomic facade (std/parking_lot, or loom)
     "fdnum",   // the library's own fds kept out of the low numbers
     "device",  // Device trait and backends
     "format",  // on-device byte layout and codecs
     "proto",   // the owner protocol's messages and socket
     "alloc",   // extent allocator
+    "meta",    // in-place metadata structures: transaction overlay, B+tree
     "journal", // metadata redo log
     "vm",      // user-space MMU: regions, userfaultfd engine, page references
     "dax",     // fault engine; asks the file system through `dax::iomap`

@@ -7,7 +7,8 @@
 //! share, the runner and the report (table and JSON); each benchmark family is
 //! a submodule whose `run` returns its rows: `seq` (P1), `random` (P2),
 //! `fsync` (P6, P6-file), `scaling` (P7), `mmap` (P3, P4, P5), `aging` (P9),
-//! `shim` (P8), `owner` (P10, P12: a client of `udax serve`).
+//! `shim` (P8), `owner` (P10, P12: a client of `udax serve`), `metadata` (P16:
+//! create, stat and unlink at 10^3 and N files, mount time and memory).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use udax::fs::{Fs, MkfsOptions, OpenOptions};
 
 mod aging;
 mod fsync;
+mod metadata;
 mod mmap;
 mod owner;
 mod random;
@@ -39,13 +41,17 @@ pub struct BenchArgs {
     #[arg(long, default_value = ".")]
     file_dir: PathBuf,
     /// Run only these benchmarks (comma-separated ids:
-    /// P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P12,P13; P3, P4 and P5 run together, as do
-    /// P10 and P12).
+    /// P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P12,P13,P16; P3, P4 and P5 run together,
+    /// as do P10 and P12).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     only: Vec<String>,
     /// Internal (P8): time N one-byte preads of PATH through libc and print ns/call.
     #[arg(long, hide = true, num_args = 2, value_names = ["PATH", "N"])]
     pread_loop: Option<Vec<String>>,
+    /// Internal (P16): open and mount DEV read-only, stat PATH, and print the
+    /// mount time in ns and VmRSS in bytes.
+    #[arg(long, hide = true, num_args = 2, value_names = ["DEV", "PATH"])]
+    mount_probe: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, serde::Serialize)]
@@ -204,11 +210,16 @@ struct Cfg {
     append_ops: u64,
     file_ops: u64,
     age: u64,
+    /// Files of the large tree of P16 (N).
+    meta_files: u64,
 }
 
 pub fn run(a: &BenchArgs) -> Result<(), String> {
     if let Some(v) = &a.pread_loop {
         return shim::pread_loop(v);
+    }
+    if let Some(v) = &a.mount_probe {
+        return metadata::mount_probe(v);
     }
     let c = if a.quick {
         Cfg {
@@ -219,6 +230,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
             append_ops: 20_000,
             file_ops: 100,
             age: 256 << 20,
+            meta_files: 100_000,
         }
     } else {
         Cfg {
@@ -229,6 +241,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
             append_ops: 200_000,
             file_ops: 1000,
             age: 1 << 30,
+            meta_files: 1_000_000,
         }
     };
     let tmp = tempfile::tempdir_in(&a.tmpfs_dir)
@@ -241,8 +254,8 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     let mut backing = vec![0u8; 4096 + 64];
     let skew = backing.as_ptr().align_offset(64);
     let page = &mut backing[skew..skew + 4096];
-    const IDS: [&str; 12] = [
-        "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12", "P13",
+    const IDS: [&str; 13] = [
+        "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12", "P13", "P16",
     ];
     if let Some(bad) = a
         .only
@@ -294,6 +307,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     }
     if want("P13") {
         out.extend(shim::dbench(a.quick, c.reps.min(3), &a.tmpfs_dir)?);
+    }
+    if want("P16") {
+        out.extend(metadata::run(&c, tmp.path(), &a.tmpfs_dir)?);
     }
 
     report(&out, a.quick, a.json.as_deref())

@@ -24,6 +24,9 @@ pub mod codec;
 mod image;
 mod ops;
 mod superblock;
+// Format 3 (issue 20), wired in by the next step: used by its own tests only.
+#[allow(dead_code)]
+pub(crate) mod v3;
 
 pub use image::{
     decode_checkpoint_header, encode_badblocks_record, encode_checkpoint_header,
@@ -34,9 +37,9 @@ pub use image::{
 };
 pub use ops::{
     decode_log_header, decode_log_tail, encode_log_record, encode_log_record_into, encode_log_tail,
-    LogHeader, LogTail, Op, LOG_HEADER_SIZE, LOG_MAGIC, LOG_TAIL_SIZE, MAX_OP_BYTES,
+    Entry, LogHeader, LogTail, Op, LOG_HEADER_SIZE, LOG_MAGIC, LOG_TAIL_SIZE, MAX_OP_BYTES,
 };
-pub use superblock::{Geometry, Superblock};
+pub use superblock::{Geometry, LogRegion, Superblock};
 
 /// `b"UDAXFS01"`
 pub const SB_MAGIC: [u8; 8] = *b"UDAXFS01";

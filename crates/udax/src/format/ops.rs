@@ -101,24 +101,6 @@ pub enum Op {
 }
 
 impl Op {
-    /// The inodes whose state this op changes (for locking and checks).
-    pub fn ino(&self) -> u64 {
-        match self {
-            Op::NewInode { ino, .. }
-            | Op::SetSize { ino, .. }
-            | Op::Map { ino, .. }
-            | Op::MapShared { ino, .. }
-            | Op::Unmap { ino, .. }
-            | Op::Shift { ino, .. }
-            | Op::FreeInode { ino }
-            | Op::Times { ino, .. }
-            | Op::SetParent { ino, .. }
-            | Op::SetMode { ino, .. } => *ino,
-            Op::Link { dir, .. } | Op::Unlink { dir, .. } => *dir,
-            Op::Poison { .. } | Op::Unpoison { .. } => 0,
-        }
-    }
-
     pub fn encode(&self, w: &mut Writer) {
         match self {
             Op::NewInode {
@@ -296,6 +278,24 @@ impl Op {
     }
 }
 
+/// One entry of a log record's payload: format 2's logical [`Op`]s, or format
+/// 3's physical entries (`format::v3::PhysOp`).
+pub trait Entry: Sized {
+    fn encode(&self, w: &mut Writer);
+    /// Parse one entry of a verified record; `total_blocks` bounds the device
+    /// blocks an entry may name.
+    fn decode(r: &mut Reader<'_>, total_blocks: u64) -> Result<Self, FormatError>;
+}
+
+impl Entry for Op {
+    fn encode(&self, w: &mut Writer) {
+        Op::encode(self, w)
+    }
+    fn decode(r: &mut Reader<'_>, _total_blocks: u64) -> Result<Self, FormatError> {
+        Op::decode(r)
+    }
+}
+
 /// A parsed log record header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogHeader {
@@ -373,14 +373,20 @@ pub fn decode_log_tail(buf: &[u8], at: u64) -> Result<LogTail, FormatError> {
 /// Encode a record of `ops` for `epoch`/`seq`, to be written at device offset
 /// `at`, written while the `unfenced` records before it were not yet known
 /// durable. The result is padded to a multiple of 8 bytes.
-pub fn encode_log_record(ops: &[Op], epoch: u64, seq: u64, unfenced: u32, at: u64) -> Vec<u8> {
+pub fn encode_log_record<E: Entry>(
+    ops: &[E],
+    epoch: u64,
+    seq: u64,
+    unfenced: u32,
+    at: u64,
+) -> Vec<u8> {
     encode_log_record_into(Vec::new(), ops, epoch, seq, unfenced, at)
 }
 
 /// [`encode_log_record`] into `buf` (cleared first; its capacity is reused).
-pub fn encode_log_record_into(
+pub fn encode_log_record_into<E: Entry>(
     mut buf: Vec<u8>,
-    ops: &[Op],
+    ops: &[E],
     epoch: u64,
     seq: u64,
     unfenced: u32,
@@ -443,20 +449,22 @@ pub fn decode_log_header(head: &[u8]) -> Option<LogHeader> {
 
 impl LogHeader {
     /// Verify the crc of this record (header bytes `head`, `payload`) at offset `at`
-    /// and decode its ops.
-    pub fn verify_and_decode(
+    /// and decode its entries (`None`: it does not verify). A record that
+    /// verifies but does not parse is damage (an error).
+    pub fn verify_and_decode<E: Entry>(
         &self,
         head: &[u8],
         payload: &[u8],
         at: u64,
-    ) -> Result<Option<Vec<Op>>, FormatError> {
+        total_blocks: u64,
+    ) -> Result<Option<Vec<E>>, FormatError> {
         if head.len() < LOG_HEADER_SIZE || record_crc(head, payload, self.epoch, at) != self.crc {
             return Ok(None);
         }
         let mut r = Reader::new(payload, at + LOG_HEADER_SIZE as u64, "log record");
         let mut ops = Vec::new();
         while r.remaining() > 0 {
-            ops.push(Op::decode(&mut r)?);
+            ops.push(E::decode(&mut r, total_blocks)?);
         }
         Ok(Some(ops))
     }
@@ -550,7 +558,10 @@ mod tests {
         let h = decode_log_header(&rec).unwrap();
         assert_eq!((h.epoch, h.seq), (7, 3));
         let payload = &rec[LOG_HEADER_SIZE..LOG_HEADER_SIZE + h.len as usize];
-        let got = h.verify_and_decode(&rec, payload, 8192).unwrap().unwrap();
+        let got: Vec<Op> = h
+            .verify_and_decode(&rec, payload, 8192, 1 << 20)
+            .unwrap()
+            .unwrap();
         assert_eq!(got, ops);
         for op in &ops {
             let mut w = Writer::new();
@@ -584,10 +595,11 @@ mod tests {
             bad[bit / 8] ^= 1 << (bit % 8);
             let ok = decode_log_header(&bad).is_some_and(|h| {
                 (LOG_HEADER_SIZE + h.len as usize) <= bad.len()
-                    && h.verify_and_decode(
+                    && h.verify_and_decode::<Op>(
                         &bad,
                         &bad[LOG_HEADER_SIZE..LOG_HEADER_SIZE + h.len as usize],
                         64,
+                        1 << 20,
                     )
                     .is_ok_and(|o| o.is_some())
             });
@@ -603,7 +615,11 @@ mod tests {
             torn[cut..].fill(0xa5);
             let h = decode_log_header(&torn).unwrap();
             let payload = &torn[LOG_HEADER_SIZE..LOG_HEADER_SIZE + h.len as usize];
-            assert_eq!(h.verify_and_decode(&torn, payload, 0).unwrap(), None);
+            assert_eq!(
+                h.verify_and_decode::<Op>(&torn, payload, 0, 1 << 20)
+                    .unwrap(),
+                None
+            );
         }
     }
 

@@ -101,6 +101,37 @@ impl Geometry {
     }
 }
 
+impl Geometry {
+    /// The log region, for the journal (which needs nothing else of the layout).
+    pub fn log_region(&self) -> LogRegion {
+        LogRegion {
+            offset: self.log_offset(),
+            bytes: self.log_bytes(),
+            total_blocks: self.total_blocks,
+        }
+    }
+}
+
+/// Where the metadata log lies (format 2 and 3 alike), and the device size
+/// that bounds the blocks its records may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogRegion {
+    /// Device offset of the log's first byte.
+    pub offset: u64,
+    /// Bytes of the log region (its last 64 are the tail line).
+    pub bytes: u64,
+    pub total_blocks: u64,
+}
+
+impl LogRegion {
+    pub fn log_offset(&self) -> u64 {
+        self.offset
+    }
+    pub fn log_bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 /// The superblock.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Superblock {

@@ -141,6 +141,7 @@ impl From<crate::journal::JournalError> for Error {
             J::Format(f) => f.into(),
             J::LogFull => Error::Busy("metadata log full".into()),
             J::CheckpointTooBig { .. } => Error::NoSpace,
+            J::NoCheckpoints => Error::Invalid("no checkpoint slots in this format"),
         }
     }
 }

@@ -42,13 +42,19 @@ use crate::device::{Device, DeviceError, PersistenceDomain};
 use crate::format::codec::Reader;
 use crate::format::{
     decode_checkpoint_header, decode_log_header, encode_checkpoint_header, encode_log_record,
-    encode_log_record_into, parse_record, CheckpointHeader, FormatError, Geometry, InodeImage,
-    LogHeader, Op, Record, CKPT_HEADER_SIZE, LOG_HEADER_SIZE, LOG_MAGIC,
+    encode_log_record_into, parse_record, CheckpointHeader, Entry, FormatError, Geometry,
+    InodeImage, LogHeader, LogRegion, Op, Record,
 };
 use crate::format::{decode_log_tail, encode_log_tail, LogTail, LOG_TAIL_SIZE};
+use crate::format::{CKPT_HEADER_SIZE, LOG_HEADER_SIZE, LOG_MAGIC};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::BLOCK_SIZE;
 use std::sync::Arc;
+
+mod in_place;
+// Format 3: wired in when the file system switches (see in_place.rs).
+#[allow(unused_imports)]
+pub use in_place::{clear_log, load_in_place, start_log, LoadedLog};
 
 /// Errors from the journal.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,8 @@ pub enum JournalError {
     Format(#[from] FormatError),
     #[error("metadata log full (a checkpoint is needed)")]
     LogFull,
+    #[error("this file system's log is truncated, it has no checkpoint slots")]
+    NoCheckpoints,
     #[error("metadata image of {need} bytes does not fit the checkpoint slot of {cap} bytes")]
     CheckpointTooBig { need: u64, cap: u64 },
 }
@@ -93,7 +101,10 @@ struct LogState {
 #[derive(Debug)]
 pub struct Journal {
     dev: Arc<dyn Device>,
-    geo: Geometry,
+    /// The checkpoint slots (format 2); `None` in format 3, whose log is
+    /// truncated ([`Journal::truncate`]) instead.
+    slots: Option<Geometry>,
+    region: LogRegion,
     log: Mutex<LogState>,
     fence_lock: Mutex<()>,
     /// Highest sequence number appended (+1), and made durable (+1), in this epoch.
@@ -177,19 +188,19 @@ fn read_vec(dev: &dyn Device, off: u64, len: u64) -> Result<Vec<u8>, DeviceError
 }
 
 /// A log record that verifies, wherever it is.
-struct Verified {
+struct Verified<E> {
     h: LogHeader,
-    ops: Vec<Op>,
+    ops: Vec<E>,
     /// Bytes it occupies (padded).
     size: u64,
 }
 
 /// The record at log position `pos` if one verifies there (any epoch).
-fn verified_at(
+fn verified_at<E: Entry>(
     dev: &dyn Device,
-    geo: &Geometry,
+    geo: &LogRegion,
     pos: u64,
-) -> Result<Option<Verified>, JournalError> {
+) -> Result<Option<Verified<E>>, JournalError> {
     let cap = geo.log_bytes();
     let at = geo.log_offset() + pos;
     if pos + LOG_HEADER_SIZE as u64 > cap {
@@ -204,7 +215,7 @@ fn verified_at(
         return Ok(None);
     }
     let payload = read_vec(dev, at + LOG_HEADER_SIZE as u64, h.len as u64)?;
-    Ok(h.verify_and_decode(&head, &payload, at)?
+    Ok(h.verify_and_decode(&head, &payload, at, geo.total_blocks)?
         .map(|ops| Verified {
             h,
             ops,
@@ -217,7 +228,7 @@ fn verified_at(
 /// the stale records of older epochs that fill a used log cost no checksum).
 fn candidate_positions(
     dev: &dyn Device,
-    geo: &Geometry,
+    geo: &LogRegion,
     from: u64,
     min_epoch: u64,
 ) -> Result<Vec<u64>, DeviceError> {
@@ -254,8 +265,8 @@ fn note(epoch: u64, at: u64, newest: &mut Option<(u64, u64)>) {
 }
 
 /// What the log holds for checkpoint `epoch`.
-struct LogScan {
-    records: Vec<(u64, Vec<Op>)>,
+struct LogScan<E> {
+    records: Vec<(u64, Vec<E>)>,
     head: u64,
     /// The position where the walk stopped was not a clean end.
     torn: bool,
@@ -264,18 +275,18 @@ struct LogScan {
     /// (or sits where no crash could put it): why the stop is damage.
     vouched: Option<String>,
     /// Valid records past the end (for the loss report).
-    beyond: Vec<(u64, Vec<Op>)>,
+    beyond: Vec<(u64, Vec<E>)>,
     /// The newest epoch of any valid record (or tail line), and where the first of it is.
     newest: Option<(u64, u64)>,
     /// The log's tail line, or why it does not verify.
     tail: Result<LogTail, FormatError>,
 }
 
-impl LogScan {
+impl<E> LogScan<E> {
     /// What is left of the log after falling back from the checkpoint this
     /// scan followed to the older one: nothing applies (the older checkpoint's
     /// own log was overwritten by the newer one's); its records are reported.
-    fn rolled_back(self) -> LogScan {
+    fn rolled_back(self) -> LogScan<E> {
         LogScan {
             records: Vec::new(),
             head: 0,
@@ -320,7 +331,11 @@ fn read_body(dev: &dyn Device, at: u64, h: &CheckpointHeader) -> Result<Body, Jo
 /// sequence numbers, then look at every record that verifies past the point
 /// where the walk stopped: a record of `epoch` that vouches for one before it
 /// (see [`LogHeader::durable_before`]) makes the stop damage, not a tear.
-fn scan_log(dev: &dyn Device, geo: &Geometry, epoch: u64) -> Result<LogScan, JournalError> {
+fn scan_log<E: Entry>(
+    dev: &dyn Device,
+    geo: &LogRegion,
+    epoch: u64,
+) -> Result<LogScan<E>, JournalError> {
     let log_at = geo.log_offset();
     let mut pos = 0u64;
     let mut records = Vec::new();
@@ -443,6 +458,7 @@ fn corrupt(what: String, device_offset: u64) -> JournalError {
 /// [`Recovery::Strict`], a reported work-around with [`Recovery::Salvage`].
 pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, JournalError> {
     let slot_bytes = geo.slot_bytes();
+    let region = geo.log_region();
     let mut best: Option<(u64, CheckpointHeader)> = None;
     let mut header_err: [Option<FormatError>; 2] = [None, None];
     for i in 0..2 {
@@ -457,8 +473,8 @@ pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, 
     let mut damage = Vec::new();
     let mut lost_unnamed = Vec::new();
     let mut scan = match best {
-        Some((_, h)) => scan_log(dev, geo, h.epoch)?,
-        None => scan_log(dev, geo, 0)?,
+        Some((_, h)) => scan_log::<Op>(dev, &region, h.epoch)?,
+        None => scan_log::<Op>(dev, &region, 0)?,
     };
     // The log names a newer checkpoint than the newest readable one: that
     // checkpoint's header was durable (its records come only after it), so
@@ -495,10 +511,10 @@ pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, 
                     ),
                 });
                 best = Some((slot, h));
-                scan = scan_log(dev, geo, newer)?;
+                scan = scan_log::<Op>(dev, &region, newer)?;
             }
             None => {
-                let lost = scan_log(dev, geo, newer)?;
+                let lost = scan_log::<Op>(dev, &region, newer)?;
                 let records = lost.records.len() + lost.beyond.len();
                 damage.push(Damage {
                     what,
@@ -565,69 +581,19 @@ pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, 
         }
         Err(e) => return Err(e),
     };
+    let rolled_back = !lost_unnamed.is_empty();
     let n = scan.records.len();
-    let stop_at = geo.log_offset() + scan.head;
-    // The log of every checkpoint starts with its marker; a crash between
-    // the checkpoint's header and its marker leaves the older checkpoint's
-    // marker there (cache lines reach the media whole). Anything else at
-    // the log's start is damage (a zeroed block, say, with every record in it).
-    if n == 0 && lost_unnamed.is_empty() && scan.vouched.is_none() {
-        let first = verified_at(dev, geo, 0)?;
-        if first.is_none_or(|v| v.h.epoch >= h.epoch) {
-            scan.vouched = Some(
-                "the log of a checkpoint always starts with a record of it (or, after a \
-                 crash while starting it, of the checkpoint before)"
-                    .into(),
-            );
-        }
-    }
-    // The tail line is rewritten with every record: it vouches for the
-    // records that were durable when the newest one was written, even where
-    // damage erased them all, and it is never torn (one cache line).
-    if lost_unnamed.is_empty() {
-        let tail_at = tail_offset(geo);
-        match &scan.tail {
-            Ok(t) if t.epoch == h.epoch && t.durable_before > n as u64 => {
-                scan.vouched.get_or_insert(format!(
-                    "the log's tail line at offset {tail_at} says records 0..{} were durable",
-                    t.durable_before
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let what =
-                    format!("{e}: the tail line is one cache line, written whole, never torn");
-                if mode == Recovery::Strict {
-                    return Err(corrupt(what, tail_at));
-                }
-                damage.push(Damage {
-                    what,
-                    device_offset: tail_at,
-                    salvage: "ignored (the records it vouched for are not checked); rewritten by the repair".into(),
-                });
-            }
-        }
-    }
-    if let Some(why) = scan.vouched.take() {
-        let what = format!(
-            "log record {n} of epoch {} at offset {stop_at} is damaged: {why}",
-            h.epoch
-        );
-        if mode == Recovery::Strict {
-            return Err(corrupt(what, stop_at));
-        }
-        lost_unnamed.push(format!(
-            "log record {n} at offset {stop_at}: damaged, what it changed is unknown"
-        ));
-        damage.push(Damage {
-            what,
-            device_offset: stop_at,
-            salvage: format!(
-                "log cut at record {n}: it and the {} valid records after it are dropped",
-                scan.beyond.len()
-            ),
-        });
-    }
+    let stop_at = region.log_offset() + scan.head;
+    check_log_end(
+        dev,
+        &region,
+        h.epoch,
+        &mut scan,
+        mode,
+        rolled_back,
+        &mut damage,
+        &mut lost_unnamed,
+    )?;
     let discarded = if damage.is_empty() {
         Vec::new()
     } else {
@@ -650,24 +616,125 @@ pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, 
     })
 }
 
+/// The checks every load makes once it knows the epoch whose log applies
+/// (`epoch`) and has walked it (`scan`): what is at the log's start, what the
+/// tail line vouches for, and whether the walk's stop is damage (a record a
+/// later one vouches for). Damage is an error ([`Recovery::Strict`]) or
+/// cuts the log there, with the loss reported. `rolled_back`: a salvage
+/// already fell back past this epoch's checkpoint (nothing of its log applies).
+#[allow(clippy::too_many_arguments)]
+fn check_log_end<E: Entry>(
+    dev: &dyn Device,
+    region: &LogRegion,
+    epoch: u64,
+    scan: &mut LogScan<E>,
+    mode: Recovery,
+    rolled_back: bool,
+    damage: &mut Vec<Damage>,
+    lost_unnamed: &mut Vec<String>,
+) -> Result<(), JournalError> {
+    let n = scan.records.len();
+    let stop_at = region.log_offset() + scan.head;
+    // The log of every checkpoint starts with its marker; a crash between
+    // the checkpoint's header and its marker leaves the older checkpoint's
+    // marker there (cache lines reach the media whole). Anything else at
+    // the log's start is damage (a zeroed block, say, with every record in it).
+    if n == 0 && !rolled_back && scan.vouched.is_none() {
+        let first = verified_at::<E>(dev, region, 0)?;
+        if first.is_none_or(|v| v.h.epoch >= epoch) {
+            scan.vouched = Some(
+                "the log of a checkpoint always starts with a record of it (or, after a \
+                 crash while starting it, of the checkpoint before)"
+                    .into(),
+            );
+        }
+    }
+    // The tail line is rewritten with every record: it vouches for the
+    // records that were durable when the newest one was written, even where
+    // damage erased them all, and it is never torn (one cache line).
+    if !rolled_back {
+        let tail_at = tail_offset(region);
+        match &scan.tail {
+            Ok(t) if t.epoch == epoch && t.durable_before > n as u64 => {
+                scan.vouched.get_or_insert(format!(
+                    "the log's tail line at offset {tail_at} says records 0..{} were durable",
+                    t.durable_before
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let what =
+                    format!("{e}: the tail line is one cache line, written whole, never torn");
+                if mode == Recovery::Strict {
+                    return Err(corrupt(what, tail_at));
+                }
+                damage.push(Damage {
+                    what,
+                    device_offset: tail_at,
+                    salvage: "ignored (the records it vouched for are not checked); rewritten by the repair".into(),
+                });
+            }
+        }
+    }
+    if let Some(why) = scan.vouched.take() {
+        let what = format!("log record {n} of epoch {epoch} at offset {stop_at} is damaged: {why}");
+        if mode == Recovery::Strict {
+            return Err(corrupt(what, stop_at));
+        }
+        lost_unnamed.push(format!(
+            "log record {n} at offset {stop_at}: damaged, what it changed is unknown"
+        ));
+        damage.push(Damage {
+            what,
+            device_offset: stop_at,
+            salvage: format!(
+                "log cut at record {n}: it and the {} valid records after it are dropped",
+                scan.beyond.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl Journal {
     /// A journal continuing the log of `loaded` (after [`load`]).
     pub fn open(dev: Arc<dyn Device>, geo: Geometry, loaded: &Loaded) -> Journal {
+        Journal::new(
+            dev,
+            geo.log_region(),
+            Some(geo),
+            loaded.epoch,
+            loaded.newest_epoch,
+            loaded.head,
+            loaded.next_seq,
+        )
+    }
+
+    fn new(
+        dev: Arc<dyn Device>,
+        region: LogRegion,
+        slots: Option<Geometry>,
+        epoch: u64,
+        newest: u64,
+        head: u64,
+        next_seq: u64,
+    ) -> Journal {
         let global_fence = dev.fence_is_global();
         let tail_each_commit = dev.info().persistence != PersistenceDomain::PageCache;
         Journal {
             dev,
-            geo,
+            region,
+            slots,
             log: Mutex::new(LogState {
-                epoch: loaded.epoch,
-                newest: loaded.newest_epoch,
-                head: loaded.head,
-                next_seq: loaded.next_seq,
+                epoch,
+                newest,
+                head,
+                next_seq,
                 buf: Vec::new(),
             }),
             fence_lock: Mutex::new(()),
-            appended: AtomicU64::new(loaded.next_seq),
-            durable: AtomicU64::new(loaded.next_seq),
+            appended: AtomicU64::new(next_seq),
+            durable: AtomicU64::new(next_seq),
             reserved: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             fences: AtomicU64::new(0),
@@ -697,7 +764,7 @@ impl Journal {
         }
         dev.fence()?;
         write_slot(dev, geo, 1, body, n_records)?;
-        write_marker(dev, geo, 1)
+        write_marker(dev, &geo.log_region(), 1)
     }
 
     /// Bytes of log space an operation of at most `ops_bytes` encoded bytes needs.
@@ -710,7 +777,7 @@ impl Journal {
     pub fn try_reserve(&self, bytes: u64) -> bool {
         let log = self.log.lock();
         let want = log.head + self.reserved.load(Ordering::Relaxed) + bytes;
-        if want > record_space(&self.geo) {
+        if want > record_space(&self.region) {
             return false;
         }
         self.reserved.fetch_add(bytes, Ordering::Relaxed);
@@ -730,7 +797,7 @@ impl Journal {
     /// before the record is written: a record can reach the media before an
     /// unfenced store does, so this fence is what keeps a file from pointing at
     /// blocks whose data or zeroing is not yet durable.
-    pub fn commit(&self, ops: &[Op], ordered_data: bool) -> Result<u64, JournalError> {
+    pub fn commit<E: Entry>(&self, ops: &[E], ordered_data: bool) -> Result<u64, JournalError> {
         if ordered_data {
             self.dev.fence()?;
             self.fences.fetch_add(1, Ordering::Relaxed);
@@ -741,9 +808,9 @@ impl Journal {
         Ok(seq)
     }
 
-    fn append(&self, ops: &[Op]) -> Result<u64, JournalError> {
+    fn append<E: Entry>(&self, ops: &[E]) -> Result<u64, JournalError> {
         let mut log = self.log.lock();
-        let at = self.geo.log_offset() + log.head;
+        let at = self.region.log_offset() + log.head;
         // Records after the last one known durable may reach the media in
         // any order; this one says how many, so recovery can tell a record
         // that failed to verify from one it vouches for.
@@ -757,7 +824,7 @@ impl Journal {
             at,
         );
         let len = rec.len() as u64;
-        let stored = if log.head + len > record_space(&self.geo) {
+        let stored = if log.head + len > record_space(&self.region) {
             Err(JournalError::LogFull)
         } else {
             self.dev.write(at, &rec).map_err(JournalError::from)
@@ -767,7 +834,7 @@ impl Journal {
         self.dev.flush(at, len);
         write_tail(
             &*self.dev,
-            &self.geo,
+            &self.region,
             &LogTail {
                 epoch: log.epoch,
                 seq: log.next_seq,
@@ -818,8 +885,14 @@ impl Journal {
             let log = self.log.lock();
             next_epoch(log.epoch, log.newest)
         };
-        let at = self.geo.slot_offset(epoch % 2) + BLOCK_SIZE;
-        (epoch, at, self.geo.slot_bytes() - BLOCK_SIZE)
+        match &self.slots {
+            Some(g) => (
+                epoch,
+                g.slot_offset(epoch % 2) + BLOCK_SIZE,
+                g.slot_bytes() - BLOCK_SIZE,
+            ),
+            None => (epoch, 0, 0),
+        }
     }
 
     /// Write a checkpoint body built for [`Journal::next_checkpoint`] and restart the
@@ -827,8 +900,18 @@ impl Journal {
     pub fn write_checkpoint(&self, body: &[u8], n_records: u64) -> Result<(), JournalError> {
         let mut log = self.log.lock();
         let epoch = next_epoch(log.epoch, log.newest);
-        write_slot(&*self.dev, &self.geo, epoch, body, n_records)?;
-        write_marker(&*self.dev, &self.geo, epoch)?;
+        let Some(geo) = &self.slots else {
+            return Err(JournalError::NoCheckpoints);
+        };
+        write_slot(&*self.dev, geo, epoch, body, n_records)?;
+        self.restart(&mut log, epoch)
+    }
+
+    /// Start the log of `epoch` (its checkpoint, or the root block naming it,
+    /// is durable): its marker, then empty watermarks. Under the log lock,
+    /// with no commit running.
+    fn restart(&self, log: &mut LogState, epoch: u64) -> Result<(), JournalError> {
+        write_marker(&*self.dev, &self.region, epoch)?;
         log.epoch = epoch;
         log.newest = epoch;
         log.head = MARKER_BYTES;
@@ -852,7 +935,7 @@ impl Journal {
             commits: self.commits.load(Ordering::Relaxed),
             fences: self.fences.load(Ordering::Relaxed),
             log_used: log.head,
-            log_bytes: self.geo.log_bytes(),
+            log_bytes: self.region.log_bytes(),
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
         }
     }
@@ -875,8 +958,8 @@ const MARKER_BYTES: u64 = LOG_HEADER_SIZE as u64;
 /// Start the log of checkpoint `epoch` (just made durable) with an empty
 /// record of that epoch: from then on the log names the newest checkpoint,
 /// so damage to that checkpoint's header is never taken for a torn write.
-fn write_marker(dev: &dyn Device, geo: &Geometry, epoch: u64) -> Result<(), JournalError> {
-    let rec = encode_log_record(&[], epoch, 0, 0, geo.log_offset());
+fn write_marker(dev: &dyn Device, geo: &LogRegion, epoch: u64) -> Result<(), JournalError> {
+    let rec = encode_log_record::<Op>(&[], epoch, 0, 0, geo.log_offset());
     debug_assert_eq!(rec.len() as u64, MARKER_BYTES);
     dev.write(geo.log_offset(), &rec)?;
     dev.flush(geo.log_offset(), MARKER_BYTES);
@@ -895,11 +978,11 @@ fn write_marker(dev: &dyn Device, geo: &Geometry, epoch: u64) -> Result<(), Jour
 }
 
 /// Bytes of the log region that hold records: all but its tail line.
-fn record_space(geo: &Geometry) -> u64 {
+fn record_space(geo: &LogRegion) -> u64 {
     geo.log_bytes() - LOG_TAIL_SIZE as u64
 }
 
-fn tail_offset(geo: &Geometry) -> u64 {
+fn tail_offset(geo: &LogRegion) -> u64 {
     geo.log_offset() + record_space(geo)
 }
 
@@ -910,7 +993,7 @@ fn tail_offset(geo: &Geometry) -> u64 {
 /// to writeback only narrows what it vouches for.
 fn write_tail(
     dev: &dyn Device,
-    geo: &Geometry,
+    geo: &LogRegion,
     t: &LogTail,
     flush: bool,
 ) -> Result<(), JournalError> {

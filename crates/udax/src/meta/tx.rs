@@ -1,0 +1,422 @@
+//! The transaction overlay: a metadata operation's writes, held in DRAM
+//! until the caller has logged them.
+//!
+//! The overlay works in 4 KiB blocks. The first write to a block loads the
+//! device's copy; later reads of the block see the copy. Each block remembers
+//! which of its bytes a write actually changed (a short sorted list of
+//! ranges), so a 30-byte change to a node logs about 30 bytes, not 4096.
+//! A block allocated by the transaction is all new: it is logged whole.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use super::MetaError;
+use crate::device::{check_range, Device};
+use crate::BLOCK_SIZE;
+
+const BLOCK: usize = BLOCK_SIZE as usize;
+
+/// Two changed ranges of a block closer than this many bytes are logged as
+/// one: a log entry's own header (offset, length) costs about as much.
+const MERGE_GAP: usize = 16;
+
+/// Where metadata blocks come from (the file system's allocator).
+pub(crate) trait BlockSource {
+    /// A free 4 KiB device block (block number, device offset = n * 4096) for metadata.
+    fn alloc_block(&mut self) -> Result<u64, MetaError>;
+}
+
+/// One block's copy in the overlay.
+#[derive(Debug)]
+struct Dirty {
+    data: Vec<u8>,
+    /// Allocated by this transaction: logged whole, never read from the device.
+    fresh: bool,
+    /// Changed byte ranges, sorted, more than `MERGE_GAP` apart (unused when fresh).
+    ranges: Vec<Range<usize>>,
+}
+
+impl Dirty {
+    /// Add `r` to the changed ranges, merging ranges that overlap or nearly touch.
+    fn mark(&mut self, r: Range<usize>) {
+        let at = self.ranges.partition_point(|x| x.start < r.start);
+        self.ranges.insert(at, r);
+        let mut out: Vec<Range<usize>> = Vec::with_capacity(self.ranges.len());
+        for r in self.ranges.drain(..) {
+            match out.last_mut() {
+                Some(last) if r.start <= last.end + MERGE_GAP => last.end = last.end.max(r.end),
+                _ => out.push(r),
+            }
+        }
+        self.ranges = out;
+    }
+
+    /// Store `data` at `at` in the copy, marking the bytes that differ.
+    fn store(&mut self, at: usize, data: &[u8]) {
+        let old = &self.data[at..at + data.len()];
+        if !self.fresh {
+            // Compare 64 bytes at a time (a plain slice compare), then find
+            // the exact bytes inside the chunks that differ.
+            let mut run: Option<Range<usize>> = None;
+            let mut changed = Vec::new();
+            for (c, (o, n)) in old.chunks(64).zip(data.chunks(64)).enumerate() {
+                if o == n {
+                    continue;
+                }
+                let first = o.iter().zip(n).position(|(a, b)| a != b).unwrap_or(0);
+                let last = o.iter().zip(n).rposition(|(a, b)| a != b).unwrap_or(0);
+                let (s, e) = (at + c * 64 + first, at + c * 64 + last + 1);
+                run = match run {
+                    Some(r) if s <= r.end + MERGE_GAP => Some(r.start..e),
+                    Some(r) => {
+                        changed.push(r);
+                        Some(s..e)
+                    }
+                    None => Some(s..e),
+                };
+            }
+            changed.extend(run);
+            for r in changed {
+                self.mark(r);
+            }
+        }
+        self.data[at..at + data.len()].copy_from_slice(data);
+    }
+}
+
+/// A metadata transaction: byte writes collected in DRAM over a device.
+/// Dropping it without [`apply`]ing its writes abandons them (the caller
+/// then gives [`allocated`](Tx::allocated) back to the allocator).
+#[derive(Debug)]
+pub(crate) struct Tx<'d> {
+    dev: &'d dyn Device,
+    /// Block number -> its copy.
+    blocks: BTreeMap<u64, Dirty>,
+    allocated: Vec<u64>,
+    freed: Vec<u64>,
+}
+
+impl<'d> Tx<'d> {
+    pub fn new(dev: &'d dyn Device) -> Self {
+        Self {
+            dev,
+            blocks: BTreeMap::new(),
+            allocated: Vec::new(),
+            freed: Vec::new(),
+        }
+    }
+
+    /// The device under the overlay.
+    pub fn device(&self) -> &'d dyn Device {
+        self.dev
+    }
+
+    /// Bytes at `off`: the device's, overlaid by this transaction's writes.
+    pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MetaError> {
+        check_range(off, buf.len() as u64, self.dev.len())?;
+        let mut done = 0;
+        while done < buf.len() {
+            let pos = off + done as u64;
+            let (blk, at) = (pos / BLOCK_SIZE, (pos % BLOCK_SIZE) as usize);
+            let n = (BLOCK - at).min(buf.len() - done);
+            let part = &mut buf[done..done + n];
+            match self.blocks.get(&blk) {
+                Some(d) => part.copy_from_slice(&d.data[at..at + n]),
+                None => self.dev.read(pos, part)?,
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Record a write (not applied to the device).
+    pub fn write(&mut self, off: u64, data: &[u8]) -> Result<(), MetaError> {
+        check_range(off, data.len() as u64, self.dev.len())?;
+        let mut done = 0;
+        while done < data.len() {
+            let pos = off + done as u64;
+            let (blk, at) = (pos / BLOCK_SIZE, (pos % BLOCK_SIZE) as usize);
+            let n = (BLOCK - at).min(data.len() - done);
+            self.copy_of(blk)?.store(at, &data[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The overlay's copy of block `blk`, loaded from the device on first use.
+    fn copy_of(&mut self, blk: u64) -> Result<&mut Dirty, MetaError> {
+        if !self.blocks.contains_key(&blk) {
+            let mut data = vec![0; BLOCK];
+            self.dev.read(blk * BLOCK_SIZE, &mut data)?;
+            let d = Dirty {
+                data,
+                fresh: false,
+                ranges: Vec::new(),
+            };
+            self.blocks.insert(blk, d);
+        }
+        Ok(self.blocks.get_mut(&blk).expect("inserted above"))
+    }
+
+    /// A block from `src`, zeroed in the overlay (never read from the device).
+    pub fn alloc_block(&mut self, src: &mut dyn BlockSource) -> Result<u64, MetaError> {
+        let blk = src.alloc_block()?;
+        let off = blk.saturating_mul(BLOCK_SIZE);
+        check_range(off, BLOCK_SIZE, self.dev.len())?;
+        let d = Dirty {
+            data: vec![0; BLOCK],
+            fresh: true,
+            ranges: Vec::new(),
+        };
+        self.blocks.insert(blk, d);
+        self.allocated.push(blk);
+        Ok(blk)
+    }
+
+    /// A metadata block this transaction stops using (the caller returns it
+    /// to the allocator once the transaction is durable). Its pending writes
+    /// are dropped: nothing reads a freed block. A block allocated by this
+    /// same transaction is dropped the same way and listed in both
+    /// [`allocated`](Self::allocated) and [`freed`](Self::freed), so either
+    /// outcome gives it back exactly once: commit returns `freed`, abort
+    /// returns `allocated`. Freeing a block twice lists it once.
+    pub fn free_block(&mut self, blk: u64) {
+        self.blocks.remove(&blk);
+        if !self.freed.contains(&blk) {
+            self.freed.push(blk);
+        }
+    }
+
+    /// Every block this transaction took from a [`BlockSource`], in order.
+    pub fn allocated(&self) -> &[u64] {
+        &self.allocated
+    }
+
+    /// Every block this transaction stopped using, in order.
+    pub fn freed(&self) -> &[u64] {
+        &self.freed
+    }
+
+    /// The writes to log and then apply: (device offset, bytes), only the
+    /// byte ranges that changed (coalesced per 4 KiB block; a freshly
+    /// allocated block is written whole), sorted by offset, non-overlapping.
+    pub fn writes(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (&blk, d) in &self.blocks {
+            let base = blk * BLOCK_SIZE;
+            if d.fresh {
+                out.push((base, d.data.clone()));
+            } else {
+                for r in &d.ranges {
+                    out.push((base + r.start as u64, d.data[r.clone()].to_vec()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Nothing to log and no block allocated or freed.
+    pub fn is_empty(&self) -> bool {
+        self.allocated.is_empty()
+            && self.freed.is_empty()
+            && self
+                .blocks
+                .values()
+                .all(|d| !d.fresh && d.ranges.is_empty())
+    }
+}
+
+/// Store `writes` in place and flush their cache lines (no fence: the caller
+/// fences at log truncation).
+pub(crate) fn apply(dev: &dyn Device, writes: &[(u64, Vec<u8>)]) -> Result<(), MetaError> {
+    for (off, data) in writes {
+        // Cached stores even for whole blocks: metadata is read again soon.
+        dev.write_cached(*off, data)?;
+        dev.flush(*off, data.len() as u64);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::RamDevice;
+    use proptest::prelude::*;
+
+    /// A device whose byte `i` is `i * 7 + 3` (so no write of zeros or of a
+    /// constant is accidentally "unchanged").
+    fn patterned(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    struct OneBlock(u64);
+    impl BlockSource for OneBlock {
+        fn alloc_block(&mut self) -> Result<u64, MetaError> {
+            Ok(self.0)
+        }
+    }
+
+    #[test]
+    fn overlay_reads_its_writes_across_block_boundaries() {
+        let img = patterned(4 * BLOCK);
+        let dev = RamDevice::from_image(img.clone());
+        let mut tx = Tx::new(&dev);
+        let data: Vec<u8> = (0..200).map(|i| 255 - i as u8).collect();
+        let off = 2 * BLOCK_SIZE - 100; // 100 bytes in block 1, 100 in block 2
+        tx.write(off, &data).unwrap();
+
+        let mut buf = vec![0; 200];
+        tx.read(off, &mut buf).unwrap();
+        assert_eq!(buf, data);
+        // A read that starts before and ends after the write, over three blocks.
+        let mut wide = vec![0; 3 * BLOCK];
+        tx.read(BLOCK_SIZE / 2, &mut wide).unwrap();
+        let mut want = img[BLOCK / 2..BLOCK / 2 + 3 * BLOCK].to_vec();
+        let s = off as usize - BLOCK / 2;
+        want[s..s + 200].copy_from_slice(&data);
+        assert_eq!(wide, want);
+        // The device is untouched.
+        assert_eq!(dev.image(), img);
+        // Out of range is an error, not a panic.
+        assert!(tx.read(4 * BLOCK_SIZE - 1, &mut [0; 2]).is_err());
+        assert!(tx.write(u64::MAX - 1, &[0; 4]).is_err());
+    }
+
+    #[test]
+    fn writes_hold_only_changed_bytes_and_whole_fresh_blocks() {
+        let dev = RamDevice::from_image(patterned(4 * BLOCK));
+        let mut tx = Tx::new(&dev);
+        // A 10-byte write logs 10 bytes.
+        tx.write(BLOCK_SIZE + 100, &[0xee; 10]).unwrap();
+        assert_eq!(tx.writes(), vec![(BLOCK_SIZE + 100, vec![0xee; 10])]);
+        // Rewriting the whole block with only one more byte changed adds one
+        // range of 1 byte (far from the first).
+        let mut whole = vec![0; BLOCK];
+        tx.read(BLOCK_SIZE, &mut whole).unwrap();
+        whole[3000] ^= 0xff;
+        tx.write(BLOCK_SIZE, &whole).unwrap();
+        let w = tx.writes();
+        assert_eq!(w.len(), 2);
+        assert_eq!((w[0].0, w[0].1.len()), (BLOCK_SIZE + 100, 10));
+        assert_eq!((w[1].0, w[1].1.len()), (BLOCK_SIZE + 3000, 1));
+        // Two changes a few bytes apart are one entry.
+        tx.write(BLOCK_SIZE + 115, &[0xee]).unwrap();
+        assert_eq!(tx.writes()[0].1.len(), 16);
+        // Writing what is there logs nothing.
+        let mut tx2 = Tx::new(&dev);
+        let mut same = vec![0; 300];
+        dev.read(10, &mut same).unwrap();
+        tx2.write(10, &same).unwrap();
+        assert!(tx2.writes().is_empty());
+        assert!(tx2.is_empty());
+        // A fresh block is logged whole, zeros included.
+        let b = tx2.alloc_block(&mut OneBlock(3)).unwrap();
+        tx2.write(b * BLOCK_SIZE + 8, &[1, 2, 3]).unwrap();
+        let w = tx2.writes();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].0, 3 * BLOCK_SIZE);
+        assert_eq!(w[0].1.len(), BLOCK);
+        assert_eq!(&w[0].1[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 0]);
+        assert_eq!(tx2.allocated(), &[3]);
+    }
+
+    #[test]
+    fn fresh_block_reads_as_zeros_not_device_bytes() {
+        let dev = RamDevice::from_image(patterned(2 * BLOCK));
+        let mut tx = Tx::new(&dev);
+        tx.alloc_block(&mut OneBlock(1)).unwrap();
+        let mut buf = vec![0xff; BLOCK];
+        tx.read(BLOCK_SIZE, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0));
+        // A block beyond the device is refused.
+        assert!(tx.alloc_block(&mut OneBlock(2)).is_err());
+    }
+
+    #[test]
+    fn free_of_a_block_allocated_in_the_same_tx_drops_its_writes() {
+        let dev = RamDevice::from_image(patterned(4 * BLOCK));
+        let mut tx = Tx::new(&dev);
+        let b = tx.alloc_block(&mut OneBlock(2)).unwrap();
+        tx.write(b * BLOCK_SIZE, &[9; 100]).unwrap();
+        tx.write(BLOCK_SIZE, &[9; 10]).unwrap();
+        tx.free_block(b);
+        tx.free_block(b);
+        tx.free_block(1); // a pre-existing block: its pending writes go too
+        assert!(tx.writes().is_empty());
+        assert_eq!(tx.allocated(), &[2]);
+        assert_eq!(tx.freed(), &[2, 1]);
+        assert!(!tx.is_empty());
+    }
+
+    #[test]
+    fn applying_writes_to_a_second_device_gives_identical_bytes() {
+        let img = patterned(8 * BLOCK);
+        let dev = RamDevice::from_image(img.clone());
+        let mut tx = Tx::new(&dev);
+        tx.write(100, &[1; 50]).unwrap();
+        tx.write(BLOCK_SIZE - 3, &[2; 4000]).unwrap();
+        tx.write(5 * BLOCK_SIZE + 17, &[3; 9000]).unwrap();
+        let b = tx.alloc_block(&mut OneBlock(4)).unwrap();
+        tx.write(b * BLOCK_SIZE + 40, &[4; 10]).unwrap();
+        let w = tx.writes();
+
+        apply(&dev, &w).unwrap();
+        let other = RamDevice::from_image(img);
+        apply(&other, &w).unwrap();
+        assert_eq!(dev.image(), other.image());
+        let mut all = vec![0; 8 * BLOCK];
+        tx.read(0, &mut all).unwrap();
+        assert_eq!(all, dev.image(), "the device now holds what the tx read");
+    }
+
+    #[test]
+    fn applying_writes_twice_is_idempotent() {
+        let img = patterned(4 * BLOCK);
+        let dev = RamDevice::from_image(img.clone());
+        let mut tx = Tx::new(&dev);
+        tx.write(10, &[7; 5000]).unwrap();
+        tx.write(3 * BLOCK_SIZE + 1, &[8; 3]).unwrap();
+        let w = tx.writes();
+        apply(&dev, &w).unwrap();
+        let once = dev.image();
+        apply(&dev, &w).unwrap();
+        assert_eq!(dev.image(), once);
+        assert_ne!(once, img);
+    }
+
+    proptest! {
+        /// Random writes against a byte-array model: reads see them, the log
+        /// is sorted and disjoint, and applying it reproduces the model.
+        #[test]
+        fn random_writes_match_a_byte_model(
+            ops in proptest::collection::vec((0u64..6 * BLOCK_SIZE, 1usize..5000, any::<u8>()), 1..20),
+        ) {
+            let img = patterned(6 * BLOCK);
+            let dev = RamDevice::from_image(img.clone());
+            let mut model = img.clone();
+            let mut tx = Tx::new(&dev);
+            for (off, len, byte) in ops {
+                let len = len.min(model.len() - off as usize);
+                // Mostly the model's own bytes, a few changed: sparse diffs.
+                let mut data = model[off as usize..off as usize + len].to_vec();
+                for i in (0..len).step_by(97) {
+                    data[i] = byte;
+                }
+                tx.write(off, &data).unwrap();
+                model[off as usize..off as usize + len].copy_from_slice(&data);
+            }
+            let mut all = vec![0; model.len()];
+            tx.read(0, &mut all).unwrap();
+            prop_assert_eq!(&all, &model);
+            let w = tx.writes();
+            for pair in w.windows(2) {
+                prop_assert!(pair[0].0 + pair[0].1.len() as u64 <= pair[1].0);
+            }
+            let logged: usize = w.iter().map(|(_, d)| d.len()).sum();
+            let changed = img.iter().zip(&model).filter(|(a, b)| a != b).count();
+            prop_assert!(logged >= changed);
+            apply(&dev, &w).unwrap();
+            prop_assert_eq!(dev.image(), model);
+        }
+    }
+}
