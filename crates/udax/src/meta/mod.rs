@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 mod btree;
+mod check;
 mod store;
 mod tx;
 
@@ -30,6 +31,11 @@ mod tx;
     reason = "the file system's interface; not used by it yet"
 )]
 pub(crate) use btree::{BTree, TreeStats, MAX_VALUE};
+#[allow(
+    unused_imports,
+    reason = "the file system's interface; not used by it yet"
+)]
+pub(crate) use check::StoreCheck;
 #[cfg(all(test, not(loom)))]
 pub(crate) use store::tests as store_tests;
 #[allow(

@@ -32,9 +32,9 @@ use std::sync::Arc;
 
 /// Owner id of the inode chunk tree's nodes (an inode's own trees carry its
 /// inode number).
-const OWNER_CHUNKS: u64 = u64::MAX - 1;
+pub(super) const OWNER_CHUNKS: u64 = u64::MAX - 1;
 /// Owner id of the orphan tree's nodes.
-const OWNER_ORPHANS: u64 = u64::MAX - 2;
+pub(super) const OWNER_ORPHANS: u64 = u64::MAX - 2;
 
 /// Where metadata blocks come from: single blocks (tree nodes) and runs (an
 /// inode chunk). The caller gives blocks back to its allocator when a
@@ -211,6 +211,10 @@ impl Store {
 
     pub fn geometry(&self) -> &Geometry3 {
         &self.geo
+    }
+
+    pub fn device(&self) -> &dyn Device {
+        &*self.dev
     }
 
     /// The root body as stored.
@@ -755,7 +759,14 @@ impl<'s> StoreTx<'s> {
     }
 
     /// Data blocks `[first, first + count)` become used (or free).
-    pub fn bits(&mut self, first: u64, count: u64, used: bool) {
+    pub fn bits(&mut self, first: u64, count: u64, used: bool) -> Result<(), MetaError> {
+        let g = &self.store.geo;
+        if first < g.data_start || first.checked_add(count).is_none_or(|e| e > g.total_blocks) {
+            return Err(corrupt(
+                g.bitmap_at(),
+                format!("blocks {first}+{count} outside the data area"),
+            ));
+        }
         if count > 0 {
             self.bits.push(if used {
                 PhysOp::SetBits { first, count }
@@ -763,6 +774,7 @@ impl<'s> StoreTx<'s> {
                 PhysOp::ClearBits { first, count }
             });
         }
+        Ok(())
     }
 
     /// Name what the transaction does in the log (for reports).
@@ -1149,8 +1161,7 @@ pub(crate) mod tests {
             vec![(first_free, g.total_blocks - first_free)]
         );
         run(&store, &mut alloc, |t, _| {
-            t.bits(first_free + 10, 100, true);
-            Ok(())
+            t.bits(first_free + 10, 100, true)
         });
         assert_eq!(
             store.free_runs().unwrap(),
@@ -1160,8 +1171,7 @@ pub(crate) mod tests {
             ]
         );
         run(&store, &mut alloc, |t, _| {
-            t.bits(first_free + 10, 50, false);
-            Ok(())
+            t.bits(first_free + 10, 50, false)
         });
         assert_eq!(
             store.free_runs().unwrap(),
