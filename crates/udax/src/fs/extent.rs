@@ -43,6 +43,22 @@ impl ExtentMap {
         })
     }
 
+    /// The extents that overlap file blocks `[a, b)`, in order.
+    pub fn overlapping(&self, a: u64, b: u64) -> Vec<Extent> {
+        let first = match self.map.range(..a).next_back() {
+            Some((&f, &(_, l))) if f + l > a => f,
+            _ => a,
+        };
+        self.map
+            .range(first..b)
+            .map(|(&f, &(d, l))| Extent {
+                file_blk: f,
+                dev_blk: d,
+                len: l,
+            })
+            .collect()
+    }
+
     /// One past the last mapped file block (0 when empty).
     pub fn end(&self) -> u64 {
         self.map.iter().next_back().map_or(0, |(&f, &(_, l))| f + l)

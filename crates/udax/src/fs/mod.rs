@@ -46,6 +46,7 @@ pub mod extent;
 mod file;
 mod iomap;
 pub mod locks;
+mod materialize;
 mod mmap;
 mod namespace;
 pub mod perm;

@@ -21,6 +21,9 @@ pub struct InodeData {
     name_bytes: u64,
     /// Set when the inode is deleted (a handle may still point at the cell).
     pub freed: bool,
+    /// Format 3: the root block of the inode's tree (a directory's entries,
+    /// or a file's extents past the inline ones); 0 = none.
+    pub tree_root: u64,
 }
 
 impl InodeData {

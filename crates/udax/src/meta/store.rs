@@ -735,6 +735,11 @@ impl<'s> StoreTx<'s> {
         Ok(())
     }
 
+    /// Free every node of `tree` (its root becomes 0).
+    pub fn free_tree(&mut self, tree: &mut BTree) -> Result<(), MetaError> {
+        tree.free_all(&mut self.tx)
+    }
+
     /// Inode `ino` was unlinked while open: freed at the next mount if
     /// nothing frees it before.
     pub fn orphan_add(&mut self, alloc: &mut dyn MetaAlloc, ino: u64) -> Result<(), MetaError> {
