@@ -502,3 +502,28 @@ print(try_lock("kept"), try_lock("gone"))
     let out = env.run("python3", &["-c", &probe]);
     assert_eq!(stdout(&out), "free free\n");
 }
+
+/// `execl`, `execlp` and `execle` (C-variadic, interposed by a naked entry
+/// on x86-64) hand over like `execv`: the shell they start writes to the
+/// inherited udax descriptor and starts in the virtual working directory;
+/// arguments past the registers and execle's environment arrive intact.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn p_execl_execlp_and_execle_hand_over_descriptors_and_the_working_directory() {
+    if !have("cc") || !have("sh") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let prog = cc(dir.path(), "execl", &[]);
+    let m = &env.mount;
+    env.with_fs(|fs| fs.mkdir("/d", 0o755).unwrap());
+    for mode in ["l", "lp", "le"] {
+        let out = quiet(&env, prog.to_str().unwrap(), &[&format!("{m}/d"), mode]);
+        assert_eq!(out, format!("{m}/d\n"), "exec{mode}: pwd");
+    }
+    assert_eq!(
+        String::from_utf8(env.read_udax("/d/out")).unwrap(),
+        "a b c d e f  \na b c d e f  \na b c d e f  from-envp\n"
+    );
+}

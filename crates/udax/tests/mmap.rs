@@ -534,7 +534,7 @@ fn m12_generic_503_io_with_buffer_in_mapping_races_punch_zero_collapse_truncate(
                         std::slice::from_raw_parts_mut((buf + t as usize * 16384) as *mut u8, 16384)
                     };
                     let off = 256 * 1024 + (i * 4096 * 7 + t * 65536) % (512 * 1024);
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         f.write_at(b, off).expect("write_at from a mapped buffer");
                     } else {
                         f.read_at(b, off).expect("read_at into a mapped buffer");

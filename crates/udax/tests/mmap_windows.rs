@@ -424,7 +424,7 @@ fn m12_appends_truncates_and_reads_through_windows_never_show_other_data_stress(
                     f.write_at(&[byte(n); PAGE], (n * PAGE) as u64).unwrap();
                     n += 1;
                     size.store(n, Ordering::Release);
-                    if n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         f.fsync().unwrap();
                     }
                 }

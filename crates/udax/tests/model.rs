@@ -1000,7 +1000,7 @@ impl Run {
                 if !dst.writable {
                     return Err(libc::EBADF);
                 }
-                if so % BS != 0 || dof % BS != 0 {
+                if !so.is_multiple_of(BS) || !dof.is_multiple_of(BS) {
                     return Err(libc::EINVAL);
                 }
                 let len = if len == 0 {
@@ -1539,7 +1539,7 @@ impl Run {
             self.step_op();
             self.step += 1;
             self.totals.max_nodes = self.totals.max_nodes.max(self.model.nodes.len());
-            if self.step % FULL_CHECK_EVERY == 0 {
+            if self.step.is_multiple_of(FULL_CHECK_EVERY) {
                 self.check_all();
             }
         }

@@ -668,7 +668,7 @@ fn e3_poison_reaches_every_client_that_maps_the_page_with_its_lsb() {
     }
     let huge = ma.device_block_of(0).is_some()
         && ma.device_block_of(len - 1).is_some()
-        && pa as usize % (2 << 20) == 0;
+        && (pa as usize).is_multiple_of(2 << 20);
     let blk = mb.device_block_of(4096).expect("page 1 mapped in B");
     assert_eq!(ma.device_block_of(4096), Some(blk));
     assert_eq!(a.inject_poison(blk * BLOCK_SIZE + 64, 64).unwrap(), 1);

@@ -1,10 +1,11 @@
 //! The exec family and posix_spawn: the new program inherits the udax
 //! descriptors without `FD_CLOEXEC` and the virtual working directory
 //! (`state::inherit`), through `UDAX_INHERIT` added to the environment it
-//! is given. `execl`, `execlp` and `execle` are variadic (not definable in
-//! stable Rust): those programs start with the kernel's working directory
-//! and no udax descriptors (docs/preload.md). `system` and `popen` run
-//! their shell through this `posix_spawn` (`calls::shell`).
+//! is given. `execl`, `execlp` and `execle` are C-variadic, which stable
+//! Rust cannot define: on x86-64 a naked entry turns their arguments into
+//! an argv array and goes on as `execv`, `execvp` and `execve` (`variadic`
+//! below); elsewhere they are not interposed (docs/preload.md). `system` and
+//! `popen` run their shell through this `posix_spawn` (`calls::shell`).
 
 use crate::boundary::entry::{fwd, run};
 use crate::state::inherit::{self, Handover};
@@ -199,4 +200,81 @@ pub unsafe extern "C" fn posix_spawnp(
         |env: *const *const c_char| fwd!(posix_spawnp(pid, file, fa, attr, argv, env.cast()));
     // SAFETY: as in `posix_spawn`.
     unsafe { handing_over(envp.cast(), spawn) }
+}
+
+/// `execl`, `execlp` and `execle` on x86-64. Their variadic arguments arrive
+/// as any call's do (System V ABI): after `path` in rdi, the next five in
+/// rsi, rdx, rcx, r8, r9, the rest on the stack right above the return
+/// address. The entry takes the return address off the stack, pushes the
+/// five registers in reverse order, so that they lie right below the stack
+/// arguments, and passes that contiguous array (NULL-terminated by the
+/// caller, as execl requires; `execle`'s `envp` follows the NULL) to the
+/// `execv` family; then it restores the stack and returns what they return
+/// (only on failure). No copy, no allocation before the real exec path.
+#[cfg(target_arch = "x86_64")]
+mod variadic {
+    use libc::{c_char, c_int};
+
+    /// The array from the entry: `args[..]` up to its NULL, then (execle) envp.
+    unsafe extern "C" fn execl_array(path: *const c_char, args: *const *const c_char) -> c_int {
+        // SAFETY: `args` is the caller's NULL-terminated argument list (execl's contract).
+        unsafe { super::execv(path, args) }
+    }
+
+    unsafe extern "C" fn execlp_array(file: *const c_char, args: *const *const c_char) -> c_int {
+        // SAFETY: as in `execl_array`.
+        unsafe { super::execvp(file, args) }
+    }
+
+    unsafe extern "C" fn execle_array(path: *const c_char, args: *const *const c_char) -> c_int {
+        // SAFETY: the list is NULL-terminated and `envp` follows its NULL
+        // (execle's contract), so every read is inside the caller's arguments.
+        unsafe {
+            let mut i = 0;
+            while !(*args.add(i)).is_null() {
+                i += 1;
+            }
+            let envp = *args.add(i + 1) as *const *const c_char;
+            super::execve(path, args, envp)
+        }
+    }
+
+    /// The shared entry sequence: `$imp` gets (rdi = path, rsi = the array).
+    /// Stack alignment: 8 mod 16 at entry; 0 after the pop; 8 after the
+    /// five pushes; 0 after saving rbx, as a call needs. rbx (callee-saved,
+    /// restored) keeps the return address across the call; the return goes
+    /// to the same address the caller pushed (a shadow stack agrees).
+    macro_rules! entry {
+        ($name:ident, $imp:ident) => {
+            /// # Safety
+            /// As the libc function of this name (a NULL-terminated list).
+            #[unsafe(naked)]
+            #[no_mangle]
+            pub unsafe extern "C" fn $name() -> c_int {
+                core::arch::naked_asm!(
+                    "endbr64",
+                    "pop r11",
+                    "push r9",
+                    "push r8",
+                    "push rcx",
+                    "push rdx",
+                    "push rsi",
+                    "mov rsi, rsp",
+                    "push rbx",
+                    "mov rbx, r11",
+                    "call {imp}",
+                    "mov r11, rbx",
+                    "pop rbx",
+                    "add rsp, 40",
+                    "push r11",
+                    "ret",
+                    imp = sym $imp,
+                )
+            }
+        };
+    }
+
+    entry!(execl, execl_array);
+    entry!(execlp, execlp_array);
+    entry!(execle, execle_array);
 }

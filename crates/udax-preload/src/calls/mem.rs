@@ -138,7 +138,7 @@ fn mmap_udax(
     off: off64_t,
 ) -> R<*mut c_void> {
     let f = d.file()?;
-    if len == 0 || off < 0 || off as usize % PAGE != 0 {
+    if len == 0 || off < 0 || !(off as usize).is_multiple_of(PAGE) {
         return Err(Errno(libc::EINVAL));
     }
     if flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0 {
@@ -319,7 +319,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: size_t) -> c_int {
             if !any_overlap(a, len) {
                 return Ok(fwd!(munmap(addr, len)));
             }
-            if a % PAGE != 0 || len == 0 {
+            if !a.is_multiple_of(PAGE) || len == 0 {
                 return Err(Errno(libc::EINVAL));
             }
             split(
@@ -363,7 +363,7 @@ pub unsafe extern "C" fn msync(addr: *mut c_void, len: size_t, flags: c_int) -> 
                 return Ok(fwd!(msync(addr, len, flags)));
             }
             let known = libc::MS_ASYNC | libc::MS_SYNC | libc::MS_INVALIDATE;
-            if a % PAGE != 0
+            if !a.is_multiple_of(PAGE)
                 || flags & !known != 0
                 || (flags & libc::MS_ASYNC != 0 && flags & libc::MS_SYNC != 0)
             {

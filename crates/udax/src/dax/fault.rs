@@ -239,7 +239,9 @@ fn pmd_eligible(region: &Region, chunk: u64, eof: u64) -> bool {
     chunk >= p.start
         && chunk + PMD_PAGES <= p.end
         && chunk + PMD_PAGES <= eof
-        && region.addr_of(chunk) % (PMD_PAGES as usize * PAGE) == 0
+        && region
+            .addr_of(chunk)
+            .is_multiple_of(PMD_PAGES as usize * PAGE)
 }
 
 /// What a fault is being resolved in: the file, its device's DAX state, the
@@ -415,7 +417,7 @@ impl Cx<'_> {
             ..
         } = *self;
         let span = chunk..chunk + PMD_PAGES;
-        let whole = len >= PMD_PAGES && dev_blk % PMD_PAGES == 0;
+        let whole = len >= PMD_PAGES && dev_blk.is_multiple_of(PMD_PAGES);
         if whole && region.dev_page > PAGE as u64 && inode.is_bad(dev_blk, PMD_PAGES) {
             // A hugetlbfs device loses the whole 2 MiB page.
             l.remove();

@@ -331,7 +331,7 @@ pub(crate) fn poison_pages(inode: &dyn DaxInode, page: u64) -> usize {
     let lose_chunk = |r: &Region| {
         r.dev_page > PAGE as u64
             && r.clip(pmd.clone()) == pmd
-            && r.addr_of(chunk) % (PMD_PAGES as usize * PAGE) == 0
+            && r.addr_of(chunk).is_multiple_of(PMD_PAGES as usize * PAGE)
     };
     let span = if regions.iter().any(|(r, h)| *h || lose_chunk(r)) {
         pmd.clone()

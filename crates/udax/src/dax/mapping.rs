@@ -168,7 +168,7 @@ impl Map {
         flags: MapFlags,
         area: Option<Area>,
     ) -> Result<Map> {
-        if offset % PAGE as u64 != 0 {
+        if !offset.is_multiple_of(PAGE as u64) {
             return Err(Error::Invalid("mmap offset not page aligned"));
         }
         if len == 0 {
@@ -248,7 +248,7 @@ impl Map {
         self.region.first_page * PAGE as u64
     }
     fn pages_of(&self, off: usize, len: usize) -> Result<Range<u64>> {
-        if off % PAGE != 0 || off.checked_add(len).is_none_or(|e| e > self.len()) {
+        if !off.is_multiple_of(PAGE) || off.checked_add(len).is_none_or(|e| e > self.len()) {
             return Err(Error::Invalid(
                 "range outside the mapping or not page aligned",
             ));

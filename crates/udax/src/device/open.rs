@@ -130,7 +130,7 @@ fn open_memfd(
     pmem: bool,
 ) -> Result<Arc<dyn Device>, DeviceError> {
     let unit = if huge { HUGE_SIZE } else { BLOCK_SIZE };
-    if size == 0 || size % unit != 0 {
+    if size == 0 || !size.is_multiple_of(unit) {
         return Err(DeviceError::BadSpec {
             spec: spec.into(),
             reason: format!("size must be a non-zero multiple of {unit}"),

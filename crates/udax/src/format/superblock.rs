@@ -67,7 +67,7 @@ impl Geometry {
             Some(e) if e <= self.data_start => {}
             _ => return bad("checkpoint overlaps data"),
         }
-        if self.data_start % BLOCKS_PER_HUGE != 0 {
+        if !self.data_start.is_multiple_of(BLOCKS_PER_HUGE) {
             return bad("data area not 2 MiB aligned");
         }
         if self.data_start >= self.total_blocks {

@@ -92,7 +92,7 @@ impl Geometry3 {
         {
             return bad("bitmap region");
         }
-        if self.data_start % crate::BLOCKS_PER_HUGE != 0
+        if !self.data_start.is_multiple_of(crate::BLOCKS_PER_HUGE)
             || self.data_start < self.bitmap_start + self.bitmap_blocks
             || self.data_start >= self.total_blocks
         {

@@ -29,7 +29,7 @@ pub struct File {
 /// Allocate with the 2 MiB policy for whole chunks, and for pieces of at least
 /// 256 KiB that start a 2 MiB-aligned file range (a large file written in pieces).
 fn huge_hint(fblk: u64, want: u64) -> bool {
-    want >= BLOCKS_PER_HUGE || (fblk % BLOCKS_PER_HUGE == 0 && want >= 64)
+    want >= BLOCKS_PER_HUGE || (fblk.is_multiple_of(BLOCKS_PER_HUGE) && want >= 64)
 }
 
 /// What a write fills the rest of new blocks with.
@@ -725,7 +725,7 @@ impl File {
                 if mode & KEEP_SIZE != 0 {
                     return Err(Error::Invalid("COLLAPSE/INSERT_RANGE with KEEP_SIZE"));
                 }
-                if off % BLOCK_SIZE != 0 || len % BLOCK_SIZE != 0 {
+                if !off.is_multiple_of(BLOCK_SIZE) || !len.is_multiple_of(BLOCK_SIZE) {
                     return Err(Error::Invalid("range not block aligned"));
                 }
                 if excl == COLLAPSE_RANGE {
@@ -784,8 +784,8 @@ impl File {
         }
         // The blocks holding a partial edge: one when both edges fall in it
         // (also when `off` is a block start and `end` is not).
-        let first = (off % BLOCK_SIZE != 0).then(|| blk(off));
-        let last = (end % BLOCK_SIZE != 0 && first != Some(blk(end))).then(|| blk(end));
+        let first = (!off.is_multiple_of(BLOCK_SIZE)).then(|| blk(off));
+        let last = (!end.is_multiple_of(BLOCK_SIZE) && first != Some(blk(end))).then(|| blk(end));
         for b in first.into_iter().chain(last) {
             crate::dax::hooks::zap_file_range(&self.dax_inode(), b, b + 1)?;
             super::reflink::unshare(&self.fs, &self.cell, b, b + 1)?;

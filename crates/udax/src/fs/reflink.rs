@@ -264,7 +264,7 @@ fn plan(
     same: bool,
 ) -> Result<Option<Plan>> {
     let (ssize, dsize) = (src.len(), dst.len());
-    if so % BLOCK_SIZE != 0 || dof % BLOCK_SIZE != 0 {
+    if !so.is_multiple_of(BLOCK_SIZE) || !dof.is_multiple_of(BLOCK_SIZE) {
         return Err(Error::Invalid("remap offsets must be block aligned"));
     }
     let mut len = len;
@@ -293,7 +293,7 @@ fn plan(
     let to_eof = send == ssize && (!dedupe || dend == dsize);
     let (bytes, blocks) = if to_eof {
         (len, len.div_ceil(BLOCK_SIZE))
-    } else if len % BLOCK_SIZE == 0 {
+    } else if len.is_multiple_of(BLOCK_SIZE) {
         (len, len / BLOCK_SIZE)
     } else if dedupe {
         // FIDEDUPERANGE may shorten to whole blocks.
@@ -305,7 +305,7 @@ fn plan(
     if blocks == 0 {
         return Ok(None);
     }
-    if to_eof && len % BLOCK_SIZE != 0 && dend < dsize {
+    if to_eof && !len.is_multiple_of(BLOCK_SIZE) && dend < dsize {
         // The source's partial last block would bring its zeros past the
         // source's end into the middle of the destination.
         return Err(Error::Invalid(

@@ -356,7 +356,7 @@ impl Store {
             let page_end = ((page + 1) * BLOCK_SIZE * 8).min(g.total_blocks);
             while b < page_end {
                 let i = ((b / 8) % BLOCK_SIZE) as usize;
-                if b % 64 == 0 && page_end - b >= 64 {
+                if b.is_multiple_of(64) && page_end - b >= 64 {
                     let w = u64::from_le_bytes(buf[i..i + 8].try_into().unwrap_or([0xff; 8]));
                     if w == 0 || w == u64::MAX {
                         if w == 0 {

@@ -121,7 +121,7 @@ impl Area {
         len: usize,
         prot: Prot,
     ) -> Result<Area> {
-        if base % PAGE != 0 || len % PAGE != 0 || len == 0 {
+        if !base.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) || len == 0 {
             return Err(Error::from_raw_os_error(libc::EINVAL));
         }
         // SAFETY: the caller owns the range and nothing else runs (above).
@@ -142,8 +142,8 @@ impl Area {
         addr >= self.base
             && len <= self.len
             && addr - self.base <= self.len - len
-            && addr % PAGE == 0
-            && len % PAGE == 0
+            && addr.is_multiple_of(PAGE)
+            && len.is_multiple_of(PAGE)
     }
 }
 
