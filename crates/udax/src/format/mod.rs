@@ -23,7 +23,7 @@
 pub mod codec;
 mod image;
 mod ops;
-mod superblock;
+pub(crate) mod superblock;
 // Format 3 (issue 20), wired in by the next step: used by its own tests only.
 #[allow(dead_code)]
 pub(crate) mod v3;

@@ -147,10 +147,26 @@ pub struct Superblock {
 
 const CRC_AT: usize = SUPERBLOCK_SIZE - 4;
 
-impl Superblock {
-    /// Encode to exactly [`SUPERBLOCK_SIZE`] bytes for device offset `at`.
+/// The superblock's fields whatever the format version: format 2 and 3 lay
+/// them out alike and differ only in what the six geometry words mean
+/// (format 2: total, log start, log blocks, checkpoint start, checkpoint
+/// blocks, data start; format 3: the same with the bitmap in place of the
+/// checkpoint slots).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RawSuperblock {
+    pub version: u32,
+    pub incompat: u32,
+    pub compat: u32,
+    pub ro_compat: u32,
+    pub uuid: [u8; 16],
+    pub words: [u64; 6],
+    pub mkfs_time_ns: u64,
+    pub label: [u8; 32],
+}
+
+impl RawSuperblock {
+    /// Exactly [`SUPERBLOCK_SIZE`] bytes for device offset `at`.
     pub fn encode(&self, at: u64) -> Vec<u8> {
-        let g = &self.geometry;
         let mut w = Writer::with_capacity(SUPERBLOCK_SIZE);
         w.bytes(&SB_MAGIC)
             .u32(self.version)
@@ -159,14 +175,11 @@ impl Superblock {
             .u32(self.ro_compat)
             .bytes(&self.uuid)
             .u32(BLOCK_SIZE as u32)
-            .u32(0)
-            .u64(g.total_blocks)
-            .u64(g.log_start)
-            .u64(g.log_blocks)
-            .u64(g.cp_start)
-            .u64(g.cp_blocks)
-            .u64(g.data_start)
-            .u64(self.mkfs_time_ns)
+            .u32(0);
+        for v in self.words {
+            w.u64(v);
+        }
+        w.u64(self.mkfs_time_ns)
             .bytes(&self.label)
             .pad_to(SUPERBLOCK_SIZE);
         let c = crc(at, &w.buf[..CRC_AT]);
@@ -174,9 +187,9 @@ impl Superblock {
         w.buf
     }
 
-    /// Decode a superblock read from device offset `at`, checking magic, checksum,
-    /// version, features and geometry (`device_blocks` bounds the geometry).
-    pub fn decode(buf: &[u8], at: u64, device_blocks: u64) -> Result<Self, FormatError> {
+    /// Parse the bytes read from device offset `at`: magic, checksum, feature
+    /// flags and block size checked; the version is the caller's to check.
+    pub fn decode(buf: &[u8], at: u64) -> Result<Self, FormatError> {
         let mut r = Reader::new(buf, at, "superblock");
         if buf.len() < SUPERBLOCK_SIZE {
             return Err(r.corrupt("short read"));
@@ -192,9 +205,6 @@ impl Superblock {
             });
         }
         let version = r.u32()?;
-        if version != FORMAT_VERSION {
-            return Err(FormatError::UnsupportedVersion(version));
-        }
         let incompat = r.u32()?;
         if incompat != 0 {
             return Err(FormatError::UnsupportedFeatures(incompat));
@@ -207,32 +217,84 @@ impl Superblock {
             return Err(FormatError::BadGeometry(format!("block size {bs}")));
         }
         let _ = r.u32()?;
-        let geometry = Geometry {
-            total_blocks: r.u64()?,
-            log_start: r.u64()?,
-            log_blocks: r.u64()?,
-            cp_start: r.u64()?,
-            cp_blocks: r.u64()?,
-            data_start: r.u64()?,
-        };
-        geometry.validate()?;
-        if geometry.total_blocks > device_blocks {
-            return Err(FormatError::BadGeometry(format!(
-                "file system has {} blocks but the device only {}",
-                geometry.total_blocks, device_blocks
-            )));
+        let mut words = [0u64; 6];
+        for v in &mut words {
+            *v = r.u64()?;
         }
-        let mkfs_time_ns = r.u64()?;
-        let label = r.array::<32>()?;
-        Ok(Superblock {
+        Ok(RawSuperblock {
             version,
             incompat,
             compat,
             ro_compat,
             uuid,
+            words,
+            mkfs_time_ns: r.u64()?,
+            label: r.array::<32>()?,
+        })
+    }
+}
+
+/// Refuse a geometry larger than the device it was read from.
+pub(crate) fn fits_device(total_blocks: u64, device_blocks: u64) -> Result<(), FormatError> {
+    if total_blocks > device_blocks {
+        return Err(FormatError::BadGeometry(format!(
+            "file system has {total_blocks} blocks but the device only {device_blocks}"
+        )));
+    }
+    Ok(())
+}
+
+impl Superblock {
+    /// Encode to exactly [`SUPERBLOCK_SIZE`] bytes for device offset `at`.
+    pub fn encode(&self, at: u64) -> Vec<u8> {
+        let g = &self.geometry;
+        RawSuperblock {
+            version: self.version,
+            incompat: self.incompat,
+            compat: self.compat,
+            ro_compat: self.ro_compat,
+            uuid: self.uuid,
+            words: [
+                g.total_blocks,
+                g.log_start,
+                g.log_blocks,
+                g.cp_start,
+                g.cp_blocks,
+                g.data_start,
+            ],
+            mkfs_time_ns: self.mkfs_time_ns,
+            label: self.label,
+        }
+        .encode(at)
+    }
+
+    /// Decode a superblock read from device offset `at`, checking magic, checksum,
+    /// version, features and geometry (`device_blocks` bounds the geometry).
+    pub fn decode(buf: &[u8], at: u64, device_blocks: u64) -> Result<Self, FormatError> {
+        let raw = RawSuperblock::decode(buf, at)?;
+        if raw.version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion(raw.version));
+        }
+        let [total_blocks, log_start, log_blocks, cp_start, cp_blocks, data_start] = raw.words;
+        let geometry = Geometry {
+            total_blocks,
+            log_start,
+            log_blocks,
+            cp_start,
+            cp_blocks,
+            data_start,
+        };
+        geometry.validate()?;
+        fits_device(geometry.total_blocks, device_blocks)?;
+        Ok(Superblock {
+            version: raw.version,
+            incompat: raw.incompat,
+            compat: raw.compat,
+            ro_compat: raw.ro_compat,
+            uuid: raw.uuid,
             geometry,
-            mkfs_time_ns,
-            label,
+            mkfs_time_ns: raw.mkfs_time_ns,
+            label: raw.label,
         })
     }
 

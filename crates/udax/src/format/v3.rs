@@ -123,6 +123,76 @@ impl Geometry3 {
     }
 }
 
+/// Format 3's version number in the superblock.
+pub const FORMAT3_VERSION: u32 = 3;
+
+/// A format-3 superblock: format 2's layout, its version 3, and the six
+/// geometry words naming the bitmap where format 2 names checkpoint slots
+/// (the root block is block 2 and the log starts at 3, fixed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Superblock3 {
+    pub compat: u32,
+    pub ro_compat: u32,
+    pub uuid: [u8; 16],
+    pub geometry: Geometry3,
+    pub mkfs_time_ns: u64,
+    pub label: [u8; 32],
+}
+
+impl Superblock3 {
+    pub fn encode(&self, at: u64) -> Vec<u8> {
+        let g = &self.geometry;
+        super::superblock::RawSuperblock {
+            version: FORMAT3_VERSION,
+            incompat: 0,
+            compat: self.compat,
+            ro_compat: self.ro_compat,
+            uuid: self.uuid,
+            words: [
+                g.total_blocks,
+                g.log_start,
+                g.log_blocks,
+                g.bitmap_start,
+                g.bitmap_blocks,
+                g.data_start,
+            ],
+            mkfs_time_ns: self.mkfs_time_ns,
+            label: self.label,
+        }
+        .encode(at)
+    }
+
+    /// Decode the superblock read from device offset `at` of a device of
+    /// `device_blocks`: any other version (a format-2 image) is refused.
+    pub fn decode(buf: &[u8], at: u64, device_blocks: u64) -> Result<Self, FormatError> {
+        let raw = super::superblock::RawSuperblock::decode(buf, at)?;
+        if raw.version != FORMAT3_VERSION {
+            return Err(FormatError::UnsupportedVersion(raw.version));
+        }
+        let [total_blocks, log_start, log_blocks, bitmap_start, bitmap_blocks, data_start] =
+            raw.words;
+        let geometry = Geometry3 {
+            total_blocks,
+            root_blk: 2,
+            log_start,
+            log_blocks,
+            bitmap_start,
+            bitmap_blocks,
+            data_start,
+        };
+        geometry.validate()?;
+        super::superblock::fits_device(total_blocks, device_blocks)?;
+        Ok(Superblock3 {
+            compat: raw.compat,
+            ro_compat: raw.ro_compat,
+            uuid: raw.uuid,
+            geometry,
+            mkfs_time_ns: raw.mkfs_time_ns,
+            label: raw.label,
+        })
+    }
+}
+
 /// Chunk and slot index of inode number `ino` (inode numbers start at 1).
 pub fn inode_place(ino: u64) -> Option<(u64, u64)> {
     let i = ino.checked_sub(1)?;
@@ -658,6 +728,54 @@ mod tests {
         assert_eq!(g.log_blocks, 65536);
         assert_eq!(g.bitmap_blocks, 8192);
         assert!(Geometry3::for_device(1023).is_err());
+    }
+
+    #[test]
+    fn a_format_3_superblock_round_trips_and_each_format_refuses_the_others() {
+        let sb = Superblock3 {
+            compat: 0,
+            ro_compat: 0,
+            uuid: [9; 16],
+            geometry: Geometry3::for_device(16384).unwrap(),
+            mkfs_time_ns: 5,
+            label: [b'x'; 32],
+        };
+        let b = sb.encode(4096);
+        assert_eq!(Superblock3::decode(&b, 4096, 16384), Ok(sb.clone()));
+        assert!(
+            Superblock3::decode(&b, 0, 16384).is_err(),
+            "seeded with its offset"
+        );
+        assert!(
+            Superblock3::decode(&b, 4096, 16383).is_err(),
+            "larger than the device"
+        );
+        assert_eq!(
+            crate::format::Superblock::decode(&b, 4096, 16384),
+            Err(FormatError::UnsupportedVersion(3))
+        );
+        let old = crate::format::Superblock {
+            version: crate::format::FORMAT_VERSION,
+            incompat: 0,
+            compat: 0,
+            ro_compat: 0,
+            uuid: [1; 16],
+            geometry: crate::format::Geometry::for_device(16384).unwrap(),
+            mkfs_time_ns: 1,
+            label: [0; 32],
+        };
+        assert_eq!(
+            Superblock3::decode(&old.encode(0), 0, 16384),
+            Err(FormatError::UnsupportedVersion(2))
+        );
+        for byte in 0..crate::format::SUPERBLOCK_SIZE {
+            let mut c = b.clone();
+            c[byte] ^= 0x10;
+            assert!(
+                Superblock3::decode(&c, 4096, 16384).is_err(),
+                "flip at {byte}"
+            );
+        }
     }
 
     #[test]
