@@ -145,3 +145,18 @@ impl From<crate::journal::JournalError> for Error {
         }
     }
 }
+
+impl From<crate::meta::MetaError> for Error {
+    fn from(e: crate::meta::MetaError) -> Self {
+        use crate::meta::MetaError;
+        match e {
+            MetaError::Corrupt { offset, what } => Error::Corrupted {
+                what,
+                device_offset: offset,
+            },
+            MetaError::NoSpace => Error::NoSpace,
+            MetaError::Device(d) => Error::Device(d),
+            MetaError::TooLarge => Error::Invalid("metadata value too large"),
+        }
+    }
+}

@@ -44,6 +44,7 @@ mod check;
 mod error;
 pub mod extent;
 mod file;
+mod format3;
 mod iomap;
 pub mod locks;
 mod materialize;
@@ -267,18 +268,41 @@ pub(crate) fn change_time_ns(cell: &Cell) -> u64 {
     }
 }
 
+/// A new file system's uuid (v4), label (from `opts`) and creation time.
+pub(crate) fn new_identity(opts: &MkfsOptions) -> Result<([u8; 16], [u8; 32], u64)> {
+    let mut label = [0u8; 32];
+    let l = opts.label.as_bytes();
+    if l.len() > 32 {
+        return Err(Error::Invalid("label longer than 32 bytes"));
+    }
+    label[..l.len()].copy_from_slice(l);
+    let mut uuid = [0u8; 16];
+    uuid.iter_mut().for_each(|b| *b = fastrand::u8(..));
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    Ok((uuid, label, now_ns()))
+}
+
 /// Read the superblock: the primary, or the backup if the primary fails.
 /// Also says which copy (if any) is damaged: `(its offset, what is wrong)`.
 fn read_superblock(dev: &dyn Device) -> Result<(Superblock, Option<(u64, String)>)> {
+    read_superblock_with(dev, Superblock::decode)
+}
+
+/// [`read_superblock`] with the decoder of a format version.
+pub(crate) fn read_superblock_with<S>(
+    dev: &dyn Device,
+    decode: impl Fn(&[u8], u64, u64) -> std::result::Result<S, crate::format::FormatError>,
+) -> Result<(S, Option<(u64, String)>)> {
     let blocks = dev.len() / BLOCK_SIZE;
     let mut buf = vec![0u8; SUPERBLOCK_SIZE];
     dev.read(0, &mut buf)?;
-    let primary = Superblock::decode(&buf, 0, blocks);
+    let primary = decode(&buf, 0, blocks);
     if dev.len() < 2 * BLOCK_SIZE {
         return Ok((primary?, None));
     }
     dev.read(BLOCK_SIZE, &mut buf)?;
-    let backup = Superblock::decode(&buf, BLOCK_SIZE, blocks);
+    let backup = decode(&buf, BLOCK_SIZE, blocks);
     match (primary, backup) {
         (Ok(sb), Ok(_)) => Ok((sb, None)),
         (Ok(sb), Err(e)) => Ok((sb, Some((BLOCK_SIZE, format!("backup superblock: {e}"))))),
@@ -407,17 +431,7 @@ impl Fs {
     /// Write a new, empty file system on `dev` (everything on it is lost).
     pub fn mkfs(dev: &dyn Device, opts: &MkfsOptions) -> Result<Superblock> {
         let geo = Geometry::for_device(dev.len() / BLOCK_SIZE)?;
-        let mut label = [0u8; 32];
-        let l = opts.label.as_bytes();
-        if l.len() > 32 {
-            return Err(Error::Invalid("label longer than 32 bytes"));
-        }
-        label[..l.len()].copy_from_slice(l);
-        let mut uuid = [0u8; 16];
-        uuid.iter_mut().for_each(|b| *b = fastrand::u8(..));
-        uuid[6] = (uuid[6] & 0x0f) | 0x40;
-        uuid[8] = (uuid[8] & 0x3f) | 0x80;
-        let t = now_ns();
+        let (uuid, label, t) = new_identity(opts)?;
         let sb = Superblock {
             version: FORMAT_VERSION,
             incompat: 0,
