@@ -486,7 +486,11 @@ impl BlockSource for Bump<'_> {
 #[derive(Debug)]
 struct Undo {
     root: RootBody,
-    chunks: Vec<(u64, Option<Chunk>)>,
+    /// Each chunk's `(blk, used)` before this transaction (`None`: added by
+    /// it). Free-slot sets are not part of it: a transaction never changes
+    /// them (reserve, unreserve and `stored` do), and copying one per create
+    /// would cost more than the create.
+    chunks: Vec<(u64, Option<(u64, u64)>)>,
 }
 
 /// One metadata transaction over a [`Store`].
@@ -523,7 +527,7 @@ impl<'s> StoreTx<'s> {
 
     /// Remember chunk `n`'s state before its first change here.
     fn touch_chunk(&mut self, n: u64) -> Result<(), MetaError> {
-        let before = self.shared()?.chunks.get(&n).cloned();
+        let before = self.shared()?.chunks.get(&n).map(|c| (c.blk, c.used));
         let undo = self.undo.as_mut().expect("shared() set it");
         if !undo.chunks.iter().any(|(c, _)| *c == n) {
             undo.chunks.push((n, before));
@@ -849,9 +853,16 @@ impl Drop for StoreTx<'_> {
             sh.root = u.root;
             for (n, c) in u.chunks {
                 match c {
-                    Some(c) => sh.chunks.insert(n, c),
-                    None => sh.chunks.remove(&n),
-                };
+                    Some((blk, used)) => {
+                        if let Some(now) = sh.chunks.get_mut(&n) {
+                            now.blk = blk;
+                            now.used = used;
+                        }
+                    }
+                    None => {
+                        sh.chunks.remove(&n);
+                    }
+                }
             }
         }
     }
