@@ -15,7 +15,10 @@
 //! transactions hold).
 //!
 //! Lock order: the caller's inode locks, then `shared`, then `chunk_map`,
-//! then `bitmap`.
+//! then `bitmap`. A thread holding a [`StoreTx`] that took `shared` must not
+//! call [`Store::root`], [`Store::orphans`] or [`Store::reserve_ino`] (they
+//! take `shared`; parking_lot's mutex is not reentrant): reserve inode
+//! numbers before the transaction, as `Fs` does today.
 
 use super::{BTree, BlockSource, MetaError, Tx};
 use crate::device::{Device, DeviceError};
