@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use super::{new_identity, read_superblock_with, Error, MkfsOptions, Result};
-use crate::device::Device;
+use crate::device::{Device, OverlayDevice};
 use crate::format::v3::{Geometry3, Inline, InodeSlot, Superblock3};
 use crate::format::{Attr, ROOT_INO, S_IFDIR};
 use crate::journal::{self, Damage, Journal, Recovery};
@@ -80,11 +80,17 @@ pub(crate) struct Opened {
     pub orphans: Vec<u64>,
 }
 
-/// Recover a format-3 device for a writing mount: replay its log in place
-/// and truncate it. A format-2 device is refused with a clear error.
-/// (A read-only mount of a device whose log is not empty needs the replay in
-/// an overlay instead of in place: the switch adds it.)
-pub(crate) fn open(dev: Arc<dyn Device>, mode: Recovery) -> Result<Opened> {
+/// Recover a format-3 device: replay its log in place and truncate it; or,
+/// `read_only` (a read-only mount, fsck), replay it into an
+/// [`OverlayDevice`] over the device, which is then never written (the
+/// store and the journal of the result work on the overlay). A format-2
+/// device is refused with a clear error.
+pub(crate) fn open(dev: Arc<dyn Device>, mode: Recovery, read_only: bool) -> Result<Opened> {
+    let dev: Arc<dyn Device> = if read_only {
+        Arc::new(OverlayDevice::new(dev))
+    } else {
+        dev
+    };
     let (sb, sb_damage) =
         read_superblock_with(&*dev, Superblock3::decode).map_err(|e| match e {
             Error::Format(crate::format::FormatError::UnsupportedVersion(2)) => Error::Corrupted {
@@ -105,7 +111,8 @@ pub(crate) fn open(dev: Arc<dyn Device>, mode: Recovery) -> Result<Opened> {
     let journal = Journal::open_in_place(dev.clone(), region, &loaded);
     let store = Store::open(dev.clone(), geo)?;
     // The replayed stores become durable, and a new epoch starts (also
-    // rewriting a damaged root header a salvage worked around).
+    // rewriting a damaged root header a salvage worked around). In the
+    // overlay of a read-only open, this changes only memory.
     journal.truncate(&|e| store.write_epoch(e))?;
     let free = store.free_runs()?;
     let orphans = store.orphans()?;
@@ -134,7 +141,7 @@ mod tests {
     fn f1_a_new_format_3_file_system_opens_with_its_root_and_the_data_area_free() {
         let dev = Arc::new(RamDevice::new(32 << 20));
         let sb = mkfs(&*dev, &MkfsOptions::default()).unwrap();
-        let o = open(dev.clone(), Recovery::Strict).unwrap();
+        let o = open(dev.clone(), Recovery::Strict, false).unwrap();
         assert_eq!(o.sb, sb);
         let root = o.store.inode(ROOT_INO).unwrap().unwrap();
         assert_eq!((root.attr.mode, root.attr.nlink), (S_IFDIR | 0o755, 2));
@@ -149,7 +156,7 @@ mod tests {
     fn f1_a_format_2_device_is_refused_with_a_clear_error() {
         let dev = Arc::new(RamDevice::new(32 << 20));
         super::super::Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
-        let e = open(dev, Recovery::Strict).err().expect("refused");
+        let e = open(dev, Recovery::Strict, false).err().expect("refused");
         assert!(e.to_string().contains("format 2"), "{e}");
     }
 
@@ -160,7 +167,7 @@ mod tests {
     fn f7_an_acknowledged_create_survives_a_crash_before_its_stores_and_reopening_twice() {
         let dev = Arc::new(CrashDevice::new(32 << 20));
         mkfs(&*dev, &MkfsOptions::default()).unwrap();
-        let o = open(dev.clone(), Recovery::Strict).unwrap();
+        let o = open(dev.clone(), Recovery::Strict, false).unwrap();
         let mut alloc = TestAlloc::new(&o.sb.geometry);
         // Past what the first open's truncation may have used.
         alloc.next += 64;
@@ -190,7 +197,7 @@ mod tests {
         drop(tx);
         let dev2: Arc<dyn Device> = Arc::new(RamDevice::from_image(img));
         for round in 0..2 {
-            let o2 = open(dev2.clone(), Recovery::Strict).unwrap();
+            let o2 = open(dev2.clone(), Recovery::Strict, false).unwrap();
             assert_eq!(
                 o2.replayed,
                 if round == 0 { 2 } else { 1 },
@@ -211,5 +218,35 @@ mod tests {
             assert_eq!(e.ino, ino);
             assert!(o2.store.inode(ino).unwrap().is_some());
         }
+    }
+
+    #[test]
+    fn f7_a_read_only_open_sees_the_replayed_log_and_writes_nothing() {
+        let dev = Arc::new(CrashDevice::new(32 << 20));
+        mkfs(&*dev, &MkfsOptions::default()).unwrap();
+        let o = open(dev.clone(), Recovery::Strict, false).unwrap();
+        let mut alloc = TestAlloc::new(&o.sb.geometry);
+        alloc.next += 64;
+        let ino = o.store.reserve_ino().unwrap().unwrap();
+        let mut tx = o.store.begin();
+        tx.put_inode(&mut alloc, ino, &slot(S_IFREG | 0o600, ROOT_INO), true)
+            .unwrap();
+        let (entries, ordered) = tx.entries();
+        o.journal.commit(&entries, ordered).unwrap();
+        let img = dev.crash_now(&Survivors::None);
+        drop(tx);
+        let ram = Arc::new(RamDevice::from_image(img.clone()));
+        let ro = open(ram.clone(), Recovery::Strict, true).unwrap();
+        assert!(
+            ro.store.inode(ino).unwrap().is_some(),
+            "replayed in the overlay"
+        );
+        let mut now = vec![0u8; img.len()];
+        ram.read(0, &mut now).unwrap();
+        assert!(now == img, "the device was written");
+        // A writing open afterwards still finds the record to replay.
+        let rw = open(ram, Recovery::Strict, false).unwrap();
+        assert_eq!(rw.replayed, 2);
+        assert!(rw.store.inode(ino).unwrap().is_some());
     }
 }
