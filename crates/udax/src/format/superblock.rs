@@ -27,12 +27,7 @@ impl Geometry {
     /// device (128 KiB..256 MiB) and two checkpoint slots of 1/64 each
     /// (256 KiB..1 GiB), then the data area from the next 2 MiB boundary.
     pub fn for_device(total_blocks: u64) -> Result<Self, FormatError> {
-        if total_blocks < MIN_DEVICE_BLOCKS {
-            return Err(FormatError::TooSmall {
-                size: total_blocks * BLOCK_SIZE,
-                min: MIN_DEVICE_BLOCKS * BLOCK_SIZE,
-            });
-        }
+        check_min_size(total_blocks)?;
         let log_blocks = (total_blocks / 256).clamp(32, 65536);
         let cp_blocks = (total_blocks / 64).clamp(64, 262_144);
         let log_start = 2;
@@ -73,14 +68,7 @@ impl Geometry {
         if self.data_start >= self.total_blocks {
             return bad("no data area");
         }
-        if self
-            .total_blocks
-            .checked_mul(BLOCK_SIZE)
-            .is_none_or(|b| b > (1u64 << 62))
-        {
-            return bad("device too large");
-        }
-        Ok(())
+        check_max_size(self.total_blocks)
     }
 
     pub fn data_blocks(&self) -> u64 {
@@ -232,6 +220,29 @@ impl RawSuperblock {
             label: r.array::<32>()?,
         })
     }
+}
+
+/// Refuse a device smaller than [`MIN_DEVICE_BLOCKS`] (both formats).
+pub(crate) fn check_min_size(total_blocks: u64) -> Result<(), FormatError> {
+    if total_blocks < MIN_DEVICE_BLOCKS {
+        return Err(FormatError::TooSmall {
+            size: total_blocks * BLOCK_SIZE,
+            min: MIN_DEVICE_BLOCKS * BLOCK_SIZE,
+        });
+    }
+    Ok(())
+}
+
+/// Refuse a device whose byte offsets would not fit comfortably in 64 bits
+/// (both formats).
+pub(crate) fn check_max_size(total_blocks: u64) -> Result<(), FormatError> {
+    if total_blocks
+        .checked_mul(BLOCK_SIZE)
+        .is_none_or(|b| b > (1u64 << 62))
+    {
+        return Err(FormatError::BadGeometry("device too large".into()));
+    }
+    Ok(())
 }
 
 /// Refuse a geometry larger than the device it was read from.

@@ -58,13 +58,7 @@ impl Geometry3 {
     /// device (1 MiB..256 MiB: physical records are larger than logical
     /// ones), the bitmap, then the data area from the next 2 MiB boundary.
     pub fn for_device(total_blocks: u64) -> Result<Self, FormatError> {
-        let min = 2 * crate::BLOCKS_PER_HUGE;
-        if total_blocks < min {
-            return Err(FormatError::TooSmall {
-                size: total_blocks * BLOCK_SIZE,
-                min: min * BLOCK_SIZE,
-            });
-        }
+        super::superblock::check_min_size(total_blocks)?;
         let log_blocks = (total_blocks / 256).clamp(256, 65536);
         let bitmap_start = 3 + log_blocks;
         let bitmap_blocks = total_blocks.div_ceil(BLOCK_SIZE * 8);
@@ -98,14 +92,7 @@ impl Geometry3 {
         {
             return bad("data area");
         }
-        if self
-            .total_blocks
-            .checked_mul(BLOCK_SIZE)
-            .is_none_or(|b| b > (1u64 << 62))
-        {
-            return bad("device too large");
-        }
-        Ok(())
+        super::superblock::check_max_size(self.total_blocks)
     }
 
     pub fn root_at(&self) -> u64 {
@@ -228,6 +215,19 @@ pub struct InodeSlot {
 }
 
 impl InodeSlot {
+    /// An inode with attributes `attr` and nothing else: no tree, nothing
+    /// inline, generation and rdev 0.
+    pub fn new(attr: Attr) -> InodeSlot {
+        InodeSlot {
+            attr,
+            generation: 0,
+            rdev: 0,
+            tree_root: 0,
+            tree_count: 0,
+            inline: Inline::None,
+        }
+    }
+
     /// The slot's bytes for device offset `at`.
     pub fn encode(&self, at: u64) -> [u8; INODE_SLOT_SIZE] {
         let a = &self.attr;

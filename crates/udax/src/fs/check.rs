@@ -340,7 +340,7 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
             });
         }
     }
-    let mut damage = rec.loaded.damage.clone();
+    let mut damage = rec.loaded.log.damage.clone();
     if let Some((at, what)) = &rec.sb_damage {
         damage.insert(
             0,
@@ -362,8 +362,8 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
         free_blocks: rec.sb.geometry.data_blocks().saturating_sub(used),
         checkpoint_epoch: rec.loaded_epoch,
         log_records_replayed: rec.replayed as u64,
-        torn_log_tail_at: rec.loaded.torn_tail_at,
-        unacknowledged_records: rec.loaded.unacknowledged,
+        torn_log_tail_at: rec.loaded.log.torn_tail_at,
+        unacknowledged_records: rec.loaded.log.unacknowledged,
         lost: lost_changes(&rec.inodes, &rec.loaded),
         damage,
         repaired: Vec::new(),
@@ -443,8 +443,8 @@ pub(crate) fn lost_changes(inodes: &HashMap<u64, InodeData>, loaded: &Loaded) ->
             String::from_utf8_lossy(n)
         )
     };
-    let mut out: Vec<String> = loaded.lost_unnamed.clone();
-    for op in loaded.discarded.iter().flat_map(|(_, ops)| ops) {
+    let mut out: Vec<String> = loaded.log.lost_unnamed.clone();
+    for op in loaded.log.discarded.iter().flat_map(|(_, ops)| ops) {
         let line = match op {
             Op::NewInode { ino, .. } => format!("inode {ino}: created"),
             Op::Link {

@@ -8,10 +8,9 @@
 // Wired in by the switch to format 3.
 #![allow(dead_code)]
 
-use super::{new_identity, read_superblock_with, Error, MkfsOptions, Result};
+use super::{new_identity, read_superblock_with, root_attr, Error, MkfsOptions, Result};
 use crate::device::{Device, OverlayDevice};
-use crate::format::v3::{Geometry3, Inline, InodeSlot, Superblock3};
-use crate::format::{Attr, ROOT_INO, S_IFDIR};
+use crate::format::v3::{Geometry3, InodeSlot, Superblock3};
 use crate::journal::{self, Damage, Journal, Recovery};
 use crate::meta::{store_entries, Store};
 use crate::BLOCK_SIZE;
@@ -34,25 +33,7 @@ pub(crate) fn mkfs(dev: &dyn Device, opts: &MkfsOptions) -> Result<Superblock3> 
     dev.zero(0, 2 * BLOCK_SIZE)?;
     dev.persist(0, 2 * BLOCK_SIZE)?;
     journal::clear_log(dev, &geo.log_region())?;
-    let root = InodeSlot {
-        attr: Attr {
-            mode: S_IFDIR | 0o755,
-            nlink: 2,
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-            atime_ns: t,
-            mtime_ns: t,
-            ctime_ns: t,
-            btime_ns: t,
-            parent: ROOT_INO,
-            ..Default::default()
-        },
-        generation: 0,
-        rdev: 0,
-        tree_root: 0,
-        tree_count: 0,
-        inline: Inline::None,
-    };
+    let root = InodeSlot::new(root_attr(t));
     Store::format(dev, &geo, &root, fastrand::u64(..))?;
     journal::start_log(dev, &geo.log_region(), 1)?;
     for at in [0, BLOCK_SIZE] {
@@ -134,6 +115,7 @@ mod tests {
     use crate::device::{CrashDevice, RamDevice, Survivors};
     use crate::format::v3::DirEntry3;
     use crate::format::S_IFREG;
+    use crate::format::{ROOT_INO, S_IFDIR};
     use crate::meta::store_tests::{slot, TestAlloc};
     use crate::meta::BTree;
 
@@ -160,17 +142,15 @@ mod tests {
         assert!(e.to_string().contains("format 2"), "{e}");
     }
 
-    /// A create committed through the opened journal survives a crash right
-    /// after its commit (nothing of its in-place stores durable), and the
-    /// next open replays it and starts a new epoch.
-    #[test]
-    fn f7_an_acknowledged_create_survives_a_crash_before_its_stores_and_reopening_twice() {
+    /// A new file system on a crash device where a file "kept" was created
+    /// in the root directory: its record committed through the opened
+    /// journal, none of its stores in place. Returns the image a crash right
+    /// then leaves, and the file's inode number.
+    fn committed_never_stored() -> (Vec<u8>, u64) {
         let dev = Arc::new(CrashDevice::new(32 << 20));
         mkfs(&*dev, &MkfsOptions::default()).unwrap();
         let o = open(dev.clone(), Recovery::Strict, false).unwrap();
         let mut alloc = TestAlloc::new(&o.sb.geometry);
-        // Past what the first open's truncation may have used.
-        alloc.next += 64;
         let ino = o.store.reserve_ino().unwrap().unwrap();
         let mut root = o.store.inode(ROOT_INO).unwrap().unwrap();
         let mut dir = BTree::new(ROOT_INO);
@@ -192,61 +172,56 @@ mod tests {
         tx.put_inode(&mut alloc, ROOT_INO, &root, false).unwrap();
         let (entries, ordered) = tx.entries();
         o.journal.commit(&entries, ordered).unwrap();
-        // Crash: the record is durable, the in-place stores never happened.
-        let img = dev.crash_now(&Survivors::None);
-        drop(tx);
-        let dev2: Arc<dyn Device> = Arc::new(RamDevice::from_image(img));
+        (dev.crash_now(&Survivors::None), ino)
+    }
+
+    /// `opened` holds "kept" as inode `ino`.
+    fn holds_kept(opened: &Opened, ino: u64) {
+        let r = opened.store.inode(ROOT_INO).unwrap().unwrap();
+        let e = opened
+            .store
+            .dir_lookup(
+                BTree {
+                    root: r.tree_root,
+                    owner: ROOT_INO,
+                },
+                b"kept",
+            )
+            .unwrap()
+            .expect("the acknowledged entry");
+        assert_eq!(e.ino, ino);
+        assert!(opened.store.inode(ino).unwrap().is_some());
+    }
+
+    /// The create survives the crash, and the next open replays it and
+    /// starts a new epoch.
+    #[test]
+    fn f7_an_acknowledged_create_survives_a_crash_before_its_stores_and_reopening_twice() {
+        let (img, ino) = committed_never_stored();
+        let dev: Arc<dyn Device> = Arc::new(RamDevice::from_image(img));
         for round in 0..2 {
-            let o2 = open(dev2.clone(), Recovery::Strict, false).unwrap();
+            let o = open(dev.clone(), Recovery::Strict, false).unwrap();
             assert_eq!(
-                o2.replayed,
+                o.replayed,
                 if round == 0 { 2 } else { 1 },
                 "marker + record"
             );
-            let r = o2.store.inode(ROOT_INO).unwrap().unwrap();
-            let e = o2
-                .store
-                .dir_lookup(
-                    BTree {
-                        root: r.tree_root,
-                        owner: ROOT_INO,
-                    },
-                    b"kept",
-                )
-                .unwrap()
-                .expect("the acknowledged entry");
-            assert_eq!(e.ino, ino);
-            assert!(o2.store.inode(ino).unwrap().is_some());
+            holds_kept(&o, ino);
         }
     }
 
     #[test]
     fn f7_a_read_only_open_sees_the_replayed_log_and_writes_nothing() {
-        let dev = Arc::new(CrashDevice::new(32 << 20));
-        mkfs(&*dev, &MkfsOptions::default()).unwrap();
-        let o = open(dev.clone(), Recovery::Strict, false).unwrap();
-        let mut alloc = TestAlloc::new(&o.sb.geometry);
-        alloc.next += 64;
-        let ino = o.store.reserve_ino().unwrap().unwrap();
-        let mut tx = o.store.begin();
-        tx.put_inode(&mut alloc, ino, &slot(S_IFREG | 0o600, ROOT_INO), true)
-            .unwrap();
-        let (entries, ordered) = tx.entries();
-        o.journal.commit(&entries, ordered).unwrap();
-        let img = dev.crash_now(&Survivors::None);
-        drop(tx);
+        let (img, ino) = committed_never_stored();
         let ram = Arc::new(RamDevice::from_image(img.clone()));
         let ro = open(ram.clone(), Recovery::Strict, true).unwrap();
-        assert!(
-            ro.store.inode(ino).unwrap().is_some(),
-            "replayed in the overlay"
-        );
+        holds_kept(&ro, ino);
         let mut now = vec![0u8; img.len()];
         ram.read(0, &mut now).unwrap();
         assert!(now == img, "the device was written");
         // A writing open afterwards still finds the record to replay.
         let rw = open(ram, Recovery::Strict, false).unwrap();
         assert_eq!(rw.replayed, 2);
-        assert!(rw.store.inode(ino).unwrap().is_some());
+        holds_kept(&rw, ino);
     }
 }

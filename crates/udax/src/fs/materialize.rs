@@ -33,12 +33,10 @@ fn slot_of(d: &InodeData) -> InodeSlot {
         (Inline::None, d.map.len() as u64)
     };
     InodeSlot {
-        attr: d.attr,
-        generation: 0,
-        rdev: 0,
         tree_root: d.tree_root,
         tree_count,
         inline,
+        ..InodeSlot::new(d.attr)
     }
 }
 

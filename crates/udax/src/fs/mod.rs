@@ -283,6 +283,23 @@ pub(crate) fn new_identity(opts: &MkfsOptions) -> Result<([u8; 16], [u8; 32], u6
     Ok((uuid, label, now_ns()))
 }
 
+/// The attributes of a new file system's root directory, made at `t` by
+/// the caller.
+pub(crate) fn root_attr(t: u64) -> Attr {
+    Attr {
+        mode: S_IFDIR | 0o755,
+        nlink: 2,
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+        atime_ns: t,
+        mtime_ns: t,
+        ctime_ns: t,
+        btime_ns: t,
+        parent: ROOT_INO,
+        ..Default::default()
+    }
+}
+
 /// Read the superblock: the primary, or the backup if the primary fails.
 /// Also says which copy (if any) is damaged: `(its offset, what is wrong)`.
 fn read_superblock(dev: &dyn Device) -> Result<(Superblock, Option<(u64, String)>)> {
@@ -361,7 +378,7 @@ pub(crate) fn recover(dev: &dyn Device, mode: Recovery) -> Result<Recovered> {
     let geo = sb.geometry;
     let mut loaded = journal::load(dev, &geo, mode)?;
     let mut inodes = HashMap::with_capacity(loaded.inodes.len());
-    let slot_at = geo.slot_offset(loaded.epoch % 2);
+    let slot_at = geo.slot_offset(loaded.log.epoch % 2);
     for img in &loaded.inodes {
         let d = InodeData::from_image(img).map_err(|what| Error::Corrupted {
             what,
@@ -390,7 +407,7 @@ pub(crate) fn recover(dev: &dyn Device, mode: Recovery) -> Result<Recovered> {
         what: format!("checkpoint: {m}"),
         device_offset: slot_at,
     })?;
-    let records = std::mem::take(&mut loaded.records);
+    let records = std::mem::take(&mut loaded.log.records);
     let replayed = records.len();
     for (at, ops) in &records {
         let mut fx = Effects::default();
@@ -418,7 +435,7 @@ pub(crate) fn recover(dev: &dyn Device, mode: Recovery) -> Result<Recovered> {
     Ok(Recovered {
         sb,
         sb_damage,
-        loaded_epoch: loaded.epoch,
+        loaded_epoch: loaded.log.epoch,
         inodes,
         replayed,
         loaded,
@@ -448,18 +465,7 @@ impl Fs {
         dev.persist(0, 2 * BLOCK_SIZE)?;
         let root = InodeImage {
             ino: ROOT_INO,
-            attr: Attr {
-                mode: S_IFDIR | 0o755,
-                nlink: 2,
-                uid: rustix::process::geteuid().as_raw(),
-                gid: rustix::process::getegid().as_raw(),
-                atime_ns: t,
-                mtime_ns: t,
-                ctime_ns: t,
-                btime_ns: t,
-                parent: ROOT_INO,
-                ..Default::default()
-            },
+            attr: root_attr(t),
             extents: vec![],
             dirents: vec![],
         };
@@ -545,7 +551,7 @@ impl Fs {
             .map(|(&i, _)| i)
             .collect();
         let salvaged = Salvaged {
-            damage: rec.loaded.damage.clone(),
+            damage: rec.loaded.log.damage.clone(),
             lost: check::lost_changes(&rec.inodes, &rec.loaded),
             superblock: rec.sb_damage.clone(),
         };
@@ -553,7 +559,7 @@ impl Fs {
         // salvage worked around, is left behind by a new checkpoint before
         // the first commit: the new log must never share an epoch with
         // records no later record vouches for.
-        let fresh_epoch = rec.loaded.torn_tail_at.is_some() || !salvaged.damage.is_empty();
+        let fresh_epoch = rec.loaded.log.torn_tail_at.is_some() || !salvaged.damage.is_empty();
         let journal = Journal::open(dev.clone(), geo, &rec.loaded);
         let table = rec
             .inodes
@@ -697,7 +703,7 @@ impl Fs {
             return Err(Error::ReadOnly);
         }
         let _cp = inner.cp.write();
-        let (epoch, body_at, cap) = inner.journal.next_checkpoint();
+        let (epoch, body_at, cap) = inner.journal.next_checkpoint()?;
         let table = inner.table.read();
         let mut inos: Vec<u64> = table.keys().copied().collect();
         inos.sort_unstable();

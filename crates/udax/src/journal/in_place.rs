@@ -8,29 +8,11 @@
 #![allow(dead_code)]
 
 use super::{
-    check_log_end, corrupt, scan_log, write_marker, Damage, Journal, JournalError, Recovery,
+    corrupt, finish_log, scan_log, write_marker, Damage, Journal, JournalError, LoadedLog, Recovery,
 };
 use crate::device::{Device, DeviceError};
 use crate::format::{v3::PhysOp, FormatError, LogRegion};
 use std::sync::Arc;
-
-/// What [`load_in_place`] found (format 3): the log of the epoch the root
-/// block names, whose records the caller replays (byte writes and bit-range
-/// changes, idempotent) before anything reads the structures.
-#[derive(Debug)]
-pub struct LoadedLog {
-    pub epoch: u64,
-    /// The records to replay, in order, with their device offsets.
-    pub records: Vec<(u64, Vec<PhysOp>)>,
-    pub head: u64,
-    pub next_seq: u64,
-    pub torn_tail_at: Option<u64>,
-    pub unacknowledged: u64,
-    pub damage: Vec<Damage>,
-    pub discarded: Vec<(u64, Vec<PhysOp>)>,
-    pub newest_epoch: u64,
-    pub lost_unnamed: Vec<String>,
-}
 
 /// Recover the log of a format-3 file system whose root block header names
 /// epoch `root` (or fails to verify: `Err`, at device offset `root_at`).
@@ -47,17 +29,28 @@ pub fn load_in_place(
     root: Result<u64, FormatError>,
     root_at: u64,
     mode: Recovery,
-) -> Result<LoadedLog, JournalError> {
+) -> Result<LoadedLog<PhysOp>, JournalError> {
     let mut damage = Vec::new();
-    let mut lost_unnamed = Vec::new();
     let probe_epoch = root.as_ref().map_or(0, |&e| e);
     let probe = scan_log::<PhysOp>(dev, region, probe_epoch)?;
     let newest = probe.newest.map(|(e, _)| e);
-    let epoch = match (root, newest) {
-        (Ok(e), Some(n)) if n > e => {
-            let what = format!(
-                "root block header at offset {root_at} names epoch {e}, older than the log's                  epoch {n}: it was durable before that log began"
-            );
+    // Why the header cannot be taken, and the epoch the log names instead.
+    let distrust = match (&root, newest) {
+        (Ok(e), Some(n)) if n > *e => Some((
+            format!(
+                "root block header at offset {root_at} names epoch {e}, older than the log's \
+                 epoch {n}: it was durable before that log began"
+            ),
+            n,
+        )),
+        (Err(err), Some(n)) => Some((
+            format!("root block header: {err}: it is one cache line, never torn"),
+            n,
+        )),
+        _ => None,
+    };
+    let epoch = match (root, distrust) {
+        (_, Some((what, n))) => {
             if mode == Recovery::Strict {
                 return Err(corrupt(what, root_at));
             }
@@ -68,55 +61,15 @@ pub fn load_in_place(
             });
             n
         }
-        (Ok(e), _) => e,
-        (Err(err), Some(n)) => {
-            let what = format!("root block header: {err}: it is one cache line, never torn");
-            if mode == Recovery::Strict {
-                return Err(corrupt(what, root_at));
-            }
-            damage.push(Damage {
-                what,
-                device_offset: root_at,
-                salvage: format!("epoch {n} taken from the log; the header is rewritten"),
-            });
-            n
-        }
+        (Ok(e), None) => e,
         (Err(err), None) => return Err(err.into()),
     };
-    let mut scan = if epoch == probe_epoch {
+    let scan = if epoch == probe_epoch {
         probe
     } else {
         scan_log::<PhysOp>(dev, region, epoch)?
     };
-    let n = scan.records.len();
-    let stop_at = region.log_offset() + scan.head;
-    check_log_end(
-        dev,
-        region,
-        epoch,
-        &mut scan,
-        mode,
-        false,
-        &mut damage,
-        &mut lost_unnamed,
-    )?;
-    let discarded = if damage.is_empty() {
-        Vec::new()
-    } else {
-        std::mem::take(&mut scan.beyond)
-    };
-    Ok(LoadedLog {
-        newest_epoch: scan.newest.map_or(epoch, |(e, _)| e.max(epoch)),
-        epoch,
-        next_seq: n as u64,
-        records: scan.records,
-        head: scan.head,
-        torn_tail_at: scan.torn.then_some(stop_at),
-        unacknowledged: scan.unacknowledged,
-        damage,
-        discarded,
-        lost_unnamed,
-    })
+    finish_log(dev, region, epoch, scan, mode, false, damage, Vec::new())
 }
 
 /// Clear the log of a new format-3 file system (before its root block names
@@ -136,16 +89,12 @@ pub fn start_log(dev: &dyn Device, region: &LogRegion, epoch: u64) -> Result<(),
 impl Journal {
     /// A format-3 journal continuing the log of `loaded` (after
     /// [`load_in_place`] and the replay of its records).
-    pub fn open_in_place(dev: Arc<dyn Device>, region: LogRegion, loaded: &LoadedLog) -> Journal {
-        Journal::new(
-            dev,
-            region,
-            None,
-            loaded.epoch,
-            loaded.newest_epoch,
-            loaded.head,
-            loaded.next_seq,
-        )
+    pub fn open_in_place(
+        dev: Arc<dyn Device>,
+        region: LogRegion,
+        loaded: &LoadedLog<PhysOp>,
+    ) -> Journal {
+        Journal::new(dev, region, None, loaded)
     }
 
     /// Truncate a format-3 log: its records' changes are stored in place, so
@@ -206,7 +155,7 @@ mod tests {
     }
 
     /// What a mount does: read the root header, load the log, replay it.
-    fn recover(dev: &dyn Device, mode: Recovery) -> Result<LoadedLog, JournalError> {
+    fn recover(dev: &dyn Device, mode: Recovery) -> Result<LoadedLog<PhysOp>, JournalError> {
         let mut h = [0u8; 64];
         dev.read(ROOT_AT, &mut h)?;
         let root = RootHeader::decode(&h, ROOT_AT).map(|r| r.epoch);
@@ -271,30 +220,44 @@ mod tests {
                 j.truncate(&move |epoch| write_root(&*d, epoch)).unwrap();
             }
         }
+        every_crash_point(&dev, &acked_at, &states, |img, at| {
+            let l = recover(img, Recovery::Strict).unwrap_or_else(|e| panic!("{at}: {e}"));
+            assert!(l.damage.is_empty(), "{at}: {:?}", l.damage);
+            let got = state(img);
+            // Replaying again (a crash during recovery) changes nothing.
+            let again = recover(img, Recovery::Strict).unwrap();
+            assert_eq!(again.epoch, l.epoch);
+            assert_eq!(state(img), got);
+            got
+        });
+    }
+
+    /// At every crash point since `dev`'s recording mark, with no, all and
+    /// random unfenced lines surviving, `recover` the image (given a label
+    /// for messages): the state it finds must be one of `states` (the state
+    /// after each prefix of the transactions) and hold every transaction
+    /// acknowledged by then (transaction `i` was from crash point `acked[i]` on).
+    pub(super) fn every_crash_point<S: PartialEq + std::fmt::Debug>(
+        dev: &CrashDevice,
+        acked: &[usize],
+        states: &[S],
+        recover: impl Fn(&RamDevice, &str) -> S,
+    ) {
         for p in 0..=dev.crash_points() {
-            let must = acked_at.iter().filter(|&&a| a <= p).count();
+            let must = acked.iter().filter(|&&a| a <= p).count();
             for s in [
                 Survivors::None,
                 Survivors::All,
                 Survivors::Random { seed: p as u64 },
             ] {
+                let at = format!("crash point {p} {s:?}");
                 let img = RamDevice::from_image(dev.crash_image(p, &s));
-                let l = recover(&img, Recovery::Strict)
-                    .unwrap_or_else(|e| panic!("crash point {p} {s:?}: {e}"));
-                assert!(l.damage.is_empty(), "crash point {p}: {:?}", l.damage);
-                let got = state(&img);
+                let got = recover(&img, &at);
                 let k = states
                     .iter()
                     .position(|st| *st == got)
-                    .unwrap_or_else(|| panic!("crash point {p} {s:?}: no prefix gives {got:?}"));
-                assert!(
-                    k >= must,
-                    "crash point {p} {s:?}: {k} transactions, {must} acknowledged"
-                );
-                // Replaying again (a crash during recovery) changes nothing.
-                let again = recover(&img, Recovery::Strict).unwrap();
-                assert_eq!(again.epoch, l.epoch);
-                assert_eq!(state(&img), got);
+                    .unwrap_or_else(|| panic!("{at}: no prefix gives {got:?}"));
+                assert!(k >= must, "{at}: {k} transactions, {must} acknowledged");
             }
         }
     }
@@ -368,11 +331,11 @@ mod tests {
 #[cfg(all(test, not(loom)))]
 mod store_tests {
     use super::*;
-    use crate::device::{CrashDevice, RamDevice, Survivors};
+    use crate::device::{CrashDevice, RamDevice};
     use crate::format::v3::{DirEntry3, Geometry3, InodeSlot};
     use crate::format::{S_IFDIR, S_IFREG};
     use crate::meta::store_tests::{slot, TestAlloc};
-    use crate::meta::{store_entries, BTree, MetaAlloc, Store, Tx};
+    use crate::meta::{store_entries, BTree, Store, Tx};
     use crate::BLOCK_SIZE;
     use std::collections::BTreeSet;
 
@@ -516,25 +479,6 @@ mod store_tests {
             }
         }
         assert!(store.root().n_chunks == 2, "a chunk was added");
-        let _ = alloc.alloc_run(0);
-        for p in 0..=dev.crash_points() {
-            let must = acked.iter().filter(|&&a| a <= p).count();
-            for s in [
-                Survivors::None,
-                Survivors::All,
-                Survivors::Random { seed: p as u64 },
-            ] {
-                let img = RamDevice::from_image(dev.crash_image(p, &s));
-                let got = mount(&img, &geo);
-                let k = states
-                    .iter()
-                    .position(|st| *st == got)
-                    .unwrap_or_else(|| panic!("crash point {p} {s:?}: no prefix matches"));
-                assert!(
-                    k >= must,
-                    "crash point {p} {s:?}: {k} of {must} acknowledged"
-                );
-            }
-        }
+        super::tests::every_crash_point(&dev, &acked, &states, |img, _| mount(img, &geo));
     }
 }

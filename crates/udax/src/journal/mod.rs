@@ -52,9 +52,7 @@ use crate::BLOCK_SIZE;
 use std::sync::Arc;
 
 mod in_place;
-// Format 3: wired in when the file system switches (see in_place.rs).
-#[allow(unused_imports)]
-pub use in_place::{clear_log, load_in_place, start_log, LoadedLog};
+pub use in_place::{clear_log, load_in_place, start_log};
 
 /// Errors from the journal.
 #[derive(Debug, thiserror::Error)]
@@ -146,17 +144,25 @@ pub enum Recovery {
     Salvage,
 }
 
-/// What [`load`] found on the device.
+/// What [`load`] found on the device (format 2): the checkpoint, and its log.
 #[derive(Debug)]
 pub struct Loaded {
-    pub epoch: u64,
     pub inodes: Vec<InodeImage>,
     /// The bad-block table of the checkpoint: device block ranges `(start, len)`.
     pub bad: Vec<(u64, u64)>,
     /// The shared-block reference counts of the checkpoint `(start, len, refs)`.
     pub shared: Vec<(u64, u64, u32)>,
-    /// Committed transactions after the checkpoint, with their device offsets.
-    pub records: Vec<(u64, Vec<Op>)>,
+    pub log: LoadedLog<Op>,
+}
+
+/// The log a load found, of either format: the records of the epoch that
+/// applies (format 2: after the checkpoint; format 3: to replay in place).
+#[derive(Debug)]
+pub struct LoadedLog<E> {
+    /// The epoch whose log applies (the checkpoint's, or the root block's).
+    pub epoch: u64,
+    /// Committed transactions of that epoch, with their device offsets.
+    pub records: Vec<(u64, Vec<E>)>,
     /// Where the next record goes and its sequence number.
     pub head: u64,
     pub next_seq: u64,
@@ -171,9 +177,9 @@ pub struct Loaded {
     pub damage: Vec<Damage>,
     /// Valid log records a salvage discards (after a damaged record, or the log
     /// of a checkpoint that could not be read), for the loss report.
-    pub discarded: Vec<(u64, Vec<Op>)>,
-    /// The newest epoch of any checkpoint or log record that verifies: the
-    /// next checkpoint's epoch must be beyond it, so no stale record of it
+    pub discarded: Vec<(u64, Vec<E>)>,
+    /// The newest epoch of any checkpoint, root header or log record that
+    /// verifies: the next epoch must be beyond it, so no stale record of it
     /// can ever verify as part of the new log.
     pub newest_epoch: u64,
     /// What a salvage lost that no surviving record names: a checkpoint it
@@ -582,57 +588,42 @@ pub fn load(dev: &dyn Device, geo: &Geometry, mode: Recovery) -> Result<Loaded, 
         Err(e) => return Err(e),
     };
     let rolled_back = !lost_unnamed.is_empty();
-    let n = scan.records.len();
-    let stop_at = region.log_offset() + scan.head;
-    check_log_end(
+    let log = finish_log(
         dev,
         &region,
         h.epoch,
-        &mut scan,
+        scan,
         mode,
         rolled_back,
-        &mut damage,
-        &mut lost_unnamed,
+        damage,
+        lost_unnamed,
     )?;
-    let discarded = if damage.is_empty() {
-        Vec::new()
-    } else {
-        std::mem::take(&mut scan.beyond)
-    };
     Ok(Loaded {
-        newest_epoch: scan.newest.map_or(h.epoch, |(e, _)| e.max(h.epoch)),
-        epoch: h.epoch,
         inodes,
         bad,
         shared,
-        next_seq: n as u64,
-        records: scan.records,
-        head: scan.head,
-        torn_tail_at: scan.torn.then_some(stop_at),
-        unacknowledged: scan.unacknowledged,
-        damage,
-        discarded,
-        lost_unnamed,
+        log,
     })
 }
 
-/// The checks every load makes once it knows the epoch whose log applies
-/// (`epoch`) and has walked it (`scan`): what is at the log's start, what the
+/// What every load does once it knows the epoch whose log applies (`epoch`)
+/// and has walked it (`scan`): check what is at the log's start, what the
 /// tail line vouches for, and whether the walk's stop is damage (a record a
-/// later one vouches for). Damage is an error ([`Recovery::Strict`]) or
-/// cuts the log there, with the loss reported. `rolled_back`: a salvage
-/// already fell back past this epoch's checkpoint (nothing of its log applies).
+/// later one vouches for), then say what the log holds. Damage is an error
+/// ([`Recovery::Strict`]) or cuts the log there, with the loss reported.
+/// `rolled_back`: a salvage already fell back past this epoch's checkpoint
+/// (nothing of its log applies).
 #[allow(clippy::too_many_arguments)]
-fn check_log_end<E: Entry>(
+fn finish_log<E: Entry>(
     dev: &dyn Device,
     region: &LogRegion,
     epoch: u64,
-    scan: &mut LogScan<E>,
+    mut scan: LogScan<E>,
     mode: Recovery,
     rolled_back: bool,
-    damage: &mut Vec<Damage>,
-    lost_unnamed: &mut Vec<String>,
-) -> Result<(), JournalError> {
+    mut damage: Vec<Damage>,
+    mut lost_unnamed: Vec<String>,
+) -> Result<LoadedLog<E>, JournalError> {
     let n = scan.records.len();
     let stop_at = region.log_offset() + scan.head;
     // The log of every checkpoint starts with its marker; a crash between
@@ -693,32 +684,38 @@ fn check_log_end<E: Entry>(
             ),
         });
     }
-    Ok(())
+    let discarded = if damage.is_empty() {
+        Vec::new()
+    } else {
+        std::mem::take(&mut scan.beyond)
+    };
+    Ok(LoadedLog {
+        newest_epoch: scan.newest.map_or(epoch, |(e, _)| e.max(epoch)),
+        epoch,
+        next_seq: n as u64,
+        records: scan.records,
+        head: scan.head,
+        torn_tail_at: scan.torn.then_some(stop_at),
+        unacknowledged: scan.unacknowledged,
+        damage,
+        discarded,
+        lost_unnamed,
+    })
 }
 
 impl Journal {
     /// A journal continuing the log of `loaded` (after [`load`]).
     pub fn open(dev: Arc<dyn Device>, geo: Geometry, loaded: &Loaded) -> Journal {
-        Journal::new(
-            dev,
-            geo.log_region(),
-            Some(geo),
-            loaded.epoch,
-            loaded.newest_epoch,
-            loaded.head,
-            loaded.next_seq,
-        )
+        Journal::new(dev, geo.log_region(), Some(geo), &loaded.log)
     }
 
-    fn new(
+    fn new<E>(
         dev: Arc<dyn Device>,
         region: LogRegion,
         slots: Option<Geometry>,
-        epoch: u64,
-        newest: u64,
-        head: u64,
-        next_seq: u64,
+        log: &LoadedLog<E>,
     ) -> Journal {
+        let (epoch, newest, head, next_seq) = (log.epoch, log.newest_epoch, log.head, log.next_seq);
         let global_fence = dev.fence_is_global();
         let tail_each_commit = dev.info().persistence != PersistenceDomain::PageCache;
         Journal {
@@ -880,19 +877,19 @@ impl Journal {
     }
 
     /// Epoch and body offset the next checkpoint will use, and the room it has.
-    pub fn next_checkpoint(&self) -> (u64, u64, u64) {
+    pub fn next_checkpoint(&self) -> Result<(u64, u64, u64), JournalError> {
+        let Some(g) = &self.slots else {
+            return Err(JournalError::NoCheckpoints);
+        };
         let epoch = {
             let log = self.log.lock();
             next_epoch(log.epoch, log.newest)
         };
-        match &self.slots {
-            Some(g) => (
-                epoch,
-                g.slot_offset(epoch % 2) + BLOCK_SIZE,
-                g.slot_bytes() - BLOCK_SIZE,
-            ),
-            None => (epoch, 0, 0),
-        }
+        Ok((
+            epoch,
+            g.slot_offset(epoch % 2) + BLOCK_SIZE,
+            g.slot_bytes() - BLOCK_SIZE,
+        ))
     }
 
     /// Write a checkpoint body built for [`Journal::next_checkpoint`] and restart the
@@ -1087,10 +1084,10 @@ mod tests {
         let mask: Vec<bool> = (0..pending).map(|i| i != 0).collect();
         let img = dev.crash_image(0, &Survivors::Mask(mask));
         let l = load(&RamDevice::from_image(img), &geo, Recovery::Strict).unwrap();
-        assert_eq!(l.records.len(), 2, "marker and the fenced record");
-        assert_eq!(l.torn_tail_at, Some(a_at));
-        assert_eq!(l.unacknowledged, 1, "record b was never acknowledged");
-        assert!(l.damage.is_empty());
+        assert_eq!(l.log.records.len(), 2, "marker and the fenced record");
+        assert_eq!(l.log.torn_tail_at, Some(a_at));
+        assert_eq!(l.log.unacknowledged, 1, "record b was never acknowledged");
+        assert!(l.log.damage.is_empty());
         // Once a record written after that fence exists, the same loss is
         // damage: it vouches for both.
         j.commit(&op(3), false).unwrap();
@@ -1107,7 +1104,7 @@ mod tests {
             j.commit(&op(i), false).unwrap();
         }
         dev.start_recording();
-        let (_, _, _) = j.next_checkpoint();
+        let (_, _, _) = j.next_checkpoint().unwrap();
         j.write_checkpoint(&[], 0).unwrap();
         j.commit(&op(5), false).unwrap();
         for p in 0..=dev.crash_points() {
@@ -1119,14 +1116,14 @@ mod tests {
                 let img = dev.crash_image(p, &s);
                 let l = load(&RamDevice::from_image(img), &geo, Recovery::Strict)
                     .unwrap_or_else(|e| panic!("crash point {p} {s:?}: {e}"));
-                assert!(l.damage.is_empty());
+                assert!(l.log.damage.is_empty());
                 // The old epoch with its 3 records, or the new one.
                 assert!(
-                    (l.epoch == 1 && l.records.len() == 4)
-                        || (l.epoch == 2 && l.records.len() <= 2),
+                    (l.log.epoch == 1 && l.log.records.len() == 4)
+                        || (l.log.epoch == 2 && l.log.records.len() <= 2),
                     "crash point {p} {s:?}: epoch {} with {} records",
-                    l.epoch,
-                    l.records.len()
+                    l.log.epoch,
+                    l.log.records.len()
                 );
             }
         }

@@ -7,12 +7,13 @@
 use super::store::{OWNER_CHUNKS, OWNER_ORPHANS};
 use super::{BTree, MetaError, Store, Tx};
 use crate::format::v3::{
-    decode_dir_value, decode_pair, inode_place, InodeSlot, CHUNK_BLOCKS, INODES_PER_CHUNK,
-    INODE_SLOT_SIZE,
+    decode_dir_value, decode_pair, InodeSlot, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SLOT_SIZE,
 };
 use crate::format::{DT_DIR, S_IFDIR, S_IFMT};
 use crate::BLOCK_SIZE;
+use rangemap::RangeSet;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 /// What [`Store::check`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -273,46 +274,50 @@ impl Store {
             }
         }
         for (&ino, s) in &slots {
-            if s.attr.nlink == 0 && !listed.contains(&ino) && inode_place(ino).is_some() {
+            if s.attr.nlink == 0 && !listed.contains(&ino) {
                 w.problem(format!("inode {ino}: unlinked and not an orphan (leaked)"));
             }
         }
-        // The bitmap against what is used.
-        let mut bits = vec![0u8; (geo.bitmap_blocks * BLOCK_SIZE) as usize];
-        self.device().read(geo.bitmap_at(), &mut bits)?;
-        let bit = |b: u64| bits[(b / 8) as usize] & (1 << (b % 8)) != 0;
-        if let Some(b) = (0..geo.data_start).find(|&b| !bit(b)) {
+        // The bitmap against what is used: its free runs (the allocator's
+        // reading of it) must be exactly the data area less the used runs.
+        let mut head = vec![0u8; geo.data_start.div_ceil(8) as usize];
+        self.device().read(geo.bitmap_at(), &mut head)?;
+        if let Some(b) = (0..geo.data_start).find(|&b| head[(b / 8) as usize] & (1 << (b % 8)) == 0)
+        {
             w.problem(format!(
                 "bitmap: block {b} before the data area marked free"
             ));
         }
-        let mut b = geo.data_start;
-        let used: Vec<(u64, u64)> = w.used.iter().map(|(&s, &(n, _))| (s, n)).collect();
-        let mut it = used.into_iter().peekable();
-        let (mut marked_free, mut leaked) = (Vec::new(), Vec::new());
-        while b < geo.total_blocks {
-            let in_use = matches!(it.peek(), Some(&(s, n)) if s <= b && b < s + n);
-            if it.peek().is_some_and(|&(s, n)| b >= s + n) {
-                it.next();
-                continue;
-            }
-            match (in_use, bit(b)) {
-                (true, false) => marked_free.push(b),
-                (false, true) => leaked.push(b),
-                _ => {}
-            }
-            b += 1;
-        }
-        if let Some(&first) = marked_free.first() {
+        let free: RangeSet<u64> = self
+            .free_runs()?
+            .into_iter()
+            .map(|(s, n)| s..s + n)
+            .collect();
+        let used: RangeSet<u64> = w.used.iter().map(|(&s, &(n, _))| s..s + n).collect();
+        let marked_free: Vec<Range<u64>> = used
+            .iter()
+            .flat_map(|u| {
+                free.overlapping(u)
+                    .map(|f| f.start.max(u.start)..f.end.min(u.end))
+            })
+            .collect();
+        let leaked: Vec<Range<u64>> = used
+            .gaps(&(geo.data_start..geo.total_blocks))
+            .flat_map(|g| free.gaps(&g).collect::<Vec<_>>())
+            .collect();
+        let count = |v: &[Range<u64>]| v.iter().map(|r| r.end - r.start).sum::<u64>();
+        if let Some(first) = marked_free.first() {
             w.problem(format!(
-                "bitmap: {} blocks in use are marked free (first: block {first})",
-                marked_free.len()
+                "bitmap: {} blocks in use are marked free (first: block {})",
+                count(&marked_free),
+                first.start
             ));
         }
-        if let Some(&first) = leaked.first() {
+        if let Some(first) = leaked.first() {
             w.problem(format!(
-                "bitmap: {} blocks marked in use that nothing uses (first: block {first})",
-                leaked.len()
+                "bitmap: {} blocks marked in use that nothing uses (first: block {})",
+                count(&leaked),
+                first.start
             ));
         }
         Ok(w.report)

@@ -5,7 +5,7 @@
 //! Changes are made through a [`Tx`]: it collects a metadata operation's
 //! byte writes in DRAM (its reads see them), and hands back the changed byte
 //! ranges ([`Tx::writes`]). The caller logs them as one durable redo record
-//! and then stores them in place ([`apply`]); replay after a crash stores the
+//! and then stores them in place ([`store_entries`]); replay after a crash stores the
 //! same bytes again, so every change is idempotent whatever part of the
 //! in-place stores reached the device.
 //!
@@ -14,8 +14,11 @@
 //! the bad-block table and the inode chunk index. Its node layout is in
 //! `btree.rs`.
 //!
-//! Callers serialise access to a tree (a `Tx` is `&mut`), so there are no
-//! locks here.
+//! Callers serialise access to a tree (a `Tx` is `&mut`), so the tree has
+//! no locks. [`Store`] (`store.rs`) holds format 3's structures on top of
+//! them (inode chunks and slots, directories, extents, orphans, the bitmap)
+//! and has the locks for what every inode shares; `check.rs` is its
+//! consistency check (fsck's core).
 //!
 //! -> format (checksums), device
 // Not used by the file system yet: the next step of issue 20 wires it in.
@@ -26,28 +29,13 @@ mod check;
 mod store;
 mod tx;
 
-#[allow(
-    unused_imports,
-    reason = "the file system's interface; not used by it yet"
-)]
-pub(crate) use btree::{BTree, TreeStats, MAX_VALUE};
-#[allow(
-    unused_imports,
-    reason = "the file system's interface; not used by it yet"
-)]
-pub(crate) use check::StoreCheck;
+pub(crate) use btree::{BTree, MAX_VALUE};
 #[cfg(all(test, not(loom)))]
 pub(crate) use store::tests as store_tests;
-#[allow(
-    unused_imports,
-    reason = "the file system's interface; not used by it yet"
-)]
 pub(crate) use store::{store_entries, MetaAlloc, Store, StoreTx};
-#[allow(
-    unused_imports,
-    reason = "the file system's interface; not used by it yet"
-)]
-pub(crate) use tx::{apply, BlockSource, Tx};
+#[cfg(test)]
+pub(crate) use tx::apply;
+pub(crate) use tx::{BlockSource, Tx};
 
 use crate::device::DeviceError;
 

@@ -165,7 +165,12 @@ impl Store {
         dev.zero(at, BLOCK_SIZE)?;
         dev.write(at, &RootHeader { epoch: 1 }.encode(at))?;
         dev.write(at + ROOT_LINE as u64, &body.encode(at + ROOT_LINE as u64))?;
-        dev.flush(0, dev.len());
+        // Only what was written: the bitmap, chunk 0 and the tree node after
+        // it, the root block (not the whole device: mkfs of a TiB device
+        // must not flush a TiB).
+        dev.flush(geo.bitmap_at(), geo.bitmap_blocks * BLOCK_SIZE);
+        dev.flush(chunk_blk * BLOCK_SIZE, (node_end - chunk_blk) * BLOCK_SIZE);
+        dev.flush(at, BLOCK_SIZE);
         dev.fence()?;
         Ok(())
     }
@@ -929,7 +934,6 @@ pub(crate) mod tests {
     use super::super::btree::tests::within;
     use super::*;
     use crate::device::RamDevice;
-    use crate::format::v3::Inline;
     use crate::format::{Attr, S_IFDIR, S_IFREG};
 
     /// A metadata allocator for tests: a bump pointer over the data area past
@@ -971,19 +975,12 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn slot(mode: u32, parent: u64) -> InodeSlot {
-        InodeSlot {
-            attr: Attr {
-                mode,
-                nlink: 1,
-                parent,
-                ..Default::default()
-            },
-            generation: 0,
-            rdev: 0,
-            tree_root: 0,
-            tree_count: 0,
-            inline: Inline::None,
-        }
+        InodeSlot::new(Attr {
+            mode,
+            nlink: 1,
+            parent,
+            ..Default::default()
+        })
     }
 
     pub(crate) fn fresh(size: u64) -> (Arc<RamDevice>, Store, TestAlloc) {

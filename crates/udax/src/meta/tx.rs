@@ -226,8 +226,11 @@ impl<'d> Tx<'d> {
     }
 }
 
-/// Store `writes` in place and flush their cache lines (no fence: the caller
-/// fences at log truncation).
+/// Store `writes` in place and flush their cache lines (no fence), as a
+/// test of a tree does between transactions. The file system logs a
+/// transaction's writes as entries of a record and stores those
+/// (`store::store_entries`).
+#[cfg(test)]
 pub(crate) fn apply(dev: &dyn Device, writes: &[(u64, Vec<u8>)]) -> Result<(), MetaError> {
     for (off, data) in writes {
         // Cached stores even for whole blocks: metadata is read again soon.
