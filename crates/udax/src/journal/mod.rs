@@ -1218,19 +1218,21 @@ mod loom_tests {
                 st: Mutex::new(St::default()),
             });
             let loaded = Loaded {
-                epoch: 1,
                 inodes: Vec::new(),
                 bad: Vec::new(),
                 shared: Vec::new(),
-                records: Vec::new(),
-                head: MARKER_BYTES,
-                next_seq: 1,
-                torn_tail_at: None,
-                unacknowledged: 0,
-                damage: Vec::new(),
-                discarded: Vec::new(),
-                newest_epoch: 1,
-                lost_unnamed: Vec::new(),
+                log: LoadedLog {
+                    epoch: 1,
+                    records: Vec::new(),
+                    head: MARKER_BYTES,
+                    next_seq: 1,
+                    torn_tail_at: None,
+                    unacknowledged: 0,
+                    damage: Vec::new(),
+                    discarded: Vec::new(),
+                    newest_epoch: 1,
+                    lost_unnamed: Vec::new(),
+                },
             };
             let j = Arc::new(Journal::open(dev.clone(), geo, &loaded));
             let op = |i: u64| vec![Op::FreeInode { ino: i }];
