@@ -516,13 +516,21 @@ fn make_fs(
         }
         d?
     };
-    let sb = ctx(Fs::mkfs(&*d, &MkfsOptions { label }), dev)?;
-    let g = sb.geometry;
+    let sb = ctx(
+        Fs::mkfs(
+            &*d,
+            &MkfsOptions {
+                label,
+                ..Default::default()
+            },
+        ),
+        dev,
+    )?;
     println!(
         "udax: made a file system on {dev} ({}, {:?}): {} MiB data, uuid {}",
         format!("{:?}", d.info().kind).to_lowercase(),
         d.info().persistence,
-        (g.data_blocks() * 4096) >> 20,
+        (sb.data_blocks() * 4096) >> 20,
         sb.uuid_str()
     );
     Ok(())
@@ -759,11 +767,16 @@ fn info_cmd(dev: String, json: bool) -> AnyResult<()> {
             (st.free_blocks * 4096) >> 20,
             a.free_chunks
         );
+        println!("format:       {}", sb.version());
         println!("inodes:       {}", st.inodes);
+        let room = if st.metadata_capacity == 0 {
+            "in the data area, no fixed bound".to_string()
+        } else {
+            format!("of {} KiB", st.metadata_capacity >> 10)
+        };
         println!(
-            "metadata:     {} of {} KiB; log {} of {} KiB (epoch {})",
+            "metadata:     {} KiB {room}; log {} of {} KiB (epoch {})",
             st.metadata_bytes >> 10,
-            st.metadata_capacity >> 10,
             j.log_used >> 10,
             j.log_bytes >> 10,
             j.epoch
@@ -1059,7 +1072,7 @@ fn fsck_cmd(dev: String, json: bool, repair: bool) -> AnyResult<()> {
     let r = match if repair {
         udax::fs::fsck_repair(d)
     } else {
-        udax::fs::fsck(&*d)
+        udax::fs::fsck(d.clone())
     } {
         Ok(r) => r,
         Err(e @ udax::Error::Corrupted { .. }) => {

@@ -288,27 +288,25 @@ fn f8_cli_fsck_reports_damage_with_exit_4_writes_nothing_and_repair_exits_1() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("repaired: primary superblock"));
     assert_eq!(udax(&["fsck", dev]).status.code(), Some(0));
 
-    // A zeroed header of the active checkpoint: every command refuses
-    // (never an older state); --salvage reads through it; the repair
-    // rebuilds the header from the body, losing nothing.
+    // A zeroed root block header (format 3: one line, rewritten whole at
+    // each log truncation, never torn): every command refuses (never an
+    // older state); --salvage reads through it; the repair takes the
+    // log's epoch and rewrites the header, losing nothing.
     let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--json", dev])).unwrap();
-    let g = &info["superblock"]["geometry"];
-    let epoch = info["journal"]["epoch"].as_u64().unwrap();
-    let slot =
-        (g["cp_start"].as_u64().unwrap() + (epoch % 2) * g["cp_blocks"].as_u64().unwrap()) * 4096;
-    patch(dev, slot, &[0; 64]);
+    assert_eq!(info["superblock"]["format"], "3", "{info}");
+    patch(dev, 2 * 4096, &[0; 64]);
     let o = udax(&["cat", &format!("{dev}:/f")]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("checkpoint header") && err.lines().count() == 1,
+        err.contains("root block header") && err.lines().count() == 1,
         "{err}"
     );
     let o = udax(&["--salvage", "cat", &format!("{dev}:/f")]);
     assert!(o.status.success(), "{o:?}");
     assert!(o.stdout == data);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("rebuilt from the body"),
+        String::from_utf8_lossy(&o.stderr).contains("taken from the log"),
         "{o:?}"
     );
     assert_eq!(udax(&["fsck", dev]).status.code(), Some(4));

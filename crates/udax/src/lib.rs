@@ -70,6 +70,7 @@ pub mod signals {
 /// map). Nothing here writes a device.
 pub mod layout {
     pub use crate::format::codec::crc;
+    pub use crate::format::v3::{AnySuperblock, Geometry3, Superblock3};
     pub use crate::format::{
         decode_checkpoint_header, decode_log_header, CheckpointHeader, FormatError, Geometry,
         LogHeader, Superblock, LOG_HEADER_SIZE,

@@ -15,7 +15,14 @@ fn template() -> &'static (Vec<u8>, Geometry) {
     static T: OnceLock<(Vec<u8>, Geometry)> = OnceLock::new();
     T.get_or_init(|| {
         let dev = Arc::new(RamDevice::new(SIZE));
-        Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+        Fs::mkfs(
+            &*dev,
+            &MkfsOptions {
+                format: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let fs = Fs::mount(dev.clone()).unwrap();
         fs.mkdir("/a", 0o755).unwrap();
         for i in 0..10 {
@@ -35,14 +42,17 @@ fn template() -> &'static (Vec<u8>, Geometry) {
         fs.mkdir("/b", 0o755).unwrap();
         fs.rename("/a/f1", "/b/g").unwrap();
         fs.unlink("/a/f2").unwrap();
-        let g = fs.superblock().geometry;
+        let udax::layout::AnySuperblock::V2(sb) = fs.superblock() else {
+            panic!("a format-2 file system");
+        };
+        let g = sb.geometry;
         (dev.image(), g)
     })
 }
 
 fn try_everything(img: Vec<u8>) {
     let dev: Arc<dyn Device> = Arc::new(RamDevice::from_image(img));
-    match fsck(&*dev) {
+    match fsck(dev.clone()) {
         Ok(r) => {
             for p in &r.problems {
                 assert!(!p.what.is_empty());
@@ -60,8 +70,8 @@ fn try_everything(img: Vec<u8>) {
 #[test]
 fn f8_clean_template_checks_clean() {
     let (img, _) = template();
-    let dev = RamDevice::from_image(img.clone());
-    let r = fsck(&dev).unwrap();
+    let dev = Arc::new(RamDevice::from_image(img.clone()));
+    let r = fsck(dev.clone()).unwrap();
     assert!(r.clean, "{:?}", r.problems);
     assert!(r.log_records_replayed > 0);
 }
@@ -69,14 +79,14 @@ fn f8_clean_template_checks_clean() {
 #[test]
 fn f8_corrupt_checkpoint_record_is_reported_with_offset() {
     let (img, g) = template();
-    let dev = RamDevice::from_image(img.clone());
-    let epoch = fsck(&dev).unwrap().checkpoint_epoch;
+    let dev = Arc::new(RamDevice::from_image(img.clone()));
+    let epoch = fsck(dev.clone()).unwrap().checkpoint_epoch;
     let body = g.slot_offset(epoch % 2) + 4096;
     let mut bad = img.clone();
     bad[body as usize + 40] ^= 0xff;
     let dev: Arc<dyn Device> = Arc::new(RamDevice::from_image(bad));
     // fsck reports the damaged record, and what a repair would fall back to.
-    let r = fsck(&*dev).unwrap();
+    let r = fsck(dev.clone()).unwrap();
     assert_eq!(r.exit_code(), 4);
     assert_eq!(r.damage[0].device_offset, body, "{:?}", r.damage);
     assert!(r.damage[0].what.contains("checksum"), "{:?}", r.damage);
@@ -120,15 +130,15 @@ fn f8_not_a_udax_device() {
 fn f8_torn_log_tail_is_discarded() {
     let (img, g) = template();
     // Garble the last bytes of the log in use: replay stops there, mount succeeds.
-    let dev = RamDevice::from_image(img.clone());
-    let fs = Fs::mount(Arc::new(dev)).unwrap();
+    let dev = Arc::new(RamDevice::from_image(img.clone()));
+    let fs = Fs::mount(dev).unwrap();
     let used = fs.journal_stats().log_used;
     drop(fs);
     let mut bad = img.clone();
     let at = (g.log_offset() + used - 8) as usize;
     bad[at] ^= 0x55;
-    let dev = RamDevice::from_image(bad);
-    let r = fsck(&dev).unwrap();
+    let dev = Arc::new(RamDevice::from_image(bad));
+    let r = fsck(dev.clone()).unwrap();
     assert!(r.clean, "{:?}", r.problems);
     assert!(r.torn_log_tail_at.is_some());
 }

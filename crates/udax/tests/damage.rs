@@ -41,7 +41,14 @@ fn template() -> &'static Template {
     static T: OnceLock<Template> = OnceLock::new();
     T.get_or_init(|| {
         let dev = Arc::new(RamDevice::new(SIZE));
-        Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+        Fs::mkfs(
+            &*dev,
+            &MkfsOptions {
+                format: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let fs = Fs::mount(dev.clone()).unwrap();
         fs.mkdir("/a", 0o755).unwrap();
         for i in 0..6 {
@@ -56,7 +63,10 @@ fn template() -> &'static Template {
         let src = fs.open("/a/f1", &OpenOptions::read_only()).unwrap();
         let dst = fs.create("/clone", 0o644).unwrap();
         fs.clone_file(&src, &dst).unwrap();
-        let g = fs.superblock().geometry;
+        let udax::layout::AnySuperblock::V2(sb) = fs.superblock() else {
+            panic!("a format-2 file system");
+        };
+        let g = sb.geometry;
         let victim = fs.open("/a/f2", &OpenOptions::read_only()).unwrap();
         let udax::fs::extent::Lookup::Mapped { dev_blk, .. } = victim.iomap(1) else {
             panic!("f2 is mapped");
@@ -76,12 +86,12 @@ fn template() -> &'static Template {
         fs.create("/last", 0o644).unwrap();
         let img = dev.image();
         drop(fs);
-        let epoch = fsck(&RamDevice::from_image(img.clone()))
+        let epoch = fsck(Arc::new(RamDevice::from_image(img.clone())))
             .unwrap()
             .checkpoint_epoch;
         let records = log_records(&img, &g, epoch);
         assert!(records.len() >= 6, "{records:?}");
-        let baseline: Vec<String> = fsck(&RamDevice::from_image(img.clone()))
+        let baseline: Vec<String> = fsck(Arc::new(RamDevice::from_image(img.clone())))
             .unwrap()
             .problems
             .into_iter()
@@ -148,7 +158,7 @@ fn assert_damage(img: &[u8], offset: u64, what: &str, case: &str) {
         Ok(_) => panic!("{case}: damaged image mounted"),
     }
     let dev = ram(img);
-    let r = fsck(&*dev).unwrap_or_else(|e| panic!("{case}: fsck: {e}"));
+    let r = fsck(dev.clone()).unwrap_or_else(|e| panic!("{case}: fsck: {e}"));
     assert!(!r.clean, "{case}");
     assert_eq!(r.exit_code(), 4, "{case}");
     assert!(
@@ -215,7 +225,7 @@ fn f8_fsck_repair_rolls_back_only_when_the_newest_checkpoint_is_unreadable_and_s
     bad[slot as usize..(slot + 8192) as usize].fill(0);
     assert_damage(&bad, slot, "checkpoint header", "header and body");
     let dev = ram(&bad);
-    let r = fsck(&*dev).unwrap();
+    let r = fsck(dev.clone()).unwrap();
     assert!(
         r.damage[0]
             .salvage
@@ -328,7 +338,7 @@ fn f8_every_record_of_the_active_checkpoint_body_is_checked_with_its_offset() {
                 other => panic!("record at {at} byte {off}: {other:?}"),
             }
             // fsck reports it (the older checkpoint is what a repair keeps).
-            let r = fsck(&*ram(&bad)).unwrap();
+            let r = fsck(ram(&bad)).unwrap();
             assert_eq!(r.exit_code(), 4);
             assert_eq!(r.damage[0].device_offset, at, "record at {at} byte {off}");
             assert!(
@@ -381,7 +391,7 @@ fn f8_damage_to_the_newest_record_reads_as_a_torn_tail() {
     let t = template();
     let at = *t.records.last().unwrap();
     let bad = flip(&t.img, at + 40, 0x10);
-    let r = fsck(&*ram(&bad)).unwrap();
+    let r = fsck(ram(&bad)).unwrap();
     assert!(r.damage.is_empty());
     assert_eq!(r.torn_log_tail_at, Some(at));
     let fs = Fs::mount(ram(&bad)).unwrap();
@@ -416,7 +426,7 @@ fn f8_a_damaged_primary_superblock_is_reported_and_repaired_only_when_writing() 
     let mut bad = t.img.clone();
     bad[64] ^= 0xff;
     let dev = ram(&bad);
-    let r = fsck(&*dev).unwrap();
+    let r = fsck(dev.clone()).unwrap();
     assert_eq!(r.exit_code(), 4);
     assert_eq!(r.damage[0].device_offset, 0);
     assert!(
@@ -612,7 +622,7 @@ fn judge(t: &Template, bad: &[u8], case: &str) {
         return;
     }
     let dev = ram(bad);
-    let report = fsck(&*dev);
+    let report = fsck(dev.clone());
     assert_eq!(dev.image(), bad, "{case}: fsck wrote");
     let problems_beyond_baseline = |r: &udax::fs::FsckReport| {
         r.problems

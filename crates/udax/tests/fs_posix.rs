@@ -11,6 +11,17 @@ fn fresh(mib: u64) -> Fs {
     Fs::mount(dev).unwrap()
 }
 
+/// A format-2 file system (its metadata image and accounting).
+fn fresh_v2(mib: u64) -> Fs {
+    let dev: Arc<dyn Device> = Arc::new(RamDevice::new(mib << 20));
+    let v2 = MkfsOptions {
+        format: 2,
+        ..Default::default()
+    };
+    Fs::mkfs(&*dev, &v2).unwrap();
+    Fs::mount(dev).unwrap()
+}
+
 fn remount(fs: Fs) -> Fs {
     let dev = fs.device().clone();
     drop(fs);
@@ -105,7 +116,7 @@ fn f1_rename_over_existing_file_and_directories() {
     assert!(fs.stat("/empty/sub2").unwrap().is_dir());
     assert_eq!(fs.stat("/empty").unwrap().nlink, 3);
     assert_eq!(fs.stat("/x").unwrap().nlink, 2);
-    let r = udax::fs::fsck(&**fs.device()).unwrap();
+    let r = udax::fs::fsck(fs.device().clone()).unwrap();
     assert!(r.clean, "{:?}", r.problems);
 }
 
@@ -197,7 +208,7 @@ fn f1_rename_exchange_swaps_files_and_directories_atomically() {
     assert_eq!(read_all(&fs, "/d/sub"), b"F");
     assert!(fs.stat("/e/f/inner").is_ok());
     assert_eq!(fs.stat("/e").unwrap().nlink, 3);
-    let r = udax::fs::fsck(&**fs.device()).unwrap();
+    let r = udax::fs::fsck(fs.device().clone()).unwrap();
     assert!(r.clean, "{:?}", r.problems);
 }
 
@@ -245,7 +256,7 @@ fn f1_unnamed_file_is_freed_at_close_or_kept_once_linked() {
     let fs = remount(fs);
     assert_eq!(read_all(&fs, "/d/k"), b"kept");
     assert_eq!(fs.stat("/d/k").unwrap().mode & 0o7777, 0o644);
-    let r = udax::fs::fsck(&**fs.device()).unwrap();
+    let r = udax::fs::fsck(fs.device().clone()).unwrap();
     assert!(r.clean, "{:?}", r.problems);
 }
 
@@ -316,14 +327,17 @@ fn f1_unlinked_open_file_lives_until_close() {
     let fs = fresh(16);
     let f = fs.create("/tmp", 0o644).unwrap();
     f.write_at(&[7u8; 100_000], 0).unwrap();
-    let free_before = fs.statfs().free_blocks;
+    // File data blocks as fsck counts them (metadata blocks aside: an
+    // orphan entry or a directory leaf may come and go on format 3).
+    let data_blocks = |fs: &Fs| udax::fs::fsck(fs.device().clone()).unwrap().used_blocks;
+    let used_before = data_blocks(&fs);
     fs.unlink("/tmp").unwrap();
     let mut buf = [0u8; 10];
     f.read_at(&mut buf, 50_000).unwrap();
     assert_eq!(buf, [7u8; 10]);
-    assert_eq!(fs.statfs().free_blocks, free_before);
+    assert_eq!(data_blocks(&fs), used_before);
     drop(f);
-    assert_eq!(fs.statfs().free_blocks, free_before + 25);
+    assert_eq!(data_blocks(&fs), used_before - 25);
 }
 
 #[test]
@@ -337,11 +351,11 @@ fn f1_orphan_reclaimed_at_mount_after_crash() {
     fs.unlink("/o").unwrap();
     // "Crash": the handle is never closed; the device is mounted again as is.
     std::mem::forget(f);
-    let report = udax::fs::fsck(&*dev).unwrap();
+    let report = udax::fs::fsck(dev.clone()).unwrap();
     assert_eq!(report.orphans.len(), 1);
     let fs2 = Fs::mount(dev.clone()).unwrap();
     assert_eq!(fs2.statfs().free_blocks, total);
-    assert!(udax::fs::fsck(&*dev).unwrap().orphans.is_empty());
+    assert!(udax::fs::fsck(dev.clone()).unwrap().orphans.is_empty());
 }
 
 #[test]
@@ -466,7 +480,7 @@ fn f5_fallocate_modes() {
     let f = fs.open("/fa", &OpenOptions::read_only()).unwrap();
     f.read_at(&mut m, 12288).unwrap();
     assert_eq!(&m, b"marker");
-    let r = udax::fs::fsck(&**fs.device()).unwrap();
+    let r = udax::fs::fsck(fs.device().clone()).unwrap();
     assert!(r.clean, "{:?}", r.problems);
 }
 
@@ -760,7 +774,8 @@ fn f6_large_file_gets_2mib_aligned_extents() {
 #[test]
 fn f7_many_operations_force_checkpoints_and_remount() {
     let fs = fresh(8);
-    for round in 0..30 {
+    let last = 99;
+    for round in 0..=last {
         for i in 0..50 {
             let f = fs.open(&format!("/f{i}"), &OpenOptions::create()).unwrap();
             f.write_at(&[round as u8; 100], 0).unwrap();
@@ -774,7 +789,7 @@ fn f7_many_operations_force_checkpoints_and_remount() {
         "log wrapped through checkpoints"
     );
     let fs = remount(fs);
-    assert_eq!(read_all(&fs, "/f1"), vec![29u8; 100]);
+    assert_eq!(read_all(&fs, "/f1"), vec![last as u8; 100]);
     assert!(matches!(fs.stat("/f0"), Err(Error::NotFound)));
 }
 
@@ -805,7 +820,7 @@ fn f1_concurrent_writers_on_different_and_same_files() {
         assert!(c.iter().all(|&b| b == (i % 4) as u8));
     }
     let fs = remount(fs);
-    assert!(udax::fs::fsck(&**fs.device()).unwrap().clean);
+    assert!(udax::fs::fsck(fs.device().clone()).unwrap().clean);
 }
 
 #[test]
@@ -957,8 +972,8 @@ fn measured_metadata_bytes(fs: &Fs) -> u64 {
 fn f9_create_and_delete_churn_never_runs_out_of_metadata_space() {
     // The churn bug: files created before a checkpoint and deleted after it
     // drove the metadata count below zero: ENOSPC on an empty file system,
-    // then a panic in the next checkpoint.
-    let fs = fresh(64);
+    // then a panic in the next checkpoint (format 2's image accounting).
+    let fs = fresh_v2(64);
     let empty = measured_metadata_bytes(&fs);
     for round in 0..4 {
         for i in 0..1500 {
@@ -985,7 +1000,7 @@ fn f9_create_and_delete_churn_never_runs_out_of_metadata_space() {
 
 #[test]
 fn f9_metadata_count_matches_each_checkpoint_across_operations() {
-    let fs = fresh(16);
+    let fs = fresh_v2(16);
     fs.mkdir("/d", 0o755).unwrap();
     for i in 0..40 {
         let f = fs
@@ -1023,8 +1038,9 @@ fn f9_metadata_count_matches_each_checkpoint_across_operations() {
 
 #[test]
 fn f9_a_full_metadata_area_gives_enospc_and_recovers_after_deletes() {
-    // 4 MiB: the checkpoint slot (256 KiB) is the limit, long before data.
-    let fs = fresh(4);
+    // Format 2 on 4 MiB: the checkpoint slot (256 KiB) is the limit, long
+    // before data.
+    let fs = fresh_v2(4);
     let cap = fs.statfs().metadata_capacity;
     let mut n = 0;
     let err = loop {
@@ -1049,6 +1065,76 @@ fn f9_a_full_metadata_area_gives_enospc_and_recovers_after_deletes() {
         fs.unlink(&format!("/{i:0>200}")).unwrap();
     }
     fs.create("/one-more", 0o644).unwrap();
+}
+
+#[test]
+fn f9_format_3_small_files_fill_the_data_area_then_enospc_and_deletes_make_room() {
+    // Format 3's inodes and directories grow into the data area: creates
+    // stop only when the device is full, not at a fixed metadata share.
+    let fs = fresh(16);
+    let (mut n, mut files) = (0u64, 0u64);
+    let err = loop {
+        let r = fs.create(&format!("/{n:0>40}"), 0o644).and_then(|f| {
+            files += 1;
+            f.write_at(&[n as u8; 4096], 0).map(|_| ())
+        });
+        match r {
+            Ok(()) => n += 1,
+            Err(e) => break e,
+        }
+        assert!(n < 100_000, "never filled");
+    };
+    assert!(matches!(err, Error::NoSpace), "{err:?}");
+    let st = fs.statfs();
+    assert!(
+        st.free_blocks < 100,
+        "{} blocks still free after {n} files",
+        st.free_blocks
+    );
+    // More files than format 2's 1/64 slot would hold for this size.
+    assert!(n > 2000, "only {n} files of 4 KiB on 16 MiB");
+    let fs = remount(fs);
+    assert_eq!(fs.read_dir("/").unwrap().len() as u64, files);
+    let probe = fs.create("/probe", 0o644);
+    assert!(probe.and_then(|f| f.write_at(&[1; 4096], 0)).is_err());
+    let _ = fs.unlink("/probe");
+    for i in 0..50 {
+        fs.unlink(&format!("/{i:0>40}")).unwrap();
+    }
+    // The blocks come back (metadata ones at the next log truncation).
+    fs.checkpoint().unwrap();
+    let f = fs.create("/one-more", 0o644).unwrap();
+    f.write_at(&[9; 4096 * 8], 0).unwrap();
+    drop(f);
+    let r = udax::fs::fsck(fs.device().clone()).unwrap();
+    assert!(r.clean, "{:?}", r.problems);
+}
+
+#[test]
+fn f8_a_read_only_mount_of_format_3_replays_into_memory_and_writes_nothing() {
+    let dev = Arc::new(RamDevice::new(16 << 20));
+    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev.clone()).unwrap();
+    fs.mkdir("/d", 0o755).unwrap();
+    fs.create("/d/f", 0o644)
+        .unwrap()
+        .write_at(b"kept", 0)
+        .unwrap();
+    // Left with its log unreplayed in place (no unmount): a crash image.
+    let img = dev.image();
+    drop(fs);
+    let dev = Arc::new(RamDevice::from_image(img.clone()));
+    let ro = udax::fs::MountOptions {
+        read_only: true,
+        salvage: false,
+    };
+    let fs = Fs::mount_with(dev.clone(), &ro).unwrap();
+    assert_eq!(read_all(&fs, "/d/f"), b"kept");
+    assert!(matches!(fs.create("/x", 0o644), Err(Error::ReadOnly)));
+    assert!(matches!(fs.checkpoint(), Err(Error::ReadOnly)));
+    fs.sync().unwrap();
+    fs.unmount().unwrap();
+    assert!(dev.image() == img, "a read-only mount wrote");
 }
 
 #[test]

@@ -565,7 +565,7 @@ fn m12_generic_503_io_with_buffer_in_mapping_races_punch_zero_collapse_truncate(
     });
     drop(m);
     drop(f);
-    let rep = udax::fs::fsck(&**fs.device()).unwrap();
+    let rep = udax::fs::fsck(fs.device().clone()).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 }
 
@@ -624,7 +624,7 @@ fn m4_m12_stress_kernel_stores_into_mapping_race_truncate_no_leak() {
     drop(f);
     fs.unlink("/s").unwrap();
     assert_eq!(fs.statfs().free_blocks, free0, "no block leaked");
-    let rep = udax::fs::fsck(&**fs.device()).unwrap();
+    let rep = udax::fs::fsck(fs.device().clone()).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 }
 
@@ -757,7 +757,10 @@ fn m9_map_sync_store_plus_persist_survives_crash_without_fsync() {
         c, [0; 4],
         "unpersisted store lost (the block itself is allocated and zeroed)"
     );
-    assert!(udax::fs::fsck(&**fs.device()).unwrap().problems.is_empty());
+    assert!(udax::fs::fsck(fs.device().clone())
+        .unwrap()
+        .problems
+        .is_empty());
 }
 
 #[test]

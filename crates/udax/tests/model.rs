@@ -1380,16 +1380,17 @@ impl Run {
         self.model.forget_handles();
     }
 
-    fn fsck_clean(dev: &dyn Device, what: &str) -> udax::fs::FsckReport {
-        let r = fsck(dev).unwrap_or_else(|e| panic!("{what}: fsck failed: {e}"));
+    fn fsck_clean(dev: &Arc<dyn Device>, what: &str) -> udax::fs::FsckReport {
+        let r = fsck(dev.clone()).unwrap_or_else(|e| panic!("{what}: fsck failed: {e}"));
         assert!(r.problems.is_empty(), "{what}: fsck: {:?}", r.problems);
         r
     }
 
     fn mount(&mut self, dev: Arc<dyn Device>) {
-        Self::fsck_clean(&*dev, "before mount");
+        Self::fsck_clean(&dev, "before mount");
         let fs = Fs::mount(dev.clone()).unwrap_or_else(|e| panic!("mount failed: {e}"));
-        let used = Self::fsck_clean(&*dev, "after mount").used_blocks;
+        let r = Self::fsck_clean(&dev, "after mount");
+        let used = r.used_blocks + r.metadata_blocks;
         let st = fs.statfs();
         assert_eq!(st.free_blocks, st.data_blocks - used, "free space");
         self.dev = dev;

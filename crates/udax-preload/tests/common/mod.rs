@@ -277,7 +277,7 @@ impl Env {
     pub fn fsck(&self) -> udax::fs::FsckReport {
         let _g = fork_lock();
         let d = self.open_device();
-        udax::fs::fsck(&*d).expect("fsck")
+        udax::fs::fsck(d.clone()).expect("fsck")
     }
 
     /// A udax file's bytes as `cat` under the shim reads them (through the

@@ -17,7 +17,7 @@ pub use file::{RemoteFile, RemoteMapping};
 
 use crate::dax::DaxDevice;
 use crate::device::Device;
-use crate::format::{Superblock, SUPERBLOCK_SIZE};
+use crate::format::SUPERBLOCK_SIZE;
 use crate::fs::{DirEntry, Error, Rename, Result, Stat, StatFs};
 use crate::owner;
 use crate::proto::{self, wire, Attr, Reply, Request, Target};
@@ -129,7 +129,7 @@ pub fn uuid_of(path: &Path) -> Result<String> {
     let len = f.metadata().map_err(Error::Io)?.len();
     let mut buf = vec![0u8; SUPERBLOCK_SIZE];
     f.read_exact_at(&mut buf, 0).map_err(Error::Io)?;
-    let sb = Superblock::decode(&buf, 0, len / crate::BLOCK_SIZE)?;
+    let sb = crate::format::v3::AnySuperblock::decode(&buf, 0, len / crate::BLOCK_SIZE)?;
     Ok(sb.uuid_str())
 }
 
@@ -491,8 +491,8 @@ impl Client {
         }
     }
 
-    /// Totals of the file system (the metadata fields are not reported
-    /// through the owner and read 0).
+    /// Totals of the file system (`metadata_capacity` is not reported
+    /// through the owner and reads 0).
     pub fn statfs(&self) -> Result<StatFs> {
         match self.call(&Request::StatFs)? {
             Reply::Totals(t) => Ok(StatFs {
@@ -501,7 +501,7 @@ impl Client {
                 data_blocks: t.data_blocks,
                 free_blocks: t.free_blocks,
                 inodes: t.inodes,
-                metadata_bytes: 0,
+                metadata_bytes: t.metadata_bytes,
                 metadata_capacity: 0,
             }),
             other => Err(unexpected(other)),

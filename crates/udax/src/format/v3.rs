@@ -116,7 +116,7 @@ pub const FORMAT3_VERSION: u32 = 3;
 /// A format-3 superblock: format 2's layout, its version 3, and the six
 /// geometry words naming the bitmap where format 2 names checkpoint slots
 /// (the root block is block 2 and the log starts at 3, fixed).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Superblock3 {
     pub compat: u32,
     pub ro_compat: u32,
@@ -177,6 +177,112 @@ impl Superblock3 {
             mkfs_time_ns: raw.mkfs_time_ns,
             label: raw.label,
         })
+    }
+}
+
+/// The superblock of a udax device of either format.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "format")]
+pub enum AnySuperblock {
+    /// Format 2: the whole metadata image in checkpoint slots.
+    #[serde(rename = "2")]
+    V2(super::Superblock),
+    /// Format 3: metadata used in place.
+    #[serde(rename = "3")]
+    V3(Superblock3),
+}
+
+impl AnySuperblock {
+    /// Decode a superblock of either format read from device offset `at`.
+    pub fn decode(buf: &[u8], at: u64, device_blocks: u64) -> Result<Self, FormatError> {
+        match Superblock3::decode(buf, at, device_blocks) {
+            Err(FormatError::UnsupportedVersion(v)) if v == super::FORMAT_VERSION => {
+                super::Superblock::decode(buf, at, device_blocks).map(AnySuperblock::V2)
+            }
+            r => r.map(AnySuperblock::V3),
+        }
+    }
+
+    pub fn encode(&self, at: u64) -> Vec<u8> {
+        match self {
+            AnySuperblock::V2(s) => s.encode(at),
+            AnySuperblock::V3(s) => s.encode(at),
+        }
+    }
+
+    pub fn version(&self) -> u32 {
+        match self {
+            AnySuperblock::V2(s) => s.version,
+            AnySuperblock::V3(_) => FORMAT3_VERSION,
+        }
+    }
+
+    pub fn uuid(&self) -> [u8; 16] {
+        match self {
+            AnySuperblock::V2(s) => s.uuid,
+            AnySuperblock::V3(s) => s.uuid,
+        }
+    }
+
+    fn label(&self) -> &[u8; 32] {
+        match self {
+            AnySuperblock::V2(s) => &s.label,
+            AnySuperblock::V3(s) => &s.label,
+        }
+    }
+
+    /// The label as text (up to the first NUL).
+    pub fn label_str(&self) -> String {
+        let l = self.label();
+        let end = l.iter().position(|&b| b == 0).unwrap_or(32);
+        String::from_utf8_lossy(&l[..end]).into_owned()
+    }
+
+    /// UUID in the usual 8-4-4-4-12 form.
+    pub fn uuid_str(&self) -> String {
+        let h: String = self.uuid().iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+
+    pub fn mkfs_time_ns(&self) -> u64 {
+        match self {
+            AnySuperblock::V2(s) => s.mkfs_time_ns,
+            AnySuperblock::V3(s) => s.mkfs_time_ns,
+        }
+    }
+
+    pub fn total_blocks(&self) -> u64 {
+        match self {
+            AnySuperblock::V2(s) => s.geometry.total_blocks,
+            AnySuperblock::V3(s) => s.geometry.total_blocks,
+        }
+    }
+
+    /// The first block of the data area.
+    pub fn data_start(&self) -> u64 {
+        match self {
+            AnySuperblock::V2(s) => s.geometry.data_start,
+            AnySuperblock::V3(s) => s.geometry.data_start,
+        }
+    }
+
+    pub fn data_blocks(&self) -> u64 {
+        self.total_blocks() - self.data_start()
+    }
+
+    /// Bytes of the metadata log.
+    pub fn log_bytes(&self) -> u64 {
+        match self {
+            AnySuperblock::V2(s) => s.geometry.log_bytes(),
+            AnySuperblock::V3(s) => s.geometry.log_region().log_bytes(),
+        }
     }
 }
 

@@ -3,8 +3,9 @@
 use super::state::InodeData;
 use super::{recover, Error, Fs, MountOptions};
 use crate::device::Device;
-use crate::format::{Op, Superblock, DT_DIR, DT_REG, ROOT_INO};
-use crate::journal::{Damage, Loaded, Recovery};
+use crate::format::v3::AnySuperblock;
+use crate::format::{Op, DT_DIR, DT_REG, ROOT_INO};
+use crate::journal::{Damage, Recovery};
 use crate::BLOCK_SIZE;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,9 @@ pub struct FsckReport {
     pub files: u64,
     pub directories: u64,
     pub used_blocks: u64,
+    /// Blocks of the data area holding metadata (format 3's inode chunks and
+    /// tree nodes; 0 on format 2, whose metadata has its own regions).
+    pub metadata_blocks: u64,
     pub free_blocks: u64,
     /// Blocks referenced by more than one extent (reflink), each counted once
     /// in `used_blocks`.
@@ -84,11 +88,11 @@ fn problem(what: String, ino: Option<u64>, off: Option<u64>) -> Problem {
 /// directory entries pointing at live inodes of the right type, link counts,
 /// parents, and every inode reachable from the root (or an orphan).
 pub(crate) fn check_state(
-    sb: &Superblock,
+    sb: &AnySuperblock,
     inodes: &HashMap<u64, InodeData>,
     refs: &super::RefTable,
 ) -> Vec<Problem> {
-    let g = &sb.geometry;
+    let (data_start, total_blocks) = (sb.data_start(), sb.total_blocks());
     let mut out = Vec::new();
     let Some(root) = inodes.get(&ROOT_INO) else {
         out.push(problem(
@@ -115,7 +119,7 @@ pub(crate) fn check_state(
     for &ino in &inos {
         for e in inodes[ino].map.iter() {
             let end = e.dev_blk.checked_add(e.len);
-            if e.dev_blk < g.data_start || end.is_none_or(|x| x > g.total_blocks) {
+            if e.dev_blk < data_start || end.is_none_or(|x| x > total_blocks) {
                 out.push(problem(
                     format!("extent {}+{} outside the data area", e.dev_blk, e.len),
                     Some(*ino),
@@ -248,10 +252,87 @@ pub(crate) fn check_state(
     out
 }
 
-/// Check the file system on `dev` without mounting it (read-only).
-pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
+/// What fsck reads off a device of either format.
+struct Facts {
+    sb: AnySuperblock,
+    sb_damage: Option<(u64, String)>,
+    inodes: HashMap<u64, InodeData>,
+    refs: super::RefTable,
+    bad: rangemap::RangeSet<u64>,
+    epoch: u64,
+    replayed: usize,
+    torn_tail_at: Option<u64>,
+    unacknowledged: u64,
+    damage: Vec<Damage>,
+    lost: Vec<String>,
+    /// Findings of the format's own structure check (format 3's store),
+    /// and the data-area blocks its metadata holds.
+    structure: Vec<String>,
+    metadata_blocks: u64,
+    /// The metadata structure a device block belongs to.
+    metadata_owner: Box<dyn Fn(u64) -> Option<super::Owner>>,
+}
+
+fn facts_v2(dev: &dyn Device) -> Result<Facts, Error> {
     let rec = recover(dev, Recovery::Salvage)?;
+    let lost = lost_changes(
+        &rec.inodes,
+        &rec.loaded.log.lost_unnamed,
+        rec.loaded.log.discarded.iter().flat_map(|(_, ops)| ops),
+    );
+    let g = rec.sb.geometry;
+    let active = rec.loaded_epoch % 2;
+    Ok(Facts {
+        sb: AnySuperblock::V2(rec.sb),
+        sb_damage: rec.sb_damage,
+        inodes: rec.inodes,
+        refs: rec.refs,
+        bad: rec.bad,
+        epoch: rec.loaded_epoch,
+        replayed: rec.replayed,
+        torn_tail_at: rec.loaded.log.torn_tail_at,
+        unacknowledged: rec.loaded.log.unacknowledged,
+        damage: rec.loaded.log.damage,
+        lost,
+        structure: Vec::new(),
+        metadata_blocks: 0,
+        metadata_owner: Box::new(move |b| super::poison::metadata_owner(&g, active, b)),
+    })
+}
+
+fn facts_v3(dev: Arc<dyn Device>) -> Result<Facts, Error> {
+    let o = super::format3::open(dev, Recovery::Salvage, true)?;
+    let l = super::format3::load_all(&o.store)?;
+    let checked = o.store.check()?;
+    let lost = lost_changes(&l.inodes, &o.lost_unnamed, o.lost_ops.iter());
+    let g = o.sb.geometry;
+    Ok(Facts {
+        sb: AnySuperblock::V3(o.sb),
+        sb_damage: o.sb_damage,
+        inodes: l.inodes,
+        refs: l.refs,
+        bad: l.bad,
+        epoch: o.epoch,
+        replayed: o.replayed,
+        torn_tail_at: o.torn_tail_at,
+        unacknowledged: o.unacknowledged,
+        damage: o.damage,
+        lost,
+        structure: checked.problems,
+        metadata_blocks: checked.meta_blocks,
+        metadata_owner: Box::new(move |b| super::poison::metadata_owner3(&g, b)),
+    })
+}
+
+/// Check the file system on `dev` without changing it (read-only; format
+/// 3's log is replayed into memory).
+pub fn fsck(dev: Arc<dyn Device>) -> Result<FsckReport, Error> {
+    let rec = match super::read_superblock_with(&*dev, AnySuperblock::decode)?.0 {
+        AnySuperblock::V2(_) => facts_v2(&*dev)?,
+        AnySuperblock::V3(_) => facts_v3(dev)?,
+    };
     let mut problems = check_state(&rec.sb, &rec.inodes, &rec.refs);
+    problems.extend(rec.structure.iter().map(|w| problem(w.clone(), None, None)));
     let cov = super::refs::coverage_of(rec.inodes.values());
     let used: u64 = cov.iter().map(|(r, _)| r.end - r.start).sum();
     let shared: u64 = cov
@@ -268,7 +349,6 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
         .collect();
     orphans.sort_unstable();
     let mut bad_blocks = Vec::new();
-    let active = rec.loaded_epoch % 2;
     let names = if rec.bad.is_empty() {
         HashMap::new()
     } else {
@@ -276,7 +356,7 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
     };
     for r in rec.bad.iter() {
         for blk in r.clone() {
-            let owners = match super::poison::metadata_owner(&rec.sb.geometry, active, blk) {
+            let owners = match (rec.metadata_owner)(blk) {
                 Some(m) => vec![m],
                 None => {
                     let mut v: Vec<super::Owner> = rec
@@ -340,7 +420,7 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
             });
         }
     }
-    let mut damage = rec.loaded.log.damage.clone();
+    let mut damage = rec.damage.clone();
     if let Some((at, what)) = &rec.sb_damage {
         damage.insert(
             0,
@@ -358,13 +438,17 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
         files: rec.inodes.len() as u64 - dirs,
         directories: dirs,
         used_blocks: used,
+        metadata_blocks: rec.metadata_blocks,
         shared_blocks: shared,
-        free_blocks: rec.sb.geometry.data_blocks().saturating_sub(used),
-        checkpoint_epoch: rec.loaded_epoch,
+        free_blocks: rec
+            .sb
+            .data_blocks()
+            .saturating_sub(used + rec.metadata_blocks),
+        checkpoint_epoch: rec.epoch,
         log_records_replayed: rec.replayed as u64,
-        torn_log_tail_at: rec.loaded.log.torn_tail_at,
-        unacknowledged_records: rec.loaded.log.unacknowledged,
-        lost: lost_changes(&rec.inodes, &rec.loaded),
+        torn_log_tail_at: rec.torn_tail_at,
+        unacknowledged_records: rec.unacknowledged,
+        lost: rec.lost,
         damage,
         repaired: Vec::new(),
         orphans,
@@ -379,7 +463,7 @@ pub fn fsck(dev: &dyn Device) -> Result<FsckReport, Error> {
 /// [`FsckReport::repaired`] says what was done and [`FsckReport::lost`] what
 /// that lost. Problems in the file tree itself are reported, not repaired.
 pub fn fsck_repair(dev: Arc<dyn Device>) -> Result<FsckReport, Error> {
-    let before = fsck(&*dev)?;
+    let before = fsck(dev.clone())?;
     if before.damage.is_empty() {
         return Ok(before);
     }
@@ -391,7 +475,7 @@ pub fn fsck_repair(dev: Arc<dyn Device>) -> Result<FsckReport, Error> {
         },
     )?;
     fs.unmount()?;
-    let mut after = fsck(&*dev)?;
+    let mut after = fsck(dev.clone())?;
     after.repaired = before
         .damage
         .iter()
@@ -428,7 +512,11 @@ fn names_of(inodes: &HashMap<u64, InodeData>) -> HashMap<u64, Vec<String>> {
 /// what the ops of the discarded log records would have changed,
 /// named by path where `inodes` (the state kept) knows it; one line per
 /// change, in log order, without repeats.
-pub(crate) fn lost_changes(inodes: &HashMap<u64, InodeData>, loaded: &Loaded) -> Vec<String> {
+pub(crate) fn lost_changes<'a>(
+    inodes: &HashMap<u64, InodeData>,
+    lost_unnamed: &[String],
+    discarded: impl IntoIterator<Item = &'a Op>,
+) -> Vec<String> {
     let paths = names_of(inodes);
     let name = |ino: &u64| {
         paths
@@ -443,8 +531,8 @@ pub(crate) fn lost_changes(inodes: &HashMap<u64, InodeData>, loaded: &Loaded) ->
             String::from_utf8_lossy(n)
         )
     };
-    let mut out: Vec<String> = loaded.log.lost_unnamed.clone();
-    for op in loaded.log.discarded.iter().flat_map(|(_, ops)| ops) {
+    let mut out: Vec<String> = lost_unnamed.to_vec();
+    for op in discarded {
         let line = match op {
             Op::NewInode { ino, .. } => format!("inode {ino}: created"),
             Op::Link {
@@ -483,10 +571,17 @@ mod tests {
     #[test]
     fn r1_fsck_checks_refcounts_against_extent_maps() {
         let dev = RamDevice::new(8 << 20);
-        let sb = Fs::mkfs(&dev, &MkfsOptions::default()).unwrap();
+        let sb = Fs::mkfs(
+            &dev,
+            &MkfsOptions {
+                format: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let rec = recover(&dev, Recovery::Strict).unwrap();
         let mut inodes = rec.inodes;
-        let d0 = sb.geometry.data_start;
+        let d0 = sb.data_start();
         let mut a = InodeData::default();
         a.attr.mode = crate::format::S_IFREG | 0o644;
         a.map.insert(0, d0, 4).unwrap();

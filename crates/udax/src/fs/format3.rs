@@ -1,19 +1,29 @@
-//! Format 3 (issue 20): mkfs, and the recovery a writing mount makes, the two
-//! ends the switch connects to [`Fs`](super::Fs) (docs/architecture.md,
-//! "Metadata in place", "Steps"). Recovery is O(log): the superblock, the
-//! root block, the log's records stored in place again, a truncation; then
-//! the bitmap gives the allocator its free runs (one pass over 1 bit per
-//! block, whatever the file count) and the orphan tree the inodes to free.
+//! Format 3 (issue 20): mkfs, recovery, and the running file system's side
+//! of the store (docs/architecture.md, "Metadata in place"). Recovery is
+//! O(log): the superblock, the root block, the log's records stored in place
+//! again, a truncation; then the bitmap gives the allocator its free runs
+//! (one pass over 1 bit per block, whatever the file count) and the orphan
+//! tree the inodes to free. Until cells load on demand ("Steps" 2), a mount
+//! also reads every inode into memory ([`load_all`]).
 
-// Wired in by the switch to format 3.
-#![allow(dead_code)]
-
-use super::{new_identity, read_superblock_with, root_attr, Error, MkfsOptions, Result};
+use super::materialize::apply_and_store;
+use super::refs::RefTable;
+use super::state::{Effects, InodeData};
+use super::{
+    check, new_identity, read_superblock_with, root_attr, Cell, Error, Fs, Inner, Locked, Meta,
+    MkfsOptions, MountOptions, Result, Salvaged,
+};
+use crate::alloc::{AllocRequest, Allocator, BlockRange};
 use crate::device::{Device, OverlayDevice};
-use crate::format::v3::{Geometry3, InodeSlot, Superblock3};
+use crate::format::v3::{AnySuperblock, Geometry3, InodeSlot, Superblock3};
+use crate::format::{Op, MAX_OP_BYTES, S_IFDIR, S_IFMT};
 use crate::journal::{self, Damage, Journal, Recovery};
-use crate::meta::{store_entries, Store};
+use crate::meta::{
+    store_entries, BTree, BlockSource, MetaAlloc, MetaError, RangeTree, Store, StoreTx,
+};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 use crate::BLOCK_SIZE;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Write a new, empty format-3 file system on `dev`.
@@ -52,9 +62,19 @@ pub(crate) struct Opened {
     /// The journal, truncated after the replay (a new epoch: no record of
     /// the recovered log can apply again).
     pub journal: Journal,
-    /// Records replayed, and damage found ([`Recovery::Salvage`] only).
+    /// The epoch the recovered log had, and the records replayed from it.
+    pub epoch: u64,
     pub replayed: usize,
+    /// Where the log ended on a record that did not verify (a torn write),
+    /// and the records after it never acknowledged (dropped).
+    pub torn_tail_at: Option<u64>,
+    pub unacknowledged: u64,
+    /// Damage found ([`Recovery::Salvage`] only).
     pub damage: Vec<Damage>,
+    /// What a salvage dropped: lines no record names, and the logical ops
+    /// (the records' notes) of the records it discarded.
+    pub lost_unnamed: Vec<String>,
+    pub lost_ops: Vec<crate::format::Op>,
     /// The data area's free runs `(first block, count)`, for the allocator.
     pub free: Vec<(u64, u64)>,
     /// Inodes unlinked while open when the device was last used: to free.
@@ -93,19 +113,557 @@ pub(crate) fn open(dev: Arc<dyn Device>, mode: Recovery, read_only: bool) -> Res
     let store = Store::open(dev.clone(), geo)?;
     // The replayed stores become durable, and a new epoch starts (also
     // rewriting a damaged root header a salvage worked around). In the
-    // overlay of a read-only open, this changes only memory.
-    journal.truncate(&|e| store.write_epoch(e))?;
+    // overlay of a read-only open, this changes only memory. A clean log
+    // (its marker alone) is continued: opening writes nothing.
+    let clean = loaded.records.len() <= 1
+        && loaded.damage.is_empty()
+        && loaded.torn_tail_at.is_none()
+        && loaded.unacknowledged == 0;
+    if !clean {
+        journal.truncate(&|e| store.write_epoch(e))?;
+    }
     let free = store.free_runs()?;
     let orphans = store.orphans()?;
     Ok(Opened {
         sb,
         sb_damage,
+        epoch: loaded.epoch,
         replayed: loaded.records.len(),
+        torn_tail_at: loaded.torn_tail_at,
+        unacknowledged: loaded.unacknowledged,
+        lost_unnamed: loaded.lost_unnamed.clone(),
+        lost_ops: loaded
+            .discarded
+            .iter()
+            .flat_map(|(_, es)| es)
+            .filter_map(|e| match e {
+                crate::format::v3::PhysOp::Note(op) => Some(op.clone()),
+                _ => None,
+            })
+            .collect(),
         damage: loaded.damage,
         store,
         journal,
         free,
         orphans,
+    })
+}
+
+/// Inode `ino` of `slot` as the running file system holds it: attributes,
+/// every extent, or every directory entry.
+pub(crate) fn inode_data(store: &Store, ino: u64, slot: &InodeSlot) -> Result<InodeData> {
+    let mut d = InodeData::default();
+    d.attr = slot.attr;
+    d.tree_root = slot.tree_root;
+    let bad = |what: String| Error::Corrupted {
+        what: format!("inode {ino}: {what}"),
+        device_offset: slot.tree_root * BLOCK_SIZE,
+    };
+    if slot.attr.mode & S_IFMT == S_IFDIR {
+        let tree = BTree {
+            root: slot.tree_root,
+            owner: ino,
+        };
+        for (_, e) in store.dir_range(tree, 0, usize::MAX)? {
+            d.add_entry(e.name, e.ino, e.file_type).map_err(bad)?;
+        }
+    } else {
+        for e in store.extents(ino, slot)? {
+            d.map
+                .insert(e.file_blk, e.dev_blk, e.len)
+                .map_err(|m| bad(format!("extent {e:?}: {m}")))?;
+        }
+    }
+    Ok(d)
+}
+
+/// Inode `ino` read again from the store (`None`: not in use there).
+pub(crate) fn reload(store: &Store, ino: u64) -> Result<Option<InodeData>> {
+    match store.inode(ino)? {
+        Some(slot) => inode_data(store, ino, &slot).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// What a format-3 mount loads: every inode, the reference counts of shared
+/// blocks and the bad-block table.
+pub(crate) struct Loaded3 {
+    pub inodes: HashMap<u64, InodeData>,
+    pub refs: RefTable,
+    pub bad: rangemap::RangeSet<u64>,
+}
+
+/// Load everything from `store` (O(file count): until cells load on demand).
+pub(crate) fn load_all(store: &Store) -> Result<Loaded3> {
+    let mut inodes = HashMap::new();
+    for (ino, slot) in store.all_inodes()? {
+        inodes.insert(ino, inode_data(store, ino, &slot)?);
+    }
+    let root_at = store.geometry().root_at();
+    let shared: Vec<(u64, u64, u32)> = store
+        .ranges(RangeTree::Refcounts)?
+        .into_iter()
+        .map(|(s, n, c)| (s, n, u32::try_from(c).unwrap_or(u32::MAX)))
+        .collect();
+    let refs = RefTable::from_ranges(&shared).map_err(|what| Error::Corrupted {
+        what: format!("refcount tree: {what}"),
+        device_offset: root_at,
+    })?;
+    let bad = store
+        .ranges(RangeTree::Badblocks)?
+        .into_iter()
+        .map(|(s, n, _)| s..s + n)
+        .collect();
+    Ok(Loaded3 { inodes, refs, bad })
+}
+
+/// Runs of a range tree as the store keeps them.
+pub(crate) fn refs_runs(t: &RefTable) -> Vec<(u64, u64, u64)> {
+    t.ranges()
+        .into_iter()
+        .map(|(s, n, c)| (s, n, u64::from(c)))
+        .collect()
+}
+
+pub(crate) fn bad_runs(t: &rangemap::RangeSet<u64>) -> Vec<(u64, u64, u64)> {
+    t.iter().map(|r| (r.start, r.end - r.start, 0)).collect()
+}
+
+/// Metadata blocks for one transaction, from the file system's allocator:
+/// every block it hands out is remembered, so an abandoned transaction gives
+/// them all back ([`TxAlloc::abandon`]).
+pub(crate) struct TxAlloc<'a> {
+    alloc: &'a Allocator,
+    taken: Vec<(u64, u64)>,
+}
+
+impl<'a> TxAlloc<'a> {
+    pub fn new(alloc: &'a Allocator) -> Self {
+        TxAlloc {
+            alloc,
+            taken: Vec::new(),
+        }
+    }
+
+    /// Blocks handed out.
+    pub fn taken(&self) -> u64 {
+        self.taken.iter().map(|r| r.1).sum()
+    }
+
+    /// The transaction was not committed: its blocks go back.
+    pub fn abandon(self) {
+        for (start, len) in self.taken {
+            if let Err(e) = self.alloc.free(BlockRange { start, len }) {
+                tracing::error!("returning metadata blocks {start}+{len}: {e}");
+            }
+        }
+    }
+}
+
+impl BlockSource for TxAlloc<'_> {
+    fn alloc_block(&mut self) -> std::result::Result<u64, MetaError> {
+        self.alloc_run(1)
+    }
+}
+
+impl MetaAlloc for TxAlloc<'_> {
+    fn alloc_run(&mut self, n: u64) -> std::result::Result<u64, MetaError> {
+        let got = self
+            .alloc
+            .alloc(AllocRequest {
+                len: n,
+                goal: None,
+                huge: false,
+            })
+            .map_err(|_| MetaError::NoSpace)?;
+        if got.len() != 1 {
+            for r in got {
+                let _ = self.alloc.free(r);
+            }
+            return Err(MetaError::NoSpace);
+        }
+        self.taken.push((got[0].start, n));
+        Ok(got[0].start)
+    }
+}
+
+/// The state of a format-3 mount.
+#[derive(Debug)]
+pub(crate) struct V3 {
+    pub store: Store,
+    /// Metadata blocks freed since the last log truncation: a replay could
+    /// still write them until the next one, so only then do they go back to
+    /// the allocator.
+    pub freed_meta: Mutex<Vec<u64>>,
+    /// Data-area blocks metadata holds (inode chunks, tree nodes), those in
+    /// `freed_meta` included.
+    pub meta_blocks: AtomicU64,
+    /// A committed change could not be stored in place, or a failed one
+    /// could not be undone in memory: every later change is refused until
+    /// the file system is mounted again (XFS's forced shutdown).
+    pub shut_down: AtomicBool,
+}
+
+fn shut_down_error() -> Error {
+    Error::Corrupted {
+        what: "the file system was shut down after a metadata update failed; unmount and \
+               mount it again (the log recovers every acknowledged change)"
+            .into(),
+        device_offset: 0,
+    }
+}
+
+/// Log bytes an operation of at most `max_ops` ops reserves on format 3:
+/// each op's note and the bytes it changes in place (a slot, a few tree
+/// entries, a node split now and then), and one inode chunk added for it.
+pub(crate) fn reserve_bytes(max_ops: usize) -> u64 {
+    Journal::record_bytes(max_ops * (MAX_OP_BYTES + BLOCK_SIZE as usize + 512))
+        + Journal::record_bytes(2 * BLOCK_SIZE as usize + 1024)
+}
+
+/// What a transaction staged beyond its store writes.
+struct Staged {
+    fx: Effects,
+    /// Device runs no extent references any more.
+    freed: Vec<(u64, u64)>,
+    /// The reference counts after it (`None`: unchanged).
+    refs: Option<RefTable>,
+}
+
+impl Fs {
+    /// Mount a format-3 device (`Fs::mount_with` chose it by the superblock).
+    pub(super) fn mount_v3(dev: Arc<dyn Device>, opts: &MountOptions) -> Result<Fs> {
+        let mode = if opts.salvage {
+            Recovery::Salvage
+        } else {
+            Recovery::Strict
+        };
+        let o = open(dev.clone(), mode, opts.read_only)?;
+        let l = load_all(&o.store)?;
+        let sb = AnySuperblock::V3(o.sb.clone());
+        if let Some(p) = check::check_state(&sb, &l.inodes, &l.refs).first() {
+            return Err(Error::Corrupted {
+                what: format!("{} (run `udax fsck` for the full report)", p.what),
+                device_offset: p.device_offset.unwrap_or(0),
+            });
+        }
+        let g = o.sb.geometry;
+        let alloc = Allocator::new(g.data_start, g.total_blocks - g.data_start);
+        let free: rangemap::RangeSet<u64> = o.free.iter().map(|&(s, n)| s..s + n).collect();
+        for r in free.gaps(&(g.data_start..g.total_blocks)) {
+            alloc
+                .mark_used(BlockRange {
+                    start: r.start,
+                    len: r.end - r.start,
+                })
+                .map_err(|e| Error::Corrupted {
+                    what: format!("free-space bitmap: blocks {r:?}: {e}"),
+                    device_offset: g.bitmap_at(),
+                })?;
+        }
+        // Every block a file references must be marked used: the allocator
+        // would otherwise hand it out again. The rest of what is used is
+        // metadata.
+        let coverage = super::refs::coverage_of(l.inodes.values());
+        let file_blocks: u64 = coverage.iter().map(|(r, _)| r.end - r.start).sum();
+        let free_blocks: u64 = o.free.iter().map(|r| r.1).sum();
+        let meta_blocks = (g.total_blocks - g.data_start)
+            .saturating_sub(free_blocks)
+            .saturating_sub(file_blocks);
+        for (r, _) in &coverage {
+            if let Some(f) = free.overlapping(r).next() {
+                return Err(Error::Corrupted {
+                    what: format!(
+                        "free-space bitmap: block {} is in use by a file but marked free \
+                         (run `udax fsck` for the full report)",
+                        f.start.max(r.start)
+                    ),
+                    device_offset: g.bitmap_at(),
+                });
+            }
+        }
+        for b in l.bad.iter() {
+            super::poison::quarantine(&alloc, b.clone());
+        }
+        let salvaged = Salvaged {
+            damage: o.damage.clone(),
+            lost: check::lost_changes(&l.inodes, &o.lost_unnamed, o.lost_ops.iter()),
+            superblock: o.sb_damage.clone(),
+        };
+        let bad_count = l.bad.iter().count() as u64;
+        let any_shared = u64::from(!l.refs.is_empty());
+        let table = l
+            .inodes
+            .into_iter()
+            .map(|(i, d)| (i, Cell::new(i, d)))
+            .collect();
+        let orphans = o.orphans.clone();
+        let fs = Fs {
+            cred: None,
+            inner: Arc::new(Inner {
+                dax: crate::dax::DaxDevice::new(dev.clone()),
+                dev,
+                sb,
+                journal: o.journal,
+                alloc,
+                cp: RwLock::new(()),
+                ns: crate::sync::Mutex::new(()),
+                table: RwLock::new(table),
+                meta: Meta::V3(Box::new(V3 {
+                    store: o.store,
+                    freed_meta: Mutex::new(Vec::new()),
+                    meta_blocks: AtomicU64::new(meta_blocks),
+                    shut_down: AtomicBool::new(false),
+                })),
+                bad: RwLock::new(l.bad),
+                bad_count: AtomicU64::new(bad_count),
+                any_shared: AtomicU64::new(any_shared),
+                dir_moves: AtomicU64::new(0),
+                refs: RwLock::new(l.refs),
+                zombies: crate::sync::Mutex::new(Vec::new()),
+                uid: rustix::process::geteuid().as_raw(),
+                gid: rustix::process::getegid().as_raw(),
+                read_only: opts.read_only,
+                salvaged,
+            }),
+        };
+        if opts.read_only {
+            return Ok(fs);
+        }
+        for ino in orphans {
+            tracing::info!("reclaiming orphan inode {ino}");
+            fs.free_orphan(ino)?;
+        }
+        fs.merge_device_badblocks()?;
+        fs.repair_superblocks()?;
+        Ok(fs)
+    }
+
+    /// A free inode number (a new inode chunk first when every chunk is full).
+    pub(super) fn take_ino_v3(&self, v3: &V3) -> Result<u64> {
+        loop {
+            if let Some(i) = v3.store.reserve_ino()? {
+                return Ok(i);
+            }
+            let mut ma = TxAlloc::new(&self.inner.alloc);
+            let mut tx = v3.store.begin();
+            let done = tx.add_chunk(&mut ma).map_err(Error::from).and_then(|()| {
+                let (entries, ordered) = tx.entries();
+                self.inner.journal.commit(&entries, ordered)?;
+                Ok(entries)
+            });
+            match done {
+                Ok(entries) => {
+                    // ORDERING: a counter for statfs; nothing is published through it.
+                    v3.meta_blocks.fetch_add(ma.taken(), Ordering::Relaxed);
+                    if let Err(e) = tx.stored(&entries) {
+                        self.shut_down(v3);
+                        return Err(e.into());
+                    }
+                }
+                Err(e) => {
+                    drop(tx);
+                    ma.abandon();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn shut_down(&self, v3: &V3) {
+        tracing::error!("shutting the file system down: a metadata update failed half-way");
+        // ORDERING: a flag raised once; nothing is published through it.
+        v3.shut_down.store(true, Ordering::Relaxed);
+    }
+
+    /// [`Fs::run_tx`] on format 3: apply the ops to the locked inodes and
+    /// write their on-device form into a transaction, commit it, store it
+    /// in place. A failure before the commit is durable undoes the change
+    /// in memory (the inodes are read again from the device, which the
+    /// transaction never touched).
+    pub(super) fn run_tx_v3(
+        &self,
+        v3: &V3,
+        held: &mut [(u64, &mut InodeData)],
+        ops: &[Op],
+    ) -> Result<()> {
+        let inner = &*self.inner;
+        // ORDERING: see `shut_down`.
+        if v3.shut_down.load(Ordering::Relaxed) {
+            return Err(shut_down_error());
+        }
+        let mut locked = Locked {
+            held,
+            created: Vec::new(),
+        };
+        let mut ma = TxAlloc::new(&inner.alloc);
+        let mut tx = v3.store.begin();
+        let staged = self.stage_v3(&mut tx, &mut ma, &mut locked, ops);
+        let committed = staged.and_then(|st| {
+            let (entries, ordered) = tx.entries();
+            inner
+                .journal
+                .commit(&entries, ordered || ordered_ops(ops))?;
+            Ok((st, entries))
+        });
+        let (st, entries) = match committed {
+            Ok(x) => x,
+            Err(e) => {
+                drop(tx);
+                ma.abandon();
+                self.undo_v3(v3, &mut locked);
+                return Err(e);
+            }
+        };
+        // Durable. The in-memory tables follow before the shared structures
+        // are let go (a later transaction settles from them).
+        if let Some(t) = st.refs {
+            let mut r = inner.refs.write();
+            *r = t;
+            // ORDERING: under the table's write lock, as in `Fs::run_tx`.
+            inner
+                .any_shared
+                .store(u64::from(!r.is_empty()), Ordering::Release);
+        }
+        self.apply_bad(&st.fx.bad);
+        // ORDERING: see `take_ino_v3`.
+        v3.meta_blocks.fetch_add(ma.taken(), Ordering::Relaxed);
+        let freed_meta = tx.blocks().0.to_vec();
+        if let Err(e) = tx.stored(&entries) {
+            self.shut_down(v3);
+            return Err(e.into());
+        }
+        v3.freed_meta.lock().extend(freed_meta);
+        if !locked.created.is_empty() || !st.fx.deleted.is_empty() {
+            let mut table = inner.table.write();
+            for (ino, d) in locked.created.drain(..) {
+                table.insert(ino, Cell::new(ino, d));
+            }
+            for ino in &st.fx.deleted {
+                table.remove(ino);
+            }
+        }
+        self.free_blocks(self.without_bad(st.freed));
+        Ok(())
+    }
+
+    /// Apply and store `ops`, settle the reference counts and the bad-block
+    /// table, and clear the bits of the blocks that became free.
+    fn stage_v3(
+        &self,
+        tx: &mut StoreTx<'_>,
+        ma: &mut TxAlloc<'_>,
+        locked: &mut Locked<'_, '_>,
+        ops: &[Op],
+    ) -> Result<Staged> {
+        let inner = &*self.inner;
+        let mut fx = apply_and_store(tx, ma, locked, ops)?;
+        let mut refs = None;
+        // ORDERING: see `any_shared` in fs/mod.rs.
+        let freed = if fx.shared.is_empty() && inner.any_shared.load(Ordering::Acquire) == 0 {
+            std::mem::take(&mut fx.freed)
+        } else {
+            // The shared structures' lock first: it orders the settlements
+            // as their stores are ordered.
+            tx.lock_shared()?;
+            let before = inner.refs.read().clone();
+            let mut after = before.clone();
+            let f = after.settle(&fx.shared, &fx.freed);
+            tx.set_ranges(
+                ma,
+                RangeTree::Refcounts,
+                &refs_runs(&before),
+                &refs_runs(&after),
+            )?;
+            refs = Some(after);
+            f
+        };
+        if !fx.bad.is_empty() {
+            tx.lock_shared()?;
+            let before = inner.bad.read().clone();
+            let mut after = before.clone();
+            for &(s, l, poisoned) in &fx.bad {
+                if poisoned {
+                    after.insert(s..s + l);
+                } else {
+                    after.remove(s..s + l);
+                }
+            }
+            tx.set_ranges(
+                ma,
+                RangeTree::Badblocks,
+                &bad_runs(&before),
+                &bad_runs(&after),
+            )?;
+        }
+        let g = tx_geometry(&self.inner.sb);
+        for &(s, l) in &freed {
+            // Blocks before the data area (a bad superblock copy) have no bit.
+            if s >= g.0 {
+                tx.bits(s, l, false)?;
+            }
+        }
+        Ok(Staged { fx, freed, refs })
+    }
+
+    /// Undo a transaction that failed before its commit was durable: the
+    /// locked inodes are read again from the device.
+    fn undo_v3(&self, v3: &V3, locked: &mut Locked<'_, '_>) {
+        locked.created.clear();
+        for (ino, d) in locked.held.iter_mut() {
+            match reload(&v3.store, *ino) {
+                Ok(Some(back)) => **d = back,
+                Ok(None) => {
+                    tracing::error!("undoing a failed update: inode {ino} is gone from the device");
+                    self.shut_down(v3);
+                }
+                Err(e) => {
+                    tracing::error!("undoing a failed update: reading inode {ino}: {e}");
+                    self.shut_down(v3);
+                }
+            }
+        }
+    }
+
+    /// Truncate the log (format 3's checkpoint: O(1), nothing rewritten),
+    /// then give the metadata blocks freed before it to the allocator.
+    pub(super) fn truncate_v3(&self, v3: &V3) -> Result<()> {
+        let inner = &*self.inner;
+        let _cp = inner.cp.write();
+        if inner.journal.epoch_is_empty() {
+            return Ok(());
+        }
+        inner.journal.truncate(&|e| v3.store.write_epoch(e))?;
+        let freed = std::mem::take(&mut *v3.freed_meta.lock());
+        // ORDERING: see `take_ino_v3`.
+        v3.meta_blocks
+            .fetch_sub(freed.len() as u64, Ordering::Relaxed);
+        for b in freed {
+            if let Err(e) = inner.alloc.free(BlockRange { start: b, len: 1 }) {
+                tracing::error!("returning metadata block {b}: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `(data start, total blocks)` of the file system.
+fn tx_geometry(sb: &AnySuperblock) -> (u64, u64) {
+    (sb.data_start(), sb.total_blocks())
+}
+
+/// Ops that follow data stores (new blocks' data and zeroing, tail zeroing):
+/// their record waits for those stores to be durable.
+pub(super) fn ordered_ops(ops: &[Op]) -> bool {
+    ops.iter().any(|o| {
+        matches!(
+            o,
+            Op::Map { .. }
+                | Op::MapShared { .. }
+                | Op::SetSize { .. }
+                | Op::Unmap { .. }
+                | Op::Unpoison { .. }
+        )
     })
 }
 
@@ -137,7 +695,11 @@ mod tests {
     #[test]
     fn f1_a_format_2_device_is_refused_with_a_clear_error() {
         let dev = Arc::new(RamDevice::new(32 << 20));
-        super::super::Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+        let v2 = MkfsOptions {
+            format: 2,
+            ..Default::default()
+        };
+        super::super::Fs::mkfs(&*dev, &v2).unwrap();
         let e = open(dev, Recovery::Strict, false).err().expect("refused");
         assert!(e.to_string().contains("format 2"), "{e}");
     }

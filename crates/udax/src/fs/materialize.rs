@@ -3,11 +3,8 @@
 //! [`StoreTx`]: inode slots, directory entries, extents (inline, or the
 //! window of the file's extent tree an op changed), orphans and the bits of
 //! the blocks they allocate. The switch to format 3 calls it from
-//! `Fs::run_tx` (docs/architecture.md, "Metadata in place", "Steps"); until
-//! then its tests hold it to the in-memory state.
-
-// Wired in by the switch to format 3.
-#![allow(dead_code)]
+//! `Fs::run_tx` (docs/architecture.md, "Metadata in place"); its tests hold
+//! it to the in-memory state.
 
 use super::state::{apply, Effects, InodeData, Inodes};
 use crate::format::v3::{DirEntry3, Inline, InodeSlot, INLINE_EXTENTS};
@@ -93,8 +90,8 @@ fn store_extents(
 
 /// Apply `ops` to `inodes` (exactly as [`apply`]) and write what they did
 /// into `tx`. The caller then settles reference counts on the returned
-/// effects and clears the bits of the blocks that became free
-/// ([`StoreTx::bits`]). Bad-block ops are not in format 3's store yet.
+/// effects, stores them and the bad-block table, and clears the bits of the
+/// blocks that became free ([`StoreTx::bits`]).
 pub(crate) fn apply_and_store<I: Inodes + ?Sized>(
     tx: &mut StoreTx<'_>,
     alloc: &mut dyn MetaAlloc,
@@ -207,11 +204,9 @@ pub(crate) fn apply_and_store<I: Inodes + ?Sized>(
             | Op::Times { ino, .. }
             | Op::SetParent { ino, .. }
             | Op::SetMode { ino, .. } => touch(&mut touched, *ino),
-            Op::Poison { .. } | Op::Unpoison { .. } => {
-                return Err(internal(
-                    "the bad-block table is not in format 3's store yet".into(),
-                ))
-            }
+            // The bad-block table changes as a whole: the caller stores it
+            // from the effects (`Fs::run_tx` on format 3).
+            Op::Poison { .. } | Op::Unpoison { .. } => {}
         }
         if let Some((ino, a, b, old)) = before_window {
             if let Some(d) = inodes.get(ino) {

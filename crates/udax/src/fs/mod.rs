@@ -74,6 +74,7 @@ pub use types::{falloc, DirEntry, MkfsOptions, MountOptions, OpenOptions, Stat, 
 use crate::alloc::{Allocator, BlockRange};
 use crate::device::Device;
 use crate::format::codec::Writer;
+use crate::format::v3::AnySuperblock;
 use crate::format::{
     encode_badblocks_record, encode_inode_record, encode_refcount_record, Attr, Geometry,
     InodeImage, Op, Superblock, BADBLOCK_RANGE_BYTES, FORMAT_VERSION, MAX_OP_BYTES,
@@ -124,7 +125,7 @@ impl Cell {
 }
 
 #[derive(Debug, Default)]
-struct InoPool {
+pub(crate) struct InoPool {
     next: u64,
     free: BTreeSet<u64>,
 }
@@ -139,22 +140,35 @@ impl InoPool {
     }
 }
 
+/// The on-device format a mount runs, with the state only it has.
+#[derive(Debug)]
+pub(crate) enum Meta {
+    /// Format 2: every inode in memory, the whole image checkpointed into
+    /// a slot when the log fills.
+    V2 {
+        inos: Mutex<InoPool>,
+        /// Checkpoint image bytes: exact for inode records (added and
+        /// subtracted as they change), an upper bound for refcount and
+        /// bad-block ranges (added per new range, measured again by each
+        /// checkpoint).
+        image_bytes: AtomicU64,
+        /// The "metadata area full" warning was logged (once until space is freed).
+        metadata_full_logged: AtomicBool,
+    },
+    /// Format 3: metadata used in place (`format3`).
+    V3(Box<format3::V3>),
+}
+
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub dev: Arc<dyn Device>,
-    pub sb: Superblock,
+    pub sb: AnySuperblock,
     pub journal: Journal,
     pub alloc: Allocator,
     cp: RwLock<()>,
     pub ns: Mutex<()>,
     table: RwLock<HashMap<u64, Arc<Cell>>>,
-    inos: Mutex<InoPool>,
-    /// Checkpoint image bytes: exact for inode records (added and subtracted
-    /// as they change), an upper bound for refcount and bad-block ranges
-    /// (added per new range, measured again by each checkpoint).
-    image_bytes: AtomicU64,
-    /// The "metadata area full" warning was logged (once until space is freed).
-    metadata_full_logged: AtomicBool,
+    pub(crate) meta: Meta,
     /// Mounted read-only: nothing is written to the device.
     read_only: bool,
     /// Damage this mount found and worked around ([`MountOptions::salvage`]).
@@ -445,8 +459,19 @@ pub(crate) fn recover(dev: &dyn Device, mode: Recovery) -> Result<Recovered> {
 }
 
 impl Fs {
-    /// Write a new, empty file system on `dev` (everything on it is lost).
-    pub fn mkfs(dev: &dyn Device, opts: &MkfsOptions) -> Result<Superblock> {
+    /// Write a new, empty file system on `dev` (everything on it is lost),
+    /// in the format `opts` asks for (format 3 by default).
+    pub fn mkfs(dev: &dyn Device, opts: &MkfsOptions) -> Result<AnySuperblock> {
+        match opts.format {
+            0 | 3 => format3::mkfs(dev, opts).map(AnySuperblock::V3),
+            2 => Self::mkfs_v2(dev, opts).map(AnySuperblock::V2),
+            _ => Err(Error::Invalid(
+                "unknown format (udax writes formats 2 and 3)",
+            )),
+        }
+    }
+
+    fn mkfs_v2(dev: &dyn Device, opts: &MkfsOptions) -> Result<Superblock> {
         let geo = Geometry::for_device(dev.len() / BLOCK_SIZE)?;
         let (uuid, label, t) = new_identity(opts)?;
         let sb = Superblock {
@@ -482,8 +507,8 @@ impl Fs {
     /// The superblock of the udax file system on `dev` (the primary, or the
     /// backup if the primary is bad), or an error if it holds none. Reads
     /// only: no recovery, nothing written (mkfs asks before it overwrites).
-    pub fn read_superblock(dev: &dyn Device) -> Result<Superblock> {
-        read_superblock(dev).map(|(sb, _)| sb)
+    pub fn read_superblock(dev: &dyn Device) -> Result<AnySuperblock> {
+        read_superblock_with(dev, AnySuperblock::decode).map(|(sb, _)| sb)
     }
 
     /// Mount: recover the metadata, rebuild free space, reclaim orphans.
@@ -494,13 +519,21 @@ impl Fs {
 
     /// [`Fs::mount`] with options: read-only, salvage.
     pub fn mount_with(dev: Arc<dyn Device>, opts: &MountOptions) -> Result<Fs> {
+        match read_superblock_with(&*dev, AnySuperblock::decode)?.0 {
+            AnySuperblock::V3(_) => Self::mount_v3(dev, opts),
+            AnySuperblock::V2(_) => Self::mount_v2(dev, opts),
+        }
+    }
+
+    fn mount_v2(dev: Arc<dyn Device>, opts: &MountOptions) -> Result<Fs> {
         let mode = if opts.salvage {
             Recovery::Salvage
         } else {
             Recovery::Strict
         };
         let rec = recover(&*dev, mode)?;
-        let report = check::check_state(&rec.sb, &rec.inodes, &rec.refs);
+        let sb = AnySuperblock::V2(rec.sb.clone());
+        let report = check::check_state(&sb, &rec.inodes, &rec.refs);
         if let Some(p) = report.first() {
             return Err(Error::Corrupted {
                 what: format!("{} (run `udax fsck` for the full report)", p.what),
@@ -552,7 +585,11 @@ impl Fs {
             .collect();
         let salvaged = Salvaged {
             damage: rec.loaded.log.damage.clone(),
-            lost: check::lost_changes(&rec.inodes, &rec.loaded),
+            lost: check::lost_changes(
+                &rec.inodes,
+                &rec.loaded.log.lost_unnamed,
+                rec.loaded.log.discarded.iter().flat_map(|(_, ops)| ops),
+            ),
             superblock: rec.sb_damage.clone(),
         };
         // A torn tail (or unacknowledged records past it), or anything a
@@ -571,15 +608,17 @@ impl Fs {
             inner: Arc::new(Inner {
                 dax: crate::dax::DaxDevice::new(dev.clone()),
                 dev,
-                sb: rec.sb,
+                sb,
                 journal,
                 alloc,
                 cp: RwLock::new(()),
                 ns: Mutex::new(()),
                 table: RwLock::new(table),
-                inos: Mutex::new(pool),
-                image_bytes: AtomicU64::new(image_bytes),
-                metadata_full_logged: AtomicBool::new(false),
+                meta: Meta::V2 {
+                    inos: Mutex::new(pool),
+                    image_bytes: AtomicU64::new(image_bytes),
+                    metadata_full_logged: AtomicBool::new(false),
+                },
                 bad: RwLock::new(rec.bad),
                 bad_count: AtomicU64::new(bad_count),
                 any_shared: AtomicU64::new(u64::from(!rec.refs.is_empty())),
@@ -651,10 +690,14 @@ impl Fs {
         if self.inner.read_only {
             return Ok(());
         }
+        if let Meta::V3(_) = self.inner.meta {
+            // Format 3's truncation rewrites no inode: log the lazy mtimes.
+            self.sync()?;
+        }
         self.checkpoint()
     }
 
-    pub fn superblock(&self) -> &Superblock {
+    pub fn superblock(&self) -> &AnySuperblock {
         &self.inner.sb
     }
 
@@ -671,15 +714,38 @@ impl Fs {
     }
 
     pub fn statfs(&self) -> StatFs {
-        let g = &self.inner.sb.geometry;
+        let sb = &self.inner.sb;
+        // Format 3's metadata blocks freed since the last log truncation
+        // are free (the allocator takes them back at the next one).
+        let pending_meta = match &self.inner.meta {
+            Meta::V3(v) => v.freed_meta.lock().len() as u64,
+            Meta::V2 { .. } => 0,
+        };
+        let (metadata_bytes, metadata_capacity) = match (&self.inner.meta, sb) {
+            (Meta::V2 { image_bytes, .. }, AnySuperblock::V2(sb)) => (
+                image_bytes.load(Ordering::Relaxed),
+                metadata_capacity(&sb.geometry),
+            ),
+            // Format 3: the data-area blocks metadata holds (inode chunks,
+            // tree nodes), and no fixed bound (it grows into the data area).
+            // ORDERING: a counter; see `format3::V3::meta_blocks`.
+            (Meta::V3(v), _) => (
+                v.meta_blocks
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(pending_meta)
+                    * BLOCK_SIZE,
+                0,
+            ),
+            _ => (0, 0),
+        };
         StatFs {
             block_size: BLOCK_SIZE,
-            total_blocks: g.total_blocks,
-            data_blocks: g.data_blocks(),
-            free_blocks: self.inner.alloc.free_blocks(),
+            total_blocks: sb.total_blocks(),
+            data_blocks: sb.data_blocks(),
+            free_blocks: self.inner.alloc.free_blocks() + pending_meta,
             inodes: self.inner.table.read().len() as u64,
-            metadata_bytes: self.inner.image_bytes.load(Ordering::Relaxed),
-            metadata_capacity: metadata_capacity(g),
+            metadata_bytes,
+            metadata_capacity,
         }
     }
 
@@ -696,19 +762,23 @@ impl Fs {
         Ok(())
     }
 
-    /// Write the whole metadata image as a new checkpoint and restart the log.
+    /// Restart the log: format 2 writes the whole metadata image as a new
+    /// checkpoint; format 3 truncates the log (its changes are in place).
     pub fn checkpoint(&self) -> Result<()> {
         let inner = &*self.inner;
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
+        let image_bytes = match &inner.meta {
+            Meta::V2 { image_bytes, .. } => image_bytes,
+            Meta::V3(v) => return self.truncate_v3(v),
+        };
         let _cp = inner.cp.write();
         let (epoch, body_at, cap) = inner.journal.next_checkpoint()?;
         let table = inner.table.read();
         let mut inos: Vec<u64> = table.keys().copied().collect();
         inos.sort_unstable();
-        let mut w =
-            Writer::with_capacity(inner.image_bytes.load(Ordering::Relaxed).min(cap) as usize);
+        let mut w = Writer::with_capacity(image_bytes.load(Ordering::Relaxed).min(cap) as usize);
         for ino in &inos {
             let cell = &table[ino];
             let d = cell.data.read();
@@ -739,7 +809,7 @@ impl Fs {
             }
         }
         inner.journal.write_checkpoint(&w.buf, n_records)?;
-        inner.image_bytes.store(w.len() as u64, Ordering::Relaxed);
+        image_bytes.store(w.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -767,8 +837,14 @@ impl Fs {
         if inner.read_only {
             return Err(Error::ReadOnly);
         }
-        let bytes = Journal::record_bytes(max_ops * MAX_OP_BYTES);
-        if bytes * 4 > inner.sb.geometry.log_bytes() {
+        // Format 2 truncates the log by a checkpoint of everything: a
+        // transaction may take a quarter of it; format 3's truncation is
+        // O(1), so half.
+        let (bytes, share) = match inner.meta {
+            Meta::V2 { .. } => (Journal::record_bytes(max_ops * MAX_OP_BYTES), 4),
+            Meta::V3(_) => (format3::reserve_bytes(max_ops), 2),
+        };
+        if bytes * share > inner.sb.log_bytes() {
             return Err(Error::Invalid("transaction larger than the log"));
         }
         let mut tries = 0;
@@ -795,12 +871,22 @@ impl Fs {
             .ok_or(Error::NotFound)
     }
 
-    pub(crate) fn take_ino(&self) -> u64 {
-        self.inner.inos.lock().take()
+    /// A free inode number for a create (given back by [`Fs::return_ino`]
+    /// if the create fails).
+    pub(crate) fn take_ino(&self) -> Result<u64> {
+        match &self.inner.meta {
+            Meta::V2 { inos, .. } => Ok(inos.lock().take()),
+            Meta::V3(v) => self.take_ino_v3(v),
+        }
     }
 
     pub(crate) fn return_ino(&self, ino: u64) {
-        self.inner.inos.lock().free.insert(ino);
+        match &self.inner.meta {
+            Meta::V2 { inos, .. } => {
+                inos.lock().free.insert(ino);
+            }
+            Meta::V3(v) => v.store.unreserve_ino(ino),
+        }
     }
 
     /// Commit `ops` and apply them to the locked inodes. Caller holds an [`OpGuard`]
@@ -812,12 +898,24 @@ impl Fs {
         }
         debug_assert!(ops.len() <= MAX_TX_OPS);
         let inner = &*self.inner;
+        let (image_bytes, metadata_full_logged) = match &inner.meta {
+            Meta::V2 {
+                image_bytes,
+                metadata_full_logged,
+                ..
+            } => (image_bytes, metadata_full_logged),
+            Meta::V3(v) => return self.run_tx_v3(v, held, ops),
+        };
+        let geometry = match &inner.sb {
+            AnySuperblock::V2(sb) => sb.geometry,
+            AnySuperblock::V3(_) => unreachable!("a format-2 mount has a format-2 superblock"),
+        };
         // Metadata room: the image must still fit a checkpoint slot afterwards.
         // `image_bytes` is exact for inode records and an upper bound for the
         // refcount and bad-block ranges; room for those two records' frames is
         // kept aside, so a checkpoint always fits what was admitted.
         let grow: u64 = ops.len() as u64 * 2 * MAX_OP_BYTES as u64;
-        let cap = metadata_capacity(&inner.sb.geometry);
+        let cap = metadata_capacity(&geometry);
         let creates = ops.iter().any(|o| {
             matches!(
                 o,
@@ -828,9 +926,9 @@ impl Fs {
                     | Op::Shift { .. }
             )
         });
-        let used = inner.image_bytes.load(Ordering::Relaxed);
+        let used = image_bytes.load(Ordering::Relaxed);
         if creates && used + grow > cap {
-            if !inner.metadata_full_logged.swap(true, Ordering::Relaxed) {
+            if !metadata_full_logged.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     "metadata area full: the image needs {used} of the {cap} bytes a checkpoint \
                      slot holds (1/64 of the device); creates and block mappings get ENOSPC \
@@ -841,17 +939,7 @@ impl Fs {
         }
         // Ops that follow data stores (new blocks' data and zeroing, tail zeroing)
         // need those stores durable before the record.
-        let ordered = ops.iter().any(|o| {
-            matches!(
-                o,
-                Op::Map { .. }
-                    | Op::MapShared { .. }
-                    | Op::SetSize { .. }
-                    | Op::Unmap { .. }
-                    | Op::Unpoison { .. }
-            )
-        });
-        inner.journal.commit(ops, ordered)?;
+        inner.journal.commit(ops, format3::ordered_ops(ops))?;
         let mut locked = Locked {
             held,
             created: Vec::new(),
@@ -870,15 +958,13 @@ impl Fs {
         }
         let delta = fx.image_delta;
         if delta >= 0 {
-            inner.image_bytes.fetch_add(delta as u64, Ordering::Relaxed);
+            image_bytes.fetch_add(delta as u64, Ordering::Relaxed);
         } else {
             // Only inode records shrink it, by their exact size, which is part
             // of the total: never below zero.
-            let before = inner
-                .image_bytes
-                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            let before = image_bytes.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
             debug_assert!(before >= delta.unsigned_abs(), "metadata size underflow");
-            inner.metadata_full_logged.store(false, Ordering::Relaxed);
+            metadata_full_logged.store(false, Ordering::Relaxed);
         }
         if !locked.created.is_empty() || !fx.deleted.is_empty() {
             let mut table = inner.table.write();

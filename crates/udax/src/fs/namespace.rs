@@ -319,7 +319,7 @@ impl Fs {
         mode: u32,
         name: Option<&[u8]>,
     ) -> Result<u64> {
-        let ino = self.take_ino();
+        let ino = self.take_ino()?;
         let t = now_ns();
         let (uid, gid, extra) = self.new_owner(&dg.attr, mode & S_IFMT == S_IFDIR);
         let mut ops = vec![Op::NewInode {

@@ -13,6 +13,7 @@
 use super::iomap::Inode;
 use super::{Cell, Error, Fs, Result};
 use crate::alloc::BlockRange;
+use crate::format::v3::{AnySuperblock, Geometry3};
 use crate::format::{Geometry, Op};
 use crate::sync::Ordering;
 use crate::BLOCK_SIZE;
@@ -93,8 +94,13 @@ impl Fs {
     /// maps hold it (whether or not it is mapped into memory right now), the
     /// metadata structure it belongs to, or nobody.
     pub fn owners_of(&self, dev_blk: u64) -> Vec<Owner> {
-        let g = &self.inner.sb.geometry;
-        if let Some(m) = metadata_owner(g, self.inner.journal.stats().epoch % 2, dev_blk) {
+        let meta = match &self.inner.sb {
+            AnySuperblock::V2(sb) => {
+                metadata_owner(&sb.geometry, self.inner.journal.stats().epoch % 2, dev_blk)
+            }
+            AnySuperblock::V3(sb) => metadata_owner3(&sb.geometry, dev_blk),
+        };
+        if let Some(m) = meta {
             return vec![m];
         }
         let cells: Vec<Arc<Cell>> = self.inner.table.read().values().cloned().collect();
@@ -111,13 +117,35 @@ impl Fs {
             }
         }
         if out.is_empty() {
-            out.push(Owner::Free);
+            out.push(self.unowned(dev_blk));
         }
         out.sort_by_key(|o| match o {
             Owner::File { ino, file_off } => (*ino, *file_off),
             _ => (0, 0),
         });
         out
+    }
+
+    /// The owner of a data-area block no file holds: free, or (format 3,
+    /// whose inode chunks and tree nodes live in the data area) metadata
+    /// when the allocator holds it and no freed-but-mapped file block is it.
+    fn unowned(&self, blk: u64) -> Owner {
+        if let super::Meta::V3(_) = self.inner.meta {
+            let zombie = self
+                .inner
+                .zombies
+                .lock()
+                .iter()
+                .any(|&(s, l)| (s..s + l).contains(&blk));
+            if !self.inner.alloc.is_free(blk) && !zombie && !self.is_bad(blk, 1) {
+                return Owner::Metadata {
+                    what: "inode chunk or tree node",
+                    repair: "not rewritten in place: what it held is lost unless a backup \
+                             restores it (fsck names the structure)",
+                };
+            }
+        }
+        Owner::Free
     }
 
     /// Emulate a media error at device bytes `[off, off+len)`: the device loses
@@ -257,9 +285,9 @@ impl Fs {
     /// to the allocator. Blocks a file owns are cleared by overwriting them
     /// through the file (`write_at` of the whole block, or ZERO_RANGE).
     pub fn clear_poison(&self, off: u64, len: u64) -> Result<u64> {
-        let g = &self.inner.sb.geometry;
+        let sb = &self.inner.sb;
         let r = blocks_of(off, len);
-        if len == 0 || r.start < g.data_start || r.end > g.total_blocks {
+        if len == 0 || r.start < sb.data_start() || r.end > sb.total_blocks() {
             return Err(Error::Invalid("range outside the data area"));
         }
         let bad: Vec<Range<u64>> = self.inner.bad.read().overlapping(&r).cloned().collect();
@@ -307,7 +335,7 @@ impl Fs {
             let mut buf = vec![0u8; crate::format::SUPERBLOCK_SIZE];
             dev.read(at, &mut buf)?;
             let bad = self.is_bad(at / BLOCK_SIZE, 1);
-            if !bad && crate::format::Superblock::decode(&buf, at, total).is_ok() {
+            if !bad && AnySuperblock::decode(&buf, at, total).is_ok() {
                 continue;
             }
             tracing::warn!("rewriting the superblock copy at {at:#x}");
@@ -386,6 +414,40 @@ pub(crate) fn metadata_owner(g: &Geometry, active: u64, blk: u64) -> Option<Owne
         return meta("unused padding before the data area", "nothing to repair");
     }
     None
+}
+
+/// The format-3 metadata structure device block `blk` belongs to, if any
+/// (the inode chunks and tree nodes in the data area are found by
+/// [`Fs::owners_of`]).
+pub(crate) fn metadata_owner3(g: &Geometry3, blk: u64) -> Option<Owner> {
+    let meta = |what, repair| Some(Owner::Metadata { what, repair });
+    match blk {
+        0 => meta(
+            "primary superblock",
+            "rewritten from the backup at the next mount",
+        ),
+        1 => meta(
+            "backup superblock",
+            "rewritten from the primary at the next mount",
+        ),
+        2 => meta(
+            "root block",
+            "not repairable in place: it names every tree; the file system does not mount \
+             until it is restored",
+        ),
+        b if (g.log_start..g.log_start + g.log_blocks).contains(&b) => meta(
+            "metadata log",
+            "not rewritten in place; the next log truncation makes its old content redundant \
+             (committed operations after a damaged record are lost if the file system is not \
+             mounted before)",
+        ),
+        b if (g.bitmap_start..g.bitmap_start + g.bitmap_blocks).contains(&b) => meta(
+            "free-space bitmap",
+            "not rewritten in place: the blocks it describes cannot be told free or used",
+        ),
+        b if b < g.data_start => meta("unused padding before the data area", "nothing to repair"),
+        _ => None,
+    }
 }
 
 /// Take the free blocks of `r` out of the allocator.

@@ -87,7 +87,7 @@ impl InodeData {
             })
     }
 
-    fn add_entry(&mut self, name: Vec<u8>, ino: u64, t: u8) -> Result<(), String> {
+    pub(crate) fn add_entry(&mut self, name: Vec<u8>, ino: u64, t: u8) -> Result<(), String> {
         let bytes = name.len() as u64;
         if self.dir.insert(name, (ino, t)).is_some() {
             return Err("duplicate directory entry".into());

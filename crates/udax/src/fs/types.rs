@@ -46,7 +46,12 @@ pub struct StatFs {
     pub data_blocks: u64,
     pub free_blocks: u64,
     pub inodes: u64,
-    /// Metadata image bytes in use, and the checkpoint slot size that bounds it.
+    /// Metadata bytes in use. Format 2: the checkpoint image, bounded by
+    /// `metadata_capacity` (a checkpoint slot). Format 3: the data-area
+    /// blocks holding inode chunks and tree nodes (so `free_blocks +
+    /// metadata_bytes / block_size` moves only with file data), and
+    /// `metadata_capacity` is 0: no fixed bound, metadata grows into the
+    /// data area.
     pub metadata_bytes: u64,
     pub metadata_capacity: u64,
 }
@@ -115,6 +120,10 @@ pub mod falloc {
 pub struct MkfsOptions {
     /// Up to 32 bytes.
     pub label: String,
+    /// The on-device format: 3 (metadata used in place; also what 0, the
+    /// default, means) or 2 (the whole metadata image in checkpoint slots,
+    /// loaded at mount; kept mountable while format 3 takes over).
+    pub format: u32,
 }
 
 /// Options for [`crate::fs::Fs::mount_with`].

@@ -97,6 +97,12 @@ impl Journal {
         Journal::new(dev, region, None, loaded)
     }
 
+    /// No record was committed since the epoch began (its marker alone):
+    /// a truncation would change nothing.
+    pub fn epoch_is_empty(&self) -> bool {
+        self.log.lock().next_seq <= 1
+    }
+
     /// Truncate a format-3 log: its records' changes are stored in place, so
     /// one fence makes them all durable; then `write_root` stores the root
     /// block header naming the next epoch (and flushes it), a fence makes it

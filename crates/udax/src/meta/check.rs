@@ -4,7 +4,7 @@
 //! the structures use. It reads only; every finding is one line naming the
 //! inode or block, so fsck can report it (by path where the caller knows it).
 
-use super::store::{OWNER_CHUNKS, OWNER_ORPHANS};
+use super::store::{RangeTree, OWNER_CHUNKS, OWNER_ORPHANS};
 use super::{BTree, MetaError, Store, Tx};
 use crate::format::v3::{
     decode_dir_value, decode_pair, InodeSlot, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SLOT_SIZE,
@@ -28,17 +28,13 @@ pub(crate) struct StoreCheck {
     pub problems: Vec<String>,
 }
 
-/// Who uses a data-area block: metadata, or inode n's data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum User {
-    Meta,
-    File(u64),
-}
-
 struct Walk<'a> {
     report: StoreCheck,
-    /// Block runs in use: first block -> (count, user).
-    used: BTreeMap<u64, (u64, User)>,
+    /// Metadata block runs: first block -> count.
+    meta: BTreeMap<u64, u64>,
+    /// Blocks file extents use (several files may share a block: reflink;
+    /// the file system's check holds those to the reference counts).
+    files: RangeSet<u64>,
     tx: Tx<'a>,
 }
 
@@ -47,25 +43,24 @@ impl Walk<'_> {
         self.report.problems.push(p);
     }
 
-    /// Record blocks `[b, b + n)` as used by `who`, reporting any block used twice.
-    fn use_blocks(&mut self, b: u64, n: u64, who: User) {
-        let prev = self.used.range(..b + n).next_back().map(|(&s, &v)| (s, v));
-        if let Some((s, (len, other))) = prev {
+    /// Record blocks `[b, b + n)` as metadata, reporting any block used twice.
+    fn use_meta(&mut self, b: u64, n: u64) {
+        let prev = self.meta.range(..b + n).next_back().map(|(&s, &l)| (s, l));
+        if let Some((s, len)) = prev {
             if s + len > b {
-                self.report.problems.push(format!(
-                    "block {} used by {} and by {}",
-                    b.max(s),
-                    describe(other),
-                    describe(who)
-                ));
+                self.report
+                    .problems
+                    .push(format!("block {} used twice by metadata", b.max(s)));
                 return;
             }
         }
-        match who {
-            User::Meta => self.report.meta_blocks += n,
-            User::File(_) => self.report.data_blocks += n,
-        }
-        self.used.insert(b, (n, who));
+        self.report.meta_blocks += n;
+        self.meta.insert(b, n);
+    }
+
+    /// Record blocks `[b, b + n)` as file data.
+    fn use_file(&mut self, b: u64, n: u64) {
+        self.files.insert(b..b + n);
     }
 
     /// Check a tree; its nodes are metadata blocks. `None` if it is damaged.
@@ -73,7 +68,7 @@ impl Walk<'_> {
         match t.check(&self.tx) {
             Ok(st) => {
                 for b in st.blocks {
-                    self.use_blocks(b, 1, User::Meta);
+                    self.use_meta(b, 1);
                 }
                 Some(st.entries)
             }
@@ -85,13 +80,6 @@ impl Walk<'_> {
     }
 }
 
-fn describe(u: User) -> String {
-    match u {
-        User::Meta => "metadata".into(),
-        User::File(i) => format!("inode {i}"),
-    }
-}
-
 impl Store {
     /// Check every structure. Only an unreadable root or chunk tree is an
     /// error; everything else is a finding in the report.
@@ -100,7 +88,8 @@ impl Store {
         let root = self.root();
         let mut w = Walk {
             report: StoreCheck::default(),
-            used: BTreeMap::new(),
+            meta: BTreeMap::new(),
+            files: RangeSet::new(),
             tx: Tx::new(self.device()),
         };
         // The chunk tree, then every chunk's slots.
@@ -110,7 +99,7 @@ impl Store {
         };
         let st = chunks.check(&w.tx)?;
         for b in st.blocks {
-            w.use_blocks(b, 1, User::Meta);
+            w.use_meta(b, 1);
         }
         let mut slots: BTreeMap<u64, InodeSlot> = BTreeMap::new();
         let list = chunks.range(&w.tx, 0, usize::MAX)?;
@@ -129,7 +118,7 @@ impl Store {
                 ));
                 continue;
             }
-            w.use_blocks(blk, CHUNK_BLOCKS, User::Meta);
+            w.use_meta(blk, CHUNK_BLOCKS);
             let mut b = vec![0u8; (CHUNK_BLOCKS * BLOCK_SIZE) as usize];
             self.device().read(blk * BLOCK_SIZE, &mut b)?;
             let mut in_use = 0;
@@ -243,7 +232,7 @@ impl Store {
                         continue;
                     }
                     end = e.file_blk + e.len;
-                    w.use_blocks(e.dev_blk, e.len, User::File(ino));
+                    w.use_file(e.dev_blk, e.len);
                 }
             }
         }
@@ -278,6 +267,34 @@ impl Store {
                 w.problem(format!("inode {ino}: unlinked and not an orphan (leaked)"));
             }
         }
+        // The reference count and bad-block trees: runs inside the data area.
+        for which in [RangeTree::Refcounts, RangeTree::Badblocks] {
+            let t = BTree {
+                root: which.root_of(&root),
+                owner: which.owner(),
+            };
+            if w.tree(t, which.what()).is_some() {
+                if let Err(e) = self.ranges(which) {
+                    w.problem(e.to_string());
+                }
+            }
+        }
+        // File blocks after every metadata block is known (a tree walked
+        // later may hold a block an earlier file claimed).
+        let clashes: Vec<u64> = w
+            .meta
+            .iter()
+            .filter_map(|(&s, &n)| {
+                w.files
+                    .overlapping(&(s..s + n))
+                    .next()
+                    .map(|f| f.start.max(s))
+            })
+            .collect();
+        for b in clashes {
+            w.problem(format!("block {b} used by metadata and by a file"));
+        }
+        w.report.data_blocks = w.files.iter().map(|r| r.end - r.start).sum();
         // The bitmap against what is used: its free runs (the allocator's
         // reading of it) must be exactly the data area less the used runs.
         let mut head = vec![0u8; geo.data_start.div_ceil(8) as usize];
@@ -293,7 +310,8 @@ impl Store {
             .into_iter()
             .map(|(s, n)| s..s + n)
             .collect();
-        let used: RangeSet<u64> = w.used.iter().map(|(&s, &(n, _))| s..s + n).collect();
+        let mut used: RangeSet<u64> = w.meta.iter().map(|(&s, &n)| s..s + n).collect();
+        used.extend(w.files.iter().cloned());
         let marked_free: Vec<Range<u64>> = used
             .iter()
             .flat_map(|u| {

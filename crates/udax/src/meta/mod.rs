@@ -32,7 +32,7 @@ mod tx;
 pub(crate) use btree::{BTree, MAX_VALUE};
 #[cfg(all(test, not(loom)))]
 pub(crate) use store::tests as store_tests;
-pub(crate) use store::{store_entries, MetaAlloc, Store, StoreTx};
+pub(crate) use store::{store_entries, MetaAlloc, RangeTree, Store, StoreTx};
 #[cfg(test)]
 pub(crate) use tx::apply;
 pub(crate) use tx::{BlockSource, Tx};

@@ -39,6 +39,45 @@ pub(super) const OWNER_CHUNKS: u64 = u64::MAX - 1;
 /// Owner id of the orphan tree's nodes.
 pub(super) const OWNER_ORPHANS: u64 = u64::MAX - 2;
 
+/// The root body's trees of device block ranges, keyed by first block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RangeTree {
+    /// Blocks shared by reflink: value = the run's reference count.
+    Refcounts,
+    /// Blocks with media errors: value 0.
+    Badblocks,
+}
+
+impl RangeTree {
+    pub(super) fn owner(self) -> u64 {
+        match self {
+            RangeTree::Refcounts => u64::MAX - 3,
+            RangeTree::Badblocks => u64::MAX - 4,
+        }
+    }
+
+    pub(super) fn root_of(self, r: &RootBody) -> u64 {
+        match self {
+            RangeTree::Refcounts => r.refcounts,
+            RangeTree::Badblocks => r.badblocks,
+        }
+    }
+
+    fn set_root_of(self, r: &mut RootBody, root: u64) {
+        match self {
+            RangeTree::Refcounts => r.refcounts = root,
+            RangeTree::Badblocks => r.badblocks = root,
+        }
+    }
+
+    pub(super) fn what(self) -> &'static str {
+        match self {
+            RangeTree::Refcounts => "refcount tree",
+            RangeTree::Badblocks => "bad-block tree",
+        }
+    }
+}
+
 /// Where metadata blocks come from: single blocks (tree nodes) and runs (an
 /// inode chunk). The caller gives blocks back to its allocator when a
 /// transaction is dropped ([`Tx::allocated`]) or, for freed metadata blocks,
@@ -347,6 +386,54 @@ impl Store {
             .into_iter()
             .map(|(k, _)| k)
             .collect())
+    }
+
+    /// Every run of range tree `which`: `(first block, count, value)`.
+    pub fn ranges(&self, which: RangeTree) -> Result<Vec<(u64, u64, u64)>, MetaError> {
+        let tree = BTree {
+            root: which.root_of(&self.shared.lock().root),
+            owner: which.owner(),
+        };
+        let tx = Tx::new(&*self.dev);
+        tree.range(&tx, 0, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| {
+                let (n, c) = decode_pair(&v, tree.root * BLOCK_SIZE, which.what())?;
+                let inside = n > 0
+                    && k >= self.geo.data_start
+                    && k.checked_add(n).is_some_and(|e| e <= self.geo.total_blocks);
+                if !inside {
+                    return Err(corrupt(
+                        tree.root * BLOCK_SIZE,
+                        format!("{}: run {k}+{n} outside the data area", which.what()),
+                    ));
+                }
+                Ok((k, n, c))
+            })
+            .collect()
+    }
+
+    /// Every inode in use, with its slot, in inode number order: one read of
+    /// each inode chunk (a mount that loads everything, and fsck).
+    pub fn all_inodes(&self) -> Result<Vec<(u64, InodeSlot)>, MetaError> {
+        let chunks: Vec<(u64, u64)> = {
+            let mut sh = self.shared.lock();
+            self.load_chunks(&mut sh)?;
+            sh.chunks.iter().map(|(&n, c)| (n, c.blk)).collect()
+        };
+        let mut out = Vec::new();
+        let mut b = vec![0u8; (CHUNK_BLOCKS * BLOCK_SIZE) as usize];
+        for (n, blk) in chunks {
+            self.dev.read(blk * BLOCK_SIZE, &mut b)?;
+            for s in 0..INODES_PER_CHUNK {
+                let at = s as usize * INODE_SLOT_SIZE;
+                let off = blk * BLOCK_SIZE + at as u64;
+                if let Some(slot) = InodeSlot::decode(&b[at..at + INODE_SLOT_SIZE], off)? {
+                    out.push((n * INODES_PER_CHUNK + s + 1, slot));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The free runs `(first block, count)` of the data area, from the bitmap:
@@ -745,6 +832,45 @@ impl<'s> StoreTx<'s> {
             )?;
         }
         Ok(())
+    }
+
+    /// Make range tree `which` go from `old` to `new` (each a whole list of
+    /// `(first block, count, value)` runs, or the part of it that changed).
+    pub fn set_ranges(
+        &mut self,
+        alloc: &mut dyn MetaAlloc,
+        which: RangeTree,
+        old: &[(u64, u64, u64)],
+        new: &[(u64, u64, u64)],
+    ) -> Result<(), MetaError> {
+        let before = which.root_of(&self.shared()?.root);
+        let mut tree = BTree {
+            root: before,
+            owner: which.owner(),
+        };
+        let keep: BTreeSet<&(u64, u64, u64)> = new.iter().collect();
+        let had: BTreeSet<&(u64, u64, u64)> = old.iter().collect();
+        let new_starts: BTreeSet<u64> = new.iter().map(|r| r.0).collect();
+        for r in old.iter().filter(|r| !keep.contains(r)) {
+            if !new_starts.contains(&r.0) {
+                tree.remove(&mut self.tx, r.0)?;
+            }
+        }
+        for r in new.iter().filter(|r| !had.contains(r)) {
+            tree.insert(&mut self.tx, alloc, r.0, &encode_pair(r.1, r.2))?;
+        }
+        if tree.root != before {
+            self.set_root(|r| which.set_root_of(r, tree.root))?;
+        }
+        Ok(())
+    }
+
+    /// Take the lock of the shared structures now (held until stored): a
+    /// caller whose own state must change in the order of their stores
+    /// (the reference counts, the bad-block table) takes it before that
+    /// state's lock, keeping one lock order.
+    pub fn lock_shared(&mut self) -> Result<(), MetaError> {
+        self.shared().map(|_| ())
     }
 
     /// Free every node of `tree` (its root becomes 0).

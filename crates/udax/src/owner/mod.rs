@@ -1037,7 +1037,7 @@ fn admit(
     Ok((
         Reply::Hello {
             version: proto::VERSION,
-            uuid: sh.fs.superblock().uuid,
+            uuid: sh.fs.superblock().uuid(),
             read_only: !write || sh.fs.is_read_only(),
             client: 0,
         },
@@ -1774,6 +1774,7 @@ fn totals(s: &StatFs) -> Totals {
         data_blocks: s.data_blocks,
         free_blocks: s.free_blocks,
         inodes: s.inodes,
+        metadata_bytes: s.metadata_bytes,
     }
 }
 

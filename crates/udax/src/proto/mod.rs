@@ -372,6 +372,8 @@ pub struct Totals {
     pub data_blocks: u64,
     pub free_blocks: u64,
     pub inodes: u64,
+    /// [`crate::fs::StatFs::metadata_bytes`].
+    pub metadata_bytes: u64,
 }
 
 /// A reply from the owner. `Error` answers any request.
@@ -1342,7 +1344,8 @@ impl Reply {
                     .u64(t.total_blocks)
                     .u64(t.data_blocks)
                     .u64(t.free_blocks)
-                    .u64(t.inodes);
+                    .u64(t.inodes)
+                    .u64(t.metadata_bytes);
             }
             Reply::Error { errno, message } => {
                 let mut end = message.len().min(MAX_ERROR_TEXT);
@@ -1404,6 +1407,7 @@ impl Reply {
                 data_blocks: r.u64()?,
                 free_blocks: r.u64()?,
                 inodes: r.u64()?,
+                metadata_bytes: r.u64()?,
             }),
             106 => Reply::Done,
             107 => {
@@ -1819,12 +1823,13 @@ mod tests {
                 proptest::option::of(any::<u64>())
             )
                 .prop_map(|(entries, next)| Reply::Entries { entries, next }),
-            proptest::array::uniform5(any::<u64>()).prop_map(|v| Reply::Totals(Totals {
+            proptest::array::uniform6(any::<u64>()).prop_map(|v| Reply::Totals(Totals {
                 block_size: v[0],
                 total_blocks: v[1],
                 data_blocks: v[2],
                 free_blocks: v[3],
                 inodes: v[4],
+                metadata_bytes: v[5],
             })),
             Just(Reply::Done),
             (any::<i32>(), "[ -~]{0,80}")

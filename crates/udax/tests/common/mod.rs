@@ -17,6 +17,13 @@ pub fn fresh(mib: u64) -> Fs {
     Fs::mount(dev).unwrap()
 }
 
+/// Free blocks for file data: free, plus those format 3's metadata holds
+/// (inode chunks and tree nodes come and go with the trees, so block counts
+/// that follow file data add them back).
+pub fn free_for_data(st: &udax::fs::StatFs) -> u64 {
+    st.free_blocks + st.metadata_bytes / st.block_size
+}
+
 pub fn pipe() -> (i32, i32) {
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid 2-int array.
