@@ -171,6 +171,33 @@ enum Cmd {
     },
     /// Show space usage.
     Df { dev: String },
+    /// Mount DEV on directory DIR through FUSE, so every program sees its
+    /// files (static binaries, Go, io_uring, exec of scripts, find, rsync,
+    /// editors, containers).
+    ///
+    /// The mount is served by DEV's owner (`udax serve`), started if none
+    /// runs; it keeps the owner running until `udax umount DIR`. Library and
+    /// shim clients keep their direct DAX mappings of the same files.
+    /// Permissions are checked by the kernel (default_permissions) and by the
+    /// owner with each caller's uid and groups. If the owner dies the mount
+    /// reports "Transport endpoint is not connected" (ENOTCONN) until
+    /// `udax mount` is run again, which replaces it. As root the mount is
+    /// made with mount(2); a user needs fusermount3 (package fuse3).
+    /// See docs/fuse.md.
+    Mount {
+        dev: String,
+        dir: String,
+        /// Options, comma-separated: ro, rw, allow_other, default_permissions.
+        #[arg(short = 'o', default_value = "")]
+        options: String,
+    },
+    /// Unmount a udax FUSE mount (as `fusermount3 -u DIR`).
+    Umount {
+        dir: String,
+        /// Detach it now even if it is busy; it goes when its last user does.
+        #[arg(short = 'l', long)]
+        lazy: bool,
+    },
     /// Serve DEV to many processes: this process becomes the device's owner
     /// (it mounts DEV and makes every metadata change), and other processes
     /// (ls, stat, mkdir, rm, mv, df of this tool, the library's
@@ -678,6 +705,11 @@ fn run(cli: Cli) -> AnyResult<()> {
             ctx(fs.unmount(), &dev)?;
         }
         Cmd::Df { dev } => df_cmd(dev)?,
+        Cmd::Mount { dev, dir, options } => mount_cmd(&dev, &dir, &options)?,
+        Cmd::Umount { dir, lazy } => ctx(
+            udax::client::mount::unmount(std::path::Path::new(&dir), lazy),
+            &dir,
+        )?,
         Cmd::Serve {
             dev,
             foreground,
@@ -687,6 +719,22 @@ fn run(cli: Cli) -> AnyResult<()> {
         Cmd::Bench(args) => bench::run(&args)?,
     }
     Ok(())
+}
+
+/// `udax mount DEV DIR -o OPTIONS`.
+fn mount_cmd(dev: &str, dir: &str, options: &str) -> AnyResult<()> {
+    use udax::client::mount;
+    let opts = ctx(mount::MountOptions::parse(options), options)?;
+    let exe = ctx(std::env::current_exe(), "udax executable")?;
+    let connect = udax::client::ConnectOptions {
+        start: Some(exe),
+        ..Default::default()
+    };
+    let path = std::path::Path::new(dir);
+    ctx(
+        mount::mount(std::path::Path::new(dev), path, &opts, &connect),
+        &format!("mount {dev} on {dir}"),
+    )
 }
 
 /// `udax cp --reflink`.

@@ -12,6 +12,7 @@
 //! today".
 
 mod file;
+pub mod mount;
 
 pub use file::{RemoteFile, RemoteMapping};
 
@@ -400,10 +401,19 @@ impl Inner {
     }
 
     fn exchange(sock: &Mutex<(OwnedFd, u64)>, req: &Request) -> Result<Reply> {
+        Self::exchange_fd(sock, req, None)
+    }
+
+    /// [`Inner::exchange`], with a descriptor sent along (SCM_RIGHTS).
+    fn exchange_fd(
+        sock: &Mutex<(OwnedFd, u64)>,
+        req: &Request,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<Reply> {
         let mut g = sock.lock();
         let id = g.1;
         g.1 += 1;
-        wire::send(g.0.as_fd(), &req.encode(id), None)
+        wire::send(g.0.as_fd(), &req.encode(id), fd)
             .map_err(|e| not_connected(format!("owner: {e}")))?;
         let (msg, _) = wire::recv_spinning(g.0.as_fd(), wire::spin_budget(REPLY_SPIN))
             .map_err(|e| not_connected(format!("owner: {e}")))?
@@ -422,6 +432,22 @@ impl Inner {
 impl Client {
     fn done(&self, req: Request) -> Result<()> {
         self.inner.done(&req)
+    }
+
+    /// Have the owner serve the FUSE connection `fuse` of a mount this
+    /// process made at `dir` ([`mount::mount`] makes it): answered once
+    /// the owner has answered the kernel's INIT; the owner serves it until
+    /// it is unmounted. Only the owner's user or root may.
+    pub fn serve_fuse(&self, fuse: BorrowedFd<'_>, dir: &Path, read_only: bool) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let req = Request::Mount {
+            dir: dir.as_os_str().as_bytes().to_vec(),
+            read_only,
+        };
+        match Inner::exchange_fd(&self.inner.sock, &req, Some(fuse))? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// A round trip to the owner; returns how long it took.

@@ -11,6 +11,9 @@
 //! exits.
 
 mod cred;
+mod fuse;
+
+pub use fuse::MAX_WRITE as FUSE_MAX_WRITE;
 
 use crate::dax::{self, iomap::DaxInode, iomap::IomapError};
 use crate::fs::locks::{LockKind, LockOwner, LockTable};
@@ -165,6 +168,8 @@ struct Shared {
     /// POSIX record locks handed over by a process about to exec, by
     /// token (see `LockOffer`).
     lock_offers: Mutex<HashMap<u64, LockOffer>>,
+    /// FUSE mounts being served (`udax mount`, docs/fuse.md).
+    fuse: Mutex<Vec<fuse::Live>>,
 }
 
 /// The POSIX record locks of a process that is exec'ing: held under a lock
@@ -321,6 +326,7 @@ impl Owner {
                 next_desc: AtomicU64::new(1),
                 spinning: AtomicUsize::new(0),
                 lock_offers: Mutex::new(HashMap::new()),
+                fuse: Mutex::new(Vec::new()),
             }),
             listener,
             socket,
@@ -392,6 +398,25 @@ impl Owner {
             let _ = t.join();
         }
         drop(self.listener);
+        let mounts: Vec<PathBuf> = self
+            .shared
+            .fuse
+            .lock()
+            .iter()
+            .map(|l| l.dir.clone())
+            .collect();
+        if !mounts.is_empty() {
+            // Their threads hold the file system until the kernel ends the
+            // sessions, which it does when this process exits: checkpoint
+            // now, and the mounts report ENOTCONN from then on.
+            for m in &mounts {
+                tracing::warn!(
+                    "{}: stays mounted without an owner (ENOTCONN) until `udax mount` or `udax umount`",
+                    m.display()
+                );
+            }
+            return self.shared.fs.checkpoint();
+        }
         let shared = Arc::try_unwrap(self.shared)
             .map_err(|_| Error::Busy("a client thread still runs".into()))?;
         shared.fs.unmount()
@@ -537,6 +562,13 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
                 let r = listen(sh, c, client, fd);
                 wire::send(sock.as_fd(), &r.encode(id), None)
             }
+            (Some(c), Request::Mount { dir, read_only }) => {
+                let r = mount(sh, c, fd, &dir, read_only).unwrap_or_else(|e| Reply::Error {
+                    errno: e.errno(),
+                    message: e.to_string(),
+                });
+                wire::send(sock.as_fd(), &r.encode(id), None)
+            }
             (Some(c), Request::Channel { client }) => {
                 let r = match fault_channel(sh, c, client, fd) {
                     Ok(t) => {
@@ -585,6 +617,32 @@ fn side_socket(
         ));
     }
     Ok(fd)
+}
+
+/// `Mount`: serve the FUSE connection `fd` (a mount client `c` made at
+/// `dir`) from this owner. Only the owner's own user or root may hand one
+/// over: the session runs with the owner's privileges.
+fn mount(
+    sh: &Arc<Shared>,
+    c: u64,
+    fd: Option<OwnedFd>,
+    dir: &[u8],
+    read_only: bool,
+) -> Result<Reply> {
+    let (_, uid) = caller_pid_uid(sh, c)?;
+    let me = rustix::process::geteuid().as_raw();
+    if uid != me && uid != 0 {
+        return Err(Error::NotPermitted(
+            "only the owner's user or root may have it serve a FUSE mount",
+        ));
+    }
+    let write = sh.table.lock().clients.get(&c).is_some_and(|r| r.write);
+    let fd = fd.ok_or(Error::Invalid("Mount without a /dev/fuse descriptor"))?;
+    let dir = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(dir));
+    // ORDERING: Relaxed: a unique-id counter (the session is a client).
+    let id = sh.next_client.fetch_add(1, Ordering::Relaxed);
+    fuse::start(sh, id, fd, &dir, read_only || !write)?;
+    Ok(Reply::Done)
 }
 
 /// Make the socket `fd` (sent with `Channel` on client `c`'s own
@@ -857,6 +915,23 @@ const CHANGE_LOCKS_KEPT: usize = 1024;
 /// outlast that answers busy, and the change fails with `EBUSY` (as
 /// break-layouts fails in one process).
 fn recall(
+    sh: &Shared,
+    ino: u64,
+    except: Option<u64>,
+    wait: bool,
+    range: std::ops::Range<u64>,
+) -> Result<()> {
+    let from = range.start;
+    recall_leases(sh, ino, except, wait, range)?;
+    // FUSE mounts drop the kernel's cached pages of the file (a change made
+    // through a mount recalls with `recall_leases`: the kernel keeps its own
+    // cache in step with its own requests).
+    fuse::invalidate(sh, ino, from);
+    Ok(())
+}
+
+/// [`recall`] without the FUSE mounts' invalidation.
+fn recall_leases(
     sh: &Shared,
     ino: u64,
     except: Option<u64>,
@@ -1474,6 +1549,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 Reply::Done
             }
             Request::Channel { .. } => return Err(Error::Invalid("Channel after other requests")),
+            Request::Mount { .. } => return Err(Error::Invalid("Mount without its descriptor")),
             Request::Iomap { .. } => return Err(Error::Invalid("Iomap outside the fault channel")),
             Request::Poison {
                 offset,

@@ -243,6 +243,15 @@ pub enum Request {
         total: u64,
         data: Vec<u8>,
     },
+    /// Serve a FUSE mount (docs/fuse.md): the `/dev/fuse` connection of a
+    /// mount the client made at `dir` comes with this message (SCM_RIGHTS).
+    /// The owner answers `Done` once the kernel's INIT is answered, and
+    /// serves the mount until it is unmounted or the owner exits. `dir` is
+    /// for the owner's log; `read_only`: every change fails with EROFS.
+    Mount {
+        dir: Vec<u8>,
+        read_only: bool,
+    },
     /// Let another client (a forked child, an exec'd program) share this
     /// open file description: its offset, its OFD and flock locks. Answered
     /// with a `Shared` token, which holds the description open until one
@@ -671,7 +680,8 @@ impl Request {
             | Request::AdoptLocks { .. }
             | Request::Seek { .. }
             | Request::Advance { .. }
-            | Request::DirPath { .. } => false,
+            | Request::DirPath { .. }
+            | Request::Mount { .. } => false,
             Request::Open { create, trunc, .. } => *create || *trunc,
             Request::Mkdir { .. }
             | Request::Create { .. }
@@ -732,6 +742,7 @@ impl Request {
             Request::Adopt { .. } => 35,
             Request::ShareLocks { .. } => 40,
             Request::AdoptLocks { .. } => 41,
+            Request::Mount { .. } => 42,
             Request::Seek { .. } => 36,
             Request::Advance { .. } => 37,
             Request::DirPath { .. } => 38,
@@ -758,6 +769,10 @@ impl Request {
             }
             Request::Adopt { token } | Request::AdoptLocks { token } => {
                 w.u64(*token);
+            }
+            Request::Mount { dir, read_only } => {
+                path_out(&mut w, dir);
+                w.u8(*read_only as u8);
             }
             Request::Seek {
                 handle,
@@ -1132,6 +1147,10 @@ impl Request {
                 Request::ShareLocks { handles }
             }
             41 => Request::AdoptLocks { token: r.u64()? },
+            42 => Request::Mount {
+                dir: path_in(&mut r)?,
+                read_only: bool_in(&mut r)?,
+            },
             36 => Request::Seek {
                 handle: r.u64()?,
                 whence: match r.u8()? {
@@ -1554,6 +1573,7 @@ mod tests {
             proptest::collection::vec(any::<u64>(), 0..8)
                 .prop_map(|handles| Request::ShareLocks { handles }),
             any::<u64>().prop_map(|token| Request::AdoptLocks { token }),
+            (path(), any::<bool>()).prop_map(|(dir, read_only)| Request::Mount { dir, read_only }),
             (any::<u64>(), 0..3u8, any::<i64>()).prop_map(|(handle, whence, offset)| {
                 Request::Seek {
                     handle,
