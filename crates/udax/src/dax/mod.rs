@@ -157,6 +157,14 @@ impl DaxFile {
         }
     }
 
+    /// The file was ever mapped in this process (its DAX state may hold
+    /// regions or entries).
+    pub fn ever_mapped(&self) -> bool {
+        // ORDERING: set (Release) before the first region is registered;
+        // a reader that sees false sees no region of this file.
+        self.ever_mapped.load(crate::sync::Ordering::Acquire)
+    }
+
     /// The live regions mapping this file.
     pub fn regions(&self) -> Vec<Arc<Region>> {
         let mut v = self.regions.lock();

@@ -562,6 +562,38 @@ impl RootBody {
     }
 }
 
+/// The root block's third line: counts every transaction that changes them
+/// keeps exact, changed by logged writes like the body.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RootCounts {
+    /// Data-area blocks holding metadata: inode chunks and tree nodes
+    /// (freed ones drop out at once, though the allocator takes them back
+    /// only at the next log truncation).
+    pub meta_blocks: u64,
+}
+
+impl RootCounts {
+    pub fn encode(&self, at: u64) -> [u8; ROOT_LINE] {
+        let mut w = Writer::with_capacity(ROOT_LINE);
+        w.u64(self.meta_blocks).pad_to(ROOT_LINE - 4);
+        let c = crc(at, &w.buf);
+        w.u32(c);
+        line(&w.buf)
+    }
+
+    pub fn decode(b: &[u8], at: u64) -> Result<RootCounts, FormatError> {
+        let mut r = Reader::new(b, at, "root block counts");
+        checked_line(b, at, &r)?;
+        let v = RootCounts {
+            meta_blocks: r.u64()?,
+        };
+        if b[r.pos()..ROOT_LINE - 4].iter().any(|&x| x != 0) {
+            return Err(r.corrupt("reserved bytes not zero"));
+        }
+        Ok(v)
+    }
+}
+
 fn line(b: &[u8]) -> [u8; ROOT_LINE] {
     let mut out = [0u8; ROOT_LINE];
     out.copy_from_slice(b);

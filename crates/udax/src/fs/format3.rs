@@ -21,7 +21,7 @@ use crate::journal::{self, Damage, Journal, Recovery};
 use crate::meta::{
     store_entries, BTree, BlockSource, MetaAlloc, MetaError, RangeTree, Store, StoreTx,
 };
-use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
 use crate::BLOCK_SIZE;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -185,20 +185,38 @@ pub(crate) fn reload(store: &Store, ino: u64) -> Result<Option<InodeData>> {
     }
 }
 
-/// What a format-3 mount loads: every inode, the reference counts of shared
-/// blocks and the bad-block table.
-pub(crate) struct Loaded3 {
-    pub inodes: HashMap<u64, InodeData>,
+/// The tables a format-3 mount keeps whole in memory: the reference counts
+/// of shared blocks and the bad-block table (both small: they grow with
+/// reflinked runs and media errors, not with files).
+pub(crate) struct Tables {
     pub refs: RefTable,
     pub bad: rangemap::RangeSet<u64>,
 }
 
-/// Load everything from `store` (O(file count): until cells load on demand).
+/// Every inode of `store` as the file system holds it (fsck: O(file count)),
+/// and the tables.
+pub(crate) struct Loaded3 {
+    pub inodes: HashMap<u64, InodeData>,
+    pub tables: Tables,
+}
+
+/// Load everything from `store` (fsck). An inode whose trees do not read is
+/// left out (the store's check reports it).
 pub(crate) fn load_all(store: &Store) -> Result<Loaded3> {
     let mut inodes = HashMap::new();
     for (ino, slot) in store.all_inodes()? {
-        inodes.insert(ino, inode_data(store, ino, &slot)?);
+        if let Ok(d) = inode_data(store, ino, &slot) {
+            inodes.insert(ino, d);
+        }
     }
+    Ok(Loaded3 {
+        inodes,
+        tables: load_tables(store)?,
+    })
+}
+
+/// The reference counts and the bad-block table (at mount).
+pub(crate) fn load_tables(store: &Store) -> Result<Tables> {
     let root_at = store.geometry().root_at();
     let shared: Vec<(u64, u64, u32)> = store
         .ranges(RangeTree::Refcounts)?
@@ -214,7 +232,7 @@ pub(crate) fn load_all(store: &Store) -> Result<Loaded3> {
         .into_iter()
         .map(|(s, n, _)| s..s + n)
         .collect();
-    Ok(Loaded3 { inodes, refs, bad })
+    Ok(Tables { refs, bad })
 }
 
 /// Runs of a range tree as the store keeps them.
@@ -243,11 +261,6 @@ impl<'a> TxAlloc<'a> {
             alloc,
             taken: Vec::new(),
         }
-    }
-
-    /// Blocks handed out.
-    pub fn taken(&self) -> u64 {
-        self.taken.iter().map(|r| r.1).sum()
     }
 
     /// The transaction was not committed: its blocks go back.
@@ -295,9 +308,11 @@ pub(crate) struct V3 {
     /// still write them until the next one, so only then do they go back to
     /// the allocator.
     pub freed_meta: Mutex<Vec<u64>>,
-    /// Data-area blocks metadata holds (inode chunks, tree nodes), those in
-    /// `freed_meta` included.
-    pub meta_blocks: AtomicU64,
+    /// Cells in memory beyond which idle ones are dropped ([`Fs::cell`]
+    /// loads them again from the device), and the table size at which the
+    /// next sweep runs (it doubles when most cells are busy).
+    pub cache_limit: AtomicUsize,
+    pub sweep_at: AtomicUsize,
     /// A committed change could not be stored in place, or a failed one
     /// could not be undone in memory: every later change is refused until
     /// the file system is mounted again (XFS's forced shutdown).
@@ -321,6 +336,10 @@ pub(crate) fn reserve_bytes(max_ops: usize) -> u64 {
         + Journal::record_bytes(2 * BLOCK_SIZE as usize + 1024)
 }
 
+/// Cells kept in memory before idle ones are dropped (a cell costs a few
+/// hundred bytes plus its extents or entries).
+const CACHE_LIMIT: usize = 16384;
+
 /// What a transaction staged beyond its store writes.
 struct Staged {
     fx: Effects,
@@ -339,64 +358,40 @@ impl Fs {
             Recovery::Strict
         };
         let o = open(dev.clone(), mode, opts.read_only)?;
-        let l = load_all(&o.store)?;
+        // O(1) in the file count: inodes are read when first used
+        // (`Fs::cell`); the bitmap gives the free space, the two small
+        // tables are read whole.
+        let t = load_tables(&o.store)?;
         let sb = AnySuperblock::V3(o.sb.clone());
-        if let Some(p) = check::check_state(&sb, &l.inodes, &l.refs).first() {
-            return Err(Error::Corrupted {
-                what: format!("{} (run `udax fsck` for the full report)", p.what),
-                device_offset: p.device_offset.unwrap_or(0),
-            });
-        }
         let g = o.sb.geometry;
         let alloc = Allocator::new(g.data_start, g.total_blocks - g.data_start);
-        let free: rangemap::RangeSet<u64> = o.free.iter().map(|&(s, n)| s..s + n).collect();
-        for r in free.gaps(&(g.data_start..g.total_blocks)) {
-            alloc
-                .mark_used(BlockRange {
-                    start: r.start,
-                    len: r.end - r.start,
-                })
-                .map_err(|e| Error::Corrupted {
-                    what: format!("free-space bitmap: blocks {r:?}: {e}"),
-                    device_offset: g.bitmap_at(),
-                })?;
-        }
-        // Every block a file references must be marked used: the allocator
-        // would otherwise hand it out again. The rest of what is used is
-        // metadata.
-        let coverage = super::refs::coverage_of(l.inodes.values());
-        let file_blocks: u64 = coverage.iter().map(|(r, _)| r.end - r.start).sum();
-        let free_blocks: u64 = o.free.iter().map(|r| r.1).sum();
-        let meta_blocks = (g.total_blocks - g.data_start)
-            .saturating_sub(free_blocks)
-            .saturating_sub(file_blocks);
-        for (r, _) in &coverage {
-            if let Some(f) = free.overlapping(r).next() {
-                return Err(Error::Corrupted {
-                    what: format!(
-                        "free-space bitmap: block {} is in use by a file but marked free \
-                         (run `udax fsck` for the full report)",
-                        f.start.max(r.start)
-                    ),
-                    device_offset: g.bitmap_at(),
-                });
+        let mut at = g.data_start;
+        for &(s, n) in o.free.iter().chain([(g.total_blocks, 0)].iter()) {
+            if s > at {
+                alloc
+                    .mark_used(BlockRange {
+                        start: at,
+                        len: s - at,
+                    })
+                    .map_err(|e| Error::Corrupted {
+                        what: format!("free-space bitmap: blocks {at}+{}: {e}", s - at),
+                        device_offset: g.bitmap_at(),
+                    })?;
             }
+            at = s + n;
         }
-        for b in l.bad.iter() {
+        for b in t.bad.iter() {
             super::poison::quarantine(&alloc, b.clone());
         }
         let salvaged = Salvaged {
             damage: o.damage.clone(),
-            lost: check::lost_changes(&l.inodes, &o.lost_unnamed, o.lost_ops.iter()),
+            lost: check::lost_changes(&HashMap::new(), &o.lost_unnamed, o.lost_ops.iter()),
             superblock: o.sb_damage.clone(),
         };
-        let bad_count = l.bad.iter().count() as u64;
-        let any_shared = u64::from(!l.refs.is_empty());
-        let table = l
-            .inodes
-            .into_iter()
-            .map(|(i, d)| (i, Cell::new(i, d)))
-            .collect();
+        let bad_count = t.bad.iter().count() as u64;
+        let any_shared = u64::from(!t.refs.is_empty());
+        let l = t;
+        let table = HashMap::new();
         let orphans = o.orphans.clone();
         let fs = Fs {
             cred: None,
@@ -412,7 +407,8 @@ impl Fs {
                 meta: Meta::V3(Box::new(V3 {
                     store: o.store,
                     freed_meta: Mutex::new(Vec::new()),
-                    meta_blocks: AtomicU64::new(meta_blocks),
+                    cache_limit: AtomicUsize::new(CACHE_LIMIT),
+                    sweep_at: AtomicUsize::new(CACHE_LIMIT),
                     shut_down: AtomicBool::new(false),
                 })),
                 bad: RwLock::new(l.bad),
@@ -439,6 +435,32 @@ impl Fs {
         Ok(fs)
     }
 
+    /// Inode `ino`'s cell, read from the device (it was not in memory).
+    pub(super) fn load_cell(&self, v3: &V3, ino: u64) -> Result<Arc<Cell>> {
+        let inner = &*self.inner;
+        // No transaction runs on an inode that is not in memory (one needs
+        // its cell), so its slot and trees are at rest while read here; a
+        // create inserts its cell right after storing it.
+        let d = reload(&v3.store, ino)?.ok_or(Error::NotFound)?;
+        // Blocks a file holds must be in use: the allocator would hand out
+        // blocks the bitmap marks free.
+        for e in d.map.iter() {
+            if inner.alloc.is_free(e.dev_blk) || inner.alloc.is_free(e.dev_blk + e.len - 1) {
+                return Err(Error::Corrupted {
+                    what: format!(
+                        "inode {ino}: extent {e:?} is marked free in the free-space bitmap \
+                         (run `udax fsck`)"
+                    ),
+                    device_offset: v3.store.geometry().bitmap_at(),
+                });
+            }
+        }
+        let mut t = inner.table.write();
+        let c = t.entry(ino).or_insert_with(|| Cell::new(ino, d)).clone();
+        sweep(v3, &mut t);
+        Ok(c)
+    }
+
     /// A free inode number (a new inode chunk first when every chunk is full).
     pub(super) fn take_ino_v3(&self, v3: &V3) -> Result<u64> {
         loop {
@@ -448,14 +470,12 @@ impl Fs {
             let mut ma = TxAlloc::new(&self.inner.alloc);
             let mut tx = v3.store.begin();
             let done = tx.add_chunk(&mut ma).map_err(Error::from).and_then(|()| {
-                let (entries, ordered) = tx.entries();
+                let (entries, ordered) = tx.entries()?;
                 self.inner.journal.commit(&entries, ordered)?;
                 Ok(entries)
             });
             match done {
                 Ok(entries) => {
-                    // ORDERING: a counter for statfs; nothing is published through it.
-                    v3.meta_blocks.fetch_add(ma.taken(), Ordering::Relaxed);
                     if let Err(e) = tx.stored(&entries) {
                         self.shut_down(v3);
                         return Err(e.into());
@@ -500,7 +520,7 @@ impl Fs {
         let mut tx = v3.store.begin();
         let staged = self.stage_v3(&mut tx, &mut ma, &mut locked, ops);
         let committed = staged.and_then(|st| {
-            let (entries, ordered) = tx.entries();
+            let (entries, ordered) = tx.entries()?;
             inner
                 .journal
                 .commit(&entries, ordered || ordered_ops(ops))?;
@@ -526,8 +546,6 @@ impl Fs {
                 .store(u64::from(!r.is_empty()), Ordering::Release);
         }
         self.apply_bad(&st.fx.bad);
-        // ORDERING: see `take_ino_v3`.
-        v3.meta_blocks.fetch_add(ma.taken(), Ordering::Relaxed);
         let freed_meta = tx.blocks().0.to_vec();
         if let Err(e) = tx.stored(&entries) {
             self.shut_down(v3);
@@ -537,11 +555,13 @@ impl Fs {
         if !locked.created.is_empty() || !st.fx.deleted.is_empty() {
             let mut table = inner.table.write();
             for (ino, d) in locked.created.drain(..) {
-                table.insert(ino, Cell::new(ino, d));
+                // A reader may have loaded the stored inode already.
+                table.entry(ino).or_insert_with(|| Cell::new(ino, d));
             }
             for ino in &st.fx.deleted {
                 table.remove(ino);
             }
+            sweep(v3, &mut table);
         }
         self.free_blocks(self.without_bad(st.freed));
         Ok(())
@@ -635,9 +655,6 @@ impl Fs {
         }
         inner.journal.truncate(&|e| v3.store.write_epoch(e))?;
         let freed = std::mem::take(&mut *v3.freed_meta.lock());
-        // ORDERING: see `take_ino_v3`.
-        v3.meta_blocks
-            .fetch_sub(freed.len() as u64, Ordering::Relaxed);
         for b in freed {
             if let Err(e) = inner.alloc.free(BlockRange { start: b, len: 1 }) {
                 tracing::error!("returning metadata block {b}: {e}");
@@ -645,6 +662,31 @@ impl Fs {
         }
         Ok(())
     }
+}
+
+/// Past the table's sweep size, drop the idle cells (held under the table's
+/// write lock).
+fn sweep(v3: &V3, t: &mut HashMap<u64, Arc<Cell>>) {
+    // ORDERING: size thresholds read and set under the table's write lock;
+    // nothing is published through them.
+    if t.len() >= v3.sweep_at.load(Ordering::Relaxed) {
+        t.retain(|_, c| !idle(c));
+        let next = v3.cache_limit.load(Ordering::Relaxed).max(t.len() * 2);
+        v3.sweep_at.store(next, Ordering::Relaxed);
+    }
+}
+
+/// A cell nothing refers to but the table, with nothing pending in memory:
+/// the device holds all of it, so it can be dropped and read again.
+fn idle(c: &Arc<Cell>) -> bool {
+    // ORDERING: checked under the table's write lock, which every holder of
+    // the cell went through to get it: a count of 1 means no other holder,
+    // and none can appear while the lock is held. The open count and the
+    // pending mtime are only raised by holders.
+    Arc::strong_count(c) == 1
+        && c.open.load(Ordering::Relaxed) == 0
+        && c.mtime_pending.load(Ordering::Relaxed) == 0
+        && !c.dax.ever_mapped()
 }
 
 /// `(data start, total blocks)` of the file system.
@@ -732,9 +774,62 @@ mod tests {
         root.tree_root = dir.root;
         root.tree_count = 1;
         tx.put_inode(&mut alloc, ROOT_INO, &root, false).unwrap();
-        let (entries, ordered) = tx.entries();
+        let (entries, ordered) = tx.entries().unwrap();
         o.journal.commit(&entries, ordered).unwrap();
         (dev.crash_now(&Survivors::None), ino)
+    }
+
+    /// Format 3 reads no inode at mount, loads cells as they are used and
+    /// drops idle ones past the cache limit; what was dropped reads back
+    /// the same from the device.
+    #[test]
+    fn f1_cells_load_on_demand_and_idle_ones_are_dropped() {
+        use crate::fs::{Fs, OpenOptions};
+        let dev: Arc<dyn Device> = Arc::new(RamDevice::new(64 << 20));
+        super::super::Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+        let fs = Fs::mount(dev.clone()).unwrap();
+        let limit = 64;
+        let v3 = |fs: &Fs| match &fs.inner.meta {
+            Meta::V3(v) => {
+                v.cache_limit.store(limit, Ordering::Relaxed);
+                v.sweep_at.store(limit, Ordering::Relaxed);
+            }
+            Meta::V2 { .. } => panic!("format 3 expected"),
+        };
+        v3(&fs);
+        for d in 0..10 {
+            fs.mkdir(&format!("/d{d}"), 0o755).unwrap();
+            for f in 0..50 {
+                let file = fs.create(&format!("/d{d}/f{f}"), 0o644).unwrap();
+                file.write_at(format!("{d}/{f}").as_bytes(), 0).unwrap();
+            }
+        }
+        let cached = fs.inner.table.read().len();
+        assert!(cached <= 2 * limit + 2, "{cached} cells in memory");
+        let check = |fs: &Fs| {
+            for d in 0..10 {
+                for f in 0..50 {
+                    let file = fs
+                        .open(&format!("/d{d}/f{f}"), &OpenOptions::read_only())
+                        .unwrap();
+                    let mut b = vec![0u8; 16];
+                    let n = file.read_at(&mut b, 0).unwrap();
+                    assert_eq!(&b[..n], format!("{d}/{f}").as_bytes());
+                }
+            }
+        };
+        check(&fs);
+        assert_eq!(fs.statfs().inodes, 1 + 10 + 500);
+        fs.unmount().unwrap();
+        let fs = Fs::mount(dev.clone()).unwrap();
+        assert_eq!(fs.inner.table.read().len(), 0, "mount read inodes");
+        v3(&fs);
+        check(&fs);
+        assert!(fs.inner.table.read().len() <= 2 * limit + 2);
+        drop(fs);
+        let r = crate::fs::fsck(dev).unwrap();
+        assert!(r.clean, "{:?}", r.problems);
+        assert_eq!(r.inodes, 511);
     }
 
     /// `opened` holds "kept" as inode `ino`.

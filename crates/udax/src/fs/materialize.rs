@@ -263,7 +263,7 @@ mod tests {
             root.attr.nlink = 2;
             let mut tx = store.begin();
             tx.put_inode(&mut alloc, 1, &root, false).unwrap();
-            let (e, _) = tx.entries();
+            let (e, _) = tx.entries().unwrap();
             tx.stored(&e).unwrap();
             let mut model = HashMap::new();
             let mut r = InodeData::default();
@@ -291,7 +291,7 @@ mod tests {
             for (s, l) in fx.freed {
                 tx.bits(s, l, false).unwrap();
             }
-            let (e, _) = tx.entries();
+            let (e, _) = tx.entries().unwrap();
             tx.stored(&e).unwrap();
         }
 
@@ -302,7 +302,7 @@ mod tests {
             }
             let mut tx = self.store.begin();
             tx.add_chunk(&mut self.alloc).unwrap();
-            let (e, _) = tx.entries();
+            let (e, _) = tx.entries().unwrap();
             tx.stored(&e).unwrap();
             self.store.reserve_ino().unwrap().unwrap()
         }

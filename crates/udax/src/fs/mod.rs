@@ -728,14 +728,7 @@ impl Fs {
             ),
             // Format 3: the data-area blocks metadata holds (inode chunks,
             // tree nodes), and no fixed bound (it grows into the data area).
-            // ORDERING: a counter; see `format3::V3::meta_blocks`.
-            (Meta::V3(v), _) => (
-                v.meta_blocks
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(pending_meta)
-                    * BLOCK_SIZE,
-                0,
-            ),
+            (Meta::V3(v), _) => (v.store.meta_blocks() * BLOCK_SIZE, 0),
             _ => (0, 0),
         };
         StatFs {
@@ -743,7 +736,10 @@ impl Fs {
             total_blocks: sb.total_blocks(),
             data_blocks: sb.data_blocks(),
             free_blocks: self.inner.alloc.free_blocks() + pending_meta,
-            inodes: self.inner.table.read().len() as u64,
+            inodes: match &self.inner.meta {
+                Meta::V2 { .. } => self.inner.table.read().len() as u64,
+                Meta::V3(v) => v.store.root().inodes,
+            },
             metadata_bytes,
             metadata_capacity,
         }
@@ -862,13 +858,16 @@ impl Fs {
         })
     }
 
+    /// Inode `ino`'s cell: in memory (format 2 holds every inode there), or
+    /// read from the device on format 3.
     pub(crate) fn cell(&self, ino: u64) -> Result<Arc<Cell>> {
-        self.inner
-            .table
-            .read()
-            .get(&ino)
-            .cloned()
-            .ok_or(Error::NotFound)
+        if let Some(c) = self.inner.table.read().get(&ino) {
+            return Ok(c.clone());
+        }
+        match &self.inner.meta {
+            Meta::V2 { .. } => Err(Error::NotFound),
+            Meta::V3(v) => self.load_cell(v, ino),
+        }
     }
 
     /// A free inode number for a create (given back by [`Fs::return_ino`]

@@ -103,16 +103,31 @@ impl Fs {
         if let Some(m) = meta {
             return vec![m];
         }
-        let cells: Vec<Arc<Cell>> = self.inner.table.read().values().cloned().collect();
         let mut out = Vec::new();
-        for c in cells {
-            let d = c.data.read();
-            for e in d.map.iter() {
-                if (e.dev_blk..e.dev_blk + e.len).contains(&dev_blk) {
-                    out.push(Owner::File {
-                        ino: c.ino,
-                        file_off: (e.file_blk + (dev_blk - e.dev_blk)) * BLOCK_SIZE,
-                    });
+        let mut found = |ino: u64, e: &crate::format::Extent| {
+            if (e.dev_blk..e.dev_blk + e.len).contains(&dev_blk) {
+                out.push(Owner::File {
+                    ino,
+                    file_off: (e.file_blk + (dev_blk - e.dev_blk)) * BLOCK_SIZE,
+                });
+            }
+        };
+        let cells: Vec<Arc<Cell>> = self.inner.table.read().values().cloned().collect();
+        for c in &cells {
+            c.data.read().map.iter().for_each(|e| found(c.ino, &e));
+        }
+        if let super::Meta::V3(v) = &self.inner.meta {
+            // Inodes not in memory, read where they lie (a cell in memory is
+            // the same or newer). O(file count), as the kernel's reverse
+            // mapping walk without rmap is.
+            let held: std::collections::HashSet<u64> = cells.iter().map(|c| c.ino).collect();
+            for (ino, slot) in v.store.all_inodes().unwrap_or_default() {
+                let is_dir = slot.attr.mode & crate::format::S_IFMT == crate::format::S_IFDIR;
+                if held.contains(&ino) || is_dir {
+                    continue;
+                }
+                if let Ok(ext) = v.store.extents(ino, &slot) {
+                    ext.iter().for_each(|e| found(ino, e));
                 }
             }
         }

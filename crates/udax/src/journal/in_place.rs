@@ -348,8 +348,8 @@ mod store_tests {
     const SIZE: u64 = 8 << 20;
 
     /// Commit a transaction's entries and store them, as `Fs::run_tx` will.
-    fn commit(j: &Journal, tx: crate::meta::StoreTx<'_>) {
-        let (entries, ordered) = tx.entries();
+    fn commit(j: &Journal, mut tx: crate::meta::StoreTx<'_>) {
+        let (entries, ordered) = tx.entries().unwrap();
         j.commit(&entries, ordered).unwrap();
         tx.stored(&entries).unwrap();
     }

@@ -295,6 +295,13 @@ impl Store {
             w.problem(format!("block {b} used by metadata and by a file"));
         }
         w.report.data_blocks = w.files.iter().map(|r| r.end - r.start).sum();
+        let counted = self.meta_blocks();
+        if counted != w.report.meta_blocks {
+            w.problem(format!(
+                "the root block counts {counted} metadata blocks, the structures hold {}",
+                w.report.meta_blocks
+            ));
+        }
         // The bitmap against what is used: its free runs (the allocator's
         // reading of it) must be exactly the data area less the used runs.
         let mut head = vec![0u8; geo.data_start.div_ceil(8) as usize];

@@ -24,8 +24,8 @@ use super::{BTree, BlockSource, MetaError, Tx};
 use crate::device::{Device, DeviceError};
 use crate::format::v3::{
     decode_dir_value, decode_pair, encode_dir_value, encode_pair, inode_place, name_hash,
-    DirEntry3, Geometry3, InodeSlot, PhysOp, RootBody, RootHeader, CHUNK_BLOCKS, INODES_PER_CHUNK,
-    INODE_SLOT_SIZE, ROOT_LINE,
+    DirEntry3, Geometry3, InodeSlot, PhysOp, RootBody, RootCounts, RootHeader, CHUNK_BLOCKS,
+    INODES_PER_CHUNK, INODE_SLOT_SIZE, ROOT_LINE,
 };
 use crate::format::{Extent, FormatError, Op};
 use crate::sync::{Mutex, MutexGuard, RwLock};
@@ -119,6 +119,7 @@ struct Chunk {
 #[derive(Debug)]
 struct Shared {
     root: RootBody,
+    counts: RootCounts,
     /// Every chunk, once `loaded` (the chunk tree read once: 16 bytes per
     /// 1024 inodes).
     chunks: BTreeMap<u64, Chunk>,
@@ -204,6 +205,11 @@ impl Store {
         dev.zero(at, BLOCK_SIZE)?;
         dev.write(at, &RootHeader { epoch: 1 }.encode(at))?;
         dev.write(at + ROOT_LINE as u64, &body.encode(at + ROOT_LINE as u64))?;
+        let counts = RootCounts {
+            meta_blocks: node_end - chunk_blk,
+        };
+        let cat = at + 2 * ROOT_LINE as u64;
+        dev.write(cat, &counts.encode(cat))?;
         // Only what was written: the bitmap, chunk 0 and the tree node after
         // it, the root block (not the whole device: mkfs of a TiB device
         // must not flush a TiB).
@@ -220,11 +226,15 @@ impl Store {
         let mut b = [0u8; ROOT_LINE];
         dev.read(at, &mut b)?;
         let root = RootBody::decode(&b, at)?;
+        let cat = at + ROOT_LINE as u64;
+        dev.read(cat, &mut b)?;
+        let counts = RootCounts::decode(&b, cat)?;
         Ok(Store {
             dev,
             geo,
             shared: Mutex::new(Shared {
                 root,
+                counts,
                 chunks: BTreeMap::new(),
                 loaded: false,
             }),
@@ -267,6 +277,11 @@ impl Store {
     /// The root body as stored.
     pub fn root(&self) -> RootBody {
         self.shared.lock().root
+    }
+
+    /// Data-area blocks holding metadata (the root block's count).
+    pub fn meta_blocks(&self) -> u64 {
+        self.shared.lock().counts.meta_blocks
     }
 
     /// Device offset of inode `ino`'s slot.
@@ -414,7 +429,8 @@ impl Store {
     }
 
     /// Every inode in use, with its slot, in inode number order: one read of
-    /// each inode chunk (a mount that loads everything, and fsck).
+    /// each inode chunk (fsck, and the owners of a bad block). Slots that do
+    /// not verify are left out ([`Store::check`] reports them).
     pub fn all_inodes(&self) -> Result<Vec<(u64, InodeSlot)>, MetaError> {
         let chunks: Vec<(u64, u64)> = {
             let mut sh = self.shared.lock();
@@ -428,7 +444,7 @@ impl Store {
             for s in 0..INODES_PER_CHUNK {
                 let at = s as usize * INODE_SLOT_SIZE;
                 let off = blk * BLOCK_SIZE + at as u64;
-                if let Some(slot) = InodeSlot::decode(&b[at..at + INODE_SLOT_SIZE], off)? {
+                if let Ok(Some(slot)) = InodeSlot::decode(&b[at..at + INODE_SLOT_SIZE], off) {
                     out.push((n * INODES_PER_CHUNK + s + 1, slot));
                 }
             }
@@ -581,6 +597,7 @@ impl BlockSource for Bump<'_> {
 #[derive(Debug)]
 struct Undo {
     root: RootBody,
+    counts: RootCounts,
     /// Each chunk's `(blk, used)` before this transaction (`None`: added by
     /// it). Free-slot sets are not part of it: a transaction never changes
     /// them (reserve, unreserve and `stored` do), and copying one per create
@@ -613,6 +630,7 @@ impl<'s> StoreTx<'s> {
             self.store.load_chunks(&mut g)?;
             self.undo = Some(Undo {
                 root: g.root,
+                counts: g.counts,
                 chunks: Vec::new(),
             });
             self.shared = Some(g);
@@ -929,7 +947,8 @@ impl<'s> StoreTx<'s> {
     /// blocks this transaction took are set, those it dropped cleared), and
     /// whether the commit must fence data stores first. The transaction stays
     /// open (holding the shared lock) until [`StoreTx::stored`].
-    pub fn entries(&self) -> (Vec<PhysOp>, bool) {
+    pub fn entries(&mut self) -> Result<(Vec<PhysOp>, bool), MetaError> {
+        self.seal_counts()?;
         let mut out = self.notes.clone();
         for (at, bytes) in self.tx.writes() {
             out.push(PhysOp::Write { at, bytes });
@@ -942,7 +961,28 @@ impl<'s> StoreTx<'s> {
         for &b in freed.iter().filter(|b| !self.tx.allocated().contains(b)) {
             out.push(PhysOp::ClearBits { first: b, count: 1 });
         }
-        (out, self.ordered)
+        Ok((out, self.ordered))
+    }
+
+    /// Keep the root block's count of metadata blocks exact: what this
+    /// transaction took (tree nodes, inode chunks) less what it dropped.
+    /// Idempotent (computed from the count before the transaction).
+    fn seal_counts(&mut self) -> Result<(), MetaError> {
+        let took = self.tx.allocated().len() as u64 + self.new_chunks.len() as u64 * CHUNK_BLOCKS;
+        let delta = took as i64 - self.tx.freed().len() as i64;
+        if delta == 0 {
+            return Ok(());
+        }
+        let at = self.store.geo.root_at() + 2 * ROOT_LINE as u64;
+        self.shared()?;
+        let before = self.undo.as_ref().expect("shared() set it").counts;
+        let meta_blocks = before
+            .meta_blocks
+            .checked_add_signed(delta)
+            .ok_or_else(|| corrupt(at, "root block counts: metadata blocks below zero"))?;
+        let counts = RootCounts { meta_blocks };
+        self.shared()?.counts = counts;
+        self.tx.write(at, &counts.encode(at))
     }
 
     /// Metadata blocks this transaction dropped (give them to the allocator
@@ -985,6 +1025,7 @@ impl Drop for StoreTx<'_> {
         // they were; the overlay's writes are simply dropped.
         if let (Some(u), Some(sh)) = (self.undo.take(), self.shared.as_deref_mut()) {
             sh.root = u.root;
+            sh.counts = u.counts;
             for (n, c) in u.chunks {
                 match c {
                     Some((blk, used)) => {
@@ -1126,7 +1167,7 @@ pub(crate) mod tests {
     ) -> T {
         let mut tx = store.begin();
         let out = f(&mut tx, alloc).unwrap();
-        let (entries, _) = tx.entries();
+        let (entries, _) = tx.entries().unwrap();
         tx.stored(&entries).unwrap();
         out
     }
