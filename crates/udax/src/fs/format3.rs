@@ -309,10 +309,12 @@ pub(crate) struct V3 {
     /// the allocator.
     pub freed_meta: Mutex<Vec<u64>>,
     /// Cells in memory beyond which idle ones are dropped ([`Fs::cell`]
-    /// loads them again from the device), and the table size at which the
-    /// next sweep runs (it doubles when most cells are busy).
+    /// loads them again from the device), and the inode numbers of the
+    /// cells in the order they came in (a clock: the oldest is looked at
+    /// first; a busy one goes to the back). Taken under the table's write
+    /// lock.
     pub cache_limit: AtomicUsize,
-    pub sweep_at: AtomicUsize,
+    pub order: Mutex<std::collections::VecDeque<u64>>,
     /// A committed change could not be stored in place, or a failed one
     /// could not be undone in memory: every later change is refused until
     /// the file system is mounted again (XFS's forced shutdown).
@@ -330,9 +332,13 @@ fn shut_down_error() -> Error {
 
 /// Log bytes an operation of at most `max_ops` ops reserves on format 3:
 /// each op's note and the bytes it changes in place (a slot, a few tree
-/// entries, a node split now and then), and one inode chunk added for it.
+/// entries and their node headers, the root lines), and one inode chunk
+/// added for it. A node split logs a fresh block whole, more than this
+/// allows for one op; the reservations of all operations in flight are
+/// summed, so one such record only uses room that others reserved and did
+/// not use (if the log is truly full, the commit fails and is undone).
 pub(crate) fn reserve_bytes(max_ops: usize) -> u64 {
-    Journal::record_bytes(max_ops * (MAX_OP_BYTES + BLOCK_SIZE as usize + 512))
+    Journal::record_bytes(max_ops * (MAX_OP_BYTES + 1536))
         + Journal::record_bytes(2 * BLOCK_SIZE as usize + 1024)
 }
 
@@ -408,7 +414,7 @@ impl Fs {
                     store: o.store,
                     freed_meta: Mutex::new(Vec::new()),
                     cache_limit: AtomicUsize::new(CACHE_LIMIT),
-                    sweep_at: AtomicUsize::new(CACHE_LIMIT),
+                    order: Mutex::new(std::collections::VecDeque::new()),
                     shut_down: AtomicBool::new(false),
                 })),
                 bad: RwLock::new(l.bad),
@@ -456,7 +462,13 @@ impl Fs {
             }
         }
         let mut t = inner.table.write();
-        let c = t.entry(ino).or_insert_with(|| Cell::new(ino, d)).clone();
+        let c = t
+            .entry(ino)
+            .or_insert_with(|| {
+                v3.order.lock().push_back(ino);
+                Cell::new(ino, d)
+            })
+            .clone();
         sweep(v3, &mut t);
         Ok(c)
     }
@@ -556,7 +568,10 @@ impl Fs {
             let mut table = inner.table.write();
             for (ino, d) in locked.created.drain(..) {
                 // A reader may have loaded the stored inode already.
-                table.entry(ino).or_insert_with(|| Cell::new(ino, d));
+                table.entry(ino).or_insert_with(|| {
+                    v3.order.lock().push_back(ino);
+                    Cell::new(ino, d)
+                });
             }
             for ino in &st.fx.deleted {
                 table.remove(ino);
@@ -664,15 +679,37 @@ impl Fs {
     }
 }
 
-/// Past the table's sweep size, drop the idle cells (held under the table's
-/// write lock).
+/// Cells [`sweep`] looks at per call: a bounded step (dropping a cell frees
+/// its extents or entries), so no operation pays for a whole sweep.
+const SWEEP_STEP: usize = 8;
+
+/// Past the cache limit, drop up to [`SWEEP_STEP`] idle cells, oldest first
+/// (called with the table's write lock held, after each insertion).
 fn sweep(v3: &V3, t: &mut HashMap<u64, Arc<Cell>>) {
-    // ORDERING: size thresholds read and set under the table's write lock;
-    // nothing is published through them.
-    if t.len() >= v3.sweep_at.load(Ordering::Relaxed) {
-        t.retain(|_, c| !idle(c));
-        let next = v3.cache_limit.load(Ordering::Relaxed).max(t.len() * 2);
-        v3.sweep_at.store(next, Ordering::Relaxed);
+    // ORDERING: a limit read under the table's write lock; nothing is
+    // published through it.
+    let limit = v3.cache_limit.load(Ordering::Relaxed);
+    let mut q = v3.order.lock();
+    // Deleted inodes leave their numbers behind: rebuild the clock from the
+    // table when they outnumber it (rare: amortised over the inserts).
+    if q.len() > 4 * limit.max(t.len()) {
+        *q = t.keys().copied().collect();
+    }
+    let mut step = 0;
+    while t.len() > limit && step < SWEEP_STEP {
+        step += 1;
+        let Some(ino) = q.pop_front() else {
+            break;
+        };
+        match t.get(&ino) {
+            // ORDERING: see `Fs::cell`.
+            Some(c) if c.recent.swap(false, Ordering::Relaxed) => q.push_back(ino),
+            Some(c) if idle(c) => {
+                t.remove(&ino);
+            }
+            Some(_) => q.push_back(ino),
+            None => {}
+        }
     }
 }
 
@@ -792,7 +829,6 @@ mod tests {
         let v3 = |fs: &Fs| match &fs.inner.meta {
             Meta::V3(v) => {
                 v.cache_limit.store(limit, Ordering::Relaxed);
-                v.sweep_at.store(limit, Ordering::Relaxed);
             }
             Meta::V2 { .. } => panic!("format 3 expected"),
         };

@@ -106,6 +106,9 @@ pub(crate) struct Cell {
     /// Made without a name (`O_TMPFILE` without `O_EXCL`) and not linked
     /// since: [`File::link`] may give it one although its link count is 0.
     pub linkable: AtomicBool,
+    /// Used since the cache's clock last passed it (format 3: a used cell
+    /// gets a second chance before it is dropped).
+    pub recent: AtomicBool,
     /// Mappings, entries and the invalidate lock of the DAX core.
     pub dax: crate::dax::DaxFile,
 }
@@ -119,6 +122,7 @@ impl Cell {
             mtime_pending: AtomicU64::new(0),
             times_seen: AtomicBool::new(false),
             linkable: AtomicBool::new(false),
+            recent: AtomicBool::new(false),
             dax: crate::dax::DaxFile::new(ino),
         })
     }
@@ -843,13 +847,18 @@ impl Fs {
         if bytes * share > inner.sb.log_bytes() {
             return Err(Error::Invalid("transaction larger than the log"));
         }
-        let mut tries = 0;
+        // A full log is truncated (a checkpoint); what stays full is other
+        // operations' reservations: wait for them, for a bounded time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !inner.journal.try_reserve(bytes) {
-            tries += 1;
-            if tries > 100 {
+            self.checkpoint()?;
+            if inner.journal.try_reserve(bytes) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
                 return Err(Error::Busy("metadata log stays full".into()));
             }
-            self.checkpoint()?;
+            std::thread::sleep(std::time::Duration::from_micros(50));
         }
         Ok(OpGuard {
             fs: inner,
@@ -862,6 +871,11 @@ impl Fs {
     /// read from the device on format 3.
     pub(crate) fn cell(&self, ino: u64) -> Result<Arc<Cell>> {
         if let Some(c) = self.inner.table.read().get(&ino) {
+            // ORDERING: a hint for the cache's clock; nothing is published
+            // through it (loaded first so a hot cell's line is not written).
+            if !c.recent.load(Ordering::Relaxed) {
+                c.recent.store(true, Ordering::Relaxed);
+            }
             return Ok(c.clone());
         }
         match &self.inner.meta {
