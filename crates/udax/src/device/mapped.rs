@@ -231,6 +231,29 @@ impl Device for MappedDevice {
         Ok(())
     }
 
+    fn forget_range(&self, off: u64, len: u64) {
+        let page = 4096;
+        let (start, end) = (off.next_multiple_of(page), (off + len) / page * page);
+        if end <= start || end > self.info.len {
+            return;
+        }
+        // SAFETY: `[start, end)` lies inside the live device mapping, which
+        // is MAP_SHARED: MADV_DONTNEED drops this process's page-table
+        // entries and leaves the file's (or device's) pages and data as
+        // they are (dirty bits go to the page cache); a later access faults
+        // the same bytes in again. No Rust reference into the range is held
+        // across this call (reads and writes copy in and out). A backend
+        // that refuses the advice (EINVAL for an unaligned hugetlb range)
+        // keeps its pages: the result is ignored, it is only a hint.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                self.ptr(start).cast(),
+                (end - start) as usize,
+                rustix::mm::Advice::LinuxDontNeed,
+            )
+        };
+    }
+
     fn write_cached(&self, off: u64, data: &[u8]) -> Result<(), DeviceError> {
         self.check_writable()?;
         check_range(off, data.len() as u64, self.info.len)?;

@@ -187,6 +187,12 @@ pub trait Device: Send + Sync + fmt::Debug {
         self.fence()
     }
 
+    /// `[off, off+len)` was read once and will not be soon again (recovery's
+    /// scan of the whole log): a backend that maps the device may drop the
+    /// range's page-table entries, so what it read does not stay resident in
+    /// this process. A hint: the data stays on the device; no-op by default.
+    fn forget_range(&self, _off: u64, _len: u64) {}
+
     /// For backends that map the device: the file descriptor and the base address of
     /// the whole-device mapping in this process (the DAX engine maps ranges of it).
     fn mapping(&self) -> Option<DeviceMapping<'_>> {

@@ -70,6 +70,12 @@ impl Device for OverlayDevice {
         self.base.info()
     }
 
+    fn forget_range(&self, off: u64, len: u64) {
+        // The overlay's own blocks are memory it needs; the base's pages
+        // under them may go.
+        self.base.forget_range(off, len);
+    }
+
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
         check_range(off, buf.len() as u64, self.len())?;
         let blocks = self.blocks.lock();

@@ -245,6 +245,8 @@ fn candidate_positions(
     while pos < cap {
         let n = CHUNK.min(cap - pos);
         let buf = read_vec(dev, geo.log_offset() + pos, n)?;
+        // Read once: its pages need not stay resident (a 64 MiB log would).
+        dev.forget_range(geo.log_offset() + pos, n);
         for i in (0..buf.len()).step_by(8) {
             if buf.len() - i < 8 || buf[i..i + 4] != LOG_MAGIC.to_le_bytes() {
                 continue;
