@@ -311,22 +311,32 @@ impl Superblock {
 
     /// The label as text (up to the first NUL).
     pub fn label_str(&self) -> String {
-        let end = self.label.iter().position(|&b| b == 0).unwrap_or(32);
-        String::from_utf8_lossy(&self.label[..end]).into_owned()
+        label_text(&self.label)
     }
 
     /// UUID in the usual 8-4-4-4-12 form.
     pub fn uuid_str(&self) -> String {
-        let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        uuid_text(&self.uuid)
     }
+}
+
+/// A superblock label as text (up to the first NUL; both formats).
+pub(crate) fn label_text(label: &[u8; 32]) -> String {
+    let end = label.iter().position(|&b| b == 0).unwrap_or(32);
+    String::from_utf8_lossy(&label[..end]).into_owned()
+}
+
+/// A UUID in the usual 8-4-4-4-12 form (both formats).
+pub(crate) fn uuid_text(uuid: &[u8; 16]) -> String {
+    let h: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]

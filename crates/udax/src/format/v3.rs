@@ -233,22 +233,12 @@ impl AnySuperblock {
 
     /// The label as text (up to the first NUL).
     pub fn label_str(&self) -> String {
-        let l = self.label();
-        let end = l.iter().position(|&b| b == 0).unwrap_or(32);
-        String::from_utf8_lossy(&l[..end]).into_owned()
+        super::superblock::label_text(self.label())
     }
 
     /// UUID in the usual 8-4-4-4-12 form.
     pub fn uuid_str(&self) -> String {
-        let h: String = self.uuid().iter().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        super::superblock::uuid_text(&self.uuid())
     }
 
     pub fn mkfs_time_ns(&self) -> u64 {

@@ -10,8 +10,8 @@ use super::materialize::apply_and_store;
 use super::refs::RefTable;
 use super::state::{Effects, InodeData};
 use super::{
-    check, new_identity, read_superblock_with, root_attr, Cell, Error, Fs, Inner, Locked, Meta,
-    MkfsOptions, MountOptions, Result, Salvaged,
+    check, new_identity, read_superblock_with, root_attr, Cell, Error, Fs, Locked, Meta,
+    MkfsOptions, MountOptions, Mounted, Result, Salvaged,
 };
 use crate::alloc::{AllocRequest, Allocator, BlockRange};
 use crate::device::{Device, OverlayDevice};
@@ -21,7 +21,7 @@ use crate::journal::{self, Damage, Journal, Recovery};
 use crate::meta::{
     store_entries, BTree, BlockSource, MetaAlloc, MetaError, RangeTree, Store, StoreTx,
 };
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
 use crate::BLOCK_SIZE;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -394,41 +394,26 @@ impl Fs {
             lost: check::lost_changes(&HashMap::new(), &o.lost_unnamed, o.lost_ops.iter()),
             superblock: o.sb_damage.clone(),
         };
-        let bad_count = t.bad.iter().count() as u64;
-        let any_shared = u64::from(!t.refs.is_empty());
-        let l = t;
-        let table = HashMap::new();
         let orphans = o.orphans.clone();
-        let fs = Fs {
-            cred: None,
-            inner: Arc::new(Inner {
-                dax: crate::dax::DaxDevice::new(dev.clone()),
-                dev,
-                sb,
-                journal: o.journal,
-                alloc,
-                cp: RwLock::new(()),
-                ns: crate::sync::Mutex::new(()),
-                table: RwLock::new(table),
-                meta: Meta::V3(Box::new(V3 {
-                    store: o.store,
-                    freed_meta: Mutex::new(Vec::new()),
-                    cache_limit: AtomicUsize::new(CACHE_LIMIT),
-                    order: Mutex::new(std::collections::VecDeque::new()),
-                    shut_down: AtomicBool::new(false),
-                })),
-                bad: RwLock::new(l.bad),
-                bad_count: AtomicU64::new(bad_count),
-                any_shared: AtomicU64::new(any_shared),
-                dir_moves: AtomicU64::new(0),
-                refs: RwLock::new(l.refs),
-                zombies: crate::sync::Mutex::new(Vec::new()),
-                uid: rustix::process::geteuid().as_raw(),
-                gid: rustix::process::getegid().as_raw(),
-                read_only: opts.read_only,
-                salvaged,
-            }),
-        };
+        let meta = Meta::V3(Box::new(V3 {
+            store: o.store,
+            freed_meta: Mutex::new(Vec::new()),
+            cache_limit: AtomicUsize::new(CACHE_LIMIT),
+            order: Mutex::new(std::collections::VecDeque::new()),
+            shut_down: AtomicBool::new(false),
+        }));
+        let fs = Fs::assemble(Mounted {
+            dev,
+            sb,
+            journal: o.journal,
+            alloc,
+            table: HashMap::new(),
+            meta,
+            bad: t.bad,
+            refs: t.refs,
+            read_only: opts.read_only,
+            salvaged,
+        });
         if opts.read_only {
             return Ok(fs);
         }
@@ -631,10 +616,10 @@ impl Fs {
                 &bad_runs(&after),
             )?;
         }
-        let g = tx_geometry(&self.inner.sb);
+        let data_start = self.inner.sb.data_start();
         for &(s, l) in &freed {
             // Blocks before the data area (a bad superblock copy) have no bit.
-            if s >= g.0 {
+            if s >= data_start {
                 tx.bits(s, l, false)?;
             }
         }
@@ -724,11 +709,6 @@ fn idle(c: &Arc<Cell>) -> bool {
         && c.open.load(Ordering::Relaxed) == 0
         && c.mtime_pending.load(Ordering::Relaxed) == 0
         && !c.dax.ever_mapped()
-}
-
-/// `(data start, total blocks)` of the file system.
-fn tx_geometry(sb: &AnySuperblock) -> (u64, u64) {
-    (sb.data_start(), sb.total_blocks())
 }
 
 /// Ops that follow data stores (new blocks' data and zeroing, tail zeroing):

@@ -462,7 +462,51 @@ pub(crate) fn recover(dev: &dyn Device, mode: Recovery) -> Result<Recovered> {
     })
 }
 
+/// What a mount of either format recovered, for [`Fs::assemble`].
+pub(crate) struct Mounted {
+    pub dev: Arc<dyn Device>,
+    pub sb: AnySuperblock,
+    pub journal: Journal,
+    pub alloc: Allocator,
+    pub table: HashMap<u64, Arc<Cell>>,
+    pub meta: Meta,
+    pub bad: rangemap::RangeSet<u64>,
+    pub refs: RefTable,
+    pub read_only: bool,
+    pub salvaged: Salvaged,
+}
+
 impl Fs {
+    /// The mounted file system of `m`; the state every mount starts empty
+    /// (locks, counters, the DAX state) and the tables' fast-path flags are
+    /// made here.
+    pub(crate) fn assemble(m: Mounted) -> Fs {
+        Fs {
+            cred: None,
+            inner: Arc::new(Inner {
+                dax: crate::dax::DaxDevice::new(m.dev.clone()),
+                dev: m.dev,
+                sb: m.sb,
+                journal: m.journal,
+                alloc: m.alloc,
+                cp: RwLock::new(()),
+                ns: Mutex::new(()),
+                table: RwLock::new(m.table),
+                meta: m.meta,
+                bad_count: AtomicU64::new(m.bad.iter().count() as u64),
+                bad: RwLock::new(m.bad),
+                any_shared: AtomicU64::new(u64::from(!m.refs.is_empty())),
+                refs: RwLock::new(m.refs),
+                dir_moves: AtomicU64::new(0),
+                zombies: Mutex::new(Vec::new()),
+                uid: rustix::process::geteuid().as_raw(),
+                gid: rustix::process::getegid().as_raw(),
+                read_only: m.read_only,
+                salvaged: m.salvaged,
+            }),
+        }
+    }
+
     /// Write a new, empty file system on `dev` (everything on it is lost),
     /// in the format `opts` asks for (format 3 by default).
     pub fn mkfs(dev: &dyn Device, opts: &MkfsOptions) -> Result<AnySuperblock> {
@@ -580,7 +624,6 @@ impl Fs {
         for b in rec.bad.iter() {
             poison::quarantine(&alloc, b.clone());
         }
-        let bad_count = rec.bad.iter().count() as u64;
         let orphans: Vec<u64> = rec
             .inodes
             .iter()
@@ -607,34 +650,23 @@ impl Fs {
             .into_iter()
             .map(|(i, d)| (i, Cell::new(i, d)))
             .collect();
-        let fs = Fs {
-            cred: None,
-            inner: Arc::new(Inner {
-                dax: crate::dax::DaxDevice::new(dev.clone()),
-                dev,
-                sb,
-                journal,
-                alloc,
-                cp: RwLock::new(()),
-                ns: Mutex::new(()),
-                table: RwLock::new(table),
-                meta: Meta::V2 {
-                    inos: Mutex::new(pool),
-                    image_bytes: AtomicU64::new(image_bytes),
-                    metadata_full_logged: AtomicBool::new(false),
-                },
-                bad: RwLock::new(rec.bad),
-                bad_count: AtomicU64::new(bad_count),
-                any_shared: AtomicU64::new(u64::from(!rec.refs.is_empty())),
-                dir_moves: AtomicU64::new(0),
-                refs: RwLock::new(rec.refs),
-                zombies: Mutex::new(Vec::new()),
-                uid: rustix::process::geteuid().as_raw(),
-                gid: rustix::process::getegid().as_raw(),
-                read_only: opts.read_only,
-                salvaged,
-            }),
+        let meta = Meta::V2 {
+            inos: Mutex::new(pool),
+            image_bytes: AtomicU64::new(image_bytes),
+            metadata_full_logged: AtomicBool::new(false),
         };
+        let fs = Fs::assemble(Mounted {
+            dev,
+            sb,
+            journal,
+            alloc,
+            table,
+            meta,
+            bad: rec.bad,
+            refs: rec.refs,
+            read_only: opts.read_only,
+            salvaged,
+        });
         if opts.read_only {
             return Ok(fs);
         }

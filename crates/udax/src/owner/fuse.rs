@@ -520,19 +520,7 @@ impl Front {
     }
 
     fn fallocate(&self, f: &File, mode: u32, offset: u64, len: u64) -> Result<()> {
-        use crate::fs::falloc::{COLLAPSE_RANGE, INSERT_RANGE, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE};
-        let lock = change_lock(&self.sh, f.ino());
-        let _g = lock.lock();
-        let frees = mode & (PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE) != 0;
-        let range = if mode & (COLLAPSE_RANGE | INSERT_RANGE) != 0 {
-            offset / BLOCK_SIZE..u64::MAX
-        } else if mode & KEEP_SIZE != 0 {
-            blocks_changed(offset, len, u64::MAX)
-        } else {
-            blocks_changed(offset, len, f.len())
-        };
-        recall(&self.sh, f.ino(), None, frees, range)?;
-        f.fallocate(mode, offset, len)
+        super::fallocate_recalled(&self.sh, f, mode, offset, len)
     }
 
     /// `SEEK_DATA`/`SEEK_HOLE` from `off`, from the file's extents.
@@ -656,6 +644,26 @@ impl Front {
         let s = fs.stat(path)?;
         self.remember(parent, name, path, &s);
         Ok(s)
+    }
+
+    /// Remove entry `name` of `parent` with `op` (unlink or rmdir) as the
+    /// caller, and forget the name the removed inode had here.
+    fn remove(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        op: impl FnOnce(&Fs, &str) -> Result<()>,
+    ) -> Result<()> {
+        self.writable()?;
+        let (path, name) = self.child(parent.0, name)?;
+        let ino = self.sh.fs.resolve(&path).ok();
+        op(&self.caller(req), &path)?;
+        if let Some(ino) = ino {
+            self.forget_name(ino, parent.0, &name);
+        }
+        self.changed();
+        Ok(())
     }
 }
 
@@ -875,33 +883,11 @@ impl Filesystem for Front {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = (|| {
-            self.writable()?;
-            let (path, name) = self.child(parent.0, name)?;
-            let ino = self.sh.fs.resolve(&path).ok();
-            self.caller(req).unlink(&path)?;
-            if let Some(ino) = ino {
-                self.forget_name(ino, parent.0, &name);
-            }
-            self.changed();
-            Ok(())
-        })();
-        reply_empty(reply, r);
+        reply_empty(reply, self.remove(req, parent, name, |fs, p| fs.unlink(p)));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = (|| {
-            self.writable()?;
-            let (path, name) = self.child(parent.0, name)?;
-            let ino = self.sh.fs.resolve(&path).ok();
-            self.caller(req).rmdir(&path)?;
-            if let Some(ino) = ino {
-                self.forget_name(ino, parent.0, &name);
-            }
-            self.changed();
-            Ok(())
-        })();
-        reply_empty(reply, r);
+        reply_empty(reply, self.remove(req, parent, name, |fs, p| fs.rmdir(p)));
     }
 
     fn symlink(

@@ -889,6 +889,27 @@ fn drop_client(sh: &Shared, c: u64, why: &str) {
 }
 
 /// The lock a change of inode `ino`'s layout holds (see `Shared::changing`).
+/// `fallocate` of `f` for a client or the FUSE mount: under the file's
+/// change lock, after the other clients' leases on the blocks it frees,
+/// moves or grows into are recalled.
+fn fallocate_recalled(sh: &Shared, f: &File, mode: u32, offset: u64, len: u64) -> Result<()> {
+    use crate::fs::falloc::{COLLAPSE_RANGE, INSERT_RANGE, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE};
+    let lock = change_lock(sh, f.ino());
+    let _g = lock.lock();
+    // Blocks freed or moved: every holder waits for its pins.
+    let frees = mode & (PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE) != 0;
+    // Shifted blocks: to the end. A size kept: never grows.
+    let range = if mode & (COLLAPSE_RANGE | INSERT_RANGE) != 0 {
+        offset / BLOCK_SIZE..u64::MAX
+    } else if mode & KEEP_SIZE != 0 {
+        blocks_changed(offset, len, u64::MAX)
+    } else {
+        blocks_changed(offset, len, f.len())
+    };
+    recall(sh, f.ino(), None, frees, range)?;
+    f.fallocate(mode, offset, len)
+}
+
 fn change_lock(sh: &Shared, ino: u64) -> Arc<Mutex<()>> {
     let mut m = sh.changing.lock();
     if m.len() >= CHANGE_LOCKS_KEPT {
@@ -1326,24 +1347,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 offset,
                 len,
             } => {
-                use crate::fs::falloc::{
-                    COLLAPSE_RANGE, INSERT_RANGE, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE,
-                };
-                let f = file_of(sh, c, handle)?;
-                let lock = change_lock(sh, f.ino());
-                let _g = lock.lock();
-                // Blocks freed or moved: every holder waits for its pins.
-                let frees = mode & (PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE) != 0;
-                // Shifted blocks: to the end. A size kept: never grows.
-                let range = if mode & (COLLAPSE_RANGE | INSERT_RANGE) != 0 {
-                    offset / BLOCK_SIZE..u64::MAX
-                } else if mode & KEEP_SIZE != 0 {
-                    blocks_changed(offset, len, u64::MAX)
-                } else {
-                    blocks_changed(offset, len, f.len())
-                };
-                recall(sh, f.ino(), None, frees, range)?;
-                f.fallocate(mode, offset, len)?;
+                fallocate_recalled(sh, &file_of(sh, c, handle)?.file, mode, offset, len)?;
                 Reply::Done
             }
             Request::Share { handle } => {
