@@ -65,6 +65,38 @@ impl Vfs {
         }
     }
 
+    /// `lstat`: a symbolic link at the end of `path` itself.
+    pub fn lstat(&self, path: &str) -> Result<Stat> {
+        match self {
+            Vfs::Local(fs) => fs.lstat(path),
+            Vfs::Remote(c) => c.lstat(path),
+        }
+    }
+
+    /// The target of the symbolic link at `path`.
+    pub fn readlink(&self, path: &str) -> Result<Vec<u8>> {
+        match self {
+            Vfs::Local(fs) => fs.readlink(path),
+            Vfs::Remote(c) => c.readlink(path),
+        }
+    }
+
+    /// A new symbolic link at `path` to `target`.
+    pub fn symlink(&self, target: &[u8], path: &str) -> Result<()> {
+        match self {
+            Vfs::Local(fs) => fs.symlink(target, path),
+            Vfs::Remote(c) => c.symlink(target, path),
+        }
+    }
+
+    /// The canonical path of directory `path` ([`Fs::real_dir`]).
+    pub fn real_dir(&self, path: &str) -> Result<String> {
+        match self {
+            Vfs::Local(fs) => fs.real_dir(path),
+            Vfs::Remote(c) => c.real_dir(path),
+        }
+    }
+
     pub fn open(&self, path: &str, opts: &OpenOptions) -> Result<VFile> {
         match self {
             Vfs::Local(fs) => fs.open(path, opts).map(VFile::Local),
@@ -115,6 +147,15 @@ impl Vfs {
         }
     }
 
+    /// `linkat(AT_SYMLINK_FOLLOW)`: [`Vfs::link`] of where a symbolic link
+    /// at the end of `existing` leads.
+    pub fn link_following(&self, existing: &str, new: &str) -> Result<()> {
+        match self {
+            Vfs::Local(fs) => fs.link_following(existing, new),
+            Vfs::Remote(c) => c.link_following(existing, new),
+        }
+    }
+
     /// chown (`None` leaves the owner or group, as -1).
     pub fn set_owner(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
         match self {
@@ -123,10 +164,39 @@ impl Vfs {
         }
     }
 
+    /// `lchown`.
+    pub fn set_owner_nofollow(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        match self {
+            Vfs::Local(fs) => fs.set_owner_nofollow(path, uid, gid),
+            Vfs::Remote(c) => c.set_owner_nofollow(path, uid, gid),
+        }
+    }
+
     pub fn set_permissions(&self, path: &str, mode: u32) -> Result<()> {
         match self {
             Vfs::Local(fs) => fs.set_permissions(path, mode),
             Vfs::Remote(c) => c.set_permissions(path, mode),
+        }
+    }
+
+    /// `fchmodat(AT_SYMLINK_NOFOLLOW)`.
+    pub fn set_permissions_nofollow(&self, path: &str, mode: u32) -> Result<()> {
+        match self {
+            Vfs::Local(fs) => fs.set_permissions_nofollow(path, mode),
+            Vfs::Remote(c) => c.set_permissions_nofollow(path, mode),
+        }
+    }
+
+    /// `utimensat(AT_SYMLINK_NOFOLLOW)`.
+    pub fn set_times_nofollow(
+        &self,
+        path: &str,
+        atime_ns: Option<u64>,
+        mtime_ns: Option<u64>,
+    ) -> Result<()> {
+        match self {
+            Vfs::Local(fs) => fs.set_times_nofollow(path, atime_ns, mtime_ns),
+            Vfs::Remote(c) => c.set_times_nofollow(path, atime_ns, mtime_ns),
         }
     }
 

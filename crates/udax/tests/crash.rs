@@ -514,3 +514,22 @@ fn f7_crash_during_append_then_growth_reads_zeros_past_the_old_end() {
         assert!(lost > 0, "no crash point lost the size change");
     }
 }
+
+#[test]
+fn f7_crash_during_symlink_with_inline_and_block_targets() {
+    crash_test("symlink inline", base, |fs| {
+        fs.symlink(b"../d/a", "/e/short").unwrap();
+    });
+    // 300 bytes: more than the slot holds; the target goes to a data block.
+    let long = format!("/{}", "x/".repeat(150));
+    crash_test("symlink in a block", base, |fs| {
+        fs.symlink(long.as_bytes(), "/e/long").unwrap();
+    });
+    let setup = |fs: &Fs| {
+        base(fs);
+        fs.symlink(long.as_bytes(), "/e/long").unwrap();
+    };
+    crash_test("unlink of a symlink in a block", setup, |fs| {
+        fs.unlink("/e/long").unwrap();
+    });
+}

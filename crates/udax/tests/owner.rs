@@ -434,6 +434,7 @@ fn mp_a_client_that_does_not_answer_a_recall_is_cut_off() {
         create: false,
         excl: false,
         trunc: false,
+        nofollow: false,
         mode: 0,
     };
     let Some(Reply::Opened { handle, .. }) = exchange(&bad, &open.encode(3)) else {
@@ -1005,6 +1006,7 @@ fn p_a_dead_clients_locks_are_released() {
         create: false,
         excl: false,
         trunc: false,
+        nofollow: false,
         mode: 0,
     };
     let Some(Reply::Opened { handle, .. }) = exchange(&dead, &open.encode(2)) else {

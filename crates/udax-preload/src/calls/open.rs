@@ -80,6 +80,7 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
         create: creat && !path_only,
         create_new: creat && !path_only && flags & libc::O_EXCL != 0,
         truncate: !path_only && acc != libc::O_RDONLY && flags & libc::O_TRUNC != 0,
+        nofollow: flags & libc::O_NOFOLLOW != 0,
         mode: if creat {
             mode & 0o7777 & !umask_of_process()
         } else {

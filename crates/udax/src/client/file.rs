@@ -248,6 +248,7 @@ impl RemoteFile {
             create: opts.create || opts.create_new,
             excl: opts.create_new,
             trunc: opts.truncate,
+            nofollow: opts.nofollow,
             mode: opts.mode,
         })?;
         Self::opened(inner, r)

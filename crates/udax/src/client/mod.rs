@@ -468,6 +468,45 @@ impl Client {
         })
     }
 
+    /// `lstat` (cached as `stat`, under its own key).
+    pub fn lstat(&self, path: &str) -> Result<Stat> {
+        self.inner
+            .cached_stat(&format!("\0l{path}"), || Request::Lstat {
+                path: path.as_bytes().to_vec(),
+            })
+    }
+
+    /// The target of the symbolic link at `path`.
+    pub fn readlink(&self, path: &str) -> Result<Vec<u8>> {
+        self.path_reply(Request::Readlink {
+            path: path.as_bytes().to_vec(),
+        })
+    }
+
+    /// The canonical path of directory `path` ([`crate::fs::Fs::real_dir`]).
+    pub fn real_dir(&self, path: &str) -> Result<String> {
+        let p = self.path_reply(Request::RealDir {
+            path: path.as_bytes().to_vec(),
+        })?;
+        String::from_utf8(p).map_err(|_| Error::Invalid("a path that is not UTF-8"))
+    }
+
+    /// A new symbolic link at `path` to `target`.
+    pub fn symlink(&self, target: &[u8], path: &str) -> Result<()> {
+        self.done(Request::Symlink {
+            target: target.to_vec(),
+            path: path.as_bytes().to_vec(),
+        })
+    }
+
+    /// A request answered with `Path`: its bytes.
+    fn path_reply(&self, req: Request) -> Result<Vec<u8>> {
+        match self.call(&req)? {
+            Reply::Path { path } => Ok(path),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The entries of a directory: from the client's cache while no client
     /// has changed anything since (as [`Client::stat`]), else from the
     /// owner, in as many replies as it takes.
@@ -587,8 +626,18 @@ impl Client {
         }
     }
 
-    /// A new name `to` for the file at `from` (`link`).
+    /// A new name `to` for the file at `from` (`link`: a symbolic link
+    /// there is linked itself).
     pub fn link(&self, from: &str, to: &str) -> Result<()> {
+        self.done(Request::Link {
+            from: Target::LinkPath(from.as_bytes().to_vec()),
+            to: to.as_bytes().to_vec(),
+        })
+    }
+
+    /// `linkat(AT_SYMLINK_FOLLOW)`: as [`Client::link`], following a
+    /// symbolic link at the end of `from`.
+    pub fn link_following(&self, from: &str, to: &str) -> Result<()> {
         self.done(Request::Link {
             from: Target::Path(from.as_bytes().to_vec()),
             to: to.as_bytes().to_vec(),
@@ -612,6 +661,16 @@ impl Client {
     pub fn set_permissions(&self, path: &str, mode: u32) -> Result<()> {
         self.done(Request::SetAttr {
             target: Target::Path(path.as_bytes().to_vec()),
+            mode: Some(mode),
+            atime_ns: None,
+            mtime_ns: None,
+        })
+    }
+
+    /// `fchmodat(AT_SYMLINK_NOFOLLOW)` (a symbolic link's mode cannot change).
+    pub fn set_permissions_nofollow(&self, path: &str, mode: u32) -> Result<()> {
+        self.done(Request::SetAttr {
+            target: Target::LinkPath(path.as_bytes().to_vec()),
             mode: Some(mode),
             atime_ns: None,
             mtime_ns: None,
@@ -647,6 +706,15 @@ impl Client {
         })
     }
 
+    /// `lchown`: as [`Client::set_owner`], of a symbolic link itself.
+    pub fn set_owner_nofollow(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        self.done(Request::SetOwner {
+            target: Target::LinkPath(path.as_bytes().to_vec()),
+            uid,
+            gid,
+        })
+    }
+
     /// utimes of the file at `path` (`None` leaves a time as it is).
     pub fn set_times(
         &self,
@@ -654,8 +722,32 @@ impl Client {
         atime_ns: Option<u64>,
         mtime_ns: Option<u64>,
     ) -> Result<()> {
+        self.set_times_of(Target::Path(path.as_bytes().to_vec()), atime_ns, mtime_ns)
+    }
+
+    /// `utimensat(AT_SYMLINK_NOFOLLOW)`: as [`Client::set_times`], of a
+    /// symbolic link itself.
+    pub fn set_times_nofollow(
+        &self,
+        path: &str,
+        atime_ns: Option<u64>,
+        mtime_ns: Option<u64>,
+    ) -> Result<()> {
+        self.set_times_of(
+            Target::LinkPath(path.as_bytes().to_vec()),
+            atime_ns,
+            mtime_ns,
+        )
+    }
+
+    fn set_times_of(
+        &self,
+        target: Target,
+        atime_ns: Option<u64>,
+        mtime_ns: Option<u64>,
+    ) -> Result<()> {
         self.done(Request::SetAttr {
-            target: Target::Path(path.as_bytes().to_vec()),
+            target,
             mode: None,
             atime_ns,
             mtime_ns,

@@ -37,7 +37,8 @@ pub use image::{
 };
 pub use ops::{
     decode_log_header, decode_log_tail, encode_log_record, encode_log_record_into, encode_log_tail,
-    Entry, LogHeader, LogTail, Op, LOG_HEADER_SIZE, LOG_MAGIC, LOG_TAIL_SIZE, MAX_OP_BYTES,
+    symlink_reserve_ops, Entry, LogHeader, LogTail, Op, LOG_HEADER_SIZE, LOG_MAGIC, LOG_TAIL_SIZE,
+    MAX_OP_BYTES,
 };
 pub use superblock::{Geometry, LogRegion, Superblock};
 
@@ -61,9 +62,18 @@ pub const MAX_FILE_SIZE: u64 = 1 << 50;
 pub const S_IFMT: u32 = 0o170000;
 pub const S_IFREG: u32 = 0o100000;
 pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFLNK: u32 = 0o120000;
 /// Directory entry types (as `d_type`).
 pub const DT_DIR: u8 = 4;
-pub const DT_REG: u8 = 8;
+pub const DT_LNK: u8 = 10;
+/// Longest target of a symbolic link in bytes (PATH_MAX less its NUL).
+pub const SYMLINK_MAX: usize = 4095;
+
+/// The directory entry type (`d_type`) of an inode of `mode`.
+pub fn dtype_of(mode: u32) -> u8 {
+    // As the kernel's fs_umode_to_dtype: the file type bits shifted down.
+    ((mode & S_IFMT) >> 12) as u8
+}
 
 /// Errors from parsing on-device structures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,8 +18,15 @@ use super::FormatError;
 
 pub const LOG_MAGIC: u32 = u32::from_le_bytes(*b"ULOG");
 pub const LOG_HEADER_SIZE: usize = 32;
-/// Upper bound of one encoded op (the largest is a link with a 255-byte name).
+/// Upper bound of one encoded op (the largest is a link with a 255-byte name),
+/// but for [`Op::Symlink`], whose target takes up to 4095 bytes more: its
+/// transaction reserves log room for [`symlink_reserve_ops`] ops.
 pub const MAX_OP_BYTES: usize = 1 + 8 + 8 + 1 + 1 + 255;
+
+/// Ops' worth of log room an [`Op::Symlink`] of a `len`-byte target takes.
+pub fn symlink_reserve_ops(len: usize) -> usize {
+    1 + len.div_ceil(MAX_OP_BYTES)
+}
 
 /// A logical metadata operation. Applying the same sequence of ops to the same
 /// image always gives the same state; the fs applies each op to its in-memory
@@ -92,6 +99,11 @@ pub enum Op {
         gid: u32,
         time_ns: u64,
     },
+    /// Inode `ino`, a new symbolic link (mode `S_IFLNK`), points at
+    /// `target` (1 to 4095 bytes, no NUL); its size becomes the target's
+    /// length. A target longer than fits its slot inline (format 3) is also
+    /// written to the data block the link maps, before the transaction.
+    Symlink { ino: u64, target: Vec<u8> },
     /// Device blocks `[dev_blk, dev_blk+len)` have a media error (SPEC E1): add
     /// them to the bad-block table. Changes no inode.
     Poison { dev_blk: u64, len: u64 },
@@ -191,6 +203,9 @@ impl Op {
             Op::Poison { dev_blk, len } => {
                 w.u8(14).u64(*dev_blk).u64(*len);
             }
+            Op::Symlink { ino, target } => {
+                w.u8(17).u64(*ino).u16(target.len() as u16).bytes(target);
+            }
             Op::Unpoison { dev_blk, len } => {
                 w.u8(15).u64(*dev_blk).u64(*len);
             }
@@ -273,6 +288,15 @@ impl Op {
                 dev_blk: r.u64()?,
                 len: r.u64()?,
             },
+            17 => {
+                let ino = r.u64()?;
+                let n = usize::from(r.u16()?);
+                let target = r.bytes(n)?.to_vec();
+                if n == 0 || n > super::SYMLINK_MAX || target.contains(&0) {
+                    return Err(r.corrupt("invalid symbolic link target"));
+                }
+                Op::Symlink { ino, target }
+            }
             t => return Err(r.corrupt(format_args!("unknown op tag {t}"))),
         })
     }
@@ -547,6 +571,10 @@ mod tests {
                 gid: 0,
                 time_ns: 7,
             },
+            Op::Symlink {
+                ino: 6,
+                target: b"../a/b".to_vec(),
+            },
         ]
     }
 
@@ -568,6 +596,14 @@ mod tests {
             op.encode(&mut w);
             assert!(w.len() <= MAX_OP_BYTES);
         }
+        // The longest symbolic link: within the room its transaction reserves.
+        let mut w = Writer::new();
+        Op::Symlink {
+            ino: 1,
+            target: vec![b'a'; crate::format::SYMLINK_MAX],
+        }
+        .encode(&mut w);
+        assert!(w.len() <= symlink_reserve_ops(crate::format::SYMLINK_MAX) * MAX_OP_BYTES);
     }
 
     #[test]

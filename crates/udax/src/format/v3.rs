@@ -32,7 +32,7 @@ pub const INLINE_EXTENTS: usize = 6;
 /// Bytes of the inline area (extents, or a short symlink target).
 pub const INLINE_BYTES: usize = INLINE_EXTENTS * 24;
 /// Symbolic links (`st_mode`).
-pub const S_IFLNK: u32 = 0o120000;
+pub use super::S_IFLNK;
 
 const SLOT_CRC_AT: usize = INODE_SLOT_SIZE - 4;
 const INLINE_AT: usize = 104;
@@ -423,9 +423,12 @@ impl InodeSlot {
             return Err(r.corrupt("reserved bytes not zero"));
         }
         let area = r.bytes(INLINE_BYTES)?;
+        // A symbolic link's target is inline when it fits; a longer one
+        // lives in a data block, which the slot maps as a file's.
+        let long_link = mode & S_IFMT == S_IFLNK && attr.size > INLINE_BYTES as u64;
         let inline = match mode & S_IFMT {
             _ if n == 0 => Inline::None,
-            S_IFREG if n <= INLINE_EXTENTS => {
+            S_IFREG | S_IFLNK if n <= INLINE_EXTENTS && (mode & S_IFMT == S_IFREG || long_link) => {
                 let mut e = Reader::new(area, at + INLINE_AT as u64, "inode slot extents");
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -437,7 +440,9 @@ impl InodeSlot {
                 }
                 Inline::Extents(v)
             }
-            S_IFLNK if n <= INLINE_BYTES => Inline::Target(area[..n].to_vec()),
+            S_IFLNK if n <= INLINE_BYTES && n as u64 == attr.size => {
+                Inline::Target(area[..n].to_vec())
+            }
             _ => return Err(r.corrupt(format_args!("{n} inline items for mode {mode:o}"))),
         };
         let used = match &inline {
@@ -809,11 +814,55 @@ mod tests {
         };
         assert_eq!(InodeSlot::decode(&s.encode(at), at), Ok(Some(s.clone())));
         let l = InodeSlot {
-            attr: attr(S_IFLNK | 0o777),
+            attr: Attr {
+                size: INLINE_BYTES as u64,
+                ..attr(S_IFLNK | 0o777)
+            },
             inline: Inline::Target(vec![b'x'; INLINE_BYTES]),
+            ..s.clone()
+        };
+        assert_eq!(InodeSlot::decode(&l.encode(at), at), Ok(Some(l.clone())));
+        // A longer target lives in a data block the slot maps.
+        let long = InodeSlot {
+            attr: Attr {
+                size: 4095,
+                ..attr(S_IFLNK | 0o777)
+            },
+            inline: Inline::Extents(vec![Extent {
+                file_blk: 0,
+                dev_blk: 900,
+                len: 1,
+            }]),
             ..s
         };
-        assert_eq!(InodeSlot::decode(&l.encode(at), at), Ok(Some(l)));
+        assert_eq!(InodeSlot::decode(&long.encode(at), at), Ok(Some(long)));
+    }
+
+    #[test]
+    fn a_symlink_slot_whose_inline_length_disagrees_with_its_size_is_corrupt() {
+        let at = 4096;
+        let l = InodeSlot {
+            attr: Attr {
+                size: 10,
+                ..attr(S_IFLNK | 0o777)
+            },
+            generation: 1,
+            rdev: 0,
+            tree_root: 0,
+            tree_count: 0,
+            inline: Inline::Target(b"short".to_vec()),
+        };
+        assert!(InodeSlot::decode(&l.encode(at), at).is_err());
+        // Extents for a target that would fit inline: not a form udax writes.
+        let e = InodeSlot {
+            inline: Inline::Extents(vec![Extent {
+                file_blk: 0,
+                dev_blk: 9,
+                len: 1,
+            }]),
+            ..l
+        };
+        assert!(InodeSlot::decode(&e.encode(at), at).is_err());
     }
 
     #[test]

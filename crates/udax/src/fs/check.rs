@@ -4,7 +4,7 @@ use super::state::InodeData;
 use super::{recover, Error, Fs, MountOptions};
 use crate::device::Device;
 use crate::format::v3::AnySuperblock;
-use crate::format::{Op, DT_DIR, DT_REG, ROOT_INO};
+use crate::format::{dtype_of, Op, DT_DIR, ROOT_INO, SYMLINK_MAX};
 use crate::journal::{Damage, Recovery};
 use crate::BLOCK_SIZE;
 use std::collections::HashMap;
@@ -87,6 +87,40 @@ fn problem(what: String, ino: Option<u64>, off: Option<u64>) -> Problem {
 /// Check an in-memory state: extents inside the data area and owned once,
 /// directory entries pointing at live inodes of the right type, link counts,
 /// parents, and every inode reachable from the root (or an orphan).
+/// What is wrong with symbolic link `d` (`None` for a sound one, or
+/// another kind of inode): its size is its target's length (1 to 4095
+/// bytes, no NUL); a target longer than fits its slot has the one data
+/// block it lives in mapped at file block 0, a shorter one none.
+fn symlink_problem(d: &InodeData) -> Option<String> {
+    if !d.is_symlink() {
+        return (!d.target.is_empty())
+            .then(|| "a target on an inode that is not a symbolic link".into());
+    }
+    let n = d.target.len();
+    if n == 0 || n > SYMLINK_MAX || d.target.contains(&0) {
+        return Some(format!("symbolic link with an invalid target ({n} bytes)"));
+    }
+    if d.attr.size != n as u64 {
+        return Some(format!(
+            "symbolic link of size {} to a {n}-byte target",
+            d.attr.size
+        ));
+    }
+    let blocks: Vec<_> = d.map.iter().collect();
+    let inline = n <= crate::format::v3::INLINE_BYTES;
+    let sound = if inline {
+        blocks.is_empty()
+    } else {
+        blocks.len() == 1 && blocks[0].file_blk == 0 && blocks[0].len == 1
+    };
+    (!sound).then(|| {
+        format!(
+            "symbolic link of a {n}-byte target maps {} extents",
+            blocks.len()
+        )
+    })
+}
+
 pub(crate) fn check_state(
     sb: &AnySuperblock,
     inodes: &HashMap<u64, InodeData>,
@@ -164,6 +198,9 @@ pub(crate) fn check_state(
                 None,
             ));
         }
+        if let Some(what) = symlink_problem(d) {
+            out.push(problem(what, Some(*ino), None));
+        }
         for (name, &(child, t)) in &d.dir {
             let name = String::from_utf8_lossy(name);
             let Some(c) = inodes.get(&child) else {
@@ -174,8 +211,7 @@ pub(crate) fn check_state(
                 ));
                 continue;
             };
-            let want = if c.is_dir() { DT_DIR } else { DT_REG };
-            if t != want {
+            if t != dtype_of(c.attr.mode) {
                 out.push(problem(
                     format!("entry {name:?} has the wrong type"),
                     Some(*ino),
@@ -550,6 +586,11 @@ pub(crate) fn lost_changes<'a>(
             Op::Times { ino, .. } => format!("{}: times set", name(ino)),
             Op::SetParent { ino, parent } => format!("{}: moved under {}", name(ino), name(parent)),
             Op::SetMode { ino, .. } => format!("{}: mode or owner changed", name(ino)),
+            Op::Symlink { ino, target } => format!(
+                "{}: symbolic link to {}",
+                name(ino),
+                String::from_utf8_lossy(target)
+            ),
             Op::Poison { dev_blk, len } => format!("device blocks {dev_blk}+{len}: marked bad"),
             Op::Unpoison { dev_blk, len } => format!("device blocks {dev_blk}+{len}: repaired"),
         };

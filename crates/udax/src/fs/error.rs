@@ -35,6 +35,19 @@ pub enum Error {
     FileTooBig,
     #[error("too many links")]
     TooManyLinks,
+    /// More than [`crate::fs::MAX_SYMLINKS`] symbolic links in one path,
+    /// or `O_NOFOLLOW` of one (`ELOOP`).
+    #[error("too many levels of symbolic links")]
+    Loop,
+    /// The path leaves the file system: through a symbolic link, or `..`
+    /// at its root. `path` is where resolution goes on, outside it: an
+    /// absolute path (on the host: a link's absolute target, then the rest
+    /// of the path), or one that begins with `..`, relative to the file
+    /// system's root (its mount point). A caller that knows the mount
+    /// point (the shim) resolves it there, as the kernel crosses a mount;
+    /// others see `EXDEV`.
+    #[error("the path leaves the file system; it goes on at {path}")]
+    Escape { path: String },
     #[error("cross-device link or rename")]
     CrossDevice,
     #[error("read-only file system")]
@@ -79,6 +92,8 @@ impl Error {
             Error::Busy(_) => libc::EBUSY,
             Error::FileTooBig => libc::EFBIG,
             Error::TooManyLinks => libc::EMLINK,
+            Error::Loop => libc::ELOOP,
+            Error::Escape { .. } => libc::EXDEV,
             Error::CrossDevice => libc::EXDEV,
             Error::ReadOnly => libc::EROFS,
             Error::Interrupted => libc::EINTR,
@@ -97,6 +112,8 @@ impl Error {
     /// that errno where it carries no text, else [`Error::Remote`].
     pub fn from_remote(errno: i32, message: String) -> Error {
         match errno {
+            ESCAPE_ERRNO => Error::Escape { path: message },
+            libc::ELOOP => Error::Loop,
             libc::ENOENT => Error::NotFound,
             libc::EEXIST => Error::Exists,
             libc::ENOTEMPTY => Error::NotEmpty,
@@ -111,6 +128,21 @@ impl Error {
             libc::EROFS => Error::ReadOnly,
             libc::EINTR => Error::Interrupted,
             _ => Error::Remote { errno, message },
+        }
+    }
+}
+
+/// The error number an owner sends for [`Error::Escape`] (with the path
+/// as its message): no errno has it, so no other error is taken for one.
+pub const ESCAPE_ERRNO: i32 = 0x4553_4350;
+
+impl Error {
+    /// The errno and message an owner sends for this error
+    /// ([`Error::from_remote`] reads them back).
+    pub fn to_remote(&self) -> (i32, String) {
+        match self {
+            Error::Escape { path } => (ESCAPE_ERRNO, path.clone()),
+            e => (e.errno(), e.to_string()),
         }
     }
 }

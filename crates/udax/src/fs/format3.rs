@@ -6,6 +6,7 @@
 //! tree the inodes to free. Until cells load on demand ("Steps" 2), a mount
 //! also reads every inode into memory ([`load_all`]).
 
+use super::extent::Lookup;
 use super::materialize::apply_and_store;
 use super::refs::RefTable;
 use super::state::{Effects, InodeData};
@@ -15,8 +16,8 @@ use super::{
 };
 use crate::alloc::{AllocRequest, Allocator, BlockRange};
 use crate::device::{Device, OverlayDevice};
-use crate::format::v3::{AnySuperblock, Geometry3, InodeSlot, Superblock3};
-use crate::format::{Op, MAX_OP_BYTES, S_IFDIR, S_IFMT};
+use crate::format::v3::{AnySuperblock, Geometry3, Inline, InodeSlot, Superblock3};
+use crate::format::{Op, MAX_OP_BYTES, SYMLINK_MAX, S_IFDIR, S_IFLNK, S_IFMT};
 use crate::journal::{self, Damage, Journal, Recovery};
 use crate::meta::{
     store_entries, BTree, BlockSource, MetaAlloc, MetaError, RangeTree, Store, StoreTx,
@@ -174,7 +175,35 @@ pub(crate) fn inode_data(store: &Store, ino: u64, slot: &InodeSlot) -> Result<In
                 .map_err(|m| bad(format!("extent {e:?}: {m}")))?;
         }
     }
+    if slot.attr.mode & S_IFMT == S_IFLNK {
+        d.target = link_target(store, &d, slot).map_err(bad)?;
+    }
     Ok(d)
+}
+
+/// The target of symbolic link `d` (its slot `slot`): inline, or the
+/// first `size` bytes of the data block it maps.
+fn link_target(store: &Store, d: &InodeData, slot: &InodeSlot) -> Result<Vec<u8>, String> {
+    let size = slot.attr.size as usize;
+    let target = match &slot.inline {
+        Inline::Target(t) => t.clone(),
+        _ if size > SYMLINK_MAX => return Err(format!("symbolic link of {size} bytes")),
+        _ => {
+            let Lookup::Mapped { dev_blk, .. } = d.map.lookup(0) else {
+                return Err("symbolic link without its target block".into());
+            };
+            let mut t = vec![0u8; size];
+            store
+                .device()
+                .read(dev_blk * BLOCK_SIZE, &mut t)
+                .map_err(|e| format!("reading the symbolic link's target: {e}"))?;
+            t
+        }
+    };
+    if target.is_empty() || target.contains(&0) {
+        return Err("symbolic link with an empty target or a NUL in it".into());
+    }
+    Ok(target)
 }
 
 /// Inode `ino` read again from the store (`None`: not in use there).

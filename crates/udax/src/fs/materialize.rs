@@ -7,7 +7,7 @@
 //! it to the in-memory state.
 
 use super::state::{apply, Effects, InodeData, Inodes};
-use crate::format::v3::{DirEntry3, Inline, InodeSlot, INLINE_EXTENTS};
+use crate::format::v3::{DirEntry3, Inline, InodeSlot, INLINE_BYTES, INLINE_EXTENTS};
 use crate::format::{Extent, Op, S_IFDIR, S_IFMT};
 use crate::meta::{BTree, MetaAlloc, MetaError, StoreTx};
 
@@ -20,6 +20,8 @@ fn slot_of(d: &InodeData) -> InodeSlot {
     let is_dir = d.attr.mode & S_IFMT == S_IFDIR;
     let (inline, tree_count) = if is_dir {
         (Inline::None, d.dir.len() as u64)
+    } else if d.is_symlink() && !d.target.is_empty() && d.target.len() <= INLINE_BYTES {
+        (Inline::Target(d.target.clone()), 0)
     } else if d.tree_root == 0 {
         if d.map.is_empty() {
             (Inline::None, 0)
@@ -203,7 +205,8 @@ pub(crate) fn apply_and_store<I: Inodes + ?Sized>(
             Op::SetSize { ino, .. }
             | Op::Times { ino, .. }
             | Op::SetParent { ino, .. }
-            | Op::SetMode { ino, .. } => touch(&mut touched, *ino),
+            | Op::SetMode { ino, .. }
+            | Op::Symlink { ino, .. } => touch(&mut touched, *ino),
             // The bad-block table changes as a whole: the caller stores it
             // from the effects (`Fs::run_tx` on format 3).
             Op::Poison { .. } | Op::Unpoison { .. } => {}
@@ -237,7 +240,7 @@ pub(crate) fn apply_and_store<I: Inodes + ?Sized>(
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::format::{DT_DIR, DT_REG, S_IFREG};
+    use crate::format::{dtype_of, DT_DIR, S_IFREG};
     use crate::meta::store_tests::{fresh, TestAlloc};
     use crate::meta::Store;
     use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -332,7 +335,7 @@ mod tests {
                     let (mode, ft) = if mkdir {
                         (S_IFDIR | 0o755, DT_DIR)
                     } else {
-                        (S_IFREG | 0o644, DT_REG)
+                        (S_IFREG | 0o644, dtype_of(S_IFREG))
                     };
                     self.run(&[
                         Op::NewInode {

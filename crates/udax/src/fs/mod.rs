@@ -65,7 +65,7 @@ pub use check::{fsck, fsck_repair, BadBlock, FsckReport, Problem};
 pub use error::{Error, Result};
 pub use file::File;
 pub use mmap::Mapping;
-pub use namespace::{DirRef, Rename};
+pub use namespace::{DirRef, Rename, MAX_SYMLINKS};
 pub use poison::{Owner, PoisonReport};
 pub use reflink::Dedupe;
 use refs::RefTable;
@@ -690,6 +690,11 @@ impl Fs {
     /// `true` if mounted read-only.
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only
+    }
+
+    /// The format stores symbolic links (format 3; format 2 has none).
+    pub fn has_symlinks(&self) -> bool {
+        matches!(self.inner.meta, Meta::V3(_))
     }
 
     /// Wait until no page is mapped or pinned (SPEC M13), checkpoint, and

@@ -1,11 +1,17 @@
-//! Paths and directories: lookup, create, mkdir, unlink, rmdir, rename, link.
+//! Paths and directories: lookup (with symbolic links), create, mkdir,
+//! symlink, unlink, rmdir, rename, link.
 
 use super::{now_ns, stat_of, Cell, Error, File, Fs, OpenOptions, Result, Stat};
-use crate::format::{Op, DT_DIR, DT_REG, NAME_MAX, ROOT_INO, S_IFDIR, S_IFMT, S_IFREG};
+use crate::alloc::AllocRequest;
+use crate::format::{
+    dtype_of, symlink_reserve_ops, Op, DT_DIR, DT_LNK, NAME_MAX, ROOT_INO, SYMLINK_MAX, S_IFDIR,
+    S_IFLNK, S_IFMT, S_IFREG,
+};
 use crate::fs::perm::{R, S_ISGID, S_ISUID, W, X};
 use crate::fs::state::InodeData;
 use crate::fs::DirEntry;
 use crate::sync::{Ordering, RwLockWriteGuard};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// A directory, held: what a directory descriptor or a working directory
@@ -33,6 +39,56 @@ pub enum Rename {
 
 /// Highest link count of an inode (as ext4's 65000).
 const LINK_MAX: u32 = 65000;
+
+/// Most symbolic links one path resolution follows (the kernel's
+/// `MAXSYMLINKS`); one more fails with [`Error::Loop`].
+pub const MAX_SYMLINKS: u32 = 40;
+
+/// Where a walk along a path ended.
+struct Walked {
+    ino: u64,
+    /// A symbolic link or a `..` was on the way: the path as written is not
+    /// the inode's own (canonical) path.
+    detour: bool,
+}
+
+/// [`Error::Escape`] at `first` (a link's absolute target, or `..` at the
+/// root), then the components still to walk (`rest`, the next last).
+fn escape(first: &[u8], rest: &[Cow<'_, [u8]>]) -> Error {
+    let mut p = first.to_vec();
+    for c in rest.iter().rev() {
+        if !p.ends_with(b"/") {
+            p.push(b'/');
+        }
+        p.extend_from_slice(c);
+    }
+    Error::Escape {
+        path: String::from_utf8_lossy(&p).into_owned(),
+    }
+}
+
+/// `e`, and if it is an escape, with `more` (path text) after its path.
+fn escaped_with(e: Error, more: &str) -> Error {
+    match e {
+        Error::Escape { mut path } => {
+            if !path.ends_with('/') && !more.starts_with('/') {
+                path.push('/');
+            }
+            path.push_str(more);
+            Error::Escape { path }
+        }
+        e => e,
+    }
+}
+
+/// The directory part of a path as written: all but its last component
+/// ("/a/b/c" -> "/a/b", "c" -> "").
+fn dir_part(path: &str) -> &str {
+    match path.trim_end_matches('/').rfind('/') {
+        Some(i) => &path[..i],
+        None => "",
+    }
+}
 
 /// Split a path into components; `.` is dropped, `..` kept for the walk.
 fn components(path: &str) -> Result<Vec<&[u8]>> {
@@ -92,6 +148,11 @@ struct Leaf<'p> {
 impl Fs {
     /// Inode number of the entry `name` in directory `dir`.
     pub(crate) fn lookup_in(&self, dir: u64, name: &[u8]) -> Result<u64> {
+        self.lookup_entry(dir, name).map(|(i, _)| i)
+    }
+
+    /// Inode number and type (`d_type`) of the entry `name` in directory `dir`.
+    fn lookup_entry(&self, dir: u64, name: &[u8]) -> Result<(u64, u8)> {
         let cell = self.cell(dir)?;
         let d = cell.data.read();
         if !d.is_dir() {
@@ -99,21 +160,120 @@ impl Fs {
         }
         self.permit(&d.attr, X, "search permission on a directory of the path")?;
         if name == b".." {
-            return Ok(d.attr.parent);
+            return Ok((d.attr.parent, DT_DIR));
         }
-        d.dir.get(name).map(|&(i, _)| i).ok_or(Error::NotFound)
+        d.dir.get(name).copied().ok_or(Error::NotFound)
     }
 
-    /// Resolve a path to an inode number (paths are relative to the root).
-    pub fn resolve(&self, path: &str) -> Result<u64> {
-        let mut ino = ROOT_INO;
-        for c in components(path)? {
-            ino = self.lookup_in(ino, c)?;
+    /// Walk `comps` from directory `start`: every symbolic link met before
+    /// the last component is followed, the last one too with `follow`, as
+    /// the kernel's path walk does; a relative target goes on from the
+    /// link's directory, an absolute one (or `..` at the root) leaves the
+    /// file system ([`Error::Escape`]). More than [`MAX_SYMLINKS`] links
+    /// fail with [`Error::Loop`].
+    fn walk(&self, start: u64, comps: &[&[u8]], follow: bool) -> Result<Walked> {
+        // Components still to walk, the next last; a target's are owned.
+        let mut todo: Vec<Cow<'_, [u8]>> = comps.iter().rev().map(|&c| Cow::Borrowed(c)).collect();
+        let mut at = Walked {
+            ino: start,
+            detour: false,
+        };
+        let mut links = 0;
+        while let Some(c) = todo.pop() {
+            if &*c == b".." {
+                at.detour = true;
+                if at.ino == ROOT_INO {
+                    return Err(escape(b"..", &todo));
+                }
+            }
+            let (next, t) = self.lookup_entry(at.ino, &c)?;
+            if t != DT_LNK || (todo.is_empty() && !follow) {
+                at.ino = next;
+                continue;
+            }
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(Error::Loop);
+            }
+            at.detour = true;
+            let target = self.link_target(next)?;
+            if target.first() == Some(&b'/') {
+                return Err(escape(&target, &todo));
+            }
+            todo.extend(
+                target
+                    .split(|&b| b == b'/')
+                    .filter(|c| !c.is_empty() && *c != b".")
+                    .rev()
+                    .map(|c| Cow::Owned(c.to_vec())),
+            );
         }
-        if names_dir(path) && !self.cell(ino)?.data.read().is_dir() {
+        Ok(at)
+    }
+
+    /// The target of symbolic link `ino`.
+    fn link_target(&self, ino: u64) -> Result<Vec<u8>> {
+        let cell = self.cell(ino)?;
+        let d = cell.data.read();
+        if !d.is_symlink() || d.target.is_empty() {
+            return Err(Error::Invalid("not a symbolic link"));
+        }
+        Ok(d.target.clone())
+    }
+
+    /// Walk a whole path from the root; a path ending in `/`, `.` or `..`
+    /// must name a directory, and a link at its end is then followed.
+    fn walk_path(&self, path: &str, follow: bool) -> Result<Walked> {
+        let comps = components(path)?;
+        let dir = names_dir(path);
+        let w = self.walk(ROOT_INO, &comps, follow || dir).map_err(|e| {
+            if dir && !path.ends_with('/') {
+                escaped_with(e, "/")
+            } else {
+                e
+            }
+        })?;
+        if dir && !self.cell(w.ino)?.data.read().is_dir() {
             return Err(Error::NotDir);
         }
-        Ok(ino)
+        Ok(w)
+    }
+
+    /// Resolve a path to an inode number (paths are relative to the root),
+    /// following symbolic links, the last one too.
+    pub fn resolve(&self, path: &str) -> Result<u64> {
+        self.walk_path(path, true).map(|w| w.ino)
+    }
+
+    /// [`Fs::resolve`], but a symbolic link at the end is the answer, not
+    /// followed (`lstat`, `lchown`, `readlink`, `O_NOFOLLOW`).
+    pub fn resolve_nofollow(&self, path: &str) -> Result<u64> {
+        self.walk_path(path, false).map(|w| w.ino)
+    }
+
+    /// The canonical path of directory `path`: symbolic links followed,
+    /// without `.` or `..`. The shim asks it for what a `..` after `path`
+    /// goes back to (the kernel's `..` is the parent of where the walk
+    /// went, not of the path as written).
+    pub fn real_dir(&self, path: &str) -> Result<String> {
+        let comps = components(path)?;
+        let w = self.walk(ROOT_INO, &comps, true)?;
+        let cell = self.cell(w.ino)?;
+        if !cell.data.read().is_dir() {
+            return Err(Error::NotDir);
+        }
+        if !w.detour {
+            let mut p = String::new();
+            for c in comps {
+                p.push('/');
+                p.push_str(&String::from_utf8_lossy(c));
+            }
+            if p.is_empty() {
+                p.push('/');
+            }
+            return Ok(p);
+        }
+        self.dir_path(&DirRef(cell), "/")
     }
 
     /// Resolve all but the last component. A path that names no entry (see
@@ -133,10 +293,13 @@ impl Fs {
             (Some(".."), _) => NoEntry::DotDot,
             (_, None) => NoEntry::Root,
             (_, Some((last, dirs))) => {
-                let mut ino = ROOT_INO;
-                for c in dirs {
-                    ino = self.lookup_in(ino, c)?;
-                }
+                let ino = self
+                    .walk(ROOT_INO, dirs, true)
+                    .map_err(|e| {
+                        let slash = if path.ends_with('/') { "/" } else { "" };
+                        escaped_with(e, &format!("{}{slash}", String::from_utf8_lossy(last)))
+                    })?
+                    .ino;
                 if !self.cell(ino)?.data.read().is_dir() {
                     return Err(Error::NotDir);
                 }
@@ -185,7 +348,13 @@ impl Fs {
         if d.0.data.read().freed {
             return Err(Error::NotFound);
         }
-        if let Ok(i) = self.resolve(hint) {
+        // The hint only if it is the directory's own path (no link or `..`
+        // on the way): a working directory's path is canonical, as getcwd's.
+        if let Ok(Walked {
+            ino: i,
+            detour: false,
+        }) = self.walk_path(hint, true)
+        {
             if i == d.0.ino && self.cell(i).is_ok_and(|c| Arc::ptr_eq(&c, &d.0)) {
                 return Ok(hint.to_string());
             }
@@ -234,6 +403,101 @@ impl Fs {
     pub fn stat(&self, path: &str) -> Result<Stat> {
         let ino = self.resolve(path)?;
         self.stat_ino(ino)
+    }
+
+    /// `lstat`: as [`Fs::stat`], but of a symbolic link itself.
+    pub fn lstat(&self, path: &str) -> Result<Stat> {
+        let ino = self.resolve_nofollow(path)?;
+        self.stat_ino(ino)
+    }
+
+    /// `readlink`: the target of the symbolic link at `path` (`Invalid`
+    /// for anything else).
+    pub fn readlink(&self, path: &str) -> Result<Vec<u8>> {
+        self.link_target(self.resolve_nofollow(path)?)
+    }
+
+    /// `symlink(target, path)`: a new symbolic link at `path` (which must
+    /// not exist) to `target`, stored as written (1 to 4095 bytes, never
+    /// resolved here). Mode `0777` as the kernel's; a target of up to 144
+    /// bytes lives in the inode's slot, a longer one in a data block.
+    /// Format 2 has no symbolic links (`NotSupported`).
+    pub fn symlink(&self, target: &[u8], path: &str) -> Result<()> {
+        if target.is_empty() {
+            return Err(Error::NotFound); // symlink(2): ENOENT
+        }
+        if target.len() > SYMLINK_MAX {
+            return Err(Error::NameTooLong);
+        }
+        if target.contains(&0) {
+            return Err(Error::Invalid("NUL in a symbolic link's target"));
+        }
+        if !self.has_symlinks() {
+            return Err(Error::NotSupported(
+                "symbolic links need format 3 (this file system is format 2)",
+            ));
+        }
+        let _g = self.begin(2 + symlink_reserve_ops(target.len()))?;
+        let _ns = self.inner.ns.lock();
+        let Leaf { dir, name, slash } = self.resolve_parent(path, |_| Error::Exists)?;
+        let dcell = self.cell(dir)?;
+        let mut dg = dcell.data.write();
+        if dg.freed {
+            return Err(Error::NotFound);
+        }
+        if dg.dir.contains_key(name) {
+            return Err(Error::Exists);
+        }
+        if slash {
+            return Err(Error::NotFound); // a new name "l/": the kernel's ENOENT
+        }
+        self.permit(&dg.attr, W | X, "write permission on the directory")?;
+        // A target longer than the slot holds goes to a data block, written
+        // and flushed before the transaction that maps it commits.
+        let block = if target.len() > crate::format::v3::INLINE_BYTES {
+            let r = self
+                .inner
+                .alloc
+                .alloc(AllocRequest {
+                    len: 1,
+                    goal: None,
+                    huge: false,
+                })
+                .map_err(|_| Error::NoSpace)?[0];
+            let at = r.start * crate::BLOCK_SIZE;
+            let mut b = vec![0u8; crate::BLOCK_SIZE as usize];
+            b[..target.len()].copy_from_slice(target);
+            if let Err(e) = self.inner.dev.write(at, &b) {
+                let _ = self.inner.alloc.free(r);
+                return Err(e.into());
+            }
+            self.inner.dev.flush(at, crate::BLOCK_SIZE);
+            Some(r)
+        } else {
+            None
+        };
+        let made = self.make_node(dir, &mut dg, S_IFLNK | 0o777, Some(name), |ino| {
+            let mut ops = Vec::new();
+            if let Some(r) = block {
+                ops.push(Op::Map {
+                    ino,
+                    file_blk: 0,
+                    dev_blk: r.start,
+                    len: 1,
+                });
+            }
+            ops.push(Op::Symlink {
+                ino,
+                target: target.to_vec(),
+            });
+            ops
+        });
+        if made.is_err() {
+            if let Some(r) = block {
+                let _ = self.inner.alloc.free(r);
+            }
+        }
+        made.map(|_| ())
     }
 
     pub(crate) fn stat_ino(&self, ino: u64) -> Result<Stat> {
@@ -307,17 +571,19 @@ impl Fs {
         if is_dir && dg.attr.nlink >= LINK_MAX {
             return Err(Error::TooManyLinks);
         }
-        self.make_node(dir, &mut dg, mode, Some(name))
+        self.make_node(dir, &mut dg, mode, Some(name), |_| Vec::new())
     }
 
     /// A new inode of `mode` in directory `dir` (its lock `dg` held) and its
-    /// entry `name` there, or none (an unnamed file): one transaction.
+    /// entry `name` there, or none (an unnamed file): one transaction, with
+    /// `more(ino)`'s ops between the inode's creation and its entry.
     fn make_node(
         &self,
         dir: u64,
         dg: &mut InodeData,
         mode: u32,
         name: Option<&[u8]>,
+        more: impl FnOnce(u64) -> Vec<Op>,
     ) -> Result<u64> {
         let ino = self.take_ino()?;
         let t = now_ns();
@@ -330,15 +596,12 @@ impl Fs {
             time_ns: t,
             parent: dir,
         }];
+        ops.extend(more(ino));
         if let Some(name) = name {
             ops.push(Op::Link {
                 dir,
                 ino,
-                file_type: if mode & S_IFMT == S_IFDIR {
-                    DT_DIR
-                } else {
-                    DT_REG
-                },
+                file_type: dtype_of(mode),
                 name: name.to_vec(),
                 time_ns: t,
             });
@@ -368,7 +631,9 @@ impl Fs {
                 return Err(Error::NotFound);
             }
             self.permit(&dg.attr, W | X, "write permission on the directory")?;
-            self.make_node(dir, &mut dg, S_IFREG | (mode & 0o7777), None)?
+            self.make_node(dir, &mut dg, S_IFREG | (mode & 0o7777), None, |_| {
+                Vec::new()
+            })?
         };
         // Nothing else can reach a file without a name: opening it now is
         // opening it at creation.
@@ -420,7 +685,7 @@ impl Fs {
         let op = Op::Link {
             dir,
             ino: cell.ino,
-            file_type: DT_REG,
+            file_type: dtype_of(tg.attr.mode),
             name: name.to_vec(),
             time_ns: now_ns(),
         };
@@ -436,8 +701,23 @@ impl Fs {
         self.open_ino(ino, true, true, false)
     }
 
-    /// Open a file.
+    /// Open a file. A symbolic link at the end of `path` is followed
+    /// (`O_NOFOLLOW`: fails with `Loop`); with `create`, a link to nothing
+    /// creates its target, as the kernel's `open(O_CREAT)`.
     pub fn open(&self, path: &str, opts: &OpenOptions) -> Result<File> {
+        let mut path = Cow::Borrowed(path);
+        for _ in 0..=MAX_SYMLINKS {
+            match self.open_once(&path, opts)? {
+                Ok(f) => return Ok(f),
+                Err(next) => path = Cow::Owned(next),
+            }
+        }
+        Err(Error::Loop)
+    }
+
+    /// [`Fs::open`] of `path`; `Ok(Err(p))`: `path` ends in a symbolic link
+    /// to nothing, and `O_CREAT` creates its target: open `p` instead.
+    fn open_once(&self, path: &str, opts: &OpenOptions) -> Result<Result<File, String>> {
         if opts.truncate && !opts.write {
             return Err(Error::Invalid("truncate needs write access"));
         }
@@ -454,14 +734,28 @@ impl Fs {
             }
             Ok(ino)
         };
-        let ino = match self.resolve(path) {
+        let found = if opts.nofollow || opts.create_new {
+            self.resolve_nofollow(path)
+        } else {
+            self.resolve(path)
+        };
+        let ino = match found {
             Ok(_) if opts.create_new => return Err(Error::Exists),
+            Ok(ino) if opts.nofollow && self.cell(ino)?.data.read().is_symlink() => {
+                return Err(Error::Loop)
+            }
             Ok(ino) => existing(ino)?,
             Err(Error::NotFound) if opts.create || opts.create_new => {
                 match self.new_node(path, S_IFREG | (opts.mode & 0o7777)) {
                     Ok(ino) => ino,
-                    // Lost a race with another creator: open theirs (unless O_EXCL).
-                    Err(Error::Exists) if !opts.create_new => existing(self.resolve(path)?)?,
+                    Err(Error::Exists) if !opts.create_new => {
+                        // A link to nothing: create its target. Or a race
+                        // lost to another creator: open theirs.
+                        if let Some(next) = self.dangling_target(path, opts.nofollow)? {
+                            return Ok(Err(next));
+                        }
+                        existing(self.resolve(path)?)?
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -471,7 +765,25 @@ impl Fs {
         if opts.truncate {
             f.set_len(0)?;
         }
-        Ok(f)
+        Ok(Ok(f))
+    }
+
+    /// If `path` ends in a symbolic link to nothing, where `open(O_CREAT)`
+    /// creates the file: the link's target (an absolute one leaves the file
+    /// system: `Escape`), as a path from the root. `nofollow`: `Loop`.
+    fn dangling_target(&self, path: &str, nofollow: bool) -> Result<Option<String>> {
+        let ino = self.resolve_nofollow(path)?;
+        if !self.cell(ino)?.data.read().is_symlink() {
+            return Ok(None);
+        }
+        if nofollow {
+            return Err(Error::Loop);
+        }
+        let target = String::from_utf8_lossy(&self.link_target(ino)?).into_owned();
+        if target.starts_with('/') {
+            return Err(Error::Escape { path: target });
+        }
+        Ok(Some(format!("{}/{target}", dir_part(path))))
     }
 
     /// Open inode `ino` (a regular file) as a handle.
@@ -487,6 +799,9 @@ impl Fs {
             }
             if d.is_dir() {
                 return Err(Error::IsDir);
+            }
+            if d.is_symlink() {
+                return Err(Error::Loop); // only a followed link is opened
             }
             // Counted under the inode lock: unlink decides "free now or at last
             // close" under the same lock.
@@ -564,8 +879,18 @@ impl Fs {
         Ok(())
     }
 
-    /// A new name `new` for the file `existing`.
+    /// A new name `new` for the file `existing` (a symbolic link there is
+    /// linked itself, as Linux's `link(2)`; [`Fs::link_following`] follows it).
     pub fn link(&self, existing: &str, new: &str) -> Result<()> {
+        let cell = self.cell(self.resolve_nofollow(existing)?)?;
+        // A rename or unlink of `existing` meanwhile: the link finds the file
+        // without a name (NotFound) or under its new one, as in the kernel.
+        self.link_cell(&cell, new)
+    }
+
+    /// `linkat(..., AT_SYMLINK_FOLLOW)`: as [`Fs::link`], following a
+    /// symbolic link at the end of `existing`.
+    pub fn link_following(&self, existing: &str, new: &str) -> Result<()> {
         let cell = self.cell(self.resolve(existing)?)?;
         // A rename or unlink of `existing` meanwhile: the link finds the file
         // without a name (NotFound) or under its new one, as in the kernel.
@@ -589,8 +914,8 @@ impl Fs {
             self.resolve_parent(from, |n| Error::Busy(format!("cannot rename {}", n.what())))?;
         let d = self.resolve_parent(to, |n| Error::Busy(format!("cannot replace {}", n.what())))?;
         let (sdir, sname, ddir, dname) = (s.dir, s.name, d.dir, d.name);
-        let src = self.lookup_in(sdir, sname)?;
-        let src_is_dir = self.cell(src)?.data.read().is_dir();
+        let (src, src_type) = self.lookup_entry(sdir, sname)?;
+        let src_is_dir = src_type == DT_DIR;
         if (s.slash || d.slash) && !src_is_dir {
             return Err(Error::NotDir);
         }
@@ -666,7 +991,7 @@ impl Fs {
         ops.push(Op::Link {
             dir: ddir,
             ino: src,
-            file_type: if src_is_dir { DT_DIR } else { DT_REG },
+            file_type: src_type,
             name: dname.to_vec(),
             time_ns: t,
         });
@@ -798,6 +1123,17 @@ impl Fs {
         self.set_permissions_of(&cell, perm)
     }
 
+    /// `fchmodat(AT_SYMLINK_NOFOLLOW)`: as [`Fs::set_permissions`]; a
+    /// symbolic link's own mode cannot change (`NotSupported`, as Linux).
+    pub fn set_permissions_nofollow(&self, path: &str, perm: u32) -> Result<()> {
+        let ino = self.resolve_nofollow(path)?;
+        let cell = self.cell(ino)?;
+        if cell.data.read().is_symlink() {
+            return Err(Error::NotSupported("changing the mode of a symbolic link"));
+        }
+        self.set_permissions_of(&cell, perm)
+    }
+
     pub(crate) fn set_permissions_of(&self, cell: &Cell, perm: u32) -> Result<()> {
         let _g = self.begin(1)?;
         let ino = cell.ino;
@@ -845,6 +1181,13 @@ impl Fs {
     /// chown (`None` leaves the owner or the group as it is, as -1 does).
     pub fn set_owner(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
         let ino = self.resolve(path)?;
+        let cell = self.cell(ino)?;
+        self.set_owner_of(&cell, uid, gid)
+    }
+
+    /// `lchown`: as [`Fs::set_owner`], of a symbolic link itself.
+    pub fn set_owner_nofollow(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        let ino = self.resolve_nofollow(path)?;
         let cell = self.cell(ino)?;
         self.set_owner_of(&cell, uid, gid)
     }
@@ -920,6 +1263,22 @@ impl Fs {
         mtime_ns: Option<u64>,
     ) -> Result<()> {
         let ino = self.resolve(path)?;
+        self.set_times_ino(ino, atime_ns, mtime_ns)
+    }
+
+    /// `utimensat(AT_SYMLINK_NOFOLLOW)`: as [`Fs::set_times`], of a
+    /// symbolic link itself.
+    pub fn set_times_nofollow(
+        &self,
+        path: &str,
+        atime_ns: Option<u64>,
+        mtime_ns: Option<u64>,
+    ) -> Result<()> {
+        let ino = self.resolve_nofollow(path)?;
+        self.set_times_ino(ino, atime_ns, mtime_ns)
+    }
+
+    fn set_times_ino(&self, ino: u64, atime_ns: Option<u64>, mtime_ns: Option<u64>) -> Result<()> {
         let cell = self.cell(ino)?;
         self.permit_owner(&cell.data.read().attr)?;
         self.set_times_of(&cell, atime_ns, mtime_ns)

@@ -6,7 +6,8 @@
 use super::extent::ExtentMap;
 use crate::format::{
     inode_record_bytes, Attr, DirentImage, Extent, InodeImage, Op, BADBLOCK_RANGE_BYTES,
-    DIRENT_RECORD_BYTES, DT_DIR, EXTENT_RECORD_BYTES, REFCOUNT_RANGE_BYTES, S_IFDIR, S_IFMT,
+    DIRENT_RECORD_BYTES, DT_DIR, EXTENT_RECORD_BYTES, REFCOUNT_RANGE_BYTES, SYMLINK_MAX, S_IFDIR,
+    S_IFLNK, S_IFMT,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,11 +25,18 @@ pub struct InodeData {
     /// Format 3: the root block of the inode's tree (a directory's entries,
     /// or a file's extents past the inline ones); 0 = none.
     pub tree_root: u64,
+    /// A symbolic link's target (empty for every other inode). One longer
+    /// than fits the slot inline is also in the data block `map` maps.
+    pub target: Vec<u8>,
 }
 
 impl InodeData {
     pub fn is_dir(&self) -> bool {
         self.attr.mode & S_IFMT == S_IFDIR
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.attr.mode & S_IFMT == S_IFLNK
     }
 
     /// This inode's bytes in a checkpoint, exactly (the metadata accounting
@@ -321,6 +329,17 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             d.attr.uid = *uid;
             d.attr.gid = *gid;
             d.attr.ctime_ns = *time_ns;
+        }
+        Op::Symlink { ino, target } => {
+            let d = get(s, *ino)?;
+            if !d.is_symlink() || !d.target.is_empty() {
+                return Err(format!("symlink target set on inode {ino}, not a new link"));
+            }
+            if target.is_empty() || target.len() > SYMLINK_MAX || target.contains(&0) {
+                return Err(format!("inode {ino}: invalid symbolic link target"));
+            }
+            d.target = target.clone();
+            d.attr.size = target.len() as u64;
         }
         Op::Poison { dev_blk, len } | Op::Unpoison { dev_blk, len } => {
             if *len == 0 || dev_blk.checked_add(*len).is_none() {

@@ -27,6 +27,9 @@ impl Stat {
     pub fn is_file(&self) -> bool {
         self.mode & S_IFMT == S_IFREG
     }
+    pub fn is_symlink(&self) -> bool {
+        self.mode & S_IFMT == crate::format::S_IFLNK
+    }
 }
 
 /// One entry of [`crate::fs::Fs::read_dir`].
@@ -34,7 +37,7 @@ impl Stat {
 pub struct DirEntry {
     pub name: String,
     pub ino: u64,
-    /// `DT_DIR` (4) or `DT_REG` (8).
+    /// `d_type`: `DT_DIR` (4), `DT_REG` (8), `DT_LNK` (10)...
     pub file_type: u8,
 }
 
@@ -67,6 +70,9 @@ pub struct OpenOptions {
     pub truncate: bool,
     /// Permission bits for a created file.
     pub mode: u32,
+    /// `O_NOFOLLOW`: a symbolic link at the end of the path fails with
+    /// [`Error::Loop`](crate::fs::Error::Loop) instead of being followed.
+    pub nofollow: bool,
 }
 
 impl Default for OpenOptions {
@@ -79,6 +85,7 @@ impl Default for OpenOptions {
             create_new: false,
             truncate: false,
             mode: 0o644,
+            nofollow: false,
         }
     }
 }

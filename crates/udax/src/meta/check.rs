@@ -9,7 +9,7 @@ use super::{BTree, MetaError, Store, Tx};
 use crate::format::v3::{
     decode_dir_value, decode_pair, InodeSlot, CHUNK_BLOCKS, INODES_PER_CHUNK, INODE_SLOT_SIZE,
 };
-use crate::format::{DT_DIR, S_IFDIR, S_IFMT};
+use crate::format::{dtype_of, S_IFDIR, S_IFMT};
 use crate::BLOCK_SIZE;
 use rangemap::RangeSet;
 use std::collections::{BTreeMap, HashMap};
@@ -189,7 +189,7 @@ impl Store {
                             continue;
                         };
                         let target_dir = target.attr.mode & S_IFMT == S_IFDIR;
-                        if target_dir != (e.file_type == DT_DIR) {
+                        if e.file_type != dtype_of(target.attr.mode) {
                             w.problem(format!(
                                 "directory {ino}: entry {name:?} has the wrong file type"
                             ));
@@ -355,7 +355,7 @@ mod tests {
     use super::*;
     use crate::device::{Device, RamDevice};
     use crate::format::v3::{DirEntry3, Inline};
-    use crate::format::{Extent, S_IFREG};
+    use crate::format::{Extent, DT_DIR, S_IFREG};
     use std::sync::Arc;
 
     /// Root with a subdirectory "d" holding a file "f" with two extents

@@ -1219,6 +1219,20 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 sh.table.lock().stat_holders.insert(c);
                 Reply::Attr(attr(&fs.stat(path_of(&path)?)?))
             }
+            Request::Lstat { path } => {
+                sh.table.lock().stat_holders.insert(c);
+                Reply::Attr(attr(&fs.lstat(path_of(&path)?)?))
+            }
+            Request::Readlink { path } => Reply::Path {
+                path: fs.readlink(path_of(&path)?)?,
+            },
+            Request::RealDir { path } => Reply::Path {
+                path: fs.real_dir(path_of(&path)?)?.into_bytes(),
+            },
+            Request::Symlink { target, path } => {
+                fs.symlink(&target, path_of(&path)?)?;
+                Reply::Done
+            }
             Request::ReadDir { path, from } => {
                 sh.table.lock().stat_holders.insert(c);
                 entries(fs.read_dir(path_of(&path)?)?, from)
@@ -1250,6 +1264,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 create,
                 excl,
                 trunc,
+                nofollow,
                 mode,
             } => {
                 let f = fs.open(
@@ -1260,6 +1275,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                         create,
                         create_new: create && excl,
                         truncate: write && trunc,
+                        nofollow,
                         mode,
                         ..Default::default()
                     },
@@ -1288,7 +1304,8 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             Request::Link { from, to } => {
                 let to = path_of(&to)?;
                 match from {
-                    Target::Path(p) => fs.link(path_of(&p)?, to)?,
+                    Target::Path(p) => fs.link_following(path_of(&p)?, to)?,
+                    Target::LinkPath(p) => fs.link(path_of(&p)?, to)?,
                     Target::Handle(h) => file_of(sh, c, h)?.link(to)?,
                 }
                 Reply::Done
@@ -1318,6 +1335,15 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                             fs.set_times(p, atime_ns, mtime_ns)?;
                         }
                     }
+                    Target::LinkPath(p) => {
+                        let p = path_of(&p)?;
+                        if let Some(m) = mode {
+                            fs.set_permissions_nofollow(p, m)?;
+                        }
+                        if atime_ns.is_some() || mtime_ns.is_some() {
+                            fs.set_times_nofollow(p, atime_ns, mtime_ns)?;
+                        }
+                    }
                     Target::Handle(h) => {
                         let f = file_of(sh, c, h)?;
                         if let Some(m) = mode {
@@ -1333,6 +1359,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             Request::SetOwner { target, uid, gid } => {
                 match target {
                     Target::Path(p) => fs.set_owner(path_of(&p)?, uid, gid)?,
+                    Target::LinkPath(p) => fs.set_owner_nofollow(path_of(&p)?, uid, gid)?,
                     Target::Handle(h) => file_of(sh, c, h)?.set_owner(uid, gid)?,
                 }
                 Reply::Done
@@ -1637,9 +1664,9 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             }
         })
     })();
-    r.unwrap_or_else(|e| Reply::Error {
-        errno: e.errno(),
-        message: e.to_string(),
+    r.unwrap_or_else(|e| {
+        let (errno, message) = e.to_remote();
+        Reply::Error { errno, message }
     })
 }
 

@@ -15,7 +15,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::FormatError;
 
 /// Protocol version spoken by this build; a peer with another gets an error.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Magic at the start of every message.
 pub const MAGIC: [u8; 4] = *b"UDXP";
 /// Bytes of the header.
@@ -42,7 +42,26 @@ pub enum Request {
         write: bool,
     },
     Ping,
+    /// `stat`: a symbolic link at the end of the path is followed.
     Stat {
+        path: Vec<u8>,
+    },
+    /// `lstat`: of a symbolic link at the end of the path itself.
+    Lstat {
+        path: Vec<u8>,
+    },
+    /// The target of the symbolic link at `path`, answered with `Path`.
+    Readlink {
+        path: Vec<u8>,
+    },
+    /// A new symbolic link at `path` to `target` (stored as written).
+    Symlink {
+        target: Vec<u8>,
+        path: Vec<u8>,
+    },
+    /// The canonical path of directory `path` (links followed, no `..`),
+    /// answered with `Path`: what a `..` after `path` goes back to.
+    RealDir {
         path: Vec<u8>,
     },
     /// Entries of a directory from index `from` on (as many as fit one reply).
@@ -88,13 +107,15 @@ pub enum Request {
     /// Open a file: a handle the owner keeps the file open by (an unlinked
     /// file lives while a handle does).
     /// `excl`: fail with EEXIST if it exists (`O_EXCL`, with `create`);
-    /// `trunc`: cut it to 0 bytes (`O_TRUNC`, with `write`).
+    /// `trunc`: cut it to 0 bytes (`O_TRUNC`, with `write`);
+    /// `nofollow`: a symbolic link at the end fails with ELOOP (`O_NOFOLLOW`).
     Open {
         path: Vec<u8>,
         write: bool,
         create: bool,
         excl: bool,
         trunc: bool,
+        nofollow: bool,
         mode: u32,
     },
     /// The current path of directory `ino`: `hint` if it still names it,
@@ -308,8 +329,12 @@ pub enum Request {
 /// A file named by path or by an open handle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// A path; a symbolic link at its end is followed.
     Path(Vec<u8>),
     Handle(u64),
+    /// A path; a symbolic link at its end is the file meant (`lchown`,
+    /// `utimensat(AT_SYMLINK_NOFOLLOW)`, `link`).
+    LinkPath(Vec<u8>),
 }
 
 /// Who owns an advisory lock ([`Request::Lock`]).
@@ -661,6 +686,9 @@ impl Request {
             Request::Hello { .. }
             | Request::Ping
             | Request::Stat { .. }
+            | Request::Lstat { .. }
+            | Request::Readlink { .. }
+            | Request::RealDir { .. }
             | Request::ReadDir { .. }
             | Request::StatFs
             | Request::Listen { .. }
@@ -699,6 +727,7 @@ impl Request {
             | Request::Fallocate { .. }
             | Request::OpenUnnamed { .. }
             | Request::Remap { .. }
+            | Request::Symlink { .. }
             | Request::Append { .. } => true,
         }
     }
@@ -747,6 +776,10 @@ impl Request {
             Request::Advance { .. } => 37,
             Request::DirPath { .. } => 38,
             Request::SetOwner { .. } => 39,
+            Request::Lstat { .. } => 43,
+            Request::Readlink { .. } => 44,
+            Request::Symlink { .. } => 45,
+            Request::RealDir { .. } => 46,
         }
     }
 
@@ -840,8 +873,15 @@ impl Request {
                     .u64(*len)
                     .u8(*dedupe as u8);
             }
-            Request::Stat { path } | Request::Unlink { path } | Request::Rmdir { path } => {
-                path_out(&mut w, path)
+            Request::Stat { path }
+            | Request::Lstat { path }
+            | Request::Readlink { path }
+            | Request::RealDir { path }
+            | Request::Unlink { path }
+            | Request::Rmdir { path } => path_out(&mut w, path),
+            Request::Symlink { target, path } => {
+                path_out(&mut w, target);
+                path_out(&mut w, path);
             }
             Request::ReadDir { path, from } => {
                 path_out(&mut w, path);
@@ -924,6 +964,7 @@ impl Request {
                 create,
                 excl,
                 trunc,
+                nofollow,
                 mode,
             } => {
                 path_out(&mut w, path);
@@ -931,6 +972,7 @@ impl Request {
                     .u8(*create as u8)
                     .u8(*excl as u8)
                     .u8(*trunc as u8)
+                    .u8(*nofollow as u8)
                     .u32(*mode);
             }
             Request::DirPath {
@@ -1013,7 +1055,21 @@ impl Request {
                 create: bool_in(&mut r)?,
                 excl: bool_in(&mut r)?,
                 trunc: bool_in(&mut r)?,
+                nofollow: bool_in(&mut r)?,
                 mode: r.u32()?,
+            },
+            43 => Request::Lstat {
+                path: path_in(&mut r)?,
+            },
+            44 => Request::Readlink {
+                path: path_in(&mut r)?,
+            },
+            45 => Request::Symlink {
+                target: path_in(&mut r)?,
+                path: path_in(&mut r)?,
+            },
+            46 => Request::RealDir {
+                path: path_in(&mut r)?,
             },
             38 => Request::DirPath {
                 ino: r.u64()?,
@@ -1188,6 +1244,10 @@ fn target_out(w: &mut Writer, t: &Target) {
         Target::Handle(h) => {
             w.u8(1).u64(*h);
         }
+        Target::LinkPath(p) => {
+            w.u8(2);
+            path_out(w, p);
+        }
     }
 }
 
@@ -1195,6 +1255,7 @@ fn target_in(r: &mut Reader<'_>) -> Result<Target, ProtoError> {
     match r.u8()? {
         0 => Ok(Target::Path(path_in(r)?)),
         1 => Ok(Target::Handle(r.u64()?)),
+        2 => Ok(Target::LinkPath(path_in(r)?)),
         t => Err(ProtoError::Malformed(format!("target kind {t}"))),
     }
 }
@@ -1538,7 +1599,8 @@ mod tests {
     fn target() -> impl Strategy<Value = Target> {
         prop_oneof![
             path().prop_map(Target::Path),
-            any::<u64>().prop_map(Target::Handle)
+            any::<u64>().prop_map(Target::Handle),
+            path().prop_map(Target::LinkPath)
         ]
     }
 
@@ -1633,6 +1695,10 @@ mod tests {
                 .prop_map(|(version, write)| Request::Hello { version, write }),
             Just(Request::Ping),
             path().prop_map(|path| Request::Stat { path }),
+            path().prop_map(|path| Request::Lstat { path }),
+            path().prop_map(|path| Request::Readlink { path }),
+            path().prop_map(|path| Request::RealDir { path }),
+            (path(), path()).prop_map(|(target, path)| Request::Symlink { target, path }),
             (path(), any::<u64>()).prop_map(|(path, from)| Request::ReadDir { path, from }),
             Just(Request::StatFs),
             (path(), any::<u32>()).prop_map(|(path, mode)| Request::Mkdir { path, mode }),
@@ -1698,15 +1764,16 @@ mod tests {
                 any::<bool>(),
                 any::<bool>(),
                 any::<bool>(),
-                any::<u32>()
+                (any::<bool>(), any::<u32>())
             )
-                .prop_map(|(path, write, create, excl, trunc, mode)| {
+                .prop_map(|(path, write, create, excl, trunc, (nofollow, mode))| {
                     Request::Open {
                         path,
                         write,
                         create,
                         excl,
                         trunc,
+                        nofollow,
                         mode,
                     }
                 }),

@@ -142,7 +142,8 @@ pub fn caught(access: impl FnOnce()) -> (i32, i32, usize) {
     )
 }
 
-/// path -> (is_dir, size, nlink, crc32c of the content, or u64::MAX where a read fails)
+/// path -> (is_dir, size, nlink, crc32c of the content (a symbolic link's:
+/// of its target), or u64::MAX where a read fails)
 pub type Snapshot = BTreeMap<String, (bool, u64, u32, u64)>;
 
 /// The whole tree: every path with its kind, size, link count and content.
@@ -152,8 +153,11 @@ pub fn snapshot(fs: &Fs) -> Snapshot {
     while let Some(dir) = stack.pop() {
         for e in fs.read_dir(&dir).unwrap() {
             let p = format!("{}{}", dir, e.name);
-            let st = fs.stat(&p).unwrap();
-            if st.is_dir() {
+            let st = fs.lstat(&p).unwrap();
+            if st.is_symlink() {
+                let t = fs.readlink(&p).unwrap();
+                out.insert(p, (false, st.size, st.nlink, u64::from(crc32c::crc32c(&t))));
+            } else if st.is_dir() {
                 out.insert(p.clone(), (true, 0, st.nlink, 0));
                 stack.push(format!("{p}/"));
             } else {
