@@ -276,17 +276,37 @@ fn fuse_coreutils_tar_find_and_the_cli_agree() {
     let st = rustix::fs::statfs(&m.at).unwrap();
     assert_eq!(st.f_bsize, 4096);
     assert!(st.f_blocks > 0 && st.f_bfree < st.f_blocks);
-    // Symbolic links and special files are not in udax yet: EPERM, as the
-    // shim answers.
-    let e = m.sh_output("ln -s d/e/b l");
-    assert!(!e.status.success(), "symlink");
-    assert!(
-        text(&e.stderr).contains("not permitted"),
-        "{}",
-        text(&e.stderr)
-    );
+    // Special files are not in udax yet.
     let e = m.sh_output("mkfifo p");
     assert!(!e.status.success(), "mkfifo");
+}
+
+#[test]
+fn fuse_symlinks_are_made_read_and_followed_by_the_kernel() {
+    if !fuse_ready("fuse_symlinks_are_made_read_and_followed_by_the_kernel") {
+        return;
+    }
+    let m = Mount::new("");
+    m.sh("mkdir -p d/e && echo hi > d/e/b && ln -s d/e/b l && ln -s e d/le");
+    assert_eq!(m.sh("readlink l && cat l && cat d/le/b"), "d/e/b\nhi\nhi\n");
+    assert_eq!(m.sh("stat -c %F l"), "symbolic link\n");
+    assert_eq!(m.sh("find . -type l | sort"), "./d/le\n./l\n");
+    // `..` after a link goes up from where it led (d/e/.. = d).
+    assert_eq!(m.sh("ls d/le/.."), "e\nle\n");
+    // A long target (in a data block), and one that leaves the mount.
+    let long = "x/".repeat(200);
+    m.sh(&format!(
+        "ln -s {long} long && readlink long > t && rm long"
+    ));
+    assert_eq!(m.sh("cat t").trim_end(), long);
+    m.sh("ln -s /etc/hostname host");
+    assert_eq!(
+        m.sh("cat host"),
+        std::fs::read_to_string("/etc/hostname").unwrap()
+    );
+    // The CLI sees the same links; rm removes the link, not its target.
+    assert_eq!(m.udax_ok(&["cat", &format!("{}:/l", m.dev)]), "hi\n");
+    assert_eq!(m.sh("rm l d/le && cat d/e/b && ls -A d"), "hi\ne\n");
 }
 
 #[test]

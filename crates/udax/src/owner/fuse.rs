@@ -25,7 +25,7 @@
 use super::{
     blocks_changed, change_lock, changes_layout, recall_leases as recall, uncache, Shared,
 };
-use crate::format::{ROOT_INO, S_IFDIR, S_IFMT, S_IFREG};
+use crate::format::{ROOT_INO, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 use crate::fs::locks::{LockKind, LockOwner as TableOwner};
 use crate::fs::perm::Cred;
 use crate::fs::{DirEntry, Error, File, Fs, OpenOptions, Rename, Result, Stat};
@@ -253,10 +253,10 @@ fn ns_of(t: SystemTime) -> u64 {
 }
 
 fn kind_of(mode: u32) -> FileType {
-    if mode & S_IFMT == S_IFDIR {
-        FileType::Directory
-    } else {
-        FileType::RegularFile
+    match mode & S_IFMT {
+        S_IFDIR => FileType::Directory,
+        S_IFLNK => FileType::Symlink,
+        _ => FileType::RegularFile,
     }
 }
 
@@ -407,7 +407,7 @@ impl Front {
         for (parent, name) in names.iter().rev() {
             if let Ok(d) = self.dir_path(*parent) {
                 let p = join(&d, name);
-                if self.sh.fs.resolve(&p).ok() == Some(ino) {
+                if self.sh.fs.resolve_nofollow(&p).ok() == Some(ino) {
                     return Ok(p);
                 }
             }
@@ -461,7 +461,7 @@ impl Front {
                 }
             }
         }
-        match self.path(ino).and_then(|p| self.sh.fs.stat(&p)) {
+        match self.path(ino).and_then(|p| self.sh.fs.lstat(&p)) {
             Ok(s) if s.ino == ino => Ok(s),
             Ok(_) => Err(stale("an inode")),
             Err(e) => match self.open_file_of(ino) {
@@ -641,7 +641,7 @@ impl Front {
     }
 
     fn entry_of(&self, parent: u64, name: &str, path: &str, fs: &Fs) -> Result<Stat> {
-        let s = fs.stat(path)?;
+        let s = fs.lstat(path)?;
         self.remember(parent, name, path, &s);
         Ok(s)
     }
@@ -657,7 +657,7 @@ impl Front {
     ) -> Result<()> {
         self.writable()?;
         let (path, name) = self.child(parent.0, name)?;
-        let ino = self.sh.fs.resolve(&path).ok();
+        let ino = self.sh.fs.resolve_nofollow(&path).ok();
         op(&self.caller(req), &path)?;
         if let Some(ino) = ino {
             self.forget_name(ino, parent.0, &name);
@@ -779,7 +779,7 @@ impl Filesystem for Front {
             }
             if let Some(m) = mode {
                 match &path {
-                    Some(p) => fs.set_permissions(p, m & 0o7777)?,
+                    Some(p) => fs.set_permissions_nofollow(p, m & 0o7777)?,
                     None => {
                         if let Handle::File { file, .. } = &*open_file()? {
                             file.set_permissions(m & 0o7777)?;
@@ -789,7 +789,7 @@ impl Filesystem for Front {
             }
             if uid.is_some() || gid.is_some() {
                 match &path {
-                    Some(p) => fs.set_owner(p, uid, gid)?,
+                    Some(p) => fs.set_owner_nofollow(p, uid, gid)?,
                     None => {
                         if let Handle::File { file, .. } = &*open_file()? {
                             file.set_owner(uid, gid)?;
@@ -807,7 +807,7 @@ impl Filesystem for Front {
                 };
                 let (a, m) = (ns(atime), ns(mtime));
                 match &path {
-                    Some(p) => fs.set_times(p, a, m)?,
+                    Some(p) => fs.set_times_nofollow(p, a, m)?,
                     None => {
                         if let Handle::File { file, .. } = &*open_file()? {
                             file.set_times(a, m)?;
@@ -821,9 +821,11 @@ impl Filesystem for Front {
         reply_attr(reply, r);
     }
 
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        // udax has no symbolic links: nothing is one.
-        reply.error(Errno::EINVAL);
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.path(ino.0).and_then(|p| self.sh.fs.readlink(&p)) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn mknod(
@@ -892,14 +894,21 @@ impl Filesystem for Front {
 
     fn symlink(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        // As the shim answers: udax has no symbolic links (yet).
-        reply.error(Errno::EPERM);
+        let r = (|| {
+            self.writable()?;
+            let (path, name) = self.child(parent.0, link_name)?;
+            let fs = self.caller(req);
+            fs.symlink(target.as_os_str().as_encoded_bytes(), &path)?;
+            self.changed();
+            self.entry_of(parent.0, &name, &path, &fs)
+        })();
+        reply_entry(reply, r);
     }
 
     fn rename(
@@ -925,8 +934,8 @@ impl Filesystem for Front {
             };
             let (from, name) = self.child(parent.0, name)?;
             let (to, newname) = self.child(newparent.0, newname)?;
-            let a = self.sh.fs.resolve(&from).ok();
-            let b = self.sh.fs.resolve(&to).ok();
+            let a = self.sh.fs.resolve_nofollow(&from).ok();
+            let b = self.sh.fs.resolve_nofollow(&to).ok();
             self.caller(req).rename2(&from, &to, how)?;
             let mut m = self.nodes.lock();
             let mut rename_in = |ino: Option<u64>, old: (u64, &str), new: Option<(u64, &str)>| {
@@ -1206,7 +1215,7 @@ impl Filesystem for Front {
             } else {
                 join(path, "..")
             };
-            let Ok(s) = self.sh.fs.stat(&p) else {
+            let Ok(s) = self.sh.fs.lstat(&p) else {
                 i += 1;
                 continue;
             };
@@ -1225,7 +1234,7 @@ impl Filesystem for Front {
         for e in entries.iter().skip(i - 2) {
             let p = join(path, &e.name);
             // Gone since the listing was taken: left out.
-            let Ok(s) = self.sh.fs.stat(&p) else {
+            let Ok(s) = self.sh.fs.lstat(&p) else {
                 i += 1;
                 continue;
             };
