@@ -55,17 +55,34 @@ macro_rules! path_call {
         // SAFETY: `$path` is the caller's path argument: null or a C string.
         unsafe { $crate::state::path::classify($dirfd, $path) }?
     };
-    (@on $target:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {
-        match $target {
-            $crate::state::path::Target::Host => Ok($crate::boundary::entry::fwd!($name($($a),*))),
-            $crate::state::path::Target::HostPath(c) => {
-                #[allow(unused_variables)]
-                let $path = c.as_ptr();
-                Ok($crate::boundary::entry::fwd!($name($($a),*)))
+    // A udax path that leaves the file system through a symbolic link goes
+    // on where the link leads (`state::path::escaped`): on the host, or in
+    // udax again.
+    (@on $target:expr, $path:ident, $name:ident($($a:expr),* $(,)?), |$p:ident| $body:expr) => {{
+        let mut target = $target;
+        let mut hops = 0u32;
+        loop {
+            match target {
+                $crate::state::path::Target::Host => {
+                    break Ok($crate::boundary::entry::fwd!($name($($a),*)))
+                }
+                $crate::state::path::Target::HostPath(c) => {
+                    #[allow(unused_variables)]
+                    let $path = c.as_ptr();
+                    break Ok($crate::boundary::entry::fwd!($name($($a),*)));
+                }
+                // The body in a closure of its own: its `?` and `return`
+                // end it, not the loop.
+                #[allow(clippy::redundant_closure_call)]
+                $crate::state::path::Target::Udax($p) => match (|| $body)() {
+                    Err(e) if e == $crate::boundary::entry::ESCAPED => {
+                        target = $crate::state::path::escaped(&mut hops)?;
+                    }
+                    r => break r,
+                },
             }
-            $crate::state::path::Target::Udax($p) => $body,
         }
-    };
+    }};
 }
 pub(crate) use path_call;
 

@@ -322,6 +322,114 @@ static void ownership(const char *base, const char *tag) {
     tnum("chown_missing", tag, chown(at(base, "nothing-here"), 1, 1));
 }
 
+/* Symbolic links: made, read, followed as the kernel's walk does, and the
+ * calls that act on the link itself. */
+static void symlinks(const char *base, const char *tag) {
+    struct stat st, st2;
+    char l[4096];
+    mkdir(at(base, "sl"), 0755);
+    mkdir(at(base, "sl/sub"), 0755);
+    mkdir(at(base, "sl/sub/deep"), 0755);
+    int fd = open(at(base, "sl/f0"), O_CREAT | O_WRONLY, 0644);
+    write(fd, "abc", 3);
+    close(fd);
+    close(open(at(base, "sl/sub/x"), O_CREAT | O_WRONLY, 0644));
+    tnum("symlink_make", tag, symlink("f0", at(base, "sl/l")));
+    ssize_t k = readlink(at(base, "sl/l"), l, sizeof l);
+    tnum("readlink_len", tag, k);
+    tnum("readlink_value", tag, k == 2 && memcmp(l, "f0", 2) == 0);
+    tnum("readlink_small_buffer", tag, readlink(at(base, "sl/l"), l, 1));
+    tnum("readlinkat_dirfd", tag, readlinkat(open(at(base, "sl"), O_RDONLY | O_DIRECTORY), "l", l, sizeof l));
+    tnum("readlink_not_a_link", tag, readlink(at(base, "sl/f0"), l, sizeof l));
+    lstat(at(base, "sl/l"), &st);
+    tnum("lstat_is_link", tag, S_ISLNK(st.st_mode));
+    tnum("lstat_size", tag, st.st_size);
+    tnum("lstat_mode", tag, st.st_mode & 07777);
+    fstatat(AT_FDCWD, at(base, "sl/l"), &st, AT_SYMLINK_NOFOLLOW);
+    tnum("fstatat_nofollow_is_link", tag, S_ISLNK(st.st_mode));
+    stat(at(base, "sl/l"), &st);
+    tnum("stat_follows", tag, S_ISREG(st.st_mode) && st.st_size == 3);
+    tnum("open_nofollow", tag, open(at(base, "sl/l"), O_RDONLY | O_NOFOLLOW));
+    fd = open(at(base, "sl/l"), O_PATH | O_NOFOLLOW);
+    tnum("open_path_nofollow", tag, fd >= 0);
+    tnum("fstat_path_nofollow_is_link", tag, fstatat(fd, "", &st, AT_EMPTY_PATH) == 0 && S_ISLNK(st.st_mode));
+    tnum("readlinkat_empty_path", tag, readlinkat(fd, "", l, sizeof l));
+    close(fd);
+    /* ".." after a link: up from where it led */
+    tnum("symlink_to_dir", tag, symlink("sub/deep", at(base, "sl/ld")));
+    tnum("dotdot_after_link", tag, stat(at(base, "sl/ld/../x"), &st));
+    tnum("dotdot_after_link_not_lexical", tag, stat(at(base, "sl/ld/../f0"), &st));
+    fd = open(at(base, "sl/ld"), O_RDONLY | O_DIRECTORY);
+    tnum("openat_dotdot_through_link_dir", tag, fstatat(fd, "../x", &st, 0));
+    close(fd);
+    chdir(at(base, "sl/ld"));
+    tnum("getcwd_after_chdir_through_link", tag, getcwd(l, sizeof l) != NULL && strcmp(l, at(base, "sl/sub/deep")) == 0);
+    tnum("relative_dotdot_after_chdir_through_link", tag, stat("../x", &st));
+    chdir(base);
+    tnum("realpath_through_link", tag, realpath(at(base, "sl/ld/../x"), l) != NULL && strcmp(l, at(base, "sl/sub/x")) == 0);
+    /* loops */
+    symlink("self", at(base, "sl/self"));
+    tnum("stat_self_loop", tag, stat(at(base, "sl/self"), &st));
+    tnum("lstat_self_loop", tag, lstat(at(base, "sl/self"), &st));
+    /* a link to nothing */
+    symlink("made", at(base, "sl/dang"));
+    tnum("stat_dangling", tag, stat(at(base, "sl/dang"), &st));
+    fd = open(at(base, "sl/dang"), O_CREAT | O_WRONLY, 0644);
+    tnum("creat_through_dangling", tag, fd >= 0);
+    close(fd);
+    tnum("dangling_target_made", tag, stat(at(base, "sl/made"), &st));
+    tnum("creat_excl_on_link", tag, open(at(base, "sl/l"), O_CREAT | O_EXCL | O_WRONLY, 0644));
+    tnum("mkdir_on_link", tag, mkdir(at(base, "sl/l"), 0755));
+    tnum("symlink_on_existing", tag, symlink("x", at(base, "sl/l")));
+    tnum("symlink_empty_target", tag, symlink("", at(base, "sl/empty")));
+    /* calls on the link itself */
+    tnum("lchown_link", tag, lchown(at(base, "sl/l"), 7, 8));
+    lstat(at(base, "sl/l"), &st);
+    stat(at(base, "sl/f0"), &st2);
+    tnum("lchown_changed_link_only", tag, st.st_uid == 7 && st.st_gid == 8 && st2.st_uid != 7);
+    tnum("fchownat_nofollow", tag, fchownat(AT_FDCWD, at(base, "sl/l"), 9, -1, AT_SYMLINK_NOFOLLOW));
+    struct timespec ts[2] = {{1000, 0}, {2000, 0}};
+    tnum("utimensat_nofollow", tag, utimensat(AT_FDCWD, at(base, "sl/l"), ts, AT_SYMLINK_NOFOLLOW));
+    lstat(at(base, "sl/l"), &st);
+    stat(at(base, "sl/f0"), &st2);
+    tnum("utimensat_changed_link_only", tag, st.st_mtime == 2000 && st2.st_mtime != 2000);
+    tnum("fchmodat_nofollow_link", tag, fchmodat(AT_FDCWD, at(base, "sl/l"), 0600, AT_SYMLINK_NOFOLLOW));
+    tnum("chmod_follows", tag, chmod(at(base, "sl/l"), 0600));
+    stat(at(base, "sl/f0"), &st2);
+    tnum("chmod_changed_target", tag, st2.st_mode & 07777);
+    tnum("link_of_link", tag, link(at(base, "sl/l"), at(base, "sl/l2")));
+    lstat(at(base, "sl/l2"), &st);
+    tnum("link_of_link_is_link", tag, S_ISLNK(st.st_mode) && st.st_nlink == 2);
+    tnum("linkat_follow", tag, linkat(AT_FDCWD, at(base, "sl/l"), AT_FDCWD, at(base, "sl/f2"), AT_SYMLINK_FOLLOW));
+    lstat(at(base, "sl/f2"), &st);
+    tnum("linkat_follow_is_file", tag, S_ISREG(st.st_mode));
+    tnum("rename_link", tag, rename(at(base, "sl/l2"), at(base, "sl/l3")));
+    tnum("readlink_renamed", tag, readlink(at(base, "sl/l3"), l, sizeof l));
+    tnum("rmdir_link_to_dir", tag, rmdir(at(base, "sl/ld")));
+    tnum("stat_link_to_file_slash", tag, stat(at(base, "sl/l/"), &st));
+    tnum("lstat_link_to_dir_slash_follows", tag, lstat(at(base, "sl/ld/"), &st) == 0 && S_ISDIR(st.st_mode));
+    DIR *dp = opendir(at(base, "sl"));
+    struct dirent *e;
+    int lnk = 0;
+    while (dp && (e = readdir(dp)))
+        if (strcmp(e->d_name, "l") == 0)
+            lnk = e->d_type == DT_LNK;
+    if (dp)
+        closedir(dp);
+    tnum("readdir_d_type_lnk", tag, lnk);
+    tnum("unlink_link", tag, unlink(at(base, "sl/l")));
+    tnum("target_kept", tag, stat(at(base, "sl/f0"), &st));
+    /* a long target (more than an inode slot holds) */
+    memset(l, 'y', 3000);
+    l[3000] = 0;
+    tnum("symlink_long", tag, symlink(l, at(base, "sl/long")));
+    tnum("readlink_long", tag, readlink(at(base, "sl/long"), l, sizeof l));
+    char big[4200];
+    memset(big, 'y', 4096);
+    big[4096] = 0;
+    tnum("symlink_too_long", tag, symlink(big, at(base, "sl/toolong")));
+}
+
 int main(int argc, char **argv) {
     char buf[8192];
     struct stat st, st2;
@@ -474,6 +582,34 @@ int main(int argc, char **argv) {
     populate(H, "host");
     ownership(M, "udax");
     ownership(H, "host");
+    symlinks(M, "udax");
+    symlinks(H, "host");
+    /* links that leave udax: resolved on the host, as the kernel would */
+    {
+        char t[4096], r[64];
+        int hf = open(at(H, "outside"), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+        write(hf, "hostdata", 8);
+        close(hf);
+        num("symlink_absolute_out", symlink(at(H, "outside"), at(M, "sl/out")));
+        memset(r, 0, sizeof r);
+        hf = open(at(M, "sl/out"), O_RDONLY);
+        num("read_through_absolute_out", hf >= 0 && read(hf, r, sizeof r) == 8 && strcmp(r, "hostdata") == 0);
+        close(hf);
+        /* relative: up out of the mount's root (its parent is "/") */
+        snprintf(t, sizeof t, "../..%s", at(H, "outside"));
+        num("symlink_relative_out", symlink(t, at(M, "sl/up")));
+        struct stat os;
+        num("stat_through_relative_out", stat(at(M, "sl/up"), &os) == 0 && os.st_size == 8);
+        /* a host link back into udax */
+        num("host_link_into_udax", symlink(at(M, "sl/sub"), at(H, "in")));
+        num("stat_through_host_link_into_udax", stat(at(H, "in/x"), &os));
+        /* a udax directory link out, then ".." there: the host's */
+        num("symlink_dir_out", symlink(H, at(M, "sl/hostdir")));
+        num("dotdot_after_link_out", stat(at(M, "sl/hostdir/../host/outside"), &os) == 0 && os.st_size == 8);
+        num("creat_through_link_out", (hf = open(at(M, "sl/hostdir/made_from_udax"), O_CREAT | O_WRONLY, 0644)) >= 0);
+        close(hf);
+        num("made_on_host", stat(at(H, "made_from_udax"), &os));
+    }
 
     /* directories */
     num("mkdir", mkdir(at(M, "dir"), 0755));

@@ -25,10 +25,34 @@ thread_local! {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Errno(pub i32);
 
+/// The errno of a udax path whose resolution left the file system through
+/// a symbolic link (or `..` at its root): not a real errno; the path it
+/// goes on at waits in [`take_escape`] for `path_call!` to resolve it on
+/// the host (or in udax again). Any call that cannot reports `EXDEV`.
+pub const ESCAPED: Errno = Errno(-2);
+
+thread_local! {
+    /// Where this thread's last udax call's path left the file system.
+    static ESCAPE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
 impl From<udax::Error> for Errno {
     fn from(e: udax::Error) -> Self {
-        Errno(e.errno())
+        match e {
+            udax::Error::Escape { path } => {
+                match ESCAPE.try_with(|c| *c.borrow_mut() = Some(path)) {
+                    Ok(()) => ESCAPED,
+                    Err(_) => Errno(libc::EXDEV),
+                }
+            }
+            e => Errno(e.errno()),
+        }
     }
+}
+
+/// The path the last [`ESCAPED`] error of this thread goes on at.
+pub fn take_escape() -> Option<String> {
+    ESCAPE.try_with(|c| c.borrow_mut().take()).ok().flatten()
 }
 
 pub type R<T> = Result<T, Errno>;
@@ -115,6 +139,13 @@ fn finish<T>(fail: T, r: std::thread::Result<R<T>>) -> T {
     match r {
         Ok(Ok(v)) => v,
         Ok(Err(Errno(e))) => {
+            // An escape no caller went on with: another file system.
+            let e = if Errno(e) == ESCAPED {
+                let _ = take_escape();
+                libc::EXDEV
+            } else {
+                e
+            };
             set_errno(e);
             fail
         }

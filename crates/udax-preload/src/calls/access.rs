@@ -8,8 +8,8 @@ use libc::{c_char, c_int};
 
 /// access(2) by the permission bits, for the effective ids (root: read and
 /// write always, execute if any x bit is set or it is a directory).
-fn access_udax(p: &str, mode: c_int) -> R<c_int> {
-    let s = stat_path(p)?;
+fn access_udax(p: &str, mode: c_int, follow: bool) -> R<c_int> {
+    let s = stat_path(p, follow)?;
     if mode & !(libc::R_OK | libc::W_OK | libc::X_OK) != 0 {
         return Err(Errno(libc::EINVAL));
     }
@@ -48,7 +48,7 @@ macro_rules! access_fn {
                 libc::AT_FDCWD,
                 path,
                 $name(path, mode),
-                |p| access_udax(&p, mode)
+                |p| access_udax(&p, mode, true)
             )
         }
     };
@@ -67,6 +67,6 @@ pub unsafe extern "C" fn faccessat(
     flags: c_int,
 ) -> c_int {
     path_call!(-1, dirfd, path, faccessat(dirfd, path, mode, flags), |p| {
-        access_udax(&p, mode)
+        access_udax(&p, mode, flags & libc::AT_SYMLINK_NOFOLLOW == 0)
     })
 }

@@ -2,15 +2,17 @@
 //! canonicalize_file_name.
 
 use crate::boundary::entry::{fwd, run, Errno, R};
-use crate::calls::stat::stat_path;
 use crate::dispatch::path_call;
 use crate::state::mount;
-use crate::state::path::{self, classify, Target};
+use crate::state::path::{self, classify};
 use libc::{c_char, c_int, size_t};
 
 fn chdir_udax(p: &str) -> R<c_int> {
-    let dir = mount::fs()?.dir_ref(p)?;
-    path::set_cwd(Some((p.to_string(), dir)));
+    let fs = mount::fs()?;
+    // The directory's own path (links followed), as getcwd shows it.
+    let real = fs.real_dir(p)?;
+    let dir = fs.dir_ref(&real)?;
+    path::set_cwd(Some((real, dir)));
     Ok(0)
 }
 
@@ -22,13 +24,13 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
         -1,
         || fwd!(chdir(path)),
         || {
+            let mut in_udax = false;
             // SAFETY: chdir(2)'s contract.
-            let (r, host) = match unsafe { classify(libc::AT_FDCWD, path) }? {
-                Target::Udax(p) => return chdir_udax(&p),
-                Target::Host => (fwd!(chdir(path)), true),
-                Target::HostPath(c) => (fwd!(chdir(c.as_ptr())), true),
-            };
-            if r == 0 && host {
+            let r = path_call!(@on unsafe { classify(libc::AT_FDCWD, path) }?, path, chdir(path), |p| {
+                in_udax = true;
+                chdir_udax(&p)
+            })?;
+            if r == 0 && !in_udax {
                 path::set_cwd(None);
             }
             Ok(r)
@@ -110,10 +112,35 @@ pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
     )
 }
 
+/// The canonical inner path of `p`: every symbolic link followed (one
+/// leaving udax: `ESCAPED`, realpath goes on on the host).
+fn real_path(p: &str) -> R<String> {
+    let fs = mount::fs()?;
+    if fs.stat(p)?.is_dir() {
+        return Ok(fs.real_dir(p)?);
+    }
+    // A file: its directory's real path, and its name once the links at
+    // the end are followed.
+    let mut cur = path::canonical(p).to_string();
+    for _ in 0..udax::fs::MAX_SYMLINKS {
+        if !fs.lstat(&cur)?.is_symlink() {
+            let dir = fs.real_dir(path::parent(&cur))?;
+            let name = &cur[cur.rfind('/').map_or(0, |i| i + 1)..];
+            return Ok(format!("{}/{name}", dir.trim_end_matches('/')));
+        }
+        let t = String::from_utf8_lossy(&fs.readlink(&cur)?).into_owned();
+        if t.starts_with('/') {
+            return Err(udax::Error::Escape { path: t }.into());
+        }
+        cur = format!("{}/{t}", path::parent(&cur).trim_end_matches('/'));
+    }
+    Err(Errno(libc::ELOOP))
+}
+
 fn realpath_udax(p: &str, resolved: *mut c_char) -> R<*mut c_char> {
-    stat_path(p)?;
+    let real = real_path(p)?;
     let cfg = path::config().ok_or(Errno(libc::ENODEV))?;
-    let full = cfg.outer(path::canonical(p));
+    let full = cfg.outer(&real);
     let b = full.as_bytes();
     if b.len() + 1 > libc::PATH_MAX as usize {
         return Err(Errno(libc::ENAMETOOLONG));

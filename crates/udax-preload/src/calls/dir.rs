@@ -8,7 +8,6 @@ use crate::boundary::entry::{fwd, run, Errno, R};
 use crate::dispatch::fd_call;
 use crate::state::fds::{self, Dent, Desc};
 use crate::state::mount;
-use crate::state::path::{classify, Target};
 use libc::{c_char, c_int, c_long, c_void, size_t, ssize_t};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,21 +104,16 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
         std::ptr::null_mut(),
         || fwd!(opendir(path)),
         || {
-            // SAFETY: opendir(3)'s contract.
-            match unsafe { classify(libc::AT_FDCWD, path) }? {
-                Target::Host => Ok(fwd!(opendir(path))),
-                Target::HostPath(c) => Ok(fwd!(opendir(c.as_ptr()))),
-                Target::Udax(p) => {
-                    let fd = crate::calls::open::open_udax(
-                        &p,
-                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                        0,
-                    )?;
-                    new_dir(fd).inspect_err(|_| {
-                        let _ = fds::close(fd);
-                    })
-                }
-            }
+            crate::dispatch::path_call!(@on crate::dispatch::path_call!(@classify libc::AT_FDCWD, path), path, opendir(path), |p| {
+                let fd = crate::calls::open::open_udax(
+                    &p,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    0,
+                )?;
+                new_dir(fd).inspect_err(|_| {
+                    let _ = fds::close(fd);
+                })
+            })
         },
     )
 }

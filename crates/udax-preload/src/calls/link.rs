@@ -1,9 +1,9 @@
 //! Links: link, linkat (also of an open descriptor: `AT_EMPTY_PATH`,
-//! `/proc/self/fd/N`); udax has no symbolic links: symlink is refused,
-//! readlink answers for the kernel's links to udax descriptors.
+//! `/proc/self/fd/N`), symlink, symlinkat, readlink, readlinkat (also of
+//! the kernel's links to udax descriptors).
 
 use crate::boundary::entry::{fwd, run, unsupported, Errno, R};
-use crate::calls::stat::{empty_path_desc, stat_path};
+use crate::calls::stat::empty_path_desc;
 use crate::dispatch::{classify_pair, path_call, Pair};
 use crate::state::fds::Desc;
 use crate::state::mount;
@@ -49,7 +49,12 @@ pub unsafe extern "C" fn linkat(
                     if flags & !(libc::AT_SYMLINK_FOLLOW | libc::AT_EMPTY_PATH) != 0 {
                         return Err(Errno(libc::EINVAL));
                     }
-                    mount::fs()?.link(&x, &y)?;
+                    let fs = mount::fs()?;
+                    if flags & libc::AT_SYMLINK_FOLLOW != 0 {
+                        fs.link_following(&x, &y)?;
+                    } else {
+                        fs.link(&x, &y)?;
+                    }
                     Ok(0)
                 }
             }
@@ -113,17 +118,28 @@ fn link_desc(d: &Desc, fb: c_int, b: *const c_char) -> R<c_int> {
     }
 }
 
-fn no_symlinks(call: &str) -> Errno {
-    unsupported(call, "udax has no symbolic links", libc::EPERM)
+/// symlink of `target` (stored as written) at udax path `p`.
+///
+/// # Safety
+/// `target` is null or a C string.
+unsafe fn symlink_udax(target: *const c_char, p: &str) -> R<c_int> {
+    if target.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: the caller's contract.
+    let t = unsafe { std::ffi::CStr::from_ptr(target) }.to_bytes();
+    mount::fs()?.symlink(t, p)?;
+    Ok(0)
 }
 
 /// # Safety
 /// As symlink(2).
 #[no_mangle]
 pub unsafe extern "C" fn symlink(target: *const c_char, path: *const c_char) -> c_int {
-    path_call!(-1, libc::AT_FDCWD, path, symlink(target, path), |_p| Err(
-        no_symlinks("symlink")
-    ))
+    path_call!(-1, libc::AT_FDCWD, path, symlink(target, path), |p| {
+        // SAFETY: symlink(2)'s contract.
+        unsafe { symlink_udax(target, &p) }
+    })
 }
 
 /// # Safety
@@ -134,16 +150,24 @@ pub unsafe extern "C" fn symlinkat(
     dirfd: c_int,
     path: *const c_char,
 ) -> c_int {
-    path_call!(-1, dirfd, path, symlinkat(target, dirfd, path), |_p| Err(
-        no_symlinks("symlinkat")
-    ))
+    path_call!(-1, dirfd, path, symlinkat(target, dirfd, path), |p| {
+        // SAFETY: symlinkat(2)'s contract.
+        unsafe { symlink_udax(target, &p) }
+    })
 }
 
-/// readlink of a udax path: nothing there is a link (EINVAL), as the kernel
-/// says for a file that is not one.
-fn readlink_udax(p: &str) -> R<ssize_t> {
-    stat_path(p)?;
-    Err(Errno(libc::EINVAL))
+/// readlink of a udax path into `buf` (`n` bytes, no NUL added, the
+/// target cut to fit, as readlink(2)).
+fn readlink_udax(p: &str, buf: *mut c_char, n: size_t) -> R<ssize_t> {
+    let t = mount::fs()?.readlink(p)?;
+    if n == 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    // SAFETY: the caller's buffer of `n` bytes (readlink(2)'s contract).
+    let out = unsafe { crate::dispatch::slice_mut(buf.cast(), n) }?;
+    let k = t.len().min(out.len());
+    out[..k].copy_from_slice(&t[..k]);
+    Ok(k as ssize_t)
 }
 
 /// readlink of `/proc/self/fd/N` for udax descriptor N: what the kernel's
@@ -207,12 +231,14 @@ pub unsafe extern "C" fn readlinkat(
             if let Some(r) = unsafe { readlink_fd_link(path, buf, n) } {
                 return r;
             }
-            // SAFETY: as above.
-            match unsafe { classify(dirfd, path) }? {
-                Target::Host => Ok(fwd!(readlinkat(dirfd, path, buf, n))),
-                Target::HostPath(c) => Ok(fwd!(readlinkat(dirfd, c.as_ptr(), buf, n))),
-                Target::Udax(p) => readlink_udax(&p),
+            // SAFETY: readlinkat(2)'s contract.
+            if let Some(d) = unsafe { empty_path_desc(dirfd, path, libc::AT_EMPTY_PATH) } {
+                // readlinkat(fd, "") of an O_PATH|O_NOFOLLOW link.
+                return readlink_udax(&d?.link_path()?, buf, n);
             }
+            path_call!(@on path_call!(@classify dirfd, path), path, readlinkat(dirfd, path, buf, n), |p| {
+                readlink_udax(&p, buf, n)
+            })
         },
     )
 }

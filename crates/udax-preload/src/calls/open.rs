@@ -54,8 +54,24 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
     let cloexec = flags & libc::O_CLOEXEC != 0;
     let status = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC);
     let creat = flags & libc::O_CREAT != 0;
-    match fs.stat(path) {
+    let nofollow = flags & libc::O_NOFOLLOW != 0;
+    match if nofollow {
+        fs.lstat(path)
+    } else {
+        fs.stat(path)
+    } {
         Ok(_) if creat && flags & libc::O_EXCL != 0 => return Err(Errno(libc::EEXIST)),
+        // O_NOFOLLOW of a symbolic link: ELOOP, but O_PATH opens the link.
+        Ok(st) if st.is_symlink() => {
+            if flags & libc::O_DIRECTORY != 0 {
+                return Err(Errno(libc::ENOTDIR));
+            }
+            if flags & libc::O_PATH == 0 {
+                return Err(Errno(libc::ELOOP));
+            }
+            let d = Desc::new(Kind::Link { ino: st.ino }, path.to_string(), status);
+            return fds::install(d, cloexec);
+        }
         Ok(st) if st.is_dir() => {
             if flags & libc::O_PATH == 0 && (acc != libc::O_RDONLY || creat) {
                 return Err(Errno(libc::EISDIR));

@@ -6,7 +6,6 @@ use crate::calls::stat::empty_path_desc;
 use crate::dispatch::{fd_call, path_call};
 use crate::state::fds::{Desc, Kind};
 use crate::state::mount;
-use crate::state::path::{classify, Target};
 use libc::{c_char, c_int, gid_t, mode_t, uid_t};
 
 fn chmod_udax(p: &str, mode: mode_t) -> R<c_int> {
@@ -33,6 +32,14 @@ pub unsafe extern "C" fn fchmodat(
     flags: c_int,
 ) -> c_int {
     path_call!(-1, dirfd, path, fchmodat(dirfd, path, mode, flags), |p| {
+        if flags & !libc::AT_SYMLINK_NOFOLLOW != 0 {
+            return Err(Errno(libc::EINVAL));
+        }
+        if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+            // A symbolic link's own mode cannot change: EOPNOTSUPP.
+            mount::fs()?.set_permissions_nofollow(&p, mode & 0o7777)?;
+            return Ok(0);
+        }
         chmod_udax(&p, mode)
     })
 }
@@ -50,6 +57,7 @@ pub unsafe extern "C" fn fchmod(fd: c_int, mode: mode_t) -> c_int {
             Ok(0)
         }
         crate::state::fds::Kind::Dir(_) => chmod_udax(&d.path()?, mode),
+        crate::state::fds::Kind::Link { .. } => Err(Errno(libc::EBADF)),
     })
 }
 
@@ -59,9 +67,15 @@ fn id(v: u32) -> Option<u32> {
 }
 
 /// chown by path (the owner applies the kernel's rules for this process's
-/// credentials: only root gives a file away; docs/multiprocess.md).
-fn chown_path(p: &str, uid: uid_t, gid: gid_t) -> R<c_int> {
-    mount::fs()?.set_owner(p, id(uid), id(gid))?;
+/// credentials: only root gives a file away; docs/multiprocess.md);
+/// `follow`: a symbolic link at the end is followed (`lchown`: not).
+fn chown_path(p: &str, uid: uid_t, gid: gid_t, follow: bool) -> R<c_int> {
+    let fs = mount::fs()?;
+    if follow {
+        fs.set_owner(p, id(uid), id(gid))?;
+    } else {
+        fs.set_owner_nofollow(p, id(uid), id(gid))?;
+    }
     Ok(0)
 }
 
@@ -75,24 +89,28 @@ fn chown_desc(d: &Desc, uid: uid_t, gid: gid_t, o_path_ok: bool) -> R<c_int> {
             f.set_owner(id(uid), id(gid))?;
             Ok(0)
         }
-        Kind::Dir(_) => chown_path(&d.path()?, uid, gid),
+        Kind::Dir(_) => chown_path(&d.path()?, uid, gid, true),
+        Kind::Link { .. } => {
+            mount::fs()?.set_owner_nofollow(&d.path()?, id(uid), id(gid))?;
+            Ok(0)
+        }
     }
 }
 
 macro_rules! chown_fn {
-    ($name:ident) => {
+    ($name:ident, $follow:expr) => {
         /// # Safety
         /// As chown(2).
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int {
             path_call!(-1, libc::AT_FDCWD, path, $name(path, uid, gid), |p| {
-                chown_path(&p, uid, gid)
+                chown_path(&p, uid, gid, $follow)
             })
         }
     };
 }
-chown_fn!(chown);
-chown_fn!(lchown);
+chown_fn!(chown, true);
+chown_fn!(lchown, false);
 
 /// # Safety
 /// As fchown(2).
@@ -124,12 +142,10 @@ pub unsafe extern "C" fn fchownat(
             if let Some(d) = unsafe { empty_path_desc(dirfd, path, flags) } {
                 return chown_desc(&*d?, uid, gid, true);
             }
-            // SAFETY: as above.
-            match unsafe { classify(dirfd, path) }? {
-                Target::Host => Ok(fwd!(fchownat(dirfd, path, uid, gid, flags))),
-                Target::HostPath(c) => Ok(fwd!(fchownat(dirfd, c.as_ptr(), uid, gid, flags))),
-                Target::Udax(p) => chown_path(&p, uid, gid),
-            }
+            let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
+            path_call!(@on path_call!(@classify dirfd, path), path, fchownat(dirfd, path, uid, gid, flags), |p| {
+                chown_path(&p, uid, gid, follow)
+            })
         },
     )
 }

@@ -5,7 +5,6 @@ use crate::boundary::entry::{fwd, run, Errno, R};
 use crate::dispatch::{fd_call, path_call};
 use crate::state::fds::Desc;
 use crate::state::mount;
-use crate::state::path::{classify, Target};
 use libc::{c_char, c_int, c_uint};
 use udax::fs::Stat;
 
@@ -90,8 +89,15 @@ fn fill_statx(s: &Stat, out: *mut libc::statx) -> R<()> {
     Ok(())
 }
 
-pub fn stat_path(p: &str) -> R<Stat> {
-    Ok(mount::fs()?.stat(p)?)
+/// `stat` (`follow`) or `lstat` of a udax path.
+pub fn stat_path(p: &str, follow: bool) -> R<Stat> {
+    let fs = mount::fs()?;
+    Ok(if follow { fs.stat(p) } else { fs.lstat(p) }?)
+}
+
+/// `AT_SYMLINK_NOFOLLOW` is not in `flags`.
+fn follows(flags: c_int) -> bool {
+    flags & libc::AT_SYMLINK_NOFOLLOW == 0
 }
 
 /// The AT_EMPTY_PATH case: `path` is "" and `dirfd` a udax descriptor.
@@ -112,21 +118,21 @@ pub unsafe fn empty_path_desc(
 }
 
 macro_rules! stat_fn {
-    ($name:ident) => {
+    ($name:ident, $follow:expr) => {
         /// # Safety
         /// As stat(2).
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, out: *mut libc::stat64) -> c_int {
             path_call!(-1, libc::AT_FDCWD, path, $name(path, out), |p| {
-                fill_stat(&stat_path(&p)?, out).map(|_| 0)
+                fill_stat(&stat_path(&p, $follow)?, out).map(|_| 0)
             })
         }
     };
 }
-stat_fn!(stat);
-stat_fn!(stat64);
-stat_fn!(lstat);
-stat_fn!(lstat64);
+stat_fn!(stat, true);
+stat_fn!(stat64, true);
+stat_fn!(lstat, false);
+stat_fn!(lstat64, false);
 
 macro_rules! fstat_fn {
     ($name:ident) => {
@@ -161,12 +167,9 @@ macro_rules! fstatat_fn {
                     if let Some(d) = unsafe { empty_path_desc(dirfd, path, flags) } {
                         return fill_stat(&d?.stat()?, out).map(|_| 0);
                     }
-                    // SAFETY: as above.
-                    match unsafe { classify(dirfd, path) }? {
-                        Target::Host => Ok(fwd!($name(dirfd, path, out, flags))),
-                        Target::HostPath(c) => Ok(fwd!($name(dirfd, c.as_ptr(), out, flags))),
-                        Target::Udax(p) => fill_stat(&stat_path(&p)?, out).map(|_| 0),
-                    }
+                    path_call!(@on path_call!(@classify dirfd, path), path, $name(dirfd, path, out, flags), |p| {
+                        fill_stat(&stat_path(&p, follows(flags))?, out).map(|_| 0)
+                    })
                 },
             )
         }
@@ -177,7 +180,7 @@ fstatat_fn!(fstatat64);
 // `newfstatat` is the system call's name; glibc exports it as fstatat.
 
 macro_rules! xstat_fn {
-    ($name:ident) => {
+    ($name:ident, $follow:expr) => {
         /// glibc < 2.33 stat entry point (old binaries).
         ///
         /// # Safety
@@ -189,15 +192,15 @@ macro_rules! xstat_fn {
             out: *mut libc::stat64,
         ) -> c_int {
             path_call!(-1, libc::AT_FDCWD, path, $name(ver, path, out), |p| {
-                fill_stat(&stat_path(&p)?, out).map(|_| 0)
+                fill_stat(&stat_path(&p, $follow)?, out).map(|_| 0)
             })
         }
     };
 }
-xstat_fn!(__xstat);
-xstat_fn!(__xstat64);
-xstat_fn!(__lxstat);
-xstat_fn!(__lxstat64);
+xstat_fn!(__xstat, true);
+xstat_fn!(__xstat64, true);
+xstat_fn!(__lxstat, false);
+xstat_fn!(__lxstat64, false);
 
 macro_rules! fxstat_fn {
     ($name:ident) => {
@@ -230,7 +233,7 @@ macro_rules! fxstatat_fn {
             flags: c_int,
         ) -> c_int {
             path_call!(-1, dirfd, path, $name(ver, dirfd, path, out, flags), |p| {
-                fill_stat(&stat_path(&p)?, out).map(|_| 0)
+                fill_stat(&stat_path(&p, follows(flags))?, out).map(|_| 0)
             })
         }
     };
@@ -256,12 +259,9 @@ pub unsafe extern "C" fn statx(
             if let Some(d) = unsafe { empty_path_desc(dirfd, path, flags) } {
                 return fill_statx(&d?.stat()?, out).map(|_| 0);
             }
-            // SAFETY: as above.
-            match unsafe { classify(dirfd, path) }? {
-                Target::Host => Ok(fwd!(statx(dirfd, path, flags, mask, out))),
-                Target::HostPath(c) => Ok(fwd!(statx(dirfd, c.as_ptr(), flags, mask, out))),
-                Target::Udax(p) => fill_statx(&stat_path(&p)?, out).map(|_| 0),
-            }
+            path_call!(@on path_call!(@classify dirfd, path), path, statx(dirfd, path, flags, mask, out), |p| {
+                fill_statx(&stat_path(&p, follows(flags))?, out).map(|_| 0)
+            })
         },
     )
 }

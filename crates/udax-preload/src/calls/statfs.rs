@@ -59,7 +59,7 @@ macro_rules! statfs_fn {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, out: *mut $ty) -> c_int {
             path_call!(-1, libc::AT_FDCWD, path, $name(path, out), |p| {
-                stat_path(&p)?;
+                stat_path(&p, true)?;
                 $fill(out).map(|_| 0)
             })
         }

@@ -2,7 +2,6 @@
 
 use crate::boundary::entry::{fwd, run, Errno, R};
 use crate::dispatch::{fd_call, path_call};
-use crate::state::path::{classify, Target};
 use libc::{c_char, c_int};
 
 /// The `(atime, mtime)` a utimensat-style `times` argument asks for (ns since
@@ -60,10 +59,17 @@ unsafe fn timevals(t: *const libc::timeval) -> R<Option<[libc::timespec; 2]>> {
     Ok(Some(out))
 }
 
-fn set_times_path(p: &str, times: *const libc::timespec) -> R<c_int> {
+/// utimes of a udax path; `follow`: a symbolic link at its end is
+/// followed (`lutimes`, `AT_SYMLINK_NOFOLLOW`: not).
+fn set_times_path(p: &str, times: *const libc::timespec, follow: bool) -> R<c_int> {
     // SAFETY: the interposed call's contract for `times`.
     let (a, m) = unsafe { wanted_times(times) }?;
-    crate::state::mount::fs()?.set_times(p, a, m)?;
+    let fs = crate::state::mount::fs()?;
+    if follow {
+        fs.set_times(p, a, m)?;
+    } else {
+        fs.set_times_nofollow(p, a, m)?;
+    }
     Ok(0)
 }
 
@@ -75,6 +81,9 @@ fn set_times_fd(d: &crate::state::fds::Desc, times: *const libc::timespec) -> R<
         crate::state::fds::Kind::File(f) => f.set_times(a, m)?,
         crate::state::fds::Kind::Dir(_) => {
             crate::state::mount::fs()?.set_times(&d.path()?, a, m)?
+        }
+        crate::state::fds::Kind::Link { .. } => {
+            crate::state::mount::fs()?.set_times_nofollow(&d.path()?, a, m)?
         }
     }
     Ok(0)
@@ -100,12 +109,17 @@ pub unsafe extern "C" fn utimensat(
                     Some(d) => set_times_fd(&*d?, times),
                 };
             }
-            // SAFETY: utimensat(2)'s contract.
-            match unsafe { classify(dirfd, path) }? {
-                Target::Host => Ok(fwd!(utimensat(dirfd, path, times, flags))),
-                Target::HostPath(c) => Ok(fwd!(utimensat(dirfd, c.as_ptr(), times, flags))),
-                Target::Udax(p) => set_times_path(&p, times),
+            if flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
+                return Err(Errno(libc::EINVAL));
             }
+            // SAFETY: utimensat(2)'s contract.
+            if let Some(d) = unsafe { crate::calls::stat::empty_path_desc(dirfd, path, flags) } {
+                return set_times_fd(&*d?, times);
+            }
+            let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
+            path_call!(@on path_call!(@classify dirfd, path), path, utimensat(dirfd, path, times, flags), |p| {
+                set_times_path(&p, times, follow)
+            })
         },
     )
 }
@@ -123,7 +137,7 @@ pub unsafe extern "C" fn futimens(fd: c_int, times: *const libc::timespec) -> c_
 pub unsafe extern "C" fn utime(path: *const c_char, t: *const libc::utimbuf) -> c_int {
     path_call!(-1, libc::AT_FDCWD, path, utime(path, t), |p| {
         if t.is_null() {
-            return set_times_path(&p, std::ptr::null());
+            return set_times_path(&p, std::ptr::null(), true);
         }
         // SAFETY: utime(2)'s contract: `t` points to a struct utimbuf.
         let u = unsafe { t.read() };
@@ -137,12 +151,12 @@ pub unsafe extern "C" fn utime(path: *const c_char, t: *const libc::utimbuf) -> 
                 tv_nsec: 0,
             },
         ];
-        set_times_path(&p, ts.as_ptr())
+        set_times_path(&p, ts.as_ptr(), true)
     })
 }
 
 macro_rules! utimes_fn {
-    ($name:ident) => {
+    ($name:ident, $follow:expr) => {
         /// # Safety
         /// As utimes(2).
         #[no_mangle]
@@ -150,13 +164,17 @@ macro_rules! utimes_fn {
             path_call!(-1, libc::AT_FDCWD, path, $name(path, t), |p| {
                 // SAFETY: utimes(2)'s contract for `t`.
                 let ts = unsafe { timevals(t) }?;
-                set_times_path(&p, ts.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()))
+                set_times_path(
+                    &p,
+                    ts.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+                    $follow,
+                )
             })
         }
     };
 }
-utimes_fn!(utimes);
-utimes_fn!(lutimes);
+utimes_fn!(utimes, true);
+utimes_fn!(lutimes, false);
 
 /// # Safety
 /// As futimes(3).

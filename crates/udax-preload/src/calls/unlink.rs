@@ -63,7 +63,7 @@ pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_in
         |p| {
             // SAFETY: unlinkat(2)'s contract.
             if flags & libc::AT_REMOVEDIR != 0 && unsafe { ends_in_dotdot(path) } {
-                stat_path(&p)?;
+                stat_path(&p, true)?;
                 return Err(Errno(libc::ENOTEMPTY));
             }
             unlink_udax(&p, flags)
@@ -82,7 +82,7 @@ pub unsafe extern "C" fn remove(path: *const c_char) -> c_int {
         path,
         remove(path),
         |p| {
-            if stat_path(&p)?.is_dir() {
+            if stat_path(&p, false)?.is_dir() {
                 rmdir_udax(&p)
             } else {
                 unlink_udax(&p, 0)
@@ -104,7 +104,7 @@ pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
         |p| {
             // SAFETY: rmdir(2)'s contract.
             if unsafe { ends_in_dotdot(path) } {
-                stat_path(&p)?;
+                stat_path(&p, true)?;
                 return Err(Errno(libc::ENOTEMPTY));
             }
             rmdir_udax(&p)

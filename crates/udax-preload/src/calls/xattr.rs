@@ -14,27 +14,27 @@ fn no_xattr(call: &str) -> Errno {
 }
 
 macro_rules! xattr_path_fn {
-    ($name:ident($($a:ident: $t:ty),*) -> $ret:ty) => {
+    ($name:ident($($a:ident: $t:ty),*) -> $ret:ty, $follow:expr) => {
         /// # Safety
         /// As the xattr(7) call of the same name.
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, $($a: $t),*) -> $ret {
             path_call!(-1, libc::AT_FDCWD, path, $name(path, $($a),*), |p| {
-                stat_path(&p)?;
+                stat_path(&p, $follow)?;
                 Err(no_xattr(stringify!($name)))
             })
         }
     };
 }
-xattr_path_fn!(getxattr(name: *const c_char, v: *mut c_void, n: size_t) -> ssize_t);
-xattr_path_fn!(lgetxattr(name: *const c_char, v: *mut c_void, n: size_t) -> ssize_t);
-xattr_path_fn!(setxattr(name: *const c_char, v: *const c_void, n: size_t, f: c_int) -> c_int);
-xattr_path_fn!(lsetxattr(name: *const c_char, v: *const c_void, n: size_t, f: c_int) -> c_int);
-xattr_path_fn!(removexattr(name: *const c_char) -> c_int);
-xattr_path_fn!(lremovexattr(name: *const c_char) -> c_int);
+xattr_path_fn!(getxattr(name: *const c_char, v: *mut c_void, n: size_t) -> ssize_t, true);
+xattr_path_fn!(lgetxattr(name: *const c_char, v: *mut c_void, n: size_t) -> ssize_t, false);
+xattr_path_fn!(setxattr(name: *const c_char, v: *const c_void, n: size_t, f: c_int) -> c_int, true);
+xattr_path_fn!(lsetxattr(name: *const c_char, v: *const c_void, n: size_t, f: c_int) -> c_int, false);
+xattr_path_fn!(removexattr(name: *const c_char) -> c_int, true);
+xattr_path_fn!(lremovexattr(name: *const c_char) -> c_int, false);
 
 macro_rules! listxattr_fn {
-    ($name:ident) => {
+    ($name:ident, $follow:expr) => {
         /// A udax file has no extended attributes: an empty list.
         ///
         /// # Safety
@@ -46,14 +46,14 @@ macro_rules! listxattr_fn {
             n: size_t,
         ) -> ssize_t {
             path_call!(-1, libc::AT_FDCWD, path, $name(path, list, n), |p| {
-                stat_path(&p)?;
+                stat_path(&p, $follow)?;
                 Ok(0)
             })
         }
     };
 }
-listxattr_fn!(listxattr);
-listxattr_fn!(llistxattr);
+listxattr_fn!(listxattr, true);
+listxattr_fn!(llistxattr, false);
 
 macro_rules! xattr_fd_fn {
     ($name:ident($($a:ident: $t:ty),*) -> $ret:ty) => {

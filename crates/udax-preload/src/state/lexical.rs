@@ -69,24 +69,29 @@ pub fn drop_dots(p: &[u8]) -> Vec<u8> {
     )
 }
 
-/// Resolve an absolute path (`.` and empty components dropped) that may pass
-/// through the mount prefix. Below the prefix, `..` is resolved lexically,
-/// which is exact (udax has no symbolic links); a `..` at the mount's root
-/// leaves it for the prefix's parent on the host, and the rest of the path is
-/// resolved from there as written (it may even come back in). Any other
-/// host path is normalised lexically only to see whether it names udax
-/// (`/x/../udax/f`); if not, the kernel resolves it as written (`None`).
-#[cfg(test)]
-pub fn resolve_abs(p: &[u8], mount: &str) -> R<Option<Target>> {
-    resolve_abs_crossing(p, mount, &mut Vec::new())
+/// Where a udax directory's `..` goes: the directory the walk really
+/// reached (its canonical inner path), or, when a symbolic link on the way
+/// left the file system, the host path it continues at (absolute, or
+/// relative to the mount point when it begins with `..`).
+pub enum Real {
+    Udax(String),
+    Escaped(String),
 }
 
-/// As [`resolve_abs`], and lists in `crossed` the udax directories (inner
-/// paths) that a `..` below the prefix went back out of: the kernel walks
-/// into each, so each must exist and be a directory ("d/missing/.." is
-/// ENOENT, "d/file/.." ENOTDIR), which the caller checks on the file
-/// system.
-pub fn resolve_abs_crossing(p: &[u8], mount: &str, crossed: &mut Vec<String>) -> R<Option<Target>> {
+/// Resolve an absolute path (`.` and empty components dropped) that may pass
+/// through the mount prefix. Below the prefix, a `..` goes back from where
+/// the path up to it really leads (`real`: symbolic links followed; it must
+/// exist and be a directory, so "d/missing/.." is ENOENT and "d/file/.."
+/// ENOTDIR, as the kernel's walk); a `..` at the mount's root leaves it for
+/// the prefix's parent on the host, and the rest of the path is resolved
+/// from there as written (it may even come back in). Any other host path is
+/// normalised lexically only to see whether it names udax (`/x/../udax/f`);
+/// if not, the kernel resolves it as written (`None`).
+pub fn resolve_abs(
+    p: &[u8],
+    mount: &str,
+    real: &mut dyn FnMut(&str) -> R<Real>,
+) -> R<Option<Target>> {
     let m = mount.as_bytes();
     let Some(rest) = p.strip_prefix(m).filter(|r| r.is_empty() || r[0] == b'/') else {
         return Ok(match place(normalise(p), mount)? {
@@ -94,33 +99,57 @@ pub fn resolve_abs_crossing(p: &[u8], mount: &str, crossed: &mut Vec<String>) ->
             _ => None,
         });
     };
-    let mut inner: Vec<&[u8]> = Vec::new();
+    let mut inner: Vec<Vec<u8>> = Vec::new();
     let mut comps = rest.split(|&b| b == b'/').filter(|c| !c.is_empty());
-    while let Some(c) = comps.next() {
+    // The host path the rest of `comps` continues from, if it leaves udax.
+    let mut out_at: Option<Vec<u8>> = None;
+    for c in comps.by_ref() {
         if c != b".." {
-            inner.push(c);
+            inner.push(c.to_vec());
             continue;
         }
-        if !inner.is_empty() {
-            crossed.push(check_utf8(
-                String::from_utf8_lossy(&join(inner.iter().copied())).into_owned(),
-            )?);
-        }
-        if inner.pop().is_none() {
+        if inner.is_empty() {
             // Out of the mount's root: on the host, from the prefix's parent.
-            let mut host = parent(mount).as_bytes().to_vec();
-            for c in comps {
-                host.push(b'/');
-                host.extend_from_slice(c);
+            out_at = Some(parent(mount).as_bytes().to_vec());
+            break;
+        }
+        let here =
+            check_utf8(String::from_utf8_lossy(&join(inner.iter().map(|c| &c[..]))).into_owned())?;
+        match real(&here)? {
+            Real::Udax(r) => {
+                inner = r
+                    .as_bytes()
+                    .split(|&b| b == b'/')
+                    .filter(|c| !c.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                inner.pop();
             }
-            let host = drop_dots(&host);
-            return Ok(Some(match resolve_abs_crossing(&host, mount, crossed)? {
-                Some(t) => t,
-                None => Target::HostPath(CString::new(host).map_err(|_| Errno(libc::EINVAL))?),
-            }));
+            Real::Escaped(e) => {
+                // A link on the way left udax: its `..` is the host's.
+                let mut host = if e.starts_with('/') {
+                    e.into_bytes()
+                } else {
+                    format!("{mount}/{e}").into_bytes()
+                };
+                host.extend_from_slice(b"/..");
+                out_at = Some(host);
+                break;
+            }
         }
     }
-    let path = String::from_utf8_lossy(&join(inner)).into_owned();
+    if let Some(mut host) = out_at {
+        for c in comps {
+            host.push(b'/');
+            host.extend_from_slice(c);
+        }
+        let host = drop_dots(&host);
+        return Ok(Some(match resolve_abs(&host, mount, real)? {
+            Some(t) => t,
+            None => Target::HostPath(CString::new(host).map_err(|_| Errno(libc::EINVAL))?),
+        }));
+    }
+    let path = String::from_utf8_lossy(&join(inner.iter().map(|c| &c[..]))).into_owned();
     Ok(Some(Target::Udax(check_utf8(path)?)))
 }
 
@@ -201,8 +230,13 @@ mod tests {
     use super::*;
 
     /// "udax:/inner", "host:/path", or "as written".
+    /// No symbolic links: every directory's real path is its own.
+    fn own(p: &str) -> R<Real> {
+        Ok(Real::Udax(p.to_string()))
+    }
+
     fn show(p: &str, mount: &str) -> String {
-        match resolve_abs(&drop_dots(p.as_bytes()), mount) {
+        match resolve_abs(&drop_dots(p.as_bytes()), mount, &mut own) {
             Ok(Some(Target::Udax(i))) => format!("udax:{i}"),
             Ok(Some(Target::HostPath(h))) => format!("host:{}", h.to_str().unwrap()),
             Ok(Some(Target::Host)) => "host, unchanged".into(),
@@ -238,7 +272,7 @@ mod tests {
         ) {
             let mount = if deep { "/mnt/udax" } else { "/udax" };
             let p = format!("/{}", comps.join("/"));
-            let got = match resolve_abs(&drop_dots(p.as_bytes()), mount) {
+            let got = match resolve_abs(&drop_dots(p.as_bytes()), mount, &mut own) {
                 Ok(Some(Target::Udax(i))) => format!("udax:{i}"),
                 Ok(Some(Target::HostPath(h))) => {
                     format!("host:{}", normalise(h.to_bytes()))
@@ -304,5 +338,33 @@ mod tests {
         // Back in through the prefix.
         assert_eq!(show("/udax/a/../../udax/b", "/udax"), "udax:/b");
         assert_eq!(show("/mnt/udax/../udax/../udax", "/mnt/udax"), "udax:/");
+    }
+
+    #[test]
+    fn dotdot_after_a_link_goes_back_from_where_the_link_led() {
+        // /udax/a/l is a link to /udax/b/c; /udax/out a link to /tmp/x.
+        let mut real = |p: &str| -> R<Real> {
+            Ok(match p {
+                "/a/l" => Real::Udax("/b/c".into()),
+                "/out" => Real::Escaped("/tmp/x".into()),
+                "/up" => Real::Escaped("../elsewhere".into()),
+                "/a/missing" => return Err(Errno(libc::ENOENT)),
+                p => Real::Udax(p.into()),
+            })
+        };
+        let mut show = |p: &str| match resolve_abs(&drop_dots(p.as_bytes()), "/udax", &mut real) {
+            Ok(Some(Target::Udax(i))) => format!("udax:{i}"),
+            Ok(Some(Target::HostPath(h))) => format!("host:{}", h.to_str().unwrap()),
+            Ok(_) => "as written".into(),
+            Err(Errno(e)) => format!("errno {e}"),
+        };
+        assert_eq!(show("/udax/a/l/../f"), "udax:/b/f");
+        assert_eq!(show("/udax/a/l/../../g"), "udax:/g");
+        assert_eq!(show("/udax/out/../y"), "host:/tmp/x/../y");
+        assert_eq!(show("/udax/up/../z"), "host:/elsewhere/../z");
+        assert_eq!(
+            show("/udax/a/missing/../f"),
+            format!("errno {}", libc::ENOENT)
+        );
     }
 }

@@ -18,7 +18,7 @@ use crate::state::config::Config;
 use crate::state::fds;
 use crate::state::fds::DirPath;
 pub use crate::state::lexical::{canonical, fd_link, parent, Target};
-use crate::state::lexical::{drop_dots, resolve_abs_crossing, with_dir_suffix};
+use crate::state::lexical::{drop_dots, resolve_abs, with_dir_suffix, Real};
 use libc::c_int;
 use std::ffi::{CStr, CString};
 use std::sync::Mutex;
@@ -82,21 +82,42 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
     })
 }
 
-/// [`resolve_abs_crossing`], then the kernel's check of every udax
-/// directory a `..` went back out of: it must exist (ENOENT) and be a
-/// directory (ENOTDIR), although the path no longer names it.
+/// [`resolve_abs`], each `..` below the prefix going back from where the
+/// path up to it really leads on the file system (`Vfs::real_dir`).
 fn resolve(p: &[u8], mount: &str) -> R<Option<Target>> {
-    let mut crossed = Vec::new();
-    let t = resolve_abs_crossing(p, mount, &mut crossed)?;
-    if !crossed.is_empty() {
-        let fs = crate::state::mount::fs()?;
-        for d in &crossed {
-            if !fs.stat(d)?.is_dir() {
-                return Err(Errno(libc::ENOTDIR));
-            }
-        }
+    resolve_abs(
+        p,
+        mount,
+        &mut |dir| match crate::state::mount::fs()?.real_dir(dir) {
+            Ok(r) => Ok(Real::Udax(r)),
+            Err(udax::Error::Escape { path }) => Ok(Real::Escaped(path)),
+            Err(e) => Err(e.into()),
+        },
+    )
+}
+
+/// Where a udax path that left the file system goes on (the path the last
+/// [`crate::boundary::entry::ESCAPED`] error carries): an absolute path, or
+/// one relative to the mount point (`../x`), classified as any path is.
+/// `hops` counts the escapes of one call: past the kernel's 40 links, ELOOP.
+pub fn escaped(hops: &mut u32) -> R<Target> {
+    let path = crate::boundary::entry::take_escape().ok_or(Errno(libc::EXDEV))?;
+    *hops += 1;
+    if *hops > udax::fs::MAX_SYMLINKS {
+        return Err(Errno(libc::ELOOP));
     }
-    Ok(t)
+    let cfg = config().ok_or(Errno(libc::EXDEV))?;
+    let abs = if path.starts_with('/') {
+        path
+    } else {
+        format!("{}/{path}", cfg.mount)
+    };
+    let c = CString::new(abs).map_err(|_| Errno(libc::EINVAL))?;
+    // SAFETY: `c` is a NUL-terminated string.
+    match unsafe { classify(libc::AT_FDCWD, c.as_ptr()) }? {
+        Target::Host => Ok(Target::HostPath(c)),
+        t => Ok(t),
+    }
 }
 
 fn classify_bytes(dirfd: c_int, bytes: &[u8], cfg: &Config) -> R<Target> {

@@ -493,6 +493,13 @@ impl Client {
 
     /// A new symbolic link at `path` to `target`.
     pub fn symlink(&self, target: &[u8], path: &str) -> Result<()> {
+        // As `Fs::symlink`, before the message (which carries 1 to 4095 bytes).
+        if target.is_empty() {
+            return Err(Error::NotFound);
+        }
+        if target.len() > crate::format::SYMLINK_MAX {
+            return Err(Error::NameTooLong);
+        }
         self.done(Request::Symlink {
             target: target.to_vec(),
             path: path.as_bytes().to_vec(),
