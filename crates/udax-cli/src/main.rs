@@ -127,6 +127,18 @@ enum Cmd {
     },
     /// Rename or move within one device (replaces an existing target).
     Mv { src: String, dst: String },
+    /// Make a link: with -s a symbolic link LINK whose target is TARGET,
+    /// stored as written (it may be relative, name nothing yet, or lead off
+    /// the device); without -s a hard link LINK to the file TARGET (same
+    /// device).
+    Ln {
+        target: String,
+        link: String,
+        #[arg(short, long)]
+        symbolic: bool,
+    },
+    /// Print a symbolic link's target.
+    Readlink { target: String },
     /// Set a file's size (shrink frees blocks; grow makes a hole).
     Truncate {
         target: String,
@@ -354,6 +366,8 @@ fn size_arg(s: &str) -> AnyResult<u64> {
 fn type_char(st: &udax::fs::Stat) -> char {
     if st.is_dir() {
         'd'
+    } else if st.is_symlink() {
+        'l'
     } else {
         '-'
     }
@@ -610,7 +624,8 @@ fn ends_in_dot(path: &str) -> bool {
 }
 
 fn remove_tree(fs: &Meta, path: &str) -> Result<(), udax::Error> {
-    if fs.stat(path)?.is_dir() {
+    // A symbolic link is removed, never followed into.
+    if fs.lstat(path)?.is_dir() {
         for e in fs.read_dir(path)? {
             remove_tree(fs, &format!("{}/{}", path.trim_end_matches('/'), e.name))?;
         }
@@ -667,6 +682,18 @@ fn run(cli: Cli) -> AnyResult<()> {
             recursive,
         } => rm_cmd(arg, recursive, def)?,
         Cmd::Mv { src, dst } => mv_cmd(&src, &dst, def)?,
+        Cmd::Ln {
+            target: t,
+            link,
+            symbolic,
+        } => ln_cmd(&t, &link, symbolic, def)?,
+        Cmd::Readlink { target: t } => {
+            let t = target(&t, def)?;
+            let fs = Meta::open(&t.dev, true)?;
+            let l = ctx(fs.readlink(&t.path), &t.path)?;
+            println!("{}", String::from_utf8_lossy(&l));
+            fs.finish(&t.dev)?;
+        }
         Cmd::Truncate { target: t, size } => truncate_cmd(&t, &size, def)?,
         Cmd::Fallocate {
             target: t,
@@ -773,6 +800,26 @@ fn mv_cmd(src: &str, dst: &str, def: Option<&str>) -> AnyResult<()> {
     fs.finish(&s.dev)
 }
 
+/// `udax ln [-s]`.
+fn ln_cmd(t: &str, link: &str, symbolic: bool, def: Option<&str>) -> AnyResult<()> {
+    let l = target(link, def)?;
+    let fs = Meta::open(&l.dev, false)?;
+    if symbolic {
+        // The target is text, not a path on any device.
+        ctx(fs.symlink(t.as_bytes(), &l.path), &l.path)?;
+    } else {
+        let s = target(t, Some(&l.dev))?;
+        if !same_device(&s.dev, &l.dev) {
+            return Err(format!("{t} -> {link}: {}", udax::Error::CrossDevice));
+        }
+        ctx(
+            fs.link(&s.path, &l.path),
+            &format!("{} -> {}", s.path, l.path),
+        )?;
+    }
+    fs.finish(&l.dev)
+}
+
 /// `udax truncate`.
 fn truncate_cmd(t: &str, size: &str, def: Option<&str>) -> AnyResult<()> {
     let t = target(t, def)?;
@@ -840,9 +887,17 @@ fn ls_cmd(t: String, long: bool, def: Option<&str>) -> AnyResult<()> {
     for e in ctx(fs.read_dir(&t.path), &t.path)? {
         if long {
             let p = format!("{}/{}", t.path.trim_end_matches('/'), e.name);
-            let st = ctx(fs.stat(&p), &p)?;
+            let st = ctx(fs.lstat(&p), &p)?;
+            let to = if st.is_symlink() {
+                format!(
+                    " -> {}",
+                    String::from_utf8_lossy(&ctx(fs.readlink(&p), &p)?)
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "{}{} {:>3} {:>12} {:>8} {}",
+                "{}{} {:>3} {:>12} {:>8} {}{to}",
                 type_char(&st),
                 mode_string(st.mode),
                 st.nlink,
@@ -874,7 +929,8 @@ fn read_every_page(p: *const u8, len: usize, poisoned: &[(u64, u64)]) {
 fn stat_cmd(t: String, json: bool, mmap: bool, def: Option<&str>) -> AnyResult<()> {
     let t = target(&t, def)?;
     let m = Meta::open(&t.dev, true)?;
-    let st = ctx(m.stat(&t.path), &t.path)?;
+    // Of a symbolic link itself, as stat(1) without -L.
+    let st = ctx(m.lstat(&t.path), &t.path)?;
     // Extents, media errors, sharing and (with --mmap) the mapping
     // counters: from the embedded mount, or from a client's lease and its
     // own fault engine when an owner serves the device.
@@ -934,9 +990,17 @@ fn stat_cmd(t: String, json: bool, mmap: bool, def: Option<&str>) -> AnyResult<(
             (poisoned, serde_json::json!(extents), shared, faults)
         }
     };
+    let link = if st.is_symlink() {
+        Some(String::from_utf8_lossy(&ctx(m.readlink(&t.path), &t.path)?).into_owned())
+    } else {
+        None
+    };
     if json {
         let mut j = serde_json::to_value(st).unwrap_or_default();
         if let Some(o) = j.as_object_mut() {
+            if let Some(l) = &link {
+                o.insert("target".into(), serde_json::json!(l));
+            }
             if let Some(s) = faults {
                 o.insert("mmap".into(), serde_json::to_value(s).unwrap_or_default());
             }
@@ -953,6 +1017,9 @@ fn stat_cmd(t: String, json: bool, mmap: bool, def: Option<&str>) -> AnyResult<(
             );
         }
         print_stat(&t.path, &st, Some(shared));
+        if let Some(l) = &link {
+            println!("  target: {l}");
+        }
         if matches!(m, Meta::Owner(_)) {
             println!("  (served by the device's owner; this command is one of its clients)");
         }
@@ -974,6 +1041,8 @@ fn print_stat(path: &str, st: &udax::fs::Stat, shared: Option<u64>) {
         "  type: {}  mode: {:o}  inode: {}  links: {}",
         if st.is_dir() {
             "directory"
+        } else if st.is_symlink() {
+            "symbolic link"
         } else {
             "regular file"
         },

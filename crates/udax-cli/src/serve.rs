@@ -160,6 +160,35 @@ impl Meta {
         }
     }
 
+    /// `lstat`: a symbolic link itself.
+    pub fn lstat(&self, p: &str) -> udax::Result<Stat> {
+        match self {
+            Meta::Local(fs) => fs.lstat(p),
+            Meta::Owner(c) => c.lstat(p),
+        }
+    }
+
+    pub fn readlink(&self, p: &str) -> udax::Result<Vec<u8>> {
+        match self {
+            Meta::Local(fs) => fs.readlink(p),
+            Meta::Owner(c) => c.readlink(p),
+        }
+    }
+
+    pub fn symlink(&self, target: &[u8], p: &str) -> udax::Result<()> {
+        match self {
+            Meta::Local(fs) => fs.symlink(target, p),
+            Meta::Owner(c) => c.symlink(target, p),
+        }
+    }
+
+    pub fn link(&self, existing: &str, new: &str) -> udax::Result<()> {
+        match self {
+            Meta::Local(fs) => fs.link(existing, new),
+            Meta::Owner(c) => c.link(existing, new),
+        }
+    }
+
     pub fn read_dir(&self, p: &str) -> udax::Result<Vec<DirEntry>> {
         match self {
             Meta::Local(fs) => fs.read_dir(p),

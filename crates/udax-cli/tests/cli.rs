@@ -599,3 +599,42 @@ fn mkfs_refuses_a_udax_file_system_of_another_format_version_without_force() {
         "{err}"
     );
 }
+
+#[test]
+fn cli_ln_s_readlink_ls_stat_and_rm_r_never_follows_a_link() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dev = dir.path().join("u.img");
+    let dev = dev.to_str().unwrap();
+    let at = |p: &str| format!("{dev}:{p}");
+    ok(&["mkfs", dev, "--size", "64M"]);
+    ok(&["mkdir", "-p", &at("/keep/sub")]);
+    let host = dir.path().join("h");
+    std::fs::write(&host, b"kept\n").unwrap();
+    ok(&["cp", host.to_str().unwrap(), &at("/keep/sub/f")]);
+    ok(&["mkdir", &at("/tree")]);
+    ok(&["ln", "-s", "../keep", &at("/tree/dirlink")]);
+    ok(&["ln", "-s", "../keep/sub/f", &at("/tree/filelink")]);
+    ok(&["ln", &at("/keep/sub/f"), &at("/tree/hard")]);
+    assert_eq!(ok(&["readlink", &at("/tree/dirlink")]), "../keep\n");
+    let ls = ok(&["ls", "-l", &at("/tree")]);
+    assert!(ls.contains("dirlink -> ../keep"), "{ls}");
+    assert!(ls.lines().any(|l| l.starts_with('l')), "{ls}");
+    // cat follows the link; stat shows the link itself.
+    assert_eq!(ok(&["cat", &at("/tree/filelink")]), "kept\n");
+    let st = ok(&["stat", &at("/tree/filelink")]);
+    assert!(
+        st.contains("symbolic link") && st.contains("target: ../keep/sub/f"),
+        "{st}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&["stat", "--json", &at("/tree/dirlink")])).unwrap();
+    assert_eq!(j["target"], "../keep");
+    // readlink of a file is an error; ln -s onto an existing name too.
+    assert!(!udax(&["readlink", &at("/keep/sub/f")]).status.success());
+    assert!(!udax(&["ln", "-s", "x", &at("/tree/hard")]).status.success());
+    // rm -r removes the links, not what they lead to.
+    ok(&["rm", "-r", &at("/tree")]);
+    assert_eq!(ok(&["cat", &at("/keep/sub/f")]), "kept\n");
+    let v: serde_json::Value = serde_json::from_str(&ok(&["fsck", "--json", dev])).unwrap();
+    assert_eq!(v["clean"], true);
+}
