@@ -366,10 +366,15 @@ fn size_arg(s: &str) -> AnyResult<u64> {
 fn type_char(st: &udax::fs::Stat) -> char {
     if st.is_dir() {
         'd'
-    } else if st.is_symlink() {
-        'l'
     } else {
-        '-'
+        match st.mode & 0o170000 {
+            0o120000 => 'l',
+            0o010000 => 'p',
+            0o020000 => 'c',
+            0o060000 => 'b',
+            0o140000 => 's',
+            _ => '-',
+        }
     }
 }
 

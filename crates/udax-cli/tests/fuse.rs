@@ -276,9 +276,40 @@ fn fuse_coreutils_tar_find_and_the_cli_agree() {
     let st = rustix::fs::statfs(&m.at).unwrap();
     assert_eq!(st.f_bsize, 4096);
     assert!(st.f_blocks > 0 && st.f_bfree < st.f_blocks);
-    // Special files are not in udax yet.
-    let e = m.sh_output("mkfifo p");
-    assert!(!e.status.success(), "mkfifo");
+}
+
+#[test]
+fn fuse_fifos_pipe_and_device_nodes_do_not_open_on_the_nodev_mount() {
+    if !fuse_ready("fuse_fifos_pipe_and_device_nodes_do_not_open_on_the_nodev_mount") {
+        return;
+    }
+    let m = Mount::new("");
+    // A FIFO on the mount is a pipe between the processes that open it.
+    assert_eq!(
+        m.sh("mkfifo p && (echo through > p &) && cat p"),
+        "through\n"
+    );
+    assert_eq!(m.sh("stat -c %F p"), "fifo\n");
+    m.sh("mknod n c 1 3 && mknod b b 8 1");
+    assert_eq!(m.sh("stat -c '%F %t,%T' n"), "character special file 1,3\n");
+    assert_eq!(m.sh("stat -c '%F %t,%T' b"), "block special file 8,1\n");
+    let e = m.sh_output("cat n");
+    assert!(
+        !e.status.success() && text(&e.stderr).contains("Permission denied"),
+        "a device node does not open on a nodev mount: {}",
+        text(&e.stderr)
+    );
+    // The CLI sees the same inodes.
+    let ls = m.udax_ok(&["ls", "-l", &format!("{}:/", m.dev)]);
+    assert!(
+        ls.lines().any(|l| l.starts_with('p') && l.ends_with(" p")),
+        "{ls}"
+    );
+    assert!(
+        ls.lines().any(|l| l.starts_with('c') && l.ends_with(" n")),
+        "{ls}"
+    );
+    m.sh("rm p n b");
 }
 
 #[test]

@@ -104,6 +104,7 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("link", "0"),
         ("nlink", "2"),
         ("symlink", "0"),
+        ("open_chr_on_udax", "-EACCES"),
         ("symlink_absolute_out", "0"),
         ("read_through_absolute_out", "1"),
         ("symlink_relative_out", "0"),
@@ -336,6 +337,25 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("symlink_long", "0"),
         ("readlink_long", "3000"),
         ("symlink_too_long", "-ENAMETOOLONG"),
+        ("mkfifo", "0"),
+        ("mkfifo_again", "-EEXIST"),
+        ("fifo_is_fifo", "1"),
+        ("fifo_open_read", "1"),
+        ("fifo_read", "4"),
+        ("fifo_data", "1"),
+        ("fifo_nonblock_write_no_reader", "-ENXIO"),
+        ("mknod_fifo", "0"),
+        ("mknod_sock", "0"),
+        ("open_sock", "-ENXIO"),
+        ("mknod_chr", "0"),
+        ("chr_rdev", "1"),
+        ("chr_statx_rdev", "1003"),
+        ("mknod_blk", "0"),
+        ("mknod_dir", "-EPERM"),
+        ("o_path_of_fifo", "1"),
+        ("fstat_o_path_fifo", "1"),
+        ("readdir_special_types", "15"),
+        ("unlink_fifo", "0"),
     ];
     let per_side: Vec<(String, &str)> = both
         .iter()
@@ -387,26 +407,44 @@ fn interposed_calls_answer_as_the_kernel_would() {
 
 #[test]
 fn unserved_calls_are_silent_without_udax_log() {
-    if !have("mkfifo") {
+    if !have("python3") {
         return;
     }
     let env = Env::new(16 << 20);
-    let out = output(env.cmd("mkfifo").env_remove("UDAX_LOG").arg(env.at("p")));
-    assert!(!out.status.success(), "udax has no special files");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("Operation not permitted"),
-        "mkfifo reports EPERM: {err}"
+    env.write_udax("/x", b"x");
+    // inotify cannot watch a udax file (no kernel inode): EOPNOTSUPP.
+    let script = format!(
+        "import ctypes, os\n\
+         c = ctypes.CDLL(None, use_errno=True)\n\
+         fd = c.inotify_init()\n\
+         r = c.inotify_add_watch(fd, b'{}', 2)\n\
+         print(r, ctypes.get_errno())",
+        env.at("x")
     );
+    let out = output(
+        env.cmd("python3")
+            .env_remove("UDAX_LOG")
+            .args(["-c", &script]),
+    );
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("-1 {}", libc::EOPNOTSUPP),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !err.contains("udax-preload"),
         "no log line without UDAX_LOG: {err}"
     );
     // With UDAX_LOG the same call logs one line.
-    let out = output(env.cmd("mkfifo").arg(env.at("p")));
+    let out = output(env.cmd("python3").args(["-c", &script]));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.matches("udax-preload: mkfifo").count(), 1, "{err}");
-    env.with_fs(|fs| assert!(fs.stat("/p").is_err(), "nothing was created"));
+    assert_eq!(
+        err.matches("udax-preload: inotify_add_watch").count(),
+        1,
+        "{err}"
+    );
 }
 
 #[test]

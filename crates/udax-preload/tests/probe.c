@@ -14,6 +14,7 @@
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -430,6 +431,63 @@ static void symlinks(const char *base, const char *tag) {
     tnum("symlink_too_long", tag, symlink(big, at(base, "sl/toolong")));
 }
 
+/* Special files: FIFOs (a pipe shared by the processes that open one),
+ * sockets and device nodes (as root). */
+static void specials(const char *base, const char *tag) {
+    struct stat st;
+    char b[16] = {0};
+    mkdir(at(base, "sp"), 0755);
+    tnum("mkfifo", tag, mkfifo(at(base, "sp/fifo"), 0644));
+    tnum("mkfifo_again", tag, mkfifo(at(base, "sp/fifo"), 0644));
+    stat(at(base, "sp/fifo"), &st);
+    tnum("fifo_is_fifo", tag, S_ISFIFO(st.st_mode) && (st.st_mode & 0777) == 0644);
+    pid_t c = fork();
+    if (c == 0) {
+        int w = open(at(base, "sp/fifo"), O_WRONLY);
+        write(w, "ping", 4);
+        close(w);
+        _exit(0);
+    }
+    int r = open(at(base, "sp/fifo"), O_RDONLY);
+    tnum("fifo_open_read", tag, r >= 0);
+    tnum("fifo_read", tag, read(r, b, sizeof b));
+    tnum("fifo_data", tag, strcmp(b, "ping") == 0);
+    close(r);
+    waitpid(c, NULL, 0);
+    tnum("fifo_nonblock_write_no_reader", tag, open(at(base, "sp/fifo"), O_WRONLY | O_NONBLOCK));
+    tnum("mknod_fifo", tag, mknod(at(base, "sp/fifo2"), S_IFIFO | 0600, 0));
+    tnum("mknod_sock", tag, mknod(at(base, "sp/sock"), S_IFSOCK | 0600, 0));
+    tnum("open_sock", tag, open(at(base, "sp/sock"), O_RDONLY));
+    tnum("mknod_chr", tag, mknod(at(base, "sp/null"), S_IFCHR | 0666, makedev(1, 3)));
+    stat(at(base, "sp/null"), &st);
+    tnum("chr_rdev", tag, S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3));
+    struct statx sx;
+    statx(AT_FDCWD, at(base, "sp/null"), 0, STATX_BASIC_STATS, &sx);
+    tnum("chr_statx_rdev", tag, sx.stx_rdev_major * 1000 + sx.stx_rdev_minor);
+    tnum("mknod_blk", tag, mknod(at(base, "sp/blk"), S_IFBLK | 0600, makedev(8, 1)));
+    tnum("mknod_dir", tag, mknod(at(base, "sp/dir"), S_IFDIR | 0755, 0));
+    tnum("o_path_of_fifo", tag, (r = open(at(base, "sp/fifo"), O_PATH)) >= 0);
+    tnum("fstat_o_path_fifo", tag, fstat(r, &st) == 0 && S_ISFIFO(st.st_mode));
+    close(r);
+    DIR *dp = opendir(at(base, "sp"));
+    struct dirent *e;
+    int kinds = 0;
+    while (dp && (e = readdir(dp))) {
+        if (strcmp(e->d_name, "fifo") == 0 && e->d_type == DT_FIFO)
+            kinds |= 1;
+        if (strcmp(e->d_name, "null") == 0 && e->d_type == DT_CHR)
+            kinds |= 2;
+        if (strcmp(e->d_name, "sock") == 0 && e->d_type == DT_SOCK)
+            kinds |= 4;
+        if (strcmp(e->d_name, "blk") == 0 && e->d_type == DT_BLK)
+            kinds |= 8;
+    }
+    if (dp)
+        closedir(dp);
+    tnum("readdir_special_types", tag, kinds);
+    tnum("unlink_fifo", tag, unlink(at(base, "sp/fifo")));
+}
+
 int main(int argc, char **argv) {
     char buf[8192];
     struct stat st, st2;
@@ -584,6 +642,10 @@ int main(int argc, char **argv) {
     ownership(H, "host");
     symlinks(M, "udax");
     symlinks(H, "host");
+    specials(M, "udax");
+    specials(H, "host");
+    /* a device node on udax does not open (nodev), whatever the host's mount says */
+    num("open_chr_on_udax", open(at(M, "sp/null"), O_RDONLY));
     /* links that leave udax: resolved on the host, as the kernel would */
     {
         char t[4096], r[64];

@@ -89,6 +89,14 @@ impl Vfs {
         }
     }
 
+    /// `mknod` ([`Fs::mknod`]).
+    pub fn mknod(&self, path: &str, mode: u32, rdev: u64) -> Result<()> {
+        match self {
+            Vfs::Local(fs) => fs.mknod(path, mode, rdev),
+            Vfs::Remote(c) => c.mknod(path, mode, rdev),
+        }
+    }
+
     /// The canonical path of directory `path` ([`Fs::real_dir`]).
     pub fn real_dir(&self, path: &str) -> Result<String> {
         match self {

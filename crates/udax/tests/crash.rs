@@ -533,3 +533,11 @@ fn f7_crash_during_symlink_with_inline_and_block_targets() {
         fs.unlink("/e/long").unwrap();
     });
 }
+
+#[test]
+fn f7_crash_during_mknod_of_a_device_node() {
+    crash_test("mknod", base, |fs| {
+        fs.mknod("/e/null", libc::S_IFCHR | 0o666, libc::makedev(1, 3))
+            .unwrap();
+    });
+}

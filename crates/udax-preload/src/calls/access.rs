@@ -8,7 +8,7 @@ use libc::{c_char, c_int};
 
 /// access(2) by the permission bits, for the effective ids (root: read and
 /// write always, execute if any x bit is set or it is a directory).
-fn access_udax(p: &str, mode: c_int, follow: bool) -> R<c_int> {
+pub fn access_udax(p: &str, mode: c_int, follow: bool) -> R<c_int> {
     let s = stat_path(p, follow)?;
     if mode & !(libc::R_OK | libc::W_OK | libc::X_OK) != 0 {
         return Err(Errno(libc::EINVAL));

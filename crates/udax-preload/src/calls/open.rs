@@ -61,16 +61,26 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
         fs.stat(path)
     } {
         Ok(_) if creat && flags & libc::O_EXCL != 0 => return Err(Errno(libc::EEXIST)),
-        // O_NOFOLLOW of a symbolic link: ELOOP, but O_PATH opens the link.
-        Ok(st) if st.is_symlink() => {
+        // O_NOFOLLOW of a symbolic link: ELOOP; a special file is not a
+        // udax file: a FIFO is a host pipe, a device node does not open
+        // (nodev: EACCES), a socket ENXIO. O_PATH opens either itself.
+        Ok(st) if !st.is_file() && !st.is_dir() => {
             if flags & libc::O_DIRECTORY != 0 {
                 return Err(Errno(libc::ENOTDIR));
             }
-            if flags & libc::O_PATH == 0 {
+            if flags & libc::O_PATH != 0 {
+                let d = Desc::new(Kind::Node { ino: st.ino }, path.to_string(), status);
+                return fds::install(d, cloexec);
+            }
+            if st.is_symlink() {
                 return Err(Errno(libc::ELOOP));
             }
-            let d = Desc::new(Kind::Link { ino: st.ino }, path.to_string(), status);
-            return fds::install(d, cloexec);
+            if st.is_fifo() {
+                return open_fifo(path, &st, flags);
+            }
+            // EACCES or ENXIO, from the file system.
+            fs.open(path, &OpenOptions::read_only())?;
+            return Err(Errno(libc::EIO));
         }
         Ok(st) if st.is_dir() => {
             if flags & libc::O_PATH == 0 && (acc != libc::O_RDONLY || creat) {
@@ -105,6 +115,43 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
     };
     let f = fs.open(path, &opts)?;
     fds::install(Desc::new(Kind::File(f), path.to_string(), status), cloexec)
+}
+
+/// A udax FIFO's pipe: a host FIFO every process that opens the udax one
+/// opens too, in the runtime directory (`<runtime>/fifo/<uuid>-<ino>-<birth>`:
+/// the inode number with its birth time, so a new FIFO that reuses the
+/// number is another pipe), made on first use. Opened as the kernel opens a
+/// FIFO (blocking until the other end opens, unless `O_NONBLOCK`); the
+/// descriptor is the host's. Access is checked on the udax inode first.
+fn open_fifo(path: &str, st: &udax::fs::Stat, flags: c_int) -> R<c_int> {
+    let want = match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => libc::R_OK,
+        libc::O_WRONLY => libc::W_OK,
+        _ => libc::R_OK | libc::W_OK,
+    };
+    crate::calls::access::access_udax(path, want, true)?;
+    let cfg = crate::state::path::config().ok_or(Errno(libc::ENODEV))?;
+    let uuid = udax::client::uuid_of(std::path::Path::new(&cfg.device))?;
+    let dir = udax::owner::runtime_dir().join("fifo");
+    std::fs::create_dir_all(&dir).map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let host = dir.join(format!("{uuid}-{}-{}", st.ino, st.btime_ns));
+    let c = std::ffi::CString::new(host.as_os_str().as_encoded_bytes())
+        .map_err(|_| Errno(libc::EINVAL))?;
+    // SAFETY: `c` is a NUL-terminated path; mkfifo and chmod only read it.
+    unsafe {
+        if libc::mkfifo(c.as_ptr(), 0o600) == 0 {
+            // Anyone the udax inode lets in (checked above) may open it.
+            libc::chmod(c.as_ptr(), 0o666);
+        }
+    }
+    let keep = libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: as above; the flags are the caller's access mode and
+    // blocking choice.
+    let fd = unsafe { libc::open(c.as_ptr(), flags & keep) };
+    if fd < 0 {
+        return Err(Errno(crate::boundary::entry::errno()));
+    }
+    Ok(fd)
 }
 
 /// `O_TMPFILE`: an unnamed file in directory `dir` (`Fs::create_unnamed`),

@@ -57,7 +57,7 @@ pub unsafe extern "C" fn fchmod(fd: c_int, mode: mode_t) -> c_int {
             Ok(0)
         }
         crate::state::fds::Kind::Dir(_) => chmod_udax(&d.path()?, mode),
-        crate::state::fds::Kind::Link { .. } => Err(Errno(libc::EBADF)),
+        crate::state::fds::Kind::Node { .. } => Err(Errno(libc::EBADF)),
     })
 }
 
@@ -90,7 +90,7 @@ fn chown_desc(d: &Desc, uid: uid_t, gid: gid_t, o_path_ok: bool) -> R<c_int> {
             Ok(0)
         }
         Kind::Dir(_) => chown_path(&d.path()?, uid, gid, true),
-        Kind::Link { .. } => {
+        Kind::Node { .. } => {
             mount::fs()?.set_owner_nofollow(&d.path()?, id(uid), id(gid))?;
             Ok(0)
         }

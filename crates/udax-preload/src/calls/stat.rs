@@ -32,6 +32,7 @@ pub fn fill_stat(s: &Stat, out: *mut libc::stat64) -> R<()> {
     st.st_uid = s.uid;
     st.st_gid = s.gid;
     st.st_size = s.size as i64;
+    st.st_rdev = s.rdev;
     st.st_blksize = s.blksize as _;
     st.st_blocks = s.blocks as i64;
     (st.st_atime, st.st_atime_nsec) = ts(s.atime_ns);
@@ -78,6 +79,8 @@ fn fill_statx(s: &Stat, out: *mut libc::statx) -> R<()> {
     x.stx_mtime = t(s.mtime_ns);
     x.stx_dev_major = DEV_MAJOR;
     x.stx_dev_minor = 0;
+    x.stx_rdev_major = libc::major(s.rdev);
+    x.stx_rdev_minor = libc::minor(s.rdev);
     // As the kernel on an -o dax mount: every file says whether it is DAX
     // (the mask), and regular files are (loads and stores reach the device).
     x.stx_attributes_mask = STATX_ATTR_DAX | STATX_ATTR_AUTOMOUNT;

@@ -11,7 +11,7 @@ fn sync_desc(d: &Desc, data_only: bool) -> R<c_int> {
         Kind::Dir(_) => mount::fs()?.sync()?,
         Kind::File(f) if data_only => f.sync_data()?,
         Kind::File(f) => f.fsync()?,
-        Kind::Link { .. } => return Err(crate::boundary::entry::Errno(libc::EBADF)),
+        Kind::Node { .. } => return Err(crate::boundary::entry::Errno(libc::EBADF)),
     }
     Ok(0)
 }

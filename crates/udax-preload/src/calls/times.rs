@@ -82,7 +82,7 @@ fn set_times_fd(d: &crate::state::fds::Desc, times: *const libc::timespec) -> R<
         crate::state::fds::Kind::Dir(_) => {
             crate::state::mount::fs()?.set_times(&d.path()?, a, m)?
         }
-        crate::state::fds::Kind::Link { .. } => {
+        crate::state::fds::Kind::Node { .. } => {
             crate::state::mount::fs()?.set_times_nofollow(&d.path()?, a, m)?
         }
     }

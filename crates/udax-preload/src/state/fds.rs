@@ -55,10 +55,10 @@ pub enum Kind {
     /// A directory (or an `O_PATH` descriptor of one), held; its path is
     /// for `*at` calls, fchdir, fstat and getdents.
     Dir(udax::vfs::VDir),
-    /// An `O_PATH | O_NOFOLLOW` descriptor of a symbolic link (inode
-    /// `ino`), by its path as opened: for fstat, `readlinkat(fd, "")`,
-    /// `fchownat`/`utimensat` with `AT_EMPTY_PATH`.
-    Link {
+    /// An `O_PATH` descriptor of a symbolic link (`O_NOFOLLOW`) or a
+    /// special file (inode `ino`), by its path as opened: for fstat,
+    /// `readlinkat(fd, "")`, `fchownat`/`utimensat` with `AT_EMPTY_PATH`.
+    Node {
         ino: u64,
     },
 }
@@ -156,7 +156,7 @@ impl Desc {
             Kind::File(f) => f.ino(),
             Kind::Dir(udax::vfs::VDir::Local(d)) => d.ino(),
             Kind::Dir(udax::vfs::VDir::Remote { ino, .. }) => *ino,
-            Kind::Link { ino } => *ino,
+            Kind::Node { ino } => *ino,
         }
     }
     /// A file's path (as opened) still names this file.
@@ -172,7 +172,7 @@ impl Desc {
         let mut p = self.path.lock().unwrap_or_else(|p| p.into_inner());
         match &*self.kind {
             Kind::Dir(d) => p.get(d),
-            Kind::File(_) | Kind::Link { .. } => Ok(p.path.clone()),
+            Kind::File(_) | Kind::Node { .. } => Ok(p.path.clone()),
         }
     }
     pub fn status(&self) -> c_int {
@@ -205,21 +205,21 @@ impl Desc {
         match &*self.kind {
             Kind::File(f) => Ok(f),
             Kind::Dir(_) => Err(Errno(libc::EISDIR)),
-            Kind::Link { .. } => Err(Errno(libc::EBADF)),
+            Kind::Node { .. } => Err(Errno(libc::EBADF)),
         }
     }
     pub fn stat(&self) -> R<udax::fs::Stat> {
         match &*self.kind {
             Kind::File(f) => Ok(f.stat()?),
             Kind::Dir(_) => Ok(crate::state::mount::fs()?.stat(&self.path()?)?),
-            Kind::Link { .. } => Ok(crate::state::mount::fs()?.lstat(&self.path()?)?),
+            Kind::Node { .. } => Ok(crate::state::mount::fs()?.lstat(&self.path()?)?),
         }
     }
     /// The path of an `O_PATH | O_NOFOLLOW` descriptor of a symbolic link
     /// (`readlinkat(fd, "")`); any other descriptor: ENOENT, as the kernel.
     pub fn link_path(&self) -> R<String> {
         match &*self.kind {
-            Kind::Link { .. } => self.path(),
+            Kind::Node { .. } if self.stat()?.is_symlink() => self.path(),
             _ => Err(Errno(libc::ENOENT)),
         }
     }

@@ -506,6 +506,15 @@ impl Client {
         })
     }
 
+    /// `mknod` ([`crate::fs::Fs::mknod`]).
+    pub fn mknod(&self, path: &str, mode: u32, rdev: u64) -> Result<()> {
+        self.done(Request::Mknod {
+            path: path.as_bytes().to_vec(),
+            mode,
+            rdev,
+        })
+    }
+
     /// A request answered with `Path`: its bytes.
     fn path_reply(&self, req: Request) -> Result<Vec<u8>> {
         match self.call(&req)? {
@@ -856,6 +865,7 @@ fn stat(a: &Attr) -> Stat {
         mtime_ns: a.mtime_ns,
         ctime_ns: a.ctime_ns,
         btime_ns: a.btime_ns,
+        rdev: a.rdev,
     }
 }
 

@@ -104,6 +104,9 @@ pub enum Op {
     /// length. A target longer than fits its slot inline (format 3) is also
     /// written to the data block the link maps, before the transaction.
     Symlink { ino: u64, target: Vec<u8> },
+    /// Inode `ino`, a new character or block special file, has device
+    /// number `rdev`.
+    SetRdev { ino: u64, rdev: u64 },
     /// Device blocks `[dev_blk, dev_blk+len)` have a media error (SPEC E1): add
     /// them to the bad-block table. Changes no inode.
     Poison { dev_blk: u64, len: u64 },
@@ -206,6 +209,9 @@ impl Op {
             Op::Symlink { ino, target } => {
                 w.u8(17).u64(*ino).u16(target.len() as u16).bytes(target);
             }
+            Op::SetRdev { ino, rdev } => {
+                w.u8(18).u64(*ino).u64(*rdev);
+            }
             Op::Unpoison { dev_blk, len } => {
                 w.u8(15).u64(*dev_blk).u64(*len);
             }
@@ -297,6 +303,10 @@ impl Op {
                 }
                 Op::Symlink { ino, target }
             }
+            18 => Op::SetRdev {
+                ino: r.u64()?,
+                rdev: r.u64()?,
+            },
             t => return Err(r.corrupt(format_args!("unknown op tag {t}"))),
         })
     }
@@ -574,6 +584,10 @@ mod tests {
             Op::Symlink {
                 ino: 6,
                 target: b"../a/b".to_vec(),
+            },
+            Op::SetRdev {
+                ino: 7,
+                rdev: 0x0103,
             },
         ]
     }

@@ -4,7 +4,9 @@ use super::state::InodeData;
 use super::{recover, Error, Fs, MountOptions};
 use crate::device::Device;
 use crate::format::v3::AnySuperblock;
-use crate::format::{dtype_of, Op, DT_DIR, ROOT_INO, SYMLINK_MAX};
+use crate::format::{
+    dtype_of, Op, DT_DIR, ROOT_INO, SYMLINK_MAX, S_IFBLK, S_IFCHR, S_IFIFO, S_IFMT, S_IFSOCK,
+};
 use crate::journal::{Damage, Recovery};
 use crate::BLOCK_SIZE;
 use std::collections::HashMap;
@@ -87,11 +89,25 @@ fn problem(what: String, ino: Option<u64>, off: Option<u64>) -> Problem {
 /// Check an in-memory state: extents inside the data area and owned once,
 /// directory entries pointing at live inodes of the right type, link counts,
 /// parents, and every inode reachable from the root (or an orphan).
-/// What is wrong with symbolic link `d` (`None` for a sound one, or
-/// another kind of inode): its size is its target's length (1 to 4095
-/// bytes, no NUL); a target longer than fits its slot has the one data
-/// block it lives in mapped at file block 0, a shorter one none.
-fn symlink_problem(d: &InodeData) -> Option<String> {
+/// What is wrong with symbolic link or special file `d` (`None` for a
+/// sound one, or a file or directory): a link's size is its target's
+/// length (1 to 4095 bytes, no NUL), and a target longer than fits its slot
+/// has the one data block it lives in mapped at file block 0, a shorter
+/// one none; a special file has no size and no blocks, and only a device
+/// a device number.
+fn node_problem(d: &InodeData) -> Option<String> {
+    let kind = d.attr.mode & S_IFMT;
+    if d.rdev != 0 && !matches!(kind, S_IFCHR | S_IFBLK) {
+        return Some(format!(
+            "device number {:#x} on an inode that is not a device",
+            d.rdev
+        ));
+    }
+    if matches!(kind, S_IFIFO | S_IFSOCK | S_IFCHR | S_IFBLK)
+        && (d.attr.size != 0 || !d.map.is_empty())
+    {
+        return Some("special file with a size or data blocks".into());
+    }
     if !d.is_symlink() {
         return (!d.target.is_empty())
             .then(|| "a target on an inode that is not a symbolic link".into());
@@ -198,7 +214,7 @@ pub(crate) fn check_state(
                 None,
             ));
         }
-        if let Some(what) = symlink_problem(d) {
+        if let Some(what) = node_problem(d) {
             out.push(problem(what, Some(*ino), None));
         }
         for (name, &(child, t)) in &d.dir {
@@ -586,6 +602,7 @@ pub(crate) fn lost_changes<'a>(
             Op::Times { ino, .. } => format!("{}: times set", name(ino)),
             Op::SetParent { ino, parent } => format!("{}: moved under {}", name(ino), name(parent)),
             Op::SetMode { ino, .. } => format!("{}: mode or owner changed", name(ino)),
+            Op::SetRdev { ino, rdev } => format!("{}: device number {rdev:#x}", name(ino)),
             Op::Symlink { ino, target } => format!(
                 "{}: symbolic link to {}",
                 name(ino),

@@ -60,6 +60,9 @@ pub enum Error {
     NotPermitted(&'static str),
     #[error("permission denied: {0}")]
     Access(&'static str),
+    /// `ENXIO`: a socket file opened as a file.
+    #[error("no such device or address: {0}")]
+    NoDevice(&'static str),
     #[error("system call failed: {0}")]
     Io(std::io::Error),
     #[error(transparent)]
@@ -100,6 +103,7 @@ impl Error {
             Error::Corrupted { .. } => libc::EUCLEAN,
             Error::NotPermitted(_) => libc::EPERM,
             Error::Access(_) => libc::EACCES,
+            Error::NoDevice(_) => libc::ENXIO,
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             Error::Format(_) => libc::EINVAL,
             Error::Device(e) => e.errno(),

@@ -156,6 +156,7 @@ pub(crate) fn inode_data(store: &Store, ino: u64, slot: &InodeSlot) -> Result<In
     let mut d = InodeData::default();
     d.attr = slot.attr;
     d.tree_root = slot.tree_root;
+    d.rdev = slot.rdev;
     let bad = |what: String| Error::Corrupted {
         what: format!("inode {ino}: {what}"),
         device_offset: slot.tree_root * BLOCK_SIZE,

@@ -35,6 +35,7 @@ fn slot_of(d: &InodeData) -> InodeSlot {
         tree_root: d.tree_root,
         tree_count,
         inline,
+        rdev: d.rdev,
         ..InodeSlot::new(d.attr)
     }
 }
@@ -206,7 +207,8 @@ pub(crate) fn apply_and_store<I: Inodes + ?Sized>(
             | Op::Times { ino, .. }
             | Op::SetParent { ino, .. }
             | Op::SetMode { ino, .. }
-            | Op::Symlink { ino, .. } => touch(&mut touched, *ino),
+            | Op::Symlink { ino, .. }
+            | Op::SetRdev { ino, .. } => touch(&mut touched, *ino),
             // The bad-block table changes as a whole: the caller stores it
             // from the effects (`Fs::run_tx` on format 3).
             Op::Poison { .. } | Op::Unpoison { .. } => {}

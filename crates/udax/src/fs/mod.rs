@@ -1148,5 +1148,6 @@ pub(crate) fn stat_of(ino: u64, d: &InodeData, pending_mtime: u64) -> Stat {
         mtime_ns: a.mtime_ns.max(pending_mtime),
         ctime_ns: a.ctime_ns.max(pending_mtime),
         btime_ns: a.btime_ns,
+        rdev: d.rdev,
     }
 }

@@ -4,8 +4,8 @@
 use super::{now_ns, stat_of, Cell, Error, File, Fs, OpenOptions, Result, Stat};
 use crate::alloc::AllocRequest;
 use crate::format::{
-    dtype_of, symlink_reserve_ops, Op, DT_DIR, DT_LNK, NAME_MAX, ROOT_INO, SYMLINK_MAX, S_IFDIR,
-    S_IFLNK, S_IFMT, S_IFREG,
+    dtype_of, symlink_reserve_ops, Op, DT_DIR, DT_LNK, NAME_MAX, ROOT_INO, SYMLINK_MAX, S_IFBLK,
+    S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
 };
 use crate::fs::perm::{R, S_ISGID, S_ISUID, W, X};
 use crate::fs::state::InodeData;
@@ -551,6 +551,16 @@ impl Fs {
     }
 
     fn new_node(&self, path: &str, mode: u32) -> Result<u64> {
+        self.new_node_with(path, mode, |_| Vec::new())
+    }
+
+    /// [`Self::new_node`], with `more(ino)`'s ops in its transaction.
+    fn new_node_with(
+        &self,
+        path: &str,
+        mode: u32,
+        more: impl FnOnce(u64) -> Vec<Op>,
+    ) -> Result<u64> {
         let _g = self.begin(2)?;
         let _ns = self.inner.ns.lock();
         let is_dir = mode & S_IFMT == S_IFDIR;
@@ -571,7 +581,44 @@ impl Fs {
         if is_dir && dg.attr.nlink >= LINK_MAX {
             return Err(Error::TooManyLinks);
         }
-        self.make_node(dir, &mut dg, mode, Some(name), |_| Vec::new())
+        self.make_node(dir, &mut dg, mode, Some(name), more)
+    }
+
+    /// `mknod`: a special file at `path` of the type in `mode`'s file type
+    /// bits: a FIFO, a socket, or a character or block device of number
+    /// `rdev` (no type, or `S_IFREG`: an empty regular file). A device node
+    /// needs root (the kernel's `CAP_MKNOD`: `NotPermitted` for any other
+    /// caller); `S_IFDIR` is `NotPermitted` and any other type `Invalid`, as
+    /// the kernel's `may_mknod`. Format 2 has no special files
+    /// (`NotSupported`). Opening one is not the library's to do: a FIFO's
+    /// pipe lives on the host (the shim, the FUSE mount), and a device node
+    /// does not open (udax is `nodev`).
+    pub fn mknod(&self, path: &str, mode: u32, rdev: u64) -> Result<()> {
+        let perm = mode & 0o7777;
+        let kind = mode & S_IFMT;
+        match kind {
+            0 | S_IFREG => return self.new_node(path, S_IFREG | perm).map(|_| ()),
+            S_IFIFO | S_IFSOCK | S_IFCHR | S_IFBLK => {}
+            S_IFDIR => return Err(Error::NotPermitted("mknod of a directory")),
+            _ => return Err(Error::Invalid("mknod of an unknown file type")),
+        }
+        if !self.has_symlinks() {
+            return Err(Error::NotSupported(
+                "special files need format 3 (this file system is format 2)",
+            ));
+        }
+        let device = matches!(kind, S_IFCHR | S_IFBLK);
+        if device && self.cred.as_ref().is_some_and(|c| !c.is_root()) {
+            return Err(Error::NotPermitted("only root makes device nodes"));
+        }
+        self.new_node_with(path, kind | perm, |ino| {
+            if device {
+                vec![Op::SetRdev { ino, rdev }]
+            } else {
+                Vec::new()
+            }
+        })
+        .map(|_| ())
     }
 
     /// A new inode of `mode` in directory `dir` (its lock `dg` held) and its
@@ -802,6 +849,18 @@ impl Fs {
             }
             if d.is_symlink() {
                 return Err(Error::Loop); // only a followed link is opened
+            }
+            match d.attr.mode & S_IFMT {
+                S_IFREG => {}
+                S_IFCHR | S_IFBLK => {
+                    return Err(Error::Access("device nodes do not open: udax is nodev"))
+                }
+                S_IFSOCK => return Err(Error::NoDevice("a socket file does not open")),
+                _ => {
+                    return Err(Error::NotSupported(
+                        "a FIFO opens through the shim or a FUSE mount (a host pipe)",
+                    ))
+                }
             }
             // Counted under the inode lock: unlink decides "free now or at last
             // close" under the same lock.

@@ -6,8 +6,8 @@
 use super::extent::ExtentMap;
 use crate::format::{
     inode_record_bytes, Attr, DirentImage, Extent, InodeImage, Op, BADBLOCK_RANGE_BYTES,
-    DIRENT_RECORD_BYTES, DT_DIR, EXTENT_RECORD_BYTES, REFCOUNT_RANGE_BYTES, SYMLINK_MAX, S_IFDIR,
-    S_IFLNK, S_IFMT,
+    DIRENT_RECORD_BYTES, DT_DIR, EXTENT_RECORD_BYTES, REFCOUNT_RANGE_BYTES, SYMLINK_MAX, S_IFBLK,
+    S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,6 +28,8 @@ pub struct InodeData {
     /// A symbolic link's target (empty for every other inode). One longer
     /// than fits the slot inline is also in the data block `map` maps.
     pub target: Vec<u8>,
+    /// A character or block special file's device number (0 otherwise).
+    pub rdev: u64,
 }
 
 impl InodeData {
@@ -340,6 +342,13 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             }
             d.target = target.clone();
             d.attr.size = target.len() as u64;
+        }
+        Op::SetRdev { ino, rdev } => {
+            let d = get(s, *ino)?;
+            if !matches!(d.attr.mode & S_IFMT, S_IFCHR | S_IFBLK) {
+                return Err(format!("device number set on inode {ino}, not a device"));
+            }
+            d.rdev = *rdev;
         }
         Op::Poison { dev_blk, len } | Op::Unpoison { dev_blk, len } => {
             if *len == 0 || dev_blk.checked_add(*len).is_none() {

@@ -18,6 +18,8 @@ pub struct Stat {
     pub mtime_ns: u64,
     pub ctime_ns: u64,
     pub btime_ns: u64,
+    /// A character or block special file's device number (`st_rdev`).
+    pub rdev: u64,
 }
 
 impl Stat {
@@ -29,6 +31,9 @@ impl Stat {
     }
     pub fn is_symlink(&self) -> bool {
         self.mode & S_IFMT == crate::format::S_IFLNK
+    }
+    pub fn is_fifo(&self) -> bool {
+        self.mode & S_IFMT == crate::format::S_IFIFO
     }
 }
 

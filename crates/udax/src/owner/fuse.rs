@@ -25,7 +25,7 @@
 use super::{
     blocks_changed, change_lock, changes_layout, recall_leases as recall, uncache, Shared,
 };
-use crate::format::{ROOT_INO, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
+use crate::format::{ROOT_INO, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK};
 use crate::fs::locks::{LockKind, LockOwner as TableOwner};
 use crate::fs::perm::Cred;
 use crate::fs::{DirEntry, Error, File, Fs, OpenOptions, Rename, Result, Stat};
@@ -256,6 +256,10 @@ fn kind_of(mode: u32) -> FileType {
     match mode & S_IFMT {
         S_IFDIR => FileType::Directory,
         S_IFLNK => FileType::Symlink,
+        S_IFIFO => FileType::NamedPipe,
+        S_IFCHR => FileType::CharDevice,
+        S_IFBLK => FileType::BlockDevice,
+        S_IFSOCK => FileType::Socket,
         _ => FileType::RegularFile,
     }
 }
@@ -274,7 +278,7 @@ fn attr(s: &Stat) -> FileAttr {
         nlink: s.nlink,
         uid: s.uid,
         gid: s.gid,
-        rdev: 0,
+        rdev: s.rdev as u32,
         blksize: s.blksize,
         flags: 0,
     }
@@ -835,29 +839,16 @@ impl Filesystem for Front {
         name: &OsStr,
         mode: u32,
         _umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let r = (|| {
             self.writable()?;
-            if mode & S_IFMT != S_IFREG {
-                return Err(Error::NotPermitted(
-                    "udax has regular files and directories only",
-                ));
-            }
             let (path, name) = self.child(parent.0, name)?;
             let fs = self.caller(req);
-            drop(fs.open(
-                &path,
-                &OpenOptions {
-                    read: false,
-                    write: false,
-                    create: true,
-                    create_new: true,
-                    mode: mode & 0o7777,
-                    ..Default::default()
-                },
-            )?);
+            // A FIFO's pipe is the kernel's (it opens FUSE FIFOs itself); a
+            // device node does not open on the mount (nodev).
+            fs.mknod(&path, mode, u64::from(rdev))?;
             self.changed();
             self.entry_of(parent.0, &name, &path, &fs)
         })();

@@ -1233,6 +1233,10 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 fs.symlink(&target, path_of(&path)?)?;
                 Reply::Done
             }
+            Request::Mknod { path, mode, rdev } => {
+                fs.mknod(path_of(&path)?, mode, rdev)?;
+                Reply::Done
+            }
             Request::ReadDir { path, from } => {
                 sh.table.lock().stat_holders.insert(c);
                 entries(fs.read_dir(path_of(&path)?)?, from)
@@ -1871,6 +1875,7 @@ fn attr(s: &Stat) -> Attr {
         mtime_ns: s.mtime_ns,
         ctime_ns: s.ctime_ns,
         btime_ns: s.btime_ns,
+        rdev: s.rdev,
     }
 }
 

@@ -59,6 +59,13 @@ pub enum Request {
         target: Vec<u8>,
         path: Vec<u8>,
     },
+    /// `mknod`: a FIFO, socket, or character or block device (`rdev`) at
+    /// `path`, of the file type and permissions in `mode`.
+    Mknod {
+        path: Vec<u8>,
+        mode: u32,
+        rdev: u64,
+    },
     /// The canonical path of directory `path` (links followed, no `..`),
     /// answered with `Path`: what a `..` after `path` goes back to.
     RealDir {
@@ -375,6 +382,7 @@ pub struct Attr {
     pub mtime_ns: u64,
     pub ctime_ns: u64,
     pub btime_ns: u64,
+    pub rdev: u64,
 }
 
 /// One directory entry.
@@ -621,7 +629,8 @@ fn attr_out(w: &mut Writer, a: &Attr) {
         .u64(a.atime_ns)
         .u64(a.mtime_ns)
         .u64(a.ctime_ns)
-        .u64(a.btime_ns);
+        .u64(a.btime_ns)
+        .u64(a.rdev);
 }
 
 fn attr_in(r: &mut Reader<'_>) -> Result<Attr, ProtoError> {
@@ -638,6 +647,7 @@ fn attr_in(r: &mut Reader<'_>) -> Result<Attr, ProtoError> {
         mtime_ns: r.u64()?,
         ctime_ns: r.u64()?,
         btime_ns: r.u64()?,
+        rdev: r.u64()?,
     })
 }
 
@@ -728,6 +738,7 @@ impl Request {
             | Request::OpenUnnamed { .. }
             | Request::Remap { .. }
             | Request::Symlink { .. }
+            | Request::Mknod { .. }
             | Request::Append { .. } => true,
         }
     }
@@ -780,6 +791,7 @@ impl Request {
             Request::Readlink { .. } => 44,
             Request::Symlink { .. } => 45,
             Request::RealDir { .. } => 46,
+            Request::Mknod { .. } => 47,
         }
     }
 
@@ -882,6 +894,10 @@ impl Request {
             Request::Symlink { target, path } => {
                 path_out(&mut w, target);
                 path_out(&mut w, path);
+            }
+            Request::Mknod { path, mode, rdev } => {
+                path_out(&mut w, path);
+                w.u32(*mode).u64(*rdev);
             }
             Request::ReadDir { path, from } => {
                 path_out(&mut w, path);
@@ -1070,6 +1086,11 @@ impl Request {
             },
             46 => Request::RealDir {
                 path: path_in(&mut r)?,
+            },
+            47 => Request::Mknod {
+                path: path_in(&mut r)?,
+                mode: r.u32()?,
+                rdev: r.u64()?,
             },
             38 => Request::DirPath {
                 ino: r.u64()?,
@@ -1699,6 +1720,11 @@ mod tests {
             path().prop_map(|path| Request::Readlink { path }),
             path().prop_map(|path| Request::RealDir { path }),
             (path(), path()).prop_map(|(target, path)| Request::Symlink { target, path }),
+            (path(), any::<u32>(), any::<u64>()).prop_map(|(path, mode, rdev)| Request::Mknod {
+                path,
+                mode,
+                rdev
+            }),
             (path(), any::<u64>()).prop_map(|(path, from)| Request::ReadDir { path, from }),
             Just(Request::StatFs),
             (path(), any::<u32>()).prop_map(|(path, mode)| Request::Mkdir { path, mode }),
@@ -1810,20 +1836,22 @@ mod tests {
     }
 
     fn reply() -> impl Strategy<Value = Reply> {
-        let attr = proptest::array::uniform12(any::<u64>()).prop_map(|v| Attr {
-            ino: v[0],
-            mode: v[1] as u32,
-            nlink: v[2] as u32,
-            uid: v[3] as u32,
-            gid: v[4] as u32,
-            size: v[5],
-            blocks: v[6],
-            blksize: v[7] as u32,
-            atime_ns: v[8],
-            mtime_ns: v[9],
-            ctime_ns: v[10],
-            btime_ns: v[11],
-        });
+        let attr =
+            (proptest::array::uniform12(any::<u64>()), any::<u64>()).prop_map(|(v, rdev)| Attr {
+                ino: v[0],
+                mode: v[1] as u32,
+                nlink: v[2] as u32,
+                uid: v[3] as u32,
+                gid: v[4] as u32,
+                size: v[5],
+                blocks: v[6],
+                blksize: v[7] as u32,
+                atime_ns: v[8],
+                mtime_ns: v[9],
+                ctime_ns: v[10],
+                btime_ns: v[11],
+                rdev,
+            });
         let entry = (name(), any::<u64>(), any::<u8>()).prop_map(|(name, ino, kind)| Entry {
             name,
             ino,

@@ -157,6 +157,12 @@ pub fn snapshot(fs: &Fs) -> Snapshot {
             if st.is_symlink() {
                 let t = fs.readlink(&p).unwrap();
                 out.insert(p, (false, st.size, st.nlink, u64::from(crc32c::crc32c(&t))));
+            } else if !st.is_dir() && !st.is_file() {
+                // A special file: its type and device number.
+                out.insert(
+                    p,
+                    (false, st.size, st.nlink, u64::from(st.mode) << 32 ^ st.rdev),
+                );
             } else if st.is_dir() {
                 out.insert(p.clone(), (true, 0, st.nlink, 0));
                 stack.push(format!("{p}/"));
