@@ -527,3 +527,78 @@ fn p_execl_execlp_and_execle_hand_over_descriptors_and_the_working_directory() {
         "a b c d e f  \na b c d e f  \na b c d e f  from-envp\n"
     );
 }
+
+/// A program that starts as root, touches udax, then drops to another
+/// uid, gid and groups (as pjdfstest's helper before each operation, and
+/// servers that drop privileges) is checked as what it became, through the
+/// owner it attached to as root and embedded alike: denied a write to
+/// root's 0644 file, a create in root's directory, a stat under root's
+/// 0700 directory and a chmod of another's file; allowed a write where its
+/// new group may; root again, allowed.
+#[test]
+fn a_root_program_that_drops_privileges_is_checked_as_what_it_became() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to drop to another user (CI runs as root)");
+        return;
+    }
+    if !have("python3") || !have("timeout") {
+        return;
+    }
+    for embedded in [false, true] {
+        let env = Env::new(32 << 20);
+        let m = &env.mount;
+        let script = format!(
+            r#"
+import errno, os
+m = "{m}"
+def did(f, *a):
+    try:
+        r = f(*a)
+        if isinstance(r, int):
+            os.close(r)
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+os.chmod(m, 0o755)
+os.close(os.open(m + "/root-only", os.O_CREAT | os.O_WRONLY, 0o644))
+os.chmod(m + "/root-only", 0o644)
+os.close(os.open(m + "/group", os.O_CREAT | os.O_WRONLY, 0o664))
+os.chmod(m + "/group", 0o664)
+os.chown(m + "/group", 0, 2000)
+os.mkdir(m + "/private", 0o700)
+os.chmod(m + "/private", 0o700)
+os.close(os.open(m + "/private/x", os.O_CREAT | os.O_WRONLY, 0o644))
+os.stat(m + "/private/x")
+os.setgroups([2000])
+os.setegid(1000)
+os.seteuid(1000)
+out = [
+    did(os.open, m + "/root-only", os.O_WRONLY),
+    did(os.open, m + "/group", os.O_WRONLY),
+    did(os.open, m + "/mine", os.O_CREAT | os.O_WRONLY, 0o644),
+    did(os.stat, m + "/private/x"),
+    did(os.chmod, m + "/group", 0o666),
+]
+os.seteuid(0)
+os.setegid(0)
+os.setgroups([])
+out.append(did(os.open, m + "/root-only", os.O_WRONLY))
+print(" ".join(out))
+"#
+        );
+        let mut c = env.cmd("timeout");
+        c.args(["60", "python3", "-c", &script]);
+        if embedded {
+            c.env("UDAX_MOUNT_OPTIONS", "embedded");
+        }
+        let out = output(&mut c);
+        env.check("python3", &[], &out);
+        assert_eq!(
+            stdout(&out),
+            "EACCES ok EACCES EACCES EPERM ok\n",
+            "embedded: {embedded}; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

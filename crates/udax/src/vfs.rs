@@ -4,7 +4,9 @@
 //! [`Vfs`] and do not care which; each method forwards to the backend's own
 //! method of the same meaning (docs/multiprocess.md).
 //!
-//! What the two backends do differently is said at the method.
+//! What the two backends do differently is said at the method. A local
+//! file system made by [`Fs::as_thread_caller`] checks each call with the
+//! calling thread's credentials, read once per call.
 
 use crate::client::{Client, RemoteFile, RemoteMapping};
 use crate::dax::{MapFlags, Pin, Prot};
@@ -60,7 +62,7 @@ impl Vfs {
 
     pub fn stat(&self, path: &str) -> Result<Stat> {
         match self {
-            Vfs::Local(fs) => fs.stat(path),
+            Vfs::Local(fs) => fs.for_this_call().stat(path),
             Vfs::Remote(c) => c.stat(path),
         }
     }
@@ -107,7 +109,10 @@ impl Vfs {
 
     pub fn open(&self, path: &str, opts: &OpenOptions) -> Result<VFile> {
         match self {
-            Vfs::Local(fs) => fs.open(path, opts).map(VFile::Local),
+            Vfs::Local(fs) => fs
+                .for_this_call()
+                .open(path, opts)
+                .map(|f| VFile::Local(f.viewed_as(fs))),
             Vfs::Remote(c) => c.open_with(path, opts).map(VFile::Remote),
         }
     }
@@ -115,42 +120,45 @@ impl Vfs {
     /// An unnamed file in directory `dir` (`O_TMPFILE`).
     pub fn create_unnamed(&self, dir: &str, mode: u32, linkable: bool) -> Result<VFile> {
         match self {
-            Vfs::Local(fs) => fs.create_unnamed(dir, mode, linkable).map(VFile::Local),
+            Vfs::Local(fs) => fs
+                .for_this_call()
+                .create_unnamed(dir, mode, linkable)
+                .map(|f| VFile::Local(f.viewed_as(fs))),
             Vfs::Remote(c) => c.open_unnamed(dir, mode, linkable).map(VFile::Remote),
         }
     }
 
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<()> {
         match self {
-            Vfs::Local(fs) => fs.mkdir(path, mode),
+            Vfs::Local(fs) => fs.for_this_call().mkdir(path, mode),
             Vfs::Remote(c) => c.mkdir(path, mode),
         }
     }
 
     pub fn unlink(&self, path: &str) -> Result<()> {
         match self {
-            Vfs::Local(fs) => fs.unlink(path),
+            Vfs::Local(fs) => fs.for_this_call().unlink(path),
             Vfs::Remote(c) => c.unlink(path),
         }
     }
 
     pub fn rmdir(&self, path: &str) -> Result<()> {
         match self {
-            Vfs::Local(fs) => fs.rmdir(path),
+            Vfs::Local(fs) => fs.for_this_call().rmdir(path),
             Vfs::Remote(c) => c.rmdir(path),
         }
     }
 
     pub fn rename2(&self, from: &str, to: &str, how: Rename) -> Result<()> {
         match self {
-            Vfs::Local(fs) => fs.rename2(from, to, how),
+            Vfs::Local(fs) => fs.for_this_call().rename2(from, to, how),
             Vfs::Remote(c) => c.rename2(from, to, how),
         }
     }
 
     pub fn link(&self, existing: &str, new: &str) -> Result<()> {
         match self {
-            Vfs::Local(fs) => fs.link(existing, new),
+            Vfs::Local(fs) => fs.for_this_call().link(existing, new),
             Vfs::Remote(c) => c.link(existing, new),
         }
     }
@@ -167,7 +175,7 @@ impl Vfs {
     /// chown (`None` leaves the owner or group, as -1).
     pub fn set_owner(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
         match self {
-            Vfs::Local(fs) => fs.set_owner(path, uid, gid),
+            Vfs::Local(fs) => fs.for_this_call().set_owner(path, uid, gid),
             Vfs::Remote(c) => c.set_owner(path, uid, gid),
         }
     }
@@ -182,7 +190,7 @@ impl Vfs {
 
     pub fn set_permissions(&self, path: &str, mode: u32) -> Result<()> {
         match self {
-            Vfs::Local(fs) => fs.set_permissions(path, mode),
+            Vfs::Local(fs) => fs.for_this_call().set_permissions(path, mode),
             Vfs::Remote(c) => c.set_permissions(path, mode),
         }
     }
@@ -215,7 +223,7 @@ impl Vfs {
         mtime_ns: Option<u64>,
     ) -> Result<()> {
         match self {
-            Vfs::Local(fs) => fs.set_times(path, atime_ns, mtime_ns),
+            Vfs::Local(fs) => fs.for_this_call().set_times(path, atime_ns, mtime_ns),
             Vfs::Remote(c) => c.set_times(path, atime_ns, mtime_ns),
         }
     }
@@ -237,7 +245,7 @@ impl Vfs {
 
     pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
         match self {
-            Vfs::Local(fs) => fs.read_dir(path),
+            Vfs::Local(fs) => fs.for_this_call().read_dir(path),
             Vfs::Remote(c) => c.read_dir(path),
         }
     }
@@ -245,7 +253,7 @@ impl Vfs {
     /// The directory at `path`, held.
     pub fn dir_ref(&self, path: &str) -> Result<VDir> {
         match self {
-            Vfs::Local(fs) => fs.dir_ref(path).map(VDir::Local),
+            Vfs::Local(fs) => fs.for_this_call().dir_ref(path).map(VDir::Local),
             Vfs::Remote(c) => {
                 let st = c.stat(path)?;
                 if !st.is_dir() {
@@ -263,7 +271,7 @@ impl Vfs {
     /// it is removed.
     pub fn dir_path(&self, d: &VDir, hint: &str) -> Result<String> {
         match (self, d) {
-            (Vfs::Local(fs), VDir::Local(d)) => fs.dir_path(d, hint),
+            (Vfs::Local(fs), VDir::Local(d)) => fs.for_this_call().dir_path(d, hint),
             (Vfs::Remote(c), VDir::Remote { ino, btime_ns }) => {
                 c.dir_path_of(*ino, *btime_ns, hint)
             }

@@ -1538,3 +1538,143 @@ fn m12_io_into_another_files_mapping_races_punch_and_truncate_in_one_client() {
     assert!(n > 0);
     drop((m, rmap));
 }
+
+fn errno_of<T>(r: udax::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.errno(),
+    }
+}
+
+/// A client that connected as root and then dropped (its thread alone, as
+/// pjdfstest's helper and servers that drop privileges do) to another uid,
+/// gid and groups is checked with what it became at each call: denied a
+/// write to root's 0644 file, allowed one where its new group may write,
+/// refused a stat under root's 0700 directory that it cached as root, and
+/// a chmod of another's file; root again, allowed; with only its
+/// file-system uid changed (`setfsuid`), denied again.
+#[test]
+fn mp_a_root_client_that_drops_privileges_after_connecting_is_checked_as_what_it_became() {
+    if !common::root() {
+        eprintln!("skipped: needs root to act as another user (CI runs as root)");
+        return;
+    }
+    let _w = common::Watchdog::start(60, "privileges dropped after connecting");
+    let s = setup(16);
+    let _o = serve(&s, None);
+    let admin = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    admin.set_permissions("/", 0o755).unwrap();
+    admin.create("/root-only", 0o644).unwrap();
+    admin.set_permissions("/root-only", 0o644).unwrap();
+    admin.create("/group", 0o664).unwrap();
+    admin.set_permissions("/group", 0o664).unwrap();
+    admin.set_owner("/group", None, Some(2000)).unwrap();
+    admin.mkdir("/private", 0o700).unwrap();
+    admin.set_permissions("/private", 0o700).unwrap();
+    admin.create("/private/x", 0o644).unwrap();
+    let (dev, o) = (s.dev.clone(), opts(&s, true));
+    std::thread::spawn(move || {
+        let c = Client::connect(&dev, &o).unwrap();
+        assert!(c.stat("/private/x").is_ok(), "root looks");
+        common::as_thread(1000, 1000, &[2000]);
+        assert_eq!(errno_of(c.open("/root-only", true, false, 0)), libc::EACCES);
+        assert_eq!(
+            errno_of(c.open("/group", true, false, 0)),
+            0,
+            "its group writes"
+        );
+        assert_eq!(errno_of(c.create("/mine", 0o644)), libc::EACCES);
+        assert_eq!(errno_of(c.stat("/private/x")), libc::EACCES, "not cached");
+        assert_eq!(errno_of(c.set_permissions("/group", 0o666)), libc::EPERM);
+        common::as_thread(0, 0, &[]);
+        assert_eq!(
+            errno_of(c.open("/root-only", true, false, 0)),
+            0,
+            "root again"
+        );
+        common::thread_fsuid(1000);
+        assert_eq!(
+            errno_of(c.open("/root-only", true, false, 0)),
+            libc::EACCES,
+            "the file-system uid decides"
+        );
+        common::thread_fsuid(0);
+        assert_eq!(errno_of(c.open("/root-only", true, false, 0)), 0);
+    })
+    .join()
+    .unwrap();
+}
+
+/// A client that is not root cannot claim credentials its thread does not
+/// have: root's, a group it is not in, or those of a thread of another
+/// process (init's) are refused with EPERM (and logged); its true ones
+/// are checked as they are (EACCES on root's 0644 file), and the owner
+/// goes on serving it.
+#[test]
+fn mp_a_non_root_clients_forged_claim_is_refused() {
+    if !common::root() {
+        eprintln!("skipped: needs root to run a client as another user (CI runs as root)");
+        return;
+    }
+    let _w = common::Watchdog::start(60, "forged claims");
+    let s = setup(16);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    mode(s._dir.path(), 0o755).unwrap();
+    mode(&s.dev, 0o666).unwrap();
+    let o = serve(&s, None);
+    mode(&o.socket, 0o666).unwrap();
+    let admin = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    admin.create("/root-only", 0o644).unwrap();
+    admin.set_permissions("/root-only", 0o644).unwrap();
+    let socket = o.socket.clone();
+    std::thread::spawn(move || {
+        common::as_thread(1000, 1000, &[]);
+        let sock = wire::connect(&socket).unwrap();
+        let hello = Request::Hello {
+            version: proto::VERSION,
+            write: true,
+        };
+        assert!(matches!(
+            exchange(&sock, &hello.encode(1)),
+            Some(Reply::Hello { .. })
+        ));
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        let open = |tid: u32, uid: u32, gid: u32, groups: &[u32], id: u64| {
+            let req = Request::As {
+                claim: proto::Claim {
+                    tid,
+                    uid,
+                    gid,
+                    groups: groups.to_vec(),
+                },
+                req: Box::new(Request::Open {
+                    path: b"/root-only".to_vec(),
+                    write: true,
+                    create: false,
+                    excl: false,
+                    trunc: false,
+                    nofollow: false,
+                    mode: 0,
+                }),
+            };
+            match exchange(&sock, &req.encode(id)) {
+                Some(Reply::Error { errno, .. }) => errno,
+                other => panic!("claim {uid}:{gid} {groups:?} of thread {tid}: {other:?}"),
+            }
+        };
+        assert_eq!(open(tid, 0, 0, &[], 2), libc::EPERM, "root's");
+        assert_eq!(open(tid, 1000, 1000, &[0], 3), libc::EPERM, "root's group");
+        assert_eq!(open(1, 0, 0, &[], 4), libc::EPERM, "init's thread");
+        assert_eq!(open(tid, 1000, 1000, &[], 5), libc::EACCES, "its own");
+        assert_eq!(exchange(&sock, &Request::Ping.encode(6)), Some(Reply::Pong));
+        // The library sends its true credentials.
+        let c = Client::connect_socket(&socket, true).unwrap();
+        assert_eq!(errno_of(c.open("/root-only", true, false, 0)), libc::EACCES);
+        assert_eq!(errno_of(c.open("/root-only", false, false, 0)), 0);
+        drop(c);
+        common::as_thread(0, 0, &[]);
+    })
+    .join()
+    .unwrap();
+}

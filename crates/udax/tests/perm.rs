@@ -3,6 +3,8 @@
 //! "Security"): the kernel's answers for search, write, read, the sticky
 //! bit, ownership, and set-group-ID directories.
 
+mod common;
+
 use std::sync::Arc;
 use udax::device::{self, Device, OpenOptions as DevOpen};
 use udax::fs::perm::Cred;
@@ -267,4 +269,50 @@ fn mp_a_write_truncate_or_fallocate_by_a_user_clears_setuid_and_root_keeps_it() 
     fs.set_permissions("/pub/s", 0o6777).unwrap();
     r.set_owner("/pub/s", None, None).unwrap();
     assert_eq!(mode(&fs), 0o777);
+}
+
+/// The shim's embedded mount (`Fs::as_thread_caller`) checks each call
+/// with the calling thread's credentials at that moment, as the kernel: a
+/// thread that drops to another uid, gid and groups is denied a write to
+/// root's 0644 file and allowed one where its new group may write, `fchmod`
+/// of a file it opened as root is refused, its new files are its own; root
+/// again, it may write; the file-system uid alone decides.
+#[test]
+fn mp_a_thread_checked_view_checks_each_call_as_the_thread_is_at_that_moment() {
+    if !common::root() {
+        eprintln!("skipped: needs root to act as another user (CI runs as root)");
+        return;
+    }
+    let fs = fresh();
+    tree(&fs);
+    drop(fs.create("/group", 0o664).unwrap());
+    fs.set_permissions("/group", 0o664).unwrap();
+    fs.set_owner("/group", None, Some(2000)).unwrap();
+    let t = fs.as_thread_caller();
+    std::thread::spawn(move || {
+        let write = OpenOptions {
+            write: true,
+            ..OpenOptions::read_only()
+        };
+        let mine = t.open("/ro", &write).expect("root writes");
+        common::as_thread(1000, 1000, &[2000]);
+        assert_eq!(errno(t.open("/ro", &write)), libc::EACCES);
+        assert!(t.open("/group", &write).is_ok(), "its new group may write");
+        assert_eq!(errno(t.stat("/priv/f")), libc::EACCES);
+        assert_eq!(errno(mine.set_permissions(0o666)), libc::EPERM);
+        drop(t.create("/pub/new", 0o644).unwrap());
+        let st = t.stat("/pub/new").unwrap();
+        assert_eq!((st.uid, st.gid), (1000, 1000));
+        common::as_thread(0, 0, &[]);
+        assert!(t.open("/ro", &write).is_ok(), "root again");
+        mine.set_permissions(0o644).unwrap();
+        common::thread_fsuid(1000);
+        assert_eq!(errno(t.open("/ro", &write)), libc::EACCES, "fs uid 1000");
+        common::thread_fsuid(0);
+        assert!(t.open("/ro", &write).is_ok());
+    })
+    .join()
+    .unwrap();
+    // A plain mount still checks nothing.
+    assert!(fs.stat("/priv/f").is_ok());
 }

@@ -168,7 +168,10 @@ fn attach() -> Result<Vfs, i32> {
         );
     }
     tracing::debug!("udax-preload: mounted {} at {}", cfg.device, cfg.mount);
-    Ok(Vfs::Local(fs))
+    // Every call checked with the calling thread's credentials, as the
+    // kernel checks it (a program that drops privileges is checked as what
+    // it became).
+    Ok(Vfs::Local(fs.as_thread_caller()))
 }
 
 struct Options {

@@ -377,7 +377,9 @@ impl RemoteFile {
         // A key no path can be (paths have no NUL).
         let key = format!("\0{}", self.o.ino);
         let handle = self.o.handle;
-        self.o.inner.cached_stat(&key, || Request::FStat { handle })
+        self.o
+            .inner
+            .cached_stat(&key, None, || Request::FStat { handle })
     }
 
     /// A name `path` for this open file (`linkat` with `AT_EMPTY_PATH`).

@@ -19,6 +19,7 @@ pub use file::{RemoteFile, RemoteMapping};
 use crate::dax::DaxDevice;
 use crate::device::Device;
 use crate::format::SUPERBLOCK_SIZE;
+use crate::fs::perm::Cred;
 use crate::fs::{DirEntry, Error, Rename, Result, Stat, StatFs};
 use crate::owner;
 use crate::proto::{self, wire, Attr, Reply, Request, Target};
@@ -105,6 +106,10 @@ struct AttrCache {
     /// The callback channel ended (no owner to say when to drop): keep
     /// nothing any more.
     closed: bool,
+    /// The credentials the answers by path were asked with (the search
+    /// permission on the way, the read permission on a directory listed,
+    /// decided them): a lookup with others drops them first.
+    who: Option<Cred>,
 }
 
 /// Paths whose attributes (and directories whose listings) a client keeps
@@ -116,6 +121,14 @@ const ATTRS_KEPT: usize = 4096;
 const DIR_ENTRIES_KEPT: usize = 16384;
 
 impl AttrCache {
+    /// Before a lookup with credentials `me`: answers asked with others go.
+    fn asked_as(&mut self, me: &Cred) {
+        if self.who.as_ref() != Some(me) {
+            self.drop_all();
+            self.who = Some(me.clone());
+        }
+    }
+
     fn drop_all(&mut self) {
         self.gen += 1;
         self.map.clear();
@@ -335,16 +348,29 @@ impl Drop for Client {
 const REPLY_SPIN: Duration = Duration::from_micros(50);
 
 impl Inner {
-    /// Attributes cached under `key`, or asked with `req()` and cached.
-    fn cached_stat(&self, key: &str, req: impl FnOnce() -> Request) -> Result<Stat> {
+    /// Attributes cached under `key`, or asked with `req()` and cached;
+    /// `me`: the caller's credentials, for a request that checks them.
+    fn cached_stat(
+        &self,
+        key: &str,
+        me: Option<&Cred>,
+        req: impl FnOnce() -> Request,
+    ) -> Result<Stat> {
         let gen = {
-            let c = self.attrs.lock();
+            let mut c = self.attrs.lock();
+            if let Some(me) = me {
+                c.asked_as(me);
+            }
             if let Some(s) = c.map.get(key) {
                 return Ok(*s);
             }
             c.gen
         };
-        let s = match self.call(&req())? {
+        let r = match me {
+            Some(me) => self.call_as(&req(), me)?,
+            None => self.call(&req())?,
+        };
+        let s = match r {
             Reply::Attr(a) => stat(&a),
             other => return Err(unexpected(other)),
         };
@@ -358,11 +384,37 @@ impl Inner {
         Ok(s)
     }
 
-    /// One request and its reply, on the main connection.
+    /// One request and its reply, on the main connection; one the owner
+    /// checks with the caller's credentials goes as the calling thread
+    /// ([`Request::As`], [`Cred::of_this_thread`]).
     fn call(&self, req: &Request) -> Result<Reply> {
+        if req.checks_permissions() {
+            return self.call_as(req, &Cred::of_this_thread());
+        }
         // ORDERING: Relaxed: a statistic.
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.call_on(&self.sock, req)
+    }
+
+    /// [`Inner::call`] as this thread, whose credentials are `me`.
+    fn call_as(&self, req: &Request, me: &Cred) -> Result<Reply> {
+        if me.groups.len() > proto::MAX_GROUPS {
+            return Err(Error::Invalid(
+                "more supplementary groups than the owner protocol carries (4096)",
+            ));
+        }
+        let claimed = Request::As {
+            claim: proto::Claim {
+                tid: rustix::thread::gettid().as_raw_nonzero().get() as u32,
+                uid: me.uid,
+                gid: me.gid,
+                groups: me.groups.clone(),
+            },
+            req: Box::new(req.clone()),
+        };
+        // ORDERING: Relaxed: a statistic.
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.call_on(&self.sock, &claimed)
     }
 
     /// A request answered with `Done`.
@@ -463,15 +515,17 @@ impl Client {
     /// changed anything since (the owner drops every client's cache before
     /// it answers a change), else one round trip.
     pub fn stat(&self, path: &str) -> Result<Stat> {
-        self.inner.cached_stat(path, || Request::Stat {
+        let me = Cred::of_this_thread();
+        self.inner.cached_stat(path, Some(&me), || Request::Stat {
             path: path.as_bytes().to_vec(),
         })
     }
 
     /// `lstat` (cached as `stat`, under its own key).
     pub fn lstat(&self, path: &str) -> Result<Stat> {
+        let me = Cred::of_this_thread();
         self.inner
-            .cached_stat(&format!("\0l{path}"), || Request::Lstat {
+            .cached_stat(&format!("\0l{path}"), Some(&me), || Request::Lstat {
                 path: path.as_bytes().to_vec(),
             })
     }
@@ -528,7 +582,8 @@ impl Client {
     /// owner, in as many replies as it takes.
     pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
         let gen = {
-            let c = self.inner.attrs.lock();
+            let mut c = self.inner.attrs.lock();
+            c.asked_as(&Cred::of_this_thread());
             if let Some(d) = c.dirs.get(path) {
                 return Ok(d.clone());
             }

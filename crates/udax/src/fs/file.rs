@@ -92,6 +92,25 @@ impl File {
         )
     }
 
+    /// Another handle on the same open file whose calls are checked as
+    /// `fs` checks (a view of the same file system): an owner's request
+    /// about an open file, checked with its caller's credentials.
+    pub(crate) fn dup_as(&self, fs: &Fs) -> File {
+        debug_assert!(Arc::ptr_eq(&self.fs.inner, &fs.inner));
+        let mut f = self.dup();
+        f.fs = fs.clone();
+        f
+    }
+
+    /// This handle, its calls checked as `fs` checks (a view of the same
+    /// file system, e.g. [`Fs::as_thread_caller`] for a file opened
+    /// through a view with one call's credentials).
+    pub(crate) fn viewed_as(mut self, fs: &Fs) -> File {
+        debug_assert!(Arc::ptr_eq(&self.fs.inner, &fs.inner));
+        self.fs = fs.clone();
+        self
+    }
+
     pub fn readable(&self) -> bool {
         self.read
     }
@@ -912,26 +931,27 @@ impl File {
     /// `linkat(fd, "", dir, new, AT_EMPTY_PATH)`: a new name for this file
     /// (see [`Fs::create_unnamed`] for a file with none).
     pub fn link(&self, new: &str) -> Result<()> {
-        self.fs.link_cell(&self.cell, new)
+        self.fs.for_this_call().link_cell(&self.cell, new)
     }
 
     /// `fchmod`: set the permission bits (the file type stays).
     pub fn set_permissions(&self, perm: u32) -> Result<()> {
-        self.fs.set_permissions_of(&self.cell, perm)
+        self.fs.for_this_call().set_permissions_of(&self.cell, perm)
     }
 
     /// `fchown` (`None` leaves the owner or the group as it is), with the
     /// rules of [`Fs::set_owner`].
     pub fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
-        self.fs.set_owner_of(&self.cell, uid, gid)
+        self.fs.for_this_call().set_owner_of(&self.cell, uid, gid)
     }
 
     /// `futimens`: set the access and/or modification time (ns since the
     /// epoch; `None` leaves it); the change time becomes now. For a caller
     /// ([`Fs::as_caller`]), only the file's owner (or root) may.
     pub fn set_times(&self, atime_ns: Option<u64>, mtime_ns: Option<u64>) -> Result<()> {
-        self.fs.permit_owner(&self.cell.data.read().attr)?;
-        self.fs.set_times_of(&self.cell, atime_ns, mtime_ns)
+        let fs = self.fs.for_this_call();
+        fs.permit_owner(&self.cell.data.read().attr)?;
+        fs.set_times_of(&self.cell, atime_ns, mtime_ns)
     }
 
     /// The modification time a write made (a client's overwrites in place,

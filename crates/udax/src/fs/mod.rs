@@ -202,9 +202,9 @@ pub(crate) struct Inner {
 pub struct Fs {
     pub(crate) inner: Arc<Inner>,
     /// The caller whose permissions every namespace call checks (an owner
-    /// serving another process: [`Fs::as_caller`]); `None`: this process,
-    /// unchecked.
-    pub(crate) cred: Option<Arc<perm::Cred>>,
+    /// serving another process: [`Fs::as_caller`]; the calling thread:
+    /// [`Fs::as_thread_caller`]); `None`: this process, unchecked.
+    pub(crate) cred: Option<perm::Caller>,
 }
 
 /// Held by a metadata operation: its log reservation and the checkpoint read lock.

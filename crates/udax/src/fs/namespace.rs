@@ -608,7 +608,7 @@ impl Fs {
             ));
         }
         let device = matches!(kind, S_IFCHR | S_IFBLK);
-        if device && self.cred.as_ref().is_some_and(|c| !c.is_root()) {
+        if device && self.who().is_some_and(|c| !c.is_root()) {
             return Err(Error::NotPermitted("only root makes device nodes"));
         }
         self.new_node_with(path, kind | perm, |ino| {
@@ -1203,7 +1203,7 @@ impl Fs {
         self.permit_owner(&d.attr)?;
         // As chmod(2): a caller outside the file's group cannot set its
         // set-group-ID bit (it is cleared, not refused).
-        let perm = match &self.cred {
+        let perm = match self.who() {
             Some(c) if !c.is_root() && c.gid != d.attr.gid && !c.groups.contains(&d.attr.gid) => {
                 perm & !S_ISGID
             }
@@ -1271,7 +1271,7 @@ impl Fs {
             return Err(Error::NotFound);
         }
         let a = &d.attr;
-        if let Some(c) = &self.cred {
+        if let Some(c) = self.who() {
             if !c.is_root() {
                 let uid_ok = uid.is_none_or(|u| u == a.uid);
                 let gid_ok = gid.is_none_or(|g| g == a.gid || c.in_group(g));
@@ -1296,12 +1296,15 @@ impl Fs {
     /// clears a regular file's set-user-ID bit and its group-executable
     /// set-group-ID bit. A plain mount (no caller) changes nothing.
     pub(crate) fn remove_privs(&self, cell: &Cell) -> Result<()> {
-        match &self.cred {
-            Some(c) if !c.is_root() => {}
-            _ => return Ok(()),
+        if self.cred.is_none() {
+            return Ok(());
         }
         let mode = cell.data.read().attr.mode;
         if mode & S_IFMT != S_IFREG || without_privs(mode) == mode {
+            return Ok(());
+        }
+        // Asked only now: a thread's credentials cost system calls.
+        if self.who().is_none_or(|c| c.is_root()) {
             return Ok(());
         }
         let _g = self.begin(1)?;

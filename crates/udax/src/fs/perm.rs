@@ -2,13 +2,18 @@
 //! device serves many processes and checks each call with the caller's
 //! credentials, as the kernel's `generic_permission` and `may_delete` do
 //! (docs/multiprocess.md, "Security"). An [`Fs`] made by [`Fs::as_caller`]
-//! checks; a plain mount (embedded, one process acting as itself) does not.
+//! checks with fixed credentials; one made by [`Fs::as_thread_caller`]
+//! (the shim's embedded mount) with the calling thread's current ones, as
+//! the kernel checks every call; a plain mount (the library used directly,
+//! one process acting as itself) does not.
 //!
 //! This protects against accidents, not malice: a client holds the device
 //! fd and could write any byte of it.
 
 use super::{Error, Fs, Result};
 use crate::format::{Attr, S_IFDIR, S_IFMT};
+use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Who is asking: the caller's uid, gid and supplementary groups.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +36,53 @@ pub(crate) const S_ISGID: u32 = 0o2000;
 /// The set-user-ID bit.
 pub(crate) const S_ISUID: u32 = 0o4000;
 
+/// Whose credentials a checking [`Fs`] uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// These, for every call ([`Fs::as_caller`]).
+    Is(Arc<Cred>),
+    /// The calling thread's at each call ([`Fs::as_thread_caller`]).
+    Thread,
+}
+
 impl Cred {
+    /// The calling thread's credentials as the kernel checks a file-system
+    /// call with them: its file-system uid and gid (`setfsuid(-1)` and
+    /// `setfsgid(-1)` answer them and change nothing) and its
+    /// supplementary groups. Three system calls (~0.1 us each,
+    /// docs/multiprocess.md); a change made by a raw system call in one
+    /// thread shows in that thread only, as in the kernel.
+    #[allow(
+        unsafe_code,
+        reason = "the file-system ids have no safe wrapper (setfsuid, setfsgid), and getgroups fills a vector's spare room"
+    )]
+    pub fn of_this_thread() -> Cred {
+        // SAFETY: setfsuid/setfsgid with an invalid id (-1) change nothing
+        // and return the current id; no memory is involved.
+        let (uid, gid) = unsafe { (libc::setfsuid(u32::MAX), libc::setfsgid(u32::MAX)) };
+        let mut groups: Vec<u32> = Vec::with_capacity(16);
+        loop {
+            let cap = groups.capacity();
+            // SAFETY: getgroups writes at most `cap` ids into the vector's
+            // spare capacity; its length is set to what was written.
+            let n = unsafe { libc::getgroups(cap as i32, groups.as_mut_ptr()) };
+            if n >= 0 {
+                // SAFETY: the first `n` (<= cap) elements were written.
+                unsafe { groups.set_len(n as usize) };
+                break;
+            }
+            // EINVAL: more groups than room (they changed since asked).
+            // SAFETY: getgroups(0, NULL) only counts.
+            let want = unsafe { libc::getgroups(0, std::ptr::null_mut()) }.max(0) as usize;
+            groups.reserve(want.max(cap * 2));
+        }
+        Cred {
+            uid: uid as u32,
+            gid: gid as u32,
+            groups,
+        }
+    }
+
     pub fn is_root(&self) -> bool {
         self.uid == 0
     }
@@ -68,18 +119,60 @@ impl Fs {
     pub fn as_caller(&self, cred: Cred) -> Fs {
         Fs {
             inner: self.inner.clone(),
-            cred: Some(std::sync::Arc::new(cred)),
+            cred: Some(Caller::Is(Arc::new(cred))),
         }
     }
 
-    /// The caller's credentials, if this view checks them.
+    /// This file system as seen by whichever thread calls it: as
+    /// [`Fs::as_caller`], with the calling thread's credentials at each
+    /// call ([`Cred::of_this_thread`]), as the kernel checks a call with
+    /// the thread's current file-system ids and groups (a program that
+    /// drops privileges with `setgroups`, `setegid`, `seteuid` or
+    /// `setfsuid` is checked as what it became). Files opened through it
+    /// check their own calls (`fchmod`, `fchown`, `futimens`) the same way.
+    pub fn as_thread_caller(&self) -> Fs {
+        Fs {
+            inner: self.inner.clone(),
+            cred: Some(Caller::Thread),
+        }
+    }
+
+    /// The fixed credentials this view checks with ([`Fs::as_caller`]);
+    /// `None` for a plain mount and for [`Fs::as_thread_caller`].
     pub fn caller(&self) -> Option<&Cred> {
-        self.cred.as_deref()
+        match &self.cred {
+            Some(Caller::Is(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// This view with the calling thread's credentials read once
+    /// ([`Fs::as_thread_caller`]: a call that checks several times, a path
+    /// walk, reads them once); any other view as it is.
+    pub fn for_this_call(&self) -> Cow<'_, Fs> {
+        match &self.cred {
+            Some(Caller::Thread) => Cow::Owned(self.as_caller(Cred::of_this_thread())),
+            _ => Cow::Borrowed(self),
+        }
+    }
+
+    /// Whether `other` checks with the same credentials as this view.
+    pub(crate) fn same_caller(&self, other: &Fs) -> bool {
+        self.cred == other.cred
+    }
+
+    /// The credentials a check uses now: `None` for a plain mount.
+    pub(crate) fn who(&self) -> Option<Cow<'_, Cred>> {
+        match &self.cred {
+            None => None,
+            Some(Caller::Is(c)) => Some(Cow::Borrowed(&**c)),
+            Some(Caller::Thread) => Some(Cow::Owned(Cred::of_this_thread())),
+        }
     }
 
     /// `want` access to an inode of `attr`, for the caller (EACCES).
     pub(crate) fn permit(&self, attr: &Attr, want: u32, what: &'static str) -> Result<()> {
-        match &self.cred {
+        match self.who() {
             Some(c) if !c.permits(attr, want) => Err(Error::Access(what)),
             _ => Ok(()),
         }
@@ -89,8 +182,10 @@ impl Fs {
     /// of `dir`: write and search on the directory, and under the sticky
     /// bit ownership of the entry or the directory (EPERM).
     pub(crate) fn permit_remove(&self, dir: &Attr, target: &Attr) -> Result<()> {
-        let Some(c) = &self.cred else { return Ok(()) };
-        self.permit(dir, W | X, "write permission on the directory")?;
+        let Some(c) = self.who() else { return Ok(()) };
+        if !c.permits(dir, W | X) {
+            return Err(Error::Access("write permission on the directory"));
+        }
         if dir.mode & S_ISVTX != 0 && !c.is_root() && c.uid != dir.uid && c.uid != target.uid {
             return Err(Error::NotPermitted(
                 "the directory is sticky and the entry is another user's",
@@ -101,7 +196,7 @@ impl Fs {
 
     /// Changing an inode's mode or times: only its owner or root (EPERM).
     pub(crate) fn permit_owner(&self, attr: &Attr) -> Result<()> {
-        match &self.cred {
+        match self.who() {
             Some(c) if !c.is_root() && c.uid != attr.uid => {
                 Err(Error::NotPermitted("only the owner may change this"))
             }
@@ -114,7 +209,7 @@ impl Fs {
     /// directory's group and, for a directory, its set-group-ID bit, where
     /// the directory has that bit.
     pub(crate) fn new_owner(&self, dir: &Attr, is_dir: bool) -> (u32, u32, u32) {
-        let (uid, gid) = match &self.cred {
+        let (uid, gid) = match self.who() {
             Some(c) => (c.uid, c.gid),
             None => (self.inner.uid, self.inner.gid),
         };

@@ -3,6 +3,7 @@
 
 use crate::format::Attr;
 use crate::fs::perm::{Cred, R, W};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// The supplementary groups of process `pid` (its `Groups:` line in
 /// `/proc/<pid>/status`). The pid comes from SO_PEERCRED at connect; a
@@ -53,6 +54,104 @@ pub fn may_open(
     cred.permits(&file, if write { R | W } else { R })
 }
 
+/// `SO_PEERPIDFD` (Linux 6.5; the value of every architecture but mips,
+/// parisc and sparc, which udax does not build for).
+const SO_PEERPIDFD: i32 = 77;
+
+/// A pidfd of the process at the other end of `sock`: the very process
+/// that connected (`SO_PEERPIDFD`), else, on a kernel without it, one
+/// opened now for `pid` (its SO_PEERCRED pid: a process that connected and
+/// was reaped, its pid reused, before this call would be named wrongly;
+/// docs/multiprocess.md, "Security"). `None`: neither could be had (the
+/// client's claims of other credentials are then refused).
+#[allow(
+    unsafe_code,
+    reason = "SO_PEERPIDFD has no safe wrapper: getsockopt fills an int"
+)]
+pub fn peer_pidfd(sock: BorrowedFd<'_>, pid: i32) -> Option<OwnedFd> {
+    let mut fd: i32 = -1;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes (one int) into `fd`,
+    // which lives across the call; `len` is its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&mut fd as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 && fd >= 0 {
+        // SAFETY: the kernel made `fd` for this call; no one else owns it.
+        return Some(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let pid = rustix::process::Pid::from_raw(pid)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+}
+
+/// Whether the process `pidfd` names has not been reaped (a zombie still
+/// holds its pid: no other process can have it).
+#[allow(
+    unsafe_code,
+    reason = "pidfd_send_signal with signal 0 (a test) has no safe wrapper"
+)]
+fn alive(pidfd: BorrowedFd<'_>) -> bool {
+    // SAFETY: signal 0 sends nothing; the info pointer is null, as allowed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    rc == 0
+}
+
+/// The credentials the kernel checks a file-system call of thread `tid`
+/// of process `pid` with, from its record (`/proc/<pid>/task/<tid>/status`:
+/// the fourth field of `Uid:` and `Gid:` is the file-system id, and
+/// `Groups:`). The path names only a thread of `pid`'s own thread group;
+/// `pidfd` (that process, taken at connect) must show it unreaped after
+/// the read, so the pid was not reused by another process meanwhile.
+pub fn thread_cred(pid: i32, tid: u32, pidfd: BorrowedFd<'_>) -> Result<Cred, String> {
+    let path = format!("/proc/{pid}/task/{tid}/status");
+    let s = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    if !alive(pidfd) {
+        return Err(format!("process {pid} is gone"));
+    }
+    parse_thread_cred(&s).ok_or_else(|| format!("{path}: no Uid:, Gid: or Groups: line"))
+}
+
+fn parse_thread_cred(status: &str) -> Option<Cred> {
+    let fs_id = |key: &str| -> Option<u32> {
+        let l = status.lines().find_map(|l| l.strip_prefix(key))?;
+        l.split_whitespace().nth(3)?.parse().ok()
+    };
+    status.lines().find(|l| l.starts_with("Groups:"))?;
+    Some(Cred {
+        uid: fs_id("Uid:")?,
+        gid: fs_id("Gid:")?,
+        groups: parse_groups(status),
+    })
+}
+
+/// Whether `a` and `b` are the same credentials (groups in any order).
+pub fn same(a: &Cred, b: &Cred) -> bool {
+    if a.uid != b.uid || a.gid != b.gid || a.groups.len() != b.groups.len() {
+        return false;
+    }
+    if a.groups == b.groups {
+        return true;
+    }
+    let (mut x, mut y) = (a.groups.clone(), b.groups.clone());
+    x.sort_unstable();
+    y.sort_unstable();
+    x == y
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +180,43 @@ mod tests {
         let s = "Name:\tx\nUid:\t1 1 1 1\nGroups:\t4 24 27 \nNgid:\t0\n";
         assert_eq!(parse_groups(s), vec![4, 24, 27]);
         assert_eq!(parse_groups("Name:\tx\n"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn the_fs_ids_are_the_fourth_fields() {
+        let s = "Name:\tx\nUid:\t1 2 3 4\nGid:\t5 6 7 8\nGroups:\t9 10 \n";
+        let c = parse_thread_cred(s).unwrap();
+        assert_eq!((c.uid, c.gid, c.groups), (4, 8, vec![9, 10]));
+        assert!(parse_thread_cred("Uid:\t1 2 3\nGid:\t5 6 7 8\nGroups:\n").is_none());
+        assert!(parse_thread_cred("Uid:\t1 2 3 4\nGid:\t5 6 7 8\n").is_none());
+    }
+
+    #[test]
+    fn this_thread_reads_as_it_says_it_is() {
+        let me = std::process::id() as i32;
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(me).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
+        use std::os::fd::AsFd;
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        let got = thread_cred(me, tid, pidfd.as_fd()).unwrap();
+        assert!(same(&got, &Cred::of_this_thread()));
+        // A thread id outside the process is not found there.
+        assert!(thread_cred(me, u32::MAX / 2, pidfd.as_fd()).is_err());
+    }
+
+    #[test]
+    fn credentials_compare_with_groups_in_any_order() {
+        let c = |groups: Vec<u32>| Cred {
+            uid: 1,
+            gid: 2,
+            groups,
+        };
+        assert!(same(&c(vec![3, 4]), &c(vec![4, 3])));
+        assert!(!same(&c(vec![3, 4]), &c(vec![3])));
+        assert!(!same(&c(vec![3, 4]), &c(vec![3, 5])));
     }
 
     #[test]

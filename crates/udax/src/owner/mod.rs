@@ -238,6 +238,9 @@ const SHARE_TTL: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 struct ClientRec {
     pid: i32,
+    /// Its process, taken at connect (`cred::peer_pidfd`): a claim of
+    /// other credentials is verified against that very process's threads.
+    pidfd: Option<Arc<OwnedFd>>,
     /// Admitted for writing (handed a read-write device fd).
     write: bool,
     /// The file system as this client sees it: its uid, gid and groups
@@ -492,6 +495,7 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
     let Ok((pid, uid, gid)) = wire::peer(sock.as_fd()) else {
         return;
     };
+    let pidfd = cred::peer_pidfd(sock.as_fd(), pid).map(Arc::new);
     let mut me: Option<u64> = None;
     let mut faults: Option<std::thread::JoinHandle<()>> = None;
     loop {
@@ -532,6 +536,7 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
                             c,
                             ClientRec {
                                 pid,
+                                pidfd: pidfd.clone(),
                                 write,
                                 fs: sh.fs.as_caller(cred),
                                 sock: sock.clone(),
@@ -1184,17 +1189,31 @@ fn uncache(sh: &Shared, c: u64) {
 
 /// [`answer`] without the attribute-cache upkeep.
 fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
-    let Some((fs, write)) = sh
+    let Some((fs, write, pid, pidfd)) = sh
         .table
         .lock()
         .clients
         .get(&c)
-        .map(|r| (r.fs.clone(), r.write))
+        .map(|r| (r.fs.clone(), r.write, r.pid, r.pidfd.clone()))
     else {
         return Reply::Error {
             errno: libc::EBADF,
             message: "no such client".into(),
         };
+    };
+    // A request as a thread with credentials of its own is checked with
+    // them, once verified.
+    let (req, fs) = match req {
+        Request::As { claim, req } => match claimed(sh, c, pid, pidfd.as_deref(), &fs, claim) {
+            Ok(fs) => (*req, fs),
+            Err(e) => {
+                return Reply::Error {
+                    errno: e.errno(),
+                    message: e.to_string(),
+                }
+            }
+        },
+        req => (req, fs),
     };
     // A read-only client (as a read-only mount) changes nothing.
     if !write && req.changes_attributes() {
@@ -1214,6 +1233,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 return Err(Error::Invalid("Recalled outside the callback channel"))
             }
             Request::Ping => Reply::Pong,
+            Request::As { .. } => return Err(Error::Invalid("As inside As")),
             Request::Stat { path } => {
                 // Registered before the look: a change after it uncaches.
                 sh.table.lock().stat_holders.insert(c);
@@ -1310,7 +1330,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 match from {
                     Target::Path(p) => fs.link_following(path_of(&p)?, to)?,
                     Target::LinkPath(p) => fs.link(path_of(&p)?, to)?,
-                    Target::Handle(h) => file_of(sh, c, h)?.link(to)?,
+                    Target::Handle(h) => as_caller(&*file_of(sh, c, h)?, fs, |f| f.link(to))?,
                 }
                 Reply::Done
             }
@@ -1348,15 +1368,15 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                             fs.set_times_nofollow(p, atime_ns, mtime_ns)?;
                         }
                     }
-                    Target::Handle(h) => {
-                        let f = file_of(sh, c, h)?;
+                    Target::Handle(h) => as_caller(&*file_of(sh, c, h)?, fs, |f| {
                         if let Some(m) = mode {
                             f.set_permissions(m)?;
                         }
                         if atime_ns.is_some() || mtime_ns.is_some() {
                             f.set_times(atime_ns, mtime_ns)?;
                         }
-                    }
+                        Ok(())
+                    })?,
                 }
                 Reply::Done
             }
@@ -1364,7 +1384,9 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 match target {
                     Target::Path(p) => fs.set_owner(path_of(&p)?, uid, gid)?,
                     Target::LinkPath(p) => fs.set_owner_nofollow(path_of(&p)?, uid, gid)?,
-                    Target::Handle(h) => file_of(sh, c, h)?.set_owner(uid, gid)?,
+                    Target::Handle(h) => {
+                        as_caller(&*file_of(sh, c, h)?, fs, |f| f.set_owner(uid, gid))?
+                    }
                 }
                 Reply::Done
             }
@@ -1672,6 +1694,68 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
         let (errno, message) = e.to_remote();
         Reply::Error { errno, message }
     })
+}
+
+/// The file system as a request of client `c` (process `pid`) made as
+/// `claim` sees it: the client's own view (`conn`, its credentials at
+/// connect) when the claim is those, else a view with the claimed ones
+/// once the kernel's record of the claiming thread shows them
+/// (`cred::thread_cred`; docs/multiprocess.md, "Security"). A claim the
+/// record does not show is refused (EPERM) and logged.
+fn claimed(
+    sh: &Shared,
+    c: u64,
+    pid: i32,
+    pidfd: Option<&OwnedFd>,
+    conn: &Fs,
+    claim: proto::Claim,
+) -> Result<Fs> {
+    let want = Cred {
+        uid: claim.uid,
+        gid: claim.gid,
+        groups: claim.groups,
+    };
+    if conn.caller().is_some_and(|have| cred::same(have, &want)) {
+        return Ok(conn.clone());
+    }
+    let seen = match pidfd {
+        Some(fd) => cred::thread_cred(pid, claim.tid, fd.as_fd()),
+        None => Err("no pidfd of the process was had at connect".into()),
+    };
+    match seen {
+        Ok(seen) if cred::same(&seen, &want) => Ok(sh.fs.as_caller(want)),
+        seen => {
+            let why = match seen {
+                Ok(s) => format!(
+                    "the thread has uid {} gid {} groups {:?}",
+                    s.uid, s.gid, s.groups
+                ),
+                Err(e) => e,
+            };
+            tracing::warn!(
+                "client {c} (pid {pid}): refused a request as thread {} with uid {} gid {} \
+                 groups {:?}: {why}",
+                claim.tid,
+                want.uid,
+                want.gid,
+                want.groups
+            );
+            Err(Error::NotPermitted(
+                "the credentials claimed are not the calling thread's",
+            ))
+        }
+    }
+}
+
+/// Run `op` on `d`'s file checked as `fs` checks (the request's caller,
+/// who may not be who opened it: `fchmod` after `seteuid`, or a handle
+/// adopted by another client).
+fn as_caller<R>(d: &Desc, fs: &Fs, op: impl FnOnce(&File) -> Result<R>) -> Result<R> {
+    if d.file.fs().same_caller(fs) {
+        op(&d.file)
+    } else {
+        op(&d.file.dup_as(fs))
+    }
 }
 
 /// Keep `f` open for client `c` as a new open file description: its

@@ -30,6 +30,8 @@ pub const MAX_NAME: usize = 255;
 pub const MAX_WRITE: usize = 60 << 10;
 /// Handles one `ShareLocks` may name (a process's descriptors kept across exec).
 pub const MAX_HANDLES_SHARED: usize = 4096;
+/// Supplementary groups one [`Claim`] may list.
+pub const MAX_GROUPS: usize = 4096;
 
 /// A request from a client. Paths are absolute inside the file system
 /// (`/a/b`), as bytes.
@@ -42,6 +44,15 @@ pub enum Request {
         write: bool,
     },
     Ping,
+    /// `req` (one that [`Request::checks_permissions`]), made by thread
+    /// `claim.tid` of the client's process, whose current credentials are
+    /// `claim`: the owner checks `req` with them, after verifying a claim
+    /// other than the credentials the client connected with against the
+    /// kernel's record of that thread (docs/multiprocess.md, "Security").
+    As {
+        claim: Claim,
+        req: Box<Request>,
+    },
     /// `stat`: a symbolic link at the end of the path is followed.
     Stat {
         path: Vec<u8>,
@@ -331,6 +342,18 @@ pub enum Request {
         len: u64,
         dedupe: bool,
     },
+}
+
+/// Who makes a request ([`Request::As`]): a thread of the client's
+/// process and its current file-system uid and gid and supplementary
+/// groups, as the kernel checks a call with them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claim {
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// At most [`MAX_GROUPS`].
+    pub groups: Vec<u32>,
 }
 
 /// A file named by path or by an open handle.
@@ -721,6 +744,7 @@ impl Request {
             | Request::DirPath { .. }
             | Request::Mount { .. } => false,
             Request::Open { create, trunc, .. } => *create || *trunc,
+            Request::As { req, .. } => req.changes_attributes(),
             Request::Mkdir { .. }
             | Request::Create { .. }
             | Request::Unlink { .. }
@@ -743,10 +767,69 @@ impl Request {
         }
     }
 
+    /// Whether the owner checks this request with the caller's
+    /// credentials (a name looked up, made or removed; a mode, owner or
+    /// time changed): a client sends it [`Request::As`] its calling
+    /// thread. Calls on an open file's data (read, write, truncate,
+    /// fallocate) are checked by how it was opened, as through a descriptor.
+    pub fn checks_permissions(&self) -> bool {
+        match self {
+            Request::Stat { .. }
+            | Request::Lstat { .. }
+            | Request::Readlink { .. }
+            | Request::Symlink { .. }
+            | Request::Mknod { .. }
+            | Request::RealDir { .. }
+            | Request::ReadDir { .. }
+            | Request::Mkdir { .. }
+            | Request::Create { .. }
+            | Request::Unlink { .. }
+            | Request::Rmdir { .. }
+            | Request::Rename { .. }
+            | Request::Open { .. }
+            | Request::DirPath { .. }
+            | Request::Link { .. }
+            | Request::Rename2 { .. }
+            | Request::SetAttr { .. }
+            | Request::SetOwner { .. }
+            | Request::OpenUnnamed { .. } => true,
+            Request::Hello { .. }
+            | Request::Ping
+            | Request::As { .. }
+            | Request::StatFs
+            | Request::Listen { .. }
+            | Request::Recalled { .. }
+            | Request::Close { .. }
+            | Request::Lease { .. }
+            | Request::Truncate { .. }
+            | Request::Write { .. }
+            | Request::Fsync { .. }
+            | Request::Touch { .. }
+            | Request::Channel { .. }
+            | Request::Iomap { .. }
+            | Request::Poison { .. }
+            | Request::Lock { .. }
+            | Request::GetLock { .. }
+            | Request::FStat { .. }
+            | Request::Sync
+            | Request::Fallocate { .. }
+            | Request::Append { .. }
+            | Request::Share { .. }
+            | Request::Adopt { .. }
+            | Request::ShareLocks { .. }
+            | Request::AdoptLocks { .. }
+            | Request::Mount { .. }
+            | Request::Seek { .. }
+            | Request::Advance { .. }
+            | Request::Remap { .. } => false,
+        }
+    }
+
     fn kind(&self) -> u16 {
         match self {
             Request::Hello { .. } => 1,
             Request::Ping => 2,
+            Request::As { .. } => 64,
             Request::Stat { .. } => 3,
             Request::ReadDir { .. } => 4,
             Request::StatFs => 5,
@@ -803,6 +886,15 @@ impl Request {
                 w.u16(*version).u8(*write as u8);
             }
             Request::Ping | Request::StatFs | Request::Sync => {}
+            Request::As { claim, req } => {
+                w.u32(claim.tid).u32(claim.uid).u32(claim.gid);
+                w.u32(claim.groups.len() as u32);
+                for g in &claim.groups {
+                    w.u32(*g);
+                }
+                let inner = req.encode(0);
+                w.u32(inner.len() as u32).bytes(&inner);
+            }
             Request::ShareLocks { handles } => {
                 w.u32(handles.len() as u32);
                 for h in handles {
@@ -1033,6 +1125,40 @@ impl Request {
                 write: bool_in(&mut r)?,
             },
             2 => Request::Ping,
+            64 => {
+                let (tid, uid, gid) = (r.u32()?, r.u32()?, r.u32()?);
+                let n = r.u32()? as usize;
+                if n > MAX_GROUPS {
+                    return Err(ProtoError::Malformed(format!("{n} groups")));
+                }
+                let mut groups = Vec::with_capacity(n);
+                for _ in 0..n {
+                    groups.push(r.u32()?);
+                }
+                let len = r.u32()? as usize;
+                let inner = r.bytes(len)?;
+                // One level: the inner message's kind is read before it is
+                // decoded, so no nesting recurses.
+                if unframe(inner)?.0.kind == 64 {
+                    return Err(ProtoError::Malformed("As inside As".into()));
+                }
+                let (_, req) = Request::decode(inner)?;
+                if !req.checks_permissions() {
+                    return Err(ProtoError::Malformed(format!(
+                        "As around a request checked without credentials (kind {})",
+                        req.kind()
+                    )));
+                }
+                Request::As {
+                    claim: Claim {
+                        tid,
+                        uid,
+                        gid,
+                        groups,
+                    },
+                    req: Box::new(req),
+                }
+            }
             3 => Request::Stat {
                 path: path_in(&mut r)?,
             },
@@ -1710,6 +1836,27 @@ mod tests {
         ]
     }
 
+    /// A request sent as a thread with credentials of its own.
+    fn claimed_request() -> impl Strategy<Value = Request> {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u32>(), 0..40),
+            prop_oneof![request(), file_request()]
+                .prop_filter("checked", |r| r.checks_permissions()),
+        )
+            .prop_map(|(tid, uid, gid, groups, req)| Request::As {
+                claim: Claim {
+                    tid,
+                    uid,
+                    gid,
+                    groups,
+                },
+                req: Box::new(req),
+            })
+    }
+
     fn request() -> impl Strategy<Value = Request> {
         prop_oneof![
             (any::<u16>(), any::<bool>())
@@ -1954,7 +2101,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn every_request_round_trips(req in prop_oneof![request(), file_request()], id in any::<u64>()) {
+        fn every_request_round_trips(req in prop_oneof![request(), file_request(), claimed_request()], id in any::<u64>()) {
             prop_assert_eq!(Request::decode(&req.encode(id)).unwrap(), (id, req));
         }
 
@@ -1971,7 +2118,7 @@ mod tests {
 
         #[test]
         fn a_valid_header_over_arbitrary_bodies_never_panics(
-            kind in prop_oneof![1u16..=38, 100u16..=120],
+            kind in prop_oneof![1u16..=42, Just(64u16), 100u16..=120],
             body in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
             let mut w = Writer::new();
@@ -1983,7 +2130,7 @@ mod tests {
 
         #[test]
         fn any_single_byte_change_of_a_request_is_caught_or_decodes_to_a_message(
-            req in prop_oneof![request(), file_request()], at in any::<prop::sample::Index>(), x in 1u8..=255,
+            req in prop_oneof![request(), file_request(), claimed_request()], at in any::<prop::sample::Index>(), x in 1u8..=255,
         ) {
             let mut m = req.encode(1);
             let i = at.index(m.len());
@@ -1994,6 +2141,64 @@ mod tests {
                 prop_assert!(r.is_err());
             }
         }
+    }
+
+    fn claim() -> Claim {
+        Claim {
+            tid: 7,
+            uid: 1000,
+            gid: 100,
+            groups: vec![4, 27],
+        }
+    }
+
+    #[test]
+    fn a_claim_wraps_only_a_permission_checked_request_and_only_once() {
+        let stat = Request::Stat {
+            path: b"/a".to_vec(),
+        };
+        let ok = Request::As {
+            claim: claim(),
+            req: Box::new(stat.clone()),
+        };
+        assert_eq!(Request::decode(&ok.encode(5)).unwrap(), (5, ok.clone()));
+        for inner in [
+            Request::Ping,
+            Request::Hello {
+                version: VERSION,
+                write: true,
+            },
+            Request::Close { handle: 1 },
+            ok,
+        ] {
+            let m = Request::As {
+                claim: claim(),
+                req: Box::new(inner.clone()),
+            }
+            .encode(1);
+            assert!(
+                matches!(Request::decode(&m), Err(ProtoError::Malformed(_))),
+                "{inner:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_claim_with_too_many_groups_is_refused_before_allocating() {
+        let mut w = Writer::new();
+        w.u32(1).u32(2).u32(3).u32(u32::MAX);
+        let m = frame(64, 1, w);
+        assert!(matches!(Request::decode(&m), Err(ProtoError::Malformed(_))));
+        let big = Request::As {
+            claim: Claim {
+                groups: vec![9; MAX_GROUPS + 1],
+                ..claim()
+            },
+            req: Box::new(Request::Stat {
+                path: b"/a".to_vec(),
+            }),
+        };
+        assert!(Request::decode(&big.encode(1)).is_err());
     }
 
     #[test]

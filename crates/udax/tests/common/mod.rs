@@ -179,3 +179,50 @@ pub fn snapshot(fs: &Fs) -> Snapshot {
     }
     out
 }
+
+/// Whether this test process runs as root (tests that act as other users
+/// need it; CI runs as root).
+pub fn root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Make the calling thread alone act as `uid`, `gid` and `groups` (its
+/// effective and file-system ids and its supplementary groups), by raw
+/// system calls: the kernel keeps credentials per thread, and glibc's
+/// wrappers would change every thread of the test process (the owner's
+/// too). The real and saved ids stay root, so `as_thread(0, 0, &[])` makes
+/// it root again. Needs root.
+pub fn as_thread(uid: u32, gid: u32, groups: &[u32]) {
+    let keep = u32::MAX as libc::c_long;
+    // SAFETY: plain system calls on this thread's credentials; `groups`
+    // lives across the setgroups call, which only reads it.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_setresuid, keep, 0, keep),
+            0,
+            "root again"
+        );
+        assert_eq!(
+            libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()),
+            0,
+            "setgroups"
+        );
+        assert_eq!(
+            libc::syscall(libc::SYS_setresgid, keep, gid, keep),
+            0,
+            "gid"
+        );
+        assert_eq!(
+            libc::syscall(libc::SYS_setresuid, keep, uid, keep),
+            0,
+            "uid"
+        );
+    }
+}
+
+/// Set only the calling thread's file-system uid (the effective one
+/// stays), by the raw system call.
+pub fn thread_fsuid(uid: u32) {
+    // SAFETY: a plain system call on this thread's credentials.
+    unsafe { libc::syscall(libc::SYS_setfsuid, uid as libc::c_long) };
+}
