@@ -267,6 +267,22 @@ static void trailing_slashes(const char *base, const char *tag) {
     tnum("rename_dot", tag, rename(at(base, "ts/d/."), at(base, "ts/e")));
     tnum("rename_dotdot", tag, rename(at(base, "ts/d/.."), at(base, "ts/e")));
     tnum("mkdir_dot", tag, mkdir(at(base, "ts/d/."), 0755));
+    /* PATH_MAX bounds the string a call passes, not the path once joined
+     * to a directory: 4000 bytes relative to a deep directory resolve */
+    {
+        char big[8192], deep[4096];
+        int n = snprintf(big, sizeof big, "%s/ts/d", base);
+        while (n < 4096 + 2)
+            n += snprintf(big + n, sizeof big - n, "/.");
+        tnum("stat_path_max", tag, stat(big, &st));
+        snprintf(deep, sizeof deep, "%s/ts/d", base);
+        int dfd = open(deep, O_RDONLY | O_DIRECTORY);
+        n = snprintf(big, sizeof big, ".");
+        while (n < 4000)
+            n += snprintf(big + n, sizeof big - n, "/.");
+        tnum("fstatat_long_relative", tag, fstatat(dfd, big, &st, 0));
+        close(dfd);
+    }
     /* ".." walks into the directory before it: it must exist and be one */
     tnum("mkdir_through_missing_dotdot", tag, mkdir(at(base, "ts/missing/../y"), 0755));
     tnum("not_made_through_missing", tag, stat(at(base, "ts/y"), &st));

@@ -76,6 +76,10 @@ pub unsafe fn classify(dirfd: c_int, path: *const libc::c_char) -> R<Target> {
     }
     // SAFETY: the caller guarantees a NUL-terminated string.
     let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+    // The kernel's getname: the caller's string with its NUL fits PATH_MAX.
+    if bytes.len() >= libc::PATH_MAX as usize {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
     Ok(match classify_bytes(dirfd, bytes, cfg)? {
         Target::Udax(inner) => Target::Udax(with_dir_suffix(inner, bytes)),
         t => t,

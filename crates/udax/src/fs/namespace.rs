@@ -90,10 +90,15 @@ fn dir_part(path: &str) -> &str {
     }
 }
 
+/// Longest path the file system resolves (bytes). The kernel limits what
+/// one call passes to PATH_MAX (the shim checks that of the caller's own
+/// string); a path relative to a deep directory is longer once joined to
+/// it, and it resolves as long as the whole fits here.
+pub const MAX_PATH: usize = 4 * libc::PATH_MAX as usize - 1;
+
 /// Split a path into components; `.` is dropped, `..` kept for the walk.
 fn components(path: &str) -> Result<Vec<&[u8]>> {
-    // PATH_MAX counts the terminating NUL, as the kernel's getname does.
-    if path.len() >= libc::PATH_MAX as usize {
+    if path.len() > MAX_PATH {
         return Err(Error::NameTooLong);
     }
     let mut v = Vec::new();

@@ -518,7 +518,7 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
         };
         let (id, req) = match Request::decode(&msg) {
             Ok(x) => x,
-            Err(e) => match refuse(libc::EPROTO, &e) {
+            Err(e) => match refuse(e.errno(), &e) {
                 Ok(()) => continue,
                 Err(_) => break,
             },

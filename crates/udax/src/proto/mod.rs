@@ -22,8 +22,10 @@ pub const MAGIC: [u8; 4] = *b"UDXP";
 pub const HEADER: usize = 24;
 /// The largest message either side sends or accepts (header included).
 pub const MAX_MESSAGE: usize = 64 << 10;
-/// Longest path in a message (PATH_MAX, with its terminating NUL not sent).
-pub const MAX_PATH: usize = 4095;
+/// Longest path in a message: `fs::MAX_PATH`, the longest the file system
+/// resolves (a caller's own path is at most PATH_MAX, but one relative to a
+/// deep working directory is longer once joined to it).
+pub const MAX_PATH: usize = crate::fs::MAX_PATH;
 /// Longest name of a directory entry.
 pub const MAX_NAME: usize = 255;
 /// Most data bytes in one `Write` (the rest of a message is its fields).
@@ -565,6 +567,18 @@ pub enum ProtoError {
     Kind(u16),
     #[error("message of {0} bytes (at most {MAX_MESSAGE})")]
     TooLong(usize),
+    #[error("path of {0} bytes (at most {MAX_PATH})")]
+    PathTooLong(usize),
+}
+
+impl ProtoError {
+    /// The errno a peer answers a message with that fails to decode so.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ProtoError::PathTooLong(_) => libc::ENAMETOOLONG,
+            _ => libc::EPROTO,
+        }
+    }
 }
 
 impl From<FormatError> for ProtoError {
@@ -630,8 +644,11 @@ fn path_out(w: &mut Writer, p: &[u8]) {
 
 fn path_in(r: &mut Reader<'_>) -> Result<Vec<u8>, ProtoError> {
     let n = r.u32()? as usize;
-    if n == 0 || n > MAX_PATH {
-        return Err(ProtoError::Malformed(format!("path of {n} bytes")));
+    if n > MAX_PATH {
+        return Err(ProtoError::PathTooLong(n));
+    }
+    if n == 0 {
+        return Err(ProtoError::Malformed("empty path".into()));
     }
     let p = r.bytes(n)?;
     if p.contains(&0) {
