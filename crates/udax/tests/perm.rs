@@ -316,3 +316,33 @@ fn mp_a_thread_checked_view_checks_each_call_as_the_thread_is_at_that_moment() {
     // A plain mount still checks nothing.
     assert!(fs.stat("/priv/f").is_ok());
 }
+
+#[test]
+fn mp_a_writer_who_is_not_the_owner_may_set_both_times_to_now_but_no_explicit_time() {
+    use udax::fs::TIME_NOW;
+    let fs = fresh();
+    drop(fs.create("/shared", 0o666).unwrap());
+    drop(fs.create("/ro", 0o644).unwrap());
+    let u = fs.as_caller(user(1000, 1000, &[]));
+    let before = fs.stat("/shared").unwrap().mtime_ns;
+    // `touch f` (utimensat with UTIME_NOW, or a null times): write permission suffices.
+    u.set_times("/shared", Some(TIME_NOW), Some(TIME_NOW))
+        .unwrap();
+    let after = fs.stat("/shared").unwrap();
+    assert!(after.mtime_ns >= before && after.mtime_ns != TIME_NOW);
+    // An explicit time, or one of the two now: the owner's only.
+    assert_eq!(errno(u.set_times("/shared", Some(1), Some(2))), libc::EPERM);
+    assert_eq!(
+        errno(u.set_times("/shared", None, Some(TIME_NOW))),
+        libc::EPERM
+    );
+    // Without write permission, not even now.
+    assert_eq!(
+        errno(u.set_times("/ro", Some(TIME_NOW), Some(TIME_NOW))),
+        libc::EACCES
+    );
+    // Through an open descriptor (futimens) the same.
+    let f = u.open("/shared", &OpenOptions::read_write()).unwrap();
+    f.set_times(Some(TIME_NOW), Some(TIME_NOW)).unwrap();
+    assert_eq!(errno(f.set_times(Some(5), Some(5))), libc::EPERM);
+}

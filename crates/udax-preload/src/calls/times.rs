@@ -11,21 +11,15 @@ use libc::{c_char, c_int};
 /// # Safety
 /// `times` is null or points to two timespecs.
 unsafe fn wanted_times(times: *const libc::timespec) -> R<(Option<u64>, Option<u64>)> {
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    };
     if times.is_null() {
-        let t = now();
-        return Ok((Some(t), Some(t)));
+        return Ok((Some(udax::fs::TIME_NOW), Some(udax::fs::TIME_NOW)));
     }
     // SAFETY: the caller's contract.
     let t = unsafe { std::slice::from_raw_parts(times, 2) };
     let one = |ts: &libc::timespec| -> R<Option<u64>> {
         match ts.tv_nsec {
             libc::UTIME_OMIT => Ok(None),
-            libc::UTIME_NOW => Ok(Some(now())),
+            libc::UTIME_NOW => Ok(Some(udax::fs::TIME_NOW)),
             n if (0..1_000_000_000).contains(&n) && ts.tv_sec >= 0 => Ok(Some(
                 (ts.tv_sec as u64).saturating_mul(1_000_000_000) + n as u64,
             )),

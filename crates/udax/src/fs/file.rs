@@ -950,7 +950,7 @@ impl File {
     /// ([`Fs::as_caller`]), only the file's owner (or root) may.
     pub fn set_times(&self, atime_ns: Option<u64>, mtime_ns: Option<u64>) -> Result<()> {
         let fs = self.fs.for_this_call();
-        fs.permit_owner(&self.cell.data.read().attr)?;
+        fs.permit_times(&self.cell.data.read().attr, atime_ns, mtime_ns)?;
         fs.set_times_of(&self.cell, atime_ns, mtime_ns)
     }
 

@@ -65,7 +65,7 @@ pub use check::{fsck, fsck_repair, BadBlock, FsckReport, Problem};
 pub use error::{Error, Result};
 pub use file::File;
 pub use mmap::Mapping;
-pub use namespace::{DirRef, Rename, MAX_PATH, MAX_SYMLINKS};
+pub use namespace::{DirRef, Rename, MAX_PATH, MAX_SYMLINKS, TIME_NOW};
 pub use poison::{Owner, PoisonReport};
 pub use reflink::Dedupe;
 use refs::RefTable;

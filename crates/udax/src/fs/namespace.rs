@@ -40,6 +40,12 @@ pub enum Rename {
 /// Highest link count of an inode (as ext4's 65000).
 const LINK_MAX: u32 = 65000;
 
+/// A time for [`Fs::set_times`] and its kin that means "now" (as
+/// `UTIME_NOW`): the file system's clock when the change is made, and, with
+/// both times so, the permission rule of a touch (write permission
+/// suffices, as the kernel's).
+pub const TIME_NOW: u64 = u64::MAX;
+
 /// Most symbolic links one path resolution follows (the kernel's
 /// `MAXSYMLINKS`); one more fails with [`Error::Loop`].
 pub const MAX_SYMLINKS: u32 = 40;
@@ -1347,8 +1353,25 @@ impl Fs {
 
     fn set_times_ino(&self, ino: u64, atime_ns: Option<u64>, mtime_ns: Option<u64>) -> Result<()> {
         let cell = self.cell(ino)?;
-        self.permit_owner(&cell.data.read().attr)?;
+        self.permit_times(&cell.data.read().attr, atime_ns, mtime_ns)?;
         self.set_times_of(&cell, atime_ns, mtime_ns)
+    }
+
+    /// utimes' permission rule (the kernel's `setattr_prepare`): setting
+    /// both times to now ([`TIME_NOW`], `UTIME_NOW` or a null `times`) is
+    /// for the owner or anyone who may write the file; any explicit time
+    /// is for the owner only (EPERM), root aside.
+    pub(crate) fn permit_times(
+        &self,
+        attr: &crate::format::Attr,
+        atime_ns: Option<u64>,
+        mtime_ns: Option<u64>,
+    ) -> Result<()> {
+        let touch = atime_ns == Some(TIME_NOW) && mtime_ns == Some(TIME_NOW);
+        match self.permit_owner(attr) {
+            Err(_) if touch => self.permit(attr, W, "write permission to set the times to now"),
+            r => r,
+        }
     }
 
     pub(crate) fn set_times_of(
@@ -1371,11 +1394,13 @@ impl Fs {
             cell.mtime_pending.load(Ordering::Acquire)
         };
         let a = d.attr;
+        let now = now_ns();
+        let at = |t: u64| if t == TIME_NOW { now } else { t };
         let op = Op::Times {
             ino: cell.ino,
-            atime_ns: atime_ns.unwrap_or(a.atime_ns),
-            mtime_ns: mtime_ns.unwrap_or(a.mtime_ns.max(pending)),
-            ctime_ns: now_ns().max(a.ctime_ns),
+            atime_ns: atime_ns.map_or(a.atime_ns, at),
+            mtime_ns: mtime_ns.map_or(a.mtime_ns.max(pending), at),
+            ctime_ns: now.max(a.ctime_ns),
         };
         self.run_tx(&mut [(cell.ino, &mut *d)], &[op])
     }

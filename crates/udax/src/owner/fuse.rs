@@ -802,10 +802,9 @@ impl Filesystem for Front {
                 }
             }
             if atime.is_some() || mtime.is_some() {
-                let now = ns_of(SystemTime::now());
                 let ns = |t: Option<TimeOrNow>| {
                     t.map(|t| match t {
-                        TimeOrNow::Now => now,
+                        TimeOrNow::Now => crate::fs::TIME_NOW,
                         TimeOrNow::SpecificTime(t) => ns_of(t),
                     })
                 };
