@@ -660,6 +660,17 @@ int main(int argc, char **argv) {
     symlinks(H, "host");
     specials(M, "udax");
     specials(H, "host");
+    /* access() answers for the real ids, AT_EACCESS and eaccess for the
+     * effective ones (as root with a user's effective uid) */
+    {
+        close(open(at(M, "acc"), O_CREAT | O_WRONLY, 0600));
+        if (seteuid(1000) == 0) {
+            num("access_real_root", access(at(M, "acc"), R_OK));
+            num("faccessat_eaccess_user", faccessat(AT_FDCWD, at(M, "acc"), R_OK, AT_EACCESS));
+            num("eaccess_user", eaccess(at(M, "acc"), R_OK));
+            seteuid(0);
+        }
+    }
     /* a device node on udax does not open (nodev), whatever the host's mount says */
     num("open_chr_on_udax", open(at(M, "sp/null"), O_RDONLY));
     /* links that leave udax: resolved on the host, as the kernel would */
