@@ -53,6 +53,11 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const SUPERBLOCK_SIZE: usize = 512;
 /// Longest file name in bytes.
 pub const NAME_MAX: usize = 255;
+/// Longest path the file system resolves (bytes). The kernel limits what
+/// one call passes to PATH_MAX (the shim checks that of the caller's own
+/// string); a path relative to a deep directory is longer once joined to
+/// it, and it resolves as long as the whole fits here.
+pub const MAX_PATH: usize = 4 * 4096 - 1;
 /// Root directory inode number.
 pub const ROOT_INO: u64 = 1;
 /// Largest file size (bytes): 2^50, so every block number fits comfortably in u64.

@@ -96,11 +96,7 @@ fn dir_part(path: &str) -> &str {
     }
 }
 
-/// Longest path the file system resolves (bytes). The kernel limits what
-/// one call passes to PATH_MAX (the shim checks that of the caller's own
-/// string); a path relative to a deep directory is longer once joined to
-/// it, and it resolves as long as the whole fits here.
-pub const MAX_PATH: usize = 4 * libc::PATH_MAX as usize - 1;
+pub use crate::format::MAX_PATH;
 
 /// Split a path into components; `.` is dropped, `..` kept for the walk.
 fn components(path: &str) -> Result<Vec<&[u8]>> {

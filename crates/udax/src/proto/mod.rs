@@ -25,7 +25,7 @@ pub const MAX_MESSAGE: usize = 64 << 10;
 /// Longest path in a message: `fs::MAX_PATH`, the longest the file system
 /// resolves (a caller's own path is at most PATH_MAX, but one relative to a
 /// deep working directory is longer once joined to it).
-pub const MAX_PATH: usize = crate::fs::MAX_PATH;
+pub const MAX_PATH: usize = crate::format::MAX_PATH;
 /// Longest name of a directory entry.
 pub const MAX_NAME: usize = 255;
 /// Most data bytes in one `Write` (the rest of a message is its fields).
