@@ -50,6 +50,8 @@
 //! slots after it by two bytes and updates the header, about entry + a few
 //! dozen bytes of log. A removal only drops the slot; the heap's holes are
 //! reclaimed by rewriting the node compacted when an insert needs the room.
+//! A value replaced by one of the same length is overwritten where it lies
+//! (an inode chunk's count, an extent's length).
 //! A split keeps the left half in place (only its count changes) and writes
 //! the right half to a new block. An insert past the greatest key of the
 //! tree splits off only the new entry, so that sequential keys fill nodes
@@ -390,6 +392,13 @@ impl Node {
         if self.compute_crc() != stored {
             return Err(self.corrupt("B-tree node checksum mismatch"));
         }
+        self.verify_header(owner, want)?;
+        self.verify_entries(want, dev_len)
+    }
+
+    /// The checks of a node verified before (see [`Tx::is_verified`]): that
+    /// it is a node of this tree at the level its parent implies.
+    fn verify_header(&self, owner: u64, want: Want) -> Result<(), MetaError> {
         if self.u16_at(0) != MAGIC as usize {
             return Err(self.corrupt("not a B-tree node (bad magic)"));
         }
@@ -409,6 +418,12 @@ impl Node {
                 want.level
             )));
         }
+        Ok(())
+    }
+
+    /// The checks of the count, heap, slots, entries, keys and children.
+    fn verify_entries(&self, want: Want, dev_len: u64) -> Result<(), MetaError> {
+        let level = self.level();
         let (count, heap, b) = (self.count(), self.heap(), want.bounds);
         if level == 0 {
             if count == 0 && want.level.is_some() {
@@ -489,7 +504,7 @@ impl Node {
 
 fn store(tx: &mut Tx<'_>, n: &mut Node) -> Result<(), MetaError> {
     n.seal();
-    tx.write(n.off, &n.b)
+    tx.write_node(n.blk(), &n.b)
 }
 
 /// The result of inserting below a node: the old value, and the new right
@@ -503,18 +518,30 @@ impl BTree {
     }
 
     fn load(&self, tx: &Tx<'_>, blk: u64, want: Want) -> Result<Node, MetaError> {
-        let dev_len = tx.device().len();
         let mut n = Node {
-            off: blk.saturating_mul(BLOCK_SIZE),
+            off: 0,
             b: vec![0; BLOCK],
         };
+        self.load_into(tx, &mut n, blk, want)?;
+        Ok(n)
+    }
+
+    /// [`BTree::load`] into the buffer of `n` (a walk down the tree reuses
+    /// one).
+    fn load_into(&self, tx: &Tx<'_>, n: &mut Node, blk: u64, want: Want) -> Result<(), MetaError> {
+        let dev_len = tx.device().len();
+        n.off = blk.saturating_mul(BLOCK_SIZE);
         // Children were checked by their parent's verify; this catches a bad root.
         if blk == 0 || blk >= dev_len / BLOCK_SIZE {
             return Err(n.corrupt(format!("B-tree root block {blk} off the device")));
         }
         tx.read(n.off, &mut n.b)?;
+        if tx.is_verified(blk) {
+            return n.verify_header(self.owner, want);
+        }
         n.verify(self.owner, want, dev_len)?;
-        Ok(n)
+        tx.note_verified(blk);
+        Ok(())
     }
 
     /// The leaf whose range holds `key`, and that range. Only for a non-empty tree.
@@ -525,7 +552,8 @@ impl BTree {
         while !n.is_leaf() {
             let i = n.route(key);
             want = want.child(&n, i);
-            n = self.load(tx, n.child(i), want)?;
+            let child = n.child(i);
+            self.load_into(tx, &mut n, child, want)?;
         }
         Ok((n, want.bounds))
     }
@@ -704,13 +732,22 @@ impl BTree {
         let (pos, old) = match n.search(key) {
             Ok(i) => {
                 let old = n.lval(i).to_vec();
+                if old.len() == value.len() {
+                    // The same length: overwritten where it lies.
+                    let o = n.slot(i) + ENTRY_HEAD;
+                    n.b[o..o + value.len()].copy_from_slice(value);
+                    store(tx, &mut n)?;
+                    return Ok((Some(old), None));
+                }
                 n.leaf_remove(i);
                 (i, Some(old))
             }
             Err(i) => (i, None),
         };
         let need = 2 + ENTRY_HEAD + value.len();
-        if n.used() + need <= LEAF_SPACE {
+        // Room below the heap needs no count of the bytes in use.
+        let below_heap = n.heap() >= HEADER + 2 * n.count() + need;
+        if below_heap || n.used() + need <= LEAF_SPACE {
             n.leaf_put(pos, key, value);
             store(tx, &mut n)?;
             return Ok((old, None));

@@ -7,11 +7,12 @@
 //! ranges), so a 30-byte change to a node logs about 30 bytes, not 4096.
 //! A block allocated by the transaction is all new: it is logged whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
 use super::MetaError;
 use crate::device::{check_range, Device};
+use crate::sync::RwLock;
 use crate::BLOCK_SIZE;
 
 const BLOCK: usize = BLOCK_SIZE as usize;
@@ -26,12 +27,51 @@ pub(crate) trait BlockSource {
     fn alloc_block(&mut self) -> Result<u64, MetaError>;
 }
 
+/// Blocks verified as they are stored: B-tree nodes that passed every
+/// check of a read, or that a stored transaction sealed. A walk through a
+/// [`Tx`] that has the set checks such a node's header only (magic, owner,
+/// level), not its checksum and entries again: a node is checked once per
+/// change, not once per visit. Whoever stores a write to a block or frees
+/// it forgets it first ([`Verified::forget`]); when the set is full it is
+/// cleared (the next visits check again).
+#[derive(Debug, Default)]
+pub(crate) struct Verified(RwLock<HashSet<u64>>);
+
+/// Blocks [`Verified`] holds at most (~16 bytes of memory each, for 256 MiB
+/// of nodes).
+const VERIFIED_MAX: usize = 1 << 16;
+
+impl Verified {
+    pub fn contains(&self, blk: u64) -> bool {
+        self.0.read().contains(&blk)
+    }
+
+    pub fn insert(&self, blk: u64) {
+        let mut s = self.0.write();
+        if s.len() >= VERIFIED_MAX {
+            s.clear();
+        }
+        s.insert(blk);
+    }
+
+    /// Blocks `first..=last` are about to change or be freed.
+    pub fn forget(&self, first: u64, last: u64) {
+        let mut s = self.0.write();
+        for b in first..=last {
+            s.remove(&b);
+        }
+    }
+}
+
 /// One block's copy in the overlay.
 #[derive(Debug)]
 struct Dirty {
     data: Vec<u8>,
     /// Allocated by this transaction: logged whole, never read from the device.
     fresh: bool,
+    /// Written whole as a sealed B-tree node by [`Tx::write_node`] (and not
+    /// written otherwise since): valid as it is.
+    sealed: bool,
     /// Changed byte ranges, sorted, more than `MERGE_GAP` apart (unused when fresh).
     ranges: Vec<Range<usize>>,
 }
@@ -90,6 +130,8 @@ impl Dirty {
 #[derive(Debug)]
 pub(crate) struct Tx<'d> {
     dev: &'d dyn Device,
+    /// The store's set of verified nodes (`None`: every read checks all).
+    verified: Option<&'d Verified>,
     /// Block number -> its copy.
     blocks: BTreeMap<u64, Dirty>,
     allocated: Vec<u64>,
@@ -100,10 +142,45 @@ impl<'d> Tx<'d> {
     pub fn new(dev: &'d dyn Device) -> Self {
         Self {
             dev,
+            verified: None,
             blocks: BTreeMap::new(),
             allocated: Vec::new(),
             freed: Vec::new(),
         }
+    }
+
+    /// A transaction whose B-tree reads trust and extend `verified`.
+    pub fn with_verified(dev: &'d dyn Device, verified: &'d Verified) -> Self {
+        Self {
+            verified: Some(verified),
+            ..Self::new(dev)
+        }
+    }
+
+    /// Block `blk` holds a valid node as far as this transaction reads it:
+    /// its own sealed copy, or a stored block in the verified set.
+    pub fn is_verified(&self, blk: u64) -> bool {
+        match self.blocks.get(&blk) {
+            Some(d) => d.sealed,
+            None => self.verified.is_some_and(|v| v.contains(blk)),
+        }
+    }
+
+    /// The node read from block `blk` passed every check: remember it if
+    /// it was read from the device.
+    pub fn note_verified(&self, blk: u64) {
+        if let (Some(v), false) = (self.verified, self.blocks.contains_key(&blk)) {
+            v.insert(blk);
+        }
+    }
+
+    /// Blocks written whole as sealed nodes (and not written otherwise
+    /// since): once stored they are valid as they are.
+    pub fn sealed(&self) -> impl Iterator<Item = u64> + '_ {
+        self.blocks
+            .iter()
+            .filter(|(_, d)| d.sealed)
+            .map(|(&b, _)| b)
     }
 
     /// The device under the overlay.
@@ -137,8 +214,22 @@ impl<'d> Tx<'d> {
             let pos = off + done as u64;
             let (blk, at) = (pos / BLOCK_SIZE, (pos % BLOCK_SIZE) as usize);
             let n = (BLOCK - at).min(data.len() - done);
-            self.copy_of(blk)?.store(at, &data[done..done + n]);
+            let d = self.copy_of(blk)?;
+            d.sealed = false;
+            d.store(at, &data[done..done + n]);
             done += n;
+        }
+        Ok(())
+    }
+
+    /// Record the write of a whole sealed B-tree node at block `blk`
+    /// (the caller, `btree`, built and sealed it).
+    pub fn write_node(&mut self, blk: u64, node: &[u8]) -> Result<(), MetaError> {
+        self.write(blk.saturating_mul(BLOCK_SIZE), node)?;
+        if node.len() == BLOCK {
+            if let Some(d) = self.blocks.get_mut(&blk) {
+                d.sealed = true;
+            }
         }
         Ok(())
     }
@@ -151,6 +242,7 @@ impl<'d> Tx<'d> {
             let d = Dirty {
                 data,
                 fresh: false,
+                sealed: false,
                 ranges: Vec::new(),
             };
             self.blocks.insert(blk, d);
@@ -166,6 +258,7 @@ impl<'d> Tx<'d> {
         let d = Dirty {
             data: vec![0; BLOCK],
             fresh: true,
+            sealed: false,
             ranges: Vec::new(),
         };
         self.blocks.insert(blk, d);
