@@ -92,6 +92,9 @@ struct Leaf<'p> {
 impl Fs {
     /// Inode number of the entry `name` in directory `dir`.
     pub(crate) fn lookup_in(&self, dir: u64, name: &[u8]) -> Result<u64> {
+        if let Some(found) = self.lookup_at_rest(dir, name) {
+            return found;
+        }
         let cell = self.cell(dir)?;
         let d = cell.data.read();
         if !d.is_dir() {
