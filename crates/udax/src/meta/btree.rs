@@ -81,6 +81,7 @@
 
 use std::collections::HashSet;
 
+use super::tx::{block_buf, spare};
 use super::{BlockSource, MetaError, Tx};
 use crate::format::codec::crc;
 use crate::BLOCK_SIZE;
@@ -177,12 +178,19 @@ struct Node {
     b: Vec<u8>,
 }
 
+impl Drop for Node {
+    fn drop(&mut self) {
+        spare(std::mem::take(&mut self.b));
+    }
+}
+
 impl Node {
     fn new(blk: u64, owner: u64, level: u8) -> Node {
         let mut n = Node {
             off: blk * BLOCK_SIZE,
-            b: vec![0; BLOCK],
+            b: block_buf(),
         };
+        n.b.fill(0);
         n.put_u16(0, MAGIC as usize);
         n.b[2] = level;
         if level == 0 {
@@ -511,6 +519,17 @@ fn store(tx: &mut Tx<'_>, n: &mut Node) -> Result<(), MetaError> {
 /// sibling (separator, block) when the node split.
 type Inserted = (Option<Vec<u8>>, Option<(u64, u64)>);
 
+/// The value [`BTree::insert_with`] stores, from the old one (if any).
+pub(crate) type NewValue<'a> = dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>, MetaError> + 'a;
+
+/// `value`, if it is no longer than [`MAX_VALUE`].
+fn checked(value: Vec<u8>) -> Result<Vec<u8>, MetaError> {
+    if value.len() > MAX_VALUE {
+        return Err(MetaError::TooLarge);
+    }
+    Ok(value)
+}
+
 impl BTree {
     /// An empty tree.
     pub fn new(owner: u64) -> Self {
@@ -520,7 +539,7 @@ impl BTree {
     fn load(&self, tx: &Tx<'_>, blk: u64, want: Want) -> Result<Node, MetaError> {
         let mut n = Node {
             off: 0,
-            b: vec![0; BLOCK],
+            b: block_buf(),
         };
         self.load_into(tx, &mut n, blk, want)?;
         Ok(n)
@@ -637,13 +656,24 @@ impl BTree {
         key: u64,
         value: &[u8],
     ) -> Result<Option<Vec<u8>>, MetaError> {
-        if value.len() > MAX_VALUE {
-            return Err(MetaError::TooLarge);
-        }
+        self.insert_with(tx, src, key, &mut |_| Ok(value.to_vec()))
+    }
+
+    /// Insert or replace the value of `key` with `value(the old value)`,
+    /// in one walk down the tree; returns the old value. An error from
+    /// `value` changes nothing.
+    pub fn insert_with(
+        &mut self,
+        tx: &mut Tx<'_>,
+        src: &mut dyn BlockSource,
+        key: u64,
+        value: &mut NewValue<'_>,
+    ) -> Result<Option<Vec<u8>>, MetaError> {
         if self.root == 0 {
+            let value = checked(value(None)?)?;
             let blk = tx.alloc_block(src)?;
             let mut n = Node::new(blk, self.owner, 0);
-            n.leaf_put(0, key, value);
+            n.leaf_put(0, key, &value);
             store(tx, &mut n)?;
             self.root = blk;
             return Ok(None);
@@ -676,7 +706,7 @@ impl BTree {
         mut n: Node,
         want: Want,
         key: u64,
-        value: &[u8],
+        value: &mut NewValue<'_>,
     ) -> Result<Inserted, MetaError> {
         if n.is_leaf() {
             return self.leaf_insert(tx, src, n, want, key, value);
@@ -727,9 +757,12 @@ impl BTree {
         mut n: Node,
         want: Want,
         key: u64,
-        value: &[u8],
+        value: &mut NewValue<'_>,
     ) -> Result<Inserted, MetaError> {
-        let (pos, old) = match n.search(key) {
+        let found = n.search(key);
+        let value = checked(value(found.ok().map(|i| n.lval(i)))?)?;
+        let value = &value[..];
+        let (pos, old) = match found {
             Ok(i) => {
                 let old = n.lval(i).to_vec();
                 if old.len() == value.len() {

@@ -811,15 +811,20 @@ impl<'s> StoreTx<'s> {
         e: DirEntry3,
     ) -> Result<(), MetaError> {
         let key = name_hash(self.hash_key(), &e.name);
-        let mut v = match dir.get(&self.tx, key)? {
-            Some(b) => decode_dir_value(&b, dir.root * BLOCK_SIZE)?,
-            None => Vec::new(),
-        };
-        if v.iter().any(|x| x.name == e.name) {
-            return Err(corrupt(dir.root * BLOCK_SIZE, "directory entry exists"));
-        }
-        v.push(e);
-        dir.insert(&mut self.tx, alloc, key, &encode_dir_value(&v))?;
+        let at = dir.root * BLOCK_SIZE;
+        let mut e = Some(e);
+        dir.insert_with(&mut self.tx, alloc, key, &mut |old| {
+            let mut v = match old {
+                Some(b) => decode_dir_value(b, at)?,
+                None => Vec::new(),
+            };
+            let e = e.take().expect("called once");
+            if v.iter().any(|x| x.name == e.name) {
+                return Err(corrupt(at, "directory entry exists"));
+            }
+            v.push(e);
+            Ok(encode_dir_value(&v))
+        })?;
         Ok(())
     }
 
@@ -977,8 +982,10 @@ impl<'s> StoreTx<'s> {
     /// open (holding the shared lock) until [`StoreTx::stored`].
     pub fn entries(&mut self) -> Result<(Vec<PhysOp>, bool), MetaError> {
         self.seal_counts()?;
-        let mut out = self.notes.clone();
-        for (at, bytes) in self.tx.writes() {
+        let writes = self.tx.writes();
+        let mut out = Vec::with_capacity(self.notes.len() + writes.len() + self.bits.len() + 4);
+        out.extend(self.notes.iter().cloned());
+        for (at, bytes) in writes {
             out.push(PhysOp::Write { at, bytes });
         }
         out.extend(self.bits.iter().cloned());

@@ -7,6 +7,7 @@
 //! ranges), so a 30-byte change to a node logs about 30 bytes, not 4096.
 //! A block allocated by the transaction is all new: it is logged whole.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
@@ -20,6 +21,39 @@ const BLOCK: usize = BLOCK_SIZE as usize;
 /// Two changed ranges of a block closer than this many bytes are logged as
 /// one: a log entry's own header (offset, length) costs about as much.
 const MERGE_GAP: usize = 16;
+
+thread_local! {
+    /// This thread's spare block buffers ([`block_buf`]).
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare buffers a thread keeps.
+const SPARES: usize = 32;
+
+/// A 4 KiB buffer for a block copy that the caller overwrites whole: its
+/// bytes are left from its last use. A transaction copies a dozen blocks
+/// (nodes read, overlay copies); reusing their buffers saves the
+/// allocator's path for 4 KiB and the zeroing, which cost more than the
+/// copies that fill them.
+pub(crate) fn block_buf() -> Vec<u8> {
+    SPARE
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| vec![0; BLOCK])
+}
+
+/// Give a buffer of [`block_buf`] back.
+pub(crate) fn spare(b: Vec<u8>) {
+    if b.len() == BLOCK {
+        let _ = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARES {
+                s.push(b);
+            }
+        });
+    }
+}
 
 /// Where metadata blocks come from (the file system's allocator).
 pub(crate) trait BlockSource {
@@ -76,21 +110,31 @@ struct Dirty {
     ranges: Vec<Range<usize>>,
 }
 
-impl Dirty {
-    /// Add `r` to the changed ranges, merging ranges that overlap or nearly touch.
-    fn mark(&mut self, r: Range<usize>) {
-        let at = self.ranges.partition_point(|x| x.start < r.start);
-        self.ranges.insert(at, r);
-        let mut out: Vec<Range<usize>> = Vec::with_capacity(self.ranges.len());
-        for r in self.ranges.drain(..) {
-            match out.last_mut() {
-                Some(last) if r.start <= last.end + MERGE_GAP => last.end = last.end.max(r.end),
-                _ => out.push(r),
-            }
+/// Add `r` to the sorted changed ranges `ranges`, merging ranges that
+/// overlap or nearly touch (in place: no allocation once it has room).
+fn mark(ranges: &mut Vec<Range<usize>>, r: Range<usize>) {
+    let at = ranges.partition_point(|x| x.start < r.start);
+    ranges.insert(at, r);
+    let mut last = 0;
+    for i in 1..ranges.len() {
+        let r = ranges[i].clone();
+        if r.start <= ranges[last].end + MERGE_GAP {
+            ranges[last].end = ranges[last].end.max(r.end);
+        } else {
+            last += 1;
+            ranges[last] = r;
         }
-        self.ranges = out;
     }
+    ranges.truncate(last + 1);
+}
 
+impl Drop for Dirty {
+    fn drop(&mut self) {
+        spare(std::mem::take(&mut self.data));
+    }
+}
+
+impl Dirty {
     /// Store `data` at `at` in the copy, marking the bytes that differ.
     fn store(&mut self, at: usize, data: &[u8]) {
         let old = &self.data[at..at + data.len()];
@@ -98,7 +142,6 @@ impl Dirty {
             // Compare 64 bytes at a time (a plain slice compare), then find
             // the exact bytes inside the chunks that differ.
             let mut run: Option<Range<usize>> = None;
-            let mut changed = Vec::new();
             for (c, (o, n)) in old.chunks(64).zip(data.chunks(64)).enumerate() {
                 if o == n {
                     continue;
@@ -109,15 +152,14 @@ impl Dirty {
                 run = match run {
                     Some(r) if s <= r.end + MERGE_GAP => Some(r.start..e),
                     Some(r) => {
-                        changed.push(r);
+                        mark(&mut self.ranges, r);
                         Some(s..e)
                     }
                     None => Some(s..e),
                 };
             }
-            changed.extend(run);
-            for r in changed {
-                self.mark(r);
+            if let Some(r) = run {
+                mark(&mut self.ranges, r);
             }
         }
         self.data[at..at + data.len()].copy_from_slice(data);
@@ -237,7 +279,7 @@ impl<'d> Tx<'d> {
     /// The overlay's copy of block `blk`, loaded from the device on first use.
     fn copy_of(&mut self, blk: u64) -> Result<&mut Dirty, MetaError> {
         if !self.blocks.contains_key(&blk) {
-            let mut data = vec![0; BLOCK];
+            let mut data = block_buf();
             self.dev.read(blk * BLOCK_SIZE, &mut data)?;
             let d = Dirty {
                 data,
@@ -255,8 +297,10 @@ impl<'d> Tx<'d> {
         let blk = src.alloc_block()?;
         let off = blk.saturating_mul(BLOCK_SIZE);
         check_range(off, BLOCK_SIZE, self.dev.len())?;
+        let mut data = block_buf();
+        data.fill(0);
         let d = Dirty {
-            data: vec![0; BLOCK],
+            data,
             fresh: true,
             sealed: false,
             ranges: Vec::new(),
@@ -294,7 +338,12 @@ impl<'d> Tx<'d> {
     /// byte ranges that changed (coalesced per 4 KiB block; a freshly
     /// allocated block is written whole), sorted by offset, non-overlapping.
     pub fn writes(&self) -> Vec<(u64, Vec<u8>)> {
-        let mut out = Vec::new();
+        let n = self
+            .blocks
+            .values()
+            .map(|d| if d.fresh { 1 } else { d.ranges.len() })
+            .sum();
+        let mut out = Vec::with_capacity(n);
         for (&blk, d) in &self.blocks {
             let base = blk * BLOCK_SIZE;
             if d.fresh {
