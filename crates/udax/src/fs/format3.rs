@@ -165,9 +165,14 @@ pub(crate) fn inode_data(store: &Store, ino: u64, slot: &InodeSlot) -> Result<In
             root: slot.tree_root,
             owner: ino,
         };
-        for (_, e) in store.dir_range(tree, 0, usize::MAX)? {
-            d.add_entry(e.name, e.ino, e.file_type).map_err(bad)?;
-        }
+        let entries = store.dir_range(tree, 0, usize::MAX)?;
+        d.set_entries(
+            entries
+                .into_iter()
+                .map(|(_, e)| (e.name, (e.ino, e.file_type)))
+                .collect(),
+        )
+        .map_err(bad)?;
     } else {
         for e in store.extents(ino, slot)? {
             d.map
