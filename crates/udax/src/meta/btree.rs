@@ -77,6 +77,12 @@
 //! reads one leaf more than those it returns from, and `floor` two at most.
 //! `check` (fsck) also finds nodes reached twice and overlapping entries.
 //!
+//! A node read through a [`Tx`] with the store's set of verified nodes
+//! (`tx::Verified`), or sealed by the reading transaction itself, gets
+//! only the header checks (magic, reserved bytes, owner, level): its bytes
+//! are those that passed every check, or that this module built. `check`
+//! reads without the set.
+//!
 //! Any error may leave the transaction half-changed: the caller drops it.
 
 use std::collections::HashSet;
