@@ -8,6 +8,7 @@
 
 use super::extent::Lookup;
 use super::materialize::apply_and_store;
+use super::perm::X;
 use super::refs::RefTable;
 use super::state::{Effects, InodeData};
 use super::{
@@ -166,9 +167,14 @@ pub(crate) fn inode_data(store: &Store, ino: u64, slot: &InodeSlot) -> Result<In
             root: slot.tree_root,
             owner: ino,
         };
-        for (_, e) in store.dir_range(tree, 0, usize::MAX)? {
-            d.add_entry(e.name, e.ino, e.file_type).map_err(bad)?;
-        }
+        let entries = store.dir_range(tree, 0, usize::MAX)?;
+        d.set_entries(
+            entries
+                .into_iter()
+                .map(|(_, e)| (e.name, (e.ino, e.file_type)))
+                .collect(),
+        )
+        .map_err(bad)?;
     } else {
         for e in store.extents(ino, slot)? {
             d.map
@@ -486,6 +492,45 @@ impl Fs {
             .clone();
         sweep(v3, &mut t);
         Ok(c)
+    }
+
+    /// Entry `name` of directory `dir` (its inode number and type), read
+    /// from the directory's tree on the device when its cell is not in
+    /// memory: one path of the tree, where loading the cell would read
+    /// every entry. `None`: the directory is in memory (or this is format
+    /// 2): the caller looks in its cell.
+    pub(super) fn lookup_at_rest(&self, dir: u64, name: &[u8]) -> Option<Result<(u64, u8)>> {
+        let Meta::V3(v3) = &self.inner.meta else {
+            return None;
+        };
+        // The table's read lock through the walk: the directory cannot come
+        // into memory meanwhile, and a transaction on it needs its cell, so
+        // its slot and tree are at rest (as in `load_cell`).
+        let table = self.inner.table.read();
+        if table.contains_key(&dir) {
+            return None;
+        }
+        let found = || -> Result<(u64, u8)> {
+            let slot = v3.store.inode(dir)?.ok_or(Error::NotFound)?;
+            if slot.attr.mode & S_IFMT != S_IFDIR {
+                return Err(Error::NotDir);
+            }
+            self.permit(
+                &slot.attr,
+                X,
+                "search permission on a directory of the path",
+            )?;
+            if name == b".." {
+                return Ok((slot.attr.parent, crate::format::DT_DIR));
+            }
+            let tree = BTree {
+                root: slot.tree_root,
+                owner: dir,
+            };
+            let e = v3.store.dir_lookup(tree, name)?.ok_or(Error::NotFound)?;
+            Ok((e.ino, e.file_type))
+        };
+        Some(found())
     }
 
     /// A free inode number (a new inode chunk first when every chunk is full).

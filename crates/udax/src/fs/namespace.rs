@@ -160,6 +160,9 @@ impl Fs {
 
     /// Inode number and type (`d_type`) of the entry `name` in directory `dir`.
     fn lookup_entry(&self, dir: u64, name: &[u8]) -> Result<(u64, u8)> {
+        if let Some(found) = self.lookup_at_rest(dir, name) {
+            return found;
+        }
         let cell = self.cell(dir)?;
         let d = cell.data.read();
         if !d.is_dir() {

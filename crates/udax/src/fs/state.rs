@@ -106,6 +106,22 @@ impl InodeData {
         Ok(())
     }
 
+    /// A directory's entries set at once (loading it from format 3): sorted
+    /// by name first, so the map is built in one pass rather than by one
+    /// insert per entry.
+    pub(crate) fn set_entries(
+        &mut self,
+        mut entries: Vec<(Vec<u8>, (u64, u8))>,
+    ) -> Result<(), String> {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err("duplicate directory entry".into());
+        }
+        self.name_bytes = entries.iter().map(|(n, _)| n.len() as u64).sum();
+        self.dir = entries.into_iter().collect();
+        Ok(())
+    }
+
     fn remove_entry(&mut self, name: &[u8]) -> Option<(u64, u8)> {
         let e = self.dir.remove(name)?;
         self.name_bytes -= name.len() as u64;

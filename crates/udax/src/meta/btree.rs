@@ -50,6 +50,8 @@
 //! slots after it by two bytes and updates the header, about entry + a few
 //! dozen bytes of log. A removal only drops the slot; the heap's holes are
 //! reclaimed by rewriting the node compacted when an insert needs the room.
+//! A value replaced by one of the same length is overwritten where it lies
+//! (an inode chunk's count, an extent's length).
 //! A split keeps the left half in place (only its count changes) and writes
 //! the right half to a new block. An insert past the greatest key of the
 //! tree splits off only the new entry, so that sequential keys fill nodes
@@ -75,10 +77,17 @@
 //! reads one leaf more than those it returns from, and `floor` two at most.
 //! `check` (fsck) also finds nodes reached twice and overlapping entries.
 //!
+//! A node read through a [`Tx`] with the store's set of verified nodes
+//! (`tx::Verified`), or sealed by the reading transaction itself, gets
+//! only the header checks (magic, reserved bytes, owner, level): its bytes
+//! are those that passed every check, or that this module built. `check`
+//! reads without the set.
+//!
 //! Any error may leave the transaction half-changed: the caller drops it.
 
 use std::collections::HashSet;
 
+use super::tx::{block_buf, spare};
 use super::{BlockSource, MetaError, Tx};
 use crate::format::codec::crc;
 use crate::BLOCK_SIZE;
@@ -175,12 +184,19 @@ struct Node {
     b: Vec<u8>,
 }
 
+impl Drop for Node {
+    fn drop(&mut self) {
+        spare(std::mem::take(&mut self.b));
+    }
+}
+
 impl Node {
     fn new(blk: u64, owner: u64, level: u8) -> Node {
         let mut n = Node {
             off: blk * BLOCK_SIZE,
-            b: vec![0; BLOCK],
+            b: block_buf(),
         };
+        n.b.fill(0);
         n.put_u16(0, MAGIC as usize);
         n.b[2] = level;
         if level == 0 {
@@ -390,6 +406,13 @@ impl Node {
         if self.compute_crc() != stored {
             return Err(self.corrupt("B-tree node checksum mismatch"));
         }
+        self.verify_header(owner, want)?;
+        self.verify_entries(want, dev_len)
+    }
+
+    /// The checks of a node verified before (see [`Tx::is_verified`]): that
+    /// it is a node of this tree at the level its parent implies.
+    fn verify_header(&self, owner: u64, want: Want) -> Result<(), MetaError> {
         if self.u16_at(0) != MAGIC as usize {
             return Err(self.corrupt("not a B-tree node (bad magic)"));
         }
@@ -409,6 +432,12 @@ impl Node {
                 want.level
             )));
         }
+        Ok(())
+    }
+
+    /// The checks of the count, heap, slots, entries, keys and children.
+    fn verify_entries(&self, want: Want, dev_len: u64) -> Result<(), MetaError> {
+        let level = self.level();
         let (count, heap, b) = (self.count(), self.heap(), want.bounds);
         if level == 0 {
             if count == 0 && want.level.is_some() {
@@ -489,12 +518,23 @@ impl Node {
 
 fn store(tx: &mut Tx<'_>, n: &mut Node) -> Result<(), MetaError> {
     n.seal();
-    tx.write(n.off, &n.b)
+    tx.write_node(n.blk(), &n.b)
 }
 
 /// The result of inserting below a node: the old value, and the new right
 /// sibling (separator, block) when the node split.
 type Inserted = (Option<Vec<u8>>, Option<(u64, u64)>);
+
+/// The value [`BTree::insert_with`] stores, from the old one (if any).
+pub(crate) type NewValue<'a> = dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>, MetaError> + 'a;
+
+/// `value`, if it is no longer than [`MAX_VALUE`].
+fn checked(value: Vec<u8>) -> Result<Vec<u8>, MetaError> {
+    if value.len() > MAX_VALUE {
+        return Err(MetaError::TooLarge);
+    }
+    Ok(value)
+}
 
 impl BTree {
     /// An empty tree.
@@ -503,18 +543,30 @@ impl BTree {
     }
 
     fn load(&self, tx: &Tx<'_>, blk: u64, want: Want) -> Result<Node, MetaError> {
-        let dev_len = tx.device().len();
         let mut n = Node {
-            off: blk.saturating_mul(BLOCK_SIZE),
-            b: vec![0; BLOCK],
+            off: 0,
+            b: block_buf(),
         };
+        self.load_into(tx, &mut n, blk, want)?;
+        Ok(n)
+    }
+
+    /// [`BTree::load`] into the buffer of `n` (a walk down the tree reuses
+    /// one).
+    fn load_into(&self, tx: &Tx<'_>, n: &mut Node, blk: u64, want: Want) -> Result<(), MetaError> {
+        let dev_len = tx.device().len();
+        n.off = blk.saturating_mul(BLOCK_SIZE);
         // Children were checked by their parent's verify; this catches a bad root.
         if blk == 0 || blk >= dev_len / BLOCK_SIZE {
             return Err(n.corrupt(format!("B-tree root block {blk} off the device")));
         }
         tx.read(n.off, &mut n.b)?;
+        if tx.is_verified(blk) {
+            return n.verify_header(self.owner, want);
+        }
         n.verify(self.owner, want, dev_len)?;
-        Ok(n)
+        tx.note_verified(blk);
+        Ok(())
     }
 
     /// The leaf whose range holds `key`, and that range. Only for a non-empty tree.
@@ -525,7 +577,8 @@ impl BTree {
         while !n.is_leaf() {
             let i = n.route(key);
             want = want.child(&n, i);
-            n = self.load(tx, n.child(i), want)?;
+            let child = n.child(i);
+            self.load_into(tx, &mut n, child, want)?;
         }
         Ok((n, want.bounds))
     }
@@ -609,13 +662,24 @@ impl BTree {
         key: u64,
         value: &[u8],
     ) -> Result<Option<Vec<u8>>, MetaError> {
-        if value.len() > MAX_VALUE {
-            return Err(MetaError::TooLarge);
-        }
+        self.insert_with(tx, src, key, &mut |_| Ok(value.to_vec()))
+    }
+
+    /// Insert or replace the value of `key` with `value(the old value)`,
+    /// in one walk down the tree; returns the old value. An error from
+    /// `value` changes nothing.
+    pub fn insert_with(
+        &mut self,
+        tx: &mut Tx<'_>,
+        src: &mut dyn BlockSource,
+        key: u64,
+        value: &mut NewValue<'_>,
+    ) -> Result<Option<Vec<u8>>, MetaError> {
         if self.root == 0 {
+            let value = checked(value(None)?)?;
             let blk = tx.alloc_block(src)?;
             let mut n = Node::new(blk, self.owner, 0);
-            n.leaf_put(0, key, value);
+            n.leaf_put(0, key, &value);
             store(tx, &mut n)?;
             self.root = blk;
             return Ok(None);
@@ -648,7 +712,7 @@ impl BTree {
         mut n: Node,
         want: Want,
         key: u64,
-        value: &[u8],
+        value: &mut NewValue<'_>,
     ) -> Result<Inserted, MetaError> {
         if n.is_leaf() {
             return self.leaf_insert(tx, src, n, want, key, value);
@@ -699,18 +763,30 @@ impl BTree {
         mut n: Node,
         want: Want,
         key: u64,
-        value: &[u8],
+        value: &mut NewValue<'_>,
     ) -> Result<Inserted, MetaError> {
-        let (pos, old) = match n.search(key) {
+        let found = n.search(key);
+        let value = checked(value(found.ok().map(|i| n.lval(i)))?)?;
+        let value = &value[..];
+        let (pos, old) = match found {
             Ok(i) => {
                 let old = n.lval(i).to_vec();
+                if old.len() == value.len() {
+                    // The same length: overwritten where it lies.
+                    let o = n.slot(i) + ENTRY_HEAD;
+                    n.b[o..o + value.len()].copy_from_slice(value);
+                    store(tx, &mut n)?;
+                    return Ok((Some(old), None));
+                }
                 n.leaf_remove(i);
                 (i, Some(old))
             }
             Err(i) => (i, None),
         };
         let need = 2 + ENTRY_HEAD + value.len();
-        if n.used() + need <= LEAF_SPACE {
+        // Room below the heap needs no count of the bytes in use.
+        let below_heap = n.heap() >= HEADER + 2 * n.count() + need;
+        if below_heap || n.used() + need <= LEAF_SPACE {
             n.leaf_put(pos, key, value);
             store(tx, &mut n)?;
             return Ok((old, None));

@@ -35,7 +35,7 @@ pub(crate) use store::tests as store_tests;
 pub(crate) use store::{store_entries, MetaAlloc, RangeTree, Store, StoreTx};
 #[cfg(test)]
 pub(crate) use tx::apply;
-pub(crate) use tx::{BlockSource, Tx};
+pub(crate) use tx::{BlockSource, Tx, Verified};
 
 use crate::device::DeviceError;
 

@@ -20,7 +20,7 @@
 //! take `shared`; parking_lot's mutex is not reentrant): reserve inode
 //! numbers before the transaction, as `Fs` does today.
 
-use super::{BTree, BlockSource, MetaError, Tx};
+use super::{BTree, BlockSource, MetaError, Tx, Verified};
 use crate::device::{Device, DeviceError};
 use crate::format::v3::{
     decode_dir_value, decode_pair, encode_dir_value, encode_pair, inode_place, name_hash,
@@ -124,6 +124,10 @@ struct Shared {
     /// 1024 inodes).
     chunks: BTreeMap<u64, Chunk>,
     loaded: bool,
+    /// No chunk numbered below this has a free slot to reserve: the search
+    /// for one starts here (lowered when a slot comes back), so a create
+    /// does not walk every full chunk.
+    room_from: u64,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +151,9 @@ pub(crate) struct Store {
     hash_key: u64,
     /// Serialises bit-range stores into the bitmap.
     bitmap: Mutex<()>,
+    /// Tree nodes verified as stored (see [`Verified`]): every change goes
+    /// through [`Store::store`], which forgets the blocks it writes.
+    verified: Verified,
 }
 
 fn corrupt(offset: u64, what: impl Into<String>) -> MetaError {
@@ -237,6 +244,7 @@ impl Store {
                 counts,
                 chunks: BTreeMap::new(),
                 loaded: false,
+                room_from: 0,
             }),
             chunk_map: RwLock::new(ChunkMap {
                 root: root.chunks,
@@ -244,6 +252,7 @@ impl Store {
             }),
             hash_key: root.hash_key,
             bitmap: Mutex::new(()),
+            verified: Verified::default(),
         })
     }
 
@@ -301,7 +310,7 @@ impl Store {
                 root: m.root,
                 owner: OWNER_CHUNKS,
             };
-            let tx = Tx::new(&*self.dev);
+            let tx = self.tx();
             let Some(v) = tree.get(&tx, chunk)? else {
                 return Ok(None);
             };
@@ -345,7 +354,7 @@ impl Store {
                 root: slot.tree_root,
                 owner: ino,
             };
-            let tx = Tx::new(&*self.dev);
+            let tx = self.tx();
             for (k, v) in tree.range(&tx, 0, usize::MAX)? {
                 let (dev_blk, len) = decode_pair(&v, tree.root * BLOCK_SIZE, "extent")?;
                 out.push(Extent {
@@ -361,7 +370,7 @@ impl Store {
     /// The entry `name` of the directory whose tree is `dir`.
     pub fn dir_lookup(&self, dir: BTree, name: &[u8]) -> Result<Option<DirEntry3>, MetaError> {
         let key = name_hash(self.hash_key, name);
-        let tx = Tx::new(&*self.dev);
+        let tx = self.tx();
         let Some(v) = dir.get(&tx, key)? else {
             return Ok(None);
         };
@@ -379,7 +388,7 @@ impl Store {
         from: u64,
         limit: usize,
     ) -> Result<Vec<(u64, DirEntry3)>, MetaError> {
-        let tx = Tx::new(&*self.dev);
+        let tx = self.tx();
         let mut out = Vec::new();
         for (k, v) in dir.range(&tx, from, limit)? {
             for e in decode_dir_value(&v, dir.root * BLOCK_SIZE)? {
@@ -395,7 +404,7 @@ impl Store {
             root: self.shared.lock().root.orphans,
             owner: OWNER_ORPHANS,
         };
-        let tx = Tx::new(&*self.dev);
+        let tx = self.tx();
         Ok(tree
             .range(&tx, 0, usize::MAX)?
             .into_iter()
@@ -409,7 +418,7 @@ impl Store {
             root: which.root_of(&self.shared.lock().root),
             owner: which.owner(),
         };
-        let tx = Tx::new(&*self.dev);
+        let tx = self.tx();
         tree.range(&tx, 0, usize::MAX)?
             .into_iter()
             .map(|(k, v)| {
@@ -497,8 +506,11 @@ impl Store {
     pub fn reserve_ino(&self) -> Result<Option<u64>, MetaError> {
         let mut sh = self.shared.lock();
         self.load_chunks(&mut sh)?;
-        let Shared { chunks, .. } = &mut *sh;
-        for (&n, c) in chunks.iter_mut() {
+        let Shared {
+            chunks, room_from, ..
+        } = &mut *sh;
+        for (&n, c) in chunks.range_mut(*room_from..) {
+            *room_from = n;
             if c.used >= INODES_PER_CHUNK {
                 continue;
             }
@@ -509,6 +521,8 @@ impl Store {
                 return Ok(Some(n * INODES_PER_CHUNK + slot + 1));
             }
         }
+        // Every chunk is full: the next one added is the first with room.
+        *room_from = chunks.last_key_value().map_or(0, |(&n, _)| n + 1);
         Ok(None)
     }
 
@@ -520,6 +534,7 @@ impl Store {
             if let Some(f) = sh.chunks.get_mut(&chunk).and_then(|c| c.free.as_mut()) {
                 f.insert(slot);
             }
+            sh.room_from = sh.room_from.min(chunk);
         }
     }
 
@@ -531,7 +546,7 @@ impl Store {
             root: sh.root.chunks,
             owner: OWNER_CHUNKS,
         };
-        let tx = Tx::new(&*self.dev);
+        let tx = self.tx();
         for (k, v) in tree.range(&tx, 0, usize::MAX)? {
             let (blk, used) = decode_pair(&v, tree.root * BLOCK_SIZE, "inode chunk")?;
             self.check_chunk(blk)?;
@@ -560,11 +575,17 @@ impl Store {
             .collect())
     }
 
+    /// An overlay for reading (and changing) this store's trees, sharing
+    /// its verified nodes.
+    fn tx(&self) -> Tx<'_> {
+        Tx::with_verified(&*self.dev, &self.verified)
+    }
+
     /// A transaction over this store.
     pub fn begin(&self) -> StoreTx<'_> {
         StoreTx {
             store: self,
-            tx: Tx::new(&*self.dev),
+            tx: self.tx(),
             shared: None,
             undo: None,
             bits: Vec::new(),
@@ -576,7 +597,14 @@ impl Store {
     }
 
     /// Store a committed transaction's entries in place (and flush them).
+    /// The blocks they write are no longer known verified.
     pub fn store(&self, entries: &[PhysOp]) -> Result<(), DeviceError> {
+        for e in entries {
+            if let PhysOp::Write { at, bytes } = e {
+                let last = (at + bytes.len().max(1) as u64 - 1) / BLOCK_SIZE;
+                self.verified.forget(at / BLOCK_SIZE, last);
+            }
+        }
         let _b = self.bitmap.lock();
         store_entries(&*self.dev, self.geo.bitmap_at(), entries)
     }
@@ -783,15 +811,20 @@ impl<'s> StoreTx<'s> {
         e: DirEntry3,
     ) -> Result<(), MetaError> {
         let key = name_hash(self.hash_key(), &e.name);
-        let mut v = match dir.get(&self.tx, key)? {
-            Some(b) => decode_dir_value(&b, dir.root * BLOCK_SIZE)?,
-            None => Vec::new(),
-        };
-        if v.iter().any(|x| x.name == e.name) {
-            return Err(corrupt(dir.root * BLOCK_SIZE, "directory entry exists"));
-        }
-        v.push(e);
-        dir.insert(&mut self.tx, alloc, key, &encode_dir_value(&v))?;
+        let at = dir.root * BLOCK_SIZE;
+        let mut e = Some(e);
+        dir.insert_with(&mut self.tx, alloc, key, &mut |old| {
+            let mut v = match old {
+                Some(b) => decode_dir_value(b, at)?,
+                None => Vec::new(),
+            };
+            let e = e.take().expect("called once");
+            if v.iter().any(|x| x.name == e.name) {
+                return Err(corrupt(at, "directory entry exists"));
+            }
+            v.push(e);
+            Ok(encode_dir_value(&v))
+        })?;
         Ok(())
     }
 
@@ -949,8 +982,10 @@ impl<'s> StoreTx<'s> {
     /// open (holding the shared lock) until [`StoreTx::stored`].
     pub fn entries(&mut self) -> Result<(Vec<PhysOp>, bool), MetaError> {
         self.seal_counts()?;
-        let mut out = self.notes.clone();
-        for (at, bytes) in self.tx.writes() {
+        let writes = self.tx.writes();
+        let mut out = Vec::with_capacity(self.notes.len() + writes.len() + self.bits.len() + 4);
+        out.extend(self.notes.iter().cloned());
+        for (at, bytes) in writes {
             out.push(PhysOp::Write { at, bytes });
         }
         out.extend(self.bits.iter().cloned());
@@ -995,6 +1030,9 @@ impl<'s> StoreTx<'s> {
     /// The entries were committed: store them in place, then let the next
     /// transaction on the shared structures in.
     pub fn stored(mut self, entries: &[PhysOp]) -> Result<(), DeviceError> {
+        for &b in self.tx.freed() {
+            self.store.verified.forget(b, b);
+        }
         match self.shared.as_deref().map(|sh| sh.root.chunks) {
             // The chunk tree may change: no inode read walks it meanwhile.
             Some(root) => {
@@ -1007,12 +1045,18 @@ impl<'s> StoreTx<'s> {
             }
             None => self.store.store(entries)?,
         }
+        // The nodes this transaction sealed are stored as it built them.
+        for b in self.tx.sealed() {
+            self.store.verified.insert(b);
+        }
         self.undo = None;
         if let Some(sh) = self.shared.as_deref_mut() {
             for &(chunk, slot) in &self.freed_slots {
                 if let Some(f) = sh.chunks.get_mut(&chunk).and_then(|c| c.free.as_mut()) {
                     f.insert(slot);
                 }
+                // Also a chunk not scanned yet: its count now shows room.
+                sh.room_from = sh.room_from.min(chunk);
             }
         }
         Ok(())
@@ -1285,6 +1329,42 @@ pub(crate) mod tests {
         assert!(store.dir_lookup(dir, b"file-1").unwrap().is_some());
         let tx = Tx::new(&*store.dev);
         assert_eq!(dir.check(&tx).unwrap().entries, n / 2);
+    }
+
+    /// Nodes are checked once, not on every visit; a store that writes a
+    /// node makes the next read check it again.
+    #[test]
+    fn a_node_changed_through_the_store_is_checked_again() {
+        let (_dev, store, mut alloc) = fresh(16 << 20);
+        let mut dir = BTree::new(1);
+        for i in 0..50u64 {
+            run(&store, &mut alloc, |t, a| {
+                t.dir_insert(
+                    a,
+                    &mut dir,
+                    DirEntry3 {
+                        ino: 100 + i,
+                        file_type: 8,
+                        name: format!("f{i}").into_bytes(),
+                    },
+                )
+            });
+        }
+        assert!(store.verified.contains(dir.root), "a stored node is known");
+        assert!(store.dir_lookup(dir, b"f7").unwrap().is_some());
+        // A byte of the node's heap changes, its checksum does not.
+        let at = dir.root * BLOCK_SIZE + BLOCK_SIZE - 3;
+        let mut b = [0u8];
+        store.dev.read(at, &mut b).unwrap();
+        store
+            .store(&[PhysOp::Write {
+                at,
+                bytes: vec![b[0] ^ 0xff],
+            }])
+            .unwrap();
+        assert!(!store.verified.contains(dir.root));
+        let e = store.dir_lookup(dir, b"f7").unwrap_err();
+        assert!(e.to_string().contains("checksum"), "{e}");
     }
 
     #[test]

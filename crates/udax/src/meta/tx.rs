@@ -7,11 +7,13 @@
 //! ranges), so a 30-byte change to a node logs about 30 bytes, not 4096.
 //! A block allocated by the transaction is all new: it is logged whole.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
 use super::MetaError;
 use crate::device::{check_range, Device};
+use crate::sync::RwLock;
 use crate::BLOCK_SIZE;
 
 const BLOCK: usize = BLOCK_SIZE as usize;
@@ -20,10 +22,79 @@ const BLOCK: usize = BLOCK_SIZE as usize;
 /// one: a log entry's own header (offset, length) costs about as much.
 const MERGE_GAP: usize = 16;
 
+thread_local! {
+    /// This thread's spare block buffers ([`block_buf`]).
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare buffers a thread keeps.
+const SPARES: usize = 32;
+
+/// A 4 KiB buffer for a block copy that the caller overwrites whole: its
+/// bytes are left from its last use. A transaction copies a dozen blocks
+/// (nodes read, overlay copies); reusing their buffers saves the
+/// allocator's path for 4 KiB and the zeroing, which cost more than the
+/// copies that fill them.
+pub(crate) fn block_buf() -> Vec<u8> {
+    SPARE
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| vec![0; BLOCK])
+}
+
+/// Give a buffer of [`block_buf`] back.
+pub(crate) fn spare(b: Vec<u8>) {
+    if b.len() == BLOCK {
+        let _ = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARES {
+                s.push(b);
+            }
+        });
+    }
+}
+
 /// Where metadata blocks come from (the file system's allocator).
 pub(crate) trait BlockSource {
     /// A free 4 KiB device block (block number, device offset = n * 4096) for metadata.
     fn alloc_block(&mut self) -> Result<u64, MetaError>;
+}
+
+/// Blocks verified as they are stored: B-tree nodes that passed every
+/// check of a read, or that a stored transaction sealed. A walk through a
+/// [`Tx`] that has the set checks such a node's header only (magic, owner,
+/// level), not its checksum and entries again: a node is checked once per
+/// change, not once per visit. Whoever stores a write to a block or frees
+/// it forgets it first ([`Verified::forget`]); when the set is full it is
+/// cleared (the next visits check again).
+#[derive(Debug, Default)]
+pub(crate) struct Verified(RwLock<HashSet<u64>>);
+
+/// Blocks [`Verified`] holds at most (~16 bytes of memory each, for 256 MiB
+/// of nodes).
+const VERIFIED_MAX: usize = 1 << 16;
+
+impl Verified {
+    pub fn contains(&self, blk: u64) -> bool {
+        self.0.read().contains(&blk)
+    }
+
+    pub fn insert(&self, blk: u64) {
+        let mut s = self.0.write();
+        if s.len() >= VERIFIED_MAX {
+            s.clear();
+        }
+        s.insert(blk);
+    }
+
+    /// Blocks `first..=last` are about to change or be freed.
+    pub fn forget(&self, first: u64, last: u64) {
+        let mut s = self.0.write();
+        for b in first..=last {
+            s.remove(&b);
+        }
+    }
 }
 
 /// One block's copy in the overlay.
@@ -32,25 +103,38 @@ struct Dirty {
     data: Vec<u8>,
     /// Allocated by this transaction: logged whole, never read from the device.
     fresh: bool,
+    /// Written whole as a sealed B-tree node by [`Tx::write_node`] (and not
+    /// written otherwise since): valid as it is.
+    sealed: bool,
     /// Changed byte ranges, sorted, more than `MERGE_GAP` apart (unused when fresh).
     ranges: Vec<Range<usize>>,
 }
 
-impl Dirty {
-    /// Add `r` to the changed ranges, merging ranges that overlap or nearly touch.
-    fn mark(&mut self, r: Range<usize>) {
-        let at = self.ranges.partition_point(|x| x.start < r.start);
-        self.ranges.insert(at, r);
-        let mut out: Vec<Range<usize>> = Vec::with_capacity(self.ranges.len());
-        for r in self.ranges.drain(..) {
-            match out.last_mut() {
-                Some(last) if r.start <= last.end + MERGE_GAP => last.end = last.end.max(r.end),
-                _ => out.push(r),
-            }
+/// Add `r` to the sorted changed ranges `ranges`, merging ranges that
+/// overlap or nearly touch (in place: no allocation once it has room).
+fn mark(ranges: &mut Vec<Range<usize>>, r: Range<usize>) {
+    let at = ranges.partition_point(|x| x.start < r.start);
+    ranges.insert(at, r);
+    let mut last = 0;
+    for i in 1..ranges.len() {
+        let r = ranges[i].clone();
+        if r.start <= ranges[last].end + MERGE_GAP {
+            ranges[last].end = ranges[last].end.max(r.end);
+        } else {
+            last += 1;
+            ranges[last] = r;
         }
-        self.ranges = out;
     }
+    ranges.truncate(last + 1);
+}
 
+impl Drop for Dirty {
+    fn drop(&mut self) {
+        spare(std::mem::take(&mut self.data));
+    }
+}
+
+impl Dirty {
     /// Store `data` at `at` in the copy, marking the bytes that differ.
     fn store(&mut self, at: usize, data: &[u8]) {
         let old = &self.data[at..at + data.len()];
@@ -58,7 +142,6 @@ impl Dirty {
             // Compare 64 bytes at a time (a plain slice compare), then find
             // the exact bytes inside the chunks that differ.
             let mut run: Option<Range<usize>> = None;
-            let mut changed = Vec::new();
             for (c, (o, n)) in old.chunks(64).zip(data.chunks(64)).enumerate() {
                 if o == n {
                     continue;
@@ -69,15 +152,14 @@ impl Dirty {
                 run = match run {
                     Some(r) if s <= r.end + MERGE_GAP => Some(r.start..e),
                     Some(r) => {
-                        changed.push(r);
+                        mark(&mut self.ranges, r);
                         Some(s..e)
                     }
                     None => Some(s..e),
                 };
             }
-            changed.extend(run);
-            for r in changed {
-                self.mark(r);
+            if let Some(r) = run {
+                mark(&mut self.ranges, r);
             }
         }
         self.data[at..at + data.len()].copy_from_slice(data);
@@ -90,6 +172,8 @@ impl Dirty {
 #[derive(Debug)]
 pub(crate) struct Tx<'d> {
     dev: &'d dyn Device,
+    /// The store's set of verified nodes (`None`: every read checks all).
+    verified: Option<&'d Verified>,
     /// Block number -> its copy.
     blocks: BTreeMap<u64, Dirty>,
     allocated: Vec<u64>,
@@ -100,10 +184,45 @@ impl<'d> Tx<'d> {
     pub fn new(dev: &'d dyn Device) -> Self {
         Self {
             dev,
+            verified: None,
             blocks: BTreeMap::new(),
             allocated: Vec::new(),
             freed: Vec::new(),
         }
+    }
+
+    /// A transaction whose B-tree reads trust and extend `verified`.
+    pub fn with_verified(dev: &'d dyn Device, verified: &'d Verified) -> Self {
+        Self {
+            verified: Some(verified),
+            ..Self::new(dev)
+        }
+    }
+
+    /// Block `blk` holds a valid node as far as this transaction reads it:
+    /// its own sealed copy, or a stored block in the verified set.
+    pub fn is_verified(&self, blk: u64) -> bool {
+        match self.blocks.get(&blk) {
+            Some(d) => d.sealed,
+            None => self.verified.is_some_and(|v| v.contains(blk)),
+        }
+    }
+
+    /// The node read from block `blk` passed every check: remember it if
+    /// it was read from the device.
+    pub fn note_verified(&self, blk: u64) {
+        if let (Some(v), false) = (self.verified, self.blocks.contains_key(&blk)) {
+            v.insert(blk);
+        }
+    }
+
+    /// Blocks written whole as sealed nodes (and not written otherwise
+    /// since): once stored they are valid as they are.
+    pub fn sealed(&self) -> impl Iterator<Item = u64> + '_ {
+        self.blocks
+            .iter()
+            .filter(|(_, d)| d.sealed)
+            .map(|(&b, _)| b)
     }
 
     /// The device under the overlay.
@@ -137,8 +256,22 @@ impl<'d> Tx<'d> {
             let pos = off + done as u64;
             let (blk, at) = (pos / BLOCK_SIZE, (pos % BLOCK_SIZE) as usize);
             let n = (BLOCK - at).min(data.len() - done);
-            self.copy_of(blk)?.store(at, &data[done..done + n]);
+            let d = self.copy_of(blk)?;
+            d.sealed = false;
+            d.store(at, &data[done..done + n]);
             done += n;
+        }
+        Ok(())
+    }
+
+    /// Record the write of a whole sealed B-tree node at block `blk`
+    /// (the caller, `btree`, built and sealed it).
+    pub fn write_node(&mut self, blk: u64, node: &[u8]) -> Result<(), MetaError> {
+        self.write(blk.saturating_mul(BLOCK_SIZE), node)?;
+        if node.len() == BLOCK {
+            if let Some(d) = self.blocks.get_mut(&blk) {
+                d.sealed = true;
+            }
         }
         Ok(())
     }
@@ -146,11 +279,12 @@ impl<'d> Tx<'d> {
     /// The overlay's copy of block `blk`, loaded from the device on first use.
     fn copy_of(&mut self, blk: u64) -> Result<&mut Dirty, MetaError> {
         if !self.blocks.contains_key(&blk) {
-            let mut data = vec![0; BLOCK];
+            let mut data = block_buf();
             self.dev.read(blk * BLOCK_SIZE, &mut data)?;
             let d = Dirty {
                 data,
                 fresh: false,
+                sealed: false,
                 ranges: Vec::new(),
             };
             self.blocks.insert(blk, d);
@@ -163,9 +297,12 @@ impl<'d> Tx<'d> {
         let blk = src.alloc_block()?;
         let off = blk.saturating_mul(BLOCK_SIZE);
         check_range(off, BLOCK_SIZE, self.dev.len())?;
+        let mut data = block_buf();
+        data.fill(0);
         let d = Dirty {
-            data: vec![0; BLOCK],
+            data,
             fresh: true,
+            sealed: false,
             ranges: Vec::new(),
         };
         self.blocks.insert(blk, d);
@@ -201,7 +338,12 @@ impl<'d> Tx<'d> {
     /// byte ranges that changed (coalesced per 4 KiB block; a freshly
     /// allocated block is written whole), sorted by offset, non-overlapping.
     pub fn writes(&self) -> Vec<(u64, Vec<u8>)> {
-        let mut out = Vec::new();
+        let n = self
+            .blocks
+            .values()
+            .map(|d| if d.fresh { 1 } else { d.ranges.len() })
+            .sum();
+        let mut out = Vec::with_capacity(n);
         for (&blk, d) in &self.blocks {
             let base = blk * BLOCK_SIZE;
             if d.fresh {
