@@ -671,6 +671,34 @@ int main(int argc, char **argv) {
             seteuid(0);
         }
     }
+    /* open's permission rules, as a user (pjdfstest open/06.t, 07.t) */
+    {
+        struct stat os;
+        int fd;
+        mkdir(at(M, "pd"), 0277);
+        chown(at(M, "pd"), 65534, 65534);
+        chmod(at(M, "pd"), 0277);
+        close(open(at(M, "pw"), O_CREAT | O_WRONLY, 0644));
+        chown(at(M, "pw"), 65534, 65534);
+        chmod(at(M, "pw"), 0277);
+        fd = open(at(M, "pt"), O_CREAT | O_WRONLY, 0644);
+        write(fd, "abc", 3);
+        close(fd);
+        chown(at(M, "pt"), 65534, 65534);
+        chmod(at(M, "pt"), 0477);
+        if (setegid(65534) == 0 && seteuid(65534) == 0) {
+            num("open_dir_without_read", open(at(M, "pd"), O_RDONLY));
+            num("open_wronly_needs_no_read", (fd = open(at(M, "pw"), O_WRONLY)) >= 0);
+            close(fd);
+            num("open_rdonly_trunc_needs_write", open(at(M, "pt"), O_RDONLY | O_TRUNC));
+            seteuid(0);
+            setegid(0);
+        }
+        fd = open(at(M, "pt"), O_RDONLY | O_TRUNC);
+        fstat(fd, &os);
+        num("rdonly_trunc_truncates", os.st_size);
+        close(fd);
+    }
     /* a device node on udax does not open (nodev), whatever the host's mount says */
     num("open_chr_on_udax", open(at(M, "sp/null"), O_RDONLY));
     /* links that leave udax: resolved on the host, as the kernel would */

@@ -430,6 +430,7 @@ fn mp_a_client_that_does_not_answer_a_recall_is_cut_off() {
     assert_eq!(Reply::decode(&m).unwrap().1, Reply::Done);
     let open = Request::Open {
         path: b"/f".to_vec(),
+        read: true,
         write: false,
         create: false,
         excl: false,
@@ -1002,6 +1003,7 @@ fn p_a_dead_clients_locks_are_released() {
     ));
     let open = Request::Open {
         path: b"/d".to_vec(),
+        read: true,
         write: true,
         create: false,
         excl: false,
@@ -1650,6 +1652,7 @@ fn mp_a_non_root_clients_forged_claim_is_refused() {
                 },
                 req: Box::new(Request::Open {
                     path: b"/root-only".to_vec(),
+                    read: true,
                     write: true,
                     create: false,
                     excl: false,

@@ -86,6 +86,10 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
             if flags & libc::O_PATH == 0 && (acc != libc::O_RDONLY || creat) {
                 return Err(Errno(libc::EISDIR));
             }
+            // Reading a directory needs read permission (O_PATH none).
+            if flags & libc::O_PATH == 0 {
+                crate::calls::access::access_udax(path, libc::R_OK, true)?;
+            }
             let d = Desc::new(Kind::Dir(fs.dir_ref(path)?), path.to_string(), status);
             return fds::install(d, cloexec);
         }
@@ -99,13 +103,14 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
         Err(e) => return Err(e.into()),
     }
     let path_only = flags & libc::O_PATH != 0;
+    // O_PATH asks for no access (and needs no permission); O_WRONLY no read.
     let opts = OpenOptions {
-        read: true,
+        read: !path_only && acc != libc::O_WRONLY,
         write: !path_only && acc != libc::O_RDONLY,
         append: flags & libc::O_APPEND != 0,
         create: creat && !path_only,
         create_new: creat && !path_only && flags & libc::O_EXCL != 0,
-        truncate: !path_only && acc != libc::O_RDONLY && flags & libc::O_TRUNC != 0,
+        truncate: !path_only && flags & libc::O_TRUNC != 0,
         nofollow: flags & libc::O_NOFOLLOW != 0,
         mode: if creat {
             mode & 0o7777 & !umask_of_process()

@@ -244,6 +244,7 @@ impl RemoteFile {
     ) -> Result<RemoteFile> {
         let r = inner.call(&Request::Open {
             path: path.as_bytes().to_vec(),
+            read: opts.read,
             write: opts.write,
             create: opts.create || opts.create_new,
             excl: opts.create_new,

@@ -775,9 +775,6 @@ impl Fs {
     /// [`Fs::open`] of `path`; `Ok(Err(p))`: `path` ends in a symbolic link
     /// to nothing, and `O_CREAT` creates its target: open `p` instead.
     fn open_once(&self, path: &str, opts: &OpenOptions) -> Result<Result<File, String>> {
-        if opts.truncate && !opts.write {
-            return Err(Error::Invalid("truncate needs write access"));
-        }
         if (opts.create || opts.create_new) && names_dir(path) {
             // O_CREAT of "name/": EISDIR once the directory is found.
             self.resolve_parent(path, |_| Error::IsDir)?;
@@ -785,7 +782,9 @@ impl Fs {
         }
         let existing = |ino: u64| -> Result<u64> {
             if self.cred.is_some() {
-                let want = if opts.read { R } else { 0 } | if opts.write { W } else { 0 };
+                // O_TRUNC needs write permission, even read-only (Linux).
+                let want =
+                    if opts.read { R } else { 0 } | if opts.write || opts.truncate { W } else { 0 };
                 let a = self.cell(ino)?.data.read().attr;
                 self.permit(&a, want, "permission to open the file")?;
             }
@@ -820,7 +819,12 @@ impl Fs {
         };
         let f = self.open_ino(ino, opts.read, opts.write, opts.append)?;
         if opts.truncate {
-            f.set_len(0)?;
+            if opts.write {
+                f.set_len(0)?;
+            } else {
+                // O_RDONLY | O_TRUNC truncates too, as Linux does.
+                self.open_ino(ino, false, true, false)?.set_len(0)?;
+            }
         }
         Ok(Ok(f))
     }

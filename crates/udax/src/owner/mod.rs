@@ -1284,6 +1284,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             }
             Request::Open {
                 path,
+                read,
                 write,
                 create,
                 excl,
@@ -1294,11 +1295,11 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 let f = fs.open(
                     path_of(&path)?,
                     &OpenOptions {
-                        read: true,
+                        read,
                         write,
                         create,
                         create_new: create && excl,
-                        truncate: write && trunc,
+                        truncate: trunc,
                         nofollow,
                         mode,
                         ..Default::default()

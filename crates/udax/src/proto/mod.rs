@@ -131,6 +131,9 @@ pub enum Request {
     /// `nofollow`: a symbolic link at the end fails with ELOOP (`O_NOFOLLOW`).
     Open {
         path: Vec<u8>,
+        /// Read access is asked (`O_RDONLY`, `O_RDWR`): checked against the
+        /// mode, not needed for `O_WRONLY`.
+        read: bool,
         write: bool,
         create: bool,
         excl: bool,
@@ -1085,6 +1088,7 @@ impl Request {
             }
             Request::Open {
                 path,
+                read,
                 write,
                 create,
                 excl,
@@ -1093,7 +1097,8 @@ impl Request {
                 mode,
             } => {
                 path_out(&mut w, path);
-                w.u8(*write as u8)
+                w.u8(*read as u8)
+                    .u8(*write as u8)
                     .u8(*create as u8)
                     .u8(*excl as u8)
                     .u8(*trunc as u8)
@@ -1210,6 +1215,7 @@ impl Request {
             },
             13 => Request::Open {
                 path: path_in(&mut r)?,
+                read: bool_in(&mut r)?,
                 write: bool_in(&mut r)?,
                 create: bool_in(&mut r)?,
                 excl: bool_in(&mut r)?,
@@ -1954,19 +1960,22 @@ mod tests {
                 any::<bool>(),
                 any::<bool>(),
                 any::<bool>(),
-                (any::<bool>(), any::<u32>())
+                (any::<bool>(), any::<u32>(), any::<bool>())
             )
-                .prop_map(|(path, write, create, excl, trunc, (nofollow, mode))| {
-                    Request::Open {
-                        path,
-                        write,
-                        create,
-                        excl,
-                        trunc,
-                        nofollow,
-                        mode,
+                .prop_map(
+                    |(path, write, create, excl, trunc, (nofollow, mode, read))| {
+                        Request::Open {
+                            path,
+                            read,
+                            write,
+                            create,
+                            excl,
+                            trunc,
+                            nofollow,
+                            mode,
+                        }
                     }
-                }),
+                ),
             (any::<u64>(), any::<u64>(), path()).prop_map(|(ino, btime_ns, hint)| {
                 Request::DirPath {
                     ino,
