@@ -365,6 +365,13 @@ fn interposed_calls_answer_as_the_kernel_would() {
         ("fstat_o_path_fifo", "1"),
         ("readdir_special_types", "15"),
         ("unlink_fifo", "0"),
+        ("bind_unix", "0"),
+        ("bound_is_socket", "1"),
+        ("bind_in_use", "-EADDRINUSE"),
+        ("accept", "1"),
+        ("socket_read", "2"),
+        ("connect_to_a_file", "-ECONNREFUSED"),
+        ("unlink_socket", "0"),
     ];
     let per_side: Vec<(String, &str)> = both
         .iter()

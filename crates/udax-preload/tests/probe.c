@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -504,6 +506,42 @@ static void specials(const char *base, const char *tag) {
     tnum("unlink_fifo", tag, unlink(at(base, "sp/fifo")));
 }
 
+/* AF_UNIX sockets bound to a path: a socket file there, reachable by
+ * connect from another process. */
+static void unix_sockets(const char *base, const char *tag) {
+    struct stat st;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    char b[8] = {0};
+    mkdir(at(base, "so"), 0755);
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", at(base, "so/sock"));
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    tnum("bind_unix", tag, bind(s, (struct sockaddr *)&a, sizeof a));
+    tnum("bound_is_socket", tag, lstat(a.sun_path, &st) == 0 && S_ISSOCK(st.st_mode));
+    int s2 = socket(AF_UNIX, SOCK_STREAM, 0);
+    tnum("bind_in_use", tag, bind(s2, (struct sockaddr *)&a, sizeof a));
+    close(s2);
+    listen(s, 1);
+    pid_t c = fork();
+    if (c == 0) {
+        int k = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (connect(k, (struct sockaddr *)&a, sizeof a) == 0)
+            write(k, "hi", 2);
+        _exit(0);
+    }
+    int x = accept(s, NULL, NULL);
+    tnum("accept", tag, x >= 0);
+    tnum("socket_read", tag, read(x, b, sizeof b));
+    close(x);
+    waitpid(c, NULL, 0);
+    close(s);
+    close(open(at(base, "so/plain"), O_CREAT | O_WRONLY, 0644));
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", at(base, "so/plain"));
+    s = socket(AF_UNIX, SOCK_STREAM, 0);
+    tnum("connect_to_a_file", tag, connect(s, (struct sockaddr *)&a, sizeof a));
+    close(s);
+    tnum("unlink_socket", tag, unlink(at(base, "so/sock")));
+}
+
 int main(int argc, char **argv) {
     char buf[8192];
     struct stat st, st2;
@@ -660,6 +698,8 @@ int main(int argc, char **argv) {
     symlinks(H, "host");
     specials(M, "udax");
     specials(H, "host");
+    unix_sockets(M, "udax");
+    unix_sockets(H, "host");
     /* access() answers for the real ids, AT_EACCESS and eaccess for the
      * effective ones (as root with a user's effective uid) */
     {

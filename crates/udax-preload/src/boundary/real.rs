@@ -134,6 +134,8 @@ real_fns! {
     mknod: unsafe extern "C" fn(*const c_char, mode_t, libc::dev_t) -> c_int;
     mknodat: unsafe extern "C" fn(c_int, *const c_char, mode_t, libc::dev_t) -> c_int;
     mkfifo: unsafe extern "C" fn(*const c_char, mode_t) -> c_int;
+    bind: unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int;
+    connect: unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int;
     mkfifoat: unsafe extern "C" fn(c_int, *const c_char, mode_t) -> c_int;
     chmod: unsafe extern "C" fn(*const c_char, mode_t) -> c_int;
     fchmod: unsafe extern "C" fn(c_int, mode_t) -> c_int;

@@ -2,10 +2,31 @@
 //! device nodes (`Vfs::mknod`; a device node needs root, as `CAP_MKNOD`).
 //! Opening a udax FIFO is `open`'s (a host pipe, `calls::open`).
 
-use crate::boundary::entry::R;
+use crate::boundary::entry::{Errno, R};
 use crate::dispatch::path_call;
 use crate::state::mount;
 use libc::{c_char, c_int, mode_t};
+
+/// The host twin of udax special file `st` (a FIFO's pipe, a socket's
+/// address): `<runtime dir>/<kind>/<uuid prefix>-<ino>-<birth ns, hex>`,
+/// its directory made on first use. The inode number with its birth time
+/// names it, so a new node that reuses the number gets another twin; short
+/// enough for a socket address (108 bytes) under the usual runtime
+/// directories.
+pub fn host_twin(kind: &str, st: &udax::fs::Stat) -> R<std::ffi::CString> {
+    let cfg = crate::state::path::config().ok_or(Errno(libc::ENODEV))?;
+    let uuid = udax::client::uuid_of(std::path::Path::new(&cfg.device))?;
+    let dir = udax::owner::runtime_dir().join(kind);
+    std::fs::create_dir_all(&dir).map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let name = format!(
+        "{}-{}-{:x}",
+        &uuid[..8.min(uuid.len())],
+        st.ino,
+        st.btime_ns
+    );
+    std::ffi::CString::new(dir.join(name).as_os_str().as_encoded_bytes())
+        .map_err(|_| Errno(libc::EINVAL))
+}
 
 /// mknod of udax path `p`: the permission bits under the process's umask,
 /// as the kernel's.

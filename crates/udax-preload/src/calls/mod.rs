@@ -30,6 +30,7 @@ pub mod read_write;
 pub mod rename;
 pub mod seek;
 pub mod shell;
+pub mod socket;
 pub mod space;
 pub mod stat;
 pub mod statfs;

@@ -123,9 +123,7 @@ pub fn open_udax(path: &str, flags: c_int, mode: mode_t) -> R<c_int> {
 }
 
 /// A udax FIFO's pipe: a host FIFO every process that opens the udax one
-/// opens too, in the runtime directory (`<runtime>/fifo/<uuid>-<ino>-<birth>`:
-/// the inode number with its birth time, so a new FIFO that reuses the
-/// number is another pipe), made on first use. Opened as the kernel opens a
+/// opens too, its host twin (`mknod::host_twin`), made on first use. Opened as the kernel opens a
 /// FIFO (blocking until the other end opens, unless `O_NONBLOCK`); the
 /// descriptor is the host's. Access is checked on the udax inode first.
 fn open_fifo(path: &str, st: &udax::fs::Stat, flags: c_int) -> R<c_int> {
@@ -135,13 +133,7 @@ fn open_fifo(path: &str, st: &udax::fs::Stat, flags: c_int) -> R<c_int> {
         _ => libc::R_OK | libc::W_OK,
     };
     crate::calls::access::access_udax(path, want, true)?;
-    let cfg = crate::state::path::config().ok_or(Errno(libc::ENODEV))?;
-    let uuid = udax::client::uuid_of(std::path::Path::new(&cfg.device))?;
-    let dir = udax::owner::runtime_dir().join("fifo");
-    std::fs::create_dir_all(&dir).map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    let host = dir.join(format!("{uuid}-{}-{}", st.ino, st.btime_ns));
-    let c = std::ffi::CString::new(host.as_os_str().as_encoded_bytes())
-        .map_err(|_| Errno(libc::EINVAL))?;
+    let c = crate::calls::mknod::host_twin("fifo", st)?;
     // SAFETY: `c` is a NUL-terminated path; mkfifo and chmod only read it.
     unsafe {
         if libc::mkfifo(c.as_ptr(), 0o600) == 0 {
