@@ -8,7 +8,8 @@
 //! a submodule whose `run` returns its rows: `seq` (P1), `random` (P2),
 //! `fsync` (P6, P6-file), `scaling` (P7), `mmap` (P3, P4, P5), `aging` (P9),
 //! `shim` (P8), `owner` (P10, P12: a client of `udax serve`), `metadata` (P16:
-//! create, stat and unlink at 10^3 and N files, mount time and memory).
+//! create, stat and unlink at 10^3 and N files, mount time and memory),
+//! `fuse` (P17: the FUSE mount against tmpfs, with the shim beside it).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use udax::fs::{Fs, MkfsOptions, OpenOptions};
 
 mod aging;
 mod fsync;
+mod fuse;
 mod metadata;
 mod mmap;
 mod owner;
@@ -41,7 +43,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = ".")]
     file_dir: PathBuf,
     /// Run only these benchmarks (comma-separated ids:
-    /// P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P12,P13,P16; P3, P4 and P5 run together,
+    /// P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P12,P13,P16,P17; P3, P4 and P5 run together,
     /// as do P10 and P12).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     only: Vec<String>,
@@ -52,6 +54,11 @@ pub struct BenchArgs {
     /// mount time in ns and VmRSS in bytes.
     #[arg(long, hide = true, num_args = 2, value_names = ["DEV", "PATH"])]
     mount_probe: Option<Vec<String>>,
+    /// Internal (P17): run the P17 operations in DIR through libc (a SIZE-byte
+    /// file written and read PASSES times, RAND 4 KiB reads and writes, FILES
+    /// empty files created, stat'ed, unlinked) and print `name value` lines.
+    #[arg(long, hide = true, num_args = 5, value_names = ["DIR", "SIZE", "PASSES", "RAND", "FILES"])]
+    fs_ops: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, serde::Serialize)]
@@ -221,6 +228,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     if let Some(v) = &a.mount_probe {
         return metadata::mount_probe(v);
     }
+    if let Some(v) = &a.fs_ops {
+        return fuse::fs_ops(v);
+    }
     let c = if a.quick {
         Cfg {
             reps: 3,
@@ -254,8 +264,8 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     let mut backing = vec![0u8; 4096 + 64];
     let skew = backing.as_ptr().align_offset(64);
     let page = &mut backing[skew..skew + 4096];
-    const IDS: [&str; 13] = [
-        "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12", "P13", "P16",
+    const IDS: [&str; 14] = [
+        "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12", "P13", "P16", "P17",
     ];
     if let Some(bad) = a
         .only
@@ -310,6 +320,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     }
     if want("P16") {
         out.extend(metadata::run(&c, tmp.path(), &a.tmpfs_dir)?);
+    }
+    if want("P17") {
+        out.extend(fuse::run(a.quick, c.reps, &a.tmpfs_dir)?);
     }
 
     report(&out, a.quick, a.json.as_deref())

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 use udax::fs::{Fs, MkfsOptions};
 
-fn shim_so() -> Option<PathBuf> {
+pub(super) fn shim_so() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("UDAX_PRELOAD_SO") {
         return Some(p.into());
     }
@@ -23,7 +23,7 @@ fn shim_so() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn on_path(prog: &str) -> bool {
+pub(super) fn on_path(prog: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
         .unwrap_or(false)
