@@ -1169,6 +1169,76 @@ fn r1_a_clone_makes_the_source_shared_so_no_client_overwrites_it_in_place() {
     assert!(differs);
 }
 
+/// fsx through the shim (seeds 4, 5, 9, 10): a store through a client's
+/// mapping onto blocks two clones share. File F's blocks 8..12 are one
+/// shared run on the device; F's own blocks 0..2 (earlier in the file) share
+/// its second half, file G shares its first half. The faulting page's own
+/// block is shared, so the store must copy the run, leaving G and F's
+/// blocks 0..2 as they were.
+#[test]
+fn r1_a_mapped_store_onto_blocks_shared_with_an_earlier_offset_and_another_file_copies_them() {
+    let _w = common::Watchdog::start(60, "mapped store onto cloned blocks");
+    const B: usize = 4096;
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/f", true, true, 0o644).unwrap();
+    // Block i holds i + 1 in every byte.
+    let data: Vec<u8> = (0..16 * B).map(|i| (i / B) as u8 + 1).collect();
+    f.write_at(&data, 0).unwrap();
+    let g = a.open("/g", true, true, 0o644).unwrap();
+    assert_eq!(
+        a.clone_range(&f, 8 * B as u64, &g, 0, 2 * B as u64)
+            .unwrap(),
+        2 * B as u64
+    );
+    assert_eq!(
+        a.clone_range(&f, 10 * B as u64, &f, 0, 2 * B as u64)
+            .unwrap(),
+        2 * B as u64
+    );
+    // The layout the fault sees: blocks 8..12 one shared extent, and
+    // block 0 (listed first) on its last two device blocks.
+    let ext = f.extents().unwrap();
+    let (_, d8, n8, sh8) = *ext.iter().find(|e| e.0 == 8).expect("an extent at block 8");
+    assert!(n8 >= 4 && sh8, "blocks 8..12 are one shared run: {ext:?}");
+    assert_eq!(ext[0], (0, d8 + 2, 2, true), "{ext:?}");
+    let m = f
+        .mmap(0, 16 * B, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    for p in 8..12 {
+        poke(m.as_ptr(), p * B + 5, 0xEE);
+    }
+    // Another client reads the other sharers from the device.
+    let b = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let mut buf = vec![0u8; 2 * B];
+    b.open("/g", false, false, 0)
+        .unwrap()
+        .read_at(&mut buf, 0)
+        .unwrap();
+    assert!(buf[..B].iter().all(|&x| x == 9), "G's block 0 changed");
+    assert!(buf[B..].iter().all(|&x| x == 10), "G's block 1 changed");
+    let bf = b.open("/f", false, false, 0).unwrap();
+    bf.read_at(&mut buf, 0).unwrap();
+    assert!(buf[..B].iter().all(|&x| x == 11), "F's block 0 changed");
+    assert!(buf[B..].iter().all(|&x| x == 12), "F's block 1 changed");
+    let mut page = vec![0u8; B];
+    for p in 8..12 {
+        bf.read_at(&mut page, (p * B) as u64).unwrap();
+        assert_eq!(page[5], 0xEE, "the store to page {p} is lost");
+        assert_eq!(page[4], p as u8 + 1, "page {p} copied wrong");
+    }
+    for p in 8..12 {
+        assert_eq!(peek(m.as_ptr(), p * B + 5), 0xEE);
+        let shared = d8 + (p as u64 - 8);
+        assert_ne!(
+            m.device_block_of(p * B),
+            Some(shared),
+            "page {p} not copied"
+        );
+    }
+}
+
 // ---- death of a client process ----
 
 /// The body of `mp_kill_9_of_a_client_holding_a_mapping_pins_and_locks_leaves_nothing_held`,
