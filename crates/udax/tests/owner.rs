@@ -351,6 +351,34 @@ fn mp_truncate_by_one_client_recalls_the_others_lease_before_the_blocks_change()
 }
 
 #[test]
+fn mp_open_o_trunc_by_one_client_recalls_the_others_lease_before_the_blocks_are_reused() {
+    let _w = common::Watchdog::start(60, "open(O_TRUNC) across clients");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fa = a.open("/t", true, true, 0o644).unwrap();
+    fa.write_at(&vec![7u8; 64 << 10], 0).unwrap();
+    let fb = b.open("/t", false, false, 0).unwrap();
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(fb.read_at(&mut buf, 0).unwrap(), 4096, "B holds a lease");
+    let before = b.recalls();
+    let trunc = udax::fs::OpenOptions {
+        write: true,
+        truncate: true,
+        ..Default::default()
+    };
+    let _t = a.open_with("/t", &trunc).unwrap();
+    // The freed blocks go to another file at once.
+    let x = a.open("/x", true, true, 0o644).unwrap();
+    x.write_at(&vec![9u8; 64 << 10], 0).unwrap();
+    let n = fb.read_at(&mut buf, 0).unwrap();
+    assert_eq!(n, 0, "B read {n} bytes (byte {}) of an empty file", buf[0]);
+    assert!(b.recalls() > before, "B's lease was not recalled");
+    assert_eq!(fb.len().unwrap(), 0);
+}
+
+#[test]
 fn mp_an_unlinked_file_lives_while_a_client_has_it_open() {
     let _w = common::Watchdog::start(60, "unlinked but open");
     let s = setup(64);
