@@ -1,7 +1,8 @@
 //! Reflink through the shim (SPEC R1 for unmodified programs): `cp
 //! --reflink=always` shares the blocks (FICLONE), and a C program's
 //! FICLONERANGE / FIDEDUPERANGE get the kernel's answers; the device then
-//! shows the sharing.
+//! shows the sharing. A store through a shared mapping onto cloned blocks
+//! goes to a copy (client mode, the shim's default).
 
 mod common;
 use common::*;
@@ -67,6 +68,29 @@ fn ficlonerange_and_fideduperange_answer_as_the_kernel() {
         assert_eq!(diff.shared_blocks(), 0);
         assert_eq!(read_all(fs, "/diff"), other);
     });
+    let r = env.fsck();
+    assert!(r.clean, "{:?}", r.problems);
+}
+
+#[test]
+fn a_mapped_store_onto_blocks_two_clones_share_goes_to_a_copy() {
+    if !have("cc") || !have("timeout") {
+        return;
+    }
+    let env = Env::new(64 << 20);
+    let exe = cc(&env.host, "reflink_mmap", &[]);
+    // Under a timeout: a regression in the fault path could hang the program.
+    let out = env.run("timeout", &["60", exe.to_str().unwrap(), &env.mount]);
+    let text = stdout(&out);
+    for want in [
+        "clone_to_g=0",
+        "clone_in_f=0",
+        "g=unchanged",
+        "f_head=unchanged",
+        "f_stored=yes",
+    ] {
+        assert!(text.lines().any(|l| l == want), "want {want} in:\n{text}");
+    }
     let r = env.fsck();
     assert!(r.clean, "{:?}", r.problems);
 }

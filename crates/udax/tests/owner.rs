@@ -351,6 +351,34 @@ fn mp_truncate_by_one_client_recalls_the_others_lease_before_the_blocks_change()
 }
 
 #[test]
+fn mp_open_o_trunc_by_one_client_recalls_the_others_lease_before_the_blocks_are_reused() {
+    let _w = common::Watchdog::start(60, "open(O_TRUNC) across clients");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fa = a.open("/t", true, true, 0o644).unwrap();
+    fa.write_at(&vec![7u8; 64 << 10], 0).unwrap();
+    let fb = b.open("/t", false, false, 0).unwrap();
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(fb.read_at(&mut buf, 0).unwrap(), 4096, "B holds a lease");
+    let before = b.recalls();
+    let trunc = udax::fs::OpenOptions {
+        write: true,
+        truncate: true,
+        ..Default::default()
+    };
+    let _t = a.open_with("/t", &trunc).unwrap();
+    // The freed blocks go to another file at once.
+    let x = a.open("/x", true, true, 0o644).unwrap();
+    x.write_at(&vec![9u8; 64 << 10], 0).unwrap();
+    let n = fb.read_at(&mut buf, 0).unwrap();
+    assert_eq!(n, 0, "B read {n} bytes (byte {}) of an empty file", buf[0]);
+    assert!(b.recalls() > before, "B's lease was not recalled");
+    assert_eq!(fb.len().unwrap(), 0);
+}
+
+#[test]
 fn mp_an_unlinked_file_lives_while_a_client_has_it_open() {
     let _w = common::Watchdog::start(60, "unlinked but open");
     let s = setup(64);
@@ -1169,6 +1197,76 @@ fn r1_a_clone_makes_the_source_shared_so_no_client_overwrites_it_in_place() {
     assert_eq!((n, differs), (4096, false));
     let (_, differs) = a.dedupe_range(&src, 0, &dst, 0, 4096).unwrap();
     assert!(differs);
+}
+
+/// fsx through the shim (seeds 4, 5, 9, 10): a store through a client's
+/// mapping onto blocks two clones share. File F's blocks 8..12 are one
+/// shared run on the device; F's own blocks 0..2 (earlier in the file) share
+/// its second half, file G shares its first half. The faulting page's own
+/// block is shared, so the store must copy the run, leaving G and F's
+/// blocks 0..2 as they were.
+#[test]
+fn r1_a_mapped_store_onto_blocks_shared_with_an_earlier_offset_and_another_file_copies_them() {
+    let _w = common::Watchdog::start(60, "mapped store onto cloned blocks");
+    const B: usize = 4096;
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/f", true, true, 0o644).unwrap();
+    // Block i holds i + 1 in every byte.
+    let data: Vec<u8> = (0..16 * B).map(|i| (i / B) as u8 + 1).collect();
+    f.write_at(&data, 0).unwrap();
+    let g = a.open("/g", true, true, 0o644).unwrap();
+    assert_eq!(
+        a.clone_range(&f, 8 * B as u64, &g, 0, 2 * B as u64)
+            .unwrap(),
+        2 * B as u64
+    );
+    assert_eq!(
+        a.clone_range(&f, 10 * B as u64, &f, 0, 2 * B as u64)
+            .unwrap(),
+        2 * B as u64
+    );
+    // The layout the fault sees: blocks 8..12 one shared extent, and
+    // block 0 (listed first) on its last two device blocks.
+    let ext = f.extents().unwrap();
+    let (_, d8, n8, sh8) = *ext.iter().find(|e| e.0 == 8).expect("an extent at block 8");
+    assert!(n8 >= 4 && sh8, "blocks 8..12 are one shared run: {ext:?}");
+    assert_eq!(ext[0], (0, d8 + 2, 2, true), "{ext:?}");
+    let m = f
+        .mmap(0, 16 * B, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    for p in 8..12 {
+        poke(m.as_ptr(), p * B + 5, 0xEE);
+    }
+    // Another client reads the other sharers from the device.
+    let b = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let mut buf = vec![0u8; 2 * B];
+    b.open("/g", false, false, 0)
+        .unwrap()
+        .read_at(&mut buf, 0)
+        .unwrap();
+    assert!(buf[..B].iter().all(|&x| x == 9), "G's block 0 changed");
+    assert!(buf[B..].iter().all(|&x| x == 10), "G's block 1 changed");
+    let bf = b.open("/f", false, false, 0).unwrap();
+    bf.read_at(&mut buf, 0).unwrap();
+    assert!(buf[..B].iter().all(|&x| x == 11), "F's block 0 changed");
+    assert!(buf[B..].iter().all(|&x| x == 12), "F's block 1 changed");
+    let mut page = vec![0u8; B];
+    for p in 8..12 {
+        bf.read_at(&mut page, (p * B) as u64).unwrap();
+        assert_eq!(page[5], 0xEE, "the store to page {p} is lost");
+        assert_eq!(page[4], p as u8 + 1, "page {p} copied wrong");
+    }
+    for p in 8..12 {
+        assert_eq!(peek(m.as_ptr(), p * B + 5), 0xEE);
+        let shared = d8 + (p as u64 - 8);
+        assert_ne!(
+            m.device_block_of(p * B),
+            Some(shared),
+            "page {p} not copied"
+        );
+    }
 }
 
 // ---- death of a client process ----

@@ -1140,10 +1140,17 @@ where
     }
     fn shared_in(&self, blk: u64, len: u64) -> Vec<Range<u64>> {
         self.with(Vec::new(), |l| {
-            l.on_device(blk, len)
+            // The layout lists extents in file order, and after a clone
+            // inside the file two of them show one device block: the
+            // answer goes in device order, each block once, as the trait
+            // asks (the fault path takes the first range as the lowest
+            // shared block and maps writable up to it).
+            let shared: rangemap::RangeSet<u64> = l
+                .on_device(blk, len)
                 .filter(|(_, _, s)| *s)
                 .map(|(r, _, _)| r)
-                .collect()
+                .collect();
+            shared.into_iter().collect()
         })
     }
 }

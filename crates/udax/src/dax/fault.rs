@@ -685,7 +685,12 @@ impl Cx<'_> {
             // shares: copy it first (the faulting page's run), or stop the
             // fault-around window before it.
             let n = r.end - r.start;
-            if let Some(sh) = inode.shared_in(dev_blk, n).into_iter().next() {
+            let shared = inode.shared_in(dev_blk, n);
+            debug_assert!(
+                shared.windows(2).all(|w| w[0].end <= w[1].start),
+                "shared_in out of order: {shared:?}"
+            );
+            if let Some(sh) = shared.into_iter().next() {
                 if sh.start == dev_blk || pmd {
                     let k = if pmd { n } else { sh.end - sh.start };
                     return Err(Fail::Unshare(r.start..r.start + k));

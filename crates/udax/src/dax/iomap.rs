@@ -94,7 +94,9 @@ pub(crate) trait DaxInode: Send + Sync + std::fmt::Debug {
     /// paths skip every sharing check when not.
     fn has_shared(&self) -> bool;
     /// The device block ranges of `[blk, blk+len)` that have more than one
-    /// owner (empty, without allocating, when nothing is shared).
+    /// owner, in ascending order and disjoint (empty, without allocating,
+    /// when nothing is shared). The fault path relies on the order: a
+    /// writable mapping maps a run up to the first range returned.
     fn shared_in(&self, blk: u64, len: u64) -> Vec<Range<u64>>;
 }
 

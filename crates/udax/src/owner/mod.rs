@@ -915,6 +915,17 @@ fn fallocate_recalled(sh: &Shared, f: &File, mode: u32, offset: u64, len: u64) -
     f.fallocate(mode, offset, len)
 }
 
+/// Set the size of `f` (a client's `ftruncate` or `open(O_TRUNC)`): under
+/// the file's change lock, after every lease on the blocks past the new
+/// end is recalled (a shrink waits for the pins on the blocks it frees).
+fn truncate_recalled(sh: &Shared, f: &File, size: u64) -> Result<()> {
+    let lock = change_lock(sh, f.ino());
+    let _g = lock.lock();
+    let from = size.min(f.len()) / BLOCK_SIZE;
+    recall(sh, f.ino(), None, size < f.len(), from..u64::MAX)?;
+    f.set_len(size)
+}
+
 fn change_lock(sh: &Shared, ino: u64) -> Arc<Mutex<()>> {
     let mut m = sh.changing.lock();
     if m.len() >= CHANGE_LOCKS_KEPT {
@@ -1299,12 +1310,30 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                         write,
                         create,
                         create_new: create && excl,
-                        truncate: trunc,
                         nofollow,
                         mode,
                         ..Default::default()
                     },
                 )?;
+                if trunc {
+                    // Not by the open itself: the blocks it frees may be
+                    // in other clients' layouts, recalled first. Read-only
+                    // it truncates too (Linux), with write permission.
+                    if write {
+                        truncate_recalled(sh, &f, 0)?;
+                    } else {
+                        let w = fs.open(
+                            path_of(&path)?,
+                            &OpenOptions {
+                                read: false,
+                                write: true,
+                                nofollow,
+                                ..Default::default()
+                            },
+                        )?;
+                        truncate_recalled(sh, &w, 0)?;
+                    }
+                }
                 register(sh, c, f)?
             }
             Request::DirPath {
@@ -1598,12 +1627,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 Reply::Done
             }
             Request::Truncate { handle, size } => {
-                let f = file_of(sh, c, handle)?;
-                let lock = change_lock(sh, f.ino());
-                let _g = lock.lock();
-                let from = size.min(f.len()) / BLOCK_SIZE;
-                recall(sh, f.ino(), None, size < f.len(), from..u64::MAX)?;
-                f.set_len(size)?;
+                truncate_recalled(sh, &file_of(sh, c, handle)?.file, size)?;
                 Reply::Done
             }
             Request::Channel { .. } => return Err(Error::Invalid("Channel after other requests")),
