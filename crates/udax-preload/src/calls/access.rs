@@ -23,33 +23,18 @@ fn access_as(p: &str, mode: c_int, follow: bool, effective: bool) -> R<c_int> {
     if mode == libc::F_OK {
         return Ok(0);
     }
+    // The thread's supplementary groups, with the real or effective ids
+    // (R_OK, W_OK, X_OK are the permission bits 4, 2, 1).
+    let mut me = udax::fs::perm::Cred::of_this_thread();
     // SAFETY: the id calls have no preconditions.
-    let (uid, gid) = unsafe {
+    (me.uid, me.gid) = unsafe {
         if effective {
             (libc::geteuid(), libc::getegid())
         } else {
             (libc::getuid(), libc::getgid())
         }
     };
-    let in_group = gid == s.gid || {
-        let mut g = vec![0 as libc::gid_t; 256];
-        // SAFETY: `g` holds 256 ids, the count passed.
-        let n = unsafe { libc::getgroups(g.len() as c_int, g.as_mut_ptr()) };
-        n > 0 && g[..n as usize].contains(&s.gid)
-    };
-    let ok = if uid == 0 {
-        mode & libc::X_OK == 0 || s.is_dir() || s.mode & 0o111 != 0
-    } else {
-        let bits = if uid == s.uid {
-            (s.mode >> 6) & 7
-        } else if in_group {
-            (s.mode >> 3) & 7
-        } else {
-            s.mode & 7
-        };
-        (mode as u32) & !bits == 0
-    };
-    if ok {
+    if me.permits_stat(&s, mode as u32) {
         Ok(0)
     } else {
         Err(Errno(libc::EACCES))

@@ -95,15 +95,24 @@ impl Cred {
     /// [`R`], [`W`], [`X`])? Root may do anything but execute a file that
     /// no one may execute (`CAP_DAC_OVERRIDE`).
     pub fn permits(&self, attr: &Attr, want: u32) -> bool {
+        self.permits_mode(attr.mode, attr.uid, attr.gid, want)
+    }
+
+    /// [`Cred::permits`] for an inode `stat` shows (the shim's `access`).
+    pub fn permits_stat(&self, st: &super::Stat, want: u32) -> bool {
+        self.permits_mode(st.mode, st.uid, st.gid, want)
+    }
+
+    fn permits_mode(&self, mode: u32, uid: u32, gid: u32, want: u32) -> bool {
         if self.is_root() {
-            return want & X == 0 || attr.mode & S_IFMT == S_IFDIR || attr.mode & 0o111 != 0;
+            return want & X == 0 || mode & S_IFMT == S_IFDIR || mode & 0o111 != 0;
         }
-        let bits = if self.uid == attr.uid {
-            attr.mode >> 6
-        } else if self.in_group(attr.gid) {
-            attr.mode >> 3
+        let bits = if self.uid == uid {
+            mode >> 6
+        } else if self.in_group(gid) {
+            mode >> 3
         } else {
-            attr.mode
+            mode
         } & 7;
         bits & want == want
     }
