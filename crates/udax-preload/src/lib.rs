@@ -41,6 +41,7 @@ extern "C" fn at_load() {
         std_not_udax: calls::stdio::std_not_udax,
     });
     boundary::entry::quiet_panics();
+    state::mount::wipe_pid_cache_on_fork();
     let single = boundary::threads::single_threaded();
     if single {
         calls::umask::umask_at_load();

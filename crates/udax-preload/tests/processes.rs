@@ -602,3 +602,33 @@ print(" ".join(out))
         );
     }
 }
+
+/// A child made by a raw `clone` (as `syscall(SYS_fork)`: no
+/// `pthread_atfork` handler runs) is a process of its own to udax: it
+/// attaches with its own connection, so it and its parent each create,
+/// write, read back and remove 300 files at the same time without a wrong
+/// answer; the udax descriptor it inherited was not handed over (EIO, as
+/// after a fork whose handover failed), and the parent's stays its own.
+#[test]
+fn p_a_child_of_a_raw_clone_attaches_on_its_own_and_leaves_the_parents_connection_alone() {
+    if !have("cc") || !have("timeout") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let prog = cc(dir.path(), "rawfork", &[]);
+    // Under a timeout: two processes on one connection could wait for ever.
+    let out = env.run("timeout", &["60", prog.to_str().unwrap(), &env.mount]);
+    let text = stdout(&out);
+    for want in [
+        "child_inherited_write=-1,EIO",
+        "child_bad=0",
+        "parent_bad=0",
+        "child_exit=0",
+        "parent_after=6,parent",
+    ] {
+        assert!(text.lines().any(|l| l == want), "want {want} in:\n{text}");
+    }
+    let r = env.fsck();
+    assert!(r.clean, "{:?}", r.problems);
+}

@@ -12,7 +12,7 @@
 
 use crate::boundary::entry::{init_log, Errno, R};
 use crate::state::config::config;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::sync::RwLock;
 use udax::client::{Client, ConnectOptions};
 use udax::fs::Fs;
@@ -29,16 +29,76 @@ static MOUNT: RwLock<Option<Attached>> = RwLock::new(None);
 
 /// This process's pid, cached (`getpid` is a system call, and every udax
 /// call asks whose descriptors and connection it holds); 0: not known yet.
-static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+///
+/// The cache lives in a page of its own marked `MADV_WIPEONFORK`: the kernel
+/// gives every child made without `CLONE_VM` a zeroed copy of that page. A
+/// child made by a raw `clone` or `syscall(SYS_fork)` skips the
+/// `pthread_atfork` handlers that reset the cache, but still finds it empty,
+/// so it learns its own pid at its first udax call and is a forked child
+/// without a handover (its own connection; what it inherited is the
+/// parent's), instead of talking on the parent's connection as the parent.
+/// Where the page cannot be had (a kernel before 4.14), the cache is
+/// `PID_STATIC`, reset by the child handler only.
+static PID_PAGE: AtomicPtr<AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
+static PID_STATIC: AtomicU32 = AtomicU32::new(0);
+
+fn pid_cache() -> &'static AtomicU32 {
+    // ORDERING: Acquire pairs with the Release in `wipe_pid_cache_on_fork`:
+    // the page is mapped (and zero) before its address is seen.
+    let p = PID_PAGE.load(Ordering::Acquire);
+    if p.is_null() {
+        return &PID_STATIC;
+    }
+    // SAFETY: `p` is the start of a private anonymous page mapped for this
+    // purpose and never unmapped; an all-zero page is a valid `AtomicU32`
+    // (alignment 4 <= page alignment), and the kernel zeroes it only in a
+    // new process, never under this one's threads.
+    unsafe { &*p }
+}
+
+/// At load: move the pid cache into a page the kernel wipes in any child
+/// (see `PID_PAGE`). System calls are made directly: `mmap` and `madvise`
+/// are the shim's own exported functions.
+#[cfg_attr(test, allow(dead_code))]
+pub fn wipe_pid_cache_on_fork() {
+    // SAFETY: a fresh private anonymous mapping at an address the kernel
+    // chooses; no existing memory is touched.
+    let p = unsafe {
+        libc::syscall(
+            libc::SYS_mmap,
+            std::ptr::null_mut::<libc::c_void>(),
+            4096usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1 as libc::c_int,
+            0 as libc::off_t,
+        )
+    };
+    if p < 0 {
+        return;
+    }
+    let page = p as usize as *mut libc::c_void;
+    // SAFETY: advice on the page just mapped, which nothing else uses yet.
+    let wiped = unsafe { libc::syscall(libc::SYS_madvise, page, 4096usize, libc::MADV_WIPEONFORK) };
+    if wiped != 0 {
+        // SAFETY: the page mapped above, never published.
+        unsafe { libc::syscall(libc::SYS_munmap, page, 4096usize) };
+        return;
+    }
+    // ORDERING: Release pairs with the Acquire in `pid_cache`.
+    PID_PAGE.store(page.cast(), Ordering::Release);
+}
 
 /// This process's pid (a forked child's own, from its first call on).
 pub fn pid() -> u32 {
+    let cache = pid_cache();
     // ORDERING: a cache of a value every thread computes alike; the child
-    // handler resets it before the child's only thread goes on.
-    match PID.load(Ordering::Relaxed) {
+    // handler (or the kernel, for the page) empties it before the child's
+    // only thread goes on.
+    match cache.load(Ordering::Relaxed) {
         0 => {
             let p = std::process::id();
-            PID.store(p, Ordering::Relaxed);
+            cache.store(p, Ordering::Relaxed);
             p
         }
         p => p,
@@ -49,7 +109,7 @@ pub fn pid() -> u32 {
 /// process (its pid, its own attachment to come).
 pub fn after_fork_in_child() {
     // ORDERING: read by the same (only) thread of the child afterwards.
-    PID.store(0, Ordering::Relaxed);
+    pid_cache().store(0, Ordering::Relaxed);
     unlock_after_fork();
 }
 
