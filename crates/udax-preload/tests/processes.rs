@@ -632,3 +632,74 @@ fn p_a_child_of_a_raw_clone_attaches_on_its_own_and_leaves_the_parents_connectio
     let r = env.fsck();
     assert!(r.clean, "{:?}", r.problems);
 }
+
+/// The pid of the owner serving `dev` (a `udax serve` process naming it).
+fn owner_pid(dev: &std::path::Path) -> Option<i32> {
+    let want = dev.to_str().unwrap();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        let serves = args.contains(&&b"serve"[..]) && args.contains(&want.as_bytes());
+        serves.then_some(pid)
+    })
+}
+
+/// `kill -9` of the owner under a running program: the program's next
+/// udax calls attach anew, to an owner started again, which recovers the
+/// device from its journal: bash reads back what it wrote before the
+/// death and goes on writing (it did not fail for the rest of its life
+/// with ENOTCONN); fsck is clean.
+#[test]
+fn p_a_program_whose_owner_was_killed_attaches_to_a_new_owner_and_goes_on() {
+    if !have("bash") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    let h = env.host.to_str().unwrap();
+    let script = format!(
+        "echo a > {m}/x && : > {h}/ready && \
+         until [ -e {h}/go ]; do sleep 0.05; done; \
+         for i in $(seq 100); do read v < {m}/x && break; sleep 0.1; done; \
+         echo \"v=$v\"; echo b > {m}/y && read w < {m}/y; echo \"w=$w\""
+    );
+    let mut child = env
+        .cmd("bash")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !env.host.join("ready").exists() {
+        assert!(t.elapsed().as_secs() < 60, "the script never wrote /x");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = owner_pid(&env.dev).expect("an owner serves the device");
+    // SAFETY: kill(2) of a process this test's program started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // Gone, or a zombie (an empty command line).
+    while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {
+        assert!(t.elapsed().as_secs() < 60, "the owner did not die");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::write(env.host.join("go"), b"").unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed().as_secs() > 120 {
+            let _ = child.kill();
+            panic!("the script did not finish: {:?}", child.wait_with_output());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.lines().any(|l| l == "v=a") && text.lines().any(|l| l == "w=b"),
+        "want v=a and w=b in:\n{text}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.read_udax("/y"), b"b\n");
+    let r = env.fsck();
+    assert!(r.clean, "{:?}", r.problems);
+}

@@ -24,6 +24,17 @@ struct Attached {
     vfs: Result<Vfs, i32>,
 }
 
+impl Attached {
+    /// This process's, and still usable: not a connection the owner
+    /// ended (it died or exited). A process whose owner is gone attaches
+    /// again at its next call, to an owner started anew (which recovers
+    /// the device from its journal); what it opened or mapped through the
+    /// old one stays dead (`ENOTCONN`, SIGBUS on a fault).
+    fn current(&self, me: u32) -> bool {
+        self.pid == me && !matches!(&self.vfs, Ok(Vfs::Remote(c)) if c.is_closed())
+    }
+}
+
 /// Taken at exit; replaced in a forked child (the parent's is leaked there).
 static MOUNT: RwLock<Option<Attached>> = RwLock::new(None);
 
@@ -274,7 +285,7 @@ pub fn fs() -> R<Vfs> {
     {
         let g = MOUNT.read().unwrap_or_else(|p| p.into_inner());
         match g.as_ref() {
-            Some(a) if a.pid == me => return a.vfs.clone().map_err(Errno),
+            Some(a) if a.current(me) => return a.vfs.clone().map_err(Errno),
             Some(_) => {}
             // ORDERING: the teardown stores EXITED before it takes the MOUNT
             // write lock; a reader that finds MOUNT emptied by it holds the
@@ -285,7 +296,14 @@ pub fn fs() -> R<Vfs> {
     }
     let mut g = MOUNT.write().unwrap_or_else(|p| p.into_inner());
     match g.as_ref() {
-        Some(a) if a.pid == me => return a.vfs.clone().map_err(Errno),
+        Some(a) if a.current(me) => return a.vfs.clone().map_err(Errno),
+        Some(a) if a.pid == me => {
+            tracing::warn!(
+                "udax-preload: the owner ended this process's connection; attaching anew"
+            );
+            // Descriptors and mappings made through it keep their clones.
+            *g = None;
+        }
         Some(a) => {
             if matches!(a.vfs, Ok(Vfs::Local(_))) {
                 return Err(crate::boundary::entry::unsupported(

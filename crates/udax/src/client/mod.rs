@@ -259,6 +259,14 @@ impl Client {
         self.inner.uuid
     }
 
+    /// Whether the owner ended this client's connection (it exited or
+    /// died, or cut the client off): every call that needs it fails with
+    /// `ENOTCONN` from then on. Seen by the callback listener, so a call
+    /// made at the very moment of the death may still find this false.
+    pub fn is_closed(&self) -> bool {
+        self.inner.attrs.lock().closed
+    }
+
     /// Whether the owner admitted this client read-only.
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only
