@@ -1779,3 +1779,111 @@ fn mp_a_non_root_clients_forged_claim_is_refused() {
     .join()
     .unwrap();
 }
+
+/// The bytes a growing write of `len` at `off` carries in
+/// [`mp_a_large_growing_write_in_a_client_is_copied_in_place_in_five_round_trips`]
+/// and the race below: each 4 KiB block says which write and block it is.
+fn grow_pattern(tag: u8, off: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            let at = off as usize + i;
+            tag ^ ((at / 4096) as u8).wrapping_mul(31) ^ (at as u8 & 0x0f)
+        })
+        .collect()
+}
+
+#[test]
+fn mp_a_large_growing_write_in_a_client_is_copied_in_place_in_five_round_trips() {
+    let _w = common::Watchdog::start(60, "growing writes");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let c = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let r = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let f = c.open("/f", true, true, 0o644).unwrap();
+    f.write_at(b"head", 0).unwrap();
+    // 1 MiB past a gap: through `Write` it would be 18 requests with the
+    // bytes in them; in place it is a lease (is the range in place?), an
+    // fallocate, the new lease, the extend, and the modification time.
+    let (off, len) = (10_000u64, 1 << 20);
+    let data = grow_pattern(7, off, len);
+    let n0 = c.requests();
+    assert_eq!(f.write_at(&data, off).unwrap(), len);
+    let sent = c.requests() - n0;
+    assert!(sent <= 5, "{sent} requests for a 1 MiB growing write");
+    // Another client sees the size and the bytes as soon as the call
+    // returned; the gap reads as zeros.
+    assert_eq!(r.stat("/f").unwrap().size, off + len as u64);
+    let g = r.open("/f", false, false, 0).unwrap();
+    let mut back = vec![1u8; off as usize + len];
+    assert_eq!(g.read_at(&mut back, 0).unwrap(), back.len());
+    assert_eq!(&back[..4], b"head");
+    assert!(
+        back[4..off as usize].iter().all(|&b| b == 0),
+        "the gap is zeros"
+    );
+    assert!(
+        back[off as usize..] == data[..],
+        "the bytes written in place"
+    );
+    // Filling a hole inside the file takes the same path, without a size
+    // change.
+    let hole = grow_pattern(9, 2 << 20, 256 << 10);
+    f.set_len(3 << 20).unwrap();
+    assert_eq!(f.write_at(&hole, 2 << 20).unwrap(), hole.len());
+    assert_eq!(f.len().unwrap(), 3 << 20);
+    drop((f, g, c, r));
+    drop(o);
+    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let report = udax::fs::fsck(d.clone()).unwrap();
+    assert!(report.clean, "{:?}", report.problems);
+    let fs = Fs::mount(d).unwrap();
+    let h = fs.open("/f", &udax::fs::OpenOptions::read_only()).unwrap();
+    let mut got = vec![0u8; len];
+    h.read_at(&mut got, off).unwrap();
+    assert!(got == data, "the growth is durable with its bytes");
+    let mut got = vec![0u8; hole.len()];
+    h.read_at(&mut got, 2 << 20).unwrap();
+    assert!(got == hole, "the hole's bytes are durable");
+    drop(h);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn mp_a_large_growing_write_racing_another_clients_write_past_it_is_never_lost() {
+    // A's growing write copies its bytes into blocks past the end of file
+    // before the owner grows the size over them; B's small write further
+    // on grows the file first and zeroes what lies between the old end and
+    // its offset: A's bytes. The owner must then refuse A's growth (its
+    // lease epoch moved) so that A writes them again; both writes land.
+    let _w = common::Watchdog::start(120, "growing write races");
+    let s = setup(256);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fa = a.open("/f", true, true, 0o644).unwrap();
+    let fb = b.open("/f", true, false, 0).unwrap();
+    let len = 192usize << 10;
+    let stride = len as u64 + 8192;
+    for i in 0..120u64 {
+        let off = i * stride;
+        let data = grow_pattern(i as u8, off, len);
+        let gap = off + len as u64 + 4096;
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                start.wait();
+                // Let A reach its copy now and then.
+                std::thread::sleep(Duration::from_micros((i % 7) * 15));
+                assert_eq!(fb.write_at(b"B", gap).unwrap(), 1);
+            });
+            start.wait();
+            assert_eq!(fa.write_at(&data, off).unwrap(), len);
+        });
+        let mut back = vec![0u8; len];
+        assert_eq!(fb.read_at(&mut back, off).unwrap(), len);
+        assert!(back == data, "round {i}: A's write at {off} was lost");
+        let mut one = [0u8; 1];
+        fb.read_at(&mut one, gap).unwrap();
+        assert_eq!(&one, b"B", "round {i}: B's write");
+    }
+}

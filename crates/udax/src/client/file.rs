@@ -226,6 +226,11 @@ pub struct RemoteFile {
     o: Arc<Open>,
 }
 
+/// Writes of this many bytes or more that grow the file or fill holes
+/// take [`RemoteFile::write_grown`]'s three round trips instead of one
+/// `Write` per [`proto::MAX_WRITE`] bytes.
+const GROW_IN_PLACE_MIN: usize = 2 * proto::MAX_WRITE;
+
 /// Send the modification time of in-place overwrites at most this often
 /// (and at fsync and close).
 const TOUCH_EVERY_NS: u64 = 1_000_000_000;
@@ -563,7 +568,11 @@ impl RemoteFile {
             let copy: Vec<u8> = data.to_owned();
             return self.write_at(copy.as_slice(), off);
         }
-        if let Some(n) = self.write_in_place(data, off)? {
+        let mut in_place = self.write_in_place(data, off)?;
+        if in_place.is_none() {
+            in_place = self.write_grown(data, off)?;
+        }
+        if let Some(n) = in_place {
             let now = now_ns();
             // ORDERING: Relaxed: times handed to the owner; a lost race
             // only sends one more (or one later) Touch.
@@ -621,12 +630,67 @@ impl RemoteFile {
     /// layout's read lock (a recall waits for it); `None` if the range does
     /// not qualify.
     fn write_in_place(&self, data: &[u8], off: u64) -> Result<Option<usize>> {
+        Ok(self.copy_in_place(data, off, false)?.map(|_| data.len()))
+    }
+
+    /// A write of [`GROW_IN_PLACE_MIN`] bytes or more that the lease cannot
+    /// take in place (it grows the file or fills holes): the owner
+    /// allocates the blocks without growing the size (`fallocate` with
+    /// `KEEP_SIZE`), this process copies the bytes in place, and then the
+    /// owner grows the size over them (`Extend`, checked against the
+    /// lease's epoch): three round trips, where `Write` takes one per
+    /// [`proto::MAX_WRITE`] bytes and copies them through the socket.
+    /// `None`: the `Write` path is to take it (too small, no space for the
+    /// blocks, or the file changed between the steps; blocks allocated
+    /// past the end by then stay with the file, as `fallocate` leaves them).
+    fn write_grown(&self, data: &[u8], off: u64) -> Result<Option<usize>> {
+        if data.len() < GROW_IN_PLACE_MIN || !self.o.write || !self.o.inner.writable() {
+            return Ok(None);
+        }
+        let len = data.len() as u64;
+        let Some(end) = off.checked_add(len) else {
+            return Ok(None);
+        };
+        if self
+            .fallocate(crate::fs::falloc::KEEP_SIZE, off, len)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let Some((epoch, size)) = self.copy_in_place(data, off, true)? else {
+            return Ok(None);
+        };
+        if end <= size {
+            return Ok(Some(data.len()));
+        }
+        match self.o.inner.done(&Request::Extend {
+            handle: self.o.handle,
+            offset: off,
+            size: end,
+            epoch,
+        }) {
+            Ok(()) => Ok(Some(data.len())),
+            Err(Error::Remote { errno, .. }) if errno == libc::ESTALE => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copy `data` to file offset `off` straight onto the device, under the
+    /// layout's read lock (a recall waits for it), if every block of the
+    /// range is allocated to this file alone and free of media errors, and
+    /// the range lies inside the file (or, with `past_eof`, in blocks
+    /// allocated past its end); durable on return. Returns the epoch and
+    /// size of the layout it was done under, or `None` (nothing written).
+    fn copy_in_place(&self, data: &[u8], off: u64, past_eof: bool) -> Result<Option<(u64, u64)>> {
         if !self.o.write || data.is_empty() || !self.o.inner.writable() {
             return Ok(None);
         }
         let dev = self.o.inner.dev()?;
         self.o.with_layout(|l| {
-            let Some(end) = off.checked_add(data.len() as u64).filter(|&e| e <= l.size) else {
+            let Some(end) = off
+                .checked_add(data.len() as u64)
+                .filter(|&e| past_eof || e <= l.size)
+            else {
                 return Ok(None);
             };
             // (device offset, offset in `data`, length) of each run.
@@ -657,7 +721,7 @@ impl RemoteFile {
                 dev.flush(dev_off, len as u64);
             }
             dev.fence()?;
-            Ok(Some(data.len()))
+            Ok(Some((l.epoch, l.size)))
         })
     }
 

@@ -242,6 +242,55 @@ impl File {
         Ok(off)
     }
 
+    /// Grow the file to `end` over bytes `[off, end)` that were already
+    /// copied into its blocks by another process (a client of the owner
+    /// writing in place into blocks allocated past end of file with
+    /// `fallocate(KEEP_SIZE)`): the size changes only after the data is
+    /// on the device, as a growing `write_at` orders them. Bytes between
+    /// the old size and `off` read as zeros afterwards, as after a write
+    /// there. Returns `false`, changing nothing, if a block of the range is
+    /// not this file's alone any more (the caller writes again).
+    pub fn extend_written(&self, off: u64, end: u64) -> Result<bool> {
+        if !self.write {
+            return Err(Error::BadFd);
+        }
+        if off >= end || end > MAX_FILE_SIZE {
+            return Err(Error::Invalid("extend range"));
+        }
+        self.fs.remove_privs(&self.cell)?;
+        let (b0, b1) = (blk(off), blk_up(end));
+        let t = change_time_ns(&self.cell);
+        let grew = {
+            let _g = self.fs.begin(1)?;
+            let mut d = self.cell.data.write();
+            if d.freed {
+                return Err(Error::NotFound);
+            }
+            if !d.map.is_mapped(b0, b1 - b0) || self.fs.range_shared(&d, b0, b1) {
+                return Ok(false);
+            }
+            if end <= d.attr.size {
+                // ORDERING: a time value (fs/mod.rs, `mtime_pending`).
+                self.cell.mtime_pending.store(t, Ordering::Relaxed);
+                false
+            } else {
+                zero_past_eof(&self.fs, &d, off)?;
+                let ops = [Op::SetSize {
+                    ino: self.cell.ino,
+                    size: end,
+                    time_ns: t,
+                }];
+                self.fs.run_tx(&mut [(self.cell.ino, &mut *d)], &ops)?;
+                true
+            }
+        };
+        if grew {
+            crate::dax::hooks::after_grow(&self.dax_inode(), end);
+            crate::dax::hooks::map_written(&self.dax_inode(), b0, b1);
+        }
+        Ok(true)
+    }
+
     fn write_piece(&self, data: &[u8], off: Option<u64>, first: bool) -> Result<usize> {
         let off = off.ok_or(Error::FileTooBig)?;
         let end = off

@@ -915,6 +915,36 @@ fn fallocate_recalled(sh: &Shared, f: &File, mode: u32, offset: u64, len: u64) -
     f.fallocate(mode, offset, len)
 }
 
+/// Grow `f` to `size` over bytes `[offset, size)` a client copied in place
+/// under its lease of `epoch` (`Request::Extend`). Under the file's change
+/// lock, the lease is still current only if no recall moved the file's
+/// epoch since: then no truncate, punch or other growth touched those
+/// blocks after the client's copy (each recalls first). Every lease is
+/// recalled before the size moves, as for a growing `Write`, and the size
+/// is durable before the answer.
+fn extend_written(sh: &Shared, f: &File, offset: u64, size: u64, epoch: u64) -> Result<()> {
+    if !f.writable() {
+        return Err(Error::BadFd);
+    }
+    let ino = f.ino();
+    let lock = change_lock(sh, ino);
+    let _g = lock.lock();
+    let stale = || Error::Remote {
+        errno: libc::ESTALE,
+        message: "the file changed after the lease the bytes were written under".into(),
+    };
+    if *sh.table.lock().epochs.entry(ino).or_insert(1) != epoch {
+        return Err(stale());
+    }
+    if size > f.len() {
+        recall(sh, ino, None, false, offset / BLOCK_SIZE..u64::MAX)?;
+    }
+    if !f.extend_written(offset, size)? {
+        return Err(stale());
+    }
+    f.sync_data()
+}
+
 /// Set the size of `f` (a client's `ftruncate` or `open(O_TRUNC)`): under
 /// the file's change lock, after every lease on the blocks past the new
 /// end is recalled (a shrink waits for the pins on the blocks it frees).
@@ -1628,6 +1658,15 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             }
             Request::Truncate { handle, size } => {
                 truncate_recalled(sh, &file_of(sh, c, handle)?.file, size)?;
+                Reply::Done
+            }
+            Request::Extend {
+                handle,
+                offset,
+                size,
+                epoch,
+            } => {
+                extend_written(sh, &file_of(sh, c, handle)?.file, offset, size, epoch)?;
                 Reply::Done
             }
             Request::Channel { .. } => return Err(Error::Invalid("Channel after other requests")),

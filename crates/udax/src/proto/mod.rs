@@ -181,6 +181,18 @@ pub enum Request {
         handle: u64,
         mtime_ns: u64,
     },
+    /// Grow the file open as `handle` to `size` over bytes `[offset, size)`
+    /// the client copied in place into blocks its lease of `epoch` showed
+    /// allocated (`Fallocate` with `KEEP_SIZE` first). Refused with
+    /// `ESTALE`, changing nothing, if the lease was recalled since (a
+    /// truncate, a punch, another growth may have freed or zeroed those
+    /// blocks): the client writes the bytes again through `Write`.
+    Extend {
+        handle: u64,
+        offset: u64,
+        size: u64,
+        epoch: u64,
+    },
     /// First message of a client's third connection: make it the fault
     /// channel of client `client`, for the calls its fault engine makes
     /// with the file's locks held ([`Request::Iomap`]). The owner never
@@ -773,6 +785,7 @@ impl Request {
             | Request::Truncate { .. }
             | Request::Write { .. }
             | Request::Touch { .. }
+            | Request::Extend { .. }
             | Request::Iomap { .. }
             | Request::Link { .. }
             | Request::Rename2 { .. }
@@ -825,6 +838,7 @@ impl Request {
             | Request::Write { .. }
             | Request::Fsync { .. }
             | Request::Touch { .. }
+            | Request::Extend { .. }
             | Request::Channel { .. }
             | Request::Iomap { .. }
             | Request::Poison { .. }
@@ -895,6 +909,7 @@ impl Request {
             Request::Symlink { .. } => 45,
             Request::RealDir { .. } => 46,
             Request::Mknod { .. } => 47,
+            Request::Extend { .. } => 48,
         }
     }
 
@@ -973,6 +988,14 @@ impl Request {
                 len,
             } => {
                 w.u64(*handle).u32(*mode).u64(*offset).u64(*len);
+            }
+            Request::Extend {
+                handle,
+                offset,
+                size,
+                epoch,
+            } => {
+                w.u64(*handle).u64(*offset).u64(*size).u64(*epoch);
             }
             Request::OpenUnnamed {
                 dir,
@@ -1339,6 +1362,12 @@ impl Request {
                 mode: r.u32()?,
                 offset: r.u64()?,
                 len: r.u64()?,
+            },
+            48 => Request::Extend {
+                handle: r.u64()?,
+                offset: r.u64()?,
+                size: r.u64()?,
+                epoch: r.u64()?,
             },
             31 => Request::OpenUnnamed {
                 dir: path_in(&mut r)?,
@@ -1831,6 +1860,14 @@ mod tests {
                     mode,
                     offset,
                     len
+                }
+            ),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                |(handle, offset, size, epoch)| Request::Extend {
+                    handle,
+                    offset,
+                    size,
+                    epoch
                 }
             ),
             (path(), any::<u32>(), any::<bool>()).prop_map(|(dir, mode, linkable)| {
