@@ -1011,6 +1011,49 @@ mod tests {
         (dev.crash_now(&Survivors::None), ino)
     }
 
+    /// A committed record whose write lies outside the root block's lines
+    /// and the data area (damage under a valid checksum: a record verifies
+    /// as a whole) is refused before anything is replayed: it would
+    /// overwrite a superblock, the log, the bitmap or the root header.
+    #[test]
+    fn f8_a_replayed_log_write_outside_the_root_lines_and_the_data_area_is_corrupted() {
+        let probe = RamDevice::new(32 << 20);
+        let g = mkfs(&probe, &MkfsOptions::default()).unwrap().geometry;
+        let targets = [
+            ("superblock", 64),
+            ("backup superblock", BLOCK_SIZE + 64),
+            ("root header", g.root_at() + 8),
+            ("log", g.log_start * BLOCK_SIZE + 2 * BLOCK_SIZE),
+            ("bitmap", g.bitmap_at() + 8),
+            ("past the root lines", g.root_at() + 3 * ROOT_LINE as u64),
+        ];
+        for (what, at) in targets {
+            let dev = Arc::new(CrashDevice::new(32 << 20));
+            mkfs(&*dev, &MkfsOptions::default()).unwrap();
+            let o = open(dev.clone(), Recovery::Strict, false).unwrap();
+            let w = PhysOp::Write {
+                at,
+                bytes: vec![0xa5; 8],
+            };
+            o.journal.commit(&[w], false).unwrap();
+            let img = dev.crash_now(&Survivors::None);
+            let before = img.clone();
+            for (mode, ro) in [(Recovery::Strict, false), (Recovery::Salvage, true)] {
+                let ram = Arc::new(RamDevice::from_image(img.clone()));
+                match open(ram.clone(), mode, ro) {
+                    Err(Error::Corrupted { what: w, .. }) => {
+                        assert!(w.contains("outside the root block"), "{what}: {w}")
+                    }
+                    Err(e) => panic!("{what}: {e}"),
+                    Ok(_) => panic!("{what}: a write at {at:#x} was replayed"),
+                }
+                let mut now = vec![0u8; img.len()];
+                ram.read(0, &mut now).unwrap();
+                assert!(now == before, "{what}: the device was written");
+            }
+        }
+    }
+
     /// Format 3 reads no inode at mount, loads cells as they are used and
     /// drops idle ones past the cache limit; what was dropped reads back
     /// the same from the device.
