@@ -175,6 +175,9 @@ struct Outcome {
     mount: Option<String>,
     /// Accesses answered Corrupted (EUCLEAN).
     corrupted: Vec<String>,
+    /// Violations: blocks in use handed out again (fsck after the
+    /// allocations finds a block used twice).
+    reused: Vec<String>,
     /// Violations: an access that answered something else than the intact
     /// file system, or an error other than Corrupted.
     wrong: Vec<String>,
@@ -222,7 +225,7 @@ fn run(img: Vec<u8>) -> Outcome {
             Err(e) => o.fsck.push(format!("fsck failed: {e}")),
         }
         let dev: Arc<dyn Device> = Arc::new(RamDevice::from_image(img));
-        match Fs::mount(dev) {
+        match Fs::mount(dev.clone()) {
             Err(e) => {
                 if e.errno() != libc::EUCLEAN {
                     o.wrong.push(format!("mount: {e} (not Corrupted)"));
@@ -233,7 +236,16 @@ fn run(img: Vec<u8>) -> Outcome {
                 compare(&fs, &mut o, "after mount");
                 allocate(&fs);
                 compare(&fs, &mut o, "after allocating");
+                let _ = fs.checkpoint();
                 std::mem::forget(fs);
+                if let Ok(r) = fsck(dev) {
+                    o.reused
+                        .extend(r.problems.into_iter().map(|p| p.what).filter(|w| {
+                            w.contains("referenced by 2")
+                                || w.contains("used by metadata and by a file")
+                                || w.contains("used twice")
+                        }));
+                }
             }
         }
         let _ = tx.send(o);
@@ -260,17 +272,26 @@ fn allocate(fs: &Fs) {
         }
     }
     if let Ok(f) = fs.create("/new/fill", 0o644) {
-        let chunk = vec![0xabu8; 256 * 1024];
+        // Big writes, then block by block to the last free one.
         let mut at = 0u64;
-        while at < SIZE && f.write_at(&chunk, at).is_ok() {
-            at += chunk.len() as u64;
+        for len in [256 * 1024, B] {
+            let chunk = vec![0xabu8; len];
+            while at < SIZE && f.write_at(&chunk, at).is_ok() {
+                at += len as u64;
+            }
         }
+        let left = fs.statfs().free_blocks;
+        assert!(left < 16, "{left} blocks left free");
     }
 }
 
 /// Damage must be seen, and nothing read wrong.
 fn assert_rule(case: &str, o: &Outcome) {
-    assert!(o.wrong.is_empty(), "{case}: {:#?}", o);
+    assert!(
+        o.wrong.is_empty() && o.reused.is_empty(),
+        "{case}: {:#?}",
+        o
+    );
     assert!(o.detected(), "{case}: damage not seen: {o:#?}");
 }
 
