@@ -91,7 +91,7 @@ fn template() -> &'static Template {
             .unwrap();
         let mut ino = BTreeMap::new();
         for p in [
-            "/", "/d", "/d/small", "/d/tree", "/d/clone", "/d/long", "/big",
+            "/", "/d", "/d/small", "/d/tree", "/d/clone", "/d/short", "/d/long", "/big",
         ] {
             ino.insert(p.to_string(), fs.lstat(p).unwrap().ino);
         }
@@ -721,4 +721,41 @@ fn a_flipped_log_record_that_a_later_one_vouches_for_refuses_the_mount() {
         flip(img, r[1] + udax::layout::LOG_HEADER_SIZE + 3)
     });
     mount_refused("log record flip", &o);
+}
+
+// Symbolic links.
+
+#[test]
+fn a_flipped_short_or_long_symbolic_link_slot_is_corrupted_at_readlink() {
+    for p in ["/d/short", "/d/long"] {
+        let o = case(p, |t, img| flip(img, slot_at(&t.g, t.ino[p]) + 110));
+        assert!(o.corrupted.iter().any(|c| c.contains(p)), "{p}: {o:#?}");
+    }
+}
+
+// The root block's counts, resealed with a wrong value.
+
+#[test]
+fn a_wrong_count_of_metadata_blocks_under_a_valid_checksum_is_reported_by_fsck() {
+    let o = case("meta count", |t, img| {
+        let at = t.g.root_blk as usize * B + 128;
+        let n = u64_at(img, at);
+        put_u64(img, at, n + 5);
+        let c = crc(at as u64, &img[at..at + 60]);
+        img[at + 60..at + 64].copy_from_slice(&c.to_le_bytes());
+    });
+    fsck_names("meta count", &o, "metadata blocks");
+}
+
+// The bitmap under metadata.
+
+#[test]
+fn a_bitmap_bit_cleared_under_a_directory_node_is_reported_by_fsck() {
+    let o = case("bitmap bit under a node", |t, img| {
+        let r = tree_root_of(img, &t.g, t.ino["/big"]);
+        let (_, leaf) = child(img, r, 1);
+        let bm = t.g.bitmap_start as usize * B;
+        img[bm + leaf as usize / 8] &= !(1 << (leaf % 8));
+    });
+    fsck_names("bitmap bit under a node", &o, "marked free");
 }
