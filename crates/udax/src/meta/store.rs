@@ -1248,6 +1248,22 @@ pub(crate) mod tests {
         ino
     }
 
+    /// A slot in use whose mode bytes were zeroed (damage) is neither read
+    /// nor taken as free: a new inode would overwrite the one a name still
+    /// refers to. Only 256 zero bytes are a free slot.
+    #[test]
+    fn a_slot_in_use_with_its_mode_zeroed_is_not_a_free_slot() {
+        let (dev, store, mut alloc) = fresh(16 << 20);
+        let ino = create(&store, &mut alloc);
+        let at = store.slot_at(ino).unwrap().unwrap();
+        dev.write(at, &[0; 4]).unwrap();
+        assert!(matches!(store.inode(ino), Err(MetaError::Corrupt { .. })));
+        let chunk_blk = (at - (ino - 1) * INODE_SLOT_SIZE as u64) / BLOCK_SIZE;
+        let free = store.scan_chunk(chunk_blk).unwrap();
+        assert!(!free.contains(&(ino - 1)), "the damaged slot is free");
+        assert!(free.contains(&ino), "the next slot is free");
+    }
+
     #[test]
     fn mkfs_writes_the_root_inode_and_creates_reuse_freed_numbers_across_chunks() {
         within(60, mkfs_and_creates);
