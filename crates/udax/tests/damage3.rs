@@ -759,3 +759,29 @@ fn a_bitmap_bit_cleared_under_a_directory_node_is_reported_by_fsck() {
     });
     fsck_names("bitmap bit under a node", &o, "marked free");
 }
+
+/// A bad-block run moved onto a file's block reads as what it says: a
+/// media error in that file (an error, never other data), and fsck names
+/// the file. It cannot be told from a real media error.
+#[test]
+fn a_bad_block_run_moved_onto_a_file_under_a_valid_checksum_is_a_media_error_fsck_names() {
+    let t = template();
+    let mut img = t.img.clone();
+    let n = root_of(&img, &t.g, BADBLOCKS);
+    let e = leaf_entry(&img, n, 0);
+    let tree = first_leaf(&img, tree_root_of(&img, &t.g, t.ino["/d/tree"]));
+    let blk = u64_at(&img, leaf_entry(&img, tree, 0) + 10);
+    put_u64(&mut img, e, blk);
+    reseal_node(&mut img, n);
+    let o = run(img);
+    assert!(o.reused.is_empty(), "{o:#?}");
+    assert!(!o.wrong.is_empty(), "the file reads: {o:#?}");
+    for w in &o.wrong {
+        assert!(w.contains("/d/tree: media error"), "{o:#?}");
+    }
+    fsck_names(
+        "bad block moved",
+        &o,
+        "media error in file data at file offset 0 (/d/tree)",
+    );
+}
