@@ -785,3 +785,27 @@ fn a_bad_block_run_moved_onto_a_file_under_a_valid_checksum_is_a_media_error_fsc
         "media error in file data at file offset 0 (/d/tree)",
     );
 }
+
+#[test]
+fn an_extent_tree_leaf_that_lost_its_last_entry_under_a_valid_checksum_is_corrupted() {
+    let o = case("extent dropped", |t, img| {
+        let leaf = first_leaf(img, tree_root_of(img, &t.g, t.ino["/d/tree"]));
+        let at = leaf as usize * B + 4;
+        let n = count(img, leaf);
+        assert!(n > 1);
+        img[at..at + 2].copy_from_slice(&(n as u16 - 1).to_le_bytes());
+        reseal_node(img, leaf);
+    });
+    assert!(o.corrupted.iter().any(|c| c.contains("/d/tree")), "{o:#?}");
+}
+
+#[test]
+fn an_extent_tree_entry_grown_over_the_next_one_under_a_valid_checksum_is_corrupted() {
+    let o = case("extent overlaps", |t, img| {
+        let leaf = first_leaf(img, tree_root_of(img, &t.g, t.ino["/d/tree"]));
+        let e = leaf_entry(img, leaf, 0);
+        put_u64(img, e + 18, 3);
+        reseal_node(img, leaf);
+    });
+    assert!(o.corrupted.iter().any(|c| c.contains("/d/tree")), "{o:#?}");
+}
