@@ -809,3 +809,35 @@ fn an_extent_tree_entry_grown_over_the_next_one_under_a_valid_checksum_is_corrup
     });
     assert!(o.corrupted.iter().any(|c| c.contains("/d/tree")), "{o:#?}");
 }
+
+/// A directory leaf that lost an entry under a valid checksum: the
+/// directory is Corrupted wherever it is loaded whole (readdir, any change)
+/// and fsck reports the count. The known limit (docs/format.md, "Damage on
+/// format 3"): a lookup reads one path of the tree, not the count, so the
+/// lost name alone answers ENOENT there.
+#[test]
+fn a_directory_leaf_that_lost_an_entry_is_corrupted_when_loaded_and_reported_by_fsck() {
+    let t = template();
+    let mut img = t.img.clone();
+    let (_, d) = child(&img, tree_root_of(&img, &t.g, t.ino["/big"]), 1);
+    let n = count(&img, d);
+    let at = d as usize * B + 4;
+    img[at..at + 2].copy_from_slice(&(n as u16 - 1).to_le_bytes());
+    reseal_node(&mut img, d);
+    let o = run(img);
+    assert!(o.reused.is_empty(), "{o:#?}");
+    assert!(o.corrupted.iter().any(|c| c.contains("/big:")), "{o:#?}");
+    fsck_names("dir entry dropped", &o, "299 entries, its inode counts 300");
+    assert_eq!(
+        o.wrong.len(),
+        2,
+        "one name, before and after allocating: {o:#?}"
+    );
+    for w in &o.wrong {
+        assert!(
+            w.starts_with("after")
+                && w.contains("/big/")
+                && w.ends_with("no such file or directory")
+        );
+    }
+}
