@@ -443,6 +443,23 @@ impl Allocator {
         self.st.lock().free_extent_at(block).is_some()
     }
 
+    /// The free parts of `r` (blocks a file's extent holds that free space
+    /// also lists: damage, kept out with [`Allocator::mark_used`]).
+    pub fn free_within(&self, r: BlockRange) -> Vec<BlockRange> {
+        let st = self.st.lock();
+        let from = st.free_extent_at(r.start).map_or(r.start, |(s, _)| s);
+        st.free
+            .range(from..r.end())
+            .filter_map(|(&s, &l)| {
+                let (a, b) = (s.max(r.start), (s + l).min(r.end()));
+                (a < b).then_some(BlockRange {
+                    start: a,
+                    len: b - a,
+                })
+            })
+            .collect()
+    }
+
     pub fn stats(&self) -> AllocStats {
         let st = self.st.lock();
         AllocStats {

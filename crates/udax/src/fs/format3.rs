@@ -17,8 +17,10 @@ use super::{
 };
 use crate::alloc::{AllocRequest, Allocator, BlockRange};
 use crate::device::{Device, OverlayDevice};
-use crate::format::v3::{AnySuperblock, Geometry3, Inline, InodeSlot, Superblock3};
-use crate::format::{Op, MAX_OP_BYTES, SYMLINK_MAX, S_IFDIR, S_IFLNK, S_IFMT};
+use crate::format::v3::{
+    AnySuperblock, Geometry3, Inline, InodeSlot, PhysOp, Superblock3, ROOT_LINE,
+};
+use crate::format::{Extent, Op, MAX_OP_BYTES, SYMLINK_MAX, S_IFDIR, S_IFLNK, S_IFMT};
 use crate::journal::{self, Damage, Journal, Recovery};
 use crate::meta::{
     store_entries, BTree, BlockSource, MetaAlloc, MetaError, RangeTree, Store, StoreTx,
@@ -108,6 +110,9 @@ pub(crate) fn open(dev: Arc<dyn Device>, mode: Recovery, read_only: bool) -> Res
     let region = geo.log_region();
     let epoch = Store::read_epoch(&*dev, &geo);
     let loaded = journal::load_in_place(&*dev, &region, epoch, geo.root_at(), mode)?;
+    for (at, entries) in &loaded.records {
+        replayable(&geo, *at, entries)?;
+    }
     for (_, entries) in &loaded.records {
         store_entries(&*dev, geo.bitmap_at(), entries)?;
     }
@@ -151,9 +156,60 @@ pub(crate) fn open(dev: Arc<dyn Device>, mode: Recovery, read_only: bool) -> Res
     })
 }
 
+fn free_named(dir: u64, name: &[u8], ino: u64) -> Error {
+    Error::Corrupted {
+        what: format!(
+            "directory {dir}: entry {:?} names inode {ino}, which is free",
+            String::from_utf8_lossy(name)
+        ),
+        device_offset: 0,
+    }
+}
+
+/// A record's writes may change only the root block's body and counts
+/// lines and the data area: one that verifies but would write elsewhere
+/// (the superblocks, the log, the bitmap, the root header) is damage,
+/// refused before anything is replayed.
+fn replayable(geo: &Geometry3, record_at: u64, entries: &[PhysOp]) -> Result<()> {
+    let root = geo.root_at();
+    let lines = root + ROOT_LINE as u64..root + 3 * ROOT_LINE as u64;
+    let data = geo.data_start * BLOCK_SIZE..geo.total_blocks * BLOCK_SIZE;
+    for e in entries {
+        if let PhysOp::Write { at, bytes } = e {
+            let end = at.saturating_add(bytes.len() as u64);
+            let inside = |r: &std::ops::Range<u64>| *at >= r.start && end <= r.end;
+            if !inside(&lines) && !inside(&data) {
+                return Err(Error::Corrupted {
+                    what: format!(
+                        "log record: a write of {} bytes at device offset {at:#x}, outside \
+                         the root block's lines and the data area",
+                        bytes.len()
+                    ),
+                    device_offset: record_at,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Inode `ino` of `slot` as the running file system holds it: attributes,
 /// every extent, or every directory entry.
 pub(crate) fn inode_data(store: &Store, ino: u64, slot: &InodeSlot) -> Result<InodeData> {
+    inode_data_held(store, ino, slot, &mut |_| Ok(()))
+}
+
+/// [`inode_data`], with `held` asked about every extent before the data
+/// they map is read (a long symbolic link's target). Damage is Corrupted:
+/// an extent outside the data area, or a count of tree items in the slot
+/// that its tree does not hold (a tree root lost under a valid checksum
+/// would otherwise read as a hole, or an empty directory).
+pub(crate) fn inode_data_held(
+    store: &Store,
+    ino: u64,
+    slot: &InodeSlot,
+    held: &mut dyn FnMut(&Extent) -> Result<()>,
+) -> Result<InodeData> {
     let mut d = InodeData::default();
     d.attr = slot.attr;
     d.tree_root = slot.tree_root;
@@ -162,12 +218,22 @@ pub(crate) fn inode_data(store: &Store, ino: u64, slot: &InodeSlot) -> Result<In
         what: format!("inode {ino}: {what}"),
         device_offset: slot.tree_root * BLOCK_SIZE,
     };
+    let counted = |n: u64| {
+        if n == slot.tree_count {
+            return Ok(());
+        }
+        Err(bad(format!(
+            "its slot counts {} items in its tree (root block {}), the tree holds {n}",
+            slot.tree_count, slot.tree_root
+        )))
+    };
     if slot.attr.mode & S_IFMT == S_IFDIR {
         let tree = BTree {
             root: slot.tree_root,
             owner: ino,
         };
         let entries = store.dir_range(tree, 0, usize::MAX)?;
+        counted(entries.len() as u64)?;
         d.set_entries(
             entries
                 .into_iter()
@@ -176,7 +242,23 @@ pub(crate) fn inode_data(store: &Store, ino: u64, slot: &InodeSlot) -> Result<In
         )
         .map_err(bad)?;
     } else {
-        for e in store.extents(ino, slot)? {
+        let extents = store.extents(ino, slot)?;
+        let inline = match &slot.inline {
+            Inline::Extents(e) => e.len(),
+            _ => 0,
+        };
+        counted((extents.len() - inline) as u64)?;
+        let g = store.geometry();
+        for e in extents {
+            let inside = e.len > 0
+                && e.dev_blk >= g.data_start
+                && e.dev_blk
+                    .checked_add(e.len)
+                    .is_some_and(|x| x <= g.total_blocks);
+            if !inside {
+                return Err(bad(format!("extent {e:?} outside the data area")));
+            }
+            held(&e)?;
             d.map
                 .insert(e.file_blk, e.dev_blk, e.len)
                 .map_err(|m| bad(format!("extent {e:?}: {m}")))?;
@@ -351,6 +433,9 @@ pub(crate) struct V3 {
     /// lock.
     pub cache_limit: AtomicUsize,
     pub order: Mutex<std::collections::VecDeque<u64>>,
+    /// Blocks of extents found marked free in the bitmap (damage): taken
+    /// out of free space, and every file mapping them is Corrupted.
+    pub damaged: Mutex<rangemap::RangeSet<u64>>,
     /// A committed change could not be stored in place, or a failed one
     /// could not be undone in memory: every later change is refused until
     /// the file system is mounted again (XFS's forced shutdown).
@@ -431,11 +516,20 @@ impl Fs {
             superblock: o.sb_damage.clone(),
         };
         let orphans = o.orphans.clone();
+        for &ino in &orphans {
+            if o.store.inode(ino)?.is_none() {
+                return Err(Error::Corrupted {
+                    what: format!("orphan tree: inode {ino}, which is free"),
+                    device_offset: o.store.root().orphans * BLOCK_SIZE,
+                });
+            }
+        }
         let meta = Meta::V3(Box::new(V3 {
             store: o.store,
             freed_meta: Mutex::new(Vec::new()),
             cache_limit: AtomicUsize::new(CACHE_LIMIT),
             order: Mutex::new(std::collections::VecDeque::new()),
+            damaged: Mutex::new(rangemap::RangeSet::new()),
             shut_down: AtomicBool::new(false),
         }));
         let fs = Fs::assemble(Mounted {
@@ -468,20 +562,34 @@ impl Fs {
         // No transaction runs on an inode that is not in memory (one needs
         // its cell), so its slot and trees are at rest while read here; a
         // create inserts its cell right after storing it.
-        let d = reload(&v3.store, ino)?.ok_or(Error::NotFound)?;
+        let slot = v3.store.inode(ino)?.ok_or(Error::NotFound)?;
         // Blocks a file holds must be in use: the allocator would hand out
-        // blocks the bitmap marks free.
-        for e in d.map.iter() {
-            if inner.alloc.is_free(e.dev_blk) || inner.alloc.is_free(e.dev_blk + e.len - 1) {
-                return Err(Error::Corrupted {
-                    what: format!(
-                        "inode {ino}: extent {e:?} is marked free in the free-space bitmap \
-                         (run `udax fsck`)"
-                    ),
-                    device_offset: v3.store.geometry().bitmap_at(),
-                });
+        // blocks the bitmap marks free. Those found are taken out of free
+        // space and remembered, so the file stays an error (and its blocks
+        // nobody's) until fsck.
+        let d = inode_data_held(&v3.store, ino, &slot, &mut |e| {
+            let r = BlockRange {
+                start: e.dev_blk,
+                len: e.len,
+            };
+            let free = inner.alloc.free_within(r);
+            let mut damaged = v3.damaged.lock();
+            if free.is_empty() && !damaged.overlaps(&(r.start..r.end())) {
+                return Ok(());
             }
-        }
+            for f in free {
+                // Taken meanwhile by an allocation: in use anyway.
+                let _ = inner.alloc.mark_used(f);
+            }
+            damaged.insert(r.start..r.end());
+            Err(Error::Corrupted {
+                what: format!(
+                    "inode {ino}: extent {e:?} is marked free in the free-space bitmap \
+                     (its blocks are kept out of use; run `udax fsck`)"
+                ),
+                device_offset: v3.store.geometry().bitmap_at(),
+            })
+        })?;
         let mut t = inner.table.write();
         let c = t
             .entry(ino)
@@ -523,14 +631,46 @@ impl Fs {
             if name == b".." {
                 return Ok((slot.attr.parent, crate::format::DT_DIR));
             }
+            // One path of the tree is read, not all of it to count: but a
+            // lost root under a count of entries is seen without.
+            if slot.tree_root == 0 && slot.tree_count != 0 {
+                return Err(Error::Corrupted {
+                    what: format!(
+                        "inode {dir}: its slot counts {} entries and names no tree",
+                        slot.tree_count
+                    ),
+                    device_offset: 0,
+                });
+            }
             let tree = BTree {
                 root: slot.tree_root,
                 owner: dir,
             };
             let e = v3.store.dir_lookup(tree, name)?.ok_or(Error::NotFound)?;
+            // At rest, the inode an entry names is in use (its cell would
+            // be in memory while a transaction frees it): a free slot is
+            // damage, not a file that vanished.
+            if !table.contains_key(&e.ino) && v3.store.inode(e.ino)?.is_none() {
+                return Err(free_named(dir, name, e.ino));
+            }
             Ok((e.ino, e.file_type))
         };
         Some(found())
+    }
+
+    /// Entry `name` of directory `dir`, in memory, names inode `ino`: that
+    /// inode must be in use. The caller holds the directory's cell, so no
+    /// transaction frees the inode meanwhile (it would remove the entry
+    /// first), and a create's cell is in the table before its directory is
+    /// let go: a free slot and no cell is damage.
+    pub(super) fn named_in_use(&self, dir: u64, name: &[u8], ino: u64) -> Result<()> {
+        let Meta::V3(v3) = &self.inner.meta else {
+            return Ok(());
+        };
+        if self.inner.table.read().contains_key(&ino) || v3.store.inode(ino)?.is_some() {
+            return Ok(());
+        }
+        Err(free_named(dir, name, ino))
     }
 
     /// A free inode number (a new inode chunk first when every chunk is full).
@@ -869,6 +1009,49 @@ mod tests {
         let (entries, ordered) = tx.entries().unwrap();
         o.journal.commit(&entries, ordered).unwrap();
         (dev.crash_now(&Survivors::None), ino)
+    }
+
+    /// A committed record whose write lies outside the root block's lines
+    /// and the data area (damage under a valid checksum: a record verifies
+    /// as a whole) is refused before anything is replayed: it would
+    /// overwrite a superblock, the log, the bitmap or the root header.
+    #[test]
+    fn f8_a_replayed_log_write_outside_the_root_lines_and_the_data_area_is_corrupted() {
+        let probe = RamDevice::new(32 << 20);
+        let g = mkfs(&probe, &MkfsOptions::default()).unwrap().geometry;
+        let targets = [
+            ("superblock", 64),
+            ("backup superblock", BLOCK_SIZE + 64),
+            ("root header", g.root_at() + 8),
+            ("log", g.log_start * BLOCK_SIZE + 2 * BLOCK_SIZE),
+            ("bitmap", g.bitmap_at() + 8),
+            ("past the root lines", g.root_at() + 3 * ROOT_LINE as u64),
+        ];
+        for (what, at) in targets {
+            let dev = Arc::new(CrashDevice::new(32 << 20));
+            mkfs(&*dev, &MkfsOptions::default()).unwrap();
+            let o = open(dev.clone(), Recovery::Strict, false).unwrap();
+            let w = PhysOp::Write {
+                at,
+                bytes: vec![0xa5; 8],
+            };
+            o.journal.commit(&[w], false).unwrap();
+            let img = dev.crash_now(&Survivors::None);
+            let before = img.clone();
+            for (mode, ro) in [(Recovery::Strict, false), (Recovery::Salvage, true)] {
+                let ram = Arc::new(RamDevice::from_image(img.clone()));
+                match open(ram.clone(), mode, ro) {
+                    Err(Error::Corrupted { what: w, .. }) => {
+                        assert!(w.contains("outside the root block"), "{what}: {w}")
+                    }
+                    Err(e) => panic!("{what}: {e}"),
+                    Ok(_) => panic!("{what}: a write at {at:#x} was replayed"),
+                }
+                let mut now = vec![0u8; img.len()];
+                ram.read(0, &mut now).unwrap();
+                assert!(now == before, "{what}: the device was written");
+            }
+        }
     }
 
     /// Format 3 reads no inode at mount, loads cells as they are used and

@@ -172,7 +172,9 @@ impl Fs {
         if name == b".." {
             return Ok((d.attr.parent, DT_DIR));
         }
-        d.dir.get(name).copied().ok_or(Error::NotFound)
+        let (ino, t) = d.dir.get(name).copied().ok_or(Error::NotFound)?;
+        self.named_in_use(dir, name, ino)?;
+        Ok((ino, t))
     }
 
     /// Walk `comps` from directory `start`: every symbolic link met before

@@ -79,8 +79,10 @@
 //!
 //! A node read through a [`Tx`] with the store's set of verified nodes
 //! (`tx::Verified`), or sealed by the reading transaction itself, gets
-//! only the header checks (magic, reserved bytes, owner, level): its bytes
-//! are those that passed every check, or that this module built. `check`
+//! only the header checks (magic, reserved bytes, owner, level) and that its
+//! first and last keys lie in the range of the place it is read from (a
+//! parent damaged under a valid checksum may name it from elsewhere): its
+//! bytes are those that passed every check, or that this module built. `check`
 //! reads without the set.
 //!
 //! Any error may leave the transaction half-changed: the caller drops it.
@@ -435,6 +437,29 @@ impl Node {
         Ok(())
     }
 
+    /// The checks of a node verified before against the key range of the
+    /// place it is read from now: its first and last keys lie in it. Its
+    /// bytes passed every check, but a parent can name it from elsewhere in
+    /// the tree (a child pointer damaged under a valid checksum), where its
+    /// entries would be missed silently.
+    fn verify_range(&self, want: Want) -> Result<(), MetaError> {
+        let (count, b) = (self.count(), want.bounds);
+        let (first, last) = match (self.is_leaf(), count) {
+            (true, 0) if want.level.is_some() => {
+                return Err(self.corrupt("empty B-tree leaf below the root"))
+            }
+            (true, 0) | (false, 0..=1) => return Ok(()),
+            (true, _) => (self.lkey(0), self.lkey(count - 1)),
+            (false, _) => (self.ikey(1), self.ikey(count - 1)),
+        };
+        if !b.contains(first) || !b.contains(last) {
+            return Err(self.corrupt(format!(
+                "B-tree node with keys {first:#x}..={last:#x} out of the range its parent gives"
+            )));
+        }
+        Ok(())
+    }
+
     /// The checks of the count, heap, slots, entries, keys and children.
     fn verify_entries(&self, want: Want, dev_len: u64) -> Result<(), MetaError> {
         let level = self.level();
@@ -562,7 +587,8 @@ impl BTree {
         }
         tx.read(n.off, &mut n.b)?;
         if tx.is_verified(blk) {
-            return n.verify_header(self.owner, want);
+            n.verify_header(self.owner, want)?;
+            return n.verify_range(want);
         }
         n.verify(self.owner, want, dev_len)?;
         tx.note_verified(blk);

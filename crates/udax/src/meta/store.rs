@@ -515,7 +515,22 @@ impl Store {
                 continue;
             }
             if c.free.is_none() {
-                c.free = Some(self.scan_chunk(c.blk)?);
+                // No transaction on the shared structures runs meanwhile (it
+                // holds them until its stores are done): the slots on the
+                // device are those the chunk tree counts. A slot in use that
+                // reads as free (zeroed) would be handed out again.
+                let free = self.scan_chunk(c.blk)?;
+                if INODES_PER_CHUNK - free.len() as u64 != c.used {
+                    return Err(corrupt(
+                        c.blk * BLOCK_SIZE,
+                        format!(
+                            "inode chunk {n}: {} slots in use, the chunk tree counts {}",
+                            INODES_PER_CHUNK - free.len() as u64,
+                            c.used
+                        ),
+                    ));
+                }
+                c.free = Some(free);
             }
             if let Some(slot) = c.free.as_mut().and_then(|f| f.pop_first()) {
                 return Ok(Some(n * INODES_PER_CHUNK + slot + 1));
@@ -563,14 +578,17 @@ impl Store {
         Ok(())
     }
 
-    /// The free slots of the chunk at `blk` (a slot in use has a nonzero mode).
+    /// The free slots of the chunk at `blk`: those of 256 zero bytes, as
+    /// [`InodeSlot::decode`] tells a free slot. A damaged slot is not free
+    /// (whatever its mode reads): a create must not take, and overwrite, an
+    /// inode that a name still refers to.
     fn scan_chunk(&self, blk: u64) -> Result<BTreeSet<u64>, MetaError> {
         let mut b = vec![0u8; (CHUNK_BLOCKS * BLOCK_SIZE) as usize];
         self.dev.read(blk * BLOCK_SIZE, &mut b)?;
         Ok((0..INODES_PER_CHUNK)
             .filter(|&s| {
                 let at = (s as usize) * INODE_SLOT_SIZE;
-                b[at..at + 4] == [0; 4]
+                b[at..at + INODE_SLOT_SIZE].iter().all(|&x| x == 0)
             })
             .collect())
     }
@@ -1228,6 +1246,22 @@ pub(crate) mod tests {
             t.put_inode(a, ino, &slot(S_IFREG | 0o644, 1), true)
         });
         ino
+    }
+
+    /// A slot in use whose mode bytes were zeroed (damage) is neither read
+    /// nor taken as free: a new inode would overwrite the one a name still
+    /// refers to. Only 256 zero bytes are a free slot.
+    #[test]
+    fn a_slot_in_use_with_its_mode_zeroed_is_not_a_free_slot() {
+        let (dev, store, mut alloc) = fresh(16 << 20);
+        let ino = create(&store, &mut alloc);
+        let at = store.slot_at(ino).unwrap().unwrap();
+        dev.write(at, &[0; 4]).unwrap();
+        assert!(matches!(store.inode(ino), Err(MetaError::Corrupt { .. })));
+        let chunk_blk = (at - (ino - 1) * INODE_SLOT_SIZE as u64) / BLOCK_SIZE;
+        let free = store.scan_chunk(chunk_blk).unwrap();
+        assert!(!free.contains(&(ino - 1)), "the damaged slot is free");
+        assert!(free.contains(&ino), "the next slot is free");
     }
 
     #[test]
