@@ -109,9 +109,28 @@ pub(crate) fn open(dev: Arc<dyn Device>, mode: Recovery, read_only: bool) -> Res
     let geo = sb.geometry;
     let region = geo.log_region();
     let epoch = Store::read_epoch(&*dev, &geo);
-    let loaded = journal::load_in_place(&*dev, &region, epoch, geo.root_at(), mode)?;
-    for (at, entries) in &loaded.records {
-        replayable(&geo, *at, entries)?;
+    let mut loaded = journal::load_in_place(&*dev, &region, epoch, geo.root_at(), mode)?;
+    // A record that would write outside the metadata refuses a strict open;
+    // a salvage cuts the log before it, as before any damaged record.
+    let bad = loaded
+        .records
+        .iter()
+        .enumerate()
+        .find_map(|(i, (at, es))| replayable(&geo, *at, es).err().map(|e| (i, *at, e)));
+    if let Some((i, at, e)) = bad {
+        if mode == Recovery::Strict {
+            return Err(e);
+        }
+        let dropped = loaded.records.split_off(i);
+        loaded.damage.push(Damage {
+            what: e.to_string(),
+            device_offset: at,
+            salvage: format!(
+                "the log is cut before it ({} records dropped)",
+                dropped.len()
+            ),
+        });
+        loaded.discarded.splice(0..0, dropped);
     }
     for (_, entries) in &loaded.records {
         store_entries(&*dev, geo.bitmap_at(), entries)?;
@@ -1038,19 +1057,37 @@ mod tests {
             o.journal.commit(&[w], false).unwrap();
             let img = dev.crash_now(&Survivors::None);
             let before = img.clone();
-            for (mode, ro) in [(Recovery::Strict, false), (Recovery::Salvage, true)] {
-                let ram = Arc::new(RamDevice::from_image(img.clone()));
-                match open(ram.clone(), mode, ro) {
-                    Err(Error::Corrupted { what: w, .. }) => {
-                        assert!(w.contains("outside the root block"), "{what}: {w}")
-                    }
-                    Err(e) => panic!("{what}: {e}"),
-                    Ok(_) => panic!("{what}: a write at {at:#x} was replayed"),
+            let ram = Arc::new(RamDevice::from_image(img.clone()));
+            match open(ram.clone(), Recovery::Strict, false) {
+                Err(Error::Corrupted { what: w, .. }) => {
+                    assert!(w.contains("outside the root block"), "{what}: {w}")
                 }
-                let mut now = vec![0u8; img.len()];
-                ram.read(0, &mut now).unwrap();
-                assert!(now == before, "{what}: the device was written");
+                Err(e) => panic!("{what}: {e}"),
+                Ok(_) => panic!("{what}: a write at {at:#x} was replayed"),
             }
+            // A read-only salvage (fsck) cuts the log before the record
+            // and says so.
+            let o = open(ram.clone(), Recovery::Salvage, true).unwrap();
+            assert_eq!(o.replayed, 1, "{what}: the marker alone");
+            assert!(
+                o.damage
+                    .iter()
+                    .any(|d| d.what.contains("outside the root block")),
+                "{what}: {:?}",
+                o.damage
+            );
+            let mut now = vec![0u8; img.len()];
+            ram.read(0, &mut now).unwrap();
+            assert!(now == before, "{what}: the device was written");
+            // A writing salvage stores nothing of it either.
+            let o = open(ram.clone(), Recovery::Salvage, false).unwrap();
+            assert!(o.store.check().unwrap().problems.is_empty(), "{what}");
+            ram.read(0, &mut now).unwrap();
+            let untouched =
+                |n: &[u8]| n[at as usize..at as usize + 8] == before[at as usize..at as usize + 8];
+            // (The truncation rewrites the root header and starts the log.)
+            let rewritten = matches!(what, "log" | "root header");
+            assert!(untouched(&now) || rewritten, "{what}: the write was stored");
         }
     }
 
