@@ -80,9 +80,10 @@ struct Cached {
 /// emptied). Only found entries are kept. Coherence: an entry is put only
 /// while the directory's tree is at rest and held so (its cell's read
 /// lock, or the cell table's read lock when the directory is not in
-/// memory: `Fs::lookup_at_rest`), and every transaction that links or
-/// unlinks a name forgets it while holding the directory's write lock
-/// (`Fs::run_tx_v3`), so no put can come between its change and its
+/// memory: `Fs::lookup_at_rest`), or by the transaction that linked the
+/// name, after its store and still under the directory's write lock; every
+/// transaction that links or unlinks a name forgets it first under that
+/// lock (`Fs::run_tx_v3`), so no put can come between a change and its
 /// forgetting.
 pub(crate) struct LookupCache {
     keys: std::hash::RandomState,
@@ -137,12 +138,6 @@ impl LookupCache {
     pub fn forget(&self, dir: u64, name: &[u8]) {
         let (k, shard) = self.slot(dir, name);
         shard.lock().remove(&k);
-    }
-
-    /// Entries held (tests).
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 }
 
