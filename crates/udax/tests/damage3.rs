@@ -811,7 +811,7 @@ fn an_extent_tree_entry_grown_over_the_next_one_under_a_valid_checksum_is_corrup
 }
 
 /// A directory leaf that lost an entry under a valid checksum: the
-/// directory is Corrupted wherever it is loaded whole (readdir, any change)
+/// directory is Corrupted wherever it is listed whole (readdir)
 /// and fsck reports the count. The known limit (docs/format.md, "Damage on
 /// format 3"): a lookup reads one path of the tree, not the count, so the
 /// lost name alone answers ENOENT there.

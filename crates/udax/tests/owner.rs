@@ -236,6 +236,95 @@ fn mp_a_directory_larger_than_one_message_is_listed_whole() {
 }
 
 #[test]
+fn mp_a_listing_paged_through_the_owner_neither_misses_nor_repeats_entries_changed_between_pages() {
+    let _w = common::Watchdog::start(120, "paged read_dir with changes between pages");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let c = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    c.mkdir("/d", 0o755).unwrap();
+    // 200-byte names, ~211 bytes per entry: ~290 fit one reply.
+    let stay: Vec<String> = (0..400).map(|i| format!("s{i:0>199}")).collect();
+    let churn: Vec<String> = (0..200).map(|i| format!("c{i:0>199}")).collect();
+    for n in stay.iter().chain(&churn) {
+        c.create(&format!("/d/{n}"), 0o644).unwrap();
+    }
+    let sock = raw(&o);
+    let hello = Request::Hello {
+        version: proto::VERSION,
+        write: true,
+    }
+    .encode(1);
+    assert!(matches!(exchange(&sock, &hello), Some(Reply::Hello { .. })));
+    let mut listed: Vec<String> = Vec::new();
+    let mut from = 0;
+    let mut gone = 0;
+    for page in 0u64.. {
+        let req = Request::ReadDir {
+            path: b"/d".to_vec(),
+            from,
+        }
+        .encode(2 + page);
+        let Some(Reply::Entries { entries, next }) = exchange(&sock, &req) else {
+            panic!("no entries");
+        };
+        listed.extend(
+            entries
+                .into_iter()
+                .map(|e| String::from_utf8(e.name).unwrap()),
+        );
+        if page == 0 {
+            // Between the first two replies, every churn name listed so far
+            // goes and as many new names come.
+            // (On this connection: the owner tells a lister of changes
+            // made by others, and this raw one does not listen.)
+            let mut id = 1000;
+            let mut call = |r: Request| {
+                id += 1;
+                assert_eq!(exchange(&sock, &r.encode(id)), Some(Reply::Done));
+            };
+            for n in churn.iter().filter(|n| listed.contains(n)) {
+                call(Request::Unlink {
+                    path: format!("/d/{n}").into_bytes(),
+                });
+                gone += 1;
+            }
+            for i in 0..200 {
+                call(Request::Create {
+                    path: format!("/d/z{i:0>199}").into_bytes(),
+                    mode: 0o644,
+                });
+            }
+        }
+        match next {
+            Some(n) => from = n,
+            None => break,
+        }
+        assert!(page < 100, "the listing never ended");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for n in &listed {
+        assert!(seen.insert(n.clone()), "{} listed twice", &n[..8]);
+    }
+    for n in &stay {
+        assert!(seen.contains(n), "{} missed", &n[..8]);
+    }
+    // The client's own listing is sorted by name, as Fs::read_dir.
+    let names: Vec<String> = c
+        .read_dir("/d")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    assert!(gone > 0, "no churn name in the first reply");
+    assert_eq!(names.len(), 400 + 200 + 200 - gone);
+    drop(c);
+    drop(o);
+}
+
+#[test]
 fn mp_a_copy_of_the_image_is_not_mistaken_for_the_served_device() {
     let _w = common::Watchdog::start(60, "uuid clash");
     let s = setup(16);

@@ -630,7 +630,12 @@ impl Client {
             match next {
                 Some(n) if n > from => from = n,
                 Some(_) => return Err(not_connected("read_dir made no progress".into())),
-                None => return Ok(out),
+                None => {
+                    // The owner pages by cookie (name hash); the caller
+                    // gets names in order, as `Fs::read_dir`.
+                    out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+                    return Ok(out);
+                }
             }
         }
     }

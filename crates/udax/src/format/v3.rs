@@ -698,9 +698,24 @@ impl super::Entry for PhysOp {
 /// entry's key in its directory's tree and its readdir cookie. Never 0 or 1
 /// (the cookies of `.` and `..`).
 pub fn name_hash(key: u64, name: &[u8]) -> u64 {
+    #[cfg(test)]
+    if let Some(h) = forced_collision(name) {
+        return h;
+    }
     let mut h = siphasher::sip::SipHasher13::new_with_keys(key, key.rotate_left(32) ^ 0x7564_6178);
     h.write(name);
     (h.finish() >> 1).max(2)
+}
+
+/// Test builds only: names starting with [`COLLIDE_PREFIX`] all hash to one
+/// value (per their byte after the prefix), so tests can make names collide.
+#[cfg(test)]
+pub(crate) const COLLIDE_PREFIX: &[u8] = b"collide\x01";
+
+#[cfg(test)]
+fn forced_collision(name: &[u8]) -> Option<u64> {
+    let rest = name.strip_prefix(COLLIDE_PREFIX)?;
+    Some(0x4000_0000_0000_0000 | u64::from(*rest.first().unwrap_or(&0)))
 }
 
 /// One directory entry in a directory tree's value.

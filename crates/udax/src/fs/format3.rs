@@ -3,8 +3,9 @@
 //! O(log): the superblock, the root block, the log's records stored in place
 //! again, a truncation; then the bitmap gives the allocator its free runs
 //! (one pass over 1 bit per block, whatever the file count) and the orphan
-//! tree the inodes to free. Until cells load on demand ("Steps" 2), a mount
-//! also reads every inode into memory ([`load_all`]).
+//! tree the inodes to free. A mount reads no inode: cells load on demand,
+//! a directory's without its entries (`fs::dirs`); fsck reads every inode
+//! and entry ([`load_all`]).
 
 use super::extent::Lookup;
 use super::materialize::apply_and_store;
@@ -212,10 +213,18 @@ fn replayable(geo: &Geometry3, record_at: u64, entries: &[PhysOp]) -> Result<()>
     Ok(())
 }
 
-/// Inode `ino` of `slot` as the running file system holds it: attributes,
-/// every extent, or every directory entry.
-pub(crate) fn inode_data(store: &Store, ino: u64, slot: &InodeSlot) -> Result<InodeData> {
-    inode_data_held(store, ino, slot, &mut |_| Ok(()))
+/// Inode `ino` of `slot` as the running file system holds it: attributes
+/// and every extent; a directory's entries only `with_entries` (fsck's
+/// whole-state check), otherwise they stay in its tree on the device
+/// (`InodeData::on_device`: the cell of a directory of any size costs the
+/// same).
+pub(crate) fn inode_data(
+    store: &Store,
+    ino: u64,
+    slot: &InodeSlot,
+    with_entries: bool,
+) -> Result<InodeData> {
+    inode_data_held(store, ino, slot, with_entries, &mut |_| Ok(()))
 }
 
 /// [`inode_data`], with `held` asked about every extent before the data
@@ -227,6 +236,7 @@ pub(crate) fn inode_data_held(
     store: &Store,
     ino: u64,
     slot: &InodeSlot,
+    with_entries: bool,
     held: &mut dyn FnMut(&Extent) -> Result<()>,
 ) -> Result<InodeData> {
     let mut d = InodeData::default();
@@ -246,7 +256,15 @@ pub(crate) fn inode_data_held(
             slot.tree_count, slot.tree_root
         )))
     };
-    if slot.attr.mode & S_IFMT == S_IFDIR {
+    if slot.attr.mode & S_IFMT == S_IFDIR && !with_entries {
+        // The entries stay on the device; a count with no tree to hold it
+        // is damage (a lost root would read as an empty directory).
+        if slot.tree_root == 0 && slot.tree_count != 0 {
+            counted(0)?;
+        }
+        d.on_device = true;
+        d.entries = slot.tree_count;
+    } else if slot.attr.mode & S_IFMT == S_IFDIR {
         let tree = BTree {
             root: slot.tree_root,
             owner: ino,
@@ -314,10 +332,11 @@ fn link_target(store: &Store, d: &InodeData, slot: &InodeSlot) -> Result<Vec<u8>
     Ok(target)
 }
 
-/// Inode `ino` read again from the store (`None`: not in use there).
+/// Inode `ino` read again from the store (`None`: not in use there), a
+/// directory without its entries.
 pub(crate) fn reload(store: &Store, ino: u64) -> Result<Option<InodeData>> {
     match store.inode(ino)? {
-        Some(slot) => inode_data(store, ino, &slot).map(Some),
+        Some(slot) => inode_data(store, ino, &slot, false).map(Some),
         None => Ok(None),
     }
 }
@@ -342,7 +361,7 @@ pub(crate) struct Loaded3 {
 pub(crate) fn load_all(store: &Store) -> Result<Loaded3> {
     let mut inodes = HashMap::new();
     for (ino, slot) in store.all_inodes()? {
-        if let Ok(d) = inode_data(store, ino, &slot) {
+        if let Ok(d) = inode_data(store, ino, &slot, true) {
             inodes.insert(ino, d);
         }
     }
@@ -459,6 +478,8 @@ pub(crate) struct V3 {
     /// could not be undone in memory: every later change is refused until
     /// the file system is mounted again (XFS's forced shutdown).
     pub shut_down: AtomicBool,
+    /// Recent lookups in directories (their entries stay on the device).
+    pub lookups: super::dirs::LookupCache,
 }
 
 fn shut_down_error() -> Error {
@@ -550,6 +571,7 @@ impl Fs {
             order: Mutex::new(std::collections::VecDeque::new()),
             damaged: Mutex::new(rangemap::RangeSet::new()),
             shut_down: AtomicBool::new(false),
+            lookups: super::dirs::LookupCache::new(),
         }));
         let fs = Fs::assemble(Mounted {
             dev,
@@ -586,7 +608,7 @@ impl Fs {
         // blocks the bitmap marks free. Those found are taken out of free
         // space and remembered, so the file stays an error (and its blocks
         // nobody's) until fsck.
-        let d = inode_data_held(&v3.store, ino, &slot, &mut |e| {
+        let d = inode_data_held(&v3.store, ino, &slot, false, &mut |e| {
             let r = BlockRange {
                 start: e.dev_blk,
                 len: e.len,
@@ -672,6 +694,9 @@ impl Fs {
             if !table.contains_key(&e.ino) && v3.store.inode(e.ino)?.is_none() {
                 return Err(free_named(dir, name, e.ino));
             }
+            // Under the table's read lock: no transaction on `dir` can
+            // forget this before it is put (`dirs::LookupCache`).
+            v3.lookups.put(dir, name, (e.ino, e.file_type));
             Ok((e.ino, e.file_type))
         };
         Some(found())
@@ -743,9 +768,19 @@ impl Fs {
         if v3.shut_down.load(Ordering::Relaxed) {
             return Err(shut_down_error());
         }
+        // The names this changes leave the lookup cache now, under their
+        // directories' write locks: no lookup can put them back before the
+        // change is stored (the linked ones are put after it, below) and
+        // the locks are let go.
+        for op in ops {
+            if let Op::Link { dir, name, .. } | Op::Unlink { dir, name, .. } = op {
+                v3.lookups.forget(*dir, name);
+            }
+        }
         let mut locked = Locked {
             held,
             created: Vec::new(),
+            entries_on_device: true,
         };
         let mut ma = TxAlloc::new(&inner.alloc);
         let mut tx = v3.store.begin();
@@ -783,6 +818,23 @@ impl Fs {
             return Err(e.into());
         }
         v3.freed_meta.lock().extend(freed_meta);
+        // Stored, the directories still write-locked: the names this
+        // linked go into the lookup cache (a stat after a create finds its
+        // file without a tree walk), in op order, so a name linked and
+        // unlinked again is left out.
+        for op in ops {
+            match op {
+                Op::Link {
+                    dir,
+                    ino,
+                    file_type,
+                    name,
+                    ..
+                } => v3.lookups.put(*dir, name, (*ino, *file_type)),
+                Op::Unlink { dir, name, .. } => v3.lookups.forget(*dir, name),
+                _ => {}
+            }
+        }
         if !locked.created.is_empty() || !st.fx.deleted.is_empty() {
             let mut table = inner.table.write();
             for (ino, d) in locked.created.drain(..) {
@@ -1191,5 +1243,343 @@ mod tests {
         let rw = open(ram, Recovery::Strict, false).unwrap();
         assert_eq!(rw.replayed, 2);
         holds_kept(&rw, ino);
+    }
+
+    /// A mounted file system of `format` (2 or 3) on a RAM device.
+    fn mounted(format: u32) -> (Arc<dyn Device>, crate::fs::Fs) {
+        let dev: Arc<dyn Device> = Arc::new(RamDevice::new(128 << 20));
+        let opts = MkfsOptions {
+            format,
+            ..Default::default()
+        };
+        super::super::Fs::mkfs(&*dev, &opts).unwrap();
+        let fs = crate::fs::Fs::mount(dev.clone()).unwrap();
+        (dev, fs)
+    }
+
+    /// Directory `path`'s cell as it is in memory now: (entries in the
+    /// cell's map, entries kept on the device, the count).
+    fn dir_cell(fs: &crate::fs::Fs, path: &str) -> (usize, bool, u64) {
+        let c = fs.cell(fs.resolve(path).unwrap()).unwrap();
+        let d = c.data.read();
+        (d.dir.len(), d.on_device, d.entry_count())
+    }
+
+    /// Every page of `dir`'s listing, `max` cookies at a time (at most
+    /// 10^5 pages).
+    fn all_pages(fs: &crate::fs::Fs, dir: &str, max: usize) -> Vec<(u64, crate::fs::DirEntry)> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        for _ in 0..100_000 {
+            let p = fs.read_dir_page(dir, from, max).unwrap();
+            out.extend(p.entries);
+            match p.next {
+                Some(n) => {
+                    assert!(n > from, "the listing went back: {n} after {from}");
+                    from = n;
+                }
+                None => return out,
+            }
+        }
+        panic!("the listing never ended");
+    }
+
+    #[test]
+    fn f8_a_big_directory_s_cell_holds_no_entries_before_or_after_changes_and_a_remount() {
+        let (dev, fs) = mounted(3);
+        fs.mkdir("/big", 0o755).unwrap();
+        for i in 0..3000 {
+            fs.create(&format!("/big/f{i}"), 0o644).unwrap();
+        }
+        fs.mkdir("/big/sub", 0o755).unwrap();
+        assert_eq!(dir_cell(&fs, "/big"), (0, true, 3001));
+        let st = fs.stat("/big").unwrap();
+        assert_eq!((st.nlink, st.size), (3, 0));
+        fs.unmount().unwrap();
+        let fs = crate::fs::Fs::mount(dev).unwrap();
+        assert_eq!(fs.stat("/big/f2999").unwrap().nlink, 1);
+        // Loaded for a change: still no entries in memory.
+        fs.unlink("/big/f7").unwrap();
+        fs.create("/big/new", 0o644).unwrap();
+        assert_eq!(dir_cell(&fs, "/big"), (0, true, 3001));
+        assert_eq!(dir_cell(&fs, "/"), (0, true, 1));
+        let st = fs.stat("/big").unwrap();
+        assert_eq!((st.nlink, st.size), (3, 0));
+        assert_eq!(fs.read_dir("/big").unwrap().len(), 3001);
+        drop(fs);
+    }
+
+    #[test]
+    fn f8_create_lookup_link_unlink_rename_and_rmdir_of_a_non_empty_directory_behave_as_before() {
+        use crate::fs::Error;
+        let (dev, fs) = mounted(3);
+        let v3 = match &fs.inner.meta {
+            Meta::V3(v) => v,
+            Meta::V2 { .. } => unreachable!(),
+        };
+        // Few cells: directories fall out of memory and come back.
+        v3.cache_limit.store(4, Ordering::Relaxed);
+        fs.mkdir("/d", 0o755).unwrap();
+        let a = fs.create("/d/a", 0o644).unwrap().ino();
+        assert!(matches!(fs.create("/d/a", 0o644), Err(Error::Exists)));
+        assert!(matches!(fs.mkdir("/d/a", 0o755), Err(Error::Exists)));
+        assert_eq!(fs.stat("/d/a").unwrap().ino, a);
+        fs.link("/d/a", "/d/b").unwrap();
+        assert!(matches!(fs.link("/d/a", "/d/b"), Err(Error::Exists)));
+        assert_eq!(fs.stat("/d/b").unwrap().nlink, 2);
+        fs.unlink("/d/a").unwrap();
+        assert!(matches!(fs.stat("/d/a"), Err(Error::NotFound)));
+        assert!(matches!(fs.unlink("/d/a"), Err(Error::NotFound)));
+        fs.rename("/d/b", "/d/c").unwrap();
+        assert_eq!(fs.stat("/d/c").unwrap().ino, a);
+        assert!(matches!(fs.stat("/d/b"), Err(Error::NotFound)));
+        let other = fs.create("/d/other", 0o644).unwrap().ino();
+        fs.rename("/d/other", "/d/c").unwrap();
+        assert_eq!(fs.stat("/d/c").unwrap().ino, other);
+        fs.mkdir("/e", 0o755).unwrap();
+        fs.create("/e/x", 0o644).unwrap();
+        assert!(matches!(fs.rmdir("/e"), Err(Error::NotEmpty)));
+        fs.mkdir("/f", 0o755).unwrap();
+        assert!(matches!(fs.rename("/f", "/e"), Err(Error::NotEmpty)));
+        fs.rename("/e", "/d/e").unwrap();
+        assert_eq!(fs.real_dir("/d/e").unwrap(), "/d/e");
+        let moved = fs.dir_ref("/d/e").unwrap();
+        fs.rename("/d", "/g").unwrap();
+        assert_eq!(fs.dir_path(&moved, "/d/e").unwrap(), "/g/e");
+        fs.rename2("/g/c", "/g/e/x", crate::fs::Rename::Exchange)
+            .unwrap();
+        assert_eq!(fs.stat("/g/e/x").unwrap().ino, other);
+        fs.unlink("/g/e/x").unwrap();
+        fs.unlink("/g/c").unwrap();
+        fs.rename("/f", "/g/e").unwrap();
+        assert!(matches!(fs.stat("/f"), Err(Error::NotFound)));
+        fs.rmdir("/g/e").unwrap();
+        let names: Vec<String> = fs
+            .read_dir("/g")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+        assert_eq!(fs.stat("/g").unwrap().nlink, 2);
+        assert_eq!(fs.stat("/").unwrap().nlink, 3);
+        for d in ["/", "/g"] {
+            let (map, on_device, _) = dir_cell(&fs, d);
+            assert_eq!((map, on_device), (0, true), "{d}");
+        }
+        fs.rmdir("/g").unwrap();
+        drop(fs);
+        let r = crate::fs::fsck(dev).unwrap();
+        assert!(r.clean, "{:?}", r.problems);
+    }
+
+    #[test]
+    fn f8_a_created_name_is_cached_and_forgotten_when_it_is_unlinked_replaced_or_renamed() {
+        use crate::fs::Error;
+        let (_dev, fs) = mounted(3);
+        fs.mkdir("/d", 0o755).unwrap();
+        let f = fs.create("/d/f", 0o644).unwrap().ino();
+        let d = fs.resolve("/d").unwrap();
+        assert_eq!(
+            fs.lookups().unwrap().get(d, b"f"),
+            Some((f, crate::format::dtype_of(S_IFREG))),
+            "a create puts its name in the cache"
+        );
+        assert_eq!(fs.stat("/d/f").unwrap().ino, f);
+        fs.unlink("/d/f").unwrap();
+        assert!(matches!(fs.stat("/d/f"), Err(Error::NotFound)));
+        let f2 = fs.create("/d/f", 0o644).unwrap().ino();
+        assert_eq!(fs.stat("/d/f").unwrap().ino, f2);
+        let g = fs.create("/d/g", 0o644).unwrap().ino();
+        assert_eq!(fs.stat("/d/g").unwrap().ino, g);
+        fs.rename("/d/g", "/d/f").unwrap();
+        assert_eq!(fs.stat("/d/f").unwrap().ino, g);
+        assert!(matches!(fs.stat("/d/g"), Err(Error::NotFound)));
+        fs.rename("/d", "/e").unwrap();
+        assert!(matches!(fs.stat("/d/f"), Err(Error::NotFound)));
+        assert_eq!(fs.stat("/e/f").unwrap().ino, g);
+    }
+
+    /// Pages of a listing taken while another thread adds and removes
+    /// names: every name present throughout comes exactly once, no name
+    /// twice. On both formats.
+    fn pages_under_churn(format: u32) {
+        let (_dev, fs) = mounted(format);
+        fs.mkdir("/d", 0o755).unwrap();
+        for i in 0..1500 {
+            fs.create(&format!("/d/stay{i}"), 0o644).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let changes = Arc::new(crate::sync::AtomicU64::new(0));
+        let churn = {
+            let (fs, stop, changes) = (fs.clone(), stop.clone(), changes.clone());
+            std::thread::spawn(move || {
+                // ORDERING: a stop flag and a progress count; nothing is
+                // published through them.
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..50 {
+                        fs.create(&format!("/d/churn{i}"), 0o644).unwrap();
+                        changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for i in 0..50 {
+                        fs.unlink(&format!("/d/churn{i}")).unwrap();
+                        changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lister = {
+            let (fs, changes) = (fs.clone(), changes.clone());
+            std::thread::spawn(move || {
+                // ORDERING: see above.
+                while changes.load(Ordering::Relaxed) == 0 {
+                    std::thread::yield_now();
+                }
+                let first = changes.load(Ordering::Relaxed);
+                let mut listings = Vec::new();
+                for max in [1, 7, 64, 500] {
+                    listings.push(all_pages(&fs, "/d", max));
+                }
+                // Until the other thread has changed the directory a good
+                // deal while these listings ran.
+                while changes.load(Ordering::Relaxed) < first + 200 {
+                    listings.push(all_pages(&fs, "/d", 64));
+                }
+                let _ = tx.send(listings);
+            })
+        };
+        let listings = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the listings never finished");
+        lister.join().unwrap();
+        // ORDERING: see above.
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
+        for l in listings {
+            let mut seen = std::collections::HashMap::new();
+            for (cookie, e) in &l {
+                assert!(*cookie >= 2, "cookie {cookie} of {}", e.name);
+                assert!(
+                    seen.insert(e.name.clone(), *cookie).is_none(),
+                    "{} listed twice",
+                    e.name
+                );
+            }
+            for i in 0..1500 {
+                assert!(seen.contains_key(&format!("stay{i}")), "stay{i} missing");
+            }
+            assert!(
+                l.windows(2).all(|w| w[0].0 <= w[1].0),
+                "not in cookie order"
+            );
+        }
+    }
+
+    #[test]
+    fn f8_readdir_pages_under_concurrent_inserts_and_removals_return_every_entry_that_stayed_once()
+    {
+        pages_under_churn(3);
+    }
+
+    #[test]
+    fn f8_format_2_readdir_pages_under_concurrent_inserts_and_removals_return_each_stayer_once() {
+        pages_under_churn(2);
+    }
+
+    /// Names that hash alike share a tree key: lookup, remove and the
+    /// listing see each of them.
+    fn collisions(format: u32) {
+        use crate::format::v3::COLLIDE_PREFIX;
+        use crate::fs::Error;
+        let (_dev, fs) = mounted(format);
+        let name = |s: &str| {
+            let mut n = COLLIDE_PREFIX.to_vec();
+            n.extend_from_slice(s.as_bytes());
+            String::from_utf8(n).unwrap()
+        };
+        fs.mkdir("/d", 0o755).unwrap();
+        let mut inos = Vec::new();
+        for s in ["Aone", "Atwo", "Athree"] {
+            inos.push(fs.create(&format!("/d/{}", name(s)), 0o644).unwrap().ino());
+        }
+        fs.create("/d/plain", 0o644).unwrap();
+        fs.create(&format!("/d/{}", name("Bother")), 0o644).unwrap();
+        for (s, ino) in ["Aone", "Atwo", "Athree"].iter().zip(&inos) {
+            assert_eq!(fs.stat(&format!("/d/{}", name(s))).unwrap().ino, *ino);
+        }
+        assert!(matches!(
+            fs.create(&format!("/d/{}", name("Atwo")), 0o644),
+            Err(Error::Exists)
+        ));
+        assert!(matches!(
+            fs.stat(&format!("/d/{}", name("Afour"))),
+            Err(Error::NotFound)
+        ));
+        // One cookie per page: the three colliding names come together.
+        let mut page = None;
+        let mut from = 0;
+        for _ in 0..100 {
+            let p = fs.read_dir_page("/d", from, 1).unwrap();
+            if p.entries.iter().any(|(_, e)| e.name == name("Aone")) {
+                page = Some(p.entries.clone());
+            }
+            match p.next {
+                Some(n) => from = n,
+                None => break,
+            }
+        }
+        let page = page.expect("the colliding names were listed");
+        assert_eq!(page.len(), 3, "{page:?}");
+        assert!(page.iter().all(|(c, _)| *c == page[0].0));
+        assert_eq!(all_pages(&fs, "/d", 2).len(), 5);
+        fs.unlink(&format!("/d/{}", name("Atwo"))).unwrap();
+        assert!(matches!(
+            fs.stat(&format!("/d/{}", name("Atwo"))),
+            Err(Error::NotFound)
+        ));
+        assert_eq!(
+            fs.stat(&format!("/d/{}", name("Aone"))).unwrap().ino,
+            inos[0]
+        );
+        assert_eq!(
+            fs.stat(&format!("/d/{}", name("Athree"))).unwrap().ino,
+            inos[2]
+        );
+        fs.rename(
+            &format!("/d/{}", name("Aone")),
+            &format!("/d/{}", name("Atwo")),
+        )
+        .unwrap();
+        let mut names: Vec<String> = all_pages(&fs, "/d", 1)
+            .into_iter()
+            .map(|(_, e)| e.name)
+            .collect();
+        names.sort();
+        let mut want = vec![
+            name("Athree"),
+            name("Atwo"),
+            name("Bother"),
+            "plain".to_string(),
+        ];
+        want.sort();
+        assert_eq!(names, want);
+        let by_name: Vec<String> = fs
+            .read_dir("/d")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(by_name, want, "read_dir is sorted by name");
+    }
+
+    #[test]
+    fn f8_a_forced_hash_collision_is_handled_by_lookup_remove_and_readdir() {
+        collisions(3);
+    }
+
+    #[test]
+    fn f8_format_2_a_forced_hash_collision_is_handled_by_lookup_remove_and_readdir() {
+        collisions(2);
     }
 }

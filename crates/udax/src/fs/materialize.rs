@@ -6,7 +6,7 @@
 //! `Fs::run_tx` (docs/architecture.md, "Metadata in place"); its tests hold
 //! it to the in-memory state.
 
-use super::state::{apply, Effects, InodeData, Inodes};
+use super::state::{apply_known, Effects, InodeData, Inodes};
 use crate::format::v3::{DirEntry3, Inline, InodeSlot, INLINE_BYTES, INLINE_EXTENTS};
 use crate::format::{Extent, Op, S_IFDIR, S_IFMT};
 use crate::meta::{BTree, MetaAlloc, MetaError, StoreTx};
@@ -19,7 +19,7 @@ fn internal(what: String) -> MetaError {
 fn slot_of(d: &InodeData) -> InodeSlot {
     let is_dir = d.attr.mode & S_IFMT == S_IFDIR;
     let (inline, tree_count) = if is_dir {
-        (Inline::None, d.dir.len() as u64)
+        (Inline::None, d.entry_count())
     } else if d.is_symlink() && !d.target.is_empty() && d.target.len() <= INLINE_BYTES {
         (Inline::Target(d.target.clone()), 0)
     } else if d.tree_root == 0 {
@@ -138,7 +138,26 @@ pub(crate) fn apply_and_store<I: Inodes + ?Sized>(
             Op::FreeInode { ino } => inodes.get(*ino).map_or(0, |d| d.tree_root),
             _ => 0,
         };
-        apply(inodes, op, &mut fx).map_err(internal)?;
+        // An unlink's entry comes out of the tree first: a directory whose
+        // entries are not in memory learns from it what the name pointed at.
+        let unlinked = match op {
+            Op::Unlink { dir, name, .. } => {
+                let d = inodes
+                    .get(*dir)
+                    .ok_or_else(|| internal(format!("unlink in missing {dir}")))?;
+                let mut tree = BTree {
+                    root: d.tree_root,
+                    owner: *dir,
+                };
+                let e = tx
+                    .dir_remove(alloc, &mut tree, name)?
+                    .ok_or_else(|| internal(format!("entry missing in directory {dir}")))?;
+                d.tree_root = tree.root;
+                Some((e.ino, e.file_type))
+            }
+            _ => None,
+        };
+        apply_known(inodes, op, &mut fx, unlinked).map_err(internal)?;
         match op {
             Op::NewInode { ino, .. } => {
                 created.push(*ino);
@@ -174,20 +193,11 @@ pub(crate) fn apply_and_store<I: Inodes + ?Sized>(
                 touch(&mut touched, *dir);
                 touch(&mut touched, *ino);
             }
-            Op::Unlink { dir, name, .. } => {
-                let d = inodes
-                    .get(*dir)
-                    .ok_or_else(|| internal(format!("unlink in missing {dir}")))?;
-                let mut tree = BTree {
-                    root: d.tree_root,
-                    owner: *dir,
-                };
-                let e = tx
-                    .dir_remove(alloc, &mut tree, name)?
-                    .ok_or_else(|| internal(format!("entry missing in directory {dir}")))?;
-                d.tree_root = tree.root;
+            Op::Unlink { dir, .. } => {
                 touch(&mut touched, *dir);
-                touch(&mut touched, e.ino);
+                if let Some((ino, _)) = unlinked {
+                    touch(&mut touched, ino);
+                }
             }
             Op::Map {
                 ino, dev_blk, len, ..

@@ -41,6 +41,7 @@
 //! * `dir_moves`: see `Fs::dir_moves`.
 
 mod check;
+mod dirs;
 mod error;
 pub mod extent;
 mod file;
@@ -62,6 +63,7 @@ mod types;
 pub use crate::alloc::AllocStats;
 pub use crate::journal::JournalStats;
 pub use check::{fsck, fsck_repair, BadBlock, FsckReport, Problem};
+pub use dirs::{DirPage, COOKIE_DOT, COOKIE_DOTDOT};
 pub use error::{Error, Result};
 pub use file::File;
 pub use mmap::Mapping;
@@ -225,6 +227,9 @@ impl Drop for OpGuard<'_> {
 pub(crate) struct Locked<'a, 'b> {
     pub held: &'b mut [(u64, &'a mut InodeData)],
     pub created: Vec<(u64, InodeData)>,
+    /// Format 3: a directory created here keeps its entries on the device
+    /// only (`InodeData::on_device`).
+    pub entries_on_device: bool,
 }
 
 impl Inodes for Locked<'_, '_> {
@@ -237,7 +242,13 @@ impl Inodes for Locked<'_, '_> {
             .find(|(i, _)| *i == ino)
             .map(|(_, d)| d)
     }
-    fn create(&mut self, ino: u64, data: InodeData) -> std::result::Result<(), String> {
+    fn create(&mut self, ino: u64, mut data: InodeData) -> std::result::Result<(), String> {
+        if self.entries_on_device && data.is_dir() {
+            if !data.dir.is_empty() {
+                return Err(format!("new directory {ino} with entries"));
+            }
+            data.on_device = true;
+        }
         self.created.push((ino, data));
         Ok(())
     }
@@ -993,6 +1004,7 @@ impl Fs {
         let mut locked = Locked {
             held,
             created: Vec::new(),
+            entries_on_device: false,
         };
         let mut fx = Effects::default();
         for op in ops {

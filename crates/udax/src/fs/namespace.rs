@@ -160,6 +160,19 @@ impl Fs {
 
     /// Inode number and type (`d_type`) of the entry `name` in directory `dir`.
     fn lookup_entry(&self, dir: u64, name: &[u8]) -> Result<(u64, u8)> {
+        let cache = self.lookups();
+        if name != b".." {
+            if let Some(hit) = cache.and_then(|c| c.get(dir, name)) {
+                // A cached entry's directory exists and is one (the entry
+                // would have been forgotten with it); only the caller's
+                // search permission is left to check.
+                if self.cred.is_some() {
+                    let a = self.cell(dir)?.data.read().attr;
+                    self.permit(&a, X, "search permission on a directory of the path")?;
+                }
+                return Ok(hit);
+            }
+        }
         if let Some(found) = self.lookup_at_rest(dir, name) {
             return found;
         }
@@ -172,9 +185,13 @@ impl Fs {
         if name == b".." {
             return Ok((d.attr.parent, DT_DIR));
         }
-        let (ino, t) = d.dir.get(name).copied().ok_or(Error::NotFound)?;
-        self.named_in_use(dir, name, ino)?;
-        Ok((ino, t))
+        let e = self.entry_in(dir, &d, name)?.ok_or(Error::NotFound)?;
+        self.named_in_use(dir, name, e.0)?;
+        if let Some(c) = cache {
+            // Under the directory's read lock (`dirs::LookupCache`).
+            c.put(dir, name, e);
+        }
+        Ok(e)
     }
 
     /// Walk `comps` from directory `start`: every symbolic link met before
@@ -375,14 +392,11 @@ impl Fs {
         let mut at = d.0.clone();
         while at.ino != ROOT_INO {
             let parent = self.cell(at.data.read().attr.parent)?;
-            let name = parent
-                .data
-                .read()
-                .dir
-                .iter()
-                .find(|(_, &(i, _))| i == at.ino)
-                .map(|(n, _)| n.clone())
-                .ok_or(Error::NotFound)?;
+            let name = {
+                let pd = parent.data.read();
+                self.name_in(parent.ino, &pd, at.ino)?
+                    .ok_or(Error::NotFound)?
+            };
             names.push(name);
             at = parent;
         }
@@ -457,7 +471,7 @@ impl Fs {
         if dg.freed {
             return Err(Error::NotFound);
         }
-        if dg.dir.contains_key(name) {
+        if self.entry_in(dir, &dg, name)?.is_some() {
             return Err(Error::Exists);
         }
         if slash {
@@ -530,14 +544,7 @@ impl Fs {
             return Err(Error::NotDir);
         }
         self.permit(&d.attr, R, "read permission on the directory")?;
-        Ok(d.dir
-            .iter()
-            .map(|(n, &(i, t))| DirEntry {
-                name: String::from_utf8_lossy(n).into_owned(),
-                ino: i,
-                file_type: t,
-            })
-            .collect())
+        self.all_entries(ino, &d)
     }
 
     /// Lock cells for writing in ascending inode order (duplicates allowed).
@@ -586,7 +593,7 @@ impl Fs {
         if dg.freed {
             return Err(Error::NotFound);
         }
-        if dg.dir.contains_key(name) {
+        if self.entry_in(dir, &dg, name)?.is_some() {
             return Err(Error::Exists);
         }
         self.permit(&dg.attr, W | X, "write permission on the directory")?;
@@ -713,7 +720,8 @@ impl Fs {
         if cell.data.read().is_dir() {
             // Never a second name for a directory (which may be `dir`
             // itself); as linkat(2), a taken name is reported first.
-            let taken = self.cell(dir)?.data.read().dir.contains_key(name);
+            let dcell = self.cell(dir)?;
+            let taken = self.entry_in(dir, &dcell.data.read(), name)?.is_some();
             return Err(if taken {
                 Error::Exists
             } else {
@@ -727,7 +735,7 @@ impl Fs {
             return Err(Error::NotFound);
         }
         // The order of linkat(2): the new name, then the file (vfs_link).
-        if dg.dir.contains_key(name) {
+        if self.entry_in(dir, dg, name)?.is_some() {
             return Err(Error::Exists);
         }
         self.permit(&dg.attr, W | X, "write permission on the directory")?;
@@ -938,7 +946,7 @@ impl Fs {
             return Err(Error::NotDir);
         }
         self.permit_remove(&dg.attr, &tg.attr)?;
-        if !tg.dir.is_empty() {
+        if !self.dir_is_empty(ino, tg)? {
             return Err(Error::NotEmpty);
         }
         let ops = [
@@ -1040,7 +1048,7 @@ impl Fs {
             match (src_is_dir, dg.is_dir()) {
                 (true, false) => return Err(Error::NotDir),
                 (false, true) => return Err(Error::IsDir),
-                (true, true) if !dg.dir.is_empty() => return Err(Error::NotEmpty),
+                (true, true) if !self.dir_is_empty(d, dg)? => return Err(Error::NotEmpty),
                 _ => {}
             }
             ops.push(Op::Unlink {
@@ -1112,7 +1120,7 @@ impl Fs {
         let entry = |dir: u64, name: &[u8]| -> Result<(u64, u8)> {
             let cell = self.cell(dir)?;
             let d = cell.data.read();
-            d.dir.get(name).copied().ok_or(Error::NotFound)
+            self.entry_in(dir, &d, name)?.ok_or(Error::NotFound)
         };
         let (ai, at) = entry(adir, aname)?;
         let (bi, bt) = entry(bdir, bname)?;

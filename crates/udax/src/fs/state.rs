@@ -16,8 +16,15 @@ use std::collections::{BTreeMap, HashMap};
 pub struct InodeData {
     pub attr: Attr,
     pub map: ExtentMap,
-    /// Entries of a directory: name -> (ino, d_type).
+    /// Entries of a directory: name -> (ino, d_type). Empty for a
+    /// directory whose entries stay on the device (`on_device`).
     pub dir: BTreeMap<Vec<u8>, (u64, u8)>,
+    /// Format 3: a directory whose entries live only in its tree on the
+    /// device (`tree_root`), never loaded: lookups, checks and listings
+    /// read the tree; [`apply`] keeps only their count (`entries`).
+    pub on_device: bool,
+    /// The entry count of an `on_device` directory (its slot's tree count).
+    pub entries: u64,
     /// Total bytes of the entries' names.
     name_bytes: u64,
     /// Set when the inode is deleted (a handle may still point at the cell).
@@ -39,6 +46,15 @@ impl InodeData {
 
     pub fn is_symlink(&self) -> bool {
         self.attr.mode & S_IFMT == S_IFLNK
+    }
+
+    /// Entries of a directory (0 for anything else).
+    pub fn entry_count(&self) -> u64 {
+        if self.on_device {
+            self.entries
+        } else {
+            self.dir.len() as u64
+        }
     }
 
     /// This inode's bytes in a checkpoint, exactly (the metadata accounting
@@ -175,6 +191,19 @@ fn get<I: Inodes + ?Sized>(s: &mut I, ino: u64) -> Result<&mut InodeData, String
 
 /// Apply one op. An error means the op does not fit the state (corrupt log, or a bug).
 pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result<(), String> {
+    apply_known(s, op, fx, None)
+}
+
+/// [`apply`], where an [`Op::Unlink`]'s entry `(ino, d_type)` is `known`
+/// (read from the directory's tree as it was removed there): required for a
+/// directory whose entries are not in memory (`InodeData::on_device`),
+/// checked against the map for one whose are.
+pub fn apply_known<I: Inodes + ?Sized>(
+    s: &mut I,
+    op: &Op,
+    fx: &mut Effects,
+    known: Option<(u64, u8)>,
+) -> Result<(), String> {
     match op {
         Op::NewInode {
             ino,
@@ -230,7 +259,12 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
             if !d.is_dir() {
                 return Err(format!("link into non-directory {dir}"));
             }
-            d.add_entry(name.clone(), *ino, *file_type)?;
+            if d.on_device {
+                // The tree itself refuses a duplicate (the store's insert).
+                d.entries += 1;
+            } else {
+                d.add_entry(name.clone(), *ino, *file_type)?;
+            }
             if target_is_dir {
                 d.attr.nlink += 1;
             }
@@ -240,9 +274,25 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
         }
         Op::Unlink { dir, name, time_ns } => {
             let d = get(s, *dir)?;
-            let (ino, t) = d
-                .remove_entry(name)
-                .ok_or_else(|| format!("unlink of missing entry in {dir}"))?;
+            let (ino, t) = if d.on_device {
+                // The caller removed the entry from the tree and says what it was.
+                let e = known.ok_or_else(|| {
+                    format!("unlink in directory {dir}: its entry was not read from its tree")
+                })?;
+                d.entries = d
+                    .entries
+                    .checked_sub(1)
+                    .ok_or_else(|| format!("unlink in empty directory {dir}"))?;
+                e
+            } else {
+                let e = d
+                    .remove_entry(name)
+                    .ok_or_else(|| format!("unlink of missing entry in {dir}"))?;
+                if known.is_some_and(|k| k != e) {
+                    return Err(format!("unlink in {dir}: the tree and the map disagree"));
+                }
+                e
+            };
             if t == DT_DIR {
                 d.attr.nlink = d.attr.nlink.saturating_sub(1);
             }
@@ -307,7 +357,7 @@ pub fn apply<I: Inodes + ?Sized>(s: &mut I, op: &Op, fx: &mut Effects) -> Result
         }
         Op::FreeInode { ino } => {
             let d = get(s, *ino)?;
-            if d.is_dir() && !d.dir.is_empty() {
+            if d.is_dir() && d.entry_count() != 0 {
                 return Err(format!("free of non-empty directory {ino}"));
             }
             if !d.is_dir() && d.attr.nlink != 0 {

@@ -18,7 +18,7 @@ pub use fuse::MAX_WRITE as FUSE_MAX_WRITE;
 use crate::dax::{self, iomap::DaxInode, iomap::IomapError};
 use crate::fs::locks::{LockKind, LockOwner, LockTable};
 use crate::fs::perm::Cred;
-use crate::fs::{DirEntry, Error, File, Fs, OpenOptions, Rename, Result, Stat, StatFs};
+use crate::fs::{Error, File, Fs, OpenOptions, Rename, Result, Stat, StatFs};
 use crate::proto::{
     self, wire, Attr, Entry, Ext, IomapOp, LockScope, Reply, Request, Target, Totals,
 };
@@ -1300,7 +1300,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             }
             Request::ReadDir { path, from } => {
                 sh.table.lock().stat_holders.insert(c);
-                entries(fs.read_dir(path_of(&path)?)?, from)
+                entries(fs, path_of(&path)?, from)?
             }
             Request::StatFs => Reply::Totals(totals(&fs.statfs())),
             Request::Mkdir { path, mode } => {
@@ -2038,24 +2038,50 @@ fn totals(s: &StatFs) -> Totals {
     }
 }
 
-/// The entries from index `from` on that fit one reply.
-fn entries(all: Vec<DirEntry>, from: u64) -> Reply {
+/// Entries of directory `path` from cookie `from` on ([`Fs::read_dir_page`])
+/// that fit one reply, and the cookie to go on from: an entry present
+/// through a whole listing comes exactly once, whatever changes between
+/// replies. Names sharing a cookie go in one reply (all or none).
+fn entries(fs: &Fs, path: &str, from: u64) -> Result<Reply> {
     let mut room = proto::ENTRIES_ROOM;
     let mut out = Vec::new();
-    let mut next = None;
-    for (i, d) in all.into_iter().enumerate().skip(from as usize) {
-        let e = Entry {
-            name: d.name.into_bytes(),
-            ino: d.ino,
-            kind: d.file_type,
-        };
-        let n = proto::entry_bytes(&e);
-        if n > room {
-            next = Some(i as u64);
-            break;
+    let mut from = from;
+    loop {
+        let page = fs.read_dir_page(path, from, 256)?;
+        let mut group: Vec<Entry> = Vec::new();
+        let mut rest = page.entries.into_iter().peekable();
+        while let Some((cookie, d)) = rest.next() {
+            group.push(Entry {
+                name: d.name.into_bytes(),
+                ino: d.ino,
+                kind: d.file_type,
+            });
+            if rest.peek().is_some_and(|(c, _)| *c == cookie) {
+                continue;
+            }
+            let n: usize = group.iter().map(proto::entry_bytes).sum();
+            if n > room {
+                if out.is_empty() {
+                    return Err(Error::Invalid(
+                        "names sharing one cookie do not fit a reply",
+                    ));
+                }
+                return Ok(Reply::Entries {
+                    entries: out,
+                    next: Some(cookie),
+                });
+            }
+            room -= n;
+            out.append(&mut group);
         }
-        room -= n;
-        out.push(e);
+        match page.next {
+            Some(n) => from = n,
+            None => {
+                return Ok(Reply::Entries {
+                    entries: out,
+                    next: None,
+                })
+            }
+        }
     }
-    Reply::Entries { entries: out, next }
 }

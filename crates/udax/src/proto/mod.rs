@@ -84,7 +84,10 @@ pub enum Request {
     RealDir {
         path: Vec<u8>,
     },
-    /// Entries of a directory from index `from` on (as many as fit one reply).
+    /// Entries of a directory from cookie `from` on (0: from the start; as
+    /// many as fit one reply): cookies are the entries' name hashes
+    /// (`Fs::read_dir_page`), so a listing paged by them returns every
+    /// entry present through it exactly once.
     ReadDir {
         path: Vec<u8>,
         from: u64,
@@ -471,7 +474,8 @@ pub enum Reply {
     },
     Pong,
     Attr(Attr),
-    /// Entries, and the index to ask from for more (`None`: no more).
+    /// Entries (in cookie order), and the cookie to ask from for more
+    /// (`None`: no more).
     Entries {
         entries: Vec<Entry>,
         next: Option<u64>,
