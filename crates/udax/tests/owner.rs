@@ -829,6 +829,43 @@ fn m5_truncate_in_one_client_faults_past_the_new_end_in_anothers_mapping() {
     );
 }
 
+/// A client's small mapping of one extent is shown whole when made (no
+/// placeholder, no fault): another client's truncate must still reach it
+/// through the recall, and the pages past the new end fault (EFAULT for the
+/// kernel, as SIGBUS for a user access).
+#[test]
+fn m5_a_clients_small_mapping_shown_whole_is_cut_by_another_clients_truncate() {
+    let _w = common::Watchdog::start(60, "truncate of a whole mapping across clients");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fa = a.open("/w", true, true, 0o644).unwrap();
+    fa.write_at(&vec![0x3C; 64 << 10], 0).unwrap();
+    let fb = b.open("/w", true, false, 0).unwrap();
+    let whole = || b.dax_stats().map_or(0, |st| st.whole_maps);
+    let w0 = whole();
+    let m = fb
+        .mmap(0, 64 << 10, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    assert_eq!(whole(), w0 + 1, "shown whole when made");
+    let p12 = 12 * 4096;
+    assert_eq!(
+        common::kernel_load(m.as_ptr().wrapping_add(p12), 16),
+        Ok(vec![0x3C; 16])
+    );
+    fa.set_len(8 * 4096).unwrap();
+    assert_eq!(
+        common::kernel_load(m.as_ptr().wrapping_add(p12), 16),
+        Err(libc::EFAULT),
+        "a page past the new end still shows the freed block"
+    );
+    assert_eq!(
+        common::kernel_load(m.as_ptr().wrapping_add(4096), 16),
+        Ok(vec![0x3C; 16])
+    );
+}
+
 #[test]
 fn m12_a_truncate_waits_for_another_clients_pin() {
     let _w = common::Watchdog::start(60, "truncate vs a pin in another client");

@@ -7,7 +7,8 @@
 //! share, the runner and the report (table and JSON); each benchmark family is
 //! a submodule whose `run` returns its rows: `seq` (P1), `random` (P2),
 //! `fsync` (P6, P6-file), `scaling` (P7), `mmap` (P3, P4, P5), `aging` (P9),
-//! `shim` (P8), `owner` (P10, P12: a client of `udax serve`), `metadata` (P16:
+//! `shim` (P8), `churn` (P14: mmap + touch + munmap churn, embedded and
+//! through the shim), `owner` (P10, P12: a client of `udax serve`), `metadata` (P16:
 //! create, stat and unlink at 10^3 and N files, mount time and memory),
 //! `fuse` (P17: the FUSE mount against tmpfs, with the shim beside it).
 
@@ -18,6 +19,7 @@ use udax::device;
 use udax::fs::{Fs, MkfsOptions, OpenOptions};
 
 mod aging;
+mod churn;
 mod fsync;
 mod fuse;
 mod metadata;
@@ -43,13 +45,18 @@ pub struct BenchArgs {
     #[arg(long, default_value = ".")]
     file_dir: PathBuf,
     /// Run only these benchmarks (comma-separated ids:
-    /// P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P12,P13,P16,P17; P3, P4 and P5 run together,
-    /// as do P10 and P12).
+    /// P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P12,P13,P14,P16,P17; P3, P4 and P5 run
+    /// together, as do P10 and P12 (with P14-client)).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     only: Vec<String>,
     /// Internal (P8): time N one-byte preads of PATH through libc and print ns/call.
     #[arg(long, hide = true, num_args = 2, value_names = ["PATH", "N"])]
     pread_loop: Option<Vec<String>>,
+    /// Internal (P14): N times map a random 64 KiB window of PATH (filled
+    /// with 16 MiB first) through libc, load once (STORES 1) or store to each
+    /// page (STORES 16), unmap; print us per iteration.
+    #[arg(long, hide = true, num_args = 3, value_names = ["PATH", "N", "STORES"])]
+    map_loop: Option<Vec<String>>,
     /// Internal (P16): open and mount DEV read-only, stat PATH, and print the
     /// mount time in ns and VmRSS in bytes.
     #[arg(long, hide = true, num_args = 2, value_names = ["DEV", "PATH"])]
@@ -225,6 +232,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     if let Some(v) = &a.pread_loop {
         return shim::pread_loop(v);
     }
+    if let Some(v) = &a.map_loop {
+        return churn::map_loop(v);
+    }
     if let Some(v) = &a.mount_probe {
         return metadata::mount_probe(v);
     }
@@ -264,8 +274,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     let mut backing = vec![0u8; 4096 + 64];
     let skew = backing.as_ptr().align_offset(64);
     let page = &mut backing[skew..skew + 4096];
-    const IDS: [&str; 14] = [
-        "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12", "P13", "P16", "P17",
+    const IDS: [&str; 15] = [
+        "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P12", "P13", "P14", "P16",
+        "P17",
     ];
     if let Some(bad) = a
         .only
@@ -314,6 +325,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     }
     if want("P10/P12") {
         out.extend(owner::run(&c, tmp.path())?);
+    }
+    if want("P14") {
+        out.extend(churn::run(&c, a.quick, &a.tmpfs_dir)?);
     }
     if want("P13") {
         out.extend(shim::dbench(a.quick, c.reps.min(3), &a.tmpfs_dir)?);

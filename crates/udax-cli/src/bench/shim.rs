@@ -49,7 +49,7 @@ fn device(dir: &Path, size: u64, dirs: &[&str]) -> Result<PathBuf, String> {
     Ok(p)
 }
 
-struct Shim<'a> {
+pub(super) struct Shim<'a> {
     so: &'a Path,
     dev: PathBuf,
     mount: String,
@@ -61,7 +61,7 @@ struct Shim<'a> {
 impl<'a> Shim<'a> {
     /// The shim `so` on a fresh device file of `size` bytes in `dir`, with
     /// directories `dirs`, at `mount`.
-    fn on(
+    pub(super) fn on(
         so: &'a Path,
         dir: &Path,
         mount: &str,
@@ -77,7 +77,7 @@ impl<'a> Shim<'a> {
         })
     }
 
-    fn apply(&self, c: &mut Command) {
+    pub(super) fn apply(&self, c: &mut Command) {
         c.env("LD_PRELOAD", self.so)
             .env("UDAX_DEVICE", &self.dev)
             .env("UDAX_MOUNT", &self.mount);
@@ -91,9 +91,9 @@ impl<'a> Shim<'a> {
 
 /// One side of a paired measurement: `prepare` (untimed: a fresh device file,
 /// an empty directory) makes what `run` then measures.
-struct Side<P, R> {
-    prepare: P,
-    run: R,
+pub(super) struct Side<P, R> {
+    pub(super) prepare: P,
+    pub(super) run: R,
 }
 
 /// `reps` pairs of runs of `udax` and `base`: the medians of both. Both sides
@@ -102,7 +102,7 @@ struct Side<P, R> {
 /// machine's drift (this VM's speed changes from minute to minute) nor the
 /// aftermath of a preparation (a 512 MiB device file zeroed, the previous one
 /// freed) falls on one side only.
-fn paired<T, U>(
+pub(super) fn paired<T, U>(
     reps: usize,
     mut udax: Side<impl FnMut() -> Result<T, String>, impl FnMut(T) -> Result<f64, String>>,
     mut base: Side<impl FnMut() -> Result<U, String>, impl FnMut(U) -> Result<f64, String>>,

@@ -392,9 +392,15 @@ impl EntryIndex {
 
     /// Insert unlocked 4 KiB block entries for pages `pages`, page `p` on
     /// device block `dev_blk + (p - pages.start)`, where nothing covers them
-    /// (fault-around): one lock and one tree walk a page.
+    /// (fault-around): one lock and one tree walk a page. Pages that all
+    /// have an entry of their own already (a range mapped before, the
+    /// common case of a program that maps the same ranges again and again)
+    /// cost one walk along the tree's leaves instead.
     pub fn insert_run_if_vacant(&self, pages: std::ops::Range<u64>, dev_blk: u64) {
         let mut m = self.map.lock();
+        if m.range(pages.clone()).count() as u64 == pages.end.saturating_sub(pages.start) {
+            return;
+        }
         let mut p = pages.start;
         while p < pages.end {
             let c = p - p % PMD_PAGES;
@@ -511,6 +517,25 @@ mod tests {
         l.unlock(Entry::block(9, false));
         assert_eq!(ix.get(1024), None);
         assert_eq!(ix.get(1030).unwrap().1, Entry::block(9, false));
+    }
+
+    #[test]
+    fn fault_around_over_pages_that_all_have_entries_keeps_them_and_fills_a_gap_later() {
+        let t = WaitTable::new(8);
+        let ix = EntryIndex::new(2);
+        ix.insert_run_if_vacant(10..14, 100);
+        let l = ix.lock(&t, 12, false).unwrap();
+        l.unlock(Entry::zero(false));
+        // Every page has an entry: nothing changes (the zero entry stays).
+        ix.insert_run_if_vacant(10..14, 500);
+        assert_eq!(ix.get(10), Some((10, Entry::block(100, false))));
+        assert_eq!(ix.get(12), Some((12, Entry::zero(false))));
+        assert_eq!(ix.len(), 4);
+        // One page more than has entries: only that one is added.
+        ix.insert_run_if_vacant(10..15, 500);
+        assert_eq!(ix.get(13), Some((13, Entry::block(103, false))));
+        assert_eq!(ix.get(14), Some((14, Entry::block(504, false))));
+        assert_eq!(ix.len(), 5);
     }
 
     /// Many threads fault the same page; exactly one "allocates" (finds the entry

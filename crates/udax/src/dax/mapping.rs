@@ -2,10 +2,11 @@
 //! [`DaxInode`], unmapped when dropped; msync, protect, partial unmap, pins.
 //! The file system's public `Mapping` wraps it with the open file.
 
-use super::iomap::DaxInode;
+use super::iomap::{DaxInode, Lookup};
 use super::{io, DaxDevice, Error, MapFlags, Owner, Result};
 use crate::device::DeviceKind;
 use crate::sync::Mutex;
+use crate::vm::engine::bump;
 use crate::vm::{self, Area, FaultOwner, Prot, Region, RegionState, PAGE};
 use crate::{BLOCK_SIZE, HUGE_SIZE};
 use std::ops::Range;
@@ -74,6 +75,17 @@ pub(super) fn flush_pages(
         .fetch_add(flushed, crate::sync::Ordering::Relaxed);
     dev.fence()?;
     Ok(())
+}
+
+/// Make `region` known: to the file (whose layout changes unmap it from now
+/// on) and to the engine (which resolves its faults).
+fn publish(inode: &dyn DaxInode, eng: &vm::Engine, region: &Arc<Region>) {
+    let file = inode.dax();
+    // ORDERING: Release, before the region is published: pairs with the
+    // Acquire load in `DaxFile::is_mapped`.
+    file.ever_mapped.store(true, crate::sync::Ordering::Release);
+    file.regions.lock().push(Arc::downgrade(region));
+    eng.add(region.clone());
 }
 
 /// A mapping of a file range into this process. Dropping it unmaps it.
@@ -190,6 +202,38 @@ impl Map {
         };
         let dev_page = dev.info().page_size;
         let eng = vm::engine().map_err(|e| Error::Busy(format!("fault engine: {e}")))?;
+        use std::os::fd::AsRawFd;
+        let dev_fd = dm.fd.as_raw_fd();
+        let windows_ok = prot == Prot::Read
+            && !flags.private
+            && eng.uffd.has_minor_shmem()
+            && matches!(dev.info().kind, DeviceKind::Memfd | DeviceKind::Shm)
+            && dev_page == PAGE as u64;
+        let made = |area: Area| -> Arc<Region> {
+            let owner: Arc<dyn FaultOwner> = Arc::new(Owner {
+                inode: inode.clone(),
+            });
+            Arc::new(Region {
+                area,
+                first_page: offset / PAGE as u64,
+                private: flags.private,
+                dev_fd,
+                dev_page,
+                owner,
+                refs: dd.page_refs.clone(),
+                state: Mutex::new(RegionState {
+                    prot: Some(prot),
+                    ever_writable: prot == Prot::ReadWrite && !flags.private,
+                    windows_ok,
+                    ..Default::default()
+                }),
+            })
+        };
+        if area.is_none() && (len as u64) < HUGE_SIZE && dev_page == PAGE as u64 {
+            if let Some(m) = Self::shown_whole(&inode, offset, len, prot, flags, dev_fd, &made) {
+                return Ok(m);
+            }
+        }
         // Address congruent to the file offset modulo 2 MiB, so aligned file
         // ranges can be mapped with 2 MiB mappings.
         let phase = (offset % HUGE_SIZE) as usize;
@@ -197,40 +241,105 @@ impl Map {
             None => Area::reserve(&eng.uffd, len, HUGE_SIZE as usize, phase, prot).map_err(io)?,
             Some(a) => a,
         };
-        let owner: Arc<dyn FaultOwner> = Arc::new(Owner {
-            inode: inode.clone(),
-        });
-        use std::os::fd::AsRawFd;
-        let region = Arc::new(Region {
-            area,
-            first_page: offset / PAGE as u64,
-            private: flags.private,
-            dev_fd: dm.fd.as_raw_fd(),
-            dev_page,
-            owner,
-            refs: dd.page_refs.clone(),
-            state: Mutex::new(RegionState {
-                prot: Some(prot),
-                ever_writable: prot == Prot::ReadWrite && !flags.private,
-                windows_ok: prot == Prot::Read
-                    && !flags.private
-                    && eng.uffd.has_minor_shmem()
-                    && matches!(dev.info().kind, DeviceKind::Memfd | DeviceKind::Shm)
-                    && dev_page == PAGE as u64,
-                ..Default::default()
-            }),
-        });
-        let file = inode.dax();
-        // ORDERING: Release, before the region is published: pairs with the
-        // Acquire load in `DaxFile::is_mapped`.
-        file.ever_mapped.store(true, crate::sync::Ordering::Release);
-        file.regions.lock().push(Arc::downgrade(&region));
-        eng.add(region.clone());
+        let region = made(area);
+        publish(&*inode, eng, &region);
         let m = Map { inode, region };
         if flags.populate {
             m.populate(prot == Prot::ReadWrite && !flags.private);
         }
         Ok(m)
+    }
+
+    /// A mapping smaller than 2 MiB (so never shown with a 2 MiB page) of
+    /// file pages that one extent maps, all inside the file, on a device of
+    /// 4 KiB pages, made showing the device from the start: one `mmap` of
+    /// the device range at a fresh address, instead of a registered
+    /// placeholder whose first access faults to a handler thread (a wake-up
+    /// each way, ~45 us on an idle VM) that maps the same range over it;
+    /// the kernel's own faults fill its page tables.
+    /// This is what that fault would do (`fault::Cx::mapped_pte`, a 4 KiB
+    /// fault whose fault-around reaches the extent's end), decided under the
+    /// same lock and by the same rules: the invalidate lock held shared (no
+    /// truncate, punch, copy on write, clone or media error handling changes
+    /// the layout meanwhile; each of them zaps this region once it is
+    /// published), no media error in the range, no block shared with another
+    /// file when the mapping could write it. The pages hold references
+    /// (`Region::note_shown`), their entries become block entries, and a
+    /// writable shared mapping's range is under dirty tracking unprotected
+    /// (a page the kernel's fault maps there counts as written until the
+    /// next msync flushes and protects it). Anything else (a hole, a page past end of file, two extents,
+    /// a media error, a shared block, a lease not to be had) returns `None`
+    /// and the mapping is made the usual way.
+    fn shown_whole(
+        inode: &Arc<dyn DaxInode>,
+        offset: u64,
+        len: usize,
+        prot: Prot,
+        flags: MapFlags,
+        dev_fd: std::os::fd::RawFd,
+        made: &dyn Fn(Area) -> Arc<Region>,
+    ) -> Option<Map> {
+        let eng = vm::engine().ok()?;
+        if !inode.prepare(true) {
+            return None;
+        }
+        let dax = inode.dax();
+        let _inv = dax.invalidate.read();
+        inode.ready().ok()?;
+        let first = offset / PAGE as u64;
+        let n = (len / PAGE) as u64;
+        if first + n > inode.size().div_ceil(PAGE as u64) {
+            return None;
+        }
+        let Lookup::Mapped { dev_blk, len: run } = inode.lookup(first) else {
+            return None;
+        };
+        // Checked again once the region is published (below).
+        let fits = || {
+            inode.first_bad(dev_blk, n).is_none()
+                && (flags.private
+                    || prot != Prot::ReadWrite
+                    || !inode.has_shared()
+                    || inode.shared_in(dev_blk, n).is_empty())
+        };
+        if run < n || !fits() {
+            return None;
+        }
+        let area = Area::map_device(
+            len,
+            dev_fd,
+            dev_blk * PAGE as u64,
+            prot,
+            flags.private,
+            flags.populate,
+        )
+        .inspect_err(|e| tracing::debug!("mapping {len} bytes whole: {e}"))
+        .ok()?;
+        let region = made(area);
+        {
+            let mut st = region.lock();
+            region.note_shown(&mut st, region.pages(), dev_blk);
+            if !flags.private && st.ever_writable && eng.track(region.base(), len, false) {
+                st.tracked.insert(region.pages());
+            }
+        }
+        publish(&**inode, eng, &region);
+        let m = Map {
+            inode: inode.clone(),
+            region,
+        };
+        // A media error recorded after the check above found no region to
+        // unmap if it looked before `publish`: looked at again now. (Either
+        // this sees the error, or its handler sees the region and waits for
+        // the invalidate lock to unmap it: both sides write, then read,
+        // under the file's region list lock and the bad-block table's.)
+        if !fits() {
+            drop(m);
+            return None;
+        }
+        dax.entries.insert_run_if_vacant(first..first + n, dev_blk);
+        bump(&inode.device().counters.whole_maps);
+        Some(m)
     }
 
     pub fn as_ptr(&self) -> *mut u8 {

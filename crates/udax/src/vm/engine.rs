@@ -36,6 +36,7 @@ pub struct Counters {
     pub kernel_faults: AtomicU64,
     pub windows: AtomicU64,
     pub continued: AtomicU64,
+    pub whole_maps: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -75,6 +76,9 @@ pub struct VmStats {
     pub windows: u64,
     /// Ranges shown in a window with `UFFDIO_CONTINUE` (no mapping changed).
     pub continued: u64,
+    /// Small mappings of one extent shown whole when made (one device
+    /// mapping at mmap time: no placeholder, no fault).
+    pub whole_maps: u64,
 }
 
 impl Counters {
@@ -97,6 +101,7 @@ impl Counters {
             kernel_faults: l(&self.kernel_faults),
             windows: l(&self.windows),
             continued: l(&self.continued),
+            whole_maps: l(&self.whole_maps),
         }
     }
 }

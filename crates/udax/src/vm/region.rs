@@ -315,7 +315,7 @@ impl Region {
 
     /// Pages `r` now show device blocks `dev_blk..`: record it (and the page
     /// references) in the state.
-    fn note_shown(&self, st: &mut RegionState, r: Range<u64>, dev_blk: u64) {
+    pub fn note_shown(&self, st: &mut RegionState, r: Range<u64>, dev_blk: u64) {
         // Pages that held zeros or markers now show the device; tracking (if
         // any) must be armed again by the caller.
         for set in [&mut st.tracked, &mut st.zero, &mut st.beyond_eof] {

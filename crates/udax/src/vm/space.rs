@@ -106,6 +106,49 @@ impl Area {
         Ok(Area { base, len })
     }
 
+    /// Map device bytes `[dev_off, dev_off+len)` of `fd` at a fresh address
+    /// the kernel chooses, as an area that shows the device from the start
+    /// (no placeholder: a small mapping of one extent, shown whole when
+    /// made). Unless `populate` (the program asked for `MAP_POPULATE`; a
+    /// shared mapping), nothing is populated: the kernel's own faults fill
+    /// the page tables (with its fault-around, as for a tmpfs file; a
+    /// private mapping's copy a page at its first store), where
+    /// `MAP_POPULATE` walks every page through `get_user_pages`.
+    ///
+    /// # References
+    ///
+    /// [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html) (`MAP_SHARED`/`MAP_PRIVATE`, `MAP_POPULATE`)
+    pub fn map_device(
+        len: usize,
+        fd: RawFd,
+        dev_off: u64,
+        prot: Prot,
+        private: bool,
+        populate: bool,
+    ) -> Result<Area> {
+        if len == 0 || !len.is_multiple_of(PAGE) {
+            return Err(Error::from_raw_os_error(libc::EINVAL));
+        }
+        let flags = match (private, populate) {
+            (true, _) => libc::MAP_PRIVATE,
+            (false, false) => libc::MAP_SHARED,
+            (false, true) => libc::MAP_SHARED | libc::MAP_POPULATE,
+        };
+        // SAFETY: a fresh mapping at a kernel-chosen address (no MAP_FIXED)
+        // replaces nothing; a bad `fd` or offset only makes the call fail.
+        let base = check(unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot.bits(),
+                flags,
+                fd,
+                dev_off as i64,
+            )
+        })?;
+        Ok(Area { base, len })
+    }
+
     /// Take `[base, base+len)` over as an area, replacing what is mapped
     /// there with a registered placeholder (see `Region::hand_over`).
     ///
