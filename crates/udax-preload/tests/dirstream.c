@@ -199,8 +199,10 @@ static int do_seek(int n) {
                 off = x->off;
         }
     }
+    /* Names sorting before every other (as a name-ordered listing would
+     * place them), then the listing read afresh. */
     for (int i = 0; i < n; i++)
-        touch("t%05d", i);
+        touch("a%05d", i);
     lseek(fd, 0, SEEK_SET);
     getdents64(fd, buf, sizeof buf);
     int same = lseek(fd, off, SEEK_SET) == off;
