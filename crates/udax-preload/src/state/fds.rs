@@ -165,7 +165,9 @@ impl DirStream {
                 },
             ));
         }
-        let first = from.max(COOKIE_DOTDOT + 1);
+        // From the start: 0, so that a listing in one page is checked
+        // against the directory's count (`Fs::read_dir_page`).
+        let first = if from <= COOKIE_DOTDOT { 0 } else { from };
         let page = fs.read_dir_page(&p, first, PAGE)?;
         if page.next.is_some_and(|n| n <= first) {
             return Err(Errno(libc::EIO)); // a listing that does not advance
