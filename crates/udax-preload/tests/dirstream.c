@@ -180,6 +180,12 @@ static int do_seek(int n) {
     e = readdir(d);
     printf("seekdir_0_dot=%d\n", e && !strcmp(e->d_name, "."));
     closedir(d);
+    /* A position told by one stream, given to another. */
+    d = opendir(dir);
+    seekdir(d, at);
+    e = readdir(d);
+    printf("seekdir_other_stream_same=%d\n", e && !strcmp(e->d_name, want));
+    closedir(d);
 
     /* getdents64: the d_off of a record is where the next one starts. */
     int fd = open(dir, O_RDONLY | O_DIRECTORY);

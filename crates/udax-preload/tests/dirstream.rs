@@ -48,7 +48,8 @@ fn a_listing_while_another_thread_creates_and_removes_entries_returns_each_kept_
 /// '.' and '..' come first; a telldir position (and a getdents64 `d_off`
 /// given to lseek) taken halfway through 3000 names resumes at the same
 /// entry after 3000 names were added around it and the
-/// stream read the directory afresh (rewinddir, lseek to 0).
+/// stream read the directory afresh (rewinddir, lseek to 0); the telldir
+/// position given to another stream's seekdir reads the same entry too.
 #[test]
 fn seekdir_and_lseek_to_a_saved_position_resume_at_the_same_entry_after_names_were_added_before_it()
 {
@@ -63,6 +64,7 @@ fn seekdir_and_lseek_to_a_saved_position_resume_at_the_same_entry_after_names_we
             "dots_first=1",
             "seekdir_same=1",
             "seekdir_0_dot=1",
+            "seekdir_other_stream_same=1",
             "lseek_same=1",
         ],
     );
