@@ -642,3 +642,49 @@ fn fuse_and_a_dax_client_mapping_see_each_others_writes() {
     assert_eq!(rf.len().unwrap(), 4096);
     drop(map);
 }
+
+/// Directory listings on the mount read a page at a time with cookie
+/// offsets (docs/preload.md, "Directory streams"): the shim's test program
+/// (crates/udax-preload/tests/dirstream.c), run on the mount, lists 20000
+/// names each exactly once, meets names created after opendir further on
+/// (no copy of the directory taken at opendir), and lists 5000 kept names
+/// exactly once while a thread creates and removes others.
+#[test]
+fn fuse_a_big_directory_lists_in_pages_and_a_listing_under_changes_returns_kept_names_once() {
+    let t =
+        "fuse_a_big_directory_lists_in_pages_and_a_listing_under_changes_returns_kept_names_once";
+    if !fuse_ready(t) || !have(t, "cc") {
+        return;
+    }
+    let m = Mount::new("");
+    let exe = m._dir.path().join("dirstream");
+    let src = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../udax-preload/tests/dirstream.c"
+    );
+    let mut c = Command::new("cc");
+    c.args(["-O1", "-Wall", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(src);
+    let o = run_within(c, DEADLINE);
+    assert!(o.status.success(), "cc: {}", text(&o.stderr));
+    let run = |mode: &str, dir: &str, n: &str| {
+        let mut c = Command::new(&exe);
+        c.args([mode, m.path(dir).to_str().unwrap(), n]);
+        let o = run_within(c, DEADLINE);
+        assert!(o.status.success(), "dirstream {mode}: {}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let big = run("big", "big", "20000");
+    for want in [
+        "big_readdir_bad=0",
+        "big_added_seen=1",
+        "big_getdents_bad=0",
+    ] {
+        assert!(big.lines().any(|l| l == want), "want {want} in:\n{big}");
+    }
+    let churn = run("churn", "churn", "5000");
+    for want in ["churn_readdir_bad=0", "churn_getdents_bad=0"] {
+        assert!(churn.lines().any(|l| l == want), "want {want} in:\n{churn}");
+    }
+}

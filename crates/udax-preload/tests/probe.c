@@ -777,11 +777,18 @@ int main(int argc, char **argv) {
     DIR *dp = opendir(at(M, "dir"));
     num("opendir", dp ? 1 : -1);
     num("dirfd_ge_3", dirfd(dp) >= 3 ? 1 : -1);
-    char names[256] = "";
+    /* In the order read, except that names after '.' and '..' are sorted:
+     * a directory's order is its own (udax: by name hash). */
+    char names[256] = "", got[8][32];
+    int ng = 0;
     struct dirent *de;
-    while ((de = readdir(dp))) {
-        strcat(names, de->d_name);
-        strcat(names, de->d_type == DT_DIR ? "/," : ",");
+    while ((de = readdir(dp)) && ng < 8)
+        snprintf(got[ng++], sizeof got[0], "%s%s", de->d_name, de->d_type == DT_DIR ? "/" : "");
+    if (ng > 2)
+        qsort(got[2], ng - 2, sizeof got[0], (int (*)(const void *, const void *))strcmp);
+    for (int i = 0; i < ng; i++) {
+        strcat(names, got[i]);
+        strcat(names, ",");
     }
     str("readdir", names);
     rewinddir(dp);

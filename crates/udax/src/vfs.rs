@@ -12,7 +12,7 @@ use crate::client::{Client, RemoteFile, RemoteMapping};
 use crate::dax::{MapFlags, Pin, Prot};
 use crate::fs::extent::Lookup;
 use crate::fs::{
-    DirEntry, DirRef, Error, File, Fs, Mapping, OpenOptions, Rename, Result, Stat, StatFs,
+    DirEntry, DirPage, DirRef, Error, File, Fs, Mapping, OpenOptions, Rename, Result, Stat, StatFs,
 };
 use std::sync::Arc;
 
@@ -247,6 +247,16 @@ impl Vfs {
         match self {
             Vfs::Local(fs) => fs.for_this_call().read_dir(path),
             Vfs::Remote(c) => c.read_dir(path),
+        }
+    }
+
+    /// One page of directory `path`'s listing from cookie `from` on
+    /// ([`Fs::read_dir_page`]): at most `max` cookies locally; through the
+    /// owner, what fits one reply (bounded by the message size).
+    pub fn read_dir_page(&self, path: &str, from: u64, max: usize) -> Result<DirPage> {
+        match self {
+            Vfs::Local(fs) => fs.for_this_call().read_dir_page(path, from, max),
+            Vfs::Remote(c) => c.read_dir_page(path, from),
         }
     }
 

@@ -6,49 +6,18 @@
 
 use crate::boundary::entry::{fwd, run, Errno, R};
 use crate::dispatch::fd_call;
-use crate::state::fds::{self, Dent, Desc};
-use crate::state::mount;
+use crate::state::fds::{self, Desc, DirStream};
 use libc::{c_char, c_int, c_long, c_void, size_t, ssize_t};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The entries of a udax directory: ".", "..", then the names (sorted).
-pub fn entries(d: &Desc) -> R<Vec<Dent>> {
-    let fs = mount::fs()?;
-    let p = d.path()?;
-    let parent = fs
-        .stat(crate::state::path::parent(&p))
-        .map(|s| s.ino)
-        .unwrap_or(d.ino());
-    let mut v = vec![
-        Dent {
-            name: b".".to_vec(),
-            ino: d.ino(),
-            dtype: libc::DT_DIR,
-        },
-        Dent {
-            name: b"..".to_vec(),
-            ino: parent,
-            dtype: libc::DT_DIR,
-        },
-    ];
-    for e in fs.read_dir(&p)? {
-        v.push(Dent {
-            name: e.name.into_bytes(),
-            ino: e.ino,
-            dtype: e.file_type,
-        });
-    }
-    Ok(v)
-}
-
 /// A udax directory stream.
 struct UDir {
     fd: c_int,
     desc: Arc<Desc>,
-    ents: Vec<Dent>,
-    pos: usize,
+    /// The position and the one page of entries held.
+    stream: DirStream,
     /// The entry readdir returned last (valid until the next call, as POSIX says).
     ent: libc::dirent64,
 }
@@ -72,12 +41,13 @@ fn new_dir(fd: c_int) -> R<*mut libc::DIR> {
     if !desc.is_dir() {
         return Err(Errno(libc::ENOTDIR));
     }
-    let ents = entries(&desc)?;
+    // The first page now: an unreadable directory fails opendir.
+    let mut stream = DirStream::at(0);
+    stream.peek(&desc)?;
     let b = Box::new(UDir {
         fd,
         desc,
-        ents,
-        pos: 0,
+        stream,
         // SAFETY: all-zero is a valid dirent64.
         ent: unsafe { std::mem::zeroed() },
     });
@@ -125,14 +95,14 @@ pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut libc::DIR {
     fd_call!(std::ptr::null_mut(), fd, fdopendir(fd), |_d| new_dir(fd))
 }
 
-fn next_entry(d: &mut UDir) -> *mut libc::dirent64 {
-    let Some(e) = d.ents.get(d.pos) else {
-        return std::ptr::null_mut(); // end of stream: errno unchanged
+/// The next entry of `d` in its `ent`; null at the end of the stream
+/// (errno unchanged) or on an error (errno set by the caller).
+fn next_entry(d: &mut UDir) -> R<*mut libc::dirent64> {
+    let Some((_, e)) = d.stream.peek(&d.desc)? else {
+        return Ok(std::ptr::null_mut());
     };
-    d.pos += 1;
     let ent = &mut d.ent;
     ent.d_ino = e.ino;
-    ent.d_off = d.pos as i64;
     ent.d_type = e.dtype;
     let n = e.name.len().min(ent.d_name.len() - 1);
     for (dst, &src) in ent.d_name.iter_mut().zip(&e.name[..n]) {
@@ -140,7 +110,9 @@ fn next_entry(d: &mut UDir) -> *mut libc::dirent64 {
     }
     ent.d_name[n] = 0;
     ent.d_reclen = std::mem::size_of::<libc::dirent64>() as u16;
-    ent as *mut libc::dirent64
+    d.stream.advance();
+    ent.d_off = d.stream.pos() as i64;
+    Ok(ent as *mut libc::dirent64)
 }
 
 macro_rules! readdir_fn {
@@ -157,7 +129,7 @@ macro_rules! readdir_fn {
                         return Ok(fwd!($name(dirp)));
                     }
                     // SAFETY: a udax DIR*, used by this thread (readdir's contract).
-                    Ok(next_entry(unsafe { udir(dirp) }))
+                    next_entry(unsafe { udir(dirp) })
                 },
             )
         }
@@ -215,7 +187,10 @@ macro_rules! readdir_r_fn {
                         return Ok(libc::EFAULT);
                     }
                     // SAFETY: a udax DIR*, used by this thread.
-                    let e = next_entry(unsafe { udir(dirp) });
+                    let e = match next_entry(unsafe { udir(dirp) }) {
+                        Ok(e) => e,
+                        Err(Errno(n)) => return Ok(n),
+                    };
                     // SAFETY: `e` (if not null) points into the stream; `entry`
                     // and `result` are the caller's valid pointers.
                     unsafe {
@@ -265,11 +240,8 @@ pub unsafe extern "C" fn rewinddir(dirp: *mut libc::DIR) {
                 return Ok(());
             }
             // SAFETY: a udax DIR*.
-            let d = unsafe { udir(dirp) };
-            if let Ok(e) = entries(&d.desc) {
-                d.ents = e;
-            }
-            d.pos = 0;
+            // The next readdir reads the directory afresh from its start.
+            unsafe { udir(dirp) }.stream = DirStream::at(0);
             Ok(())
         },
     )
@@ -287,7 +259,7 @@ pub unsafe extern "C" fn telldir(dirp: *mut libc::DIR) -> c_long {
                 return Ok(fwd!(telldir(dirp)));
             }
             // SAFETY: a udax DIR*.
-            Ok(unsafe { udir(dirp) }.pos as c_long)
+            Ok(unsafe { udir(dirp) }.stream.pos() as c_long)
         },
     )
 }
@@ -305,29 +277,38 @@ pub unsafe extern "C" fn seekdir(dirp: *mut libc::DIR, loc: c_long) {
                 return Ok(());
             }
             // SAFETY: a udax DIR*.
-            unsafe { udir(dirp) }.pos = loc.max(0) as usize;
+            unsafe { udir(dirp) }.stream = DirStream::at(loc.max(0) as u64);
             Ok(())
         },
     )
 }
 
-/// getdents64(2) of a udax directory: linux_dirent64 records from a snapshot
-/// taken at the first call (or after lseek to 0); `d_off` is the index of the
-/// next entry, which lseek accepts.
+/// getdents64(2) of a udax directory: linux_dirent64 records read a page
+/// at a time ([`DirStream`], kept in the description while the offset is
+/// where it left it); `d_off` is the position after the record, which
+/// lseek accepts, and the description's offset is the position of the
+/// next record.
 fn getdents(d: &Desc, buf: *mut c_void, n: size_t) -> R<ssize_t> {
     if !d.is_dir() {
         return Err(Errno(libc::ENOTDIR));
     }
-    let mut snap = d.dents.lock().unwrap_or_else(|p| p.into_inner());
-    if snap.is_none() {
-        *snap = Some(entries(d)?);
-    }
-    let ents = snap.as_ref().expect("set above");
     let mut pos = d.pos.lock().unwrap_or_else(|p| p.into_inner());
+    let mut held = d.dents.lock().unwrap_or_else(|p| p.into_inner());
+    let s = match &mut *held {
+        Some(s) if s.pos() == *pos => s,
+        _ => held.insert(DirStream::at(*pos)),
+    };
     // SAFETY: getdents64(2)'s contract: `buf` has room for `n` bytes.
     let out = unsafe { crate::dispatch::slice_mut(buf, n) }?;
     let mut used = 0usize;
-    while let Some(e) = ents.get(*pos as usize) {
+    loop {
+        let e = match s.peek(d) {
+            Ok(Some((_, e))) => e,
+            Ok(None) => break,
+            // Records already given go back; the error comes next call.
+            Err(_) if used > 0 => break,
+            Err(e) => return Err(e),
+        };
         // d_ino (8) d_off (8) d_reclen (2) d_type (1) name NUL, padded to 8.
         let reclen = (19 + e.name.len() + 1).div_ceil(8) * 8;
         if used + reclen > out.len() {
@@ -339,12 +320,13 @@ fn getdents(d: &Desc, buf: *mut c_void, n: size_t) -> R<ssize_t> {
         let r = &mut out[used..used + reclen];
         r.fill(0);
         r[0..8].copy_from_slice(&e.ino.to_ne_bytes());
-        r[8..16].copy_from_slice(&(*pos as i64 + 1).to_ne_bytes());
         r[16..18].copy_from_slice(&(reclen as u16).to_ne_bytes());
         r[18] = e.dtype;
         r[19..19 + e.name.len()].copy_from_slice(&e.name);
+        s.advance();
+        *pos = s.pos();
+        r[8..16].copy_from_slice(&(*pos as i64).to_ne_bytes());
         used += reclen;
-        *pos += 1;
     }
     Ok(used as ssize_t)
 }

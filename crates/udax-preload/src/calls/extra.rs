@@ -83,7 +83,8 @@ unsafe fn scandir_udax(
         crate::calls::open::open_udax(p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
     let d = crate::dispatch::desc(fd);
     let _ = crate::state::fds::close(fd);
-    let ents = crate::calls::dir::entries(&*d?)?;
+    let d = d?;
+    let mut stream = crate::state::fds::DirStream::at(0);
     let mut out: Vec<*mut libc::dirent64> = Vec::new();
     let free_all = |v: &Vec<*mut libc::dirent64>| {
         for &e in v {
@@ -91,7 +92,16 @@ unsafe fn scandir_udax(
             unsafe { libc::free(e.cast()) };
         }
     };
-    for e in &ents {
+    loop {
+        let e = match stream.peek(&d) {
+            Ok(Some((_, e))) => e.clone(),
+            Ok(None) => break,
+            Err(x) => {
+                free_all(&out);
+                return Err(x);
+            }
+        };
+        stream.advance();
         // SAFETY: all-zero is a valid dirent64.
         let mut de: libc::dirent64 = unsafe { std::mem::zeroed() };
         de.d_ino = e.ino;

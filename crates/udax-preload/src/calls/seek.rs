@@ -1,5 +1,5 @@
 //! lseek: `SEEK_SET/CUR/END`, `SEEK_DATA`/`SEEK_HOLE` from the extent map;
-//! on a directory, the getdents index.
+//! on a directory, the getdents position (a listing cookie).
 
 use crate::boundary::entry::{Errno, R};
 use crate::dispatch::{fd_call, offset};
@@ -47,18 +47,18 @@ fn seek_data_hole(f: &udax::vfs::VFile, from: u64, data: bool) -> R<u64> {
 pub fn lseek_desc(d: &Desc, off: off64_t, whence: c_int) -> R<off64_t> {
     let mut pos = d.pos.lock().unwrap_or_else(|p| p.into_inner());
     if d.is_dir() {
-        // A directory offset is an index into its entries (getdents d_off).
+        // A directory offset is a listing position (a cookie: getdents
+        // d_off, `state::fds::DirStream`); a seek reads afresh from it.
         let new = match whence {
-            libc::SEEK_SET => off,
-            libc::SEEK_CUR => *pos as i64 + off,
+            libc::SEEK_SET => Some(off),
+            libc::SEEK_CUR => (*pos as i64).checked_add(off),
             _ => return Err(Errno(libc::EINVAL)),
         };
-        if new < 0 {
-            return Err(Errno(libc::EINVAL));
-        }
-        if new == 0 {
-            *d.dents.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
+        let new = match new {
+            Some(n) if n >= 0 => n,
+            _ => return Err(Errno(libc::EINVAL)),
+        };
+        *d.dents.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *pos = new as u64;
         return Ok(new);
     }

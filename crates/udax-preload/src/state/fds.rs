@@ -15,9 +15,11 @@ use crate::boundary::entry::{unsupported, Errno, R};
 use crate::boundary::real;
 use crate::state::hooks;
 use libc::c_int;
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
+use udax::fs::{COOKIE_DOT, COOKIE_DOTDOT};
 
 /// A directory's path inside udax, kept current across renames: checked
 /// whenever directories have moved (renamed or removed) since it was last
@@ -71,6 +73,121 @@ pub struct Dent {
     pub dtype: u8,
 }
 
+/// The position after the last entry: telldir, `d_off` and lseek at the
+/// end of a listing. No entry's cookie is larger (cookies are 63-bit name
+/// hashes); a name whose hash is exactly this comes again after a seek here.
+pub const END: u64 = i64::MAX as u64;
+
+/// Cookies per page read from a local file system (through the owner, a
+/// page is what fits one reply).
+const PAGE: usize = 128;
+
+/// A position in a udax directory listing and the page of entries held
+/// from it: a stream never holds more than one page.
+///
+/// Positions are cookies ([`udax::fs::Fs::read_dir_page`]): `.` is 0, `..`
+/// is 1, and any other position `c` stands before the entries whose cookie
+/// (name hash) is `c` or more. An entry keeps its cookie while it exists,
+/// so a position stays valid whatever is added or removed: a listing
+/// returns every entry present throughout exactly once, and a seek to a
+/// position told earlier resumes at the same entry. Names sharing a cookie
+/// (a hash collision) share a position: a seek to it restarts that group,
+/// which may repeat names of the group (as ext4's hashed directories do).
+pub struct DirStream {
+    /// The entries of the page held, each with its cookie, from the next
+    /// one to return on.
+    ents: VecDeque<(u64, Dent)>,
+    /// Where the next page starts; `None`: no page after the one held.
+    next: Option<u64>,
+}
+
+impl DirStream {
+    /// A stream at position `pos`, nothing read yet.
+    pub fn at(pos: u64) -> DirStream {
+        DirStream {
+            ents: VecDeque::new(),
+            next: Some(pos),
+        }
+    }
+
+    /// The position of the next entry to return (telldir, `d_off`).
+    pub fn pos(&self) -> u64 {
+        match self.ents.front() {
+            Some((c, _)) => *c,
+            None => self.next.unwrap_or(END),
+        }
+    }
+
+    /// The next entry, reading the next page once the one held is used up;
+    /// `None` at the end of the listing.
+    pub fn peek(&mut self, d: &Desc) -> R<Option<&(u64, Dent)>> {
+        while self.ents.is_empty() {
+            let Some(from) = self.next else {
+                return Ok(None);
+            };
+            self.fill(d, from)?;
+        }
+        Ok(self.ents.front())
+    }
+
+    /// Past the entry `peek` returned.
+    pub fn advance(&mut self) {
+        self.ents.pop_front();
+    }
+
+    /// Read the page at position `from` (with `.` and `..` first when
+    /// `from` is theirs); on an error the stream is unchanged.
+    fn fill(&mut self, d: &Desc, from: u64) -> R<()> {
+        let fs = crate::state::mount::fs()?;
+        let p = d.path()?;
+        let mut ents = VecDeque::new();
+        if from == COOKIE_DOT {
+            ents.push_back((
+                COOKIE_DOT,
+                Dent {
+                    name: b".".to_vec(),
+                    ino: d.ino(),
+                    dtype: libc::DT_DIR,
+                },
+            ));
+        }
+        if from <= COOKIE_DOTDOT {
+            let parent = fs
+                .stat(crate::state::lexical::parent(&p))
+                .map(|s| s.ino)
+                .unwrap_or(d.ino());
+            ents.push_back((
+                COOKIE_DOTDOT,
+                Dent {
+                    name: b"..".to_vec(),
+                    ino: parent,
+                    dtype: libc::DT_DIR,
+                },
+            ));
+        }
+        // From the start: 0, so that a listing in one page is checked
+        // against the directory's count (`Fs::read_dir_page`).
+        let first = if from <= COOKIE_DOTDOT { 0 } else { from };
+        let page = fs.read_dir_page(&p, first, PAGE)?;
+        if page.next.is_some_and(|n| n <= first) {
+            return Err(Errno(libc::EIO)); // a listing that does not advance
+        }
+        for (c, e) in page.entries {
+            ents.push_back((
+                c,
+                Dent {
+                    name: e.name.into_bytes(),
+                    ino: e.ino,
+                    dtype: e.file_type,
+                },
+            ));
+        }
+        self.ents = ents;
+        self.next = page.next;
+        Ok(())
+    }
+}
+
 /// An open file description (shared by dup'ed descriptors).
 pub struct Desc {
     /// Dropped only in the process that made it (see `Drop`).
@@ -78,13 +195,14 @@ pub struct Desc {
     /// The process that made it.
     born: u32,
     path: Mutex<DirPath>,
-    /// File offset; for a directory, the index of the next getdents entry.
+    /// File offset; for a directory, the position (cookie) of the next
+    /// getdents entry ([`DirStream`]).
     pub pos: Mutex<u64>,
     /// open(2) status flags: access mode, O_APPEND, O_NONBLOCK, O_SYNC, ...
     status: AtomicI32,
-    /// getdents64 snapshot of a directory, taken at the first call or after a
-    /// rewind (lseek to 0).
-    pub dents: Mutex<Option<Vec<Dent>>>,
+    /// getdents64's page of a directory (one page, and its position), read
+    /// afresh when `pos` is not where it left off or after an lseek.
+    pub dents: Mutex<Option<DirStream>>,
     /// The offset lives at the owner (the description is shared with
     /// another process, `state::inherit`): `pos` is not used for it, but
     /// its lock still orders this process's users.

@@ -20,7 +20,7 @@ use crate::dax::DaxDevice;
 use crate::device::Device;
 use crate::format::SUPERBLOCK_SIZE;
 use crate::fs::perm::Cred;
-use crate::fs::{DirEntry, Error, Rename, Result, Stat, StatFs};
+use crate::fs::{DirEntry, DirPage, Error, Rename, Result, Stat, StatFs};
 use crate::owner;
 use crate::proto::{self, wire, Attr, Reply, Request, Target};
 use crate::sync::{AtomicU64, Mutex, Ordering};
@@ -608,26 +608,43 @@ impl Client {
         Ok(out)
     }
 
-    fn read_dir_uncached(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let mut out = Vec::new();
-        let mut from = 0;
-        loop {
-            let r = self.call(&Request::ReadDir {
-                path: path.as_bytes().to_vec(),
-                from,
-            })?;
-            let Reply::Entries { entries, next } = r else {
-                return Err(unexpected(r));
-            };
-            for e in entries {
-                out.push(DirEntry {
+    /// One page of directory `path`'s listing from cookie `from` on, as
+    /// the owner sends it (one reply: as many entries as fit, each with its
+    /// cookie; [`crate::fs::Fs::read_dir_page`]). Not cached: a reader
+    /// paging by cookie sees the entries as they are at each page.
+    pub fn read_dir_page(&self, path: &str, from: u64) -> Result<DirPage> {
+        let r = self.call(&Request::ReadDir {
+            path: path.as_bytes().to_vec(),
+            from,
+        })?;
+        let Reply::Entries { entries, next } = r else {
+            return Err(unexpected(r));
+        };
+        if next.is_some_and(|n| n <= from) {
+            return Err(not_connected("read_dir made no progress".into()));
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            out.push((
+                e.cookie,
+                DirEntry {
                     name: String::from_utf8(e.name)
                         .map_err(|_| not_connected("a name that is not UTF-8".into()))?,
                     ino: e.ino,
                     file_type: e.kind,
-                });
-            }
-            match next {
+                },
+            ));
+        }
+        Ok(DirPage { entries: out, next })
+    }
+
+    fn read_dir_uncached(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = self.read_dir_page(path, from)?;
+            out.extend(page.entries.into_iter().map(|(_, e)| e));
+            match page.next {
                 Some(n) if n > from => from = n,
                 Some(_) => return Err(not_connected("read_dir made no progress".into())),
                 None => {

@@ -28,7 +28,7 @@ use super::{
 use crate::format::{ROOT_INO, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK};
 use crate::fs::locks::{LockKind, LockOwner as TableOwner};
 use crate::fs::perm::Cred;
-use crate::fs::{DirEntry, Error, File, Fs, OpenOptions, Rename, Result, Stat};
+use crate::fs::{Error, File, Fs, OpenOptions, Rename, Result, Stat, COOKIE_DOT, COOKIE_DOTDOT};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::BLOCK_SIZE;
 use fuser::{
@@ -49,6 +49,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// owner without the kernel knowing (library and shim clients), so a cached
 /// size, mode or name could be stale; each path walk asks (docs/fuse.md).
 const TTL: Duration = Duration::ZERO;
+/// Cookies per directory page read for readdir.
+const DIR_PAGE: usize = 128;
+/// The readdir offset past the last entry (no cookie is larger).
+const DIR_END: u64 = i64::MAX as u64;
+/// One entry of a readdir page: inode, `d_type`, name, the offset after it.
+type DirSlot = (u64, u8, String, u64);
 
 /// The largest write the kernel sends in one request (and read it asks).
 pub const MAX_WRITE: u32 = 1 << 20;
@@ -201,7 +207,6 @@ enum Handle {
         path: String,
         /// The parent's inode number (for `..`).
         parent: u64,
-        entries: Vec<DirEntry>,
     },
 }
 
@@ -305,6 +310,53 @@ fn lock_kind(typ: i32) -> Option<LockKind> {
 
 impl Front {
     /// The file system as the caller of `req` sees it.
+    /// One page of directory `path` (inode `ino`, parent `parent`) from
+    /// FUSE offset `at` on: each entry as `(inode, d_type, name, offset
+    /// after it)`, and where the next page starts (`None`: the last).
+    /// Offsets are listing positions, as the shim's (docs/preload.md,
+    /// "Directory streams"): `.` is 0, `..` is 1, any other the cookie
+    /// (name hash) of the first entry at or after it, the end
+    /// `DIR_END`; an entry keeps its cookie while it exists, so a listing
+    /// returns every entry present throughout exactly once whatever
+    /// changes between calls (names sharing a cookie may repeat when a
+    /// call ends inside their group).
+    fn dir_page(
+        &self,
+        path: &str,
+        ino: u64,
+        parent: u64,
+        at: u64,
+    ) -> Result<(Vec<DirSlot>, Option<u64>)> {
+        let mut out = Vec::new();
+        if at == COOKIE_DOT {
+            out.push((ino, crate::format::DT_DIR, ".".to_string(), COOKIE_DOTDOT));
+        }
+        if at <= COOKIE_DOTDOT {
+            out.push((
+                parent,
+                crate::format::DT_DIR,
+                "..".to_string(),
+                COOKIE_DOTDOT + 1,
+            ));
+        }
+        // From the start: 0 (a listing in one page is checked against
+        // the directory's count).
+        let from = if at <= COOKIE_DOTDOT { 0 } else { at };
+        let page = self.sh.fs.read_dir_page(path, from, DIR_PAGE)?;
+        if page.next.is_some_and(|n| n <= from) {
+            return Err(Error::Invalid("a listing that does not advance"));
+        }
+        let cookies: Vec<u64> = page.entries.iter().map(|(c, _)| *c).collect();
+        for (i, (_, e)) in page.entries.into_iter().enumerate() {
+            let next = cookies
+                .get(i + 1)
+                .copied()
+                .unwrap_or(page.next.unwrap_or(DIR_END));
+            out.push((e.ino, e.file_type, e.name, next));
+        }
+        Ok((out, page.next))
+    }
+
     fn caller(&self, req: &Request) -> Fs {
         let (uid, gid, pid) = (req.uid(), req.gid(), req.pid());
         let groups = {
@@ -1116,17 +1168,15 @@ impl Filesystem for Front {
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let r = (|| {
             let path = self.dir_path(ino.0)?;
-            let entries = self.caller(req).read_dir(&path)?;
+            // The caller's read permission; entries are read by readdir,
+            // a page at a time (`dir_page`).
+            self.caller(req).read_dir_page(&path, 0, 1)?;
             let parent = if ino.0 == ROOT_INO {
                 ROOT_INO
             } else {
                 self.sh.fs.stat(&join(&path, ".."))?.ino
             };
-            Ok(self.add_handle(Handle::Dir {
-                path,
-                parent,
-                entries,
-            }))
+            Ok(self.add_handle(Handle::Dir { path, parent }))
         })();
         match r {
             Ok(fh) => reply.opened(fh, FopenFlags::empty()),
@@ -1146,30 +1196,30 @@ impl Filesystem for Front {
             Ok(h) => h,
             Err(e) => return reply.error(errno(&e)),
         };
-        let Handle::Dir {
-            parent, entries, ..
-        } = &*h
-        else {
+        let Handle::Dir { path, parent } = &*h else {
             return reply.error(Errno::ENOTDIR);
         };
-        let dots = [(ino.0, "."), (*parent, "..")];
-        let all = dots
-            .iter()
-            .map(|&(i, n)| (i, FileType::Directory, n))
-            .chain(entries.iter().map(|e| {
-                let kind = if e.file_type == crate::format::DT_DIR {
+        let mut at = offset;
+        loop {
+            let (ents, more) = match self.dir_page(path, ino.0, *parent, at) {
+                Ok(p) => p,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            for (ino, dtype, name, next) in &ents {
+                let kind = if *dtype == crate::format::DT_DIR {
                     FileType::Directory
                 } else {
                     FileType::RegularFile
                 };
-                (e.ino, kind, e.name.as_str())
-            }));
-        for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(ino), i as u64 + 1, kind, name) {
-                break;
+                if reply.add(INodeNo(*ino), *next, kind, name) {
+                    return reply.ok();
+                }
+            }
+            match more {
+                Some(n) => at = n,
+                None => return reply.ok(),
             }
         }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -1184,64 +1234,38 @@ impl Filesystem for Front {
             Ok(h) => h,
             Err(e) => return reply.error(errno(&e)),
         };
-        let Handle::Dir {
-            path,
-            parent,
-            entries,
-        } = &*h
-        else {
+        let Handle::Dir { path, parent } = &*h else {
             return reply.error(Errno::ENOTDIR);
         };
-        let mut i = offset as usize;
-        // `.` and `..`: the kernel takes no reference on them.
-        while i < 2 {
-            let (ino, name) = if i == 0 {
-                (ino.0, ".")
-            } else {
-                (*parent, "..")
+        let mut at = offset;
+        loop {
+            let (ents, more) = match self.dir_page(path, ino.0, *parent, at) {
+                Ok(p) => p,
+                Err(e) => return reply.error(errno(&e)),
             };
-            let p = if i == 0 {
-                path.clone()
-            } else {
-                join(path, "..")
-            };
-            let Ok(s) = self.sh.fs.lstat(&p) else {
-                i += 1;
-                continue;
-            };
-            if reply.add(
-                INodeNo(ino),
-                i as u64 + 1,
-                name,
-                &TTL,
-                &attr(&s),
-                Generation(0),
-            ) {
-                return reply.ok();
+            for (_, _, name, next) in &ents {
+                let dots = name == "." || name == "..";
+                let p = match name.as_str() {
+                    "." => path.clone(),
+                    _ => join(path, name),
+                };
+                // Gone since the page was read: left out.
+                let Ok(s) = self.sh.fs.lstat(&p) else {
+                    continue;
+                };
+                if reply.add(INodeNo(s.ino), *next, name, &TTL, &attr(&s), Generation(0)) {
+                    return reply.ok();
+                }
+                // `.` and `..`: the kernel takes no reference on them.
+                if !dots {
+                    self.remember(ino.0, name, &p, &s);
+                }
             }
-            i += 1;
-        }
-        for e in entries.iter().skip(i - 2) {
-            let p = join(path, &e.name);
-            // Gone since the listing was taken: left out.
-            let Ok(s) = self.sh.fs.lstat(&p) else {
-                i += 1;
-                continue;
-            };
-            if reply.add(
-                INodeNo(s.ino),
-                i as u64 + 1,
-                &e.name,
-                &TTL,
-                &attr(&s),
-                Generation(0),
-            ) {
-                break;
+            match more {
+                Some(n) => at = n,
+                None => return reply.ok(),
             }
-            self.remember(ino.0, &e.name, &p, &s);
-            i += 1;
         }
-        reply.ok();
     }
 
     fn releasedir(

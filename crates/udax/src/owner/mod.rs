@@ -2052,6 +2052,7 @@ fn entries(fs: &Fs, path: &str, from: u64) -> Result<Reply> {
         let mut rest = page.entries.into_iter().peekable();
         while let Some((cookie, d)) = rest.next() {
             group.push(Entry {
+                cookie,
                 name: d.name.into_bytes(),
                 ino: d.ino,
                 kind: d.file_type,

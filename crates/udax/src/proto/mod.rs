@@ -15,7 +15,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::FormatError;
 
 /// Protocol version spoken by this build; a peer with another gets an error.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Magic at the start of every message.
 pub const MAGIC: [u8; 4] = *b"UDXP";
 /// Bytes of the header.
@@ -431,6 +431,9 @@ pub struct Attr {
 /// One directory entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// The entry's listing cookie (its name hash, `Fs::read_dir_page`):
+    /// a reader may go on, or come back, from it.
+    pub cookie: u64,
     pub name: Vec<u8>,
     pub ino: u64,
     /// `d_type`.
@@ -1483,7 +1486,7 @@ fn kind_in(r: &mut Reader<'_>, unlock: bool) -> Result<u8, ProtoError> {
 
 /// Bytes of one encoded entry (for filling a reply up to [`MAX_MESSAGE`]).
 pub fn entry_bytes(e: &Entry) -> usize {
-    2 + e.name.len() + 8 + 1
+    8 + 2 + e.name.len() + 8 + 1
 }
 
 /// Room for entries in one `Entries` reply.
@@ -1615,7 +1618,8 @@ impl Reply {
             Reply::Entries { entries, next } => {
                 w.u32(entries.len() as u32);
                 for e in entries {
-                    w.u16(e.name.len() as u16)
+                    w.u64(e.cookie)
+                        .u16(e.name.len() as u16)
                         .bytes(&e.name)
                         .u64(e.ino)
                         .u8(e.kind);
@@ -1657,14 +1661,15 @@ impl Reply {
             102 => Reply::Pong,
             103 => Reply::Attr(attr_in(&mut r)?),
             104 => {
-                // Each entry is at least 12 bytes: the count cannot ask for
+                // Each entry is at least 20 bytes: the count cannot ask for
                 // more than the body holds.
                 let n = r.u32()? as usize;
-                if n > r.remaining() / 12 {
+                if n > r.remaining() / 20 {
                     return Err(ProtoError::Malformed(format!("{n} entries")));
                 }
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
+                    let cookie = r.u64()?;
                     let len = r.u16()? as usize;
                     if len == 0 || len > MAX_NAME {
                         return Err(ProtoError::Malformed(format!("name of {len} bytes")));
@@ -1674,6 +1679,7 @@ impl Reply {
                         return Err(ProtoError::Malformed("'/' or NUL in a name".into()));
                     }
                     entries.push(Entry {
+                        cookie,
                         name,
                         ino: r.u64()?,
                         kind: r.u8()?,
@@ -2066,11 +2072,14 @@ mod tests {
                 btime_ns: v[11],
                 rdev,
             });
-        let entry = (name(), any::<u64>(), any::<u8>()).prop_map(|(name, ino, kind)| Entry {
-            name,
-            ino,
-            kind,
-        });
+        let entry = (any::<u64>(), name(), any::<u64>(), any::<u8>()).prop_map(
+            |(cookie, name, ino, kind)| Entry {
+                cookie,
+                name,
+                ino,
+                kind,
+            },
+        );
         prop_oneof![
             (any::<u16>(), any::<[u8; 16]>(), any::<bool>(), any::<u64>()).prop_map(
                 |(version, uuid, read_only, client)| {
