@@ -95,6 +95,16 @@ impl Geometry3 {
         super::superblock::check_max_size(self.total_blocks)
     }
 
+    /// Whether device blocks `[dev_blk, dev_blk + len)` are a non-empty
+    /// run inside the data area (where every extent must lie).
+    pub fn holds_data(&self, dev_blk: u64, len: u64) -> bool {
+        len > 0
+            && dev_blk >= self.data_start
+            && dev_blk
+                .checked_add(len)
+                .is_some_and(|end| end <= self.total_blocks)
+    }
+
     pub fn root_at(&self) -> u64 {
         self.root_blk * BLOCK_SIZE
     }

@@ -287,12 +287,7 @@ pub(crate) fn inode_data_held(
         counted((extents.len() - inline) as u64)?;
         let g = store.geometry();
         for e in extents {
-            let inside = e.len > 0
-                && e.dev_blk >= g.data_start
-                && e.dev_blk
-                    .checked_add(e.len)
-                    .is_some_and(|x| x <= g.total_blocks);
-            if !inside {
+            if !g.holds_data(e.dev_blk, e.len) {
                 return Err(bad(format!("extent {e:?} outside the data area")));
             }
             held(&e)?;

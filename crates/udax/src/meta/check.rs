@@ -222,12 +222,7 @@ impl Store {
                 }
                 let mut end = 0;
                 for e in extents {
-                    let inside = e.len > 0
-                        && e.dev_blk >= geo.data_start
-                        && e.dev_blk
-                            .checked_add(e.len)
-                            .is_some_and(|x| x <= geo.total_blocks);
-                    if !inside || e.file_blk < end {
+                    if !geo.holds_data(e.dev_blk, e.len) || e.file_blk < end {
                         w.problem(format!("inode {ino}: bad extent {e:?}"));
                         continue;
                     }
