@@ -31,7 +31,7 @@ use crate::device::DeviceError;
 use crate::fs::locks::LockKind;
 use crate::fs::{Error, Result};
 use crate::proto::{self, wire, Ext, IomapOp, LockScope, Reply, Request, Target};
-use crate::sync::{AtomicBool, AtomicU64, Ordering, RwLock};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 use crate::BLOCK_SIZE;
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -134,6 +134,28 @@ pub(super) struct Node {
     /// The last lease fetch for a fault failed (the owner is gone): faults
     /// that need the layout fail (SIGBUS) instead of retrying for ever.
     lost: AtomicBool,
+    /// This process's size grant on the file, if it holds one (lock order:
+    /// grant -> layout; the listener takes it alone).
+    grant: Mutex<Option<LocalGrant>>,
+    /// The size this process grew the file to under its grant (0: none):
+    /// layouts from the owner, whose size lags, are raised to it.
+    grown: AtomicU64,
+    /// Held while asking for a grant: one request at a time per file.
+    asking: Mutex<()>,
+    /// Growing writes seen (the first goes through the owner; grants are
+    /// for files that keep growing), and what the next grant asks for.
+    growths: AtomicU64,
+    next_want: AtomicU64,
+}
+
+/// A size grant as its holder keeps it (`Request::Grant`).
+#[derive(Clone, Copy, Debug)]
+struct LocalGrant {
+    /// The size this process grew the file to (its word holds it).
+    size: u64,
+    limit: u64,
+    word_at: u64,
+    serial: u32,
 }
 
 impl Node {
@@ -144,7 +166,54 @@ impl Node {
             recalled: AtomicU64::new(0),
             dax: DaxFile::new(ino),
             lost: AtomicBool::new(false),
+            grant: Mutex::new(None),
+            grown: AtomicU64::new(0),
+            asking: Mutex::new(()),
+            growths: AtomicU64::new(0),
+            next_want: AtomicU64::new(GRANT_FIRST_WANT),
         }
+    }
+
+    /// A `Settle` of `epoch` (the listener): stop growing the file (the
+    /// grant's word is final), then recall the pages past the size it
+    /// reached (their blocks are about to be freed).
+    fn settle(&self, inner: &Inner, epoch: u64) -> bool {
+        // ORDERING: AcqRel, before the grant lock: a `Granted` installed
+        // after this sees the epoch (`install_grant`) and is dropped.
+        self.recalled.fetch_max(epoch, Ordering::AcqRel);
+        let size = {
+            let mut g = self.grant.lock();
+            // ORDERING: Relaxed: under the grant lock, which orders it with
+            // the growth that set it.
+            self.grown.store(0, Ordering::Relaxed);
+            g.take().map(|g| g.size)
+        };
+        let size = size.or_else(|| self.layout.read().as_ref().map(|l| l.size));
+        let from = size.map_or(u64::MAX, |s| s.div_ceil(BLOCK_SIZE));
+        // The attributes this process cached of the file may show its
+        // grant's old size (an `fstat` it corrected locally).
+        inner.attrs.lock().drop_all();
+        self.recall(inner, epoch, true, from..u64::MAX)
+    }
+
+    /// Take the grant of a `Granted` answer of `epoch`, unless a `Settle`
+    /// of it (or a later recall) came first.
+    fn install_grant(&self, g: LocalGrant, epoch: u64) -> bool {
+        let mut cur = self.grant.lock();
+        // ORDERING: Acquire: pairs with `settle`'s AcqRel fetch_max.
+        if self.recalled.load(Ordering::Acquire) >= epoch {
+            return false;
+        }
+        *cur = Some(g);
+        true
+    }
+
+    /// A layout size from the owner, raised to what this process grew the
+    /// file to under its grant.
+    fn size_seen(&self, owner_size: u64) -> u64 {
+        // ORDERING: Relaxed: see `settle`; a racing growth raises the
+        // layout itself after storing its word.
+        owner_size.max(self.grown.load(Ordering::Relaxed))
     }
 
     /// A recall of `epoch` for file pages `range` (the listener): record
@@ -195,7 +264,8 @@ impl Node {
 
     /// Install a layout fetched from the owner, unless a recall of its
     /// epoch came meanwhile.
-    fn install(&self, l: Layout) {
+    fn install(&self, mut l: Layout) {
+        l.size = self.size_seen(l.size);
         let mut g = self.layout.write();
         // ORDERING: Acquire: pairs with the recall's AcqRel fetch_max.
         if l.epoch > self.recalled.load(Ordering::Acquire) {
@@ -230,6 +300,22 @@ pub struct RemoteFile {
 /// take [`RemoteFile::write_grown`]'s three round trips instead of one
 /// `Write` per [`proto::MAX_WRITE`] bytes.
 const GROW_IN_PLACE_MIN: usize = 2 * proto::MAX_WRITE;
+
+/// What a file's first size grant asks for past its end; each renewal
+/// asks for twice the last, up to [`GRANT_MAX_WANT`].
+const GRANT_FIRST_WANT: u64 = 256 << 10;
+const GRANT_MAX_WANT: u64 = 8 << 20;
+
+/// How [`RemoteFile::try_granted`] went.
+enum Grow {
+    /// Written at this offset.
+    Done(u64),
+    /// No grant, or the write goes past its limit: ask for one covering
+    /// this many bytes past the end of file.
+    Ask(u64),
+    /// Not for a grant (a gap before it, shared or bad blocks).
+    No,
+}
 
 /// Send the modification time of in-place overwrites at most this often
 /// (and at fsync and close).
@@ -383,9 +469,14 @@ impl RemoteFile {
         // A key no path can be (paths have no NUL).
         let key = format!("\0{}", self.o.ino);
         let handle = self.o.handle;
-        self.o
+        let mut s = self
+            .o
             .inner
-            .cached_stat(&key, None, || Request::FStat { handle })
+            .cached_stat(&key, None, || Request::FStat { handle })?;
+        // Under this process's grant the owner's size lags (it leaves the
+        // grant to its holder for an fstat).
+        s.size = self.o.node.size_seen(s.size);
+        Ok(s)
     }
 
     /// A name `path` for this open file (`linkat` with `AT_EMPTY_PATH`).
@@ -570,16 +661,13 @@ impl RemoteFile {
         }
         let mut in_place = self.write_in_place(data, off)?;
         if in_place.is_none() {
+            in_place = self.grow_granted(data, Some(off))?.map(|_| data.len());
+        }
+        if in_place.is_none() {
             in_place = self.write_grown(data, off)?;
         }
         if let Some(n) = in_place {
-            let now = now_ns();
-            // ORDERING: Relaxed: times handed to the owner; a lost race
-            // only sends one more (or one later) Touch.
-            self.o.unsent_mtime.fetch_max(now, Ordering::Relaxed);
-            if now.saturating_sub(self.o.last_touch.load(Ordering::Relaxed)) >= TOUCH_EVERY_NS {
-                self.o.send_mtime()?;
-            }
+            self.o.note_write();
             return Ok(n);
         }
         let mut done = 0usize;
@@ -609,6 +697,10 @@ impl RemoteFile {
         if dax::in_mapping(data.as_ptr() as usize, data.len()) {
             let copy: Vec<u8> = data.to_owned();
             return self.append(copy.as_slice());
+        }
+        if let Some(at) = self.grow_granted(data, None)? {
+            self.o.note_write();
+            return Ok((at, data.len()));
         }
         let first = &data[..data.len().min(proto::MAX_WRITE)];
         let r = self.o.inner.call(&Request::Append {
@@ -685,44 +777,230 @@ impl RemoteFile {
         if !self.o.write || data.is_empty() || !self.o.inner.writable() {
             return Ok(None);
         }
+        self.o
+            .with_layout(|l| self.copy_into(l, data, off, past_eof))
+    }
+
+    /// [`RemoteFile::copy_in_place`] under layout `l`.
+    fn copy_into(
+        &self,
+        l: &Layout,
+        data: &[u8],
+        off: u64,
+        past_eof: bool,
+    ) -> Result<Option<(u64, u64)>> {
         let dev = self.o.inner.dev()?;
-        self.o.with_layout(|l| {
-            let Some(end) = off
-                .checked_add(data.len() as u64)
-                .filter(|&e| past_eof || e <= l.size)
-            else {
+        let Some(end) = off
+            .checked_add(data.len() as u64)
+            .filter(|&e| past_eof || e <= l.size)
+        else {
+            return Ok(None);
+        };
+        // (device offset, offset in `data`, length) of each run.
+        let mut runs = Vec::new();
+        let mut pos = off;
+        while pos < end {
+            let b = pos / BLOCK_SIZE;
+            let Some((&f, &(d, n, shared))) = l.map.range(..=b).next_back() else {
                 return Ok(None);
             };
-            // (device offset, offset in `data`, length) of each run.
-            let mut runs = Vec::new();
-            let mut pos = off;
-            while pos < end {
-                let b = pos / BLOCK_SIZE;
-                let Some((&f, &(d, n, shared))) = l.map.range(..=b).next_back() else {
-                    return Ok(None);
+            if b >= f + n || shared {
+                return Ok(None);
+            }
+            let run_end = ((f + n) * BLOCK_SIZE).min(end);
+            let blocks = run_end.div_ceil(BLOCK_SIZE) - b;
+            if l.first_bad(b, blocks).is_some() {
+                return Ok(None);
+            }
+            let dev_off = (d + (b - f)) * BLOCK_SIZE + pos % BLOCK_SIZE;
+            runs.push((dev_off, (pos - off) as usize, (run_end - pos) as usize));
+            pos = run_end;
+        }
+        for &(dev_off, at, len) in &runs {
+            // Plain stores: the bytes are likely read again soon (by this
+            // process or through another's shared mapping); the flush and
+            // fence below make them durable on pmem.
+            dev.write_cached(dev_off, &data[at..at + len])?;
+            dev.flush(dev_off, len as u64);
+        }
+        dev.fence()?;
+        Ok(Some((l.epoch, l.size)))
+    }
+
+    /// A write that grows the file (at `off`, or at its end for an
+    /// append: `None`) under this process's size grant, asking for one
+    /// (or a renewal past its limit) when the file keeps growing. Returns
+    /// where it went, or `None`: the owner is to take it.
+    fn grow_granted(&self, data: &[u8], off: Option<u64>) -> Result<Option<u64>> {
+        let o = &self.o;
+        let len = data.len() as u64;
+        if !o.write || data.is_empty() || len > GRANT_MAX_WANT || !o.inner.writable() {
+            return Ok(None);
+        }
+        // ORDERING: Relaxed: a hint (the owner refused grants on this
+        // device); a stale read asks once more.
+        if o.inner.no_grants.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        for _ in 0..3 {
+            match self.try_granted(data, off)? {
+                Grow::Done(at) => return Ok(Some(at)),
+                Grow::No => return Ok(None),
+                Grow::Ask(need) => {
+                    if !self.ask_grant(need)? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Copy `data` in place under the grant and store the new size in its
+    /// word (durable on return, as the owner's `Write` is).
+    fn try_granted(&self, data: &[u8], off: Option<u64>) -> Result<Grow> {
+        let node = &self.o.node;
+        let len = data.len() as u64;
+        loop {
+            if node.layout.read().is_none() {
+                // Fetched with no lock held: the owner may settle a grant
+                // (ours too) before it answers.
+                let l = fetch(&self.o.inner, self.o.handle)?;
+                node.install(l);
+                continue;
+            }
+            let mut g = node.grant.lock();
+            let Some(gr) = g.as_mut() else {
+                // Only a write that grows the file asks for a grant.
+                let lg = node.layout.read();
+                let size = lg.as_ref().map_or(0, |l| l.size);
+                let end = off.unwrap_or(size).saturating_add(len);
+                return Ok(if end > size {
+                    Grow::Ask(end - size)
+                } else {
+                    Grow::No
+                });
+            };
+            let at = off.unwrap_or(gr.size);
+            let Some(end) = at.checked_add(len) else {
+                return Ok(Grow::No);
+            };
+            if end > gr.limit {
+                return Ok(Grow::Ask(end - gr.size));
+            }
+            let copied = {
+                let lg = node.layout.read();
+                let Some(l) = lg.as_ref() else {
+                    continue;
                 };
-                if b >= f + n || shared {
-                    return Ok(None);
+                // A gap from the end to the write reads as zeros: the
+                // grant's blocks are zeroed when allocated, the tail of
+                // the block the end lies in is zeroed here.
+                let tail_end = gr.size.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+                if at > gr.size && tail_end > gr.size {
+                    let zeros = vec![0u8; (at.min(tail_end) - gr.size) as usize];
+                    if self.copy_into(l, &zeros, gr.size, true)?.is_none() {
+                        return Ok(Grow::No);
+                    }
                 }
-                let run_end = ((f + n) * BLOCK_SIZE).min(end);
-                let blocks = run_end.div_ceil(BLOCK_SIZE) - b;
-                if l.first_bad(b, blocks).is_some() {
-                    return Ok(None);
+                self.copy_into(l, data, at, true)?
+            };
+            if copied.is_none() {
+                return Ok(Grow::No);
+            }
+            if end > gr.size {
+                let dev = self.o.inner.dev()?;
+                let word = crate::format::v3::grant_word(end, gr.word_at, gr.serial);
+                dev.write_word(gr.word_at, word)?;
+                dev.persist(gr.word_at, 8)?;
+                gr.size = end;
+                // ORDERING: Relaxed: under the grant lock (see `Node::settle`).
+                node.grown.store(end, Ordering::Relaxed);
+                if let Some(l) = node.layout.write().as_mut() {
+                    l.size = l.size.max(end);
                 }
-                let dev_off = (d + (b - f)) * BLOCK_SIZE + pos % BLOCK_SIZE;
-                runs.push((dev_off, (pos - off) as usize, (run_end - pos) as usize));
-                pos = run_end;
             }
-            for &(dev_off, at, len) in &runs {
-                // Plain stores: the bytes are likely read again soon (by this
-                // process or through another's shared mapping); the flush
-                // and fence below make them durable on pmem.
-                dev.write_cached(dev_off, &data[at..at + len])?;
-                dev.flush(dev_off, len as u64);
+            return Ok(Grow::Done(at));
+        }
+    }
+
+    /// Ask the owner for a size grant covering at least `len` bytes past
+    /// the end of file (a renewal if this process holds one: it stops
+    /// using it first). `false`: none (the first growth of the file, or refused);
+    /// the owner takes the write.
+    fn ask_grant(&self, len: u64) -> Result<bool> {
+        let o = &self.o;
+        let node = &o.node;
+        if len > GRANT_MAX_WANT {
+            return Ok(false);
+        }
+        let _one = node.asking.lock();
+        let renewal = {
+            let g = node.grant.lock();
+            match *g {
+                // Another thread got one meanwhile: try it.
+                Some(gr) if gr.size + len <= gr.limit => return Ok(true),
+                Some(_) => true,
+                None => false,
             }
-            dev.fence()?;
-            Ok(Some((l.epoch, l.size)))
-        })
+        };
+        // ORDERING: Relaxed: a count for a heuristic.
+        if !renewal && node.growths.fetch_add(1, Ordering::Relaxed) == 0 {
+            return Ok(false);
+        }
+        if renewal {
+            // Stopped before asking (the protocol's rule): the owner reads
+            // the word as final. A write that finds no grant meanwhile waits
+            // for `asking`.
+            let mut g = node.grant.lock();
+            *g = None;
+            // ORDERING: Relaxed: see `Node::settle`.
+            node.grown.store(0, Ordering::Relaxed);
+        }
+        // ORDERING: Relaxed: a size hint.
+        let want = node.next_want.load(Ordering::Relaxed).max(len);
+        node.next_want
+            .store((want * 2).min(GRANT_MAX_WANT), Ordering::Relaxed);
+        let r = o.inner.call(&Request::Grant {
+            handle: o.handle,
+            want,
+        });
+        let (size, limit, word_at, serial, epoch) = match r {
+            Ok(Reply::Granted {
+                size,
+                limit,
+                word_at,
+                serial,
+                epoch,
+            }) => (size, limit, word_at, serial, epoch),
+            Ok(other) => return Err(unexpected(other)),
+            Err(Error::Remote { errno, .. })
+                if errno == libc::EOPNOTSUPP || errno == libc::ENOTSUP || errno == libc::EPROTO =>
+            {
+                // ORDERING: Relaxed: see `grow_granted`.
+                o.inner.no_grants.store(true, Ordering::Relaxed);
+                return Ok(false);
+            }
+            Err(e @ (Error::NotConnected(_) | Error::Io(_))) => return Err(e),
+            Err(_) => return Ok(false),
+        };
+        if size >= crate::format::v3::GRANT_MAX_SIZE || limit >= crate::format::v3::GRANT_MAX_SIZE {
+            return Err(Error::Invalid("the owner's grant is out of range"));
+        }
+        // The blocks past the end are new: the layout is fetched again.
+        *node.layout.write() = None;
+        // This process's cached attributes may hold the size the grant
+        // grows past (`RemoteFile::stat` corrects its own file's).
+        o.inner.attrs.lock().drop_all();
+        Ok(node.install_grant(
+            LocalGrant {
+                size,
+                limit,
+                word_at,
+                serial,
+            },
+            epoch,
+        ))
     }
 
     /// Make the file durable (the owner's `fsync`), with what this
@@ -889,6 +1167,19 @@ impl Open {
         }
     }
 
+    /// A write done in place (no request): its time goes to the owner
+    /// later, at most every [`TOUCH_EVERY_NS`] (and at fsync and close).
+    fn note_write(&self) {
+        let now = now_ns();
+        // ORDERING: Relaxed: times handed to the owner; a lost race only
+        // sends one more (or one later) Touch.
+        self.unsent_mtime.fetch_max(now, Ordering::Relaxed);
+        if now.saturating_sub(self.last_touch.load(Ordering::Relaxed)) >= TOUCH_EVERY_NS {
+            // A failed Touch only loses a time (the next one sends it).
+            let _ = self.send_mtime();
+        }
+    }
+
     /// Send the modification time of in-place overwrites, if any is unsent.
     fn send_mtime(&self) -> Result<()> {
         // ORDERING: Relaxed: see `RemoteFile::write_at`.
@@ -910,6 +1201,11 @@ impl Drop for Open {
         let _ = self.inner.call(&Request::Close {
             handle: self.handle,
         });
+        // The owner ends a grant at its holder's last close: an `fstat`
+        // this process cached of the file may show the grant's old size.
+        if self.node.grant.lock().is_some() {
+            self.inner.attrs.lock().drop_all();
+        }
     }
 }
 
@@ -1086,7 +1382,7 @@ where
         match r {
             Ok(Reply::Layout { size, extents, .. }) => {
                 if let Some(l) = self.node().layout.write().as_mut() {
-                    l.patch(a, b, &extents, size);
+                    l.patch(a, b, &extents, self.node().size_seen(size));
                 }
                 Ok(())
             }
@@ -1256,6 +1552,21 @@ pub(super) fn listen(inner: &Arc<Inner>, ch: &Arc<OwnedFd>) -> Result<std::threa
 /// more (no one would say when to drop them).
 fn listener(inner: &Inner, ch: &OwnedFd) {
     answer_callbacks(inner, ch);
+    // No owner watches the grants any more (a restarted one frees their
+    // lines at mount and may hand them to others): stop using them.
+    let nodes: Vec<Arc<Node>> = inner
+        .files
+        .lock()
+        .values()
+        .filter_map(|w| w.upgrade())
+        .collect();
+    for n in nodes {
+        n.grant.lock().take();
+        // ORDERING: Relaxed: see `Node::settle`.
+        n.grown.store(0, Ordering::Relaxed);
+    }
+    // ORDERING: Relaxed: see `RemoteFile::grow_granted`.
+    inner.no_grants.store(true, Ordering::Relaxed);
     let mut c = inner.attrs.lock();
     c.drop_all();
     c.closed = true;
@@ -1282,6 +1593,10 @@ fn answer_callbacks(inner: &Inner, ch: &OwnedFd) {
             Ok((_, Reply::Uncache { epoch })) => {
                 inner.attrs.lock().drop_all();
                 (0, epoch, false)
+            }
+            Ok((_, Reply::Settle { ino, epoch })) => {
+                let busy = node(ino).is_some_and(|n| n.settle(inner, epoch));
+                (ino, epoch, busy)
             }
             Ok((_, Reply::Poison { ino, epoch, page })) => {
                 if let Some(n) = node(ino) {

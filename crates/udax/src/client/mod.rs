@@ -23,7 +23,7 @@ use crate::fs::perm::Cred;
 use crate::fs::{DirEntry, DirPage, Error, Rename, Result, Stat, StatFs};
 use crate::owner;
 use crate::proto::{self, wire, Attr, Reply, Request, Target};
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 use file::Node;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -88,6 +88,9 @@ struct Inner {
     files: Mutex<HashMap<u64, Weak<Node>>>,
     /// Recalls answered (for tests and statistics).
     recalls: AtomicU64,
+    /// The owner gives no size grants (format 2, or it is gone): growing
+    /// writes go to it (`RemoteFile::grow_granted`).
+    no_grants: AtomicBool,
     /// Requests sent (for tests and statistics).
     requests: AtomicU64,
     /// Attributes from `stat`, by path, kept until the owner says another
@@ -232,6 +235,7 @@ impl Client {
                     read_only,
                     files: Mutex::new(HashMap::new()),
                     recalls: AtomicU64::new(0),
+                    no_grants: AtomicBool::new(false),
                     requests: AtomicU64::new(0),
                     attrs: Mutex::new(AttrCache::default()),
                 });

@@ -165,6 +165,14 @@ pub trait Device: Send + Sync + fmt::Debug {
         self.write(off, data)
     }
 
+    /// Store the 8-byte word `v` (little-endian) at `off`, a multiple of
+    /// 8, in one store: a crash leaves the old word or the new, never a mix
+    /// (the failure-atomic unit of persistent memory). Same durability
+    /// rules as `write`.
+    fn write_word(&self, off: u64, v: u64) -> Result<(), DeviceError> {
+        self.write_cached(off, &v.to_le_bytes())
+    }
+
     /// Store zeros over `[off, off + len)`. Same durability rules as `write`.
     fn zero(&self, off: u64, len: u64) -> Result<(), DeviceError>;
 

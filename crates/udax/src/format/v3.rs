@@ -599,6 +599,125 @@ impl RootCounts {
     }
 }
 
+/// Size grant lines: from this offset in the root block, [`GRANT_LINES`]
+/// lines of [`ROOT_LINE`] bytes (docs/format.md, "Size grants").
+pub const GRANT_OFFSET: u64 = 1024;
+/// Size grants that may be out at once.
+pub const GRANT_LINES: usize = 48;
+/// Magic of a size grant line in use (its first 8 bytes, stored last).
+pub const GRANT_MAGIC: [u8; 8] = *b"UDAXGRNT";
+/// Offset of the size word in a grant line.
+pub const GRANT_WORD: usize = 40;
+/// Sizes a grant word holds: below 2^48 bytes.
+pub const GRANT_MAX_SIZE: u64 = 1 << 48;
+
+/// A size grant line (owner-written; the size word at [`GRANT_WORD`] is
+/// the grantee's, outside the checksum): client of the device's owner may
+/// grow inode `ino` (of `generation`) from `base` up to `limit` bytes into
+/// blocks allocated for it, by storing the new size in the word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantLine {
+    pub ino: u64,
+    pub generation: u32,
+    /// Picked per grant: it seeds the size word's check bits, so a word
+    /// stored by the holder of an earlier grant on the same line (a client
+    /// that outlived its owner) never verifies.
+    pub serial: u32,
+    pub base: u64,
+    pub limit: u64,
+}
+
+/// What a grant line holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantState {
+    /// 64 zero bytes.
+    Free,
+    /// No magic but other bytes: a line whose writing a crash cut (the
+    /// magic is stored last, after a fence): the grant was never handed out.
+    Torn,
+    /// A grant, and the size its word holds.
+    Held(GrantLine, u64),
+}
+
+impl GrantLine {
+    /// The line at device offset `at`, with the size word holding `base`
+    /// (the caller stores the magic, its first 8 bytes, last).
+    pub fn encode(&self, at: u64) -> [u8; ROOT_LINE] {
+        let mut w = Writer::with_capacity(ROOT_LINE);
+        w.bytes(&GRANT_MAGIC)
+            .u64(self.ino)
+            .u32(self.generation)
+            .u32(self.serial)
+            .u64(self.base)
+            .u64(self.limit)
+            .u64(0)
+            .pad_to(ROOT_LINE - 4);
+        let c = crc(at, &w.buf);
+        w.u32(c);
+        let mut out = line(&w.buf);
+        let word = grant_word(self.base, at + GRANT_WORD as u64, self.serial);
+        out[GRANT_WORD..GRANT_WORD + 8].copy_from_slice(&word.to_le_bytes());
+        out
+    }
+
+    pub fn decode(b: &[u8], at: u64) -> Result<GrantState, FormatError> {
+        let r = Reader::new(b, at, "size grant line");
+        if b.len() != ROOT_LINE {
+            return Err(r.corrupt("wrong size"));
+        }
+        if b.iter().all(|&x| x == 0) {
+            return Ok(GrantState::Free);
+        }
+        if b[..8] == [0; 8] {
+            return Ok(GrantState::Torn);
+        }
+        if b[..8] != GRANT_MAGIC {
+            return Err(r.corrupt("bad magic"));
+        }
+        let mut body = [0u8; ROOT_LINE];
+        body.copy_from_slice(b);
+        let word = u64::from_le_bytes(body[GRANT_WORD..GRANT_WORD + 8].try_into().expect("8"));
+        body[GRANT_WORD..GRANT_WORD + 8].fill(0);
+        let mut r = Reader::new(&body, at, "size grant line");
+        checked_line(&body, at, &r)?;
+        r.bytes(8)?;
+        let g = GrantLine {
+            ino: r.u64()?,
+            generation: r.u32()?,
+            serial: r.u32()?,
+            base: r.u64()?,
+            limit: r.u64()?,
+        };
+        if body[r.pos()..ROOT_LINE - 4].iter().any(|&x| x != 0) {
+            return Err(r.corrupt("reserved bytes not zero"));
+        }
+        if g.ino == 0 || g.base > g.limit || g.limit > GRANT_MAX_SIZE {
+            return Err(r.corrupt("inode 0, or a base past the limit"));
+        }
+        match grant_word_size(word, at + GRANT_WORD as u64, g.serial) {
+            Some(size) if (g.base..=g.limit).contains(&size) => Ok(GrantState::Held(g, size)),
+            Some(_) => Err(r.corrupt("size word outside the grant")),
+            None => Err(r.corrupt("size word does not verify")),
+        }
+    }
+}
+
+/// The size word stored at device offset `at` under a grant of `serial`:
+/// `size` (below [`GRANT_MAX_SIZE`]) in the low 48 bits, 16 bits of
+/// crc32c(seed = `at` ^ `serial` << 32) of it above: one 8-byte store, so a
+/// crash leaves the old word or the new.
+pub fn grant_word(size: u64, at: u64, serial: u32) -> u64 {
+    debug_assert!(size < GRANT_MAX_SIZE);
+    let check = u64::from(crc(at ^ u64::from(serial) << 32, &size.to_le_bytes()) & 0xffff);
+    size | check << 48
+}
+
+/// The size a grant word at `at` of grant `serial` holds, if it verifies.
+pub fn grant_word_size(word: u64, at: u64, serial: u32) -> Option<u64> {
+    let size = word & (GRANT_MAX_SIZE - 1);
+    (grant_word(size, at, serial) == word).then_some(size)
+}
+
 fn line(b: &[u8]) -> [u8; ROOT_LINE] {
     let mut out = [0u8; ROOT_LINE];
     out.copy_from_slice(b);

@@ -469,6 +469,8 @@ pub(crate) struct V3 {
     /// Blocks of extents found marked free in the bitmap (damage): taken
     /// out of free space, and every file mapping them is Corrupted.
     pub damaged: Mutex<rangemap::RangeSet<u64>>,
+    /// Size grant lines out (bit i: line i; `fs::grants`).
+    pub grant_lines: Mutex<u64>,
     /// A committed change could not be stored in place, or a failed one
     /// could not be undone in memory: every later change is refused until
     /// the file system is mounted again (XFS's forced shutdown).
@@ -567,6 +569,7 @@ impl Fs {
             damaged: Mutex::new(rangemap::RangeSet::new()),
             shut_down: AtomicBool::new(false),
             lookups: super::dirs::LookupCache::new(),
+            grant_lines: Mutex::new(0),
         }));
         let fs = Fs::assemble(Mounted {
             dev,
@@ -583,6 +586,9 @@ impl Fs {
         if opts.read_only {
             return Ok(fs);
         }
+        // Before the orphans go: a grant on an unlinked file still open
+        // names a live inode until then.
+        fs.recover_grants(opts.salvage)?;
         for ino in orphans {
             tracing::info!("reclaiming orphan inode {ino}");
             fs.free_orphan(ino)?;

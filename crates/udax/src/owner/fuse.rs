@@ -22,6 +22,7 @@
 //! the kernel keeps no copy of file data that a DAX client's store could
 //! make stale.
 
+use super::grants::{self, Settle};
 use super::{
     blocks_changed, change_lock, changes_layout, recall_leases as recall, uncache, Shared,
 };
@@ -510,6 +511,7 @@ impl Front {
     }
 
     fn stat_ino(&self, ino: u64, fh: Option<FileHandle>) -> Result<Stat> {
+        grants::settle(&self.sh, ino, Settle::Everyone)?;
         if let Some(fh) = fh {
             if let Ok(h) = self.handle(fh) {
                 if let Handle::File { file, .. } = &*h {
@@ -535,6 +537,7 @@ impl Front {
     fn truncate(&self, f: &File, size: u64) -> Result<()> {
         let lock = change_lock(&self.sh, f.ino());
         let _g = lock.lock();
+        grants::settle_locked(&self.sh, f.ino(), Settle::Everyone)?;
         let from = size.min(f.len()) / BLOCK_SIZE;
         recall(&self.sh, f.ino(), None, size < f.len(), from..u64::MAX)?;
         f.set_len(size)
@@ -546,6 +549,7 @@ impl Front {
     fn write(&self, f: &File, append: bool, off: u64, data: &[u8]) -> Result<usize> {
         let lock = change_lock(&self.sh, f.ino());
         let _g = lock.lock();
+        grants::settle_locked(&self.sh, f.ino(), Settle::Everyone)?;
         let at = if append { f.len() } else { off };
         let len = data.len() as u64;
         if changes_layout(f, at, len) {
@@ -561,6 +565,7 @@ impl Front {
     }
 
     fn read(&self, f: &File, off: u64, size: u32) -> Result<Vec<u8>> {
+        grants::settle(&self.sh, f.ino(), Settle::Everyone)?;
         let want = (size as u64).min(f.len().saturating_sub(off)) as usize;
         let mut buf = vec![0u8; want];
         let mut got = 0;
@@ -581,6 +586,7 @@ impl Front {
 
     /// `SEEK_DATA`/`SEEK_HOLE` from `off`, from the file's extents.
     fn seek(&self, f: &File, off: u64, whence: i32) -> Result<u64> {
+        grants::settle(&self.sh, f.ino(), Settle::Everyone)?;
         let size = f.len();
         if off >= size {
             return Err(Error::Remote {
@@ -624,6 +630,8 @@ impl Front {
     /// `copy_file_range`: a clone (shared blocks) where every offset and
     /// the length are whole blocks, else a copy of up to [`COPY_CHUNK`].
     fn copy_range(&self, s: &File, s_off: u64, d: &File, d_off: u64, len: u64) -> Result<u64> {
+        grants::settle(&self.sh, s.ino(), Settle::Everyone)?;
+        grants::settle(&self.sh, d.ino(), Settle::Everyone)?;
         let len = len.min(s.len().saturating_sub(s_off));
         if len == 0 {
             return Ok(0);
@@ -637,6 +645,8 @@ impl Front {
             let (la, lb) = (change_lock(&self.sh, a), change_lock(&self.sh, b));
             let _ga = la.lock();
             let _gb = lb.lock();
+            grants::settle_locked(&self.sh, a, Settle::Everyone)?;
+            grants::settle_locked(&self.sh, b, Settle::Everyone)?;
             recall(
                 &self.sh,
                 s.ino(),
@@ -697,7 +707,7 @@ impl Front {
     }
 
     fn entry_of(&self, parent: u64, name: &str, path: &str, fs: &Fs) -> Result<Stat> {
-        let s = fs.lstat(path)?;
+        let s = super::settled_stat(&self.sh, || fs.lstat(path))?;
         self.remember(parent, name, path, &s);
         Ok(s)
     }

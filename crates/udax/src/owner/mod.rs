@@ -12,6 +12,7 @@
 
 mod cred;
 mod fuse;
+mod grants;
 
 pub use fuse::MAX_WRITE as FUSE_MAX_WRITE;
 
@@ -170,6 +171,8 @@ struct Shared {
     lock_offers: Mutex<HashMap<u64, LockOffer>>,
     /// FUSE mounts being served (`udax mount`, docs/fuse.md).
     fuse: Mutex<Vec<fuse::Live>>,
+    /// Size grants out, by inode (`grants`).
+    grants: Mutex<HashMap<u64, Arc<grants::GrantOut>>>,
 }
 
 /// The POSIX record locks of a process that is exec'ing: held under a lock
@@ -330,6 +333,7 @@ impl Owner {
                 spinning: AtomicUsize::new(0),
                 lock_offers: Mutex::new(HashMap::new()),
                 fuse: Mutex::new(Vec::new()),
+                grants: Mutex::new(HashMap::new()),
             }),
             listener,
             socket,
@@ -394,6 +398,8 @@ impl Owner {
             threads.push((t, sock));
         }
         let _ = std::fs::remove_file(&self.socket);
+        // Holders stop growing files before their connections end.
+        grants::end_all(&self.shared);
         for (_, s) in &threads {
             let _ = rustix::net::shutdown(&**s, rustix::net::Shutdown::Both);
         }
@@ -759,6 +765,7 @@ fn iomap(sh: &Shared, c: u64, handle: u64, op: IomapOp, a: u64, b: u64) -> Resul
             message: "the file is being changed; fault again".into(),
         });
     };
+    grants::settle_locked(sh, ino, grants::Settle::KeepFor(c))?;
     recall(sh, ino, Some(c), false, a..b)?;
     let inode = f.dax_inode();
     {
@@ -862,6 +869,16 @@ fn listen(sh: &Shared, c: u64, client: u64, fd: Option<OwnedFd>) -> Reply {
     }
 }
 
+/// `stat` by `look`, after settling a size grant on the file it finds.
+fn settled_stat(sh: &Shared, look: impl Fn() -> Result<Stat>) -> Result<Stat> {
+    let s = look()?;
+    if !grants::out(sh, s.ino) {
+        return Ok(s);
+    }
+    grants::settle(sh, s.ino, grants::Settle::Everyone)?;
+    look()
+}
+
 /// Forget client `c`: close its files, drop its leases, and shut its
 /// connections (a cut-off client sees them end).
 fn drop_client(sh: &Shared, c: u64, why: &str) {
@@ -873,6 +890,11 @@ fn drop_client(sh: &Shared, c: u64, why: &str) {
         t.stat_holders.remove(&c);
         t.clients.remove(&c)
     };
+    let alive = rec.as_ref().is_some_and(|r| {
+        rustix::process::Pid::from_raw(r.pid)
+            .is_some_and(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH))
+    });
+    grants::client_gone(sh, c, alive);
     sh.locks.release_process(c);
     if let Some(rec) = &rec {
         for d in rec.handles.values() {
@@ -901,6 +923,7 @@ fn fallocate_recalled(sh: &Shared, f: &File, mode: u32, offset: u64, len: u64) -
     use crate::fs::falloc::{COLLAPSE_RANGE, INSERT_RANGE, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE};
     let lock = change_lock(sh, f.ino());
     let _g = lock.lock();
+    grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?;
     // Blocks freed or moved: every holder waits for its pins.
     let frees = mode & (PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE) != 0;
     // Shifted blocks: to the end. A size kept: never grows.
@@ -929,6 +952,7 @@ fn extend_written(sh: &Shared, f: &File, offset: u64, size: u64, epoch: u64) -> 
     let ino = f.ino();
     let lock = change_lock(sh, ino);
     let _g = lock.lock();
+    grants::settle_locked(sh, ino, grants::Settle::Everyone)?;
     let stale = || Error::Remote {
         errno: libc::ESTALE,
         message: "the file changed after the lease the bytes were written under".into(),
@@ -951,6 +975,7 @@ fn extend_written(sh: &Shared, f: &File, offset: u64, size: u64, epoch: u64) -> 
 fn truncate_recalled(sh: &Shared, f: &File, size: u64) -> Result<()> {
     let lock = change_lock(sh, f.ino());
     let _g = lock.lock();
+    grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?;
     let from = size.min(f.len()) / BLOCK_SIZE;
     recall(sh, f.ino(), None, size < f.len(), from..u64::MAX)?;
     f.set_len(size)
@@ -1278,11 +1303,13 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             Request::Stat { path } => {
                 // Registered before the look: a change after it uncaches.
                 sh.table.lock().stat_holders.insert(c);
-                Reply::Attr(attr(&fs.stat(path_of(&path)?)?))
+                let p = path_of(&path)?;
+                Reply::Attr(attr(&settled_stat(sh, || fs.stat(p))?))
             }
             Request::Lstat { path } => {
                 sh.table.lock().stat_holders.insert(c);
-                Reply::Attr(attr(&fs.lstat(path_of(&path)?)?))
+                let p = path_of(&path)?;
+                Reply::Attr(attr(&settled_stat(sh, || fs.lstat(p))?))
             }
             Request::Readlink { path } => Reply::Path {
                 path: fs.readlink(path_of(&path)?)?,
@@ -1364,6 +1391,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                         truncate_recalled(sh, &w, 0)?;
                     }
                 }
+                grants::settle(sh, f.ino(), grants::Settle::Everyone)?;
                 register(sh, c, f)?
             }
             Request::DirPath {
@@ -1383,7 +1411,10 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             } => register(sh, c, fs.create_unnamed(path_of(&dir)?, mode, linkable)?)?,
             Request::FStat { handle } => {
                 sh.table.lock().stat_holders.insert(c);
-                Reply::Attr(attr(&file_of(sh, c, handle)?.stat()?))
+                let f = file_of(sh, c, handle)?;
+                // The holder of a grant corrects the size with its own.
+                grants::settle(sh, f.ino(), grants::Settle::KeepFor(c))?;
+                Reply::Attr(attr(&f.stat()?))
             }
             Request::Link { from, to } => {
                 let to = path_of(&to)?;
@@ -1530,6 +1561,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 offset,
             } => {
                 let d = file_of(sh, c, handle)?;
+                grants::settle(sh, d.ino(), grants::Settle::Everyone)?;
                 let mut pos = d.pos.lock();
                 let base = match whence {
                     0 => 0,
@@ -1545,6 +1577,9 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             }
             Request::Advance { handle, len, clamp } => {
                 let d = file_of(sh, c, handle)?;
+                if clamp {
+                    grants::settle(sh, d.ino(), grants::Settle::Everyone)?;
+                }
                 let mut pos = d.pos.lock();
                 let old = *pos;
                 let n = if clamp {
@@ -1563,6 +1598,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 let f = file_of(sh, c, handle)?;
                 let lock = change_lock(sh, f.ino());
                 let _g = lock.lock();
+                grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?;
                 let at = f.len();
                 let end = at.checked_add(total).ok_or(Error::FileTooBig)?;
                 recall(sh, f.ino(), None, false, at / BLOCK_SIZE..u64::MAX)?;
@@ -1594,6 +1630,8 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 let (la, lb) = (change_lock(sh, a), change_lock(sh, b));
                 let _ga = la.lock();
                 let _gb = (a != b).then(|| lb.lock());
+                grants::settle_locked(sh, a, grants::Settle::Everyone)?;
+                grants::settle_locked(sh, b, grants::Settle::Everyone)?;
                 let n = if len == 0 {
                     s.len().saturating_sub(src_off)
                 } else {
@@ -1634,16 +1672,21 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 // flock) go with its last handle.
                 sh.locks.release(ino, lock_owner(c, 0, LockScope::Posix));
                 unhandle(sh, &f);
-                if !rec.handles.values().any(|g| g.ino() == ino) {
+                let last = !rec.handles.values().any(|g| g.ino() == ino);
+                if last {
                     if let Some(h) = t.leases.get_mut(&ino) {
                         h.remove(&c);
                     }
                 }
                 drop(t);
+                if last {
+                    grants::closed(sh, c, ino)?;
+                }
                 drop(f);
                 Reply::Done
             }
             Request::Lease { handle, from_blk } => lease(sh, c, handle, from_blk)?,
+            Request::Grant { handle, want } => grants::grant(sh, c, handle, want)?,
             Request::Fsync { handle } => {
                 file_of(sh, c, handle)?.fsync()?;
                 Reply::Done
@@ -1743,6 +1786,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 let f = file_of(sh, c, handle)?;
                 let lock = change_lock(sh, f.ino());
                 let _g = lock.lock();
+                grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?;
                 if changes_layout(&f, offset, data.len() as u64) {
                     let range = blocks_changed(offset, data.len() as u64, f.len());
                     recall(sh, f.ino(), None, false, range)?;
@@ -1959,6 +2003,7 @@ fn lease(sh: &Shared, c: u64, handle: u64, from: u64) -> Result<Reply> {
     let ino = f.ino();
     let lock = change_lock(sh, ino);
     let _g = lock.lock();
+    grants::settle_locked(sh, ino, grants::Settle::KeepFor(c))?;
     let epoch = {
         let mut t = sh.table.lock();
         if t.clients.get(&c).is_none_or(|r| r.callback.is_none()) {

@@ -15,7 +15,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::FormatError;
 
 /// Protocol version spoken by this build; a peer with another gets an error.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// Magic at the start of every message.
 pub const MAGIC: [u8; 4] = *b"UDXP";
 /// Bytes of the header.
@@ -195,6 +195,15 @@ pub enum Request {
         offset: u64,
         size: u64,
         epoch: u64,
+    },
+    /// Ask for a size grant of the file open as `handle`: the right to
+    /// grow it, with no request per write, into blocks the owner allocates
+    /// for about `want` bytes past its end (docs/multiprocess.md, "Size
+    /// grants"). Answered with `Granted`; a client asking again while it
+    /// holds the grant (a renewal) must have stopped using the old one.
+    Grant {
+        handle: u64,
+        want: u64,
     },
     /// First message of a client's third connection: make it the fault
     /// channel of client `client`, for the calls its fault engine makes
@@ -566,6 +575,27 @@ pub enum Reply {
         at: u64,
         n: u64,
     },
+    /// Answers `Grant`: the file may grow from `size` up to `limit` bytes
+    /// into blocks allocated for it; the grantee stores each new size in
+    /// the word at device offset `word_at`
+    /// ([`crate::format::v3::grant_word`] with `serial`). A `Settle` of
+    /// `epoch` or later ends it (one may come before this answer does).
+    Granted {
+        size: u64,
+        limit: u64,
+        word_at: u64,
+        serial: u32,
+        epoch: u64,
+    },
+    /// Sent by the owner on a client's callback channel: stop growing
+    /// `ino` under its size grant (the grant ends: its size word is final),
+    /// unmap the pages past that size and drop the layout (leases of
+    /// `epoch` and older end; the blocks past the end are about to be
+    /// freed); answer `Recalled`.
+    Settle {
+        ino: u64,
+        epoch: u64,
+    },
     /// Answers `Remap`: bytes shared; for a dedupe, whether the contents
     /// differed (nothing shared then).
     Remapped {
@@ -793,6 +823,7 @@ impl Request {
             | Request::Write { .. }
             | Request::Touch { .. }
             | Request::Extend { .. }
+            | Request::Grant { .. }
             | Request::Iomap { .. }
             | Request::Link { .. }
             | Request::Rename2 { .. }
@@ -846,6 +877,7 @@ impl Request {
             | Request::Fsync { .. }
             | Request::Touch { .. }
             | Request::Extend { .. }
+            | Request::Grant { .. }
             | Request::Channel { .. }
             | Request::Iomap { .. }
             | Request::Poison { .. }
@@ -917,6 +949,7 @@ impl Request {
             Request::RealDir { .. } => 46,
             Request::Mknod { .. } => 47,
             Request::Extend { .. } => 48,
+            Request::Grant { .. } => 49,
         }
     }
 
@@ -1003,6 +1036,9 @@ impl Request {
                 epoch,
             } => {
                 w.u64(*handle).u64(*offset).u64(*size).u64(*epoch);
+            }
+            Request::Grant { handle, want } => {
+                w.u64(*handle).u64(*want);
             }
             Request::OpenUnnamed {
                 dir,
@@ -1376,6 +1412,10 @@ impl Request {
                 size: r.u64()?,
                 epoch: r.u64()?,
             },
+            49 => Request::Grant {
+                handle: r.u64()?,
+                want: r.u64()?,
+            },
             31 => Request::OpenUnnamed {
                 dir: path_in(&mut r)?,
                 mode: r.u32()?,
@@ -1518,6 +1558,8 @@ impl Reply {
             Reply::Offset { .. } => 118,
             Reply::Uncache { .. } => 119,
             Reply::Path { .. } => 120,
+            Reply::Granted { .. } => 121,
+            Reply::Settle { .. } => 122,
         }
     }
 
@@ -1614,6 +1656,22 @@ impl Reply {
             }
             Reply::Appended { at, n } => {
                 w.u64(*at).u64(*n);
+            }
+            Reply::Granted {
+                size,
+                limit,
+                word_at,
+                serial,
+                epoch,
+            } => {
+                w.u64(*size)
+                    .u64(*limit)
+                    .u64(*word_at)
+                    .u32(*serial)
+                    .u64(*epoch);
+            }
+            Reply::Settle { ino, epoch } => {
+                w.u64(*ino).u64(*epoch);
             }
             Reply::Entries { entries, next } => {
                 w.u32(entries.len() as u32);
@@ -1781,6 +1839,17 @@ impl Reply {
                 at: r.u64()?,
                 n: r.u64()?,
             },
+            121 => Reply::Granted {
+                size: r.u64()?,
+                limit: r.u64()?,
+                word_at: r.u64()?,
+                serial: r.u32()?,
+                epoch: r.u64()?,
+            },
+            122 => Reply::Settle {
+                ino: r.u64()?,
+                epoch: r.u64()?,
+            },
             k => return Err(ProtoError::Kind(k)),
         };
         done(r)?;
@@ -1880,6 +1949,7 @@ mod tests {
                     epoch
                 }
             ),
+            (any::<u64>(), any::<u64>()).prop_map(|(handle, want)| Request::Grant { handle, want }),
             (path(), any::<u32>(), any::<bool>()).prop_map(|(dir, mode, linkable)| {
                 Request::OpenUnnamed {
                     dir,
@@ -2148,6 +2218,21 @@ mod tests {
             (any::<u64>(), any::<bool>())
                 .prop_map(|(bytes, differs)| Reply::Remapped { bytes, differs }),
             (any::<u64>(), any::<u64>()).prop_map(|(at, n)| Reply::Appended { at, n }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u64>()
+            )
+                .prop_map(|(size, limit, word_at, serial, epoch)| Reply::Granted {
+                    size,
+                    limit,
+                    word_at,
+                    serial,
+                    epoch
+                }),
+            (any::<u64>(), any::<u64>()).prop_map(|(ino, epoch)| Reply::Settle { ino, epoch }),
             (0..3u8, any::<u64>(), any::<u64>(), any::<i32>()).prop_map(
                 |(kind, start, end, pid)| Reply::LockHeld {
                     kind,

@@ -1,0 +1,304 @@
+//! Size grants across processes (issue 17, P11; docs/multiprocess.md,
+//! "Size grants"): a client that keeps growing a file does it with no round
+//! trip per write, and every other process still sees each growth as soon
+//! as the call that made it returned; a grant holder's death loses nothing
+//! it acknowledged.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use udax::client::Client;
+use udax::device::{self, OpenOptions as DevOpen};
+use udax::fs::Fs;
+
+use common::serving::{opts, serve, setup};
+
+/// Record `i` of writer `w`: 4 KiB, its first 8 bytes naming it.
+fn record(w: u8, i: u32) -> Vec<u8> {
+    let mut r = vec![w ^ (i as u8); 4096];
+    r[0] = w;
+    r[1..5].copy_from_slice(&i.to_le_bytes());
+    r
+}
+
+fn fsck_clean(dev: &Path) {
+    let d = device::open(dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let r = udax::fs::fsck(d).unwrap();
+    assert!(r.clean, "{:?}", r.problems);
+}
+
+#[test]
+fn mp_appends_under_a_size_grant_take_no_round_trip_and_another_client_sees_each_size_at_once() {
+    let _w = common::Watchdog::start(60, "appends under a grant");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/log", true, true, 0o644).unwrap();
+    f.append(&record(1, 0)).unwrap();
+    f.append(&record(1, 1)).unwrap();
+    // The second growth took a grant: 200 more appends (800 KiB, past the
+    // first grant's end: one renewal) need a handful of requests at most,
+    // each durable (fdatasync) without one.
+    let n0 = a.requests();
+    for i in 2..202 {
+        let (at, n) = f.append(&record(1, i)).unwrap();
+        assert_eq!((at, n), (u64::from(i) * 4096, 4096));
+        f.sync_data().unwrap();
+    }
+    let sent = a.requests() - n0;
+    assert!(sent <= 6, "{sent} requests for 200 appends under a grant");
+    assert_eq!(f.len().unwrap(), 202 * 4096);
+    assert_eq!(f.stat().unwrap().size, 202 * 4096, "fstat of the holder");
+    // Another process sees the size and the bytes at once (its stat
+    // settles the grant).
+    assert_eq!(b.stat("/log").unwrap().size, 202 * 4096);
+    let g = b.open("/log", false, false, 0).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for i in [0u32, 1, 2, 100, 201] {
+        g.read_at(&mut buf, u64::from(i) * 4096).unwrap();
+        assert!(buf == record(1, i), "record {i}");
+    }
+    // The holder goes on (a new grant) and the other sees that too.
+    f.append(&record(1, 202)).unwrap();
+    assert_eq!(b.stat("/log").unwrap().size, 203 * 4096);
+    assert_eq!(g.len().unwrap(), 203 * 4096, "the reader's lease follows");
+    // At the holder's last close the blocks past the end are freed.
+    drop(f);
+    assert_eq!(b.stat("/log").unwrap().blocks * 512, 203 * 4096);
+    drop((g, a, b));
+    drop(o);
+    fsck_clean(&s.dev);
+    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let fs = Fs::mount(d).unwrap();
+    assert_eq!(fs.stat("/log").unwrap().size, 203 * 4096);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn mp_two_clients_appending_at_once_under_grants_each_record_lands_whole_once() {
+    let _w = common::Watchdog::start(120, "two appenders");
+    let s = setup(128);
+    let o = serve(&s, None);
+    let per = 300u32;
+    let writers: Vec<_> = (1..=2u8)
+        .map(|w| {
+            let c = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+            std::thread::spawn(move || {
+                let f = c.open("/shared", true, true, 0o644).unwrap();
+                let mut at = Vec::new();
+                for i in 0..per {
+                    let (off, n) = f.append(&record(w, i)).unwrap();
+                    assert_eq!(n, 4096);
+                    at.push(off);
+                    if i % 7 == 0 {
+                        // A stat by the writer itself between appends.
+                        assert!(f.stat().unwrap().size >= off + 4096);
+                    }
+                }
+                at
+            })
+        })
+        .collect();
+    let offs: Vec<Vec<u64>> = writers.into_iter().map(|t| t.join().unwrap()).collect();
+    let r = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let g = r.open("/shared", false, false, 0).unwrap();
+    assert_eq!(g.len().unwrap(), 2 * u64::from(per) * 4096);
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 4096];
+    for (w, at) in offs.iter().enumerate() {
+        for (i, &off) in at.iter().enumerate() {
+            assert!(seen.insert(off), "two appends at {off}");
+            g.read_at(&mut buf, off).unwrap();
+            assert!(
+                buf == record(w as u8 + 1, i as u32),
+                "writer {w} record {i} at {off}"
+            );
+        }
+    }
+    drop((g, r));
+    drop(o);
+    fsck_clean(&s.dev);
+}
+
+#[test]
+fn mp_a_truncate_by_another_client_settles_the_grant_and_later_appends_go_at_the_new_end() {
+    let _w = common::Watchdog::start(60, "truncate under a grant");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/t", true, true, 0o644).unwrap();
+    for i in 0..10 {
+        f.append(&record(3, i)).unwrap();
+    }
+    let h = b.open("/t", true, false, 0).unwrap();
+    h.set_len(5 * 4096 + 100).unwrap();
+    assert_eq!(f.len().unwrap(), 5 * 4096 + 100);
+    let (at, _) = f.append(&record(3, 99)).unwrap();
+    assert_eq!(
+        at,
+        5 * 4096 + 100,
+        "an append after the truncate goes at its end"
+    );
+    let mut buf = vec![0u8; 4096];
+    h.read_at(&mut buf, at).unwrap();
+    assert!(buf == record(3, 99));
+    h.read_at(&mut buf, 4 * 4096).unwrap();
+    assert!(buf == record(3, 4), "what the truncate kept");
+    // A write by the other client past the end settles the new grant too
+    // (the gap between reads as zeros).
+    let end = at + 4096;
+    h.write_at(b"tail", end + 10).unwrap();
+    assert_eq!(f.len().unwrap(), end + 14);
+    let mut gap = [1u8; 10];
+    f.read_at(&mut gap, end).unwrap();
+    assert_eq!(gap, [0u8; 10]);
+}
+
+#[test]
+fn mp_another_clients_mapping_past_the_old_end_sees_the_granted_growth() {
+    let _w = common::Watchdog::start(60, "mapping under a grant");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/m", true, true, 0o644).unwrap();
+    f.append(&record(4, 0)).unwrap();
+    let g = b.open("/m", true, false, 0).unwrap();
+    let m = g
+        .mmap(0, 64 << 10, udax::Prot::Read, udax::MapFlags::SHARED)
+        .expect("a client's mapping (userfaultfd: run as root)");
+    // SAFETY: reading inside the live mapping, within the file.
+    assert_eq!(unsafe { *m.as_ptr().add(1) }, 0);
+    for i in 1..8 {
+        f.append(&record(4, i)).unwrap();
+    }
+    // Pages past the end when B mapped: B faults them in now and sees the
+    // bytes A appended under its grant.
+    for i in 1..8u32 {
+        // SAFETY: inside the mapping and inside the file (A's appends
+        // returned).
+        let b1 = unsafe { *m.as_ptr().add(i as usize * 4096 + 1) };
+        assert_eq!(b1, i.to_le_bytes()[0], "page {i}");
+    }
+}
+
+#[test]
+fn mp_the_owner_stopping_with_a_grant_out_commits_its_size() {
+    let _w = common::Watchdog::start(60, "owner stop under a grant");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/s", true, true, 0o644).unwrap();
+    for i in 0..20 {
+        f.append(&record(5, i)).unwrap();
+    }
+    drop(o);
+    // The holder lost its owner: it grows nothing any more without one.
+    let t = std::time::Instant::now();
+    while f.append(&record(5, 99)).is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "appends without an owner"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop((f, a));
+    fsck_clean(&s.dev);
+    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let fs = Fs::mount(d).unwrap();
+    let size = fs.stat("/s").unwrap().size;
+    assert!(size >= 20 * 4096, "{size}");
+    fs.unmount().unwrap();
+}
+
+/// The child of the kill -9 test: appends records with fdatasync, printing
+/// each one's number once acknowledged, until killed.
+#[test]
+#[ignore = "run as a child process by mp_kill_9_of_a_client_holding_a_grant_keeps_its_acknowledged_appends"]
+fn mp_child_client_appending_under_a_grant() {
+    use std::io::Write as _;
+    let dev = std::env::var("UDAX_TEST_DEV").expect("UDAX_TEST_DEV");
+    let run = std::env::var("UDAX_TEST_RUN").expect("UDAX_TEST_RUN");
+    let c = Client::connect(
+        Path::new(&dev),
+        &udax::client::ConnectOptions {
+            write: true,
+            runtime_dir: Some(PathBuf::from(run)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let f = c.open("/k", true, true, 0o644).unwrap();
+    let mut err = std::io::stderr();
+    for i in 0..u32::MAX {
+        f.append(&record(6, i)).unwrap();
+        f.sync_data().unwrap();
+        // On stderr: the harness keeps a test's stdout to itself.
+        writeln!(err, "acked {i}").unwrap();
+    }
+}
+
+#[test]
+fn mp_kill_9_of_a_client_holding_a_grant_keeps_its_acknowledged_appends() {
+    use std::io::BufRead as _;
+    let _w = common::Watchdog::start(90, "kill -9 of a grant holder");
+    let s = setup(256);
+    let o = serve(&s, None);
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "mp_child_client_appending_under_a_grant",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("UDAX_TEST_DEV", &s.dev)
+        .env("UDAX_TEST_RUN", &s.run)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut acked = 0u32;
+    while acked < 500 {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(n) = l.strip_prefix("acked ") {
+                    acked = n.trim().parse::<u32>().unwrap() + 1;
+                }
+            }
+            other => panic!("the child stopped: {other:?}"),
+        }
+    }
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+    // Acknowledgements it printed before it died.
+    for l in lines.map_while(|l| l.ok()) {
+        // The last line may be cut by the kill.
+        if let Some(Ok(n)) = l.strip_prefix("acked ").map(|n| n.trim().parse::<u32>()) {
+            acked = n + 1;
+        }
+    }
+    child.wait().unwrap();
+    // The owner ends the dead holder's grant from its size word: every
+    // acknowledged record is in the file, whole.
+    let f = b.open("/k", false, false, 0).unwrap();
+    let size = f.len().unwrap();
+    assert!(
+        size >= u64::from(acked) * 4096,
+        "size {size}, {acked} records acknowledged"
+    );
+    assert!(size.is_multiple_of(4096), "{size}");
+    let mut buf = vec![0u8; 4096];
+    for i in 0..(size / 4096) as u32 {
+        f.read_at(&mut buf, u64::from(i) * 4096).unwrap();
+        assert!(buf == record(6, i), "record {i}");
+    }
+    drop((f, b));
+    drop(o);
+    fsck_clean(&s.dev);
+}
