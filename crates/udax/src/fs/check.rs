@@ -353,7 +353,9 @@ fn facts_v2(dev: &dyn Device) -> Result<Facts, Error> {
 }
 
 fn facts_v3(dev: Arc<dyn Device>) -> Result<Facts, Error> {
-    let o = super::format3::open(dev, Recovery::Salvage, true)?;
+    let o = super::format3::open(dev.clone(), Recovery::Salvage, true)?;
+    let mut damage = o.damage.clone();
+    damage.extend(super::grants::check_lines(&o.store, &*dev));
     let l = super::format3::load_all(&o.store)?;
     let checked = o.store.check()?;
     let lost = lost_changes(&l.inodes, &o.lost_unnamed, o.lost_ops.iter());
@@ -368,7 +370,7 @@ fn facts_v3(dev: Arc<dyn Device>) -> Result<Facts, Error> {
         replayed: o.replayed,
         torn_tail_at: o.torn_tail_at,
         unacknowledged: o.unacknowledged,
-        damage: o.damage,
+        damage,
         lost,
         structure: checked.problems,
         metadata_blocks: checked.meta_blocks,

@@ -21,6 +21,7 @@ use super::{Error, File, Fs, Meta, Result};
 use crate::format::v3::{
     grant_word_size, GrantLine, GrantState, GRANT_LINES, GRANT_OFFSET, GRANT_WORD, ROOT_LINE,
 };
+use crate::journal::Damage;
 
 /// A grant handed out: its line and what it allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,6 +217,50 @@ impl Fs {
     }
 }
 
+/// Damage in the size grant lines of a format-3 file system (fsck): a line
+/// that does not verify, or names an inode that is free, another file or
+/// not a regular file. A line that verifies is a growth the next writable
+/// mount applies, not damage.
+pub(super) fn check_lines(
+    store: &crate::meta::Store,
+    dev: &dyn crate::device::Device,
+) -> Vec<Damage> {
+    let root = store.geometry().root_at();
+    let mut found = Vec::new();
+    for index in 0..GRANT_LINES {
+        let at = root + GRANT_OFFSET + (index * ROOT_LINE) as u64;
+        let mut b = [0u8; ROOT_LINE];
+        let what = match dev.read(at, &mut b) {
+            Err(e) => Some(format!("unreadable: {e}")),
+            Ok(()) => match GrantLine::decode(&b, at) {
+                Ok(GrantState::Free | GrantState::Torn) => None,
+                Ok(GrantState::Held(line, _)) => match store.inode(line.ino) {
+                    Ok(Some(s))
+                        if s.generation == line.generation
+                            && s.attr.mode & crate::format::S_IFMT == crate::format::S_IFREG =>
+                    {
+                        None
+                    }
+                    _ => Some(format!(
+                        "names inode {}, which is free, another file or not a regular file",
+                        line.ino
+                    )),
+                },
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        if let Some(what) = what {
+            found.push(Damage {
+                what: format!("size grant line {index}: {what}"),
+                device_offset: at,
+                salvage: "the line is cleared; the file keeps its size from before the grant"
+                    .into(),
+            });
+        }
+    }
+    found
+}
+
 /// Free the line at `at`: the magic first (a crash after it leaves a line
 /// without magic, which nothing applies), then the rest.
 fn clear_line(fs: &Fs, at: u64) -> Result<()> {
@@ -403,7 +448,7 @@ mod tests {
     }
 
     #[test]
-    fn g1_a_damaged_grant_line_is_corrupted_at_mount_and_salvage_clears_it() {
+    fn g1_a_damaged_grant_line_is_corrupted_at_mount_named_by_fsck_and_salvage_clears_it() {
         let dev = Arc::new(RamDevice::new(32 << 20));
         Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
         let fs = Fs::mount(dev.clone()).unwrap();
@@ -437,6 +482,16 @@ mod tests {
                 }
                 other => panic!("{what}: mounted: {:?}", other.map(|_| ())),
             }
+            // fsck names it; its repair clears it.
+            let copy = Arc::new(RamDevice::from_image(ram.image()));
+            let r = fsck(copy.clone()).unwrap();
+            assert!(
+                !r.clean && r.damage.iter().any(|d| d.what.contains("size grant line")),
+                "{what}: fsck: {r:?}"
+            );
+            let r = crate::fs::fsck_repair(copy.clone()).unwrap();
+            assert!(r.clean, "{what}: after the repair: {r:?}");
+            assert_eq!(Fs::mount(copy).unwrap().stat("/d").unwrap().size, 2);
             let fs = Fs::mount_with(
                 ram.clone(),
                 &MountOptions {
