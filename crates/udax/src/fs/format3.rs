@@ -644,6 +644,50 @@ impl Fs {
         Ok(c)
     }
 
+    /// `stat` of inode `ino` from its slot alone, when its cell is not in
+    /// memory: no cell is made, so a `stat` of many files neither reads
+    /// their extents nor churns the cache. Under the table's read lock the
+    /// slot is at rest (as in `load_cell`). `None`: the cell is in memory,
+    /// the slot is free (the cell path says what that means), or a regular
+    /// file's extents go on in a tree (its block count needs the tree); the
+    /// caller uses the cell.
+    pub(super) fn stat_at_rest(&self, ino: u64) -> Option<Result<super::Stat>> {
+        let Meta::V3(v3) = &self.inner.meta else {
+            return None;
+        };
+        let table = self.inner.table.read();
+        if table.contains_key(&ino) {
+            return None;
+        }
+        let slot = match v3.store.inode(ino) {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e.into())),
+        };
+        drop(table);
+        let blocks = match &slot.inline {
+            _ if slot.tree_root != 0 && slot.attr.mode & S_IFMT != S_IFDIR => return None,
+            Inline::Extents(v) => v.iter().map(|e| e.len).sum::<u64>(),
+            Inline::Target(_) | Inline::None => 0,
+        };
+        let a = &slot.attr;
+        Some(Ok(super::Stat {
+            ino,
+            mode: a.mode,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            size: a.size,
+            blocks: blocks * (BLOCK_SIZE / 512),
+            blksize: BLOCK_SIZE as u32,
+            atime_ns: a.atime_ns,
+            mtime_ns: a.mtime_ns,
+            ctime_ns: a.ctime_ns,
+            btime_ns: a.btime_ns,
+            rdev: slot.rdev,
+        }))
+    }
+
     /// Entry `name` of directory `dir` (its inode number and type), read
     /// from the directory's tree on the device when its cell is not in
     /// memory: one path of the tree, where loading the cell would read
@@ -1283,6 +1327,63 @@ mod tests {
             }
         }
         panic!("the listing never ended");
+    }
+
+    #[test]
+    fn f8_stat_of_an_inode_not_in_memory_answers_as_its_cell_would_without_loading_it() {
+        let dev = Arc::new(RamDevice::new(64 << 20));
+        Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+        let fs = Fs::mount(dev.clone()).unwrap();
+        fs.mkdir("/d", 0o750).unwrap();
+        fs.create("/d/empty", 0o600).unwrap();
+        fs.create("/d/small", 0o644)
+            .unwrap()
+            .write_at(&[7u8; 10_000], 0)
+            .unwrap();
+        // More extents than the slot holds: the rest in a tree.
+        let many = fs.create("/d/many", 0o644).unwrap();
+        for i in 0..12u64 {
+            many.write_at(b"x", i * 2 * BLOCK_SIZE).unwrap();
+        }
+        drop(many);
+        fs.symlink(b"short", "/d/link").unwrap();
+        fs.symlink(&[b'a'; 300], "/d/longlink").unwrap();
+        fs.mknod("/d/fifo", 0o010644, 0).unwrap();
+        fs.mknod("/d/chr", 0o020600, 0x0103).unwrap();
+        fs.unmount().unwrap();
+        let names = [
+            "/d",
+            "/d/empty",
+            "/d/small",
+            "/d/many",
+            "/d/link",
+            "/d/longlink",
+            "/d/fifo",
+            "/d/chr",
+        ];
+        let fs = Fs::mount(dev.clone()).unwrap();
+        let cold: Vec<_> = names.iter().map(|p| fs.lstat(p).unwrap()).collect();
+        let loaded = |p: &str| {
+            fs.inner
+                .table
+                .read()
+                .contains_key(&fs.lstat(p).unwrap().ino)
+        };
+        assert!(!loaded("/d/small"), "a stat loads no cell");
+        assert!(
+            loaded("/d/many"),
+            "an inode with an extent tree takes the cell path"
+        );
+        // Load every cell (a lookup under each name), then stat again.
+        for p in &names[1..] {
+            let ino = fs.lstat(p).unwrap().ino;
+            fs.cell(ino).unwrap();
+        }
+        fs.cell(cold[0].ino).unwrap();
+        for (p, c) in names.iter().zip(&cold) {
+            assert_eq!(fs.lstat(p).unwrap(), *c, "{p}");
+        }
+        fs.unmount().unwrap();
     }
 
     #[test]

@@ -917,16 +917,23 @@ impl Fs {
         })
     }
 
+    /// Inode `ino`'s cell if it is in memory.
+    pub(crate) fn cell_in_memory(&self, ino: u64) -> Option<Arc<Cell>> {
+        let t = self.inner.table.read();
+        let c = t.get(&ino)?;
+        // ORDERING: a hint for the cache's clock; nothing is published
+        // through it (loaded first so a hot cell's line is not written).
+        if !c.recent.load(Ordering::Relaxed) {
+            c.recent.store(true, Ordering::Relaxed);
+        }
+        Some(c.clone())
+    }
+
     /// Inode `ino`'s cell: in memory (format 2 holds every inode there), or
     /// read from the device on format 3.
     pub(crate) fn cell(&self, ino: u64) -> Result<Arc<Cell>> {
-        if let Some(c) = self.inner.table.read().get(&ino) {
-            // ORDERING: a hint for the cache's clock; nothing is published
-            // through it (loaded first so a hot cell's line is not written).
-            if !c.recent.load(Ordering::Relaxed) {
-                c.recent.store(true, Ordering::Relaxed);
-            }
-            return Ok(c.clone());
+        if let Some(c) = self.cell_in_memory(ino) {
+            return Ok(c);
         }
         match &self.inner.meta {
             Meta::V2 { .. } => Err(Error::NotFound),

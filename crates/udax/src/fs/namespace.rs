@@ -527,7 +527,13 @@ impl Fs {
     }
 
     pub(crate) fn stat_ino(&self, ino: u64) -> Result<Stat> {
-        let cell = self.cell(ino)?;
+        let cell = match self.cell_in_memory(ino) {
+            Some(c) => c,
+            None => match self.stat_at_rest(ino) {
+                Some(s) => return s,
+                None => self.cell(ino)?,
+            },
+        };
         let d = cell.data.read();
         // ORDERING: see `change_time_ns`; `mtime_pending` is a time value
         // (fs/mod.rs).
