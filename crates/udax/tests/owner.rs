@@ -1621,6 +1621,59 @@ fn p_an_adopted_description_shares_its_offset_and_ofd_locks_until_its_last_close
 }
 
 #[test]
+fn mp_a_change_of_one_files_data_drops_only_that_files_cached_attributes_everywhere() {
+    let _w = common::Watchdog::start(60, "scoped uncache");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/x", true, true, 0o644).unwrap();
+    a.create("/y", 0o644).unwrap();
+    a.link("/x", "/x2").unwrap();
+    let sized = |c: &Client, p: &str| c.stat(p).unwrap().size;
+    assert_eq!(
+        (sized(&a, "/y"), sized(&b, "/y"), sized(&b, "/x")),
+        (0, 0, 0)
+    );
+    let listing = |c: &Client| c.read_dir("/").unwrap().len();
+    assert_eq!(listing(&b), 3);
+    // A writes /x (through the owner: a growth), truncates it, stamps its
+    // times through its handle: each drops /x (under both its names) from
+    // every cache, and nothing else.
+    let changes: [&dyn Fn(); 3] = [
+        &|| assert_eq!(f.write_at(b"hello", 0).unwrap(), 5),
+        &|| f.set_len(3).unwrap(),
+        &|| f.set_times(None, Some(7)).unwrap(),
+    ];
+    let mut want = [5u64, 3, 3].into_iter();
+    for change in changes {
+        change();
+        let size = want.next().unwrap();
+        let (na, nb) = (a.requests(), b.requests());
+        assert_eq!(sized(&b, "/y"), 0);
+        assert_eq!(listing(&b), 3);
+        assert_eq!(sized(&a, "/y"), 0);
+        assert_eq!(
+            (a.requests(), b.requests()),
+            (na, nb),
+            "another file's attributes or a listing went to the owner"
+        );
+        assert_eq!(sized(&b, "/x"), size);
+        assert_eq!(sized(&b, "/x2"), size, "the other name of the file");
+        assert_eq!(sized(&a, "/x"), size, "the writer's own cache");
+        assert_eq!(
+            b.requests(),
+            nb + 2,
+            "the changed file's stats asked the owner"
+        );
+    }
+    assert_eq!(b.stat("/x").unwrap().mtime_ns, 7);
+    // A change of a name drops everything.
+    a.create("/z", 0o644).unwrap();
+    assert_eq!(listing(&b), 4);
+}
+
+#[test]
 fn mp_stat_in_one_client_sees_another_clients_change_as_soon_as_its_call_returns() {
     let _w = common::Watchdog::start(60, "attribute caches");
     let s = setup(64);

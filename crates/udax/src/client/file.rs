@@ -192,7 +192,7 @@ impl Node {
         let from = size.map_or(u64::MAX, |s| s.div_ceil(BLOCK_SIZE));
         // The attributes this process cached of the file may show its
         // grant's old size (an `fstat` it corrected locally).
-        inner.attrs.lock().drop_all();
+        inner.attrs.lock().drop_ino(self.ino);
         self.recall(inner, epoch, true, from..u64::MAX)
     }
 
@@ -469,13 +469,16 @@ impl RemoteFile {
         // A key no path can be (paths have no NUL).
         let key = format!("\0{}", self.o.ino);
         let handle = self.o.handle;
+        // Under this process's grant the owner's size lags (it leaves the
+        // grant to its holder for an fstat): the size this process grew
+        // the file to, read before the answer (a settle meanwhile forgets
+        // it, though the answer predates the settle) and after.
+        let before = self.o.node.size_seen(0);
         let mut s = self
             .o
             .inner
             .cached_stat(&key, None, || Request::FStat { handle })?;
-        // Under this process's grant the owner's size lags (it leaves the
-        // grant to its holder for an fstat).
-        s.size = self.o.node.size_seen(s.size);
+        s.size = self.o.node.size_seen(s.size.max(before));
         Ok(s)
     }
 
@@ -489,21 +492,27 @@ impl RemoteFile {
 
     /// `fchmod`.
     pub fn set_permissions(&self, mode: u32) -> Result<()> {
-        self.o.inner.done(&Request::SetAttr {
-            target: Target::Handle(self.o.handle),
-            mode: Some(mode),
-            atime_ns: None,
-            mtime_ns: None,
-        })
+        self.o.inner.done_file(
+            &Request::SetAttr {
+                target: Target::Handle(self.o.handle),
+                mode: Some(mode),
+                atime_ns: None,
+                mtime_ns: None,
+            },
+            self.o.ino,
+        )
     }
 
     /// `fchown` (`None` leaves the owner or group).
     pub fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
-        self.o.inner.done(&Request::SetOwner {
-            target: Target::Handle(self.o.handle),
-            uid,
-            gid,
-        })
+        self.o.inner.done_file(
+            &Request::SetOwner {
+                target: Target::Handle(self.o.handle),
+                uid,
+                gid,
+            },
+            self.o.ino,
+        )
     }
 
     /// `futimens` (`None` leaves a time as it is).
@@ -513,12 +522,15 @@ impl RemoteFile {
         if mtime_ns.is_some() {
             self.o.unsent_mtime.store(0, Ordering::Relaxed);
         }
-        self.o.inner.done(&Request::SetAttr {
-            target: Target::Handle(self.o.handle),
-            mode: None,
-            atime_ns,
-            mtime_ns,
-        })
+        self.o.inner.done_file(
+            &Request::SetAttr {
+                target: Target::Handle(self.o.handle),
+                mode: None,
+                atime_ns,
+                mtime_ns,
+            },
+            self.o.ino,
+        )
     }
 
     /// `fallocate(2)` with the Linux mode bits of [`crate::fs::falloc`],
@@ -526,12 +538,15 @@ impl RemoteFile {
     /// punch, collapse, insert or zero range waits for the pins on the
     /// blocks in every client).
     pub fn fallocate(&self, mode: u32, offset: u64, len: u64) -> Result<()> {
-        self.o.inner.done(&Request::Fallocate {
-            handle: self.o.handle,
-            mode,
-            offset,
-            len,
-        })
+        self.o.inner.done_file(
+            &Request::Fallocate {
+                handle: self.o.handle,
+                mode,
+                offset,
+                len,
+            },
+            self.o.ino,
+        )
     }
 
     /// The file's extents from the lease, as (file block, device block,
@@ -672,11 +687,14 @@ impl RemoteFile {
         }
         let mut done = 0usize;
         for chunk in data.chunks(proto::MAX_WRITE) {
-            let r = self.o.inner.call(&Request::Write {
-                handle: self.o.handle,
-                offset: off + done as u64,
-                data: chunk.to_vec(),
-            })?;
+            let r = self.o.inner.call_file(
+                &Request::Write {
+                    handle: self.o.handle,
+                    offset: off + done as u64,
+                    data: chunk.to_vec(),
+                },
+                self.o.ino,
+            )?;
             let Reply::Written { n } = r else {
                 return Err(unexpected(r));
             };
@@ -703,11 +721,14 @@ impl RemoteFile {
             return Ok((at, data.len()));
         }
         let first = &data[..data.len().min(proto::MAX_WRITE)];
-        let r = self.o.inner.call(&Request::Append {
-            handle: self.o.handle,
-            total: data.len() as u64,
-            data: first.to_vec(),
-        })?;
+        let r = self.o.inner.call_file(
+            &Request::Append {
+                handle: self.o.handle,
+                total: data.len() as u64,
+                data: first.to_vec(),
+            },
+            self.o.ino,
+        )?;
         let Reply::Appended { at, n } = r else {
             return Err(unexpected(r));
         };
@@ -755,12 +776,15 @@ impl RemoteFile {
         if end <= size {
             return Ok(Some(data.len()));
         }
-        match self.o.inner.done(&Request::Extend {
-            handle: self.o.handle,
-            offset: off,
-            size: end,
-            epoch,
-        }) {
+        match self.o.inner.done_file(
+            &Request::Extend {
+                handle: self.o.handle,
+                offset: off,
+                size: end,
+                epoch,
+            },
+            self.o.ino,
+        ) {
             Ok(()) => Ok(Some(data.len())),
             Err(Error::Remote { errno, .. }) if errno == libc::ESTALE => Ok(None),
             Err(e) => Err(e),
@@ -961,10 +985,13 @@ impl RemoteFile {
         let want = node.next_want.load(Ordering::Relaxed).max(len);
         node.next_want
             .store((want * 2).min(GRANT_MAX_WANT), Ordering::Relaxed);
-        let r = o.inner.call(&Request::Grant {
-            handle: o.handle,
-            want,
-        });
+        let r = o.inner.call_file(
+            &Request::Grant {
+                handle: o.handle,
+                want,
+            },
+            o.ino,
+        );
         let (size, limit, word_at, serial, epoch) = match r {
             Ok(Reply::Granted {
                 size,
@@ -988,10 +1015,9 @@ impl RemoteFile {
             return Err(Error::Invalid("the owner's grant is out of range"));
         }
         // The blocks past the end are new: the layout is fetched again.
+        // (The file's cached attributes went with the answer; an `fstat`
+        // corrects the size it caches from now on: `RemoteFile::stat`.)
         *node.layout.write() = None;
-        // This process's cached attributes may hold the size the grant
-        // grows past (`RemoteFile::stat` corrects its own file's).
-        o.inner.attrs.lock().drop_all();
         Ok(node.install_grant(
             LocalGrant {
                 size,
@@ -1020,10 +1046,13 @@ impl RemoteFile {
     /// first, this client's own included; a shrink waits for the pins on
     /// the blocks it frees, in every client).
     pub fn set_len(&self, size: u64) -> Result<()> {
-        self.o.inner.done(&Request::Truncate {
-            handle: self.o.handle,
-            size,
-        })
+        self.o.inner.done_file(
+            &Request::Truncate {
+                handle: self.o.handle,
+                size,
+            },
+            self.o.ino,
+        )
     }
 
     /// `fcntl(F_SETLK)` (or `F_OFD_SETLK` with `scope` [`LockScope::Ofd`],
@@ -1188,10 +1217,13 @@ impl Open {
             return Ok(());
         }
         self.last_touch.store(now_ns(), Ordering::Relaxed);
-        self.inner.done(&Request::Touch {
-            handle: self.handle,
-            mtime_ns: t,
-        })
+        self.inner.done_file(
+            &Request::Touch {
+                handle: self.handle,
+                mtime_ns: t,
+            },
+            self.ino,
+        )
     }
 }
 
@@ -1204,7 +1236,7 @@ impl Drop for Open {
         // The owner ends a grant at its holder's last close: an `fstat`
         // this process cached of the file may show the grant's old size.
         if self.node.grant.lock().is_some() {
-            self.inner.attrs.lock().drop_all();
+            self.inner.attrs.lock().drop_ino(self.ino);
         }
     }
 }
@@ -1590,8 +1622,11 @@ fn answer_callbacks(inner: &Inner, ch: &OwnedFd) {
                     node(ino).is_some_and(|n| n.recall(inner, epoch, wait, from_blk..to_blk));
                 (ino, epoch, busy)
             }
-            Ok((_, Reply::Uncache { epoch })) => {
-                inner.attrs.lock().drop_all();
+            Ok((_, Reply::Uncache { epoch, ino })) => {
+                match ino {
+                    0 => inner.attrs.lock().drop_all(),
+                    ino => inner.attrs.lock().drop_ino(ino),
+                }
                 (0, epoch, false)
             }
             Ok((_, Reply::Settle { ino, epoch })) => {

@@ -137,6 +137,14 @@ impl AttrCache {
         self.map.clear();
         self.dirs.clear();
     }
+
+    /// A change of inode `ino`'s data or attributes alone: its attributes
+    /// go (under every path they were cached by); listings stay (they show
+    /// names and inode numbers only).
+    fn drop_ino(&mut self, ino: u64) {
+        self.gen += 1;
+        self.map.retain(|_, s| s.ino != ino);
+    }
 }
 
 /// The UUID of the file system on the device at `path`, read from its
@@ -408,8 +416,32 @@ impl Inner {
         self.call_on(&self.sock, req)
     }
 
+    /// [`Inner::call`] of a request on open file `ino` (see
+    /// [`Inner::call_on_file`]).
+    fn call_file(&self, req: &Request, ino: u64) -> Result<Reply> {
+        if req.checks_permissions() {
+            return self.call_as_file(req, &Cred::of_this_thread(), Some(ino));
+        }
+        // ORDERING: Relaxed: a statistic.
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.call_on_file(&self.sock, req, Some(ino))
+    }
+
+    /// [`Inner::call_file`] answered with `Done`.
+    fn done_file(&self, req: &Request, ino: u64) -> Result<()> {
+        match self.call_file(req, ino)? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// [`Inner::call`] as this thread, whose credentials are `me`.
     fn call_as(&self, req: &Request, me: &Cred) -> Result<Reply> {
+        self.call_as_file(req, me, None)
+    }
+
+    /// [`Inner::call_as`] of a request on open file `ino`, if any.
+    fn call_as_file(&self, req: &Request, me: &Cred, ino: Option<u64>) -> Result<Reply> {
         if me.groups.len() > proto::MAX_GROUPS {
             return Err(Error::Invalid(
                 "more supplementary groups than the owner protocol carries (4096)",
@@ -426,7 +458,7 @@ impl Inner {
         };
         // ORDERING: Relaxed: a statistic.
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.call_on(&self.sock, &claimed)
+        self.call_on_file(&self.sock, &claimed, ino)
     }
 
     /// A request answered with `Done`.
@@ -457,9 +489,23 @@ impl Inner {
     /// One request and its reply on `sock`; after a change `stat` may show,
     /// this client's cached attributes go (the owner uncaches the others).
     fn call_on(&self, sock: &Mutex<(OwnedFd, u64)>, req: &Request) -> Result<Reply> {
+        self.call_on_file(sock, req, None)
+    }
+
+    /// [`Inner::call_on`] of a request on open file `ino`: a change of its
+    /// data or attributes alone drops only its cached attributes.
+    fn call_on_file(
+        &self,
+        sock: &Mutex<(OwnedFd, u64)>,
+        req: &Request,
+        ino: Option<u64>,
+    ) -> Result<Reply> {
         let r = Self::exchange(sock, req);
         if req.changes_attributes() {
-            self.attrs.lock().drop_all();
+            match ino.filter(|_| req.changes_one_file().is_some()) {
+                Some(ino) => self.attrs.lock().drop_ino(ino),
+                None => self.attrs.lock().drop_all(),
+            }
         }
         r
     }

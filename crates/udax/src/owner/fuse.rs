@@ -391,7 +391,7 @@ impl Front {
 
     /// Another process's view may have cached what this change touched.
     fn changed(&self) {
-        uncache(&self.sh, self.id);
+        uncache(&self.sh, self.id, None);
     }
 
     /// The kernel now holds one more reference to `s.ino`, found as `name`

@@ -710,9 +710,10 @@ fn serve_faults(sh: &Shared, c: u64, ch: &OwnedFd) {
                     to_blk,
                 },
             )) => {
+                let ino = file_of(sh, c, handle).ok().map(|d| d.ino());
                 let r = iomap(sh, c, handle, op, from_blk, to_blk);
                 // The file's blocks (`st_blocks`) changed.
-                uncache(sh, c);
+                uncache(sh, c, ino);
                 (id, r)
             }
             Ok((id, _)) => (
@@ -1220,9 +1221,15 @@ fn path_of(p: &[u8]) -> Result<&str> {
 /// Answer one request of client `c` (after its `Hello`).
 fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
     let changes = req.changes_attributes();
+    // A change of one file's data or attributes: the others keep what
+    // they cached of other files and their directory listings.
+    let one = req
+        .changes_one_file()
+        .and_then(|h| file_of(sh, c, h).ok())
+        .map(|d| d.ino());
     let r = answer_inner(sh, c, req);
     if changes {
-        uncache(sh, c);
+        uncache(sh, c, one);
     }
     r
 }
@@ -1230,14 +1237,19 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
 /// After a change by client `c` that `stat` may show: every other client
 /// that may have cached attributes drops them (and answers) before `c` is
 /// answered, so `stat` anywhere sees the change once `c`'s call returns.
-/// `c` drops its own when the answer reaches it.
-fn uncache(sh: &Shared, c: u64) {
+/// `c` drops its own when the answer reaches it. With `one`, the change
+/// touched that inode's data or attributes alone: only its attributes go
+/// (the holders keep the rest, so they stay holders).
+fn uncache(sh: &Shared, c: u64, one: Option<u64>) {
     let (epoch, holders) = {
         let mut t = sh.table.lock();
         if t.stat_holders.is_empty() {
             return;
         }
-        let set = std::mem::take(&mut t.stat_holders);
+        let set = match one {
+            Some(_) => t.stat_holders.clone(),
+            None => std::mem::take(&mut t.stat_holders),
+        };
         t.uncache_epoch += 1;
         let epoch = t.uncache_epoch;
         (epoch, callbacks(&t, set.into_iter().filter(|&h| h != c)))
@@ -1246,7 +1258,10 @@ fn uncache(sh: &Shared, c: u64) {
     ask_all(
         sh,
         holders,
-        &Reply::Uncache { epoch },
+        &Reply::Uncache {
+            epoch,
+            ino: one.unwrap_or(0),
+        },
         0,
         epoch,
         sh.recall_timeout,

@@ -563,11 +563,14 @@ pub enum Reply {
         end: u64,
         pid: i32,
     },
-    /// Sent by the owner on a client's callback channel: drop every cached
-    /// attribute (another client changed something `stat` shows) and
-    /// answer `Recalled { ino: 0, epoch }`.
+    /// Sent by the owner on a client's callback channel: drop the cached
+    /// attributes of inode `ino`, or every cached attribute and listing
+    /// with `ino` 0 (another client changed something `stat` shows: that
+    /// file's data or attributes alone, or the namespace), and answer
+    /// `Recalled { ino: 0, epoch }`.
     Uncache {
         epoch: u64,
+        ino: u64,
     },
     /// Answers `Append`: where the write went, and the bytes of its first
     /// piece written.
@@ -783,6 +786,31 @@ impl Request {
     /// Whether this request may change what `stat` of some path shows (a
     /// name, a size, a mode, a time, a link count, the blocks): clients'
     /// attribute caches are dropped after it (`Uncache`).
+    /// The open file a change touches alone, for a request that changes
+    /// one file's data or attributes and no name (caches of other files and
+    /// of directory listings stay): its handle.
+    pub fn changes_one_file(&self) -> Option<u64> {
+        match self {
+            Request::Write { handle, .. }
+            | Request::Append { handle, .. }
+            | Request::Extend { handle, .. }
+            | Request::Grant { handle, .. }
+            | Request::Truncate { handle, .. }
+            | Request::Fallocate { handle, .. }
+            | Request::Touch { handle, .. }
+            | Request::SetAttr {
+                target: Target::Handle(handle),
+                ..
+            }
+            | Request::SetOwner {
+                target: Target::Handle(handle),
+                ..
+            } => Some(*handle),
+            Request::As { req, .. } => req.changes_one_file(),
+            _ => None,
+        }
+    }
+
     pub fn changes_attributes(&self) -> bool {
         match self {
             Request::Hello { .. }
@@ -1594,8 +1622,8 @@ impl Reply {
             Reply::Offset { pos } => {
                 w.u64(*pos);
             }
-            Reply::Uncache { epoch } => {
-                w.u64(*epoch);
+            Reply::Uncache { epoch, ino } => {
+                w.u64(*epoch).u64(*ino);
             }
             Reply::Path { path } => {
                 path_out(&mut w, path);
@@ -1773,7 +1801,10 @@ impl Reply {
             },
             117 => Reply::Shared { token: r.u64()? },
             118 => Reply::Offset { pos: r.u64()? },
-            119 => Reply::Uncache { epoch: r.u64()? },
+            119 => Reply::Uncache {
+                epoch: r.u64()?,
+                ino: r.u64()?,
+            },
             120 => Reply::Path {
                 path: path_in(&mut r)?,
             },
@@ -2170,7 +2201,7 @@ mod tests {
             }),
             any::<u64>().prop_map(|token| Reply::Shared { token }),
             any::<u64>().prop_map(|pos| Reply::Offset { pos }),
-            any::<u64>().prop_map(|epoch| Reply::Uncache { epoch }),
+            (any::<u64>(), any::<u64>()).prop_map(|(epoch, ino)| Reply::Uncache { epoch, ino }),
             path().prop_map(|path| Reply::Path { path }),
             (
                 proptest::array::uniform3(any::<u64>()),
