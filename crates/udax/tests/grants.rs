@@ -231,7 +231,8 @@ fn mp_child_client_appending_under_a_grant() {
         },
     )
     .unwrap();
-    let f = c.open("/k", true, true, 0o644).unwrap();
+    let path = std::env::var("UDAX_TEST_FILE").unwrap_or_else(|_| "/k".into());
+    let f = c.open(&path, true, true, 0o644).unwrap();
     let mut err = std::io::stderr();
     for i in 0..u32::MAX {
         f.append(&record(6, i)).unwrap();
@@ -301,4 +302,57 @@ fn mp_kill_9_of_a_client_holding_a_grant_keeps_its_acknowledged_appends() {
     drop((f, b));
     drop(o);
     fsck_clean(&s.dev);
+}
+
+#[test]
+fn mp_grants_of_clients_that_went_away_holding_them_leave_their_lines_free_for_others() {
+    use std::io::BufRead as _;
+    let _w = common::Watchdog::start(120, "grant lines after dead holders");
+    let s = setup(256);
+    let _o = serve(&s, None);
+    // More holders than grant lines (48), each killed while it holds one
+    // and reaped only at the end (a zombie's pid still answers kill(0)).
+    let mut dead = Vec::new();
+    for i in 0..52 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "mp_child_client_appending_under_a_grant",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("UDAX_TEST_DEV", &s.dev)
+            .env("UDAX_TEST_RUN", &s.run)
+            .env("UDAX_TEST_FILE", format!("/held{i}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        while !lines
+            .next()
+            .and_then(|l| l.ok())
+            .is_some_and(|l| l.starts_with("acked 3"))
+        {}
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+        dead.push(child);
+    }
+    // A live client still gets a grant: 100 appends in a few requests.
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/other", true, true, 0o644).unwrap();
+    f.append(&record(7, 0)).unwrap();
+    let n0 = a.requests();
+    for i in 1..101 {
+        f.append(&record(7, i)).unwrap();
+    }
+    let sent = a.requests() - n0;
+    assert!(
+        sent <= 6,
+        "{sent} requests for 100 appends: no grant line left"
+    );
+    for mut c in dead {
+        c.wait().unwrap();
+    }
 }

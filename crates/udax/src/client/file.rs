@@ -142,9 +142,11 @@ pub(super) struct Node {
     grown: AtomicU64,
     /// Held while asking for a grant: one request at a time per file.
     asking: Mutex<()>,
-    /// Growing writes seen (the first goes through the owner; grants are
-    /// for files that keep growing), and what the next grant asks for.
-    growths: AtomicU64,
+    /// Growing writes the owner is to take before this process asks for a
+    /// grant again: the first (grants are for files that keep growing),
+    /// and [`GRANT_BACKOFF`] after a refusal; and what the next grant asks
+    /// for.
+    skip: AtomicU64,
     next_want: AtomicU64,
 }
 
@@ -169,7 +171,7 @@ impl Node {
             grant: Mutex::new(None),
             grown: AtomicU64::new(0),
             asking: Mutex::new(()),
-            growths: AtomicU64::new(0),
+            skip: AtomicU64::new(1),
             next_want: AtomicU64::new(GRANT_FIRST_WANT),
         }
     }
@@ -305,6 +307,11 @@ const GROW_IN_PLACE_MIN: usize = 2 * proto::MAX_WRITE;
 /// asks for twice the last, up to [`GRANT_MAX_WANT`].
 const GRANT_FIRST_WANT: u64 = 256 << 10;
 const GRANT_MAX_WANT: u64 = 8 << 20;
+
+/// Growing writes of a file that go through the owner after it refused a
+/// grant (no line free, blocks reserved past the end, no space) before
+/// this process asks again.
+const GRANT_BACKOFF: u64 = 64;
 
 /// How [`RemoteFile::try_granted`] went.
 enum Grow {
@@ -866,6 +873,16 @@ impl RemoteFile {
         if o.inner.no_grants.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        // Not asking for one: no layout fetched either.
+        if o.node.grant.lock().is_none() {
+            // ORDERING: Relaxed: a count for a heuristic (a lost race asks
+            // once more or once less).
+            let skip = o.node.skip.load(Ordering::Relaxed);
+            if skip > 0 {
+                o.node.skip.store(skip - 1, Ordering::Relaxed);
+                return Ok(None);
+            }
+        }
         for _ in 0..3 {
             match self.try_granted(data, off)? {
                 Grow::Done(at) => return Ok(Some(at)),
@@ -950,8 +967,8 @@ impl RemoteFile {
 
     /// Ask the owner for a size grant covering at least `len` bytes past
     /// the end of file (a renewal if this process holds one: it stops
-    /// using it first). `false`: none (the first growth of the file, or refused);
-    /// the owner takes the write.
+    /// using it first). `false`: refused (the owner takes the write, and
+    /// the next [`GRANT_BACKOFF`] growths too).
     fn ask_grant(&self, len: u64) -> Result<bool> {
         let o = &self.o;
         let node = &o.node;
@@ -968,10 +985,6 @@ impl RemoteFile {
                 None => false,
             }
         };
-        // ORDERING: Relaxed: a count for a heuristic.
-        if !renewal && node.growths.fetch_add(1, Ordering::Relaxed) == 0 {
-            return Ok(false);
-        }
         if renewal {
             // Stopped before asking (the protocol's rule): the owner reads
             // the word as final. A write that finds no grant meanwhile waits
@@ -1009,7 +1022,11 @@ impl RemoteFile {
                 return Ok(false);
             }
             Err(e @ (Error::NotConnected(_) | Error::Io(_))) => return Err(e),
-            Err(_) => return Ok(false),
+            Err(_) => {
+                // ORDERING: Relaxed: see `grow_granted`.
+                node.skip.store(GRANT_BACKOFF, Ordering::Relaxed);
+                return Ok(false);
+            }
         };
         if size >= crate::format::v3::GRANT_MAX_SIZE || limit >= crate::format::v3::GRANT_MAX_SIZE {
             return Err(Error::Invalid("the owner's grant is out of range"));

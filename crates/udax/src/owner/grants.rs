@@ -293,12 +293,12 @@ pub(super) fn closed(sh: &Shared, c: u64, ino: u64) -> Result<()> {
 
 /// Client `c` is gone: its grants end from their words. Takes no change
 /// lock (it runs inside changes that cut a holder off); a change settling
-/// one of these waits in [`end`] until it is done. A holder cut off while
-/// its process is `alive` (stopped, or too slow to answer) may still copy
-/// bytes and store a size once it runs again: its blocks past the end stay
-/// the file's and its line is not handed out again, so neither lands in
-/// anything another file uses.
-pub(super) fn client_gone(sh: &Shared, c: u64, alive: bool) {
+/// one of these waits in [`end`] until it is done. A holder that
+/// `may_write` (cut off while its process lives: stopped, or too slow to
+/// answer) may still copy bytes and store a size once it runs again: its
+/// blocks past the end stay the file's and its line is not handed out
+/// again, so neither lands in anything another file uses.
+pub(super) fn client_gone(sh: &Shared, c: u64, may_write: bool) {
     let mine: Vec<Arc<GrantOut>> = sh
         .grants
         .lock()
@@ -307,7 +307,7 @@ pub(super) fn client_gone(sh: &Shared, c: u64, alive: bool) {
         .cloned()
         .collect();
     for g in mine {
-        let _ = end_as(sh, &g, !alive, !alive);
+        let _ = end_as(sh, &g, !may_write, !may_write);
     }
 }
 

@@ -891,11 +891,15 @@ fn drop_client(sh: &Shared, c: u64, why: &str) {
         t.stat_holders.remove(&c);
         t.clients.remove(&c)
     };
-    let alive = rec.as_ref().is_some_and(|r| {
-        rustix::process::Pid::from_raw(r.pid)
-            .is_some_and(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH))
-    });
-    grants::client_gone(sh, c, alive);
+    // A client that closed its connection (it exited, exec'd or let go
+    // of its last file) writes no more; one cut off may, while it lives.
+    let may_write = why.starts_with("cut off")
+        && rec.as_ref().is_some_and(|r| {
+            rustix::process::Pid::from_raw(r.pid).is_some_and(|p| {
+                rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH)
+            })
+        });
+    grants::client_gone(sh, c, may_write);
     sh.locks.release_process(c);
     if let Some(rec) = &rec {
         for d in rec.handles.values() {
