@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use udax::client::Client;
 use udax::device::{self, OpenOptions as DevOpen};
 use udax::fs::Fs;
 
-use common::serving::{opts, serve, setup};
+use common::serving::{opts, serve, setup, spawn_child};
 
 /// Record `i` of writer `w`: 4 KiB, its first 8 bytes naming it.
 fn record(w: u8, i: u32) -> Vec<u8> {
@@ -220,17 +220,7 @@ fn mp_the_owner_stopping_with_a_grant_out_commits_its_size() {
 #[ignore = "run as a child process by mp_kill_9_of_a_client_holding_a_grant_keeps_its_acknowledged_appends"]
 fn mp_child_client_appending_under_a_grant() {
     use std::io::Write as _;
-    let dev = std::env::var("UDAX_TEST_DEV").expect("UDAX_TEST_DEV");
-    let run = std::env::var("UDAX_TEST_RUN").expect("UDAX_TEST_RUN");
-    let c = Client::connect(
-        Path::new(&dev),
-        &udax::client::ConnectOptions {
-            write: true,
-            runtime_dir: Some(PathBuf::from(run)),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let c = common::serving::child_client();
     let path = std::env::var("UDAX_TEST_FILE").unwrap_or_else(|_| "/k".into());
     let f = c.open(&path, true, true, 0o644).unwrap();
     let mut err = std::io::stderr();
@@ -249,20 +239,7 @@ fn mp_kill_9_of_a_client_holding_a_grant_keeps_its_acknowledged_appends() {
     let s = setup(256);
     let o = serve(&s, None);
     let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "mp_child_client_appending_under_a_grant",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("UDAX_TEST_DEV", &s.dev)
-        .env("UDAX_TEST_RUN", &s.run)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child(&s, "mp_child_client_appending_under_a_grant", &[]);
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut acked = 0u32;
     while acked < 500 {
@@ -314,21 +291,12 @@ fn mp_grants_of_clients_that_went_away_holding_them_leave_their_lines_free_for_o
     // and reaped only at the end (a zombie's pid still answers kill(0)).
     let mut dead = Vec::new();
     for i in 0..52 {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "mp_child_client_appending_under_a_grant",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("UDAX_TEST_DEV", &s.dev)
-            .env("UDAX_TEST_RUN", &s.run)
-            .env("UDAX_TEST_FILE", format!("/held{i}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let file = format!("/held{i}");
+        let mut child = spawn_child(
+            &s,
+            "mp_child_client_appending_under_a_grant",
+            &[("UDAX_TEST_FILE", &file)],
+        );
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
         while !lines
             .next()

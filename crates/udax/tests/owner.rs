@@ -1405,17 +1405,7 @@ fn r1_a_mapped_store_onto_blocks_shared_with_an_earlier_offset_and_another_file_
 #[ignore = "run as a child process by mp_kill_9_of_a_client_holding_a_mapping_pins_and_locks_leaves_nothing_held"]
 fn mp_child_client_holding_a_mapping_pins_and_locks() {
     use std::io::Write as _;
-    let dev = std::env::var("UDAX_TEST_DEV").expect("UDAX_TEST_DEV");
-    let run = std::env::var("UDAX_TEST_RUN").expect("UDAX_TEST_RUN");
-    let c = Client::connect(
-        Path::new(&dev),
-        &udax::client::ConnectOptions {
-            write: true,
-            runtime_dir: Some(PathBuf::from(run)),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let c = common::serving::child_client();
     let f = c.open("/k", true, false, 0).unwrap();
     let m = f
         .mmap(0, 1 << 20, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
@@ -1439,20 +1429,8 @@ fn mp_kill_9_of_a_client_holding_a_mapping_pins_and_locks_leaves_nothing_held() 
     let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
     let f = b.open("/k", true, true, 0o644).unwrap();
     f.set_len(1 << 20).unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "mp_child_client_holding_a_mapping_pins_and_locks",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("UDAX_TEST_DEV", &s.dev)
-        .env("UDAX_TEST_RUN", &s.run)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        common::serving::spawn_child(&s, "mp_child_client_holding_a_mapping_pins_and_locks", &[]);
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     loop {
         match lines.next() {

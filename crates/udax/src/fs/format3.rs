@@ -670,22 +670,7 @@ impl Fs {
             Inline::Extents(v) => v.iter().map(|e| e.len).sum::<u64>(),
             Inline::Target(_) | Inline::None => 0,
         };
-        let a = &slot.attr;
-        Some(Ok(super::Stat {
-            ino,
-            mode: a.mode,
-            nlink: a.nlink,
-            uid: a.uid,
-            gid: a.gid,
-            size: a.size,
-            blocks: blocks * (BLOCK_SIZE / 512),
-            blksize: BLOCK_SIZE as u32,
-            atime_ns: a.atime_ns,
-            mtime_ns: a.mtime_ns,
-            ctime_ns: a.ctime_ns,
-            btime_ns: a.btime_ns,
-            rdev: slot.rdev,
-        }))
+        Some(Ok(super::stat_from(ino, &slot.attr, blocks, slot.rdev, 0)))
     }
 
     /// Entry `name` of directory `dir` (its inode number and type), read

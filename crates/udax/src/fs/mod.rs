@@ -1155,7 +1155,18 @@ impl Fs {
 
 /// Build a [`Stat`] from an inode.
 pub(crate) fn stat_of(ino: u64, d: &InodeData, pending_mtime: u64) -> Stat {
-    let a = &d.attr;
+    stat_from(ino, &d.attr, d.map.blocks(), d.rdev, pending_mtime)
+}
+
+/// A [`Stat`] of inode `ino` with attributes `a`, `blocks` device blocks
+/// and device number `rdev` (an inode in memory, or a slot at rest).
+pub(crate) fn stat_from(
+    ino: u64,
+    a: &crate::format::Attr,
+    blocks: u64,
+    rdev: u64,
+    pending_mtime: u64,
+) -> Stat {
     Stat {
         ino,
         mode: a.mode,
@@ -1163,12 +1174,12 @@ pub(crate) fn stat_of(ino: u64, d: &InodeData, pending_mtime: u64) -> Stat {
         uid: a.uid,
         gid: a.gid,
         size: a.size,
-        blocks: d.map.blocks() * (BLOCK_SIZE / 512),
+        blocks: blocks * (BLOCK_SIZE / 512),
         blksize: BLOCK_SIZE as u32,
         atime_ns: a.atime_ns,
         mtime_ns: a.mtime_ns.max(pending_mtime),
         ctime_ns: a.ctime_ns.max(pending_mtime),
         btime_ns: a.btime_ns,
-        rdev: d.rdev,
+        rdev,
     }
 }

@@ -85,3 +85,41 @@ pub fn opts(s: &Setup, write: bool) -> ConnectOptions {
         ..Default::default()
     }
 }
+
+/// Run test `name` of this test binary (an ignored one) as a child
+/// process: a client of `s`'s owner (see [`child_client`]), with `env`
+/// added, its stderr piped (the harness keeps a test's stdout).
+pub fn spawn_child(s: &Setup, name: &str, env: &[(&str, &str)]) -> std::process::Child {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("UDAX_TEST_DEV", &s.dev)
+    .env("UDAX_TEST_RUN", &s.run)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+/// In a child process of [`spawn_child`]: a writing client of the test's
+/// owner.
+pub fn child_client() -> udax::client::Client {
+    let dev = std::env::var("UDAX_TEST_DEV").expect("UDAX_TEST_DEV");
+    let run = std::env::var("UDAX_TEST_RUN").expect("UDAX_TEST_RUN");
+    udax::client::Client::connect(
+        std::path::Path::new(&dev),
+        &ConnectOptions {
+            write: true,
+            runtime_dir: Some(PathBuf::from(run)),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
