@@ -9,10 +9,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 use udax::client::Client;
-use udax::device::{self, OpenOptions as DevOpen};
 use udax::fs::Fs;
 
-use common::serving::{opts, serve, setup, spawn_child};
+use common::serving::{open_dev, opts, serve, setup, spawn_child};
 
 /// Record `i` of writer `w`: 4 KiB, its first 8 bytes naming it.
 fn record(w: u8, i: u32) -> Vec<u8> {
@@ -23,7 +22,7 @@ fn record(w: u8, i: u32) -> Vec<u8> {
 }
 
 fn fsck_clean(dev: &Path) {
-    let d = device::open(dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let d = open_dev(dev);
     let r = udax::fs::fsck(d).unwrap();
     assert!(r.clean, "{:?}", r.problems);
 }
@@ -70,7 +69,7 @@ fn mp_appends_under_a_size_grant_take_no_round_trip_and_another_client_sees_each
     drop((g, a, b));
     drop(o);
     fsck_clean(&s.dev);
-    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let d = open_dev(&s.dev);
     let fs = Fs::mount(d).unwrap();
     assert_eq!(fs.stat("/log").unwrap().size, 203 * 4096);
     fs.unmount().unwrap();
@@ -207,7 +206,7 @@ fn mp_the_owner_stopping_with_a_grant_out_commits_its_size() {
     }
     drop((f, a));
     fsck_clean(&s.dev);
-    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let d = open_dev(&s.dev);
     let fs = Fs::mount(d).unwrap();
     let size = fs.stat("/s").unwrap().size;
     assert!(size >= 20 * 4096, "{size}");

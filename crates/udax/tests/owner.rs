@@ -1599,6 +1599,41 @@ fn p_an_adopted_description_shares_its_offset_and_ofd_locks_until_its_last_close
 }
 
 #[test]
+fn mp_an_open_brings_the_files_layout_and_a_change_elsewhere_still_recalls_it() {
+    let _w = common::Watchdog::start(60, "layout with the open");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let w = a.open("/data", true, true, 0o644).unwrap();
+    w.write_at(&[7u8; 3 * 4096], 0).unwrap();
+    let n0 = b.requests();
+    let r = b.open("/data", false, false, 0).unwrap();
+    let mut buf = vec![0u8; 3 * 4096];
+    assert_eq!(r.read_at(&mut buf, 0).unwrap(), buf.len());
+    assert!(buf.iter().all(|&x| x == 7));
+    assert_eq!(r.len().unwrap(), 3 * 4096);
+    assert_eq!(
+        b.requests() - n0,
+        1,
+        "the open alone: the read found its layout"
+    );
+    // B holds a lease from the open: A's truncate recalls it first.
+    w.set_len(4096).unwrap();
+    assert_eq!(r.read_at(&mut buf, 0).unwrap(), 4096);
+    assert_eq!(r.len().unwrap(), 4096);
+    // A fragmented file's layout still comes whole, through `Lease`.
+    let f = a.open("/frag", true, true, 0o644).unwrap();
+    for i in 0..100u64 {
+        f.write_at(b"z", i * 2 * 4096).unwrap();
+    }
+    let g = b.open("/frag", false, false, 0).unwrap();
+    let mut one = [0u8; 1];
+    assert_eq!(g.read_at(&mut one, 99 * 2 * 4096).unwrap(), 1);
+    assert_eq!(one, *b"z");
+}
+
+#[test]
 fn mp_a_change_of_one_files_data_drops_only_that_files_cached_attributes_everywhere() {
     let _w = common::Watchdog::start(60, "scoped uncache");
     let s = setup(64);

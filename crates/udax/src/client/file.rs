@@ -381,6 +381,7 @@ impl RemoteFile {
             handle,
             write,
             attr,
+            layout,
         } = r
         else {
             return Err(unexpected(r));
@@ -397,6 +398,23 @@ impl RemoteFile {
                 }
             }
         };
+        if let Some(l) = layout {
+            // Leased with the open: the first read or fault needs no
+            // `Lease` (a recall of its epoch that came first voids it).
+            let mut l = Layout {
+                epoch: l.epoch,
+                size: l.size,
+                map: l
+                    .extents
+                    .iter()
+                    .map(|e| (e.file_blk, (e.dev_blk, e.len, e.shared)))
+                    .collect(),
+                bad: l.bad,
+                shared: 0,
+            };
+            l.count_shared();
+            node.install(l);
+        }
         Ok(RemoteFile {
             o: Arc::new(Open {
                 inner: inner.clone(),

@@ -1411,7 +1411,13 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                     }
                 }
                 grants::settle(sh, f.ino(), grants::Settle::Everyone)?;
-                register(sh, c, f)?
+                let regular = f.stat()?.mode & crate::format::S_IFMT == crate::format::S_IFREG;
+                let opened = register(sh, c, f)?;
+                if regular {
+                    with_lease(sh, c, opened)?
+                } else {
+                    opened
+                }
             }
             Request::DirPath {
                 ino,
@@ -1917,6 +1923,7 @@ fn add_handle(sh: &Shared, c: u64, desc: Arc<Desc>) -> Result<Reply> {
     Ok(Reply::Opened {
         handle,
         write,
+        layout: None,
         attr: a,
     })
 }
@@ -2015,6 +2022,52 @@ fn changes_layout(f: &File, off: u64, len: u64) -> bool {
     }
     covered < b
 }
+
+/// `Opened` with the file's whole layout leased to client `c`, when it
+/// fits in the answer and `c` listens for recalls (else as it was).
+fn with_lease(sh: &Shared, c: u64, opened: Reply) -> Result<Reply> {
+    let Reply::Opened {
+        handle,
+        write,
+        attr,
+        layout: None,
+    } = opened
+    else {
+        return Ok(opened);
+    };
+    let listens = sh
+        .table
+        .lock()
+        .clients
+        .get(&c)
+        .is_some_and(|r| r.callback.is_some());
+    let layout = match listens.then(|| lease(sh, c, handle, 0)).transpose()? {
+        Some(Reply::Layout {
+            epoch,
+            size,
+            extents,
+            bad,
+            next: None,
+            ..
+        }) if extents.len() <= OPEN_LAYOUT_EXTENTS => Some(Box::new(proto::OpenLayout {
+            epoch,
+            size,
+            extents,
+            bad,
+        })),
+        _ => None,
+    };
+    Ok(Reply::Opened {
+        handle,
+        write,
+        attr,
+        layout,
+    })
+}
+
+/// Extents a layout sent with `Opened` holds at most (a bigger one is
+/// fetched by `Lease` when first needed: an open answer stays small).
+const OPEN_LAYOUT_EXTENTS: usize = 64;
 
 /// A layout lease for client `c` on its file `handle`, from block `from` on.
 fn lease(sh: &Shared, c: u64, handle: u64, from: u64) -> Result<Reply> {

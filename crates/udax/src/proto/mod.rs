@@ -449,6 +449,15 @@ pub struct Entry {
     pub kind: u8,
 }
 
+/// A whole layout lease that comes with `Opened`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenLayout {
+    pub epoch: u64,
+    pub size: u64,
+    pub extents: Vec<Ext>,
+    pub bad: Vec<(u64, u64)>,
+}
+
 /// One extent of a layout: `len` blocks from file block `file_blk` at
 /// device block `dev_blk`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -501,6 +510,10 @@ pub enum Reply {
         handle: u64,
         write: bool,
         attr: Attr,
+        /// A regular file's whole layout, leased with the open (as a
+        /// `Lease` from block 0 would answer), when it fits: the first read
+        /// or fault needs no round trip.
+        layout: Option<Box<OpenLayout>>,
     },
     /// Answers `Share`: the token another client adopts the description by.
     Shared {
@@ -744,6 +757,49 @@ fn attr_in(r: &mut Reader<'_>) -> Result<Attr, ProtoError> {
         btime_ns: r.u64()?,
         rdev: r.u64()?,
     })
+}
+
+/// A layout's extents and bad ranges: a count and 25 bytes per extent, a
+/// count and 16 bytes per range.
+fn extents_out(w: &mut Writer, extents: &[Ext], bad: &[(u64, u64)]) {
+    w.u32(extents.len() as u32);
+    for e in extents {
+        w.u64(e.file_blk)
+            .u64(e.dev_blk)
+            .u64(e.len)
+            .u8(e.shared as u8);
+    }
+    w.u32(bad.len() as u32);
+    for (a, n) in bad {
+        w.u64(*a).u64(*n);
+    }
+}
+
+type ExtentsAndBad = (Vec<Ext>, Vec<(u64, u64)>);
+
+fn extents_in(r: &mut Reader<'_>) -> Result<ExtentsAndBad, ProtoError> {
+    let n = r.u32()? as usize;
+    if n > r.remaining() / 25 {
+        return Err(ProtoError::Malformed(format!("{n} extents")));
+    }
+    let mut extents = Vec::with_capacity(n);
+    for _ in 0..n {
+        extents.push(Ext {
+            file_blk: r.u64()?,
+            dev_blk: r.u64()?,
+            len: r.u64()?,
+            shared: bool_in(r)?,
+        });
+    }
+    let n = r.u32()? as usize;
+    if n > r.remaining() / 16 {
+        return Err(ProtoError::Malformed(format!("{n} bad ranges")));
+    }
+    let mut bad = Vec::with_capacity(n);
+    for _ in 0..n {
+        bad.push((r.u64()?, r.u64()?));
+    }
+    Ok((extents, bad))
 }
 
 /// An optional continuation point: a flag and a value (0 when absent).
@@ -1612,9 +1668,19 @@ impl Reply {
                 handle,
                 write,
                 attr,
+                layout,
             } => {
                 w.u64(*handle).u8(*write as u8);
                 attr_out(&mut w, attr);
+                match layout {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some(l) => {
+                        w.u8(1).u64(l.epoch).u64(l.size);
+                        extents_out(&mut w, &l.extents, &l.bad);
+                    }
+                }
             }
             Reply::Shared { token } => {
                 w.u64(*token);
@@ -1636,17 +1702,8 @@ impl Reply {
                 bad,
                 next,
             } => {
-                w.u64(*ino).u64(*epoch).u64(*size).u32(extents.len() as u32);
-                for e in extents {
-                    w.u64(e.file_blk)
-                        .u64(e.dev_blk)
-                        .u64(e.len)
-                        .u8(e.shared as u8);
-                }
-                w.u32(bad.len() as u32);
-                for (a, n) in bad {
-                    w.u64(*a).u64(*n);
-                }
+                w.u64(*ino).u64(*epoch).u64(*size);
+                extents_out(&mut w, extents, bad);
                 next_out(&mut w, *next);
             }
             Reply::Written { n } => {
@@ -1798,6 +1855,18 @@ impl Reply {
                 handle: r.u64()?,
                 write: bool_in(&mut r)?,
                 attr: attr_in(&mut r)?,
+                layout: if bool_in(&mut r)? {
+                    let (epoch, size) = (r.u64()?, r.u64()?);
+                    let (extents, bad) = extents_in(&mut r)?;
+                    Some(Box::new(OpenLayout {
+                        epoch,
+                        size,
+                        extents,
+                        bad,
+                    }))
+                } else {
+                    None
+                },
             },
             117 => Reply::Shared { token: r.u64()? },
             118 => Reply::Offset { pos: r.u64()? },
@@ -1810,27 +1879,7 @@ impl Reply {
             },
             109 => {
                 let (ino, epoch, size) = (r.u64()?, r.u64()?, r.u64()?);
-                let n = r.u32()? as usize;
-                if n > r.remaining() / 25 {
-                    return Err(ProtoError::Malformed(format!("{n} extents")));
-                }
-                let mut extents = Vec::with_capacity(n);
-                for _ in 0..n {
-                    extents.push(Ext {
-                        file_blk: r.u64()?,
-                        dev_blk: r.u64()?,
-                        len: r.u64()?,
-                        shared: bool_in(&mut r)?,
-                    });
-                }
-                let n = r.u32()? as usize;
-                if n > r.remaining() / 16 {
-                    return Err(ProtoError::Malformed(format!("{n} bad ranges")));
-                }
-                let mut bad = Vec::with_capacity(n);
-                for _ in 0..n {
-                    bad.push((r.u64()?, r.u64()?));
-                }
+                let (extents, bad) = extents_in(&mut r)?;
                 Reply::Layout {
                     ino,
                     epoch,
@@ -2194,11 +2243,43 @@ mod tests {
             ),
             Just(Reply::Pong),
             attr.clone().prop_map(Reply::Attr),
-            (any::<u64>(), any::<bool>(), attr).prop_map(|(handle, write, attr)| Reply::Opened {
-                handle,
-                write,
-                attr
+            (any::<u64>(), any::<bool>(), attr.clone()).prop_map(|(handle, write, attr)| {
+                Reply::Opened {
+                    handle,
+                    write,
+                    attr,
+                    layout: None,
+                }
             }),
+            (
+                any::<u64>(),
+                attr,
+                proptest::array::uniform2(any::<u64>()),
+                proptest::collection::vec(
+                    (proptest::array::uniform3(any::<u64>()), any::<bool>()),
+                    0..4
+                ),
+                proptest::collection::vec((any::<u64>(), any::<u64>()), 0..3)
+            )
+                .prop_map(|(handle, attr, [epoch, size], ext, bad)| Reply::Opened {
+                    handle,
+                    write: true,
+                    attr,
+                    layout: Some(Box::new(OpenLayout {
+                        epoch,
+                        size,
+                        extents: ext
+                            .into_iter()
+                            .map(|([file_blk, dev_blk, len], shared)| Ext {
+                                file_blk,
+                                dev_blk,
+                                len,
+                                shared
+                            })
+                            .collect(),
+                        bad,
+                    })),
+                }),
             any::<u64>().prop_map(|token| Reply::Shared { token }),
             any::<u64>().prop_map(|pos| Reply::Offset { pos }),
             (any::<u64>(), any::<u64>()).prop_map(|(epoch, ino)| Reply::Uncache { epoch, ino }),

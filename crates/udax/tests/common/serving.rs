@@ -60,15 +60,38 @@ impl Drop for Serving {
     }
 }
 
+/// `op` until it is not refused with the device busy (5 s at most). A
+/// test that spawns a child process (`spawn_child`) while another test of
+/// the same binary holds a device open lends the child that open file
+/// description, and so its flock, from the fork to the exec.
+pub fn unless_busy<T>(mut op: impl FnMut() -> udax::Result<T>) -> udax::Result<T> {
+    let t = std::time::Instant::now();
+    loop {
+        match op() {
+            Err(e) if e.errno() == libc::EBUSY && t.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Open the device at `path` (see [`unless_busy`]).
+pub fn open_dev(path: &std::path::Path) -> Arc<dyn Device> {
+    unless_busy(|| Ok(device::open(path.to_str().unwrap(), &DevOpen::default())?)).unwrap()
+}
+
 pub fn serve(s: &Setup, idle: Option<Duration>) -> Serving {
-    let o = Owner::new(
-        &s.dev,
-        &ServeOptions {
-            idle,
-            runtime_dir: Some(s.run.clone()),
-            ..Default::default()
-        },
-    )
+    let o = unless_busy(|| {
+        Owner::new(
+            &s.dev,
+            &ServeOptions {
+                idle,
+                runtime_dir: Some(s.run.clone()),
+                ..Default::default()
+            },
+        )
+    })
     .expect("owner");
     let (stop, socket) = (o.stopper(), o.socket().to_path_buf());
     Serving {
