@@ -323,3 +323,59 @@ fn mp_grants_of_clients_that_went_away_holding_them_leave_their_lines_free_for_o
         c.wait().unwrap();
     }
 }
+
+#[test]
+fn mp_a_reader_never_sees_the_size_cover_bytes_not_yet_written_under_grants() {
+    let _w = common::Watchdog::start(120, "readers beside grant appenders");
+    let s = setup(256);
+    let _o = serve(&s, None);
+    let a = std::sync::Arc::new(Client::connect(&s.dev, &opts(&s, true)).unwrap());
+    let b = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let f = std::sync::Arc::new(a.open("/race", true, true, 0o644).unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Two threads of one client appending records (the grant is the
+    // node's: they take turns under its lock), each record naming itself.
+    let writers: Vec<_> = (1..=2u8)
+        .map(|w| {
+            let (f, stop) = (f.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 20_000 {
+                    f.append(&record(w, i)).unwrap();
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    // Another process: every size it sees covers only whole, written
+    // records (a growth's bytes are on the device before its size).
+    let g = b.open("/race", false, false, 0).unwrap();
+    let t = std::time::Instant::now();
+    let mut looks = 0u32;
+    let mut last = 0u64;
+    while t.elapsed() < Duration::from_secs(2) {
+        let size = if looks.is_multiple_of(2) {
+            b.stat("/race").unwrap().size
+        } else {
+            g.len().unwrap()
+        };
+        assert!(size >= last, "the size went back from {last} to {size}");
+        assert!(size.is_multiple_of(4096), "a record cut: size {size}");
+        last = size;
+        let mut buf = vec![0u8; size as usize];
+        assert_eq!(g.read_at(&mut buf, 0).unwrap(), buf.len());
+        for (k, r) in buf.chunks(4096).enumerate() {
+            let (w, i) = (r[0], u32::from_le_bytes(r[1..5].try_into().unwrap()));
+            assert!(
+                (w == 1 || w == 2) && r == record(w, i).as_slice(),
+                "record {k} of a {size}-byte file is not whole: writer {w}, index {i}"
+            );
+        }
+        looks += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n: u32 = writers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(g.len().unwrap(), u64::from(n) * 4096);
+    assert!(looks > 10, "{looks} looks");
+}
