@@ -340,6 +340,9 @@ impl RemoteFile {
         path: &str,
         opts: &crate::fs::OpenOptions,
     ) -> Result<RemoteFile> {
+        // ORDERING: Relaxed: read and compared under the files lock in
+        // `opened`, where the listener counts (see `Inner::unclaimed`).
+        let unclaimed = inner.unclaimed.load(Ordering::Relaxed);
         let r = inner.call(&Request::Open {
             path: path.as_bytes().to_vec(),
             read: opts.read,
@@ -350,7 +353,7 @@ impl RemoteFile {
             nofollow: opts.nofollow,
             mode: opts.mode,
         })?;
-        Self::opened(inner, r)
+        Self::opened(inner, r, Some(unclaimed))
     }
 
     pub(super) fn open_unnamed(
@@ -364,7 +367,7 @@ impl RemoteFile {
             mode,
             linkable,
         })?;
-        Self::opened(inner, r)
+        Self::opened(inner, r, None)
     }
 
     /// A handle to the open file description another client offered with
@@ -372,11 +375,15 @@ impl RemoteFile {
     /// descriptors): the offset and the OFD and flock locks are shared.
     pub(super) fn adopt(inner: &Arc<Inner>, token: u64) -> Result<RemoteFile> {
         let r = inner.call(&Request::Adopt { token })?;
-        Self::opened(inner, r)
+        Self::opened(inner, r, None)
     }
 
-    /// The file the owner's answer `r` to an open names.
-    fn opened(inner: &Arc<Inner>, r: Reply) -> Result<RemoteFile> {
+    /// The file the owner's answer `r` to an open names. A layout that
+    /// came with it is installed only if no callback naming a file this
+    /// process had no node for arrived since `unclaimed` (the count before
+    /// the open was sent): it may have been a recall of this very file,
+    /// before its node existed.
+    fn opened(inner: &Arc<Inner>, r: Reply, unclaimed: Option<u64>) -> Result<RemoteFile> {
         let Reply::Opened {
             handle,
             write,
@@ -386,19 +393,23 @@ impl RemoteFile {
         else {
             return Err(unexpected(r));
         };
-        let node = {
+        let (node, fresh) = {
             let mut files = inner.files.lock();
             files.retain(|_, w| w.strong_count() > 0);
-            match files.get(&attr.ino).and_then(|w| w.upgrade()) {
+            let n = match files.get(&attr.ino).and_then(|w| w.upgrade()) {
                 Some(n) => n,
                 None => {
                     let n = Arc::new(Node::new(attr.ino));
                     files.insert(attr.ino, Arc::downgrade(&n));
                     n
                 }
-            }
+            };
+            // ORDERING: Relaxed: under the files lock, as the listener's
+            // count: a callback after this finds the node.
+            let fresh = unclaimed.is_some_and(|u| inner.unclaimed.load(Ordering::Relaxed) == u);
+            (n, fresh)
         };
-        if let Some(l) = layout {
+        if let Some(l) = layout.filter(|_| fresh) {
             // Leased with the open: the first read or fault needs no
             // `Lease` (a recall of its epoch that came first voids it).
             let mut l = Layout {
@@ -1641,7 +1652,18 @@ fn listener(inner: &Inner, ch: &OwnedFd) {
 
 fn answer_callbacks(inner: &Inner, ch: &OwnedFd) {
     while let Ok(Some((msg, _))) = wire::recv(ch.as_fd()) {
-        let node = |ino| inner.files.lock().get(&ino).and_then(|w| w.upgrade());
+        // A callback for a file without a node here is counted (under the
+        // files lock): an open in flight may be about to make that node
+        // with a layout the callback voids (`RemoteFile::opened`).
+        let node = |ino| {
+            let files = inner.files.lock();
+            let n = files.get(&ino).and_then(|w| w.upgrade());
+            if n.is_none() {
+                // ORDERING: Relaxed: under the files lock (see `opened`).
+                inner.unclaimed.fetch_add(1, Ordering::Relaxed);
+            }
+            n
+        };
         let (ino, epoch, busy) = match Reply::decode(&msg) {
             Ok((
                 _,

@@ -88,6 +88,10 @@ struct Inner {
     files: Mutex<HashMap<u64, Weak<Node>>>,
     /// Recalls answered (for tests and statistics).
     recalls: AtomicU64,
+    /// Callbacks that named a file this process had no node for (counted
+    /// under the `files` lock): a layout that came with an open in flight
+    /// meanwhile is not trusted (`RemoteFile::opened`).
+    unclaimed: AtomicU64,
     /// The owner gives no size grants (format 2, or it is gone): growing
     /// writes go to it (`RemoteFile::grow_granted`).
     no_grants: AtomicBool,
@@ -244,6 +248,7 @@ impl Client {
                     files: Mutex::new(HashMap::new()),
                     recalls: AtomicU64::new(0),
                     no_grants: AtomicBool::new(false),
+                    unclaimed: AtomicU64::new(0),
                     requests: AtomicU64::new(0),
                     attrs: Mutex::new(AttrCache::default()),
                 });
