@@ -1411,13 +1411,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                     }
                 }
                 grants::settle(sh, f.ino(), grants::Settle::Everyone)?;
-                let regular = f.stat()?.mode & crate::format::S_IFMT == crate::format::S_IFREG;
-                let opened = register(sh, c, f)?;
-                if regular {
-                    with_lease(sh, c, opened)?
-                } else {
-                    opened
-                }
+                with_lease(sh, c, register(sh, c, f)?)?
             }
             Request::DirPath {
                 ino,
@@ -2023,15 +2017,16 @@ fn changes_layout(f: &File, off: u64, len: u64) -> bool {
     covered < b
 }
 
-/// `Opened` with the file's whole layout leased to client `c`, when it
-/// fits in the answer and `c` listens for recalls (else as it was).
-fn with_lease(sh: &Shared, c: u64, opened: Reply) -> Result<Reply> {
+/// `Opened` with the file's whole layout leased to client `c`, when it is
+/// a regular file, the layout fits in the answer and `c` listens for
+/// recalls (else as it was).
+fn with_lease(sh: &Shared, c: u64, mut opened: Reply) -> Result<Reply> {
     let Reply::Opened {
         handle,
-        write,
         attr,
-        layout: None,
-    } = opened
+        layout: layout @ None,
+        ..
+    } = &mut opened
     else {
         return Ok(opened);
     };
@@ -2041,28 +2036,28 @@ fn with_lease(sh: &Shared, c: u64, opened: Reply) -> Result<Reply> {
         .clients
         .get(&c)
         .is_some_and(|r| r.callback.is_some());
-    let layout = match listens.then(|| lease(sh, c, handle, 0)).transpose()? {
-        Some(Reply::Layout {
-            epoch,
-            size,
-            extents,
-            bad,
-            next: None,
-            ..
-        }) if extents.len() <= OPEN_LAYOUT_EXTENTS => Some(Box::new(proto::OpenLayout {
-            epoch,
-            size,
-            extents,
-            bad,
-        })),
-        _ => None,
-    };
-    Ok(Reply::Opened {
-        handle,
-        write,
-        attr,
-        layout,
-    })
+    if !listens || attr.mode & crate::format::S_IFMT != crate::format::S_IFREG {
+        return Ok(opened);
+    }
+    if let Reply::Layout {
+        epoch,
+        size,
+        extents,
+        bad,
+        next: None,
+        ..
+    } = lease(sh, c, *handle, 0)?
+    {
+        if extents.len() <= OPEN_LAYOUT_EXTENTS {
+            *layout = Some(Box::new(proto::OpenLayout {
+                epoch,
+                size,
+                extents,
+                bad,
+            }));
+        }
+    }
+    Ok(opened)
 }
 
 /// Extents a layout sent with `Opened` holds at most (a bigger one is
