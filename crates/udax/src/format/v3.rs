@@ -108,6 +108,10 @@ impl Geometry3 {
     pub fn root_at(&self) -> u64 {
         self.root_blk * BLOCK_SIZE
     }
+    /// Device offset of size grant line `index` (< [`GRANT_LINES`]).
+    pub fn grant_line_at(&self, index: usize) -> u64 {
+        self.root_at() + GRANT_OFFSET + (index * ROOT_LINE) as u64
+    }
     pub fn bitmap_at(&self) -> u64 {
         self.bitmap_start * BLOCK_SIZE
     }

@@ -19,7 +19,7 @@
 
 use super::{Error, File, Fs, Meta, Result};
 use crate::format::v3::{
-    grant_word_size, GrantLine, GrantState, GRANT_LINES, GRANT_OFFSET, GRANT_WORD, ROOT_LINE,
+    grant_word_size, Geometry3, GrantLine, GrantState, GRANT_LINES, GRANT_WORD, ROOT_LINE,
 };
 use crate::journal::Damage;
 
@@ -42,9 +42,41 @@ impl Grant {
 
 fn line_at(fs: &Fs, index: usize) -> Result<u64> {
     match &fs.inner.meta {
-        Meta::V3(v) => Ok(v.store.geometry().root_at() + GRANT_OFFSET + (index * ROOT_LINE) as u64),
+        Meta::V3(v) => Ok(v.store.geometry().grant_line_at(index)),
         Meta::V2 { .. } => Err(Error::NotSupported("size grants need format 3")),
     }
+}
+
+/// Grant line `index` as stored: its device offset and what it holds.
+fn read_line(
+    dev: &dyn crate::device::Device,
+    geo: &Geometry3,
+    index: usize,
+) -> (u64, Result<GrantState>) {
+    let at = geo.grant_line_at(index);
+    let mut b = [0u8; ROOT_LINE];
+    let state = match dev.read(at, &mut b) {
+        Ok(()) => GrantLine::decode(&b, at).map_err(Error::from),
+        Err(e) => Err(e.into()),
+    };
+    (at, state)
+}
+
+fn not_its_file(line: &GrantLine) -> String {
+    format!(
+        "names inode {}, which is free, another file or not a regular file",
+        line.ino
+    )
+}
+
+/// Whether `line` names a regular file in use with the line's generation
+/// (a line that verifies but names anything else is damage).
+fn names_its_file(store: &crate::meta::Store, line: &GrantLine) -> bool {
+    matches!(
+        store.inode(line.ino),
+        Ok(Some(s)) if s.generation == line.generation
+            && s.attr.mode & crate::format::S_IFMT == crate::format::S_IFREG
+    )
 }
 
 fn used_lines(fs: &Fs) -> Result<&crate::sync::Mutex<u64>> {
@@ -150,15 +182,22 @@ impl Fs {
     /// `Corrupted`; with `salvage` it is reported and cleared (the file
     /// keeps the size it had before the grant).
     pub(super) fn recover_grants(&self, salvage: bool) -> Result<()> {
+        let Meta::V3(v) = &self.inner.meta else {
+            return Ok(());
+        };
         for index in 0..GRANT_LINES {
-            let at = line_at(self, index)?;
-            let mut b = [0u8; ROOT_LINE];
-            self.inner.dev.read(at, &mut b)?;
-            let applied = match GrantLine::decode(&b, at) {
+            let (at, state) = read_line(&*self.inner.dev, v.store.geometry(), index);
+            let applied = match state {
                 Ok(GrantState::Free) => continue,
                 Ok(GrantState::Torn) => Ok(()),
+                Ok(GrantState::Held(line, _)) if !names_its_file(&v.store, &line) => {
+                    Err(Error::Corrupted {
+                        what: not_its_file(&line),
+                        device_offset: at,
+                    })
+                }
                 Ok(GrantState::Held(line, size)) => self.apply_grant(at, &line, size),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             };
             match applied {
                 Ok(()) => {}
@@ -178,29 +217,10 @@ impl Fs {
         Ok(())
     }
 
+    /// Grow the file `line` names (checked by [`names_its_file`]) to
+    /// `size`, its word's.
     fn apply_grant(&self, at: u64, line: &GrantLine, size: u64) -> Result<()> {
-        let wrong = |what: &str| Error::Corrupted {
-            what: format!("names inode {}, {what}", line.ino),
-            device_offset: at,
-        };
-        let slot = match &self.inner.meta {
-            Meta::V3(v) => v.store.inode(line.ino).map_err(|_| wrong("out of range"))?,
-            Meta::V2 { .. } => return Err(Error::NotSupported("size grants need format 3")),
-        };
-        match slot {
-            Some(s) if s.generation == line.generation => {}
-            _ => return Err(wrong("which is free or another file")),
-        }
-        let f = match self.open_ino(line.ino, false, true, false) {
-            Ok(f) => f,
-            Err(Error::Corrupted { .. } | Error::NotFound | Error::IsDir | Error::Loop) => {
-                return Err(wrong("which is not a regular file"))
-            }
-            Err(Error::Access(_) | Error::NoDevice(_) | Error::NotSupported(_)) => {
-                return Err(wrong("which is not a regular file"))
-            }
-            Err(e) => return Err(e),
-        };
+        let f = self.open_ino(line.ino, false, true, false)?;
         let len = f.len();
         if size > len {
             tracing::info!(
@@ -210,7 +230,13 @@ impl Fs {
             // Only over blocks the grant allocated: a word past them (the
             // allocation did not commit) leaves the size as it was.
             if !f.extend_written(len, size)? {
-                return Err(wrong("whose blocks past its end are not its own"));
+                return Err(Error::Corrupted {
+                    what: format!(
+                        "names inode {}, whose blocks past its end are not its own",
+                        line.ino
+                    ),
+                    device_offset: at,
+                });
             }
         }
         Ok(())
@@ -225,29 +251,14 @@ pub(super) fn check_lines(
     store: &crate::meta::Store,
     dev: &dyn crate::device::Device,
 ) -> Vec<Damage> {
-    let root = store.geometry().root_at();
     let mut found = Vec::new();
     for index in 0..GRANT_LINES {
-        let at = root + GRANT_OFFSET + (index * ROOT_LINE) as u64;
-        let mut b = [0u8; ROOT_LINE];
-        let what = match dev.read(at, &mut b) {
-            Err(e) => Some(format!("unreadable: {e}")),
-            Ok(()) => match GrantLine::decode(&b, at) {
-                Ok(GrantState::Free | GrantState::Torn) => None,
-                Ok(GrantState::Held(line, _)) => match store.inode(line.ino) {
-                    Ok(Some(s))
-                        if s.generation == line.generation
-                            && s.attr.mode & crate::format::S_IFMT == crate::format::S_IFREG =>
-                    {
-                        None
-                    }
-                    _ => Some(format!(
-                        "names inode {}, which is free, another file or not a regular file",
-                        line.ino
-                    )),
-                },
-                Err(e) => Some(e.to_string()),
-            },
+        let (at, state) = read_line(dev, store.geometry(), index);
+        let what = match state {
+            Ok(GrantState::Free | GrantState::Torn) => None,
+            Ok(GrantState::Held(line, _)) if names_its_file(store, &line) => None,
+            Ok(GrantState::Held(line, _)) => Some(not_its_file(&line)),
+            Err(e) => Some(e.to_string()),
         };
         if let Some(what) = what {
             found.push(Damage {
