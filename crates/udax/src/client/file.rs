@@ -55,6 +55,25 @@ struct Layout {
 }
 
 impl Layout {
+    /// An empty layout of a lease of `epoch` for a file of `size` bytes.
+    fn leased(epoch: u64, size: u64) -> Layout {
+        Layout {
+            epoch,
+            size,
+            map: BTreeMap::new(),
+            bad: Vec::new(),
+            shared: 0,
+        }
+    }
+
+    /// Add what (a page of) a lease answer listed.
+    fn add(&mut self, extents: &[Ext], bad: &[(u64, u64)]) {
+        self.bad.extend_from_slice(bad);
+        for e in extents {
+            self.map.insert(e.file_blk, (e.dev_blk, e.len, e.shared));
+        }
+    }
+
     fn count_shared(&mut self) {
         self.shared = self.map.values().filter(|e| e.2).count();
     }
@@ -412,19 +431,10 @@ impl RemoteFile {
         if let Some(l) = layout.filter(|_| fresh) {
             // Leased with the open: the first read or fault needs no
             // `Lease` (a recall of its epoch that came first voids it).
-            let mut l = Layout {
-                epoch: l.epoch,
-                size: l.size,
-                map: l
-                    .extents
-                    .iter()
-                    .map(|e| (e.file_blk, (e.dev_blk, e.len, e.shared)))
-                    .collect(),
-                bad: l.bad,
-                shared: 0,
-            };
-            l.count_shared();
-            node.install(l);
+            let mut layout = Layout::leased(l.epoch, l.size);
+            layout.add(&l.extents, &l.bad);
+            layout.count_shared();
+            node.install(layout);
         }
         Ok(RemoteFile {
             o: Arc::new(Open {
@@ -1309,20 +1319,11 @@ fn fetch(inner: &Inner, handle: u64) -> Result<Layout> {
             else {
                 return Err(unexpected(r));
             };
-            let cur = l.get_or_insert_with(|| Layout {
-                epoch,
-                size,
-                map: BTreeMap::new(),
-                bad: Vec::new(),
-                shared: 0,
-            });
+            let cur = l.get_or_insert_with(|| Layout::leased(epoch, size));
             if cur.epoch != epoch {
                 continue 'again;
             }
-            cur.bad.extend(bad);
-            for e in extents {
-                cur.map.insert(e.file_blk, (e.dev_blk, e.len, e.shared));
-            }
+            cur.add(&extents, &bad);
             match next {
                 Some(n) if n > from => from = n,
                 Some(_) => return Err(not_connected("lease made no progress".into())),
