@@ -85,10 +85,7 @@ pub(super) fn settle_locked(sh: &Shared, ino: u64, how: Settle) -> Result<()> {
     let (cb, epoch) = {
         let mut t = sh.table.lock();
         let cb = t.clients.get(&g.client).and_then(|r| r.callback.clone());
-        let e = t.epochs.entry(ino).or_insert(1);
-        let epoch = *e;
-        *e += 1;
-        (cb, epoch)
+        (cb, t.recall_epoch(ino))
     };
     let answer = cb.and_then(|cb| {
         let ch = cb.lock();
@@ -257,7 +254,7 @@ pub(super) fn grant(sh: &Shared, c: u64, handle: u64, want: u64) -> Result<Reply
             return Err(e);
         }
     };
-    let epoch = *sh.table.lock().epochs.entry(ino).or_insert(1);
+    let epoch = sh.table.lock().epoch(ino);
     sh.grants.lock().insert(
         ino,
         Arc::new(GrantOut {

@@ -274,6 +274,21 @@ struct Table {
     uncache_epoch: u64,
 }
 
+impl Table {
+    /// Inode `ino`'s current lease epoch.
+    fn epoch(&mut self, ino: u64) -> u64 {
+        *self.epochs.entry(ino).or_insert(1)
+    }
+
+    /// Inode `ino`'s current lease epoch, for a recall (or settle) that
+    /// ends every lease of it: leases granted from now on get the next.
+    fn recall_epoch(&mut self, ino: u64) -> u64 {
+        let e = self.epochs.entry(ino).or_insert(1);
+        *e += 1;
+        *e - 1
+    }
+}
+
 /// A device's owner, listening.
 #[derive(Debug)]
 pub struct Owner {
@@ -798,7 +813,7 @@ fn iomap(sh: &Shared, c: u64, handle: u64, op: IomapOp, a: u64, b: u64) -> Resul
             shared,
         })
         .collect();
-    let epoch = *sh.table.lock().epochs.entry(ino).or_insert(1);
+    let epoch = sh.table.lock().epoch(ino);
     Ok(Reply::Layout {
         ino,
         epoch,
@@ -962,7 +977,7 @@ fn extend_written(sh: &Shared, f: &File, offset: u64, size: u64, epoch: u64) -> 
         errno: libc::ESTALE,
         message: "the file changed after the lease the bytes were written under".into(),
     };
-    if *sh.table.lock().epochs.entry(ino).or_insert(1) != epoch {
+    if sh.table.lock().epoch(ino) != epoch {
         return Err(stale());
     }
     if size > f.len() {
@@ -1067,9 +1082,7 @@ fn callback(sh: &Shared, ino: u64, except: Option<u64>, msg: impl Fn(u64) -> Rep
         if let Some(c) = except {
             set.remove(&c);
         }
-        let e = t.epochs.entry(ino).or_insert(1);
-        let epoch = *e;
-        *e += 1;
+        let epoch = t.recall_epoch(ino);
         (epoch, callbacks(&t, set))
     };
     let m = msg(epoch);
@@ -2077,7 +2090,7 @@ fn lease(sh: &Shared, c: u64, handle: u64, from: u64) -> Result<Reply> {
             return Err(Error::Invalid("a lease needs a callback channel (Listen)"));
         }
         t.leases.entry(ino).or_default().insert(c);
-        *t.epochs.entry(ino).or_insert(1)
+        t.epoch(ino)
     };
     // Fixed fields, the two counts and `next`: 24 + 8 + 9 bytes; an extent
     // is 25.
