@@ -264,7 +264,12 @@ fn mp_a_listing_paged_through_the_owner_neither_misses_nor_repeats_entries_chang
             from,
         }
         .encode(2 + page);
-        let Some(Reply::Entries { entries, next }) = exchange(&sock, &req) else {
+        // The first page comes with the names its walk looked up.
+        let r = match exchange(&sock, &req) {
+            Some(Reply::Walked { then, .. }) if page == 0 => Some(*then),
+            r => r,
+        };
+        let Some(Reply::Entries { entries, next }) = r else {
             panic!("no entries");
         };
         listed.extend(
@@ -280,7 +285,11 @@ fn mp_a_listing_paged_through_the_owner_neither_misses_nor_repeats_entries_chang
             let mut id = 1000;
             let mut call = |r: Request| {
                 id += 1;
-                assert_eq!(exchange(&sock, &r.encode(id)), Some(Reply::Done));
+                // A change of names is answered with what it changed.
+                assert!(matches!(
+                    exchange(&sock, &r.encode(id)),
+                    Some(Reply::Changed { then, .. }) if *then == Reply::Done
+                ));
             };
             for n in churn.iter().filter(|n| listed.contains(n)) {
                 call(Request::Unlink {
@@ -1681,9 +1690,83 @@ fn mp_a_change_of_one_files_data_drops_only_that_files_cached_attributes_everywh
         );
     }
     assert_eq!(b.stat("/x").unwrap().mtime_ns, 7);
-    // A change of a name drops everything.
+    // A change of a name drops the directory's listing.
     a.create("/z", 0o644).unwrap();
     assert_eq!(listing(&b), 4);
+}
+
+#[test]
+fn mp_a_change_of_a_name_drops_only_the_answers_whose_walks_looked_it_up_everywhere() {
+    let _w = common::Watchdog::start(60, "name-scoped uncache");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    for d in ["/d1", "/d2"] {
+        a.mkdir(d, 0o755).unwrap();
+    }
+    for f in ["/d1/f", "/d1/f2", "/d2/g"] {
+        a.create(f, 0o644).unwrap();
+    }
+    // Everything B (and A) will look at, cached.
+    let look = |c: &Client| {
+        (
+            c.stat("/d1/f").unwrap().ino,
+            c.stat("/d2/g").unwrap().ino,
+            c.stat("/d1/f2").unwrap().nlink,
+            c.read_dir("/d2").unwrap().len(),
+            c.stat("/d1").unwrap().mtime_ns,
+            c.read_dir("/d1").unwrap().len(),
+        )
+    };
+    let (f, g, _, _, d1_time, _) = look(&b);
+    look(&a);
+    let unchanged = |c: &Client, what: &str| {
+        let n = c.requests();
+        assert_eq!(c.stat("/d1/f").unwrap().ino, f);
+        assert_eq!(c.stat("/d2/g").unwrap().ino, g);
+        assert_eq!(c.read_dir("/d2").unwrap().len(), 1);
+        assert_eq!(
+            c.requests(),
+            n,
+            "{what}: an answer no changed name decided went to the owner"
+        );
+    };
+    // A creates /d1/new: /d1's attributes and listing go, in both
+    // clients; nothing else does.
+    std::thread::sleep(Duration::from_millis(2));
+    a.create("/d1/new", 0o644).unwrap();
+    unchanged(&b, "create, another client");
+    unchanged(&a, "create, the creator");
+    for c in [&a, &b] {
+        let n = c.requests();
+        assert!(
+            c.stat("/d1").unwrap().mtime_ns > d1_time,
+            "the directory's times"
+        );
+        assert_eq!(c.read_dir("/d1").unwrap().len(), 3);
+        assert_eq!(c.requests(), n + 2);
+    }
+    // A link changes the linked file's link count (under its other name).
+    a.link("/d1/f2", "/d2/h").unwrap();
+    assert_eq!(b.stat("/d1/f2").unwrap().nlink, 2);
+    assert_eq!(b.read_dir("/d2").unwrap().len(), 2);
+    // A rename of a directory: every path through its old name goes, in
+    // both clients, and the new one resolves.
+    a.rename("/d2", "/d3").unwrap();
+    for c in [&a, &b] {
+        assert!(matches!(c.stat("/d2/g"), Err(udax::fs::Error::NotFound)));
+        assert!(matches!(c.read_dir("/d2"), Err(udax::fs::Error::NotFound)));
+        assert_eq!(c.stat("/d3/g").unwrap().ino, g);
+        assert_eq!(c.stat("/d1/f").unwrap().ino, f);
+    }
+    // An unlink: the name goes; another name of a file changed through
+    // one name shows the change.
+    a.unlink("/d1/f2").unwrap();
+    for c in [&a, &b] {
+        assert!(matches!(c.stat("/d1/f2"), Err(udax::fs::Error::NotFound)));
+        assert_eq!(c.stat("/d3/h").unwrap().nlink, 1);
+    }
 }
 
 #[test]

@@ -1687,6 +1687,10 @@ fn answer_callbacks(inner: &Inner, ch: &OwnedFd) {
                 }
                 (0, epoch, false)
             }
+            Ok((_, Reply::Unname { epoch, names, inos })) => {
+                inner.attrs.lock().drop_names(&names, &inos);
+                (0, epoch, false)
+            }
             Ok((_, Reply::Settle { ino, epoch })) => {
                 let busy = node(ino).is_some_and(|n| n.settle(inner, epoch));
                 (ino, epoch, busy)

@@ -107,9 +107,9 @@ struct Inner {
 #[derive(Debug, Default)]
 struct AttrCache {
     gen: u64,
-    map: HashMap<String, Stat>,
+    map: HashMap<String, (Stat, Deps)>,
     /// Directory listings, by path (kept under the same rule).
-    dirs: HashMap<String, Vec<DirEntry>>,
+    dirs: HashMap<String, (Vec<DirEntry>, Deps)>,
     /// The callback channel ended (no owner to say when to drop): keep
     /// nothing any more.
     closed: bool,
@@ -118,6 +118,12 @@ struct AttrCache {
     /// decided them): a lookup with others drops them first.
     who: Option<Cred>,
 }
+
+/// The keys of the names an answer's path walk looked up (`Walked`; a
+/// listing's also the directory's listing key): it stays cached until a
+/// change names one of them. `None`: not known (an answer without them),
+/// dropped by any change of names.
+type Deps = Option<Box<[u64]>>;
 
 /// Paths whose attributes (and directories whose listings) a client keeps
 /// at most.
@@ -147,7 +153,25 @@ impl AttrCache {
     /// names and inode numbers only).
     fn drop_ino(&mut self, ino: u64) {
         self.gen += 1;
-        self.map.retain(|_, s| s.ino != ino);
+        self.map.retain(|_, (s, _)| s.ino != ino);
+    }
+
+    /// A change of names (`Changed`, `Unname`): the answers whose walks
+    /// looked up one of `names` go, and the attributes of `inos`.
+    fn drop_names(&mut self, names: &[u64], inos: &[u64]) {
+        self.gen += 1;
+        if self.map.is_empty() && self.dirs.is_empty() {
+            return;
+        }
+        let hit = |deps: &Deps| {
+            !names.is_empty()
+                && deps
+                    .as_ref()
+                    .is_none_or(|d| d.iter().any(|k| names.contains(k)))
+        };
+        self.map
+            .retain(|_, (s, d)| !inos.contains(&s.ino) && !hit(d));
+        self.dirs.retain(|_, (_, d)| !hit(d));
     }
 }
 
@@ -375,6 +399,8 @@ const REPLY_SPIN: Duration = Duration::from_micros(50);
 impl Inner {
     /// Attributes cached under `key`, or asked with `req()` and cached;
     /// `me`: the caller's credentials, for a request that checks them.
+    /// An answer by path (`me` given) without the names it depends on
+    /// depends on all of them; one by handle on none.
     fn cached_stat(
         &self,
         key: &str,
@@ -386,7 +412,7 @@ impl Inner {
             if let Some(me) = me {
                 c.asked_as(me);
             }
-            if let Some(s) = c.map.get(key) {
+            if let Some((s, _)) = c.map.get(key) {
                 return Ok(*s);
             }
             c.gen
@@ -394,6 +420,11 @@ impl Inner {
         let r = match me {
             Some(me) => self.call_as(&req(), me)?,
             None => self.call(&req())?,
+        };
+        let (r, deps) = match r {
+            Reply::Walked { deps, then } => (*then, Some(deps.into_boxed_slice())),
+            r if me.is_none() => (r, Some(Box::default())),
+            r => (r, None),
         };
         let s = match r {
             Reply::Attr(a) => stat(&a),
@@ -404,7 +435,7 @@ impl Inner {
             if c.map.len() >= ATTRS_KEPT {
                 c.map.clear();
             }
-            c.map.insert(key.to_string(), s);
+            c.map.insert(key.to_string(), (s, deps));
         }
         Ok(s)
     }
@@ -506,6 +537,14 @@ impl Inner {
         ino: Option<u64>,
     ) -> Result<Reply> {
         let r = Self::exchange(sock, req);
+        if let Ok(Reply::Changed { names, inos, then }) = r {
+            // A change of names says what it changed.
+            self.attrs.lock().drop_names(&names, &inos);
+            return match *then {
+                Reply::Error { errno, message } => Err(Error::from_remote(errno, message)),
+                then => Ok(then),
+            };
+        }
         if req.changes_attributes() {
             match ino.filter(|_| req.changes_one_file().is_some()) {
                 Some(ino) => self.attrs.lock().drop_ino(ino),
@@ -647,18 +686,18 @@ impl Client {
         let gen = {
             let mut c = self.inner.attrs.lock();
             c.asked_as(&Cred::of_this_thread());
-            if let Some(d) = c.dirs.get(path) {
+            if let Some((d, _)) = c.dirs.get(path) {
                 return Ok(d.clone());
             }
             c.gen
         };
-        let out = self.read_dir_uncached(path)?;
+        let (out, deps) = self.read_dir_uncached(path)?;
         let mut c = self.inner.attrs.lock();
         if c.gen == gen && !c.closed && out.len() <= DIR_ENTRIES_KEPT {
             if c.dirs.len() >= ATTRS_KEPT {
                 c.dirs.clear();
             }
-            c.dirs.insert(path.to_string(), out.clone());
+            c.dirs.insert(path.to_string(), (out.clone(), deps));
         }
         Ok(out)
     }
@@ -668,10 +707,20 @@ impl Client {
     /// cookie; [`crate::fs::Fs::read_dir_page`]). Not cached: a reader
     /// paging by cookie sees the entries as they are at each page.
     pub fn read_dir_page(&self, path: &str, from: u64) -> Result<DirPage> {
+        self.read_dir_page_walked(path, from).map(|(p, _)| p)
+    }
+
+    /// [`Client::read_dir_page`], and the names the listing depends on
+    /// (the first page's `Walked`).
+    fn read_dir_page_walked(&self, path: &str, from: u64) -> Result<(DirPage, Deps)> {
         let r = self.call(&Request::ReadDir {
             path: path.as_bytes().to_vec(),
             from,
         })?;
+        let (r, deps) = match r {
+            Reply::Walked { deps, then } => (*then, Some(deps.into_boxed_slice())),
+            r => (r, None),
+        };
         let Reply::Entries { entries, next } = r else {
             return Err(unexpected(r));
         };
@@ -690,14 +739,18 @@ impl Client {
                 },
             ));
         }
-        Ok(DirPage { entries: out, next })
+        Ok((DirPage { entries: out, next }, deps))
     }
 
-    fn read_dir_uncached(&self, path: &str) -> Result<Vec<DirEntry>> {
+    fn read_dir_uncached(&self, path: &str) -> Result<(Vec<DirEntry>, Deps)> {
         let mut out = Vec::new();
         let mut from = 0;
+        let mut deps = None;
         loop {
-            let page = self.read_dir_page(path, from)?;
+            let (page, d) = self.read_dir_page_walked(path, from)?;
+            if from == 0 {
+                deps = d;
+            }
             out.extend(page.entries.into_iter().map(|(_, e)| e));
             match page.next {
                 Some(n) if n > from => from = n,
@@ -706,7 +759,7 @@ impl Client {
                     // The owner pages by cookie (name hash); the caller
                     // gets names in order, as `Fs::read_dir`.
                     out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-                    return Ok(out);
+                    return Ok((out, deps));
                 }
             }
         }

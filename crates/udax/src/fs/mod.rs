@@ -57,6 +57,7 @@ mod poison;
 mod reflink;
 pub(crate) mod refs;
 pub(crate) mod state;
+pub mod trace;
 mod types;
 
 /// Counters of the allocator and the journal ([`Fs::alloc_stats`],
@@ -966,6 +967,7 @@ impl Fs {
         if ops.is_empty() {
             return Ok(());
         }
+        trace::changing(held.iter().map(|(ino, _)| *ino), ops);
         debug_assert!(ops.len() <= MAX_TX_OPS);
         let inner = &*self.inner;
         let (image_bytes, metadata_full_logged) = match &inner.meta {

@@ -160,6 +160,11 @@ impl Fs {
 
     /// Inode number and type (`d_type`) of the entry `name` in directory `dir`.
     fn lookup_entry(&self, dir: u64, name: &[u8]) -> Result<(u64, u8)> {
+        super::trace::looked_up(dir, name);
+        self.lookup_entry_untraced(dir, name)
+    }
+
+    fn lookup_entry_untraced(&self, dir: u64, name: &[u8]) -> Result<(u64, u8)> {
         let cache = self.lookups();
         if name != b".." {
             if let Some(hit) = cache.and_then(|c| c.get(dir, name)) {

@@ -545,7 +545,8 @@ impl Front {
 
     /// Write `data` at `off` (at the end of file, for `append`), recalling
     /// the clients' leases first when the write changes the layout (as the
-    /// owner's `Write` and `Append`).
+    /// owner's `Write` and `Append`); the clients' cached attributes of the
+    /// file go before the change lock.
     fn write(&self, f: &File, append: bool, off: u64, data: &[u8]) -> Result<usize> {
         let lock = change_lock(&self.sh, f.ino());
         let _g = lock.lock();
@@ -561,7 +562,12 @@ impl Front {
                 blocks_changed(at, len, f.len()),
             )?;
         }
-        f.write_at(data, at)
+        let n = f.write_at(data, at);
+        // The clients drop what they cached of the file before its change
+        // lock goes (as the owner's `answer`): no lease answered after the
+        // write shows a size a cached `stat` does not.
+        uncache(&self.sh, self.id, Some(f.ino()));
+        n
     }
 
     fn read(&self, f: &File, off: u64, size: u32) -> Result<Vec<u8>> {
@@ -1114,11 +1120,7 @@ impl Filesystem for Front {
         reply: ReplyWrite,
     ) {
         let r = self.file(fh).and_then(|(h, append)| match &*h {
-            Handle::File { file, .. } => {
-                let n = self.write(file, append, offset, data)?;
-                self.changed();
-                Ok(n)
-            }
+            Handle::File { file, .. } => self.write(file, append, offset, data),
             Handle::Dir { .. } => Err(Error::IsDir),
         });
         match r {

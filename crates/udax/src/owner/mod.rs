@@ -23,7 +23,7 @@ use crate::fs::{Error, File, Fs, OpenOptions, Rename, Result, Stat, StatFs};
 use crate::proto::{
     self, wire, Attr, Entry, Ext, IomapOp, LockScope, Reply, Request, Target, Totals,
 };
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, ReentrantMutex};
 use crate::BLOCK_SIZE;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -152,10 +152,13 @@ struct Shared {
     /// Clients, their open files and the leases they hold.
     table: Mutex<Table>,
     /// Per inode: held by a change of the file's layout (from its recall to
-    /// its end) and briefly by a lease grant, so no grant sees a layout a
-    /// change is about to make stale. Idle entries are pruned
+    /// its end), by a client's change of the file's data or attributes
+    /// until every other client has dropped what it cached of the file
+    /// (`answer`), and briefly by a lease grant, so no grant sees a layout a
+    /// change is about to make stale. Re-entrant: `answer` holds it around
+    /// a handler that takes it again. Idle entries are pruned
     /// (`change_lock`).
-    changing: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
+    changing: Mutex<HashMap<u64, Arc<ReentrantMutex<()>>>>,
     recall_timeout: Duration,
     /// Advisory locks of every client (record locks, flock).
     locks: LockTable,
@@ -1001,7 +1004,7 @@ fn truncate_recalled(sh: &Shared, f: &File, size: u64) -> Result<()> {
     f.set_len(size)
 }
 
-fn change_lock(sh: &Shared, ino: u64) -> Arc<Mutex<()>> {
+fn change_lock(sh: &Shared, ino: u64) -> Arc<ReentrantMutex<()>> {
     let mut m = sh.changing.lock();
     if m.len() >= CHANGE_LOCKS_KEPT {
         // Forget the locks no change holds or waits for (only the map has
@@ -1244,11 +1247,41 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
         .changes_one_file()
         .and_then(|h| file_of(sh, c, h).ok())
         .map(|d| d.ino());
-    let r = answer_inner(sh, c, req);
-    if changes {
-        uncache(sh, c, one);
+    match one {
+        // The others drop what they cached of the file before its change
+        // lock goes: a lease, layout or open answered after the change
+        // (each waits for the lock) can then never show a client a size
+        // newer than a `stat` it answers from its cache.
+        Some(ino) if changes => {
+            let lock = change_lock(sh, ino);
+            let _g = lock.lock();
+            let r = answer_inner(sh, c, req);
+            uncache(sh, c, one);
+            r
+        }
+        None if req.changes_names() => answer_names(sh, c, req),
+        _ => {
+            let r = answer_inner(sh, c, req);
+            if changes {
+                uncache(sh, c, one);
+            }
+            r
+        }
     }
-    r
+}
+
+/// `answer` traced: wrapped with the names its path walks looked up
+/// (`Walked`), when they were few enough to keep.
+fn walked(answer: impl FnOnce() -> Result<Reply>) -> Result<Reply> {
+    let (r, t) = crate::fs::trace::traced(answer);
+    let r = r?;
+    Ok(match t.deps() {
+        Some(deps) => Reply::Walked {
+            deps: deps.to_vec(),
+            then: Box::new(r),
+        },
+        None => r,
+    })
 }
 
 /// After a change by client `c` that `stat` may show: every other client
@@ -1258,31 +1291,74 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
 /// touched that inode's data or attributes alone: only its attributes go
 /// (the holders keep the rest, so they stay holders).
 fn uncache(sh: &Shared, c: u64, one: Option<u64>) {
+    tell_holders(sh, c, one.is_some(), |epoch| Reply::Uncache {
+        epoch,
+        ino: one.unwrap_or(0),
+    });
+}
+
+/// [`uncache`] after a change of names by client `c` (`Changed`): the
+/// others drop the answers that depend on `names` and the attributes of
+/// `inos`, and stay holders of the rest.
+fn unname(sh: &Shared, c: u64, names: &[u64], inos: &[u64]) {
+    if names.is_empty() && inos.is_empty() {
+        return;
+    }
+    tell_holders(sh, c, true, |epoch| Reply::Unname {
+        epoch,
+        names: names.to_vec(),
+        inos: inos.to_vec(),
+    });
+}
+
+/// Send every client but `c` that may have cached attributes the callback
+/// `make` builds for a new uncache epoch, and wait for the answers; unless
+/// `keep`, they stop being holders (they dropped everything).
+fn tell_holders(sh: &Shared, c: u64, keep: bool, make: impl FnOnce(u64) -> Reply) {
     let (epoch, holders) = {
         let mut t = sh.table.lock();
         if t.stat_holders.is_empty() {
             return;
         }
-        let set = match one {
-            Some(_) => t.stat_holders.clone(),
-            None => std::mem::take(&mut t.stat_holders),
+        let set = if keep {
+            t.stat_holders.clone()
+        } else {
+            std::mem::take(&mut t.stat_holders)
         };
         t.uncache_epoch += 1;
         let epoch = t.uncache_epoch;
         (epoch, callbacks(&t, set.into_iter().filter(|&h| h != c)))
     };
     // Inode 0: the answers to an uncache name no file.
-    ask_all(
-        sh,
-        holders,
-        &Reply::Uncache {
-            epoch,
-            ino: one.unwrap_or(0),
-        },
-        0,
-        epoch,
-        sh.recall_timeout,
-    );
+    ask_all(sh, holders, &make(epoch), 0, epoch, sh.recall_timeout);
+}
+
+/// [`answer_inner`] of a change of names (`Request::changes_names`),
+/// traced: the other clients drop only what depends on the names it
+/// changed and the inodes it changed (`Unname`), and `c` is answered with
+/// the same (`Changed`), before the change's own answer. A change the
+/// trace cannot describe drops everything, as before.
+fn answer_names(sh: &Shared, c: u64, req: Request) -> Reply {
+    const _: () = assert!(crate::fs::trace::TRACE_MAX <= proto::MAX_KEYS);
+    let (r, mut t) = crate::fs::trace::traced(|| answer_inner(sh, c, req));
+    // An open that truncates: the file's size changed whatever the
+    // transactions said.
+    if let Reply::Opened { attr, .. } = &r {
+        if !t.inos.contains(&attr.ino) {
+            t.inos.push(attr.ino);
+            t.overflow |= t.inos.len() > proto::MAX_KEYS;
+        }
+    }
+    if !t.complete() {
+        uncache(sh, c, None);
+        return r;
+    }
+    unname(sh, c, &t.names, &t.inos);
+    Reply::Changed {
+        names: t.names,
+        inos: t.inos,
+        then: Box::new(r),
+    }
 }
 
 /// [`answer`] without the attribute-cache upkeep.
@@ -1336,12 +1412,12 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 // Registered before the look: a change after it uncaches.
                 sh.table.lock().stat_holders.insert(c);
                 let p = path_of(&path)?;
-                Reply::Attr(attr(&settled_stat(sh, || fs.stat(p))?))
+                walked(|| Ok(Reply::Attr(attr(&settled_stat(sh, || fs.stat(p))?))))?
             }
             Request::Lstat { path } => {
                 sh.table.lock().stat_holders.insert(c);
                 let p = path_of(&path)?;
-                Reply::Attr(attr(&settled_stat(sh, || fs.lstat(p))?))
+                walked(|| Ok(Reply::Attr(attr(&settled_stat(sh, || fs.lstat(p))?))))?
             }
             Request::Readlink { path } => Reply::Path {
                 path: fs.readlink(path_of(&path)?)?,
@@ -1359,7 +1435,17 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             }
             Request::ReadDir { path, from } => {
                 sh.table.lock().stat_holders.insert(c);
-                entries(fs, path_of(&path)?, from)?
+                let p = path_of(&path)?;
+                if from == 0 {
+                    // The listing also depends on the directory's entries.
+                    walked(|| {
+                        let dir = fs.resolve(p)?;
+                        crate::fs::trace::looked_up(dir, b"");
+                        entries(fs, p, from)
+                    })?
+                } else {
+                    entries(fs, p, from)?
+                }
             }
             Request::StatFs => Reply::Totals(totals(&fs.statfs())),
             Request::Mkdir { path, mode } => {

@@ -15,7 +15,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::FormatError;
 
 /// Protocol version spoken by this build; a peer with another gets an error.
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 /// Magic at the start of every message.
 pub const MAGIC: [u8; 4] = *b"UDXP";
 /// Bytes of the header.
@@ -612,6 +612,34 @@ pub enum Reply {
         ino: u64,
         epoch: u64,
     },
+    /// Answers `Stat`, `Lstat` (`then`: `Attr`) and the first page of a
+    /// `ReadDir` (`then`: `Entries`) with the keys of the names the path
+    /// walk looked up (and, for a listing, the directory's listing key;
+    /// the owner's file system makes the keys): the client keeps the answer until
+    /// an `Unname` or `Changed` names one of them.
+    Walked {
+        deps: Vec<u64>,
+        then: Box<Reply>,
+    },
+    /// Answers a change of names (create, link, unlink, rename, mkdir,
+    /// rmdir, an open that creates or truncates...) with what it changed:
+    /// name keys (and the listing keys of the directories whose entries
+    /// changed) and the inodes whose attributes changed; `then` is the
+    /// change's own answer. The changer drops what it cached of those.
+    Changed {
+        names: Vec<u64>,
+        inos: Vec<u64>,
+        then: Box<Reply>,
+    },
+    /// Sent by the owner on a client's callback channel after another
+    /// client's change of names: drop the cached answers that depend on
+    /// one of `names` and the attributes of `inos`; answer
+    /// `Recalled { ino: 0, epoch }`.
+    Unname {
+        epoch: u64,
+        names: Vec<u64>,
+        inos: Vec<u64>,
+    },
     /// Answers `Remap`: bytes shared; for a dedupe, whether the contents
     /// differed (nothing shared then).
     Remapped {
@@ -845,6 +873,36 @@ impl Request {
     /// The open file a change touches alone, for a request that changes
     /// one file's data or attributes and no name (caches of other files and
     /// of directory listings stay): its handle.
+    /// Whether this is a change of names, or of attributes by path, whose
+    /// effects the file system's trace describes (`Changed`): the
+    /// namespace changes, an open that creates
+    /// or truncates, and a chmod, chown or utimes by path.
+    pub fn changes_names(&self) -> bool {
+        match self {
+            Request::Mkdir { .. }
+            | Request::Create { .. }
+            | Request::Unlink { .. }
+            | Request::Rmdir { .. }
+            | Request::Rename { .. }
+            | Request::Rename2 { .. }
+            | Request::Link { .. }
+            | Request::Symlink { .. }
+            | Request::Mknod { .. }
+            | Request::OpenUnnamed { .. }
+            | Request::SetAttr {
+                target: Target::Path(_) | Target::LinkPath(_),
+                ..
+            }
+            | Request::SetOwner {
+                target: Target::Path(_) | Target::LinkPath(_),
+                ..
+            } => true,
+            Request::Open { create, trunc, .. } => *create || *trunc,
+            Request::As { req, .. } => req.changes_names(),
+            _ => false,
+        }
+    }
+
     pub fn changes_one_file(&self) -> Option<u64> {
         match self {
             Request::Write { handle, .. }
@@ -1608,13 +1666,44 @@ fn kind_in(r: &mut Reader<'_>, unlock: bool) -> Result<u8, ProtoError> {
     }
 }
 
+/// Keys in a `Walked`, `Changed` or `Unname` list at most (the owner
+/// sends no more than the file system's trace keeps).
+pub const MAX_KEYS: usize = 64;
+
+fn keys_out(w: &mut Writer, keys: &[u64]) {
+    w.u16(keys.len() as u16);
+    for k in keys {
+        w.u64(*k);
+    }
+}
+
+fn keys_in(r: &mut Reader<'_>) -> Result<Vec<u64>, ProtoError> {
+    let n = r.u16()? as usize;
+    if n > MAX_KEYS {
+        return Err(ProtoError::Malformed(format!("{n} keys")));
+    }
+    (0..n).map(|_| Ok(r.u64()?)).collect()
+}
+
+/// The reply a `Walked` or `Changed` wraps: the rest of the body, a whole
+/// message of its own, which may not wrap another.
+fn wrapped_in(r: &mut Reader<'_>) -> Result<Box<Reply>, ProtoError> {
+    let rest = r.bytes(r.remaining())?;
+    match Reply::decode(rest)?.1 {
+        Reply::Walked { .. } | Reply::Changed { .. } => Err(ProtoError::Malformed(
+            "a wrapped reply wraps another".into(),
+        )),
+        then => Ok(Box::new(then)),
+    }
+}
+
 /// Bytes of one encoded entry (for filling a reply up to [`MAX_MESSAGE`]).
 pub fn entry_bytes(e: &Entry) -> usize {
     8 + 2 + e.name.len() + 8 + 1
 }
 
-/// Room for entries in one `Entries` reply.
-pub const ENTRIES_ROOM: usize = MAX_MESSAGE - HEADER - 4 - 9;
+/// Room for entries in one `Entries` reply (inside a `Walked`).
+pub const ENTRIES_ROOM: usize = MAX_MESSAGE - HEADER - 4 - 9 - (HEADER + 2 + 8 * MAX_KEYS);
 
 /// Longest error message sent (longer ones are cut at a char boundary).
 const MAX_ERROR_TEXT: usize = 1024;
@@ -1644,6 +1733,9 @@ impl Reply {
             Reply::Path { .. } => 120,
             Reply::Granted { .. } => 121,
             Reply::Settle { .. } => 122,
+            Reply::Walked { .. } => 123,
+            Reply::Changed { .. } => 124,
+            Reply::Unname { .. } => 125,
         }
     }
 
@@ -1757,6 +1849,20 @@ impl Reply {
             }
             Reply::Settle { ino, epoch } => {
                 w.u64(*ino).u64(*epoch);
+            }
+            Reply::Walked { deps, then } => {
+                keys_out(&mut w, deps);
+                w.bytes(&then.encode(0));
+            }
+            Reply::Changed { names, inos, then } => {
+                keys_out(&mut w, names);
+                keys_out(&mut w, inos);
+                w.bytes(&then.encode(0));
+            }
+            Reply::Unname { epoch, names, inos } => {
+                w.u64(*epoch);
+                keys_out(&mut w, names);
+                keys_out(&mut w, inos);
             }
             Reply::Entries { entries, next } => {
                 w.u32(entries.len() as u32);
@@ -1929,6 +2035,20 @@ impl Reply {
             122 => Reply::Settle {
                 ino: r.u64()?,
                 epoch: r.u64()?,
+            },
+            123 => Reply::Walked {
+                deps: keys_in(&mut r)?,
+                then: wrapped_in(&mut r)?,
+            },
+            124 => Reply::Changed {
+                names: keys_in(&mut r)?,
+                inos: keys_in(&mut r)?,
+                then: wrapped_in(&mut r)?,
+            },
+            125 => Reply::Unname {
+                epoch: r.u64()?,
+                names: keys_in(&mut r)?,
+                inos: keys_in(&mut r)?,
             },
             k => return Err(ProtoError::Kind(k)),
         };
@@ -2206,6 +2326,25 @@ mod tests {
     }
 
     fn reply() -> impl Strategy<Value = Reply> {
+        let keys = || proptest::collection::vec(any::<u64>(), 0..=MAX_KEYS);
+        prop_oneof![
+            4 => leaf_reply(),
+            1 => (keys(), leaf_reply()).prop_map(|(deps, then)| Reply::Walked {
+                deps,
+                then: Box::new(then)
+            }),
+            1 => (keys(), keys(), leaf_reply()).prop_map(|(names, inos, then)| Reply::Changed {
+                names,
+                inos,
+                then: Box::new(then)
+            }),
+            1 => (any::<u64>(), keys(), keys())
+                .prop_map(|(epoch, names, inos)| Reply::Unname { epoch, names, inos }),
+        ]
+    }
+
+    /// Every reply but the wrapping ones.
+    fn leaf_reply() -> impl Strategy<Value = Reply> {
         let attr =
             (proptest::array::uniform12(any::<u64>()), any::<u64>()).prop_map(|(v, rdev)| Attr {
                 ino: v[0],
@@ -2391,7 +2530,7 @@ mod tests {
 
         #[test]
         fn a_valid_header_over_arbitrary_bodies_never_panics(
-            kind in prop_oneof![1u16..=42, Just(64u16), 100u16..=120],
+            kind in prop_oneof![1u16..=42, Just(64u16), 100u16..=126],
             body in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
             let mut w = Writer::new();
@@ -2414,6 +2553,49 @@ mod tests {
                 prop_assert!(r.is_err());
             }
         }
+    }
+
+    #[test]
+    fn a_wrapped_reply_that_wraps_another_or_carries_too_many_keys_is_refused() {
+        let inner = Reply::Walked {
+            deps: vec![1],
+            then: Box::new(Reply::Done),
+        };
+        let nested = Reply::Changed {
+            names: vec![],
+            inos: vec![],
+            then: Box::new(inner),
+        };
+        assert!(matches!(
+            Reply::decode(&nested.encode(3)),
+            Err(ProtoError::Malformed(_))
+        ));
+        let too_many = Reply::Unname {
+            epoch: 1,
+            names: vec![7; MAX_KEYS + 1],
+            inos: vec![],
+        };
+        assert!(matches!(
+            Reply::decode(&too_many.encode(3)),
+            Err(ProtoError::Malformed(_))
+        ));
+        // A full page of entries still fits its message inside a `Walked`.
+        let name = vec![b'n'; 200];
+        let e = Entry {
+            cookie: 1,
+            name,
+            ino: 2,
+            kind: 1,
+        };
+        let n = ENTRIES_ROOM / entry_bytes(&e);
+        let page = Reply::Walked {
+            deps: vec![9; MAX_KEYS],
+            then: Box::new(Reply::Entries {
+                entries: vec![e; n],
+                next: Some(5),
+            }),
+        };
+        assert!(page.encode(1).len() <= MAX_MESSAGE);
     }
 
     fn claim() -> Claim {

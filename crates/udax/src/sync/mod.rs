@@ -38,7 +38,9 @@
 
 #[cfg(not(loom))]
 mod imp {
-    pub use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+    pub use parking_lot::{
+        Condvar, Mutex, MutexGuard, ReentrantMutex, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    };
     #[allow(
         unused_imports,
         reason = "the facade's whole surface, the same under loom: some names are used only by the models"
@@ -96,6 +98,47 @@ mod imp {
         }
         pub fn write(&self) -> RwLockWriteGuard<'_, T> {
             self.0.write().expect("loom rwlock poisoned")
+        }
+    }
+
+    /// parking_lot's `ReentrantMutex` for `()` (the owner's change locks):
+    /// the thread holding it may take it again; others wait.
+    #[derive(Debug, Default)]
+    pub struct ReentrantMutex<T> {
+        held: loom::sync::Mutex<(Option<loom::thread::ThreadId>, usize)>,
+        freed: loom::sync::Condvar,
+        _v: std::marker::PhantomData<T>,
+    }
+    pub struct ReentrantMutexGuard<'a, T>(&'a ReentrantMutex<T>);
+    impl ReentrantMutex<()> {
+        pub fn lock(&self) -> ReentrantMutexGuard<'_, ()> {
+            let me = loom::thread::current().id();
+            let mut h = self.held.lock().expect("loom mutex poisoned");
+            while h.0.is_some_and(|t| t != me) {
+                h = self.freed.wait(h).expect("loom condvar poisoned");
+            }
+            *h = (Some(me), h.1 + 1);
+            ReentrantMutexGuard(self)
+        }
+        /// loom has no time: one attempt.
+        pub fn try_lock_for(&self, _: std::time::Duration) -> Option<ReentrantMutexGuard<'_, ()>> {
+            let me = loom::thread::current().id();
+            let mut h = self.held.lock().expect("loom mutex poisoned");
+            if h.0.is_some_and(|t| t != me) {
+                return None;
+            }
+            *h = (Some(me), h.1 + 1);
+            Some(ReentrantMutexGuard(self))
+        }
+    }
+    impl<T> Drop for ReentrantMutexGuard<'_, T> {
+        fn drop(&mut self) {
+            let mut h = self.0.held.lock().expect("loom mutex poisoned");
+            h.1 -= 1;
+            if h.1 == 0 {
+                h.0 = None;
+                self.0.freed.notify_one();
+            }
         }
     }
 
