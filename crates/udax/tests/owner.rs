@@ -264,9 +264,9 @@ fn mp_a_listing_paged_through_the_owner_neither_misses_nor_repeats_entries_chang
             from,
         }
         .encode(2 + page);
-        // The first page comes with the names its walk looked up.
+        // Each page comes with the names its walk looked up.
         let r = match exchange(&sock, &req) {
-            Some(Reply::Walked { then, .. }) if page == 0 => Some(*then),
+            Some(Reply::Walked { then, .. }) => Some(*then),
             r => r,
         };
         let Some(Reply::Entries { entries, next }) = r else {
@@ -285,11 +285,7 @@ fn mp_a_listing_paged_through_the_owner_neither_misses_nor_repeats_entries_chang
             let mut id = 1000;
             let mut call = |r: Request| {
                 id += 1;
-                // A change of names is answered with what it changed.
-                assert!(matches!(
-                    exchange(&sock, &r.encode(id)),
-                    Some(Reply::Changed { then, .. }) if *then == Reply::Done
-                ));
+                assert_eq!(exchange(&sock, &r.encode(id)), Some(Reply::Done));
             };
             for n in churn.iter().filter(|n| listed.contains(n)) {
                 call(Request::Unlink {
@@ -1767,6 +1763,35 @@ fn mp_a_change_of_a_name_drops_only_the_answers_whose_walks_looked_it_up_everywh
         assert!(matches!(c.stat("/d1/f2"), Err(udax::fs::Error::NotFound)));
         assert_eq!(c.stat("/d3/h").unwrap().nlink, 1);
     }
+    // A path that names nothing is answered from the cache too, until a
+    // name its walk looked up comes.
+    let n = b.requests();
+    for _ in 0..10 {
+        assert!(matches!(b.stat("/d2/g"), Err(udax::fs::Error::NotFound)));
+    }
+    assert_eq!(b.requests(), n, "a cached ENOENT went to the owner");
+    a.mkdir("/d2", 0o755).unwrap();
+    assert!(matches!(b.stat("/d2/g"), Err(udax::fs::Error::NotFound)));
+    a.create("/d2/g", 0o644).unwrap();
+    assert_ne!(b.stat("/d2/g").unwrap().ino, g);
+    // Pages of a listing read by cookie: the same.
+    let names = |c: &Client| {
+        let mut v: Vec<_> = c
+            .read_dir_page("/d3", 0)
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|(_, e)| e.name)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&b), ["g", "h"]);
+    let n = b.requests();
+    assert_eq!(names(&b), ["g", "h"]);
+    assert_eq!(b.requests(), n, "a cached page went to the owner");
+    a.create("/d3/i", 0o644).unwrap();
+    assert_eq!(names(&b), ["g", "h", "i"]);
 }
 
 #[test]
@@ -1834,6 +1859,18 @@ fn mp_stat_in_one_client_sees_another_clients_change_as_soon_as_its_call_returns
     f.write_at(b"Q", 0).unwrap();
     f.fsync().unwrap();
     assert!(b.stat("/f").unwrap().mtime_ns > m0);
+    // And at close, with the close itself: one request.
+    let h = b.open("/f", true, false, 0).unwrap();
+    let m1 = a.stat("/f").unwrap().mtime_ns;
+    std::thread::sleep(Duration::from_millis(5));
+    h.write_at(b"R", 1).unwrap();
+    let n = b.requests();
+    drop(h);
+    assert_eq!(b.requests(), n + 1, "a close and its mtime in one request");
+    assert!(
+        a.stat("/f").unwrap().mtime_ns > m1,
+        "the mtime sent with the close"
+    );
     // With the owner gone nothing is cached any more (a new owner may
     // change anything): stat fails instead of answering from the cache.
     drop((f, g));

@@ -538,27 +538,21 @@ impl RemoteFile {
 
     /// `fchmod`.
     pub fn set_permissions(&self, mode: u32) -> Result<()> {
-        self.o.inner.done_file(
-            &Request::SetAttr {
-                target: Target::Handle(self.o.handle),
-                mode: Some(mode),
-                atime_ns: None,
-                mtime_ns: None,
-            },
-            self.o.ino,
-        )
+        self.o.inner.done(&Request::SetAttr {
+            target: Target::Handle(self.o.handle),
+            mode: Some(mode),
+            atime_ns: None,
+            mtime_ns: None,
+        })
     }
 
     /// `fchown` (`None` leaves the owner or group).
     pub fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
-        self.o.inner.done_file(
-            &Request::SetOwner {
-                target: Target::Handle(self.o.handle),
-                uid,
-                gid,
-            },
-            self.o.ino,
-        )
+        self.o.inner.done(&Request::SetOwner {
+            target: Target::Handle(self.o.handle),
+            uid,
+            gid,
+        })
     }
 
     /// `futimens` (`None` leaves a time as it is).
@@ -568,15 +562,12 @@ impl RemoteFile {
         if mtime_ns.is_some() {
             self.o.unsent_mtime.store(0, Ordering::Relaxed);
         }
-        self.o.inner.done_file(
-            &Request::SetAttr {
-                target: Target::Handle(self.o.handle),
-                mode: None,
-                atime_ns,
-                mtime_ns,
-            },
-            self.o.ino,
-        )
+        self.o.inner.done(&Request::SetAttr {
+            target: Target::Handle(self.o.handle),
+            mode: None,
+            atime_ns,
+            mtime_ns,
+        })
     }
 
     /// `fallocate(2)` with the Linux mode bits of [`crate::fs::falloc`],
@@ -584,15 +575,12 @@ impl RemoteFile {
     /// punch, collapse, insert or zero range waits for the pins on the
     /// blocks in every client).
     pub fn fallocate(&self, mode: u32, offset: u64, len: u64) -> Result<()> {
-        self.o.inner.done_file(
-            &Request::Fallocate {
-                handle: self.o.handle,
-                mode,
-                offset,
-                len,
-            },
-            self.o.ino,
-        )
+        self.o.inner.done(&Request::Fallocate {
+            handle: self.o.handle,
+            mode,
+            offset,
+            len,
+        })
     }
 
     /// The file's extents from the lease, as (file block, device block,
@@ -733,14 +721,11 @@ impl RemoteFile {
         }
         let mut done = 0usize;
         for chunk in data.chunks(proto::MAX_WRITE) {
-            let r = self.o.inner.call_file(
-                &Request::Write {
-                    handle: self.o.handle,
-                    offset: off + done as u64,
-                    data: chunk.to_vec(),
-                },
-                self.o.ino,
-            )?;
+            let r = self.o.inner.call(&Request::Write {
+                handle: self.o.handle,
+                offset: off + done as u64,
+                data: chunk.to_vec(),
+            })?;
             let Reply::Written { n } = r else {
                 return Err(unexpected(r));
             };
@@ -767,14 +752,11 @@ impl RemoteFile {
             return Ok((at, data.len()));
         }
         let first = &data[..data.len().min(proto::MAX_WRITE)];
-        let r = self.o.inner.call_file(
-            &Request::Append {
-                handle: self.o.handle,
-                total: data.len() as u64,
-                data: first.to_vec(),
-            },
-            self.o.ino,
-        )?;
+        let r = self.o.inner.call(&Request::Append {
+            handle: self.o.handle,
+            total: data.len() as u64,
+            data: first.to_vec(),
+        })?;
         let Reply::Appended { at, n } = r else {
             return Err(unexpected(r));
         };
@@ -822,15 +804,12 @@ impl RemoteFile {
         if end <= size {
             return Ok(Some(data.len()));
         }
-        match self.o.inner.done_file(
-            &Request::Extend {
-                handle: self.o.handle,
-                offset: off,
-                size: end,
-                epoch,
-            },
-            self.o.ino,
-        ) {
+        match self.o.inner.done(&Request::Extend {
+            handle: self.o.handle,
+            offset: off,
+            size: end,
+            epoch,
+        }) {
             Ok(()) => Ok(Some(data.len())),
             Err(Error::Remote { errno, .. }) if errno == libc::ESTALE => Ok(None),
             Err(e) => Err(e),
@@ -1037,13 +1016,10 @@ impl RemoteFile {
         let want = node.next_want.load(Ordering::Relaxed).max(len);
         node.next_want
             .store((want * 2).min(GRANT_MAX_WANT), Ordering::Relaxed);
-        let r = o.inner.call_file(
-            &Request::Grant {
-                handle: o.handle,
-                want,
-            },
-            o.ino,
-        );
+        let r = o.inner.call(&Request::Grant {
+            handle: o.handle,
+            want,
+        });
         let (size, limit, word_at, serial, epoch) = match r {
             Ok(Reply::Granted {
                 size,
@@ -1102,13 +1078,10 @@ impl RemoteFile {
     /// first, this client's own included; a shrink waits for the pins on
     /// the blocks it frees, in every client).
     pub fn set_len(&self, size: u64) -> Result<()> {
-        self.o.inner.done_file(
-            &Request::Truncate {
-                handle: self.o.handle,
-                size,
-            },
-            self.o.ino,
-        )
+        self.o.inner.done(&Request::Truncate {
+            handle: self.o.handle,
+            size,
+        })
     }
 
     /// `fcntl(F_SETLK)` (or `F_OFD_SETLK` with `scope` [`LockScope::Ofd`],
@@ -1273,21 +1246,22 @@ impl Open {
             return Ok(());
         }
         self.last_touch.store(now_ns(), Ordering::Relaxed);
-        self.inner.done_file(
-            &Request::Touch {
-                handle: self.handle,
-                mtime_ns: t,
-            },
-            self.ino,
-        )
+        self.inner.done(&Request::Touch {
+            handle: self.handle,
+            mtime_ns: t,
+        })
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        let _ = self.send_mtime();
+        // The modification time of in-place overwrites not sent yet goes
+        // with the close (one round trip).
+        // ORDERING: Relaxed: see `RemoteFile::write_at`.
+        let mtime_ns = self.unsent_mtime.swap(0, Ordering::Relaxed);
         let _ = self.inner.call(&Request::Close {
             handle: self.handle,
+            mtime_ns,
         });
         // The owner ends a grant at its holder's last close: an `fstat`
         // this process cached of the file may show the grant's old size.
@@ -1679,17 +1653,6 @@ fn answer_callbacks(inner: &Inner, ch: &OwnedFd) {
                 let busy =
                     node(ino).is_some_and(|n| n.recall(inner, epoch, wait, from_blk..to_blk));
                 (ino, epoch, busy)
-            }
-            Ok((_, Reply::Uncache { epoch, ino })) => {
-                match ino {
-                    0 => inner.attrs.lock().drop_all(),
-                    ino => inner.attrs.lock().drop_ino(ino),
-                }
-                (0, epoch, false)
-            }
-            Ok((_, Reply::Unname { epoch, names, inos })) => {
-                inner.attrs.lock().drop_names(&names, &inos);
-                (0, epoch, false)
             }
             Ok((_, Reply::Settle { ino, epoch })) => {
                 let busy = node(ino).is_some_and(|n| n.settle(inner, epoch));

@@ -22,6 +22,7 @@ use crate::format::SUPERBLOCK_SIZE;
 use crate::fs::perm::Cred;
 use crate::fs::{DirEntry, DirPage, Error, Rename, Result, Stat, StatFs};
 use crate::owner;
+use crate::proto::ring::{Caught, Rec, Ring};
 use crate::proto::{self, wire, Attr, Reply, Request, Target};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 use file::Node;
@@ -97,9 +98,12 @@ struct Inner {
     no_grants: AtomicBool,
     /// Requests sent (for tests and statistics).
     requests: AtomicU64,
-    /// Attributes from `stat`, by path, kept until the owner says another
-    /// client changed something (`Uncache`) or this one changes something.
+    /// Attributes from `stat`, by path, kept until the owner's change log
+    /// names something they depend on.
     attrs: Mutex<AttrCache>,
+    /// The owner's change log, mapped read-only (`None`: nothing is
+    /// cached).
+    ring: Option<Ring>,
 }
 
 /// Cached attributes and a generation that every drop bumps (a `stat`
@@ -107,9 +111,14 @@ struct Inner {
 #[derive(Debug, Default)]
 struct AttrCache {
     gen: u64,
-    map: HashMap<String, (Stat, Deps)>,
+    /// Records of the owner's change log applied.
+    seen: u64,
+    /// Attributes by path (`None`: the path names nothing, ENOENT).
+    map: HashMap<String, (Option<Stat>, Deps)>,
     /// Directory listings, by path (kept under the same rule).
     dirs: HashMap<String, (Vec<DirEntry>, Deps)>,
+    /// Pages of directory listings, by path and cookie (the same).
+    pages: HashMap<(String, u64), (DirPage, Deps)>,
     /// The callback channel ended (no owner to say when to drop): keep
     /// nothing any more.
     closed: bool,
@@ -133,6 +142,10 @@ const ATTRS_KEPT: usize = 4096;
 /// asked again each time).
 const DIR_ENTRIES_KEPT: usize = 16384;
 
+/// Pages of listings a client keeps at most, and entries in a page kept.
+const PAGES_KEPT: usize = 1024;
+const PAGE_ENTRIES_KEPT: usize = 1024;
+
 impl AttrCache {
     /// Before a lookup with credentials `me`: answers asked with others go.
     fn asked_as(&mut self, me: &Cred) {
@@ -146,6 +159,7 @@ impl AttrCache {
         self.gen += 1;
         self.map.clear();
         self.dirs.clear();
+        self.pages.clear();
     }
 
     /// A change of inode `ino`'s data or attributes alone: its attributes
@@ -153,14 +167,38 @@ impl AttrCache {
     /// names and inode numbers only).
     fn drop_ino(&mut self, ino: u64) {
         self.gen += 1;
-        self.map.retain(|_, (s, _)| s.ino != ino);
+        self.map.retain(|_, (s, _)| s.is_none_or(|s| s.ino != ino));
     }
 
-    /// A change of names (`Changed`, `Unname`): the answers whose walks
-    /// looked up one of `names` go, and the attributes of `inos`.
+    /// Apply the records of the owner's change log `ring` not applied yet.
+    fn catch_up(&mut self, ring: &Ring) {
+        let (to, recs) = match ring.since(self.seen) {
+            Caught::Records { to, recs } => (to, recs),
+            Caught::Lapped { to } => (to, vec![Rec::All]),
+        };
+        self.seen = to;
+        if recs.is_empty() {
+            return;
+        }
+        if recs.contains(&Rec::All) {
+            return self.drop_all();
+        }
+        let (mut names, mut inos) = (Vec::new(), Vec::new());
+        for r in recs {
+            match r {
+                Rec::Name(k) => names.push(k),
+                Rec::Ino(i) => inos.push(i),
+                Rec::All => {}
+            }
+        }
+        self.drop_names(&names, &inos);
+    }
+
+    /// A change of names: the answers whose walks looked up one of `names`
+    /// go, and the attributes of `inos`.
     fn drop_names(&mut self, names: &[u64], inos: &[u64]) {
         self.gen += 1;
-        if self.map.is_empty() && self.dirs.is_empty() {
+        if self.map.is_empty() && self.dirs.is_empty() && self.pages.is_empty() {
             return;
         }
         let hit = |deps: &Deps| {
@@ -170,8 +208,9 @@ impl AttrCache {
                     .is_none_or(|d| d.iter().any(|k| names.contains(k)))
         };
         self.map
-            .retain(|_, (s, d)| !inos.contains(&s.ino) && !hit(d));
+            .retain(|_, (s, d)| s.is_none_or(|s| !inos.contains(&s.ino)) && !hit(d));
         self.dirs.retain(|_, (_, d)| !hit(d));
+        self.pages.retain(|_, (_, d)| !hit(d));
     }
 }
 
@@ -184,6 +223,23 @@ pub fn uuid_of(path: &Path) -> Result<String> {
     f.read_exact_at(&mut buf, 0).map_err(Error::Io)?;
     let sb = crate::format::v3::AnySuperblock::decode(&buf, 0, len / crate::BLOCK_SIZE)?;
     Ok(sb.uuid_str())
+}
+
+/// The owner's change log, asked for on its socket `sock` (`Ring`).
+fn change_log(sock: BorrowedFd<'_>) -> Result<Ring> {
+    wire::send(sock, &Request::Ring.encode(0), None)
+        .map_err(|e| not_connected(format!("owner: {e}")))?;
+    let (msg, fd) = wire::recv(sock)
+        .map_err(|e| not_connected(format!("owner: {e}")))?
+        .ok_or_else(|| not_connected("the owner closed the connection".into()))?;
+    match Reply::decode(&msg).map_err(|e| not_connected(e.to_string()))? {
+        (_, Reply::Done) => {
+            let fd = fd.ok_or_else(|| not_connected("no change log with Ring".into()))?;
+            Ring::attach(fd).map_err(|e| not_connected(format!("the owner's change log: {e}")))
+        }
+        (_, Reply::Error { errno, message }) => Err(Error::from_remote(errno, message)),
+        (_, other) => Err(unexpected(other)),
+    }
 }
 
 fn not_connected(what: String) -> Error {
@@ -261,6 +317,7 @@ impl Client {
                     &Request::Listen { client },
                 )?);
                 let fault = file::side_channel(sock.as_fd(), &Request::Channel { client })?;
+                let ring = Some(change_log(sock.as_fd())?);
                 let inner = Arc::new(Inner {
                     sock: Mutex::new((sock, 1)),
                     fault: Mutex::new((fault, 1)),
@@ -275,6 +332,7 @@ impl Client {
                     unclaimed: AtomicU64::new(0),
                     requests: AtomicU64::new(0),
                     attrs: Mutex::new(AttrCache::default()),
+                    ring,
                 });
                 let listener = file::listen(&inner, &callback)?;
                 Ok(Client {
@@ -397,6 +455,16 @@ impl Drop for Client {
 const REPLY_SPIN: Duration = Duration::from_micros(50);
 
 impl Inner {
+    /// The attribute cache, up to date with the owner's change log.
+    fn attrs_now(&self) -> crate::sync::MutexGuard<'_, AttrCache> {
+        let mut c = self.attrs.lock();
+        match &self.ring {
+            Some(r) => c.catch_up(r),
+            None => c.closed = true,
+        }
+        c
+    }
+
     /// Attributes cached under `key`, or asked with `req()` and cached;
     /// `me`: the caller's credentials, for a request that checks them.
     /// An answer by path (`me` given) without the names it depends on
@@ -408,12 +476,12 @@ impl Inner {
         req: impl FnOnce() -> Request,
     ) -> Result<Stat> {
         let gen = {
-            let mut c = self.attrs.lock();
+            let mut c = self.attrs_now();
             if let Some(me) = me {
                 c.asked_as(me);
             }
             if let Some((s, _)) = c.map.get(key) {
-                return Ok(*s);
+                return s.ok_or(Error::NotFound);
             }
             c.gen
         };
@@ -426,18 +494,22 @@ impl Inner {
             r if me.is_none() => (r, Some(Box::default())),
             r => (r, None),
         };
+        // A path that names nothing is kept too (the owner sends it only
+        // with the names its walk looked up).
         let s = match r {
-            Reply::Attr(a) => stat(&a),
+            Reply::Attr(a) => Some(stat(&a)),
+            Reply::Error { errno, .. } if errno == libc::ENOENT && deps.is_some() => None,
+            Reply::Error { errno, message } => return Err(Error::from_remote(errno, message)),
             other => return Err(unexpected(other)),
         };
-        let mut c = self.attrs.lock();
+        let mut c = self.attrs_now();
         if c.gen == gen && !c.closed {
             if c.map.len() >= ATTRS_KEPT {
                 c.map.clear();
             }
             c.map.insert(key.to_string(), (s, deps));
         }
-        Ok(s)
+        s.ok_or(Error::NotFound)
     }
 
     /// One request and its reply, on the main connection; one the owner
@@ -452,32 +524,8 @@ impl Inner {
         self.call_on(&self.sock, req)
     }
 
-    /// [`Inner::call`] of a request on open file `ino` (see
-    /// [`Inner::call_on_file`]).
-    fn call_file(&self, req: &Request, ino: u64) -> Result<Reply> {
-        if req.checks_permissions() {
-            return self.call_as_file(req, &Cred::of_this_thread(), Some(ino));
-        }
-        // ORDERING: Relaxed: a statistic.
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.call_on_file(&self.sock, req, Some(ino))
-    }
-
-    /// [`Inner::call_file`] answered with `Done`.
-    fn done_file(&self, req: &Request, ino: u64) -> Result<()> {
-        match self.call_file(req, ino)? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
     /// [`Inner::call`] as this thread, whose credentials are `me`.
     fn call_as(&self, req: &Request, me: &Cred) -> Result<Reply> {
-        self.call_as_file(req, me, None)
-    }
-
-    /// [`Inner::call_as`] of a request on open file `ino`, if any.
-    fn call_as_file(&self, req: &Request, me: &Cred, ino: Option<u64>) -> Result<Reply> {
         if me.groups.len() > proto::MAX_GROUPS {
             return Err(Error::Invalid(
                 "more supplementary groups than the owner protocol carries (4096)",
@@ -494,7 +542,7 @@ impl Inner {
         };
         // ORDERING: Relaxed: a statistic.
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.call_on_file(&self.sock, &claimed, ino)
+        self.call_on(&self.sock, &claimed)
     }
 
     /// A request answered with `Done`.
@@ -522,36 +570,11 @@ impl Inner {
         !self.read_only && self.dev.is_some()
     }
 
-    /// One request and its reply on `sock`; after a change `stat` may show,
-    /// this client's cached attributes go (the owner uncaches the others).
+    /// One request and its reply on `sock` (a change `stat` may show is in
+    /// the owner's change log before the answer: this client's cache reads
+    /// it at its next look, as every other client's does).
     fn call_on(&self, sock: &Mutex<(OwnedFd, u64)>, req: &Request) -> Result<Reply> {
-        self.call_on_file(sock, req, None)
-    }
-
-    /// [`Inner::call_on`] of a request on open file `ino`: a change of its
-    /// data or attributes alone drops only its cached attributes.
-    fn call_on_file(
-        &self,
-        sock: &Mutex<(OwnedFd, u64)>,
-        req: &Request,
-        ino: Option<u64>,
-    ) -> Result<Reply> {
-        let r = Self::exchange(sock, req);
-        if let Ok(Reply::Changed { names, inos, then }) = r {
-            // A change of names says what it changed.
-            self.attrs.lock().drop_names(&names, &inos);
-            return match *then {
-                Reply::Error { errno, message } => Err(Error::from_remote(errno, message)),
-                then => Ok(then),
-            };
-        }
-        if req.changes_attributes() {
-            match ino.filter(|_| req.changes_one_file().is_some()) {
-                Some(ino) => self.attrs.lock().drop_ino(ino),
-                None => self.attrs.lock().drop_all(),
-            }
-        }
-        r
+        Self::exchange(sock, req)
     }
 
     fn exchange(sock: &Mutex<(OwnedFd, u64)>, req: &Request) -> Result<Reply> {
@@ -684,7 +707,7 @@ impl Client {
     /// owner, in as many replies as it takes.
     pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
         let gen = {
-            let mut c = self.inner.attrs.lock();
+            let mut c = self.inner.attrs_now();
             c.asked_as(&Cred::of_this_thread());
             if let Some((d, _)) = c.dirs.get(path) {
                 return Ok(d.clone());
@@ -692,7 +715,7 @@ impl Client {
             c.gen
         };
         let (out, deps) = self.read_dir_uncached(path)?;
-        let mut c = self.inner.attrs.lock();
+        let mut c = self.inner.attrs_now();
         if c.gen == gen && !c.closed && out.len() <= DIR_ENTRIES_KEPT {
             if c.dirs.len() >= ATTRS_KEPT {
                 c.dirs.clear();
@@ -704,10 +727,29 @@ impl Client {
 
     /// One page of directory `path`'s listing from cookie `from` on, as
     /// the owner sends it (one reply: as many entries as fit, each with its
-    /// cookie; [`crate::fs::Fs::read_dir_page`]). Not cached: a reader
-    /// paging by cookie sees the entries as they are at each page.
+    /// cookie; [`crate::fs::Fs::read_dir_page`]). Cached by path and
+    /// cookie as `stat` is (until a change of a name in the directory or
+    /// on the way to it), so a reader paging by cookie sees the entries as
+    /// they are at each page.
     pub fn read_dir_page(&self, path: &str, from: u64) -> Result<DirPage> {
-        self.read_dir_page_walked(path, from).map(|(p, _)| p)
+        let key = (path.to_string(), from);
+        let gen = {
+            let mut c = self.inner.attrs_now();
+            c.asked_as(&Cred::of_this_thread());
+            if let Some((p, _)) = c.pages.get(&key) {
+                return Ok(p.clone());
+            }
+            c.gen
+        };
+        let (page, deps) = self.read_dir_page_walked(path, from)?;
+        let mut c = self.inner.attrs_now();
+        if c.gen == gen && !c.closed && deps.is_some() && page.entries.len() <= PAGE_ENTRIES_KEPT {
+            if c.pages.len() >= PAGES_KEPT {
+                c.pages.clear();
+            }
+            c.pages.insert(key, (page.clone(), deps));
+        }
+        Ok(page)
     }
 
     /// [`Client::read_dir_page`], and the names the listing depends on
@@ -721,6 +763,9 @@ impl Client {
             Reply::Walked { deps, then } => (*then, Some(deps.into_boxed_slice())),
             r => (r, None),
         };
+        if let Reply::Error { errno, message } = r {
+            return Err(Error::from_remote(errno, message));
+        }
         let Reply::Entries { entries, next } = r else {
             return Err(unexpected(r));
         };

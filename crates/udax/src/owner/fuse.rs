@@ -76,7 +76,7 @@ const COPY_CHUNK: u64 = 16 << 20;
 /// A mount being served, as the owner lists it.
 #[derive(Debug)]
 pub(super) struct Live {
-    /// Its client id (for `uncache`, and to take it off the list).
+    /// Its client id (to take it off the list, and its locks' process).
     pub id: u64,
     pub dir: PathBuf,
     /// Inodes (and the byte offset from which) whose cached pages the
@@ -106,7 +106,6 @@ pub(super) fn start(
     }
     let front = Front {
         sh: sh.clone(),
-        id,
         read_only: read_only || sh.fs.is_read_only(),
         nodes: Mutex::new(HashMap::new()),
         handles: Mutex::new(HashMap::new()),
@@ -215,7 +214,6 @@ enum Handle {
 #[derive(Debug)]
 struct Front {
     sh: Arc<Shared>,
-    id: u64,
     read_only: bool,
     nodes: Mutex<HashMap<u64, Node>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
@@ -391,7 +389,7 @@ impl Front {
 
     /// Another process's view may have cached what this change touched.
     fn changed(&self) {
-        uncache(&self.sh, self.id, None);
+        uncache(&self.sh, None);
     }
 
     /// The kernel now holds one more reference to `s.ino`, found as `name`
@@ -566,7 +564,7 @@ impl Front {
         // The clients drop what they cached of the file before its change
         // lock goes (as the owner's `answer`): no lease answered after the
         // write shows a size a cached `stat` does not.
-        uncache(&self.sh, self.id, Some(f.ino()));
+        uncache(&self.sh, Some(f.ino()));
         n
     }
 

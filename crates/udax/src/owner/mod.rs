@@ -21,7 +21,9 @@ use crate::fs::locks::{LockKind, LockOwner, LockTable};
 use crate::fs::perm::Cred;
 use crate::fs::{Error, File, Fs, OpenOptions, Rename, Result, Stat, StatFs};
 use crate::proto::{
-    self, wire, Attr, Entry, Ext, IomapOp, LockScope, Reply, Request, Target, Totals,
+    self,
+    ring::{Rec, Ring},
+    wire, Attr, Entry, Ext, IomapOp, LockScope, Reply, Request, Target, Totals,
 };
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, ReentrantMutex};
 use crate::BLOCK_SIZE;
@@ -159,6 +161,10 @@ struct Shared {
     /// a handler that takes it again. Idle entries are pruned
     /// (`change_lock`).
     changing: Mutex<HashMap<u64, Arc<ReentrantMutex<()>>>>,
+    /// The change log clients read before answering from their attribute
+    /// caches ([`proto::ring`]); one appender at a time (`ring_lock`).
+    ring: Ring,
+    ring_lock: Mutex<()>,
     recall_timeout: Duration,
     /// Advisory locks of every client (record locks, flock).
     locks: LockTable,
@@ -270,11 +276,6 @@ struct Table {
     leases: HashMap<u64, HashSet<u64>>,
     /// Per inode, the current lease epoch (bumped by each recall).
     epochs: HashMap<u64, u64>,
-    /// Clients that may hold cached attributes (they asked `Stat` since
-    /// their last `Uncache`).
-    stat_holders: HashSet<u64>,
-    /// Epoch of the last `Uncache`.
-    uncache_epoch: u64,
 }
 
 impl Table {
@@ -344,6 +345,8 @@ impl Owner {
                 next_client: AtomicU64::new(1),
                 table: Mutex::new(Table::default()),
                 changing: Mutex::new(HashMap::new()),
+                ring: Ring::create().map_err(Error::Io)?,
+                ring_lock: Mutex::new(()),
                 recall_timeout: opts.recall_timeout,
                 locks: LockTable::new(),
                 shares: Mutex::new(HashMap::new()),
@@ -587,6 +590,19 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
                 let _ = wire::send(sock.as_fd(), &r.encode(id), None);
                 break;
             }
+            (Some(_), Request::Ring) => {
+                let (r, fd) = match sh.ring.read_only_fd() {
+                    Ok(fd) => (Reply::Done, Some(fd)),
+                    Err(e) => (
+                        Reply::Error {
+                            errno: e.raw_os_error().unwrap_or(libc::EIO),
+                            message: format!("change log: {e}"),
+                        },
+                        None,
+                    ),
+                };
+                wire::send(sock.as_fd(), &r.encode(id), fd.as_ref().map(|f| f.as_fd()))
+            }
             (Some(c), Request::Listen { client }) => {
                 let r = listen(sh, c, client, fd);
                 wire::send(sock.as_fd(), &r.encode(id), None)
@@ -731,7 +747,7 @@ fn serve_faults(sh: &Shared, c: u64, ch: &OwnedFd) {
                 let ino = file_of(sh, c, handle).ok().map(|d| d.ino());
                 let r = iomap(sh, c, handle, op, from_blk, to_blk);
                 // The file's blocks (`st_blocks`) changed.
-                uncache(sh, c, ino);
+                uncache(sh, ino);
                 (id, r)
             }
             Ok((id, _)) => (
@@ -906,7 +922,6 @@ fn drop_client(sh: &Shared, c: u64, why: &str) {
         for holders in t.leases.values_mut() {
             holders.remove(&c);
         }
-        t.stat_holders.remove(&c);
         t.clients.remove(&c)
     };
     // A client that closed its connection (it exited, exec'd or let go
@@ -1256,14 +1271,14 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
             let lock = change_lock(sh, ino);
             let _g = lock.lock();
             let r = answer_inner(sh, c, req);
-            uncache(sh, c, one);
+            uncache(sh, one);
             r
         }
         None if req.changes_names() => answer_names(sh, c, req),
         _ => {
             let r = answer_inner(sh, c, req);
             if changes {
-                uncache(sh, c, one);
+                uncache(sh, one);
             }
             r
         }
@@ -1271,10 +1286,19 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
 }
 
 /// `answer` traced: wrapped with the names its path walks looked up
-/// (`Walked`), when they were few enough to keep.
+/// (`Walked`), when they were few enough to keep. A path that names
+/// nothing (ENOENT) is an answer too: it stays so until one of the names
+/// its walk looked up (the missing one among them) changes.
 fn walked(answer: impl FnOnce() -> Result<Reply>) -> Result<Reply> {
     let (r, t) = crate::fs::trace::traced(answer);
-    let r = r?;
+    let r = match r {
+        Ok(r) => r,
+        Err(Error::NotFound) if t.deps().is_some() => Reply::Error {
+            errno: libc::ENOENT,
+            message: Error::NotFound.to_string(),
+        },
+        Err(e) => return Err(e),
+    };
     Ok(match t.deps() {
         Some(deps) => Reply::Walked {
             deps: deps.to_vec(),
@@ -1284,60 +1308,32 @@ fn walked(answer: impl FnOnce() -> Result<Reply>) -> Result<Reply> {
     })
 }
 
-/// After a change by client `c` that `stat` may show: every other client
-/// that may have cached attributes drops them (and answers) before `c` is
-/// answered, so `stat` anywhere sees the change once `c`'s call returns.
-/// `c` drops its own when the answer reaches it. With `one`, the change
+/// After a change by client `c` that `stat` may show, before `c` is
+/// answered: the change goes into the change log every client reads before
+/// it answers from its attribute cache ([`proto::ring`]), so `stat`
+/// anywhere sees it once `c`'s call returns. With `one`, the change
 /// touched that inode's data or attributes alone: only its attributes go
-/// (the holders keep the rest, so they stay holders).
-fn uncache(sh: &Shared, c: u64, one: Option<u64>) {
-    tell_holders(sh, c, one.is_some(), |epoch| Reply::Uncache {
-        epoch,
-        ino: one.unwrap_or(0),
-    });
+/// (the caches keep the rest); else everything goes.
+fn uncache(sh: &Shared, one: Option<u64>) {
+    publish(
+        sh,
+        &[match one {
+            Some(ino) => Rec::Ino(ino),
+            None => Rec::All,
+        }],
+    );
 }
 
-/// [`uncache`] after a change of names by client `c` (`Changed`): the
-/// others drop the answers that depend on `names` and the attributes of
-/// `inos`, and stay holders of the rest.
-fn unname(sh: &Shared, c: u64, names: &[u64], inos: &[u64]) {
-    if names.is_empty() && inos.is_empty() {
-        return;
-    }
-    tell_holders(sh, c, true, |epoch| Reply::Unname {
-        epoch,
-        names: names.to_vec(),
-        inos: inos.to_vec(),
-    });
-}
-
-/// Send every client but `c` that may have cached attributes the callback
-/// `make` builds for a new uncache epoch, and wait for the answers; unless
-/// `keep`, they stop being holders (they dropped everything).
-fn tell_holders(sh: &Shared, c: u64, keep: bool, make: impl FnOnce(u64) -> Reply) {
-    let (epoch, holders) = {
-        let mut t = sh.table.lock();
-        if t.stat_holders.is_empty() {
-            return;
-        }
-        let set = if keep {
-            t.stat_holders.clone()
-        } else {
-            std::mem::take(&mut t.stat_holders)
-        };
-        t.uncache_epoch += 1;
-        let epoch = t.uncache_epoch;
-        (epoch, callbacks(&t, set.into_iter().filter(|&h| h != c)))
-    };
-    // Inode 0: the answers to an uncache name no file.
-    ask_all(sh, holders, &make(epoch), 0, epoch, sh.recall_timeout);
+/// Append `recs` to the change log.
+fn publish(sh: &Shared, recs: &[Rec]) {
+    let _g = sh.ring_lock.lock();
+    sh.ring.append(recs);
 }
 
 /// [`answer_inner`] of a change of names (`Request::changes_names`),
-/// traced: the other clients drop only what depends on the names it
-/// changed and the inodes it changed (`Unname`), and `c` is answered with
-/// the same (`Changed`), before the change's own answer. A change the
-/// trace cannot describe drops everything, as before.
+/// traced: the change log names the names and the inodes it changed, so
+/// the clients drop only the answers that depend on them. A change the
+/// trace cannot describe drops everything.
 fn answer_names(sh: &Shared, c: u64, req: Request) -> Reply {
     const _: () = assert!(crate::fs::trace::TRACE_MAX <= proto::MAX_KEYS);
     let (r, mut t) = crate::fs::trace::traced(|| answer_inner(sh, c, req));
@@ -1350,15 +1346,16 @@ fn answer_names(sh: &Shared, c: u64, req: Request) -> Reply {
         }
     }
     if !t.complete() {
-        uncache(sh, c, None);
+        uncache(sh, None);
         return r;
     }
-    unname(sh, c, &t.names, &t.inos);
-    Reply::Changed {
-        names: t.names,
-        inos: t.inos,
-        then: Box::new(r),
+    let recs: Vec<Rec> = (t.names.iter().map(|&k| Rec::Name(k)))
+        .chain(t.inos.iter().map(|&i| Rec::Ino(i)))
+        .collect();
+    if !recs.is_empty() {
+        publish(sh, &recs);
     }
+    r
 }
 
 /// [`answer`] without the attribute-cache upkeep.
@@ -1408,14 +1405,12 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             }
             Request::Ping => Reply::Pong,
             Request::As { .. } => return Err(Error::Invalid("As inside As")),
+            Request::Ring => return Err(Error::Invalid("Ring inside As")),
             Request::Stat { path } => {
-                // Registered before the look: a change after it uncaches.
-                sh.table.lock().stat_holders.insert(c);
                 let p = path_of(&path)?;
                 walked(|| Ok(Reply::Attr(attr(&settled_stat(sh, || fs.stat(p))?))))?
             }
             Request::Lstat { path } => {
-                sh.table.lock().stat_holders.insert(c);
                 let p = path_of(&path)?;
                 walked(|| Ok(Reply::Attr(attr(&settled_stat(sh, || fs.lstat(p))?))))?
             }
@@ -1434,18 +1429,13 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 Reply::Done
             }
             Request::ReadDir { path, from } => {
-                sh.table.lock().stat_holders.insert(c);
                 let p = path_of(&path)?;
-                if from == 0 {
-                    // The listing also depends on the directory's entries.
-                    walked(|| {
-                        let dir = fs.resolve(p)?;
-                        crate::fs::trace::looked_up(dir, b"");
-                        entries(fs, p, from)
-                    })?
-                } else {
-                    entries(fs, p, from)?
-                }
+                // A page also depends on the directory's entries.
+                walked(|| {
+                    let dir = fs.resolve(p)?;
+                    crate::fs::trace::looked_up(dir, b"");
+                    entries(fs, p, from)
+                })?
             }
             Request::StatFs => Reply::Totals(totals(&fs.statfs())),
             Request::Mkdir { path, mode } => {
@@ -1528,7 +1518,6 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 linkable,
             } => register(sh, c, fs.create_unnamed(path_of(&dir)?, mode, linkable)?)?,
             Request::FStat { handle } => {
-                sh.table.lock().stat_holders.insert(c);
                 let f = file_of(sh, c, handle)?;
                 // The holder of a grant corrects the size with its own.
                 grants::settle(sh, f.ino(), grants::Settle::KeepFor(c))?;
@@ -1780,7 +1769,13 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                     }
                 }
             }
-            Request::Close { handle } => {
+            Request::Close { handle, mtime_ns } => {
+                if mtime_ns != 0 {
+                    let f = file_of(sh, c, handle)?;
+                    if f.writable() {
+                        f.note_write_time(mtime_ns)?;
+                    }
+                }
                 let mut t = sh.table.lock();
                 let rec = t.clients.get_mut(&c).ok_or(Error::BadFd)?;
                 let f = rec.handles.remove(&handle).ok_or(Error::BadFd)?;

@@ -9,6 +9,7 @@
 //! every byte of it is accounted for. Nothing here touches a socket; the
 //! codec is transport-agnostic (docs/multihost.md).
 
+pub mod ring;
 pub mod wire;
 
 use crate::format::codec::{Reader, Writer};
@@ -46,6 +47,10 @@ pub enum Request {
         write: bool,
     },
     Ping,
+    /// Answered with `Done` and a read-only descriptor of the owner's
+    /// change log ([`ring`]), which the client reads before it answers
+    /// from its attribute cache.
+    Ring,
     /// `req` (one that [`Request::checks_permissions`]), made by thread
     /// `claim.tid` of the client's process, whose current credentials are
     /// `claim`: the owner checks `req` with them, after verifying a claim
@@ -153,8 +158,11 @@ pub enum Request {
         btime_ns: u64,
         hint: Vec<u8>,
     },
+    /// Close `handle`; with `mtime_ns` non-zero, first stamp the file's
+    /// modification time of in-place overwrites not sent yet (as `Touch`).
     Close {
         handle: u64,
+        mtime_ns: u64,
     },
     /// A read lease on the file's layout, extents from file block
     /// `from_blk` on (as many as fit one reply).
@@ -576,15 +584,6 @@ pub enum Reply {
         end: u64,
         pid: i32,
     },
-    /// Sent by the owner on a client's callback channel: drop the cached
-    /// attributes of inode `ino`, or every cached attribute and listing
-    /// with `ino` 0 (another client changed something `stat` shows: that
-    /// file's data or attributes alone, or the namespace), and answer
-    /// `Recalled { ino: 0, epoch }`.
-    Uncache {
-        epoch: u64,
-        ino: u64,
-    },
     /// Answers `Append`: where the write went, and the bytes of its first
     /// piece written.
     Appended {
@@ -615,30 +614,11 @@ pub enum Reply {
     /// Answers `Stat`, `Lstat` (`then`: `Attr`) and the first page of a
     /// `ReadDir` (`then`: `Entries`) with the keys of the names the path
     /// walk looked up (and, for a listing, the directory's listing key;
-    /// the owner's file system makes the keys): the client keeps the answer until
-    /// an `Unname` or `Changed` names one of them.
+    /// the owner's file system makes the keys): the client keeps the answer
+    /// until the owner's change log names one of them ([`ring`]).
     Walked {
         deps: Vec<u64>,
         then: Box<Reply>,
-    },
-    /// Answers a change of names (create, link, unlink, rename, mkdir,
-    /// rmdir, an open that creates or truncates...) with what it changed:
-    /// name keys (and the listing keys of the directories whose entries
-    /// changed) and the inodes whose attributes changed; `then` is the
-    /// change's own answer. The changer drops what it cached of those.
-    Changed {
-        names: Vec<u64>,
-        inos: Vec<u64>,
-        then: Box<Reply>,
-    },
-    /// Sent by the owner on a client's callback channel after another
-    /// client's change of names: drop the cached answers that depend on
-    /// one of `names` and the attributes of `inos`; answer
-    /// `Recalled { ino: 0, epoch }`.
-    Unname {
-        epoch: u64,
-        names: Vec<u64>,
-        inos: Vec<u64>,
     },
     /// Answers `Remap`: bytes shared; for a dedupe, whether the contents
     /// differed (nothing shared then).
@@ -867,16 +847,10 @@ fn done(r: Reader<'_>) -> Result<(), ProtoError> {
 }
 
 impl Request {
-    /// Whether this request may change what `stat` of some path shows (a
-    /// name, a size, a mode, a time, a link count, the blocks): clients'
-    /// attribute caches are dropped after it (`Uncache`).
-    /// The open file a change touches alone, for a request that changes
-    /// one file's data or attributes and no name (caches of other files and
-    /// of directory listings stay): its handle.
     /// Whether this is a change of names, or of attributes by path, whose
-    /// effects the file system's trace describes (`Changed`): the
-    /// namespace changes, an open that creates
-    /// or truncates, and a chmod, chown or utimes by path.
+    /// effects the file system's trace describes (the owner logs the names
+    /// and inodes it changed, [`ring`]): the namespace changes, an open
+    /// that creates or truncates, and a chmod, chown or utimes by path.
     pub fn changes_names(&self) -> bool {
         match self {
             Request::Mkdir { .. }
@@ -903,6 +877,9 @@ impl Request {
         }
     }
 
+    /// The open file a change touches alone, for a request that changes
+    /// one file's data or attributes and no name (caches of other files and
+    /// of directory listings stay): its handle.
     pub fn changes_one_file(&self) -> Option<u64> {
         match self {
             Request::Write { handle, .. }
@@ -920,15 +897,20 @@ impl Request {
                 target: Target::Handle(handle),
                 ..
             } => Some(*handle),
+            Request::Close { handle, mtime_ns } if *mtime_ns != 0 => Some(*handle),
             Request::As { req, .. } => req.changes_one_file(),
             _ => None,
         }
     }
 
+    /// Whether this request may change what `stat` of some path shows (a
+    /// name, a size, a mode, a time, a link count, the blocks): the owner
+    /// logs it in its change log ([`ring`]) before it answers.
     pub fn changes_attributes(&self) -> bool {
         match self {
             Request::Hello { .. }
             | Request::Ping
+            | Request::Ring
             | Request::Stat { .. }
             | Request::Lstat { .. }
             | Request::Readlink { .. }
@@ -937,7 +919,6 @@ impl Request {
             | Request::StatFs
             | Request::Listen { .. }
             | Request::Recalled { .. }
-            | Request::Close { .. }
             | Request::Lease { .. }
             | Request::Fsync { .. }
             | Request::Channel { .. }
@@ -955,6 +936,7 @@ impl Request {
             | Request::DirPath { .. }
             | Request::Mount { .. } => false,
             Request::Open { create, trunc, .. } => *create || *trunc,
+            Request::Close { mtime_ns, .. } => *mtime_ns != 0,
             Request::As { req, .. } => req.changes_attributes(),
             Request::Mkdir { .. }
             | Request::Create { .. }
@@ -1008,6 +990,7 @@ impl Request {
             | Request::OpenUnnamed { .. } => true,
             Request::Hello { .. }
             | Request::Ping
+            | Request::Ring
             | Request::As { .. }
             | Request::StatFs
             | Request::Listen { .. }
@@ -1092,6 +1075,7 @@ impl Request {
             Request::Mknod { .. } => 47,
             Request::Extend { .. } => 48,
             Request::Grant { .. } => 49,
+            Request::Ring => 50,
         }
     }
 
@@ -1102,7 +1086,7 @@ impl Request {
             Request::Hello { version, write } => {
                 w.u16(*version).u8(*write as u8);
             }
-            Request::Ping | Request::StatFs | Request::Sync => {}
+            Request::Ping | Request::Ring | Request::StatFs | Request::Sync => {}
             Request::As { claim, req } => {
                 w.u32(claim.tid).u32(claim.uid).u32(claim.gid);
                 w.u32(claim.groups.len() as u32);
@@ -1231,9 +1215,11 @@ impl Request {
                 path_out(&mut w, from);
                 path_out(&mut w, to);
             }
+            Request::Close { handle, mtime_ns } => {
+                w.u64(*handle).u64(*mtime_ns);
+            }
             Request::Listen { client: a }
             | Request::Channel { client: a }
-            | Request::Close { handle: a }
             | Request::Fsync { handle: a } => {
                 w.u64(*a);
             }
@@ -1355,6 +1341,7 @@ impl Request {
                 write: bool_in(&mut r)?,
             },
             2 => Request::Ping,
+            50 => Request::Ring,
             64 => {
                 let (tid, uid, gid) = (r.u32()?, r.u32()?, r.u32()?);
                 let n = r.u32()? as usize;
@@ -1454,7 +1441,10 @@ impl Request {
                 btime_ns: r.u64()?,
                 hint: path_in(&mut r)?,
             },
-            14 => Request::Close { handle: r.u64()? },
+            14 => Request::Close {
+                handle: r.u64()?,
+                mtime_ns: r.u64()?,
+            },
             18 => Request::Fsync { handle: r.u64()? },
             19 => Request::Touch {
                 handle: r.u64()?,
@@ -1666,8 +1656,8 @@ fn kind_in(r: &mut Reader<'_>, unlock: bool) -> Result<u8, ProtoError> {
     }
 }
 
-/// Keys in a `Walked`, `Changed` or `Unname` list at most (the owner
-/// sends no more than the file system's trace keeps).
+/// Keys in a `Walked` list at most (the owner sends no more than the file
+/// system's trace keeps).
 pub const MAX_KEYS: usize = 64;
 
 fn keys_out(w: &mut Writer, keys: &[u64]) {
@@ -1685,12 +1675,12 @@ fn keys_in(r: &mut Reader<'_>) -> Result<Vec<u64>, ProtoError> {
     (0..n).map(|_| Ok(r.u64()?)).collect()
 }
 
-/// The reply a `Walked` or `Changed` wraps: the rest of the body, a whole
-/// message of its own, which may not wrap another.
+/// The reply a `Walked` wraps: the rest of the body, a whole message of
+/// its own, which may not wrap another.
 fn wrapped_in(r: &mut Reader<'_>) -> Result<Box<Reply>, ProtoError> {
     let rest = r.bytes(r.remaining())?;
     match Reply::decode(rest)?.1 {
-        Reply::Walked { .. } | Reply::Changed { .. } => Err(ProtoError::Malformed(
+        Reply::Walked { .. } => Err(ProtoError::Malformed(
             "a wrapped reply wraps another".into(),
         )),
         then => Ok(Box::new(then)),
@@ -1729,13 +1719,10 @@ impl Reply {
             Reply::Appended { .. } => 116,
             Reply::Shared { .. } => 117,
             Reply::Offset { .. } => 118,
-            Reply::Uncache { .. } => 119,
             Reply::Path { .. } => 120,
             Reply::Granted { .. } => 121,
             Reply::Settle { .. } => 122,
             Reply::Walked { .. } => 123,
-            Reply::Changed { .. } => 124,
-            Reply::Unname { .. } => 125,
         }
     }
 
@@ -1779,9 +1766,6 @@ impl Reply {
             }
             Reply::Offset { pos } => {
                 w.u64(*pos);
-            }
-            Reply::Uncache { epoch, ino } => {
-                w.u64(*epoch).u64(*ino);
             }
             Reply::Path { path } => {
                 path_out(&mut w, path);
@@ -1853,16 +1837,6 @@ impl Reply {
             Reply::Walked { deps, then } => {
                 keys_out(&mut w, deps);
                 w.bytes(&then.encode(0));
-            }
-            Reply::Changed { names, inos, then } => {
-                keys_out(&mut w, names);
-                keys_out(&mut w, inos);
-                w.bytes(&then.encode(0));
-            }
-            Reply::Unname { epoch, names, inos } => {
-                w.u64(*epoch);
-                keys_out(&mut w, names);
-                keys_out(&mut w, inos);
             }
             Reply::Entries { entries, next } => {
                 w.u32(entries.len() as u32);
@@ -1976,10 +1950,6 @@ impl Reply {
             },
             117 => Reply::Shared { token: r.u64()? },
             118 => Reply::Offset { pos: r.u64()? },
-            119 => Reply::Uncache {
-                epoch: r.u64()?,
-                ino: r.u64()?,
-            },
             120 => Reply::Path {
                 path: path_in(&mut r)?,
             },
@@ -2039,16 +2009,6 @@ impl Reply {
             123 => Reply::Walked {
                 deps: keys_in(&mut r)?,
                 then: wrapped_in(&mut r)?,
-            },
-            124 => Reply::Changed {
-                names: keys_in(&mut r)?,
-                inos: keys_in(&mut r)?,
-                then: wrapped_in(&mut r)?,
-            },
-            125 => Reply::Unname {
-                epoch: r.u64()?,
-                names: keys_in(&mut r)?,
-                inos: keys_in(&mut r)?,
             },
             k => return Err(ProtoError::Kind(k)),
         };
@@ -2202,6 +2162,7 @@ mod tests {
             (any::<u16>(), any::<bool>())
                 .prop_map(|(version, write)| Request::Hello { version, write }),
             Just(Request::Ping),
+            Just(Request::Ring),
             path().prop_map(|path| Request::Stat { path }),
             path().prop_map(|path| Request::Lstat { path }),
             path().prop_map(|path| Request::Readlink { path }),
@@ -2300,7 +2261,8 @@ mod tests {
                     hint,
                 }
             }),
-            any::<u64>().prop_map(|handle| Request::Close { handle }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(handle, mtime_ns)| Request::Close { handle, mtime_ns }),
             any::<u64>().prop_map(|handle| Request::Fsync { handle }),
             (any::<u64>(), any::<u64>())
                 .prop_map(|(handle, mtime_ns)| Request::Touch { handle, mtime_ns }),
@@ -2333,13 +2295,6 @@ mod tests {
                 deps,
                 then: Box::new(then)
             }),
-            1 => (keys(), keys(), leaf_reply()).prop_map(|(names, inos, then)| Reply::Changed {
-                names,
-                inos,
-                then: Box::new(then)
-            }),
-            1 => (any::<u64>(), keys(), keys())
-                .prop_map(|(epoch, names, inos)| Reply::Unname { epoch, names, inos }),
         ]
     }
 
@@ -2421,7 +2376,6 @@ mod tests {
                 }),
             any::<u64>().prop_map(|token| Reply::Shared { token }),
             any::<u64>().prop_map(|pos| Reply::Offset { pos }),
-            (any::<u64>(), any::<u64>()).prop_map(|(epoch, ino)| Reply::Uncache { epoch, ino }),
             path().prop_map(|path| Reply::Path { path }),
             (
                 proptest::array::uniform3(any::<u64>()),
@@ -2530,7 +2484,7 @@ mod tests {
 
         #[test]
         fn a_valid_header_over_arbitrary_bodies_never_panics(
-            kind in prop_oneof![1u16..=42, Just(64u16), 100u16..=126],
+            kind in prop_oneof![1u16..=51, Just(64u16), 100u16..=126],
             body in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
             let mut w = Writer::new();
@@ -2561,19 +2515,17 @@ mod tests {
             deps: vec![1],
             then: Box::new(Reply::Done),
         };
-        let nested = Reply::Changed {
-            names: vec![],
-            inos: vec![],
+        let nested = Reply::Walked {
+            deps: vec![2],
             then: Box::new(inner),
         };
         assert!(matches!(
             Reply::decode(&nested.encode(3)),
             Err(ProtoError::Malformed(_))
         ));
-        let too_many = Reply::Unname {
-            epoch: 1,
-            names: vec![7; MAX_KEYS + 1],
-            inos: vec![],
+        let too_many = Reply::Walked {
+            deps: vec![7; MAX_KEYS + 1],
+            then: Box::new(Reply::Done),
         };
         assert!(matches!(
             Reply::decode(&too_many.encode(3)),
@@ -2623,7 +2575,10 @@ mod tests {
                 version: VERSION,
                 write: true,
             },
-            Request::Close { handle: 1 },
+            Request::Close {
+                handle: 1,
+                mtime_ns: 0,
+            },
             ok,
         ] {
             let m = Request::As {

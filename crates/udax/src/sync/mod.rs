@@ -25,6 +25,8 @@
 //!   process's fault engine and the flag that elects the thread starting
 //!   it (`const`-constructible, and replaced in a forked child, which a
 //!   `OnceLock` cannot be); a one-time publication, no protocol to model.
+//! * `proto/ring.rs`: the owner's change log, atomics over memory shared
+//!   with other processes (a memfd both map), which loom cannot model.
 //! * `device/persist.rs`: `sfence`'s stand-in off x86-64, a CPU fence for
 //!   persistence ordering rather than a protocol between threads (loom's
 //!   `fence` works only inside a model).
