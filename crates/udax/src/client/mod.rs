@@ -101,9 +101,8 @@ struct Inner {
     /// Attributes from `stat`, by path, kept until the owner's change log
     /// names something they depend on.
     attrs: Mutex<AttrCache>,
-    /// The owner's change log, mapped read-only (`None`: nothing is
-    /// cached).
-    ring: Option<Ring>,
+    /// The owner's change log, mapped read-only.
+    ring: Ring,
 }
 
 /// Cached attributes and a generation that every drop bumps (a `stat`
@@ -317,7 +316,7 @@ impl Client {
                     &Request::Listen { client },
                 )?);
                 let fault = file::side_channel(sock.as_fd(), &Request::Channel { client })?;
-                let ring = Some(change_log(sock.as_fd())?);
+                let ring = change_log(sock.as_fd())?;
                 let inner = Arc::new(Inner {
                     sock: Mutex::new((sock, 1)),
                     fault: Mutex::new((fault, 1)),
@@ -458,10 +457,7 @@ impl Inner {
     /// The attribute cache, up to date with the owner's change log.
     fn attrs_now(&self) -> crate::sync::MutexGuard<'_, AttrCache> {
         let mut c = self.attrs.lock();
-        match &self.ring {
-            Some(r) => c.catch_up(r),
-            None => c.closed = true,
-        }
+        c.catch_up(&self.ring);
         c
     }
 

@@ -1261,6 +1261,9 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
     let one = req
         .changes_one_file()
         .and_then(|h| file_of(sh, c, h).ok())
+        // A directory's mode or owner decides the search permission of
+        // every path through it: those changes drop everything.
+        .filter(|d| !(sets_permissions(&req) && d.file.stat().is_ok_and(|s| s.is_dir())))
         .map(|d| d.ino());
     match one {
         // The others drop what they cached of the file before its change
@@ -1285,11 +1288,22 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
     }
 }
 
+/// Whether `req` sets a mode or an owner.
+fn sets_permissions(req: &Request) -> bool {
+    match req {
+        Request::SetAttr { mode, .. } => mode.is_some(),
+        Request::SetOwner { .. } => true,
+        Request::As { req, .. } => sets_permissions(req),
+        _ => false,
+    }
+}
+
 /// `answer` traced: wrapped with the names its path walks looked up
 /// (`Walked`), when they were few enough to keep. A path that names
 /// nothing (ENOENT) is an answer too: it stays so until one of the names
 /// its walk looked up (the missing one among them) changes.
 fn walked(answer: impl FnOnce() -> Result<Reply>) -> Result<Reply> {
+    const _: () = assert!(crate::fs::trace::TRACE_MAX <= proto::MAX_KEYS);
     let (r, t) = crate::fs::trace::traced(answer);
     let r = match r {
         Ok(r) => r,
@@ -1335,14 +1349,12 @@ fn publish(sh: &Shared, recs: &[Rec]) {
 /// the clients drop only the answers that depend on them. A change the
 /// trace cannot describe drops everything.
 fn answer_names(sh: &Shared, c: u64, req: Request) -> Reply {
-    const _: () = assert!(crate::fs::trace::TRACE_MAX <= proto::MAX_KEYS);
     let (r, mut t) = crate::fs::trace::traced(|| answer_inner(sh, c, req));
     // An open that truncates: the file's size changed whatever the
     // transactions said.
     if let Reply::Opened { attr, .. } = &r {
         if !t.inos.contains(&attr.ino) {
             t.inos.push(attr.ino);
-            t.overflow |= t.inos.len() > proto::MAX_KEYS;
         }
     }
     if !t.complete() {
