@@ -2199,3 +2199,107 @@ fn mp_a_large_growing_write_racing_another_clients_write_past_it_is_never_lost()
         assert_eq!(&one, b"B", "round {i}: B's write");
     }
 }
+
+/// What a cached answer must agree on with the owner: the file (ino,
+/// type, size, links) or the error.
+fn seen(r: udax::Result<udax::fs::Stat>) -> Result<(u64, u32, u64, u32), i32> {
+    r.map(|s| (s.ino, s.mode, s.size, s.nlink))
+        .map_err(|e| e.errno())
+}
+
+#[test]
+fn mp_cached_answers_match_the_owners_after_every_step_of_a_random_workload_of_two_clients() {
+    let _w = common::Watchdog::start(240, "cached answers against the owner's");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let clients = [
+        Client::connect(&s.dev, &opts(&s, true)).unwrap(),
+        Client::connect(&s.dev, &opts(&s, true)).unwrap(),
+    ];
+    let dirs = ["/", "/d0", "/d1", "/d0/e"];
+    let mut paths: Vec<String> = dirs.iter().map(|d| d.to_string()).collect();
+    for d in dirs {
+        for f in ["f0", "f1", "e"] {
+            paths.push(format!("{}/{f}", d.trim_end_matches('/')));
+        }
+    }
+    paths.push("/d0/e/../f0".into());
+    // A fixed-seed generator: the same workload every run.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    for step in 0..250 {
+        let c = &clients[next(2)];
+        let (p, q) = (
+            paths[next(paths.len())].clone(),
+            paths[next(paths.len())].clone(),
+        );
+        let what = match next(8) {
+            0 => {
+                let _ = c.create(&p, 0o644);
+                "create"
+            }
+            1 => {
+                let _ = c.mkdir(&p, 0o755);
+                "mkdir"
+            }
+            2 => {
+                let _ = c.unlink(&p);
+                "unlink"
+            }
+            3 => {
+                let _ = c.rmdir(&p);
+                "rmdir"
+            }
+            4 => {
+                let _ = c.rename(&p, &q);
+                "rename"
+            }
+            5 => {
+                let _ = c.link(&p, &q);
+                "link"
+            }
+            6 => {
+                if let Ok(f) = c.open(&p, true, false, 0) {
+                    let _ = f.append(&vec![step as u8; 1 + next(9000)]);
+                }
+                "append"
+            }
+            _ => {
+                if let Ok(f) = c.open(&p, true, false, 0) {
+                    let _ = f.set_len(next(5000) as u64);
+                }
+                "truncate"
+            }
+        };
+        // A client that has cached nothing answers as the owner does.
+        let fresh = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+        for path in &paths {
+            let want = seen(fresh.stat(path));
+            let listing = |c: &Client| {
+                c.read_dir(path).map(|v| {
+                    let mut v: Vec<_> = v.into_iter().map(|e| (e.name, e.ino)).collect();
+                    v.sort();
+                    v
+                })
+            };
+            let want_dir = listing(&fresh).map_err(|e| e.errno());
+            for (i, c) in clients.iter().enumerate() {
+                assert_eq!(
+                    seen(c.stat(path)),
+                    want,
+                    "step {step} ({what} {p} {q}): client {i}'s stat of {path}"
+                );
+                assert_eq!(
+                    listing(c).map_err(|e| e.errno()),
+                    want_dir,
+                    "step {step} ({what} {p} {q}): client {i}'s listing of {path}"
+                );
+            }
+        }
+    }
+}
