@@ -2224,6 +2224,7 @@ fn mp_cached_answers_match_the_owners_after_every_step_of_a_random_workload_of_t
         }
     }
     paths.push("/d0/e/../f0".into());
+    paths.push("/d0/e/f1/".into());
     // A fixed-seed generator: the same workload every run.
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let mut next = |n: usize| {
@@ -2238,7 +2239,7 @@ fn mp_cached_answers_match_the_owners_after_every_step_of_a_random_workload_of_t
             paths[next(paths.len())].clone(),
             paths[next(paths.len())].clone(),
         );
-        let what = match next(8) {
+        let what = match next(9) {
             0 => {
                 let _ = c.create(&p, 0o644);
                 "create"
@@ -2268,6 +2269,13 @@ fn mp_cached_answers_match_the_owners_after_every_step_of_a_random_workload_of_t
                     let _ = f.append(&vec![step as u8; 1 + next(9000)]);
                 }
                 "append"
+            }
+            7 => {
+                // A link to a name in its own directory or the one above:
+                // a walk through it looks up the target's names too.
+                let target = ["f0", "e", "../f1", "e/f0"][next(4)];
+                let _ = c.symlink(target.as_bytes(), &p);
+                "symlink"
             }
             _ => {
                 if let Ok(f) = c.open(&p, true, false, 0) {
