@@ -327,7 +327,7 @@ pub(super) fn run(c: &Cfg, tmp: &Path) -> Result<Vec<Res>, String> {
         ),
         res(
             "P12-stat",
-            "stat of one file in a client (its attribute cache; a round trip after any change) vs stat(2) on tmpfs",
+            "stat of one file in a client (its attribute cache; a round trip after a change of the file or of a name on its path) vs stat(2) on tmpfs",
             "Mops/s",
             cstat,
             Some(hstat),
