@@ -241,6 +241,14 @@ fn change_log(sock: BorrowedFd<'_>) -> Result<Ring> {
     }
 }
 
+/// An answer and the names its walk looked up, if it came `Walked`.
+fn unwalked(r: Reply) -> (Reply, Deps) {
+    match r {
+        Reply::Walked { deps, then } => (*then, Some(deps.into_boxed_slice())),
+        r => (r, None),
+    }
+}
+
 fn not_connected(what: String) -> Error {
     Error::NotConnected(what)
 }
@@ -485,11 +493,8 @@ impl Inner {
             Some(me) => self.call_as(&req(), me)?,
             None => self.call(&req())?,
         };
-        let (r, deps) = match r {
-            Reply::Walked { deps, then } => (*then, Some(deps.into_boxed_slice())),
-            r if me.is_none() => (r, Some(Box::default())),
-            r => (r, None),
-        };
+        let (r, deps) = unwalked(r);
+        let deps = deps.or_else(|| me.is_none().then(Box::default));
         // A path that names nothing is kept too (the owner sends it only
         // with the names its walk looked up).
         let s = match r {
@@ -748,17 +753,14 @@ impl Client {
         Ok(page)
     }
 
-    /// [`Client::read_dir_page`], and the names the listing depends on
-    /// (the first page's `Walked`).
+    /// [`Client::read_dir_page`], and the names the page depends on (its
+    /// `Walked`).
     fn read_dir_page_walked(&self, path: &str, from: u64) -> Result<(DirPage, Deps)> {
         let r = self.call(&Request::ReadDir {
             path: path.as_bytes().to_vec(),
             from,
         })?;
-        let (r, deps) = match r {
-            Reply::Walked { deps, then } => (*then, Some(deps.into_boxed_slice())),
-            r => (r, None),
-        };
+        let (r, deps) = unwalked(r);
         if let Reply::Error { errno, message } = r {
             return Err(Error::from_remote(errno, message));
         }
