@@ -481,6 +481,8 @@ fn mp_an_unlinked_file_lives_while_a_client_has_it_open() {
     let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
     let f = a.open("/gone", true, true, 0o644).unwrap();
     f.write_at(&vec![7u8; 1 << 20], 0).unwrap();
+    // Its time goes now: the close changes nothing `stat` shows.
+    f.fsync().unwrap();
     let free0 = free_for_data(&b.statfs().unwrap());
     b.unlink("/gone").unwrap();
     assert!(matches!(b.stat("/gone"), Err(Error::NotFound)));
@@ -495,12 +497,18 @@ fn mp_an_unlinked_file_lives_while_a_client_has_it_open() {
         free0,
         "blocks kept while open"
     );
+    let inodes = b.statfs().unwrap().inodes;
+    let n = b.requests();
     drop(f);
     assert_eq!(
         free_for_data(&b.statfs().unwrap()),
         free0 + 256,
         "freed at the last close"
     );
+    assert_eq!(b.statfs().unwrap().inodes, inodes - 1);
+    // B's `statfs` read the totals the owner published before it answered
+    // A's close: no round trip.
+    assert_eq!(b.requests(), n, "statfs went to the owner");
 }
 
 #[test]
@@ -1860,11 +1868,31 @@ fn mp_stat_in_one_client_sees_another_clients_change_as_soon_as_its_call_returns
     f.fsync().unwrap();
     assert!(b.stat("/f").unwrap().mtime_ns > m0);
     // And at close, with the close itself: one request.
+    let n = b.requests();
     let h = b.open("/f", true, false, 0).unwrap();
+    // The open brought the attributes its fstat answers.
+    assert_eq!(h.stat().unwrap().size, 9);
+    assert_eq!(
+        b.requests(),
+        n + 1,
+        "the fstat after an open went to the owner"
+    );
     let m1 = a.stat("/f").unwrap().mtime_ns;
     std::thread::sleep(Duration::from_millis(5));
     h.write_at(b"R", 1).unwrap();
     let n = b.requests();
+    // The writer's own fstat shows the time of its in-place overwrite
+    // before the owner has it.
+    let m2 = h.stat().unwrap().mtime_ns;
+    assert!(
+        m2 > m1,
+        "fstat after an in-place overwrite: mtime {m2} <= {m1}"
+    );
+    assert_eq!(
+        b.requests(),
+        n,
+        "the overwrite or its fstat went to the owner"
+    );
     drop(h);
     assert_eq!(b.requests(), n + 1, "a close and its mtime in one request");
     assert!(

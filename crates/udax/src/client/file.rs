@@ -347,6 +347,12 @@ enum Grow {
 /// (and at fsync and close).
 const TOUCH_EVERY_NS: u64 = 1_000_000_000;
 
+/// The key of an open file's attributes in the attribute cache (one no
+/// path can be: paths have no NUL).
+fn fstat_key(ino: u64) -> String {
+    format!("\0{ino}")
+}
+
 fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -362,6 +368,7 @@ impl RemoteFile {
         // ORDERING: Relaxed: read and compared under the files lock in
         // `opened`, where the listener counts (see `Inner::unclaimed`).
         let unclaimed = inner.unclaimed.load(Ordering::Relaxed);
+        let mark = inner.attrs_mark();
         let r = inner.call(&Request::Open {
             path: path.as_bytes().to_vec(),
             read: opts.read,
@@ -372,6 +379,13 @@ impl RemoteFile {
             nofollow: opts.nofollow,
             mode: opts.mode,
         })?;
+        // The attributes come with the open (grants settled, as `FStat`
+        // answers them): the `fstat` that usually follows needs no round
+        // trip.
+        if let Reply::Opened { attr, .. } = &r {
+            let s = super::stat(attr);
+            inner.keep_stat(&fstat_key(s.ino), mark, Some(s), Some(Box::default()));
+        }
         Self::opened(inner, r, Some(unclaimed))
     }
 
@@ -444,7 +458,9 @@ impl RemoteFile {
                 write,
                 node,
                 unsent_mtime: AtomicU64::new(0),
-                last_touch: AtomicU64::new(0),
+                // The first in-place overwrite waits too (a file written
+                // and closed at once sends its time with the close).
+                last_touch: AtomicU64::new(now_ns()),
             }),
         })
     }
@@ -512,8 +528,7 @@ impl RemoteFile {
 
     /// `fstat`, from the client's attribute cache (as `Client::stat`).
     pub fn stat(&self) -> Result<crate::fs::Stat> {
-        // A key no path can be (paths have no NUL).
-        let key = format!("\0{}", self.o.ino);
+        let key = fstat_key(self.o.ino);
         let handle = self.o.handle;
         // Under this process's grant the owner's size lags (it leaves the
         // grant to its holder for an fstat): the size this process grew
@@ -525,6 +540,11 @@ impl RemoteFile {
             .inner
             .cached_stat(&key, None, || Request::FStat { handle })?;
         s.size = self.o.node.size_seen(s.size.max(before));
+        // In-place overwrites whose time the owner has not had yet.
+        // ORDERING: Relaxed: see `RemoteFile::write_at`.
+        let unsent = self.o.unsent_mtime.load(Ordering::Relaxed);
+        s.mtime_ns = s.mtime_ns.max(unsent);
+        s.ctime_ns = s.ctime_ns.max(unsent);
         Ok(s)
     }
 

@@ -103,10 +103,15 @@ struct Inner {
     attrs: Mutex<AttrCache>,
     /// The owner's change log, mapped read-only.
     ring: Ring,
+    /// The totals of the first `statfs` (the changing ones are then read
+    /// from the change log's memory).
+    totals: std::sync::OnceLock<proto::Totals>,
 }
 
-/// Cached attributes and a generation that every drop bumps (a `stat`
-/// answered across a drop is not cached).
+/// Cached attributes, and a generation that every drop not read from the
+/// change log bumps (a `stat` answered across such a drop is not cached;
+/// across records of the log, only if one of them names what the answer
+/// depends on: [`AttrCache::keeps`]).
 #[derive(Debug, Default)]
 struct AttrCache {
     gen: u64,
@@ -133,6 +138,14 @@ struct AttrCache {
 /// dropped by any change of names.
 type Deps = Option<Box<[u64]>>;
 
+/// Where an attribute cache stood when an answer was asked for
+/// ([`AttrCache::keeps`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Mark {
+    gen: u64,
+    seen: u64,
+}
+
 /// Paths whose attributes (and directories whose listings) a client keeps
 /// at most.
 const ATTRS_KEPT: usize = 4096;
@@ -152,6 +165,34 @@ impl AttrCache {
             self.drop_all();
             self.who = Some(me.clone());
         }
+    }
+
+    /// Where this cache stands, before an answer to keep is asked for.
+    fn mark(&self) -> Mark {
+        Mark {
+            gen: self.gen,
+            seen: self.seen,
+        }
+    }
+
+    /// Whether an answer asked for at `mark`, which depends on the names
+    /// `deps` (and on inode `ino`'s attributes), is still the owner's, so
+    /// that it may be kept: no local drop since, and no record of the
+    /// change log since names one of them (a change the owner made after
+    /// answering is logged after it: its record is read here, or by the
+    /// next catch-up, which drops the answer then).
+    fn keeps(&self, ring: &Ring, mark: Mark, deps: &Deps, ino: Option<u64>) -> bool {
+        if self.closed || self.gen != mark.gen {
+            return false;
+        }
+        let Caught::Records { recs, .. } = ring.since(mark.seen) else {
+            return false;
+        };
+        !recs.iter().any(|r| match *r {
+            Rec::All => true,
+            Rec::Name(k) => deps.as_ref().is_none_or(|d| d.contains(&k)),
+            Rec::Ino(i) => Some(i) == ino,
+        })
     }
 
     fn drop_all(&mut self) {
@@ -196,7 +237,6 @@ impl AttrCache {
     /// A change of names: the answers whose walks looked up one of `names`
     /// go, and the attributes of `inos`.
     fn drop_names(&mut self, names: &[u64], inos: &[u64]) {
-        self.gen += 1;
         if self.map.is_empty() && self.dirs.is_empty() && self.pages.is_empty() {
             return;
         }
@@ -340,6 +380,7 @@ impl Client {
                     requests: AtomicU64::new(0),
                     attrs: Mutex::new(AttrCache::default()),
                     ring,
+                    totals: std::sync::OnceLock::new(),
                 });
                 let listener = file::listen(&inner, &callback)?;
                 Ok(Client {
@@ -479,7 +520,7 @@ impl Inner {
         me: Option<&Cred>,
         req: impl FnOnce() -> Request,
     ) -> Result<Stat> {
-        let gen = {
+        let mark = {
             let mut c = self.attrs_now();
             if let Some(me) = me {
                 c.asked_as(me);
@@ -487,7 +528,7 @@ impl Inner {
             if let Some((s, _)) = c.map.get(key) {
                 return s.ok_or(Error::NotFound);
             }
-            c.gen
+            c.mark()
         };
         let r = match me {
             Some(me) => self.call_as(&req(), me)?,
@@ -503,14 +544,26 @@ impl Inner {
             Reply::Error { errno, message } => return Err(Error::from_remote(errno, message)),
             other => return Err(unexpected(other)),
         };
+        self.keep_stat(key, mark, s, deps);
+        s.ok_or(Error::NotFound)
+    }
+
+    /// Cache `s`, the attributes under `key` asked for at `mark`, unless
+    /// they may have changed since ([`AttrCache::keeps`]).
+    pub(super) fn keep_stat(&self, key: &str, mark: Mark, s: Option<Stat>, deps: Deps) {
         let mut c = self.attrs_now();
-        if c.gen == gen && !c.closed {
+        if c.keeps(&self.ring, mark, &deps, s.map(|s| s.ino)) {
             if c.map.len() >= ATTRS_KEPT {
                 c.map.clear();
             }
             c.map.insert(key.to_string(), (s, deps));
         }
-        s.ok_or(Error::NotFound)
+    }
+
+    /// Where the attribute cache stands, before an answer to keep is
+    /// asked for ([`Inner::keep_stat`]).
+    pub(super) fn attrs_mark(&self) -> Mark {
+        self.attrs_now().mark()
     }
 
     /// One request and its reply, on the main connection; one the owner
@@ -707,17 +760,17 @@ impl Client {
     /// has changed anything since (as [`Client::stat`]), else from the
     /// owner, in as many replies as it takes.
     pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let gen = {
+        let mark = {
             let mut c = self.inner.attrs_now();
             c.asked_as(&Cred::of_this_thread());
             if let Some((d, _)) = c.dirs.get(path) {
                 return Ok(d.clone());
             }
-            c.gen
+            c.mark()
         };
         let (out, deps) = self.read_dir_uncached(path)?;
         let mut c = self.inner.attrs_now();
-        if c.gen == gen && !c.closed && out.len() <= DIR_ENTRIES_KEPT {
+        if out.len() <= DIR_ENTRIES_KEPT && c.keeps(&self.inner.ring, mark, &deps, None) {
             if c.dirs.len() >= ATTRS_KEPT {
                 c.dirs.clear();
             }
@@ -734,17 +787,20 @@ impl Client {
     /// they are at each page.
     pub fn read_dir_page(&self, path: &str, from: u64) -> Result<DirPage> {
         let key = (path.to_string(), from);
-        let gen = {
+        let mark = {
             let mut c = self.inner.attrs_now();
             c.asked_as(&Cred::of_this_thread());
             if let Some((p, _)) = c.pages.get(&key) {
                 return Ok(p.clone());
             }
-            c.gen
+            c.mark()
         };
         let (page, deps) = self.read_dir_page_walked(path, from)?;
         let mut c = self.inner.attrs_now();
-        if c.gen == gen && !c.closed && deps.is_some() && page.entries.len() <= PAGE_ENTRIES_KEPT {
+        if deps.is_some()
+            && page.entries.len() <= PAGE_ENTRIES_KEPT
+            && c.keeps(&self.inner.ring, mark, &deps, None)
+        {
             if c.pages.len() >= PAGES_KEPT {
                 c.pages.clear();
             }
@@ -810,19 +866,35 @@ impl Client {
 
     /// Totals of the file system (`metadata_capacity` is not reported
     /// through the owner and reads 0).
+    /// After the first, no round trip: the owner publishes the totals that
+    /// change in its change log's memory before it answers anything that
+    /// may have changed them.
     pub fn statfs(&self) -> Result<StatFs> {
-        match self.call(&Request::StatFs)? {
-            Reply::Totals(t) => Ok(StatFs {
-                block_size: t.block_size,
-                total_blocks: t.total_blocks,
-                data_blocks: t.data_blocks,
-                free_blocks: t.free_blocks,
-                inodes: t.inodes,
-                metadata_bytes: t.metadata_bytes,
-                metadata_capacity: 0,
-            }),
-            other => Err(unexpected(other)),
-        }
+        let t = match (self.inner.totals.get(), self.inner.ring.space()) {
+            (Some(t), Some(s)) => proto::Totals {
+                free_blocks: s.free_blocks,
+                inodes: s.inodes,
+                metadata_bytes: s.metadata_bytes,
+                ..*t
+            },
+            _ => match self.call(&Request::StatFs)? {
+                Reply::Totals(t) => {
+                    // The fixed totals stay what the first answer said.
+                    let _ = self.inner.totals.set(t);
+                    t
+                }
+                other => return Err(unexpected(other)),
+            },
+        };
+        Ok(StatFs {
+            block_size: t.block_size,
+            total_blocks: t.total_blocks,
+            data_blocks: t.data_blocks,
+            free_blocks: t.free_blocks,
+            inodes: t.inodes,
+            metadata_bytes: t.metadata_bytes,
+            metadata_capacity: 0,
+        })
     }
 
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<()> {

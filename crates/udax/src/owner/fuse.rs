@@ -24,7 +24,8 @@
 
 use super::grants::{self, Settle};
 use super::{
-    blocks_changed, change_lock, changes_layout, recall_leases as recall, uncache, Shared,
+    blocks_changed, change_lock, changes_layout, publish_space, recall_leases as recall, uncache,
+    Shared,
 };
 use crate::format::{ROOT_INO, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK};
 use crate::fs::locks::{LockKind, LockOwner as TableOwner};
@@ -1156,6 +1157,7 @@ impl Filesystem for Front {
         // The file closes here (an unlinked one is freed with it).
         let h = self.handles.lock().remove(&fh.0);
         drop(h);
+        publish_space(&self.sh);
         reply.ok();
     }
 

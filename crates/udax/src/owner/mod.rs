@@ -22,7 +22,7 @@ use crate::fs::perm::Cred;
 use crate::fs::{Error, File, Fs, OpenOptions, Rename, Result, Stat, StatFs};
 use crate::proto::{
     self,
-    ring::{Rec, Ring},
+    ring::{Rec, Ring, Space},
     wire, Attr, Entry, Ext, IomapOp, LockScope, Reply, Request, Target, Totals,
 };
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, ReentrantMutex};
@@ -165,6 +165,9 @@ struct Shared {
     /// caches ([`proto::ring`]); one appender at a time (`ring_lock`).
     ring: Ring,
     ring_lock: Mutex<()>,
+    /// Held while the totals in the change log's memory are computed and
+    /// published ([`publish_space`]).
+    space_lock: Mutex<()>,
     recall_timeout: Duration,
     /// Advisory locks of every client (record locks, flock).
     locks: LockTable,
@@ -347,6 +350,7 @@ impl Owner {
                 changing: Mutex::new(HashMap::new()),
                 ring: Ring::create().map_err(Error::Io)?,
                 ring_lock: Mutex::new(()),
+                space_lock: Mutex::new(()),
                 recall_timeout: opts.recall_timeout,
                 locks: LockTable::new(),
                 shares: Mutex::new(HashMap::new()),
@@ -625,7 +629,11 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
                 wire::send(sock.as_fd(), &r.encode(id), None)
             }
             // Any other descriptor sent by a client is closed unread.
-            (Some(c), req) => wire::send(sock.as_fd(), &answer(sh, c, req).encode(id), None),
+            (Some(c), req) => {
+                let r = answer(sh, c, req);
+                publish_space(sh);
+                wire::send(sock.as_fd(), &r.encode(id), None)
+            }
         };
         if sent.is_err() {
             break;
@@ -951,6 +959,7 @@ fn drop_client(sh: &Shared, c: u64, why: &str) {
         // Its files close here (an unlinked one is freed with its last handle).
         drop(rec);
     }
+    publish_space(sh);
 }
 
 /// The lock a change of inode `ino`'s layout holds (see `Shared::changing`).
@@ -1340,8 +1349,31 @@ fn uncache(sh: &Shared, one: Option<u64>) {
 
 /// Append `recs` to the change log.
 fn publish(sh: &Shared, recs: &[Rec]) {
-    let _g = sh.ring_lock.lock();
-    sh.ring.append(recs);
+    {
+        let _g = sh.ring_lock.lock();
+        sh.ring.append(recs);
+    }
+    publish_space(sh);
+}
+
+/// Publish the totals `statfs` shows that change (free blocks, inodes,
+/// metadata bytes) in the change log's memory, where clients read them
+/// without a round trip: after every answer (before it is sent), every
+/// change logged and every client gone, so a `statfs` anywhere sees a
+/// change, a close that freed an unlinked file included, once its call
+/// returns. Computed under the lock: a thread that read older totals
+/// cannot publish them over newer ones.
+fn publish_space(sh: &Shared) {
+    let _g = sh.space_lock.lock();
+    let s = sh.fs.statfs();
+    let space = Space {
+        free_blocks: s.free_blocks,
+        inodes: s.inodes,
+        metadata_bytes: s.metadata_bytes,
+    };
+    if sh.ring.space() != Some(space) {
+        sh.ring.set_space(space);
+    }
 }
 
 /// [`answer_inner`] of a change of names (`Request::changes_names`),

@@ -8,9 +8,10 @@
 //! and a change costs no round trip to the clients that cache.
 //!
 //! Layout: a memfd of [`RING_BYTES`]: word 0 the count of records ever
-//! appended (`head`), word 1 a magic, word 2 the slot count; records from
-//! byte 64, two words each (a tag and a key), record `n` in slot
-//! `n % RING_SLOTS`. One writer (the owner, under its lock); clients map
+//! appended (`head`), word 1 a magic, word 2 the slot count, words 3-6 the
+//! file system's changing totals ([`Space`]: a sequence word, then free
+//! blocks, inodes and metadata bytes); records from byte 64, two words
+//! each (a tag and a key), record `n` in slot `n % RING_SLOTS`. One writer (the owner, under its lock); clients map
 //! it read-only. A reader that fell more than a ring behind (or whose
 //! slots a batch in progress may be rewriting) drops everything.
 //!
@@ -20,7 +21,12 @@
 //! A slot store the reader saw that belongs to a later batch is after the
 //! writer's fence, which then synchronises with the reader's fence: the
 //! second `head` load sees that batch's predecessors and the reader finds
-//! itself lapped. The memory is shared with other processes, so the
+//! itself lapped. The totals are a sequence lock: the writer makes the
+//! sequence odd, issues a release fence, stores the values and stores the
+//! sequence even with release; a reader loads it with acquire, the values,
+//! issues an acquire fence and loads it again, and tries again if it was
+//! odd or moved (a bounded number of times: a writer killed mid-update
+//! leaves it odd). The memory is shared with other processes, so the
 //! atomics are `std`'s over the mapping (loom cannot model another
 //! process; `crate::sync`'s exceptions list this file).
 #![allow(
@@ -39,6 +45,21 @@ const HEADER_WORDS: usize = 8;
 const MAGIC: u64 = u64::from_le_bytes(*b"UDXRING1");
 /// Bytes of the shared memory.
 pub const RING_BYTES: usize = (HEADER_WORDS + 2 * RING_SLOTS as usize) * 8;
+
+/// The totals `statfs` shows that change (the others are fixed while the
+/// owner runs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Space {
+    pub free_blocks: u64,
+    pub inodes: u64,
+    pub metadata_bytes: u64,
+}
+
+/// Words of the totals: the sequence, then [`Space`]'s three.
+const SPACE_AT: usize = 3;
+
+/// Reads of the totals a reader tries before it gives up.
+const SPACE_TRIES: usize = 1000;
 
 /// One record: what a cache drops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +232,56 @@ impl Ring {
             .store(head + recs.len() as u64, Ordering::Release);
     }
 
+    /// Publish the totals (the owner, under the same lock as `append`;
+    /// only on the writable mapping).
+    pub fn set_space(&self, s: Space) {
+        // ORDERING: Relaxed: the only writer reads its own store.
+        let seq = self.word(SPACE_AT).load(Ordering::Relaxed);
+        // ORDERING: Relaxed: the fence below orders it before the values.
+        self.word(SPACE_AT).store(seq | 1, Ordering::Relaxed);
+        // ORDERING: a reader that sees a value stored below sees the odd
+        // sequence too (through its acquire fence; module docs).
+        fence(Ordering::Release);
+        for (i, v) in [s.free_blocks, s.inodes, s.metadata_bytes]
+            .into_iter()
+            .enumerate()
+        {
+            // ORDERING: Relaxed: published by the Release store below.
+            self.word(SPACE_AT + 1 + i).store(v, Ordering::Relaxed);
+        }
+        // ORDERING: Release: publishes the values to the Acquire load of
+        // a reader that sees this sequence.
+        self.word(SPACE_AT).store((seq | 1) + 1, Ordering::Release);
+    }
+
+    /// The totals last published; `None` before the first, or if a
+    /// consistent copy could not be read (a writer died mid-update).
+    pub fn space(&self) -> Option<Space> {
+        for _ in 0..SPACE_TRIES {
+            // ORDERING: Acquire: pairs with `set_space`'s Release store.
+            let seq = self.word(SPACE_AT).load(Ordering::Acquire);
+            if seq == 0 {
+                return None;
+            }
+            // ORDERING: Relaxed: checked by the fence and the second load.
+            let v = |i: usize| self.word(SPACE_AT + 1 + i).load(Ordering::Relaxed);
+            let s = Space {
+                free_blocks: v(0),
+                inodes: v(1),
+                metadata_bytes: v(2),
+            };
+            // ORDERING: a value of a later update seen above makes the
+            // load below see that update's odd sequence (module docs).
+            fence(Ordering::Acquire);
+            // ORDERING: Relaxed: ordered by the fence.
+            if seq & 1 == 0 && self.word(SPACE_AT).load(Ordering::Relaxed) == seq {
+                return Some(s);
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+
     /// The records after the first `from`.
     pub fn since(&self, from: u64) -> Caught {
         let to = self.head();
@@ -338,5 +409,56 @@ mod tests {
         }
         writer.join().unwrap();
         assert_eq!(next, 200_000, "{lapped} laps");
+    }
+
+    #[test]
+    fn totals_are_none_until_published_then_the_last_published() {
+        let w = Ring::create().unwrap();
+        let r = Ring::attach(w.read_only_fd().unwrap()).unwrap();
+        assert_eq!(r.space(), None);
+        let a = Space {
+            free_blocks: 10,
+            inodes: 3,
+            metadata_bytes: 4096,
+        };
+        w.set_space(a);
+        assert_eq!(r.space(), Some(a));
+        let b = Space {
+            free_blocks: 9,
+            ..a
+        };
+        w.set_space(b);
+        assert_eq!(r.space(), Some(b));
+    }
+
+    #[test]
+    fn a_reader_racing_the_writer_of_the_totals_sees_only_whole_updates() {
+        let w = std::sync::Arc::new(Ring::create().unwrap());
+        let r = Ring::attach(w.read_only_fd().unwrap()).unwrap();
+        w.set_space(Space::default());
+        let writer = {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                for n in 1..=200_000u64 {
+                    w.set_space(Space {
+                        free_blocks: n,
+                        inodes: n,
+                        metadata_bytes: n,
+                    });
+                }
+            })
+        };
+        let mut last = 0;
+        let mut reads = 0u64;
+        while !writer.is_finished() || reads == 0 {
+            if let Some(s) = r.space() {
+                assert_eq!((s.inodes, s.metadata_bytes), (s.free_blocks, s.free_blocks));
+                assert!(s.free_blocks >= last, "the totals went back");
+                last = s.free_blocks;
+                reads += 1;
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(r.space().unwrap().free_blocks, 200_000);
     }
 }
