@@ -201,6 +201,15 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// this process. A hint: the data stays on the device; no-op by default.
     fn forget_range(&self, _off: u64, _len: u64) {}
 
+    /// The parts of `[off, off + len)` (in order, within it) outside which
+    /// the device reads as zeros, for a caller that would otherwise read or
+    /// zero a large range whole: a memory device leaves out its file's
+    /// holes, which have no pages (and would get them if read through the
+    /// mapping). The whole range by default.
+    fn data_within(&self, off: u64, len: u64) -> Vec<(u64, u64)> {
+        vec![(off, len)]
+    }
+
     /// For backends that map the device: the file descriptor and the base address of
     /// the whole-device mapping in this process (the DAX engine maps ranges of it).
     fn mapping(&self) -> Option<DeviceMapping<'_>> {

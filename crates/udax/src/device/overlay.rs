@@ -103,6 +103,15 @@ impl Device for OverlayDevice {
         self.change(off, len, |dst, _| dst.fill(0))
     }
 
+    fn data_within(&self, off: u64, len: u64) -> Vec<(u64, u64)> {
+        let (first, end) = (off / BLOCK_SIZE, (off + len).div_ceil(BLOCK_SIZE));
+        // A block written here may lie over a hole of the base.
+        if self.blocks.lock().keys().any(|b| (first..end).contains(b)) {
+            return vec![(off, len)];
+        }
+        self.base.data_within(off, len)
+    }
+
     /// Nothing to write back: the overlay is memory and never reaches `base`.
     fn flush(&self, _off: u64, _len: u64) {}
 

@@ -1297,6 +1297,15 @@ fn answer(sh: &Shared, c: u64, req: Request) -> Reply {
     }
 }
 
+/// Whether `req` is an open with `O_TRUNC`.
+fn opens_truncating(req: &Request) -> bool {
+    match req {
+        Request::Open { trunc, .. } => *trunc,
+        Request::As { req, .. } => opens_truncating(req),
+        _ => false,
+    }
+}
+
 /// Whether `req` sets a mode or an owner.
 fn sets_permissions(req: &Request) -> bool {
     match req {
@@ -1381,10 +1390,12 @@ fn publish_space(sh: &Shared) {
 /// the clients drop only the answers that depend on them. A change the
 /// trace cannot describe drops everything.
 fn answer_names(sh: &Shared, c: u64, req: Request) -> Reply {
+    let truncates = opens_truncating(&req);
     let (r, mut t) = crate::fs::trace::traced(|| answer_inner(sh, c, req));
-    // An open that truncates: the file's size changed whatever the
-    // transactions said.
-    if let Reply::Opened { attr, .. } = &r {
+    // An open that truncates: the file's size and times changed whatever
+    // the transactions said. (One that found the file it would have
+    // created changed nothing: the opener may keep the attributes.)
+    if let (Reply::Opened { attr, .. }, true) = (&r, truncates) {
         if !t.inos.contains(&attr.ino) {
             t.inos.push(attr.ino);
         }
