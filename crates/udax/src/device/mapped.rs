@@ -126,34 +126,71 @@ impl MappedDevice {
     /// zeros; zeroing them would allocate and clear a page per 4 KiB, ~5 us
     /// each here, only to store zeros again). An inode chunk (256 KiB)
     /// zeroed when a fill of small files added it cost ~300 us inside one
-    /// create. `SEEK_DATA`/`SEEK_HOLE` find the parts (a page faulted in,
-    /// even by a read, is data). Small ranges, and devices that are not
-    /// memory (a disk file's hole may hide blocks not yet written back),
-    /// are one part.
+    /// create. `mincore` says which pages the file has in memory (data,
+    /// even one faulted in by a read); a page it has not is a hole or a
+    /// page swapped out, which `SEEK_DATA` tells apart (swap is data), one
+    /// call per run of such pages. (`SEEK_HOLE` is not used: on tmpfs it
+    /// walks every page up to the next hole, which can be the rest of the
+    /// device.) Small ranges, and devices that are not memory (a disk
+    /// file's hole may hide blocks not yet written back), are one part.
+    #[allow(
+        unsafe_code,
+        reason = "mincore has no safe wrapper; it fills one byte per page of the mapping"
+    )]
     fn holes_left_out(&self, off: u64, len: u64) -> Vec<(u64, u64)> {
+        const PAGE: u64 = 4096;
         let end = off + len;
         if self.populated.is_none() || len < HOLE_CHECK_MIN {
             return vec![(off, len)];
         }
-        use rustix::fs::{seek, SeekFrom};
-        let mut out = Vec::new();
-        let mut at = off;
-        while at < end {
-            // The descriptor's offset moves; nothing reads or writes through
-            // it (the device is used through its mapping).
-            let data = match seek(&self.fd, SeekFrom::Data(at)) {
-                Ok(d) => d,
-                // No data at or after `at`.
-                Err(rustix::io::Errno::NXIO) => break,
-                // Not known: all of the rest may be data.
-                Err(_) => at,
-            };
-            if data >= end {
-                break;
+        let (first, last) = (off / PAGE, end.div_ceil(PAGE));
+        if last * PAGE > self.info.len {
+            return vec![(off, len)];
+        }
+        let mut resident = vec![0u8; (last - first) as usize];
+        // SAFETY: `[first, last)` pages lie inside the live device mapping
+        // (checked above), whose base is page-aligned; mincore writes one
+        // byte per page into `resident`, which has exactly that many.
+        let r = unsafe {
+            libc::mincore(
+                self.ptr(first * PAGE).cast(),
+                ((last - first) * PAGE) as usize,
+                resident.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return vec![(off, len)];
+        }
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut data = |a: u64, b: u64| {
+            let (a, b) = (a.max(off), b.min(end));
+            match out.last_mut() {
+                Some((s, l)) if *s + *l == a => *l += b - a,
+                _ => out.push((a, b - a)),
             }
-            let hole = seek(&self.fd, SeekFrom::Hole(data)).map_or(end, |h| h.clamp(data + 1, end));
-            out.push((data, hole - data));
-            at = hole;
+        };
+        let mut p = first;
+        while p < last {
+            if resident[(p - first) as usize] & 1 != 0 {
+                data(p * PAGE, (p + 1) * PAGE);
+                p += 1;
+                continue;
+            }
+            // The descriptor's offset moves; nothing reads or writes
+            // through it (the device is used through its mapping).
+            let next = match rustix::fs::seek(&self.fd, rustix::fs::SeekFrom::Data(p * PAGE)) {
+                Ok(d) => d / PAGE,
+                // No data at or after this page.
+                Err(rustix::io::Errno::NXIO) => last,
+                // Not known: data.
+                Err(_) => p,
+            };
+            if next <= p {
+                data(p * PAGE, (p + 1) * PAGE);
+                p += 1;
+            } else {
+                p = next.min(last);
+            }
         }
         out
     }
