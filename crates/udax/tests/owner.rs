@@ -512,6 +512,65 @@ fn mp_an_unlinked_file_lives_while_a_client_has_it_open() {
 }
 
 #[test]
+fn mp_a_close_no_other_process_can_see_is_not_waited_for_and_comes_before_the_clients_next_request()
+{
+    use udax::fs::locks::LockKind::Write;
+    use udax::proto::LockScope::Posix;
+    let _w = common::Watchdog::start(60, "closes not waited for");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/f", true, true, 0o644).unwrap();
+    f.write_at(&vec![7u8; 1 << 20], 0).unwrap();
+    // (Its close is waited for: its size changed since its open, as a
+    // record of the change log says; this process's own changes are
+    // among them.)
+    drop(f);
+    let free0 = free_for_data(&b.statfs().unwrap());
+    let n = a.unanswered_requests();
+    let g = a.open("/f", false, false, 0).unwrap();
+    drop(g);
+    assert_eq!(a.unanswered_requests(), n + 1, "the close was waited for");
+    // A's next request comes after its close: the unlink finds the file
+    // closed and frees its blocks before it returns.
+    a.unlink("/f").unwrap();
+    assert_eq!(
+        free_for_data(&b.statfs().unwrap()),
+        free0 + 256,
+        "the blocks of a file unlinked after its close"
+    );
+    // A change of the file by another process since the open (it may have
+    // been an unlink: the last close would free the blocks): waited for.
+    let h = a.open("/h", true, true, 0o644).unwrap();
+    b.set_permissions("/h", 0o600).unwrap();
+    let n = a.unanswered_requests();
+    drop(h);
+    assert_eq!(a.unanswered_requests(), n, "a close after B's change");
+    // A close after this process locked the file: waited for (it drops
+    // the lock), so B gets the lock as soon as it returns.
+    let l = a.open("/l", true, true, 0o644).unwrap();
+    l.lock(Posix, Some(Write), 0, 100, false).unwrap();
+    let lb = b.open("/l", true, false, 0).unwrap();
+    assert!(lb.lock(Posix, Some(Write), 0, 100, false).is_err());
+    drop(l);
+    assert_eq!(a.unanswered_requests(), n, "a close of a locked file");
+    lb.lock(Posix, Some(Write), 0, 100, false).unwrap();
+    // A close that sends the time of in-place overwrites: waited for.
+    let w = a.open("/h", true, false, 0).unwrap();
+    w.write_at(b"x", 0).unwrap();
+    drop(w);
+    assert_eq!(a.unanswered_requests(), n, "a close with a time to send");
+    // And the replies not waited for never confuse the ones waited for.
+    for i in 0..50 {
+        let p = format!("/m{i}");
+        drop(a.open(&p, true, true, 0o644).unwrap());
+        assert_eq!(a.stat(&p).unwrap().size, 0);
+    }
+    assert_eq!(a.unanswered_requests(), n + 50, "closes of new files");
+}
+
+#[test]
 fn mp_a_client_that_does_not_answer_a_recall_is_cut_off() {
     let _w = common::Watchdog::start(60, "cut off");
     let s = setup(16);

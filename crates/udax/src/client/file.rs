@@ -156,6 +156,9 @@ pub(super) struct Node {
     /// This process's size grant on the file, if it holds one (lock order:
     /// grant -> layout; the listener takes it alone).
     grant: Mutex<Option<LocalGrant>>,
+    /// This process asked for a record lock or `flock` on the file: its
+    /// closes of the file are waited for (a close drops its POSIX locks).
+    locked: AtomicBool,
     /// The size this process grew the file to under its grant (0: none):
     /// layouts from the owner, whose size lags, are raised to it.
     grown: AtomicU64,
@@ -188,6 +191,7 @@ impl Node {
             dax: DaxFile::new(ino),
             lost: AtomicBool::new(false),
             grant: Mutex::new(None),
+            locked: AtomicBool::new(false),
             grown: AtomicU64::new(0),
             asking: Mutex::new(()),
             skip: AtomicU64::new(1),
@@ -309,6 +313,11 @@ struct Open {
     /// (0: none), and when one was last sent.
     unsent_mtime: AtomicU64,
     last_touch: AtomicU64,
+    /// The file's link count when it was opened, and the change log's
+    /// count of records then: while no record since names the file, the
+    /// count is the same (see `Open::drop`).
+    nlink: u32,
+    opened_at: u64,
 }
 
 /// A file opened through the device's owner.
@@ -407,6 +416,7 @@ impl RemoteFile {
     /// [`RemoteFile::share`] (as a forked child keeps its parent's
     /// descriptors): the offset and the OFD and flock locks are shared.
     pub(super) fn adopt(inner: &Arc<Inner>, token: u64) -> Result<RemoteFile> {
+        inner.wait_for_closes();
         let r = inner.call(&Request::Adopt { token })?;
         Self::opened(inner, r, None)
     }
@@ -461,6 +471,10 @@ impl RemoteFile {
                 // The first in-place overwrite waits too (a file written
                 // and closed at once sends its time with the close).
                 last_touch: AtomicU64::new(now_ns()),
+                nlink: attr.nlink,
+                // Read after the answer: the open's own records (a create)
+                // come before it.
+                opened_at: inner.log_head(),
             }),
         })
     }
@@ -478,6 +492,7 @@ impl RemoteFile {
     /// ([`super::Client::adopt`]): a token that holds the description open
     /// until one client of the same uid adopts it, or for 30 s.
     pub fn share(&self) -> Result<u64> {
+        self.o.inner.wait_for_closes();
         match self.o.inner.call(&Request::Share {
             handle: self.o.handle,
         })? {
@@ -1120,6 +1135,9 @@ impl RemoteFile {
         end: u64,
         wait: bool,
     ) -> Result<()> {
+        // ORDERING: Relaxed: read by this process's closes of the file
+        // (see `Inner::wait_for_closes`).
+        self.o.node.locked.store(true, Ordering::Relaxed);
         let req = Request::Lock {
             handle: self.o.handle,
             scope,
@@ -1273,16 +1291,46 @@ impl Open {
     }
 }
 
+impl Open {
+    /// Whether no other process can see this close happen, so that it need
+    /// not be waited for: it sends no time, this process holds no grant on
+    /// the file, took no lock on it and shared or adopted no description
+    /// (a close releases those), and the file still has a name (the link
+    /// count it had when opened, with no change of the file logged since:
+    /// the last close of an unlinked file frees its blocks, which
+    /// `statfs` anywhere must show once it returns). The owner answers
+    /// this process's requests in order, so its next one sees the file
+    /// closed. (Another process that unlinks the file just after this
+    /// close returns may find it still open for the moment the owner takes
+    /// to read the close, and its blocks are freed then.)
+    fn close_unseen(&self, mtime_ns: u64) -> bool {
+        // ORDERING: Relaxed: see `Inner::wait_for_closes` (both flags).
+        mtime_ns == 0
+            && self.nlink > 0
+            && !self.inner.closes_waited.load(Ordering::Relaxed)
+            && !self.node.locked.load(Ordering::Relaxed)
+            && self.node.grant.lock().is_none()
+            && self.inner.unchanged_since(self.opened_at, self.ino)
+    }
+}
+
 impl Drop for Open {
     fn drop(&mut self) {
         // The modification time of in-place overwrites not sent yet goes
         // with the close (one round trip).
         // ORDERING: Relaxed: see `RemoteFile::write_at`.
         let mtime_ns = self.unsent_mtime.swap(0, Ordering::Relaxed);
-        let _ = self.inner.call(&Request::Close {
+        let close = Request::Close {
             handle: self.handle,
             mtime_ns,
-        });
+        };
+        if self.close_unseen(mtime_ns) {
+            // Nothing waits for the answer; on failure, the close below.
+            if self.inner.send_unanswered(&close).is_ok() {
+                return;
+            }
+        }
+        let _ = self.inner.call(&close);
         // The owner ends a grant at its holder's last close: an `fstat`
         // this process cached of the file may show the grant's old size.
         if self.node.grant.lock().is_some() {

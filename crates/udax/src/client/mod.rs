@@ -70,11 +70,17 @@ pub struct Client {
 /// What a client's files and its listener share.
 #[derive(Debug)]
 struct Inner {
-    /// The socket and the next request id: one request in flight at a time.
-    sock: Mutex<(OwnedFd, u64)>,
+    /// The main connection: one request waited for at a time.
+    sock: Mutex<Conn>,
     /// The fault channel: calls made by faults with the file's locks held
     /// (`Iomap`), which the owner answers without waiting on a change.
-    fault: Mutex<(OwnedFd, u64)>,
+    fault: Mutex<Conn>,
+    /// A lock was asked for, handed over or adopted, or a description
+    /// shared, by this process: its closes are all waited for (see
+    /// `Open::drop`).
+    closes_waited: AtomicBool,
+    /// Requests sent without waiting for their replies (a statistic).
+    unanswered: AtomicU64,
     device: OwnedFd,
     /// The device mapped whole (read-only for a read-only client), for
     /// reads and writes under a lease; `None` where it cannot be mapped.
@@ -366,8 +372,10 @@ impl Client {
                 let fault = file::side_channel(sock.as_fd(), &Request::Channel { client })?;
                 let ring = change_log(sock.as_fd())?;
                 let inner = Arc::new(Inner {
-                    sock: Mutex::new((sock, 1)),
-                    fault: Mutex::new((fault, 1)),
+                    sock: Mutex::new(Conn::new(sock)),
+                    fault: Mutex::new(Conn::new(fault)),
+                    closes_waited: AtomicBool::new(false),
+                    unanswered: AtomicU64::new(0),
                     device,
                     dax: dev.clone().map(DaxDevice::new),
                     dev,
@@ -436,6 +444,13 @@ impl Client {
     pub fn recalls(&self) -> u64 {
         // ORDERING: Relaxed: a statistic.
         self.inner.recalls.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent without waiting for their replies (closes no other
+    /// process can see happen), so far.
+    pub fn unanswered_requests(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.inner.unanswered.load(Ordering::Relaxed)
     }
 
     /// Open the file at `path` (creating it with `mode` if `create`). Its
@@ -560,6 +575,32 @@ impl Inner {
         }
     }
 
+    /// From now on this process waits for every close (it holds, or may
+    /// hold, locks or descriptions another process sees released at a
+    /// close).
+    pub(super) fn wait_for_closes(&self) {
+        // ORDERING: Relaxed: a close ordered after this (by the program's
+        // own synchronization) reads it (coherence); one racing it may go
+        // either way, as the two calls may in the kernel.
+        self.closes_waited.store(true, Ordering::Relaxed);
+    }
+
+    /// The change log's count of records now (`Ring::head`).
+    pub(super) fn log_head(&self) -> u64 {
+        self.ring.head()
+    }
+
+    /// Whether the change log holds no record since `from` that names
+    /// inode `ino` (nor one that names everything), and has not lapped it.
+    pub(super) fn unchanged_since(&self, from: u64, ino: u64) -> bool {
+        match self.ring.since(from) {
+            Caught::Records { recs, .. } => !recs
+                .iter()
+                .any(|r| matches!(*r, Rec::All) || *r == Rec::Ino(ino)),
+            Caught::Lapped { .. } => false,
+        }
+    }
+
     /// Where the attribute cache stands, before an answer to keep is
     /// asked for ([`Inner::keep_stat`]).
     pub(super) fn attrs_mark(&self) -> Mark {
@@ -627,36 +668,81 @@ impl Inner {
     /// One request and its reply on `sock` (a change `stat` may show is in
     /// the owner's change log before the answer: this client's cache reads
     /// it at its next look, as every other client's does).
-    fn call_on(&self, sock: &Mutex<(OwnedFd, u64)>, req: &Request) -> Result<Reply> {
+    fn call_on(&self, sock: &Mutex<Conn>, req: &Request) -> Result<Reply> {
         Self::exchange(sock, req)
     }
 
-    fn exchange(sock: &Mutex<(OwnedFd, u64)>, req: &Request) -> Result<Reply> {
+    fn exchange(sock: &Mutex<Conn>, req: &Request) -> Result<Reply> {
         Self::exchange_fd(sock, req, None)
     }
 
     /// [`Inner::exchange`], with a descriptor sent along (SCM_RIGHTS).
-    fn exchange_fd(
-        sock: &Mutex<(OwnedFd, u64)>,
-        req: &Request,
-        fd: Option<BorrowedFd<'_>>,
-    ) -> Result<Reply> {
+    fn exchange_fd(sock: &Mutex<Conn>, req: &Request, fd: Option<BorrowedFd<'_>>) -> Result<Reply> {
         let mut g = sock.lock();
-        let id = g.1;
-        g.1 += 1;
-        wire::send(g.0.as_fd(), &req.encode(id), fd)
+        let id = g.next;
+        g.next += 1;
+        wire::send(g.fd.as_fd(), &req.encode(id), fd)
             .map_err(|e| not_connected(format!("owner: {e}")))?;
-        let (msg, _) = wire::recv_spinning(g.0.as_fd(), wire::spin_budget(REPLY_SPIN))
-            .map_err(|e| not_connected(format!("owner: {e}")))?
-            .ok_or_else(|| not_connected("the owner closed the connection".into()))?;
-        let (rid, rep) = Reply::decode(&msg).map_err(|e| not_connected(e.to_string()))?;
-        if let Reply::Error { errno, message } = rep {
-            return Err(Error::from_remote(errno, message));
+        loop {
+            let (msg, _) = wire::recv_spinning(g.fd.as_fd(), wire::spin_budget(REPLY_SPIN))
+                .map_err(|e| not_connected(format!("owner: {e}")))?
+                .ok_or_else(|| not_connected("the owner closed the connection".into()))?;
+            let (rid, rep) = Reply::decode(&msg).map_err(|e| not_connected(e.to_string()))?;
+            if rid != id && g.unanswered > 0 {
+                // The reply to a request not waited for (sent before this
+                // one, so answered before it): nothing waits for it.
+                g.unanswered -= 1;
+                if let Reply::Error { message, .. } = rep {
+                    tracing::debug!("request {rid}, not waited for, failed: {message}");
+                }
+                continue;
+            }
+            if let Reply::Error { errno, message } = rep {
+                return Err(Error::from_remote(errno, message));
+            }
+            if rid != id {
+                return Err(not_connected(format!("reply {rid} to request {id}")));
+            }
+            return Ok(rep);
         }
-        if rid != id {
-            return Err(not_connected(format!("reply {rid} to request {id}")));
+    }
+
+    /// Send `req` on the main connection without waiting for its reply:
+    /// the next exchange reads and drops it first (the owner answers one
+    /// connection's requests in order). Only for a request nothing needs
+    /// the outcome of, before this process's next request.
+    fn send_unanswered(&self, req: &Request) -> Result<()> {
+        // ORDERING: Relaxed: a statistic.
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut g = self.sock.lock();
+        let id = g.next;
+        g.next += 1;
+        wire::send(g.fd.as_fd(), &req.encode(id), None)
+            .map_err(|e| not_connected(format!("owner: {e}")))?;
+        g.unanswered += 1;
+        // ORDERING: Relaxed: a statistic.
+        self.unanswered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A connection to the owner: the socket, the next request id, and how
+/// many requests were sent without waiting for their replies (which come
+/// before the reply to any later request).
+#[derive(Debug)]
+struct Conn {
+    fd: OwnedFd,
+    next: u64,
+    unanswered: u64,
+}
+
+impl Conn {
+    fn new(fd: OwnedFd) -> Conn {
+        Conn {
+            fd,
+            next: 1,
+            unanswered: 0,
         }
-        Ok(rep)
     }
 }
 
@@ -1007,6 +1093,7 @@ impl Client {
     /// files go when this connection ends, as exec's close of their last
     /// descriptor drops them.
     pub fn share_locks(&self, files: &[&RemoteFile]) -> Result<u64> {
+        self.inner.wait_for_closes();
         match self.call(&Request::ShareLocks {
             handles: files.iter().map(|f| f.handle()).collect(),
         })? {
@@ -1018,6 +1105,7 @@ impl Client {
     /// Take the POSIX record locks handed over with `token` by this same
     /// process (the image before an exec, or this image if its exec failed).
     pub fn adopt_locks(&self, token: u64) -> Result<()> {
+        self.inner.wait_for_closes();
         self.done(Request::AdoptLocks { token })
     }
 
