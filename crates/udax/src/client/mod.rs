@@ -188,17 +188,7 @@ impl AttrCache {
     /// answering is logged after it: its record is read here, or by the
     /// next catch-up, which drops the answer then).
     fn keeps(&self, ring: &Ring, mark: Mark, deps: &Deps, ino: Option<u64>) -> bool {
-        if self.closed || self.gen != mark.gen {
-            return false;
-        }
-        let Caught::Records { recs, .. } = ring.since(mark.seen) else {
-            return false;
-        };
-        !recs.iter().any(|r| match *r {
-            Rec::All => true,
-            Rec::Name(k) => deps.as_ref().is_none_or(|d| d.contains(&k)),
-            Rec::Ino(i) => Some(i) == ino,
-        })
+        !self.closed && self.gen == mark.gen && untouched_since(ring, mark.seen, deps, ino)
     }
 
     fn drop_all(&mut self) {
@@ -285,6 +275,20 @@ fn change_log(sock: BorrowedFd<'_>) -> Result<Ring> {
         (_, Reply::Error { errno, message }) => Err(Error::from_remote(errno, message)),
         (_, other) => Err(unexpected(other)),
     }
+}
+
+/// Whether the change log `ring` holds no record after the first `from`
+/// that names one of `deps` (`None`: any name), inode `ino`, or
+/// everything, and has not lapped `from`.
+fn untouched_since(ring: &Ring, from: u64, deps: &Deps, ino: Option<u64>) -> bool {
+    let Caught::Records { recs, .. } = ring.since(from) else {
+        return false;
+    };
+    !recs.iter().any(|r| match *r {
+        Rec::All => true,
+        Rec::Name(k) => deps.as_ref().is_none_or(|d| d.contains(&k)),
+        Rec::Ino(i) => Some(i) == ino,
+    })
 }
 
 /// An answer and the names its walk looked up, if it came `Walked`.
@@ -593,12 +597,7 @@ impl Inner {
     /// Whether the change log holds no record since `from` that names
     /// inode `ino` (nor one that names everything), and has not lapped it.
     pub(super) fn unchanged_since(&self, from: u64, ino: u64) -> bool {
-        match self.ring.since(from) {
-            Caught::Records { recs, .. } => !recs
-                .iter()
-                .any(|r| matches!(*r, Rec::All) || *r == Rec::Ino(ino)),
-            Caught::Lapped { .. } => false,
-        }
+        untouched_since(&self.ring, from, &Some(Box::default()), Some(ino))
     }
 
     /// Where the attribute cache stands, before an answer to keep is
@@ -679,10 +678,7 @@ impl Inner {
     /// [`Inner::exchange`], with a descriptor sent along (SCM_RIGHTS).
     fn exchange_fd(sock: &Mutex<Conn>, req: &Request, fd: Option<BorrowedFd<'_>>) -> Result<Reply> {
         let mut g = sock.lock();
-        let id = g.next;
-        g.next += 1;
-        wire::send(g.fd.as_fd(), &req.encode(id), fd)
-            .map_err(|e| not_connected(format!("owner: {e}")))?;
+        let id = g.send(req, fd)?;
         loop {
             let (msg, _) = wire::recv_spinning(g.fd.as_fd(), wire::spin_budget(REPLY_SPIN))
                 .map_err(|e| not_connected(format!("owner: {e}")))?
@@ -715,10 +711,7 @@ impl Inner {
         // ORDERING: Relaxed: a statistic.
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut g = self.sock.lock();
-        let id = g.next;
-        g.next += 1;
-        wire::send(g.fd.as_fd(), &req.encode(id), None)
-            .map_err(|e| not_connected(format!("owner: {e}")))?;
+        g.send(req, None)?;
         g.unanswered += 1;
         // ORDERING: Relaxed: a statistic.
         self.unanswered.fetch_add(1, Ordering::Relaxed);
@@ -743,6 +736,15 @@ impl Conn {
             next: 1,
             unanswered: 0,
         }
+    }
+
+    /// Send `req` (and `fd` along) under the next id, which it returns.
+    fn send(&mut self, req: &Request, fd: Option<BorrowedFd<'_>>) -> Result<u64> {
+        let id = self.next;
+        self.next += 1;
+        wire::send(self.fd.as_fd(), &req.encode(id), fd)
+            .map_err(|e| not_connected(format!("owner: {e}")))?;
+        Ok(id)
     }
 }
 

@@ -53,7 +53,7 @@ const PREFAULT: u64 = 64 << 10;
 const PREFAULT_AHEAD: u64 = 4;
 
 /// Zeroing at least this much of a memory device first asks where the
-/// range's holes are ([`MappedDevice::holes_left_out`]): system calls, worth
+/// range's holes are (`Device::data_within`): system calls, worth
 /// them where the alternative is page faults.
 const HOLE_CHECK_MIN: u64 = 64 << 10;
 
@@ -119,80 +119,6 @@ impl MappedDevice {
             read_only: !writable,
             _lock: None,
         })
-    }
-
-    /// The parts of `[off, off + len)` that may hold data: on a memory
-    /// device, the file's holes are left out (they have no page and read as
-    /// zeros; zeroing them would allocate and clear a page per 4 KiB, ~5 us
-    /// each here, only to store zeros again). An inode chunk (256 KiB)
-    /// zeroed when a fill of small files added it cost ~300 us inside one
-    /// create. `mincore` says which pages the file has in memory (data,
-    /// even one faulted in by a read); a page it has not is a hole or a
-    /// page swapped out, which `SEEK_DATA` tells apart (swap is data), one
-    /// call per run of such pages. (`SEEK_HOLE` is not used: on tmpfs it
-    /// walks every page up to the next hole, which can be the rest of the
-    /// device.) Small ranges, and devices that are not memory (a disk
-    /// file's hole may hide blocks not yet written back), are one part.
-    #[allow(
-        unsafe_code,
-        reason = "mincore has no safe wrapper; it fills one byte per page of the mapping"
-    )]
-    fn holes_left_out(&self, off: u64, len: u64) -> Vec<(u64, u64)> {
-        const PAGE: u64 = 4096;
-        let end = off + len;
-        if self.populated.is_none() || len < HOLE_CHECK_MIN {
-            return vec![(off, len)];
-        }
-        let (first, last) = (off / PAGE, end.div_ceil(PAGE));
-        if last * PAGE > self.info.len {
-            return vec![(off, len)];
-        }
-        let mut resident = vec![0u8; (last - first) as usize];
-        // SAFETY: `[first, last)` pages lie inside the live device mapping
-        // (checked above), whose base is page-aligned; mincore writes one
-        // byte per page into `resident`, which has exactly that many.
-        let r = unsafe {
-            libc::mincore(
-                self.ptr(first * PAGE).cast(),
-                ((last - first) * PAGE) as usize,
-                resident.as_mut_ptr(),
-            )
-        };
-        if r != 0 {
-            return vec![(off, len)];
-        }
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut data = |a: u64, b: u64| {
-            let (a, b) = (a.max(off), b.min(end));
-            match out.last_mut() {
-                Some((s, l)) if *s + *l == a => *l += b - a,
-                _ => out.push((a, b - a)),
-            }
-        };
-        let mut p = first;
-        while p < last {
-            if resident[(p - first) as usize] & 1 != 0 {
-                data(p * PAGE, (p + 1) * PAGE);
-                p += 1;
-                continue;
-            }
-            // The descriptor's offset moves; nothing reads or writes
-            // through it (the device is used through its mapping).
-            let next = match rustix::fs::seek(&self.fd, rustix::fs::SeekFrom::Data(p * PAGE)) {
-                Ok(d) => d / PAGE,
-                // No data at or after this page.
-                Err(rustix::io::Errno::NXIO) => last,
-                // Not known: data.
-                Err(_) => p,
-            };
-            if next <= p {
-                data(p * PAGE, (p + 1) * PAGE);
-                p += 1;
-            } else {
-                p = next.min(last);
-            }
-        }
-        out
     }
 
     /// Before the first store of this process into a window of a memory
@@ -360,7 +286,7 @@ impl Device for MappedDevice {
     fn zero(&self, off: u64, len: u64) -> Result<(), DeviceError> {
         self.check_writable()?;
         check_range(off, len, self.info.len)?;
-        for (at, n) in self.holes_left_out(off, len) {
+        for (at, n) in self.data_within(off, len) {
             self.prefault(at, n);
             // SAFETY: `[at, at + n)` lies inside `[off, off + len)`, inside
             // the live mapping (checked above).
@@ -369,11 +295,81 @@ impl Device for MappedDevice {
         Ok(())
     }
 
+    /// The parts of `[off, off + len)` that may hold data: on a memory
+    /// device, the file's holes are left out (they have no page and read as
+    /// zeros; zeroing them would allocate and clear a page per 4 KiB, ~5 us
+    /// each here, only to store zeros again). An inode chunk (256 KiB)
+    /// zeroed when a fill of small files added it cost ~300 us inside one
+    /// create. `mincore` says which pages the file has in memory (data,
+    /// even one faulted in by a read); a page it has not is a hole or a
+    /// page swapped out, which `SEEK_DATA` tells apart (swap is data), one
+    /// call per run of such pages. (`SEEK_HOLE` is not used: on tmpfs it
+    /// walks every page up to the next hole, which can be the rest of the
+    /// device.) Small ranges, and devices that are not memory (a disk
+    /// file's hole may hide blocks not yet written back), are one part.
+    #[allow(
+        unsafe_code,
+        reason = "mincore has no safe wrapper; it fills one byte per page of the mapping"
+    )]
     fn data_within(&self, off: u64, len: u64) -> Vec<(u64, u64)> {
-        if check_range(off, len, self.info.len).is_err() {
+        const PAGE: u64 = 4096;
+        if self.populated.is_none()
+            || len < HOLE_CHECK_MIN
+            || check_range(off, len, self.info.len).is_err()
+        {
             return vec![(off, len)];
         }
-        self.holes_left_out(off, len)
+        let end = off + len;
+        let (first, last) = (off / PAGE, end.div_ceil(PAGE));
+        if last * PAGE > self.info.len {
+            return vec![(off, len)];
+        }
+        let mut resident = vec![0u8; (last - first) as usize];
+        // SAFETY: `[first, last)` pages lie inside the live device mapping
+        // (checked above), whose base is page-aligned; mincore writes one
+        // byte per page into `resident`, which has exactly that many.
+        let r = unsafe {
+            libc::mincore(
+                self.ptr(first * PAGE).cast(),
+                ((last - first) * PAGE) as usize,
+                resident.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return vec![(off, len)];
+        }
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut data = |a: u64, b: u64| {
+            let (a, b) = (a.max(off), b.min(end));
+            match out.last_mut() {
+                Some((s, l)) if *s + *l == a => *l += b - a,
+                _ => out.push((a, b - a)),
+            }
+        };
+        let mut p = first;
+        while p < last {
+            if resident[(p - first) as usize] & 1 != 0 {
+                data(p * PAGE, (p + 1) * PAGE);
+                p += 1;
+                continue;
+            }
+            // The descriptor's offset moves; nothing reads or writes
+            // through it (the device is used through its mapping).
+            let next = match rustix::fs::seek(&self.fd, rustix::fs::SeekFrom::Data(p * PAGE)) {
+                Ok(d) => d / PAGE,
+                // No data at or after this page.
+                Err(rustix::io::Errno::NXIO) => last,
+                // Not known: data.
+                Err(_) => p,
+            };
+            if next <= p {
+                data(p * PAGE, (p + 1) * PAGE);
+                p += 1;
+            } else {
+                p = next.min(last);
+            }
+        }
+        out
     }
 
     fn flush(&self, off: u64, len: u64) {

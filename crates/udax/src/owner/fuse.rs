@@ -391,6 +391,7 @@ impl Front {
     /// Another process's view may have cached what this change touched.
     fn changed(&self) {
         uncache(&self.sh, None);
+        publish_space(&self.sh);
     }
 
     /// The kernel now holds one more reference to `s.ino`, found as `name`
@@ -566,6 +567,7 @@ impl Front {
         // lock goes (as the owner's `answer`): no lease answered after the
         // write shows a size a cached `stat` does not.
         uncache(&self.sh, Some(f.ino()));
+        publish_space(&self.sh);
         n
     }
 

@@ -756,6 +756,7 @@ fn serve_faults(sh: &Shared, c: u64, ch: &OwnedFd) {
                 let r = iomap(sh, c, handle, op, from_blk, to_blk);
                 // The file's blocks (`st_blocks`) changed.
                 uncache(sh, ino);
+                publish_space(sh);
                 (id, r)
             }
             Ok((id, _)) => (
@@ -1358,19 +1359,16 @@ fn uncache(sh: &Shared, one: Option<u64>) {
 
 /// Append `recs` to the change log.
 fn publish(sh: &Shared, recs: &[Rec]) {
-    {
-        let _g = sh.ring_lock.lock();
-        sh.ring.append(recs);
-    }
-    publish_space(sh);
+    let _g = sh.ring_lock.lock();
+    sh.ring.append(recs);
 }
 
 /// Publish the totals `statfs` shows that change (free blocks, inodes,
 /// metadata bytes) in the change log's memory, where clients read them
-/// without a round trip: after every answer (before it is sent), every
-/// change logged and every client gone, so a `statfs` anywhere sees a
-/// change, a close that freed an unlinked file included, once its call
-/// returns. Computed under the lock: a thread that read older totals
+/// without a round trip: after every answer to a client (before it is
+/// sent; its fault channel's too), every change of the FUSE mount and
+/// every client gone, so a `statfs` anywhere sees a change, a close that
+/// freed an unlinked file included, once its call returns. Computed under the lock: a thread that read older totals
 /// cannot publish them over newer ones.
 fn publish_space(sh: &Shared) {
     let _g = sh.space_lock.lock();
