@@ -295,6 +295,32 @@ impl Device for MappedDevice {
         Ok(())
     }
 
+    /// A memory device (memfd, tmpfs) punches a hole: the whole pages
+    /// inside the range leave the file (and every process's mapping of
+    /// them: a later read maps a new zeroed page). Other devices keep the
+    /// range as it is (a disk file's punch would be a metadata write of
+    /// its own file system; device-dax has no holes).
+    fn discard(&self, off: u64, len: u64) -> Result<bool, DeviceError> {
+        const PAGE: u64 = 4096;
+        if self.populated.is_none() {
+            return Ok(false);
+        }
+        self.check_writable()?;
+        check_range(off, len, self.info.len)?;
+        let (start, end) = (off.next_multiple_of(PAGE), (off + len) / PAGE * PAGE);
+        if end <= start {
+            return Ok(false);
+        }
+        rustix::fs::fallocate(
+            &self.fd,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            start,
+            end - start,
+        )
+        .map_err(|e| DeviceError::Io(e.into()))?;
+        Ok(true)
+    }
+
     /// The parts of `[off, off + len)` that may hold data: on a memory
     /// device, the file's holes are left out (they have no page and read as
     /// zeros; zeroing them would allocate and clear a page per 4 KiB, ~5 us
@@ -481,6 +507,58 @@ mod tests {
         let fresh = 5u64 << 20;
         d.zero(fresh, 1 << 20).unwrap();
         assert_eq!(pages(fresh, 1 << 20), 0, "zeroing a hole allocated pages");
+    }
+
+    #[test]
+    fn discarding_a_range_of_a_memory_device_gives_back_its_whole_pages_and_keeps_the_edges() {
+        let d = crate::device::open("memfd:8M", &Default::default()).unwrap();
+        let fd = d.mapping().unwrap().fd;
+        let (at, len) = (1u64 << 20, 1u64 << 20);
+        d.write(at - 8, &[5u8; 1 << 20]).unwrap();
+        d.write(at + len - 100, &[6u8; 300]).unwrap();
+        // Not page-aligned at either end: the edge pages' bytes stay.
+        assert!(d.discard(at + 8, len - 16).unwrap());
+        let mut buf = vec![1u8; len as usize + 16];
+        d.read(at - 8, &mut buf).unwrap();
+        assert_eq!(
+            &buf[..16],
+            &[5u8; 16],
+            "the bytes before, on the first page"
+        );
+        assert!(
+            buf[16..4096 + 8].iter().all(|&b| b == 5),
+            "the first page kept"
+        );
+        assert!(
+            buf[4096 + 8..len as usize + 8 - 4096]
+                .iter()
+                .all(|&b| b == 0),
+            "a whole page inside not discarded"
+        );
+        assert!(
+            buf[len as usize + 8 - 100..].iter().all(|&b| b == 6),
+            "the last page kept"
+        );
+        // The whole pages inside are holes of the file again (the read
+        // above mapped them anew: discard again, and read nothing after).
+        d.write(at + 8192, &[7u8; 8192]).unwrap();
+        assert!(d.discard(at + 4096, len - 8192).unwrap());
+        let next = rustix::fs::seek(fd, rustix::fs::SeekFrom::Data(at + 4096)).unwrap();
+        assert_eq!(next, at + len - 4096, "pages inside still in the file");
+        assert_eq!(
+            d.data_within(at, len),
+            vec![(at, 4096), (at + len - 4096, 4096)],
+            "the holes are reported"
+        );
+        // Less than a page: nothing to give back.
+        assert!(!d.discard(at + 10, 100).unwrap());
+        // A device that is not memory keeps its bytes.
+        let ram = crate::device::RamDevice::new(1 << 20);
+        ram.write(0, &[3u8; 8192]).unwrap();
+        assert!(!ram.discard(0, 8192).unwrap());
+        let mut b = [0u8; 8192];
+        ram.read(0, &mut b).unwrap();
+        assert_eq!(b, [3u8; 8192]);
     }
 
     #[test]

@@ -210,6 +210,18 @@ pub trait Device: Send + Sync + fmt::Debug {
         vec![(off, len)]
     }
 
+    /// Give back the storage behind `[off, off + len)`, whose contents are
+    /// no longer needed (the log past its head after a clean unmount),
+    /// where the backend can do it cheaply: a memory device punches a hole
+    /// over the whole pages inside the range (they return to the system;
+    /// the range reads as zeros and [`data_within`](Self::data_within)
+    /// leaves it out). Returns whether it did; `false` (the default)
+    /// changes nothing. Same durability rules as `write` (a crash may
+    /// leave any part of it undone).
+    fn discard(&self, _off: u64, _len: u64) -> Result<bool, DeviceError> {
+        Ok(false)
+    }
+
     /// For backends that map the device: the file descriptor and the base address of
     /// the whole-device mapping in this process (the DAX engine maps ranges of it).
     fn mapping(&self) -> Option<DeviceMapping<'_>> {

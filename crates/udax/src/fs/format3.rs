@@ -1068,6 +1068,59 @@ mod tests {
     }
 
     #[test]
+    fn f1_a_clean_unmount_gives_back_the_old_log_and_the_next_mount_reads_none_of_it() {
+        use crate::fs::{Fs, OpenOptions};
+        let dev = crate::device::open("memfd:64M", &Default::default()).unwrap();
+        let sb = Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+        let AnySuperblock::V3(sb3) = &sb else {
+            panic!("format 3 is the default")
+        };
+        let region = sb3.geometry.log_region();
+        let log_pages = |d: &Arc<dyn Device>| -> u64 {
+            d.data_within(region.log_offset(), region.log_bytes())
+                .iter()
+                .map(|(_, n)| n.div_ceil(BLOCK_SIZE))
+                .sum()
+        };
+        // Fill the log well past its first pages, then truncate it (the
+        // records' pages stay, an older epoch's), and log a little more.
+        let fs = Fs::mount(dev.clone()).unwrap();
+        for i in 0..400 {
+            fs.create(&format!("/f{i}"), 0o644)
+                .unwrap()
+                .write_at(b"x", 0)
+                .unwrap();
+        }
+        fs.checkpoint().unwrap();
+        fs.create("/last", 0o644).unwrap();
+        let used = log_pages(&dev);
+        assert!(used > 8, "the log holds {used} pages");
+        fs.unmount().unwrap();
+        // The marker's page and the tail line's are left.
+        assert!(log_pages(&dev) <= 2, "{} log pages kept", log_pages(&dev));
+        // A new mount finds every file, and its scan of the log allocates
+        // no page (reading a hole through a shared mapping of a memory
+        // file would).
+        let d2 = dev.clone();
+        let fs = Fs::mount(d2.clone()).unwrap();
+        assert!(log_pages(&d2) <= 2, "the mount read the discarded log");
+        for i in [0, 199, 399] {
+            let f = fs
+                .open(&format!("/f{i}"), &OpenOptions::read_only())
+                .unwrap();
+            let mut b = [0u8; 1];
+            f.read_at(&mut b, 0).unwrap();
+            assert_eq!(&b, b"x");
+        }
+        fs.stat("/last").unwrap();
+        // It logs on after the marker as before.
+        fs.create("/after", 0o644).unwrap();
+        drop(fs);
+        let fs = Fs::mount(d2).unwrap();
+        fs.stat("/after").unwrap();
+    }
+
+    #[test]
     fn f1_a_format_2_device_is_refused_with_a_clear_error() {
         let dev = Arc::new(RamDevice::new(32 << 20));
         let v2 = MkfsOptions {

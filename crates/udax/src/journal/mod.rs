@@ -934,6 +934,29 @@ impl Journal {
         Ok(())
     }
 
+    /// Give back the log's storage past its head, where the device can
+    /// (`Device::discard`: a memory device punches a hole), so that the
+    /// next mount's scan for records past the head (docs/format.md,
+    /// "Telling a torn tail from damage") reads nothing there: called by a
+    /// clean unmount, right after the log restarted (only the marker
+    /// written), when everything past the head is older epochs' records,
+    /// which recovery never applies (a crash in the middle leaves some of
+    /// them, as before). The tail line is kept. Returns the bytes given
+    /// back (0 where the device keeps them).
+    pub fn discard_past_head(&self) -> Result<u64, JournalError> {
+        let log = self.log.lock();
+        let (from, to) = (log.head, record_space(&self.region));
+        if from >= to {
+            return Ok(0);
+        }
+        let at = self.region.log_offset() + from;
+        Ok(if self.dev.discard(at, to - from)? {
+            to - from
+        } else {
+            0
+        })
+    }
+
     /// Bytes of log in use (excluding reservations).
     #[cfg(test)]
     pub fn log_used(&self) -> u64 {
