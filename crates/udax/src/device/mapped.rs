@@ -295,14 +295,23 @@ impl Device for MappedDevice {
         Ok(())
     }
 
-    /// A memory device (memfd, tmpfs) punches a hole: the whole pages
-    /// inside the range leave the file (and every process's mapping of
-    /// them: a later read maps a new zeroed page). Other devices keep the
-    /// range as it is (a disk file's punch would be a metadata write of
-    /// its own file system; device-dax has no holes).
+    /// A memory device with holes punches one: the whole pages inside the
+    /// range leave the file (and every process's mapping of them: a later
+    /// read maps a new zeroed page). A memfd is sparse from the start; a
+    /// tmpfs file only if made so (`udax mkfs --size` allocates the whole
+    /// file, so that a store never meets a full tmpfs: SIGBUS): one with
+    /// every page allocated keeps them. Other devices keep the range as it
+    /// is (a disk file's punch would be a metadata write of its own file
+    /// system; device-dax has no holes).
     fn discard(&self, off: u64, len: u64) -> Result<bool, DeviceError> {
         const PAGE: u64 = 4096;
-        if self.populated.is_none() {
+        let sparse = match self.info.kind {
+            super::DeviceKind::Memfd => true,
+            super::DeviceKind::Shm => rustix::fs::fstat(&self.fd)
+                .is_ok_and(|st| (st.st_blocks as u64).saturating_mul(512) < st.st_size as u64),
+            _ => false,
+        };
+        if !sparse {
             return Ok(false);
         }
         self.check_writable()?;
@@ -552,6 +561,30 @@ mod tests {
         );
         // Less than a page: nothing to give back.
         assert!(!d.discard(at + 10, 100).unwrap());
+        // A tmpfs file with every page allocated keeps them (a store into
+        // a hole could meet a full tmpfs); a sparse one gives them back.
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let full = dir.path().join("full.img");
+        let spec = full.to_str().unwrap();
+        let f = crate::device::open(
+            spec,
+            &crate::device::OpenOptions {
+                create_size: Some(1 << 20),
+            },
+        )
+        .unwrap();
+        f.write(0, &[4u8; 8192]).unwrap();
+        assert!(!f.discard(0, 1 << 20).unwrap(), "an allocated tmpfs file");
+        drop(f);
+        let sparse = dir.path().join("sparse.img");
+        std::fs::File::create(&sparse)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let f = crate::device::open(sparse.to_str().unwrap(), &Default::default()).unwrap();
+        f.write(0, &[4u8; 8192]).unwrap();
+        assert!(f.discard(0, 1 << 20).unwrap(), "a sparse tmpfs file");
+        assert_eq!(f.data_within(0, 1 << 20), vec![], "pages left");
         // A device that is not memory keeps its bytes.
         let ram = crate::device::RamDevice::new(1 << 20);
         ram.write(0, &[3u8; 8192]).unwrap();
