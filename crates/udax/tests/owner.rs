@@ -2577,6 +2577,16 @@ fn mp_a_client_cut_off_while_alive_never_sees_its_blocks_in_another_file() {
         after < before + F_BLOCKS / 2,
         "the blocks B may reach show as free: {before} -> {after}"
     );
+    // Only what B may reach is held: a file B never had is freed at once.
+    let x = a.open("/x", true, true, 0o644).unwrap();
+    x.write_at(&vec![0x33; (F_BLOCKS * udax::BLOCK_SIZE) as usize], 0)
+        .unwrap();
+    x.set_len(0).unwrap();
+    drop(x);
+    assert!(
+        free_for_data(&a.statfs().unwrap()) + F_BLOCKS / 8 >= after,
+        "the blocks of a file B never had are held"
+    );
     // A fills the device with another pattern: without the hold, it would
     // reuse the truncated blocks.
     let g = a.open("/g", true, true, 0o644).unwrap();
