@@ -2399,3 +2399,322 @@ fn mp_cached_answers_match_the_owners_after_every_step_of_a_random_workload_of_t
         }
     }
 }
+
+// ---- a client cut off while its process lives: the quarantine ----
+
+/// Run test `name` of this test binary (an ignored one) as a child client
+/// process, as `common::serving::spawn_child` does, with its stdin piped
+/// too (the parent tells it when to go on).
+fn spawn_child_with_stdin(s: &common::serving::Setup, name: &str) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("UDAX_TEST_DEV", &s.dev)
+        .env("UDAX_TEST_RUN", &s.run)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The next line of a child's stderr that starts with `word`, split into
+/// its words after it.
+fn child_says(lines: &mut impl Iterator<Item = std::io::Result<String>>, word: &str) -> Vec<u64> {
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.split_whitespace().next() == Some(word) => {
+                return l
+                    .split_whitespace()
+                    .skip(1)
+                    .map(|w| w.parse().unwrap())
+                    .collect()
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("the child client did not say {word:?}: {other:?}"),
+        }
+    }
+}
+
+/// Wait until process `pid` is stopped (SIGSTOP reached it).
+fn wait_stopped(pid: u32) {
+    let t = std::time::Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The state follows the command's closing parenthesis.
+        let state = stat.rsplit(')').next().unwrap().split_whitespace().next();
+        if state == Some("T") {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{pid} not stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// An owner of `s` whose recall bound is short (a cut-off within a test).
+fn serve_cutting_off(s: &common::serving::Setup) -> Serving {
+    let o = Owner::new(
+        &s.dev,
+        &ServeOptions {
+            idle: None,
+            runtime_dir: Some(s.run.clone()),
+            recall_timeout: Duration::from_millis(300),
+        },
+    )
+    .unwrap();
+    let (stop, socket) = (o.stopper(), o.socket().to_path_buf());
+    Serving {
+        stop,
+        socket,
+        thread: Some(std::thread::spawn(move || o.run())),
+    }
+}
+
+/// The blocks `/f` of the cut-off tests has (1 MiB).
+const F_BLOCKS: u64 = 256;
+
+/// The body of `mp_a_client_cut_off_while_alive_never_sees_its_blocks_in_another_file`,
+/// run as its child process: a client that opens `/f` (taking its lease),
+/// maps the device file itself where the file's blocks are (as its fault
+/// engine maps them: the mapping the owner cannot take away), says "ready"
+/// and waits for a line on stdin (it is stopped meanwhile, and cut off);
+/// then reads its mapping, says how many bytes of each pattern it saw,
+/// stores 0xBB over all of it, says "stored" and waits to be killed.
+#[test]
+#[ignore = "run as a child process by mp_a_client_cut_off_while_alive_never_sees_its_blocks_in_another_file"]
+fn mp_child_client_mapping_a_files_blocks_on_the_device() {
+    use std::io::{BufRead as _, Write as _};
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and no pointer:
+    // a test aborted while this child is stopped leaves it no orphan.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let c = common::serving::child_client();
+    let f = c.open("/f", true, false, 0).unwrap();
+    let mut b = [0u8; 1];
+    f.read_at(&mut b, 0).unwrap();
+    assert_eq!(b, [0xF0]);
+    let bs = udax::BLOCK_SIZE as usize;
+    let maps: Vec<(*mut u8, usize)> = f
+        .extents()
+        .unwrap()
+        .into_iter()
+        .map(|(_, dev_blk, n, _)| {
+            // SAFETY: a fresh shared mapping of the device fd the owner
+            // handed over, at the file's device blocks; nothing else uses
+            // the address range.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    n as usize * bs,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    std::os::fd::AsRawFd::as_raw_fd(&c.device_fd()),
+                    (dev_blk * udax::BLOCK_SIZE) as libc::off_t,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            (p.cast::<u8>(), n as usize * bs)
+        })
+        .collect();
+    let blocks: usize = maps.iter().map(|(_, n)| n / bs).sum();
+    assert_eq!(blocks as u64, F_BLOCKS);
+    eprintln!("ready");
+    std::io::stderr().flush().unwrap();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+    let mut seen = [0u64; 256];
+    for &(p, n) in &maps {
+        for i in 0..n {
+            seen[peek(p, i) as usize] += 1;
+        }
+    }
+    eprintln!("seen {} {} {}", seen[0xA5], seen[0xF0], seen[0]);
+    for &(p, n) in &maps {
+        for i in 0..n {
+            poke(p, i, 0xBB);
+        }
+    }
+    eprintln!("stored");
+    std::io::stderr().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn mp_a_client_cut_off_while_alive_never_sees_its_blocks_in_another_file() {
+    use std::io::{BufRead as _, Write as _};
+    let _w = common::Watchdog::start(120, "cut off while alive");
+    let s = setup(16);
+    let o = serve_cutting_off(&s);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/f", true, true, 0o644).unwrap();
+    f.write_at(&vec![0xF0; (F_BLOCKS * udax::BLOCK_SIZE) as usize], 0)
+        .unwrap();
+    f.sync_data().unwrap();
+    let mut child =
+        spawn_child_with_stdin(&s, "mp_child_client_mapping_a_files_blocks_on_the_device");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    child_says(&mut lines, "ready");
+    let before = free_for_data(&a.statfs().unwrap());
+    // B stops: it answers no recall.
+    let pid = child.id();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    wait_stopped(pid);
+    let t = std::time::Instant::now();
+    f.set_len(0).unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "B was not cut off"
+    );
+    // The truncated blocks are held: not free while B lives.
+    let after = free_for_data(&a.statfs().unwrap());
+    assert!(
+        after < before + F_BLOCKS / 2,
+        "the blocks B may reach show as free: {before} -> {after}"
+    );
+    // Only what B may reach is held: a file B never had is freed at once.
+    let x = a.open("/x", true, true, 0o644).unwrap();
+    x.write_at(&vec![0x33; (F_BLOCKS * udax::BLOCK_SIZE) as usize], 0)
+        .unwrap();
+    x.set_len(0).unwrap();
+    drop(x);
+    assert!(
+        free_for_data(&a.statfs().unwrap()) + F_BLOCKS / 8 >= after,
+        "the blocks of a file B never had are held"
+    );
+    // A fills the device with another pattern: without the hold, it would
+    // reuse the truncated blocks.
+    let g = a.open("/g", true, true, 0o644).unwrap();
+    let mut at = 0u64;
+    for chunk in [1u64 << 20, 64 << 10, udax::BLOCK_SIZE] {
+        let data = vec![0xA5u8; chunk as usize];
+        while g.write_at(&data, at).is_ok() {
+            at += chunk;
+        }
+    }
+    assert!(at > 4 << 20, "only {at} bytes written");
+    let full = free_for_data(&a.statfs().unwrap());
+    // B runs again and reads what its mapping shows, then stores into it.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGCONT) }, 0);
+    writeln!(stdin, "go").unwrap();
+    stdin.flush().unwrap();
+    let seen = child_says(&mut lines, "seen");
+    assert_eq!(seen[0], 0, "B saw A's new file's bytes: {seen:?}");
+    assert_eq!(
+        seen[1] + seen[2],
+        F_BLOCKS * udax::BLOCK_SIZE,
+        "B saw other bytes: {seen:?}"
+    );
+    child_says(&mut lines, "stored");
+    // B's stores are in no file of A's.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < at {
+        let n = g.read_at(&mut buf, off).unwrap();
+        assert!(n > 0);
+        assert!(
+            buf[..n].iter().all(|&x| x == 0xA5),
+            "B's stores landed in A's file near {off}"
+        );
+        off += n as u64;
+    }
+    // B dies: the blocks held for it are free again, and reused.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    child.wait().unwrap();
+    let t = std::time::Instant::now();
+    while free_for_data(&a.statfs().unwrap()) < full + F_BLOCKS {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the held blocks stay held after B died: {full} -> {}",
+            free_for_data(&a.statfs().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let h = a.open("/h", true, true, 0o644).unwrap();
+    let data = vec![0x11u8; (F_BLOCKS * udax::BLOCK_SIZE) as usize];
+    h.write_at(&data, 0).unwrap();
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(h.read_at(&mut back, 0).unwrap(), data.len());
+    assert!(back == data);
+    drop((f, g, h, a));
+    drop(o);
+    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let r = udax::fs::fsck(d).unwrap();
+    assert!(r.clean, "{r:?}");
+}
+
+/// The body of `mp_a_client_cut_off_after_its_process_exited_holds_nothing_back`,
+/// run as its child process: a client that opens `/f` (taking its lease),
+/// forks a process that keeps its connections open (and answers nothing:
+/// no listener thread crosses a fork), says "ready <that pid>" and exits.
+#[test]
+#[ignore = "run as a child process by mp_a_client_cut_off_after_its_process_exited_holds_nothing_back"]
+fn mp_child_client_leaving_its_connections_to_a_forked_process() {
+    use std::io::Write as _;
+    let c = common::serving::child_client();
+    let f = c.open("/f", true, false, 0).unwrap();
+    let mut b = [0u8; 1];
+    f.read_at(&mut b, 0).unwrap();
+    // SAFETY: the forked child only calls pause(2) (async-signal-safe)
+    // until it is killed.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        loop {
+            // SAFETY: as above.
+            unsafe { libc::pause() };
+        }
+    }
+    assert!(pid > 0);
+    eprintln!("ready {pid}");
+    std::io::stderr().flush().unwrap();
+    std::process::exit(0);
+}
+
+#[test]
+fn mp_a_client_cut_off_after_its_process_exited_holds_nothing_back() {
+    use std::io::BufRead as _;
+    let _w = common::Watchdog::start(120, "cut off after exit");
+    let s = setup(16);
+    let o = serve_cutting_off(&s);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/f", true, true, 0o644).unwrap();
+    f.write_at(&vec![0xF0; (F_BLOCKS * udax::BLOCK_SIZE) as usize], 0)
+        .unwrap();
+    let mut child = common::serving::spawn_child(
+        &s,
+        "mp_child_client_leaving_its_connections_to_a_forked_process",
+        &[],
+    );
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let keeper = child_says(&mut lines, "ready")[0] as i32;
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: signalling the process our child forked.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _keeper = Kill(keeper);
+    assert!(child.wait().unwrap().success());
+    let before = free_for_data(&a.statfs().unwrap());
+    let t = std::time::Instant::now();
+    f.set_len(0).unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "B was not cut off"
+    );
+    // Its process is gone: nothing is held for it.
+    assert!(
+        free_for_data(&a.statfs().unwrap()) >= before + F_BLOCKS,
+        "blocks were held for a dead process"
+    );
+    drop((f, a));
+    drop(o);
+}

@@ -54,6 +54,7 @@ mod mmap;
 mod namespace;
 pub mod perm;
 mod poison;
+mod quarantine;
 mod reflink;
 pub(crate) mod refs;
 pub(crate) mod state;
@@ -192,9 +193,10 @@ pub(crate) struct Inner {
     any_shared: AtomicU64,
     /// Directory renames and removals since mount (see `Fs::dir_moves`).
     dir_moves: AtomicU64,
-    /// Freed blocks still referenced by a mapping or a pin: given to the
-    /// allocator once idle (a block is reused only at page count zero, M11).
-    zombies: Mutex<Vec<(u64, u64)>>,
+    /// Freed blocks not in the allocator yet: still mapped or pinned in
+    /// this process (zombies), or held for other processes that may still
+    /// reach them (`quarantine`).
+    freed: Mutex<quarantine::Freed>,
     pub uid: u32,
     pub gid: u32,
     /// The DAX state of the device (entry-lock wait queues, fault counters,
@@ -512,7 +514,7 @@ impl Fs {
                 any_shared: AtomicU64::new(u64::from(!m.refs.is_empty())),
                 refs: RwLock::new(m.refs),
                 dir_moves: AtomicU64::new(0),
-                zombies: Mutex::new(Vec::new()),
+                freed: Mutex::new(quarantine::Freed::default()),
                 uid: rustix::process::geteuid().as_raw(),
                 gid: rustix::process::getegid().as_raw(),
                 read_only: m.read_only,
@@ -1072,27 +1074,12 @@ impl Fs {
         Ok(())
     }
 
-    /// Give blocks no extent references back to the allocator; those still
-    /// mapped or pinned somewhere wait (as zombies) until they are idle.
+    /// Give blocks no extent references back to the allocator (the one
+    /// place freed file blocks go back): those a live cut-off client of an
+    /// owner may still reach are held (`quarantine`), those still mapped or
+    /// pinned somewhere wait (as zombies) until they are idle.
     fn free_blocks(&self, ranges: Vec<(u64, u64)>) {
-        let inner = &*self.inner;
-        let mut give = Vec::new();
-        {
-            let mut z = inner.zombies.lock();
-            let old = std::mem::take(&mut *z);
-            for (s, l) in old.into_iter().chain(ranges) {
-                if inner.dax.page_refs.busy(s, l).is_some() {
-                    z.push((s, l));
-                } else {
-                    give.push((s, l));
-                }
-            }
-        }
-        for (start, len) in give {
-            if let Err(e) = inner.alloc.free(BlockRange { start, len }) {
-                tracing::error!("freeing {start}+{len}: {e}");
-            }
-        }
+        self.give_freed(ranges, true);
     }
 
     /// Is any device block shared at all?

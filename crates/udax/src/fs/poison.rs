@@ -146,12 +146,7 @@ impl Fs {
     /// when the allocator holds it and no freed-but-mapped file block is it.
     fn unowned(&self, blk: u64) -> Owner {
         if let super::Meta::V3(_) = self.inner.meta {
-            let zombie = self
-                .inner
-                .zombies
-                .lock()
-                .iter()
-                .any(|&(s, l)| (s..s + l).contains(&blk));
+            let zombie = self.inner.freed.lock().contains(blk);
             if !self.inner.alloc.is_free(blk) && !zombie && !self.is_bad(blk, 1) {
                 return Owner::Metadata {
                     what: "inode chunk or tree node",

@@ -185,6 +185,28 @@ struct Shared {
     fuse: Mutex<Vec<fuse::Live>>,
     /// Size grants out, by inode (`grants`).
     grants: Mutex<HashMap<u64, Arc<grants::GrantOut>>>,
+    /// Clients cut off while their processes lived, until each process
+    /// exits: the blocks they may still reach are held back from reuse
+    /// (`hold_for_cut_off`, `release_the_dead`). A leaf lock.
+    cut_off: Mutex<Vec<CutOff>>,
+}
+
+/// A client cut off while its process lived (see `Shared::cut_off`).
+#[derive(Debug)]
+struct CutOff {
+    client: u64,
+    pid: i32,
+    pidfd: Option<Arc<OwnedFd>>,
+}
+
+/// Whether the process `pid` (`pidfd`, when one was had) has exited. A
+/// zombie has: it runs no more (its pidfd reads as exited).
+fn exited(pid: i32, pidfd: Option<&OwnedFd>) -> bool {
+    match pidfd {
+        Some(fd) => wire::wait_readable(fd.as_fd(), 0).unwrap_or(false),
+        None => rustix::process::Pid::from_raw(pid)
+            .is_none_or(|p| rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH)),
+    }
 }
 
 /// The POSIX record locks of a process that is exec'ing: held under a lock
@@ -359,6 +381,7 @@ impl Owner {
                 lock_offers: Mutex::new(HashMap::new()),
                 fuse: Mutex::new(Vec::new()),
                 grants: Mutex::new(HashMap::new()),
+                cut_off: Mutex::new(Vec::new()),
             }),
             listener,
             socket,
@@ -396,7 +419,7 @@ impl Owner {
                     break;
                 }
             }
-            if !wire::wait_readable(self.listener.as_fd(), 100).map_err(Error::Io)? {
+            if !wait_for_client_or_exit(&self.shared, self.listener.as_fd(), 100)? {
                 continue;
             }
             let sock = match wire::accept(self.listener.as_fd()) {
@@ -926,21 +949,34 @@ fn settled_stat(sh: &Shared, look: impl Fn() -> Result<Stat>) -> Result<Stat> {
 /// Forget client `c`: close its files, drop its leases, and shut its
 /// connections (a cut-off client sees them end).
 fn drop_client(sh: &Shared, c: u64, why: &str) {
-    let rec = {
+    let cut = why.starts_with("cut off");
+    let (rec, leased) = {
         let mut t = sh.table.lock();
-        for holders in t.leases.values_mut() {
-            holders.remove(&c);
+        let mut leased = Vec::new();
+        for (ino, holders) in t.leases.iter_mut() {
+            if holders.remove(&c) {
+                leased.push(*ino);
+            }
         }
-        t.clients.remove(&c)
+        let rec = t.clients.remove(&c);
+        // A client that closed its connection (it exited, exec'd or let go
+        // of its last file) writes no more; one cut off may, while it
+        // lives, and its mappings still show the blocks of its files: from
+        // here on (before any change that cut it off frees a block, and
+        // before another thread can find it gone) freed blocks are held.
+        let alive = cut
+            && rec
+                .as_ref()
+                .is_some_and(|r| !exited(r.pid, r.pidfd.as_deref()));
+        if alive {
+            sh.fs.hold_frees_for(c);
+        }
+        (rec, alive.then_some(leased))
     };
-    // A client that closed its connection (it exited, exec'd or let go
-    // of its last file) writes no more; one cut off may, while it lives.
-    let may_write = why.starts_with("cut off")
-        && rec.as_ref().is_some_and(|r| {
-            rustix::process::Pid::from_raw(r.pid).is_some_and(|p| {
-                rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH)
-            })
-        });
+    let may_write = leased.is_some();
+    if let (Some(leased), Some(rec)) = (leased, &rec) {
+        hold_for_cut_off(sh, c, rec, leased);
+    }
     grants::client_gone(sh, c, may_write);
     sh.locks.release_process(c);
     if let Some(rec) = &rec {
@@ -961,6 +997,104 @@ fn drop_client(sh: &Shared, c: u64, why: &str) {
         drop(rec);
     }
     publish_space(sh);
+}
+
+/// Client `c` (`rec`) was cut off while its process lives, and every block
+/// freed since is held for it: from now on only the blocks it may reach are,
+/// those of the files it had leases on (`leased`) or open, as they are now
+/// (its mappings and layouts show no others), until its process exits
+/// (`release_the_dead`).
+fn hold_for_cut_off(sh: &Shared, c: u64, rec: &ClientRec, mut inos: Vec<u64>) {
+    inos.extend(rec.handles.values().map(|d| d.ino()));
+    inos.sort_unstable();
+    inos.dedup();
+    let runs: Vec<(u64, u64)> = inos
+        .iter()
+        .flat_map(|&ino| sh.fs.device_runs_of(ino))
+        .collect();
+    let blocks: u64 = runs.iter().map(|(_, l)| l).sum();
+    sh.fs.set_hold_reach(c, runs);
+    tracing::warn!(
+        "client {c} (pid {}) was cut off while its process lives: the blocks of the {} files it may still \
+         reach through its mappings ({blocks} blocks) are not reused when freed, until it exits",
+        rec.pid,
+        inos.len()
+    );
+    sh.cut_off.lock().push(CutOff {
+        client: c,
+        pid: rec.pid,
+        pidfd: rec.pidfd.clone(),
+    });
+}
+
+/// Release the blocks held for cut-off clients whose processes exited.
+fn release_the_dead(sh: &Shared) {
+    let dead: Vec<CutOff> = {
+        let mut l = sh.cut_off.lock();
+        let (dead, live) = std::mem::take(&mut *l)
+            .into_iter()
+            .partition(|x| exited(x.pid, x.pidfd.as_deref()));
+        *l = live;
+        dead
+    };
+    if dead.is_empty() {
+        return;
+    }
+    for x in dead {
+        tracing::debug!(
+            "cut-off client {} (pid {}) exited: its held blocks go back",
+            x.client,
+            x.pid
+        );
+        sh.fs.release_held(x.client);
+    }
+    publish_space(sh);
+}
+
+/// Wait up to `timeout_ms` for a connection on `listener`, or for a cut-off
+/// client's process to exit (its pidfd becomes readable: its held blocks
+/// are released here). Returns whether a connection waits.
+fn wait_for_client_or_exit(
+    sh: &Shared,
+    listener: std::os::fd::BorrowedFd<'_>,
+    timeout_ms: i32,
+) -> Result<bool> {
+    let pidfds: Vec<Arc<OwnedFd>> = {
+        let l = sh.cut_off.lock();
+        if l.iter().any(|x| x.pidfd.is_none()) {
+            // A process without a pidfd is looked at once per wait.
+            drop(l);
+            release_the_dead(sh);
+            sh.cut_off
+                .lock()
+                .iter()
+                .filter_map(|x| x.pidfd.clone())
+                .collect()
+        } else {
+            l.iter().filter_map(|x| x.pidfd.clone()).collect()
+        }
+    };
+    if pidfds.is_empty() {
+        return wire::wait_readable(listener, timeout_ms).map_err(Error::Io);
+    }
+    use rustix::event::{PollFd, PollFlags};
+    let mut p: Vec<PollFd<'_>> = std::iter::once(PollFd::new(&listener, PollFlags::IN))
+        .chain(pidfds.iter().map(|f| PollFd::new(&**f, PollFlags::IN)))
+        .collect();
+    let t = rustix::time::Timespec {
+        tv_sec: i64::from(timeout_ms / 1000),
+        tv_nsec: i64::from(timeout_ms % 1000) * 1_000_000,
+    };
+    match rustix::event::poll(&mut p, Some(&t)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(Error::Io(e.into())),
+    }
+    let accept = !p[0].revents().is_empty();
+    if p[1..].iter().any(|x| !x.revents().is_empty()) {
+        drop(p);
+        release_the_dead(sh);
+    }
+    Ok(accept)
 }
 
 /// The lock a change of inode `ino`'s layout holds (see `Shared::changing`).
