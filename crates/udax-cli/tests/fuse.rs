@@ -643,6 +643,53 @@ fn fuse_and_a_dax_client_mapping_see_each_others_writes() {
     drop(map);
 }
 
+/// A change made through the mount drops, in a client's attribute cache,
+/// what it changed and nothing else (a client's own change is traced the
+/// same way): the names a rename, create or unlink touched, the inode a
+/// truncate or a change of times touched.
+#[test]
+fn fuse_a_change_on_the_mount_drops_only_the_client_answers_it_touches() {
+    let t = "fuse_a_change_on_the_mount_drops_only_the_client_answers_it_touches";
+    if !fuse_ready(t) {
+        return;
+    }
+    let m = Mount::new("");
+    m.sh("mkdir a b && echo x > a/x && echo yy > b/y && echo w > b/w");
+    let c = udax::client::Client::connect(
+        Path::new(&m.dev),
+        &udax::client::ConnectOptions {
+            runtime_dir: Some(m.run.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ask = |p: &str| -> (Option<u64>, u64) {
+        let before = c.requests();
+        let s = c.stat(p).ok().map(|s| s.size);
+        (s, c.requests() - before)
+    };
+    for p in ["/a/x", "/b/y", "/b/w", "/b/missing"] {
+        ask(p);
+    }
+    assert_eq!(ask("/b/missing"), (None, 0), "cached: names nothing");
+    assert_eq!(ask("/b/w"), (Some(2), 0), "cached");
+    // Through the mount: a rename in a, a create in a, a truncate of b/y.
+    m.sh("mv a/x a/z && touch a/new && truncate -s 1 b/y");
+    assert_eq!(ask("/a/x"), (None, 1), "the renamed name is asked again");
+    assert_eq!(ask("/a/z"), (Some(2), 1));
+    assert_eq!(
+        ask("/b/y"),
+        (Some(1), 1),
+        "the truncated file is asked again"
+    );
+    assert_eq!(ask("/b/missing"), (None, 0), "untouched: still cached");
+    assert_eq!(ask("/b/w"), (Some(2), 0), "untouched: still cached");
+    // An unlink through the mount names its name.
+    m.sh("rm b/w");
+    assert_eq!(ask("/b/w"), (None, 1));
+    assert_eq!(ask("/b/missing"), (None, 0));
+}
+
 /// Directory listings on the mount read a page at a time with cookie
 /// offsets (docs/preload.md, "Directory streams"): the shim's test program
 /// (crates/udax-preload/tests/dirstream.c), run on the mount, lists 20000

@@ -17,15 +17,18 @@
 //! the kernel's own checks (`default_permissions`). Changes go through the
 //! owner's machinery, as a client's calls do: a write that fills a hole or
 //! grows a file, a truncate, a fallocate, a clone recall the layout leases
-//! of the library and shim clients first, and every change drops their
-//! attribute caches (`uncache`). Regular files are opened `FOPEN_DIRECT_IO`:
+//! of the library and shim clients first, and every change drops what
+//! their attribute caches hold of it: a change of names is traced as a
+//! client's (`change_names`: the names and inodes it changed), a change of
+//! one file names its inode (`uncache`), a mode or owner drops everything.
+//! Regular files are opened `FOPEN_DIRECT_IO`:
 //! the kernel keeps no copy of file data that a DAX client's store could
 //! make stale.
 
 use super::grants::{self, Settle};
 use super::{
-    blocks_changed, change_lock, changes_layout, publish_space, recall_leases as recall, uncache,
-    Shared,
+    blocks_changed, change_lock, changes_layout, publish_space, publish_trace,
+    recall_leases as recall, uncache, Shared,
 };
 use crate::format::{ROOT_INO, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK};
 use crate::fs::locks::{LockKind, LockOwner as TableOwner};
@@ -388,10 +391,30 @@ impl Front {
         }
     }
 
-    /// Another process's view may have cached what this change touched.
+    /// A change of the mount no key describes (a directory's mode or
+    /// owner): every client drops every cached answer.
     fn changed(&self) {
         uncache(&self.sh, None);
         publish_space(&self.sh);
+    }
+
+    /// A change of inode `ino`'s data or attributes alone: the clients
+    /// drop what they cached of it (for a change of a file's layout, done
+    /// inside its change lock already: `truncate`, `fallocate`).
+    fn changed_ino(&self, ino: u64) {
+        uncache(&self.sh, Some(ino));
+        publish_space(&self.sh);
+    }
+
+    /// Run `op`, a change of names made through the mount, traced as a
+    /// client's (`answer_names`): the change log names the names and
+    /// inodes it changed, so the clients drop only the answers that
+    /// depend on them (everything, when the trace cannot say).
+    fn change_names<T>(&self, op: impl FnOnce() -> Result<T>) -> Result<T> {
+        let (r, t) = crate::fs::trace::traced(op);
+        publish_trace(&self.sh, &t);
+        publish_space(&self.sh);
+        r
     }
 
     /// The kernel now holds one more reference to `s.ino`, found as `name`
@@ -540,7 +563,11 @@ impl Front {
         grants::settle_locked(&self.sh, f.ino(), Settle::Everyone)?;
         let from = size.min(f.len()) / BLOCK_SIZE;
         recall(&self.sh, f.ino(), None, size < f.len(), from..u64::MAX)?;
-        f.set_len(size)
+        let r = f.set_len(size);
+        // The clients drop what they cached of the file before its change
+        // lock goes (as after a write).
+        uncache(&self.sh, Some(f.ino()));
+        r
     }
 
     /// Write `data` at `off` (at the end of file, for `append`), recalling
@@ -588,7 +615,12 @@ impl Front {
     }
 
     fn fallocate(&self, f: &File, mode: u32, offset: u64, len: u64) -> Result<()> {
-        super::fallocate_recalled(&self.sh, f, mode, offset, len)
+        // (The change lock is reentrant: `fallocate_recalled` takes it too.)
+        let lock = change_lock(&self.sh, f.ino());
+        let _g = lock.lock();
+        let r = super::fallocate_recalled(&self.sh, f, mode, offset, len);
+        uncache(&self.sh, Some(f.ino()));
+        r
     }
 
     /// `SEEK_DATA`/`SEEK_HOLE` from `off`, from the file's extents.
@@ -731,11 +763,10 @@ impl Front {
         self.writable()?;
         let (path, name) = self.child(parent.0, name)?;
         let ino = self.sh.fs.resolve_nofollow(&path).ok();
-        op(&self.caller(req), &path)?;
+        self.change_names(|| op(&self.caller(req), &path))?;
         if let Some(ino) = ino {
             self.forget_name(ino, parent.0, &name);
         }
-        self.changed();
         Ok(())
     }
 }
@@ -887,9 +918,20 @@ impl Filesystem for Front {
                     }
                 }
             }
-            self.changed();
-            self.stat_ino(ino, fh)
+            Ok(())
         })();
+        // After any part of it, failed or not (a mode set before an owner
+        // that fails stays set): a mode or owner decides the search
+        // permission of every path through a directory, so drops
+        // everything; the rest (size, times) is the inode's alone.
+        if !self.read_only {
+            if mode.is_some() || uid.is_some() || gid.is_some() {
+                self.changed();
+            } else {
+                self.changed_ino(ino.0);
+            }
+        }
+        let r = r.and_then(|()| self.stat_ino(ino.0, fh));
         reply_attr(reply, r);
     }
 
@@ -916,8 +958,7 @@ impl Filesystem for Front {
             let fs = self.caller(req);
             // A FIFO's pipe is the kernel's (it opens FUSE FIFOs itself); a
             // device node does not open on the mount (nodev).
-            fs.mknod(&path, mode, u64::from(rdev))?;
-            self.changed();
+            self.change_names(|| fs.mknod(&path, mode, u64::from(rdev)))?;
             self.entry_of(parent.0, &name, &path, &fs)
         })();
         reply_entry(reply, r);
@@ -936,8 +977,7 @@ impl Filesystem for Front {
             self.writable()?;
             let (path, name) = self.child(parent.0, name)?;
             let fs = self.caller(req);
-            fs.mkdir(&path, mode & 0o7777)?;
-            self.changed();
+            self.change_names(|| fs.mkdir(&path, mode & 0o7777))?;
             self.entry_of(parent.0, &name, &path, &fs)
         })();
         reply_entry(reply, r);
@@ -963,8 +1003,7 @@ impl Filesystem for Front {
             self.writable()?;
             let (path, name) = self.child(parent.0, link_name)?;
             let fs = self.caller(req);
-            fs.symlink(target.as_os_str().as_encoded_bytes(), &path)?;
-            self.changed();
+            self.change_names(|| fs.symlink(target.as_os_str().as_encoded_bytes(), &path))?;
             self.entry_of(parent.0, &name, &path, &fs)
         })();
         reply_entry(reply, r);
@@ -995,7 +1034,7 @@ impl Filesystem for Front {
             let (to, newname) = self.child(newparent.0, newname)?;
             let a = self.sh.fs.resolve_nofollow(&from).ok();
             let b = self.sh.fs.resolve_nofollow(&to).ok();
-            self.caller(req).rename2(&from, &to, how)?;
+            self.change_names(|| self.caller(req).rename2(&from, &to, how))?;
             let mut m = self.nodes.lock();
             let mut rename_in = |ino: Option<u64>, old: (u64, &str), new: Option<(u64, &str)>| {
                 if let Some(n) = ino.and_then(|i| m.get_mut(&i)) {
@@ -1014,7 +1053,6 @@ impl Filesystem for Front {
                 rename_in(a, (parent.0, &name), Some((newparent.0, &newname)));
             }
             drop(m);
-            self.changed();
             Ok(())
         })();
         reply_empty(reply, r);
@@ -1032,19 +1070,18 @@ impl Filesystem for Front {
             self.writable()?;
             let (to, newname) = self.child(newparent.0, newname)?;
             let fs = self.caller(req);
-            match self.path(ino.0) {
-                Ok(from) => fs.link(&from, &to)?,
+            self.change_names(|| match self.path(ino.0) {
+                Ok(from) => fs.link(&from, &to),
                 // An open file whose names are gone (`O_TMPFILE`, or
                 // unlinked): linked by the handle.
                 Err(e) => match self.open_file_of(ino.0) {
                     Some(h) => match &*h {
-                        Handle::File { file, .. } => file.link(&to)?,
-                        Handle::Dir { .. } => return Err(e),
+                        Handle::File { file, .. } => file.link(&to),
+                        Handle::Dir { .. } => Err(e),
                     },
-                    None => return Err(e),
+                    None => Err(e),
                 },
-            }
-            self.changed();
+            })?;
             self.entry_of(newparent.0, &newname, &to, &fs)
         })();
         reply_entry(reply, r);
@@ -1074,7 +1111,7 @@ impl Filesystem for Front {
             }
             if write && flags.0 & libc::O_TRUNC != 0 && !f.is_empty() {
                 self.truncate(&f, 0)?;
-                self.changed();
+                publish_space(&self.sh);
             }
             Ok(self.add_handle(Handle::File {
                 file: f,
@@ -1338,21 +1375,23 @@ impl Filesystem for Front {
             let (path, name) = self.child(parent.0, name)?;
             let fs = self.caller(req);
             let acc = flags & libc::O_ACCMODE;
-            let f = fs.open(
-                &path,
-                &OpenOptions {
-                    read: acc != libc::O_WRONLY,
-                    write: acc != libc::O_RDONLY,
-                    create: true,
-                    create_new: flags & libc::O_EXCL != 0,
-                    mode: mode & 0o7777,
-                    ..Default::default()
-                },
-            )?;
+            let f = self.change_names(|| {
+                fs.open(
+                    &path,
+                    &OpenOptions {
+                        read: acc != libc::O_WRONLY,
+                        write: acc != libc::O_RDONLY,
+                        create: true,
+                        create_new: flags & libc::O_EXCL != 0,
+                        mode: mode & 0o7777,
+                        ..Default::default()
+                    },
+                )
+            })?;
             if acc != libc::O_RDONLY && flags & libc::O_TRUNC != 0 && !f.is_empty() {
                 self.truncate(&f, 0)?;
+                publish_space(&self.sh);
             }
-            self.changed();
             let s = f.stat()?;
             self.remember(parent.0, &name, &path, &s);
             let fh = self.add_handle(Handle::File {
@@ -1491,7 +1530,7 @@ impl Filesystem for Front {
                 return Err(Error::IsDir);
             };
             self.fallocate(file, mode as u32, offset, length)?;
-            self.changed();
+            publish_space(&self.sh);
             Ok(())
         })();
         reply_empty(reply, r);
@@ -1546,7 +1585,7 @@ impl Filesystem for Front {
             // One reply counts at most u32::MAX bytes.
             let len = len.min(u32::MAX as u64 & !(BLOCK_SIZE - 1));
             let n = self.copy_range(s, offset_in, d, offset_out, len)?;
-            self.changed();
+            self.changed_ino(d.ino());
             Ok(n)
         })();
         match r {

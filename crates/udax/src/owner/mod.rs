@@ -1497,6 +1497,21 @@ fn publish(sh: &Shared, recs: &[Rec]) {
     sh.ring.append(recs);
 }
 
+/// Append what a traced change of names changed to the change log: the
+/// names and inodes its transactions named, or everything when the trace
+/// could not keep them all.
+fn publish_trace(sh: &Shared, t: &crate::fs::trace::Trace) {
+    if !t.complete() {
+        return uncache(sh, None);
+    }
+    let recs: Vec<Rec> = (t.names.iter().map(|&k| Rec::Name(k)))
+        .chain(t.inos.iter().map(|&i| Rec::Ino(i)))
+        .collect();
+    if !recs.is_empty() {
+        publish(sh, &recs);
+    }
+}
+
 /// Publish the totals `statfs` shows that change (free blocks, inodes,
 /// metadata bytes) in the change log's memory, where clients read them
 /// without a round trip: after every answer to a client (before it is
