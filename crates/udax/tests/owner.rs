@@ -285,7 +285,12 @@ fn mp_a_listing_paged_through_the_owner_neither_misses_nor_repeats_entries_chang
             let mut id = 1000;
             let mut call = |r: Request| {
                 id += 1;
-                assert_eq!(exchange(&sock, &r.encode(id)), Some(Reply::Done));
+                // (With what the changed path shows now, for a cache.)
+                let r = match exchange(&sock, &r.encode(id)) {
+                    Some(Reply::Changed { then, .. }) => Some(*then),
+                    r => r,
+                };
+                assert_eq!(r, Some(Reply::Done));
             };
             for n in churn.iter().filter(|n| listed.contains(n)) {
                 call(Request::Unlink {
@@ -1859,6 +1864,161 @@ fn mp_a_change_of_a_name_drops_only_the_answers_whose_walks_looked_it_up_everywh
     assert_eq!(b.requests(), n, "a cached page went to the owner");
     a.create("/d3/i", 0o644).unwrap();
     assert_eq!(names(&b), ["g", "h", "i"]);
+}
+
+#[test]
+fn mp_a_stat_after_the_clients_own_create_needs_no_round_trip_and_sees_the_new_file() {
+    let _w = common::Watchdog::start(60, "seeded creates");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    a.mkdir("/d", 0o755).unwrap();
+    // Cached before: the names are free.
+    for p in ["/d/f", "/d/g", "/d/s"] {
+        assert!(matches!(a.stat(p), Err(Error::NotFound)));
+    }
+    // An open that creates (as dbench's), a create, a mkdir, a symlink:
+    // each change's answer brings what its path shows now.
+    let f = a.open("/d/f", true, true, 0o644).unwrap();
+    let n = a.requests();
+    let st = a.stat("/d/f").unwrap();
+    assert_eq!(st.ino, f.ino());
+    assert_eq!(a.lstat("/d/f").unwrap(), st);
+    assert_eq!(f.stat().unwrap().ino, st.ino, "fstat");
+    assert_eq!(a.requests(), n, "a stat after the client's own create");
+    a.create("/d/g", 0o600).unwrap();
+    a.mkdir("/d/s", 0o700).unwrap();
+    a.symlink(b"f", "/d/l").unwrap();
+    let n = a.requests();
+    assert_eq!(a.stat("/d/g").unwrap().mode & 0o777, 0o600);
+    assert!(a.stat("/d/s").unwrap().is_dir());
+    assert_eq!(a.lstat("/d/l").unwrap().mode & libc::S_IFMT, libc::S_IFLNK);
+    assert_eq!(a.requests(), n, "stats after the client's own changes");
+    // Exactly what the owner answers another client.
+    for p in ["/d/f", "/d/g", "/d/s"] {
+        assert_eq!(a.stat(p).unwrap(), b.stat(p).unwrap(), "{p}");
+    }
+    assert_eq!(a.lstat("/d/l").unwrap(), b.lstat("/d/l").unwrap());
+    // stat through the link is not seeded (its walk goes on to the target).
+    assert_eq!(a.stat("/d/l").unwrap().ino, st.ino);
+    assert_eq!(a.requests(), n + 1);
+    // Another client's later change of the name drops it as before.
+    b.unlink("/d/g").unwrap();
+    assert!(matches!(a.stat("/d/g"), Err(Error::NotFound)));
+    b.create("/d/g", 0o644).unwrap();
+    assert_eq!(a.stat("/d/g").unwrap().mode & 0o777, 0o644);
+}
+
+#[test]
+fn mp_a_stat_after_the_clients_own_unlink_rmdir_or_rename_needs_no_round_trip_and_finds_the_name_as_it_is_now(
+) {
+    let _w = common::Watchdog::start(60, "seeded removals");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    a.mkdir("/d", 0o755).unwrap();
+    for p in ["/d/f", "/d/g", "/d/x", "/d/y"] {
+        a.create(p, 0o644).unwrap();
+    }
+    a.mkdir("/d/s", 0o755).unwrap();
+    let g = a.stat("/d/g").unwrap().ino;
+    let (x, y) = (a.stat("/d/x").unwrap().ino, a.stat("/d/y").unwrap().ino);
+    let n = a.requests();
+    a.unlink("/d/f").unwrap();
+    assert!(matches!(a.stat("/d/f"), Err(Error::NotFound)));
+    assert!(matches!(a.lstat("/d/f"), Err(Error::NotFound)));
+    a.rmdir("/d/s").unwrap();
+    assert!(matches!(a.stat("/d/s"), Err(Error::NotFound)));
+    // A rename: the old name names nothing, the new one the file.
+    a.rename("/d/g", "/d/h").unwrap();
+    assert!(matches!(a.stat("/d/g"), Err(Error::NotFound)));
+    assert_eq!(a.stat("/d/h").unwrap().ino, g);
+    // An exchange: both names, swapped.
+    a.rename2("/d/x", "/d/y", udax::fs::Rename::Exchange)
+        .unwrap();
+    assert_eq!(a.stat("/d/x").unwrap().ino, y);
+    assert_eq!(a.stat("/d/y").unwrap().ino, x);
+    // A link: the new name.
+    a.link("/d/h", "/d/k").unwrap();
+    assert_eq!(a.stat("/d/k").unwrap().nlink, 2);
+    assert_eq!(
+        a.requests(),
+        n + 5,
+        "a stat after the client's own change went to the owner"
+    );
+    for p in ["/d/f", "/d/s", "/d/g"] {
+        assert!(matches!(b.stat(p), Err(Error::NotFound)), "{p}");
+    }
+    for p in ["/d/h", "/d/x", "/d/y", "/d/k"] {
+        assert_eq!(a.stat(p).unwrap(), b.stat(p).unwrap(), "{p}");
+    }
+}
+
+/// [`mp_another_clients_change_between_the_owners_answer_and_the_seeding_drops_the_seeded_answer`]:
+/// B, and the change it makes when armed.
+static RACER: std::sync::Mutex<Option<Racer>> = std::sync::Mutex::new(None);
+
+/// B and the change it makes.
+type Racer = (Client, fn(&Client));
+
+/// A's hook between the owner's answer to its change and the seeding.
+fn race_in() {
+    if let Some((b, change)) = RACER.lock().unwrap().take() {
+        change(&b);
+    }
+}
+
+#[test]
+fn mp_another_clients_change_between_the_owners_answer_and_the_seeding_drops_the_seeded_answer() {
+    let _w = common::Watchdog::start(60, "seeding race");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(
+        &s.dev,
+        &udax::client::ConnectOptions {
+            before_seeding: Some(race_in),
+            ..opts(&s, true)
+        },
+    )
+    .unwrap();
+    a.mkdir("/d", 0o755).unwrap();
+    let arm = |change: fn(&Client)| {
+        let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+        *RACER.lock().unwrap() = Some((b, change));
+    };
+    // A creates /d/f; B removes it after the owner answered A, before A
+    // keeps what the answer said: A's stat must not find it.
+    arm(|b| b.unlink("/d/f").unwrap());
+    let f = a.open("/d/f", true, true, 0o644).unwrap();
+    assert!(RACER.lock().unwrap().is_none(), "B did not run");
+    assert!(
+        matches!(a.stat("/d/f"), Err(Error::NotFound)),
+        "A's stat shows a file B removed before it"
+    );
+    drop(f);
+    // A renames /d/g away; B makes a new /d/g meanwhile.
+    a.create("/d/g", 0o644).unwrap();
+    arm(|b| b.mkdir("/d/g", 0o700).unwrap());
+    a.rename("/d/g", "/d/h").unwrap();
+    assert!(
+        a.stat("/d/g").unwrap().is_dir(),
+        "A's stat misses B's new directory"
+    );
+    // B grows the renamed file (a record of its inode alone).
+    a.create("/d/i", 0o644).unwrap();
+    arm(|b| {
+        let f = b.open("/d/j", true, false, 0).unwrap();
+        assert_eq!(f.write_at(b"abc", 0).unwrap(), 3);
+    });
+    a.rename("/d/i", "/d/j").unwrap();
+    assert_eq!(a.stat("/d/j").unwrap().size, 3, "A's stat misses B's write");
+    // Without a change in between, the seed is kept.
+    a.create("/d/k", 0o644).unwrap();
+    let n = a.requests();
+    assert!(a.stat("/d/k").is_ok());
+    assert_eq!(a.requests(), n);
 }
 
 #[test]

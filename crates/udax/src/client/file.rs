@@ -358,7 +358,7 @@ const TOUCH_EVERY_NS: u64 = 1_000_000_000;
 
 /// The key of an open file's attributes in the attribute cache (one no
 /// path can be: paths have no NUL).
-fn fstat_key(ino: u64) -> String {
+pub(super) fn fstat_key(ino: u64) -> String {
     format!("\0{ino}")
 }
 

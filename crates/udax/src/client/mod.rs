@@ -45,6 +45,11 @@ pub struct ConnectOptions {
     pub runtime_dir: Option<PathBuf>,
     /// How long to wait for a started owner to answer.
     pub start_timeout: Duration,
+    /// For tests: run between the owner's answer to a change of names
+    /// and the caching of what its paths show (`Reply::Changed`), where
+    /// another process's change may come in.
+    #[doc(hidden)]
+    pub before_seeding: Option<fn()>,
 }
 
 impl Default for ConnectOptions {
@@ -54,6 +59,7 @@ impl Default for ConnectOptions {
             start: None,
             runtime_dir: None,
             start_timeout: Duration::from_secs(10),
+            before_seeding: None,
         }
     }
 }
@@ -112,6 +118,8 @@ struct Inner {
     /// The totals of the first `statfs` (the changing ones are then read
     /// from the change log's memory).
     totals: std::sync::OnceLock<proto::Totals>,
+    /// [`ConnectOptions::before_seeding`].
+    before_seeding: Option<fn()>,
 }
 
 /// Cached attributes, and a generation that every drop not read from the
@@ -189,6 +197,70 @@ impl AttrCache {
     /// next catch-up, which drops the answer then).
     fn keeps(&self, ring: &Ring, mark: Mark, deps: &Deps, ino: Option<u64>) -> bool {
         !self.closed && self.gen == mark.gen && untouched_since(ring, mark.seen, deps, ino)
+    }
+
+    /// Whether an answer the owner gave as of its change log's record
+    /// `at` (a `Changed` seed: the records before `at`, its own change's
+    /// among them, are in it), asked for at `mark`, may be kept: this cache
+    /// has applied every record before `at` (none of them can drop it
+    /// later), there was no local drop since `mark`, and no record from
+    /// `at` on names what it depends on ([`AttrCache::keeps`] from `at`).
+    fn keeps_from(&self, ring: &Ring, mark: Mark, at: u64, deps: &Deps, ino: Option<u64>) -> bool {
+        self.seen >= at
+            && self.keeps(
+                ring,
+                Mark {
+                    gen: mark.gen,
+                    seen: at,
+                },
+                deps,
+                ino,
+            )
+    }
+
+    /// Keep what the paths of a change of names this client made show
+    /// (`seeds`, as of record `at` of the change log; asked for at `mark`
+    /// with credentials `me`, the paths sent being `sent`): each seed's
+    /// `lstat` answer, its `stat` answer too unless it is a symbolic link
+    /// (the walk is then the same), and the file's `fstat` answer.
+    fn seed(
+        &mut self,
+        ring: &Ring,
+        mark: Mark,
+        me: &Cred,
+        at: u64,
+        seeds: Vec<proto::Seed>,
+        sent: &[&[u8]],
+    ) {
+        if self.who.as_ref() != Some(me) {
+            return;
+        }
+        for seed in seeds {
+            let Some(path) = sent
+                .iter()
+                .find(|p| p[..] == seed.path[..])
+                .and_then(|p| std::str::from_utf8(p).ok())
+            else {
+                continue;
+            };
+            let s = seed.attr.as_ref().map(stat);
+            let deps: Deps = Some(seed.deps.into_boxed_slice());
+            if !self.keeps_from(ring, mark, at, &deps, s.map(|s| s.ino)) {
+                continue;
+            }
+            if self.map.len() + 3 > ATTRS_KEPT {
+                self.map.clear();
+            }
+            let link = s.is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFLNK);
+            if let Some(s) = s.filter(|_| !link) {
+                self.map
+                    .insert(file::fstat_key(s.ino), (Some(s), Some(Box::default())));
+            }
+            if !link {
+                self.map.insert(path.to_string(), (s, deps.clone()));
+            }
+            self.map.insert(lstat_key(path), (s, deps));
+        }
     }
 
     fn drop_all(&mut self) {
@@ -291,6 +363,11 @@ fn untouched_since(ring: &Ring, from: u64, deps: &Deps, ino: Option<u64>) -> boo
     })
 }
 
+/// The attribute cache's key of `lstat(path)` (`stat`'s is the path).
+fn lstat_key(path: &str) -> String {
+    format!("\0l{path}")
+}
+
 /// An answer and the names its walk looked up, if it came `Walked`.
 fn unwalked(r: Reply) -> (Reply, Deps) {
     match r {
@@ -323,7 +400,7 @@ impl Client {
                 }
             },
         };
-        let c = Client::hello(sock, opts.write)?;
+        let c = Client::hello(sock, opts.write, opts.before_seeding)?;
         // The owner at this UUID's socket must serve this very device: the
         // fd it sent is the file at `path` (a copy of an image has the same
         // UUID).
@@ -342,10 +419,10 @@ impl Client {
     pub fn connect_socket(socket: &Path, write: bool) -> Result<Client> {
         let s = wire::connect(socket)
             .map_err(|e| not_connected(format!("{}: {e}", socket.display())))?;
-        Client::hello(s, write)
+        Client::hello(s, write, None)
     }
 
-    fn hello(sock: OwnedFd, write: bool) -> Result<Client> {
+    fn hello(sock: OwnedFd, write: bool, before_seeding: Option<fn()>) -> Result<Client> {
         let req = Request::Hello {
             version: proto::VERSION,
             write,
@@ -393,6 +470,7 @@ impl Client {
                     attrs: Mutex::new(AttrCache::default()),
                     ring,
                     totals: std::sync::OnceLock::new(),
+                    before_seeding,
                 });
                 let listener = file::listen(&inner, &callback)?;
                 Ok(Client {
@@ -634,9 +712,32 @@ impl Inner {
             },
             req: Box::new(req.clone()),
         };
+        // A change of names: what its paths show comes with the answer
+        // (`Changed`), kept if nothing changed them since.
+        let sent = req.changed_paths();
+        let mark = (!sent.is_empty()).then(|| {
+            let mut c = self.attrs_now();
+            c.asked_as(me);
+            c.mark()
+        });
         // ORDERING: Relaxed: a statistic.
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.call_on(&self.sock, &claimed)
+        match self.call_on(&self.sock, &claimed)? {
+            Reply::Changed { at, seeds, then } => {
+                if let Some(mark) = mark {
+                    if let Some(f) = self.before_seeding {
+                        f();
+                    }
+                    self.attrs_now()
+                        .seed(&self.ring, mark, me, at, seeds, &sent);
+                }
+                match *then {
+                    Reply::Error { errno, message } => Err(Error::from_remote(errno, message)),
+                    then => Ok(then),
+                }
+            }
+            r => Ok(r),
+        }
     }
 
     /// A request answered with `Done`.
@@ -792,7 +893,7 @@ impl Client {
     pub fn lstat(&self, path: &str) -> Result<Stat> {
         let me = Cred::of_this_thread();
         self.inner
-            .cached_stat(&format!("\0l{path}"), Some(&me), || Request::Lstat {
+            .cached_stat(&lstat_key(path), Some(&me), || Request::Lstat {
                 path: path.as_bytes().to_vec(),
             })
     }
@@ -1372,4 +1473,187 @@ pub fn stop_owner(
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(Some(pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> Cred {
+        Cred {
+            uid: 1000,
+            gid: 1000,
+            groups: Vec::new(),
+        }
+    }
+
+    fn seed(path: &str, deps: &[u64], ino: u64) -> proto::Seed {
+        proto::Seed {
+            path: path.as_bytes().to_vec(),
+            deps: deps.to_vec(),
+            attr: Some(Attr {
+                ino,
+                mode: libc::S_IFREG | 0o644,
+                nlink: 1,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// A cache that asked as `me()`, caught up with `ring`, and the mark
+    /// a change of names takes before it is sent.
+    fn marked(ring: &Ring) -> (AttrCache, Mark) {
+        let mut c = AttrCache::default();
+        c.asked_as(&me());
+        c.catch_up(ring);
+        let mark = c.mark();
+        (c, mark)
+    }
+
+    // The names of a create of `/d/f`: (root, d), (d, f), and d's listing.
+    const ROOT_D: u64 = 11;
+    const D_F: u64 = 12;
+    const D_LIST: u64 = 13;
+    const D: u64 = 2;
+    const F: u64 = 5;
+
+    /// The create's own records, as the owner appends them.
+    fn own_change(ring: &Ring) {
+        ring.append(&[Rec::Name(D_F), Rec::Name(D_LIST), Rec::Ino(D), Rec::Ino(F)]);
+    }
+
+    #[test]
+    fn a_seeded_answer_outlives_its_own_changes_records_and_not_a_later_one_naming_it() {
+        let ring = Ring::create().unwrap();
+        let (mut c, mark) = marked(&ring);
+        own_change(&ring);
+        let at = ring.head();
+        c.catch_up(&ring);
+        c.seed(
+            &ring,
+            mark,
+            &me(),
+            at,
+            vec![seed("/d/f", &[ROOT_D, D_F], F)],
+            &[b"/d/f"],
+        );
+        for key in ["/d/f".to_string(), lstat_key("/d/f"), file::fstat_key(F)] {
+            assert_eq!(
+                c.map.get(&key).and_then(|(s, _)| *s).map(|s| s.ino),
+                Some(F),
+                "{key:?}"
+            );
+        }
+        // Records after `at` that name something else leave it.
+        ring.append(&[Rec::Name(99), Rec::Ino(77)]);
+        c.catch_up(&ring);
+        assert!(c.map.contains_key("/d/f"));
+        // One that names its walk's name drops the path's answers.
+        ring.append(&[Rec::Name(D_F)]);
+        c.catch_up(&ring);
+        assert!(!c.map.contains_key("/d/f"));
+        assert!(!c.map.contains_key(&lstat_key("/d/f")));
+    }
+
+    #[test]
+    fn another_change_logged_between_the_owners_answer_and_the_seeding_keeps_the_seed_out() {
+        // The owner logged A's create and read `at`; B's unlink of the same
+        // name is logged after it, before A's reply is seeded.
+        let ring = Ring::create().unwrap();
+        let (mut c, mark) = marked(&ring);
+        own_change(&ring);
+        let at = ring.head();
+        ring.append(&[Rec::Name(D_F), Rec::Name(D_LIST), Rec::Ino(D)]);
+        c.catch_up(&ring);
+        c.seed(
+            &ring,
+            mark,
+            &me(),
+            at,
+            vec![seed("/d/f", &[ROOT_D, D_F], F)],
+            &[b"/d/f"],
+        );
+        assert!(c.map.is_empty(), "a seed older than B's change was kept");
+        // The same when B's record comes after the cache caught up, before
+        // the seed is checked (the check reads the log itself).
+        let (mut c, mark) = marked(&ring);
+        own_change(&ring);
+        let at = ring.head();
+        c.catch_up(&ring);
+        ring.append(&[Rec::Ino(F)]);
+        c.seed(
+            &ring,
+            mark,
+            &me(),
+            at,
+            vec![seed("/d/f", &[ROOT_D, D_F], F)],
+            &[b"/d/f"],
+        );
+        assert!(
+            c.map.is_empty(),
+            "a seed older than a change of its inode was kept"
+        );
+    }
+
+    #[test]
+    fn a_seed_is_refused_before_the_cache_caught_up_to_it_after_a_local_drop_or_for_a_path_not_sent(
+    ) {
+        let ring = Ring::create().unwrap();
+        let s = || vec![seed("/d/f", &[ROOT_D, D_F], F)];
+        // Not caught up to `at`: the records before it would be applied
+        // after the seed.
+        let (mut c, mark) = marked(&ring);
+        own_change(&ring);
+        let at = ring.head();
+        c.seed(&ring, mark, &me(), at, s(), &[b"/d/f"]);
+        assert!(c.map.is_empty());
+        // `at` past the log's end (no such record yet).
+        c.catch_up(&ring);
+        c.seed(&ring, mark, &me(), ring.head() + 1, s(), &[b"/d/f"]);
+        assert!(c.map.is_empty());
+        // A local drop since the mark (a grant ended, other credentials).
+        c.drop_ino(F);
+        c.seed(&ring, mark, &me(), at, s(), &[b"/d/f"]);
+        assert!(c.map.is_empty());
+        // A path the change did not send.
+        let mark = c.mark();
+        c.seed(&ring, mark, &me(), at, s(), &[b"/d/g"]);
+        assert!(c.map.is_empty());
+        // Asked as others.
+        let other = Cred { uid: 0, ..me() };
+        c.seed(&ring, mark, &other, at, s(), &[b"/d/f"]);
+        assert!(c.map.is_empty());
+        c.seed(&ring, mark, &me(), at, s(), &[b"/d/f"]);
+        assert_eq!(c.map.len(), 3);
+    }
+
+    #[test]
+    fn a_seeded_symbolic_link_answers_lstat_only_and_a_removed_name_answers_enoent() {
+        let ring = Ring::create().unwrap();
+        let (mut c, mark) = marked(&ring);
+        own_change(&ring);
+        let at = ring.head();
+        c.catch_up(&ring);
+        let mut link = seed("/d/l", &[ROOT_D, 14], 6);
+        if let Some(a) = link.attr.as_mut() {
+            a.mode = libc::S_IFLNK | 0o777;
+        }
+        let gone = proto::Seed {
+            attr: None,
+            ..seed("/d/f", &[ROOT_D, D_F], 0)
+        };
+        c.seed(
+            &ring,
+            mark,
+            &me(),
+            at,
+            vec![link, gone],
+            &[b"/d/l", b"/d/f"],
+        );
+        assert!(c.map.contains_key(&lstat_key("/d/l")));
+        assert!(!c.map.contains_key("/d/l"), "stat follows the link");
+        assert!(!c.map.contains_key(&file::fstat_key(6)));
+        assert_eq!(c.map.get("/d/f").map(|(s, _)| *s), Some(None));
+        assert_eq!(c.map.get(&lstat_key("/d/f")).map(|(s, _)| *s), Some(None));
+    }
 }

@@ -1538,6 +1538,78 @@ fn publish_space(sh: &Shared) {
 /// trace cannot describe drops everything.
 fn answer_names(sh: &Shared, c: u64, req: Request) -> Reply {
     let truncates = opens_truncating(&req);
+    let lstats = seed_lstats(&req);
+    let r = answer_names_logged(sh, c, req, truncates);
+    seeded(sh, c, r, lstats)
+}
+
+/// The `Lstat` requests (as the change's caller) of the paths a change
+/// of names `req` links or unlinks a name at, each with its path.
+fn seed_lstats(req: &Request) -> Vec<(Vec<u8>, Request)> {
+    let claim = match req {
+        Request::As { claim, .. } => Some(claim),
+        _ => None,
+    };
+    req.changed_paths()
+        .into_iter()
+        .map(|p| {
+            let lstat = Request::Lstat { path: p.to_vec() };
+            let req = match claim {
+                Some(claim) => Request::As {
+                    claim: claim.clone(),
+                    req: Box::new(lstat),
+                },
+                None => lstat,
+            };
+            (p.to_vec(), req)
+        })
+        .collect()
+}
+
+/// The answer `r` to a change of names by client `c`, whose records the
+/// change log holds, wrapped with what its paths show now (`Changed`):
+/// each `Lstat` of `lstats` answered as one sent now would be. The log's
+/// count is read first: every change it counts was made before, so the
+/// answers show it, and a change they do not show is logged after it,
+/// where the client's check finds it (docs/multiprocess.md, "Attribute
+/// cache in clients").
+fn seeded(sh: &Shared, c: u64, r: Reply, lstats: Vec<(Vec<u8>, Request)>) -> Reply {
+    if lstats.is_empty() || matches!(r, Reply::Error { .. }) {
+        return r;
+    }
+    let at = sh.ring.head();
+    let mut seeds = Vec::with_capacity(lstats.len());
+    for (path, lstat) in lstats {
+        let Reply::Walked { deps, then } = answer_inner(sh, c, lstat) else {
+            continue;
+        };
+        let attr = match *then {
+            Reply::Attr(a) => Some(a),
+            Reply::Error { errno, .. } if errno == libc::ENOENT => None,
+            _ => continue,
+        };
+        seeds.push(proto::Seed { path, deps, attr });
+    }
+    if seeds.is_empty() {
+        return r;
+    }
+    let changed = Reply::Changed {
+        at,
+        seeds,
+        then: Box::new(r),
+    };
+    if changed.encode(0).len() <= proto::MAX_MESSAGE {
+        return changed;
+    }
+    match changed {
+        Reply::Changed { then, .. } => *then,
+        other => other,
+    }
+}
+
+/// [`answer_names`] without the seeds: the change, and its records
+/// appended to the change log.
+fn answer_names_logged(sh: &Shared, c: u64, req: Request, truncates: bool) -> Reply {
     let (r, mut t) = crate::fs::trace::traced(|| answer_inner(sh, c, req));
     // An open that truncates: the file's size and times changed whatever
     // the transactions said. (One that found the file it would have
@@ -1547,16 +1619,7 @@ fn answer_names(sh: &Shared, c: u64, req: Request) -> Reply {
             t.inos.push(attr.ino);
         }
     }
-    if !t.complete() {
-        uncache(sh, None);
-        return r;
-    }
-    let recs: Vec<Rec> = (t.names.iter().map(|&k| Rec::Name(k)))
-        .chain(t.inos.iter().map(|&i| Rec::Ino(i)))
-        .collect();
-    if !recs.is_empty() {
-        publish(sh, &recs);
-    }
+    publish_trace(sh, &t);
     r
 }
 

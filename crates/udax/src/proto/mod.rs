@@ -16,7 +16,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::FormatError;
 
 /// Protocol version spoken by this build; a peer with another gets an error.
-pub const VERSION: u16 = 6;
+pub const VERSION: u16 = 7;
 /// Magic at the start of every message.
 pub const MAGIC: [u8; 4] = *b"UDXP";
 /// Bytes of the header.
@@ -445,6 +445,20 @@ pub struct Attr {
     pub rdev: u64,
 }
 
+/// What a path names just after a change of names its client made
+/// (`Changed`): the answer a `Lstat` of `path` would get, and the keys of
+/// the names its walk looked up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seed {
+    pub path: Vec<u8>,
+    pub deps: Vec<u64>,
+    /// `None`: the path names nothing (ENOENT).
+    pub attr: Option<Attr>,
+}
+
+/// Paths a `Changed` reply carries at most (a rename's two).
+pub const MAX_SEEDS: usize = 2;
+
 /// One directory entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -618,6 +632,19 @@ pub enum Reply {
     /// until the owner's change log names one of them ([`ring`]).
     Walked {
         deps: Vec<u64>,
+        then: Box<Reply>,
+    },
+    /// Answers a change of names (create, mkdir, unlink, rmdir, rename,
+    /// link, symlink, mknod, an open that creates or truncates; `then`:
+    /// its own answer) with what the paths it named show right after it:
+    /// each seed is the `Lstat` answer of its path, asked after the
+    /// owner's change log held `at` records, the change's own among them.
+    /// The client keeps a seed unless a record from `at` on names what it
+    /// depends on ([`ring`]), so its next `stat` of a path it just changed
+    /// needs no round trip.
+    Changed {
+        at: u64,
+        seeds: Vec<Seed>,
         then: Box<Reply>,
     },
     /// Answers `Remap`: bytes shared; for a dedupe, whether the contents
@@ -847,6 +874,32 @@ fn done(r: Reader<'_>) -> Result<(), ProtoError> {
 }
 
 impl Request {
+    /// The paths a change of names links or unlinks a name at, whose
+    /// `Lstat` answers its `Changed` reply carries (a rename's both, a
+    /// link's new name): none for any other request.
+    pub fn changed_paths(&self) -> Vec<&[u8]> {
+        match self {
+            Request::Mkdir { path, .. }
+            | Request::Create { path, .. }
+            | Request::Unlink { path }
+            | Request::Rmdir { path }
+            | Request::Symlink { path, .. }
+            | Request::Mknod { path, .. } => vec![path.as_slice()],
+            Request::Open {
+                path,
+                create,
+                trunc,
+                ..
+            } if *create || *trunc => vec![path.as_slice()],
+            Request::Rename { from, to } | Request::Rename2 { from, to, .. } => {
+                vec![from.as_slice(), to.as_slice()]
+            }
+            Request::Link { to, .. } => vec![to.as_slice()],
+            Request::As { req, .. } => req.changed_paths(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether this is a change of names, or of attributes by path, whose
     /// effects the file system's trace describes (the owner logs the names
     /// and inodes it changed, [`ring`]): the namespace changes, an open
@@ -1675,12 +1728,12 @@ fn keys_in(r: &mut Reader<'_>) -> Result<Vec<u64>, ProtoError> {
     (0..n).map(|_| Ok(r.u64()?)).collect()
 }
 
-/// The reply a `Walked` wraps: the rest of the body, a whole message of
-/// its own, which may not wrap another.
+/// The reply a `Walked` or `Changed` wraps: the rest of the body, a whole
+/// message of its own, which may not wrap another.
 fn wrapped_in(r: &mut Reader<'_>) -> Result<Box<Reply>, ProtoError> {
     let rest = r.bytes(r.remaining())?;
     match Reply::decode(rest)?.1 {
-        Reply::Walked { .. } => Err(ProtoError::Malformed(
+        Reply::Walked { .. } | Reply::Changed { .. } => Err(ProtoError::Malformed(
             "a wrapped reply wraps another".into(),
         )),
         then => Ok(Box::new(then)),
@@ -1723,6 +1776,7 @@ impl Reply {
             Reply::Granted { .. } => 121,
             Reply::Settle { .. } => 122,
             Reply::Walked { .. } => 123,
+            Reply::Changed { .. } => 124,
         }
     }
 
@@ -1836,6 +1890,23 @@ impl Reply {
             }
             Reply::Walked { deps, then } => {
                 keys_out(&mut w, deps);
+                w.bytes(&then.encode(0));
+            }
+            Reply::Changed { at, seeds, then } => {
+                w.u64(*at).u8(seeds.len() as u8);
+                for s in seeds {
+                    path_out(&mut w, &s.path);
+                    keys_out(&mut w, &s.deps);
+                    match &s.attr {
+                        None => {
+                            w.u8(0);
+                        }
+                        Some(a) => {
+                            w.u8(1);
+                            attr_out(&mut w, a);
+                        }
+                    }
+                }
                 w.bytes(&then.encode(0));
             }
             Reply::Entries { entries, next } => {
@@ -2010,6 +2081,30 @@ impl Reply {
                 deps: keys_in(&mut r)?,
                 then: wrapped_in(&mut r)?,
             },
+            124 => {
+                let at = r.u64()?;
+                let n = r.u8()? as usize;
+                if n > MAX_SEEDS {
+                    return Err(ProtoError::Malformed(format!("{n} seeds")));
+                }
+                let mut seeds = Vec::with_capacity(n);
+                for _ in 0..n {
+                    seeds.push(Seed {
+                        path: path_in(&mut r)?,
+                        deps: keys_in(&mut r)?,
+                        attr: if bool_in(&mut r)? {
+                            Some(attr_in(&mut r)?)
+                        } else {
+                            None
+                        },
+                    });
+                }
+                Reply::Changed {
+                    at,
+                    seeds,
+                    then: wrapped_in(&mut r)?,
+                }
+            }
             k => return Err(ProtoError::Kind(k)),
         };
         done(r)?;
@@ -2295,27 +2390,48 @@ mod tests {
                 deps,
                 then: Box::new(then)
             }),
+            1 => (
+                any::<u64>(),
+                proptest::collection::vec(seed(), 0..=MAX_SEEDS),
+                leaf_reply()
+            )
+                .prop_map(|(at, seeds, then)| Reply::Changed {
+                    at,
+                    seeds,
+                    then: Box::new(then)
+                }),
         ]
+    }
+
+    fn attr() -> impl Strategy<Value = Attr> {
+        (proptest::array::uniform12(any::<u64>()), any::<u64>()).prop_map(|(v, rdev)| Attr {
+            ino: v[0],
+            mode: v[1] as u32,
+            nlink: v[2] as u32,
+            uid: v[3] as u32,
+            gid: v[4] as u32,
+            size: v[5],
+            blocks: v[6],
+            blksize: v[7] as u32,
+            atime_ns: v[8],
+            mtime_ns: v[9],
+            ctime_ns: v[10],
+            btime_ns: v[11],
+            rdev,
+        })
+    }
+
+    fn seed() -> impl Strategy<Value = Seed> {
+        (
+            path(),
+            proptest::collection::vec(any::<u64>(), 0..=MAX_KEYS),
+            proptest::option::of(attr()),
+        )
+            .prop_map(|(path, deps, attr)| Seed { path, deps, attr })
     }
 
     /// Every reply but the wrapping ones.
     fn leaf_reply() -> impl Strategy<Value = Reply> {
-        let attr =
-            (proptest::array::uniform12(any::<u64>()), any::<u64>()).prop_map(|(v, rdev)| Attr {
-                ino: v[0],
-                mode: v[1] as u32,
-                nlink: v[2] as u32,
-                uid: v[3] as u32,
-                gid: v[4] as u32,
-                size: v[5],
-                blocks: v[6],
-                blksize: v[7] as u32,
-                atime_ns: v[8],
-                mtime_ns: v[9],
-                ctime_ns: v[10],
-                btime_ns: v[11],
-                rdev,
-            });
         let entry = (any::<u64>(), name(), any::<u64>(), any::<u8>()).prop_map(
             |(cookie, name, ino, kind)| Entry {
                 cookie,
@@ -2336,8 +2452,8 @@ mod tests {
                 }
             ),
             Just(Reply::Pong),
-            attr.clone().prop_map(Reply::Attr),
-            (any::<u64>(), any::<bool>(), attr.clone()).prop_map(|(handle, write, attr)| {
+            attr().prop_map(Reply::Attr),
+            (any::<u64>(), any::<bool>(), attr()).prop_map(|(handle, write, attr)| {
                 Reply::Opened {
                     handle,
                     write,
@@ -2347,7 +2463,7 @@ mod tests {
             }),
             (
                 any::<u64>(),
-                attr,
+                attr(),
                 proptest::array::uniform2(any::<u64>()),
                 proptest::collection::vec(
                     (proptest::array::uniform3(any::<u64>()), any::<bool>()),
@@ -2523,6 +2639,47 @@ mod tests {
             Reply::decode(&nested.encode(3)),
             Err(ProtoError::Malformed(_))
         ));
+        // A `Changed` wraps neither kind, and carries at most two seeds
+        // of at most `MAX_KEYS` keys each.
+        let seed = Seed {
+            path: b"/a".to_vec(),
+            deps: vec![1, 2],
+            attr: None,
+        };
+        let changed = |seeds: Vec<Seed>, then: Reply| Reply::Changed {
+            at: 9,
+            seeds,
+            then: Box::new(then),
+        };
+        let ok = changed(vec![seed.clone(); MAX_SEEDS], Reply::Done);
+        assert_eq!(Reply::decode(&ok.encode(3)).unwrap(), (3, ok.clone()));
+        for bad in [
+            changed(vec![seed.clone(); MAX_SEEDS + 1], Reply::Done),
+            changed(
+                vec![Seed {
+                    deps: vec![3; MAX_KEYS + 1],
+                    ..seed.clone()
+                }],
+                Reply::Done,
+            ),
+            changed(
+                vec![],
+                Reply::Walked {
+                    deps: vec![],
+                    then: Box::new(Reply::Done),
+                },
+            ),
+            changed(vec![], ok.clone()),
+            Reply::Walked {
+                deps: vec![],
+                then: Box::new(ok.clone()),
+            },
+        ] {
+            assert!(matches!(
+                Reply::decode(&bad.encode(3)),
+                Err(ProtoError::Malformed(_))
+            ));
+        }
         let too_many = Reply::Walked {
             deps: vec![7; MAX_KEYS + 1],
             then: Box::new(Reply::Done),
