@@ -1699,7 +1699,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 walked(|| {
                     let dir = fs.resolve(p)?;
                     crate::fs::trace::looked_up(dir, b"");
-                    entries(fs, p, from)
+                    entries(fs, dir, from)
                 })?
             }
             Request::StatFs => Reply::Totals(totals(&fs.statfs())),
@@ -2509,16 +2509,17 @@ fn totals(s: &StatFs) -> Totals {
     }
 }
 
-/// Entries of directory `path` from cookie `from` on ([`Fs::read_dir_page`])
-/// that fit one reply, and the cookie to go on from: an entry present
+/// Entries of directory inode `dir` (its path walked once for the whole
+/// reply) from cookie `from` on ([`Fs::read_dir_page_ino`]) that fit one
+/// reply, and the cookie to go on from: an entry present
 /// through a whole listing comes exactly once, whatever changes between
 /// replies. Names sharing a cookie go in one reply (all or none).
-fn entries(fs: &Fs, path: &str, from: u64) -> Result<Reply> {
+fn entries(fs: &Fs, dir: u64, from: u64) -> Result<Reply> {
     let mut room = proto::ENTRIES_ROOM;
     let mut out = Vec::new();
     let mut from = from;
     loop {
-        let page = fs.read_dir_page(path, from, 256)?;
+        let page = fs.read_dir_page_ino(dir, from, 256)?;
         let mut group: Vec<Entry> = Vec::new();
         let mut rest = page.entries.into_iter().peekable();
         while let Some((cookie, d)) = rest.next() {
