@@ -132,7 +132,7 @@ struct AttrCache {
     /// Records of the owner's change log applied.
     seen: u64,
     /// Attributes by path (`None`: the path names nothing, ENOENT).
-    map: HashMap<String, (Option<Stat>, Deps)>,
+    map: Attrs,
     /// Directory listings, by path (kept under the same rule).
     dirs: HashMap<String, (Vec<DirEntry>, Deps)>,
     /// Pages of directory listings, by path and cookie (the same).
@@ -275,7 +275,7 @@ impl AttrCache {
     /// names and inode numbers only).
     fn drop_ino(&mut self, ino: u64) {
         self.gen += 1;
-        self.map.retain(|_, (s, _)| s.is_none_or(|s| s.ino != ino));
+        self.map.drop_ino(ino);
     }
 
     /// Apply the records of the owner's change log `ring` not applied yet.
@@ -314,10 +314,124 @@ impl AttrCache {
                     .as_ref()
                     .is_none_or(|d| d.iter().any(|k| names.contains(k)))
         };
-        self.map
-            .retain(|_, (s, d)| s.is_none_or(|s| !inos.contains(&s.ino)) && !hit(d));
-        self.dirs.retain(|_, (_, d)| !hit(d));
-        self.pages.retain(|_, (_, d)| !hit(d));
+        self.map.drop_names(names, inos);
+        if !names.is_empty() {
+            self.dirs.retain(|_, (_, d)| !hit(d));
+            self.pages.retain(|_, (_, d)| !hit(d));
+        }
+    }
+}
+
+/// Cached attributes by key (a path, or a key of `lstat` or `fstat`),
+/// indexed by the names each depends on and by inode, so that a record of
+/// the change log drops its answers without a walk over all of them (a
+/// walk per record batch, over up to [`ATTRS_KEPT`] answers, cost ~20 us
+/// a request once creates filled the cache). An index may list a key whose
+/// answer changed or went since (dropping it then only costs a miss); it
+/// is rebuilt when such references pile up.
+#[derive(Debug, Default)]
+struct Attrs {
+    map: HashMap<String, (Option<Stat>, Deps)>,
+    /// Keys of the answers that depend on each name key.
+    by_name: HashMap<u64, Vec<String>>,
+    /// Keys of the answers that depend on any name (deps not known).
+    any_name: Vec<String>,
+    /// Keys of the answers that show each inode.
+    by_ino: HashMap<u64, Vec<String>>,
+    /// References in the indexes (stale ones included).
+    refs: usize,
+}
+
+impl Attrs {
+    fn get(&self, key: &str) -> Option<&(Option<Stat>, Deps)> {
+        self.map.get(key)
+    }
+
+    #[cfg(test)]
+    fn contains_key(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn clear(&mut self) {
+        *self = Attrs::default();
+    }
+
+    fn insert(&mut self, key: String, v: (Option<Stat>, Deps)) {
+        self.index(&key, &v);
+        self.map.insert(key, v);
+        if self.refs > 16 * ATTRS_KEPT {
+            self.reindex();
+        }
+    }
+
+    fn index(&mut self, key: &str, (s, deps): &(Option<Stat>, Deps)) {
+        match deps {
+            Some(d) => {
+                for k in d.iter() {
+                    self.by_name.entry(*k).or_default().push(key.to_string());
+                }
+                self.refs += d.len();
+            }
+            None => {
+                self.any_name.push(key.to_string());
+                self.refs += 1;
+            }
+        }
+        if let Some(s) = s {
+            self.by_ino.entry(s.ino).or_default().push(key.to_string());
+            self.refs += 1;
+        }
+    }
+
+    /// Rebuild the indexes from the answers kept (dropping stale keys).
+    fn reindex(&mut self) {
+        let map = std::mem::take(&mut self.map);
+        self.clear();
+        for (k, v) in &map {
+            self.index(k, v);
+        }
+        self.map = map;
+    }
+
+    fn remove_all(&mut self, keys: Vec<String>) {
+        for k in keys {
+            self.map.remove(&k);
+        }
+    }
+
+    /// Drop the answers that depend on one of `names`, and those that show
+    /// one of `inos`.
+    fn drop_names(&mut self, names: &[u64], inos: &[u64]) {
+        if self.map.is_empty() {
+            return;
+        }
+        if !names.is_empty() {
+            let any = std::mem::take(&mut self.any_name);
+            self.remove_all(any);
+            for k in names {
+                if let Some(keys) = self.by_name.remove(k) {
+                    self.remove_all(keys);
+                }
+            }
+        }
+        for i in inos {
+            self.drop_ino(*i);
+        }
+    }
+
+    /// Drop the answers that show inode `ino`.
+    fn drop_ino(&mut self, ino: u64) {
+        if let Some(keys) = self.by_ino.remove(&ino) {
+            self.remove_all(keys);
+        }
     }
 }
 
@@ -1478,6 +1592,85 @@ pub fn stop_owner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod attrs_index {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            Insert {
+                key: u8,
+                ino: Option<u64>,
+                deps: Option<Vec<u64>>,
+            },
+            Names(Vec<u64>, Vec<u64>),
+            Ino(u64),
+            Clear,
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                4 => (
+                    0u8..12,
+                    proptest::option::of(0u64..6),
+                    proptest::option::weighted(0.8, proptest::collection::vec(0u64..8, 0..4)),
+                )
+                    .prop_map(|(key, ino, deps)| Step::Insert { key, ino, deps }),
+                2 => (
+                    proptest::collection::vec(0u64..8, 0..3),
+                    proptest::collection::vec(0u64..6, 0..2),
+                )
+                    .prop_map(|(n, i)| Step::Names(n, i)),
+                1 => (0u64..6).prop_map(Step::Ino),
+                1 => Just(Step::Clear),
+            ]
+        }
+
+        proptest! {
+            /// The indexed cache never keeps an answer that the plain
+            /// rule (a walk over every answer) drops, and what it keeps
+            /// is what was inserted.
+            #[test]
+            fn an_indexed_drop_keeps_nothing_a_walk_over_every_answer_drops(
+                steps in proptest::collection::vec(step(), 1..80)
+            ) {
+                let mut a = Attrs::default();
+                let mut model: HashMap<String, (Option<Stat>, Deps)> = HashMap::new();
+                for st in steps {
+                    match st {
+                        Step::Insert { key, ino, deps } => {
+                            let s = ino.map(|ino| stat(&Attr { ino, ..Default::default() }));
+                            let v = (s, deps.map(Vec::into_boxed_slice));
+                            a.insert(format!("k{key}"), v.clone());
+                            model.insert(format!("k{key}"), v);
+                        }
+                        Step::Names(names, inos) => {
+                            a.drop_names(&names, &inos);
+                            let hit = |d: &Deps| {
+                                !names.is_empty()
+                                    && d.as_ref().is_none_or(|d| d.iter().any(|k| names.contains(k)))
+                            };
+                            model.retain(|_, (s, d)| {
+                                s.is_none_or(|s| !inos.contains(&s.ino)) && !hit(d)
+                            });
+                        }
+                        Step::Ino(i) => {
+                            a.drop_ino(i);
+                            model.retain(|_, (s, _)| s.is_none_or(|s| s.ino != i));
+                        }
+                        Step::Clear => {
+                            a.clear();
+                            model.clear();
+                        }
+                    }
+                    for (k, v) in &a.map {
+                        prop_assert_eq!(model.get(k), Some(v), "kept {} that the walk drops", k);
+                    }
+                }
+            }
+        }
+    }
 
     fn me() -> Cred {
         Cred {
