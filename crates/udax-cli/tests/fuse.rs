@@ -204,6 +204,18 @@ impl Mount {
     fn path(&self, p: &str) -> PathBuf {
         self.at.join(p)
     }
+
+    /// A library client of the mount's owner.
+    fn client(&self) -> udax::client::Client {
+        udax::client::Client::connect(
+            Path::new(&self.dev),
+            &udax::client::ConnectOptions {
+                runtime_dir: Some(self.run.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
 }
 
 impl Drop for Mount {
@@ -594,14 +606,7 @@ fn fuse_and_a_dax_client_mapping_see_each_others_writes() {
     f.write_all_at(&[1u8; 4096], 0).unwrap();
     f.set_len(3 * 4096).unwrap();
     drop(f);
-    let c = udax::client::Client::connect(
-        Path::new(&m.dev),
-        &udax::client::ConnectOptions {
-            runtime_dir: Some(m.run.clone()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let c = m.client();
     let rf = c.open("/shared", true, false, 0).unwrap();
     let map = rf
         .mmap(0, 3 * 4096, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
@@ -655,14 +660,7 @@ fn fuse_a_change_on_the_mount_drops_only_the_client_answers_it_touches() {
     }
     let m = Mount::new("");
     m.sh("mkdir a b && echo x > a/x && echo yy > b/y && echo w > b/w");
-    let c = udax::client::Client::connect(
-        Path::new(&m.dev),
-        &udax::client::ConnectOptions {
-            runtime_dir: Some(m.run.clone()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let c = m.client();
     let ask = |p: &str| -> (Option<u64>, u64) {
         let before = c.requests();
         let s = c.stat(p).ok().map(|s| s.size);

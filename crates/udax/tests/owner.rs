@@ -579,21 +579,7 @@ fn mp_a_close_no_other_process_can_see_is_not_waited_for_and_comes_before_the_cl
 fn mp_a_client_that_does_not_answer_a_recall_is_cut_off() {
     let _w = common::Watchdog::start(60, "cut off");
     let s = setup(16);
-    let o = Owner::new(
-        &s.dev,
-        &ServeOptions {
-            idle: None,
-            runtime_dir: Some(s.run.clone()),
-            recall_timeout: Duration::from_millis(300),
-        },
-    )
-    .unwrap();
-    let (stop, socket) = (o.stopper(), o.socket().to_path_buf());
-    let _o = Serving {
-        stop,
-        socket,
-        thread: Some(std::thread::spawn(move || o.run())),
-    };
+    let _o = serve_cutting_off(&s);
     let good = Client::connect(&s.dev, &opts(&s, true)).unwrap();
     let f = good.open("/f", true, true, 0o644).unwrap();
     f.write_at(b"hello", 0).unwrap();
@@ -2562,27 +2548,6 @@ fn mp_cached_answers_match_the_owners_after_every_step_of_a_random_workload_of_t
 
 // ---- a client cut off while its process lives: the quarantine ----
 
-/// Run test `name` of this test binary (an ignored one) as a child client
-/// process, as `common::serving::spawn_child` does, with its stdin piped
-/// too (the parent tells it when to go on).
-fn spawn_child_with_stdin(s: &common::serving::Setup, name: &str) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("UDAX_TEST_DEV", &s.dev)
-        .env("UDAX_TEST_RUN", &s.run)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// The next line of a child's stderr that starts with `word`, split into
 /// its words after it.
 fn child_says(lines: &mut impl Iterator<Item = std::io::Result<String>>, word: &str) -> Vec<u64> {
@@ -2714,8 +2679,11 @@ fn mp_a_client_cut_off_while_alive_never_sees_its_blocks_in_another_file() {
     f.write_at(&vec![0xF0; (F_BLOCKS * udax::BLOCK_SIZE) as usize], 0)
         .unwrap();
     f.sync_data().unwrap();
-    let mut child =
-        spawn_child_with_stdin(&s, "mp_child_client_mapping_a_files_blocks_on_the_device");
+    let mut child = common::serving::spawn_child(
+        &s,
+        "mp_child_client_mapping_a_files_blocks_on_the_device",
+        &[],
+    );
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     child_says(&mut lines, "ready");

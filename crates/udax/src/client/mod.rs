@@ -1715,6 +1715,18 @@ mod tests {
         ring.append(&[Rec::Name(D_F), Rec::Name(D_LIST), Rec::Ino(D), Rec::Ino(F)]);
     }
 
+    /// Seed `c` with what the create of `/d/f` shows, as of `at`.
+    fn seed_df(c: &mut AttrCache, ring: &Ring, mark: Mark, at: u64) {
+        c.seed(
+            ring,
+            mark,
+            &me(),
+            at,
+            vec![seed("/d/f", &[ROOT_D, D_F], F)],
+            &[b"/d/f"],
+        );
+    }
+
     #[test]
     fn a_seeded_answer_outlives_its_own_changes_records_and_not_a_later_one_naming_it() {
         let ring = Ring::create().unwrap();
@@ -1722,14 +1734,7 @@ mod tests {
         own_change(&ring);
         let at = ring.head();
         c.catch_up(&ring);
-        c.seed(
-            &ring,
-            mark,
-            &me(),
-            at,
-            vec![seed("/d/f", &[ROOT_D, D_F], F)],
-            &[b"/d/f"],
-        );
+        seed_df(&mut c, &ring, mark, at);
         for key in ["/d/f".to_string(), lstat_key("/d/f"), file::fstat_key(F)] {
             assert_eq!(
                 c.map.get(&key).and_then(|(s, _)| *s).map(|s| s.ino),
@@ -1758,14 +1763,7 @@ mod tests {
         let at = ring.head();
         ring.append(&[Rec::Name(D_F), Rec::Name(D_LIST), Rec::Ino(D)]);
         c.catch_up(&ring);
-        c.seed(
-            &ring,
-            mark,
-            &me(),
-            at,
-            vec![seed("/d/f", &[ROOT_D, D_F], F)],
-            &[b"/d/f"],
-        );
+        seed_df(&mut c, &ring, mark, at);
         assert!(c.map.is_empty(), "a seed older than B's change was kept");
         // The same when B's record comes after the cache caught up, before
         // the seed is checked (the check reads the log itself).
@@ -1774,14 +1772,7 @@ mod tests {
         let at = ring.head();
         c.catch_up(&ring);
         ring.append(&[Rec::Ino(F)]);
-        c.seed(
-            &ring,
-            mark,
-            &me(),
-            at,
-            vec![seed("/d/f", &[ROOT_D, D_F], F)],
-            &[b"/d/f"],
-        );
+        seed_df(&mut c, &ring, mark, at);
         assert!(
             c.map.is_empty(),
             "a seed older than a change of its inode was kept"

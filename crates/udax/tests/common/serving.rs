@@ -111,7 +111,8 @@ pub fn opts(s: &Setup, write: bool) -> ConnectOptions {
 
 /// Run test `name` of this test binary (an ignored one) as a child
 /// process: a client of `s`'s owner (see [`child_client`]), with `env`
-/// added, its stderr piped (the harness keeps a test's stdout).
+/// added, its stderr piped (the harness keeps a test's stdout), and its
+/// stdin (a parent may tell it when to go on).
 pub fn spawn_child(s: &Setup, name: &str, env: &[(&str, &str)]) -> std::process::Child {
     let mut c = std::process::Command::new(std::env::current_exe().unwrap());
     c.args([
@@ -123,6 +124,7 @@ pub fn spawn_child(s: &Setup, name: &str, env: &[(&str, &str)]) -> std::process:
     ])
     .env("UDAX_TEST_DEV", &s.dev)
     .env("UDAX_TEST_RUN", &s.run)
+    .stdin(std::process::Stdio::piped())
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::piped());
     for (k, v) in env {
