@@ -199,6 +199,7 @@ pub(super) fn run(c: &Cfg, quick: bool, tmpfs: &Path) -> Result<Vec<Res>, String
         )?;
         out.push(res(id, name, "us", u, Some(b), None));
     }
+    super::shim::stop_device_owner(tmp.path());
     Ok(out)
 }
 

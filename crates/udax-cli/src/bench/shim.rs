@@ -4,6 +4,11 @@
 //! LMDB puts (`mdb_load`), and the per-call cost of a 1-byte pread through the
 //! shim vs the system call.
 //!
+//! Through the owner, each program runs against an owner already serving
+//! its fresh device (as a kernel file system is mounted before a program
+//! runs); what the first program pays to start one is its own row,
+//! P8-owner-start.
+//!
 //! Needs `libudax_preload.so` next to the `udax` binary (or `UDAX_PRELOAD_SO`),
 //! and sqlite3 / mdb_load on PATH; a missing one skips its line with a message.
 
@@ -32,6 +37,8 @@ pub(super) fn on_path(prog: &str) -> bool {
 /// A fresh device file in `dir` with the directories `dirs`.
 fn device(dir: &Path, size: u64, dirs: &[&str]) -> Result<PathBuf, String> {
     let p = dir.join("p8.img");
+    // The owner of the previous device goes with it.
+    stop_device_owner(dir);
     let _ = std::fs::remove_file(&p);
     let spec = p.to_str().ok_or("non-UTF-8 tmpfs path")?;
     let dev = e(udax::device::open(
@@ -47,6 +54,32 @@ fn device(dir: &Path, size: u64, dirs: &[&str]) -> Result<PathBuf, String> {
     }
     e(fs.unmount())?;
     Ok(p)
+}
+
+/// Stop the owner of the device [`Shim::on`] made in `dir`, if any (at
+/// the end of a benchmark: it would hold the device's memory until idle).
+pub(super) fn stop_device_owner(dir: &Path) {
+    let p = dir.join("p8.img");
+    if p.exists() {
+        let _ = udax::client::stop_owner(&p, None, std::time::Duration::from_secs(10));
+    }
+}
+
+/// Start the owner of `dev` as a program's first call through the shim
+/// would (`udax serve`, detached), and wait until it answers: the time
+/// that took, in ms.
+fn start_owner(dev: &Path) -> Result<f64, String> {
+    let t = Instant::now();
+    let c = e(udax::client::Client::connect(
+        dev,
+        &udax::client::ConnectOptions {
+            start: Some(e(std::env::current_exe())?),
+            ..Default::default()
+        },
+    ))?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    drop(c);
+    Ok(ms)
 }
 
 pub(super) struct Shim<'a> {
@@ -69,9 +102,13 @@ impl<'a> Shim<'a> {
         dirs: &[&str],
         embedded: bool,
     ) -> Result<Shim<'a>, String> {
+        let dev = device(dir, size, dirs)?;
+        if !embedded {
+            start_owner(&dev)?;
+        }
         Ok(Shim {
             so,
-            dev: device(dir, size, dirs)?,
+            dev,
             mount: mount.to_string(),
             embedded,
         })
@@ -306,6 +343,22 @@ pub(super) fn run(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>, St
         eprintln!("P8-lmdb: skipped, mdb_load not installed (lmdb-utils)");
     }
 
+    // ---- what the first program through the shim pays for its owner ----
+    let mut starts = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        starts.push(start_owner(&device(tmp.path(), dev_size, &[])?)?);
+    }
+    out.push(res(
+        "P8-owner-start",
+        "the first call of a program when no owner serves the device: `udax serve` started \
+         (detached), the device mounted, the client attached; once per device until the owner \
+         is idle for 30 s (lower is better)",
+        "ms",
+        stat(starts),
+        None,
+        None,
+    ));
+
     // ---- one-byte pread: shim call vs system call ----
     let exe = e(std::env::current_exe())?;
     let calls = if quick { 200_000 } else { 2_000_000 };
@@ -349,6 +402,7 @@ pub(super) fn run(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>, St
         )?;
         out.push(res(id, name, "ns/call", u, Some(b), None));
     }
+    stop_device_owner(tmp.path());
     Ok(out)
 }
 
@@ -410,6 +464,7 @@ pub(super) fn dbench(quick: bool, reps: usize, tmpfs: &Path) -> Result<Vec<Res>,
         )?;
         out.push(res(id, name, "MB/s", u, Some(b), None));
     }
+    stop_device_owner(tmp.path());
     Ok(out)
 }
 
