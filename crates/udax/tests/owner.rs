@@ -164,6 +164,114 @@ fn mp_hostile_messages_get_an_error_and_the_owner_keeps_serving() {
 }
 
 #[test]
+fn mp_calls_go_through_the_call_page_and_answer_as_on_the_socket() {
+    let _w = common::Watchdog::start(60, "call page");
+    let s = setup(16);
+    let _o = serve(&s, None);
+    let c = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let before = c.paged_requests();
+    for i in 0..200 {
+        c.ping().unwrap();
+        let p = format!("/f{i}");
+        c.create(&p, 0o644).unwrap();
+        assert!(c.stat(&p).unwrap().is_file());
+    }
+    // An error comes back through the page too.
+    assert!(matches!(c.mkdir("/f0", 0o755), Err(Error::Exists)));
+    assert!(
+        c.paged_requests() - before >= 400,
+        "{} of the calls went through the page",
+        c.paged_requests() - before
+    );
+    // A request with a descriptor still goes on the socket, in order with
+    // the page's (a file's data written through the device fd the owner
+    // handed out at hello, its size then seen by another client).
+    let f = c.open("/f1", true, false, 0).unwrap();
+    f.write_at(b"paged", 0).unwrap();
+    drop(f);
+    let other = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    assert_eq!(other.stat("/f1").unwrap().size, 5);
+    assert_eq!(other.read_dir("/").unwrap().len(), 200);
+}
+
+/// Write the 8-byte word `i` of the call page behind `fd`.
+fn poke_word(fd: &std::os::fd::OwnedFd, i: u64, v: u64) {
+    assert_eq!(
+        rustix::io::pwrite(fd, &v.to_le_bytes(), i * 8).unwrap(),
+        8,
+        "word {i}"
+    );
+}
+
+/// The reply to request `seq` on `page`, polled for (the owner rings the
+/// socket only for a client that says it sleeps; this one never does).
+fn page_reply(page: &udax::proto::calls::CallPage, seq: u64) -> Reply {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(r) = page.reply(seq) {
+            let m = r.expect("a reply that fits its area");
+            return Reply::decode(&m).unwrap().1;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no reply to {seq}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn mp_a_client_that_scribbles_on_its_call_page_gets_errors_and_the_owner_keeps_serving() {
+    use udax::proto::calls::{self, CallPage};
+    let _w = common::Watchdog::start(60, "hostile call page");
+    let s = setup(16);
+    let o = serve(&s, None);
+    let good = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let bad = raw(&o);
+    let hello = Request::Hello {
+        version: proto::VERSION,
+        write: true,
+    }
+    .encode(1);
+    assert!(matches!(exchange(&bad, &hello), Some(Reply::Hello { .. })));
+    wire::send(bad.as_fd(), &Request::Calls.encode(2), None).unwrap();
+    let (m, fd) = wire::recv(bad.as_fd()).unwrap().unwrap();
+    assert_eq!(Reply::decode(&m).unwrap().1, Reply::Done);
+    let fd = fd.expect("the page's descriptor");
+    let mine = rustix::io::dup(&fd).unwrap();
+    let page = CallPage::attach(fd).unwrap();
+    // Its size is sealed: the owner's mapping cannot lose its pages.
+    assert!(rustix::fs::ftruncate(&mine, 4096).is_err());
+    let post = |seq: u64, msg: &[u8]| {
+        if page.post(seq, msg) {
+            wire::send(bad.as_fd(), calls::DOORBELL, None).unwrap();
+        }
+    };
+    // Garbage on the page: an error, as on the socket.
+    post(1, b"garbage, not a request");
+    assert!(matches!(page_reply(&page, 1), Reply::Error { errno, .. } if errno > 0));
+    // A length past the area, stored before the request's number: read
+    // as an empty message, an error; nothing past the area is read.
+    poke_word(&mine, 9, u64::MAX);
+    poke_word(&mine, 8, 2);
+    wire::send(bad.as_fd(), calls::DOORBELL, None).unwrap();
+    assert!(matches!(page_reply(&page, 2), Reply::Error { errno, .. } if errno > 0));
+    // The owner's own words scribbled over: it answers by its own count.
+    poke_word(&mine, 16, 77);
+    poke_word(&mine, 17, u64::MAX);
+    post(3, &Request::Ping.encode(3));
+    assert_eq!(page_reply(&page, 3), Reply::Pong);
+    // A request past the area's size, asked on the socket as a page
+    // could not hold it: an error there too, and the connection goes on.
+    match exchange(&bad, &vec![0u8; calls::AREA + 8]) {
+        Some(Reply::Error { errno, .. }) => assert!(errno > 0),
+        other => panic!("{other:?}"),
+    }
+    post(4, &Request::Ping.encode(4));
+    assert_eq!(page_reply(&page, 4), Reply::Pong);
+    // The well-behaved client never noticed.
+    good.mkdir("/still", 0o755).unwrap();
+    assert!(good.stat("/still").unwrap().is_dir());
+}
+
+#[test]
 fn mp_a_request_before_hello_is_refused_and_the_connection_closed() {
     let _w = common::Watchdog::start(60, "hello first");
     let s = setup(16);

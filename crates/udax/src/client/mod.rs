@@ -22,6 +22,7 @@ use crate::format::SUPERBLOCK_SIZE;
 use crate::fs::perm::Cred;
 use crate::fs::{DirEntry, DirPage, Error, Rename, Result, Stat, StatFs};
 use crate::owner;
+use crate::proto::calls::{self, CallPage};
 use crate::proto::ring::{Caught, Rec, Ring};
 use crate::proto::{self, wire, Attr, Reply, Request, Target};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
@@ -446,21 +447,30 @@ pub fn uuid_of(path: &Path) -> Result<String> {
     Ok(sb.uuid_str())
 }
 
-/// The owner's change log, asked for on its socket `sock` (`Ring`).
-fn change_log(sock: BorrowedFd<'_>) -> Result<Ring> {
-    wire::send(sock, &Request::Ring.encode(0), None)
-        .map_err(|e| not_connected(format!("owner: {e}")))?;
+/// The descriptor the owner sends with `Done` to `req` on its socket
+/// `sock` (`Ring`: its change log; `Calls`: a call page), named `what`.
+fn shared_memory(sock: BorrowedFd<'_>, req: &Request, what: &str) -> Result<OwnedFd> {
+    wire::send(sock, &req.encode(0), None).map_err(|e| not_connected(format!("owner: {e}")))?;
     let (msg, fd) = wire::recv(sock)
         .map_err(|e| not_connected(format!("owner: {e}")))?
         .ok_or_else(|| not_connected("the owner closed the connection".into()))?;
     match Reply::decode(&msg).map_err(|e| not_connected(e.to_string()))? {
-        (_, Reply::Done) => {
-            let fd = fd.ok_or_else(|| not_connected("no change log with Ring".into()))?;
-            Ring::attach(fd).map_err(|e| not_connected(format!("the owner's change log: {e}")))
-        }
+        (_, Reply::Done) => fd.ok_or_else(|| not_connected(format!("no {what} with {req:?}"))),
         (_, Reply::Error { errno, message }) => Err(Error::from_remote(errno, message)),
         (_, other) => Err(unexpected(other)),
     }
+}
+
+/// The owner's change log, asked for on its socket `sock` (`Ring`).
+fn change_log(sock: BorrowedFd<'_>) -> Result<Ring> {
+    let fd = shared_memory(sock, &Request::Ring, "change log")?;
+    Ring::attach(fd).map_err(|e| not_connected(format!("the owner's change log: {e}")))
+}
+
+/// A call page for the connection `sock` (`Calls`).
+fn call_page(sock: BorrowedFd<'_>) -> Result<CallPage> {
+    let fd = shared_memory(sock, &Request::Calls, "call page")?;
+    CallPage::attach(fd).map_err(|e| not_connected(format!("the owner's call page: {e}")))
 }
 
 /// Whether the change log `ring` holds no record after the first `from`
@@ -566,8 +576,9 @@ impl Client {
                 )?);
                 let fault = file::side_channel(sock.as_fd(), &Request::Channel { client })?;
                 let ring = change_log(sock.as_fd())?;
+                let page = call_page(sock.as_fd())?;
                 let inner = Arc::new(Inner {
-                    sock: Mutex::new(Conn::new(sock)),
+                    sock: Mutex::new(Conn::with_page(sock, page)),
                     fault: Mutex::new(Conn::new(fault)),
                     closes_waited: AtomicBool::new(false),
                     unanswered: AtomicU64::new(0),
@@ -628,6 +639,13 @@ impl Client {
     pub fn requests(&self) -> u64 {
         // ORDERING: Relaxed: a statistic.
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests this client has sent to the owner through its main
+    /// connection's call page (the rest went on the socket: the first
+    /// few, and those that carry a descriptor).
+    pub fn paged_requests(&self) -> u64 {
+        self.inner.sock.lock().paged
     }
 
     /// Counters of this client's own fault engine on the device (PMD vs PTE
@@ -895,9 +913,7 @@ impl Inner {
         let mut g = sock.lock();
         let id = g.send(req, fd)?;
         loop {
-            let (msg, _) = wire::recv_spinning(g.fd.as_fd(), wire::spin_budget(REPLY_SPIN))
-                .map_err(|e| not_connected(format!("owner: {e}")))?
-                .ok_or_else(|| not_connected("the owner closed the connection".into()))?;
+            let msg = g.next_reply()?;
             let (rid, rep) = Reply::decode(&msg).map_err(|e| not_connected(e.to_string()))?;
             if rid != id && g.unanswered > 0 {
                 // The reply to a request not waited for (sent before this
@@ -934,14 +950,22 @@ impl Inner {
     }
 }
 
-/// A connection to the owner: the socket, the next request id, and how
-/// many requests were sent without waiting for their replies (which come
-/// before the reply to any later request).
+/// A connection to the owner: the socket, the next request id, how many
+/// requests were sent without waiting for their replies (which come
+/// before the reply to any later request), and the call page if the
+/// connection has one: the number of the last request posted there and
+/// whether its reply is still to be read, replies read ahead, and how
+/// many requests went through it.
 #[derive(Debug)]
 struct Conn {
     fd: OwnedFd,
     next: u64,
     unanswered: u64,
+    page: Option<CallPage>,
+    posted: u64,
+    waiting: bool,
+    ahead: std::collections::VecDeque<Vec<u8>>,
+    paged: u64,
 }
 
 impl Conn {
@@ -950,16 +974,106 @@ impl Conn {
             fd,
             next: 1,
             unanswered: 0,
+            page: None,
+            posted: 0,
+            waiting: false,
+            paged: 0,
+            ahead: Default::default(),
         }
     }
 
-    /// Send `req` (and `fd` along) under the next id, which it returns.
+    fn with_page(fd: OwnedFd, page: CallPage) -> Conn {
+        Conn {
+            page: Some(page),
+            ..Conn::new(fd)
+        }
+    }
+
+    /// Send `req` (and `fd` along) under the next id, which it returns: on
+    /// the call page if the connection has one and no descriptor goes
+    /// along (after reading the reply to the request posted there last, if
+    /// not read yet), else on the socket. A request on the socket while
+    /// one on the page waits is answered after it: the owner reads the
+    /// page before it reads the socket.
     fn send(&mut self, req: &Request, fd: Option<BorrowedFd<'_>>) -> Result<u64> {
         let id = self.next;
         self.next += 1;
-        wire::send(self.fd.as_fd(), &req.encode(id), fd)
-            .map_err(|e| not_connected(format!("owner: {e}")))?;
+        let msg = req.encode(id);
+        if self.waiting {
+            // One request on the page at a time, and none on the socket
+            // while one there is unanswered: replies stay in order.
+            let m = self.page_reply()?;
+            self.ahead.push_back(m);
+        }
+        if let Some(page) = self
+            .page
+            .as_ref()
+            .filter(|_| fd.is_none() && msg.len() <= calls::AREA)
+        {
+            self.posted += 1;
+            self.waiting = true;
+            self.paged += 1;
+            if page.post(self.posted, &msg) {
+                wire::send(self.fd.as_fd(), calls::DOORBELL, None)
+                    .map_err(|e| not_connected(format!("owner: {e}")))?;
+            }
+            return Ok(id);
+        }
+        wire::send(self.fd.as_fd(), &msg, fd).map_err(|e| not_connected(format!("owner: {e}")))?;
         Ok(id)
+    }
+
+    /// The next reply, in the order the requests were sent.
+    fn next_reply(&mut self) -> Result<Vec<u8>> {
+        if let Some(m) = self.ahead.pop_front() {
+            return Ok(m);
+        }
+        if self.waiting {
+            return self.page_reply();
+        }
+        loop {
+            let (msg, _) = wire::recv_spinning(self.fd.as_fd(), wire::spin_budget(REPLY_SPIN))
+                .map_err(|e| not_connected(format!("owner: {e}")))?
+                .ok_or_else(|| not_connected("the owner closed the connection".into()))?;
+            // A ring the page's handshake made twice (calls::DOORBELL).
+            if msg != calls::DOORBELL {
+                return Ok(msg);
+            }
+        }
+    }
+
+    /// The reply to the request posted last on the page: polled for a
+    /// while, then slept for on the socket, where the owner rings (and
+    /// whose end is the owner's).
+    fn page_reply(&mut self) -> Result<Vec<u8>> {
+        let page = self
+            .page
+            .as_ref()
+            .expect("a request was posted on the page");
+        let seq = self.posted;
+        let got = match calls::poll(wire::spin_budget(REPLY_SPIN), || page.reply(seq)) {
+            Some(r) => r,
+            None => loop {
+                page.client_sleeps(true);
+                if let Some(r) = page.reply(seq) {
+                    page.client_sleeps(false);
+                    break r;
+                }
+                let m = wire::recv(self.fd.as_fd());
+                page.client_sleeps(false);
+                match m.map_err(|e| not_connected(format!("owner: {e}")))? {
+                    Some((msg, _)) if msg == calls::DOORBELL => continue,
+                    Some(_) => {
+                        return Err(not_connected(
+                            "a reply on the socket while one on the call page was due".into(),
+                        ))
+                    }
+                    None => return Err(not_connected("the owner closed the connection".into())),
+                }
+            },
+        };
+        self.waiting = false;
+        got.map_err(|len| not_connected(format!("a reply of {len} bytes on the call page")))
     }
 }
 

@@ -22,6 +22,7 @@ use crate::fs::perm::Cred;
 use crate::fs::{Error, File, Fs, OpenOptions, Rename, Result, Stat, StatFs};
 use crate::proto::{
     self,
+    calls::{self, CallPage},
     ring::{Rec, Ring, Space},
     wire, Attr, Entry, Ext, IomapOp, LockScope, Reply, Request, Target, Totals,
 };
@@ -514,37 +515,106 @@ fn bind(socket: &Path, device: &DeviceFile) -> Result<OwnedFd> {
 /// P10-rtt: 4 us polling).
 const NEXT_REQUEST_SPIN: Duration = Duration::from_micros(30);
 
-/// The next message on a client's connection: polled for a while first
-/// (`NEXT_REQUEST_SPIN`, once the client is admitted) while fewer threads
-/// poll than the machine has CPUs less one, then waited for.
+/// A message from a client and where it came: its call page, under the
+/// request's number there, or its socket (with a descriptor, if one came).
+type Incoming = (Vec<u8>, Option<OwnedFd>, Option<u64>);
+
+/// Run `look` polled for `NEXT_REQUEST_SPIN` (once the client is
+/// admitted) while fewer threads poll than the machine has CPUs less one;
+/// `None` if it gave nothing or this thread may not poll now.
+fn polled<T>(sh: &Shared, admitted: bool, look: impl FnOnce(Duration) -> T) -> Option<T> {
+    let spin = wire::spin_budget(NEXT_REQUEST_SPIN);
+    if !admitted || spin.is_zero() {
+        return None;
+    }
+    let cpus = wire::cpus();
+    // ORDERING: Relaxed: a count that only bounds how many threads
+    // poll at once; nothing is published through it.
+    let got = (sh.spinning.fetch_add(1, Ordering::Relaxed) < cpus.saturating_sub(1).max(1))
+        .then(|| look(spin));
+    // ORDERING: Relaxed, as the count above.
+    sh.spinning.fetch_sub(1, Ordering::Relaxed);
+    got
+}
+
+/// The next message on a client's connection: from its call page (`page`,
+/// the last request read from it numbered `seen`) if it has one, else
+/// from its socket; polled for a while first ([`polled`]), then waited
+/// for on the socket, where a client that posts to the page of a sleeping
+/// owner rings ([`calls::DOORBELL`]). `None`: the connection ended.
 fn next_request(
     sh: &Shared,
     sock: std::os::fd::BorrowedFd<'_>,
     admitted: bool,
-) -> std::io::Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
-    let spin = wire::spin_budget(NEXT_REQUEST_SPIN);
-    if admitted && !spin.is_zero() {
-        let cpus = wire::cpus();
-        // ORDERING: Relaxed: a count that only bounds how many threads
-        // poll at once; nothing is published through it.
-        if sh.spinning.fetch_add(1, Ordering::Relaxed) < cpus.saturating_sub(1).max(1) {
-            let got = wire::poll_for(sock, spin);
-            // ORDERING: Relaxed, as the count above.
-            sh.spinning.fetch_sub(1, Ordering::Relaxed);
+    page: Option<&CallPage>,
+    seen: u64,
+) -> std::io::Result<Option<Incoming>> {
+    let Some(page) = page else {
+        if let Some(got) = polled(sh, admitted, |spin| wire::poll_for(sock, spin)) {
             if let Some(m) = got? {
-                return Ok(m);
+                return Ok(m.map(|(msg, fd)| (msg, fd, None)));
             }
-        } else {
-            // ORDERING: Relaxed, as the count above.
-            sh.spinning.fetch_sub(1, Ordering::Relaxed);
+        }
+        return Ok(wire::recv(sock)?.map(|(msg, fd)| (msg, fd, None)));
+    };
+    let from_page = |(seq, msg): (u64, Vec<u8>)| Some((msg, None, Some(seq)));
+    if let Some(Some(r)) = polled(sh, admitted, |spin| {
+        calls::poll(spin, || page.request(seen))
+    }) {
+        return Ok(from_page(r));
+    }
+    loop {
+        page.owner_sleeps(true);
+        if let Some(r) = page.request(seen) {
+            page.owner_sleeps(false);
+            return Ok(from_page(r));
+        }
+        let got = wire::recv(sock);
+        page.owner_sleeps(false);
+        match got? {
+            Some((msg, _)) if msg == calls::DOORBELL => continue,
+            other => return Ok(other.map(|(msg, fd)| (msg, fd, None))),
         }
     }
-    wire::recv(sock)
+}
+
+/// Send the reply `msg` (with the descriptor `fd`) to a request that came
+/// `via` the call page `page` (its number there) or the socket; a
+/// descriptor cannot go through the page, nor a reply longer than its area:
+/// that request gets an error instead.
+fn respond(
+    sock: std::os::fd::BorrowedFd<'_>,
+    page: Option<&CallPage>,
+    via: Option<u64>,
+    msg: &[u8],
+    fd: Option<std::os::fd::BorrowedFd<'_>>,
+) -> std::io::Result<()> {
+    let (Some(seq), Some(page)) = (via, page) else {
+        return wire::send(sock, msg, fd);
+    };
+    let refused;
+    let msg = if fd.is_some() || msg.len() > calls::AREA {
+        let id = proto::unframe(msg).map_or(0, |(h, _)| h.id);
+        refused = Reply::Error {
+            errno: libc::EPROTO,
+            message: "a reply that cannot go through the call page: ask on the socket".into(),
+        }
+        .encode(id);
+        &refused[..]
+    } else {
+        msg
+    };
+    if page.answer(seq, msg) {
+        wire::send(sock, calls::DOORBELL, None)?;
+    }
+    Ok(())
 }
 
 /// Serve one connection until it disconnects or breaks the protocol's
 /// order: a client's main connection (`Hello` first), or its callback
-/// channel (`Listen` first, then kept for recalls).
+/// channel (`Listen` first, then kept for recalls). Requests come on the
+/// socket, or on the connection's call page once it asked for one
+/// (`Calls`); each reply goes where its request came from.
 fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
     let Ok((pid, uid, gid)) = wire::peer(sock.as_fd()) else {
         return;
@@ -552,31 +622,50 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
     let pidfd = cred::peer_pidfd(sock.as_fd(), pid).map(Arc::new);
     let mut me: Option<u64> = None;
     let mut faults: Option<std::thread::JoinHandle<()>> = None;
+    // The connection's call page, once it asked for one, and the number of
+    // the last request read from it.
+    let mut page: Option<CallPage> = None;
+    let mut seen = 0;
     loop {
-        // A message that cannot be read gets an error; the connection goes on.
-        let refuse = |errno: i32, e: &dyn std::fmt::Display| {
-            tracing::debug!("client {pid}: {e}");
-            let r = Reply::Error {
-                errno,
-                message: e.to_string(),
-            };
-            wire::send(sock.as_fd(), &r.encode(0), None)
-        };
-        let (msg, fd) = match next_request(sh, sock.as_fd(), me.is_some()) {
+        let (msg, fd, via) = match next_request(sh, sock.as_fd(), me.is_some(), page.as_ref(), seen)
+        {
             Ok(Some(x)) => x,
             Ok(None) => break,
-            Err(e) => match refuse(libc::EMSGSIZE, &e) {
-                Ok(()) => continue,
-                Err(_) => break,
-            },
+            Err(e) => {
+                // A message that cannot be read gets an error; the
+                // connection goes on.
+                tracing::debug!("client {pid}: {e}");
+                let r = Reply::Error {
+                    errno: libc::EMSGSIZE,
+                    message: e.to_string(),
+                };
+                match wire::send(sock.as_fd(), &r.encode(0), None) {
+                    Ok(()) => continue,
+                    Err(_) => break,
+                }
+            }
+        };
+        if let Some(seq) = via {
+            seen = seq;
+        }
+        let send = |msg: &[u8], fd: Option<std::os::fd::BorrowedFd<'_>>| {
+            respond(sock.as_fd(), page.as_ref(), via, msg, fd)
         };
         let (id, req) = match Request::decode(&msg) {
             Ok(x) => x,
-            Err(e) => match refuse(e.errno(), &e) {
-                Ok(()) => continue,
-                Err(_) => break,
-            },
+            Err(e) => {
+                tracing::debug!("client {pid}: {e}");
+                let r = Reply::Error {
+                    errno: e.errno(),
+                    message: e.to_string(),
+                };
+                match send(&r.encode(0), None) {
+                    Ok(()) => continue,
+                    Err(_) => break,
+                }
+            }
         };
+        let mut new_page = None;
         let sent = match (me, req) {
             (None, Request::Hello { version, write }) => {
                 match admit(sh, pid, uid, gid, version, write) {
@@ -601,10 +690,10 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
                             },
                         );
                         me = Some(c);
-                        wire::send(sock.as_fd(), &reply.encode(id), Some(fd.as_fd()))
+                        send(&reply.encode(id), Some(fd.as_fd()))
                     }
                     Err(reply) => {
-                        let _ = wire::send(sock.as_fd(), &reply.encode(id), None);
+                        let _ = send(&reply.encode(id), None);
                         break;
                     }
                 }
@@ -614,7 +703,7 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
                     errno: libc::EPROTO,
                     message: "the first message must be Hello".into(),
                 };
-                let _ = wire::send(sock.as_fd(), &r.encode(id), None);
+                let _ = send(&r.encode(id), None);
                 break;
             }
             (Some(_), Request::Ring) => {
@@ -628,18 +717,34 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
                         None,
                     ),
                 };
-                wire::send(sock.as_fd(), &r.encode(id), fd.as_ref().map(|f| f.as_fd()))
+                send(&r.encode(id), fd.as_ref().map(|f| f.as_fd()))
+            }
+            (Some(_), Request::Calls) => {
+                let (r, fd) = match CallPage::create() {
+                    Ok((p, fd)) => {
+                        new_page = Some(p);
+                        (Reply::Done, Some(fd))
+                    }
+                    Err(e) => (
+                        Reply::Error {
+                            errno: e.raw_os_error().unwrap_or(libc::EIO),
+                            message: format!("call page: {e}"),
+                        },
+                        None,
+                    ),
+                };
+                send(&r.encode(id), fd.as_ref().map(|f| f.as_fd()))
             }
             (Some(c), Request::Listen { client }) => {
                 let r = listen(sh, c, client, fd);
-                wire::send(sock.as_fd(), &r.encode(id), None)
+                send(&r.encode(id), None)
             }
             (Some(c), Request::Mount { dir, read_only }) => {
                 let r = mount(sh, c, fd, &dir, read_only).unwrap_or_else(|e| Reply::Error {
                     errno: e.errno(),
                     message: e.to_string(),
                 });
-                wire::send(sock.as_fd(), &r.encode(id), None)
+                send(&r.encode(id), None)
             }
             (Some(c), Request::Channel { client }) => {
                 let r = match fault_channel(sh, c, client, fd) {
@@ -649,17 +754,23 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
                     }
                     Err(r) => r,
                 };
-                wire::send(sock.as_fd(), &r.encode(id), None)
+                send(&r.encode(id), None)
             }
             // Any other descriptor sent by a client is closed unread.
             (Some(c), req) => {
                 let r = answer(sh, c, req);
                 publish_space(sh);
-                wire::send(sock.as_fd(), &r.encode(id), None)
+                send(&r.encode(id), None)
             }
         };
         if sent.is_err() {
             break;
+        }
+        // Asked on the socket (a page cannot carry its descriptor): the
+        // client posts its next request to the new page, numbered from 1.
+        if new_page.is_some() && via.is_none() {
+            page = new_page;
+            seen = 0;
         }
     }
     if let Some(c) = me {
@@ -1671,6 +1782,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
             Request::Ping => Reply::Pong,
             Request::As { .. } => return Err(Error::Invalid("As inside As")),
             Request::Ring => return Err(Error::Invalid("Ring inside As")),
+            Request::Calls => return Err(Error::Invalid("Calls inside As")),
             Request::Stat { path } => {
                 let p = path_of(&path)?;
                 walked(|| Ok(Reply::Attr(attr(&settled_stat(sh, || fs.stat(p))?))))?

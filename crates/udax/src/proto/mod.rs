@@ -9,6 +9,7 @@
 //! every byte of it is accounted for. Nothing here touches a socket; the
 //! codec is transport-agnostic (docs/multihost.md).
 
+pub mod calls;
 pub mod ring;
 pub mod wire;
 
@@ -16,7 +17,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::FormatError;
 
 /// Protocol version spoken by this build; a peer with another gets an error.
-pub const VERSION: u16 = 7;
+pub const VERSION: u16 = 8;
 /// Magic at the start of every message.
 pub const MAGIC: [u8; 4] = *b"UDXP";
 /// Bytes of the header.
@@ -51,6 +52,10 @@ pub enum Request {
     /// change log ([`ring`]), which the client reads before it answers
     /// from its attribute cache.
     Ring,
+    /// Answered with `Done` and a descriptor of a new call page
+    /// ([`calls`]) for this connection: from then on the client may post
+    /// its requests there instead of on the socket.
+    Calls,
     /// `req` (one that [`Request::checks_permissions`]), made by thread
     /// `claim.tid` of the client's process, whose current credentials are
     /// `claim`: the owner checks `req` with them, after verifying a claim
@@ -964,6 +969,7 @@ impl Request {
             Request::Hello { .. }
             | Request::Ping
             | Request::Ring
+            | Request::Calls
             | Request::Stat { .. }
             | Request::Lstat { .. }
             | Request::Readlink { .. }
@@ -1044,6 +1050,7 @@ impl Request {
             Request::Hello { .. }
             | Request::Ping
             | Request::Ring
+            | Request::Calls
             | Request::As { .. }
             | Request::StatFs
             | Request::Listen { .. }
@@ -1129,6 +1136,7 @@ impl Request {
             Request::Extend { .. } => 48,
             Request::Grant { .. } => 49,
             Request::Ring => 50,
+            Request::Calls => 51,
         }
     }
 
@@ -1139,7 +1147,7 @@ impl Request {
             Request::Hello { version, write } => {
                 w.u16(*version).u8(*write as u8);
             }
-            Request::Ping | Request::Ring | Request::StatFs | Request::Sync => {}
+            Request::Ping | Request::Ring | Request::Calls | Request::StatFs | Request::Sync => {}
             Request::As { claim, req } => {
                 w.u32(claim.tid).u32(claim.uid).u32(claim.gid);
                 w.u32(claim.groups.len() as u32);
@@ -1395,6 +1403,7 @@ impl Request {
             },
             2 => Request::Ping,
             50 => Request::Ring,
+            51 => Request::Calls,
             64 => {
                 let (tid, uid, gid) = (r.u32()?, r.u32()?, r.u32()?);
                 let n = r.u32()? as usize;
@@ -2258,6 +2267,7 @@ mod tests {
                 .prop_map(|(version, write)| Request::Hello { version, write }),
             Just(Request::Ping),
             Just(Request::Ring),
+            Just(Request::Calls),
             path().prop_map(|path| Request::Stat { path }),
             path().prop_map(|path| Request::Lstat { path }),
             path().prop_map(|path| Request::Readlink { path }),
