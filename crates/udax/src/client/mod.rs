@@ -1053,24 +1053,33 @@ impl Conn {
         let seq = self.posted;
         let got = match calls::poll(wire::spin_budget(REPLY_SPIN), || page.reply(seq)) {
             Some(r) => r,
-            None => loop {
-                page.client_sleeps(true);
-                if let Some(r) = page.reply(seq) {
-                    page.client_sleeps(false);
-                    break r;
-                }
-                let m = wire::recv(self.fd.as_fd());
-                page.client_sleeps(false);
-                match m.map_err(|e| not_connected(format!("owner: {e}")))? {
-                    Some((msg, _)) if msg == calls::DOORBELL => continue,
-                    Some(_) => {
+            None => {
+                let fd = self.fd.as_fd();
+                let woken = page
+                    .sleep_for(
+                        calls::Side::Client,
+                        || page.reply(seq),
+                        || {
+                            Ok(match wire::recv(fd)? {
+                                Some((msg, _)) if msg == calls::DOORBELL => calls::Woken::Bell,
+                                Some(_) => calls::Woken::Message(()),
+                                None => calls::Woken::Closed,
+                            })
+                        },
+                    )
+                    .map_err(|e| not_connected(format!("owner: {e}")))?;
+                match woken {
+                    Ok(r) => r,
+                    Err(Some(())) => {
                         return Err(not_connected(
                             "a reply on the socket while one on the call page was due".into(),
                         ))
                     }
-                    None => return Err(not_connected("the owner closed the connection".into())),
+                    Err(None) => {
+                        return Err(not_connected("the owner closed the connection".into()))
+                    }
                 }
-            },
+            }
         };
         self.waiting = false;
         got.map_err(|len| not_connected(format!("a reply of {len} bytes on the call page")))

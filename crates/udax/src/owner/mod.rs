@@ -563,19 +563,21 @@ fn next_request(
     }) {
         return Ok(from_page(r));
     }
-    loop {
-        page.owner_sleeps(true);
-        if let Some(r) = page.request(seen) {
-            page.owner_sleeps(false);
-            return Ok(from_page(r));
-        }
-        let got = wire::recv(sock);
-        page.owner_sleeps(false);
-        match got? {
-            Some((msg, _)) if msg == calls::DOORBELL => continue,
-            other => return Ok(other.map(|(msg, fd)| (msg, fd, None))),
-        }
-    }
+    let woken = page.sleep_for(
+        calls::Side::Owner,
+        || page.request(seen),
+        || {
+            Ok(match wire::recv(sock)? {
+                Some((msg, _)) if msg == calls::DOORBELL => calls::Woken::Bell,
+                Some(m) => calls::Woken::Message(m),
+                None => calls::Woken::Closed,
+            })
+        },
+    )?;
+    Ok(match woken {
+        Ok(r) => from_page(r),
+        Err(m) => m.map(|(msg, fd)| (msg, fd, None)),
+    })
 }
 
 /// Send the reply `msg` (with the descriptor `fd`) to a request that came

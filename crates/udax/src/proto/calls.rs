@@ -29,25 +29,30 @@
 //! page gets errors, never the owner's memory.
 //!
 //! ORDERING: a message's words and length are stored Relaxed, then its
-//! number with SeqCst (a release of the words); the reader loads the
-//! number with SeqCst (an acquire of them), then the length and the words
-//! Relaxed. Sleeping is Dekker's handshake: the sleeper stores its flag,
-//! then loads the other's number; the publisher stores its number, then
-//! loads the sleeper's flag; all four SeqCst, so at least one side sees the
-//! other's store: either the sleeper finds the message and does not sleep,
-//! or the publisher finds the flag and rings. A stale ring (the sleeper
-//! found the message after all) wakes the next sleep early, which then
-//! looks again. The memory is shared with another process, so the atomics
-//! are `std`'s over the mapping (loom cannot model another process;
-//! `crate::sync`'s exceptions list this file).
+//! number with Release (publishing the words); the reader loads the number
+//! with Acquire, then the length and the words Relaxed. Sleeping is
+//! Dekker's handshake, with SeqCst fences: the sleeper stores its flag,
+//! fence, then loads the other's number; the publisher stores its number,
+//! fence, then loads the sleeper's flag. Of two SeqCst fences one comes
+//! first, and the loads after the later one see the stores before the
+//! earlier: either the sleeper finds the message and does not sleep, or
+//! the publisher finds the flag and rings. A stale ring (the sleeper found
+//! the message after all) wakes the next sleep early, which then looks
+//! again ([`CallPage::sleep_for`]). Fences rather than SeqCst accesses, so
+//! that loom, which models SeqCst fences but treats SeqCst accesses as
+//! AcqRel, checks the handshake: the `loom_call_page_*` models run both
+//! sides' real code, sleeping included, over a page of loom atomics (the
+//! mapping shared with another process is the same code over `std`'s).
 #![allow(
     unsafe_code,
     reason = "the call page is a shared mapping read and written as atomics"
 )]
 
 use super::MAX_MESSAGE;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{fence, AtomicU64, Ordering};
+use std::os::fd::OwnedFd;
+#[cfg(not(loom))]
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 /// Bytes of one area: a whole message.
@@ -70,16 +75,40 @@ const REQ_AREA: usize = HEADER_BYTES / 8;
 const REP_AREA: usize = REQ_AREA + AREA / 8;
 const WORDS: usize = PAGE_BYTES / 8;
 
-/// One connection's call page, mapped in this process.
+/// One connection's call page, mapped in this process (under loom, a
+/// page of model atomics: [`CallPage::model`]).
 pub struct CallPage {
+    #[cfg(not(loom))]
     words: *const AtomicU64,
+    #[cfg(loom)]
+    words: Box<[AtomicU64]>,
 }
 
 // SAFETY: the mapping is only accessed through atomics, and it lives as
 // long as the `CallPage` (unmapped in `drop`), whichever thread holds it.
+#[cfg(not(loom))]
 unsafe impl Send for CallPage {}
 // SAFETY: as above: shared access is atomic loads and stores only.
+#[cfg(not(loom))]
 unsafe impl Sync for CallPage {}
+
+/// A side of the connection, for [`CallPage::sleep_for`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Owner,
+}
+
+/// What a side sleeping on the socket woke to ([`CallPage::sleep_for`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Woken<M> {
+    /// The other side's [`DOORBELL`]: look at the page again.
+    Bell,
+    /// A message on the socket itself.
+    Message(M),
+    /// The connection's end.
+    Closed,
+}
 
 impl std::fmt::Debug for CallPage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +124,7 @@ impl std::fmt::Debug for CallPage {
 impl CallPage {
     /// A new page (the owner's), mapped, and the descriptor to send the
     /// client (its size sealed).
+    #[cfg(not(loom))]
     pub fn create() -> std::io::Result<(CallPage, OwnedFd)> {
         use rustix::fs::{MemfdFlags, SealFlags};
         let fd = crate::fdnum::raise(rustix::fs::memfd_create(
@@ -112,6 +142,7 @@ impl CallPage {
     }
 
     /// Map the page the owner sent (`fd`), checking its shape.
+    #[cfg(not(loom))]
     pub fn attach(fd: OwnedFd) -> std::io::Result<CallPage> {
         let len = rustix::fs::fstat(&fd)?.st_size;
         if len != PAGE_BYTES as i64 {
@@ -134,6 +165,7 @@ impl CallPage {
         Ok(p)
     }
 
+    #[cfg(not(loom))]
     fn map(fd: BorrowedFd<'_>) -> std::io::Result<CallPage> {
         use rustix::mm::{MapFlags, ProtFlags};
         // SAFETY: a fresh mapping chosen by the kernel (null hint) replaces
@@ -154,12 +186,44 @@ impl CallPage {
         })
     }
 
+    /// Under loom no memory is shared with another process: the page of
+    /// the models, a client and an owner thread sharing it.
+    #[cfg(loom)]
+    pub fn create() -> std::io::Result<(CallPage, OwnedFd)> {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+
+    /// As [`CallPage::create`]: none under loom.
+    #[cfg(loom)]
+    pub fn attach(_fd: OwnedFd) -> std::io::Result<CallPage> {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+
+    /// A page of loom atomics, with the owner's header words.
+    #[cfg(loom)]
+    pub fn model() -> CallPage {
+        let p = CallPage {
+            words: (0..WORDS).map(|_| AtomicU64::new(0)).collect(),
+        };
+        // ORDERING: Relaxed: before the page is shared.
+        p.word(0).store(MAGIC, Ordering::Relaxed);
+        // ORDERING: Relaxed: as above.
+        p.word(1).store(AREA as u64, Ordering::Relaxed);
+        p
+    }
+
+    #[cfg(not(loom))]
     fn word(&self, i: usize) -> &AtomicU64 {
         assert!(i < WORDS);
         // SAFETY: `i` is inside the mapping, which is page-aligned (so
         // every word is 8-aligned) and lives as long as `self`; the memory
         // is only ever accessed as atomics, here and in the other process.
         unsafe { &*self.words.add(i) }
+    }
+
+    #[cfg(loom)]
+    fn word(&self, i: usize) -> &AtomicU64 {
+        &self.words[i]
     }
 
     /// Store `msg` (at most [`AREA`] bytes) as words from word `at`.
@@ -199,19 +263,28 @@ impl CallPage {
         // ORDERING: Relaxed: published by the store below.
         self.word(REQ_LEN)
             .store(msg.len() as u64, Ordering::Relaxed);
-        // ORDERING: SeqCst: releases the message, and is the publisher's
-        // store in the sleep handshake (module docs).
-        self.word(REQ_SEQ).store(seq, Ordering::SeqCst);
-        // ORDERING: SeqCst: the publisher's load in the handshake.
-        self.word(OWNER_SLEEPS).load(Ordering::SeqCst) != 0
+        self.publish(REQ_SEQ, seq, OWNER_SLEEPS)
+    }
+
+    /// Store the number `seq` at word `at` (Release: the message before
+    /// it goes with it), then tell whether the other side sleeps (its flag
+    /// at word `flag`): the publisher's half of the handshake.
+    fn publish(&self, at: usize, seq: u64, flag: usize) -> bool {
+        // ORDERING: Release: publishes the message's words and length.
+        self.word(at).store(seq, Ordering::Release);
+        // ORDERING: SeqCst: the publisher's fence of the handshake
+        // (module docs), between its store and its load of the flag.
+        fence(Ordering::SeqCst);
+        // ORDERING: Relaxed: ordered after the store by the fence.
+        self.word(flag).load(Ordering::Relaxed) != 0
     }
 
     /// The client: the reply to request `seq`, once the owner has stored
     /// it (`Err` with its length if that is past the area).
     pub fn reply(&self, seq: u64) -> Option<Result<Vec<u8>, u64>> {
-        // ORDERING: SeqCst: acquires the reply, and is the sleeper's load
-        // in the handshake (module docs).
-        if self.word(REP_SEQ).load(Ordering::SeqCst) != seq {
+        // ORDERING: Acquire: the reply's words and length come with it;
+        // after a sleeper's fence, its load of the handshake.
+        if self.word(REP_SEQ).load(Ordering::Acquire) != seq {
             return None;
         }
         // ORDERING: Relaxed: acquired by the load above.
@@ -223,18 +296,12 @@ impl CallPage {
         })
     }
 
-    /// The client: say whether it sleeps on the socket for a reply.
-    pub fn client_sleeps(&self, yes: bool) {
-        // ORDERING: SeqCst: the sleeper's store in the handshake.
-        self.word(CLIENT_SLEEPS).store(yes as u64, Ordering::SeqCst);
-    }
-
     /// The owner: the request after `seen`, if one was posted: its number
     /// and its bytes (empty if its length is past the area).
     pub fn request(&self, seen: u64) -> Option<(u64, Vec<u8>)> {
-        // ORDERING: SeqCst: acquires the request, and is the sleeper's
-        // load in the handshake (module docs).
-        let seq = self.word(REQ_SEQ).load(Ordering::SeqCst);
+        // ORDERING: Acquire: the request's words and length come with it;
+        // after a sleeper's fence, its load of the handshake.
+        let seq = self.word(REQ_SEQ).load(Ordering::Acquire);
         if seq == seen {
             return None;
         }
@@ -251,20 +318,55 @@ impl CallPage {
         // ORDERING: Relaxed: published by the store below.
         self.word(REP_LEN)
             .store(msg.len() as u64, Ordering::Relaxed);
-        // ORDERING: SeqCst: releases the reply, and is the publisher's
-        // store in the handshake (module docs).
-        self.word(REP_SEQ).store(seq, Ordering::SeqCst);
-        // ORDERING: SeqCst: the publisher's load in the handshake.
-        self.word(CLIENT_SLEEPS).load(Ordering::SeqCst) != 0
+        self.publish(REP_SEQ, seq, CLIENT_SLEEPS)
     }
 
-    /// The owner: say whether it sleeps on the socket for a request.
-    pub fn owner_sleeps(&self, yes: bool) {
-        // ORDERING: SeqCst: the sleeper's store in the handshake.
-        self.word(OWNER_SLEEPS).store(yes as u64, Ordering::SeqCst);
+    /// Say whether `side` sleeps on the socket; when it starts to, the
+    /// sleeper's fence of the handshake follows the store (module docs).
+    pub fn sleeps(&self, side: Side, yes: bool) {
+        let flag = match side {
+            Side::Client => CLIENT_SLEEPS,
+            Side::Owner => OWNER_SLEEPS,
+        };
+        // ORDERING: Relaxed: ordered before the next look by the fence
+        // below; a flag left set a while longer costs a spare ring.
+        self.word(flag).store(yes as u64, Ordering::Relaxed);
+        if yes {
+            // ORDERING: SeqCst: the sleeper's fence of the handshake,
+            // between its flag and its look at the other's number.
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// Sleep on the socket until `look` finds what `side` waits for on
+    /// the page: say so ([`CallPage::sleeps`]), look once more, then
+    /// `wait` for the socket's next message; a [`DOORBELL`] (`Woken::Bell`)
+    /// means look again. `Ok(Err(m))`: the socket brought a message `m`
+    /// instead (`None`: the connection's end).
+    pub fn sleep_for<T, M>(
+        &self,
+        side: Side,
+        mut look: impl FnMut() -> Option<T>,
+        mut wait: impl FnMut() -> std::io::Result<Woken<M>>,
+    ) -> std::io::Result<Result<T, Option<M>>> {
+        loop {
+            self.sleeps(side, true);
+            if let Some(x) = look() {
+                self.sleeps(side, false);
+                return Ok(Ok(x));
+            }
+            let woke = wait();
+            self.sleeps(side, false);
+            match woke? {
+                Woken::Bell => continue,
+                Woken::Message(m) => return Ok(Err(Some(m))),
+                Woken::Closed => return Ok(Err(None)),
+            }
+        }
     }
 }
 
+#[cfg(not(loom))]
 impl Drop for CallPage {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, of `PAGE_BYTES`; no reference
@@ -298,7 +400,7 @@ pub fn poll<T>(budget: Duration, mut look: impl FnMut() -> Option<T>) -> Option<
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -330,13 +432,13 @@ mod tests {
     #[test]
     fn a_sleeping_side_is_seen_by_the_other_so_it_rings() {
         let (owner, client) = pair();
-        owner.owner_sleeps(true);
+        owner.sleeps(Side::Owner, true);
         assert!(client.post(1, b"x"), "the client rings a sleeping owner");
-        owner.owner_sleeps(false);
+        owner.sleeps(Side::Owner, false);
         assert!(!client.post(2, b"y"));
-        client.client_sleeps(true);
+        client.sleeps(Side::Client, true);
         assert!(owner.answer(2, b"z"), "the owner rings a sleeping client");
-        client.client_sleeps(false);
+        client.sleeps(Side::Client, false);
         assert!(!owner.answer(2, b"z"));
     }
 
@@ -347,10 +449,14 @@ mod tests {
         // A client that scribbles a length past the area.
         // ORDERING: Relaxed: the test's single thread.
         client.word(REQ_LEN).store(u64::MAX, Ordering::Relaxed);
-        client.word(REQ_SEQ).store(2, Ordering::SeqCst);
+        // ORDERING: Release: as `post` publishes.
+        client.word(REQ_SEQ).store(2, Ordering::Release);
         assert_eq!(owner.request(1), Some((2, Vec::new())));
         owner.answer(2, b"ok");
-        owner.word(REP_LEN).store(AREA as u64 + 1, Ordering::SeqCst);
+        // ORDERING: Relaxed: the test's single thread.
+        owner
+            .word(REP_LEN)
+            .store(AREA as u64 + 1, Ordering::Relaxed);
         assert_eq!(client.reply(2), Some(Err(AREA as u64 + 1)));
     }
 
@@ -401,5 +507,95 @@ mod tests {
             assert_eq!(got, want, "call {seq}");
         }
         server.join().unwrap();
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! The handshake, model-checked: a client and an owner thread run the
+    //! page's real code, each sleeping on a "socket" (a counted doorbell
+    //! under a mutex and condvar) whenever the page shows nothing, as they
+    //! do once their polls run out. A lost wake-up leaves a thread blocked
+    //! for ever, which loom reports as a deadlock.
+    use super::*;
+    use crate::sync::{thread, Arc, Condvar, Mutex};
+
+    /// One direction of the socket: doorbells rung and not yet read.
+    #[derive(Default)]
+    struct Bells {
+        rung: Mutex<u32>,
+        cv: Condvar,
+    }
+
+    impl Bells {
+        fn ring(&self) {
+            *self.rung.lock() += 1;
+            self.cv.notify_one();
+        }
+
+        fn wait(&self) -> std::io::Result<Woken<()>> {
+            let mut g = self.rung.lock();
+            while *g == 0 {
+                self.cv.wait(&mut g);
+            }
+            *g -= 1;
+            Ok(Woken::Bell)
+        }
+    }
+
+    /// `calls` round trips, each side looking at the page once before it
+    /// sleeps (`poll` with no budget), as the owner's and the client's
+    /// loops do.
+    fn calls(calls: u64) {
+        loom::model(move || {
+            let page = Arc::new(CallPage::model());
+            let (to_owner, to_client) = (Arc::new(Bells::default()), Arc::new(Bells::default()));
+            let owner = {
+                let (page, to_owner, to_client) =
+                    (page.clone(), to_owner.clone(), to_client.clone());
+                thread::spawn(move || {
+                    let mut seen = 0;
+                    while seen < calls {
+                        let (seq, msg) = match page.request(seen) {
+                            Some(r) => r,
+                            None => page
+                                .sleep_for(Side::Owner, || page.request(seen), || to_owner.wait())
+                                .unwrap()
+                                .expect("no socket message in the model"),
+                        };
+                        let mut rep = msg;
+                        rep.push(0xAA);
+                        if page.answer(seq, &rep) {
+                            to_client.ring();
+                        }
+                        seen = seq;
+                    }
+                })
+            };
+            for seq in 1..=calls {
+                if page.post(seq, &[seq as u8; 3]) {
+                    to_owner.ring();
+                }
+                let got = match page.reply(seq) {
+                    Some(r) => r,
+                    None => page
+                        .sleep_for(Side::Client, || page.reply(seq), || to_client.wait())
+                        .unwrap()
+                        .expect("no socket message in the model"),
+                };
+                assert_eq!(got.unwrap(), vec![seq as u8, seq as u8, seq as u8, 0xAA]);
+            }
+            owner.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_call_page_one_call_no_lost_wakeup() {
+        calls(1);
+    }
+
+    #[test]
+    fn loom_call_page_two_calls_no_lost_wakeup_and_replies_in_order() {
+        calls(2);
     }
 }

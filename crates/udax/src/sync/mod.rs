@@ -27,9 +27,6 @@
 //!   `OnceLock` cannot be); a one-time publication, no protocol to model.
 //! * `proto/ring.rs`: the owner's change log, atomics over memory shared
 //!   with other processes (a memfd both map), which loom cannot model.
-//! * `proto/calls.rs`: a connection's call page, atomics over memory
-//!   shared by a client and the owner (a memfd both map), which loom
-//!   cannot model; its handshake is tested with real threads there.
 //! * `device/persist.rs`: `sfence`'s stand-in off x86-64, a CPU fence for
 //!   persistence ordering rather than a protocol between threads (loom's
 //!   `fence` works only inside a model).
