@@ -131,7 +131,7 @@ fn mp_hostile_messages_get_an_error_and_the_owner_keeps_serving() {
     // with a NUL, an over-long message: each gets an error, and the
     // connection goes on.
     let mut wrong_version = Request::Ping.encode(2);
-    wrong_version[4] = 9;
+    wrong_version[4] = (proto::VERSION as u8).wrapping_add(1);
     let mut unknown = Request::Ping.encode(3);
     unknown[6] = 77;
     let mut nul = Request::Stat {
@@ -909,6 +909,105 @@ fn m3_a_clients_mapping_of_a_hole_sees_another_clients_write_there() {
     let got: Vec<u8> = (0..7).map(|i| peek(m.as_ptr(), (1 << 20) + i)).collect();
     assert_eq!(got, b"\0hello\0");
     assert!(m.device_block_of(1 << 20).is_some());
+}
+
+#[test]
+fn m3_a_write_into_a_hole_recalls_the_other_clients_not_the_writer_which_drops_its_own_first() {
+    let _w = common::Watchdog::start(60, "the writer's own lease");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let fa = a.open("/w", true, true, 0o644).unwrap();
+    fa.set_len(4 << 20).unwrap();
+    let ma = fa
+        .mmap(0, 4 << 20, udax::Prot::Read, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    let fb = b.open("/w", false, false, 0).unwrap();
+    let mut buf = [9u8; 8];
+    // Both read the hole under their leases; A's mapping shows the zero page.
+    fa.read_at(&mut buf, 1 << 20).unwrap();
+    assert_eq!(buf, [0; 8]);
+    fb.read_at(&mut buf, 1 << 20).unwrap();
+    assert_eq!(buf, [0; 8]);
+    assert_eq!(peek(ma.as_ptr(), (1 << 20) + 1), 0);
+    let (a0, b0) = (a.recalls(), b.recalls());
+    // A writes into the hole: the owner recalls B's lease, not A's (A did
+    // what the recall would have, first).
+    fa.write_at(b"hello", (1 << 20) + 1).unwrap();
+    assert_eq!(a.recalls(), a0, "the writer was recalled");
+    assert!(b.recalls() > b0, "the other holder was not recalled");
+    // Every view sees the bytes: A's read, A's mapping (its zero page
+    // gone), B's read.
+    fa.read_at(&mut buf, 1 << 20).unwrap();
+    assert_eq!(&buf, b"\0hello\0\0");
+    let got: Vec<u8> = (0..7).map(|i| peek(ma.as_ptr(), (1 << 20) + i)).collect();
+    assert_eq!(got, b"\0hello\0");
+    fb.read_at(&mut buf, 1 << 20).unwrap();
+    assert_eq!(&buf, b"\0hello\0\0");
+}
+
+#[test]
+fn m3_threads_of_the_writing_client_never_read_a_hole_its_write_has_filled() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let _w = common::Watchdog::start(120, "a writer's own threads");
+    let s = setup(64);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = Arc::new(a.open("/r", true, true, 0o644).unwrap());
+    const BLOCKS: u64 = 256;
+    f.set_len(BLOCKS * 4096).unwrap();
+    let m = f
+        .mmap(
+            0,
+            (BLOCKS * 4096) as usize,
+            udax::Prot::Read,
+            udax::MapFlags::SHARED,
+        )
+        .expect(UFFD);
+    let base = m.as_ptr() as usize;
+    // Blocks written so far (each filled with its number + 1), published
+    // only after its write returned.
+    let done = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (f, done) = (f.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16];
+                let mut checks = 0u64;
+                loop {
+                    // ORDERING: Acquire: pairs with the writer's Release.
+                    let d = done.load(Ordering::Acquire);
+                    if d > 0 {
+                        // The block just written, and one written earlier.
+                        for blk in [d - 1, (d - 1) * 7 % d] {
+                            let want = (blk + 1) as u8;
+                            if r == 0 {
+                                f.read_at(&mut buf, blk * 4096 + 100).unwrap();
+                                assert_eq!(buf, [want; 16], "read of block {blk}");
+                            } else {
+                                let got = peek(base as *mut u8, (blk * 4096 + 100) as usize);
+                                assert_eq!(got, want, "load of block {blk}");
+                            }
+                            checks += 1;
+                        }
+                    }
+                    if d == BLOCKS {
+                        return checks;
+                    }
+                }
+            })
+        })
+        .collect();
+    for blk in 0..BLOCKS {
+        f.write_at(&[(blk + 1) as u8; 4096], blk * 4096).unwrap();
+        // ORDERING: Release: the block's bytes are written before this.
+        done.store(blk + 1, Ordering::Release);
+    }
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    drop(m);
 }
 
 #[test]

@@ -44,6 +44,10 @@ use std::sync::Arc;
 #[derive(Debug)]
 struct Layout {
     epoch: u64,
+    /// The lease serial of its (first) grant (`Reply::Layout::serial`),
+    /// and of its last (a layout asked in pieces).
+    serial: u64,
+    newest: u64,
     size: u64,
     /// file block -> (device block, blocks, shared with other files)
     map: BTreeMap<u64, (u64, u64, bool)>,
@@ -55,10 +59,13 @@ struct Layout {
 }
 
 impl Layout {
-    /// An empty layout of a lease of `epoch` for a file of `size` bytes.
-    fn leased(epoch: u64, size: u64) -> Layout {
+    /// An empty layout of a lease of `epoch`, granted as `serial`, for a
+    /// file of `size` bytes.
+    fn leased(epoch: u64, serial: u64, size: u64) -> Layout {
         Layout {
             epoch,
+            serial,
+            newest: serial,
             size,
             map: BTreeMap::new(),
             bad: Vec::new(),
@@ -148,6 +155,12 @@ pub(super) struct Node {
     layout: RwLock<Option<Layout>>,
     /// The highest epoch recalled: a layout of that epoch or older is stale.
     recalled: AtomicU64,
+    /// The highest lease serial of a layout of the file received here.
+    seen: AtomicU64,
+    /// This process dropped its layouts of the file itself (before a
+    /// change it asked of the owner, [`Node::drop_own`]) up to this serial:
+    /// a layout granted as that serial or before is stale.
+    dropped: AtomicU64,
     /// The file's mapping state (entries, regions, the invalidate lock).
     dax: DaxFile,
     /// The last lease fetch for a fault failed (the owner is gone): faults
@@ -188,6 +201,8 @@ impl Node {
             ino,
             layout: RwLock::new(None),
             recalled: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             dax: DaxFile::new(ino),
             lost: AtomicBool::new(false),
             grant: Mutex::new(None),
@@ -253,6 +268,13 @@ impl Node {
         // `install`) and throws its stale layout away; one that installed
         // before is undone by the clearing under the lock.
         self.recalled.fetch_max(epoch, Ordering::AcqRel);
+        self.drop_layout(inner, wait, range)
+    }
+
+    /// Unmap file pages `range` from every mapping here (with `wait`,
+    /// first waiting for their pins) and drop the layout: what a recall
+    /// does once its epoch is noted. Returns whether pins stayed.
+    fn drop_layout(&self, inner: &Inner, wait: bool, range: std::ops::Range<u64>) -> bool {
         let _inv = self.dax.invalidate.write();
         let mut busy = false;
         if inner.dax.is_some() {
@@ -268,6 +290,32 @@ impl Node {
         }
         *self.layout.write() = None;
         busy
+    }
+
+    /// Before a change of the file's layout this process asks of the owner
+    /// (a `Write` that fills a hole or grows the file): do here what the
+    /// owner's recall of this process would (unmap file pages `range`,
+    /// drop the layout), and return the lease serial dropped through, for
+    /// the request (`Request::Write::dropped`). The owner then leaves this
+    /// process out of the recall if it granted it no layout since; a
+    /// layout granted as that serial or before and received later is
+    /// thrown away ([`Node::install`]). This spares the recall's round
+    /// trip to this process's own listener, which sleeps.
+    fn drop_own(&self, inner: &Inner, range: std::ops::Range<u64>) -> u64 {
+        // ORDERING: Acquire: pairs with the Release `fetch_max` of a
+        // received layout's serial (`Node::received`).
+        let through = self.seen.load(Ordering::Acquire);
+        // ORDERING: Release: an install that takes the layout lock after
+        // the clearing below sees it (and the lock orders it anyway).
+        self.dropped.fetch_max(through, Ordering::Release);
+        self.drop_layout(inner, false, range);
+        through
+    }
+
+    /// A layout granted as `serial` came from the owner.
+    fn received(&self, serial: u64) {
+        // ORDERING: Release: see `drop_own`.
+        self.seen.fetch_max(serial, Ordering::Release);
     }
 
     /// File page `page` lies on a media error (the listener): leases
@@ -291,9 +339,13 @@ impl Node {
     /// epoch came meanwhile.
     fn install(&self, mut l: Layout) {
         l.size = self.size_seen(l.size);
+        self.received(l.newest);
         let mut g = self.layout.write();
         // ORDERING: Acquire: pairs with the recall's AcqRel fetch_max.
-        if l.epoch > self.recalled.load(Ordering::Acquire) {
+        let recalled = self.recalled.load(Ordering::Acquire);
+        // ORDERING: Acquire: pairs with `drop_own`'s Release.
+        let dropped = self.dropped.load(Ordering::Acquire);
+        if l.epoch > recalled && l.serial > dropped {
             *g = Some(l);
         }
     }
@@ -455,7 +507,7 @@ impl RemoteFile {
         if let Some(l) = layout.filter(|_| fresh) {
             // Leased with the open: the first read or fault needs no
             // `Lease` (a recall of its epoch that came first voids it).
-            let mut layout = Layout::leased(l.epoch, l.size);
+            let mut layout = Layout::leased(l.epoch, l.serial, l.size);
             layout.add(&l.extents, &l.bad);
             layout.count_shared();
             node.install(layout);
@@ -756,10 +808,18 @@ impl RemoteFile {
         }
         let mut done = 0usize;
         for chunk in data.chunks(proto::MAX_WRITE) {
+            let at = off + done as u64;
+            // What the owner's recall would do here, done first, so that
+            // it can leave this process out (`Node::drop_own`).
+            let dropped = self
+                .o
+                .node
+                .drop_own(&self.o.inner, at / BLOCK_SIZE..u64::MAX);
             let r = self.o.inner.call(&Request::Write {
                 handle: self.o.handle,
-                offset: off + done as u64,
+                offset: at,
                 data: chunk.to_vec(),
+                dropped,
             })?;
             let Reply::Written { n } = r else {
                 return Err(unexpected(r));
@@ -1352,6 +1412,7 @@ fn fetch(inner: &Inner, handle: u64) -> Result<Layout> {
             })?;
             let Reply::Layout {
                 epoch,
+                serial,
                 size,
                 extents,
                 bad,
@@ -1361,10 +1422,11 @@ fn fetch(inner: &Inner, handle: u64) -> Result<Layout> {
             else {
                 return Err(unexpected(r));
             };
-            let cur = l.get_or_insert_with(|| Layout::leased(epoch, size));
+            let cur = l.get_or_insert_with(|| Layout::leased(epoch, serial, size));
             if cur.epoch != epoch {
                 continue 'again;
             }
+            cur.newest = cur.newest.max(serial);
             cur.add(&extents, &bad);
             match next {
                 Some(n) if n > from => from = n,

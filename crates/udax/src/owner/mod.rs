@@ -302,6 +302,11 @@ struct Table {
     leases: HashMap<u64, HashSet<u64>>,
     /// Per inode, the current lease epoch (bumped by each recall).
     epochs: HashMap<u64, u64>,
+    /// The serial of the last layout granted, over all grants, and per
+    /// (inode, client) the serial of the last one that client got
+    /// (`Request::Write::dropped`).
+    serial: u64,
+    granted: HashMap<(u64, u64), u64>,
 }
 
 impl Table {
@@ -978,9 +983,12 @@ fn iomap(sh: &Shared, c: u64, handle: u64, op: IomapOp, a: u64, b: u64) -> Resul
         })
         .collect();
     let epoch = sh.table.lock().epoch(ino);
+    // Blocks for a fault, patched into a layout the client holds: not a
+    // grant of one (serial 0).
     Ok(Reply::Layout {
         ino,
         epoch,
+        serial: 0,
         size: f.len(),
         extents,
         bad: Vec::new(),
@@ -1071,6 +1079,7 @@ fn drop_client(sh: &Shared, c: u64, why: &str) {
                 leased.push(*ino);
             }
         }
+        t.granted.retain(|&(_, holder), _| holder != c);
         let rec = t.clients.remove(&c);
         // A client that closed its connection (it exited, exec'd or let go
         // of its last file) writes no more; one cut off may, while it
@@ -2169,6 +2178,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                     if let Some(h) = t.leases.get_mut(&ino) {
                         h.remove(&c);
                     }
+                    t.granted.remove(&(ino, c));
                 }
                 drop(t);
                 if last {
@@ -2274,6 +2284,7 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 handle,
                 offset,
                 data,
+                dropped,
             } => {
                 let f = file_of(sh, c, handle)?;
                 let lock = change_lock(sh, f.ino());
@@ -2281,7 +2292,17 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?;
                 if changes_layout(&f, offset, data.len() as u64) {
                     let range = blocks_changed(offset, data.len() as u64, f.len());
-                    recall(sh, f.ino(), None, false, range)?;
+                    // The writer dropped its own layouts first, up to
+                    // serial `dropped`: left out unless it was granted one
+                    // since (under the change lock, which grants take too).
+                    let mine = dropped != 0
+                        && sh
+                            .table
+                            .lock()
+                            .granted
+                            .get(&(f.ino(), c))
+                            .is_none_or(|&s| s <= dropped);
+                    recall(sh, f.ino(), mine.then_some(c), false, range)?;
                 }
                 let n = f.write_at(&data, offset)?;
                 // As for `Append`.
@@ -2514,6 +2535,7 @@ fn with_lease(sh: &Shared, c: u64, mut opened: Reply) -> Result<Reply> {
     }
     if let Reply::Layout {
         epoch,
+        serial,
         size,
         extents,
         bad,
@@ -2524,6 +2546,7 @@ fn with_lease(sh: &Shared, c: u64, mut opened: Reply) -> Result<Reply> {
         if extents.len() <= OPEN_LAYOUT_EXTENTS {
             *layout = Some(Box::new(proto::OpenLayout {
                 epoch,
+                serial,
                 size,
                 extents,
                 bad,
@@ -2544,13 +2567,16 @@ fn lease(sh: &Shared, c: u64, handle: u64, from: u64) -> Result<Reply> {
     let lock = change_lock(sh, ino);
     let _g = lock.lock();
     grants::settle_locked(sh, ino, grants::Settle::KeepFor(c))?;
-    let epoch = {
+    let (epoch, serial) = {
         let mut t = sh.table.lock();
         if t.clients.get(&c).is_none_or(|r| r.callback.is_none()) {
             return Err(Error::Invalid("a lease needs a callback channel (Listen)"));
         }
         t.leases.entry(ino).or_default().insert(c);
-        t.epoch(ino)
+        t.serial += 1;
+        let serial = t.serial;
+        t.granted.insert((ino, c), serial);
+        (t.epoch(ino), serial)
     };
     // Fixed fields, the two counts and `next`: 24 + 8 + 9 bytes; an extent
     // is 25.
@@ -2587,6 +2613,7 @@ fn lease(sh: &Shared, c: u64, handle: u64, from: u64) -> Result<Reply> {
     Ok(Reply::Layout {
         ino,
         epoch,
+        serial,
         size: f.len(),
         extents,
         bad,

@@ -17,7 +17,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::FormatError;
 
 /// Protocol version spoken by this build; a peer with another gets an error.
-pub const VERSION: u16 = 8;
+pub const VERSION: u16 = 9;
 /// Magic at the start of every message.
 pub const MAGIC: [u8; 4] = *b"UDXP";
 /// Bytes of the header.
@@ -182,10 +182,17 @@ pub enum Request {
     },
     /// Write `data` at `offset` through the owner (recalls other clients'
     /// leases first when it fills a hole or grows the file).
+    ///
+    /// `dropped`: the client has dropped every layout of the file it was
+    /// granted up to lease serial `dropped` (`Reply::Layout::serial`), as a
+    /// recall would have it (0: none said): if the owner granted it none
+    /// since, the write's recall leaves it out (docs/multiprocess.md,
+    /// "The writer's own lease").
     Write {
         handle: u64,
         offset: u64,
         data: Vec<u8>,
+        dropped: u64,
     },
     /// Make the file's data and metadata durable (`fsync`).
     Fsync {
@@ -480,6 +487,8 @@ pub struct Entry {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpenLayout {
     pub epoch: u64,
+    /// The grant's serial (as `Reply::Layout`'s).
+    pub serial: u64,
     pub size: u64,
     pub extents: Vec<Ext>,
     pub bad: Vec<(u64, u64)>,
@@ -556,10 +565,12 @@ pub enum Reply {
     },
     /// Answers `Lease`: the layout from the asked block on, under lease
     /// epoch `epoch` of the file. `bad` lists file block ranges on media
-    /// errors. `next`: the block to ask from for more extents.
+    /// errors. `next`: the block to ask from for more extents. `serial`:
+    /// this grant's number, increasing across every grant of the owner.
     Layout {
         ino: u64,
         epoch: u64,
+        serial: u64,
         size: u64,
         extents: Vec<Ext>,
         bad: Vec<(u64, u64)>,
@@ -1372,11 +1383,13 @@ impl Request {
                 handle,
                 offset,
                 data,
+                dropped,
             } => {
                 w.u64(*handle)
                     .u64(*offset)
                     .u32(data.len() as u32)
-                    .bytes(data);
+                    .bytes(data)
+                    .u64(*dropped);
             }
             Request::Append {
                 handle,
@@ -1530,6 +1543,7 @@ impl Request {
                     handle,
                     offset,
                     data: r.bytes(n)?.to_vec(),
+                    dropped: r.u64()?,
                 }
             }
             20 => Request::Channel { client: r.u64()? },
@@ -1819,7 +1833,7 @@ impl Reply {
                         w.u8(0);
                     }
                     Some(l) => {
-                        w.u8(1).u64(l.epoch).u64(l.size);
+                        w.u8(1).u64(l.epoch).u64(l.serial).u64(l.size);
                         extents_out(&mut w, &l.extents, &l.bad);
                     }
                 }
@@ -1836,12 +1850,13 @@ impl Reply {
             Reply::Layout {
                 ino,
                 epoch,
+                serial,
                 size,
                 extents,
                 bad,
                 next,
             } => {
-                w.u64(*ino).u64(*epoch).u64(*size);
+                w.u64(*ino).u64(*epoch).u64(*serial).u64(*size);
                 extents_out(&mut w, extents, bad);
                 next_out(&mut w, *next);
             }
@@ -2016,10 +2031,11 @@ impl Reply {
                 write: bool_in(&mut r)?,
                 attr: attr_in(&mut r)?,
                 layout: if bool_in(&mut r)? {
-                    let (epoch, size) = (r.u64()?, r.u64()?);
+                    let (epoch, serial, size) = (r.u64()?, r.u64()?, r.u64()?);
                     let (extents, bad) = extents_in(&mut r)?;
                     Some(Box::new(OpenLayout {
                         epoch,
+                        serial,
                         size,
                         extents,
                         bad,
@@ -2034,11 +2050,12 @@ impl Reply {
                 path: path_in(&mut r)?,
             },
             109 => {
-                let (ino, epoch, size) = (r.u64()?, r.u64()?, r.u64()?);
+                let (ino, epoch, serial, size) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
                 let (extents, bad) = extents_in(&mut r)?;
                 Reply::Layout {
                     ino,
                     epoch,
+                    serial,
                     size,
                     extents,
                     bad,
@@ -2383,6 +2400,7 @@ mod tests {
                 .prop_map(|(handle, offset, data)| Request::Write {
                     handle,
                     offset,
+                    dropped: handle ^ offset,
                     data,
                 }),
         ]
@@ -2487,6 +2505,7 @@ mod tests {
                     attr,
                     layout: Some(Box::new(OpenLayout {
                         epoch,
+                        serial: epoch ^ size,
                         size,
                         extents: ext
                             .into_iter()
@@ -2515,6 +2534,7 @@ mod tests {
                 .prop_map(|(h, ext, bad, next)| Reply::Layout {
                     ino: h[0],
                     epoch: h[1],
+                    serial: h[0] ^ h[2],
                     size: h[2],
                     extents: ext
                         .into_iter()
