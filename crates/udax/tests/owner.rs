@@ -108,6 +108,29 @@ fn raw(o: &Serving) -> std::os::fd::OwnedFd {
     wire::connect(&o.socket).unwrap()
 }
 
+/// A raw connection to the owner, admitted (`Hello` with write access).
+fn raw_admitted(o: &Serving) -> std::os::fd::OwnedFd {
+    let sock = raw(o);
+    let hello = Request::Hello {
+        version: proto::VERSION,
+        write: true,
+    }
+    .encode(1);
+    assert!(matches!(exchange(&sock, &hello), Some(Reply::Hello { .. })));
+    sock
+}
+
+/// A call page asked for on the raw connection `sock`, and a second
+/// descriptor of its memory to scribble on it with.
+fn raw_page(sock: &std::os::fd::OwnedFd) -> (udax::proto::calls::CallPage, std::os::fd::OwnedFd) {
+    wire::send(sock.as_fd(), &Request::Calls.encode(2), None).unwrap();
+    let (m, fd) = wire::recv(sock.as_fd()).unwrap().unwrap();
+    assert_eq!(Reply::decode(&m).unwrap().1, Reply::Done);
+    let fd = fd.expect("the page's descriptor");
+    let mine = rustix::io::dup(&fd).unwrap();
+    (udax::proto::calls::CallPage::attach(fd).unwrap(), mine)
+}
+
 fn exchange(sock: &std::os::fd::OwnedFd, msg: &[u8]) -> Option<Reply> {
     wire::send(sock.as_fd(), msg, None).unwrap();
     let (m, _) = wire::recv(sock.as_fd()).unwrap()?;
@@ -219,24 +242,13 @@ fn page_reply(page: &udax::proto::calls::CallPage, seq: u64) -> Reply {
 
 #[test]
 fn mp_a_client_that_scribbles_on_its_call_page_gets_errors_and_the_owner_keeps_serving() {
-    use udax::proto::calls::{self, CallPage};
+    use udax::proto::calls;
     let _w = common::Watchdog::start(60, "hostile call page");
     let s = setup(16);
     let o = serve(&s, None);
     let good = Client::connect(&s.dev, &opts(&s, true)).unwrap();
-    let bad = raw(&o);
-    let hello = Request::Hello {
-        version: proto::VERSION,
-        write: true,
-    }
-    .encode(1);
-    assert!(matches!(exchange(&bad, &hello), Some(Reply::Hello { .. })));
-    wire::send(bad.as_fd(), &Request::Calls.encode(2), None).unwrap();
-    let (m, fd) = wire::recv(bad.as_fd()).unwrap().unwrap();
-    assert_eq!(Reply::decode(&m).unwrap().1, Reply::Done);
-    let fd = fd.expect("the page's descriptor");
-    let mine = rustix::io::dup(&fd).unwrap();
-    let page = CallPage::attach(fd).unwrap();
+    let bad = raw_admitted(&o);
+    let (page, mine) = raw_page(&bad);
     // Its size is sealed: the owner's mapping cannot lose its pages.
     assert!(rustix::fs::ftruncate(&mine, 4096).is_err());
     let post = |seq: u64, msg: &[u8]| {
@@ -269,6 +281,71 @@ fn mp_a_client_that_scribbles_on_its_call_page_gets_errors_and_the_owner_keeps_s
     // The well-behaved client never noticed.
     good.mkdir("/still", 0o755).unwrap();
     assert!(good.stat("/still").unwrap().is_dir());
+}
+
+#[test]
+fn mp_random_scribbles_on_a_call_page_never_stop_the_owner() {
+    use udax::proto::calls;
+    let _w = common::Watchdog::start(120, "random call page scribbles");
+    let s = setup(16);
+    let o = serve(&s, None);
+    let good = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let bad = raw_admitted(&o);
+    let (page, mine) = raw_page(&bad);
+    // xorshift64*, a fixed seed: a failure repeats.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    for round in 0..300u64 {
+        // A few random words: the header lines, or the request area's
+        // first bytes (a message's header), with numbers below 2^32.
+        for _ in 0..1 + next() % 4 {
+            let word = if next() % 2 == 0 {
+                next() % 24
+            } else {
+                512 + next() % 8
+            };
+            let v = match next() % 4 {
+                0 => u64::MAX,
+                1 => next() % 64,
+                _ => next() & 0xFFFF_FFFF,
+            };
+            poke_word(&mine, word, v);
+        }
+        // Published as a request (a number no scribble writes): whatever
+        // its length and bytes say, the owner answers it.
+        let scribbled = (1u64 << 36) + round;
+        poke_word(&mine, 8, scribbled);
+        wire::send(bad.as_fd(), calls::DOORBELL, None).unwrap();
+        let t = std::time::Instant::now();
+        while page.reply(scribbled).is_none() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "round {round}: no answer"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // Then a real call, numbered where no scribble reaches: answered.
+        let seq = (1u64 << 40) + round;
+        let ping = Request::Ping.encode(seq);
+        if page.post(seq, &ping) {
+            wire::send(bad.as_fd(), calls::DOORBELL, None).unwrap();
+        }
+        assert_eq!(page_reply(&page, seq), Reply::Pong, "round {round}");
+        // Read the owner's rings (a scribbled "client sleeps" asks for
+        // them), so that its sends never find the socket full.
+        let mut b = [0u8; 64];
+        while rustix::net::recv(&bad, &mut b, rustix::net::RecvFlags::DONTWAIT)
+            .is_ok_and(|(n, _)| n > 0)
+        {}
+    }
+    // The well-behaved client never noticed.
+    good.mkdir("/after", 0o755).unwrap();
+    assert!(good.stat("/after").unwrap().is_dir());
 }
 
 #[test]
