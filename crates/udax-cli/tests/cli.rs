@@ -590,8 +590,11 @@ fn mkfs_refuses_a_udax_file_system_of_another_format_version_without_force() {
     ok(&["mkfs", "--force", dev]);
     ok(&["ls", &format!("{dev}:/")]);
     // Both copies damaged: still refused without --force.
-    patch(dev, 100, &[0xee]);
-    patch(dev, 4096 + 100, &[0xee]);
+    // Byte 100 is in the mkfs time: flipped, never set to a value it may
+    // already hold.
+    let img = std::fs::read(dev).unwrap();
+    patch(dev, 100, &[!img[100]]);
+    patch(dev, 4096 + 100, &[!img[4096 + 100]]);
     let o = udax(&["mkfs", dev]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
