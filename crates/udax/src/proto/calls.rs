@@ -232,7 +232,7 @@ impl CallPage {
         for (i, chunk) in msg.chunks(8).enumerate() {
             let mut w = [0u8; 8];
             w[..chunk.len()].copy_from_slice(chunk);
-            // ORDERING: Relaxed: published by the SeqCst store of the
+            // ORDERING: Relaxed: published by the Release store of the
             // message's number (module docs).
             self.word(at + i)
                 .store(u64::from_le_bytes(w), Ordering::Relaxed);
@@ -247,7 +247,7 @@ impl CallPage {
         let len = len as usize;
         let mut out = Vec::with_capacity(len.next_multiple_of(8));
         for i in 0..len.div_ceil(8) {
-            // ORDERING: Relaxed: acquired by the SeqCst load of the
+            // ORDERING: Relaxed: acquired by the Acquire load of the
             // message's number (module docs).
             out.extend_from_slice(&self.word(at + i).load(Ordering::Relaxed).to_le_bytes());
         }
