@@ -41,6 +41,7 @@ extern "C" fn at_load() {
         std_not_udax: calls::stdio::std_not_udax,
     });
     boundary::entry::quiet_panics();
+    calls::creds::keep_at_load();
     state::mount::wipe_pid_cache_on_fork();
     let single = boundary::threads::single_threaded();
     if single {

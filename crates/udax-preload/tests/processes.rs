@@ -534,7 +534,11 @@ fn p_execl_execlp_and_execle_hand_over_descriptors_and_the_working_directory() {
 /// owner it attached to as root and embedded alike: denied a write to
 /// root's 0644 file, a create in root's directory, a stat under root's
 /// 0700 directory and a chmod of another's file; allowed a write where its
-/// new group may; root again, allowed.
+/// new group may; root again, allowed. The shim keeps each thread's
+/// credentials between calls, so the changes must reach it: another
+/// thread that had made calls as root is checked as the new user after
+/// the main thread's `seteuid` (glibc changes every thread), and a
+/// thread's own `setfsuid` (no other thread's) counts at its next call.
 #[test]
 fn a_root_program_that_drops_privileges_is_checked_as_what_it_became() {
     // SAFETY: geteuid has no preconditions.
@@ -570,19 +574,36 @@ os.mkdir(m + "/private", 0o700)
 os.chmod(m + "/private", 0o700)
 os.close(os.open(m + "/private/x", os.O_CREAT | os.O_WRONLY, 0o644))
 os.stat(m + "/private/x")
+import ctypes, threading
+libc = ctypes.CDLL(None)
+asked, dropped, seen = threading.Event(), threading.Event(), []
+def other():
+    seen.append(did(os.stat, m + "/private/x"))
+    asked.set()
+    dropped.wait()
+    seen.append(did(os.stat, m + "/private/x"))
+t = threading.Thread(target=other)
+t.start()
+asked.wait()
 os.setgroups([2000])
 os.setegid(1000)
 os.seteuid(1000)
+dropped.set()
+t.join()
 out = [
     did(os.open, m + "/root-only", os.O_WRONLY),
     did(os.open, m + "/group", os.O_WRONLY),
     did(os.open, m + "/mine", os.O_CREAT | os.O_WRONLY, 0o644),
     did(os.stat, m + "/private/x"),
     did(os.chmod, m + "/group", 0o666),
-]
+] + seen
 os.seteuid(0)
 os.setegid(0)
 os.setgroups([])
+out.append(did(os.open, m + "/root-only", os.O_WRONLY))
+libc.setfsuid(1000)
+out.append(did(os.open, m + "/root-only", os.O_WRONLY))
+libc.setfsuid(0)
 out.append(did(os.open, m + "/root-only", os.O_WRONLY))
 print(" ".join(out))
 "#
@@ -596,7 +617,7 @@ print(" ".join(out))
         env.check("python3", &[], &out);
         assert_eq!(
             stdout(&out),
-            "EACCES ok EACCES EACCES EPERM ok\n",
+            "EACCES ok EACCES EACCES EPERM ok EACCES ok EACCES ok\n",
             "embedded: {embedded}; stderr:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );

@@ -45,6 +45,20 @@ macro_rules! real_fns {
 type Stat = libc::stat64;
 
 real_fns! {
+    setuid: unsafe extern "C" fn(libc::uid_t) -> c_int;
+    setgid: unsafe extern "C" fn(libc::gid_t) -> c_int;
+    seteuid: unsafe extern "C" fn(libc::uid_t) -> c_int;
+    setegid: unsafe extern "C" fn(libc::gid_t) -> c_int;
+    setreuid: unsafe extern "C" fn(libc::uid_t, libc::uid_t) -> c_int;
+    setregid: unsafe extern "C" fn(libc::gid_t, libc::gid_t) -> c_int;
+    setresuid: unsafe extern "C" fn(libc::uid_t, libc::uid_t, libc::uid_t) -> c_int;
+    setresgid: unsafe extern "C" fn(libc::gid_t, libc::gid_t, libc::gid_t) -> c_int;
+    setgroups: unsafe extern "C" fn(size_t, *const libc::gid_t) -> c_int;
+    initgroups: unsafe extern "C" fn(*const c_char, libc::gid_t) -> c_int;
+    unshare: unsafe extern "C" fn(c_int) -> c_int;
+    setns: unsafe extern "C" fn(c_int, c_int) -> c_int;
+    setfsuid: unsafe extern "C" fn(libc::uid_t) -> c_int;
+    setfsgid: unsafe extern "C" fn(libc::gid_t) -> c_int;
     open: unsafe extern "C" fn(*const c_char, c_int, ...) -> c_int;
     open64: unsafe extern "C" fn(*const c_char, c_int, ...) -> c_int;
     openat: unsafe extern "C" fn(c_int, *const c_char, c_int, ...) -> c_int;

@@ -8,12 +8,14 @@
 //! - metadata and names: `stat`, `statfs`, `access`, `unlink`, `mkdir`,
 //!   `rename`, `link` (and symlink, readlink), `mknod`, `perms` (chmod,
 //!   chown), `times`, `xattr`, `cwd` (and realpath)
+//! - credentials: `creds` (set*id, setgroups, setfs*id: announced to udax)
 //! - the rest: `dir` (opendir, readdir, getdents), `ctl` (fcntl, flock,
 //!   ioctl, dup), `mem` (mmap and friends), `stdio`, `tmpfile` (mkstemp,
 //!   mkdtemp), `fortify` (`__*_chk`), `extra` (pathconf, inotify, scandir)
 
 pub mod access;
 pub mod copy;
+pub mod creds;
 pub mod ctl;
 pub mod cwd;
 pub mod dir;

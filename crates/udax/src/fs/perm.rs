@@ -13,6 +13,8 @@
 use super::{Error, Fs, Result};
 use crate::format::{Attr, S_IFDIR, S_IFMT};
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Who is asking: the caller's uid, gid and supplementary groups.
@@ -45,21 +47,86 @@ pub(crate) enum Caller {
     Thread,
 }
 
+/// Whether [`Cred::of_this_thread`] keeps each thread's credentials
+/// between calls ([`keep_credentials_per_thread`]).
+static KEEP: AtomicBool = AtomicBool::new(false);
+/// How many credential changes were announced ([`credentials_changed`]):
+/// a thread's kept credentials are good while it is the count they were
+/// read under.
+static CHANGES: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The credentials this thread read last, under the count of
+    /// [`CHANGES`] read before them.
+    static KEPT: Cell<Option<(u64, Cred)>> = const { Cell::new(None) };
+}
+
+/// From now on [`Cred::of_this_thread`] keeps what it reads per thread
+/// until [`credentials_changed`] is called. Only for a process in which
+/// every change of credentials announces itself: the preload shim, which
+/// interposes libc's `set*id`, `setgroups`, `initgroups`, `setfs*id`,
+/// `unshare` and `setns` to do so (a raw system call that changes them is
+/// not seen, as the shim sees no raw file-system call either).
+pub fn keep_credentials_per_thread() {
+    // ORDERING: Relaxed: a switch; a thread that reads it late reads its
+    // credentials afresh, which is always right.
+    KEEP.store(true, Ordering::Relaxed);
+}
+
+/// Some thread's credentials may have changed: every thread reads its own
+/// again at its next [`Cred::of_this_thread`]. Called after the change
+/// returned.
+pub fn credentials_changed() {
+    // ORDERING: Release, paired with the Acquire in `of_this_thread`: a
+    // thread that sees this count started its read after the change.
+    CHANGES.fetch_add(1, Ordering::Release);
+}
+
 impl Cred {
     /// The calling thread's credentials as the kernel checks a file-system
     /// call with them: its file-system uid and gid (`setfsuid(-1)` and
     /// `setfsgid(-1)` answer them and change nothing) and its
     /// supplementary groups. Three system calls (~0.1 us each,
-    /// docs/multiprocess.md); a change made by a raw system call in one
-    /// thread shows in that thread only, as in the kernel.
+    /// docs/multiprocess.md), or none while the thread's last read is
+    /// still good ([`keep_credentials_per_thread`]); a change made by a
+    /// raw system call in one thread shows in that thread only, as in the
+    /// kernel.
+    pub fn of_this_thread() -> Cred {
+        // ORDERING: Relaxed: see `keep_credentials_per_thread`.
+        if !KEEP.load(Ordering::Relaxed) {
+            return Cred::read_now();
+        }
+        // ORDERING: Acquire, paired with `credentials_changed`'s Release;
+        // read before the credentials, so a change that lands between
+        // the two leaves them under an old count, read again next time.
+        let now = CHANGES.load(Ordering::Acquire);
+        // Taken out and put back (not borrowed): a signal handler's call
+        // in between finds nothing kept and reads for itself.
+        let kept = KEPT.try_with(Cell::take).ok().flatten();
+        let cred = match kept {
+            Some((at, cred)) if at == now => cred,
+            _ => Cred::read_now(),
+        };
+        let _ = KEPT.try_with(|k| k.set(Some((now, cred.clone()))));
+        cred
+    }
+
+    /// The calling thread's credentials read from the kernel. The raw
+    /// system calls: the shim's `setfsuid` and `setfsgid` announce
+    /// changes ([`credentials_changed`]), and a read is none.
     #[allow(
         unsafe_code,
         reason = "the file-system ids have no safe wrapper (setfsuid, setfsgid), and getgroups fills a vector's spare room"
     )]
-    pub fn of_this_thread() -> Cred {
+    fn read_now() -> Cred {
         // SAFETY: setfsuid/setfsgid with an invalid id (-1) change nothing
         // and return the current id; no memory is involved.
-        let (uid, gid) = unsafe { (libc::setfsuid(u32::MAX), libc::setfsgid(u32::MAX)) };
+        let (uid, gid) = unsafe {
+            (
+                libc::syscall(libc::SYS_setfsuid, u32::MAX),
+                libc::syscall(libc::SYS_setfsgid, u32::MAX),
+            )
+        };
         let mut groups: Vec<u32> = Vec::with_capacity(16);
         loop {
             let cap = groups.capacity();

@@ -27,6 +27,10 @@
 //!   `OnceLock` cannot be); a one-time publication, no protocol to model.
 //! * `proto/ring.rs`: the owner's change log, atomics over memory shared
 //!   with other processes (a memfd both map), which loom cannot model.
+//! * `fs/perm.rs`: `KEEP` and `CHANGES`, `static`s (`const`-constructible)
+//!   that say whether a thread's credentials are kept and count the
+//!   announced changes of credentials; a counter compared with a kept
+//!   copy, no protocol to model.
 //! * `device/persist.rs`: `sfence`'s stand-in off x86-64, a CPU fence for
 //!   persistence ordering rather than a protocol between threads (loom's
 //!   `fence` works only inside a model).
