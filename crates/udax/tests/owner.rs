@@ -2867,10 +2867,15 @@ fn wait_stopped(pid: u32) {
 
 /// An owner of `s` whose recall bound is short (a cut-off within a test).
 fn serve_cutting_off(s: &common::serving::Setup) -> Serving {
+    serve_cutting_off_idle(s, None)
+}
+
+/// [`serve_cutting_off`] that exits after `idle` without clients.
+fn serve_cutting_off_idle(s: &common::serving::Setup, idle: Option<Duration>) -> Serving {
     let o = Owner::new(
         &s.dev,
         &ServeOptions {
-            idle: None,
+            idle,
             runtime_dir: Some(s.run.clone()),
             recall_timeout: Duration::from_millis(300),
         },
@@ -3057,6 +3062,70 @@ fn mp_a_client_cut_off_while_alive_never_sees_its_blocks_in_another_file() {
     assert!(back == data);
     drop((f, g, h, a));
     drop(o);
+    let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
+    let r = udax::fs::fsck(d).unwrap();
+    assert!(r.clean, "{r:?}");
+}
+
+/// The blocks held for a client cut off while its process lives are held
+/// in the owner's memory only, so an owner with no clients left does not
+/// exit idle while such a process lives (a next owner would hand the
+/// blocks out under its mappings): it stays past its idle time, and exits
+/// once that process is gone.
+#[test]
+fn mp_an_owner_stays_past_its_idle_time_while_a_client_it_cut_off_lives() {
+    use std::io::BufRead as _;
+    let _w = common::Watchdog::start(120, "idle with a cut-off client");
+    let s = setup(16);
+    let idle = Duration::from_millis(300);
+    let mut o = serve_cutting_off_idle(&s, Some(idle));
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/f", true, true, 0o644).unwrap();
+    f.write_at(&vec![0xF0; (F_BLOCKS * udax::BLOCK_SIZE) as usize], 0)
+        .unwrap();
+    f.sync_data().unwrap();
+    let mut child = common::serving::spawn_child(
+        &s,
+        "mp_child_client_mapping_a_files_blocks_on_the_device",
+        &[],
+    );
+    let _stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    child_says(&mut lines, "ready");
+    let pid = child.id();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    wait_stopped(pid);
+    let t = std::time::Instant::now();
+    f.set_len(0).unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "B was not cut off"
+    );
+    drop((f, a));
+    // Ten idle times with no client: the owner still serves.
+    std::thread::sleep(idle * 10);
+    let thread = o.thread.as_ref().unwrap();
+    assert!(
+        !thread.is_finished(),
+        "the owner exited idle while the client it cut off lives"
+    );
+    let b = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    b.stat("/f").unwrap();
+    drop(b);
+    // B dies: the owner exits within an idle time and a wake of its loop.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    child.wait().unwrap();
+    let t = std::time::Instant::now();
+    while !o.thread.as_ref().unwrap().is_finished() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the owner did not exit idle after the cut-off client died"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    o.thread.take().unwrap().join().unwrap().unwrap();
     let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
     let r = udax::fs::fsck(d).unwrap();
     assert!(r.clean, "{r:?}");

@@ -410,6 +410,7 @@ impl Owner {
     /// remove the socket and unmount (a checkpoint).
     pub fn run(self) -> Result<()> {
         let mut threads: Vec<(std::thread::JoinHandle<()>, Arc<OwnedFd>)> = Vec::new();
+        let mut idle_put_off = false;
         loop {
             // ORDERING: Relaxed: see `Stopper::stop`.
             if self.stop.load(Ordering::Relaxed) {
@@ -421,8 +422,21 @@ impl Owner {
                 // lock that every decrement also takes.
                 let last = self.shared.last_left.lock();
                 if self.shared.clients.load(Ordering::Relaxed) == 0 && last.elapsed() >= idle {
-                    tracing::info!("no clients for {idle:?}: exiting");
-                    break;
+                    // The blocks held for a live cut-off client are held
+                    // in this process only: a next owner would hand them
+                    // out while that client's mappings still reach them.
+                    let held = self.shared.cut_off.lock().len();
+                    if held == 0 {
+                        tracing::info!("no clients for {idle:?}: exiting");
+                        break;
+                    }
+                    if !idle_put_off {
+                        tracing::info!(
+                            "no clients for {idle:?}, but {held} cut-off client process(es) still live: \
+                             staying until they exit (the blocks they may reach are held here)"
+                        );
+                        idle_put_off = true;
+                    }
                 }
             }
             if !wait_for_client_or_exit(&self.shared, self.listener.as_fd(), 100)? {
@@ -452,6 +466,14 @@ impl Owner {
             threads.push((t, sock));
         }
         let _ = std::fs::remove_file(&self.socket);
+        let live: Vec<i32> = self.shared.cut_off.lock().iter().map(|x| x.pid).collect();
+        if !live.is_empty() {
+            tracing::warn!(
+                "stopping while cut-off client processes {live:?} live: the blocks held for them \
+                 are free on the device, and a next owner may hand them out while their old \
+                 mappings still reach them"
+            );
+        }
         // Holders stop growing files before their connections end.
         grants::end_all(&self.shared);
         for (_, s) in &threads {
