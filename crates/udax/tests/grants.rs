@@ -156,6 +156,63 @@ fn mp_a_truncate_by_another_client_settles_the_grant_and_later_appends_go_at_the
     assert_eq!(gap, [0u8; 10]);
 }
 
+/// The grant's holder truncating its own file settles its grant and drops
+/// its own layout past the new end itself (waiting for its own pins), so
+/// the owner calls back only the other holders: the truncating client
+/// answers no callback, the other one does; the holder's own mapping
+/// faults past the new end and keeps what stays; its appends go on at the
+/// new end under a new grant, which the other client sees.
+#[test]
+fn mp_a_truncate_by_the_grant_holder_settles_its_own_grant_itself_and_calls_back_only_the_others() {
+    let _w = common::Watchdog::start(60, "the holder's own truncate");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/t", true, true, 0o644).unwrap();
+    f.append(&record(4, 0)).unwrap();
+    // B holds a lease from before A's grant (which recalls it).
+    let h = b.open("/t", false, false, 0).unwrap();
+    let mut buf = vec![0u8; 4096];
+    h.read_at(&mut buf, 0).unwrap();
+    assert!(buf == record(4, 0));
+    for i in 1..10 {
+        f.append(&record(4, i)).unwrap();
+    }
+    // A's own mapping and faults keep its grant out.
+    let m = f
+        .mmap(0, 10 * 4096, udax::Prot::Read, udax::MapFlags::SHARED)
+        .expect("userfaultfd (run as root)");
+    let page = |i: usize| common::kernel_load(m.as_ptr().wrapping_add(i * 4096), 8);
+    assert_eq!(page(8), Ok(record(4, 8)[..8].to_vec()));
+    let (a0, b0) = (a.recalls(), b.recalls());
+    f.set_len(5 * 4096 + 100).unwrap();
+    assert_eq!(a.recalls(), a0, "the truncating holder was called back");
+    assert!(b.recalls() > b0, "the other holder was not recalled");
+    assert_eq!(
+        page(8),
+        Err(libc::EFAULT),
+        "the holder's own page past the end"
+    );
+    assert_eq!(page(4), Ok(record(4, 4)[..8].to_vec()));
+    assert_eq!(f.len().unwrap(), 5 * 4096 + 100);
+    assert_eq!(b.stat("/t").unwrap().size, 5 * 4096 + 100);
+    assert_eq!(h.read_at(&mut buf, 6 * 4096).unwrap(), 0);
+    // Appends go on at the new end (a new grant), seen by the other.
+    for i in 0..8u32 {
+        let (at, n) = f.append(&record(5, i)).unwrap();
+        assert_eq!((at, n), (5 * 4096 + 100 + u64::from(i) * 4096, 4096));
+    }
+    assert_eq!(b.stat("/t").unwrap().size, 13 * 4096 + 100);
+    h.read_at(&mut buf, 5 * 4096 + 100 + 7 * 4096).unwrap();
+    assert!(buf == record(5, 7));
+    h.read_at(&mut buf[..100], 5 * 4096).unwrap();
+    assert!(buf[..100] == record(4, 5)[..100], "what the truncate kept");
+    drop((m, f, h, a, b));
+    drop(o);
+    fsck_clean(&s.dev);
+}
+
 #[test]
 fn mp_another_clients_mapping_past_the_old_end_sees_the_granted_growth() {
     let _w = common::Watchdog::start(60, "mapping under a grant");

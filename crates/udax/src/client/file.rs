@@ -293,23 +293,47 @@ impl Node {
     }
 
     /// Before a change of the file's layout this process asks of the owner
-    /// (a `Write` that fills a hole or grows the file): do here what the
-    /// owner's recall of this process would (unmap file pages `range`,
-    /// drop the layout), and return the lease serial dropped through, for
-    /// the request (`Request::Write::dropped`). The owner then leaves this
-    /// process out of the recall if it granted it no layout since; a
-    /// layout granted as that serial or before and received later is
-    /// thrown away ([`Node::install`]). This spares the recall's round
-    /// trip to this process's own listener, which sleeps.
-    fn drop_own(&self, inner: &Inner, range: std::ops::Range<u64>) -> u64 {
+    /// (a `Write` that fills a hole or grows the file, a truncate): do here
+    /// what the owner's recall of this process would (unmap file pages
+    /// `range`, with `wait` first waiting for their pins, and drop the
+    /// layout), and return the lease serial dropped through, for the
+    /// request (`Request::Write::dropped`), and whether pins stayed. The
+    /// owner then leaves this process out of the recall if it granted it
+    /// no layout since; a layout granted as that serial or before and
+    /// received later is thrown away ([`Node::install`]). This spares the
+    /// recall's round trip to this process's own listener, which sleeps.
+    fn drop_own(&self, inner: &Inner, wait: bool, range: std::ops::Range<u64>) -> (u64, bool) {
         // ORDERING: Acquire: pairs with the Release `fetch_max` of a
         // received layout's serial (`Node::received`).
         let through = self.seen.load(Ordering::Acquire);
         // ORDERING: Release: an install that takes the layout lock after
         // the clearing below sees it (and the lock orders it anyway).
         self.dropped.fetch_max(through, Ordering::Release);
-        self.drop_layout(inner, false, range);
-        through
+        let busy = self.drop_layout(inner, wait, range);
+        (through, busy)
+    }
+
+    /// Before a truncate this process asks of the owner: stop using its
+    /// size grant of the file, as the owner's settle of it would have it
+    /// (a growth in flight under it finishes first: it holds the grant
+    /// lock), and return the grant's word (`(word_at, serial)`; `(0, 0)`:
+    /// none held), for `Request::Truncate::settled`, and the size this
+    /// process knows the file to have (its grant's, else its layout's;
+    /// `None`: it knows none).
+    fn settle_own(&self, inner: &Inner) -> ((u64, u32), Option<u64>) {
+        let held = {
+            let mut g = self.grant.lock();
+            // ORDERING: Relaxed: under the grant lock, as in `settle`.
+            self.grown.store(0, Ordering::Relaxed);
+            g.take()
+        };
+        // The attributes this process cached of the file may show its
+        // grant's size (an `fstat` it corrected locally).
+        inner.attrs.lock().drop_ino(self.ino);
+        match held {
+            Some(g) => ((g.word_at, g.serial), Some(g.size)),
+            None => ((0, 0), self.layout.read().as_ref().map(|l| l.size)),
+        }
     }
 
     /// A layout granted as `serial` came from the owner.
@@ -811,10 +835,10 @@ impl RemoteFile {
             let at = off + done as u64;
             // What the owner's recall would do here, done first, so that
             // it can leave this process out (`Node::drop_own`).
-            let dropped = self
-                .o
-                .node
-                .drop_own(&self.o.inner, at / BLOCK_SIZE..u64::MAX);
+            let (dropped, _) =
+                self.o
+                    .node
+                    .drop_own(&self.o.inner, false, at / BLOCK_SIZE..u64::MAX);
             let r = self.o.inner.call(&Request::Write {
                 handle: self.o.handle,
                 offset: at,
@@ -1171,11 +1195,36 @@ impl RemoteFile {
 
     /// Set the file's size through the owner (every lease on it is recalled
     /// first, this client's own included; a shrink waits for the pins on
-    /// the blocks it frees, in every client).
+    /// the blocks it frees, in every client). This process settles its own
+    /// size grant and drops its own layout past the new end itself first
+    /// (waiting for its own pins there), so the owner calls back only the
+    /// others (docs/multiprocess.md, "The writer's own lease").
     pub fn set_len(&self, size: u64) -> Result<()> {
-        self.o.inner.done(&Request::Truncate {
+        let (node, inner) = (&self.o.node, &self.o.inner);
+        let (settled, known) = node.settle_own(inner);
+        // What the owner's recall would unmap: from the new end, or from
+        // the old one when the file grows (knowing no size, from the
+        // start); its pins waited for where blocks may be freed.
+        let from = known.map_or(0, |len| size.min(len) / BLOCK_SIZE);
+        let wait = known.is_none_or(|len| size < len) || settled.0 != 0;
+        let (dropped, busy) = node.drop_own(inner, wait, from..u64::MAX);
+        if busy {
+            return Err(Error::Busy(format!(
+                "blocks of inode {} stay pinned in this process after {:?}",
+                node.ino,
+                dax::PIN_TIMEOUT
+            )));
+        }
+        if known.is_none_or(|len| size < len) {
+            // Growth starts again from small grants.
+            // ORDERING: Relaxed: a size hint.
+            node.next_want.store(GRANT_FIRST_WANT, Ordering::Relaxed);
+        }
+        inner.done(&Request::Truncate {
             handle: self.o.handle,
             size,
+            settled,
+            dropped,
         })
     }
 

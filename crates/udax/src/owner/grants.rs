@@ -107,6 +107,27 @@ pub(super) fn settle_locked(sh: &Shared, ino: u64, how: Settle) -> Result<()> {
     end(sh, &g, true)
 }
 
+/// [`settle_locked`] for a change client `c` asks for after it stopped
+/// using its own grant `settled` (`(word_at, serial)` of its word; `(0,
+/// 0)`: none) itself, as the settle's call back would have it: if that
+/// grant is the one out, it ends from its word with no call back; any
+/// other (granted to another thread of `c` meanwhile, or another
+/// client's) is settled as usual.
+pub(super) fn settle_own(sh: &Shared, ino: u64, c: u64, settled: (u64, u32)) -> Result<()> {
+    let Some(g) = sh.grants.lock().get(&ino).cloned() else {
+        return Ok(());
+    };
+    let stopped = settled.0 != 0
+        && g.client == c
+        && g.grant.word_at() == settled.0
+        && g.grant.line.serial == settled.1;
+    if stopped {
+        end(sh, &g, true)
+    } else {
+        settle_locked(sh, ino, Settle::Everyone)
+    }
+}
+
 /// End `g`: commit the size its word holds, free the blocks past it (with
 /// `trim`) and the line. Once only (a dying holder's grants end from its
 /// words while a change may be settling the same one: the second waits

@@ -1299,12 +1299,47 @@ fn extend_written(sh: &Shared, f: &File, offset: u64, size: u64, epoch: u64) -> 
 /// the file's change lock, after every lease on the blocks past the new
 /// end is recalled (a shrink waits for the pins on the blocks it frees).
 fn truncate_recalled(sh: &Shared, f: &File, size: u64) -> Result<()> {
+    truncate_asked(sh, f, size, None)
+}
+
+/// What a client that asks for a change of a file did itself first, as the
+/// owner's settle and recall of it would (`Request::Truncate`): its
+/// client number, the size grant it stopped using (`(word_at, serial)`,
+/// `(0, 0)`: none) and the lease serial it dropped its layouts through.
+struct DoneItself {
+    client: u64,
+    settled: (u64, u32),
+    dropped: u64,
+}
+
+/// [`truncate_recalled`], leaving out of the settle and the recall the
+/// client that did their part itself (`own`).
+fn truncate_asked(sh: &Shared, f: &File, size: u64, own: Option<DoneItself>) -> Result<()> {
     let lock = change_lock(sh, f.ino());
     let _g = lock.lock();
-    grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?;
+    match &own {
+        Some(o) => grants::settle_own(sh, f.ino(), o.client, o.settled)?,
+        None => grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?,
+    }
     let from = size.min(f.len()) / BLOCK_SIZE;
-    recall(sh, f.ino(), None, size < f.len(), from..u64::MAX)?;
+    let except = own.and_then(|o| left_out(sh, f.ino(), o.client, o.dropped));
+    recall(sh, f.ino(), except, size < f.len(), from..u64::MAX)?;
     f.set_len(size)
+}
+
+/// Client `c`, which dropped its own layouts of `ino` through lease serial
+/// `dropped` before asking for a change (0: it says none), if the change's
+/// recall may leave it out: it was granted no layout since (checked under
+/// the file's change lock, which grants take too).
+fn left_out(sh: &Shared, ino: u64, c: u64, dropped: u64) -> Option<u64> {
+    let mine = dropped != 0
+        && sh
+            .table
+            .lock()
+            .granted
+            .get(&(ino, c))
+            .is_none_or(|&s| s <= dropped);
+    mine.then_some(c)
 }
 
 fn change_lock(sh: &Shared, ino: u64) -> Arc<ReentrantMutex<()>> {
@@ -2223,8 +2258,18 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 f.note_write_time(mtime_ns)?;
                 Reply::Done
             }
-            Request::Truncate { handle, size } => {
-                truncate_recalled(sh, &file_of(sh, c, handle)?.file, size)?;
+            Request::Truncate {
+                handle,
+                size,
+                settled,
+                dropped,
+            } => {
+                let own = DoneItself {
+                    client: c,
+                    settled,
+                    dropped,
+                };
+                truncate_asked(sh, &file_of(sh, c, handle)?.file, size, Some(own))?;
                 Reply::Done
             }
             Request::Extend {
@@ -2315,16 +2360,8 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 if changes_layout(&f, offset, data.len() as u64) {
                     let range = blocks_changed(offset, data.len() as u64, f.len());
                     // The writer dropped its own layouts first, up to
-                    // serial `dropped`: left out unless it was granted one
-                    // since (under the change lock, which grants take too).
-                    let mine = dropped != 0
-                        && sh
-                            .table
-                            .lock()
-                            .granted
-                            .get(&(f.ino(), c))
-                            .is_none_or(|&s| s <= dropped);
-                    recall(sh, f.ino(), mine.then_some(c), false, range)?;
+                    // serial `dropped`: left out unless granted one since.
+                    recall(sh, f.ino(), left_out(sh, f.ino(), c, dropped), false, range)?;
                 }
                 let n = f.write_at(&data, offset)?;
                 // As for `Append`.

@@ -17,7 +17,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::FormatError;
 
 /// Protocol version spoken by this build; a peer with another gets an error.
-pub const VERSION: u16 = 9;
+pub const VERSION: u16 = 10;
 /// Magic at the start of every message.
 pub const MAGIC: [u8; 4] = *b"UDXP";
 /// Bytes of the header.
@@ -176,9 +176,18 @@ pub enum Request {
         from_blk: u64,
     },
     /// Set the file's size (recalls other clients' leases first).
+    ///
+    /// `settled`: the client stopped using its size grant of the file at
+    /// word `(word_at, serial)` (`Reply::Granted`), as a settle would have
+    /// it (`(0, 0)`: none said): if that grant is still the one out, the
+    /// owner ends it from its word without calling the client back.
+    /// `dropped`: as `Write::dropped`, for the truncate's recall
+    /// (docs/multiprocess.md, "The writer's own lease").
     Truncate {
         handle: u64,
         size: u64,
+        settled: (u64, u32),
+        dropped: u64,
     },
     /// Write `data` at `offset` through the owner (recalls other clients'
     /// leases first when it fills a hole or grows the file).
@@ -1345,7 +1354,6 @@ impl Request {
                 handle: a,
                 from_blk: b,
             }
-            | Request::Truncate { handle: a, size: b }
             | Request::Touch {
                 handle: a,
                 mtime_ns: b,
@@ -1378,6 +1386,18 @@ impl Request {
             } => {
                 w.u64(*ino).u64(*btime_ns);
                 path_out(&mut w, hint);
+            }
+            Request::Truncate {
+                handle,
+                size,
+                settled,
+                dropped,
+            } => {
+                w.u64(*handle)
+                    .u64(*size)
+                    .u64(settled.0)
+                    .u32(settled.1)
+                    .u64(*dropped);
             }
             Request::Write {
                 handle,
@@ -1532,6 +1552,8 @@ impl Request {
             16 => Request::Truncate {
                 handle: r.u64()?,
                 size: r.u64()?,
+                settled: (r.u64()?, r.u32()?),
+                dropped: r.u64()?,
             },
             17 => {
                 let (handle, offset) = (r.u64()?, r.u64()?);
@@ -2390,8 +2412,14 @@ mod tests {
                 .prop_map(|(handle, mtime_ns)| Request::Touch { handle, mtime_ns }),
             (any::<u64>(), any::<u64>())
                 .prop_map(|(handle, from_blk)| Request::Lease { handle, from_blk }),
-            (any::<u64>(), any::<u64>())
-                .prop_map(|(handle, size)| Request::Truncate { handle, size }),
+            (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(handle, size, serial)| {
+                Request::Truncate {
+                    handle,
+                    size,
+                    settled: (handle ^ size, serial),
+                    dropped: size.rotate_left(7),
+                }
+            }),
             (
                 any::<u64>(),
                 any::<u64>(),
