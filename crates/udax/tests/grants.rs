@@ -213,6 +213,54 @@ fn mp_a_truncate_by_the_grant_holder_settles_its_own_grant_itself_and_calls_back
     fsck_clean(&s.dev);
 }
 
+/// A punch by the grant's holder, in the middle of its file: as its own
+/// truncate, it settles its grant and drops its own layout of the range
+/// itself, so only the other holder is called back; its own mapping shows
+/// the hole (zeros, not the freed block) and keeps the pages around it;
+/// the other reads zeros there; the holder's appends go on.
+#[test]
+fn mp_a_punch_by_the_grant_holder_calls_back_only_the_others_and_its_own_mapping_shows_the_hole() {
+    let _w = common::Watchdog::start(60, "the holder's own punch");
+    let s = setup(64);
+    let o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/p", true, true, 0o644).unwrap();
+    f.append(&record(6, 0)).unwrap();
+    let h = b.open("/p", false, false, 0).unwrap();
+    let mut buf = vec![0u8; 4096];
+    h.read_at(&mut buf, 0).unwrap();
+    for i in 1..10 {
+        f.append(&record(6, i)).unwrap();
+    }
+    let m = f
+        .mmap(0, 10 * 4096, udax::Prot::Read, udax::MapFlags::SHARED)
+        .expect("userfaultfd (run as root)");
+    let page = |i: usize| common::kernel_load(m.as_ptr().wrapping_add(i * 4096), 8);
+    for i in [3, 4, 5] {
+        assert_eq!(page(i), Ok(record(6, i as u32)[..8].to_vec()));
+    }
+    let (a0, b0) = (a.recalls(), b.recalls());
+    let punch = udax::fs::falloc::PUNCH_HOLE | udax::fs::falloc::KEEP_SIZE;
+    f.fallocate(punch, 4 * 4096, 4096).unwrap();
+    assert_eq!(a.recalls(), a0, "the punching holder was called back");
+    assert!(b.recalls() > b0, "the other holder was not recalled");
+    assert_eq!(page(4), Ok(vec![0; 8]), "the holder's own page in the hole");
+    assert_eq!(page(3), Ok(record(6, 3)[..8].to_vec()));
+    assert_eq!(page(5), Ok(record(6, 5)[..8].to_vec()));
+    h.read_at(&mut buf, 4 * 4096).unwrap();
+    assert!(buf.iter().all(|&x| x == 0), "the other reads the hole");
+    assert_eq!(f.len().unwrap(), 10 * 4096);
+    let (at, _) = f.append(&record(6, 10)).unwrap();
+    assert_eq!(at, 10 * 4096);
+    assert_eq!(b.stat("/p").unwrap().size, 11 * 4096);
+    h.read_at(&mut buf, 10 * 4096).unwrap();
+    assert!(buf == record(6, 10));
+    drop((m, f, h, a, b));
+    drop(o);
+    fsck_clean(&s.dev);
+}
+
 #[test]
 fn mp_another_clients_mapping_past_the_old_end_sees_the_granted_growth() {
     let _w = common::Watchdog::start(60, "mapping under a grant");

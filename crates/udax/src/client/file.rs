@@ -685,13 +685,68 @@ impl RemoteFile {
     /// through the owner (every lease on the file is recalled first; a
     /// punch, collapse, insert or zero range waits for the pins on the
     /// blocks in every client).
+    ///
+    /// This process does its own part of the owner's settle and recall
+    /// first, as for [`RemoteFile::set_len`].
     pub fn fallocate(&self, mode: u32, offset: u64, len: u64) -> Result<()> {
+        use crate::fs::falloc::{COLLAPSE_RANGE, INSERT_RANGE, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE};
+        let (settled, dropped) = self.done_itself(|known| {
+            // The owner's recall: blocks freed or moved wait for pins;
+            // shifted blocks to the end; a size kept never grows.
+            let frees = mode & (PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE) != 0;
+            let (first, end) = (offset / BLOCK_SIZE, offset.saturating_add(len));
+            let range = if mode & (COLLAPSE_RANGE | INSERT_RANGE) != 0 {
+                first..u64::MAX
+            } else if mode & KEEP_SIZE != 0 || known.is_some_and(|l| end <= l) {
+                first..end.div_ceil(BLOCK_SIZE)
+            } else {
+                first..u64::MAX
+            };
+            (range, frees)
+        })?;
         self.o.inner.done(&Request::Fallocate {
             handle: self.o.handle,
             mode,
             offset,
             len,
+            settled,
+            dropped,
         })
+    }
+
+    /// Before a change of the file's layout this process asks of the
+    /// owner (a truncate, a fallocate): do here what the owner's settle
+    /// and recall of this process would (docs/multiprocess.md, "The
+    /// writer's own lease"): stop using its size grant, unmap the file
+    /// pages `change(size)` names (`size`: the file's as this process
+    /// knows it, `None` if it does not; with its second part, first
+    /// waiting for their pins) and those of the grant's unused blocks,
+    /// and drop the layout. Returns the grant's word and the lease serial
+    /// dropped through, for the request; `EBUSY` if pins stayed.
+    fn done_itself(
+        &self,
+        change: impl FnOnce(Option<u64>) -> (std::ops::Range<u64>, bool),
+    ) -> Result<((u64, u32), u64)> {
+        let (node, inner) = (&self.o.node, &self.o.inner);
+        let (settled, known) = node.settle_own(inner);
+        let (range, wait) = change(known);
+        let (dropped, mut busy) = node.drop_own(inner, wait, range.clone());
+        if settled.0 != 0 {
+            // The settle frees the grant's blocks past its size: their
+            // pins are waited for, unless the first pass did.
+            let past = known.map_or(0, |s| s.div_ceil(BLOCK_SIZE));
+            if !(wait && range.end == u64::MAX && range.start <= past) {
+                busy |= node.drop_own(inner, true, past..u64::MAX).1;
+            }
+        }
+        if busy {
+            return Err(Error::Busy(format!(
+                "blocks of inode {} stay pinned in this process after {:?}",
+                node.ino,
+                dax::PIN_TIMEOUT
+            )));
+        }
+        Ok((settled, dropped))
     }
 
     /// The file's extents from the lease, as (file block, device block,
@@ -1200,27 +1255,24 @@ impl RemoteFile {
     /// (waiting for its own pins there), so the owner calls back only the
     /// others (docs/multiprocess.md, "The writer's own lease").
     pub fn set_len(&self, size: u64) -> Result<()> {
-        let (node, inner) = (&self.o.node, &self.o.inner);
-        let (settled, known) = node.settle_own(inner);
-        // What the owner's recall would unmap: from the new end, or from
-        // the old one when the file grows (knowing no size, from the
-        // start); its pins waited for where blocks may be freed.
-        let from = known.map_or(0, |len| size.min(len) / BLOCK_SIZE);
-        let wait = known.is_none_or(|len| size < len) || settled.0 != 0;
-        let (dropped, busy) = node.drop_own(inner, wait, from..u64::MAX);
-        if busy {
-            return Err(Error::Busy(format!(
-                "blocks of inode {} stay pinned in this process after {:?}",
-                node.ino,
-                dax::PIN_TIMEOUT
-            )));
-        }
-        if known.is_none_or(|len| size < len) {
+        let mut shrinks = true;
+        let (settled, dropped) = self.done_itself(|known| {
+            // What the owner's recall would unmap: from the new end, or
+            // from the old one when the file grows (knowing no size, from
+            // the start); its pins waited for where blocks may be freed.
+            shrinks = known.is_none_or(|len| size < len);
+            let from = known.map_or(0, |len| size.min(len) / BLOCK_SIZE);
+            (from..u64::MAX, shrinks)
+        })?;
+        if shrinks {
             // Growth starts again from small grants.
             // ORDERING: Relaxed: a size hint.
-            node.next_want.store(GRANT_FIRST_WANT, Ordering::Relaxed);
+            self.o
+                .node
+                .next_want
+                .store(GRANT_FIRST_WANT, Ordering::Relaxed);
         }
-        inner.done(&Request::Truncate {
+        self.o.inner.done(&Request::Truncate {
             handle: self.o.handle,
             size,
             settled,

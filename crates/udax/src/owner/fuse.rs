@@ -618,7 +618,7 @@ impl Front {
         // (The change lock is reentrant: `fallocate_recalled` takes it too.)
         let lock = change_lock(&self.sh, f.ino());
         let _g = lock.lock();
-        let r = super::fallocate_recalled(&self.sh, f, mode, offset, len);
+        let r = super::fallocate_recalled(&self.sh, f, mode, offset, len, None);
         uncache(&self.sh, Some(f.ino()));
         r
     }

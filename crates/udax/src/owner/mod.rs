@@ -1245,11 +1245,23 @@ fn wait_for_client_or_exit(
 /// `fallocate` of `f` for a client or the FUSE mount: under the file's
 /// change lock, after the other clients' leases on the blocks it frees,
 /// moves or grows into are recalled.
-fn fallocate_recalled(sh: &Shared, f: &File, mode: u32, offset: u64, len: u64) -> Result<()> {
+/// `own`: the client asking did its part of the settle and recall itself
+/// (as for a truncate, [`truncate_asked`]).
+fn fallocate_recalled(
+    sh: &Shared,
+    f: &File,
+    mode: u32,
+    offset: u64,
+    len: u64,
+    own: Option<DoneItself>,
+) -> Result<()> {
     use crate::fs::falloc::{COLLAPSE_RANGE, INSERT_RANGE, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE};
     let lock = change_lock(sh, f.ino());
     let _g = lock.lock();
-    grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?;
+    match &own {
+        Some(o) => grants::settle_own(sh, f.ino(), o.client, o.settled)?,
+        None => grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?,
+    }
     // Blocks freed or moved: every holder waits for its pins.
     let frees = mode & (PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE) != 0;
     // Shifted blocks: to the end. A size kept: never grows.
@@ -1260,7 +1272,8 @@ fn fallocate_recalled(sh: &Shared, f: &File, mode: u32, offset: u64, len: u64) -
     } else {
         blocks_changed(offset, len, f.len())
     };
-    recall(sh, f.ino(), None, frees, range)?;
+    let except = own.and_then(|o| left_out(sh, f.ino(), o.client, o.dropped));
+    recall(sh, f.ino(), except, frees, range)?;
     f.fallocate(mode, offset, len)
 }
 
@@ -2042,8 +2055,16 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 mode,
                 offset,
                 len,
+                settled,
+                dropped,
             } => {
-                fallocate_recalled(sh, &file_of(sh, c, handle)?.file, mode, offset, len)?;
+                let own = DoneItself {
+                    client: c,
+                    settled,
+                    dropped,
+                };
+                let f = file_of(sh, c, handle)?;
+                fallocate_recalled(sh, &f.file, mode, offset, len, Some(own))?;
                 Reply::Done
             }
             Request::Share { handle } => {

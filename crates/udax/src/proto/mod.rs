@@ -17,7 +17,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::FormatError;
 
 /// Protocol version spoken by this build; a peer with another gets an error.
-pub const VERSION: u16 = 10;
+pub const VERSION: u16 = 11;
 /// Magic at the start of every message.
 pub const MAGIC: [u8; 4] = *b"UDXP";
 /// Bytes of the header.
@@ -318,11 +318,14 @@ pub enum Request {
     /// `syncfs`: make everything durable.
     Sync,
     /// `fallocate(2)` with its Linux mode bits (recalls every lease first).
+    /// `settled` and `dropped`: as for `Truncate`.
     Fallocate {
         handle: u64,
         mode: u32,
         offset: u64,
         len: u64,
+        settled: (u64, u32),
+        dropped: u64,
     },
     /// `O_TMPFILE`: a file without a name in directory `dir`, opened
     /// read-write; `linkable` unless `O_EXCL`.
@@ -1233,8 +1236,16 @@ impl Request {
                 mode,
                 offset,
                 len,
+                settled,
+                dropped,
             } => {
-                w.u64(*handle).u32(*mode).u64(*offset).u64(*len);
+                w.u64(*handle)
+                    .u32(*mode)
+                    .u64(*offset)
+                    .u64(*len)
+                    .u64(settled.0)
+                    .u32(settled.1)
+                    .u64(*dropped);
             }
             Request::Extend {
                 handle,
@@ -1635,6 +1646,8 @@ impl Request {
                 mode: r.u32()?,
                 offset: r.u64()?,
                 len: r.u64()?,
+                settled: (r.u64()?, r.u32()?),
+                dropped: r.u64()?,
             },
             48 => Request::Extend {
                 handle: r.u64()?,
@@ -2241,7 +2254,9 @@ mod tests {
                     handle,
                     mode,
                     offset,
-                    len
+                    len,
+                    settled: (offset ^ len, mode),
+                    dropped: handle.rotate_left(3),
                 }
             ),
             (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
