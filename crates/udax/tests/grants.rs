@@ -35,8 +35,12 @@ fn mp_appends_under_a_size_grant_take_no_round_trip_and_another_client_sees_each
     let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
     let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
     let f = a.open("/log", true, true, 0o644).unwrap();
+    let r0 = a.recalls();
     f.append(&record(1, 0)).unwrap();
     f.append(&record(1, 1)).unwrap();
+    // The first went through the owner (`Append`), the second took a
+    // grant: neither called the appender back (it dropped its own lease).
+    assert_eq!(a.recalls(), r0, "the appender was called back");
     // The second growth took a grant: 200 more appends (800 KiB, past the
     // first grant's end: one renewal) need a handful of requests at most,
     // each durable (fdatasync) without one.

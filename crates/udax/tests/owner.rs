@@ -2636,10 +2636,13 @@ fn mp_a_large_growing_write_in_a_client_is_copied_in_place_in_five_round_trips()
     // fallocate, the new lease, the extend, and the modification time.
     let (off, len) = (10_000u64, 1 << 20);
     let data = grow_pattern(7, off, len);
-    let n0 = c.requests();
+    let (n0, r0) = (c.requests(), c.recalls());
     assert_eq!(f.write_at(&data, off).unwrap(), len);
     let sent = c.requests() - n0;
     assert!(sent <= 5, "{sent} requests for a 1 MiB growing write");
+    // Its growth left the writer's own lease to it: no call back
+    // (docs/multiprocess.md, "The writer's own lease").
+    assert_eq!(c.recalls(), r0, "the writer was called back");
     // Another client sees the size and the bytes as soon as the call
     // returned; the gap reads as zeros.
     assert_eq!(r.stat("/f").unwrap().size, off + len as u64);
@@ -2656,11 +2659,19 @@ fn mp_a_large_growing_write_in_a_client_is_copied_in_place_in_five_round_trips()
         "the bytes written in place"
     );
     // Filling a hole inside the file takes the same path, without a size
-    // change.
+    // change, and no call back either (the other client's stat above
+    // settled the writer's grant: that was one).
     let hole = grow_pattern(9, 2 << 20, 256 << 10);
+    let r1 = c.recalls();
     f.set_len(3 << 20).unwrap();
     assert_eq!(f.write_at(&hole, 2 << 20).unwrap(), hole.len());
     assert_eq!(f.len().unwrap(), 3 << 20);
+    assert_eq!(c.recalls(), r1, "the writer was called back");
+    // Larger than any size grant: an fallocate, the copy, an `Extend`.
+    let big = grow_pattern(11, 3 << 20, 9 << 20);
+    assert_eq!(f.write_at(&big, 3 << 20).unwrap(), big.len());
+    assert_eq!(f.len().unwrap(), 12 << 20);
+    assert_eq!(c.recalls(), r1, "the writer was called back");
     drop((f, g, c, r));
     drop(o);
     let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
@@ -2674,6 +2685,9 @@ fn mp_a_large_growing_write_in_a_client_is_copied_in_place_in_five_round_trips()
     let mut got = vec![0u8; hole.len()];
     h.read_at(&mut got, 2 << 20).unwrap();
     assert!(got == hole, "the hole's bytes are durable");
+    let mut got = vec![0u8; big.len()];
+    h.read_at(&mut got, 3 << 20).unwrap();
+    assert!(got == big, "the extended bytes are durable");
     drop(h);
     fs.unmount().unwrap();
 }

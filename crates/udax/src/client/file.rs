@@ -926,10 +926,16 @@ impl RemoteFile {
             return Ok((at, data.len()));
         }
         let first = &data[..data.len().min(proto::MAX_WRITE)];
+        // The owner's recall: from the end of the file on (knowing no
+        // size, from the start).
+        let (settled, dropped) =
+            self.done_itself(|known| (known.map_or(0, |l| l / BLOCK_SIZE)..u64::MAX, false))?;
         let r = self.o.inner.call(&Request::Append {
             handle: self.o.handle,
             total: data.len() as u64,
             data: first.to_vec(),
+            settled,
+            dropped,
         })?;
         let Reply::Appended { at, n } = r else {
             return Err(unexpected(r));
@@ -978,11 +984,14 @@ impl RemoteFile {
         if end <= size {
             return Ok(Some(data.len()));
         }
+        let (settled, dropped) = self.done_itself(|_| (off / BLOCK_SIZE..u64::MAX, false))?;
         match self.o.inner.done(&Request::Extend {
             handle: self.o.handle,
             offset: off,
             size: end,
             epoch,
+            settled,
+            dropped,
         }) {
             Ok(()) => Ok(Some(data.len())),
             Err(Error::Remote { errno, .. }) if errno == libc::ESTALE => Ok(None),

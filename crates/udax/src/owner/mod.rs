@@ -1284,14 +1284,23 @@ fn fallocate_recalled(
 /// blocks after the client's copy (each recalls first). Every lease is
 /// recalled before the size moves, as for a growing `Write`, and the size
 /// is durable before the answer.
-fn extend_written(sh: &Shared, f: &File, offset: u64, size: u64, epoch: u64) -> Result<()> {
+/// The client did its part of the settle and recall itself (`own`, as for
+/// a truncate).
+fn extend_written(
+    sh: &Shared,
+    f: &File,
+    offset: u64,
+    size: u64,
+    epoch: u64,
+    own: DoneItself,
+) -> Result<()> {
     if !f.writable() {
         return Err(Error::BadFd);
     }
     let ino = f.ino();
     let lock = change_lock(sh, ino);
     let _g = lock.lock();
-    grants::settle_locked(sh, ino, grants::Settle::Everyone)?;
+    grants::settle_own(sh, ino, own.client, own.settled)?;
     let stale = || Error::Remote {
         errno: libc::ESTALE,
         message: "the file changed after the lease the bytes were written under".into(),
@@ -1300,7 +1309,8 @@ fn extend_written(sh: &Shared, f: &File, offset: u64, size: u64, epoch: u64) -> 
         return Err(stale());
     }
     if size > f.len() {
-        recall(sh, ino, None, false, offset / BLOCK_SIZE..u64::MAX)?;
+        let except = left_out(sh, ino, own.client, own.dropped);
+        recall(sh, ino, except, false, offset / BLOCK_SIZE..u64::MAX)?;
     }
     if !f.extend_written(offset, size)? {
         return Err(stale());
@@ -2167,14 +2177,17 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 handle,
                 total,
                 data,
+                settled,
+                dropped,
             } => {
                 let f = file_of(sh, c, handle)?;
                 let lock = change_lock(sh, f.ino());
                 let _g = lock.lock();
-                grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?;
+                grants::settle_own(sh, f.ino(), c, settled)?;
                 let at = f.len();
                 let end = at.checked_add(total).ok_or(Error::FileTooBig)?;
-                recall(sh, f.ino(), None, false, at / BLOCK_SIZE..u64::MAX)?;
+                let except = left_out(sh, f.ino(), c, dropped);
+                recall(sh, f.ino(), except, false, at / BLOCK_SIZE..u64::MAX)?;
                 if total > data.len() as u64 {
                     // The rest follows in `Write`s: reserve it now, so no
                     // other append lands inside it.
@@ -2298,8 +2311,16 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 offset,
                 size,
                 epoch,
+                settled,
+                dropped,
             } => {
-                extend_written(sh, &file_of(sh, c, handle)?.file, offset, size, epoch)?;
+                let own = DoneItself {
+                    client: c,
+                    settled,
+                    dropped,
+                };
+                let f = file_of(sh, c, handle)?;
+                extend_written(sh, &f.file, offset, size, epoch, own)?;
                 Reply::Done
             }
             Request::Channel { .. } => return Err(Error::Invalid("Channel after other requests")),

@@ -17,7 +17,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::FormatError;
 
 /// Protocol version spoken by this build; a peer with another gets an error.
-pub const VERSION: u16 = 11;
+pub const VERSION: u16 = 12;
 /// Magic at the start of every message.
 pub const MAGIC: [u8; 4] = *b"UDXP";
 /// Bytes of the header.
@@ -219,11 +219,14 @@ pub enum Request {
     /// `ESTALE`, changing nothing, if the lease was recalled since (a
     /// truncate, a punch, another growth may have freed or zeroed those
     /// blocks): the client writes the bytes again through `Write`.
+    /// `settled` and `dropped`: as for `Truncate`.
     Extend {
         handle: u64,
         offset: u64,
         size: u64,
         epoch: u64,
+        settled: (u64, u32),
+        dropped: u64,
     },
     /// Ask for a size grant of the file open as `handle`: the right to
     /// grow it, with no request per write, into blocks the owner allocates
@@ -338,10 +341,13 @@ pub enum Request {
     /// [`MAX_WRITE`]): the owner reserves `[eof, eof+total)` atomically
     /// (the file grows to its end at once) and writes `data` at `eof`; the
     /// client writes the rest there with `Write`. Answered with `Appended`.
+    /// `settled` and `dropped`: as for `Truncate`.
     Append {
         handle: u64,
         total: u64,
         data: Vec<u8>,
+        settled: (u64, u32),
+        dropped: u64,
     },
     /// Serve a FUSE mount (docs/fuse.md): the `/dev/fuse` connection of a
     /// mount the client made at `dir` comes with this message (SCM_RIGHTS).
@@ -1252,8 +1258,16 @@ impl Request {
                 offset,
                 size,
                 epoch,
+                settled,
+                dropped,
             } => {
-                w.u64(*handle).u64(*offset).u64(*size).u64(*epoch);
+                w.u64(*handle)
+                    .u64(*offset)
+                    .u64(*size)
+                    .u64(*epoch)
+                    .u64(settled.0)
+                    .u32(settled.1)
+                    .u64(*dropped);
             }
             Request::Grant { handle, want } => {
                 w.u64(*handle).u64(*want);
@@ -1426,11 +1440,16 @@ impl Request {
                 handle,
                 total,
                 data,
+                settled,
+                dropped,
             } => {
                 w.u64(*handle)
                     .u64(*total)
                     .u32(data.len() as u32)
-                    .bytes(data);
+                    .bytes(data)
+                    .u64(settled.0)
+                    .u32(settled.1)
+                    .u64(*dropped);
             }
         }
         frame(self.kind(), id, w)
@@ -1654,6 +1673,8 @@ impl Request {
                 offset: r.u64()?,
                 size: r.u64()?,
                 epoch: r.u64()?,
+                settled: (r.u64()?, r.u32()?),
+                dropped: r.u64()?,
             },
             49 => Request::Grant {
                 handle: r.u64()?,
@@ -1676,6 +1697,8 @@ impl Request {
                     handle,
                     total,
                     data: r.bytes(n)?.to_vec(),
+                    settled: (r.u64()?, r.u32()?),
+                    dropped: r.u64()?,
                 }
             }
             34 => Request::Share { handle: r.u64()? },
@@ -2247,7 +2270,9 @@ mod tests {
                 .prop_map(|(handle, data, extra)| Request::Append {
                     handle,
                     total: data.len() as u64 + extra,
-                    data
+                    settled: (extra, data.len() as u32),
+                    dropped: handle ^ extra,
+                    data,
                 }),
             (any::<u64>(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
                 |(handle, mode, offset, len)| Request::Fallocate {
@@ -2264,7 +2289,9 @@ mod tests {
                     handle,
                     offset,
                     size,
-                    epoch
+                    epoch,
+                    settled: (size, epoch as u32),
+                    dropped: offset ^ epoch,
                 }
             ),
             (any::<u64>(), any::<u64>()).prop_map(|(handle, want)| Request::Grant { handle, want }),
