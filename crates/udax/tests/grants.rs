@@ -265,6 +265,120 @@ fn mp_a_punch_by_the_grant_holder_calls_back_only_the_others_and_its_own_mapping
     fsck_clean(&s.dev);
 }
 
+/// Record `i` of round `r` (4 KiB): its first 8 bytes name it, the rest
+/// repeat a byte derived from them, so a block read back is either a whole
+/// record or not one.
+fn racing_record(r: u32, i: u32) -> Vec<u8> {
+    let mut b = vec![(r as u8) ^ (i as u8) ^ 0x5A; 4096];
+    b[..4].copy_from_slice(&r.to_le_bytes());
+    b[4..8].copy_from_slice(&i.to_le_bytes());
+    b
+}
+
+/// Real threads: one thread of a client appends 4 KiB records under its
+/// size grants while another thread of the same client truncates the file
+/// to whole blocks 200 times (each truncate settles the grant itself,
+/// racing the appender's renewals), and a second client reads blocks
+/// under its lease. Every append lands at a block boundary, every whole
+/// block read below the size is a whole record, each block at the end
+/// holds the last record acknowledged there, and fsck is clean after.
+#[test]
+fn mp_a_holders_own_truncates_racing_its_appends_and_another_clients_reads_keep_every_block_whole()
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _w = common::Watchdog::start(180, "truncates racing appends");
+    let s = setup(128);
+    let o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let b = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let f = Arc::new(a.open("/race", true, true, 0o644).unwrap());
+    f.append(&racing_record(0, 0)).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let appender = {
+        let (f, done) = (f.clone(), done.clone());
+        std::thread::spawn(move || {
+            // Where each append was acknowledged, in order.
+            let mut acked = Vec::new();
+            let mut i = 1u32;
+            // ORDERING: Acquire: pairs with the truncater's Release.
+            while !done.load(Ordering::Acquire) {
+                let (at, n) = f.append(&racing_record(1, i)).unwrap();
+                assert_eq!((at % 4096, n), (0, 4096), "append {i} at {at}");
+                acked.push((at, i));
+                i += 1;
+            }
+            acked
+        })
+    };
+    let truncater = {
+        let (f, done) = (f.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut x = 7u64;
+            for _ in 0..200 {
+                std::thread::sleep(Duration::from_micros(500));
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let len = f.len().unwrap();
+                let to = (x >> 33) % (len / 4096 + 1) * 4096;
+                f.set_len(to).unwrap();
+            }
+            // ORDERING: Release: pairs with the others' Acquire; a flag.
+            done.store(true, Ordering::Release);
+        })
+    };
+    let g = b.open("/race", false, false, 0).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (mut whole, mut x) = (0u64, 3u64);
+    // ORDERING: Acquire: pairs with the truncater's Release.
+    while !done.load(Ordering::Acquire) {
+        // Not too often: each read settles the appender's grant.
+        std::thread::sleep(Duration::from_millis(1));
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let len = g.len().unwrap();
+        if len < 4096 {
+            continue;
+        }
+        let at = (x >> 33) % (len / 4096) * 4096;
+        if g.read_at(&mut buf, at).unwrap() == 4096 {
+            let r = u32::from_le_bytes(buf[..4].try_into().unwrap());
+            let i = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+            assert!(
+                buf == racing_record(r, i),
+                "block at {at} is no whole record"
+            );
+            whole += 1;
+        }
+    }
+    truncater.join().unwrap();
+    let acked = appender.join().unwrap();
+    assert!(
+        acked.len() > 50,
+        "only {} appends raced the truncates",
+        acked.len()
+    );
+    assert!(whole > 10, "only {whole} whole blocks read");
+    let len = f.len().unwrap();
+    assert_eq!(len % 4096, 0);
+    assert_eq!(b.stat("/race").unwrap().size, len);
+    // Only appends and truncates: each block below the end holds the last
+    // record acknowledged there (the first one if none was).
+    let mut last = std::collections::HashMap::from([(0u64, (0u32, 0u32))]);
+    for &(at, i) in &acked {
+        last.insert(at, (1, i));
+    }
+    for at in (0..len).step_by(4096) {
+        assert_eq!(g.read_at(&mut buf, at).unwrap(), 4096);
+        let (r, i) = last[&at];
+        assert!(
+            buf == racing_record(r, i),
+            "block at {at} is not record {r}/{i}"
+        );
+    }
+    drop((g, f, a, b));
+    drop(o);
+    fsck_clean(&s.dev);
+}
+
 #[test]
 fn mp_another_clients_mapping_past_the_old_end_sees_the_granted_growth() {
     let _w = common::Watchdog::start(60, "mapping under a grant");
