@@ -221,18 +221,8 @@ impl Node {
         // ORDERING: AcqRel, before the grant lock: a `Granted` installed
         // after this sees the epoch (`install_grant`) and is dropped.
         self.recalled.fetch_max(epoch, Ordering::AcqRel);
-        let size = {
-            let mut g = self.grant.lock();
-            // ORDERING: Relaxed: under the grant lock, which orders it with
-            // the growth that set it.
-            self.grown.store(0, Ordering::Relaxed);
-            g.take().map(|g| g.size)
-        };
-        let size = size.or_else(|| self.layout.read().as_ref().map(|l| l.size));
+        let (_, size) = self.stop_grant(inner);
         let from = size.map_or(u64::MAX, |s| s.div_ceil(BLOCK_SIZE));
-        // The attributes this process cached of the file may show its
-        // grant's old size (an `fstat` it corrected locally).
-        inner.attrs.lock().drop_ino(self.ino);
         self.recall(inner, epoch, true, from..u64::MAX)
     }
 
@@ -313,17 +303,18 @@ impl Node {
         (through, busy)
     }
 
-    /// Before a truncate this process asks of the owner: stop using its
-    /// size grant of the file, as the owner's settle of it would have it
-    /// (a growth in flight under it finishes first: it holds the grant
-    /// lock), and return the grant's word (`(word_at, serial)`; `(0, 0)`:
-    /// none held), for `Request::Truncate::settled`, and the size this
-    /// process knows the file to have (its grant's, else its layout's;
-    /// `None`: it knows none).
-    fn settle_own(&self, inner: &Inner) -> ((u64, u32), Option<u64>) {
+    /// Stop using this process's size grant of the file (a `Settle`, or
+    /// before a change this process asks of the owner: a growth in flight
+    /// under it finishes first, it holds the grant lock), and return the
+    /// grant's word (`(word_at, serial)`; `(0, 0)`: none held), for
+    /// `Request::Truncate::settled`, and the size this process knows the
+    /// file to have (its grant's, else its layout's; `None`: it knows
+    /// none).
+    fn stop_grant(&self, inner: &Inner) -> ((u64, u32), Option<u64>) {
         let held = {
             let mut g = self.grant.lock();
-            // ORDERING: Relaxed: under the grant lock, as in `settle`.
+            // ORDERING: Relaxed: under the grant lock, which orders it with
+            // the growth that set it.
             self.grown.store(0, Ordering::Relaxed);
             g.take()
         };
@@ -728,7 +719,7 @@ impl RemoteFile {
         change: impl FnOnce(Option<u64>) -> (std::ops::Range<u64>, bool),
     ) -> Result<((u64, u32), u64)> {
         let (node, inner) = (&self.o.node, &self.o.inner);
-        let (settled, known) = node.settle_own(inner);
+        let (settled, known) = node.stop_grant(inner);
         let (range, wait) = change(known);
         let (dropped, mut busy) = node.drop_own(inner, wait, range.clone());
         if settled.0 != 0 {

@@ -1253,15 +1253,12 @@ fn fallocate_recalled(
     mode: u32,
     offset: u64,
     len: u64,
-    own: Option<DoneItself>,
+    own: Option<&DoneItself>,
 ) -> Result<()> {
     use crate::fs::falloc::{COLLAPSE_RANGE, INSERT_RANGE, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE};
     let lock = change_lock(sh, f.ino());
     let _g = lock.lock();
-    match &own {
-        Some(o) => grants::settle_own(sh, f.ino(), o.client, o.settled)?,
-        None => grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?,
-    }
+    settle_before(sh, f.ino(), own)?;
     // Blocks freed or moved: every holder waits for its pins.
     let frees = mode & (PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE) != 0;
     // Shifted blocks: to the end. A size kept: never grows.
@@ -1272,8 +1269,7 @@ fn fallocate_recalled(
     } else {
         blocks_changed(offset, len, f.len())
     };
-    let except = own.and_then(|o| left_out(sh, f.ino(), o.client, o.dropped));
-    recall(sh, f.ino(), except, frees, range)?;
+    recall(sh, f.ino(), left_out(sh, f.ino(), own), frees, range)?;
     f.fallocate(mode, offset, len)
 }
 
@@ -1292,7 +1288,7 @@ fn extend_written(
     offset: u64,
     size: u64,
     epoch: u64,
-    own: DoneItself,
+    own: &DoneItself,
 ) -> Result<()> {
     if !f.writable() {
         return Err(Error::BadFd);
@@ -1300,7 +1296,7 @@ fn extend_written(
     let ino = f.ino();
     let lock = change_lock(sh, ino);
     let _g = lock.lock();
-    grants::settle_own(sh, ino, own.client, own.settled)?;
+    settle_before(sh, ino, Some(own))?;
     let stale = || Error::Remote {
         errno: libc::ESTALE,
         message: "the file changed after the lease the bytes were written under".into(),
@@ -1309,7 +1305,7 @@ fn extend_written(
         return Err(stale());
     }
     if size > f.len() {
-        let except = left_out(sh, ino, own.client, own.dropped);
+        let except = left_out(sh, ino, Some(own));
         recall(sh, ino, except, false, offset / BLOCK_SIZE..u64::MAX)?;
     }
     if !f.extend_written(offset, size)? {
@@ -1335,34 +1331,48 @@ struct DoneItself {
     dropped: u64,
 }
 
+impl DoneItself {
+    /// What client `client` says it did (a `Write` settles no grant
+    /// itself: `settled` `(0, 0)`).
+    fn of(client: u64, settled: (u64, u32), dropped: u64) -> DoneItself {
+        DoneItself {
+            client,
+            settled,
+            dropped,
+        }
+    }
+}
+
+/// Before a change of `ino` (its change lock held): settle its size grant,
+/// the one `own`'s client stopped using itself ending from its word with
+/// no call back ([`grants::settle_own`]).
+fn settle_before(sh: &Shared, ino: u64, own: Option<&DoneItself>) -> Result<()> {
+    match own {
+        Some(o) => grants::settle_own(sh, ino, o.client, o.settled),
+        None => grants::settle_locked(sh, ino, grants::Settle::Everyone),
+    }
+}
+
 /// [`truncate_recalled`], leaving out of the settle and the recall the
 /// client that did their part itself (`own`).
-fn truncate_asked(sh: &Shared, f: &File, size: u64, own: Option<DoneItself>) -> Result<()> {
+fn truncate_asked(sh: &Shared, f: &File, size: u64, own: Option<&DoneItself>) -> Result<()> {
     let lock = change_lock(sh, f.ino());
     let _g = lock.lock();
-    match &own {
-        Some(o) => grants::settle_own(sh, f.ino(), o.client, o.settled)?,
-        None => grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?,
-    }
+    settle_before(sh, f.ino(), own)?;
     let from = size.min(f.len()) / BLOCK_SIZE;
-    let except = own.and_then(|o| left_out(sh, f.ino(), o.client, o.dropped));
+    let except = left_out(sh, f.ino(), own);
     recall(sh, f.ino(), except, size < f.len(), from..u64::MAX)?;
     f.set_len(size)
 }
 
-/// Client `c`, which dropped its own layouts of `ino` through lease serial
-/// `dropped` before asking for a change (0: it says none), if the change's
-/// recall may leave it out: it was granted no layout since (checked under
-/// the file's change lock, which grants take too).
-fn left_out(sh: &Shared, ino: u64, c: u64, dropped: u64) -> Option<u64> {
-    let mine = dropped != 0
-        && sh
-            .table
-            .lock()
-            .granted
-            .get(&(ino, c))
-            .is_none_or(|&s| s <= dropped);
-    mine.then_some(c)
+/// `own`'s client, which dropped its own layouts of `ino` through lease
+/// serial `dropped` before asking for a change (0: it says none), if the
+/// change's recall may leave it out: it was granted no layout since
+/// (checked under the file's change lock, which grants take too).
+fn left_out(sh: &Shared, ino: u64, own: Option<&DoneItself>) -> Option<u64> {
+    let o = own.filter(|o| o.dropped != 0)?;
+    let granted = sh.table.lock().granted.get(&(ino, o.client)).copied();
+    granted.is_none_or(|s| s <= o.dropped).then_some(o.client)
 }
 
 fn change_lock(sh: &Shared, ino: u64) -> Arc<ReentrantMutex<()>> {
@@ -2068,13 +2078,9 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 settled,
                 dropped,
             } => {
-                let own = DoneItself {
-                    client: c,
-                    settled,
-                    dropped,
-                };
+                let own = DoneItself::of(c, settled, dropped);
                 let f = file_of(sh, c, handle)?;
-                fallocate_recalled(sh, &f.file, mode, offset, len, Some(own))?;
+                fallocate_recalled(sh, &f.file, mode, offset, len, Some(&own))?;
                 Reply::Done
             }
             Request::Share { handle } => {
@@ -2183,10 +2189,11 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 let f = file_of(sh, c, handle)?;
                 let lock = change_lock(sh, f.ino());
                 let _g = lock.lock();
-                grants::settle_own(sh, f.ino(), c, settled)?;
+                let own = DoneItself::of(c, settled, dropped);
+                settle_before(sh, f.ino(), Some(&own))?;
                 let at = f.len();
                 let end = at.checked_add(total).ok_or(Error::FileTooBig)?;
-                let except = left_out(sh, f.ino(), c, dropped);
+                let except = left_out(sh, f.ino(), Some(&own));
                 recall(sh, f.ino(), except, false, at / BLOCK_SIZE..u64::MAX)?;
                 if total > data.len() as u64 {
                     // The rest follows in `Write`s: reserve it now, so no
@@ -2298,12 +2305,8 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 settled,
                 dropped,
             } => {
-                let own = DoneItself {
-                    client: c,
-                    settled,
-                    dropped,
-                };
-                truncate_asked(sh, &file_of(sh, c, handle)?.file, size, Some(own))?;
+                let own = DoneItself::of(c, settled, dropped);
+                truncate_asked(sh, &file_of(sh, c, handle)?.file, size, Some(&own))?;
                 Reply::Done
             }
             Request::Extend {
@@ -2314,13 +2317,9 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 settled,
                 dropped,
             } => {
-                let own = DoneItself {
-                    client: c,
-                    settled,
-                    dropped,
-                };
+                let own = DoneItself::of(c, settled, dropped);
                 let f = file_of(sh, c, handle)?;
-                extend_written(sh, &f.file, offset, size, epoch, own)?;
+                extend_written(sh, &f.file, offset, size, epoch, &own)?;
                 Reply::Done
             }
             Request::Channel { .. } => return Err(Error::Invalid("Channel after other requests")),
@@ -2398,12 +2397,13 @@ fn answer_inner(sh: &Shared, c: u64, req: Request) -> Reply {
                 let f = file_of(sh, c, handle)?;
                 let lock = change_lock(sh, f.ino());
                 let _g = lock.lock();
-                grants::settle_locked(sh, f.ino(), grants::Settle::Everyone)?;
+                // The writer settles no grant itself; it dropped its own
+                // layouts first, up to serial `dropped`.
+                let own = DoneItself::of(c, (0, 0), dropped);
+                settle_before(sh, f.ino(), Some(&own))?;
                 if changes_layout(&f, offset, data.len() as u64) {
                     let range = blocks_changed(offset, data.len() as u64, f.len());
-                    // The writer dropped its own layouts first, up to
-                    // serial `dropped`: left out unless granted one since.
-                    recall(sh, f.ino(), left_out(sh, f.ino(), c, dropped), false, range)?;
+                    recall(sh, f.ino(), left_out(sh, f.ino(), Some(&own)), false, range)?;
                 }
                 let n = f.write_at(&data, offset)?;
                 // As for `Append`.
