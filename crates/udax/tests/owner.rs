@@ -850,6 +850,75 @@ fn mp_when_the_owner_goes_away_a_clients_calls_fail_with_enotconn() {
     }
 }
 
+/// When the owner goes away, no recall can reach its clients any more and
+/// a new owner may give their files' blocks to other files: a client's
+/// mappings stop showing the device as soon as it sees the connection end,
+/// and it lets go of the device (a writable client was handed the owner's
+/// own open of it, whose flock would keep a new owner from starting). A
+/// page it had mapped faults (EFAULT in the kernel, SIGBUS for a load)
+/// instead of showing whatever reuses the block, in a private mapping too
+/// (its copies of the file's pages live in a mapping of the device file,
+/// which would keep the owner's lock); its reads and writes fail.
+#[test]
+fn mp_when_the_owner_goes_away_a_clients_mappings_stop_showing_the_device() {
+    let _w = common::Watchdog::start(60, "mappings at the owner's end");
+    let s = setup(16);
+    let o = serve(&s, None);
+    let len = 256 << 10;
+    let c = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = c.open("/f", true, true, 0o644).unwrap();
+    f.write_at(&vec![0xA5; len], 0).unwrap();
+    let old: Vec<(u64, u64)> = f.extents().unwrap().iter().map(|e| (e.1, e.2)).collect();
+    let shared = f
+        .mmap(0, len, udax::Prot::ReadWrite, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    let private = f
+        .mmap(0, len, udax::Prot::ReadWrite, udax::MapFlags::PRIVATE)
+        .expect(UFFD);
+    let at = 8 * 4096;
+    assert_eq!(
+        common::kernel_load(shared.as_ptr().wrapping_add(at), 64),
+        Ok(vec![0xA5; 64])
+    );
+    assert_eq!(peek(private.as_ptr(), at), 0xA5);
+    poke(private.as_ptr(), 4096, 0x11);
+    drop(o); // stops the owner: its connections are shut
+    let t = std::time::Instant::now();
+    while !c.is_closed() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the end not seen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let gone =
+        |m: &udax::client::RemoteMapping| common::kernel_load(m.as_ptr().wrapping_add(at), 64);
+    assert_eq!(gone(&shared), Err(libc::EFAULT), "the shared mapping");
+    assert_eq!(gone(&private), Err(libc::EFAULT), "the private one");
+    assert_eq!(
+        common::kernel_load(private.as_ptr().wrapping_add(4096), 64),
+        Err(libc::EFAULT),
+        "a private copy of a device page"
+    );
+    assert!(matches!(
+        f.read_at(&mut [0u8; 8], 0),
+        Err(Error::NotConnected(_))
+    ));
+    assert!(matches!(f.write_at(b"x", 0), Err(Error::NotConnected(_))));
+    // A new owner starts while the client still has its file and mappings,
+    // and gives the blocks to another file: nothing of it shows.
+    let _o2 = serve(&s, None);
+    let b = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    b.unlink("/f").unwrap();
+    let g = b.open("/g", true, true, 0o644).unwrap();
+    g.write_at(&vec![0x5A; len], 0).unwrap();
+    let reused = g
+        .extents()
+        .unwrap()
+        .iter()
+        .any(|e| old.iter().any(|&(d, n)| e.1 < d + n && d < e.1 + e.2));
+    assert!(reused, "the new file got none of the old blocks: {old:?}");
+    assert_eq!(gone(&shared), Err(libc::EFAULT));
+    assert_eq!(gone(&private), Err(libc::EFAULT));
+}
+
 #[test]
 fn mp_a_client_overwrites_allocated_blocks_in_place_and_the_bytes_persist() {
     let _w = common::Watchdog::start(60, "in-place writes");
@@ -889,15 +958,23 @@ fn mp_a_client_overwrites_allocated_blocks_in_place_and_the_bytes_persist() {
         want[off..off + n].fill(10 + i as u8);
     }
     want[5] = b't';
-    // In place means without the owner: with the owner gone, an overwrite
-    // under the lease still lands (a write through the owner would fail).
-    drop(o);
+    // In place means without the owner: an overwrite under the lease sends
+    // no request (a growing write does).
+    let sent = w.requests();
     assert_eq!(f.write_at(b"direct", 30_000).unwrap(), 6);
     want[30_000..30_006].copy_from_slice(b"direct");
-    assert!(matches!(
-        f.write_at(b"grow", 64 << 10),
-        Err(Error::NotConnected(_))
-    ));
+    assert_eq!(w.requests(), sent, "an overwrite in place asked the owner");
+    // Once the owner is gone, no write lands: no recall could reach the
+    // lease any more (`mp_when_the_owner_goes_away_...`).
+    drop(o);
+    let t = std::time::Instant::now();
+    while !w.is_closed() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the end not seen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for (data, off) in [(&b"late"[..], 40_000), (b"grow", 64 << 10)] {
+        assert!(matches!(f.write_at(data, off), Err(Error::NotConnected(_))));
+    }
     drop((f, g, w, r));
     let d = device::open(s.dev.to_str().unwrap(), &DevOpen::default()).unwrap();
     let fs = Fs::mount(d).unwrap();

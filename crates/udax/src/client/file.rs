@@ -351,18 +351,48 @@ impl Node {
     }
 
     /// Install a layout fetched from the owner, unless a recall of its
-    /// epoch came meanwhile.
-    fn install(&self, mut l: Layout) {
+    /// epoch came meanwhile. Fails once the owner's connection ended
+    /// ([`Node::end`]): no recall could reach the layout any more.
+    fn install(&self, mut l: Layout) -> Result<()> {
         l.size = self.size_seen(l.size);
         self.received(l.newest);
         let mut g = self.layout.write();
         // ORDERING: Acquire: pairs with the recall's AcqRel fetch_max.
         let recalled = self.recalled.load(Ordering::Acquire);
+        if recalled == u64::MAX {
+            return Err(not_connected("the owner ended the connection".into()));
+        }
         // ORDERING: Acquire: pairs with `drop_own`'s Release.
         let dropped = self.dropped.load(Ordering::Acquire);
         if l.epoch > recalled && l.serial > dropped {
             *g = Some(l);
         }
+        Ok(())
+    }
+
+    /// The owner ended this process's connection (it exited, died or cut
+    /// the process off): no recall can reach this process any more, and a
+    /// new owner may give the file's blocks to other files. Refuse every
+    /// layout from now on (as recalled for ever), unmap every page of the
+    /// file that shows the device from this process's mappings (their next
+    /// access gets SIGBUS: there is no owner to ask) and drop the layout,
+    /// after the copies in flight under it (they hold it). A `MAP_PRIVATE`
+    /// mapping's copies of the file's pages go too
+    /// ([`dax::hooks::unmap_device`]).
+    fn end(&self, inner: &Inner) {
+        // ORDERING: AcqRel: as in `recall`; an install that takes the
+        // layout lock after the clearing below sees it and fails.
+        self.recalled.fetch_max(u64::MAX, Ordering::AcqRel);
+        let _inv = self.dax.invalidate.write();
+        if inner.dax.is_some() {
+            if let Err(e) = dax::hooks::unmap_device(&View::listener(self, inner)) {
+                tracing::error!(
+                    "inode {}: mappings not unmapped at the owner's end: {e}",
+                    self.ino
+                );
+            }
+        }
+        *self.layout.write() = None;
     }
 }
 
@@ -517,6 +547,12 @@ impl RemoteFile {
             // ORDERING: Relaxed: under the files lock, as the listener's
             // count: a callback after this finds the node.
             let fresh = unclaimed.is_some_and(|u| inner.unclaimed.load(Ordering::Relaxed) == u);
+            // ORDERING: Relaxed: under the files lock, as `end_all`'s store.
+            if inner.ended.load(Ordering::Relaxed) {
+                // ORDERING: Relaxed: under the files lock; every install
+                // comes after (the node is not shared yet).
+                n.recalled.store(u64::MAX, Ordering::Relaxed);
+            }
             (n, fresh)
         };
         if let Some(l) = layout.filter(|_| fresh) {
@@ -525,7 +561,8 @@ impl RemoteFile {
             let mut layout = Layout::leased(l.epoch, l.serial, l.size);
             layout.add(&l.extents, &l.bad);
             layout.count_shared();
-            node.install(layout);
+            // A connection that ended meanwhile fails the next call.
+            let _ = node.install(layout);
         }
         Ok(RemoteFile {
             o: Arc::new(Open {
@@ -1099,7 +1136,7 @@ impl RemoteFile {
                 // Fetched with no lock held: the owner may settle a grant
                 // (ours too) before it answers.
                 let l = fetch(&self.o.inner, self.o.handle)?;
-                node.install(l);
+                node.install(l)?;
                 continue;
             }
             let mut g = node.grant.lock();
@@ -1420,7 +1457,7 @@ impl Open {
                 return f(l);
             }
             let l = fetch(&self.inner, self.handle)?;
-            self.node.install(l);
+            self.node.install(l)?;
         }
     }
 
@@ -1719,12 +1756,11 @@ where
             return false;
         }
         if let Some(handle) = self.handle {
-            match fetch(self.inner.borrow(), handle) {
-                Ok(l) => {
+            match fetch(self.inner.borrow(), handle).and_then(|l| node.install(l)) {
+                Ok(()) => {
                     // ORDERING: Relaxed: a hint for `ready`, set before the
                     // invalidate lock (which orders it) is taken.
                     node.lost.store(false, Ordering::Relaxed);
-                    node.install(l);
                 }
                 Err(e) => {
                     tracing::error!("lease on inode {}: {e}", node.ino);
@@ -1832,6 +1868,29 @@ pub(super) fn listen(inner: &Arc<Inner>, ch: &Arc<OwnedFd>) -> Result<std::threa
         .map_err(Error::Io)
 }
 
+/// The owner ended the connection (it exited, died or cut this process
+/// off): end every file ([`Node::end`]; one whose open is in flight ends
+/// when it is made, `RemoteFile::opened`), then let go of the device, whose
+/// open and mapping here would keep a new owner from starting (the owner's
+/// device lock is on the open a writable client was handed).
+fn end_all(inner: &Inner) {
+    let nodes: Vec<Arc<Node>> = {
+        let files = inner.files.lock();
+        // ORDERING: Relaxed: under the files lock, which `opened` takes too.
+        inner.ended.store(true, Ordering::Relaxed);
+        files.values().filter_map(|w| w.upgrade()).collect()
+    };
+    for n in nodes {
+        n.end(inner);
+    }
+    if let Some(d) = &inner.dev {
+        d.let_go();
+    }
+    if let Err(e) = crate::device::point_at_null(&inner.device) {
+        tracing::warn!("the device descriptor stays open: {e}");
+    }
+}
+
 /// Answer recalls until the channel ends; then cache no attributes any
 /// more (no one would say when to drop them).
 fn listener(inner: &Inner, ch: &OwnedFd) {
@@ -1848,6 +1907,11 @@ fn listener(inner: &Inner, ch: &OwnedFd) {
         n.grant.lock().take();
         // ORDERING: Relaxed: see `Node::settle`.
         n.grown.store(0, Ordering::Relaxed);
+    }
+    // ORDERING: Acquire: pairs with the Release store in `Client::drop`
+    // before it shut the channel down.
+    if !inner.letting_go.load(Ordering::Acquire) {
+        end_all(inner);
     }
     // ORDERING: Relaxed: see `RemoteFile::grow_granted`.
     inner.no_grants.store(true, Ordering::Relaxed);

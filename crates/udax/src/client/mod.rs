@@ -106,6 +106,13 @@ struct Inner {
     /// under the `files` lock): a layout that came with an open in flight
     /// meanwhile is not trusted (`RemoteFile::opened`).
     unclaimed: AtomicU64,
+    /// The `Client` is being dropped: its listener's channel ends by its
+    /// own hand, not the owner's (the files still open keep the
+    /// connection).
+    letting_go: AtomicBool,
+    /// The owner ended the connection and every file was ended
+    /// (`file::end_all`; set under the `files` lock).
+    ended: AtomicBool,
     /// The owner gives no size grants (format 2, or it is gone): growing
     /// writes go to it (`RemoteFile::grow_granted`).
     no_grants: AtomicBool,
@@ -590,6 +597,8 @@ impl Client {
                     files: Mutex::new(HashMap::new()),
                     recalls: AtomicU64::new(0),
                     no_grants: AtomicBool::new(false),
+                    letting_go: AtomicBool::new(false),
+                    ended: AtomicBool::new(false),
                     unclaimed: AtomicU64::new(0),
                     requests: AtomicU64::new(0),
                     attrs: Mutex::new(AttrCache::default()),
@@ -719,6 +728,9 @@ impl Drop for Client {
         // The listener sees its channel end and exits; files still open keep
         // the connection (they hold `inner`) but get no more recalls, so
         // their reads go to the owner for a fresh lease each time.
+        // ORDERING: Release: pairs with the listener's Acquire load once
+        // the shutdown below ends its channel.
+        self.inner.letting_go.store(true, Ordering::Release);
         let _ = rustix::net::shutdown(&*self.callback, rustix::net::Shutdown::Both);
         if let Some(t) = self.listener.take() {
             let _ = t.join();

@@ -243,6 +243,38 @@ pub(crate) fn break_layouts(inode: &dyn DaxInode, a: u64, b: u64, wait: bool) ->
     Ok(())
 }
 
+/// The file system behind `inode` is gone from under this process (a
+/// client whose owner ended its connection): no recall can reach it any
+/// more, and a new owner may give the file's blocks to another file. Unmap
+/// every page that shows the device from every mapping of the file, a
+/// private mapping's copies of them included (they live in a mapping of
+/// the device file, which would keep it open: [`Region::unmap_device`]),
+/// and drop the entries. The next access to an unmapped page faults, finds
+/// no owner to ask and gets SIGBUS. The caller holds the invalidate lock
+/// exclusively. Returns how many pages were unmapped.
+pub(crate) fn unmap_device(inode: &dyn DaxInode) -> Result<u64> {
+    if !inode.dax().is_mapped() {
+        return Ok(0);
+    }
+    let eng = vm::engine().map_err(Error::Busy)?;
+    let mut unmapped = 0;
+    for r in inode.dax().regions() {
+        let st = &mut *r.lock();
+        if st.dead {
+            continue;
+        }
+        unmapped += r.unmap_device(st, &eng.uffd).map_err(io)?;
+        vm::engine::bump(&inode.device().counters.invalidations);
+    }
+    let t = &inode.device().waits;
+    for k in inode.dax().entries.keys_in(0, u64::MAX) {
+        if let Some(l) = inode.dax().entries.lock_at(t, k) {
+            l.remove();
+        }
+    }
+    Ok(unmapped)
+}
+
 /// [`zap_range`] for the fs (copy on write): nothing to do for a file that
 /// was never mapped.
 pub(crate) fn zap_file_range(inode: &dyn DaxInode, a: u64, b: u64) -> Result<()> {

@@ -197,9 +197,55 @@ impl Drop for MappedDevice {
     }
 }
 
+/// Make descriptor `fd` name `/dev/null` (close-on-exec) instead of what it
+/// named: the open file description it held (and the flock on it) is let go
+/// of, while the number stays open and owned as before.
+pub(crate) fn point_at_null(fd: &OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::File::open("/dev/null")?;
+    // SAFETY: `fd` is an open descriptor its owner keeps (borrowed here, so
+    // it is not closed meanwhile); dup3 replaces what that number names in
+    // one step, so no other open can take the number in between, and the
+    // owner's close later closes `/dev/null`. No memory is involved.
+    let r = unsafe { libc::dup3(null.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Device for MappedDevice {
     fn bad_list(&self) -> &super::BadList {
         &self.bad
+    }
+
+    fn let_go(&self) {
+        // SAFETY: `[base, base + len)` is this device's own mapping, made in
+        // `map_shared` and unmapped only by `drop`; MAP_FIXED replaces it in
+        // one step with an inaccessible anonymous mapping of the same range,
+        // so the range stays reserved for `drop` (no other mapping can be
+        // placed there) and udax holds no Rust reference into it (accesses
+        // go through the raw base). A later access faults (a crash), it never
+        // reaches the device.
+        let r = unsafe {
+            libc::mmap(
+                self.base.0.cast(),
+                self.info.len as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            tracing::warn!(
+                "the device mapping stays: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        if let Err(e) = point_at_null(&self.fd) {
+            tracing::warn!("the device descriptor stays open: {e}");
+        }
     }
 
     fn info(&self) -> &DeviceInfo {

@@ -31,6 +31,7 @@ mod view;
 pub use badblocks::BadList;
 pub use crash::{CrashDevice, Survivors};
 pub use crash_mapped::MappedCrashDevice;
+pub(crate) use mapped::point_at_null;
 pub use mapped::MappedDevice;
 pub use open::{classify, open, parse_size, persistence_of, OpenOptions};
 pub(crate) use overlay::OverlayDevice;
@@ -221,6 +222,15 @@ pub trait Device: Send + Sync + fmt::Debug {
     fn discard(&self, _off: u64, _len: u64) -> Result<bool, DeviceError> {
         Ok(false)
     }
+
+    /// This process is done with the device for good (a client whose owner
+    /// ended its connection, its mappings of the device's pages undone): let
+    /// go of it, so its open and its mapping no longer hold the owner's
+    /// device lock and a new owner can start. What maps the device whole
+    /// keeps its address range, inaccessible (an access is a crash, never a
+    /// read or a store of the device); its descriptor then names
+    /// `/dev/null`. A backend that holds nothing open does nothing.
+    fn let_go(&self) {}
 
     /// For backends that map the device: the file descriptor and the base address of
     /// the whole-device mapping in this process (the DAX engine maps ranges of it).

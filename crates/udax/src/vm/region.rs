@@ -405,6 +405,29 @@ impl Region {
         Ok(())
     }
 
+    /// Unmap every page of this region that shows the device, through a
+    /// page of `dev` or a window: the next access to one faults to the
+    /// handler. A private mapping's copies of device pages go too (the
+    /// mapping of the device file they live in would keep the file open);
+    /// copies of zero pages stay (`cow`: anonymous memory). Returns how
+    /// many pages were unmapped.
+    pub fn unmap_device(&self, st: &mut RegionState, uffd: &Uffd) -> std::io::Result<u64> {
+        let mut shown = RangeSet::new();
+        for (k, _) in st.dev.iter().chain(st.windows.iter()) {
+            shown.insert(k.clone());
+        }
+        let prot = st.prot.unwrap_or(Prot::Read);
+        let mut unmapped = 0;
+        for k in shown.iter() {
+            self.to_placeholder(st, uffd, k.clone(), prot)?;
+            unmapped += k.end - k.start;
+            self.forget_device(st, k.clone());
+            st.windows.remove(k.clone());
+            st.cow.remove(k.clone());
+        }
+        Ok(unmapped)
+    }
+
     /// Before fork: let the child inherit the private copies a `MAP_PRIVATE`
     /// mapping made of zero pages (they live in `MADV_DONTFORK`
     /// placeholders): they are resolved pages, the mapping's own data,
