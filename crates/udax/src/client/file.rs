@@ -376,9 +376,9 @@ impl Node {
     /// layout from now on (as recalled for ever), unmap every page of the
     /// file that shows the device from this process's mappings (their next
     /// access gets SIGBUS: there is no owner to ask) and drop the layout,
-    /// after the copies in flight under it (they hold it). A `MAP_PRIVATE`
-    /// mapping's copies of the file's pages go too
-    /// ([`dax::hooks::unmap_device`]).
+    /// after the copies in flight under it (they hold it). Private copies
+    /// a `MAP_PRIVATE` mapping made stay (the mapping's own data, moved
+    /// into anonymous memory: [`dax::hooks::unmap_device`]).
     fn end(&self, inner: &Inner) {
         // ORDERING: AcqRel: as in `recall`; an install that takes the
         // layout lock after the clearing below sees it and fails.

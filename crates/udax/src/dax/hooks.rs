@@ -10,6 +10,7 @@ use super::{fault, io, Error, Result, PIN_TIMEOUT};
 use crate::vm::{self, Prot, Region, RegionState, PAGE};
 use crate::{BLOCKS_PER_HUGE, BLOCK_SIZE};
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -246,24 +247,28 @@ pub(crate) fn break_layouts(inode: &dyn DaxInode, a: u64, b: u64, wait: bool) ->
 /// The file system behind `inode` is gone from under this process (a
 /// client whose owner ended its connection): no recall can reach it any
 /// more, and a new owner may give the file's blocks to another file. Unmap
-/// every page that shows the device from every mapping of the file, a
-/// private mapping's copies of them included (they live in a mapping of
-/// the device file, which would keep it open: [`Region::unmap_device`]),
-/// and drop the entries. The next access to an unmapped page faults, finds
-/// no owner to ask and gets SIGBUS. The caller holds the invalidate lock
-/// exclusively. Returns how many pages were unmapped.
+/// every page that shows the device from every mapping of the file and drop
+/// the entries; a private mapping keeps the copies it made (its own data,
+/// which the kernel would keep too), moved into anonymous memory so that no
+/// mapping of the device file is left ([`Region::unmap_device`]). The next
+/// access to an unmapped page faults, finds no owner to ask and gets
+/// SIGBUS. The caller holds the invalidate lock exclusively. Returns how
+/// many pages were unmapped.
 pub(crate) fn unmap_device(inode: &dyn DaxInode) -> Result<u64> {
     if !inode.dax().is_mapped() {
         return Ok(0);
     }
     let eng = vm::engine().map_err(Error::Busy)?;
+    let pagemap = std::fs::File::open("/proc/self/pagemap").map_err(io)?;
     let mut unmapped = 0;
     for r in inode.dax().regions() {
         let st = &mut *r.lock();
         if st.dead {
             continue;
         }
-        unmapped += r.unmap_device(st, &eng.uffd).map_err(io)?;
+        unmapped += r
+            .unmap_device(st, &eng.uffd, pagemap.as_raw_fd())
+            .map_err(io)?;
         vm::engine::bump(&inode.device().counters.invalidations);
     }
     let t = &inode.device().waits;

@@ -407,23 +407,57 @@ impl Region {
 
     /// Unmap every page of this region that shows the device, through a
     /// page of `dev` or a window: the next access to one faults to the
-    /// handler. A private mapping's copies of device pages go too (the
-    /// mapping of the device file they live in would keep the file open);
-    /// copies of zero pages stay (`cow`: anonymous memory). Returns how
-    /// many pages were unmapped.
-    pub fn unmap_device(&self, st: &mut RegionState, uffd: &Uffd) -> std::io::Result<u64> {
+    /// handler. The copies a `MAP_PRIVATE` mapping made of device pages
+    /// (found in `pagemap`, an open `/proc/self/pagemap`) are its own data:
+    /// they are moved into anonymous memory at the same addresses
+    /// ([`space::replace_with_copy`]) and kept as private copies (`cow`), so
+    /// that nothing of the region maps the device file any more. Returns
+    /// how many pages were unmapped.
+    pub fn unmap_device(
+        &self,
+        st: &mut RegionState,
+        uffd: &Uffd,
+        pagemap: RawFd,
+    ) -> std::io::Result<u64> {
         let mut shown = RangeSet::new();
         for (k, _) in st.dev.iter().chain(st.windows.iter()) {
             shown.insert(k.clone());
         }
+        let mut keep = RangeSet::new();
+        if self.private {
+            for k in shown.iter() {
+                let Some((a, n)) = self.span(st, k) else {
+                    return Ok(0);
+                };
+                for c in space::private_copies(pagemap, a, n)? {
+                    keep.insert(self.page_of(c.start)..self.page_of(c.end));
+                }
+            }
+        }
         let prot = st.prot.unwrap_or(Prot::Read);
         let mut unmapped = 0;
         for k in shown.iter() {
-            self.to_placeholder(st, uffd, k.clone(), prot)?;
-            unmapped += k.end - k.start;
+            let mut zap = RangeSet::new();
+            zap.insert(k.clone());
+            for c in keep.overlapping(k) {
+                let c = c.start.max(k.start)..c.end.min(k.end);
+                let (a, n) = self.span(st, &c).expect("a live region's pages");
+                // SAFETY: `[a, a+n)` lies in this region's area (`span`),
+                // alive under the state lock the caller holds, and is
+                // readable (a region is never mapped without read access);
+                // udax keeps no Rust reference into a mapped region.
+                unsafe { space::replace_with_copy(uffd, a, n, prot) }?;
+                zap.remove(c);
+            }
+            for z in zap.iter() {
+                self.to_placeholder(st, uffd, z.clone(), prot)?;
+                unmapped += z.end - z.start;
+            }
             self.forget_device(st, k.clone());
             st.windows.remove(k.clone());
-            st.cow.remove(k.clone());
+        }
+        for c in keep.iter() {
+            st.cow.insert(c.clone());
         }
         Ok(unmapped)
     }

@@ -299,6 +299,69 @@ pub unsafe fn replace_with_placeholder(
     unsafe { move_in(spare, addr, len, made) }
 }
 
+/// Replace `[addr, addr+len)` of the caller's region with anonymous memory
+/// holding the same bytes, registered with `uffd` as a placeholder is: a
+/// private mapping's copies of device pages, kept as the mapping's own data
+/// when the device goes from under it. The bytes are copied, then the new
+/// range moved over the old one in one `mremap`; a store another thread
+/// makes into the range between the two is lost.
+///
+/// # Safety
+///
+/// As [`replace_with_placeholder`], for `[addr, addr+len)`, which must be
+/// readable.
+pub unsafe fn replace_with_copy(uffd: &Uffd, addr: usize, len: usize, prot: Prot) -> Result<()> {
+    let spare = reserve(len, PAGE, 0)?;
+    // SAFETY: `spare` was reserved just above; no one else knows it. The
+    // source is the caller's readable range (this function's contract).
+    let made = unsafe { fill_with_copy(uffd, spare, addr, len, prot) };
+    // SAFETY: the caller owns `[addr, addr+len)`; `spare` is the fresh range
+    // made above.
+    unsafe { move_in(spare, addr, len, made) }
+}
+
+/// Make `[spare, spare+len)` private anonymous memory holding the bytes of
+/// `[src, src+len)`, with protection `prot`, not inherited by fork and
+/// registered with `uffd`.
+///
+/// # Safety
+///
+/// `spare` is a reservation the caller made and owns; `[src, src+len)` is
+/// readable memory of the caller's region.
+unsafe fn fill_with_copy(
+    uffd: &Uffd,
+    spare: usize,
+    src: usize,
+    len: usize,
+    prot: Prot,
+) -> Result<()> {
+    // SAFETY: the range is the caller's fresh reservation, known to no one
+    // else, so replacing it affects no other memory.
+    check(unsafe {
+        libc::mmap(
+            spare as *mut _,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    })?;
+    // SAFETY: both ranges are `len` bytes, mapped and distinct (the spare is
+    // a fresh reservation); the source is readable (the contract), the
+    // destination was made writable just above; raw bytes, no reference
+    // kept.
+    unsafe { std::ptr::copy_nonoverlapping(src as *const u8, spare as *mut u8, len) };
+    if prot == Prot::Read {
+        // SAFETY: the caller's fresh range; only its protection changes.
+        if unsafe { libc::mprotect(spare as *mut _, len, libc::PROT_READ) } != 0 {
+            return Err(Error::last_os_error());
+        }
+    }
+    no_fork(spare, len)?;
+    uffd.register(spare, len)
+}
+
 /// Move the range made at `spare` (if `made` is Ok) over `[addr, addr+len)`
 /// of the caller's region in one `mremap` (atomic: the target shows either
 /// what it showed or the new range); on any failure `spare` is released.
