@@ -671,6 +671,65 @@ fn owner_pid(dev: &std::path::Path) -> Option<i32> {
 /// device from its journal: bash reads back what it wrote before the
 /// death and goes on writing (it did not fail for the rest of its life
 /// with ENOTCONN); fsck is clean.
+/// A process that holds a udax descriptor and makes no call when its owner
+/// is killed (an idle shell) does not keep a new owner from starting: its
+/// client lets go of the device at the end of its connection (a writable
+/// client holds the owner's open of the device, whose flock is the device
+/// lock), so another program attaches at once and reads what was written.
+#[test]
+fn p_an_idle_process_of_a_killed_owner_does_not_keep_a_new_owner_from_starting() {
+    if !have("bash") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    let h = env.host.to_str().unwrap();
+    let script = format!(
+        "echo a > {m}/x && exec 3< {m}/x && : > {h}/ready && \
+         until [ -e {h}/done ]; do sleep 0.05 3<&-; done; echo idle-done"
+    );
+    let mut idle = env
+        .cmd("bash")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !env.host.join("ready").exists() {
+        assert!(t.elapsed().as_secs() < 60, "the script never wrote /x");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = owner_pid(&env.dev).expect("an owner serves the device");
+    // SAFETY: kill(2) of a process this test's program started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {
+        assert!(t.elapsed().as_secs() < 60, "the owner did not die");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = env.cmd("cat").arg(format!("{m}/x")).output().unwrap();
+    std::fs::write(env.host.join("done"), b"").unwrap();
+    let idle_out = loop {
+        if idle.try_wait().unwrap().is_some() {
+            break idle.wait_with_output().unwrap();
+        }
+        if t.elapsed().as_secs() > 120 {
+            let _ = idle.kill();
+            panic!("the idle script did not finish");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        stdout(&out),
+        "a\n",
+        "cat through a new owner, stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&idle_out), "idle-done\n");
+    let r = env.fsck();
+    assert!(r.clean, "{:?}", r.problems);
+}
+
 #[test]
 fn p_a_program_whose_owner_was_killed_attaches_to_a_new_owner_and_goes_on() {
     if !have("bash") {
