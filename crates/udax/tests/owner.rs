@@ -918,6 +918,101 @@ fn mp_when_the_owner_goes_away_a_clients_mappings_stop_showing_the_device() {
     assert_eq!(peek(private.as_ptr(), 4096), 0x11, "its own copy");
 }
 
+/// Every client holds the device lock with its owner (shared), a read-only
+/// one too: while a client of an owner that is gone has not let go of the
+/// device (here: a read-only client in a stopped process, which cannot see
+/// the end), no new owner starts, so none reuses a block its mappings show.
+/// Once it runs again it lets go, and a new owner starts.
+#[test]
+fn mp_a_stopped_read_only_client_of_a_gone_owner_keeps_a_new_one_from_starting_until_it_lets_go() {
+    use std::io::{BufRead as _, Write as _};
+    let _w = common::Watchdog::start(120, "a stopped client of a gone owner");
+    let s = setup(16);
+    let o = serve(&s, None);
+    {
+        let w = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+        let f = w.open("/f", true, true, 0o644).unwrap();
+        f.write_at(&vec![0xC7; 64 << 10], 0).unwrap();
+    }
+    let mut child =
+        common::serving::spawn_child(&s, "mp_child_read_only_client_mapping_a_file", &[]);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    child_says(&mut lines, "ready");
+    let pid = child.id();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    wait_stopped(pid);
+    drop(o); // stops the owner: the stopped client cannot see it
+    let again = || {
+        Owner::new(
+            &s.dev,
+            &ServeOptions {
+                runtime_dir: Some(s.run.clone()),
+                ..Default::default()
+            },
+        )
+    };
+    match again() {
+        Err(e) => assert_eq!(e.errno(), libc::EBUSY, "{e}"),
+        Ok(_) => panic!("a new owner started while an old client maps the device"),
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGCONT) }, 0);
+    let _o2 = serve(&s, None);
+    writeln!(stdin, "go").unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(
+        child_says(&mut lines, "gone"),
+        [1],
+        "its mapping still shows the device"
+    );
+    let b = Client::connect(&s.dev, &opts(&s, false)).unwrap();
+    let mut got = [0u8; 4];
+    b.open("/f", false, false, 0)
+        .unwrap()
+        .read_at(&mut got, 0)
+        .unwrap();
+    assert_eq!(got, [0xC7; 4]);
+    let _ = child.wait();
+}
+
+/// The child of
+/// `mp_a_stopped_read_only_client_of_a_gone_owner_keeps_a_new_one_from_starting_until_it_lets_go`:
+/// a read-only client that maps `/f` and reads it, says "ready", waits for
+/// a line, then says whether its mapping faults ("gone 1") and exits.
+#[test]
+#[ignore = "run as a child process by mp_a_stopped_read_only_client_of_a_gone_owner_keeps_a_new_one_from_starting_until_it_lets_go"]
+fn mp_child_read_only_client_mapping_a_file() {
+    use std::io::{BufRead as _, Write as _};
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and no pointer:
+    // a test aborted while this child is stopped leaves it no orphan.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let dev = std::env::var("UDAX_TEST_DEV").expect("UDAX_TEST_DEV");
+    let run = std::env::var("UDAX_TEST_RUN").expect("UDAX_TEST_RUN");
+    let c = Client::connect(
+        Path::new(&dev),
+        &udax::client::ConnectOptions {
+            write: false,
+            runtime_dir: Some(PathBuf::from(run)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let f = c.open("/f", false, false, 0).unwrap();
+    let m = f
+        .mmap(0, 64 << 10, udax::Prot::Read, udax::MapFlags::SHARED)
+        .expect(UFFD);
+    assert_eq!(peek(m.as_ptr(), 4096), 0xC7);
+    eprintln!("ready");
+    std::io::stderr().flush().unwrap();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+    let gone = common::kernel_load(m.as_ptr().wrapping_add(4096), 8).is_err();
+    eprintln!("gone {}", u8::from(gone));
+    std::io::stderr().flush().unwrap();
+}
+
 #[test]
 fn mp_a_client_overwrites_allocated_blocks_in_place_and_the_bytes_persist() {
     let _w = common::Watchdog::start(60, "in-place writes");

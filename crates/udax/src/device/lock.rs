@@ -29,6 +29,13 @@ pub fn lock(fd: BorrowedFd<'_>) -> Result<DeviceLock, DeviceError> {
     }
 }
 
+/// The device is busy: an error naming who holds a lock on `fd`'s file.
+pub fn busy(fd: BorrowedFd<'_>) -> DeviceError {
+    DeviceError::Busy {
+        pid: holder(fd).unwrap_or(0),
+    }
+}
+
 /// The pid of the process holding a flock on `fd`'s file: its line of
 /// `/proc/locks` (`1: FLOCK  ADVISORY  WRITE 1234 00:1b:21392 0 EOF`; the
 /// device as the kernel prints it, major and minor in hex). None if the

@@ -31,6 +31,7 @@ mod view;
 pub use badblocks::BadList;
 pub use crash::{CrashDevice, Survivors};
 pub use crash_mapped::MappedCrashDevice;
+pub(crate) use lock::busy;
 pub(crate) use mapped::point_at_null;
 pub use mapped::MappedDevice;
 pub use open::{classify, open, parse_size, persistence_of, OpenOptions};

@@ -29,7 +29,7 @@ use crate::proto::{
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, ReentrantMutex};
 use crate::BLOCK_SIZE;
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -190,6 +190,12 @@ struct Shared {
     /// exits: the blocks they may still reach are held back from reuse
     /// (`hold_for_cut_off`, `release_the_dead`). A leaf lock.
     cut_off: Mutex<Vec<CutOff>>,
+    /// A read-only open of the device holding a shared device lock, as
+    /// the owner's own read-write one does: a read-only client is handed
+    /// a duplicate of it (a writable one of the read-write one), so every
+    /// client keeps a new owner from starting until it lets go of the
+    /// device ([`share_device_lock`]).
+    read_only_open: OwnedFd,
 }
 
 /// A client cut off while its process lived (see `Shared::cut_off`).
@@ -334,6 +340,35 @@ pub struct Owner {
     stop: Arc<AtomicBool>,
 }
 
+/// Turn the exclusive device lock the open of `fd` took into one every
+/// client shares: a shared lock on `fd` (the owner's read-write open,
+/// which writable clients are handed) and on a new read-only open of the
+/// device, returned (which read-only clients are handed). An exclusive
+/// lock, what every mount and every new owner takes, then fails while the
+/// owner or any of its clients holds one of these opens: a client of an
+/// owner that died keeps a new one from starting until it has unmapped
+/// its files' pages and let go of the device (docs/multiprocess.md,
+/// "Death"), so no block a new owner reuses shows in an old mapping. The
+/// exclusive lock said no one else held the device; a taker in the moment
+/// the lock changes kind (flock does not convert atomically) makes this
+/// fail with the device busy.
+fn share_device_lock(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    use rustix::fs::FlockOperation::NonBlockingLockShared;
+    let busy = |e: rustix::io::Errno| -> Error {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            crate::device::busy(fd).into()
+        } else {
+            Error::Io(e.into())
+        }
+    };
+    rustix::fs::flock(fd, NonBlockingLockShared).map_err(busy)?;
+    let ro = OwnedFd::from(
+        std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(Error::Io)?,
+    );
+    rustix::fs::flock(&ro, NonBlockingLockShared).map_err(busy)?;
+    Ok(ro)
+}
+
 impl Owner {
     /// Mount the device at `path` and listen for its clients. Fails if the
     /// device is in use (another owner, or a process that mounted it
@@ -350,11 +385,12 @@ impl Owner {
             mode: meta.mode(),
         };
         let dev = crate::device::open(spec, &crate::device::OpenOptions::default())?;
-        if dev.mapping().is_none() {
+        let Some(map) = dev.mapping() else {
             return Err(Error::NotSupported(
                 "an owner serves a device that can be mapped",
             ));
-        }
+        };
+        let read_only_open = share_device_lock(map.fd)?;
         let fs = Fs::mount(dev)?;
         let dir = opts.runtime_dir.clone().unwrap_or_else(runtime_dir);
         make_runtime_dir(&dir).map_err(Error::Io)?;
@@ -388,6 +424,7 @@ impl Owner {
                 fuse: Mutex::new(Vec::new()),
                 grants: Mutex::new(HashMap::new()),
                 cut_off: Mutex::new(Vec::new()),
+                read_only_open,
             }),
             listener,
             socket,
@@ -1581,12 +1618,13 @@ fn admit(
         });
     }
     let map = sh.fs.device().mapping().expect("checked at start");
-    // A read-only client gets a read-only open of the device (its own open
-    // file description), never the owner's read-write one.
+    // A read-only client gets the owner's read-only open of the device,
+    // never its read-write one; both hold the shared device lock
+    // (`share_device_lock`).
     let fd = if write {
         map.fd.try_clone_to_owned()
     } else {
-        std::fs::File::open(format!("/proc/self/fd/{}", map.fd.as_raw_fd())).map(OwnedFd::from)
+        sh.read_only_open.try_clone()
     };
     let fd = fd.map_err(|e| Reply::Error {
         errno: e.raw_os_error().unwrap_or(libc::EIO),
