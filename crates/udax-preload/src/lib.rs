@@ -99,7 +99,16 @@ extern "C" fn after_fork_in_child() {
         (),
         || (),
         || {
+            let parents = state::mount::parents_connection();
             calls::mem::after_fork_in_child();
+            // Last: the inherited mappings are the child's own now, and an
+            // inherited descriptor adopts through the child's connection
+            // at its first use; nothing reads the device through the
+            // parent's connection any more. Its copy here would hold the
+            // device lock for as long as the child lives.
+            if let Some(c) = parents {
+                c.let_go_of_the_device_in_a_forked_child();
+            }
             Ok(())
         },
     );

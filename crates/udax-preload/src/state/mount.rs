@@ -124,6 +124,21 @@ pub fn after_fork_in_child() {
     unlock_after_fork();
 }
 
+/// In a forked child's handler (after [`after_fork_in_child`]): the
+/// parent's connection, if the child inherited one (it is never dropped in
+/// the child: [`fs`]), for [`crate::after_fork_in_child`] to let go of the
+/// device it holds.
+pub fn parents_connection() -> Option<std::sync::Arc<udax::client::Client>> {
+    let g = MOUNT.read().unwrap_or_else(|p| p.into_inner());
+    match g.as_ref() {
+        Some(Attached {
+            pid,
+            vfs: Ok(Vfs::Remote(c)),
+        }) if *pid != self::pid() => Some(c.clone()),
+        _ => None,
+    }
+}
+
 type Held = std::sync::RwLockWriteGuard<'static, Option<Attached>>;
 
 thread_local! {

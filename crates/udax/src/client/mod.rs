@@ -630,6 +630,24 @@ impl Client {
         self.inner.uuid
     }
 
+    /// In a child made by `fork` (its `pthread_atfork` child handler; never
+    /// a `vfork` child, whose memory is the parent's): this copy of the
+    /// parent's connection stops holding the device. Its device descriptors
+    /// are made to name `/dev/null` and its whole-device mapping is made
+    /// inaccessible, in this process only; so the child, which has no
+    /// listener thread to let go at the owner's death, does not keep a new
+    /// owner from starting (docs/multiprocess.md, "The device lock"). The
+    /// child makes a connection of its own for its udax calls; nothing of it
+    /// may read or write the device through this one afterwards.
+    pub fn let_go_of_the_device_in_a_forked_child(&self) {
+        if let Some(d) = &self.inner.dev {
+            d.let_go();
+        }
+        if let Err(e) = crate::device::point_at_null(&self.inner.device) {
+            tracing::warn!("the parent's device descriptor stays open: {e}");
+        }
+    }
+
     /// Whether the owner ended this client's connection (it exited or
     /// died, or cut the client off): every call that needs it fails with
     /// `ENOTCONN` from then on. Seen by the callback listener, so a call
