@@ -678,56 +678,12 @@ fn owner_pid(dev: &std::path::Path) -> Option<i32> {
 /// lock), so another program attaches at once and reads what was written.
 #[test]
 fn p_an_idle_process_of_a_killed_owner_does_not_keep_a_new_owner_from_starting() {
-    if !have("bash") {
-        return;
-    }
-    let env = Env::new(32 << 20);
-    let m = &env.mount;
-    let h = env.host.to_str().unwrap();
-    let script = format!(
-        "echo a > {m}/x && exec 3< {m}/x && : > {h}/ready && \
-         until [ -e {h}/done ]; do sleep 0.05 3<&-; done; echo idle-done"
-    );
-    let mut idle = env
-        .cmd("bash")
-        .args(["-c", &script])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = std::time::Instant::now();
-    while !env.host.join("ready").exists() {
-        assert!(t.elapsed().as_secs() < 60, "the script never wrote /x");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let pid = owner_pid(&env.dev).expect("an owner serves the device");
-    // SAFETY: kill(2) of a process this test's program started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {
-        assert!(t.elapsed().as_secs() < 60, "the owner did not die");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = env.cmd("cat").arg(format!("{m}/x")).output().unwrap();
-    std::fs::write(env.host.join("done"), b"").unwrap();
-    let idle_out = loop {
-        if idle.try_wait().unwrap().is_some() {
-            break idle.wait_with_output().unwrap();
-        }
-        if t.elapsed().as_secs() > 120 {
-            let _ = idle.kill();
-            panic!("the idle script did not finish");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    assert_eq!(
-        stdout(&out),
-        "a\n",
-        "cat through a new owner, stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout(&idle_out), "idle-done\n");
-    let r = env.fsck();
-    assert!(r.clean, "{:?}", r.problems);
+    idle_while_the_owner_is_killed(|m, h| {
+        format!(
+            "echo a > {m}/x && exec 3< {m}/x && : > {h}/ready && \
+             until [ -e {h}/done ]; do sleep 0.05 3<&-; done; echo idle-done"
+        )
+    });
 }
 
 /// A process forked from a client that makes no udax call of its own (a
@@ -737,19 +693,28 @@ fn p_an_idle_process_of_a_killed_owner_does_not_keep_a_new_owner_from_starting()
 /// let go at the owner's death).
 #[test]
 fn p_a_forked_child_that_makes_no_udax_call_does_not_keep_a_new_owner_from_starting() {
+    idle_while_the_owner_is_killed(|m, h| {
+        format!(
+            "echo a > {m}/x; ( until [ -e {h}/done ]; do sleep 0.05; done ) & \
+             : > {h}/ready; wait; echo idle-done"
+        )
+    });
+}
+
+/// Run the bash script `script(mount, host dir)` under the shim: it writes
+/// `a` into `/x`, touches `ready`, idles until `done` appears and then
+/// prints `idle-done`. Meanwhile its owner is killed with SIGKILL and `cat`
+/// of `/x` must start a new owner and print the file; fsck is clean after.
+fn idle_while_the_owner_is_killed(script: impl Fn(&str, &str) -> String) {
     if !have("bash") {
         return;
     }
     let env = Env::new(32 << 20);
     let m = &env.mount;
     let h = env.host.to_str().unwrap();
-    let script = format!(
-        "echo a > {m}/x; ( until [ -e {h}/done ]; do sleep 0.05; done ) & \
-         : > {h}/ready; wait; echo idle-done"
-    );
     let mut idle = env
         .cmd("bash")
-        .args(["-c", &script])
+        .args(["-c", &script(m, h)])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
