@@ -666,11 +666,6 @@ fn owner_pid(dev: &std::path::Path) -> Option<i32> {
     })
 }
 
-/// `kill -9` of the owner under a running program: the program's next
-/// udax calls attach anew, to an owner started again, which recovers the
-/// device from its journal: bash reads back what it wrote before the
-/// death and goes on writing (it did not fail for the rest of its life
-/// with ENOTCONN); fsck is clean.
 /// A process that holds a udax descriptor and makes no call when its owner
 /// is killed (an idle shell) does not keep a new owner from starting: its
 /// client lets go of the device at the end of its connection (a writable
@@ -727,10 +722,9 @@ fn idle_while_the_owner_is_killed(script: impl Fn(&str, &str) -> String) {
     let pid = owner_pid(&env.dev).expect("an owner serves the device");
     // SAFETY: kill(2) of a process this test's program started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {
-        assert!(t.elapsed().as_secs() < 60, "the owner did not die");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // `cat` may come while the owner dies (its listening socket still
+    // takes the connection, then resets it): the client starts a new owner
+    // then too.
     let out = env.cmd("cat").arg(format!("{m}/x")).output().unwrap();
     std::fs::write(env.host.join("done"), b"").unwrap();
     let idle_out = loop {
@@ -754,6 +748,11 @@ fn idle_while_the_owner_is_killed(script: impl Fn(&str, &str) -> String) {
     assert!(r.clean, "{:?}", r.problems);
 }
 
+/// `kill -9` of the owner under a running program: the program's next
+/// udax calls attach anew, to an owner started again, which recovers the
+/// device from its journal: bash reads back what it wrote before the
+/// death and goes on writing (it did not fail for the rest of its life
+/// with ENOTCONN); fsck is clean.
 #[test]
 fn p_a_program_whose_owner_was_killed_attaches_to_a_new_owner_and_goes_on() {
     if !have("bash") {

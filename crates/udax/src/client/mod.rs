@@ -443,6 +443,19 @@ impl Attrs {
     }
 }
 
+/// Whether `e`, from a `Hello`, says the owner went away under it (it
+/// closed the connection or reset it) rather than refused the client.
+fn went_away(e: &Error) -> bool {
+    match e {
+        Error::Io(io) => matches!(
+            io.raw_os_error(),
+            Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED)
+        ),
+        Error::NotConnected(_) => true,
+        _ => false,
+    }
+}
+
 /// The UUID of the file system on the device at `path`, read from its
 /// primary superblock without taking the device lock.
 pub fn uuid_of(path: &Path) -> Result<String> {
@@ -531,7 +544,22 @@ impl Client {
                 }
             },
         };
-        let c = Client::hello(sock, opts.write, opts.before_seeding)?;
+        let mut c = Client::hello(sock, opts.write, opts.before_seeding);
+        // The owner was exiting or dying as it took the connection (its
+        // listening socket closed with it pending: ECONNRESET): start one,
+        // as if none had answered, until the dying one is gone and its
+        // clients have let go of the device (a start meanwhile finds the
+        // device busy), for at most the start timeout.
+        let t = Instant::now();
+        while let (Err(e), Some(cmd)) = (&c, &opts.start) {
+            if !went_away(e) || t.elapsed() > opts.start_timeout {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            c = start_owner(cmd, path, &dir, &uuid, &sock_path, opts.start_timeout)
+                .and_then(|sock| Client::hello(sock, opts.write, opts.before_seeding));
+        }
+        let c = c?;
         // The owner at this UUID's socket must serve this very device: the
         // fd it sent is the file at `path` (a copy of an image has the same
         // UUID).
