@@ -696,20 +696,17 @@ fn p_a_forked_child_that_makes_no_udax_call_does_not_keep_a_new_owner_from_start
     });
 }
 
-/// Run the bash script `script(mount, host dir)` under the shim: it writes
-/// `a` into `/x`, touches `ready`, idles until `done` appears and then
-/// prints `idle-done`. Meanwhile its owner is killed with SIGKILL and `cat`
-/// of `/x` must start a new owner and print the file; fsck is clean after.
-fn idle_while_the_owner_is_killed(script: impl Fn(&str, &str) -> String) {
-    if !have("bash") {
-        return;
-    }
-    let env = Env::new(32 << 20);
-    let m = &env.mount;
-    let h = env.host.to_str().unwrap();
-    let mut idle = env
+/// Start bash running `script` under the shim, wait until it has touched
+/// `ready` in the host directory, then kill the device's owner with
+/// SIGKILL. Returns the bash child, when it was started, and the owner's
+/// pid.
+fn bash_then_kill_its_owner(
+    env: &Env,
+    script: &str,
+) -> (std::process::Child, std::time::Instant, i32) {
+    let child = env
         .cmd("bash")
-        .args(["-c", &script(m, h)])
+        .args(["-c", script])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -722,6 +719,21 @@ fn idle_while_the_owner_is_killed(script: impl Fn(&str, &str) -> String) {
     let pid = owner_pid(&env.dev).expect("an owner serves the device");
     // SAFETY: kill(2) of a process this test's program started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    (child, t, pid)
+}
+
+/// Run the bash script `script(mount, host dir)` under the shim: it writes
+/// `a` into `/x`, touches `ready`, idles until `done` appears and then
+/// prints `idle-done`. Meanwhile its owner is killed with SIGKILL and `cat`
+/// of `/x` must start a new owner and print the file; fsck is clean after.
+fn idle_while_the_owner_is_killed(script: impl Fn(&str, &str) -> String) {
+    if !have("bash") {
+        return;
+    }
+    let env = Env::new(32 << 20);
+    let m = &env.mount;
+    let h = env.host.to_str().unwrap();
+    let (mut idle, t, _) = bash_then_kill_its_owner(&env, &script(m, h));
     // `cat` may come while the owner dies (its listening socket still
     // takes the connection, then resets it): the client starts a new owner
     // then too.
@@ -767,21 +779,7 @@ fn p_a_program_whose_owner_was_killed_attaches_to_a_new_owner_and_goes_on() {
          for i in $(seq 100); do read v < {m}/x && break; sleep 0.1; done; \
          echo \"v=$v\"; echo b > {m}/y && read w < {m}/y; echo \"w=$w\""
     );
-    let mut child = env
-        .cmd("bash")
-        .args(["-c", &script])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = std::time::Instant::now();
-    while !env.host.join("ready").exists() {
-        assert!(t.elapsed().as_secs() < 60, "the script never wrote /x");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let pid = owner_pid(&env.dev).expect("an owner serves the device");
-    // SAFETY: kill(2) of a process this test's program started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let (mut child, t, pid) = bash_then_kill_its_owner(&env, &script);
     // Gone, or a zombie (an empty command line).
     while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {
         assert!(t.elapsed().as_secs() < 60, "the owner did not die");

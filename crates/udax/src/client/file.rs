@@ -1883,12 +1883,7 @@ fn end_all(inner: &Inner) {
     for n in nodes {
         n.end(inner);
     }
-    if let Some(d) = &inner.dev {
-        d.let_go();
-    }
-    if let Err(e) = crate::device::point_at_null(&inner.device) {
-        tracing::warn!("the device descriptor stays open: {e}");
-    }
+    inner.let_go_of_device();
 }
 
 /// Answer recalls until the channel ends; then cache no attributes any

@@ -668,12 +668,7 @@ impl Client {
     /// child makes a connection of its own for its udax calls; nothing of it
     /// may read or write the device through this one afterwards.
     pub fn let_go_of_the_device_in_a_forked_child(&self) {
-        if let Some(d) = &self.inner.dev {
-            d.let_go();
-        }
-        if let Err(e) = crate::device::point_at_null(&self.inner.device) {
-            tracing::warn!("the parent's device descriptor stays open: {e}");
-        }
+        self.inner.let_go_of_device();
     }
 
     /// Whether the owner ended this client's connection (it exited or
@@ -790,6 +785,19 @@ impl Drop for Client {
 const REPLY_SPIN: Duration = Duration::from_micros(50);
 
 impl Inner {
+    /// Stop holding the device in this process: the whole-device mapping
+    /// made inaccessible, the device descriptor made to name `/dev/null`
+    /// ([`Device::let_go`]). Nothing may read or write the device through
+    /// this connection afterwards.
+    fn let_go_of_device(&self) {
+        if let Some(d) = &self.dev {
+            d.let_go();
+        }
+        if let Err(e) = crate::device::point_at_null(&self.device) {
+            tracing::warn!("the device descriptor stays open: {e}");
+        }
+    }
+
     /// The attribute cache, up to date with the owner's change log.
     fn attrs_now(&self) -> crate::sync::MutexGuard<'_, AttrCache> {
         let mut c = self.attrs.lock();

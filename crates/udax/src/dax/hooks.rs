@@ -271,12 +271,7 @@ pub(crate) fn unmap_device(inode: &dyn DaxInode) -> Result<u64> {
             .map_err(io)?;
         vm::engine::bump(&inode.device().counters.invalidations);
     }
-    let t = &inode.device().waits;
-    for k in inode.dax().entries.keys_in(0, u64::MAX) {
-        if let Some(l) = inode.dax().entries.lock_at(t, k) {
-            l.remove();
-        }
-    }
+    remove_entries(inode, 0, u64::MAX);
     Ok(unmapped)
 }
 
@@ -321,13 +316,18 @@ fn zap_range(inode: &dyn DaxInode, a: u64, b: u64) -> Result<()> {
         r.forget_poisoned(st, clip);
         vm::engine::bump(&inode.device().counters.invalidations);
     }
+    remove_entries(inode, a, b);
+    Ok(())
+}
+
+/// Remove the entries of file pages `[a, b)` (waking their waiters).
+fn remove_entries(inode: &dyn DaxInode, a: u64, b: u64) {
     let t = &inode.device().waits;
     for k in inode.dax().entries.keys_in(a, b) {
         if let Some(l) = inode.dax().entries.lock_at(t, k) {
             l.remove();
         }
     }
-    Ok(())
 }
 
 /// A media error hit file page `page` (SPEC E3): unmap it from every mapping
