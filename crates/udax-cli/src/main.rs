@@ -163,6 +163,31 @@ enum Cmd {
         #[arg(short, long)]
         insert_range: bool,
     },
+    /// Copy every file of SRC onto a new file system of the current format
+    /// (3) made on DST: how an image of the older format 2 moves to format 3.
+    ///
+    /// SRC is only read (mounted read-only; it stays as it was). DST is made
+    /// anew: a new device file of SRC's size (or --size), or an existing
+    /// device that holds no udax file system (else --force). Kept: the tree,
+    /// bytes, holes, blocks reserved past the end, hard links, reflink
+    /// sharing of whole blocks, symbolic links, special files, modes,
+    /// owners, access and modification times. Not kept: inode numbers,
+    /// change times, the UUID (DST gets a new one; the label is kept).
+    /// A file that cannot be read whole (a media error) is left out and
+    /// named (exit code 1); any other error stops the copy. DST is checked
+    /// (fsck) at the end. To convert a device in place, migrate it to a
+    /// file (on /dev/shm, say), then migrate that back with --force.
+    Migrate {
+        src: String,
+        dst: String,
+        /// Size of a DST device file to create (e.g. 8G); default: SRC's size.
+        #[arg(long)]
+        size: Option<String>,
+        /// Overwrite the udax file system already on DST: every file on it is
+        /// lost.
+        #[arg(long)]
+        force: bool,
+    },
     /// Check a file system and report every problem with its location.
     ///
     /// Without --repair it writes nothing. Damage (a superblock copy,
@@ -724,6 +749,12 @@ fn run(cli: Cli) -> AnyResult<()> {
             fallocate_cmd(t, &offset, &length, mode, def)?
         }
         Cmd::Fsck { dev, json, repair } => fsck_cmd(dev, json, repair)?,
+        Cmd::Migrate {
+            src,
+            dst,
+            size,
+            force,
+        } => migrate_cmd(&src, &dst, size.as_deref(), force)?,
         Cmd::InjectPoison {
             dev,
             offset,
@@ -867,7 +898,14 @@ fn info_cmd(dev: String, json: bool) -> AnyResult<()> {
             (st.free_blocks * 4096) >> 20,
             a.free_chunks
         );
-        println!("format:       {}", sb.version());
+        if sb.version() == 2 {
+            println!(
+                "format:       2 (the older format: `udax migrate {dev} NEW` copies it onto \
+                 format 3)"
+            );
+        } else {
+            println!("format:       {}", sb.version());
+        }
         println!("inodes:       {}", st.inodes);
         let room = if st.metadata_capacity == 0 {
             "in the data area, no fixed bound".to_string()
@@ -1189,6 +1227,104 @@ fn fallocate_cmd(
 }
 
 /// `udax fsck`.
+fn migrate_cmd(src: &str, dst: &str, size: Option<&str>, force: bool) -> AnyResult<()> {
+    use std::os::unix::fs::MetadataExt;
+    let same = match (std::fs::metadata(src), std::fs::metadata(dst)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => src == dst,
+    };
+    if same {
+        return Err(format!(
+            "{src} and {dst} are the same device: migrate to another one (a file on /dev/shm, \
+             say), then back"
+        ));
+    }
+    let sdev = open_dev(src, None)?;
+    let from = mount_dev(sdev.clone(), src, &mount_options(true))?;
+    let sb = from.superblock().clone();
+    let existed = std::path::Path::new(dst).exists();
+    let r = migrate_into(&from, dst, size, force, existed, sdev.len());
+    if r.is_err() && !existed && std::path::Path::new(dst).is_file() {
+        // Best effort: the error that matters is already in `r`.
+        let _ = std::fs::remove_file(dst);
+    }
+    let (report, uuid) = r?;
+    for (path, why) in &report.left_out {
+        eprintln!("udax: {src}:{path}: left out: {why}");
+    }
+    if !report.left_out.is_empty() {
+        EXIT_CODE.store(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    println!(
+        "udax: migrated {src} (format {}) to {dst} (format 3, uuid {uuid}): {} directories, \
+         {} files, {} hard links, {} symbolic links, {} special files; {} MiB copied, {} MiB \
+         shared; {} left out",
+        sb.version(),
+        report.dirs,
+        report.files,
+        report.hard_links,
+        report.symlinks,
+        report.specials,
+        report.bytes_copied >> 20,
+        report.bytes_shared >> 20,
+        report.left_out.len(),
+    );
+    Ok(())
+}
+
+/// Make a format-3 file system on `dst` and copy `from` onto it; checked
+/// by fsck. Its report and UUID.
+fn migrate_into(
+    from: &Fs,
+    dst: &str,
+    size: Option<&str>,
+    force: bool,
+    existed: bool,
+    src_len: u64,
+) -> AnyResult<(udax::migrate::Report, String)> {
+    let size = size.map(size_arg).transpose()?;
+    let d = if existed {
+        let d = open_dev(dst, None)?;
+        may_overwrite(dst, &*d, size, force)?;
+        d
+    } else {
+        open_dev(dst, Some(size.unwrap_or(src_len)))?
+    };
+    let sb = ctx(
+        Fs::mkfs(
+            &*d,
+            &MkfsOptions {
+                label: from.superblock().label_str(),
+                format: 3,
+            },
+        ),
+        dst,
+    )?;
+    let to = mount_dev(d.clone(), dst, &MountOptions::default())?;
+    let totals = udax::migrate::totals(from);
+    let pb = progress(totals.bytes);
+    let report = ctx(
+        udax::migrate::copy_all(from, &to, &mut |p| {
+            if let Some(pb) = &pb {
+                pb.set_position(p.bytes);
+            }
+        }),
+        "migrate",
+    )?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    ctx(to.unmount(), dst)?;
+    let check = ctx(udax::fs::fsck(d), dst)?;
+    if check.exit_code() != 0 {
+        return Err(format!(
+            "{dst}: the copy does not check clean (run `udax fsck {dst}`): {:?}",
+            check.problems
+        ));
+    }
+    Ok((report, sb.uuid_str()))
+}
+
 fn fsck_cmd(dev: String, json: bool, repair: bool) -> AnyResult<()> {
     let d = open_dev(&dev, None)?;
     let r = match if repair {

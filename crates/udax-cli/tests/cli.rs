@@ -641,3 +641,73 @@ fn cli_ln_s_readlink_ls_stat_and_rm_r_never_follows_a_link() {
     let v: serde_json::Value = serde_json::from_str(&ok(&["fsck", "--json", dev])).unwrap();
     assert_eq!(v["clean"], true);
 }
+
+#[test]
+fn migrate_copies_a_format_2_image_onto_format_3_and_leaves_the_source_as_it_was() {
+    use udax::fs::{Fs, MkfsOptions, OpenOptions};
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let src = dir.path().join("old.img");
+    let src = src.to_str().unwrap();
+    let dst = dir.path().join("new.img");
+    let dst = dst.to_str().unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    {
+        let dev = udax::device::open(
+            src,
+            &udax::device::OpenOptions {
+                create_size: Some(32 << 20),
+            },
+        )
+        .unwrap();
+        Fs::mkfs(
+            &*dev,
+            &MkfsOptions {
+                label: "legacy".into(),
+                format: 2,
+            },
+        )
+        .unwrap();
+        let fs = Fs::mount(dev).unwrap();
+        fs.mkdir("/d", 0o750).unwrap();
+        let f = fs
+            .open(
+                "/d/f",
+                &OpenOptions {
+                    write: true,
+                    create: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        f.write_at(&data, 0).unwrap();
+        drop(f);
+        fs.unmount().unwrap();
+    }
+    assert!(ok(&["info", src]).contains("format:       2 (the older format: `udax migrate"));
+    let before = std::fs::read(src).unwrap();
+
+    let out = ok(&["migrate", src, dst]);
+    assert!(
+        out.contains("(format 2) to") && out.contains("(format 3, uuid") && out.contains("1 files"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(src).unwrap(), before, "the source changed");
+    assert_eq!(std::fs::metadata(dst).unwrap().len(), 32 << 20);
+    let info = ok(&["info", dst]);
+    assert!(
+        info.contains("format:       3") && info.contains("\"legacy\""),
+        "{info}"
+    );
+    let cat = udax(&["cat", &format!("{dst}:/d/f")]);
+    assert!(cat.status.success());
+    assert_eq!(cat.stdout, data);
+    assert!(ok(&["ls", "-l", &format!("{dst}:/")]).contains("rwxr-x---"));
+
+    // The target holds a file system now: not again without --force.
+    let e = fails(&["migrate", src, dst]);
+    assert!(e.contains("already holds a udax file system"), "{e}");
+    ok(&["migrate", "--force", src, dst]);
+    let e = fails(&["migrate", src, src]);
+    assert!(e.contains("the same device"), "{e}");
+    assert_eq!(std::fs::read(src).unwrap(), before);
+}

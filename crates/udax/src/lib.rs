@@ -47,6 +47,7 @@ pub(crate) mod format;
 pub mod fs;
 pub(crate) mod journal;
 pub(crate) mod meta;
+pub mod migrate;
 pub mod owner;
 pub mod proto;
 pub(crate) mod sync;

@@ -104,7 +104,10 @@ impl Error {
             Error::NotPermitted(_) => libc::EPERM,
             Error::Access(_) => libc::EACCES,
             Error::NoDevice(_) => libc::ENXIO,
-            Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            Error::Io(e) => e.raw_os_error().unwrap_or(match e.kind() {
+                std::io::ErrorKind::StorageFull => libc::ENOSPC,
+                _ => libc::EIO,
+            }),
             Error::Format(_) => libc::EINVAL,
             Error::Device(e) => e.errno(),
             Error::NotConnected(_) => libc::ENOTCONN,
