@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first: a layer may name any layer before it, never
 /// one after it.
-const LAYERS: [&str; 14] = [
+const LAYERS: [&str; 15] = [
     "sync",    // the lock/atomic facade (std/parking_lot, or loom)
     "fdnum",   // the library's own fds kept out of the low numbers
     "device",  // Device trait and backends
@@ -28,6 +28,7 @@ const LAYERS: [&str; 14] = [
     "vm",      // user-space MMU: regions, userfaultfd engine, page references
     "dax",     // fault engine; asks the file system through `dax::iomap`
     "fs",      // the file system: implements `dax::iomap::DaxInode`
+    "migrate", // a whole file system copied onto another (format 2 -> 3)
     "owner",   // the device's owner process: serves clients from an embedded fs
     "client",  // a client of an owner (starts one if asked)
     "vfs",     // one interface over an embedded fs and a client
