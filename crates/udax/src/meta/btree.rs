@@ -88,8 +88,9 @@
 //! Any error may leave the transaction half-changed: the caller drops it.
 
 use std::collections::HashSet;
+use std::ops::Range;
 
-use super::tx::{block_buf, spare};
+use super::tx::{block_buf, mark, spare};
 use super::{BlockSource, MetaError, Tx};
 use crate::format::codec::crc;
 use crate::BLOCK_SIZE;
@@ -180,10 +181,20 @@ impl Want {
 
 /// A node's bytes in DRAM. Accessors index freely: they are used only on
 /// nodes that passed [`Node::verify`] or that this module built.
+///
+/// Every change of `b` goes through a method that notes the bytes it
+/// changed since the node was read (or last stored), so [`store`] hands
+/// the transaction the node and those ranges, and the transaction logs
+/// them without comparing the node with the device's copy.
 #[derive(Clone)]
 struct Node {
     off: u64,
     b: Vec<u8>,
+    /// Byte ranges changed since the node was read or stored (sorted,
+    /// merged as the log merges them).
+    changed: Vec<Range<usize>>,
+    /// Every byte may have changed (a new node, a compacted heap).
+    whole: bool,
 }
 
 impl Drop for Node {
@@ -197,6 +208,8 @@ impl Node {
         let mut n = Node {
             off: blk * BLOCK_SIZE,
             b: block_buf(),
+            changed: Vec::new(),
+            whole: true,
         };
         n.b.fill(0);
         n.put_u16(0, MAGIC as usize);
@@ -211,17 +224,52 @@ impl Node {
     fn blk(&self) -> u64 {
         self.off / BLOCK_SIZE
     }
+    /// Note that bytes `r` changed.
+    fn touch(&mut self, r: Range<usize>) {
+        if !self.whole && !r.is_empty() {
+            mark(&mut self.changed, r);
+        }
+    }
+    /// Store `bytes` at `at`, noting the bytes that differ (as a
+    /// comparison with the old node would: a rewritten value logs the bytes
+    /// that changed in it, not all of it).
+    fn put(&mut self, at: usize, bytes: &[u8]) {
+        let old = &self.b[at..at + bytes.len()];
+        if let Some(first) = old.iter().zip(bytes).position(|(a, b)| a != b) {
+            let last = old.iter().zip(bytes).rposition(|(a, b)| a != b);
+            let end = last.map_or(bytes.len(), |l| l + 1);
+            self.b[at + first..at + end].copy_from_slice(&bytes[first..end]);
+            self.touch(at + first..at + end);
+        }
+    }
+    /// Move bytes `from` to `to` (as `copy_within`), noting the bytes that
+    /// differ.
+    fn shift(&mut self, from: Range<usize>, to: usize) {
+        let len = from.len();
+        let (old, new) = (&self.b[to..to + len], &self.b[from.clone()]);
+        let first = old.iter().zip(new).position(|(a, b)| a != b);
+        let last = old.iter().zip(new).rposition(|(a, b)| a != b);
+        self.b.copy_within(from, to);
+        if let (Some(f), Some(l)) = (first, last) {
+            self.touch(to + f..to + l + 1);
+        }
+    }
+    /// The node as it is now is what the transaction holds: nothing changed since.
+    fn stored(&mut self) {
+        self.changed.clear();
+        self.whole = false;
+    }
     fn u16_at(&self, at: usize) -> usize {
         u16::from_le_bytes([self.b[at], self.b[at + 1]]) as usize
     }
     fn put_u16(&mut self, at: usize, v: usize) {
-        self.b[at..at + 2].copy_from_slice(&(v as u16).to_le_bytes());
+        self.put(at, &(v as u16).to_le_bytes());
     }
     fn u64_at(&self, at: usize) -> u64 {
         u64::from_le_bytes(self.b[at..at + 8].try_into().expect("8 bytes"))
     }
     fn put_u64(&mut self, at: usize, v: u64) {
-        self.b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        self.put(at, &v.to_le_bytes());
     }
 
     fn level(&self) -> u8 {
@@ -253,7 +301,7 @@ impl Node {
     }
     fn seal(&mut self) {
         let c = self.compute_crc();
-        self.b[CRC_AT..HEADER].copy_from_slice(&c.to_le_bytes());
+        self.put(CRC_AT, &c.to_le_bytes());
     }
 
     // Leaves.
@@ -306,10 +354,10 @@ impl Node {
         let o = self.heap() - size;
         self.put_u64(o, key);
         self.put_u16(o + 8, value.len());
-        self.b[o + ENTRY_HEAD..o + size].copy_from_slice(value);
+        self.put(o + ENTRY_HEAD, value);
         self.set_heap(o);
         let slots = HEADER + 2 * pos..HEADER + 2 * count;
-        self.b.copy_within(slots, HEADER + 2 * pos + 2);
+        self.shift(slots, HEADER + 2 * pos + 2);
         self.put_u16(HEADER + 2 * pos, o);
         self.set_count(count + 1);
     }
@@ -321,14 +369,14 @@ impl Node {
         if self.slot(i) == self.heap() {
             self.set_heap(self.heap() + self.lsize(i));
         }
-        self.b
-            .copy_within(HEADER + 2 * (i + 1)..HEADER + 2 * count, HEADER + 2 * i);
+        self.shift(HEADER + 2 * (i + 1)..HEADER + 2 * count, HEADER + 2 * i);
         self.set_count(count - 1);
     }
 
     /// Rewrite the heap without holes, entry 0 highest (the order sequential
     /// inserts leave it in, so an already compact prefix does not move).
     fn compact(&mut self) {
+        self.whole = true;
         let old = self.clone();
         let mut top = BLOCK;
         for i in 0..old.count() {
@@ -367,7 +415,7 @@ impl Node {
     }
     fn internal_insert(&mut self, pos: usize, key: u64, child: u64) {
         let count = self.count();
-        self.b.copy_within(
+        self.shift(
             HEADER + 16 * pos..HEADER + 16 * count,
             HEADER + 16 * (pos + 1),
         );
@@ -378,8 +426,7 @@ impl Node {
     /// node's (key 0 stays 0).
     fn internal_remove(&mut self, i: usize) {
         let count = self.count();
-        self.b
-            .copy_within(HEADER + 16 * (i + 1)..HEADER + 16 * count, HEADER + 16 * i);
+        self.shift(HEADER + 16 * (i + 1)..HEADER + 16 * count, HEADER + 16 * i);
         self.set_count(count - 1);
         if i == 0 && count > 1 {
             self.put_u64(HEADER, 0);
@@ -543,7 +590,10 @@ impl Node {
 
 fn store(tx: &mut Tx<'_>, n: &mut Node) -> Result<(), MetaError> {
     n.seal();
-    tx.write_node(n.blk(), &n.b)
+    let block: &[u8; BLOCK] = n.b[..].try_into().expect("a node is one block");
+    tx.write_node(n.blk(), block, (!n.whole).then_some(&n.changed[..]))?;
+    n.stored();
+    Ok(())
 }
 
 /// The result of inserting below a node: the old value, and the new right
@@ -571,6 +621,8 @@ impl BTree {
         let mut n = Node {
             off: 0,
             b: block_buf(),
+            changed: Vec::new(),
+            whole: false,
         };
         self.load_into(tx, &mut n, blk, want)?;
         Ok(n)
@@ -581,6 +633,7 @@ impl BTree {
     fn load_into(&self, tx: &Tx<'_>, n: &mut Node, blk: u64, want: Want) -> Result<(), MetaError> {
         let dev_len = tx.device().len();
         n.off = blk.saturating_mul(BLOCK_SIZE);
+        n.stored();
         // Children were checked by their parent's verify; this catches a bad root.
         if blk == 0 || blk >= dev_len / BLOCK_SIZE {
             return Err(n.corrupt(format!("B-tree root block {blk} off the device")));
@@ -800,7 +853,7 @@ impl BTree {
                 if old.len() == value.len() {
                     // The same length: overwritten where it lies.
                     let o = n.slot(i) + ENTRY_HEAD;
-                    n.b[o..o + value.len()].copy_from_slice(value);
+                    n.put(o, value);
                     store(tx, &mut n)?;
                     return Ok((Some(old), None));
                 }
@@ -1597,7 +1650,12 @@ pub(super) mod tests {
             within(60, move || {
                 let dev = RamDevice::from_image(b.image.clone());
                 let off = blk * BLOCK_SIZE;
-                let mut node = Node { off, b: vec![0; BLOCK] };
+                let mut node = Node {
+                    off,
+                    b: vec![0; BLOCK],
+                    changed: Vec::new(),
+                    whole: true,
+                };
                 dev.read(off, &mut node.b).unwrap();
                 let before = node.b.clone();
                 let reseal = match &dmg {
@@ -1672,6 +1730,8 @@ pub(super) mod tests {
         let mut n = Node {
             off: c * BLOCK_SIZE,
             b: buf,
+            changed: Vec::new(),
+            whole: true,
         };
         n.seal();
         dev.write(n.off, &n.b).unwrap();

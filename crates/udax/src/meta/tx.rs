@@ -112,7 +112,7 @@ struct Dirty {
 
 /// Add `r` to the sorted changed ranges `ranges`, merging ranges that
 /// overlap or nearly touch (in place: no allocation once it has room).
-fn mark(ranges: &mut Vec<Range<usize>>, r: Range<usize>) {
+pub(crate) fn mark(ranges: &mut Vec<Range<usize>>, r: Range<usize>) {
     let at = ranges.partition_point(|x| x.start < r.start);
     ranges.insert(at, r);
     let mut last = 0;
@@ -264,16 +264,82 @@ impl<'d> Tx<'d> {
         Ok(())
     }
 
-    /// Record the write of a whole sealed B-tree node at block `blk`
-    /// (the caller, `btree`, built and sealed it).
-    pub fn write_node(&mut self, blk: u64, node: &[u8]) -> Result<(), MetaError> {
-        self.write(blk.saturating_mul(BLOCK_SIZE), node)?;
-        if node.len() == BLOCK {
-            if let Some(d) = self.blocks.get_mut(&blk) {
+    /// Record the write of a whole sealed B-tree node at block `blk` (the
+    /// caller, `btree`, built and sealed it), whose bytes differ from the
+    /// block's as this transaction last read it (the overlay's copy, else
+    /// the device's) only in `changed` (sorted, merged; `None`: anywhere).
+    /// The node is taken as the block's copy: nothing is read from the
+    /// device or compared (a node read, changed and written costs one copy
+    /// of 4 KiB, not three and a comparison).
+    pub fn write_node(
+        &mut self,
+        blk: u64,
+        node: &[u8; BLOCK],
+        changed: Option<&[Range<usize>]>,
+    ) -> Result<(), MetaError> {
+        check_range(blk.saturating_mul(BLOCK_SIZE), BLOCK_SIZE, self.dev.len())?;
+        #[cfg(debug_assertions)]
+        self.check_changed(blk, node, changed);
+        match self.blocks.get_mut(&blk) {
+            Some(d) => {
+                match changed {
+                    Some(rs) if !d.fresh => {
+                        for r in rs {
+                            d.data[r.clone()].copy_from_slice(&node[r.clone()]);
+                            mark(&mut d.ranges, r.clone());
+                        }
+                    }
+                    _ => {
+                        d.data.copy_from_slice(node);
+                        if !d.fresh {
+                            mark(&mut d.ranges, 0..BLOCK);
+                        }
+                    }
+                }
                 d.sealed = true;
+            }
+            None => {
+                let mut data = block_buf();
+                data.copy_from_slice(node);
+                let ranges = match changed {
+                    Some(rs) => rs.to_vec(),
+                    None => vec![0..BLOCK],
+                };
+                self.blocks.insert(
+                    blk,
+                    Dirty {
+                        data,
+                        fresh: false,
+                        sealed: true,
+                        ranges,
+                    },
+                );
             }
         }
         Ok(())
+    }
+
+    /// Debug builds (every test): the bytes a node write says it changed
+    /// are all that changed.
+    #[cfg(debug_assertions)]
+    fn check_changed(&self, blk: u64, node: &[u8; BLOCK], changed: Option<&[Range<usize>]>) {
+        let Some(rs) = changed else { return };
+        let mut before = vec![0u8; BLOCK];
+        match self.blocks.get(&blk) {
+            Some(d) if d.fresh => return,
+            Some(d) => before.copy_from_slice(&d.data),
+            None => {
+                if self.dev.read(blk * BLOCK_SIZE, &mut before).is_err() {
+                    return;
+                }
+            }
+        }
+        for (i, (a, b)) in before.iter().zip(node.iter()).enumerate() {
+            assert!(
+                a == b || rs.iter().any(|r| r.contains(&i)),
+                "node at block {blk}: byte {i} changed outside the changed ranges {rs:?}"
+            );
+        }
     }
 
     /// The overlay's copy of block `blk`, loaded from the device on first use.
