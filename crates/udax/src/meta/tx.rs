@@ -303,7 +303,7 @@ impl<'d> Tx<'d> {
                 data.copy_from_slice(node);
                 let ranges = match changed {
                     Some(rs) => rs.to_vec(),
-                    None => vec![0..BLOCK],
+                    None => std::iter::once(0..BLOCK).collect(),
                 };
                 self.blocks.insert(
                     blk,
