@@ -826,7 +826,7 @@ fn serve_client(sh: &Arc<Shared>, sock: Arc<OwnedFd>) {
             (Some(c), req) => {
                 let r = answer(sh, c, req);
                 publish_space(sh);
-                send(&r.encode(id), None)
+                send(&encoded(r, id), None)
             }
         };
         if sent.is_err() {
@@ -1843,17 +1843,23 @@ fn seeded(sh: &Shared, c: u64, r: Reply, lstats: Vec<(Vec<u8>, Request)>) -> Rep
     if seeds.is_empty() {
         return r;
     }
-    let changed = Reply::Changed {
+    Reply::Changed {
         at,
         seeds,
         then: Box::new(r),
-    };
-    if changed.encode(0).len() <= proto::MAX_MESSAGE {
-        return changed;
     }
-    match changed {
-        Reply::Changed { then, .. } => *then,
-        other => other,
+}
+
+/// Answer `r` to request `id` as sent: a `Changed` answer too big for one
+/// message goes without its seeds (encoded once in the usual case).
+fn encoded(r: Reply, id: u64) -> Vec<u8> {
+    let msg = r.encode(id);
+    if msg.len() <= proto::MAX_MESSAGE {
+        return msg;
+    }
+    match r {
+        Reply::Changed { then, .. } => then.encode(id),
+        _ => msg,
     }
 }
 

@@ -1171,7 +1171,8 @@ impl Request {
 
     /// The message for this request with request id `id`.
     pub fn encode(&self, id: u64) -> Vec<u8> {
-        let mut w = Writer::new();
+        // Most messages are a few hundred bytes: no regrowth on the way.
+        let mut w = Writer::with_capacity(256);
         match self {
             Request::Hello { version, write } => {
                 w.u16(*version).u8(*write as u8);
@@ -1863,7 +1864,8 @@ impl Reply {
 
     /// The message for this reply to request `id`.
     pub fn encode(&self, id: u64) -> Vec<u8> {
-        let mut w = Writer::new();
+        // Most messages are a few hundred bytes: no regrowth on the way.
+        let mut w = Writer::with_capacity(256);
         match self {
             Reply::Hello {
                 version,
