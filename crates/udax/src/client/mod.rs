@@ -368,8 +368,15 @@ impl Attrs {
         self.map.is_empty()
     }
 
+    /// Forget every answer, keeping the tables' room (a cache that fills
+    /// and is cleared over and over does not grow its tables again each
+    /// time).
     fn clear(&mut self) {
-        *self = Attrs::default();
+        self.map.clear();
+        self.by_name.clear();
+        self.any_name.clear();
+        self.by_ino.clear();
+        self.refs = 0;
     }
 
     fn insert(&mut self, key: String, v: (Option<Stat>, Deps)) {
