@@ -8,7 +8,7 @@
 use super::lock::DeviceLock;
 use super::persist::{copy_nt, flush_lines, sfence, NT_THRESHOLD};
 use super::{check_range, Device, DeviceError, DeviceInfo, DeviceMapping, PersistenceDomain};
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 use std::os::fd::{AsFd, OwnedFd};
 
 /// The base address of the device mapping.
@@ -38,6 +38,8 @@ pub struct MappedDevice {
     /// Memory devices (memfd, tmpfs): one bit per `PREFAULT` window whose
     /// page tables this process has filled for writing (see `prefault`).
     populated: Option<Box<[AtomicU64]>>,
+    /// `let_go` ran: the range no longer shows the device (no more views).
+    gone: AtomicBool,
 }
 
 /// The window `MappedDevice::prefault` fills at once: 16 pages. Filling costs
@@ -118,6 +120,7 @@ impl MappedDevice {
             populated,
             read_only: !writable,
             _lock: None,
+            gone: AtomicBool::new(false),
         })
     }
 
@@ -220,6 +223,10 @@ impl Device for MappedDevice {
     }
 
     fn let_go(&self) {
+        // ORDERING: Relaxed: a view is taken only by the file system's
+        // metadata readers, which a process that lets go has none of; this
+        // only keeps a late one from the replaced range.
+        self.gone.store(true, Ordering::Relaxed);
         // SAFETY: `[base, base + len)` is this device's own mapping, made in
         // `map_shared` and unmapped only by `drop`; MAP_FIXED replaces it in
         // one step with an inaccessible anonymous mapping of the same range,
@@ -250,6 +257,20 @@ impl Device for MappedDevice {
 
     fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    unsafe fn view(&self, off: u64, len: usize) -> Option<&[u8]> {
+        // ORDERING: Relaxed: see `let_go`.
+        if self.gone.load(Ordering::Relaxed) || check_range(off, len as u64, self.info.len).is_err()
+        {
+            return None;
+        }
+        // SAFETY: the range is inside the whole-device mapping (checked
+        // above), which stays mapped, readable, while `self` lives (`drop`
+        // unmaps it; `let_go`, checked above, is for processes without
+        // readers of views); the caller guarantees nothing writes it while
+        // the slice lives (`Device::view`).
+        Some(unsafe { std::slice::from_raw_parts(self.ptr(off), len) })
     }
 
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), DeviceError> {

@@ -233,6 +233,25 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// `/dev/null`. A backend that holds nothing open does nothing.
     fn let_go(&self) {}
 
+    /// The device's bytes `[off, off + len)` where they lie, for a reader
+    /// that would otherwise copy them out (a B-tree lookup reads a few lines
+    /// of each node it passes, not 4 KiB); `None`: the backend has no such
+    /// view (it is not mapped whole, or it tracks reads), use
+    /// [`Device::read`].
+    ///
+    /// # Safety
+    ///
+    /// While the slice lives, nothing may write those bytes: the caller's
+    /// locks order its reads after the last store of them and before the
+    /// next (as they order a [`Device::read`] of them).
+    #[allow(
+        unsafe_code,
+        reason = "a view's caller must keep writes of its bytes out while it lives"
+    )]
+    unsafe fn view(&self, _off: u64, _len: usize) -> Option<&[u8]> {
+        None
+    }
+
     /// For backends that map the device: the file descriptor and the base address of
     /// the whole-device mapping in this process (the DAX engine maps ranges of it).
     fn mapping(&self) -> Option<DeviceMapping<'_>> {

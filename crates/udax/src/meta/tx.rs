@@ -225,6 +225,29 @@ impl<'d> Tx<'d> {
             .map(|(&b, _)| b)
     }
 
+    /// Block `blk` where it lies, to read in place: the overlay's copy,
+    /// else the device's bytes ([`Device::view`]); `None` when the device
+    /// has no view (read a copy). A B-tree node is stored in place only by
+    /// the transaction that changed it, under the locks that its tree's
+    /// readers take too (a directory's data lock, or the table's with the
+    /// directory at rest; the chunk map's lock for the chunk tree;
+    /// docs/architecture.md, "Lock order"), and a freed node is reused only
+    /// by a tree whose own locks order it likewise: the caller, holding its
+    /// tree's lock through the read, sees no store of the bytes meanwhile.
+    #[allow(
+        unsafe_code,
+        reason = "a view of the device's bytes in place (Device::view)"
+    )]
+    pub fn node_view(&self, blk: u64) -> Option<&[u8]> {
+        if let Some(d) = self.blocks.get(&blk) {
+            return Some(&d.data);
+        }
+        let off = blk.checked_mul(BLOCK_SIZE)?;
+        // SAFETY: nothing writes the block while the view lives: see above
+        // (the caller reads a tree under the lock its stores take).
+        unsafe { self.dev.view(off, BLOCK) }
+    }
+
     /// The device under the overlay.
     pub fn device(&self) -> &'d dyn Device {
         self.dev
