@@ -108,6 +108,30 @@ struct Dirty {
     sealed: bool,
     /// Changed byte ranges, sorted, more than `MERGE_GAP` apart (unused when fresh).
     ranges: Vec<Range<usize>>,
+    /// Which 64-byte lines of `data` hold the block's bytes (bit i: bytes
+    /// `64 i .. 64 i + 64`; [`ALL_LINES`]: the whole block). A block first
+    /// written in part (an inode slot, a root line) is not read whole: a
+    /// write reads the lines it compares with. Two changed ranges merged
+    /// across a gap (at most `MERGE_GAP` bytes, less than a line) have the
+    /// gap in the lines of their own ends, so every logged byte is known.
+    known: u64,
+}
+
+/// Lines of a block ([`Dirty::known`]).
+const LINE: usize = 64;
+/// Every line of a block known.
+const ALL_LINES: u64 = u64::MAX;
+const _: () = assert!(BLOCK / LINE == 64 && MERGE_GAP < LINE);
+
+/// The lines of a block that bytes `r` lie in.
+fn lines(r: &Range<usize>) -> u64 {
+    if r.is_empty() {
+        return 0;
+    }
+    let (first, last) = (r.start / LINE, (r.end - 1) / LINE);
+    let n = last - first + 1;
+    let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+    mask << first
 }
 
 /// Add `r` to the sorted changed ranges `ranges`, merging ranges that
@@ -135,6 +159,47 @@ impl Drop for Dirty {
 }
 
 impl Dirty {
+    /// Read the lines of bytes `r` not known yet from block `blk` of `dev`.
+    fn know(&mut self, dev: &dyn Device, blk: u64, r: Range<usize>) -> Result<(), MetaError> {
+        let mut missing = lines(&r) & !self.known;
+        while missing != 0 {
+            let first = missing.trailing_zeros() as usize;
+            let run = (missing >> first).trailing_ones() as usize;
+            let (a, b) = (first * LINE, (first + run) * LINE);
+            dev.read(blk * BLOCK_SIZE + a as u64, &mut self.data[a..b])?;
+            let bits = if run == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << run) - 1) << first
+            };
+            self.known |= bits;
+            missing &= !bits;
+        }
+        Ok(())
+    }
+
+    /// Bytes `at..at + buf.len()` of the block: the known lines from the
+    /// copy, the others from block `blk` of `dev`.
+    fn read_into(
+        &self,
+        dev: &dyn Device,
+        blk: u64,
+        at: usize,
+        buf: &mut [u8],
+    ) -> Result<(), MetaError> {
+        let r = at..at + buf.len();
+        if lines(&r) & !self.known != 0 {
+            dev.read(blk * BLOCK_SIZE + at as u64, buf)?;
+        }
+        for line in (r.start / LINE)..r.end.div_ceil(LINE) {
+            if self.known & (1u64 << line) != 0 {
+                let (a, b) = ((line * LINE).max(r.start), ((line + 1) * LINE).min(r.end));
+                buf[a - at..b - at].copy_from_slice(&self.data[a..b]);
+            }
+        }
+        Ok(())
+    }
+
     /// Store `data` at `at` in the copy, marking the bytes that differ.
     fn store(&mut self, at: usize, data: &[u8]) {
         let old = &self.data[at..at + data.len()];
@@ -240,7 +305,7 @@ impl<'d> Tx<'d> {
     )]
     pub fn node_view(&self, blk: u64) -> Option<&[u8]> {
         if let Some(d) = self.blocks.get(&blk) {
-            return Some(&d.data);
+            return (d.known == ALL_LINES).then_some(&d.data[..]);
         }
         let off = blk.checked_mul(BLOCK_SIZE)?;
         // SAFETY: nothing writes the block while the view lives: see above
@@ -263,7 +328,8 @@ impl<'d> Tx<'d> {
             let n = (BLOCK - at).min(buf.len() - done);
             let part = &mut buf[done..done + n];
             match self.blocks.get(&blk) {
-                Some(d) => part.copy_from_slice(&d.data[at..at + n]),
+                Some(d) if d.known == ALL_LINES => part.copy_from_slice(&d.data[at..at + n]),
+                Some(d) => d.read_into(self.dev, blk, at, part)?,
                 None => self.dev.read(pos, part)?,
             }
             done += n;
@@ -279,7 +345,9 @@ impl<'d> Tx<'d> {
             let pos = off + done as u64;
             let (blk, at) = (pos / BLOCK_SIZE, (pos % BLOCK_SIZE) as usize);
             let n = (BLOCK - at).min(data.len() - done);
-            let d = self.copy_of(blk)?;
+            let dev = self.dev;
+            let d = self.copy_of(blk);
+            d.know(dev, blk, at..at + n)?;
             d.sealed = false;
             d.store(at, &data[done..done + n]);
             done += n;
@@ -307,13 +375,22 @@ impl<'d> Tx<'d> {
             Some(d) => {
                 match changed {
                     Some(rs) if !d.fresh => {
+                        if d.known == ALL_LINES {
+                            for r in rs {
+                                d.data[r.clone()].copy_from_slice(&node[r.clone()]);
+                            }
+                        } else {
+                            // The node is the whole block as it is now.
+                            d.data.copy_from_slice(node);
+                            d.known = ALL_LINES;
+                        }
                         for r in rs {
-                            d.data[r.clone()].copy_from_slice(&node[r.clone()]);
                             mark(&mut d.ranges, r.clone());
                         }
                     }
                     _ => {
                         d.data.copy_from_slice(node);
+                        d.known = ALL_LINES;
                         if !d.fresh {
                             mark(&mut d.ranges, 0..BLOCK);
                         }
@@ -335,6 +412,7 @@ impl<'d> Tx<'d> {
                         fresh: false,
                         sealed: true,
                         ranges,
+                        known: ALL_LINES,
                     },
                 );
             }
@@ -350,7 +428,11 @@ impl<'d> Tx<'d> {
         let mut before = vec![0u8; BLOCK];
         match self.blocks.get(&blk) {
             Some(d) if d.fresh => return,
-            Some(d) => before.copy_from_slice(&d.data),
+            Some(d) => {
+                if d.read_into(self.dev, blk, 0, &mut before).is_err() {
+                    return;
+                }
+            }
             None => {
                 if self.dev.read(blk * BLOCK_SIZE, &mut before).is_err() {
                     return;
@@ -365,20 +447,16 @@ impl<'d> Tx<'d> {
         }
     }
 
-    /// The overlay's copy of block `blk`, loaded from the device on first use.
-    fn copy_of(&mut self, blk: u64) -> Result<&mut Dirty, MetaError> {
-        if !self.blocks.contains_key(&blk) {
-            let mut data = block_buf();
-            self.dev.read(blk * BLOCK_SIZE, &mut data)?;
-            let d = Dirty {
-                data,
-                fresh: false,
-                sealed: false,
-                ranges: Vec::new(),
-            };
-            self.blocks.insert(blk, d);
-        }
-        Ok(self.blocks.get_mut(&blk).expect("inserted above"))
+    /// The overlay's copy of block `blk`, made on first use with no line
+    /// known yet ([`Dirty::know`] reads what a write needs).
+    fn copy_of(&mut self, blk: u64) -> &mut Dirty {
+        self.blocks.entry(blk).or_insert_with(|| Dirty {
+            data: block_buf(),
+            fresh: false,
+            sealed: false,
+            ranges: Vec::new(),
+            known: 0,
+        })
     }
 
     /// A block from `src`, zeroed in the overlay (never read from the device).
@@ -393,6 +471,7 @@ impl<'d> Tx<'d> {
             fresh: true,
             sealed: false,
             ranges: Vec::new(),
+            known: ALL_LINES,
         };
         self.blocks.insert(blk, d);
         self.allocated.push(blk);
@@ -439,6 +518,7 @@ impl<'d> Tx<'d> {
                 out.push((base, d.data.clone()));
             } else {
                 for r in &d.ranges {
+                    debug_assert_eq!(lines(r) & !d.known, 0, "a logged byte not known");
                     out.push((base + r.start as u64, d.data[r.clone()].to_vec()));
                 }
             }
@@ -552,6 +632,38 @@ mod tests {
         assert_eq!(w[0].1.len(), BLOCK);
         assert_eq!(&w[0].1[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 0]);
         assert_eq!(tx2.allocated(), &[3]);
+    }
+
+    #[test]
+    fn a_block_written_in_part_reads_only_the_lines_its_writes_compare_with() {
+        let img = patterned(2 * BLOCK);
+        let dev = RamDevice::from_image(img.clone());
+        let mut tx = Tx::new(&dev);
+        // An 8-byte write across lines 1 and 2, then a 4-byte one 10 bytes
+        // on (merged with it across the gap): those lines only are read.
+        tx.write(BLOCK_SIZE + 124, &[0xab; 8]).unwrap();
+        tx.write(BLOCK_SIZE + 142, &[0xcd; 4]).unwrap();
+        assert_eq!(tx.blocks[&1].known, 0b110);
+        let mut want = img[BLOCK..2 * BLOCK].to_vec();
+        want[124..132].fill(0xab);
+        want[142..146].fill(0xcd);
+        assert_eq!(
+            tx.writes(),
+            vec![(BLOCK_SIZE + 124, want[124..146].to_vec())]
+        );
+        // Reads of the block see the device's bytes where no line is known.
+        let mut whole = vec![0; BLOCK];
+        tx.read(BLOCK_SIZE, &mut whole).unwrap();
+        assert_eq!(whole, want);
+        let mut part = vec![0; 300];
+        tx.read(BLOCK_SIZE + 20, &mut part).unwrap();
+        assert_eq!(part, want[20..320]);
+        // No view of a block known in part: a lookup reads a merged copy.
+        assert!(tx.node_view(1).is_none());
+        // A whole write makes it known whole.
+        tx.write(BLOCK_SIZE, &want).unwrap();
+        assert_eq!(tx.blocks[&1].known, ALL_LINES);
+        assert_eq!(dev.image(), img);
     }
 
     #[test]
