@@ -166,7 +166,8 @@ enum Cmd {
     /// Copy every file of SRC onto a new file system of the current format
     /// (3) made on DST: how an image of the older format 2 moves to format 3.
     ///
-    /// SRC is only read (mounted read-only; it stays as it was). DST is made
+    /// SRC is only read (mounted read-only; it stays as it was; a device an
+    /// owner serves is busy: stop the owner first). DST is made
     /// anew: a new device file of SRC's size (or --size), or an existing
     /// device that holds no udax file system (else --force). Kept: the tree,
     /// bytes, holes, blocks reserved past the end, hard links, reflink
