@@ -179,7 +179,9 @@ enum Cmd {
     /// (fsck) at the end. To convert a device in place, migrate it to a
     /// file (on /dev/shm, say), then migrate that back with --force.
     Migrate {
+        /// The device to copy (a udax file system of any format), read only.
         src: String,
+        /// The device to make a new format-3 file system on and copy into.
         dst: String,
         /// Size of a DST device file to create (e.g. 8G); default: SRC's size.
         #[arg(long)]
