@@ -174,8 +174,11 @@ enum Cmd {
     /// sharing of whole blocks, symbolic links, special files, modes,
     /// owners, access and modification times. Not kept: inode numbers,
     /// change times, the UUID (DST gets a new one; the label is kept).
-    /// A file that cannot be read whole (a media error) is left out and
-    /// named (exit code 1); any other error stops the copy. DST is checked
+    /// What cannot be read from SRC (a media error, damaged metadata: a file,
+    /// an entry whose inode is damaged, the entries of a directory that
+    /// cannot be listed) is left out and named (exit code 1); any other
+    /// error stops the copy. With --salvage, SRC is mounted as far as a
+    /// damaged one can be read. DST is checked
     /// (fsck) at the end. To convert a device in place, migrate it to a
     /// file (on /dev/shm, say), then migrate that back with --force.
     Migrate {

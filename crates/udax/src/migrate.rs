@@ -14,10 +14,13 @@
 //! copy's own), and files unlinked but still open at the source's last
 //! mount (they are not reachable by name: gone, as at the next mount).
 //!
-//! A file that cannot be read whole (a media error under it) is left out
-//! of the copy and named in the report, with every other name it has; the
-//! rest is copied. Any other error stops the copy: the target then holds
-//! part of the tree and should be made anew.
+//! What cannot be read from the source, a media error (`EIO`) or damaged
+//! metadata (`EUCLEAN`, as a salvage mount shows it), is left out of the
+//! copy and named in the report: a file that cannot be read whole (with
+//! every other name it has), an entry whose inode cannot be read, the
+//! entries of a directory that cannot be listed (the directory itself is
+//! made). The rest is copied. Any other error stops the copy: the target
+//! then holds part of the tree and should be made anew.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -57,7 +60,7 @@ pub struct Report {
     pub bytes_copied: u64,
     /// Bytes of file data shared with a file copied before (reflink).
     pub bytes_shared: u64,
-    /// Paths left out because their file could not be read whole, and why.
+    /// Paths left out because the source could not be read there, and why.
     pub left_out: Vec<(String, String)>,
 }
 
@@ -146,9 +149,22 @@ impl Copy<'_> {
         let root = self.src.lstat("/")?;
         let mut todo = vec!["/".to_string()];
         while let Some(dir) = todo.pop() {
-            for e in self.src.read_dir(&dir)? {
+            let entries = match self.src.read_dir(&dir) {
+                Err(e) if unreadable(&e) => {
+                    self.left_out(format!("{dir} (its entries)"), e);
+                    continue;
+                }
+                r => r?,
+            };
+            for e in entries {
                 let path = join(&dir, &e.name);
-                let st = self.src.lstat(&path)?;
+                let st = match self.src.lstat(&path) {
+                    Err(e) if unreadable(&e) => {
+                        self.left_out(path, e);
+                        continue;
+                    }
+                    r => r?,
+                };
                 if self.entry(&path, &st)? {
                     todo.push(path);
                 }
@@ -217,6 +233,10 @@ impl Copy<'_> {
         Ok(false)
     }
 
+    fn left_out(&mut self, path: String, e: Error) {
+        self.report.left_out.push((path, e.to_string()));
+    }
+
     /// Owner, then mode bits (a change of owner may clear set-ID bits).
     fn attrs(&self, path: &str, st: &Stat) -> Result<()> {
         self.dst
@@ -230,7 +250,13 @@ impl Copy<'_> {
     /// Copy regular file `path`: `false` if it could not be read whole
     /// (then it is not in the target, and is in the report).
     fn file(&mut self, path: &str, st: &Stat) -> Result<bool> {
-        let from = self.src.open(path, &OpenOptions::default())?;
+        let from = match self.src.open(path, &OpenOptions::default()) {
+            Err(e) if unreadable(&e) => {
+                self.left_out(path.to_string(), e);
+                return Ok(false);
+            }
+            r => r?,
+        };
         let to = self.dst.create(path, st.mode & 0o7777)?;
         to.set_len(st.size)?;
         match self.contents(path, &from, &to, st.size) {
@@ -238,19 +264,25 @@ impl Copy<'_> {
                 self.report.files += 1;
                 Ok(true)
             }
-            Err(e) if e.errno() == libc::EIO => {
+            Err(Failed::Source(e)) if unreadable(&e) => {
                 drop(to);
                 self.dst.unlink(path)?;
-                self.report.left_out.push((path.to_string(), e.to_string()));
+                self.left_out(path.to_string(), e);
                 Ok(false)
             }
-            Err(e) => Err(e),
+            Err(Failed::Source(e) | Failed::Target(e)) => Err(e),
         }
     }
 
     /// The bytes of `from` (of `size` bytes) into `to`, extent by extent:
     /// holes are left holes, shared blocks seen before are shared again.
-    fn contents(&mut self, path: &str, from: &File, to: &File, size: u64) -> Result<()> {
+    fn contents(
+        &mut self,
+        path: &str,
+        from: &File,
+        to: &File,
+        size: u64,
+    ) -> std::result::Result<(), Failed> {
         let whole_blocks = size / BLOCK_SIZE;
         for (e, shared) in from.extents_shared() {
             let (start, end) = (e.file_blk, e.file_blk + e.len);
@@ -261,7 +293,8 @@ impl Copy<'_> {
                     falloc::KEEP_SIZE,
                     first * BLOCK_SIZE,
                     (end - first) * BLOCK_SIZE,
-                )?;
+                )
+                .map_err(Failed::Target)?;
             }
             let mut at = start;
             // Whole blocks inside the file: shared again if seen before.
@@ -271,7 +304,8 @@ impl Copy<'_> {
                     let dev = e.dev_blk + (at - start);
                     let n = match self.seen(dev, inside - at) {
                         Some((n, holder, holder_blk)) => {
-                            self.share(&holder, holder_blk, to, at, n)?;
+                            self.share(&holder, holder_blk, to, at, n)
+                                .map_err(Failed::Target)?;
                             n
                         }
                         None => {
@@ -326,19 +360,27 @@ impl Copy<'_> {
     }
 
     /// Copy bytes `off..off+len` of `from` into `to`.
-    fn copy(&mut self, from: &File, to: &File, off: u64, len: u64) -> Result<()> {
+    fn copy(
+        &mut self,
+        from: &File,
+        to: &File,
+        off: u64,
+        len: u64,
+    ) -> std::result::Result<(), Failed> {
         let mut buf = vec![0u8; CHUNK.min(len) as usize];
         let mut done = 0;
         while done < len {
             let n = (len - done).min(CHUNK) as usize;
-            let got = from.read_at(&mut buf[..n], off + done)?;
+            let got = from
+                .read_at(&mut buf[..n], off + done)
+                .map_err(Failed::Source)?;
             if got != n {
-                return Err(Error::Io(std::io::Error::new(
+                return Err(Failed::Source(Error::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     format!("short read at {} of a file", off + done),
-                )));
+                ))));
             }
-            write_all(to, &buf[..n], off + done)?;
+            write_all(to, &buf[..n], off + done).map_err(Failed::Target)?;
             done += n as u64;
             self.report.bytes_copied += n as u64;
             self.done.bytes += n as u64;
@@ -346,6 +388,20 @@ impl Copy<'_> {
         }
         Ok(())
     }
+}
+
+/// Where copying a file's bytes failed.
+enum Failed {
+    /// Reading the source.
+    Source(Error),
+    /// Writing the target.
+    Target(Error),
+}
+
+/// An error of reading the source that leaves the thing out: a media
+/// error or damaged metadata. (Errors of the target stop the copy.)
+fn unreadable(e: &Error) -> bool {
+    matches!(e.errno(), libc::EIO | libc::EUCLEAN)
 }
 
 fn write_all(f: &File, mut buf: &[u8], mut off: u64) -> Result<()> {

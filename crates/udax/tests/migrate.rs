@@ -220,3 +220,47 @@ fn a_migration_onto_a_target_too_small_for_the_data_refuses_before_copying() {
     assert!(e.to_string().contains("MiB free"), "{e}");
     assert!(new.read_dir("/").unwrap().is_empty());
 }
+
+#[test]
+fn entries_whose_inodes_are_damaged_are_left_out_of_a_migration_named_and_the_rest_is_copied() {
+    use udax::layout::AnySuperblock;
+    let dev = Arc::new(RamDevice::new(32 << 20));
+    Fs::mkfs(&*dev, &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev.clone()).unwrap();
+    drop(write(&fs, "/ok", b"fine", 0));
+    drop(write(&fs, "/bad", b"damaged slot", 0));
+    fs.mkdir("/dir", 0o755).unwrap();
+    drop(write(&fs, "/dir/inner", b"under a damaged directory", 0));
+    let AnySuperblock::V3(sb) = fs.superblock().clone() else {
+        panic!("format 3 is the default");
+    };
+    let slot = |ino: u64| (sb.geometry.data_start * BLOCK_SIZE + (ino - 1) * 256) as usize;
+    let (bad, dir) = (fs.stat("/bad").unwrap().ino, fs.stat("/dir").unwrap().ino);
+    fs.unmount().unwrap();
+    let mut img = dev.image();
+    img[slot(bad) + 30] ^= 0xff;
+    img[slot(dir) + 30] ^= 0xff;
+    let old = Fs::mount(Arc::new(RamDevice::from_image(img))).unwrap();
+    assert_eq!(old.lstat("/bad").unwrap_err().errno(), libc::EUCLEAN);
+
+    let new = fs_of(3, 32 << 20);
+    let report = copy_all(&old, &new, &mut |_| {}).unwrap();
+    let mut out: Vec<&str> = report.left_out.iter().map(|(p, _)| p.as_str()).collect();
+    out.sort();
+    assert_eq!(out, ["/bad", "/dir"], "{report:?}");
+    assert!(
+        report
+            .left_out
+            .iter()
+            .all(|(_, why)| why.contains("checksum")
+                || why.contains("corrupt")
+                || why.contains("damaged")),
+        "{report:?}"
+    );
+    assert_eq!(contents(&new, "/ok"), b"fine");
+    assert_eq!(new.stat("/bad").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(new.stat("/dir").unwrap_err().errno(), libc::ENOENT);
+    let dev = new.device().clone();
+    new.unmount().unwrap();
+    assert_eq!(fsck(dev).unwrap().exit_code(), 0);
+}
