@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::format::S_IFMT;
-use crate::fs::{falloc, Error, File, Fs, OpenOptions, Result, Stat};
+use crate::fs::{child_path, falloc, Error, File, Fs, OpenOptions, Result, Stat};
 use crate::BLOCK_SIZE;
 
 /// How much the source holds, for a progress bar.
@@ -136,14 +136,6 @@ struct Copy<'a> {
     dirs: Vec<(String, Stat)>,
 }
 
-fn join(dir: &str, name: &str) -> String {
-    if dir == "/" {
-        format!("/{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
 impl Copy<'_> {
     fn tree(&mut self) -> Result<()> {
         let root = self.src.lstat("/")?;
@@ -157,7 +149,7 @@ impl Copy<'_> {
                 r => r?,
             };
             for e in entries {
-                let path = join(&dir, &e.name);
+                let path = child_path(&dir, &e.name);
                 let st = match self.src.lstat(&path) {
                     Err(e) if unreadable(&e) => {
                         self.left_out(path, e);
@@ -201,10 +193,10 @@ impl Copy<'_> {
                         self.report.hard_links += 1;
                         self.done.names += 1;
                     }
-                    None => self.report.left_out.push((
+                    None => self.left_out(
                         path.to_string(),
-                        "a hard link of a file left out under another name".into(),
-                    )),
+                        "a hard link of a file left out under another name",
+                    ),
                 }
                 return Ok(false);
             }
@@ -233,8 +225,8 @@ impl Copy<'_> {
         Ok(false)
     }
 
-    fn left_out(&mut self, path: String, e: Error) {
-        self.report.left_out.push((path, e.to_string()));
+    fn left_out(&mut self, path: String, why: impl std::fmt::Display) {
+        self.report.left_out.push((path, why.to_string()));
     }
 
     /// Owner, then mode bits (a change of owner may clear set-ID bits).

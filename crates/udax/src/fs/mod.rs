@@ -71,6 +71,7 @@ pub use error::{Error, Result};
 pub use file::File;
 pub use grants::Grant;
 pub use mmap::Mapping;
+pub(crate) use namespace::child_path;
 pub use namespace::{DirRef, Rename, MAX_PATH, MAX_SYMLINKS, TIME_NOW};
 pub use poison::{Owner, PoisonReport};
 pub use reflink::Dedupe;

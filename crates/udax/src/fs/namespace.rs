@@ -96,6 +96,15 @@ fn dir_part(path: &str) -> &str {
     }
 }
 
+/// The path of entry `name` of directory `dir` (an absolute path).
+pub(crate) fn child_path(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
 pub use crate::format::MAX_PATH;
 
 /// Split a path into components; `.` is dropped, `..` kept for the walk.

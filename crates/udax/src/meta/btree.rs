@@ -90,7 +90,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use super::tx::{block_buf, mark, spare};
+use super::tx::{block_buf, differing, mark, spare};
 use super::{BlockSource, MetaError, Tx};
 use crate::format::codec::crc;
 use crate::BLOCK_SIZE;
@@ -179,8 +179,7 @@ impl Want {
     }
 }
 
-/// A node's bytes in DRAM. Accessors index freely: they are used only on
-/// nodes that passed [`Node::verify`] or that this module built.
+/// A node's bytes in DRAM (read through [`NodeBytes`]).
 ///
 /// Every change of `b` goes through a method that notes the bytes it
 /// changed since the node was read (or last stored), so [`store`] hands
@@ -234,24 +233,18 @@ impl Node {
     /// comparison with the old node would: a rewritten value logs the bytes
     /// that changed in it, not all of it).
     fn put(&mut self, at: usize, bytes: &[u8]) {
-        let old = &self.b[at..at + bytes.len()];
-        if let Some(first) = old.iter().zip(bytes).position(|(a, b)| a != b) {
-            let last = old.iter().zip(bytes).rposition(|(a, b)| a != b);
-            let end = last.map_or(bytes.len(), |l| l + 1);
-            self.b[at + first..at + end].copy_from_slice(&bytes[first..end]);
-            self.touch(at + first..at + end);
+        if let Some(d) = differing(&self.b[at..at + bytes.len()], bytes) {
+            self.b[at + d.start..at + d.end].copy_from_slice(&bytes[d.clone()]);
+            self.touch(at + d.start..at + d.end);
         }
     }
     /// Move bytes `from` to `to` (as `copy_within`), noting the bytes that
     /// differ.
     fn shift(&mut self, from: Range<usize>, to: usize) {
-        let len = from.len();
-        let (old, new) = (&self.b[to..to + len], &self.b[from.clone()]);
-        let first = old.iter().zip(new).position(|(a, b)| a != b);
-        let last = old.iter().zip(new).rposition(|(a, b)| a != b);
+        let d = differing(&self.b[to..to + from.len()], &self.b[from.clone()]);
         self.b.copy_within(from, to);
-        if let (Some(f), Some(l)) = (first, last) {
-            self.touch(to + f..to + l + 1);
+        if let Some(d) = d {
+            self.touch(to + d.start..to + d.end);
         }
     }
     /// The node as it is now is what the transaction holds: nothing changed since.
@@ -630,6 +623,18 @@ type Inserted = (Option<Vec<u8>>, Option<(u64, u64)>);
 /// The value [`BTree::insert_with`] stores, from the old one (if any).
 pub(crate) type NewValue<'a> = dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>, MetaError> + 'a;
 
+/// Block `blk` can hold a node: a child was checked by its parent's
+/// verify; this catches a bad root.
+fn on_device(tx: &Tx<'_>, blk: u64) -> Result<(), MetaError> {
+    if blk == 0 || blk >= tx.device().len() / BLOCK_SIZE {
+        return Err(MetaError::Corrupt {
+            offset: blk.saturating_mul(BLOCK_SIZE),
+            what: format!("B-tree root block {blk} off the device"),
+        });
+    }
+    Ok(())
+}
+
 /// `value`, if it is no longer than [`MAX_VALUE`].
 fn checked(value: Vec<u8>) -> Result<Vec<u8>, MetaError> {
     if value.len() > MAX_VALUE {
@@ -658,19 +663,28 @@ impl BTree {
     /// [`BTree::load`] into the buffer of `n` (a walk down the tree reuses
     /// one).
     fn load_into(&self, tx: &Tx<'_>, n: &mut Node, blk: u64, want: Want) -> Result<(), MetaError> {
-        let dev_len = tx.device().len();
         n.off = blk.saturating_mul(BLOCK_SIZE);
         n.stored();
-        // Children were checked by their parent's verify; this catches a bad root.
-        if blk == 0 || blk >= dev_len / BLOCK_SIZE {
-            return Err(n.corrupt(format!("B-tree root block {blk} off the device")));
-        }
+        on_device(tx, blk)?;
         tx.read(n.off, &mut n.b)?;
+        self.check_read(tx, &*n, blk, want)
+    }
+
+    /// The checks of node `n`, read from block `blk` for the place `want`:
+    /// its header and key range if the block is known verified, else every
+    /// check (and it is known verified from then on).
+    fn check_read(
+        &self,
+        tx: &Tx<'_>,
+        n: &impl NodeBytes,
+        blk: u64,
+        want: Want,
+    ) -> Result<(), MetaError> {
         if tx.is_verified(blk) {
             n.verify_header(self.owner, want)?;
             return n.verify_range(want);
         }
-        n.verify(self.owner, want, dev_len)?;
+        n.verify(self.owner, want, tx.device().len())?;
         tx.note_verified(blk);
         Ok(())
     }
@@ -705,29 +719,18 @@ impl BTree {
     /// [`BTree::get`] through views of the nodes where they lie, checked as
     /// [`BTree::load_into`] checks a copy; `None` when a node has no view.
     fn get_in_place(&self, tx: &Tx<'_>, key: u64) -> Option<Result<Option<Vec<u8>>, MetaError>> {
-        let dev_len = tx.device().len();
         let (mut blk, mut want) = (self.root, Want::ROOT);
         // Levels strictly descend (each node is checked against the level
         // its parent implies), so this ends within MAX_LEVELS reads.
         loop {
-            if blk == 0 || blk >= dev_len / BLOCK_SIZE {
-                return Some(Err(MetaError::Corrupt {
-                    offset: blk.saturating_mul(BLOCK_SIZE),
-                    what: format!("B-tree root block {blk} off the device"),
-                }));
+            if let Err(e) = on_device(tx, blk) {
+                return Some(Err(e));
             }
             let n = NodeView {
                 off: blk * BLOCK_SIZE,
                 b: tx.node_view(blk)?,
             };
-            let checked = if tx.is_verified(blk) {
-                n.verify_header(self.owner, want)
-                    .and_then(|()| n.verify_range(want))
-            } else {
-                n.verify(self.owner, want, dev_len)
-                    .map(|()| tx.note_verified(blk))
-            };
-            if let Err(e) = checked {
+            if let Err(e) = self.check_read(tx, &n, blk, want) {
                 return Some(Err(e));
             }
             if n.is_leaf() {

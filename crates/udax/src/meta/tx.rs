@@ -129,9 +129,21 @@ fn lines(r: &Range<usize>) -> u64 {
         return 0;
     }
     let (first, last) = (r.start / LINE, (r.end - 1) / LINE);
-    let n = last - first + 1;
+    line_run(first, last - first + 1)
+}
+
+/// Lines `first..first + n` (`n` of at most 64, with `first + n <= 64`).
+fn line_run(first: usize, n: usize) -> u64 {
     let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
     mask << first
+}
+
+/// The bytes where `old` and `new` (of one length) differ, from the first
+/// to the last; `None` where they are equal.
+pub(crate) fn differing(old: &[u8], new: &[u8]) -> Option<Range<usize>> {
+    let first = old.iter().zip(new).position(|(a, b)| a != b)?;
+    let last = old.iter().zip(new).rposition(|(a, b)| a != b)?;
+    Some(first..last + 1)
 }
 
 /// Add `r` to the sorted changed ranges `ranges`, merging ranges that
@@ -167,11 +179,7 @@ impl Dirty {
             let run = (missing >> first).trailing_ones() as usize;
             let (a, b) = (first * LINE, (first + run) * LINE);
             dev.read(blk * BLOCK_SIZE + a as u64, &mut self.data[a..b])?;
-            let bits = if run == 64 {
-                u64::MAX
-            } else {
-                ((1u64 << run) - 1) << first
-            };
+            let bits = line_run(first, run);
             self.known |= bits;
             missing &= !bits;
         }
@@ -211,9 +219,8 @@ impl Dirty {
                 if o == n {
                     continue;
                 }
-                let first = o.iter().zip(n).position(|(a, b)| a != b).unwrap_or(0);
-                let last = o.iter().zip(n).rposition(|(a, b)| a != b).unwrap_or(0);
-                let (s, e) = (at + c * 64 + first, at + c * 64 + last + 1);
+                let Some(d) = differing(o, n) else { continue };
+                let (s, e) = (at + c * 64 + d.start, at + c * 64 + d.end);
                 run = match run {
                     Some(r) if s <= r.end + MERGE_GAP => Some(r.start..e),
                     Some(r) => {
@@ -371,52 +378,26 @@ impl<'d> Tx<'d> {
         check_range(blk.saturating_mul(BLOCK_SIZE), BLOCK_SIZE, self.dev.len())?;
         #[cfg(debug_assertions)]
         self.check_changed(blk, node, changed);
-        match self.blocks.get_mut(&blk) {
-            Some(d) => {
-                match changed {
-                    Some(rs) if !d.fresh => {
-                        if d.known == ALL_LINES {
-                            for r in rs {
-                                d.data[r.clone()].copy_from_slice(&node[r.clone()]);
-                            }
-                        } else {
-                            // The node is the whole block as it is now.
-                            d.data.copy_from_slice(node);
-                            d.known = ALL_LINES;
-                        }
-                        for r in rs {
-                            mark(&mut d.ranges, r.clone());
-                        }
-                    }
-                    _ => {
-                        d.data.copy_from_slice(node);
-                        d.known = ALL_LINES;
-                        if !d.fresh {
-                            mark(&mut d.ranges, 0..BLOCK);
-                        }
-                    }
+        let d = self.copy_of(blk);
+        match changed {
+            Some(rs) if d.known == ALL_LINES => {
+                for r in rs {
+                    d.data[r.clone()].copy_from_slice(&node[r.clone()]);
                 }
-                d.sealed = true;
             }
-            None => {
-                let mut data = block_buf();
-                data.copy_from_slice(node);
-                let ranges = match changed {
-                    Some(rs) => rs.to_vec(),
-                    None => std::iter::once(0..BLOCK).collect(),
-                };
-                self.blocks.insert(
-                    blk,
-                    Dirty {
-                        data,
-                        fresh: false,
-                        sealed: true,
-                        ranges,
-                        known: ALL_LINES,
-                    },
-                );
+            // The node is the whole block as it is now.
+            _ => {
+                d.data.copy_from_slice(node);
+                d.known = ALL_LINES;
             }
         }
+        if !d.fresh {
+            match changed {
+                Some(rs) => rs.iter().for_each(|r| mark(&mut d.ranges, r.clone())),
+                None => mark(&mut d.ranges, 0..BLOCK),
+            }
+        }
+        d.sealed = true;
         Ok(())
     }
 
@@ -427,7 +408,6 @@ impl<'d> Tx<'d> {
         let Some(rs) = changed else { return };
         let mut before = vec![0u8; BLOCK];
         match self.blocks.get(&blk) {
-            Some(d) if d.fresh => return,
             Some(d) => {
                 if d.read_into(self.dev, blk, 0, &mut before).is_err() {
                     return;

@@ -33,7 +33,9 @@ use super::{
 use crate::format::{ROOT_INO, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK};
 use crate::fs::locks::{LockKind, LockOwner as TableOwner};
 use crate::fs::perm::Cred;
-use crate::fs::{Error, File, Fs, OpenOptions, Rename, Result, Stat, COOKIE_DOT, COOKIE_DOTDOT};
+use crate::fs::{
+    child_path, Error, File, Fs, OpenOptions, Rename, Result, Stat, COOKIE_DOT, COOKIE_DOTDOT,
+};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::BLOCK_SIZE;
 use fuser::{
@@ -241,14 +243,6 @@ fn stale(what: &str) -> Error {
 
 fn name_str(name: &OsStr) -> Result<&str> {
     name.to_str().ok_or(Error::Invalid("udax names are UTF-8"))
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir == "/" {
-        format!("/{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
 }
 
 fn time(ns: u64) -> SystemTime {
@@ -486,7 +480,7 @@ impl Front {
         }
         for (parent, name) in names.iter().rev() {
             if let Ok(d) = self.dir_path(*parent) {
-                let p = join(&d, name);
+                let p = child_path(&d, name);
                 if self.sh.fs.resolve_nofollow(&p).ok() == Some(ino) {
                     return Ok(p);
                 }
@@ -498,7 +492,7 @@ impl Front {
     /// The path of `name` in directory `parent`.
     fn child(&self, parent: u64, name: &OsStr) -> Result<(String, String)> {
         let name = name_str(name)?;
-        Ok((join(&self.dir_path(parent)?, name), name.to_string()))
+        Ok((child_path(&self.dir_path(parent)?, name), name.to_string()))
     }
 
     /// A file the kernel has open as `fh`, if it is one of this mount's.
@@ -1225,7 +1219,7 @@ impl Filesystem for Front {
             let parent = if ino.0 == ROOT_INO {
                 ROOT_INO
             } else {
-                self.sh.fs.stat(&join(&path, ".."))?.ino
+                self.sh.fs.stat(&child_path(&path, ".."))?.ino
             };
             Ok(self.add_handle(Handle::Dir { path, parent }))
         })();
@@ -1298,7 +1292,7 @@ impl Filesystem for Front {
                 let dots = name == "." || name == "..";
                 let p = match name.as_str() {
                     "." => path.clone(),
-                    _ => join(path, name),
+                    _ => child_path(path, name),
                 };
                 // Gone since the page was read: left out.
                 let Ok(s) = self.sh.fs.lstat(&p) else {
