@@ -25,8 +25,7 @@ use super::{DirEntry, Error, Fs, Meta, Result};
 use crate::format::v3::{name_hash, DirEntry3};
 use crate::meta::BTree;
 use crate::sync::Mutex;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 
 /// Cookie of `.` in a listing (never an entry's: name hashes are >= 2).
 pub const COOKIE_DOT: u64 = 0;
@@ -43,32 +42,17 @@ pub struct DirPage {
     pub next: Option<u64>,
 }
 
-/// Shards of the lookup cache, and entries per shard.
+/// Shards of the lookup cache, and entries per shard (powers of two).
 const LOOKUP_SHARDS: usize = 16;
 const LOOKUP_SHARD_CAP: usize = 1024;
 
-/// The hasher of the cache's maps: their keys are hashes already.
-#[derive(Default)]
-struct KeyIsHash(u64);
-
-impl Hasher for KeyIsHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// One shard of the lookup cache: a map keyed by the `(dir, name)` hash.
-type Shard = Mutex<HashMap<u64, Cached, BuildHasherDefault<KeyIsHash>>>;
+/// One shard of the lookup cache: slots by the `(dir, name)` hash, made on
+/// the shard's first put.
+type Shard = Mutex<Vec<Option<Cached>>>;
 
 struct Cached {
+    /// The `(dir, name)` hash.
+    key: u64,
     dir: u64,
     name: Box<[u8]>,
     ino: u64,
@@ -76,8 +60,9 @@ struct Cached {
 }
 
 /// Recent lookups on format 3, `(directory, name) -> (inode, d_type)`:
-/// at most `LOOKUP_SHARDS * LOOKUP_SHARD_CAP` entries (a full shard is
-/// emptied). Only found entries are kept. Coherence: an entry is put only
+/// direct-mapped, `LOOKUP_SHARDS * LOOKUP_SHARD_CAP` slots (an entry puts
+/// out the one in its slot: one name freed, where emptying a full map
+/// freed a thousand inside one lookup). Only found entries are kept. Coherence: an entry is put only
 /// while the directory's tree is at rest and held so (its cell's read
 /// lock, or the cell table's read lock when the directory is not in
 /// memory: `Fs::lookup_at_rest`), or by the transaction that linked the
@@ -100,44 +85,51 @@ impl LookupCache {
     pub fn new() -> Self {
         LookupCache {
             keys: std::hash::RandomState::new(),
-            shards: (0..LOOKUP_SHARDS)
-                .map(|_| Mutex::new(HashMap::default()))
-                .collect(),
+            shards: (0..LOOKUP_SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
         }
     }
 
-    fn slot(&self, dir: u64, name: &[u8]) -> (u64, &Shard) {
+    /// The `(dir, name)` hash, its shard, and its slot in the shard.
+    fn slot(&self, dir: u64, name: &[u8]) -> (u64, &Shard, usize) {
         let k = self.keys.hash_one((dir, name));
-        (k, &self.shards[(k % LOOKUP_SHARDS as u64) as usize])
+        let shard = &self.shards[k as usize % LOOKUP_SHARDS];
+        (k, shard, (k as usize / LOOKUP_SHARDS) % LOOKUP_SHARD_CAP)
     }
 
     pub fn get(&self, dir: u64, name: &[u8]) -> Option<(u64, u8)> {
-        let (k, shard) = self.slot(dir, name);
+        let (k, shard, i) = self.slot(dir, name);
         let s = shard.lock();
-        let c = s.get(&k)?;
-        (c.dir == dir && *c.name == *name).then_some((c.ino, c.file_type))
+        let c = s.get(i)?.as_ref()?;
+        (c.key == k && c.dir == dir && *c.name == *name).then_some((c.ino, c.file_type))
     }
 
     pub fn put(&self, dir: u64, name: &[u8], (ino, file_type): (u64, u8)) {
-        let (k, shard) = self.slot(dir, name);
+        let (key, shard, i) = self.slot(dir, name);
+        let new = Some(Cached {
+            key,
+            dir,
+            name: name.into(),
+            ino,
+            file_type,
+        });
         let mut s = shard.lock();
-        if s.len() >= LOOKUP_SHARD_CAP && !s.contains_key(&k) {
-            s.clear();
+        if s.is_empty() {
+            s.resize_with(LOOKUP_SHARD_CAP, || None);
         }
-        s.insert(
-            k,
-            Cached {
-                dir,
-                name: name.into(),
-                ino,
-                file_type,
-            },
-        );
+        let old = std::mem::replace(&mut s[i], new);
+        drop(s);
+        drop(old);
     }
 
     pub fn forget(&self, dir: u64, name: &[u8]) {
-        let (k, shard) = self.slot(dir, name);
-        shard.lock().remove(&k);
+        let (k, shard, i) = self.slot(dir, name);
+        let mut s = shard.lock();
+        let old = match s.get_mut(i) {
+            Some(slot) if slot.as_ref().is_some_and(|c| c.key == k) => slot.take(),
+            _ => None,
+        };
+        drop(s);
+        drop(old);
     }
 }
 

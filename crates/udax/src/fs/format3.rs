@@ -7,6 +7,7 @@
 //! a directory's without its entries (`fs::dirs`); fsck reads every inode
 //! and entry ([`load_all`]).
 
+use super::cells::CellTable;
 use super::extent::Lookup;
 use super::materialize::apply_and_store;
 use super::perm::X;
@@ -632,15 +633,11 @@ impl Fs {
                 device_offset: v3.store.geometry().bitmap_at(),
             })
         })?;
-        let mut t = inner.table.write();
-        let c = t
-            .entry(ino)
-            .or_insert_with(|| {
-                v3.order.lock().push_back(ino);
-                Cell::new(ino, d)
-            })
-            .clone();
-        sweep(v3, &mut t);
+        let (c, new) = inner.table.get_or_insert(ino, || Cell::new(ino, d));
+        if new {
+            v3.order.lock().push_back(ino);
+        }
+        sweep(v3, &inner.table);
         Ok(c)
     }
 
@@ -655,8 +652,8 @@ impl Fs {
         let Meta::V3(v3) = &self.inner.meta else {
             return None;
         };
-        let table = self.inner.table.read();
-        if table.contains_key(&ino) {
+        let held = self.inner.table.hold(ino);
+        if held.has_cell() {
             return None;
         }
         let slot = match v3.store.inode(ino) {
@@ -664,7 +661,7 @@ impl Fs {
             Ok(None) => return None,
             Err(e) => return Some(Err(e.into())),
         };
-        drop(table);
+        drop(held);
         let blocks = match &slot.inline {
             _ if slot.tree_root != 0 && slot.attr.mode & S_IFMT != S_IFDIR => return None,
             Inline::Extents(v) => v.iter().map(|e| e.len).sum::<u64>(),
@@ -685,8 +682,8 @@ impl Fs {
         // The table's read lock through the walk: the directory cannot come
         // into memory meanwhile, and a transaction on it needs its cell, so
         // its slot and tree are at rest (as in `load_cell`).
-        let table = self.inner.table.read();
-        if table.contains_key(&dir) {
+        let held = self.inner.table.hold(dir);
+        if held.has_cell() {
             return None;
         }
         let found = || -> Result<(u64, u8)> {
@@ -721,7 +718,7 @@ impl Fs {
             // At rest, the inode an entry names is in use (its cell would
             // be in memory while a transaction frees it): a free slot is
             // damage, not a file that vanished.
-            if !table.contains_key(&e.ino) && v3.store.inode(e.ino)?.is_none() {
+            if !self.inner.table.contains_nested(&held, e.ino) && v3.store.inode(e.ino)?.is_none() {
                 return Err(free_named(dir, name, e.ino));
             }
             // Under the table's read lock: no transaction on `dir` can
@@ -741,7 +738,7 @@ impl Fs {
         let Meta::V3(v3) = &self.inner.meta else {
             return Ok(());
         };
-        if self.inner.table.read().contains_key(&ino) || v3.store.inode(ino)?.is_some() {
+        if self.inner.table.contains(ino) || v3.store.inode(ino)?.is_some() {
             return Ok(());
         }
         Err(free_named(dir, name, ino))
@@ -866,18 +863,16 @@ impl Fs {
             }
         }
         if !locked.created.is_empty() || !st.fx.deleted.is_empty() {
-            let mut table = inner.table.write();
             for (ino, d) in locked.created.drain(..) {
                 // A reader may have loaded the stored inode already.
-                table.entry(ino).or_insert_with(|| {
+                if inner.table.get_or_insert(ino, || Cell::new(ino, d)).1 {
                     v3.order.lock().push_back(ino);
-                    Cell::new(ino, d)
-                });
+                }
             }
             for ino in &st.fx.deleted {
-                table.remove(ino);
+                inner.table.remove(*ino);
             }
-            sweep(v3, &mut table);
+            sweep(v3, &inner.table);
         }
         self.free_blocks(self.without_bad(st.freed));
         Ok(())
@@ -985,33 +980,45 @@ impl Fs {
 const SWEEP_STEP: usize = 8;
 
 /// Past the cache limit, drop up to [`SWEEP_STEP`] idle cells, oldest first
-/// (called with the table's write lock held, after each insertion).
-fn sweep(v3: &V3, t: &mut HashMap<u64, Arc<Cell>>) {
-    // ORDERING: a limit read under the table's write lock; nothing is
-    // published through it.
+/// (called after each insertion, holding no shard of the table: the clock's
+/// lock is taken before a shard's, never after).
+fn sweep(v3: &V3, t: &CellTable) {
+    // ORDERING: a limit; nothing is published through it.
     let limit = v3.cache_limit.load(Ordering::Relaxed);
-    let mut q = v3.order.lock();
-    // Deleted inodes leave their numbers behind: rebuild the clock from the
-    // table when they outnumber it (rare: amortised over the inserts).
-    if q.len() > 4 * limit.max(t.len()) {
-        *q = t.keys().copied().collect();
+    if t.len() <= limit {
+        return;
     }
-    let mut step = 0;
-    while t.len() > limit && step < SWEEP_STEP {
-        step += 1;
-        let Some(ino) = q.pop_front() else {
-            break;
-        };
-        match t.get(&ino) {
+    let looked: Vec<u64> = {
+        let mut q = v3.order.lock();
+        // Deleted inodes leave their numbers behind: rebuild the clock from
+        // the table when they outnumber it (rare: amortised over the
+        // inserts). An insertion meanwhile adds its number after the
+        // rebuild or is in it.
+        if q.len() > 4 * limit.max(t.len()) {
+            *q = t.inos().into();
+        }
+        let n = SWEEP_STEP.min(q.len());
+        q.drain(..n).collect()
+    };
+    let (mut again, mut unlooked) = (Vec::new(), Vec::new());
+    for ino in looked {
+        if t.len() <= limit {
+            unlooked.push(ino);
+            continue;
+        }
+        let dropped = t.remove_if(ino, |c| {
             // ORDERING: see `Fs::cell`.
-            Some(c) if c.recent.swap(false, Ordering::Relaxed) => q.push_back(ino),
-            Some(c) if idle(c) => {
-                t.remove(&ino);
-            }
-            Some(_) => q.push_back(ino),
-            None => {}
+            !c.recent.swap(false, Ordering::Relaxed) && idle(c)
+        });
+        if dropped == Some(false) {
+            again.push(ino);
         }
     }
+    let mut q = v3.order.lock();
+    for ino in unlooked.into_iter().rev() {
+        q.push_front(ino);
+    }
+    q.extend(again);
 }
 
 /// A cell nothing refers to but the table, with nothing pending in memory:
@@ -1250,7 +1257,7 @@ mod tests {
                 file.write_at(format!("{d}/{f}").as_bytes(), 0).unwrap();
             }
         }
-        let cached = fs.inner.table.read().len();
+        let cached = fs.inner.table.len();
         assert!(cached <= 2 * limit + 2, "{cached} cells in memory");
         let check = |fs: &Fs| {
             for d in 0..10 {
@@ -1268,10 +1275,10 @@ mod tests {
         assert_eq!(fs.statfs().inodes, 1 + 10 + 500);
         fs.unmount().unwrap();
         let fs = Fs::mount(dev.clone()).unwrap();
-        assert_eq!(fs.inner.table.read().len(), 0, "mount read inodes");
+        assert_eq!(fs.inner.table.len(), 0, "mount read inodes");
         v3(&fs);
         check(&fs);
-        assert!(fs.inner.table.read().len() <= 2 * limit + 2);
+        assert!(fs.inner.table.len() <= 2 * limit + 2);
         drop(fs);
         let r = crate::fs::fsck(dev).unwrap();
         assert!(r.clean, "{:?}", r.problems);
@@ -1401,12 +1408,7 @@ mod tests {
         ];
         let fs = Fs::mount(dev.clone()).unwrap();
         let cold: Vec<_> = names.iter().map(|p| fs.lstat(p).unwrap()).collect();
-        let loaded = |p: &str| {
-            fs.inner
-                .table
-                .read()
-                .contains_key(&fs.lstat(p).unwrap().ino)
-        };
+        let loaded = |p: &str| fs.inner.table.contains(fs.lstat(p).unwrap().ino);
         assert!(!loaded("/d/small"), "a stat loads no cell");
         assert!(
             loaded("/d/many"),
@@ -1447,6 +1449,99 @@ mod tests {
         assert_eq!((st.nlink, st.size), (3, 0));
         assert_eq!(fs.read_dir("/big").unwrap().len(), 3001);
         drop(fs);
+    }
+
+    /// Threads create, look up, stat, rename and unlink while at most 8
+    /// cells stay in memory: cells leave the sharded table and come back
+    /// under every operation (the sweep, loads at rest and transactions
+    /// taking the shards' locks), and no operation waits for ever, answers
+    /// wrongly or leaves the file system unclean.
+    #[test]
+    fn cells_leave_and_come_back_while_threads_create_stat_rename_and_unlink_with_8_kept() {
+        use crate::fs::Error;
+        let (dev, fs) = mounted(3);
+        let Meta::V3(v3) = &fs.inner.meta else {
+            unreachable!()
+        };
+        v3.cache_limit.store(8, Ordering::Relaxed);
+        const THREADS: u64 = 4;
+        const FILES: u64 = 300;
+        fs.mkdir("/shared", 0o755).unwrap();
+        let work = {
+            let fs = fs.clone();
+            move || {
+                std::thread::scope(|s| {
+                    for t in 0..THREADS {
+                        let fs = fs.clone();
+                        s.spawn(move || {
+                            let dir = format!("/t{t}");
+                            fs.mkdir(&dir, 0o755).unwrap();
+                            let mut open = std::collections::VecDeque::new();
+                            for i in 0..FILES {
+                                let p = format!("{dir}/f{i}");
+                                let f = fs.create(&p, 0o644).unwrap();
+                                let ino = f.ino();
+                                assert_eq!(fs.stat(&p).unwrap().ino, ino);
+                                // Another thread's file: there or not, never
+                                // an error of another kind.
+                                let other = format!("/t{}/f{i}", (t + 1) % THREADS);
+                                match fs.stat(&other) {
+                                    Ok(_) | Err(Error::NotFound) => {}
+                                    Err(e) => panic!("stat {other}: {e}"),
+                                }
+                                // An open file's cell stays the table's
+                                // through the others' sweeps.
+                                open.push_back(f);
+                                if open.len() > 4 {
+                                    open.pop_front();
+                                }
+                                for f in &open {
+                                    let kept =
+                                        fs.inner.table.get(f.ino()).expect("an open file's cell");
+                                    assert!(Arc::ptr_eq(&kept, f.cell()), "inode {ino}: two cells");
+                                }
+                                match i % 3 {
+                                    0 => {
+                                        let to = format!("/shared/t{t}-{i}");
+                                        fs.rename(&p, &to).unwrap();
+                                        assert_eq!(fs.lstat(&to).unwrap().ino, ino);
+                                        assert!(matches!(fs.stat(&p), Err(Error::NotFound)));
+                                    }
+                                    1 => {
+                                        fs.unlink(&p).unwrap();
+                                        assert!(matches!(fs.stat(&p), Err(Error::NotFound)));
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        });
+                    }
+                });
+            }
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            work();
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("a thread panicked or an operation did not finish in time");
+        let kept = FILES / 3 + u64::from(FILES % 3 == 2);
+        for t in 0..THREADS {
+            assert_eq!(fs.read_dir(&format!("/t{t}")).unwrap().len() as u64, kept);
+        }
+        assert_eq!(
+            fs.read_dir("/shared").unwrap().len() as u64,
+            THREADS * FILES.div_ceil(3)
+        );
+        // As `f1_cells_load_on_demand_and_idle_ones_are_dropped`'s bound, and a cell
+        // each thread may have put in as another swept.
+        let cached = fs.inner.table.len();
+        assert!(cached <= 2 * 8 + 2 + THREADS as usize, "{cached} cells");
+        fs.unmount().unwrap();
+        let r = crate::fs::fsck(dev).unwrap();
+        assert!(r.clean, "{:?}", r.problems);
     }
 
     #[test]

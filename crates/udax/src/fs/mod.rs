@@ -40,6 +40,7 @@
 //!   running (it holds `cp` for writing).
 //! * `dir_moves`: see `Fs::dir_moves`.
 
+mod cells;
 mod check;
 mod dirs;
 mod error;
@@ -178,7 +179,7 @@ pub(crate) struct Inner {
     pub alloc: Allocator,
     cp: RwLock<()>,
     pub ns: Mutex<()>,
-    table: RwLock<HashMap<u64, Arc<Cell>>>,
+    table: cells::CellTable,
     pub(crate) meta: Meta,
     /// Mounted read-only: nothing is written to the device.
     read_only: bool,
@@ -508,7 +509,7 @@ impl Fs {
                 alloc: m.alloc,
                 cp: RwLock::new(()),
                 ns: Mutex::new(()),
-                table: RwLock::new(m.table),
+                table: cells::CellTable::from_map(m.table),
                 meta: m.meta,
                 bad_count: AtomicU64::new(m.bad.iter().count() as u64),
                 bad: RwLock::new(m.bad),
@@ -728,8 +729,8 @@ impl Fs {
             let mapped: Vec<String> = self
                 .inner
                 .table
-                .read()
-                .values()
+                .cells()
+                .iter()
                 .filter_map(|c| {
                     let n = c.dax.regions().len();
                     (n > 0).then(|| format!("inode {} ({n} mappings)", c.ino))
@@ -801,7 +802,7 @@ impl Fs {
             data_blocks: sb.data_blocks(),
             free_blocks: self.inner.alloc.free_blocks() + pending_meta,
             inodes: match &self.inner.meta {
-                Meta::V2 { .. } => self.inner.table.read().len() as u64,
+                Meta::V2 { .. } => self.inner.table.len() as u64,
                 Meta::V3(v) => v.store.root().inodes,
             },
             metadata_bytes,
@@ -814,7 +815,7 @@ impl Fs {
         if self.inner.read_only {
             return Ok(());
         }
-        let cells: Vec<Arc<Cell>> = self.inner.table.read().values().cloned().collect();
+        let cells = self.inner.table.cells();
         for c in cells {
             self.flush_times(&c)?;
         }
@@ -835,14 +836,13 @@ impl Fs {
         };
         let _cp = inner.cp.write();
         let (epoch, body_at, cap) = inner.journal.next_checkpoint()?;
-        let table = inner.table.read();
-        let mut inos: Vec<u64> = table.keys().copied().collect();
-        inos.sort_unstable();
+        // Transactions are kept out (`cp`): the table holds still.
+        let mut cells = inner.table.cells();
+        cells.sort_unstable_by_key(|c| c.ino);
         let mut w = Writer::with_capacity(image_bytes.load(Ordering::Relaxed).min(cap) as usize);
-        for ino in &inos {
-            let cell = &table[ino];
+        for cell in &cells {
             let d = cell.data.read();
-            let mut img = d.to_image(*ino);
+            let mut img = d.to_image(cell.ino);
             let pending = cell.mtime_pending.load(Ordering::Relaxed);
             img.attr.mtime_ns = img.attr.mtime_ns.max(pending);
             img.attr.ctime_ns = img.attr.ctime_ns.max(pending);
@@ -851,7 +851,7 @@ impl Fs {
                 return Err(Error::NoSpace);
             }
         }
-        let mut n_records = inos.len() as u64;
+        let mut n_records = cells.len() as u64;
         let shared = inner.refs.read().ranges();
         if !shared.is_empty() {
             encode_refcount_record(&mut w, &shared, epoch, body_at);
@@ -883,7 +883,7 @@ impl Fs {
     /// `(inode, address)` of each mapping in this process that maps device
     /// block `dev_blk` right now.
     pub fn mappings_of_block(&self, dev_blk: u64) -> Vec<(u64, usize)> {
-        let cells: Vec<Arc<Cell>> = self.inner.table.read().values().cloned().collect();
+        let cells = self.inner.table.cells();
         let mut out = Vec::new();
         for c in cells {
             out.extend(c.dax.addresses_of(dev_blk).into_iter().map(|a| (c.ino, a)));
@@ -929,14 +929,13 @@ impl Fs {
 
     /// Inode `ino`'s cell if it is in memory.
     pub(crate) fn cell_in_memory(&self, ino: u64) -> Option<Arc<Cell>> {
-        let t = self.inner.table.read();
-        let c = t.get(&ino)?;
+        let c = self.inner.table.get(ino)?;
         // ORDERING: a hint for the cache's clock; nothing is published
         // through it (loaded first so a hot cell's line is not written).
         if !c.recent.load(Ordering::Relaxed) {
             c.recent.store(true, Ordering::Relaxed);
         }
-        Some(c.clone())
+        Some(c)
     }
 
     /// Inode `ino`'s cell: in memory (format 2 holds every inode there), or
@@ -1049,12 +1048,11 @@ impl Fs {
             metadata_full_logged.store(false, Ordering::Relaxed);
         }
         if !locked.created.is_empty() || !fx.deleted.is_empty() {
-            let mut table = inner.table.write();
             for (ino, d) in locked.created.drain(..) {
-                table.insert(ino, Cell::new(ino, d));
+                inner.table.insert(ino, Cell::new(ino, d));
             }
             for ino in &fx.deleted {
-                table.remove(ino);
+                inner.table.remove(*ino);
             }
         }
         for ino in &fx.deleted {

@@ -19,7 +19,6 @@ use crate::sync::Ordering;
 use crate::BLOCK_SIZE;
 use rangemap::RangeSet;
 use std::ops::Range;
-use std::sync::Arc;
 
 /// Who owns a device block.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -112,7 +111,7 @@ impl Fs {
                 });
             }
         };
-        let cells: Vec<Arc<Cell>> = self.inner.table.read().values().cloned().collect();
+        let cells = self.inner.table.cells();
         for c in &cells {
             c.data.read().map.iter().for_each(|e| found(c.ino, &e));
         }

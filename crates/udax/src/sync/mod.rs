@@ -102,6 +102,10 @@ mod imp {
         pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
             self.0.try_read().ok()
         }
+        /// loom's readers never wait behind a waiting writer: as `read`.
+        pub fn read_recursive(&self) -> RwLockReadGuard<'_, T> {
+            self.read()
+        }
         pub fn write(&self) -> RwLockWriteGuard<'_, T> {
             self.0.write().expect("loom rwlock poisoned")
         }
