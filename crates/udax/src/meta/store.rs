@@ -112,7 +112,51 @@ struct Chunk {
     used: u64,
     /// Free slots (loaded from the chunk's modes on first need); slots
     /// reserved for an inode being created are not in it.
-    free: Option<BTreeSet<u64>>,
+    free: Option<SlotSet>,
+}
+
+/// Slots of one inode chunk, one bit each: 128 bytes, where a B-tree set
+/// of the free ones cost up to 16 KiB a chunk and an insertion a walk of
+/// cold nodes (5 % of an unlink at 10^6 files).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SlotSet([u64; SLOT_WORDS]);
+
+const SLOT_WORDS: usize = (INODES_PER_CHUNK as usize).div_ceil(64);
+
+impl SlotSet {
+    fn empty() -> SlotSet {
+        SlotSet([0; SLOT_WORDS])
+    }
+
+    /// Every slot of a chunk.
+    fn all() -> SlotSet {
+        let mut s = SlotSet::empty();
+        for slot in 0..INODES_PER_CHUNK {
+            s.insert(slot);
+        }
+        s
+    }
+
+    fn insert(&mut self, slot: u64) {
+        self.0[(slot / 64) as usize] |= 1 << (slot % 64);
+    }
+
+    /// The lowest slot, taken out.
+    fn pop_first(&mut self) -> Option<u64> {
+        let (w, bits) = self.0.iter_mut().enumerate().find(|(_, b)| **b != 0)?;
+        let bit = u64::from(bits.trailing_zeros());
+        *bits &= *bits - 1;
+        Some(w as u64 * 64 + bit)
+    }
+
+    fn len(&self) -> u64 {
+        self.0.iter().map(|b| u64::from(b.count_ones())).sum()
+    }
+
+    #[cfg(test)]
+    fn contains(&self, slot: u64) -> bool {
+        self.0[(slot / 64) as usize] & (1 << (slot % 64)) != 0
+    }
 }
 
 /// The structures every inode shares (under `Store::shared`).
@@ -520,12 +564,12 @@ impl Store {
                 // device are those the chunk tree counts. A slot in use that
                 // reads as free (zeroed) would be handed out again.
                 let free = self.scan_chunk(c.blk)?;
-                if INODES_PER_CHUNK - free.len() as u64 != c.used {
+                if INODES_PER_CHUNK - free.len() != c.used {
                     return Err(corrupt(
                         c.blk * BLOCK_SIZE,
                         format!(
                             "inode chunk {n}: {} slots in use, the chunk tree counts {}",
-                            INODES_PER_CHUNK - free.len() as u64,
+                            INODES_PER_CHUNK - free.len(),
                             c.used
                         ),
                     ));
@@ -582,15 +626,17 @@ impl Store {
     /// [`InodeSlot::decode`] tells a free slot. A damaged slot is not free
     /// (whatever its mode reads): a create must not take, and overwrite, an
     /// inode that a name still refers to.
-    fn scan_chunk(&self, blk: u64) -> Result<BTreeSet<u64>, MetaError> {
+    fn scan_chunk(&self, blk: u64) -> Result<SlotSet, MetaError> {
         let mut b = vec![0u8; (CHUNK_BLOCKS * BLOCK_SIZE) as usize];
         self.dev.read(blk * BLOCK_SIZE, &mut b)?;
-        Ok((0..INODES_PER_CHUNK)
-            .filter(|&s| {
-                let at = (s as usize) * INODE_SLOT_SIZE;
-                b[at..at + INODE_SLOT_SIZE].iter().all(|&x| x == 0)
-            })
-            .collect())
+        let mut free = SlotSet::empty();
+        for s in 0..INODES_PER_CHUNK {
+            let at = (s as usize) * INODE_SLOT_SIZE;
+            if b[at..at + INODE_SLOT_SIZE].iter().all(|&x| x == 0) {
+                free.insert(s);
+            }
+        }
+        Ok(free)
     }
 
     /// An overlay for reading (and changing) this store's trees, sharing
@@ -756,7 +802,7 @@ impl<'s> StoreTx<'s> {
             Chunk {
                 blk,
                 used: 0,
-                free: Some((0..INODES_PER_CHUNK).collect()),
+                free: Some(SlotSet::all()),
             },
         );
         self.set_chunk_used(n, 0, alloc)?;
@@ -1160,6 +1206,24 @@ fn set_bits_in(
 
 #[cfg(all(test, not(loom)))]
 pub(crate) mod tests {
+
+    #[test]
+    fn a_chunks_free_slots_come_out_lowest_first_and_go_back_in() {
+        let mut s = super::SlotSet::all();
+        assert_eq!(s.len(), INODES_PER_CHUNK);
+        assert_eq!((s.pop_first(), s.pop_first()), (Some(0), Some(1)));
+        let mut e = super::SlotSet::empty();
+        assert_eq!((e.len(), e.pop_first()), (0, None));
+        for slot in [1000, 63, 64, 5] {
+            e.insert(slot);
+        }
+        e.insert(64);
+        assert_eq!(e.len(), 4);
+        let order: Vec<u64> = std::iter::from_fn(|| e.pop_first()).collect();
+        assert_eq!(order, [5, 63, 64, 1000]);
+        s.insert(0);
+        assert_eq!((s.len(), s.pop_first()), (INODES_PER_CHUNK - 1, Some(0)));
+    }
     use super::super::btree::tests::within;
     use super::*;
     use crate::device::RamDevice;
@@ -1260,8 +1324,8 @@ pub(crate) mod tests {
         assert!(matches!(store.inode(ino), Err(MetaError::Corrupt { .. })));
         let chunk_blk = (at - (ino - 1) * INODE_SLOT_SIZE as u64) / BLOCK_SIZE;
         let free = store.scan_chunk(chunk_blk).unwrap();
-        assert!(!free.contains(&(ino - 1)), "the damaged slot is free");
-        assert!(free.contains(&ino), "the next slot is free");
+        assert!(!free.contains(ino - 1), "the damaged slot is free");
+        assert!(free.contains(ino), "the next slot is free");
     }
 
     #[test]
