@@ -433,6 +433,15 @@ trait NodeBytes {
         }
         lo - 1
     }
+    fn fill(&self) -> Fill {
+        if self.count() == 0 {
+            Fill::Empty
+        } else if self.is_low() {
+            Fill::Low
+        } else {
+            Fill::Fine
+        }
+    }
     /// Under a quarter full: worth merging with a sibling.
     fn is_low(&self) -> bool {
         if self.is_leaf() {
@@ -596,18 +605,6 @@ enum Fill {
     Fine,
 }
 
-impl Node {
-    fn fill(&self) -> Fill {
-        if self.count() == 0 {
-            Fill::Empty
-        } else if self.is_low() {
-            Fill::Low
-        } else {
-            Fill::Fine
-        }
-    }
-}
-
 fn store(tx: &mut Tx<'_>, n: &mut Node) -> Result<(), MetaError> {
     n.seal();
     let block: &[u8; BLOCK] = n.b[..].try_into().expect("a node is one block");
@@ -668,6 +665,50 @@ impl BTree {
         on_device(tx, blk)?;
         tx.read(n.off, &mut n.b)?;
         self.check_read(tx, &*n, blk, want)
+    }
+
+    /// `f` of node `blk` (for the place `want`), read in place where the
+    /// device allows ([`Tx::node_view`]), else from a copy; checked as
+    /// [`BTree::load_into`] checks a copy. A writer reads the nodes it only
+    /// passes through so, and copies only those it changes.
+    fn peek<T>(
+        &self,
+        tx: &Tx<'_>,
+        blk: u64,
+        want: Want,
+        f: impl FnOnce(&NodeView<'_>) -> T,
+    ) -> Result<T, MetaError> {
+        on_device(tx, blk)?;
+        if let Some(b) = tx.node_view(blk) {
+            let n = NodeView {
+                off: blk * BLOCK_SIZE,
+                b,
+            };
+            self.check_read(tx, &n, blk, want)?;
+            return Ok(f(&n));
+        }
+        let n = self.load(tx, blk, want)?;
+        Ok(f(&NodeView {
+            off: n.off,
+            b: &n.b,
+        }))
+    }
+
+    /// The way down from node `blk` to `key`: `None` at a leaf, else the
+    /// child's index, block and place.
+    fn step(
+        &self,
+        tx: &Tx<'_>,
+        blk: u64,
+        want: Want,
+        key: u64,
+    ) -> Result<Option<(usize, u64, Want)>, MetaError> {
+        self.peek(tx, blk, want, |n| {
+            (!n.is_leaf()).then(|| {
+                let i = n.route(key);
+                (i, n.child(i), want.child(n, i))
+            })
+        })
     }
 
     /// The checks of node `n`, read from block `blk` for the place `want`:
@@ -834,9 +875,8 @@ impl BTree {
             self.root = blk;
             return Ok(None);
         }
-        let root = self.load(tx, self.root, Want::ROOT)?;
-        let level = root.level();
-        let (old, split) = self.insert_below(tx, src, root, Want::ROOT, key, value)?;
+        let level = self.peek(tx, self.root, Want::ROOT, |r| r.level())?;
+        let (old, split) = self.insert_below(tx, src, self.root, Want::ROOT, key, value)?;
         if let Some((sep, right)) = split {
             if level + 1 >= MAX_LEVELS {
                 return Err(MetaError::Corrupt {
@@ -855,25 +895,26 @@ impl BTree {
         Ok(old)
     }
 
+    /// Insert below node `blk` (at place `want`): an internal node is read
+    /// in place on the way down and copied only if a child split.
     fn insert_below(
         &self,
         tx: &mut Tx<'_>,
         src: &mut dyn BlockSource,
-        mut n: Node,
+        blk: u64,
         want: Want,
         key: u64,
         value: &mut NewValue<'_>,
     ) -> Result<Inserted, MetaError> {
-        if n.is_leaf() {
+        let Some((i, child, cw)) = self.step(tx, blk, want, key)? else {
+            let n = self.load(tx, blk, want)?;
             return self.leaf_insert(tx, src, n, want, key, value);
-        }
-        let i = n.route(key);
-        let cw = want.child(&n, i);
-        let child = self.load(tx, n.child(i), cw)?;
+        };
         let (old, split) = self.insert_below(tx, src, child, cw, key, value)?;
         let Some((sep, right)) = split else {
             return Ok((old, None));
         };
+        let mut n = self.load(tx, blk, want)?;
         if n.count() < MAX_CHILDREN {
             n.internal_insert(i + 1, sep, right);
             store(tx, &mut n)?;
@@ -985,11 +1026,23 @@ impl BTree {
         if self.root == 0 {
             return Ok(None);
         }
-        let root = self.load(tx, self.root, Want::ROOT)?;
-        let (old, mut root) = self.remove_below(tx, root, Want::ROOT, key)?;
+        let (old, root) = self.remove_below(tx, self.root, Want::ROOT, key)?;
         if old.is_none() {
             return Ok(None);
         }
+        let mut root = match root {
+            Some(r) => r,
+            // Unchanged: it shrinks only if it was already so (damage).
+            None => {
+                let shrinks = self.peek(tx, self.root, Want::ROOT, |r| {
+                    r.count() == 0 || (!r.is_leaf() && r.count() == 1)
+                })?;
+                if !shrinks {
+                    return Ok(old);
+                }
+                self.load(tx, self.root, Want::ROOT)?
+            }
+        };
         // Shrink from the top: an empty root goes; an internal root with one
         // child gives way to it (levels descend, so this ends).
         loop {
@@ -1013,44 +1066,56 @@ impl BTree {
         Ok(old)
     }
 
-    /// Remove `key` below `n`; returns the old value and `n` as it is now.
+    /// Remove `key` below node `blk` (at place `want`); returns the old
+    /// value and, if the node changed, its copy as it is now. An internal
+    /// node is read in place on the way down and copied only if it changes.
     fn remove_below(
         &self,
         tx: &mut Tx<'_>,
-        mut n: Node,
+        blk: u64,
         want: Want,
         key: u64,
-    ) -> Result<(Option<Vec<u8>>, Node), MetaError> {
-        if n.is_leaf() {
+    ) -> Result<(Option<Vec<u8>>, Option<Node>), MetaError> {
+        let Some((i, child_blk, cw)) = self.step(tx, blk, want, key)? else {
+            let mut n = self.load(tx, blk, want)?;
             let Ok(i) = n.search(key) else {
-                return Ok((None, n));
+                return Ok((None, None));
             };
             let old = n.lval(i).to_vec();
             n.leaf_remove(i);
             store(tx, &mut n)?;
-            return Ok((Some(old), n));
-        }
-        let i = n.route(key);
-        let cw = want.child(&n, i);
-        let child = self.load(tx, n.child(i), cw)?;
-        let (old, child) = self.remove_below(tx, child, cw, key)?;
+            return Ok((Some(old), Some(n)));
+        };
+        let (old, child) = self.remove_below(tx, child_blk, cw, key)?;
         if old.is_none() {
-            return Ok((None, n));
+            return Ok((None, None));
         }
-        match child.fill() {
-            Fill::Fine => {}
+        let fill = match &child {
+            Some(c) => c.fill(),
+            None => self.peek(tx, child_blk, cw, |c| c.fill())?,
+        };
+        match fill {
+            Fill::Fine => Ok((old, None)),
             Fill::Empty => {
-                tx.free_block(child.blk());
+                tx.free_block(child_blk);
+                let mut n = self.load(tx, blk, want)?;
                 n.internal_remove(i);
                 store(tx, &mut n)?;
+                Ok((old, Some(n)))
             }
             Fill::Low => {
+                let child = match child {
+                    Some(c) => c,
+                    None => self.load(tx, child_blk, cw)?,
+                };
+                let mut n = self.load(tx, blk, want)?;
                 if self.merge(tx, &mut n, want, i, child)? {
                     store(tx, &mut n)?;
+                    return Ok((old, Some(n)));
                 }
+                Ok((old, None))
             }
         }
-        Ok((old, n))
     }
 
     /// Merge child `i` of `n` (given as `child`) with its left or right
