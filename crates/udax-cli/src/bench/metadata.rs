@@ -10,6 +10,10 @@
 //!   batches of stats and of unlinks at that size; medians of the batches),
 //!   and the flatness of each (rate at N / rate at 10^3; the target
 //!   is within 1.2x, i.e. >= 0.83);
+//! * the same for listings: the directory of 10^3 listed 20 times, and at N
+//!   `Cfg::reps` random directories of 1000 listed once each (entries per
+//!   second; udax through `Fs::read_dir_page`, pages of 128 by cookie as
+//!   the shim's directory streams read them; tmpfs through `read_dir`);
 //! * the max and p99 latency of one create over the whole fill to N; the
 //!   limit of the max is the longest pause a busy thread saw in as long
 //!   right after the fill (the VM's own stalls: no create can be shorter
@@ -34,6 +38,12 @@ use udax::fs::{Fs, MkfsOptions, MountOptions};
 /// Files per directory, and the size of every measured batch.
 const BATCH: u64 = 1000;
 
+/// Entries per page of a udax listing: the shim's directory streams'.
+const LIST_PAGE: usize = 128;
+
+/// Listings of the directory of 10^3 files per repeat.
+const LISTINGS_1K: u64 = 20;
+
 /// Checkpoint bytes budgeted per file when sizing the device: the image of
 /// an empty file is ~107 bytes (its inode record and its directory entry;
 /// measured with a device too small), and a checkpoint slot is 1/64 of the
@@ -49,6 +59,10 @@ trait Tree {
     fn create(&self, p: &str) -> Result<(), String>;
     fn stat(&self, p: &str) -> Result<(), String>;
     fn unlink(&self, p: &str) -> Result<(), String>;
+    /// List directory `p` as a program's readdir loop does (udax: pages of
+    /// [`LIST_PAGE`] entries by cookie, as the shim's directory streams
+    /// read them); how many entries it has.
+    fn list(&self, p: &str) -> Result<u64, String>;
 
     fn dir(&self, d: u64) -> String {
         format!("{}/d{d}", self.root())
@@ -94,6 +108,18 @@ impl Tree for Udax<'_> {
     fn unlink(&self, p: &str) -> Result<(), String> {
         self.0.unlink(p).map_err(why)
     }
+    fn list(&self, p: &str) -> Result<u64, String> {
+        let (mut n, mut from) = (0, udax::fs::COOKIE_DOTDOT + 1);
+        loop {
+            let page = self.0.read_dir_page(p, from, LIST_PAGE).map_err(why)?;
+            n += page.entries.len() as u64;
+            std::hint::black_box(&page);
+            match page.next {
+                Some(next) => from = next,
+                None => return Ok(n),
+            }
+        }
+    }
 }
 
 struct Host(String);
@@ -124,6 +150,14 @@ impl Tree for Host {
     fn unlink(&self, p: &str) -> Result<(), String> {
         e(std::fs::remove_file(p))
     }
+    fn list(&self, p: &str) -> Result<u64, String> {
+        let mut n = 0;
+        for entry in std::fs::read_dir(p).map_err(|err| err.to_string())? {
+            std::hint::black_box(entry.map_err(|err| err.to_string())?);
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 /// `op` on every path of `paths`: the rate in k ops/s, and with `lat` each
@@ -145,12 +179,26 @@ fn batch(
     Ok(paths.len() as f64 / t.elapsed().as_secs_f64() / 1e3)
 }
 
-/// Rates (k ops/s) of the three operations on one tree.
+/// Rates (k ops/s; a listing's: k entries/s) of the operations on one tree.
 #[derive(Clone, Copy)]
 struct Rates {
     create: f64,
     stat: f64,
+    list: f64,
     unlink: f64,
+}
+
+/// Entries listed per second (k) by listing each of `dirs`, each of which
+/// must hold `BATCH` entries.
+fn listings(t: &dyn Tree, dirs: &[String]) -> Result<f64, String> {
+    let t0 = Instant::now();
+    for d in dirs {
+        let n = t.list(d)?;
+        if n != BATCH {
+            return Err(format!("listing {d}: {n} entries, {BATCH} expected"));
+        }
+    }
+    Ok((dirs.len() as u64 * BATCH) as f64 / t0.elapsed().as_secs_f64() / 1e3)
 }
 
 /// The three rates on a tree of 10^3 files: the creates of `d0/f0..f999`
@@ -162,12 +210,14 @@ fn small(t: &dyn Tree, rng: &mut fastrand::Rng) -> Result<Rates, String> {
     let create = batch(&files, None, |p| t.create(p)).map_err(|(_, m)| m)?;
     let picks: Vec<String> = (0..BATCH).map(|_| t.file(rng.u64(0..BATCH))).collect();
     let stat = batch(&picks, None, |p| t.stat(p)).map_err(|(_, m)| m)?;
+    let list = listings(t, &vec![t.dir(0); LISTINGS_1K as usize])?;
     let mut gone = files;
     rng.shuffle(&mut gone);
     let unlink = batch(&gone, None, |p| t.unlink(p)).map_err(|(_, m)| m)?;
     Ok(Rates {
         create,
         stat,
+        list,
         unlink,
     })
 }
@@ -179,8 +229,9 @@ struct Fill {
     files: u64,
     /// Duration of every create, ns.
     lat: Vec<u64>,
-    /// The rates at N, create, stat and unlink (None if the fill stopped).
-    at_n: Option<[Stat; 3]>,
+    /// The rates at N, create, stat, list and unlink (None if the fill
+    /// stopped).
+    at_n: Option<[Stat; 4]>,
     /// Where and why the fill stopped before N.
     stopped: Option<String>,
     secs: f64,
@@ -251,6 +302,11 @@ fn at_n(
                 .map_err(|(_, m)| format!("stat at {n} files: {m}"))?,
         );
     }
+    let mut ls = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let d = t.dir(rng.u64(0..n / BATCH));
+        ls.push(listings(t, &[d]).map_err(|m| format!("at {n} files: {m}"))?);
+    }
     let want = (reps as u64 * BATCH).min(n - 1);
     let mut chosen = std::collections::BTreeSet::new();
     while (chosen.len() as u64) < want {
@@ -269,7 +325,7 @@ fn at_n(
         }
         out.files -= b.len() as u64;
     }
-    out.at_n = Some([create, stat(st), stat(un)]);
+    out.at_n = Some([create, stat(st), stat(ls), stat(un)]);
     Ok(())
 }
 
@@ -380,11 +436,13 @@ pub(super) fn run(c: &Cfg, tmp: &Path, tmpfs: &Path) -> Result<Vec<Res>, String>
     let u1 = [
         pick(&us, |r| r.create),
         pick(&us, |r| r.stat),
+        pick(&us, |r| r.list),
         pick(&us, |r| r.unlink),
     ];
     let b1 = [
         pick(&bs, |r| r.create),
         pick(&bs, |r| r.stat),
+        pick(&bs, |r| r.list),
         pick(&bs, |r| r.unlink),
     ];
 
@@ -448,7 +506,7 @@ pub(super) fn run(c: &Cfg, tmp: &Path, tmpfs: &Path) -> Result<Vec<Res>, String>
     );
 
     // ---- the rows ----
-    const ROWS: [[(&str, &str); 3]; 3] = [
+    const ROWS: [[(&str, &str); 3]; 4] = [
         [
             (
                 "P16-create-1k",
@@ -476,16 +534,28 @@ pub(super) fn run(c: &Cfg, tmp: &Path, tmpfs: &Path) -> Result<Vec<Res>, String>
             ("P16-stat-flat", "stat rate at N / at 10^3"),
         ],
         [
+            (
+                "P16-readdir-1k",
+                "entries listed per second: the directory of 10^3, 20 times (udax: pages of 128 by cookie, as the shim reads them)",
+            ),
+            (
+                "P16-readdir-N",
+                "entries listed per second: a random directory of 1000 of N, once each",
+            ),
+            ("P16-readdir-flat", "listing rate at N / at 10^3"),
+        ],
+        [
             ("P16-unlink-1k", "unlink of the 10^3 files, random order"),
             ("P16-unlink-N", "unlink of 1000 random files of N"),
             ("P16-unlink-flat", "unlink rate at N / at 10^3"),
         ],
     ];
     for (k, [r1, rn, rf]) in ROWS.iter().enumerate() {
-        out.push(res(r1.0, r1.1, "k ops/s", u1[k], Some(b1[k]), None));
+        let unit = if k == 2 { "k entries/s" } else { "k ops/s" };
+        out.push(res(r1.0, r1.1, unit, u1[k], Some(b1[k]), None));
         if let Some(u) = &uf.at_n {
             let b = bf.at_n.as_ref().map(|b| b[k]);
-            out.push(res(rn.0, rn.1, "k ops/s", u[k], b, None));
+            out.push(res(rn.0, rn.1, unit, u[k], b, None));
             out.push(res(
                 rf.0,
                 rf.1,
