@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -3383,4 +3383,68 @@ fn mp_a_client_cut_off_after_its_process_exited_holds_nothing_back() {
     );
     drop((f, a));
     drop(o);
+}
+
+/// A library program forks (no shim): in the child, the parent's
+/// connection refuses calls with ENOTCONN instead of sending on the
+/// parent's sockets, and lets go of the device at that first use (its
+/// descriptor names `/dev/null`); dropping it there leaves the parent's
+/// connection whole: the parent still reads, writes, and answers the
+/// recall another client's truncate makes.
+#[test]
+fn mp_a_forked_child_of_a_library_client_lets_go_of_the_device_and_leaves_the_parents_connection_alone(
+) {
+    let _w = common::Watchdog::start(60, "fork of a library client");
+    let s = setup(16);
+    let _o = serve(&s, None);
+    let a = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let f = a.open("/f", true, true, 0o644).unwrap();
+    f.write_at(&[7u8; 4096], 0).unwrap();
+    let fd = a.device_fd().as_raw_fd();
+    // SAFETY: the child reads through the client (its checks come before
+    // any lock it takes), reads a link of /proc, and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = (|| {
+            let mut b = [0u8; 16];
+            match f.read_at(&mut b, 0) {
+                Err(e) if e.errno() == libc::ENOTCONN => {}
+                _ => return Some(3),
+            }
+            let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+            if target != Path::new("/dev/null") {
+                return Some(2);
+            }
+            drop(f);
+            drop(a);
+            Some(0)
+        })()
+        .unwrap_or(1);
+        // SAFETY: ends the forked child without running the parent's
+        // destructors or atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    assert!(pid > 0);
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child: status {status:#x} (3: a read through the parent's connection did not \
+         refuse with ENOTCONN, 2: the device descriptor still names the device after it)"
+    );
+    let mut b = [0u8; 4096];
+    assert_eq!(f.read_at(&mut b, 0).unwrap(), 4096);
+    assert_eq!(b, [7u8; 4096]);
+    f.write_at(&[8u8; 16], 0).unwrap();
+    let other = Client::connect(&s.dev, &opts(&s, true)).unwrap();
+    let g = other.open("/f", true, false, 0).unwrap();
+    g.write_at(&[9u8; 16], 16).unwrap();
+    // A truncate recalls every layout of the file: `a`'s listener answers.
+    g.set_len(32).unwrap();
+    assert!(!a.is_closed(), "the parent's connection was ended");
+    assert_eq!(f.read_at(&mut b, 0).unwrap(), 32);
+    assert_eq!(&b[..32], &[[8u8; 16], [9u8; 16]].concat()[..]);
+    assert_eq!(a.stat("/f").unwrap().size, 32);
+    assert_eq!(a.recalls(), 1, "the recall reached the parent");
 }

@@ -12,6 +12,7 @@
 //! today".
 
 mod file;
+mod fork;
 pub mod mount;
 
 pub use file::{RemoteFile, RemoteMapping};
@@ -128,6 +129,10 @@ struct Inner {
     totals: std::sync::OnceLock<proto::Totals>,
     /// [`ConnectOptions::before_seeding`].
     before_seeding: Option<fn()>,
+    /// The process this connection was made in (`client::fork`).
+    born: u32,
+    /// This connection let go of the device in a forked child.
+    left: AtomicBool,
 }
 
 /// Cached attributes, and a generation that every drop not read from the
@@ -640,6 +645,8 @@ impl Client {
                     ring,
                     totals: std::sync::OnceLock::new(),
                     before_seeding,
+                    born: fork::pid(),
+                    left: AtomicBool::new(false),
                 });
                 let listener = file::listen(&inner, &callback)?;
                 Ok(Client {
@@ -773,6 +780,15 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        if self.inner.this_process().is_err() {
+            // A forked child's copy: the sockets are the parent's too (a
+            // shutdown would end the parent's recalls), and the listener
+            // thread is the parent's (it did not cross the fork).
+            if let Some(t) = self.listener.take() {
+                std::mem::forget(t);
+            }
+            return;
+        }
         // The listener sees its channel end and exits; files still open keep
         // the connection (they hold `inner`) but get no more recalls, so
         // their reads go to the owner for a fresh lease each time.
@@ -960,8 +976,26 @@ impl Inner {
 
     /// The device mapped into this process.
     fn dev(&self) -> Result<&Arc<dyn Device>> {
+        self.this_process()?;
         self.dev.as_ref().ok_or(Error::NotSupported(
             "data access through a device the client cannot map",
+        ))
+    }
+
+    /// This connection is this process's: not one a forked child inherited
+    /// (`client::fork`), which lets go of the device (the first time) and
+    /// must not send on the parent's sockets.
+    fn this_process(&self) -> Result<()> {
+        if self.born == fork::pid() {
+            return Ok(());
+        }
+        // ORDERING: Relaxed: letting go twice is harmless; this only
+        // spares the second.
+        if !self.left.swap(true, Ordering::Relaxed) {
+            self.let_go_of_device();
+        }
+        Err(not_connected(
+            "a connection of the parent process (this one was forked from it): connect anew".into(),
         ))
     }
 
@@ -974,6 +1008,7 @@ impl Inner {
     /// the owner's change log before the answer: this client's cache reads
     /// it at its next look, as every other client's does).
     fn call_on(&self, sock: &Mutex<Conn>, req: &Request) -> Result<Reply> {
+        self.this_process()?;
         Self::exchange(sock, req)
     }
 
@@ -1012,6 +1047,7 @@ impl Inner {
     /// connection's requests in order). Only for a request nothing needs
     /// the outcome of, before this process's next request.
     fn send_unanswered(&self, req: &Request) -> Result<()> {
+        self.this_process()?;
         // ORDERING: Relaxed: a statistic.
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut g = self.sock.lock();

@@ -31,6 +31,9 @@
 //!   that say whether a thread's credentials are kept and count the
 //!   announced changes of credentials; a counter compared with a kept
 //!   copy, no protocol to model.
+//! * `client/fork.rs`: the process id cached in a page the kernel wipes in
+//!   a forked child (a `static` page, `const`-constructible; a value
+//!   compared with a kept copy, no protocol to model).
 //! * `device/persist.rs`: `sfence`'s stand-in off x86-64, a CPU fence for
 //!   persistence ordering rather than a protocol between threads (loom's
 //!   `fence` works only inside a model).
