@@ -985,17 +985,17 @@ const SWEEP_STEP: usize = 8;
 fn sweep(v3: &V3, t: &CellTable) {
     // ORDERING: a limit; nothing is published through it.
     let limit = v3.cache_limit.load(Ordering::Relaxed);
-    if t.len() <= limit {
-        return;
-    }
     let looked: Vec<u64> = {
         let mut q = v3.order.lock();
         // Deleted inodes leave their numbers behind: rebuild the clock from
         // the table when they outnumber it (rare: amortised over the
-        // inserts). An insertion meanwhile adds its number after the
-        // rebuild or is in it.
+        // inserts), also while the table is under the limit. An insertion
+        // meanwhile adds its number after the rebuild or is in it.
         if q.len() > 4 * limit.max(t.len()) {
             *q = t.inos().into();
+        }
+        if t.len() <= limit {
+            return;
         }
         let n = SWEEP_STEP.min(q.len());
         q.drain(..n).collect()
@@ -1449,6 +1449,28 @@ mod tests {
         assert_eq!((st.nlink, st.size), (3, 0));
         assert_eq!(fs.read_dir("/big").unwrap().len(), 3001);
         drop(fs);
+    }
+
+    /// Creates and unlinks that leave few cells in memory (under the cache
+    /// limit, so nothing is swept) still keep the cache's clock bounded:
+    /// the numbers of deleted inodes are dropped when they outnumber the
+    /// table.
+    #[test]
+    fn the_cache_clock_stays_bounded_under_creates_and_unlinks_below_the_limit() {
+        let (_dev, fs) = mounted(3);
+        let Meta::V3(v3) = &fs.inner.meta else {
+            unreachable!()
+        };
+        v3.cache_limit.store(64, Ordering::Relaxed);
+        fs.mkdir("/d", 0o755).unwrap();
+        for i in 0..2000 {
+            let p = format!("/d/x{i}");
+            fs.create(&p, 0o644).unwrap();
+            fs.unlink(&p).unwrap();
+        }
+        assert!(fs.inner.table.len() < 64);
+        let clock = v3.order.lock().len();
+        assert!(clock <= 4 * 64 + 1, "{clock} numbers in the clock");
     }
 
     /// Threads create, look up, stat, rename and unlink while at most 8
