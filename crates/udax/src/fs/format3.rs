@@ -633,10 +633,7 @@ impl Fs {
                 device_offset: v3.store.geometry().bitmap_at(),
             })
         })?;
-        let (c, new) = inner.table.get_or_insert(ino, || Cell::new(ino, d));
-        if new {
-            v3.order.lock().push_back(ino);
-        }
+        let c = cache_cell(v3, &inner.table, ino, d);
         sweep(v3, &inner.table);
         Ok(c)
     }
@@ -865,9 +862,7 @@ impl Fs {
         if !locked.created.is_empty() || !st.fx.deleted.is_empty() {
             for (ino, d) in locked.created.drain(..) {
                 // A reader may have loaded the stored inode already.
-                if inner.table.get_or_insert(ino, || Cell::new(ino, d)).1 {
-                    v3.order.lock().push_back(ino);
-                }
+                cache_cell(v3, &inner.table, ino, d);
             }
             for ino in &st.fx.deleted {
                 inner.table.remove(*ino);
@@ -978,6 +973,17 @@ impl Fs {
 /// Cells [`sweep`] looks at per call: a bounded step (dropping a cell frees
 /// its extents or entries), so no operation pays for a whole sweep.
 const SWEEP_STEP: usize = 8;
+
+/// Inode `ino`'s cell: the one in memory, else a new one of `d`, put in
+/// the table and on the cache's clock (after its shard is let go: the
+/// clock's lock is never taken under a shard's).
+fn cache_cell(v3: &V3, t: &CellTable, ino: u64, d: InodeData) -> Arc<Cell> {
+    let (c, new) = t.get_or_insert(ino, || Cell::new(ino, d));
+    if new {
+        v3.order.lock().push_back(ino);
+    }
+    c
+}
 
 /// Past the cache limit, drop up to [`SWEEP_STEP`] idle cells, oldest first
 /// (called after each insertion, holding no shard of the table: the clock's

@@ -695,7 +695,8 @@ impl BTree {
     }
 
     /// The way down from node `blk` to `key`: `None` at a leaf, else the
-    /// child's index, block and place.
+    /// child's index, block and place. A node its parent places at level 0
+    /// is a leaf without a look (the writer's copy of it checks it).
     fn step(
         &self,
         tx: &Tx<'_>,
@@ -703,6 +704,9 @@ impl BTree {
         want: Want,
         key: u64,
     ) -> Result<Option<(usize, u64, Want)>, MetaError> {
+        if want.level == Some(0) {
+            return Ok(None);
+        }
         self.peek(tx, blk, want, |n| {
             (!n.is_leaf()).then(|| {
                 let i = n.route(key);
