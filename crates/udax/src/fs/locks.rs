@@ -191,30 +191,26 @@ impl LockTable {
     /// Drop every lock `owner` holds on `ino` (a POSIX owner: the process
     /// closed a descriptor of the file; an OFD: its last descriptor closed).
     pub fn release(&self, ino: u64, owner: LockOwner) {
-        let mut st = self.st.lock();
-        st.carve(ino, owner, 0, u64::MAX);
-        if let Some(v) = st.flocks.get_mut(&ino) {
-            v.retain(|(o, _)| *o != owner);
-            if v.is_empty() {
-                st.flocks.remove(&ino);
-            }
-        }
+        self.st.lock().release(ino, owner);
     }
 
     /// Drop every lock and wait of process `process` (it died or
     /// disconnected), its open file descriptions' included.
     pub fn release_process(&self, process: u64) {
+        self.st.lock().release_process(process);
+    }
+
+    /// Process `process` is gone, and `last` are the open file descriptions
+    /// (inode, owner) whose last handles it held: drop all their locks in
+    /// one step, so that no one sees its record locks gone while its flock
+    /// or OFD locks stay (as after the kernel's exit, where all are gone
+    /// once the parent's `wait` returns).
+    pub fn release_gone(&self, process: u64, last: &[(u64, LockOwner)]) {
         let mut st = self.st.lock();
-        for v in st.records.values_mut() {
-            v.retain(|h| h.owner.process != process);
+        st.release_process(process);
+        for &(ino, owner) in last {
+            st.release(ino, owner);
         }
-        st.records.retain(|_, v| !v.is_empty());
-        for v in st.flocks.values_mut() {
-            v.retain(|(o, _)| o.process != process);
-        }
-        st.flocks.retain(|_, v| !v.is_empty());
-        st.waits
-            .retain(|w, (b, _)| w.process != process && b.process != process);
     }
 
     /// Give the POSIX record locks of process `from` on `only` these inodes
@@ -250,6 +246,29 @@ impl LockTable {
 }
 
 impl State {
+    fn release(&mut self, ino: u64, owner: LockOwner) {
+        self.carve(ino, owner, 0, u64::MAX);
+        if let Some(v) = self.flocks.get_mut(&ino) {
+            v.retain(|(o, _)| *o != owner);
+            if v.is_empty() {
+                self.flocks.remove(&ino);
+            }
+        }
+    }
+
+    fn release_process(&mut self, process: u64) {
+        for v in self.records.values_mut() {
+            v.retain(|h| h.owner.process != process);
+        }
+        self.records.retain(|_, v| !v.is_empty());
+        for v in self.flocks.values_mut() {
+            v.retain(|(o, _)| o.process != process);
+        }
+        self.flocks.retain(|_, v| !v.is_empty());
+        self.waits
+            .retain(|w, (b, _)| w.process != process && b.process != process);
+    }
+
     fn conflict(
         &self,
         ino: u64,
@@ -413,6 +432,25 @@ mod tests {
         t.release(1, ofd(2, 1));
         t.flock(1, ofd(3, 1), Some(Read)).unwrap();
         t.flock(1, ofd(4, 1), Some(Read)).unwrap();
+    }
+
+    #[test]
+    fn p_a_gone_process_loses_its_record_locks_and_its_last_descriptions_flock_and_ofd_locks() {
+        let t = LockTable::new();
+        t.set(1, posix(1), 1, Some(Write), 0..10, false).unwrap();
+        t.flock(1, ofd(0, 7), Some(Write)).unwrap();
+        t.set(2, ofd(0, 8), 1, Some(Write), 0..u64::MAX, false)
+            .unwrap();
+        // A description another process still holds keeps its lock.
+        t.flock(3, ofd(0, 9), Some(Write)).unwrap();
+        t.release_gone(1, &[(1, ofd(0, 7)), (2, ofd(0, 8))]);
+        assert_eq!(t.get(1, posix(2), Write, 0, u64::MAX), None);
+        assert_eq!(t.get(2, posix(2), Write, 0, u64::MAX), None);
+        t.flock(1, ofd(0, 10), Some(Write)).unwrap();
+        assert_eq!(
+            t.flock(3, ofd(0, 11), Some(Read)),
+            Err(LockError::WouldBlock)
+        );
     }
 
     #[test]

@@ -1159,12 +1159,15 @@ fn drop_client(sh: &Shared, c: u64, why: &str) {
         hold_for_cut_off(sh, c, rec, leased);
     }
     grants::client_gone(sh, c, may_write);
-    sh.locks.release_process(c);
-    if let Some(rec) = &rec {
-        for d in rec.handles.values() {
-            unhandle(sh, d);
-        }
-    }
+    // Its record locks and those of the descriptions it held last go in one
+    // step: another client never sees some of them gone and others held.
+    let last: Vec<(u64, LockOwner)> = rec
+        .iter()
+        .flat_map(|r| r.handles.values())
+        .filter(|d| last_handle(d))
+        .map(|d| (d.ino(), ofd_owner(d)))
+        .collect();
+    sh.locks.release_gone(c, &last);
     if let Some(rec) = rec {
         tracing::debug!("client {c} (pid {}): {why}", rec.pid);
         let _ = rustix::net::shutdown(&*rec.sock, rustix::net::Shutdown::Both);
@@ -2564,11 +2567,16 @@ fn add_handle(sh: &Shared, c: u64, desc: Arc<Desc>) -> Result<Reply> {
 /// A handle to `desc` was closed (or its client is gone): with the last
 /// one, the description's OFD and flock locks go.
 fn unhandle(sh: &Shared, desc: &Desc) {
-    // ORDERING: AcqRel: the last closer (in any client thread) sees every
-    // other's decrement before it releases the locks.
-    if desc.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+    if last_handle(desc) {
         sh.locks.release(desc.ino(), ofd_owner(desc));
     }
+}
+
+/// Let go of one handle of `desc`: whether it was the last.
+fn last_handle(desc: &Desc) -> bool {
+    // ORDERING: AcqRel: the last closer (in any client thread) sees every
+    // other's decrement before it releases the locks.
+    desc.handles.fetch_sub(1, Ordering::AcqRel) == 1
 }
 
 /// The owner of the OFD and flock locks of open file description `desc`.
