@@ -543,6 +543,36 @@ fn a_flipped_or_zeroed_inode_chunk_tree_node_is_corrupted() {
     }
 }
 
+/// The count table: a flipped byte in the root block line naming its
+/// blocks refuses the mount (it reads the table, as the chunk tree); one in
+/// a count block line that counts no chunk yet is read by nothing but
+/// fsck, which names it (the chunk that is added there first writes the
+/// line whole). Both: fsck names the line.
+#[test]
+fn a_flipped_count_table_line_is_named_by_fsck_and_a_root_line_refuses_the_mount() {
+    for in_block in [false, true] {
+        let t = template();
+        let mut img = t.img.clone();
+        let at = t.g.count_ptr_at(0) as usize;
+        if in_block {
+            let blk = u64_at(&img, at);
+            assert_ne!(blk, 0, "the template has a count table");
+            // Line 1: chunks 30..59, none of which exists (line 0 is
+            // written whole by the template's live log, which mends it).
+            flip(&mut img, blk as usize * B + 64 + 5);
+        } else {
+            flip(&mut img, at + 3);
+        }
+        let name = format!("count table line (in a count block: {in_block})");
+        let o = run(img);
+        assert_rule(&name, &o);
+        if !in_block {
+            mount_refused(&name, &o);
+        }
+        fsck_names(&name, &o, "count");
+    }
+}
+
 #[test]
 fn an_inode_chunk_tree_naming_another_block_for_chunk_0_is_corrupted() {
     case("chunk moved", |t, img| {

@@ -111,6 +111,11 @@ impl Geometry3 {
     pub fn root_at(&self) -> u64 {
         self.root_blk * BLOCK_SIZE
     }
+    /// Device offset of the root block line naming count blocks `7 line..`
+    /// (`line` < [`COUNT_PTR_LINES`]).
+    pub fn count_ptr_at(&self, line: usize) -> u64 {
+        self.root_at() + COUNT_PTR_OFFSET + (line * ROOT_LINE) as u64
+    }
     /// Device offset of size grant line `index` (< [`GRANT_LINES`]).
     pub fn grant_line_at(&self, index: usize) -> u64 {
         self.root_at() + GRANT_OFFSET + (index * ROOT_LINE) as u64
@@ -604,6 +609,86 @@ impl RootCounts {
         };
         if b[r.pos()..ROOT_LINE - 4].iter().any(|&x| x != 0) {
             return Err(r.corrupt("reserved bytes not zero"));
+        }
+        Ok(v)
+    }
+}
+
+/// The inode count table (docs/format.md, "Inode counts"): the root block
+/// lines from this offset name its blocks, [`COUNT_PTRS_PER_LINE`] a line.
+pub const COUNT_PTR_OFFSET: u64 = 3 * ROOT_LINE as u64;
+/// Root block lines naming count blocks (bytes 192..1024).
+pub const COUNT_PTR_LINES: usize = 13;
+/// Count block numbers in one root block line.
+pub const COUNT_PTRS_PER_LINE: usize = 7;
+/// Inode chunk counts (u16 each) in one 64-byte line of a count block.
+pub const COUNTS_PER_LINE: u64 = 30;
+/// Inode chunk counts in one count block (64 lines).
+pub const COUNTS_PER_BLOCK: u64 = BLOCK_SIZE / ROOT_LINE as u64 * COUNTS_PER_LINE;
+/// Count blocks the root block can name.
+pub const MAX_COUNT_BLOCKS: usize = COUNT_PTR_LINES * COUNT_PTRS_PER_LINE;
+/// Inode chunks a file system can have (178,913,280 inodes).
+pub const MAX_CHUNKS: u64 = MAX_COUNT_BLOCKS as u64 * COUNTS_PER_BLOCK;
+
+/// One root block line naming count blocks (0: none). A line of zeros is
+/// one naming none (a file system made before the table existed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountPtrs(pub [u64; COUNT_PTRS_PER_LINE]);
+
+impl CountPtrs {
+    pub fn encode(&self, at: u64) -> [u8; ROOT_LINE] {
+        let mut w = Writer::with_capacity(ROOT_LINE);
+        for &b in &self.0 {
+            w.u64(b);
+        }
+        w.pad_to(ROOT_LINE - 4);
+        let c = crc(at, &w.buf);
+        w.u32(c);
+        line(&w.buf)
+    }
+
+    pub fn decode(b: &[u8], at: u64) -> Result<CountPtrs, FormatError> {
+        let mut r = Reader::new(b, at, "root block count table line");
+        if b.len() == ROOT_LINE && b.iter().all(|&x| x == 0) {
+            return Ok(CountPtrs::default());
+        }
+        checked_line(b, at, &r)?;
+        let mut v = CountPtrs::default();
+        for p in &mut v.0 {
+            *p = r.u64()?;
+        }
+        if b[r.pos()..ROOT_LINE - 4].iter().any(|&x| x != 0) {
+            return Err(r.corrupt("reserved bytes not zero"));
+        }
+        Ok(v)
+    }
+}
+
+/// One line of a count block: the inodes in use in [`COUNTS_PER_LINE`]
+/// consecutive inode chunks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountLine(pub [u16; COUNTS_PER_LINE as usize]);
+
+impl CountLine {
+    pub fn encode(&self, at: u64) -> [u8; ROOT_LINE] {
+        let mut w = Writer::with_capacity(ROOT_LINE);
+        for &c in &self.0 {
+            w.u16(c);
+        }
+        let c = crc(at, &w.buf);
+        w.u32(c);
+        line(&w.buf)
+    }
+
+    pub fn decode(b: &[u8], at: u64) -> Result<CountLine, FormatError> {
+        let mut r = Reader::new(b, at, "inode count line");
+        checked_line(b, at, &r)?;
+        let mut v = CountLine::default();
+        for c in &mut v.0 {
+            *c = r.u16()?;
+            if u64::from(*c) > INODES_PER_CHUNK {
+                return Err(r.corrupt(format!("{c} inodes in a chunk of {INODES_PER_CHUNK}")));
+            }
         }
         Ok(v)
     }

@@ -20,7 +20,7 @@ use super::{
 use crate::alloc::{AllocRequest, Allocator, BlockRange};
 use crate::device::{Device, OverlayDevice};
 use crate::format::v3::{
-    AnySuperblock, Geometry3, Inline, InodeSlot, PhysOp, Superblock3, ROOT_LINE,
+    AnySuperblock, Geometry3, Inline, InodeSlot, PhysOp, Superblock3, COUNT_PTR_LINES, ROOT_LINE,
 };
 use crate::format::{Extent, Op, MAX_OP_BYTES, SYMLINK_MAX, S_IFDIR, S_IFLNK, S_IFMT};
 use crate::journal::{self, Damage, Journal, Recovery};
@@ -187,13 +187,13 @@ fn free_named(dir: u64, name: &[u8], ino: u64) -> Error {
     }
 }
 
-/// A record's writes may change only the root block's body and counts
-/// lines and the data area: one that verifies but would write elsewhere
-/// (the superblocks, the log, the bitmap, the root header) is damage,
-/// refused before anything is replayed.
+/// A record's writes may change only the root block's body, counts and
+/// count table lines and the data area: one that verifies but would write
+/// elsewhere (the superblocks, the log, the bitmap, the root header, the
+/// size grant lines) is damage, refused before anything is replayed.
 fn replayable(geo: &Geometry3, record_at: u64, entries: &[PhysOp]) -> Result<()> {
     let root = geo.root_at();
-    let lines = root + ROOT_LINE as u64..root + 3 * ROOT_LINE as u64;
+    let lines = root + ROOT_LINE as u64..geo.count_ptr_at(COUNT_PTR_LINES);
     let data = geo.data_start * BLOCK_SIZE..geo.total_blocks * BLOCK_SIZE;
     for e in entries {
         if let PhysOp::Write { at, bytes } = e {
@@ -1192,7 +1192,8 @@ mod tests {
             ("root header", g.root_at() + 8),
             ("log", g.log_start * BLOCK_SIZE + 2 * BLOCK_SIZE),
             ("bitmap", g.bitmap_at() + 8),
-            ("past the root lines", g.root_at() + 3 * ROOT_LINE as u64),
+            ("past the root lines", g.count_ptr_at(COUNT_PTR_LINES)),
+            ("a size grant line", g.grant_line_at(1) + 8),
         ];
         for (what, at) in targets {
             let dev = Arc::new(CrashDevice::new(32 << 20));

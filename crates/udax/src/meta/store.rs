@@ -24,8 +24,9 @@ use super::{BTree, BlockSource, MetaError, Tx, Verified};
 use crate::device::{Device, DeviceError};
 use crate::format::v3::{
     decode_dir_value, decode_pair, encode_dir_value, encode_pair, inode_place, name_hash,
-    DirEntry3, Geometry3, InodeSlot, PhysOp, RootBody, RootCounts, RootHeader, CHUNK_BLOCKS,
-    INODES_PER_CHUNK, INODE_SLOT_SIZE, ROOT_LINE,
+    CountLine, CountPtrs, DirEntry3, Geometry3, InodeSlot, PhysOp, RootBody, RootCounts,
+    RootHeader, CHUNK_BLOCKS, COUNTS_PER_BLOCK, COUNTS_PER_LINE, COUNT_PTRS_PER_LINE,
+    COUNT_PTR_LINES, INODES_PER_CHUNK, INODE_SLOT_SIZE, MAX_CHUNKS, ROOT_LINE,
 };
 use crate::format::{Extent, FormatError, Op};
 use crate::sync::{Mutex, MutexGuard, RwLock};
@@ -165,8 +166,12 @@ struct Shared {
     root: RootBody,
     counts: RootCounts,
     /// Every chunk, once `loaded` (the chunk tree read once: 16 bytes per
-    /// 1024 inodes).
+    /// 1024 inodes), its count from the count table.
     chunks: BTreeMap<u64, Chunk>,
+    /// The count table's blocks, in order, once `loaded` (empty: a file
+    /// system made before the table, whose counts the chunk tree holds
+    /// until the first change of one makes the table).
+    table: Vec<u64>,
     loaded: bool,
     /// No chunk numbered below this has a free slot to reserve: the search
     /// for one starts here (lowered when a slot comes back), so a create
@@ -234,6 +239,17 @@ impl Store {
         let mut src = Bump(&mut next);
         let mut chunks = BTree::new(OWNER_CHUNKS);
         chunks.insert(&mut tx, &mut src, 0, &encode_pair(chunk_blk, 1))?;
+        // The count table: one block after the tree's node, chunk 0
+        // counting the root directory.
+        let table_blk = src.alloc_block()?;
+        for j in 0..BLOCK_SIZE / ROOT_LINE as u64 {
+            let mut l = CountLine::default();
+            if j == 0 {
+                l.0[0] = 1;
+            }
+            let lat = table_blk * BLOCK_SIZE + j * ROOT_LINE as u64;
+            dev.write(lat, &l.encode(lat))?;
+        }
         let node_end = next;
         set_bits_in(
             dev,
@@ -261,8 +277,12 @@ impl Store {
         };
         let cat = at + 2 * ROOT_LINE as u64;
         dev.write(cat, &counts.encode(cat))?;
-        // Only what was written: the bitmap, chunk 0 and the tree node after
-        // it, the root block (not the whole device: mkfs of a TiB device
+        let mut ptrs = CountPtrs::default();
+        ptrs.0[0] = table_blk;
+        let pat = geo.count_ptr_at(0);
+        dev.write(pat, &ptrs.encode(pat))?;
+        // Only what was written: the bitmap, chunk 0, the tree node and the
+        // count block after it, the root block (not the whole device: mkfs of a TiB device
         // must not flush a TiB).
         dev.flush(geo.bitmap_at(), geo.bitmap_blocks * BLOCK_SIZE);
         dev.flush(chunk_blk * BLOCK_SIZE, (node_end - chunk_blk) * BLOCK_SIZE);
@@ -287,6 +307,7 @@ impl Store {
                 root,
                 counts,
                 chunks: BTreeMap::new(),
+                table: Vec::new(),
                 loaded: false,
                 room_from: 0,
             }),
@@ -560,15 +581,16 @@ impl Store {
             }
             if c.free.is_none() {
                 // No transaction on the shared structures runs meanwhile (it
-                // holds them until its stores are done): the slots on the
-                // device are those the chunk tree counts. A slot in use that
-                // reads as free (zeroed) would be handed out again.
+                // holds them until its stores are done): the slots in use
+                // on the device are as many as the chunk's count (from the
+                // count table) says. A slot in use that reads as free
+                // (zeroed) would be handed out again.
                 let free = self.scan_chunk(c.blk)?;
                 if INODES_PER_CHUNK - free.len() != c.used {
                     return Err(corrupt(
                         c.blk * BLOCK_SIZE,
                         format!(
-                            "inode chunk {n}: {} slots in use, the chunk tree counts {}",
+                            "inode chunk {n}: {} slots in use, its count says {}",
                             INODES_PER_CHUNK - free.len(),
                             c.used
                         ),
@@ -618,8 +640,67 @@ impl Store {
                 },
             );
         }
+        sh.table = self.count_table()?;
+        if !sh.table.is_empty() {
+            let mut line: Option<(u64, CountLine)> = None;
+            for (&n, c) in sh.chunks.iter_mut() {
+                c.used = self.table_count(&sh.table, n, &mut line)?;
+            }
+        }
         sh.loaded = true;
         Ok(())
+    }
+
+    /// The count table's blocks, as the root block names them.
+    pub(super) fn count_table(&self) -> Result<Vec<u64>, MetaError> {
+        let mut out = Vec::new();
+        let mut ended = false;
+        for l in 0..COUNT_PTR_LINES {
+            let at = self.geo.count_ptr_at(l);
+            let mut b = [0u8; ROOT_LINE];
+            self.dev.read(at, &mut b)?;
+            for p in CountPtrs::decode(&b, at)?.0 {
+                match (p, ended) {
+                    (0, _) => ended = true,
+                    (p, false) if self.geo.holds_data(p, 1) => out.push(p),
+                    (p, _) => {
+                        return Err(corrupt(
+                            at,
+                            format!("count table: block {p} out of place or out of the data area"),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Chunk `n`'s count in the count table `table`; `line` keeps the last
+    /// line read (a walk in chunk order reads each once).
+    pub(super) fn table_count(
+        &self,
+        table: &[u64],
+        n: u64,
+        line: &mut Option<(u64, CountLine)>,
+    ) -> Result<u64, MetaError> {
+        let Some(&blk) = table.get((n / COUNTS_PER_BLOCK) as usize) else {
+            return Err(corrupt(
+                self.geo.root_at(),
+                format!("inode chunk {n} is past the count table"),
+            ));
+        };
+        let at = blk * BLOCK_SIZE + (n % COUNTS_PER_BLOCK) / COUNTS_PER_LINE * ROOT_LINE as u64;
+        let l = match line {
+            Some((a, l)) if *a == at => *l,
+            _ => {
+                let mut b = [0u8; ROOT_LINE];
+                self.dev.read(at, &mut b)?;
+                let l = CountLine::decode(&b, at)?;
+                *line = Some((at, l));
+                l
+            }
+        };
+        Ok(u64::from(l.0[(n % COUNTS_PER_LINE) as usize]))
     }
 
     /// The free slots of the chunk at `blk`: those of 256 zero bytes, as
@@ -695,6 +776,8 @@ struct Undo {
     /// them (reserve, unreserve and `stored` do), and copying one per create
     /// would cost more than the create.
     chunks: Vec<(u64, Option<(u64, u64)>)>,
+    /// Count table blocks before this transaction.
+    table: usize,
 }
 
 /// One metadata transaction over a [`Store`].
@@ -724,6 +807,7 @@ impl<'s> StoreTx<'s> {
                 root: g.root,
                 counts: g.counts,
                 chunks: Vec::new(),
+                table: g.table.len(),
             });
             self.shared = Some(g);
         }
@@ -770,22 +854,68 @@ impl<'s> StoreTx<'s> {
                     format!("inode chunk {n}: count out of range"),
                 )
             })?;
-        let v = encode_pair(c.blk, c.used);
-        let mut tree = BTree {
-            root: sh.root.chunks,
-            owner: OWNER_CHUNKS,
+        self.put_count(n, alloc)
+    }
+
+    /// Store chunk `n`'s count (as [`Chunk::used`] holds it) in the count
+    /// table: one 64-byte line, where the chunk tree's count cost a leaf
+    /// copied and sealed per create and per unlink (16 % of the pair).
+    /// Count blocks are added first where the table does not reach the
+    /// last chunk (on a file system made before the table, the first change
+    /// of a count makes it from the counts the chunk tree held).
+    fn put_count(&mut self, n: u64, alloc: &mut dyn MetaAlloc) -> Result<(), MetaError> {
+        let geo = self.store.geo;
+        let last = {
+            let sh = self.shared()?;
+            sh.chunks.last_key_value().map_or(0, |(&k, _)| k).max(n)
         };
-        tree.insert(&mut self.tx, alloc, n, &v)?;
-        if tree.root != self.shared()?.root.chunks {
-            self.set_root(|r| r.chunks = tree.root)?;
+        if last >= MAX_CHUNKS {
+            return Err(MetaError::NoSpace);
         }
-        Ok(())
+        let need = (last / COUNTS_PER_BLOCK + 1) as usize;
+        while self.shared()?.table.len() < need {
+            let k = self.shared()?.table.len();
+            let blk = self.tx.alloc_block(alloc)?;
+            self.shared()?.table.push(blk);
+            for j in 0..BLOCK_SIZE / ROOT_LINE as u64 {
+                self.write_count_line(k, j)?;
+            }
+            let l = k / COUNT_PTRS_PER_LINE;
+            let table = &self.shared()?.table;
+            let mut ptrs = CountPtrs::default();
+            for (i, p) in ptrs.0.iter_mut().enumerate() {
+                *p = table.get(l * COUNT_PTRS_PER_LINE + i).copied().unwrap_or(0);
+            }
+            let at = geo.count_ptr_at(l);
+            self.tx.write(at, &ptrs.encode(at))?;
+        }
+        self.write_count_line(
+            (n / COUNTS_PER_BLOCK) as usize,
+            n % COUNTS_PER_BLOCK / COUNTS_PER_LINE,
+        )
+    }
+
+    /// Write line `j` of count block `k` from the chunks' counts.
+    fn write_count_line(&mut self, k: usize, j: u64) -> Result<(), MetaError> {
+        let sh = self.shared()?;
+        let blk = sh.table[k];
+        let first = k as u64 * COUNTS_PER_BLOCK + j * COUNTS_PER_LINE;
+        let mut l = CountLine::default();
+        for (&n, c) in sh.chunks.range(first..first + COUNTS_PER_LINE) {
+            // A count is at most INODES_PER_CHUNK (1024): it fits.
+            l.0[(n - first) as usize] = c.used as u16;
+        }
+        let at = blk * BLOCK_SIZE + j * ROOT_LINE as u64;
+        self.tx.write(at, &l.encode(at))
     }
 
     /// Add an inode chunk (when [`Store::reserve_ino`] found no room): its
     /// blocks are zeroed now (so `ordered`), its slots become free once stored.
     pub fn add_chunk(&mut self, alloc: &mut dyn MetaAlloc) -> Result<(), MetaError> {
         let n = self.shared()?.root.n_chunks;
+        if n >= MAX_CHUNKS {
+            return Err(MetaError::NoSpace);
+        }
         let blk = alloc.alloc_run(CHUNK_BLOCKS)?;
         self.store.check_chunk(blk)?;
         let dev = self.store.dev.clone();
@@ -805,6 +935,16 @@ impl<'s> StoreTx<'s> {
                 free: Some(SlotSet::all()),
             },
         );
+        // Its place in the chunk tree (the count there stays 0: the count
+        // table holds it), then its count.
+        let mut tree = BTree {
+            root: self.shared()?.root.chunks,
+            owner: OWNER_CHUNKS,
+        };
+        tree.insert(&mut self.tx, alloc, n, &encode_pair(blk, 0))?;
+        if tree.root != self.shared()?.root.chunks {
+            self.set_root(|r| r.chunks = tree.root)?;
+        }
         self.set_chunk_used(n, 0, alloc)?;
         self.set_root(|r| r.n_chunks += 1)?;
         self.new_chunks.push((n, blk));
@@ -1134,6 +1274,7 @@ impl Drop for StoreTx<'_> {
         if let (Some(u), Some(sh)) = (self.undo.take(), self.shared.as_deref_mut()) {
             sh.root = u.root;
             sh.counts = u.counts;
+            sh.table.truncate(u.table);
             for (n, c) in u.chunks {
                 match c {
                     Some((blk, used)) => {
@@ -1239,9 +1380,9 @@ pub(crate) mod tests {
 
     impl TestAlloc {
         pub fn new(geo: &Geometry3) -> Self {
-            // mkfs used chunk 0 and one tree node after it.
+            // mkfs used chunk 0, one tree node and the count block after it.
             TestAlloc {
-                next: geo.data_start + CHUNK_BLOCKS + 1,
+                next: geo.data_start + CHUNK_BLOCKS + 2,
                 free: Vec::new(),
                 end: geo.total_blocks,
             }
@@ -1360,6 +1501,105 @@ pub(crate) mod tests {
         assert_eq!(again.root(), store.root());
         assert!(again.inode(1501).unwrap().is_some());
         assert_eq!(again.reserve_ino().unwrap(), Some(1502));
+    }
+
+    #[test]
+    fn a_create_writes_one_line_of_the_count_table_and_no_chunk_tree_node() {
+        within(60, || {
+            let (dev, store, mut alloc) = fresh(16 << 20);
+            let table = store.count_table().unwrap();
+            assert_eq!(table.len(), 1, "mkfs makes the table");
+            create(&store, &mut alloc);
+            let chunk_tree = store.root().chunks;
+            let ino = store.reserve_ino().unwrap().unwrap();
+            let mut tx = store.begin();
+            tx.put_inode(&mut alloc, ino, &slot(S_IFREG | 0o644, 1), true)
+                .unwrap();
+            let (entries, _) = tx.entries().unwrap();
+            let written: Vec<(u64, usize)> = entries
+                .iter()
+                .filter_map(|e| match e {
+                    PhysOp::Write { at, bytes } => Some((*at, bytes.len())),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                written.iter().all(|&(at, _)| at / BLOCK_SIZE != chunk_tree),
+                "the chunk tree's leaf was written: {written:?}"
+            );
+            let counts: Vec<_> = written
+                .iter()
+                .filter(|&&(at, _)| at / BLOCK_SIZE == table[0])
+                .collect();
+            assert_eq!(counts.len(), 1, "{written:?}");
+            assert!(counts[0].1 <= ROOT_LINE, "{written:?}");
+            tx.stored(&entries).unwrap();
+            // Counts read back from the table, over a second chunk.
+            for _ in 0..1100 {
+                create(&store, &mut alloc);
+            }
+            run(&store, &mut alloc, |t, a| t.free_inode(a, 5, 0));
+            let again = Store::open(dev.clone(), *store.geometry()).unwrap();
+            let mut line = None;
+            let t = again.count_table().unwrap();
+            assert_eq!(again.table_count(&t, 0, &mut line).unwrap(), 1023);
+            assert_eq!(again.table_count(&t, 1, &mut line).unwrap(), 1103 - 1024);
+            assert_eq!(again.reserve_ino().unwrap(), Some(5));
+            let problems: Vec<String> = again
+                .check()
+                .unwrap()
+                .problems
+                .into_iter()
+                .filter(|p| !p.contains("link count"))
+                .collect();
+            assert_eq!(problems, Vec::<String>::new());
+        });
+    }
+
+    /// A file system made before the count table (its root lines zero,
+    /// its counts in the chunk tree) gets one at its first change of a
+    /// count, made from the tree's counts.
+    #[test]
+    fn a_file_system_made_before_the_count_table_gets_one_at_its_first_create() {
+        within(60, || {
+            let (dev, store, mut alloc) = fresh(16 << 20);
+            for _ in 0..1100 {
+                create(&store, &mut alloc);
+            }
+            // Back to the older layout: the tree holds the exact counts and
+            // no root line names a count block.
+            let mut tx = store.begin();
+            let mut tree = BTree {
+                root: store.root().chunks,
+                owner: OWNER_CHUNKS,
+            };
+            for (n, c) in [(0u64, INODES_PER_CHUNK), (1, 1101 - 1024)] {
+                let blk = store.shared.lock().chunks[&n].blk;
+                tree.insert(&mut tx.tx, &mut alloc, n, &encode_pair(blk, c))
+                    .unwrap();
+            }
+            let (entries, _) = tx.entries().unwrap();
+            tx.stored(&entries).unwrap();
+            let (root, g) = (tree.root, *store.geometry());
+            let at = g.root_at() + ROOT_LINE as u64;
+            let body = RootBody {
+                chunks: root,
+                ..store.root()
+            };
+            dev.write(at, &body.encode(at)).unwrap();
+            dev.zero(g.count_ptr_at(0), ROOT_LINE as u64).unwrap();
+            let old = Store::open(dev.clone(), g).unwrap();
+            assert!(old.count_table().unwrap().is_empty());
+            let ino = create(&old, &mut alloc);
+            assert_eq!(ino, 1102);
+            let t = old.count_table().unwrap();
+            assert_eq!(t.len(), 1, "the first create made the table");
+            let mut line = None;
+            assert_eq!(old.table_count(&t, 0, &mut line).unwrap(), INODES_PER_CHUNK);
+            assert_eq!(old.table_count(&t, 1, &mut line).unwrap(), 1102 - 1024);
+            let again = Store::open(dev.clone(), g).unwrap();
+            assert_eq!(again.reserve_ino().unwrap(), Some(1103));
+        });
     }
 
     #[test]
@@ -1516,7 +1756,7 @@ pub(crate) mod tests {
     fn free_runs_read_the_bitmap_past_what_mkfs_and_transactions_use() {
         let (_dev, store, mut alloc) = fresh(16 << 20);
         let g = *store.geometry();
-        let first_free = g.data_start + CHUNK_BLOCKS + 1;
+        let first_free = g.data_start + CHUNK_BLOCKS + 2;
         assert_eq!(
             store.free_runs().unwrap(),
             vec![(first_free, g.total_blocks - first_free)]
