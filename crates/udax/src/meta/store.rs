@@ -282,8 +282,8 @@ impl Store {
         let pat = geo.count_ptr_at(0);
         dev.write(pat, &ptrs.encode(pat))?;
         // Only what was written: the bitmap, chunk 0, the tree node and the
-        // count block after it, the root block (not the whole device: mkfs of a TiB device
-        // must not flush a TiB).
+        // count block after it, the root block (not the whole device: mkfs
+        // of a TiB device must not flush a TiB).
         dev.flush(geo.bitmap_at(), geo.bitmap_blocks * BLOCK_SIZE);
         dev.flush(chunk_blk * BLOCK_SIZE, (node_end - chunk_blk) * BLOCK_SIZE);
         dev.flush(at, BLOCK_SIZE);
