@@ -677,7 +677,7 @@ impl Store {
 
     /// Chunk `n`'s count in the count table `table`; `line` keeps the last
     /// line read (a walk in chunk order reads each once).
-    pub(super) fn table_count(
+    fn table_count(
         &self,
         table: &[u64],
         n: u64,
